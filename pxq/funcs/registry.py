@@ -1,0 +1,124 @@
+"""The one registry of PxL's `px.*` functions: signatures the compiler checks, and the
+vectorized implementations the executor calls.
+
+Execution model (for implementers): every argument arrives as a ``pyarrow.Array`` (a column,
+already as long as the batch) or a ``pyarrow.Scalar`` (a literal or a compile-time value).
+TIME64NS values are passed as int64 nanoseconds, never as Arrow timestamps; the executor converts
+at the table boundary. Implementations return an Array (or Scalar, which the executor broadcasts)
+of the declared return type, and never loop over rows in Python unless no compute kernel exists,
+in which case they must say so in a comment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pxq.types import DataType, SemanticType
+
+ANY: frozenset[DataType] | None = None  # a parameter that accepts every type
+
+TypeRule = DataType | Callable[[tuple[DataType, ...]], DataType]
+SemanticRule = SemanticType | Callable[[tuple[SemanticType, ...]], SemanticType]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    types: frozenset[DataType] | None = ANY
+    # The argument must be known at compile time (a literal or constant expression), e.g. the
+    # key of pluck, the pattern of regex_match, the size of bin.
+    literal: bool = False
+    default: Any = None
+    has_default: bool = False
+
+
+@dataclass(frozen=True)
+class ExecContext:
+    """What functions may consult at run time besides their arguments."""
+
+    now_ns: int
+    # upid string -> {"pid", "comm", "cmdline", "exe", "container_id", "pod", "namespace", ...}
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    host: str = ""
+
+
+@dataclass(frozen=True)
+class ScalarFunction:
+    name: str
+    params: tuple[Param, ...]
+    returns: TypeRule
+    impl: Callable[..., Any]  # impl(ctx: ExecContext, *args) -> pa.Array | pa.Scalar
+    doc: str
+    semantic: SemanticRule = SemanticType.NONE
+    variadic: bool = False  # the last param repeats
+    # Evaluated once by the compiler when every argument is constant (px.now, px.minutes, ...).
+    foldable: bool = True
+
+    def signature(self) -> str:
+        parts = []
+        for p in self.params:
+            types = "any" if p.types is None else "|".join(sorted(str(t) for t in p.types))
+            text = f"{p.name}: {types}"
+            if p.has_default:
+                text += f" = {p.default!r}"
+            parts.append(text)
+        if self.variadic:
+            parts[-1] += ", ..."
+        ret = self.returns if isinstance(self.returns, DataType) else "depends on arguments"
+        return f"px.{self.name}({', '.join(parts)}) -> {ret}"
+
+
+@dataclass(frozen=True)
+class AggregateFunction:
+    """A UDA used as ``out=('col', px.name)`` in ``groupby(...).agg``."""
+
+    name: str
+    input_types: frozenset[DataType] | None
+    returns: TypeRule
+    doc: str
+    semantic: SemanticRule = SemanticType.NONE
+
+    def signature(self) -> str:
+        types = "any" if self.input_types is None else "|".join(sorted(str(t) for t in self.input_types))
+        ret = self.returns if isinstance(self.returns, DataType) else "depends on input"
+        return f"('column', px.{self.name}) with column of type {types} -> {ret}"
+
+
+SCALARS: dict[str, ScalarFunction] = {}
+AGGREGATES: dict[str, AggregateFunction] = {}
+
+
+def scalar(name: str, params: tuple[Param, ...], returns: TypeRule, doc: str, *,
+           semantic: SemanticRule = SemanticType.NONE, variadic: bool = False, foldable: bool = True):
+    """Decorator registering ``impl(ctx, *args)`` as ``px.<name>``."""
+
+    def register(impl: Callable[..., Any]) -> Callable[..., Any]:
+        if name in SCALARS:
+            raise ValueError(f"px.{name} registered twice")
+        SCALARS[name] = ScalarFunction(name, params, returns, impl, doc, semantic, variadic, foldable)
+        return impl
+
+    return register
+
+
+def aggregate(name: str, input_types: frozenset[DataType] | None, returns: TypeRule, doc: str, *,
+              semantic: SemanticRule = SemanticType.NONE) -> AggregateFunction:
+    if name in AGGREGATES:
+        raise ValueError(f"px.{name} registered twice")
+    fn = AggregateFunction(name, input_types, returns, doc, semantic)
+    AGGREGATES[name] = fn
+    return fn
+
+
+def resolve_type(rule: TypeRule, arg_types: tuple[DataType, ...]) -> DataType:
+    return rule if isinstance(rule, DataType) else rule(arg_types)
+
+
+def resolve_semantic(rule: SemanticRule, arg_semantics: tuple[SemanticType, ...]) -> SemanticType:
+    return rule if isinstance(rule, SemanticType) else rule(arg_semantics)
+
+
+def load_builtins() -> None:
+    """Import the modules whose decorators fill SCALARS and AGGREGATES (idempotent)."""
+    from pxq.funcs import aggregates, builtins  # noqa: F401

@@ -1,0 +1,52 @@
+"""How a table is declared: the single source of truth read by the compiler, the agent, the
+replay reader, the renderers, `pxq scripts`/`pxq tables` and the REPL's completion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pxq.types import DataType, SemanticType, arrow_type
+
+
+@dataclass(frozen=True)
+class ColumnSchema:
+    name: str
+    type: DataType
+    semantic: SemanticType = SemanticType.NONE
+    doc: str = ""
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return arrow_type(self.type)
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    name: str
+    columns: tuple[ColumnSchema, ...]
+    doc: str
+    # Name of the agent collector that fills this table ("socket_tracer", "perf_profiler", ...).
+    collector: str
+    # Protocol name for socket-tracer tables (drives in-kernel protocol selection), else None.
+    protocol: str | None = None
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(names) != len(set(names)):
+            raise ValueError(f"table {self.name} declares a column twice")
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> ColumnSchema | None:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        return None
+
+    def arrow_schema(self, columns: tuple[str, ...] | None = None) -> pa.Schema:
+        chosen = self.columns if columns is None else tuple(self.column(n) for n in columns)
+        return pa.schema([pa.field(c.name, c.arrow_type) for c in chosen])
