@@ -1,0 +1,43 @@
+"""Render query results: ``render(results, fmt, out)`` with one ``Writer`` per output format.
+
+``results`` maps display name → Arrow table. Columns may carry pxq types in their field metadata
+(``pxq.types.FIELD_TYPE_KEY`` / ``FIELD_SEMANTIC_KEY``); without them values are formatted by
+their Arrow type. New formats register a ``Writer`` in ``WRITERS`` (one module each).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from pxq.errors import UsageError
+from pxq.render.base import Writer
+from pxq.render.csv import CsvWriter
+from pxq.render.json import JsonWriter
+from pxq.render.parquet import ParquetWriter
+from pxq.render.table import TableWriter
+
+WRITERS: dict[str, Writer] = {w.name: w for w in (TableWriter(), JsonWriter(), CsvWriter(), ParquetWriter())}
+FORMATS: tuple[str, ...] = tuple(WRITERS)
+
+
+def render(
+    results: dict[str, pa.Table],
+    fmt: str,
+    out: str | None = None,
+    *,
+    console=None,
+    max_rows: int | None = None,
+) -> None:
+    """Write ``results`` in format ``fmt`` to stdout (or ``console``) or to ``out``.
+
+    ``max_rows`` caps the rows shown by the terminal table; file formats always write every row.
+    """
+    writer = WRITERS.get(fmt)
+    if writer is None:
+        raise UsageError(f"unknown output format {fmt!r}; choose one of: {', '.join(WRITERS)}")
+    if writer.needs_out and out is None:
+        raise UsageError(f"output format {fmt!r} writes files: give an output directory")
+    writer.write(results, None if out is None else str(out), console=console, max_rows=max_rows)
+
+
+__all__ = ["FORMATS", "WRITERS", "Writer", "render"]

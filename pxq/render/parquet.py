@@ -1,0 +1,25 @@
+"""Parquet: one file per display, ``<out>/<display>.parquet`` (``out`` is required).
+
+Columns keep their pxq type metadata (``pxq.type``/``pxq.semantic`` field metadata), so a
+written result formats the same when read back and rendered again.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pxq.errors import UsageError
+from pxq.render.base import output_paths
+
+
+class ParquetWriter:
+    name = "parquet"
+    needs_out = True
+
+    def write(self, results, out, *, console=None, max_rows=None) -> None:
+        for display, path in output_paths(results, out, "parquet", self.name).items():
+            try:
+                pq.write_table(results[display], path, compression="zstd")
+            except (OSError, pa.ArrowException) as exc:
+                raise UsageError(f"{path}: cannot write Parquet: {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,212 @@
+"""Read a capture directory written by ``write_capture`` (or by anything else that follows the format)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pyarrow.types as pat
+
+from pxq.errors import DataError
+from pxq.replay.columns import compatible, describe_incompatible, to_catalog_type
+from pxq.replay.meta import META_FILE, MetaProblem, first_line, normalize_meta
+from pxq.replay.writer import PARQUET_SUFFIX
+from pxq.tables import CATALOG, TableSchema
+
+TIME_COLUMN = "time_"
+_UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass
+class _TableFile:
+    path: Path
+    schema: pa.Schema  # physical (as stored)
+
+
+@dataclass
+class Capture:
+    """An opened capture directory. Every file's footer and column types were checked on open."""
+
+    directory: Path
+    host: str
+    start_time_ns: int
+    end_time_ns: int
+    processes: dict[str, dict]
+    drops: dict[str, dict[str, int]]
+    meta: dict
+    unknown_files: list[str] = field(default_factory=list)
+    _files: dict[str, _TableFile] = field(default_factory=dict, repr=False)
+
+    def table_names(self) -> list[str]:
+        """The catalog tables this capture holds, in catalog order."""
+        return [name for name in CATALOG if name in self._files]
+
+    def has_table(self, name: str) -> bool:
+        return name in self._files
+
+    def scan(
+        self,
+        table: str,
+        columns: Sequence[str] | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> pa.Table:
+        """Rows with ``start_ns <= time_ < end_ns`` (either bound optional) of ``columns`` (None = all).
+
+        The result has exactly the catalog's Arrow types for the requested columns, in the
+        requested order; columns the file lacks are nulls; a table the capture lacks is empty.
+        The time window is pushed into the Parquet scan (row groups outside it are skipped).
+        """
+        schema = CATALOG.get(table)
+        if schema is None:
+            raise DataError(f"no table named {table!r} in the catalog")
+        names = list(schema.column_names if columns is None else columns)
+        missing = [n for n in names if schema.column(n) is None]
+        if missing:
+            raise DataError(f"table {table!r} has no column {', '.join(repr(n) for n in missing)}")
+        out_schema = schema.arrow_schema(tuple(names))
+        entry = self._files.get(table)
+        if entry is None:
+            return out_schema.empty_table()
+        return _scan_file(entry, schema, names, out_schema, start_ns, end_ns)
+
+
+def _window_filter(time_type: pa.DataType, start_ns: int | None, end_ns: int | None) -> ds.Expression | None:
+    """start_ns <= time_ < end_ns expressed in the stored type of time_, exactly.
+
+    For a coarser unit u (``t_ns = t_u * k``): ``t_ns >= s`` iff ``t_u >= ceil(s/k)`` and
+    ``t_ns < e`` iff ``t_u < ceil(e/k)``.
+    """
+    if pat.is_timestamp(time_type):
+        k = _UNIT_NS[time_type.unit]
+    else:
+        k, time_type = 1, pa.int64()
+    expr = None
+    time_field = ds.field(TIME_COLUMN)
+    if start_ns is not None:
+        expr = time_field >= pa.scalar(_ceil_div(start_ns, k), type=pa.int64()).cast(time_type)
+    if end_ns is not None:
+        upper = time_field < pa.scalar(_ceil_div(end_ns, k), type=pa.int64()).cast(time_type)
+        expr = upper if expr is None else expr & upper
+    return expr
+
+
+def _scan_file(
+    entry: _TableFile,
+    schema: TableSchema,
+    names: list[str],
+    out_schema: pa.Schema,
+    start_ns: int | None,
+    end_ns: int | None,
+) -> pa.Table:
+    stored = entry.schema
+    windowed = start_ns is not None or end_ns is not None
+    if windowed and (TIME_COLUMN not in stored.names or pat.is_null(stored.field(TIME_COLUMN).type)):
+        # Every row's time_ is null, so no row is inside any window.
+        return out_schema.empty_table()
+    present = [n for n in dict.fromkeys(names) if n in stored.names]
+    flt = _window_filter(stored.field(TIME_COLUMN).type, start_ns, end_ns) if windowed else None
+    try:
+        dataset = ds.dataset(entry.path, format="parquet")
+        data = dataset.to_table(columns=present, filter=flt)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{entry.path}: cannot read Parquet data: {first_line(exc)}") from None
+    arrays = []
+    for name in names:
+        col = schema.column(name)
+        if name not in stored.names:
+            arrays.append(pa.nulls(data.num_rows, col.arrow_type))
+            continue
+        try:
+            arrays.append(to_catalog_type(data.column(name), col.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DataError(f"{entry.path}: column {name!r}: {first_line(exc)}") from None
+    if not names:
+        return data  # no columns, but the right number of rows
+    return pa.Table.from_arrays(arrays, schema=out_schema)
+
+
+def _read_meta(root: Path) -> dict:
+    path = root / META_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing: not a pxq capture directory") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {first_line(exc)}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    try:
+        meta = normalize_meta(raw)
+    except MetaProblem as exc:
+        raise DataError(f"{path}: {exc}") from None
+    listed = meta.get("tables")
+    if listed is not None and not (isinstance(listed, list) and all(isinstance(t, str) for t in listed)):
+        raise DataError(f"{path}: 'tables' must be a list of table names")
+    return meta
+
+
+def _open_table_file(path: Path, table: TableSchema) -> _TableFile:
+    try:
+        stored = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: corrupt or truncated Parquet file: {first_line(exc)}") from None
+    for col in table.columns:
+        if col.name in stored.names:
+            if stored.get_field_index(col.name) < 0:
+                raise DataError(f"{path}: column {col.name!r} appears more than once")
+            actual = stored.field(col.name).type
+            if not compatible(col.type, actual):
+                raise DataError(f"{path}: column {col.name!r} {describe_incompatible(col.type, actual)}")
+    return _TableFile(path=path, schema=stored)
+
+
+def open_capture(directory: str | os.PathLike) -> Capture:
+    """Open and check a capture directory; every problem is a one-line ``DataError``."""
+    root = Path(directory)
+    if not root.exists():
+        raise DataError(f"{root}: no such capture directory")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory (a capture is a directory of Parquet files)")
+    meta = _read_meta(root)
+    files: dict[str, _TableFile] = {}
+    unknown: list[str] = []
+    try:
+        entries = sorted(p for p in root.iterdir() if p.is_file())
+    except OSError as exc:
+        raise DataError(f"{root}: cannot list: {exc.strerror or exc}") from None
+    for path in entries:
+        if path.name == META_FILE:
+            continue
+        name = path.name[: -len(PARQUET_SUFFIX)] if path.name.endswith(PARQUET_SUFFIX) else None
+        table = CATALOG.get(name) if name else None
+        if table is None:
+            unknown.append(path.name)
+            continue
+        files[table.name] = _open_table_file(path, table)
+    for name in meta.get("tables") or ():
+        if name in CATALOG and name not in files:
+            raise DataError(f"{root / (name + PARQUET_SUFFIX)}: missing (capture.json lists table {name!r})")
+    return Capture(
+        directory=root,
+        host=meta["host"],
+        start_time_ns=meta["start_time_ns"],
+        end_time_ns=meta["end_time_ns"],
+        processes=meta["processes"],
+        drops=meta["drops"],
+        meta=meta,
+        unknown_files=unknown,
+        _files=files,
+    )

@@ -1,0 +1,227 @@
+"""The table catalog: one ``TableSchema`` per table pxq knows, with Pixie's names and meanings.
+
+Column names, types and meanings follow Pixie's Stirling tables
+(``pixie:src/stirling/source_connectors/*/*_table.h``) so that PxL scripts written for Pixie carry
+over. ``proc_exec_events`` is pxq's own. Everything else in pxq (compiler, agent, replay reader,
+renderers, REPL completion, ``docs/tables.md``) reads this module; change a table here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from pxq.tables.schema import ColumnSchema, TableSchema
+from pxq.types import DataType as T
+from pxq.types import SemanticType as S
+
+SOCKET_TRACER = "socket_tracer"
+PERF_PROFILER = "perf_profiler"
+PROCESS_STATS = "process_stats"
+PROC_EVENTS = "proc_events"
+
+COLLECTORS = (SOCKET_TRACER, PERF_PROFILER, PROCESS_STATS, PROC_EVENTS)
+
+
+def _c(name: str, type_: T, doc: str, semantic: S = S.NONE) -> ColumnSchema:
+    return ColumnSchema(name=name, type=type_, semantic=semantic, doc=doc)
+
+
+TIME = _c("time_", T.TIME64NS, "Time the event (or sample) was recorded, ns since the epoch (UTC).", S.TIME)
+UPID = _c(
+    "upid",
+    T.UINT128,
+    "Unique process id: agent short id, pid and process start time, as '<asid>:<pid>:<start_ticks>'.",
+    S.UPID,
+)
+REMOTE_ADDR = _c("remote_addr", T.STRING, "IP address of the remote endpoint of the connection.", S.IP_ADDRESS)
+REMOTE_PORT = _c("remote_port", T.INT64, "Port of the remote endpoint of the connection.", S.PORT)
+TRACE_ROLE = _c(
+    "trace_role",
+    T.INT64,
+    "Side of the connection the traced process is on: 1 = client, 2 = server (0 = unknown).",
+)
+
+# The columns every protocol (request/response) table starts with.
+PROTOCOL_HEAD = (
+    TIME,
+    UPID,
+    REMOTE_ADDR,
+    REMOTE_PORT,
+    _c("local_addr", T.STRING, "IP address of the local endpoint of the connection.", S.IP_ADDRESS),
+    _c("local_port", T.INT64, "Port of the local endpoint of the connection.", S.PORT),
+    TRACE_ROLE,
+    _c("encrypted", T.BOOLEAN, "Whether the traffic was encrypted (captured as TLS plaintext)."),
+)
+# ... and the column every protocol table ends with.
+LATENCY = _c("latency", T.INT64, "Time from the request's first byte to the response's last byte, in ns.", S.DURATION_NS)
+
+
+def _protocol_table(name: str, protocol: str, doc: str, *columns: ColumnSchema) -> TableSchema:
+    return TableSchema(
+        name=name,
+        columns=PROTOCOL_HEAD + tuple(columns) + (LATENCY,),
+        doc=doc,
+        collector=SOCKET_TRACER,
+        protocol=protocol,
+    )
+
+
+HTTP_EVENTS = _protocol_table(
+    "http_events",
+    "http",
+    "HTTP/1.x request-response pairs traced from socket syscalls (and TLS libraries).",
+    _c("major_version", T.INT64, "HTTP major version (1)."),
+    _c("minor_version", T.INT64, "HTTP minor version (0 or 1)."),
+    _c("content_type", T.INT64, "Body content type enum: 0 = unknown, 1 = JSON, 2 = gRPC."),
+    _c("req_headers", T.STRING, "Request headers as a JSON object {name: value}.", S.JSON),
+    _c("req_method", T.STRING, "Request method (GET, POST, ...)."),
+    _c("req_path", T.STRING, "Request target: path and query string."),
+    _c("req_body", T.STRING, "Request body, possibly truncated."),
+    _c("req_body_size", T.INT64, "Size of the request body in bytes, before any truncation.", S.BYTES),
+    _c("resp_headers", T.STRING, "Response headers as a JSON object {name: value}.", S.JSON),
+    _c("resp_status", T.INT64, "Response status code (200, 404, ...).", S.HTTP_STATUS),
+    _c("resp_message", T.STRING, "Response reason phrase (OK, Not Found, ...)."),
+    _c("resp_body", T.STRING, "Response body, possibly truncated."),
+    _c("resp_body_size", T.INT64, "Size of the response body in bytes, before any truncation.", S.BYTES),
+)
+
+MYSQL_EVENTS = _protocol_table(
+    "mysql_events",
+    "mysql",
+    "MySQL client-server command/response pairs.",
+    _c("req_cmd", T.INT64, "MySQL command byte (3 = COM_QUERY, 22 = COM_STMT_PREPARE, 23 = COM_STMT_EXECUTE, ...)."),
+    _c("req_body", T.STRING, "Command payload, e.g. the SQL text of a query."),
+    _c("resp_status", T.INT64, "Response status: 0 = unknown, 1 = none, 2 = OK, 3 = error."),
+    _c("resp_body", T.STRING, "Response summary, e.g. the error message or the number of rows."),
+)
+
+PGSQL_EVENTS = _protocol_table(
+    "pgsql_events",
+    "pgsql",
+    "PostgreSQL frontend/backend message request-response pairs.",
+    _c("req_cmd", T.STRING, "Request message tag, e.g. 'Query', 'Parse', 'Bind', 'Execute'."),
+    _c("req", T.STRING, "Request payload, e.g. the SQL text."),
+    _c("resp", T.STRING, "Response payload, e.g. the rows or the command-complete tag."),
+)
+
+DNS_EVENTS = _protocol_table(
+    "dns_events",
+    "dns",
+    "DNS queries and their answers.",
+    _c("req_header", T.STRING, "Query header fields (txid, flags, counts) as a JSON object.", S.JSON),
+    _c("req_body", T.STRING, "Query questions as JSON.", S.JSON),
+    _c("resp_header", T.STRING, "Answer header fields (txid, flags, rcode, counts) as a JSON object.", S.JSON),
+    _c("resp_body", T.STRING, "Answer records (names, types, addresses) as JSON.", S.JSON),
+)
+
+REDIS_EVENTS = _protocol_table(
+    "redis_events",
+    "redis",
+    "Redis commands and their replies (RESP).",
+    _c("req_cmd", T.STRING, "Command name, e.g. 'GET', 'SET', 'HGETALL'."),
+    _c("req_args", T.STRING, "Command arguments as JSON."),
+    _c("resp", T.STRING, "Reply, rendered as text."),
+)
+
+CONN_STATS = TableSchema(
+    name="conn_stats",
+    doc="Per-connection traffic counters, sampled periodically (cumulative values).",
+    collector=SOCKET_TRACER,
+    columns=(
+        TIME,
+        UPID,
+        REMOTE_ADDR,
+        REMOTE_PORT,
+        TRACE_ROLE,
+        _c("addr_family", T.INT64, "Socket address family: 2 = AF_INET, 10 = AF_INET6, 1 = AF_UNIX."),
+        _c(
+            "protocol",
+            T.INT64,
+            "Inferred protocol: 0 unknown, 1 HTTP, 2 HTTP2, 3 MySQL, 4 CQL, 5 PGSQL, 6 DNS, 7 Redis, "
+            "8 NATS, 9 Mongo, 10 Kafka, 11 Mux, 12 AMQP, 13 TLS.",
+        ),
+        _c("ssl", T.BOOLEAN, "Whether the connection uses TLS."),
+        _c("conn_open", T.INT64, "Number of connections opened (cumulative)."),
+        _c("conn_close", T.INT64, "Number of connections closed (cumulative)."),
+        _c("conn_active", T.INT64, "Number of connections currently open."),
+        _c("bytes_sent", T.INT64, "Bytes sent to the remote endpoint (cumulative).", S.BYTES),
+        _c("bytes_recv", T.INT64, "Bytes received from the remote endpoint (cumulative).", S.BYTES),
+    ),
+)
+
+PROCESS_STATS_TABLE = TableSchema(
+    name="process_stats",
+    doc="Per-process CPU, memory and I/O counters read from /proc, sampled periodically.",
+    collector=PROCESS_STATS,
+    columns=(
+        TIME,
+        UPID,
+        _c("major_faults", T.INT64, "Major page faults (cumulative)."),
+        _c("minor_faults", T.INT64, "Minor page faults (cumulative)."),
+        _c("cpu_utime_ns", T.INT64, "CPU time spent in user mode, in ns (cumulative).", S.DURATION_NS),
+        _c("cpu_ktime_ns", T.INT64, "CPU time spent in kernel mode, in ns (cumulative).", S.DURATION_NS),
+        _c("num_threads", T.INT64, "Number of threads in the process."),
+        _c("vsize_bytes", T.INT64, "Virtual memory size in bytes.", S.BYTES),
+        _c("rss_bytes", T.INT64, "Resident set size in bytes.", S.BYTES),
+        _c("rchar_bytes", T.INT64, "Bytes read by read-like syscalls, including page cache (cumulative).", S.BYTES),
+        _c("wchar_bytes", T.INT64, "Bytes written by write-like syscalls, including page cache (cumulative).", S.BYTES),
+        _c("read_bytes", T.INT64, "Bytes actually fetched from storage (cumulative).", S.BYTES),
+        _c("write_bytes", T.INT64, "Bytes actually sent to storage (cumulative).", S.BYTES),
+    ),
+)
+
+STACK_TRACES = TableSchema(
+    name="stack_traces.beta",
+    doc="CPU profile: sampled stack traces with how many times each was seen in the sampling window.",
+    collector=PERF_PROFILER,
+    columns=(
+        TIME,
+        UPID,
+        _c("stack_trace_id", T.INT64, "Id of the stack trace, stable for one process within a capture."),
+        _c(
+            "stack_trace",
+            T.STRING,
+            "Folded stack, root first, frames ';'-separated; a frame without a symbol is its hex address.",
+            S.STACK_TRACE,
+        ),
+        _c("count", T.INT64, "Number of samples with this stack in the window."),
+    ),
+)
+
+PROC_EXIT_EVENTS = TableSchema(
+    name="proc_exit_events",
+    doc="Process exits, from the scheduler's process-exit tracepoint.",
+    collector=PROC_EVENTS,
+    columns=(
+        TIME,
+        UPID,
+        _c("exit_code", T.INT64, "Exit code passed to exit() (0 when killed by a signal)."),
+        _c("signal", T.INT64, "Number of the signal that terminated the process, 0 if none."),
+        _c("comm", T.STRING, "Command name of the process (at most 15 characters)."),
+    ),
+)
+
+PROC_EXEC_EVENTS = TableSchema(
+    name="proc_exec_events",
+    doc="pxq's own (not in Pixie): process executions, from the scheduler's process-exec tracepoint.",
+    collector=PROC_EVENTS,
+    columns=(
+        TIME,
+        UPID,
+        _c("ppid", T.INT64, "Pid of the parent process."),
+        _c("comm", T.STRING, "Command name of the new program (at most 15 characters)."),
+        _c("cmdline", T.STRING, "Full command line, arguments separated by spaces (possibly truncated)."),
+        _c("exe", T.STRING, "Path of the executed binary."),
+    ),
+)
+
+TABLES: tuple[TableSchema, ...] = (
+    HTTP_EVENTS,
+    MYSQL_EVENTS,
+    PGSQL_EVENTS,
+    DNS_EVENTS,
+    REDIS_EVENTS,
+    CONN_STATS,
+    PROCESS_STATS_TABLE,
+    STACK_TRACES,
+    PROC_EXIT_EVENTS,
+    PROC_EXEC_EVENTS,
+)
