@@ -1,0 +1,17 @@
+"""pxq: a PxL query-language profiler for Linux hosts (eBPF protocol traces and CPU stacks)."""
+
+__version__ = "0.1.0"
+
+
+def run(script, args=None, source=None):
+    """Run a PxL script and return {display name: pandas.DataFrame}; see pxq.api.run."""
+    from pxq.api import run as _run
+
+    return _run(script, args=args, source=source)
+
+
+def load_ipython_extension(ipython):
+    """`%load_ext pxq` registers the `%%pxq` cell magic (see pxq.notebook)."""
+    from pxq.notebook import load_ipython_extension as _load
+
+    _load(ipython)

@@ -1,0 +1,69 @@
+"""The stages strung together, for the CLI, notebooks and Python callers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pxq.errors import ScriptError, Source as ScriptSource
+from pxq.exec.execute import DataSource, Results, execute
+from pxq.library import Script, load_script
+from pxq.plan.compile import compile as compile_module
+from pxq.plan.nodes import Graph
+from pxq.plan.optimize import optimize
+
+
+@dataclass(frozen=True)
+class Compiled:
+    script: Script
+    graph: Graph        # as compiled
+    optimized: Graph    # after the optimizer rules
+
+
+def compile_script(script: Script, *, args: dict[str, Any] | None = None, now_ns: int | None = None) -> Compiled:
+    from pxq.lang import parse
+
+    source = ScriptSource(script.text, script.filename)
+    try:
+        module = parse(script.text, script.filename)
+        graph = compile_module(module, now_ns=now_ns if now_ns is not None else time.time_ns(), args=args,
+                               name=script.name, vis=script.vis, source=source)
+    except ScriptError as exc:
+        raise exc.with_source(source) from None
+    return Compiled(script, graph, optimize(graph))
+
+
+def open_source(source: str | DataSource) -> DataSource:
+    if isinstance(source, str):
+        from pxq.replay import open_capture
+
+        return open_capture(source)
+    return source
+
+
+def run_script(script: Script | str, *, args: dict[str, Any] | None = None,
+               source: str | DataSource) -> tuple[Compiled, Results]:
+    """Compile ``script`` with ``now`` = the source's end time (replays are reproducible), run it."""
+    if isinstance(script, str):
+        script = load_script(script)
+    data = open_source(source)
+    now_ns = getattr(data, "end_time_ns", None)
+    compiled = compile_script(script, args=args, now_ns=now_ns)
+    return compiled, execute(compiled.optimized, data)
+
+
+def run(script: str, args: dict[str, Any] | None = None, source: str | DataSource | None = None):
+    """Run a PxL script (bundled name, file, folder or PxL text) and return pandas DataFrames.
+
+    >>> pxq.run("http_data", args={"num_head": 10}, source="capture/")  # doctest: +SKIP
+    {'http_data': <pandas.DataFrame ...>}
+    """
+    if source is None:
+        raise ValueError("pxq.run needs source= (a capture directory); live capture is not available yet")
+    if "\n" in script or "import px" in script:
+        script_obj: Script | str = Script("script", script, "<script>")
+    else:
+        script_obj = script
+    _, results = run_script(script_obj, args=args, source=source)
+    return {name: table.to_pandas() for name, table in results.tables.items()}

@@ -1,0 +1,242 @@
+"""The `pxq` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pxq.errors import PxqError, UsageError
+
+EPILOG = """\
+examples:
+  pxq scripts                                   list the bundled scripts
+  pxq run http_data --from capture/             replay a capture directory
+  pxq run http_data --from capture/ -- --num_head=20 --start_time=-1m
+  pxq run ./my.pxl --from capture/ -o json      any script file, any output format
+  pxq run http_data -- --help                   the script's own arguments
+  pxq explain service_stats                     parse + plan + probe manifest, attaches nothing
+  pxq tables http_events                        columns of a table
+"""
+
+
+def _split_script_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def parse_script_args(raw: list[str]) -> tuple[dict[str, str], bool]:
+    """`--name=value` / `--name value` pairs after `--`; returns (args, wants_help)."""
+    args: dict[str, str] = {}
+    wants_help = False
+    i = 0
+    while i < len(raw):
+        item = raw[i]
+        if item in ("-h", "--help"):
+            wants_help = True
+        elif item.startswith("--") and "=" in item:
+            key, value = item[2:].split("=", 1)
+            args[key] = value
+        elif item.startswith("--") and i + 1 < len(raw):
+            args[item[2:]] = raw[i + 1]
+            i += 1
+        else:
+            raise UsageError(f"script arguments look like --name=value, got {item!r}")
+        i += 1
+    return args, wants_help
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pxq.render import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="pxq", description="Query what your host is doing with PxL scripts: HTTP and database "
+        "traces, CPU stacks, as tables.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a script and show its displays",
+                         description="Run a PxL script (bundled name, .pxl file or script folder). "
+                         "Script arguments go after `--`; `-- --help` lists them.")
+    run.add_argument("script", help="bundled script name, .pxl file or folder with a .pxl and vis.json")
+    run.add_argument("--from", dest="source", metavar="DIR",
+                     help="replay a capture directory (<table>.parquet + capture.json) instead of live capture")
+    run.add_argument("-o", "--output", default="table", choices=FORMATS, metavar="FORMAT",
+                     help=f"output format: {', '.join(FORMATS)} (default: table)")
+    run.add_argument("--out", metavar="PATH", help="file (json) or directory (csv, parquet) to write to")
+    run.add_argument("--max-rows", type=int, default=100, metavar="N",
+                     help="rows shown per display in the terminal table (default 100)")
+
+    explain = sub.add_parser("explain", help="show the plan and probe manifest; attaches nothing",
+                             description="Parse and compile a script, print its plan before and after "
+                             "optimization and the probe manifest the agent would receive.")
+    explain.add_argument("script")
+    explain.add_argument("--from", dest="source", metavar="DIR", help="resolve times against this capture")
+    explain.add_argument("--verbose", action="store_true", help="show the plan after every optimizer rule")
+    explain.add_argument("--json", action="store_true", help="print the probe manifest as JSON only")
+
+    sub.add_parser("scripts", help="list the bundled scripts")
+    tables = sub.add_parser("tables", help="list the tables, or one table's columns")
+    tables.add_argument("table", nargs="?")
+    sub.add_parser("funcs", help="list the px.* functions and aggregates with their signatures")
+    return parser
+
+
+def cmd_scripts(_args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pxq.library import bundled_scripts
+
+    table = Table(box=None, show_header=True, header_style="bold")
+    table.add_column("script")
+    table.add_column("what it shows")
+    for script in bundled_scripts():
+        table.add_row(script.name, script.summary)
+    Console(width=_width()).print(table)
+    return 0
+
+
+def _width() -> int | None:
+    return None if sys.stdout.isatty() else 160
+
+
+def cmd_tables(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pxq.tables import CATALOG
+
+    console = Console(width=_width())
+    if args.table:
+        schema = CATALOG.get(args.table)
+        if schema is None:
+            raise UsageError(f"unknown table {args.table!r}; tables: {', '.join(sorted(CATALOG))}")
+        console.print(f"[bold]{schema.name}[/bold]: {schema.doc} (collector: {schema.collector})")
+        out = Table(box=None, header_style="bold")
+        for col in ("column", "type", "semantic", "meaning"):
+            out.add_column(col)
+        for c in schema.columns:
+            out.add_row(c.name, str(c.type), str(c.semantic), c.doc)
+        console.print(out)
+        return 0
+    out = Table(box=None, header_style="bold")
+    out.add_column("table")
+    out.add_column("collector")
+    out.add_column("what it holds")
+    for name in sorted(CATALOG):
+        out.add_row(name, CATALOG[name].collector, CATALOG[name].doc)
+    console.print(out)
+    return 0
+
+
+def cmd_funcs(_args) -> int:
+    from pxq.funcs.registry import AGGREGATES, SCALARS, load_builtins
+
+    load_builtins()
+    for name in sorted(SCALARS, key=str.lower):
+        print(f"{SCALARS[name].signature()}\n    {SCALARS[name].doc}")
+    for name in sorted(AGGREGATES):
+        print(f"{AGGREGATES[name].signature()}\n    {AGGREGATES[name].doc}")
+    return 0
+
+
+def _script_help(script) -> int:
+    from pxq.lang import parse
+    from pxq.plan.compile import plan_script
+
+    plan = plan_script(parse(script.text, script.filename), script.name, script.vis)
+    print(f"arguments of {script.name} (pass them after `--`):")
+    if not plan.params:
+        print("  (none)")
+    for p in plan.params:
+        default = f" (default: {p.default!r})" if p.has_default else " (required)"
+        doc = f"  {p.doc}" if p.doc else ""
+        print(f"  --{p.name}={p.type.__name__.upper()}{default}{doc}")
+    return 0
+
+
+def cmd_run(args, script_argv: list[str]) -> int:
+    from pxq.api import run_script
+    from pxq.library import load_script
+    from pxq.render import render
+
+    script = load_script(args.script)
+    script_args, wants_help = parse_script_args(script_argv)
+    if wants_help:
+        return _script_help(script)
+    if not args.source:
+        raise UsageError("live capture is not available in this version yet; replay a capture with "
+                         "--from DIR (bash tools/demo.sh records one from real loopback traffic)")
+    _, results = run_script(script, args=script_args, source=args.source)
+    render(results.tables, args.output, args.out, max_rows=args.max_rows)
+    for note in results.notes:
+        print(f"pxq: {note}", file=sys.stderr)
+    return 0
+
+
+def cmd_explain(args, script_argv: list[str]) -> int:
+    from pxq.api import compile_script, open_source
+    from pxq.library import load_script
+    from pxq.plan.format import format_graph
+    from pxq.plan.optimize import optimize
+    from pxq.plan.split import split
+
+    script = load_script(args.script)
+    script_args, _ = parse_script_args(script_argv)
+    now_ns = open_source(args.source).end_time_ns if args.source else None
+    compiled = compile_script(script, args=script_args, now_ns=now_ns)
+    plan = split(compiled.optimized)
+    if args.json:
+        print(plan.manifest.to_json())
+        return 0
+    print("== plan as compiled ==")
+    print(format_graph(compiled.graph))
+    if args.verbose:
+        trace: list = []
+        optimize(compiled.graph, trace=trace)
+        for name, graph in trace:
+            print(f"\n== after rule {name} ==")
+            print(format_graph(graph))
+    print("\n== optimized plan ==")
+    print(format_graph(compiled.optimized))
+    print("\n== probe manifest ==")
+    print(plan.manifest.to_text())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, script_argv = _split_script_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(own)
+    if args.version:
+        from pxq import __version__
+
+        print(f"pxq {__version__}")
+        return 0
+    try:
+        if args.command == "run":
+            return cmd_run(args, script_argv)
+        if args.command == "explain":
+            return cmd_explain(args, script_argv)
+        if args.command == "scripts":
+            return cmd_scripts(args)
+        if args.command == "tables":
+            return cmd_tables(args)
+        if args.command == "funcs":
+            return cmd_funcs(args)
+        parser.print_help()
+        return 2
+    except PxqError as exc:
+        print(f"pxq: {exc}" if not hasattr(exc, "diagnostics") else str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

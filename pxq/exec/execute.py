@@ -1,0 +1,213 @@
+"""execute: run a plan Graph over a data source and return one Arrow table per display.
+
+One function per operator (functools.singledispatch), each node computed once even when several
+displays read it. The heavy lifting is pyarrow.compute and Acero (group-by, join); no per-row
+Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import singledispatch
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pxq.errors import ExecutionError
+from pxq.exec.aggregate import aggregate
+from pxq.exec.expressions import evaluate, mask, to_column
+from pxq.funcs.registry import ExecContext, load_builtins
+from pxq.plan.expr import conjunction
+from pxq.plan.nodes import (Agg, Display, Filter, FragmentInput, Graph, Join, Limit, Map, Project, Relation,
+                            Schema, Source, Union, join_layout)
+from pxq.types import FIELD_SEMANTIC_KEY, FIELD_TYPE_KEY, arrow_type
+
+DEFAULT_MAX_OUTPUT_ROWS = 10_000  # Pixie's max_output_rows_per_table default
+
+
+class DataSource(Protocol):
+    """Where Source nodes read rows: a replay capture, the embedded agent's table store, ..."""
+
+    host: str
+    processes: dict[str, dict]
+
+    def scan(self, table: str, columns, start_ns: int | None, end_ns: int | None) -> pa.Table: ...
+
+
+@dataclass
+class Results:
+    """One table per display (in display order) and notes the user must see (truncation...)."""
+
+    tables: dict[str, pa.Table]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    source: DataSource | None
+    ctx: ExecContext
+    fragment_inputs: tuple[pa.Table, ...] = ()
+    memo: dict[int, pa.Table] = field(default_factory=dict)
+
+    def table(self, node: Relation) -> pa.Table:
+        key = id(node)
+        if key not in self.memo:
+            self.memo[key] = run_node(node, self)
+        return self.memo[key]
+
+
+def result_schema(schema: Schema) -> pa.Schema:
+    """The Arrow schema of a result: pxq types kept in field metadata for the renderers."""
+    return pa.schema([
+        pa.field(f.name, arrow_type(f.type),
+                 metadata={FIELD_TYPE_KEY: f.type.value.encode(), FIELD_SEMANTIC_KEY: f.semantic.value.encode()})
+        for f in schema.fields
+    ])
+
+
+def conform(table: pa.Table, schema: Schema) -> pa.Table:
+    """``table`` with exactly the plan's columns, order and Arrow types, and pxq metadata."""
+    target = result_schema(schema)
+    columns = []
+    for f in target:
+        column = table.column(f.name)
+        columns.append(column if column.type == f.type else column.cast(f.type))
+    return pa.Table.from_arrays(columns, schema=target)
+
+
+@singledispatch
+def run_node(node: Relation, run: _Run) -> pa.Table:
+    raise TypeError(f"no executor for {type(node).__name__}")
+
+
+@run_node.register
+def _(node: Source, run: _Run) -> pa.Table:
+    if run.source is None:
+        raise ExecutionError("this plan reads tables but no data source was given")
+    wanted = set(node.columns)
+    for predicate in node.predicates:
+        wanted |= predicate.columns()
+    scan_columns = [c for c in node.table_schema.names if c in wanted]
+    table = run.source.scan(node.table, scan_columns, node.start_ns, node.end_ns)
+    if node.predicates:
+        table = _filter(table, evaluate(conjunction(list(node.predicates)), table, run.ctx))
+    return table.select(list(node.columns))
+
+
+def _filter(table: pa.Table, predicate) -> pa.Table:
+    keep = mask(predicate, table.num_rows)
+    if keep is True:
+        return table
+    if keep is False:
+        return table.slice(0, 0)
+    return table.filter(keep, null_selection_behavior="drop")
+
+
+@run_node.register
+def _(node: Filter, run: _Run) -> pa.Table:
+    table = run.table(node.input)
+    return _filter(table, evaluate(node.predicate, table, run.ctx))
+
+
+@run_node.register
+def _(node: Map, run: _Run) -> pa.Table:
+    table = run.table(node.input)
+    for name, expr in node.assignments:
+        column = to_column(evaluate(expr, table, run.ctx), expr.type, table.num_rows)
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, column)
+        else:
+            table = table.append_column(name, column)
+    return table
+
+
+@run_node.register
+def _(node: Project, run: _Run) -> pa.Table:
+    return run.table(node.input).select(list(node.columns))
+
+
+@run_node.register
+def _(node: Agg, run: _Run) -> pa.Table:
+    table = run.table(node.input)
+    specs = [(a.output, a.function, a.column) for a in node.aggregates]
+    return conform(aggregate(table, list(node.keys), specs), node.schema)
+
+
+_JOIN_TYPES = {"inner": "inner", "left": "left outer", "right": "right outer", "outer": "full outer"}
+
+
+@run_node.register
+def _(node: Join, run: _Run) -> pa.Table:
+    left, right = run.table(node.left), run.table(node.right)
+    # Give every right column a private name so Acero never sees two columns with one name.
+    right_names = {name: f"__right_{i}" for i, name in enumerate(right.column_names)}
+    right = right.rename_columns([right_names[c] for c in right.column_names])
+    joined = left.join(right, keys=list(node.left_on), right_keys=[right_names[c] for c in node.right_on],
+                       join_type=_JOIN_TYPES[node.how], coalesce_keys=False, use_threads=True)
+    shared_keys = {l for l, r in zip(node.left_on, node.right_on) if l == r}
+    columns, names = [], []
+    for out, side, name in join_layout(node.left.schema, node.right.schema, node.left_on, node.right_on,
+                                       node.suffixes):
+        if side == "left":
+            column = joined.column(name)
+            if name in shared_keys and node.how in ("right", "outer"):
+                column = pc.coalesce(column, joined.column(right_names[name]))
+        else:
+            column = joined.column(right_names[name])
+        columns.append(column)
+        names.append(out)
+    return pa.Table.from_arrays(columns, names=names)
+
+
+@run_node.register
+def _(node: Union, run: _Run) -> pa.Table:
+    names = list(node.schema.names)
+    schema = run.table(node.parts[0]).select(names).schema
+    parts = [run.table(p).select(names).cast(schema) for p in node.parts]
+    table = pa.concat_tables(parts)
+    if "time_" in names:  # Pixie's append keeps rows in time order
+        table = table.take(pc.sort_indices(table, sort_keys=[("time_", "ascending")]))
+    return table
+
+
+@run_node.register
+def _(node: Limit, run: _Run) -> pa.Table:
+    return run.table(node.input).slice(0, node.n)
+
+
+@run_node.register
+def _(node: FragmentInput, run: _Run) -> pa.Table:
+    return run.fragment_inputs[node.index]
+
+
+@run_node.register
+def _(node: Display, run: _Run) -> pa.Table:
+    return conform(run.table(node.input), node.schema)
+
+
+def _context(graph: Graph, source: DataSource | None) -> ExecContext:
+    load_builtins()
+    return ExecContext(now_ns=graph.now_ns, processes=dict(getattr(source, "processes", {}) or {}),
+                       host=getattr(source, "host", "") or "")
+
+
+def execute(graph: Graph, source: DataSource | None, *, fragment_inputs: tuple[pa.Table, ...] = ()) -> Results:
+    """Run every display of ``graph``; tables read from ``source`` (or from fragment_inputs)."""
+    run = _Run(source, _context(graph, source), fragment_inputs)
+    limit = int(graph.setting("max_output_rows_per_table", DEFAULT_MAX_OUTPUT_ROWS))
+    results = Results({})
+    for display in graph.displays:
+        table = run.table(display)
+        if table.num_rows > limit:
+            results.notes.append(f"display {display.name!r}: showing {limit} of {table.num_rows} rows "
+                                 f"(#px:set max_output_rows_per_table=N changes the limit)")
+            table = table.slice(0, limit)
+        results.tables[display.name] = table
+    return results
+
+
+def execute_fragments(fragments: tuple[Relation, ...], graph: Graph, source: DataSource) -> tuple[pa.Table, ...]:
+    """Run agent fragments (see pxq.plan.split) over ``source``; their tables feed the merge graph."""
+    run = _Run(source, _context(graph, source))
+    return tuple(run.table(f) for f in fragments)

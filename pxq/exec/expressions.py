@@ -1,0 +1,62 @@
+"""Vectorized evaluation of plan expressions over an Arrow table.
+
+Inside expressions TIME64NS values are int64 nanoseconds (the registry's convention); columns are
+converted on the way in and out here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pxq.errors import ExecutionError
+from pxq.funcs.registry import SCALARS, ExecContext
+from pxq.plan.constants import literal_scalar
+from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal
+from pxq.types import DataType, arrow_type
+
+Value = pa.Array | pa.Scalar
+
+
+def column_values(table: pa.Table, name: str) -> pa.Array:
+    column = table.column(name)
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if pa.types.is_timestamp(array.type):
+        array = array.cast(pa.int64())
+    return array
+
+
+def evaluate(expr: Expr, table: pa.Table, ctx: ExecContext) -> Value:
+    if isinstance(expr, ColumnRef):
+        return column_values(table, expr.name)
+    if isinstance(expr, Literal):
+        return literal_scalar(expr)
+    if isinstance(expr, FuncCall):
+        args = [evaluate(a, table, ctx) for a in expr.args]
+        try:
+            return SCALARS[expr.name].impl(ctx, *args)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+            where = f" (line {expr.span.line})" if expr.span else ""
+            raise ExecutionError(f"px.{expr.name} failed{where}: {exc}") from None
+    raise TypeError(f"cannot evaluate {expr!r}")
+
+
+def to_column(value: Value, data_type: DataType, length: int) -> pa.Array:
+    """An expression result as a table column of ``length`` rows with the plan's Arrow type."""
+    target = arrow_type(data_type)
+    internal = pa.int64() if data_type is DataType.TIME64NS else target
+    if isinstance(value, pa.Scalar):
+        scalar = value if value.type == internal else value.cast(internal)
+        array = pa.repeat(scalar, length) if scalar.is_valid else pa.nulls(length, internal)
+    else:
+        array = value.combine_chunks() if isinstance(value, pa.ChunkedArray) else value
+        if array.type != internal:
+            array = array.cast(internal)
+    return array.cast(target) if target != internal else array
+
+
+def mask(value: Value, length: int) -> pa.Array | bool:
+    """A filter mask; a constant predicate gives True (keep all) or False (keep none)."""
+    if isinstance(value, pa.Scalar):
+        return bool(value.is_valid and value.as_py())
+    return value if value.type == pa.bool_() else pc.cast(value, pa.bool_())

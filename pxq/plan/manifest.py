@@ -1,0 +1,114 @@
+"""The ProbeManifest: everything the agent needs to know to collect a plan's data, and nothing
+else. It is the only thing an agent receives (bpftrace's RequiredResources, in spirit), so it is
+plain data, serializable to JSON, and snapshotted in tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from pxq.plan.nodes import Graph, Source
+from pxq.tables import CATALOG
+
+
+@dataclass(frozen=True)
+class TableRequest:
+    table: str
+    collector: str
+    columns: tuple[str, ...]
+    start_ns: int | None
+    end_ns: int | None
+    # Processes to collect from (None: every process).
+    pids: tuple[int, ...] | None
+
+
+@dataclass(frozen=True)
+class CollectorRequest:
+    name: str
+    tables: tuple[str, ...]
+    pids: tuple[int, ...] | None
+    # Protocols the socket tracer must parse (the others are not even inferred).
+    protocols: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProbeManifest:
+    now_ns: int
+    tables: tuple[TableRequest, ...]
+    collectors: tuple[CollectorRequest, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ProbeManifest":
+        data = json.loads(text)
+
+        def tup(value):
+            return None if value is None else tuple(value)
+
+        tables = tuple(TableRequest(t["table"], t["collector"], tuple(t["columns"]), t["start_ns"],
+                                    t["end_ns"], tup(t["pids"])) for t in data["tables"])
+        collectors = tuple(CollectorRequest(c["name"], tuple(c["tables"]), tup(c["pids"]),
+                                            tuple(c.get("protocols", ()))) for c in data["collectors"])
+        return cls(data["now_ns"], tables, collectors)
+
+    def to_text(self) -> str:
+        lines = ["collectors:"]
+        for c in self.collectors:
+            pids = "all processes" if c.pids is None else "pids " + ", ".join(map(str, c.pids))
+            proto = f" protocols={','.join(c.protocols)}" if c.protocols else ""
+            lines.append(f"  {c.name}: tables={','.join(c.tables)}{proto} ({pids})")
+        lines.append("tables:")
+        for t in self.tables:
+            window = f"[{'-' if t.start_ns is None else t.start_ns}, {'-' if t.end_ns is None else t.end_ns})"
+            pids = "" if t.pids is None else f" pids={','.join(map(str, t.pids))}"
+            lines.append(f"  {t.table} via {t.collector} window={window}{pids}")
+            lines.append(f"    columns: {', '.join(t.columns)}")
+        return "\n".join(lines)
+
+
+def _union_pids(values):
+    if any(v is None for v in values):
+        return None
+    return tuple(sorted({p for v in values for p in v}))
+
+
+def _min_or_none(values):
+    return None if any(v is None for v in values) else min(values)
+
+
+def _max_or_none(values):
+    return None if any(v is None for v in values) else max(values)
+
+
+def build_manifest(graph: Graph) -> ProbeManifest:
+    """What to collect for ``graph``: per table the union of what its Sources read."""
+    sources: dict[str, list[Source]] = {}
+    for node in graph.nodes():
+        if isinstance(node, Source):
+            sources.setdefault(node.table, []).append(node)
+    tables = []
+    for name in sorted(sources):
+        group = sources[name]
+        table = CATALOG[name]
+        read = set()
+        for s in group:
+            read |= set(s.columns)
+            for p in s.predicates:
+                read |= p.columns()
+        columns = tuple(c for c in table.column_names if c in read)
+        tables.append(TableRequest(name, table.collector, columns,
+                                   _min_or_none([s.start_ns for s in group]),
+                                   _max_or_none([s.end_ns for s in group]),
+                                   _union_pids([s.pids for s in group])))
+    collectors: dict[str, list[TableRequest]] = {}
+    for t in tables:
+        collectors.setdefault(t.collector, []).append(t)
+    requests = []
+    for name in sorted(collectors):
+        group = collectors[name]
+        protocols = tuple(sorted({CATALOG[t.table].protocol for t in group if CATALOG[t.table].protocol}))
+        requests.append(CollectorRequest(name, tuple(t.table for t in group),
+                                         _union_pids([t.pids for t in group]), protocols))
+    return ProbeManifest(graph.now_ns, tuple(tables), tuple(requests))

@@ -1,0 +1,347 @@
+"""The plan: immutable relational operators that compute and validate their schema when built.
+
+A node that cannot be built (unknown column, predicate that is not boolean, union of different
+columns) raises ``PlanError``; the compiler turns it into a positioned diagnostic at the script
+line that asked for it. Nodes are compared structurally but shared by identity: a DataFrame used
+twice is one node with two parents, and the executor computes it once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pxq.errors import closest
+from pxq.plan.expr import Expr
+from pxq.types import DataType, SemanticType
+
+
+class PlanError(Exception):
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: DataType
+    semantic: SemanticType = SemanticType.NONE
+
+
+@dataclass(frozen=True)
+class Schema:
+    fields: tuple[Field, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    def get(self, name: str) -> Field | None:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        return None
+
+    def require(self, name: str, what: str = "column") -> Field:
+        found = self.get(name)
+        if found is None:
+            raise PlanError(f"unknown {what} {name!r}", column_hint(name, self.names))
+        return found
+
+    def __str__(self) -> str:
+        return ", ".join(f"{f.name}:{f.type}" for f in self.fields)
+
+
+def column_hint(name: str, names) -> str:
+    near = closest(name, names)
+    listing = ", ".join(names)
+    if near:
+        return f"did you mean {' or '.join(repr(n) for n in near)}? columns: {listing}"
+    return f"columns: {listing}"
+
+
+def _check_reads(expr: Expr, schema: Schema) -> None:
+    for name in sorted(expr.columns()):
+        schema.require(name)
+
+
+class Relation:
+    """Base of all operators. Subclasses are frozen dataclasses with a computed ``schema``."""
+
+    schema: Schema
+
+    @property
+    def inputs(self) -> tuple["Relation", ...]:
+        return ()
+
+    def _set_schema(self, schema: Schema) -> None:
+        object.__setattr__(self, "schema", schema)
+
+
+@dataclass(frozen=True, eq=False)
+class Source(Relation):
+    """Rows of a catalog table within [start_ns, end_ns); ``predicates`` were pushed down into it;
+    ``pids`` (when not None) restricts collection to those processes (from pushed predicates)."""
+
+    table: str
+    table_schema: Schema = field(repr=False)
+    columns: tuple[str, ...]
+    start_ns: int | None = None
+    end_ns: int | None = None
+    predicates: tuple[Expr, ...] = ()
+    pids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.columns:
+            raise PlanError(f"no columns selected from table {self.table!r}")
+        fields = tuple(self.table_schema.require(c) for c in self.columns)
+        if len(set(self.columns)) != len(self.columns):
+            raise PlanError(f"a column is selected twice from {self.table!r}")
+        if self.start_ns is not None and self.end_ns is not None and self.start_ns > self.end_ns:
+            raise PlanError("start_time is after end_time")
+        for pred in self.predicates:
+            _check_reads(pred, self.table_schema)
+        self._set_schema(Schema(fields))
+
+
+@dataclass(frozen=True, eq=False)
+class Filter(Relation):
+    input: Relation
+    predicate: Expr
+
+    def __post_init__(self) -> None:
+        _check_reads(self.predicate, self.input.schema)
+        if getattr(self.predicate, "type", None) is not DataType.BOOLEAN:
+            raise PlanError(f"a filter needs a boolean expression, got {self.predicate.type}",
+                            "compare a column, e.g. df[df.resp_status >= 400]")
+        self._set_schema(self.input.schema)
+
+    @property
+    def inputs(self):
+        return (self.input,)
+
+
+@dataclass(frozen=True, eq=False)
+class Map(Relation):
+    """Adds or replaces columns; every input column is kept (PxL's ``df.col = expr``)."""
+
+    input: Relation
+    assignments: tuple[tuple[str, Expr], ...]
+
+    def __post_init__(self) -> None:
+        fields = list(self.input.schema.fields)
+        for name, expr in self.assignments:
+            _check_reads(expr, self.input.schema)
+            new = Field(name, expr.type, expr.semantic)
+            for i, existing in enumerate(fields):
+                if existing.name == name:
+                    fields[i] = new
+                    break
+            else:
+                fields.append(new)
+        self._set_schema(Schema(tuple(fields)))
+
+    @property
+    def inputs(self):
+        return (self.input,)
+
+
+@dataclass(frozen=True, eq=False)
+class Project(Relation):
+    input: Relation
+    columns: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(set(self.columns)) != len(self.columns):
+            raise PlanError("a column is selected twice")
+        self._set_schema(Schema(tuple(self.input.schema.require(c) for c in self.columns)))
+
+    @property
+    def inputs(self):
+        return (self.input,)
+
+
+@dataclass(frozen=True)
+class AggSpec:
+    output: str
+    function: str
+    column: str
+    type: DataType
+    semantic: SemanticType = SemanticType.NONE
+
+
+@dataclass(frozen=True, eq=False)
+class Agg(Relation):
+    """Group by ``keys`` (possibly none: one row) and reduce; output is keys then aggregates."""
+
+    input: Relation
+    keys: tuple[str, ...]
+    aggregates: tuple[AggSpec, ...]
+
+    def __post_init__(self) -> None:
+        fields = [self.input.schema.require(k, "group-by column") for k in self.keys]
+        for spec in self.aggregates:
+            self.input.schema.require(spec.column)
+            fields.append(Field(spec.output, spec.type, spec.semantic))
+        names = [f.name for f in fields]
+        if len(set(names)) != len(names):
+            raise PlanError("an aggregate output has the name of a group-by key or another output")
+        if not fields:
+            raise PlanError("groupby().agg() needs group-by columns or aggregates")
+        self._set_schema(Schema(tuple(fields)))
+
+    @property
+    def inputs(self):
+        return (self.input,)
+
+
+JOIN_TYPES = ("inner", "left", "right", "outer")
+
+
+def join_layout(left: Schema, right: Schema, left_on, right_on, suffixes):
+    """How a join's output columns come from its inputs: (output name, side, input name).
+
+    Like pandas' merge: a key with the same name on both sides appears once (coalesced for
+    outer joins); other names present on both sides get the suffixes.
+    """
+    shared_keys = {l for l, r in zip(left_on, right_on) if l == r}
+    right_names = set(right.names)
+    left_names = set(left.names)
+    layout = []
+    for name in left.names:
+        if name in right_names and name not in shared_keys:
+            layout.append((name + suffixes[0], "left", name))
+        else:
+            layout.append((name, "left", name))
+    for name in right.names:
+        if name in shared_keys:
+            continue
+        if name in left_names:
+            layout.append((name + suffixes[1], "right", name))
+        else:
+            layout.append((name, "right", name))
+    return layout
+
+
+@dataclass(frozen=True, eq=False)
+class Join(Relation):
+    left: Relation
+    right: Relation
+    how: str
+    left_on: tuple[str, ...]
+    right_on: tuple[str, ...]
+    suffixes: tuple[str, str] = ("_x", "_y")
+
+    def __post_init__(self) -> None:
+        if self.how not in JOIN_TYPES:
+            raise PlanError(f"unknown join type {self.how!r}", f"use one of {', '.join(JOIN_TYPES)}")
+        if not self.left_on or len(self.left_on) != len(self.right_on):
+            raise PlanError("merge needs as many left_on as right_on columns")
+        for l, r in zip(self.left_on, self.right_on):
+            lf, rf = self.left.schema.require(l), self.right.schema.require(r)
+            if lf.type is not rf.type:
+                raise PlanError(f"cannot join {l} ({lf.type}) with {r} ({rf.type})")
+        layout = join_layout(self.left.schema, self.right.schema, self.left_on, self.right_on, self.suffixes)
+        names = [out for out, _, _ in layout]
+        if len(set(names)) != len(names):
+            raise PlanError("merge output would have duplicate column names", "choose other suffixes")
+        fields = []
+        for out, side, name in layout:
+            src = (self.left if side == "left" else self.right).schema.require(name)
+            fields.append(Field(out, src.type, src.semantic))
+        self._set_schema(Schema(tuple(fields)))
+
+    @property
+    def inputs(self):
+        return (self.left, self.right)
+
+
+@dataclass(frozen=True, eq=False)
+class Union(Relation):
+    """Rows of every input (same column names and types); sorted by time_ when present."""
+
+    parts: tuple[Relation, ...]
+
+    def __post_init__(self) -> None:
+        first = self.parts[0].schema
+        for other in self.parts[1:]:
+            if sorted((f.name, f.type) for f in other.schema.fields) != sorted(
+                (f.name, f.type) for f in first.fields
+            ):
+                raise PlanError("append needs data frames with the same columns",
+                                f"left has: {first}; right has: {other.schema}")
+        self._set_schema(first)
+
+    @property
+    def inputs(self):
+        return self.parts
+
+
+@dataclass(frozen=True, eq=False)
+class Limit(Relation):
+    input: Relation
+    n: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 0:
+            raise PlanError(f"head() needs a non-negative integer, got {self.n!r}")
+        self._set_schema(self.input.schema)
+
+    @property
+    def inputs(self):
+        return (self.input,)
+
+
+@dataclass(frozen=True, eq=False)
+class Display(Relation):
+    input: Relation
+    name: str
+
+    def __post_init__(self) -> None:
+        self._set_schema(self.input.schema)
+
+    @property
+    def inputs(self):
+        return (self.input,)
+
+
+@dataclass(frozen=True, eq=False)
+class FragmentInput(Relation):
+    """Where a merge fragment reads the result of agent fragment ``index`` (see split)."""
+
+    index: int
+    input_schema: Schema = field(repr=False)
+
+    def __post_init__(self) -> None:
+        self._set_schema(self.input_schema)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A compiled script: its displays (sinks), the fixed ``now`` and the #px:set settings."""
+
+    displays: tuple[Display, ...]
+    now_ns: int
+    settings: tuple[tuple[str, str], ...] = ()
+
+    def setting(self, key: str, default=None):
+        for k, v in self.settings:
+            if k == key:
+                return v
+        return default
+
+    def nodes(self) -> list[Relation]:
+        """Every node once, inputs before the nodes that read them."""
+        seen: dict[int, Relation] = {}
+
+        def visit(node: Relation) -> None:
+            if id(node) in seen:
+                return
+            for child in node.inputs:
+                visit(child)
+            seen[id(node)] = node
+
+        for display in self.displays:
+            visit(display)
+        return list(seen.values())

@@ -1,0 +1,15 @@
+"""optimize: apply the ordered rules of ``pxq.plan.rules`` to a Graph."""
+
+from __future__ import annotations
+
+from pxq.plan.nodes import Graph
+from pxq.plan.rules import RULES
+
+
+def optimize(graph: Graph, rules=RULES, trace: list | None = None) -> Graph:
+    """The graph after every rule in order; ``trace`` (if given) receives (rule name, graph)."""
+    for rule in rules:
+        graph = rule.apply(graph)
+        if trace is not None:
+            trace.append((rule.NAME, graph))
+    return graph

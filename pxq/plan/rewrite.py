@@ -1,0 +1,50 @@
+"""Bottom-up rewriting of a plan graph that keeps shared nodes shared."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from pxq.plan.nodes import Graph, Relation
+
+Rewriter = Callable[[Relation], Relation]
+
+
+def with_inputs(node: Relation, inputs: tuple[Relation, ...]) -> Relation:
+    """A copy of ``node`` reading ``inputs`` (the node itself when nothing changed)."""
+    if all(a is b for a, b in zip(node.inputs, inputs)):
+        return node
+    names = {
+        1: ("input",),
+        2: ("left", "right"),
+    }
+    if hasattr(node, "parts"):
+        return dataclasses.replace(node, parts=tuple(inputs))
+    return dataclasses.replace(node, **dict(zip(names[len(inputs)], inputs)))
+
+
+def transform(graph: Graph, rewrite: Rewriter, origins: dict[int, Relation] | None = None) -> Graph:
+    """Apply ``rewrite`` to every node after its inputs were rewritten; each node once.
+
+    When ``origins`` is given it maps id(new node) -> the original node, for rules that need to
+    ask questions of the original graph (e.g. how many nodes read this one).
+    """
+    done: dict[int, Relation] = {}
+    keep_alive: list[Relation] = []  # so that ids recorded in origins are never reused
+
+    def visit(node: Relation) -> Relation:
+        key = id(node)
+        if key not in done:
+            rebuilt = with_inputs(node, tuple(visit(child) for child in node.inputs))
+            if origins is not None:
+                origins[id(rebuilt)] = node
+                keep_alive.append(rebuilt)
+            done[key] = rewrite(rebuilt)
+            if origins is not None:
+                origins[id(done[key])] = node
+        return done[key]
+
+    displays = tuple(visit(d) for d in graph.displays)
+    if all(a is b for a, b in zip(displays, graph.displays)):
+        return graph
+    return dataclasses.replace(graph, displays=displays)

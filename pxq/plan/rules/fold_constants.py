@@ -1,0 +1,48 @@
+"""Replace every column-free expression by its value, computed once at compile time."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pxq.funcs.registry import ExecContext
+from pxq.plan.constants import evaluate_constant
+from pxq.plan.expr import Expr, FuncCall, Literal
+from pxq.plan.nodes import Filter, Graph, Map, Relation, Source
+from pxq.plan.rewrite import transform
+
+NAME = "fold_constants"
+DOC = "evaluate constant sub-expressions (px.now() - px.minutes(5), 60 * 1000) once"
+
+
+def fold(expr: Expr, ctx: ExecContext) -> Expr:
+    if isinstance(expr, FuncCall):
+        if expr.is_constant:
+            try:
+                value = evaluate_constant(expr, ctx)
+            except Exception:  # leave it for the executor, which reports errors with context
+                return expr
+            return Literal(value, expr.type, expr.semantic)
+        args = tuple(fold(a, ctx) for a in expr.args)
+        if any(a is not b for a, b in zip(args, expr.args)):
+            return dataclasses.replace(expr, args=args)
+    return expr
+
+
+def apply(graph: Graph) -> Graph:
+    ctx = ExecContext(now_ns=graph.now_ns)
+
+    def rewrite(node: Relation) -> Relation:
+        if isinstance(node, Filter):
+            predicate = fold(node.predicate, ctx)
+            return node if predicate is node.predicate else dataclasses.replace(node, predicate=predicate)
+        if isinstance(node, Map):
+            assignments = tuple((name, fold(expr, ctx)) for name, expr in node.assignments)
+            if all(a[1] is b[1] for a, b in zip(assignments, node.assignments)):
+                return node
+            return dataclasses.replace(node, assignments=assignments)
+        if isinstance(node, Source) and node.predicates:
+            predicates = tuple(fold(p, ctx) for p in node.predicates)
+            return dataclasses.replace(node, predicates=predicates)
+        return node
+
+    return transform(graph, rewrite)

@@ -1,0 +1,50 @@
+"""%load_ext pxq and %%pxq cells in a real IPython shell."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pxq.replay import write_capture
+from pxq.testing.synthetic import synthetic_http_events, synthetic_processes
+
+START_NS = 1_764_115_200_000_000_000
+
+
+@pytest.fixture(scope="module")
+def shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ipython = InteractiveShell.instance()
+    ipython.run_line_magic("load_ext", "pxq")
+    yield ipython
+    InteractiveShell.clear_instance()
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory) -> str:
+    directory = tmp_path_factory.mktemp("nb_capture")
+    write_capture(directory, {"http_events": synthetic_http_events(300, seed=5, start_ns=START_NS)},
+                  host="nb", start_time_ns=START_NS, end_time_ns=START_NS + 300 * 10**9,
+                  processes=synthetic_processes())
+    return str(directory)
+
+
+def test_cell_returns_dataframe(shell, capture):
+    frame = shell.run_cell_magic("pxq", f"--from {capture}", (
+        "import px\n"
+        "df = px.DataFrame(table='http_events')\n"
+        "px.display(df.groupby('req_method').agg(n=('latency', px.count)), 'methods')\n"))
+    assert isinstance(frame, pd.DataFrame)
+    assert frame.n.sum() == 300
+
+
+def test_bundled_script_with_arguments(shell, capture):
+    frame = shell.run_cell_magic("pxq", f"--from {capture} --script http_data -- --num_head=4", "")
+    assert len(frame) == 4 and "latency" in frame.columns
+
+
+def test_errors_print_a_diagnostic(shell, capture, capsys):
+    result = shell.run_cell_magic("pxq", f"--from {capture}", "import px\npx.display(px.DataFrame(table='nope'))\n")
+    assert result is None
+    assert "unknown table 'nope'" in capsys.readouterr().out
