@@ -5,6 +5,8 @@
     df = px.DataFrame(table='http_events', start_time='-5m')
     px.display(df[df.resp_status >= 500], 'errors')
 
+A bundled script or file runs as a line magic: ``%pxq --from capture/ --script http_data``.
+
 The cell's value is the pandas DataFrame of its only display, or a dict of them by name; each
 display is also shown (as an HTML table) with its name as a heading.
 """
@@ -43,9 +45,9 @@ def run_cell(line: str, cell: str):
 def load_ipython_extension(ipython) -> None:
     from IPython.display import HTML, display
 
-    def pxq(line: str, cell: str):
+    def pxq(line: str, cell: str | None = None):
         try:
-            frames = run_cell(line, cell)
+            frames = run_cell(line, cell or "")
         except PxqError as exc:  # show the diagnostic, not a traceback
             print(str(exc))
             return None
@@ -54,4 +56,4 @@ def load_ipython_extension(ipython) -> None:
             display(frame)
         return next(iter(frames.values())) if len(frames) == 1 else frames
 
-    ipython.register_magic_function(pxq, magic_kind="cell", magic_name="pxq")
+    ipython.register_magic_function(pxq, magic_kind="line_cell", magic_name="pxq")

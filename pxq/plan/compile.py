@@ -28,6 +28,8 @@ BINARY_OPERATORS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide",
 COMPARISONS = {"==": "equal", "!=": "notEqual", "<": "lessThan", "<=": "lessThanEqual",
                ">": "greaterThan", ">=": "greaterThanEqual"}
 UNARY_OPERATORS = {"not": "logicalNot", "-": "negate", "~": "invert"}
+OPERATOR_FUNCTIONS = {*BINARY_OPERATORS.values(), *COMPARISONS.values(), *UNARY_OPERATORS.values(),
+                      "logicalAnd", "logicalOr"}
 
 # df.ctx[key] -> the metadata function applied to the upid column (Pixie's metadata keys).
 CTX_FUNCTIONS = {
@@ -618,7 +620,11 @@ class Compiler:
         try:
             result_type = resolve_type(fn.returns, arg_types)
         except TypeError as exc:
-            raise self.error(str(exc), span, f"signature: {fn.signature()}") from None
+            if fn.name in OPERATOR_FUNCTIONS:
+                hint = "convert one side first, e.g. px.atoi(text), px.itoa(number) or px.Time(ns)"
+            else:
+                hint = f"signature: {fn.signature()}"
+            raise self.error(str(exc), span, hint) from None
         semantic = resolve_semantic(fn.semantic, tuple(e.semantic for e in exprs))
         return ExprValue(span, FuncCall(fn.name, tuple(exprs), result_type, semantic, span))
 

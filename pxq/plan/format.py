@@ -18,11 +18,18 @@ def _time(ns: int | None) -> str:
     return f"{stamp:%Y-%m-%d %H:%M:%S}.{ns % 1_000_000_000:09d}Z"
 
 
+def _type(typed) -> str:
+    """TYPE, or TYPE[semantic] when the value carries a semantic type."""
+    semantic = typed.semantic.value
+    return str(typed.type) if semantic == "none" else f"{typed.type}[{semantic}]"
+
+
 def _describe(node: Relation, name: dict[int, str]) -> str:
     ref = lambda n: name[id(n)]  # noqa: E731
     if isinstance(node, Source):
         lines = [f"Source[{node.table}] window=[{_time(node.start_ns)}, {_time(node.end_ns)})",
-                 f"  columns: {', '.join(node.columns)}"]
+                 f"  columns: {', '.join(node.columns)}" if len(node.columns) < len(node.table_schema.fields)
+                 else "  columns: all"]
         for pred in node.predicates:
             lines.append(f"  pushed: {pred}")
         if node.pids is not None:
@@ -31,17 +38,18 @@ def _describe(node: Relation, name: dict[int, str]) -> str:
     if isinstance(node, Filter):
         return f"Filter[{ref(node.input)}]\n  {node.predicate}"
     if isinstance(node, Map):
-        body = "\n".join(f"  {col} := {expr}  :{expr.type}" for col, expr in node.assignments)
+        body = "\n".join(f"  {col} := {expr}  :{_type(expr)}" for col, expr in node.assignments)
         return f"Map[{ref(node.input)}]\n{body}"
     if isinstance(node, Project):
         return f"Project[{ref(node.input)}]\n  {', '.join(node.columns)}"
     if isinstance(node, Agg):
         lines = [f"Agg[{ref(node.input)}] by {', '.join(node.keys) or '(all rows)'}"]
-        lines += [f"  {a.output} := {a.function}({a.column})  :{a.type}" for a in node.aggregates]
+        lines += [f"  {a.output} := {a.function}({a.column})  :{_type(a)}" for a in node.aggregates]
         return "\n".join(lines)
     if isinstance(node, Join):
         on = ", ".join(f"{l}={r}" for l, r in zip(node.left_on, node.right_on))
-        return f"Join[{ref(node.left)}, {ref(node.right)}] how={node.how} on {on} suffixes={list(node.suffixes)}"
+        return (f"Join[{ref(node.left)}, {ref(node.right)}] how={node.how} on {on} suffixes={list(node.suffixes)}\n"
+                f"  -> {', '.join(node.schema.names)}")
     if isinstance(node, Union):
         return f"Union[{', '.join(ref(p) for p in node.parts)}]"
     if isinstance(node, Limit):
@@ -62,9 +70,7 @@ def format_graph(graph: Graph) -> str:
             continue
         label = f"r{len(names)}"
         names[id(node)] = label
-        text = _describe(node, names)
-        lines.append(f"{label} := {text}")
-        lines.append(f"  -> {node.schema}")
+        lines.append(f"{label} := {_describe(node, names)}")
     settings = ", ".join(f"{k}={v}" for k, v in graph.settings)
     header = f"now = {_time(graph.now_ns)}" + (f"; settings: {settings}" if settings else "")
     return "\n".join([header, *lines])

@@ -265,12 +265,19 @@ class Union(Relation):
 
     def __post_init__(self) -> None:
         first = self.parts[0].schema
+        mine = {f.name: f.type for f in first.fields}
         for other in self.parts[1:]:
-            if sorted((f.name, f.type) for f in other.schema.fields) != sorted(
-                (f.name, f.type) for f in first.fields
-            ):
-                raise PlanError("append needs data frames with the same columns",
-                                f"left has: {first}; right has: {other.schema}")
+            theirs = {f.name: f.type for f in other.schema.fields}
+            if mine != theirs:
+                problems = []
+                if set(mine) - set(theirs):
+                    problems.append("only the first has " + ", ".join(sorted(set(mine) - set(theirs))))
+                if set(theirs) - set(mine):
+                    problems.append("only the other has " + ", ".join(sorted(set(theirs) - set(mine))))
+                problems += [f"{name} is {mine[name]} vs {theirs[name]}" for name in sorted(set(mine) & set(theirs))
+                             if mine[name] is not theirs[name]]
+                raise PlanError("append needs data frames with the same columns and types",
+                                "; ".join(problems) + " (select the same columns on both sides first)")
         self._set_schema(first)
 
     @property

@@ -40,7 +40,7 @@ def test_cell_returns_dataframe(shell, capture):
 
 
 def test_bundled_script_with_arguments(shell, capture):
-    frame = shell.run_cell_magic("pxq", f"--from {capture} --script http_data -- --num_head=4", "")
+    frame = shell.run_line_magic("pxq", f"--from {capture} --script http_data -- --num_head=4")
     assert len(frame) == 4 and "latency" in frame.columns
 
 

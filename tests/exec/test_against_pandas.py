@@ -115,9 +115,11 @@ b = b[b.req_path != '/api/items']
 j = a.merge(b, how='{how}', left_on='req_path', right_on='req_path')
 px.display(j, 'out')
 """, synthetic_capture)["out"]
-    a = http_frame.groupby("req_path", dropna=False).latency.size().reset_index(name="n")
+    # A comparison with null is null, so the filters drop null paths (SQL semantics, unlike
+    # pandas' NaN != '/' being True); nulls never match in joins either.
+    a = http_frame.groupby("req_path").latency.size().reset_index(name="n")
     a = a[a.req_path != "/"]
-    b = http_frame[http_frame.resp_status >= 500].groupby("req_path", dropna=False).latency.size().reset_index(name="errors")
+    b = http_frame[http_frame.resp_status >= 500].groupby("req_path").latency.size().reset_index(name="errors")
     b = b[b.req_path != "/api/items"]
     ref = a.merge(b, how=how, on="req_path")
     key = lambda s: s.fillna("<null>")  # noqa: E731
