@@ -1,0 +1,90 @@
+"""Process metadata looked up from a upid, protocol enum decoders and properties of the executing
+host.
+
+A upid is the string ``"<asid>:<pid>:<start_ticks>"``. ``upid_to_pid``/``upid_to_asid`` parse it
+(null when malformed); the other ``upid_to_*`` functions read ``ctx.processes[upid]``, once per
+distinct upid, and give "" when the process or the field is unknown (Pixie's rule, which also
+covers processes outside Kubernetes). ``upid_to_node_name``/``upid_to_hostname`` fall back to
+``ctx.host``: a process pxq saw ran on the host that saw it.
+"""
+
+from __future__ import annotations
+
+import http
+import os
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pxq.funcs._common import INT64, STRING, UINT128, S, map_distinct, param, udf
+
+UPID = (param("upid", UINT128, STRING),)
+_UPID_FORM = r"^(?P<asid>\d{1,18}):(?P<pid>\d{1,18}):(?P<start_ticks>\d{1,20})$"
+
+
+def _upid_number(name: str, field: str, doc: str) -> None:
+    def impl(ctx, upid):
+        parts = pc.extract_regex(upid, _UPID_FORM)
+        return pc.cast(pc.struct_field(parts, field), pa.int64())
+
+    udf(name, UPID, INT64, doc)(impl)
+
+
+_upid_number("upid_to_pid", "pid", "The process id inside a upid.")
+_upid_number("upid_to_asid", "asid", "The agent short id inside a upid.")
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def _process_field(name: str, key: str, doc: str, semantic: S = S.NONE, *, host_default: bool = False) -> None:
+    def impl(ctx, upid):
+        def look_up(u: str) -> str:
+            found = _text(ctx.processes.get(u, {}).get(key))
+            return found or (ctx.host if host_default else "")
+
+        return map_distinct(upid, look_up, pa.string())
+
+    udf(name, UPID, STRING, doc, semantic=semantic, foldable=False)(impl)
+
+
+_process_field("upid_to_cmdline", "cmdline", "The command line of the process.")
+_process_field("upid_to_comm", "comm", "The command name (comm) of the process.")
+_process_field("upid_to_exe", "exe", "The path of the process's executable.")
+_process_field("upid_to_pod_name", "pod", "The Kubernetes pod of the process (\"\" off Kubernetes).", S.POD)
+_process_field("upid_to_namespace", "namespace", "The Kubernetes namespace of the process's pod.", S.NAMESPACE)
+_process_field("upid_to_service_name", "service", "The Kubernetes service of the process's pod.", S.SERVICE)
+_process_field("upid_to_container_id", "container_id", "The id of the container the process runs in.")
+_process_field("upid_to_container_name", "container", "The name of the container the process runs in.",
+               S.CONTAINER)
+_process_field("upid_to_node_name", "node", "The node (host) the process runs on.", S.NODE, host_default=True)
+_process_field("upid_to_hostname", "host", "The hostname of the machine the process runs on.", S.NODE,
+               host_default=True)
+
+
+def _reason(code: int) -> str:
+    try:
+        return http.HTTPStatus(code).phrase
+    except ValueError:
+        return "Unassigned"  # Pixie's text for codes without a registered meaning
+
+
+@udf("http_resp_message", (param("status", INT64),), STRING,
+     "The standard reason phrase of an HTTP status code (\"Not Found\"), or \"Unassigned\".")
+def _http_resp_message(ctx, status):
+    return map_distinct(status, _reason, pa.string())  # a lookup table: no Arrow kernel
+
+
+@udf("_exec_hostname", (), STRING, "The hostname of the machine running the query.", foldable=False)
+def _exec_hostname(ctx):
+    return pa.scalar(ctx.host, pa.string())
+
+
+@udf("_exec_host_num_cpus", (), INT64, "The number of CPUs of the machine running the query.", foldable=False)
+def _exec_host_num_cpus(ctx):
+    return pa.scalar(os.cpu_count() or 1, pa.int64())
