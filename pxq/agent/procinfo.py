@@ -1,0 +1,152 @@
+"""Process identity from /proc: what a ``upid`` stands for, and who owns a socket.
+
+Everything here tolerates processes that vanish between two reads: a function that cannot read
+what it needs returns None (or skips that process) instead of raising.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import struct
+from pathlib import Path
+
+PROC = Path("/proc")
+
+# Container ids are 64 hex digits in the cgroup path: docker (/docker/<id>, docker-<id>.scope),
+# containerd (cri-containerd-<id>.scope, /kubepods/.../<id>), cri-o (crio-<id>.scope).
+_CONTAINER_ID = re.compile(r"(?:^|-)([0-9a-f]{64})(?:\.scope)?$")
+
+
+def make_upid(pid: int, start_ticks: int, asid: int = 0) -> str:
+    """Pixie's unique process id as pxq stores it: ``"<asid>:<pid>:<start_ticks>"``."""
+    return f"{asid}:{pid}:{start_ticks}"
+
+
+def parse_stat(text: str) -> dict | None:
+    """Fields of a /proc/<pid>/stat line: comm, state, ppid, start_ticks (field 22).
+
+    ``comm`` sits in parentheses and may itself hold spaces and parentheses, so the fields are
+    counted from the last ')'.
+    """
+    open_paren, close_paren = text.find("("), text.rfind(")")
+    if open_paren < 0 or close_paren < open_paren:
+        return None
+    rest = text[close_paren + 1 :].split()
+    # rest[0] is field 3 (state), so field N is rest[N - 3].
+    if len(rest) < 20:
+        return None
+    try:
+        return {
+            "pid": int(text[:open_paren]),
+            "comm": text[open_paren + 1 : close_paren],
+            "state": rest[0],
+            "ppid": int(rest[1]),
+            "start_ticks": int(rest[19]),
+        }
+    except ValueError:
+        return None
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:  # gone, or not ours to read
+        return None
+
+
+def container_id(cgroup_text: str) -> str:
+    """The container id in a /proc/<pid>/cgroup text, or "" for a process on the plain host."""
+    for line in cgroup_text.splitlines():
+        path = line.split(":", 2)[-1]
+        for part in reversed(path.split("/")):
+            found = _CONTAINER_ID.search(part)
+            if found:
+                return found.group(1)
+    return ""
+
+
+def process_info(pid: int) -> dict | None:
+    """What pxq records about a process: pid, comm, cmdline, exe, start_ticks, container_id, pod,
+    namespace. None when the process does not exist (or vanished while being read)."""
+    base = PROC / str(pid)
+    stat_text = _read(base / "stat")
+    stat = parse_stat(stat_text) if stat_text is not None else None
+    if stat is None:
+        return None
+    cmdline = _read(base / "cmdline")
+    if cmdline is None:
+        return None
+    try:
+        exe = os.readlink(base / "exe")
+    except OSError:  # kernel threads, other users' processes, or gone
+        exe = ""
+    return {
+        "pid": pid,
+        "comm": stat["comm"],
+        "cmdline": cmdline.rstrip("\0").replace("\0", " "),
+        "exe": exe,
+        "start_ticks": stat["start_ticks"],
+        "container_id": container_id(_read(base / "cgroup") or ""),
+        # Pod and namespace come from Kubernetes metadata, which a plain host has none of.
+        "pod": "",
+        "namespace": "",
+    }
+
+
+def upid_of(pid: int, asid: int = 0) -> str | None:
+    """The upid of a live process, or None when it is gone."""
+    stat_text = _read(PROC / str(pid) / "stat")
+    stat = parse_stat(stat_text) if stat_text is not None else None
+    return None if stat is None else make_upid(pid, stat["start_ticks"], asid)
+
+
+def child_pids(ppid: int) -> list[int]:
+    """Pids of the live children of ``ppid``."""
+    children = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        text = _read(entry / "stat")
+        stat = parse_stat(text) if text is not None else None
+        if stat is not None and stat["ppid"] == ppid:
+            children.append(stat["pid"])
+    return sorted(children)
+
+
+def _tcp4_hex(addr: str, port: int) -> str:
+    """An IPv4 endpoint as /proc/net/tcp writes it: host-order hex of the address, ':', port."""
+    (packed,) = struct.unpack("=I", socket.inet_aton(addr))
+    return f"{packed:08X}:{port:04X}"
+
+
+def tcp_socket_inode(local: tuple[str, int], remote: tuple[str, int]) -> int | None:
+    """The inode of the IPv4 TCP socket with this local and remote endpoint, from /proc/net/tcp."""
+    want_local, want_remote = _tcp4_hex(*local), _tcp4_hex(*remote)
+    text = _read(PROC / "net" / "tcp") or ""
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 9 and fields[1] == want_local and fields[2] == want_remote:
+            inode = int(fields[9])
+            if inode:
+                return inode
+    return None
+
+
+def socket_owner(inode: int, candidates: list[int]) -> int | None:
+    """Which of ``candidates`` has socket ``inode`` open (first match), or None."""
+    target = f"socket:[{inode}]"
+    for pid in candidates:
+        fd_dir = PROC / str(pid) / "fd"
+        try:
+            fds = list(fd_dir.iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) == target:
+                    return pid
+            except OSError:
+                continue
+    return None

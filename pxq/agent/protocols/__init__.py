@@ -1,0 +1,1 @@
+"""User-space protocol parsers: bytes of one connection in, request/response records out."""

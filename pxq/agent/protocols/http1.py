@@ -1,0 +1,625 @@
+"""HTTP/1.x parsing and request/response stitching, as the socket tracer needs it.
+
+One :class:`Http1Stitcher` per connection. The caller feeds the bytes of each direction as they
+were seen (``feed_request`` for client-to-server bytes, ``feed_response`` for server-to-client
+bytes, each with the capture timestamp of the chunk, in capture order) and gets back the
+request/response pairs that completed, as :class:`HttpTransaction` records. Framing is done by
+llhttp (Node's HTTP parser) through ``httptools``; this module adds what llhttp leaves to its
+caller:
+
+* Stitching in order: HTTP/1 has no ids, so the n-th final response answers the n-th request
+  (keep-alive and pipelining alike). A response that completes before its request (a server
+  answering early while a body is still being sent) waits for it.
+* Responses whose framing depends on the request: a response to HEAD carries no body whatever its
+  Content-Length says, and a 2xx answer to CONNECT turns the connection into a tunnel. llhttp
+  needs its caller to say so, which ``httptools`` cannot, so those responses are framed here
+  (headers only) and llhttp is stopped exactly at the preceding message boundary.
+* 1xx interim responses (``100 Continue``) are skipped; ``101 Switching Protocols`` completes the
+  upgrade request and everything after it on the connection is no longer HTTP.
+* Close-delimited bodies (HTTP/1.0 style: neither Content-Length nor chunked) complete at
+  :meth:`Http1Stitcher.close`.
+* Bodies are kept up to ``body_limit`` bytes (default 1024, like Pixie); the true size is kept.
+* Garbage or a parse error never raises: the direction is marked broken, the reason is counted in
+  :attr:`Http1Stitcher.errors` (``request_invalid_method``, ``response_parse_error``, ...), and
+  parsing resumes at the next request line (requests) or status line (responses), also later in
+  the same chunk. Each failure counts as one lost message whose partner is dropped with it, so
+  later pairs stay aligned (a heuristic: a blob of garbage is taken to be one message).
+* Leftovers at close are counted too: ``request_unanswered_at_close``,
+  ``response_incomplete_at_close``, ``response_without_request``.
+
+Timestamps: ``req_start_ns`` is the timestamp of the chunk holding the request's first byte and
+``resp_end_ns`` that of the chunk holding the response's last byte (for a close-delimited body,
+the last data chunk before the close). ``latency_ns = resp_end_ns - req_start_ns``. In
+``http_events``, ``time_`` is ``resp_end_ns``: Pixie stamps an HTTP record with its response's
+timestamp.
+
+``major_version``/``minor_version`` are the response's (Pixie does the same): the version the
+server answered with. ``content_type`` follows Pixie's ``HTTPContentType`` enum: 0 = unknown,
+1 = JSON (the response's Content-Type mentions "json"), 2 = gRPC (HTTP/2 only, never set here).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import httptools
+import pyarrow as pa
+
+DEFAULT_BODY_LIMIT = 1024
+
+CONTENT_TYPE_UNKNOWN = 0
+CONTENT_TYPE_JSON = 1
+CONTENT_TYPE_GRPC = 2
+
+# Methods llhttp accepts for HTTP/1.x, as protocol inference recognises them.
+HTTP_METHODS = (
+    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH",
+    b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"SEARCH", b"PURGE",
+)  # fmt: skip
+_METHOD_ALT = b"|".join(HTTP_METHODS)
+# A request line: METHOD SP request-target SP HTTP/1.x CRLF.
+_REQUEST_LINE = re.compile(rb"(?:" + _METHOD_ALT + rb") [!-~]+ HTTP/1\.[01]\r\n")
+_REQUEST_LINE_START = re.compile(rb"(?:" + _METHOD_ALT + rb") [!-~]")
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] [1-5][0-9][0-9][ \r]")
+# Where to look for a message start after a parse error: at the beginning of a line.
+_RESYNC_REQUEST = re.compile(rb"(?:^|\n)((?:" + _METHOD_ALT + rb") [!-~]+ HTTP/[0-9]\.[0-9]\r\n)")
+_RESYNC_RESPONSE = re.compile(rb"(?:^|\n)(HTTP/[0-9]\.[0-9] [0-9][0-9][0-9][ \r])")
+_HEADER_END = b"\r\n\r\n"
+
+# Bytes kept while looking for the end of a header block or a resync point (bounds memory on a
+# garbage stream).
+MAX_HEADER_BYTES = 64 * 1024
+# Request bytes kept after an Upgrade request until the response says whether it was accepted.
+MAX_UPGRADE_HOLD = 64 * 1024
+
+
+def looks_like_http_request(first_bytes: bytes) -> bool:
+    """Protocol inference: could a client-to-server stream starting with these bytes be HTTP/1.x?
+
+    Needs the method and one byte of the target; when the first line is complete it must be a
+    whole request line.
+    """
+    if not _REQUEST_LINE_START.match(first_bytes):
+        return False
+    end = first_bytes.find(b"\r\n")
+    if end < 0:
+        return b"\n" not in first_bytes
+    return _REQUEST_LINE.match(first_bytes, 0, end + 2) is not None
+
+
+def looks_like_http_response(first_bytes: bytes) -> bool:
+    """Protocol inference: could a server-to-client stream starting with these bytes be HTTP/1.x?"""
+    return _STATUS_LINE.match(first_bytes) is not None
+
+
+@dataclass
+class HttpTransaction:
+    """One request and its response, with Pixie's ``http_events`` meanings."""
+
+    req_method: str
+    req_path: str
+    major_version: int
+    minor_version: int
+    req_headers: dict[str, str]
+    req_body: str
+    req_body_size: int
+    resp_status: int
+    resp_message: str
+    resp_headers: dict[str, str]
+    resp_body: str
+    resp_body_size: int
+    content_type: int
+    req_start_ns: int
+    resp_end_ns: int
+    latency_ns: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.latency_ns = self.resp_end_ns - self.req_start_ns
+
+
+def _text(data: bytes | bytearray) -> str:
+    return bytes(data).decode("utf-8", errors="replace")
+
+
+class _Message:
+    """One HTTP message as llhttp reports it."""
+
+    def __init__(self, body_limit: int, ts_ns: int, epoch: int = -1) -> None:
+        self.body_limit = body_limit
+        self.start_ns = ts_ns
+        self.end_ns = ts_ns
+        self.epoch = epoch  # the feed call that saw its first byte
+        self.valid_start = False  # llhttp accepted its start line (request target / status seen)
+        self.url = bytearray()
+        self.reason = bytearray()
+        self.headers: dict[str, str] = {}
+        self._header_keys: dict[str, str] = {}  # lower-case name -> the name as first seen
+        self.body = bytearray()
+        self.body_size = 0
+        self.method = ""
+        self.status = 0
+        self.version = (1, 1)
+        self.headers_done = False
+        self.complete = False
+        self.broken = False  # lost to a parse error: its pair is dropped
+
+    @classmethod
+    def lost(cls, ts_ns: int) -> _Message:
+        """A placeholder for a message that could not be parsed."""
+        msg = cls(0, ts_ns)
+        msg.broken = msg.complete = True
+        return msg
+
+    def add_header(self, name: bytes, value: bytes) -> None:
+        key, val = _text(name), _text(value)
+        first = self._header_keys.setdefault(key.lower(), key)
+        self.headers[first] = f"{self.headers[first]}, {val}" if first in self.headers else val
+
+    def header(self, name: str) -> str:
+        key = self._header_keys.get(name.lower())
+        return "" if key is None else self.headers[key]
+
+    def add_body(self, data: bytes) -> None:
+        self.body_size += len(data)
+        room = self.body_limit - len(self.body)
+        if room > 0:
+            self.body += data[:room]
+
+    def body_left(self) -> int:
+        """Body bytes still to come by Content-Length (0 when unknown, chunked or no headers)."""
+        if not self.headers_done or "chunked" in self.header("Transfer-Encoding").lower():
+            return 0
+        length = self.header("Content-Length")
+        return int(length) - self.body_size if length.isdigit() else 0
+
+    @property
+    def close_delimited(self) -> bool:
+        """A response whose body only the end of the connection ends (RFC 9112 6.3, rule 8)."""
+        return (
+            self.headers_done
+            and not self.complete
+            and not self.header("Content-Length")
+            and "chunked" not in self.header("Transfer-Encoding").lower()
+        )
+
+
+class _Direction:
+    """One direction of a connection: an llhttp parser (this object is its callback protocol),
+    the message in progress, and the bytes held back while resyncing or framing by hand."""
+
+    def __init__(self, stitcher: Http1Stitcher, is_request: bool) -> None:
+        self.stitcher = stitcher
+        self.is_request = is_request
+        self.kind = "request" if is_request else "response"
+        self.parser: httptools.HttpRequestParser | httptools.HttpResponseParser | None = None
+        self.current: _Message | None = None
+        self.ts_ns = 0  # timestamp of the chunk being parsed
+        self.epoch = 0  # counts feed_data calls
+        self.valid_starts = 0  # messages whose start line lies in the current feed_data call
+        self.completed = 0  # messages completed so far
+        self.pending = bytearray()  # bytes held back: a partial header block or a resync tail
+        self.pending_ts = 0  # timestamp of the chunk the held-back bytes began in
+        self.carry_len = 0  # how many bytes at the head of the data being pumped were held back
+        self.begin_ts: int | None = None  # start time for the next message, when not ts_ns
+        self.resyncing = False
+        # After a parse error: how many message starts at the head of the data to pass over
+        # when looking for the next one (they were parsed already or are the one that failed).
+        self.skip_starts = 0
+        self.skip_first_at_zero = False
+
+    # -- llhttp callbacks -------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        ts, self.begin_ts = (self.ts_ns if self.begin_ts is None else self.begin_ts), None
+        self.current = _Message(self.stitcher.body_limit, ts, self.epoch)
+        if self.is_request:
+            self.stitcher._requests.append(self.current)
+
+    def _start_line_seen(self, msg: _Message) -> None:
+        if not msg.valid_start:
+            msg.valid_start = True
+            if msg.epoch == self.epoch:
+                self.valid_starts += 1
+
+    def on_url(self, url: bytes) -> None:
+        assert self.current is not None
+        self._start_line_seen(self.current)
+        self.current.url += url
+
+    def on_status(self, status: bytes) -> None:
+        assert self.current is not None
+        self._start_line_seen(self.current)
+        self.current.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.current is not None
+        self.current.add_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        msg, parser = self.current, self.parser
+        assert msg is not None and parser is not None
+        self._start_line_seen(msg)  # a status line with an empty reason phrase
+        msg.headers_done = True
+        msg.end_ns = self.ts_ns
+        major, _, minor = parser.get_http_version().partition(".")
+        msg.version = (int(major), int(minor))
+        if isinstance(parser, httptools.HttpRequestParser):
+            msg.method = parser.get_method().decode("ascii", errors="replace")
+        else:
+            msg.status = parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        assert self.current is not None
+        self.current.add_body(body)
+        self.current.end_ns = self.ts_ns
+
+    def on_message_complete(self) -> None:
+        msg = self.current
+        assert msg is not None
+        msg.complete = True
+        msg.end_ns = self.ts_ns
+        self.current = None
+        self.completed += 1
+        if self.is_request:
+            self.stitcher._stitch()
+        else:
+            self.stitcher._response_complete(msg)
+
+    # -- feeding ----------------------------------------------------------------------------
+    def new_parser(self) -> None:
+        cls = httptools.HttpRequestParser if self.is_request else httptools.HttpResponseParser
+        self.parser = cls(self)
+        self.current = None
+
+    def feed(self, data: bytes) -> bytes:
+        """Run ``data`` through llhttp. Returns the bytes llhttp did not take: after an upgrade,
+        what follows it; after a parse error, all of ``data`` (to resync in)."""
+        if self.parser is None:
+            self.new_parser()
+        assert self.parser is not None
+        at_boundary = self.current is None
+        self.epoch += 1
+        self.valid_starts = 0
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as up:
+            return self.stitcher._upgraded(self, data[up.args[0] :])
+        except httptools.HttpParserError as err:
+            self.fail(_error_reason(err))
+            self.skip_starts = self.valid_starts
+            self.skip_first_at_zero = at_boundary and self.valid_starts == 0
+            return data
+        return b""
+
+    def fail(self, reason: str) -> None:
+        """A parse error: count it, give up the message (one message lost, so that later pairs
+        stay aligned), and look for the next message start."""
+        stitcher = self.stitcher
+        stitcher.errors[f"{self.kind}_{reason}"] += 1
+        msg, self.current, self.parser = self.current, None, None
+        if self.is_request:
+            if msg is None:
+                stitcher._requests.append(_Message.lost(self.ts_ns))
+            else:
+                msg.broken = msg.complete = True
+        else:
+            stitcher._responses.append(_Message.lost(self.ts_ns))
+        self.resyncing = True
+        self.skip_starts = 0
+        self.skip_first_at_zero = False
+        self.pending.clear()
+        stitcher._stitch()
+
+    def resync(self, data: bytes) -> bytes:
+        """Drop bytes up to the next message start (at a line start) and return the rest; keep
+        a tail when there is none yet, in case one is split across chunks."""
+        pattern = _RESYNC_REQUEST if self.is_request else _RESYNC_RESPONSE
+        skip, skip_zero = self.skip_starts, self.skip_first_at_zero
+        self.skip_starts, self.skip_first_at_zero = 0, False
+        floor = 0  # nothing before this may be kept: it holds message starts already passed over
+        for found in pattern.finditer(data):
+            pos = found.start(1)
+            if pos == 0 and skip_zero:
+                floor = 1
+                continue
+            if skip > 0:
+                skip -= 1
+                floor = pos + 1
+                continue
+            self.resyncing = False
+            self.new_parser()
+            if pos < self.carry_len:  # the message began in bytes held back from a past chunk
+                self.begin_ts = self.pending_ts
+            return data[pos:]
+        cut = data.rfind(b"\n") + 1
+        keep = max(floor, cut, len(data) - MAX_HEADER_BYTES)
+        self.pending += data[keep:]
+        if keep >= self.carry_len:
+            self.pending_ts = self.ts_ns
+        return b""
+
+
+def _error_reason(err: Exception) -> str:
+    """A short counter key for an llhttp error: invalid_method, invalid_status, parse_error..."""
+    if isinstance(err, httptools.HttpParserInvalidMethodError):
+        return "invalid_method"
+    if isinstance(err, httptools.HttpParserInvalidStatusError):
+        return "invalid_status"
+    if isinstance(err, httptools.HttpParserInvalidURLError):
+        return "invalid_url"
+    return "parse_error"
+
+
+class Http1Stitcher:
+    """Parse both directions of one HTTP/1.x connection and pair requests with responses.
+
+    ``feed_request``/``feed_response``/``close`` return the transactions that call completed.
+    ``errors`` counts, by reason, what could not be parsed or paired; nothing raises.
+    """
+
+    def __init__(self, body_limit: int = DEFAULT_BODY_LIMIT) -> None:
+        self.body_limit = body_limit
+        self.errors: Counter[str] = Counter()
+        self._requests: deque[_Message] = deque()  # parsed or in progress, not yet paired
+        self._responses: deque[_Message] = deque()  # final responses waiting for their request
+        self._done: list[HttpTransaction] = []
+        self._req = _Direction(self, is_request=True)
+        self._resp = _Direction(self, is_request=False)
+        # Request bytes (with their timestamps) held after an Upgrade/CONNECT request until its
+        # response says whether the connection still speaks HTTP.
+        self._upgrade_wait = False
+        self._held: list[tuple[bytes, int]] = []
+        self._held_size = 0
+        self._tunnel = False  # the connection left HTTP (101 Switching Protocols, CONNECT 2xx)
+        self._closed = False
+
+    # -- public API -------------------------------------------------------------------------
+    def feed_request(self, data: bytes, ts_ns: int) -> list[HttpTransaction]:
+        """Client-to-server bytes captured at ``ts_ns``."""
+        self._feed(self._req, bytes(data), ts_ns)
+        return self._take()
+
+    def feed_response(self, data: bytes, ts_ns: int) -> list[HttpTransaction]:
+        """Server-to-client bytes captured at ``ts_ns``."""
+        self._feed(self._resp, bytes(data), ts_ns)
+        return self._take()
+
+    def close(self, ts_ns: int) -> list[HttpTransaction]:
+        """The connection closed at ``ts_ns``: finish a close-delimited body, count leftovers."""
+        if self._closed:
+            return []
+        self._closed = True
+        if not self._tunnel:
+            resp = self._resp.current
+            if resp is not None and resp.close_delimited:
+                resp.complete = True
+                self._resp.current = None
+                self._response_complete(resp)  # end_ns: the chunk with its last byte
+            elif resp is not None or (self._resp.pending and not self._resp.resyncing):
+                self.errors["response_incomplete_at_close"] += 1
+            req = self._req.current
+            if req is not None and not req.broken:
+                self.errors["request_incomplete_at_close"] += 1
+            unanswered = sum(1 for r in self._requests if r.complete and not r.broken)
+            if unanswered:
+                self.errors["request_unanswered_at_close"] += unanswered
+            orphans = sum(1 for r in self._responses if not r.broken)
+            if orphans:
+                self.errors["response_without_request"] += orphans
+        self._requests.clear()
+        self._responses.clear()
+        self._held.clear()
+        self._req.pending.clear()
+        self._resp.pending.clear()
+        return self._take()
+
+    @property
+    def upgraded(self) -> bool:
+        """True once the connection switched protocols (101) or became a CONNECT tunnel."""
+        return self._tunnel
+
+    # -- internals --------------------------------------------------------------------------
+    def _take(self) -> list[HttpTransaction]:
+        done, self._done = self._done, []
+        return done
+
+    def _feed(self, side: _Direction, data: bytes, ts_ns: int) -> None:
+        if self._closed or self._tunnel or not data:
+            return
+        if side.is_request and self._upgrade_wait:
+            self._hold(data, ts_ns)
+            return
+        side.ts_ns = ts_ns
+        side.carry_len = len(side.pending)
+        if side.pending:
+            data = bytes(side.pending) + data
+            side.pending.clear()
+        else:
+            side.pending_ts = ts_ns
+        self._pump(side, data)
+
+    def _pump(self, side: _Direction, data: bytes) -> None:
+        """Parse ``data`` on one side, switching between llhttp, hand framing and resync."""
+        while data and not self._tunnel:
+            if side.is_request and self._upgrade_wait:
+                self._hold(data, side.ts_ns)
+                return
+            if side.resyncing:
+                data = side.resync(data)
+                side.carry_len = 0  # positions no longer line up with the held-back bytes
+            elif side.is_request:
+                data = side.feed(data)
+            elif side.current is None and self._header_only(0):
+                data = self._header_only_response(data)
+            elif self._header_only_later():
+                # A response further on is framed here, so llhttp has to stop exactly where this
+                # one ends (rare: HEAD or CONNECT pipelined behind other requests). Step through
+                # it: the head a byte at a time, a Content-Length body in one piece.
+                done_before, i = side.completed, 0
+                while i < len(data) and side.completed == done_before:
+                    n = 1 if side.current is None else max(1, side.current.body_left())
+                    left = side.feed(data[i : i + n])
+                    i += n
+                    if left:
+                        data = left + data[i:]
+                        break
+                else:
+                    data = data[i:]
+            else:
+                data = side.feed(data)
+
+    def _header_only(self, ahead: int) -> bool:
+        """Is the response ``ahead`` responses after the next one to come an answer to HEAD or
+        CONNECT, whose framing llhttp cannot know?"""
+        idx = len(self._responses) + ahead
+        if idx >= len(self._requests):
+            return False
+        req = self._requests[idx]
+        return req.headers_done and req.method in ("HEAD", "CONNECT")
+
+    def _header_only_later(self) -> bool:
+        """Is any response after the next one to come an answer to HEAD or CONNECT?"""
+        return any(self._header_only(ahead) for ahead in range(1, len(self._requests) - len(self._responses)))
+
+    def _header_only_response(self, data: bytes) -> bytes:
+        """Frame a response that ends with its header block; return the bytes after it."""
+        side = self._resp
+        end = data.find(_HEADER_END)
+        if end < 0:
+            if len(data) > MAX_HEADER_BYTES:
+                side.fail("header_too_long")
+                side.skip_first_at_zero = True
+                return data
+            side.pending += data
+            return b""
+        head, rest = data[: end + len(_HEADER_END)], data[end + len(_HEADER_END) :]
+        side.new_parser()
+        if side.feed(head):
+            return head + rest  # parse error: resync from its start
+        if side.current is not None and side.current.headers_done:
+            side.on_message_complete()  # llhttp would wait for a body there is none of
+        side.new_parser()
+        return rest
+
+    def _response_complete(self, msg: _Message) -> None:
+        if 100 <= msg.status < 200 and msg.status != 101:
+            return  # 100 Continue and other interim responses
+        idx = len(self._responses)
+        req = self._requests[idx] if idx < len(self._requests) else None
+        self._responses.append(msg)
+        connect_ok = req is not None and req.method == "CONNECT" and 200 <= msg.status < 300
+        if msg.status == 101 or connect_ok:
+            self._tunnel = True
+        elif self._upgrade_wait and idx == len(self._requests) - 1:
+            self._upgrade_refused()
+        self._stitch()
+
+    def _stitch(self) -> None:
+        while self._requests and self._responses and self._requests[0].complete:
+            req, resp = self._requests.popleft(), self._responses.popleft()
+            if req.broken or resp.broken:
+                continue  # counted where the parse failed
+            json_body = "json" in resp.header("Content-Type").lower()
+            self._done.append(
+                HttpTransaction(
+                    req_method=req.method,
+                    req_path=_text(req.url),
+                    major_version=resp.version[0],
+                    minor_version=resp.version[1],
+                    req_headers=req.headers,
+                    req_body=_text(req.body),
+                    req_body_size=req.body_size,
+                    resp_status=resp.status,
+                    resp_message=_text(resp.reason),
+                    resp_headers=resp.headers,
+                    resp_body=_text(resp.body),
+                    resp_body_size=resp.body_size,
+                    content_type=CONTENT_TYPE_JSON if json_body else CONTENT_TYPE_UNKNOWN,
+                    req_start_ns=req.start_ns,
+                    resp_end_ns=resp.end_ns,
+                )
+            )
+
+    # -- upgrades ---------------------------------------------------------------------------
+    def _upgraded(self, side: _Direction, rest: bytes) -> bytes:
+        """llhttp stopped at an upgrade: a request asking for one (Upgrade, CONNECT), or a 101
+        granting it. Returns the bytes still to parse on that side (none)."""
+        if side.is_request:
+            self._upgrade_wait = True
+            side.new_parser()
+            if rest:
+                self._hold(rest, side.ts_ns)
+        else:
+            self._tunnel = True
+        return b""
+
+    def _hold(self, data: bytes, ts_ns: int) -> None:
+        self._held_size += len(data)
+        if self._held_size > MAX_UPGRADE_HOLD:
+            # Whatever this is, it is not HTTP we can follow any more.
+            self.errors["request_upgrade_hold_overflow"] += 1
+            self._tunnel = True
+            self._held.clear()
+            return
+        self._held.append((data, ts_ns))
+
+    def _upgrade_refused(self) -> None:
+        """The server answered the upgrade request without switching protocols: the request
+        bytes held back since are HTTP after all."""
+        self._upgrade_wait = False
+        held, self._held, self._held_size = self._held, [], 0
+        for data, ts_ns in held:
+            self._feed(self._req, data, ts_ns)
+
+
+# -- Arrow ------------------------------------------------------------------------------------
+def http_events_schema() -> pa.Schema:
+    """The Arrow schema of ``http_events``, from the table catalog."""
+    from pxq.tables import CATALOG
+
+    return CATALOG["http_events"].arrow_schema()
+
+
+def transactions_to_arrow(
+    txs: Iterable[HttpTransaction],
+    *,
+    upid: str,
+    remote_addr: str,
+    remote_port: int,
+    local_addr: str,
+    local_port: int,
+    trace_role: int,
+    encrypted: bool = False,
+) -> pa.Table:
+    """``http_events`` rows for the transactions of one connection (its fields given once)."""
+    rows = [
+        {
+            "time_": tx.resp_end_ns,
+            "upid": upid,
+            "remote_addr": remote_addr,
+            "remote_port": remote_port,
+            "local_addr": local_addr,
+            "local_port": local_port,
+            "trace_role": trace_role,
+            "encrypted": encrypted,
+            "major_version": tx.major_version,
+            "minor_version": tx.minor_version,
+            "content_type": tx.content_type,
+            "req_headers": json.dumps(tx.req_headers),
+            "req_method": tx.req_method,
+            "req_path": tx.req_path,
+            "req_body": tx.req_body,
+            "req_body_size": tx.req_body_size,
+            "resp_headers": json.dumps(tx.resp_headers),
+            "resp_status": tx.resp_status,
+            "resp_message": tx.resp_message,
+            "resp_body": tx.resp_body,
+            "resp_body_size": tx.resp_body_size,
+            "latency": tx.latency_ns,
+        }
+        for tx in txs
+    ]
+    return pa.Table.from_pylist(rows, schema=http_events_schema())

@@ -1,0 +1,337 @@
+"""A real web workload on loopback: Debian's nginx in front of a Python backend, and a bounded
+client that sends it a mix of requests.
+
+* :func:`python_backend` starts :mod:`pxq.testing.backend` in a subprocess.
+* :func:`nginx_server` starts the machine's nginx with its own configuration in a temporary
+  directory (``daemon off``, error log and pid file there, two workers, keep-alive), listening on
+  a free 127.0.0.1 port. It serves ``/static/`` from files it writes and proxies everything else
+  to the backend over keep-alive upstream connections.
+* :func:`nginx_workload` is both together.
+* :func:`run_client_mix` sends a fixed, repeating mix of GET/HEAD/POST requests (2xx, 404, 500,
+  slow, chunked upload, a body over 1 KiB) with ``requests`` and ``http.client``, both keeping
+  connections alive. Bounded in count and time.
+
+Every context manager stops what it started, also on errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pxq.agent.procinfo import child_pids
+from pxq.testing.ports import LOOPBACK, free_port, wait_for_port
+
+START_TIMEOUT = 15.0
+
+
+class WorkloadError(RuntimeError):
+    """A test server did not start; the message carries its own words (log, stderr)."""
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 5.0, sig: int = signal.SIGTERM) -> None:
+    """Stop a process we started: ``sig``, then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(timeout=timeout)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@dataclass
+class LoopbackServer:
+    """A server process we started, listening on 127.0.0.1:``port``."""
+
+    process: subprocess.Popen
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+
+# -- the Python backend -------------------------------------------------------------------------
+@dataclass
+class Backend(LoopbackServer):
+    pass
+
+
+@contextlib.contextmanager
+def python_backend() -> Iterator[Backend]:
+    """Start the test backend on a free loopback port; stop it on exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pxq.testing.backend", "--port", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
+        line = proc.stdout.readline() if ready else ""  # type: ignore[union-attr]
+        if not line.startswith("READY "):
+            _stop(proc)
+            raise WorkloadError(f"the test backend did not start: {line!r} {proc.stderr.read()!r}")  # type: ignore[union-attr]
+        yield Backend(proc, int(line.split()[1]))
+    finally:
+        _stop(proc)
+
+
+# -- nginx --------------------------------------------------------------------------------------
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 2;
+user root root;
+pid {work}/nginx.pid;
+lock_file {work}/nginx.lock;
+error_log {work}/error.log notice;
+events {{ worker_connections 512; }}
+http {{
+    access_log {work}/access.log;
+    client_body_temp_path {work}/tmp/body;
+    proxy_temp_path {work}/tmp/proxy;
+    fastcgi_temp_path {work}/tmp/fastcgi;
+    uwsgi_temp_path {work}/tmp/uwsgi;
+    scgi_temp_path {work}/tmp/scgi;
+    types {{
+        text/html html;
+        text/plain txt;
+        application/json json;
+    }}
+    default_type application/octet-stream;
+    keepalive_timeout 30s;
+    keepalive_requests 10000;
+    gzip off;
+    upstream backend {{
+        server {loopback}:{backend_port};
+        keepalive 16;
+    }}
+    server {{
+        listen {loopback}:{port};
+        server_name localhost;
+        root {work}/www;
+        location /static/ {{ }}
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }}
+    }}
+}}
+"""
+
+# Static files nginx serves itself (path under /static/ -> bytes).
+BIG_JSON = json.dumps(
+    {"rows": [{"id": i, "label": f"row number {i}", "ok": i % 3 != 0} for i in range(80)]}
+).encode()
+STATIC_FILES = {
+    "hello.txt": b"hello from nginx\n",
+    "index.html": b"<!doctype html><html><body><p>static page</p></body></html>\n",
+    "big.json": BIG_JSON,  # over 1 KiB: bodies in http_events are cut at 1024 bytes
+}
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    if found is None:
+        raise WorkloadError("nginx is not installed: run tools/setup.sh (it installs nginx-light)")
+    return found
+
+
+@dataclass
+class Nginx(LoopbackServer):
+    workdir: Path
+    backend_port: int
+
+    @property
+    def master_pid(self) -> int:
+        return self.pid
+
+    def worker_pids(self) -> list[int]:
+        """The master's worker processes (children), as they are now."""
+        return child_pids(self.master_pid)
+
+    def error_log(self) -> str:
+        try:
+            return (self.workdir / "error.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def _write_site(work: Path, port: int, backend_port: int) -> Path:
+    for sub in ("www/static", "tmp"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    for name, data in STATIC_FILES.items():
+        (work / "www" / "static" / name).write_bytes(data)
+    conf = work / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(work=work, loopback=LOOPBACK, port=port, backend_port=backend_port))
+    return conf
+
+
+@contextlib.contextmanager
+def nginx_server(backend_port: int, workdir: Path | None = None, attempts: int = 3) -> Iterator[Nginx]:
+    """Start nginx on a free loopback port, proxying to ``backend_port``; stop it on exit."""
+    binary = nginx_binary()
+    own_dir = workdir is None
+    work = Path(tempfile.mkdtemp(prefix="pxq-nginx-")) if workdir is None else workdir
+    proc: subprocess.Popen | None = None
+    try:
+        for _ in range(attempts):
+            port = free_port()
+            conf = _write_site(work, port, backend_port)
+            log = work / "error.log"
+            proc = subprocess.Popen(
+                [binary, "-p", str(work), "-c", str(conf), "-e", str(log)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            if wait_for_port(port, timeout=START_TIMEOUT, alive=lambda: proc.poll() is None):
+                server = Nginx(proc, port, work, backend_port)
+                yield server
+                return
+            _stop(proc)
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if "Address already in use" not in text:  # a real failure, not a lost port race
+                raise WorkloadError(f"nginx did not start on {LOOPBACK}:{port}:\n{text}")
+        raise WorkloadError(f"nginx could not bind a free loopback port in {attempts} attempts")
+    finally:
+        if proc is not None:
+            # SIGQUIT: graceful, the master waits for its workers; then SIGKILL if needed.
+            workers = child_pids(proc.pid) if proc.poll() is None else []
+            _stop(proc, sig=signal.SIGQUIT)
+            for pid in workers:  # only if the master died before its workers did
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if own_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass
+class Workload:
+    nginx: Nginx
+    backend: Backend
+
+    @property
+    def base_url(self) -> str:
+        return self.nginx.base_url
+
+
+@contextlib.contextmanager
+def nginx_workload() -> Iterator[Workload]:
+    """nginx on loopback in front of the Python backend; both stopped on exit."""
+    with python_backend() as backend, nginx_server(backend.port) as nginx:
+        yield Workload(nginx, backend)
+
+
+# -- the client ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Step:
+    method: str
+    path: str
+    expect_status: int
+    client: str  # "requests" or "http.client"
+    body: bytes | None = None
+    chunked: bool = False  # send the body with Transfer-Encoding: chunked (http.client only)
+
+
+ECHO_BODY = json.dumps({"order": 42, "items": ["apple", "pear"], "note": "from pxq's client"}).encode()
+
+# One round of the mix. Every status class the tests look for, both client libraries, a slow
+# request, a HEAD (response without body), a chunked upload, a chunked response and a body over
+# 1 KiB.
+MIX = (
+    Step("GET", "/", 200, "requests"),
+    Step("GET", "/api/items", 200, "http.client"),
+    Step("GET", "/static/hello.txt", 200, "requests"),
+    Step("POST", "/api/echo", 200, "requests", body=ECHO_BODY),
+    Step("GET", "/missing", 404, "http.client"),
+    Step("GET", "/api/error", 500, "requests"),
+    Step("HEAD", "/static/big.json", 200, "http.client"),
+    Step("GET", "/static/big.json", 200, "requests"),
+    Step("GET", "/api/slow", 200, "http.client"),
+    Step("GET", "/api/stream", 200, "requests"),
+    Step("POST", "/api/echo?chunked=1", 200, "http.client", body=b"chunk-one;chunk-two;", chunked=True),
+)
+
+
+@dataclass
+class ClientResult:
+    method: str
+    path: str
+    status: int
+    expect_status: int
+    body_size: int
+    seconds: float
+
+
+def run_client_mix(
+    base_url: str,
+    n_requests: int,
+    *,
+    max_seconds: float = 60.0,
+    timeout: float = 10.0,
+) -> list[ClientResult]:
+    """Send up to ``n_requests`` requests of :data:`MIX` (in order, repeating) to ``base_url``
+    (an ``http://127.0.0.1:PORT`` address), stopping early after ``max_seconds``. Each client
+    library keeps one connection alive throughout; both are closed before returning."""
+    import requests  # a test extra; imported here so the workload module loads without it
+
+    host, _, port = base_url.removeprefix("http://").rstrip("/").partition(":")
+    if host not in (LOOPBACK, "localhost"):
+        raise ValueError(f"the client mix only targets loopback, not {base_url!r}")
+    session = requests.Session()
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    results: list[ClientResult] = []
+    deadline = time.monotonic() + max_seconds
+    try:
+        for i in range(n_requests):
+            if time.monotonic() >= deadline:
+                break
+            step = MIX[i % len(MIX)]
+            t0 = time.monotonic()
+            if step.client == "requests":
+                resp = session.request(step.method, base_url + step.path, data=step.body, timeout=timeout)
+                status, size = resp.status_code, len(resp.content)
+            else:
+                headers = {"Content-Type": "application/json"} if step.body else {}
+                body: bytes | list[bytes] | None = step.body
+                if step.chunked and step.body:
+                    # Two chunks on the wire; http.client frames each item of an iterable.
+                    headers["Transfer-Encoding"] = "chunked"
+                    half = len(step.body) // 2
+                    body = [step.body[:half], step.body[half:]]
+                conn.request(step.method, step.path, body=body, headers=headers, encode_chunked=step.chunked)
+                r = conn.getresponse()
+                status, size = r.status, len(r.read())
+            results.append(ClientResult(step.method, step.path, status, step.expect_status, size, time.monotonic() - t0))
+    finally:
+        session.close()
+        conn.close()
+    return results

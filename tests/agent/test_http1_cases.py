@@ -1,0 +1,332 @@
+"""The HTTP/1.x stitcher on hand-written byte sequences: the framing rules one at a time, error
+handling, protocol inference and the Arrow rows."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from pxq.agent.protocols.http1 import (
+    Http1Stitcher,
+    looks_like_http_request,
+    looks_like_http_response,
+    transactions_to_arrow,
+)
+from pxq.tables import CATALOG
+
+GET = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+HEAD = b"HEAD /h HTTP/1.1\r\nHost: h\r\n\r\n"
+OK3 = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"
+OK0 = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+def run(req: bytes, resp: bytes, *, close: bool = True, **kw):
+    st = Http1Stitcher(**kw)
+    out = st.feed_request(req, 100) + st.feed_response(resp, 200)
+    if close:
+        out += st.close(300)
+    return out, st
+
+
+def statuses(txs):
+    return [(t.req_method, t.req_path, t.resp_status, t.resp_body_size) for t in txs]
+
+
+def test_keep_alive_sequence_with_timestamps():
+    st = Http1Stitcher()
+    assert st.feed_request(GET, 10) == []
+    (first,) = st.feed_response(OK3, 25)
+    assert st.feed_request(b"GET /b HTTP/1.1\r\n\r\n", 40) == []
+    (second,) = st.feed_response(OK0, 70)
+    assert (first.req_start_ns, first.resp_end_ns, first.latency_ns) == (10, 25, 15)
+    assert (second.req_path, second.latency_ns) == ("/b", 30)
+    assert st.close(80) == [] and not st.errors
+
+
+def test_request_start_is_its_first_byte_and_response_end_its_last():
+    st = Http1Stitcher()
+    st.feed_request(GET[:5], 1)
+    st.feed_request(GET[5:], 2)
+    st.feed_response(OK3[:-1], 3)
+    (tx,) = st.feed_response(OK3[-1:], 9)
+    assert (tx.req_start_ns, tx.resp_end_ns, tx.latency_ns) == (1, 9, 8)
+
+
+def test_pipelined_head_between_bodies_in_one_chunk():
+    head_resp = b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\nContent-Type: application/json\r\n\r\n"
+    txs, st = run(GET + HEAD + GET, OK3 + head_resp + OK3)
+    assert statuses(txs) == [("GET", "/a", 200, 3), ("HEAD", "/h", 200, 0), ("GET", "/a", 200, 3)]
+    assert txs[1].resp_headers["Content-Length"] == "500" and txs[1].content_type == 1
+    assert not st.errors
+
+
+def test_head_first_and_head_response_split_inside_the_header_end():
+    st = Http1Stitcher()
+    st.feed_request(HEAD + GET, 1)
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n" + OK3
+    cut = resp.index(b"\r\n\r\n") + 2
+    assert st.feed_response(resp[:cut], 2) == []
+    txs = st.feed_response(resp[cut:], 3)
+    assert statuses(txs) == [("HEAD", "/h", 200, 0), ("GET", "/a", 200, 3)]
+    assert txs[0].resp_end_ns == 3
+
+
+def test_head_response_that_claims_chunked_has_no_body():
+    txs, st = run(HEAD + GET, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + OK3)
+    assert statuses(txs) == [("HEAD", "/h", 200, 0), ("GET", "/a", 200, 3)] and not st.errors
+
+
+@pytest.mark.parametrize("status, reason", [(204, b"No Content"), (304, b"Not Modified")])
+def test_204_and_304_have_no_body_whatever_the_headers_say(status, reason):
+    resp = b"HTTP/1.1 %d %s\r\nContent-Length: 7\r\n\r\n" % (status, reason) + OK3
+    txs, st = run(GET + GET, resp)
+    assert statuses(txs) == [("GET", "/a", status, 0), ("GET", "/a", 200, 3)]
+    assert txs[0].resp_message == reason.decode() and not st.errors
+
+
+def test_interim_responses_are_skipped():
+    req = b"POST /u HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"
+    st = Http1Stitcher()
+    st.feed_request(req, 1)
+    assert st.feed_response(b"HTTP/1.1 100 Continue\r\n\r\n", 2) == []
+    assert st.feed_response(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n", 3) == []
+    st.feed_request(b"body", 4)
+    (tx,) = st.feed_response(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", 5)
+    assert (tx.resp_status, tx.req_body, tx.latency_ns) == (201, "body", 4)
+
+
+def test_response_before_request_body_is_complete_waits_for_it():
+    st = Http1Stitcher()
+    st.feed_request(b"POST /big HTTP/1.1\r\nContent-Length: 6\r\n\r\nabc", 1)
+    assert st.feed_response(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n", 2) == []
+    (tx,) = st.feed_request(b"def", 3)
+    assert (tx.resp_status, tx.req_body, tx.resp_end_ns) == (413, "abcdef", 2)
+
+
+def test_chunked_both_ways_with_extensions_and_trailers():
+    req = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n"
+    resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n"
+    (tx,), st = run(req, resp)
+    assert (tx.req_body, tx.req_body_size, tx.resp_body, tx.resp_body_size) == ("abcde", 5, "hello", 5)
+    assert not st.errors
+
+
+def test_one_byte_at_a_time():
+    st = Http1Stitcher()
+    out = []
+    for i, b in enumerate(GET + HEAD):
+        out += st.feed_request(bytes([b]), i)
+    resp = OK3 + b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"
+    for i, b in enumerate(resp):
+        out += st.feed_response(bytes([b]), 1000 + i)
+    assert statuses(out) == [("GET", "/a", 200, 3), ("HEAD", "/h", 200, 0)]
+    assert out[0].req_start_ns == 0 and out[1].req_start_ns == len(GET)
+
+
+def test_many_messages_in_one_chunk():
+    txs, st = run(GET * 50, OK3 * 50)
+    assert len(txs) == 50 and not st.errors
+
+
+def test_http10_close_delimited_and_truncated_body():
+    txs, st = run(b"GET / HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 3000, body_limit=100)
+    (tx,) = txs
+    assert (tx.minor_version, tx.resp_body_size, len(tx.resp_body)) == (0, 3000, 100)
+    assert not st.errors
+
+
+def test_close_with_a_short_content_length_body_is_an_error_not_a_row():
+    txs, st = run(GET, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    assert txs == [] and st.errors["response_incomplete_at_close"] == 1
+
+
+def test_unanswered_requests_and_orphan_responses_are_counted():
+    _, st = run(GET + GET, OK3)
+    assert st.errors["request_unanswered_at_close"] == 1
+    _, st = run(b"", OK3 + OK3)
+    assert st.errors["response_without_request"] == 2
+
+
+def test_close_is_idempotent_and_later_bytes_are_ignored():
+    st = Http1Stitcher()
+    st.feed_request(GET, 1)
+    st.close(2)
+    assert st.close(3) == [] and st.feed_response(OK3, 4) == []
+
+
+def test_upgrade_101_stops_http_parsing():
+    req = b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x85garbage"
+    resp = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x02hi"
+    st = Http1Stitcher()
+    st.feed_request(req, 1)
+    (tx,) = st.feed_response(resp, 2)
+    assert tx.resp_status == 101 and st.upgraded
+    assert st.feed_request(b"\x00\xffmore frames", 3) == [] and st.close(4) == [] and not st.errors
+
+
+def test_upgrade_refused_releases_held_requests_with_their_timestamps():
+    st = Http1Stitcher()
+    st.feed_request(b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", 1)
+    st.feed_request(GET, 2)  # pipelined behind the upgrade request: held until the answer
+    txs = st.feed_response(OK0 + OK3, 3)
+    assert statuses(txs) == [("GET", "/ws", 200, 0), ("GET", "/a", 200, 3)]
+    assert txs[1].req_start_ns == 2 and not st.errors
+
+
+def test_connect_tunnel_and_refused_connect():
+    connect = b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n"
+    st = Http1Stitcher()
+    st.feed_request(connect + b"\x16\x03\x01tls bytes", 1)
+    (tx,) = st.feed_response(b"HTTP/1.1 200 Connection Established\r\n\r\n\x16\x03\x03server tls", 2)
+    assert (tx.req_method, tx.req_path, tx.resp_status) == ("CONNECT", "example.test:443", 200)
+    assert st.upgraded and not st.errors
+    refused = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 4\r\n\r\n"
+    txs, st = run(connect + GET, refused + OK3)
+    assert statuses(txs) == [("CONNECT", "example.test:443", 407, 0), ("GET", "/a", 200, 3)]
+    assert not st.upgraded and not st.errors
+
+
+def test_repeated_headers_are_joined_case_insensitively():
+    resp = b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nContent-Length: 0\r\n\r\n"
+    (tx,), _ = run(b"GET / HTTP/1.1\r\nAccept: x\r\nAccept: y\r\n\r\n", resp)
+    assert tx.req_headers == {"Accept": "x, y"}
+    assert tx.resp_headers == {"Set-Cookie": "a=1, b=2", "Content-Length": "0"}
+
+
+def test_non_utf8_bytes_become_replacement_characters():
+    req = b"POST /p%C3%A9 HTTP/1.1\r\nX-Name: caf\xc3\xa9\r\nContent-Length: 2\r\n\r\n\xff\xfe"
+    (tx,), _ = run(req, b"HTTP/1.1 200 \xe9t\xe9\r\nContent-Length: 0\r\n\r\n")
+    assert tx.req_path == "/p%C3%A9" and tx.req_headers["X-Name"] == "café"
+    assert (tx.req_body, tx.req_body_size) == ("\ufffd\ufffd", 2)
+    assert tx.resp_message == "\ufffdt\ufffd"
+    json.dumps([tx.req_headers, tx.resp_message])
+
+
+def test_non_ascii_request_target_is_rejected_like_llhttp_does():
+    _, st = run(b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n", OK3)
+    assert st.errors["request_invalid_url"] == 1
+
+
+def test_empty_reason_phrase():
+    (tx,), _ = run(GET, b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n")
+    assert (tx.resp_status, tx.resp_message) == (200, "")
+
+
+# -- errors and recovery ----------------------------------------------------------------------
+def test_garbage_before_a_request_in_the_same_chunk_is_skipped():
+    txs, st = run(b"\x16\x03\x01\x02\x00garbage\r\n" + GET, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" + OK3)
+    # The garbage counts as one lost request; its 400 answer is dropped with it.
+    assert statuses(txs) == [("GET", "/a", 200, 3)]
+    assert st.errors["request_invalid_method"] == 1
+
+
+def test_garbage_chunk_then_requests_in_later_chunks():
+    st = Http1Stitcher()
+    st.feed_request(b"\x00\x01\x02 not http at all", 1)
+    st.feed_request(b" still garbage\nGET /b HT", 2)
+    st.feed_request(b"TP/1.1\r\n\r\n", 3)
+    out = st.feed_response(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", 4)
+    out += st.feed_response(OK3, 5)
+    assert statuses(out) == [("GET", "/b", 200, 3)] and out[0].req_start_ns == 2
+    assert sum(st.errors.values()) == 1
+
+
+def test_broken_request_in_the_middle_of_a_pipeline_keeps_pairs_aligned():
+    bad = b"GET /bad HTTP/1.1\r\nContent-Length: zz\r\n\r\n"
+    resp = OK3 + b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" + OK0
+    txs, st = run(GET + bad + b"GET /c HTTP/1.1\r\n\r\n", resp)
+    assert statuses(txs) == [("GET", "/a", 200, 3), ("GET", "/c", 200, 0)]
+    assert st.errors["request_parse_error"] == 1
+
+
+def test_garbage_response_loses_one_pair_and_resyncs():
+    st = Http1Stitcher()
+    st.feed_request(GET + b"GET /b HTTP/1.1\r\n\r\n", 1)
+    out = st.feed_response(b"HTTP/1.1 2x0 Broken\r\n\r\n" + OK3, 2)
+    assert statuses(out) == [("GET", "/b", 200, 3)]
+    assert st.errors["response_invalid_status"] == 1
+
+
+def test_a_rejected_start_line_is_not_found_again_when_resyncing():
+    # llhttp rejects the version; the resync must not land on that same line forever.
+    out, st = run(b"GET /x HTTP/9.9\r\n\r\n" + GET, b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Length: 0\r\n\r\n" + OK3)
+    assert statuses(out) == [("GET", "/a", 200, 3)]
+    assert sum(st.errors.values()) == 1
+
+
+def test_endless_garbage_is_bounded():
+    st = Http1Stitcher()
+    for i in range(50):
+        st.feed_request(b"\x00" * 65536, i)
+        st.feed_response(b"\x01" * 65536, i)
+    assert len(st._req.pending) <= 65536 and len(st._resp.pending) <= 65536
+    st.close(99)
+
+
+# -- protocol inference -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"GET / HTTP/1.1\r\n", True),
+        (b"POST /api/echo?x=1 HTTP/1.0\r\nHost: a\r\n", True),
+        (b"DELETE /x", True),
+        (b"OPTIONS * HTTP/1.1\r\n", True),
+        (b"GET", False),  # not enough bytes yet
+        (b"GET / HTTP/2.0\r\n", False),
+        (b"GET /\r\n", False),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", False),
+        (b"\x16\x03\x01\x00\xa5\x01", False),
+        (b"get / HTTP/1.1\r\n", False),
+        (b"", False),
+    ],
+)
+def test_looks_like_http_request(data, expected):
+    assert looks_like_http_request(data) is expected
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"HTTP/1.1 200 OK\r\n", True),
+        (b"HTTP/1.0 404 Not Found", True),
+        (b"HTTP/1.1 204\r\n", True),
+        (b"HTTP/1.1 200", False),
+        (b"HTTP/2 200", False),
+        (b"HTTP/1.1 999 x", False),
+        (b"GET / HTTP/1.1\r\n", False),
+        (b"", False),
+    ],
+)
+def test_looks_like_http_response(data, expected):
+    assert looks_like_http_response(data) is expected
+
+
+# -- Arrow ------------------------------------------------------------------------------------
+def test_transactions_to_arrow_follows_the_catalog():
+    txs, _ = run(
+        GET + b"POST /e HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+        OK3 + b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    table = transactions_to_arrow(
+        txs, upid="0:42:1234", remote_addr="127.0.0.1", remote_port=50000,
+        local_addr="127.0.0.1", local_port=8080, trace_role=2,
+    )  # fmt: skip
+    assert table.schema == CATALOG["http_events"].arrow_schema()
+    rows = table.to_pylist()
+    assert [r["req_path"] for r in rows] == ["/a", "/e"]
+    second = rows[1]
+    assert second["time_"] == pa.scalar(200, pa.timestamp("ns")).as_py()  # the response end
+    assert second["latency"] == 100 and second["trace_role"] == 2 and second["encrypted"] is False
+    assert (second["resp_status"], second["resp_message"], second["content_type"]) == (201, "Created", 1)
+    assert json.loads(second["req_headers"]) == {"Content-Length": "2"}
+    assert (second["req_body"], second["req_body_size"]) == ("hi", 2)
+    assert second["upid"] == "0:42:1234" and second["local_port"] == 8080
+
+
+def test_transactions_to_arrow_with_no_rows():
+    table = transactions_to_arrow(
+        [], upid="0:1:1", remote_addr="", remote_port=0, local_addr="", local_port=0, trace_role=2
+    )
+    assert table.num_rows == 0 and table.schema == CATALOG["http_events"].arrow_schema()

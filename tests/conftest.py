@@ -1,0 +1,37 @@
+"""Session-wide fixtures with real servers and real traffic, for every test suite.
+
+* ``nginx_workload``: Debian's nginx on a free 127.0.0.1 port in front of the Python test backend
+  (see ``pxq.testing.workload``), started once per session and stopped at its end.
+* ``http_capture_dir``: a replayable capture directory (``http_events`` + ``capture.json``)
+  recorded once per session from real loopback traffic through pxq's recording proxy
+  (``pxq.testing.make_capture``). Treat it as read-only: other suites share it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+# How much traffic the shared capture holds: every step of the client mix several times over.
+CAPTURE_REQUESTS = 44
+CAPTURE_SECONDS = 60.0
+
+
+@pytest.fixture(scope="session")
+def nginx_workload():
+    from pxq.testing.workload import nginx_workload as start
+
+    with start() as workload:
+        yield workload
+
+
+@pytest.fixture(scope="session")
+def http_capture(tmp_path_factory):
+    """The summary of the shared capture (see ``pxq.testing.make_capture.CaptureSummary``)."""
+    from pxq.testing.make_capture import make_capture
+
+    return make_capture(tmp_path_factory.mktemp("http-capture"), CAPTURE_REQUESTS, CAPTURE_SECONDS)
+
+
+@pytest.fixture(scope="session")
+def http_capture_dir(http_capture):
+    return http_capture.directory
