@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -65,7 +66,9 @@ def test_run_json_lines(capture):
 
 def test_run_csv_and_parquet_files(capture, tmp_path):
     pxq("run", "service_stats", "--from", capture, "-o", "csv", "--out", str(tmp_path / "csv"), check=True)
-    assert (tmp_path / "csv" / "service_stats.csv").read_text().startswith("service,timestamp")
+    with open(tmp_path / "csv" / "service_stats.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:2] == ["service", "timestamp"] and sum(int(r["requests"]) for r in rows) == 800
     pxq("run", "service_stats", "--from", capture, "-o", "parquet", "--out", str(tmp_path / "pq"), check=True)
     table = pq.read_table(tmp_path / "pq" / "service_stats.parquet")
     assert table.column("requests").to_pylist() and sum(table.column("requests").to_pylist()) == 800
