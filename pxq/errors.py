@@ -34,7 +34,8 @@ class Source:
     filename: str = "<script>"
 
     def line(self, number: int) -> str:
-        lines = self.text.splitlines()
+        # Only '\n' ends a line, as for the parser's positions (splitlines also splits at \f etc.).
+        lines = self.text.split("\n")
         return lines[number - 1] if 0 < number <= len(lines) else ""
 
 
@@ -86,7 +87,7 @@ class ScriptError(PxqError):
         super().__init__(self.render())
 
     def with_source(self, source: Source) -> "ScriptError":
-        return self if self.source is not None else ScriptError(self.diagnostics, source)
+        return self if self.source is not None else type(self)(self.diagnostics, source)
 
     def render(self) -> str:
         return "\n".join(d.render(self.source) for d in self.diagnostics)

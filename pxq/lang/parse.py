@@ -1,0 +1,490 @@
+"""PxL text to ``ast.Module``: the parse stage.
+
+One Lark LALR parser, built on first use from ``grammar/pxl.lark`` and shared by every call (it
+keeps no per-parse state: the indentation postlexer keeps its state in the generator it returns).
+Lark builds a parse tree; ``_Builder`` turns it into the frozen dataclasses of
+``pxq.lang.ast`` and rejects what the grammar lets through but PxL does not accept (several
+assignment targets, ``return`` outside a function, ...). Every failure leaves ``parse`` as a
+``PxqSyntaxError`` carrying the source, so that ``.render()`` shows file:line:col and a caret;
+``pxq.lang.diagnose`` turns Lark's exceptions into those diagnostics.
+"""
+
+from __future__ import annotations
+
+import ast as pyast
+import re
+import warnings
+from contextvars import ContextVar
+from dataclasses import replace
+from functools import lru_cache
+
+from lark import Lark, Token, Transformer, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedToken, VisitError
+from lark.indenter import Indenter
+
+from pxq.errors import PxqSyntaxError, Source, Span
+from pxq.lang import ast
+from pxq.lang.diagnose import REJECTED_TERMINALS, Problem, diagnose, opening_quote
+from pxq.resources import data_dir
+
+# Deeper expressions than this are refused: the AST's consumers walk it recursively.
+MAX_DEPTH = 100
+
+# The _NEWLINE tokens holding comments, collected for the parse in progress (pragmas live there).
+_COMMENT_TOKENS: ContextVar[list[Token] | None] = ContextVar("pxq_comment_tokens", default=None)
+
+
+class PxlIndenter(Indenter):
+    """Python-style indentation: _NEWLINE tokens become _INDENT/_DEDENT, ignored inside brackets.
+
+    Unlike Lark's own ``Indenter.process`` this keeps its state in the generator (the parser is
+    shared between threads), gives _INDENT/_DEDENT tokens their own positions, reports
+    inconsistent dedents and a first line that is indented as positioned problems, and records
+    the _NEWLINE tokens that hold comments for the pragma scan.
+    """
+
+    NL_type = "_NEWLINE"
+    OPEN_PAREN_types = ["LPAR", "LSQB", "LBRACE"]
+    CLOSE_PAREN_types = ["RPAR", "RSQB", "RBRACE"]
+    INDENT_type = "_INDENT"
+    DEDENT_type = "_DEDENT"
+    tab_len = 8
+
+    @property
+    def always_accept(self):
+        # Also keeps the terminals no rule uses (Python that PxL rejects) in the lexer.
+        return (self.NL_type, *REJECTED_TERMINALS)
+
+    def process(self, stream):
+        comments = _COMMENT_TOKENS.get()
+        levels = [0]
+        paren_level = 0
+        token = None
+        first = True
+        for token in stream:
+            kind = token.type
+            if first and kind != self.NL_type and token.column > 1:
+                # The first statement is indented (the lexer skipped the blanks before it).
+                raise Problem(
+                    "unexpected indent",
+                    Span(token.line, 1, token.line, token.column, token.start_pos - token.column + 1, token.start_pos),
+                    "only the body of a def is indented; start this statement at column 1",
+                )
+            first = False
+            if kind == self.NL_type:
+                if comments is not None and "#" in token.value:
+                    comments.append(token)
+                if paren_level == 0:
+                    yield token
+                    yield from self._indentation(token, levels)
+                continue
+            if kind in self.OPEN_PAREN_types:
+                paren_level += 1
+            elif kind in self.CLOSE_PAREN_types and paren_level:
+                paren_level -= 1
+            yield token
+        while len(levels) > 1:  # close the blocks still open at the end of the text
+            levels.pop()
+            yield _zero_width(self.DEDENT_type, token.end_line, token.end_column, token.end_pos)
+
+    def _indentation(self, newline: Token, levels: list[int]):
+        indent_str = newline.value.rsplit("\n", 1)[1]
+        width = 0
+        for char in indent_str:
+            width = (width // self.tab_len + 1) * self.tab_len if char == "\t" else width + 1
+        line, end_column, end_pos = newline.end_line, newline.end_column, newline.end_pos
+        if width > levels[-1]:
+            levels.append(width)
+            yield Token(self.INDENT_type, indent_str, end_pos - len(indent_str), line, 1, line, end_column, end_pos)
+            return
+        if width not in levels:
+            options = " or ".join(str(level) for level in levels)
+            raise Problem(
+                "unindent does not match any outer indentation level",
+                Span(line, 1, line, end_column, end_pos - len(indent_str), end_pos),
+                f"line it up with an enclosing block: indent it by {options} columns",
+            )
+        while width < levels[-1]:
+            levels.pop()
+            yield _zero_width(self.DEDENT_type, line, end_column, end_pos)
+
+
+def _zero_width(kind: str, line: int, column: int, pos: int) -> Token:
+    return Token(kind, "", pos, line, column, line, column, pos)
+
+
+@lru_cache(maxsize=None)
+def parser() -> Lark:
+    """The shared PxL parser (built once, on first use)."""
+    grammar = (data_dir("grammar") / "pxl.lark").read_text(encoding="utf-8")
+    return Lark(
+        grammar,
+        parser="lalr",
+        lexer="basic",
+        maybe_placeholders=True,
+        postlex=PxlIndenter(),
+    )
+
+
+def parse(text: str, filename: str = "<script>") -> ast.Module:
+    """Parse PxL source into an ``ast.Module``; raise ``PxqSyntaxError`` if it is not valid PxL."""
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a byte order mark left by an editor; positions count from after it
+    source = Source(text, filename)
+    padded = text if text.endswith("\n") else text + "\n"  # every statement ends with a newline
+    comment_tokens: list[Token] = []
+    reset = _COMMENT_TOKENS.set(comment_tokens)
+    try:
+        try:
+            tree = parser().parse(padded)
+        except (UnexpectedToken, UnexpectedCharacters) as exc:
+            raise diagnose(exc, padded, parser()) from None
+        finally:
+            _COMMENT_TOKENS.reset(reset)
+        _check_depth(tree)
+        try:
+            body = _Builder().transform(tree)
+        except VisitError as exc:
+            raise exc.orig_exc from None
+        pragmas = _pragmas(padded, comment_tokens)
+    except Problem as problem:
+        raise PxqSyntaxError(problem.diagnostic, source) from None
+    docstring, body = _split_docstring(body)
+    return ast.Module(_whole_text(text), body, docstring, pragmas)
+
+
+# ---------------------------------------------------------------- parse tree to AST
+
+
+def _span(item) -> Span:
+    """The span of a token or an AST node."""
+    if isinstance(item, Token):
+        return Span(item.line, item.column, item.end_line, item.end_column, item.start_pos, item.end_pos)
+    return item.span
+
+
+def _join(first, last) -> Span:
+    """From the start of ``first`` to the end of ``last`` (tokens or nodes)."""
+    start, end = _span(first), _span(last)
+    return Span(start.line, start.column, end.end_line, end.end_column, start.start_pos, end.end_pos)
+
+
+def _whole_text(text: str) -> Span:
+    last_line = text.count("\n") + 1
+    last_column = len(text) - (text.rfind("\n") + 1) + 1
+    return Span(1, 1, last_line, last_column, 0, len(text))
+
+
+def _split_docstring(body) -> tuple[str | None, tuple]:
+    """A leading string-constant statement is the docstring, not part of the body."""
+    if body and isinstance(body[0], ast.ExprStmt):
+        value = body[0].value
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            return value.value, tuple(body[1:])
+    return None, tuple(body)
+
+
+_ASSIGNABLE = (ast.Name, ast.Attribute, ast.Subscript)
+_NOT_ASSIGNABLE = {
+    ast.Call: "a function call",
+    ast.Constant: "a literal",
+    ast.Dict: "a dict",
+    ast.BinOp: "an expression",
+    ast.UnaryOp: "an expression",
+    ast.BoolOp: "an expression",
+    ast.Compare: "a comparison",
+}
+
+
+class _Builder(Transformer):
+    """Lark parse tree to ``pxq.lang.ast`` nodes; one method per rule or alias.
+
+    Spans come from the tokens the grammar keeps (keywords and closing brackets where a node
+    starts or ends with one) and from the child nodes' spans.
+    """
+
+    def __init__(self):
+        super().__init__(visit_tokens=False)
+
+    # ------------------------------------------------------------ statements
+
+    def start(self, statements):
+        for statement in statements:
+            if isinstance(statement, ast.Return):
+                raise Problem(
+                    "'return' outside a function",
+                    statement.span,
+                    "return belongs inside a def; at the top level show results with px.display(df)",
+                )
+        return statements
+
+    def import_stmt(self, children):
+        keyword, names, alias = children
+        module = ".".join(name.value for name in names)
+        bound = alias.value if alias else names[0].value
+        return ast.Import(_join(keyword, alias or names[-1]), module, bound)
+
+    def from_stmt(self, children):
+        keyword, names, *imported = children
+        pairs = tuple((name.value, (alias or name).value) for name, alias in imported)
+        last_name, last_alias = imported[-1]
+        return ast.ImportFrom(_join(keyword, last_alias or last_name), ".".join(n.value for n in names), pairs)
+
+    def import_as_name(self, children):
+        return tuple(children)  # (name, alias or None)
+
+    def dotted_name(self, names):
+        return names
+
+    def expr_stmt(self, children):
+        if len(children) == 1:
+            return ast.ExprStmt(children[0].span, children[0])
+        if len(children) > 3:
+            raise Problem(
+                "PxL does not support chained assignment",
+                _span(children[3]),
+                "assign one target per statement, e.g. b = value, then a = b",
+            )
+        target, _, value = children
+        _check_target(target)
+        return ast.Assign(_join(target, value), target, value)
+
+    def return_stmt(self, children):
+        keyword, value = children
+        return ast.Return(_join(keyword, value or keyword), value)
+
+    def funcdef(self, children):
+        keyword, name, params, returns, *statements = children
+        seen: set[str] = set()
+        defaulted = None
+        for param in params:
+            if param.name in seen:
+                raise Problem(f"duplicate parameter '{param.name}'", param.span, "give each parameter its own name")
+            seen.add(param.name)
+            if param.default is not None:
+                defaulted = param
+            elif defaulted is not None:
+                raise Problem(
+                    f"parameter '{param.name}' without a default follows '{defaulted.name}', which has one",
+                    param.span,
+                    f"give '{param.name}' a default, or move it before the parameters that have defaults",
+                )
+        docstring, body = _split_docstring(statements)
+        span = _join(keyword, statements[-1])
+        return ast.FunctionDef(span, name.value, params, returns, body, docstring, _span(name))
+
+    def parameters(self, params):
+        return tuple(params)
+
+    def param(self, children):
+        name, annotation, default = children
+        return ast.Param(_join(name, default or annotation or name), name.value, annotation, default)
+
+    # ------------------------------------------------------------ operators
+
+    def or_test(self, operands):
+        return ast.BoolOp(_join(operands[0], operands[-1]), "or", tuple(operands))
+
+    def and_test(self, operands):
+        return ast.BoolOp(_join(operands[0], operands[-1]), "and", tuple(operands))
+
+    def not_op(self, children):
+        keyword, operand = children
+        return ast.UnaryOp(_join(keyword, operand), "not", operand)
+
+    def comparison(self, children):
+        # a < b < c means (a < b) and (b < c)
+        compares = tuple(
+            ast.Compare(_join(left, right), op.value, left, right)
+            for left, op, right in zip(children[0:-1:2], children[1::2], children[2::2])
+        )
+        if len(compares) == 1:
+            return compares[0]
+        return ast.BoolOp(_join(children[0], children[-1]), "and", compares)
+
+    def binop(self, children):
+        left, op, right = children
+        return ast.BinOp(_join(left, right), op.value, left, right)
+
+    def factor(self, children):
+        op, operand = children
+        return ast.UnaryOp(_join(op, operand), op.value, operand)
+
+    # ------------------------------------------------------------ postfix
+
+    def call(self, children):
+        func, *arguments, close = children
+        args, keywords, names = [], [], set()
+        for argument in arguments:
+            if isinstance(argument, ast.Keyword):
+                if argument.name in names:
+                    raise Problem(
+                        f"keyword argument '{argument.name}' given twice", argument.span, "remove one of them"
+                    )
+                names.add(argument.name)
+                keywords.append(argument)
+            elif keywords:
+                raise Problem(
+                    "positional argument follows a keyword argument",
+                    argument.span,
+                    "put positional arguments before keyword arguments",
+                )
+            else:
+                args.append(argument)
+        return ast.Call(_join(func, close), func, tuple(args), tuple(keywords))
+
+    def keyword(self, children):
+        name, value = children
+        return ast.Keyword(_join(name, value), name.value, value)
+
+    def getitem(self, children):
+        value, index, close = children
+        return ast.Subscript(_join(value, close), value, index)
+
+    def getattr(self, children):
+        value, name = children
+        return ast.Attribute(_join(value, name), value, name.value, _span(name))
+
+    # ------------------------------------------------------------ atoms
+
+    def tuple(self, elts):
+        return ast.Tuple(_join(elts[0], elts[-1]), tuple(elts))
+
+    def parens(self, children):
+        opening, inner, closing = children
+        return replace(inner, span=_join(opening, closing))  # the parentheses belong to the span
+
+    def empty_tuple(self, children):
+        return ast.Tuple(_join(*children), ())
+
+    def list(self, children):
+        return ast.List(_join(children[0], children[-1]), tuple(children[1:-1]))
+
+    def dict(self, children):
+        items = children[1:-1]
+        return ast.Dict(_join(children[0], children[-1]), tuple(items[0::2]), tuple(items[1::2]))
+
+    def name(self, children):
+        return ast.Name(_span(children[0]), children[0].value)
+
+    def number(self, children):
+        token = children[0]
+        digits = token.value.replace("_", "")
+        value = float(digits) if token.type == "FLOAT_NUMBER" else int(digits, 0)
+        return ast.Constant(_span(token), value)
+
+    def string(self, tokens):
+        return ast.Constant(_join(tokens[0], tokens[-1]), "".join(_string_value(token) for token in tokens))
+
+    def true(self, children):
+        return ast.Constant(_span(children[0]), True)
+
+    def false(self, children):
+        return ast.Constant(_span(children[0]), False)
+
+    def none(self, children):
+        return ast.Constant(_span(children[0]), None)
+
+
+def _check_target(target) -> None:
+    if isinstance(target, _ASSIGNABLE):
+        return
+    if isinstance(target, (ast.Tuple, ast.List)):
+        raise Problem(
+            "PxL does not support assigning to several targets at once",
+            target.span,
+            "assign each target in a statement of its own",
+        )
+    raise Problem(
+        f"cannot assign to {_NOT_ASSIGNABLE[type(target)]}",
+        target.span,
+        "the left of '=' must be a name, df.column or df['column']; to compare values use '=='",
+    )
+
+
+def _string_value(token: Token) -> str:
+    """The value of one string literal token, with Python's escape processing unless raw."""
+    text = token.value
+    quote_at = opening_quote(text)
+    prefix = text[:quote_at].lower()
+    quote_len = 3 if text[quote_at : quote_at + 3] in ("'''", '"""') else 1
+    body = text[quote_at + quote_len : len(text) - quote_len]
+    if "\r" in body:
+        body = body.replace("\r\n", "\n")
+    if "r" in prefix or "\\" not in body:
+        return body
+    try:
+        # Safe: the text is a single string-literal token, so literal_eval only decodes escapes.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escapes like '\d' keep their backslash
+            return pyast.literal_eval(text.replace("\r\n", "\n"))
+    except (SyntaxError, ValueError) as exc:
+        reason = getattr(exc, "msg", None) or str(exc)
+        raise Problem(
+            f"invalid string literal: {reason}",
+            _span(token),
+            "write a backslash as '\\\\', or use a raw string r'...' where backslashes are literal",
+        ) from None
+
+
+def _check_depth(tree: Tree) -> None:
+    """Refuse trees nested deeper than MAX_DEPTH (walks the parse tree without recursion)."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            tokens = _tokens_of(node)
+            raise Problem(
+                f"expression is nested too deeply (more than {MAX_DEPTH} levels)",
+                _join(tokens[0], tokens[-1]),
+                "split it into several assignments",
+            )
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+
+
+def _tokens_of(tree: Tree) -> list[Token]:
+    """The tokens under ``tree``, in order (without recursion)."""
+    tokens, stack = [], [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Tree):
+            stack.extend(reversed(item.children))
+        elif isinstance(item, Token):
+            tokens.append(item)
+    return tokens
+
+
+# ---------------------------------------------------------------- pragmas
+
+_COMMENT = re.compile(r"#[^\r\n]*")
+_PRAGMA = re.compile(r"#px:set(?:[ \t]|$)")
+_PRAGMA_BODY = re.compile(r"([A-Za-z_][\w.]*)=(\S+)")
+
+
+def _pragmas(text: str, newline_tokens: list[Token]) -> tuple[ast.Pragma, ...]:
+    """'#px:set key=value' comments that start their line (after any indentation)."""
+    pragmas = []
+    for token in newline_tokens:
+        for match in _COMMENT.finditer(token.value):
+            comment = match.group()
+            if not _PRAGMA.match(comment):
+                continue
+            pos = token.start_pos + match.start()
+            line_start = text.rfind("\n", 0, pos) + 1
+            if text[line_start:pos].strip(" \t\f"):
+                continue  # a trailing comment after code
+            line = token.line + token.value.count("\n", 0, match.start())
+            column = pos - line_start + 1
+            span = Span(line, column, line, column + len(comment), pos, pos + len(comment))
+            body = _PRAGMA_BODY.fullmatch(comment[len("#px:set") :].strip())
+            if body is None:
+                raise Problem(
+                    "malformed pragma",
+                    span,
+                    "write it as '#px:set key=value', e.g. '#px:set max_output_rows_per_table=500'",
+                )
+            pragmas.append(ast.Pragma(span, body.group(1), body.group(2)))
+    return tuple(pragmas)
+
+
+__all__ = ["MAX_DEPTH", "PxlIndenter", "parse", "parser"]
