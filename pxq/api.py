@@ -53,6 +53,25 @@ def run_script(script: Script | str, *, args: dict[str, Any] | None = None,
     return compiled, execute(compiled.optimized, data)
 
 
+def run_live(script: Script | str, *, args: dict[str, Any] | None = None, duration_s: float,
+             on_progress=None, options=None) -> tuple[Compiled, Results, Any]:
+    """Collect live for ``duration_s`` with the embedded agent, then run the script over it.
+
+    The script is compiled once to learn what to collect (its ProbeManifest) and again with
+    ``now`` = the end of the capture window, so relative times cover what was collected.
+    """
+    from pxq.agent.embedded import AgentOptions, EmbeddedAgent
+    from pxq.plan.split import split
+
+    if isinstance(script, str):
+        script = load_script(script)
+    first = compile_script(script, args=args)
+    agent = EmbeddedAgent(split(first.optimized).manifest, options or AgentOptions())
+    store = agent.run(duration_s, on_progress)
+    compiled = compile_script(script, args=args, now_ns=store.end_time_ns)
+    return compiled, execute(compiled.optimized, store), store
+
+
 def run(script: str, args: dict[str, Any] | None = None, source: str | DataSource | None = None):
     """Run a PxL script (bundled name, file, folder or PxL text) and return pandas DataFrames.
 

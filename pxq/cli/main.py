@@ -10,11 +10,15 @@ from pxq.errors import PxqError, UsageError
 EPILOG = """\
 examples:
   pxq scripts                                   list the bundled scripts
+  pxq run http_data                             capture live for 10s, then show the requests
+  pxq run http_data --for 30s -- --num_head=50  a longer window, more rows
+  pxq capture --out capture/ --for 30s          record http_events for later replay
   pxq run http_data --from capture/             replay a capture directory
   pxq run http_data --from capture/ -- --num_head=20 --start_time=-1m
   pxq run ./my.pxl --from capture/ -o json      any script file, any output format
   pxq run http_data -- --help                   the script's own arguments
   pxq explain service_stats                     parse + plan + probe manifest, attaches nothing
+  pxq explain http_data --bpf                   the eBPF program the agent would load
   pxq tables http_events                        columns of a table
 """
 
@@ -62,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("script", help="bundled script name, .pxl file or folder with a .pxl and vis.json")
     run.add_argument("--from", dest="source", metavar="DIR",
                      help="replay a capture directory (<table>.parquet + capture.json) instead of live capture")
+    run.add_argument("--for", dest="duration", default="10s", metavar="DURATION",
+                     help="live capture window, e.g. 10s, 1m (default 10s; Ctrl-C ends it early)")
+    run.add_argument("--body-limit", type=int, default=1024, metavar="BYTES",
+                     help="bytes of each request/response body kept in live capture (default 1024)")
     run.add_argument("-o", "--output", default="table", choices=FORMATS, metavar="FORMAT",
                      help=f"output format: {', '.join(FORMATS)} (default: table)")
     run.add_argument("--out", metavar="PATH", help="file (json) or directory (csv, parquet) to write to")
@@ -75,6 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--from", dest="source", metavar="DIR", help="resolve times against this capture")
     explain.add_argument("--verbose", action="store_true", help="show the plan after every optimizer rule")
     explain.add_argument("--json", action="store_true", help="print the probe manifest as JSON only")
+    explain.add_argument("--bpf", action="store_true",
+                         help="print the eBPF programs the agent would load (with their -D flags) and exit")
+
+    capture = sub.add_parser("capture", help="record tables live into a capture directory for later replay",
+                             description="Collect tables with the embedded agent and write them as a "
+                             "capture directory that `pxq run --from` replays.")
+    capture.add_argument("--out", required=True, metavar="DIR", help="capture directory to write")
+    capture.add_argument("--for", dest="duration", default="30s", metavar="DURATION",
+                         help="how long to record (default 30s; Ctrl-C ends it early)")
+    capture.add_argument("--tables", default="http_events", metavar="T1,T2",
+                         help="tables to record (default http_events)")
+    capture.add_argument("--pid", type=int, action="append", metavar="PID",
+                         help="record only these processes (repeatable)")
+    capture.add_argument("--body-limit", type=int, default=1024, metavar="BYTES")
 
     sub.add_parser("scripts", help="list the bundled scripts")
     tables = sub.add_parser("tables", help="list the tables, or one table's columns")
@@ -157,8 +179,39 @@ def _script_help(script) -> int:
     return 0
 
 
+def parse_duration(text: str) -> float:
+    """'10s', '1m', '500ms' or a number of seconds, as seconds."""
+    from pxq.plan.compile import RELATIVE_TIME, TIME_UNITS_NS
+
+    match = RELATIVE_TIME.match(text)
+    if match and not match.group(1).startswith("-"):
+        return int(match.group(1)) * TIME_UNITS_NS[match.group(2)] / 1e9
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"invalid duration {text!r}: use e.g. 10s, 1m, 500ms") from None
+    if value <= 0:
+        raise UsageError(f"invalid duration {text!r}: must be positive")
+    return value
+
+
+def _report_drops(drops: dict[str, dict[str, int]], tables, stream=sys.stderr) -> None:
+    """Say, per table read, how many events were lost and why: results are only as good as this."""
+    for table in tables:
+        counters = {k: v for k, v in (drops.get(table) or {}).items() if v}
+        if counters:
+            detail = ", ".join(f"{reason}={count:,}" for reason, count in sorted(counters.items()))
+            print(f"pxq: {table}: events lost: {detail}", file=stream)
+
+
+def _tables_read(compiled) -> list[str]:
+    from pxq.plan.nodes import Source
+
+    return sorted({n.table for n in compiled.optimized.nodes() if isinstance(n, Source)})
+
+
 def cmd_run(args, script_argv: list[str]) -> int:
-    from pxq.api import run_script
+    from pxq.api import run_live, run_script
     from pxq.library import load_script
     from pxq.render import render
 
@@ -166,13 +219,49 @@ def cmd_run(args, script_argv: list[str]) -> int:
     script_args, wants_help = parse_script_args(script_argv)
     if wants_help:
         return _script_help(script)
-    if not args.source:
-        raise UsageError("live capture is not available in this version yet; replay a capture with "
-                         "--from DIR (bash tools/demo.sh records one from real loopback traffic)")
-    _, results = run_script(script, args=script_args, source=args.source)
+    if args.source:
+        from pxq.replay import open_capture
+
+        capture = open_capture(args.source)
+        compiled, results = run_script(script, args=script_args, source=capture)
+        drops = capture.drops
+    else:
+        from pxq.agent.embedded import AgentOptions, progress_printer
+
+        duration = parse_duration(args.duration)
+        compiled, results, store = run_live(script, args=script_args, duration_s=duration,
+                                            on_progress=progress_printer(duration),
+                                            options=AgentOptions(body_limit=args.body_limit))
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+        drops = store.drops
     render(results.tables, args.output, args.out, max_rows=args.max_rows)
+    _report_drops(drops, _tables_read(compiled))
     for note in results.notes:
         print(f"pxq: {note}", file=sys.stderr)
+    return 0
+
+
+def cmd_capture(args) -> int:
+    import time
+
+    from pxq.agent.embedded import AgentOptions, EmbeddedAgent, progress_printer
+    from pxq.plan.manifest import manifest_for_tables
+    from pxq.tables import CATALOG
+
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()]
+    unknown = [t for t in tables if t not in CATALOG]
+    if unknown:
+        raise UsageError(f"unknown table {unknown[0]!r}; tables: {', '.join(sorted(CATALOG))}")
+    duration = parse_duration(args.duration)
+    manifest = manifest_for_tables(tables, now_ns=time.time_ns(), pids=tuple(args.pid) if args.pid else None)
+    store = EmbeddedAgent(manifest, AgentOptions(body_limit=args.body_limit)).run(duration, progress_printer(duration))
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    store.write_capture(args.out, tables)
+    rows = ", ".join(f"{t} {store.rows(t):,} rows" for t in tables)
+    print(f"pxq: wrote {args.out}: {rows}", file=sys.stderr)
+    _report_drops(store.drops, tables)
     return 0
 
 
@@ -188,6 +277,13 @@ def cmd_explain(args, script_argv: list[str]) -> int:
     now_ns = open_source(args.source).end_time_ns if args.source else None
     compiled = compile_script(script, args=script_args, now_ns=now_ns)
     plan = split(compiled.optimized)
+    if args.bpf:
+        from pxq.agent.programs import generated_programs
+
+        for name, text in generated_programs(plan.manifest):
+            print(f"// ===== {name} =====")
+            print(text)
+        return 0
     if args.json:
         print(plan.manifest.to_json())
         return 0
@@ -221,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, script_argv)
         if args.command == "explain":
             return cmd_explain(args, script_argv)
+        if args.command == "capture":
+            return cmd_capture(args)
         if args.command == "scripts":
             return cmd_scripts(args)
         if args.command == "tables":

@@ -87,7 +87,9 @@ def aggregate(table: pa.Table, keys: Sequence[str], specs: Sequence[tuple[str, s
         key_names = ["k"]
         columns.append(pa.array(np.zeros(table.num_rows, dtype=np.int8)))
         names.append("k")
-    grouped = pa.Table.from_arrays(columns, names=names).group_by(key_names, use_threads=False).aggregate(plan)
+    # Acero's "first" needs ordered (single-threaded) input; everything else is order-free.
+    ordered = any(fn == "any" for _, fn, _ in specs)
+    grouped = pa.Table.from_arrays(columns, names=names).group_by(key_names, use_threads=not ordered).aggregate(plan)
     grouped = grouped.take(pc.sort_indices(grouped.column("first_row_min")))
     outputs = [grouped.column(k) for k in ([] if whole else key_names)]
     for (name, function, _), (_, fn, _) in zip(plan, specs):

@@ -16,7 +16,8 @@ import pyarrow.compute as pc
 
 from pxq.errors import ExecutionError
 from pxq.exec.aggregate import aggregate
-from pxq.exec.expressions import evaluate, mask, to_column
+from pxq.exec.expressions import decode_dictionaries, evaluate, mask, to_column
+from pxq.exec.pushdown import split_pushable
 from pxq.funcs.registry import ExecContext, load_builtins
 from pxq.plan.expr import conjunction
 from pxq.plan.nodes import (Agg, Display, Filter, FragmentInput, Graph, Join, Limit, Map, Project, Relation,
@@ -32,7 +33,9 @@ class DataSource(Protocol):
     host: str
     processes: dict[str, dict]
 
-    def scan(self, table: str, columns, start_ns: int | None, end_ns: int | None) -> pa.Table: ...
+    def scan(self, table: str, columns, start_ns: int | None, end_ns: int | None, *,
+             filter=None, filter_columns=()) -> pa.Table:
+        """Rows in [start_ns, end_ns) where the Arrow expression ``filter`` (if any) is true."""
 
 
 @dataclass
@@ -85,13 +88,17 @@ def run_node(node: Relation, run: _Run) -> pa.Table:
 def _(node: Source, run: _Run) -> pa.Table:
     if run.source is None:
         raise ExecutionError("this plan reads tables but no data source was given")
+    pushed, pushed_columns, rest = split_pushable(node.predicates)
     wanted = set(node.columns)
-    for predicate in node.predicates:
+    for predicate in rest:
         wanted |= predicate.columns()
     scan_columns = [c for c in node.table_schema.names if c in wanted]
-    table = run.source.scan(node.table, scan_columns, node.start_ns, node.end_ns)
-    if node.predicates:
-        table = _filter(table, evaluate(conjunction(list(node.predicates)), table, run.ctx))
+    options = {"filter": pushed, "filter_columns": pushed_columns} if pushed is not None else {}
+    if getattr(run.source, "supports_dictionary_strings", False):
+        options["dictionary_strings"] = True
+    table = run.source.scan(node.table, scan_columns, node.start_ns, node.end_ns, **options)
+    if rest:
+        table = _filter(table, evaluate(conjunction(rest), table, run.ctx))
     return table.select(list(node.columns))
 
 
@@ -129,7 +136,8 @@ def _(node: Project, run: _Run) -> pa.Table:
 
 @run_node.register
 def _(node: Agg, run: _Run) -> pa.Table:
-    table = run.table(node.input)
+    # Group keys may stay dictionary-encoded (Acero groups on the indices); values are decoded.
+    table = decode_dictionaries(run.table(node.input), {a.column for a in node.aggregates} - set(node.keys))
     specs = [(a.output, a.function, a.column) for a in node.aggregates]
     return conform(aggregate(table, list(node.keys), specs), node.schema)
 
@@ -139,7 +147,7 @@ _JOIN_TYPES = {"inner": "inner", "left": "left outer", "right": "right outer", "
 
 @run_node.register
 def _(node: Join, run: _Run) -> pa.Table:
-    left, right = run.table(node.left), run.table(node.right)
+    left, right = decode_dictionaries(run.table(node.left)), decode_dictionaries(run.table(node.right))
     # Give every right column a private name so Acero never sees two columns with one name.
     right_names = {name: f"__right_{i}" for i, name in enumerate(right.column_names)}
     right = right.rename_columns([right_names[c] for c in right.column_names])
@@ -163,8 +171,8 @@ def _(node: Join, run: _Run) -> pa.Table:
 @run_node.register
 def _(node: Union, run: _Run) -> pa.Table:
     names = list(node.schema.names)
-    schema = run.table(node.parts[0]).select(names).schema
-    parts = [run.table(p).select(names).cast(schema) for p in node.parts]
+    schema = decode_dictionaries(run.table(node.parts[0])).select(names).schema
+    parts = [decode_dictionaries(run.table(p)).select(names).cast(schema) for p in node.parts]
     table = pa.concat_tables(parts)
     if "time_" in names:  # Pixie's append keeps rows in time order
         table = table.take(pc.sort_indices(table, sort_keys=[("time_", "ascending")]))

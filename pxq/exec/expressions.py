@@ -21,6 +21,8 @@ Value = pa.Array | pa.Scalar
 def column_values(table: pa.Table, name: str) -> pa.Array:
     column = table.column(name)
     array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if pa.types.is_dictionary(array.type):  # sources may keep strings dictionary-encoded
+        array = array.dictionary_decode()
     if pa.types.is_timestamp(array.type):
         array = array.cast(pa.int64())
     return array
@@ -60,3 +62,11 @@ def mask(value: Value, length: int) -> pa.Array | bool:
     if isinstance(value, pa.Scalar):
         return bool(value.is_valid and value.as_py())
     return value if value.type == pa.bool_() else pc.cast(value, pa.bool_())
+
+
+def decode_dictionaries(table: pa.Table, columns=None) -> pa.Table:
+    """``table`` with its dictionary-encoded columns (all, or those in ``columns``) decoded."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type) and (columns is None or field.name in columns):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    return table

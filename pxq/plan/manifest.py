@@ -112,3 +112,15 @@ def build_manifest(graph: Graph) -> ProbeManifest:
         requests.append(CollectorRequest(name, tuple(t.table for t in group),
                                          _union_pids([t.pids for t in group]), protocols))
     return ProbeManifest(graph.now_ns, tuple(tables), tuple(requests))
+
+
+def manifest_for_tables(tables: list[str], *, now_ns: int, pids: tuple[int, ...] | None = None) -> ProbeManifest:
+    """A manifest collecting whole tables (for `pxq capture`), as if a script read all of them."""
+    from pxq.plan.compile import _table_schema
+    from pxq.plan.nodes import Display, Source
+
+    displays = []
+    for name in tables:
+        schema = _table_schema(CATALOG[name])
+        displays.append(Display(Source(name, schema, schema.names, pids=pids), name))
+    return build_manifest(Graph(tuple(displays), now_ns))

@@ -47,6 +47,9 @@ class Capture:
     unknown_files: list[str] = field(default_factory=list)
     _files: dict[str, _TableFile] = field(default_factory=dict, repr=False)
 
+    # The executor may ask scan() for dictionary-encoded strings (see scan).
+    supports_dictionary_strings = True
+
     def table_names(self) -> list[str]:
         """The catalog tables this capture holds, in catalog order."""
         return [name for name in CATALOG if name in self._files]
@@ -60,8 +63,19 @@ class Capture:
         columns: Sequence[str] | None = None,
         start_ns: int | None = None,
         end_ns: int | None = None,
+        filter: ds.Expression | None = None,
+        filter_columns: Sequence[str] = (),
+        dictionary_strings: bool = False,
     ) -> pa.Table:
         """Rows with ``start_ns <= time_ < end_ns`` (either bound optional) of ``columns`` (None = all).
+
+        ``filter`` (an Arrow expression over catalog-typed ``filter_columns``, which need not be
+        among ``columns``) keeps only the rows where it is true; it runs inside the Parquet scan
+        when the file stores those columns with the catalog's types, after the casts otherwise.
+
+        ``dictionary_strings`` keeps string columns dictionary-encoded as Parquet stores them
+        (one dictionary for the whole table): much cheaper to read, filter and group by; the
+        executor decodes them where a function needs the values.
 
         The result has exactly the catalog's Arrow types for the requested columns, in the
         requested order; columns the file lacks are nulls; a table the capture lacks is empty.
@@ -78,7 +92,18 @@ class Capture:
         entry = self._files.get(table)
         if entry is None:
             return out_schema.empty_table()
-        return _scan_file(entry, schema, names, out_schema, start_ns, end_ns)
+        if filter is not None:
+            unknown = [n for n in filter_columns if schema.column(n) is None]
+            if unknown:
+                raise DataError(f"table {table!r} has no column {', '.join(repr(n) for n in unknown)}")
+            native = all(n in entry.schema.names and entry.schema.field(n).type == schema.column(n).arrow_type
+                         for n in filter_columns)
+            if not native:  # filter after the stored columns were cast to the catalog's types
+                extra = [n for n in filter_columns if n not in names]
+                wide = _scan_file(entry, schema, names + extra, schema.arrow_schema(tuple(names + extra)),
+                                  start_ns, end_ns, None, dictionary_strings)
+                return wide.filter(filter).select(names)
+        return _scan_file(entry, schema, names, out_schema, start_ns, end_ns, filter, dictionary_strings)
 
 
 def _window_filter(time_type: pa.DataType, start_ns: int | None, end_ns: int | None) -> ds.Expression | None:
@@ -108,6 +133,8 @@ def _scan_file(
     out_schema: pa.Schema,
     start_ns: int | None,
     end_ns: int | None,
+    row_filter: ds.Expression | None = None,
+    dictionary_strings: bool = False,
 ) -> pa.Table:
     stored = entry.schema
     windowed = start_ns is not None or end_ns is not None
@@ -116,9 +143,20 @@ def _scan_file(
         return out_schema.empty_table()
     present = [n for n in dict.fromkeys(names) if n in stored.names]
     flt = _window_filter(stored.field(TIME_COLUMN).type, start_ns, end_ns) if windowed else None
+    if row_filter is not None:
+        flt = row_filter if flt is None else flt & row_filter
     try:
-        dataset = ds.dataset(entry.path, format="parquet")
+        file_format = "parquet"
+        keep_dictionary = []
+        if dictionary_strings:
+            keep_dictionary = [n for n in present if schema.column(n).arrow_type == pa.string()
+                               and (pat.is_string(stored.field(n).type) or pat.is_large_string(stored.field(n).type))]
+            if keep_dictionary:
+                file_format = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=keep_dictionary))
+        dataset = ds.dataset(entry.path, format=file_format)
         data = dataset.to_table(columns=present, filter=flt)
+        if keep_dictionary:
+            data = data.unify_dictionaries()
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{entry.path}: cannot read Parquet data: {first_line(exc)}") from None
     arrays = []
@@ -127,12 +165,17 @@ def _scan_file(
         if name not in stored.names:
             arrays.append(pa.nulls(data.num_rows, col.arrow_type))
             continue
+        if name in keep_dictionary:
+            arrays.append(data.column(name))
+            continue
         try:
             arrays.append(to_catalog_type(data.column(name), col.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise DataError(f"{entry.path}: column {name!r}: {first_line(exc)}") from None
     if not names:
         return data  # no columns, but the right number of rows
+    if keep_dictionary:
+        return pa.Table.from_arrays(arrays, names=names)
     return pa.Table.from_arrays(arrays, schema=out_schema)
 
 

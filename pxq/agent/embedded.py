@@ -1,0 +1,211 @@
+"""The embedded agent: the CLI runs the collectors in-process for a script's capture window.
+
+It receives only a ProbeManifest, starts exactly the collectors it names, polls them, moves their
+rows into a TableStore with each table's drop counters and the identity of every process seen,
+and stops them again, also on Ctrl-C (the rows collected so far are kept).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pxq.agent.procinfo import process_info
+from pxq.agent.table_store import DEFAULT_BUDGET_BYTES, TableStore
+from pxq.errors import PxqError
+from pxq.plan.manifest import CollectorRequest, ProbeManifest
+
+POLL_INTERVAL_MS = 100
+
+
+class AgentError(PxqError):
+    """The agent cannot collect here (privileges, kernel set-up, a collector that does not exist)."""
+
+    exit_code = 3
+
+
+class Collector(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+    def poll(self, timeout_ms: int) -> int: ...
+    def drain(self) -> dict[str, pa.Table]: ...
+    def drops(self) -> dict[str, dict[str, int]]: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    body_limit: int = 1024
+    budget_bytes: int = DEFAULT_BUDGET_BYTES
+
+
+class SocketTracerCollector:
+    """http_events from the eBPF socket tracer (bpf/socket_trace.c)."""
+
+    name = "socket_tracer"
+    protocols = {"http": "http_events"}
+
+    def __init__(self, request: CollectorRequest, options: AgentOptions):
+        unsupported = [p for p in request.protocols if p not in self.protocols]
+        if unsupported:
+            raise AgentError(f"the socket tracer does not parse {', '.join(unsupported)} yet "
+                             f"(it parses: {', '.join(self.protocols)}); replay a capture with --from")
+        from pxq.agent.socket_tracer import SocketTracer
+
+        self.tables = tuple(self.protocols[p] for p in request.protocols)
+        self.tracer = SocketTracer(pids=set(request.pids) if request.pids is not None else None,
+                                   protocols=tuple(request.protocols), body_limit=options.body_limit)
+
+    def start(self) -> None:
+        self.tracer.start()
+
+    def poll(self, timeout_ms: int) -> int:
+        return self.tracer.poll(timeout_ms)
+
+    def drain(self) -> dict[str, pa.Table]:
+        return {"http_events": self.tracer.drain()}
+
+    def drops(self) -> dict[str, dict[str, int]]:
+        return {table: dict(self.tracer.drops()) for table in self.tables}
+
+    def stop(self) -> None:
+        self.tracer.stop()
+
+
+COLLECTORS: dict[str, Callable[[CollectorRequest, AgentOptions], Collector]] = {
+    "socket_tracer": SocketTracerCollector,
+}
+
+
+def check_environment() -> None:
+    """Fail early, with the fix, where eBPF collection cannot work."""
+    if os.geteuid() != 0:
+        caps = 0
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                caps = int(line.split()[1], 16)
+        needed = {"CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+        missing = [name for name, bit in needed.items() if not caps & (1 << bit)]
+        if missing:
+            raise AgentError(f"live capture needs root (missing {', '.join(missing)}); run pxq with sudo, "
+                             "or replay a capture with --from DIR")
+    if not Path("/sys/kernel/tracing/events").is_dir():
+        raise AgentError("tracefs is not mounted at /sys/kernel/tracing; mount it with "
+                         "`mount -t tracefs nodev /sys/kernel/tracing` (tools/setup.sh does this)")
+
+
+@dataclass
+class Progress:
+    elapsed_s: float
+    events: int
+    rows: dict[str, int]
+    drops: int
+
+
+@dataclass
+class EmbeddedAgent:
+    manifest: ProbeManifest
+    options: AgentOptions = field(default_factory=AgentOptions)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in self.manifest.collectors if c.name not in COLLECTORS]
+        if missing:
+            tables = ", ".join(t for c in missing for t in c.tables)
+            raise AgentError(f"this pxq cannot collect {tables} live yet (collector "
+                             f"{', '.join(c.name for c in missing)} is not implemented); "
+                             "replay a capture that holds it with --from DIR")
+
+    def run(self, duration_s: float, on_progress: Callable[[Progress], None] | None = None) -> TableStore:
+        """Collect for ``duration_s`` seconds (Ctrl-C ends early) and return the table store."""
+        check_environment()
+        store = TableStore(self.options.budget_bytes, host=socket.gethostname())
+        collectors = [COLLECTORS[c.name](c, self.options) for c in self.manifest.collectors]
+        started: list[Collector] = []
+        events = 0
+        try:
+            for collector in collectors:
+                collector.start()
+                started.append(collector)
+            store.start_time_ns = time.time_ns()
+            begin = time.monotonic()
+            deadline = begin + duration_s
+            try:
+                while time.monotonic() < deadline:
+                    for collector in started:
+                        events += collector.poll(POLL_INTERVAL_MS // max(1, len(started)))
+                    self._move(started, store)
+                    if on_progress:
+                        on_progress(self._progress(time.monotonic() - begin, events, store))
+            except KeyboardInterrupt:
+                pass  # the user ended the window early; keep what was collected
+            for collector in started:
+                events += collector.poll(0)
+            self._move(started, store)
+            store.end_time_ns = time.time_ns()
+            if on_progress:
+                on_progress(self._progress(time.monotonic() - begin, events, store))
+        finally:
+            for collector in reversed(started):
+                collector.stop()
+        return store
+
+    @staticmethod
+    def _progress(elapsed: float, events: int, store: TableStore) -> Progress:
+        rows = {name: store.rows(name) for name in store.table_names()}
+        drops = sum(sum(d.values()) for d in store.drops.values())
+        return Progress(elapsed, events, rows, drops)
+
+    @staticmethod
+    def _move(collectors: list[Collector], store: TableStore) -> None:
+        for collector in collectors:
+            for table, data in collector.drain().items():
+                if data.num_rows:
+                    _remember_processes(data, store)
+                    store.append(table, data)
+            for table, counters in collector.drops().items():
+                store.set_drops(table, counters)
+
+
+def _remember_processes(data: pa.Table, store: TableStore) -> None:
+    """Record /proc identity of every new upid now, while the process most likely still exists."""
+    for upid in pc.unique(data.column("upid")).to_pylist():
+        if upid is None or upid in store.processes:
+            continue
+        try:
+            _, pid, start_ticks = upid.split(":")
+        except ValueError:
+            continue
+        info = process_info(int(pid))
+        if info is not None and str(info.get("start_ticks")) == start_ticks:
+            store.processes[upid] = info
+        else:  # the process is gone (or its pid was reused): keep what the upid itself says
+            store.processes[upid] = {"pid": int(pid), "comm": "", "cmdline": "", "exe": "",
+                                     "container_id": "", "pod": "", "namespace": ""}
+
+
+def progress_printer(duration_s: float, stream=sys.stderr) -> Callable[[Progress], None]:
+    """A live progress line (redrawn in place on a terminal, every 5 s otherwise)."""
+    interactive = stream.isatty()
+    last = [0.0]
+
+    def show(p: Progress) -> None:
+        rows = "  ".join(f"{name} {count:,}" for name, count in p.rows.items()) or "no rows yet"
+        line = (f"pxq: capturing {p.elapsed_s:5.1f}s/{duration_s:g}s  events {p.events:,}  {rows}  "
+                f"drops {p.drops:,}  (Ctrl-C ends early)")
+        if interactive:
+            stream.write("\r\033[K" + line)
+            stream.flush()
+        elif p.elapsed_s - last[0] >= 5 or p.elapsed_s >= duration_s:
+            last[0] = p.elapsed_s
+            stream.write(line + "\n")
+
+    return show

@@ -1,0 +1,118 @@
+"""The agent's table store: per-table Arrow batches under a byte budget, the oldest dropped first
+(and counted), readable as a DataSource by the executor and writable as a replay capture."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pxq.errors import DataError
+from pxq.tables import CATALOG
+
+DEFAULT_BUDGET_BYTES = 512 * 1024 * 1024
+
+
+@dataclass
+class _TableBatches:
+    batches: deque = field(default_factory=deque)
+    bytes: int = 0
+    rows: int = 0
+    evicted_rows: int = 0
+
+
+class TableStore:
+    """Holds what collectors produced; thread-safe for one writer and concurrent readers."""
+
+    def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES, host: str = ""):
+        self.budget_bytes = budget_bytes
+        self.host = host
+        self.processes: dict[str, dict] = {}
+        self.drops: dict[str, dict[str, int]] = {}
+        self.start_time_ns: int | None = None
+        self.end_time_ns: int | None = None
+        self._tables: dict[str, _TableBatches] = {}
+        self._lock = threading.Lock()
+
+    # -- writing
+
+    def append(self, table: str, data: pa.Table) -> None:
+        if table not in CATALOG:
+            raise DataError(f"no table named {table!r} in the catalog")
+        if data.num_rows == 0:
+            return
+        expected = CATALOG[table].arrow_schema()
+        if data.schema != expected:
+            data = data.select(expected.names).cast(expected)
+        with self._lock:
+            entry = self._tables.setdefault(table, _TableBatches())
+            entry.batches.append(data)
+            entry.bytes += data.nbytes
+            entry.rows += data.num_rows
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the oldest batches of the largest tables until the budget holds."""
+        while sum(t.bytes for t in self._tables.values()) > self.budget_bytes:
+            name, entry = max(self._tables.items(), key=lambda kv: kv[1].bytes)
+            if len(entry.batches) <= 1:
+                break  # never drop the newest batch: it is what the user is looking at
+            oldest = entry.batches.popleft()
+            entry.bytes -= oldest.nbytes
+            entry.rows -= oldest.num_rows
+            entry.evicted_rows += oldest.num_rows
+            self.count_drop(name, "table_store_budget", oldest.num_rows)
+
+    def count_drop(self, table: str, reason: str, count: int) -> None:
+        if count:
+            per_table = self.drops.setdefault(table, {})
+            per_table[reason] = per_table.get(reason, 0) + count
+
+    def set_drops(self, table: str, counters: dict[str, int]) -> None:
+        """Replace a collector's cumulative counters for ``table`` (store-side ones are kept)."""
+        kept = {k: v for k, v in self.drops.get(table, {}).items() if k == "table_store_budget"}
+        self.drops[table] = {**{k: v for k, v in counters.items() if v}, **kept}
+
+    # -- reading (the executor's DataSource protocol)
+
+    def table_names(self) -> list[str]:
+        return [name for name in CATALOG if name in self._tables]
+
+    def rows(self, table: str) -> int:
+        entry = self._tables.get(table)
+        return entry.rows if entry else 0
+
+    def table(self, table: str) -> pa.Table:
+        schema = CATALOG[table].arrow_schema()
+        with self._lock:
+            batches = list(self._tables[table].batches) if table in self._tables else []
+        return pa.concat_tables(batches) if batches else schema.empty_table()
+
+    def scan(self, table: str, columns=None, start_ns: int | None = None, end_ns: int | None = None, *,
+             filter=None, filter_columns=()) -> pa.Table:
+        if table not in CATALOG:
+            raise DataError(f"no table named {table!r} in the catalog")
+        data = self.table(table)
+        if start_ns is not None or end_ns is not None:
+            times = data.column("time_").cast(pa.int64())
+            keep = None
+            if start_ns is not None:
+                keep = pc.greater_equal(times, start_ns)
+            if end_ns is not None:
+                upper = pc.less(times, end_ns)
+                keep = upper if keep is None else pc.and_(keep, upper)
+            data = data.filter(keep)
+        if filter is not None:
+            data = data.filter(filter)
+        return data if columns is None else data.select(list(columns))
+
+    def write_capture(self, directory, tables: list[str] | None = None) -> None:
+        from pxq.replay import write_capture
+
+        names = [t for t in (tables or self.table_names()) if t in self._tables]
+        write_capture(directory, {name: self.table(name) for name in names}, host=self.host,
+                      start_time_ns=self.start_time_ns or 0, end_time_ns=self.end_time_ns or 0,
+                      processes=self.processes, drops={t: d for t, d in self.drops.items() if t in names})

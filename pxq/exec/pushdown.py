@@ -1,0 +1,70 @@
+"""Predicates as Arrow dataset expressions, so a data source can filter while it reads (inside the
+Parquet scan for replays). Only what Arrow evaluates exactly like the executor is converted:
+comparisons of a column with a constant of the same type, and/or/not, equals_any; everything else
+stays with the executor."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal
+from pxq.types import DataType, arrow_type
+
+_COMPARISONS = {
+    "equal": lambda a, b: a == b, "notEqual": lambda a, b: a != b,
+    "lessThan": lambda a, b: a < b, "lessThanEqual": lambda a, b: a <= b,
+    "greaterThan": lambda a, b: a > b, "greaterThanEqual": lambda a, b: a >= b,
+}
+
+
+def _literal(lit: Literal, column_type: DataType) -> pa.Scalar | None:
+    if lit.is_list or lit.value is None:
+        return None
+    if lit.type is column_type or (column_type is DataType.TIME64NS and lit.type is DataType.INT64):
+        return pa.scalar(lit.value, arrow_type(column_type))
+    return None
+
+
+def to_arrow_expression(expr: Expr) -> ds.Expression | None:
+    """The same predicate as an Arrow expression, or None where it cannot be converted exactly."""
+    if not isinstance(expr, FuncCall):
+        return None
+    if expr.name in _COMPARISONS and len(expr.args) == 2:
+        left, right = expr.args
+        if isinstance(left, ColumnRef) and isinstance(right, Literal):
+            value = _literal(right, left.type)
+            return None if value is None else _COMPARISONS[expr.name](ds.field(left.name), value)
+        if isinstance(right, ColumnRef) and isinstance(left, Literal):
+            value = _literal(left, right.type)
+            return None if value is None else _COMPARISONS[expr.name](value, ds.field(right.name))
+        return None
+    if expr.name in ("logicalAnd", "logicalOr"):
+        parts = [to_arrow_expression(a) for a in expr.args]
+        if any(p is None for p in parts):
+            return None
+        return parts[0] & parts[1] if expr.name == "logicalAnd" else parts[0] | parts[1]
+    if expr.name == "logicalNot":
+        inner = to_arrow_expression(expr.args[0])
+        return None if inner is None else ~inner
+    if expr.name == "equals_any":
+        column, values = expr.args
+        if isinstance(column, ColumnRef) and isinstance(values, Literal) and values.is_list \
+                and values.type is column.type and None not in values.value:
+            # equals_any(null, ...) is null in the executor; is_in gives false: both drop the row.
+            return pc.is_in(ds.field(column.name), value_set=pa.array(list(values.value), arrow_type(column.type)))
+    return None
+
+
+def split_pushable(predicates: tuple[Expr, ...]) -> tuple[ds.Expression | None, list[str], list[Expr]]:
+    """(Arrow expression of the convertible predicates, the columns it reads, the rest)."""
+    pushed, columns, rest = None, set(), []
+    for predicate in predicates:
+        converted = to_arrow_expression(predicate)
+        if converted is None:
+            rest.append(predicate)
+        else:
+            pushed = converted if pushed is None else pushed & converted
+            columns |= predicate.columns()
+    return pushed, sorted(columns), rest
