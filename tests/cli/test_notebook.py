@@ -48,3 +48,19 @@ def test_errors_print_a_diagnostic(shell, capture, capsys):
     result = shell.run_cell_magic("pxq", f"--from {capture}", "import px\npx.display(px.DataFrame(table='nope'))\n")
     assert result is None
     assert "unknown table 'nope'" in capsys.readouterr().out
+
+
+def test_quickstart_notebook_runs(shell, capture, tmp_path, monkeypatch):
+    """Every code cell of notebooks/quickstart.ipynb runs against a capture at ./capture/."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    notebook = json.loads((Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb").read_text())
+    shutil.copytree(capture, tmp_path / "capture")
+    monkeypatch.chdir(tmp_path)
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            result = shell.run_cell("".join(cell["source"]))
+            assert result.success, result.error_in_exec or result.error_before_exec
+    assert len(shell.user_ns["stats"]) > 0

@@ -1,0 +1,62 @@
+"""The agent's table store: time-window scans, the byte budget, drop counting, capture writing."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from pxq.agent.table_store import TableStore
+from pxq.replay import open_capture
+from pxq.testing.synthetic import synthetic_http_events, synthetic_processes
+
+START_NS = 1_764_115_200_000_000_000
+
+
+def batches(n_batches: int, rows: int) -> list[pa.Table]:
+    table = synthetic_http_events(n_batches * rows, seed=2, start_ns=START_NS)
+    return [table.slice(i * rows, rows) for i in range(n_batches)]
+
+
+def test_scan_window_and_columns():
+    store = TableStore()
+    for batch in batches(4, 250):
+        store.append("http_events", batch)
+    everything = store.scan("http_events")
+    assert everything.num_rows == 1000
+    times = everything.column("time_").cast(pa.int64()).to_pylist()
+    start, end = times[100], times[900]
+    window = store.scan("http_events", ["time_", "latency"], start, end)
+    assert window.column_names == ["time_", "latency"]
+    assert window.num_rows == sum(start <= t < end for t in times)
+
+
+def test_budget_drops_oldest_batches_and_counts_rows():
+    parts = batches(10, 200)
+    budget = sum(p.nbytes for p in parts[-3:]) + 10  # room for exactly the three newest
+    store = TableStore(budget_bytes=budget)
+    for batch in parts:
+        store.append("http_events", batch)
+    kept = store.scan("http_events")
+    assert kept.num_rows == 600  # the three newest batches
+    assert kept.column("time_")[0] == parts[7].column("time_")[0]
+    assert store.drops["http_events"]["table_store_budget"] == 1400
+
+
+def test_collector_counters_keep_store_counters():
+    store = TableStore(budget_bytes=1)
+    for batch in batches(2, 10):
+        store.append("http_events", batch)
+    store.set_drops("http_events", {"ringbuf_reserve_failed": 3, "truncated": 0})
+    assert store.drops["http_events"] == {"ringbuf_reserve_failed": 3, "table_store_budget": 10}
+
+
+def test_write_capture_round_trip(tmp_path):
+    store = TableStore(host="store-host")
+    store.start_time_ns, store.end_time_ns = START_NS, START_NS + 300 * 10**9
+    store.processes = synthetic_processes()
+    for batch in batches(3, 100):
+        store.append("http_events", batch)
+    store.set_drops("http_events", {"truncated": 2})
+    store.write_capture(tmp_path)
+    capture = open_capture(tmp_path)
+    assert capture.host == "store-host" and capture.drops["http_events"]["truncated"] == 2
+    assert capture.scan("http_events").equals(store.scan("http_events"))
