@@ -7,19 +7,12 @@ import pytest
 
 import pxq
 from pxq.errors import CompileError, UsageError
-from pxq.replay import write_capture
-from pxq.testing.synthetic import synthetic_http_events, synthetic_processes
-
-START_NS = 1_764_115_200_000_000_000
+from pxq.testing.synthetic import write_synthetic_capture
 
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory) -> str:
-    directory = tmp_path_factory.mktemp("api_capture")
-    write_capture(directory, {"http_events": synthetic_http_events(500, seed=9, start_ns=START_NS)},
-                  host="api", start_time_ns=START_NS, end_time_ns=START_NS + 300 * 10**9,
-                  processes=synthetic_processes())
-    return str(directory)
+    return write_synthetic_capture(tmp_path_factory.mktemp("api_capture"), 500, seed=9)
 
 
 def test_run_bundled_script_returns_dataframes_by_display(capture):

@@ -48,3 +48,12 @@ def transform(graph: Graph, rewrite: Rewriter, origins: dict[int, Relation] | No
     if all(a is b for a, b in zip(displays, graph.displays)):
         return graph
     return dataclasses.replace(graph, displays=displays)
+
+
+def reader_counts(graph: Graph) -> dict[int, int]:
+    """id(node) -> how many nodes read it (a node read twice must not be changed for one reader)."""
+    readers: dict[int, int] = {}
+    for node in graph.nodes():
+        for child in node.inputs:
+            readers[id(child)] = readers.get(id(child), 0) + 1
+    return readers

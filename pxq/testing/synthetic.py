@@ -78,3 +78,14 @@ def synthetic_http_events(n_rows: int, *, seed: int = 0, start_ns: int = 1_764_1
             values = columns[name].to_numpy(zero_copy_only=False)
             columns[name] = pa.array(values, columns[name].type, mask=nulls)
     return pa.table(columns, schema=CATALOG["http_events"].arrow_schema())
+
+
+def write_synthetic_capture(directory, n_rows: int, *, seed: int = 0, start_ns: int = 1_764_115_200_000_000_000,
+                            span_ns: int = 300_000_000_000, null_fraction: float = 0.0) -> str:
+    """A capture directory holding ``n_rows`` synthetic http_events; returns its path."""
+    from pxq.replay import write_capture
+
+    table = synthetic_http_events(n_rows, seed=seed, start_ns=start_ns, span_ns=span_ns, null_fraction=null_fraction)
+    write_capture(directory, {"http_events": table}, host="synthetic-host", start_time_ns=start_ns,
+                  end_time_ns=start_ns + span_ns, processes=synthetic_processes())
+    return str(directory)

@@ -12,12 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pxq.replay import write_capture
-from pxq.testing.synthetic import synthetic_http_events, synthetic_processes
+from pxq.testing.synthetic import write_synthetic_capture
 
 PXQ = str(Path(sys.executable).with_name("pxq"))
-START_NS = 1_764_115_200_000_000_000
-SPAN_NS = 300_000_000_000
 
 
 def pxq(*args: str, check: bool = False) -> subprocess.CompletedProcess:
@@ -31,11 +28,7 @@ def pxq(*args: str, check: bool = False) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory) -> str:
-    directory = tmp_path_factory.mktemp("cli_capture")
-    write_capture(directory, {"http_events": synthetic_http_events(800, seed=3, start_ns=START_NS, span_ns=SPAN_NS)},
-                  host="cli-host", start_time_ns=START_NS, end_time_ns=START_NS + SPAN_NS,
-                  processes=synthetic_processes())
-    return str(directory)
+    return write_synthetic_capture(tmp_path_factory.mktemp("cli_capture"), 800, seed=3)
 
 
 def test_scripts_lists_the_library():

@@ -5,10 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pxq.replay import write_capture
-from pxq.testing.synthetic import synthetic_http_events, synthetic_processes
-
-START_NS = 1_764_115_200_000_000_000
+from pxq.testing.synthetic import write_synthetic_capture
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +20,7 @@ def shell():
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory) -> str:
-    directory = tmp_path_factory.mktemp("nb_capture")
-    write_capture(directory, {"http_events": synthetic_http_events(300, seed=5, start_ns=START_NS)},
-                  host="nb", start_time_ns=START_NS, end_time_ns=START_NS + 300 * 10**9,
-                  processes=synthetic_processes())
-    return str(directory)
+    return write_synthetic_capture(tmp_path_factory.mktemp("nb_capture"), 300, seed=5)
 
 
 def test_cell_returns_dataframe(shell, capture):

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from pxq.replay import open_capture, write_capture
-from pxq.testing.synthetic import synthetic_http_events, synthetic_processes
+from pxq.replay import open_capture
+from pxq.testing.synthetic import write_synthetic_capture
 
 START_NS = 1_764_115_200_000_000_000
 SPAN_NS = 300_000_000_000
@@ -13,10 +13,8 @@ SPAN_NS = 300_000_000_000
 def synthetic_capture(tmp_path_factory):
     """A capture directory of 5,000 generated http_events rows (with some nulls)."""
     directory = tmp_path_factory.mktemp("synthetic_capture")
-    table = synthetic_http_events(5000, seed=7, start_ns=START_NS, span_ns=SPAN_NS, null_fraction=0.05)
-    write_capture(directory, {"http_events": table}, host="synthetic-host", start_time_ns=START_NS,
-                  end_time_ns=START_NS + SPAN_NS, processes=synthetic_processes())
-    return open_capture(directory)
+    return open_capture(write_synthetic_capture(directory, 5000, seed=7, start_ns=START_NS, span_ns=SPAN_NS,
+                                                null_fraction=0.05))
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ inner Map defines (``df.a = ...; df.b = ...`` becomes one projection step)."""
 from __future__ import annotations
 
 from pxq.plan.nodes import Graph, Map, Relation
-from pxq.plan.rewrite import transform
+from pxq.plan.rewrite import reader_counts, transform
 
 NAME = "merge_maps"
 DOC = "fuse consecutive independent column assignments into one Map"
@@ -12,10 +12,7 @@ DOC = "fuse consecutive independent column assignments into one Map"
 
 def apply(graph: Graph) -> Graph:
     # Only fuse into Maps read by one parent: a shared inner Map must stay as it is.
-    readers: dict[int, int] = {}
-    for node in graph.nodes():
-        for child in node.inputs:
-            readers[id(child)] = readers.get(id(child), 0) + 1
+    readers = reader_counts(graph)
 
     origins: dict[int, Relation] = {}
 

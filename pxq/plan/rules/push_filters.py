@@ -12,7 +12,7 @@ import dataclasses
 
 from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal, conjunction, conjuncts, rename_columns
 from pxq.plan.nodes import Filter, Graph, Map, Project, Relation, Source
-from pxq.plan.rewrite import transform
+from pxq.plan.rewrite import reader_counts, transform
 from pxq.types import DataType
 
 NAME = "push_filters"
@@ -84,10 +84,7 @@ def absorb(source: Source, parts: list[Expr]) -> Source:
 
 
 def apply(graph: Graph) -> Graph:
-    readers: dict[int, int] = {}
-    for node in graph.nodes():
-        for child in node.inputs:
-            readers[id(child)] = readers.get(id(child), 0) + 1
+    readers = reader_counts(graph)
     origins: dict[int, Relation] = {}
 
     def shared(node: Relation) -> bool:
