@@ -62,8 +62,9 @@ class SocketTracerCollector:
         from pxq.agent.socket_tracer import SocketTracer
 
         self.tables = tuple(self.protocols[p] for p in request.protocols)
+        body_limit = int(request.option("body_limit", options.body_limit))
         self.tracer = SocketTracer(pids=set(request.pids) if request.pids is not None else None,
-                                   protocols=tuple(request.protocols), body_limit=options.body_limit)
+                                   protocols=tuple(request.protocols), body_limit=body_limit)
 
     def start(self) -> None:
         self.tracer.start()

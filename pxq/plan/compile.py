@@ -42,7 +42,7 @@ CTX_FUNCTIONS = {
 }
 
 # px.* names the compiler itself implements (they build plan nodes or are compile-time only).
-SPECIAL_FUNCTIONS = ("DataFrame", "display", "debug", "script_reference")
+SPECIAL_FUNCTIONS = ("DataFrame", "display", "debug", "script_reference", "set")
 # Names usable as parameter annotations (Pixie's semantic argument types).
 ANNOTATION_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 PX_STRING_TYPES = ("Pod", "Service", "Namespace", "Node", "Container", "UPID", "String")
@@ -316,6 +316,7 @@ class Compiler:
         self.catalog = catalog
         self.source = source
         self.displays: list[n.Display] = []
+        self.settings: dict[str, str] = {}
         self.ctx = ExecContext(now_ns=now_ns)
         self.depth = 0
 
@@ -582,6 +583,14 @@ class Compiler:
             return self.dataframe(args, kwargs, node.span)
         if name in ("display", "debug"):
             return self.display(args, kwargs, node.span)
+        if name == "set":
+            # px.set(key, value): a query setting like a '#px:set key=value' pragma, but the value
+            # may come from a script argument (e.g. the profiler's sampling rate).
+            bound = self.bind([("key", True), ("value", True)], args, kwargs, node.span, "px.set(key, value)")
+            key = self.constant_string(bound["key"], "the setting name")
+            value = self.constant(bound["value"], "the setting value")
+            self.settings[key] = str(value).lower() if isinstance(value, bool) else str(value)
+            return NoneValue(node.span)
         if name == "script_reference":
             bound = self.bind([("label", True), ("script", True), ("args", False)], args, kwargs, node.span,
                               "px.script_reference(label, script, args={})")
@@ -874,8 +883,9 @@ def compile(module: ast.Module, *, now_ns: int, args: dict[str, Any] | None = No
         raise CompileError(Diagnostic(
             "the script displays nothing", None,
             "call px.display(df, 'name'), or define an entry function that returns a DataFrame"), source)
-    settings = tuple((p.key, p.value) for p in module.pragmas)
-    return n.Graph(tuple(compiler.displays), now_ns, settings)
+    settings = {p.key: p.value for p in module.pragmas}
+    settings.update(compiler.settings)
+    return n.Graph(tuple(compiler.displays), now_ns, tuple(sorted(settings.items())))
 
 
 def resolve_arguments(script: ScriptPlan, args: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,12 @@ class CollectorRequest:
     pids: tuple[int, ...] | None
     # Protocols the socket tracer must parse (the others are not even inferred).
     protocols: tuple[str, ...] = ()
+    # Query settings meant for this collector: '#px:set <collector>.<key>=value' or
+    # px.set('<collector>.<key>', value), e.g. perf_profiler.sample_hz=99.
+    options: tuple[tuple[str, str], ...] = ()
+
+    def option(self, key: str, default=None):
+        return dict(self.options).get(key, default)
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,9 @@ class ProbeManifest:
         tables = tuple(TableRequest(t["table"], t["collector"], tuple(t["columns"]), t["start_ns"],
                                     t["end_ns"], tup(t["pids"])) for t in data["tables"])
         collectors = tuple(CollectorRequest(c["name"], tuple(c["tables"]), tup(c["pids"]),
-                                            tuple(c.get("protocols", ()))) for c in data["collectors"])
+                                            tuple(c.get("protocols", ())),
+                                            tuple(tuple(o) for o in c.get("options", ())))
+                           for c in data["collectors"])
         return cls(data["now_ns"], tables, collectors)
 
     def to_text(self) -> str:
@@ -58,7 +66,8 @@ class ProbeManifest:
         for c in self.collectors:
             pids = "all processes" if c.pids is None else "pids " + ", ".join(map(str, c.pids))
             proto = f" protocols={','.join(c.protocols)}" if c.protocols else ""
-            lines.append(f"  {c.name}: tables={','.join(c.tables)}{proto} ({pids})")
+            options = "".join(f" {k}={v}" for k, v in c.options)
+            lines.append(f"  {c.name}: tables={','.join(c.tables)}{proto}{options} ({pids})")
         lines.append("tables:")
         for t in self.tables:
             window = f"[{'-' if t.start_ns is None else t.start_ns}, {'-' if t.end_ns is None else t.end_ns})"
@@ -109,8 +118,10 @@ def build_manifest(graph: Graph) -> ProbeManifest:
     for name in sorted(collectors):
         group = collectors[name]
         protocols = tuple(sorted({CATALOG[t.table].protocol for t in group if CATALOG[t.table].protocol}))
+        prefix = name + "."
+        options = tuple((k[len(prefix):], v) for k, v in graph.settings if k.startswith(prefix))
         requests.append(CollectorRequest(name, tuple(t.table for t in group),
-                                         _union_pids([t.pids for t in group]), protocols))
+                                         _union_pids([t.pids for t in group]), protocols, options))
     return ProbeManifest(graph.now_ns, tuple(tables), tuple(requests))
 
 
