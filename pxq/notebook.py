@@ -8,7 +8,8 @@
 A bundled script or file runs as a line magic: ``%pxq --from capture/ --script http_data``.
 
 The cell's value is the pandas DataFrame of its only display, or a dict of them by name; each
-display is also shown (as an HTML table) with its name as a heading.
+display is also shown (as an HTML table) with its name as a heading; a stack table (a
+``stack_trace`` and a count column) is shown as an interactive flamegraph instead.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def run_cell(line: str, cell: str):
 def load_ipython_extension(ipython) -> None:
     from IPython.display import HTML, display
 
+    from pxq.render.flamegraph_svg import notebook_flamegraph
+
     def pxq(line: str, cell: str | None = None):
         try:
             frames = run_cell(line, cell or "")
@@ -53,7 +56,7 @@ def load_ipython_extension(ipython) -> None:
             return None
         for name, frame in frames.items():
             display(HTML(f"<h4>{name}</h4>"))
-            display(frame)
+            display(notebook_flamegraph(frame, name) or frame)
         return next(iter(frames.values())) if len(frames) == 1 else frames
 
     ipython.register_magic_function(pxq, magic_kind="line_cell", magic_name="pxq")

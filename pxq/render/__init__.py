@@ -3,6 +3,9 @@
 ``results`` maps display name → Arrow table. Columns may carry pxq types in their field metadata
 (``pxq.types.FIELD_TYPE_KEY`` / ``FIELD_SEMANTIC_KEY``); without them values are formatted by
 their Arrow type. New formats register a ``Writer`` in ``WRITERS`` (one module each).
+
+Stack formats (folded, svg, icicle, speedscope, pprof) turn each display into the neutral
+``pxq.render.stacks.StackSamples`` record first; each writer reads only that record.
 """
 
 from __future__ import annotations
@@ -12,11 +15,19 @@ import pyarrow as pa
 from pxq.errors import UsageError
 from pxq.render.base import Writer
 from pxq.render.csv import CsvWriter
+from pxq.render.flamegraph_svg import IcicleWriter, SvgWriter
+from pxq.render.folded import FoldedWriter
 from pxq.render.json import JsonWriter
 from pxq.render.parquet import ParquetWriter
+from pxq.render.pprof import PprofWriter
+from pxq.render.speedscope import SpeedscopeWriter
 from pxq.render.table import TableWriter
 
-WRITERS: dict[str, Writer] = {w.name: w for w in (TableWriter(), JsonWriter(), CsvWriter(), ParquetWriter())}
+WRITERS: dict[str, Writer] = {
+    w.name: w
+    for w in (TableWriter(), JsonWriter(), CsvWriter(), ParquetWriter(),
+              FoldedWriter(), SvgWriter(), IcicleWriter(), SpeedscopeWriter(), PprofWriter())
+}
 FORMATS: tuple[str, ...] = tuple(WRITERS)
 
 
@@ -36,7 +47,8 @@ def render(
     if writer is None:
         raise UsageError(f"unknown output format {fmt!r}; choose one of: {', '.join(WRITERS)}")
     if writer.needs_out and out is None:
-        raise UsageError(f"output format {fmt!r} writes files: give an output directory")
+        hint = getattr(writer, "out_hint", "give an output directory")
+        raise UsageError(f"output format {fmt!r} writes files: {hint}")
     writer.write(results, None if out is None else str(out), console=console, max_rows=max_rows)
 
 

@@ -22,7 +22,7 @@ EXPECTED = {name: values for name, _, _, values in COLUMNS}
 
 
 def test_registry_and_unknown_format(tmp_path):
-    assert FORMATS == ("table", "json", "csv", "parquet")
+    assert FORMATS == ("table", "json", "csv", "parquet", "folded", "svg", "icicle", "speedscope", "pprof")
     assert set(WRITERS) == set(FORMATS) and all(WRITERS[f].name == f for f in FORMATS)
     with pytest.raises(UsageError) as info:
         render(RESULTS, "yaml")
