@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bytes of each request/response body kept in live capture (default 1024)")
     run.add_argument("-o", "--output", default="table", choices=FORMATS, metavar="FORMAT",
                      help=f"output format: {', '.join(FORMATS)} (default: table)")
-    run.add_argument("--out", metavar="PATH", help="file (json) or directory (csv, parquet) to write to")
+    run.add_argument("--out", metavar="PATH",
+                     help="where to write: a file (json, folded, svg, icicle, speedscope, pprof) or a directory "
+                          "(csv, parquet, or several displays)")
     run.add_argument("--max-rows", type=int, default=100, metavar="N",
                      help="rows shown per display in the terminal table (default 100)")
 
