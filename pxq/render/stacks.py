@@ -46,7 +46,8 @@ COUNT_COLUMN = "count"
 # Identity columns that become root frames, outermost first, when a display has them (Pixie's
 # flamegraph widget nests node → namespace → pod → container → process the same way); last,
 # pxq's ``sampler`` (ebpf / py-spy), so that the two samplers' views of one process stay apart.
-DEFAULT_GROUP_COLUMNS = ("node", "namespace", "pod", "container", "cmdline", "comm", "pid", "upid", "sampler")
+DEFAULT_GROUP_COLUMNS = ("node", "namespace", "pod", "container", "process", "cmdline", "comm", "pid", "upid",
+                         "sampler")
 # Integer columns that are never the sample count.
 _NOT_COUNTS = re.compile(r"(^|_)(id|pid|upid|tid|port|asid|cpu|depth|line)$|^(stack_trace_id|percent)$")
 # Schema metadata key a collector may set: the sampling period in nanoseconds (1e9 / rate in Hz).

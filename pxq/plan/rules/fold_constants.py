@@ -8,10 +8,30 @@ from pxq.funcs.registry import ExecContext
 from pxq.plan.constants import evaluate_constant
 from pxq.plan.expr import Expr, FuncCall, Literal
 from pxq.plan.nodes import Filter, Graph, Map, Relation, Source
+from pxq.types import DataType
 from pxq.plan.rewrite import transform
 
 NAME = "fold_constants"
-DOC = "evaluate constant sub-expressions (px.now() - px.minutes(5), 60 * 1000) once"
+DOC = "evaluate constant sub-expressions (px.now() - px.minutes(5), 60 * 1000) once; drop always-true filters"
+
+
+def _is_bool(expr: Expr, value: bool) -> bool:
+    return isinstance(expr, Literal) and expr.type is DataType.BOOLEAN and expr.value is value
+
+
+def _simplify_logic(expr: FuncCall) -> Expr:
+    """`False or x` -> x, `True and x` -> x, `True or x` -> True, `False and x` -> False.
+
+    Exact under Kleene logic too (True or null is True, False and null is False), so scripts may
+    write `pid == 0 or df.pid == pid` and still get the pid filter pushed to the kernel.
+    """
+    absorbing, neutral = (True, False) if expr.name == "logicalOr" else (False, True)
+    if any(_is_bool(a, absorbing) for a in expr.args):
+        return Literal(absorbing, DataType.BOOLEAN)
+    rest = [a for a in expr.args if not _is_bool(a, neutral)]
+    if len(rest) == 1:
+        return rest[0]
+    return expr
 
 
 def fold(expr: Expr, ctx: ExecContext) -> Expr:
@@ -24,7 +44,9 @@ def fold(expr: Expr, ctx: ExecContext) -> Expr:
             return Literal(value, expr.type, expr.semantic)
         args = tuple(fold(a, ctx) for a in expr.args)
         if any(a is not b for a, b in zip(args, expr.args)):
-            return dataclasses.replace(expr, args=args)
+            expr = dataclasses.replace(expr, args=args)
+        if expr.name in ("logicalAnd", "logicalOr"):
+            return _simplify_logic(expr)
     return expr
 
 
@@ -34,6 +56,8 @@ def apply(graph: Graph) -> Graph:
     def rewrite(node: Relation) -> Relation:
         if isinstance(node, Filter):
             predicate = fold(node.predicate, ctx)
+            if _is_bool(predicate, True):
+                return node.input  # keeps every row
             return node if predicate is node.predicate else dataclasses.replace(node, predicate=predicate)
         if isinstance(node, Map):
             assignments = tuple((name, fold(expr, ctx)) for name, expr in node.assignments)
