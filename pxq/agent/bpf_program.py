@@ -62,11 +62,13 @@ class BpfProgram:
     name: str
     text: str
     cflags: tuple[str, ...]
+    notes: tuple[str, ...] = ()  # what else the loader does, e.g. map entries written at start
 
     def explain(self) -> str:
-        """The program with its compile flags, as a C comment on top."""
+        """The program with its compile flags (and notes), as C comments on top."""
         flags = " ".join(self.cflags) or "(none)"
-        return f"// {self.name}\n// bcc cflags: {flags}\n{self.text}"
+        notes = "".join(f"// {note}\n" for note in self.notes)
+        return f"// {self.name}\n// bcc cflags: {flags}\n{notes}{self.text}"
 
 
 def bpf_source(filename: str) -> str:
@@ -86,6 +88,16 @@ def header_constants(filename: str) -> dict[str, int]:
     return {name: int(value) for name, value in _DEFINE.findall(text)}
 
 
+def counter_names(constants: dict[str, int], prefix: str) -> tuple[str, ...]:
+    """Names of the ``<prefix>NAME number`` constants (say ``PXQ_DROP_``), lower-cased without the
+    prefix, in index order; ``<prefix>COUNT`` must say how many there are."""
+    names = sorted((value, name) for name, value in constants.items()
+                   if name.startswith(prefix) and name != f"{prefix}COUNT")
+    if [value for value, _ in names] != list(range(constants[f"{prefix}COUNT"])):
+        raise ValueError(f"{prefix}* constants are not the indexes 0..{prefix}COUNT-1")
+    return tuple(name.removeprefix(prefix).lower() for _, name in names)
+
+
 def layout_asserts(c_struct: str, structure: type[ct.Structure]) -> str:
     """``_Static_assert`` lines pinning ``struct <c_struct>`` to the layout of a ctypes Structure:
     total size, and every field's offset and size."""
@@ -103,13 +115,15 @@ def layout_asserts(c_struct: str, structure: type[ct.Structure]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_program(filename: str, defines: dict[str, int | str], extra: str = "") -> BpfProgram:
+def build_program(
+    filename: str, defines: dict[str, int | str], extra: str = "", notes: tuple[str, ...] = ()
+) -> BpfProgram:
     """``bpf/<filename>`` with ``extra`` text appended, to be compiled with ``-DNAME=value``."""
     text = bpf_source(filename)
     if extra:
         text = f"{text}\n{extra}"
     cflags = tuple(f"-D{name}={value}" for name, value in defines.items())
-    return BpfProgram(filename, text, cflags)
+    return BpfProgram(filename, text, cflags, notes)
 
 
 def possible_cpus() -> int:
@@ -201,4 +215,31 @@ def load(program: BpfProgram):
             failure = None
     if failure is not None:
         raise _explain_failure(program, failure, "".join(log)) from failure
+    _release_compiler_memory()
     return bpf
+
+
+def allow_pids(table, pids) -> None:
+    """Add ``pids`` to a ``u32 -> u8`` pid-set map (the ``allowed_pids`` of a FILTER_PIDS program)."""
+    for pid in sorted(pids):
+        table[ct.c_uint32(pid)] = ct.c_uint8(1)
+
+
+def load_with_maps(program: BpfProgram, names: tuple[str, ...], pids=None, pid_map: str = "allowed_pids"):
+    """:func:`load` the program and look up its maps ``names``; write ``pids`` into ``pid_map``.
+    Returns ``(bpf, {name: table})``; on any failure the program is detached again."""
+    bpf = load(program)
+    try:
+        tables = {name: bpf[name.encode()] for name in names}
+        if pids:
+            allow_pids(tables.get(pid_map) or bpf[pid_map.encode()], pids)
+    except Exception:
+        bpf.cleanup()
+        raise
+    return bpf, tables
+
+
+def _release_compiler_memory() -> None:
+    """Hand the heap clang/LLVM used while compiling back to the system (about 20 MB RSS)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ct.CDLL("libc.so.6").malloc_trim(0)

@@ -82,8 +82,15 @@ class SocketTracerCollector:
         self.tracer.stop()
 
 
+def _perf_profiler(request: CollectorRequest, options: AgentOptions) -> Collector:
+    from pxq.agent.profiler import PerfProfilerCollector
+
+    return PerfProfilerCollector(request, options)
+
+
 COLLECTORS: dict[str, Callable[[CollectorRequest, AgentOptions], Collector]] = {
     "socket_tracer": SocketTracerCollector,
+    "perf_profiler": _perf_profiler,
 }
 
 
@@ -131,6 +138,7 @@ class EmbeddedAgent:
         store = TableStore(self.options.budget_bytes, host=socket.gethostname())
         collectors = [COLLECTORS[c.name](c, self.options) for c in self.manifest.collectors]
         started: list[Collector] = []
+        stopped: list[Collector] = []
         events = 0
         try:
             for collector in collectors:
@@ -150,7 +158,13 @@ class EmbeddedAgent:
                 pass  # the user ended the window early; keep what was collected
             for collector in started:
                 events += collector.poll(0)
-            self._move(started, store)
+            # Stop before the last move: some rows exist only once a collector has stopped (what
+            # the profiler's kernel maps still hold, py-spy's last segment).
+            while started:
+                stopping = started.pop()
+                stopping.stop()
+                stopped.append(stopping)
+            self._move(stopped, store)
             store.end_time_ns = time.time_ns()
             if on_progress:
                 on_progress(self._progress(time.monotonic() - begin, events, store))

@@ -14,4 +14,8 @@ def generated_programs(manifest: ProbeManifest) -> list[tuple[str, str]]:
 
             programs.append((request.name, socket_tracer_program(
                 pids=set(request.pids) if request.pids is not None else None, protocols=request.protocols)))
+        elif request.name == "perf_profiler":
+            from pxq.agent.profiler import profiler_program
+
+            programs.append((request.name, profiler_program(request)))
     return programs

@@ -175,14 +175,20 @@ STACK_TRACES = TableSchema(
     columns=(
         TIME,
         UPID,
-        _c("stack_trace_id", T.INT64, "Id of the stack trace, stable for one process within a capture."),
+        _c("stack_trace_id", T.INT64, "Id of the stack trace: a hash of its folded text, stable across captures."),
         _c(
             "stack_trace",
             T.STRING,
-            "Folded stack, root first, frames ';'-separated; a frame without a symbol is its hex address.",
+            "Folded stack, root first, frames ';'-separated: user frames, then kernel frames (suffix "
+            "'_[k]'); Python frames from py-spy as 'function (file:line)'; a frame without a symbol "
+            "as 'module+0xoffset' ('[anon]+0x..' for anonymous memory, '[unknown]' outside any mapping).",
             S.STACK_TRACE,
         ),
         _c("count", T.INT64, "Number of samples with this stack in the window."),
+        _c("sampler", T.STRING, "pxq's own (not in Pixie): what sampled the stack: 'ebpf' (kernel perf "
+           "event: native and kernel frames) or 'py-spy' (Python frames of a Python process)."),
+        _c("truncated", T.BOOLEAN, "pxq's own (not in Pixie): the user stack looks cut short (its outermost "
+           "frame is no process or thread entry), typically code built without frame pointers."),
     ),
 )
 

@@ -1,0 +1,649 @@
+/* pxq socket tracer: TCP payloads and connection life cycle from syscall and sock tracepoints.
+ *
+ * This kernel has no kprobes, and bcc compiles against headers older than the kernel, so every
+ * value used here is a tracepoint field (args->..., laid out from tracefs at run time), a helper
+ * result, or user memory. No kernel struct is ever dereferenced; the struct sock pointer that
+ * the sock tracepoints report is used only as an opaque map key.
+ *
+ *   sys_enter_<io call>      remember {fd, user buffer / iovec / msghdr} by thread
+ *   sock:sock_send_length    fired inside sock_sendmsg/sock_recvmsg during that same call: the
+ *   sock:sock_recv_length    fd is a socket; note its sk key, family and protocol
+ *   sys_exit_<io call>       TCP over IPv4/IPv6 only: copy the bytes moved (walking iovecs and
+ *                            messages) into ring buffer events of at most MAX_DATA bytes each
+ *   sock:inet_sock_set_state SYN_SENT in connect(): the fd is TCP; ESTABLISHED: sk -> 4-tuple;
+ *                            CLOSE: forget it
+ *   sendfile64               a data event with the byte count only (PXQ_F_FILLER)
+ *   connect/accept/accept4   OPEN events (client/server role) with a new connection generation
+ *   close, sched_process_exit CLOSE / PROC_EXIT events
+ *
+ * A connection is (tgid, fd, generation). A new generation starts at connect/accept, at the first
+ * data of a socket opened before the tracer attached, and when an fd's data comes from another
+ * socket than before (a close the tracer did not see: dup2, close_range, exec).
+ *
+ * Compile-time options (-D): MAX_DATA (power of two), MAX_STEPS, MAX_IOV, MAX_MMSG, RING_PAGES,
+ * NCPU (possible CPUs), SELF_PID (never traced), FILTER_PIDS (1: only tgids in allowed_pids).
+ */
+#include "socket_trace.h"
+
+#ifndef MAX_DATA
+#define MAX_DATA 16384
+#endif
+#ifndef MAX_STEPS
+#define MAX_STEPS 128
+#endif
+#ifndef MAX_IOV
+#define MAX_IOV 64
+#endif
+#ifndef MAX_MMSG
+#define MAX_MMSG 8
+#endif
+#ifndef RING_PAGES
+#define RING_PAGES 2048
+#endif
+#ifndef NCPU
+#define NCPU 64
+#endif
+#ifndef SELF_PID
+#define SELF_PID 0
+#endif
+#ifndef FILTER_PIDS
+#define FILTER_PIDS 0
+#endif
+
+#define PXQ_AF_INET 2
+#define PXQ_AF_INET6 10
+#define PXQ_IPPROTO_TCP 6
+#define PXQ_EINPROGRESS 115
+#define PXQ_TCP_ESTABLISHED 1
+#define PXQ_TCP_SYN_SENT 2
+#define PXQ_TCP_CLOSE 7
+#define PXQ_MSG_PEEK 2
+
+/* Layouts of the user-space structs walked (x86-64 ABI). */
+#define IOVEC_SIZE 16        /* struct iovec { void *iov_base; size_t iov_len; } */
+#define MSGHDR_IOV_OFF 16    /* struct user_msghdr: msg_iov */
+#define MSGHDR_IOVLEN_OFF 24 /* struct user_msghdr: msg_iovlen */
+#define MMSGHDR_SIZE 64      /* struct mmsghdr { struct user_msghdr msg_hdr; unsigned msg_len; } */
+#define MMSGHDR_LEN_OFF 56
+
+/* Copy modes of the exit walk. */
+#define MODE_BUF 0
+#define MODE_IOV 1
+#define MODE_MMSG 2
+
+/* A syscall in flight on one thread. */
+struct active_t {
+    u64 buf;   /* buffer, iovec array, msghdr, mmsghdr array or sockaddr */
+    u64 vlen;  /* iovec count (readv/writev) or message count (sendmmsg/recvmmsg) */
+    u64 sk;    /* from the sock tracepoints: opaque key, never dereferenced */
+    s32 fd;
+    u16 syscall;
+    u16 family;
+    u16 protocol;
+    u8 is_sock;
+    u8 peek;
+};
+
+/* A socket fd the tracer has seen open or carry data. */
+struct conn_t {
+    u64 pos_egress;  /* bytes sent so far */
+    u64 pos_ingress; /* bytes received so far */
+    u64 sk;          /* the socket's key once known (0 after accept, until its first data) */
+    u32 gen;
+    u8 role;
+    u8 tuple_sent;
+    u16 reserved;
+};
+
+/* A TCP socket's endpoints, from inet_sock_set_state (ports in host order). */
+struct tuple_t {
+    u16 family;
+    u16 lport;
+    u16 rport;
+    u16 reserved;
+    u8 laddr[16];
+    u8 raddr[16];
+};
+
+/* Where the exit walk is. It lives in map memory, not in registers: the verifier then sees the
+ * same (unknown) values at the top of every loop step, prunes the paths one step took, and
+ * checks the walk in time linear in MAX_STEPS instead of exponential. */
+struct walk_t {
+    u64 remaining; /* bytes of the call not yet staged */
+    u64 fill;      /* bytes staged in data[] */
+    u64 sent;      /* bytes already sent in events */
+    u64 pos;       /* stream offset of the call's first byte */
+    u64 seg_base;  /* current contiguous user buffer */
+    u64 seg_len;
+    u64 iov;       /* iovec array of the current message */
+    u64 iov_cnt;
+    u64 iov_idx;
+    u64 mmsg;      /* mmsghdr array (sendmmsg/recvmmsg) */
+    u64 msg_cnt;
+    u64 msg_idx;
+    u64 msg_left;  /* bytes of the current message not yet walked */
+    u64 mode;
+};
+
+/* Per-CPU staging area for a data event: the header, then room for a copy of up to MAX_DATA
+ * bytes at any offset below MAX_DATA (the bound the verifier can prove). */
+struct scratch_t {
+    struct walk_t w;
+    struct pxq_sock_event ev;
+    u8 data[3 * MAX_DATA];
+};
+
+BPF_RINGBUF_OUTPUT(events, RING_PAGES);
+BPF_ARRAY(drops, u64, PXQ_DROP_COUNT);
+BPF_ARRAY(gen_counter, u64, 1);
+BPF_ARRAY(scratch, struct scratch_t, NCPU);
+BPF_HASH(allowed_pids, u32, u8, 65536);
+/* LRU: a thread that dies inside a call (exit_group while blocked in read) never reaches the exit. */
+BPF_TABLE("lru_hash", u64, struct active_t, active, 65536);
+BPF_TABLE("lru_hash", u64, struct conn_t, conns, 65536);
+BPF_TABLE("lru_hash", u64, struct tuple_t, tuples, 65536);
+/* (tgid << 32 | fd) -> generation that user space wants no data from (not a protocol it parses). */
+BPF_HASH(disabled, u64, u32, 65536);
+
+static __always_inline void count_drop(u32 reason) {
+    u64 *n = drops.lookup(&reason);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+}
+
+static __always_inline int pid_allowed(u32 tgid) {
+    if (tgid == SELF_PID)
+        return 0;
+#if FILTER_PIDS
+    if (!allowed_pids.lookup(&tgid))
+        return 0;
+#endif
+    return 1;
+}
+
+static __always_inline u32 next_gen(void) {
+    int zero = 0;
+    u64 *g = gen_counter.lookup(&zero);
+    if (!g)
+        return 0;
+    return (u32)(__sync_fetch_and_add(g, 1) + 1);
+}
+
+static __always_inline u64 conn_key(u32 tgid, s32 fd) {
+    return ((u64)tgid << 32) | (u32)fd;
+}
+
+static __always_inline u16 swap16(u16 v) {
+    return (u16)((v << 8) | (v >> 8));
+}
+
+static __always_inline int is_egress(u16 sys) {
+    return sys == PXQ_SYS_WRITE || sys == PXQ_SYS_WRITEV || sys == PXQ_SYS_SENDTO ||
+           sys == PXQ_SYS_SENDMSG || sys == PXQ_SYS_SENDMMSG || sys == PXQ_SYS_SENDFILE;
+}
+
+/* ---- entry: remember the call -------------------------------------------------------------- */
+
+static __always_inline int enter_call(s64 fd, u64 buf, u64 vlen, u16 sys) {
+    u64 id = bpf_get_current_pid_tgid();
+    if (fd < 0 || !pid_allowed(id >> 32))
+        return 0;
+    struct active_t a = {};
+    a.buf = buf;
+    a.vlen = vlen;
+    a.fd = (s32)fd;
+    a.syscall = sys;
+    active.update(&id, &a);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_read) { return enter_call(args->fd, (u64)args->buf, 0, PXQ_SYS_READ); }
+TRACEPOINT_PROBE(syscalls, sys_enter_write) { return enter_call(args->fd, (u64)args->buf, 0, PXQ_SYS_WRITE); }
+TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return enter_call(args->fd, (u64)args->vec, args->vlen, PXQ_SYS_READV); }
+TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return enter_call(args->fd, (u64)args->vec, args->vlen, PXQ_SYS_WRITEV); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return enter_call(args->fd, (u64)args->buff, 0, PXQ_SYS_SENDTO); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { return enter_call(args->fd, (u64)args->ubuf, 0, PXQ_SYS_RECVFROM); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { return enter_call(args->fd, (u64)args->msg, 0, PXQ_SYS_SENDMSG); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { return enter_call(args->fd, (u64)args->msg, 0, PXQ_SYS_RECVMSG); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) { return enter_call(args->fd, (u64)args->mmsg, args->vlen, PXQ_SYS_SENDMMSG); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg) { return enter_call(args->fd, (u64)args->mmsg, args->vlen, PXQ_SYS_RECVMMSG); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64) { return enter_call(args->out_fd, 0, 0, PXQ_SYS_SENDFILE); }
+TRACEPOINT_PROBE(syscalls, sys_enter_connect) { return enter_call(args->fd, (u64)args->uservaddr, 0, PXQ_SYS_CONNECT); }
+TRACEPOINT_PROBE(syscalls, sys_enter_accept) { return enter_call(args->fd, (u64)args->upeer_sockaddr, 0, PXQ_SYS_ACCEPT); }
+TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return enter_call(args->fd, (u64)args->upeer_sockaddr, 0, PXQ_SYS_ACCEPT4); }
+
+/* ---- inside the call: is it a socket? ------------------------------------------------------ */
+
+static __always_inline void mark_socket(u64 sk, u16 family, u16 protocol, int peek) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct active_t *a = active.lookup(&id);
+    if (!a)
+        return;
+    if (!a->is_sock) {
+        a->is_sock = 1;
+        a->sk = sk;
+        a->family = family;
+        a->protocol = protocol;
+    }
+    if (peek)
+        a->peek = 1;
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length) {
+    mark_socket((u64)args->sk, args->family, args->protocol, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length) {
+    mark_socket((u64)args->sk, args->family, args->protocol, args->flags & PXQ_MSG_PEEK);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state) {
+    if (args->protocol != PXQ_IPPROTO_TCP)
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    if (args->newstate == PXQ_TCP_SYN_SENT) {
+        /* tcp_v4_connect/tcp_v6_connect run in the connecting thread: a TCP connect(). */
+        u64 id = bpf_get_current_pid_tgid();
+        struct active_t *a = active.lookup(&id);
+        if (a && a->syscall == PXQ_SYS_CONNECT) {
+            a->is_sock = 1;
+            a->sk = sk;
+            a->family = args->family;
+            a->protocol = PXQ_IPPROTO_TCP;
+        }
+    } else if (args->newstate == PXQ_TCP_ESTABLISHED) {
+        struct tuple_t t = {};
+        t.family = args->family;
+        t.lport = args->sport;
+        t.rport = args->dport;
+        if (args->family == PXQ_AF_INET6) {
+            __builtin_memcpy(t.laddr, args->saddr_v6, 16);
+            __builtin_memcpy(t.raddr, args->daddr_v6, 16);
+        } else {
+            __builtin_memcpy(t.laddr, args->saddr, 4);
+            __builtin_memcpy(t.raddr, args->daddr, 4);
+        }
+        tuples.update(&sk, &t);
+    } else if (args->newstate == PXQ_TCP_CLOSE) {
+        tuples.delete(&sk);
+    }
+    return 0;
+}
+
+/* ---- exit of a data call: copy what moved -------------------------------------------------- */
+
+/* Send the staged header plus `fill` data bytes. */
+static __always_inline void emit_staged(struct scratch_t *sc, u64 pos, u64 fill) {
+    sc->ev.pos = pos;
+    sc->ev.data_len = (u32)fill;
+    u64 len = sizeof(struct pxq_sock_event) + (fill & (2 * MAX_DATA - 1));
+    if (events.ringbuf_output(&sc->ev, len, 0) != 0)
+        count_drop(PXQ_DROP_RINGBUF_FULL);
+}
+
+/* One step of the walk: load the next message or iovec, or copy one piece of the current
+ * buffer into the staged event (and send the event when full). Returns 0 when the walk ends. */
+static __always_inline int walk_step(struct scratch_t *sc) {
+    volatile struct walk_t *w = &sc->w;
+    if (w->remaining == 0)
+        return 0;
+    if (w->seg_len == 0) {
+        if (w->mode == MODE_BUF)
+            return 0;
+        if (w->mode == MODE_MMSG && (w->msg_left == 0 || w->iov_idx >= w->iov_cnt)) {
+            u64 idx = w->msg_idx;
+            if (idx >= w->msg_cnt || idx >= MAX_MMSG)
+                return 0;
+            u64 m = w->mmsg + idx * MMSGHDR_SIZE;
+            u64 v[2] = {0, 0};
+            u32 mlen = 0;
+            bpf_probe_read_user(v, sizeof(v), (void *)(m + MSGHDR_IOV_OFF));
+            bpf_probe_read_user(&mlen, sizeof(mlen), (void *)(m + MMSGHDR_LEN_OFF));
+            w->iov = v[0];
+            w->iov_cnt = v[1];
+            w->msg_left = mlen;
+            w->iov_idx = 0;
+            w->msg_idx = idx + 1;
+            return 1;
+        }
+        u64 idx = w->iov_idx;
+        if (idx >= w->iov_cnt)
+            return 0;
+        if (idx >= MAX_IOV) {
+            count_drop(PXQ_DROP_IOV_TOO_LONG);
+            return 0;
+        }
+        u64 vec[2] = {0, 0};
+        if (bpf_probe_read_user(vec, sizeof(vec), (void *)(w->iov + idx * IOVEC_SIZE)) != 0) {
+            count_drop(PXQ_DROP_READ_FAILED);
+            return 0;
+        }
+        u64 len = vec[1];
+        u64 rem = w->remaining;
+        if (len > rem)
+            len = rem;
+        if (w->mode == MODE_MMSG) {
+            u64 left = w->msg_left;
+            if (len > left)
+                len = left;
+            w->msg_left = left - len;
+        }
+        w->iov_idx = idx + 1;
+        w->seg_base = vec[0];
+        w->seg_len = len;
+        return 1;
+    }
+    u64 fill = w->fill & (MAX_DATA - 1);
+    u64 n = MAX_DATA - fill;
+    u64 seg_len = w->seg_len;
+    if (n > seg_len)
+        n = seg_len;
+    n &= (2 * MAX_DATA - 1);
+    u64 base = w->seg_base;
+    if (bpf_probe_read_user(&sc->data[fill], n, (void *)base) != 0) {
+        count_drop(PXQ_DROP_READ_FAILED);
+        return 0;
+    }
+    fill += n;
+    w->seg_base = base + n;
+    w->seg_len = seg_len - n;
+    u64 rem = w->remaining - n;
+    w->remaining = rem;
+    if (fill >= MAX_DATA || rem == 0) {
+        u64 sent = w->sent;
+        emit_staged(sc, w->pos + sent, fill);
+        w->sent = sent + fill;
+        fill = 0;
+    }
+    w->fill = fill;
+    return 1;
+}
+
+/* The calling thread's call in flight, taken out of `active` into *a; 0 when there is none. */
+static __always_inline int take_active(u64 id, struct active_t *a) {
+    struct active_t *ap = active.lookup(&id);
+    if (!ap)
+        return 0;
+    *a = *ap;
+    active.delete(&id);
+    return 1;
+}
+
+static __always_inline int exit_data(long ret) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct active_t a;
+    if (!take_active(id, &a))
+        return 0;
+    if (!a.is_sock || a.peek || ret <= 0)
+        return 0;
+    if ((a.family != PXQ_AF_INET && a.family != PXQ_AF_INET6) || a.protocol != PXQ_IPPROTO_TCP)
+        return 0;
+
+    u32 tgid = id >> 32;
+    u64 key = conn_key(tgid, a.fd);
+    struct conn_t *c = conns.lookup(&key);
+    if (c && c->sk == 0)
+        c->sk = a.sk; /* accepted: the first data names its socket */
+    if (!c || c->sk != a.sk) {
+        /* A connection opened before the tracer attached (or whose open was missed), or the fd
+         * now holds another socket (dup2, close_range, exec: a close the tracer did not see). */
+        struct conn_t fresh = {};
+        fresh.gen = next_gen();
+        fresh.sk = a.sk;
+        if (conns.update(&key, &fresh) != 0) {
+            count_drop(PXQ_DROP_CONN_TABLE_FULL);
+            return 0;
+        }
+        c = conns.lookup(&key);
+        if (!c)
+            return 0;
+    }
+    u32 *off = disabled.lookup(&key);
+    if (off && *off == c->gen)
+        return 0;
+
+    u32 cpu = bpf_get_smp_processor_id();
+    struct scratch_t *sc = scratch.lookup(&cpu);
+    if (!sc)
+        return 0;
+    volatile struct walk_t *w = &sc->w;
+    u64 total = (u64)ret;
+    w->mode = MODE_BUF;
+    w->seg_base = a.buf;
+    w->seg_len = total;
+    w->iov = 0;
+    w->iov_cnt = 0;
+    w->iov_idx = 0;
+    w->mmsg = 0;
+    w->msg_cnt = 0;
+    w->msg_idx = 0;
+    w->msg_left = 0;
+    if (a.syscall == PXQ_SYS_READV || a.syscall == PXQ_SYS_WRITEV) {
+        w->mode = MODE_IOV;
+        w->iov = a.buf;
+        w->iov_cnt = a.vlen;
+        w->seg_len = 0;
+    } else if (a.syscall == PXQ_SYS_SENDMSG || a.syscall == PXQ_SYS_RECVMSG) {
+        u64 v[2] = {0, 0}; /* msg_iov, msg_iovlen */
+        bpf_probe_read_user(v, sizeof(v), (void *)(a.buf + MSGHDR_IOV_OFF));
+        w->mode = MODE_IOV;
+        w->iov = v[0];
+        w->iov_cnt = v[1];
+        w->seg_len = 0;
+    } else if (a.syscall == PXQ_SYS_SENDMMSG || a.syscall == PXQ_SYS_RECVMMSG) {
+        /* ret counts messages; their byte counts are in each mmsghdr's msg_len. */
+        u64 msgs = total;
+        if (msgs > MAX_MMSG) {
+            count_drop(PXQ_DROP_IOV_TOO_LONG);
+            msgs = MAX_MMSG;
+        }
+        total = 0;
+        for (int m = 0; m < MAX_MMSG; m++) {
+            if (m >= msgs)
+                break;
+            u32 mlen = 0;
+            bpf_probe_read_user(&mlen, sizeof(mlen), (void *)(a.buf + m * MMSGHDR_SIZE + MMSGHDR_LEN_OFF));
+            total += mlen;
+        }
+        if (total == 0)
+            return 0;
+        w->mode = MODE_MMSG;
+        w->mmsg = a.buf;
+        w->msg_cnt = msgs;
+        w->seg_len = 0;
+    }
+
+    u8 dir = is_egress(a.syscall) ? PXQ_DIR_EGRESS : PXQ_DIR_INGRESS;
+    u64 pos;
+    if (dir == PXQ_DIR_EGRESS)
+        pos = __sync_fetch_and_add(&c->pos_egress, total);
+    else
+        pos = __sync_fetch_and_add(&c->pos_ingress, total);
+    w->remaining = total;
+    w->fill = 0;
+    w->sent = 0;
+    w->pos = pos;
+
+    sc->ev.ts_ns = bpf_ktime_get_ns();
+    sc->ev.size = total;
+    sc->ev.pid = tgid;
+    sc->ev.fd = a.fd;
+    sc->ev.gen = c->gen;
+    sc->ev.kind = PXQ_EV_DATA;
+    sc->ev.flags = 0;
+    sc->ev.direction = dir;
+    sc->ev.role = c->role;
+    sc->ev.syscall = a.syscall;
+    sc->ev.reserved = 0;
+    sc->ev.family = a.family;
+    sc->ev.lport = 0;
+    sc->ev.rport = 0;
+    if (!c->tuple_sent) {
+        struct tuple_t *t = tuples.lookup(&a.sk);
+        if (t) {
+            sc->ev.flags = PXQ_F_TUPLE;
+            sc->ev.family = t->family;
+            sc->ev.lport = t->lport;
+            sc->ev.rport = t->rport;
+            __builtin_memcpy(sc->ev.laddr, t->laddr, 16);
+            __builtin_memcpy(sc->ev.raddr, t->raddr, 16);
+            c->tuple_sent = 1;
+        }
+    }
+
+    if (a.syscall == PXQ_SYS_SENDFILE) {
+        /* The bytes came from a file inside the kernel: only their count is known. */
+        sc->ev.flags |= PXQ_F_FILLER;
+        emit_staged(sc, pos, 0);
+        return 0;
+    }
+
+#pragma clang loop unroll(disable)
+    for (int step = 0; step < MAX_STEPS; step++) {
+        if (!walk_step(sc))
+            break;
+    }
+    u64 fill = w->fill & (2 * MAX_DATA - 1);
+    u64 sent = w->sent;
+    if (fill > 0) {
+        emit_staged(sc, pos + sent, fill);
+        sent += fill;
+    }
+    if (sent < total) {
+        count_drop(PXQ_DROP_TRUNCATED);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return exit_data(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return exit_data(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return exit_data(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return exit_data(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return exit_data(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return exit_data(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return exit_data(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return exit_data(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return exit_data(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg) { return exit_data(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64) { return exit_data(args->ret); }
+
+/* ---- connection life cycle ----------------------------------------------------------------- */
+
+/* A small event: the header only, zeroed, stamped with who and when. */
+static __always_inline struct pxq_sock_event *reserve_small(u16 kind, u32 tgid, s32 fd) {
+    struct pxq_sock_event *e = events.ringbuf_reserve(sizeof(struct pxq_sock_event));
+    if (!e) {
+        count_drop(PXQ_DROP_RINGBUF_FULL);
+        return 0;
+    }
+    __builtin_memset(e, 0, sizeof(*e));
+    e->ts_ns = bpf_ktime_get_ns();
+    e->kind = kind;
+    e->pid = tgid;
+    e->fd = fd;
+    return e;
+}
+
+/* connect() or accept(): a new connection on (tgid, fd), with the peer from user memory. */
+static __always_inline int exit_open(long ret, u16 want_a, u16 want_b) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct active_t a;
+    if (!take_active(id, &a))
+        return 0;
+    if (a.syscall != want_a && a.syscall != want_b)
+        return 0;
+    u8 role;
+    s32 fd;
+    if (a.syscall == PXQ_SYS_CONNECT) {
+        /* Only TCP connects reach SYN_SENT; a non-blocking one returns -EINPROGRESS. */
+        if (!a.is_sock || (ret != 0 && ret != -PXQ_EINPROGRESS))
+            return 0;
+        role = PXQ_ROLE_CLIENT;
+        fd = a.fd;
+    } else {
+        if (ret < 0)
+            return 0;
+        role = PXQ_ROLE_SERVER;
+        fd = (s32)ret;
+    }
+    u16 family = 0, port = 0;
+    if (a.buf)
+        bpf_probe_read_user(&family, sizeof(family), (void *)a.buf);
+    if (a.buf && family != PXQ_AF_INET && family != PXQ_AF_INET6)
+        return 0; /* unix and other families: not traced */
+
+    u32 tgid = id >> 32;
+    u64 key = conn_key(tgid, fd);
+    struct conn_t c = {};
+    c.gen = next_gen();
+    c.role = role;
+    c.sk = role == PXQ_ROLE_CLIENT ? a.sk : 0; /* connect: from SYN_SENT; accept: unknown yet */
+    if (conns.update(&key, &c) != 0) {
+        count_drop(PXQ_DROP_CONN_TABLE_FULL);
+        return 0;
+    }
+    disabled.delete(&key);
+
+    struct pxq_sock_event *e = reserve_small(PXQ_EV_OPEN, tgid, fd);
+    if (!e)
+        return 0;
+    e->gen = c.gen;
+    e->role = role;
+    e->syscall = a.syscall;
+    if (family == PXQ_AF_INET || family == PXQ_AF_INET6) {
+        bpf_probe_read_user(&port, sizeof(port), (void *)(a.buf + 2));
+        e->flags = PXQ_F_REMOTE;
+        e->family = family;
+        e->rport = swap16(port);
+        if (family == PXQ_AF_INET)
+            bpf_probe_read_user(e->raddr, 4, (void *)(a.buf + 4));
+        else
+            bpf_probe_read_user(e->raddr, 16, (void *)(a.buf + 8));
+    }
+    events.ringbuf_submit(e, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect) { return exit_open(args->ret, PXQ_SYS_CONNECT, PXQ_SYS_CONNECT); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return exit_open(args->ret, PXQ_SYS_ACCEPT, PXQ_SYS_ACCEPT4); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return exit_open(args->ret, PXQ_SYS_ACCEPT, PXQ_SYS_ACCEPT4); }
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    s32 fd = (s32)args->fd;
+    if (fd < 0 || !pid_allowed(tgid))
+        return 0;
+    u64 key = conn_key(tgid, fd);
+    struct conn_t *c = conns.lookup(&key);
+    if (!c)
+        return 0;
+    u32 gen = c->gen;
+    u8 role = c->role;
+    conns.delete(&key);
+    disabled.delete(&key);
+    struct pxq_sock_event *e = reserve_small(PXQ_EV_CLOSE, tgid, fd);
+    if (!e)
+        return 0;
+    e->gen = gen;
+    e->role = role;
+    e->syscall = PXQ_SYS_CLOSE;
+    events.ringbuf_submit(e, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (tgid != (u32)id || !pid_allowed(tgid))
+        return 0; /* a thread other than the leader, or not traced */
+#if FILTER_PIDS
+    allowed_pids.delete(&tgid); /* the pid may be reused by a process nobody asked for */
+#endif
+    struct pxq_sock_event *e = reserve_small(PXQ_EV_PROC_EXIT, tgid, -1);
+    if (e)
+        events.ringbuf_submit(e, 0);
+    return 0;
+}

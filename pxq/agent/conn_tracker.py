@@ -1,0 +1,635 @@
+"""Connection tracking for the socket tracer: kernel events in, ``http_events`` rows out.
+
+The kernel side (``bpf/socket_trace.c``) reports, per traced process, OPEN (connect/accept),
+DATA (bytes sent or received, with their offset in the direction's stream), CLOSE and PROC_EXIT
+events. :class:`ConnTracker` turns them into HTTP transactions:
+
+* **Identity.** A connection is ``(pid, fd, generation)``. The kernel hands out a new generation
+  whenever an fd starts a new connection, so a reused fd never continues an old stream. An event
+  with a newer generation for a known ``(pid, fd)`` ends the older connection (its close was
+  missed); an event of a generation already ended is ignored (``late_event``).
+* **Role.** connect() makes the traced process the client (``trace_role`` 1), accept() the
+  server (2). A socket first seen carrying data (opened before the tracer attached) gets its role
+  from the first bytes: whoever sends a request line is the client.
+* **Reassembly.** Each direction is ordered by the kernel's stream offsets. Bytes that arrive
+  ahead of a hole wait (bounded by ``reorder_limit`` bytes; more is ``buffer_overflow``); a hole
+  that outlives ``HOLE_BATCHES`` poll batches means bytes were lost (ring buffer full, a call
+  larger than the kernel copies): ``data_gap``. After a gap the HTTP parser is discarded and the
+  connection waits for the next request line (and the responses after it) to start over.
+* **Protocol inference** from the first bytes of a connection: an HTTP/1.x request line or
+  status line. A connection that is not HTTP is switched off in the kernel (``disable``) so that
+  its bytes stop crossing the ring buffer.
+* **Stitching** is :class:`pxq.agent.protocols.http1.Http1Stitcher`'s: request bytes and response
+  bytes in, request/response pairs out. Latency is its definition: from the timestamp of the
+  request's first byte to that of the response's last byte.
+* **Rows** carry the upid (``make_upid`` with the start time from /proc, cached per pid) and the
+  socket's addresses: from the kernel's ``inet_sock_set_state`` 4-tuple, else (sockets
+  established before attach) from ``/proc/<pid>/net/tcp*``, else the peer that connect()/accept()
+  saw.
+
+Timestamps from the kernel are CLOCK_MONOTONIC; ``clock_offset_ns`` turns them into epoch time
+for ``time_``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+import pyarrow as pa
+
+from pxq.agent.bpf_program import header_constants
+from pxq.agent.procinfo import make_upid, upid_of
+from pxq.agent.protocols.http1 import (
+    DEFAULT_BODY_LIMIT,
+    Http1Stitcher,
+    HttpTransaction,
+    looks_like_http_request,
+    looks_like_http_response,
+    transactions_to_arrow,
+)
+
+_H = header_constants("socket_trace.h")
+EV_DATA = _H["PXQ_EV_DATA"]
+EV_OPEN = _H["PXQ_EV_OPEN"]
+EV_CLOSE = _H["PXQ_EV_CLOSE"]
+EV_PROC_EXIT = _H["PXQ_EV_PROC_EXIT"]
+F_TUPLE = _H["PXQ_F_TUPLE"]
+F_REMOTE = _H["PXQ_F_REMOTE"]
+F_FILLER = _H["PXQ_F_FILLER"]
+EGRESS = _H["PXQ_DIR_EGRESS"]
+INGRESS = _H["PXQ_DIR_INGRESS"]
+ROLE_UNKNOWN = _H["PXQ_ROLE_UNKNOWN"]
+ROLE_CLIENT = _H["PXQ_ROLE_CLIENT"]
+ROLE_SERVER = _H["PXQ_ROLE_SERVER"]
+
+AF_INET = socket.AF_INET.value
+AF_INET6 = socket.AF_INET6.value
+
+# Connection states.
+PROBING = "probing"  # protocol not known yet
+SYNCING = "syncing"  # HTTP, waiting for a request line to (re)start parsing at
+HTTP = "http"
+OTHER = "other"  # not a protocol pxq parses: ignored (and switched off in the kernel)
+
+# Bytes held while the first bytes of a direction are too few to tell the protocol.
+PROBE_MIN_BYTES = 16
+# A socket first seen mid-stream (opened before attach) may start inside a message: look at this
+# many data events before calling it "not HTTP".
+PROBE_TRIES = 8
+# Out-of-order bytes held per connection while waiting for a hole to fill.
+DEFAULT_REORDER_LIMIT = 4 << 20
+# A hole still open after this many poll batches is lost data.
+HOLE_BATCHES = 2
+# sendfile() bytes (never seen) are given to the parser as NUL bytes up to this size per call;
+# larger ones are a gap.
+FILLER_LIMIT = 1 << 20
+# Connections without any event for this long are ended (a process may keep an fd forever).
+DEFAULT_IDLE_NS = 600 * 10**9
+DEFAULT_MAX_CONNECTIONS = 65536
+EVICT_EVERY_NS = 10 * 10**9
+
+# How the stitcher's error reasons are reported in drops().
+UNMATCHED_ERRORS = (
+    "request_unanswered_at_close",
+    "response_without_request",
+    "response_incomplete_at_close",
+    "request_incomplete_at_close",
+)
+
+
+class SockEvent(NamedTuple):
+    """One kernel event: the fields of ``struct pxq_sock_event`` in order, then the data."""
+
+    ts_ns: int
+    pos: int
+    size: int
+    pid: int
+    fd: int
+    gen: int
+    data_len: int
+    kind: int
+    flags: int
+    direction: int
+    role: int
+    family: int
+    lport: int
+    rport: int
+    syscall: int
+    reserved: int
+    laddr: bytes
+    raddr: bytes
+    data: bytes = b""
+
+
+def ip_text(family: int, raw: bytes) -> str:
+    """An address from the kernel (network byte order) as text: ``127.0.0.1``, ``::1``."""
+    if family == AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if family == AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw[:16])
+    return ""
+
+
+def _proc_net_address(hex_addr: str) -> str:
+    """An address as /proc/net/tcp{,6} writes it (32-bit words in host order) as text."""
+    raw = bytes.fromhex(hex_addr)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words)
+
+
+def socket_endpoints(pid: int, fd: int) -> tuple[str, int, str, int] | None:
+    """``(local_addr, local_port, remote_addr, remote_port)`` of a TCP socket fd of a live
+    process, from /proc (its own network namespace); None when gone or not TCP."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
+    if not target.startswith("socket:["):
+        return None
+    inode = target[8:-1]
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[9] == inode:
+                        local, _, lport = fields[1].partition(":")
+                        remote, _, rport = fields[2].partition(":")
+                        return _proc_net_address(local), int(lport, 16), _proc_net_address(remote), int(rport, 16)
+        except OSError:
+            continue
+    return None
+
+
+class Connection:
+    """What the tracker knows about one (pid, fd, generation)."""
+
+    __slots__ = (
+        "pid", "fd", "gen", "role", "opened", "upid",
+        "family", "laddr", "lport", "raddr", "rport", "has_tuple", "addr_checked",
+        "state", "stitcher", "expect", "held", "held_bytes", "hole_batches",
+        "probe_buf", "probe_ts", "probe_tries", "last_ns", "transactions",
+    )  # fmt: skip
+
+    def __init__(self, pid: int, fd: int, gen: int, role: int, opened: bool, upid: str, ts_ns: int) -> None:
+        self.pid, self.fd, self.gen = pid, fd, gen
+        self.role = role
+        self.opened = opened  # seen from connect()/accept(): its streams start at offset 0
+        self.upid = upid
+        self.family = 0
+        self.laddr, self.lport, self.raddr, self.rport = "", 0, "", 0
+        self.has_tuple = False
+        self.addr_checked = False
+        self.state = PROBING
+        self.stitcher: Http1Stitcher | None = None
+        # Next stream offset per direction; a socket first seen mid-stream starts where it is seen.
+        self.expect: list[int | None] = [0, 0] if opened else [None, None]
+        self.held: list[dict[int, tuple[int, bytes]]] = [{}, {}]  # pos -> (ts, data), ahead of a hole
+        self.held_bytes = 0
+        self.hole_batches = 0
+        self.probe_buf = [b"", b""]
+        self.probe_ts = [0, 0]
+        self.probe_tries = 0
+        self.last_ns = ts_ns
+        self.transactions = 0
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (self.pid, self.fd, self.gen)
+
+    @property
+    def request_direction(self) -> int:
+        return EGRESS if self.role == ROLE_CLIENT else INGRESS
+
+
+class ConnTracker:
+    """Turn socket tracer events into HTTP transactions (see the module docstring).
+
+    ``disable(pid, fd, gen)`` is called for connections that are not HTTP (to stop their data in
+    the kernel); ``forget(pid, fd, gen)`` when a connection ended without a close() the kernel saw
+    (process exit, a newer generation), so the kernel can drop its entry.
+    """
+
+    def __init__(
+        self,
+        *,
+        body_limit: int = DEFAULT_BODY_LIMIT,
+        clock_offset_ns: int = 0,
+        disable: Callable[[int, int, int], None] | None = None,
+        forget: Callable[[int, int, int], None] | None = None,
+        reorder_limit: int = DEFAULT_REORDER_LIMIT,
+        idle_ns: int = DEFAULT_IDLE_NS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        self.body_limit = body_limit
+        self.clock_offset_ns = clock_offset_ns
+        self._disable = disable
+        self._forget = forget
+        self.reorder_limit = reorder_limit
+        self.idle_ns = idle_ns
+        self.max_connections = max_connections
+        self.conns: dict[tuple[int, int, int], Connection] = {}
+        # pid -> fd -> (newest generation seen, whether the kernel reported its close)
+        self._latest_gen: dict[int, dict[int, tuple[int, bool]]] = {}
+        self._by_pid: dict[int, set[Connection]] = {}  # live connections of each process
+        self._upids: dict[int, str] = {}
+        self._done: list[tuple[Connection, HttpTransaction]] = []
+        self._holes: set[Connection] = set()
+        self.drops: Counter[str] = Counter()
+        self.http_errors: Counter[str] = Counter()  # from stitchers already discarded
+        self.counts: Counter[str] = Counter()
+        self._last_ts = 0
+        self._last_evict_ns = 0
+
+    # -- events -----------------------------------------------------------------------------
+    def handle(self, ev: SockEvent) -> None:
+        """Take one kernel event (in ring buffer order)."""
+        self.counts["events"] += 1
+        if ev.ts_ns > self._last_ts:
+            self._last_ts = ev.ts_ns
+        kind = ev.kind
+        if kind == EV_DATA:
+            conn = self.conns.get((ev.pid, ev.fd, ev.gen))
+            if conn is None or ev.flags:
+                conn = self._connection(ev, opened=False)
+                if conn is None:
+                    return
+            else:
+                conn.last_ns = ev.ts_ns
+            self.counts["bytes"] += ev.data_len
+            d = ev.direction
+            if conn.state == HTTP and conn.expect[d] == ev.pos and not ev.flags:
+                # The common case: the next bytes of an HTTP connection, in order.
+                conn.expect[d] = ev.pos + ev.data_len
+                self._feed(conn, d, ev.ts_ns, ev.data)
+                if conn.held[d]:
+                    self._release(conn, d)
+            else:
+                self._on_data(conn, ev)
+        elif kind == EV_OPEN:
+            self._connection(ev, opened=True)
+        elif kind == EV_CLOSE:
+            conn = self.conns.get((ev.pid, ev.fd, ev.gen))
+            if conn is not None:
+                self._end(conn, ev.ts_ns, forget=False)
+            fds = self._latest_gen.setdefault(ev.pid, {})
+            latest = fds.get(ev.fd)
+            if latest is None or latest[0] <= ev.gen:
+                fds[ev.fd] = (ev.gen, True)
+        elif kind == EV_PROC_EXIT:
+            self.process_exited(ev.pid, ev.ts_ns)
+
+    def handle_all(self, events: Iterable[SockEvent]) -> None:
+        for ev in events:
+            self.handle(ev)
+        self.end_batch()
+
+    def process_exited(self, pid: int, ts_ns: int) -> None:
+        """A traced process is gone: its connections end (the kernel closed its fds)."""
+        for conn in list(self._by_pid.get(pid, ())):
+            self._end(conn, ts_ns, forget=True)
+        self._latest_gen.pop(pid, None)
+        self._upids.pop(pid, None)
+
+    def end_batch(self) -> None:
+        """End of one ring buffer drain: holes that stay open for HOLE_BATCHES batches were lost
+        data; idle connections are ended."""
+        for conn in list(self._holes):
+            conn.hole_batches += 1
+            if conn.hole_batches >= HOLE_BATCHES:
+                self._skip_holes(conn)
+        if len(self.conns) > self.max_connections or self._last_ts - self._last_evict_ns > EVICT_EVERY_NS:
+            self._last_evict_ns = self._last_ts
+            self._evict_idle()
+
+    def close_all(self) -> None:
+        """The tracer stops: finish every connection (close-delimited bodies complete). A request
+        still waiting for its response was cut by the end of the capture window, not lost: it is
+        not counted as unmatched."""
+        for conn in list(self._holes):
+            self._skip_holes(conn)
+        for conn in list(self.conns.values()):
+            self._end(conn, self._last_ts, forget=False, window_end=True)
+
+    # -- connections ------------------------------------------------------------------------
+    def _upid(self, pid: int) -> str:
+        upid = self._upids.get(pid)
+        if upid is None:
+            upid = upid_of(pid) or make_upid(pid, 0)  # gone already: start time unknown
+            self._upids[pid] = upid
+        return upid
+
+    def _connection(self, ev: SockEvent, opened: bool) -> Connection | None:
+        key = (ev.pid, ev.fd, ev.gen)
+        conn = self.conns.get(key)
+        if conn is None:
+            fds = self._latest_gen.setdefault(ev.pid, {})
+            latest = fds.get(ev.fd)
+            if latest is not None:
+                gen, closed = latest
+                if ev.gen < gen or (ev.gen == gen and closed):
+                    self.drops["late_event"] += 1  # of a connection already over
+                    return None
+                if ev.gen > gen:
+                    old = self.conns.get((ev.pid, ev.fd, gen))
+                    if old is not None:  # its close was missed: the fd holds a new connection now
+                        self._end(old, ev.ts_ns, forget=False)
+                else:
+                    opened = False  # ended by the tracker (idle): pick it up again mid-stream
+            fds[ev.fd] = (ev.gen, False)
+            conn = Connection(ev.pid, ev.fd, ev.gen, ev.role, opened, self._upid(ev.pid), ev.ts_ns)
+            self.conns[key] = conn
+            self._by_pid.setdefault(ev.pid, set()).add(conn)
+            self.counts["connections"] += 1
+        conn.last_ns = ev.ts_ns
+        if ev.flags & F_TUPLE and not conn.has_tuple:
+            conn.family = ev.family
+            conn.laddr, conn.lport = ip_text(ev.family, ev.laddr), ev.lport
+            conn.raddr, conn.rport = ip_text(ev.family, ev.raddr), ev.rport
+            conn.has_tuple = True
+        elif ev.flags & F_REMOTE and not conn.has_tuple:
+            conn.family = ev.family
+            conn.raddr, conn.rport = ip_text(ev.family, ev.raddr), ev.rport
+        return conn
+
+    def _end(self, conn: Connection, ts_ns: int, *, forget: bool, window_end: bool = False) -> None:
+        """The connection is over: flush the parser and let it go. ``forget``: the kernel still
+        has an entry for it (it saw no close()), which can go too. ``window_end``: the tracer
+        stops, the connection itself goes on (what is unfinished is not a loss)."""
+        self.conns.pop(conn.key, None)
+        live = self._by_pid.get(conn.pid)
+        if live is not None:
+            live.discard(conn)
+            if not live:
+                del self._by_pid[conn.pid]
+        self._holes.discard(conn)
+        if conn.held_bytes:
+            self.drops["data_gap"] += 1
+        if conn.stitcher is not None:
+            self._collect(conn, conn.stitcher.close(ts_ns))
+            errors = conn.stitcher.errors
+            if window_end:
+                errors = Counter({k: n for k, n in errors.items() if k not in UNMATCHED_ERRORS})
+            self.http_errors.update(errors)
+            conn.stitcher = None
+        if forget and self._forget is not None:
+            self._forget(conn.pid, conn.fd, conn.gen)
+
+    def _evict_idle(self) -> None:
+        cutoff = self._last_ts - self.idle_ns
+        idle = [c for c in self.conns.values() if c.last_ns < cutoff]
+        if len(self.conns) - len(idle) > self.max_connections:
+            by_age = sorted(self.conns.values(), key=lambda c: c.last_ns)
+            idle = by_age[: len(self.conns) - self.max_connections]
+            self.drops["conn_evicted"] += len(idle)
+        for conn in idle:
+            self._end(conn, self._last_ts, forget=True)
+
+    # -- bytes ------------------------------------------------------------------------------
+    def _on_data(self, conn: Connection, ev: SockEvent) -> None:
+        if conn.state == OTHER:
+            return
+        d = ev.direction
+        data = ev.data
+        if ev.flags & F_FILLER:
+            if ev.size > FILLER_LIMIT:
+                return  # leaves a hole: a gap
+            data = bytes(ev.size)
+            self.counts["filler_bytes"] += ev.size
+        pos = ev.pos
+        expect = conn.expect[d]
+        if expect is None:
+            expect = pos
+        if pos < expect:  # overlap with bytes already taken
+            data = data[expect - pos :]
+            pos = expect
+            if not data:
+                return
+        if pos > expect:
+            self._hold(conn, d, pos, ev.ts_ns, data)
+            return
+        conn.expect[d] = pos + len(data)
+        self._deliver(conn, d, ev.ts_ns, data)
+        if conn.held[d]:
+            self._release(conn, d)
+
+    def _hold(self, conn: Connection, d: int, pos: int, ts_ns: int, data: bytes) -> None:
+        conn.held[d][pos] = (ts_ns, data)
+        conn.held_bytes += len(data)
+        self._holes.add(conn)
+        if conn.held_bytes > self.reorder_limit:
+            self.drops["buffer_overflow"] += 1
+            self._skip_holes(conn)
+
+    def _release(self, conn: Connection, d: int) -> None:
+        """Deliver held bytes that the stream has caught up with."""
+        held = conn.held[d]
+        while held:
+            pos = min(held)
+            if pos > conn.expect[d]:
+                break
+            ts_ns, data = held.pop(pos)
+            conn.held_bytes -= len(data)
+            skip = conn.expect[d] - pos
+            if skip < len(data):
+                conn.expect[d] = pos + len(data)
+                self._deliver(conn, d, ts_ns, data[skip:])
+        if not conn.held[0] and not conn.held[1]:
+            conn.hole_batches = 0
+            self._holes.discard(conn)
+
+    def _skip_holes(self, conn: Connection) -> None:
+        """The missing bytes are not coming: jump over each hole, losing what was there."""
+        for d in (0, 1):
+            while conn.held[d]:
+                pos = min(conn.held[d])
+                if pos > conn.expect[d]:
+                    self.drops["data_gap"] += 1
+                    self._gap(conn)
+                    conn.expect[d] = pos
+                self._release(conn, d)
+        conn.held_bytes = 0
+        conn.hole_batches = 0
+        self._holes.discard(conn)
+
+    def _gap(self, conn: Connection) -> None:
+        """Bytes were lost: the parser cannot continue; restart at the next request line."""
+        if conn.stitcher is not None:
+            errors = conn.stitcher.errors
+            self.http_errors.update({k: v for k, v in errors.items() if k not in UNMATCHED_ERRORS})
+            conn.stitcher = None
+        if conn.state in (HTTP, SYNCING):
+            conn.state = SYNCING
+        elif conn.state == PROBING:
+            conn.opened = False  # no longer at the stream's start: probe like a mid-stream socket
+            conn.probe_buf = [b"", b""]
+
+    # -- protocol ---------------------------------------------------------------------------
+    def _deliver(self, conn: Connection, d: int, ts_ns: int, data: bytes) -> None:
+        state = conn.state
+        if state == HTTP:
+            self._feed(conn, d, ts_ns, data)
+        elif state == SYNCING:
+            if d == conn.request_direction and looks_like_http_request(data[:256]):
+                self._start_http(conn, d, ts_ns, data)
+        elif state == PROBING:
+            self._probe(conn, d, ts_ns, data)
+
+    def _probe(self, conn: Connection, d: int, ts_ns: int, data: bytes) -> None:
+        if conn.probe_buf[d]:
+            data = conn.probe_buf[d] + data
+            ts_ns = conn.probe_ts[d]
+            conn.probe_buf[d] = b""
+        head = data[:256]
+        if len(head) < PROBE_MIN_BYTES and b"\n" not in head:
+            conn.probe_buf[d], conn.probe_ts[d] = data, ts_ns  # too few bytes to tell yet
+            return
+        sender_is_client = None
+        if looks_like_http_request(head):
+            sender_is_client = True
+        elif looks_like_http_response(head):
+            sender_is_client = False
+        if sender_is_client is not None:
+            role = ROLE_CLIENT if (d == EGRESS) == sender_is_client else ROLE_SERVER
+            if conn.role == ROLE_UNKNOWN:
+                conn.role = role
+            if conn.role == role:
+                self.counts["http_connections"] += 1
+                if sender_is_client:
+                    self._start_http(conn, d, ts_ns, data)
+                else:
+                    conn.state = SYNCING  # a response whose request went by before we looked
+                return
+        conn.probe_tries += 1
+        if conn.opened or conn.probe_tries >= PROBE_TRIES:
+            conn.state = OTHER
+            conn.probe_buf = [b"", b""]
+            self.counts["other_connections"] += 1
+            if self._disable is not None:
+                self._disable(conn.pid, conn.fd, conn.gen)
+
+    def _start_http(self, conn: Connection, d: int, ts_ns: int, data: bytes) -> None:
+        conn.state = HTTP
+        conn.stitcher = Http1Stitcher(body_limit=self.body_limit)
+        self._feed(conn, d, ts_ns, data)
+
+    def _feed(self, conn: Connection, d: int, ts_ns: int, data: bytes) -> None:
+        stitcher = conn.stitcher
+        assert stitcher is not None
+        if d == conn.request_direction:
+            done = stitcher.feed_request(data, ts_ns)
+        else:
+            done = stitcher.feed_response(data, ts_ns)
+        if done:
+            self._collect(conn, done)
+        if stitcher.upgraded:  # websocket or a CONNECT tunnel: not HTTP from here on
+            self._end_parsing(conn)
+
+    def _end_parsing(self, conn: Connection) -> None:
+        assert conn.stitcher is not None
+        self.http_errors.update(conn.stitcher.errors)
+        conn.stitcher = None
+        conn.state = OTHER
+        if self._disable is not None:
+            self._disable(conn.pid, conn.fd, conn.gen)
+
+    def _collect(self, conn: Connection, txs: list[HttpTransaction]) -> None:
+        if not txs:
+            return
+        if not conn.has_tuple and not conn.addr_checked:
+            conn.addr_checked = True
+            found = socket_endpoints(conn.pid, conn.fd)
+            if found is not None:
+                conn.laddr, conn.lport, conn.raddr, conn.rport = found
+        offset = self.clock_offset_ns
+        for tx in txs:
+            tx.req_start_ns += offset
+            tx.resp_end_ns += offset
+            self._done.append((conn, tx))
+        conn.transactions += len(txs)
+        self.counts["transactions"] += len(txs)
+
+    # -- results ----------------------------------------------------------------------------
+    def pending(self) -> int:
+        """Transactions completed and not yet taken."""
+        return len(self._done)
+
+    def take(self) -> list[tuple[Connection, HttpTransaction]]:
+        done, self._done = self._done, []
+        return done
+
+    def take_arrow(self) -> pa.Table:
+        """The completed transactions as ``http_events`` rows (and forget them)."""
+        return rows_to_arrow(self.take())
+
+    def http_error_counts(self) -> Counter[str]:
+        """Parse and pairing problems of every HTTP connection, ended or live."""
+        total = Counter(self.http_errors)
+        for conn in self.conns.values():
+            if conn.stitcher is not None:
+                total.update(conn.stitcher.errors)
+        return total
+
+    def drop_counts(self) -> dict[str, int]:
+        """User-side losses: data_gap, buffer_overflow, late_event, conn_evicted, parse_error,
+        unmatched (requests or responses without their other half)."""
+        out = dict(self.drops)
+        errors = self.http_error_counts()
+        out["parse_error"] = sum(n for k, n in errors.items() if k not in UNMATCHED_ERRORS)
+        out["unmatched"] = sum(n for k, n in errors.items() if k in UNMATCHED_ERRORS)
+        for name in ("data_gap", "buffer_overflow", "late_event", "conn_evicted"):
+            out.setdefault(name, 0)
+        return out
+
+
+@functools.cache
+def _empty_http_events() -> pa.Table:
+    return transactions_to_arrow([], upid="", remote_addr="", remote_port=0, local_addr="", local_port=0, trace_role=0)
+
+
+def rows_to_arrow(done: list[tuple[Connection, HttpTransaction]]) -> pa.Table:
+    """``http_events`` rows for transactions of many connections.
+
+    The HTTP columns come from :func:`~pxq.agent.protocols.http1.transactions_to_arrow` in one
+    call; the connection columns (one value per connection there) are then set per row.
+    """
+    if not done:
+        return _empty_http_events()
+    table = transactions_to_arrow(
+        [tx for _, tx in done], upid="", remote_addr="", remote_port=0, local_addr="", local_port=0, trace_role=0
+    )
+    conns = [conn for conn, _ in done]
+    per_row = {
+        "upid": [c.upid for c in conns],
+        "remote_addr": [c.raddr for c in conns],
+        "remote_port": [c.rport for c in conns],
+        "local_addr": [c.laddr for c in conns],
+        "local_port": [c.lport for c in conns],
+        "trace_role": [c.role for c in conns],
+    }
+    schema = table.schema
+    for name, values in per_row.items():
+        i = schema.get_field_index(name)
+        table = table.set_column(i, schema.field(i), pa.array(values, type=schema.field(i).type))
+    return table
+
+
+def monotonic_to_epoch_offset() -> int:
+    """ns to add to a CLOCK_MONOTONIC timestamp (bpf_ktime_get_ns) to get epoch time: the
+    tightest of a few paired readings."""
+    best = None
+    for _ in range(5):
+        m0 = time.monotonic_ns()
+        wall = time.time_ns()
+        m1 = time.monotonic_ns()
+        if best is None or m1 - m0 < best[0]:
+            best = (m1 - m0, wall - (m0 + m1) // 2)
+    assert best is not None
+    return best[1]

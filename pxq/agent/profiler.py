@@ -1,0 +1,518 @@
+"""The CPU profiler collector: ``stack_traces.beta`` rows from ``bpf/profile.c`` (perf-event
+sampling with stacks counted in the kernel), symbolized in user space (:mod:`pxq.agent.symbols`),
+plus Python frames from py-spy for Python processes (:mod:`pxq.agent.pyspy`).
+
+::
+
+    profiler = Profiler(ProfilerOptions(sample_hz=99, pids=frozenset({1234})))
+    profiler.start()                    # compile, load, attach (BpfError with the reason if not)
+    while capturing:
+        profiler.poll(100)              # snapshots new processes; reads the kernel maps every 1 s
+    profiler.stop()                     # last read, py-spy's last segments, detach
+    table = profiler.drain()            # pyarrow.Table with stack_traces.beta's exact schema
+    profiler.drops()                    # {"user_stack_lost": 0, ..., "truncated_user_stack": 12}
+
+Kernel side: a software CPU_CLOCK perf event on every CPU at ``sample_hz`` (there is no hardware
+PMU here); each sample counts (tgid, user stack id, kernel stack id, comm) in a hash map, stacks
+kept once in a stack-trace map. The idle task and pxq itself are never sampled; with a pid
+filter only those processes are. The first sample of a process (and its exec) is announced
+through a small ring buffer, so :meth:`Profiler.poll` snapshots its memory map and opens its
+files within one poll: symbols then resolve even if it exits before the next read.
+
+Reading (every ``drain_interval_s``, and at stop): flip the generation, take the other
+generation's counts (one batch lookup, one batch delete), read and delete the stack ids they
+refer to, symbolize, fold, and aggregate identical stacks per read; ``time_`` is the read time.
+
+Rows: ``stack_trace`` is folded root first: user frames, then kernel frames (``name_[k]``). A
+stack id the kernel failed to record shows as ``[lost user stack]`` / ``[lost kernel stack]_[k]``
+(the sample still counts). ``stack_trace_id`` is a stable 64-bit hash of the folded text.
+``sampler`` is ``ebpf`` or ``py-spy``; ``truncated`` marks user stacks that do not reach a
+process or thread entry (see :func:`pxq.agent.symbols.stack_is_truncated`).
+
+Counters (:meth:`Profiler.drops`, cumulative): ``user_stack_lost``, ``kernel_stack_lost``
+(-EEXIST hash collisions or -ENOMEM in the stack map; -EFAULT, "no such stack", is normal and not
+counted), ``counts_map_full``, ``notify_lost``, ``stack_missing`` (an id whose stack was gone
+when read), and ``truncated_user_stack`` (samples, not losses: the stack is there but shallow;
+:meth:`Profiler.truncated_by_process` has them per upid), plus py-spy's (``pyspy_missing``,
+``pyspy_attach_failed``, ``pyspy_sample_errors``, ``pyspy_killed``).
+
+Options (``px.set('perf_profiler.KEY', value)`` or ``#px:set perf_profiler.KEY=value``):
+``sample_hz`` (99), ``python`` (``auto``: py-spy for Python processes when it is installed;
+``on``: the same, but fail when py-spy is missing; ``off``), ``drain_interval_s`` (1.0),
+``pyspy_segment_s`` (10), ``pyspy_min_cpu`` (0.05), ``stacks_size`` (16384 stacks per
+generation), ``counts_size`` (20480 keys).
+
+py-spy costs about 2 % of a CPU per sampled process at 99 Hz, idle or not. Processes asked for by
+pid get it from the start; on a whole-host run only Python processes that used at least
+``pyspy_min_cpu`` of a CPU in one read (5 %) get it, from that read on.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from pxq.agent.bpf_program import (
+    BpfError,
+    BpfProgram,
+    build_program,
+    counter_names,
+    header_constants,
+    layout_asserts,
+    load,
+)
+from pxq.agent.procinfo import make_upid
+from pxq.agent.pyspy import SAMPLER as PYSPY_SAMPLER
+from pxq.agent.pyspy import PySpySampler
+from pxq.agent.symbols import KERNEL_SUFFIX, Symbolizer
+from pxq.tables import CATALOG
+
+PROGRAM_FILE = "profile.c"
+HEADER_FILE = "profile.h"
+TABLE = "stack_traces.beta"
+EBPF_SAMPLER = "ebpf"
+LOST_USER = "[lost user stack]"
+LOST_KERNEL = "[lost kernel stack]" + KERNEL_SUFFIX
+NO_STACK = "[unknown]"
+PYTHON_MODES = ("auto", "on", "off")
+
+
+class ProfileKey(ct.Structure):
+    """``struct pxq_profile_key`` of ``bpf/profile.h`` (checked at compile time)."""
+
+    _fields_ = [
+        ("tgid", ct.c_uint32),
+        ("user_stack_id", ct.c_int32),
+        ("kernel_stack_id", ct.c_int32),
+        ("generation", ct.c_uint32),
+        ("comm", ct.c_char * 16),
+    ]
+
+
+class NewPid(ct.Structure):
+    """``struct pxq_profile_new_pid`` of ``bpf/profile.h`` (checked at compile time)."""
+
+    _fields_ = [("tgid", ct.c_uint32), ("reason", ct.c_uint32)]
+
+
+_CONSTANTS = header_constants(HEADER_FILE)
+STAT_NAMES = counter_names(_CONSTANTS, "PXQ_PROF_STAT_")
+NEW_EXEC = _CONSTANTS["PXQ_PROF_NEW_EXEC"]
+
+
+@dataclass(frozen=True)
+class ProfilerOptions:
+    """What the profiler samples and how (see the module docstring)."""
+
+    sample_hz: int = 99
+    pids: frozenset[int] | None = None  # None (or empty): every process
+    python: str = "auto"
+    drain_interval_s: float = 1.0
+    pyspy_segment_s: int = 10
+    pyspy_min_cpu: float = 0.05
+    stacks_size: int = 16384
+    counts_size: int = 20480
+    self_pid: int = field(default_factory=os.getpid)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.sample_hz <= 10000:
+            raise ValueError(f"sample_hz must be between 1 and 10000, not {self.sample_hz}")
+        if self.python not in PYTHON_MODES:
+            raise ValueError(f"python must be one of {', '.join(PYTHON_MODES)}, not {self.python!r}")
+
+    def defines(self) -> dict[str, int]:
+        return {
+            "COUNTS_SIZE": self.counts_size,
+            "STACKS_SIZE": self.stacks_size,
+            "SELF_PID": self.self_pid,
+            "FILTER_PIDS": 1 if self.pids else 0,
+            "MAX_PIDS": max(64, len(self.pids or ()) * 2),
+        }
+
+
+def options_from_request(request) -> ProfilerOptions:
+    """ProfilerOptions for a ``ProbeManifest`` collector request: its pid filter and settings."""
+    option = getattr(request, "option", lambda _key, default=None: default)
+    pids = getattr(request, "pids", None)
+    try:
+        return ProfilerOptions(
+            sample_hz=int(float(option("sample_hz", 99))),
+            pids=frozenset(pids) if pids else None,
+            python=str(option("python", "auto")).lower(),
+            drain_interval_s=float(option("drain_interval_s", 1.0)),
+            pyspy_segment_s=int(float(option("pyspy_segment_s", 10))),
+            pyspy_min_cpu=float(option("pyspy_min_cpu", 0.05)),
+            stacks_size=int(option("stacks_size", 16384)),
+            counts_size=int(option("counts_size", 20480)),
+        )
+    except ValueError as exc:
+        raise BpfError(f"perf_profiler: {exc}") from None
+
+
+def build_profiler(options: ProfilerOptions) -> BpfProgram:
+    asserts = layout_asserts("pxq_profile_key", ProfileKey) + layout_asserts("pxq_profile_new_pid", NewPid)
+    attach = f"attach: on_sample on a software CPU_CLOCK perf event, sample_freq={options.sample_hz} Hz, every CPU"
+    pids = f"allowed_pids: {', '.join(map(str, sorted(options.pids)))}" if options.pids else "every process"
+    return build_program(PROGRAM_FILE, options.defines(), asserts, notes=(attach, pids))
+
+
+def profiler_program(request=None) -> str:
+    """The BPF program the profiler would load, with its ``-D`` flags (``pxq explain --bpf``)."""
+    options = request if isinstance(request, ProfilerOptions) else (
+        options_from_request(request) if request is not None else ProfilerOptions())
+    return build_profiler(options).explain()
+
+
+def stack_trace_id(folded: str) -> int:
+    """A stable signed 64-bit id of a folded stack (the same text gives the same id everywhere)."""
+    return int.from_bytes(hashlib.blake2b(folded.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def rows_to_table(rows: list[tuple[int, str, str, int, str, bool]]) -> pa.Table:
+    """``stack_traces.beta`` from (time_ns, upid, folded stack, count, sampler, truncated) rows."""
+    schema = CATALOG[TABLE].arrow_schema()
+    if not rows:
+        return schema.empty_table()
+    times, upids, stacks, counts, samplers, truncated = zip(*rows)
+    columns = {
+        "time_": pa.array(times, pa.int64()).cast(schema.field("time_").type),
+        "upid": upids,
+        "stack_trace_id": [stack_trace_id(s) for s in stacks],
+        "stack_trace": stacks,
+        "count": counts,
+        "sampler": samplers,
+        "truncated": truncated,
+    }
+    return pa.table([pa.array(columns[f.name], f.type) for f in schema], schema=schema)
+
+
+class Profiler:
+    """CPU stack samples of the profiled processes (see the module docstring)."""
+
+    def __init__(self, options: ProfilerOptions | None = None):
+        self.options = options or ProfilerOptions()
+        self.program = build_profiler(self.options)
+        self.symbolizer = Symbolizer()
+        self.pyspy: PySpySampler | None = None
+        if self.options.python != "off":
+            self.pyspy = PySpySampler(rate_hz=self.options.sample_hz, segment_s=self.options.pyspy_segment_s)
+        self._bpf = None
+        self._tables: dict[str, object] = {}
+        self._generation = 0
+        self._last_read = 0.0
+        self._previous_read = 0.0
+        self._notices: list[tuple[int, int]] = []
+        self._rows: list[tuple[int, str, str, int, str, bool]] = []
+        self._kernel_stats = dict.fromkeys(STAT_NAMES, 0)
+        self._user_counts = {"stack_missing": 0, "truncated_user_stack": 0}
+        self._truncated: dict[str, int] = {}
+        self._upids: dict[int, str] = {}
+        self._gone: set[int] = set()  # processes found exited at the last read
+        self.samples = 0
+        self.reads = 0
+        self.last_read_s = 0.0
+
+    # -- life cycle -------------------------------------------------------------------------
+    def start(self) -> Profiler:
+        """Compile, load and attach; raises :class:`BpfError` saying why when that fails."""
+        if self._bpf is not None:
+            return self
+        if self.options.python == "on" and (self.pyspy is None or not self.pyspy.available):
+            raise BpfError("perf_profiler.python=on, but py-spy is not installed (pip install py-spy), "
+                           "or set perf_profiler.python=auto to profile without Python frames")
+        from bcc import PerfSWConfig, PerfType
+
+        self._bpf = bpf = load(self.program)
+        try:
+            for name in ("control", "counts", "stacks0", "stacks1", "allowed_pids", "seen_pids", "stats", "new_pids"):
+                self._tables[name] = bpf[name.encode()]
+            allowed = self._tables["allowed_pids"]
+            for pid in sorted(self.options.pids or ()):
+                allowed[ct.c_uint32(pid)] = ct.c_uint8(1)
+                self._notices.append((pid, 0))  # snapshot now, start py-spy if it is Python
+            notices = self._notices
+
+            def on_record(_ctx, data, _size):
+                record = ct.cast(data, ct.POINTER(NewPid)).contents
+                notices.append((record.tgid, record.reason))
+                return 0
+
+            self._on_record = on_record
+            self._tables["new_pids"].open_ring_buffer(on_record)
+            self._handle_notices()
+            bpf.attach_perf_event(ev_type=PerfType.SOFTWARE, ev_config=PerfSWConfig.CPU_CLOCK,
+                                  fn_name=b"on_sample", sample_freq=self.options.sample_hz, cpu=-1)
+            self.symbolizer.kernel.table  # parse kallsyms now (~0.2 s), not in the first read
+        except Exception as exc:
+            bpf.cleanup()
+            self._bpf = None
+            self._tables.clear()
+            if isinstance(exc, BpfError):
+                raise
+            raise BpfError(f"{PROGRAM_FILE}: attaching the CPU_CLOCK perf event failed: {exc}") from exc
+        self._last_read = self._previous_read = time.monotonic()
+        return self
+
+    def stop(self) -> None:
+        """Read what the kernel still holds, end py-spy's segments, detach."""
+        if self._bpf is None:
+            return
+        try:
+            self._bpf.ring_buffer_consume()
+            self._handle_notices()
+            self._read_kernel()
+        finally:
+            self._bpf.cleanup()
+            self._bpf = None
+            self._tables.clear()
+            if self.pyspy is not None:
+                self.pyspy.stop()
+                self._take_pyspy()
+            self.symbolizer.close()
+
+    # -- collecting -------------------------------------------------------------------------
+    def poll(self, timeout_ms: int = 100) -> int:
+        """Wait up to ``timeout_ms`` for new processes, snapshot them; read the kernel's counts when
+        ``drain_interval_s`` has passed. Returns new processes plus samples read."""
+        bpf = self._bpf
+        if bpf is None:
+            raise RuntimeError("Profiler.poll() before start()")
+        bpf.ring_buffer_poll(max(0, int(timeout_ms)))
+        handled = self._handle_notices()
+        if time.monotonic() - self._last_read >= self.options.drain_interval_s:
+            handled += self._read_kernel()
+        if self.pyspy is not None:
+            handled += self.pyspy.poll()
+            self._take_pyspy()
+        return handled
+
+    def _handle_notices(self) -> int:
+        notices, self._notices[:] = self._notices[:], []
+        for pid, reason in notices:
+            if reason == NEW_EXEC or pid not in self.symbolizer.processes:
+                snap = self.symbolizer.snapshot(pid)
+            else:
+                snap = self.symbolizer.processes[pid]
+            if snap is None:
+                continue
+            self._upids[pid] = make_upid(pid, snap.start_ticks)
+            if self.options.pids:  # asked for by pid: Python frames from the start
+                self._python_frames(pid)
+        return len(notices)
+
+    def _python_frames(self, pid: int) -> None:
+        """Have py-spy sample ``pid`` if it is a Python process (once; never pxq itself)."""
+        snap = self.symbolizer.processes.get(pid)
+        if self.pyspy is not None and snap is not None and snap.is_python and pid != self.options.self_pid:
+            self.pyspy.add(pid, self._upids.get(pid) or make_upid(pid, snap.start_ticks))
+
+    def _take_pyspy(self) -> None:
+        for time_ns, upid, stack, count in self.pyspy.take():
+            self._rows.append((time_ns, upid, stack, count, PYSPY_SAMPLER, False))
+
+    def _flip_and_take_counts(self) -> list[tuple[ProfileKey, int]]:
+        """Point new samples at the other generation; take (and delete) this one's counts."""
+        old = self._generation
+        self._generation = 1 - old
+        self._tables["control"][ct.c_int(0)] = ct.c_uint32(self._generation)
+        counts = self._tables["counts"]
+        try:
+            items = [(k, int(v)) for k, v in counts.items_lookup_batch() if k.generation == old]
+            if items:
+                keys = (counts.Key * len(items))(*(k for k, _ in items))
+                counts.items_delete_batch(keys)
+        except Exception:  # batch map operations unsupported: one syscall per key
+            items = [(k, int(v.value)) for k, v in counts.items() if k.generation == old]
+            for k, _ in items:
+                _delete(counts, k)
+        return items
+
+    def _read_kernel(self) -> int:
+        """Take one generation of counts and stacks, symbolize, fold, aggregate into rows."""
+        begin = time.monotonic()
+        self._last_read = begin
+        old = self._generation
+        items = self._flip_and_take_counts()
+        stacks = self._tables["stacks1" if old else "stacks0"]
+        addresses: dict[int, list[int] | None] = {}
+        for key, _ in items:
+            for stack_id in (key.user_stack_id, key.kernel_stack_id):
+                if stack_id >= 0 and stack_id not in addresses:
+                    addresses[stack_id] = self._stack(stacks, stack_id)
+        for stack_id in addresses:
+            _delete(stacks, stacks.Key(stack_id))
+
+        now = time.time_ns()
+        folded: dict[tuple[str, str, bool], int] = {}
+        user_cache: dict[tuple[int, int], tuple[list[str], bool]] = {}
+        kernel_cache: dict[int, list[str]] = {}
+        total = 0
+        per_pid: dict[int, int] = {}
+        for key, count in items:
+            pid = key.tgid
+            user, truncated = self._user_part(pid, key.user_stack_id, addresses, user_cache, count)
+            kernel = self._kernel_part(key.kernel_stack_id, addresses, kernel_cache, count)
+            upid = self._upid(pid)
+            text = ";".join(user + kernel) or NO_STACK
+            row_key = (upid, text, truncated)
+            folded[row_key] = folded.get(row_key, 0) + count
+            if truncated:
+                self._truncated[upid] = self._truncated.get(upid, 0) + count
+                self._user_counts["truncated_user_stack"] += count
+            total += count
+            per_pid[pid] = per_pid.get(pid, 0) + count
+        for (upid, text, truncated), count in folded.items():
+            self._rows.append((now, upid, text, count, EBPF_SAMPLER, truncated))
+        if not self.options.pids:  # whole host: py-spy only for Python processes that use CPU
+            busy = self.options.pyspy_min_cpu * self.options.sample_hz * max(begin - self._previous_read, 1e-3)
+            for pid, count in per_pid.items():
+                if count >= busy:
+                    self._python_frames(pid)
+        self._previous_read = begin
+        self._forget_exited({key.tgid for key, _ in items})
+        self.samples += total
+        self.reads += 1
+        self.kernel_stats()
+        self.last_read_s = time.monotonic() - begin
+        return total
+
+    @staticmethod
+    def _stack(stacks, stack_id: int) -> list[int] | None:
+        try:
+            ips = list(stacks[stacks.Key(stack_id)].ip)
+        except KeyError:
+            return None
+        return ips[: ips.index(0)] if 0 in ips else ips
+
+    def _user_part(self, pid, stack_id, addresses, cache, count) -> tuple[list[str], bool]:
+        if stack_id == -errno.EFAULT:
+            return [], False  # no user stack: a kernel thread
+        if stack_id < 0:
+            return [LOST_USER], False
+        found = cache.get((pid, stack_id))
+        if found is None:
+            ips = addresses.get(stack_id)
+            if ips is None:
+                self._user_counts["stack_missing"] += count
+                return [LOST_USER], False
+            found = cache[(pid, stack_id)] = self.symbolizer.user_stack(pid, ips)
+        return found
+
+    def _kernel_part(self, stack_id, addresses, cache, count) -> list[str]:
+        if stack_id == -errno.EFAULT:
+            return []  # sampled in user mode
+        if stack_id < 0:
+            return [LOST_KERNEL]
+        found = cache.get(stack_id)
+        if found is None:
+            ips = addresses.get(stack_id)
+            if ips is None:
+                self._user_counts["stack_missing"] += count
+                return [LOST_KERNEL]
+            found = cache[stack_id] = self.symbolizer.kernel_stack(ips)
+        return found
+
+    def _upid(self, pid: int) -> str:
+        upid = self._upids.get(pid)
+        if upid is None:
+            snap = self.symbolizer.processes.get(pid) or self.symbolizer.snapshot(pid)
+            upid = make_upid(pid, snap.start_ticks if snap is not None else 0)
+            self._upids[pid] = upid
+        return upid
+
+    def _forget_exited(self, sampled: set[int]) -> None:
+        """Drop snapshots of processes that are gone, and let the kernel announce their pids again
+        when reused. A process found gone is forgotten one read later, when it is still not in
+        the counts: its last samples may sit in the generation being filled right now."""
+        seen = self._tables.get("seen_pids")
+        gone = set()
+        for pid in [p for p in self.symbolizer.processes if p not in sampled]:
+            if self.symbolizer.is_current(pid):
+                continue
+            if pid not in self._gone:
+                gone.add(pid)
+                continue
+            self.symbolizer.forget(pid)
+            self._upids.pop(pid, None)
+            if seen is not None:
+                _delete(seen, ct.c_uint32(pid))
+        self._gone = gone
+
+    def drain(self) -> pa.Table:
+        """``stack_traces.beta`` rows read since the last drain (the catalog's exact schema)."""
+        rows, self._rows = self._rows, []
+        return rows_to_table(rows)
+
+    # -- counters ---------------------------------------------------------------------------
+    def kernel_stats(self) -> dict[str, int]:
+        """The kernel's counters (cumulative, summed over CPUs): samples and losses."""
+        table = self._tables.get("stats")
+        if table is not None:  # after stop(), the last counts read
+            self._kernel_stats = {name: int(sum(table[ct.c_int(i)])) for i, name in enumerate(STAT_NAMES)}
+        return dict(self._kernel_stats)
+
+    def drops(self) -> dict[str, int]:
+        """Lost or degraded samples by reason (see the module docstring); cumulative."""
+        out = {k: v for k, v in self.kernel_stats().items() if k != "samples"}
+        out.update(self._user_counts)
+        if self.pyspy is not None:
+            out.update(self.pyspy.counters)
+        return out
+
+    def truncated_by_process(self) -> dict[str, int]:
+        """Samples with a truncated user stack, per upid."""
+        return dict(self._truncated)
+
+    def stats(self) -> dict[str, int | float]:
+        return {
+            "samples": self.samples,
+            "kernel_samples": self._kernel_stats.get("samples", 0),
+            "reads": self.reads,
+            "last_read_s": self.last_read_s,
+            "processes": len(self.symbolizer.processes),
+            "pyspy_samples": self.pyspy.samples if self.pyspy is not None else 0,
+        }
+
+
+def _delete(table, key) -> None:
+    """Delete ``key`` from a BPF map, if it is (still) there."""
+    try:
+        del table[key]
+    except KeyError:
+        pass
+
+
+class PerfProfilerCollector:
+    """``stack_traces.beta`` for the embedded agent (``pxq.agent.embedded.COLLECTORS``)."""
+
+    name = "perf_profiler"
+
+    def __init__(self, request, options=None):
+        self.profiler = Profiler(options_from_request(request))
+
+    def start(self) -> None:
+        self.profiler.start()
+
+    def poll(self, timeout_ms: int) -> int:
+        return self.profiler.poll(timeout_ms)
+
+    def drain(self) -> dict[str, pa.Table]:
+        return {TABLE: self.profiler.drain()}
+
+    def drops(self) -> dict[str, dict[str, int]]:
+        return {TABLE: self.profiler.drops()}
+
+    def stop(self) -> None:
+        self.profiler.stop()
+
+
+__all__ = [
+    "PerfProfilerCollector", "Profiler", "ProfilerOptions", "ProfileKey", "NewPid", "build_profiler",
+    "options_from_request", "profiler_program", "rows_to_table", "stack_trace_id",
+]

@@ -1,0 +1,384 @@
+"""The socket tracer collector: load ``bpf/socket_trace.c``, drain its ring buffer, and hand the
+events to the connection tracker, which produces ``http_events`` rows.
+
+::
+
+    tracer = SocketTracer(pids={1234}, body_limit=1024)
+    tracer.start()                      # compile, load, attach (BpfError with the reason if not)
+    while capturing:
+        n = tracer.poll(100)            # events handled in this poll (for a progress line)
+    tracer.stop()                       # drain what is left, finish open connections, detach
+    table = tracer.drain()              # pyarrow.Table with http_events' exact schema
+    tracer.drops()                      # {"ringbuf_full": 0, "truncated": 0, ..., "unmatched": 0}
+
+Decoding is one ``struct.unpack_from`` per event over the raw ring buffer record; the layout comes
+from :class:`EventHeader`, which the program is compiled against (``_Static_assert`` per field),
+so the reader and ``bpf/socket_trace.h`` cannot silently disagree.
+
+Kernel-side options (``-D`` flags, see ``bpf/socket_trace.c``): MAX_DATA bytes per event (16 KiB;
+a call moving more is split into several events), MAX_STEPS events+iovecs walked per call (128:
+up to 2 MiB per call; more is counted as ``truncated``), MAX_IOV iovec entries (64), MAX_MMSG
+messages per sendmmsg/recvmmsg (8), RING_PAGES ring buffer size (2048 pages = 8 MiB).
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import struct
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+import pyarrow as pa
+
+from pxq.agent.bpf_program import (
+    BpfError,
+    BpfProgram,
+    allow_pids,
+    build_program,
+    counter_names,
+    header_constants,
+    layout_asserts,
+    load_with_maps,
+    possible_cpus,
+)
+from pxq.agent.conn_tracker import ConnTracker, SockEvent, monotonic_to_epoch_offset, rows_to_arrow
+from pxq.agent.protocols.http1 import DEFAULT_BODY_LIMIT
+
+PROGRAM_FILE = "socket_trace.c"
+HEADER_FILE = "socket_trace.h"
+SUPPORTED_PROTOCOLS = ("http",)
+# poll() takes events at most this often (ms); see SocketTracer.poll.
+BATCH_INTERVAL_MS = 50
+
+
+class EventHeader(ct.Structure):
+    """``struct pxq_sock_event`` of ``bpf/socket_trace.h`` (checked at compile time)."""
+
+    _fields_ = [
+        ("ts_ns", ct.c_uint64),
+        ("pos", ct.c_uint64),
+        ("size", ct.c_uint64),
+        ("pid", ct.c_uint32),
+        ("fd", ct.c_int32),
+        ("gen", ct.c_uint32),
+        ("data_len", ct.c_uint32),
+        ("kind", ct.c_uint16),
+        ("flags", ct.c_uint16),
+        ("direction", ct.c_uint8),
+        ("role", ct.c_uint8),
+        ("family", ct.c_uint16),
+        ("lport", ct.c_uint16),
+        ("rport", ct.c_uint16),
+        ("syscall", ct.c_uint16),
+        ("reserved", ct.c_uint16),
+        ("laddr", ct.c_uint8 * 16),
+        ("raddr", ct.c_uint8 * 16),
+    ]
+
+
+HEADER_SIZE = ct.sizeof(EventHeader)
+_STRUCT_CODES = {
+    ct.c_uint8: "B", ct.c_uint16: "H", ct.c_uint32: "I", ct.c_uint64: "Q",
+    ct.c_int8: "b", ct.c_int16: "h", ct.c_int32: "i", ct.c_int64: "q",
+}  # fmt: skip
+
+
+def struct_format(structure: type[ct.Structure]) -> str:
+    """A ``struct`` module format for a ctypes Structure of integers and byte arrays, with the
+    padding bytes made explicit (so it decodes the same bytes the C compiler laid out)."""
+    fmt, at = "<", 0
+    for name, ctype in structure._fields_:
+        offset = getattr(structure, name).offset
+        if offset > at:
+            fmt += f"{offset - at}x"
+        if issubclass(ctype, ct.Array):
+            fmt += f"{ct.sizeof(ctype)}s"
+        else:
+            fmt += _STRUCT_CODES[ctype]
+        at = offset + ct.sizeof(ctype)
+    if ct.sizeof(structure) > at:
+        fmt += f"{ct.sizeof(structure) - at}x"
+    assert struct.calcsize(fmt) == ct.sizeof(structure), (fmt, ct.sizeof(structure))
+    return fmt
+
+
+_HEADER = struct.Struct(struct_format(EventHeader))
+assert tuple(name for name, _ in EventHeader._fields_) == SockEvent._fields[:-1], "SockEvent follows the header"
+
+_CONSTANTS = header_constants(HEADER_FILE)
+DROP_REASONS = counter_names(_CONSTANTS, "PXQ_DROP_")  # kernel drop counter names, by index
+
+
+@dataclass(frozen=True)
+class SocketTracerOptions:
+    """What the kernel program is compiled with (see the module docstring)."""
+
+    pids: frozenset[int] | None = None  # None (or empty): every process
+    max_data: int = 16384
+    max_steps: int = 128
+    max_iov: int = 64
+    max_mmsg: int = 8
+    ring_pages: int = 2048
+    self_pid: int = field(default_factory=os.getpid)
+
+    def defines(self) -> dict[str, int]:
+        if self.max_data & (self.max_data - 1) or not 64 <= self.max_data <= 16384:
+            raise ValueError(f"max_data must be a power of two in [64, 16384], not {self.max_data}")
+        if self.ring_pages & (self.ring_pages - 1):
+            raise ValueError(f"ring_pages must be a power of two, not {self.ring_pages}")
+        return {
+            "MAX_DATA": self.max_data,
+            "MAX_STEPS": self.max_steps,
+            "MAX_IOV": self.max_iov,
+            "MAX_MMSG": self.max_mmsg,
+            "RING_PAGES": self.ring_pages,
+            "NCPU": possible_cpus(),
+            "SELF_PID": self.self_pid,
+            "FILTER_PIDS": 1 if self.pids else 0,
+        }
+
+
+def options_from_manifest(request) -> SocketTracerOptions:
+    """Kernel options for a ``ProbeManifest`` collector request (its pid filter)."""
+    pids = getattr(request, "pids", None)
+    return SocketTracerOptions(pids=frozenset(pids) if pids else None)
+
+
+def build_socket_tracer(options: SocketTracerOptions) -> BpfProgram:
+    if options.pids:
+        notes = (f"allowed_pids map, written at start: {', '.join(map(str, sorted(options.pids)))}",)
+    else:
+        notes = ("every process is traced (no pid filter); pxq itself never is (SELF_PID)",)
+    return build_program(PROGRAM_FILE, options.defines(), layout_asserts("pxq_sock_event", EventHeader), notes)
+
+
+def socket_tracer_program(
+    manifest_options: SocketTracerOptions | object | None = None,
+    *,
+    pids: Iterable[int] | None = None,
+    protocols: Iterable[str] = ("http",),
+) -> str:
+    """The BPF program the socket tracer would load, with its ``-D`` flags (``pxq explain --bpf``).
+
+    ``manifest_options``: :class:`SocketTracerOptions`, a ``ProbeManifest`` collector request
+    (anything with ``pids``), or None; or give ``pids`` (and ``protocols``) directly, as
+    :class:`SocketTracer` takes them.
+    """
+    check_protocols(protocols)
+    if isinstance(manifest_options, SocketTracerOptions):
+        options = manifest_options
+    elif manifest_options is not None:
+        options = options_from_manifest(manifest_options)
+    else:
+        options = SocketTracerOptions(pids=frozenset(pids) if pids else None)
+    return build_socket_tracer(options).explain()
+
+
+def check_protocols(protocols: Iterable[str]) -> tuple[str, ...]:
+    """``protocols`` as a tuple; :class:`BpfError` for one the socket tracer cannot parse."""
+    protocols = tuple(protocols)
+    unknown = [p for p in protocols if p not in SUPPORTED_PROTOCOLS]
+    if unknown:
+        raise BpfError(f"the socket tracer parses {', '.join(SUPPORTED_PROTOCOLS)} only, not {', '.join(unknown)}")
+    return protocols
+
+
+class SocketTracer:
+    """HTTP/1.x transactions of the traced processes, from socket syscalls (see module doc)."""
+
+    def __init__(
+        self,
+        pids: Iterable[int] | None = None,
+        protocols: Iterable[str] = ("http",),
+        body_limit: int = DEFAULT_BODY_LIMIT,
+        *,
+        options: SocketTracerOptions | None = None,
+    ) -> None:
+        self.protocols = check_protocols(protocols)
+        pid_set = frozenset(pids) if pids else None
+        self.options = replace(options or SocketTracerOptions(), pids=pid_set)
+        self.body_limit = body_limit
+        self.program = build_socket_tracer(self.options)
+        self._bpf = None
+        self._raw: list[bytes] = []
+        self._tracker = ConnTracker(body_limit=body_limit, disable=self._disable, forget=self._forget)
+        self._tables: dict[str, object] = {}
+        self._kernel_drops = dict.fromkeys(DROP_REASONS, 0)
+        self.batch_interval_ms = BATCH_INTERVAL_MS
+        self._last_poll = 0.0
+        self.polls = 0
+        self.last_poll_events = 0
+        self.started_ns = 0
+
+    # -- life cycle -------------------------------------------------------------------------
+    def start(self) -> SocketTracer:
+        """Compile, load and attach; raises :class:`BpfError` saying why when that fails."""
+        if self._bpf is not None:
+            return self
+        bpf, tables = load_with_maps(self.program, ("events", "drops", "allowed_pids", "disabled", "conns"),
+                                     self.options.pids)  # fmt: skip
+        self._bpf = bpf
+        self._tables.update(tables)
+        try:
+            self._tracker.clock_offset_ns = monotonic_to_epoch_offset()
+            raw = self._raw
+
+            def on_record(_ctx, data, size):
+                raw.append(ct.string_at(data, size))
+                return 0
+
+            self._on_record = on_record
+            self._tables["events"].open_ring_buffer(on_record)
+        except Exception:
+            bpf.cleanup()
+            self._bpf = None
+            self._tables.clear()
+            raise
+        self.started_ns = time.time_ns()
+        return self
+
+    def add_pids(self, pids: Iterable[int]) -> None:
+        """Trace these processes too (only when the tracer was started with a pid set)."""
+        if not self.options.pids:
+            return  # every process is traced already
+        allowed = self._tables.get("allowed_pids")
+        if allowed is not None:
+            allow_pids(allowed, pids)
+
+    def stop(self) -> None:
+        """Take the events still in the ring buffer, finish every open connection, detach."""
+        if self._bpf is None:
+            return
+        try:
+            self._bpf.ring_buffer_consume()
+            self._process()
+            self.kernel_drops()
+            self._tracker.close_all()
+        finally:
+            self._bpf.cleanup()
+            self._bpf = None
+            self._tables.clear()
+
+    def __enter__(self) -> SocketTracer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._bpf is not None
+
+    # -- collecting -------------------------------------------------------------------------
+    def poll(self, timeout_ms: int = 100) -> int:
+        """Wait up to ``timeout_ms`` for events and handle all that are there; returns how many.
+
+        Events are taken in batches at most every ``batch_interval_ms`` (50 ms): waking up for
+        every few events costs more than the events themselves, and the ring buffer holds
+        far more than that interval's worth.
+        """
+        bpf = self._bpf
+        if bpf is None:
+            raise RuntimeError("SocketTracer.poll() before start()")
+        now = time.monotonic()
+        wait = min(self._last_poll + self.batch_interval_ms / 1000 - now, timeout_ms / 1000)
+        if wait > 0:
+            time.sleep(wait)
+        bpf.ring_buffer_consume()
+        if not self._raw:
+            left = timeout_ms - max(wait, 0) * 1000
+            if left >= 1:
+                bpf.ring_buffer_poll(int(left))
+        self._last_poll = time.monotonic()
+        return self._process()
+
+    def _process(self) -> int:
+        batch = self._raw[:]
+        del self._raw[:]
+        handle = self._tracker.handle
+        unpack = _HEADER.unpack_from
+        for record in batch:
+            handle(SockEvent(*unpack(record), record[HEADER_SIZE:]))
+        self._tracker.end_batch()
+        self.polls += 1
+        self.last_poll_events = len(batch)
+        return len(batch)
+
+    def drain(self) -> pa.Table:
+        """``http_events`` rows completed since the last drain (the catalog's exact schema)."""
+        return rows_to_arrow(self._tracker.take())
+
+    def pending(self) -> int:
+        """Transactions completed and not drained yet."""
+        return self._tracker.pending()
+
+    def kernel_drops(self) -> dict[str, int]:
+        """The kernel's drop counters (cumulative), by reason."""
+        table = self._tables.get("drops")
+        if table is not None:  # after stop(), the last counts read
+            self._kernel_drops = {name: int(table[ct.c_int(i)].value) for i, name in enumerate(DROP_REASONS)}
+        return dict(self._kernel_drops)
+
+    def drops(self) -> dict[str, int]:
+        """Everything lost so far, by reason: the kernel's counters (ringbuf_full, truncated,
+        iov_too_long, read_failed, conn_table_full) and user space's (data_gap, buffer_overflow,
+        late_event, conn_evicted, parse_error, unmatched)."""
+        out = self.kernel_drops()
+        out.update(self._tracker.drop_counts())
+        return out
+
+    def stats(self) -> dict[str, int]:
+        """events, bytes, transactions, connections (seen), open_connections, polls,
+        last_poll_events, http_connections, other_connections."""
+        counts = self._tracker.counts
+        return {
+            "events": counts["events"],
+            "bytes": counts["bytes"],
+            "transactions": counts["transactions"],
+            "connections": counts["connections"],
+            "open_connections": len(self._tracker.conns),
+            "http_connections": counts["http_connections"],
+            "other_connections": counts["other_connections"],
+            "polls": self.polls,
+            "last_poll_events": self.last_poll_events,
+        }
+
+    def open_connections(self, pid: int | None = None) -> int:
+        """Connections being tracked now (of one process, or all)."""
+        return sum(1 for conn in self._tracker.conns.values() if pid is None or conn.pid == pid)
+
+    def http_errors(self) -> dict[str, int]:
+        """The HTTP parser's detailed error counts (reason -> count)."""
+        return dict(self._tracker.http_error_counts())
+
+    # -- kernel maps ------------------------------------------------------------------------
+    @staticmethod
+    def _key(pid: int, fd: int) -> ct.c_uint64:
+        return ct.c_uint64((pid << 32) | (fd & 0xFFFFFFFF))
+
+    def _disable(self, pid: int, fd: int, gen: int) -> None:
+        table = self._tables.get("disabled")
+        if table is not None:
+            try:
+                table[self._key(pid, fd)] = ct.c_uint32(gen)
+            except Exception:  # the map is full: the bytes keep coming, and are ignored
+                pass
+
+    def _forget(self, pid: int, fd: int, gen: int) -> None:
+        conns = self._tables.get("conns")
+        if conns is None:
+            return
+        key = self._key(pid, fd)
+        try:
+            if conns[key].gen != gen:
+                return  # the fd holds a newer connection already
+            del conns[key]
+        except KeyError:
+            return
+        try:
+            del self._tables["disabled"][key]
+        except KeyError:
+            pass
+

@@ -1,0 +1,290 @@
+"""ConnTracker on synthetic kernel event sequences (no kernel needed): identity and generations,
+role inference, reassembly, gaps, buffer bounds, protocol inference, rows."""
+
+from __future__ import annotations
+
+import socket
+
+from pxq.agent.conn_tracker import (
+    EGRESS,
+    EV_CLOSE,
+    EV_DATA,
+    EV_OPEN,
+    EV_PROC_EXIT,
+    F_FILLER,
+    F_REMOTE,
+    F_TUPLE,
+    INGRESS,
+    PROBE_TRIES,
+    ROLE_CLIENT,
+    ROLE_SERVER,
+    ROLE_UNKNOWN,
+    ConnTracker,
+    SockEvent,
+    rows_to_arrow,
+)
+from pxq.tables import CATALOG
+
+PID = 4242
+LOCAL = socket.inet_aton("127.0.0.1") + bytes(12)
+REMOTE = socket.inet_aton("10.1.2.3") + bytes(12)
+REQ = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+
+class Stream:
+    """Builds the events the kernel would send for one connection, keeping stream offsets."""
+
+    def __init__(self, fd: int = 7, gen: int = 1, pid: int = PID, role: int = ROLE_UNKNOWN) -> None:
+        self.fd, self.gen, self.pid, self.role = fd, gen, pid, role
+        self.pos = [0, 0]
+        self.ts = 1_000_000
+
+    def _event(self, kind: int, **kw) -> SockEvent:
+        self.ts += kw.pop("dt", 1000)
+        fields = dict(
+            ts_ns=self.ts, pos=0, size=0, pid=self.pid, fd=self.fd, gen=self.gen, data_len=0, kind=kind,
+            flags=0, direction=0, role=self.role, family=0, lport=0, rport=0, syscall=0, reserved=0,
+            laddr=bytes(16), raddr=bytes(16), data=b"",
+        )  # fmt: skip
+        fields.update(kw)
+        return SockEvent(**fields)
+
+    def open(self, role: int) -> SockEvent:
+        self.role = role
+        return self._event(EV_OPEN, flags=F_REMOTE, family=socket.AF_INET, rport=80, raddr=REMOTE)
+
+    def data(self, direction: int, data: bytes, *, tuple_: bool = False, skip: int = 0, dt: int = 1000) -> SockEvent:
+        """A data event; ``skip`` bytes before it are lost (never sent)."""
+        self.pos[direction] += skip
+        pos = self.pos[direction]
+        self.pos[direction] += len(data)
+        extra = dict(flags=F_TUPLE, family=socket.AF_INET, lport=5555, rport=80, laddr=LOCAL, raddr=REMOTE) if tuple_ else {}
+        return self._event(EV_DATA, pos=pos, size=len(data), data_len=len(data), direction=direction, data=data, dt=dt, **extra)
+
+    def filler(self, direction: int, size: int) -> SockEvent:
+        pos = self.pos[direction]
+        self.pos[direction] += size
+        return self._event(EV_DATA, pos=pos, size=size, direction=direction, flags=F_FILLER)
+
+    def close(self) -> SockEvent:
+        return self._event(EV_CLOSE)
+
+    def exit(self) -> SockEvent:
+        return self._event(EV_PROC_EXIT, fd=-1, gen=0)
+
+
+def tracker(**kw) -> tuple[ConnTracker, list, list]:
+    disabled, forgotten = [], []
+    t = ConnTracker(disable=lambda *a: disabled.append(a), forget=lambda *a: forgotten.append(a), **kw)
+    return t, disabled, forgotten
+
+
+def feed(t: ConnTracker, *events: SockEvent) -> None:
+    t.handle_all(events)
+
+
+def paths(t: ConnTracker) -> list[tuple]:
+    return [(c.fd, c.gen, c.role, tx.req_path, tx.resp_status) for c, tx in t.take()]
+
+
+def no_drops(t: ConnTracker) -> bool:
+    return all(n == 0 for n in t.drop_counts().values())
+
+
+# -- identity, roles ------------------------------------------------------------------------------
+def test_client_connection_one_transaction_with_latency_and_addresses():
+    t, _, _ = tracker(clock_offset_ns=10**18)
+    s = Stream()
+    feed(t, s.open(ROLE_CLIENT), s.data(EGRESS, REQ, tuple_=True, dt=5), s.data(INGRESS, RESP, dt=7000))
+    done = t.take()
+    assert len(done) == 1
+    conn, tx = done[0]
+    assert (conn.role, conn.laddr, conn.lport, conn.raddr, conn.rport) == (ROLE_CLIENT, "127.0.0.1", 5555, "10.1.2.3", 80)
+    assert (tx.req_method, tx.req_path, tx.resp_status, tx.resp_body) == ("GET", "/a", 200, "hello")
+    assert tx.latency_ns == 7000
+    assert tx.resp_end_ns > 10**18  # epoch time
+    assert no_drops(t)
+
+
+def test_server_role_from_accept_with_messages_split_across_events():
+    t, _, _ = tracker()
+    s = Stream()
+    events = [s.open(ROLE_SERVER)]
+    events += [s.data(INGRESS, REQ[i : i + 5]) for i in range(0, len(REQ), 5)]
+    events += [s.data(EGRESS, RESP[:20]), s.data(EGRESS, RESP[20:])]
+    feed(t, *events, s.close())
+    assert paths(t) == [(7, 1, ROLE_SERVER, "/a", 200)]
+    assert no_drops(t) and not t.conns
+
+
+def test_role_inferred_from_first_bytes_when_open_was_not_seen():
+    t, _, _ = tracker()
+    server = Stream(fd=3, gen=1)  # accepted before the tracer attached
+    client = Stream(fd=4, gen=2)  # connected before the tracer attached
+    feed(t, server.data(INGRESS, REQ), server.data(EGRESS, RESP), client.data(EGRESS, REQ), client.data(INGRESS, RESP))
+    assert sorted(paths(t)) == [(3, 1, ROLE_SERVER, "/a", 200), (4, 2, ROLE_CLIENT, "/a", 200)]
+
+
+def test_response_seen_first_sets_the_role_and_waits_for_the_next_request():
+    t, _, _ = tracker()
+    s = Stream()  # attached while a request was in flight: its response comes first
+    feed(t, s.data(EGRESS, RESP), s.data(INGRESS, REQ.replace(b"/a", b"/b")), s.data(EGRESS, RESP))
+    assert paths(t) == [(7, 1, ROLE_SERVER, "/b", 200)]
+
+
+def test_fd_reuse_with_a_new_generation_never_stitches_two_connections():
+    t, _, _ = tracker()
+    old = Stream(fd=9, gen=1)
+    new = Stream(fd=9, gen=2)
+    # The old connection's request is answered only after the fd was reused (its close missed):
+    # its response bytes must not complete the new connection's request, nor the other way.
+    feed(
+        t,
+        old.open(ROLE_CLIENT),
+        old.data(EGRESS, REQ),
+        new.open(ROLE_CLIENT),
+        new.data(EGRESS, REQ.replace(b"/a", b"/new")),
+        old.data(INGRESS, RESP),  # a late event of generation 1: ignored
+        new.data(INGRESS, RESP),
+    )
+    assert paths(t) == [(9, 2, ROLE_CLIENT, "/new", 200)]
+    drops = t.drop_counts()
+    assert drops["late_event"] == 1
+    assert drops["unmatched"] == 1  # the old request never got its answer
+    assert set(t.conns) == {(PID, 9, 2)}
+
+
+def test_close_then_late_data_is_ignored():
+    t, _, _ = tracker()
+    s = Stream()
+    feed(t, s.open(ROLE_CLIENT), s.data(EGRESS, REQ), s.data(INGRESS, RESP), s.close(), s.data(INGRESS, b"junk"))
+    assert len(paths(t)) == 1
+    assert t.drop_counts()["late_event"] == 1 and not t.conns
+
+
+def test_process_exit_ends_its_connections_and_forgets_them_in_the_kernel():
+    t, _, forgotten = tracker()
+    a, b = Stream(fd=5, gen=1), Stream(fd=6, gen=2)
+    other = Stream(fd=5, gen=3, pid=PID + 1)
+    close_delimited = b"HTTP/1.0 200 OK\r\n\r\nuntil the end"
+    feed(t, a.open(ROLE_CLIENT), a.data(EGRESS, REQ), a.data(INGRESS, close_delimited),
+         b.open(ROLE_SERVER), other.open(ROLE_SERVER), a.exit())  # fmt: skip
+    done = t.take()
+    assert [(c.fd, tx.resp_body) for c, tx in done] == [(5, "until the end")]  # completed by the exit
+    assert sorted(forgotten) == [(PID, 5, 1), (PID, 6, 2)]
+    assert set(t.conns) == {(PID + 1, 5, 3)}
+
+
+# -- reassembly, gaps, bounds ---------------------------------------------------------------------
+def test_out_of_order_events_are_reassembled():
+    t, _, _ = tracker()
+    s = Stream()
+    open_ev = s.open(ROLE_CLIENT)
+    req = s.data(EGRESS, REQ)
+    first, second = s.data(INGRESS, RESP[:10]), s.data(INGRESS, RESP[10:])
+    feed(t, open_ev, req, second, first)
+    assert paths(t) == [(7, 1, ROLE_CLIENT, "/a", 200)]
+    assert no_drops(t)
+
+
+def test_lost_bytes_are_a_gap_and_parsing_restarts_at_the_next_request():
+    t, _, _ = tracker()
+    s = Stream()
+    feed(t, s.open(ROLE_CLIENT), s.data(EGRESS, REQ))
+    feed(t, s.data(INGRESS, RESP[15:], skip=15))  # the response's first 15 bytes never arrived
+    assert t.conns[(PID, 7, 1)].held_bytes > 0  # held: the hole may still fill
+    assert t.drop_counts()["data_gap"] == 0
+    feed(t)  # a second batch without the missing bytes: they are lost
+    assert t.drop_counts()["data_gap"] == 1
+    feed(t, s.data(EGRESS, REQ.replace(b"/a", b"/b")), s.data(INGRESS, RESP))
+    assert paths(t) == [(7, 1, ROLE_CLIENT, "/b", 200)]
+
+
+def test_reorder_buffer_overflow_is_counted():
+    t, _, _ = tracker(reorder_limit=1000)
+    s = Stream()
+    feed(t, s.open(ROLE_SERVER), s.data(INGRESS, REQ))
+    events = [s.data(EGRESS, b"x" * 400, skip=100 if i == 0 else 0) for i in range(3)]  # 1200 bytes held
+    feed(t, *events)
+    drops = t.drop_counts()
+    assert drops["buffer_overflow"] == 1 and drops["data_gap"] == 1
+    assert t.conns[(PID, 7, 1)].held_bytes == 0
+    feed(t, s.data(INGRESS, REQ.replace(b"/a", b"/c")), s.data(EGRESS, RESP))
+    assert paths(t) == [(7, 1, ROLE_SERVER, "/c", 200)]
+
+
+def test_sendfile_filler_counts_body_bytes():
+    t, _, _ = tracker()
+    s = Stream()
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n"
+    feed(t, s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.data(EGRESS, head), s.filler(EGRESS, 3000),
+         s.data(INGRESS, REQ), s.data(EGRESS, RESP))  # fmt: skip
+    done = t.take()
+    assert [(tx.resp_body_size, tx.resp_status) for _, tx in done] == [(3000, 200), (5, 200)]
+    assert no_drops(t)
+
+
+# -- protocol inference ---------------------------------------------------------------------------
+def test_not_http_is_switched_off_in_the_kernel():
+    t, disabled, _ = tracker()
+    s = Stream()
+    feed(t, s.open(ROLE_CLIENT), s.data(EGRESS, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40)))
+    assert disabled == [(PID, 7, 1)]
+    feed(t, s.data(EGRESS, REQ), s.data(INGRESS, RESP))
+    assert paths(t) == []
+    assert t.counts["other_connections"] == 1
+
+
+def test_short_first_write_waits_for_more_bytes():
+    t, disabled, _ = tracker()
+    s = Stream()
+    feed(t, s.open(ROLE_CLIENT), s.data(EGRESS, REQ[:3]), s.data(EGRESS, REQ[3:]), s.data(INGRESS, RESP))
+    assert paths(t) == [(7, 1, ROLE_CLIENT, "/a", 200)] and not disabled
+
+
+def test_socket_seen_mid_message_gets_a_few_tries():
+    t, disabled, _ = tracker()
+    s = Stream()  # no open: picked up inside a request body
+    feed(t, s.data(INGRESS, b"rest of an earlier body" * 3), s.data(EGRESS, RESP), s.data(INGRESS, REQ), s.data(EGRESS, RESP))
+    assert paths(t) == [(7, 1, ROLE_SERVER, "/a", 200)] and not disabled
+    u = Stream(fd=8, gen=5)
+    feed(t, *[u.data(INGRESS, b"\x00\x01binary protocol bytes") for _ in range(PROBE_TRIES)])
+    assert disabled == [(PID, 8, 5)]
+
+
+# -- rows -----------------------------------------------------------------------------------------
+def test_rows_have_the_catalog_schema_and_per_connection_columns():
+    t, _, _ = tracker()
+    a = Stream(fd=5, gen=1)
+    b = Stream(fd=6, gen=2)
+    v6 = socket.inet_pton(socket.AF_INET6, "::1")
+    feed(
+        t,
+        a.open(ROLE_CLIENT), a.data(EGRESS, REQ, tuple_=True), a.data(INGRESS, RESP),
+        b.open(ROLE_SERVER),
+        b._event(EV_DATA, pos=0, size=len(REQ), data_len=len(REQ), direction=INGRESS, data=REQ, flags=F_TUPLE,
+                 family=socket.AF_INET6, lport=8080, rport=40000, laddr=v6, raddr=v6),
+        b.data(EGRESS, RESP),
+    )  # fmt: skip
+    table = rows_to_arrow(t.take())
+    assert table.schema.equals(CATALOG["http_events"].arrow_schema())
+    rows = table.to_pylist()
+    assert [(r["trace_role"], r["local_addr"], r["local_port"], r["remote_addr"], r["remote_port"]) for r in rows] == [
+        (1, "127.0.0.1", 5555, "10.1.2.3", 80),
+        (2, "::1", 8080, "::1", 40000),
+    ]
+    assert all(r["upid"].startswith(f"0:{PID}:") for r in rows)
+    assert rows_to_arrow([]).num_rows == 0
+
+
+def test_requests_in_flight_when_the_tracer_stops_are_not_losses():
+    t, _, forgotten = tracker()
+    s = Stream()
+    close_delimited = b"HTTP/1.0 200 OK\r\n\r\nall of it"
+    waiting = Stream(fd=8, gen=2)
+    feed(t, s.open(ROLE_CLIENT), s.data(EGRESS, REQ), s.data(INGRESS, close_delimited),
+         waiting.open(ROLE_CLIENT), waiting.data(EGRESS, REQ))  # fmt: skip
+    t.close_all()
+    assert [(c.fd, tx.resp_body) for c, tx in t.take()] == [(7, "all of it")]
+    assert no_drops(t) and not t.conns and not forgotten
