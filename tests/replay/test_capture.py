@@ -66,6 +66,8 @@ def stack_table() -> pa.Table:
             "stack_trace_id": [1, 2],
             "stack_trace": ["main;work;spin", "main;0x7f00dead"],
             "count": [10, 3],
+            "sampler": ["ebpf", "ebpf"],
+            "truncated": [False, True],
         }
     )
 

@@ -1,0 +1,315 @@
+"""The CPU profiler on the running kernel: real programs (C built with and without frame pointers,
+a syscall loop, a Python program) sampled by bpf/profile.c, symbolized, and py-spy's Python frames.
+
+Kernel tests need root and bcc. They fail (never skip silently) when eBPF is unavailable, unless
+PXQ_ALLOW_NO_BPF=1. The machine may be shared, so sample counts are checked against the CPU time
+the target actually got (from /proc), not against the wall clock.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pxq.agent.bpf_program import build_program, layout_asserts
+from pxq.agent.embedded import COLLECTORS, AgentOptions, EmbeddedAgent
+from pxq.agent.procinfo import upid_of
+from pxq.agent.profiler import (
+    TABLE,
+    NewPid,
+    ProfileKey,
+    Profiler,
+    ProfilerOptions,
+    options_from_request,
+    profiler_program,
+    rows_to_table,
+    stack_trace_id,
+)
+from pxq.agent.programs import generated_programs
+from pxq.agent.pyspy import PySpySampler, find_pyspy, parse_collapsed
+from pxq.plan.manifest import CollectorRequest, ProbeManifest
+from pxq.tables import CATALOG
+from pxq.testing.kernel import require_bpf
+from tests.agent.programs.build import (
+    BUSY_PY,
+    FRAME_POINTERS,
+    NO_FRAME_POINTERS,
+    compile_c,
+    cpu_seconds,
+    marked_line,
+    python_busy,
+    running,
+)
+
+SCHEMA = CATALOG[TABLE].arrow_schema()
+kernel = pytest.mark.kernel
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("profiler-programs")
+    return {
+        "fp": compile_c("spin.c", out, FRAME_POINTERS, "spin_fp"),
+        "nofp": compile_c("spin.c", out, NO_FRAME_POINTERS, "spin_nofp"),
+        "syscalls": compile_c("syscalls.c", out, FRAME_POINTERS, "syscalls"),
+    }
+
+
+def profile(options: ProfilerOptions, seconds: float, during=None, cpu: dict | None = None) -> tuple[Profiler, pa.Table]:
+    """Run a profiler for ``seconds`` (polling like the agent does), then stop it and drain.
+
+    ``cpu``: {pid: None} to fill with the CPU seconds each process got while the profiler was
+    attached (what the sample counts should follow on a shared machine)."""
+    profiler = Profiler(options).start()
+    before = {pid: cpu_seconds(pid) for pid in cpu or ()}
+    try:
+        end = time.monotonic() + seconds
+        tables = []
+        while time.monotonic() < end:
+            profiler.poll(100)
+            tables.append(profiler.drain())
+            if during is not None:
+                during(profiler)
+        for pid in before:
+            cpu[pid] = cpu_seconds(pid) - before[pid]
+    finally:
+        profiler.stop()
+    tables.append(profiler.drain())
+    return profiler, pa.concat_tables(tables)
+
+
+def rows_of(table: pa.Table, pid: int, sampler: str | None = None) -> list[dict]:
+    return [r for r in table.to_pylist()
+            if r["upid"].split(":")[1] == str(pid) and (sampler is None or r["sampler"] == sampler)]
+
+
+def total(rows: list[dict]) -> int:
+    return sum(r["count"] for r in rows)
+
+
+# -- pieces that need no kernel -----------------------------------------------------------------
+def test_key_layout_is_pinned_to_the_header():
+    text = build_program("profile.c", {}, layout_asserts("pxq_profile_key", ProfileKey)).text
+    assert "struct pxq_profile_key {" in text and ct.sizeof(ProfileKey) == 32 and ct.sizeof(NewPid) == 8
+    assert '_Static_assert(sizeof(struct pxq_profile_key) == 32' in text
+
+
+def test_program_text_for_explain():
+    text = profiler_program(CollectorRequest("perf_profiler", (TABLE,), (42, 43), options=(("sample_hz", "49"),)))
+    assert "// bcc cflags: " in text and "-DFILTER_PIDS=1" in text and "-DSELF_PID=" in text
+    assert "on_sample" in text and "_Static_assert" in text
+    assert "// attach: on_sample on a software CPU_CLOCK perf event, sample_freq=49 Hz" in text
+    assert "// allowed_pids: 42, 43" in text
+    manifest = ProbeManifest(0, (), (CollectorRequest("perf_profiler", (TABLE,), None),))
+    [(name, program)] = generated_programs(manifest)
+    assert name == "perf_profiler" and "-DFILTER_PIDS=0" in program
+
+
+def test_options_from_the_script():
+    request = CollectorRequest("perf_profiler", (TABLE,), (7,),
+                               options=(("sample_hz", "49"), ("python", "OFF"), ("drain_interval_s", "0.5")))
+    options = options_from_request(request)
+    assert (options.sample_hz, options.python, options.drain_interval_s, options.pids) == (49, "off", 0.5, frozenset({7}))
+    assert options_from_request(CollectorRequest("perf_profiler", (TABLE,), None)).sample_hz == 99
+    from pxq.agent.bpf_program import BpfError
+
+    with pytest.raises(BpfError, match="sample_hz"):
+        options_from_request(CollectorRequest("perf_profiler", (TABLE,), None, options=(("sample_hz", "0"),)))
+    with pytest.raises(BpfError, match="python"):
+        options_from_request(CollectorRequest("perf_profiler", (TABLE,), None, options=(("python", "maybe"),)))
+
+
+def test_rows_have_the_catalog_schema_and_stable_ids():
+    table = rows_to_table([(10, "0:1:2", "main;f", 3, "ebpf", False), (11, "0:1:2", "g (x.py:1)", 1, "py-spy", False)])
+    assert table.schema == SCHEMA
+    assert table.column("stack_trace_id").to_pylist() == [stack_trace_id("main;f"), stack_trace_id("g (x.py:1)")]
+    assert stack_trace_id("main;f") == stack_trace_id("main;f") != stack_trace_id("main;g")
+    assert rows_to_table([]).schema == SCHEMA
+    assert "perf_profiler" in COLLECTORS
+
+
+def test_parse_collapsed():
+    text = ("<module> (busy.py:27);outer (busy.py:23);leaf_work (busy.py:12) 95\n"
+            "<module> (busy.py:27);outer (busy.py:23);leaf_work (busy.py:12) 5\n"
+            "weird;frame with space (a b.py:3) 7\n"
+            "not a count line\n\n")
+    assert parse_collapsed(text) == {
+        "<module> (busy.py:27);outer (busy.py:23);leaf_work (busy.py:12)": 100,
+        "weird;frame with space (a b.py:3)": 7,
+    }
+
+
+def test_missing_pyspy_is_counted_not_fatal():
+    sampler = PySpySampler(rate_hz=99, executable=None)
+    sampler.add(os.getpid(), "0:1:2")
+    assert sampler.poll() == 0 and sampler.take() == []
+    sampler.stop()
+    assert sampler.counters["pyspy_missing"] == 1
+
+
+# -- the kernel ---------------------------------------------------------------------------------
+@kernel
+def test_frame_pointer_chain_dominates_and_no_frame_pointer_is_truncated(programs):
+    require_bpf()
+    with running([programs["fp"], "120"]) as fp, running([programs["nofp"], "120"]) as nofp:
+        upids = {p.pid: upid_of(p.pid) for p in (fp, nofp)}
+        cpu = dict.fromkeys(upids)
+        profiler, table = profile(ProfilerOptions(pids=frozenset(upids)), 2.5, cpu=cpu)
+    assert table.schema == SCHEMA
+    assert {r["sampler"] for r in table.to_pylist()} == {"ebpf"}  # C programs: py-spy never ran
+    assert profiler.pyspy is None or not profiler.pyspy.targets
+
+    fp_rows = rows_of(table, fp.pid)
+    chain = [r for r in fp_rows if "main;outer_loop;spin_leaf" in r["stack_trace"]]
+    assert total(chain) >= 0.8 * total(fp_rows), fp_rows  # the hot function dominates
+    assert not any(r["truncated"] for r in chain)
+    assert all(r["stack_trace"].split(";")[0] in ("_start", "__libc_start_main", "__libc_start_call_main")
+               for r in chain), chain
+    assert all(r["upid"] == upids[fp.pid] for r in fp_rows)
+
+    nofp_rows = rows_of(table, nofp.pid)
+    leaf = [r for r in nofp_rows if r["stack_trace"].split(";")[-1] == "spin_leaf"]
+    assert total(leaf) >= 0.8 * total(nofp_rows)
+    assert all(r["truncated"] for r in leaf), leaf  # marked, not silently shallow
+    assert not any("main;outer_loop;spin_leaf" in r["stack_trace"] for r in nofp_rows)
+    drops = profiler.drops()
+    assert drops["truncated_user_stack"] >= total(leaf) > 0
+    assert profiler.truncated_by_process().get(upids[nofp.pid], 0) >= total(leaf)
+    assert upids[fp.pid] not in profiler.truncated_by_process()
+
+    # 99 Hz on one busy thread: samples ~ 99 x the CPU time it got (about 200 in 2 s), +-30 %.
+    for proc, rows in ((fp, fp_rows), (nofp, nofp_rows)):
+        expected = 99 * cpu[proc.pid]
+        assert expected > 50, f"the target got only {cpu[proc.pid]:.2f}s of CPU"
+        assert 0.7 * expected <= total(rows) <= 1.3 * expected, (total(rows), expected)
+    assert drops["counts_full"] == 0
+
+
+@kernel
+def test_host_wide_run_shows_kernel_frames_of_a_syscall_loop(programs):
+    require_bpf()
+    idle_python = [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(120)"]
+    with running(idle_python) as idle, running([programs["syscalls"], "120"]) as proc, \
+            running(python_busy(120)) as busy_python:
+        time.sleep(0.5)  # the idle one is done starting up: it uses no CPU from now on
+        profiler, table = profile(ProfilerOptions(), 3.0)
+    # py-spy: for the busy Python process (found by its samples), never for the idle one.
+    assert total(rows_of(table, busy_python.pid, "py-spy")) > 20, profiler.drops()
+    assert idle.pid not in profiler.pyspy.targets and proc.pid not in profiler.pyspy.targets
+    rows = rows_of(table, proc.pid)
+    assert total(rows) > 50
+    in_kernel = [r for r in rows if r["stack_trace"].endswith("_[k]")]
+    assert total(in_kernel) >= 0.3 * total(rows), rows
+    kernel_frames = {f for r in in_kernel for f in r["stack_trace"].split(";") if f.endswith("_[k]")}
+    assert any(f == "do_syscall_64_[k]" or re.match(r"__(x64|ia32|do)_sys_", f) for f in kernel_frames), kernel_frames
+    assert any("main;syscall_loop" in r["stack_trace"] for r in rows), rows
+    # User frames come first (root first), kernel frames after them.
+    for r in in_kernel:
+        frames = r["stack_trace"].split(";")
+        first_kernel = next(i for i, f in enumerate(frames) if f.endswith("_[k]"))
+        assert all(f.endswith("_[k]") for f in frames[first_kernel:])
+    # Host-wide: other processes are there too, pxq itself never is.
+    pids = {r["upid"].split(":")[1] for r in table.to_pylist()}
+    assert str(os.getpid()) not in pids
+    assert len(pids) >= 1
+    assert not any(re.search(r"(^|;)0x[0-9a-f]+($|;)", r["stack_trace"]) for r in table.to_pylist())
+
+
+@kernel
+def test_symbols_resolve_after_the_target_exited_before_the_drain(programs):
+    require_bpf()
+    proc_pid = None
+
+    def kill_once(profiler):
+        nonlocal proc_pid
+        if proc.poll() is None and profiler.symbolizer.processes.get(proc.pid) is not None and time.monotonic() > kill_at:
+            proc_pid = proc.pid
+            proc.kill()
+            proc.wait()
+
+    with running([programs["fp"], "120"]) as proc:
+        kill_at = time.monotonic() + 2.5  # after the profiler started (about 1.5 s) and sampled it
+        # No periodic read: everything is read at stop(), after the target is gone.
+        profiler, table = profile(ProfilerOptions(pids=frozenset({proc.pid}), drain_interval_s=3600), 4.0,
+                                  during=kill_once)
+    assert proc_pid is not None, "the target was never killed"
+    assert not Path(f"/proc/{proc_pid}").exists()
+    assert profiler.reads == 1
+    rows = rows_of(table, proc_pid)
+    chain = [r for r in rows if "main;outer_loop;spin_leaf" in r["stack_trace"]]
+    assert total(chain) >= 0.8 * total(rows) > 0, rows
+
+
+@kernel
+def test_python_frames_from_pyspy():
+    require_bpf()
+    if find_pyspy() is None:
+        pytest.fail("py-spy is not installed (pip install py-spy)", pytrace=False)
+    with running(python_busy(120)) as proc:
+        profiler, table = profile(ProfilerOptions(pids=frozenset({proc.pid})), 3.0)
+    rows = rows_of(table, proc.pid, "py-spy")
+    assert total(rows) > 50, profiler.drops()
+    name = BUSY_PY.name
+    leaf = f"leaf_work ({name}:{marked_line(BUSY_PY, 'LEAF_LINE')})"
+    chain = (f"outer ({name}:{marked_line(BUSY_PY, 'OUTER_LINE')});"
+             f"middle ({name}:{marked_line(BUSY_PY, 'MIDDLE_LINE')});leaf_work ({name}:")
+    in_leaf = [r for r in rows if chain in r["stack_trace"]]
+    assert total(in_leaf) >= 0.7 * total(rows), rows
+    assert any(r["stack_trace"].endswith(leaf) for r in rows), rows
+    assert all(r["stack_trace"].startswith(f"<module> ({name}:") for r in in_leaf)
+    assert not any(r["truncated"] for r in rows)
+    # The same process's eBPF rows are there too, told apart by the sampler column.
+    assert total(rows_of(table, proc.pid, "ebpf")) > 0
+    assert profiler.drops()["pyspy_attach_failed"] == 0
+
+
+@kernel
+def test_pyspy_rows_survive_the_target_exiting_early():
+    require_bpf()
+    if find_pyspy() is None:
+        pytest.fail("py-spy is not installed (pip install py-spy)", pytrace=False)
+    state = {}
+
+    def end_target_once(profiler):
+        target = profiler.pyspy.targets.get(proc.pid)
+        if target is None or target.segment is None or "killed" in state:
+            return
+        state.setdefault("attached", time.monotonic())
+        if time.monotonic() - state["attached"] > 1.5:  # py-spy has sampled it for a while
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+            state["killed"] = time.monotonic()
+
+    with running(python_busy(120)) as proc:
+        profiler, table = profile(ProfilerOptions(pids=frozenset({proc.pid})), 6.0, during=end_target_once)
+    assert "killed" in state, "py-spy never ran for the target"
+    rows = rows_of(table, proc.pid, "py-spy")
+    assert total(rows) > 50, (rows, profiler.drops(), profiler.pyspy.last_error)
+    assert any("leaf_work (" in r["stack_trace"] for r in rows)
+    assert profiler.drops()["pyspy_attach_failed"] == 0
+
+
+@kernel
+def test_embedded_agent_collects_stack_traces_with_script_options(programs):
+    require_bpf()
+    with running([programs["fp"], "120"]) as proc:
+        request = CollectorRequest("perf_profiler", (TABLE,), (proc.pid,), options=(("sample_hz", "49"),))
+        manifest = ProbeManifest(time.time_ns(), (), (request,))
+        before = cpu_seconds(proc.pid)
+        upid = upid_of(proc.pid)
+        store = EmbeddedAgent(manifest, AgentOptions()).run(2.5)
+        cpu = cpu_seconds(proc.pid) - before
+    table = store.table(TABLE)
+    rows = rows_of(table, proc.pid)
+    # 49 Hz, not the default 99 (cpu also counts the time before the profiler attached).
+    assert 20 <= total(rows) <= 49 * cpu * 1.3, (total(rows), cpu)
+    assert any("main;outer_loop;spin_leaf" in r["stack_trace"] for r in rows)
+    assert store.processes[upid]["pid"] == proc.pid
