@@ -208,11 +208,20 @@ def _remember_processes(data: pa.Table, store: TableStore) -> None:
 
 
 def progress_printer(duration_s: float, stream=sys.stderr) -> Callable[[Progress], None]:
-    """A live progress line (redrawn in place on a terminal, every 5 s otherwise)."""
+    """A live progress line (redrawn in place on a terminal, every 5 s otherwise).
+
+    The first call (probes attached, collection running) always prints a line of its own, so a
+    log or a script driving traffic knows from when on events are seen.
+    """
     interactive = stream.isatty()
     last = [0.0]
+    started = [False]
 
     def show(p: Progress) -> None:
+        if not started[0]:
+            started[0] = True
+            stream.write(f"pxq: probes attached, collecting for {duration_s:g}s\n")
+            stream.flush()
         rows = "  ".join(f"{name} {count:,}" for name, count in p.rows.items()) or "no rows yet"
         line = (f"pxq: capturing {p.elapsed_s:5.1f}s/{duration_s:g}s  events {p.events:,}  {rows}  "
                 f"drops {p.drops:,}  (Ctrl-C ends early)")
@@ -222,5 +231,6 @@ def progress_printer(duration_s: float, stream=sys.stderr) -> Callable[[Progress
         elif p.elapsed_s - last[0] >= 5 or p.elapsed_s >= duration_s:
             last[0] = p.elapsed_s
             stream.write(line + "\n")
+            stream.flush()
 
     return show
