@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
-# The pxq demo: set the machine up, record real HTTP traffic on loopback, and show it with the
-# bundled http_data script. Extra arguments go to `pxq run` (e.g. `-o json`, `-- --num_head=5`).
+# The pxq demo: set the machine up, start a small real workload on loopback (nginx in front of a
+# Python backend, and a client loop with 2xx, 404, 500 and a slow endpoint), trace it live with
+# `pxq run http_data` (eBPF, embedded agent), then stop the workload.
+# Extra arguments go to `pxq run` (e.g. `-o json`, `-- --num_head=20`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash tools/setup.sh
 
-CAPTURE=$(mktemp -d -t pxq-demo-XXXXXX)
-trap 'rm -rf "$CAPTURE"' EXIT
+WINDOW=${PXQ_DEMO_WINDOW:-10}
+WORK=$(mktemp -d -t pxq-demo-XXXXXX)
+WORKLOAD_PID=""
+cleanup() {
+    if [ -n "$WORKLOAD_PID" ] && kill -0 "$WORKLOAD_PID" 2>/dev/null; then
+        kill "$WORKLOAD_PID" 2>/dev/null || true
+        wait "$WORKLOAD_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
 
-cat >&2 <<'MSG'
+# The workload runs a little longer than the capture window, so traffic flows the whole time.
+.venv/bin/python -m pxq.testing.demo_workload --seconds $((WINDOW + 15)) --ready-file "$WORK/ready" &
+WORKLOAD_PID=$!
+for _ in $(seq 1 100); do
+    [ -s "$WORK/ready" ] && break
+    kill -0 "$WORKLOAD_PID" 2>/dev/null || { echo "demo: the workload did not start" >&2; exit 1; }
+    sleep 0.1
+done
+[ -s "$WORK/ready" ] || { echo "demo: the workload did not start in time" >&2; exit 1; }
 
-demo: Live eBPF capture lands in the next milestone. Until then this demo replays a capture of
-demo: REAL traffic: nginx (Debian's) in front of a small Python backend on 127.0.0.1, driven by a
-demo: bounded client mix, and recorded by pxq's recording proxy (a user-space TCP proxy feeding
-demo: pxq's HTTP/1.x parser), not by the kernel.
-
-MSG
-.venv/bin/python -m pxq.testing.make_capture "$CAPTURE" --requests 40 --seconds 30
-echo "demo: .venv/bin/pxq run http_data --from $CAPTURE $*" >&2
-.venv/bin/pxq run http_data --from "$CAPTURE" "$@"
+echo "demo: .venv/bin/pxq run http_data --for ${WINDOW}s $*" >&2
+.venv/bin/pxq run http_data --for "${WINDOW}s" "$@"

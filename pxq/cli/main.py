@@ -203,7 +203,7 @@ def _report_drops(drops: dict[str, dict[str, int]], tables, stream=sys.stderr) -
         counters = {k: v for k, v in (drops.get(table) or {}).items() if v}
         if counters:
             detail = ", ".join(f"{reason}={count:,}" for reason, count in sorted(counters.items()))
-            print(f"pxq: {table}: events lost: {detail}", file=stream)
+            print(f"pxq: {table}: lost or incomplete: {detail}", file=stream)
 
 
 def _tables_read(compiled) -> list[str]:

@@ -509,6 +509,11 @@ class Http1Stitcher:
             return  # 100 Continue and other interim responses
         idx = len(self._responses)
         req = self._requests[idx] if idx < len(self._requests) else None
+        if req is None or msg.start_ns < req.start_ns:
+            # It began before any request it could answer: its request was sent before capture
+            # started (attach in mid-transaction). Pairing it would shift every later pair by one.
+            self.errors["response_without_request"] += 1
+            return
         self._responses.append(msg)
         connect_ok = req is not None and req.method == "CONNECT" and 200 <= msg.status < 300
         if msg.status == 101 or connect_ok:
