@@ -22,22 +22,34 @@ pytestmark = pytest.mark.kernel
 PXQ = str(Path(sys.executable).with_name("pxq"))
 
 
-def start_pxq(*args: str) -> tuple[subprocess.Popen, "queue.Queue[str]"]:
-    """Run pxq; its stderr lines arrive on the queue (so we can wait for 'probes attached')."""
-    proc = subprocess.Popen([PXQ, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ))
-    lines: "queue.Queue[str]" = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
-    return proc, lines
+class Pxq:
+    """A pxq process whose stdout and stderr are each drained by a thread of their own (never
+    communicate() while another reader consumes a pipe: that can block both processes)."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen([PXQ, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=dict(os.environ))
+        self.lines: "queue.Queue[str]" = queue.Queue()
+        self.stdout: list[str] = []
+        self.readers = [
+            threading.Thread(target=lambda: [self.lines.put(line) for line in self.proc.stderr], daemon=True),
+            threading.Thread(target=lambda: self.stdout.append(self.proc.stdout.read()), daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
 
 
-def wait_attached(proc: subprocess.Popen, lines: "queue.Queue[str]", log: list[str], timeout: float = 60) -> None:
+def start_pxq(*args: str) -> Pxq:
+    return Pxq(*args)
+
+
+def wait_attached(pxq: Pxq, log: list[str], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            line = lines.get(timeout=0.5)
+            line = pxq.lines.get(timeout=0.5)
         except queue.Empty:
-            assert proc.poll() is None, f"pxq exited early: {''.join(log)}"
+            assert pxq.proc.poll() is None, f"pxq exited early: {''.join(log)}"
             continue
         log.append(line)
         if "probes attached" in line:
@@ -59,24 +71,25 @@ def send_requests(port: int, tag: str, n: int) -> list[tuple[str, int]]:
     return sent
 
 
-def finish(proc: subprocess.Popen, log: list[str], lines: "queue.Queue[str]") -> str:
-    out, _ = proc.communicate(timeout=120)
-    time.sleep(0.2)
-    while not lines.empty():
-        log.append(lines.get())
-    assert proc.returncode == 0, "".join(log)
+def finish(pxq: Pxq, log: list[str]) -> str:
+    pxq.proc.wait(timeout=120)
+    for reader in pxq.readers:
+        reader.join(timeout=30)
+    while not pxq.lines.empty():
+        log.append(pxq.lines.get())
+    assert pxq.proc.returncode == 0, "".join(log)
     assert "Traceback" not in "".join(log)
-    return out
+    return "".join(pxq.stdout)
 
 
 def test_pxq_run_http_data_live_shows_both_ends():
     require_bpf()
     with python_backend() as backend:
-        proc, lines = start_pxq("run", "http_data", "--for", "5s", "-o", "json", "--", "--num_head=10000")
+        pxq = start_pxq("run", "http_data", "--for", "5s", "-o", "json", "--", "--num_head=10000")
         log: list[str] = []
-        wait_attached(proc, lines, log)
+        wait_attached(pxq, log)
         sent = send_requests(backend.port, "live", 12)
-        out = finish(proc, log, lines)
+        out = finish(pxq, log)
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
     by_path: dict[str, list[dict]] = {}
     for row in rows:
@@ -95,11 +108,11 @@ def test_pxq_run_http_data_live_shows_both_ends():
 def test_pxq_capture_then_replay(tmp_path):
     require_bpf()
     with python_backend() as backend:
-        proc, lines = start_pxq("capture", "--out", str(tmp_path / "cap"), "--for", "4s", "--pid", str(backend.pid))
+        pxq = start_pxq("capture", "--out", str(tmp_path / "cap"), "--for", "4s", "--pid", str(backend.pid))
         log: list[str] = []
-        wait_attached(proc, lines, log)
+        wait_attached(pxq, log)
         sent = send_requests(backend.port, "cap", 8)
-        finish(proc, log, lines)
+        finish(pxq, log)
     assert "wrote" in "".join(log)
     replay = subprocess.run([PXQ, "run", "http_request_stats", "--from", str(tmp_path / "cap"), "-o", "json"],
                             capture_output=True, text=True, timeout=120)
