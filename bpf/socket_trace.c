@@ -16,6 +16,8 @@
  *   connect/accept/accept4   OPEN events (client/server role) with a new connection generation
  *   close, sched_process_exit CLOSE / PROC_EXIT events
  *
+ * Nothing is traced until user space sets ready[0], once every probe is attached (see `ready`).
+ *
  * A connection is (tgid, fd, generation). A new generation starts at connect/accept, at the first
  * data of a socket opened before the tracer attached, and when an fd's data comes from another
  * socket than before (a close the tracer did not see: dup2, close_range, exec).
@@ -144,6 +146,12 @@ BPF_TABLE("lru_hash", u64, struct conn_t, conns, 65536);
 BPF_TABLE("lru_hash", u64, struct tuple_t, tuples, 65536);
 /* (tgid << 32 | fd) -> generation that user space wants no data from (not a protocol it parses). */
 BPF_HASH(disabled, u64, u32, 65536);
+/* [0] = 1 once user space has every probe attached; nothing is traced before. bcc attaches the
+ * probes one by one, verifying each exit program on the way (alphabetically: the read and recv
+ * exits are live up to a second before the send and write exits). Tracing while only some are
+ * attached sees one direction of a connection without the other: a server's requests without
+ * their responses, which pair every later response with the wrong request. */
+BPF_ARRAY(ready, u32, 1);
 
 static __always_inline void count_drop(u32 reason) {
     u64 *n = drops.lookup(&reason);
@@ -151,8 +159,13 @@ static __always_inline void count_drop(u32 reason) {
         __sync_fetch_and_add(n, 1);
 }
 
+/* Every event starts here (a call's entry, close, process exit): nothing before `ready`. */
 static __always_inline int pid_allowed(u32 tgid) {
     if (tgid == SELF_PID)
+        return 0;
+    int zero = 0;
+    u32 *on = ready.lookup(&zero);
+    if (!on || !*on)
         return 0;
 #if FILTER_PIDS
     if (!allowed_pids.lookup(&tgid))

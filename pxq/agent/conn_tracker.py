@@ -11,11 +11,13 @@ events. :class:`ConnTracker` turns them into HTTP transactions:
 * **Role.** connect() makes the traced process the client (``trace_role`` 1), accept() the
   server (2). A socket first seen carrying data (opened before the tracer attached) gets its role
   from the first bytes: whoever sends a request line is the client.
-* **Reassembly.** Each direction is ordered by the kernel's stream offsets. Bytes that arrive
-  ahead of a hole wait (bounded by ``reorder_limit`` bytes; more is ``buffer_overflow``); a hole
-  that outlives ``HOLE_BATCHES`` poll batches means bytes were lost (ring buffer full, a call
-  larger than the kernel copies): ``data_gap``. After a gap the HTTP parser is discarded and the
-  connection waits for the next request line (and the responses after it) to start over.
+* **Reassembly.** Each direction is ordered by the kernel's stream offsets, which start at 0 for
+  every generation (for a socket opened before attach, at the first call the kernel saw), so
+  lost first bytes are a hole too. Bytes that arrive ahead of a hole wait (bounded by
+  ``reorder_limit`` bytes; more is ``buffer_overflow``); a hole that outlives ``HOLE_BATCHES``
+  poll batches means bytes were lost (ring buffer full, a call larger than the kernel copies):
+  ``data_gap``. After a gap the HTTP parser is discarded and the connection waits for the next
+  request line (and the responses after it) to start over.
 * **Protocol inference** from the first bytes of a connection: an HTTP/1.x request line or
   status line. A connection that is not HTTP is switched off in the kernel (``disable``) so that
   its bytes stop crossing the ring buffer.
@@ -33,7 +35,6 @@ for ``time_``.
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import time
@@ -48,10 +49,11 @@ from pxq.agent.procinfo import make_upid, upid_of
 from pxq.agent.protocols.http1 import (
     DEFAULT_BODY_LIMIT,
     Http1Stitcher,
+    HttpRows,
     HttpTransaction,
+    MessagePair,
     looks_like_http_request,
     looks_like_http_response,
-    transactions_to_arrow,
 )
 
 _H = header_constants("socket_trace.h")
@@ -181,7 +183,7 @@ class Connection:
     def __init__(self, pid: int, fd: int, gen: int, role: int, opened: bool, upid: str, ts_ns: int) -> None:
         self.pid, self.fd, self.gen = pid, fd, gen
         self.role = role
-        self.opened = opened  # seen from connect()/accept(): its streams start at offset 0
+        self.opened = opened  # seen from connect()/accept(): its streams start at a message
         self.upid = upid
         self.family = 0
         self.laddr, self.lport, self.raddr, self.rport = "", 0, "", 0
@@ -189,8 +191,12 @@ class Connection:
         self.addr_checked = False
         self.state = PROBING
         self.stitcher: Http1Stitcher | None = None
-        # Next stream offset per direction; a socket first seen mid-stream starts where it is seen.
-        self.expect: list[int | None] = [0, 0] if opened else [None, None]
+        # Next stream offset per direction (None: start where first seen). The kernel counts both
+        # directions of every generation from 0, also of a socket opened before the tracer (from
+        # the first call it saw): a direction whose first event lies further on lost its first
+        # bytes (ring buffer full), a hole like any other. Taking it as the stream's start would
+        # pair every later response with an earlier request.
+        self.expect: list[int | None] = [0, 0]
         self.held: list[dict[int, tuple[int, bytes]]] = [{}, {}]  # pos -> (ts, data), ahead of a hole
         self.held_bytes = 0
         self.hole_batches = 0
@@ -208,6 +214,10 @@ class Connection:
     def request_direction(self) -> int:
         return EGRESS if self.role == ROLE_CLIENT else INGRESS
 
+    def row_number(self, rows: HttpRows) -> int:
+        """The connection as ``rows`` knows it (for :meth:`HttpRows.add`)."""
+        return rows.connection(self.upid, self.raddr, self.laddr, self.rport, self.lport, self.role)
+
 
 class ConnTracker:
     """Turn socket tracer events into HTTP transactions (see the module docstring).
@@ -215,6 +225,10 @@ class ConnTracker:
     ``disable(pid, fd, gen)`` is called for connections that are not HTTP (to stop their data in
     the kernel); ``forget(pid, fd, gen)`` when a connection ended without a close() the kernel saw
     (process exit, a newer generation), so the kernel can drop its entry.
+
+    Completed transactions are kept as (connection, :class:`HttpTransaction`) pairs for
+    :meth:`take`; with ``columnar`` they are written into :class:`HttpRows` instead, as they
+    complete, and only :meth:`take_arrow` gives them (what the socket tracer uses: cheaper).
     """
 
     def __init__(
@@ -227,6 +241,7 @@ class ConnTracker:
         reorder_limit: int = DEFAULT_REORDER_LIMIT,
         idle_ns: int = DEFAULT_IDLE_NS,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        columnar: bool = False,
     ) -> None:
         self.body_limit = body_limit
         self.clock_offset_ns = clock_offset_ns
@@ -241,6 +256,7 @@ class ConnTracker:
         self._by_pid: dict[int, set[Connection]] = {}  # live connections of each process
         self._upids: dict[int, str] = {}
         self._done: list[tuple[Connection, HttpTransaction]] = []
+        self._rows = HttpRows() if columnar else None
         self._holes: set[Connection] = set()
         self.drops: Counter[str] = Counter()
         self.http_errors: Counter[str] = Counter()  # from stitchers already discarded
@@ -345,6 +361,8 @@ class ConnTracker:
                     opened = False  # ended by the tracker (idle): pick it up again mid-stream
             fds[ev.fd] = (ev.gen, False)
             conn = Connection(ev.pid, ev.fd, ev.gen, ev.role, opened, self._upid(ev.pid), ev.ts_ns)
+            if latest is not None and latest[0] == ev.gen:  # its offsets went on meanwhile
+                conn.expect = [None, None]
             self.conns[key] = conn
             self._by_pid.setdefault(ev.pid, set()).add(conn)
             self.counts["connections"] += 1
@@ -373,7 +391,7 @@ class ConnTracker:
         if conn.held_bytes:
             self.drops["data_gap"] += 1
         if conn.stitcher is not None:
-            self._collect(conn, conn.stitcher.close(ts_ns))
+            self._collect(conn, conn.stitcher.close_messages(ts_ns))
             errors = conn.stitcher.errors
             if window_end:
                 errors = Counter({k: n for k, n in errors.items() if k not in UNMATCHED_ERRORS})
@@ -523,10 +541,7 @@ class ConnTracker:
     def _feed(self, conn: Connection, d: int, ts_ns: int, data: bytes) -> None:
         stitcher = conn.stitcher
         assert stitcher is not None
-        if d == conn.request_direction:
-            done = stitcher.feed_request(data, ts_ns)
-        else:
-            done = stitcher.feed_response(data, ts_ns)
+        done = stitcher.feed_messages(d == (EGRESS if conn.role == ROLE_CLIENT else INGRESS), data, ts_ns)
         if done:
             self._collect(conn, done)
         if stitcher.upgraded:  # websocket or a CONNECT tunnel: not HTTP from here on
@@ -540,8 +555,8 @@ class ConnTracker:
         if self._disable is not None:
             self._disable(conn.pid, conn.fd, conn.gen)
 
-    def _collect(self, conn: Connection, txs: list[HttpTransaction]) -> None:
-        if not txs:
+    def _collect(self, conn: Connection, pairs: list[MessagePair]) -> None:
+        if not pairs:
             return
         if not conn.has_tuple and not conn.addr_checked:
             conn.addr_checked = True
@@ -549,25 +564,35 @@ class ConnTracker:
             if found is not None:
                 conn.laddr, conn.lport, conn.raddr, conn.rport = found
         offset = self.clock_offset_ns
-        for tx in txs:
-            tx.req_start_ns += offset
-            tx.resp_end_ns += offset
-            self._done.append((conn, tx))
-        conn.transactions += len(txs)
-        self.counts["transactions"] += len(txs)
+        rows = self._rows
+        if rows is not None:
+            number = conn.row_number(rows)
+            for req, resp in pairs:
+                rows.add(number, req, resp, req.start_ns + offset, resp.end_ns + offset)
+        else:
+            for req, resp in pairs:
+                tx = HttpTransaction(req, resp)
+                tx.req_start_ns += offset
+                tx.resp_end_ns += offset
+                self._done.append((conn, tx))
+        conn.transactions += len(pairs)
+        self.counts["transactions"] += len(pairs)
 
     # -- results ----------------------------------------------------------------------------
     def pending(self) -> int:
         """Transactions completed and not yet taken."""
-        return len(self._done)
+        return len(self._done) if self._rows is None else len(self._rows)
 
     def take(self) -> list[tuple[Connection, HttpTransaction]]:
+        """The completed transactions (and forget them); not of a ``columnar`` tracker."""
+        if self._rows is not None:
+            raise RuntimeError("a columnar ConnTracker gives its transactions as rows: take_arrow()")
         done, self._done = self._done, []
         return done
 
     def take_arrow(self) -> pa.Table:
         """The completed transactions as ``http_events`` rows (and forget them)."""
-        return rows_to_arrow(self.take())
+        return self._rows.table() if self._rows is not None else rows_to_arrow(self.take())
 
     def http_error_counts(self) -> Counter[str]:
         """Parse and pairing problems of every HTTP connection, ended or live."""
@@ -589,36 +614,12 @@ class ConnTracker:
         return out
 
 
-@functools.cache
-def _empty_http_events() -> pa.Table:
-    return transactions_to_arrow([], upid="", remote_addr="", remote_port=0, local_addr="", local_port=0, trace_role=0)
-
-
 def rows_to_arrow(done: list[tuple[Connection, HttpTransaction]]) -> pa.Table:
-    """``http_events`` rows for transactions of many connections.
-
-    The HTTP columns come from :func:`~pxq.agent.protocols.http1.transactions_to_arrow` in one
-    call; the connection columns (one value per connection there) are then set per row.
-    """
-    if not done:
-        return _empty_http_events()
-    table = transactions_to_arrow(
-        [tx for _, tx in done], upid="", remote_addr="", remote_port=0, local_addr="", local_port=0, trace_role=0
-    )
-    conns = [conn for conn, _ in done]
-    per_row = {
-        "upid": [c.upid for c in conns],
-        "remote_addr": [c.raddr for c in conns],
-        "remote_port": [c.rport for c in conns],
-        "local_addr": [c.laddr for c in conns],
-        "local_port": [c.lport for c in conns],
-        "trace_role": [c.role for c in conns],
-    }
-    schema = table.schema
-    for name, values in per_row.items():
-        i = schema.get_field_index(name)
-        table = table.set_column(i, schema.field(i), pa.array(values, type=schema.field(i).type))
-    return table
+    """``http_events`` rows for transactions of many connections."""
+    rows = HttpRows()
+    for conn, tx in done:
+        rows.add(conn.row_number(rows), tx.request, tx.response, tx.req_start_ns, tx.resp_end_ns)
+    return rows.table()
 
 
 def monotonic_to_epoch_offset() -> int:

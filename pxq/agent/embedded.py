@@ -7,7 +7,9 @@ and stops them again, also on Ctrl-C (the rows collected so far are kept).
 
 from __future__ import annotations
 
+import ctypes as ct
 import os
+import re
 import socket
 import sys
 import time
@@ -24,6 +26,10 @@ from pxq.errors import PxqError
 from pxq.plan.manifest import CollectorRequest, ProbeManifest
 
 POLL_INTERVAL_MS = 100
+# The socket tracer's transactions become Arrow rows about this often (or once this many are
+# waiting): building a table has a fixed cost, and code that runs rarely runs cold.
+DRAIN_INTERVAL_S = 1.0
+DRAIN_ROWS = 20_000
 
 
 class AgentError(PxqError):
@@ -65,6 +71,7 @@ class SocketTracerCollector:
         body_limit = int(request.option("body_limit", options.body_limit))
         self.tracer = SocketTracer(pids=set(request.pids) if request.pids is not None else None,
                                    protocols=tuple(request.protocols), body_limit=body_limit)
+        self._last_drain = 0.0
 
     def start(self) -> None:
         self.tracer.start()
@@ -73,6 +80,10 @@ class SocketTracerCollector:
         return self.tracer.poll(timeout_ms)
 
     def drain(self) -> dict[str, pa.Table]:
+        now = time.monotonic()
+        if self.tracer.running and now - self._last_drain < DRAIN_INTERVAL_S and self.tracer.pending() < DRAIN_ROWS:
+            return {}
+        self._last_drain = now
         return {"http_events": self.tracer.drain()}
 
     def drops(self) -> dict[str, dict[str, int]]:
@@ -92,6 +103,34 @@ COLLECTORS: dict[str, Callable[[CollectorRequest, AgentOptions], Collector]] = {
     "socket_tracer": SocketTracerCollector,
     "perf_profiler": _perf_profiler,
 }
+
+
+# madvise(2) advice: reclaim these pages now (Linux >= 5.4).
+MADV_PAGEOUT = 21
+# The BPF compiler's code, mapped from these libraries (through bcc).
+_COMPILER_LIBRARIES = re.compile(r"/lib(LLVM|clang)[^/]*\.so")
+
+
+def release_compiler_pages() -> int:
+    """Hand back the pages of the BPF compiler's code (libLLVM, libclang: about 80 MB of RSS)
+    that compiling the collectors' programs brought in; nothing runs that code again until the
+    next compile. MADV_PAGEOUT only reclaims: a page needed again is read back from the library
+    file, so it is harmless on any mapping. Returns the bytes advised (0 where it is not
+    supported)."""
+    try:
+        madvise = ct.CDLL(None, use_errno=True).madvise
+        madvise.argtypes = [ct.c_void_p, ct.c_size_t, ct.c_int]
+        maps = Path("/proc/self/maps").read_text()
+    except (OSError, AttributeError):
+        return 0
+    advised = 0
+    for line in maps.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and _COMPILER_LIBRARIES.search(fields[5]):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if madvise(start, end - start, MADV_PAGEOUT) == 0:
+                advised += end - start
+    return advised
 
 
 def check_environment() -> None:
@@ -117,6 +156,8 @@ class Progress:
     events: int
     rows: dict[str, int]
     drops: int
+    # Per table, every drop counter by reason (what ``drops`` sums).
+    drop_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,6 +185,7 @@ class EmbeddedAgent:
             for collector in collectors:
                 collector.start()
                 started.append(collector)
+            release_compiler_pages()
             store.start_time_ns = time.time_ns()
             begin = time.monotonic()
             deadline = begin + duration_s
@@ -177,7 +219,7 @@ class EmbeddedAgent:
     def _progress(elapsed: float, events: int, store: TableStore) -> Progress:
         rows = {name: store.rows(name) for name in store.table_names()}
         drops = sum(sum(d.values()) for d in store.drops.values())
-        return Progress(elapsed, events, rows, drops)
+        return Progress(elapsed, events, rows, drops, {table: dict(d) for table, d in store.drops.items()})
 
     @staticmethod
     def _move(collectors: list[Collector], store: TableStore) -> None:

@@ -13,7 +13,8 @@ events to the connection tracker, which produces ``http_events`` rows.
 
 Decoding is one ``struct.unpack_from`` per event over the raw ring buffer record; the layout comes
 from :class:`EventHeader`, which the program is compiled against (``_Static_assert`` per field),
-so the reader and ``bpf/socket_trace.h`` cannot silently disagree.
+so the reader and ``bpf/socket_trace.h`` cannot silently disagree. On x86-64 the ring buffer is
+read straight from its memory mapping (:class:`RingReader`), without a ctypes callback per event.
 
 Kernel-side options (``-D`` flags, see ``bpf/socket_trace.c``): MAX_DATA bytes per event (16 KiB;
 a call moving more is split into several events), MAX_STEPS events+iovecs walked per call (128:
@@ -24,7 +25,10 @@ messages per sendmmsg/recvmmsg (8), RING_PAGES ring buffer size (2048 pages = 8 
 from __future__ import annotations
 
 import ctypes as ct
+import mmap
 import os
+import platform
+import select
 import struct
 import time
 from collections.abc import Iterable
@@ -43,7 +47,7 @@ from pxq.agent.bpf_program import (
     load_with_maps,
     possible_cpus,
 )
-from pxq.agent.conn_tracker import ConnTracker, SockEvent, monotonic_to_epoch_offset, rows_to_arrow
+from pxq.agent.conn_tracker import ConnTracker, SockEvent, monotonic_to_epoch_offset
 from pxq.agent.protocols.http1 import DEFAULT_BODY_LIMIT
 
 PROGRAM_FILE = "socket_trace.c"
@@ -106,6 +110,85 @@ def struct_format(structure: type[ct.Structure]) -> str:
 
 _HEADER = struct.Struct(struct_format(EventHeader))
 assert tuple(name for name, _ in EventHeader._fields_) == SockEvent._fields[:-1], "SockEvent follows the header"
+
+_new_event = tuple.__new__  # SockEvent from the decoded header and the data, without __new__'s argument parsing
+
+
+class RingReader:
+    """A BPF ring buffer map read from user space through its memory mapping, as libbpf's
+    ``ring_buffer__consume`` does it, but handing the records to Python in one call per batch
+    instead of one ctypes callback per record.
+
+    The layout is kernel ABI (``kernel/bpf/ringbuf.c``): at offset 0 one page holding the
+    consumer position (written by the reader), then one page holding the producer position and,
+    after it, the data area mapped twice in a row, so that a record that wraps around the end
+    reads as one piece. Every record starts with an 8-byte header: its length (bit 31: still
+    being written, bit 30: discarded) and a page offset; records are 8-byte aligned.
+
+    The positions are 8-byte words read and written through ``memoryview.cast("Q")``: one load or
+    store each. (Not ``struct.pack_into``: it zeroes its target before writing the value, and a
+    producer that sees the consumer position at 0 for that instant finds the ring "full" and
+    drops its record.) Only on x86-64, whose memory order makes those loads acquire and that
+    store release what the kernel expects; elsewhere the tracer uses bcc's callback.
+    """
+
+    BUSY = 1 << 31
+    DISCARD = 1 << 30
+    HEADER = 8
+    _LEN = struct.Struct("@I")
+
+    @staticmethod
+    def supported() -> bool:
+        return platform.machine() in ("x86_64", "AMD64")
+
+    def __init__(self, map_fd: int, size: int) -> None:
+        if size <= 0 or size & (size - 1):
+            raise ValueError(f"a ring buffer's size is a power of two, not {size}")
+        page = mmap.PAGESIZE
+        self._mask = size - 1
+        self._data_at = page  # where the data area starts in the producer mapping
+        self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            self._producer = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        except Exception:
+            self._consumer.close()
+            raise
+        self._consumer_pos = memoryview(self._consumer)[:8].cast("Q")
+        self._producer_pos = memoryview(self._producer)[:8].cast("Q")
+        self._poller = select.poll()
+        self._poller.register(map_fd, select.POLLIN)
+
+    def read(self, out: list, header: struct.Struct) -> int:
+        """Append a SockEvent to ``out`` for each record committed now; returns how many."""
+        mem, data_at, mask = self._producer, self._data_at, self._mask
+        unpack_len, unpack_header = self._LEN.unpack_from, header.unpack_from
+        busy, discard, hdr = self.BUSY, self.DISCARD, self.HEADER
+        data_from = hdr + header.size
+        cons = self._consumer_pos[0]
+        prod = self._producer_pos[0]
+        taken = 0
+        while cons < prod:
+            at = data_at + (cons & mask)
+            length = unpack_len(mem, at)[0]
+            if length & busy:
+                break  # still being written: it and the records after it wait for the next read
+            cons += ((length & ~(busy | discard)) + hdr + 7) & ~7
+            if not length & discard:
+                out.append(_new_event(SockEvent, unpack_header(mem, at + hdr) + (mem[at + data_from : at + hdr + length],)))
+                taken += 1
+        self._consumer_pos[0] = cons
+        return taken
+
+    def wait(self, timeout_ms: int) -> bool:
+        """Sleep until the kernel says there are records (or ``timeout_ms`` passed)."""
+        return bool(self._poller.poll(timeout_ms))
+
+    def close(self) -> None:
+        self._consumer_pos.release()
+        self._producer_pos.release()
+        self._consumer.close()
+        self._producer.close()
+
 
 _CONSTANTS = header_constants(HEADER_FILE)
 DROP_REASONS = counter_names(_CONSTANTS, "PXQ_DROP_")  # kernel drop counter names, by index
@@ -202,8 +285,9 @@ class SocketTracer:
         self.body_limit = body_limit
         self.program = build_socket_tracer(self.options)
         self._bpf = None
-        self._raw: list[bytes] = []
-        self._tracker = ConnTracker(body_limit=body_limit, disable=self._disable, forget=self._forget)
+        self._ring: RingReader | None = None  # None: bcc's callback fills self._events
+        self._events: list[SockEvent] = []  # taken from the ring buffer, not handled yet
+        self._tracker = ConnTracker(body_limit=body_limit, disable=self._disable, forget=self._forget, columnar=True)
         self._tables: dict[str, object] = {}
         self._kernel_drops = dict.fromkeys(DROP_REASONS, 0)
         self.batch_interval_ms = BATCH_INTERVAL_MS
@@ -223,15 +307,23 @@ class SocketTracer:
         self._tables.update(tables)
         try:
             self._tracker.clock_offset_ns = monotonic_to_epoch_offset()
-            raw = self._raw
+            ring = self._tables["events"]
+            if RingReader.supported():
+                self._ring = RingReader(ring.map_fd, ring.max_entries)
+            else:
+                events, unpack = self._events, _HEADER.unpack_from
 
-            def on_record(_ctx, data, size):
-                raw.append(ct.string_at(data, size))
-                return 0
+                def on_record(_ctx, data, size):
+                    record = ct.string_at(data, size)
+                    events.append(_new_event(SockEvent, unpack(record) + (record[HEADER_SIZE:],)))
+                    return 0
 
-            self._on_record = on_record
-            self._tables["events"].open_ring_buffer(on_record)
+                self._on_record = on_record
+                ring.open_ring_buffer(on_record)
+            # Every probe is attached now: start tracing (see `ready` in bpf/socket_trace.c).
+            bpf[b"ready"][ct.c_int(0)] = ct.c_uint32(1)
         except Exception:
+            self._close_ring()
             bpf.cleanup()
             self._bpf = None
             self._tables.clear()
@@ -252,14 +344,20 @@ class SocketTracer:
         if self._bpf is None:
             return
         try:
-            self._bpf.ring_buffer_consume()
+            self._consume()
             self._process()
             self.kernel_drops()
             self._tracker.close_all()
         finally:
+            self._close_ring()
             self._bpf.cleanup()
             self._bpf = None
             self._tables.clear()
+
+    def _close_ring(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
 
     def __enter__(self) -> SocketTracer:
         return self.start()
@@ -286,21 +384,30 @@ class SocketTracer:
         wait = min(self._last_poll + self.batch_interval_ms / 1000 - now, timeout_ms / 1000)
         if wait > 0:
             time.sleep(wait)
-        bpf.ring_buffer_consume()
-        if not self._raw:
-            left = timeout_ms - max(wait, 0) * 1000
+        self._consume()
+        if not self._events:
+            left = int(timeout_ms - max(wait, 0) * 1000)
             if left >= 1:
-                bpf.ring_buffer_poll(int(left))
+                if self._ring is None:
+                    bpf.ring_buffer_poll(left)
+                elif self._ring.wait(left):
+                    self._consume()
         self._last_poll = time.monotonic()
         return self._process()
 
+    def _consume(self) -> None:
+        """Take what the ring buffer holds into ``self._events``."""
+        if self._ring is not None:
+            self._ring.read(self._events, _HEADER)
+        else:
+            self._bpf.ring_buffer_consume()
+
     def _process(self) -> int:
-        batch = self._raw[:]
-        del self._raw[:]
+        batch = self._events[:]
+        del self._events[:]
         handle = self._tracker.handle
-        unpack = _HEADER.unpack_from
-        for record in batch:
-            handle(SockEvent(*unpack(record), record[HEADER_SIZE:]))
+        for event in batch:
+            handle(event)
         self._tracker.end_batch()
         self.polls += 1
         self.last_poll_events = len(batch)
@@ -308,7 +415,7 @@ class SocketTracer:
 
     def drain(self) -> pa.Table:
         """``http_events`` rows completed since the last drain (the catalog's exact schema)."""
-        return rows_to_arrow(self._tracker.take())
+        return self._tracker.take_arrow()
 
     def pending(self) -> int:
         """Transactions completed and not drained yet."""

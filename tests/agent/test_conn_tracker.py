@@ -201,6 +201,31 @@ def test_lost_bytes_are_a_gap_and_parsing_restarts_at_the_next_request():
     assert paths(t) == [(7, 1, ROLE_CLIENT, "/b", 200)]
 
 
+def test_socket_opened_before_attach_that_lost_its_first_response_is_a_gap_not_a_shift():
+    t, _, _ = tracker()
+    s = Stream()  # a keep-alive connection accepted before the tracer attached: no OPEN
+    s.data(EGRESS, RESP)  # the answer to /a: its event was lost (ring buffer full)
+    not_found = RESP.replace(b"200 OK", b"404 Not Found")
+    feed(t, s.data(INGRESS, REQ), s.data(INGRESS, REQ.replace(b"/a", b"/b")), s.data(EGRESS, not_found))
+    feed(t)
+    feed(t)  # the kernel counts every direction of a connection from 0: the first bytes are missing
+    assert t.drop_counts()["data_gap"] == 1
+    feed(t, s.data(INGRESS, REQ.replace(b"/a", b"/c")), s.data(EGRESS, RESP))
+    assert paths(t) == [(7, 1, ROLE_SERVER, "/c", 200)]  # never /a with /b's 404
+
+
+def test_connection_ended_by_the_tracker_is_picked_up_where_its_stream_is():
+    t, _, _ = tracker(idle_ns=10**9)
+    s = Stream()
+    feed(t, s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.data(EGRESS, RESP))
+    other = Stream(fd=8)
+    feed(t, other.open(ROLE_SERVER), other.data(INGRESS, REQ, dt=20 * 10**9))  # fd 7 idles out
+    assert (PID, 7, 1) not in t.conns
+    feed(t, s.data(INGRESS, REQ.replace(b"/a", b"/d")), s.data(EGRESS, RESP))  # same generation
+    assert (7, 1, ROLE_SERVER, "/d", 200) in paths(t)
+    assert t.drop_counts()["data_gap"] == 0
+
+
 def test_reorder_buffer_overflow_is_counted():
     t, _, _ = tracker(reorder_limit=1000)
     s = Stream()

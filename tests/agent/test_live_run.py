@@ -102,7 +102,9 @@ def test_pxq_run_http_data_live_shows_both_ends():
         assert all(r["req_method"] == "GET" and r["latency"] > 0 for r in seen)
         servers = [r for r in seen if r["destination"].startswith("python")]
         assert len(servers) == 1, seen
-    assert "lost or incomplete" not in "".join(log)
+    # Host-wide, other processes' transactions that straddle the window are counted as
+    # unmatched (rightly); the kernel must not have lost any event at this rate.
+    assert "ringbuf_full" not in "".join(log)
 
 
 def test_pxq_capture_then_replay(tmp_path):
@@ -141,9 +143,10 @@ def test_live_store_and_its_capture_give_the_same_rows(tmp_path):
         manifest = split(compile_script(script, args={"num_head": "1000"}).optimized).manifest
         agent = EmbeddedAgent(manifest)
         done: list = []
-        worker = threading.Thread(target=lambda: done.append(agent.run(3.0)))
+        attached = threading.Event()  # the first progress report comes once the probes are live
+        worker = threading.Thread(target=lambda: done.append(agent.run(4.0, lambda _: attached.set())))
         worker.start()
-        time.sleep(2.0)  # compile + attach
+        assert attached.wait(timeout=60), "the agent never attached"
         send_requests(backend.port, "same", 6)
         worker.join(timeout=60)
     (store,) = done

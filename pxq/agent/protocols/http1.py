@@ -43,10 +43,11 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, deque
+from array import array
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import httptools
+import numpy as np
 import pyarrow as pa
 
 DEFAULT_BODY_LIMIT = 1024
@@ -96,37 +97,83 @@ def looks_like_http_response(first_bytes: bytes) -> bool:
     return _STATUS_LINE.match(first_bytes) is not None
 
 
-@dataclass
-class HttpTransaction:
-    """One request and its response, with Pixie's ``http_events`` meanings."""
-
-    req_method: str
-    req_path: str
-    major_version: int
-    minor_version: int
-    req_headers: dict[str, str]
-    req_body: str
-    req_body_size: int
-    resp_status: int
-    resp_message: str
-    resp_headers: dict[str, str]
-    resp_body: str
-    resp_body_size: int
-    content_type: int
-    req_start_ns: int
-    resp_end_ns: int
-    latency_ns: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.latency_ns = self.resp_end_ns - self.req_start_ns
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
 
 
-def _text(data: bytes | bytearray) -> str:
-    return bytes(data).decode("utf-8", errors="replace")
+# Header blocks are kept as the (name, value) byte pairs llhttp reported and turned into text
+# once per row. The JSON text of a block is made from its bytes in a few C-level steps when that
+# gives exactly what json.dumps gives: no name repeated (repeats are joined under the first
+# spelling) and nothing JSON escapes other than '"' (no control byte, backslash or non-ASCII
+# byte). Otherwise the block goes through a dict and json.dumps.
+# Bytes that stop the fast way, but for NUL and SOH, which it joins with (and counts instead).
+_JSON_ESCAPED_BUT_SEPARATORS = re.compile(rb"[\x02-\x1f\\\x7f-\xff]")
+_join_pair = b"\x00".join
+
+
+def headers_dict(pairs: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """A header block as text: repeated names (any case) joined with ", " under the name as first
+    seen, in first-seen order; bytes that are not UTF-8 become U+FFFD."""
+    headers: dict[str, str] = {}
+    keys: dict[str, str] = {}  # lower-case name -> the name as first seen
+    for name, value in pairs:
+        key, val = _text(name), _text(value)
+        first = keys.setdefault(key.lower(), key)
+        headers[first] = f"{headers[first]}, {val}" if first in headers else val
+    return headers
+
+
+def headers_json(pairs: list[tuple[bytes, bytes]]) -> str:
+    """``json.dumps(headers_dict(pairs))``, faster for the usual header block."""
+    return _headers_json(pairs).decode("ascii")
+
+
+def _headers_json(pairs: list[tuple[bytes, bytes]]) -> bytes:
+    """:func:`headers_json` as ASCII bytes."""
+    return _header_block(pairs, b"\x01".join(map(_join_pair, pairs)))[0]
+
+
+def _header_block(pairs: list[tuple[bytes, bytes]], joined: bytes) -> tuple[bytes, bool]:
+    """(the JSON text of a header block, whether its Content-Type mentions json); ``joined`` is
+    ``name NUL value SOH name NUL value ...`` (a NUL or SOH of a header's own fails the counts)."""
+    n = len(pairs)
+    if not n:
+        return b"{}", False
+    lowered = {name.lower(): value for name, value in pairs}
+    if len(lowered) == n:  # no name repeated
+        content_type = lowered.get(b"content-type")
+        is_json = content_type is not None and b"json" in content_type.lower()
+        if (
+            joined.count(b"\x00") == n
+            and joined.count(b"\x01") == n - 1
+            and _JSON_ESCAPED_BUT_SEPARATORS.search(joined) is None
+        ):
+            if b'"' in joined:
+                joined = joined.replace(b'"', b'\\"')
+            return b'{"' + joined.replace(b"\x00", b'": "').replace(b"\x01", b'", "') + b'"}', is_json
+    else:
+        is_json = _is_json(pairs)
+    return json.dumps(headers_dict(pairs)).encode("ascii"), is_json
+
+
+def _is_json(pairs: list[tuple[bytes, bytes]]) -> bool:
+    """Does the Content-Type header (any of them) mention json, in any case?"""
+    for name, value in pairs:
+        if len(name) == 12 and name.lower() == b"content-type" and b"json" in value.lower():
+            return True
+    return False
+
+
+_VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}
 
 
 class _Message:
-    """One HTTP message as llhttp reports it."""
+    """One HTTP message as llhttp reports it, kept as bytes (decoded when a row is made)."""
+
+    __slots__ = (
+        "body_limit", "start_ns", "end_ns", "epoch", "valid_start", "url", "reason", "header_pairs",
+        "body", "body_size", "method", "status", "version", "headers_done", "complete", "broken",
+    )  # fmt: skip
 
     def __init__(self, body_limit: int, ts_ns: int, epoch: int = -1) -> None:
         self.body_limit = body_limit
@@ -134,13 +181,12 @@ class _Message:
         self.end_ns = ts_ns
         self.epoch = epoch  # the feed call that saw its first byte
         self.valid_start = False  # llhttp accepted its start line (request target / status seen)
-        self.url = bytearray()
-        self.reason = bytearray()
-        self.headers: dict[str, str] = {}
-        self._header_keys: dict[str, str] = {}  # lower-case name -> the name as first seen
-        self.body = bytearray()
+        self.url = b""
+        self.reason = b""
+        self.header_pairs: list[tuple[bytes, bytes]] = []  # as llhttp reported them, in order
+        self.body = b""  # the first body_limit bytes
         self.body_size = 0
-        self.method = ""
+        self.method = b""
         self.status = 0
         self.version = (1, 1)
         self.headers_done = False
@@ -154,20 +200,14 @@ class _Message:
         msg.broken = msg.complete = True
         return msg
 
-    def add_header(self, name: bytes, value: bytes) -> None:
-        key, val = _text(name), _text(value)
-        first = self._header_keys.setdefault(key.lower(), key)
-        self.headers[first] = f"{self.headers[first]}, {val}" if first in self.headers else val
+    @property
+    def headers(self) -> dict[str, str]:
+        return headers_dict(self.header_pairs)
 
     def header(self, name: str) -> str:
-        key = self._header_keys.get(name.lower())
-        return "" if key is None else self.headers[key]
-
-    def add_body(self, data: bytes) -> None:
-        self.body_size += len(data)
-        room = self.body_limit - len(self.body)
-        if room > 0:
-            self.body += data[:room]
+        """One header's value (repeats joined with ", "); "" when it is absent."""
+        key = name.lower().encode()
+        return ", ".join(_text(v) for n, v in self.header_pairs if n.lower() == key)
 
     def body_left(self) -> int:
         """Body bytes still to come by Content-Length (0 when unknown, chunked or no headers)."""
@@ -187,6 +227,64 @@ class _Message:
         )
 
 
+MessagePair = tuple[_Message, _Message]  # a request and its response
+
+
+class HttpTransaction:
+    """One request and its response, with Pixie's ``http_events`` meanings.
+
+    It holds the two messages as parsed and decodes a field when it is read. (The agent does
+    not make these: it writes each pair into :class:`HttpRows` as it completes.)
+    ``req_start_ns`` and ``resp_end_ns`` may be moved (to epoch time); ``latency_ns`` is always
+    their difference.
+    """
+
+    __slots__ = ("request", "response", "req_start_ns", "resp_end_ns")
+    FIELDS = (
+        "req_method", "req_path", "major_version", "minor_version", "req_headers", "req_body",
+        "req_body_size", "resp_status", "resp_message", "resp_headers", "resp_body", "resp_body_size",
+        "content_type", "req_start_ns", "resp_end_ns", "latency_ns",
+    )  # fmt: skip
+
+    def __init__(self, request: _Message, response: _Message) -> None:
+        self.request = request
+        self.response = response
+        self.req_start_ns = request.start_ns
+        self.resp_end_ns = response.end_ns
+
+    req_method = property(lambda self: _text(self.request.method))
+    req_path = property(lambda self: _text(self.request.url))
+    major_version = property(lambda self: self.response.version[0])
+    minor_version = property(lambda self: self.response.version[1])
+    req_headers = property(lambda self: headers_dict(self.request.header_pairs))
+    req_body = property(lambda self: _text(self.request.body))
+    req_body_size = property(lambda self: self.request.body_size)
+    resp_status = property(lambda self: self.response.status)
+    resp_message = property(lambda self: _text(self.response.reason))
+    resp_headers = property(lambda self: headers_dict(self.response.header_pairs))
+    resp_body = property(lambda self: _text(self.response.body))
+    resp_body_size = property(lambda self: self.response.body_size)
+    latency_ns = property(lambda self: self.resp_end_ns - self.req_start_ns)
+
+    @property
+    def content_type(self) -> int:
+        return CONTENT_TYPE_JSON if _is_json(self.response.header_pairs) else CONTENT_TYPE_UNKNOWN
+
+    def values(self) -> tuple:
+        """Every field of :attr:`FIELDS`, in that order."""
+        return tuple(getattr(self, name) for name in self.FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HttpTransaction):
+            return NotImplemented
+        return self.values() == other.values()
+
+    __hash__ = None  # type: ignore[assignment]  # the times may move
+
+    def __repr__(self) -> str:
+        return "HttpTransaction(" + ", ".join(f"{n}={v!r}" for n, v in zip(self.FIELDS, self.values())) + ")"
+
+
 class _Direction:
     """One direction of a connection: an llhttp parser (this object is its callback protocol),
     the message in progress, and the bytes held back while resyncing or framing by hand."""
@@ -197,6 +295,7 @@ class _Direction:
         self.kind = "request" if is_request else "response"
         self.parser: httptools.HttpRequestParser | httptools.HttpResponseParser | None = None
         self.current: _Message | None = None
+        self._header_pairs: list[tuple[bytes, bytes]] = []  # the current message's
         self.ts_ns = 0  # timestamp of the chunk being parsed
         self.epoch = 0  # counts feed_data calls
         self.valid_starts = 0  # messages whose start line lies in the current feed_data call
@@ -212,49 +311,54 @@ class _Direction:
         self.skip_first_at_zero = False
 
     # -- llhttp callbacks -------------------------------------------------------------------
+    # These run for every message: they keep what llhttp reports as it is (see _Message).
     def on_message_begin(self) -> None:
         ts, self.begin_ts = (self.ts_ns if self.begin_ts is None else self.begin_ts), None
-        self.current = _Message(self.stitcher.body_limit, ts, self.epoch)
+        self.current = msg = _Message(self.stitcher.body_limit, ts, self.epoch)
+        self._header_pairs = msg.header_pairs
         if self.is_request:
-            self.stitcher._requests.append(self.current)
+            self.stitcher._requests.append(msg)
 
     def _start_line_seen(self, msg: _Message) -> None:
-        if not msg.valid_start:
-            msg.valid_start = True
-            if msg.epoch == self.epoch:
-                self.valid_starts += 1
+        msg.valid_start = True
+        if msg.epoch == self.epoch:
+            self.valid_starts += 1
 
     def on_url(self, url: bytes) -> None:
-        assert self.current is not None
-        self._start_line_seen(self.current)
-        self.current.url += url
+        msg = self.current
+        if not msg.valid_start:
+            self._start_line_seen(msg)
+        msg.url += url
 
     def on_status(self, status: bytes) -> None:
-        assert self.current is not None
-        self._start_line_seen(self.current)
-        self.current.reason += status
+        msg = self.current
+        if not msg.valid_start:
+            self._start_line_seen(msg)
+        msg.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.current is not None
-        self.current.add_header(name, value)
+        self._header_pairs.append((name, value))
 
     def on_headers_complete(self) -> None:
         msg, parser = self.current, self.parser
-        assert msg is not None and parser is not None
-        self._start_line_seen(msg)  # a status line with an empty reason phrase
+        if not msg.valid_start:
+            self._start_line_seen(msg)  # a status line with an empty reason phrase
         msg.headers_done = True
         msg.end_ns = self.ts_ns
-        major, _, minor = parser.get_http_version().partition(".")
-        msg.version = (int(major), int(minor))
-        if isinstance(parser, httptools.HttpRequestParser):
-            msg.method = parser.get_method().decode("ascii", errors="replace")
+        if self.is_request:
+            msg.method = parser.get_method()
         else:
             msg.status = parser.get_status_code()
+            version = parser.get_http_version()
+            msg.version = _VERSIONS.get(version) or tuple(int(n) for n in version.split("."))
 
     def on_body(self, body: bytes) -> None:
-        assert self.current is not None
-        self.current.add_body(body)
-        self.current.end_ns = self.ts_ns
+        msg = self.current
+        msg.body_size += len(body)
+        room = msg.body_limit - len(msg.body)
+        if room > 0:
+            msg.body += body[:room]
+        msg.end_ns = self.ts_ns
 
     def on_message_complete(self) -> None:
         msg = self.current
@@ -365,7 +469,7 @@ class Http1Stitcher:
         self.errors: Counter[str] = Counter()
         self._requests: deque[_Message] = deque()  # parsed or in progress, not yet paired
         self._responses: deque[_Message] = deque()  # final responses waiting for their request
-        self._done: list[HttpTransaction] = []
+        self._done: list[MessagePair] = []  # completed pairs, not taken yet
         self._req = _Direction(self, is_request=True)
         self._resp = _Direction(self, is_request=False)
         # Request bytes (with their timestamps) held after an Upgrade/CONNECT request until its
@@ -373,26 +477,36 @@ class Http1Stitcher:
         self._upgrade_wait = False
         self._held: list[tuple[bytes, int]] = []
         self._held_size = 0
-        self._tunnel = False  # the connection left HTTP (101 Switching Protocols, CONNECT 2xx)
+        # True once the connection left HTTP (101 Switching Protocols, CONNECT 2xx): nothing after
+        # that is parsed.
+        self.upgraded = False
         self._closed = False
 
     # -- public API -------------------------------------------------------------------------
     def feed_request(self, data: bytes, ts_ns: int) -> list[HttpTransaction]:
         """Client-to-server bytes captured at ``ts_ns``."""
-        self._feed(self._req, bytes(data), ts_ns)
-        return self._take()
+        return [HttpTransaction(req, resp) for req, resp in self.feed_messages(True, data, ts_ns)]
 
     def feed_response(self, data: bytes, ts_ns: int) -> list[HttpTransaction]:
         """Server-to-client bytes captured at ``ts_ns``."""
-        self._feed(self._resp, bytes(data), ts_ns)
-        return self._take()
+        return [HttpTransaction(req, resp) for req, resp in self.feed_messages(False, data, ts_ns)]
 
     def close(self, ts_ns: int) -> list[HttpTransaction]:
         """The connection closed at ``ts_ns``: finish a close-delimited body, count leftovers."""
+        return [HttpTransaction(req, resp) for req, resp in self.close_messages(ts_ns)]
+
+    def feed_messages(self, request: bool, data: bytes, ts_ns: int) -> list[MessagePair]:
+        """:meth:`feed_request` (``request``) or :meth:`feed_response`, returning the completed
+        pairs as parsed messages, for :meth:`HttpRows.add`."""
+        self._feed(self._req if request else self._resp, bytes(data), ts_ns)
+        return self._take()
+
+    def close_messages(self, ts_ns: int) -> list[MessagePair]:
+        """:meth:`close`, returning the completed pairs as parsed messages."""
         if self._closed:
             return []
         self._closed = True
-        if not self._tunnel:
+        if not self.upgraded:
             resp = self._resp.current
             if resp is not None and resp.close_delimited:
                 resp.complete = True
@@ -416,18 +530,15 @@ class Http1Stitcher:
         self._resp.pending.clear()
         return self._take()
 
-    @property
-    def upgraded(self) -> bool:
-        """True once the connection switched protocols (101) or became a CONNECT tunnel."""
-        return self._tunnel
-
     # -- internals --------------------------------------------------------------------------
-    def _take(self) -> list[HttpTransaction]:
+    def _take(self) -> list[MessagePair]:
+        if not self._done:
+            return []
         done, self._done = self._done, []
         return done
 
     def _feed(self, side: _Direction, data: bytes, ts_ns: int) -> None:
-        if self._closed or self._tunnel or not data:
+        if self._closed or self.upgraded or not data:
             return
         if side.is_request and self._upgrade_wait:
             self._hold(data, ts_ns)
@@ -443,7 +554,7 @@ class Http1Stitcher:
 
     def _pump(self, side: _Direction, data: bytes) -> None:
         """Parse ``data`` on one side, switching between llhttp, hand framing and resync."""
-        while data and not self._tunnel:
+        while data and not self.upgraded:
             if side.is_request and self._upgrade_wait:
                 self._hold(data, side.ts_ns)
                 return
@@ -454,7 +565,7 @@ class Http1Stitcher:
                 data = side.feed(data)
             elif side.current is None and self._header_only(0):
                 data = self._header_only_response(data)
-            elif self._header_only_later():
+            elif len(self._requests) - len(self._responses) > 1 and self._header_only_later():
                 # A response further on is framed here, so llhttp has to stop exactly where this
                 # one ends (rare: HEAD or CONNECT pipelined behind other requests). Step through
                 # it: the head a byte at a time, a Content-Length body in one piece.
@@ -478,7 +589,7 @@ class Http1Stitcher:
         if idx >= len(self._requests):
             return False
         req = self._requests[idx]
-        return req.headers_done and req.method in ("HEAD", "CONNECT")
+        return req.headers_done and req.method in (b"HEAD", b"CONNECT")
 
     def _header_only_later(self) -> bool:
         """Is any response after the next one to come an answer to HEAD or CONNECT?"""
@@ -509,15 +620,10 @@ class Http1Stitcher:
             return  # 100 Continue and other interim responses
         idx = len(self._responses)
         req = self._requests[idx] if idx < len(self._requests) else None
-        if req is None or msg.start_ns < req.start_ns:
-            # It began before any request it could answer: its request was sent before capture
-            # started (attach in mid-transaction). Pairing it would shift every later pair by one.
-            self.errors["response_without_request"] += 1
-            return
         self._responses.append(msg)
-        connect_ok = req is not None and req.method == "CONNECT" and 200 <= msg.status < 300
+        connect_ok = req is not None and req.method == b"CONNECT" and 200 <= msg.status < 300
         if msg.status == 101 or connect_ok:
-            self._tunnel = True
+            self.upgraded = True
         elif self._upgrade_wait and idx == len(self._requests) - 1:
             self._upgrade_refused()
         self._stitch()
@@ -527,26 +633,7 @@ class Http1Stitcher:
             req, resp = self._requests.popleft(), self._responses.popleft()
             if req.broken or resp.broken:
                 continue  # counted where the parse failed
-            json_body = "json" in resp.header("Content-Type").lower()
-            self._done.append(
-                HttpTransaction(
-                    req_method=req.method,
-                    req_path=_text(req.url),
-                    major_version=resp.version[0],
-                    minor_version=resp.version[1],
-                    req_headers=req.headers,
-                    req_body=_text(req.body),
-                    req_body_size=req.body_size,
-                    resp_status=resp.status,
-                    resp_message=_text(resp.reason),
-                    resp_headers=resp.headers,
-                    resp_body=_text(resp.body),
-                    resp_body_size=resp.body_size,
-                    content_type=CONTENT_TYPE_JSON if json_body else CONTENT_TYPE_UNKNOWN,
-                    req_start_ns=req.start_ns,
-                    resp_end_ns=resp.end_ns,
-                )
-            )
+            self._done.append((req, resp))
 
     # -- upgrades ---------------------------------------------------------------------------
     def _upgraded(self, side: _Direction, rest: bytes) -> bytes:
@@ -558,7 +645,7 @@ class Http1Stitcher:
             if rest:
                 self._hold(rest, side.ts_ns)
         else:
-            self._tunnel = True
+            self.upgraded = True
         return b""
 
     def _hold(self, data: bytes, ts_ns: int) -> None:
@@ -566,7 +653,7 @@ class Http1Stitcher:
         if self._held_size > MAX_UPGRADE_HOLD:
             # Whatever this is, it is not HTTP we can follow any more.
             self.errors["request_upgrade_hold_overflow"] += 1
-            self._tunnel = True
+            self.upgraded = True
             self._held.clear()
             return
         self._held.append((data, ts_ns))
@@ -588,6 +675,123 @@ def http_events_schema() -> pa.Schema:
     return CATALOG["http_events"].arrow_schema()
 
 
+def _utf8(data: bytes) -> bytes:
+    """``data`` as valid UTF-8: what ``_text(data)`` is, encoded."""
+    return data.decode("utf-8", errors="replace").encode("utf-8")
+
+
+class HttpRows:
+    """``http_events`` rows being built, one buffer per column.
+
+    :meth:`add` writes a request/response pair's values into the column buffers as soon as the
+    pair completes, while its bytes are still in the CPU's caches: strings as UTF-8 bytes into one
+    ``bytearray`` per column, numbers (and the strings' lengths) into one ``array`` of int64s, row
+    after row. The Arrow table is made from those buffers (:meth:`table`) without a Python object
+    per value: converting Python values that are no longer in cache costs more than making them.
+    The connection's columns are stored once per connection (:meth:`connection`) and repeated
+    per row by Arrow. A header block seen before (the same bytes) reuses its JSON text.
+    """
+
+    STRINGS = ("req_headers", "req_method", "req_path", "req_body", "resp_headers", "resp_message", "resp_body")
+    INTS = ("time_", "major_version", "minor_version", "content_type", "req_body_size", "resp_status",
+            "resp_body_size", "latency")  # fmt: skip
+    CONNECTION = ("upid", "remote_addr", "local_addr", "remote_port", "local_port", "trace_role")
+    BLOCK_CACHE = 4096  # header blocks whose JSON text is kept (then the cache starts over)
+
+    def __init__(self, encrypted: bool = False) -> None:
+        self.encrypted = encrypted
+        self._blocks: dict[bytes, tuple[bytes, bool]] = {}  # joined header pairs -> (JSON, is_json)
+        self._reset()
+
+    def _reset(self) -> None:
+        # New buffers every time: the last table's Arrow arrays still use the old ones.
+        self.rows = 0
+        self._strings = tuple(bytearray() for _ in self.STRINGS)
+        self._numbers = array("q")  # per row: connection, INTS, the lengths of the STRINGS
+        self._connections: dict[tuple, int] = {}  # CONNECTION values -> connection number
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def connection(self, upid: str, remote_addr: str, local_addr: str, remote_port: int, local_port: int,
+                   trace_role: int) -> int:  # fmt: skip
+        """The number :meth:`add` takes for a connection with these columns (until the next
+        :meth:`table`)."""
+        key = (upid, remote_addr, local_addr, remote_port, local_port, trace_role)
+        return self._connections.setdefault(key, len(self._connections))
+
+    def add(self, connection: int, req: _Message, resp: _Message, start_ns: int, end_ns: int) -> None:
+        """One row: ``connection`` from :meth:`connection`; ``start_ns``/``end_ns`` the request's
+        start and the response's end (``time_`` is the end, ``latency`` the difference)."""
+        req_headers = self._header_block(req.header_pairs)[0]
+        resp_headers, is_json = self._header_block(resp.header_pairs)
+        method, url, req_body, reason, resp_body = req.method, req.url, req.body, resp.reason, resp.body
+        if not (method.isascii() and url.isascii() and req_body.isascii() and reason.isascii() and resp_body.isascii()):
+            method, url, req_body, reason, resp_body = map(_utf8, (method, url, req_body, reason, resp_body))
+        s_req_headers, s_method, s_url, s_req_body, s_resp_headers, s_reason, s_resp_body = self._strings
+        s_req_headers += req_headers
+        s_method += method
+        s_url += url
+        s_req_body += req_body
+        s_resp_headers += resp_headers
+        s_reason += reason
+        s_resp_body += resp_body
+        major, minor = resp.version
+        self._numbers.extend((
+            connection, end_ns, major, minor, CONTENT_TYPE_JSON if is_json else CONTENT_TYPE_UNKNOWN, req.body_size,
+            resp.status, resp.body_size, end_ns - start_ns, len(req_headers), len(method), len(url), len(req_body),
+            len(resp_headers), len(reason), len(resp_body),
+        ))  # fmt: skip
+        self.rows += 1
+
+    def _header_block(self, pairs: list[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
+        key = b"\x01".join(map(_join_pair, pairs))
+        block = self._blocks.get(key)
+        if block is None:
+            if len(self._blocks) >= self.BLOCK_CACHE:
+                self._blocks.clear()
+            block = self._blocks[key] = _header_block(pairs, key)
+        return block
+
+    def table(self) -> pa.Table:
+        """The rows added since the last call, as an ``http_events`` table (and start over)."""
+        schema = http_events_schema()
+        n = self.rows
+        if not n:
+            self._reset()
+            return schema.empty_table()
+        numbers = np.frombuffer(self._numbers, dtype=np.int64).reshape(n, 1 + len(self.INTS) + len(self.STRINGS))
+        which = pa.array(np.ascontiguousarray(numbers[:, 0]))
+        connections = list(self._connections)
+        columns = {"encrypted": pa.array(np.full(n, self.encrypted))}
+        for i, name in enumerate(self.CONNECTION):
+            columns[name] = pa.array([c[i] for c in connections], type=schema.field(name).type).take(which)
+        for i, name in enumerate(self.INTS, 1):
+            columns[name] = pa.array(np.ascontiguousarray(numbers[:, i]), type=schema.field(name).type)
+        for i, name in enumerate(self.STRINGS):
+            columns[name] = _string_column(self._strings[i], numbers[:, 1 + len(self.INTS) + i])
+        self._reset()
+        return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
+def _string_column(data: bytearray, lengths: np.ndarray) -> pa.Array | pa.ChunkedArray:
+    """A string column over ``data`` (the values one after the other, UTF-8) and their lengths."""
+    n = len(lengths)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    buffer = pa.py_buffer(data)
+    if offsets[-1] < 2**31:
+        return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets.astype(np.int32)), buffer])
+    # Over 2 GiB: chunks whose 32-bit offsets reach (a single value that long cannot be a string).
+    whole = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), buffer])
+    chunks, start = [], 0
+    while start < n:
+        end = max(start + 1, int(np.searchsorted(offsets, offsets[start] + 2**31 - 1, side="right")) - 1)
+        chunks.append(whole.slice(start, end - start).cast(pa.string()))
+        start = end
+    return pa.chunked_array(chunks, pa.string())
+
+
 def transactions_to_arrow(
     txs: Iterable[HttpTransaction],
     *,
@@ -600,31 +804,8 @@ def transactions_to_arrow(
     encrypted: bool = False,
 ) -> pa.Table:
     """``http_events`` rows for the transactions of one connection (its fields given once)."""
-    rows = [
-        {
-            "time_": tx.resp_end_ns,
-            "upid": upid,
-            "remote_addr": remote_addr,
-            "remote_port": remote_port,
-            "local_addr": local_addr,
-            "local_port": local_port,
-            "trace_role": trace_role,
-            "encrypted": encrypted,
-            "major_version": tx.major_version,
-            "minor_version": tx.minor_version,
-            "content_type": tx.content_type,
-            "req_headers": json.dumps(tx.req_headers),
-            "req_method": tx.req_method,
-            "req_path": tx.req_path,
-            "req_body": tx.req_body,
-            "req_body_size": tx.req_body_size,
-            "resp_headers": json.dumps(tx.resp_headers),
-            "resp_status": tx.resp_status,
-            "resp_message": tx.resp_message,
-            "resp_body": tx.resp_body,
-            "resp_body_size": tx.resp_body_size,
-            "latency": tx.latency_ns,
-        }
-        for tx in txs
-    ]
-    return pa.Table.from_pylist(rows, schema=http_events_schema())
+    rows = HttpRows(encrypted)
+    for tx in txs:
+        conn = rows.connection(upid, remote_addr, local_addr, remote_port, local_port, trace_role)
+        rows.add(conn, tx.request, tx.response, tx.req_start_ns, tx.resp_end_ns)
+    return rows.table()

@@ -1,0 +1,555 @@
+"""The socket tracer's cost and completeness on real nginx traffic (issue 3's benchmarks).
+
+Everything runs on this machine, in one run, on 127.0.0.1 free ports: Debian's nginx (two
+workers, keep-alive, static files; :func:`pxq.testing.workload.nginx_server`), wrk, and a paced
+keep-alive HTTP client written in C that this bench compiles (wrk2 is not packaged; the client
+sends request ``i`` at ``start + i / rate`` over a pool of connections, one request in flight per
+connection, and logs what it got back). The agent is the embedded agent
+(:class:`pxq.agent.embedded.EmbeddedAgent`, socket tracer with pids = nginx's master and
+workers, polling and moving rows into its table store) in a process of its own, as ``pxq run``
+would be; it is started (BPF compiled and attached) before each traced run and ended with SIGINT
+(the Ctrl-C path) after it.
+
+1. Throughput: ``wrk -t2 -c16`` on a static file, without and with the agent, alternately
+   (pairs in alternating order); the figure is the median of the per-pair ratios (target >= 0.95).
+2. Completeness: 20,000 requests at 2,000 req/s (GET and HEAD of three static files, one of them
+   over the 1 KiB body limit, each with a unique ``?i=N``) against the rows the agent captured:
+   method, path, status, response body size and body prefix must match (target >= 99.9 %). The
+   agent's CPU time per 10,000 captured transactions (getrusage of the agent process, from the
+   end of its start-up to the end of its stop; target <= 0.3 s) and its RSS (peak during the
+   capture, VmHWM reset after start-up; and the process's overall peak including BPF compilation
+   by LLVM; target <= 250 MB) come from this run.
+3. Drop onset: one agent while the paced client steps its rate up; per step the events per
+   second the agent took, its CPU share, and every drop counter that moved. The last step is wrk
+   unpaced (as fast as nginx goes).
+
+The machine is shared and small (the figures it depends on are printed with the load average):
+only ratios measured side by side are compared with targets.
+
+    .venv/bin/python bench/bench_socket_tracer.py [--quick]
+
+Needs root, bcc, nginx, wrk and gcc. Exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import resource
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TARGET_THROUGHPUT = 0.95
+TARGET_COMPLETE = 0.999
+TARGET_CPU_PER_10K = 0.3
+TARGET_RSS_MB = 250
+AGENT_START_TIMEOUT = 120.0
+
+# Served by pxq.testing.workload's nginx under /static/ (GET and HEAD), in request order i % 3.
+FILES = ("hello.txt", "index.html", "big.json")
+
+CLIENT_C = r"""
+/* Paced keep-alive HTTP/1.1 client: request i is due at start + i/rate and goes out on a free
+ * connection of the pool (one request in flight per connection). Request i: HEAD when
+ * i % 10 == 9, else GET, of /static/FILES[i % 3]?i=<i>. Logs "i method path status body_bytes"
+ * per response (LOG "-": no log) and prints one summary line. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *FILES[] = {"hello.txt", "index.html", "big.json"};
+#define BUF 65536
+struct conn { int fd; long req; int head; char buf[BUF]; size_t len; long hdr; long clen; int status; };
+static struct sockaddr_in addr;
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
+
+static int dial(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) { perror("connect"); exit(2); }
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    return fd;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 7) { fprintf(stderr, "usage: %s HOST PORT RATE COUNT CONNS LOG|-\n", argv[0]); return 2; }
+    double rate = atof(argv[3]);
+    long count = atol(argv[4]);
+    int nconn = atoi(argv[5]);
+    FILE *log = strcmp(argv[6], "-") ? fopen(argv[6], "w") : NULL;
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(atoi(argv[2]));
+    inet_pton(AF_INET, argv[1], &addr.sin_addr);
+    char host[64];
+    snprintf(host, sizeof host, "%s:%s", argv[1], argv[2]);
+    int ep = epoll_create1(0);
+    struct conn *conns = calloc(nconn, sizeof *conns);
+    int *free_ = malloc(nconn * sizeof *free_), nfree = 0;
+    for (int c = 0; c < nconn; c++) {
+        conns[c].fd = dial();
+        conns[c].req = -1;
+        struct epoll_event e = {.events = EPOLLIN, .data.u32 = c};
+        epoll_ctl(ep, EPOLL_CTL_ADD, conns[c].fd, &e);
+        free_[nfree++] = c;
+    }
+    long next = 0, done = 0, errors = 0, reconnects = 0;
+    double max_late = 0, t0 = now(), deadline = t0 + count / rate + 30;
+    char req[512];
+    struct epoll_event evs[256];
+    while (done + errors < count && now() < deadline) {
+        double t = now();
+        while (next < count && nfree > 0 && t0 + next / rate <= t) {
+            struct conn *k = &conns[free_[--nfree]];
+            int head = next % 10 == 9;
+            int n = snprintf(req, sizeof req, "%s /static/%s?i=%ld HTTP/1.1\r\nHost: %s\r\nUser-Agent: pxq-bench\r\n\r\n",
+                             head ? "HEAD" : "GET", FILES[next % 3], next, host);
+            double late = t - (t0 + next / rate);
+            if (late > max_late) max_late = late;
+            k->req = next++; k->head = head; k->len = 0; k->hdr = -1; k->clen = 0; k->status = 0;
+            if (send(k->fd, req, n, MSG_NOSIGNAL) != n) { errors++; k->req = -1; free_[nfree++] = k - conns; }
+        }
+        int timeout = 200;
+        if (next < count && nfree > 0) {
+            double wait = t0 + next / rate - now();
+            timeout = wait <= 0 ? 0 : (int)(wait * 1000) + 1;
+            if (timeout > 200) timeout = 200;
+        }
+        int n = epoll_wait(ep, evs, 256, timeout);
+        for (int i = 0; i < n; i++) {
+            int c = evs[i].data.u32;
+            struct conn *k = &conns[c];
+            for (;;) {
+                ssize_t r = read(k->fd, k->buf + k->len, BUF - 1 - k->len);
+                if (r < 0 && (errno == EAGAIN || errno == EINTR)) break;
+                if (r <= 0 || k->req < 0) {  /* closed by nginx, or bytes nobody asked for */
+                    if (k->req >= 0) errors++;
+                    epoll_ctl(ep, EPOLL_CTL_DEL, k->fd, NULL);
+                    close(k->fd);
+                    k->fd = dial();
+                    reconnects++;
+                    struct epoll_event e = {.events = EPOLLIN, .data.u32 = c};
+                    epoll_ctl(ep, EPOLL_CTL_ADD, k->fd, &e);
+                    k->req = -1;
+                    free_[nfree++] = c;
+                    break;
+                }
+                k->len += r;
+                k->buf[k->len] = 0;
+                if (k->hdr < 0) {
+                    char *end = strstr(k->buf, "\r\n\r\n");
+                    if (!end) continue;
+                    k->hdr = end + 4 - k->buf;
+                    k->status = atoi(k->buf + 9);
+                    char *cl = strcasestr(k->buf, "\r\nContent-Length:");
+                    k->clen = cl && cl < end ? atol(cl + 17) : 0;
+                }
+                long body = k->head ? 0 : k->clen;
+                if ((long)k->len >= k->hdr + body) {
+                    if (log) fprintf(log, "%ld %s /static/%s?i=%ld %d %ld\n", k->req, k->head ? "HEAD" : "GET",
+                                     FILES[k->req % 3], k->req, k->status, (long)k->len - k->hdr);
+                    done++;
+                    k->req = -1;
+                    free_[nfree++] = c;
+                    break;
+                }
+            }
+        }
+    }
+    double elapsed = now() - t0;
+    if (log) fclose(log);
+    printf("sent %ld done %ld errors %ld reconnects %ld elapsed %.4f max_late_ms %.2f\n",
+           next, done, errors, reconnects, elapsed, max_late * 1000);
+    return 0;
+}
+"""
+
+
+# -- the agent process ---------------------------------------------------------------------------
+def _proc_status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _cpu_s() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def agent_child(pids: list[int], out: str | None) -> int:
+    """The embedded agent tracing ``pids``: prints a JSON line when it is ready (start-up done),
+    one on SIGUSR1 (a snapshot), and a final one after SIGINT ended it (the rows go to ``out``)."""
+    from pxq.agent.embedded import EmbeddedAgent, Progress
+    from pxq.plan.manifest import CollectorRequest, ProbeManifest, TableRequest
+
+    request = CollectorRequest("socket_tracer", ("http_events",), tuple(pids), ("http",))
+    table = TableRequest("http_events", "socket_tracer", (), None, None, tuple(pids))
+    manifest = ProbeManifest(time.time_ns(), (table,), (request,))
+    state = {"base_cpu": (0.0, 0.0), "ready": False, "snapshot": False, "stop": False, "last": None, "startup_peak": 0}
+
+    def on_usr1(*_):
+        state["snapshot"] = True
+
+    def on_int(*_):  # ends the window from the agent loop's own code, where Ctrl-C is handled
+        state["stop"] = True
+
+    def report(kind: str, p: Progress) -> None:
+        print(json.dumps({
+            "kind": kind, "t": time.monotonic(), "events": p.events, "rows": p.rows.get("http_events", 0),
+            "drops": p.drop_counts.get("http_events", {}), "cpu": sum(_cpu_s()) - sum(state["base_cpu"]),
+            "sys": _cpu_s()[1] - state["base_cpu"][1],
+            "rss": _proc_status("VmRSS"), "hwm": _proc_status("VmHWM"), "startup_peak": state["startup_peak"],
+        }), flush=True)  # fmt: skip
+
+    def on_progress(p: Progress) -> None:
+        state["last"] = p
+        if not state["ready"]:
+            state["ready"] = True
+            state["startup_peak"] = _proc_status("VmHWM")  # start-up: imports, BPF compilation, attach
+            with contextlib.suppress(OSError):  # reset VmHWM: the peak from here on
+                Path("/proc/self/clear_refs").write_text("5")
+            state["base_cpu"] = _cpu_s()
+            report("ready", p)
+        if state["snapshot"]:
+            state["snapshot"] = False
+            report("snapshot", p)
+        if state["stop"]:
+            state["stop"] = False
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGUSR1, on_usr1)
+    signal.signal(signal.SIGINT, on_int)
+    store = EmbeddedAgent(manifest).run(3600.0, on_progress=on_progress)
+    report("final", state["last"])
+    if out:
+        import pyarrow.parquet as pq
+
+        pq.write_table(store.table("http_events"), out)
+    return 0
+
+
+@dataclass
+class Agent:
+    """The agent process, from the bench's side."""
+
+    proc: subprocess.Popen
+    ready: dict
+    out: str | None
+    lines: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, pids: list[int], out: str | None = None) -> Agent:
+        cmd = [sys.executable, __file__, "--agent-child", ",".join(map(str, pids))] + (["--out", out] if out else [])
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        agent = cls(proc, {}, out)
+        try:
+            agent.ready = agent._line(AGENT_START_TIMEOUT)
+        except BaseException:
+            agent.kill()
+            raise
+        return agent
+
+    def _line(self, timeout: float) -> dict:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            raise RuntimeError(f"the agent process said nothing for {timeout:g}s (exit {self.proc.poll()})")
+        return json.loads(line)
+
+    def snapshot(self) -> dict:
+        self.proc.send_signal(signal.SIGUSR1)
+        return self._line(30.0)
+
+    def finish(self) -> dict:
+        """End the capture (SIGINT, as Ctrl-C); the final counters."""
+        self.proc.send_signal(signal.SIGINT)
+        final = self._line(120.0)
+        self.proc.wait(timeout=60)
+        self.proc.stdout.close()
+        return final
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc.stdout.close()
+
+
+@contextlib.contextmanager
+def agent(pids: list[int], out: str | None = None):
+    a = Agent.start(pids, out)
+    try:
+        yield a
+    finally:
+        if a.proc.poll() is None:
+            a.kill()
+
+
+# -- load ----------------------------------------------------------------------------------------
+def build_client(directory: str) -> Path:
+    source = Path(directory) / "paced.c"
+    source.write_text(CLIENT_C)
+    binary = Path(directory) / "paced"
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+@dataclass
+class ClientRun:
+    sent: int
+    done: int
+    errors: int
+    elapsed: float
+    max_late_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed else 0.0
+
+
+def paced(client: Path, port: int, rate: float, count: int, conns: int, log: str = "-") -> ClientRun:
+    out = subprocess.run([str(client), "127.0.0.1", str(port), str(rate), str(count), str(conns), log],
+                         capture_output=True, text=True, timeout=count / rate + 60, check=True).stdout
+    words = out.split()
+    fields = dict(zip(words[::2], words[1::2]))
+    return ClientRun(int(fields["sent"]), int(fields["done"]), int(fields["errors"]), float(fields["elapsed"]),
+                     float(fields["max_late_ms"]))
+
+
+def wrk(port: int, seconds: float, threads: int = 2, conns: int = 16) -> tuple[float, int]:
+    """(requests per second, requests) of one wrk run on the small static file."""
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds:g}s", f"http://127.0.0.1:{port}/static/hello.txt"],
+                         capture_output=True, text=True, timeout=seconds + 60, check=True).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    if "Non-2xx" in out or "Socket errors" in out:
+        print("  wrk: " + " | ".join(line.strip() for line in out.splitlines() if "errors" in line or "Non-2xx" in line))
+    return rps, n
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def nginx_pids(nginx) -> list[int]:
+    workers = nginx.worker_pids()
+    if not workers:
+        raise RuntimeError(f"nginx has no workers:\n{nginx.error_log()}")
+    return [nginx.master_pid, *workers]
+
+
+# -- 1. throughput -------------------------------------------------------------------------------
+def throughput(port: int, pids: list[int], seconds: float, pairs: int) -> dict:
+    print(f"\n== 1. nginx keep-alive throughput under wrk -t2 -c16 -d{seconds:g}s, /static/hello.txt ({load()})")
+    wrk(port, 1.0)  # warm-up: nginx's page cache, connections
+    ratios, untraced, traced, captured = [], [], [], []
+    for i in range(pairs):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        got = {}
+        for on in order:
+            if on:
+                with agent(pids) as a:
+                    got[True] = wrk(port, seconds)
+                    final = a.finish()
+                captured.append(final["rows"] / got[True][1])
+                drops = {k: v for k, v in final["drops"].items() if v}
+                extra = f"; agent took {final['rows']:,} transactions ({100 * captured[-1]:.1f} %), " \
+                        f"{final['cpu']:.2f} CPU-s, drops {drops or 'none'}"
+            else:
+                got[False] = wrk(port, seconds)
+        untraced.append(got[False][0])
+        traced.append(got[True][0])
+        ratios.append(got[True][0] / got[False][0])
+        print(f"  pair {i + 1}: untraced {got[False][0]:,.0f} req/s, traced {got[True][0]:,.0f} req/s "
+              f"-> {ratios[-1]:.3f}{extra}", flush=True)
+    ratio = statistics.median(ratios)
+    print(f"  traced/untraced: median {ratio:.3f} of {pairs} pairs (target >= {TARGET_THROUGHPUT}) ({load()})")
+    return {"ratio": ratio, "untraced": statistics.median(untraced), "traced": statistics.median(traced),
+            "captured": statistics.median(captured)}
+
+
+# -- 2. completeness, CPU, RSS -------------------------------------------------------------------
+def completeness(client: Path, nginx, pids: list[int], count: int, rate: float, work: str) -> dict:
+    print(f"\n== 2. completeness: {count:,} requests at {rate:,.0f} req/s, 8 keep-alive connections ({load()})")
+    log, out = f"{work}/client.log", f"{work}/rows.parquet"
+    with agent(pids, out) as a:
+        before = a.ready
+        run = paced(client, nginx.port, rate, count, 8, log)
+        time.sleep(0.3)  # the last responses' events into the agent
+        final = a.finish()
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out, columns=["req_method", "req_path", "resp_status", "resp_body_size", "resp_body",
+                                       "trace_role", "latency"]).to_pylist()  # fmt: skip
+    www = nginx.workdir / "www" / "static"
+    bodies = {name: (www / name).read_bytes() for name in FILES}
+    sent = {}
+    for line in Path(log).read_text().splitlines():
+        i, method, path, status, size = line.split()
+        sent[path] = (method, int(status), int(size), int(i))
+    by_path: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["trace_role"] == 2:
+            by_path.setdefault(r["req_path"], []).append(r)
+    correct, wrong = 0, []
+    for path, (method, status, size, i) in sent.items():
+        got = by_path.get(path, [])
+        body = b"" if method == "HEAD" else bodies[FILES[i % 3]]
+        ok = len(got) == 1 and (got[0]["req_method"], got[0]["resp_status"], got[0]["resp_body_size"]) == (method, status, size) \
+            and got[0]["resp_body"] == body[:1024].decode() and size == len(body) and got[0]["latency"] > 0
+        if ok:
+            correct += 1
+        elif len(wrong) < 5:
+            wrong.append((path, (method, status, size), [(g["req_method"], g["resp_status"], g["resp_body_size"]) for g in got]))
+    unexpected = sum(len(v) for p, v in by_path.items() if p not in sent)
+    share = correct / count
+    ok_status = sum(1 for v in sent.values() if v[1] == 200)
+    cpu, transactions = final["cpu"], final["rows"]
+    cpu_10k = cpu / transactions * 10_000 if transactions else float("inf")
+    drops = {k: v for k, v in final["drops"].items() if v}
+    print(f"  client: {run.done:,} answered ({ok_status:,} with 200) in {run.elapsed:.2f}s = {run.rate:,.0f} req/s, "
+          f"{run.errors} errors, worst lateness {run.max_late_ms:.1f} ms")
+    print(f"  agent: {transactions:,} transactions, {final['events'] - before['events']:,} events, drops {drops or 'none'}")
+    print(f"  captured with correct method, path, status, body size and body prefix: {correct:,}/{count:,} = "
+          f"{100 * share:.3f} % (target >= {100 * TARGET_COMPLETE:.1f} %); rows for paths never sent: {unexpected}")
+    for path, want, got in wrong:
+        print(f"    e.g. {path}: sent {want}, captured {got}")
+    print(f"  agent CPU: {cpu:.2f} s for {transactions:,} transactions = {cpu_10k:.3f} s per 10,000 "
+          f"(target <= {TARGET_CPU_PER_10K}); {100 * cpu / run.elapsed:.0f} % of one CPU while the client ran")
+    print(f"  agent RSS: peak {final['hwm'] / 1e6:.0f} MB during the capture, {final['rss'] / 1e6:.0f} MB at the end, "
+          f"{before['rss'] / 1e6:.0f} MB when started; peak during start-up (BPF compilation) "
+          f"{before['startup_peak'] / 1e6:.0f} MB (target <= {TARGET_RSS_MB} MB) ({load()})")
+    return {"share": share, "cpu_10k": cpu_10k, "hwm_mb": final["hwm"] / 1e6, "startup_mb": before["startup_peak"] / 1e6,
+            "transactions": transactions, "cpu": cpu, "drops": drops}
+
+
+# -- 3. drop onset -------------------------------------------------------------------------------
+def drop_onset(client: Path, port: int, pids: list[int], rates: list[int], seconds: float, wrk_seconds: float) -> dict:
+    print(f"\n== 3. where drops begin: the paced client's rate stepped up ({seconds:g}s per step, 32 connections), "
+          f"then wrk unpaced ({load()})")
+    print(f"  {'offered':>8} {'achieved':>9} {'events/s':>9} {'tx/s':>8} {'agent CPU':>9}  drops in this step")
+    onset = None
+    table = []
+    with agent(pids) as a:
+        prev = a.snapshot()
+        steps = [(r, None) for r in rates] + [(None, wrk_seconds)]
+        for rate, wrk_s in steps:
+            t0 = time.monotonic()
+            if rate is not None:
+                run = paced(client, port, rate, int(rate * seconds), 32)
+                achieved, label = run.rate, f"{rate:,}"
+            else:
+                rps, _ = wrk(port, wrk_s)
+                achieved, label = rps, "wrk"
+            elapsed = time.monotonic() - t0
+            time.sleep(0.3)
+            snap = a.snapshot()
+            events = (snap["events"] - prev["events"]) / elapsed
+            txs = (snap["rows"] - prev["rows"]) / elapsed
+            cpu = (snap["cpu"] - prev["cpu"]) / (snap["t"] - prev["t"])
+            moved = {k: v - prev["drops"].get(k, 0) for k, v in snap["drops"].items() if v - prev["drops"].get(k, 0)}
+            prev = snap
+            table.append((label, achieved, events, txs, cpu, moved))
+            print(f"  {label:>8} {achieved:>9,.0f} {events:>9,.0f} {txs:>8,.0f} {100 * cpu:>8.0f}%  "
+                  f"{', '.join(f'{k}={v:,}' for k, v in sorted(moved.items())) or '-'}", flush=True)
+            if moved and onset is None:
+                onset = (label, events, moved)
+        final = a.finish()
+    total = {k: v for k, v in final["drops"].items() if v}
+    if onset:
+        print(f"  drops begin at offered {onset[0]} (~{onset[1]:,.0f} events/s)")
+    else:
+        print(f"  no drops up to {table[-1][2]:,.0f} events/s (the fastest step)")
+    print(f"  drop counters at the end: {total or 'all zero'} ({load()})")
+    return {"onset": onset, "max_events": max(row[2] for row in table), "table": table}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs (fewer pairs, steps and requests)")
+    parser.add_argument("--agent-child", metavar="PIDS", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=("throughput", "completeness", "drops"), help="run one section")
+    opts = parser.parse_args()
+    if opts.agent_child:
+        return agent_child([int(p) for p in opts.agent_child.split(",")], opts.out)
+    if os.geteuid() != 0:
+        print("needs root (eBPF)", file=sys.stderr)
+        return 2
+    from pxq.testing.ports import free_port
+    from pxq.testing.workload import nginx_server
+
+    quick = opts.quick
+    pairs, wrk_s = (2, 3.0) if quick else (4, 5.0)
+    count, rate = (6_000, 2_000) if quick else (20_000, 2_000)
+    rates = [2_000, 8_000, 16_000] if quick else [2_000, 4_000, 8_000, 12_000, 16_000, 24_000]
+    step_s = 2.0 if quick else 3.0
+    print(f"pxq socket tracer bench{' (--quick)' if quick else ''}: {os.cpu_count()} CPUs, {load()}")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="pxq-bench-") as work:
+        client = build_client(work)
+        with nginx_server(free_port()) as nginx:  # static files only: the upstream is never used
+            pids = nginx_pids(nginx)
+            print(f"nginx {nginx.base_url}, pids {pids}")
+            if opts.only in (None, "throughput"):
+                results["throughput"] = throughput(nginx.port, pids, wrk_s, pairs)
+            if opts.only in (None, "completeness"):
+                results["complete"] = completeness(client, nginx, pids, count, rate, work)
+            if opts.only in (None, "drops"):
+                results["drops"] = drop_onset(client, nginx.port, pids, rates, step_s, wrk_s)
+    print(f"\n== summary ({load()})")
+    ok = True
+
+    def line(name: str, value: str, good: bool | None) -> None:
+        nonlocal ok
+        mark = "" if good is None else ("  ok" if good else "  MISSED")
+        ok = ok and good is not False
+        print(f"  {name:44} {value}{mark}")
+
+    if "throughput" in results:
+        t = results["throughput"]
+        line("throughput traced/untraced (median ratio)", f"{t['ratio']:.3f} (target >= {TARGET_THROUGHPUT}; "
+             f"{t['untraced']:,.0f} vs {t['traced']:,.0f} req/s)", t["ratio"] >= TARGET_THROUGHPUT)
+        line("  transactions captured under wrk", f"{100 * t['captured']:.1f} % (median)", None)
+    if "complete" in results:
+        c = results["complete"]
+        line(f"completeness at {rate:,} req/s", f"{100 * c['share']:.3f} % (target >= {100 * TARGET_COMPLETE:.1f} %)",
+             c["share"] >= TARGET_COMPLETE)
+        line("agent CPU per 10,000 transactions", f"{c['cpu_10k']:.3f} s (target <= {TARGET_CPU_PER_10K})",
+             c["cpu_10k"] <= TARGET_CPU_PER_10K)
+        line("agent RSS peak during capture", f"{c['hwm_mb']:.0f} MB (target <= {TARGET_RSS_MB})", c["hwm_mb"] <= TARGET_RSS_MB)
+        line("agent RSS peak during start-up (compiling)", f"{c['startup_mb']:.0f} MB", c["startup_mb"] <= TARGET_RSS_MB)
+    if "drops" in results:
+        d = results["drops"]
+        if d["onset"]:
+            label, events, moved = d["onset"]
+            line("drops begin at", f"offered {label} req/s, ~{events:,.0f} events/s: "
+                 + ", ".join(f"{k}={v:,}" for k, v in sorted(moved.items())), None)
+        else:
+            line("drops begin at", f"none up to {d['max_events']:,.0f} events/s", None)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
