@@ -10,18 +10,20 @@ workers, polling and moving rows into its table store) in a process of its own, 
 would be; it is started (BPF compiled and attached) before each traced run and ended with SIGINT
 (the Ctrl-C path) after it.
 
-1. Throughput: ``wrk -t2 -c16`` on a static file, without and with the agent, alternately
-   (pairs in alternating order); the figure is the median of the per-pair ratios (target >= 0.95).
+1. Throughput: ``wrk -t2 -c16`` on a small static file: untraced, traced by the agent, and with
+   the tracer's kernel side only (its program attached, its records skipped unread: what tracing
+   costs the traced processes without the agent's CPU), in rotating order per round; the figure is
+   the median of the per-round traced/untraced ratios (target >= 0.95).
 2. Completeness: 20,000 requests at 2,000 req/s (GET and HEAD of three static files, one of them
    over the 1 KiB body limit, each with a unique ``?i=N``) against the rows the agent captured:
    method, path, status, response body size and body prefix must match (target >= 99.9 %). The
    agent's CPU time per 10,000 captured transactions (getrusage of the agent process, from the
    end of its start-up to the end of its stop; target <= 0.3 s) and its RSS (peak during the
-   capture, VmHWM reset after start-up; and the process's overall peak including BPF compilation
-   by LLVM; target <= 250 MB) come from this run.
+   capture, VmHWM reset after start-up; target <= 250 MB; and the peak during start-up, when
+   LLVM compiles the BPF program) come from this run.
 3. Drop onset: one agent while the paced client steps its rate up; per step the events per
-   second the agent took, its CPU share, and every drop counter that moved. The last step is wrk
-   unpaced (as fast as nginx goes).
+   second reaching the ring buffer and taken by the agent, its CPU, and every drop counter that
+   moved. The last step is wrk unpaced (as fast as nginx goes on this machine).
 
 The machine is shared and small (the figures it depends on are printed with the load average):
 only ratios measured side by side are compared with targets.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import mmap
 import os
 import re
 import resource
@@ -197,6 +200,40 @@ def _cpu_s() -> tuple[float, float]:
     return usage.ru_utime, usage.ru_stime
 
 
+def kernel_only_child(pids: list[int]) -> int:
+    """The socket tracer's kernel side alone: its program attached for ``pids``, and its ring buffer
+    emptied every 50 ms without reading a record (the consumer position set to the producer's,
+    through the map's memory mapping). What tracing costs the traced processes, without the
+    agent's own CPU. Same protocol as :func:`agent_child`, without rows."""
+    from pxq.agent.socket_tracer import SocketTracer
+
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    tracer = SocketTracer(pids=pids).start()
+    ring_fd = tracer._tables["events"].map_fd  # bench-only: the ring buffer map, skipped unread
+    consumer_page = mmap.mmap(ring_fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    producer_page = mmap.mmap(ring_fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ, offset=mmap.PAGESIZE)
+    consumer, producer = memoryview(consumer_page).cast("Q"), memoryview(producer_page).cast("Q")
+    base = sum(_cpu_s())
+    print(json.dumps({"kind": "ready", "rss": _proc_status("VmRSS"), "startup_peak": _proc_status("VmHWM")}), flush=True)
+    skipped = 0
+    while not stop:
+        time.sleep(0.05)
+        prod = producer[0]
+        skipped += prod - consumer[0]
+        consumer[0] = prod  # one 8-byte store
+    drops = tracer.kernel_drops()
+    consumer.release()
+    producer.release()
+    consumer_page.close()
+    producer_page.close()
+    tracer.stop()
+    print(json.dumps({"kind": "final", "cpu": sum(_cpu_s()) - base, "bytes": skipped, "rows": 0, "events": 0,
+                      "drops": drops}), flush=True)  # fmt: skip
+    return 0
+
+
 def agent_child(pids: list[int], out: str | None) -> int:
     """The embedded agent tracing ``pids``: prints a JSON line when it is ready (start-up done),
     one on SIGUSR1 (a snapshot), and a final one after SIGINT ended it (the rows go to ``out``)."""
@@ -259,8 +296,9 @@ class Agent:
     lines: list[dict] = field(default_factory=list)
 
     @classmethod
-    def start(cls, pids: list[int], out: str | None = None) -> Agent:
-        cmd = [sys.executable, __file__, "--agent-child", ",".join(map(str, pids))] + (["--out", out] if out else [])
+    def start(cls, pids: list[int], out: str | None = None, kernel_only: bool = False) -> Agent:
+        mode = "--kernel-only-child" if kernel_only else "--agent-child"
+        cmd = [sys.executable, __file__, mode, ",".join(map(str, pids))] + (["--out", out] if out else [])
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
         agent = cls(proc, {}, out)
         try:
@@ -297,8 +335,8 @@ class Agent:
 
 
 @contextlib.contextmanager
-def agent(pids: list[int], out: str | None = None):
-    a = Agent.start(pids, out)
+def agent(pids: list[int], out: str | None = None, kernel_only: bool = False):
+    a = Agent.start(pids, out, kernel_only)
     try:
         yield a
     finally:
@@ -360,33 +398,45 @@ def nginx_pids(nginx) -> list[int]:
 
 
 # -- 1. throughput -------------------------------------------------------------------------------
-def throughput(port: int, pids: list[int], seconds: float, pairs: int) -> dict:
+def throughput(port: int, pids: list[int], seconds: float, rounds: int) -> dict:
     print(f"\n== 1. nginx keep-alive throughput under wrk -t2 -c16 -d{seconds:g}s, /static/hello.txt ({load()})")
+    print("  each round runs wrk untraced, traced by the agent, and with the kernel side only (the program")
+    print("  attached, its records skipped unread), in rotating order")
     wrk(port, 1.0)  # warm-up: nginx's page cache, connections
-    ratios, untraced, traced, captured = [], [], [], []
-    for i in range(pairs):
-        order = (False, True) if i % 2 == 0 else (True, False)
-        got = {}
-        for on in order:
-            if on:
-                with agent(pids) as a:
-                    got[True] = wrk(port, seconds)
-                    final = a.finish()
-                captured.append(final["rows"] / got[True][1])
-                drops = {k: v for k, v in final["drops"].items() if v}
-                extra = f"; agent took {final['rows']:,} transactions ({100 * captured[-1]:.1f} %), " \
-                        f"{final['cpu']:.2f} CPU-s, drops {drops or 'none'}"
+    conditions = ("untraced", "traced", "kernel only")
+    rates: dict[str, list[float]] = {c: [] for c in conditions}
+    ratios, kernel_ratios, captured, agent_cpu = [], [], [], []
+    for i in range(rounds):
+        got, notes = {}, []
+        for condition in conditions[i % 3:] + conditions[: i % 3]:
+            if condition == "untraced":
+                got[condition] = wrk(port, seconds)
+                continue
+            with agent(pids, kernel_only=condition == "kernel only") as a:
+                got[condition] = wrk(port, seconds)
+                final = a.finish()
+            drops = {k: v for k, v in final["drops"].items() if v}
+            if condition == "traced":
+                captured.append(final["rows"] / got[condition][1])
+                agent_cpu.append(final["cpu"])
+                notes.append(f"agent: {final['events']:,} events, {final['rows']:,} transactions ({100 * captured[-1]:.1f} %), "
+                             f"{final['cpu']:.2f} CPU-s (until it caught up), drops {drops or 'none'}")
             else:
-                got[False] = wrk(port, seconds)
-        untraced.append(got[False][0])
-        traced.append(got[True][0])
-        ratios.append(got[True][0] / got[False][0])
-        print(f"  pair {i + 1}: untraced {got[False][0]:,.0f} req/s, traced {got[True][0]:,.0f} req/s "
-              f"-> {ratios[-1]:.3f}{extra}", flush=True)
-    ratio = statistics.median(ratios)
-    print(f"  traced/untraced: median {ratio:.3f} of {pairs} pairs (target >= {TARGET_THROUGHPUT}) ({load()})")
-    return {"ratio": ratio, "untraced": statistics.median(untraced), "traced": statistics.median(traced),
-            "captured": statistics.median(captured)}
+                notes.append(f"kernel only: {final['bytes'] / seconds / 1e6:.0f} MB/s through the ring, drops {drops or 'none'}")
+        for c in conditions:
+            rates[c].append(got[c][0])
+        ratios.append(got["traced"][0] / got["untraced"][0])
+        kernel_ratios.append(got["kernel only"][0] / got["untraced"][0])
+        print(f"  round {i + 1}: untraced {got['untraced'][0]:,.0f} req/s, traced {got['traced'][0]:,.0f} "
+              f"({ratios[-1]:.3f}), kernel only {got['kernel only'][0]:,.0f} ({kernel_ratios[-1]:.3f})", flush=True)
+        for note in notes:
+            print(f"    {note}")
+    ratio, kernel_ratio = statistics.median(ratios), statistics.median(kernel_ratios)
+    print(f"  traced/untraced: median {ratio:.3f} of {rounds} rounds (target >= {TARGET_THROUGHPUT}); "
+          f"kernel side only/untraced: {kernel_ratio:.3f} ({load()})")
+    return {"ratio": ratio, "kernel_ratio": kernel_ratio, "untraced": statistics.median(rates["untraced"]),
+            "traced": statistics.median(rates["traced"]), "captured": statistics.median(captured),
+            "agent_cpu": statistics.median(agent_cpu), "seconds": seconds}
 
 
 # -- 2. completeness, CPU, RSS -------------------------------------------------------------------
@@ -448,7 +498,10 @@ def completeness(client: Path, nginx, pids: list[int], count: int, rate: float, 
 def drop_onset(client: Path, port: int, pids: list[int], rates: list[int], seconds: float, wrk_seconds: float) -> dict:
     print(f"\n== 3. where drops begin: the paced client's rate stepped up ({seconds:g}s per step, 32 connections), "
           f"then wrk unpaced ({load()})")
-    print(f"  {'offered':>8} {'achieved':>9} {'events/s':>9} {'tx/s':>8} {'agent CPU':>9}  drops in this step")
+    print("  req/s offered by the client and achieved; events/s reaching the ring buffer (taken by the agent")
+    print("  plus those the kernel could not queue), taken, and transactions/s; the agent's CPU-seconds per")
+    print("  second of the step (including catching up after it)")
+    print(f"  {'offered':>8} {'achieved':>9} {'events/s':>9} {'taken/s':>9} {'tx/s':>8} {'agent CPU':>9}  drops in this step")
     onset = None
     table = []
     with agent(pids) as a:
@@ -463,15 +516,16 @@ def drop_onset(client: Path, port: int, pids: list[int], rates: list[int], secon
                 rps, _ = wrk(port, wrk_s)
                 achieved, label = rps, "wrk"
             elapsed = time.monotonic() - t0
-            time.sleep(0.3)
+            time.sleep(1.2)  # the agent catches up and moves its rows (about every second)
             snap = a.snapshot()
-            events = (snap["events"] - prev["events"]) / elapsed
-            txs = (snap["rows"] - prev["rows"]) / elapsed
-            cpu = (snap["cpu"] - prev["cpu"]) / (snap["t"] - prev["t"])
             moved = {k: v - prev["drops"].get(k, 0) for k, v in snap["drops"].items() if v - prev["drops"].get(k, 0)}
+            taken = (snap["events"] - prev["events"]) / elapsed
+            events = taken + moved.get("ringbuf_full", 0) / elapsed
+            txs = (snap["rows"] - prev["rows"]) / elapsed
+            cpu = (snap["cpu"] - prev["cpu"]) / elapsed
             prev = snap
             table.append((label, achieved, events, txs, cpu, moved))
-            print(f"  {label:>8} {achieved:>9,.0f} {events:>9,.0f} {txs:>8,.0f} {100 * cpu:>8.0f}%  "
+            print(f"  {label:>8} {achieved:>9,.0f} {events:>9,.0f} {taken:>9,.0f} {txs:>8,.0f} {cpu:>9.2f}  "
                   f"{', '.join(f'{k}={v:,}' for k, v in sorted(moved.items())) or '-'}", flush=True)
             if moved and onset is None:
                 onset = (label, events, moved)
@@ -487,13 +541,16 @@ def drop_onset(client: Path, port: int, pids: list[int], rates: list[int], secon
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="shorter runs (fewer pairs, steps and requests)")
+    parser.add_argument("--quick", action="store_true", help="shorter runs (fewer rounds, steps and requests)")
     parser.add_argument("--agent-child", metavar="PIDS", help=argparse.SUPPRESS)
+    parser.add_argument("--kernel-only-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--only", choices=("throughput", "completeness", "drops"), help="run one section")
     opts = parser.parse_args()
     if opts.agent_child:
         return agent_child([int(p) for p in opts.agent_child.split(",")], opts.out)
+    if opts.kernel_only_child:
+        return kernel_only_child([int(p) for p in opts.kernel_only_child.split(",")])
     if os.geteuid() != 0:
         print("needs root (eBPF)", file=sys.stderr)
         return 2
@@ -501,9 +558,9 @@ def main() -> int:
     from pxq.testing.workload import nginx_server
 
     quick = opts.quick
-    pairs, wrk_s = (2, 3.0) if quick else (4, 5.0)
+    rounds, wrk_s = (2, 3.0) if quick else (3, 5.0)
     count, rate = (6_000, 2_000) if quick else (20_000, 2_000)
-    rates = [2_000, 8_000, 16_000] if quick else [2_000, 4_000, 8_000, 12_000, 16_000, 24_000]
+    rates = [2_000, 8_000, 16_000, 32_000] if quick else [2_000, 4_000, 8_000, 12_000, 16_000, 24_000, 32_000, 40_000]
     step_s = 2.0 if quick else 3.0
     print(f"pxq socket tracer bench{' (--quick)' if quick else ''}: {os.cpu_count()} CPUs, {load()}")
     results = {}
@@ -513,7 +570,7 @@ def main() -> int:
             pids = nginx_pids(nginx)
             print(f"nginx {nginx.base_url}, pids {pids}")
             if opts.only in (None, "throughput"):
-                results["throughput"] = throughput(nginx.port, pids, wrk_s, pairs)
+                results["throughput"] = throughput(nginx.port, pids, wrk_s, rounds)
             if opts.only in (None, "completeness"):
                 results["complete"] = completeness(client, nginx, pids, count, rate, work)
             if opts.only in (None, "drops"):
@@ -531,7 +588,9 @@ def main() -> int:
         t = results["throughput"]
         line("throughput traced/untraced (median ratio)", f"{t['ratio']:.3f} (target >= {TARGET_THROUGHPUT}; "
              f"{t['untraced']:,.0f} vs {t['traced']:,.0f} req/s)", t["ratio"] >= TARGET_THROUGHPUT)
-        line("  transactions captured under wrk", f"{100 * t['captured']:.1f} % (median)", None)
+        line("  kernel side only/untraced (median ratio)", f"{t['kernel_ratio']:.3f}", None)
+        line("  agent under wrk: transactions captured, CPU", f"{100 * t['captured']:.1f} %, {t['agent_cpu']:.2f} CPU-s "
+             f"per {t['seconds']:g}s run (medians)", None)
     if "complete" in results:
         c = results["complete"]
         line(f"completeness at {rate:,} req/s", f"{100 * c['share']:.3f} % (target >= {100 * TARGET_COMPLETE:.1f} %)",

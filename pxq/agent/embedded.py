@@ -26,8 +26,9 @@ from pxq.errors import PxqError
 from pxq.plan.manifest import CollectorRequest, ProbeManifest
 
 POLL_INTERVAL_MS = 100
-# The socket tracer's transactions become Arrow rows about this often (or once this many are
-# waiting): building a table has a fixed cost, and code that runs rarely runs cold.
+# The socket tracer's transactions become Arrow rows (and its drop counters are read) about this
+# often, or once this many are waiting: building a table has a fixed cost, and reading the
+# kernel's counters is a few map lookups each.
 DRAIN_INTERVAL_S = 1.0
 DRAIN_ROWS = 20_000
 
@@ -72,6 +73,7 @@ class SocketTracerCollector:
         self.tracer = SocketTracer(pids=set(request.pids) if request.pids is not None else None,
                                    protocols=tuple(request.protocols), body_limit=body_limit)
         self._last_drain = 0.0
+        self._drops: dict[str, dict[str, int]] | None = None  # as of the last drain
 
     def start(self) -> None:
         self.tracer.start()
@@ -84,10 +86,14 @@ class SocketTracerCollector:
         if self.tracer.running and now - self._last_drain < DRAIN_INTERVAL_S and self.tracer.pending() < DRAIN_ROWS:
             return {}
         self._last_drain = now
+        self._drops = None
         return {"http_events": self.tracer.drain()}
 
     def drops(self) -> dict[str, dict[str, int]]:
-        return {table: dict(self.tracer.drops()) for table in self.tables}
+        if self._drops is None or not self.tracer.running:
+            counters = self.tracer.drops()
+            self._drops = {table: dict(counters) for table in self.tables}
+        return self._drops
 
     def stop(self) -> None:
         self.tracer.stop()

@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from collections import Counter, deque
-from array import array
 from collections.abc import Iterable
 
 import httptools
@@ -697,6 +697,7 @@ class HttpRows:
             "resp_body_size", "latency")  # fmt: skip
     CONNECTION = ("upid", "remote_addr", "local_addr", "remote_port", "local_port", "trace_role")
     BLOCK_CACHE = 4096  # header blocks whose JSON text is kept (then the cache starts over)
+    _ROW = struct.Struct(f"{1 + len(INTS) + len(STRINGS)}q")  # the numbers of a row (native int64s)
 
     def __init__(self, encrypted: bool = False) -> None:
         self.encrypted = encrypted
@@ -707,7 +708,7 @@ class HttpRows:
         # New buffers every time: the last table's Arrow arrays still use the old ones.
         self.rows = 0
         self._strings = tuple(bytearray() for _ in self.STRINGS)
-        self._numbers = array("q")  # per row: connection, INTS, the lengths of the STRINGS
+        self._numbers = bytearray()  # per row (_ROW): connection, INTS, the lengths of the STRINGS
         self._connections: dict[tuple, int] = {}  # CONNECTION values -> connection number
 
     def __len__(self) -> int:
@@ -737,11 +738,11 @@ class HttpRows:
         s_reason += reason
         s_resp_body += resp_body
         major, minor = resp.version
-        self._numbers.extend((
+        self._numbers += self._ROW.pack(
             connection, end_ns, major, minor, CONTENT_TYPE_JSON if is_json else CONTENT_TYPE_UNKNOWN, req.body_size,
             resp.status, resp.body_size, end_ns - start_ns, len(req_headers), len(method), len(url), len(req_body),
             len(resp_headers), len(reason), len(resp_body),
-        ))  # fmt: skip
+        )  # fmt: skip
         self.rows += 1
 
     def _header_block(self, pairs: list[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
@@ -774,19 +775,24 @@ class HttpRows:
         return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
 
 
+# Bytes one Arrow string array can hold (32-bit offsets).
+MAX_STRING_ARRAY_BYTES = 2**31 - 1
+
+
 def _string_column(data: bytearray, lengths: np.ndarray) -> pa.Array | pa.ChunkedArray:
-    """A string column over ``data`` (the values one after the other, UTF-8) and their lengths."""
+    """A string column over ``data`` (the values one after the other, UTF-8) and their lengths;
+    in chunks when there is more than one string array can hold."""
     n = len(lengths)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     buffer = pa.py_buffer(data)
-    if offsets[-1] < 2**31:
+    if offsets[-1] <= MAX_STRING_ARRAY_BYTES:
         return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets.astype(np.int32)), buffer])
-    # Over 2 GiB: chunks whose 32-bit offsets reach (a single value that long cannot be a string).
     whole = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), buffer])
     chunks, start = [], 0
-    while start < n:
-        end = max(start + 1, int(np.searchsorted(offsets, offsets[start] + 2**31 - 1, side="right")) - 1)
+    while start < n:  # as many values as fit (at least one)
+        end = int(np.searchsorted(offsets, offsets[start] + MAX_STRING_ARRAY_BYTES, side="right")) - 1
+        end = max(end, start + 1)
         chunks.append(whole.slice(start, end - start).cast(pa.string()))
         start = end
     return pa.chunked_array(chunks, pa.string())
