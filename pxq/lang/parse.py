@@ -88,7 +88,8 @@ class PxlIndenter(Indenter):
             yield _zero_width(self.DEDENT_type, token.end_line, token.end_column, token.end_pos)
 
     def _indentation(self, newline: Token, levels: list[int]):
-        indent_str = newline.value.rsplit("\n", 1)[1]
+        # The indentation follows the last line break, which may be a bare '\r' as well as '\n'.
+        indent_str = re.split(r"[\r\n]", newline.value)[-1]
         width = 0
         for char in indent_str:
             width = (width // self.tab_len + 1) * self.tab_len if char == "\t" else width + 1
