@@ -309,8 +309,7 @@ def _describe(value: Value) -> str:
 
 
 class Compiler:
-    def __init__(self, *, now_ns: int, catalog: dict[str, TableSchema], source: ScriptSource | None,
-                 max_rows_setting: bool = True):
+    def __init__(self, *, now_ns: int, catalog: dict[str, TableSchema], source: ScriptSource | None):
         load_builtins()
         self.now_ns = now_ns
         self.catalog = catalog
