@@ -1,20 +1,28 @@
 /* pxq socket tracer: TCP payloads and connection life cycle from syscall and sock tracepoints.
  *
  * This kernel has no kprobes, and bcc compiles against headers older than the kernel, so every
- * value used here is a tracepoint field (args->..., laid out from tracefs at run time), a helper
- * result, or user memory. No kernel struct is ever dereferenced; the struct sock pointer that
- * the sock tracepoints report is used only as an opaque map key.
+ * value used here is a tracepoint field (args->..., laid out from tracefs at run time), a raw
+ * tracepoint argument, the syscall's saved user registers (struct pt_regs, whose x86-64 layout is
+ * ABI), a helper result, or user memory. No other kernel struct is ever dereferenced; the struct
+ * sock pointer that the sock tracepoints report is used only as an opaque map key.
  *
- *   sys_enter_<io call>      remember {fd, user buffer / iovec / msghdr} by thread
+ *   raw sys_enter (io calls) remember {fd, user buffer / iovec / msghdr} by thread
  *   sock:sock_send_length    fired inside sock_sendmsg/sock_recvmsg during that same call: the
  *   sock:sock_recv_length    fd is a socket; note its sk key, family and protocol
- *   sys_exit_<io call>       TCP over IPv4/IPv6 only: copy the bytes moved (walking iovecs and
+ *   raw sys_exit (io calls)  TCP over IPv4/IPv6 only: copy the bytes moved (walking iovecs and
  *                            messages) into ring buffer events of at most MAX_DATA bytes each
  *   sock:inet_sock_set_state SYN_SENT in connect(): the fd is TCP; ESTABLISHED: sk -> 4-tuple;
  *                            CLOSE: forget it
  *   sendfile64               a data event with the byte count only (PXQ_F_FILLER)
  *   connect/accept/accept4   OPEN events (client/server role) with a new connection generation
  *   close, sched_process_exit CLOSE / PROC_EXIT events
+ *
+ * Why raw sys_enter/sys_exit and not the syscalls:sys_enter_<name> tracepoints: a syscalls:
+ * tracepoint formats a perf record of the call's arguments before it runs its program. Measured
+ * here under wrk against nginx (2 vCPUs, bench/bench_socket_tracer.py), empty programs on the
+ * per-syscall tracepoints cost 11-15 % of the throughput, empty raw sys_enter/sys_exit programs
+ * (which then see every syscall and keep the 15 they want by number) 1-5 %. The syscall numbers
+ * and the pt_regs offsets below are x86-64's; compat (32-bit) calls are skipped.
  *
  * Nothing is traced until user space sets ready[0], once every probe is attached (see `ready`).
  *
@@ -61,6 +69,37 @@
 #define PXQ_TCP_CLOSE 7
 #define PXQ_MSG_PEEK 2
 
+/* x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl). */
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_CLOSE 3
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDFILE 40
+#define NR_CONNECT 42
+#define NR_ACCEPT 43
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+#define NR_ACCEPT4 288
+#define NR_RECVMMSG 299
+#define NR_SENDMMSG 307
+
+/* The tail of x86-64's struct pt_regs from dx on (arch/x86/include/asm/ptrace.h, ABI: the
+ * offsets are those of user_regs_struct): the first three syscall arguments are di, si, dx. */
+#define PT_REGS_DX_OFF 96
+struct regs_tail {
+    u64 dx;
+    u64 si;
+    u64 di;
+    u64 orig_ax; /* the syscall number */
+    u64 ip;
+    u64 cs;
+};
+#define PT_REGS_ORIG_AX_OFF 120
+#define USER32_CS 0x23 /* a compat (32-bit) task: its syscall numbers are i386's */
+
 /* Layouts of the user-space structs walked (x86-64 ABI). */
 #define IOVEC_SIZE 16        /* struct iovec { void *iov_base; size_t iov_len; } */
 #define MSGHDR_IOV_OFF 16    /* struct user_msghdr: msg_iov */
@@ -73,7 +112,7 @@
 #define MODE_IOV 1
 #define MODE_MMSG 2
 
-/* A syscall in flight on one thread. */
+/* A syscall in flight on one thread (syscall 0: none; the entry stays, to be reused). */
 struct active_t {
     u64 buf;   /* buffer, iovec array, msghdr, mmsghdr array or sockaddr */
     u64 vlen;  /* iovec count (readv/writev) or message count (sendmmsg/recvmmsg) */
@@ -197,40 +236,119 @@ static __always_inline int is_egress(u16 sys) {
 
 /* ---- entry: remember the call -------------------------------------------------------------- */
 
-static __always_inline int enter_call(s64 fd, u64 buf, u64 vlen, u16 sys) {
-    u64 id = bpf_get_current_pid_tgid();
-    if (fd < 0 || !pid_allowed(id >> 32))
+/* PXQ_SYS_* for an x86-64 syscall number; 0 for every other call. */
+static __always_inline u16 traced_syscall(u64 nr) {
+    switch (nr) {
+    case NR_READ: return PXQ_SYS_READ;
+    case NR_WRITE: return PXQ_SYS_WRITE;
+    case NR_READV: return PXQ_SYS_READV;
+    case NR_WRITEV: return PXQ_SYS_WRITEV;
+    case NR_SENDTO: return PXQ_SYS_SENDTO;
+    case NR_RECVFROM: return PXQ_SYS_RECVFROM;
+    case NR_SENDMSG: return PXQ_SYS_SENDMSG;
+    case NR_RECVMSG: return PXQ_SYS_RECVMSG;
+    case NR_SENDMMSG: return PXQ_SYS_SENDMMSG;
+    case NR_RECVMMSG: return PXQ_SYS_RECVMMSG;
+    case NR_SENDFILE: return PXQ_SYS_SENDFILE;
+    case NR_CONNECT: return PXQ_SYS_CONNECT;
+    case NR_ACCEPT: return PXQ_SYS_ACCEPT;
+    case NR_ACCEPT4: return PXQ_SYS_ACCEPT4;
+    case NR_CLOSE: return PXQ_SYS_CLOSE;
+    }
+    return 0;
+}
+
+static __always_inline int is_open_call(u16 sys) {
+    return sys == PXQ_SYS_CONNECT || sys == PXQ_SYS_ACCEPT || sys == PXQ_SYS_ACCEPT4;
+}
+
+/* A small event: the header only, zeroed, stamped with who and when. */
+static __always_inline struct pxq_sock_event *reserve_small(u16 kind, u32 tgid, s32 fd) {
+    struct pxq_sock_event *e = events.ringbuf_reserve(sizeof(struct pxq_sock_event));
+    if (!e) {
+        count_drop(PXQ_DROP_RINGBUF_FULL);
         return 0;
+    }
+    __builtin_memset(e, 0, sizeof(*e));
+    e->ts_ns = bpf_ktime_get_ns();
+    e->kind = kind;
+    e->pid = tgid;
+    e->fd = fd;
+    return e;
+}
+
+/* close(fd): the end of the connection on (tgid, fd), if the tracer knows one there. */
+static __always_inline int enter_close(u64 id, s32 fd) {
+    u32 tgid = id >> 32;
+    if (fd < 0)
+        return 0;
+    u64 key = conn_key(tgid, fd);
+    struct conn_t *c = conns.lookup(&key);
+    if (!c)
+        return 0;
+    u32 gen = c->gen;
+    u8 role = c->role;
+    conns.delete(&key);
+    disabled.delete(&key);
+    struct pxq_sock_event *e = reserve_small(PXQ_EV_CLOSE, tgid, fd);
+    if (!e)
+        return 0;
+    e->gen = gen;
+    e->role = role;
+    e->syscall = PXQ_SYS_CLOSE;
+    events.ringbuf_submit(e, 0);
+    return 0;
+}
+
+/* Remember the call in the thread's `active` entry, in place when the thread has one already
+ * (no map insert or delete per call). Calls on a bad fd too: their exit must not find an older
+ * call's entry (they fail, and the exit ignores failures). */
+static __always_inline int enter_call(u64 id, s64 fd, u64 buf, u64 vlen, u16 sys) {
     struct active_t a = {};
     a.buf = buf;
     a.vlen = vlen;
     a.fd = (s32)fd;
     a.syscall = sys;
-    active.update(&id, &a);
+    struct active_t *ap = active.lookup(&id);
+    if (ap)
+        *ap = a;
+    else
+        active.update(&id, &a);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_read) { return enter_call(args->fd, (u64)args->buf, 0, PXQ_SYS_READ); }
-TRACEPOINT_PROBE(syscalls, sys_enter_write) { return enter_call(args->fd, (u64)args->buf, 0, PXQ_SYS_WRITE); }
-TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return enter_call(args->fd, (u64)args->vec, args->vlen, PXQ_SYS_READV); }
-TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return enter_call(args->fd, (u64)args->vec, args->vlen, PXQ_SYS_WRITEV); }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return enter_call(args->fd, (u64)args->buff, 0, PXQ_SYS_SENDTO); }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { return enter_call(args->fd, (u64)args->ubuf, 0, PXQ_SYS_RECVFROM); }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { return enter_call(args->fd, (u64)args->msg, 0, PXQ_SYS_SENDMSG); }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { return enter_call(args->fd, (u64)args->msg, 0, PXQ_SYS_RECVMSG); }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) { return enter_call(args->fd, (u64)args->mmsg, args->vlen, PXQ_SYS_SENDMMSG); }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg) { return enter_call(args->fd, (u64)args->mmsg, args->vlen, PXQ_SYS_RECVMMSG); }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64) { return enter_call(args->out_fd, 0, 0, PXQ_SYS_SENDFILE); }
-TRACEPOINT_PROBE(syscalls, sys_enter_connect) { return enter_call(args->fd, (u64)args->uservaddr, 0, PXQ_SYS_CONNECT); }
-TRACEPOINT_PROBE(syscalls, sys_enter_accept) { return enter_call(args->fd, (u64)args->upeer_sockaddr, 0, PXQ_SYS_ACCEPT); }
-TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return enter_call(args->fd, (u64)args->upeer_sockaddr, 0, PXQ_SYS_ACCEPT4); }
+RAW_TRACEPOINT_PROBE(sys_enter) {
+    /* args: struct pt_regs *regs, long id. Every syscall of every task comes here: the number
+     * test is first and the only work for the calls not traced. */
+    u16 sys = traced_syscall((u64)ctx->args[1]);
+    if (!sys)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    if (!pid_allowed(id >> 32))
+        return 0;
+    struct regs_tail r = {};
+    if (bpf_probe_read_kernel(&r, sizeof(r), (void *)(ctx->args[0] + PT_REGS_DX_OFF)) != 0 || r.cs == USER32_CS)
+        return 0;
+    switch (sys) {
+    case PXQ_SYS_CLOSE:
+        return enter_close(id, (s32)r.di);
+    case PXQ_SYS_READV:
+    case PXQ_SYS_WRITEV:
+    case PXQ_SYS_SENDMMSG:
+    case PXQ_SYS_RECVMMSG:
+        return enter_call(id, (s64)r.di, r.si, r.dx, sys); /* fd, iovec/mmsghdr array, count */
+    case PXQ_SYS_SENDFILE:
+        return enter_call(id, (s64)r.di, 0, 0, sys); /* out_fd */
+    }
+    return enter_call(id, (s64)r.di, r.si, 0, sys); /* fd, buffer / msghdr / sockaddr */
+}
 
 /* ---- inside the call: is it a socket? ------------------------------------------------------ */
 
 static __always_inline void mark_socket(u64 sk, u16 family, u16 protocol, int peek) {
     u64 id = bpf_get_current_pid_tgid();
     struct active_t *a = active.lookup(&id);
-    if (!a)
+    if (!a || !a->syscall)
         return;
     if (!a->is_sock) {
         a->is_sock = 1;
@@ -374,20 +492,20 @@ static __always_inline int walk_step(struct scratch_t *sc) {
     return 1;
 }
 
-/* The calling thread's call in flight, taken out of `active` into *a; 0 when there is none. */
-static __always_inline int take_active(u64 id, struct active_t *a) {
+/* The calling thread's call `sys` in flight, copied into *a and marked done; 0 when there is
+ * none (entered before `ready`, or not traced). */
+static __always_inline int take_active(u64 id, u16 sys, struct active_t *a) {
     struct active_t *ap = active.lookup(&id);
-    if (!ap)
+    if (!ap || ap->syscall != sys)
         return 0;
     *a = *ap;
-    active.delete(&id);
+    ap->syscall = 0;
     return 1;
 }
 
-static __always_inline int exit_data(long ret) {
-    u64 id = bpf_get_current_pid_tgid();
+static __always_inline int exit_data(u64 id, u16 sys, long ret) {
     struct active_t a;
-    if (!take_active(id, &a))
+    if (!take_active(id, sys, &a))
         return 0;
     if (!a.is_sock || a.peek || ret <= 0)
         return 0;
@@ -530,42 +648,12 @@ static __always_inline int exit_data(long ret) {
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_read) { return exit_data(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_write) { return exit_data(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return exit_data(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return exit_data(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return exit_data(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return exit_data(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return exit_data(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return exit_data(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) { return exit_data(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg) { return exit_data(args->ret); }
-TRACEPOINT_PROBE(syscalls, sys_exit_sendfile64) { return exit_data(args->ret); }
-
 /* ---- connection life cycle ----------------------------------------------------------------- */
 
-/* A small event: the header only, zeroed, stamped with who and when. */
-static __always_inline struct pxq_sock_event *reserve_small(u16 kind, u32 tgid, s32 fd) {
-    struct pxq_sock_event *e = events.ringbuf_reserve(sizeof(struct pxq_sock_event));
-    if (!e) {
-        count_drop(PXQ_DROP_RINGBUF_FULL);
-        return 0;
-    }
-    __builtin_memset(e, 0, sizeof(*e));
-    e->ts_ns = bpf_ktime_get_ns();
-    e->kind = kind;
-    e->pid = tgid;
-    e->fd = fd;
-    return e;
-}
-
 /* connect() or accept(): a new connection on (tgid, fd), with the peer from user memory. */
-static __always_inline int exit_open(long ret, u16 want_a, u16 want_b) {
-    u64 id = bpf_get_current_pid_tgid();
+static __always_inline int exit_open(u64 id, u16 sys, long ret) {
     struct active_t a;
-    if (!take_active(id, &a))
-        return 0;
-    if (a.syscall != want_a && a.syscall != want_b)
+    if (!take_active(id, sys, &a))
         return 0;
     u8 role;
     s32 fd;
@@ -619,32 +707,20 @@ static __always_inline int exit_open(long ret, u16 want_a, u16 want_b) {
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_connect) { return exit_open(args->ret, PXQ_SYS_CONNECT, PXQ_SYS_CONNECT); }
-TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return exit_open(args->ret, PXQ_SYS_ACCEPT, PXQ_SYS_ACCEPT4); }
-TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return exit_open(args->ret, PXQ_SYS_ACCEPT, PXQ_SYS_ACCEPT4); }
-
-TRACEPOINT_PROBE(syscalls, sys_enter_close) {
+RAW_TRACEPOINT_PROBE(sys_exit) {
+    /* args: struct pt_regs *regs, long ret. The number is the saved orig_ax; a compat task's
+     * calls never have an `active` entry (sys_enter skipped them), so take_active drops them. */
+    u64 nr = 0;
+    if (bpf_probe_read_kernel(&nr, sizeof(nr), (void *)(ctx->args[0] + PT_REGS_ORIG_AX_OFF)) != 0)
+        return 0;
+    u16 sys = traced_syscall(nr);
+    if (!sys || sys == PXQ_SYS_CLOSE)
+        return 0;
     u64 id = bpf_get_current_pid_tgid();
-    u32 tgid = id >> 32;
-    s32 fd = (s32)args->fd;
-    if (fd < 0 || !pid_allowed(tgid))
-        return 0;
-    u64 key = conn_key(tgid, fd);
-    struct conn_t *c = conns.lookup(&key);
-    if (!c)
-        return 0;
-    u32 gen = c->gen;
-    u8 role = c->role;
-    conns.delete(&key);
-    disabled.delete(&key);
-    struct pxq_sock_event *e = reserve_small(PXQ_EV_CLOSE, tgid, fd);
-    if (!e)
-        return 0;
-    e->gen = gen;
-    e->role = role;
-    e->syscall = PXQ_SYS_CLOSE;
-    events.ringbuf_submit(e, 0);
-    return 0;
+    long ret = (long)ctx->args[1];
+    if (is_open_call(sys))
+        return exit_open(id, sys, ret);
+    return exit_data(id, sys, ret);
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit) {
