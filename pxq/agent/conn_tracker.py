@@ -13,11 +13,13 @@ events. :class:`ConnTracker` turns them into HTTP transactions:
   from the first bytes: whoever sends a request line is the client.
 * **Reassembly.** Each direction is ordered by the kernel's stream offsets, which start at 0 for
   every generation (for a socket opened before attach, at the first call the kernel saw), so
-  lost first bytes are a hole too. Bytes that arrive ahead of a hole wait (bounded by
+  lost first bytes are a hole too. Bytes that arrive ahead of a hole wait, and so do the other
+  direction's bytes meanwhile, so that both reach the parser in time order (bounded by
   ``reorder_limit`` bytes; more is ``buffer_overflow``); a hole that outlives ``HOLE_BATCHES``
   poll batches means bytes were lost (ring buffer full, a call larger than the kernel copies):
   ``data_gap``. After a gap the HTTP parser is discarded and the connection waits for the next
-  request line (and the responses after it) to start over.
+  request line (and the responses after it) to start over: a lost event costs the transaction
+  it belonged to and the one in flight, never a request paired with another's response.
 * **Protocol inference** from the first bytes of a connection: an HTTP/1.x request line or
   status line. A connection that is not HTTP is switched off in the kernel (``disable``) so that
   its bytes stop crossing the ring buffer.
@@ -281,12 +283,10 @@ class ConnTracker:
                 conn.last_ns = ev.ts_ns
             self.counts["bytes"] += ev.data_len
             d = ev.direction
-            if conn.state == HTTP and conn.expect[d] == ev.pos and not ev.flags:
-                # The common case: the next bytes of an HTTP connection, in order.
+            if conn.state == HTTP and conn.expect[d] == ev.pos and not ev.flags and not conn.held_bytes:
+                # The common case: the next bytes of an HTTP connection, in order, nothing waiting.
                 conn.expect[d] = ev.pos + ev.data_len
                 self._feed(conn, d, ev.ts_ns, ev.data)
-                if conn.held[d]:
-                    self._release(conn, d)
             else:
                 self._on_data(conn, ev)
         elif kind == EV_OPEN:
@@ -424,19 +424,20 @@ class ConnTracker:
         pos = ev.pos
         expect = conn.expect[d]
         if expect is None:
-            expect = pos
+            expect = conn.expect[d] = pos
         if pos < expect:  # overlap with bytes already taken
             data = data[expect - pos :]
             pos = expect
             if not data:
                 return
-        if pos > expect:
+        if pos > expect or conn.held_bytes:
+            # Behind a hole, or the connection has bytes waiting behind one (in either
+            # direction): wait in line, so both directions reach the parser in time order.
             self._hold(conn, d, pos, ev.ts_ns, data)
+            self._release(conn)
             return
         conn.expect[d] = pos + len(data)
         self._deliver(conn, d, ev.ts_ns, data)
-        if conn.held[d]:
-            self._release(conn, d)
 
     def _hold(self, conn: Connection, d: int, pos: int, ts_ns: int, data: bytes) -> None:
         conn.held[d][pos] = (ts_ns, data)
@@ -446,36 +447,46 @@ class ConnTracker:
             self.drops["buffer_overflow"] += 1
             self._skip_holes(conn)
 
-    def _release(self, conn: Connection, d: int) -> None:
-        """Deliver held bytes that the stream has caught up with."""
-        held = conn.held[d]
-        while held:
-            pos = min(held)
-            if pos > conn.expect[d]:
+    def _release(self, conn: Connection, lost: bool = False) -> None:
+        """Deliver held bytes, both directions merged in time order, up to the first piece that
+        waits behind a hole. A hole stops the other direction too: were its later bytes parsed
+        meanwhile, resynchronising after a lost piece would pair requests with the responses of
+        others (or throw away every transaction parsed while the hole waited). ``lost``: the
+        missing bytes are not coming: jump over each hole (a ``data_gap``), losing what was there."""
+        held = conn.held
+        queues = (sorted(held[0]), sorted(held[1]))  # once, not min() per piece: thousands may wait
+        heads = [0, 0]
+        while True:
+            d = -1
+            for side in (0, 1):
+                if heads[side] < len(queues[side]):
+                    ts_ns = held[side][queues[side][heads[side]]][0]
+                    if d < 0 or ts_ns < first_ts:
+                        d, first_ts = side, ts_ns
+            if d < 0:
                 break
-            ts_ns, data = held.pop(pos)
+            pos = queues[d][heads[d]]
+            if pos > conn.expect[d]:
+                if not lost:
+                    break
+                self.drops["data_gap"] += 1
+                self._gap(conn)
+                conn.expect[d] = pos
+            heads[d] += 1
+            ts_ns, data = held[d].pop(pos)
             conn.held_bytes -= len(data)
             skip = conn.expect[d] - pos
             if skip < len(data):
                 conn.expect[d] = pos + len(data)
                 self._deliver(conn, d, ts_ns, data[skip:])
-        if not conn.held[0] and not conn.held[1]:
+        if not held[0] and not held[1]:
+            conn.held_bytes = 0
             conn.hole_batches = 0
             self._holes.discard(conn)
 
     def _skip_holes(self, conn: Connection) -> None:
         """The missing bytes are not coming: jump over each hole, losing what was there."""
-        for d in (0, 1):
-            while conn.held[d]:
-                pos = min(conn.held[d])
-                if pos > conn.expect[d]:
-                    self.drops["data_gap"] += 1
-                    self._gap(conn)
-                    conn.expect[d] = pos
-                self._release(conn, d)
-        conn.held_bytes = 0
-        conn.hole_batches = 0
-        self._holes.discard(conn)
+        self._release(conn, lost=True)
 
     def _gap(self, conn: Connection) -> None:
         """Bytes were lost: the parser cannot continue; restart at the next request line."""

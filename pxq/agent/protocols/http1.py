@@ -62,6 +62,8 @@ HTTP_METHODS = (
     b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"SEARCH", b"PURGE",
 )  # fmt: skip
 _METHOD_ALT = b"|".join(HTTP_METHODS)
+# Requests whose response ends with its header block, whatever its Content-Length says.
+HEADER_ONLY_METHODS = (b"HEAD", b"CONNECT")
 # A request line: METHOD SP request-target SP HTTP/1.x CRLF.
 _REQUEST_LINE = re.compile(rb"(?:" + _METHOD_ALT + rb") [!-~]+ HTTP/1\.[01]\r\n")
 _REQUEST_LINE_START = re.compile(rb"(?:" + _METHOD_ALT + rb") [!-~]")
@@ -347,6 +349,8 @@ class _Direction:
         msg.end_ns = self.ts_ns
         if self.is_request:
             msg.method = parser.get_method()
+            if msg.method in HEADER_ONLY_METHODS:
+                self.stitcher._header_only_requests += 1
         else:
             msg.status = parser.get_status_code()
             version = parser.get_http_version()
@@ -469,6 +473,9 @@ class Http1Stitcher:
         self.errors: Counter[str] = Counter()
         self._requests: deque[_Message] = deque()  # parsed or in progress, not yet paired
         self._responses: deque[_Message] = deque()  # final responses waiting for their request
+        # How many of self._requests are HEAD/CONNECT: none (the usual case) spares the scan of
+        # _header_only_later, which would otherwise grow with every request waiting for an answer.
+        self._header_only_requests = 0
         self._done: list[MessagePair] = []  # completed pairs, not taken yet
         self._req = _Direction(self, is_request=True)
         self._resp = _Direction(self, is_request=False)
@@ -524,6 +531,7 @@ class Http1Stitcher:
             if orphans:
                 self.errors["response_without_request"] += orphans
         self._requests.clear()
+        self._header_only_requests = 0
         self._responses.clear()
         self._held.clear()
         self._req.pending.clear()
@@ -589,10 +597,12 @@ class Http1Stitcher:
         if idx >= len(self._requests):
             return False
         req = self._requests[idx]
-        return req.headers_done and req.method in (b"HEAD", b"CONNECT")
+        return req.headers_done and req.method in HEADER_ONLY_METHODS
 
     def _header_only_later(self) -> bool:
         """Is any response after the next one to come an answer to HEAD or CONNECT?"""
+        if not self._header_only_requests:
+            return False
         return any(self._header_only(ahead) for ahead in range(1, len(self._requests) - len(self._responses)))
 
     def _header_only_response(self, data: bytes) -> bytes:
@@ -631,6 +641,8 @@ class Http1Stitcher:
     def _stitch(self) -> None:
         while self._requests and self._responses and self._requests[0].complete:
             req, resp = self._requests.popleft(), self._responses.popleft()
+            if req.headers_done and req.method in HEADER_ONLY_METHODS:
+                self._header_only_requests -= 1
             if req.broken or resp.broken:
                 continue  # counted where the parse failed
             self._done.append((req, resp))
