@@ -10,10 +10,13 @@ workers, polling and moving rows into its table store) in a process of its own, 
 would be; it is started (BPF compiled and attached) before each traced run and ended with SIGINT
 (the Ctrl-C path) after it.
 
-1. Throughput: ``wrk -t2 -c16`` on a small static file: untraced, traced by the agent, and with
-   the tracer's kernel side only (its program attached, its records skipped unread: what tracing
-   costs the traced processes without the agent's CPU), in rotating order per round; the figure is
-   the median of the per-round traced/untraced ratios (target >= 0.95).
+1. Throughput: ``wrk -t2 -c16`` on a small static file: untraced, traced by the agent, with the
+   tracer's kernel side only (its program attached, its records skipped unread: what tracing
+   costs the traced processes without the agent's CPU), and with its probes only (the same raw
+   tracepoints and tracepoints, empty programs: what the kernel's hooks cost before any work), in
+   rotating order per round; the figure is the median of the per-round traced/untraced ratios
+   (target >= 0.95). wrk, nginx and the agent share the machine's CPUs, so on a small machine
+   every CPU-second the agent spends is one nginx does not get.
 2. Completeness: 20,000 requests at 2,000 req/s (GET and HEAD of three static files, one of them
    over the 1 KiB body limit, each with a unique ``?i=N``) against the rows the agent captured:
    method, path, status, response body size and body prefix must match (target >= 99.9 %). The
@@ -234,6 +237,29 @@ def kernel_only_child(pids: list[int]) -> int:
     return 0
 
 
+def probes_only_child() -> int:
+    """The socket tracer's probes with empty programs: every raw tracepoint and tracepoint that
+    ``bpf/socket_trace.c`` attaches to, each running ``return 0``. What the kernel's hooks cost
+    before the program does any work (the floor any in-kernel change can reach). Same protocol as
+    :func:`agent_child`, without rows."""
+    from pxq.agent.bpf_program import BpfProgram, bpf_source, load
+
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    probes = re.findall(r"^((?:RAW_)?TRACEPOINT_PROBE\([^)]*\))", bpf_source("socket_trace.c"), re.M)
+    bpf = load(BpfProgram("socket_trace.c probes, empty", "\n".join(f"{p} {{ return 0; }}" for p in probes), ()))
+    base = sum(_cpu_s())
+    print(json.dumps({"kind": "ready", "rss": _proc_status("VmRSS"), "startup_peak": _proc_status("VmHWM"),
+                      "probes": len(probes)}), flush=True)  # fmt: skip
+    while not stop:
+        time.sleep(0.05)
+    bpf.cleanup()
+    print(json.dumps({"kind": "final", "cpu": sum(_cpu_s()) - base, "bytes": 0, "rows": 0, "events": 0, "drops": {}}),
+          flush=True)  # fmt: skip
+    return 0
+
+
 def agent_child(pids: list[int], out: str | None) -> int:
     """The embedded agent tracing ``pids``: prints a JSON line when it is ready (start-up done),
     one on SIGUSR1 (a snapshot), and a final one after SIGINT ended it (the rows go to ``out``)."""
@@ -296,9 +322,9 @@ class Agent:
     lines: list[dict] = field(default_factory=list)
 
     @classmethod
-    def start(cls, pids: list[int], out: str | None = None, kernel_only: bool = False) -> Agent:
-        mode = "--kernel-only-child" if kernel_only else "--agent-child"
-        cmd = [sys.executable, __file__, mode, ",".join(map(str, pids))] + (["--out", out] if out else [])
+    def start(cls, pids: list[int], out: str | None = None, mode: str = "agent") -> Agent:
+        """``mode``: "agent" (the embedded agent), "kernel-only" or "probes-only"."""
+        cmd = [sys.executable, __file__, f"--{mode}-child", ",".join(map(str, pids))] + (["--out", out] if out else [])
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
         agent = cls(proc, {}, out)
         try:
@@ -335,8 +361,8 @@ class Agent:
 
 
 @contextlib.contextmanager
-def agent(pids: list[int], out: str | None = None, kernel_only: bool = False):
-    a = Agent.start(pids, out, kernel_only)
+def agent(pids: list[int], out: str | None = None, mode: str = "agent"):
+    a = Agent.start(pids, out, mode)
     try:
         yield a
     finally:
@@ -400,19 +426,23 @@ def nginx_pids(nginx) -> list[int]:
 # -- 1. throughput -------------------------------------------------------------------------------
 def throughput(port: int, pids: list[int], seconds: float, rounds: int) -> dict:
     print(f"\n== 1. nginx keep-alive throughput under wrk -t2 -c16 -d{seconds:g}s, /static/hello.txt ({load()})")
-    print("  each round runs wrk untraced, traced by the agent, and with the kernel side only (the program")
-    print("  attached, its records skipped unread), in rotating order")
+    print("  each round runs wrk untraced, traced by the agent, with the kernel side only (the program")
+    print("  attached, its records skipped unread) and with the probes only (the same hooks, empty")
+    print("  programs), in rotating order")
     wrk(port, 1.0)  # warm-up: nginx's page cache, connections
-    conditions = ("untraced", "traced", "kernel only")
+    conditions = ("untraced", "traced", "kernel only", "probes only")
+    modes = {"traced": "agent", "kernel only": "kernel-only", "probes only": "probes-only"}
     rates: dict[str, list[float]] = {c: [] for c in conditions}
-    ratios, kernel_ratios, captured, agent_cpu = [], [], [], []
+    ratios: dict[str, list[float]] = {c: [] for c in conditions[1:]}
+    captured, agent_cpu = [], []
     for i in range(rounds):
         got, notes = {}, []
-        for condition in conditions[i % 3:] + conditions[: i % 3]:
+        shift = i % len(conditions)
+        for condition in conditions[shift:] + conditions[:shift]:
             if condition == "untraced":
                 got[condition] = wrk(port, seconds)
                 continue
-            with agent(pids, kernel_only=condition == "kernel only") as a:
+            with agent(pids, mode=modes[condition]) as a:
                 got[condition] = wrk(port, seconds)
                 final = a.finish()
             drops = {k: v for k, v in final["drops"].items() if v}
@@ -421,22 +451,22 @@ def throughput(port: int, pids: list[int], seconds: float, rounds: int) -> dict:
                 agent_cpu.append(final["cpu"])
                 notes.append(f"agent: {final['events']:,} events, {final['rows']:,} transactions ({100 * captured[-1]:.1f} %), "
                              f"{final['cpu']:.2f} CPU-s (until it caught up), drops {drops or 'none'}")
-            else:
+            elif condition == "kernel only":
                 notes.append(f"kernel only: {final['bytes'] / seconds / 1e6:.0f} MB/s through the ring, drops {drops or 'none'}")
         for c in conditions:
             rates[c].append(got[c][0])
-        ratios.append(got["traced"][0] / got["untraced"][0])
-        kernel_ratios.append(got["kernel only"][0] / got["untraced"][0])
-        print(f"  round {i + 1}: untraced {got['untraced'][0]:,.0f} req/s, traced {got['traced'][0]:,.0f} "
-              f"({ratios[-1]:.3f}), kernel only {got['kernel only'][0]:,.0f} ({kernel_ratios[-1]:.3f})", flush=True)
+        for c in conditions[1:]:
+            ratios[c].append(got[c][0] / got["untraced"][0])
+        print(f"  round {i + 1}: untraced {got['untraced'][0]:,.0f} req/s, "
+              + ", ".join(f"{c} {got[c][0]:,.0f} ({ratios[c][-1]:.3f})" for c in conditions[1:]), flush=True)
         for note in notes:
             print(f"    {note}")
-    ratio, kernel_ratio = statistics.median(ratios), statistics.median(kernel_ratios)
-    print(f"  traced/untraced: median {ratio:.3f} of {rounds} rounds (target >= {TARGET_THROUGHPUT}); "
-          f"kernel side only/untraced: {kernel_ratio:.3f} ({load()})")
-    return {"ratio": ratio, "kernel_ratio": kernel_ratio, "untraced": statistics.median(rates["untraced"]),
-            "traced": statistics.median(rates["traced"]), "captured": statistics.median(captured),
-            "agent_cpu": statistics.median(agent_cpu), "seconds": seconds}
+    medians = {c: statistics.median(r) for c, r in ratios.items()}
+    print(f"  traced/untraced: median {medians['traced']:.3f} of {rounds} rounds (target >= {TARGET_THROUGHPUT}); "
+          f"kernel side only: {medians['kernel only']:.3f}; probes only: {medians['probes only']:.3f} ({load()})")
+    return {"ratio": medians["traced"], "kernel_ratio": medians["kernel only"], "probes_ratio": medians["probes only"],
+            "untraced": statistics.median(rates["untraced"]), "traced": statistics.median(rates["traced"]),
+            "captured": statistics.median(captured), "agent_cpu": statistics.median(agent_cpu), "seconds": seconds}
 
 
 # -- 2. completeness, CPU, RSS -------------------------------------------------------------------
@@ -544,6 +574,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs (fewer rounds, steps and requests)")
     parser.add_argument("--agent-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--kernel-only-child", metavar="PIDS", help=argparse.SUPPRESS)
+    parser.add_argument("--probes-only-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--only", choices=("throughput", "completeness", "drops"), help="run one section")
     opts = parser.parse_args()
@@ -551,6 +582,8 @@ def main() -> int:
         return agent_child([int(p) for p in opts.agent_child.split(",")], opts.out)
     if opts.kernel_only_child:
         return kernel_only_child([int(p) for p in opts.kernel_only_child.split(",")])
+    if opts.probes_only_child:
+        return probes_only_child()
     if os.geteuid() != 0:
         print("needs root (eBPF)", file=sys.stderr)
         return 2
@@ -558,7 +591,7 @@ def main() -> int:
     from pxq.testing.workload import nginx_server
 
     quick = opts.quick
-    rounds, wrk_s = (2, 3.0) if quick else (3, 5.0)
+    rounds, wrk_s = (2, 3.0) if quick else (4, 5.0)
     count, rate = (6_000, 2_000) if quick else (20_000, 2_000)
     rates = [2_000, 8_000, 16_000, 32_000] if quick else [2_000, 4_000, 8_000, 12_000, 16_000, 24_000, 32_000, 40_000]
     step_s = 2.0 if quick else 3.0
@@ -589,6 +622,7 @@ def main() -> int:
         line("throughput traced/untraced (median ratio)", f"{t['ratio']:.3f} (target >= {TARGET_THROUGHPUT}; "
              f"{t['untraced']:,.0f} vs {t['traced']:,.0f} req/s)", t["ratio"] >= TARGET_THROUGHPUT)
         line("  kernel side only/untraced (median ratio)", f"{t['kernel_ratio']:.3f}", None)
+        line("  probes only (empty programs)/untraced", f"{t['probes_ratio']:.3f}", None)
         line("  agent under wrk: transactions captured, CPU", f"{100 * t['captured']:.1f} %, {t['agent_cpu']:.2f} CPU-s "
              f"per {t['seconds']:g}s run (medians)", None)
     if "complete" in results:
