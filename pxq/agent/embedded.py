@@ -7,19 +7,16 @@ and stops them again, also on Ctrl-C (the rows collected so far are kept).
 
 from __future__ import annotations
 
-import ctypes as ct
-import os
-import re
 import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pxq.agent.bpf_program import bpf_unavailable_reason, release_compiler_pages
 from pxq.agent.procinfo import process_info
 from pxq.agent.table_store import DEFAULT_BUDGET_BYTES, TableStore
 from pxq.errors import PxqError
@@ -111,49 +108,11 @@ COLLECTORS: dict[str, Callable[[CollectorRequest, AgentOptions], Collector]] = {
 }
 
 
-# madvise(2) advice: reclaim these pages now (Linux >= 5.4).
-MADV_PAGEOUT = 21
-# The BPF compiler's code, mapped from these libraries (through bcc).
-_COMPILER_LIBRARIES = re.compile(r"/lib(LLVM|clang)[^/]*\.so")
-
-
-def release_compiler_pages() -> int:
-    """Hand back the pages of the BPF compiler's code (libLLVM, libclang: about 80 MB of RSS)
-    that compiling the collectors' programs brought in; nothing runs that code again until the
-    next compile. MADV_PAGEOUT only reclaims: a page needed again is read back from the library
-    file, so it is harmless on any mapping. Returns the bytes advised (0 where it is not
-    supported)."""
-    try:
-        madvise = ct.CDLL(None, use_errno=True).madvise
-        madvise.argtypes = [ct.c_void_p, ct.c_size_t, ct.c_int]
-        maps = Path("/proc/self/maps").read_text()
-    except (OSError, AttributeError):
-        return 0
-    advised = 0
-    for line in maps.splitlines():
-        fields = line.split()
-        if len(fields) >= 6 and _COMPILER_LIBRARIES.search(fields[5]):
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            if madvise(start, end - start, MADV_PAGEOUT) == 0:
-                advised += end - start
-    return advised
-
-
 def check_environment() -> None:
     """Fail early, with the fix, where eBPF collection cannot work."""
-    if os.geteuid() != 0:
-        caps = 0
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("CapEff:"):
-                caps = int(line.split()[1], 16)
-        needed = {"CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
-        missing = [name for name, bit in needed.items() if not caps & (1 << bit)]
-        if missing:
-            raise AgentError(f"live capture needs root (missing {', '.join(missing)}); run pxq with sudo, "
-                             "or replay a capture with --from DIR")
-    if not Path("/sys/kernel/tracing/events").is_dir():
-        raise AgentError("tracefs is not mounted at /sys/kernel/tracing; mount it with "
-                         "`mount -t tracefs nodev /sys/kernel/tracing` (tools/setup.sh does this)")
+    reason = bpf_unavailable_reason()
+    if reason is not None:
+        raise AgentError(f"{reason}; or replay a capture with --from DIR")
 
 
 @dataclass

@@ -13,16 +13,11 @@ ALLOW_NO_BPF_ENV = "PXQ_ALLOW_NO_BPF"
 
 
 def bpf_unavailable_reason() -> str | None:
-    """Why eBPF tests cannot run here, or None when they can (root and bcc importable)."""
-    if os.geteuid() != 0:
-        return "eBPF needs root (CAP_BPF/CAP_PERFMON); run the tests as root (tools/test.sh)"
-    try:
-        import bcc  # noqa: F401
-    except Exception as exc:  # ImportError, or libbcc failing to load
-        return f"bcc is not importable ({type(exc).__name__}: {exc}); run tools/setup.sh"
-    if not os.path.ismount("/sys/kernel/tracing"):
-        return "tracefs is not mounted at /sys/kernel/tracing; run tools/setup.sh"
-    return None
+    """Why eBPF tests cannot run here, or None when they can: the agent's own check (root or
+    CAP_BPF+CAP_PERFMON, bcc importable, tracefs mounted)."""
+    from pxq.agent.bpf_program import bpf_unavailable_reason as agent_reason
+
+    return agent_reason()
 
 
 def require_bpf() -> None:
