@@ -13,13 +13,16 @@ events to the connection tracker, which produces ``http_events`` rows.
 
 Decoding is one ``struct.unpack_from`` per event over the raw ring buffer record; the layout comes
 from :class:`EventHeader`, which the program is compiled against (``_Static_assert`` per field),
-so the reader and ``bpf/socket_trace.h`` cannot silently disagree. On x86-64 the ring buffer is
+so the reader and ``bpf/socket_trace.h`` cannot silently disagree. The ring buffer is
 read straight from its memory mapping (:class:`RingReader`), without a ctypes callback per event.
 
 Kernel-side options (``-D`` flags, see ``bpf/socket_trace.c``): MAX_DATA bytes per event (16 KiB;
 a call moving more is split into several events), MAX_STEPS events+iovecs walked per call (128:
 up to 2 MiB per call; more is counted as ``truncated``), MAX_IOV iovec entries (64), MAX_MMSG
 messages per sendmmsg/recvmmsg (8), RING_PAGES ring buffer size (2048 pages = 8 MiB).
+
+x86-64 only: the program hooks the raw ``sys_enter``/``sys_exit`` tracepoints (much cheaper than
+the ``syscalls:`` ones, see ``bpf/socket_trace.c``) and picks its calls by x86-64 syscall number.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ from pxq.agent.protocols.http1 import DEFAULT_BODY_LIMIT
 PROGRAM_FILE = "socket_trace.c"
 HEADER_FILE = "socket_trace.h"
 SUPPORTED_PROTOCOLS = ("http",)
+# The machines bpf/socket_trace.c is written for (syscall numbers, pt_regs and iovec layouts).
+X86_64 = ("x86_64", "AMD64")
 # poll() takes events at most this often (ms); see SocketTracer.poll.
 BATCH_INTERVAL_MS = 50
 
@@ -129,17 +134,13 @@ class RingReader:
     store each. (Not ``struct.pack_into``: it zeroes its target before writing the value, and a
     producer that sees the consumer position at 0 for that instant finds the ring "full" and
     drops its record.) Only on x86-64, whose memory order makes those loads acquire and that
-    store release what the kernel expects; elsewhere the tracer uses bcc's callback.
+    store release what the kernel expects (the socket tracer runs on x86-64 only anyway).
     """
 
     BUSY = 1 << 31
     DISCARD = 1 << 30
     HEADER = 8
     _LEN = struct.Struct("@I")
-
-    @staticmethod
-    def supported() -> bool:
-        return platform.machine() in ("x86_64", "AMD64")
 
     def __init__(self, map_fd: int, size: int) -> None:
         if size <= 0 or size & (size - 1):
@@ -285,7 +286,7 @@ class SocketTracer:
         self.body_limit = body_limit
         self.program = build_socket_tracer(self.options)
         self._bpf = None
-        self._ring: RingReader | None = None  # None: bcc's callback fills self._events
+        self._ring: RingReader | None = None
         self._events: list[SockEvent] = []  # taken from the ring buffer, not handled yet
         self._tracker = ConnTracker(body_limit=body_limit, disable=self._disable, forget=self._forget, columnar=True)
         self._tables: dict[str, object] = {}
@@ -301,6 +302,9 @@ class SocketTracer:
         """Compile, load and attach; raises :class:`BpfError` saying why when that fails."""
         if self._bpf is not None:
             return self
+        if platform.machine() not in X86_64:
+            raise BpfError(f"the socket tracer reads syscall numbers and registers as x86-64 lays them out "
+                           f"(bpf/socket_trace.c); this machine is {platform.machine()}")
         bpf, tables = load_with_maps(self.program, ("events", "drops", "allowed_pids", "disabled", "conns"),
                                      self.options.pids)  # fmt: skip
         self._bpf = bpf
@@ -308,18 +312,7 @@ class SocketTracer:
         try:
             self._tracker.clock_offset_ns = monotonic_to_epoch_offset()
             ring = self._tables["events"]
-            if RingReader.supported():
-                self._ring = RingReader(ring.map_fd, ring.max_entries)
-            else:
-                events, unpack = self._events, _HEADER.unpack_from
-
-                def on_record(_ctx, data, size):
-                    record = ct.string_at(data, size)
-                    events.append(_new_event(SockEvent, unpack(record) + (record[HEADER_SIZE:],)))
-                    return 0
-
-                self._on_record = on_record
-                ring.open_ring_buffer(on_record)
+            self._ring = RingReader(ring.map_fd, ring.max_entries)
             # Every probe is attached now: start tracing (see `ready` in bpf/socket_trace.c).
             bpf[b"ready"][ct.c_int(0)] = ct.c_uint32(1)
         except Exception:
@@ -377,8 +370,7 @@ class SocketTracer:
         every few events costs more than the events themselves, and the ring buffer holds
         far more than that interval's worth.
         """
-        bpf = self._bpf
-        if bpf is None:
+        if self._bpf is None:
             raise RuntimeError("SocketTracer.poll() before start()")
         now = time.monotonic()
         wait = min(self._last_poll + self.batch_interval_ms / 1000 - now, timeout_ms / 1000)
@@ -387,11 +379,8 @@ class SocketTracer:
         self._consume()
         if not self._events:
             left = int(timeout_ms - max(wait, 0) * 1000)
-            if left >= 1:
-                if self._ring is None:
-                    bpf.ring_buffer_poll(left)
-                elif self._ring.wait(left):
-                    self._consume()
+            if left >= 1 and self._ring is not None and self._ring.wait(left):
+                self._consume()
         self._last_poll = time.monotonic()
         return self._process()
 
@@ -399,8 +388,6 @@ class SocketTracer:
         """Take what the ring buffer holds into ``self._events``."""
         if self._ring is not None:
             self._ring.read(self._events, _HEADER)
-        else:
-            self._bpf.ring_buffer_consume()
 
     def _process(self) -> int:
         batch = self._events[:]

@@ -456,6 +456,16 @@ def test_unsupported_protocol_is_a_clear_error():
         SocketTracer(protocols=("http", "mysql"))
 
 
+def test_another_architecture_is_a_clear_error_before_anything_loads(monkeypatch):
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    tracer = SocketTracer()
+    with pytest.raises(BpfError, match="as x86-64 lays them out .* this machine is aarch64"):
+        tracer.start()
+    assert not tracer.running
+
+
 def test_tracefs_missing_is_a_clear_error(tmp_path):
     """In a private mount namespace without tracefs, start() says what is missing."""
     script = (
