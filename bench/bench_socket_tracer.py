@@ -26,7 +26,9 @@ would be; it is started (BPF compiled and attached) before each traced run and e
    LLVM compiles the BPF program) come from this run.
 3. Drop onset: one agent while the paced client steps its rate up; per step the events per
    second reaching the ring buffer and taken by the agent, its CPU, and every drop counter that
-   moved. The last step is wrk unpaced (as fast as nginx goes on this machine).
+   moved. The last step is wrk unpaced (as fast as nginx goes on this machine). Then every row
+   captured through all steps, drops included, is checked against what its request asked for:
+   a response paired with another request's is a defect (must be 0).
 
 The machine is shared and small (the figures it depends on are printed with the load average):
 only ratios measured side by side are compared with targets.
@@ -525,7 +527,34 @@ def completeness(client: Path, nginx, pids: list[int], count: int, rate: float, 
 
 
 # -- 3. drop onset -------------------------------------------------------------------------------
-def drop_onset(client: Path, port: int, pids: list[int], rates: list[int], seconds: float, wrk_seconds: float) -> dict:
+def mispaired_rows(rows_file: str, www: Path) -> tuple[int, int, list]:
+    """Server rows whose response is not the one their request asks for: request ``i`` of the
+    paced client is HEAD (i % 10 == 9) or GET of FILES[i % 3]; wrk GETs hello.txt. Returns
+    (rows checked, rows wrong, a few examples)."""
+    import pyarrow.parquet as pq
+
+    bodies = {name: (www / name).read_bytes() for name in FILES}
+    checked, wrong, examples = 0, 0, []
+    for r in pq.read_table(rows_file, columns=["req_method", "req_path", "resp_status", "resp_body_size", "resp_body",
+                                               "trace_role"]).to_pylist():  # fmt: skip
+        match = re.fullmatch(r"/static/([\w.]+)(?:\?i=(\d+))?", r["req_path"])
+        if r["trace_role"] != 2 or not match:
+            continue
+        i = match.group(2)
+        method = "HEAD" if i is not None and int(i) % 10 == 9 else "GET"
+        name = FILES[int(i) % 3] if i is not None else "hello.txt"
+        body = b"" if method == "HEAD" else bodies[name]
+        checked += 1
+        got = (r["req_method"], match.group(1), r["resp_status"], r["resp_body_size"], r["resp_body"])
+        if got != (method, name, 200, len(body), body[:1024].decode()):
+            wrong += 1
+            if len(examples) < 3:
+                examples.append((r["req_path"], got[:4]))
+    return checked, wrong, examples
+
+
+def drop_onset(client: Path, port: int, pids: list[int], rates: list[int], seconds: float, wrk_seconds: float,
+               www: Path, work: str) -> dict:
     print(f"\n== 3. where drops begin: the paced client's rate stepped up ({seconds:g}s per step, 32 connections), "
           f"then wrk unpaced ({load()})")
     print("  req/s offered by the client and achieved; events/s reaching the ring buffer (taken by the agent")
@@ -534,7 +563,8 @@ def drop_onset(client: Path, port: int, pids: list[int], rates: list[int], secon
     print(f"  {'offered':>8} {'achieved':>9} {'events/s':>9} {'taken/s':>9} {'tx/s':>8} {'agent CPU':>9}  drops in this step")
     onset = None
     table = []
-    with agent(pids) as a:
+    out = f"{work}/overload.parquet"
+    with agent(pids, out) as a:
         prev = a.snapshot()
         steps = [(r, None) for r in rates] + [(None, wrk_seconds)]
         for rate, wrk_s in steps:
@@ -566,7 +596,13 @@ def drop_onset(client: Path, port: int, pids: list[int], rates: list[int], secon
     else:
         print(f"  no drops up to {table[-1][2]:,.0f} events/s (the fastest step)")
     print(f"  drop counters at the end: {total or 'all zero'} ({load()})")
-    return {"onset": onset, "max_events": max(row[2] for row in table), "table": table}
+    checked, wrong, examples = mispaired_rows(out, www)
+    print(f"  rows captured through all steps, drops included: {checked:,}; with a response that is not their "
+          f"request's: {wrong:,}")
+    for path, got in examples:
+        print(f"    e.g. {path}: captured {got}")
+    return {"onset": onset, "max_events": max(row[2] for row in table), "table": table, "checked": checked,
+            "mispaired": wrong}
 
 
 def main() -> int:
@@ -593,7 +629,7 @@ def main() -> int:
     quick = opts.quick
     rounds, wrk_s = (2, 3.0) if quick else (4, 5.0)
     count, rate = (6_000, 2_000) if quick else (20_000, 2_000)
-    rates = [2_000, 8_000, 16_000, 32_000] if quick else [2_000, 4_000, 8_000, 12_000, 16_000, 24_000, 32_000, 40_000]
+    rates = [2_000, 8_000, 16_000, 32_000, 64_000] if quick else [2_000, 4_000, 8_000, 12_000, 16_000, 24_000, 32_000, 40_000, 64_000]
     step_s = 2.0 if quick else 3.0
     print(f"pxq socket tracer bench{' (--quick)' if quick else ''}: {os.cpu_count()} CPUs, {load()}")
     results = {}
@@ -607,7 +643,8 @@ def main() -> int:
             if opts.only in (None, "completeness"):
                 results["complete"] = completeness(client, nginx, pids, count, rate, work)
             if opts.only in (None, "drops"):
-                results["drops"] = drop_onset(client, nginx.port, pids, rates, step_s, wrk_s)
+                results["drops"] = drop_onset(client, nginx.port, pids, rates, step_s, wrk_s,
+                                              nginx.workdir / "www" / "static", work)
     print(f"\n== summary ({load()})")
     ok = True
 
@@ -641,6 +678,8 @@ def main() -> int:
                  + ", ".join(f"{k}={v:,}" for k, v in sorted(moved.items())), None)
         else:
             line("drops begin at", f"none up to {d['max_events']:,.0f} events/s", None)
+        line("rows paired wrongly, through the drops", f"{d['mispaired']:,} of {d['checked']:,} (must be 0)",
+             d["mispaired"] == 0)
     return 0 if ok else 1
 
 
