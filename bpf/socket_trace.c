@@ -19,9 +19,9 @@
  *
  * Why raw sys_enter/sys_exit and not the syscalls:sys_enter_<name> tracepoints: a syscalls:
  * tracepoint formats a perf record of the call's arguments before it runs its program. Measured
- * here under wrk against nginx (2 vCPUs, bench/bench_socket_tracer.py), empty programs on the
+ * here under wrk against nginx (2 vCPUs, medians of 6-10 rotating rounds), empty programs on the
  * per-syscall tracepoints cost 11-15 % of the throughput, empty raw sys_enter/sys_exit programs
- * (which then see every syscall and keep the 15 they want by number) 1-5 %. The syscall numbers
+ * (which then see every syscall and keep the 15 they want by number) 1-9 %. The syscall numbers
  * and the pt_regs offsets below are x86-64's; compat (32-bit) calls are skipped.
  *
  * Nothing is traced until user space sets ready[0], once every probe is attached (see `ready`).
