@@ -178,7 +178,7 @@ class Connection:
     __slots__ = (
         "pid", "fd", "gen", "role", "opened", "upid",
         "family", "laddr", "lport", "raddr", "rport", "has_tuple", "addr_checked",
-        "state", "stitcher", "expect", "held", "held_bytes", "hole_batches",
+        "state", "stitcher", "expect", "held", "held_bytes", "blocked", "hole_batches",
         "probe_buf", "probe_ts", "probe_tries", "last_ns", "transactions",
     )  # fmt: skip
 
@@ -199,8 +199,9 @@ class Connection:
         # bytes (ring buffer full), a hole like any other. Taking it as the stream's start would
         # pair every later response with an earlier request.
         self.expect: list[int | None] = [0, 0]
-        self.held: list[dict[int, tuple[int, bytes]]] = [{}, {}]  # pos -> (ts, data), ahead of a hole
+        self.held: list[dict[int, tuple[int, bytes]]] = [{}, {}]  # pos -> (ts, data), waiting
         self.held_bytes = 0
+        self.blocked = -1  # the direction whose hole the held bytes wait for (-1: none)
         self.hole_batches = 0
         self.probe_buf = [b"", b""]
         self.probe_ts = [0, 0]
@@ -433,8 +434,12 @@ class ConnTracker:
         if pos > expect or conn.held_bytes:
             # Behind a hole, or the connection has bytes waiting behind one (in either
             # direction): wait in line, so both directions reach the parser in time order.
+            waiting = conn.held_bytes
             self._hold(conn, d, pos, ev.ts_ns, data)
-            self._release(conn)
+            if not waiting and conn.held_bytes:
+                conn.blocked = d  # a new hole: nothing can go on until it fills
+            elif d == conn.blocked and pos <= conn.expect[d] and conn.held_bytes:
+                self._release(conn)  # the missing bytes came: go on up to the next hole
             return
         conn.expect[d] = pos + len(data)
         self._deliver(conn, d, ev.ts_ns, data)
@@ -468,6 +473,7 @@ class ConnTracker:
             pos = queues[d][heads[d]]
             if pos > conn.expect[d]:
                 if not lost:
+                    conn.blocked = d
                     break
                 self.drops["data_gap"] += 1
                 self._gap(conn)
@@ -481,6 +487,7 @@ class ConnTracker:
                 self._deliver(conn, d, ts_ns, data[skip:])
         if not held[0] and not held[1]:
             conn.held_bytes = 0
+            conn.blocked = -1
             conn.hole_batches = 0
             self._holes.discard(conn)
 

@@ -356,3 +356,25 @@ def test_a_lost_event_costs_the_transactions_around_it_and_never_mispairs(role, 
     gaps = t.drop_counts()["data_gap"]
     assert gaps <= len(lost) and (gaps > 0 or not lost or max(lost) >= 398)  # the last ones: no later bytes show them
     assert len(rows) >= 200 - 2 * len(lost)
+
+
+def test_bytes_waiting_behind_a_hole_are_not_rescanned_per_event():
+    """While a hole waits, every later event of the connection waits too; trying to release them
+    all at each new event made overload quadratic (2 s for one 32,768-event batch). Only the
+    event that fills the hole may start a release."""
+    t, _, _ = tracker()
+    s = Stream()
+    events = _keepalive_events(s, 1000, ROLE_SERVER)
+    lost_response = events[2]
+    waiting = events[:2] + events[3:]
+    calls = []
+    release = t._release
+    t._release = lambda conn, lost=False: (calls.append(lost), release(conn, lost))[1]
+    feed(t, *waiting)  # one batch: the hole stays open, nearly 2,000 events wait behind it
+    assert t.conns[(PID, 7, 1)].held_bytes > 0
+    assert calls == []
+    feed(t, lost_response)  # it was only late: everything goes through, in one release
+    assert calls == [False]
+    rows = [tx for _, tx in t.take()]
+    assert len(rows) == 1000 and no_drops(t)
+    assert all(tx.resp_body == f"answer to {tx.req_path}" for tx in rows)
