@@ -41,6 +41,7 @@ class Collector(Protocol):
 
     def start(self) -> None: ...
     def poll(self, timeout_ms: int) -> int: ...
+    def close_window(self) -> None: ...
     def drain(self) -> dict[str, pa.Table]: ...
     def drops(self) -> dict[str, dict[str, int]]: ...
     def stop(self) -> None: ...
@@ -77,6 +78,9 @@ class SocketTracerCollector:
 
     def poll(self, timeout_ms: int) -> int:
         return self.tracer.poll(timeout_ms)
+
+    def close_window(self) -> None:
+        self.tracer.close_window()
 
     def drain(self) -> dict[str, pa.Table]:
         now = time.monotonic()
@@ -163,6 +167,10 @@ class EmbeddedAgent:
                         on_progress(self._progress(time.monotonic() - begin, events, store))
             except KeyboardInterrupt:
                 pass  # the user ended the window early; keep what was collected
+            # Nothing new from here on; what the collectors hold (an agent behind under load
+            # holds up to a ring buffer's worth) is still taken.
+            for collector in started:
+                collector.close_window()
             for collector in started:
                 events += collector.poll(0)
             # Stop before the last move: some rows exist only once a collector has stopped (what

@@ -332,11 +332,20 @@ class SocketTracer:
         if allowed is not None:
             allow_pids(allowed, pids)
 
+    def close_window(self) -> None:
+        """Trace no new calls from now on (the ``ready`` gate closes); calls already in flight
+        still report, and what the ring buffer holds is still taken by :meth:`poll` and
+        :meth:`stop`. An agent behind under load then finishes the window's events without
+        taking more from after it."""
+        if self._bpf is not None:
+            self._bpf[b"ready"][ct.c_int(0)] = ct.c_uint32(0)
+
     def stop(self) -> None:
         """Take the events still in the ring buffer, finish every open connection, detach."""
         if self._bpf is None:
             return
         try:
+            self.close_window()
             self._consume()
             self._process()
             self.kernel_drops()

@@ -336,6 +336,29 @@ def test_pid_filter_captures_nothing_else():
     assert tracer.stats()["connections"] == 2
 
 
+def test_nothing_after_the_window_closes():
+    """close_window(): the calls made after it are not traced; the window's are all there."""
+    with http_server() as (server, port):
+        first, second = Client(port, "basic"), Client(port, "basic")
+        tracer = SocketTracer(pids={server.pid, first.pid, second.pid}).start()
+        try:
+            first.go()
+            first.finish(tracer)
+            settle(tracer)
+            tracer.close_window()
+            second.go()
+            second.finish(tracer)
+            table = finish_capture(tracer)
+        finally:
+            tracer.stop()
+            first.kill()
+            second.kill()
+    pids = {int(u.split(":")[1]) for u in table.column("upid").to_pylist()}
+    assert pids == {server.pid, first.pid}
+    assert len(rows_of(table, first.pid, 1)) == 4 and len(rows_of(table, server.pid, 2)) == 4
+    assert_no_drops(tracer)
+
+
 def test_vectored_io_writev_readv_sendmsg_recvmsg():
     cap = capture_scenario("vectored")
     assert_no_drops(cap.tracer)
