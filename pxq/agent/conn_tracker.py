@@ -105,6 +105,9 @@ UNMATCHED_ERRORS = (
     "response_incomplete_at_close",
     "request_incomplete_at_close",
 )
+# Halves lost with bytes the kernel could not deliver (the stitcher pairs on by time after a
+# response-side gap): unmatched too, but never a matter of where the capture window ended.
+GAP_ERRORS = ("request_unanswered_after_gap", "response_unpaired_after_gap")
 
 
 class SockEvent(NamedTuple):
@@ -476,7 +479,10 @@ class ConnTracker:
                     conn.blocked = d
                     break
                 self.drops["data_gap"] += 1
-                self._gap(conn)
+                other = 1 - d
+                requests_whole = heads[other] < len(queues[other]) and queues[other][heads[other]] <= conn.expect[other]
+                if not (requests_whole and self._response_gap(conn, d, *held[d][pos])):
+                    self._gap(conn)
                 conn.expect[d] = pos
             heads[d] += 1
             ts_ns, data = held[d].pop(pos)
@@ -494,6 +500,19 @@ class ConnTracker:
     def _skip_holes(self, conn: Connection) -> None:
         """The missing bytes are not coming: jump over each hole, losing what was there."""
         self._release(conn, lost=True)
+
+    def _response_gap(self, conn: Connection, d: int, ts_ns: int, data: bytes) -> bool:
+        """Bytes lost on the response side of an HTTP connection, and the bytes after the hole
+        (``data`` at ``ts_ns``) begin a response: let the stitcher pair on by time (it declines
+        where it cannot tell). The caller has checked that the request side lost nothing up to
+        there (its next bytes, later in time, follow on). False: start over with _gap."""
+        if conn.state != HTTP or conn.stitcher is None:
+            return False
+        if d == (EGRESS if conn.role == ROLE_CLIENT else INGRESS):
+            return False  # the request side
+        if not looks_like_http_response(data[:64]):
+            return False
+        return conn.stitcher.response_gap(ts_ns)
 
     def _gap(self, conn: Connection) -> None:
         """Bytes were lost: the parser cannot continue; restart at the next request line."""
@@ -625,8 +644,9 @@ class ConnTracker:
         unmatched (requests or responses without their other half)."""
         out = dict(self.drops)
         errors = self.http_error_counts()
-        out["parse_error"] = sum(n for k, n in errors.items() if k not in UNMATCHED_ERRORS)
-        out["unmatched"] = sum(n for k, n in errors.items() if k in UNMATCHED_ERRORS)
+        unmatched = UNMATCHED_ERRORS + GAP_ERRORS
+        out["parse_error"] = sum(n for k, n in errors.items() if k not in unmatched)
+        out["unmatched"] = sum(n for k, n in errors.items() if k in unmatched)
         for name in ("data_gap", "buffer_overflow", "late_event", "conn_evicted"):
             out.setdefault(name, 0)
         return out

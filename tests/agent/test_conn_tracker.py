@@ -318,15 +318,21 @@ def test_requests_in_flight_when_the_tracer_stops_are_not_losses():
     assert no_drops(t) and not t.conns and not forgotten
 
 
-def _keepalive_events(s: Stream, count: int, role: int) -> list[SockEvent]:
+def _keepalive_events(s: Stream, count: int, role: int, split_at: int = 0) -> list[SockEvent]:
     """``count`` sequential keep-alive transactions on one connection of ``role``: request
-    /p<i>, answered by a body that names it (so a mis-paired row shows)."""
+    /p<i>, answered by a body that names it (so a mis-paired row shows). ``split_at``: every
+    response is written in two pieces, cut that many bytes in (0: one piece)."""
     sent, received = (EGRESS, INGRESS) if role == ROLE_CLIENT else (INGRESS, EGRESS)
     events = [s.open(role)]
     for i in range(count):
         body = f"answer to /p{i}".encode()
         events.append(s.data(sent, f"GET /p{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode()))
-        events.append(s.data(received, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)))
+        response = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        if split_at:
+            events.append(s.data(received, response[:split_at]))
+            events.append(s.data(received, response[split_at:]))
+        else:
+            events.append(s.data(received, response))
     return events
 
 
@@ -335,16 +341,17 @@ def _keepalive_events(s: Stream, count: int, role: int) -> list[SockEvent]:
     role=st.sampled_from([ROLE_SERVER, ROLE_CLIENT]),
     lost=st.sets(st.integers(1, 400), max_size=12),
     batch=st.integers(1, 40),
+    split_at=st.sampled_from([0, 5, 38, 50]),
 )
-@example(role=ROLE_SERVER, lost={41, 80, 121, 200, 333}, batch=8)
-def test_a_lost_event_costs_the_transactions_around_it_and_never_mispairs(role, lost, batch):
+@example(role=ROLE_SERVER, lost={41, 80, 121, 200, 333}, batch=8, split_at=0)
+def test_a_lost_event_costs_the_transactions_around_it_and_never_mispairs(role, lost, batch, split_at):
     """Ring buffer full: single events are lost. While a hole waits to be declared lost (two
     batches), the other direction's bytes wait with it, so that resynchronising costs the
     transaction whose bytes were lost (and the one in flight), not every transaction parsed
     meanwhile; and no row ever pairs a request with another request's response."""
     t, _, _ = tracker()
     s = Stream()
-    events = _keepalive_events(s, 200, role)
+    events = _keepalive_events(s, 200, role, split_at)
     kept = [ev for i, ev in enumerate(events) if i not in lost]
     for start in range(0, len(kept), batch):
         feed(t, *kept[start : start + batch])
@@ -356,6 +363,25 @@ def test_a_lost_event_costs_the_transactions_around_it_and_never_mispairs(role, 
     gaps = t.drop_counts()["data_gap"]
     assert gaps <= len(lost) and (gaps > 0 or not lost or max(lost) >= 398)  # the last ones: no later bytes show them
     assert len(rows) >= 200 - 2 * len(lost)
+
+
+def test_a_lost_response_on_a_sequential_connection_costs_only_its_transaction():
+    """Once a connection has answered each request before the next began, the response found
+    after lost response bytes answers the latest request before it (by time): only the request
+    whose response was lost goes, counted as unmatched; the one in flight is kept."""
+    for role in (ROLE_SERVER, ROLE_CLIENT):
+        t, _, _ = tracker()
+        events = _keepalive_events(Stream(), 50, role)
+        lost = {2 * 20 + 2}  # the response to /p20
+        for ev in (ev for i, ev in enumerate(events) if i not in lost):
+            feed(t, ev)
+        feed(t)
+        feed(t)
+        rows = [tx for _, tx in t.take()]
+        assert [tx.req_path for tx in rows] == [f"/p{i}" for i in range(50) if i != 20]
+        assert all(tx.resp_body == f"answer to {tx.req_path}" for tx in rows)
+        drops = t.drop_counts()
+        assert (drops["data_gap"], drops["unmatched"], drops["parse_error"]) == (1, 1, 0)
 
 
 def test_bytes_waiting_behind_a_hole_are_not_rescanned_per_event():
@@ -378,3 +404,34 @@ def test_bytes_waiting_behind_a_hole_are_not_rescanned_per_event():
     rows = [tx for _, tx in t.take()]
     assert len(rows) == 1000 and no_drops(t)
     assert all(tx.resp_body == f"answer to {tx.req_path}" for tx in rows)
+
+
+def _pipelined_events(s: Stream, count: int) -> list[SockEvent]:
+    """Server side of a pipelining client: two requests in one read, then both responses."""
+    events = [s.open(ROLE_SERVER)]
+    for i in range(0, count, 2):
+        events.append(s.data(INGRESS, b"".join(f"GET /p{j} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for j in (i, i + 1))))
+        for j in (i, i + 1):
+            body = f"answer to /p{j}".encode()
+            events.append(s.data(EGRESS, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)))
+    return events
+
+
+@settings(max_examples=40, deadline=None)
+@given(lost=st.sets(st.integers(1, 300), max_size=8), batch=st.integers(1, 30))
+def test_lost_events_on_a_pipelining_connection_never_mispair(lost, batch):
+    """Pairing by time needs one request in flight at a time: a connection seen pipelining
+    starts over at the next request after a gap instead."""
+    t, _, _ = tracker()
+    events = _pipelined_events(Stream(), 200)
+    kept = [ev for i, ev in enumerate(events) if i not in lost]
+    for start in range(0, len(kept), batch):
+        feed(t, *kept[start : start + batch])
+    feed(t)
+    feed(t)
+    rows = [tx for _, tx in t.take()]
+    for tx in rows:
+        assert tx.resp_body == f"answer to {tx.req_path}", "a request paired with another's response"
+    assert len(rows) >= 200 - 4 * len(lost)
+    if not lost:
+        assert len(rows) == 200 and no_drops(t)

@@ -68,9 +68,14 @@ HEADER_ONLY_METHODS = (b"HEAD", b"CONNECT")
 _REQUEST_LINE = re.compile(rb"(?:" + _METHOD_ALT + rb") [!-~]+ HTTP/1\.[01]\r\n")
 _REQUEST_LINE_START = re.compile(rb"(?:" + _METHOD_ALT + rb") [!-~]")
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] [1-5][0-9][0-9][ \r]")
-# Where to look for a message start after a parse error: at the beginning of a line.
-_RESYNC_REQUEST = re.compile(rb"(?:^|\n)((?:" + _METHOD_ALT + rb") [!-~]+ HTTP/[0-9]\.[0-9]\r\n)")
-_RESYNC_RESPONSE = re.compile(rb"(?:^|\n)(HTTP/[0-9]\.[0-9] [0-9][0-9][0-9][ \r])")
+# Where to look for a message start after a parse error or lost bytes: at the beginning of a
+# line, or at the beginning of a chunk (one syscall's bytes).
+_REQUEST_START = rb"(?:" + _METHOD_ALT + rb") [!-~]+ HTTP/[0-9]\.[0-9]\r\n"
+_RESPONSE_START = rb"HTTP/[0-9]\.[0-9] [0-9][0-9][0-9][ \r]"
+_RESYNC_REQUEST = re.compile(rb"(?:^|\n)(" + _REQUEST_START + rb")")
+_RESYNC_RESPONSE = re.compile(rb"(?:^|\n)(" + _RESPONSE_START + rb")")
+_CHUNK_STARTS_REQUEST = re.compile(_REQUEST_START)
+_CHUNK_STARTS_RESPONSE = re.compile(_RESPONSE_START)
 _HEADER_END = b"\r\n\r\n"
 
 # Bytes kept while looking for the end of a header block or a resync point (bounds memory on a
@@ -427,6 +432,16 @@ class _Direction:
         pattern = _RESYNC_REQUEST if self.is_request else _RESYNC_RESPONSE
         skip, skip_zero = self.skip_starts, self.skip_first_at_zero
         self.skip_starts, self.skip_first_at_zero = 0, False
+        carry = self.carry_len
+        if not skip and not skip_zero and 0 < carry < len(data):
+            chunk_start = _CHUNK_STARTS_REQUEST if self.is_request else _CHUNK_STARTS_RESPONSE
+            first = pattern.search(data)
+            if (first is None or first.start(1) > carry) and chunk_start.match(data, carry):
+                # The new chunk begins with a message: the tail held back (the end of a body
+                # without a newline, say) was not the beginning of one.
+                self.resyncing = False
+                self.new_parser()
+                return data[carry:]
         floor = 0  # nothing before this may be kept: it holds message starts already passed over
         for found in pattern.finditer(data):
             pos = found.start(1)
@@ -488,6 +503,13 @@ class Http1Stitcher:
         # that is parsed.
         self.upgraded = False
         self._closed = False
+        # Pipelining seen: a request began before the response to the one before it ended; and
+        # the opposite, a response that ended before the next request began. Only a connection
+        # seen doing the latter and never the former pairs by time after lost response bytes
+        # (response_gap).
+        self.pipelined = False
+        self.sequential = False
+        self._orphan = False  # the response being parsed answers no request we have: drop it
 
     # -- public API -------------------------------------------------------------------------
     def feed_request(self, data: bytes, ts_ns: int) -> list[HttpTransaction]:
@@ -537,6 +559,39 @@ class Http1Stitcher:
         self._req.pending.clear()
         self._resp.pending.clear()
         return self._take()
+
+    def response_gap(self, ts_ns: int) -> bool:
+        """Response bytes were lost (a hole in the stream that will not fill), and the next
+        response bytes, captured at ``ts_ns``, begin with a status line. On a connection seen
+        answering each request before the next one began (and never pipelining), that response
+        answers the latest request that began before it; the requests older than that lost
+        their responses (``request_unanswered_after_gap``), and pairing goes on without starting
+        over. The caller must know that no request bytes before ``ts_ns`` were lost (else the
+        latest request seen may not be the latest sent). Returns False where pairing by time
+        cannot be trusted (pipelining, or no transaction seen yet to tell; an upgrade pending;
+        responses waiting for their requests): then the caller starts over at the next request.
+        (A client that switched to pipelining at the very moment a response was lost would be
+        paired wrongly: HTTP/1.x clients pipeline from their first requests or never.)"""
+        if (self.pipelined or not self.sequential or self._closed or self.upgraded or self._upgrade_wait
+                or self._responses):
+            return False
+        self._resp.new_parser()
+        self._resp.pending.clear()
+        self._resp.begin_ts = None
+        self._resp.resyncing = False
+        answered = -1
+        for i, req in enumerate(self._requests):
+            if req.start_ns > ts_ns:
+                break
+            answered = i
+        self._orphan = answered < 0  # its request was lost too: drop it when it ends
+        for _ in range(max(answered, 0)):
+            lost = self._requests.popleft()
+            if lost.headers_done and lost.method in HEADER_ONLY_METHODS:
+                self._header_only_requests -= 1
+            if not lost.broken:
+                self.errors["request_unanswered_after_gap"] += 1
+        return True
 
     # -- internals --------------------------------------------------------------------------
     def _take(self) -> list[MessagePair]:
@@ -628,6 +683,10 @@ class Http1Stitcher:
     def _response_complete(self, msg: _Message) -> None:
         if 100 <= msg.status < 200 and msg.status != 101:
             return  # 100 Continue and other interim responses
+        if self._orphan:
+            self._orphan = False
+            self.errors["response_unpaired_after_gap"] += 1
+            return
         idx = len(self._responses)
         req = self._requests[idx] if idx < len(self._requests) else None
         self._responses.append(msg)
@@ -643,6 +702,10 @@ class Http1Stitcher:
             req, resp = self._requests.popleft(), self._responses.popleft()
             if req.headers_done and req.method in HEADER_ONLY_METHODS:
                 self._header_only_requests -= 1
+            if self._requests and self._requests[0].start_ns < resp.end_ns:
+                self.pipelined = True  # the next request was on its way before this answer ended
+            else:
+                self.sequential = True
             if req.broken or resp.broken:
                 continue  # counted where the parse failed
             self._done.append((req, resp))
