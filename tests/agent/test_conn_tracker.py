@@ -336,6 +336,22 @@ def _keepalive_events(s: Stream, count: int, role: int, split_at: int = 0) -> li
     return events
 
 
+def _feed_losing(events: list[SockEvent], lost: set[int], batch: int) -> tuple[ConnTracker, list]:
+    """Feed ``events`` but those at the indexes ``lost`` (ring buffer full), ``batch`` per poll,
+    then two empty polls (holes are given up); the rows, each checked to pair a request with
+    its own response (the body names the path)."""
+    t, _, _ = tracker()
+    kept = [ev for i, ev in enumerate(events) if i not in lost]
+    for start in range(0, len(kept), batch):
+        feed(t, *kept[start : start + batch])
+    feed(t)
+    feed(t)
+    rows = [tx for _, tx in t.take()]
+    for tx in rows:
+        assert tx.resp_body == f"answer to {tx.req_path}", "a request paired with another's response"
+    return t, rows
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     role=st.sampled_from([ROLE_SERVER, ROLE_CLIENT]),
@@ -349,17 +365,7 @@ def test_a_lost_event_costs_the_transactions_around_it_and_never_mispairs(role, 
     batches), the other direction's bytes wait with it, so that resynchronising costs the
     transaction whose bytes were lost (and the one in flight), not every transaction parsed
     meanwhile; and no row ever pairs a request with another request's response."""
-    t, _, _ = tracker()
-    s = Stream()
-    events = _keepalive_events(s, 200, role, split_at)
-    kept = [ev for i, ev in enumerate(events) if i not in lost]
-    for start in range(0, len(kept), batch):
-        feed(t, *kept[start : start + batch])
-    feed(t)
-    feed(t)
-    rows = [tx for _, tx in t.take()]
-    for tx in rows:
-        assert tx.resp_body == f"answer to {tx.req_path}", "a request paired with another's response"
+    t, rows = _feed_losing(_keepalive_events(Stream(), 200, role, split_at), lost, batch)
     gaps = t.drop_counts()["data_gap"]
     assert gaps <= len(lost) and (gaps > 0 or not lost or max(lost) >= 398)  # the last ones: no later bytes show them
     assert len(rows) >= 200 - 2 * len(lost)
@@ -422,16 +428,7 @@ def _pipelined_events(s: Stream, count: int) -> list[SockEvent]:
 def test_lost_events_on_a_pipelining_connection_never_mispair(lost, batch):
     """Pairing by time needs one request in flight at a time: a connection seen pipelining
     starts over at the next request after a gap instead."""
-    t, _, _ = tracker()
-    events = _pipelined_events(Stream(), 200)
-    kept = [ev for i, ev in enumerate(events) if i not in lost]
-    for start in range(0, len(kept), batch):
-        feed(t, *kept[start : start + batch])
-    feed(t)
-    feed(t)
-    rows = [tx for _, tx in t.take()]
-    for tx in rows:
-        assert tx.resp_body == f"answer to {tx.req_path}", "a request paired with another's response"
+    t, rows = _feed_losing(_pipelined_events(Stream(), 200), lost, batch)
     assert len(rows) >= 200 - 4 * len(lost)
     if not lost:
         assert len(rows) == 200 and no_drops(t)
