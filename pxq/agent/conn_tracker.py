@@ -17,9 +17,12 @@ events. :class:`ConnTracker` turns them into HTTP transactions:
   direction's bytes meanwhile, so that both reach the parser in time order (bounded by
   ``reorder_limit`` bytes; more is ``buffer_overflow``); a hole that outlives ``HOLE_BATCHES``
   poll batches means bytes were lost (ring buffer full, a call larger than the kernel copies):
-  ``data_gap``. After a gap the HTTP parser is discarded and the connection waits for the next
-  request line (and the responses after it) to start over: a lost event costs the transaction
-  it belonged to and the one in flight, never a request paired with another's response.
+  ``data_gap``. After a gap in the responses of a connection seen answering one request at a
+  time, whose request side lost nothing meanwhile, the next response pairs with the latest
+  request that began before it (the requests before that one are counted unmatched); after any
+  other gap the HTTP parser is discarded and the connection waits for the next request line
+  (and the responses after it) to start over. A lost event costs the transaction it belonged to
+  (and, when starting over, the one in flight), never a request paired with another's response.
 * **Protocol inference** from the first bytes of a connection: an HTTP/1.x request line or
   status line. A connection that is not HTTP is switched off in the kernel (``disable``) so that
   its bytes stop crossing the ring buffer.
