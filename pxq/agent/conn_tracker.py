@@ -110,7 +110,7 @@ UNMATCHED_ERRORS = (
 )
 # Halves lost with bytes the kernel could not deliver (the stitcher pairs on by time after a
 # response-side gap): unmatched too, but never a matter of where the capture window ended.
-GAP_ERRORS = ("request_unanswered_after_gap", "response_unpaired_after_gap")
+GAP_ERRORS = ("request_unanswered_after_gap",)
 
 
 class SockEvent(NamedTuple):

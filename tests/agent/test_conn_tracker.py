@@ -318,17 +318,20 @@ def test_requests_in_flight_when_the_tracer_stops_are_not_losses():
     assert no_drops(t) and not t.conns and not forgotten
 
 
-def _keepalive_events(s: Stream, count: int, role: int, split_at: int = 0) -> list[SockEvent]:
+def _keepalive_events(s: Stream, count: int, role: int, split_at: int = 0, head_every: int = 0) -> list[SockEvent]:
     """``count`` sequential keep-alive transactions on one connection of ``role``: request
-    /p<i>, answered by a body that names it (so a mis-paired row shows). ``split_at``: every
-    response is written in two pieces, cut that many bytes in (0: one piece)."""
+    /p<i>, answered by a body that names it (so a mis-paired row shows; every response also
+    says it in an X-For header). ``split_at``: every response is written in two pieces, cut
+    that many bytes in (0: one piece). ``head_every``: every so many requests are HEAD (their
+    responses have a Content-Length and no body)."""
     sent, received = (EGRESS, INGRESS) if role == ROLE_CLIENT else (INGRESS, EGRESS)
     events = [s.open(role)]
     for i in range(count):
         body = f"answer to /p{i}".encode()
-        events.append(s.data(sent, f"GET /p{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode()))
-        response = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-        if split_at:
+        head = head_every and i % head_every == head_every - 1
+        events.append(s.data(sent, f"{'HEAD' if head else 'GET'} /p{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode()))
+        response = b"HTTP/1.1 200 OK\r\nX-For: /p%d\r\nContent-Length: %d\r\n\r\n%s" % (i, len(body), b"" if head else body)
+        if 0 < split_at < len(response):
             events.append(s.data(received, response[:split_at]))
             events.append(s.data(received, response[split_at:]))
         else:
@@ -348,7 +351,8 @@ def _feed_losing(events: list[SockEvent], lost: set[int], batch: int) -> tuple[C
     feed(t)
     rows = [tx for _, tx in t.take()]
     for tx in rows:
-        assert tx.resp_body == f"answer to {tx.req_path}", "a request paired with another's response"
+        assert tx.resp_headers["X-For"] == tx.req_path, "a request paired with another's response"
+        assert tx.resp_body == ("" if tx.req_method == "HEAD" else f"answer to {tx.req_path}")
     return t, rows
 
 
@@ -357,15 +361,16 @@ def _feed_losing(events: list[SockEvent], lost: set[int], batch: int) -> tuple[C
     role=st.sampled_from([ROLE_SERVER, ROLE_CLIENT]),
     lost=st.sets(st.integers(1, 400), max_size=12),
     batch=st.integers(1, 40),
-    split_at=st.sampled_from([0, 5, 38, 50]),
+    split_at=st.sampled_from([0, 5, 38, 60]),
+    head_every=st.sampled_from([0, 3, 7]),
 )
-@example(role=ROLE_SERVER, lost={41, 80, 121, 200, 333}, batch=8, split_at=0)
-def test_a_lost_event_costs_the_transactions_around_it_and_never_mispairs(role, lost, batch, split_at):
+@example(role=ROLE_SERVER, lost={41, 80, 121, 200, 333}, batch=8, split_at=0, head_every=0)
+def test_a_lost_event_costs_the_transactions_around_it_and_never_mispairs(role, lost, batch, split_at, head_every):
     """Ring buffer full: single events are lost. While a hole waits to be declared lost (two
     batches), the other direction's bytes wait with it, so that resynchronising costs the
     transaction whose bytes were lost (and the one in flight), not every transaction parsed
     meanwhile; and no row ever pairs a request with another request's response."""
-    t, rows = _feed_losing(_keepalive_events(Stream(), 200, role, split_at), lost, batch)
+    t, rows = _feed_losing(_keepalive_events(Stream(), 200, role, split_at, head_every), lost, batch)
     gaps = t.drop_counts()["data_gap"]
     assert gaps <= len(lost) and (gaps > 0 or not lost or max(lost) >= 398)  # the last ones: no later bytes show them
     assert len(rows) >= 200 - 2 * len(lost)
@@ -419,7 +424,7 @@ def _pipelined_events(s: Stream, count: int) -> list[SockEvent]:
         events.append(s.data(INGRESS, b"".join(f"GET /p{j} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for j in (i, i + 1))))
         for j in (i, i + 1):
             body = f"answer to /p{j}".encode()
-            events.append(s.data(EGRESS, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)))
+            events.append(s.data(EGRESS, b"HTTP/1.1 200 OK\r\nX-For: /p%d\r\nContent-Length: %d\r\n\r\n%s" % (j, len(body), body)))
     return events
 
 

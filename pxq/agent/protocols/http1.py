@@ -509,7 +509,6 @@ class Http1Stitcher:
         # (response_gap).
         self.pipelined = False
         self.sequential = False
-        self._orphan = False  # the response being parsed answers no request we have: drop it
 
     # -- public API -------------------------------------------------------------------------
     def feed_request(self, data: bytes, ts_ns: int) -> list[HttpTransaction]:
@@ -575,17 +574,18 @@ class Http1Stitcher:
         if (self.pipelined or not self.sequential or self._closed or self.upgraded or self._upgrade_wait
                 or self._responses):
             return False
-        self._resp.new_parser()
-        self._resp.pending.clear()
-        self._resp.begin_ts = None
-        self._resp.resyncing = False
         answered = -1
         for i, req in enumerate(self._requests):
             if req.start_ns > ts_ns:
                 break
             answered = i
-        self._orphan = answered < 0  # its request was lost too: drop it when it ends
-        for _ in range(max(answered, 0)):
+        if answered < 0:
+            return False  # no request it could answer: something else was lost; start over
+        self._resp.new_parser()
+        self._resp.pending.clear()
+        self._resp.begin_ts = None
+        self._resp.resyncing = False
+        for _ in range(answered):
             lost = self._requests.popleft()
             if lost.headers_done and lost.method in HEADER_ONLY_METHODS:
                 self._header_only_requests -= 1
@@ -683,10 +683,6 @@ class Http1Stitcher:
     def _response_complete(self, msg: _Message) -> None:
         if 100 <= msg.status < 200 and msg.status != 101:
             return  # 100 Continue and other interim responses
-        if self._orphan:
-            self._orphan = False
-            self.errors["response_unpaired_after_gap"] += 1
-            return
         idx = len(self._responses)
         req = self._requests[idx] if idx < len(self._requests) else None
         self._responses.append(msg)
