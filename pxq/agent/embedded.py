@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
 import pyarrow as pa
@@ -127,6 +127,8 @@ class Progress:
     drops: int
     # Per table, every drop counter by reason (what ``drops`` sums).
     drop_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    final: bool = False  # the collectors have stopped: this is what the window got
+    window_s: float = 0.0  # (final) how long the window was open: the duration, or until Ctrl-C
 
 
 @dataclass
@@ -167,6 +169,7 @@ class EmbeddedAgent:
                         on_progress(self._progress(time.monotonic() - begin, events, store))
             except KeyboardInterrupt:
                 pass  # the user ended the window early; keep what was collected
+            window_s = time.monotonic() - begin
             # Nothing new from here on; what the collectors hold (an agent behind under load
             # holds up to a ring buffer's worth) is still taken.
             for collector in started:
@@ -182,7 +185,8 @@ class EmbeddedAgent:
             self._move(stopped, store)
             store.end_time_ns = time.time_ns()
             if on_progress:
-                on_progress(self._progress(time.monotonic() - begin, events, store))
+                on_progress(replace(self._progress(time.monotonic() - begin, events, store), final=True,
+                                    window_s=window_s))
         finally:
             for collector in reversed(started):
                 collector.stop()
@@ -238,12 +242,15 @@ def progress_printer(duration_s: float, stream=sys.stderr) -> Callable[[Progress
             stream.write(f"pxq: probes attached, collecting for {duration_s:g}s\n")
             stream.flush()
         rows = "  ".join(f"{name} {count:,}" for name, count in p.rows.items()) or "no rows yet"
-        line = (f"pxq: capturing {p.elapsed_s:5.1f}s/{duration_s:g}s  events {p.events:,}  {rows}  "
-                f"drops {p.drops:,}  (Ctrl-C ends early)")
+        counts = f"events {p.events:,}  {rows}  drops {p.drops:,}"
+        if p.final:  # after the window: the queued events were still taken (see close_window)
+            line = f"pxq: captured {p.window_s:.1f}s (done at {p.elapsed_s:.1f}s)  {counts}"
+        else:
+            line = f"pxq: capturing {p.elapsed_s:5.1f}s/{duration_s:g}s  {counts}  (Ctrl-C ends early)"
         if interactive:
             stream.write("\r\033[K" + line)
             stream.flush()
-        elif p.elapsed_s - last[0] >= 5 or p.elapsed_s >= duration_s:
+        elif p.elapsed_s - last[0] >= 5 or p.final:
             last[0] = p.elapsed_s
             stream.write(line + "\n")
             stream.flush()

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -105,6 +106,8 @@ def test_pxq_run_http_data_live_shows_both_ends():
     # Host-wide, other processes' transactions that straddle the window are counted as
     # unmatched (rightly); the kernel must not have lost any event at this rate.
     assert "ringbuf_full" not in "".join(log)
+    # The last progress line says how long the window was, and when the queue was taken.
+    assert re.search(r"^pxq: captured 5\.\ds \(done at \d+\.\ds\)  events ", "".join(log), re.M), log
 
 
 def test_pxq_capture_then_replay(tmp_path):
