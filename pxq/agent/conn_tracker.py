@@ -482,9 +482,9 @@ class ConnTracker:
                     conn.blocked = d
                     break
                 self.drops["data_gap"] += 1
-                other = 1 - d
-                requests_whole = heads[other] < len(queues[other]) and queues[other][heads[other]] <= conn.expect[other]
-                if not (requests_whole and self._response_gap(conn, d, *held[d][pos])):
+                other = 1 - d  # its next bytes (later in time) follow on: nothing lost there
+                other_intact = heads[other] < len(queues[other]) and queues[other][heads[other]] <= conn.expect[other]
+                if not (other_intact and self._response_gap(conn, d, *held[d][pos])):
                     self._gap(conn)
                 conn.expect[d] = pos
             heads[d] += 1

@@ -87,7 +87,6 @@ class EventHeader(ct.Structure):
     ]
 
 
-HEADER_SIZE = ct.sizeof(EventHeader)
 _STRUCT_CODES = {
     ct.c_uint8: "B", ct.c_uint16: "H", ct.c_uint32: "I", ct.c_uint64: "Q",
     ct.c_int8: "b", ct.c_int16: "h", ct.c_int32: "i", ct.c_int64: "q",
