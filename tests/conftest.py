@@ -5,11 +5,34 @@
 * ``http_capture_dir``: a replayable capture directory (``http_events`` + ``capture.json``)
   recorded once per session from real loopback traffic through pxq's recording proxy
   (``pxq.testing.make_capture``). Treat it as read-only: other suites share it.
+
+Tests that cannot fail at random: hypothesis runs the "ci" profile (derandomized: the same examples
+on every run) when the environment sets CI, else the "dev" profile (random search, failures saved
+in the local example database); HYPOTHESIS_PROFILE picks one by name. Failing examples found are
+kept as explicit ``@example`` cases next to their property.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", derandomize=True, database=None, print_blob=True, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("dev", print_blob=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Run test files in path order whatever a plugin did to the order (pytest-randomly, ...): a
+    stable sort, so the order within a file stays as collected and the default order is unchanged."""
+    items.sort(key=lambda item: Path(item.path).parts)
 
 # How much traffic the shared capture holds: every step of the client mix several times over.
 CAPTURE_REQUESTS = 44

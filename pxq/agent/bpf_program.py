@@ -264,7 +264,7 @@ def release_compiler_pages() -> int:
     except (OSError, AttributeError):
         return 0
     advised = 0
-    for line in maps.splitlines():
+    for line in maps.split("\n"):  # not splitlines(): a path may hold U+2028, \x0c, ...
         fields = line.split()
         if len(fields) >= 6 and _COMPILER_LIBRARIES.search(fields[5]):
             start, end = (int(x, 16) for x in fields[0].split("-"))

@@ -58,7 +58,7 @@ def _read(path: Path) -> str | None:
 
 def container_id(cgroup_text: str) -> str:
     """The container id in a /proc/<pid>/cgroup text, or "" for a process on the plain host."""
-    for line in cgroup_text.splitlines():
+    for line in cgroup_text.split("\n"):  # not splitlines(): a cgroup name may hold U+2028, ...
         path = line.split(":", 2)[-1]
         for part in reversed(path.split("/")):
             found = _CONTAINER_ID.search(part)

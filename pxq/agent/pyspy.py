@@ -78,9 +78,9 @@ def parse_collapsed(text: str) -> dict[str, int]:
     """py-spy's ``--format raw`` output (``frame;frame;... COUNT`` per line, root first) as
     {folded stack: count}; lines that do not end in a count are skipped."""
     out: dict[str, int] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): a file name may hold U+2028, \x0c, ...
         stack, _, count = line.rstrip().rpartition(" ")
-        if not stack or not count.isdigit():
+        if not stack or not count.isdecimal():  # isdigit() admits "²", which int() refuses
             continue
         out[stack] = out.get(stack, 0) + int(count)
     return out

@@ -111,7 +111,7 @@ class Mapping:
 def parse_maps(text: str) -> list[Mapping]:
     """The mappings of a ``/proc/PID/maps`` text, sorted by start address (bad lines skipped)."""
     out = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): a path may hold \x0c, U+2028, ...
         parts = line.split(None, 5)
         if len(parts) < 5:
             continue
@@ -483,7 +483,7 @@ def demangle(name: str) -> str:
 def parse_perf_map(text: str) -> list[tuple[int, int, str]]:
     """``/tmp/perf-PID.map`` lines ``START SIZE NAME`` (hex) as sorted (start, size, name)."""
     out = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): a JIT symbol may hold \x1c, U+2028, ...
         parts = line.split(None, 2)
         if len(parts) == 3:
             try:

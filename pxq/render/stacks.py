@@ -437,7 +437,9 @@ def parse_folded(text: str) -> tuple[list[str], list[int]]:
     """``(stacks, counts)`` of folded text; the count is the last space-separated field."""
     stacks: list[str] = []
     counts: list[int] = []
-    for number, line in enumerate(text.splitlines(), 1):
+    # Only "\n" ends a line: str.splitlines() also splits at \x0b, \x0c, \x1c-\x1e, \x85, U+2028 and
+    # U+2029, which a frame name may hold. A trailing "\r" (CRLF files) goes with rstrip() below.
+    for number, line in enumerate(text.split("\n"), 1):
         line = line.rstrip()
         if not line or line.startswith("#"):
             continue

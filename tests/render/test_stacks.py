@@ -6,7 +6,7 @@ from collections import Counter
 
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pxq.errors import UsageError
@@ -213,6 +213,9 @@ def _clean(stacks):
 
 @settings(max_examples=150, deadline=None)
 @given(stack_lists)
+# Found by hypothesis: frame names holding a Unicode line break other than "\n" split a line in two.
+@example([(["a\u2028b"], 1)])
+@example([(["x\u2029", "y"], 7), (["\u2028"], 2), (["x\u2029", "y"], 1)])
 def test_folded_round_trip(stacks):
     stacks = _clean(stacks)
     text = "".join(f"{';'.join(frames)} {count}\n" for frames, count in stacks)
