@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_support import run_pxq
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,13 +29,10 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path):
     venv_site = next((venv / "lib").glob("python3*/site-packages"))
     (venv_site / "deps.pth").write_text(site + "\n")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    scripts = subprocess.run([str(venv / "bin" / "pxq"), "scripts"], capture_output=True, text=True,
-                             cwd=tmp_path, env=env, timeout=120)
-    assert scripts.returncode == 0, scripts.stderr
+    installed_pxq = str(venv / "bin" / "pxq")
+    scripts = run_pxq("scripts", executable=installed_pxq, check=True, cwd=tmp_path, env=env)
     assert "http_data" in scripts.stdout and "service_stats" in scripts.stdout
-    explain = subprocess.run([str(venv / "bin" / "pxq"), "explain", "http_data"], capture_output=True, text=True,
-                             cwd=tmp_path, env=env, timeout=120)
-    assert explain.returncode == 0, explain.stderr
+    explain = run_pxq("explain", "http_data", executable=installed_pxq, check=True, cwd=tmp_path, env=env)
     assert "socket_tracer" in explain.stdout
     installed = subprocess.run([str(venv / "bin" / "python"), "-c",
                                 "import pxq.resources as r; print(r.data_dir('grammar'))"],

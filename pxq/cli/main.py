@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
 import sys
+import traceback
 
 from pxq.errors import PxqError, UsageError
 
@@ -58,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pxq", description="Query what your host is doing with PxL scripts: HTTP and database "
         "traces, CPU stacks, as tables.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an internal error, print the Python traceback (also: PXQ_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a script and show its displays",
@@ -67,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="source", metavar="DIR",
                      help="replay a capture directory (<table>.parquet + capture.json) instead of live capture")
     run.add_argument("--for", dest="duration", default="10s", metavar="DURATION",
-                     help="live capture window, e.g. 10s, 1m (default 10s; Ctrl-C ends it early)")
+                     help="live capture window, e.g. 10s, 1.5s, 2m30s, 90 (seconds); at most 24h "
+                          "(default 10s; Ctrl-C ends it early)")
     run.add_argument("--body-limit", type=int, default=1024, metavar="BYTES",
                      help="bytes of each request/response body kept in live capture (default 1024)")
     run.add_argument("-o", "--output", default="table", choices=FORMATS, metavar="FORMAT",
@@ -93,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "capture directory that `pxq run --from` replays.")
     capture.add_argument("--out", required=True, metavar="DIR", help="capture directory to write")
     capture.add_argument("--for", dest="duration", default="30s", metavar="DURATION",
-                         help="how long to record (default 30s; Ctrl-C ends it early)")
+                         help="how long to record, e.g. 30s, 2m30s; at most 24h (default 30s; Ctrl-C ends it early)")
     capture.add_argument("--tables", default="http_events", metavar="T1,T2",
                          help="tables to record (default http_events)")
     capture.add_argument("--pid", type=int, action="append", metavar="PID",
@@ -181,20 +188,34 @@ def _script_help(script) -> int:
     return 0
 
 
-def parse_duration(text: str) -> float:
-    """'10s', '1m', '500ms' or a number of seconds, as seconds."""
-    from pxq.plan.compile import RELATIVE_TIME, TIME_UNITS_NS
+# One part of a duration: a number and its unit ("1.5s", "2m", "500ms").
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
+_PLAIN_SECONDS = re.compile(r"\d+(?:\.\d+)?|\.\d+")
+_DURATION_UNITS_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# A capture window longer than a day is a typo (the table store keeps a bounded window anyway).
+MAX_WINDOW_S = 24 * 3600.0
 
-    match = RELATIVE_TIME.match(text)
-    if match and not match.group(1).startswith("-"):
-        return int(match.group(1)) * TIME_UNITS_NS[match.group(2)] / 1e9
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"invalid duration {text!r}: use e.g. 10s, 1m, 500ms") from None
-    if value <= 0:
-        raise UsageError(f"invalid duration {text!r}: must be positive")
-    return value
+
+def parse_duration(text: str) -> float:
+    """A capture window as seconds: ``10s``, ``1.5s``, ``1h2m``, ``2m30s``, ``500ms`` or a number
+    of seconds (``90``). Zero, negative, NaN/inf and windows over a day are usage errors."""
+    cleaned = text.strip().lower().replace(" ", "")
+    example = "use e.g. 10s, 1.5s, 2m30s, 500ms or a number of seconds"
+    if cleaned.startswith("-"):
+        raise UsageError(f"invalid duration {text!r}: a capture window must be positive ({example})")
+    if _PLAIN_SECONDS.fullmatch(cleaned):
+        seconds = float(cleaned)
+    else:
+        parts = list(_DURATION_PART.finditer(cleaned))
+        if not cleaned or "".join(m.group(0) for m in parts) != cleaned:
+            raise UsageError(f"invalid duration {text!r}: {example}")
+        seconds = sum(float(m.group(1)) * _DURATION_UNITS_S[m.group(2)] for m in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UsageError(f"invalid duration {text!r}: a capture window must be positive ({example})")
+    if seconds > MAX_WINDOW_S:
+        raise UsageError(f"invalid duration {text!r}: at most 24h (capture in several windows, or replay a "
+                         "capture with --from)")
+    return seconds
 
 
 def _report_drops(drops: dict[str, dict[str, int]], tables, stream=sys.stderr) -> None:
@@ -217,6 +238,7 @@ def cmd_run(args, script_argv: list[str]) -> int:
     from pxq.library import load_script
     from pxq.render import render
 
+    duration = parse_duration(args.duration)  # checked with --from too: a typo is said, not ignored
     script = load_script(args.script)
     script_args, wants_help = parse_script_args(script_argv)
     if wants_help:
@@ -230,7 +252,6 @@ def cmd_run(args, script_argv: list[str]) -> int:
     else:
         from pxq.agent.embedded import AgentOptions, progress_printer
 
-        duration = parse_duration(args.duration)
         compiled, results, store = run_live(script, args=script_args, duration_s=duration,
                                             on_progress=progress_printer(duration),
                                             options=AgentOptions(body_limit=args.body_limit))
@@ -304,38 +325,127 @@ def cmd_explain(args, script_argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    own, script_argv = _split_script_args(argv)
-    parser = build_parser()
-    args = parser.parse_args(own)
+# Exit codes: 0 ok, 1 data or execution error, 2 script or usage error, 3 agent cannot collect here,
+# 70 an internal error (a bug in pxq: EX_SOFTWARE of sysexits.h), 130 interrupted (128 + SIGINT).
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+EXIT_OUT_OF_MEMORY = 1
+# Options whose value may start with "-" (argparse would take "--for -1s" for two options).
+_VALUE_OPTIONS = ("--for",)
+
+
+def _debug_wanted(own: list[str]) -> tuple[list[str], bool]:
+    """``--debug`` anywhere before ``--`` (or PXQ_DEBUG=1) shows tracebacks; removed from the argv."""
+    env = os.environ.get("PXQ_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+    return [a for a in own if a != "--debug"], env or "--debug" in own
+
+
+def _join_option_values(own: list[str]) -> list[str]:
+    """``--for -1s`` as ``--for=-1s``, so that pxq (not argparse) says what is wrong with the value."""
+    out: list[str] = []
+    i = 0
+    while i < len(own):
+        if own[i] in _VALUE_OPTIONS and i + 1 < len(own):
+            out.append(f"{own[i]}={own[i + 1]}")
+            i += 2
+        else:
+            out.append(own[i])
+            i += 1
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.split("\n", 1)[0] if text else ""
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe (``pxq ... | head``), point stdout at /dev/null so the interpreter's
+    final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _report_thread_errors(debug: bool) -> None:
+    """An exception that ends a helper thread (a collector's reader, ...) is said in one line too."""
+    import threading
+
+    def hook(info) -> None:
+        if debug:
+            traceback.print_exception(info.exc_type, info.exc_value, info.exc_traceback)
+        if info.exc_type is not SystemExit:
+            name = info.thread.name if info.thread else "?"
+            print(f"pxq: internal error in thread {name}: {info.exc_type.__name__}: {_first_line(info.exc_value)}"
+                  + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
+
+    threading.excepthook = hook
+
+
+def _dispatch(args, parser, script_argv: list[str]) -> int:
     if args.version:
         from pxq import __version__
 
         print(f"pxq {__version__}")
         return 0
+    if args.command == "run":
+        return cmd_run(args, script_argv)
+    if args.command == "explain":
+        return cmd_explain(args, script_argv)
+    if args.command == "capture":
+        return cmd_capture(args)
+    if args.command == "scripts":
+        return cmd_scripts(args)
+    if args.command == "tables":
+        return cmd_tables(args)
+    if args.command == "funcs":
+        return cmd_funcs(args)
+    parser.print_help()
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one pxq command. Every failure ends as one line on stderr and an exit code: errors in
+    the script or its input as the project's errors; anything else is a bug in pxq, said as an
+    internal error (``--debug`` or PXQ_DEBUG=1 shows the traceback)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, script_argv = _split_script_args(argv)
+    own, debug = _debug_wanted(own)
+    _report_thread_errors(debug)
     try:
-        if args.command == "run":
-            return cmd_run(args, script_argv)
-        if args.command == "explain":
-            return cmd_explain(args, script_argv)
-        if args.command == "capture":
-            return cmd_capture(args)
-        if args.command == "scripts":
-            return cmd_scripts(args)
-        if args.command == "tables":
-            return cmd_tables(args)
-        if args.command == "funcs":
-            return cmd_funcs(args)
-        parser.print_help()
-        return 2
+        parser = build_parser()
+        args = parser.parse_args(_join_option_values(own))
+        return _dispatch(args, parser, script_argv)
     except PxqError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"pxq: {exc}" if not hasattr(exc, "diagnostics") else str(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        if debug:
+            traceback.print_exc()
+        print("pxq: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
+        _silence_stdout()
         return 0
+    except MemoryError:
+        if debug:
+            traceback.print_exc()
+        print("pxq: out of memory: the script's tables do not fit; narrow the window (start_time, --for) "
+              "or filter earlier", file=sys.stderr)
+        return EXIT_OUT_OF_MEMORY
+    except SystemExit:
+        raise  # argparse's own usage errors and --help
+    except Exception as exc:  # noqa: BLE001 - the one place a bug in pxq is turned into a message
+        if debug:
+            traceback.print_exc()
+        print(f"pxq: internal error: {type(exc).__name__}: {_first_line(exc)}"
+              + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import queue
 import re
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from pxq.testing.kernel import require_bpf
 from pxq.testing.workload import python_backend
+from tests.cli_support import assert_no_traceback, run_pxq, start_pxq
 
 pytestmark = pytest.mark.kernel
-PXQ = str(Path(sys.executable).with_name("pxq"))
 
 
 class Pxq:
@@ -28,8 +24,7 @@ class Pxq:
     communicate() while another reader consumes a pipe: that can block both processes)."""
 
     def __init__(self, *args: str):
-        self.proc = subprocess.Popen([PXQ, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=dict(os.environ))
+        self.proc = start_pxq(*args)
         self.lines: "queue.Queue[str]" = queue.Queue()
         self.stdout: list[str] = []
         self.readers = [
@@ -78,8 +73,8 @@ def finish(pxq: Pxq, log: list[str]) -> str:
         reader.join(timeout=30)
     while not pxq.lines.empty():
         log.append(pxq.lines.get())
+    assert_no_traceback("".join(log))
     assert pxq.proc.returncode == 0, "".join(log)
-    assert "Traceback" not in "".join(log)
     return "".join(pxq.stdout)
 
 
@@ -119,9 +114,7 @@ def test_pxq_capture_then_replay(tmp_path):
         sent = send_requests(backend.port, "cap", 8)
         finish(pxq, log)
     assert "wrote" in "".join(log)
-    replay = subprocess.run([PXQ, "run", "http_request_stats", "--from", str(tmp_path / "cap"), "-o", "json"],
-                            capture_output=True, text=True, timeout=120)
-    assert replay.returncode == 0, replay.stderr
+    replay = run_pxq("run", "http_request_stats", "--from", str(tmp_path / "cap"), "-o", "json", check=True)
     rows = [json.loads(line) for line in replay.stdout.splitlines()]
     requested = {path for path, _ in sent}
     counted = {r["req_path"]: r["requests"] for r in rows}

@@ -6,24 +6,17 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from pxq.testing.synthetic import write_synthetic_capture
-
-PXQ = str(Path(sys.executable).with_name("pxq"))
+from tests.cli_support import run_pxq
 
 
 def pxq(*args: str, check: bool = False) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS="200")
-    proc = subprocess.run([PXQ, *args], capture_output=True, text=True, timeout=120, env=env)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+    return run_pxq(*args, check=check, env=dict(os.environ, COLUMNS="200"))
 
 
 @pytest.fixture(scope="module")

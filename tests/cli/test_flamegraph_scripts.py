@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from pxq.replay import write_capture
 from pxq.testing.synthetic import synthetic_processes
+from tests.cli_support import run_pxq
 
-PXQ = str(Path(sys.executable).with_name("pxq"))
 START_NS = 1_764_115_200_000_000_000
 
 
@@ -45,9 +42,7 @@ def stack_capture(tmp_path_factory) -> str:
 
 
 def pxq(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([PXQ, *args], capture_output=True, text=True, timeout=120, env=dict(os.environ))
-    assert proc.returncode == 0, proc.stderr
-    return proc
+    return run_pxq(*args, check=True)
 
 
 def test_cpu_flamegraph_folded_and_percentages(stack_capture):
