@@ -174,10 +174,14 @@ def cmd_funcs(_args) -> int:
 
 
 def _script_help(script) -> int:
+    from pxq.errors import ScriptError, Source
     from pxq.lang import parse
     from pxq.plan.compile import plan_script
 
-    plan = plan_script(parse(script.text, script.filename), script.name, script.vis)
+    try:
+        plan = plan_script(parse(script.text, script.filename), script.name, script.vis)
+    except ScriptError as exc:
+        raise exc.with_source(Source(script.text, script.filename)) from None
     print(f"arguments of {script.name} (pass them after `--`):")
     if not plan.params:
         print("  (none)")

@@ -214,17 +214,62 @@ def _displays_at_top_level(module: ast.Module) -> bool:
 _VIS_TYPES = {"PX_INT64": int, "PX_FLOAT64": float, "PX_BOOLEAN": bool}
 
 
+def _entry_function(defs: list[ast.FunctionDef], name: str) -> ast.FunctionDef | None:
+    """The function a module without top-level displays runs (see ``plan_script``)."""
+    callable_ = [f for f in defs if all(p.annotation is not None or p.default is not None for p in f.params)]
+    takes_arguments = [f for f in callable_ if any(p.annotation is not None for p in f.params)]
+    for candidates in (takes_arguments, callable_, defs):
+        if len(candidates) == 1:
+            return candidates[0]
+        if candidates:
+            named = [f for f in candidates if f.name in (name, "main")]
+            if len(named) == 1:
+                return named[0]
+            if candidates is defs and not named:
+                return None  # helpers only, none of them callable alone: the script displays nothing
+            if len(named) > 1:  # both `main` and a function named like the script
+                candidates = named
+            listing = ", ".join(f"{f.name} (line {f.name_span.line})" for f in candidates)
+            raise CompileError(Diagnostic(
+                f"cannot tell which function runs the script: {listing} each could",
+                candidates[-1].name_span,
+                "name the entry function main, or call it at top level: px.display(my_function(...))"))
+    return None
+
+
+def _param_docs(docstring: str | None) -> dict[str, str]:
+    """``name: what it means`` lines of an entry function's docstring, by parameter name."""
+    docs: dict[str, str] = {}
+    for line in (docstring or "").split("\n"):
+        match = re.match(r"\s*([A-Za-z_]\w*)\s*(?:\([^)]*\))?\s*:\s*(\S.*)$", line)
+        if match:
+            docs.setdefault(match.group(1), match.group(2).strip())
+    return docs
+
+
+def _vis_default(var: dict) -> Any:
+    """A vis.json variable's default: a plain value, or Pixie's older ``{"value": ...}`` form."""
+    default = var.get("defaultValue")
+    if isinstance(default, dict):
+        return default.get("value")
+    return default
+
+
 def plan_script(module: ast.Module, name: str = "", vis: dict | None = None) -> ScriptPlan:
     """Decide how a module runs: vis.json widgets, or its entry function, or its body alone.
 
-    The entry function is the one named like the script, else ``main``, else the only ``def``;
-    a module whose body calls ``px.display`` itself needs no entry function.
+    A module whose body calls ``px.display`` itself needs no entry function. Otherwise the entry
+    function is found by what it is, so that a script keeps its arguments under any file name: the
+    only function taking script arguments (a parameter with an annotation), else the only function
+    callable without arguments from outside (every parameter annotated or defaulted), else the only
+    ``def``. When several qualify, the one named ``main`` or like the script is taken; else it is a
+    CompileError naming them.
     """
     defs = {s.name: s for s in module.body if isinstance(s, ast.FunctionDef)}
     if vis:
         params = []
         for var in vis.get("variables", []) or []:
-            default = var.get("defaultValue")
+            default = _vis_default(var)
             vtype = _VIS_TYPES.get(var.get("type", ""), str)
             params.append(ScriptParam(var["name"], vtype, default, default is not None,
                                       var.get("description", "")))
@@ -244,13 +289,14 @@ def plan_script(module: ast.Module, name: str = "", vis: dict | None = None) -> 
         return ScriptPlan(tuple(calls), tuple(params))
     if _displays_at_top_level(module):
         return ScriptPlan((), ())
-    entry = defs.get(name) or defs.get("main") or (next(iter(defs.values())) if len(defs) == 1 else None)
+    entry = _entry_function(list(defs.values()), name)
     if entry is None:
         return ScriptPlan((), ())
     params = []
+    docs = _param_docs(entry.docstring)
     for p in entry.params:
         has_default, default = _constant_of(p.default)
-        params.append(ScriptParam(p.name, _annotation_type(p.annotation), default, has_default))
+        params.append(ScriptParam(p.name, _annotation_type(p.annotation), default, has_default, docs.get(p.name, "")))
     bindings = tuple((p.name, ("variable", p.name)) for p in entry.params)
     return ScriptPlan((EntryCall(entry.name, bindings, entry.name),), tuple(params))
 
