@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pxq.agent.bpf_program import bpf_unavailable_reason, release_compiler_pages
-from pxq.agent.procinfo import process_info
+from pxq.agent.procinfo import PROC, parse_stat, process_info
 from pxq.agent.table_store import DEFAULT_BUDGET_BYTES, TableStore
 from pxq.errors import PxqError
 from pxq.plan.manifest import CollectorRequest, ProbeManifest
@@ -47,10 +47,72 @@ class Collector(Protocol):
     def stop(self) -> None: ...
 
 
+def warn_on_stderr(message: str, stream=sys.stderr) -> None:
+    """A warning line (clearing a progress line being redrawn in place on a terminal first)."""
+    stream.write(("\r\033[K" if stream.isatty() else "") + f"pxq: warning: {message}\n")
+    stream.flush()
+
+
 @dataclass(frozen=True)
 class AgentOptions:
     body_limit: int = 1024
     budget_bytes: int = DEFAULT_BUDGET_BYTES
+    # Where the agent says what the user should know but that does not stop collection
+    # (a --pid that does not exist or exits during the window).
+    on_warning: Callable[[str], None] = warn_on_stderr
+
+
+def _running_identity(pid: int) -> str | None:
+    """The start time of a running process (its identity across pid reuse), None when there is no
+    such process or it has exited (a zombie has exited: it only waits for its parent)."""
+    try:
+        stat = parse_stat((PROC / str(pid) / "stat").read_text(errors="replace"))
+    except (OSError, ValueError):
+        return None
+    if stat is None or stat["state"] in ("Z", "X", "x"):
+        return None
+    return str(stat["start_ticks"])
+
+
+class PidWatch:
+    """The processes a manifest restricts collection to: says at once which do not exist (a typo
+    would otherwise show as an empty result), and which exit before the window ends."""
+
+    CHECK_INTERVAL_S = 0.5
+
+    def __init__(self, manifest: ProbeManifest, warn: Callable[[str], None]):
+        self.warn = warn
+        self.pids = sorted({pid for c in manifest.collectors if c.pids is not None for pid in c.pids})
+        self.alive: dict[int, str] = {}
+        self.exited: dict[int, float] = {}  # pid -> seconds into the window when first seen gone
+        self._last_check = float("-inf")
+        missing = []
+        for pid in self.pids:
+            identity = _running_identity(pid)
+            if identity is None:
+                missing.append(pid)
+            else:
+                self.alive[pid] = identity
+        if missing:
+            listed = ", ".join(map(str, missing))
+            self.warn(f"no running process with pid {listed}: nothing is collected from "
+                      f"{'it' if len(missing) == 1 else 'them'} (is the pid right?)")
+
+    def check(self, elapsed_s: float, force: bool = False) -> None:
+        if not self.alive or (not force and elapsed_s - self._last_check < self.CHECK_INTERVAL_S):
+            return
+        self._last_check = elapsed_s
+        for pid, identity in list(self.alive.items()):
+            if _running_identity(pid) != identity:
+                del self.alive[pid]
+                self.exited[pid] = elapsed_s
+
+    def report(self, window_s: float) -> None:
+        """After the window: each watched process that exited during it."""
+        self.check(window_s, force=True)
+        for pid, at in sorted(self.exited.items()):
+            self.warn(f"pid {pid} exited before the window ended (gone about {at:.1f}s into "
+                      f"{window_s:.1f}s); what it did until then is shown")
 
 
 class SocketTracerCollector:
@@ -146,6 +208,7 @@ class EmbeddedAgent:
 
     def run(self, duration_s: float, on_progress: Callable[[Progress], None] | None = None) -> TableStore:
         """Collect for ``duration_s`` seconds (Ctrl-C ends early) and return the table store."""
+        pid_watch = PidWatch(self.manifest, self.options.on_warning)  # before anything slow: a typo is said at once
         check_environment()
         store = TableStore(self.options.budget_bytes, host=socket.gethostname())
         collectors = [COLLECTORS[c.name](c, self.options) for c in self.manifest.collectors]
@@ -165,11 +228,13 @@ class EmbeddedAgent:
                     for collector in started:
                         events += collector.poll(POLL_INTERVAL_MS // max(1, len(started)))
                     self._move(started, store)
+                    pid_watch.check(time.monotonic() - begin)
                     if on_progress:
                         on_progress(self._progress(time.monotonic() - begin, events, store))
             except KeyboardInterrupt:
                 pass  # the user ended the window early; keep what was collected
             window_s = time.monotonic() - begin
+            pid_watch.report(window_s)
             # Nothing new from here on; what the collectors hold (an agent behind under load
             # holds up to a ring buffer's worth) is still taken.
             for collector in started:

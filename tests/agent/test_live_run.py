@@ -7,6 +7,7 @@ import http.client
 import json
 import queue
 import re
+import subprocess
 import threading
 import time
 
@@ -14,7 +15,8 @@ import pytest
 
 from pxq.testing.kernel import require_bpf
 from pxq.testing.workload import python_backend
-from tests.cli_support import assert_no_traceback, run_pxq, start_pxq
+from tests.cli_support import assert_no_traceback, run_pxq
+from tests.cli_support import start_pxq as start_pxq_process
 
 pytestmark = pytest.mark.kernel
 
@@ -24,7 +26,7 @@ class Pxq:
     communicate() while another reader consumes a pipe: that can block both processes)."""
 
     def __init__(self, *args: str):
-        self.proc = start_pxq(*args)
+        self.proc = start_pxq_process(*args)
         self.lines: "queue.Queue[str]" = queue.Queue()
         self.stdout: list[str] = []
         self.readers = [
@@ -152,3 +154,28 @@ def test_live_store_and_its_capture_give_the_same_rows(tmp_path):
     replayed = execute(compiled.optimized, open_capture(tmp_path / "cap")).tables["http_data"]
     assert live.num_rows >= 6
     assert live.equals(replayed)
+
+
+def test_pid_argument_that_does_not_exist_or_exits_is_said():
+    """`-- --pid=N`: a pid with no process is said before the probes attach; a process that exits
+    during the window is said after it; the run still shows what it has (exit 0)."""
+    require_bpf()
+    from tests.agent.test_pid_watch import SLEEP, _unused_pid
+
+    missing = _unused_pid()
+    proc = run_pxq("run", "cpu_flamegraph", "--for", "1s", "-o", "json", "--", f"--pid={missing}", check=True)
+    lines = proc.stderr.split("\n")
+    warning = f"pxq: warning: no running process with pid {missing}: nothing is collected from it (is the pid right?)"
+    assert warning in lines and lines.index(warning) < next(i for i, l in enumerate(lines) if "probes attached" in l)
+    with subprocess.Popen([SLEEP, "60"]) as short:
+        try:
+            pxq = start_pxq("run", "cpu_flamegraph", "--for", "3s", "-o", "json", "--", f"--pid={short.pid}")
+            log: list[str] = []
+            wait_attached(pxq, log)
+        finally:
+            short.kill()  # inside the window, once collection runs
+        finish(pxq, log)
+    stderr = "".join(log)
+    assert re.search(rf"^pxq: warning: pid {short.pid} exited before the window ended \(gone about [0-9.]+s into "
+                     r"[0-9.]+s\); what it did until then is shown$", stderr, re.M), stderr
+    assert "no running process" not in stderr

@@ -1,0 +1,92 @@
+"""The processes a script restricts collection to (``--pid``): a pid with no running process is
+said before anything is attached, one that exits during the window is said after it. Real
+processes, no eBPF needed (the agent's live path is in test_live_run.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from pxq.agent.embedded import AgentError, AgentOptions, EmbeddedAgent, PidWatch
+from pxq.plan.manifest import manifest_for_tables
+
+SLEEP = "/bin/sleep"
+
+
+def _manifest(*pids: int):
+    return manifest_for_tables(["stack_traces.beta"], now_ns=time.time_ns(), pids=pids)
+
+
+def _unused_pid() -> int:
+    """A pid no process has now (the highest allowed pid, below any the kernel has handed out here)."""
+    pid_max = int(open("/proc/sys/kernel/pid_max").read())
+    for pid in range(pid_max - 1, 1, -1):
+        try:
+            open(f"/proc/{pid}/stat").close()
+        except FileNotFoundError:
+            return pid
+    raise AssertionError("no free pid")
+
+
+def test_missing_pid_is_said_at_once():
+    warnings: list[str] = []
+    missing = _unused_pid()
+    with subprocess.Popen([SLEEP, "30"]) as alive:
+        try:
+            watch = PidWatch(_manifest(alive.pid, missing), warnings.append)
+        finally:
+            alive.kill()
+    assert warnings == [f"no running process with pid {missing}: nothing is collected from it (is the pid right?)"]
+    assert list(watch.alive) == [alive.pid]
+
+
+def test_pid_that_exits_during_the_window_is_said_after_it():
+    warnings: list[str] = []
+    with subprocess.Popen([SLEEP, "0.3"]) as short, subprocess.Popen([SLEEP, "30"]) as long:
+        try:
+            watch = PidWatch(_manifest(short.pid, long.pid), warnings.append)
+            assert warnings == []
+            begin = time.monotonic()
+            while time.monotonic() - begin < 1.2:
+                watch.check(time.monotonic() - begin)
+                time.sleep(0.05)
+            # The exited child is a zombie until reaped (not here): still counted as gone.
+            watch.report(1.2)
+        finally:
+            long.kill()
+    (line,) = warnings
+    assert line.startswith(f"pid {short.pid} exited before the window ended (gone about ")
+    assert 0.3 <= watch.exited[short.pid] <= 1.2 and long.pid not in watch.exited
+
+
+def test_pid_reused_by_another_process_counts_as_exited(monkeypatch):
+    import pxq.agent.embedded as embedded
+
+    warnings: list[str] = []
+    with subprocess.Popen([SLEEP, "30"]) as proc:
+        try:
+            watch = PidWatch(_manifest(proc.pid), warnings.append)
+            started = watch.alive[proc.pid]
+            monkeypatch.setattr(embedded, "_running_identity", lambda pid: str(int(started) + 1))
+            watch.report(2.0)
+        finally:
+            proc.kill()
+    assert warnings and warnings[0].startswith(f"pid {proc.pid} exited")
+
+
+def test_agent_says_missing_pid_before_checking_the_kernel(monkeypatch):
+    """The warning comes first, even where collection then cannot start at all."""
+    import pxq.agent.embedded as embedded
+
+    def no_bpf():
+        raise AgentError("no eBPF here")
+
+    monkeypatch.setattr(embedded, "check_environment", no_bpf)
+    warnings: list[str] = []
+    missing = _unused_pid()
+    agent = EmbeddedAgent(_manifest(missing), AgentOptions(on_warning=warnings.append))
+    with pytest.raises(AgentError):
+        agent.run(1.0)
+    assert warnings == [f"no running process with pid {missing}: nothing is collected from it (is the pid right?)"]
