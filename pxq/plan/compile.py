@@ -237,13 +237,21 @@ def _entry_function(defs: list[ast.FunctionDef], name: str) -> ast.FunctionDef |
     return None
 
 
-def _param_docs(docstring: str | None) -> dict[str, str]:
-    """``name: what it means`` lines of an entry function's docstring, by parameter name."""
+def _param_docs(docstring: str | None, names: set[str]) -> dict[str, str]:
+    """``name: what it means`` lines (and their more indented continuation lines) of an entry
+    function's docstring, for the parameters in ``names``."""
     docs: dict[str, str] = {}
+    indent, last = None, None
     for line in (docstring or "").split("\n"):
+        depth = len(line) - len(line.lstrip())
         match = re.match(r"\s*([A-Za-z_]\w*)\s*(?:\([^)]*\))?\s*:\s*(\S.*)$", line)
-        if match:
-            docs.setdefault(match.group(1), match.group(2).strip())
+        if match and match.group(1) in names and (indent is None or depth <= indent):
+            indent, last = depth, match.group(1)
+            docs.setdefault(last, match.group(2).strip())
+        elif last is not None and line.strip() and depth > indent:  # a continuation line
+            docs[last] += " " + line.strip()
+        else:
+            last = None
     return docs
 
 
@@ -293,7 +301,7 @@ def plan_script(module: ast.Module, name: str = "", vis: dict | None = None) -> 
     if entry is None:
         return ScriptPlan((), ())
     params = []
-    docs = _param_docs(entry.docstring)
+    docs = _param_docs(entry.docstring, {p.name for p in entry.params})
     for p in entry.params:
         has_default, default = _constant_of(p.default)
         params.append(ScriptParam(p.name, _annotation_type(p.annotation), default, has_default, docs.get(p.name, "")))

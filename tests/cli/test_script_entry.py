@@ -128,3 +128,14 @@ def test_vis_json_default_is_used_in_either_shape(shape, tmp_path, capture):
     (folder / "vis.json").write_text(json.dumps(vis if shape == "plain" else _older_shape(vis)))
     rows = run_pxq("run", str(folder), "--from", capture, "-o", "json", check=True).stdout.strip().split("\n")
     assert len(rows) == 3
+
+
+def test_help_shows_each_arguments_docstring_line(tmp_path):
+    script = tmp_path / "doc.pxl"
+    script.write_text("import px\ndef f(a: int = 1, b: str = 'x'):\n"
+                      '    """Note: a summary line that looks like an argument.\n\n'
+                      "    a: the first\n       continues here.\n    b: the second.\n    Other: not an argument\n"
+                      '    """\n'
+                      "    return px.DataFrame(table='http_events').head(a)\n")
+    assert run_pxq("run", str(script), "--", "--help", check=True).stdout.split("\n")[1:3] == [
+        "  --a=INT (default: 1)  the first continues here.", "  --b=STR (default: 'x')  the second."]
