@@ -79,3 +79,11 @@ def test_perf_flamegraph_matches_pixie_shape(stack_capture):
                             "count", "percent"}
     assert sum(r["count"] for r in rows) == 200
     assert rows[0]["node"] == "prof-host"
+
+
+def test_perf_flamegraph_percent_is_of_all_the_nodes_samples(stack_capture):
+    """A filter narrows the rows, not the total their percentage is of (Pixie computes the totals
+    before filtering, too). The fixture holds 200 samples, 50 of them in the python3 process."""
+    rows = [json.loads(l) for l in pxq("run", "perf_flamegraph", "--from", stack_capture, "-o", "json",
+                                       "--", "--process=python3").stdout.splitlines()]
+    assert [(r["count"], r["percent"]) for r in rows] == [(50, 50 / 200)]
