@@ -19,6 +19,8 @@ def assert_no_traceback(stderr: str, what: str = "pxq") -> None:
 
 
 def pxq_command(*args: str, executable: str | None = None) -> list[str]:
+    if executable is None and not Path(PXQ).exists():  # pxq not installed as a script here
+        return [sys.executable, "-m", "pxq.cli.main", *map(str, args)]
     return [executable or PXQ, *map(str, args)]
 
 

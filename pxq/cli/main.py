@@ -374,9 +374,12 @@ def _silence_stdout() -> None:
         pass
 
 
-def _report_thread_errors(debug: bool) -> None:
-    """An exception that ends a helper thread (a collector's reader, ...) is said in one line too."""
+def _report_thread_errors(debug: bool):
+    """An exception that ends a helper thread (a collector's reader, ...) is said in one line too;
+    returns the hook it replaced (main() puts it back, for in-process callers)."""
     import threading
+
+    previous = threading.excepthook
 
     def hook(info) -> None:
         if debug:
@@ -387,6 +390,7 @@ def _report_thread_errors(debug: bool) -> None:
                   + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
 
     threading.excepthook = hook
+    return previous
 
 
 def _dispatch(args, parser, script_argv: list[str]) -> int:
@@ -418,7 +422,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     own, script_argv = _split_script_args(argv)
     own, debug = _debug_wanted(own)
-    _report_thread_errors(debug)
+    import threading
+
+    previous_hook = _report_thread_errors(debug)
+    try:
+        return _main(own, script_argv, debug)
+    finally:
+        threading.excepthook = previous_hook
+
+
+def _main(own: list[str], script_argv: list[str], debug: bool) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(_join_option_values(own))

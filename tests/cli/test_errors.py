@@ -131,7 +131,7 @@ def test_every_cli_run_in_the_tests_goes_through_cli_support():
 def test_an_exception_in_a_thread_is_one_line(capsys, capture, monkeypatch):
     import threading
 
-    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # main() installs its own
+    before = threading.excepthook
 
     def execute(plan, source, *args, **kwargs):
         worker = threading.Thread(target=lambda: 1 / 0, name="reader")
@@ -144,3 +144,4 @@ def test_an_exception_in_a_thread_is_one_line(capsys, capture, monkeypatch):
     assert code == 0
     assert err.splitlines()[0] == ("pxq: internal error in thread reader: ZeroDivisionError: division by zero "
                                    "(run with --debug for the traceback)")
+    assert threading.excepthook is before  # put back for whoever called main() in-process
