@@ -34,6 +34,12 @@ def _split_script_args(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
+def _set_once(args: dict[str, str], key: str, value: str) -> None:
+    if key in args:
+        raise UsageError(f"script argument --{key} given twice ({args[key]!r} and {value!r})")
+    args[key] = value
+
+
 def parse_script_args(raw: list[str]) -> tuple[dict[str, str], bool]:
     """`--name=value` / `--name value` pairs after `--`; returns (args, wants_help)."""
     args: dict[str, str] = {}
@@ -45,9 +51,9 @@ def parse_script_args(raw: list[str]) -> tuple[dict[str, str], bool]:
             wants_help = True
         elif item.startswith("--") and "=" in item:
             key, value = item[2:].split("=", 1)
-            args[key] = value
+            _set_once(args, key, value)
         elif item.startswith("--") and i + 1 < len(raw):
-            args[item[2:]] = raw[i + 1]
+            _set_once(args, item[2:], raw[i + 1])
             i += 1
         else:
             raise UsageError(f"script arguments look like --name=value, got {item!r}")

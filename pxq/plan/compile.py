@@ -322,9 +322,14 @@ def convert_argument(param: ScriptParam, raw: Any) -> Any:
         raise UsageError(f"--{param.name} expects true or false, got {raw!r}")
     if param.type in (int, float):
         try:
-            return param.type(raw)
+            value = param.type(raw)
         except (TypeError, ValueError):
             raise UsageError(f"--{param.name} expects {param.type.__name__}, got {raw!r}") from None
+        if param.type is int and not -2**63 <= value < 2**63:  # PxL's INT64
+            raise UsageError(f"--{param.name} expects a 64-bit integer, got {raw!r}")
+        if param.type is float and not -float("inf") < value < float("inf"):  # NaN and inf compare false
+            raise UsageError(f"--{param.name} expects a finite number, got {raw!r}")
+        return value
     return str(raw)
 
 

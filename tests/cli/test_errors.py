@@ -145,3 +145,31 @@ def test_an_exception_in_a_thread_is_one_line(capsys, capture, monkeypatch):
     assert err.splitlines()[0] == ("pxq: internal error in thread reader: ZeroDivisionError: division by zero "
                                    "(run with --debug for the traceback)")
     assert threading.excepthook is before  # put back for whoever called main() in-process
+
+
+# ---------------------------------------------------------------------- script arguments
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--num_head=99999999999999999999"], "pxq: --num_head expects a 64-bit integer, got '99999999999999999999'"),
+    (["--num_head=-9223372036854775809"], "pxq: --num_head expects a 64-bit integer, got '-9223372036854775809'"),
+    (["--num_head=5", "--num_head", "6"], "pxq: script argument --num_head given twice ('5' and '6')"),
+])
+def test_bad_script_arguments_are_one_line(capsys, capture, args, message):
+    code, _, err = run_main(capsys, "run", "http_data", "--from", capture, "--", *args)
+    assert (code, err) == (2, message + "\n")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
+def test_float_script_argument_must_be_finite(capsys, capture, tmp_path, value):
+    script = tmp_path / "f.pxl"
+    script.write_text("import px\ndef f(x: float = 1.0):\n    df = px.DataFrame(table='http_events')\n"
+                      "    df.y = df.latency * x\n    return df\n")
+    code, _, err = run_main(capsys, "run", str(script), "--from", capture, "--", f"--x={value}")
+    assert (code, err) == (2, f"pxq: --x expects a finite number, got '{value}'\n")
+
+
+def test_largest_64_bit_integer_is_accepted(capsys, capture):
+    code, out, _ = run_main(capsys, "run", "http_data", "--from", capture, "-o", "json", "--",
+                            f"--num_head={2**63 - 1}")
+    assert code == 0 and len(out.strip().split("\n")) == 50
