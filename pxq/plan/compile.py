@@ -255,12 +255,80 @@ def _param_docs(docstring: str | None, names: set[str]) -> dict[str, str]:
     return docs
 
 
-def _vis_default(var: dict) -> Any:
+def _vis_default(var: dict, where: str) -> Any:
     """A vis.json variable's default: a plain value, or Pixie's older ``{"value": ...}`` form."""
     default = var.get("defaultValue")
     if isinstance(default, dict):
-        return default.get("value")
+        if "value" not in default:
+            raise UsageError(f'vis.json: {where}.defaultValue: expected a value or {{"value": ...}}, got {default!r}')
+        return default["value"]
     return default
+
+
+def _vis_list(container: dict, key: str, where: str) -> list[dict]:
+    """``container[key]``: a list of JSON objects (absent or null: none)."""
+    items = container.get(key)
+    if items is None:
+        return []
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise UsageError(f"vis.json: {where}{key}: expected a list of objects, got {items!r:.80}")
+    return items
+
+
+def _vis_name(item: dict, key: str, where: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"vis.json: {where}: needs {key!r} (a non-empty string), got {value!r:.80}")
+    return value
+
+
+def _vis_plan(vis: dict) -> ScriptPlan:
+    """The script plan of a vis.json: its variables are the parameters, each widget calling a
+    function (its own ``func``, or a ``globalFuncs`` entry by output name) makes a display.
+    A malformed file is a UsageError naming the place, not a Python exception."""
+    params = []
+    for i, var in enumerate(_vis_list(vis, "variables", "")):
+        where = f"variables[{i}]"
+        default = _vis_default(var, where)
+        vtype = _VIS_TYPES.get(var.get("type", ""), str)
+        doc = var.get("description", "")
+        params.append(ScriptParam(_vis_name(var, "name", where), vtype, default, default is not None,
+                                  doc if isinstance(doc, str) else ""))
+    variables = {p.name for p in params}
+    global_funcs = {}
+    for i, entry in enumerate(_vis_list(vis, "globalFuncs", "")):
+        func = entry.get("func")
+        if not isinstance(func, dict):
+            raise UsageError(f"vis.json: globalFuncs[{i}]: needs 'func' (an object), got {func!r:.80}")
+        global_funcs[_vis_name(entry, "outputName", f"globalFuncs[{i}]")] = (func, f"globalFuncs[{i}].func")
+    calls = []
+    for i, widget in enumerate(_vis_list(vis, "widgets", "")):
+        func, where = widget.get("func"), f"widgets[{i}].func"
+        if func is None and widget.get("globalFuncOutputName") is not None:
+            output = widget["globalFuncOutputName"]
+            if output not in global_funcs:
+                raise UsageError(f"vis.json: widgets[{i}]: globalFuncOutputName {output!r} names no globalFuncs "
+                                 f"entry (entries: {', '.join(map(str, global_funcs)) or 'none'})")
+            func, where = global_funcs[output]
+        if func is None:
+            continue  # a widget that only shows another's output (text, a graph of a table, ...)
+        if not isinstance(func, dict):
+            raise UsageError(f"vis.json: {where}: expected an object, got {func!r:.80}")
+        bindings = []
+        for j, arg in enumerate(_vis_list(func, "args", where + ".")):
+            name = _vis_name(arg, "name", f"{where}.args[{j}]")
+            if "variable" in arg:
+                variable = arg["variable"]
+                if variable not in variables:
+                    raise UsageError(f"vis.json: {where}.args[{j}]: variable {variable!r} is not among the "
+                                     f"variables ({', '.join(sorted(variables)) or 'none'})")
+                bindings.append((name, ("variable", variable)))
+            else:
+                bindings.append((name, ("value", arg.get("value"))))
+        display = widget.get("name")
+        calls.append(EntryCall(_vis_name(func, "name", where), tuple(bindings),
+                               str(display) if display not in (None, "") else f"output_{i}"))
+    return ScriptPlan(tuple(calls), tuple(params))
 
 
 def plan_script(module: ast.Module, name: str = "", vis: dict | None = None) -> ScriptPlan:
@@ -275,26 +343,7 @@ def plan_script(module: ast.Module, name: str = "", vis: dict | None = None) -> 
     """
     defs = {s.name: s for s in module.body if isinstance(s, ast.FunctionDef)}
     if vis:
-        params = []
-        for var in vis.get("variables", []) or []:
-            default = _vis_default(var)
-            vtype = _VIS_TYPES.get(var.get("type", ""), str)
-            params.append(ScriptParam(var["name"], vtype, default, default is not None,
-                                      var.get("description", "")))
-        global_funcs = {g["outputName"]: g["func"] for g in vis.get("globalFuncs", []) or []}
-        calls = []
-        for i, widget in enumerate(vis.get("widgets", []) or []):
-            func = widget.get("func") or global_funcs.get(widget.get("globalFuncOutputName", ""))
-            if not func:
-                continue
-            bindings = []
-            for arg in func.get("args", []) or []:
-                if "variable" in arg:
-                    bindings.append((arg["name"], ("variable", arg["variable"])))
-                else:
-                    bindings.append((arg["name"], ("value", arg.get("value"))))
-            calls.append(EntryCall(func["name"], tuple(bindings), widget.get("name") or f"output_{i}"))
-        return ScriptPlan(tuple(calls), tuple(params))
+        return _vis_plan(vis)
     if _displays_at_top_level(module):
         return ScriptPlan((), ())
     entry = _entry_function(list(defs.values()), name)

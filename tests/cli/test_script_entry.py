@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pxq.testing.synthetic import write_synthetic_capture
-from tests.cli_support import run_pxq
+from tests.cli_support import run_main, run_pxq
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(p.parent.name for p in (ROOT / "scripts").glob("*/*.pxl"))
@@ -139,3 +139,30 @@ def test_help_shows_each_arguments_docstring_line(tmp_path):
                       "    return px.DataFrame(table='http_events').head(a)\n")
     assert run_pxq("run", str(script), "--", "--help", check=True).stdout.split("\n")[1:3] == [
         "  --a=INT (default: 1)  the first continues here.", "  --b=STR (default: 'x')  the second."]
+
+
+@pytest.mark.parametrize("vis, message", [
+    ({"variables": [{"type": "PX_STRING"}]}, "variables[0]: needs 'name' (a non-empty string), got None"),
+    ({"variables": "x"}, "variables: expected a list of objects, got 'x'"),
+    ({"widgets": [{"func": {"args": []}}]}, "widgets[0].func: needs 'name' (a non-empty string), got None"),
+    ({"widgets": [{"func": {"name": "rows", "args": [{"value": 1}]}}]},
+     "widgets[0].func.args[0]: needs 'name' (a non-empty string), got None"),
+    ({"widgets": [{"func": {"name": "rows", "args": "x"}}]}, "widgets[0].func.args: expected a list of objects, got 'x'"),
+    ({"globalFuncs": [{"func": {}}]}, "globalFuncs[0]: needs 'outputName' (a non-empty string), got None"),
+    ({"widgets": [{"globalFuncOutputName": "q"}]}, "widgets[0]: globalFuncOutputName 'q' names no globalFuncs entry "
+                                                   "(entries: none)"),
+    ({"widgets": [{"func": {"name": "rows", "args": [{"name": "num_head", "variable": "zz"}]}}]},
+     "widgets[0].func.args[0]: variable 'zz' is not among the variables (none)"),
+    ({"variables": [{"name": "n", "defaultValue": {"x": 1}}]},
+     "variables[0].defaultValue: expected a value or {\"value\": ...}, got {'x': 1}"),
+    ({"widgets": [{"func": 3}]}, "widgets[0].func: expected an object, got 3"),
+])
+def test_malformed_vis_json_is_a_usage_error_naming_the_place(vis, message, tmp_path, capsys, capture):
+    folder = tmp_path / "rows"
+    folder.mkdir()
+    (folder / "rows.pxl").write_text("import px\n\ndef rows(num_head: int = 3):\n"
+                                     "    return px.DataFrame(table='http_events').head(num_head)\n")
+    (folder / "vis.json").write_text(json.dumps(vis))
+    for args in (["--from", capture], ["--", "--help"]):
+        code, _, err = run_main(capsys, "run", str(folder), *args)
+        assert (code, err) == (2, f"pxq: vis.json: {message}\n")
