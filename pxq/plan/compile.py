@@ -8,6 +8,7 @@ that are inlined at each call). Every user mistake becomes a positioned diagnost
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -19,6 +20,7 @@ from pxq.lang import ast
 from pxq.plan import nodes as n
 from pxq.plan.constants import evaluate_constant
 from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal
+from pxq.plan.limits import INT64_RANGE, TIME_RANGE, fits_int64
 from pxq.tables import CATALOG
 from pxq.tables.schema import TableSchema
 from pxq.types import DataType, SemanticType
@@ -163,6 +165,8 @@ class ScriptParam:
     default: Any = None
     has_default: bool = False
     doc: str = ""
+    # Where the default is written in the script, to position an error in it (None: vis.json).
+    default_span: Span | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -250,13 +254,18 @@ def plan_script(module: ast.Module, name: str = "", vis: dict | None = None) -> 
     params = []
     for p in entry.params:
         has_default, default = _constant_of(p.default)
-        params.append(ScriptParam(p.name, _annotation_type(p.annotation), default, has_default))
+        params.append(ScriptParam(p.name, _annotation_type(p.annotation), default, has_default,
+                                  default_span=p.default.span if p.default is not None else None))
     bindings = tuple((p.name, ("variable", p.name)) for p in entry.params)
     return ScriptPlan((EntryCall(entry.name, bindings, entry.name),), tuple(params))
 
 
 def convert_argument(param: ScriptParam, raw: Any) -> Any:
-    """A CLI string (or a Python value from the API) as the parameter's type."""
+    """A CLI string (or a Python value from the API) as the parameter's type.
+
+    Integers must fit int64 and strings must be encodable as UTF-8 (Arrow's types), so that a
+    script argument can never fail later inside Arrow.
+    """
     if param.type is bool:
         if isinstance(raw, bool):
             return raw
@@ -265,13 +274,44 @@ def convert_argument(param: ScriptParam, raw: Any) -> Any:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise UsageError(f"--{param.name} expects true or false, got {raw!r}")
-    if param.type in (int, float):
+        raise UsageError(f"--{param.name} expects true or false, got {_shown(raw)}")
+    if param.type is int:
+        if isinstance(raw, float) and not (math.isfinite(raw) and raw.is_integer()):
+            raise UsageError(f"--{param.name} expects int, got {_shown(raw)}")
         try:
-            return param.type(raw)
-        except (TypeError, ValueError):
-            raise UsageError(f"--{param.name} expects {param.type.__name__}, got {raw!r}") from None
-    return str(raw)
+            value = int(raw)
+        except (TypeError, ValueError, OverflowError):
+            raise UsageError(f"--{param.name} expects int, got {_shown(raw)}") from None
+        if not fits_int64(value):
+            raise UsageError(f"--{param.name} expects int, got {_shown(raw)}, which is out of range "
+                             f"for a 64-bit integer ({INT64_RANGE})")
+        return value
+    if param.type is float:
+        try:
+            return float(raw)
+        except (TypeError, ValueError, OverflowError):
+            raise UsageError(f"--{param.name} expects float, got {_shown(raw)}") from None
+    text = str(raw)
+    bad = _surrogate_at(text)
+    if bad is not None:
+        raise UsageError(f"--{param.name} is not valid text: character {bad + 1} is a lone surrogate "
+                         f"{text[bad]!r} (an undecodable byte?); pass UTF-8 text")
+    return text
+
+
+def _shown(raw: Any) -> str:
+    """``raw`` for a message, shortened: it may be a 5,000-digit number."""
+    text = repr(raw) if not isinstance(raw, int) or abs(raw) < 10**30 else f"an integer of {raw.bit_length()} bits"
+    return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
+
+
+def _surrogate_at(text: str) -> int | None:
+    """The index of the first lone surrogate in ``text`` (not encodable as UTF-8), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 # ---------------------------------------------------------------- the compiler
@@ -398,7 +438,11 @@ class Compiler:
         return method(node, scope)
 
     def expr_Constant(self, node: ast.Constant, scope: Scope) -> Value:
-        return _python_literal(node.value, node.span)
+        value = node.value
+        if isinstance(value, int) and not isinstance(value, bool) and not fits_int64(value):
+            raise self.error(f"integer literal {_shown(value)} is out of range for int64", node.span,
+                             f"PxL integers are 64-bit: {INT64_RANGE}")
+        return _python_literal(value, node.span)
 
     def expr_Name(self, node: ast.Name, scope: Scope) -> Value:
         value = scope.lookup(node.id)
@@ -492,6 +536,11 @@ class Compiler:
         return result
 
     def expr_UnaryOp(self, node: ast.UnaryOp, scope: Scope) -> Value:
+        literal = node.operand
+        if node.op == "-" and isinstance(literal, ast.Constant) and type(literal.value) is int \
+                and literal.value == 2**63:
+            # -9223372036854775808 is an int64 although its digits alone are not
+            return ExprValue(node.span, Literal(-literal.value, DataType.INT64))
         operand = self.expression(node.operand, scope)
         if node.op == "+":
             self.as_expr(operand, "the operand of unary +")
@@ -662,21 +711,42 @@ class Compiler:
         return DataFrameValue(span, node)
 
     def time_bound(self, value: Value | None, what: str) -> int | None:
+        """A DataFrame's start_time/end_time as int64 nanoseconds, checked against the time range."""
         if value is None or isinstance(value, NoneValue):
             return None
-        if isinstance(value, ExprValue) and value.expr.type is DataType.TIME64NS:
-            return int(self.constant(value, what))
-        raw = self.constant(value, what)
+        if isinstance(value, ExprValue) and value.expr.is_constant \
+                and value.expr.type in (DataType.TIME64NS, DataType.INT64):
+            # px.now() + px.days(n): computed exactly, so that a bound past the range is an
+            # error rather than an int64 that wrapped around to another time
+            try:
+                raw = evaluate_constant(value.expr, self.ctx, checked=True)
+            except OverflowError:
+                raise self._time_range_error(what, value.span, "the computed time") from None
+            except Exception as exc:  # an implementation error on constants
+                raise self.error(f"cannot evaluate {what}: {exc}", value.span) from None
+        else:
+            raw = self.constant(value, what)
+        if raw is None and isinstance(value, ExprValue):
+            raise self.error(f"{what} is null", value.span, "give a time, or leave the bound out")
         if isinstance(raw, bool) or not isinstance(raw, (int, str)):
             raise self.error(f"{what} must be a relative time like '-5m', an absolute time or "
                              f"nanoseconds, got {_describe(value)}", value.span)
-        if isinstance(raw, int):
-            return raw
-        try:
-            return parse_time(raw, self.now_ns)
-        except ValueError as exc:
-            raise self.error(f"invalid {what} {raw!r}: {exc}", value.span,
-                             "use '-30s', '-5m', '-1h', '2026-11-26 04:00:00 +0000' or nanoseconds") from None
+        if isinstance(raw, str):
+            try:
+                raw = parse_time(raw, self.now_ns)
+            except OverflowError:
+                raise self._time_range_error(what, value.span, _shown(raw)) from None
+            except ValueError as exc:
+                raise self.error(f"invalid {what} {_shown(raw)}: {exc}", value.span,
+                                 "use '-30s', '-5m', '-1h', '2026-11-26 04:00:00 +0000' or nanoseconds") from None
+        if not fits_int64(raw):
+            raise self._time_range_error(what, value.span, "it")
+        return raw
+
+    def _time_range_error(self, what: str, span: Span, subject: str) -> CompileError:
+        return self.error(f"{what} is out of range: {subject} is not between {TIME_RANGE}", span,
+                          f"times are nanoseconds in Arrow's timestamp[ns], which holds {TIME_RANGE} "
+                          f"(int64 {INT64_RANGE})")
 
     def display(self, args, kwargs, span: Span) -> Value:
         bound = self.bind([("out", True), ("name", False), ("cols", False)], args, kwargs, span,
@@ -831,10 +901,17 @@ class Compiler:
 
 
 def parse_time(text: str, now_ns: int) -> int:
-    """A PxL time string as nanoseconds: relative ('-5m') against ``now_ns``, or absolute."""
+    """A PxL time string as nanoseconds: relative ('-5m') against ``now_ns``, or absolute.
+
+    Raises ValueError for text that is not a time and OverflowError for a time outside
+    timestamp[ns] (see ``pxq.plan.limits``).
+    """
     match = RELATIVE_TIME.match(text)
     if match:
-        return now_ns + int(match.group(1)) * TIME_UNITS_NS[match.group(2)]
+        # more digits than any int64 has: out of range (and int() refuses more than 4300)
+        if len(match.group(1).lstrip("-0")) > 19:
+            raise OverflowError(text)
+        return _in_time_range(now_ns + int(match.group(1)) * TIME_UNITS_NS[match.group(2)], text)
     cleaned = text.strip()
     for fmt in ("%Y-%m-%d %H:%M:%S.%f %z", "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S.%f",
                 "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z",
@@ -846,8 +923,15 @@ def parse_time(text: str, now_ns: int) -> int:
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=dt.timezone.utc)
         delta = stamp - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+        return _in_time_range((delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000,
+                              text)
     raise ValueError("not a relative or absolute time")
+
+
+def _in_time_range(ns: int, text: str) -> int:
+    if not fits_int64(ns):
+        raise OverflowError(text)
+    return ns
 
 
 def compile(module: ast.Module, *, now_ns: int, args: dict[str, Any] | None = None, name: str = "",
@@ -899,7 +983,22 @@ def resolve_arguments(script: ScriptPlan, args: dict[str, Any]) -> dict[str, Any
         if param.name in args:
             values[param.name] = convert_argument(param, args[param.name])
         elif param.has_default:
-            values[param.name] = convert_argument(param, param.default) if param.default is not None else None
+            values[param.name] = _convert_default(param) if param.default is not None else None
         else:
             raise UsageError(f"missing script argument --{param.name}")
     return values
+
+
+def _convert_default(param: ScriptParam) -> Any:
+    """A parameter's default as its type; a default that does not fit is an error in the script."""
+    try:
+        return convert_argument(param, param.default)
+    except UsageError as exc:
+        if param.default_span is None:
+            raise
+        kind = param.type.__name__
+        raise CompileError(Diagnostic(
+            f"the default of parameter '{param.name}' is not a valid {kind}: {_shown(param.default)}",
+            param.default_span,
+            f"an int parameter takes whole numbers in {INT64_RANGE}" if param.type is int
+            else f"give '{param.name}' a default of type {kind}")) from exc
