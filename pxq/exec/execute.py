@@ -19,6 +19,7 @@ from pxq.exec.aggregate import aggregate
 from pxq.exec.expressions import decode_dictionaries, evaluate, mask, to_column
 from pxq.exec.pushdown import split_pushable
 from pxq.funcs.registry import ExecContext, load_builtins
+from pxq.lang.deep import deep
 from pxq.plan.expr import conjunction
 from pxq.plan.nodes import (Agg, Display, Filter, FragmentInput, Graph, Join, Limit, Map, Project, Relation,
                             Schema, Source, Union, join_layout, relations_postorder)
@@ -213,6 +214,7 @@ def _context(graph: Graph, source: DataSource | None) -> ExecContext:
                        host=getattr(source, "host", "") or "")
 
 
+@deep  # predicates nested as deep as the script may be turned into Arrow expressions recursively
 def execute(graph: Graph, source: DataSource | None, *, fragment_inputs: tuple[pa.Table, ...] = ()) -> Results:
     """Run every display of ``graph``; tables read from ``source`` (or from fragment_inputs)."""
     run = _Run(source, _context(graph, source), fragment_inputs)

@@ -24,11 +24,14 @@ from lark.indenter import Indenter
 
 from pxq.errors import PxqSyntaxError, Source, Span
 from pxq.lang import ast
+from pxq.lang.deep import deep
 from pxq.lang.diagnose import REJECTED_TERMINALS, Problem, diagnose, opening_quote
 from pxq.resources import data_dir
 
-# Deeper expressions than this are refused: the AST's consumers walk it recursively.
-MAX_DEPTH = 100
+# Deeper expressions than this are refused: the AST's consumers walk it recursively, on a
+# deep-stack thread (see pxq.lang.deep) that this bound keeps them well inside. A chain like
+# a + b + c nests once per operator, so this is also the longest such chain.
+MAX_DEPTH = 10_000
 
 # The _NEWLINE tokens holding comments, collected for the parse in progress (pragmas live there).
 _COMMENT_TOKENS: ContextVar[list[Token] | None] = ContextVar("pxq_comment_tokens", default=None)
@@ -127,6 +130,7 @@ def parser() -> Lark:
     )
 
 
+@deep
 def parse(text: str, filename: str = "<script>") -> ast.Module:
     """Parse PxL source into an ``ast.Module``; raise ``PxqSyntaxError`` if it is not valid PxL."""
     if text.startswith("\ufeff"):

@@ -54,7 +54,10 @@ def _cached(node: "Expr", attr: str, compute: Callable[["Expr"], object]):
 class Expr:
     def columns(self) -> frozenset[str]:
         """Names of the input columns this expression reads (cached on each node)."""
-        return _cached(self, "_columns", lambda n: n._own_columns())
+        try:
+            return self._columns  # type: ignore[attr-defined]
+        except AttributeError:
+            return _cached(self, "_columns", lambda n: n._own_columns())
 
     def _own_columns(self) -> frozenset[str]:
         raise NotImplementedError

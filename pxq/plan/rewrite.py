@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+from pxq.lang.deep import deep
 from pxq.plan.nodes import Graph, Relation, relations_postorder
 
 Rewriter = Callable[[Relation], Relation]
@@ -23,6 +24,7 @@ def with_inputs(node: Relation, inputs: tuple[Relation, ...]) -> Relation:
     return dataclasses.replace(node, **dict(zip(names[len(inputs)], inputs)))
 
 
+@deep  # a rule's rewrite may recurse (pxq.lang.deep)
 def transform(graph: Graph, rewrite: Rewriter, origins: dict[int, Relation] | None = None) -> Graph:
     """Apply ``rewrite`` to every node after its inputs were rewritten; each node once.
 
