@@ -21,7 +21,7 @@ from pxq.lang.deep import deep
 from pxq.plan import nodes as n
 from pxq.plan.constants import evaluate_constant
 from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal
-from pxq.plan.limits import INT64_RANGE, TIME_RANGE, fits_int64
+from pxq.plan.limits import INT64_RANGE, TIME_FIRST, TIME_LAST, fits_int64
 from pxq.tables import CATALOG
 from pxq.tables.schema import TableSchema
 from pxq.types import DataType, SemanticType
@@ -57,6 +57,53 @@ TIME_UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000
                  "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
 
 MAX_CALL_DEPTH = 64
+
+
+def _whole_number(low: int, high: int, *, float_syntax: bool = False) -> Callable[[str], bool]:
+    """Text its reader takes as an integer in [low, high]: int(text), or int(float(text))."""
+
+    def check(text: str) -> bool:
+        text = text.strip()
+        if len(text) > 40:
+            return False
+        try:
+            value = int(text)
+        except ValueError:
+            if not float_syntax:
+                return False
+            try:
+                value = float(text)
+            except ValueError:
+                return False
+        return (isinstance(value, int) or (math.isfinite(value) and value.is_integer())) and low <= value <= high
+
+    return check
+
+
+def _number(low: float, high: float = math.inf) -> Callable[[str], bool]:
+    def check(text: str) -> bool:
+        try:
+            value = float(text)
+        except ValueError:
+            return False
+        return math.isfinite(value) and low <= value <= high
+
+    return check
+
+
+# The settings pxq reads ('#px:set key=value' or px.set(key, value)): how to check a value, and
+# what to tell the user it takes. Readers: pxq.exec.execute and pxq.agent.profiler.
+SETTINGS: dict[str, tuple[Callable[[str], bool], str]] = {
+    "max_output_rows_per_table": (_whole_number(0, 2**63 - 1), "a whole number of rows, 0 or more"),
+    "perf_profiler.sample_hz": (_whole_number(1, 10_000, float_syntax=True), "a whole number of samples per second, 1 to 10000"),
+    "perf_profiler.python": (lambda text: text.strip().lower() in ("auto", "on", "off"), "auto, on or off"),
+    "perf_profiler.drain_interval_s": (_number(0.001, 3600.0), "seconds between drains, 0.001 to 3600"),
+    "perf_profiler.pyspy_segment_s": (_whole_number(1, 3600, float_syntax=True), "a whole number of seconds, 1 to 3600"),
+    "perf_profiler.pyspy_min_cpu": (_number(0.0), "a share of one CPU, 0 or more (0.05 is 5 %)"),
+    "perf_profiler.stacks_size": (_whole_number(1, 2**31 - 1), "a whole number of stacks, 1 to 2147483647"),
+    "perf_profiler.counts_size": (_whole_number(1, 2**31 - 1), "a whole number of keys, 1 to 2147483647"),
+}
+_SETTING_COLLECTORS = {key.split(".", 1)[0] for key in SETTINGS if "." in key}
 
 
 # ---------------------------------------------------------------- compile-time values
@@ -386,6 +433,21 @@ class Compiler:
 
     # -- diagnostics
 
+    def check_setting(self, key: str, text: str, span: Span) -> None:
+        """Refuse a value the setting's reader could not take (it would fail mid-run)."""
+        known = SETTINGS.get(key)
+        if known is None:
+            collector = key.split(".", 1)[0]
+            if "." in key and collector in _SETTING_COLLECTORS:
+                names = [k for k in SETTINGS if k.startswith(collector + ".")]
+                near = closest(key, names)
+                raise self.error(f"unknown setting {key!r}", span,
+                                 (f"did you mean {near[0]!r}? " if near else "") + "settings: " + ", ".join(names))
+            return  # other settings are Pixie's, which pxq does not read
+        check, expected = known
+        if not check(text):
+            raise self.error(f"invalid value for setting {key}: {_shown(text)}", span, f"{key} takes {expected}")
+
     def error(self, message: str, span: Span | None, hint: str | None = None) -> CompileError:
         return CompileError(Diagnostic(message, span, hint), self.source)
 
@@ -662,7 +724,9 @@ class Compiler:
             bound = self.bind([("key", True), ("value", True)], args, kwargs, node.span, "px.set(key, value)")
             key = self.constant_string(bound["key"], "the setting name")
             value = self.constant(bound["value"], "the setting value")
-            self.settings[key] = str(value).lower() if isinstance(value, bool) else str(value)
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            self.check_setting(key, text, bound["value"].span)
+            self.settings[key] = text
             self.effects += 1
             return NoneValue(node.span)
         if name == "script_reference":
@@ -770,9 +834,9 @@ class Compiler:
         return raw
 
     def _time_range_error(self, what: str, span: Span, subject: str) -> CompileError:
-        return self.error(f"{what} is out of range: {subject} is not between {TIME_RANGE}", span,
-                          f"times are nanoseconds in Arrow's timestamp[ns], which holds {TIME_RANGE} "
-                          f"(int64 {INT64_RANGE})")
+        return self.error(f"{what} is out of range: {subject} is not between {TIME_FIRST} and {TIME_LAST} UTC",
+                          span, f"times are int64 nanoseconds (Arrow's timestamp[ns]), which reach from "
+                                f"{TIME_FIRST} to {TIME_LAST} UTC")
 
     def display(self, args, kwargs, span: Span) -> Value:
         bound = self.bind([("out", True), ("name", False), ("cols", False)], args, kwargs, span,
@@ -983,6 +1047,8 @@ def compile(module: ast.Module, *, now_ns: int, args: dict[str, Any] | None = No
     entry function); ``now_ns`` is the one 'now' every relative time resolves against.
     """
     compiler = Compiler(now_ns=now_ns, catalog=catalog if catalog is not None else CATALOG, source=source)
+    for pragma in module.pragmas:
+        compiler.check_setting(pragma.key, pragma.value, pragma.span)
     globals_ = Scope()
     compiler.run_module(module, globals_)
     script = plan_script(module, name, vis)

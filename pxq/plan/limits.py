@@ -35,4 +35,5 @@ def format_time_ns(ns: int) -> str:
     return f"{stamp:%Y-%m-%d %H:%M:%S}.{nanos:09d}Z"
 
 
-TIME_RANGE = f"{format_time_ns(INT64_MIN)[:19]} .. {format_time_ns(INT64_MAX)[:19]} UTC"
+TIME_FIRST = format_time_ns(INT64_MIN)[:19]  # 1677-09-21 00:12:43
+TIME_LAST = format_time_ns(INT64_MAX)[:19]  # 2262-04-11 23:47:16
