@@ -319,3 +319,13 @@ def test_shared_expressions_print_once_and_compare_in_linear_time():
     module = parse(HEAD + "x = df.latency\n" + "x = x + x\n" * 60 + "df.y = x\npx.display(df)\n")
     graph = compile(module, now_ns=NOW_NS)
     assert len(format_graph(graph)) < 20_000 and len(format_graph(optimize(graph))) < 20_000
+
+
+@pytest.mark.parametrize("step", ["c = c or c", "c = c and c", "c = not (not c or not c)"])
+def test_filters_on_predicates_that_repeat_their_parts(tmp_path, capsys, capture, latencies, step):
+    text = (HEAD + "c = df.latency > 5000000\n" + f"{step}\n" * 40 + "df = df[c]\n"
+            + "df.y = df.latency\n" + SHOW)
+    started = time.monotonic()
+    assert_clean(capsys, cli(tmp_path, text, capture), 0)
+    assert time.monotonic() - started < 60
+    assert run_values(text, capture)["y"] == [v for v in latencies if v is not None and v > 5_000_000]
