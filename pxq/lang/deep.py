@@ -45,19 +45,29 @@ def run_deep(function, *args, **kwargs):
 
     global _running, _saved_limit
     with _lock:
-        if _running == 0:
+        if _running == 0:  # raised before the thread starts, restored when the last one ends
             _saved_limit = sys.getrecursionlimit()
             sys.setrecursionlimit(max(_saved_limit, RECURSION_LIMIT))
         _running += 1
-        previous = threading.stack_size(STACK_BYTES)
+        worker: threading.Thread | None = None
         try:
-            worker = threading.Thread(target=target, name="pxq-deep", daemon=True)
-            worker.start()
-        except BaseException:
+            previous = threading.stack_size(STACK_BYTES)
+        except (ValueError, RuntimeError):  # a platform without settable stacks
+            previous = None
+        if previous is not None:
+            try:
+                worker = threading.Thread(target=target, name="pxq-deep", daemon=True)
+                worker.start()
+            except RuntimeError:  # no address space for such a stack (ulimit -v)
+                worker = None
+            finally:
+                threading.stack_size(previous)
+        if worker is None:
             _running -= 1
-            raise
-        finally:
-            threading.stack_size(previous)
+            if _running == 0:
+                sys.setrecursionlimit(_saved_limit)
+    if worker is None:  # runs in place, within the ordinary recursion limit
+        return function(*args, **kwargs)
     try:
         worker.join()
     finally:

@@ -56,7 +56,10 @@ RELATIVE_TIME = re.compile(r"^\s*(-?\d+)\s*(ns|us|µs|ms|s|m|h|d)\s*$")
 TIME_UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
                  "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
 
-MAX_CALL_DEPTH = 64
+# A safety bound only: a call of a function already being called is refused at once (PxL has
+# no conditions, so such a recursion could never end), which bounds nesting by the number of
+# functions a script defines. Compilation runs on a deep stack (pxq.lang.deep).
+MAX_CALL_DEPTH = 5_000
 
 
 def _whole_number(low: int, high: int, *, float_syntax: bool = False) -> Callable[[str], bool]:
@@ -430,6 +433,7 @@ class Compiler:
         # compile in n steps rather than 2^n (see call_user).
         self.calls: dict[tuple, tuple[Value, list[Value]]] = {}
         self.effects = 0  # displays and settings made so far
+        self.active: list[ast.FunctionDef] = []  # the functions being called, outermost first
 
     # -- diagnostics
 
@@ -982,13 +986,19 @@ class Compiler:
         key = (id(definition), id(func.closure), state, tuple((k, id(v)) for k, v in bound.items()))
         if key in self.calls:
             return self.calls[key][0]
+        if definition in self.active:
+            through = [d.name for d in self.active[self.active.index(definition) + 1:]]
+            raise self.error(f"{definition.name} calls itself" + (f" through {', '.join(through)}" if through else ""),
+                             span,
+                             "PxL has no conditions to end a recursion; call another function, or none")
         if self.depth >= MAX_CALL_DEPTH:
-            raise self.error(f"calls nest deeper than {MAX_CALL_DEPTH} (recursion?)", span)
+            raise self.error(f"calls nest deeper than {MAX_CALL_DEPTH}", span)
         effects = self.effects
         local = Scope(func.closure)
         for p in params:
             local.names[p.name] = bound[p.name] if p.name in bound else self.expression(p.default, func.closure)
         self.depth += 1
+        self.active.append(definition)
         try:
             for stmt in definition.body:
                 self.statement(stmt, local)
@@ -997,6 +1007,7 @@ class Compiler:
             result = ret.value
         finally:
             self.depth -= 1
+            self.active.pop()
         if self.effects == effects and func.closure.versions() == state:
             self.calls[key] = (result, [func, *bound.values()])  # keeps the ids in the key alive
         return result

@@ -329,3 +329,11 @@ def test_filters_on_predicates_that_repeat_their_parts(tmp_path, capsys, capture
     assert_clean(capsys, cli(tmp_path, text, capture), 0)
     assert time.monotonic() - started < 60
     assert run_values(text, capture)["y"] == [v for v in latencies if v is not None and v > 5_000_000]
+
+
+def test_1000_nested_user_functions(tmp_path, capsys, capture, latencies):
+    defs = "def f0(x):\n    return x + 1\n\n\n" + "".join(
+        f"def f{i}(x):\n    return f{i - 1}(x)\n\n\n" for i in range(1, 1001))
+    text = "import px\n\n\n" + defs + "df = px.DataFrame(table='http_events')\ndf.y = f1000(df.latency)\n" + SHOW
+    assert_clean(capsys, cli(tmp_path, text, capture), 0)
+    assert run_values(text, capture)["y"] == plus(latencies, 1)
