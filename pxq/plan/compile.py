@@ -986,8 +986,10 @@ class Compiler:
         key = (id(definition), id(func.closure), state, tuple((k, id(v)) for k, v in bound.items()))
         if key in self.calls:
             return self.calls[key][0]
-        if definition in self.active:
-            through = [d.name for d in self.active[self.active.index(definition) + 1:]]
+        # by identity: dataclass equality would compare whole function bodies
+        calling = [i for i, active in enumerate(self.active) if active is definition]
+        if calling:
+            through = [d.name for d in self.active[calling[0] + 1:]]
             raise self.error(f"{definition.name} calls itself" + (f" through {', '.join(through)}" if through else ""),
                              span,
                              "PxL has no conditions to end a recursion; call another function, or none")
