@@ -19,9 +19,10 @@ from pxq.exec.aggregate import aggregate
 from pxq.exec.expressions import decode_dictionaries, evaluate, mask, to_column
 from pxq.exec.pushdown import split_pushable
 from pxq.funcs.registry import ExecContext, load_builtins
+from pxq.lang.deep import deep
 from pxq.plan.expr import conjunction
 from pxq.plan.nodes import (Agg, Display, Filter, FragmentInput, Graph, Join, Limit, Map, Project, Relation,
-                            Schema, Source, Union, join_layout)
+                            Schema, Source, Union, join_layout, relations_postorder)
 from pxq.types import FIELD_SEMANTIC_KEY, FIELD_TYPE_KEY, arrow_type
 
 DEFAULT_MAX_OUTPUT_ROWS = 10_000  # Pixie's max_output_rows_per_table default
@@ -54,10 +55,12 @@ class _Run:
     memo: dict[int, pa.Table] = field(default_factory=dict)
 
     def table(self, node: Relation) -> pa.Table:
-        key = id(node)
-        if key not in self.memo:
-            self.memo[key] = run_node(node, self)
-        return self.memo[key]
+        if id(node) not in self.memo:
+            # Inputs first, iteratively (a plan is as deep as its script is long), so that the
+            # run_node of each node finds its inputs' tables in the memo.
+            for item in relations_postorder((node,), done=lambda n: id(n) in self.memo):
+                self.memo[id(item)] = run_node(item, self)
+        return self.memo[id(node)]
 
 
 def result_schema(schema: Schema) -> pa.Schema:
@@ -120,13 +123,24 @@ def _(node: Filter, run: _Run) -> pa.Table:
 @run_node.register
 def _(node: Map, run: _Run) -> pa.Table:
     table = run.table(node.input)
+    # Columns are collected and the table rebuilt once (or when an expression reads a column
+    # assigned before it in this Map): appending one at a time costs the table's width per
+    # assignment, and a fused Map of a long script has thousands.
+    names, columns = list(table.column_names), list(table.columns)
+    position = {name: i for i, name in enumerate(names)}
+    pending: set[str] = set()  # assigned here, not yet in ``table``
     for name, expr in node.assignments:
+        if pending and not pending.isdisjoint(expr.columns()):
+            table, pending = pa.Table.from_arrays(columns, names=names), set()
         column = to_column(evaluate(expr, table, run.ctx), expr.type, table.num_rows)
-        if name in table.column_names:
-            table = table.set_column(table.column_names.index(name), name, column)
+        if name in position:
+            columns[position[name]] = column
         else:
-            table = table.append_column(name, column)
-    return table
+            position[name] = len(names)
+            names.append(name)
+            columns.append(column)
+        pending.add(name)
+    return pa.Table.from_arrays(columns, names=names)
 
 
 @run_node.register
@@ -200,6 +214,7 @@ def _context(graph: Graph, source: DataSource | None) -> ExecContext:
                        host=getattr(source, "host", "") or "")
 
 
+@deep  # predicates nested as deep as the script may be turned into Arrow expressions recursively
 def execute(graph: Graph, source: DataSource | None, *, fragment_inputs: tuple[pa.Table, ...] = ()) -> Results:
     """Run every display of ``graph``; tables read from ``source`` (or from fragment_inputs)."""
     run = _Run(source, _context(graph, source), fragment_inputs)

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from pxq.errors import ExecutionError
 from pxq.funcs.registry import SCALARS, ExecContext
 from pxq.plan.constants import literal_scalar
-from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal
+from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal, postorder
 from pxq.types import DataType, arrow_type
 
 Value = pa.Array | pa.Scalar
@@ -29,18 +29,45 @@ def column_values(table: pa.Table, name: str) -> pa.Array:
 
 
 def evaluate(expr: Expr, table: pa.Table, ctx: ExecContext) -> Value:
+    """``expr`` over ``table``: an array with one value per row, or a scalar for a constant.
+
+    Each distinct node is computed once, arguments first, without recursion (see
+    ``pxq.plan.expr.postorder``): a part read many times (``x = x + x``) is not recomputed, and
+    a part's result is dropped once its last reader has used it.
+    """
     if isinstance(expr, ColumnRef):
         return column_values(table, expr.name)
     if isinstance(expr, Literal):
         return literal_scalar(expr)
-    if isinstance(expr, FuncCall):
-        args = [evaluate(a, table, ctx) for a in expr.args]
-        try:
-            return SCALARS[expr.name].impl(ctx, *args)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-            where = f" (line {expr.span.line})" if expr.span else ""
-            raise ExecutionError(f"px.{expr.name} failed{where}: {exc}") from None
-    raise TypeError(f"cannot evaluate {expr!r}")
+    order = list(postorder(expr))
+    pending: dict[int, int] = {}  # id(node) -> readers not yet computed
+    for node in order:
+        for arg in getattr(node, "args", ()):
+            pending[id(arg)] = pending.get(id(arg), 0) + 1
+    values: dict[int, Value] = {}
+    for node in order:
+        if isinstance(node, ColumnRef):
+            values[id(node)] = column_values(table, node.name)
+        elif isinstance(node, Literal):
+            values[id(node)] = literal_scalar(node)
+        elif isinstance(node, FuncCall):
+            args = [values[id(a)] for a in node.args]
+            for arg in node.args:
+                pending[id(arg)] -= 1
+                if not pending[id(arg)]:
+                    del values[id(arg)]
+            values[id(node)] = _call(node, args, ctx)
+        else:
+            raise TypeError(f"cannot evaluate {node!r}")
+    return values[id(expr)]
+
+
+def _call(expr: FuncCall, args: list[Value], ctx: ExecContext) -> Value:
+    try:
+        return SCALARS[expr.name].impl(ctx, *args)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+        where = f" (line {expr.span.line})" if expr.span else ""
+        raise ExecutionError(f"px.{expr.name} failed{where}: {exc}") from None
 
 
 def to_column(value: Value, data_type: DataType, length: int) -> pa.Array:

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal
+from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal, postorder
 from pxq.types import DataType, arrow_type
 
 _COMPARISONS = {
@@ -27,8 +27,27 @@ def _literal(lit: Literal, column_type: DataType) -> pa.Scalar | None:
     return None
 
 
+# Arrow expressions are trees, while a predicate may repeat its parts (c = c or c, forty
+# times): past this many nodes as a tree it stays with the executor, which computes each part once.
+MAX_PUSHED_NODES = 10_000
+
+
+def _tree_size(expr: Expr, limit: int) -> int:
+    """How many nodes ``expr`` has when its shared parts are counted each time (at most limit + 1)."""
+    sizes: dict[int, int] = {}
+    for node in postorder(expr):
+        sizes[id(node)] = min(limit + 1, 1 + sum(sizes[id(a)] for a in getattr(node, "args", ())))
+    return sizes[id(expr)]
+
+
 def to_arrow_expression(expr: Expr) -> ds.Expression | None:
     """The same predicate as an Arrow expression, or None where it cannot be converted exactly."""
+    if _tree_size(expr, MAX_PUSHED_NODES) > MAX_PUSHED_NODES:
+        return None
+    return _convert(expr)
+
+
+def _convert(expr: Expr) -> ds.Expression | None:
     if not isinstance(expr, FuncCall):
         return None
     if expr.name in _COMPARISONS and len(expr.args) == 2:
@@ -41,12 +60,12 @@ def to_arrow_expression(expr: Expr) -> ds.Expression | None:
             return None if value is None else _COMPARISONS[expr.name](value, ds.field(right.name))
         return None
     if expr.name in ("logicalAnd", "logicalOr"):
-        parts = [to_arrow_expression(a) for a in expr.args]
+        parts = [_convert(a) for a in expr.args]
         if any(p is None for p in parts):
             return None
         return parts[0] & parts[1] if expr.name == "logicalAnd" else parts[0] | parts[1]
     if expr.name == "logicalNot":
-        inner = to_arrow_expression(expr.args[0])
+        inner = _convert(expr.args[0])
         return None if inner is None else ~inner
     if expr.name == "equals_any":
         column, values = expr.args

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Union
 
 from pxq.errors import Span
+from pxq.lang.deep import deep
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ class Module(Node):
 # ---------------------------------------------------------------- text form
 
 
+@deep
 def dump(node: object, indent: int = 0) -> str:
     """A stable, indented text form of an AST (spans as line:col-end_line:end_col)."""
     pad = "  " * indent

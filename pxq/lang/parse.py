@@ -24,11 +24,14 @@ from lark.indenter import Indenter
 
 from pxq.errors import PxqSyntaxError, Source, Span
 from pxq.lang import ast
+from pxq.lang.deep import deep
 from pxq.lang.diagnose import REJECTED_TERMINALS, Problem, diagnose, opening_quote
 from pxq.resources import data_dir
 
-# Deeper expressions than this are refused: the AST's consumers walk it recursively.
-MAX_DEPTH = 100
+# Deeper expressions than this are refused: the AST's consumers walk it recursively, on a
+# deep-stack thread (see pxq.lang.deep) that this bound keeps them well inside. A chain like
+# a + b + c nests once per operator, so this is also the longest such chain.
+MAX_DEPTH = 10_000
 
 # The _NEWLINE tokens holding comments, collected for the parse in progress (pragmas live there).
 _COMMENT_TOKENS: ContextVar[list[Token] | None] = ContextVar("pxq_comment_tokens", default=None)
@@ -127,6 +130,7 @@ def parser() -> Lark:
     )
 
 
+@deep
 def parse(text: str, filename: str = "<script>") -> ast.Module:
     """Parse PxL source into an ``ast.Module``; raise ``PxqSyntaxError`` if it is not valid PxL."""
     if text.startswith("\ufeff"):
@@ -371,11 +375,24 @@ class _Builder(Transformer):
     def number(self, children):
         token = children[0]
         digits = token.value.replace("_", "")
-        value = float(digits) if token.type == "FLOAT_NUMBER" else int(digits, 0)
+        if token.type == "FLOAT_NUMBER":
+            return ast.Constant(_span(token), float(digits))
+        # Checked before int() converts it: Python refuses decimal strings of more than 4300
+        # digits, and no literal beyond 2**63 (the magnitude of the least int64) is an int64.
+        if token.type == "DEC_NUMBER" and len(digits.lstrip("0")) > _INT64_DIGITS:
+            raise _too_large(token)
+        value = int(digits, 0)
+        if value > 2**63:
+            raise _too_large(token)
         return ast.Constant(_span(token), value)
 
     def string(self, tokens):
-        return ast.Constant(_join(tokens[0], tokens[-1]), "".join(_string_value(token) for token in tokens))
+        parts = []
+        for token in tokens:
+            part = _string_value(token)
+            _check_encodable(part, token)
+            parts.append(part)
+        return ast.Constant(_join(tokens[0], tokens[-1]), "".join(parts))
 
     def true(self, children):
         return ast.Constant(_span(children[0]), True)
@@ -385,6 +402,31 @@ class _Builder(Transformer):
 
     def none(self, children):
         return ast.Constant(_span(children[0]), None)
+
+
+_INT64_DIGITS = len(str(2**63))
+
+
+def _too_large(token: Token) -> Problem:
+    text = token.value if len(token.value) <= 40 else f"{token.value[:20]}... ({len(token.value)} characters)"
+    return Problem(
+        f"integer literal {text} is out of range for int64",
+        _span(token),
+        "PxL integers are 64-bit: -9223372036854775808 .. 9223372036854775807",
+    )
+
+
+def _check_encodable(value: str, token: Token) -> None:
+    """Refuse a string that is not Unicode text (a lone surrogate from an escape like '\\ud800')."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise Problem(
+            f"string literal contains a lone surrogate {value[exc.start]!r}, which is not a character",
+            _span(token),
+            "PxL strings are UTF-8 text: write the character itself, or its full code point "
+            "as '\\U0001F600'; surrogate pairs like '\\ud83d\\ude00' are UTF-16, not PxL",
+        ) from None
 
 
 def _check_target(target) -> None:

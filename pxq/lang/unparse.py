@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from pxq.lang import ast
+from pxq.lang.deep import deep
 
 _INDENT = "    "
 
@@ -19,6 +20,7 @@ _ANY, _OR, _AND, _NOT, _COMPARE, _ADD, _MUL, _UNARY, _POSTFIX = range(9)
 _BINARY = {"+": _ADD, "-": _ADD, "*": _MUL, "/": _MUL, "%": _MUL}
 
 
+@deep
 def unparse(node: ast.Node) -> str:
     """PxL text for a Module (a whole script), a statement or an expression."""
     if isinstance(node, ast.Module):

@@ -8,6 +8,7 @@ that are inlined at each call). Every user mistake becomes a positioned diagnost
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -16,9 +17,11 @@ from pxq.errors import CompileError, Diagnostic, Source as ScriptSource, Span, U
 from pxq.funcs.registry import (AGGREGATES, SCALARS, ExecContext, Param, ScalarFunction, load_builtins,
                                 resolve_semantic, resolve_type)
 from pxq.lang import ast
+from pxq.lang.deep import deep
 from pxq.plan import nodes as n
 from pxq.plan.constants import evaluate_constant
 from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal
+from pxq.plan.limits import INT64_RANGE, TIME_FIRST, TIME_LAST, fits_int64
 from pxq.tables import CATALOG
 from pxq.tables.schema import TableSchema
 from pxq.types import DataType, SemanticType
@@ -53,7 +56,57 @@ RELATIVE_TIME = re.compile(r"^\s*(-?\d+)\s*(ns|us|µs|ms|s|m|h|d)\s*$")
 TIME_UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
                  "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
 
-MAX_CALL_DEPTH = 64
+# A safety bound only: a call of a function already being called is refused at once (PxL has
+# no conditions, so such a recursion could never end), which bounds nesting by the number of
+# functions a script defines. Compilation runs on a deep stack (pxq.lang.deep).
+MAX_CALL_DEPTH = 5_000
+
+
+def _whole_number(low: int, high: int, *, float_syntax: bool = False) -> Callable[[str], bool]:
+    """Text its reader takes as an integer in [low, high]: int(text), or int(float(text))."""
+
+    def check(text: str) -> bool:
+        text = text.strip()
+        if len(text) > 40:
+            return False
+        try:
+            value = int(text)
+        except ValueError:
+            if not float_syntax:
+                return False
+            try:
+                value = float(text)
+            except ValueError:
+                return False
+        return (isinstance(value, int) or (math.isfinite(value) and value.is_integer())) and low <= value <= high
+
+    return check
+
+
+def _number(low: float, high: float = math.inf) -> Callable[[str], bool]:
+    def check(text: str) -> bool:
+        try:
+            value = float(text)
+        except ValueError:
+            return False
+        return math.isfinite(value) and low <= value <= high
+
+    return check
+
+
+# The settings pxq reads ('#px:set key=value' or px.set(key, value)): how to check a value, and
+# what to tell the user it takes. Readers: pxq.exec.execute and pxq.agent.profiler.
+SETTINGS: dict[str, tuple[Callable[[str], bool], str]] = {
+    "max_output_rows_per_table": (_whole_number(0, 2**63 - 1), "a whole number of rows, 0 or more"),
+    "perf_profiler.sample_hz": (_whole_number(1, 10_000, float_syntax=True), "a whole number of samples per second, 1 to 10000"),
+    "perf_profiler.python": (lambda text: text.strip().lower() in ("auto", "on", "off"), "auto, on or off"),
+    "perf_profiler.drain_interval_s": (_number(0.001, 3600.0), "seconds between drains, 0.001 to 3600"),
+    "perf_profiler.pyspy_segment_s": (_whole_number(1, 3600, float_syntax=True), "a whole number of seconds, 1 to 3600"),
+    "perf_profiler.pyspy_min_cpu": (_number(0.0), "a share of one CPU, 0 or more (0.05 is 5 %)"),
+    "perf_profiler.stacks_size": (_whole_number(1, 2**31 - 1), "a whole number of stacks, 1 to 2147483647"),
+    "perf_profiler.counts_size": (_whole_number(1, 2**31 - 1), "a whole number of keys, 1 to 2147483647"),
+}
+_SETTING_COLLECTORS = {key.split(".", 1)[0] for key in SETTINGS if "." in key}
 
 
 # ---------------------------------------------------------------- compile-time values
@@ -125,10 +178,29 @@ class UserFunctionValue(Value):
     closure: "Scope"
 
 
+class _Names(dict):
+    """A scope's bindings, counting the writes (a user-function call is reused only while the
+    scopes it can read are unchanged)."""
+
+    version = 0
+
+    def __setitem__(self, key, value) -> None:
+        self.version += 1
+        super().__setitem__(key, value)
+
+
 class Scope:
     def __init__(self, parent: "Scope | None" = None):
-        self.names: dict[str, Value] = {}
+        self.names: dict[str, Value] = _Names()
         self.parent = parent
+
+    def versions(self) -> tuple[int, ...]:
+        """The write counts of this scope and its parents."""
+        out, scope = [], self
+        while scope is not None:
+            out.append(scope.names.version)
+            scope = scope.parent
+        return tuple(out)
 
     def lookup(self, name: str) -> Value | None:
         scope: Scope | None = self
@@ -163,6 +235,8 @@ class ScriptParam:
     default: Any = None
     has_default: bool = False
     doc: str = ""
+    # Where the default is written in the script, to position an error in it (None: vis.json).
+    default_span: Span | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -202,11 +276,15 @@ def _constant_of(expr: ast.Expr | None) -> tuple[bool, Any]:
     return False, None
 
 
-def _displays_at_top_level(module: ast.Module) -> bool:
+def _body_runs_itself(module: ast.Module, defs: dict) -> bool:
+    """The module's body displays something itself: it calls px.display/px.debug, or calls one of
+    its own functions (which may display), at top level. Such a module has no entry function."""
     for stmt in module.body:
         if isinstance(stmt, ast.ExprStmt) and isinstance(stmt.value, ast.Call):
             func = stmt.value.func
             if isinstance(func, ast.Attribute) and func.attr in ("display", "debug"):
+                return True
+            if isinstance(func, ast.Name) and func.id in defs:
                 return True
     return False
 
@@ -334,7 +412,8 @@ def _vis_plan(vis: dict) -> ScriptPlan:
 def plan_script(module: ast.Module, name: str = "", vis: dict | None = None) -> ScriptPlan:
     """Decide how a module runs: vis.json widgets, or its entry function, or its body alone.
 
-    A module whose body calls ``px.display`` itself needs no entry function. Otherwise the entry
+    A module whose body calls ``px.display``, or one of its own functions, at top level needs no
+    entry function. Otherwise the entry
     function is found by what it is, so that a script keeps its arguments under any file name: the
     only function taking script arguments (a parameter with an annotation), else the only function
     callable without arguments from outside (every parameter annotated or defaulted), else the only
@@ -344,7 +423,7 @@ def plan_script(module: ast.Module, name: str = "", vis: dict | None = None) -> 
     defs = {s.name: s for s in module.body if isinstance(s, ast.FunctionDef)}
     if vis:
         return _vis_plan(vis)
-    if _displays_at_top_level(module):
+    if _body_runs_itself(module, defs):
         return ScriptPlan((), ())
     entry = _entry_function(list(defs.values()), name)
     if entry is None:
@@ -353,13 +432,18 @@ def plan_script(module: ast.Module, name: str = "", vis: dict | None = None) -> 
     docs = _param_docs(entry.docstring, {p.name for p in entry.params})
     for p in entry.params:
         has_default, default = _constant_of(p.default)
-        params.append(ScriptParam(p.name, _annotation_type(p.annotation), default, has_default, docs.get(p.name, "")))
+        params.append(ScriptParam(p.name, _annotation_type(p.annotation), default, has_default, docs.get(p.name, ""),
+                                  default_span=p.default.span if p.default is not None else None))
     bindings = tuple((p.name, ("variable", p.name)) for p in entry.params)
     return ScriptPlan((EntryCall(entry.name, bindings, entry.name),), tuple(params))
 
 
 def convert_argument(param: ScriptParam, raw: Any) -> Any:
-    """A CLI string (or a Python value from the API) as the parameter's type."""
+    """A CLI string (or a Python value from the API) as the parameter's type.
+
+    Integers must fit int64 and strings must be encodable as UTF-8 (Arrow's types), so that a
+    script argument can never fail later inside Arrow.
+    """
     if param.type is bool:
         if isinstance(raw, bool):
             return raw
@@ -368,18 +452,47 @@ def convert_argument(param: ScriptParam, raw: Any) -> Any:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise UsageError(f"--{param.name} expects true or false, got {raw!r}")
-    if param.type in (int, float):
+        raise UsageError(f"--{param.name} expects true or false, got {_shown(raw)}")
+    if param.type is int:
+        if isinstance(raw, float) and not (math.isfinite(raw) and raw.is_integer()):
+            raise UsageError(f"--{param.name} expects int, got {_shown(raw)}")
         try:
-            value = param.type(raw)
-        except (TypeError, ValueError):
-            raise UsageError(f"--{param.name} expects {param.type.__name__}, got {raw!r}") from None
-        if param.type is int and not -2**63 <= value < 2**63:  # PxL's INT64
-            raise UsageError(f"--{param.name} expects a 64-bit integer, got {raw!r}")
-        if param.type is float and not -float("inf") < value < float("inf"):  # NaN and inf compare false
-            raise UsageError(f"--{param.name} expects a finite number, got {raw!r}")
+            value = int(raw)
+        except (TypeError, ValueError, OverflowError):
+            raise UsageError(f"--{param.name} expects int, got {_shown(raw)}") from None
+        if not fits_int64(value):
+            raise UsageError(f"--{param.name} expects int, got {_shown(raw)}, which is out of range "
+                             f"for a 64-bit integer ({INT64_RANGE})")
         return value
-    return str(raw)
+    if param.type is float:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError, OverflowError):
+            raise UsageError(f"--{param.name} expects float, got {_shown(raw)}") from None
+        if not math.isfinite(value):
+            raise UsageError(f"--{param.name} expects a finite number, got {_shown(raw)}")
+        return value
+    text = str(raw)
+    bad = _surrogate_at(text)
+    if bad is not None:
+        raise UsageError(f"--{param.name} is not valid text: character {bad + 1} is a lone surrogate "
+                         f"{text[bad]!r} (an undecodable byte?); pass UTF-8 text")
+    return text
+
+
+def _shown(raw: Any) -> str:
+    """``raw`` for a message, shortened: it may be a 5,000-digit number."""
+    text = repr(raw) if not isinstance(raw, int) or abs(raw) < 10**30 else f"an integer of {raw.bit_length()} bits"
+    return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
+
+
+def _surrogate_at(text: str) -> int | None:
+    """The index of the first lone surrogate in ``text`` (not encodable as UTF-8), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 # ---------------------------------------------------------------- the compiler
@@ -426,8 +539,29 @@ class Compiler:
         self.settings: dict[str, str] = {}
         self.ctx = ExecContext(now_ns=now_ns)
         self.depth = 0
+        # Results of user-function calls, by function, closure state and argument identity:
+        # f(x) + f(x) inlines f once, so functions that call another twice, nested n deep,
+        # compile in n steps rather than 2^n (see call_user).
+        self.calls: dict[tuple, tuple[Value, list[Value]]] = {}
+        self.effects = 0  # displays and settings made so far
+        self.active: list[ast.FunctionDef] = []  # the functions being called, outermost first
 
     # -- diagnostics
+
+    def check_setting(self, key: str, text: str, span: Span) -> None:
+        """Refuse a value the setting's reader could not take (it would fail mid-run)."""
+        known = SETTINGS.get(key)
+        if known is None:
+            collector = key.split(".", 1)[0]
+            if "." in key and collector in _SETTING_COLLECTORS:
+                names = [k for k in SETTINGS if k.startswith(collector + ".")]
+                near = closest(key, names)
+                raise self.error(f"unknown setting {key!r}", span,
+                                 (f"did you mean {near[0]!r}? " if near else "") + "settings: " + ", ".join(names))
+            return  # other settings are Pixie's, which pxq does not read
+        check, expected = known
+        if not check(text):
+            raise self.error(f"invalid value for setting {key}: {_shown(text)}", span, f"{key} takes {expected}")
 
     def error(self, message: str, span: Span | None, hint: str | None = None) -> CompileError:
         return CompileError(Diagnostic(message, span, hint), self.source)
@@ -506,7 +640,11 @@ class Compiler:
         return method(node, scope)
 
     def expr_Constant(self, node: ast.Constant, scope: Scope) -> Value:
-        return _python_literal(node.value, node.span)
+        value = node.value
+        if isinstance(value, int) and not isinstance(value, bool) and not fits_int64(value):
+            raise self.error(f"integer literal {_shown(value)} is out of range for int64", node.span,
+                             f"PxL integers are 64-bit: {INT64_RANGE}")
+        return _python_literal(value, node.span)
 
     def expr_Name(self, node: ast.Name, scope: Scope) -> Value:
         value = scope.lookup(node.id)
@@ -600,6 +738,11 @@ class Compiler:
         return result
 
     def expr_UnaryOp(self, node: ast.UnaryOp, scope: Scope) -> Value:
+        literal = node.operand
+        if node.op == "-" and isinstance(literal, ast.Constant) and type(literal.value) is int \
+                and literal.value == 2**63:
+            # -9223372036854775808 is an int64 although its digits alone are not
+            return ExprValue(node.span, Literal(-literal.value, DataType.INT64))
         operand = self.expression(node.operand, scope)
         if node.op == "+":
             self.as_expr(operand, "the operand of unary +")
@@ -696,7 +839,10 @@ class Compiler:
             bound = self.bind([("key", True), ("value", True)], args, kwargs, node.span, "px.set(key, value)")
             key = self.constant_string(bound["key"], "the setting name")
             value = self.constant(bound["value"], "the setting value")
-            self.settings[key] = str(value).lower() if isinstance(value, bool) else str(value)
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            self.check_setting(key, text, bound["value"].span)
+            self.settings[key] = text
+            self.effects += 1
             return NoneValue(node.span)
         if name == "script_reference":
             bound = self.bind([("label", True), ("script", True), ("args", False)], args, kwargs, node.span,
@@ -770,21 +916,42 @@ class Compiler:
         return DataFrameValue(span, node)
 
     def time_bound(self, value: Value | None, what: str) -> int | None:
+        """A DataFrame's start_time/end_time as int64 nanoseconds, checked against the time range."""
         if value is None or isinstance(value, NoneValue):
             return None
-        if isinstance(value, ExprValue) and value.expr.type is DataType.TIME64NS:
-            return int(self.constant(value, what))
-        raw = self.constant(value, what)
+        if isinstance(value, ExprValue) and value.expr.is_constant \
+                and value.expr.type in (DataType.TIME64NS, DataType.INT64):
+            # px.now() + px.days(n): computed exactly, so that a bound past the range is an
+            # error rather than an int64 that wrapped around to another time
+            try:
+                raw = evaluate_constant(value.expr, self.ctx, checked=True)
+            except OverflowError:
+                raise self._time_range_error(what, value.span, "the computed time") from None
+            except Exception as exc:  # an implementation error on constants
+                raise self.error(f"cannot evaluate {what}: {exc}", value.span) from None
+        else:
+            raw = self.constant(value, what)
+        if raw is None and isinstance(value, ExprValue):
+            raise self.error(f"{what} is null", value.span, "give a time, or leave the bound out")
         if isinstance(raw, bool) or not isinstance(raw, (int, str)):
             raise self.error(f"{what} must be a relative time like '-5m', an absolute time or "
                              f"nanoseconds, got {_describe(value)}", value.span)
-        if isinstance(raw, int):
-            return raw
-        try:
-            return parse_time(raw, self.now_ns)
-        except ValueError as exc:
-            raise self.error(f"invalid {what} {raw!r}: {exc}", value.span,
-                             "use '-30s', '-5m', '-1h', '2026-11-26 04:00:00 +0000' or nanoseconds") from None
+        if isinstance(raw, str):
+            try:
+                raw = parse_time(raw, self.now_ns)
+            except OverflowError:
+                raise self._time_range_error(what, value.span, _shown(raw)) from None
+            except ValueError as exc:
+                raise self.error(f"invalid {what} {_shown(raw)}: {exc}", value.span,
+                                 "use '-30s', '-5m', '-1h', '2026-11-26 04:00:00 +0000' or nanoseconds") from None
+        if not fits_int64(raw):
+            raise self._time_range_error(what, value.span, "it")
+        return raw
+
+    def _time_range_error(self, what: str, span: Span, subject: str) -> CompileError:
+        return self.error(f"{what} is out of range: {subject} is not between {TIME_FIRST} and {TIME_LAST} UTC",
+                          span, f"times are int64 nanoseconds (Arrow's timestamp[ns]), which reach from "
+                                f"{TIME_FIRST} to {TIME_LAST} UTC")
 
     def display(self, args, kwargs, span: Span) -> Value:
         bound = self.bind([("out", True), ("name", False), ("cols", False)], args, kwargs, span,
@@ -806,6 +973,7 @@ class Compiler:
             raise self.error(f"display name {name!r} is used twice", span,
                              "give each px.display a distinct name")
         self.displays.append(n.Display(node, name))
+        self.effects += 1
 
     # -- DataFrame methods
 
@@ -922,27 +1090,54 @@ class Compiler:
         params = definition.params
         sig = f"{definition.name}({', '.join(p.name for p in params)})"
         bound = self.bind([(p.name, p.default is None) for p in params], args, kwargs, span, sig)
+        # PxL has no loops, conditions or mutable values, so a call whose function, arguments
+        # (the same values) and readable scopes are the same as an earlier call's gives the same
+        # result; unless it displayed, set a setting or rebound a name outside itself.
+        state = func.closure.versions()
+        key = (id(definition), id(func.closure), state, tuple((k, id(v)) for k, v in bound.items()))
+        if key in self.calls:
+            return self.calls[key][0]
+        # by identity: dataclass equality would compare whole function bodies
+        calling = [i for i, active in enumerate(self.active) if active is definition]
+        if calling:
+            through = [d.name for d in self.active[calling[0] + 1:]]
+            raise self.error(f"{definition.name} calls itself" + (f" through {', '.join(through)}" if through else ""),
+                             span,
+                             "PxL has no conditions to end a recursion; call another function, or none")
         if self.depth >= MAX_CALL_DEPTH:
-            raise self.error(f"calls nest deeper than {MAX_CALL_DEPTH} (recursion?)", span)
+            raise self.error(f"calls nest deeper than {MAX_CALL_DEPTH}", span)
+        effects = self.effects
         local = Scope(func.closure)
         for p in params:
             local.names[p.name] = bound[p.name] if p.name in bound else self.expression(p.default, func.closure)
         self.depth += 1
+        self.active.append(definition)
         try:
             for stmt in definition.body:
                 self.statement(stmt, local)
+            result: Value = NoneValue(span)
         except _Return as ret:
-            return ret.value
+            result = ret.value
         finally:
             self.depth -= 1
-        return NoneValue(span)
+            self.active.pop()
+        if self.effects == effects and func.closure.versions() == state:
+            self.calls[key] = (result, [func, *bound.values()])  # keeps the ids in the key alive
+        return result
 
 
 def parse_time(text: str, now_ns: int) -> int:
-    """A PxL time string as nanoseconds: relative ('-5m') against ``now_ns``, or absolute."""
+    """A PxL time string as nanoseconds: relative ('-5m') against ``now_ns``, or absolute.
+
+    Raises ValueError for text that is not a time and OverflowError for a time outside
+    timestamp[ns] (see ``pxq.plan.limits``).
+    """
     match = RELATIVE_TIME.match(text)
     if match:
-        return now_ns + int(match.group(1)) * TIME_UNITS_NS[match.group(2)]
+        # more digits than any int64 has: out of range (and int() refuses more than 4300)
+        if len(match.group(1).lstrip("-0")) > 19:
+            raise OverflowError(text)
+        return _in_time_range(now_ns + int(match.group(1)) * TIME_UNITS_NS[match.group(2)], text)
     cleaned = text.strip()
     for fmt in ("%Y-%m-%d %H:%M:%S.%f %z", "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S.%f",
                 "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z",
@@ -954,10 +1149,18 @@ def parse_time(text: str, now_ns: int) -> int:
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=dt.timezone.utc)
         delta = stamp - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+        return _in_time_range((delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000,
+                              text)
     raise ValueError("not a relative or absolute time")
 
 
+def _in_time_range(ns: int, text: str) -> int:
+    if not fits_int64(ns):
+        raise OverflowError(text)
+    return ns
+
+
+@deep  # the compiler evaluates nested expressions and user functions recursively
 def compile(module: ast.Module, *, now_ns: int, args: dict[str, Any] | None = None, name: str = "",
             vis: dict | None = None, catalog: dict[str, TableSchema] | None = None,
             source: ScriptSource | None = None) -> n.Graph:
@@ -968,6 +1171,8 @@ def compile(module: ast.Module, *, now_ns: int, args: dict[str, Any] | None = No
     entry function); ``now_ns`` is the one 'now' every relative time resolves against.
     """
     compiler = Compiler(now_ns=now_ns, catalog=catalog if catalog is not None else CATALOG, source=source)
+    for pragma in module.pragmas:
+        compiler.check_setting(pragma.key, pragma.value, pragma.span)
     globals_ = Scope()
     compiler.run_module(module, globals_)
     script = plan_script(module, name, vis)
@@ -1007,7 +1212,22 @@ def resolve_arguments(script: ScriptPlan, args: dict[str, Any]) -> dict[str, Any
         if param.name in args:
             values[param.name] = convert_argument(param, args[param.name])
         elif param.has_default:
-            values[param.name] = convert_argument(param, param.default) if param.default is not None else None
+            values[param.name] = _convert_default(param) if param.default is not None else None
         else:
             raise UsageError(f"missing script argument --{param.name}")
     return values
+
+
+def _convert_default(param: ScriptParam) -> Any:
+    """A parameter's default as its type; a default that does not fit is an error in the script."""
+    try:
+        return convert_argument(param, param.default)
+    except UsageError as exc:
+        if param.default_span is None:
+            raise
+        kind = param.type.__name__
+        raise CompileError(Diagnostic(
+            f"the default of parameter '{param.name}' is not a valid {kind}: {_shown(param.default)}",
+            param.default_span,
+            f"an int parameter takes whole numbers in {INT64_RANGE}" if param.type is int
+            else f"give '{param.name}' a default of type {kind}")) from exc

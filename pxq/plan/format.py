@@ -5,8 +5,7 @@ Stable: it is what the snapshot tests and ``pxq explain`` show.
 
 from __future__ import annotations
 
-import datetime as dt
-
+from pxq.plan.limits import format_time_ns
 from pxq.plan.nodes import (Agg, Display, Filter, FragmentInput, Graph, Join, Limit, Map, Project,
                             Relation, Source, Union)
 
@@ -14,8 +13,7 @@ from pxq.plan.nodes import (Agg, Display, Filter, FragmentInput, Graph, Join, Li
 def _time(ns: int | None) -> str:
     if ns is None:
         return "-"
-    stamp = dt.datetime.fromtimestamp(ns // 1_000_000_000, dt.timezone.utc)
-    return f"{stamp:%Y-%m-%d %H:%M:%S}.{ns % 1_000_000_000:09d}Z"
+    return format_time_ns(ns)
 
 
 def _type(typed) -> str:

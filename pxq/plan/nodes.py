@@ -8,7 +8,9 @@ twice is one node with two parents, and the executor computes it once.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from pxq.errors import closest
 from pxq.plan.expr import Expr
@@ -29,6 +31,11 @@ class Field:
     semantic: SemanticType = SemanticType.NONE
 
 
+_field_name = attrgetter("name")
+_INDEXED: deque = deque()  # the schemas that hold a name index, oldest first
+_INDEXED_KEPT = 16
+
+
 @dataclass(frozen=True)
 class Schema:
     fields: tuple[Field, ...]
@@ -38,10 +45,23 @@ class Schema:
         return tuple(f.name for f in self.fields)
 
     def get(self, name: str) -> Field | None:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        return None
+        position = self.positions().get(name)
+        return None if position is None else self.fields[position]
+
+    def positions(self) -> dict[str, int]:
+        """name -> index of its first field. Built on use and kept for the few schemas used
+        last only: a script of 5,000 column assignments makes 5,000 schemas that wide, whose
+        indexes together would take gigabytes, and a linear search per lookup is quadratic."""
+        index = self.__dict__.get("_positions")
+        if index is None:
+            count = len(self.fields)
+            names = list(map(_field_name, self.fields))
+            index = dict(zip(reversed(names), range(count - 1, -1, -1)))
+            object.__setattr__(self, "_positions", index)
+            _INDEXED.append(self)
+            if len(_INDEXED) > _INDEXED_KEPT:
+                object.__delattr__(_INDEXED.popleft(), "_positions")
+        return index
 
     def require(self, name: str, what: str = "column") -> Field:
         found = self.get(name)
@@ -62,7 +82,10 @@ def column_hint(name: str, names) -> str:
 
 
 def _check_reads(expr: Expr, schema: Schema) -> None:
-    for name in sorted(expr.columns()):
+    columns = expr.columns()
+    if columns <= schema.positions().keys():  # the common case, in one set operation
+        return
+    for name in sorted(columns):
         schema.require(name)
 
 
@@ -100,8 +123,11 @@ class Source(Relation):
             raise PlanError(f"a column is selected twice from {self.table!r}")
         if self.start_ns is not None and self.end_ns is not None and self.start_ns > self.end_ns:
             raise PlanError("start_time is after end_time")
-        for pred in self.predicates:
-            _check_reads(pred, self.table_schema)
+        # One check of every column read: filters pushed one at a time make k predicates k times.
+        read = frozenset().union(*[pred.columns() for pred in self.predicates])
+        if not read <= self.table_schema.positions().keys():
+            for pred in self.predicates:
+                _check_reads(pred, self.table_schema)
         self._set_schema(Schema(fields))
 
 
@@ -131,15 +157,17 @@ class Map(Relation):
 
     def __post_init__(self) -> None:
         fields = list(self.input.schema.fields)
+        existing = self.input.schema.positions()
+        added: dict[str, int] = {}
         for name, expr in self.assignments:
             _check_reads(expr, self.input.schema)
             new = Field(name, expr.type, expr.semantic)
-            for i, existing in enumerate(fields):
-                if existing.name == name:
-                    fields[i] = new
-                    break
-            else:
+            position = existing.get(name, added.get(name))
+            if position is None:
+                added[name] = len(fields)
                 fields.append(new)
+            else:
+                fields[position] = new
         self._set_schema(Schema(tuple(fields)))
 
     @property
@@ -340,15 +368,27 @@ class Graph:
 
     def nodes(self) -> list[Relation]:
         """Every node once, inputs before the nodes that read them."""
-        seen: dict[int, Relation] = {}
+        return list(relations_postorder(self.displays))
 
-        def visit(node: Relation) -> None:
-            if id(node) in seen:
-                return
-            for child in node.inputs:
-                visit(child)
-            seen[id(node)] = node
 
-        for display in self.displays:
-            visit(display)
-        return list(seen.values())
+def relations_postorder(roots, done=None, inputs_of=None):
+    """Every distinct node under ``roots`` once, inputs (in order) before the nodes that read them.
+
+    With an explicit stack: a plan is as deep as its script is long (each ``df.x = ...`` is a
+    node), so recursion would limit the length of a script. ``done(node)``: a node for which
+    it is true is neither yielded nor descended into; ``inputs_of(node)``: the inputs to walk
+    into (default: all of ``node.inputs``).
+    """
+    seen: set[int] = set()
+    stack: list[tuple[Relation, bool]] = [(root, False) for root in reversed(tuple(roots))]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            yield node
+            continue
+        if id(node) in seen or (done is not None and done(node)):
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        inputs = node.inputs if inputs_of is None else inputs_of(node)
+        stack.extend((child, False) for child in reversed(inputs) if id(child) not in seen)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from pxq.plan.nodes import Graph, Relation
+from pxq.lang.deep import deep
+from pxq.plan.nodes import Graph, Relation, relations_postorder
 
 Rewriter = Callable[[Relation], Relation]
 
@@ -23,6 +24,7 @@ def with_inputs(node: Relation, inputs: tuple[Relation, ...]) -> Relation:
     return dataclasses.replace(node, **dict(zip(names[len(inputs)], inputs)))
 
 
+@deep  # a rule's rewrite may recurse (pxq.lang.deep)
 def transform(graph: Graph, rewrite: Rewriter, origins: dict[int, Relation] | None = None) -> Graph:
     """Apply ``rewrite`` to every node after its inputs were rewritten; each node once.
 
@@ -32,19 +34,17 @@ def transform(graph: Graph, rewrite: Rewriter, origins: dict[int, Relation] | No
     done: dict[int, Relation] = {}
     keep_alive: list[Relation] = []  # so that ids recorded in origins are never reused
 
-    def visit(node: Relation) -> Relation:
-        key = id(node)
-        if key not in done:
-            rebuilt = with_inputs(node, tuple(visit(child) for child in node.inputs))
-            if origins is not None:
-                origins[id(rebuilt)] = node
-                keep_alive.append(rebuilt)
-            done[key] = rewrite(rebuilt)
-            if origins is not None:
-                origins[id(done[key])] = node
-        return done[key]
+    # Inputs before readers, without recursion: a plan is as deep as its script is long.
+    for node in relations_postorder(graph.displays):
+        rebuilt = with_inputs(node, tuple(done[id(child)] for child in node.inputs))
+        if origins is not None:
+            origins[id(rebuilt)] = node
+            keep_alive.append(rebuilt)
+        done[id(node)] = rewrite(rebuilt)
+        if origins is not None:
+            origins[id(done[id(node)])] = node
 
-    displays = tuple(visit(d) for d in graph.displays)
+    displays = tuple(done[id(d)] for d in graph.displays)
     if all(a is b for a, b in zip(displays, graph.displays)):
         return graph
     return dataclasses.replace(graph, displays=displays)

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from pxq.plan.manifest import ProbeManifest, build_manifest
-from pxq.plan.nodes import Filter, FragmentInput, Graph, Map, Project, Relation, Source
+from pxq.plan.nodes import Filter, FragmentInput, Graph, Map, Project, Relation, Source, relations_postorder
 from pxq.plan.rewrite import with_inputs
 
 _AGENT_NODES = (Source, Filter, Map, Project)
@@ -23,14 +23,7 @@ class SplitPlan:
     manifest: ProbeManifest
 
 
-def _agent_side(node: Relation, memo: dict[int, bool]) -> bool:
-    if id(node) not in memo:
-        memo[id(node)] = isinstance(node, _AGENT_NODES) and all(_agent_side(c, memo) for c in node.inputs)
-    return memo[id(node)]
-
-
 def split(graph: Graph) -> SplitPlan:
-    memo: dict[int, bool] = {}
     fragments: list[Relation] = []
     index: dict[int, FragmentInput] = {}
 
@@ -40,19 +33,18 @@ def split(graph: Graph) -> SplitPlan:
             fragments.append(node)
         return index[id(node)]
 
-    # Walk from the displays; any maximal agent-side subtree becomes a fragment.
+    # Iterative walks (a plan is as deep as its script is long): first which nodes can run on
+    # an agent, inputs first; then from the displays, where any maximal agent-side subtree
+    # becomes a fragment and the merge-side nodes above it are rebuilt to read its output.
+    agent_side: dict[int, bool] = {}
+    for node in graph.nodes():
+        agent_side[id(node)] = isinstance(node, _AGENT_NODES) and all(agent_side[id(c)] for c in node.inputs)
     done: dict[int, Relation] = {}
-
-    def visit(node: Relation) -> Relation:
-        if id(node) in done:
-            return done[id(node)]
-        if _agent_side(node, memo):
-            result = cut(node)
+    for node in relations_postorder(graph.displays, inputs_of=lambda n: () if agent_side[id(n)] else n.inputs):
+        if agent_side[id(node)]:
+            done[id(node)] = cut(node)
         else:
-            result = with_inputs(node, tuple(visit(c) for c in node.inputs))
-        done[id(node)] = result
-        return result
-
-    displays = tuple(visit(d) for d in graph.displays)
+            done[id(node)] = with_inputs(node, tuple(done[id(c)] for c in node.inputs))
+    displays = tuple(done[id(d)] for d in graph.displays)
     merge = dataclasses.replace(graph, displays=displays)
     return SplitPlan(tuple(fragments), merge, build_manifest(graph))

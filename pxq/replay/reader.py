@@ -19,6 +19,7 @@ from pxq.replay.meta import META_FILE, MetaProblem, first_line, normalize_meta
 from pxq.replay.writer import PARQUET_SUFFIX
 from pxq.tables import CATALOG, TableSchema
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 TIME_COLUMN = "time_"
 _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 
@@ -116,12 +117,23 @@ def _window_filter(time_type: pa.DataType, start_ns: int | None, end_ns: int | N
         k = _UNIT_NS[time_type.unit]
     else:
         k, time_type = 1, pa.int64()
+    # Bounds come as Python ints and may lie outside int64 (a caller's arithmetic): they are
+    # clamped to it, so that they never overflow and rows whose time_ is null stay out.
     expr = None
     time_field = ds.field(TIME_COLUMN)
     if start_ns is not None:
-        expr = time_field >= pa.scalar(_ceil_div(start_ns, k), type=pa.int64()).cast(time_type)
+        lower = _ceil_div(start_ns, k)
+        if lower > INT64_MAX:
+            return ds.scalar(False)
+        expr = time_field >= pa.scalar(max(lower, INT64_MIN), type=pa.int64()).cast(time_type)
     if end_ns is not None:
-        upper = time_field < pa.scalar(_ceil_div(end_ns, k), type=pa.int64()).cast(time_type)
+        upper_value = _ceil_div(end_ns, k)
+        if upper_value <= INT64_MIN:
+            return ds.scalar(False)
+        if upper_value <= INT64_MAX:
+            upper = time_field < pa.scalar(upper_value, type=pa.int64()).cast(time_type)
+        else:  # every time is below it
+            upper = time_field.is_valid()
         expr = upper if expr is None else expr & upper
     return expr
 

@@ -151,8 +151,10 @@ def test_an_exception_in_a_thread_is_one_line(capsys, capture, monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--num_head=99999999999999999999"], "pxq: --num_head expects a 64-bit integer, got '99999999999999999999'"),
-    (["--num_head=-9223372036854775809"], "pxq: --num_head expects a 64-bit integer, got '-9223372036854775809'"),
+    (["--num_head=99999999999999999999"], "pxq: --num_head expects int, got '99999999999999999999', which is out of range for a 64-bit integer "
+     "(-9223372036854775808 .. 9223372036854775807)"),
+    (["--num_head=-9223372036854775809"], "pxq: --num_head expects int, got '-9223372036854775809', which is out of range for a 64-bit integer "
+     "(-9223372036854775808 .. 9223372036854775807)"),
     (["--num_head=5", "--num_head", "6"], "pxq: script argument --num_head given twice ('5' and '6')"),
 ])
 def test_bad_script_arguments_are_one_line(capsys, capture, args, message):

@@ -9,6 +9,7 @@ import pytest
 
 from pxq.errors import PxqSyntaxError
 from pxq.lang import parse
+from pxq.lang.parse import MAX_DEPTH
 from tests.snapshot import assert_snapshot
 
 HERE = Path(__file__).parent
@@ -118,7 +119,7 @@ def test_unsupported_python_is_named_and_underlined(source, underlined, message,
         ("1 = x\n", "cannot assign to a literal"),
         ("#px:set nonsense\n", "malformed pragma"),
         ("#px:set a=b c\n", "malformed pragma"),
-        ("x = " + "-" * 300 + "a\n", "expression is nested too deeply"),
+        ("x = " + "-" * (MAX_DEPTH + 1) + "a\n", "expression is nested too deeply"),
     ],
 )
 def test_syntax_errors_say_what_is_wrong(source, message):

@@ -196,7 +196,7 @@ def test_nesting_up_to_the_limit_parses_and_beyond_it_is_refused():
     parse("x = " + "-" * (MAX_DEPTH - 10) + "a\n")
     parse("x = " + "(" * (MAX_DEPTH - 10) + "a" + ")" * (MAX_DEPTH - 10) + "\n")
     with pytest.raises(PxqSyntaxError, match="nested too deeply"):
-        parse("x = " + "(" * 500 + "a" + ")" * 500 + "\n")
+        parse("x = " + "(" * (MAX_DEPTH + 10) + "a" + ")" * (MAX_DEPTH + 10) + "\n")
     with pytest.raises(PxqSyntaxError, match="nested too deeply"):
         parse("x = " + "-" * (MAX_DEPTH * 3) + "a\n")
     with pytest.raises(PxqSyntaxError, match="nested too deeply"):

@@ -19,7 +19,8 @@ names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,7}", fullmatch=True).filter(lamb
 floats = st.floats(min_value=0.0, allow_nan=False).filter(lambda x: math.copysign(1.0, x) > 0)
 constants = st.builds(
     lambda value: ast.Constant(S, value),
-    st.one_of(st.text(max_size=12), st.integers(min_value=0), floats, st.booleans(), st.none()),
+    # 2**63 is the largest integer literal PxL reads (as the operand of '-': int64's least value)
+    st.one_of(st.text(max_size=12), st.integers(min_value=0, max_value=2**63), floats, st.booleans(), st.none()),
 )
 atoms = st.one_of(st.builds(lambda n: ast.Name(S, n), names), constants)
 

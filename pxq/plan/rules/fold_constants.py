@@ -6,7 +6,7 @@ import dataclasses
 
 from pxq.funcs.registry import ExecContext
 from pxq.plan.constants import evaluate_constant
-from pxq.plan.expr import Expr, FuncCall, Literal
+from pxq.plan.expr import Expr, FuncCall, Literal, postorder
 from pxq.plan.nodes import Filter, Graph, Map, Relation, Source
 from pxq.types import DataType
 from pxq.plan.rewrite import transform
@@ -35,19 +35,32 @@ def _simplify_logic(expr: FuncCall) -> Expr:
 
 
 def fold(expr: Expr, ctx: ExecContext) -> Expr:
-    if isinstance(expr, FuncCall):
-        if expr.is_constant:
+    """``expr`` with every constant part replaced by its value.
+
+    Bottom-up over the distinct nodes (see ``pxq.plan.expr.postorder``): a call whose arguments
+    all folded to literals is computed from them, once, however often and however deep it is
+    read. A part whose computation fails is left for the executor, which reports errors with
+    their position.
+    """
+    done: dict[int, Expr] = {}
+    for node in postorder(expr):
+        if not isinstance(node, FuncCall):
+            done[id(node)] = node
+            continue
+        args = tuple(done[id(a)] for a in node.args)
+        folded = dataclasses.replace(node, args=args) if any(a is not b for a, b in zip(args, node.args)) else node
+        if all(isinstance(a, Literal) for a in args):
             try:
-                value = evaluate_constant(expr, ctx)
+                value = evaluate_constant(folded, ctx)
             except Exception:  # leave it for the executor, which reports errors with context
-                return expr
-            return Literal(value, expr.type, expr.semantic)
-        args = tuple(fold(a, ctx) for a in expr.args)
-        if any(a is not b for a, b in zip(args, expr.args)):
-            expr = dataclasses.replace(expr, args=args)
-        if expr.name in ("logicalAnd", "logicalOr"):
-            return _simplify_logic(expr)
-    return expr
+                pass
+            else:
+                done[id(node)] = Literal(value, node.type, node.semantic)
+                continue
+        if folded.name in ("logicalAnd", "logicalOr"):
+            folded = _simplify_logic(folded)
+        done[id(node)] = folded
+    return done[id(expr)]
 
 
 def apply(graph: Graph) -> Graph:
