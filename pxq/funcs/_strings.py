@@ -10,7 +10,9 @@ Choices:
 - ``regex_match(pattern, s)`` is a full match (RE2, ``.`` matches newline, as Pixie sets dot_nl);
   ``replace(pattern, s, replacement)`` replaces every match, ``\\1`` in the replacement refers to a
   group. An invalid pattern or replacement raises ValueError naming the function (Pixie quietly
-  returns false or an error text in every row).
+  returns false or an error text in every row). ``replace`` whose output could pass the query's
+  memory limit (an empty pattern repeats the replacement before every character) is a
+  ResourceLimitError before RE2 runs out of memory.
 - ``atoi(s, default=0)``: absl::SimpleAtoi's rules (optional surrounding ASCII whitespace, optional
   sign, decimal digits, within int64); anything else gives ``default``. Pixie requires the default;
   pxq lets it be omitted.
