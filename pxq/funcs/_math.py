@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from pxq.funcs._common import (BOOLEAN, EQUALITY_PAIRS, FLOAT64, INT64, NUMERIC_PAIRS, QUANTITIES, STRING,
                                TIME64NS, S, as_float, inherit, is_int, keep, map_distinct, null_of, numeric_operands,
                                param, same_type, udf)
-from pxq.funcs._operators import comparable
+from pxq.funcs._operators import checked, comparable
 
 X_NUM = (param("x", INT64, FLOAT64),)
 _INT64_LIMIT = 2.0 ** 63
@@ -93,7 +93,7 @@ def _round(ctx, x, decimals):
 
 @udf("abs", X_NUM, same_type(), "|x|, of the same type.", semantic=inherit(QUANTITIES))
 def _abs(ctx, x):
-    return pc.abs(x)
+    return checked("abs", pc.abs_checked, x)  # abs(INT64 min) does not fit
 
 
 def _float_function(name: str, kernel, doc: str) -> None:
