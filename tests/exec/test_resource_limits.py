@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import resource
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from pxq.errors import ExecutionError, ResourceLimitError
 from pxq.exec.limits import DEFAULT_MAX_MEMORY_MB, ENV_VAR, MIB, join_output, memory_limit_bytes
 from pxq.library import Script
 from pxq.testing.synthetic import write_synthetic_capture
+from tests.cli_support import run_pxq
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,8 +84,7 @@ def test_exploding_self_merges_end_with_one_line_in_bounded_memory(capture_dir, 
         resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), ENV_VAR: "1024"}
-    done = subprocess.run([sys.executable, "-m", "pxq.cli.main", "run", str(script), "--from", str(capture_dir)],
-                          capture_output=True, text=True, env=env, preexec_fn=cap_memory, timeout=300)
+    done = run_pxq("run", script, "--from", capture_dir, env=env, preexec_fn=cap_memory, timeout=300)
     assert done.returncode == ExecutionError.exit_code, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr
