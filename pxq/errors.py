@@ -124,3 +124,8 @@ def closest(name: str, candidates, n: int = 3) -> list[str]:
     import difflib
 
     return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.6)
+
+
+class ResourceLimitError(ExecutionError):
+    """The query would need more memory than its limit (``PXQ_MAX_MEMORY_MB`` or
+    ``#px:set max_memory_mb=N``), e.g. a join whose output explodes."""

@@ -14,9 +14,11 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pxq.errors import ExecutionError
+from pxq.errors import ExecutionError, ResourceLimitError
 from pxq.exec.aggregate import aggregate
 from pxq.exec.expressions import decode_dictionaries, evaluate, mask, to_column
+from pxq.exec.limits import SETTING as MEMORY_SETTING
+from pxq.exec.limits import MemoryBudget, join_output, memory_limit_bytes, too_big, whole_number
 from pxq.exec.pushdown import split_pushable
 from pxq.funcs.registry import ExecContext, load_builtins
 from pxq.lang.deep import deep
@@ -53,6 +55,7 @@ class _Run:
     ctx: ExecContext
     fragment_inputs: tuple[pa.Table, ...] = ()
     memo: dict[int, pa.Table] = field(default_factory=dict)
+    budget: MemoryBudget | None = None
 
     def table(self, node: Relation) -> pa.Table:
         if id(node) not in self.memo:
@@ -60,6 +63,8 @@ class _Run:
             # run_node of each node finds its inputs' tables in the memo.
             for item in relations_postorder((node,), done=lambda n: id(n) in self.memo):
                 self.memo[id(item)] = run_node(item, self)
+                if self.budget is not None:
+                    self.budget.check(f"the {type(item).__name__.lower()} step")
         return self.memo[id(node)]
 
 
@@ -162,6 +167,10 @@ _JOIN_TYPES = {"inner": "inner", "left": "left outer", "right": "right outer", "
 @run_node.register
 def _(node: Join, run: _Run) -> pa.Table:
     left, right = decode_dictionaries(run.table(node.left)), decode_dictionaries(run.table(node.right))
+    if run.budget is not None:  # size the output before Acero materializes it
+        rows, size = join_output(left, right, node.left_on, node.right_on, node.how)
+        keys = ", ".join(f"{l}={r}" for l, r in zip(node.left_on, node.right_on))
+        run.budget.admit(f"the merge on {keys} ({rows:,} rows)", size)
     # Give every right column a private name so Acero never sees two columns with one name.
     right_names = {name: f"__right_{i}" for i, name in enumerate(right.column_names)}
     right = right.rename_columns([right_names[c] for c in right.column_names])
@@ -208,20 +217,38 @@ def _(node: Display, run: _Run) -> pa.Table:
     return conform(run.table(node.input), node.schema)
 
 
-def _context(graph: Graph, source: DataSource | None) -> ExecContext:
+def _context(graph: Graph, source: DataSource | None, memory_limit: int | None = None) -> ExecContext:
     load_builtins()
     return ExecContext(now_ns=graph.now_ns, processes=dict(getattr(source, "processes", {}) or {}),
-                       host=getattr(source, "host", "") or "")
+                       host=getattr(source, "host", "") or "", memory_limit_bytes=memory_limit)
+
+
+def _new_run(graph: Graph, source: DataSource | None, fragment_inputs: tuple[pa.Table, ...] = ()) -> _Run:
+    memory_limit = memory_limit_bytes(graph.setting(MEMORY_SETTING))
+    return _Run(source, _context(graph, source, memory_limit), fragment_inputs, budget=MemoryBudget(memory_limit))
+
+
+def _run_display(run: _Run, node: Relation) -> pa.Table:
+    """run.table(node), with Arrow's and Python's out-of-memory failures as ResourceLimitError."""
+    try:
+        return run.table(node)
+    except (pa.ArrowMemoryError, MemoryError):
+        raise too_big("the query", run.budget.used() if run.budget else 0,
+                      run.budget.limit_bytes if run.budget else 0) from None
+    except pa.ArrowCapacityError as exc:
+        raise ResourceLimitError(f"a column grew past what one Arrow array holds (2 GiB of text): {exc}; "
+                                 "filter or shorten the values first") from None
 
 
 @deep  # predicates nested as deep as the script may be turned into Arrow expressions recursively
 def execute(graph: Graph, source: DataSource | None, *, fragment_inputs: tuple[pa.Table, ...] = ()) -> Results:
     """Run every display of ``graph``; tables read from ``source`` (or from fragment_inputs)."""
-    run = _Run(source, _context(graph, source), fragment_inputs)
-    limit = int(graph.setting("max_output_rows_per_table", DEFAULT_MAX_OUTPUT_ROWS))
+    run = _new_run(graph, source, fragment_inputs)
+    limit = whole_number(graph.setting("max_output_rows_per_table", DEFAULT_MAX_OUTPUT_ROWS),
+                         "#px:set max_output_rows_per_table")
     results = Results({})
     for display in graph.displays:
-        table = run.table(display)
+        table = _run_display(run, display)
         if table.num_rows > limit:
             results.notes.append(f"display {display.name!r}: showing {limit} of {table.num_rows} rows "
                                  f"(#px:set max_output_rows_per_table=N changes the limit)")
@@ -232,5 +259,5 @@ def execute(graph: Graph, source: DataSource | None, *, fragment_inputs: tuple[p
 
 def execute_fragments(fragments: tuple[Relation, ...], graph: Graph, source: DataSource) -> tuple[pa.Table, ...]:
     """Run agent fragments (see pxq.plan.split) over ``source``; their tables feed the merge graph."""
-    run = _Run(source, _context(graph, source))
-    return tuple(run.table(f) for f in fragments)
+    run = _new_run(graph, source)
+    return tuple(_run_display(run, f) for f in fragments)

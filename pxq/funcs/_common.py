@@ -21,9 +21,9 @@ Value = pa.Array | pa.ChunkedArray | pa.Scalar
 
 
 def param(name: str, *types: DataType, literal: bool = False, default: Any = None,
-          has_default: bool = False) -> Param:
-    """A parameter accepting ``types`` (every type when none are given)."""
-    return Param(name, frozenset(types) if types else None, literal, default, has_default)
+          has_default: bool = False, accepts_list: bool = False, bounds: tuple[int, int] | None = None) -> Param:
+    """A parameter accepting ``types`` (every type when none are given; for a list, its elements')."""
+    return Param(name, frozenset(types) if types else None, literal, default, has_default, accepts_list, bounds)
 
 
 def udf(name: str, params: tuple[Param, ...], returns: TypeRule, doc: str, *,

@@ -6,9 +6,11 @@ Choices:
   int64 range give null (undefined behaviour in C++).
 - ``bin(v, size)`` rounds down (towards -inf) to a multiple of ``size`` as Pixie's docs say; Pixie's
   code (v - v % size with C++ %) rounds towards zero, which differs only for negative values. A FLOAT64
-  value is truncated to INT64 first, as in Pixie. ``size`` must be a positive constant.
+  value is truncated to INT64 first, as in Pixie. ``size`` must be a positive constant; a value whose
+  multiple below is not an INT64 (near the INT64 minimum) is an error, never a wrapped number.
 - ``round(x, decimals)`` returns the C ``%.*f`` text (correct rounding of the binary value, ties to
-  even), e.g. ``round(0.248, 2) == "0.25"`` and ``round(-0.001, 2) == "-0.00"``.
+  even), e.g. ``round(0.248, 2) == "0.25"`` and ``round(-0.001, 2) == "-0.00"``. ``decimals`` is 0 to
+  1074 (every double is exact with 1074 decimals); outside that it is an error.
 - ``log(b, v)`` is Pixie's: the base comes first, computed as ln(v) / ln(b).
 - ``px.seconds(n)`` and friends take INT64 or FLOAT64 and return INT64 nanoseconds (a float is
   rounded to the nearest nanosecond, NaN gives null); beyond int64 (about 292 years) they raise
@@ -25,7 +27,7 @@ import pyarrow.compute as pc
 from pxq.funcs._common import (BOOLEAN, EQUALITY_PAIRS, FLOAT64, INT64, NUMERIC_PAIRS, QUANTITIES, STRING,
                                TIME64NS, S, as_float, inherit, is_int, keep, map_distinct, null_of, numeric_operands,
                                param, same_type, udf)
-from pxq.funcs._operators import comparable
+from pxq.funcs._operators import checked, comparable
 
 X_NUM = (param("x", INT64, FLOAT64),)
 _INT64_LIMIT = 2.0 ** 63
@@ -51,18 +53,23 @@ _rounding("floor", pc.floor, "The largest integer <= x, as INT64 (null for NaN/i
 _rounding("ceil", pc.ceil, "The smallest integer >= x, as INT64 (null for NaN/inf).")
 
 
+# Every double is exact with 1074 decimals (the smallest, 2**-1074, has that many); more would only
+# pad zeros, and px.round(x, 1000000000) would build a gigabyte per value.
+_MAX_DECIMALS = 1074
+
+
 def _printf_fixed(decimals: int):
     return lambda v: f"{v:.{decimals}f}"
 
 
-@udf("round", (param("x", FLOAT64, INT64), param("decimals", INT64, literal=True)), STRING,
+@udf("round", (param("x", FLOAT64, INT64), param("decimals", INT64, literal=True, bounds=(0, _MAX_DECIMALS))), STRING,
      "x formatted with `decimals` digits after the point, as a STRING (C's %.*f).")
 def _round(ctx, x, decimals):
     digits = decimals.as_py()
     if digits is None:
         return pa.nulls(len(x), pa.string())
-    if digits < 0:
-        raise ValueError(f"px.round: decimals must be >= 0, got {digits}")
+    if not 0 <= digits <= _MAX_DECIMALS:
+        raise ValueError(f"px.round: decimals must be between 0 and {_MAX_DECIMALS}, got {digits}")
     x = as_float(x)
     if digits > 30:  # beyond what decimal128 can hold next to a sensible integer part
         return map_distinct(x, _printf_fixed(digits), pa.string())
@@ -86,7 +93,7 @@ def _round(ctx, x, decimals):
 
 @udf("abs", X_NUM, same_type(), "|x|, of the same type.", semantic=inherit(QUANTITIES))
 def _abs(ctx, x):
-    return pc.abs(x)
+    return checked("abs", pc.abs_checked, x)  # abs(INT64 min) does not fit
 
 
 def _float_function(name: str, kernel, doc: str) -> None:
@@ -111,7 +118,7 @@ def _pow(ctx, x, y):
     return pc.power(as_float(x), as_float(y))
 
 
-@udf("bin", (param("value", INT64, FLOAT64, TIME64NS), param("size", INT64, literal=True)),
+@udf("bin", (param("value", INT64, FLOAT64, TIME64NS), param("size", INT64, literal=True, bounds=(1, 2 ** 63 - 1))),
      lambda types: INT64 if types[0] is FLOAT64 else types[0],
      "value rounded down to a multiple of size (time buckets: px.bin(df.time_, px.seconds(10))).",
      semantic=keep(0))
@@ -123,7 +130,10 @@ def _bin(ctx, value, size):
         raise ValueError(f"px.bin: size must be positive, got {width}")
     if not is_int(value):
         value = _float_to_int64(pc.trunc(value))
-    return pc.subtract(value, pc.modulo(value, width))  # Arrow's modulo is floored: rounds down
+    try:  # Arrow's modulo is floored: rounds down
+        return pc.subtract_checked(value, pc.modulo(value, width))
+    except pa.ArrowInvalid:  # e.g. bin(INT64 min, 10): the multiple below is not an INT64
+        raise ValueError(f"px.bin: a value has no multiple of {width} at or below it within INT64") from None
 
 
 # ---------------------------------------------------------------- conditionals
@@ -161,7 +171,7 @@ def _equals_any_type(types):
     return BOOLEAN
 
 
-@udf("equals_any", (param("value"), param("values", literal=True)), _equals_any_type,
+@udf("equals_any", (param("value"), param("values", literal=True, accepts_list=True)), _equals_any_type,
      "Whether value equals any element of the constant list `values` (PxL has no `in`).")
 def _equals_any(ctx, value, values):
     # The compiler passes a list literal as a ListScalar (its type is the element type); a lone

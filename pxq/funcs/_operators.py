@@ -5,7 +5,9 @@ Parameters accept every type; the ``returns`` rule checks the combination, so th
 reported as e.g. ``cannot subtract STRING and INT64`` rather than as a complaint about one argument.
 
 Choices (Pixie runs C++ on non-null values; pxq has nulls and picks these):
-- Integer arithmetic wraps on overflow, like Pixie's int64 C++ arithmetic in practice.
+- Integer arithmetic (``+ - *``, negation, ``px.abs``) that overflows INT64 is an error naming the
+  function, never a wrapped number (Pixie's C++ int64 overflow is undefined and wraps in practice:
+  ``df.time_ + px.days(90000)`` became a time in 1677).
 - ``divide`` always returns FLOAT64 (Pixie casts both sides to double): IEEE semantics, so x/0 is
   +inf or -inf and 0/0 is NaN (never null, never an error).
 - ``modulo`` follows C++ ``%`` (Pixie's implementation): the result takes the sign of the dividend,
@@ -27,6 +29,18 @@ from pxq.funcs._common import (BOOLEAN, EQUALITY_PAIRS, FLOAT64, INT64, NUMERIC_
 
 AB = (param("a"), param("b"))
 X = (param("x"),)
+
+
+def checked(name: str, kernel, *args):
+    """``kernel`` (an Arrow ``*_checked`` function: floats follow IEEE, integers raise on overflow),
+    with an overflow reported as px.<name>'s."""
+    try:
+        return kernel(*args)
+    except pa.ArrowInvalid as exc:
+        if "overflow" not in str(exc):
+            raise
+        raise ValueError(f"px.{name}: the result does not fit in INT64; hint: compute in FLOAT64 "
+                         "(e.g. multiply by 1.0 first)") from None
 
 # ---------------------------------------------------------------- arithmetic
 
@@ -58,7 +72,7 @@ def _subtract_semantic(sems):
 def _add(ctx, a, b):
     if pa.types.is_string(a.type):
         return pc.binary_join_element_wise(a, b, "")
-    return pc.add(*numeric_operands(a, b))
+    return checked("add", pc.add_checked, *numeric_operands(a, b))
 
 
 @udf("subtract", AB,
@@ -67,13 +81,13 @@ def _add(ctx, a, b):
      "a - b: numeric subtraction; time minus nanoseconds is a time, time minus time is INT64 ns.",
      semantic=_subtract_semantic)
 def _subtract(ctx, a, b):
-    return pc.subtract(*numeric_operands(a, b))
+    return checked("subtract", pc.subtract_checked, *numeric_operands(a, b))
 
 
 @udf("multiply", AB, pair_rule("multiply", NUMERIC_PAIRS),
      "a * b: INT64 if both are INT64, else FLOAT64.")
 def _multiply(ctx, a, b):
-    return pc.multiply(*numeric_operands(a, b))
+    return checked("multiply", pc.multiply_checked, *numeric_operands(a, b))
 
 
 @udf("divide", AB, pair_rule("divide", {pair: FLOAT64 for pair in NUMERIC_PAIRS}),
@@ -99,7 +113,7 @@ def _modulo(ctx, a, b):
 @udf("negate", X, unary_rule("negate", {INT64: INT64, FLOAT64: FLOAT64}), "-x.",
      semantic=inherit(QUANTITIES))
 def _negate(ctx, x):
-    return pc.negate(x)
+    return checked("negate", pc.negate_checked, x)
 
 
 @udf("invert", X, unary_rule("invert", {INT64: INT64, BOOLEAN: BOOLEAN}),

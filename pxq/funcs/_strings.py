@@ -10,14 +10,18 @@ Choices:
 - ``regex_match(pattern, s)`` is a full match (RE2, ``.`` matches newline, as Pixie sets dot_nl);
   ``replace(pattern, s, replacement)`` replaces every match, ``\\1`` in the replacement refers to a
   group. An invalid pattern or replacement raises ValueError naming the function (Pixie quietly
-  returns false or an error text in every row).
+  returns false or an error text in every row). ``replace`` whose output could pass the query's
+  memory limit (an empty pattern repeats the replacement before every character) is a
+  ResourceLimitError before RE2 runs out of memory.
 - ``atoi(s, default=0)``: absl::SimpleAtoi's rules (optional surrounding ASCII whitespace, optional
   sign, decimal digits, within int64); anything else gives ``default``. Pixie requires the default;
   pxq lets it be omitted.
 - ``pluck*`` (Pixie's rules): invalid JSON, a non-object, or a missing key gives "" / 0 / 0.0.
   Two departures: a JSON ``null`` value gives null (Pixie's own TODO asks for this, and pxq's
   quantiles use null for "no data"), and ``pluck_float64`` also reads integers (Pixie's rapidjson
-  IsDouble() check turns ``{"p50": 10}`` into 0.0).
+  IsDouble() check turns ``{"p50": 10}`` into 0.0). A document nested deeper than Python's parser
+  goes (about 1,000 levels) gives null: its members are unknown (Pixie's recursive rapidjson parse
+  has no limit and would overflow its stack).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pxq.exec.limits import too_big
 from pxq.funcs._common import BOOLEAN, FLOAT64, INT64, STRING, map_distinct, null_of, param, rowwise, udf
 from pxq.types import arrow_type
 
@@ -67,7 +73,8 @@ def _substring(ctx, s, pos, length):
         return pa.nulls(len(s), pa.string())
     if start < 0 or count < 0:
         start = count = 0
-    return pc.utf8_slice_codeunits(s, start, start + count)
+    # pos + length may pass INT64 (px.substring(s, 1, 9223372036854775807)): the end is "the end".
+    return pc.utf8_slice_codeunits(s, start, min(start + count, _INT64_MAX))
 
 
 @udf("length", S_, INT64, "The number of characters in s.")
@@ -132,7 +139,54 @@ def _replace(ctx, pattern, s, replacement):
         return pa.nulls(len(s), pa.string())
     _checked("replace", f"regular expression {text!r}", lambda: pc.match_substring_regex(_PROBE, text))
     _checked("replace", f"replacement {sub!r}", lambda: pc.replace_substring_regex(_PROBE, text, sub))
-    return pc.replace_substring_regex(s, text, sub)
+    if ctx.memory_limit_bytes is None:
+        return pc.replace_substring_regex(s, text, sub)
+    return _replace_within(s, text, sub, ctx.memory_limit_bytes)
+
+
+_GROUP_REFERENCE = re.compile(r"\\[0-9]")
+
+
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 20 else repr(text[:17] + "...")
+
+
+def replaced_size_bounds(s, replacement: str) -> np.ndarray:
+    """Per row, an upper bound of the bytes px.replace can make of it: at most one match per byte
+    plus one (an empty pattern matches before every character and at the end), each adding the
+    replacement's text, and group references copying every byte of the row at most once each
+    (matches do not overlap)."""
+    lengths = pc.fill_null(pc.binary_length(s), 0).to_numpy(zero_copy_only=False).astype(np.float64)
+    references = len(_GROUP_REFERENCE.findall(replacement))
+    return lengths * (1 + references) + (lengths + 1) * len(replacement.encode())
+
+
+def _replace_within(s, pattern: str, replacement: str, limit: int):
+    """px.replace, refused before its output outgrows ``limit`` bytes. The output can dwarf the input
+    (px.replace('', body, long_text) multiplies the body by long_text) and RE2 dies on
+    std::bad_alloc, which takes the process with it; so rows whose bound fits run in pieces of about
+    a quarter of the limit, and the bytes actually produced are counted."""
+    what = f"px.replace({pattern!r}, ..., {_short(replacement)})"
+    bounds = replaced_size_bounds(s, replacement)
+    if bounds.sum() <= limit:
+        return pc.replace_substring_regex(s, pattern, replacement)
+    if bounds.max() > limit:  # one row alone could outgrow the limit
+        raise too_big(what, bounds.max(), limit)
+    piece_bytes = max(limit // 4, 1)
+    ends = np.searchsorted(np.cumsum(bounds), np.arange(piece_bytes, bounds.sum() + piece_bytes, piece_bytes),
+                           side="right")
+    pieces, produced, start = [], 0, 0
+    for end in [*ends.tolist(), len(s)]:
+        end = max(end, start + 1)
+        if start >= len(s):
+            break
+        piece = pc.replace_substring_regex(s.slice(start, end - start), pattern, replacement)
+        produced += pc.sum(pc.binary_length(piece)).as_py() or 0
+        if produced > limit:
+            raise too_big(what, produced, limit)
+        pieces.append(piece)
+        start = end
+    return pa.concat_arrays(pieces)
 
 
 # ---------------------------------------------------------------- conversions
@@ -175,15 +229,24 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")  # NaN/Infinity: rapidjson refuses them too
 
 
+# A document nested too deeply for Python's recursive parser (a captured body can be
+# '[[[[...' 100,000 levels deep); its members are unknown, so they pluck as null.
+_TOO_DEEP = object()
+
+
 def _parse(text: str):
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except ValueError:
         return _ABSENT
+    except RecursionError:
+        return _TOO_DEEP
 
 
 def _member(text: str, key: str):
     doc = _parse(text)
+    if doc is _TOO_DEEP:
+        return None
     return doc.get(key, _ABSENT) if isinstance(doc, dict) else _ABSENT
 
 
@@ -233,6 +296,8 @@ _pluck("pluck_float64", _as_float, FLOAT64,
 
 def _element(text: str, index: int):
     doc = _parse(text)
+    if doc is _TOO_DEEP:
+        return None
     return doc[index] if isinstance(doc, list) and 0 <= index < len(doc) else _ABSENT
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from pxq.exec.limits import DEFAULT_MAX_MEMORY_MB, MIB
 from pxq.types import DataType, SemanticType
 
 ANY: frozenset[DataType] | None = None  # a parameter that accepts every type
@@ -31,6 +32,12 @@ class Param:
     literal: bool = False
     default: Any = None
     has_default: bool = False
+    # The argument may be a constant list (px.equals_any's values); everywhere else a list is a
+    # compile error, never a value a column-wise implementation receives.
+    accepts_list: bool = False
+    # Inclusive (low, high) for a literal INT64 argument, checked by the compiler (px.bin's size,
+    # px.round's decimals); the implementation checks again for callers that skip the compiler.
+    bounds: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class ExecContext:
     # upid string -> {"pid", "comm", "cmdline", "exe", "container_id", "pod", "namespace", ...}
     processes: dict[str, dict[str, Any]] = field(default_factory=dict)
     host: str = ""
+    # The query's memory cap (pxq.exec.limits), for functions whose output can outgrow their input.
+    memory_limit_bytes: int | None = DEFAULT_MAX_MEMORY_MB * MIB
 
 
 @dataclass(frozen=True)

@@ -767,9 +767,14 @@ class Compiler:
 
     # -- conversions
 
-    def as_expr(self, value: Value, what: str) -> Expr:
+    def as_expr(self, value: Value, what: str, *, allow_list: bool = False, hint: str | None = None) -> Expr:
+        """``value`` as a plan expression; a constant list only where ``allow_list`` (px.equals_any's
+        values): a column holds one value per row, and no other function takes a list."""
         if isinstance(value, ExprValue):
             return value.expr
+        if isinstance(value, SeqValue) and not allow_list:
+            raise self.error(f"{what} must be a column or a single value, not a {value.kind}", value.span,
+                             hint or "to test a column against several values use px.equals_any(df.col, [...])")
         if isinstance(value, SeqValue):
             items = [self.as_expr(v, what) for v in value.items]
             if not all(isinstance(i, Literal) and not i.is_list for i in items):
@@ -870,13 +875,19 @@ class Compiler:
                 exprs.append(self.as_expr(_python_literal(param.default, span), param.name))
                 continue
             value = bound[key]
-            expr = self.as_expr(value, f"argument {param.name!r} of px.{fn.name}")
+            expr = self.as_expr(value, f"argument {param.name!r} of px.{fn.name}", allow_list=param.accepts_list,
+                                hint=None if fn.name in OPERATOR_FUNCTIONS else f"signature: {fn.signature()}")
             if param.literal and not expr.is_constant:
                 raise self.error(f"argument {param.name!r} of px.{fn.name} must be a constant, not a column",
                                  value.span, f"signature: {fn.signature()}")
             if param.types is not None and expr.type not in param.types:
                 raise self.error(f"argument {param.name!r} of px.{fn.name} has type {expr.type}",
                                  value.span, f"signature: {fn.signature()}")
+            if param.bounds is not None:
+                given, (low, high) = self.constant(value, f"argument {param.name!r} of px.{fn.name}"), param.bounds
+                if given is not None and not low <= given <= high:
+                    raise self.error(f"argument {param.name!r} of px.{fn.name} must be between {low:,} and {high:,}, "
+                                     f"not {given:,}", value.span, f"signature: {fn.signature()}")
             exprs.append(expr)
         arg_types = tuple(e.type for e in exprs)
         try:

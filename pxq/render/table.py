@@ -3,7 +3,9 @@
 Cells are formatted by semantic type (durations ``12.3 ms``, bytes ``1.2 KiB``, percent, UTC times,
 HTTP status colours), long strings and JSON are cut with an ellipsis (stack traces keep their leaf
 end), nulls are a dim ``null``, numbers are right-aligned. Only the rows shown are formatted: a
-display longer than ``max_rows`` (default ``DEFAULT_MAX_ROWS``) ends with a ``… N more rows`` line.
+display longer than ``max_rows`` (default ``DEFAULT_MAX_ROWS``, never more than ``MAX_TERMINAL_ROWS``
+whatever is asked: laying out millions of rows would take minutes and gigabytes) ends with a
+``… N more rows`` line.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from pxq.render.base import is_text, is_time, semantic_of, time_ns
 from pxq.types import SemanticType as S
 
 DEFAULT_MAX_ROWS = 100
+# The most rows a terminal table lays out, even when asked for more; file formats write them all.
+MAX_TERMINAL_ROWS = 10_000
 # Width used when stdout is not a terminal (pipes, files, CI logs).
 PLAIN_WIDTH = 160
 # Longest text shown in a cell before it is cut with an ellipsis.
@@ -168,6 +172,8 @@ class TableWriter:
         limit = DEFAULT_MAX_ROWS if max_rows is None else max_rows
         if limit < 0:
             raise UsageError(f"max rows must be 0 or more, not {limit}")
+        ceiling = limit > MAX_TERMINAL_ROWS
+        limit = min(limit, MAX_TERMINAL_ROWS)
         target = console if console is not None else _console(out)
         try:
             for display, table in results.items():
@@ -175,7 +181,11 @@ class TableWriter:
                 target.print(title(display, table.num_rows), crop=False, soft_wrap=True)
                 print_table(target, grid, width)
                 if hidden:
-                    target.print(Text(f"… {_plural(hidden, 'more row')}", style="dim"))
+                    more = f"… {_plural(hidden, 'more row')}"
+                    if ceiling:
+                        more += (f" (the terminal table shows at most {MAX_TERMINAL_ROWS:,}; "
+                                 "-o csv, json or parquet writes every row)")
+                    target.print(Text(more, style="dim"))
         finally:
             if console is None and out is not None:
                 target.file.close()

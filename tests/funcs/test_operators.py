@@ -6,7 +6,7 @@ import math
 import operator
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pxq.funcs.registry import resolve_semantic, resolve_type
@@ -21,10 +21,6 @@ INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 ints = st.integers(INT64_MIN, INT64_MAX)
 small_ints = st.integers(-10 ** 6, 10 ** 6)
 floats = st.floats(allow_nan=False, allow_infinity=False, width=64)
-
-
-def wrap(x: int) -> int:
-    return (x + 2 ** 63) % 2 ** 64 - 2 ** 63
 
 
 def c_mod(a: int, b: int) -> int:
@@ -58,9 +54,22 @@ def same_float(x, y):
 @given(pairs(ints))
 @pytest.mark.parametrize(("name", "op"), [("add", operator.add), ("subtract", operator.sub),
                                           ("multiply", operator.mul)])
-def test_integer_arithmetic_wraps_like_int64(name, op, rows):
-    got = run_pairs(name, rows, I, I)
-    assert got == [None if x is None or y is None else wrap(op(x, y)) for x, y in rows]
+@example(rows=[(INT64_MAX, 1)])
+@example(rows=[(INT64_MIN, -1)])
+@example(rows=[(INT64_MIN, INT64_MIN), (1, 2)])
+def test_integer_arithmetic_is_exact_or_an_error(name, op, rows):
+    exact = [None if x is None or y is None else op(x, y) for x, y in rows]
+    if all(v is None or INT64_MIN <= v <= INT64_MAX for v in exact):
+        assert run_pairs(name, rows, I, I) == exact
+    else:  # never a wrapped number
+        with pytest.raises(ValueError, match=f"px.{name}: the result does not fit in INT64"):
+            run_pairs(name, rows, I, I)
+
+
+def test_time_plus_a_duration_beyond_int64_is_an_error():
+    # 2023-11-14 plus 90,000 days (about 246 years) wrapped to a time in 1677.
+    with pytest.raises(ValueError, match="px.add: the result does not fit in INT64"):
+        call("add", col([1_700_000_000_000_000_000], T), col([90_000 * 86_400 * 10 ** 9], I))
 
 
 @SETTINGS
@@ -121,8 +130,14 @@ def test_time_arithmetic_types_and_semantics():
 
 @SETTINGS
 @given(st.lists(st.none() | ints, max_size=30))
+@example([-(2 ** 63), 1])
+@example([2 ** 63 - 1, None])
 def test_negate_and_invert(xs):
-    assert values(call("negate", col(xs, I))) == [None if x is None else wrap(-x) for x in xs]
+    if INT64_MIN in xs:
+        with pytest.raises(ValueError, match="px.negate: the result does not fit in INT64"):
+            call("negate", col(xs, I))
+    else:
+        assert values(call("negate", col(xs, I))) == [None if x is None else -x for x in xs]
     assert values(call("invert", col(xs, I))) == [None if x is None else ~x for x in xs]
 
 

@@ -136,8 +136,8 @@ def test_replay_window_takes_any_integer_bounds(capture, start, end):
 
 
 def test_int64_edges_are_literals(capture, latencies):
-    text = HEAD + "df.y = df.latency - 9223372036854775807 + -9223372036854775808\n" + SHOW
-    assert run_values(text, capture)["y"] == plus(latencies, -(2**63) + 1 - 2**63)
+    text = HEAD + "df.y = df.latency + -9223372036854775808 + 9223372036854775807\n" + SHOW
+    assert run_values(text, capture)["y"] == plus(latencies, -(2**63) + 2**63 - 1)
 
 
 @pytest.mark.parametrize("body", [
@@ -273,26 +273,35 @@ def test_40_doublings_of_a_constant(tmp_path, capsys, capture, latencies):
 
 
 def test_40_doublings_of_a_column(tmp_path, capsys, capture, latencies):
-    text = HEAD + "x = df.latency\n" + "x = x + x\n" * 40 + "df.y = x\n" + SHOW
+    # latency % 1000 doubled 40 times stays inside INT64 (an overflow is an error: see below).
+    text = HEAD + "x = df.latency % 1000\n" + "x = x + x\n" * 40 + "df.y = x\n" + SHOW
     started = time.monotonic()
     assert_clean(capsys, cli(capsys, tmp_path, text, capture), 0)
     assert time.monotonic() - started < 60
-    assert run_values(text, capture)["y"] == [None if v is None else doubled(v, 40) for v in latencies]
+    assert run_values(text, capture)["y"] == [None if v is None else doubled(v % 1000, 40) for v in latencies]
+
+
+def test_40_doublings_that_overflow_int64_are_one_error(tmp_path, capsys, capture, latencies):
+    assert any(v is not None and v * 2**40 >= 2**63 for v in latencies)  # the data does overflow
+    text = HEAD + "x = df.latency\n" + "x = x + x\n" * 40 + "df.y = x\n" + SHOW
+    explain_code, run_code, err = cli(capsys, tmp_path, text, capture)
+    assert (explain_code, run_code) == (0, 1), err
+    assert "does not fit in INT64" in err and len(err.strip().split("\n")) == 1, err
 
 
 def test_40_doublings_through_column_assignments(capture, latencies):
-    text = HEAD + "df.y = df.latency\n" + "df.y = df.y + df.y\n" * 40 + SHOW
-    assert run_values(text, capture)["y"] == [None if v is None else doubled(v, 40) for v in latencies]
+    text = HEAD + "df.y = df.latency % 1000\n" + "df.y = df.y + df.y\n" * 40 + SHOW
+    assert run_values(text, capture)["y"] == [None if v is None else doubled(v % 1000, 40) for v in latencies]
 
 
 def test_user_functions_nested_40_deep(tmp_path, capsys, capture, latencies):
     defs = "def f0(x):\n    return x\n\n\n" + "".join(
         f"def f{i}(x):\n    return f{i - 1}(x) + f{i - 1}(x)\n\n\n" for i in range(1, 41))
-    text = "import px\n\n\n" + defs + "df = px.DataFrame(table='http_events')\ndf.y = f40(df.latency)\n" + SHOW
+    text = "import px\n\n\n" + defs + "df = px.DataFrame(table='http_events')\ndf.y = f40(df.latency % 1000)\n" + SHOW
     started = time.monotonic()
     assert_clean(capsys, cli(capsys, tmp_path, text, capture), 0)
     assert time.monotonic() - started < 60
-    assert run_values(text, capture)["y"] == [None if v is None else doubled(v, 40) for v in latencies]
+    assert run_values(text, capture)["y"] == [None if v is None else doubled(v % 1000, 40) for v in latencies]
 
 
 def test_user_function_effects_are_not_skipped(capture, latencies):
