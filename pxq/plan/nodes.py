@@ -153,6 +153,11 @@ class Project(Relation):
     columns: tuple[str, ...]
 
     def __post_init__(self) -> None:
+        if not self.columns:
+            # A frame without columns cannot carry its rows through Arrow (or display them).
+            raise PlanError("this leaves the DataFrame with no columns",
+                            "keep at least one column; to count rows, use "
+                            "df.agg(n=('time_', px.count))")
         if len(set(self.columns)) != len(self.columns):
             raise PlanError("a column is selected twice")
         self._set_schema(Schema(tuple(self.input.schema.require(c) for c in self.columns)))
