@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 import tempfile
 
@@ -88,6 +88,9 @@ class Script:
     @property
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
+
+    def __repr__(self) -> str:  # what a failing example shows: the script itself
+        return f"Script(<<\n{self.text}>>)"
 
 
 def _cols(frame: Frame, *kinds: str) -> list[str]:
@@ -217,17 +220,14 @@ def draw_agg(draw, script: Script, frame: Frame, var: str) -> Frame:
     keyable = [c for c, t in frame.types.items() if t != "float"]
     keys = _subset(draw, keyable, 0, 2) if keyable else []
     specs = []
-    for i in range(draw(st.integers(1, 3))):
+    for _ in range(draw(st.integers(1, 3))):
         fn = draw(st.sampled_from(["count", "sum", "min", "max", "mean"]))
         candidates = list(frame.types) if fn == "count" else _cols(frame, "int")
         if not candidates:
             fn, candidates = "count", list(frame.types)
         col = draw(st.sampled_from(candidates))
-        out = col if col not in keys and draw(st.booleans()) else f"a{i}"
-        if out in keys or any(out == s[0] for s in specs):
-            out = f"a{i}"
-        if any(out == s[0] for s in specs):
-            continue
+        taken = set(keys) | {spec[0] for spec in specs}
+        out = col if col not in taken and draw(st.booleans()) else script.fresh("a")
         specs.append((out, fn, col))
     call = ", ".join(f"{out}=('{col}', px.{fn})" for out, fn, col in specs)
     if keys:
@@ -268,9 +268,10 @@ def draw_join(draw, script: Script, frame: Frame, var: str) -> Frame | None:
     how = draw(st.sampled_from(["inner", "left", "right", "outer"]))
     shape = draw(st.sampled_from(["totals", "self", "renamed"]))
     if shape == "totals":
-        script.lines.append(f"{right_var} = {var}.groupby('{key}').agg(n=('{key}', px.count))")
-        right = d.groupby(key, dropna=False, sort=False).size().reset_index(name="n")
-        right_types = {key: frame.types[key], "n": "int"}
+        count = script.fresh("n")
+        script.lines.append(f"{right_var} = {var}.groupby('{key}').agg({count}=('{key}', px.count))")
+        right = d.groupby(key, dropna=False, sort=False).size().reset_index(name=count)
+        right_types = {key: frame.types[key], count: "int"}
         right_key = key
     elif shape == "self":
         cols = list(dict.fromkeys([key] + _subset(draw, list(frame.types), 0, 3)))
@@ -505,6 +506,7 @@ def check(script: Script) -> None:
     # The merge half gets the source for its process metadata (df.ctx after a join runs there).
     results["split"] = execute(plan.merge, source, fragment_inputs=fragments).tables
     for display, frame in script.expected.items():
+        frame = frame() if callable(frame) else frame
         want = pandas_rows(frame)
         for name, tables in results.items():
             table = tables[display]
@@ -513,7 +515,94 @@ def check(script: Script) -> None:
             assert _sorted_rows(got) == _sorted_rows(want), (name, display, text)
 
 
+def written(text: str, **expected) -> Script:
+    """A hand-written script (after the #px:set and import lines) and its pandas results."""
+    script = Script()
+    script.lines += text.strip().splitlines()
+    script.expected = expected
+    return script
+
+
+def _base(*columns):
+    return base_frame()[list(columns)] if columns else base_frame()
+
+
+def _slow_without_upid():
+    d = _base()
+    return d.drop(columns=["upid"])[_mask(d["latency"] > 1000000)]
+
+
+def _by_path_count():
+    d = _base().drop(columns=["upid", "time_"])
+    return d.groupby("req_path", dropna=False, sort=False).size().reset_index(name="n")
+
+
+def _now_column():
+    return pd.DataFrame({"t": pd.Series([pd.Timestamp(_now_ns(), unit="ns")] * 5, dtype="datetime64[ns]")})
+
+
+def _appended_literals():
+    d = _base("time_", "req_path", "latency")
+    other = d.copy()
+    other["req_path"], other["latency"] = "lit", 0
+    return pd.concat([d, other], ignore_index=True).sort_values("time_", kind="stable")
+
+
+# Scripts that once failed: the plan after prune_columns named a column it had pruned.
+REGRESSIONS = [
+    written("""
+df = px.DataFrame(table='http_events')
+df.x = df.latency * 2
+df = df[['req_path', 'latency']]
+px.display(df, 'out')""", out=partial(_base, "req_path", "latency")),
+    written("""
+df = px.DataFrame(table='http_events')
+df = df.drop(['upid'])
+df = df[df.latency > 1000000]
+px.display(df, 'out')""", out=_slow_without_upid),
+    written("""
+df = px.DataFrame(table='http_events')
+df = df.drop(['upid', 'time_'])
+df = df.groupby('req_path').agg(n=('latency', px.count))
+px.display(df, 'out')""", out=_by_path_count),
+    written("""
+df = px.DataFrame(table='http_events')
+df.pod = df.ctx['pod']
+df = df[['req_path']]
+px.display(df, 'out')""", out=partial(_base, "req_path")),
+    written("""
+df = px.DataFrame(table='http_events', select=['req_path', 'latency'])
+df.t = px.now()
+df = df.drop(['req_path', 'latency'])
+df = df.head(5)
+px.display(df, 'out')""", out=_now_column),
+    written("""
+df = px.DataFrame(table='http_events', select=['time_', 'req_path', 'latency'])
+o = df
+o.req_path = 'lit'
+o.latency = 0
+df = df.append(o)
+px.display(df, 'out')""", out=_appended_literals),
+    # A frame without columns is refused where it is made.
+    written("""
+df = px.DataFrame(table='http_events')
+df = df[['req_path']]
+df = df.drop(['req_path'])
+px.display(df.head(1000), 'out')""", error="no columns"),
+    written("""
+df = px.DataFrame(table='http_events')
+px.display(df[[]], 'out')""", error="no columns"),
+]
+
+
+def _with_examples(test):
+    for script in reversed(REGRESSIONS):
+        test = example(script)(test)
+    return test
+
+
 @settings(max_examples=150, deadline=None)
+@_with_examples
 @given(scripts())
 def test_generated_scripts_match_pandas(script: Script):
     check(script)
