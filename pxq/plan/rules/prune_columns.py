@@ -55,11 +55,13 @@ def required_columns(graph: Graph) -> dict[int, set[str]]:
     required: dict[int, set[str]] = {}
 
     def need(node: Relation, names) -> None:
-        names = set(names) or {node.schema.names[0]}  # rows travel with at least one column
         required.setdefault(id(node), set()).update(names)
 
     for node in reversed(graph.nodes()):
-        wanted = required.get(id(node), set())
+        # Every reader has spoken by now; if none needs a column, rows still travel with one.
+        wanted = required.setdefault(id(node), set())
+        if not wanted and not isinstance(node, Display):
+            wanted.add(_row_carrier(node))
         if isinstance(node, Display):
             need(node.input, node.schema.names)
         elif isinstance(node, Filter):
@@ -82,6 +84,14 @@ def required_columns(graph: Graph) -> dict[int, set[str]]:
             for part in node.parts:
                 need(part, wanted)
     return required
+
+
+def _row_carrier(node: Relation) -> str:
+    """The column that carries a node's rows when its readers need none of its columns: one the
+    node passes through rather than computes, and time_ (fixed width, always read) if it can."""
+    computed = {name for name, _ in node.assignments} if isinstance(node, Map) else set()
+    candidates = [c for c in node.schema.names if c not in computed] or list(node.schema.names)
+    return "time_" if "time_" in candidates else candidates[0]
 
 
 def _select(node: Relation, names: tuple[str, ...]) -> Relation:
