@@ -144,7 +144,8 @@ def draw_value_expr(draw, frame: Frame, var: str):
         return f"{var}.{col} > {k}", (d[col] > k).astype(pd.BooleanDtype()), "bool"
     if kind == "pod":
         processes = synthetic_processes()
-        pods = d["upid"].map(lambda u: processes.get(u, {}).get("pod", "") or "")
+        # Pixie's rule: "" for an unknown process; a null upid (from an outer join) gives null.
+        pods = d["upid"].map(lambda u: None if pd.isna(u) else processes.get(u, {}).get("pod", "") or "")
         return f"{var}.ctx['pod']", pods.astype(pd.StringDtype()), "str"
     return f"px.upid_to_pid({var}.upid)", _pid(d["upid"]), "int"
 
@@ -253,13 +254,21 @@ def draw_agg(draw, script: Script, frame: Frame, var: str) -> Frame:
         rows.append(row)
     types = {k: frame.types[k] for k in keys}
     types.update({out: AGG_RESULT[fn](frame.types[col]) for out, fn, col in specs})
-    data = pd.DataFrame(rows, columns=list(types))
-    return Frame(data, types, ordered=False)
+    return Frame(_typed(pd.DataFrame(rows, columns=list(types)), types), types, ordered=False)
+
+
+PANDAS_DTYPE = {"int": pd.Int64Dtype(), "float": pd.Float64Dtype(), "str": pd.StringDtype(),
+                "upid": pd.StringDtype(), "bool": pd.BooleanDtype(), "time": "datetime64[ns]"}
+
+
+def _typed(data: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
+    """Columns built from Python values, in the nullable dtypes the rest of the generator expects."""
+    return data.astype({name: PANDAS_DTYPE[kind] for name, kind in types.items()})
 
 
 def draw_join(draw, script: Script, frame: Frame, var: str) -> Frame | None:
     d = frame.data
-    keyable = [c for c, t in frame.types.items() if t in ("int", "str", "bool", "upid")]
+    keyable = [c for c, t in frame.types.items() if t in ("int", "str", "bool", "upid", "time")]
     if not keyable:
         return None
     key = draw(st.sampled_from(keyable))
