@@ -557,7 +557,15 @@ def _appended_literals():
     return pd.concat([d, other], ignore_index=True).sort_values("time_", kind="stable")
 
 
-# Scripts that once failed: the plan after prune_columns named a column it had pruned.
+def _first_appended_without_time():
+    d = _base("time_", "upid", "req_path")
+    both = pd.concat([d, d], ignore_index=True).sort_values("time_", kind="stable")
+    both["m"] = 0
+    return both.drop(columns=["time_"]).head(3)
+
+
+# Scripts that once failed: the plan after prune_columns named a column it had pruned, or its
+# answer differed.
 REGRESSIONS = [
     written("""
 df = px.DataFrame(table='http_events')
@@ -592,6 +600,14 @@ o.req_path = 'lit'
 o.latency = 0
 df = df.append(o)
 px.display(df, 'out')""", out=_appended_literals),
+    # The union's time_ was pruned, and with it the order head() takes its rows in.
+    written("""
+df = px.DataFrame(table='http_events', select=['time_', 'upid', 'req_path'])
+df = df.append(df)
+df.m = 0
+df = df.drop(['time_'])
+df = df.head(3)
+px.display(df, 'out')""", out=_first_appended_without_time),
     # A frame without columns is refused where it is made.
     written("""
 df = px.DataFrame(table='http_events')

@@ -81,6 +81,8 @@ def required_columns(graph: Graph) -> dict[int, set[str]]:
             need(node.left, left)
             need(node.right, right)
         elif isinstance(node, Union):
+            if "time_" in node.schema.names:
+                wanted.add("time_")  # append orders its rows by time_: keep it to keep the order
             for part in node.parts:
                 need(part, wanted)
     return required
