@@ -119,7 +119,7 @@ def draw_value_expr(draw, frame: Frame, var: str):
         options += ["times", "compare", "times"]
     if len(ints) >= 2:
         options.append("plus")
-    if "upid" in frame.types:
+    if frame.types.get("upid") == "upid":
         options += ["pod", "pid"]
     kind = draw(st.sampled_from(options))
     n = len(d)
@@ -169,7 +169,7 @@ def draw_predicate(draw, frame: Frame, var: str):
         options.append("bool")
     if "time_" in frame.types and frame.types["time_"] == "time":
         options.append("recent")
-    if "upid" in frame.types:
+    if frame.types.get("upid") == "upid":
         options.append("pid")
     if not options:
         return None
@@ -266,72 +266,68 @@ def _typed(data: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
     return data.astype({name: PANDAS_DTYPE[kind] for name, kind in types.items()})
 
 
-def draw_join(draw, script: Script, frame: Frame, var: str) -> Frame | None:
+def draw_join(draw, script: Script, frame: Frame, var: str) -> Frame | str | None:
     d = frame.data
     keyable = [c for c, t in frame.types.items() if t in ("int", "str", "bool", "upid", "time")]
     if not keyable:
         return None
-    key = draw(st.sampled_from(keyable))
+    keys = _subset(draw, keyable, 1, 2)
     lines_before = list(script.lines)
     right_var = script.fresh("r")
     how = draw(st.sampled_from(["inner", "left", "right", "outer"]))
     shape = draw(st.sampled_from(["totals", "self", "renamed"]))
     if shape == "totals":
         count = script.fresh("n")
-        script.lines.append(f"{right_var} = {var}.groupby('{key}').agg({count}=('{key}', px.count))")
-        right = d.groupby(key, dropna=False, sort=False).size().reset_index(name=count)
-        right_types = {key: frame.types[key], count: "int"}
-        right_key = key
+        script.lines.append(f"{right_var} = {var}.groupby({keys!r}).agg({count}=('{keys[0]}', px.count))")
+        right = d.groupby(keys, dropna=False, sort=False).size().reset_index(name=count)
+        right_types = {**{k: frame.types[k] for k in keys}, count: "int"}
+        right = _typed(right, right_types)
+        right_keys = keys
     elif shape == "self":
-        cols = list(dict.fromkeys([key] + _subset(draw, list(frame.types), 0, 3)))
+        cols = list(dict.fromkeys(keys + _subset(draw, list(frame.types), 0, 3)))
         script.lines.append(f"{right_var} = {var}[{cols!r}]")
-        right, right_types, right_key = d[cols], {c: frame.types[c] for c in cols}, key
+        right, right_types, right_keys = d[cols], {c: frame.types[c] for c in cols}, keys
     else:
-        right_key = "k_" + key
-        script.lines.append(f"{right_var} = {var}[['{key}']]")
-        script.lines.append(f"{right_var}.{right_key} = {right_var}.{key}")
-        script.lines.append(f"{right_var} = {right_var}.drop(['{key}'])")
-        right = pd.DataFrame({right_key: d[key]})
-        right_types = {right_key: frame.types[key]}
+        right_keys = ["k_" + k for k in keys]
+        script.lines.append(f"{right_var} = {var}[{keys!r}]")
+        for k, rk in zip(keys, right_keys):
+            script.lines.append(f"{right_var}.{rk} = {right_var}.{k}")
+        script.lines.append(f"{right_var} = {right_var}.drop({keys!r})")
+        right = pd.DataFrame({rk: d[k] for k, rk in zip(keys, right_keys)})
+        right_types = {rk: frame.types[k] for k, rk in zip(keys, right_keys)}
     suffixes = draw(st.sampled_from([("_x", "_y"), ("", "_r"), ("_l", "")]))
-    script.lines.append(f"{var} = {var}.merge({right_var}, how='{how}', left_on=['{key}'], "
-                        f"right_on=['{right_key}'], suffixes={list(suffixes)!r})")
-    names = set(frame.types) | set(right_types)
-    merged_names = _merged_names(list(frame.types), list(right_types), key, right_key, suffixes)
-    if len(set(merged_names)) != len(merged_names):
+    script.lines.append(f"{var} = {var}.merge({right_var}, how='{how}', left_on={keys!r}, "
+                        f"right_on={right_keys!r}, suffixes={list(suffixes)!r})")
+    layout = _layout(list(frame.types), list(right_types), keys, right_keys, suffixes)
+    if len({name for name, _, _ in layout}) != len(layout):
         return "duplicate"  # the compiler must reject it (checked by the caller)
-    data = _pandas_join(d, right, key, right_key, how, suffixes)
+    data = _pandas_join(d, right, keys, right_keys, how, suffixes)
     if len(data) > MAX_JOIN_ROWS:
         script.lines = lines_before
         return None
-    types = {}
-    for name, side, original in _layout(list(frame.types), list(right_types), key, right_key, suffixes):
-        types[name] = (frame.types if side == "left" else right_types)[original]
-    assert list(data.columns) == list(types), (list(data.columns), list(types), names)
+    types = {name: (frame.types if side == "left" else right_types)[original] for name, side, original in layout}
+    assert list(data.columns) == list(types), (list(data.columns), list(types))
     return Frame(data, types, ordered=False)
 
 
-def _layout(left, right, key, right_key, suffixes):
-    """pandas' merge naming: a key named alike on both sides appears once; other shared names get suffixes."""
+def _layout(left, right, keys, right_keys, suffixes):
+    """(output, side, input column) of pandas' merge naming, for the generator's column types: a
+    key named alike on both sides appears once; other names on both sides get the suffixes
+    (the test checks this against the columns pandas' merge really returns)."""
+    shared = {k for k, rk in zip(keys, right_keys) if k == rk}
     out = []
     for c in left:
-        clash = c in right and not (c == key and c == right_key)
-        out.append((c + suffixes[0] if clash else c, "left", c))
+        out.append((c + suffixes[0] if c in right and c not in shared else c, "left", c))
     for c in right:
-        if c == right_key and c == key:
-            continue
-        out.append((c + suffixes[1] if c in left else c, "right", c))
+        if c not in shared:
+            out.append((c + suffixes[1] if c in left else c, "right", c))
     return out
 
 
-def _merged_names(left, right, key, right_key, suffixes):
-    return [name for name, _, _ in _layout(left, right, key, right_key, suffixes)]
-
-
-def _pandas_join(left: pd.DataFrame, right: pd.DataFrame, key: str, right_key: str, how: str, suffixes):
+def _pandas_join(left: pd.DataFrame, right: pd.DataFrame, keys, right_keys, how: str, suffixes):
     """pandas' merge, except that a null key matches nothing (as in SQL and Arrow)."""
-    left_null, right_null = left[key].isna(), right[right_key].isna()
-    common = dict(left_on=key, right_on=right_key, suffixes=suffixes)
+    left_null, right_null = left[keys].isna().any(axis=1), right[right_keys].isna().any(axis=1)
+    common = dict(left_on=keys, right_on=right_keys, suffixes=suffixes)
     parts = [left[~left_null].merge(right[~right_null], how=how, **common)]
     if how in ("left", "outer") and left_null.any():
         parts.append(left[left_null].merge(right.iloc[0:0], how="left", **common))
