@@ -113,7 +113,7 @@ def _pid(upids: pd.Series) -> pd.Series:
 def draw_value_expr(draw, frame: Frame, var: str):
     """(PxL expression, pandas Series, type) for a column assignment."""
     d = frame.data
-    options = ["int_literal", "str_literal", "now"]
+    options = ["int_literal", "str_literal", "now", "copy"]
     ints = _cols(frame, "int")
     if ints:
         options += ["times", "compare", "times"]
@@ -132,6 +132,9 @@ def draw_value_expr(draw, frame: Frame, var: str):
     if kind == "now":
         return "px.now()", pd.Series([pd.Timestamp(_now_ns(), unit="ns")] * n, index=d.index,
                                      dtype="datetime64[ns]"), "time"
+    if kind == "copy":  # a plain column copy: filters on it are pushed below the map, renamed
+        col = draw(st.sampled_from(list(frame.types)))
+        return f"{var}.{col}", d[col], frame.types[col]
     if kind == "times":
         col, k = draw(st.sampled_from(ints)), draw(st.integers(-3, 3))
         return f"{var}.{col} * {k}", d[col] * k, "int"
@@ -373,8 +376,12 @@ def draw_append(draw, script: Script, frame: Frame, var: str) -> Frame:
         other_data = d[cols]
     else:
         script.lines.append(f"{other} = {var}")
-    script.lines.append(f"{var} = {var}.append({other})")
-    data = pd.concat([d, other_data[list(d.columns)]], ignore_index=True)
+    if draw(st.integers(0, 3)) == 0:  # sometimes a list: df.append([other, df])
+        script.lines.append(f"{var} = {var}.append([{other}, {var}])")
+        data = pd.concat([d, other_data[list(d.columns)], d], ignore_index=True)
+    else:
+        script.lines.append(f"{var} = {var}.append({other})")
+        data = pd.concat([d, other_data[list(d.columns)]], ignore_index=True)
     if "time_" in frame.types and frame.types["time_"] == "time":
         data = data.sort_values("time_", kind="stable", ignore_index=True)
     return Frame(data, frame.types, ordered=frame.ordered)
@@ -428,7 +435,7 @@ def scripts(draw) -> Script:
                 script.expected = {"error": "duplicate column names"}
                 return script
             frame = joined or frame
-        elif step == "append" and len(d) <= MAX_JOIN_ROWS:
+        elif step == "append" and len(d) <= MAX_JOIN_ROWS // 3:
             frame = draw_append(draw, script, frame, "df")
         elif step == "head" and frame.ordered:
             count = draw(st.sampled_from([0, 1, 3, 10, 1000]))
@@ -553,6 +560,13 @@ def _appended_literals():
     return pd.concat([d, other], ignore_index=True).sort_values("time_", kind="stable")
 
 
+def _suffixed_only():
+    d = _base("req_path", "latency", "resp_status")
+    errors = d[_mask(d["resp_status"] == 500)].dropna(subset=["req_path"])
+    paths = d[["req_path", "latency"]].dropna(subset=["req_path"])
+    return errors.merge(paths, on="req_path", suffixes=("_x", "_y"))[["latency_x"]]
+
+
 def _first_appended_without_time():
     d = _base("time_", "upid", "req_path")
     both = pd.concat([d, d], ignore_index=True).sort_values("time_", kind="stable")
@@ -566,8 +580,13 @@ REGRESSIONS = [
     written("""
 df = px.DataFrame(table='http_events')
 df.x = df.latency * 2
-df = df[['req_path', 'latency']]
-px.display(df, 'out')""", out=partial(_base, "req_path", "latency")),
+df = df[['req_path']]
+px.display(df, 'out')""", out=partial(_base, "req_path")),
+    written("""
+df = px.DataFrame(table='http_events')
+df.age = px.now() - df.time_
+df = df[['req_path']]
+px.display(df, 'out')""", out=partial(_base, "req_path")),
     written("""
 df = px.DataFrame(table='http_events')
 df = df.drop(['upid'])
@@ -596,6 +615,14 @@ o.req_path = 'lit'
 o.latency = 0
 df = df.append(o)
 px.display(df, 'out')""", out=_appended_literals),
+    # Only a suffixed column is used: its namesake on the other side must stay for the suffix.
+    written("""
+df = px.DataFrame(table='http_events', select=['req_path', 'latency', 'resp_status'])
+paths = df[['req_path', 'latency']]
+df = df[df.resp_status == 500]
+df = df.merge(paths, how='inner', left_on=['req_path'], right_on=['req_path'], suffixes=['_x', '_y'])
+df = df[['latency_x']]
+px.display(df, 'out')""", out=_suffixed_only),
     # The union's time_ was pruned, and with it the order head() takes its rows in.
     written("""
 df = px.DataFrame(table='http_events', select=['time_', 'upid', 'req_path'])
