@@ -291,7 +291,7 @@ def draw_join(draw, script: Script, frame: Frame, var: str) -> Frame | str | Non
         script.lines.append(f"{right_var} = {var}[{cols!r}]")
         right, right_types, right_keys = d[cols], {c: frame.types[c] for c in cols}, keys
     else:
-        right_keys = ["k_" + k for k in keys]
+        right_keys = [script.fresh("k") for _ in keys]  # fresh: "k_" + key may name another key
         script.lines.append(f"{right_var} = {var}[{keys!r}]")
         for k, rk in zip(keys, right_keys):
             script.lines.append(f"{right_var}.{rk} = {right_var}.{k}")
