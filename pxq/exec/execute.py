@@ -193,11 +193,11 @@ def _(node: Join, run: _Run) -> pa.Table:
 
 @run_node.register
 def _(node: Union, run: _Run) -> pa.Table:
-    names = list(node.schema.names)
-    schema = decode_dictionaries(run.table(node.parts[0])).select(names).schema
-    parts = [decode_dictionaries(run.table(p)).select(names).cast(schema) for p in node.parts]
+    # The plan checked that parts agree on column names and value types, not on how Arrow holds
+    # them (dictionary-encoded from Parquet or plain, field metadata, column order): conform each.
+    parts = [conform(decode_dictionaries(run.table(p)), node.schema) for p in node.parts]
     table = pa.concat_tables(parts)
-    if "time_" in names:  # Pixie's append keeps rows in time order
+    if "time_" in node.schema.names:  # Pixie's append keeps rows in time order
         table = table.take(pc.sort_indices(table, sort_keys=[("time_", "ascending")]))
     return table
 

@@ -181,6 +181,10 @@ class Project(Relation):
     columns: tuple[str, ...]
 
     def __post_init__(self) -> None:
+        if not self.columns:
+            # A frame without columns cannot carry its rows through Arrow (or display them).
+            raise PlanError("this leaves the DataFrame with no columns",
+                            "keep at least one column; to count rows, aggregate one with px.count")
         if len(set(self.columns)) != len(self.columns):
             raise PlanError("a column is selected twice")
         self._set_schema(Schema(tuple(self.input.schema.require(c) for c in self.columns)))
@@ -269,7 +273,8 @@ class Join(Relation):
         for l, r in zip(self.left_on, self.right_on):
             lf, rf = self.left.schema.require(l), self.right.schema.require(r)
             if lf.type is not rf.type:
-                raise PlanError(f"cannot join {l} ({lf.type}) with {r} ({rf.type})")
+                raise PlanError(f"cannot join {l!r} ({lf.type}) with {r!r} ({rf.type}): the key types differ",
+                                "join on columns of one type, e.g. convert with px.itoa or px.atoi first")
         layout = join_layout(self.left.schema, self.right.schema, self.left_on, self.right_on, self.suffixes)
         names = [out for out, _, _ in layout]
         if len(set(names)) != len(names):
@@ -287,7 +292,15 @@ class Join(Relation):
 
 @dataclass(frozen=True, eq=False)
 class Union(Relation):
-    """Rows of every input (same column names and types); sorted by time_ when present."""
+    """Rows of every input; sorted by time_ when present.
+
+    Parts match by column name and value type (DataType), whatever made each column (a table
+    column, a literal, a function) and in any column order; the output has the first part's
+    column order. A column's semantic type is the one its parts agree on, where a part without
+    one (a plain literal) defers to the others: ``latency`` appended with a literal ``0`` stays a
+    duration. Parts that name different semantic types give a plain column (NONE), since
+    formatting one part's values as the other's would mislead.
+    """
 
     parts: tuple[Relation, ...]
 
@@ -297,20 +310,39 @@ class Union(Relation):
         for other in self.parts[1:]:
             theirs = {f.name: f.type for f in other.schema.fields}
             if mine != theirs:
-                problems = []
-                if set(mine) - set(theirs):
-                    problems.append("only the first has " + ", ".join(sorted(set(mine) - set(theirs))))
-                if set(theirs) - set(mine):
-                    problems.append("only the other has " + ", ".join(sorted(set(theirs) - set(mine))))
-                problems += [f"{name} is {mine[name]} vs {theirs[name]}" for name in sorted(set(mine) & set(theirs))
-                             if mine[name] is not theirs[name]]
-                raise PlanError("append needs data frames with the same columns and types",
-                                "; ".join(problems) + " (select the same columns on both sides first)")
-        self._set_schema(first)
+                raise union_mismatch(mine, theirs)
+        fields = []
+        for f in first.fields:
+            named = {p.schema.require(f.name).semantic for p in self.parts} - {SemanticType.NONE}
+            fields.append(Field(f.name, f.type, named.pop() if len(named) == 1 else SemanticType.NONE))
+        self._set_schema(Schema(tuple(fields)))
 
     @property
     def inputs(self):
         return self.parts
+
+
+def union_mismatch(mine: dict[str, DataType], theirs: dict[str, DataType]) -> PlanError:
+    """A diagnostic that names the first column that differs, then lists every difference."""
+    problems, first = [], None
+    only_mine, only_theirs = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
+    retyped = [name for name in mine if name in theirs and mine[name] is not theirs[name]]
+    for name in retyped:
+        problems.append(f"{name} is {mine[name]} vs {theirs[name]}")
+        first = first or f"column {name!r} is {mine[name]} in the first and {theirs[name]} in the other"
+    if only_mine:
+        problems.append("only the first has " + ", ".join(only_mine))
+        first = first or f"column {only_mine[0]!r} is only in the first"
+    if only_theirs:
+        problems.append("only the other has " + ", ".join(only_theirs))
+        first = first or f"column {only_theirs[0]!r} is only in the other"
+    advice = []
+    if only_mine or only_theirs:
+        advice.append("select the same columns on both sides first")
+    if retyped:
+        advice.append("give each column one type on both sides, e.g. with px.itoa or px.atoi")
+    return PlanError(f"append needs data frames with the same columns and types: {first}",
+                     "; ".join(problems) + f" ({'; '.join(advice)})")
 
 
 @dataclass(frozen=True, eq=False)
