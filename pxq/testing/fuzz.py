@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import faulthandler
 import io
 import itertools
 import json
@@ -1092,6 +1093,42 @@ def innermost_pxq_frame(tb) -> str:
     return "(outside pxq)"
 
 
+_DUMP_FRAME = re.compile(r'File "([^"]+)", line \d+ in (\S+)')
+
+
+def _pxq_frame_names(frames) -> list[str]:
+    """``path:function`` of the pxq frames among (path, function) pairs, in the given order."""
+    package = str(REPO_ROOT / "pxq")
+    fuzz_file = os.path.abspath(__file__)
+    names = []
+    for path, function in frames:
+        path = os.path.abspath(path)
+        if path.startswith(package) and path != fuzz_file:
+            names.append(f"{os.path.relpath(path, REPO_ROOT)}:{function}")
+    return names
+
+
+def hang_frame(frames_innermost_first) -> str:
+    """Where a hang is: the pxq function with most frames on the stack (the runaway recursion or
+    the loop's caller), the innermost one on a tie. Stable where the innermost frame is not: a
+    stopped exponential walk may be caught in any of the leaf functions it calls."""
+    names = _pxq_frame_names(frames_innermost_first)
+    if not names:
+        return "(outside pxq)"
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    best = max(counts.values())
+    return next(name for name in names if counts[name] == best)
+
+
+def hang_frame_of_dump(text: str) -> str:
+    """``hang_frame`` of the first thread in a faulthandler dump (most recent call first)."""
+    first_thread = text.split("\nThread ", 2)
+    body = first_thread[1] if len(first_thread) > 1 else text
+    return hang_frame(_DUMP_FRAME.findall(body))
+
+
 def _is_user_error(exc: BaseException) -> bool:
     from pxq.errors import PxqError
 
@@ -1132,8 +1169,9 @@ class Oracle:
             with _quiet(), _alarm(alarm_s):
                 self._stages(prog, stage)
             outcome = Outcome("ok")
-        except _Timeout:
-            outcome = Outcome("hang", stage[0], "hang", f"still running after {alarm_s:g} s")
+        except _Timeout as exc:
+            frames = [(f.filename, f.name) for f in reversed(traceback.extract_tb(exc.__traceback__))]
+            outcome = Outcome("hang", stage[0], "hang", f"still running after {alarm_s:g} s", hang_frame(frames))
         except RecursionError as exc:
             outcome = self._failure("traceback", exc, stage[0])
         except MemoryError as exc:
@@ -1268,12 +1306,18 @@ def worker_main() -> None:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     oracle = Oracle(config["captures"], render=config.get("render", True))
-    channel.write(json.dumps({"ready": True}) + "\n")
+    # Where a hang is: the stacks a moment before the runner's deadline, for its finding class.
+    stacks = open(Path(config["stacks_dir"]) / f"worker-{os.getpid()}.txt", "w+")
+    channel.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
     channel.flush()
     for line in sys.stdin:
         request = json.loads(line)
         prog = _program_for(request, config)
+        stacks.seek(0)
+        stacks.truncate()
+        faulthandler.dump_traceback_later(max(0.5, config["wall_limit"] - 1.0), file=stacks)
         outcome = oracle.run(prog)
+        faulthandler.cancel_dump_traceback_later()
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         reply = {"index": request["index"], "outcome": dataclasses.asdict(outcome), "rss": rss,
                  "origin": prog.origin}
@@ -1353,7 +1397,7 @@ class _Worker:
         self.deadline = 0.0
         self.started = 0.0
         self.ready = False
-        self.buffer = ""
+        self.pid = 0
 
     def send(self, request: dict, wall_limit: float) -> None:
         self.current = request
@@ -1386,8 +1430,10 @@ class FuzzRunner:
             self._tmp = tempfile.TemporaryDirectory(prefix="pxq-fuzz-captures-")
             captures_dir = self._tmp.name
         self.captures = build_captures(captures_dir)
+        self._stacks = tempfile.TemporaryDirectory(prefix="pxq-fuzz-stacks-")
         self.config = {"seed": seed, "captures": self.captures, "memory_limit": memory_limit,
-                       "include_conformance": include_conformance, "render": render}
+                       "include_conformance": include_conformance, "render": render,
+                       "wall_limit": wall_limit, "stacks_dir": self._stacks.name}
 
     def run(self, requests: list[dict]) -> Summary:
         """``requests``: {"index": i} (program i of the seed) or {"index", "text", "vis", "origin"}."""
@@ -1413,7 +1459,7 @@ class FuzzRunner:
                         continue
                     reply = json.loads(line)
                     if reply.get("ready"):
-                        w.ready = True
+                        w.ready, w.pid = True, reply["pid"]
                         continue
                     request, w.current = w.current, None
                     outcome = Outcome(**reply["outcome"])
@@ -1443,7 +1489,11 @@ class FuzzRunner:
         text = self._text(request)
         origin = request.get("origin") or program(self.seed, request["index"],
                                                   include_conformance=self.include_conformance).origin
-        result = Result(request["index"], origin, Outcome(kind, "", kind, message, "", "", seconds), text,
+        stacks = ""
+        with contextlib.suppress(OSError):
+            stacks = (Path(self._stacks.name) / f"worker-{worker.pid}.txt").read_text(errors="replace")
+        frame = hang_frame_of_dump(stacks) if stacks else ""
+        result = Result(request["index"], origin, Outcome(kind, "", kind, message, frame, stacks, seconds), text,
                         self._vis(request))
         summary.add(result)
         if self.on_result:
@@ -1460,6 +1510,7 @@ class FuzzRunner:
         return program(self.seed, request["index"], include_conformance=self.include_conformance).vis
 
     def close(self) -> None:
+        self._stacks.cleanup()
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -1473,7 +1524,7 @@ def format_summary(summary: Summary, *, max_examples: int = 1, max_chars: int = 
         f"findings:            {summary.findings}",
         f"  tracebacks:        {c.get('traceback', 0)}",
         f"  unpositioned diag: {c.get('unpositioned', 0)}",
-        f"  hangs > {WALL_LIMIT_S:g} s:     {c.get('hang', 0)}",
+        f"  hangs > {WALL_LIMIT_S:g} s:".ljust(21) + f"{c.get('hang', 0)}",
         f"  memory > 4 GiB:    {c.get('memory', 0)}",
         f"  worker crashes:    {c.get('crash', 0)}",
         f"slowest program:     {summary.slowest:.2f} s (#{summary.slowest_index})",
@@ -1525,9 +1576,10 @@ def minimize(text: str, key: tuple[str, str, str], oracle: Oracle, *, vis: dict 
     """A shorter program with the same finding class: drops lines, then unneeded indentation-free
     statements, while the finding still reproduces (each attempt under a SIGALRM limit).
 
-    Hangs are not reduced (every attempt would take the full limit).
+    A hang counts as reproduced when the program is still in the same pxq function after
+    ``attempt_limit_s``.
     """
-    if key[0] not in ("traceback", "unpositioned", "memory"):
+    if key[0] not in ("traceback", "unpositioned", "memory", "hang"):
         return text
 
     def same(candidate: str) -> bool:
