@@ -147,7 +147,8 @@ EXTREME_INTS = [0, 1, -1, INT64_MAX, INT64_MIN, INT64_MAX + 1, INT64_MIN - 1, 2*
 INT_SPELLINGS = ["0x7fffffffffffffff", "0x8000000000000000", "0b1011", "0o777", "1_000_000", "00",
                  "0xFFFF_FFFF_FFFF_FFFF_FFFF"]
 EXTREME_FLOATS = ["1e309", "-1e309", "1e-400", "0.0", "-0.0", "1.7976931348623157e308", "5e-324",
-                  ".5", "5.", "1_000.000_1", "2.5e+3", "9007199254740993.0"]
+                  ".5", "5.", "1_000.000_1", "2.5e+3", "9007199254740993.0",
+                  "(1e309 - 1e309)", "(0.0 / 0.0)", "px.sqrt(-1.0)", "px.log(0.0, 2.0)"]  # NaN, -inf
 PLAIN_STRINGS = ["GET", "POST", "/api/items", "/", "", "OK", "nginx", "10.0.0.1", "127.0.0.1", "error",
                  "{\"a\": 1}", "p50", "Host", "latency", "x"]
 ODD_STRINGS = ["héllo wörld", "日本語のテキスト", "\U0001F600\U0001F4A9", "\x00", "\t\n\r", "\u200b",
@@ -737,7 +738,7 @@ class Mutator:
 
     def mutate(self) -> Seed:
         rng = self.rng
-        seed = rng.choice(self.corpus)
+        seed = rng.choices(self.corpus, [_seed_weight(s) for s in self.corpus])[0]
         text = seed.text
         rounds = rng.choice([1, 1, 1, 2, 3, 5])
         for _ in range(rounds):
@@ -889,6 +890,13 @@ class Mutator:
             return unparse(new_module)
         except Exception:
             return None
+
+
+def _seed_weight(seed: Seed) -> float:
+    """Runnable scripts are worth more mutations than parser-only corpus files."""
+    if seed.name.startswith(("scripts/", "tests/plan/corpus/", "tests/fuzz/reproducers/")):
+        return 3.0
+    return 1.0
 
 
 def _walk(node) -> Iterator:
@@ -1198,6 +1206,7 @@ class Oracle:
                        innermost_pxq_frame(exc.__traceback__), detail)
 
     def _stages(self, prog: Program, stage: list[str]) -> None:
+        from pxq.agent.programs import generated_programs
         from pxq.api import compile_script
         from pxq.exec.execute import execute
         from pxq.library import Script
@@ -1209,7 +1218,8 @@ class Oracle:
         script = Script("fuzz", prog.text, "fuzz.pxl", prog.vis)
         stage[0] = "compile"
         normal = self.sources.get("normal")
-        compiled = compile_script(script, now_ns=getattr(normal, "end_time_ns", None))
+        compiled = compile_script(script, args=_required_arguments(script),
+                                  now_ns=getattr(normal, "end_time_ns", None))
         stage[0] = "explain"  # what `pxq explain --verbose` and `--json` print
         format_graph(compiled.graph)
         trace: list = []
@@ -1221,6 +1231,8 @@ class Oracle:
         plan = split(compiled.optimized)
         plan.manifest.to_text()
         ProbeManifest.from_json(plan.manifest.to_json())
+        stage[0] = "explain-bpf"  # `pxq explain --bpf`: the eBPF programs the manifest asks for
+        generated_programs(plan.manifest)
         for name, source in self.sources.items():
             stage[0] = f"execute:{name}"
             results = execute(compiled.optimized, source)
@@ -1262,6 +1274,25 @@ def _alarm(seconds: float | None):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _required_arguments(script) -> dict[str, str]:
+    """Values for the script arguments without a default, as a user would pass them after `--`
+    (vis.json variables of Pixie's scripts often have none)."""
+    from pxq.errors import PxqError
+    from pxq.lang import parse
+    from pxq.plan.compile import plan_script
+
+    try:
+        params = plan_script(parse(script.text, script.filename), script.name, script.vis).params
+    except PxqError:
+        return {}
+    args = {}
+    for param in params:
+        if not param.has_default:
+            args[param.name] = {int: "10", float: "0.5", bool: "true"}.get(
+                param.type, "-5m" if "time" in param.name else "")
+    return args
 
 
 def _first_line(text: str) -> str:
@@ -1364,6 +1395,7 @@ class Summary:
     classes: dict = field(default_factory=dict)  # key -> FindingClass
     wall_seconds: float = 0.0
     stages: dict = field(default_factory=dict)  # (kind, stage-prefix) -> n, for the ok/diagnostic mix
+    wall_limit: float = WALL_LIMIT_S
 
     def add(self, result: Result, rss: int = 0) -> None:
         self.programs += 1
@@ -1437,7 +1469,7 @@ class FuzzRunner:
 
     def run(self, requests: list[dict]) -> Summary:
         """``requests``: {"index": i} (program i of the seed) or {"index", "text", "vis", "origin"}."""
-        summary = Summary()
+        summary = Summary(wall_limit=self.wall_limit)
         started = time.monotonic()
         pending = list(reversed(requests))
         workers = [_Worker(self.config, self.python) for _ in range(min(self.jobs, len(requests)) or 1)]
@@ -1524,7 +1556,7 @@ def format_summary(summary: Summary, *, max_examples: int = 1, max_chars: int = 
         f"findings:            {summary.findings}",
         f"  tracebacks:        {c.get('traceback', 0)}",
         f"  unpositioned diag: {c.get('unpositioned', 0)}",
-        f"  hangs > {WALL_LIMIT_S:g} s:".ljust(21) + f"{c.get('hang', 0)}",
+        f"  hangs > {summary.wall_limit:g} s:".ljust(21) + f"{c.get('hang', 0)}",
         f"  memory > 4 GiB:    {c.get('memory', 0)}",
         f"  worker crashes:    {c.get('crash', 0)}",
         f"slowest program:     {summary.slowest:.2f} s (#{summary.slowest_index})",
@@ -1548,6 +1580,8 @@ def write_report(summary: Summary, out: str | os.PathLike) -> None:
     """summary.txt, findings.json and one reproducer .pxl per finding class into ``out``."""
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob("[0-9][0-9]_*.pxl"):  # an earlier report's numbering
+        stale.unlink()
     (root / "summary.txt").write_text(format_summary(summary, max_examples=3, max_chars=4000) + "\n",
                                       encoding="utf-8")
     classes = []
@@ -1612,7 +1646,7 @@ def format_markdown(summary: Summary, *, title: str = "PxL fuzzing findings", pr
         f"- programs run: {summary.programs} (ok {c.get('ok', 0)}, diagnostic {c.get('diagnostic', 0)}, "
         f"findings {summary.findings})",
         f"- tracebacks: {c.get('traceback', 0)}; diagnostics without line:col: {c.get('unpositioned', 0)}; "
-        f"hangs > {WALL_LIMIT_S:g} s: {c.get('hang', 0)}; memory > 4 GiB: {c.get('memory', 0)}; "
+        f"hangs > {summary.wall_limit:g} s: {c.get('hang', 0)}; memory > 4 GiB: {c.get('memory', 0)}; "
         f"worker crashes: {c.get('crash', 0)}",
         f"- slowest program: {summary.slowest:.2f} s; peak worker RSS: {summary.peak_rss / 2**20:.0f} MiB; "
         f"wall time {summary.wall_seconds:.0f} s",
