@@ -50,9 +50,11 @@ from typing import Any, Iterator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFORMANCE_DIR = Path("/work/shared/conformance/pixie-px")
-# The corpora mutated by default: the bundled scripts and the parser's and planner's corpora.
-REPO_CORPUS_GLOBS = ("scripts/*/*.pxl", "tests/lang/corpus/*.pxl", "tests/plan/corpus/*.pxl",
-                     "tests/fuzz/reproducers/*.pxl")
+# The corpora mutated: the bundled scripts and the parser's and planner's corpora; the bench adds
+# the fuzzer's own reproducers and Pixie's scripts (left out of the test slice, whose programs
+# must not change each time a reproducer is added).
+REPO_CORPUS_GLOBS = ("scripts/*/*.pxl", "tests/lang/corpus/*.pxl", "tests/plan/corpus/*.pxl")
+EXTENDED_CORPUS_GLOBS = ("tests/fuzz/reproducers/*.pxl",)
 
 WALL_LIMIT_S = 20.0
 MEMORY_LIMIT_BYTES = 4 << 30
@@ -692,9 +694,14 @@ class Seed:
 
 
 def load_corpus(include_conformance: bool = True, root: Path = REPO_ROOT) -> list[Seed]:
-    """The scripts mutations start from, in a fixed order (so program i stays program i)."""
+    """The scripts mutations start from, in a fixed order (so program i stays program i).
+
+    ``include_conformance``: also the fuzzer's reproducers and Pixie's scripts (the bench);
+    without, only the repository's scripts and corpora (the test slice)."""
     seeds = []
     paths = sorted(p for pattern in REPO_CORPUS_GLOBS for p in root.glob(pattern))
+    if include_conformance:
+        paths += sorted(p for pattern in EXTENDED_CORPUS_GLOBS for p in root.glob(pattern))
     if include_conformance and CONFORMANCE_DIR.is_dir():
         paths += sorted(CONFORMANCE_DIR.glob("*/*.pxl"))
     for path in paths:
