@@ -33,7 +33,6 @@ import faulthandler
 import io
 import itertools
 import json
-import math
 import os
 import random
 import re
@@ -411,7 +410,7 @@ class ProgramGenerator:
     def columns_of(self, frame: Frame, dtype=None) -> list[str]:
         return [c for c, t in frame.columns.items() if dtype is None or t is dtype]
 
-    def step(self, frame: Frame, budget: int) -> Frame:
+    def step(self, frame: Frame) -> Frame:
         """One statement (or a few) transforming ``frame``; returns the frame afterwards."""
         rng = self.rng
         DT = self.DataType
@@ -477,7 +476,7 @@ class ProgramGenerator:
             return frame
         if kind == "ctx":
             if "upid" not in frame.columns and not self.wrong():
-                return self.step(frame, budget)
+                return self.step(frame)
             from pxq.plan.compile import CTX_FUNCTIONS
 
             key = rng.choice(sorted(CTX_FUNCTIONS)) if not self.wrong() else "no_such_key"
@@ -596,7 +595,7 @@ class ProgramGenerator:
             self.indent += "    "
             self.params = {**self.params, "k": param_type}
             for _ in range(rng.randint(1, 3)):
-                inner = self.step(inner, 0) if rng.random() < 0.3 else self.simple_map(inner)
+                inner = self.step(inner) if rng.random() < 0.3 else self.simple_map(inner)
             self.emit("return frame")
             self.indent, self.params = saved_indent, saved_params
             arg = self.literal(param_type) if rng.random() < 0.7 else f"k={self.literal(param_type)}"
@@ -661,8 +660,8 @@ class ProgramGenerator:
         entry = rng.random() < 0.3
         if entry:
             self.params = {"start_time": DT.STRING, "limit": DT.INT64, "flag": DT.BOOLEAN, "ratio": DT.FLOAT64}
-            defaults = {"start_time": string_literal(rng, rng.choice(TIME_STRINGS[:6])), "limit": self.int_literal(True),
-                        "flag": "True", "ratio": self.float_literal()}
+            defaults = {"start_time": string_literal(rng, rng.choice(TIME_STRINGS[:6])),
+                        "limit": self.int_literal(True), "flag": "True", "ratio": self.float_literal()}
             annotations = {"start_time": "str", "limit": "int", "flag": "bool", "ratio": "float"}
             params = ", ".join(f"{p}: {annotations[p]} = {defaults[p]}" for p in self.params)
             self.emit("")
@@ -671,7 +670,7 @@ class ProgramGenerator:
         frame = self.new_dataframe("df")
         length = rng.choices([rng.randint(1, 6), rng.randint(6, 20), rng.randint(50, 250)], [70, 25, 5])[0]
         for _ in range(length):
-            frame = self.step(frame, length)
+            frame = self.step(frame)
         if entry:
             if rng.random() < 0.8:
                 self.emit(f"return {frame.var}")
@@ -831,7 +830,7 @@ class Mutator:
             return None
         rng = self.rng
         nodes = list(_walk(module))
-        exprs = [x for x in nodes if isinstance(x, _EXPR_TYPES)]
+        exprs = [x for x in nodes if isinstance(x, _expr_types())]
         kind = rng.choice(["constant", "name", "attribute", "swap_expr", "double", "delete_stmt",
                            "duplicate_stmt", "splice_stmt", "wrap_call", "negate"])
         replacements: dict[int, Any] = {}
@@ -951,9 +950,6 @@ def _expr_types():
             ast.BoolOp, ast.UnaryOp, ast.List, ast.Tuple)
 
 
-_EXPR_TYPES: tuple = ()
-
-
 # ================================================================ programs by number
 
 
@@ -977,9 +973,6 @@ def corpus(include_conformance: bool = True) -> list[Seed]:
 
 def program(seed: int, index: int, *, include_conformance: bool = True, mutated_share: float = 0.4) -> Program:
     """Program ``index`` of ``seed``: the same text every time, on any machine with the same corpus."""
-    global _EXPR_TYPES
-    if not _EXPR_TYPES:
-        _EXPR_TYPES = _expr_types()
     rng = random.Random(f"{seed}:{index}")
     if rng.random() < mutated_share:
         mutated = Mutator(rng, corpus(include_conformance)).mutate()
