@@ -9,18 +9,20 @@ Three parts, each usable alone:
   then the wrong ones); the rest are mutations of the bundled scripts and the corpora
   (``Mutator``: token-level and AST-level edits, splices between scripts, extreme literals,
   random characters).
-* **The oracle.** ``run_program`` takes one program through what ``pxq explain`` and
+* **The oracle.** ``Oracle.run`` takes one program through what ``pxq explain`` and
   ``pxq run`` do: parse, compile, optimize (with the per-rule trace), format the plans, split,
-  print the manifest (text and JSON, read back), execute over each small capture (normal,
-  empty, all-null, partly null) and render the results as table, JSON and CSV. The outcome is
-  ``ok``; ``diagnostic`` (an error the CLI reports without a traceback: the ``PxqError``
-  family); or a finding: ``traceback`` (any other exception), ``unpositioned`` (a script
-  diagnostic without line:col), and from the runner ``hang`` (over the wall limit), ``memory``
+  print the manifest (text and JSON, read back) and the eBPF programs, execute over each small
+  capture of ``build_captures`` (normal, empty, all-null, partly null) and render the results as
+  table, JSON and CSV. The outcome is ``ok``; ``diagnostic`` (an error the CLI reports without a
+  traceback: the ``PxqError`` family); or a finding: ``traceback`` (any other exception),
+  ``unpositioned`` (a script diagnostic without line:col, except "the script displays
+  nothing", which is about no place in particular), ``hang`` (over the wall limit), ``memory``
   (over the address-space limit) or ``crash`` (the worker died).
 * **The runner.** ``FuzzRunner`` runs programs in worker subprocesses, each limited by
   ``RLIMIT_AS`` and a per-program wall clock; a worker handles many programs and is replaced
   when one hangs or kills it. Findings are grouped into classes by (kind, exception type,
-  innermost pxq frame), keeping the shortest reproducer of each.
+  innermost pxq frame; for a hang, the pxq function with most frames in a stack dump taken just
+  before the kill), keeping the shortest reproducers of each; ``minimize`` shrinks them.
 
 ``bench/fuzz_pxl.py`` is the command line; ``tests/fuzz/test_fuzz_slice.py`` runs a fixed slice.
 """
@@ -164,8 +166,12 @@ TIME_STRINGS = ["-5m", "-30s", "-1h", "-2d", "-100ms", "-5µs", "-10us", "-1000n
                 "2025-11-26T00:02:00.123456", "1970-01-01 00:00:00", "9999-12-31 23:59:59", "0001-01-01T00:00:00",
                 "yesterday", "", "-5 m", "-5M", "--5m", "-1.5m"]
 DISPLAY_NAMES = ["output", "out", "stats", "", "日本", "a b", "x" * 300, "\U0001F600", "output\n"]
-PRAGMA_KEYS = ["max_output_rows_per_table", "explain", "analyze", "body_limit", "sample_hz", "x"]
-PRAGMA_VALUES = ["1", "5", "0", "-1", "500", "100000000000000000000", "abc", "true", "1.5", "", "1e3"]
+# Plain keys are query settings; "<collector>.<option>" ones reach the agent through the manifest.
+PRAGMA_KEYS = ["max_output_rows_per_table", "explain", "analyze", "x", "perf_profiler.sample_hz",
+               "perf_profiler.stacks_size", "perf_profiler.counts_size", "perf_profiler.python",
+               "perf_profiler.drain_interval_s", "socket_tracer.body_limit"]
+PRAGMA_VALUES = ["1", "5", "0", "-1", "500", "100000000000000000000", "abc", "true", "1.5", "", "1e3", "1e400",
+                 "nan", "-inf", "99"]
 
 
 def string_literal(rng: random.Random, value: str) -> str:

@@ -175,7 +175,7 @@ fuzz.Oracle._stages = _misbehaving
 def test_runner_survives_hangs_memory_and_crashes(tmp_path, monkeypatch, captures):
     (tmp_path / "sitecustomize.py").write_text(MISBEHAVE)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    runner = fuzz.FuzzRunner(0, jobs=1, wall_limit=4.0, memory_limit=2 << 30, include_conformance=False)
+    runner = fuzz.FuzzRunner(0, jobs=1, wall_limit=8.0, memory_limit=2 << 30, include_conformance=False)
     try:
         requests = [{"index": i, "text": text, "origin": "test"} for i, text in enumerate(
             [FINE, "#hang\n" + FINE, FINE, "#eat-memory\n" + FINE, "#crash\n" + FINE, FINE])]
