@@ -980,7 +980,8 @@ def corpus(include_conformance: bool = True) -> list[Seed]:
 def program(seed: int, index: int, *, include_conformance: bool = True, mutated_share: float = 0.4) -> Program:
     """Program ``index`` of ``seed``: the same text every time, on any machine with the same corpus."""
     rng = random.Random(f"{seed}:{index}")
-    if rng.random() < mutated_share:
+    # An installed pxq has no scripts or corpora next to it: then every program is generated.
+    if rng.random() < mutated_share and corpus(include_conformance):
         mutated = Mutator(rng, corpus(include_conformance)).mutate()
         return Program(seed, index, f"mutated:{mutated.name}", mutated.text, mutated.vis)
     return Program(seed, index, "generated", ProgramGenerator(rng).program())
