@@ -1216,6 +1216,7 @@ class Oracle:
         from pxq.agent.programs import generated_programs
         from pxq.api import compile_script
         from pxq.exec.execute import execute
+        from pxq.lang import parse
         from pxq.library import Script
         from pxq.plan.format import format_graph
         from pxq.plan.manifest import ProbeManifest
@@ -1223,6 +1224,7 @@ class Oracle:
         from pxq.plan.split import split
 
         script = Script("fuzz", prog.text, "fuzz.pxl", prog.vis)
+        parse(script.text, script.filename)  # once alone, so that syntax errors count as stage "parse"
         stage[0] = "compile"
         normal = self.sources.get("normal")
         compiled = compile_script(script, args=_required_arguments(script),
@@ -1569,6 +1571,8 @@ def format_summary(summary: Summary, *, max_examples: int = 1, max_chars: int = 
         f"slowest program:     {summary.slowest:.2f} s (#{summary.slowest_index})",
         f"peak worker RSS:     {summary.peak_rss / 2**20:.0f} MiB",
         f"wall time:           {summary.wall_seconds:.0f} s",
+        "diagnostics by stage: " + (", ".join(
+            f"{stage} {n}" for (kind, stage), n in sorted(summary.stages.items()) if kind == "diagnostic") or "-"),
     ]
     if summary.classes:
         lines.append(f"\nfinding classes ({len(summary.classes)}):")
@@ -1605,7 +1609,9 @@ def write_report(summary: Summary, out: str | os.PathLike) -> None:
     (root / "findings.json").write_text(json.dumps({
         "programs": summary.programs, "counts": summary.counts, "slowest_s": summary.slowest,
         "slowest_index": summary.slowest_index, "peak_rss_bytes": summary.peak_rss,
-        "wall_s": summary.wall_seconds, "classes": classes}, indent=1, ensure_ascii=True) + "\n",
+        "wall_s": summary.wall_seconds,
+        "stages": {f"{kind}:{stage}": n for (kind, stage), n in sorted(summary.stages.items())},
+        "classes": classes}, indent=1, ensure_ascii=True) + "\n",
         encoding="utf-8")
 
 
