@@ -1098,14 +1098,9 @@ class Outcome:
 
 
 def innermost_pxq_frame(tb) -> str:
-    frames = traceback.extract_tb(tb)
-    package = str(REPO_ROOT / "pxq")
-    fuzz_file = os.path.abspath(__file__)
-    for entry in reversed(frames):
-        path = os.path.abspath(entry.filename)
-        if path.startswith(package) and path != fuzz_file:
-            return f"{os.path.relpath(path, REPO_ROOT)}:{entry.name}"
-    return "(outside pxq)"
+    """``pxq/exec/execute.py:run_node``: the last pxq function (not the fuzzer) a traceback passed."""
+    names = _pxq_frame_names((entry.filename, entry.name) for entry in reversed(traceback.extract_tb(tb)))
+    return names[0] if names else "(outside pxq)"
 
 
 _DUMP_FRAME = re.compile(r'File "([^"]+)", line \d+ in (\S+)')
