@@ -29,7 +29,9 @@ def _simplify_logic(expr: FuncCall) -> Expr:
     if any(_is_bool(a, absorbing) for a in expr.args):
         return Literal(absorbing, DataType.BOOLEAN)
     rest = [a for a in expr.args if not _is_bool(a, neutral)]
-    if len(rest) == 1:
+    # `x or False` is x only when x is a boolean: an INT64 operand (true when non-zero) would
+    # turn the expression's type into INT64, and a filter on it would no longer be valid.
+    if len(rest) == 1 and getattr(rest[0], "type", None) is DataType.BOOLEAN:
         return rest[0]
     return expr
 
