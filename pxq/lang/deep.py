@@ -19,9 +19,14 @@ import sys
 import threading
 from functools import wraps
 
+from pxq.errors import ResourceLimitError
+
 # 1 GiB of address space; only the pages a walk touches are ever backed by memory.
 STACK_BYTES = 1 << 30
-RECURSION_LIMIT = 400_000
+RECURSION_LIMIT = 400_000  # for a 1 GiB stack; smaller stacks get a proportional share
+# Smaller stacks tried in turn where the address space is capped (ulimit -v), each with the
+# recursion limit scaled to it; 256 MiB still holds the parser's deepest nesting.
+FALLBACK_STACK_BYTES = (1 << 28, 1 << 26)
 
 _lock = threading.Lock()
 _running = 0  # deep threads running now
@@ -50,15 +55,18 @@ def run_deep(function, *args, **kwargs):
             sys.setrecursionlimit(max(_saved_limit, RECURSION_LIMIT))
         _running += 1
         worker: threading.Thread | None = None
-        try:
-            previous = threading.stack_size(STACK_BYTES)
-        except (ValueError, RuntimeError):  # a platform without settable stacks
-            previous = None
-        if previous is not None:
+        for stack_bytes in (STACK_BYTES, *FALLBACK_STACK_BYTES):
             try:
+                previous = threading.stack_size(stack_bytes)
+            except (ValueError, RuntimeError):  # a platform without settable stacks
+                break
+            try:
+                if _running == 1:  # alone: the limit fits this stack (else it stays as set for others)
+                    sys.setrecursionlimit(max(_saved_limit, min(RECURSION_LIMIT, RECURSION_LIMIT * stack_bytes >> 30)))
                 worker = threading.Thread(target=target, name="pxq-deep", daemon=True)
                 worker.start()
-            except RuntimeError:  # no address space for such a stack (ulimit -v)
+                break
+            except RuntimeError:  # no address space for such a stack (ulimit -v): try a smaller one
                 worker = None
             finally:
                 threading.stack_size(previous)
@@ -67,7 +75,12 @@ def run_deep(function, *args, **kwargs):
             if _running == 0:
                 sys.setrecursionlimit(_saved_limit)
     if worker is None:  # runs in place, within the ordinary recursion limit
-        return function(*args, **kwargs)
+        try:
+            return function(*args, **kwargs)
+        except RecursionError:
+            raise ResourceLimitError(
+                "the script nests too deeply for the stack pxq could get here (no thread with a larger "
+                "stack could start: is the address space capped with ulimit -v?)") from None
     try:
         worker.join()
     finally:

@@ -213,7 +213,7 @@ def rename_columns(expr: Expr, mapping: dict[str, Expr]) -> Expr:
 def conjuncts(expr: Expr) -> list[Expr]:
     """Split a predicate on logicalAnd, in order.
 
-    A part that appears twice is listed once (``p and p`` is ``p``, in Kleene logic too), so a
+    An ``and`` with a non-boolean operand is one part. A part that appears twice is listed once (``p and p`` is ``p``, in Kleene logic too), so a
     predicate that repeats itself does not multiply into an exponential list.
     """
     out: list[Expr] = []
@@ -224,7 +224,10 @@ def conjuncts(expr: Expr) -> list[Expr]:
         if id(node) in seen:
             continue
         seen.add(id(node))
-        if isinstance(node, FuncCall) and node.name == "logicalAnd":
+        # An INT64 operand of `and` (true when non-zero) is no predicate on its own: such an
+        # `and` stays whole.
+        if isinstance(node, FuncCall) and node.name == "logicalAnd" \
+                and all(getattr(a, "type", None) is DataType.BOOLEAN for a in node.args):
             stack.extend(reversed(node.args))
         else:
             out.append(node)

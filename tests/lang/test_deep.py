@@ -46,3 +46,23 @@ def test_errors_results_and_context_reach_the_caller():
 def test_a_sum_of_5000_terms_parses_and_reads_back():
     text = "x = " + " + ".join(f"a{i}" for i in range(5000)) + "\n"
     assert unparse(parse(text)) == text
+
+
+def test_a_capped_address_space_gets_a_smaller_deep_stack(monkeypatch):
+    # Found by the fuzzer, whose workers run under RLIMIT_AS = 4 GiB: no 1 GiB stack could start,
+    # so the stage ran in place and a nested script ended in RecursionError. A stack too large
+    # for any address space stands in for the cap here.
+    import pxq.lang.deep as deep_module
+
+    monkeypatch.setattr(deep_module, "STACK_BYTES", 1 << 46)
+    assert run_deep(depth, 20_000) == 20_000
+
+
+def test_in_place_a_too_deep_walk_is_a_clear_error(monkeypatch):
+    import pxq.lang.deep as deep_module
+    from pxq.errors import ResourceLimitError
+
+    monkeypatch.setattr(deep_module, "STACK_BYTES", 1 << 46)
+    monkeypatch.setattr(deep_module, "FALLBACK_STACK_BYTES", ())
+    with pytest.raises(ResourceLimitError, match="nests too deeply"):
+        run_deep(depth, 50_000)
