@@ -1122,7 +1122,8 @@ def hang_frame(frames_innermost_first) -> str:
     """Where a hang is: the pxq function with most frames on the stack (the runaway recursion or
     the loop's caller), the innermost one on a tie. Stable where the innermost frame is not: a
     stopped exponential walk may be caught in any of the leaf functions it calls."""
-    names = _pxq_frame_names(frames_innermost_first)
+    # A comprehension's frame sits between every two levels of the recursion it belongs to.
+    names = [name for name in _pxq_frame_names(frames_innermost_first) if not name.endswith(">")]
     if not names:
         return "(outside pxq)"
     counts: dict[str, int] = {}

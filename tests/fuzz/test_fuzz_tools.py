@@ -193,3 +193,9 @@ def test_runner_survives_hangs_memory_and_crashes(tmp_path, monkeypatch, capture
     hang = next(c for k, c in summary.classes.items() if k[0] == "hang")
     assert hang.examples[0].text.startswith("#hang")
     assert summary.findings == 3
+
+
+def test_hang_frame_looks_through_comprehensions():
+    root = str(fuzz.REPO_ROOT / "pxq")
+    frames = [(f"{root}/plan/expr.py", "<genexpr>"), (f"{root}/plan/expr.py", "columns")] * 3
+    assert fuzz.hang_frame(frames) == "pxq/plan/expr.py:columns"
