@@ -20,14 +20,16 @@ from pxq.errors import Span
 from pxq.types import DataType, SemanticType
 
 
-def postorder(root: "Expr", done: Callable[["Expr"], bool] | None = None) -> Iterator["Expr"]:
-    """Every distinct node under ``root`` once, arguments before the calls that read them.
+def walk_postorder(roots, children: Callable, done: Callable | None = None) -> Iterator:
+    """Every distinct node under ``roots`` once, children (in order) before their parents, with
+    an explicit stack: expressions and plans are as deep as a script is long, so recursion would
+    limit the script. Nodes are told apart by identity (a shared part is visited once).
 
-    ``done(node)``: a node for which it is true is neither yielded nor descended into (e.g. it
-    already has a cached result).
+    ``children(node)``: the nodes to walk into; ``done(node)``: a node for which it is true is
+    neither yielded nor descended into (e.g. it already has a cached result).
     """
     seen: set[int] = set()
-    stack: list[tuple[Expr, bool]] = [(root, False)]
+    stack: list[tuple[object, bool]] = [(root, False) for root in reversed(tuple(roots))]
     while stack:
         node, expanded = stack.pop()
         if expanded:
@@ -37,9 +39,17 @@ def postorder(root: "Expr", done: Callable[["Expr"], bool] | None = None) -> Ite
             continue
         seen.add(id(node))
         stack.append((node, True))
-        for arg in reversed(getattr(node, "args", ())):
-            if id(arg) not in seen:
-                stack.append((arg, False))
+        stack.extend((child, False) for child in reversed(tuple(children(node))) if id(child) not in seen)
+
+
+def _call_args(node: "Expr") -> tuple:
+    return getattr(node, "args", ())
+
+
+def postorder(root: "Expr", done: Callable[["Expr"], bool] | None = None) -> Iterator["Expr"]:
+    """Every distinct expression node under ``root`` once, arguments before the calls that read
+    them (see ``walk_postorder``)."""
+    return walk_postorder((root,), _call_args, done)
 
 
 def _cached(node: "Expr", attr: str, compute: Callable[["Expr"], object]):

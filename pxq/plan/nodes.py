@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from pxq.errors import closest
-from pxq.plan.expr import Expr
+from pxq.plan.expr import Expr, walk_postorder
 from pxq.types import DataType, SemanticType
 
 
@@ -404,23 +404,13 @@ class Graph:
 
 
 def relations_postorder(roots, done=None, inputs_of=None):
-    """Every distinct node under ``roots`` once, inputs (in order) before the nodes that read them.
-
-    With an explicit stack: a plan is as deep as its script is long (each ``df.x = ...`` is a
-    node), so recursion would limit the length of a script. ``done(node)``: a node for which
-    it is true is neither yielded nor descended into; ``inputs_of(node)``: the inputs to walk
-    into (default: all of ``node.inputs``).
+    """Every distinct node under ``roots`` once, inputs (in order) before the nodes that read them
+    (a plan is as deep as its script is long: each ``df.x = ...`` is a node; see
+    ``walk_postorder``). ``done(node)``: a node for which it is true is neither yielded nor
+    descended into; ``inputs_of(node)``: the inputs to walk into (default: all of ``node.inputs``).
     """
-    seen: set[int] = set()
-    stack: list[tuple[Relation, bool]] = [(root, False) for root in reversed(tuple(roots))]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            yield node
-            continue
-        if id(node) in seen or (done is not None and done(node)):
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        inputs = node.inputs if inputs_of is None else inputs_of(node)
-        stack.extend((child, False) for child in reversed(inputs) if id(child) not in seen)
+    return walk_postorder(roots, _inputs if inputs_of is None else inputs_of, done)
+
+
+def _inputs(node: Relation) -> tuple[Relation, ...]:
+    return node.inputs
