@@ -1424,9 +1424,13 @@ class _Worker:
     def __init__(self, config: dict, python: str):
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        # The worker's stderr goes to a file, so that a crash says why (the last lines go into
+        # the finding; a worker that exits with 1 has printed its Python traceback there).
+        self.stderr = tempfile.NamedTemporaryFile("w+", dir=config["stacks_dir"], prefix="worker-stderr-",
+                                                  suffix=".txt", delete=False)
         self.proc = subprocess.Popen(
             [python, "-c", "from pxq.testing.fuzz import worker_main; worker_main()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
             text=True, encoding="utf-8", bufsize=1)
         self.proc.stdin.write(json.dumps(config) + "\n")
         self.proc.stdin.flush()
@@ -1447,6 +1451,12 @@ class _Worker:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         self.proc.wait()
+        self.stderr.close()
+
+    def stderr_tail(self, chars: int = 4000) -> str:
+        with contextlib.suppress(OSError):
+            return Path(self.stderr.name).read_text(errors="replace")[-chars:]
+        return ""
 
 
 class FuzzRunner:
@@ -1530,6 +1540,8 @@ class FuzzRunner:
         with contextlib.suppress(OSError):
             stacks = (Path(self._stacks.name) / f"worker-{worker.pid}.txt").read_text(errors="replace")
         frame = hang_frame_of_dump(stacks) if stacks else ""
+        if kind == "crash":
+            stacks = (stacks + "\n--- worker stderr ---\n" + worker.stderr_tail()).strip()
         result = Result(request["index"], origin, Outcome(kind, "", kind, message, frame, stacks, seconds), text,
                         self._vis(request))
         summary.add(result)
