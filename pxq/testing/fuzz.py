@@ -17,7 +17,8 @@ Three parts, each usable alone:
   traceback: the ``PxqError`` family); or a finding: ``traceback`` (any other exception),
   ``unpositioned`` (a script diagnostic without line:col, except "the script displays
   nothing", which is about no place in particular), ``hang`` (over the wall limit), ``memory``
-  (over the address-space limit) or ``crash`` (the worker died).
+  (over the address-space limit: 4 GiB beyond what the worker reserved once pxq and pyarrow
+  were loaded) or ``crash`` (the worker died).
 * **The runner.** ``FuzzRunner`` runs programs in worker subprocesses, each limited by
   ``RLIMIT_AS`` and a per-program wall clock; a worker handles many programs and is replaced
   when one hangs or kills it. Findings are grouped into classes by (kind, exception type,
@@ -1331,17 +1332,31 @@ def _quiet():
 # ================================================================ workers and the runner
 
 
+def _address_space_bytes() -> int:
+    """This process's address space now (VmSize), 0 where /proc does not say."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().split("\n"):
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def _limit_memory(limit_bytes: int) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+    """Cap the address space at ``limit_bytes`` beyond what is reserved now. Called once pxq and
+    pyarrow are loaded: their allocators reserve about 3 GiB of address space up front, and a cap
+    of 4 GiB in all left programs about 1 GiB, too little for the threads a worker starts (a
+    worker died with 'unable to start watchdog thread')."""
+    limit = _address_space_bytes() + limit_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def worker_main() -> None:
     """A worker: reads {"seed", "index", ...} lines on stdin, answers one JSON line per program."""
     config = json.loads(sys.stdin.readline())
-    _limit_memory(config["memory_limit"])
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     oracle = Oracle(config["captures"], render=config.get("render", True))
+    _limit_memory(config["memory_limit"])
     # Where a hang is: the stacks a moment before the runner's deadline, for its finding class.
     stacks = open(Path(config["stacks_dir"]) / f"worker-{os.getpid()}.txt", "w+")
     channel.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
@@ -1351,7 +1366,10 @@ def worker_main() -> None:
         prog = _program_for(request, config)
         stacks.seek(0)
         stacks.truncate()
-        faulthandler.dump_traceback_later(max(0.5, config["wall_limit"] - 1.0), file=stacks)
+        try:
+            faulthandler.dump_traceback_later(max(0.5, config["wall_limit"] - 1.0), file=stacks)
+        except RuntimeError:  # no thread for the watchdog: the runner's wall limit still applies
+            pass
         outcome = oracle.run(prog)
         faulthandler.cancel_dump_traceback_later()
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
