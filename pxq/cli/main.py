@@ -201,7 +201,6 @@ def _script_help(script) -> int:
 # One part of a duration: a number and its unit ("1.5s", "2m", "500ms").
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
 _PLAIN_SECONDS = re.compile(r"\d+(?:\.\d+)?|\.\d+")
-_DURATION_UNITS_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # A capture window longer than a day is a typo (the table store keeps a bounded window anyway).
 MAX_WINDOW_S = 24 * 3600.0
 
@@ -219,7 +218,9 @@ def parse_duration(text: str) -> float:
         parts = list(_DURATION_PART.finditer(cleaned))
         if not cleaned or "".join(m.group(0) for m in parts) != cleaned:
             raise UsageError(f"invalid duration {text!r}: {example}")
-        seconds = sum(float(m.group(1)) * _DURATION_UNITS_S[m.group(2)] for m in parts)
+        from pxq.plan.compile import TIME_UNITS_NS  # the units PxL's relative times take
+
+        seconds = sum(float(m.group(1)) * TIME_UNITS_NS[m.group(2)] / 1e9 for m in parts)
     if not math.isfinite(seconds) or seconds <= 0:
         raise UsageError(f"invalid duration {text!r}: a capture window must be positive ({example})")
     if seconds > MAX_WINDOW_S:
