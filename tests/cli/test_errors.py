@@ -4,12 +4,16 @@ with one line; every test that runs the CLI goes through tests/cli_support.py.""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
 import pxq.api
+from pxq.agent.embedded import Interrupted, WindowSignals
 from pxq.cli.main import EXIT_INTERNAL, parse_duration
 from pxq.errors import UsageError
 from pxq.testing.synthetic import write_synthetic_capture
@@ -66,6 +70,22 @@ def test_memory_error_and_interrupt_have_their_own_lines(capsys, capture, monkey
     monkeypatch.setattr(pxq.api, "execute", _failing_execute(KeyboardInterrupt()))
     code, _, err = run_main(capsys, "run", "http_data", "--from", capture)
     assert (code, err) == (130, "pxq: interrupted\n")
+    monkeypatch.setattr(pxq.api, "execute", _failing_execute(Interrupted(signal.SIGTERM)))
+    code, _, err = run_main(capsys, "run", "http_data", "--from", capture)
+    assert (code, err) == (143, "pxq: interrupted by SIGTERM\n")  # 128 + 15, as a shell reports it
+
+
+def test_sigterm_during_a_window_interrupts_like_ctrl_c_and_is_remembered():
+    """SIGTERM inside WindowSignals raises Interrupted (a KeyboardInterrupt, which ends the agent's
+    window); the signal is remembered for the exit status; the previous handler comes back after."""
+    before = signal.getsignal(signal.SIGTERM)
+    with WindowSignals() as window:
+        with pytest.raises(KeyboardInterrupt) as caught:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs between bytecodes; the sleep is interrupted at once
+    assert isinstance(caught.value, Interrupted) and caught.value.signum == signal.SIGTERM
+    assert window.received == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_script_errors_keep_their_exit_code_and_show_no_traceback(capsys, capture, tmp_path):
