@@ -352,3 +352,49 @@ def test_ctrl_c_ends_a_live_capture_with_its_rows_and_exit_130(tmp_path):
     replay = run_pxq("run", "http_request_stats", "--from", str(tmp_path / "cap"), "-o", "json", check=True)
     counted = {r["req_path"]: r["requests"] for r in map(json.loads, replay.stdout.splitlines())}
     assert {path: counted.get(path) for path, _ in sent} == {path: 1 for path, _ in sent}
+
+
+def test_notebook_cell_without_from_collects_live(tmp_path):
+    """`%%pxq --for 3s` in a real Jupyter kernel: a live window (progress on stderr), then one
+    output; the server's rows are a gap-free run of the requests this test kept sending."""
+    require_bpf()
+    from tests.agent.test_socket_tracer import http_server
+    from tests.cli.test_notebook_kernel import execute, parse_html
+
+    with http_server() as (server, port):
+        stop = threading.Event()
+        sent: list[str] = []
+
+        def keep_requesting() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            while not stop.is_set():
+                path = f"/hello?i={len(sent)}"
+                conn.request("GET", path)
+                conn.getresponse().read()
+                sent.append(path)
+                time.sleep(0.05)  # about 60 in the window: all shown (a display shows its first 100)
+            conn.close()
+
+        client = threading.Thread(target=keep_requesting)
+        client.start()
+        try:
+            cells = execute(["%load_ext pxq",
+                             "%%pxq --for 3s\nimport px\n"
+                             "df = px.DataFrame(table='http_events', start_time='-1m')\n"
+                             f"df = df[px.upid_to_pid(df.upid) == {server.pid}]\n"
+                             "px.display(df[['req_path', 'resp_status', 'latency']], 'live')\n"], tmp_path)
+        finally:
+            stop.set()
+            client.join(timeout=30)
+    outputs = cells[1].outputs
+    assert [o.output_type for o in outputs if o.output_type != "stream"] == ["execute_result"]
+    stderr = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stderr")
+    assert "pxq: probes attached, collecting for 3s" in stderr, stderr
+    shown = parse_html(outputs[-1].data["text/html"])
+    (table,) = shown.tables
+    assert table[0] == ["req_path", "resp_status", "latency"]
+    paths = [row[0] for row in table[1:]]
+    assert shown.headings == [f"live ({len(paths)} rows)"] and len(paths) >= 20, (shown.headings, stderr)
+    first = sent.index(paths[0])
+    assert paths == sent[first:first + len(paths)]
+    assert all(row[1] == "200" and row[2].endswith((" µs", " ms")) for row in table[1:])

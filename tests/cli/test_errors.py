@@ -75,6 +75,11 @@ def test_memory_error_and_interrupt_have_their_own_lines(capsys, capture, monkey
     assert (code, err) == (143, "pxq: interrupted by SIGTERM\n")  # 128 + 15, as a shell reports it
 
 
+def test_help_lists_the_exit_codes_of_a_cut_short_window():
+    text = " ".join(run_pxq("--help", check=True).stdout.split())
+    assert "130 Ctrl-C (SIGINT), 143 SIGTERM; a live window they end early still shows or writes the rows" in text
+
+
 def test_sigterm_during_a_window_interrupts_like_ctrl_c_and_is_remembered():
     """SIGTERM inside WindowSignals raises Interrupted (a KeyboardInterrupt, which ends the agent's
     window); the signal is remembered for the exit status; the previous handler comes back after."""
