@@ -69,3 +69,8 @@ def test_a_changed_frame_is_shown_as_pandas_shows_it(shell, capture):
     bundle = frame._repr_mimebundle_()
     assert bundle["text/html"] == pd.DataFrame._repr_html_(frame)
     assert bundle["text/plain"] == pd.DataFrame.__repr__(frame)
+
+
+def test_a_mistyped_option_is_one_line_not_an_exit(shell, capsys):
+    assert shell.run_line_magic("pxq", "--frm /tmp --script http_data") is None
+    assert capsys.readouterr().out == "%%pxq: unrecognized arguments: --frm /tmp\n"
