@@ -50,17 +50,34 @@ class Interrupted(KeyboardInterrupt):
 class WindowSignals:
     """While open (in the main thread), SIGINT and SIGTERM raise :class:`Interrupted`, so SIGTERM
     ends a window like Ctrl-C instead of killing the process with the rows; ``received`` is the
-    first such signal, for an exit status that says the window was cut short (128 + it)."""
+    first such signal, for an exit status that says the run was cut short (128 + it).
+
+    Once the window has closed (see :meth:`watch`) the rows are all collected: SIGTERM then only
+    is noted, so that they are still shown; Ctrl-C still stops at once, as it always did."""
 
     HANDLED = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.window_closed = False
+        self.ended_window = False  # the signal came while collecting, and ended the window early
         self._previous: dict[int, object] = {}
+
+    def watch(self, on_progress: Callable[[Progress], None]) -> Callable[[Progress], None]:
+        """``on_progress`` for the agent, noting when the window has closed."""
+        def show(progress: Progress) -> None:
+            if progress.final:
+                self.window_closed = True
+            on_progress(progress)
+
+        return show
 
     def _interrupt(self, signum: int, _frame) -> None:
         if self.received is None:
             self.received = signum
+            self.ended_window = not self.window_closed
+        if signum == signal.SIGTERM and self.window_closed:
+            return
         raise Interrupted(signum)
 
     def __enter__(self) -> "WindowSignals":

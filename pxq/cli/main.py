@@ -271,7 +271,7 @@ def cmd_run(args, script_argv: list[str]) -> int:
 
         with WindowSignals() as window:
             compiled, results, store = run_live(script, args=script_args, duration_s=duration,
-                                                on_progress=progress_printer(duration),
+                                                on_progress=window.watch(progress_printer(duration)),
                                                 options=AgentOptions(body_limit=args.body_limit))
         if sys.stderr.isatty():
             sys.stderr.write("\n")
@@ -287,8 +287,9 @@ def _cut_short_status(window) -> int:
     """0, or for a live window a signal ended early 128 + the signal (the shell's convention)."""
     if window is None or window.received is None:
         return 0
-    print(f"pxq: {signal.Signals(window.received).name} ended the window early: the rows are those "
-          "collected until then", file=sys.stderr)
+    name = signal.Signals(window.received).name
+    print(f"pxq: {name} ended the window early: the rows are those collected until then" if window.ended_window
+          else f"pxq: {name} came after the window: all its rows are shown", file=sys.stderr)
     return 128 + window.received
 
 
@@ -306,7 +307,8 @@ def cmd_capture(args) -> int:
     duration = parse_duration(args.duration)
     manifest = manifest_for_tables(tables, now_ns=time.time_ns(), pids=tuple(args.pid) if args.pid else None)
     with WindowSignals() as window:
-        store = EmbeddedAgent(manifest, AgentOptions(body_limit=args.body_limit)).run(duration, progress_printer(duration))
+        store = EmbeddedAgent(manifest, AgentOptions(body_limit=args.body_limit)).run(
+            duration, window.watch(progress_printer(duration)))
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     store.write_capture(args.out, tables)

@@ -89,7 +89,7 @@ def test_sigterm_during_a_window_interrupts_like_ctrl_c_and_is_remembered():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler runs between bytecodes; the sleep is interrupted at once
     assert isinstance(caught.value, Interrupted) and caught.value.signum == signal.SIGTERM
-    assert window.received == signal.SIGTERM
+    assert window.received == signal.SIGTERM and window.ended_window
     assert signal.getsignal(signal.SIGTERM) is before
 
 
@@ -200,3 +200,20 @@ def test_largest_64_bit_integer_is_accepted(capsys, capture):
     code, out, _ = run_main(capsys, "run", "http_data", "--from", capture, "-o", "json", "--",
                             f"--num_head={2**63 - 1}")
     assert code == 0 and len(out.strip().split("\n")) == 50
+
+
+def test_sigterm_after_the_window_closed_lets_the_rows_be_shown():
+    """Once the agent reports its final progress every row is collected: SIGTERM is noted (for the
+    exit status) but does not interrupt compiling and running the script over them."""
+    from pxq.agent.embedded import Progress
+
+    reported: list = []
+    with WindowSignals() as window:
+        watch = window.watch(reported.append)
+        watch(Progress(1.0, 10, {}, 0))
+        assert not window.window_closed
+        watch(Progress(2.0, 20, {}, 0, final=True, window_s=2.0))
+        os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler before the next line: it raises nothing
+        assert window.received == signal.SIGTERM
+    assert window.received == signal.SIGTERM and window.window_closed and not window.ended_window
+    assert [p.events for p in reported] == [10, 20]
