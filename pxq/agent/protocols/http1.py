@@ -19,6 +19,11 @@ caller:
 * Close-delimited bodies (HTTP/1.0 style: neither Content-Length nor chunked) complete at
   :meth:`Http1Stitcher.close`.
 * Bodies are kept up to ``body_limit`` bytes (default 1024, like Pixie); the true size is kept.
+* Bytes the kernel counted but did not copy (``sendfile``, the part of a call beyond the tracer's
+  copy limit, ``splice``) are taken with :meth:`Http1Stitcher.skip` inside a body of known
+  remaining length: the message advances without them, keeps its true size, and its body shows
+  :data:`UNCAPTURED_BODY_MARKER` where they were (Pixie passes NUL bytes to its parsers instead,
+  ``ExtractFillerEvent`` in ``socket_trace.hpp``; a body of NULs reads as if the bytes were known).
 * Garbage or a parse error never raises: the direction is marked broken, the reason is counted in
   :attr:`Http1Stitcher.errors` (``request_invalid_method``, ``response_parse_error``, ...), and
   parsing resumes at the next request line (requests) or status line (responses), also later in
@@ -81,6 +86,11 @@ _HEADER_END = b"\r\n\r\n"
 # Bytes kept while looking for the end of a header block or a resync point (bounds memory on a
 # garbage stream).
 MAX_HEADER_BYTES = 64 * 1024
+# What a body shows in place of bytes the kernel counted but did not copy (``%d``: how many).
+# In the style of Pixie's own body replacements ("<removed: unknown content-type>", stitcher.cc).
+UNCAPTURED_BODY_MARKER = b"<not captured: %d bytes>"
+# NUL bytes fed to llhttp to move it through a body without its bytes (see Http1Stitcher.skip).
+_SKIP_PIECE = bytes(1 << 16)
 # Request bytes kept after an Upgrade request until the response says whether it was accepted.
 MAX_UPGRADE_HOLD = 64 * 1024
 
@@ -180,6 +190,7 @@ class _Message:
     __slots__ = (
         "body_limit", "start_ns", "end_ns", "epoch", "valid_start", "url", "reason", "header_pairs",
         "body", "body_size", "method", "status", "version", "headers_done", "complete", "broken",
+        "marker_at", "uncaptured",
     )  # fmt: skip
 
     def __init__(self, body_limit: int, ts_ns: int, epoch: int = -1) -> None:
@@ -199,6 +210,8 @@ class _Message:
         self.headers_done = False
         self.complete = False
         self.broken = False  # lost to a parse error: its pair is dropped
+        self.marker_at = -1  # where in `body` the last UNCAPTURED_BODY_MARKER starts
+        self.uncaptured = 0  # the bytes that marker stands for
 
     @classmethod
     def lost(cls, ts_ns: int) -> _Message:
@@ -222,6 +235,19 @@ class _Message:
             return 0
         length = self.header("Content-Length")
         return int(length) - self.body_size if length.isdigit() else 0
+
+    def mark_uncaptured(self, at: int, n: int) -> None:
+        """``n`` body bytes from body offset ``at`` were counted, not copied: within the first
+        ``body_limit`` bytes, the body shows a marker for them (one for adjacent runs)."""
+        if at >= self.body_limit:
+            return
+        body = self.body
+        if self.marker_at >= 0 and len(body) == self.marker_at + len(UNCAPTURED_BODY_MARKER % self.uncaptured):
+            body = body[: self.marker_at]  # right after the last marker: it grows
+            self.uncaptured += n
+        else:
+            self.marker_at, self.uncaptured = len(body), n
+        self.body = body + UNCAPTURED_BODY_MARKER % self.uncaptured
 
     @property
     def close_delimited(self) -> bool:
@@ -316,6 +342,7 @@ class _Direction:
         # when looking for the next one (they were parsed already or are the one that failed).
         self.skip_starts = 0
         self.skip_first_at_zero = False
+        self.skipping = False  # bytes fed are stand-ins for uncaptured ones (Http1Stitcher.skip)
 
     # -- llhttp callbacks -------------------------------------------------------------------
     # These run for every message: they keep what llhttp reports as it is (see _Message).
@@ -363,9 +390,9 @@ class _Direction:
 
     def on_body(self, body: bytes) -> None:
         msg = self.current
+        room = msg.body_limit - msg.body_size  # the body's first body_limit bytes are kept
         msg.body_size += len(body)
-        room = msg.body_limit - len(msg.body)
-        if room > 0:
+        if room > 0 and not self.skipping:
             msg.body += body[:room]
         msg.end_ns = self.ts_ns
 
@@ -558,6 +585,46 @@ class Http1Stitcher:
         self._req.pending.clear()
         self._resp.pending.clear()
         return self._take()
+
+    def skip(self, request: bool, n: int, ts_ns: int) -> tuple[list[HttpTransaction], int]:
+        """``n`` bytes of one direction moved at ``ts_ns`` without being seen (the kernel counted
+        them: ``sendfile``, a call beyond the copy limit, ``splice``). Inside a body of known
+        remaining length (by Content-Length) the message advances over them: it keeps its true
+        size, its body shows :data:`UNCAPTURED_BODY_MARKER` for them, and it completes when they
+        were its last bytes. Returns the transactions completed and how many of the ``n`` bytes
+        could not be skipped (they lie beyond that body, where framing needs the bytes: the
+        caller treats them as lost)."""
+        done, left = self.skip_messages(request, n, ts_ns)
+        return [HttpTransaction(req, resp) for req, resp in done], left
+
+    def skip_messages(self, request: bool, n: int, ts_ns: int) -> tuple[list[MessagePair], int]:
+        """:meth:`skip`, returning the completed pairs as parsed messages."""
+        side = self._req if request else self._resp
+        k = min(n, self._skippable(side))
+        if k > 0:
+            msg = side.current
+            at = msg.body_size
+            side.ts_ns = ts_ns
+            side.skipping = True
+            try:  # llhttp counts the body down; on_body keeps none of these stand-in bytes
+                for start in range(0, k, len(_SKIP_PIECE)):
+                    side.feed(_SKIP_PIECE[: min(len(_SKIP_PIECE), k - start)])
+            finally:
+                side.skipping = False
+            msg.mark_uncaptured(at, k)
+        return self._take(), n - k
+
+    def _skippable(self, side: _Direction) -> int:
+        """Body bytes of ``side``'s message in progress that may be skipped: what is left of a
+        Content-Length body whose head was parsed (0 anywhere else)."""
+        if self._closed or self.upgraded or side.resyncing or side.pending or side.parser is None:
+            return 0
+        if side.is_request and self._upgrade_wait:
+            return 0
+        msg = side.current
+        if msg is None or msg.complete or msg.broken:
+            return 0
+        return max(0, msg.body_left())
 
     def response_gap(self, ts_ns: int) -> bool:
         """Response bytes were lost (a hole in the stream that will not fill), and the next
