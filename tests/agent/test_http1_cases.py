@@ -414,3 +414,13 @@ def test_skip_a_request_body():
     (tx,) = st.feed_response(OK3, 30)
     assert (tx.req_path, tx.req_body_size, tx.req_body) == ("/upload", 3145728, "abc<not captured: 3145725 bytes>")
     assert (tx.resp_body, tx.latency_ns) == ("abc", 20)
+
+
+def test_a_skip_right_after_a_marker_past_the_body_limit_grows_that_marker():
+    """sendfile in pieces (nginx: 2 MiB, then 1 MiB): one marker for the whole run."""
+    st = Http1Stitcher()
+    st.feed_request(GET, 10)
+    st.feed_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3145728\r\n\r\n", 20)
+    assert st.skip(False, 2097152, 30) == ([], 0)
+    (tx,), left = st.skip(False, 1048576, 40)
+    assert (left, tx.resp_body, tx.resp_body_size) == (0, "<not captured: 3145728 bytes>", 3145728)

@@ -190,7 +190,7 @@ class _Message:
     __slots__ = (
         "body_limit", "start_ns", "end_ns", "epoch", "valid_start", "url", "reason", "header_pairs",
         "body", "body_size", "method", "status", "version", "headers_done", "complete", "broken",
-        "marker_at", "uncaptured",
+        "marker_at", "uncaptured", "uncaptured_end",
     )  # fmt: skip
 
     def __init__(self, body_limit: int, ts_ns: int, epoch: int = -1) -> None:
@@ -212,6 +212,7 @@ class _Message:
         self.broken = False  # lost to a parse error: its pair is dropped
         self.marker_at = -1  # where in `body` the last UNCAPTURED_BODY_MARKER starts
         self.uncaptured = 0  # the bytes that marker stands for
+        self.uncaptured_end = 0  # the body offset just after them
 
     @classmethod
     def lost(cls, ts_ns: int) -> _Message:
@@ -239,14 +240,16 @@ class _Message:
     def mark_uncaptured(self, at: int, n: int) -> None:
         """``n`` body bytes from body offset ``at`` were counted, not copied: within the first
         ``body_limit`` bytes, the body shows a marker for them (one for adjacent runs)."""
-        if at >= self.body_limit:
-            return
         body = self.body
-        if self.marker_at >= 0 and len(body) == self.marker_at + len(UNCAPTURED_BODY_MARKER % self.uncaptured):
-            body = body[: self.marker_at]  # right after the last marker: it grows
+        if (self.marker_at >= 0 and at == self.uncaptured_end
+                and len(body) == self.marker_at + len(UNCAPTURED_BODY_MARKER % self.uncaptured)):
+            body = body[: self.marker_at]  # the body ends with the marker of the bytes just before
             self.uncaptured += n
-        else:
+        elif at < self.body_limit:
             self.marker_at, self.uncaptured = len(body), n
+        else:
+            return
+        self.uncaptured_end = at + n
         self.body = body + UNCAPTURED_BODY_MARKER % self.uncaptured
 
     @property
