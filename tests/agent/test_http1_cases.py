@@ -424,3 +424,36 @@ def test_a_skip_right_after_a_marker_past_the_body_limit_grows_that_marker():
     assert st.skip(False, 2097152, 30) == ([], 0)
     (tx,), left = st.skip(False, 1048576, 40)
     assert (left, tx.resp_body, tx.resp_body_size) == (0, "<not captured: 3145728 bytes>", 3145728)
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("split", [0, 3, len(CHUNKED_HEAD) + 2, len(CHUNKED_HEAD) + 6])
+def test_skip_inside_a_chunk_then_the_next_chunks_parse(split):
+    """A chunk of 0x1000 bytes whose data went by unseen (its size line possibly split across
+    two feeds): skipped, and the chunks after it parse."""
+    wire = CHUNKED_HEAD + b"1000;ext=1\r\nab"
+    st = Http1Stitcher()
+    st.feed_request(GET, 10)
+    st.feed_response(wire[:split], 20)
+    st.feed_response(wire[split:], 21)
+    assert st.skip(False, 0x1000 - 2, 30) == ([], 0)
+    (tx,) = st.feed_response(b"\r\n3\r\nxyz\r\n0\r\n\r\n", 40)
+    assert tx.resp_body_size == 0x1000 + 3
+    assert tx.resp_body == "ab<not captured: 4094 bytes>"
+    assert not st.errors
+
+
+def test_skip_past_a_chunk_end_skips_only_the_chunk():
+    st = Http1Stitcher()
+    st.feed_request(GET, 10)
+    st.feed_response(CHUNKED_HEAD + b"10\r\n", 20)
+    assert st.skip(False, 40, 30) == ([], 24)  # the size line of the next chunk needs its bytes
+
+
+def test_skip_at_a_chunk_size_line_skips_nothing():
+    st = Http1Stitcher()
+    st.feed_request(GET, 10)
+    st.feed_response(CHUNKED_HEAD + b"3\r\nabc\r\n", 20)
+    assert st.skip(False, 5, 30) == ([], 5)

@@ -346,6 +346,13 @@ class _Direction:
         self.skip_starts = 0
         self.skip_first_at_zero = False
         self.skipping = False  # bytes fed are stand-ins for uncaptured ones (Http1Stitcher.skip)
+        # The chunk of a chunked body llhttp is in (between on_chunk_header and on_chunk_complete):
+        # its size from its size line (-1: not known) and its data bytes so far, so that
+        # Http1Stitcher.skip knows how much of it is left (llhttp does not say).
+        self.chunk_open = False
+        self.chunk_size = -1
+        self.chunk_data = 0
+        self.last_fed = b""  # the bytes of the last feed_data call (a size line may span two)
 
     # -- llhttp callbacks -------------------------------------------------------------------
     # These run for every message: they keep what llhttp reports as it is (see _Message).
@@ -397,7 +404,35 @@ class _Direction:
         msg.body_size += len(body)
         if room > 0 and not self.skipping:
             msg.body += body[:room]
+        if self.chunk_open:
+            self.chunk_data += len(body)
         msg.end_ns = self.ts_ns
+
+    def on_chunk_header(self) -> None:
+        self.chunk_open, self.chunk_size, self.chunk_data = True, -1, 0
+
+    def on_chunk_complete(self) -> None:
+        self.chunk_open = False
+
+    def chunk_left(self) -> int:
+        """Data bytes of the open chunk still to come (0 when none is open or its size line was
+        not read)."""
+        return self.chunk_size - self.chunk_data if self.chunk_open and self.chunk_size >= 0 else 0
+
+    def _read_chunk_size(self, data: bytes) -> None:
+        """After a feed that left a chunk open whose size is not known: its size line ends where
+        the chunk's data (the last chunk_data bytes fed) begins."""
+        if self.chunk_data > len(data):
+            return  # its head was in an earlier feed, whose end did not reach here: unknown
+        seen = self.last_fed[-64:] + data[: len(data) - self.chunk_data]
+        if not seen.endswith(b"\r\n"):
+            return
+        line = seen[seen.rfind(b"\n", 0, len(seen) - 2) + 1 : -2]
+        digits = line.split(b";", 1)[0].strip()
+        try:
+            self.chunk_size = int(digits, 16)
+        except ValueError:
+            pass
 
     def on_message_complete(self) -> None:
         msg = self.current
@@ -416,6 +451,7 @@ class _Direction:
         cls = httptools.HttpRequestParser if self.is_request else httptools.HttpResponseParser
         self.parser = cls(self)
         self.current = None
+        self.chunk_open = False
 
     def feed(self, data: bytes) -> bytes:
         """Run ``data`` through llhttp. Returns the bytes llhttp did not take: after an upgrade,
@@ -435,6 +471,9 @@ class _Direction:
             self.skip_starts = self.valid_starts
             self.skip_first_at_zero = at_boundary and self.valid_starts == 0
             return data
+        if self.chunk_open and self.chunk_size < 0:
+            self._read_chunk_size(data)
+        self.last_fed = data
         return b""
 
     def fail(self, reason: str) -> None:
@@ -592,7 +631,8 @@ class Http1Stitcher:
     def skip(self, request: bool, n: int, ts_ns: int) -> tuple[list[HttpTransaction], int]:
         """``n`` bytes of one direction moved at ``ts_ns`` without being seen (the kernel counted
         them: ``sendfile``, a call beyond the copy limit, ``splice``). Inside a body of known
-        remaining length (by Content-Length) the message advances over them: it keeps its true
+        remaining length (by Content-Length, or the chunk a chunked body is in) the message
+        advances over them: it keeps its true
         size, its body shows :data:`UNCAPTURED_BODY_MARKER` for them, and it completes when they
         were its last bytes. Returns the transactions completed and how many of the ``n`` bytes
         could not be skipped (they lie beyond that body, where framing needs the bytes: the
@@ -615,11 +655,13 @@ class Http1Stitcher:
             finally:
                 side.skipping = False
             msg.mark_uncaptured(at, k)
+            side.last_fed = b""  # stand-ins: no size line to find in them
         return self._take(), n - k
 
     def _skippable(self, side: _Direction) -> int:
         """Body bytes of ``side``'s message in progress that may be skipped: what is left of a
-        Content-Length body whose head was parsed (0 anywhere else)."""
+        Content-Length body whose head was parsed, or of the chunk a chunked body is in (0
+        anywhere else: a head, a chunk's size line, a body without a length)."""
         if self._closed or self.upgraded or side.resyncing or side.pending or side.parser is None:
             return 0
         if side.is_request and self._upgrade_wait:
@@ -627,7 +669,7 @@ class Http1Stitcher:
         msg = side.current
         if msg is None or msg.complete or msg.broken:
             return 0
-        return max(0, msg.body_left())
+        return max(0, msg.body_left() or side.chunk_left())
 
     def response_gap(self, ts_ns: int) -> bool:
         """Response bytes were lost (a hole in the stream that will not fill), and the next
