@@ -278,6 +278,18 @@ def test_a_filler_that_arrives_behind_a_hole_waits_its_turn():
     assert no_drops(t)
 
 
+def test_a_filler_running_past_a_body_keeps_that_row_and_restarts_after_the_gap():
+    t, _, _ = tracker()
+    s = Stream()
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n"
+    feed(t, s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.data(EGRESS, head),
+         s.data(INGRESS, REQ.replace(b"/a", b"/b")), s.filler(EGRESS, 3000 + len(RESP)),  # body + /b's answer
+         s.data(INGRESS, REQ.replace(b"/a", b"/c")), s.data(EGRESS, RESP))  # fmt: skip
+    done = [(tx.req_path, tx.resp_body_size, tx.resp_body) for _, tx in t.take()]
+    assert done == [("/a", 3000, "<not captured: 3000 bytes>"), ("/c", 5, "hello")]
+    assert t.drop_counts()["data_gap"] == 1
+
+
 def test_a_filler_where_a_head_should_be_is_a_gap_and_parsing_restarts():
     t, _, _ = tracker()
     s = Stream()
