@@ -16,8 +16,9 @@ events. :class:`ConnTracker` turns them into HTTP transactions:
   lost first bytes are a hole too. Bytes that arrive ahead of a hole wait, and so do the other
   direction's bytes meanwhile, so that both reach the parser in time order (bounded by
   ``reorder_limit`` bytes; more is ``buffer_overflow``); a hole that outlives ``HOLE_BATCHES``
-  poll batches means bytes were lost (ring buffer full, a call larger than the kernel copies):
-  ``data_gap``. After a gap in the responses of a connection seen answering one request at a
+  poll batches, or its connection (a close or process exit in the same batch), means bytes
+  were lost (ring buffer full, a call larger than the kernel copies): ``data_gap``, skipped
+  to parse what waited behind it. After a gap in the responses of a connection seen answering one request at a
   time, whose request side lost nothing meanwhile, the next response pairs with the latest
   request that began before it (the requests before that one are counted unmatched); after any
   other gap the HTTP parser is discarded and the connection waits for the next request line
@@ -394,9 +395,12 @@ class ConnTracker:
             live.discard(conn)
             if not live:
                 del self._by_pid[conn.pid]
-        self._holes.discard(conn)
         if conn.held_bytes:
-            self.drops["data_gap"] += 1
+            # The connection is over, so the missing bytes are not coming: skip each hole (a
+            # data_gap each) and parse what waited behind it, as close_all does, instead of
+            # dropping every transaction completed after the hole.
+            self._skip_holes(conn)
+        self._holes.discard(conn)
         if conn.stitcher is not None:
             self._collect(conn, conn.stitcher.close_messages(ts_ns))
             errors = conn.stitcher.errors
