@@ -1,0 +1,70 @@
+"""Framing on the running kernel: holes closed in the same batch, CONNECT refused with a body,
+Content-Encoding bodies. Real sock_apps servers and clients on loopback (see
+test_socket_tracer.py), exact rows on both sides; every body names its request.
+
+Needs root and bcc. Fails (never skips silently) when eBPF is unavailable, unless
+PXQ_ALLOW_NO_BPF=1.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pxq.agent.procinfo import upid_of
+from pxq.agent.socket_tracer import SocketTracer, SocketTracerOptions
+from pxq.testing.kernel import require_bpf
+from tests.agent.test_socket_tracer import Capture, Client, capture_scenario, finish_capture, http_server
+
+pytestmark = pytest.mark.kernel
+PATTERN = b"abcdefghij"
+
+
+@pytest.fixture(autouse=True)
+def _bpf():
+    require_bpf()
+
+
+def echo_body(target: str, n: int) -> str:
+    """What sock_apps' /echo answers (the target, a newline, n pattern bytes), as the test
+    writes it independently."""
+    return target + "\n" + (PATTERN * (n // 10 + 1))[:n].decode()
+
+
+def test_close_right_after_a_hole_keeps_the_transactions_after_it():
+    """small, big, small, medium on one keep-alive connection, then close and exit, all in one
+    poll batch. The big response is moved by calls larger than the kernel copies (MAX_STEPS
+    lowered to 4 events = 64 KiB a call): a hole, which the close in the same batch used to
+    turn into the loss of every transaction after it."""
+    with http_server() as (server, port):
+        client = Client(port, "hole_then_close")
+        upids = {server.pid: upid_of(server.pid), client.pid: upid_of(client.pid)}
+        tracer = SocketTracer(pids={server.pid, client.pid}, options=SocketTracerOptions(max_steps=4)).start()
+        try:
+            client.go()
+            client.proc.wait(timeout=60)  # nothing is polled meanwhile: one batch holds it all
+            results = client.finish(tracer)
+            table = finish_capture(tracer)
+        finally:
+            tracer.stop()
+            client.kill()
+    cap = Capture(tracer, table, port, server.pid, client.pid, upids, results)
+    assert [(r["path"], r["status"]) for r in results] == [
+        ("/echo?n=10&i=1", 200), ("/echo?n=3000000&i=2", 200), ("/echo?n=10&i=3", 200), ("/echo?n=20000&i=4", 200),
+    ]  # fmt: skip
+    drops = tracer.drops()
+    assert drops["truncated"] > 0  # the kernel copied part of the big calls only
+    for rows in (cap.server_rows, cap.client_rows):
+        got = [(r["req_path"], r["resp_status"], r["resp_body_size"], r["resp_body"]) for r in rows]
+        big = [(r["path"], 200, r["size"], echo_body(r["path"], 3000000)[:1024]) for r in results[1:2]]
+        # The big transaction itself is lost with its bytes (unless the kernel side counted them
+        # as bytes it did not copy, which keeps the row); never the ones after it.
+        want = [(r["path"], 200, r["size"], echo_body(r["path"], int(r["path"].split("n=")[1].split("&")[0]))[:1024])
+                for r in results]  # fmt: skip
+        if len(got) == 3:
+            assert got == [w for w in want if w[:3] != big[0][:3]]
+            assert drops["data_gap"] >= 1
+        else:
+            assert [g[:3] for g in got] == [w[:3] for w in want]
+    assert drops["parse_error"] == 0
