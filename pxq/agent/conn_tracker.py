@@ -110,8 +110,9 @@ UNMATCHED_ERRORS = (
     "request_incomplete_at_close",
 )
 # Halves lost with bytes the kernel could not deliver (the stitcher pairs on by time after a
-# response-side gap): unmatched too, but never a matter of where the capture window ended.
-GAP_ERRORS = ("request_unanswered_after_gap",)
+# response-side gap), or a response that ended before the request it would pair with began:
+# unmatched too, but never a matter of where the capture window ended.
+GAP_ERRORS = ("request_unanswered_after_gap", "response_before_request")
 
 
 class SockEvent(NamedTuple):

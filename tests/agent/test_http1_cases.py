@@ -182,10 +182,79 @@ def test_connect_tunnel_and_refused_connect():
     (tx,) = st.feed_response(b"HTTP/1.1 200 Connection Established\r\n\r\n\x16\x03\x03server tls", 2)
     assert (tx.req_method, tx.req_path, tx.resp_status) == ("CONNECT", "example.test:443", 200)
     assert st.upgraded and not st.errors
-    refused = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 4\r\n\r\n"
+    refused = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
     txs, st = run(connect + GET, refused + OK3)
     assert statuses(txs) == [("CONNECT", "example.test:443", 407, 0), ("GET", "/a", 200, 3)]
     assert not st.upgraded and not st.errors
+
+
+CONNECT = b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n"
+DENIED = b"denied: example.test:443\n"
+REFUSALS = {
+    "407 Content-Length": b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(DENIED), DENIED),
+    "403 chunked": b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"%x\r\n%s\r\n0\r\n\r\n" % (len(DENIED), DENIED),
+    "502 Content-Length": b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: %d\r\n\r\n%s" % (len(DENIED), DENIED),
+}
+
+
+@pytest.mark.parametrize("refusal", sorted(REFUSALS))
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_connect_refused_with_a_body_is_framed_by_its_headers(refusal, pipelined):
+    """Only a 2xx answer to CONNECT opens a tunnel and ends at its header block (RFC 9110 9.3.6);
+    any other answer is framed like any response, body included. Framed header-only, its body
+    was read as the next response: every later pair shifted by one (negative latencies)."""
+    second = b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+    answer_b = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n/b\n"
+    st = Http1Stitcher()
+    if pipelined:
+        txs = st.feed_request(CONNECT + GET + second, 10) + st.feed_response(REFUSALS[refusal] + OK3 + answer_b, 20)
+    else:
+        txs = []
+        for t, (request, response) in enumerate(((CONNECT, REFUSALS[refusal]), (GET, OK3), (second, answer_b))):
+            txs += st.feed_request(request, 10 + 20 * t) + st.feed_response(response, 20 + 20 * t)
+    txs += st.close(100)
+    status = int(refusal.split()[0])
+    assert [(t.req_method, t.req_path, t.resp_status, t.resp_body) for t in txs] == [
+        ("CONNECT", "example.test:443", status, DENIED.decode()), ("GET", "/a", 200, "abc"), ("GET", "/b", 200, "/b\n"),
+    ]  # fmt: skip
+    assert [t.resp_body_size for t in txs] == [len(DENIED), 3, 3]
+    assert [t.latency_ns for t in txs] == [10, 10, 10]
+    assert not st.upgraded and not st.errors
+
+
+def test_connect_refused_without_length_ends_at_close():
+    """A non-2xx answer to CONNECT with neither Content-Length nor chunked is close-delimited."""
+    st = Http1Stitcher()
+    st.feed_request(CONNECT, 1)
+    assert st.feed_response(b"HTTP/1.1 403 Forbidden\r\n\r\n" + DENIED, 2) == []
+    (tx,) = st.close(3)
+    assert (tx.resp_status, tx.resp_body, tx.resp_body_size) == (403, DENIED.decode(), len(DENIED))
+    assert not st.errors
+
+
+def test_connect_accepted_with_a_content_length_is_still_a_tunnel():
+    """A 2xx answer to CONNECT has no body whatever its headers say (RFC 9110 9.3.6)."""
+    st = Http1Stitcher()
+    st.feed_request(CONNECT, 1)
+    (tx,) = st.feed_response(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n\x16\x03\x03tls", 2)
+    assert (tx.resp_status, tx.resp_body_size) == (200, 0) and st.upgraded
+
+
+def test_a_response_that_ended_before_its_request_began_is_never_paired_with_it():
+    """An extra response (its request never seen) waits for the next request; pairing it there
+    would give a negative latency and shift every later pair. Pixie's stitcher pairs a response
+    only with an earlier request (StitchMessagesWithTimestampOrder); here it is dropped and
+    counted, and the next request waits for its own answer."""
+    st = Http1Stitcher()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n%s"
+    txs = st.feed_request(GET, 10) + st.feed_response(answer % b"/a\n" + answer % b"/x\n", 20)
+    txs += st.feed_request(b"GET /b HTTP/1.1\r\n\r\n", 30) + st.feed_response(answer % b"/b\n", 40)
+    txs += st.feed_request(b"GET /c HTTP/1.1\r\n\r\n", 50) + st.feed_response(answer % b"/c\n", 60)
+    txs += st.close(70)
+    assert [(t.req_path, t.resp_body, t.latency_ns) for t in txs] == [("/a", "/a\n", 10), ("/b", "/b\n", 10), ("/c", "/c\n", 10)]
+    assert st.errors == {"response_before_request": 1}
 
 
 def test_repeated_headers_are_joined_case_insensitively():

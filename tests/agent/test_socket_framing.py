@@ -68,3 +68,22 @@ def test_close_right_after_a_hole_keeps_the_transactions_after_it():
         else:
             assert [g[:3] for g in got] == [w[:3] for w in want]
     assert drops["parse_error"] == 0
+
+
+def test_connect_refused_with_a_body_does_not_shift_later_pairs():
+    """A proxy refusing CONNECT with a body (407, then 403), a GET after each, on one keep-alive
+    connection: four rows on each side, each with its own answer, no negative latency."""
+    cap = capture_scenario("connect_refused")
+    assert [(r["method"], r["path"], r["status"]) for r in cap.results] == [
+        ("CONNECT", "proxy-auth.example:443", 407), ("GET", "/echo?i=2", 200),
+        ("CONNECT", "forbidden.example:443", 403), ("GET", "/echo?i=4", 200),
+    ]  # fmt: skip
+    bodies = {407: "proxy auth required for {}\n", 403: "forbidden: {}\n", 200: "{}\n"}
+    want = [(r["method"], r["path"], r["status"], bodies[r["status"]].format(r["path"]), r["size"]) for r in cap.results]
+    for rows in (cap.server_rows, cap.client_rows):
+        got = [(r["req_method"], r["req_path"], r["resp_status"], r["resp_body"], r["resp_body_size"]) for r in rows]
+        assert got == want
+        assert all(r["latency"] > 0 for r in rows)
+        assert json.loads(rows[0]["resp_headers"])["Proxy-Authenticate"] == "Basic"
+    drops = cap.tracer.drops()
+    assert (drops["parse_error"], drops["unmatched"]) == (0, 0), cap.tracer.http_errors()

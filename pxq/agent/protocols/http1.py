@@ -13,7 +13,15 @@ caller:
 * Responses whose framing depends on the request: a response to HEAD carries no body whatever its
   Content-Length says, and a 2xx answer to CONNECT turns the connection into a tunnel. llhttp
   needs its caller to say so, which ``httptools`` cannot, so those responses are framed here
-  (headers only) and llhttp is stopped exactly at the preceding message boundary.
+  (headers only) and llhttp is stopped exactly at the preceding message boundary. Any other
+  answer to CONNECT (407, 403, 502, ...) opens no tunnel and is framed by its own headers, body
+  included (RFC 9110 9.3.6).
+* A response that ended before its request began answers some earlier request (whose bytes were
+  lost, or an extra response): it is never paired with the later one (``response_before_request``).
+  Pixie's stitcher pairs a response only with a request older than it, and drops a response
+  without one (``StitchMessagesWithTimestampOrder`` in
+  src/stirling/source_connectors/socket_tracer/protocols/common/timestamp_stitcher.h); its HTTP
+  parser (protocols/http/parse.cc) frames a CONNECT answer by its headers like any response.
 * 1xx interim responses (``100 Continue``) are skipped; ``101 Switching Protocols`` completes the
   upgrade request and everything after it on the connection is no longer HTTP.
 * Close-delimited bodies (HTTP/1.0 style: neither Content-Length nor chunked) complete at
@@ -62,7 +70,8 @@ HTTP_METHODS = (
     b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"SEARCH", b"PURGE",
 )  # fmt: skip
 _METHOD_ALT = b"|".join(HTTP_METHODS)
-# Requests whose response ends with its header block, whatever its Content-Length says.
+# Requests whose response may end with its header block, whatever its Content-Length says: any
+# answer to HEAD; a 2xx answer to CONNECT (the tunnel starts after it). See _ends_at_headers.
 HEADER_ONLY_METHODS = (b"HEAD", b"CONNECT")
 # A request line: METHOD SP request-target SP HTTP/1.x CRLF.
 _REQUEST_LINE = re.compile(rb"(?:" + _METHOD_ALT + rb") [!-~]+ HTTP/1\.[01]\r\n")
@@ -675,10 +684,21 @@ class Http1Stitcher:
         side.new_parser()
         if side.feed(head):
             return head + rest  # parse error: resync from its start
-        if side.current is not None and side.current.headers_done:
+        msg = side.current
+        if msg is not None and msg.headers_done:
+            if not self._ends_at_headers(msg):
+                return rest  # a refused CONNECT: llhttp goes on with its body, as for any response
             side.on_message_complete()  # llhttp would wait for a body there is none of
         side.new_parser()
         return rest
+
+    def _ends_at_headers(self, resp: _Message) -> bool:
+        """Does this response (its headers parsed), the answer to the next request waiting for
+        one (HEAD or CONNECT), end with its header block? Any answer to HEAD does; of the answers
+        to CONNECT only a 2xx one, which opens the tunnel (RFC 9110 9.3.6): a refusal (407, 403,
+        502, ...) carries a body framed by its headers, like any response."""
+        req = self._requests[len(self._responses)]
+        return req.method != b"CONNECT" or 200 <= resp.status < 300
 
     def _response_complete(self, msg: _Message) -> None:
         if 100 <= msg.status < 200 and msg.status != 101:
@@ -695,7 +715,13 @@ class Http1Stitcher:
 
     def _stitch(self) -> None:
         while self._requests and self._responses and self._requests[0].complete:
-            req, resp = self._requests.popleft(), self._responses.popleft()
+            req, resp = self._requests[0], self._responses.popleft()
+            if resp.end_ns < req.start_ns and not (req.broken or resp.broken):
+                # It answers an earlier request (lost, or never made): pairing it here would
+                # shift every later pair by one. The request waits for the next response.
+                self.errors["response_before_request"] += 1
+                continue
+            self._requests.popleft()
             if req.headers_done and req.method in HEADER_ONLY_METHODS:
                 self._header_only_requests -= 1
             if self._requests and self._requests[0].start_ns < resp.end_ns:
