@@ -3,7 +3,10 @@ handling, protocol inference and the Arrow rows."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import tracemalloc
+import zlib
 
 import pyarrow as pa
 import pytest
@@ -399,3 +402,106 @@ def test_transactions_to_arrow_with_no_rows():
         [], upid="0:1:1", remote_addr="", remote_port=0, local_addr="", local_port=0, trace_role=2
     )
     assert table.num_rows == 0 and table.schema == CATALOG["http_events"].arrow_schema()
+
+
+# -- Content-Encoding ------------------------------------------------------------------------------
+TEXT = b"".join(b"line %d of an encoded body\n" % i for i in range(200))  # 5,490 bytes
+
+
+def _encoded_response(coding: bytes, body: bytes, *, chunked: bool = False) -> bytes:
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\n%s\r\n\r\n" % (coding, framing)
+    if chunked:
+        body = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 7]), body[i : i + 7]) for i in range(0, len(body), 7))
+        body += b"0\r\n\r\n"
+    return head + body
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+CODINGS = {
+    "gzip": (b"gzip", gzip.compress),
+    "x-gzip": (b"x-gzip", gzip.compress),
+    "deflate (zlib)": (b"deflate", zlib.compress),
+    "deflate (raw)": (b"Deflate", _raw_deflate),
+}
+
+
+@pytest.mark.parametrize("coding", sorted(CODINGS))
+@pytest.mark.parametrize("chunked", [False, True])
+def test_encoded_response_body_is_shown_decoded_with_its_wire_size(coding, chunked):
+    name, encode = CODINGS[coding]
+    wire = encode(TEXT[:800])
+    st = Http1Stitcher()
+    st.feed_request(GET, 1)
+    resp = _encoded_response(name, wire, chunked=chunked)
+    txs = [tx for i in range(len(resp)) for tx in st.feed_response(resp[i : i + 1], 2 + i)]  # a byte at a time
+    (tx,) = txs
+    assert (tx.resp_body, tx.resp_body_size) == (TEXT[:800].decode(), len(wire))
+    assert not st.errors
+
+
+def test_encoded_body_is_decoded_up_to_the_limit_only():
+    wire = gzip.compress(TEXT)
+    (tx,), _ = run(GET, _encoded_response(b"gzip", wire), body_limit=1000)
+    assert (tx.resp_body, tx.resp_body_size) == (TEXT[:1000].decode(), len(wire))
+
+
+def test_a_compression_bomb_is_never_inflated_past_the_limit():
+    """256 MiB of zeros in 255 KiB of gzip: decoding it whole would hold 256 MiB."""
+    packer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    wire = b"".join(packer.compress(block) for _ in range(256)) + packer.flush()
+    tracemalloc.start()
+    try:
+        (tx,), _ = run(GET, _encoded_response(b"gzip", wire))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (tx.resp_body, tx.resp_body_size) == ("\0" * 1024, len(wire))
+    assert peak < 8 * len(wire)
+
+
+def test_encoded_request_body_is_decoded_too():
+    wire = gzip.compress(b'{"order": 42}')
+    post = b"POST /o HTTP/1.1\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(wire), wire)
+    (tx,), st = run(post, OK3)
+    assert (tx.req_body, tx.req_body_size, tx.resp_body) == ('{"order": 42}', len(wire), "abc")
+    assert not st.errors
+
+
+def _flushed_then(first: bytes, tail: bytes) -> bytes:
+    """gzip of ``first``, flushed so that it decodes whole on its own (Z_SYNC_FLUSH), then ``tail``."""
+    packer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    return packer.compress(first) + packer.flush(zlib.Z_SYNC_FLUSH) + tail
+
+
+def test_a_body_that_fails_to_decode_keeps_what_decoded_and_says_where_it_stopped():
+    wire = _flushed_then(TEXT[:300], b"\xff\xff\xff\xff")  # then a block of the reserved type 3
+    (tx,), _ = run(GET, _encoded_response(b"gzip", wire))
+    assert tx.resp_body == TEXT[:300].decode() + "<gzip body failed to decode here>"
+    assert tx.resp_body_size == len(wire)
+    (tx,), _ = run(GET, _encoded_response(b"gzip", b"not gzip at all"))
+    assert tx.resp_body == "<gzip body failed to decode here>"
+
+
+def test_a_body_whose_compressed_stream_stops_early_is_marked_truncated():
+    wire = _flushed_then(TEXT[:300], b"")  # no final block, no gzip trailer
+    (tx,), _ = run(GET, _encoded_response(b"gzip", wire))
+    assert (tx.resp_body, tx.resp_body_size) == (TEXT[:300].decode() + "<gzip body truncated>", len(wire))
+    close_delimited = b"HTTP/1.0 200 OK\r\nContent-Encoding: deflate\r\n\r\n" + zlib.compress(TEXT[:50])[:-4]
+    (tx,), _ = run(GET, close_delimited)  # all but the zlib trailer (the Adler-32 check)
+    assert tx.resp_body == TEXT[:50].decode() + "<deflate body truncated>"
+
+
+def test_bodies_without_a_decoded_coding_are_kept_as_sent():
+    wire = gzip.compress(b"twice")
+    for coding in (b"gzip, br", b"br", b"identity"):
+        (tx,), _ = run(GET, _encoded_response(coding, wire))
+        assert (tx.resp_body, tx.resp_body_size) == (wire.decode("utf-8", "replace"), len(wire))
+    head_resp = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 40\r\n\r\n"
+    (tx,), _ = run(HEAD, head_resp)
+    assert (tx.resp_body, tx.resp_body_size) == ("", 0)  # no body: nothing decoded, no marker

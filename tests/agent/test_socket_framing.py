@@ -87,3 +87,27 @@ def test_connect_refused_with_a_body_does_not_shift_later_pairs():
         assert json.loads(rows[0]["resp_headers"])["Proxy-Authenticate"] == "Basic"
     drops = cap.tracer.drops()
     assert (drops["parse_error"], drops["unmatched"]) == (0, 0), cap.tracer.http_errors()
+
+
+def test_encoded_bodies_are_shown_decoded_with_their_wire_sizes():
+    """gzip and deflate responses (one inflating past the body limit) and a gzip upload: both
+    sides show the bodies decoded, the sizes as the client counted them on the wire."""
+    cap = capture_scenario("encoded")
+    results = cap.results
+    assert [(r["path"], r["status"]) for r in results] == [
+        ("/encoded?enc=gzip&n=100", 200), ("/encoded?enc=deflate&n=200", 200), ("/encoded?enc=gzip&n=60000", 200),
+        ("/upload", 200), ("/hello", 200),
+    ]  # fmt: skip
+    upload = echo_body("/upload", 3000)
+    want = [
+        (r["path"], echo_body(r["path"], int(r["path"].split("n=")[1]))[:1024], r["size"], "", 0)
+        for r in results[:3]
+    ] + [
+        ("/upload", f"got {results[3]['sent']} bytes\n", results[3]["size"], upload[:1024], results[3]["sent"]),
+        ("/hello", "hello world\n", 12, "", 0),
+    ]  # fmt: skip
+    for rows in (cap.server_rows, cap.client_rows):
+        got = [(r["req_path"], r["resp_body"], r["resp_body_size"], r["req_body"], r["req_body_size"]) for r in rows]
+        assert got == want
+    drops = cap.tracer.drops()
+    assert (drops["parse_error"], drops["unmatched"], drops["data_gap"]) == (0, 0, 0)

@@ -27,6 +27,15 @@ caller:
 * Close-delimited bodies (HTTP/1.0 style: neither Content-Length nor chunked) complete at
   :meth:`Http1Stitcher.close`.
 * Bodies are kept up to ``body_limit`` bytes (default 1024, like Pixie); the true size is kept.
+* A body sent with ``Content-Encoding: gzip`` (or ``x-gzip``) or ``deflate`` is kept decoded, as
+  Pixie shows gzip response bodies inflated (``PreProcessRespMessage`` in
+  src/stirling/source_connectors/socket_tracer/protocols/http/stitcher.cc), for requests and
+  responses alike: decoded as it arrives, never past ``body_limit`` decoded bytes (a small body
+  that inflates to gigabytes costs no more than any other), and the size stays the wire's. A body
+  that is not valid in its coding keeps what decoded before the fault and ends with
+  :data:`DECODE_FAILED_MARKER`; one whose compressed stream ends early (bytes not captured, a
+  body cut short) ends with :data:`DECODE_TRUNCATED_MARKER`. Other codings (br, zstd, a list of
+  several) are kept as sent.
 * Garbage or a parse error never raises: the direction is marked broken, the reason is counted in
   :attr:`Http1Stitcher.errors` (``request_invalid_method``, ``response_parse_error``, ...), and
   parsing resumes at the next request line (requests) or status line (responses), also later in
@@ -51,6 +60,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import zlib
 from collections import Counter, deque
 from collections.abc import Iterable
 
@@ -86,6 +96,15 @@ _RESYNC_RESPONSE = re.compile(rb"(?:^|\n)(" + _RESPONSE_START + rb")")
 _CHUNK_STARTS_REQUEST = re.compile(_REQUEST_START)
 _CHUNK_STARTS_RESPONSE = re.compile(_RESPONSE_START)
 _HEADER_END = b"\r\n\r\n"
+
+# Content-Encoding values whose bodies are shown decoded, and the zlib container each names
+# (RFC 9110 8.4.1: gzip is RFC 1952, deflate the zlib format of RFC 1950; some servers send raw
+# deflate under that name, told apart by its first two bytes, see _BodyDecoder).
+DECODED_CODINGS = {b"gzip": "gzip", b"x-gzip": "gzip", b"deflate": "deflate"}
+# Appended (in the body's coding name) to the decoded part of a body that could not be decoded to
+# its end: bytes that are not valid in its coding, or a compressed stream that stopped early.
+DECODE_FAILED_MARKER = "<{coding} body failed to decode here>"
+DECODE_TRUNCATED_MARKER = "<{coding} body truncated>"
 
 # Bytes kept while looking for the end of a header block or a resync point (bounds memory on a
 # garbage stream).
@@ -183,12 +202,77 @@ def _is_json(pairs: list[tuple[bytes, bytes]]) -> bool:
 _VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}
 
 
+def _content_coding(pairs: list[tuple[bytes, bytes]]) -> str | None:
+    """The coding a header block's Content-Encoding names when pxq decodes it (one header, one
+    coding: gzip or deflate), else None."""
+    coding = None
+    for name, value in pairs:
+        if len(name) == 16 and name.lower() == b"content-encoding":
+            if coding is not None:
+                return None  # codings applied one after another: not decoded
+            coding = DECODED_CODINGS.get(value.strip().lower(), "")
+    return coding or None
+
+
+class _BodyDecoder:
+    """Decodes a gzip or deflate body as its bytes arrive, keeping at most ``limit`` decoded
+    bytes: each step inflates no more than the room left (``decompressobj`` with
+    ``max_length``), and once the room is full the rest of the body is not inflated at all."""
+
+    __slots__ = ("coding", "limit", "out", "inflater", "head", "failed")
+
+    def __init__(self, coding: str, limit: int) -> None:
+        self.coding = coding
+        self.limit = limit
+        self.out = b""
+        self.inflater = None
+        self.head = b""  # deflate's first byte, until the second tells zlib from raw deflate
+        self.failed = False
+
+    def feed(self, data: bytes) -> None:
+        if self.failed or len(self.out) >= self.limit:
+            return
+        if self.inflater is None:
+            data = self.head + data
+            if self.coding == "gzip":
+                wbits = 16 + zlib.MAX_WBITS
+            elif len(data) < 2:
+                self.head = data
+                return
+            else:  # a zlib header: CM 8 and the check bits (RFC 1950 2.2); else raw deflate
+                wbits = zlib.MAX_WBITS if data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0 else -zlib.MAX_WBITS
+            self.inflater = zlib.decompressobj(wbits)
+        before = self.inflater.copy()  # a fault discards the output of its whole call
+        try:
+            self.out += self.inflater.decompress(data, self.limit - len(self.out))
+        except zlib.error:
+            # Again a byte at a time, to keep what decodes before the fault (rare, and
+            # cheap: the output stays within the limit, and a fault ends the decoding).
+            self.inflater, self.failed = before, True
+            for i in range(len(data)):
+                try:
+                    self.out += before.decompress(data[i : i + 1], self.limit - len(self.out))
+                except zlib.error:
+                    break
+                if len(self.out) >= self.limit:
+                    break
+
+    def body(self) -> bytes:
+        """The decoded body (up to the limit), with a marker where decoding stopped short."""
+        if self.failed:
+            return self.out + DECODE_FAILED_MARKER.format(coding=self.coding).encode()
+        if len(self.out) < self.limit and (self.inflater is None or not self.inflater.eof):
+            return self.out + DECODE_TRUNCATED_MARKER.format(coding=self.coding).encode()
+        return self.out
+
+
 class _Message:
     """One HTTP message as llhttp reports it, kept as bytes (decoded when a row is made)."""
 
     __slots__ = (
         "body_limit", "start_ns", "end_ns", "epoch", "valid_start", "url", "reason", "header_pairs",
         "body", "body_size", "method", "status", "version", "headers_done", "complete", "broken",
+        "coding", "decoder",
     )  # fmt: skip
 
     def __init__(self, body_limit: int, ts_ns: int, epoch: int = -1) -> None:
@@ -208,6 +292,8 @@ class _Message:
         self.headers_done = False
         self.complete = False
         self.broken = False  # lost to a parse error: its pair is dropped
+        self.coding: str | None = None  # Content-Encoding pxq decodes (gzip, deflate), from the headers
+        self.decoder: _BodyDecoder | None = None  # from the first body byte of such a message
 
     @classmethod
     def lost(cls, ts_ns: int) -> _Message:
@@ -224,6 +310,12 @@ class _Message:
         """One header's value (repeats joined with ", "); "" when it is absent."""
         key = name.lower().encode()
         return ", ".join(_text(v) for n, v in self.header_pairs if n.lower() == key)
+
+    def finish_body(self) -> None:
+        """The message is complete: an encoded body becomes its decoded text."""
+        if self.decoder is not None:
+            self.body = self.decoder.body()
+            self.decoder = None
 
     def body_left(self) -> int:
         """Body bytes still to come by Content-Length (0 when unknown, chunked or no headers)."""
@@ -361,6 +453,8 @@ class _Direction:
             self._start_line_seen(msg)  # a status line with an empty reason phrase
         msg.headers_done = True
         msg.end_ns = self.ts_ns
+        if msg.body_limit > 0:
+            msg.coding = _content_coding(self._header_pairs)
         if self.is_request:
             msg.method = parser.get_method()
             if msg.method in HEADER_ONLY_METHODS:
@@ -373,14 +467,20 @@ class _Direction:
     def on_body(self, body: bytes) -> None:
         msg = self.current
         msg.body_size += len(body)
-        room = msg.body_limit - len(msg.body)
-        if room > 0:
-            msg.body += body[:room]
+        if msg.coding is not None:
+            if msg.decoder is None:
+                msg.decoder = _BodyDecoder(msg.coding, msg.body_limit)
+            msg.decoder.feed(body)
+        else:
+            room = msg.body_limit - len(msg.body)
+            if room > 0:
+                msg.body += body[:room]
         msg.end_ns = self.ts_ns
 
     def on_message_complete(self) -> None:
         msg = self.current
         assert msg is not None
+        msg.finish_body()
         msg.complete = True
         msg.end_ns = self.ts_ns
         self.current = None
@@ -546,6 +646,7 @@ class Http1Stitcher:
         if not self.upgraded:
             resp = self._resp.current
             if resp is not None and resp.close_delimited:
+                resp.finish_body()
                 resp.complete = True
                 self._resp.current = None
                 self._response_complete(resp)  # end_ns: the chunk with its last byte
