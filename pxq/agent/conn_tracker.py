@@ -265,6 +265,7 @@ class ConnTracker:
         # pid -> fd -> (newest generation seen, whether the kernel reported its close)
         self._latest_gen: dict[int, dict[int, tuple[int, bool]]] = {}
         self._by_pid: dict[int, set[Connection]] = {}  # live connections of each process
+        self.pids_seen: set[int] = set()  # every process a connection was seen of
         self._upids: dict[int, str] = {}
         self._done: list[tuple[Connection, HttpTransaction]] = []
         self._rows = HttpRows() if columnar else None
@@ -374,6 +375,7 @@ class ConnTracker:
                 conn.expect = [None, None]
             self.conns[key] = conn
             self._by_pid.setdefault(ev.pid, set()).add(conn)
+            self.pids_seen.add(ev.pid)
             self.counts["connections"] += 1
         conn.last_ns = ev.ts_ns
         if ev.flags & F_TUPLE and not conn.has_tuple:

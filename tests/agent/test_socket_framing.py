@@ -9,6 +9,7 @@ PXQ_ALLOW_NO_BPF=1.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -111,3 +112,64 @@ def test_encoded_bodies_are_shown_decoded_with_their_wire_sizes():
         assert got == want
     drops = cap.tracer.drops()
     assert (drops["parse_error"], drops["unmatched"], drops["data_gap"]) == (0, 0, 0)
+
+
+# -- --pid of a parent: its descendants ---------------------------------------------------------
+def test_a_child_forked_by_a_traced_process_is_traced():
+    """Only the client's pid is given; on "go" it forks, and the child makes the requests: the
+    kernel adds the child at its fork (sched_process_fork), so its rows are there."""
+    with http_server() as (server, port):
+        client = Client(port, "basic", "127.0.0.1", "--fork")
+        tracer = SocketTracer(pids={server.pid, client.pid}).start()
+        try:
+            client.go()
+            results = client.finish(tracer)
+            table = finish_capture(tracer)
+        finally:
+            tracer.stop()
+            client.kill()
+    child = results[0]["pid"]
+    assert child != client.pid and {r["pid"] for r in results} == {child}
+    rows = table.to_pylist()
+    by_pid = {}
+    for r in rows:
+        by_pid.setdefault((int(r["upid"].split(":")[1]), r["trace_role"]), []).append((r["req_path"], r["resp_status"]))
+    want = [(r["path"], r["status"]) for r in results]
+    assert by_pid == {(child, 1): want, (server.pid, 2): want}
+
+
+def test_pid_of_nginx_master_alone_captures_what_its_workers_serve(nginx_workload):
+    """The master pid only (its workers do the work): the agent adds the running workers, and
+    every request the client made is there on nginx's side, and nginx's own upstream requests."""
+    import threading
+
+    from pxq.agent.embedded import AgentOptions, EmbeddedAgent
+    from pxq.plan.manifest import manifest_for_tables
+    from pxq.testing.workload import MIX, run_client_mix
+
+    nginx = nginx_workload.nginx
+    assert nginx.worker_pids(), nginx.error_log()
+    manifest = manifest_for_tables(["http_events"], now_ns=time.time_ns(), pids=(nginx.master_pid,))
+    attached, done, results, warnings = threading.Event(), threading.Event(), [], []
+
+    def drive() -> None:
+        if attached.wait(60):
+            results.extend(run_client_mix(nginx.base_url, 2 * len(MIX), max_seconds=30))
+        done.set()
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    try:
+        store = EmbeddedAgent(manifest, AgentOptions(on_warning=warnings.append)).run(8.0, lambda p: attached.set())
+    finally:
+        attached.set()
+        driver.join()
+    assert done.is_set() and len(results) == 2 * len(MIX) and all(r.status == r.expect_status for r in results)
+    rows = store.table("http_events").to_pylist()
+    served = sorted((r["req_method"], r["req_path"], r["resp_status"]) for r in rows if r["trace_role"] == 2)
+    assert served == sorted((r.method, r.path, r.status) for r in results)
+    proxied = sorted((r.method, r.path, r.status) for r in results if not r.path.startswith("/static/"))
+    assert sorted((r["req_method"], r["req_path"], r["resp_status"]) for r in rows if r["trace_role"] == 1) == proxied
+    pids = {int(r["upid"].split(":")[1]) for r in rows}
+    assert pids and pids <= set(nginx.worker_pids())
+    assert warnings == []

@@ -168,7 +168,12 @@ def serve(host: str) -> None:
 
 # -- clients --------------------------------------------------------------------------------------
 def report(path: str, status: int, size: int, **extra) -> None:
+    if FORKED:
+        extra["pid"] = os.getpid()
     print(json.dumps({"path": path, "status": status, "size": size, **extra}), flush=True)
+
+
+FORKED = False  # --fork: the scenario runs in a child forked on "go" (its reports carry its pid)
 
 
 def http_get(conn: http.client.HTTPConnection, path: str) -> None:
@@ -434,12 +439,31 @@ def main() -> None:
     parser.add_argument("--scenario", default="basic")
     parser.add_argument("--threads", type=int, default=50)
     parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--fork", action="store_true", help="run the scenario in a child forked on go")
     args = parser.parse_args()
     if args.role == "server":
         serve(args.host)
         return
     print("READY", flush=True)
     sys.stdin.readline()
+    if args.fork:
+        child = os.fork()
+        if child:
+            _, status = os.waitpid(child, 0)
+            sys.exit(os.waitstatus_to_exitcode(status))
+        global FORKED
+        FORKED = True
+        code = 1
+        try:
+            run_scenario(args)
+            code = 0
+        finally:
+            sys.stdout.flush()
+            os._exit(code)  # not through the parent's exit handlers
+    run_scenario(args)
+
+
+def run_scenario(args) -> None:
     if args.scenario == "concurrent":
         scenario_concurrent(args.host, args.port, args.threads, args.requests)
     else:
