@@ -130,10 +130,14 @@ class PidWatch:
             self.warn(f"no running process with pid {listed}: nothing is collected from "
                       f"{'it' if len(missing) == 1 else 'them'} (is the pid right?)")
 
-    def descendants(self) -> set[int]:
-        """The running descendants of the watched pids, now (remembered for :meth:`report_quiet`)."""
+    def descendants(self, roots: Iterable[int] | None = None) -> set[int]:
+        """The running descendants of ``roots`` (default: every watched pid), now; remembered
+        for :meth:`report_quiet`."""
+        alive = [pid for pid in (self.alive if roots is None else roots) if pid in self.alive]
+        if not alive:
+            return set()
         found: set[int] = set()
-        for root, below in descendant_pids(self.alive).items():
+        for root, below in descendant_pids(alive).items():
             self.trees[root] |= below
             found |= below
         return found
@@ -283,8 +287,8 @@ class EmbeddedAgent:
         check_environment()
         store = TableStore(self.options.budget_bytes, host=socket.gethostname())
         # A pid stands for its descendants too: those running now are collected from the start.
-        below = pid_watch.descendants()
-        requests = [replace(c, pids=tuple(sorted({*c.pids, *below}))) if c.pids else c for c in self.manifest.collectors]
+        requests = [replace(c, pids=tuple(sorted({*c.pids, *pid_watch.descendants(c.pids)}))) if c.pids else c
+                    for c in self.manifest.collectors]  # fmt: skip
         collectors = [COLLECTORS[c.name](c, self.options) for c in requests]
         started: list[Collector] = []
         stopped: list[Collector] = []
@@ -293,12 +297,12 @@ class EmbeddedAgent:
             for collector in collectors:
                 collector.start()
                 started.append(collector)
-            if pid_watch.pids:
-                # Children forked while the collectors started (the socket tracer's kernel side
-                # follows forks from now on; the profiler's set is the one it started with).
-                late = pid_watch.descendants() - below
-                for collector in started:
-                    if late and hasattr(collector, "add_pids"):
+            for collector, request in zip(started, requests):
+                if request.pids and hasattr(collector, "add_pids"):
+                    # Children forked while the collectors started (the socket tracer's kernel
+                    # side follows forks from now on; the profiler keeps the set it started with).
+                    late = pid_watch.descendants(request.pids) - set(request.pids)
+                    if late:
                         collector.add_pids(late)
             release_compiler_pages()
             store.start_time_ns = time.time_ns()

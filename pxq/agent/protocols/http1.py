@@ -272,7 +272,7 @@ class _Message:
     __slots__ = (
         "body_limit", "start_ns", "end_ns", "epoch", "valid_start", "url", "reason", "header_pairs",
         "body", "body_size", "method", "status", "version", "headers_done", "complete", "broken",
-        "coding", "decoder",
+        "decoder",
     )  # fmt: skip
 
     def __init__(self, body_limit: int, ts_ns: int, epoch: int = -1) -> None:
@@ -292,8 +292,9 @@ class _Message:
         self.headers_done = False
         self.complete = False
         self.broken = False  # lost to a parse error: its pair is dropped
-        self.coding: str | None = None  # Content-Encoding pxq decodes (gzip, deflate), from the headers
-        self.decoder: _BodyDecoder | None = None  # from the first body byte of such a message
+        # At the first body byte, from the headers: a _BodyDecoder when the Content-Encoding is one
+        # pxq decodes, else False (None: no body byte yet, so a bodiless message never looks).
+        self.decoder: _BodyDecoder | bool | None = None
 
     @classmethod
     def lost(cls, ts_ns: int) -> _Message:
@@ -313,9 +314,9 @@ class _Message:
 
     def finish_body(self) -> None:
         """The message is complete: an encoded body becomes its decoded text."""
-        if self.decoder is not None:
+        if self.decoder:
             self.body = self.decoder.body()
-            self.decoder = None
+            self.decoder = False
 
     def body_left(self) -> int:
         """Body bytes still to come by Content-Length (0 when unknown, chunked or no headers)."""
@@ -453,8 +454,6 @@ class _Direction:
             self._start_line_seen(msg)  # a status line with an empty reason phrase
         msg.headers_done = True
         msg.end_ns = self.ts_ns
-        if msg.body_limit > 0:
-            msg.coding = _content_coding(self._header_pairs)
         if self.is_request:
             msg.method = parser.get_method()
             if msg.method in HEADER_ONLY_METHODS:
@@ -467,10 +466,12 @@ class _Direction:
     def on_body(self, body: bytes) -> None:
         msg = self.current
         msg.body_size += len(body)
-        if msg.coding is not None:
-            if msg.decoder is None:
-                msg.decoder = _BodyDecoder(msg.coding, msg.body_limit)
-            msg.decoder.feed(body)
+        decoder = msg.decoder
+        if decoder is None:
+            coding = _content_coding(msg.header_pairs) if msg.body_limit > 0 else None
+            decoder = msg.decoder = _BodyDecoder(coding, msg.body_limit) if coding else False
+        if decoder:
+            decoder.feed(body)
         else:
             room = msg.body_limit - len(msg.body)
             if room > 0:
@@ -480,7 +481,8 @@ class _Direction:
     def on_message_complete(self) -> None:
         msg = self.current
         assert msg is not None
-        msg.finish_body()
+        if msg.decoder:
+            msg.finish_body()
         msg.complete = True
         msg.end_ns = self.ts_ns
         self.current = None
