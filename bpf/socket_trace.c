@@ -751,13 +751,16 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
  * the probes attach is one too. The tracepoint also fires for new threads, whose child_pid is a
  * thread id: in allowed_pids it is never looked up (calls are allowed by tgid) and its exit
  * removes it again (sched_process_exit). User space adds the children that exist at start. */
-TRACEPOINT_PROBE(sched, sched_process_fork) {
+static __always_inline void follow_fork(u32 child) {
     u32 parent = bpf_get_current_pid_tgid() >> 32;
     if (!allowed_pids.lookup(&parent))
-        return 0;
-    u32 child = args->child_pid;
+        return;
     u8 one = 1;
     allowed_pids.update(&child, &one);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    follow_fork(args->child_pid);
     return 0;
 }
 #endif
