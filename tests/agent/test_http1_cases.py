@@ -227,6 +227,20 @@ def test_connect_refused_with_a_body_is_framed_by_its_headers(refusal, pipelined
     assert not st.upgraded and not st.errors
 
 
+def test_connect_pipelined_behind_a_get_refused_then_accepted():
+    """CONNECT behind a GET in one write: the GET's answer is stepped through so llhttp stops at
+    its end; the refusal's body is still its own, and a later accepted CONNECT is a tunnel."""
+    after = b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+    txs, st = run(GET + CONNECT + after, OK3 + REFUSALS["407 Content-Length"] + OK3)
+    assert [(t.req_method, t.req_path, t.resp_status, t.resp_body) for t in txs] == [
+        ("GET", "/a", 200, "abc"), ("CONNECT", "example.test:443", 407, DENIED.decode()), ("GET", "/b", 200, "abc"),
+    ]  # fmt: skip
+    assert not st.errors
+    txs, st = run(GET + CONNECT, OK3 + b"HTTP/1.1 200 Connection Established\r\n\r\n\x16\x03\x03", close=False)
+    assert [(t.req_method, t.resp_status, t.resp_body_size) for t in txs] == [("GET", 200, 3), ("CONNECT", 200, 0)]
+    assert st.upgraded and not st.errors
+
+
 def test_connect_refused_without_length_ends_at_close():
     """A non-2xx answer to CONNECT with neither Content-Length nor chunked is close-delimited."""
     st = Http1Stitcher()
