@@ -480,3 +480,16 @@ def test_close_in_the_same_batch_as_a_hole_keeps_the_transactions_after_it():
             drops = t.drop_counts()
             assert (drops["data_gap"], drops["unmatched"], drops["parse_error"]) == (1, 1, 0), (role, end, drops)
             assert not t.conns
+
+
+def test_a_response_older_than_the_next_request_is_counted_unmatched_not_paired():
+    """A server that answered twice (or a request whose bytes the tracer never saw): the extra
+    answer is not paired with the next request, and counts as unmatched."""
+    t, _, _ = tracker()
+    s = Stream()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n%s"
+    feed(t, s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.data(EGRESS, answer % b"/a" + answer % b"/x"),
+         s.data(INGRESS, REQ.replace(b"/a", b"/b")), s.data(EGRESS, answer % b"/b"), s.close())  # fmt: skip
+    assert [(tx.req_path, tx.resp_body) for _, tx in t.take()] == [("/a", "/a"), ("/b", "/b")]
+    drops = t.drop_counts()
+    assert (drops["unmatched"], drops["parse_error"]) == (1, 0)
