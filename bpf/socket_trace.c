@@ -22,6 +22,7 @@
  *                            counts when the tracer knows it as a TCP connection (conns)
  *   connect/accept/accept4   OPEN events (client/server role) with a new connection generation
  *   close, sched_process_exit CLOSE / PROC_EXIT events
+ *   sched_process_fork       (FILTER_PIDS) a child of a traced process is traced too
  *
  * Why raw sys_enter/sys_exit and not the syscalls:sys_enter_<name> tracepoints: a syscalls:
  * tracepoint formats a perf record of the call's arguments before it runs its program. Measured
@@ -778,8 +779,15 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
 TRACEPOINT_PROBE(sched, sched_process_exit) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
-    if (tgid != (u32)id || !pid_allowed(tgid))
-        return 0; /* a thread other than the leader, or not traced */
+    if (tgid != (u32)id) {
+#if FILTER_PIDS
+        u32 tid = (u32)id;
+        allowed_pids.delete(&tid); /* a thread sched_process_fork added (see there) */
+#endif
+        return 0; /* a thread other than the leader */
+    }
+    if (!pid_allowed(tgid))
+        return 0;
 #if FILTER_PIDS
     allowed_pids.delete(&tgid); /* the pid may be reused by a process nobody asked for */
 #endif
@@ -788,3 +796,23 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
         events.ringbuf_submit(e, 0);
     return 0;
 }
+
+#if FILTER_PIDS
+/* --pid of a parent whose children do the work (nginx's master and its workers): a process forked
+ * by a traced one is traced too, from its first call. Not gated on `ready`: a child forked while
+ * the probes attach is one too. The tracepoint also fires for new threads, whose child_pid is a
+ * thread id: in allowed_pids it is never looked up (calls are allowed by tgid) and its exit
+ * removes it again (sched_process_exit). User space adds the children that exist at start. */
+static __always_inline void follow_fork(u32 child) {
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    if (!allowed_pids.lookup(&parent))
+        return;
+    u8 one = 1;
+    allowed_pids.update(&child, &one);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    follow_fork(args->child_pid);
+    return 0;
+}
+#endif

@@ -16,8 +16,9 @@ events. :class:`ConnTracker` turns them into HTTP transactions:
   lost first bytes are a hole too. Bytes that arrive ahead of a hole wait, and so do the other
   direction's bytes meanwhile, so that both reach the parser in time order (bounded by
   ``reorder_limit`` bytes; more is ``buffer_overflow``); a hole that outlives ``HOLE_BATCHES``
-  poll batches means bytes were lost (ring buffer full, a call larger than the kernel copies):
-  ``data_gap``. After a gap in the responses of a connection seen answering one request at a
+  poll batches, or its connection (a close or process exit in the same batch), means bytes
+  were lost (ring buffer full, a call larger than the kernel copies): ``data_gap``, skipped
+  to parse what waited behind it. After a gap in the responses of a connection seen answering one request at a
   time, whose request side lost nothing meanwhile, the next response pairs with the latest
   request that began before it (the requests before that one are counted unmatched); after any
   other gap the HTTP parser is discarded and the connection waits for the next request line
@@ -113,8 +114,9 @@ UNMATCHED_ERRORS = (
     "request_incomplete_at_close",
 )
 # Halves lost with bytes the kernel could not deliver (the stitcher pairs on by time after a
-# response-side gap): unmatched too, but never a matter of where the capture window ended.
-GAP_ERRORS = ("request_unanswered_after_gap",)
+# response-side gap), or a response that ended before the request it would pair with began:
+# unmatched too, but never a matter of where the capture window ended.
+GAP_ERRORS = ("request_unanswered_after_gap", "response_before_request")
 
 
 class Uncaptured:
@@ -292,6 +294,7 @@ class ConnTracker:
         # pid -> fd -> (newest generation seen, whether the kernel reported its close)
         self._latest_gen: dict[int, dict[int, tuple[int, bool]]] = {}
         self._by_pid: dict[int, set[Connection]] = {}  # live connections of each process
+        self.pids_seen: set[int] = set()  # every process a connection was seen of
         self._upids: dict[int, str] = {}
         self._done: list[tuple[Connection, HttpTransaction]] = []
         self._rows = HttpRows() if columnar else None
@@ -401,6 +404,7 @@ class ConnTracker:
                 conn.expect = [None, None]
             self.conns[key] = conn
             self._by_pid.setdefault(ev.pid, set()).add(conn)
+            self.pids_seen.add(ev.pid)
             self.counts["connections"] += 1
         conn.last_ns = ev.ts_ns
         if ev.flags & F_TUPLE and not conn.has_tuple:
@@ -423,9 +427,12 @@ class ConnTracker:
             live.discard(conn)
             if not live:
                 del self._by_pid[conn.pid]
-        self._holes.discard(conn)
         if conn.held_bytes:
-            self.drops["data_gap"] += 1
+            # The connection is over, so the missing bytes are not coming: skip each hole (a
+            # data_gap each) and parse what waited behind it, as close_all does, instead of
+            # dropping every transaction completed after the hole.
+            self._skip_holes(conn)
+        self._holes.discard(conn)
         if conn.stitcher is not None:
             self._collect(conn, conn.stitcher.close_messages(ts_ns))
             errors = conn.stitcher.errors

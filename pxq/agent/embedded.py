@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -131,9 +131,40 @@ def _running_identity(pid: int) -> str | None:
     return str(stat["start_ticks"])
 
 
+def descendant_pids(pids: Iterable[int]) -> dict[int, set[int]]:
+    """Each pid's running descendants (children, their children, ...), from one pass over
+    /proc/*/stat (the ppid field)."""
+    children: dict[int, list[int]] = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = parse_stat((entry / "stat").read_text(errors="replace"))
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        if stat is not None:
+            children.setdefault(stat["ppid"], []).append(int(entry.name))
+    out: dict[int, set[int]] = {}
+    for root in pids:
+        found: set[int] = set()
+        todo = [root]
+        while todo:
+            for child in children.get(todo.pop(), ()):
+                if child not in found and child != root:
+                    found.add(child)
+                    todo.append(child)
+        out[root] = found
+    return out
+
+
 class PidWatch:
     """The processes a manifest restricts collection to: says at once which do not exist (a typo
-    would otherwise show as an empty result), and which exit before the window ends."""
+    would otherwise show as an empty result), and which exit before the window ends.
+
+    A pid stands for its descendants too (a server's master whose workers do the work): those
+    running at start are added to the collectors (:meth:`descendants`; the socket tracer's kernel
+    side adds the ones forked later itself), and a pid whose whole tree made no traffic the
+    collectors saw is said after the window (:meth:`report_quiet`)."""
 
     CHECK_INTERVAL_S = 0.5
 
@@ -142,6 +173,7 @@ class PidWatch:
         self.pids = sorted({pid for c in manifest.collectors if c.pids is not None for pid in c.pids})
         self.alive: dict[int, str] = {}
         self.exited: dict[int, float] = {}  # pid -> seconds into the window when first seen gone
+        self.trees: dict[int, set[int]] = {pid: set() for pid in self.pids}  # descendants ever seen
         self._last_check = float("-inf")
         missing = []
         for pid in self.pids:
@@ -154,6 +186,38 @@ class PidWatch:
             listed = ", ".join(map(str, missing))
             self.warn(f"no running process with pid {listed}: nothing is collected from "
                       f"{'it' if len(missing) == 1 else 'them'} (is the pid right?)")
+
+    def descendants(self, roots: Iterable[int] | None = None) -> set[int]:
+        """The running descendants of ``roots`` (default: every watched pid), now; remembered
+        for :meth:`report_quiet`."""
+        alive = [pid for pid in (self.alive if roots is None else roots) if pid in self.alive]
+        if not alive:
+            return set()
+        found: set[int] = set()
+        for root, below in descendant_pids(alive).items():
+            self.trees[root] |= below
+            found |= below
+        return found
+
+    def report_quiet(self, seen_pids: set[int], window_s: float, what: str) -> None:
+        """After the window: each watched pid none of whose tree is among ``seen_pids`` (the
+        processes a collector saw ``what`` from). A process seen that belongs to no known tree
+        (forked and gone within the window) is attributed when only one pid is watched; with
+        several, nobody is blamed for silence."""
+        self.descendants()  # the children forked during the window and still there
+        known = set(self.trees).union(*self.trees.values())
+        if seen_pids - known and len(self.trees) > 1:
+            return
+        for root in self.pids:
+            if root not in self.alive and root not in self.exited:
+                continue  # never ran: said at start
+            tree = {root} | self.trees[root]
+            if tree & seen_pids or (seen_pids - known and len(self.trees) == 1):
+                continue
+            n = len(self.trees[root])
+            who = f"pid {root} and its {n} descendant process{'es' if n != 1 else ''}" if n else f"pid {root}"
+            self.warn(f"{who} made no {what} during the {window_s:.1f}s window: nothing was collected "
+                      f"from {'them' if n else 'it'}")
 
     def check(self, elapsed_s: float, force: bool = False) -> None:
         if not self.alive or (not force and elapsed_s - self._last_check < self.CHECK_INTERVAL_S):
@@ -194,6 +258,17 @@ class SocketTracerCollector:
 
     def start(self) -> None:
         self.tracer.start()
+
+    def add_pids(self, pids: set[int]) -> None:
+        """Trace these processes too (the running descendants of the pids asked for)."""
+        self.tracer.add_pids(pids)
+
+    def pids_seen(self) -> set[int]:
+        """The processes whose TCP traffic the tracer saw."""
+        return self.tracer.pids_seen()
+
+    # What pids_seen() says a process made, for PidWatch's warning.
+    seen_what = "TCP traffic"
 
     def poll(self, timeout_ms: int) -> int:
         return self.tracer.poll(timeout_ms)
@@ -268,7 +343,10 @@ class EmbeddedAgent:
         pid_watch = PidWatch(self.manifest, self.options.on_warning)  # before anything slow: a typo is said at once
         check_environment()
         store = TableStore(self.options.budget_bytes, host=socket.gethostname())
-        collectors = [COLLECTORS[c.name](c, self.options) for c in self.manifest.collectors]
+        # A pid stands for its descendants too: those running now are collected from the start.
+        requests = [replace(c, pids=tuple(sorted({*c.pids, *pid_watch.descendants(c.pids)}))) if c.pids else c
+                    for c in self.manifest.collectors]  # fmt: skip
+        collectors = [COLLECTORS[c.name](c, self.options) for c in requests]
         started: list[Collector] = []
         stopped: list[Collector] = []
         events = 0
@@ -276,6 +354,13 @@ class EmbeddedAgent:
             for collector in collectors:
                 collector.start()
                 started.append(collector)
+            for collector, request in zip(started, requests):
+                if request.pids and hasattr(collector, "add_pids"):
+                    # Children forked while the collectors started (the socket tracer's kernel
+                    # side follows forks from now on; the profiler keeps the set it started with).
+                    late = pid_watch.descendants(request.pids) - set(request.pids)
+                    if late:
+                        collector.add_pids(late)
             release_compiler_pages()
             store.start_time_ns = time.time_ns()
             begin = time.monotonic()
@@ -306,6 +391,9 @@ class EmbeddedAgent:
                 stopped.append(stopping)
             self._move(stopped, store)
             store.end_time_ns = time.time_ns()
+            for collector in stopped:
+                if pid_watch.pids and hasattr(collector, "pids_seen"):
+                    pid_watch.report_quiet(collector.pids_seen(), window_s, collector.seen_what)
             if on_progress:
                 on_progress(replace(self._progress(time.monotonic() - begin, events, store), final=True,
                                     window_s=window_s))

@@ -352,6 +352,10 @@ class SocketTracer:
         if allowed is not None:
             allow_pids(allowed, pids)
 
+    def pids_seen(self) -> set[int]:
+        """The processes whose TCP connections the tracer saw (any protocol)."""
+        return set(self._tracker.pids_seen)
+
     def close_window(self) -> None:
         """Trace no new calls from now on (the ``ready`` gate closes); calls already in flight
         still report, and what the ring buffer holds is still taken by :meth:`poll` and

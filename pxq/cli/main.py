@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--tables", default="http_events", metavar="T1,T2",
                          help="tables to record (default http_events)")
     capture.add_argument("--pid", type=int, action="append", metavar="PID",
-                         help="record only these processes (repeatable)")
+                         help="record only these processes and their descendants, running or forked "
+                         "during the window (e.g. nginx's master pid covers its workers; repeatable); a pid "
+                         "whose processes made no TCP traffic is named on stderr")
     capture.add_argument("--body-limit", type=int, default=1024, metavar="BYTES")
 
     sub.add_parser("scripts", help="list the bundled scripts")

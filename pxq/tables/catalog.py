@@ -75,14 +75,18 @@ HTTP_EVENTS = _protocol_table(
     _c("req_method", T.STRING, "Request method (GET, POST, ...)."),
     _c("req_path", T.STRING, "Request target: path and query string."),
     _c("req_body", T.STRING, "Request body, possibly truncated. Bytes the kernel counted but did not copy "
-       "(sendfile, splice) show as `<not captured: N bytes>` (Pixie shows NUL bytes)."),
-    _c("req_body_size", T.INT64, "Size of the request body in bytes, before any truncation.", S.BYTES),
+       "(sendfile, splice, a call beyond the copy limit) show as `<not captured: N bytes>` (Pixie shows NUL "
+       "bytes). A gzip or deflate Content-Encoding is shown decoded (up to the body limit); where decoding "
+       "stopped short it ends with '<gzip body failed to decode here>' (invalid bytes), "
+       "'<gzip body truncated>' (the stream ended early) or `<not captured: N bytes>`; 'deflate' for deflate."),
+    _c("req_body_size", T.INT64, "Size of the request body in bytes as sent (encoded), before any truncation.",
+       S.BYTES),
     _c("resp_headers", T.STRING, "Response headers as a JSON object {name: value}.", S.JSON),
     _c("resp_status", T.INT64, "Response status code (200, 404, ...).", S.HTTP_STATUS),
     _c("resp_message", T.STRING, "Response reason phrase (OK, Not Found, ...)."),
-    _c("resp_body", T.STRING, "Response body, possibly truncated. Bytes the kernel counted but did not copy "
-       "(sendfile, splice) show as `<not captured: N bytes>` (Pixie shows NUL bytes)."),
-    _c("resp_body_size", T.INT64, "Size of the response body in bytes, before any truncation.", S.BYTES),
+    _c("resp_body", T.STRING, "Response body, possibly truncated; uncaptured bytes and encodings as in req_body."),
+    _c("resp_body_size", T.INT64, "Size of the response body in bytes as sent (encoded), before any truncation.",
+       S.BYTES),
 )
 
 MYSQL_EVENTS = _protocol_table(

@@ -4,6 +4,7 @@ role inference, reassembly, gaps, buffer bounds, protocol inference, rows."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -27,12 +28,14 @@ from pxq.agent.conn_tracker import (
     rows_to_arrow,
 )
 from pxq.tables import CATALOG
+from pxq.testing.streams import load_stream
 
 PID = 4242
 LOCAL = socket.inet_aton("127.0.0.1") + bytes(12)
 REMOTE = socket.inet_aton("10.1.2.3") + bytes(12)
 REQ = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
 RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+STREAMS = Path(__file__).resolve().parent / "streams"
 
 
 class Stream:
@@ -483,3 +486,56 @@ def test_lost_events_on_a_pipelining_connection_never_mispair(lost, batch):
     assert len(rows) >= 200 - 4 * len(lost)
     if not lost:
         assert len(rows) == 200 and no_drops(t)
+
+
+# -- a close or exit in the same batch as a hole ----------------------------------------------------
+def _recorded_events_with_a_hole(s: Stream, role: int, cut_path: bytes) -> tuple[list[SockEvent], list[str]]:
+    """The server's or client's kernel events for the keep-alive exchange recorded from nginx
+    (tests/agent/streams/keepalive_mix.json), where the call carrying the response to
+    ``cut_path`` moved more bytes than were copied: only its first 100 bytes arrive, the rest
+    is a hole. Also every request path the client sent, in order (the recorded stream's)."""
+    stream = load_stream(STREAMS / "keepalive_mix.json")
+    sent, received = (EGRESS, INGRESS) if role == ROLE_CLIENT else (INGRESS, EGRESS)
+    events, last_request, paths = [s.open(role)], b"", []
+    for direction, _ts, data in stream.chunks:
+        if direction == "req":
+            last_request = data
+            paths.append(data.split(b" ", 2)[1].decode())
+            events.append(s.data(sent, data))
+        elif last_request.split(b" ", 2)[1] == cut_path and data.startswith(b"HTTP/"):
+            events.append(s.data(received, data[:100]))
+            s.pos[received] += len(data) - 100  # never copied: a hole
+        else:
+            events.append(s.data(received, data))
+    return events, paths
+
+
+def test_close_in_the_same_batch_as_a_hole_keeps_the_transactions_after_it():
+    """A keep-alive connection whose second response lost bytes, closed before the tracker's next
+    batch: the close says the missing bytes are not coming, so the hole is skipped and the
+    transactions after it are parsed, as at the end of a capture; only the cut one is lost."""
+    for role in (ROLE_SERVER, ROLE_CLIENT):
+        for end in ("close", "exit"):
+            t, _, _ = tracker()
+            s = Stream()
+            events, sent_paths = _recorded_events_with_a_hole(s, role, b"/api/items")
+            feed(t, *events, s.close() if end == "close" else s.exit())
+            done = t.take()
+            assert [tx.req_path for _, tx in done] == [p for p in sent_paths if p != "/api/items"], (role, end)
+            assert {c.role for c, _ in done} == {role}
+            drops = t.drop_counts()
+            assert (drops["data_gap"], drops["unmatched"], drops["parse_error"]) == (1, 1, 0), (role, end, drops)
+            assert not t.conns
+
+
+def test_a_response_older_than_the_next_request_is_counted_unmatched_not_paired():
+    """A server that answered twice (or a request whose bytes the tracer never saw): the extra
+    answer is not paired with the next request, and counts as unmatched."""
+    t, _, _ = tracker()
+    s = Stream()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n%s"
+    feed(t, s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.data(EGRESS, answer % b"/a" + answer % b"/x"),
+         s.data(INGRESS, REQ.replace(b"/a", b"/b")), s.data(EGRESS, answer % b"/b"), s.close())  # fmt: skip
+    assert [(tx.req_path, tx.resp_body) for _, tx in t.take()] == [("/a", "/a"), ("/b", "/b")]
+    drops = t.drop_counts()
+    assert (drops["unmatched"], drops["parse_error"]) == (1, 0)

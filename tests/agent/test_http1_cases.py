@@ -3,7 +3,10 @@ handling, protocol inference and the Arrow rows."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import tracemalloc
+import zlib
 
 import pyarrow as pa
 import pytest
@@ -182,10 +185,93 @@ def test_connect_tunnel_and_refused_connect():
     (tx,) = st.feed_response(b"HTTP/1.1 200 Connection Established\r\n\r\n\x16\x03\x03server tls", 2)
     assert (tx.req_method, tx.req_path, tx.resp_status) == ("CONNECT", "example.test:443", 200)
     assert st.upgraded and not st.errors
-    refused = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 4\r\n\r\n"
+    refused = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
     txs, st = run(connect + GET, refused + OK3)
     assert statuses(txs) == [("CONNECT", "example.test:443", 407, 0), ("GET", "/a", 200, 3)]
     assert not st.upgraded and not st.errors
+
+
+CONNECT = b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n"
+DENIED = b"denied: example.test:443\n"
+REFUSALS = {
+    "407 Content-Length": b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(DENIED), DENIED),
+    "403 chunked": b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"%x\r\n%s\r\n0\r\n\r\n" % (len(DENIED), DENIED),
+    "502 Content-Length": b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: %d\r\n\r\n%s" % (len(DENIED), DENIED),
+}
+
+
+@pytest.mark.parametrize("refusal", sorted(REFUSALS))
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_connect_refused_with_a_body_is_framed_by_its_headers(refusal, pipelined):
+    """Only a 2xx answer to CONNECT opens a tunnel and ends at its header block (RFC 9110 9.3.6);
+    any other answer is framed like any response, body included. Framed header-only, its body
+    was read as the next response: every later pair shifted by one (negative latencies)."""
+    second = b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+    answer_b = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n/b\n"
+    st = Http1Stitcher()
+    if pipelined:
+        txs = st.feed_request(CONNECT + GET + second, 10) + st.feed_response(REFUSALS[refusal] + OK3 + answer_b, 20)
+    else:
+        txs = []
+        for t, (request, response) in enumerate(((CONNECT, REFUSALS[refusal]), (GET, OK3), (second, answer_b))):
+            txs += st.feed_request(request, 10 + 20 * t) + st.feed_response(response, 20 + 20 * t)
+    txs += st.close(100)
+    status = int(refusal.split()[0])
+    assert [(t.req_method, t.req_path, t.resp_status, t.resp_body) for t in txs] == [
+        ("CONNECT", "example.test:443", status, DENIED.decode()), ("GET", "/a", 200, "abc"), ("GET", "/b", 200, "/b\n"),
+    ]  # fmt: skip
+    assert [t.resp_body_size for t in txs] == [len(DENIED), 3, 3]
+    assert [t.latency_ns for t in txs] == [10, 10, 10]
+    assert not st.upgraded and not st.errors
+
+
+def test_connect_pipelined_behind_a_get_refused_then_accepted():
+    """CONNECT behind a GET in one write: the GET's answer is stepped through so llhttp stops at
+    its end; the refusal's body is still its own, and a later accepted CONNECT is a tunnel."""
+    after = b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+    txs, st = run(GET + CONNECT + after, OK3 + REFUSALS["407 Content-Length"] + OK3)
+    assert [(t.req_method, t.req_path, t.resp_status, t.resp_body) for t in txs] == [
+        ("GET", "/a", 200, "abc"), ("CONNECT", "example.test:443", 407, DENIED.decode()), ("GET", "/b", 200, "abc"),
+    ]  # fmt: skip
+    assert not st.errors
+    txs, st = run(GET + CONNECT, OK3 + b"HTTP/1.1 200 Connection Established\r\n\r\n\x16\x03\x03", close=False)
+    assert [(t.req_method, t.resp_status, t.resp_body_size) for t in txs] == [("GET", 200, 3), ("CONNECT", 200, 0)]
+    assert st.upgraded and not st.errors
+
+
+def test_connect_refused_without_length_ends_at_close():
+    """A non-2xx answer to CONNECT with neither Content-Length nor chunked is close-delimited."""
+    st = Http1Stitcher()
+    st.feed_request(CONNECT, 1)
+    assert st.feed_response(b"HTTP/1.1 403 Forbidden\r\n\r\n" + DENIED, 2) == []
+    (tx,) = st.close(3)
+    assert (tx.resp_status, tx.resp_body, tx.resp_body_size) == (403, DENIED.decode(), len(DENIED))
+    assert not st.errors
+
+
+def test_connect_accepted_with_a_content_length_is_still_a_tunnel():
+    """A 2xx answer to CONNECT has no body whatever its headers say (RFC 9110 9.3.6)."""
+    st = Http1Stitcher()
+    st.feed_request(CONNECT, 1)
+    (tx,) = st.feed_response(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n\x16\x03\x03tls", 2)
+    assert (tx.resp_status, tx.resp_body_size) == (200, 0) and st.upgraded
+
+
+def test_a_response_that_ended_before_its_request_began_is_never_paired_with_it():
+    """An extra response (its request never seen) waits for the next request; pairing it there
+    would give a negative latency and shift every later pair. Pixie's stitcher pairs a response
+    only with an earlier request (StitchMessagesWithTimestampOrder); here it is dropped and
+    counted, and the next request waits for its own answer."""
+    st = Http1Stitcher()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n%s"
+    txs = st.feed_request(GET, 10) + st.feed_response(answer % b"/a\n" + answer % b"/x\n", 20)
+    txs += st.feed_request(b"GET /b HTTP/1.1\r\n\r\n", 30) + st.feed_response(answer % b"/b\n", 40)
+    txs += st.feed_request(b"GET /c HTTP/1.1\r\n\r\n", 50) + st.feed_response(answer % b"/c\n", 60)
+    txs += st.close(70)
+    assert [(t.req_path, t.resp_body, t.latency_ns) for t in txs] == [("/a", "/a\n", 10), ("/b", "/b\n", 10), ("/c", "/c\n", 10)]
+    assert st.errors == {"response_before_request": 1}
 
 
 def test_repeated_headers_are_joined_case_insensitively():
@@ -457,3 +543,120 @@ def test_skip_at_a_chunk_size_line_skips_nothing():
     st.feed_request(GET, 10)
     st.feed_response(CHUNKED_HEAD + b"3\r\nabc\r\n", 20)
     assert st.skip(False, 5, 30) == ([], 5)
+# -- Content-Encoding ------------------------------------------------------------------------------
+TEXT = b"".join(b"line %d of an encoded body\n" % i for i in range(200))  # 5,490 bytes
+
+
+def _encoded_response(coding: bytes, body: bytes, *, chunked: bool = False) -> bytes:
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\n%s\r\n\r\n" % (coding, framing)
+    if chunked:
+        body = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 7]), body[i : i + 7]) for i in range(0, len(body), 7))
+        body += b"0\r\n\r\n"
+    return head + body
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+CODINGS = {
+    "gzip": (b"gzip", gzip.compress),
+    "x-gzip": (b"x-gzip", gzip.compress),
+    "deflate (zlib)": (b"deflate", zlib.compress),
+    "deflate (raw)": (b"Deflate", _raw_deflate),
+}
+
+
+@pytest.mark.parametrize("coding", sorted(CODINGS))
+@pytest.mark.parametrize("chunked", [False, True])
+def test_encoded_response_body_is_shown_decoded_with_its_wire_size(coding, chunked):
+    name, encode = CODINGS[coding]
+    wire = encode(TEXT[:800])
+    st = Http1Stitcher()
+    st.feed_request(GET, 1)
+    resp = _encoded_response(name, wire, chunked=chunked)
+    txs = [tx for i in range(len(resp)) for tx in st.feed_response(resp[i : i + 1], 2 + i)]  # a byte at a time
+    (tx,) = txs
+    assert (tx.resp_body, tx.resp_body_size) == (TEXT[:800].decode(), len(wire))
+    assert not st.errors
+
+
+def test_encoded_body_is_decoded_up_to_the_limit_only():
+    wire = gzip.compress(TEXT)
+    (tx,), _ = run(GET, _encoded_response(b"gzip", wire), body_limit=1000)
+    assert (tx.resp_body, tx.resp_body_size) == (TEXT[:1000].decode(), len(wire))
+
+
+def test_a_compression_bomb_is_never_inflated_past_the_limit():
+    """256 MiB of zeros in 255 KiB of gzip: decoding it whole would hold 256 MiB."""
+    packer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    wire = b"".join(packer.compress(block) for _ in range(256)) + packer.flush()
+    tracemalloc.start()
+    try:
+        (tx,), _ = run(GET, _encoded_response(b"gzip", wire))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (tx.resp_body, tx.resp_body_size) == ("\0" * 1024, len(wire))
+    assert peak < 8 * len(wire)
+
+
+def test_encoded_request_body_is_decoded_too():
+    wire = gzip.compress(b'{"order": 42}')
+    post = b"POST /o HTTP/1.1\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(wire), wire)
+    (tx,), st = run(post, OK3)
+    assert (tx.req_body, tx.req_body_size, tx.resp_body) == ('{"order": 42}', len(wire), "abc")
+    assert not st.errors
+
+
+def _flushed_then(first: bytes, tail: bytes) -> bytes:
+    """gzip of ``first``, flushed so that it decodes whole on its own (Z_SYNC_FLUSH), then ``tail``."""
+    packer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    return packer.compress(first) + packer.flush(zlib.Z_SYNC_FLUSH) + tail
+
+
+def test_a_body_that_fails_to_decode_keeps_what_decoded_and_says_where_it_stopped():
+    wire = _flushed_then(TEXT[:300], b"\xff\xff\xff\xff")  # then a block of the reserved type 3
+    (tx,), _ = run(GET, _encoded_response(b"gzip", wire))
+    assert tx.resp_body == TEXT[:300].decode() + "<gzip body failed to decode here>"
+    assert tx.resp_body_size == len(wire)
+    (tx,), _ = run(GET, _encoded_response(b"gzip", b"not gzip at all"))
+    assert tx.resp_body == "<gzip body failed to decode here>"
+
+
+def test_a_body_whose_compressed_stream_stops_early_is_marked_truncated():
+    wire = _flushed_then(TEXT[:300], b"")  # no final block, no gzip trailer
+    (tx,), _ = run(GET, _encoded_response(b"gzip", wire))
+    assert (tx.resp_body, tx.resp_body_size) == (TEXT[:300].decode() + "<gzip body truncated>", len(wire))
+    close_delimited = b"HTTP/1.0 200 OK\r\nContent-Encoding: deflate\r\n\r\n" + zlib.compress(TEXT[:50])[:-4]
+    (tx,), _ = run(GET, close_delimited)  # all but the zlib trailer (the Adler-32 check)
+    assert tx.resp_body == TEXT[:50].decode() + "<deflate body truncated>"
+
+
+def test_bodies_without_a_decoded_coding_are_kept_as_sent():
+    wire = gzip.compress(b"twice")
+    for coding in (b"gzip, br", b"br", b"identity"):
+        (tx,), _ = run(GET, _encoded_response(coding, wire))
+        assert (tx.resp_body, tx.resp_body_size) == (wire.decode("utf-8", "replace"), len(wire))
+    head_resp = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 40\r\n\r\n"
+    (tx,), _ = run(HEAD, head_resp)
+    assert (tx.resp_body, tx.resp_body_size) == ("", 0)  # no body: nothing decoded, no marker
+
+
+def test_an_encoded_body_cut_by_uncaptured_bytes_shows_what_decoded_and_the_count():
+    # Both features at once: a gzip body whose second half the kernel counted but did not copy.
+    text = b"".join(b"line %05d of a compressible body\n" % i for i in range(400))
+    wire = gzip.compress(text)
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(wire)
+    half = len(wire) // 2
+    st = Http1Stitcher(body_limit=100_000)
+    st.feed_request(GET, 10)
+    assert st.feed_response(head + wire[:half], 20) == []
+    (tx,), left = st.skip(False, len(wire) - half, 30)
+    expected_prefix = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(wire[:half])
+    assert left == 0 and expected_prefix and len(expected_prefix) < len(text)
+    assert tx.resp_body == (expected_prefix + b"<not captured: %d bytes>" % (len(wire) - half)).decode()
+    assert tx.resp_body_size == len(wire)

@@ -5,6 +5,7 @@ processes, no eBPF needed (the agent's live path is in test_live_run.py)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 
@@ -93,3 +94,64 @@ def test_agent_says_missing_pid_before_checking_the_kernel(monkeypatch):
     with pytest.raises(AgentError):
         agent.run(1.0)
     assert warnings == [f"no running process with pid {missing}: nothing is collected from it (is the pid right?)"]
+
+
+@pytest.mark.kernel
+def test_capture_says_when_a_pid_and_its_descendants_made_no_traffic(tmp_path):
+    """`pxq capture --pid` of a quiet process tree (a shell whose two children sleep), and of a
+    quiet process without children: after the window, one line for each (through the CLI)."""
+    from pxq.testing.kernel import require_bpf
+    from tests.cli_support import run_pxq
+
+    require_bpf()
+    with subprocess.Popen(["/bin/sh", "-c", f"{SLEEP} 60 & {SLEEP} 60 & wait"]) as tree, \
+            subprocess.Popen([SLEEP, "60"]) as alone:  # fmt: skip
+        try:
+            deadline = time.monotonic() + 10
+            while len(_children(tree.pid)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)  # the shell starts its children
+            assert len(_children(tree.pid)) == 2
+            out = run_pxq("capture", "--out", str(tmp_path / "cap"), "--for", "1s",
+                          "--pid", str(tree.pid), "--pid", str(alone.pid))  # fmt: skip
+        finally:
+            for child in _children(tree.pid):
+                os.kill(child, 9)
+            tree.kill()
+            alone.kill()
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("pxq: warning:")]
+    window = r"during the 1\.[0-9]s window: nothing was collected from"
+    assert len(warnings) == 2, out.stderr
+    tree_line = rf"pxq: warning: pid {tree.pid} and its 2 descendant processes made no TCP traffic {window} them"
+    alone_line = rf"pxq: warning: pid {alone.pid} made no TCP traffic {window} it"
+    assert sorted(bool(re.fullmatch(tree_line, w)) for w in warnings) == [False, True], warnings
+    assert sorted(bool(re.fullmatch(alone_line, w)) for w in warnings) == [False, True], warnings
+
+
+def test_traffic_of_any_process_in_a_pid_tree_counts_for_it():
+    """A pid is quiet only when none of its descendants (running at start or at the end) was
+    seen; a process seen that is in no known tree (forked and gone) counts for the only pid."""
+    with subprocess.Popen(["/bin/sh", "-c", f"{SLEEP} 60 & wait"]) as tree:
+        try:
+            deadline = time.monotonic() + 10
+            while not _children(tree.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            (child,) = _children(tree.pid)
+            for seen, expect_warning in (({child}, False), ({tree.pid}, False), ({_unused_pid()}, False), (set(), True)):
+                warnings: list[str] = []
+                watch = PidWatch(_manifest(tree.pid), warnings.append)
+                assert watch.descendants() == {child}
+                watch.report_quiet(seen, 2.0, "TCP traffic")
+                assert bool(warnings) == expect_warning, (seen, warnings)
+            assert warnings == [f"pid {tree.pid} and its 1 descendant process made no TCP traffic during the 2.0s "
+                                "window: nothing was collected from them"]
+        finally:
+            for pid in _children(tree.pid):
+                os.kill(pid, 9)
+            tree.kill()
+
+
+def _children(pid: int) -> list[int]:
+    from pxq.agent.procinfo import child_pids
+
+    return child_pids(pid)

@@ -13,7 +13,15 @@ caller:
 * Responses whose framing depends on the request: a response to HEAD carries no body whatever its
   Content-Length says, and a 2xx answer to CONNECT turns the connection into a tunnel. llhttp
   needs its caller to say so, which ``httptools`` cannot, so those responses are framed here
-  (headers only) and llhttp is stopped exactly at the preceding message boundary.
+  (headers only) and llhttp is stopped exactly at the preceding message boundary. Any other
+  answer to CONNECT (407, 403, 502, ...) opens no tunnel and is framed by its own headers, body
+  included (RFC 9110 9.3.6).
+* A response that ended before its request began answers some earlier request (whose bytes were
+  lost, or an extra response): it is never paired with the later one (``response_before_request``).
+  Pixie's stitcher pairs a response only with a request older than it, and drops a response
+  without one (``StitchMessagesWithTimestampOrder`` in
+  src/stirling/source_connectors/socket_tracer/protocols/common/timestamp_stitcher.h); its HTTP
+  parser (protocols/http/parse.cc) frames a CONNECT answer by its headers like any response.
 * 1xx interim responses (``100 Continue``) are skipped; ``101 Switching Protocols`` completes the
   upgrade request and everything after it on the connection is no longer HTTP.
 * Close-delimited bodies (HTTP/1.0 style: neither Content-Length nor chunked) complete at
@@ -24,6 +32,15 @@ caller:
   remaining length: the message advances without them, keeps its true size, and its body shows
   :data:`UNCAPTURED_BODY_MARKER` where they were (Pixie passes NUL bytes to its parsers instead,
   ``ExtractFillerEvent`` in ``socket_trace.hpp``; a body of NULs reads as if the bytes were known).
+* A body sent with ``Content-Encoding: gzip`` (or ``x-gzip``) or ``deflate`` is kept decoded, as
+  Pixie shows gzip response bodies inflated (``PreProcessRespMessage`` in
+  src/stirling/source_connectors/socket_tracer/protocols/http/stitcher.cc), for requests and
+  responses alike: decoded as it arrives, never past ``body_limit`` decoded bytes (a small body
+  that inflates to gigabytes costs no more than any other), and the size stays the wire's. A body
+  that is not valid in its coding keeps what decoded before the fault and ends with
+  :data:`DECODE_FAILED_MARKER`; one whose compressed stream ends early (bytes not captured, a
+  body cut short) ends with :data:`DECODE_TRUNCATED_MARKER`. Other codings (br, zstd, a list of
+  several) are kept as sent.
 * Garbage or a parse error never raises: the direction is marked broken, the reason is counted in
   :attr:`Http1Stitcher.errors` (``request_invalid_method``, ``response_parse_error``, ...), and
   parsing resumes at the next request line (requests) or status line (responses), also later in
@@ -48,6 +65,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import zlib
 from collections import Counter, deque
 from collections.abc import Iterable
 
@@ -67,7 +85,8 @@ HTTP_METHODS = (
     b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"SEARCH", b"PURGE",
 )  # fmt: skip
 _METHOD_ALT = b"|".join(HTTP_METHODS)
-# Requests whose response ends with its header block, whatever its Content-Length says.
+# Requests whose response may end with its header block, whatever its Content-Length says: any
+# answer to HEAD; a 2xx answer to CONNECT (the tunnel starts after it). See _ends_at_headers.
 HEADER_ONLY_METHODS = (b"HEAD", b"CONNECT")
 # A request line: METHOD SP request-target SP HTTP/1.x CRLF.
 _REQUEST_LINE = re.compile(rb"(?:" + _METHOD_ALT + rb") [!-~]+ HTTP/1\.[01]\r\n")
@@ -82,6 +101,15 @@ _RESYNC_RESPONSE = re.compile(rb"(?:^|\n)(" + _RESPONSE_START + rb")")
 _CHUNK_STARTS_REQUEST = re.compile(_REQUEST_START)
 _CHUNK_STARTS_RESPONSE = re.compile(_RESPONSE_START)
 _HEADER_END = b"\r\n\r\n"
+
+# Content-Encoding values whose bodies are shown decoded, and the zlib container each names
+# (RFC 9110 8.4.1: gzip is RFC 1952, deflate the zlib format of RFC 1950; some servers send raw
+# deflate under that name, told apart by its first two bytes, see _BodyDecoder).
+DECODED_CODINGS = {b"gzip": "gzip", b"x-gzip": "gzip", b"deflate": "deflate"}
+# Appended (in the body's coding name) to the decoded part of a body that could not be decoded to
+# its end: bytes that are not valid in its coding, or a compressed stream that stopped early.
+DECODE_FAILED_MARKER = "<{coding} body failed to decode here>"
+DECODE_TRUNCATED_MARKER = "<{coding} body truncated>"
 
 # Bytes kept while looking for the end of a header block or a resync point (bounds memory on a
 # garbage stream).
@@ -184,6 +212,73 @@ def _is_json(pairs: list[tuple[bytes, bytes]]) -> bool:
 _VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}
 
 
+def _content_coding(pairs: list[tuple[bytes, bytes]]) -> str | None:
+    """The coding a header block's Content-Encoding names when pxq decodes it (one header, one
+    coding: gzip or deflate), else None."""
+    coding = None
+    for name, value in pairs:
+        if len(name) == 16 and name.lower() == b"content-encoding":
+            if coding is not None:
+                return None  # codings applied one after another: not decoded
+            coding = DECODED_CODINGS.get(value.strip().lower(), "")
+    return coding or None
+
+
+class _BodyDecoder:
+    """Decodes a gzip or deflate body as its bytes arrive, keeping at most ``limit`` decoded
+    bytes: each step inflates no more than the room left (``decompressobj`` with
+    ``max_length``), and once the room is full the rest of the body is not inflated at all."""
+
+    __slots__ = ("coding", "limit", "out", "inflater", "head", "failed", "uncaptured")
+
+    def __init__(self, coding: str, limit: int) -> None:
+        self.coding = coding
+        self.limit = limit
+        self.out = b""
+        self.inflater = None
+        self.head = b""  # deflate's first byte, until the second tells zlib from raw deflate
+        self.failed = False
+        self.uncaptured = 0  # body bytes the kernel counted but did not copy: decoding stops there
+
+    def feed(self, data: bytes) -> None:
+        if self.failed or self.uncaptured or len(self.out) >= self.limit:
+            return
+        if self.inflater is None:
+            data = self.head + data
+            if self.coding == "gzip":
+                wbits = 16 + zlib.MAX_WBITS
+            elif len(data) < 2:
+                self.head = data
+                return
+            else:  # a zlib header: CM 8 and the check bits (RFC 1950 2.2); else raw deflate
+                wbits = zlib.MAX_WBITS if data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0 else -zlib.MAX_WBITS
+            self.inflater = zlib.decompressobj(wbits)
+        before = self.inflater.copy()  # a fault discards the output of its whole call
+        try:
+            self.out += self.inflater.decompress(data, self.limit - len(self.out))
+        except zlib.error:
+            # Again a byte at a time, to keep what decodes before the fault (rare, and
+            # cheap: the output stays within the limit, and a fault ends the decoding).
+            self.inflater, self.failed = before, True
+            for i in range(len(data)):
+                try:
+                    self.out += before.decompress(data[i : i + 1], self.limit - len(self.out))
+                except zlib.error:
+                    break
+                if len(self.out) >= self.limit:
+                    break
+
+    def body(self) -> bytes:
+        """The decoded body (up to the limit), with a marker where decoding stopped short."""
+        if self.failed:
+            return self.out + DECODE_FAILED_MARKER.format(coding=self.coding).encode()
+        if self.uncaptured and len(self.out) < self.limit:
+            return self.out + UNCAPTURED_BODY_MARKER % self.uncaptured
+        if len(self.out) < self.limit and (self.inflater is None or not self.inflater.eof):
+            return self.out + DECODE_TRUNCATED_MARKER.format(coding=self.coding).encode()
+        return self.out
+
+
 class _Message:
     """One HTTP message as llhttp reports it, kept as bytes (decoded when a row is made)."""
 
@@ -191,6 +286,7 @@ class _Message:
         "body_limit", "start_ns", "end_ns", "epoch", "valid_start", "url", "reason", "header_pairs",
         "body", "body_size", "method", "status", "version", "headers_done", "complete", "broken",
         "marker_at", "uncaptured", "uncaptured_end",
+        "decoder",
     )  # fmt: skip
 
     def __init__(self, body_limit: int, ts_ns: int, epoch: int = -1) -> None:
@@ -213,6 +309,9 @@ class _Message:
         self.marker_at = -1  # where in `body` the last UNCAPTURED_BODY_MARKER starts
         self.uncaptured = 0  # the bytes that marker stands for
         self.uncaptured_end = 0  # the body offset just after them
+        # At the first body byte, from the headers: a _BodyDecoder when the Content-Encoding is one
+        # pxq decodes, else False (None: no body byte yet, so a bodiless message never looks).
+        self.decoder: _BodyDecoder | bool | None = None
 
     @classmethod
     def lost(cls, ts_ns: int) -> _Message:
@@ -230,6 +329,11 @@ class _Message:
         key = name.lower().encode()
         return ", ".join(_text(v) for n, v in self.header_pairs if n.lower() == key)
 
+    def finish_body(self) -> None:
+        """The message is complete: an encoded body becomes its decoded text."""
+        if self.decoder:  # idempotent: the decoder stays, so later looks see an encoded body
+            self.body = self.decoder.body()
+
     def body_left(self) -> int:
         """Body bytes still to come by Content-Length (0 when unknown, chunked or no headers)."""
         if not self.headers_done or "chunked" in self.header("Transfer-Encoding").lower():
@@ -240,6 +344,8 @@ class _Message:
     def mark_uncaptured(self, at: int, n: int) -> None:
         """``n`` body bytes from body offset ``at`` were counted, not copied: within the first
         ``body_limit`` bytes, the body shows a marker for them (one for adjacent runs)."""
+        if self.decoder:
+            return  # an encoded body: its decoder says where decoding stopped (finish_body)
         body = self.body
         if (self.marker_at >= 0 and at == self.uncaptured_end
                 and len(body) == self.marker_at + len(UNCAPTURED_BODY_MARKER % self.uncaptured)):
@@ -402,10 +508,19 @@ class _Direction:
         msg = self.current
         room = msg.body_limit - msg.body_size  # the body's first body_limit bytes are kept
         msg.body_size += len(body)
-        if room > 0 and not self.skipping:
-            msg.body += body[:room]
         if self.chunk_open:
             self.chunk_data += len(body)
+        decoder = msg.decoder
+        if decoder is None:
+            coding = _content_coding(msg.header_pairs) if msg.body_limit > 0 else None
+            decoder = msg.decoder = _BodyDecoder(coding, msg.body_limit) if coding else False
+        if self.skipping:  # stand-ins for uncaptured bytes: an encoded body cannot decode past them
+            if decoder:
+                decoder.uncaptured += len(body)
+        elif decoder:
+            decoder.feed(body)
+        elif room > 0:
+            msg.body += body[:room]
         msg.end_ns = self.ts_ns
 
     def on_chunk_header(self) -> None:
@@ -437,6 +552,8 @@ class _Direction:
     def on_message_complete(self) -> None:
         msg = self.current
         assert msg is not None
+        if msg.decoder:
+            msg.finish_body()
         msg.complete = True
         msg.end_ns = self.ts_ns
         self.current = None
@@ -606,6 +723,7 @@ class Http1Stitcher:
         if not self.upgraded:
             resp = self._resp.current
             if resp is not None and resp.close_delimited:
+                resp.finish_body()
                 resp.complete = True
                 self._resp.current = None
                 self._response_complete(resp)  # end_ns: the chunk with its last byte
@@ -787,10 +905,21 @@ class Http1Stitcher:
         side.new_parser()
         if side.feed(head):
             return head + rest  # parse error: resync from its start
-        if side.current is not None and side.current.headers_done:
+        msg = side.current
+        if msg is not None and msg.headers_done:
+            if not self._ends_at_headers(msg):
+                return rest  # a refused CONNECT: llhttp goes on with its body, as for any response
             side.on_message_complete()  # llhttp would wait for a body there is none of
         side.new_parser()
         return rest
+
+    def _ends_at_headers(self, resp: _Message) -> bool:
+        """Does this response (its headers parsed), the answer to the next request waiting for
+        one (HEAD or CONNECT), end with its header block? Any answer to HEAD does; of the answers
+        to CONNECT only a 2xx one, which opens the tunnel (RFC 9110 9.3.6): a refusal (407, 403,
+        502, ...) carries a body framed by its headers, like any response."""
+        req = self._requests[len(self._responses)]
+        return req.method != b"CONNECT" or 200 <= resp.status < 300
 
     def _response_complete(self, msg: _Message) -> None:
         if 100 <= msg.status < 200 and msg.status != 101:
@@ -807,7 +936,13 @@ class Http1Stitcher:
 
     def _stitch(self) -> None:
         while self._requests and self._responses and self._requests[0].complete:
-            req, resp = self._requests.popleft(), self._responses.popleft()
+            req, resp = self._requests[0], self._responses.popleft()
+            if resp.end_ns < req.start_ns and not (req.broken or resp.broken):
+                # It answers an earlier request (lost, or never made): pairing it here would
+                # shift every later pair by one. The request waits for the next response.
+                self.errors["response_before_request"] += 1
+                continue
+            self._requests.popleft()
             if req.headers_done and req.method in HEADER_ONLY_METHODS:
                 self._header_only_requests -= 1
             if self._requests and self._requests[0].start_ns < resp.end_ns:

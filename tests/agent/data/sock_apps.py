@@ -20,6 +20,10 @@ Server endpoints (HTTP/1.1, keep-alive, Content-Length unless said):
 ``GET /echo?n=N...``   200, the request target and a newline, repeated to N bytes, sent with one
                        send() (a blocking socket: one call however large)
 ``POST /upload``       200 ``got N bytes\\n`` after reading the whole body
+``GET /echo?n=N``      200, the request target and a newline, then N pattern bytes
+``GET /encoded?enc=E`` 200, ``/echo``'s body (``n`` too) with Content-Encoding E (gzip/deflate)
+``CONNECT host:port``  never a tunnel: 403 with a body for ``forbidden.*`` hosts, else 407 with
+                       a body; both Content-Length, keep-alive
 =====================  =====================================================================
 """
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import functools
+import gzip
 import http.client
 import json
 import os
@@ -36,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -50,6 +56,15 @@ def pattern_bytes(n: int) -> bytes:
     return (PATTERN * (n // len(PATTERN) + 1))[:n]
 
 
+def echo_body(target: str, n: int) -> bytes:
+    """``/echo``'s body: the request target (so a row paired with another's response shows it)."""
+    return f"{target}\n".encode() + pattern_bytes(n)
+
+
+# Content-Encoding values as RFC 9110 defines them: gzip is RFC 1952, deflate the zlib format (RFC 1950).
+ENCODERS = {"gzip": gzip.compress, "deflate": zlib.compress}
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -57,10 +72,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002
         pass
 
-    def _send(self, status: int, body: bytes) -> None:
+    def _send(self, status: int, body: bytes, **headers: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -69,6 +86,13 @@ class Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         if url.path == "/hello":
             self._send(200, b"hello world\n")
+        elif url.path in ("/echo", "/encoded"):
+            body = echo_body(self.path, int(query.get("n", ["0"])[0]))
+            if url.path == "/echo":
+                self._send(200, body)
+            else:
+                enc = query["enc"][0]
+                self._send(200, ENCODERS[enc](body), Content_Encoding=enc)
         elif url.path == "/bytes":
             self._send(200, pattern_bytes(int(query["n"][0])))
         elif url.path == "/echo":
@@ -116,6 +140,12 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
         else:
             self._send(404, b"no such thing\n")
+
+    def do_CONNECT(self):  # noqa: N802
+        if self.path.startswith("forbidden."):
+            self._send(403, f"forbidden: {self.path}\n".encode())
+        else:
+            self._send(407, f"proxy auth required for {self.path}\n".encode(), Proxy_Authenticate="Basic")
 
     def do_POST(self):  # noqa: N802
         length = int(self.headers.get("Content-Length", "0"))
@@ -211,7 +241,12 @@ def proxy(host: str, backend_port: int) -> None:
 
 # -- clients --------------------------------------------------------------------------------------
 def report(path: str, status: int, size: int, **extra) -> None:
+    if FORKED:
+        extra["pid"] = os.getpid()
     print(json.dumps({"path": path, "status": status, "size": size, **extra}), flush=True)
+
+
+FORKED = False  # --fork: the scenario runs in a child forked on "go" (its reports carry its pid)
 
 
 def http_get(conn: http.client.HTTPConnection, path: str) -> None:
@@ -427,6 +462,34 @@ def scenario_steady(host: str, port: int, rate: float, seconds: float) -> None:
     conn.close()
 
 
+def scenario_connect_refused(host: str, port: int) -> None:
+    """CONNECTs a proxy refuses with a body (407, then 403), each followed by a GET on the same
+    keep-alive connection."""
+    sock = socket.create_connection((host, port), timeout=10)
+    for target in ("proxy-auth.example:443", "/echo?i=2", "forbidden.example:443", "/echo?i=4"):
+        method = "GET" if target.startswith("/") else "CONNECT"
+        sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: pxq\r\n\r\n".encode())
+        data = read_responses(sock, 1)
+        status = int(data.split(b" ", 2)[1])
+        report(target, status, len(data.split(b"\r\n\r\n", 1)[1]), method=method)
+    sock.close()
+
+
+def scenario_encoded(host: str, port: int) -> None:
+    """Bodies with Content-Encoding: responses gzip and deflate (one decoding past the body
+    limit), a gzip request body, then a plain request. Sizes reported are the wire's (http.client
+    does not decode)."""
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    for path in ("/encoded?enc=gzip&n=100", "/encoded?enc=deflate&n=200", "/encoded?enc=gzip&n=60000"):
+        http_get(conn, path)
+    body = gzip.compress(echo_body("/upload", 3000))
+    conn.request("POST", "/upload", body=body, headers={"Content-Type": "text/plain", "Content-Encoding": "gzip"})
+    resp = conn.getresponse()
+    report("/upload", resp.status, len(resp.read()), sent=len(body))
+    http_get(conn, "/hello")
+    conn.close()
+
+
 def scenario_drip(host: str, port: int) -> None:
     """Start a slow 1 MiB download and keep reading until killed."""
     conn = http.client.HTTPConnection(host, port, timeout=30)
@@ -452,6 +515,11 @@ SCENARIOS = {
     "download": functools.partial(get_in_turn, [f"/echo?n=5000000&download={i}" for i in range(1, 4)]),
     "mmsg": scenario_mmsg,
     "dup2": scenario_dup2,
+    # small, big (3 MB: calls larger than what the kernel copies), small, medium; then close
+    "hole_then_close": functools.partial(get_in_turn, ["/echo?n=10&i=1", "/echo?n=3000000&i=2",
+                                                       "/echo?n=10&i=3", "/echo?n=20000&i=4"]),
+    "connect_refused": scenario_connect_refused,
+    "encoded": scenario_encoded,
 }
 
 
@@ -465,6 +533,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--fork", action="store_true", help="run the scenario in a child forked on go")
     args = parser.parse_args()
     if args.role == "server":
         serve(args.host)
@@ -474,6 +543,24 @@ def main() -> None:
         return
     print("READY", flush=True)
     sys.stdin.readline()
+    if args.fork:
+        child = os.fork()
+        if child:
+            _, status = os.waitpid(child, 0)
+            sys.exit(os.waitstatus_to_exitcode(status))
+        global FORKED
+        FORKED = True
+        code = 1
+        try:
+            run_scenario(args)
+            code = 0
+        finally:
+            sys.stdout.flush()
+            os._exit(code)  # not through the parent's exit handlers
+    run_scenario(args)
+
+
+def run_scenario(args) -> None:
     if args.scenario == "concurrent":
         scenario_concurrent(args.host, args.port, args.threads, args.requests)
     elif args.scenario == "steady":
