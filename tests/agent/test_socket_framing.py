@@ -28,7 +28,7 @@ def _bpf():
 
 
 def echo_body(target: str, n: int) -> str:
-    """What sock_apps' /echo answers (the target, a newline, n pattern bytes), as the test
+    """What sock_apps' /mark answers (the target, a newline, n pattern bytes), as the test
     writes it independently."""
     return target + "\n" + (PATTERN * (n // 10 + 1))[:n].decode()
 
@@ -52,7 +52,7 @@ def test_close_right_after_a_hole_keeps_the_transactions_after_it():
             client.kill()
     cap = Capture(tracer, table, port, server.pid, client.pid, upids, results)
     assert [(r["path"], r["status"]) for r in results] == [
-        ("/echo?n=10&i=1", 200), ("/echo?n=3000000&i=2", 200), ("/echo?n=10&i=3", 200), ("/echo?n=20000&i=4", 200),
+        ("/mark?n=10&i=1", 200), ("/mark?n=3000000&i=2", 200), ("/mark?n=10&i=3", 200), ("/mark?n=20000&i=4", 200),
     ]  # fmt: skip
     drops = tracer.drops()
     want = [(r["path"], 200, r["size"], echo_body(r["path"], int(r["path"].split("n=")[1].split("&")[0]))[:1024])
@@ -75,8 +75,8 @@ def test_connect_refused_with_a_body_does_not_shift_later_pairs():
     connection: four rows on each side, each with its own answer, no negative latency."""
     cap = capture_scenario("connect_refused")
     assert [(r["method"], r["path"], r["status"]) for r in cap.results] == [
-        ("CONNECT", "proxy-auth.example:443", 407), ("GET", "/echo?i=2", 200),
-        ("CONNECT", "forbidden.example:443", 403), ("GET", "/echo?i=4", 200),
+        ("CONNECT", "proxy-auth.example:443", 407), ("GET", "/mark?i=2", 200),
+        ("CONNECT", "forbidden.example:443", 403), ("GET", "/mark?i=4", 200),
     ]  # fmt: skip
     bodies = {407: "proxy auth required for {}\n", 403: "forbidden: {}\n", 200: "{}\n"}
     want = [(r["method"], r["path"], r["status"], bodies[r["status"]].format(r["path"]), r["size"]) for r in cap.results]

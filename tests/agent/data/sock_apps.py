@@ -20,8 +20,8 @@ Server endpoints (HTTP/1.1, keep-alive, Content-Length unless said):
 ``GET /echo?n=N...``   200, the request target and a newline, repeated to N bytes, sent with one
                        send() (a blocking socket: one call however large)
 ``POST /upload``       200 ``got N bytes\\n`` after reading the whole body
-``GET /echo?n=N``      200, the request target and a newline, then N pattern bytes
-``GET /encoded?enc=E`` 200, ``/echo``'s body (``n`` too) with Content-Encoding E (gzip/deflate)
+``GET /mark?n=N``      200, the request target and a newline, then N pattern bytes
+``GET /encoded?enc=E`` 200, ``/mark``'s body (``n`` too) with Content-Encoding E (gzip/deflate)
 ``CONNECT host:port``  never a tunnel: 403 with a body for ``forbidden.*`` hosts, else 407 with
                        a body; both Content-Length, keep-alive
 =====================  =====================================================================
@@ -57,7 +57,7 @@ def pattern_bytes(n: int) -> bytes:
 
 
 def echo_body(target: str, n: int) -> bytes:
-    """``/echo``'s body: the request target (so a row paired with another's response shows it)."""
+    """``/mark``'s body: the request target (so a row paired with another's response shows it)."""
     return f"{target}\n".encode() + pattern_bytes(n)
 
 
@@ -86,9 +86,9 @@ class Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         if url.path == "/hello":
             self._send(200, b"hello world\n")
-        elif url.path in ("/echo", "/encoded"):
+        elif url.path in ("/mark", "/encoded"):
             body = echo_body(self.path, int(query.get("n", ["0"])[0]))
-            if url.path == "/echo":
+            if url.path == "/mark":
                 self._send(200, body)
             else:
                 enc = query["enc"][0]
@@ -466,7 +466,7 @@ def scenario_connect_refused(host: str, port: int) -> None:
     """CONNECTs a proxy refuses with a body (407, then 403), each followed by a GET on the same
     keep-alive connection."""
     sock = socket.create_connection((host, port), timeout=10)
-    for target in ("proxy-auth.example:443", "/echo?i=2", "forbidden.example:443", "/echo?i=4"):
+    for target in ("proxy-auth.example:443", "/mark?i=2", "forbidden.example:443", "/mark?i=4"):
         method = "GET" if target.startswith("/") else "CONNECT"
         sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: pxq\r\n\r\n".encode())
         data = read_responses(sock, 1)
@@ -516,8 +516,8 @@ SCENARIOS = {
     "mmsg": scenario_mmsg,
     "dup2": scenario_dup2,
     # small, big (3 MB: calls larger than what the kernel copies), small, medium; then close
-    "hole_then_close": functools.partial(get_in_turn, ["/echo?n=10&i=1", "/echo?n=3000000&i=2",
-                                                       "/echo?n=10&i=3", "/echo?n=20000&i=4"]),
+    "hole_then_close": functools.partial(get_in_turn, ["/mark?n=10&i=1", "/mark?n=3000000&i=2",
+                                                       "/mark?n=10&i=3", "/mark?n=20000&i=4"]),
     "connect_refused": scenario_connect_refused,
     "encoded": scenario_encoded,
 }
