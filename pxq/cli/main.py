@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(csv, parquet, or several displays)")
     run.add_argument("--max-rows", type=int, default=100, metavar="N",
                      help="rows shown per display in the terminal table (default 100)")
+    run.add_argument("--utc", action="store_true",
+                     help="show times in UTC (default: the local zone, TZ respected); every time shows its "
+                          "UTC offset. CSV, JSON and Parquet always hold UTC")
 
     explain = sub.add_parser("explain", help="show the plan and probe manifest; attaches nothing",
                              description="Parse and compile a script, print its plan before and after "
@@ -247,7 +250,7 @@ def _tables_read(compiled) -> list[str]:
 def cmd_run(args, script_argv: list[str]) -> int:
     from pxq.api import run_live, run_script
     from pxq.library import load_script
-    from pxq.render import render
+    from pxq.render import render, written_lines
 
     duration = parse_duration(args.duration)  # checked with --from too: a typo is said, not ignored
     script = load_script(args.script)
@@ -269,7 +272,12 @@ def cmd_run(args, script_argv: list[str]) -> int:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         drops = store.drops
-    render(results.tables, args.output, args.out, max_rows=args.max_rows)
+    import datetime
+
+    written = render(results.tables, args.output, args.out, max_rows=args.max_rows,
+                     zone=datetime.timezone.utc if args.utc else None)
+    for line in written_lines(results.tables, written):
+        print(line, file=sys.stderr)
     _report_drops(drops, _tables_read(compiled))
     for note in results.notes:
         print(f"pxq: {note}", file=sys.stderr)

@@ -17,9 +17,12 @@ class ParquetWriter:
     name = "parquet"
     needs_out = True
 
-    def write(self, results, out, *, console=None, max_rows=None) -> None:
-        for display, path in output_paths(results, out, "parquet", self.name).items():
+    def write(self, results, out, *, console=None, max_rows=None):
+        """Returns display → file written."""
+        paths = output_paths(results, out, "parquet", self.name)
+        for display, path in paths.items():
             try:
                 pq.write_table(results[display], path, compression="zstd")
             except (OSError, pa.ArrowException) as exc:
                 raise UsageError(f"{path}: cannot write Parquet: {str(exc).splitlines()[0]}") from None
+        return paths
