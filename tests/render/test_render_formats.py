@@ -177,3 +177,14 @@ def test_time_column_from_int_with_semantic(capsys):
     table = pa.Table.from_arrays([pa.array([T0])], schema=pa.schema([field]))
     render({"x": table}, "json")
     assert json.loads(capsys.readouterr().out)["t"] == "2025-11-26T04:31:02.123456789Z"
+
+
+def test_parquet_pages_carry_checksums(tmp_path):
+    from tests.replay.test_damaged_files import flip_mid_page
+
+    render({"http": sample_table()}, "parquet", str(tmp_path))
+    path = tmp_path / "http.parquet"
+    assert pq.read_table(path, page_checksum_verification=True).num_rows == 3
+    flip_mid_page(path, 0, "req_path")
+    with pytest.raises(OSError, match="CRC"):
+        pq.read_table(path, page_checksum_verification=True)
