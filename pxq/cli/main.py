@@ -20,10 +20,15 @@ examples:
   pxq run http_data --from capture/             replay a capture directory
   pxq run http_data --from capture/ -- --num_head=20 --start_time=-1m
   pxq run ./my.pxl --from capture/ -o json      any script file, any output format
+  pxq run http_data --from capture/ --utc       times in UTC (default: the local zone; both show the offset)
+  pxq run http_data --from capture/ -o csv      plain CSV on stdout (pipe it, or --out DIR for files)
   pxq run http_data -- --help                   the script's own arguments
   pxq explain service_stats                     parse + plan + probe manifest, attaches nothing
   pxq explain http_data --bpf                   the eBPF program the agent would load
   pxq tables http_events                        columns of a table
+
+output: the table fits the terminal (COLUMNS, else its width), hiding whole columns, least needed
+(bodies, headers, JSON) first, named in a footer; piped with COLUMNS unset, nothing is cut.
 """
 
 
@@ -87,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"output format: {', '.join(FORMATS)} (default: table)")
     run.add_argument("--out", metavar="PATH",
                      help="where to write: a file (json, folded, svg, icicle, speedscope, pprof) or a directory "
-                          "(csv, parquet, or several displays)")
+                          "(csv, parquet, or several displays); stderr says which files were written")
     run.add_argument("--max-rows", type=int, default=100, metavar="N",
                      help="rows shown per display in the terminal table (default 100)")
     run.add_argument("--utc", action="store_true",
