@@ -143,8 +143,11 @@ def cmd_scripts(_args) -> int:
     return 0
 
 
-def _width() -> int | None:
-    return None if sys.stdout.isatty() else 160
+def _width() -> int:
+    """The terminal's width (or COLUMNS); piped with COLUMNS unset, no limit (lines are not wrapped)."""
+    from pxq.render.table import UNBOUNDED_WIDTH, terminal_width
+
+    return terminal_width() or UNBOUNDED_WIDTH
 
 
 def cmd_tables(args) -> int:

@@ -47,6 +47,8 @@ DEFAULT_MAX_ROWS = 100
 MAX_TERMINAL_ROWS = 10_000
 # Width of a console given no width at all (an unbounded table is printed past it, uncut).
 PLAIN_WIDTH = 160
+# A console width no line reaches: for rich output that must not wrap (piped, COLUMNS unset).
+UNBOUNDED_WIDTH = 1_000_000
 # Longest text shown in a cell of a width-bounded table before it is cut with an ellipsis.
 MAX_TEXT = 60
 # Narrowest a shrinkable text column is squeezed to (or its header, when longer).

@@ -235,3 +235,14 @@ def test_table_written_to_a_file_is_uncut(capture, script, tmp_path):
     for row in capture_rows(capture):
         assert row["req_headers"] in text and time_text(row["time_"], dt.timezone.utc) in text
     assert IPV6 in text and "…" not in text
+
+
+def test_listings_follow_columns_and_piped_lines_are_not_wrapped():
+    from pxq.tables import CATALOG
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    piped = run_pxq("tables", "http_events", env=env, check=True).stdout.splitlines()
+    for column in CATALOG["http_events"].columns:  # each column's meaning whole, on its row
+        assert any(row.split()[:1] == [column.name] and column.doc in row for row in piped), column.name
+    narrow = run_pxq("tables", "http_events", env={**env, "COLUMNS": "70"}, check=True).stdout.splitlines()
+    assert max(len(row.rstrip()) for row in narrow) <= 70
