@@ -62,7 +62,9 @@ NULL = Text("null", style="dim")
 RANK_TIME, RANK_IDENTITY, RANK_KEY, RANK_SIZE, RANK_ADDRESS, RANK_NUMBER, RANK_TEXT, RANK_BULK = range(8)
 _IDENTITY_SEMANTICS = {S.UPID, S.POD, S.SERVICE, S.NAMESPACE, S.NODE, S.CONTAINER}
 _IDENTITY_NAMES = {"upid", "pod", "service", "namespace", "node", "container", "container_id", "pid", "tid",
-                   "comm", "process", "process_name", "cmd", "exe", "hostname", "host"}
+                   "comm", "process", "process_name", "cmd", "exe", "hostname", "host",
+                   # Who talked to whom: a pod, a service, `comm[pid]` or `address:port` (bundled scripts).
+                   "source", "destination", "src", "dst", "requestor", "responder", "client", "server"}
 # What a request was and how it went: method, path, status, latency, sizes.
 _KEY_NAMES = {"req_method", "method", "req_path", "path", "endpoint", "resp_status", "status", "req_cmd", "query"}
 _KEY_SEMANTICS = {S.HTTP_STATUS, S.DURATION_NS}
@@ -100,7 +102,8 @@ def column_rank(field: pa.Field) -> int:
 
 def _shrinkable(field: pa.Field) -> bool:
     """Whether cutting this column's text with an ellipsis still leaves something meaningful."""
-    if is_time(field) or field.name.lower() in _UNCUT_NAMES:
+    name = field.name.lower()
+    if is_time(field) or name in _UNCUT_NAMES or name.endswith(("_addr", "_ip", "address", "_port")):
         return False
     if is_text(field.type):
         return semantic_of(field) in _SHRINKABLE_SEMANTICS

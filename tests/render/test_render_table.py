@@ -94,6 +94,17 @@ def test_addresses_are_hidden_whole_never_cut():
         assert ipv6 in text or "remote_addr" in text.splitlines()[-1], (width, text)
         assert "nginx-worker-process" in text, (width, text)  # the identity column is never cut
         assert "2001:db8…" not in text and "nginx-wo…" not in text
+    # Who talked to whom (`comm[pid]` or `address:port`, as the bundled scripts show it) is identity.
+    peers = pa.table({"source": ["[2001:db8::1]:8080"], "destination": ["nginx-worker[4242]"],
+                      "resp_body": ["b" * 100]})
+    text = rendered({"t": peers}, 60)
+    assert "[2001:db8::1]:8080   nginx-worker[4242]   bbbb" in text
+    text = rendered({"t": peers}, 45)
+    assert "[2001:db8::1]:8080   nginx-worker[4242]" in text
+    assert text.splitlines()[-1].startswith("pxq: 1 column hidden (resp_body)")
+    text = rendered({"t": peers}, 40)  # both do not fit: one is hidden whole, neither is cut
+    assert "[2001:db8::1]:8080" in text and "nginx-worker[" not in text
+    assert text.splitlines()[-1].startswith("pxq: 2 columns hidden (destination, resp_body)")
     narrow = rendered({"t": table}, 50)
     assert narrow.splitlines()[-1].startswith("pxq: 2 columns hidden (remote_addr, req_body)")
     assert "b" * 59 + "…" in rendered({"t": table}, 150)  # the body is cut, the address kept
