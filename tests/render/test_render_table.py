@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from tests.render.render_sample import plain_table, sample_table
+from rich.cells import cell_len
 from rich.console import Console
 
 from pxq.errors import UsageError
@@ -194,3 +195,77 @@ def test_the_local_zone_is_the_default_and_tz_is_respected():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                           env={**os.environ, "TZ": "Asia/Kolkata"})
     assert proc.stdout.strip() == "2025-11-26 10:01:02.123 +05:30"
+
+
+# Column kinds in the order a reader needs them (the spec of the ranking): each with a name, its
+# pxq types and a value maker. Kinds in NEVER_CUT are shown whole or hidden whole.
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.render.render_sample import typed_field  # noqa: E402
+from pxq.types import DataType, SemanticType  # noqa: E402
+
+KINDS = {
+    "time_": (0, DataType.TIME64NS, SemanticType.TIME),
+    "upid": (1, DataType.UINT128, SemanticType.UPID),
+    "req_path": (2, DataType.STRING, SemanticType.NONE),
+    "resp_body_size": (3, DataType.INT64, SemanticType.BYTES),
+    "remote_addr": (4, DataType.STRING, SemanticType.IP_ADDRESS),
+    "count": (5, DataType.INT64, SemanticType.NONE),
+    "note": (6, DataType.STRING, SemanticType.NONE),
+    "resp_body": (7, DataType.STRING, SemanticType.NONE),
+}
+NEVER_CUT = {"upid", "remote_addr", "count"}
+addresses = st.one_of(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str))
+texts = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "Zs", "Cc", "So")), max_size=90)
+VALUES = {
+    "time_": st.integers(0, 2**62),
+    "upid": st.tuples(st.integers(0, 9), st.integers(1, 4_000_000), st.integers(0, 10**9)).map(
+        lambda t: f"{t[0]}:{t[1]}:{t[2]}"),
+    "req_path": texts.map(lambda s: "/" + s),
+    "resp_body_size": st.integers(0, 2**40),
+    "remote_addr": addresses,
+    "count": st.integers(-10**12, 10**12),
+    "note": texts,
+    "resp_body": texts,
+}
+
+
+@st.composite
+def tables(draw):
+    names = draw(st.lists(st.sampled_from(sorted(KINDS)), min_size=1, max_size=8, unique=True))
+    rows = draw(st.integers(1, 4))
+    fields, arrays = [], []
+    for name in names:
+        _, data_type, semantic = KINDS[name]
+        field = typed_field(name, data_type, semantic)
+        values = draw(st.lists(VALUES[name], min_size=rows, max_size=rows))
+        arrays.append(pa.array(values, pa.int64()).cast(field.type) if name == "time_" else pa.array(values, field.type))
+        fields.append(field)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+@settings(max_examples=150, deadline=None)
+@given(tables(), st.integers(20, 250))
+def test_any_table_fits_hiding_least_needed_columns_whole(table, width):
+    text = rendered({"t": table}, width)
+    lines = text.splitlines()
+    hidden = []
+    if lines[-1].startswith("pxq: "):
+        inside = lines[-1].split(" hidden (", 1)[1].rsplit("): widen the terminal", 1)[0]
+        hidden = inside.split(", ")
+        lines = lines[:-1]
+    header = lines[2].split()
+    assert header + hidden == [n for n in table.column_names if n in header] + [n for n in table.column_names
+                                                                            if n in hidden]
+    assert sorted(header + hidden) == sorted(table.column_names)
+    # Least needed first: every hidden column is needed no more than every shown one.
+    if hidden:
+        assert min(KINDS[n][0] for n in hidden) >= max(KINDS[n][0] for n in header)
+    # The table fits, unless a single column left is wider than the terminal by itself.
+    if len(header) > 1:
+        assert max(cell_len(line) for line in lines) <= width
+    for name in header:
+        if name in NEVER_CUT:
+            for value in table.column(name).to_pylist():
+                assert str(value) in text, (name, value)
