@@ -235,7 +235,9 @@ def _scan_file(
     # Times outside the recorded range are read whatever the window and filter, so that they are
     # seen (and said) rather than silently left out; row groups whose statistics lie inside the
     # range and outside the window are still skipped.
-    checked = entry.time_range is not None and time_type is not None and not pat.is_null(time_type)
+    # (Times that neither reach the result nor decide which rows do are not read just to check them.)
+    checked = (entry.time_range is not None and time_type is not None and not pat.is_null(time_type)
+               and (TIME_COLUMN in present or flt is not None))
     if checked:
         outside = _outside_filter(time_type, *entry.time_range)
         flt = None if flt is None else flt | outside
