@@ -256,9 +256,13 @@ def _tables_read(compiled) -> list[str]:
 
 
 def cmd_run(args, script_argv: list[str]) -> int:
+    import datetime
+
     from pxq.api import run_live, run_script
     from pxq.library import load_script
     from pxq.render import render, written_lines
+
+    zone = datetime.timezone.utc if args.utc else None  # None: the local zone
 
     duration = parse_duration(args.duration)  # checked with --from too: a typo is said, not ignored
     script = load_script(args.script)
@@ -280,10 +284,7 @@ def cmd_run(args, script_argv: list[str]) -> int:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         drops = store.drops
-    import datetime
-
-    written = render(results.tables, args.output, args.out, max_rows=args.max_rows,
-                     zone=datetime.timezone.utc if args.utc else None)
+    written = render(results.tables, args.output, args.out, max_rows=args.max_rows, zone=zone)
     for line in written_lines(results.tables, written):
         print(line, file=sys.stderr)
     _report_drops(drops, _tables_read(compiled))
