@@ -5,6 +5,7 @@ a traceback means an exception escaped, which is a bug even when the run was mea
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,14 @@ def pxq_command(*args: str, executable: str | None = None) -> list[str]:
     if executable is None and not Path(PXQ).exists():  # pxq not installed as a script here
         return [sys.executable, "-m", "pxq.cli.main", *map(str, args)]
     return [executable or PXQ, *map(str, args)]
+
+
+def pxq_shell_line(*args: str, set_env: dict[str, str] | None = None, unset_env: tuple[str, ...] = ()) -> str:
+    """``pxq ARGS`` as one shell command line, for a terminal a test drives (tmux runs it in a real
+    pty): ``set_env`` entries are set and ``unset_env`` names removed through env(1); the rest of
+    the environment is the terminal's. stderr goes with stdout to the screen, as for a user."""
+    prefix = ["env", *(f"-u{name}" for name in unset_env), *(f"{k}={v}" for k, v in (set_env or {}).items())]
+    return shlex.join([*prefix, *pxq_command(*args)])
 
 
 def run_pxq(*args: str, check: bool = False, env: dict | None = None, timeout: float = 120,

@@ -21,10 +21,15 @@ examples:
   pxq run http_data --from capture/             replay a capture directory
   pxq run http_data --from capture/ -- --num_head=20 --start_time=-1m
   pxq run ./my.pxl --from capture/ -o json      any script file, any output format
+  pxq run http_data --from capture/ --utc       times in UTC (default: the local zone; both show the offset)
+  pxq run http_data --from capture/ -o csv      plain CSV on stdout (pipe it, or --out DIR for files)
   pxq run http_data -- --help                   the script's own arguments
   pxq explain service_stats                     parse + plan + probe manifest, attaches nothing
   pxq explain http_data --bpf                   the eBPF program the agent would load
   pxq tables http_events                        columns of a table
+
+output: the table fits the terminal (COLUMNS, else its width), hiding whole columns, least needed
+(bodies, headers, JSON) first, named in a footer; piped with COLUMNS unset, nothing is cut.
 
 exit codes: 0 ok, 1 data or execution error, 2 script or usage error, 3 the agent cannot collect here,
   70 internal error, 130 Ctrl-C (SIGINT), 143 SIGTERM; a live window they end early still shows
@@ -92,9 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"output format: {', '.join(FORMATS)} (default: table)")
     run.add_argument("--out", metavar="PATH",
                      help="where to write: a file (json, folded, svg, icicle, speedscope, pprof) or a directory "
-                          "(csv, parquet, or several displays)")
+                          "(csv, parquet, or several displays); stderr says which files were written")
     run.add_argument("--max-rows", type=int, default=100, metavar="N",
                      help="rows shown per display in the terminal table (default 100)")
+    run.add_argument("--utc", action="store_true",
+                     help="show times in UTC (default: the local zone, TZ respected); every time shows its "
+                          "UTC offset. CSV, JSON and Parquet always hold UTC")
 
     explain = sub.add_parser("explain", help="show the plan and probe manifest; attaches nothing",
                              description="Parse and compile a script, print its plan before and after "
@@ -142,8 +150,11 @@ def cmd_scripts(_args) -> int:
     return 0
 
 
-def _width() -> int | None:
-    return None if sys.stdout.isatty() else 160
+def _width() -> int:
+    """The terminal's width (or COLUMNS); piped with COLUMNS unset, no limit (lines are not wrapped)."""
+    from pxq.render.table import UNBOUNDED_WIDTH, terminal_width
+
+    return terminal_width() or UNBOUNDED_WIDTH
 
 
 def cmd_tables(args) -> int:
@@ -252,9 +263,13 @@ def _tables_read(compiled) -> list[str]:
 
 
 def cmd_run(args, script_argv: list[str]) -> int:
+    import datetime
+
     from pxq.api import run_live, run_script
     from pxq.library import load_script
-    from pxq.render import render
+    from pxq.render import render, written_lines
+
+    zone = datetime.timezone.utc if args.utc else None  # None: the local zone
 
     duration = parse_duration(args.duration)  # checked with --from too: a typo is said, not ignored
     script = load_script(args.script)
@@ -278,7 +293,9 @@ def cmd_run(args, script_argv: list[str]) -> int:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         drops = store.drops
-    render(results.tables, args.output, args.out, max_rows=args.max_rows)
+    written = render(results.tables, args.output, args.out, max_rows=args.max_rows, zone=zone)
+    for line in written_lines(results.tables, written):
+        print(line, file=sys.stderr)
     _report_drops(drops, _tables_read(compiled))
     for note in results.notes:
         print(f"pxq: {note}", file=sys.stderr)

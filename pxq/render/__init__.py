@@ -38,10 +38,15 @@ def render(
     *,
     console=None,
     max_rows: int | None = None,
-) -> None:
+    zone=None,
+) -> dict[str, str]:
     """Write ``results`` in format ``fmt`` to stdout (or ``console``) or to ``out``.
 
     ``max_rows`` caps the rows shown by the terminal table; file formats always write every row.
+    ``zone`` (a ``datetime.tzinfo``; None: the local zone) is the zone the terminal table shows
+    times in; machine formats (CSV, JSON, Parquet) always hold UTC.
+
+    Returns display → the file it was written to (empty when writing to stdout or ``console``).
     """
     writer = WRITERS.get(fmt)
     if writer is None:
@@ -49,7 +54,20 @@ def render(
     if writer.needs_out and out is None:
         hint = getattr(writer, "out_hint", "give an output directory")
         raise UsageError(f"output format {fmt!r} writes files: {hint}")
-    writer.write(results, None if out is None else str(out), console=console, max_rows=max_rows)
+    extra = {"zone": zone} if getattr(writer, "shows_times", False) else {}
+    paths = writer.write(results, None if out is None else str(out), console=console, max_rows=max_rows, **extra)
+    if out is None:
+        return {}
+    # Writers that put every display in the one file ``out`` return nothing.
+    return {display: str(path) for display, path in (paths or dict.fromkeys(results, out)).items()}
 
 
-__all__ = ["FORMATS", "WRITERS", "Writer", "render"]
+def written_lines(results: dict[str, pa.Table], paths: dict[str, str]) -> list[str]:
+    """``pxq: wrote FILE: DISPLAY N rows, ...`` per file written, worded like ``pxq capture``'s line."""
+    by_file: dict[str, list[str]] = {}
+    for display, path in paths.items():
+        by_file.setdefault(path, []).append(f"{display} {results[display].num_rows:,} rows")
+    return [f"pxq: wrote {path}: {', '.join(parts)}" for path, parts in by_file.items()]
+
+
+__all__ = ["FORMATS", "WRITERS", "Writer", "render", "written_lines"]

@@ -1,11 +1,15 @@
 """CSV: one file per display, ``<out>/<display>.csv``, header row first (pyarrow's CSV writer).
 
-Without ``out`` every display goes to stdout, each preceded by a ``# <display>`` line.
+Without ``out`` the CSV goes to stdout, plain (no comment lines, so any CSV reader takes it). A
+script with several displays writes them one after the other, each with its header row and
+separated by an empty line; stderr names them in that order (``--out DIR`` gives a file each).
 Times are RFC 3339 UTC strings with nanoseconds (as in JSON); durations and bytes are raw integers;
 nulls are empty fields; nested Arrow values are written as JSON text.
 """
 
 from __future__ import annotations
+
+import sys
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -50,15 +54,24 @@ class CsvWriter:
     name = "csv"
     needs_out = False
 
-    def write(self, results, out, *, console=None, max_rows=None) -> None:
+    def write(self, results, out, *, console=None, max_rows=None):
+        """Returns display → file written (nothing when writing to stdout)."""
         if out is None:
             stream, _ = open_output(None)
-            for display, table in results.items():
-                stream.write(f"# {display}\n".encode())
+            if len(results) > 1:
+                order = ", ".join(f"{display} ({table.num_rows:,} row{'' if table.num_rows == 1 else 's'})"
+                                  for display, table in results.items())
+                print(f"pxq: csv: {len(results)} displays on stdout, in this order, separated by an empty line: "
+                      f"{order}; --out DIR writes one file each", file=sys.stderr)
+            for i, table in enumerate(results.values()):
+                if i:
+                    stream.write(b"\n")
                 write_csv_table(table, stream)
             stream.flush()
-            return
-        for display, path in output_paths(results, out, "csv", self.name).items():
+            return None
+        paths = output_paths(results, out, "csv", self.name)
+        for display, path in paths.items():
             stream, _ = open_output(path)
             with stream:
                 write_csv_table(results[display], stream)
+        return paths

@@ -1,7 +1,8 @@
 """Human-readable text for single values, by semantic type (terminal tables, notebooks).
 
 Numbers keep one decimal after scaling: ``12.3 ms``, ``1.2 KiB``. Percent values are fractions
-(0.123 → ``12.3%``), as in Pixie. Times are UTC with milliseconds: ``2025-11-26 04:31:02.123``.
+(0.123 → ``12.3%``), as in Pixie. Times carry their zone as a UTC offset, with milliseconds:
+``2025-11-26 10:01:02.123 +05:30`` in the local zone (``TZ`` respected) or ``... +00:00`` in UTC.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+
+from rich.cells import cell_len
 
 _DURATION_STEPS = ((1_000, "ns", 1), (1_000_000, "µs", 1_000), (1_000_000_000, "ms", 1_000_000))
 _BYTE_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
@@ -46,14 +49,25 @@ def percent(fraction: float) -> str:
     return f"{fraction * 100:.1f}%"
 
 
-def timestamp(ns: int) -> str:
-    """Nanoseconds since the epoch as ``2025-11-26 04:31:02.123`` (UTC)."""
+def utc_offset(offset: dt.timedelta | None) -> str:
+    """A UTC offset as ``+05:30`` / ``-03:00`` / ``+00:00`` (seconds kept when a zone has them)."""
+    total = int((offset or dt.timedelta(0)).total_seconds())
+    sign = "-" if total < 0 else "+"
+    hours, rest = divmod(abs(total), 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{sign}{hours:02d}:{minutes:02d}" + (f":{seconds:02d}" if seconds else "")
+
+
+def timestamp(ns: int, zone: dt.tzinfo | None = None) -> str:
+    """Nanoseconds since the epoch as ``2025-11-26 10:01:02.123 +05:30``: in ``zone``, or in the
+    local zone (the ``TZ`` environment variable, else the system's) when ``zone`` is None. The
+    offset is the one in force at that instant, so times across a DST change stay unambiguous."""
     seconds, rest = divmod(int(ns), 1_000_000_000)
     try:
-        moment = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+        moment = dt.datetime.fromtimestamp(seconds, dt.timezone.utc).astimezone(zone)
     except (OverflowError, OSError, ValueError):
         return str(ns)
-    return f"{moment:%Y-%m-%d %H:%M:%S}.{rest // 1_000_000:03d}"
+    return f"{moment:%Y-%m-%d %H:%M:%S}.{rest // 1_000_000:03d} {utc_offset(moment.utcoffset())}"
 
 
 def number(value: float) -> str:
@@ -74,9 +88,18 @@ def one_line(text: str) -> str:
 
 
 def cut(text: str, width: int, *, keep_end: bool = False) -> str:
-    """``text`` cut to ``width`` characters with an ellipsis (at the start when ``keep_end``)."""
-    if len(text) <= width:
+    """``text`` cut to at most ``width`` terminal cells with an ellipsis (at the start when
+    ``keep_end``); wide characters (CJK, emoji) count two cells, as the terminal draws them."""
+    if cell_len(text) <= width:
         return text
-    if keep_end:
-        return "…" + text[len(text) - width + 1 :]
-    return text[: width - 1] + "…"
+    if width <= 1:
+        return "…"[:width]
+    room = width - 1
+    chars = reversed(text) if keep_end else iter(text)
+    kept, used = [], 0
+    for ch in chars:
+        used += cell_len(ch)
+        if used > room:
+            break
+        kept.append(ch)
+    return "…" + "".join(reversed(kept)) if keep_end else "".join(kept) + "…"

@@ -485,10 +485,12 @@ class StackWriter:
         records = {display: StackSamples.from_table(table, title=display) for display, table in results.items()}
         if out is None:
             raise UsageError(f"output format {self.name!r} writes files: {self.out_hint}")
-        for display, path in stack_output_paths(records, str(out), self.extension, self.name).items():
+        paths = stack_output_paths(records, str(out), self.extension, self.name)
+        for display, path in paths.items():
             stream, _ = open_output(path)
             with stream:
                 self.write_record(records[display], stream)
+        return paths
 
     def write_record(self, record: StackSamples, stream: BinaryIO) -> None:
         raise NotImplementedError

@@ -3,7 +3,8 @@
     {"host": str, "start_time_ns": int, "end_time_ns": int,
      "processes": {"<upid>": {"pid": int, "comm": str, "cmdline": str, "exe": str,
                               "container_id": str, "pod": str, "namespace": str}},
-     "drops": {"<table>": {"<reason>": int}}}            # optional
+     "drops": {"<table>": {"<reason>": int}},            # optional
+     "time_range_ns": {"<table>": [int, int]}}           # optional: each table's min and max time_
 
 More keys are allowed and kept. In a process entry only ``pid`` is required; the string fields
 default to "".
@@ -14,6 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 META_FILE = "capture.json"
+# Each table's smallest and largest time_ as written; a time read outside them means a damaged file.
+TIME_RANGE_KEY = "time_range_ns"
 PROCESS_STRING_FIELDS = ("comm", "cmdline", "exe", "container_id", "pod", "namespace")
 
 
@@ -75,6 +78,18 @@ def normalize_drops(drops: Any) -> dict[str, dict[str, int]]:
     return out
 
 
+def normalize_time_ranges(ranges: Any) -> dict[str, list[int]]:
+    if ranges is None:
+        return {}
+    if not isinstance(ranges, dict):
+        raise MetaProblem(f"{TIME_RANGE_KEY!r} must be an object, not {_type_name(ranges)}")
+    for table, bounds in ranges.items():
+        if not (isinstance(bounds, list) and len(bounds) == 2 and all(_is_int(b) for b in bounds)
+                and bounds[0] <= bounds[1]):
+            raise MetaProblem(f"{TIME_RANGE_KEY}[{table!r}] must be [smallest, largest] integers, not {bounds!r}")
+    return {str(table): list(bounds) for table, bounds in ranges.items()}
+
+
 def normalize_meta(meta: Any) -> dict:
     """A validated copy of capture.json's content, with defaults filled in; raises MetaProblem."""
     if not isinstance(meta, dict):
@@ -88,4 +103,5 @@ def normalize_meta(meta: Any) -> dict:
     processes = _require(meta, "processes", lambda v: isinstance(v, dict), "an object")
     out["processes"] = {upid: normalize_process(upid, entry) for upid, entry in processes.items()}
     out["drops"] = normalize_drops(meta.get("drops"))
+    out[TIME_RANGE_KEY] = normalize_time_ranges(meta.get(TIME_RANGE_KEY))
     return out

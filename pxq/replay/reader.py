@@ -1,4 +1,10 @@
-"""Read a capture directory written by ``write_capture`` (or by anything else that follows the format)."""
+"""Read a capture directory written by ``write_capture`` (or by anything else that follows the format).
+
+Damaged files are errors, never different values: page checksums are verified where the file has
+them (captures written before they were added still read), and when ``capture.json`` records a
+table's ``time_`` range every time read must lie in it. Either failure names the file, the row
+group and the column.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pyarrow.types as pat
 
 from pxq.errors import DataError
 from pxq.replay.columns import compatible, describe_incompatible, to_catalog_type
-from pxq.replay.meta import META_FILE, MetaProblem, first_line, normalize_meta
+from pxq.replay.meta import META_FILE, TIME_RANGE_KEY, MetaProblem, first_line, normalize_meta
 from pxq.replay.writer import PARQUET_SUFFIX
 from pxq.tables import CATALOG, TableSchema
 
@@ -32,6 +39,8 @@ def _ceil_div(a: int, b: int) -> int:
 class _TableFile:
     path: Path
     schema: pa.Schema  # physical (as stored)
+    # [smallest, largest] time_ in ns as capture.json records it; None when it does not.
+    time_range: list[int] | None = None
 
 
 @dataclass
@@ -107,6 +116,71 @@ class Capture:
         return _scan_file(entry, schema, names, out_schema, start_ns, end_ns, filter, dictionary_strings)
 
 
+# Verify the CRC of every page that has one (pages written without a checksum are read as before).
+_VERIFY_PAGES = ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+
+
+def _outside_filter(time_type: pa.DataType, low_ns: int, high_ns: int) -> ds.Expression:
+    """Rows whose stored time_ lies outside [low_ns, high_ns]. In a coarser unit u (``t_ns = t_u * k``):
+    ``t_ns < low`` iff ``t_u < ceil(low/k)`` and ``t_ns > high`` iff ``t_u > floor(high/k)``."""
+    k = _UNIT_NS[time_type.unit] if pat.is_timestamp(time_type) else 1
+    stored = time_type if pat.is_timestamp(time_type) else pa.int64()
+    low = pa.scalar(max(_ceil_div(low_ns, k), INT64_MIN), type=pa.int64()).cast(stored)
+    high = pa.scalar(min(high_ns // k, INT64_MAX), type=pa.int64()).cast(stored)
+    time_field = ds.field(TIME_COLUMN)
+    return (time_field < low) | (time_field > high)
+
+
+def _check_times(entry: _TableFile, times: pa.ChunkedArray) -> None:
+    """Every time read lies in the range capture.json records for the table, else the file is damaged."""
+    low, high = entry.time_range
+    ns = times.cast(pa.timestamp("ns")).cast(pa.int64()) if pat.is_timestamp(times.type) else times.cast(pa.int64())
+    bounds = pc.min_max(ns)
+    if bounds["min"].as_py() is None or (low <= bounds["min"].as_py() and bounds["max"].as_py() <= high):
+        return
+    raise DataError(_locate_bad_time(entry.path, low, high) or
+                    f"{entry.path}: damaged file: column {TIME_COLUMN!r} holds times outside the range "
+                    f"capture.json records ({low}..{high} ns)")
+
+
+def _locate_bad_time(path: Path, low: int, high: int) -> str | None:
+    """Which row group holds the first time outside [low, high], said as a one-line error."""
+    try:
+        parquet = pq.ParquetFile(path, page_checksum_verification=True)
+        for group in range(parquet.metadata.num_row_groups):
+            column = parquet.read_row_group(group, columns=[TIME_COLUMN]).column(TIME_COLUMN)
+            ns = column.cast(pa.timestamp("ns")).cast(pa.int64()) if pat.is_timestamp(column.type) else column
+            bad = pc.or_(pc.less(ns, low), pc.greater(ns, high))
+            index = pc.index(bad, True).as_py()
+            if index >= 0:
+                value = ns[index].as_py()
+                return (f"{path}: damaged file: row group {group}, column {TIME_COLUMN!r}, row {index}: time "
+                        f"{value} ns is outside the range capture.json records for the table ({low}..{high} ns)")
+    except (pa.ArrowException, OSError):
+        return None
+    return None
+
+
+def _locate_damage(path: Path, columns: list[str]) -> str | None:
+    """After a failed read: the first row group and column that cannot be read with page checksums
+    verified, said as a one-line error (None when each reads alone: the failure was elsewhere)."""
+    try:
+        parquet = pq.ParquetFile(path, page_checksum_verification=True)
+        groups = parquet.metadata.num_row_groups
+    except (pa.ArrowException, OSError):
+        return None
+    for group in range(groups):
+        for column in columns:
+            try:
+                parquet.read_row_group(group, columns=[column])
+            except (pa.ArrowException, OSError) as exc:
+                reason = first_line(exc)
+                if "CRC" in reason or "checksum" in reason:
+                    reason = "page checksum mismatch (the data on disk is not what was written)"
+                return f"{path}: damaged file: row group {group}, column {column!r}: {reason}"
+    return None
+
+
 def _window_filter(time_type: pa.DataType, start_ns: int | None, end_ns: int | None) -> ds.Expression | None:
     """start_ns <= time_ < end_ns expressed in the stored type of time_, exactly.
 
@@ -154,23 +228,39 @@ def _scan_file(
         # Every row's time_ is null, so no row is inside any window.
         return out_schema.empty_table()
     present = [n for n in dict.fromkeys(names) if n in stored.names]
-    flt = _window_filter(stored.field(TIME_COLUMN).type, start_ns, end_ns) if windowed else None
+    time_type = stored.field(TIME_COLUMN).type if TIME_COLUMN in stored.names else None
+    flt = _window_filter(time_type, start_ns, end_ns) if windowed else None
     if row_filter is not None:
         flt = row_filter if flt is None else flt & row_filter
+    # Times outside the recorded range are read whatever the window and filter, so that they are
+    # seen (and said) rather than silently left out; row groups whose statistics lie inside the
+    # range and outside the window are still skipped.
+    # (Times that neither reach the result nor decide which rows do are not read just to check them.)
+    checked = (entry.time_range is not None and time_type is not None and not pat.is_null(time_type)
+               and (TIME_COLUMN in present or flt is not None))
+    if checked:
+        outside = _outside_filter(time_type, *entry.time_range)
+        flt = None if flt is None else flt | outside
+    read_columns = present + ([TIME_COLUMN] if checked and TIME_COLUMN not in present else [])
     try:
-        file_format = "parquet"
         keep_dictionary = []
+        read_options = None
         if dictionary_strings:
             keep_dictionary = [n for n in present if schema.column(n).arrow_type == pa.string()
                                and (pat.is_string(stored.field(n).type) or pat.is_large_string(stored.field(n).type))]
             if keep_dictionary:
-                file_format = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=keep_dictionary))
+                read_options = ds.ParquetReadOptions(dictionary_columns=keep_dictionary)
+        file_format = ds.ParquetFileFormat(read_options=read_options, default_fragment_scan_options=_VERIFY_PAGES)
         dataset = ds.dataset(entry.path, format=file_format)
-        data = dataset.to_table(columns=present, filter=flt)
+        data = dataset.to_table(columns=read_columns, filter=flt)
         if keep_dictionary:
             data = data.unify_dictionaries()
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{entry.path}: cannot read Parquet data: {first_line(exc)}") from None
+        raise DataError(_locate_damage(entry.path, read_columns) or
+                        f"{entry.path}: cannot read Parquet data: {first_line(exc)}") from None
+    if checked:
+        _check_times(entry, data.column(TIME_COLUMN))
+        data = data.select(present)
     arrays = []
     for name in names:
         col = schema.column(name)
@@ -251,6 +341,7 @@ def open_capture(directory: str | os.PathLike) -> Capture:
             unknown.append(path.name)
             continue
         files[table.name] = _open_table_file(path, table)
+        files[table.name].time_range = meta[TIME_RANGE_KEY].get(table.name)
     for name in meta.get("tables") or ():
         if name in CATALOG and name not in files:
             raise DataError(f"{root / (name + PARQUET_SUFFIX)}: missing (capture.json lists table {name!r})")

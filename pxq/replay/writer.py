@@ -1,4 +1,10 @@
-"""Write a capture directory: ``<table>.parquet`` per catalog table plus ``capture.json``."""
+"""Write a capture directory: ``<table>.parquet`` per catalog table plus ``capture.json``.
+
+Every data page carries a CRC-32 checksum (Parquet's ``crc`` page header field), which the reader
+verifies, and ``capture.json`` records each table's smallest and largest ``time_``
+(``time_range_ns``), which the reader checks the times it reads against: a file damaged on disk
+is then an error, never silently different values.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,12 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pxq.errors import DataError
 from pxq.replay.columns import compatible, describe_incompatible, to_catalog_type
-from pxq.replay.meta import META_FILE, MetaProblem, first_line, normalize_meta
+from pxq.replay.meta import META_FILE, TIME_RANGE_KEY, MetaProblem, first_line, normalize_meta
 from pxq.tables import CATALOG, TableSchema
 from pxq.types import FIELD_SEMANTIC_KEY, FIELD_TYPE_KEY
 
@@ -61,6 +68,21 @@ def conform(name: str, data: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=file_schema(table))
 
 
+def time_range(data: pa.Table) -> list[int] | None:
+    """[smallest, largest] ``time_`` of a conformed table as ns since the epoch; None when it has
+    no non-null time."""
+    if "time_" not in data.column_names:
+        return None
+    bounds = pc.min_max(data.column("time_").cast(pa.int64()))
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    return None if low is None else [low, high]
+
+
+def write_table_file(data: pa.Table, path) -> None:
+    """One capture table as Parquet, every page with its checksum."""
+    pq.write_table(data, path, compression="zstd", row_group_size=ROW_GROUP_ROWS, write_page_checksum=True)
+
+
 def _replace_atomically(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -101,6 +123,8 @@ def write_capture(
         raise DataError(f"cannot write capture metadata: {exc}") from None
     meta["tables"] = sorted(tables)
     conformed = {name: conform(name, data) for name, data in tables.items()}
+    ranges = {name: time_range(data) for name, data in conformed.items()}
+    meta[TIME_RANGE_KEY] = {name: bounds for name, bounds in ranges.items() if bounds is not None}
 
     root = Path(directory)
     try:
@@ -108,7 +132,7 @@ def write_capture(
         for name, data in conformed.items():
             _replace_atomically(
                 root / f"{name}{PARQUET_SUFFIX}",
-                lambda tmp, data=data: pq.write_table(data, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS),
+                lambda tmp, data=data: write_table_file(data, tmp),
             )
         for name in CATALOG:
             stale = root / f"{name}{PARQUET_SUFFIX}"

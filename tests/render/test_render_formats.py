@@ -118,15 +118,33 @@ def test_csv_to_directory(tmp_path):
     assert rows[0]["req_headers"] == EXPECTED["req_headers"][0]
 
 
-def test_csv_to_stdout(capsys):
-    render({"first": plain_table(), "second": pa.table({"x": pa.array([["n"]]), "d": pa.array(["v"]).dictionary_encode()})}, "csv")
-    text = capsys.readouterr().out
-    first, second = text.split("# second\n")
-    assert first.startswith("# first\n")
-    rows = list(csv.reader(io.StringIO(first.split("\n", 1)[1])))
+def test_csv_to_stdout_is_plain_csv(capsys):
+    render({"first": plain_table()}, "csv")
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    # No comment line: the csv module and pandas read stdout as it is.
+    rows = list(csv.reader(io.StringIO(captured.out)))
     assert rows == [["service", "n", "ts"], ["checkout", "1", "1970-01-01T00:00:01.000000000Z"],
                     ["ünïcode-svc", "2", "1970-01-01T00:00:02.000000000Z"]]
-    assert list(csv.reader(io.StringIO(second))) == [["x", "d"], ['["n"]', "v"]]
+    import pandas as pd
+
+    frame = pd.read_csv(io.StringIO(captured.out))
+    expected = plain_table().to_pandas()
+    assert frame["service"].tolist() == expected["service"].tolist()
+    assert frame["n"].tolist() == expected["n"].tolist()
+    assert pd.to_datetime(frame["ts"]).tolist() == expected["ts"].tolist()
+
+
+def test_csv_to_stdout_with_several_displays_names_them_on_stderr(capsys):
+    second = pa.table({"x": pa.array([["n"]]), "d": pa.array(["v"]).dictionary_encode()})
+    render({"first": plain_table(), "second": second}, "csv")
+    captured = capsys.readouterr()
+    first_text, second_text = captured.out.split("\n\n")
+    assert "#" not in captured.out
+    assert [r[0] for r in csv.reader(io.StringIO(first_text))] == ["service", "checkout", "ünïcode-svc"]
+    assert list(csv.reader(io.StringIO(second_text))) == [["x", "d"], ['["n"]', "v"]]
+    assert captured.err == ("pxq: csv: 2 displays on stdout, in this order, separated by an empty line: "
+                            "first (2 rows), second (1 row); --out DIR writes one file each\n")
 
 
 def test_csv_out_is_a_file(tmp_path):
@@ -159,3 +177,14 @@ def test_time_column_from_int_with_semantic(capsys):
     table = pa.Table.from_arrays([pa.array([T0])], schema=pa.schema([field]))
     render({"x": table}, "json")
     assert json.loads(capsys.readouterr().out)["t"] == "2025-11-26T04:31:02.123456789Z"
+
+
+def test_parquet_pages_carry_checksums(tmp_path):
+    from tests.replay.test_damaged_files import flip_mid_page
+
+    render({"http": sample_table()}, "parquet", str(tmp_path))
+    path = tmp_path / "http.parquet"
+    assert pq.read_table(path, page_checksum_verification=True).num_rows == 3
+    flip_mid_page(path, 0, "req_path")
+    with pytest.raises(OSError, match="CRC"):
+        pq.read_table(path, page_checksum_verification=True)
