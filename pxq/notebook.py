@@ -102,12 +102,12 @@ class _Shown:
 
 def _terminal_cells(table: pa.Table) -> pd.DataFrame:
     """``table``'s values as the terminal table writes them (units by semantic type), as text."""
-    from pxq.render.table import NULL, _formatter, _values
+    from pxq.render.table import NULL, column_values, value_formatter
 
     columns = {}
     for field, column in zip(table.schema, table.columns):
-        fmt, _ = _formatter(field)
-        cells = [NULL if v is None else fmt(v) for v in _values(field, column)]
+        fmt, _ = value_formatter(field, None)  # None: the local zone, as the terminal shows by default
+        cells = [NULL if v is None else fmt(v) for v in column_values(field, column)]
         columns[field.name] = [getattr(c, "plain", c) for c in cells]  # rich Text (status colours) as plain text
     return pd.DataFrame(columns, columns=table.column_names, dtype=object)
 

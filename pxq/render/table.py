@@ -115,7 +115,7 @@ def _status_style(code: int) -> str:
     return {2: "green", 3: "cyan", 4: "yellow", 5: "red"}.get(code // 100, "")
 
 
-def _formatter(field: pa.Field, zone: dt.tzinfo | None) -> tuple[Callable[[object], str], bool]:
+def value_formatter(field: pa.Field, zone: dt.tzinfo | None) -> tuple[Callable[[object], str], bool]:
     """How to show one value of ``field`` as plain text, and whether the column is right-aligned."""
     t = field.type
     semantic = semantic_of(field)
@@ -135,7 +135,7 @@ def _formatter(field: pa.Field, zone: dt.tzinfo | None) -> tuple[Callable[[objec
     return (lambda v: human.one_line(_json.dumps(v, default=str))), False
 
 
-def _values(field: pa.Field, column: pa.ChunkedArray) -> list:
+def column_values(field: pa.Field, column: pa.ChunkedArray) -> list:
     if is_time(field):
         return time_ns(column).to_pylist()
     if pat.is_dictionary(column.type):
@@ -192,8 +192,8 @@ class _Column:
 
 
 def _column(field: pa.Field, column: pa.ChunkedArray, zone: dt.tzinfo | None, bounded: bool) -> _Column:
-    fmt, right = _formatter(field, zone)
-    cells = [None if v is None else fmt(v) for v in _values(field, column)]
+    fmt, right = value_formatter(field, zone)
+    cells = [None if v is None else fmt(v) for v in column_values(field, column)]
     shrinkable = _shrinkable(field)
     header = cell_len(field.name)
     longest = max([cell_len("null") if None in cells else 0, *(cell_len(c) for c in cells if c is not None)],
