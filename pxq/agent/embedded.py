@@ -172,6 +172,13 @@ COLLECTORS: dict[str, Callable[[CollectorRequest, AgentOptions], Collector]] = {
     "socket_tracer": SocketTracerCollector,
     "perf_profiler": _perf_profiler,
 }
+# The tables each collector fills live today. The catalog names a collector for tables it will
+# fill later too (conn_stats, the other protocols' tables): asking for one of those live must not
+# run a capture that silently writes zero rows.
+LIVE_TABLES: dict[str, tuple[str, ...]] = {
+    "socket_tracer": tuple(SocketTracerCollector.protocols.values()),
+    "perf_profiler": ("stack_traces.beta",),
+}
 
 
 def check_environment() -> None:
@@ -205,6 +212,14 @@ class EmbeddedAgent:
             raise AgentError(f"this pxq cannot collect {tables} live yet (collector "
                              f"{', '.join(c.name for c in missing)} is not implemented); "
                              "replay a capture that holds it with --from DIR")
+        uncollected = [(t, c.name) for c in self.manifest.collectors for t in c.tables
+                       if t not in LIVE_TABLES.get(c.name, ())]
+        if uncollected:
+            tables = ", ".join(t for t, _ in uncollected)
+            names = ", ".join(dict.fromkeys(name for _, name in uncollected))
+            raise AgentError(f"this pxq cannot collect {tables} live yet (collector {names} does not "
+                             f"produce {'it' if len(uncollected) == 1 else 'them'}); replay a capture that holds "
+                             f"{'it' if len(uncollected) == 1 else 'them'} with --from DIR")
 
     def run(self, duration_s: float, on_progress: Callable[[Progress], None] | None = None) -> TableStore:
         """Collect for ``duration_s`` seconds (Ctrl-C ends early) and return the table store."""
