@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pxq.agent.bpf_program import bpf_unavailable_reason, release_compiler_pages
-from pxq.agent.procinfo import PROC, parse_stat, process_info
+from pxq.agent.procinfo import PROC, ProcessIdentities, parse_stat, process_info
 from pxq.agent.table_store import DEFAULT_BUDGET_BYTES, TableStore
 from pxq.errors import PxqError
 from pxq.plan.manifest import CollectorRequest, ProbeManifest
@@ -45,6 +45,8 @@ class Collector(Protocol):
     def drain(self) -> dict[str, pa.Table]: ...
     def drops(self) -> dict[str, dict[str, int]]: ...
     def stop(self) -> None: ...
+    # Optional: ``use_identities(identities)``, to name processes in a ProcessIdentities shared
+    # by all collectors of a run (what the kernel said about a process already gone included).
 
 
 def warn_on_stderr(message: str, stream=sys.stderr) -> None:
@@ -161,6 +163,9 @@ class SocketTracerCollector:
     def stop(self) -> None:
         self.tracer.stop()
 
+    def use_identities(self, identities: ProcessIdentities) -> None:
+        self.tracer.use_identities(identities)
+
 
 def _perf_profiler(request: CollectorRequest, options: AgentOptions) -> Collector:
     from pxq.agent.profiler import PerfProfilerCollector
@@ -227,6 +232,10 @@ class EmbeddedAgent:
         check_environment()
         store = TableStore(self.options.budget_bytes, host=socket.gethostname())
         collectors = [COLLECTORS[c.name](c, self.options) for c in self.manifest.collectors]
+        identities = ProcessIdentities()  # one upid per process across the collectors
+        for collector in collectors:
+            if hasattr(collector, "use_identities"):
+                collector.use_identities(identities)
         started: list[Collector] = []
         stopped: list[Collector] = []
         events = 0
@@ -242,7 +251,7 @@ class EmbeddedAgent:
                 while time.monotonic() < deadline:
                     for collector in started:
                         events += collector.poll(POLL_INTERVAL_MS // max(1, len(started)))
-                    self._move(started, store)
+                    self._move(started, store, identities)
                     pid_watch.check(time.monotonic() - begin)
                     if on_progress:
                         on_progress(self._progress(time.monotonic() - begin, events, store))
@@ -262,7 +271,7 @@ class EmbeddedAgent:
                 stopping = started.pop()
                 stopping.stop()
                 stopped.append(stopping)
-            self._move(stopped, store)
+            self._move(stopped, store, identities)
             store.end_time_ns = time.time_ns()
             if on_progress:
                 on_progress(replace(self._progress(time.monotonic() - begin, events, store), final=True,
@@ -279,20 +288,27 @@ class EmbeddedAgent:
         return Progress(elapsed, events, rows, drops, {table: dict(d) for table, d in store.drops.items()})
 
     @staticmethod
-    def _move(collectors: list[Collector], store: TableStore) -> None:
+    def _move(collectors: list[Collector], store: TableStore, identities: ProcessIdentities) -> None:
         for collector in collectors:
             for table, data in collector.drain().items():
                 if data.num_rows:
-                    _remember_processes(data, store)
+                    _remember_processes(data, store, identities)
                     store.append(table, data)
             for table, counters in collector.drops().items():
                 store.set_drops(table, counters)
 
 
-def _remember_processes(data: pa.Table, store: TableStore) -> None:
-    """Record /proc identity of every new upid now, while the process most likely still exists."""
+def _remember_processes(data: pa.Table, store: TableStore, identities: ProcessIdentities | None = None) -> None:
+    """Record the identity of every new upid: what the collector decided at first sight (from
+    /proc, or from the kernel for a process already gone), else /proc now."""
+    known = identities.by_upid if identities is not None else {}
     for upid in pc.unique(data.column("upid")).to_pylist():
-        if upid is None or upid in store.processes:
+        if upid is None:
+            continue
+        if upid in known:
+            store.processes[upid] = known[upid]  # (again: an exec since may have renamed it)
+            continue
+        if upid in store.processes:
             continue
         try:
             _, pid, start_ticks = upid.split(":")
