@@ -453,11 +453,13 @@ static __always_inline struct proc_t *proc_entry(u32 tgid, int fresh) {
     return procs.lookup(&tgid);
 }
 
-/* A new process (not a thread) of a traced parent: remember when it started. */
+/* A new process (not a thread) of a traced parent (or of pxq itself, which is never traced but
+ * whose children may be): remember when it started. */
 TRACEPOINT_PROBE(task, task_newtask) {
     if (args->clone_flags & PXQ_CLONE_THREAD)
         return 0;
-    if (!pid_allowed(bpf_get_current_pid_tgid() >> 32))
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    if (parent != SELF_PID && !pid_allowed(parent))
         return 0;
     struct proc_t *p = proc_entry((u32)args->pid, 1); /* whatever this pid was before is gone */
     if (!p)

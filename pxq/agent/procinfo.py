@@ -131,15 +131,17 @@ class ProcessIdentities:
         self.by_upid: dict[str, dict] = {}
 
     def identify(self, pid: int, *, comm: str = "", start_boot_ns: int = 0, argv: bytes = b"",
-                 asid: int = 0) -> str:
+                 exec_seen: bool = False, asid: int = 0) -> str:
         """The upid of process ``pid`` as the kernel describes it (any of comm, start, argv may be
-        unknown: "", 0, b"")."""
+        unknown: "", 0, b""). ``exec_seen`` (or argv, which only an exec gives): ``comm`` is the
+        program the process runs now, which replaces what an earlier call said."""
         known = self._by_pid.get(pid)
         if known is not None:
             known_start, upid = known
             if known_start == start_boot_ns or (
                     known_start and start_boot_ns and abs(known_start - start_boot_ns) < _SAME_START_NS):
-                self._refresh(upid, comm, argv)
+                if exec_seen or argv:
+                    self._refresh(upid, comm, argv)
                 return upid
         kernel_ticks = boot_ns_to_ticks(start_boot_ns) if start_boot_ns else None
         info = process_info(pid)
@@ -156,15 +158,17 @@ class ProcessIdentities:
         return upid
 
     def _refresh(self, upid: str, comm: str, argv: bytes) -> None:
-        """The process exec'd since it was identified: a new program, the same upid."""
+        """The process exec'd (maybe since it was identified): a new program, the same upid."""
         info = self.by_upid.get(upid)
-        if info is None or not argv or _argv_text(argv) == info["cmdline"]:
+        cmdline = _argv_text(argv) or (f"[{comm}]" if comm else "")
+        if info is None or (comm in ("", info["comm"]) and cmdline in ("", info["cmdline"])):
             return
         fresh = process_info(info["pid"])
         if fresh is not None and fresh["start_ticks"] == info["start_ticks"]:
             self.by_upid[upid] = fresh
         else:
-            self.by_upid[upid] = {**info, "comm": comm or info["comm"], "cmdline": _argv_text(argv), "exe": ""}
+            self.by_upid[upid] = {**info, "comm": comm or info["comm"], "cmdline": cmdline or info["cmdline"],
+                                  "exe": ""}
 
 
 def upid_of(pid: int, asid: int = 0) -> str | None:

@@ -67,7 +67,7 @@ from pxq.agent.bpf_program import (
     layout_asserts,
     load,
 )
-from pxq.agent.procinfo import make_upid
+from pxq.agent.procinfo import ProcessIdentities, make_upid
 from pxq.agent.pyspy import SAMPLER as PYSPY_SAMPLER
 from pxq.agent.pyspy import PySpySampler
 from pxq.agent.symbols import KERNEL_SUFFIX, Symbolizer
@@ -98,7 +98,8 @@ class ProfileKey(ct.Structure):
 class NewPid(ct.Structure):
     """``struct pxq_profile_new_pid`` of ``bpf/profile.h`` (checked at compile time)."""
 
-    _fields_ = [("tgid", ct.c_uint32), ("reason", ct.c_uint32)]
+    _fields_ = [("tgid", ct.c_uint32), ("reason", ct.c_uint32), ("start_boot_ns", ct.c_uint64),
+                ("comm", ct.c_char * 16)]
 
 
 _CONSTANTS = header_constants(HEADER_FILE)
@@ -207,7 +208,8 @@ class Profiler:
         self._generation = 0
         self._last_read = 0.0
         self._previous_read = 0.0
-        self._notices: list[tuple[int, int]] = []
+        self._notices: list[tuple[int, int, int, str]] = []  # (tgid, reason, start_boot_ns, comm)
+        self.identities = ProcessIdentities()  # the agent may share one between its collectors
         self._rows: list[tuple[int, str, str, int, str, bool]] = []
         self._kernel_stats = dict.fromkeys(STAT_NAMES, 0)
         self._user_counts = {"stack_missing": 0, "truncated_user_stack": 0}
@@ -235,12 +237,13 @@ class Profiler:
             allowed = self._tables["allowed_pids"]
             for pid in sorted(self.options.pids or ()):
                 allowed[ct.c_uint32(pid)] = ct.c_uint8(1)
-                self._notices.append((pid, 0))  # snapshot now, start py-spy if it is Python
+                self._notices.append((pid, 0, 0, ""))  # snapshot now, start py-spy if it is Python
             notices = self._notices
 
             def on_record(_ctx, data, _size):
                 record = ct.cast(data, ct.POINTER(NewPid)).contents
-                notices.append((record.tgid, record.reason))
+                notices.append((record.tgid, record.reason, record.start_boot_ns,
+                                record.comm.decode(errors="replace")))
                 return 0
 
             self._on_record = on_record
@@ -294,14 +297,17 @@ class Profiler:
 
     def _handle_notices(self) -> int:
         notices, self._notices[:] = self._notices[:], []
-        for pid, reason in notices:
+        for pid, reason, start_boot_ns, comm in notices:
             if reason == NEW_EXEC or pid not in self.symbolizer.processes:
                 snap = self.symbolizer.snapshot(pid)
             else:
                 snap = self.symbolizer.processes[pid]
+            # Named now, from /proc or (gone already) from the kernel; kernel threads have no
+            # memory map to snapshot, but a name and a start time.
+            self._upids[pid] = self.identities.identify(pid, comm=comm, start_boot_ns=start_boot_ns,
+                                                        exec_seen=reason == NEW_EXEC)
             if snap is None:
                 continue
-            self._upids[pid] = make_upid(pid, snap.start_ticks)
             if self.options.pids:  # asked for by pid: Python frames from the start
                 self._python_frames(pid)
         return len(notices)
@@ -358,7 +364,7 @@ class Profiler:
             pid = key.tgid
             user, truncated = self._user_part(pid, key.user_stack_id, addresses, user_cache, count)
             kernel = self._kernel_part(key.kernel_stack_id, addresses, kernel_cache, count)
-            upid = self._upid(pid)
+            upid = self._upid(pid, key.comm)
             text = ";".join(user + kernel) or NO_STACK
             row_key = (upid, text, truncated)
             folded[row_key] = folded.get(row_key, 0) + count
@@ -418,13 +424,21 @@ class Profiler:
             found = cache[stack_id] = self.symbolizer.kernel_stack(ips)
         return found
 
-    def _upid(self, pid: int) -> str:
+    def _upid(self, pid: int, comm: bytes = b"") -> str:
         upid = self._upids.get(pid)
-        if upid is None:
-            snap = self.symbolizer.processes.get(pid) or self.symbolizer.snapshot(pid)
-            upid = make_upid(pid, snap.start_ticks if snap is not None else 0)
-            self._upids[pid] = upid
+        if upid is None:  # its new-process record was lost: /proc now, else the sample's comm
+            if pid not in self.symbolizer.processes:
+                self.symbolizer.snapshot(pid)
+            upid = self._upids[pid] = self.identities.identify(pid, comm=comm.decode(errors="replace"))
         return upid
+
+    def use_identities(self, identities: ProcessIdentities) -> None:
+        """Decide process identities (upids) in ``identities``, shared with other collectors."""
+        self.identities = identities
+
+    def processes(self) -> dict[str, dict]:
+        """upid -> identity (comm, cmdline, ...) of every process sampled, decided at first sight."""
+        return self.identities.by_upid
 
     def _forget_exited(self, sampled: set[int]) -> None:
         """Drop snapshots of processes that are gone, and let the kernel announce their pids again
@@ -513,6 +527,9 @@ class PerfProfilerCollector:
 
     def stop(self) -> None:
         self.profiler.stop()
+
+    def use_identities(self, identities: ProcessIdentities) -> None:
+        self.profiler.use_identities(identities)
 
 
 __all__ = [
