@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from pxq.agent.bpf_program import bpf_unavailable_reason, release_compiler_pages
 from pxq.agent.procinfo import PROC, ProcessIdentities, parse_stat, process_info
-from pxq.agent.table_store import DEFAULT_BUDGET_BYTES, TableStore
+from pxq.agent.table_store import DEFAULT_BUDGET_BYTES, TableStore, split_losses
 from pxq.errors import PxqError
 from pxq.plan.manifest import CollectorRequest, ProbeManifest
 
@@ -198,9 +198,10 @@ class Progress:
     elapsed_s: float
     events: int
     rows: dict[str, int]
-    drops: int
-    # Per table, every drop counter by reason (what ``drops`` sums).
+    drops: int  # events lost
+    # Per table, every counter by reason: losses (what ``drops`` sums) and rows kept incomplete.
     drop_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    incomplete: int = 0  # rows kept but incomplete (stacks cut short): not losses
     final: bool = False  # the collectors have stopped: this is what the window got
     window_s: float = 0.0  # (final) how long the window was open: the duration, or until Ctrl-C
 
@@ -284,8 +285,11 @@ class EmbeddedAgent:
     @staticmethod
     def _progress(elapsed: float, events: int, store: TableStore) -> Progress:
         rows = {name: store.rows(name) for name in store.table_names()}
-        drops = sum(sum(d.values()) for d in store.drops.values())
-        return Progress(elapsed, events, rows, drops, {table: dict(d) for table, d in store.drops.items()})
+        split = [split_losses(d) for d in store.drops.values()]
+        drops = sum(sum(lost.values()) for lost, _ in split)
+        incomplete = sum(sum(kept.values()) for _, kept in split)
+        return Progress(elapsed, events, rows, drops, {table: dict(d) for table, d in store.drops.items()},
+                        incomplete=incomplete)
 
     @staticmethod
     def _move(collectors: list[Collector], store: TableStore, identities: ProcessIdentities) -> None:
@@ -339,6 +343,8 @@ def progress_printer(duration_s: float, stream=sys.stderr) -> Callable[[Progress
             stream.flush()
         rows = "  ".join(f"{name} {count:,}" for name, count in p.rows.items()) or "no rows yet"
         counts = f"events {p.events:,}  {rows}  drops {p.drops:,}"
+        if p.incomplete:  # kept, so not among the drops
+            counts += f"  incomplete {p.incomplete:,}"
         if p.final:  # after the window: the queued events were still taken (see close_window)
             line = f"pxq: captured {p.window_s:.1f}s (done at {p.elapsed_s:.1f}s)  {counts}"
         else:

@@ -10,7 +10,8 @@ plus Python frames from py-spy for Python processes (:mod:`pxq.agent.pyspy`).
         profiler.poll(100)              # snapshots new processes; reads the kernel maps every 1 s
     profiler.stop()                     # last read, py-spy's last segments, detach
     table = profiler.drain()            # pyarrow.Table with stack_traces.beta's exact schema
-    profiler.drops()                    # {"user_stack_lost": 0, ..., "truncated_user_stack": 12}
+    profiler.drops()                    # lost: {"counts_full": 0, "notify_lost": 0, ...}
+    profiler.incomplete()               # kept: {"truncated_user_stack": 12, "user_stack_lost": 0, ...}
 
 Kernel side: a software CPU_CLOCK perf event on every CPU at ``sample_hz`` (there is no hardware
 PMU here); each sample counts (tgid, user stack id, kernel stack id, comm) in a hash map, stacks
@@ -29,12 +30,14 @@ stack id the kernel failed to record shows as ``[lost user stack]`` / ``[lost ke
 ``sampler`` is ``ebpf`` or ``py-spy``; ``truncated`` marks user stacks that do not reach a
 process or thread entry (see :func:`pxq.agent.symbols.stack_is_truncated`).
 
-Counters (:meth:`Profiler.drops`, cumulative): ``user_stack_lost``, ``kernel_stack_lost``
-(-EEXIST hash collisions or -ENOMEM in the stack map; -EFAULT, "no such stack", is normal and not
-counted), ``counts_map_full``, ``notify_lost``, ``stack_missing`` (an id whose stack was gone
-when read), and ``truncated_user_stack`` (samples, not losses: the stack is there but shallow;
-:meth:`Profiler.truncated_by_process` has them per upid), plus py-spy's (``pyspy_missing``,
-``pyspy_attach_failed``, ``pyspy_sample_errors``, ``pyspy_killed``).
+Counters, cumulative. Losses (:meth:`Profiler.drops`): ``counts_full`` (a sample the counts map
+refused), ``notify_lost`` (a new-process record), plus py-spy's (``pyspy_missing``,
+``pyspy_attach_failed``, ``pyspy_sample_errors``, ``pyspy_killed``). Samples kept with an
+incomplete stack (:meth:`Profiler.incomplete`; ``INCOMPLETE_REASONS`` of the table store):
+``user_stack_lost``, ``kernel_stack_lost`` (-EEXIST hash collisions or -ENOMEM in the stack map;
+-EFAULT, "no such stack", is normal and not counted), ``stack_missing`` (an id whose stack was
+gone when read), and ``truncated_user_stack`` (the stack is there but shallow; renderers put a
+``[truncated]`` frame at its root; :meth:`Profiler.truncated_by_process` has them per upid).
 
 Options (``px.set('perf_profiler.KEY', value)`` or ``#px:set perf_profiler.KEY=value``):
 ``sample_hz`` (99), ``python`` (``auto``: py-spy for Python processes when it is installed;
@@ -69,6 +72,7 @@ from pxq.agent.bpf_program import (
 )
 from pxq.agent.procinfo import ProcessIdentities, make_upid
 from pxq.agent.pyspy import SAMPLER as PYSPY_SAMPLER
+from pxq.agent.table_store import INCOMPLETE_REASONS
 from pxq.agent.pyspy import PySpySampler
 from pxq.agent.symbols import KERNEL_SUFFIX, Symbolizer
 from pxq.tables import CATALOG
@@ -471,13 +475,20 @@ class Profiler:
             self._kernel_stats = {name: int(sum(table[ct.c_int(i)])) for i, name in enumerate(STAT_NAMES)}
         return dict(self._kernel_stats)
 
-    def drops(self) -> dict[str, int]:
-        """Lost or degraded samples by reason (see the module docstring); cumulative."""
+    def _counters(self) -> dict[str, int]:
         out = {k: v for k, v in self.kernel_stats().items() if k != "samples"}
         out.update(self._user_counts)
         if self.pyspy is not None:
             out.update(self.pyspy.counters)
         return out
+
+    def drops(self) -> dict[str, int]:
+        """Samples (or records) lost, by reason (see the module docstring); cumulative."""
+        return {k: v for k, v in self._counters().items() if k not in INCOMPLETE_REASONS}
+
+    def incomplete(self) -> dict[str, int]:
+        """Samples kept whose stack is incomplete, by reason (see the module docstring); cumulative."""
+        return {k: v for k, v in self._counters().items() if k in INCOMPLETE_REASONS}
 
     def truncated_by_process(self) -> dict[str, int]:
         """Samples with a truncated user stack, per upid."""
@@ -523,7 +534,8 @@ class PerfProfilerCollector:
         return {TABLE: self.profiler.drain()}
 
     def drops(self) -> dict[str, dict[str, int]]:
-        return {TABLE: self.profiler.drops()}
+        # The table store keeps both kinds under their names; reports tell them apart.
+        return {TABLE: {**self.profiler.drops(), **self.profiler.incomplete()}}
 
     def stop(self) -> None:
         self.profiler.stop()
