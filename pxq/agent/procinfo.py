@@ -152,6 +152,10 @@ class ProcessIdentities:
         if info is None:
             info = {"pid": pid, "comm": comm, "cmdline": _argv_text(argv) or (f"[{comm}]" if comm else ""),
                     "exe": "", "start_ticks": kernel_ticks or 0, "container_id": "", "pod": "", "namespace": ""}
+        elif argv and info["cmdline"] == f"[{info['comm']}]":
+            # An exited process waiting for its parent (a zombie) has no command line in /proc
+            # any more; the kernel read it at exec.
+            info = {**info, "cmdline": _argv_text(argv)}
         upid = make_upid(pid, info["start_ticks"], asid)
         self._by_pid[pid] = (start_boot_ns, upid)
         self.by_upid.setdefault(upid, info)

@@ -194,6 +194,24 @@ def test_a_gone_process_is_named_from_the_kernel():
     assert upid == f"0:{pid}:0" and nothing.by_upid[upid]["comm"] == ""
 
 
+def test_a_zombie_keeps_the_command_line_the_kernel_read_at_exec():
+    """Exited, not yet waited for: /proc still has its stat (comm, start) but no command line."""
+    proc = subprocess.Popen([SLEEP, "0"])
+    deadline = time.monotonic() + 10
+    while _proc_field(proc.pid, "State")[0] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert _proc_field(proc.pid, "State")[0] == "Z"
+        ticks = _start_ticks(proc.pid)
+        identities = ProcessIdentities()
+        upid = identities.identify(proc.pid, comm="sleep", start_boot_ns=ticks * NS_PER_TICK + 10,
+                                   argv=SLEEP.encode() + b"\0" + b"0\0")
+        assert upid == f"0:{proc.pid}:{ticks}"
+        assert (identities.by_upid[upid]["comm"], identities.by_upid[upid]["cmdline"]) == ("sleep", f"{SLEEP} 0")
+    finally:
+        proc.wait()
+
+
 def test_a_reused_pid_is_not_the_process_the_kernel_meant(sleeper):
     """The kernel saw pid N start long before the process /proc now has under N: not the same."""
     ticks = _start_ticks(sleeper.pid)
