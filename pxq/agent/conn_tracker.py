@@ -1,8 +1,8 @@
 """Connection tracking for the socket tracer: kernel events in, ``http_events`` rows out.
 
 The kernel side (``bpf/socket_trace.c``) reports, per traced process, OPEN (connect/accept),
-DATA (bytes sent or received, with their offset in the direction's stream), CLOSE and PROC_EXIT
-events. :class:`ConnTracker` turns them into HTTP transactions:
+DATA (bytes sent or received, with their offset in the direction's stream), CLOSE, PROC_EXIT
+and PROC_INFO (who a process is) events. :class:`ConnTracker` turns them into HTTP transactions:
 
 * **Identity.** A connection is ``(pid, fd, generation)``. The kernel hands out a new generation
   whenever an fd starts a new connection, so a reused fd never continues an old stream. An event
