@@ -22,7 +22,8 @@
 /* Flags. */
 #define PXQ_F_TUPLE 1     /* family/laddr/lport/raddr/rport hold the socket's 4-tuple */
 #define PXQ_F_REMOTE 2    /* family/raddr/rport hold the peer from connect()/accept() */
-#define PXQ_F_FILLER 4    /* data event without bytes: sendfile() moved size bytes unseen */
+#define PXQ_F_FILLER 4    /* data event without bytes: size bytes at pos moved unseen (sendfile,
+                             splice, or the part of a call beyond COPY_LIMIT) */
 
 /* Direction of a data event. */
 #define PXQ_DIR_EGRESS 0  /* sent by the traced process */
@@ -49,10 +50,12 @@
 #define PXQ_SYS_ACCEPT4 13
 #define PXQ_SYS_CLOSE 14
 #define PXQ_SYS_SENDFILE 15
+#define PXQ_SYS_SPLICE 16
 
 /* Drop reasons: indexes of the kernel's drop counter array. */
 #define PXQ_DROP_RINGBUF_FULL 0   /* ring buffer output/reserve failed: the reader fell behind */
-#define PXQ_DROP_TRUNCATED 1      /* a call moved more bytes than MAX_STEPS events can carry */
+#define PXQ_DROP_TRUNCATED 1      /* the copy walk ran out of steps before COPY_LIMIT (the rest is
+                                     sent as a filler) */
 #define PXQ_DROP_IOV_TOO_LONG 2   /* more iovec entries (or mmsg messages) than walked */
 #define PXQ_DROP_READ_FAILED 3    /* bpf_probe_read_user failed (page not resident) */
 #define PXQ_DROP_CONN_TABLE_FULL 4 /* the connection map refused a new entry */
@@ -61,7 +64,8 @@
 struct pxq_sock_event {
     __u64 ts_ns;     /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the syscall's exit */
     __u64 pos;       /* DATA: stream offset of data[0] in this direction of the connection */
-    __u64 size;      /* DATA: bytes the whole call moved (>= data_len; the sum of its events) */
+    __u64 size;      /* DATA: bytes the whole call moved (>= data_len); with PXQ_F_FILLER: the
+                        bytes this event stands for (from pos on) */
     __u32 pid;       /* process id (the kernel's tgid) */
     __s32 fd;
     __u32 gen;       /* connection generation: new for every connection on a (tgid, fd) */

@@ -3,11 +3,12 @@
 __version__ = "0.1.0"
 
 
-def run(script, args=None, source=None):
-    """Run a PxL script and return {display name: pandas.DataFrame}; see pxq.api.run."""
+def run(script, args=None, source=None, **live):
+    """Run a PxL script and return {display name: pandas.DataFrame}: replaying ``source`` (a capture
+    directory), or without one collecting live (root) for ``duration=`` (default 10s); see pxq.api.run."""
     from pxq.api import run as _run
 
-    return _run(script, args=args, source=source)
+    return _run(script, args=args, source=source, **live)
 
 
 def load_ipython_extension(ipython):

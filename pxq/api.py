@@ -14,6 +14,10 @@ from pxq.plan.nodes import Graph
 from pxq.plan.optimize import optimize
 
 
+# A live run's window when none is given, as the CLI's ``pxq run --for``.
+DEFAULT_LIVE_DURATION = "10s"
+
+
 @dataclass(frozen=True)
 class Compiled:
     script: Script
@@ -72,17 +76,35 @@ def run_live(script: Script | str, *, args: dict[str, Any] | None = None, durati
     return compiled, execute(compiled.optimized, store), store
 
 
-def run(script: str, args: dict[str, Any] | None = None, source: str | DataSource | None = None):
+def run_tables(script: Script | str, args: dict[str, Any] | None = None, source: str | DataSource | None = None,
+               *, duration: str | float = DEFAULT_LIVE_DURATION, on_progress=None) -> Results:
+    """What :func:`run` computes, as Arrow tables (their fields keep pxq's semantic types)."""
+    if source is None:  # a typo in the window is said before anything slow
+        from pxq.cli.main import parse_duration
+
+        duration_s = parse_duration(str(duration))
+    if isinstance(script, str) and ("\n" in script or "import px" in script):
+        script_obj: Script | str = Script("script", script, "<script>")
+    else:
+        script_obj = script  # a Script, or the name of a bundled script, file or folder
+    if source is None:
+        _, results, _ = run_live(script_obj, args=args, duration_s=duration_s, on_progress=on_progress)
+        return results
+    _, results = run_script(script_obj, args=args, source=source)
+    return results
+
+
+def run(script: str, args: dict[str, Any] | None = None, source: str | DataSource | None = None, *,
+        duration: str | float = DEFAULT_LIVE_DURATION, on_progress=None):
     """Run a PxL script (bundled name, file, folder or PxL text) and return pandas DataFrames.
+
+    ``source``: a capture directory (or a DataSource) to replay; without one, pxq collects live
+    for ``duration`` (``"10s"``, ``"1.5s"``, ``"2m"`` or seconds, as ``pxq run --for``) with the
+    embedded agent, which needs root and eBPF (an AgentError says why not, as the CLI does).
+    Ctrl-C (interrupting the kernel) ends the window early and keeps what was collected.
 
     >>> pxq.run("http_data", args={"num_head": 10}, source="capture/")  # doctest: +SKIP
     {'http_data': <pandas.DataFrame ...>}
     """
-    if source is None:
-        raise ValueError("pxq.run needs source= (a capture directory); live capture is not available yet")
-    if "\n" in script or "import px" in script:
-        script_obj: Script | str = Script("script", script, "<script>")
-    else:
-        script_obj = script
-    _, results = run_script(script_obj, args=args, source=source)
+    results = run_tables(script, args, source, duration=duration, on_progress=on_progress)
     return {name: table.to_pandas() for name, table in results.tables.items()}

@@ -23,6 +23,11 @@ and PROC_INFO (who a process is) events. :class:`ConnTracker` turns them into HT
   other gap the HTTP parser is discarded and the connection waits for the next request line
   (and the responses after it) to start over. A lost event costs the transaction it belonged to
   (and, when starting over, the one in flight), never a request paired with another's response.
+* **Counted bytes.** A filler event (``PXQ_F_FILLER``: bytes of ``sendfile``/``splice``, or the part
+  of a call beyond the kernel's copy limit) holds a stream range without its bytes
+  (:class:`Uncaptured`). It takes its place in reassembly like any bytes; the stitcher skips it
+  inside a body of known length (``Http1Stitcher.skip``: the row keeps its true size and marks the
+  body). Where framing needs the bytes (a head), it is a gap (``data_gap``), as above.
 * **Protocol inference** from the first bytes of a connection: an HTTP/1.x request line or
   status line. A connection that is not HTTP is switched off in the kernel (``disable``) so that
   its bytes stop crossing the ring buffer.
@@ -96,9 +101,8 @@ PROBE_TRIES = 8
 DEFAULT_REORDER_LIMIT = 4 << 20
 # A hole still open after this many poll batches is lost data.
 HOLE_BATCHES = 2
-# sendfile() bytes (never seen) are given to the parser as NUL bytes up to this size per call;
-# larger ones are a gap.
-FILLER_LIMIT = 1 << 20
+# What an Uncaptured range held in reassembly costs of the reorder budget: it holds no bytes.
+UNCAPTURED_HELD_COST = 1
 # Connections without any event for this long are ended (a process may keep an fd forever).
 DEFAULT_IDLE_NS = 600 * 10**9
 DEFAULT_MAX_CONNECTIONS = 65536
@@ -114,6 +118,31 @@ UNMATCHED_ERRORS = (
 # Halves lost with bytes the kernel could not deliver (the stitcher pairs on by time after a
 # response-side gap): unmatched too, but never a matter of where the capture window ended.
 GAP_ERRORS = ("request_unanswered_after_gap",)
+
+
+class Uncaptured:
+    """A range of a stream that the kernel counted but did not copy (a filler event): its length,
+    without bytes. Sliced like the bytes it stands for (``span[k:]``), so reassembly treats both
+    alike."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, cut: slice) -> Uncaptured:
+        start, stop, _ = cut.indices(self.size)
+        return Uncaptured(max(0, stop - start))
+
+    def __repr__(self) -> str:
+        return f"Uncaptured({self.size})"
+
+
+def _held_cost(data: bytes | Uncaptured) -> int:
+    return len(data) if type(data) is bytes else UNCAPTURED_HELD_COST
 
 
 class SockEvent(NamedTuple):
@@ -434,11 +463,9 @@ class ConnTracker:
         if conn.state == OTHER:
             return
         d = ev.direction
-        data = ev.data
+        data: bytes | Uncaptured = ev.data
         if ev.flags & F_FILLER:
-            if ev.size > FILLER_LIMIT:
-                return  # leaves a hole: a gap
-            data = bytes(ev.size)
+            data = Uncaptured(ev.size)
             self.counts["filler_bytes"] += ev.size
         pos = ev.pos
         expect = conn.expect[d]
@@ -462,9 +489,9 @@ class ConnTracker:
         conn.expect[d] = pos + len(data)
         self._deliver(conn, d, ev.ts_ns, data)
 
-    def _hold(self, conn: Connection, d: int, pos: int, ts_ns: int, data: bytes) -> None:
+    def _hold(self, conn: Connection, d: int, pos: int, ts_ns: int, data: bytes | Uncaptured) -> None:
         conn.held[d][pos] = (ts_ns, data)
-        conn.held_bytes += len(data)
+        conn.held_bytes += _held_cost(data)
         self._holes.add(conn)
         if conn.held_bytes > self.reorder_limit:
             self.drops["buffer_overflow"] += 1
@@ -501,7 +528,7 @@ class ConnTracker:
                 conn.expect[d] = pos
             heads[d] += 1
             ts_ns, data = held[d].pop(pos)
-            conn.held_bytes -= len(data)
+            conn.held_bytes -= _held_cost(data)
             skip = conn.expect[d] - pos
             if skip < len(data):
                 conn.expect[d] = pos + len(data)
@@ -525,7 +552,7 @@ class ConnTracker:
             return False
         if d == (EGRESS if conn.role == ROLE_CLIENT else INGRESS):
             return False  # the request side
-        if not looks_like_http_response(data[:64]):
+        if type(data) is not bytes or not looks_like_http_response(data[:64]):
             return False
         return conn.stitcher.response_gap(ts_ns)
 
@@ -542,15 +569,32 @@ class ConnTracker:
             conn.probe_buf = [b"", b""]
 
     # -- protocol ---------------------------------------------------------------------------
-    def _deliver(self, conn: Connection, d: int, ts_ns: int, data: bytes) -> None:
+    def _deliver(self, conn: Connection, d: int, ts_ns: int, data: bytes | Uncaptured) -> None:
         state = conn.state
-        if state == HTTP:
+        if type(data) is Uncaptured:
+            self._uncaptured(conn, d, ts_ns, data.size)
+        elif state == HTTP:
             self._feed(conn, d, ts_ns, data)
         elif state == SYNCING:
             if d == conn.request_direction and looks_like_http_request(data[:256]):
                 self._start_http(conn, d, ts_ns, data)
         elif state == PROBING:
             self._probe(conn, d, ts_ns, data)
+
+    def _uncaptured(self, conn: Connection, d: int, ts_ns: int, size: int) -> None:
+        """``size`` bytes moved unseen: skipped inside a body of known length; anywhere else the
+        parser cannot go on without them (a gap, counted)."""
+        if conn.state == HTTP and conn.stitcher is not None:
+            stitcher = conn.stitcher
+            done, left = stitcher.skip_messages(d == conn.request_direction, size, ts_ns)
+            if done:
+                self._collect(conn, done)
+            if not left:
+                return
+        elif conn.state != PROBING:
+            return  # SYNCING drops bytes up to a request line anyway; OTHER is not parsed
+        self.drops["data_gap"] += 1
+        self._gap(conn)
 
     def _probe(self, conn: Connection, d: int, ts_ns: int, data: bytes) -> None:
         if conn.probe_buf[d]:

@@ -7,8 +7,10 @@ and stops them again, also on Ctrl-C (the rows collected so far are kept).
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
@@ -34,6 +36,61 @@ class AgentError(PxqError):
     """The agent cannot collect here (privileges, kernel set-up, a collector that does not exist)."""
 
     exit_code = 3
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal that ends a live window early as Ctrl-C does: SIGINT, or SIGTERM (from ``timeout``,
+    a service manager). The window keeps what was collected (see EmbeddedAgent.run)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class WindowSignals:
+    """While open (in the main thread), SIGINT and SIGTERM raise :class:`Interrupted`, so SIGTERM
+    ends a window like Ctrl-C instead of killing the process with the rows; ``received`` is the
+    first such signal, for an exit status that says the run was cut short (128 + it).
+
+    Once the window has closed (see :meth:`watch`) the rows are all collected: SIGTERM then only
+    is noted, so that they are still shown; Ctrl-C still stops at once, as it always did."""
+
+    HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.window_closed = False
+        self.ended_window = False  # the signal came while collecting, and ended the window early
+        self._previous: dict[int, object] = {}
+
+    def watch(self, on_progress: Callable[[Progress], None]) -> Callable[[Progress], None]:
+        """``on_progress`` for the agent, noting when the window has closed."""
+        def show(progress: Progress) -> None:
+            if progress.final:
+                self.window_closed = True
+            on_progress(progress)
+
+        return show
+
+    def _interrupt(self, signum: int, _frame) -> None:
+        if self.received is None:
+            self.received = signum
+            self.ended_window = not self.window_closed
+        if signum == signal.SIGTERM and self.window_closed:
+            return
+        raise Interrupted(signum)
+
+    def __enter__(self) -> "WindowSignals":
+        if threading.current_thread() is threading.main_thread():  # only it may set handlers
+            for signum in self.HANDLED:
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. SIGINT of a background job
+                    self._previous[signum] = signal.signal(signum, self._interrupt)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
 
 
 class Collector(Protocol):
@@ -257,7 +314,7 @@ class EmbeddedAgent:
                     if on_progress:
                         on_progress(self._progress(time.monotonic() - begin, events, store))
             except KeyboardInterrupt:
-                pass  # the user ended the window early; keep what was collected
+                pass  # Ctrl-C (or SIGTERM, see WindowSignals) ended the window early; keep what was collected
             window_s = time.monotonic() - begin
             pid_watch.report(window_s)
             # Nothing new from here on; what the collectors hold (an agent behind under load

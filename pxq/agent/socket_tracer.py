@@ -17,9 +17,14 @@ so the reader and ``bpf/socket_trace.h`` cannot silently disagree. The ring buff
 read straight from its memory mapping (:class:`RingReader`), without a ctypes callback per event.
 
 Kernel-side options (``-D`` flags, see ``bpf/socket_trace.c``): MAX_DATA bytes per event (16 KiB;
-a call moving more is split into several events), MAX_STEPS events+iovecs walked per call (128:
-up to 2 MiB per call; more is counted as ``truncated``), MAX_IOV iovec entries (64), MAX_MMSG
-messages per sendmmsg/recvmmsg (8), RING_PAGES ring buffer size (2048 pages = 8 MiB).
+a call moving more is split into several events), COPY_LIMIT bytes copied per call (what the
+parsers use: the 64 KiB head allowance plus the body limit, see :func:`copy_limit_for`; the rest
+of the call is one filler event, bytes counted but not copied, which the parser skips inside a
+body), MAX_STEPS events+iovecs walked per call (128; a walk that ends short of COPY_LIMIT is
+counted as ``truncated``, its rest is a filler too), MAX_IOV iovec entries (64), MAX_MMSG messages
+per sendmmsg/recvmmsg (8), RING_PAGES ring buffer size (2048 pages = 8 MiB). ``sendfile`` and
+``splice`` to or from a traced TCP socket are fillers as a whole: their bytes never pass through
+user memory.
 
 x86-64 only: the program hooks the raw ``sys_enter``/``sys_exit`` tracepoints (much cheaper than
 the ``syscalls:`` ones, see ``bpf/socket_trace.c``) and picks its calls by x86-64 syscall number.
@@ -52,7 +57,7 @@ from pxq.agent.bpf_program import (
 )
 from pxq.agent.conn_tracker import ConnTracker, SockEvent, monotonic_to_epoch_offset
 from pxq.agent.procinfo import ProcessIdentities
-from pxq.agent.protocols.http1 import DEFAULT_BODY_LIMIT
+from pxq.agent.protocols.http1 import DEFAULT_BODY_LIMIT, MAX_HEADER_BYTES
 
 PROGRAM_FILE = "socket_trace.c"
 HEADER_FILE = "socket_trace.h"
@@ -191,6 +196,13 @@ class RingReader:
         self._producer.close()
 
 
+def copy_limit_for(body_limit: int, max_data: int = 16384, max_steps: int = 128) -> int:
+    """Bytes the kernel copies of one call: a head (the parser keeps at most MAX_HEADER_BYTES while
+    looking for its end) and the first ``body_limit`` bytes of a body after it; never more than
+    the copy walk can carry (``max_steps`` events of ``max_data`` bytes)."""
+    return min(MAX_HEADER_BYTES + body_limit, max_data * max_steps)
+
+
 _CONSTANTS = header_constants(HEADER_FILE)
 DROP_REASONS = counter_names(_CONSTANTS, "PXQ_DROP_")  # kernel drop counter names, by index
 
@@ -202,6 +214,7 @@ class SocketTracerOptions:
     pids: frozenset[int] | None = None  # None (or empty): every process
     max_data: int = 16384
     max_steps: int = 128
+    copy_limit: int = 0  # bytes copied per call; 0: copy_limit_for(DEFAULT_BODY_LIMIT)
     max_iov: int = 64
     max_mmsg: int = 8
     ring_pages: int = 2048
@@ -212,9 +225,14 @@ class SocketTracerOptions:
             raise ValueError(f"max_data must be a power of two in [64, 16384], not {self.max_data}")
         if self.ring_pages & (self.ring_pages - 1):
             raise ValueError(f"ring_pages must be a power of two, not {self.ring_pages}")
+        copy_limit = self.copy_limit or copy_limit_for(DEFAULT_BODY_LIMIT, self.max_data, self.max_steps)
+        if not 0 < copy_limit <= self.max_data * self.max_steps:
+            raise ValueError(f"copy_limit must be in [1, max_data * max_steps = {self.max_data * self.max_steps}], "
+                             f"not {copy_limit}")
         return {
             "MAX_DATA": self.max_data,
             "MAX_STEPS": self.max_steps,
+            "COPY_LIMIT": copy_limit,
             "MAX_IOV": self.max_iov,
             "MAX_MMSG": self.max_mmsg,
             "RING_PAGES": self.ring_pages,
@@ -283,6 +301,9 @@ class SocketTracer:
         self.protocols = check_protocols(protocols)
         pid_set = frozenset(pids) if pids else None
         self.options = replace(options or SocketTracerOptions(), pids=pid_set)
+        if not self.options.copy_limit:  # copy what the parser keeps of a message, no more
+            limit = copy_limit_for(body_limit, self.options.max_data, self.options.max_steps)
+            self.options = replace(self.options, copy_limit=limit)
         self.body_limit = body_limit
         self.program = build_socket_tracer(self.options)
         self._bpf = None
@@ -441,12 +462,13 @@ class SocketTracer:
         return out
 
     def stats(self) -> dict[str, int]:
-        """events, bytes, transactions, connections (seen), open_connections, polls,
-        last_poll_events, http_connections, other_connections."""
+        """events, bytes (copied), filler_bytes (counted, not copied), transactions, connections
+        (seen), open_connections, polls, last_poll_events, http_connections, other_connections."""
         counts = self._tracker.counts
         return {
             "events": counts["events"],
             "bytes": counts["bytes"],
+            "filler_bytes": counts["filler_bytes"],
             "transactions": counts["transactions"],
             "connections": counts["connections"],
             "open_connections": len(self._tracker.conns),

@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import re
+import signal
 import sys
 import traceback
 
@@ -24,6 +25,10 @@ examples:
   pxq explain service_stats                     parse + plan + probe manifest, attaches nothing
   pxq explain http_data --bpf                   the eBPF program the agent would load
   pxq tables http_events                        columns of a table
+
+exit codes: 0 ok, 1 data or execution error, 2 script or usage error, 3 the agent cannot collect here,
+  70 internal error, 130 Ctrl-C (SIGINT), 143 SIGTERM; a live window they end early still shows
+  or writes the rows collected until then
 """
 
 
@@ -80,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replay a capture directory (<table>.parquet + capture.json) instead of live capture")
     run.add_argument("--for", dest="duration", default="10s", metavar="DURATION",
                      help="live capture window, e.g. 10s, 1.5s, 2m30s, 90 (seconds); at most 24h "
-                          "(default 10s; Ctrl-C ends it early)")
+                          "(default 10s; Ctrl-C or SIGTERM ends it early)")
     run.add_argument("--body-limit", type=int, default=1024, metavar="BYTES",
                      help="bytes of each request/response body kept in live capture (default 1024)")
     run.add_argument("-o", "--output", default="table", choices=FORMATS, metavar="FORMAT",
@@ -106,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "capture directory that `pxq run --from` replays.")
     capture.add_argument("--out", required=True, metavar="DIR", help="capture directory to write")
     capture.add_argument("--for", dest="duration", default="30s", metavar="DURATION",
-                         help="how long to record, e.g. 30s, 2m30s; at most 24h (default 30s; Ctrl-C ends it early)")
+                         help="how long to record, e.g. 30s, 2m30s; at most 24h (default 30s; Ctrl-C or SIGTERM ends it early)")
     capture.add_argument("--tables", default="http_events", metavar="T1,T2",
                          help="tables to record (default http_events)")
     capture.add_argument("--pid", type=int, action="append", metavar="PID",
@@ -257,6 +262,7 @@ def cmd_run(args, script_argv: list[str]) -> int:
     script_args, wants_help = parse_script_args(script_argv)
     if wants_help:
         return _script_help(script)
+    window = None  # live only: the signal that ended the window early, if one did
     if args.source:
         from pxq.replay import open_capture
 
@@ -264,11 +270,12 @@ def cmd_run(args, script_argv: list[str]) -> int:
         compiled, results = run_script(script, args=script_args, source=capture)
         drops = capture.drops
     else:
-        from pxq.agent.embedded import AgentOptions, progress_printer
+        from pxq.agent.embedded import AgentOptions, WindowSignals, progress_printer
 
-        compiled, results, store = run_live(script, args=script_args, duration_s=duration,
-                                            on_progress=progress_printer(duration),
-                                            options=AgentOptions(body_limit=args.body_limit))
+        with WindowSignals() as window:
+            compiled, results, store = run_live(script, args=script_args, duration_s=duration,
+                                                on_progress=window.watch(progress_printer(duration)),
+                                                options=AgentOptions(body_limit=args.body_limit))
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         drops = store.drops
@@ -276,13 +283,23 @@ def cmd_run(args, script_argv: list[str]) -> int:
     _report_drops(drops, _tables_read(compiled))
     for note in results.notes:
         print(f"pxq: {note}", file=sys.stderr)
-    return 0
+    return _cut_short_status(window)
+
+
+def _cut_short_status(window) -> int:
+    """0, or for a live window a signal ended early 128 + the signal (the shell's convention)."""
+    if window is None or window.received is None:
+        return 0
+    name = signal.Signals(window.received).name
+    print(f"pxq: {name} ended the window early: the rows are those collected until then" if window.ended_window
+          else f"pxq: {name} came after the window: all its rows are shown", file=sys.stderr)
+    return 128 + window.received
 
 
 def cmd_capture(args) -> int:
     import time
 
-    from pxq.agent.embedded import AgentOptions, EmbeddedAgent, progress_printer
+    from pxq.agent.embedded import AgentOptions, EmbeddedAgent, WindowSignals, progress_printer
     from pxq.plan.manifest import manifest_for_tables
     from pxq.tables import CATALOG
 
@@ -292,14 +309,16 @@ def cmd_capture(args) -> int:
         raise UsageError(f"unknown table {unknown[0]!r}; tables: {', '.join(sorted(CATALOG))}")
     duration = parse_duration(args.duration)
     manifest = manifest_for_tables(tables, now_ns=time.time_ns(), pids=tuple(args.pid) if args.pid else None)
-    store = EmbeddedAgent(manifest, AgentOptions(body_limit=args.body_limit)).run(duration, progress_printer(duration))
+    with WindowSignals() as window:
+        store = EmbeddedAgent(manifest, AgentOptions(body_limit=args.body_limit)).run(
+            duration, window.watch(progress_printer(duration)))
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     store.write_capture(args.out, tables)
     rows = ", ".join(f"{t} {store.rows(t):,} rows" for t in tables)
     print(f"pxq: wrote {args.out}: {rows}", file=sys.stderr)
     _report_drops(store.drops, tables)
-    return 0
+    return _cut_short_status(window)
 
 
 def cmd_explain(args, script_argv: list[str]) -> int:
@@ -340,9 +359,10 @@ def cmd_explain(args, script_argv: list[str]) -> int:
 
 
 # Exit codes: 0 ok, 1 data or execution error, 2 script or usage error, 3 agent cannot collect here,
-# 70 an internal error (a bug in pxq: EX_SOFTWARE of sysexits.h), 130 interrupted (128 + SIGINT).
+# 70 an internal error (a bug in pxq: EX_SOFTWARE of sysexits.h), 128 + the signal when interrupted
+# (130 SIGINT, 143 SIGTERM).
 EXIT_INTERNAL = 70
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_OUT_OF_MEMORY = 1
 # Options whose value may start with "-" (argparse would take "--for -1s" for two options).
 _VALUE_OPTIONS = ("--for",)
@@ -451,11 +471,12 @@ def _main(own: list[str], script_argv: list[str], debug: bool) -> int:
             traceback.print_exc()
         print(f"pxq: {exc}" if not hasattr(exc, "diagnostics") else str(exc), file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             traceback.print_exc()
-        print("pxq: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        signum = getattr(exc, "signum", None)  # SIGTERM as well as Ctrl-C during a live run (WindowSignals)
+        print("pxq: interrupted" + (f" by {exc}" if signum not in (None, signal.SIGINT) else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED if signum is None else 128 + signum
     except BrokenPipeError:
         _silence_stdout()
         return 0

@@ -74,12 +74,14 @@ HTTP_EVENTS = _protocol_table(
     _c("req_headers", T.STRING, "Request headers as a JSON object {name: value}.", S.JSON),
     _c("req_method", T.STRING, "Request method (GET, POST, ...)."),
     _c("req_path", T.STRING, "Request target: path and query string."),
-    _c("req_body", T.STRING, "Request body, possibly truncated."),
+    _c("req_body", T.STRING, "Request body, possibly truncated. Bytes the kernel counted but did not copy "
+       "(sendfile, splice) show as `<not captured: N bytes>` (Pixie shows NUL bytes)."),
     _c("req_body_size", T.INT64, "Size of the request body in bytes, before any truncation.", S.BYTES),
     _c("resp_headers", T.STRING, "Response headers as a JSON object {name: value}.", S.JSON),
     _c("resp_status", T.INT64, "Response status code (200, 404, ...).", S.HTTP_STATUS),
     _c("resp_message", T.STRING, "Response reason phrase (OK, Not Found, ...)."),
-    _c("resp_body", T.STRING, "Response body, possibly truncated."),
+    _c("resp_body", T.STRING, "Response body, possibly truncated. Bytes the kernel counted but did not copy "
+       "(sendfile, splice) show as `<not captured: N bytes>` (Pixie shows NUL bytes)."),
     _c("resp_body_size", T.INT64, "Size of the response body in bytes, before any truncation.", S.BYTES),
 )
 

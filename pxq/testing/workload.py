@@ -125,6 +125,7 @@ http {{
     default_type application/octet-stream;
     keepalive_timeout 30s;
     keepalive_requests 10000;
+    sendfile {sendfile};
     gzip off;
     upstream backend {{
         server {loopback}:{backend_port};
@@ -183,19 +184,22 @@ class Nginx(LoopbackServer):
             return ""
 
 
-def _write_site(work: Path, port: int, backend_port: int) -> Path:
+def _write_site(work: Path, port: int, backend_port: int, sendfile: bool = False) -> Path:
     for sub in ("www/static", "tmp"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     for name, data in STATIC_FILES.items():
         (work / "www" / "static" / name).write_bytes(data)
     conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(work=work, loopback=LOOPBACK, port=port, backend_port=backend_port))
+    conf.write_text(NGINX_CONF.format(work=work, loopback=LOOPBACK, port=port, backend_port=backend_port,
+                                      sendfile="on" if sendfile else "off"))
     return conf
 
 
 @contextlib.contextmanager
-def nginx_server(backend_port: int, workdir: Path | None = None, attempts: int = 3) -> Iterator[Nginx]:
-    """Start nginx on a free loopback port, proxying to ``backend_port``; stop it on exit."""
+def nginx_server(backend_port: int, workdir: Path | None = None, attempts: int = 3,
+                 sendfile: bool = False) -> Iterator[Nginx]:
+    """Start nginx on a free loopback port, proxying to ``backend_port``; stop it on exit.
+    ``sendfile``: serve static files with sendfile(2), as Debian's default configuration does."""
     binary = nginx_binary()
     own_dir = workdir is None
     work = Path(tempfile.mkdtemp(prefix="pxq-nginx-")) if workdir is None else workdir
@@ -203,7 +207,7 @@ def nginx_server(backend_port: int, workdir: Path | None = None, attempts: int =
     try:
         for _ in range(attempts):
             port = free_port()
-            conf = _write_site(work, port, backend_port)
+            conf = _write_site(work, port, backend_port, sendfile)
             log = work / "error.log"
             proc = subprocess.Popen(
                 [binary, "-p", str(work), "-c", str(conf), "-e", str(log)],

@@ -250,7 +250,53 @@ def test_sendfile_filler_counts_body_bytes():
          s.data(INGRESS, REQ), s.data(EGRESS, RESP))  # fmt: skip
     done = t.take()
     assert [(tx.resp_body_size, tx.resp_status) for _, tx in done] == [(3000, 200), (5, 200)]
+    assert done[0][1].resp_body == "<not captured: 3000 bytes>"  # unknown, not NUL bytes
     assert no_drops(t)
+
+
+def test_a_filler_over_a_mib_keeps_its_row_and_the_next_one():
+    size = 3 << 20
+    t, _, _ = tracker()
+    s = Stream()
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size
+    feed(t, s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.data(EGRESS, head + b"0123"), s.filler(EGRESS, size - 4),
+         s.data(INGRESS, REQ.replace(b"/a", b"/b")), s.data(EGRESS, RESP))  # fmt: skip
+    done = [(tx.req_path, tx.resp_body_size, tx.resp_body) for _, tx in t.take()]
+    assert done == [("/a", size, f"0123<not captured: {size - 4} bytes>"), ("/b", 5, "hello")]
+    assert no_drops(t) and t.counts["filler_bytes"] == size - 4
+
+
+def test_a_filler_that_arrives_behind_a_hole_waits_its_turn():
+    t, _, _ = tracker()
+    s = Stream()
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n"
+    opened, req, resp_head, filler = s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.data(EGRESS, head), s.filler(EGRESS, 3000)
+    feed(t, opened, req, filler)  # the head's event comes later (another CPU)
+    assert t.take() == []
+    feed(t, resp_head, s.data(INGRESS, REQ), s.data(EGRESS, RESP))
+    assert [(tx.resp_body_size, tx.resp_body) for _, tx in t.take()] == [(3000, "<not captured: 3000 bytes>"), (5, "hello")]
+    assert no_drops(t)
+
+
+def test_a_filler_running_past_a_body_keeps_that_row_and_restarts_after_the_gap():
+    t, _, _ = tracker()
+    s = Stream()
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n"
+    feed(t, s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.data(EGRESS, head),
+         s.data(INGRESS, REQ.replace(b"/a", b"/b")), s.filler(EGRESS, 3000 + len(RESP)),  # body + /b's answer
+         s.data(INGRESS, REQ.replace(b"/a", b"/c")), s.data(EGRESS, RESP))  # fmt: skip
+    done = [(tx.req_path, tx.resp_body_size, tx.resp_body) for _, tx in t.take()]
+    assert done == [("/a", 3000, "<not captured: 3000 bytes>"), ("/c", 5, "hello")]
+    assert t.drop_counts()["data_gap"] == 1
+
+
+def test_a_filler_where_a_head_should_be_is_a_gap_and_parsing_restarts():
+    t, _, _ = tracker()
+    s = Stream()
+    feed(t, s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.filler(EGRESS, len(RESP)),
+         s.data(INGRESS, REQ.replace(b"/a", b"/b")), s.data(EGRESS, RESP))  # fmt: skip
+    assert [(tx.req_path, tx.resp_body) for _, tx in t.take()] == [("/b", "hello")]
+    assert t.drop_counts()["data_gap"] == 1
 
 
 # -- protocol inference ---------------------------------------------------------------------------

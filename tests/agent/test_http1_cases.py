@@ -330,3 +330,130 @@ def test_transactions_to_arrow_with_no_rows():
         [], upid="0:1:1", remote_addr="", remote_port=0, local_addr="", local_port=0, trace_role=2
     )
     assert table.num_rows == 0 and table.schema == CATALOG["http_events"].arrow_schema()
+
+
+# -- bytes the kernel counted but did not copy (Http1Stitcher.skip) -------------------------------
+HEAD_5000 = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"
+
+
+def test_skip_a_whole_body_completes_the_response_with_its_true_size_and_a_marker():
+    st = Http1Stitcher()
+    st.feed_request(GET, 10)
+    assert st.feed_response(HEAD_5000, 20) == []
+    (tx,), left = st.skip(False, 5000, 30)
+    assert left == 0
+    assert (tx.resp_status, tx.resp_body_size, tx.resp_body) == (200, 5000, "<not captured: 5000 bytes>")
+    assert (tx.req_start_ns, tx.resp_end_ns) == (10, 30)  # the skipped bytes' time ends it
+    # The next transaction on the connection is intact.
+    st.feed_request(b"GET /next HTTP/1.1\r\n\r\n", 40)
+    (nxt,) = st.feed_response(OK3, 50)
+    assert (nxt.req_path, nxt.resp_body, nxt.resp_body_size) == ("/next", "abc", 3)
+    assert not st.errors
+
+
+def test_skip_after_a_copied_prefix_keeps_the_prefix_then_the_marker():
+    st = Http1Stitcher()
+    st.feed_request(GET, 10)
+    st.feed_response(HEAD_5000 + b"x" * 100, 20)
+    (tx,), left = st.skip(False, 4900, 30)
+    assert left == 0
+    assert tx.resp_body == "x" * 100 + "<not captured: 4900 bytes>"
+    assert tx.resp_body_size == 5000
+
+
+def test_skip_beyond_the_body_limit_shows_the_copied_prefix_only():
+    st = Http1Stitcher(body_limit=16)
+    st.feed_request(GET, 10)
+    st.feed_response(HEAD_5000 + b"y" * 100, 20)
+    (tx,), left = st.skip(False, 4900, 30)
+    assert (left, tx.resp_body, tx.resp_body_size) == (0, "y" * 16, 5000)
+
+
+def test_adjacent_skips_make_one_marker_and_bytes_after_them_follow_it():
+    st = Http1Stitcher()
+    st.feed_request(GET, 10)
+    st.feed_response(HEAD_5000 + b"ab", 20)
+    assert st.skip(False, 10, 21) == ([], 0)
+    assert st.skip(False, 20, 22) == ([], 0)
+    st.feed_response(b"cd", 23)
+    (tx,), left = st.skip(False, 5000 - 34, 24)
+    assert left == 0
+    assert tx.resp_body == "ab<not captured: 30 bytes>cd<not captured: 4966 bytes>"
+    assert tx.resp_body_size == 5000
+
+
+def test_skip_past_the_end_of_a_body_returns_what_it_could_not_skip():
+    st = Http1Stitcher()
+    st.feed_request(GET + GET, 10)
+    st.feed_response(HEAD_5000, 20)
+    (tx,), left = st.skip(False, 5100, 30)
+    assert (left, tx.resp_body_size) == (100, 5000)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"",  # between messages: the next head needs its bytes
+        b"HTTP/1.1 200 OK\r\nContent-Len",  # inside a head
+        b"HTTP/1.1 200 OK\r\n\r\n",  # a close-delimited body: no known length
+    ],
+)
+def test_skip_outside_a_body_of_known_length_skips_nothing(response):
+    st = Http1Stitcher()
+    st.feed_request(GET, 10)
+    st.feed_response(response, 20)
+    assert st.skip(False, 50, 30) == ([], 50)
+    assert not st.errors
+
+
+def test_skip_a_request_body():
+    st = Http1Stitcher()
+    head = b"POST /upload HTTP/1.1\r\nContent-Length: 3145728\r\n\r\n"
+    st.feed_request(head + b"abc", 10)
+    assert st.skip(True, 3145728 - 3, 20) == ([], 0)
+    (tx,) = st.feed_response(OK3, 30)
+    assert (tx.req_path, tx.req_body_size, tx.req_body) == ("/upload", 3145728, "abc<not captured: 3145725 bytes>")
+    assert (tx.resp_body, tx.latency_ns) == ("abc", 20)
+
+
+def test_a_skip_right_after_a_marker_past_the_body_limit_grows_that_marker():
+    """sendfile in pieces (nginx: 2 MiB, then 1 MiB): one marker for the whole run."""
+    st = Http1Stitcher()
+    st.feed_request(GET, 10)
+    st.feed_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3145728\r\n\r\n", 20)
+    assert st.skip(False, 2097152, 30) == ([], 0)
+    (tx,), left = st.skip(False, 1048576, 40)
+    assert (left, tx.resp_body, tx.resp_body_size) == (0, "<not captured: 3145728 bytes>", 3145728)
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("split", [0, 3, len(CHUNKED_HEAD) + 2, len(CHUNKED_HEAD) + 6])
+def test_skip_inside_a_chunk_then_the_next_chunks_parse(split):
+    """A chunk of 0x1000 bytes whose data went by unseen (its size line possibly split across
+    two feeds): skipped, and the chunks after it parse."""
+    wire = CHUNKED_HEAD + b"1000;ext=1\r\nab"
+    st = Http1Stitcher()
+    st.feed_request(GET, 10)
+    st.feed_response(wire[:split], 20)
+    st.feed_response(wire[split:], 21)
+    assert st.skip(False, 0x1000 - 2, 30) == ([], 0)
+    (tx,) = st.feed_response(b"\r\n3\r\nxyz\r\n0\r\n\r\n", 40)
+    assert tx.resp_body_size == 0x1000 + 3
+    assert tx.resp_body == "ab<not captured: 4094 bytes>"
+    assert not st.errors
+
+
+def test_skip_past_a_chunk_end_skips_only_the_chunk():
+    st = Http1Stitcher()
+    st.feed_request(GET, 10)
+    st.feed_response(CHUNKED_HEAD + b"10\r\n", 20)
+    assert st.skip(False, 40, 30) == ([], 24)  # the size line of the next chunk needs its bytes
+
+
+def test_skip_at_a_chunk_size_line_skips_nothing():
+    st = Http1Stitcher()
+    st.feed_request(GET, 10)
+    st.feed_response(CHUNKED_HEAD + b"3\r\nabc\r\n", 20)
+    assert st.skip(False, 5, 30) == ([], 5)

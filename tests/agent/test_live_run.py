@@ -10,6 +10,7 @@ import re
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,8 +26,8 @@ class Pxq:
     """A pxq process whose stdout and stderr are each drained by a thread of their own (never
     communicate() while another reader consumes a pipe: that can block both processes)."""
 
-    def __init__(self, *args: str):
-        self.proc = start_pxq_process(*args)
+    def __init__(self, *args: str, **popen):
+        self.proc = start_pxq_process(*args, **popen)
         self.lines: "queue.Queue[str]" = queue.Queue()
         self.stdout: list[str] = []
         self.readers = [
@@ -37,8 +38,8 @@ class Pxq:
             reader.start()
 
 
-def start_pxq(*args: str) -> Pxq:
-    return Pxq(*args)
+def start_pxq(*args: str, **popen) -> Pxq:
+    return Pxq(*args, **popen)
 
 
 def wait_attached(pxq: Pxq, log: list[str], timeout: float = 60) -> None:
@@ -231,3 +232,221 @@ def test_a_short_lived_curl_is_named_in_rows_and_in_the_process_table(tmp_path):
             assert upid in (f"0:{pid}:{ticks}", f"0:{pid}:{ticks + 1}")
         assert (processes[upid]["pid"], processes[upid]["comm"], processes[upid]["cmdline"]) == \
             (pid, "curl", " ".join(argv))
+
+
+# -- pxq.run without a source: a live window, as `pxq run` -------------------------------------
+def _client_report(client) -> list[dict]:
+    """The sock_apps client's own view of what it sent: one {path, status, size} per request."""
+    assert client.proc.wait(timeout=60) == 0, f"client {client.proc.args} failed"
+    return [json.loads(line) for line in client.proc.stdout.read().splitlines()]
+
+
+def test_api_run_without_a_source_collects_live():
+    """pxq.run(script, duration=...) with no source runs the embedded agent for that window; the
+    server's rows are exactly what the client says it requested and received."""
+    require_bpf()
+    import pxq
+    from tests.agent.test_socket_tracer import Client, http_server
+
+    with http_server() as (server, port):
+        client = Client(port, "basic")
+        script = ("import px\n"
+                  "df = px.DataFrame(table='http_events', start_time='-1m')\n"
+                  f"df = df[px.upid_to_pid(df.upid) == {server.pid}]\n"
+                  "px.display(df[['req_path', 'resp_status', 'resp_body_size', 'trace_role']], 'server')\n")
+        attached = threading.Event()  # the first progress report comes once the probes are live
+        done: list = []
+        worker = threading.Thread(target=lambda: done.append(
+            pxq.run(script, duration="6s", on_progress=lambda _: attached.set())))
+        worker.start()
+        try:
+            assert attached.wait(timeout=60), "the agent never attached"
+            client.go()
+            sent = _client_report(client)
+        finally:
+            client.kill()
+            worker.join(timeout=60)
+    (frames,) = done
+    assert list(frames) == ["server"]
+    rows = frames["server"].to_dict("records")
+    assert [(r["req_path"], r["resp_status"], r["resp_body_size"], r["trace_role"]) for r in rows] == [
+        (s["path"], s["status"], s["size"], 2) for s in sent]
+    assert len(sent) == 4  # the basic scenario: /hello, /missing, /slow, /upload
+
+
+def _as_nobody(tmp_path: Path) -> tuple[list[str], str]:
+    """This checkout's pxq run as the user nobody: (a python command, an executable for run_pxq).
+    The interpreter is the venv's base one when that user can run it, else Debian's of the same
+    version; pxq's dependencies come from this venv via PYTHONPATH."""
+    import os
+    import shlex
+    import sys
+    import sysconfig
+
+    from pxq.cli import main as cli
+
+    root = str(Path(__file__).resolve().parents[2])
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+            "env", f"PYTHONPATH={root}{os.pathsep}{sysconfig.get_paths()['purelib']}", "HOME=/tmp"]
+    tried = []
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    for python in (getattr(sys, "_base_executable", sys.executable), f"/usr/bin/python{version}"):
+        probe = subprocess.run([*drop, python, "-c", "import pxq.api, pyarrow, pandas"], capture_output=True,
+                               text=True, cwd="/tmp")
+        if probe.returncode == 0:
+            wrapper = tmp_path / "pxq-as-nobody"
+            wrapper.write_text(f'#!/bin/sh\nexec {shlex.join([*drop, python, "-m", cli.__name__])} "$@"\n')
+            wrapper.chmod(0o755)
+            return [*drop, python], str(wrapper)
+        tried.append(f"{python}: {probe.stderr.strip()[-200:]}")
+    pytest.fail("no interpreter the user nobody can run pxq with: " + "; ".join(tried), pytrace=False)
+
+
+def test_api_run_without_a_source_says_why_it_cannot_like_the_cli(tmp_path):
+    """Not root: pxq.run with no source raises the CLI's own AgentError text (exit 3 there)."""
+    require_bpf()  # root, to start the unprivileged processes below
+    python, pxq_as_nobody = _as_nobody(tmp_path)
+    cli = run_pxq("run", "http_data", "--for", "1s", executable=pxq_as_nobody, cwd="/tmp", timeout=60)
+    assert cli.returncode == 3, cli.stderr
+    api = subprocess.run([*python, "-c", "import pxq\n"
+                          "from pxq.agent.embedded import AgentError\n"
+                          "try:\n    pxq.run('http_data', duration='1s')\n"
+                          "except AgentError as exc:\n    print(f'pxq: {exc}')\n"],
+                         capture_output=True, text=True, cwd="/tmp", timeout=60)
+    assert api.returncode == 0, api.stderr
+    assert api.stdout == cli.stderr
+    assert "needs root" in cli.stderr
+
+
+# -- SIGTERM ends a live window like Ctrl-C ----------------------------------------------------
+def wait_for_rows(pxq: Pxq, log: list[str], table: str, at_least: int, timeout: float = 60) -> None:
+    """Until a progress line counts ``at_least`` rows of ``table`` (lines come every 5 s off a tty)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = pxq.lines.get(timeout=0.5)
+        except queue.Empty:
+            assert pxq.proc.poll() is None, f"pxq exited early: {''.join(log)}"
+            continue
+        log.append(line)
+        seen = re.search(rf"  {table} ([\d,]+)  ", line)
+        if seen and int(seen.group(1).replace(",", "")) >= at_least:
+            return
+    raise AssertionError(f"pxq never counted {at_least} {table} rows: {''.join(log)}")
+
+
+def end_with(pxq: Pxq, log: list[str], signum: int) -> tuple[int, str, str]:
+    """Send ``signum``; (exit status, stdout, stderr) once pxq has ended."""
+    import signal
+
+    pxq.proc.send_signal(signum)
+    pxq.proc.wait(timeout=120)
+    for reader in pxq.readers:
+        reader.join(timeout=30)
+    while not pxq.lines.empty():
+        log.append(pxq.lines.get())
+    stderr = "".join(log)
+    assert_no_traceback(stderr)
+    assert f"pxq: {signal.Signals(signum).name} ended the window early" in stderr, stderr
+    return pxq.proc.returncode, "".join(pxq.stdout), stderr
+
+
+def assert_both_ends(rows: list[dict], sent: list[tuple[str, int]]) -> None:
+    by_path: dict[str, list[dict]] = {}
+    for row in rows:
+        by_path.setdefault(row["req_path"], []).append(row)
+    for path, status in sent:
+        seen = by_path.get(path, [])
+        assert len(seen) == 2, (path, seen)  # the backend (server) and this test (client)
+        assert {r["resp_status"] for r in seen} == {status}
+
+
+@pytest.mark.parametrize("to_file", [False, True], ids=["stdout", "out_file"])
+def test_sigterm_ends_a_live_run_with_its_rows_and_exit_143(tmp_path, to_file):
+    """`timeout` or a service manager sends SIGTERM: the window ends as with Ctrl-C, the rows so far
+    are shown (or written with --out), and the exit status is 128 + 15."""
+    import signal
+
+    require_bpf()
+    out = tmp_path / "rows.json"
+    with python_backend() as backend:
+        pxq = start_pxq("run", "http_data", "--for", "120s", "-o", "json",
+                        *(["--out", str(out)] if to_file else []), "--", "--num_head=10000")
+        log: list[str] = []
+        wait_attached(pxq, log)
+        sent = send_requests(backend.port, "term", 12)
+        wait_for_rows(pxq, log, "http_events", 2 * len(sent))
+        status, stdout, stderr = end_with(pxq, log, signal.SIGTERM)
+    assert status == 143, stderr
+    assert re.search(r"^pxq: captured \d+\.\ds ", stderr, re.M), stderr  # well before the 120 s
+    text = out.read_text() if to_file else stdout
+    assert_both_ends([json.loads(line) for line in text.splitlines() if line.strip()], sent)
+    if to_file:
+        assert stdout == ""
+
+
+def test_ctrl_c_ends_a_live_capture_with_its_rows_and_exit_130(tmp_path):
+    """Ctrl-C (SIGINT) during `pxq capture`: the capture is written and replays, and the status
+    says the window was cut short."""
+    import signal
+
+    require_bpf()
+    with python_backend() as backend:
+        # As from a terminal: a test run in the background may have SIGINT ignored, which children inherit.
+        pxq = start_pxq("capture", "--out", str(tmp_path / "cap"), "--for", "120s", "--pid", str(backend.pid),
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        log: list[str] = []
+        wait_attached(pxq, log)
+        sent = send_requests(backend.port, "int", 8)
+        wait_for_rows(pxq, log, "http_events", len(sent))
+        status, _, stderr = end_with(pxq, log, signal.SIGINT)
+    assert status == 130, stderr
+    replay = run_pxq("run", "http_request_stats", "--from", str(tmp_path / "cap"), "-o", "json", check=True)
+    counted = {r["req_path"]: r["requests"] for r in map(json.loads, replay.stdout.splitlines())}
+    assert {path: counted.get(path) for path, _ in sent} == {path: 1 for path, _ in sent}
+
+
+def test_notebook_cell_without_from_collects_live(tmp_path):
+    """`%%pxq --for 3s` in a real Jupyter kernel: a live window (progress on stderr), then one
+    output; the server's rows are a gap-free run of the requests this test kept sending."""
+    require_bpf()
+    from tests.agent.test_socket_tracer import http_server
+    from tests.cli.test_notebook_kernel import execute, parse_html
+
+    with http_server() as (server, port):
+        stop = threading.Event()
+        sent: list[str] = []
+
+        def keep_requesting() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            while not stop.is_set():
+                path = f"/hello?i={len(sent)}"
+                conn.request("GET", path)
+                conn.getresponse().read()
+                sent.append(path)
+                time.sleep(0.05)  # about 60 in the window: all shown (a display shows its first 100)
+            conn.close()
+
+        client = threading.Thread(target=keep_requesting)
+        client.start()
+        try:
+            cells = execute(["%load_ext pxq",
+                             "%%pxq --for 3s\nimport px\n"
+                             "df = px.DataFrame(table='http_events', start_time='-1m')\n"
+                             f"df = df[px.upid_to_pid(df.upid) == {server.pid}]\n"
+                             "px.display(df[['req_path', 'resp_status', 'latency']], 'live')\n"], tmp_path)
+        finally:
+            stop.set()
+            client.join(timeout=30)
+    outputs = cells[1].outputs
+    assert [o.output_type for o in outputs if o.output_type != "stream"] == ["execute_result"]
+    stderr = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stderr")
+    assert "pxq: probes attached, collecting for 3s" in stderr, stderr
+    shown = parse_html(outputs[-1].data["text/html"])
+    (table,) = shown.tables
+    assert table[0] == ["req_path", "resp_status", "latency"]
+    paths = [row[0] for row in table[1:]]
+    assert shown.headings == [f"live ({len(paths)} rows)"] and len(paths) >= 20, (shown.headings, stderr)
+    first = sent.index(paths[0])
+    assert paths == sent[first:first + len(paths)]
+    assert all(row[1] == "200" and row[2].endswith((" µs", " ms")) for row in table[1:])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes as ct
+import http.client
 import json
 import select
 import subprocess
@@ -261,7 +262,8 @@ def test_one_mib_upload_is_counted_and_cut_at_the_body_limit():
         assert upload["req_body_size"] == size
         assert upload["req_body"] == ("abcdefghij" * 103)[:1024]
         assert upload["resp_body"] == f"got {size} bytes\n"
-    assert cap.tracer.stats()["bytes"] >= 2 * size
+    stats = cap.tracer.stats()
+    assert stats["bytes"] + stats["filler_bytes"] >= 2 * size  # copied up to the copy limit, counted after
 
 
 def test_many_concurrent_connections_every_transaction_captured():
@@ -406,7 +408,124 @@ def test_sendfile_body_is_counted_without_its_bytes():
         assert [(r["req_path"], r["resp_body_size"]) for r in rows] == [("/file?n=5000", 5000), ("/hello", 12)]
         assert rows[1]["resp_body"] == "hello world\n"  # parsing stayed in step after the file
     assert client_rows[0]["resp_body"] == ("abcdefghij" * 103)[:1024]  # the client read real bytes
-    assert server_rows[0]["resp_body"] == "\0" * 1024  # the server's kernel copied them unseen
+    # The server's kernel moved them from the file unseen: unknown, never NUL bytes.
+    assert server_rows[0]["resp_body"] == "<not captured: 5000 bytes>"
+
+
+def echo_body(target: str, n: int, limit: int = 1024) -> str:
+    """The first ``limit`` bytes of sock_apps' /echo body for ``target`` (n bytes in all)."""
+    line = target + "\n"
+    return (line * (limit // len(line) + 1))[: min(n, limit)]
+
+
+def test_sendfile_of_any_size_keeps_its_row_and_the_next_one():
+    """sendfile over 1 MiB: a counted body of its true size, and the request after it intact."""
+    big = 3 << 20
+    cap = capture_scenario("sendfile_big")
+    assert_no_drops(cap.tracer)
+    expected = [("/file?n=5000", 200, 5000), (f"/file?n={big}", 200, big), ("/echo?n=30&after=file", 200, 30)]
+    for rows in (cap.server_rows, cap.client_rows):
+        assert [(r["req_path"], r["resp_status"], r["resp_body_size"]) for r in rows] == expected
+        assert rows[2]["resp_body"] == echo_body("/echo?n=30&after=file", 30)
+    assert [r["resp_body"] for r in cap.client_rows[:2]] == [("abcdefghij" * 103)[:1024]] * 2
+    assert [r["resp_body"] for r in cap.server_rows[:2]] == ["<not captured: 5000 bytes>", f"<not captured: {big} bytes>"]
+    assert cap.tracer.stats()["filler_bytes"] >= 5000 + big  # and the client's reads beyond the copy limit
+
+
+def test_one_write_beyond_the_copy_limit_is_copied_up_to_it_and_counted_after():
+    """A single send() of 3 MiB: the kernel copies the first COPY_LIMIT bytes (the body prefix a
+    row shows is real) and counts the rest; the next request on the connection is intact."""
+    big = 3 << 20
+    cap = capture_scenario("big_write")
+    assert_no_drops(cap.tracer)
+    first, second = f"/echo?n={big}&big=1", "/echo?n=40&after=big"
+    for rows in (cap.server_rows, cap.client_rows):
+        assert [(r["req_path"], r["resp_body_size"], r["resp_body"]) for r in rows] == [
+            (first, big, echo_body(first, big)),
+            (second, 40, echo_body(second, 40)),
+        ]
+    copy_limit = cap.tracer.options.copy_limit
+    assert copy_limit == 65536 + 1024  # the parser's head allowance and the body limit
+    # The server's one call: copied up to the limit, the rest counted.
+    assert cap.tracer.stats()["filler_bytes"] >= big - copy_limit
+
+
+@contextlib.contextmanager
+def splice_proxy(backend_port: int):
+    """sock_apps' splicing proxy in front of ``backend_port``: (process, port)."""
+    proc = subprocess.Popen([sys.executable, str(APPS), "proxy", "--port", str(backend_port)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        line = _readline(proc)
+        assert line.startswith("PORT "), line
+        yield proc, int(line.split()[1])
+    finally:
+        _stop(proc)
+
+
+def test_splice_to_and_from_sockets_is_counted():
+    """A proxy moving each response body socket -> pipe -> socket with splice(2): its rows on
+    both of its connections have every request with the true body size (the bytes never passed
+    through it), and the client and server around it see the same transactions."""
+    with http_server() as (server, port), splice_proxy(port) as (proxy, proxy_port):
+        client = Client(proxy_port, "proxied")
+        tracer = SocketTracer(pids={server.pid, proxy.pid, client.pid}).start()
+        try:
+            client.go()
+            results = client.finish(tracer)
+            table = finish_capture(tracer)
+        finally:
+            tracer.stop()
+            client.kill()
+    assert_no_drops(tracer)
+    want = [(r["path"], r["status"], r["size"]) for r in results]
+    assert [size for _, _, size in want] == [5000, 300000, 12, 3 << 20, 20]
+    for pid, role in ((client.pid, 1), (proxy.pid, 2), (proxy.pid, 1), (server.pid, 2)):
+        rows = rows_of(table, pid, role)
+        assert [(r["req_path"], r["resp_status"], r["resp_body_size"]) for r in rows] == want, (pid, role)
+        if pid == proxy.pid:  # both of its sides: the body went by splice
+            assert [r["resp_body"] for r in rows] == [f"<not captured: {size} bytes>" for _, _, size in want]
+        else:
+            assert [r["resp_body"] for r in rows[:2]] == [echo_body(p, n) for p, _, n in want[:2]]
+    assert tracer.stats()["filler_bytes"] >= 2 * sum(size for _, _, size in want)
+
+
+def test_big_downloads_cost_a_busy_keepalive_connection_nothing():
+    """Three 5 MB downloads in a row beside a keep-alive connection making 200 requests/s: every request of the
+    busy connection is a row on both sides, the download's row has its true size, and the ring
+    buffer never overflows (the kernel copies what the parser uses of each call)."""
+    size = 5_000_000
+    with http_server() as (server, port):
+        steady = Client(port, "steady", "127.0.0.1", "--rate", "200", "--seconds", "3")
+        download = Client(port, "download")
+        tracer = SocketTracer(pids={server.pid, steady.pid, download.pid}).start()
+        try:
+            steady.go()
+            time.sleep(0.5)
+            download.go()
+            got = download.finish(tracer)
+            results = steady.finish(tracer)
+            table = finish_capture(tracer)
+        finally:
+            tracer.stop()
+            steady.kill()
+            download.kill()
+    assert got == [{"path": f"/echo?n=5000000&download={i}", "status": 200, "size": size} for i in (1, 2, 3)]
+    assert len(results) >= 400 and all(r["status"] == 200 for r in results)
+    drops = tracer.drops()
+    assert drops["ringbuf_full"] == 0, drops
+    assert_no_drops(tracer)
+    want = [r["path"] for r in results]
+    assert [r["req_path"] for r in rows_of(table, steady.pid, 1)] == want
+    served = [r for r in rows_of(table, server.pid, 2) if "steady=" in r["req_path"]]
+    assert [r["req_path"] for r in served] == want
+    assert all(r["resp_body"] == echo_body(r["req_path"], 64) for r in served)
+    for pid, role in ((download.pid, 1), (server.pid, 2)):
+        rows = [r for r in rows_of(table, pid, role) if "download=" in r["req_path"]]
+        assert [(r["req_path"], r["resp_status"], r["resp_body_size"]) for r in rows] == [
+            (g["path"], 200, size) for g in got
+        ]
+        assert [r["resp_body"] for r in rows] == [echo_body(g["path"], size) for g in got]
 
 
 def test_ipv6_loopback_addresses():
@@ -420,12 +539,21 @@ def test_ipv6_loopback_addresses():
     assert server_rows[0]["remote_port"] == client_rows[0]["local_port"]
 
 
+def nginx_workers(nginx) -> list[int]:
+    """nginx's two worker pids: the master starts them after it listens, so wait for them."""
+    deadline = time.monotonic() + 10
+    while len(nginx.worker_pids()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = nginx.worker_pids()
+    assert len(workers) == 2, nginx.error_log()
+    return workers
+
+
 def test_nginx_keepalive_both_roles(nginx_workload):
     from pxq.testing.workload import MIX, run_client_mix
 
     nginx = nginx_workload.nginx
-    workers = nginx.worker_pids()
-    assert workers, nginx.error_log()
+    workers = nginx_workers(nginx)
     tracer = SocketTracer(pids={nginx.master_pid, *workers}).start()
     try:
         n = 2 * len(MIX)
@@ -449,6 +577,37 @@ def test_nginx_keepalive_both_roles(nginx_workload):
     assert sorted((r["req_method"], r["req_path"], r["resp_status"]) for r in upstream) == proxied
     assert {r["remote_port"] for r in upstream} == {nginx.backend_port}
     assert tracer.drops()["ringbuf_full"] == 0 and tracer.drops()["parse_error"] == 0
+
+
+def test_nginx_sendfile_static_file_over_a_mib_keeps_both_rows():
+    """Debian's nginx default, `sendfile on`: a 3 MiB static file then a small one on the same
+    keep-alive connection; the server side has both rows with their true sizes."""
+    from pxq.testing.workload import STATIC_FILES, nginx_server, python_backend
+
+    big = 3 << 20
+    with python_backend() as backend, nginx_server(backend.port, sendfile=True) as nginx:
+        static = nginx.workdir / "www" / "static"
+        (static / "big.bin").write_bytes(bytes(range(256)) * (big // 256))
+        workers = nginx_workers(nginx)
+        tracer = SocketTracer(pids={nginx.master_pid, *workers}).start()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=10)
+            got = []
+            for path in ("/static/big.bin", "/static/hello.txt", "/static/big.bin", "/static/index.html"):
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                got.append((path, resp.status, len(resp.read())))
+            conn.close()
+            table = finish_capture(tracer)
+        finally:
+            tracer.stop()
+    assert [(status, size) for _, status, size in got] == [(200, big), (200, len(STATIC_FILES["hello.txt"])),
+                                                            (200, big), (200, len(STATIC_FILES["index.html"]))]
+    served = [r for r in table.to_pylist() if r["trace_role"] == 2]
+    assert [(r["req_path"], r["resp_status"], r["resp_body_size"]) for r in served] == got
+    # Every static body went by sendfile: counted, never seen.
+    assert [r["resp_body"] for r in served] == [f"<not captured: {size} bytes>" for _, _, size in got]
+    assert tracer.drops()["ringbuf_full"] == 0 and tracer.drops()["data_gap"] == 0
 
 
 # -- the program itself ----------------------------------------------------------------------------

@@ -4,12 +4,16 @@ with one line; every test that runs the CLI goes through tests/cli_support.py.""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
 import pxq.api
+from pxq.agent.embedded import Interrupted, WindowSignals
 from pxq.cli.main import EXIT_INTERNAL, parse_duration
 from pxq.errors import UsageError
 from pxq.testing.synthetic import write_synthetic_capture
@@ -66,6 +70,27 @@ def test_memory_error_and_interrupt_have_their_own_lines(capsys, capture, monkey
     monkeypatch.setattr(pxq.api, "execute", _failing_execute(KeyboardInterrupt()))
     code, _, err = run_main(capsys, "run", "http_data", "--from", capture)
     assert (code, err) == (130, "pxq: interrupted\n")
+    monkeypatch.setattr(pxq.api, "execute", _failing_execute(Interrupted(signal.SIGTERM)))
+    code, _, err = run_main(capsys, "run", "http_data", "--from", capture)
+    assert (code, err) == (143, "pxq: interrupted by SIGTERM\n")  # 128 + 15, as a shell reports it
+
+
+def test_help_lists_the_exit_codes_of_a_cut_short_window():
+    text = " ".join(run_pxq("--help", check=True).stdout.split())
+    assert "130 Ctrl-C (SIGINT), 143 SIGTERM; a live window they end early still shows or writes the rows" in text
+
+
+def test_sigterm_during_a_window_interrupts_like_ctrl_c_and_is_remembered():
+    """SIGTERM inside WindowSignals raises Interrupted (a KeyboardInterrupt, which ends the agent's
+    window); the signal is remembered for the exit status; the previous handler comes back after."""
+    before = signal.getsignal(signal.SIGTERM)
+    with WindowSignals() as window:
+        with pytest.raises(KeyboardInterrupt) as caught:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs between bytecodes; the sleep is interrupted at once
+    assert isinstance(caught.value, Interrupted) and caught.value.signum == signal.SIGTERM
+    assert window.received == signal.SIGTERM and window.ended_window
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_script_errors_keep_their_exit_code_and_show_no_traceback(capsys, capture, tmp_path):
@@ -175,3 +200,20 @@ def test_largest_64_bit_integer_is_accepted(capsys, capture):
     code, out, _ = run_main(capsys, "run", "http_data", "--from", capture, "-o", "json", "--",
                             f"--num_head={2**63 - 1}")
     assert code == 0 and len(out.strip().split("\n")) == 50
+
+
+def test_sigterm_after_the_window_closed_lets_the_rows_be_shown():
+    """Once the agent reports its final progress every row is collected: SIGTERM is noted (for the
+    exit status) but does not interrupt compiling and running the script over them."""
+    from pxq.agent.embedded import Progress
+
+    reported: list = []
+    with WindowSignals() as window:
+        watch = window.watch(reported.append)
+        watch(Progress(1.0, 10, {}, 0))
+        assert not window.window_closed
+        watch(Progress(2.0, 20, {}, 0, final=True, window_s=2.0))
+        os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler before the next line: it raises nothing
+        assert window.received == signal.SIGTERM
+    assert window.received == signal.SIGTERM and window.window_closed and not window.ended_window
+    assert [p.events for p in reported] == [10, 20]

@@ -57,3 +57,20 @@ def test_quickstart_notebook_runs(shell, capture, tmp_path, monkeypatch):
             result = shell.run_cell("".join(cell["source"]))
             assert result.success, result.error_in_exec or result.error_before_exec
     assert len(shell.user_ns["stats"]) > 0
+
+
+def test_a_changed_frame_is_shown_as_pandas_shows_it(shell, capture):
+    """Units belong to the values pxq returned: once a column is rescaled in place, the frame is
+    shown as a plain DataFrame (not as '0 ns'); frames computed from it are plain DataFrames."""
+    frame = shell.run_line_magic("pxq", f"--from {capture} --script http_data -- --num_head=5")
+    assert " ms" in frame._repr_mimebundle_()["text/html"] or " µs" in frame._repr_mimebundle_()["text/html"]
+    assert type(frame.head(2)) is pd.DataFrame and type(frame[frame.latency > 0]) is pd.DataFrame
+    frame["latency"] = frame.latency // 1_000_000  # now milliseconds: "150 ns" would be wrong
+    bundle = frame._repr_mimebundle_()
+    assert bundle["text/html"] == pd.DataFrame._repr_html_(frame)
+    assert bundle["text/plain"] == pd.DataFrame.__repr__(frame)
+
+
+def test_a_mistyped_option_is_one_line_not_an_exit(shell, capsys):
+    assert shell.run_line_magic("pxq", "--frm /tmp --script http_data") is None
+    assert capsys.readouterr().out == "%%pxq: unrecognized arguments: --frm /tmp\n"

@@ -443,27 +443,27 @@ def test_notebook_shows_stack_tables_as_an_inline_flamegraph():
     assert notebook_flamegraph(pa.table({"stack_trace": ["a"], "count": [1]})) is not None
 
 
-def test_notebook_magic_displays_the_flamegraph(monkeypatch):
+def test_notebook_magic_shows_the_flamegraph(monkeypatch):
+    """A %%pxq cell's value shows a stack table as the flamegraph and any other display as a table."""
     pytest.importorskip("IPython")
-    import pandas as pd
     from IPython.core.interactiveshell import InteractiveShell
 
     import pxq.notebook
 
-    shown = []
-    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
-    frames = {"cpu": pd.DataFrame({"stack_trace": ["main;a"], "count": [3]}), "rows": pd.DataFrame({"n": [1]})}
-    monkeypatch.setattr(pxq.notebook, "run_cell", lambda line, cell: frames)
+    tables = {"cpu": pa.table({"stack_trace": ["main;a"], "count": [3]}), "rows": pa.table({"n": [1]})}
+    monkeypatch.setattr(pxq.notebook, "run_cell", lambda line, cell: tables)
     shell = InteractiveShell.instance()
     try:
         pxq.notebook.load_ipython_extension(shell)
         result = shell.run_cell_magic("pxq", "--from x", "import px\n")
     finally:
         InteractiveShell.clear_instance()
-    assert result == frames
-    kinds = [type(obj).__name__ for obj in shown]
-    assert kinds == ["HTML", "_InlineHtml", "HTML", "DataFrame"]
-    assert "srcdoc" in shown[1]._repr_html_()
+    assert list(result) == ["cpu", "rows"]
+    assert result["cpu"].to_dict("list") == {"stack_trace": ["main;a"], "count": [3]}
+    page = result._repr_mimebundle_()["text/html"]
+    assert page.count("<iframe srcdoc=") == 1 and "function zoom" in page
+    assert page.index("<h4>cpu (1 row)</h4>") < page.index("<iframe") < page.index("<h4>rows (1 row)</h4>")
+    assert page.count("<table") == 1  # the rows display; the stack table is the flamegraph
 
 
 def test_render_svg_file_round_trip(tmp_path):

@@ -19,6 +19,11 @@ caller:
 * Close-delimited bodies (HTTP/1.0 style: neither Content-Length nor chunked) complete at
   :meth:`Http1Stitcher.close`.
 * Bodies are kept up to ``body_limit`` bytes (default 1024, like Pixie); the true size is kept.
+* Bytes the kernel counted but did not copy (``sendfile``, the part of a call beyond the tracer's
+  copy limit, ``splice``) are taken with :meth:`Http1Stitcher.skip` inside a body of known
+  remaining length: the message advances without them, keeps its true size, and its body shows
+  :data:`UNCAPTURED_BODY_MARKER` where they were (Pixie passes NUL bytes to its parsers instead,
+  ``ExtractFillerEvent`` in ``socket_trace.hpp``; a body of NULs reads as if the bytes were known).
 * Garbage or a parse error never raises: the direction is marked broken, the reason is counted in
   :attr:`Http1Stitcher.errors` (``request_invalid_method``, ``response_parse_error``, ...), and
   parsing resumes at the next request line (requests) or status line (responses), also later in
@@ -81,6 +86,11 @@ _HEADER_END = b"\r\n\r\n"
 # Bytes kept while looking for the end of a header block or a resync point (bounds memory on a
 # garbage stream).
 MAX_HEADER_BYTES = 64 * 1024
+# What a body shows in place of bytes the kernel counted but did not copy (``%d``: how many).
+# In the style of Pixie's own body replacements ("<removed: unknown content-type>", stitcher.cc).
+UNCAPTURED_BODY_MARKER = b"<not captured: %d bytes>"
+# NUL bytes fed to llhttp to move it through a body without its bytes (see Http1Stitcher.skip).
+_SKIP_PIECE = bytes(1 << 16)
 # Request bytes kept after an Upgrade request until the response says whether it was accepted.
 MAX_UPGRADE_HOLD = 64 * 1024
 
@@ -180,6 +190,7 @@ class _Message:
     __slots__ = (
         "body_limit", "start_ns", "end_ns", "epoch", "valid_start", "url", "reason", "header_pairs",
         "body", "body_size", "method", "status", "version", "headers_done", "complete", "broken",
+        "marker_at", "uncaptured", "uncaptured_end",
     )  # fmt: skip
 
     def __init__(self, body_limit: int, ts_ns: int, epoch: int = -1) -> None:
@@ -199,6 +210,9 @@ class _Message:
         self.headers_done = False
         self.complete = False
         self.broken = False  # lost to a parse error: its pair is dropped
+        self.marker_at = -1  # where in `body` the last UNCAPTURED_BODY_MARKER starts
+        self.uncaptured = 0  # the bytes that marker stands for
+        self.uncaptured_end = 0  # the body offset just after them
 
     @classmethod
     def lost(cls, ts_ns: int) -> _Message:
@@ -222,6 +236,21 @@ class _Message:
             return 0
         length = self.header("Content-Length")
         return int(length) - self.body_size if length.isdigit() else 0
+
+    def mark_uncaptured(self, at: int, n: int) -> None:
+        """``n`` body bytes from body offset ``at`` were counted, not copied: within the first
+        ``body_limit`` bytes, the body shows a marker for them (one for adjacent runs)."""
+        body = self.body
+        if (self.marker_at >= 0 and at == self.uncaptured_end
+                and len(body) == self.marker_at + len(UNCAPTURED_BODY_MARKER % self.uncaptured)):
+            body = body[: self.marker_at]  # the body ends with the marker of the bytes just before
+            self.uncaptured += n
+        elif at < self.body_limit:
+            self.marker_at, self.uncaptured = len(body), n
+        else:
+            return
+        self.uncaptured_end = at + n
+        self.body = body + UNCAPTURED_BODY_MARKER % self.uncaptured
 
     @property
     def close_delimited(self) -> bool:
@@ -316,6 +345,14 @@ class _Direction:
         # when looking for the next one (they were parsed already or are the one that failed).
         self.skip_starts = 0
         self.skip_first_at_zero = False
+        self.skipping = False  # bytes fed are stand-ins for uncaptured ones (Http1Stitcher.skip)
+        # The chunk of a chunked body llhttp is in (between on_chunk_header and on_chunk_complete):
+        # its size from its size line (-1: not known) and its data bytes so far, so that
+        # Http1Stitcher.skip knows how much of it is left (llhttp does not say).
+        self.chunk_open = False
+        self.chunk_size = -1
+        self.chunk_data = 0
+        self.last_fed = b""  # the bytes of the last feed_data call (a size line may span two)
 
     # -- llhttp callbacks -------------------------------------------------------------------
     # These run for every message: they keep what llhttp reports as it is (see _Message).
@@ -363,11 +400,39 @@ class _Direction:
 
     def on_body(self, body: bytes) -> None:
         msg = self.current
+        room = msg.body_limit - msg.body_size  # the body's first body_limit bytes are kept
         msg.body_size += len(body)
-        room = msg.body_limit - len(msg.body)
-        if room > 0:
+        if room > 0 and not self.skipping:
             msg.body += body[:room]
+        if self.chunk_open:
+            self.chunk_data += len(body)
         msg.end_ns = self.ts_ns
+
+    def on_chunk_header(self) -> None:
+        self.chunk_open, self.chunk_size, self.chunk_data = True, -1, 0
+
+    def on_chunk_complete(self) -> None:
+        self.chunk_open = False
+
+    def chunk_left(self) -> int:
+        """Data bytes of the open chunk still to come (0 when none is open or its size line was
+        not read)."""
+        return self.chunk_size - self.chunk_data if self.chunk_open and self.chunk_size >= 0 else 0
+
+    def _read_chunk_size(self, data: bytes) -> None:
+        """After a feed that left a chunk open whose size is not known: its size line ends where
+        the chunk's data (the last chunk_data bytes fed) begins."""
+        if self.chunk_data > len(data):
+            return  # its head was in an earlier feed, whose end did not reach here: unknown
+        seen = self.last_fed[-64:] + data[: len(data) - self.chunk_data]
+        if not seen.endswith(b"\r\n"):
+            return
+        line = seen[seen.rfind(b"\n", 0, len(seen) - 2) + 1 : -2]
+        digits = line.split(b";", 1)[0].strip()
+        try:
+            self.chunk_size = int(digits, 16)
+        except ValueError:
+            pass
 
     def on_message_complete(self) -> None:
         msg = self.current
@@ -386,6 +451,7 @@ class _Direction:
         cls = httptools.HttpRequestParser if self.is_request else httptools.HttpResponseParser
         self.parser = cls(self)
         self.current = None
+        self.chunk_open = False
 
     def feed(self, data: bytes) -> bytes:
         """Run ``data`` through llhttp. Returns the bytes llhttp did not take: after an upgrade,
@@ -405,6 +471,9 @@ class _Direction:
             self.skip_starts = self.valid_starts
             self.skip_first_at_zero = at_boundary and self.valid_starts == 0
             return data
+        if self.chunk_open and self.chunk_size < 0:
+            self._read_chunk_size(data)
+        self.last_fed = data
         return b""
 
     def fail(self, reason: str) -> None:
@@ -558,6 +627,49 @@ class Http1Stitcher:
         self._req.pending.clear()
         self._resp.pending.clear()
         return self._take()
+
+    def skip(self, request: bool, n: int, ts_ns: int) -> tuple[list[HttpTransaction], int]:
+        """``n`` bytes of one direction moved at ``ts_ns`` without being seen (the kernel counted
+        them: ``sendfile``, a call beyond the copy limit, ``splice``). Inside a body of known
+        remaining length (by Content-Length, or the chunk a chunked body is in) the message
+        advances over them: it keeps its true
+        size, its body shows :data:`UNCAPTURED_BODY_MARKER` for them, and it completes when they
+        were its last bytes. Returns the transactions completed and how many of the ``n`` bytes
+        could not be skipped (they lie beyond that body, where framing needs the bytes: the
+        caller treats them as lost)."""
+        done, left = self.skip_messages(request, n, ts_ns)
+        return [HttpTransaction(req, resp) for req, resp in done], left
+
+    def skip_messages(self, request: bool, n: int, ts_ns: int) -> tuple[list[MessagePair], int]:
+        """:meth:`skip`, returning the completed pairs as parsed messages."""
+        side = self._req if request else self._resp
+        k = min(n, self._skippable(side))
+        if k > 0:
+            msg = side.current
+            at = msg.body_size
+            side.ts_ns = ts_ns
+            side.skipping = True
+            try:  # llhttp counts the body down; on_body keeps none of these stand-in bytes
+                for start in range(0, k, len(_SKIP_PIECE)):
+                    side.feed(_SKIP_PIECE[: min(len(_SKIP_PIECE), k - start)])
+            finally:
+                side.skipping = False
+            msg.mark_uncaptured(at, k)
+            side.last_fed = b""  # stand-ins: no size line to find in them
+        return self._take(), n - k
+
+    def _skippable(self, side: _Direction) -> int:
+        """Body bytes of ``side``'s message in progress that may be skipped: what is left of a
+        Content-Length body whose head was parsed, or of the chunk a chunked body is in (0
+        anywhere else: a head, a chunk's size line, a body without a length)."""
+        if self._closed or self.upgraded or side.resyncing or side.pending or side.parser is None:
+            return 0
+        if side.is_request and self._upgrade_wait:
+            return 0
+        msg = side.current
+        if msg is None or msg.complete or msg.broken:
+            return 0
+        return max(0, msg.body_left() or side.chunk_left())
 
     def response_gap(self, ts_ns: int) -> bool:
         """Response bytes were lost (a hole in the stream that will not fill), and the next

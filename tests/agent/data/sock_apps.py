@@ -2,7 +2,8 @@
 tracer never traces its own process).
 
 ``python sock_apps.py server [--host 127.0.0.1|::1]`` prints ``PORT <n>`` and serves until stdin
-closes. ``python sock_apps.py client --port N --scenario NAME [--host H] [...]`` prints
+closes. ``python sock_apps.py proxy --port N`` does the same as a keep-alive proxy in front of the
+server on port N that moves every response body with splice(2) (socket -> pipe -> socket). ``python sock_apps.py client --port N --scenario NAME [--host H] [...]`` prints
 ``READY``, waits for a line on stdin (sent once the tracer is attached), runs the scenario,
 prints one JSON line per request made (``{"path", "status", "size"}``) and exits.
 
@@ -15,7 +16,9 @@ Server endpoints (HTTP/1.1, keep-alive, Content-Length unless said):
 ``GET /slow?ms=M``     200 ``slow\\n`` after M ms
 ``GET /chunked``       200 with Transfer-Encoding: chunked, chunks ``one,`` ``two,`` ``three``
 ``GET /drip``          200 Content-Length 1 MiB, sent 8 KiB every 20 ms (a client gets killed)
-``GET /file?n=N``      200, N pattern bytes sent from a file with sendfile(2) (N <= 1 MiB)
+``GET /file?n=N``      200, N pattern bytes sent from a file with sendfile(2) (N <= 4 MiB)
+``GET /echo?n=N...``   200, the request target and a newline, repeated to N bytes, sent with one
+                       send() (a blocking socket: one call however large)
 ``POST /upload``       200 ``got N bytes\\n`` after reading the whole body
 =====================  =====================================================================
 """
@@ -39,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 PATTERN = b"abcdefghij"
 DRIP_TOTAL = 1 << 20
 DRIP_PIECE = 8192
+FILE_SIZE = 4 << 20  # the file /file sends from
 MSG_WAITFORONE = 0x10000  # linux/socket.h; the socket module does not export it
 
 
@@ -67,6 +71,15 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b"hello world\n")
         elif url.path == "/bytes":
             self._send(200, pattern_bytes(int(query["n"][0])))
+        elif url.path == "/echo":
+            n = int(query["n"][0])
+            line = self.path.encode() + b"\n"
+            body = (line * (n // len(line) + 1))[:n]
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            self.connection.sendall(body)
         elif url.path == "/slow":
             time.sleep(int(query["ms"][0]) / 1000)
             self._send(200, b"slow\n")
@@ -127,13 +140,73 @@ class Server(ThreadingHTTPServer):
 
 def serve(host: str) -> None:
     with tempfile.NamedTemporaryFile(prefix="pxq-sendfile-") as f:
-        f.write(pattern_bytes(DRIP_TOTAL))
+        f.write(pattern_bytes(FILE_SIZE))
         f.flush()
         server = Server(host, f.name)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         print(f"PORT {server.server_address[1]}", flush=True)
         sys.stdin.read()  # until the test closes stdin
         server.shutdown()
+
+
+# -- a proxy that splices ------------------------------------------------------------------------
+def _read_head(sock: socket.socket) -> bytes:
+    """One message head (up to and with its blank line), nothing after it: peeked first, then
+    read exactly, so that the body stays in the socket for splice."""
+    while True:
+        peek = sock.recv(65536, socket.MSG_PEEK)
+        if not peek:
+            return b""
+        end = peek.find(b"\r\n\r\n")
+        if end >= 0:
+            want, head = end + 4, b""
+            while len(head) < want:
+                head += sock.recv(want - len(head))
+            return head
+        time.sleep(0.001)
+
+
+def _splice_all(src: int, dst: int, n: int) -> None:
+    """Move n bytes from socket src to socket dst through a pipe, never through user memory."""
+    rd, wr = os.pipe()
+    try:
+        while n > 0:
+            got = os.splice(src, wr, min(n, 1 << 16))
+            if got == 0:
+                raise ConnectionError("the backend closed mid-body")
+            n -= got
+            while got > 0:
+                got -= os.splice(rd, dst, got)
+    finally:
+        os.close(rd)
+        os.close(wr)
+
+
+def _proxy_connection(client: socket.socket, backend_port: int, host: str) -> None:
+    backend = socket.create_connection((host, backend_port))
+    with client, backend:
+        while True:
+            head = _read_head(client)
+            if not head:
+                return
+            backend.sendall(head)  # GETs only: no request body
+            resp = _read_head(backend)
+            client.sendall(resp)
+            length = int(resp.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            _splice_all(backend.fileno(), client.fileno(), length)
+
+
+def proxy(host: str, backend_port: int) -> None:
+    listener = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    print(f"PORT {listener.getsockname()[1]}", flush=True)
+
+    def accept_loop() -> None:
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=_proxy_connection, args=(conn, backend_port, host), daemon=True).start()
+
+    threading.Thread(target=accept_loop, daemon=True).start()
+    sys.stdin.read()
 
 
 # -- clients --------------------------------------------------------------------------------------
@@ -340,6 +413,20 @@ def scenario_mmsg(host: str, port: int) -> None:
     sock.close()
 
 
+def scenario_steady(host: str, port: int, rate: float, seconds: float) -> None:
+    """Keep-alive GETs at ``rate`` per second for ``seconds``, each path unique (echoed back)."""
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < seconds:
+        http_get(conn, f"/echo?n=64&steady={i}")
+        i += 1
+        pause = start + i / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+    conn.close()
+
+
 def scenario_drip(host: str, port: int) -> None:
     """Start a slow 1 MiB download and keep reading until killed."""
     conn = http.client.HTTPConnection(host, port, timeout=30)
@@ -358,6 +445,11 @@ SCENARIOS = {
     "vectored": scenario_vectored,
     "drip": scenario_drip,
     "sendfile": functools.partial(get_in_turn, ["/file?n=5000", "/hello"]),
+    "sendfile_big": functools.partial(get_in_turn, ["/file?n=5000", "/file?n=3145728", "/echo?n=30&after=file"]),
+    "big_write": functools.partial(get_in_turn, ["/echo?n=3145728&big=1", "/echo?n=40&after=big"]),
+    "proxied": functools.partial(get_in_turn, ["/echo?n=5000&r=1", "/echo?n=300000&r=2", "/hello",
+                                               "/echo?n=3145728&r=4", "/echo?n=20&r=5"]),
+    "download": functools.partial(get_in_turn, [f"/echo?n=5000000&download={i}" for i in range(1, 4)]),
     "mmsg": scenario_mmsg,
     "dup2": scenario_dup2,
 }
@@ -365,20 +457,27 @@ SCENARIOS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["server", "client"])
+    parser.add_argument("role", choices=["server", "client", "proxy"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--scenario", default="basic")
     parser.add_argument("--threads", type=int, default=50)
     parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
     if args.role == "server":
         serve(args.host)
+        return
+    if args.role == "proxy":
+        proxy(args.host, args.port)
         return
     print("READY", flush=True)
     sys.stdin.readline()
     if args.scenario == "concurrent":
         scenario_concurrent(args.host, args.port, args.threads, args.requests)
+    elif args.scenario == "steady":
+        scenario_steady(args.host, args.port, args.rate, args.seconds)
     else:
         SCENARIOS[args.scenario](args.host, args.port)
 
