@@ -14,6 +14,10 @@
  * -D flags: COUNTS_SIZE (keys, both generations), STACKS_SIZE (stacks per generation), SELF_PID
  * (never sampled), FILTER_PIDS (1: only tgids in allowed_pids), MAX_PIDS (allowed_pids size),
  * SEEN_SIZE (processes remembered for new-process records), NOTIFY_PAGES (ring buffer pages).
+ *
+ * task:task_newtask remembers when each new process started (the kernel stamps its start_boottime
+ * in copy_process just before, on the same clock), so that a process gone before user space reads
+ * /proc keeps its start time, and with the comm of its first sample, its name.
  */
 #include <uapi/linux/bpf_perf_event.h>
 #include <uapi/linux/ptrace.h>
@@ -43,6 +47,7 @@
 #endif
 
 #define PXQ_EFAULT 14
+#define PXQ_CLONE_THREAD 0x00010000
 
 BPF_ARRAY(control, u32, 1);
 BPF_HASH(counts, struct pxq_profile_key, u64, COUNTS_SIZE);
@@ -52,6 +57,7 @@ BPF_HASH(allowed_pids, u32, u8, MAX_PIDS);
 BPF_HASH(seen_pids, u32, u8, SEEN_SIZE);
 BPF_PERCPU_ARRAY(stats, u64, PXQ_PROF_STAT_COUNT);
 BPF_RINGBUF_OUTPUT(new_pids, NOTIFY_PAGES);
+BPF_TABLE("lru_hash", u32, u64, started, SEEN_SIZE); /* tgid -> CLOCK_BOOTTIME ns at its fork */
 
 static __always_inline void stat_add(u32 index) {
     u64 *value = stats.lookup(&index);
@@ -76,7 +82,20 @@ static __always_inline void notify(u32 tgid, u32 reason) {
     }
     record->tgid = tgid;
     record->reason = reason;
+    u64 *start = started.lookup(&tgid);
+    record->start_boot_ns = start ? *start : 0;
+    bpf_get_current_comm(record->comm, sizeof(record->comm));
     new_pids.ringbuf_submit(record, 0);
+}
+
+/* A new process (not a thread): when it started. */
+TRACEPOINT_PROBE(task, task_newtask) {
+    if (args->clone_flags & PXQ_CLONE_THREAD)
+        return 0;
+    u32 child = args->pid;
+    u64 now = bpf_ktime_get_boot_ns();
+    started.update(&child, &now);
+    return 0;
 }
 
 static __always_inline void notify_new(u32 tgid) {

@@ -24,10 +24,13 @@ struct pxq_profile_key {
 };
 
 /* Ring buffer record: a process user space should snapshot (memory map, files, for symbols)
- * while it most likely still runs: its first sample, or it exec'd a new program. */
+ * while it most likely still runs: its first sample, or it exec'd a new program. It also says who
+ * the process is, for when it is gone before user space reads /proc. */
 struct pxq_profile_new_pid {
     u32 tgid;
-    u32 reason; /* PXQ_PROF_NEW_* */
+    u32 reason;        /* PXQ_PROF_NEW_* */
+    u64 start_boot_ns; /* CLOCK_BOOTTIME when the profiler saw it fork; 0: it started before */
+    char comm[PXQ_PROF_COMM_LEN]; /* the sampled (or exec'ing) thread's comm */
 };
 
 #define PXQ_PROF_NEW_SAMPLE 1 /* first sample of a process this program had not seen */

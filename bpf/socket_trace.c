@@ -23,6 +23,8 @@
  *   connect/accept/accept4   OPEN events (client/server role) with a new connection generation
  *   close, sched_process_exit CLOSE / PROC_EXIT events
  *   sched_process_fork       (FILTER_PIDS) a child of a traced process is traced too
+ *   task_newtask, exec exit   a process's start time (at fork) and comm and argv (at exec), sent
+ *                            once as a PROC_INFO event before its first connection's events
  *
  * Why raw sys_enter/sys_exit and not the syscalls:sys_enter_<name> tracepoints: a syscalls:
  * tracepoint formats a perf record of the call's arguments before it runs its program. Measured
@@ -48,7 +50,8 @@
  *
  * Compile-time options (-D): MAX_DATA (power of two), MAX_STEPS, COPY_LIMIT (bytes copied per
  * call, at most MAX_STEPS * MAX_DATA), MAX_IOV, MAX_MMSG, RING_PAGES, NCPU (possible CPUs),
- * SELF_PID (never traced), FILTER_PIDS (1: only tgids in allowed_pids).
+ * SELF_PID (never traced), FILTER_PIDS (1: only tgids in allowed_pids), PROCS_SIZE (processes
+ * whose identity is remembered).
  */
 #include "socket_trace.h"
 
@@ -78,6 +81,9 @@
 #endif
 #ifndef FILTER_PIDS
 #define FILTER_PIDS 0
+#endif
+#ifndef PROCS_SIZE
+#define PROCS_SIZE 8192
 #endif
 
 #define PXQ_AF_INET 2
@@ -432,6 +438,134 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     return 0;
 }
 
+/* ---- process identity ---------------------------------------------------------------------- */
+
+/* Who a process is, for a PROC_INFO event: user space prefers /proc, but a short-lived client
+ * (curl) is often gone before user space reads it. Filled at fork (start time: the kernel stamps
+ * the new task's start_boottime in copy_process just before task_newtask fires, on the same
+ * clock) and at exec (comm and argv), or at the first connection (the thread's comm) for a
+ * process that started before the tracer. Only tracepoint fields, helpers, pt_regs and user
+ * memory are read. */
+#define PXQ_CLONE_THREAD 0x00010000
+#define NR_EXECVE 59
+#define NR_EXECVEAT 322
+#define PT_REGS_CS_OFF 136
+#define PT_REGS_SP_OFF 152
+#define MAX_ARGC 65536
+
+struct proc_t {
+    u64 start_ns;  /* CLOCK_BOOTTIME at fork; 0: not seen forking */
+    u32 args_len;  /* bytes of info.args held */
+    u8 announced;  /* a PROC_INFO event went out since the last fork or exec */
+    u8 reserved[3];
+    struct pxq_proc_info info;
+};
+
+struct proc_info_event {
+    struct pxq_sock_event ev;
+    struct pxq_proc_info info;
+};
+
+BPF_TABLE("lru_hash", u32, struct proc_t, procs, PROCS_SIZE);
+BPF_PERCPU_ARRAY(proc_blank, struct proc_t, 1); /* never written: the all-zero entry to insert */
+
+/* procs[tgid], inserted empty when missing; 0 when the map refuses. */
+static __always_inline struct proc_t *proc_entry(u32 tgid, int fresh) {
+    struct proc_t *p = procs.lookup(&tgid);
+    if (p && !fresh)
+        return p;
+    int zero = 0;
+    struct proc_t *blank = proc_blank.lookup(&zero);
+    if (!blank)
+        return 0;
+    procs.update(&tgid, blank);
+    return procs.lookup(&tgid);
+}
+
+/* A new process (not a thread) of a traced parent (or of pxq itself, which is never traced but
+ * whose children may be): remember when it started. */
+TRACEPOINT_PROBE(task, task_newtask) {
+    if (args->clone_flags & PXQ_CLONE_THREAD)
+        return 0;
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    if (parent != SELF_PID && !pid_allowed(parent))
+        return 0;
+    struct proc_t *p = proc_entry((u32)args->pid, 1); /* whatever this pid was before is gone */
+    if (!p)
+        return 0;
+    p->start_ns = bpf_ktime_get_boot_ns();
+    bpf_probe_read_kernel(p->info.comm, sizeof(p->info.comm), args->comm);
+    return 0;
+}
+
+/* A successful execve/execveat returns to the new program: its comm is set, and its stack holds
+ * (x86-64 ELF ABI) argc, argv[0..argc-1], NULL, envp[0], ...; the argv strings lie back to back
+ * from argv[0] up to envp[0]'s first string. */
+static __always_inline int exit_exec(u64 regs, long ret) {
+    if (ret != 0)
+        return 0;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!pid_allowed(tgid))
+        return 0;
+    u64 cs = 0, sp = 0;
+    if (bpf_probe_read_kernel(&cs, sizeof(cs), (void *)(regs + PT_REGS_CS_OFF)) != 0 || cs == USER32_CS)
+        return 0;
+    if (bpf_probe_read_kernel(&sp, sizeof(sp), (void *)(regs + PT_REGS_SP_OFF)) != 0)
+        return 0;
+    struct proc_t *p = proc_entry(tgid, 0);
+    if (!p)
+        return 0;
+    p->announced = 0; /* a new program: say who it is again at its next connection */
+    p->args_len = 0;
+    bpf_get_current_comm(p->info.comm, sizeof(p->info.comm));
+    u64 argc = 0, first = 0, env = 0;
+    bpf_probe_read_user(&argc, sizeof(argc), (void *)sp);
+    bpf_probe_read_user(&first, sizeof(first), (void *)(sp + 8));
+    if (argc == 0 || argc > MAX_ARGC || first == 0)
+        return 0;
+    bpf_probe_read_user(&env, sizeof(env), (void *)(sp + 8 * (argc + 2)));
+    if (env > first) {
+        u64 len = env - first;
+        if (len > PXQ_PROC_ARGS_MAX)
+            len = PXQ_PROC_ARGS_MAX;
+        if (bpf_probe_read_user(p->info.args, len, (void *)first) == 0)
+            p->args_len = (u32)len;
+    } else {
+        /* No environment to bound argv: argv[0] alone. */
+        long n = bpf_probe_read_user_str(p->info.args, sizeof(p->info.args), (void *)first);
+        if (n > 0)
+            p->args_len = (u32)n;
+    }
+    return 0;
+}
+
+/* Before the first event of a connection: a PROC_INFO event for its process, once. */
+static __always_inline void announce_process(u32 tgid) {
+    struct proc_t *p = proc_entry(tgid, 0);
+    if (!p || p->announced)
+        return;
+    if (!p->info.comm[0])
+        bpf_get_current_comm(p->info.comm, sizeof(p->info.comm)); /* started before the tracer */
+    struct proc_info_event *e = events.ringbuf_reserve(sizeof(struct proc_info_event));
+    if (!e) {
+        count_drop(PXQ_DROP_RINGBUF_FULL);
+        return; /* the next connection tries again */
+    }
+    p->announced = 1;
+    __builtin_memset(&e->ev, 0, sizeof(e->ev));
+    e->ev.ts_ns = bpf_ktime_get_ns();
+    e->ev.kind = PXQ_EV_PROC_INFO;
+    e->ev.pid = tgid;
+    e->ev.fd = -1;
+    e->ev.pos = p->start_ns;
+    u32 n = p->args_len;
+    if (n > PXQ_PROC_ARGS_MAX)
+        n = PXQ_PROC_ARGS_MAX;
+    e->ev.data_len = PXQ_PROC_COMM_LEN + n;
+    bpf_probe_read_kernel(&e->info, sizeof(e->info), &p->info);
+    events.ringbuf_submit(e, 0);
+}
+
 /* ---- exit of a data call: copy what moved -------------------------------------------------- */
 
 /* Send the staged header plus `fill` data bytes. */
@@ -569,6 +703,7 @@ static __always_inline int exit_data(u64 id, u16 sys, long ret) {
     if (!c || c->sk != a.sk) {
         /* A connection opened before the tracer attached (or whose open was missed), or the fd
          * now holds another socket (dup2, close_range, exec: a close the tracer did not see). */
+        announce_process(tgid);
         struct conn_t fresh = {};
         fresh.gen = next_gen();
         fresh.sk = a.sk;
@@ -729,6 +864,7 @@ static __always_inline int exit_open(u64 id, u16 sys, long ret) {
         return 0; /* unix and other families: not traced */
 
     u32 tgid = id >> 32;
+    announce_process(tgid);
     u64 key = conn_key(tgid, fd);
     struct conn_t c = {};
     c.gen = next_gen();
@@ -766,6 +902,8 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     u64 nr = 0;
     if (bpf_probe_read_kernel(&nr, sizeof(nr), (void *)(ctx->args[0] + PT_REGS_ORIG_AX_OFF)) != 0)
         return 0;
+    if (nr == NR_EXECVE || nr == NR_EXECVEAT)
+        return exit_exec(ctx->args[0], (long)ctx->args[1]);
     u16 sys = traced_syscall(nr);
     if (!sys || sys == PXQ_SYS_CLOSE)
         return 0;

@@ -17,6 +17,7 @@
 #define PXQ_EV_OPEN 2      /* connect() (client) or accept()/accept4() (server) succeeded */
 #define PXQ_EV_CLOSE 3     /* close() of a socket fd the tracer knows */
 #define PXQ_EV_PROC_EXIT 4 /* a traced process exited (its fds closed without close()) */
+#define PXQ_EV_PROC_INFO 5 /* who a process is, before its first OPEN/DATA: see struct pxq_proc_info */
 
 /* Flags. */
 #define PXQ_F_TUPLE 1     /* family/laddr/lport/raddr/rport hold the socket's 4-tuple */
@@ -80,6 +81,18 @@ struct pxq_sock_event {
     __u16 reserved;
     __u8 laddr[16];  /* IPv4 in the first 4 bytes, network order */
     __u8 raddr[16];
+};
+
+/* A PXQ_EV_PROC_INFO event: the header (pid = the tgid; pos = the process's start in
+ * CLOCK_BOOTTIME ns, taken when the tracer saw it fork, 0 when it started before the tracer
+ * attached; data_len = PXQ_PROC_COMM_LEN + the argv bytes held) followed by this record. Sent once
+ * per process, at its first connection the tracer sees (and again after an exec), so that a
+ * process which is gone before user space reads /proc (a curl) keeps its name. */
+#define PXQ_PROC_COMM_LEN 16
+#define PXQ_PROC_ARGS_MAX 256 /* argv bytes kept from exec (NUL-separated, cut beyond this) */
+struct pxq_proc_info {
+    char comm[PXQ_PROC_COMM_LEN]; /* the process's comm at exec (or fork), else the thread's */
+    __u8 args[PXQ_PROC_ARGS_MAX];  /* argv as exec left it on the new stack; empty if no exec seen */
 };
 
 #endif /* PXQ_SOCKET_TRACE_H */

@@ -1,8 +1,8 @@
 """Connection tracking for the socket tracer: kernel events in, ``http_events`` rows out.
 
 The kernel side (``bpf/socket_trace.c``) reports, per traced process, OPEN (connect/accept),
-DATA (bytes sent or received, with their offset in the direction's stream), CLOSE and PROC_EXIT
-events. :class:`ConnTracker` turns them into HTTP transactions:
+DATA (bytes sent or received, with their offset in the direction's stream), CLOSE, PROC_EXIT
+and PROC_INFO (who a process is) events. :class:`ConnTracker` turns them into HTTP transactions:
 
 * **Identity.** A connection is ``(pid, fd, generation)``. The kernel hands out a new generation
   whenever an fd starts a new connection, so a reused fd never continues an old stream. An event
@@ -35,7 +35,8 @@ events. :class:`ConnTracker` turns them into HTTP transactions:
 * **Stitching** is :class:`pxq.agent.protocols.http1.Http1Stitcher`'s: request bytes and response
   bytes in, request/response pairs out. Latency is its definition: from the timestamp of the
   request's first byte to that of the response's last byte.
-* **Rows** carry the upid (``make_upid`` with the start time from /proc, cached per pid) and the
+* **Rows** carry the upid (:class:`pxq.agent.procinfo.ProcessIdentities`: /proc at first sight,
+  else what the kernel's PROC_INFO event said: comm, argv, start time) and the
   socket's addresses: from the kernel's ``inet_sock_set_state`` 4-tuple, else (sockets
   established before attach) from ``/proc/<pid>/net/tcp*``, else the peer that connect()/accept()
   saw.
@@ -56,7 +57,7 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from pxq.agent.bpf_program import header_constants
-from pxq.agent.procinfo import make_upid, upid_of
+from pxq.agent.procinfo import ProcessIdentities
 from pxq.agent.protocols.http1 import (
     DEFAULT_BODY_LIMIT,
     Http1Stitcher,
@@ -72,6 +73,8 @@ EV_DATA = _H["PXQ_EV_DATA"]
 EV_OPEN = _H["PXQ_EV_OPEN"]
 EV_CLOSE = _H["PXQ_EV_CLOSE"]
 EV_PROC_EXIT = _H["PXQ_EV_PROC_EXIT"]
+EV_PROC_INFO = _H["PXQ_EV_PROC_INFO"]
+PROC_COMM_LEN = _H["PXQ_PROC_COMM_LEN"]  # PROC_INFO data: comm, then argv
 F_TUPLE = _H["PXQ_F_TUPLE"]
 F_REMOTE = _H["PXQ_F_REMOTE"]
 F_FILLER = _H["PXQ_F_FILLER"]
@@ -296,6 +299,7 @@ class ConnTracker:
         self._by_pid: dict[int, set[Connection]] = {}  # live connections of each process
         self.pids_seen: set[int] = set()  # every process a connection was seen of
         self._upids: dict[int, str] = {}
+        self.identities = ProcessIdentities()  # the agent may share one between its collectors
         self._done: list[tuple[Connection, HttpTransaction]] = []
         self._rows = HttpRows() if columnar else None
         self._holes: set[Connection] = set()
@@ -340,6 +344,8 @@ class ConnTracker:
                 fds[ev.fd] = (ev.gen, True)
         elif kind == EV_PROC_EXIT:
             self.process_exited(ev.pid, ev.ts_ns)
+        elif kind == EV_PROC_INFO:
+            self._process_info(ev)
 
     def handle_all(self, events: Iterable[SockEvent]) -> None:
         for ev in events:
@@ -376,10 +382,16 @@ class ConnTracker:
     # -- connections ------------------------------------------------------------------------
     def _upid(self, pid: int) -> str:
         upid = self._upids.get(pid)
-        if upid is None:
-            upid = upid_of(pid) or make_upid(pid, 0)  # gone already: start time unknown
-            self._upids[pid] = upid
+        if upid is None:  # no PROC_INFO event (lost): /proc, or start time 0 when gone already
+            upid = self._upids[pid] = self.identities.identify(pid)
         return upid
+
+    def _process_info(self, ev: SockEvent) -> None:
+        """The kernel says who process ``ev.pid`` is, before its first connection's events."""
+        data = ev.data[: ev.data_len]
+        comm = bytes(data[:PROC_COMM_LEN]).split(b"\0", 1)[0].decode(errors="replace")
+        self._upids[ev.pid] = self.identities.identify(ev.pid, comm=comm, start_boot_ns=ev.pos,
+                                                       argv=bytes(data[PROC_COMM_LEN:]))
 
     def _connection(self, ev: SockEvent, opened: bool) -> Connection | None:
         key = (ev.pid, ev.fd, ev.gen)

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pxq.agent.bpf_program import bpf_unavailable_reason, release_compiler_pages
-from pxq.agent.procinfo import PROC, parse_stat, process_info
-from pxq.agent.table_store import DEFAULT_BUDGET_BYTES, TableStore
+from pxq.agent.procinfo import PROC, ProcessIdentities, parse_stat, process_info
+from pxq.agent.table_store import DEFAULT_BUDGET_BYTES, TableStore, split_losses
 from pxq.errors import PxqError
 from pxq.plan.manifest import CollectorRequest, ProbeManifest
 
@@ -102,6 +102,8 @@ class Collector(Protocol):
     def drain(self) -> dict[str, pa.Table]: ...
     def drops(self) -> dict[str, dict[str, int]]: ...
     def stop(self) -> None: ...
+    # Optional: ``use_identities(identities)``, to name processes in a ProcessIdentities shared
+    # by all collectors of a run (what the kernel said about a process already gone included).
 
 
 def warn_on_stderr(message: str, stream=sys.stderr) -> None:
@@ -293,6 +295,9 @@ class SocketTracerCollector:
     def stop(self) -> None:
         self.tracer.stop()
 
+    def use_identities(self, identities: ProcessIdentities) -> None:
+        self.tracer.use_identities(identities)
+
 
 def _perf_profiler(request: CollectorRequest, options: AgentOptions) -> Collector:
     from pxq.agent.profiler import PerfProfilerCollector
@@ -303,6 +308,13 @@ def _perf_profiler(request: CollectorRequest, options: AgentOptions) -> Collecto
 COLLECTORS: dict[str, Callable[[CollectorRequest, AgentOptions], Collector]] = {
     "socket_tracer": SocketTracerCollector,
     "perf_profiler": _perf_profiler,
+}
+# The tables each collector fills live today. The catalog names a collector for tables it will
+# fill later too (conn_stats, the other protocols' tables): asking for one of those live must not
+# run a capture that silently writes zero rows.
+LIVE_TABLES: dict[str, tuple[str, ...]] = {
+    "socket_tracer": tuple(SocketTracerCollector.protocols.values()),
+    "perf_profiler": ("stack_traces.beta",),
 }
 
 
@@ -318,9 +330,10 @@ class Progress:
     elapsed_s: float
     events: int
     rows: dict[str, int]
-    drops: int
-    # Per table, every drop counter by reason (what ``drops`` sums).
+    drops: int  # events lost
+    # Per table, every counter by reason: losses (what ``drops`` sums) and rows kept incomplete.
     drop_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    incomplete: int = 0  # rows kept but incomplete (stacks cut short): not losses
     final: bool = False  # the collectors have stopped: this is what the window got
     window_s: float = 0.0  # (final) how long the window was open: the duration, or until Ctrl-C
 
@@ -337,6 +350,14 @@ class EmbeddedAgent:
             raise AgentError(f"this pxq cannot collect {tables} live yet (collector "
                              f"{', '.join(c.name for c in missing)} is not implemented); "
                              "replay a capture that holds it with --from DIR")
+        uncollected = [(t, c.name) for c in self.manifest.collectors for t in c.tables
+                       if t not in LIVE_TABLES.get(c.name, ())]
+        if uncollected:
+            tables = ", ".join(t for t, _ in uncollected)
+            names = ", ".join(dict.fromkeys(name for _, name in uncollected))
+            raise AgentError(f"this pxq cannot collect {tables} live yet (collector {names} does not "
+                             f"produce {'it' if len(uncollected) == 1 else 'them'}); replay a capture that holds "
+                             f"{'it' if len(uncollected) == 1 else 'them'} with --from DIR")
 
     def run(self, duration_s: float, on_progress: Callable[[Progress], None] | None = None) -> TableStore:
         """Collect for ``duration_s`` seconds (Ctrl-C ends early) and return the table store."""
@@ -347,6 +368,10 @@ class EmbeddedAgent:
         requests = [replace(c, pids=tuple(sorted({*c.pids, *pid_watch.descendants(c.pids)}))) if c.pids else c
                     for c in self.manifest.collectors]  # fmt: skip
         collectors = [COLLECTORS[c.name](c, self.options) for c in requests]
+        identities = ProcessIdentities()  # one upid per process across the collectors
+        for collector in collectors:
+            if hasattr(collector, "use_identities"):
+                collector.use_identities(identities)
         started: list[Collector] = []
         stopped: list[Collector] = []
         events = 0
@@ -369,7 +394,7 @@ class EmbeddedAgent:
                 while time.monotonic() < deadline:
                     for collector in started:
                         events += collector.poll(POLL_INTERVAL_MS // max(1, len(started)))
-                    self._move(started, store)
+                    self._move(started, store, identities)
                     pid_watch.check(time.monotonic() - begin)
                     if on_progress:
                         on_progress(self._progress(time.monotonic() - begin, events, store))
@@ -389,7 +414,7 @@ class EmbeddedAgent:
                 stopping = started.pop()
                 stopping.stop()
                 stopped.append(stopping)
-            self._move(stopped, store)
+            self._move(stopped, store, identities)
             store.end_time_ns = time.time_ns()
             for collector in stopped:
                 if pid_watch.pids and hasattr(collector, "pids_seen"):
@@ -405,24 +430,34 @@ class EmbeddedAgent:
     @staticmethod
     def _progress(elapsed: float, events: int, store: TableStore) -> Progress:
         rows = {name: store.rows(name) for name in store.table_names()}
-        drops = sum(sum(d.values()) for d in store.drops.values())
-        return Progress(elapsed, events, rows, drops, {table: dict(d) for table, d in store.drops.items()})
+        split = [split_losses(d) for d in store.drops.values()]
+        drops = sum(sum(lost.values()) for lost, _ in split)
+        incomplete = sum(sum(kept.values()) for _, kept in split)
+        return Progress(elapsed, events, rows, drops, {table: dict(d) for table, d in store.drops.items()},
+                        incomplete=incomplete)
 
     @staticmethod
-    def _move(collectors: list[Collector], store: TableStore) -> None:
+    def _move(collectors: list[Collector], store: TableStore, identities: ProcessIdentities) -> None:
         for collector in collectors:
             for table, data in collector.drain().items():
                 if data.num_rows:
-                    _remember_processes(data, store)
+                    _remember_processes(data, store, identities)
                     store.append(table, data)
             for table, counters in collector.drops().items():
                 store.set_drops(table, counters)
 
 
-def _remember_processes(data: pa.Table, store: TableStore) -> None:
-    """Record /proc identity of every new upid now, while the process most likely still exists."""
+def _remember_processes(data: pa.Table, store: TableStore, identities: ProcessIdentities | None = None) -> None:
+    """Record the identity of every new upid: what the collector decided at first sight (from
+    /proc, or from the kernel for a process already gone), else /proc now."""
+    known = identities.by_upid if identities is not None else {}
     for upid in pc.unique(data.column("upid")).to_pylist():
-        if upid is None or upid in store.processes:
+        if upid is None:
+            continue
+        if upid in known:
+            store.processes[upid] = known[upid]  # (again: an exec since may have renamed it)
+            continue
+        if upid in store.processes:
             continue
         try:
             _, pid, start_ticks = upid.split(":")
@@ -453,6 +488,8 @@ def progress_printer(duration_s: float, stream=sys.stderr) -> Callable[[Progress
             stream.flush()
         rows = "  ".join(f"{name} {count:,}" for name, count in p.rows.items()) or "no rows yet"
         counts = f"events {p.events:,}  {rows}  drops {p.drops:,}"
+        if p.incomplete:  # kept, so not among the drops
+            counts += f"  incomplete {p.incomplete:,}"
         if p.final:  # after the window: the queued events were still taken (see close_window)
             line = f"pxq: captured {p.window_s:.1f}s (done at {p.elapsed_s:.1f}s)  {counts}"
         else:

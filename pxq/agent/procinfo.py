@@ -85,7 +85,8 @@ def process_info(pid: int) -> dict | None:
     return {
         "pid": pid,
         "comm": stat["comm"],
-        "cmdline": cmdline.rstrip("\0").replace("\0", " "),
+        # No command line (a kernel thread, a zombie): the name in brackets, as ps shows it.
+        "cmdline": cmdline.rstrip("\0").replace("\0", " ") or f"[{stat['comm']}]",
         "exe": exe,
         "start_ticks": stat["start_ticks"],
         "container_id": container_id(_read(base / "cgroup") or ""),
@@ -93,6 +94,85 @@ def process_info(pid: int) -> dict | None:
         "pod": "",
         "namespace": "",
     }
+
+
+# /proc/<pid>/stat's start time is in clock ticks (USER_HZ) since boot.
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+_NS_PER_TICK = 1_000_000_000 // CLOCK_TICKS_PER_S
+# Two BPF programs stamp the same fork microseconds apart: starts closer than this are one process.
+_SAME_START_NS = 1_000_000
+
+
+def boot_ns_to_ticks(boot_ns: int) -> int:
+    """A CLOCK_BOOTTIME time in /proc's start_ticks unit, rounded down as the kernel's
+    nsec_to_clock_t does (fs/proc/array.c)."""
+    return boot_ns // _NS_PER_TICK
+
+
+def _argv_text(argv: bytes) -> str:
+    return argv.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+
+
+class ProcessIdentities:
+    """The upid and identity of every process the collectors of one capture see, decided once per
+    process and shared between them, so that one process has one upid in every table.
+
+    At first sight /proc decides when it still has the process: its start_ticks, comm, cmdline,
+    exe. A process already gone (a curl that ran for milliseconds) gets what the kernel told the
+    collector: comm, argv from its exec, and its start from its fork in CLOCK_BOOTTIME ns, rounded
+    down to clock ticks as /proc rounds it. The kernel stamps the fork a few microseconds after
+    the start time /proc shows, so across a tick boundary (about 1 process in 2,000 at 100 Hz)
+    the derived start_ticks is one more than /proc's would have been; the rule "/proc when
+    reachable at first sight, else the kernel" makes that choice once, for every collector.
+    """
+
+    def __init__(self) -> None:
+        self._by_pid: dict[int, tuple[int, str]] = {}  # pid -> (kernel start ns or 0, upid)
+        self.by_upid: dict[str, dict] = {}
+
+    def identify(self, pid: int, *, comm: str = "", start_boot_ns: int = 0, argv: bytes = b"",
+                 exec_seen: bool = False, asid: int = 0) -> str:
+        """The upid of process ``pid`` as the kernel describes it (any of comm, start, argv may be
+        unknown: "", 0, b""). ``exec_seen`` (or argv, which only an exec gives): ``comm`` is the
+        program the process runs now, which replaces what an earlier call said."""
+        known = self._by_pid.get(pid)
+        if known is not None:
+            known_start, upid = known
+            if known_start == start_boot_ns or (
+                    known_start and start_boot_ns and abs(known_start - start_boot_ns) < _SAME_START_NS):
+                if exec_seen or argv:
+                    self._refresh(upid, comm, argv)
+                return upid
+        kernel_ticks = boot_ns_to_ticks(start_boot_ns) if start_boot_ns else None
+        info = process_info(pid)
+        # The pid may have been reused since the kernel saw it: /proc's process is the one the
+        # kernel meant when the starts agree (the kernel's stamp may fall one tick later).
+        if info is not None and kernel_ticks is not None and info["start_ticks"] not in (kernel_ticks, kernel_ticks - 1):
+            info = None
+        if info is None:
+            info = {"pid": pid, "comm": comm, "cmdline": _argv_text(argv) or (f"[{comm}]" if comm else ""),
+                    "exe": "", "start_ticks": kernel_ticks or 0, "container_id": "", "pod": "", "namespace": ""}
+        elif argv and info["cmdline"] == f"[{info['comm']}]":
+            # An exited process waiting for its parent (a zombie) has no command line in /proc
+            # any more; the kernel read it at exec.
+            info = {**info, "cmdline": _argv_text(argv)}
+        upid = make_upid(pid, info["start_ticks"], asid)
+        self._by_pid[pid] = (start_boot_ns, upid)
+        self.by_upid.setdefault(upid, info)
+        return upid
+
+    def _refresh(self, upid: str, comm: str, argv: bytes) -> None:
+        """The process exec'd (maybe since it was identified): a new program, the same upid."""
+        info = self.by_upid.get(upid)
+        cmdline = _argv_text(argv) or (f"[{comm}]" if comm else "")
+        if info is None or (comm in ("", info["comm"]) and cmdline in ("", info["cmdline"])):
+            return
+        fresh = process_info(info["pid"])
+        if fresh is not None and fresh["start_ticks"] == info["start_ticks"]:
+            self.by_upid[upid] = fresh
+        else:
+            self.by_upid[upid] = {**info, "comm": comm or info["comm"], "cmdline": cmdline or info["cmdline"],
+                                  "exe": ""}
 
 
 def upid_of(pid: int, asid: int = 0) -> str | None:

@@ -10,7 +10,8 @@ plus Python frames from py-spy for Python processes (:mod:`pxq.agent.pyspy`).
         profiler.poll(100)              # snapshots new processes; reads the kernel maps every 1 s
     profiler.stop()                     # last read, py-spy's last segments, detach
     table = profiler.drain()            # pyarrow.Table with stack_traces.beta's exact schema
-    profiler.drops()                    # {"user_stack_lost": 0, ..., "truncated_user_stack": 12}
+    profiler.drops()                    # lost: {"counts_full": 0, "notify_lost": 0, ...}
+    profiler.incomplete()               # kept: {"truncated_user_stack": 12, "user_stack_lost": 0, ...}
 
 Kernel side: a software CPU_CLOCK perf event on every CPU at ``sample_hz`` (there is no hardware
 PMU here); each sample counts (tgid, user stack id, kernel stack id, comm) in a hash map, stacks
@@ -29,12 +30,14 @@ stack id the kernel failed to record shows as ``[lost user stack]`` / ``[lost ke
 ``sampler`` is ``ebpf`` or ``py-spy``; ``truncated`` marks user stacks that do not reach a
 process or thread entry (see :func:`pxq.agent.symbols.stack_is_truncated`).
 
-Counters (:meth:`Profiler.drops`, cumulative): ``user_stack_lost``, ``kernel_stack_lost``
-(-EEXIST hash collisions or -ENOMEM in the stack map; -EFAULT, "no such stack", is normal and not
-counted), ``counts_map_full``, ``notify_lost``, ``stack_missing`` (an id whose stack was gone
-when read), and ``truncated_user_stack`` (samples, not losses: the stack is there but shallow;
-:meth:`Profiler.truncated_by_process` has them per upid), plus py-spy's (``pyspy_missing``,
-``pyspy_attach_failed``, ``pyspy_sample_errors``, ``pyspy_killed``).
+Counters, cumulative. Losses (:meth:`Profiler.drops`): ``counts_full`` (a sample the counts map
+refused), ``notify_lost`` (a new-process record), plus py-spy's (``pyspy_missing``,
+``pyspy_attach_failed``, ``pyspy_sample_errors``, ``pyspy_killed``). Samples kept with an
+incomplete stack (:meth:`Profiler.incomplete`; ``INCOMPLETE_REASONS`` of the table store):
+``user_stack_lost``, ``kernel_stack_lost`` (-EEXIST hash collisions or -ENOMEM in the stack map;
+-EFAULT, "no such stack", is normal and not counted), ``stack_missing`` (an id whose stack was
+gone when read), and ``truncated_user_stack`` (the stack is there but shallow; renderers put a
+``[truncated]`` frame at its root; :meth:`Profiler.truncated_by_process` has them per upid).
 
 Options (``px.set('perf_profiler.KEY', value)`` or ``#px:set perf_profiler.KEY=value``):
 ``sample_hz`` (99), ``python`` (``auto``: py-spy for Python processes when it is installed;
@@ -67,8 +70,9 @@ from pxq.agent.bpf_program import (
     layout_asserts,
     load,
 )
-from pxq.agent.procinfo import make_upid
+from pxq.agent.procinfo import ProcessIdentities, make_upid
 from pxq.agent.pyspy import SAMPLER as PYSPY_SAMPLER
+from pxq.agent.table_store import INCOMPLETE_REASONS
 from pxq.agent.pyspy import PySpySampler
 from pxq.agent.symbols import KERNEL_SUFFIX, Symbolizer
 from pxq.tables import CATALOG
@@ -98,7 +102,8 @@ class ProfileKey(ct.Structure):
 class NewPid(ct.Structure):
     """``struct pxq_profile_new_pid`` of ``bpf/profile.h`` (checked at compile time)."""
 
-    _fields_ = [("tgid", ct.c_uint32), ("reason", ct.c_uint32)]
+    _fields_ = [("tgid", ct.c_uint32), ("reason", ct.c_uint32), ("start_boot_ns", ct.c_uint64),
+                ("comm", ct.c_char * 16)]
 
 
 _CONSTANTS = header_constants(HEADER_FILE)
@@ -207,7 +212,8 @@ class Profiler:
         self._generation = 0
         self._last_read = 0.0
         self._previous_read = 0.0
-        self._notices: list[tuple[int, int]] = []
+        self._notices: list[tuple[int, int, int, str]] = []  # (tgid, reason, start_boot_ns, comm)
+        self.identities = ProcessIdentities()  # the agent may share one between its collectors
         self._rows: list[tuple[int, str, str, int, str, bool]] = []
         self._kernel_stats = dict.fromkeys(STAT_NAMES, 0)
         self._user_counts = {"stack_missing": 0, "truncated_user_stack": 0}
@@ -235,12 +241,13 @@ class Profiler:
             allowed = self._tables["allowed_pids"]
             for pid in sorted(self.options.pids or ()):
                 allowed[ct.c_uint32(pid)] = ct.c_uint8(1)
-                self._notices.append((pid, 0))  # snapshot now, start py-spy if it is Python
+                self._notices.append((pid, 0, 0, ""))  # snapshot now, start py-spy if it is Python
             notices = self._notices
 
             def on_record(_ctx, data, _size):
                 record = ct.cast(data, ct.POINTER(NewPid)).contents
-                notices.append((record.tgid, record.reason))
+                notices.append((record.tgid, record.reason, record.start_boot_ns,
+                                record.comm.decode(errors="replace")))
                 return 0
 
             self._on_record = on_record
@@ -294,14 +301,17 @@ class Profiler:
 
     def _handle_notices(self) -> int:
         notices, self._notices[:] = self._notices[:], []
-        for pid, reason in notices:
+        for pid, reason, start_boot_ns, comm in notices:
             if reason == NEW_EXEC or pid not in self.symbolizer.processes:
                 snap = self.symbolizer.snapshot(pid)
             else:
                 snap = self.symbolizer.processes[pid]
+            # Named now, from /proc or (gone already) from the kernel; kernel threads have no
+            # memory map to snapshot, but a name and a start time.
+            self._upids[pid] = self.identities.identify(pid, comm=comm, start_boot_ns=start_boot_ns,
+                                                        exec_seen=reason == NEW_EXEC)
             if snap is None:
                 continue
-            self._upids[pid] = make_upid(pid, snap.start_ticks)
             if self.options.pids:  # asked for by pid: Python frames from the start
                 self._python_frames(pid)
         return len(notices)
@@ -358,7 +368,7 @@ class Profiler:
             pid = key.tgid
             user, truncated = self._user_part(pid, key.user_stack_id, addresses, user_cache, count)
             kernel = self._kernel_part(key.kernel_stack_id, addresses, kernel_cache, count)
-            upid = self._upid(pid)
+            upid = self._upid(pid, key.comm)
             text = ";".join(user + kernel) or NO_STACK
             row_key = (upid, text, truncated)
             folded[row_key] = folded.get(row_key, 0) + count
@@ -418,13 +428,21 @@ class Profiler:
             found = cache[stack_id] = self.symbolizer.kernel_stack(ips)
         return found
 
-    def _upid(self, pid: int) -> str:
+    def _upid(self, pid: int, comm: bytes = b"") -> str:
         upid = self._upids.get(pid)
-        if upid is None:
-            snap = self.symbolizer.processes.get(pid) or self.symbolizer.snapshot(pid)
-            upid = make_upid(pid, snap.start_ticks if snap is not None else 0)
-            self._upids[pid] = upid
+        if upid is None:  # its new-process record was lost: /proc now, else the sample's comm
+            if pid not in self.symbolizer.processes:
+                self.symbolizer.snapshot(pid)
+            upid = self._upids[pid] = self.identities.identify(pid, comm=comm.decode(errors="replace"))
         return upid
+
+    def use_identities(self, identities: ProcessIdentities) -> None:
+        """Decide process identities (upids) in ``identities``, shared with other collectors."""
+        self.identities = identities
+
+    def processes(self) -> dict[str, dict]:
+        """upid -> identity (comm, cmdline, ...) of every process sampled, decided at first sight."""
+        return self.identities.by_upid
 
     def _forget_exited(self, sampled: set[int]) -> None:
         """Drop snapshots of processes that are gone, and let the kernel announce their pids again
@@ -457,13 +475,20 @@ class Profiler:
             self._kernel_stats = {name: int(sum(table[ct.c_int(i)])) for i, name in enumerate(STAT_NAMES)}
         return dict(self._kernel_stats)
 
-    def drops(self) -> dict[str, int]:
-        """Lost or degraded samples by reason (see the module docstring); cumulative."""
+    def _counters(self) -> dict[str, int]:
         out = {k: v for k, v in self.kernel_stats().items() if k != "samples"}
         out.update(self._user_counts)
         if self.pyspy is not None:
             out.update(self.pyspy.counters)
         return out
+
+    def drops(self) -> dict[str, int]:
+        """Samples (or records) lost, by reason (see the module docstring); cumulative."""
+        return {k: v for k, v in self._counters().items() if k not in INCOMPLETE_REASONS}
+
+    def incomplete(self) -> dict[str, int]:
+        """Samples kept whose stack is incomplete, by reason (see the module docstring); cumulative."""
+        return {k: v for k, v in self._counters().items() if k in INCOMPLETE_REASONS}
 
     def truncated_by_process(self) -> dict[str, int]:
         """Samples with a truncated user stack, per upid."""
@@ -509,10 +534,14 @@ class PerfProfilerCollector:
         return {TABLE: self.profiler.drain()}
 
     def drops(self) -> dict[str, dict[str, int]]:
-        return {TABLE: self.profiler.drops()}
+        # The table store keeps both kinds under their names; reports tell them apart.
+        return {TABLE: {**self.profiler.drops(), **self.profiler.incomplete()}}
 
     def stop(self) -> None:
         self.profiler.stop()
+
+    def use_identities(self, identities: ProcessIdentities) -> None:
+        self.profiler.use_identities(identities)
 
 
 __all__ = [

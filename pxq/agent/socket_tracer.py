@@ -56,6 +56,7 @@ from pxq.agent.bpf_program import (
     possible_cpus,
 )
 from pxq.agent.conn_tracker import ConnTracker, SockEvent, monotonic_to_epoch_offset
+from pxq.agent.procinfo import ProcessIdentities
 from pxq.agent.protocols.http1 import DEFAULT_BODY_LIMIT, MAX_HEADER_BYTES
 
 PROGRAM_FILE = "socket_trace.c"
@@ -436,6 +437,14 @@ class SocketTracer:
     def drain(self) -> pa.Table:
         """``http_events`` rows completed since the last drain (the catalog's exact schema)."""
         return self._tracker.take_arrow()
+
+    def use_identities(self, identities: ProcessIdentities) -> None:
+        """Decide process identities (upids) in ``identities``, shared with other collectors."""
+        self._tracker.identities = identities
+
+    def processes(self) -> dict[str, dict]:
+        """upid -> identity (comm, cmdline, ...) of every process seen, decided at first sight."""
+        return self._tracker.identities.by_upid
 
     def pending(self) -> int:
         """Transactions completed and not drained yet."""

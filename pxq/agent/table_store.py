@@ -14,6 +14,18 @@ from pxq.errors import DataError
 from pxq.tables import CATALOG
 
 DEFAULT_BUDGET_BYTES = 512 * 1024 * 1024
+# Counters (in ``drops``) of rows kept whose content is incomplete, not of events lost: the
+# profiler's samples whose stack was cut short (marked [truncated]) or whose user or kernel stack
+# the kernel failed to record or was gone when read (marked [lost ... stack]). Reports and the
+# progress line count them apart from losses.
+INCOMPLETE_REASONS = frozenset({"truncated_user_stack", "user_stack_lost", "kernel_stack_lost", "stack_missing"})
+
+
+def split_losses(counters: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """``counters`` as (events lost, rows kept but incomplete), zero counts left out."""
+    lost = {k: v for k, v in counters.items() if v and k not in INCOMPLETE_REASONS}
+    incomplete = {k: v for k, v in counters.items() if v and k in INCOMPLETE_REASONS}
+    return lost, incomplete
 
 
 @dataclass

@@ -248,12 +248,15 @@ def parse_duration(text: str) -> float:
 
 
 def _report_drops(drops: dict[str, dict[str, int]], tables, stream=sys.stderr) -> None:
-    """Say, per table read, how many events were lost and why: results are only as good as this."""
+    """Say, per table read, how many events were lost and why, and apart from those, how many rows
+    were kept but are incomplete (stacks cut short): results are only as good as this."""
+    from pxq.agent.table_store import split_losses
+
     for table in tables:
-        counters = {k: v for k, v in (drops.get(table) or {}).items() if v}
-        if counters:
-            detail = ", ".join(f"{reason}={count:,}" for reason, count in sorted(counters.items()))
-            print(f"pxq: {table}: lost or incomplete: {detail}", file=stream)
+        for kind, counters in zip(("lost", "kept but incomplete"), split_losses(drops.get(table) or {})):
+            if counters:
+                detail = ", ".join(f"{reason}={count:,}" for reason, count in sorted(counters.items()))
+                print(f"pxq: {table}: {kind}: {detail}", file=stream)
 
 
 def _tables_read(compiled) -> list[str]:

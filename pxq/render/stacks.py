@@ -10,7 +10,8 @@ Building the record (``StackSamples.from_table``), all vectorized with Arrow and
 
 1. grouping columns (``group_by``, by default those of ``DEFAULT_GROUP_COLUMNS`` present, e.g.
    ``cmdline`` or ``upid``) become root frames ``"<column>: <value>"`` (empty values are skipped),
-   so stacks of different processes stay apart;
+   so stacks of different processes stay apart; a row whose boolean ``truncated`` column is true
+   gets a ``[truncated]`` frame between those and its first frame;
 2. rows with the same group and stack are merged, their counts summed;
 3. stacks are sorted by their frames, root first (bytewise, a shorter stack before the stacks it
    is a prefix of), so stacks sharing a prefix are adjacent: a flamegraph layout merges them
@@ -54,6 +55,14 @@ _NOT_COUNTS = re.compile(r"(^|_)(id|pid|upid|tid|port|asid|cpu|depth|line)$|^(st
 PERIOD_KEY = b"pxq.sample_period_ns"
 # Frame text for a null or empty stack, so that its samples still count.
 EMPTY_STACK = "[unknown]"
+# A stack table's boolean column saying a row's stack is cut short (the profiler's user stack did
+# not reach a process or thread entry), and the frame that then stands for the missing callers at
+# the root side, so that a flamegraph shows the cut instead of a shallow tower that looks like a
+# real caller. Profilers that cut stacks mark them the same way: Flutter DevTools parents
+# truncated stacks with a "[Truncated]" frame (flutter/devtools#579), Datadog's PHP profiler adds
+# a fake frame (DataDog/dd-trace-php#1679); perf and flamegraph.pl show no marker.
+TRUNCATED_COLUMN = "truncated"
+TRUNCATED_FRAME = "[truncated]"
 
 
 class FrameKind(enum.IntEnum):
@@ -170,6 +179,9 @@ class StackSamples:
             start_ns, end_ns = lo, hi
         stacks = pc.fill_null(_text(table[stack_col]), "")
         stacks = pc.if_else(pc.equal(stacks, ""), EMPTY_STACK, stacks)
+        if TRUNCATED_COLUMN in table.column_names and pat.is_boolean(table.schema.field(TRUNCATED_COLUMN).type):
+            cut = pc.fill_null(table[TRUNCATED_COLUMN], False)
+            stacks = pc.if_else(cut, pc.binary_join_element_wise(TRUNCATED_FRAME, stacks, ";"), stacks)
         keys = [pc.fill_null(_text(table[c]), "") for c in group_cols]
         return cls._build(stacks, counts, group_cols, keys, title=title, period_ns=period_ns,
                           start_ns=start_ns, end_ns=end_ns)

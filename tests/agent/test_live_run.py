@@ -182,6 +182,58 @@ def test_pid_argument_that_does_not_exist_or_exits_is_said():
     assert "no running process" not in stderr
 
 
+NAMES_PXL = """\
+import px
+df = px.DataFrame('http_events')
+df.pid = df.ctx['pid']
+df.cmd = df.ctx['cmd']
+df.comm = df.ctx['comm']
+px.display(df[['upid', 'pid', 'cmd', 'comm', 'req_path', 'trace_role']], 'names')
+"""
+
+
+def _run_and_read_start(argv: list[str]) -> tuple[int, int | None]:
+    """Run ``argv`` to its end; its pid and the start time /proc showed while it ran (None if it
+    ended before /proc could be read)."""
+    proc = subprocess.Popen(argv)
+    try:
+        ticks = int(open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[19])
+    except OSError:
+        ticks = None
+    assert proc.wait(timeout=30) == 0
+    return proc.pid, ticks
+
+
+def test_a_short_lived_curl_is_named_in_rows_and_in_the_process_table(tmp_path):
+    """A real curl lives for milliseconds: the capture's process table and the rows' metadata
+    still say who it was (comm, command line, start time), as the kernel knew it."""
+    require_bpf()
+    with python_backend() as backend:
+        pxq = start_pxq("capture", "--out", str(tmp_path / "cap"), "--for", "4s")  # every process
+        log: list[str] = []
+        wait_attached(pxq, log)
+        runs = []
+        for i in range(3):
+            argv = ["/usr/bin/curl", "-s", "-o", "/dev/null", f"{backend.base_url}/api/items?curl={i}"]
+            pid, ticks = _run_and_read_start(argv)
+            runs.append((pid, ticks, argv, f"/api/items?curl={i}"))
+        finish(pxq, log)
+    script = tmp_path / "names.pxl"
+    script.write_text(NAMES_PXL)
+    out = run_pxq("run", str(script), "--from", str(tmp_path / "cap"), "-o", "json", check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    processes = json.loads((tmp_path / "cap" / "capture.json").read_text())["processes"]
+    for pid, ticks, argv, path in runs:
+        mine = [r for r in rows if r["pid"] == pid]
+        assert [(r["req_path"], r["trace_role"], r["comm"], r["cmd"]) for r in mine] == \
+            [(path, 1, "curl", " ".join(argv))], mine
+        upid = mine[0]["upid"]
+        if ticks is not None:  # the kernel's start can be one tick later (see ProcessIdentities)
+            assert upid in (f"0:{pid}:{ticks}", f"0:{pid}:{ticks + 1}")
+        assert (processes[upid]["pid"], processes[upid]["comm"], processes[upid]["cmdline"]) == \
+            (pid, "curl", " ".join(argv))
+
+
 # -- pxq.run without a source: a live window, as `pxq run` -------------------------------------
 def _client_report(client) -> list[dict]:
     """The sock_apps client's own view of what it sent: one {path, status, size} per request."""

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from pxq.agent.procinfo import (
+    ProcessIdentities,
     child_pids,
     container_id,
     make_upid,
@@ -135,3 +136,186 @@ def test_child_pids_sees_a_new_child_and_forgets_it():
     while proc.pid in child_pids(os.getpid()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.pid not in child_pids(os.getpid())
+
+
+# -- ProcessIdentities: /proc at first sight, else what the kernel said ------------------------
+NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
+
+
+def _start_ticks(pid: int) -> int:
+    """Field 22 of /proc/<pid>/stat, counted after the comm's closing parenthesis."""
+    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19])
+
+
+def _gone_pid() -> int:
+    proc = subprocess.Popen([SLEEP, "0"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def sleeper():
+    proc = subprocess.Popen([SLEEP, "30"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_live_process_is_named_from_proc(sleeper):
+    ticks = _start_ticks(sleeper.pid)
+    identities = ProcessIdentities()
+    # The kernel stamps the fork within the tick /proc shows (or just after it).
+    for stamp in (ticks * NS_PER_TICK + NS_PER_TICK // 2, (ticks + 1) * NS_PER_TICK + 1000):
+        upid = ProcessIdentities().identify(sleeper.pid, comm="bash", start_boot_ns=stamp)
+        assert upid == f"0:{sleeper.pid}:{ticks}"
+    upid = identities.identify(sleeper.pid, comm="bash", start_boot_ns=ticks * NS_PER_TICK + 5)
+    info = identities.by_upid[upid]
+    assert (info["comm"], info["cmdline"], info["exe"]) == ("sleep", f"{SLEEP} 30", os.path.realpath(SLEEP))
+
+
+def test_a_gone_process_is_named_from_the_kernel():
+    pid = _gone_pid()
+    identities = ProcessIdentities()
+    start_ns = 123_456_789_012_345
+    upid = identities.identify(pid, comm="curl", start_boot_ns=start_ns, argv=b"curl\0-s\0http://h/x?a=1\0")
+    assert upid == f"0:{pid}:{start_ns * os.sysconf('SC_CLK_TCK') // 10**9}"
+    assert identities.by_upid[upid] == {
+        "pid": pid, "comm": "curl", "cmdline": "curl -s http://h/x?a=1", "exe": "",
+        "start_ticks": start_ns * os.sysconf("SC_CLK_TCK") // 10**9, "container_id": "", "pod": "", "namespace": ""}
+    # No exec seen (it forked from a process the tracer did not see exec): the name in brackets.
+    other = ProcessIdentities()
+    assert other.by_upid[other.identify(pid, comm="worker", start_boot_ns=start_ns)]["cmdline"] == "[worker]"
+    # Nothing known at all: the old behaviour, start time 0 and no name.
+    nothing = ProcessIdentities()
+    upid = nothing.identify(pid)
+    assert upid == f"0:{pid}:0" and nothing.by_upid[upid]["comm"] == ""
+
+
+def test_a_zombie_keeps_the_command_line_the_kernel_read_at_exec():
+    """Exited, not yet waited for: /proc still has its stat (comm, start) but no command line."""
+    proc = subprocess.Popen([SLEEP, "0"])
+    deadline = time.monotonic() + 10
+    while _proc_field(proc.pid, "State")[0] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert _proc_field(proc.pid, "State")[0] == "Z"
+        ticks = _start_ticks(proc.pid)
+        identities = ProcessIdentities()
+        upid = identities.identify(proc.pid, comm="sleep", start_boot_ns=ticks * NS_PER_TICK + 10,
+                                   argv=SLEEP.encode() + b"\0" + b"0\0")
+        assert upid == f"0:{proc.pid}:{ticks}"
+        assert (identities.by_upid[upid]["comm"], identities.by_upid[upid]["cmdline"]) == ("sleep", f"{SLEEP} 0")
+    finally:
+        proc.wait()
+
+
+def test_a_reused_pid_is_not_the_process_the_kernel_meant(sleeper):
+    """The kernel saw pid N start long before the process /proc now has under N: not the same."""
+    ticks = _start_ticks(sleeper.pid)
+    identities = ProcessIdentities()
+    upid = identities.identify(sleeper.pid, comm="curl", start_boot_ns=(ticks - 500) * NS_PER_TICK)
+    assert upid == f"0:{sleeper.pid}:{ticks - 500}"
+    assert identities.by_upid[upid]["comm"] == "curl"
+
+
+def test_one_process_has_one_upid_for_every_collector():
+    """Two BPF programs stamp the same fork microseconds apart, here across a tick boundary: the
+    process gets the upid decided first, in both."""
+    pid = _gone_pid()
+    identities = ProcessIdentities()
+    boundary = 987_654 * NS_PER_TICK
+    first = identities.identify(pid, comm="curl", start_boot_ns=boundary - 200_000)
+    second = identities.identify(pid, comm="curl", start_boot_ns=boundary + 200_000)
+    assert first == second == f"0:{pid}:{987_653}"
+    # A process forked later under the same pid is another process.
+    assert identities.identify(pid, comm="curl", start_boot_ns=boundary + 5 * NS_PER_TICK) == f"0:{pid}:{987_659}"
+
+
+def test_an_exec_renames_the_process_under_the_same_upid():
+    pid = _gone_pid()
+    identities = ProcessIdentities()
+    start_ns = 55_555 * NS_PER_TICK
+    upid = identities.identify(pid, comm="python3", start_boot_ns=start_ns)
+    assert identities.identify(pid, comm="spin_fp", start_boot_ns=start_ns, exec_seen=True) == upid
+    assert (identities.by_upid[upid]["comm"], identities.by_upid[upid]["cmdline"]) == ("spin_fp", "[spin_fp]")
+    # Without an exec, another thread's comm does not rename the process.
+    identities.identify(pid, comm="worker-1", start_boot_ns=start_ns)
+    assert identities.by_upid[upid]["comm"] == "spin_fp"
+
+
+def _kernel_thread() -> int:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[6]) & PF_KTHREAD:  # field 9: flags
+                return int(entry)
+    raise AssertionError("no kernel thread in /proc")
+
+
+def test_a_kernel_thread_is_shown_as_its_name_in_brackets_like_ps():
+    pid = _kernel_thread()
+    comm = open(f"/proc/{pid}/comm").read().rstrip("\n")
+    info = process_info(pid)
+    assert (info["comm"], info["cmdline"], info["exe"]) == (comm, f"[{comm}]", "")
+    ps = subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=True)
+    assert ps.stdout.strip() == info["cmdline"]
+
+
+# -- the kernel's word, live: a real curl gone before the tracer reads its events ---------------
+CURL = "/usr/bin/curl"
+
+
+@pytest.mark.kernel
+def test_a_curl_gone_before_the_tracer_reads_is_named_from_the_kernel():
+    """The socket tracer takes its events only when polled: a curl that ran and was reaped before
+    that is gone from /proc, and its rows still carry its name, command line and start time."""
+    from pxq.agent.socket_tracer import SocketTracer
+    from pxq.testing.kernel import require_bpf
+    from pxq.testing.workload import python_backend
+
+    require_bpf()
+    with python_backend() as backend:
+        backend_ticks = _start_ticks(backend.pid)
+        tracer = SocketTracer(body_limit=1024).start()  # every process: curl's pid is not known yet
+        try:
+            url = f"{backend.base_url}/api/items?who=curl"
+            argv = [CURL, "-s", "-o", "/dev/null", url]
+            for _ in range(5):  # its start time is read from /proc while it runs (it may be quicker)
+                curl = subprocess.Popen(argv)
+                try:
+                    ticks = _start_ticks(curl.pid)
+                except OSError:
+                    ticks = None
+                assert curl.wait(timeout=30) == 0
+                if ticks is not None:
+                    break
+            assert ticks is not None, "curl always exited before its start time could be read"
+            assert not os.path.exists(f"/proc/{curl.pid}")  # reaped: /proc cannot name it
+            rows: list[dict] = []
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not any(r["upid"].split(":")[1] == str(curl.pid) for r in rows):
+                tracer.poll(100)
+                rows += tracer.drain().to_pylist()
+            processes = tracer.processes()
+        finally:
+            tracer.stop()
+        rows += tracer.drain().to_pylist()
+    mine = [r for r in rows if r["upid"].split(":")[1] == str(curl.pid)]
+    assert [(r["req_path"], r["trace_role"]) for r in mine] == [("/api/items?who=curl", 1)]
+    (upid,) = {r["upid"] for r in mine}
+    # The kernel stamps the fork microseconds after the start /proc showed: across a tick
+    # boundary its start_ticks is one more (documented in ProcessIdentities).
+    assert upid in (f"0:{curl.pid}:{ticks}", f"0:{curl.pid}:{ticks + 1}")
+    info = processes[upid]
+    assert (info["comm"], info["cmdline"], info["start_ticks"]) == ("curl", " ".join(argv), int(upid.split(":")[2]))
+    # Its server, alive throughout, is named from /proc.
+    server = [r for r in rows if r["upid"].split(":")[1] == str(backend.pid)]
+    assert [r["req_path"] for r in server] == ["/api/items?who=curl"]
+    assert server[0]["upid"] == f"0:{backend.pid}:{backend_ticks}"
+    assert processes[server[0]["upid"]]["cmdline"] == " ".join(backend.process.args)

@@ -12,6 +12,7 @@ import ctypes as ct
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ from pxq.tables import CATALOG
 from pxq.testing.kernel import require_bpf
 from tests.agent.programs.build import (
     BUSY_PY,
+    read_line,
     FRAME_POINTERS,
     NO_FRAME_POINTERS,
     compile_c,
@@ -98,7 +100,7 @@ def total(rows: list[dict]) -> int:
 # -- pieces that need no kernel -----------------------------------------------------------------
 def test_key_layout_is_pinned_to_the_header():
     text = build_program("profile.c", {}, layout_asserts("pxq_profile_key", ProfileKey)).text
-    assert "struct pxq_profile_key {" in text and ct.sizeof(ProfileKey) == 32 and ct.sizeof(NewPid) == 8
+    assert "struct pxq_profile_key {" in text and ct.sizeof(ProfileKey) == 32 and ct.sizeof(NewPid) == 32
     assert '_Static_assert(sizeof(struct pxq_profile_key) == 32' in text
 
 
@@ -180,8 +182,11 @@ def test_frame_pointer_chain_dominates_and_no_frame_pointer_is_truncated(program
     assert total(leaf) >= 0.8 * total(nofp_rows)
     assert all(r["truncated"] for r in leaf), leaf  # marked, not silently shallow
     assert not any("main;outer_loop;spin_leaf" in r["stack_trace"] for r in nofp_rows)
-    drops = profiler.drops()
-    assert drops["truncated_user_stack"] >= total(leaf) > 0
+    drops, incomplete = profiler.drops(), profiler.incomplete()
+    # Truncated samples are kept, not lost: counted apart from the losses.
+    assert incomplete["truncated_user_stack"] >= total(leaf) > 0
+    assert "truncated_user_stack" not in drops and set(incomplete) == {
+        "truncated_user_stack", "user_stack_lost", "kernel_stack_lost", "stack_missing"}
     assert profiler.truncated_by_process().get(upids[nofp.pid], 0) >= total(leaf)
     assert upids[fp.pid] not in profiler.truncated_by_process()
 
@@ -313,3 +318,104 @@ def test_embedded_agent_collects_stack_traces_with_script_options(programs):
     assert 20 <= total(rows) <= 49 * cpu * 1.3, (total(rows), cpu)
     assert any("main;outer_loop;spin_leaf" in r["stack_trace"] for r in rows)
     assert store.processes[upid]["pid"] == proc.pid
+
+
+# -- who a sample belongs to ---------------------------------------------------------------------
+PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 on (after the comm's closing parenthesis)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _is_kernel_thread(pid: int) -> bool:
+    try:
+        return bool(int(_stat_fields(pid)[6]) & PF_KTHREAD)  # field 9: flags
+    except OSError:
+        return False
+
+
+@kernel
+def test_a_process_gone_before_its_first_read_keeps_its_name_and_start(programs):
+    """The profiler handles new-process records when polled: one that ran and was reaped before
+    that is gone from /proc, and its samples still carry its name and start time."""
+    require_bpf()
+    profiler = Profiler(ProfilerOptions(python="off", drain_interval_s=3600)).start()  # host-wide
+    try:
+        proc = subprocess.Popen([str(programs["fp"]), "0.6"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                text=True)
+        read_line(proc)  # "ready": it runs
+        ticks = int(_stat_fields(proc.pid)[19])  # field 22: start time in clock ticks
+        proc.communicate(timeout=30)
+        assert not Path(f"/proc/{proc.pid}").exists()
+    finally:
+        profiler.stop()  # never polled before: its records are handled only now
+    rows = rows_of(profiler.drain(), proc.pid)
+    assert total(rows) > 10, rows
+    (upid,) = {r["upid"] for r in rows}
+    # The kernel stamps the fork microseconds after the start /proc showed: across a tick
+    # boundary its start_ticks is one more (documented in ProcessIdentities).
+    assert upid in (f"0:{proc.pid}:{ticks}", f"0:{proc.pid}:{ticks + 1}")
+    info = profiler.processes()[upid]
+    # No exec argv in the profiler's records: the name in brackets, as ps shows a process
+    # whose command line it cannot read.
+    assert (info["comm"], info["cmdline"]) == (programs["fp"].name, f"[{programs['fp'].name}]")
+
+
+@kernel
+def test_a_kernel_thread_sampled_is_named_in_brackets_like_ps(tmp_path):
+    require_bpf()
+    profiler = Profiler(ProfilerOptions(python="off", sample_hz=999, drain_interval_s=0.5)).start()
+    threads: dict[int, str] = {}  # pid -> upid of kernel threads sampled (and still there)
+    try:
+        deadline = time.monotonic() + 60
+        while not threads and time.monotonic() < deadline:
+            # Work for kernel threads: writeback of data written and synced.
+            with open(tmp_path / "scratch", "wb") as f:
+                f.write(os.urandom(1 << 20))
+                f.flush()
+                os.fsync(f.fileno())
+            profiler.poll(100)
+            for row in profiler.drain().to_pylist():
+                pid = int(row["upid"].split(":")[1])
+                if _is_kernel_thread(pid):
+                    threads[pid] = row["upid"]
+    finally:
+        profiler.stop()
+    assert threads, "no kernel thread was sampled in 60 s"
+    for pid, upid in threads.items():
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().rstrip("\n")
+            ticks = int(_stat_fields(pid)[19])
+        except OSError:
+            continue  # a worker thread that has exited since
+        assert upid == f"0:{pid}:{ticks}"
+        info = profiler.processes()[upid]
+        assert (info["comm"], info["cmdline"]) == (comm, f"[{comm}]")
+        break
+    else:
+        raise AssertionError(f"every kernel thread sampled has exited: {threads}")
+
+
+@kernel
+def test_truncated_samples_are_kept_not_counted_as_drops_by_the_agent(programs):
+    """Without frame pointers nearly every user stack is cut short: those samples are kept (and
+    marked), so the agent's progress says drops 0 and counts them as incomplete instead."""
+    require_bpf()
+    import io
+
+    from pxq.agent.embedded import progress_printer
+
+    with running([programs["nofp"], "120"]) as proc:
+        request = CollectorRequest("perf_profiler", (TABLE,), (proc.pid,), options=(("python", "off"),))
+        reports = []
+        store = EmbeddedAgent(ProbeManifest(time.time_ns(), (), (request,)), AgentOptions()).run(2.5, reports.append)
+    final = reports[-1]
+    truncated = total([r for r in rows_of(store.table(TABLE), proc.pid) if r["truncated"]])
+    assert final.final and truncated > 50
+    assert final.drops == 0, store.drops
+    assert final.incomplete >= truncated and store.drops[TABLE]["truncated_user_stack"] >= truncated
+    stream = io.StringIO()
+    progress_printer(2.5, stream)(final)
+    assert f"  drops 0  incomplete {final.incomplete:,}" in stream.getvalue().splitlines()[-1]

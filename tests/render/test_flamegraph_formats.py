@@ -501,3 +501,17 @@ def test_a_frame_named_like_a_group_label_is_still_code(Profile):
     assert _speedscope_stacks(doc) == Counter({("pid: 1", "main"): 1, ("pid: 2", "pid: 1;main"): 2})
     p = decode_pprof(Profile, pprof_bytes(rec))
     assert pprof_stacks(p) == Counter({((("pid", "1"),), "main"): 1, ((("pid", "2"),), "pid: 1;main"): 2})
+
+
+def test_svg_shows_truncated_stacks_under_one_marker_frame():
+    table = pa.table({"stack_trace": ["spin_leaf", "main;f", "spin_leaf;g"], "count": [6, 3, 1],
+                      "truncated": [True, False, True]})
+    frames = _frames(flamegraph_svg(StackSamples.from_table(table)))
+    titles = {f["title"] for f in frames}
+    assert "[truncated] (7 samples, 70.00%)" in titles  # 6 + 1 of 10: one root for both cut stacks
+    assert "main (3 samples, 30.00%)" in titles
+    marker = next(f for f in frames if f["title"].startswith("[truncated] "))
+    leaf = next(f for f in frames if f["title"].startswith("spin_leaf "))
+    assert leaf["y"] < marker["y"]  # a flame graph grows upwards: the marker is under (root side)
+    r, g, b = (int(marker["fill"][i:i + 2], 16) for i in (1, 3, 5))
+    assert max(r, g, b) - min(r, g, b) < 10  # grey, like [unknown]

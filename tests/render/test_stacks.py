@@ -254,3 +254,48 @@ def test_the_two_samplers_of_a_process_stay_apart():
                   "count": [5, 4], "sampler": ["ebpf", "py-spy"], "truncated": [False, False]})
     assert folded_text(StackSamples.from_table(t)) == (
         "upid: 0:7:1;sampler: ebpf;main;work 5\nupid: 0:7:1;sampler: py-spy;<module> (app.py:3);work (app.py:9) 4\n")
+
+
+# -- truncated stacks: a marker frame at the root side -------------------------------------------
+def _profile_rows(truncated) -> pa.Table:
+    """Rows as the profiler writes them: a process, a folded stack root first, a count, and whether
+    the user stack was cut short (it did not reach the process's entry)."""
+    return pa.table({
+        "upid": ["0:7:99", "0:7:99", "0:7:99", "0:8:50"],
+        "stack_trace": ["spin_leaf", "_start;main;outer_loop;spin_leaf", "spin_leaf;do_syscall_64_[k]", "main;f"],
+        "count": [5, 3, 2, 4],
+        "truncated": pa.array(truncated, pa.bool_()),
+    })
+
+
+def test_truncated_stacks_get_a_marker_frame_in_folded_output():
+    table = _profile_rows([True, False, True, None])  # null: not known to be cut
+    assert folded_text(StackSamples.from_table(table)) == (
+        "upid: 0:7:99;[truncated];spin_leaf 5\n"
+        "upid: 0:7:99;[truncated];spin_leaf;do_syscall_64_[k] 2\n"
+        "upid: 0:7:99;_start;main;outer_loop;spin_leaf 3\n"
+        "upid: 0:8:50;main;f 4\n"
+    )
+    # Without grouping, the cut stacks share one [truncated] root: what is missing is their callers.
+    assert folded_text(StackSamples.from_table(table, group_by=())) == (
+        "[truncated];spin_leaf 5\n"
+        "[truncated];spin_leaf;do_syscall_64_[k] 2\n"
+        "_start;main;outer_loop;spin_leaf 3\n"
+        "main;f 4\n"
+    )
+    # No truncated column (Pixie's perf_flamegraph columns): stacks as they are.
+    assert folded_text(StackSamples.from_table(table.drop(["truncated"]), group_by=())) == (
+        "_start;main;outer_loop;spin_leaf 3\nmain;f 4\nspin_leaf 5\nspin_leaf;do_syscall_64_[k] 2\n")
+
+
+def test_the_folded_writer_marks_truncated_stacks(capsysbinary):
+    render({"flame": _profile_rows([True, False, False, False])}, "folded")
+    out = capsysbinary.readouterr().out.decode()
+    assert out.splitlines()[0] == "upid: 0:7:99;[truncated];spin_leaf 5"
+    assert "upid: 0:7:99;spin_leaf;do_syscall_64_[k] 2" in out.splitlines()
+
+
+def test_the_marker_frame_is_unknown_kind():
+    record = StackSamples.from_table(_profile_rows([True, True, True, True]), group_by=())
+    kinds = dict(zip(record.name_list, record.kinds))
+    assert kinds["[truncated]"] == FrameKind.UNKNOWN and kinds["spin_leaf"] == FrameKind.NATIVE
