@@ -42,7 +42,9 @@ def start_pxq(*args: str, **popen) -> Pxq:
     return Pxq(*args, **popen)
 
 
-def wait_attached(pxq: Pxq, log: list[str], timeout: float = 60) -> None:
+def wait_for_line(pxq: Pxq, log: list[str], wanted, what: str, timeout: float = 60) -> None:
+    """Read pxq's stderr lines into ``log`` until one satisfies ``wanted`` (a condition, not a
+    guessed time); fails saying ``what`` never came, or that pxq exited first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -51,9 +53,13 @@ def wait_attached(pxq: Pxq, log: list[str], timeout: float = 60) -> None:
             assert pxq.proc.poll() is None, f"pxq exited early: {''.join(log)}"
             continue
         log.append(line)
-        if "probes attached" in line:
+        if wanted(line):
             return
-    raise AssertionError(f"pxq never attached: {''.join(log)}")
+    raise AssertionError(f"pxq never {what}: {''.join(log)}")
+
+
+def wait_attached(pxq: Pxq, log: list[str], timeout: float = 60) -> None:
+    wait_for_line(pxq, log, lambda line: "probes attached" in line, "attached", timeout)
 
 
 def send_requests(port: int, tag: str, n: int) -> list[tuple[str, int]]:
@@ -321,18 +327,11 @@ def test_api_run_without_a_source_says_why_it_cannot_like_the_cli(tmp_path):
 # -- SIGTERM ends a live window like Ctrl-C ----------------------------------------------------
 def wait_for_rows(pxq: Pxq, log: list[str], table: str, at_least: int, timeout: float = 60) -> None:
     """Until a progress line counts ``at_least`` rows of ``table`` (lines come every 5 s off a tty)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = pxq.lines.get(timeout=0.5)
-        except queue.Empty:
-            assert pxq.proc.poll() is None, f"pxq exited early: {''.join(log)}"
-            continue
-        log.append(line)
+    def counted(line: str) -> bool:
         seen = re.search(rf"  {table} ([\d,]+)  ", line)
-        if seen and int(seen.group(1).replace(",", "")) >= at_least:
-            return
-    raise AssertionError(f"pxq never counted {at_least} {table} rows: {''.join(log)}")
+        return bool(seen) and int(seen.group(1).replace(",", "")) >= at_least
+
+    wait_for_line(pxq, log, counted, f"counted {at_least} {table} rows", timeout)
 
 
 def end_with(pxq: Pxq, log: list[str], signum: int) -> tuple[int, str, str]:

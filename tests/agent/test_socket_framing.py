@@ -16,7 +16,14 @@ import pytest
 from pxq.agent.procinfo import upid_of
 from pxq.agent.socket_tracer import SocketTracer, SocketTracerOptions
 from pxq.testing.kernel import require_bpf
-from tests.agent.test_socket_tracer import Capture, Client, capture_scenario, finish_capture, http_server
+from tests.agent.test_socket_tracer import (
+    Capture,
+    Client,
+    capture_scenario,
+    finish_capture,
+    http_server,
+    run_client_traced,
+)
 
 pytestmark = pytest.mark.kernel
 PATTERN = b"abcdefghij"
@@ -119,14 +126,7 @@ def test_a_child_forked_by_a_traced_process_is_traced():
     kernel adds the child at its fork (sched_process_fork), so its rows are there."""
     with http_server() as (server, port):
         client = Client(port, "basic", "127.0.0.1", "--fork")
-        tracer = SocketTracer(pids={server.pid, client.pid}).start()
-        try:
-            client.go()
-            results = client.finish(tracer)
-            table = finish_capture(tracer)
-        finally:
-            tracer.stop()
-            client.kill()
+        results, table = run_client_traced(client, SocketTracer(pids={server.pid, client.pid}))
     child = results[0]["pid"]
     assert child != client.pid and {r["pid"] for r in results} == {child}
     rows = table.to_pylist()

@@ -69,17 +69,21 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def http_server(host: str = "127.0.0.1"):
-    """sock_apps' server on a free port: (process, port)."""
-    proc = subprocess.Popen(
-        [sys.executable, str(APPS), "server", "--host", host], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+def sock_app_listening(*args: str):
+    """A sock_apps process that listens on a free port (``server``, ``proxy``): (process, port)."""
+    proc = subprocess.Popen([sys.executable, str(APPS), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
     try:
         line = _readline(proc)
         assert line.startswith("PORT "), line
         yield proc, int(line.split()[1])
     finally:
         _stop(proc)
+
+
+def http_server(host: str = "127.0.0.1"):
+    """sock_apps' server on a free port: (process, port)."""
+    return sock_app_listening("server", "--host", host)
 
 
 class Client:
@@ -171,15 +175,22 @@ def capture_scenario(scenario: str, *extra: str, host: str = "127.0.0.1", body_l
     with http_server(host) as (server, port):
         client = Client(port, scenario, host, *extra)
         upids = {server.pid: upid_of(server.pid), client.pid: upid_of(client.pid)}
-        tracer = SocketTracer(pids={server.pid, client.pid}, body_limit=body_limit).start()
-        try:
-            client.go()
-            results = client.finish(tracer, timeout)
-            table = finish_capture(tracer)
-        finally:
-            tracer.stop()
-            client.kill()
+        tracer = SocketTracer(pids={server.pid, client.pid}, body_limit=body_limit)
+        results, table = run_client_traced(client, tracer, timeout)
     return Capture(tracer, table, port, server.pid, client.pid, upids, results)
+
+
+def run_client_traced(client: Client, tracer: SocketTracer, timeout: float = 60.0) -> tuple[list[dict], pa.Table]:
+    """Start ``tracer``, run ``client``'s scenario under it, stop: (the client's report, the rows)."""
+    tracer.start()
+    try:
+        client.go()
+        results = client.finish(tracer, timeout)
+        table = finish_capture(tracer)
+    finally:
+        tracer.stop()
+        client.kill()
+    return results, table
 
 
 # -- tests ----------------------------------------------------------------------------------------
@@ -450,17 +461,9 @@ def test_one_write_beyond_the_copy_limit_is_copied_up_to_it_and_counted_after():
     assert cap.tracer.stats()["filler_bytes"] >= big - copy_limit
 
 
-@contextlib.contextmanager
 def splice_proxy(backend_port: int):
     """sock_apps' splicing proxy in front of ``backend_port``: (process, port)."""
-    proc = subprocess.Popen([sys.executable, str(APPS), "proxy", "--port", str(backend_port)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        line = _readline(proc)
-        assert line.startswith("PORT "), line
-        yield proc, int(line.split()[1])
-    finally:
-        _stop(proc)
+    return sock_app_listening("proxy", "--port", str(backend_port))
 
 
 def test_splice_to_and_from_sockets_is_counted():
@@ -469,14 +472,8 @@ def test_splice_to_and_from_sockets_is_counted():
     through it), and the client and server around it see the same transactions."""
     with http_server() as (server, port), splice_proxy(port) as (proxy, proxy_port):
         client = Client(proxy_port, "proxied")
-        tracer = SocketTracer(pids={server.pid, proxy.pid, client.pid}).start()
-        try:
-            client.go()
-            results = client.finish(tracer)
-            table = finish_capture(tracer)
-        finally:
-            tracer.stop()
-            client.kill()
+        tracer = SocketTracer(pids={server.pid, proxy.pid, client.pid})
+        results, table = run_client_traced(client, tracer)
     assert_no_drops(tracer)
     want = [(r["path"], r["status"], r["size"]) for r in results]
     assert [size for _, _, size in want] == [5000, 300000, 12, 3 << 20, 20]
