@@ -65,17 +65,25 @@ def programs(tmp_path_factory):
     }
 
 
-def profile(options: ProfilerOptions, seconds: float, during=None, cpu: dict | None = None) -> tuple[Profiler, pa.Table]:
+def profile(options: ProfilerOptions, seconds: float, during=None, cpu: dict | None = None,
+            min_cpu_s: float = 0.0, max_seconds: float = 90.0) -> tuple[Profiler, pa.Table]:
     """Run a profiler for ``seconds`` (polling like the agent does), then stop it and drain.
 
     ``cpu``: {pid: None} to fill with the CPU seconds each process got while the profiler was
-    attached (what the sample counts should follow on a shared machine)."""
+    attached (what the sample counts should follow on a shared machine). ``min_cpu_s``: go on
+    past ``seconds`` until each of those processes got that much CPU (a condition, not a longer
+    guess: on a loaded machine a busy target may get a fifth of a CPU), for at most ``max_seconds``."""
     profiler = Profiler(options).start()
     before = {pid: cpu_seconds(pid) for pid in cpu or ()}
+
+    def enough_cpu() -> bool:
+        return all(cpu_seconds(pid) - start_cpu >= min_cpu_s for pid, start_cpu in before.items())
+
     try:
-        end = time.monotonic() + seconds
+        begin = time.monotonic()
+        end = begin + seconds
         tables = []
-        while time.monotonic() < end:
+        while time.monotonic() < end or (min_cpu_s and not enough_cpu() and time.monotonic() < begin + max_seconds):
             profiler.poll(100)
             tables.append(profiler.drain())
             if during is not None:
@@ -164,7 +172,7 @@ def test_frame_pointer_chain_dominates_and_no_frame_pointer_is_truncated(program
     with running([programs["fp"], "120"]) as fp, running([programs["nofp"], "120"]) as nofp:
         upids = {p.pid: upid_of(p.pid) for p in (fp, nofp)}
         cpu = dict.fromkeys(upids)
-        profiler, table = profile(ProfilerOptions(pids=frozenset(upids)), 2.5, cpu=cpu)
+        profiler, table = profile(ProfilerOptions(pids=frozenset(upids)), 2.5, cpu=cpu, min_cpu_s=1.0)
     assert table.schema == SCHEMA
     assert {r["sampler"] for r in table.to_pylist()} == {"ebpf"}  # C programs: py-spy never ran
     assert profiler.pyspy is None or not profiler.pyspy.targets
@@ -205,7 +213,8 @@ def test_host_wide_run_shows_kernel_frames_of_a_syscall_loop(programs):
     with running(idle_python) as idle, running([programs["syscalls"], "120"]) as proc, \
             running(python_busy(120)) as busy_python:
         time.sleep(0.5)  # the idle one is done starting up: it uses no CPU from now on
-        profiler, table = profile(ProfilerOptions(), 3.0)
+        cpu = {proc.pid: None, busy_python.pid: None}
+        profiler, table = profile(ProfilerOptions(), 3.0, cpu=cpu, min_cpu_s=1.0)
     # py-spy: for the busy Python process (found by its samples), never for the idle one.
     assert total(rows_of(table, busy_python.pid, "py-spy")) > 20, profiler.drops()
     assert idle.pid not in profiler.pyspy.targets and proc.pid not in profiler.pyspy.targets
