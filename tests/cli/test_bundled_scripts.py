@@ -29,7 +29,7 @@ def synthetic_dir(tmp_path_factory) -> str:
                                    null_fraction=0.05)
 
 
-@pytest.fixture(params=["synthetic", "real"])
+@pytest.fixture(params=["synthetic", pytest.param("real", marks=pytest.mark.servers)])
 def capture_dir(request, synthetic_dir) -> str:
     return synthetic_dir if request.param == "synthetic" else str(request.getfixturevalue("http_capture_dir"))
 
