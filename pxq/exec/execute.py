@@ -56,6 +56,9 @@ class DataSource(Protocol):
 
     host: str
     processes: dict[str, dict]
+    # Where the data ends: scripts run over it take this as px.now(), so replays are reproducible
+    # (None: the agent's store while it still collects).
+    end_time_ns: int | None
 
     def scan(self, table: str, columns, start_ns: int | None, end_ns: int | None, *,
              filter=None, filter_columns=()) -> pa.Table:
