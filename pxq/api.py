@@ -13,7 +13,6 @@ from pxq.plan.compile import compile as compile_module
 from pxq.plan.nodes import Graph
 from pxq.plan.optimize import optimize
 
-
 # A live run's window when none is given, as the CLI's ``pxq run --for``.
 DEFAULT_LIVE_DURATION = "10s"
 

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class ScriptError(PxqError):
         self.source = source
         super().__init__(self.render())
 
-    def with_source(self, source: Source) -> "ScriptError":
+    def with_source(self, source: Source) -> ScriptError:
         return self if self.source is not None else type(self)(self.diagnostics, source)
 
     def render(self) -> str:

@@ -28,11 +28,23 @@ settings.register_profile("dev", print_blob=True, deadline=None, suppress_health
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
+# The session fixtures below start nginx and the Python backend: tests that use them are marked
+# `servers` (as tests that start servers themselves are, by hand), so `-m "not servers"` leaves them out.
+SERVER_FIXTURES = frozenset({"nginx_workload", "http_capture", "http_capture_dir"})
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
     """Run test files in path order whatever a plugin did to the order (pytest-randomly, ...): a
     stable sort, so the order within a file stays as collected and the default order is unchanged."""
     items.sort(key=lambda item: Path(item.path).parts)
+
+
+def pytest_itemcollected(item):
+    # Here, not in pytest_collection_modifyitems above: that one runs last, after `-m` has deselected.
+    if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.servers)
+
 
 # How much traffic the shared capture holds: every step of the client mix several times over.
 CAPTURE_REQUESTS = 44

@@ -36,7 +36,8 @@ def test_perf_map_symbols_keep_unicode_breaks(brk):
 
 @pytest.mark.parametrize("brk", UNICODE_BREAKS, ids=repr)
 def test_pyspy_stacks_keep_unicode_breaks(brk):
-    assert parse_collapsed(f"<module> (a{brk}b.py:1);f (a{brk}b.py:2) 4\n") == {f"<module> (a{brk}b.py:1);f (a{brk}b.py:2)": 4}
+    stack = f"<module> (a{brk}b.py:1);f (a{brk}b.py:2)"
+    assert parse_collapsed(f"{stack} 4\n") == {stack: 4}
 
 
 def test_pyspy_count_must_be_a_decimal_number():

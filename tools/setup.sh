@@ -2,8 +2,7 @@
 # Set up this machine for pxq: Debian packages, kernel headers for bcc, tracefs, and the
 # project's virtualenv (.venv/) with bcc linked in. Idempotent: a second run only checks.
 #
-# Runs as root on Debian 12 (bookworm). The facts behind each step are in
-# shared/reference/kernel-feasibility.md (sections 1 and 9) and DESIGN.md "Host set-up facts".
+# Runs as root on Debian 12 (bookworm). The reason for each step is in the comment above it.
 #
 # Environment:
 #   PXQ_PYTHON=/path/to/python3   interpreter for the venv (default: the first python3 >= 3.11 on PATH)

@@ -17,14 +17,35 @@ import pyarrow.compute as pc
 from pxq.errors import ExecutionError, ResourceLimitError
 from pxq.exec.aggregate import aggregate
 from pxq.exec.expressions import decode_dictionaries, evaluate, mask, to_column
-from pxq.exec.limits import SETTING as MEMORY_SETTING
-from pxq.exec.limits import MemoryBudget, join_output, memory_limit_bytes, too_big, whole_number
+from pxq.exec.limits import (
+    SETTING as MEMORY_SETTING,
+    MemoryBudget,
+    join_output,
+    memory_limit_bytes,
+    too_big,
+    whole_number,
+)
 from pxq.exec.pushdown import split_pushable
 from pxq.funcs.registry import ExecContext, load_builtins
 from pxq.lang.deep import deep
 from pxq.plan.expr import conjunction
-from pxq.plan.nodes import (Agg, Display, Filter, FragmentInput, Graph, Join, Limit, Map, Project, Relation,
-                            Schema, Source, Union, join_layout, relations_postorder)
+from pxq.plan.nodes import (
+    Agg,
+    Display,
+    Filter,
+    FragmentInput,
+    Graph,
+    Join,
+    Limit,
+    Map,
+    Project,
+    Relation,
+    Schema,
+    Source,
+    Union,
+    join_layout,
+    relations_postorder,
+)
 from pxq.types import FIELD_SEMANTIC_KEY, FIELD_TYPE_KEY, arrow_type
 
 DEFAULT_MAX_OUTPUT_ROWS = 10_000  # Pixie's max_output_rows_per_table default
@@ -35,6 +56,9 @@ class DataSource(Protocol):
 
     host: str
     processes: dict[str, dict]
+    # Where the data ends: scripts run over it take this as px.now(), so replays are reproducible
+    # (None: the agent's store while it still collects).
+    end_time_ns: int | None
 
     def scan(self, table: str, columns, start_ns: int | None, end_ns: int | None, *,
              filter=None, filter_columns=()) -> pa.Table:
@@ -169,14 +193,14 @@ def _(node: Join, run: _Run) -> pa.Table:
     left, right = decode_dictionaries(run.table(node.left)), decode_dictionaries(run.table(node.right))
     if run.budget is not None:  # size the output before Acero materializes it
         rows, size = join_output(left, right, node.left_on, node.right_on, node.how)
-        keys = ", ".join(f"{l}={r}" for l, r in zip(node.left_on, node.right_on))
+        keys = ", ".join(f"{lkey}={rkey}" for lkey, rkey in zip(node.left_on, node.right_on))
         run.budget.admit(f"the merge on {keys} ({rows:,} rows)", size)
     # Give every right column a private name so Acero never sees two columns with one name.
     right_names = {name: f"__right_{i}" for i, name in enumerate(right.column_names)}
     right = right.rename_columns([right_names[c] for c in right.column_names])
     joined = left.join(right, keys=list(node.left_on), right_keys=[right_names[c] for c in node.right_on],
                        join_type=_JOIN_TYPES[node.how], coalesce_keys=False, use_threads=True)
-    shared_keys = {l for l, r in zip(node.left_on, node.right_on) if l == r}
+    shared_keys = {lkey for lkey, rkey in zip(node.left_on, node.right_on) if lkey == rkey}
     columns, names = [], []
     for out, side, name in join_layout(node.left.schema, node.right.schema, node.left_on, node.right_on,
                                        node.suffixes):

@@ -5,19 +5,21 @@ kernel."""
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pxq.funcs.registry import Param, SemanticRule, TypeRule, scalar
+from pxq.funcs.registry import ExecContext, Param, SemanticRule, TypeRule, scalar
 from pxq.types import DataType, SemanticType
 
 BOOLEAN, INT64, FLOAT64, STRING, TIME64NS, UINT128 = (
     DataType.BOOLEAN, DataType.INT64, DataType.FLOAT64, DataType.STRING, DataType.TIME64NS, DataType.UINT128)
 S = SemanticType
 
-Value = pa.Array | pa.ChunkedArray | pa.Scalar
+# What a function's implementation receives and returns (pyarrow ships no types: Any to mypy).
+Value: TypeAlias = pa.Array | pa.ChunkedArray | pa.Scalar
 
 
 def param(name: str, *types: DataType, literal: bool = False, default: Any = None,
@@ -27,7 +29,8 @@ def param(name: str, *types: DataType, literal: bool = False, default: Any = Non
 
 
 def udf(name: str, params: tuple[Param, ...], returns: TypeRule, doc: str, *,
-        semantic: SemanticRule = SemanticType.NONE, foldable: bool = True):
+        semantic: SemanticRule = SemanticType.NONE, foldable: bool = True
+        ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``impl(ctx, *args)`` as ``px.<name>``.
 
     When every non-literal argument is a Scalar (constant folding), they are turned into length-1
@@ -38,7 +41,7 @@ def udf(name: str, params: tuple[Param, ...], returns: TypeRule, doc: str, *,
 
     def register(impl: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(impl)
-        def run(ctx, *args):
+        def run(ctx: ExecContext, *args: Value) -> Value:
             if value_positions and all(isinstance(args[i], pa.Scalar) for i in value_positions):
                 arrays = [column(a, 1) if i in value_positions else a for i, a in enumerate(args)]
                 result = impl(ctx, *arrays)
@@ -54,7 +57,13 @@ def udf(name: str, params: tuple[Param, ...], returns: TypeRule, doc: str, *,
 # ---------------------------------------------------------------- type rules
 
 
-def pair_rule(verb: str, table: Mapping[tuple[DataType, DataType], DataType]) -> TypeRule:
+# Result types of an operation by its argument types.
+PairTable: TypeAlias = Mapping[tuple[DataType, ...], DataType]
+# A kernel from pyarrow.compute (or one built on them): Values in, a Value out.
+Kernel: TypeAlias = Callable[..., Value]
+
+
+def pair_rule(verb: str, table: PairTable) -> TypeRule:
     """Result type of a binary operation looked up by its argument types, else a TypeError."""
 
     def rule(types: tuple[DataType, ...]) -> DataType:
@@ -81,8 +90,8 @@ def same_type(index: int = 0) -> TypeRule:
     return lambda types: types[index]
 
 
-NUMERIC_PAIRS = {(INT64, INT64): INT64, (FLOAT64, FLOAT64): FLOAT64, (INT64, FLOAT64): FLOAT64,
-                 (FLOAT64, INT64): FLOAT64}
+NUMERIC_PAIRS: dict[tuple[DataType, ...], DataType] = {
+    (INT64, INT64): INT64, (FLOAT64, FLOAT64): FLOAT64, (INT64, FLOAT64): FLOAT64, (FLOAT64, INT64): FLOAT64}
 # Argument types that can be ordered (<, >=, ...) and compared for equality (==, equals_any).
 ORDERED_PAIRS = frozenset({*NUMERIC_PAIRS, (STRING, STRING), (TIME64NS, TIME64NS), (TIME64NS, INT64),
                            (INT64, TIME64NS)})
@@ -98,16 +107,16 @@ def keep(index: int = 0) -> SemanticRule:
     return lambda sems: sems[index]
 
 
-def inherit(allowed: Iterable[SemanticType]) -> SemanticRule:
+def inherit(allowed: Iterable[SemanticType]) -> Callable[[tuple[SemanticType, ...]], SemanticType]:
     """The semantic type the arguments share, if it is in ``allowed``; arguments without one
     (NONE, e.g. plain literals) do not count. Otherwise NONE."""
-    allowed = frozenset(allowed)
+    allowed_set = frozenset(allowed)
 
     def rule(sems: tuple[SemanticType, ...]) -> SemanticType:
         present = {s for s in sems if s is not S.NONE}
         if len(present) == 1:
             (only,) = present
-            if only in allowed:
+            if only in allowed_set:
                 return only
         return S.NONE
 
@@ -141,7 +150,7 @@ def null_of(type_: pa.DataType) -> pa.Scalar:
 
 
 def is_int(value: Value) -> bool:
-    return pa.types.is_integer(value.type)
+    return bool(pa.types.is_integer(value.type))
 
 
 def as_float(value: Value) -> Value:
@@ -171,5 +180,6 @@ def rowwise(fn: Callable[..., Any], out_type: pa.DataType, *args: Value) -> pa.A
     """``fn`` applied row by row (null if any argument is null). Only for the rare case where a
     function that normally takes a constant gets two columns and Arrow has no kernel for it."""
     n = length_of(*args)
+    assert n is not None, "rowwise needs at least one column"  # callers pass two columns
     rows = zip(*(column(a, n).to_pylist() for a in args))
     return pa.array([None if any(v is None for v in row) else fn(*row) for row in rows], out_type)

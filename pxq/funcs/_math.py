@@ -20,20 +20,43 @@ Choices:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pxq.funcs._common import (BOOLEAN, EQUALITY_PAIRS, FLOAT64, INT64, NUMERIC_PAIRS, QUANTITIES, STRING,
-                               TIME64NS, S, as_float, inherit, is_int, keep, map_distinct, null_of, numeric_operands,
-                               param, same_type, udf)
+from pxq.funcs._common import (
+    BOOLEAN,
+    EQUALITY_PAIRS,
+    FLOAT64,
+    INT64,
+    NUMERIC_PAIRS,
+    QUANTITIES,
+    STRING,
+    TIME64NS,
+    Kernel,
+    S,
+    Value,
+    as_float,
+    inherit,
+    is_int,
+    keep,
+    map_distinct,
+    null_of,
+    numeric_operands,
+    param,
+    same_type,
+    udf,
+)
 from pxq.funcs._operators import checked, comparable
+from pxq.funcs.registry import ExecContext
+from pxq.types import DataType, SemanticType
 
 X_NUM = (param("x", INT64, FLOAT64),)
 _INT64_LIMIT = 2.0 ** 63
 
 
-def _float_to_int64(values):
+def _float_to_int64(values: Value) -> Value:
     """FLOAT64 values (already integral) as INT64; NaN, +-inf and out-of-range values become null."""
     fits = pc.and_(pc.is_finite(values), pc.less(pc.abs(values), _INT64_LIMIT))
     return pc.cast(pc.if_else(fits, values, null_of(pa.float64())), pa.int64())
@@ -42,8 +65,8 @@ def _float_to_int64(values):
 # ---------------------------------------------------------------- rounding
 
 
-def _rounding(name: str, kernel, doc: str) -> None:
-    def impl(ctx, x):
+def _rounding(name: str, kernel: Kernel, doc: str) -> None:
+    def impl(ctx: ExecContext, x: Value) -> Value:
         return x if is_int(x) else _float_to_int64(kernel(x))
 
     udf(name, X_NUM, INT64, doc)(impl)
@@ -58,13 +81,13 @@ _rounding("ceil", pc.ceil, "The smallest integer >= x, as INT64 (null for NaN/in
 _MAX_DECIMALS = 1074
 
 
-def _printf_fixed(decimals: int):
+def _printf_fixed(decimals: int) -> Callable[[float], str]:
     return lambda v: f"{v:.{decimals}f}"
 
 
 @udf("round", (param("x", FLOAT64, INT64), param("decimals", INT64, literal=True, bounds=(0, _MAX_DECIMALS))), STRING,
      "x formatted with `decimals` digits after the point, as a STRING (C's %.*f).")
-def _round(ctx, x, decimals):
+def _round(ctx: ExecContext, x: Value, decimals: Value) -> Value:
     digits = decimals.as_py()
     if digits is None:
         return pa.nulls(len(x), pa.string())
@@ -92,11 +115,11 @@ def _round(ctx, x, decimals):
 
 
 @udf("abs", X_NUM, same_type(), "|x|, of the same type.", semantic=inherit(QUANTITIES))
-def _abs(ctx, x):
+def _abs(ctx: ExecContext, x: Value) -> Value:
     return checked("abs", pc.abs_checked, x)  # abs(INT64 min) does not fit
 
 
-def _float_function(name: str, kernel, doc: str) -> None:
+def _float_function(name: str, kernel: Kernel, doc: str) -> None:
     udf(name, X_NUM, FLOAT64, doc)(lambda ctx, x: kernel(as_float(x)))
 
 
@@ -109,12 +132,12 @@ _float_function("exp", pc.exp, "e to the power x, FLOAT64.")
 
 @udf("log", (param("b", INT64, FLOAT64), param("v", INT64, FLOAT64)), FLOAT64,
      "Logarithm of v in base b (Pixie's argument order), FLOAT64.")
-def _log(ctx, b, v):
+def _log(ctx: ExecContext, b: Value, v: Value) -> Value:
     return pc.divide(pc.ln(as_float(v)), pc.ln(as_float(b)))
 
 
 @udf("pow", (param("x", INT64, FLOAT64), param("y", INT64, FLOAT64)), FLOAT64, "x to the power y, FLOAT64.")
-def _pow(ctx, x, y):
+def _pow(ctx: ExecContext, x: Value, y: Value) -> Value:
     return pc.power(as_float(x), as_float(y))
 
 
@@ -122,7 +145,7 @@ def _pow(ctx, x, y):
      lambda types: INT64 if types[0] is FLOAT64 else types[0],
      "value rounded down to a multiple of size (time buckets: px.bin(df.time_, px.seconds(10))).",
      semantic=keep(0))
-def _bin(ctx, value, size):
+def _bin(ctx: ExecContext, value: Value, size: Value) -> Value:
     width = size.as_py()
     if width is None:
         return pa.nulls(len(value), pa.int64())
@@ -139,7 +162,7 @@ def _bin(ctx, value, size):
 # ---------------------------------------------------------------- conditionals
 
 
-def _select_type(types):
+def _select_type(types: tuple[DataType, ...]) -> DataType:
     cond, a, b = types
     if cond is not BOOLEAN:
         raise TypeError(f"px.select needs a BOOLEAN condition, got {cond}")
@@ -151,7 +174,7 @@ def _select_type(types):
     raise TypeError(f"px.select needs values of one type, got {a} and {b}")
 
 
-def _select_semantic(sems):
+def _select_semantic(sems: tuple[SemanticType, ...]) -> SemanticType:
     a, b = sems[1], sems[2]
     if a is b or b is S.NONE:
         return a
@@ -161,11 +184,11 @@ def _select_semantic(sems):
 @udf("select", (param("cond", BOOLEAN), param("a"), param("b")), _select_type,
      "Element-wise if/else: a where cond is true, else b (null where cond is null).",
      semantic=_select_semantic)
-def _select(ctx, cond, a, b):
+def _select(ctx: ExecContext, cond: Value, a: Value, b: Value) -> Value:
     return pc.if_else(cond, *numeric_operands(a, b))
 
 
-def _equals_any_type(types):
+def _equals_any_type(types: tuple[DataType, ...]) -> DataType:
     if (types[0], types[1]) not in EQUALITY_PAIRS:
         raise TypeError(f"px.equals_any cannot compare {types[0]} with a list of {types[1]}")
     return BOOLEAN
@@ -173,7 +196,7 @@ def _equals_any_type(types):
 
 @udf("equals_any", (param("value"), param("values", literal=True, accepts_list=True)), _equals_any_type,
      "Whether value equals any element of the constant list `values` (PxL has no `in`).")
-def _equals_any(ctx, value, values):
+def _equals_any(ctx: ExecContext, value: Value, values: Value) -> Value:
     # The compiler passes a list literal as a ListScalar (its type is the element type); a lone
     # constant is taken as a list of one.
     if isinstance(values, pa.ListScalar):
@@ -189,12 +212,12 @@ def _equals_any(ctx, value, values):
 
 
 @udf("now", (), TIME64NS, "The query's time, fixed once when the script compiles.", semantic=S.TIME)
-def _now(ctx):
+def _now(ctx: ExecContext) -> Value:
     return pa.scalar(ctx.now_ns, pa.int64())
 
 
 def _duration(name: str, unit_ns: int, doc: str) -> None:
-    def impl(ctx, n):
+    def impl(ctx: ExecContext, n: Value) -> Value:
         try:
             if is_int(n):
                 return pc.multiply_checked(n, unit_ns)
@@ -225,7 +248,7 @@ _UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_
 @udf("parse_duration", (param("text", STRING),), INT64,
      "A duration such as '30s', '-5m', '250ms' or '1h' (units ns, us, ms, s, m, h, d) in INT64 nanoseconds.",
      semantic=S.DURATION_NS)
-def _parse_duration(ctx, text):
+def _parse_duration(ctx: ExecContext, text: Value) -> Value:
     parts = pc.extract_regex(text, _DURATION_TEXT)
     bad = pc.and_(pc.is_valid(text), pc.is_null(parts))
     if pc.any(bad).as_py():
@@ -240,7 +263,7 @@ def _parse_duration(ctx, text):
         raise ValueError("px.parse_duration: the duration does not fit in int64 nanoseconds") from None
 
 
-def _identity(ctx, x):
+def _identity(ctx: ExecContext, x: Value) -> Value:
     return x  # inside expressions TIME64NS and INT64 are both int64 nanoseconds
 
 

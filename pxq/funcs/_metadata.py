@@ -16,14 +16,15 @@ import os
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pxq.funcs._common import INT64, STRING, UINT128, S, map_distinct, param, udf
+from pxq.funcs._common import INT64, STRING, UINT128, S, Value, map_distinct, param, udf
+from pxq.funcs.registry import ExecContext
 
 UPID = (param("upid", UINT128, STRING),)
 _UPID_FORM = r"^(?P<asid>\d{1,18}):(?P<pid>\d{1,18}):(?P<start_ticks>\d{1,20})$"
 
 
 def _upid_number(name: str, field: str, doc: str) -> None:
-    def impl(ctx, upid):
+    def impl(ctx: ExecContext, upid: Value) -> Value:
         parts = pc.extract_regex(upid, _UPID_FORM)
         return pc.cast(pc.struct_field(parts, field), pa.int64())
 
@@ -34,7 +35,7 @@ _upid_number("upid_to_pid", "pid", "The process id inside a upid.")
 _upid_number("upid_to_asid", "asid", "The agent short id inside a upid.")
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, (list, tuple)):
@@ -43,7 +44,7 @@ def _text(value) -> str:
 
 
 def _process_field(name: str, key: str, doc: str, semantic: S = S.NONE, *, host_default: bool = False) -> None:
-    def impl(ctx, upid):
+    def impl(ctx: ExecContext, upid: Value) -> Value:
         def look_up(u: str) -> str:
             found = _text(ctx.processes.get(u, {}).get(key))
             return found or (ctx.host if host_default else "")
@@ -76,15 +77,15 @@ def _reason(code: int) -> str:
 
 @udf("http_resp_message", (param("status", INT64),), STRING,
      "The standard reason phrase of an HTTP status code (\"Not Found\"), or \"Unassigned\".")
-def _http_resp_message(ctx, status):
+def _http_resp_message(ctx: ExecContext, status: Value) -> Value:
     return map_distinct(status, _reason, pa.string())  # a lookup table: no Arrow kernel
 
 
 @udf("_exec_hostname", (), STRING, "The hostname of the machine running the query.", foldable=False)
-def _exec_hostname(ctx):
+def _exec_hostname(ctx: ExecContext) -> Value:
     return pa.scalar(ctx.host, pa.string())
 
 
 @udf("_exec_host_num_cpus", (), INT64, "The number of CPUs of the machine running the query.", foldable=False)
-def _exec_host_num_cpus(ctx):
+def _exec_host_num_cpus(ctx: ExecContext) -> Value:
     return pa.scalar(os.cpu_count() or 1, pa.int64())

@@ -23,15 +23,37 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pxq.funcs._common import (BOOLEAN, EQUALITY_PAIRS, FLOAT64, INT64, NUMERIC_PAIRS, ORDERED_PAIRS, QUANTITIES,
-                               STRING, TIME64NS, S, as_float, inherit, null_of, numeric_operands, pair_rule, param, udf,
-                               unary_rule)
+from pxq.funcs._common import (
+    BOOLEAN,
+    EQUALITY_PAIRS,
+    FLOAT64,
+    INT64,
+    NUMERIC_PAIRS,
+    ORDERED_PAIRS,
+    QUANTITIES,
+    STRING,
+    TIME64NS,
+    Kernel,
+    PairTable,
+    S,
+    Value,
+    as_float,
+    inherit,
+    null_of,
+    numeric_operands,
+    pair_rule,
+    param,
+    udf,
+    unary_rule,
+)
+from pxq.funcs.registry import ExecContext
+from pxq.types import DataType, SemanticType
 
 AB = (param("a"), param("b"))
 X = (param("x"),)
 
 
-def checked(name: str, kernel, *args):
+def checked(name: str, kernel: Kernel, *args: Value) -> Value:
     """``kernel`` (an Arrow ``*_checked`` function: floats follow IEEE, integers raise on overflow),
     with an overflow reported as px.<name>'s."""
     try:
@@ -45,7 +67,7 @@ def checked(name: str, kernel, *args):
 # ---------------------------------------------------------------- arithmetic
 
 
-def _add_semantic(sems):
+def _add_semantic(sems: tuple[SemanticType, ...]) -> SemanticType:
     # time + duration stays a time; otherwise a quantity shared by the arguments is kept.
     if S.TIME in sems:
         other = sems[1] if sems[0] is S.TIME else sems[0]
@@ -53,7 +75,7 @@ def _add_semantic(sems):
     return inherit(QUANTITIES)(sems)
 
 
-def _subtract_semantic(sems):
+def _subtract_semantic(sems: tuple[SemanticType, ...]) -> SemanticType:
     a, b = sems
     if a is S.TIME and b is S.TIME:
         return S.DURATION_NS
@@ -69,7 +91,7 @@ def _subtract_semantic(sems):
                        (STRING, STRING): STRING}),
      "a + b: numeric addition (INT64 if both are INT64, else FLOAT64), time plus nanoseconds, or "
      "string concatenation.", semantic=_add_semantic)
-def _add(ctx, a, b):
+def _add(ctx: ExecContext, a: Value, b: Value) -> Value:
     if pa.types.is_string(a.type):
         return pc.binary_join_element_wise(a, b, "")
     return checked("add", pc.add_checked, *numeric_operands(a, b))
@@ -80,19 +102,19 @@ def _add(ctx, a, b):
                             (INT64, TIME64NS): INT64}),
      "a - b: numeric subtraction; time minus nanoseconds is a time, time minus time is INT64 ns.",
      semantic=_subtract_semantic)
-def _subtract(ctx, a, b):
+def _subtract(ctx: ExecContext, a: Value, b: Value) -> Value:
     return checked("subtract", pc.subtract_checked, *numeric_operands(a, b))
 
 
 @udf("multiply", AB, pair_rule("multiply", NUMERIC_PAIRS),
      "a * b: INT64 if both are INT64, else FLOAT64.")
-def _multiply(ctx, a, b):
+def _multiply(ctx: ExecContext, a: Value, b: Value) -> Value:
     return checked("multiply", pc.multiply_checked, *numeric_operands(a, b))
 
 
 @udf("divide", AB, pair_rule("divide", {pair: FLOAT64 for pair in NUMERIC_PAIRS}),
      "a / b, always FLOAT64 (IEEE: x/0 is +-inf, 0/0 is NaN).")
-def _divide(ctx, a, b):
+def _divide(ctx: ExecContext, a: Value, b: Value) -> Value:
     return pc.divide(as_float(a), as_float(b))
 
 
@@ -101,7 +123,7 @@ def _divide(ctx, a, b):
                {(INT64, INT64): INT64, (TIME64NS, INT64): INT64, (TIME64NS, TIME64NS): INT64,
                 (INT64, TIME64NS): INT64}),
      "a % b on integers with C++ semantics (the sign of a; -7 % 5 == -2); null when b is 0.")
-def _modulo(ctx, a, b):
+def _modulo(ctx: ExecContext, a: Value, b: Value) -> Value:
     zero = pc.equal(b, 0)
     safe_b = pc.if_else(zero, 1, b)
     floored = pc.modulo(a, safe_b)  # Arrow's modulo takes the sign of the divisor (Python's %)
@@ -112,23 +134,23 @@ def _modulo(ctx, a, b):
 
 @udf("negate", X, unary_rule("negate", {INT64: INT64, FLOAT64: FLOAT64}), "-x.",
      semantic=inherit(QUANTITIES))
-def _negate(ctx, x):
+def _negate(ctx: ExecContext, x: Value) -> Value:
     return checked("negate", pc.negate_checked, x)
 
 
 @udf("invert", X, unary_rule("invert", {INT64: INT64, BOOLEAN: BOOLEAN}),
      "~x: bitwise not of an INT64, logical not of a BOOLEAN.")
-def _invert(ctx, x):
+def _invert(ctx: ExecContext, x: Value) -> Value:
     return pc.invert(x) if pa.types.is_boolean(x.type) else pc.bit_wise_not(x)
 
 
 # ---------------------------------------------------------------- comparisons
 
-_ORDERED = {pair: BOOLEAN for pair in ORDERED_PAIRS}
-_EQUALITY = {pair: BOOLEAN for pair in EQUALITY_PAIRS}
+_ORDERED: dict[tuple[DataType, ...], DataType] = {pair: BOOLEAN for pair in ORDERED_PAIRS}
+_EQUALITY: dict[tuple[DataType, ...], DataType] = {pair: BOOLEAN for pair in EQUALITY_PAIRS}
 
 
-def comparable(a, b):
+def comparable(a: Value, b: Value) -> tuple[Value, Value]:
     """a and b in types a compute kernel compares: BOOLEAN against INT64 compares as integers, INT64
     against FLOAT64 as doubles (like C++)."""
     if pa.types.is_boolean(a.type) != pa.types.is_boolean(b.type):
@@ -136,8 +158,8 @@ def comparable(a, b):
     return numeric_operands(a, b)
 
 
-def _comparison(name: str, kernel, table, doc: str) -> None:
-    def compare(ctx, a, b):
+def _comparison(name: str, kernel: Kernel, table: PairTable, doc: str) -> None:
+    def compare(ctx: ExecContext, a: Value, b: Value) -> Value:
         return kernel(*comparable(a, b))
 
     udf(name, AB, pair_rule("compare", table), doc)(compare)
@@ -152,28 +174,28 @@ _comparison("greaterThanEqual", pc.greater_equal, _ORDERED, "a >= b.")
 
 # ---------------------------------------------------------------- logic
 
-_LOGICAL = {(BOOLEAN, BOOLEAN): BOOLEAN, (INT64, INT64): BOOLEAN, (BOOLEAN, INT64): BOOLEAN,
-            (INT64, BOOLEAN): BOOLEAN}
+_LOGICAL: dict[tuple[DataType, ...], DataType] = {
+    (BOOLEAN, BOOLEAN): BOOLEAN, (INT64, INT64): BOOLEAN, (BOOLEAN, INT64): BOOLEAN, (INT64, BOOLEAN): BOOLEAN}
 
 
-def _truth(x):
+def _truth(x: Value) -> Value:
     """Booleans as they are; integers are true when non-zero (C++ truthiness)."""
     return pc.not_equal(x, 0) if pa.types.is_integer(x.type) else x
 
 
 @udf("logicalAnd", AB, pair_rule("apply 'and' to", _LOGICAL),
      "a and b, element-wise (Kleene: False and null is False).")
-def _logical_and(ctx, a, b):
+def _logical_and(ctx: ExecContext, a: Value, b: Value) -> Value:
     return pc.and_kleene(_truth(a), _truth(b))
 
 
 @udf("logicalOr", AB, pair_rule("apply 'or' to", _LOGICAL),
      "a or b, element-wise (Kleene: True or null is True).")
-def _logical_or(ctx, a, b):
+def _logical_or(ctx: ExecContext, a: Value, b: Value) -> Value:
     return pc.or_kleene(_truth(a), _truth(b))
 
 
 @udf("logicalNot", X, unary_rule("apply 'not' to", {BOOLEAN: BOOLEAN, INT64: BOOLEAN}),
      "not x, element-wise (an INT64 is true when non-zero).")
-def _logical_not(ctx, x):
+def _logical_not(ctx: ExecContext, x: Value) -> Value:
     return pc.invert(_truth(x))

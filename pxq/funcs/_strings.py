@@ -28,14 +28,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pxq.exec.limits import too_big
-from pxq.funcs._common import BOOLEAN, FLOAT64, INT64, STRING, map_distinct, null_of, param, rowwise, udf
-from pxq.types import arrow_type
+from pxq.funcs._common import BOOLEAN, FLOAT64, INT64, STRING, Value, map_distinct, null_of, param, rowwise, udf
+from pxq.funcs.registry import ExecContext
+from pxq.types import DataType, arrow_type
 
 S_ = (param("s", STRING),)
 
@@ -43,7 +46,7 @@ S_ = (param("s", STRING),)
 
 
 @udf("contains", (param("s", STRING), param("sub", STRING)), BOOLEAN, "Whether s contains sub.")
-def _contains(ctx, s, sub):
+def _contains(ctx: ExecContext, s: Value, sub: Value) -> Value:
     if isinstance(sub, pa.Scalar):
         return pc.match_substring(s, sub.as_py()) if sub.is_valid else pa.nulls(len(s), pa.bool_())
     return rowwise(lambda a, b: b in a, pa.bool_(), s, sub)  # two columns: no Arrow kernel
@@ -51,7 +54,7 @@ def _contains(ctx, s, sub):
 
 @udf("find", (param("s", STRING), param("sub", STRING)), INT64,
      "Index (in characters) of the first occurrence of sub in s, or -1.")
-def _find(ctx, s, sub):
+def _find(ctx: ExecContext, s: Value, sub: Value) -> Value:
     if not isinstance(sub, pa.Scalar):
         return rowwise(lambda a, b: a.find(b), pa.int64(), s, sub)  # two columns: no Arrow kernel
     needle = sub.as_py()
@@ -67,7 +70,7 @@ def _find(ctx, s, sub):
 
 @udf("substring", (param("s", STRING), param("pos", INT64, literal=True), param("length", INT64, literal=True)),
      STRING, "The `length` characters of s starting at `pos` (0-based; \"\" if pos is out of range).")
-def _substring(ctx, s, pos, length):
+def _substring(ctx: ExecContext, s: Value, pos: Value, length: Value) -> Value:
     start, count = pos.as_py(), length.as_py()
     if start is None or count is None:
         return pa.nulls(len(s), pa.string())
@@ -78,28 +81,28 @@ def _substring(ctx, s, pos, length):
 
 
 @udf("length", S_, INT64, "The number of characters in s.")
-def _length(ctx, s):
+def _length(ctx: ExecContext, s: Value) -> Value:
     return pc.cast(pc.utf8_length(s), pa.int64())
 
 
 @udf("tolower", S_, STRING, "s with ASCII letters in lower case.")
-def _tolower(ctx, s):
+def _tolower(ctx: ExecContext, s: Value) -> Value:
     return pc.ascii_lower(s)
 
 
 @udf("toupper", S_, STRING, "s with ASCII letters in upper case.")
-def _toupper(ctx, s):
+def _toupper(ctx: ExecContext, s: Value) -> Value:
     return pc.ascii_upper(s)
 
 
 @udf("trim", S_, STRING, "s without leading and trailing ASCII whitespace.")
-def _trim(ctx, s):
+def _trim(ctx: ExecContext, s: Value) -> Value:
     return pc.ascii_trim_whitespace(s)
 
 
 @udf("strip_prefix", (param("prefix", STRING), param("s", STRING)), STRING,
      "s without `prefix` at its start, if it is there (Pixie's order: prefix first).")
-def _strip_prefix(ctx, prefix, s):
+def _strip_prefix(ctx: ExecContext, prefix: Value, s: Value) -> Value:
     if not isinstance(prefix, pa.Scalar):  # two columns: no Arrow kernel
         return rowwise(lambda p, v: v[len(p):] if v.startswith(p) else v, pa.string(), prefix, s)
     head = prefix.as_py()
@@ -113,7 +116,7 @@ def _strip_prefix(ctx, prefix, s):
 _PROBE = pa.array([""], pa.string())
 
 
-def _checked(fn_name: str, what: str, run):
+def _checked(fn_name: str, what: str, run: Callable[[], Value]) -> Value:
     try:
         return run()
     except pa.ArrowInvalid as exc:
@@ -122,7 +125,7 @@ def _checked(fn_name: str, what: str, run):
 
 @udf("regex_match", (param("pattern", STRING, literal=True), param("s", STRING)),
      BOOLEAN, "Whether the RE2 pattern matches the whole of s.")
-def _regex_match(ctx, pattern, s):
+def _regex_match(ctx: ExecContext, pattern: Value, s: Value) -> Value:
     text = pattern.as_py()
     if text is None:
         return pa.nulls(len(s), pa.bool_())
@@ -133,7 +136,7 @@ def _regex_match(ctx, pattern, s):
 @udf("replace", (param("pattern", STRING, literal=True), param("s", STRING),
                  param("replacement", STRING, literal=True)), STRING,
      "s with every match of the RE2 pattern replaced (\\1... refer to groups).")
-def _replace(ctx, pattern, s, replacement):
+def _replace(ctx: ExecContext, pattern: Value, s: Value, replacement: Value) -> Value:
     text, sub = pattern.as_py(), replacement.as_py()
     if text is None or sub is None:
         return pa.nulls(len(s), pa.string())
@@ -151,17 +154,18 @@ def _short(text: str) -> str:
     return repr(text) if len(text) <= 20 else repr(text[:17] + "...")
 
 
-def replaced_size_bounds(s, replacement: str) -> np.ndarray:
+def replaced_size_bounds(s: Value, replacement: str) -> np.ndarray[Any, np.dtype[np.float64]]:
     """Per row, an upper bound of the bytes px.replace can make of it: at most one match per byte
     plus one (an empty pattern matches before every character and at the end), each adding the
     replacement's text, and group references copying every byte of the row at most once each
     (matches do not overlap)."""
-    lengths = pc.fill_null(pc.binary_length(s), 0).to_numpy(zero_copy_only=False).astype(np.float64)
+    lengths: np.ndarray[Any, np.dtype[np.float64]] = (
+        pc.fill_null(pc.binary_length(s), 0).to_numpy(zero_copy_only=False).astype(np.float64))
     references = len(_GROUP_REFERENCE.findall(replacement))
     return lengths * (1 + references) + (lengths + 1) * len(replacement.encode())
 
 
-def _replace_within(s, pattern: str, replacement: str, limit: int):
+def _replace_within(s: Value, pattern: str, replacement: str, limit: int) -> Value:
     """px.replace, refused before its output outgrows ``limit`` bytes. The output can dwarf the input
     (px.replace('', body, long_text) multiplies the body by long_text) and RE2 dies on
     std::bad_alloc, which takes the process with it; so rows whose bound fits run in pieces of about
@@ -205,7 +209,7 @@ def _atoi(text: str) -> int | None:
 
 @udf("atoi", (param("s", STRING), param("default", INT64, default=0, has_default=True)), INT64,
      "s parsed as a decimal INT64, or `default` (0 if omitted) when it is not one.")
-def _atoi_impl(ctx, s, default):
+def _atoi_impl(ctx: ExecContext, s: Value, default: Value) -> Value:
     # Arrow's string->int cast fails the whole array on one bad value and has no "null on error"
     # mode, so parsing runs in Python, once per distinct string.
     parsed = map_distinct(s, _atoi, pa.int64())
@@ -214,7 +218,7 @@ def _atoi_impl(ctx, s, default):
 
 
 @udf("itoa", (param("i", INT64),), STRING, "The decimal text of an INT64.")
-def _itoa(ctx, i):
+def _itoa(ctx: ExecContext, i: Value) -> Value:
     return pc.cast(i, pa.string())
 
 
@@ -225,7 +229,7 @@ def _itoa(ctx, i):
 _ABSENT = object()
 
 
-def _reject_constant(name: str):
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")  # NaN/Infinity: rapidjson refuses them too
 
 
@@ -234,7 +238,7 @@ def _reject_constant(name: str):
 _TOO_DEEP = object()
 
 
-def _parse(text: str):
+def _parse(text: str) -> Any:
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except ValueError:
@@ -243,14 +247,14 @@ def _parse(text: str):
         return _TOO_DEEP
 
 
-def _member(text: str, key: str):
+def _member(text: str, key: str) -> Any:
     doc = _parse(text)
     if doc is _TOO_DEEP:
         return None
     return doc.get(key, _ABSENT) if isinstance(doc, dict) else _ABSENT
 
 
-def _as_text(value) -> str | None:
+def _as_text(value: Any) -> str | None:
     if value is _ABSENT:
         return ""
     if value is None or isinstance(value, str):
@@ -258,7 +262,7 @@ def _as_text(value) -> str | None:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _as_int(value) -> int | None:
+def _as_int(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool) and _INT64_MIN <= value <= _INT64_MAX:
@@ -266,7 +270,7 @@ def _as_int(value) -> int | None:
     return 0
 
 
-def _as_float(value) -> float | None:
+def _as_float(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -274,10 +278,10 @@ def _as_float(value) -> float | None:
     return 0.0
 
 
-def _pluck(name: str, convert, out_type, doc: str) -> None:
+def _pluck(name: str, convert: Callable[[Any], Any], out_type: DataType, doc: str) -> None:
     out = arrow_type(out_type)
 
-    def impl(ctx, json_text, key):
+    def impl(ctx: ExecContext, json_text: Value, key: Value) -> Value:
         member = key.as_py()
         if member is None:
             return pa.nulls(len(json_text), out)
@@ -294,7 +298,7 @@ _pluck("pluck_float64", _as_float, FLOAT64,
        "The numeric value of a top-level key of a JSON object as FLOAT64 (0.0 if absent or not a number).")
 
 
-def _element(text: str, index: int):
+def _element(text: str, index: int) -> Any:
     doc = _parse(text)
     if doc is _TOO_DEEP:
         return None
@@ -303,7 +307,7 @@ def _element(text: str, index: int):
 
 @udf("pluck_array", (param("json", STRING), param("index", INT64, literal=True)), STRING,
      "Element `index` of a JSON array, as text (\"\" if out of range or not an array).")
-def _pluck_array(ctx, json_text, index):
+def _pluck_array(ctx: ExecContext, json_text: Value, index: Value) -> Value:
     position = index.as_py()
     if position is None:
         return pa.nulls(len(json_text), pa.string())

@@ -11,8 +11,9 @@ in which case they must say so in a comment.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from pxq.exec.limits import DEFAULT_MAX_MEMORY_MB, MIB
 from pxq.types import DataType, SemanticType
@@ -99,7 +100,8 @@ AGGREGATES: dict[str, AggregateFunction] = {}
 
 
 def scalar(name: str, params: tuple[Param, ...], returns: TypeRule, doc: str, *,
-           semantic: SemanticRule = SemanticType.NONE, variadic: bool = False, foldable: bool = True):
+           semantic: SemanticRule = SemanticType.NONE, variadic: bool = False, foldable: bool = True
+           ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``impl(ctx, *args)`` as ``px.<name>``."""
 
     def register(impl: Callable[..., Any]) -> Callable[..., Any]:

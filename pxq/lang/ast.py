@@ -7,7 +7,6 @@ symbolically. ``dump`` prints a stable indented text form used by the snapshot t
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Union
 
 from pxq.errors import Span
 from pxq.lang.deep import deep
@@ -35,27 +34,27 @@ class Constant(Node):
 
 @dataclass(frozen=True)
 class Attribute(Node):
-    value: "Expr"
+    value: Expr
     attr: str
     attr_span: Span  # the span of the attribute name alone, for 'unknown column' carets
 
 
 @dataclass(frozen=True)
 class Subscript(Node):
-    value: "Expr"
-    index: "Expr"  # df['a', 'b'] gives a Tuple index
+    value: Expr
+    index: Expr  # df['a', 'b'] gives a Tuple index
 
 
 @dataclass(frozen=True)
 class Keyword(Node):
     name: str
-    value: "Expr"
+    value: Expr
 
 
 @dataclass(frozen=True)
 class Call(Node):
-    func: "Expr"
-    args: tuple["Expr", ...]
+    func: Expr
+    args: tuple[Expr, ...]
     keywords: tuple[Keyword, ...]
 
 
@@ -64,8 +63,8 @@ class BinOp(Node):
     """Arithmetic: op is one of '+', '-', '*', '/', '%'."""
 
     op: str
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
 
 
 @dataclass(frozen=True)
@@ -76,8 +75,8 @@ class Compare(Node):
     """
 
     op: str
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ class BoolOp(Node):
     """'and' / 'or' over two or more operands; element-wise on columns."""
 
     op: str
-    values: tuple["Expr", ...]
+    values: tuple[Expr, ...]
 
 
 @dataclass(frozen=True)
@@ -93,26 +92,26 @@ class UnaryOp(Node):
     """op is one of 'not', '-', '+', '~'."""
 
     op: str
-    operand: "Expr"
+    operand: Expr
 
 
 @dataclass(frozen=True)
 class List(Node):
-    elts: tuple["Expr", ...]
+    elts: tuple[Expr, ...]
 
 
 @dataclass(frozen=True)
 class Tuple(Node):
-    elts: tuple["Expr", ...]
+    elts: tuple[Expr, ...]
 
 
 @dataclass(frozen=True)
 class Dict(Node):
-    keys: tuple["Expr", ...]
-    values: tuple["Expr", ...]
+    keys: tuple[Expr, ...]
+    values: tuple[Expr, ...]
 
 
-Expr = Union[Name, Constant, Attribute, Subscript, Call, BinOp, Compare, BoolOp, UnaryOp, List, Tuple, Dict]
+Expr = Name | Constant | Attribute | Subscript | Call | BinOp | Compare | BoolOp | UnaryOp | List | Tuple | Dict
 
 # ---------------------------------------------------------------- statements
 
@@ -163,12 +162,12 @@ class FunctionDef(Node):
     name: str
     params: tuple[Param, ...]
     returns: Expr | None
-    body: tuple["Stmt", ...]
+    body: tuple[Stmt, ...]
     docstring: str | None
     name_span: Span
 
 
-Stmt = Union[Import, ImportFrom, Assign, ExprStmt, Return, FunctionDef]
+Stmt = Import | ImportFrom | Assign | ExprStmt | Return | FunctionDef
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextvars
 import sys
 import threading
+from collections.abc import Callable
 from functools import wraps
+from typing import ParamSpec, TypeVar, cast
 
 from pxq.errors import ResourceLimitError
 
@@ -33,8 +35,11 @@ _running = 0  # deep threads running now
 _saved_limit = 0
 _local = threading.local()
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-def run_deep(function, *args, **kwargs):
+
+def run_deep(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """``function(*args, **kwargs)`` on a deep-stack thread (in place when already on one)."""
     if getattr(_local, "deep", False):
         return function(*args, **kwargs)
@@ -90,14 +95,14 @@ def run_deep(function, *args, **kwargs):
                 sys.setrecursionlimit(_saved_limit)
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
-    return outcome["value"]
+    return cast(R, outcome["value"])
 
 
-def deep(function):
+def deep(function: Callable[P, R]) -> Callable[P, R]:
     """Decorator: every call of ``function`` runs through ``run_deep``."""
 
     @wraps(function)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         return run_deep(function, *args, **kwargs)
 
     return wrapper

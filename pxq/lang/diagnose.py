@@ -11,11 +11,39 @@ again, interactively, up to the failing token (only on this error path).
 from __future__ import annotations
 
 import re
+from typing import Protocol, cast
 
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from pxq.errors import Diagnostic, Span
+
+
+class LexedToken(Protocol):
+    """A token as the lexer (or pxq's indenter) hands it over. Lark types a Token's positions as
+    Optional, for tokens built by hand without them; every token a lexer yields carries them all."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def line(self) -> int: ...
+    @property
+    def column(self) -> int: ...
+    @property
+    def end_line(self) -> int: ...
+    @property
+    def end_column(self) -> int: ...
+    @property
+    def start_pos(self) -> int: ...
+    @property
+    def end_pos(self) -> int: ...
+
+
+def lexed(token: Token) -> LexedToken:
+    """``token`` with its positions typed as present (see LexedToken)."""
+    return cast(LexedToken, token)
 
 
 class Problem(Exception):
@@ -65,9 +93,8 @@ _UNSUPPORTED = {
     "LSHIFT": ("the shift operator '<<'", "multiply by a power of two instead"),
     "RSHIFT": ("the shift operator '>>'", "divide by a power of two instead (px.floor(a / 4))"),
 }
-_CONTEXTUAL = (
-    "FOR IF ELIF ELSE IN POW AUGASSIGN AT PREFIXED_STRING UNTERMINATED_STRING UNTERMINATED_LONG_STRING"
-).split()
+_CONTEXTUAL = ["FOR", "IF", "ELIF", "ELSE", "IN", "POW", "AUGASSIGN", "AT", "PREFIXED_STRING", "UNTERMINATED_STRING",
+               "UNTERMINATED_LONG_STRING"]
 REJECTED_TERMINALS = (*_UNSUPPORTED, *_CONTEXTUAL)
 
 _OPENERS = {"LPAR": "(", "LSQB": "[", "LBRACE": "{"}
@@ -94,7 +121,7 @@ def diagnose(exc: UnexpectedToken | UnexpectedCharacters, text: str, parser: Lar
     """
     if isinstance(exc, UnexpectedCharacters):
         return _unexpected_character(exc)
-    return _unexpected_token(exc.token, set(exc.accepts or exc.expected), text, parser)
+    return _unexpected_token(lexed(exc.token), set(exc.accepts or exc.expected), text, parser)
 
 
 # ---------------------------------------------------------------- context
@@ -103,10 +130,10 @@ def diagnose(exc: UnexpectedToken | UnexpectedCharacters, text: str, parser: Lar
 class _Context:
     """What surrounds the failing token: open brackets and the statement so far."""
 
-    def __init__(self, tokens: list[Token]):
+    def __init__(self, tokens: list[LexedToken]):
         self.tokens = tokens
-        self.brackets: list[tuple[Token, Token | None]] = []  # (opener, the token before it)
-        self.statement: list[Token] = []
+        self.brackets: list[tuple[LexedToken, LexedToken | None]] = []  # (opener, the token before it)
+        self.statement: list[LexedToken] = []
         previous = None
         for token in tokens:
             kind = token.type
@@ -143,12 +170,12 @@ class _Context:
         return "braces"
 
 
-def _tokens_before_failure(text: str, parser: Lark) -> list[Token]:
+def _tokens_before_failure(text: str, parser: Lark) -> list[LexedToken]:
     """Parse ``text`` again, step by step, and return the tokens accepted before the failure."""
-    tokens: list[Token] = []
+    tokens: list[LexedToken] = []
     try:
         for token in parser.parse_interactive(text).iter_parse():
-            tokens.append(token)
+            tokens.append(lexed(token))
     except (UnexpectedInput, Problem):
         return tokens[:-1]  # the failing token was the last one handed over
     return tokens  # the failure is at the end of the text
@@ -157,7 +184,7 @@ def _tokens_before_failure(text: str, parser: Lark) -> list[Token]:
 # ---------------------------------------------------------------- unexpected tokens
 
 
-def _unexpected_token(token: Token, accepts: set[str], text: str, parser: Lark) -> Problem:
+def _unexpected_token(token: LexedToken, accepts: set[str], text: str, parser: Lark) -> Problem:
     context = _Context(_tokens_before_failure(text, parser))
     kind = token.type
     span = _token_span(token, text)
@@ -181,18 +208,21 @@ def _unsupported(what: str, span: Span, hint: str) -> Problem:
     return Problem(f"PxL does not support {what}", span, hint)
 
 
-def _rejected_python(token: Token, span: Span, context: _Context, operand_may_start: bool, text: str):
+def _rejected_python(
+    token: LexedToken, span: Span, context: _Context, operand_may_start: bool, text: str
+) -> Problem | None:
     """The diagnostic for Python that PxL rejects in a way that depends on where it stands."""
     kind, value = token.type, token.value
     if kind == "FOR":
         if context.at_statement_start:
             return _unsupported("'for' loops", span, LOOP_HINT)
-        what = {
+        comprehensions: dict[str | None, str] = {
             "list": "list comprehensions",
             "braces": "dict and set comprehensions",
             "call": "generator expressions",
             "parens": "generator expressions",
-        }.get(context.enclosing(), "comprehensions")
+        }
+        what = comprehensions.get(context.enclosing(), "comprehensions")
         return _unsupported(what, span, "write the values out, or compute on whole columns with dataframe operations")
     if kind == "IF":
         if context.at_statement_start:
@@ -245,6 +275,7 @@ def _rejected_python(token: Token, span: Span, context: _Context, operand_may_st
         )
     if kind == "UNTERMINATED_LONG_STRING":
         opening = re.match(r"[A-Za-z]*('''|\"\"\")", value)
+        assert opening is not None  # the terminal's pattern starts so
         span = Span(span.line, span.column, span.line, span.column + opening.end(), token.start_pos,
                     token.start_pos + opening.end())  # fmt: skip
         return Problem("unterminated triple-quoted string", span, f"close it with {opening.group(1)}")
@@ -276,7 +307,7 @@ def _is_set_display(context: _Context) -> bool:
     return bool(inside)
 
 
-def _unexpected(token: Token, span: Span, accepts: set[str], context: _Context, text: str) -> Problem:
+def _unexpected(token: LexedToken, span: Span, accepts: set[str], context: _Context, text: str) -> Problem:
     """Everything that is not rejected Python: 'unexpected X; expected Y', with a hint."""
     kind = token.type
     previous = context.previous
@@ -288,7 +319,8 @@ def _unexpected(token: Token, span: Span, accepts: set[str], context: _Context, 
         hint = f"add the matching '{closer}'" + ("" if at_end else f" before line {token.line}")
         return Problem(f"'{opener.value}' was never closed", _token_span(opener, text), hint)
     if kind == "_INDENT":
-        return Problem("unexpected indent", span, "only the body of a def is indented; line this up with the statement before")
+        return Problem("unexpected indent", span,
+                       "only the body of a def is indented; line this up with the statement before")
     if "_INDENT" in accepts and len(accepts) == 1:
         def_line = _last_def_line(context)
         return Problem(
@@ -326,7 +358,7 @@ def _unexpected(token: Token, span: Span, accepts: set[str], context: _Context, 
     return Problem(message, span, _hint(token, accepts, context))
 
 
-def _hint(token: Token, accepts: set[str], context: _Context) -> str:
+def _hint(token: LexedToken, accepts: set[str], context: _Context) -> str:
     kind = token.type
     previous = context.previous
     if kind == "ASSIGN":
@@ -335,7 +367,7 @@ def _hint(token: Token, accepts: set[str], context: _Context) -> str:
         return "end the def line with ':'"
     if kind == "RSQB" and context.enclosing() == "subscript":
         return "put a column name, a list of columns or a condition between the brackets"
-    if _EXPRESSION_START <= accepts and previous is not None and previous.type in _NEEDS_OPERAND_AFTER:
+    if accepts >= _EXPRESSION_START and previous is not None and previous.type in _NEEDS_OPERAND_AFTER:
         return f"complete the expression after '{previous.value}'"
     if kind in _STARTS_OPERAND and previous is not None and previous.type in _ENDS_OPERAND:
         if context.brackets:
@@ -357,15 +389,16 @@ def _hint(token: Token, accepts: set[str], context: _Context) -> str:
         return "a statement starts with a name, a literal, a bracket, or import, from, def or return"
     if context.brackets and _MATCHING[context.brackets[-1][0].type] in accepts:
         opener = context.brackets[-1][0]
-        return f"separate items with ',', or close the '{opener.value}' opened at line {opener.line}, column {opener.column}"
-    if _EXPRESSION_START <= accepts:
+        return (f"separate items with ',', or close the '{opener.value}' opened at line {opener.line}, "
+                f"column {opener.column}")
+    if accepts >= _EXPRESSION_START:
         return "a value (a name, a literal, a call, ...) is missing here"
     if "_NEWLINE" in accepts:
         return "the statement looks complete before this point: remove the rest or start a new line"
     return "PxL statements are imports, name = value, expressions, def and return, written as in Python"
 
 
-def _looks_like_next_statement(token: Token, context: _Context, text: str) -> bool:
+def _looks_like_next_statement(token: LexedToken, context: _Context, text: str) -> bool:
     """Inside brackets, does ``token`` start a line no deeper than the statement it is in?
 
     Then the bracket was probably never closed; an indented continuation line is more likely
@@ -382,7 +415,7 @@ def _last_def_line(context: _Context) -> int:
     return next(token.line for token in reversed(context.tokens) if token.type == "DEF")
 
 
-def _describe(token: Token) -> str:
+def _describe(token: LexedToken) -> str:
     kind, value = token.type, token.value
     if kind == "NAME":
         return f"name '{value}'"
@@ -409,7 +442,7 @@ _EXPRESSION_START = {"NAME", "STRING", "DEC_NUMBER", "LPAR"}
 
 def _expected_phrases(accepts: set[str]) -> list[str]:
     """What the parser would have accepted, in a few plain words, most telling first."""
-    expression = _EXPRESSION_START <= accepts
+    expression = accepts >= _EXPRESSION_START
     end_of_line = "_NEWLINE" in accepts
     phrases = [f"'{_CLOSERS[kind]}'" for kind in _CLOSERS if kind in accepts]
     if end_of_line:
@@ -435,7 +468,7 @@ def _join_words(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def _token_span(token: Token, text: str) -> Span:
+def _token_span(token: LexedToken, text: str) -> Span:
     """Where to put the caret for ``token``; end of line/file and dedents get one column."""
     if token.type == "$END":  # just after the last character that is not white space
         content = text.rstrip()
@@ -464,7 +497,7 @@ def _unexpected_character(exc: UnexpectedCharacters) -> Problem:
     shown = repr(char)
     if not char.isascii():
         shown += f" (U+{ord(char):04X})"
-    pos = exc.pos_in_stream
+    pos = cast(int, exc.pos_in_stream)  # lark types it None on the base class; the lexer sets it
     span = Span(exc.line, exc.column, exc.line, exc.column + 1, pos, pos + 1)
     if char in _CHARACTER_HINTS:
         hint = _CHARACTER_HINTS[char]

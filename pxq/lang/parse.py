@@ -14,9 +14,11 @@ from __future__ import annotations
 import ast as pyast
 import re
 import warnings
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache
+from typing import Any, cast
 
 from lark import Lark, Token, Transformer, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedToken, VisitError
@@ -25,7 +27,7 @@ from lark.indenter import Indenter
 from pxq.errors import PxqSyntaxError, Source, Span
 from pxq.lang import ast
 from pxq.lang.deep import deep
-from pxq.lang.diagnose import REJECTED_TERMINALS, Problem, diagnose, opening_quote
+from pxq.lang.diagnose import REJECTED_TERMINALS, LexedToken, Problem, diagnose, lexed, opening_quote
 from pxq.resources import data_dir
 
 # Deeper expressions than this are refused: the AST's consumers walk it recursively, on a
@@ -53,18 +55,17 @@ class PxlIndenter(Indenter):
     DEDENT_type = "_DEDENT"
     tab_len = 8
 
-    @property
-    def always_accept(self):
-        # Also keeps the terminals no rule uses (Python that PxL rejects) in the lexer.
-        return (self.NL_type, *REJECTED_TERMINALS)
+    # Also keeps the terminals no rule uses (Python that PxL rejects) in the lexer.
+    always_accept = (NL_type, *REJECTED_TERMINALS)
 
-    def process(self, stream):
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         comments = _COMMENT_TOKENS.get()
         levels = [0]
         paren_level = 0
-        token = None
+        token: LexedToken | None = None
         first = True
-        for token in stream:
+        for raw in stream:
+            token = lexed(raw)
             kind = token.type
             if first and kind != self.NL_type and token.column > 1:
                 # The first statement is indented (the lexer skipped the blanks before it).
@@ -76,21 +77,22 @@ class PxlIndenter(Indenter):
             first = False
             if kind == self.NL_type:
                 if comments is not None and "#" in token.value:
-                    comments.append(token)
+                    comments.append(raw)
                 if paren_level == 0:
-                    yield token
+                    yield raw
                     yield from self._indentation(token, levels)
                 continue
             if kind in self.OPEN_PAREN_types:
                 paren_level += 1
             elif kind in self.CLOSE_PAREN_types and paren_level:
                 paren_level -= 1
-            yield token
+            yield raw
         while len(levels) > 1:  # close the blocks still open at the end of the text
+            assert token is not None  # a block was opened, so there were tokens
             levels.pop()
             yield _zero_width(self.DEDENT_type, token.end_line, token.end_column, token.end_pos)
 
-    def _indentation(self, newline: Token, levels: list[int]):
+    def _indentation(self, newline: LexedToken, levels: list[int]) -> Iterator[Token]:
         # The indentation follows the last line break, which may be a bare '\r' as well as '\n'.
         indent_str = re.split(r"[\r\n]", newline.value)[-1]
         width = 0
@@ -117,7 +119,7 @@ def _zero_width(kind: str, line: int, column: int, pos: int) -> Token:
     return Token(kind, "", pos, line, column, line, column, pos)
 
 
-@lru_cache(maxsize=None)
+@cache
 def parser() -> Lark:
     """The shared PxL parser (built once, on first use)."""
     grammar = (data_dir("grammar") / "pxl.lark").read_text(encoding="utf-8")
@@ -148,27 +150,28 @@ def parse(text: str, filename: str = "<script>") -> ast.Module:
             _COMMENT_TOKENS.reset(reset)
         _check_depth(tree)
         try:
-            body = _Builder().transform(tree)
+            statements = _Builder().transform(tree)
         except VisitError as exc:
             raise exc.orig_exc from None
         pragmas = _pragmas(padded, comment_tokens)
     except Problem as problem:
         raise PxqSyntaxError(problem.diagnostic, source) from None
-    docstring, body = _split_docstring(body)
+    docstring, body = _split_docstring(statements)
     return ast.Module(_whole_text(text), body, docstring, pragmas)
 
 
 # ---------------------------------------------------------------- parse tree to AST
 
 
-def _span(item) -> Span:
+def _span(item: Token | ast.Node) -> Span:
     """The span of a token or an AST node."""
     if isinstance(item, Token):
-        return Span(item.line, item.column, item.end_line, item.end_column, item.start_pos, item.end_pos)
+        token = lexed(item)
+        return Span(token.line, token.column, token.end_line, token.end_column, token.start_pos, token.end_pos)
     return item.span
 
 
-def _join(first, last) -> Span:
+def _join(first: Token | ast.Node, last: Token | ast.Node) -> Span:
     """From the start of ``first`` to the end of ``last`` (tokens or nodes)."""
     start, end = _span(first), _span(last)
     return Span(start.line, start.column, end.end_line, end.end_column, start.start_pos, end.end_pos)
@@ -180,7 +183,7 @@ def _whole_text(text: str) -> Span:
     return Span(1, 1, last_line, last_column, 0, len(text))
 
 
-def _split_docstring(body) -> tuple[str | None, tuple]:
+def _split_docstring(body: Sequence[ast.Stmt]) -> tuple[str | None, tuple[ast.Stmt, ...]]:
     """A leading string-constant statement is the docstring, not part of the body."""
     if body and isinstance(body[0], ast.ExprStmt):
         value = body[0].value
@@ -201,19 +204,23 @@ _NOT_ASSIGNABLE = {
 }
 
 
-class _Builder(Transformer):
+# A rule's children as Lark hands them to _Builder: tokens, and what the methods made of subtrees.
+Children = list[Any]
+
+
+class _Builder(Transformer[Token, list[ast.Stmt]]):
     """Lark parse tree to ``pxq.lang.ast`` nodes; one method per rule or alias.
 
     Spans come from the tokens the grammar keeps (keywords and closing brackets where a node
     starts or ends with one) and from the child nodes' spans.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(visit_tokens=False)
 
     # ------------------------------------------------------------ statements
 
-    def start(self, statements):
+    def start(self, statements: Children) -> list[ast.Stmt]:
         for statement in statements:
             if isinstance(statement, ast.Return):
                 raise Problem(
@@ -223,25 +230,25 @@ class _Builder(Transformer):
                 )
         return statements
 
-    def import_stmt(self, children):
+    def import_stmt(self, children: Children) -> ast.Import:
         keyword, names, alias = children
         module = ".".join(name.value for name in names)
         bound = alias.value if alias else names[0].value
         return ast.Import(_join(keyword, alias or names[-1]), module, bound)
 
-    def from_stmt(self, children):
+    def from_stmt(self, children: Children) -> ast.ImportFrom:
         keyword, names, *imported = children
         pairs = tuple((name.value, (alias or name).value) for name, alias in imported)
         last_name, last_alias = imported[-1]
         return ast.ImportFrom(_join(keyword, last_alias or last_name), ".".join(n.value for n in names), pairs)
 
-    def import_as_name(self, children):
+    def import_as_name(self, children: Children) -> tuple[Token, Token | None]:
         return tuple(children)  # (name, alias or None)
 
-    def dotted_name(self, names):
+    def dotted_name(self, names: Children) -> list[Token]:
         return names
 
-    def expr_stmt(self, children):
+    def expr_stmt(self, children: Children) -> ast.ExprStmt | ast.Assign:
         if len(children) == 1:
             return ast.ExprStmt(children[0].span, children[0])
         if len(children) > 3:
@@ -254,11 +261,11 @@ class _Builder(Transformer):
         _check_target(target)
         return ast.Assign(_join(target, value), target, value)
 
-    def return_stmt(self, children):
+    def return_stmt(self, children: Children) -> ast.Return:
         keyword, value = children
         return ast.Return(_join(keyword, value or keyword), value)
 
-    def funcdef(self, children):
+    def funcdef(self, children: Children) -> ast.FunctionDef:
         keyword, name, params, returns, *statements = children
         seen: set[str] = set()
         defaulted = None
@@ -278,26 +285,26 @@ class _Builder(Transformer):
         span = _join(keyword, statements[-1])
         return ast.FunctionDef(span, name.value, params, returns, body, docstring, _span(name))
 
-    def parameters(self, params):
+    def parameters(self, params: Children) -> tuple[ast.Param, ...]:
         return tuple(params)
 
-    def param(self, children):
+    def param(self, children: Children) -> ast.Param:
         name, annotation, default = children
         return ast.Param(_join(name, default or annotation or name), name.value, annotation, default)
 
     # ------------------------------------------------------------ operators
 
-    def or_test(self, operands):
+    def or_test(self, operands: Children) -> ast.BoolOp:
         return ast.BoolOp(_join(operands[0], operands[-1]), "or", tuple(operands))
 
-    def and_test(self, operands):
+    def and_test(self, operands: Children) -> ast.BoolOp:
         return ast.BoolOp(_join(operands[0], operands[-1]), "and", tuple(operands))
 
-    def not_op(self, children):
+    def not_op(self, children: Children) -> ast.UnaryOp:
         keyword, operand = children
         return ast.UnaryOp(_join(keyword, operand), "not", operand)
 
-    def comparison(self, children):
+    def comparison(self, children: Children) -> ast.Compare | ast.BoolOp:
         # a < b < c means (a < b) and (b < c)
         compares = tuple(
             ast.Compare(_join(left, right), op.value, left, right)
@@ -307,17 +314,17 @@ class _Builder(Transformer):
             return compares[0]
         return ast.BoolOp(_join(children[0], children[-1]), "and", compares)
 
-    def binop(self, children):
+    def binop(self, children: Children) -> ast.BinOp:
         left, op, right = children
         return ast.BinOp(_join(left, right), op.value, left, right)
 
-    def factor(self, children):
+    def factor(self, children: Children) -> ast.UnaryOp:
         op, operand = children
         return ast.UnaryOp(_join(op, operand), op.value, operand)
 
     # ------------------------------------------------------------ postfix
 
-    def call(self, children):
+    def call(self, children: Children) -> ast.Call:
         func, *arguments, close = children
         args, keywords, names = [], [], set()
         for argument in arguments:
@@ -338,41 +345,42 @@ class _Builder(Transformer):
                 args.append(argument)
         return ast.Call(_join(func, close), func, tuple(args), tuple(keywords))
 
-    def keyword(self, children):
+    def keyword(self, children: Children) -> ast.Keyword:
         name, value = children
         return ast.Keyword(_join(name, value), name.value, value)
 
-    def getitem(self, children):
+    def getitem(self, children: Children) -> ast.Subscript:
         value, index, close = children
         return ast.Subscript(_join(value, close), value, index)
 
-    def getattr(self, children):
+    def getattr(self, children: Children) -> ast.Attribute:
         value, name = children
         return ast.Attribute(_join(value, name), value, name.value, _span(name))
 
     # ------------------------------------------------------------ atoms
 
-    def tuple(self, elts):
+    def tuple(self, elts: Children) -> ast.Tuple:
         return ast.Tuple(_join(elts[0], elts[-1]), tuple(elts))
 
-    def parens(self, children):
+    def parens(self, children: Children) -> ast.Expr:
         opening, inner, closing = children
-        return replace(inner, span=_join(opening, closing))  # the parentheses belong to the span
+        expression: ast.Expr = replace(inner, span=_join(opening, closing))
+        return expression  # the parentheses belong to the span
 
-    def empty_tuple(self, children):
+    def empty_tuple(self, children: Children) -> ast.Tuple:
         return ast.Tuple(_join(*children), ())
 
-    def list(self, children):
+    def list(self, children: Children) -> ast.List:
         return ast.List(_join(children[0], children[-1]), tuple(children[1:-1]))
 
-    def dict(self, children):
+    def dict(self, children: Children) -> ast.Dict:
         items = children[1:-1]
         return ast.Dict(_join(children[0], children[-1]), tuple(items[0::2]), tuple(items[1::2]))
 
-    def name(self, children):
+    def name(self, children: Children) -> ast.Name:
         return ast.Name(_span(children[0]), children[0].value)
 
-    def number(self, children):
+    def number(self, children: Children) -> ast.Constant:
         token = children[0]
         digits = token.value.replace("_", "")
         if token.type == "FLOAT_NUMBER":
@@ -386,7 +394,7 @@ class _Builder(Transformer):
             raise _too_large(token)
         return ast.Constant(_span(token), value)
 
-    def string(self, tokens):
+    def string(self, tokens: Children) -> ast.Constant:
         parts = []
         for token in tokens:
             part = _string_value(token)
@@ -394,13 +402,13 @@ class _Builder(Transformer):
             parts.append(part)
         return ast.Constant(_join(tokens[0], tokens[-1]), "".join(parts))
 
-    def true(self, children):
+    def true(self, children: Children) -> ast.Constant:
         return ast.Constant(_span(children[0]), True)
 
-    def false(self, children):
+    def false(self, children: Children) -> ast.Constant:
         return ast.Constant(_span(children[0]), False)
 
-    def none(self, children):
+    def none(self, children: Children) -> ast.Constant:
         return ast.Constant(_span(children[0]), None)
 
 
@@ -429,7 +437,7 @@ def _check_encodable(value: str, token: Token) -> None:
         ) from None
 
 
-def _check_target(target) -> None:
+def _check_target(target: ast.Expr) -> None:
     if isinstance(target, _ASSIGNABLE):
         return
     if isinstance(target, (ast.Tuple, ast.List)):
@@ -447,7 +455,7 @@ def _check_target(target) -> None:
 
 def _string_value(token: Token) -> str:
     """The value of one string literal token, with Python's escape processing unless raw."""
-    text = token.value
+    text: str = token.value
     quote_at = opening_quote(text)
     prefix = text[:quote_at].lower()
     quote_len = 3 if text[quote_at : quote_at + 3] in ("'''", '"""') else 1
@@ -460,7 +468,7 @@ def _string_value(token: Token) -> str:
         # Safe: the text is a single string-literal token, so literal_eval only decodes escapes.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # invalid escapes like '\d' keep their backslash
-            return pyast.literal_eval(text.replace("\r\n", "\n"))
+            return cast(str, pyast.literal_eval(text.replace("\r\n", "\n")))
     except (SyntaxError, ValueError) as exc:
         reason = getattr(exc, "msg", None) or str(exc)
         raise Problem(
@@ -470,7 +478,7 @@ def _string_value(token: Token) -> str:
         ) from None
 
 
-def _check_depth(tree: Tree) -> None:
+def _check_depth(tree: Tree[Token]) -> None:
     """Refuse trees nested deeper than MAX_DEPTH (walks the parse tree without recursion)."""
     stack = [(tree, 0)]
     while stack:
@@ -485,9 +493,10 @@ def _check_depth(tree: Tree) -> None:
         stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
 
 
-def _tokens_of(tree: Tree) -> list[Token]:
+def _tokens_of(tree: Tree[Token]) -> list[Token]:
     """The tokens under ``tree``, in order (without recursion)."""
-    tokens, stack = [], [tree]
+    tokens: list[Token] = []
+    stack: list[Tree[Token] | Token] = [tree]
     while stack:
         item = stack.pop()
         if isinstance(item, Tree):
@@ -507,7 +516,8 @@ _PRAGMA_BODY = re.compile(r"([A-Za-z_][\w.]*)=(\S+)")
 def _pragmas(text: str, newline_tokens: list[Token]) -> tuple[ast.Pragma, ...]:
     """'#px:set key=value' comments that start their line (after any indentation)."""
     pragmas = []
-    for token in newline_tokens:
+    for raw in newline_tokens:
+        token = lexed(raw)
         for match in _COMMENT.finditer(token.value):
             comment = match.group()
             if not _PRAGMA.match(comment):

@@ -37,7 +37,7 @@ def unparse(node: ast.Node) -> str:
 _STATEMENTS = (ast.Import, ast.ImportFrom, ast.Assign, ast.ExprStmt, ast.Return, ast.FunctionDef)
 
 
-def _block(docstring: str | None, body, indent: str) -> list[str]:
+def _block(docstring: str | None, body: tuple[ast.Stmt, ...], indent: str) -> list[str]:
     lines = [indent + _docstring(docstring)] if docstring is not None else []
     for statement in body:
         if isinstance(statement, ast.FunctionDef) and lines:
@@ -46,7 +46,7 @@ def _block(docstring: str | None, body, indent: str) -> list[str]:
     return lines
 
 
-def _statement(node, indent: str) -> list[str]:
+def _statement(node: ast.Stmt, indent: str) -> list[str]:
     if isinstance(node, ast.FunctionDef):
         if not node.body and node.docstring is None:
             raise ValueError(f"def {node.name} has neither a body nor a docstring")
@@ -57,7 +57,7 @@ def _statement(node, indent: str) -> list[str]:
     return [indent + _simple_statement(node)]
 
 
-def _simple_statement(node) -> str:
+def _simple_statement(node: ast.Stmt) -> str:
     if isinstance(node, ast.Import):
         default = node.module.split(".")[0]
         return f"import {node.module}" + (f" as {node.alias}" if node.alias != default else "")
@@ -93,20 +93,21 @@ def _docstring(value: str) -> str:
 # ---------------------------------------------------------------- expressions
 
 
-def _expr(node, needs: int = _ANY) -> str:
+def _expr(node: ast.Node, needs: int = _ANY) -> str:
     """``node`` as text, in parentheses if it binds more loosely than ``needs``."""
     text, strength = _expr_and_strength(node)
     return f"({text})" if strength < needs else text
 
 
-def _expr_and_strength(node) -> tuple[str, int]:
+def _expr_and_strength(node: ast.Node) -> tuple[str, int]:
     if isinstance(node, ast.Name):
         return node.id, _POSTFIX
     if isinstance(node, ast.Constant):
         return _constant(node.value)
     if isinstance(node, ast.Attribute):
         value = node.value
-        if isinstance(value, ast.Constant) and isinstance(value.value, (int, float)) and not isinstance(value.value, bool):
+        if (isinstance(value, ast.Constant) and isinstance(value.value, (int, float))
+                and not isinstance(value.value, bool)):
             base = f"({_expr(value)})"  # 1.real would read as the float '1.' then a name
         else:
             base = _expr(value, _POSTFIX)
@@ -149,7 +150,7 @@ def _expr_and_strength(node) -> tuple[str, int]:
     raise TypeError(f"not a PxL expression: {node!r}")
 
 
-def _constant(value) -> tuple[str, int]:
+def _constant(value: object) -> tuple[str, int]:
     if isinstance(value, str):
         return _string(value), _POSTFIX
     if isinstance(value, float) and math.isnan(value):

@@ -64,7 +64,7 @@ def timestamp(ns: int, zone: dt.tzinfo | None = None) -> str:
     offset is the one in force at that instant, so times across a DST change stay unambiguous."""
     seconds, rest = divmod(int(ns), 1_000_000_000)
     try:
-        moment = dt.datetime.fromtimestamp(seconds, dt.timezone.utc).astimezone(zone)
+        moment = dt.datetime.fromtimestamp(seconds, dt.UTC).astimezone(zone)
     except (OverflowError, OSError, ValueError):
         return str(ns)
     return f"{moment:%Y-%m-%d %H:%M:%S}.{rest // 1_000_000:03d} {utc_offset(moment.utcoffset())}"

@@ -300,7 +300,7 @@ def _console(out: str | None) -> tuple[Console, int | None]:
     """The console to print on and the width tables must fit (None: no limit)."""
     if out is not None:
         try:
-            handle = open(out, "w", encoding="utf-8")
+            handle = open(out, "w", encoding="utf-8")  # noqa: SIM115 (the console writes to it until exit)
         except OSError as exc:
             raise UsageError(f"{out}: cannot write: {exc.strerror or exc}") from None
         return Console(file=handle, width=PLAIN_WIDTH, color_system=None, highlight=False, soft_wrap=False), None

@@ -9,8 +9,7 @@ renderers, REPL completion, ``docs/tables.md``) reads this module; change a tabl
 from __future__ import annotations
 
 from pxq.tables.schema import ColumnSchema, TableSchema
-from pxq.types import DataType as T
-from pxq.types import SemanticType as S
+from pxq.types import DataType as T, SemanticType as S
 
 SOCKET_TRACER = "socket_tracer"
 PERF_PROFILER = "perf_profiler"
@@ -51,7 +50,8 @@ PROTOCOL_HEAD = (
     _c("encrypted", T.BOOLEAN, "Whether the traffic was encrypted (captured as TLS plaintext)."),
 )
 # ... and the column every protocol table ends with.
-LATENCY = _c("latency", T.INT64, "Time from the request's first byte to the response's last byte, in ns.", S.DURATION_NS)
+LATENCY = _c("latency", T.INT64, "Time from the request's first byte to the response's last byte, in ns.",
+             S.DURATION_NS)
 
 
 def _protocol_table(name: str, protocol: str, doc: str, *columns: ColumnSchema) -> TableSchema:

@@ -29,7 +29,8 @@ class TableSchema:
     doc: str
     # Name of the agent collector that fills this table ("socket_tracer", "perf_profiler", ...).
     collector: str
-    # Protocol name for socket-tracer tables (drives in-kernel protocol selection), else None.
+    # Protocol name for socket-tracer tables, else None. The manifest lists it in the socket tracer's
+    # request, which refuses protocols it cannot parse; the kernel side does not select by it.
     protocol: str | None = None
 
     def __post_init__(self) -> None:

@@ -29,7 +29,7 @@ def synthetic_dir(tmp_path_factory) -> str:
                                    null_fraction=0.05)
 
 
-@pytest.fixture(params=["synthetic", "real"])
+@pytest.fixture(params=["synthetic", pytest.param("real", marks=pytest.mark.servers)])
 def capture_dir(request, synthetic_dir) -> str:
     return synthetic_dir if request.param == "synthetic" else str(request.getfixturevalue("http_capture_dir"))
 
@@ -184,7 +184,8 @@ def test_http_request_stats_per_endpoint(capture_dir):
                          group["latency"].max(), int(group["req_body_size"].sum()), int(group["resp_body_size"].sum()))
     actual = {}
     for row in got.to_dict("records"):
-        key = tuple(None if row[k] is None or (isinstance(row[k], float) and np.isnan(row[k])) else row[k] for k in keys)
+        key = tuple(None if row[k] is None or (isinstance(row[k], float) and np.isnan(row[k])) else row[k]
+                    for k in keys)
         actual[key] = (row["requests"], None if pd.isna(row["errors"]) else row["errors"],
                        None if pd.isna(row["error_rate"]) else row["error_rate"],
                        row["latency_max"], row["req_bytes"], row["resp_bytes"])

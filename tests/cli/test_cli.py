@@ -141,5 +141,5 @@ def test_pixie_script_folder_with_vis_json(tmp_path, capture):
     rows = [json.loads(line) for line in out.splitlines()]
     assert rows and {r["_table"] for r in rows} == {"Errors by path"}
     high = pxq("run", str(folder), "--from", capture, "-o", "json", "--", "--min_status=503", check=True).stdout
-    assert sum(json.loads(l)["n"] for l in high.splitlines()) < sum(r["n"] for r in rows)
+    assert sum(json.loads(line)["n"] for line in high.splitlines()) < sum(r["n"] for r in rows)
     assert "--min_status=INT (default: '500')" in pxq("run", str(folder), "--", "--help", check=True).stdout

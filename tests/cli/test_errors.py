@@ -84,10 +84,9 @@ def test_sigterm_during_a_window_interrupts_like_ctrl_c_and_is_remembered():
     """SIGTERM inside WindowSignals raises Interrupted (a KeyboardInterrupt, which ends the agent's
     window); the signal is remembered for the exit status; the previous handler comes back after."""
     before = signal.getsignal(signal.SIGTERM)
-    with WindowSignals() as window:
-        with pytest.raises(KeyboardInterrupt) as caught:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)  # the handler runs between bytecodes; the sleep is interrupted at once
+    with WindowSignals() as window, pytest.raises(KeyboardInterrupt) as caught:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs between bytecodes; the sleep is interrupted at once
     assert isinstance(caught.value, Interrupted) and caught.value.signum == signal.SIGTERM
     assert window.received == signal.SIGTERM and window.ended_window
     assert signal.getsignal(signal.SIGTERM) is before
@@ -176,9 +175,11 @@ def test_an_exception_in_a_thread_is_one_line(capsys, capture, monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--num_head=99999999999999999999"], "pxq: --num_head expects int, got '99999999999999999999', which is out of range for a 64-bit integer "
+    (["--num_head=99999999999999999999"],
+     "pxq: --num_head expects int, got '99999999999999999999', which is out of range for a 64-bit integer "
      "(-9223372036854775808 .. 9223372036854775807)"),
-    (["--num_head=-9223372036854775809"], "pxq: --num_head expects int, got '-9223372036854775809', which is out of range for a 64-bit integer "
+    (["--num_head=-9223372036854775809"],
+     "pxq: --num_head expects int, got '-9223372036854775809', which is out of range for a 64-bit integer "
      "(-9223372036854775808 .. 9223372036854775807)"),
     (["--num_head=5", "--num_head", "6"], "pxq: script argument --num_head given twice ('5' and '6')"),
 ])

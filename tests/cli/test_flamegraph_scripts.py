@@ -46,7 +46,8 @@ def pxq(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cpu_flamegraph_folded_and_percentages(stack_capture):
-    rows = [json.loads(l) for l in pxq("run", "cpu_flamegraph", "--from", stack_capture, "-o", "json").stdout.splitlines()]
+    out = pxq("run", "cpu_flamegraph", "--from", stack_capture, "-o", "json").stdout
+    rows = [json.loads(line) for line in out.splitlines()]
     assert sum(r["count"] for r in rows) == 200
     assert abs(sum(r["percent"] for r in rows) - 1.0) < 1e-9
     hot = max(rows, key=lambda r: r["count"])
@@ -58,7 +59,7 @@ def test_cpu_flamegraph_folded_and_percentages(stack_capture):
 
 def test_cpu_flamegraph_pid_filter(stack_capture):
     pid = 1017  # the second synthetic process
-    rows = [json.loads(l) for l in pxq("run", "cpu_flamegraph", "--from", stack_capture, "-o", "json",
+    rows = [json.loads(line) for line in pxq("run", "cpu_flamegraph", "--from", stack_capture, "-o", "json",
                                        "--", f"--pid={pid}").stdout.splitlines()]
     assert {r["process"] for r in rows} == {f"python3[{pid}]"}
     assert rows[0]["percent"] == 1.0
@@ -74,7 +75,8 @@ def test_flamegraph_files(stack_capture, tmp_path):
 
 
 def test_perf_flamegraph_matches_pixie_shape(stack_capture):
-    rows = [json.loads(l) for l in pxq("run", "perf_flamegraph", "--from", stack_capture, "-o", "json").stdout.splitlines()]
+    out = pxq("run", "perf_flamegraph", "--from", stack_capture, "-o", "json").stdout
+    rows = [json.loads(line) for line in out.splitlines()]
     assert set(rows[0]) >= {"node", "namespace", "pod", "container", "cmdline", "stack_trace_id", "stack_trace",
                             "count", "percent"}
     assert sum(r["count"] for r in rows) == 200
@@ -84,6 +86,6 @@ def test_perf_flamegraph_matches_pixie_shape(stack_capture):
 def test_perf_flamegraph_percent_is_of_all_the_nodes_samples(stack_capture):
     """A filter narrows the rows, not the total their percentage is of (Pixie computes the totals
     before filtering, too). The fixture holds 200 samples, 50 of them in the python3 process."""
-    rows = [json.loads(l) for l in pxq("run", "perf_flamegraph", "--from", stack_capture, "-o", "json",
+    rows = [json.loads(line) for line in pxq("run", "perf_flamegraph", "--from", stack_capture, "-o", "json",
                                        "--", "--process=python3").stdout.splitlines()]
     assert [(r["count"], r["percent"]) for r in rows] == [(50, 50 / 200)]

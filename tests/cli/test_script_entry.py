@@ -68,7 +68,8 @@ def test_entry_with_a_helper_of_unannotated_parameters(tmp_path, capture):
 
 def test_two_candidate_entry_functions_are_a_positioned_error(tmp_path, capture):
     script = tmp_path / "two.pxl"
-    script.write_text("import px\n\ndef first(start_time: str = '-5m'):\n    return px.DataFrame(table='http_events')\n\n"
+    script.write_text("import px\n\ndef first(start_time: str = '-5m'):\n"
+                      "    return px.DataFrame(table='http_events')\n\n"
                       "def second(num_head: int = 10):\n    return px.DataFrame(table='http_events')\n")
     for args in (["--", "--help"], ["--from", capture]):
         proc = run_pxq("run", str(script), *args)
@@ -122,7 +123,8 @@ def test_vis_json_default_is_used_in_either_shape(shape, tmp_path, capture):
     folder = tmp_path / "rows"
     folder.mkdir()
     (folder / "rows.pxl").write_text("import px\n\ndef rows(start_time: str, num_head: int):\n"
-                                     "    return px.DataFrame(table='http_events', start_time=start_time).head(num_head)\n")
+                                     "    return px.DataFrame(table='http_events', start_time=start_time)"
+                                     ".head(num_head)\n")
     vis = {"variables": [{"name": "start_time", "type": "PX_STRING", "defaultValue": "-5m"},
                          {"name": "num_head", "type": "PX_INT64", "defaultValue": "3"}],
            "widgets": [{"name": "rows", "func": {"name": "rows", "args": [
@@ -149,7 +151,8 @@ def test_help_shows_each_arguments_docstring_line(tmp_path):
     ({"widgets": [{"func": {"args": []}}]}, "widgets[0].func: needs 'name' (a non-empty string), got None"),
     ({"widgets": [{"func": {"name": "rows", "args": [{"value": 1}]}}]},
      "widgets[0].func.args[0]: needs 'name' (a non-empty string), got None"),
-    ({"widgets": [{"func": {"name": "rows", "args": "x"}}]}, "widgets[0].func.args: expected a list of objects, got 'x'"),
+    ({"widgets": [{"func": {"name": "rows", "args": "x"}}]},
+     "widgets[0].func.args: expected a list of objects, got 'x'"),
     ({"globalFuncs": [{"func": {}}]}, "globalFuncs[0]: needs 'outputName' (a non-empty string), got None"),
     ({"widgets": [{"globalFuncOutputName": "q"}]}, "widgets[0]: globalFuncOutputName 'q' names no globalFuncs entry "
                                                    "(entries: none)"),

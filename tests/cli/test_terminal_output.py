@@ -78,7 +78,7 @@ def capture_rows(capture: Path) -> list[dict]:
 
 
 def time_text(moment: dt.datetime, zone: dt.tzinfo) -> str:
-    local = moment.replace(tzinfo=dt.timezone.utc).astimezone(zone)
+    local = moment.replace(tzinfo=dt.UTC).astimezone(zone)
     minutes = int(local.utcoffset().total_seconds()) // 60
     sign = "-" if minutes < 0 else "+"
     return (f"{local:%Y-%m-%d %H:%M:%S}.{local.microsecond // 1000:03d} "
@@ -184,7 +184,7 @@ def test_utc_flag_in_a_real_terminal(capture, script, tmp_path):
     line = pxq_shell_line("run", script, "--from", capture, "--utc", set_env={"TZ": ZONE},
                           unset_env=("COLUMNS", "LINES"))
     code, screen = run_in_tmux(line, 200, tmp_path)
-    assert code == 0 and screen == expected_screen(capture_rows(capture), 200, dt.timezone.utc)
+    assert code == 0 and screen == expected_screen(capture_rows(capture), 200, dt.UTC)
 
 
 def test_piped_table_cuts_nothing(capture, script):
@@ -233,7 +233,7 @@ def test_table_written_to_a_file_is_uncut(capture, script, tmp_path):
             env={**os.environ, "COLUMNS": "80"})
     text = (tmp_path / "t.txt").read_text()
     for row in capture_rows(capture):
-        assert row["req_headers"] in text and time_text(row["time_"], dt.timezone.utc) in text
+        assert row["req_headers"] in text and time_text(row["time_"], dt.UTC) in text
     assert IPV6 in text and "…" not in text
 
 

@@ -10,14 +10,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from pxq.exec.aggregate import QUANTILE_KEYS, QUANTILES, aggregate
 from pxq.funcs.registry import resolve_semantic, resolve_type
 from pxq.types import DataType, SemanticType
 from tests.funcs.funcs_support import AGGREGATES, SETTINGS, call, lit
-
 
 SCHEMA = pa.schema([("skey", pa.string()), ("ikey", pa.int64()), ("bkey", pa.bool_()),
                     ("tkey", pa.timestamp("ns")), ("i", pa.int64()), ("f", pa.float64()), ("b", pa.bool_()),

@@ -14,8 +14,7 @@ import math
 
 import pyarrow as pa
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
 from pxq.errors import ExecutionError, ResourceLimitError
 from pxq.exec.expressions import evaluate

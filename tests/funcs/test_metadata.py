@@ -6,8 +6,7 @@ import http
 
 import pyarrow as pa
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from pxq.funcs.registry import ExecContext, resolve_semantic
 from pxq.types import DataType, SemanticType

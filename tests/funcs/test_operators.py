@@ -6,8 +6,7 @@ import math
 import operator
 
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
 from pxq.funcs.registry import resolve_semantic, resolve_type
 from pxq.types import DataType, SemanticType

@@ -9,9 +9,9 @@ import os
 import pyarrow as pa
 import pytest
 
-from tests.funcs.funcs_support import AGGREGATES, CTX, NOW_NS, SCALARS, call, internal
 from pxq.funcs.registry import resolve_semantic, resolve_type
 from pxq.types import DataType, SemanticType
+from tests.funcs.funcs_support import AGGREGATES, CTX, NOW_NS, SCALARS, call, internal
 
 B, I, F, S, T, U = (DataType.BOOLEAN, DataType.INT64, DataType.FLOAT64, DataType.STRING, DataType.TIME64NS,
                     DataType.UINT128)

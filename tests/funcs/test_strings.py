@@ -7,8 +7,7 @@ import re
 
 import pyarrow as pa
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from pxq.types import DataType
 from tests.funcs.funcs_support import SCALARS, SETTINGS, call, col, lit, values

@@ -7,8 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from lark import Lark
-from lark import logger as lark_logger
+from lark import Lark, logger as lark_logger
 
 from pxq.errors import PxqSyntaxError
 from pxq.lang import ast, dump, parse

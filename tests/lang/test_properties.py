@@ -6,8 +6,7 @@ import keyword
 import math
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pxq.errors import PxqSyntaxError, Span
 from pxq.lang import ast, dump, parse, unparse
@@ -35,9 +34,12 @@ def _unique_keywords(pairs):
 def _compound(inner):
     some = st.lists(inner, max_size=3).map(tuple)
     return st.one_of(
-        st.builds(lambda op, l, r: ast.BinOp(S, op, l, r), st.sampled_from("+-*/%"), inner, inner),
+        st.builds(lambda op, left, right: ast.BinOp(S, op, left, right), st.sampled_from("+-*/%"), inner, inner),
         st.builds(
-            lambda op, l, r: ast.Compare(S, op, l, r), st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), inner, inner
+            lambda op, left, right: ast.Compare(S, op, left, right),
+            st.sampled_from(["==", "!=", "<", "<=", ">", ">="]),
+            inner,
+            inner,
         ),
         st.builds(
             lambda op, values: ast.BoolOp(S, op, tuple(values)),

@@ -8,14 +8,13 @@ import math
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from tests.render.render_sample import COLUMNS, T0, plain_table, sample_table
+from hypothesis import given, settings, strategies as st
 
 from pxq.errors import UsageError
 from pxq.render import FORMATS, WRITERS, render
 from pxq.render.json import encode_batch
 from pxq.types import FIELD_SEMANTIC_KEY, FIELD_TYPE_KEY
+from tests.render.render_sample import COLUMNS, T0, plain_table, sample_table
 
 RESULTS = {"http": sample_table(), "plain": plain_table()}
 EXPECTED = {name: values for name, _, _, values in COLUMNS}

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from tests.render.render_sample import plain_table, sample_table
 from rich.cells import cell_len
 from rich.console import Console
 
 from pxq.errors import UsageError
 from pxq.render import human, render
 from pxq.render.table import DEFAULT_MAX_ROWS, fit_widths
+from tests.render.render_sample import plain_table, sample_table
 from tests.snapshot import assert_snapshot
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -24,7 +24,7 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 def rendered(results, width: int, **kw) -> str:
     console = Console(width=width, file=io.StringIO(), record=True, color_system=None)
-    kw.setdefault("zone", dt.timezone.utc)  # the same text whatever the machine's zone
+    kw.setdefault("zone", dt.UTC)  # the same text whatever the machine's zone
     render(results, "table", console=console, **kw)
     return console.export_text()
 
@@ -166,7 +166,7 @@ def test_size(count, text):
 
 def test_other_human_formats():
     assert human.percent(0.123) == "12.3%"
-    utc = dt.timezone.utc
+    utc = dt.UTC
     assert human.timestamp(1_764_131_462_123_456_789, utc) == "2025-11-26 04:31:02.123 +00:00"
     assert human.timestamp(-1, utc) == "1969-12-31 23:59:59.999 +00:00"
     assert human.timestamp(10**30) == str(10**30)
@@ -181,7 +181,7 @@ def test_timestamps_carry_the_offset_in_force_at_that_instant(zone_name):
     zone = zoneinfo.ZoneInfo(zone_name)
     # Either side of New York's 2025 DST end (2025-11-02 06:00 UTC) and a plain winter time.
     for ns in (1_762_063_200_000_000_000 - 1, 1_762_063_200_000_000_000, 1_764_131_462_123_456_789):
-        moment = dt.datetime.fromtimestamp(ns // 10**9, dt.timezone.utc).astimezone(zone)
+        moment = dt.datetime.fromtimestamp(ns // 10**9, dt.UTC).astimezone(zone)
         offset = moment.utcoffset()
         sign = "-" if offset < dt.timedelta(0) else "+"
         minutes = abs(int(offset.total_seconds())) // 60
@@ -199,11 +199,10 @@ def test_the_local_zone_is_the_default_and_tz_is_respected():
 
 # Column kinds in the order a reader needs them (the spec of the ranking): each with a name, its
 # pxq types and a value maker. Kinds in NEVER_CUT are shown whole or hidden whole.
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from tests.render.render_sample import typed_field  # noqa: E402
 from pxq.types import DataType, SemanticType  # noqa: E402
+from tests.render.render_sample import typed_field  # noqa: E402
 
 KINDS = {
     "time_": (0, DataType.TIME64NS, SemanticType.TIME),
@@ -240,7 +239,8 @@ def tables(draw):
         _, data_type, semantic = KINDS[name]
         field = typed_field(name, data_type, semantic)
         values = draw(st.lists(VALUES[name], min_size=rows, max_size=rows))
-        arrays.append(pa.array(values, pa.int64()).cast(field.type) if name == "time_" else pa.array(values, field.type))
+        arrays.append(pa.array(values, pa.int64()).cast(field.type) if name == "time_"
+                      else pa.array(values, field.type))
         fields.append(field)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 

@@ -6,8 +6,7 @@ from collections import Counter
 
 import pyarrow as pa
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from pxq.errors import UsageError
 from pxq.render import render

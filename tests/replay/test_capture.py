@@ -7,8 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pxq.errors import DataError, PxqError
 from pxq.replay import META_FILE, open_capture, write_capture
@@ -103,8 +102,10 @@ def one_line_error(fn, *args, **kw) -> str:
 
 def test_round_trip(tmp_path):
     http, stacks = http_table(), stack_table()
-    root = write(tmp_path, {"http_events": http, "stack_traces.beta": stacks}, drops={"http_events": {"perf_buffer": 7}})
-    assert sorted(p.name for p in root.iterdir()) == ["capture.json", "http_events.parquet", "stack_traces.beta.parquet"]
+    root = write(tmp_path, {"http_events": http, "stack_traces.beta": stacks},
+                 drops={"http_events": {"perf_buffer": 7}})
+    assert sorted(p.name for p in root.iterdir()) == ["capture.json", "http_events.parquet",
+                                                      "stack_traces.beta.parquet"]
     cap = open_capture(root)
     assert (cap.host, cap.start_time_ns, cap.end_time_ns) == ("node-a", T0, T0 + 10**9)
     assert cap.processes == PROCS
@@ -131,7 +132,8 @@ def test_process_defaults_and_extra_keys_kept(tmp_path):
     meta["agent_version"] = "0.1"
     (root / META_FILE).write_text(json.dumps(meta))
     cap = open_capture(root)
-    assert cap.processes["1:7:1"] == {"pid": 7, "comm": "", "cmdline": "", "exe": "", "container_id": "", "pod": "", "namespace": ""}
+    assert cap.processes["1:7:1"] == {"pid": 7, "comm": "", "cmdline": "", "exe": "", "container_id": "", "pod": "",
+                                      "namespace": ""}
     assert cap.meta["agent_version"] == "0.1"
     assert cap.drops == {}
 
@@ -235,7 +237,8 @@ def test_reader_casts_compatible_types(tmp_path):
     cap = open_capture(raw_capture(tmp_path, {"proc_exit_events": table}))
     got = cap.scan("proc_exit_events", None, None, None)
     assert got.schema == CATALOG["proc_exit_events"].arrow_schema()
-    assert got.column("time_").cast(pa.int64()).to_pylist() == [1_000_000_000, 2_000_000_000]  # ms → ns, UTC instant kept
+    # ms → ns, UTC instant kept
+    assert got.column("time_").cast(pa.int64()).to_pylist() == [1_000_000_000, 2_000_000_000]
     assert got.to_pydict()["comm"] == ["sh", "sh"]
     assert got.column("signal").to_pylist() == [9, 0]
 

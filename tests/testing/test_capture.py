@@ -9,6 +9,7 @@ import sys
 import urllib.request
 
 import pyarrow.compute as pc
+import pytest
 
 from pxq.agent.procinfo import process_info
 from pxq.agent.protocols.http1 import Http1Stitcher
@@ -123,6 +124,7 @@ def test_proxy_with_no_traffic_gives_an_empty_table(nginx_workload):
     assert proxy.http_events().schema == CATALOG["http_events"].arrow_schema()
 
 
+@pytest.mark.servers
 def test_make_capture_command_line(tmp_path):
     out = tmp_path / "cap"
     proc = subprocess.run(

@@ -80,6 +80,7 @@ def test_client_mix_refuses_non_loopback_targets():
         run_client_mix("http://192.0.2.1:80", 1)
 
 
+@pytest.mark.servers
 def test_servers_stop_when_their_blocks_end():
     with python_backend() as backend, nginx_server(backend.port) as nginx:
         pids = [backend.pid, nginx.master_pid, *nginx.worker_pids()]
