@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     from pxq.render import FORMATS
 
     parser = argparse.ArgumentParser(
-        prog="pxq", description="Query what your host is doing with PxL scripts: HTTP and database "
-        "traces, CPU stacks, as tables.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="pxq", description="Query what your host is doing with PxL scripts: HTTP traces and "
+        "CPU stacks, as tables.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--debug", action="store_true",
                         help="on an internal error, print the Python traceback (also: PXQ_DEBUG=1)")
