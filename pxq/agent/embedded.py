@@ -13,29 +13,19 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pxq.agent.bpf_program import bpf_unavailable_reason, release_compiler_pages
+from pxq.agent.collector import AgentError, AgentOptions, Collector
+from pxq.agent.collectors import build_collector, check_collectable
 from pxq.agent.procinfo import PROC, ProcessIdentities, parse_stat, process_info
-from pxq.agent.table_store import DEFAULT_BUDGET_BYTES, TableStore, split_losses
-from pxq.errors import PxqError
-from pxq.plan.manifest import CollectorRequest, ProbeManifest
+from pxq.agent.table_store import TableStore, split_losses
+from pxq.plan.manifest import ProbeManifest
 
 POLL_INTERVAL_MS = 100
-# The socket tracer's transactions become Arrow rows (and its drop counters are read) about this
-# often, or once this many are waiting: building a table has a fixed cost, and reading the
-# kernel's counters is a few map lookups each.
-DRAIN_INTERVAL_S = 1.0
-DRAIN_ROWS = 20_000
-
-
-class AgentError(PxqError):
-    """The agent cannot collect here (privileges, kernel set-up, a collector that does not exist)."""
-
-    exit_code = 3
 
 
 class Interrupted(KeyboardInterrupt):
@@ -91,34 +81,6 @@ class WindowSignals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
-
-
-class Collector(Protocol):
-    name: str
-
-    def start(self) -> None: ...
-    def poll(self, timeout_ms: int) -> int: ...
-    def close_window(self) -> None: ...
-    def drain(self) -> dict[str, pa.Table]: ...
-    def drops(self) -> dict[str, dict[str, int]]: ...
-    def stop(self) -> None: ...
-    # Optional: ``use_identities(identities)``, to name processes in a ProcessIdentities shared
-    # by all collectors of a run (what the kernel said about a process already gone included).
-
-
-def warn_on_stderr(message: str, stream=sys.stderr) -> None:
-    """A warning line (clearing a progress line being redrawn in place on a terminal first)."""
-    stream.write(("\r\033[K" if stream.isatty() else "") + f"pxq: warning: {message}\n")
-    stream.flush()
-
-
-@dataclass(frozen=True)
-class AgentOptions:
-    body_limit: int = 1024
-    budget_bytes: int = DEFAULT_BUDGET_BYTES
-    # Where the agent says what the user should know but that does not stop collection
-    # (a --pid that does not exist or exits during the window).
-    on_warning: Callable[[str], None] = warn_on_stderr
 
 
 def _running_identity(pid: int) -> str | None:
@@ -238,86 +200,6 @@ class PidWatch:
                       f"{window_s:.1f}s); what it did until then is shown")
 
 
-class SocketTracerCollector:
-    """http_events from the eBPF socket tracer (bpf/socket_trace.c)."""
-
-    name = "socket_tracer"
-    protocols = {"http": "http_events"}
-
-    def __init__(self, request: CollectorRequest, options: AgentOptions):
-        unsupported = [p for p in request.protocols if p not in self.protocols]
-        if unsupported:
-            raise AgentError(f"the socket tracer does not parse {', '.join(unsupported)} yet "
-                             f"(it parses: {', '.join(self.protocols)}); replay a capture with --from")
-        from pxq.agent.socket_tracer import SocketTracer
-
-        self.tables = tuple(self.protocols[p] for p in request.protocols)
-        body_limit = int(request.option("body_limit", options.body_limit))
-        self.tracer = SocketTracer(pids=set(request.pids) if request.pids is not None else None,
-                                   protocols=tuple(request.protocols), body_limit=body_limit)
-        self._last_drain = 0.0
-        self._drops: dict[str, dict[str, int]] | None = None  # as of the last drain
-
-    def start(self) -> None:
-        self.tracer.start()
-
-    def add_pids(self, pids: set[int]) -> None:
-        """Trace these processes too (the running descendants of the pids asked for)."""
-        self.tracer.add_pids(pids)
-
-    def pids_seen(self) -> set[int]:
-        """The processes whose TCP traffic the tracer saw."""
-        return self.tracer.pids_seen()
-
-    # What pids_seen() says a process made, for PidWatch's warning.
-    seen_what = "TCP traffic"
-
-    def poll(self, timeout_ms: int) -> int:
-        return self.tracer.poll(timeout_ms)
-
-    def close_window(self) -> None:
-        self.tracer.close_window()
-
-    def drain(self) -> dict[str, pa.Table]:
-        now = time.monotonic()
-        if self.tracer.running and now - self._last_drain < DRAIN_INTERVAL_S and self.tracer.pending() < DRAIN_ROWS:
-            return {}
-        self._last_drain = now
-        self._drops = None
-        return {"http_events": self.tracer.drain()}
-
-    def drops(self) -> dict[str, dict[str, int]]:
-        if self._drops is None or not self.tracer.running:
-            counters = self.tracer.drops()
-            self._drops = {table: dict(counters) for table in self.tables}
-        return self._drops
-
-    def stop(self) -> None:
-        self.tracer.stop()
-
-    def use_identities(self, identities: ProcessIdentities) -> None:
-        self.tracer.use_identities(identities)
-
-
-def _perf_profiler(request: CollectorRequest, options: AgentOptions) -> Collector:
-    from pxq.agent.profiler import PerfProfilerCollector
-
-    return PerfProfilerCollector(request, options)
-
-
-COLLECTORS: dict[str, Callable[[CollectorRequest, AgentOptions], Collector]] = {
-    "socket_tracer": SocketTracerCollector,
-    "perf_profiler": _perf_profiler,
-}
-# The tables each collector fills live today. The catalog names a collector for tables it will
-# fill later too (conn_stats, the other protocols' tables): asking for one of those live must not
-# run a capture that silently writes zero rows.
-LIVE_TABLES: dict[str, tuple[str, ...]] = {
-    "socket_tracer": tuple(SocketTracerCollector.protocols.values()),
-    "perf_profiler": ("stack_traces.beta",),
-}
-
-
 def check_environment() -> None:
     """Fail early, with the fix, where eBPF collection cannot work."""
     reason = bpf_unavailable_reason()
@@ -344,20 +226,7 @@ class EmbeddedAgent:
     options: AgentOptions = field(default_factory=AgentOptions)
 
     def __post_init__(self) -> None:
-        missing = [c for c in self.manifest.collectors if c.name not in COLLECTORS]
-        if missing:
-            tables = ", ".join(t for c in missing for t in c.tables)
-            raise AgentError(f"this pxq cannot collect {tables} live yet (collector "
-                             f"{', '.join(c.name for c in missing)} is not implemented); "
-                             "replay a capture that holds it with --from DIR")
-        uncollected = [(t, c.name) for c in self.manifest.collectors for t in c.tables
-                       if t not in LIVE_TABLES.get(c.name, ())]
-        if uncollected:
-            tables = ", ".join(t for t, _ in uncollected)
-            names = ", ".join(dict.fromkeys(name for _, name in uncollected))
-            raise AgentError(f"this pxq cannot collect {tables} live yet (collector {names} does not "
-                             f"produce {'it' if len(uncollected) == 1 else 'them'}); replay a capture that holds "
-                             f"{'it' if len(uncollected) == 1 else 'them'} with --from DIR")
+        check_collectable(self.manifest)
 
     def run(self, duration_s: float, on_progress: Callable[[Progress], None] | None = None) -> TableStore:
         """Collect for ``duration_s`` seconds (Ctrl-C ends early) and return the table store."""
@@ -367,7 +236,7 @@ class EmbeddedAgent:
         # A pid stands for its descendants too: those running now are collected from the start.
         requests = [replace(c, pids=tuple(sorted({*c.pids, *pid_watch.descendants(c.pids)}))) if c.pids else c
                     for c in self.manifest.collectors]  # fmt: skip
-        collectors = [COLLECTORS[c.name](c, self.options) for c in requests]
+        collectors = [build_collector(c, self.options) for c in requests]
         identities = ProcessIdentities()  # one upid per process across the collectors
         for collector in collectors:
             if hasattr(collector, "use_identities"):

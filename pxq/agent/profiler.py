@@ -514,11 +514,11 @@ def _delete(table, key) -> None:
 
 
 class PerfProfilerCollector:
-    """``stack_traces.beta`` for the embedded agent (``pxq.agent.embedded.COLLECTORS``)."""
+    """``stack_traces.beta`` for the agent (``pxq.agent.collectors.COLLECTORS``)."""
 
     name = "perf_profiler"
 
-    def __init__(self, request, options=None):
+    def __init__(self, request):
         self.profiler = Profiler(options_from_request(request))
 
     def start(self) -> None:

@@ -21,7 +21,8 @@ import pyarrow as pa
 import pytest
 
 from pxq.agent.bpf_program import build_program, layout_asserts
-from pxq.agent.embedded import COLLECTORS, AgentOptions, EmbeddedAgent
+from pxq.agent.collectors import COLLECTORS
+from pxq.agent.embedded import AgentOptions, EmbeddedAgent
 from pxq.agent.procinfo import upid_of
 from pxq.agent.profiler import (
     TABLE,

@@ -1,0 +1,55 @@
+"""The collector registry (pxq/agent/collectors.py) agrees with the catalog, and is what
+`pxq explain --bpf` and the agent both go through. No kernel needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from pxq.agent.collector import AgentError, AgentOptions
+from pxq.agent.collectors import COLLECTORS, build_collector, check_collectable
+from pxq.agent.programs import generated_programs
+from pxq.plan.manifest import CollectorRequest, ProbeManifest
+from pxq.tables import CATALOG
+from pxq.tables import COLLECTORS as CATALOG_COLLECTORS
+
+
+def test_every_collector_fills_only_tables_the_catalog_gives_it():
+    for name, spec in COLLECTORS.items():
+        assert name == spec.name and name in CATALOG_COLLECTORS
+        assert spec.tables, name
+        for table in spec.tables:
+            assert CATALOG[table].collector == name, (table, name)
+
+
+def test_the_live_tables_are_http_events_and_stack_traces():
+    assert {t for spec in COLLECTORS.values() for t in spec.tables} == {"http_events", "stack_traces.beta"}
+
+
+def test_explain_prints_one_program_per_ebpf_collector_of_the_manifest_in_its_order():
+    manifest = ProbeManifest(0, (), (
+        CollectorRequest("perf_profiler", ("stack_traces.beta",), (42,)),
+        CollectorRequest("socket_tracer", ("http_events",), (7, 3), protocols=("http",)),
+        CollectorRequest("process_stats", ("process_stats",), None),  # not collected live: no program
+    ))
+    programs = generated_programs(manifest)
+    assert [name for name, _ in programs] == ["perf_profiler", "socket_tracer"]
+    profiler, tracer = (text for _, text in programs)
+    assert profiler.startswith("// profile.c\n") and "// allowed_pids: 42" in profiler
+    assert tracer.startswith("// socket_trace.c\n") and "written at start: 3, 7" in tracer
+
+
+def test_a_collector_is_built_from_its_request_without_starting():
+    request = CollectorRequest("perf_profiler", ("stack_traces.beta",), (42,), options=(("sample_hz", "49"),))
+    collector = build_collector(request, AgentOptions())
+    assert collector.name == "perf_profiler"
+    assert collector.profiler.options.sample_hz == 49 and collector.profiler.options.pids == frozenset({42})
+
+
+@pytest.mark.parametrize("request_, message", [
+    (CollectorRequest("process_stats", ("process_stats",), None), "collector process_stats is not implemented"),
+    (CollectorRequest("socket_tracer", ("http_events", "conn_stats"), None, ("http",)),
+     "cannot collect conn_stats live yet (collector socket_tracer does not produce it)"),
+])
+def test_a_table_no_collector_fills_live_is_refused(request_, message):
+    with pytest.raises(AgentError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_collectable(ProbeManifest(0, (), (request_,)))
