@@ -287,7 +287,8 @@ def cmd_run(args, script_argv: list[str]) -> int:
         compiled, results = run_script(script, args=script_args, source=capture)
         drops = capture.drops
     else:
-        from pxq.agent.embedded import AgentOptions, WindowSignals, progress_printer
+        from pxq.agent.embedded import AgentOptions, WindowSignals
+        from pxq.cli.progress import progress_printer
 
         with WindowSignals() as window:
             compiled, results, store = run_live(script, args=script_args, duration_s=duration,
@@ -318,7 +319,8 @@ def _cut_short_status(window) -> int:
 def cmd_capture(args) -> int:
     import time
 
-    from pxq.agent.embedded import AgentOptions, EmbeddedAgent, WindowSignals, progress_printer
+    from pxq.agent.embedded import AgentOptions, EmbeddedAgent, WindowSignals
+    from pxq.cli.progress import progress_printer
     from pxq.plan.manifest import manifest_for_tables
     from pxq.tables import CATALOG
 

@@ -406,7 +406,7 @@ def test_truncated_samples_are_kept_not_counted_as_drops_by_the_agent(programs):
     require_bpf()
     import io
 
-    from pxq.agent.embedded import progress_printer
+    from pxq.cli.progress import progress_printer
 
     with running([programs["nofp"], "120"]) as proc:
         request = CollectorRequest("perf_profiler", (TABLE,), (proc.pid,), options=(("python", "off"),))

@@ -9,9 +9,10 @@ from dataclasses import replace
 
 import pytest
 
-from pxq.agent.embedded import EmbeddedAgent, progress_printer
+from pxq.agent.embedded import EmbeddedAgent
 from pxq.agent.profiler import TABLE, rows_to_table
 from pxq.agent.table_store import TableStore
+from pxq.cli.progress import progress_printer
 from pxq.replay import write_capture
 from tests.cli_support import run_pxq
 
