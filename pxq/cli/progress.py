@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from pxq.agent.embedded import Progress
+    from pxq.agent.loop import Progress
 
 
 def progress_printer(duration_s: float, stream=sys.stderr) -> Callable[[Progress], None]:
