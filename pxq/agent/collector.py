@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 
 import pyarrow as pa
 
+from pxq.agent.defaults import DEFAULT_BODY_LIMIT
 from pxq.agent.table_store import DEFAULT_BUDGET_BYTES
 from pxq.errors import PxqError
 
@@ -45,7 +46,7 @@ def warn_on_stderr(message: str, stream=sys.stderr) -> None:
 
 @dataclass(frozen=True)
 class AgentOptions:
-    body_limit: int = 1024
+    body_limit: int = DEFAULT_BODY_LIMIT
     budget_bytes: int = DEFAULT_BUDGET_BYTES
     # Where the agent says what the user should know but that does not stop collection
     # (a --pid that does not exist or exits during the window).

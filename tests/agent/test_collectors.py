@@ -53,3 +53,32 @@ def test_a_collector_is_built_from_its_request_without_starting():
 def test_a_table_no_collector_fills_live_is_refused(request_, message):
     with pytest.raises(AgentError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_collectable(ProbeManifest(0, (), (request_,)))
+
+
+def test_every_part_that_takes_a_body_limit_has_the_same_default():
+    """Pixie keeps 1024 bytes of a body; the flags, the agent, the tracer and the parser agree."""
+    import inspect
+
+    from pxq.agent.conn_tracker import ConnTracker
+    from pxq.agent.protocols.http1 import Http1Stitcher
+    from pxq.agent.socket_tracer import SocketTracer
+    from pxq.cli.main import build_parser
+
+    parser = build_parser()
+    flags = {command: parser.parse_args([command, *rest]).body_limit
+             for command, rest in (("run", ["http_data"]), ("capture", ["--out", "x"]))}
+    assert flags == {"run": 1024, "capture": 1024}
+    assert AgentOptions().body_limit == Http1Stitcher().body_limit == 1024
+    for cls in (SocketTracer, ConnTracker):
+        assert inspect.signature(cls).parameters["body_limit"].default == 1024, cls
+
+
+def test_a_profiler_request_without_settings_gets_the_profiler_defaults():
+    from pxq.agent.profiler import ProfilerOptions, options_from_request
+
+    request = CollectorRequest("perf_profiler", ("stack_traces.beta",), None)
+    options = options_from_request(request)
+    assert options == ProfilerOptions(self_pid=options.self_pid)
+    # The documented defaults (the profiler's module docstring, Pixie's 99 Hz sampler).
+    assert (options.sample_hz, options.python, options.drain_interval_s, options.pyspy_segment_s,
+            options.pyspy_min_cpu, options.stacks_size, options.counts_size) == (99, "auto", 1.0, 10, 0.05, 16384, 20480)
