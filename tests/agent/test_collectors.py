@@ -55,19 +55,17 @@ def test_a_table_no_collector_fills_live_is_refused(request_, message):
         check_collectable(ProbeManifest(0, (), (request_,)))
 
 
-def test_every_part_that_takes_a_body_limit_has_the_same_default():
-    """Pixie keeps 1024 bytes of a body; the flags, the agent, the tracer and the parser agree."""
+def test_every_part_that_takes_a_body_limit_has_the_same_default(capsys):
+    """Pixie keeps 1024 bytes of a body; the flag's help, the agent, the tracer and the parser agree."""
     import inspect
 
     from pxq.agent.conn_tracker import ConnTracker
     from pxq.agent.protocols.http1 import Http1Stitcher
     from pxq.agent.socket_tracer import SocketTracer
-    from pxq.cli.main import build_parser
+    from tests.cli_support import run_main
 
-    parser = build_parser()
-    flags = {command: parser.parse_args([command, *rest]).body_limit
-             for command, rest in (("run", ["http_data"]), ("capture", ["--out", "x"]))}
-    assert flags == {"run": 1024, "capture": 1024}
+    code, out, _ = run_main(capsys, "run", "--help")
+    assert code == 0 and "body kept in live capture (default 1024)" in " ".join(out.split())
     assert AgentOptions().body_limit == Http1Stitcher().body_limit == 1024
     for cls in (SocketTracer, ConnTracker):
         assert inspect.signature(cls).parameters["body_limit"].default == 1024, cls
