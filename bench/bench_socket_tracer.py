@@ -265,7 +265,8 @@ def probes_only_child() -> int:
 def agent_child(pids: list[int], out: str | None) -> int:
     """The embedded agent tracing ``pids``: prints a JSON line when it is ready (start-up done),
     one on SIGUSR1 (a snapshot), and a final one after SIGINT ended it (the rows go to ``out``)."""
-    from pxq.agent.embedded import EmbeddedAgent, Progress
+    from pxq.agent.embedded import EmbeddedAgent
+    from pxq.agent.loop import Progress
     from pxq.plan.manifest import CollectorRequest, ProbeManifest, TableRequest
 
     request = CollectorRequest("socket_tracer", ("http_events",), tuple(pids), ("http",))

@@ -1,41 +1,28 @@
 """The embedded agent: the CLI runs the collectors in-process for a script's capture window.
 
-It receives only a ProbeManifest, starts exactly the collectors it names, polls them, moves their
-rows into a TableStore with each table's drop counters and the identity of every process seen,
-and stops them again, also on Ctrl-C (the rows collected so far are kept).
+It receives only a ProbeManifest and runs the agent loop (:mod:`pxq.agent.loop`: start exactly
+the collectors it names, move their rows into a TableStore, stop them) for a window of seconds,
+which Ctrl-C or SIGTERM ends early (the rows collected so far are kept); it says which of the
+processes asked for by pid do not exist, exited during the window or made no traffic.
 """
 
 from __future__ import annotations
 
 import signal
-import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable
 
-import pyarrow as pa
-import pyarrow.compute as pc
+from pxq.agent.collector import AgentOptions
+from pxq.agent.collectors import check_collectable
+from pxq.agent.loop import AgentLoop, Progress, descendant_pids
+from pxq.agent.procinfo import PROC, parse_stat
+from pxq.agent.table_store import TableStore
+from pxq.plan.manifest import ProbeManifest
 
-from pxq.agent.bpf_program import bpf_unavailable_reason, release_compiler_pages
-from pxq.agent.procinfo import PROC, ProcessIdentities, parse_stat, process_info
-from pxq.agent.table_store import DEFAULT_BUDGET_BYTES, TableStore, split_losses
-from pxq.errors import PxqError
-from pxq.plan.manifest import CollectorRequest, ProbeManifest
-
-POLL_INTERVAL_MS = 100
-# The socket tracer's transactions become Arrow rows (and its drop counters are read) about this
-# often, or once this many are waiting: building a table has a fixed cost, and reading the
-# kernel's counters is a few map lookups each.
-DRAIN_INTERVAL_S = 1.0
-DRAIN_ROWS = 20_000
-
-
-class AgentError(PxqError):
-    """The agent cannot collect here (privileges, kernel set-up, a collector that does not exist)."""
-
-    exit_code = 3
+# What callers of the windowed run use from the agent's other modules.
+__all__ = ["AgentOptions", "EmbeddedAgent", "Interrupted", "PidWatch", "Progress", "WindowSignals"]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -93,34 +80,6 @@ class WindowSignals:
         self._previous.clear()
 
 
-class Collector(Protocol):
-    name: str
-
-    def start(self) -> None: ...
-    def poll(self, timeout_ms: int) -> int: ...
-    def close_window(self) -> None: ...
-    def drain(self) -> dict[str, pa.Table]: ...
-    def drops(self) -> dict[str, dict[str, int]]: ...
-    def stop(self) -> None: ...
-    # Optional: ``use_identities(identities)``, to name processes in a ProcessIdentities shared
-    # by all collectors of a run (what the kernel said about a process already gone included).
-
-
-def warn_on_stderr(message: str, stream=sys.stderr) -> None:
-    """A warning line (clearing a progress line being redrawn in place on a terminal first)."""
-    stream.write(("\r\033[K" if stream.isatty() else "") + f"pxq: warning: {message}\n")
-    stream.flush()
-
-
-@dataclass(frozen=True)
-class AgentOptions:
-    body_limit: int = 1024
-    budget_bytes: int = DEFAULT_BUDGET_BYTES
-    # Where the agent says what the user should know but that does not stop collection
-    # (a --pid that does not exist or exits during the window).
-    on_warning: Callable[[str], None] = warn_on_stderr
-
-
 def _running_identity(pid: int) -> str | None:
     """The start time of a running process (its identity across pid reuse), None when there is no
     such process or it has exited (a zombie has exited: it only waits for its parent)."""
@@ -131,32 +90,6 @@ def _running_identity(pid: int) -> str | None:
     if stat is None or stat["state"] in ("Z", "X", "x"):
         return None
     return str(stat["start_ticks"])
-
-
-def descendant_pids(pids: Iterable[int]) -> dict[int, set[int]]:
-    """Each pid's running descendants (children, their children, ...), from one pass over
-    /proc/*/stat (the ppid field)."""
-    children: dict[int, list[int]] = {}
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = parse_stat((entry / "stat").read_text(errors="replace"))
-        except (OSError, ValueError):
-            continue  # gone meanwhile
-        if stat is not None:
-            children.setdefault(stat["ppid"], []).append(int(entry.name))
-    out: dict[int, set[int]] = {}
-    for root in pids:
-        found: set[int] = set()
-        todo = [root]
-        while todo:
-            for child in children.get(todo.pop(), ()):
-                if child not in found and child != root:
-                    found.add(child)
-                    todo.append(child)
-        out[root] = found
-    return out
 
 
 class PidWatch:
@@ -238,268 +171,38 @@ class PidWatch:
                       f"{window_s:.1f}s); what it did until then is shown")
 
 
-class SocketTracerCollector:
-    """http_events from the eBPF socket tracer (bpf/socket_trace.c)."""
-
-    name = "socket_tracer"
-    protocols = {"http": "http_events"}
-
-    def __init__(self, request: CollectorRequest, options: AgentOptions):
-        unsupported = [p for p in request.protocols if p not in self.protocols]
-        if unsupported:
-            raise AgentError(f"the socket tracer does not parse {', '.join(unsupported)} yet "
-                             f"(it parses: {', '.join(self.protocols)}); replay a capture with --from")
-        from pxq.agent.socket_tracer import SocketTracer
-
-        self.tables = tuple(self.protocols[p] for p in request.protocols)
-        body_limit = int(request.option("body_limit", options.body_limit))
-        self.tracer = SocketTracer(pids=set(request.pids) if request.pids is not None else None,
-                                   protocols=tuple(request.protocols), body_limit=body_limit)
-        self._last_drain = 0.0
-        self._drops: dict[str, dict[str, int]] | None = None  # as of the last drain
-
-    def start(self) -> None:
-        self.tracer.start()
-
-    def add_pids(self, pids: set[int]) -> None:
-        """Trace these processes too (the running descendants of the pids asked for)."""
-        self.tracer.add_pids(pids)
-
-    def pids_seen(self) -> set[int]:
-        """The processes whose TCP traffic the tracer saw."""
-        return self.tracer.pids_seen()
-
-    # What pids_seen() says a process made, for PidWatch's warning.
-    seen_what = "TCP traffic"
-
-    def poll(self, timeout_ms: int) -> int:
-        return self.tracer.poll(timeout_ms)
-
-    def close_window(self) -> None:
-        self.tracer.close_window()
-
-    def drain(self) -> dict[str, pa.Table]:
-        now = time.monotonic()
-        if self.tracer.running and now - self._last_drain < DRAIN_INTERVAL_S and self.tracer.pending() < DRAIN_ROWS:
-            return {}
-        self._last_drain = now
-        self._drops = None
-        return {"http_events": self.tracer.drain()}
-
-    def drops(self) -> dict[str, dict[str, int]]:
-        if self._drops is None or not self.tracer.running:
-            counters = self.tracer.drops()
-            self._drops = {table: dict(counters) for table in self.tables}
-        return self._drops
-
-    def stop(self) -> None:
-        self.tracer.stop()
-
-    def use_identities(self, identities: ProcessIdentities) -> None:
-        self.tracer.use_identities(identities)
-
-
-def _perf_profiler(request: CollectorRequest, options: AgentOptions) -> Collector:
-    from pxq.agent.profiler import PerfProfilerCollector
-
-    return PerfProfilerCollector(request, options)
-
-
-COLLECTORS: dict[str, Callable[[CollectorRequest, AgentOptions], Collector]] = {
-    "socket_tracer": SocketTracerCollector,
-    "perf_profiler": _perf_profiler,
-}
-# The tables each collector fills live today. The catalog names a collector for tables it will
-# fill later too (conn_stats, the other protocols' tables): asking for one of those live must not
-# run a capture that silently writes zero rows.
-LIVE_TABLES: dict[str, tuple[str, ...]] = {
-    "socket_tracer": tuple(SocketTracerCollector.protocols.values()),
-    "perf_profiler": ("stack_traces.beta",),
-}
-
-
-def check_environment() -> None:
-    """Fail early, with the fix, where eBPF collection cannot work."""
-    reason = bpf_unavailable_reason()
-    if reason is not None:
-        raise AgentError(f"{reason}; or replay a capture with --from DIR")
-
-
-@dataclass
-class Progress:
-    elapsed_s: float
-    events: int
-    rows: dict[str, int]
-    drops: int  # events lost
-    # Per table, every counter by reason: losses (what ``drops`` sums) and rows kept incomplete.
-    drop_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    incomplete: int = 0  # rows kept but incomplete (stacks cut short): not losses
-    final: bool = False  # the collectors have stopped: this is what the window got
-    window_s: float = 0.0  # (final) how long the window was open: the duration, or until Ctrl-C
-
-
 @dataclass
 class EmbeddedAgent:
     manifest: ProbeManifest
     options: AgentOptions = field(default_factory=AgentOptions)
 
     def __post_init__(self) -> None:
-        missing = [c for c in self.manifest.collectors if c.name not in COLLECTORS]
-        if missing:
-            tables = ", ".join(t for c in missing for t in c.tables)
-            raise AgentError(f"this pxq cannot collect {tables} live yet (collector "
-                             f"{', '.join(c.name for c in missing)} is not implemented); "
-                             "replay a capture that holds it with --from DIR")
-        uncollected = [(t, c.name) for c in self.manifest.collectors for t in c.tables
-                       if t not in LIVE_TABLES.get(c.name, ())]
-        if uncollected:
-            tables = ", ".join(t for t, _ in uncollected)
-            names = ", ".join(dict.fromkeys(name for _, name in uncollected))
-            raise AgentError(f"this pxq cannot collect {tables} live yet (collector {names} does not "
-                             f"produce {'it' if len(uncollected) == 1 else 'them'}); replay a capture that holds "
-                             f"{'it' if len(uncollected) == 1 else 'them'} with --from DIR")
+        check_collectable(self.manifest)
 
     def run(self, duration_s: float, on_progress: Callable[[Progress], None] | None = None) -> TableStore:
         """Collect for ``duration_s`` seconds (Ctrl-C ends early) and return the table store."""
         pid_watch = PidWatch(self.manifest, self.options.on_warning)  # before anything slow: a typo is said at once
-        check_environment()
-        store = TableStore(self.options.budget_bytes, host=socket.gethostname())
-        # A pid stands for its descendants too: those running now are collected from the start.
-        requests = [replace(c, pids=tuple(sorted({*c.pids, *pid_watch.descendants(c.pids)}))) if c.pids else c
-                    for c in self.manifest.collectors]  # fmt: skip
-        collectors = [COLLECTORS[c.name](c, self.options) for c in requests]
-        identities = ProcessIdentities()  # one upid per process across the collectors
-        for collector in collectors:
-            if hasattr(collector, "use_identities"):
-                collector.use_identities(identities)
-        started: list[Collector] = []
-        stopped: list[Collector] = []
-        events = 0
+        loop = AgentLoop(self.manifest, self.options, descendants=pid_watch.descendants)
         try:
-            for collector in collectors:
-                collector.start()
-                started.append(collector)
-            for collector, request in zip(started, requests):
-                if request.pids and hasattr(collector, "add_pids"):
-                    # Children forked while the collectors started (the socket tracer's kernel
-                    # side follows forks from now on; the profiler keeps the set it started with).
-                    late = pid_watch.descendants(request.pids) - set(request.pids)
-                    if late:
-                        collector.add_pids(late)
-            release_compiler_pages()
-            store.start_time_ns = time.time_ns()
+            loop.start()
             begin = time.monotonic()
             deadline = begin + duration_s
             try:
                 while time.monotonic() < deadline:
-                    for collector in started:
-                        events += collector.poll(POLL_INTERVAL_MS // max(1, len(started)))
-                    self._move(started, store, identities)
+                    loop.step()
                     pid_watch.check(time.monotonic() - begin)
                     if on_progress:
-                        on_progress(self._progress(time.monotonic() - begin, events, store))
+                        on_progress(loop.progress(time.monotonic() - begin))
             except KeyboardInterrupt:
                 pass  # Ctrl-C (or SIGTERM, see WindowSignals) ended the window early; keep what was collected
             window_s = time.monotonic() - begin
             pid_watch.report(window_s)
-            # Nothing new from here on; what the collectors hold (an agent behind under load
-            # holds up to a ring buffer's worth) is still taken.
-            for collector in started:
-                collector.close_window()
-            for collector in started:
-                events += collector.poll(0)
-            # Stop before the last move: some rows exist only once a collector has stopped (what
-            # the profiler's kernel maps still hold, py-spy's last segment).
-            while started:
-                stopping = started.pop()
-                stopping.stop()
-                stopped.append(stopping)
-            self._move(stopped, store, identities)
-            store.end_time_ns = time.time_ns()
-            for collector in stopped:
+            loop.stop()
+            for collector in loop.stopped:
                 if pid_watch.pids and hasattr(collector, "pids_seen"):
                     pid_watch.report_quiet(collector.pids_seen(), window_s, collector.seen_what)
             if on_progress:
-                on_progress(replace(self._progress(time.monotonic() - begin, events, store), final=True,
-                                    window_s=window_s))
+                on_progress(replace(loop.progress(time.monotonic() - begin), final=True, window_s=window_s))
         finally:
-            for collector in reversed(started):
-                collector.stop()
-        return store
-
-    @staticmethod
-    def _progress(elapsed: float, events: int, store: TableStore) -> Progress:
-        rows = {name: store.rows(name) for name in store.table_names()}
-        split = [split_losses(d) for d in store.drops.values()]
-        drops = sum(sum(lost.values()) for lost, _ in split)
-        incomplete = sum(sum(kept.values()) for _, kept in split)
-        return Progress(elapsed, events, rows, drops, {table: dict(d) for table, d in store.drops.items()},
-                        incomplete=incomplete)
-
-    @staticmethod
-    def _move(collectors: list[Collector], store: TableStore, identities: ProcessIdentities) -> None:
-        for collector in collectors:
-            for table, data in collector.drain().items():
-                if data.num_rows:
-                    _remember_processes(data, store, identities)
-                    store.append(table, data)
-            for table, counters in collector.drops().items():
-                store.set_drops(table, counters)
-
-
-def _remember_processes(data: pa.Table, store: TableStore, identities: ProcessIdentities | None = None) -> None:
-    """Record the identity of every new upid: what the collector decided at first sight (from
-    /proc, or from the kernel for a process already gone), else /proc now."""
-    known = identities.by_upid if identities is not None else {}
-    for upid in pc.unique(data.column("upid")).to_pylist():
-        if upid is None:
-            continue
-        if upid in known:
-            store.processes[upid] = known[upid]  # (again: an exec since may have renamed it)
-            continue
-        if upid in store.processes:
-            continue
-        try:
-            _, pid, start_ticks = upid.split(":")
-        except ValueError:
-            continue
-        info = process_info(int(pid))
-        if info is not None and str(info.get("start_ticks")) == start_ticks:
-            store.processes[upid] = info
-        else:  # the process is gone (or its pid was reused): keep what the upid itself says
-            store.processes[upid] = {"pid": int(pid), "comm": "", "cmdline": "", "exe": "",
-                                     "container_id": "", "pod": "", "namespace": ""}
-
-
-def progress_printer(duration_s: float, stream=sys.stderr) -> Callable[[Progress], None]:
-    """A live progress line (redrawn in place on a terminal, every 5 s otherwise).
-
-    The first call (probes attached, collection running) always prints a line of its own, so a
-    log or a script driving traffic knows from when on events are seen.
-    """
-    interactive = stream.isatty()
-    last = [0.0]
-    started = [False]
-
-    def show(p: Progress) -> None:
-        if not started[0]:
-            started[0] = True
-            stream.write(f"pxq: probes attached, collecting for {duration_s:g}s\n")
-            stream.flush()
-        rows = "  ".join(f"{name} {count:,}" for name, count in p.rows.items()) or "no rows yet"
-        counts = f"events {p.events:,}  {rows}  drops {p.drops:,}"
-        if p.incomplete:  # kept, so not among the drops
-            counts += f"  incomplete {p.incomplete:,}"
-        if p.final:  # after the window: the queued events were still taken (see close_window)
-            line = f"pxq: captured {p.window_s:.1f}s (done at {p.elapsed_s:.1f}s)  {counts}"
-        else:
-            line = f"pxq: capturing {p.elapsed_s:5.1f}s/{duration_s:g}s  {counts}  (Ctrl-C ends early)"
-        if interactive:
-            stream.write("\r\033[K" + line)
-            stream.flush()
-        elif p.elapsed_s - last[0] >= 5 or p.final:
-            last[0] = p.elapsed_s
-            stream.write(line + "\n")
-            stream.flush()
-
-    return show
+            loop.close()
+        return loop.store

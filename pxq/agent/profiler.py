@@ -71,9 +71,9 @@ from pxq.agent.bpf_program import (
     load,
 )
 from pxq.agent.procinfo import ProcessIdentities, make_upid
+from pxq.agent.pyspy import DEFAULT_SEGMENT_S, PySpySampler
 from pxq.agent.pyspy import SAMPLER as PYSPY_SAMPLER
 from pxq.agent.table_store import INCOMPLETE_REASONS
-from pxq.agent.pyspy import PySpySampler
 from pxq.agent.symbols import KERNEL_SUFFIX, Symbolizer
 from pxq.tables import CATALOG
 
@@ -119,7 +119,7 @@ class ProfilerOptions:
     pids: frozenset[int] | None = None  # None (or empty): every process
     python: str = "auto"
     drain_interval_s: float = 1.0
-    pyspy_segment_s: int = 10
+    pyspy_segment_s: int = DEFAULT_SEGMENT_S
     pyspy_min_cpu: float = 0.05
     stacks_size: int = 16384
     counts_size: int = 20480
@@ -141,21 +141,26 @@ class ProfilerOptions:
         }
 
 
+# How each setting a script may give (``perf_profiler.KEY``) reads; one it does not give keeps
+# ProfilerOptions' default.
+_SETTING_READERS = {
+    "sample_hz": lambda text: int(float(text)),
+    "python": lambda text: str(text).lower(),
+    "drain_interval_s": float,
+    "pyspy_segment_s": lambda text: int(float(text)),
+    "pyspy_min_cpu": float,
+    "stacks_size": int,
+    "counts_size": int,
+}
+
+
 def options_from_request(request) -> ProfilerOptions:
     """ProfilerOptions for a ``ProbeManifest`` collector request: its pid filter and settings."""
     option = getattr(request, "option", lambda _key, default=None: default)
     pids = getattr(request, "pids", None)
     try:
-        return ProfilerOptions(
-            sample_hz=int(float(option("sample_hz", 99))),
-            pids=frozenset(pids) if pids else None,
-            python=str(option("python", "auto")).lower(),
-            drain_interval_s=float(option("drain_interval_s", 1.0)),
-            pyspy_segment_s=int(float(option("pyspy_segment_s", 10))),
-            pyspy_min_cpu=float(option("pyspy_min_cpu", 0.05)),
-            stacks_size=int(option("stacks_size", 16384)),
-            counts_size=int(option("counts_size", 20480)),
-        )
+        given = {key: read(option(key)) for key, read in _SETTING_READERS.items() if option(key) is not None}
+        return ProfilerOptions(pids=frozenset(pids) if pids else None, **given)
     except ValueError as exc:
         raise BpfError(f"perf_profiler: {exc}") from None
 
@@ -514,11 +519,11 @@ def _delete(table, key) -> None:
 
 
 class PerfProfilerCollector:
-    """``stack_traces.beta`` for the embedded agent (``pxq.agent.embedded.COLLECTORS``)."""
+    """``stack_traces.beta`` for the agent (``pxq.agent.collectors.COLLECTORS``)."""
 
     name = "perf_profiler"
 
-    def __init__(self, request, options=None):
+    def __init__(self, request):
         self.profiler = Profiler(options_from_request(request))
 
     def start(self) -> None:

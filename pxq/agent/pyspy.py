@@ -107,7 +107,7 @@ class _Target:
 class PySpySampler:
     """py-spy recorders for a set of Python processes; rows come out of :meth:`take`."""
 
-    rate_hz: int = 99
+    rate_hz: int  # the profiler's sample_hz
     segment_s: int = DEFAULT_SEGMENT_S
     executable: str | None = field(default_factory=find_pyspy)
 

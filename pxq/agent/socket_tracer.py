@@ -196,7 +196,7 @@ class RingReader:
         self._producer.close()
 
 
-def copy_limit_for(body_limit: int, max_data: int = 16384, max_steps: int = 128) -> int:
+def copy_limit_for(body_limit: int, max_data: int, max_steps: int) -> int:
     """Bytes the kernel copies of one call: a head (the parser keeps at most MAX_HEADER_BYTES while
     looking for its end) and the first ``body_limit`` bytes of a body after it; never more than
     the copy walk can carry (``max_steps`` events of ``max_data`` bytes)."""
@@ -316,7 +316,6 @@ class SocketTracer:
         self._last_poll = 0.0
         self.polls = 0
         self.last_poll_events = 0
-        self.started_ns = 0
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> SocketTracer:
@@ -342,7 +341,6 @@ class SocketTracer:
             self._bpf = None
             self._tables.clear()
             raise
-        self.started_ns = time.time_ns()
         return self
 
     def add_pids(self, pids: Iterable[int]) -> None:

@@ -33,7 +33,6 @@ class _TableBatches:
     batches: deque = field(default_factory=deque)
     bytes: int = 0
     rows: int = 0
-    evicted_rows: int = 0
 
 
 class TableStore:
@@ -75,7 +74,6 @@ class TableStore:
             oldest = entry.batches.popleft()
             entry.bytes -= oldest.nbytes
             entry.rows -= oldest.num_rows
-            entry.evicted_rows += oldest.num_rows
             self.count_drop(name, "table_store_budget", oldest.num_rows)
 
     def count_drop(self, table: str, reason: str, count: int) -> None:

@@ -72,6 +72,7 @@ def parse_script_args(raw: list[str]) -> tuple[dict[str, str], bool]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pxq.agent.defaults import DEFAULT_BODY_LIMIT
     from pxq.render import FORMATS
 
     parser = argparse.ArgumentParser(
@@ -91,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--for", dest="duration", default="10s", metavar="DURATION",
                      help="live capture window, e.g. 10s, 1.5s, 2m30s, 90 (seconds); at most 24h "
                           "(default 10s; Ctrl-C or SIGTERM ends it early)")
-    run.add_argument("--body-limit", type=int, default=1024, metavar="BYTES",
-                     help="bytes of each request/response body kept in live capture (default 1024)")
+    run.add_argument("--body-limit", type=int, default=DEFAULT_BODY_LIMIT, metavar="BYTES",
+                     help=f"bytes of each request/response body kept in live capture (default {DEFAULT_BODY_LIMIT})")
     run.add_argument("-o", "--output", default="table", choices=FORMATS, metavar="FORMAT",
                      help=f"output format: {', '.join(FORMATS)} (default: table)")
     run.add_argument("--out", metavar="PATH",
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="record only these processes and their descendants, running or forked "
                          "during the window (e.g. nginx's master pid covers its workers; repeatable); a pid "
                          "whose processes made no TCP traffic is named on stderr")
-    capture.add_argument("--body-limit", type=int, default=1024, metavar="BYTES")
+    capture.add_argument("--body-limit", type=int, default=DEFAULT_BODY_LIMIT, metavar="BYTES")
 
     sub.add_parser("scripts", help="list the bundled scripts")
     tables = sub.add_parser("tables", help="list the tables, or one table's columns")
@@ -287,7 +288,8 @@ def cmd_run(args, script_argv: list[str]) -> int:
         compiled, results = run_script(script, args=script_args, source=capture)
         drops = capture.drops
     else:
-        from pxq.agent.embedded import AgentOptions, WindowSignals, progress_printer
+        from pxq.agent.embedded import AgentOptions, WindowSignals
+        from pxq.cli.progress import progress_printer
 
         with WindowSignals() as window:
             compiled, results, store = run_live(script, args=script_args, duration_s=duration,
@@ -318,7 +320,8 @@ def _cut_short_status(window) -> int:
 def cmd_capture(args) -> int:
     import time
 
-    from pxq.agent.embedded import AgentOptions, EmbeddedAgent, WindowSignals, progress_printer
+    from pxq.agent.embedded import AgentOptions, EmbeddedAgent, WindowSignals
+    from pxq.cli.progress import progress_printer
     from pxq.plan.manifest import manifest_for_tables
     from pxq.tables import CATALOG
 

@@ -315,7 +315,7 @@ def test_api_run_without_a_source_says_why_it_cannot_like_the_cli(tmp_path):
     cli = run_pxq("run", "http_data", "--for", "1s", executable=pxq_as_nobody, cwd="/tmp", timeout=60)
     assert cli.returncode == 3, cli.stderr
     api = subprocess.run([*python, "-c", "import pxq\n"
-                          "from pxq.agent.embedded import AgentError\n"
+                          "from pxq.agent.collector import AgentError\n"
                           "try:\n    pxq.run('http_data', duration='1s')\n"
                           "except AgentError as exc:\n    print(f'pxq: {exc}')\n"],
                          capture_output=True, text=True, cwd="/tmp", timeout=60)

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from pxq.agent.embedded import AgentError, AgentOptions, EmbeddedAgent, PidWatch
+from pxq.agent.collector import AgentError, AgentOptions
+from pxq.agent.embedded import EmbeddedAgent, PidWatch
 from pxq.plan.manifest import manifest_for_tables
 
 SLEEP = "/bin/sleep"
@@ -82,12 +83,12 @@ def test_pid_reused_by_another_process_counts_as_exited(monkeypatch):
 
 def test_agent_says_missing_pid_before_checking_the_kernel(monkeypatch):
     """The warning comes first, even where collection then cannot start at all."""
-    import pxq.agent.embedded as embedded
+    import pxq.agent.loop as loop
 
     def no_bpf():
         raise AgentError("no eBPF here")
 
-    monkeypatch.setattr(embedded, "check_environment", no_bpf)
+    monkeypatch.setattr(loop, "check_environment", no_bpf)
     warnings: list[str] = []
     missing = _unused_pid()
     agent = EmbeddedAgent(_manifest(missing), AgentOptions(on_warning=warnings.append))

@@ -21,7 +21,8 @@ import pyarrow as pa
 import pytest
 
 from pxq.agent.bpf_program import build_program, layout_asserts
-from pxq.agent.embedded import COLLECTORS, AgentOptions, EmbeddedAgent
+from pxq.agent.collectors import COLLECTORS
+from pxq.agent.embedded import AgentOptions, EmbeddedAgent
 from pxq.agent.procinfo import upid_of
 from pxq.agent.profiler import (
     TABLE,
@@ -414,7 +415,7 @@ def test_truncated_samples_are_kept_not_counted_as_drops_by_the_agent(programs):
     require_bpf()
     import io
 
-    from pxq.agent.embedded import progress_printer
+    from pxq.cli.progress import progress_printer
 
     with running([programs["nofp"], "120"]) as proc:
         request = CollectorRequest("perf_profiler", (TABLE,), (proc.pid,), options=(("python", "off"),))

@@ -206,7 +206,7 @@ def test_largest_64_bit_integer_is_accepted(capsys, capture):
 def test_sigterm_after_the_window_closed_lets_the_rows_be_shown():
     """Once the agent reports its final progress every row is collected: SIGTERM is noted (for the
     exit status) but does not interrupt compiling and running the script over them."""
-    from pxq.agent.embedded import Progress
+    from pxq.agent.loop import Progress
 
     reported: list = []
     with WindowSignals() as window:

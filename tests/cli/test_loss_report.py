@@ -9,9 +9,10 @@ from dataclasses import replace
 
 import pytest
 
-from pxq.agent.embedded import EmbeddedAgent, progress_printer
+from pxq.agent.loop import Progress
 from pxq.agent.profiler import TABLE, rows_to_table
 from pxq.agent.table_store import TableStore
+from pxq.cli.progress import progress_printer
 from pxq.replay import write_capture
 from tests.cli_support import run_pxq
 
@@ -25,7 +26,7 @@ def test_progress_line_counts_drops_apart_from_incomplete_samples():
     store = TableStore()
     store.append(TABLE, rows_to_table([(START_NS, "0:7:99", "spin_leaf", 370, "ebpf", True)]))
     store.set_drops(TABLE, PROFILER_COUNTERS)
-    final = EmbeddedAgent._progress(3.2, 387, store)
+    final = Progress.of(3.2, 387, store)
     assert (final.drops, final.incomplete) == (3 + 1, 368 + 2 + 1)
     stream = io.StringIO()  # not a terminal: the final line is always printed
     progress_printer(3.0, stream)(replace(final, final=True, window_s=3.0))
@@ -37,7 +38,7 @@ def test_progress_line_without_incomplete_rows_is_as_before():
     store = TableStore()
     store.set_drops("http_events", {"ringbuf_full": 2, "unmatched": 1})
     stream = io.StringIO()
-    progress_printer(10.0, stream)(EmbeddedAgent._progress(5.0, 10, store))  # off a terminal: every 5 s
+    progress_printer(10.0, stream)(Progress.of(5.0, 10, store))  # off a terminal: every 5 s
     assert stream.getvalue().splitlines()[-1] == "pxq: capturing   5.0s/10s  events 10  no rows yet  drops 3  (Ctrl-C ends early)"
 
 

@@ -73,7 +73,7 @@ import httptools
 import numpy as np
 import pyarrow as pa
 
-DEFAULT_BODY_LIMIT = 1024
+from pxq.agent.defaults import DEFAULT_BODY_LIMIT
 
 CONTENT_TYPE_UNKNOWN = 0
 CONTENT_TYPE_JSON = 1

@@ -1,0 +1,7 @@
+"""Defaults of options stated by more than one part of pxq (the command line's flags, the agent's
+options, a collector, a protocol parser): each is defined here once, and the others import it.
+Nothing is imported here, so even the command line's parser reads it for free."""
+
+# Bytes of each request/response body kept in a row (the true size is kept apart), as Pixie's
+# default; the socket tracer copies no more of a body from the kernel than this.
+DEFAULT_BODY_LIMIT = 1024
