@@ -56,24 +56,15 @@ from pathlib import Path
 
 import numpy as np
 
+from pxq.agent.symbols.cache import remember
+from pxq.agent.symbols.frames import KERNEL_SUFFIX, UNKNOWN, UserFrame, module_offset, stack_is_truncated
+from pxq.agent.symbols.table import SymbolTable, empty_table
+
 PROC = Path("/proc")
 DEBUG_DIR = Path("/usr/lib/debug")
-KERNEL_SUFFIX = "_[k]"
-UNKNOWN = "[unknown]"
-
-# Outermost frames of complete user stacks: process and thread entry points (glibc, musl, Go).
-ENTRY_SYMBOLS = frozenset({
-    "_start", "__start", "_start_c", "_dl_start_user",
-    "__libc_start_main", "__libc_start_main_impl", "__libc_start_call_main", "libc_start_main_stage2",
-    "start_thread", "thread_start", "clone", "__clone", "__GI___clone", "clone3", "__clone3", "__GI___clone3",
-    "runtime.goexit", "runtime.goexit.abi0", "runtime.rt0_go", "runtime.rt0_go.abi0",
-    "runtime.mstart", "runtime.mstart.abi0",
-})  # fmt: skip
 
 # Keep open at most this many not-yet-parsed ELF files; beyond it, files are parsed at snapshot.
 MAX_PENDING_FILES = 256
-# Resolved (file, address) -> frame text, per file; cleared when it grows past this.
-MAX_CACHED_FRAMES = 65536
 # An address outside every mapping makes the process's maps be read again, at most this often.
 RESNAPSHOT_S = 1.0
 
@@ -123,57 +114,6 @@ def parse_maps(text: str) -> list[Mapping]:
             continue
     out.sort(key=lambda m: m.start)
     return out
-
-
-def module_offset(module: str, offset: int) -> str:
-    """The text of a frame without a symbol: ``libc.so.6+0x2724a``, ``[anon]+0x40``."""
-    return f"{module}+0x{offset:x}"
-
-
-# -- symbol tables --------------------------------------------------------------------------------
-@dataclass
-class SymbolTable:
-    """Sorted function start addresses with sizes (0: unknown), names kept in one byte blob and
-    decoded only when looked up."""
-
-    addresses: np.ndarray  # uint64, ascending
-    sizes: np.ndarray  # uint64
-    name_starts: np.ndarray  # int64 offsets into blob
-    blob: bytes
-    terminator: bytes = b"\0"
-
-    def __len__(self) -> int:
-        return len(self.addresses)
-
-    def name_at(self, index: int) -> str:
-        start = int(self.name_starts[index])
-        end = self.blob.find(self.terminator, start)
-        return self.blob[start : end if end >= 0 else len(self.blob)].decode(errors="replace")
-
-    def lookup(self, address: int) -> tuple[str, int] | None:
-        """(name, offset into the function) of the function holding ``address``, or None."""
-        if not len(self.addresses):
-            return None
-        index = int(np.searchsorted(self.addresses, np.uint64(address), side="right")) - 1
-        if index < 0:
-            return None
-        offset = address - int(self.addresses[index])
-        size = int(self.sizes[index])
-        if size and offset >= size:
-            return None
-        return self.name_at(index), offset
-
-
-def _remember(cache: dict, key, value):
-    """``cache[key] = value``, the cache emptied first when it holds MAX_CACHED_FRAMES entries."""
-    if len(cache) >= MAX_CACHED_FRAMES:
-        cache.clear()
-    cache[key] = value
-    return value
-
-
-def _empty_table() -> SymbolTable:
-    return SymbolTable(np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64), b"")
 
 
 # -- kernel symbols -------------------------------------------------------------------------------
@@ -229,7 +169,7 @@ class KernelSymbols:
             try:
                 self._table = parse_kallsyms(self.path.read_bytes())
             except OSError:
-                self._table = _empty_table()
+                self._table = empty_table()
         return self._table
 
     def name(self, address: int) -> str | None:
@@ -240,7 +180,7 @@ class KernelSymbols:
         """``name_[k]``, or ``[unknown]_[k]`` (an address below every kernel symbol)."""
         text = self._cache.get(address)
         if text is None:
-            text = _remember(self._cache, address, (self.name(address) or UNKNOWN) + KERNEL_SUFFIX)
+            text = remember(self._cache, address, (self.name(address) or UNKNOWN) + KERNEL_SUFFIX)
         return text
 
 
@@ -261,7 +201,7 @@ class ElfInfo:
     """What symbolization needs from one ELF file."""
 
     segments: list[tuple[int, int, int]] = field(default_factory=list)  # PT_LOAD (offset, vaddr, filesz)
-    symbols: SymbolTable = field(default_factory=_empty_table)
+    symbols: SymbolTable = field(default_factory=empty_table)
     has_symtab: bool = False
     build_id: str = ""
 
@@ -294,7 +234,7 @@ def _symbol_table(data, symtab: tuple, strtab: tuple) -> SymbolTable:
     """Function symbols of one SYMTAB/DYNSYM section, sorted, one name per address."""
     _name, _t, _fl, _addr, offset, size, _link, _info, _al, entsize = symtab
     if entsize != _SYM.itemsize or offset + size > len(data):
-        return _empty_table()
+        return empty_table()
     syms = np.frombuffer(data, _SYM, count=size // entsize, offset=offset)
     kind = syms["info"] & 0xF
     keep = ((kind == STT_FUNC) | (kind == STT_GNU_IFUNC)) & (syms["shndx"] != 0) & (syms["value"] != 0)
@@ -437,7 +377,7 @@ class ElfFile:
                 vaddr = info.vaddr(file_offset)
                 found = info.symbols.lookup(vaddr)
                 hit = (demangle(found[0]) if found else None, vaddr)
-            _remember(self._frames, file_offset, hit)
+            remember(self._frames, file_offset, hit)
         return hit
 
     def close(self) -> None:
@@ -531,24 +471,6 @@ class ProcessMaps:
         if os.path.basename(self.exe).startswith("python"):
             return True
         return any(m.module.startswith("libpython") for m in self.mappings if m.is_file)
-
-
-@dataclass(frozen=True, slots=True)
-class UserFrame:
-    text: str
-    symbol: str | None  # function name when known
-    mapped: bool  # the address lies in a mapping of the process
-
-
-def stack_is_truncated(frames: list[UserFrame]) -> bool:
-    """Whether a user stack (root first) looks cut short: not starting at a process or thread
-    entry, or running through unmapped memory. An empty stack (kernel thread) is not truncated."""
-    if not frames:
-        return False
-    if not all(f.mapped for f in frames):
-        return True
-    return frames[0].symbol not in ENTRY_SYMBOLS
-
 
 def _stat(pid: int) -> tuple[int, str] | None:
     """(start_ticks, comm) of a live process."""
