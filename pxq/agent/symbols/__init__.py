@@ -43,7 +43,6 @@ flagged is better than silently wrong.
 
 from __future__ import annotations
 
-import bisect
 import ctypes
 import ctypes.util
 import lzma
@@ -58,62 +57,16 @@ import numpy as np
 
 from pxq.agent.symbols.cache import remember
 from pxq.agent.symbols.frames import KERNEL_SUFFIX, UNKNOWN, UserFrame, module_offset, stack_is_truncated
+from pxq.agent.symbols.perf_map import parse_perf_map
+from pxq.agent.symbols.proc import PROC, Mapping, ProcessMaps, parse_maps, process_stat
 from pxq.agent.symbols.table import SymbolTable, empty_table
 
-PROC = Path("/proc")
 DEBUG_DIR = Path("/usr/lib/debug")
 
 # Keep open at most this many not-yet-parsed ELF files; beyond it, files are parsed at snapshot.
 MAX_PENDING_FILES = 256
 # An address outside every mapping makes the process's maps be read again, at most this often.
 RESNAPSHOT_S = 1.0
-
-
-# -- /proc/PID/maps -------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Mapping:
-    """One line of ``/proc/PID/maps``."""
-
-    start: int
-    end: int
-    perms: str
-    offset: int
-    dev: str
-    inode: int
-    path: str
-
-    @property
-    def executable(self) -> bool:
-        return "x" in self.perms
-
-    @property
-    def is_file(self) -> bool:
-        return self.inode != 0 and self.path.startswith("/")
-
-    @property
-    def module(self) -> str:
-        """The name frames in this mapping are labelled with: file base name, or ``[anon]``,
-        ``[heap]``, ``[stack]``, ``[vdso]``, ``[anon:name]``."""
-        if self.is_file:
-            return os.path.basename(self.path.removesuffix(" (deleted)"))
-        return self.path or "[anon]"
-
-
-def parse_maps(text: str) -> list[Mapping]:
-    """The mappings of a ``/proc/PID/maps`` text, sorted by start address (bad lines skipped)."""
-    out = []
-    for line in text.split("\n"):  # not splitlines(): a path may hold \x0c, U+2028, ...
-        parts = line.split(None, 5)
-        if len(parts) < 5:
-            continue
-        try:
-            low, high = parts[0].split("-")
-            out.append(Mapping(int(low, 16), int(high, 16), parts[1], int(parts[2], 16), parts[3],
-                               int(parts[4]), parts[5].strip() if len(parts) > 5 else ""))
-        except ValueError:
-            continue
-    out.sort(key=lambda m: m.start)
-    return out
 
 
 # -- kernel symbols -------------------------------------------------------------------------------
@@ -419,71 +372,6 @@ def demangle(name: str) -> str:
         free(out)
 
 
-# -- JIT maps -------------------------------------------------------------------------------------
-def parse_perf_map(text: str) -> list[tuple[int, int, str]]:
-    """``/tmp/perf-PID.map`` lines ``START SIZE NAME`` (hex) as sorted (start, size, name)."""
-    out = []
-    for line in text.split("\n"):  # not splitlines(): a JIT symbol may hold \x1c, U+2028, ...
-        parts = line.split(None, 2)
-        if len(parts) == 3:
-            try:
-                out.append((int(parts[0], 16), int(parts[1], 16), parts[2]))
-            except ValueError:
-                continue
-    out.sort()
-    return out
-
-
-# -- processes ------------------------------------------------------------------------------------
-@dataclass
-class ProcessMaps:
-    """A snapshot of one process: its mappings and the files behind the executable ones."""
-
-    pid: int
-    start_ticks: int
-    comm: str
-    exe: str
-    mappings: list[Mapping]
-    files: dict[int, ElfFile]  # index in mappings -> file (executable file mappings only)
-    jit: list[tuple[int, int, str]] = field(default_factory=list)
-    taken: float = field(default_factory=time.monotonic)  # when the maps were read
-
-    def __post_init__(self) -> None:
-        self._starts = [m.start for m in self.mappings]
-
-    def find(self, address: int) -> int | None:
-        index = bisect.bisect_right(self._starts, address) - 1
-        if index >= 0 and address < self.mappings[index].end:
-            return index
-        return None
-
-    def jit_name(self, address: int) -> str | None:
-        index = bisect.bisect_right(self.jit, (address, float("inf"), "")) - 1
-        if index >= 0:
-            start, size, name = self.jit[index]
-            if address < start + size:
-                return name
-        return None
-
-    @property
-    def is_python(self) -> bool:
-        """Whether this looks like a CPython process: ``python*`` executable or libpython mapped."""
-        if os.path.basename(self.exe).startswith("python"):
-            return True
-        return any(m.module.startswith("libpython") for m in self.mappings if m.is_file)
-
-def _stat(pid: int) -> tuple[int, str] | None:
-    """(start_ticks, comm) of a live process."""
-    from pxq.agent.procinfo import parse_stat
-
-    try:
-        text = (PROC / str(pid) / "stat").read_text(errors="replace")
-    except OSError:
-        return None
-    stat = parse_stat(text)
-    return None if stat is None else (stat["start_ticks"], stat["comm"])
-
-
 class Symbolizer:
     """Symbols for many processes, cached so that they survive the processes (see module doc)."""
 
@@ -496,7 +384,7 @@ class Symbolizer:
     # -- snapshots
     def snapshot(self, pid: int) -> ProcessMaps | None:
         """Read ``pid``'s maps and open its executable files now; None when it is gone."""
-        stat = _stat(pid)
+        stat = process_stat(pid)
         try:
             maps_text = (PROC / str(pid) / "maps").read_text(errors="replace")
             exe = os.readlink(PROC / str(pid) / "exe")
@@ -567,7 +455,7 @@ class Symbolizer:
     def is_current(self, pid: int) -> bool:
         """Whether the snapshotted process still runs (same pid, same start time)."""
         snap = self.processes.get(pid)
-        stat = _stat(pid)
+        stat = process_stat(pid)
         return snap is not None and stat is not None and stat[0] == snap.start_ticks
 
     # -- resolution
