@@ -48,8 +48,9 @@ import ctypes.util
 import os
 import time
 
-from pxq.agent.symbols.cache import remember
+from pxq.agent.symbols.cache import ElfFile, remember
 from pxq.agent.symbols.debuginfo import DEBUG_DIR, read_elf, read_elf_file
+from pxq.agent.symbols.demangling import demangle
 from pxq.agent.symbols.elf import ElfInfo, parse_elf
 from pxq.agent.symbols.frames import KERNEL_SUFFIX, UNKNOWN, UserFrame, module_offset, stack_is_truncated
 from pxq.agent.symbols.kernel import KernelSymbols, parse_kallsyms
@@ -62,80 +63,6 @@ from pxq.agent.symbols.table import SymbolTable, empty_table
 MAX_PENDING_FILES = 256
 # An address outside every mapping makes the process's maps be read again, at most this often.
 RESNAPSHOT_S = 1.0
-
-
-class ElfFile:
-    """One mapped file: opened at snapshot time, parsed on first lookup, frames cached."""
-
-    def __init__(self, fd: int | None, info: ElfInfo | None = None):
-        self._fd = fd
-        self._info = info
-        self._frames: dict[int, tuple[str | None, int]] = {}
-
-    @property
-    def pending(self) -> bool:
-        return self._info is None and self._fd is not None
-
-    def info(self) -> ElfInfo | None:
-        if self._fd is not None:
-            try:
-                self._info = read_elf(self._fd)
-            finally:
-                os.close(self._fd)
-                self._fd = None
-        return self._info
-
-    def resolve(self, file_offset: int) -> tuple[str | None, int]:
-        """(function name or None, ELF virtual address) of a file offset."""
-        hit = self._frames.get(file_offset)
-        if hit is None:
-            info = self.info()
-            if info is None:
-                hit = (None, file_offset)
-            else:
-                vaddr = info.vaddr(file_offset)
-                found = info.symbols.lookup(vaddr)
-                hit = (demangle(found[0]) if found else None, vaddr)
-            remember(self._frames, file_offset, hit)
-        return hit
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-# -- C++ names ------------------------------------------------------------------------------------
-_cxa_demangle = None
-
-
-def demangle(name: str) -> str:
-    """C++ (and Rust legacy) ``_Z`` names demangled by libstdc++'s ``__cxa_demangle``; others as-is."""
-    global _cxa_demangle
-    if not name.startswith("_Z"):
-        return name
-    if _cxa_demangle is None:
-        try:
-            lib = ctypes.CDLL(ctypes.util.find_library("stdc++") or "libstdc++.so.6")
-            fn = lib.__cxa_demangle
-            fn.restype = ctypes.c_void_p
-            fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
-            free = ctypes.CDLL(None).free
-            free.argtypes = [ctypes.c_void_p]
-            _cxa_demangle = (fn, free)
-        except (OSError, AttributeError):
-            _cxa_demangle = False
-    if not _cxa_demangle:
-        return name
-    fn, free = _cxa_demangle
-    status = ctypes.c_int(0)
-    out = fn(name.encode(), None, None, ctypes.byref(status))
-    if not out:
-        return name
-    try:
-        return ctypes.string_at(out).decode(errors="replace") if status.value == 0 else name
-    finally:
-        free(out)
 
 
 class Symbolizer:

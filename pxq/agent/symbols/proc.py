@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from pxq.agent.procinfo import parse_stat
 
 if TYPE_CHECKING:
-    from pxq.agent.symbols import ElfFile
+    from pxq.agent.symbols.cache import ElfFile
 
 PROC = Path("/proc")
 
