@@ -43,12 +43,11 @@ class ElfInfo:
 
 
 def _sections(data) -> list[tuple]:
-    ident, _type, _machine, _v, _entry, _phoff, shoff, _f, _eh, _phes, _phnum, shentsize, shnum, shstrndx = (
-        _EHDR.unpack_from(data, 0))
+    fields = _EHDR.unpack_from(data, 0)
+    shoff, shentsize, shnum = fields[6], fields[11], fields[12]
     if not shoff or shentsize != _SHDR.size:
         return []
-    sections = [_SHDR.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
-    return sections
+    return [_SHDR.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
 
 
 def _section_name(data, sections, shstrndx: int, sh_name: int) -> bytes:
@@ -107,7 +106,7 @@ def parse_elf(data) -> ElfInfo | None:
     sections = _sections(data)
     tables = {}
     for section in sections:
-        sh_name, sh_type, *_rest = section
+        sh_type = section[1]
         if sh_type in (SHT_SYMTAB, SHT_DYNSYM) and section[6] < len(sections):
             tables.setdefault(sh_type, section)
         elif sh_type == SHT_NOTE and not info.build_id:

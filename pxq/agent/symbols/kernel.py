@@ -33,7 +33,7 @@ def parse_kallsyms(data: bytes) -> SymbolTable:
     width = first_space if 0 < first_space <= 16 else 16  # hex digits of an address (16 on 64-bit)
     # A symbol line, not a module continuation: "ADDR T NAME" (the module part became its own line).
     ok = (ends - starts > width + 3) & (raw[np.minimum(starts + width, len(raw) - 1)] == ord(" "))
-    starts, ends = starts[ok], ends[ok]
+    starts = starts[ok]
     kinds = raw[starts + width + 1]
     ok = np.isin(kinds, np.frombuffer(b"tTwW", np.uint8))
     starts = starts[ok]

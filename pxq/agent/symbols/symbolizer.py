@@ -71,7 +71,7 @@ class Symbolizer:
                 break
             except OSError:
                 continue
-        elf = ElfFile(fd) if fd is not None else ElfFile(None, None)
+        elf = ElfFile(fd)  # fd None (no path reached the file): frames are module+file offset
         if sum(f.pending for f in self._files.values()) >= MAX_PENDING_FILES:
             elf.info()  # parse now and close, rather than hold too many descriptors
         self._files[key] = elf
