@@ -9,7 +9,7 @@ from pxq.agent.symbols.debuginfo import read_elf
 from pxq.agent.symbols.demangling import demangle
 from pxq.agent.symbols.elf import ElfInfo
 
-# Resolved (file, address) -> frame text, per file; cleared when it grows past this.
+# Resolved frames kept per file (and for the kernel); a cache holding this many is emptied.
 MAX_CACHED_FRAMES = 65536
 
 

@@ -1,5 +1,5 @@
-"""The symbol table every source fills (kallsyms, ELF ``.symtab``/``.dynsym``): sorted function
-start addresses, looked up by bisection."""
+"""The symbol table kallsyms and ELF ``.symtab``/``.dynsym`` are parsed into: sorted function start
+addresses, looked up by binary search."""
 
 from __future__ import annotations
 
