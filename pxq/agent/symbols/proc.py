@@ -1,5 +1,5 @@
 """What ``/proc/PID/`` tells the symbolizer about a process: its memory map (``maps``), its start
-time and name (``stat``), and the snapshot of both that frames are resolved against."""
+time and name (``stat``), and :class:`ProcessMaps`, the snapshot its frames are resolved against."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pxq.agent.procinfo import parse_stat
-
-if TYPE_CHECKING:
-    from pxq.agent.symbols.cache import ElfFile
+from pxq.agent.symbols.cache import ElfFile
 
 PROC = Path("/proc")
 
