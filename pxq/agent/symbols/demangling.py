@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from typing import Any, Literal
 
-_cxa_demangle = None
+# (__cxa_demangle, free) once loaded; False when libstdc++ cannot be loaded.
+_cxa_demangle: tuple[Any, Any] | Literal[False] | None = None
 
 
 def demangle(name: str) -> str:

@@ -100,11 +100,12 @@ def parse_elf(data) -> ElfInfo | None:
     info = ElfInfo()
     if phentsize == _PHDR.size:
         for i in range(phnum):
-            p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz, _memsz, _align = _PHDR.unpack_from(data, phoff + i * phentsize)
+            p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz, _memsz, _align = _PHDR.unpack_from(
+                data, phoff + i * phentsize)
             if p_type == PT_LOAD:
                 info.segments.append((p_offset, p_vaddr, p_filesz))
     sections = _sections(data)
-    tables = {}
+    tables: dict[int, tuple] = {}  # section type -> its first section header
     for section in sections:
         sh_type = section[1]
         if sh_type in (SHT_SYMTAB, SHT_DYNSYM) and section[6] < len(sections):

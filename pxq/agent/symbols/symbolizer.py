@@ -3,6 +3,7 @@ and user, with the per-source modules of this package."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import time
@@ -50,10 +51,8 @@ class Symbolizer:
                 files[index] = self._vdso_file()
         jit = []
         if any(m.executable and not m.is_file and m.path != "[vdso]" for m in mappings):
-            try:
+            with contextlib.suppress(OSError):  # no perf map: JIT frames stay [anon]+0x..
                 jit = parse_perf_map((PROC / str(pid) / "root" / "tmp" / f"perf-{pid}.map").read_text(errors="replace"))
-            except OSError:
-                pass
         snap = ProcessMaps(pid, stat[0], stat[1], exe, mappings, files, jit)
         self.processes[pid] = snap
         return snap
