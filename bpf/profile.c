@@ -1,7 +1,7 @@
 /* pxq's CPU profiler: a software CPU_CLOCK perf event on every CPU runs on_sample; each sample's
  * (process, user stack id, kernel stack id, comm) is counted in a hash map in the kernel, the
  * stacks themselves kept once each in a stack-trace map. User space reads and clears them
- * periodically and symbolizes the addresses (pxq/agent/profiler.py, pxq/agent/symbols.py).
+ * periodically and symbolizes the addresses (pxq/agent/profiler.py, pxq/agent/symbols/).
  *
  * Two generations: samples take their stack ids from the stack map control[0] names (stacks0 or
  * stacks1) and carry that generation in their key. User space flips control[0], then reads and
