@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pxq.agent import socket_tracer
 from pxq.agent.conn_tracker import EV_CLOSE, EV_DATA, EV_OPEN, INGRESS, ROLE_SERVER, ConnTracker, SockEvent
 from pxq.agent.protocols import http1
+from pxq.agent.protocols.http1 import rows as http1_rows
 from pxq.agent.protocols.http1 import HttpRows, headers_dict, headers_json, transactions_to_arrow
 from pxq.tables import CATALOG
 from pxq.testing.streams import load_stream, replay
@@ -89,9 +90,9 @@ def test_bytes_that_are_not_utf8_become_replacement_characters_in_rows():
 
 
 def test_a_string_column_over_the_array_limit_comes_in_chunks(monkeypatch):
-    monkeypatch.setattr(http1, "MAX_STRING_ARRAY_BYTES", 5)
+    monkeypatch.setattr(http1_rows, "MAX_STRING_ARRAY_BYTES", 5)
     values = [b"ab", b"cde", b"", b"fghij", b"k", b"lmnopqr"]
-    column = http1._string_column(bytearray(b"".join(values)), np.array([len(v) for v in values]))
+    column = http1_rows._string_column(bytearray(b"".join(values)), np.array([len(v) for v in values]))
     assert column.to_pylist() == [v.decode() for v in values]
     assert [len(chunk) for chunk in column.chunks] == [3, 1, 1, 1]
 
