@@ -16,12 +16,14 @@ from pxq.agent.protocols.http1.stitcher import (
     CONTENT_TYPE_JSON,
     CONTENT_TYPE_UNKNOWN,
     HttpTransaction,
+    MessagePair,
     _is_json,
     headers_dict,
 )
 
 if TYPE_CHECKING:
     from pxq.agent.protocols.http1.stitcher import _Message
+    from pxq.agent.protocols.interface import ConnectionColumns
 
 # Header blocks are kept as the (name, value) byte pairs llhttp reported and turned into text
 # once per row. The JSON text of a block is made from its bytes in a few C-level steps when that
@@ -118,6 +120,15 @@ class HttpRows:
         :meth:`table`)."""
         key = (upid, remote_addr, local_addr, remote_port, local_port, trace_role)
         return self._connections.setdefault(key, len(self._connections))
+
+    def add_pairs(self, conn: ConnectionColumns, pairs: list[MessagePair], clock_offset_ns: int = 0) -> None:
+        """One row per request/response pair of one connection (what the connection tracker
+        calls, :class:`pxq.agent.protocols.interface.RowBuffer`): ``time_`` is the response's
+        end, ``latency`` the time from the request's start, both moved by ``clock_offset_ns``."""
+        number = self.connection(conn.upid, conn.raddr, conn.laddr, conn.rport, conn.lport, conn.role)
+        add = self.add
+        for req, resp in pairs:
+            add(number, req, resp, req.start_ns + clock_offset_ns, resp.end_ns + clock_offset_ns)
 
     def add(self, connection: int, req: _Message, resp: _Message, start_ns: int, end_ns: int) -> None:
         """One row: ``connection`` from :meth:`connection`; ``start_ns``/``end_ns`` the request's
