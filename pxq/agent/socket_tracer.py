@@ -58,6 +58,7 @@ from pxq.agent.bpf_program import (
 from pxq.agent.conn_tracker import ConnTracker, SockEvent, monotonic_to_epoch_offset
 from pxq.agent.procinfo import ProcessIdentities
 from pxq.agent.protocols.http1 import DEFAULT_BODY_LIMIT, MAX_HEADER_BYTES
+from pxq.agent.protocols.registry import PROTOCOLS
 
 PROGRAM_FILE = "socket_trace.c"
 HEADER_FILE = "socket_trace.h"
@@ -309,7 +310,8 @@ class SocketTracer:
         self._bpf = None
         self._ring: RingReader | None = None
         self._events: list[SockEvent] = []  # taken from the ring buffer, not handled yet
-        self._tracker = ConnTracker(body_limit=body_limit, disable=self._disable, forget=self._forget, columnar=True)
+        self._tracker = ConnTracker(protocols=[PROTOCOLS[p] for p in self.protocols], body_limit=body_limit,
+                                    disable=self._disable, forget=self._forget)
         self._tables: dict[str, object] = {}
         self._kernel_drops = dict.fromkeys(DROP_REASONS, 0)
         self.batch_interval_ms = BATCH_INTERVAL_MS
@@ -435,8 +437,14 @@ class SocketTracer:
         return len(batch)
 
     def drain(self) -> pa.Table:
-        """``http_events`` rows completed since the last drain (the catalog's exact schema)."""
-        return self._tracker.take_arrow()
+        """``http_events`` rows completed since the last drain (the catalog's exact schema): the
+        table of the one protocol traced (:meth:`drain_tables` for several)."""
+        (table,) = self.drain_tables().values()
+        return table
+
+    def drain_tables(self) -> dict[str, pa.Table]:
+        """Each traced protocol's rows completed since the last drain, by table name."""
+        return self._tracker.take_tables()
 
     def use_identities(self, identities: ProcessIdentities) -> None:
         """Decide process identities (upids) in ``identities``, shared with other collectors."""
@@ -488,7 +496,7 @@ class SocketTracer:
 
     def http_errors(self) -> dict[str, int]:
         """The HTTP parser's detailed error counts (reason -> count)."""
-        return dict(self._tracker.http_error_counts())
+        return dict(self._tracker.error_counts("http"))
 
     # -- kernel maps ------------------------------------------------------------------------
     @staticmethod

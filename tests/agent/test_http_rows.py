@@ -1,5 +1,5 @@
 """The agent's fast paths against the plain ones they replace: header blocks to JSON, rows built in
-column buffers (HttpRows, the columnar ConnTracker), and the memory-mapped ring buffer reader
+column buffers (HttpRows, as the ConnTracker fills them), and the memory-mapped ring buffer reader
 (on a memfd laid out as the kernel lays out a BPF ring buffer). No kernel needed."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -112,18 +111,23 @@ def _events(fd: int, gen: int, chunks: list[tuple[str, int, bytes]]) -> list[Soc
     return events
 
 
-def test_the_columnar_tracker_gives_the_rows_of_the_transaction_list():
-    events = [ev for i, path in enumerate(STREAMS) for ev in _events(10 + i, 1, load_stream(path).chunks)]
-    plain, columnar = ConnTracker(), ConnTracker(columnar=True)
-    for tracker in (plain, columnar):
-        tracker.handle_all(events)
-        tracker.close_all()
-    assert plain.pending() == columnar.pending() > 0
-    expected = plain.take_arrow()
-    assert columnar.take_arrow().equals(expected)
-    assert columnar.pending() == 0 and columnar.take_arrow().num_rows == 0
-    with pytest.raises(RuntimeError):
-        columnar.take()
+def test_the_tracker_gives_the_rows_of_the_transaction_list():
+    """The tracker's rows (built in column buffers as pairs complete) are those of each recorded
+    stream's transactions replayed through a stitcher of its own, with the events' timestamps."""
+    streams = [load_stream(path).chunks for path in STREAMS]
+    events = [ev for i, chunks in enumerate(streams) for ev in _events(10 + i, 1, chunks)]
+    tracker = ConnTracker()
+    tracker.handle_all(events)
+    tracker.close_all()
+    assert tracker.pending() > 0
+    upid = tracker._upid(4242)
+    expected = pa.concat_tables(
+        transactions_to_arrow(replay([(d, ts + 2, data) for d, ts, data in chunks], close_ts=chunks[-1][1] + 3)[0],
+                              upid=upid, remote_addr="", remote_port=0, local_addr="", local_port=0, trace_role=2)
+        for chunks in streams
+    )  # fmt: skip
+    assert tracker.take_tables()["http_events"].equals(expected)
+    assert tracker.pending() == 0 and tracker.take_tables()["http_events"].num_rows == 0
 
 
 # -- the ring buffer reader -------------------------------------------------------------------
