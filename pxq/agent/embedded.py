@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from pxq.agent.bpf_program import bpf_unavailable_reason, release_compiler_pages
 from pxq.agent.procinfo import PROC, ProcessIdentities, parse_stat, process_info
+from pxq.agent.protocols.registry import protocol_tables
 from pxq.agent.table_store import DEFAULT_BUDGET_BYTES, TableStore, split_losses
 from pxq.errors import PxqError
 from pxq.plan.manifest import CollectorRequest, ProbeManifest
@@ -242,7 +243,7 @@ class SocketTracerCollector:
     """http_events from the eBPF socket tracer (bpf/socket_trace.c)."""
 
     name = "socket_tracer"
-    protocols = {"http": "http_events"}
+    protocols = protocol_tables()  # protocol -> its table, from the protocol registry
 
     def __init__(self, request: CollectorRequest, options: AgentOptions):
         unsupported = [p for p in request.protocols if p not in self.protocols]
@@ -284,7 +285,7 @@ class SocketTracerCollector:
             return {}
         self._last_drain = now
         self._drops = None
-        return {"http_events": self.tracer.drain()}
+        return self.tracer.drain_tables()
 
     def drops(self) -> dict[str, dict[str, int]]:
         if self._drops is None or not self.tracer.running:

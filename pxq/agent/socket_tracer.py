@@ -57,12 +57,10 @@ from pxq.agent.bpf_program import (
 )
 from pxq.agent.conn_tracker import ConnTracker, SockEvent, monotonic_to_epoch_offset
 from pxq.agent.procinfo import ProcessIdentities
-from pxq.agent.protocols.http1 import DEFAULT_BODY_LIMIT, MAX_HEADER_BYTES
-from pxq.agent.protocols.registry import PROTOCOLS
+from pxq.agent.protocols.registry import DEFAULT_BODY_LIMIT, MAX_HEAD_BYTES, PROTOCOLS, SUPPORTED_PROTOCOLS
 
 PROGRAM_FILE = "socket_trace.c"
 HEADER_FILE = "socket_trace.h"
-SUPPORTED_PROTOCOLS = ("http",)
 # The machines bpf/socket_trace.c is written for (syscall numbers, pt_regs and iovec layouts).
 X86_64 = ("x86_64", "AMD64")
 # poll() takes events at most this often (ms); see SocketTracer.poll.
@@ -198,10 +196,10 @@ class RingReader:
 
 
 def copy_limit_for(body_limit: int, max_data: int = 16384, max_steps: int = 128) -> int:
-    """Bytes the kernel copies of one call: a head (the parser keeps at most MAX_HEADER_BYTES while
-    looking for its end) and the first ``body_limit`` bytes of a body after it; never more than
-    the copy walk can carry (``max_steps`` events of ``max_data`` bytes)."""
-    return min(MAX_HEADER_BYTES + body_limit, max_data * max_steps)
+    """Bytes the kernel copies of one call: a head (MAX_HEAD_BYTES, what the registry's parsers
+    keep at most while looking for its end) and the first ``body_limit`` bytes of a body after
+    it; never more than the copy walk can carry (``max_steps`` events of ``max_data`` bytes)."""
+    return min(MAX_HEAD_BYTES + body_limit, max_data * max_steps)
 
 
 _CONSTANTS = header_constants(HEADER_FILE)
@@ -261,7 +259,7 @@ def socket_tracer_program(
     manifest_options: SocketTracerOptions | object | None = None,
     *,
     pids: Iterable[int] | None = None,
-    protocols: Iterable[str] = ("http",),
+    protocols: Iterable[str] = SUPPORTED_PROTOCOLS,
 ) -> str:
     """The BPF program the socket tracer would load, with its ``-D`` flags (``pxq explain --bpf``).
 
@@ -294,7 +292,7 @@ class SocketTracer:
     def __init__(
         self,
         pids: Iterable[int] | None = None,
-        protocols: Iterable[str] = ("http",),
+        protocols: Iterable[str] = SUPPORTED_PROTOCOLS,
         body_limit: int = DEFAULT_BODY_LIMIT,
         *,
         options: SocketTracerOptions | None = None,
