@@ -6,10 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
-from pathlib import Path
 
 import pyarrow as pa
-
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +29,7 @@ from pxq.agent.conn_tracker import (
     SockEvent,
 )
 from pxq.agent.protocols import registry
-from pxq.agent.protocols.http1 import HttpRows
+from pxq.agent.protocols.http1 import RECORDED_STREAMS, HttpRows
 from pxq.tables import CATALOG
 from pxq.testing.streams import load_stream
 
@@ -40,7 +38,7 @@ LOCAL = socket.inet_aton("127.0.0.1") + bytes(12)
 REMOTE = socket.inet_aton("10.1.2.3") + bytes(12)
 REQ = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
 RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
-STREAMS = Path(__file__).resolve().parent / "streams"
+STREAMS = RECORDED_STREAMS
 
 
 class Stream:
@@ -532,7 +530,7 @@ def test_lost_events_on_a_pipelining_connection_never_mispair(lost, batch):
 # -- a close or exit in the same batch as a hole ----------------------------------------------------
 def _recorded_events_with_a_hole(s: Stream, role: int, cut_path: bytes) -> tuple[list[SockEvent], list[str]]:
     """The server's or client's kernel events for the keep-alive exchange recorded from nginx
-    (tests/agent/streams/keepalive_mix.json), where the call carrying the response to
+    (pxq/agent/protocols/http1/streams/keepalive_mix.json), where the call carrying the response to
     ``cut_path`` moved more bytes than were copied: only its first 100 bytes arrive, the rest
     is a hole. Also every request path the client sent, in order (the recorded stream's)."""
     stream = load_stream(STREAMS / "keepalive_mix.json")

@@ -8,7 +8,6 @@ import json
 import mmap
 import os
 import struct
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -18,12 +17,12 @@ from hypothesis import strategies as st
 from pxq.agent import socket_tracer
 from pxq.agent.conn_tracker import EV_CLOSE, EV_DATA, EV_OPEN, INGRESS, ROLE_SERVER, ConnTracker, SockEvent
 from pxq.agent.protocols import http1
+from pxq.agent.protocols.http1 import RECORDED_STREAMS, HttpRows, headers_dict, headers_json, transactions_to_arrow
 from pxq.agent.protocols.http1 import rows as http1_rows
-from pxq.agent.protocols.http1 import HttpRows, headers_dict, headers_json, transactions_to_arrow
 from pxq.tables import CATALOG
 from pxq.testing.streams import load_stream, replay
 
-STREAMS = sorted((Path(__file__).resolve().parent / "streams").glob("*.json"))
+STREAMS = sorted(RECORDED_STREAMS.glob("*.json"))
 SCHEMA = CATALOG["http_events"].arrow_schema()
 
 # Header names in a few spellings of the same few words (repeats in any case), values with every
