@@ -43,7 +43,7 @@
  * socket than before (a close the tracer did not see: dup2, close_range, exec).
  *
  * Why a copy limit: the parsers use a message's head (at most 64 KiB, MAX_HEADER_BYTES in
- * pxq/agent/protocols/http1.py) and the first body_limit bytes of its body; copying more of a big
+ * pxq/agent/protocols/http1/stitcher.py) and the first body_limit bytes of its body; copying more of a big
  * transfer only fills the ring buffer, and other connections then lose their events to it. The
  * filler keeps the stream offsets exact, so the parser skips the body it stands for and the
  * next message is intact.

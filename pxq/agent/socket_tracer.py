@@ -57,11 +57,10 @@ from pxq.agent.bpf_program import (
 )
 from pxq.agent.conn_tracker import ConnTracker, SockEvent, monotonic_to_epoch_offset
 from pxq.agent.procinfo import ProcessIdentities
-from pxq.agent.protocols.http1 import DEFAULT_BODY_LIMIT, MAX_HEADER_BYTES
+from pxq.agent.protocols.registry import DEFAULT_BODY_LIMIT, MAX_HEAD_BYTES, PROTOCOLS, SUPPORTED_PROTOCOLS
 
 PROGRAM_FILE = "socket_trace.c"
 HEADER_FILE = "socket_trace.h"
-SUPPORTED_PROTOCOLS = ("http",)
 # The machines bpf/socket_trace.c is written for (syscall numbers, pt_regs and iovec layouts).
 X86_64 = ("x86_64", "AMD64")
 # poll() takes events at most this often (ms); see SocketTracer.poll.
@@ -197,10 +196,10 @@ class RingReader:
 
 
 def copy_limit_for(body_limit: int, max_data: int, max_steps: int) -> int:
-    """Bytes the kernel copies of one call: a head (the parser keeps at most MAX_HEADER_BYTES while
-    looking for its end) and the first ``body_limit`` bytes of a body after it; never more than
-    the copy walk can carry (``max_steps`` events of ``max_data`` bytes)."""
-    return min(MAX_HEADER_BYTES + body_limit, max_data * max_steps)
+    """Bytes the kernel copies of one call: a head (MAX_HEAD_BYTES, what the registry's parsers
+    keep at most while looking for its end) and the first ``body_limit`` bytes of a body after
+    it; never more than the copy walk can carry (``max_steps`` events of ``max_data`` bytes)."""
+    return min(MAX_HEAD_BYTES + body_limit, max_data * max_steps)
 
 
 _CONSTANTS = header_constants(HEADER_FILE)
@@ -260,7 +259,7 @@ def socket_tracer_program(
     manifest_options: SocketTracerOptions | object | None = None,
     *,
     pids: Iterable[int] | None = None,
-    protocols: Iterable[str] = ("http",),
+    protocols: Iterable[str] = SUPPORTED_PROTOCOLS,
 ) -> str:
     """The BPF program the socket tracer would load, with its ``-D`` flags (``pxq explain --bpf``).
 
@@ -293,7 +292,7 @@ class SocketTracer:
     def __init__(
         self,
         pids: Iterable[int] | None = None,
-        protocols: Iterable[str] = ("http",),
+        protocols: Iterable[str] = SUPPORTED_PROTOCOLS,
         body_limit: int = DEFAULT_BODY_LIMIT,
         *,
         options: SocketTracerOptions | None = None,
@@ -309,7 +308,8 @@ class SocketTracer:
         self._bpf = None
         self._ring: RingReader | None = None
         self._events: list[SockEvent] = []  # taken from the ring buffer, not handled yet
-        self._tracker = ConnTracker(body_limit=body_limit, disable=self._disable, forget=self._forget, columnar=True)
+        self._tracker = ConnTracker(protocols=[PROTOCOLS[p] for p in self.protocols], body_limit=body_limit,
+                                    disable=self._disable, forget=self._forget)
         self._tables: dict[str, object] = {}
         self._kernel_drops = dict.fromkeys(DROP_REASONS, 0)
         self.batch_interval_ms = BATCH_INTERVAL_MS
@@ -433,8 +433,14 @@ class SocketTracer:
         return len(batch)
 
     def drain(self) -> pa.Table:
-        """``http_events`` rows completed since the last drain (the catalog's exact schema)."""
-        return self._tracker.take_arrow()
+        """``http_events`` rows completed since the last drain (the catalog's exact schema): the
+        table of the one protocol traced (:meth:`drain_tables` for several)."""
+        (table,) = self.drain_tables().values()
+        return table
+
+    def drain_tables(self) -> dict[str, pa.Table]:
+        """Each traced protocol's rows completed since the last drain, by table name."""
+        return self._tracker.take_tables()
 
     def use_identities(self, identities: ProcessIdentities) -> None:
         """Decide process identities (upids) in ``identities``, shared with other collectors."""
@@ -486,7 +492,7 @@ class SocketTracer:
 
     def http_errors(self) -> dict[str, int]:
         """The HTTP parser's detailed error counts (reason -> count)."""
-        return dict(self._tracker.http_error_counts())
+        return dict(self._tracker.error_counts("http"))
 
     # -- kernel maps ------------------------------------------------------------------------
     @staticmethod

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from pxq.agent.collector import AgentError, AgentOptions
 from pxq.agent.procinfo import ProcessIdentities
+from pxq.agent.protocols.registry import protocol_tables
 from pxq.plan.manifest import CollectorRequest
 
 # The socket tracer's transactions become Arrow rows (and its drop counters are read) about this
@@ -20,10 +21,10 @@ DRAIN_ROWS = 20_000
 
 
 class SocketTracerCollector:
-    """http_events from the eBPF socket tracer (bpf/socket_trace.c)."""
+    """The protocol tables (http_events, ...) from the eBPF socket tracer (bpf/socket_trace.c)."""
 
     name = "socket_tracer"
-    protocols = {"http": "http_events"}
+    protocols = protocol_tables()  # protocol -> its table, from the protocol registry
 
     def __init__(self, request: CollectorRequest, options: AgentOptions):
         unsupported = [p for p in request.protocols if p not in self.protocols]
@@ -73,7 +74,7 @@ class SocketTracerCollector:
             return {}
         self._last_drain = now
         self._drops = None
-        return {"http_events": self.tracer.drain()}
+        return self.tracer.drain_tables()
 
     def drops(self) -> dict[str, dict[str, int]]:
         if self._drops is None or not self.tracer.running:

@@ -29,8 +29,10 @@ class TableSchema:
     doc: str
     # Name of the agent collector that fills this table ("socket_tracer", "perf_profiler", ...).
     collector: str
-    # Protocol name for socket-tracer tables, else None. The manifest lists it in the socket tracer's
-    # request, which refuses protocols it cannot parse; the kernel side does not select by it.
+    # Protocol name for socket-tracer tables, else None: the manifest asks the socket tracer for
+    # the protocols of the tables a script reads, and the agent refuses one that
+    # pxq.agent.protocols.registry does not parse. Selection is in user space: the kernel copies
+    # every TCP connection's bytes until the tracker recognises no protocol and switches it off.
     protocol: str | None = None
 
     def __post_init__(self) -> None:

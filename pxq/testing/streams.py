@@ -1,5 +1,6 @@
 """Recorded connection byte streams (as ``tests/agent/record_streams.py`` saves them) and
-replaying them through a stitcher."""
+replaying them through a stitcher of a protocol of the registry
+(:mod:`pxq.agent.protocols.registry`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pxq.agent.protocols.http1 import Http1Stitcher, HttpTransaction
+from typing import Any
+
+from pxq.agent.protocols.interface import Stitcher
+from pxq.agent.protocols.registry import DEFAULT_BODY_LIMIT, PROTOCOLS
 
 
 @dataclass
@@ -34,14 +38,20 @@ def load_stream(path: str | Path) -> RecordedStream:
 
 
 def replay(
-    chunks: list[tuple[str, int, bytes]], stitcher: Http1Stitcher | None = None, close_ts: int | None = None
-) -> tuple[list[HttpTransaction], Http1Stitcher]:
-    """Feed chunks in order, then close (at ``close_ts``, default the last chunk's time)."""
-    st = stitcher if stitcher is not None else Http1Stitcher()
-    out: list[HttpTransaction] = []
+    chunks: list[tuple[str, int, bytes]],
+    stitcher: Stitcher | None = None,
+    close_ts: int | None = None,
+    *,
+    protocol: str = "http",
+) -> tuple[list[Any], Stitcher]:
+    """Feed chunks in order, then close (at ``close_ts``, default the last chunk's time). Returns
+    the completed pairs as the protocol's records (for HTTP, ``HttpTransaction``) and the stitcher
+    (a new one of ``protocol`` unless one is given)."""
+    spec = PROTOCOLS[protocol]
+    st = stitcher if stitcher is not None else spec.make_stitcher(DEFAULT_BODY_LIMIT)
+    pairs = []
     for direction, ts, data in chunks:
-        feed = st.feed_request if direction == "req" else st.feed_response
-        out += feed(data, ts)
+        pairs += st.feed_messages(direction == "req", data, ts)
     last = chunks[-1][1] if chunks else 0
-    out += st.close(last if close_ts is None else close_ts)
-    return out, st
+    pairs += st.close_messages(last if close_ts is None else close_ts)
+    return [spec.make_record(req, resp) for req, resp in pairs], st

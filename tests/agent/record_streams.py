@@ -1,4 +1,4 @@
-"""Record the byte streams in tests/agent/streams/ from real servers on loopback.
+"""Record the byte streams in pxq/agent/protocols/http1/streams/ from real servers on loopback.
 
     .venv/bin/python tests/agent/record_streams.py
 
@@ -17,12 +17,12 @@ import json
 import socket
 import sys
 import time
-from pathlib import Path
 
+from pxq.agent.protocols.http1 import RECORDED_STREAMS
 from pxq.testing.recording_proxy import RecordingProxy
 from pxq.testing.workload import ECHO_BODY, nginx_server, python_backend
 
-STREAMS = Path(__file__).resolve().parent / "streams"
+STREAMS = RECORDED_STREAMS
 TIMEOUT = 5.0
 
 

@@ -3,9 +3,11 @@ role inference, reassembly, gaps, buffer bounds, protocol inference, rows."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import socket
-from pathlib import Path
 
+import pyarrow as pa
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -25,8 +27,9 @@ from pxq.agent.conn_tracker import (
     ROLE_UNKNOWN,
     ConnTracker,
     SockEvent,
-    rows_to_arrow,
 )
+from pxq.agent.protocols import registry
+from pxq.agent.protocols.http1 import RECORDED_STREAMS, HttpRows
 from pxq.tables import CATALOG
 from pxq.testing.streams import load_stream
 
@@ -35,7 +38,7 @@ LOCAL = socket.inet_aton("127.0.0.1") + bytes(12)
 REMOTE = socket.inet_aton("10.1.2.3") + bytes(12)
 REQ = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
 RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
-STREAMS = Path(__file__).resolve().parent / "streams"
+STREAMS = RECORDED_STREAMS
 
 
 class Stream:
@@ -80,10 +83,46 @@ class Stream:
         return self._event(EV_PROC_EXIT, fd=-1, gen=0)
 
 
+class RowsWithConnections(HttpRows):
+    """The tracker's ``http_events`` rows, and the connection each row came from (its fd and
+    generation are no columns), so that the tests read what the tracker produces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connections: list = []
+        self.taken_connections: list = []
+
+    def add_pairs(self, conn, pairs, clock_offset_ns=0) -> None:
+        self.connections += [conn] * len(pairs)
+        super().add_pairs(conn, pairs, clock_offset_ns)
+
+    def table(self) -> pa.Table:
+        self.taken_connections, self.connections = self.connections, []
+        return super().table()
+
+
+class Row:
+    """One ``http_events`` row, read with the names of a transaction's fields."""
+
+    def __init__(self, row: dict) -> None:
+        self.__dict__.update(row)
+        self.resp_headers = json.loads(row["resp_headers"])
+        self.latency_ns = row["latency"]
+        self.resp_end_ns = row["time_"]
+
+
 def tracker(**kw) -> tuple[ConnTracker, list, list]:
     disabled, forgotten = [], []
-    t = ConnTracker(disable=lambda *a: disabled.append(a), forget=lambda *a: forgotten.append(a), **kw)
+    http = dataclasses.replace(registry.HTTP, make_rows=RowsWithConnections)
+    t = ConnTracker(protocols=[http], disable=lambda *a: disabled.append(a), forget=lambda *a: forgotten.append(a), **kw)
     return t, disabled, forgotten
+
+
+def take(t: ConnTracker) -> list[tuple]:
+    """The rows completed since the last take, each with its connection."""
+    table = t.take_tables()["http_events"]
+    table = table.set_column(table.schema.get_field_index("time_"), "time_", table["time_"].cast(pa.int64()))
+    return list(zip(t.rows["http"].taken_connections, map(Row, table.to_pylist()), strict=True))
 
 
 def feed(t: ConnTracker, *events: SockEvent) -> None:
@@ -91,7 +130,7 @@ def feed(t: ConnTracker, *events: SockEvent) -> None:
 
 
 def paths(t: ConnTracker) -> list[tuple]:
-    return [(c.fd, c.gen, c.role, tx.req_path, tx.resp_status) for c, tx in t.take()]
+    return [(c.fd, c.gen, c.role, tx.req_path, tx.resp_status) for c, tx in take(t)]
 
 
 def no_drops(t: ConnTracker) -> bool:
@@ -103,7 +142,7 @@ def test_client_connection_one_transaction_with_latency_and_addresses():
     t, _, _ = tracker(clock_offset_ns=10**18)
     s = Stream()
     feed(t, s.open(ROLE_CLIENT), s.data(EGRESS, REQ, tuple_=True, dt=5), s.data(INGRESS, RESP, dt=7000))
-    done = t.take()
+    done = take(t)
     assert len(done) == 1
     conn, tx = done[0]
     assert (conn.role, conn.laddr, conn.lport, conn.raddr, conn.rport) == (ROLE_CLIENT, "127.0.0.1", 5555, "10.1.2.3", 80)
@@ -176,7 +215,7 @@ def test_process_exit_ends_its_connections_and_forgets_them_in_the_kernel():
     close_delimited = b"HTTP/1.0 200 OK\r\n\r\nuntil the end"
     feed(t, a.open(ROLE_CLIENT), a.data(EGRESS, REQ), a.data(INGRESS, close_delimited),
          b.open(ROLE_SERVER), other.open(ROLE_SERVER), a.exit())  # fmt: skip
-    done = t.take()
+    done = take(t)
     assert [(c.fd, tx.resp_body) for c, tx in done] == [(5, "until the end")]  # completed by the exit
     assert sorted(forgotten) == [(PID, 5, 1), (PID, 6, 2)]
     assert set(t.conns) == {(PID + 1, 5, 3)}
@@ -199,7 +238,7 @@ def test_lost_bytes_are_a_gap_and_parsing_restarts_at_the_next_request():
     s = Stream()
     feed(t, s.open(ROLE_CLIENT), s.data(EGRESS, REQ))
     feed(t, s.data(INGRESS, RESP[15:], skip=15))  # the response's first 15 bytes never arrived
-    assert t.conns[(PID, 7, 1)].held_bytes > 0  # held: the hole may still fill
+    assert t.conns[(PID, 7, 1)].stream.held_bytes > 0  # held: the hole may still fill
     assert t.drop_counts()["data_gap"] == 0
     feed(t)  # a second batch without the missing bytes: they are lost
     assert t.drop_counts()["data_gap"] == 1
@@ -240,7 +279,7 @@ def test_reorder_buffer_overflow_is_counted():
     feed(t, *events)
     drops = t.drop_counts()
     assert drops["buffer_overflow"] == 1 and drops["data_gap"] == 1
-    assert t.conns[(PID, 7, 1)].held_bytes == 0
+    assert t.conns[(PID, 7, 1)].stream.held_bytes == 0
     feed(t, s.data(INGRESS, REQ.replace(b"/a", b"/c")), s.data(EGRESS, RESP))
     assert paths(t) == [(7, 1, ROLE_SERVER, "/c", 200)]
 
@@ -251,7 +290,7 @@ def test_sendfile_filler_counts_body_bytes():
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n"
     feed(t, s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.data(EGRESS, head), s.filler(EGRESS, 3000),
          s.data(INGRESS, REQ), s.data(EGRESS, RESP))  # fmt: skip
-    done = t.take()
+    done = take(t)
     assert [(tx.resp_body_size, tx.resp_status) for _, tx in done] == [(3000, 200), (5, 200)]
     assert done[0][1].resp_body == "<not captured: 3000 bytes>"  # unknown, not NUL bytes
     assert no_drops(t)
@@ -264,7 +303,7 @@ def test_a_filler_over_a_mib_keeps_its_row_and_the_next_one():
     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size
     feed(t, s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.data(EGRESS, head + b"0123"), s.filler(EGRESS, size - 4),
          s.data(INGRESS, REQ.replace(b"/a", b"/b")), s.data(EGRESS, RESP))  # fmt: skip
-    done = [(tx.req_path, tx.resp_body_size, tx.resp_body) for _, tx in t.take()]
+    done = [(tx.req_path, tx.resp_body_size, tx.resp_body) for _, tx in take(t)]
     assert done == [("/a", size, f"0123<not captured: {size - 4} bytes>"), ("/b", 5, "hello")]
     assert no_drops(t) and t.counts["filler_bytes"] == size - 4
 
@@ -275,9 +314,9 @@ def test_a_filler_that_arrives_behind_a_hole_waits_its_turn():
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n"
     opened, req, resp_head, filler = s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.data(EGRESS, head), s.filler(EGRESS, 3000)
     feed(t, opened, req, filler)  # the head's event comes later (another CPU)
-    assert t.take() == []
+    assert take(t) == []
     feed(t, resp_head, s.data(INGRESS, REQ), s.data(EGRESS, RESP))
-    assert [(tx.resp_body_size, tx.resp_body) for _, tx in t.take()] == [(3000, "<not captured: 3000 bytes>"), (5, "hello")]
+    assert [(tx.resp_body_size, tx.resp_body) for _, tx in take(t)] == [(3000, "<not captured: 3000 bytes>"), (5, "hello")]
     assert no_drops(t)
 
 
@@ -288,7 +327,7 @@ def test_a_filler_running_past_a_body_keeps_that_row_and_restarts_after_the_gap(
     feed(t, s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.data(EGRESS, head),
          s.data(INGRESS, REQ.replace(b"/a", b"/b")), s.filler(EGRESS, 3000 + len(RESP)),  # body + /b's answer
          s.data(INGRESS, REQ.replace(b"/a", b"/c")), s.data(EGRESS, RESP))  # fmt: skip
-    done = [(tx.req_path, tx.resp_body_size, tx.resp_body) for _, tx in t.take()]
+    done = [(tx.req_path, tx.resp_body_size, tx.resp_body) for _, tx in take(t)]
     assert done == [("/a", 3000, "<not captured: 3000 bytes>"), ("/c", 5, "hello")]
     assert t.drop_counts()["data_gap"] == 1
 
@@ -298,7 +337,7 @@ def test_a_filler_where_a_head_should_be_is_a_gap_and_parsing_restarts():
     s = Stream()
     feed(t, s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.filler(EGRESS, len(RESP)),
          s.data(INGRESS, REQ.replace(b"/a", b"/b")), s.data(EGRESS, RESP))  # fmt: skip
-    assert [(tx.req_path, tx.resp_body) for _, tx in t.take()] == [("/b", "hello")]
+    assert [(tx.req_path, tx.resp_body) for _, tx in take(t)] == [("/b", "hello")]
     assert t.drop_counts()["data_gap"] == 1
 
 
@@ -344,7 +383,7 @@ def test_rows_have_the_catalog_schema_and_per_connection_columns():
                  family=socket.AF_INET6, lport=8080, rport=40000, laddr=v6, raddr=v6),
         b.data(EGRESS, RESP),
     )  # fmt: skip
-    table = rows_to_arrow(t.take())
+    table = t.take_tables()["http_events"]
     assert table.schema.equals(CATALOG["http_events"].arrow_schema())
     rows = table.to_pylist()
     assert [(r["trace_role"], r["local_addr"], r["local_port"], r["remote_addr"], r["remote_port"]) for r in rows] == [
@@ -352,7 +391,7 @@ def test_rows_have_the_catalog_schema_and_per_connection_columns():
         (2, "::1", 8080, "::1", 40000),
     ]
     assert all(r["upid"].startswith(f"0:{PID}:") for r in rows)
-    assert rows_to_arrow([]).num_rows == 0
+    assert t.take_tables()["http_events"].num_rows == 0
 
 
 def test_requests_in_flight_when_the_tracer_stops_are_not_losses():
@@ -363,7 +402,7 @@ def test_requests_in_flight_when_the_tracer_stops_are_not_losses():
     feed(t, s.open(ROLE_CLIENT), s.data(EGRESS, REQ), s.data(INGRESS, close_delimited),
          waiting.open(ROLE_CLIENT), waiting.data(EGRESS, REQ))  # fmt: skip
     t.close_all()
-    assert [(c.fd, tx.resp_body) for c, tx in t.take()] == [(7, "all of it")]
+    assert [(c.fd, tx.resp_body) for c, tx in take(t)] == [(7, "all of it")]
     assert no_drops(t) and not t.conns and not forgotten
 
 
@@ -398,7 +437,7 @@ def _feed_losing(events: list[SockEvent], lost: set[int], batch: int) -> tuple[C
         feed(t, *kept[start : start + batch])
     feed(t)
     feed(t)
-    rows = [tx for _, tx in t.take()]
+    rows = [tx for _, tx in take(t)]
     for tx in rows:
         assert tx.resp_headers["X-For"] == tx.req_path, "a request paired with another's response"
         assert tx.resp_body == ("" if tx.req_method == "HEAD" else f"answer to {tx.req_path}")
@@ -437,7 +476,7 @@ def test_a_lost_response_on_a_sequential_connection_costs_only_its_transaction()
             feed(t, ev)
         feed(t)
         feed(t)
-        rows = [tx for _, tx in t.take()]
+        rows = [tx for _, tx in take(t)]
         assert [tx.req_path for tx in rows] == [f"/p{i}" for i in range(50) if i != 20]
         assert all(tx.resp_body == f"answer to {tx.req_path}" for tx in rows)
         drops = t.drop_counts()
@@ -457,11 +496,11 @@ def test_bytes_waiting_behind_a_hole_are_not_rescanned_per_event():
     release = t._release
     t._release = lambda conn, lost=False: (calls.append(lost), release(conn, lost))[1]
     feed(t, *waiting)  # one batch: the hole stays open, nearly 2,000 events wait behind it
-    assert t.conns[(PID, 7, 1)].held_bytes > 0
+    assert t.conns[(PID, 7, 1)].stream.held_bytes > 0
     assert calls == []
     feed(t, lost_response)  # it was only late: everything goes through, in one release
     assert calls == [False]
-    rows = [tx for _, tx in t.take()]
+    rows = [tx for _, tx in take(t)]
     assert len(rows) == 1000 and no_drops(t)
     assert all(tx.resp_body == f"answer to {tx.req_path}" for tx in rows)
 
@@ -491,7 +530,7 @@ def test_lost_events_on_a_pipelining_connection_never_mispair(lost, batch):
 # -- a close or exit in the same batch as a hole ----------------------------------------------------
 def _recorded_events_with_a_hole(s: Stream, role: int, cut_path: bytes) -> tuple[list[SockEvent], list[str]]:
     """The server's or client's kernel events for the keep-alive exchange recorded from nginx
-    (tests/agent/streams/keepalive_mix.json), where the call carrying the response to
+    (pxq/agent/protocols/http1/streams/keepalive_mix.json), where the call carrying the response to
     ``cut_path`` moved more bytes than were copied: only its first 100 bytes arrive, the rest
     is a hole. Also every request path the client sent, in order (the recorded stream's)."""
     stream = load_stream(STREAMS / "keepalive_mix.json")
@@ -520,7 +559,7 @@ def test_close_in_the_same_batch_as_a_hole_keeps_the_transactions_after_it():
             s = Stream()
             events, sent_paths = _recorded_events_with_a_hole(s, role, b"/api/items")
             feed(t, *events, s.close() if end == "close" else s.exit())
-            done = t.take()
+            done = take(t)
             assert [tx.req_path for _, tx in done] == [p for p in sent_paths if p != "/api/items"], (role, end)
             assert {c.role for c, _ in done} == {role}
             drops = t.drop_counts()
@@ -536,6 +575,6 @@ def test_a_response_older_than_the_next_request_is_counted_unmatched_not_paired(
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n%s"
     feed(t, s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.data(EGRESS, answer % b"/a" + answer % b"/x"),
          s.data(INGRESS, REQ.replace(b"/a", b"/b")), s.data(EGRESS, answer % b"/b"), s.close())  # fmt: skip
-    assert [(tx.req_path, tx.resp_body) for _, tx in t.take()] == [("/a", "/a"), ("/b", "/b")]
+    assert [(tx.req_path, tx.resp_body) for _, tx in take(t)] == [("/a", "/a"), ("/b", "/b")]
     drops = t.drop_counts()
     assert (drops["unmatched"], drops["parse_error"]) == (1, 0)

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pxq.agent.protocols.http1 import Http1Stitcher
+from pxq.agent.protocols.http1 import RECORDED_STREAMS, Http1Stitcher
 from pxq.testing.streams import load_stream, replay
 
-STREAMS = sorted((Path(__file__).resolve().parent / "streams").glob("*.json"))
+STREAMS = sorted(RECORDED_STREAMS.glob("*.json"))
 RECORDED = {p.stem: load_stream(p) for p in STREAMS}
 # PXQ_HYPOTHESIS_EXAMPLES=5000 for a deeper run than CI's.
 EXAMPLES = int(os.environ.get("PXQ_HYPOTHESIS_EXAMPLES", "150"))

@@ -1,18 +1,17 @@
-"""The HTTP/1.x stitcher on byte streams recorded from real servers (tests/agent/streams/,
+"""The HTTP/1.x stitcher on byte streams recorded from real servers (pxq/agent/protocols/http1/streams/,
 made by tests/agent/record_streams.py from nginx and the http.server backend on loopback)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from pxq.agent.protocols.http1 import CONTENT_TYPE_JSON, CONTENT_TYPE_UNKNOWN, Http1Stitcher
+from pxq.agent.protocols.http1 import CONTENT_TYPE_JSON, CONTENT_TYPE_UNKNOWN, RECORDED_STREAMS, Http1Stitcher
 from pxq.testing.streams import load_stream, replay
 from pxq.testing.workload import BIG_JSON
 
-STREAMS = Path(__file__).resolve().parent / "streams"
+STREAMS = RECORDED_STREAMS
 
 
 def recorded(name: str):

@@ -1,5 +1,5 @@
 """The agent's fast paths against the plain ones they replace: header blocks to JSON, rows built in
-column buffers (HttpRows, the columnar ConnTracker), and the memory-mapped ring buffer reader
+column buffers (HttpRows, as the ConnTracker fills them), and the memory-mapped ring buffer reader
 (on a memfd laid out as the kernel lays out a BPF ring buffer). No kernel needed."""
 
 from __future__ import annotations
@@ -8,22 +8,21 @@ import json
 import mmap
 import os
 import struct
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pxq.agent import socket_tracer
 from pxq.agent.conn_tracker import EV_CLOSE, EV_DATA, EV_OPEN, INGRESS, ROLE_SERVER, ConnTracker, SockEvent
 from pxq.agent.protocols import http1
-from pxq.agent.protocols.http1 import HttpRows, headers_dict, headers_json, transactions_to_arrow
+from pxq.agent.protocols.http1 import RECORDED_STREAMS, HttpRows, headers_dict, headers_json, transactions_to_arrow
+from pxq.agent.protocols.http1 import rows as http1_rows
 from pxq.tables import CATALOG
 from pxq.testing.streams import load_stream, replay
 
-STREAMS = sorted((Path(__file__).resolve().parent / "streams").glob("*.json"))
+STREAMS = sorted(RECORDED_STREAMS.glob("*.json"))
 SCHEMA = CATALOG["http_events"].arrow_schema()
 
 # Header names in a few spellings of the same few words (repeats in any case), values with every
@@ -89,9 +88,9 @@ def test_bytes_that_are_not_utf8_become_replacement_characters_in_rows():
 
 
 def test_a_string_column_over_the_array_limit_comes_in_chunks(monkeypatch):
-    monkeypatch.setattr(http1, "MAX_STRING_ARRAY_BYTES", 5)
+    monkeypatch.setattr(http1_rows, "MAX_STRING_ARRAY_BYTES", 5)
     values = [b"ab", b"cde", b"", b"fghij", b"k", b"lmnopqr"]
-    column = http1._string_column(bytearray(b"".join(values)), np.array([len(v) for v in values]))
+    column = http1_rows._string_column(bytearray(b"".join(values)), np.array([len(v) for v in values]))
     assert column.to_pylist() == [v.decode() for v in values]
     assert [len(chunk) for chunk in column.chunks] == [3, 1, 1, 1]
 
@@ -111,18 +110,23 @@ def _events(fd: int, gen: int, chunks: list[tuple[str, int, bytes]]) -> list[Soc
     return events
 
 
-def test_the_columnar_tracker_gives_the_rows_of_the_transaction_list():
-    events = [ev for i, path in enumerate(STREAMS) for ev in _events(10 + i, 1, load_stream(path).chunks)]
-    plain, columnar = ConnTracker(), ConnTracker(columnar=True)
-    for tracker in (plain, columnar):
-        tracker.handle_all(events)
-        tracker.close_all()
-    assert plain.pending() == columnar.pending() > 0
-    expected = plain.take_arrow()
-    assert columnar.take_arrow().equals(expected)
-    assert columnar.pending() == 0 and columnar.take_arrow().num_rows == 0
-    with pytest.raises(RuntimeError):
-        columnar.take()
+def test_the_tracker_gives_the_rows_of_the_transaction_list():
+    """The tracker's rows (built in column buffers as pairs complete) are those of each recorded
+    stream's transactions replayed through a stitcher of its own, with the events' timestamps."""
+    streams = [load_stream(path).chunks for path in STREAMS]
+    events = [ev for i, chunks in enumerate(streams) for ev in _events(10 + i, 1, chunks)]
+    tracker = ConnTracker()
+    tracker.handle_all(events)
+    tracker.close_all()
+    assert tracker.pending() > 0
+    upid = tracker._upid(4242)
+    expected = pa.concat_tables(
+        transactions_to_arrow(replay([(d, ts + 2, data) for d, ts, data in chunks], close_ts=chunks[-1][1] + 3)[0],
+                              upid=upid, remote_addr="", remote_port=0, local_addr="", local_port=0, trace_role=2)
+        for chunks in streams
+    )  # fmt: skip
+    assert tracker.take_tables()["http_events"].equals(expected)
+    assert tracker.pending() == 0 and tracker.take_tables()["http_events"].num_rows == 0
 
 
 # -- the ring buffer reader -------------------------------------------------------------------

@@ -62,16 +62,11 @@ server answered with. ``content_type`` follows Pixie's ``HTTPContentType`` enum:
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 import zlib
 from collections import Counter, deque
-from collections.abc import Iterable
 
 import httptools
-import numpy as np
-import pyarrow as pa
 
 from pxq.agent.defaults import DEFAULT_BODY_LIMIT
 
@@ -147,15 +142,7 @@ def _text(data: bytes) -> str:
 
 
 # Header blocks are kept as the (name, value) byte pairs llhttp reported and turned into text
-# once per row. The JSON text of a block is made from its bytes in a few C-level steps when that
-# gives exactly what json.dumps gives: no name repeated (repeats are joined under the first
-# spelling) and nothing JSON escapes other than '"' (no control byte, backslash or non-ASCII
-# byte). Otherwise the block goes through a dict and json.dumps.
-# Bytes that stop the fast way, but for NUL and SOH, which it joins with (and counts instead).
-_JSON_ESCAPED_BUT_SEPARATORS = re.compile(rb"[\x02-\x1f\\\x7f-\xff]")
-_join_pair = b"\x00".join
-
-
+# once per row (see rows.py).
 def headers_dict(pairs: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """A header block as text: repeated names (any case) joined with ", " under the name as first
     seen, in first-seen order; bytes that are not UTF-8 become U+FFFD."""
@@ -166,39 +153,6 @@ def headers_dict(pairs: list[tuple[bytes, bytes]]) -> dict[str, str]:
         first = keys.setdefault(key.lower(), key)
         headers[first] = f"{headers[first]}, {val}" if first in headers else val
     return headers
-
-
-def headers_json(pairs: list[tuple[bytes, bytes]]) -> str:
-    """``json.dumps(headers_dict(pairs))``, faster for the usual header block."""
-    return _headers_json(pairs).decode("ascii")
-
-
-def _headers_json(pairs: list[tuple[bytes, bytes]]) -> bytes:
-    """:func:`headers_json` as ASCII bytes."""
-    return _header_block(pairs, b"\x01".join(map(_join_pair, pairs)))[0]
-
-
-def _header_block(pairs: list[tuple[bytes, bytes]], joined: bytes) -> tuple[bytes, bool]:
-    """(the JSON text of a header block, whether its Content-Type mentions json); ``joined`` is
-    ``name NUL value SOH name NUL value ...`` (a NUL or SOH of a header's own fails the counts)."""
-    n = len(pairs)
-    if not n:
-        return b"{}", False
-    lowered = {name.lower(): value for name, value in pairs}
-    if len(lowered) == n:  # no name repeated
-        content_type = lowered.get(b"content-type")
-        is_json = content_type is not None and b"json" in content_type.lower()
-        if (
-            joined.count(b"\x00") == n
-            and joined.count(b"\x01") == n - 1
-            and _JSON_ESCAPED_BUT_SEPARATORS.search(joined) is None
-        ):
-            if b'"' in joined:
-                joined = joined.replace(b'"', b'\\"')
-            return b'{"' + joined.replace(b"\x00", b'": "').replace(b"\x01", b'", "') + b'"}', is_json
-    else:
-        is_json = _is_json(pairs)
-    return json.dumps(headers_dict(pairs)).encode("ascii"), is_json
 
 
 def _is_json(pairs: list[tuple[bytes, bytes]]) -> bool:
@@ -983,153 +937,3 @@ class Http1Stitcher:
         held, self._held, self._held_size = self._held, [], 0
         for data, ts_ns in held:
             self._feed(self._req, data, ts_ns)
-
-
-# -- Arrow ------------------------------------------------------------------------------------
-def http_events_schema() -> pa.Schema:
-    """The Arrow schema of ``http_events``, from the table catalog."""
-    from pxq.tables import CATALOG
-
-    return CATALOG["http_events"].arrow_schema()
-
-
-def _utf8(data: bytes) -> bytes:
-    """``data`` as valid UTF-8: what ``_text(data)`` is, encoded."""
-    return data.decode("utf-8", errors="replace").encode("utf-8")
-
-
-class HttpRows:
-    """``http_events`` rows being built, one buffer per column.
-
-    :meth:`add` writes a request/response pair's values into the column buffers as soon as the
-    pair completes, while its bytes are still in the CPU's caches: strings as UTF-8 bytes into one
-    ``bytearray`` per column, numbers (and the strings' lengths) into one ``array`` of int64s, row
-    after row. The Arrow table is made from those buffers (:meth:`table`) without a Python object
-    per value: converting Python values that are no longer in cache costs more than making them.
-    The connection's columns are stored once per connection (:meth:`connection`) and repeated
-    per row by Arrow. A header block seen before (the same bytes) reuses its JSON text.
-    """
-
-    STRINGS = ("req_headers", "req_method", "req_path", "req_body", "resp_headers", "resp_message", "resp_body")
-    INTS = ("time_", "major_version", "minor_version", "content_type", "req_body_size", "resp_status",
-            "resp_body_size", "latency")  # fmt: skip
-    CONNECTION = ("upid", "remote_addr", "local_addr", "remote_port", "local_port", "trace_role")
-    BLOCK_CACHE = 4096  # header blocks whose JSON text is kept (then the cache starts over)
-    _ROW = struct.Struct(f"{1 + len(INTS) + len(STRINGS)}q")  # the numbers of a row (native int64s)
-
-    def __init__(self, encrypted: bool = False) -> None:
-        self.encrypted = encrypted
-        self._blocks: dict[bytes, tuple[bytes, bool]] = {}  # joined header pairs -> (JSON, is_json)
-        self._reset()
-
-    def _reset(self) -> None:
-        # New buffers every time: the last table's Arrow arrays still use the old ones.
-        self.rows = 0
-        self._strings = tuple(bytearray() for _ in self.STRINGS)
-        self._numbers = bytearray()  # per row (_ROW): connection, INTS, the lengths of the STRINGS
-        self._connections: dict[tuple, int] = {}  # CONNECTION values -> connection number
-
-    def __len__(self) -> int:
-        return self.rows
-
-    def connection(self, upid: str, remote_addr: str, local_addr: str, remote_port: int, local_port: int,
-                   trace_role: int) -> int:  # fmt: skip
-        """The number :meth:`add` takes for a connection with these columns (until the next
-        :meth:`table`)."""
-        key = (upid, remote_addr, local_addr, remote_port, local_port, trace_role)
-        return self._connections.setdefault(key, len(self._connections))
-
-    def add(self, connection: int, req: _Message, resp: _Message, start_ns: int, end_ns: int) -> None:
-        """One row: ``connection`` from :meth:`connection`; ``start_ns``/``end_ns`` the request's
-        start and the response's end (``time_`` is the end, ``latency`` the difference)."""
-        req_headers = self._header_block(req.header_pairs)[0]
-        resp_headers, is_json = self._header_block(resp.header_pairs)
-        method, url, req_body, reason, resp_body = req.method, req.url, req.body, resp.reason, resp.body
-        if not (method.isascii() and url.isascii() and req_body.isascii() and reason.isascii() and resp_body.isascii()):
-            method, url, req_body, reason, resp_body = map(_utf8, (method, url, req_body, reason, resp_body))
-        s_req_headers, s_method, s_url, s_req_body, s_resp_headers, s_reason, s_resp_body = self._strings
-        s_req_headers += req_headers
-        s_method += method
-        s_url += url
-        s_req_body += req_body
-        s_resp_headers += resp_headers
-        s_reason += reason
-        s_resp_body += resp_body
-        major, minor = resp.version
-        self._numbers += self._ROW.pack(
-            connection, end_ns, major, minor, CONTENT_TYPE_JSON if is_json else CONTENT_TYPE_UNKNOWN, req.body_size,
-            resp.status, resp.body_size, end_ns - start_ns, len(req_headers), len(method), len(url), len(req_body),
-            len(resp_headers), len(reason), len(resp_body),
-        )  # fmt: skip
-        self.rows += 1
-
-    def _header_block(self, pairs: list[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
-        key = b"\x01".join(map(_join_pair, pairs))
-        block = self._blocks.get(key)
-        if block is None:
-            if len(self._blocks) >= self.BLOCK_CACHE:
-                self._blocks.clear()
-            block = self._blocks[key] = _header_block(pairs, key)
-        return block
-
-    def table(self) -> pa.Table:
-        """The rows added since the last call, as an ``http_events`` table (and start over)."""
-        schema = http_events_schema()
-        n = self.rows
-        if not n:
-            self._reset()
-            return schema.empty_table()
-        numbers = np.frombuffer(self._numbers, dtype=np.int64).reshape(n, 1 + len(self.INTS) + len(self.STRINGS))
-        which = pa.array(np.ascontiguousarray(numbers[:, 0]))
-        connections = list(self._connections)
-        columns = {"encrypted": pa.array(np.full(n, self.encrypted))}
-        for i, name in enumerate(self.CONNECTION):
-            columns[name] = pa.array([c[i] for c in connections], type=schema.field(name).type).take(which)
-        for i, name in enumerate(self.INTS, 1):
-            columns[name] = pa.array(np.ascontiguousarray(numbers[:, i]), type=schema.field(name).type)
-        for i, name in enumerate(self.STRINGS):
-            columns[name] = _string_column(self._strings[i], numbers[:, 1 + len(self.INTS) + i])
-        self._reset()
-        return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
-
-
-# Bytes one Arrow string array can hold (32-bit offsets).
-MAX_STRING_ARRAY_BYTES = 2**31 - 1
-
-
-def _string_column(data: bytearray, lengths: np.ndarray) -> pa.Array | pa.ChunkedArray:
-    """A string column over ``data`` (the values one after the other, UTF-8) and their lengths;
-    in chunks when there is more than one string array can hold."""
-    n = len(lengths)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    buffer = pa.py_buffer(data)
-    if offsets[-1] <= MAX_STRING_ARRAY_BYTES:
-        return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets.astype(np.int32)), buffer])
-    whole = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), buffer])
-    chunks, start = [], 0
-    while start < n:  # as many values as fit (at least one)
-        end = int(np.searchsorted(offsets, offsets[start] + MAX_STRING_ARRAY_BYTES, side="right")) - 1
-        end = max(end, start + 1)
-        chunks.append(whole.slice(start, end - start).cast(pa.string()))
-        start = end
-    return pa.chunked_array(chunks, pa.string())
-
-
-def transactions_to_arrow(
-    txs: Iterable[HttpTransaction],
-    *,
-    upid: str,
-    remote_addr: str,
-    remote_port: int,
-    local_addr: str,
-    local_port: int,
-    trace_role: int,
-    encrypted: bool = False,
-) -> pa.Table:
-    """``http_events`` rows for the transactions of one connection (its fields given once)."""
-    rows = HttpRows(encrypted)
-    for tx in txs:
-        conn = rows.connection(upid, remote_addr, local_addr, remote_port, local_port, trace_role)
-        rows.add(conn, tx.request, tx.response, tx.req_start_ns, tx.resp_end_ns)
-    return rows.table()

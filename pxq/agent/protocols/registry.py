@@ -1,0 +1,104 @@
+"""The protocols the socket tracer parses: one :class:`ProtocolSpec` per protocol.
+
+Adding a protocol is a folder ``pxq/agent/protocols/<name>/`` (its stitcher, its row buffer, its
+inference test) plus one entry in :data:`PROTOCOLS`; the connection tracker, the socket tracer and
+the embedded agent read everything else from here. The model is Pixie's socket tracer, whose
+``SocketTraceConnector::InitProtocolTransferSpecs`` (socket_trace_connector.cc) holds one
+``TransferSpec`` per protocol (its table, its roles, its transfer function over the protocol's
+``ProtocolTraits``; ``struct TransferSpec`` in socket_trace_connector.h), and whose per-protocol
+parsers live in ``protocols/<p>/`` behind ``protocols/common/interface.h`` (here
+:mod:`pxq.agent.protocols.interface`).
+
+Protocol selection happens in user space: the kernel program copies the bytes of every TCP
+connection of the traced processes, and a connection that no entry here recognises from its
+first bytes is switched off in the kernel (the tracker's ``disable``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pxq.agent.protocols import http1
+from pxq.agent.protocols.interface import RowBuffer, Stitcher
+
+# Payload bytes (an HTTP body) kept per row unless asked otherwise, for every protocol (Pixie's
+# default too).
+DEFAULT_BODY_LIMIT = http1.DEFAULT_BODY_LIMIT
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """One protocol, as the connection tracker and the collectors need it."""
+
+    # What scripts ask for: the catalog's TableSchema.protocol of the table below.
+    name: str
+    # The table its rows fill (a catalog table name).
+    table: str
+    # Protocol inference on a stream's first bytes (up to 256): could a client's first bytes look
+    # like this (a request), could a server's (a response)? The sender's side follows from it.
+    looks_like_request: Callable[[bytes], bool]
+    looks_like_response: Callable[[bytes], bool]
+    # Bytes of a message's framing its parser may need before the payload starts (for HTTP/1.x the
+    # header block it keeps while looking for its end): the kernel copies this much of a call,
+    # plus the body limit, and counts the rest (see socket_tracer.copy_limit_for).
+    head_bytes: int
+    # A stitcher for one new connection, given the body limit (bytes of a payload kept per row).
+    make_stitcher: Callable[[int], Stitcher]
+    # The buffer its table's rows are built in.
+    make_rows: Callable[[], RowBuffer]
+    # A pair as one record with a field per column (Pixie's record_type), for tests and tools
+    # that read pairs without building a table.
+    make_record: Callable[[Any, Any], Any]
+    # Error reasons that are a request or response without its other half (``unmatched`` in the
+    # drop counters, every other reason is a ``parse_error``). ``unmatched_at_close``: leftovers
+    # when a connection ends, which are no loss when it was the capture window that ended.
+    unmatched_at_close: tuple[str, ...]
+    # Unmatched halves due to bytes the kernel could not deliver (or a response that ended before
+    # the request it would pair with began): unmatched too, whenever the window ends.
+    unmatched_after_gap: tuple[str, ...]
+
+    def sender_is_client(self, first_bytes: bytes) -> bool | None:
+        """Inference: True when these first bytes of a stream are a request (their sender is the
+        client), False when a response (the server), None when neither."""
+        if self.looks_like_request(first_bytes):
+            return True
+        if self.looks_like_response(first_bytes):
+            return False
+        return None
+
+    @property
+    def unmatched(self) -> tuple[str, ...]:
+        return self.unmatched_at_close + self.unmatched_after_gap
+
+
+HTTP = ProtocolSpec(
+    name="http",
+    table="http_events",
+    looks_like_request=http1.looks_like_http_request,
+    looks_like_response=http1.looks_like_http_response,
+    head_bytes=http1.MAX_HEADER_BYTES,
+    make_stitcher=lambda body_limit: http1.Http1Stitcher(body_limit=body_limit),
+    make_rows=http1.HttpRows,
+    make_record=http1.HttpTransaction,
+    unmatched_at_close=(
+        "request_unanswered_at_close",
+        "response_without_request",
+        "response_incomplete_at_close",
+        "request_incomplete_at_close",
+    ),
+    unmatched_after_gap=("request_unanswered_after_gap", "response_before_request"),
+)
+
+# Every protocol the socket tracer parses, by name; inference tries them in this order.
+PROTOCOLS: dict[str, ProtocolSpec] = {spec.name: spec for spec in (HTTP,)}
+# The names, as the socket tracer and the embedded agent list them.
+SUPPORTED_PROTOCOLS: tuple[str, ...] = tuple(PROTOCOLS)
+# The most framing bytes any protocol's parser needs before a payload.
+MAX_HEAD_BYTES = max(spec.head_bytes for spec in PROTOCOLS.values())
+
+
+def protocol_tables() -> dict[str, str]:
+    """protocol name -> the table it fills."""
+    return {spec.name: spec.table for spec in PROTOCOLS.values()}
