@@ -61,7 +61,7 @@ def run_cell(line: str, cell: str) -> dict[str, pa.Table]:
     on_progress = None
     if opts.source is None:
         from pxq.agent.embedded import progress_printer
-        from pxq.cli.main import parse_duration
+        from pxq.plan.times import parse_duration
 
         on_progress = progress_printer(parse_duration(opts.duration), sys.stderr)
     if opts.script is None and not cell.strip():

@@ -7,7 +7,6 @@ that are inlined at each call). Every user mistake becomes a positioned diagnost
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import re
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pxq.plan import nodes as n
 from pxq.plan.constants import evaluate_constant
 from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal
 from pxq.plan.limits import INT64_RANGE, TIME_FIRST, TIME_LAST, fits_int64
+from pxq.plan.times import parse_time
 from pxq.tables import CATALOG
 from pxq.tables.schema import TableSchema
 from pxq.types import DataType, SemanticType
@@ -51,10 +51,6 @@ ANNOTATION_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 PX_STRING_TYPES = ("Pod", "Service", "Namespace", "Node", "Container", "UPID", "String")
 
 DATAFRAME_METHODS = ("groupby", "agg", "merge", "append", "head", "drop", "filter", "ctx", "stream")
-
-RELATIVE_TIME = re.compile(r"^\s*(-?\d+)\s*(ns|us|µs|ms|s|m|h|d)\s*$")
-TIME_UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-                 "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
 
 # A safety bound only: a call of a function already being called is refused at once (PxL has
 # no conditions, so such a recursion could never end), which bounds nesting by the number of
@@ -1135,40 +1131,6 @@ class Compiler:
         if self.effects == effects and func.closure.versions() == state:
             self.calls[key] = (result, [func, *bound.values()])  # keeps the ids in the key alive
         return result
-
-
-def parse_time(text: str, now_ns: int) -> int:
-    """A PxL time string as nanoseconds: relative ('-5m') against ``now_ns``, or absolute.
-
-    Raises ValueError for text that is not a time and OverflowError for a time outside
-    timestamp[ns] (see ``pxq.plan.limits``).
-    """
-    match = RELATIVE_TIME.match(text)
-    if match:
-        # more digits than any int64 has: out of range (and int() refuses more than 4300)
-        if len(match.group(1).lstrip("-0")) > 19:
-            raise OverflowError(text)
-        return _in_time_range(now_ns + int(match.group(1)) * TIME_UNITS_NS[match.group(2)], text)
-    cleaned = text.strip()
-    for fmt in ("%Y-%m-%d %H:%M:%S.%f %z", "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S.%f",
-                "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z",
-                "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"):
-        try:
-            stamp = dt.datetime.strptime(cleaned.replace("Z", "+0000"), fmt)
-        except ValueError:
-            continue
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=dt.timezone.utc)
-        delta = stamp - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-        return _in_time_range((delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000,
-                              text)
-    raise ValueError("not a relative or absolute time")
-
-
-def _in_time_range(ns: int, text: str) -> int:
-    if not fits_int64(ns):
-        raise OverflowError(text)
-    return ns
 
 
 @deep  # the compiler evaluates nested expressions and user functions recursively
