@@ -199,7 +199,7 @@ def cmd_funcs(_args) -> int:
 def _script_help(script) -> int:
     from pxq.errors import ScriptError, Source
     from pxq.lang import parse
-    from pxq.plan.compile import plan_script
+    from pxq.plan.script_args import plan_script
 
     try:
         plan = plan_script(parse(script.text, script.filename), script.name, script.vis)
