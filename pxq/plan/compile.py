@@ -19,7 +19,7 @@ from pxq.plan import nodes as n
 from pxq.plan.constants import evaluate_constant
 from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal
 from pxq.plan.limits import INT64_RANGE, TIME_FIRST, TIME_LAST, fits_int64, shown
-from pxq.plan.script_args import plan_script, resolve_arguments
+from pxq.plan.script_args import ScriptPlan, plan_script, resolve_arguments
 from pxq.plan.settings import setting_problem
 from pxq.plan.times import parse_time
 from pxq.tables import CATALOG
@@ -240,10 +240,6 @@ class Compiler:
             raise self.error(exc.message, span, exc.hint) from None
 
     # -- statements
-
-    def run_module(self, module: ast.Module, scope: Scope) -> None:
-        for stmt in module.body:
-            self.statement(stmt, scope)
 
     def statement(self, stmt: ast.Stmt, scope: Scope) -> None:
         if isinstance(stmt, ast.Import):
@@ -804,6 +800,106 @@ class Compiler:
         return result
 
 
+class CompileSession:
+    """A compilation in progress, one top-level statement at a time: the global scope (``names``),
+    the displays and the settings after each statement are kept, so a REPL can compile what is
+    typed as it comes and show the plan so far (``graph()``). ``compile()`` is built on it.
+
+    A statement or pragma that fails leaves the session as it was before it.
+    """
+
+    def __init__(self, *, now_ns: int, catalog: dict[str, TableSchema] | None = None,
+                 source: ScriptSource | None = None):
+        self.now_ns = now_ns
+        self.source = source
+        self.compiler = Compiler(now_ns=now_ns, catalog=catalog if catalog is not None else CATALOG, source=source)
+        self.scope = Scope()
+        self.statements: list[ast.Stmt] = []
+        self.pragmas: list[ast.Pragma] = []
+
+    @property
+    def names(self) -> dict[str, Value]:
+        """The script's global names after the statements so far."""
+        return self.scope.names
+
+    @property
+    def displays(self) -> tuple[n.Display, ...]:
+        return tuple(self.compiler.displays)
+
+    def add_pragma(self, pragma: ast.Pragma) -> None:
+        """A ``#px:set key=value`` line: checked now, part of the graph's settings."""
+        self.compiler.check_setting(pragma.key, pragma.value, pragma.span)
+        self.pragmas.append(pragma)
+
+    @deep  # the compiler evaluates nested expressions and user functions recursively
+    def add_statement(self, stmt: ast.Stmt) -> None:
+        """Compile one more top-level statement in the scope the earlier ones left."""
+        names, displays = dict(self.scope.names), len(self.compiler.displays)
+        settings = dict(self.compiler.settings)
+        try:
+            self.compiler.statement(stmt, self.scope)
+        except BaseException:
+            # a user function may have rebound a global DataFrame, displayed or set a setting
+            # before the statement failed: undo that, so the session stays usable
+            if self.scope.names != names:
+                self.scope.names.clear()
+                self.scope.names.update(names)
+            del self.compiler.displays[displays:]
+            self.compiler.settings.clear()
+            self.compiler.settings.update(settings)
+            raise
+        self.statements.append(stmt)
+
+    def add_module(self, module: ast.Module) -> None:
+        """Every pragma, then every statement of ``module``."""
+        for pragma in module.pragmas:
+            self.add_pragma(pragma)
+        for stmt in module.body:
+            self.add_statement(stmt)
+
+    def module(self) -> ast.Module:
+        """The statements and pragmas added so far, as one module (what ``plan_script`` reads)."""
+        # statements typed one by one have no common text: the module's span is a placeholder
+        return ast.Module(Span(1, 1, 1, 1), tuple(self.statements), None, tuple(self.pragmas))
+
+    @deep
+    def run_script(self, script: ScriptPlan, args: dict[str, Any] | None = None) -> None:
+        """Call the entry functions ``script`` names (an entry function, or vis.json's widgets) with
+        the script arguments ``args``, each result becoming a display."""
+        values = resolve_arguments(script, args or {})
+        compiler = self.compiler
+        for call in script.calls:
+            func = self.scope.lookup(call.function)
+            if not isinstance(func, UserFunctionValue):
+                raise UsageError(f"vis.json calls {call.function!r}, which the script does not define")
+            span = func.definition.name_span
+            kwargs = {}
+            for param, (kind, ref) in call.bindings:
+                raw = values[ref] if kind == "variable" else ref
+                kwargs[param] = _python_literal(raw, span)
+            result = compiler.call_user(func, [], kwargs, span)
+            if isinstance(result, DataFrameValue):
+                compiler.add_display(call.display, result.node, span)
+            elif not isinstance(result, NoneValue):
+                raise compiler.error(f"{call.function} returns {_describe(result)}, not a DataFrame", span)
+
+    def finish(self, *, name: str = "", vis: dict | None = None, args: dict[str, Any] | None = None) -> n.Graph:
+        """The plan of the whole script added so far: its entry function (or vis.json's widgets)
+        called with ``args``, as ``compile`` does."""
+        self.run_script(plan_script(self.module(), name, vis), args)
+        return self.graph()
+
+    def graph(self) -> n.Graph:
+        """The plan of the displays made so far."""
+        if not self.compiler.displays:
+            raise CompileError(Diagnostic(
+                "the script displays nothing", None,
+                "call px.display(df, 'name'), or define an entry function that returns a DataFrame"), self.source)
+        settings = {p.key: p.value for p in self.pragmas}
+        settings.update(self.compiler.settings)
+        return n.Graph(tuple(self.compiler.displays), self.now_ns, tuple(sorted(settings.items())))
+
+
 @deep  # the compiler evaluates nested expressions and user functions recursively
 def compile(module: ast.Module, *, now_ns: int, args: dict[str, Any] | None = None, name: str = "",
             vis: dict | None = None, catalog: dict[str, TableSchema] | None = None,
@@ -814,31 +910,7 @@ def compile(module: ast.Module, *, now_ns: int, args: dict[str, Any] | None = No
     function's parameters or the vis.json variables; ``name`` is the script's name (it picks the
     entry function); ``now_ns`` is the one 'now' every relative time resolves against.
     """
-    compiler = Compiler(now_ns=now_ns, catalog=catalog if catalog is not None else CATALOG, source=source)
-    for pragma in module.pragmas:
-        compiler.check_setting(pragma.key, pragma.value, pragma.span)
-    globals_ = Scope()
-    compiler.run_module(module, globals_)
-    script = plan_script(module, name, vis)
-    values = resolve_arguments(script, args or {})
-    for call in script.calls:
-        func = globals_.lookup(call.function)
-        if not isinstance(func, UserFunctionValue):
-            raise UsageError(f"vis.json calls {call.function!r}, which the script does not define")
-        span = func.definition.name_span
-        kwargs = {}
-        for param, (kind, ref) in call.bindings:
-            raw = values[ref] if kind == "variable" else ref
-            kwargs[param] = _python_literal(raw, span)
-        result = compiler.call_user(func, [], kwargs, span)
-        if isinstance(result, DataFrameValue):
-            compiler.add_display(call.display, result.node, span)
-        elif not isinstance(result, NoneValue):
-            raise compiler.error(f"{call.function} returns {_describe(result)}, not a DataFrame", span)
-    if not compiler.displays:
-        raise CompileError(Diagnostic(
-            "the script displays nothing", None,
-            "call px.display(df, 'name'), or define an entry function that returns a DataFrame"), source)
-    settings = {p.key: p.value for p in module.pragmas}
-    settings.update(compiler.settings)
-    return n.Graph(tuple(compiler.displays), now_ns, tuple(sorted(settings.items())))
+    session = CompileSession(now_ns=now_ns, catalog=catalog, source=source)
+    session.add_module(module)
+    session.run_script(plan_script(module, name, vis), args)
+    return session.graph()
