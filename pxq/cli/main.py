@@ -186,9 +186,8 @@ def cmd_tables(args) -> int:
 
 
 def cmd_funcs(_args) -> int:
-    from pxq.funcs.registry import AGGREGATES, SCALARS, load_builtins
+    from pxq.funcs.registry import AGGREGATES, SCALARS
 
-    load_builtins()
     for name in sorted(SCALARS, key=str.lower):
         print(f"{SCALARS[name].signature()}\n    {SCALARS[name].doc}")
     for name in sorted(AGGREGATES):

@@ -20,7 +20,7 @@ from pxq.exec.expressions import decode_dictionaries, evaluate, mask, to_column
 from pxq.exec.limits import SETTING as MEMORY_SETTING
 from pxq.exec.limits import MemoryBudget, join_output, memory_limit_bytes, too_big, whole_number
 from pxq.exec.pushdown import split_pushable
-from pxq.funcs.registry import ExecContext, load_builtins
+from pxq.funcs.registry import ExecContext
 from pxq.lang.deep import deep
 from pxq.plan.expr import conjunction
 from pxq.plan.nodes import (Agg, Display, Filter, FragmentInput, Graph, Join, Limit, Map, Project, Relation,
@@ -218,7 +218,6 @@ def _(node: Display, run: _Run) -> pa.Table:
 
 
 def _context(graph: Graph, source: DataSource | None, memory_limit: int | None = None) -> ExecContext:
-    load_builtins()
     return ExecContext(now_ns=graph.now_ns, processes=dict(getattr(source, "processes", {}) or {}),
                        host=getattr(source, "host", "") or "", memory_limit_bytes=memory_limit)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pxq.errors import CompileError, Diagnostic, Source as ScriptSource, Span, UsageError, closest
-from pxq.funcs.registry import (AGGREGATES, SCALARS, ExecContext, ScalarFunction, load_builtins,
+from pxq.funcs.registry import (AGGREGATES, SCALARS, ExecContext, ScalarFunction,
                                 resolve_semantic, resolve_type)
 from pxq.lang import ast
 from pxq.lang.deep import deep
@@ -207,7 +207,6 @@ def _describe(value: Value) -> str:
 
 class Compiler:
     def __init__(self, *, now_ns: int, catalog: dict[str, TableSchema], source: ScriptSource | None):
-        load_builtins()
         self.now_ns = now_ns
         self.catalog = catalog
         self.source = source

@@ -72,9 +72,8 @@ INT64_MIN = -(2**63)
 
 
 def _registry():
-    from pxq.funcs.registry import AGGREGATES, SCALARS, load_builtins
+    from pxq.funcs.registry import AGGREGATES, SCALARS
 
-    load_builtins()
     return SCALARS, AGGREGATES
 
 
