@@ -68,7 +68,7 @@ def _constant_of(expr: ast.Expr | None) -> tuple[bool, Any]:
     return False, None
 
 
-def _body_runs_itself(module: ast.Module, defs: dict) -> bool:
+def _body_runs_itself(module: ast.Module, defs: dict[str, ast.FunctionDef]) -> bool:
     """The module's body displays something itself: it calls px.display/px.debug, or calls one of
     its own functions (which may display), at top level. Such a module has no entry function."""
     for stmt in module.body:
@@ -111,21 +111,22 @@ def _param_docs(docstring: str | None, names: set[str]) -> dict[str, str]:
     """``name: what it means`` lines (and their more indented continuation lines) of an entry
     function's docstring, for the parameters in ``names``."""
     docs: dict[str, str] = {}
-    indent, last = None, None
+    indent: int | None = None
+    last: str | None = None
     for line in (docstring or "").split("\n"):
         depth = len(line) - len(line.lstrip())
         match = re.match(r"\s*([A-Za-z_]\w*)\s*(?:\([^)]*\))?\s*:\s*(\S.*)$", line)
         if match and match.group(1) in names and (indent is None or depth <= indent):
             indent, last = depth, match.group(1)
             docs.setdefault(last, match.group(2).strip())
-        elif last is not None and line.strip() and depth > indent:  # a continuation line
+        elif last is not None and indent is not None and line.strip() and depth > indent:  # a continuation line
             docs[last] += " " + line.strip()
         else:
             last = None
     return docs
 
 
-def _vis_default(var: dict, where: str) -> Any:
+def _vis_default(var: dict[str, Any], where: str) -> Any:
     """A vis.json variable's default: a plain value, or Pixie's older ``{"value": ...}`` form."""
     default = var.get("defaultValue")
     if isinstance(default, dict):
@@ -135,7 +136,7 @@ def _vis_default(var: dict, where: str) -> Any:
     return default
 
 
-def _vis_list(container: dict, key: str, where: str) -> list[dict]:
+def _vis_list(container: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
     """``container[key]``: a list of JSON objects (absent or null: none)."""
     items = container.get(key)
     if items is None:
@@ -145,14 +146,14 @@ def _vis_list(container: dict, key: str, where: str) -> list[dict]:
     return items
 
 
-def _vis_name(item: dict, key: str, where: str) -> str:
+def _vis_name(item: dict[str, Any], key: str, where: str) -> str:
     value = item.get(key)
     if not isinstance(value, str) or not value:
         raise UsageError(f"vis.json: {where}: needs {key!r} (a non-empty string), got {value!r:.80}")
     return value
 
 
-def _vis_plan(vis: dict) -> ScriptPlan:
+def _vis_plan(vis: dict[str, Any]) -> ScriptPlan:
     """The script plan of a vis.json: its variables are the parameters, each widget calling a
     function (its own ``func``, or a ``globalFuncs`` entry by output name) makes a display.
     A malformed file is a UsageError naming the place, not a Python exception."""
@@ -201,7 +202,7 @@ def _vis_plan(vis: dict) -> ScriptPlan:
     return ScriptPlan(tuple(calls), tuple(params))
 
 
-def plan_script(module: ast.Module, name: str = "", vis: dict | None = None) -> ScriptPlan:
+def plan_script(module: ast.Module, name: str = "", vis: dict[str, Any] | None = None) -> ScriptPlan:
     """Decide how a module runs: vis.json widgets, or its entry function, or its body alone.
 
     A module whose body calls ``px.display``, or one of its own functions, at top level needs no
@@ -258,12 +259,12 @@ def convert_argument(param: ScriptParam, raw: Any) -> Any:
         return value
     if param.type is float:
         try:
-            value = float(raw)
+            number = float(raw)
         except (TypeError, ValueError, OverflowError):
             raise UsageError(f"--{param.name} expects float, got {shown(raw)}") from None
-        if not math.isfinite(value):
+        if not math.isfinite(number):
             raise UsageError(f"--{param.name} expects a finite number, got {shown(raw)}")
-        return value
+        return number
     text = str(raw)
     bad = _surrogate_at(text)
     if bad is not None:

@@ -19,6 +19,7 @@ def _whole_number(low: int, high: int, *, float_syntax: bool = False) -> Callabl
         text = text.strip()
         if len(text) > 40:
             return False
+        value: float  # an int, or a float read from float syntax
         try:
             value = int(text)
         except ValueError:
