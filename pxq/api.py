@@ -79,7 +79,7 @@ def run_tables(script: Script | str, args: dict[str, Any] | None = None, source:
                *, duration: str | float = DEFAULT_LIVE_DURATION, on_progress=None) -> Results:
     """What :func:`run` computes, as Arrow tables (their fields keep pxq's semantic types)."""
     if source is None:  # a typo in the window is said before anything slow
-        from pxq.cli.main import parse_duration
+        from pxq.plan.times import parse_duration
 
         duration_s = parse_duration(str(duration))
     if isinstance(script, str) and ("\n" in script or "import px" in script):

@@ -60,8 +60,8 @@ def run_cell(line: str, cell: str) -> dict[str, pa.Table]:
     args, _ = parse_script_args(script_words)
     on_progress = None
     if opts.source is None:
-        from pxq.cli.main import parse_duration
         from pxq.cli.progress import progress_printer
+        from pxq.plan.times import parse_duration
 
         on_progress = progress_printer(parse_duration(opts.duration), sys.stderr)
     if opts.script is None and not cell.strip():

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import re
 import signal
 import sys
 import traceback
 
 from pxq.errors import PxqError, UsageError
+from pxq.plan.times import parse_duration
 
 EPILOG = """\
 examples:
@@ -188,9 +187,8 @@ def cmd_tables(args) -> int:
 
 
 def cmd_funcs(_args) -> int:
-    from pxq.funcs.registry import AGGREGATES, SCALARS, load_builtins
+    from pxq.funcs.registry import AGGREGATES, SCALARS
 
-    load_builtins()
     for name in sorted(SCALARS, key=str.lower):
         print(f"{SCALARS[name].signature()}\n    {SCALARS[name].doc}")
     for name in sorted(AGGREGATES):
@@ -201,7 +199,7 @@ def cmd_funcs(_args) -> int:
 def _script_help(script) -> int:
     from pxq.errors import ScriptError, Source
     from pxq.lang import parse
-    from pxq.plan.compile import plan_script
+    from pxq.plan.script_args import plan_script
 
     try:
         plan = plan_script(parse(script.text, script.filename), script.name, script.vis)
@@ -215,37 +213,6 @@ def _script_help(script) -> int:
         doc = f"  {p.doc}" if p.doc else ""
         print(f"  --{p.name}={p.type.__name__.upper()}{default}{doc}")
     return 0
-
-
-# One part of a duration: a number and its unit ("1.5s", "2m", "500ms").
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
-_PLAIN_SECONDS = re.compile(r"\d+(?:\.\d+)?|\.\d+")
-# A capture window longer than a day is a typo (the table store keeps a bounded window anyway).
-MAX_WINDOW_S = 24 * 3600.0
-
-
-def parse_duration(text: str) -> float:
-    """A capture window as seconds: ``10s``, ``1.5s``, ``1h2m``, ``2m30s``, ``500ms`` or a number
-    of seconds (``90``). Zero, negative, NaN/inf and windows over a day are usage errors."""
-    cleaned = text.strip().lower().replace(" ", "")
-    example = "use e.g. 10s, 1.5s, 2m30s, 500ms or a number of seconds"
-    if cleaned.startswith("-"):
-        raise UsageError(f"invalid duration {text!r}: a capture window must be positive ({example})")
-    if _PLAIN_SECONDS.fullmatch(cleaned):
-        seconds = float(cleaned)
-    else:
-        parts = list(_DURATION_PART.finditer(cleaned))
-        if not cleaned or "".join(m.group(0) for m in parts) != cleaned:
-            raise UsageError(f"invalid duration {text!r}: {example}")
-        from pxq.plan.compile import TIME_UNITS_NS  # the units PxL's relative times take
-
-        seconds = sum(float(m.group(1)) * TIME_UNITS_NS[m.group(2)] / 1e9 for m in parts)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise UsageError(f"invalid duration {text!r}: a capture window must be positive ({example})")
-    if seconds > MAX_WINDOW_S:
-        raise UsageError(f"invalid duration {text!r}: at most 24h (capture in several windows, or replay a "
-                         "capture with --from)")
-    return seconds
 
 
 def _report_drops(drops: dict[str, dict[str, int]], tables, stream=sys.stderr) -> None:

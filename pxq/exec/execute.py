@@ -26,7 +26,7 @@ from pxq.exec.limits import (
     whole_number,
 )
 from pxq.exec.pushdown import split_pushable
-from pxq.funcs.registry import ExecContext, load_builtins
+from pxq.funcs.registry import ExecContext
 from pxq.lang.deep import deep
 from pxq.plan.expr import conjunction
 from pxq.plan.nodes import (
@@ -242,7 +242,6 @@ def _(node: Display, run: _Run) -> pa.Table:
 
 
 def _context(graph: Graph, source: DataSource | None, memory_limit: int | None = None) -> ExecContext:
-    load_builtins()
     return ExecContext(now_ns=graph.now_ns, processes=dict(getattr(source, "processes", {}) or {}),
                        host=getattr(source, "host", "") or "", memory_limit_bytes=memory_limit)
 

@@ -79,15 +79,27 @@ class ScalarFunction:
         return f"px.{self.name}({', '.join(parts)}) -> {ret}"
 
 
+# How the executor computes an aggregate with Acero's hash aggregates (``pxq.exec.aggregate``):
+# plan(values, column name) -> (the column to aggregate, its (Acero function, options) pairs, and
+# finish(their output columns) -> the result column). Columns are pyarrow ChunkedArrays.
+AggregatePlan = tuple[Any, list[tuple[str, Any]], Callable[[list[Any]], Any]]
+
+
 @dataclass(frozen=True)
 class AggregateFunction:
-    """A UDA used as ``out=('col', px.name)`` in ``groupby(...).agg``."""
+    """A UDA used as ``out=('col', px.name)`` in ``groupby(...).agg``: what the compiler checks and
+    what the executor runs."""
 
     name: str
     input_types: frozenset[DataType] | None
     returns: TypeRule
     doc: str
+    plan: Callable[[Any, str], AggregatePlan]
     semantic: SemanticRule = SemanticType.NONE
+    # The value of a group-less aggregate over no rows at all (every other aggregate: null).
+    empty: Any = None
+    # Acero runs it single-threaded, on rows in table order (px.any's "first").
+    ordered: bool = False
 
     def signature(self) -> str:
         types = "any" if self.input_types is None else "|".join(sorted(str(t) for t in self.input_types))
@@ -114,10 +126,12 @@ def scalar(name: str, params: tuple[Param, ...], returns: TypeRule, doc: str, *,
 
 
 def aggregate(name: str, input_types: frozenset[DataType] | None, returns: TypeRule, doc: str, *,
-              semantic: SemanticRule = SemanticType.NONE) -> AggregateFunction:
+              plan: Callable[[Any, str], AggregatePlan], semantic: SemanticRule = SemanticType.NONE,
+              empty: Any = None, ordered: bool = False) -> AggregateFunction:
+    """Register ``px.<name>`` as an aggregate (see AggregateFunction)."""
     if name in AGGREGATES:
         raise ValueError(f"px.{name} registered twice")
-    fn = AggregateFunction(name, input_types, returns, doc, semantic)
+    fn = AggregateFunction(name, input_types, returns, doc, plan, semantic, empty, ordered)
     AGGREGATES[name] = fn
     return fn
 
@@ -131,5 +145,6 @@ def resolve_semantic(rule: SemanticRule, arg_semantics: tuple[SemanticType, ...]
 
 
 def load_builtins() -> None:
-    """Import the modules whose decorators fill SCALARS and AGGREGATES (idempotent)."""
+    """Import the modules whose decorators fill SCALARS and AGGREGATES (idempotent). Called once,
+    by the package's ``__init__``: any import from ``pxq.funcs`` has filled the registry."""
     from pxq.funcs import aggregates, builtins  # noqa: F401

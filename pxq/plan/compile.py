@@ -7,24 +7,24 @@ that are inlined at each call). Every user mistake becomes a positioned diagnost
 
 from __future__ import annotations
 
-import datetime as dt
-import math
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from pxq.errors import CompileError, Diagnostic, Source as ScriptSource, Span, UsageError, closest
-from pxq.funcs.registry import (AGGREGATES, SCALARS, ExecContext, Param, ScalarFunction, load_builtins,
+from pxq.funcs.registry import (AGGREGATES, SCALARS, ExecContext, ScalarFunction,
                                 resolve_semantic, resolve_type)
 from pxq.lang import ast
 from pxq.lang.deep import deep
 from pxq.plan import nodes as n
 from pxq.plan.constants import evaluate_constant
 from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal
-from pxq.plan.limits import INT64_RANGE, TIME_FIRST, TIME_LAST, fits_int64
+from pxq.plan.limits import INT64_RANGE, TIME_FIRST, TIME_LAST, fits_int64, shown
+from pxq.plan.script_args import ScriptPlan, plan_script, resolve_arguments
+from pxq.plan.settings import setting_problem
+from pxq.plan.times import parse_time
 from pxq.tables import CATALOG
 from pxq.tables.schema import TableSchema
-from pxq.types import DataType, SemanticType
+from pxq.types import DataType
 
 # PxL operators are calls of Pixie's UDF names.
 BINARY_OPERATORS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "%": "modulo"}
@@ -46,67 +46,14 @@ CTX_FUNCTIONS = {
 
 # px.* names the compiler itself implements (they build plan nodes or are compile-time only).
 SPECIAL_FUNCTIONS = ("DataFrame", "display", "debug", "script_reference", "set")
-# Names usable as parameter annotations (Pixie's semantic argument types).
-ANNOTATION_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 PX_STRING_TYPES = ("Pod", "Service", "Namespace", "Node", "Container", "UPID", "String")
 
 DATAFRAME_METHODS = ("groupby", "agg", "merge", "append", "head", "drop", "filter", "ctx", "stream")
-
-RELATIVE_TIME = re.compile(r"^\s*(-?\d+)\s*(ns|us|µs|ms|s|m|h|d)\s*$")
-TIME_UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-                 "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
 
 # A safety bound only: a call of a function already being called is refused at once (PxL has
 # no conditions, so such a recursion could never end), which bounds nesting by the number of
 # functions a script defines. Compilation runs on a deep stack (pxq.lang.deep).
 MAX_CALL_DEPTH = 5_000
-
-
-def _whole_number(low: int, high: int, *, float_syntax: bool = False) -> Callable[[str], bool]:
-    """Text its reader takes as an integer in [low, high]: int(text), or int(float(text))."""
-
-    def check(text: str) -> bool:
-        text = text.strip()
-        if len(text) > 40:
-            return False
-        try:
-            value = int(text)
-        except ValueError:
-            if not float_syntax:
-                return False
-            try:
-                value = float(text)
-            except ValueError:
-                return False
-        return (isinstance(value, int) or (math.isfinite(value) and value.is_integer())) and low <= value <= high
-
-    return check
-
-
-def _number(low: float, high: float = math.inf) -> Callable[[str], bool]:
-    def check(text: str) -> bool:
-        try:
-            value = float(text)
-        except ValueError:
-            return False
-        return math.isfinite(value) and low <= value <= high
-
-    return check
-
-
-# The settings pxq reads ('#px:set key=value' or px.set(key, value)): how to check a value, and
-# what to tell the user it takes. Readers: pxq.exec.execute and pxq.agent.profiler.
-SETTINGS: dict[str, tuple[Callable[[str], bool], str]] = {
-    "max_output_rows_per_table": (_whole_number(0, 2**63 - 1), "a whole number of rows, 0 or more"),
-    "perf_profiler.sample_hz": (_whole_number(1, 10_000, float_syntax=True), "a whole number of samples per second, 1 to 10000"),
-    "perf_profiler.python": (lambda text: text.strip().lower() in ("auto", "on", "off"), "auto, on or off"),
-    "perf_profiler.drain_interval_s": (_number(0.001, 3600.0), "seconds between drains, 0.001 to 3600"),
-    "perf_profiler.pyspy_segment_s": (_whole_number(1, 3600, float_syntax=True), "a whole number of seconds, 1 to 3600"),
-    "perf_profiler.pyspy_min_cpu": (_number(0.0), "a share of one CPU, 0 or more (0.05 is 5 %)"),
-    "perf_profiler.stacks_size": (_whole_number(1, 2**31 - 1), "a whole number of stacks, 1 to 2147483647"),
-    "perf_profiler.counts_size": (_whole_number(1, 2**31 - 1), "a whole number of keys, 1 to 2147483647"),
-}
-_SETTING_COLLECTORS = {key.split(".", 1)[0] for key in SETTINGS if "." in key}
 
 
 # ---------------------------------------------------------------- compile-time values
@@ -223,282 +170,11 @@ class _Return(Exception):
         self.value = value
 
 
-# ---------------------------------------------------------------- script parameters
-
-
-@dataclass(frozen=True)
-class ScriptParam:
-    """A script argument: an entry-function parameter or a vis.json variable; a CLI flag."""
-
-    name: str
-    type: type
-    default: Any = None
-    has_default: bool = False
-    doc: str = ""
-    # Where the default is written in the script, to position an error in it (None: vis.json).
-    default_span: Span | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class EntryCall:
-    """A function the runner calls with script arguments, displaying its result as ``display``."""
-
-    function: str
-    # (parameter name, ("variable", var) | ("value", constant))
-    bindings: tuple[tuple[str, tuple[str, Any]], ...]
-    display: str
-
-
-@dataclass(frozen=True)
-class ScriptPlan:
-    """How a module is run: which calls make its displays, which parameters it takes."""
-
-    calls: tuple[EntryCall, ...]
-    params: tuple[ScriptParam, ...]
-
-
-def _annotation_type(annotation: ast.Expr | None) -> type:
-    if annotation is None:
-        return str
-    if isinstance(annotation, ast.Name) and annotation.id in ANNOTATION_TYPES:
-        return ANNOTATION_TYPES[annotation.id]
-    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
-        return ANNOTATION_TYPES.get(annotation.value, str)
-    return str  # px.Pod, px.Service, ... are strings
-
-
-def _constant_of(expr: ast.Expr | None) -> tuple[bool, Any]:
-    if isinstance(expr, ast.Constant):
-        return True, expr.value
-    if isinstance(expr, ast.UnaryOp) and expr.op == "-" and isinstance(expr.operand, ast.Constant) \
-            and isinstance(expr.operand.value, (int, float)):
-        return True, -expr.operand.value
-    return False, None
-
-
-def _body_runs_itself(module: ast.Module, defs: dict) -> bool:
-    """The module's body displays something itself: it calls px.display/px.debug, or calls one of
-    its own functions (which may display), at top level. Such a module has no entry function."""
-    for stmt in module.body:
-        if isinstance(stmt, ast.ExprStmt) and isinstance(stmt.value, ast.Call):
-            func = stmt.value.func
-            if isinstance(func, ast.Attribute) and func.attr in ("display", "debug"):
-                return True
-            if isinstance(func, ast.Name) and func.id in defs:
-                return True
-    return False
-
-
-_VIS_TYPES = {"PX_INT64": int, "PX_FLOAT64": float, "PX_BOOLEAN": bool}
-
-
-def _entry_function(defs: list[ast.FunctionDef], name: str) -> ast.FunctionDef | None:
-    """The function a module without top-level displays runs (see ``plan_script``)."""
-    callable_ = [f for f in defs if all(p.annotation is not None or p.default is not None for p in f.params)]
-    takes_arguments = [f for f in callable_ if any(p.annotation is not None for p in f.params)]
-    for candidates in (takes_arguments, callable_, defs):
-        if len(candidates) == 1:
-            return candidates[0]
-        if candidates:
-            named = [f for f in candidates if f.name in (name, "main")]
-            if len(named) == 1:
-                return named[0]
-            if candidates is defs and not named:
-                return None  # helpers only, none of them callable alone: the script displays nothing
-            if len(named) > 1:  # both `main` and a function named like the script
-                candidates = named
-            listing = ", ".join(f"{f.name} (line {f.name_span.line})" for f in candidates)
-            raise CompileError(Diagnostic(
-                f"cannot tell which function runs the script: {listing} each could",
-                candidates[-1].name_span,
-                "name the entry function main, or call it at top level: px.display(my_function(...))"))
-    return None
-
-
-def _param_docs(docstring: str | None, names: set[str]) -> dict[str, str]:
-    """``name: what it means`` lines (and their more indented continuation lines) of an entry
-    function's docstring, for the parameters in ``names``."""
-    docs: dict[str, str] = {}
-    indent, last = None, None
-    for line in (docstring or "").split("\n"):
-        depth = len(line) - len(line.lstrip())
-        match = re.match(r"\s*([A-Za-z_]\w*)\s*(?:\([^)]*\))?\s*:\s*(\S.*)$", line)
-        if match and match.group(1) in names and (indent is None or depth <= indent):
-            indent, last = depth, match.group(1)
-            docs.setdefault(last, match.group(2).strip())
-        elif last is not None and line.strip() and depth > indent:  # a continuation line
-            docs[last] += " " + line.strip()
-        else:
-            last = None
-    return docs
-
-
-def _vis_default(var: dict, where: str) -> Any:
-    """A vis.json variable's default: a plain value, or Pixie's older ``{"value": ...}`` form."""
-    default = var.get("defaultValue")
-    if isinstance(default, dict):
-        if "value" not in default:
-            raise UsageError(f'vis.json: {where}.defaultValue: expected a value or {{"value": ...}}, got {default!r}')
-        return default["value"]
-    return default
-
-
-def _vis_list(container: dict, key: str, where: str) -> list[dict]:
-    """``container[key]``: a list of JSON objects (absent or null: none)."""
-    items = container.get(key)
-    if items is None:
-        return []
-    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-        raise UsageError(f"vis.json: {where}{key}: expected a list of objects, got {items!r:.80}")
-    return items
-
-
-def _vis_name(item: dict, key: str, where: str) -> str:
-    value = item.get(key)
-    if not isinstance(value, str) or not value:
-        raise UsageError(f"vis.json: {where}: needs {key!r} (a non-empty string), got {value!r:.80}")
-    return value
-
-
-def _vis_plan(vis: dict) -> ScriptPlan:
-    """The script plan of a vis.json: its variables are the parameters, each widget calling a
-    function (its own ``func``, or a ``globalFuncs`` entry by output name) makes a display.
-    A malformed file is a UsageError naming the place, not a Python exception."""
-    params = []
-    for i, var in enumerate(_vis_list(vis, "variables", "")):
-        where = f"variables[{i}]"
-        default = _vis_default(var, where)
-        vtype = _VIS_TYPES.get(var.get("type", ""), str)
-        doc = var.get("description", "")
-        params.append(ScriptParam(_vis_name(var, "name", where), vtype, default, default is not None,
-                                  doc if isinstance(doc, str) else ""))
-    variables = {p.name for p in params}
-    global_funcs = {}
-    for i, entry in enumerate(_vis_list(vis, "globalFuncs", "")):
-        func = entry.get("func")
-        if not isinstance(func, dict):
-            raise UsageError(f"vis.json: globalFuncs[{i}]: needs 'func' (an object), got {func!r:.80}")
-        global_funcs[_vis_name(entry, "outputName", f"globalFuncs[{i}]")] = (func, f"globalFuncs[{i}].func")
-    calls = []
-    for i, widget in enumerate(_vis_list(vis, "widgets", "")):
-        func, where = widget.get("func"), f"widgets[{i}].func"
-        if func is None and widget.get("globalFuncOutputName") is not None:
-            output = widget["globalFuncOutputName"]
-            if output not in global_funcs:
-                raise UsageError(f"vis.json: widgets[{i}]: globalFuncOutputName {output!r} names no globalFuncs "
-                                 f"entry (entries: {', '.join(map(str, global_funcs)) or 'none'})")
-            func, where = global_funcs[output]
-        if func is None:
-            continue  # a widget that only shows another's output (text, a graph of a table, ...)
-        if not isinstance(func, dict):
-            raise UsageError(f"vis.json: {where}: expected an object, got {func!r:.80}")
-        bindings = []
-        for j, arg in enumerate(_vis_list(func, "args", where + ".")):
-            name = _vis_name(arg, "name", f"{where}.args[{j}]")
-            if "variable" in arg:
-                variable = arg["variable"]
-                if variable not in variables:
-                    raise UsageError(f"vis.json: {where}.args[{j}]: variable {variable!r} is not among the "
-                                     f"variables ({', '.join(sorted(variables)) or 'none'})")
-                bindings.append((name, ("variable", variable)))
-            else:
-                bindings.append((name, ("value", arg.get("value"))))
-        display = widget.get("name")
-        calls.append(EntryCall(_vis_name(func, "name", where), tuple(bindings),
-                               str(display) if display not in (None, "") else f"output_{i}"))
-    return ScriptPlan(tuple(calls), tuple(params))
-
-
-def plan_script(module: ast.Module, name: str = "", vis: dict | None = None) -> ScriptPlan:
-    """Decide how a module runs: vis.json widgets, or its entry function, or its body alone.
-
-    A module whose body calls ``px.display``, or one of its own functions, at top level needs no
-    entry function. Otherwise the entry
-    function is found by what it is, so that a script keeps its arguments under any file name: the
-    only function taking script arguments (a parameter with an annotation), else the only function
-    callable without arguments from outside (every parameter annotated or defaulted), else the only
-    ``def``. When several qualify, the one named ``main`` or like the script is taken; else it is a
-    CompileError naming them.
-    """
-    defs = {s.name: s for s in module.body if isinstance(s, ast.FunctionDef)}
-    if vis:
-        return _vis_plan(vis)
-    if _body_runs_itself(module, defs):
-        return ScriptPlan((), ())
-    entry = _entry_function(list(defs.values()), name)
-    if entry is None:
-        return ScriptPlan((), ())
-    params = []
-    docs = _param_docs(entry.docstring, {p.name for p in entry.params})
-    for p in entry.params:
-        has_default, default = _constant_of(p.default)
-        params.append(ScriptParam(p.name, _annotation_type(p.annotation), default, has_default, docs.get(p.name, ""),
-                                  default_span=p.default.span if p.default is not None else None))
-    bindings = tuple((p.name, ("variable", p.name)) for p in entry.params)
-    return ScriptPlan((EntryCall(entry.name, bindings, entry.name),), tuple(params))
-
-
-def convert_argument(param: ScriptParam, raw: Any) -> Any:
-    """A CLI string (or a Python value from the API) as the parameter's type.
-
-    Integers must fit int64 and strings must be encodable as UTF-8 (Arrow's types), so that a
-    script argument can never fail later inside Arrow.
-    """
-    if param.type is bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise UsageError(f"--{param.name} expects true or false, got {_shown(raw)}")
-    if param.type is int:
-        if isinstance(raw, float) and not (math.isfinite(raw) and raw.is_integer()):
-            raise UsageError(f"--{param.name} expects int, got {_shown(raw)}")
-        try:
-            value = int(raw)
-        except (TypeError, ValueError, OverflowError):
-            raise UsageError(f"--{param.name} expects int, got {_shown(raw)}") from None
-        if not fits_int64(value):
-            raise UsageError(f"--{param.name} expects int, got {_shown(raw)}, which is out of range "
-                             f"for a 64-bit integer ({INT64_RANGE})")
-        return value
-    if param.type is float:
-        try:
-            value = float(raw)
-        except (TypeError, ValueError, OverflowError):
-            raise UsageError(f"--{param.name} expects float, got {_shown(raw)}") from None
-        if not math.isfinite(value):
-            raise UsageError(f"--{param.name} expects a finite number, got {_shown(raw)}")
-        return value
-    text = str(raw)
-    bad = _surrogate_at(text)
-    if bad is not None:
-        raise UsageError(f"--{param.name} is not valid text: character {bad + 1} is a lone surrogate "
-                         f"{text[bad]!r} (an undecodable byte?); pass UTF-8 text")
-    return text
-
-
-def _shown(raw: Any) -> str:
-    """``raw`` for a message, shortened: it may be a 5,000-digit number."""
-    text = repr(raw) if not isinstance(raw, int) or abs(raw) < 10**30 else f"an integer of {raw.bit_length()} bits"
-    return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
-
-
-def _surrogate_at(text: str) -> int | None:
-    """The index of the first lone surrogate in ``text`` (not encodable as UTF-8), or None."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return exc.start
-    return None
-
-
 # ---------------------------------------------------------------- the compiler
 
 
-def _table_schema(table: TableSchema) -> n.Schema:
+def table_schema(table: TableSchema) -> n.Schema:
+    """A catalog table's columns as the schema of a plan's Source."""
     return n.Schema(tuple(n.Field(c.name, c.type, c.semantic) for c in table.columns))
 
 
@@ -531,7 +207,6 @@ def _describe(value: Value) -> str:
 
 class Compiler:
     def __init__(self, *, now_ns: int, catalog: dict[str, TableSchema], source: ScriptSource | None):
-        load_builtins()
         self.now_ns = now_ns
         self.catalog = catalog
         self.source = source
@@ -550,18 +225,9 @@ class Compiler:
 
     def check_setting(self, key: str, text: str, span: Span) -> None:
         """Refuse a value the setting's reader could not take (it would fail mid-run)."""
-        known = SETTINGS.get(key)
-        if known is None:
-            collector = key.split(".", 1)[0]
-            if "." in key and collector in _SETTING_COLLECTORS:
-                names = [k for k in SETTINGS if k.startswith(collector + ".")]
-                near = closest(key, names)
-                raise self.error(f"unknown setting {key!r}", span,
-                                 (f"did you mean {near[0]!r}? " if near else "") + "settings: " + ", ".join(names))
-            return  # other settings are Pixie's, which pxq does not read
-        check, expected = known
-        if not check(text):
-            raise self.error(f"invalid value for setting {key}: {_shown(text)}", span, f"{key} takes {expected}")
+        problem = setting_problem(key, text)
+        if problem is not None:
+            raise self.error(problem[0], span, problem[1])
 
     def error(self, message: str, span: Span | None, hint: str | None = None) -> CompileError:
         return CompileError(Diagnostic(message, span, hint), self.source)
@@ -573,10 +239,6 @@ class Compiler:
             raise self.error(exc.message, span, exc.hint) from None
 
     # -- statements
-
-    def run_module(self, module: ast.Module, scope: Scope) -> None:
-        for stmt in module.body:
-            self.statement(stmt, scope)
 
     def statement(self, stmt: ast.Stmt, scope: Scope) -> None:
         if isinstance(stmt, ast.Import):
@@ -642,7 +304,7 @@ class Compiler:
     def expr_Constant(self, node: ast.Constant, scope: Scope) -> Value:
         value = node.value
         if isinstance(value, int) and not isinstance(value, bool) and not fits_int64(value):
-            raise self.error(f"integer literal {_shown(value)} is out of range for int64", node.span,
+            raise self.error(f"integer literal {shown(value)} is out of range for int64", node.span,
                              f"PxL integers are 64-bit: {INT64_RANGE}")
         return _python_literal(value, node.span)
 
@@ -912,7 +574,7 @@ class Compiler:
             listing = ", ".join(sorted(self.catalog))
             hint = (f"did you mean {near[0]!r}? tables: {listing}" if near else f"tables: {listing}")
             raise self.error(f"unknown table {table_name!r}", bound["table"].span, hint)
-        schema = _table_schema(table)
+        schema = table_schema(table)
         if "select" in bound and not isinstance(bound["select"], NoneValue):
             columns = self.string_list(bound["select"], "a selected column")
             for col in columns:
@@ -951,9 +613,9 @@ class Compiler:
             try:
                 raw = parse_time(raw, self.now_ns)
             except OverflowError:
-                raise self._time_range_error(what, value.span, _shown(raw)) from None
+                raise self._time_range_error(what, value.span, shown(raw)) from None
             except ValueError as exc:
-                raise self.error(f"invalid {what} {_shown(raw)}: {exc}", value.span,
+                raise self.error(f"invalid {what} {shown(raw)}: {exc}", value.span,
                                  "use '-30s', '-5m', '-1h', '2026-11-26 04:00:00 +0000' or nanoseconds") from None
         if not fits_int64(raw):
             raise self._time_range_error(what, value.span, "it")
@@ -1137,38 +799,104 @@ class Compiler:
         return result
 
 
-def parse_time(text: str, now_ns: int) -> int:
-    """A PxL time string as nanoseconds: relative ('-5m') against ``now_ns``, or absolute.
+class CompileSession:
+    """A compilation in progress, one top-level statement at a time: the global scope (``names``),
+    the displays and the settings after each statement are kept, so a REPL can compile what is
+    typed as it comes and show the plan so far (``graph()``). ``compile()`` is built on it.
 
-    Raises ValueError for text that is not a time and OverflowError for a time outside
-    timestamp[ns] (see ``pxq.plan.limits``).
+    A statement or pragma that fails leaves the session as it was before it.
     """
-    match = RELATIVE_TIME.match(text)
-    if match:
-        # more digits than any int64 has: out of range (and int() refuses more than 4300)
-        if len(match.group(1).lstrip("-0")) > 19:
-            raise OverflowError(text)
-        return _in_time_range(now_ns + int(match.group(1)) * TIME_UNITS_NS[match.group(2)], text)
-    cleaned = text.strip()
-    for fmt in ("%Y-%m-%d %H:%M:%S.%f %z", "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S.%f",
-                "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z",
-                "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"):
+
+    def __init__(self, *, now_ns: int, catalog: dict[str, TableSchema] | None = None,
+                 source: ScriptSource | None = None):
+        self.now_ns = now_ns
+        self.source = source
+        self.compiler = Compiler(now_ns=now_ns, catalog=catalog if catalog is not None else CATALOG, source=source)
+        self.scope = Scope()
+        self.statements: list[ast.Stmt] = []
+        self.pragmas: list[ast.Pragma] = []
+
+    @property
+    def names(self) -> dict[str, Value]:
+        """The script's global names after the statements so far."""
+        return self.scope.names
+
+    @property
+    def displays(self) -> tuple[n.Display, ...]:
+        return tuple(self.compiler.displays)
+
+    def add_pragma(self, pragma: ast.Pragma) -> None:
+        """A ``#px:set key=value`` line: checked now, part of the graph's settings."""
+        self.compiler.check_setting(pragma.key, pragma.value, pragma.span)
+        self.pragmas.append(pragma)
+
+    @deep  # the compiler evaluates nested expressions and user functions recursively
+    def add_statement(self, stmt: ast.Stmt) -> None:
+        """Compile one more top-level statement in the scope the earlier ones left."""
+        names, displays = dict(self.scope.names), len(self.compiler.displays)
+        settings = dict(self.compiler.settings)
         try:
-            stamp = dt.datetime.strptime(cleaned.replace("Z", "+0000"), fmt)
-        except ValueError:
-            continue
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=dt.timezone.utc)
-        delta = stamp - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-        return _in_time_range((delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000,
-                              text)
-    raise ValueError("not a relative or absolute time")
+            self.compiler.statement(stmt, self.scope)
+        except BaseException:
+            # a user function may have rebound a global DataFrame, displayed or set a setting
+            # before the statement failed: undo that, so the session stays usable
+            if self.scope.names != names:
+                self.scope.names.clear()
+                self.scope.names.update(names)
+            del self.compiler.displays[displays:]
+            self.compiler.settings.clear()
+            self.compiler.settings.update(settings)
+            raise
+        self.statements.append(stmt)
 
+    def add_module(self, module: ast.Module) -> None:
+        """Every pragma, then every statement of ``module``."""
+        for pragma in module.pragmas:
+            self.add_pragma(pragma)
+        for stmt in module.body:
+            self.add_statement(stmt)
 
-def _in_time_range(ns: int, text: str) -> int:
-    if not fits_int64(ns):
-        raise OverflowError(text)
-    return ns
+    def module(self) -> ast.Module:
+        """The statements and pragmas added so far, as one module (what ``plan_script`` reads)."""
+        # statements typed one by one have no common text: the module's span is a placeholder
+        return ast.Module(Span(1, 1, 1, 1), tuple(self.statements), None, tuple(self.pragmas))
+
+    @deep
+    def run_script(self, script: ScriptPlan, args: dict[str, Any] | None = None) -> None:
+        """Call the entry functions ``script`` names (an entry function, or vis.json's widgets) with
+        the script arguments ``args``, each result becoming a display."""
+        values = resolve_arguments(script, args or {})
+        compiler = self.compiler
+        for call in script.calls:
+            func = self.scope.lookup(call.function)
+            if not isinstance(func, UserFunctionValue):
+                raise UsageError(f"vis.json calls {call.function!r}, which the script does not define")
+            span = func.definition.name_span
+            kwargs = {}
+            for param, (kind, ref) in call.bindings:
+                raw = values[ref] if kind == "variable" else ref
+                kwargs[param] = _python_literal(raw, span)
+            result = compiler.call_user(func, [], kwargs, span)
+            if isinstance(result, DataFrameValue):
+                compiler.add_display(call.display, result.node, span)
+            elif not isinstance(result, NoneValue):
+                raise compiler.error(f"{call.function} returns {_describe(result)}, not a DataFrame", span)
+
+    def finish(self, *, name: str = "", vis: dict | None = None, args: dict[str, Any] | None = None) -> n.Graph:
+        """The plan of the whole script added so far: its entry function (or vis.json's widgets)
+        called with ``args``, as ``compile`` does."""
+        self.run_script(plan_script(self.module(), name, vis), args)
+        return self.graph()
+
+    def graph(self) -> n.Graph:
+        """The plan of the displays made so far."""
+        if not self.compiler.displays:
+            raise CompileError(Diagnostic(
+                "the script displays nothing", None,
+                "call px.display(df, 'name'), or define an entry function that returns a DataFrame"), self.source)
+        settings = {p.key: p.value for p in self.pragmas}
+        settings.update(self.compiler.settings)
+        return n.Graph(tuple(self.compiler.displays), self.now_ns, tuple(sorted(settings.items())))
 
 
 @deep  # the compiler evaluates nested expressions and user functions recursively
@@ -1181,64 +909,7 @@ def compile(module: ast.Module, *, now_ns: int, args: dict[str, Any] | None = No
     function's parameters or the vis.json variables; ``name`` is the script's name (it picks the
     entry function); ``now_ns`` is the one 'now' every relative time resolves against.
     """
-    compiler = Compiler(now_ns=now_ns, catalog=catalog if catalog is not None else CATALOG, source=source)
-    for pragma in module.pragmas:
-        compiler.check_setting(pragma.key, pragma.value, pragma.span)
-    globals_ = Scope()
-    compiler.run_module(module, globals_)
-    script = plan_script(module, name, vis)
-    values = resolve_arguments(script, args or {})
-    for call in script.calls:
-        func = globals_.lookup(call.function)
-        if not isinstance(func, UserFunctionValue):
-            raise UsageError(f"vis.json calls {call.function!r}, which the script does not define")
-        span = func.definition.name_span
-        kwargs = {}
-        for param, (kind, ref) in call.bindings:
-            raw = values[ref] if kind == "variable" else ref
-            kwargs[param] = _python_literal(raw, span)
-        result = compiler.call_user(func, [], kwargs, span)
-        if isinstance(result, DataFrameValue):
-            compiler.add_display(call.display, result.node, span)
-        elif not isinstance(result, NoneValue):
-            raise compiler.error(f"{call.function} returns {_describe(result)}, not a DataFrame", span)
-    if not compiler.displays:
-        raise CompileError(Diagnostic(
-            "the script displays nothing", None,
-            "call px.display(df, 'name'), or define an entry function that returns a DataFrame"), source)
-    settings = {p.key: p.value for p in module.pragmas}
-    settings.update(compiler.settings)
-    return n.Graph(tuple(compiler.displays), now_ns, tuple(sorted(settings.items())))
-
-
-def resolve_arguments(script: ScriptPlan, args: dict[str, Any]) -> dict[str, Any]:
-    """Script argument values by parameter name, from ``args`` and the defaults."""
-    known = {p.name: p for p in script.params}
-    unknown = [k for k in args if k not in known]
-    if unknown:
-        listing = ", ".join("--" + p for p in known) or "none"
-        raise UsageError(f"unknown script argument --{unknown[0]} (arguments: {listing})")
-    values = {}
-    for param in script.params:
-        if param.name in args:
-            values[param.name] = convert_argument(param, args[param.name])
-        elif param.has_default:
-            values[param.name] = _convert_default(param) if param.default is not None else None
-        else:
-            raise UsageError(f"missing script argument --{param.name}")
-    return values
-
-
-def _convert_default(param: ScriptParam) -> Any:
-    """A parameter's default as its type; a default that does not fit is an error in the script."""
-    try:
-        return convert_argument(param, param.default)
-    except UsageError as exc:
-        if param.default_span is None:
-            raise
-        kind = param.type.__name__
-        raise CompileError(Diagnostic(
-            f"the default of parameter '{param.name}' is not a valid {kind}: {_shown(param.default)}",
-            param.default_span,
-            f"an int parameter takes whole numbers in {INT64_RANGE}" if param.type is int
-            else f"give '{param.name}' a default of type {kind}")) from exc
+    session = CompileSession(now_ns=now_ns, catalog=catalog, source=source)
+    session.add_module(module)
+    session.run_script(plan_script(module, name, vis), args)
+    return session.graph()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pxq.funcs.registry import SCALARS, ExecContext, load_builtins
+from pxq.funcs.registry import SCALARS, ExecContext
 from pxq.plan.expr import Expr, FuncCall, Literal, postorder
 from pxq.types import DataType, arrow_type
 
@@ -36,7 +36,6 @@ def evaluate_constant(expr: Expr, ctx: ExecContext, *, checked: bool = False) ->
     """
     if expr.columns():
         raise ValueError(f"{expr} is not constant")
-    load_builtins()
     values: dict[int, pa.Scalar] = {}
     for node in postorder(expr):
         values[id(node)] = _evaluate_node(node, [values[id(a)] for a in getattr(node, "args", ())], ctx, checked)

@@ -37,3 +37,9 @@ def format_time_ns(ns: int) -> str:
 
 TIME_FIRST = format_time_ns(INT64_MIN)[:19]  # 1677-09-21 00:12:43
 TIME_LAST = format_time_ns(INT64_MAX)[:19]  # 2262-04-11 23:47:16
+
+
+def shown(raw: object) -> str:
+    """``raw`` for a message, shortened: it may be a 5,000-digit number."""
+    text = repr(raw) if not isinstance(raw, int) or abs(raw) < 10**30 else f"an integer of {raw.bit_length()} bits"
+    return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"

@@ -127,11 +127,11 @@ def build_manifest(graph: Graph) -> ProbeManifest:
 
 def manifest_for_tables(tables: list[str], *, now_ns: int, pids: tuple[int, ...] | None = None) -> ProbeManifest:
     """A manifest collecting whole tables (for `pxq capture`), as if a script read all of them."""
-    from pxq.plan.compile import _table_schema
+    from pxq.plan.compile import table_schema
     from pxq.plan.nodes import Display, Source
 
     displays = []
     for name in tables:
-        schema = _table_schema(CATALOG[name])
+        schema = table_schema(CATALOG[name])
         displays.append(Display(Source(name, schema, schema.names, pids=pids), name))
     return build_manifest(Graph(tuple(displays), now_ns))

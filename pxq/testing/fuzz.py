@@ -72,9 +72,8 @@ INT64_MIN = -(2**63)
 
 
 def _registry():
-    from pxq.funcs.registry import AGGREGATES, SCALARS, load_builtins
+    from pxq.funcs.registry import AGGREGATES, SCALARS
 
-    load_builtins()
     return SCALARS, AGGREGATES
 
 
@@ -1287,7 +1286,7 @@ def _required_arguments(script) -> dict[str, str]:
     (vis.json variables of Pixie's scripts often have none)."""
     from pxq.errors import PxqError
     from pxq.lang import parse
-    from pxq.plan.compile import plan_script
+    from pxq.plan.script_args import plan_script
 
     try:
         params = plan_script(parse(script.text, script.filename), script.name, script.vis).params

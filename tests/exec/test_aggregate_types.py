@@ -17,7 +17,8 @@ import pytest
 
 from pxq.api import run_script
 from pxq.errors import ExecutionError
-from pxq.exec.aggregate import QUANTILE_KEYS, QUANTILES, aggregate
+from pxq.exec.aggregate import aggregate
+from pxq.funcs.aggregates import QUANTILE_KEYS, QUANTILES
 from pxq.funcs.registry import AGGREGATES, load_builtins
 from pxq.library import Script
 from pxq.types import DataType, arrow_type

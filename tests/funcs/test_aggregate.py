@@ -12,7 +12,8 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, strategies as st
 
-from pxq.exec.aggregate import QUANTILE_KEYS, QUANTILES, aggregate
+from pxq.exec.aggregate import aggregate
+from pxq.funcs.aggregates import QUANTILE_KEYS, QUANTILES
 from pxq.funcs.registry import resolve_semantic, resolve_type
 from pxq.types import DataType, SemanticType
 from tests.funcs.funcs_support import AGGREGATES, SETTINGS, call, lit

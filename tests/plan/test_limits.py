@@ -21,7 +21,8 @@ from pxq.api import run_script
 from pxq.errors import CompileError, PxqSyntaxError, UsageError
 from pxq.lang import parse
 from pxq.library import Script
-from pxq.plan.compile import ScriptParam, compile, convert_argument
+from pxq.plan.compile import compile
+from pxq.plan.script_args import ScriptParam, convert_argument
 from pxq.plan.expr import ColumnRef, FuncCall, Literal
 from pxq.plan.format import format_graph
 from pxq.plan.limits import format_time_ns
