@@ -34,10 +34,26 @@ import math
 from typing import Any
 
 from pxq.errors import PxqError, Span
-from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal, postorder
+from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal, postorder, walk_postorder
 from pxq.plan.manifest import CollectorRequest, ProbeManifest, TableRequest
-from pxq.plan.nodes import (Agg, AggSpec, Display, Field, Filter, FragmentInput, Graph, Join, Limit, Map,
-                            PlanError, Project, Relation, Schema, Source, Union, relations_postorder)
+from pxq.plan.nodes import (
+    Agg,
+    AggSpec,
+    Display,
+    Field,
+    Filter,
+    FragmentInput,
+    Graph,
+    Join,
+    Limit,
+    Map,
+    PlanError,
+    Project,
+    Relation,
+    Schema,
+    Source,
+    Union,
+)
 from pxq.plan.split import SplitPlan
 from pxq.types import DataType, SemanticType
 
@@ -155,7 +171,7 @@ class _Writer:
         return self._expr_at[id(root)]
 
     def node(self, root: Relation) -> int:
-        for item in relations_postorder((root,), lambda n: id(n) in self._node_at):
+        for item in walk_postorder((root,), _inputs, lambda n: id(n) in self._node_at):
             entry: dict[str, Any] = {"kind": _KIND_OF_NODE[type(item)]}
             for name, codec in NODE_FIELDS[type(item)]:
                 entry[name] = self._field_out(codec, getattr(item, name))
@@ -182,6 +198,10 @@ class _Writer:
         if codec in ("strs", "pair") or (codec == "ints?" and value is not None):
             return list(value)
         return value  # str, int, int?, None
+
+
+def _inputs(node: Relation) -> tuple[Relation, ...]:
+    return node.inputs
 
 
 def _value_out(value: Any) -> Any:
