@@ -34,6 +34,7 @@ import math
 from typing import Any
 
 from pxq.errors import PxqError, Span
+from pxq.funcs.registry import AGGREGATES, SCALARS, ScalarFunction, load_builtins, resolve_type
 from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal, postorder, walk_postorder
 from pxq.plan.manifest import CollectorRequest, ProbeManifest, TableRequest
 from pxq.plan.nodes import (
@@ -270,13 +271,20 @@ def from_dict(data: Any) -> Graph | Relation | SplitPlan | tuple[Relation, ...]:
     fragments = tuple(reader.node_ref(v, f"$.agent_fragments[{i}]")
                       for i, v in enumerate(_list(doc["agent_fragments"], "$.agent_fragments")))
     merge = reader.graph(_object(doc["merge"], "$.merge"), "$.merge")
+    # The merge side reads each fragment's output: it must name one, with that fragment's columns.
+    for position, node in enumerate(reader.nodes):
+        if isinstance(node, FragmentInput):
+            if node.index >= len(fragments):
+                raise PlanFormatError(f"$.nodes[{position}].index", f"there is no agent fragment {node.index} "
+                                                                   f"(the plan has {len(fragments)})")
+            if node.input_schema != fragments[node.index].schema:
+                raise PlanFormatError(f"$.nodes[{position}].input_schema", f"agent fragment {node.index} gives "
+                                      f"({fragments[node.index].schema}), not ({node.input_schema})")
     return SplitPlan(fragments, merge, _manifest_in(doc["manifest"], "$.manifest"))
 
 
 class _Reader:
     def __init__(self, doc: dict[str, Any]) -> None:
-        from pxq.funcs.registry import AGGREGATES, SCALARS, load_builtins
-
         load_builtins()
         self._scalars, self._aggregates = SCALARS, AGGREGATES
         self.exprs: list[Expr] = []
@@ -321,7 +329,29 @@ class _Reader:
             raise PlanFormatError(f"{path}.name", f"unknown function {name!r}")
         args = tuple(self.expr_ref(v, f"{path}.args[{i}]")
                      for i, v in enumerate(_list(entry["args"], f"{path}.args")))
+        self._check_call(self._scalars[name], args, data_type, path)
         return FuncCall(name, args, data_type, semantic, _span_in(entry["span"], f"{path}.span"))
+
+    def _check_call(self, fn: ScalarFunction, args: tuple[Expr, ...], data_type: DataType, path: str) -> None:
+        """The call's arguments fit the function's signature and it returns the type the plan says,
+        as the compiler made sure (the executor relies on both)."""
+        params = list(fn.params)
+        if fn.variadic and len(args) > len(params):
+            params += [params[-1]] * (len(args) - len(params))
+        if len(args) != len(params):
+            raise PlanFormatError(f"{path}.args", f"px.{fn.name} takes {len(params)} arguments, got {len(args)}")
+        arg_types = tuple(_type_of(a) for a in args)
+        for i, (param, arg_type) in enumerate(zip(params, arg_types)):
+            if param.types is not None and arg_type not in param.types:
+                raise PlanFormatError(f"{path}.args[{i}]", f"argument {param.name!r} of px.{fn.name} cannot be "
+                                                          f"{arg_type}")
+        try:
+            returns = resolve_type(fn.returns, arg_types)
+        except TypeError as exc:
+            raise PlanFormatError(f"{path}.args", str(exc)) from None
+        if returns is not data_type:
+            raise PlanFormatError(f"{path}.type", f"px.{fn.name} of ({', '.join(map(str, arg_types))}) returns "
+                                                  f"{returns}, not {data_type}")
 
     def _node(self, data: Any, path: str) -> Relation:
         entry = _object(data, path)
@@ -333,10 +363,28 @@ class _Reader:
             node = cls(**values)
         except PlanError as exc:  # the node's own checks: unknown columns, types, sizes
             raise PlanFormatError(path, exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
+        if isinstance(node, FragmentInput) and node.index < 0:
+            raise PlanFormatError(f"{path}.index", f"a fragment index cannot be negative ({node.index})")
         if isinstance(node, Agg):
             for i, spec in enumerate(node.aggregates):
-                if spec.function not in self._aggregates:
+                fn = self._aggregates.get(spec.function)
+                if fn is None:
                     raise PlanFormatError(f"{path}.aggregates[{i}].function", f"unknown aggregate {spec.function!r}")
+                column_type = node.input.schema.require(spec.column).type
+                try:
+                    returns = resolve_type(fn.returns, (column_type,))
+                except TypeError as exc:
+                    raise PlanFormatError(f"{path}.aggregates[{i}]", str(exc)) from None
+                if (fn.input_types is not None and column_type not in fn.input_types) or returns is not spec.type:
+                    raise PlanFormatError(f"{path}.aggregates[{i}].type", f"px.{fn.name} of {column_type} returns "
+                                                                          f"{returns}, not {spec.type}")
+        # Column references must have their column's type (the node checked that the names exist).
+        for field_name, expr in _expressions_read(node):
+            schema = node.table_schema if isinstance(node, Source) else node.inputs[0].schema
+            for ref in postorder(expr):
+                if isinstance(ref, ColumnRef) and schema.require(ref.name).type is not ref.type:
+                    raise PlanFormatError(f"{path}.{field_name}", f"column {ref.name!r} is "
+                                          f"{schema.require(ref.name).type}, but an expression reads it as {ref.type}")
         return node
 
     def _field_in(self, codec: str, value: Any, path: str) -> Any:
@@ -375,6 +423,22 @@ class _Reader:
             return Schema(tuple(_field_in(v, f"{path}[{i}]") for i, v in enumerate(_list(value, path))))
         assert codec == "aggspecs", codec
         return tuple(_aggspec_in(v, f"{path}[{i}]") for i, v in enumerate(_list(value, path)))
+
+
+def _type_of(expr: Expr) -> DataType:
+    assert isinstance(expr, (ColumnRef, Literal, FuncCall)), expr
+    return expr.type
+
+
+def _expressions_read(node: Relation) -> list[tuple[str, Expr]]:
+    """(field name, expression) for every expression a node evaluates against its input."""
+    if isinstance(node, Source):
+        return [("predicates", p) for p in node.predicates]
+    if isinstance(node, Filter):
+        return [("predicate", node.predicate)]
+    if isinstance(node, Map):
+        return [("assignments", e) for _, e in node.assignments]
+    return []
 
 
 def _field_in(data: Any, path: str) -> Field:

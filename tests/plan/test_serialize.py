@@ -32,7 +32,7 @@ from pxq.plan.compile import compile
 from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal, postorder
 from pxq.plan.nodes import Display, Field, Graph, Map, Relation, Schema, Source
 from pxq.plan.optimize import optimize
-from pxq.plan.serialize import EXPR_FIELDS, NODE_FIELDS, PlanFormatError, from_dict, from_json, to_json
+from pxq.plan.serialize import EXPR_FIELDS, NODE_FIELDS, PlanFormatError, from_dict, from_json, to_dict, to_json
 from pxq.plan.split import SplitPlan, split
 from pxq.replay import open_capture
 from pxq.tables import CATALOG
@@ -418,6 +418,64 @@ def _text(text):
     return lambda doc: text
 
 
+def _call_named(doc: dict, name: str) -> int:
+    return next(i for i, e in enumerate(doc["expressions"]) if e["kind"] == "call" and e["name"] == name)
+
+
+def _on_call(name: str, **changes):
+    def mutate(doc):
+        doc["expressions"][_call_named(doc, name)].update(changes)
+        return doc
+    return mutate
+
+
+def _call_path(name: str, suffix: str):
+    return lambda doc: f"$.expressions[{_call_named(doc, name)}]{suffix}"
+
+
+def _column_named(doc: dict, name: str) -> int:
+    return next(i for i, e in enumerate(doc["expressions"]) if e["kind"] == "column" and e["name"] == name)
+
+
+def _retype_column(name: str, data_type: str):
+    def mutate(doc):
+        doc["expressions"][_column_named(doc, name)]["type"] = data_type
+        return doc
+    return mutate
+
+
+def _retype_aggregate(doc):
+    doc["nodes"][_first(doc, "nodes", "agg")]["aggregates"][0]["type"] = "STRING"
+    return doc
+
+
+def _split_base() -> dict:
+    text = (HERE / "corpus" / "groupby_quantiles.pxl").read_text()
+    return to_dict(split(optimize(compile(parse(text), now_ns=START_NS))))
+
+
+def _split(mutate):
+    """The mutation applied to the split form of the same plan."""
+    return lambda doc: mutate(_split_base())
+
+
+def _fragment_input_path(suffix: str):
+    return lambda doc: f"$.nodes[{_first(_split_base(), 'nodes', 'fragment_input')}]{suffix}"
+
+
+def _fragment_index(value):
+    def mutate(doc):
+        doc["nodes"][_first(doc, "nodes", "fragment_input")]["index"] = value
+        return doc
+    return mutate
+
+
+def _fragment_columns(doc):
+    schema = doc["nodes"][_first(doc, "nodes", "fragment_input")]["input_schema"]
+    schema[0]["semantic"] = "none" if schema[0]["semantic"] != "none" else "time"
+    return doc
+
+
 BAD = {
     # name: (mutation of a good document (or the text to read), expected path, words in the message)
     "not json": (_text('{"format": "pxq-plan",'), "$", "not JSON"),
@@ -459,6 +517,21 @@ BAD = {
     "integer for a float": (_literal(3, "FLOAT64"), _where("expressions", "literal", ".value"), "cannot hold 3"),
     "bad non-finite float": (_literal({"float": "huge"}, "FLOAT64"), _where("expressions", "literal", ".value.float"),
                              "unknown non-finite float 'huge'"),
+    "call returns another type": (_on_call("greaterThanEqual", type="STRING"), _call_path("greaterThanEqual", ".type"),
+                                  "px.greaterThanEqual of (INT64, INT64) returns BOOLEAN, not STRING"),
+    "call with too few arguments": (_on_call("pluck_float64", args=[3]), _call_path("pluck_float64", ".args"),
+                                    "px.pluck_float64 takes 2 arguments, got 1"),
+    "argument of another type": (_retype_column("q", "INT64"), _call_path("pluck_float64", ".args[0]"),
+                                 "of px.pluck_float64 cannot be INT64"),
+    "column read as another type": (_retype_column("resp_status", "FLOAT64"), _where("nodes", "map", ".assignments"),
+                                    "column 'resp_status' is INT64, but an expression reads it as FLOAT64"),
+    "aggregate of another type": (_retype_aggregate, _where("nodes", "agg", ".aggregates[0].type"),
+                                  "returns INT64, not STRING"),
+    "no such agent fragment": (_split(_fragment_index(1)), _fragment_input_path(".index"),
+                               "there is no agent fragment 1"),
+    "negative fragment index": (_split(_fragment_index(-1)), _fragment_input_path(".index"), "cannot be negative"),
+    "fragment columns differ": (_split(_fragment_columns), _fragment_input_path(".input_schema"),
+                                "agent fragment 0 gives"),
     "nested list literal": (_literal([[1]]), _where("expressions", "literal", ".value[0]"), "cannot hold [1]"),
 }
 
