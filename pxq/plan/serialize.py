@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from pxq.errors import PxqError, Span
@@ -239,6 +240,10 @@ def from_json(text: str | bytes) -> Graph | Relation | SplitPlan | tuple[Relatio
         raise PlanFormatError("$", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except UnicodeDecodeError as exc:
         raise PlanFormatError("$", f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except ValueError as exc:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        digits = re.search(r"has (\d+) digits", str(exc))
+        raise PlanFormatError("$", f"a number of {digits.group(1) if digits else 'too many'} digits, longer "
+                                   "than any plan value") from None
     except RecursionError:
         raise PlanFormatError("$", "nested too deeply to be a plan document") from None
     return from_dict(data)

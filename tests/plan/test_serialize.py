@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given, settings, strategies as st
 
 import pxq.plan.expr as expr_module
 import pxq.plan.nodes as nodes_module
@@ -482,6 +482,8 @@ BAD = {
     "not an object": (_text("[1, 2]"), "$", "expected an object, got an array"),
     "nan token": (_text('{"format": "pxq-plan", "x": NaN}'), "$", "not strict JSON: NaN"),
     "nested too deeply": (_text("[" * 200_000 + "]" * 200_000), "$", "nested too deeply"),
+    "integer too long to read": (_text('{"format": "pxq-plan", "version": ' + "1" * 5000 + "}"), "$",
+                                 "a number of 5000 digits"),
     "not utf-8": (_text(b'{"format": "\xff"}'), "$", "not UTF-8"),
     "other format": (_top("format", "pxq-manifest"), "$.format", "not a pxq plan document"),
     "newer version": (_top("version", 2), "$.version", "version 2 is not one this pxq reads"),
@@ -566,3 +568,67 @@ def test_the_good_document_behind_the_bad_ones_reads():
 def test_generated_plans_round_trip(script):
     assume("error" not in script.expected)
     check_script(script.text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Any change to a good document is read or refused, never a traceback.
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8) | st.sampled_from(["source", "call", "literal", "INT64", "none", "add", "latency"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _containers(value, path=()):
+    """(path, container) for every list and object inside ``value``."""
+    if isinstance(value, (dict, list)):
+        yield path, value
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            yield from _containers(item, (*path, key))
+
+
+@st.composite
+def damaged_documents(draw):
+    doc = json.loads(_split_text() if draw(st.booleans()) else _base_text())
+    for _ in range(draw(st.integers(1, 3))):
+        containers = list(_containers(doc))
+        _, container = draw(st.sampled_from(containers))
+        if isinstance(container, dict):
+            keys = list(container)
+            action = draw(st.sampled_from(["replace", "delete", "add"] if keys else ["add"]))
+            if action == "add":
+                container[draw(st.text(max_size=6))] = draw(JSON_VALUES)
+            elif action == "delete":
+                del container[draw(st.sampled_from(keys))]
+            else:
+                container[draw(st.sampled_from(keys))] = draw(JSON_VALUES)
+        elif container:
+            index = draw(st.integers(0, len(container) - 1))
+            action = draw(st.sampled_from(["replace", "delete", "number"]))
+            if action == "delete":
+                del container[index]
+            elif action == "number":  # a nearby position: references that point elsewhere
+                container[index] = draw(st.integers(-2, 40))
+            else:
+                container[index] = draw(JSON_VALUES)
+    return doc
+
+
+@cache
+def _split_text() -> str:
+    return json.dumps(_split_base())
+
+
+@settings(max_examples=300, deadline=None)
+@given(damaged_documents())
+def test_damaged_documents_are_read_or_refused(doc):
+    try:
+        plan = from_dict(doc)
+    except PlanFormatError as error:
+        assert error.path.startswith("$")
+        return
+    # What is read is a plan that writes itself out again.
+    assert from_json(to_json(plan)) is not None
