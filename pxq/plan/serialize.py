@@ -260,7 +260,7 @@ def from_dict(data: Any) -> Graph | Relation | SplitPlan | tuple[Relation, ...]:
     if fmt != FORMAT:
         raise PlanFormatError("$.format", f"expected {FORMAT!r}, got {fmt!r}: this is not a pxq plan document")
     version = doc.get("version")
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:  # true and 1.0 equal 1 in Python, not in the format
         raise PlanFormatError("$.version", f"version {version!r} is not one this pxq reads (it reads {VERSION})")
     kind = _choice(doc.get("kind"), KINDS, "$.kind", "document kind")
     body = {"graph": ("now_ns", "settings", "displays"), "relation": ("root",), "fragments": ("roots",),

@@ -487,6 +487,8 @@ BAD = {
     "not utf-8": (_text(b'{"format": "\xff"}'), "$", "not UTF-8"),
     "other format": (_top("format", "pxq-manifest"), "$.format", "not a pxq plan document"),
     "newer version": (_top("version", 2), "$.version", "version 2 is not one this pxq reads"),
+    "version true": (_top("version", True), "$.version", "version True is not one this pxq reads"),
+    "version 1.0": (_top("version", 1.0), "$.version", "version 1.0 is not one this pxq reads"),
     "no version": (lambda doc: {k: v for k, v in doc.items() if k != "version"}, "$.version", "None"),
     "unknown document kind": (_top("kind", "program"), "$.kind", "unknown document kind 'program'"),
     "unknown top-level field": (_top("extra", 1), "$.extra", "unknown field"),
