@@ -21,10 +21,13 @@ has no number for; strings are JSON strings with every non-ASCII character escap
 surrogates survive and any transport carries the text); a list literal is a JSON array. PxL has
 no bytes type, so no plan holds bytes.
 
-Reading checks everything a plan node does not check itself: each entry's fields and their JSON
-types, the function and aggregate names (against ``pxq.funcs``), that literal values fit their
-type, and that positions point backwards. Every problem is a ``PlanFormatError`` naming the JSON
-path of the bad element (``$.nodes[3].predicate``), never a traceback.
+Reading checks what the compiler made sure of and a plan node does not check itself, since the
+executor relies on it: each entry's fields and their JSON types, positions that point backwards
+(so no cycle), function and aggregate names and signatures (against ``pxq.funcs``) with the
+types they return, column references typed as their columns, literal values that fit their type,
+and merge inputs with the columns of the agent fragments they name. Every problem is a
+``PlanFormatError`` naming the JSON path of the bad element (``$.nodes[3].predicate``), never a
+traceback.
 """
 
 from __future__ import annotations
@@ -291,7 +294,6 @@ def from_dict(data: Any) -> Graph | Relation | SplitPlan | tuple[Relation, ...]:
 class _Reader:
     def __init__(self, doc: dict[str, Any]) -> None:
         load_builtins()
-        self._scalars, self._aggregates = SCALARS, AGGREGATES
         self.exprs: list[Expr] = []
         for i, entry in enumerate(_list(doc["expressions"], "$.expressions")):
             self.exprs.append(self._expr(entry, f"$.expressions[{i}]"))
@@ -330,11 +332,11 @@ class _Reader:
         if cls is Literal:
             return Literal(_value_in(entry["value"], data_type, f"{path}.value"), data_type, semantic)
         name = _str(entry["name"], f"{path}.name")
-        if name not in self._scalars:
+        if name not in SCALARS:
             raise PlanFormatError(f"{path}.name", f"unknown function {name!r}")
         args = tuple(self.expr_ref(v, f"{path}.args[{i}]")
                      for i, v in enumerate(_list(entry["args"], f"{path}.args")))
-        self._check_call(self._scalars[name], args, data_type, path)
+        self._check_call(SCALARS[name], args, data_type, path)
         return FuncCall(name, args, data_type, semantic, _span_in(entry["span"], f"{path}.span"))
 
     def _check_call(self, fn: ScalarFunction, args: tuple[Expr, ...], data_type: DataType, path: str) -> None:
@@ -372,7 +374,7 @@ class _Reader:
             raise PlanFormatError(f"{path}.index", f"a fragment index cannot be negative ({node.index})")
         if isinstance(node, Agg):
             for i, spec in enumerate(node.aggregates):
-                fn = self._aggregates.get(spec.function)
+                fn = AGGREGATES.get(spec.function)
                 if fn is None:
                     raise PlanFormatError(f"{path}.aggregates[{i}].function", f"unknown aggregate {spec.function!r}")
                 column_type = node.input.schema.require(spec.column).type
