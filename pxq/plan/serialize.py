@@ -4,14 +4,15 @@ or a whole split plan, and back, for fragments sent to agents and mergers.
 A document::
 
     {"format": "pxq-plan", "version": 1, "kind": "graph" | "relation" | "fragments" | "split",
-     "expressions": [...], "nodes": [...], <the kind's body>}
+     "schemas": [...], "expressions": [...], "nodes": [...], <the kind's body>}
 
 Expressions and plan nodes are each listed once, inputs before the entries that read them, and
 name each other by position in their list. Plans and expressions share their parts (a DataFrame
 displayed twice is one node; ``x = x + x`` reads one expression twice), so a nested tree would
 repeat them, exponentially for expressions, and the reader would lose the sharing that lets the
 executor compute a part once. The flat lists also keep the JSON two levels deep however long the
-script is. Bodies: ``graph`` {"now_ns", "settings", "displays"}; ``relation`` "root";
+script is. Schemas (a Source's table, a merge input's columns) are listed once each too, since
+several nodes often carry the same wide one. Bodies: ``graph`` {"now_ns", "settings", "displays"}; ``relation`` "root";
 ``fragments`` "roots"; ``split`` "agent_fragments", "merge" (a graph body) and "manifest".
 
 Values: integers are JSON integers, exact at any size (times in nanoseconds exceed 2**53, so a
@@ -135,8 +136,8 @@ def to_dict(plan: Graph | Relation | SplitPlan | tuple[Relation, ...] | list[Rel
     else:
         raise TypeError(f"cannot serialize a {type(plan).__name__}: expected a Graph, Relation, "
                         "tuple of Relations or SplitPlan")
-    return {"format": FORMAT, "version": VERSION, "kind": kind, "expressions": writer.exprs,
-            "nodes": writer.nodes, **body}
+    return {"format": FORMAT, "version": VERSION, "kind": kind, "schemas": writer.schemas,
+            "expressions": writer.exprs, "nodes": writer.nodes, **body}
 
 
 def to_json(plan: Graph | Relation | SplitPlan | tuple[Relation, ...] | list[Relation], *,
@@ -147,8 +148,10 @@ def to_json(plan: Graph | Relation | SplitPlan | tuple[Relation, ...] | list[Rel
 
 class _Writer:
     def __init__(self) -> None:
+        self.schemas: list[list[dict[str, str]]] = []
         self.exprs: list[dict[str, Any]] = []
         self.nodes: list[dict[str, Any]] = []
+        self._schema_at: dict[Schema, int] = {}
         self._expr_at: dict[int, int] = {}
         self._node_at: dict[int, int] = {}
 
@@ -195,8 +198,12 @@ class _Writer:
             return [self.expr(v) for v in value]
         if codec == "assignments":
             return [[name, self.expr(e)] for name, e in value]
-        if codec == "schema":
-            return [{"name": f.name, "type": f.type.value, "semantic": f.semantic.value} for f in value.fields]
+        if codec == "schema":  # equal schemas are listed once
+            if value not in self._schema_at:
+                self._schema_at[value] = len(self.schemas)
+                self.schemas.append([{"name": f.name, "type": f.type.value, "semantic": f.semantic.value}
+                                     for f in value.fields])
+            return self._schema_at[value]
         if codec == "aggspecs":
             return [{"output": a.output, "function": a.function, "column": a.column, "type": a.type.value,
                      "semantic": a.semantic.value} for a in value]
@@ -268,7 +275,7 @@ def from_dict(data: Any) -> Graph | Relation | SplitPlan | tuple[Relation, ...]:
     kind = _choice(doc.get("kind"), KINDS, "$.kind", "document kind")
     body = {"graph": ("now_ns", "settings", "displays"), "relation": ("root",), "fragments": ("roots",),
             "split": ("agent_fragments", "merge", "manifest")}[kind]
-    _keys(doc, "$", ("format", "version", "kind", "expressions", "nodes", *body))
+    _keys(doc, "$", ("format", "version", "kind", "schemas", "expressions", "nodes", *body))
     reader = _Reader(doc)
     if kind == "graph":
         return reader.graph(doc, "$")
@@ -294,6 +301,10 @@ def from_dict(data: Any) -> Graph | Relation | SplitPlan | tuple[Relation, ...]:
 class _Reader:
     def __init__(self, doc: dict[str, Any]) -> None:
         load_builtins()
+        self.schemas: list[Schema] = []
+        for i, fields in enumerate(_list(doc["schemas"], "$.schemas")):
+            at = f"$.schemas[{i}]"
+            self.schemas.append(Schema(tuple(_field_in(f, f"{at}[{j}]") for j, f in enumerate(_list(fields, at)))))
         self.exprs: list[Expr] = []
         for i, entry in enumerate(_list(doc["expressions"], "$.expressions")):
             self.exprs.append(self._expr(entry, f"$.expressions[{i}]"))
@@ -427,7 +438,7 @@ class _Reader:
                 pairs.append((_str(pair[0], f"{path}[{i}][0]"), self.expr_ref(pair[1], f"{path}[{i}][1]")))
             return tuple(pairs)
         if codec == "schema":
-            return Schema(tuple(_field_in(v, f"{path}[{i}]") for i, v in enumerate(_list(value, path))))
+            return self.schemas[_position(value, len(self.schemas), path, "schema")]
         assert codec == "aggspecs", codec
         return tuple(_aggspec_in(v, f"{path}[{i}]") for i, v in enumerate(_list(value, path)))
 

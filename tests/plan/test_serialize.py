@@ -471,8 +471,17 @@ def _fragment_index(value):
 
 
 def _fragment_columns(doc):
-    schema = doc["nodes"][_first(doc, "nodes", "fragment_input")]["input_schema"]
+    """The merge input reads a schema that differs from its fragment's in one semantic type."""
+    node = doc["nodes"][_first(doc, "nodes", "fragment_input")]
+    schema = json.loads(json.dumps(doc["schemas"][node["input_schema"]]))
     schema[0]["semantic"] = "none" if schema[0]["semantic"] != "none" else "time"
+    doc["schemas"].append(schema)
+    node["input_schema"] = len(doc["schemas"]) - 1
+    return doc
+
+
+def _schema_type(doc):
+    doc["schemas"][0][0]["type"] = "INT128"
     return doc
 
 
@@ -536,6 +545,9 @@ BAD = {
     "negative fragment index": (_split(_fragment_index(-1)), _fragment_input_path(".index"), "cannot be negative"),
     "fragment columns differ": (_split(_fragment_columns), _fragment_input_path(".input_schema"),
                                 "agent fragment 0 gives"),
+    "unknown schema": (_set("nodes", "source", "table_schema", 7), _where("nodes", "source", ".table_schema"),
+                       "schema 7 is not among the 1 schemas"),
+    "bad schema field": (_schema_type, "$.schemas[0][0].type", "unknown DataType 'INT128'"),
     "nested list literal": (_literal([[1]]), _where("expressions", "literal", ".value[0]"), "cannot hold [1]"),
 }
 
