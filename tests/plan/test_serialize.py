@@ -587,11 +587,14 @@ def test_generated_plans_round_trip(script):
 # ---------------------------------------------------------------------------------------------
 # Any change to a good document is read or refused, never a traceback.
 
+def _json_containers(inner):
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+
+
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=8) | st.sampled_from(["source", "call", "literal", "INT64", "none", "add", "latency"]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=6,
+    _json_containers, max_leaves=6,
 )
 
 
