@@ -20,8 +20,8 @@ DEFAULT_LIVE_DURATION = "10s"
 @dataclass(frozen=True)
 class Compiled:
     script: Script
-    graph: Graph        # as compiled
-    optimized: Graph    # after the optimizer rules
+    graph: Graph  # as compiled
+    optimized: Graph  # after the optimizer rules
 
 
 def compile_script(script: Script, *, args: dict[str, Any] | None = None, now_ns: int | None = None) -> Compiled:
@@ -30,8 +30,14 @@ def compile_script(script: Script, *, args: dict[str, Any] | None = None, now_ns
     source = ScriptSource(script.text, script.filename)
     try:
         module = parse(script.text, script.filename)
-        graph = compile_module(module, now_ns=now_ns if now_ns is not None else time.time_ns(), args=args,
-                               name=script.name, vis=script.vis, source=source)
+        graph = compile_module(
+            module,
+            now_ns=now_ns if now_ns is not None else time.time_ns(),
+            args=args,
+            name=script.name,
+            vis=script.vis,
+            source=source,
+        )
     except ScriptError as exc:
         raise exc.with_source(source) from None
     return Compiled(script, graph, optimize(graph))
@@ -45,8 +51,9 @@ def open_source(source: str | DataSource) -> DataSource:
     return source
 
 
-def run_script(script: Script | str, *, args: dict[str, Any] | None = None,
-               source: str | DataSource) -> tuple[Compiled, Results]:
+def run_script(
+    script: Script | str, *, args: dict[str, Any] | None = None, source: str | DataSource
+) -> tuple[Compiled, Results]:
     """Compile ``script`` with ``now`` = the source's end time (replays are reproducible), run it."""
     if isinstance(script, str):
         script = load_script(script)
@@ -56,8 +63,9 @@ def run_script(script: Script | str, *, args: dict[str, Any] | None = None,
     return compiled, execute(compiled.optimized, data)
 
 
-def run_live(script: Script | str, *, args: dict[str, Any] | None = None, duration_s: float,
-             on_progress=None, options=None) -> tuple[Compiled, Results, Any]:
+def run_live(
+    script: Script | str, *, args: dict[str, Any] | None = None, duration_s: float, on_progress=None, options=None
+) -> tuple[Compiled, Results, Any]:
     """Collect live for ``duration_s`` with the embedded agent, then run the script over it.
 
     The script is compiled once to learn what to collect (its ProbeManifest) and again with
@@ -75,8 +83,14 @@ def run_live(script: Script | str, *, args: dict[str, Any] | None = None, durati
     return compiled, execute(compiled.optimized, store), store
 
 
-def run_tables(script: Script | str, args: dict[str, Any] | None = None, source: str | DataSource | None = None,
-               *, duration: str | float = DEFAULT_LIVE_DURATION, on_progress=None) -> Results:
+def run_tables(
+    script: Script | str,
+    args: dict[str, Any] | None = None,
+    source: str | DataSource | None = None,
+    *,
+    duration: str | float = DEFAULT_LIVE_DURATION,
+    on_progress=None,
+) -> Results:
     """What :func:`run` computes, as Arrow tables (their fields keep pxq's semantic types)."""
     if source is None:  # a typo in the window is said before anything slow
         from pxq.plan.times import parse_duration
@@ -93,8 +107,14 @@ def run_tables(script: Script | str, args: dict[str, Any] | None = None, source:
     return results
 
 
-def run(script: str, args: dict[str, Any] | None = None, source: str | DataSource | None = None, *,
-        duration: str | float = DEFAULT_LIVE_DURATION, on_progress=None):
+def run(
+    script: str,
+    args: dict[str, Any] | None = None,
+    source: str | DataSource | None = None,
+    *,
+    duration: str | float = DEFAULT_LIVE_DURATION,
+    on_progress=None,
+):
     """Run a PxL script (bundled name, file, folder or PxL text) and return pandas DataFrames.
 
     ``source``: a capture directory (or a DataSource) to replay; without one, pxq collects live

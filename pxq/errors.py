@@ -1,9 +1,9 @@
 """One error hierarchy for pxq, and positioned diagnostics rendered like bpftrace/rustc:
 
-    my_script.pxl:3:14: error: unknown column 'latncy' in http_events
-        df = df[df.latncy > 10]
-                   ^^^^^^
-    hint: did you mean 'latency'? columns: time_, upid, ...
+my_script.pxl:3:14: error: unknown column 'latncy' in http_events
+    df = df[df.latncy > 10]
+               ^^^^^^
+hint: did you mean 'latency'? columns: time_, upid, ...
 """
 
 from __future__ import annotations

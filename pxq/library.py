@@ -80,5 +80,6 @@ def load_script(ref: str) -> Script:
     names = bundled_names()
     near = closest(name, names)
     hint = f" (did you mean {near[0]}?)" if near else ""
-    raise UsageError(f"unknown script {ref!r}{hint}: not a file, a folder or a bundled script; "
-                     f"bundled scripts: {', '.join(names)}")
+    raise UsageError(
+        f"unknown script {ref!r}{hint}: not a file, a folder or a bundled script; bundled scripts: {', '.join(names)}"
+    )

@@ -42,8 +42,12 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="%%pxq", add_help=False)
     parser.add_argument("--from", dest="source", help="capture directory to replay (default: collect live, as root)")
-    parser.add_argument("--for", dest="duration", default=DEFAULT_LIVE_DURATION,
-                        help="live capture window without --from, e.g. 10s, 1.5s, 2m")
+    parser.add_argument(
+        "--for",
+        dest="duration",
+        default=DEFAULT_LIVE_DURATION,
+        help="live capture window without --from, e.g. 10s, 1.5s, 2m",
+    )
     parser.add_argument("--script", help="run this bundled script or file instead of the cell")
     return parser
 
@@ -55,7 +59,7 @@ def run_cell(line: str, cell: str) -> dict[str, pa.Table]:
     from pxq.library import Script, load_script
 
     words = shlex.split(line)
-    own, script_words = (words[: words.index("--")], words[words.index("--") + 1:]) if "--" in words else (words, [])
+    own, script_words = (words[: words.index("--")], words[words.index("--") + 1 :]) if "--" in words else (words, [])
     opts = _parser().parse_args(own)
     args, _ = parse_script_args(script_words)
     on_progress = None
@@ -137,8 +141,10 @@ class Displays(dict):
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         bundles = [frame._repr_mimebundle_() for frame in self.values()]
-        return {"text/plain": "\n\n".join(b["text/plain"] for b in bundles),
-                "text/html": "\n".join(b["text/html"] for b in bundles)}
+        return {
+            "text/plain": "\n\n".join(b["text/plain"] for b in bundles),
+            "text/html": "\n".join(b["text/html"] for b in bundles),
+        }
 
     def _repr_pretty_(self, printer, cycle):  # IPython's text for dicts would win over the bundle's
         printer.text(self._repr_mimebundle_()["text/plain"])

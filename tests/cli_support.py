@@ -33,13 +33,25 @@ def pxq_shell_line(*args: str, set_env: dict[str, str] | None = None, unset_env:
     return shlex.join([*prefix, *pxq_command(*args)])
 
 
-def run_pxq(*args: str, check: bool = False, env: dict | None = None, timeout: float = 120,
-            executable: str | None = None, **kwargs) -> subprocess.CompletedProcess:
+def run_pxq(
+    *args: str,
+    check: bool = False,
+    env: dict | None = None,
+    timeout: float = 120,
+    executable: str | None = None,
+    **kwargs,
+) -> subprocess.CompletedProcess:
     """``pxq ARGS`` to completion; stdout and stderr as text. ``check``: the exit code must be 0.
     ``env`` defaults to this process's environment (PYTHONPATH included, so the checkout under test
     is the pxq that runs)."""
-    proc = subprocess.run(pxq_command(*args, executable=executable), capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ) if env is None else env, **kwargs)
+    proc = subprocess.run(
+        pxq_command(*args, executable=executable),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ) if env is None else env,
+        **kwargs,
+    )
     assert_no_traceback(proc.stderr, f"pxq {' '.join(map(str, args))}")
     if check:
         assert proc.returncode == 0, f"pxq {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr}"
@@ -49,8 +61,14 @@ def run_pxq(*args: str, check: bool = False, env: dict | None = None, timeout: f
 def start_pxq(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     """``pxq ARGS`` started with piped stdout and stderr (text); whoever reads stderr passes it to
     ``assert_no_traceback`` once the process has ended."""
-    return subprocess.Popen(pxq_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ) if env is None else env, **kwargs)
+    return subprocess.Popen(
+        pxq_command(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ) if env is None else env,
+        **kwargs,
+    )
 
 
 def run_main(capsys, *args: str, expect_traceback: bool = False) -> tuple[int, str, str]:

@@ -40,6 +40,4 @@ def assert_snapshot(path: Path, text: str) -> None:
             fromfile=f"{path} (snapshot)",
             tofile=f"{path} (actual)",
         )
-        pytest.fail(
-            f"snapshot {path} differs (run with {UPDATE_ENV}=1 to accept):\n" + "".join(diff), pytrace=False
-        )
+        pytest.fail(f"snapshot {path} differs (run with {UPDATE_ENV}=1 to accept):\n" + "".join(diff), pytrace=False)

@@ -23,9 +23,7 @@ def test_run_bundled_script_returns_dataframes_by_display(capture):
 
 
 def test_run_script_text_with_arguments(capture):
-    text = ("import px\n"
-            "def main(limit: int):\n"
-            "    return px.DataFrame(table='http_events').head(limit)\n")
+    text = "import px\ndef main(limit: int):\n    return px.DataFrame(table='http_events').head(limit)\n"
     assert len(pxq.run(text, args={"limit": 3}, source=capture)["main"]) == 3
 
 
@@ -33,5 +31,4 @@ def test_errors_are_pxq_errors(capture):
     with pytest.raises(CompileError, match="unknown table"):
         pxq.run("import px\npx.display(px.DataFrame(table='nope'))\n", source=capture)
     with pytest.raises(UsageError, match="missing script argument --limit"):
-        pxq.run("import px\ndef main(limit: int):\n    return px.DataFrame(table='http_events')\n",
-                source=capture)
+        pxq.run("import px\ndef main(limit: int):\n    return px.DataFrame(table='http_events')\n", source=capture)

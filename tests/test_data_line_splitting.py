@@ -22,8 +22,10 @@ def test_folded_frame_names_keep_unicode_breaks(brk):
 
 @pytest.mark.parametrize("brk", UNICODE_BREAKS, ids=repr)
 def test_maps_paths_keep_unicode_breaks(brk):
-    text = (f"7f0000000000-7f0000001000 r-xp 00000000 08:01 1234 /opt/odd{brk}dir/libx.so\n"
-            "7f0000002000-7f0000003000 rw-p 00000000 00:00 0 [heap]\n")
+    text = (
+        f"7f0000000000-7f0000001000 r-xp 00000000 08:01 1234 /opt/odd{brk}dir/libx.so\n"
+        "7f0000002000-7f0000003000 rw-p 00000000 00:00 0 [heap]\n"
+    )
     mappings = parse_maps(text)
     assert [m.path for m in mappings] == [f"/opt/odd{brk}dir/libx.so", "[heap]"]
 
@@ -31,7 +33,9 @@ def test_maps_paths_keep_unicode_breaks(brk):
 @pytest.mark.parametrize("brk", UNICODE_BREAKS, ids=repr)
 def test_perf_map_symbols_keep_unicode_breaks(brk):
     assert parse_perf_map(f"1000 20 LazyCompile:odd{brk}name\n2000 10 other\n") == [
-        (0x1000, 0x20, f"LazyCompile:odd{brk}name"), (0x2000, 0x10, "other")]
+        (0x1000, 0x20, f"LazyCompile:odd{brk}name"),
+        (0x2000, 0x10, "other"),
+    ]
 
 
 @pytest.mark.parametrize("brk", UNICODE_BREAKS, ids=repr)

@@ -60,8 +60,9 @@ class DataSource(Protocol):
     # (None: the agent's store while it still collects).
     end_time_ns: int | None
 
-    def scan(self, table: str, columns, start_ns: int | None, end_ns: int | None, *,
-             filter=None, filter_columns=()) -> pa.Table:
+    def scan(
+        self, table: str, columns, start_ns: int | None, end_ns: int | None, *, filter=None, filter_columns=()
+    ) -> pa.Table:
         """Rows in [start_ns, end_ns) where the Arrow expression ``filter`` (if any) is true."""
 
 
@@ -94,11 +95,16 @@ class _Run:
 
 def result_schema(schema: Schema) -> pa.Schema:
     """The Arrow schema of a result: pxq types kept in field metadata for the renderers."""
-    return pa.schema([
-        pa.field(f.name, arrow_type(f.type),
-                 metadata={FIELD_TYPE_KEY: f.type.value.encode(), FIELD_SEMANTIC_KEY: f.semantic.value.encode()})
-        for f in schema.fields
-    ])
+    return pa.schema(
+        [
+            pa.field(
+                f.name,
+                arrow_type(f.type),
+                metadata={FIELD_TYPE_KEY: f.type.value.encode(), FIELD_SEMANTIC_KEY: f.semantic.value.encode()},
+            )
+            for f in schema.fields
+        ]
+    )
 
 
 def conform(table: pa.Table, schema: Schema) -> pa.Table:
@@ -198,12 +204,17 @@ def _(node: Join, run: _Run) -> pa.Table:
     # Give every right column a private name so Acero never sees two columns with one name.
     right_names = {name: f"__right_{i}" for i, name in enumerate(right.column_names)}
     right = right.rename_columns([right_names[c] for c in right.column_names])
-    joined = left.join(right, keys=list(node.left_on), right_keys=[right_names[c] for c in node.right_on],
-                       join_type=_JOIN_TYPES[node.how], coalesce_keys=False, use_threads=True)
+    joined = left.join(
+        right,
+        keys=list(node.left_on),
+        right_keys=[right_names[c] for c in node.right_on],
+        join_type=_JOIN_TYPES[node.how],
+        coalesce_keys=False,
+        use_threads=True,
+    )
     shared_keys = {lkey for lkey, rkey in zip(node.left_on, node.right_on) if lkey == rkey}
     columns, names = [], []
-    for out, side, name in join_layout(node.left.schema, node.right.schema, node.left_on, node.right_on,
-                                       node.suffixes):
+    for out, side, name in join_layout(node.left.schema, node.right.schema, node.left_on, node.right_on, node.suffixes):
         if side == "left":
             column = joined.column(name)
             if name in shared_keys and node.how in ("right", "outer"):
@@ -242,8 +253,12 @@ def _(node: Display, run: _Run) -> pa.Table:
 
 
 def _context(graph: Graph, source: DataSource | None, memory_limit: int | None = None) -> ExecContext:
-    return ExecContext(now_ns=graph.now_ns, processes=dict(getattr(source, "processes", {}) or {}),
-                       host=getattr(source, "host", "") or "", memory_limit_bytes=memory_limit)
+    return ExecContext(
+        now_ns=graph.now_ns,
+        processes=dict(getattr(source, "processes", {}) or {}),
+        host=getattr(source, "host", "") or "",
+        memory_limit_bytes=memory_limit,
+    )
 
 
 def _new_run(graph: Graph, source: DataSource | None, fragment_inputs: tuple[pa.Table, ...] = ()) -> _Run:
@@ -256,25 +271,30 @@ def _run_display(run: _Run, node: Relation) -> pa.Table:
     try:
         return run.table(node)
     except (pa.ArrowMemoryError, MemoryError):
-        raise too_big("the query", run.budget.used() if run.budget else 0,
-                      run.budget.limit_bytes if run.budget else 0) from None
+        raise too_big(
+            "the query", run.budget.used() if run.budget else 0, run.budget.limit_bytes if run.budget else 0
+        ) from None
     except pa.ArrowCapacityError as exc:
-        raise ResourceLimitError(f"a column grew past what one Arrow array holds (2 GiB of text): {exc}; "
-                                 "filter or shorten the values first") from None
+        raise ResourceLimitError(
+            f"a column grew past what one Arrow array holds (2 GiB of text): {exc}; filter or shorten the values first"
+        ) from None
 
 
 @deep  # predicates nested as deep as the script may be turned into Arrow expressions recursively
 def execute(graph: Graph, source: DataSource | None, *, fragment_inputs: tuple[pa.Table, ...] = ()) -> Results:
     """Run every display of ``graph``; tables read from ``source`` (or from fragment_inputs)."""
     run = _new_run(graph, source, fragment_inputs)
-    limit = whole_number(graph.setting("max_output_rows_per_table", DEFAULT_MAX_OUTPUT_ROWS),
-                         "#px:set max_output_rows_per_table")
+    limit = whole_number(
+        graph.setting("max_output_rows_per_table", DEFAULT_MAX_OUTPUT_ROWS), "#px:set max_output_rows_per_table"
+    )
     results = Results({})
     for display in graph.displays:
         table = _run_display(run, display)
         if table.num_rows > limit:
-            results.notes.append(f"display {display.name!r}: showing {limit} of {table.num_rows} rows "
-                                 f"(#px:set max_output_rows_per_table=N changes the limit)")
+            results.notes.append(
+                f"display {display.name!r}: showing {limit} of {table.num_rows} rows "
+                f"(#px:set max_output_rows_per_table=N changes the limit)"
+            )
             table = table.slice(0, limit)
         results.tables[display.name] = table
     return results

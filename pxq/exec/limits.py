@@ -66,7 +66,8 @@ def size_text(n_bytes: float) -> str:
 def too_big(what: str, needed_bytes: float, limit_bytes: int) -> ResourceLimitError:
     return ResourceLimitError(
         f"query memory limit: {what} needs about {size_text(needed_bytes)}, more than the "
-        f"{limit_text(limit_bytes)} limit; filter or aggregate the data first, or {HOW_TO_RAISE}")
+        f"{limit_text(limit_bytes)} limit; filter or aggregate the data first, or {HOW_TO_RAISE}"
+    )
 
 
 def limit_text(limit_bytes: int) -> str:
@@ -118,11 +119,13 @@ def join_output(left: pa.Table, right: pa.Table, left_on, right_on, how: str) ->
     left rows x right rows, plus every row of an outer side (an upper bound for its unmatched rows)."""
     left_counts, right_counts = _key_counts(left, left_on), _key_counts(right, right_on)
     names = [f"k{i}" for i in range(len(left_on))]
-    matched = left_counts.join(right_counts.rename_columns([*names, "right_count"]), keys=names,
-                               join_type="inner", use_threads=False)
+    matched = left_counts.join(
+        right_counts.rename_columns([*names, "right_count"]), keys=names, join_type="inner", use_threads=False
+    )
     # In doubles: a product of two counts, summed, can pass INT64 (and an estimate needs no more).
-    products = pc.multiply(pc.cast(matched.column("count_all"), pa.float64()),
-                           pc.cast(matched.column("right_count"), pa.float64()))
+    products = pc.multiply(
+        pc.cast(matched.column("count_all"), pa.float64()), pc.cast(matched.column("right_count"), pa.float64())
+    )
     rows = int(pc.sum(products).as_py() or 0)
     if how in ("left", "outer"):
         rows += left.num_rows

@@ -13,9 +13,12 @@ from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal, postorder
 from pxq.types import DataType, arrow_type
 
 _COMPARISONS = {
-    "equal": lambda a, b: a == b, "notEqual": lambda a, b: a != b,
-    "lessThan": lambda a, b: a < b, "lessThanEqual": lambda a, b: a <= b,
-    "greaterThan": lambda a, b: a > b, "greaterThanEqual": lambda a, b: a >= b,
+    "equal": lambda a, b: a == b,
+    "notEqual": lambda a, b: a != b,
+    "lessThan": lambda a, b: a < b,
+    "lessThanEqual": lambda a, b: a <= b,
+    "greaterThan": lambda a, b: a > b,
+    "greaterThanEqual": lambda a, b: a >= b,
 }
 
 
@@ -69,8 +72,13 @@ def _convert(expr: Expr) -> ds.Expression | None:
         return None if inner is None else ~inner
     if expr.name == "equals_any":
         column, values = expr.args
-        if isinstance(column, ColumnRef) and isinstance(values, Literal) and values.is_list \
-                and values.type is column.type and None not in values.value:
+        if (
+            isinstance(column, ColumnRef)
+            and isinstance(values, Literal)
+            and values.is_list
+            and values.type is column.type
+            and None not in values.value
+        ):
             # equals_any(null, ...) is null in the executor; is_in gives false: both drop the row.
             return pc.is_in(ds.field(column.name), value_set=pa.array(list(values.value), arrow_type(column.type)))
     return None

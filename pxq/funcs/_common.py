@@ -15,22 +15,41 @@ from pxq.funcs.registry import ExecContext, Param, SemanticRule, TypeRule, scala
 from pxq.types import DataType, SemanticType
 
 BOOLEAN, INT64, FLOAT64, STRING, TIME64NS, UINT128 = (
-    DataType.BOOLEAN, DataType.INT64, DataType.FLOAT64, DataType.STRING, DataType.TIME64NS, DataType.UINT128)
+    DataType.BOOLEAN,
+    DataType.INT64,
+    DataType.FLOAT64,
+    DataType.STRING,
+    DataType.TIME64NS,
+    DataType.UINT128,
+)
 S = SemanticType
 
 # What a function's implementation receives and returns (pyarrow ships no types: Any to mypy).
 Value: TypeAlias = pa.Array | pa.ChunkedArray | pa.Scalar
 
 
-def param(name: str, *types: DataType, literal: bool = False, default: Any = None,
-          has_default: bool = False, accepts_list: bool = False, bounds: tuple[int, int] | None = None) -> Param:
+def param(
+    name: str,
+    *types: DataType,
+    literal: bool = False,
+    default: Any = None,
+    has_default: bool = False,
+    accepts_list: bool = False,
+    bounds: tuple[int, int] | None = None,
+) -> Param:
     """A parameter accepting ``types`` (every type when none are given; for a list, its elements')."""
     return Param(name, frozenset(types) if types else None, literal, default, has_default, accepts_list, bounds)
 
 
-def udf(name: str, params: tuple[Param, ...], returns: TypeRule, doc: str, *,
-        semantic: SemanticRule = SemanticType.NONE, foldable: bool = True
-        ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def udf(
+    name: str,
+    params: tuple[Param, ...],
+    returns: TypeRule,
+    doc: str,
+    *,
+    semantic: SemanticRule = SemanticType.NONE,
+    foldable: bool = True,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``impl(ctx, *args)`` as ``px.<name>``.
 
     When every non-literal argument is a Scalar (constant folding), they are turned into length-1
@@ -91,12 +110,23 @@ def same_type(index: int = 0) -> TypeRule:
 
 
 NUMERIC_PAIRS: dict[tuple[DataType, ...], DataType] = {
-    (INT64, INT64): INT64, (FLOAT64, FLOAT64): FLOAT64, (INT64, FLOAT64): FLOAT64, (FLOAT64, INT64): FLOAT64}
+    (INT64, INT64): INT64,
+    (FLOAT64, FLOAT64): FLOAT64,
+    (INT64, FLOAT64): FLOAT64,
+    (FLOAT64, INT64): FLOAT64,
+}
 # Argument types that can be ordered (<, >=, ...) and compared for equality (==, equals_any).
-ORDERED_PAIRS = frozenset({*NUMERIC_PAIRS, (STRING, STRING), (TIME64NS, TIME64NS), (TIME64NS, INT64),
-                           (INT64, TIME64NS)})
-EQUALITY_PAIRS = ORDERED_PAIRS | {(BOOLEAN, BOOLEAN), (BOOLEAN, INT64), (INT64, BOOLEAN), (UINT128, UINT128),
-                                  (UINT128, STRING), (STRING, UINT128)}
+ORDERED_PAIRS = frozenset(
+    {*NUMERIC_PAIRS, (STRING, STRING), (TIME64NS, TIME64NS), (TIME64NS, INT64), (INT64, TIME64NS)}
+)
+EQUALITY_PAIRS = ORDERED_PAIRS | {
+    (BOOLEAN, BOOLEAN),
+    (BOOLEAN, INT64),
+    (INT64, BOOLEAN),
+    (UINT128, UINT128),
+    (UINT128, STRING),
+    (STRING, UINT128),
+}
 
 
 # ---------------------------------------------------------------- semantic rules

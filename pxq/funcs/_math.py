@@ -53,7 +53,7 @@ from pxq.funcs.registry import ExecContext
 from pxq.types import DataType, SemanticType
 
 X_NUM = (param("x", INT64, FLOAT64),)
-_INT64_LIMIT = 2.0 ** 63
+_INT64_LIMIT = 2.0**63
 
 
 def _float_to_int64(values: Value) -> Value:
@@ -85,8 +85,12 @@ def _printf_fixed(decimals: int) -> Callable[[float], str]:
     return lambda v: f"{v:.{decimals}f}"
 
 
-@udf("round", (param("x", FLOAT64, INT64), param("decimals", INT64, literal=True, bounds=(0, _MAX_DECIMALS))), STRING,
-     "x formatted with `decimals` digits after the point, as a STRING (C's %.*f).")
+@udf(
+    "round",
+    (param("x", FLOAT64, INT64), param("decimals", INT64, literal=True, bounds=(0, _MAX_DECIMALS))),
+    STRING,
+    "x formatted with `decimals` digits after the point, as a STRING (C's %.*f).",
+)
 def _round(ctx: ExecContext, x: Value, decimals: Value) -> Value:
     digits = decimals.as_py()
     if digits is None:
@@ -102,12 +106,14 @@ def _round(ctx: ExecContext, x: Value, decimals: Value) -> Value:
     text = pc.if_else(pc.match_substring(text, "E"), null_of(pa.string()), text)  # "1E-7" for tiny values
     # printf keeps the sign of negative numbers that round to zero (and of -0.0).
     negative = pc.or_(pc.less(x, 0), pc.equal(pc.divide(1.0, x), -math.inf))
-    text = pc.if_else(pc.and_(negative, pc.invert(pc.starts_with(text, "-"))),
-                      pc.binary_join_element_wise("-", text, ""), text)
+    text = pc.if_else(
+        pc.and_(negative, pc.invert(pc.starts_with(text, "-"))), pc.binary_join_element_wise("-", text, ""), text
+    )
     rest = pc.and_(pc.is_valid(x), pc.is_null(text))
     if pc.any(rest).as_py():  # NaN, inf, huge and tiny values: Python's formatting, per distinct value
-        text = pc.coalesce(text, map_distinct(pc.if_else(rest, x, null_of(pa.float64())),
-                                              _printf_fixed(digits), pa.string()))
+        text = pc.coalesce(
+            text, map_distinct(pc.if_else(rest, x, null_of(pa.float64())), _printf_fixed(digits), pa.string())
+        )
     return text
 
 
@@ -130,8 +136,12 @@ _float_function("log10", pc.log10, "Base-10 logarithm, FLOAT64.")
 _float_function("exp", pc.exp, "e to the power x, FLOAT64.")
 
 
-@udf("log", (param("b", INT64, FLOAT64), param("v", INT64, FLOAT64)), FLOAT64,
-     "Logarithm of v in base b (Pixie's argument order), FLOAT64.")
+@udf(
+    "log",
+    (param("b", INT64, FLOAT64), param("v", INT64, FLOAT64)),
+    FLOAT64,
+    "Logarithm of v in base b (Pixie's argument order), FLOAT64.",
+)
 def _log(ctx: ExecContext, b: Value, v: Value) -> Value:
     return pc.divide(pc.ln(as_float(v)), pc.ln(as_float(b)))
 
@@ -141,10 +151,13 @@ def _pow(ctx: ExecContext, x: Value, y: Value) -> Value:
     return pc.power(as_float(x), as_float(y))
 
 
-@udf("bin", (param("value", INT64, FLOAT64, TIME64NS), param("size", INT64, literal=True, bounds=(1, 2 ** 63 - 1))),
-     lambda types: INT64 if types[0] is FLOAT64 else types[0],
-     "value rounded down to a multiple of size (time buckets: px.bin(df.time_, px.seconds(10))).",
-     semantic=keep(0))
+@udf(
+    "bin",
+    (param("value", INT64, FLOAT64, TIME64NS), param("size", INT64, literal=True, bounds=(1, 2**63 - 1))),
+    lambda types: INT64 if types[0] is FLOAT64 else types[0],
+    "value rounded down to a multiple of size (time buckets: px.bin(df.time_, px.seconds(10))).",
+    semantic=keep(0),
+)
 def _bin(ctx: ExecContext, value: Value, size: Value) -> Value:
     width = size.as_py()
     if width is None:
@@ -181,9 +194,13 @@ def _select_semantic(sems: tuple[SemanticType, ...]) -> SemanticType:
     return b if a is S.NONE else S.NONE
 
 
-@udf("select", (param("cond", BOOLEAN), param("a"), param("b")), _select_type,
-     "Element-wise if/else: a where cond is true, else b (null where cond is null).",
-     semantic=_select_semantic)
+@udf(
+    "select",
+    (param("cond", BOOLEAN), param("a"), param("b")),
+    _select_type,
+    "Element-wise if/else: a where cond is true, else b (null where cond is null).",
+    semantic=_select_semantic,
+)
 def _select(ctx: ExecContext, cond: Value, a: Value, b: Value) -> Value:
     return pc.if_else(cond, *numeric_operands(a, b))
 
@@ -194,8 +211,12 @@ def _equals_any_type(types: tuple[DataType, ...]) -> DataType:
     return BOOLEAN
 
 
-@udf("equals_any", (param("value"), param("values", literal=True, accepts_list=True)), _equals_any_type,
-     "Whether value equals any element of the constant list `values` (PxL has no `in`).")
+@udf(
+    "equals_any",
+    (param("value"), param("values", literal=True, accepts_list=True)),
+    _equals_any_type,
+    "Whether value equals any element of the constant list `values` (PxL has no `in`).",
+)
 def _equals_any(ctx: ExecContext, value: Value, values: Value) -> Value:
     # The compiler passes a list literal as a ListScalar (its type is the element type); a lone
     # constant is taken as a list of one.
@@ -241,13 +262,25 @@ _duration("days", 86_400_000_000_000, "n days, as INT64 nanoseconds.")
 
 
 _DURATION_TEXT = r"^\s*(?P<n>[+-]?\d{1,18})\s*(?P<unit>ns|us|µs|ms|s|m|h|d)\s*$"
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
-            "h": 3_600_000_000_000, "d": 86_400_000_000_000}
+_UNIT_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "d": 86_400_000_000_000,
+}
 
 
-@udf("parse_duration", (param("text", STRING),), INT64,
-     "A duration such as '30s', '-5m', '250ms' or '1h' (units ns, us, ms, s, m, h, d) in INT64 nanoseconds.",
-     semantic=S.DURATION_NS)
+@udf(
+    "parse_duration",
+    (param("text", STRING),),
+    INT64,
+    "A duration such as '30s', '-5m', '250ms' or '1h' (units ns, us, ms, s, m, h, d) in INT64 nanoseconds.",
+    semantic=S.DURATION_NS,
+)
 def _parse_duration(ctx: ExecContext, text: Value) -> Value:
     parts = pc.extract_regex(text, _DURATION_TEXT)
     bad = pc.and_(pc.is_valid(text), pc.is_null(parts))
@@ -255,8 +288,9 @@ def _parse_duration(ctx: ExecContext, text: Value) -> Value:
         example = pc.filter(text, bad)[0].as_py()
         raise ValueError(f"px.parse_duration: cannot read {example!r} as a duration (write e.g. '30s', '-5m', '1h')")
     units = pa.array(list(_UNIT_NS), pa.string())
-    unit_ns = pc.take(pa.array(list(_UNIT_NS.values()), pa.int64()),
-                      pc.index_in(pc.struct_field(parts, "unit"), value_set=units))
+    unit_ns = pc.take(
+        pa.array(list(_UNIT_NS.values()), pa.int64()), pc.index_in(pc.struct_field(parts, "unit"), value_set=units)
+    )
     try:
         return pc.multiply_checked(pc.cast(pc.struct_field(parts, "n"), pa.int64()), unit_ns)
     except pa.ArrowInvalid:
@@ -268,14 +302,22 @@ def _identity(ctx: ExecContext, x: Value) -> Value:
 
 
 udf("time_to_int64", (param("t", TIME64NS),), INT64, "A time as INT64 nanoseconds since the epoch.")(_identity)
-udf("int64_to_time", (param("ns", INT64),), TIME64NS, "INT64 nanoseconds since the epoch as a time.",
-    semantic=S.TIME)(_identity)
+udf("int64_to_time", (param("ns", INT64),), TIME64NS, "INT64 nanoseconds since the epoch as a time.", semantic=S.TIME)(
+    _identity
+)
 
 # Semantic casts: the value is unchanged, its semantic type drives formatting.
-udf("DurationNanos", X_NUM, same_type(), "Marks x as a duration in nanoseconds (formatted as 1.2ms, ...).",
-    semantic=S.DURATION_NS)(_identity)
-udf("Bytes", X_NUM, same_type(), "Marks x as a number of bytes (formatted as 1.2 KiB, ...).",
-    semantic=S.BYTES)(_identity)
+udf(
+    "DurationNanos",
+    X_NUM,
+    same_type(),
+    "Marks x as a duration in nanoseconds (formatted as 1.2ms, ...).",
+    semantic=S.DURATION_NS,
+)(_identity)
+udf("Bytes", X_NUM, same_type(), "Marks x as a number of bytes (formatted as 1.2 KiB, ...).", semantic=S.BYTES)(
+    _identity
+)
 udf("Percent", X_NUM, same_type(), "Marks x as a percentage.", semantic=S.PERCENT)(_identity)
-udf("Time", (param("x", INT64, TIME64NS),), TIME64NS, "Marks x (ns since the epoch) as a time.",
-    semantic=S.TIME)(_identity)
+udf("Time", (param("x", INT64, TIME64NS),), TIME64NS, "Marks x (ns since the epoch) as a time.", semantic=S.TIME)(
+    _identity
+)

@@ -57,15 +57,15 @@ def _process_field(name: str, key: str, doc: str, semantic: S = S.NONE, *, host_
 _process_field("upid_to_cmdline", "cmdline", "The command line of the process.")
 _process_field("upid_to_comm", "comm", "The command name (comm) of the process.")
 _process_field("upid_to_exe", "exe", "The path of the process's executable.")
-_process_field("upid_to_pod_name", "pod", "The Kubernetes pod of the process (\"\" off Kubernetes).", S.POD)
+_process_field("upid_to_pod_name", "pod", 'The Kubernetes pod of the process ("" off Kubernetes).', S.POD)
 _process_field("upid_to_namespace", "namespace", "The Kubernetes namespace of the process's pod.", S.NAMESPACE)
 _process_field("upid_to_service_name", "service", "The Kubernetes service of the process's pod.", S.SERVICE)
 _process_field("upid_to_container_id", "container_id", "The id of the container the process runs in.")
-_process_field("upid_to_container_name", "container", "The name of the container the process runs in.",
-               S.CONTAINER)
+_process_field("upid_to_container_name", "container", "The name of the container the process runs in.", S.CONTAINER)
 _process_field("upid_to_node_name", "node", "The node (host) the process runs on.", S.NODE, host_default=True)
-_process_field("upid_to_hostname", "host", "The hostname of the machine the process runs on.", S.NODE,
-               host_default=True)
+_process_field(
+    "upid_to_hostname", "host", "The hostname of the machine the process runs on.", S.NODE, host_default=True
+)
 
 
 def _reason(code: int) -> str:
@@ -75,8 +75,12 @@ def _reason(code: int) -> str:
         return "Unassigned"  # Pixie's text for codes without a registered meaning
 
 
-@udf("http_resp_message", (param("status", INT64),), STRING,
-     "The standard reason phrase of an HTTP status code (\"Not Found\"), or \"Unassigned\".")
+@udf(
+    "http_resp_message",
+    (param("status", INT64),),
+    STRING,
+    'The standard reason phrase of an HTTP status code ("Not Found"), or "Unassigned".',
+)
 def _http_resp_message(ctx: ExecContext, status: Value) -> Value:
     return map_distinct(status, _reason, pa.string())  # a lookup table: no Arrow kernel
 

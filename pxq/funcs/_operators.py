@@ -61,8 +61,10 @@ def checked(name: str, kernel: Kernel, *args: Value) -> Value:
     except pa.ArrowInvalid as exc:
         if "overflow" not in str(exc):
             raise
-        raise ValueError(f"px.{name}: the result does not fit in INT64; hint: compute in FLOAT64 "
-                         "(e.g. multiply by 1.0 first)") from None
+        raise ValueError(
+            f"px.{name}: the result does not fit in INT64; hint: compute in FLOAT64 (e.g. multiply by 1.0 first)"
+        ) from None
+
 
 # ---------------------------------------------------------------- arithmetic
 
@@ -86,43 +88,59 @@ def _subtract_semantic(sems: tuple[SemanticType, ...]) -> SemanticType:
     return inherit(QUANTITIES)(sems)
 
 
-@udf("add", AB,
-     pair_rule("add", {**NUMERIC_PAIRS, (TIME64NS, INT64): TIME64NS, (INT64, TIME64NS): TIME64NS,
-                       (STRING, STRING): STRING}),
-     "a + b: numeric addition (INT64 if both are INT64, else FLOAT64), time plus nanoseconds, or "
-     "string concatenation.", semantic=_add_semantic)
+@udf(
+    "add",
+    AB,
+    pair_rule(
+        "add", {**NUMERIC_PAIRS, (TIME64NS, INT64): TIME64NS, (INT64, TIME64NS): TIME64NS, (STRING, STRING): STRING}
+    ),
+    "a + b: numeric addition (INT64 if both are INT64, else FLOAT64), time plus nanoseconds, or string concatenation.",
+    semantic=_add_semantic,
+)
 def _add(ctx: ExecContext, a: Value, b: Value) -> Value:
     if pa.types.is_string(a.type):
         return pc.binary_join_element_wise(a, b, "")
     return checked("add", pc.add_checked, *numeric_operands(a, b))
 
 
-@udf("subtract", AB,
-     pair_rule("subtract", {**NUMERIC_PAIRS, (TIME64NS, INT64): TIME64NS, (TIME64NS, TIME64NS): INT64,
-                            (INT64, TIME64NS): INT64}),
-     "a - b: numeric subtraction; time minus nanoseconds is a time, time minus time is INT64 ns.",
-     semantic=_subtract_semantic)
+@udf(
+    "subtract",
+    AB,
+    pair_rule(
+        "subtract",
+        {**NUMERIC_PAIRS, (TIME64NS, INT64): TIME64NS, (TIME64NS, TIME64NS): INT64, (INT64, TIME64NS): INT64},
+    ),
+    "a - b: numeric subtraction; time minus nanoseconds is a time, time minus time is INT64 ns.",
+    semantic=_subtract_semantic,
+)
 def _subtract(ctx: ExecContext, a: Value, b: Value) -> Value:
     return checked("subtract", pc.subtract_checked, *numeric_operands(a, b))
 
 
-@udf("multiply", AB, pair_rule("multiply", NUMERIC_PAIRS),
-     "a * b: INT64 if both are INT64, else FLOAT64.")
+@udf("multiply", AB, pair_rule("multiply", NUMERIC_PAIRS), "a * b: INT64 if both are INT64, else FLOAT64.")
 def _multiply(ctx: ExecContext, a: Value, b: Value) -> Value:
     return checked("multiply", pc.multiply_checked, *numeric_operands(a, b))
 
 
-@udf("divide", AB, pair_rule("divide", {pair: FLOAT64 for pair in NUMERIC_PAIRS}),
-     "a / b, always FLOAT64 (IEEE: x/0 is +-inf, 0/0 is NaN).")
+@udf(
+    "divide",
+    AB,
+    pair_rule("divide", {pair: FLOAT64 for pair in NUMERIC_PAIRS}),
+    "a / b, always FLOAT64 (IEEE: x/0 is +-inf, 0/0 is NaN).",
+)
 def _divide(ctx: ExecContext, a: Value, b: Value) -> Value:
     return pc.divide(as_float(a), as_float(b))
 
 
-@udf("modulo", AB,
-     pair_rule("compute the modulo of",
-               {(INT64, INT64): INT64, (TIME64NS, INT64): INT64, (TIME64NS, TIME64NS): INT64,
-                (INT64, TIME64NS): INT64}),
-     "a % b on integers with C++ semantics (the sign of a; -7 % 5 == -2); null when b is 0.")
+@udf(
+    "modulo",
+    AB,
+    pair_rule(
+        "compute the modulo of",
+        {(INT64, INT64): INT64, (TIME64NS, INT64): INT64, (TIME64NS, TIME64NS): INT64, (INT64, TIME64NS): INT64},
+    ),
+    "a % b on integers with C++ semantics (the sign of a; -7 % 5 == -2); null when b is 0.",
+)
 def _modulo(ctx: ExecContext, a: Value, b: Value) -> Value:
     zero = pc.equal(b, 0)
     safe_b = pc.if_else(zero, 1, b)
@@ -132,14 +150,17 @@ def _modulo(ctx: ExecContext, a: Value, b: Value) -> Value:
     return pc.if_else(zero, null_of(pa.int64()), truncated)
 
 
-@udf("negate", X, unary_rule("negate", {INT64: INT64, FLOAT64: FLOAT64}), "-x.",
-     semantic=inherit(QUANTITIES))
+@udf("negate", X, unary_rule("negate", {INT64: INT64, FLOAT64: FLOAT64}), "-x.", semantic=inherit(QUANTITIES))
 def _negate(ctx: ExecContext, x: Value) -> Value:
     return checked("negate", pc.negate_checked, x)
 
 
-@udf("invert", X, unary_rule("invert", {INT64: INT64, BOOLEAN: BOOLEAN}),
-     "~x: bitwise not of an INT64, logical not of a BOOLEAN.")
+@udf(
+    "invert",
+    X,
+    unary_rule("invert", {INT64: INT64, BOOLEAN: BOOLEAN}),
+    "~x: bitwise not of an INT64, logical not of a BOOLEAN.",
+)
 def _invert(ctx: ExecContext, x: Value) -> Value:
     return pc.invert(x) if pa.types.is_boolean(x.type) else pc.bit_wise_not(x)
 
@@ -175,7 +196,11 @@ _comparison("greaterThanEqual", pc.greater_equal, _ORDERED, "a >= b.")
 # ---------------------------------------------------------------- logic
 
 _LOGICAL: dict[tuple[DataType, ...], DataType] = {
-    (BOOLEAN, BOOLEAN): BOOLEAN, (INT64, INT64): BOOLEAN, (BOOLEAN, INT64): BOOLEAN, (INT64, BOOLEAN): BOOLEAN}
+    (BOOLEAN, BOOLEAN): BOOLEAN,
+    (INT64, INT64): BOOLEAN,
+    (BOOLEAN, INT64): BOOLEAN,
+    (INT64, BOOLEAN): BOOLEAN,
+}
 
 
 def _truth(x: Value) -> Value:
@@ -183,19 +208,23 @@ def _truth(x: Value) -> Value:
     return pc.not_equal(x, 0) if pa.types.is_integer(x.type) else x
 
 
-@udf("logicalAnd", AB, pair_rule("apply 'and' to", _LOGICAL),
-     "a and b, element-wise (Kleene: False and null is False).")
+@udf(
+    "logicalAnd", AB, pair_rule("apply 'and' to", _LOGICAL), "a and b, element-wise (Kleene: False and null is False)."
+)
 def _logical_and(ctx: ExecContext, a: Value, b: Value) -> Value:
     return pc.and_kleene(_truth(a), _truth(b))
 
 
-@udf("logicalOr", AB, pair_rule("apply 'or' to", _LOGICAL),
-     "a or b, element-wise (Kleene: True or null is True).")
+@udf("logicalOr", AB, pair_rule("apply 'or' to", _LOGICAL), "a or b, element-wise (Kleene: True or null is True).")
 def _logical_or(ctx: ExecContext, a: Value, b: Value) -> Value:
     return pc.or_kleene(_truth(a), _truth(b))
 
 
-@udf("logicalNot", X, unary_rule("apply 'not' to", {BOOLEAN: BOOLEAN, INT64: BOOLEAN}),
-     "not x, element-wise (an INT64 is true when non-zero).")
+@udf(
+    "logicalNot",
+    X,
+    unary_rule("apply 'not' to", {BOOLEAN: BOOLEAN, INT64: BOOLEAN}),
+    "not x, element-wise (an INT64 is true when non-zero).",
+)
 def _logical_not(ctx: ExecContext, x: Value) -> Value:
     return pc.invert(_truth(x))

@@ -52,8 +52,12 @@ def _contains(ctx: ExecContext, s: Value, sub: Value) -> Value:
     return rowwise(lambda a, b: b in a, pa.bool_(), s, sub)  # two columns: no Arrow kernel
 
 
-@udf("find", (param("s", STRING), param("sub", STRING)), INT64,
-     "Index (in characters) of the first occurrence of sub in s, or -1.")
+@udf(
+    "find",
+    (param("s", STRING), param("sub", STRING)),
+    INT64,
+    "Index (in characters) of the first occurrence of sub in s, or -1.",
+)
 def _find(ctx: ExecContext, s: Value, sub: Value) -> Value:
     if not isinstance(sub, pa.Scalar):
         return rowwise(lambda a, b: a.find(b), pa.int64(), s, sub)  # two columns: no Arrow kernel
@@ -68,8 +72,12 @@ def _find(ctx: ExecContext, s: Value, sub: Value) -> Value:
     return pc.if_else(pc.equal(pc.list_value_length(parts), 2), before, -1)
 
 
-@udf("substring", (param("s", STRING), param("pos", INT64, literal=True), param("length", INT64, literal=True)),
-     STRING, "The `length` characters of s starting at `pos` (0-based; \"\" if pos is out of range).")
+@udf(
+    "substring",
+    (param("s", STRING), param("pos", INT64, literal=True), param("length", INT64, literal=True)),
+    STRING,
+    'The `length` characters of s starting at `pos` (0-based; "" if pos is out of range).',
+)
 def _substring(ctx: ExecContext, s: Value, pos: Value, length: Value) -> Value:
     start, count = pos.as_py(), length.as_py()
     if start is None or count is None:
@@ -100,11 +108,15 @@ def _trim(ctx: ExecContext, s: Value) -> Value:
     return pc.ascii_trim_whitespace(s)
 
 
-@udf("strip_prefix", (param("prefix", STRING), param("s", STRING)), STRING,
-     "s without `prefix` at its start, if it is there (Pixie's order: prefix first).")
+@udf(
+    "strip_prefix",
+    (param("prefix", STRING), param("s", STRING)),
+    STRING,
+    "s without `prefix` at its start, if it is there (Pixie's order: prefix first).",
+)
 def _strip_prefix(ctx: ExecContext, prefix: Value, s: Value) -> Value:
     if not isinstance(prefix, pa.Scalar):  # two columns: no Arrow kernel
-        return rowwise(lambda p, v: v[len(p):] if v.startswith(p) else v, pa.string(), prefix, s)
+        return rowwise(lambda p, v: v[len(p) :] if v.startswith(p) else v, pa.string(), prefix, s)
     head = prefix.as_py()
     if head is None:
         return pa.nulls(len(s), pa.string())
@@ -123,8 +135,12 @@ def _checked(fn_name: str, what: str, run: Callable[[], Value]) -> Value:
         raise ValueError(f"px.{fn_name}: invalid {what}: {exc}") from None
 
 
-@udf("regex_match", (param("pattern", STRING, literal=True), param("s", STRING)),
-     BOOLEAN, "Whether the RE2 pattern matches the whole of s.")
+@udf(
+    "regex_match",
+    (param("pattern", STRING, literal=True), param("s", STRING)),
+    BOOLEAN,
+    "Whether the RE2 pattern matches the whole of s.",
+)
 def _regex_match(ctx: ExecContext, pattern: Value, s: Value) -> Value:
     text = pattern.as_py()
     if text is None:
@@ -133,9 +149,12 @@ def _regex_match(ctx: ExecContext, pattern: Value, s: Value) -> Value:
     return pc.match_substring_regex(s, rf"(?s)\A(?:{text})\z")
 
 
-@udf("replace", (param("pattern", STRING, literal=True), param("s", STRING),
-                 param("replacement", STRING, literal=True)), STRING,
-     "s with every match of the RE2 pattern replaced (\\1... refer to groups).")
+@udf(
+    "replace",
+    (param("pattern", STRING, literal=True), param("s", STRING), param("replacement", STRING, literal=True)),
+    STRING,
+    "s with every match of the RE2 pattern replaced (\\1... refer to groups).",
+)
 def _replace(ctx: ExecContext, pattern: Value, s: Value, replacement: Value) -> Value:
     text, sub = pattern.as_py(), replacement.as_py()
     if text is None or sub is None:
@@ -160,7 +179,8 @@ def replaced_size_bounds(s: Value, replacement: str) -> np.ndarray[Any, np.dtype
     replacement's text, and group references copying every byte of the row at most once each
     (matches do not overlap)."""
     lengths: np.ndarray[Any, np.dtype[np.float64]] = (
-        pc.fill_null(pc.binary_length(s), 0).to_numpy(zero_copy_only=False).astype(np.float64))
+        pc.fill_null(pc.binary_length(s), 0).to_numpy(zero_copy_only=False).astype(np.float64)
+    )
     references = len(_GROUP_REFERENCE.findall(replacement))
     return lengths * (1 + references) + (lengths + 1) * len(replacement.encode())
 
@@ -177,8 +197,9 @@ def _replace_within(s: Value, pattern: str, replacement: str, limit: int) -> Val
     if bounds.max() > limit:  # one row alone could outgrow the limit
         raise too_big(what, bounds.max(), limit)
     piece_bytes = max(limit // 4, 1)
-    ends = np.searchsorted(np.cumsum(bounds), np.arange(piece_bytes, bounds.sum() + piece_bytes, piece_bytes),
-                           side="right")
+    ends = np.searchsorted(
+        np.cumsum(bounds), np.arange(piece_bytes, bounds.sum() + piece_bytes, piece_bytes), side="right"
+    )
     pieces, produced, start = [], 0, 0
     for end in [*ends.tolist(), len(s)]:
         end = max(end, start + 1)
@@ -196,7 +217,7 @@ def _replace_within(s: Value, pattern: str, replacement: str, limit: int) -> Val
 # ---------------------------------------------------------------- conversions
 
 _SIMPLE_ATOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*", re.ASCII)
-_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _atoi(text: str) -> int | None:
@@ -207,8 +228,12 @@ def _atoi(text: str) -> int | None:
     return value if _INT64_MIN <= value <= _INT64_MAX else None
 
 
-@udf("atoi", (param("s", STRING), param("default", INT64, default=0, has_default=True)), INT64,
-     "s parsed as a decimal INT64, or `default` (0 if omitted) when it is not one.")
+@udf(
+    "atoi",
+    (param("s", STRING), param("default", INT64, default=0, has_default=True)),
+    INT64,
+    "s parsed as a decimal INT64, or `default` (0 if omitted) when it is not one.",
+)
 def _atoi_impl(ctx: ExecContext, s: Value, default: Value) -> Value:
     # Arrow's string->int cast fails the whole array on one bad value and has no "null on error"
     # mode, so parsing runs in Python, once per distinct string.
@@ -290,12 +315,24 @@ def _pluck(name: str, convert: Callable[[Any], Any], out_type: DataType, doc: st
     udf(name, (param("json", STRING), param("key", STRING, literal=True)), out_type, doc)(impl)
 
 
-_pluck("pluck", _as_text, STRING,
-       "The value of a top-level key of a JSON object, as text (objects and lists as JSON; \"\" if absent).")
-_pluck("pluck_int64", _as_int, INT64,
-       "The integer value of a top-level key of a JSON object (0 if absent or not an integer).")
-_pluck("pluck_float64", _as_float, FLOAT64,
-       "The numeric value of a top-level key of a JSON object as FLOAT64 (0.0 if absent or not a number).")
+_pluck(
+    "pluck",
+    _as_text,
+    STRING,
+    'The value of a top-level key of a JSON object, as text (objects and lists as JSON; "" if absent).',
+)
+_pluck(
+    "pluck_int64",
+    _as_int,
+    INT64,
+    "The integer value of a top-level key of a JSON object (0 if absent or not an integer).",
+)
+_pluck(
+    "pluck_float64",
+    _as_float,
+    FLOAT64,
+    "The numeric value of a top-level key of a JSON object as FLOAT64 (0.0 if absent or not a number).",
+)
 
 
 def _element(text: str, index: int) -> Any:
@@ -305,8 +342,12 @@ def _element(text: str, index: int) -> Any:
     return doc[index] if isinstance(doc, list) and 0 <= index < len(doc) else _ABSENT
 
 
-@udf("pluck_array", (param("json", STRING), param("index", INT64, literal=True)), STRING,
-     "Element `index` of a JSON array, as text (\"\" if out of range or not an array).")
+@udf(
+    "pluck_array",
+    (param("json", STRING), param("index", INT64, literal=True)),
+    STRING,
+    'Element `index` of a JSON array, as text ("" if out of range or not an array).',
+)
 def _pluck_array(ctx: ExecContext, json_text: Value, index: Value) -> Value:
     position = index.as_py()
     if position is None:

@@ -111,9 +111,16 @@ SCALARS: dict[str, ScalarFunction] = {}
 AGGREGATES: dict[str, AggregateFunction] = {}
 
 
-def scalar(name: str, params: tuple[Param, ...], returns: TypeRule, doc: str, *,
-           semantic: SemanticRule = SemanticType.NONE, variadic: bool = False, foldable: bool = True
-           ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def scalar(
+    name: str,
+    params: tuple[Param, ...],
+    returns: TypeRule,
+    doc: str,
+    *,
+    semantic: SemanticRule = SemanticType.NONE,
+    variadic: bool = False,
+    foldable: bool = True,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``impl(ctx, *args)`` as ``px.<name>``."""
 
     def register(impl: Callable[..., Any]) -> Callable[..., Any]:
@@ -125,9 +132,17 @@ def scalar(name: str, params: tuple[Param, ...], returns: TypeRule, doc: str, *,
     return register
 
 
-def aggregate(name: str, input_types: frozenset[DataType] | None, returns: TypeRule, doc: str, *,
-              plan: Callable[[Any, str], AggregatePlan], semantic: SemanticRule = SemanticType.NONE,
-              empty: Any = None, ordered: bool = False) -> AggregateFunction:
+def aggregate(
+    name: str,
+    input_types: frozenset[DataType] | None,
+    returns: TypeRule,
+    doc: str,
+    *,
+    plan: Callable[[Any, str], AggregatePlan],
+    semantic: SemanticRule = SemanticType.NONE,
+    empty: Any = None,
+    ordered: bool = False,
+) -> AggregateFunction:
     """Register ``px.<name>`` as an aggregate (see AggregateFunction)."""
     if name in AGGREGATES:
         raise ValueError(f"px.{name} registered twice")

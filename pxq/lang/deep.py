@@ -85,7 +85,8 @@ def run_deep(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         except RecursionError:
             raise ResourceLimitError(
                 "the script nests too deeply for the stack pxq could get here (no thread with a larger "
-                "stack could start: is the address space capped with ulimit -v?)") from None
+                "stack could start: is the address space capped with ulimit -v?)"
+            ) from None
     try:
         worker.join()
     finally:

@@ -93,8 +93,19 @@ _UNSUPPORTED = {
     "LSHIFT": ("the shift operator '<<'", "multiply by a power of two instead"),
     "RSHIFT": ("the shift operator '>>'", "divide by a power of two instead (px.floor(a / 4))"),
 }
-_CONTEXTUAL = ["FOR", "IF", "ELIF", "ELSE", "IN", "POW", "AUGASSIGN", "AT", "PREFIXED_STRING", "UNTERMINATED_STRING",
-               "UNTERMINATED_LONG_STRING"]
+_CONTEXTUAL = [
+    "FOR",
+    "IF",
+    "ELIF",
+    "ELSE",
+    "IN",
+    "POW",
+    "AUGASSIGN",
+    "AT",
+    "PREFIXED_STRING",
+    "UNTERMINATED_STRING",
+    "UNTERMINATED_LONG_STRING",
+]
 REJECTED_TERMINALS = (*_UNSUPPORTED, *_CONTEXTUAL)
 
 _OPENERS = {"LPAR": "(", "LSQB": "[", "LBRACE": "{"}
@@ -240,9 +251,7 @@ def _rejected_python(
             return _unsupported("the 'not in' operator", span, "use not px.equals_any(value, [...])")
         return None
     if kind == "AUGASSIGN":
-        return _unsupported(
-            f"augmented assignment ('{value}')", span, f"write it out: name = name {value[:-1]} value"
-        )
+        return _unsupported(f"augmented assignment ('{value}')", span, f"write it out: name = name {value[:-1]} value")
     if kind == "POW":
         if not operand_may_start:
             return _unsupported("the power operator '**'", span, "use px.pow(base, exponent)")
@@ -319,8 +328,9 @@ def _unexpected(token: LexedToken, span: Span, accepts: set[str], context: _Cont
         hint = f"add the matching '{closer}'" + ("" if at_end else f" before line {token.line}")
         return Problem(f"'{opener.value}' was never closed", _token_span(opener, text), hint)
     if kind == "_INDENT":
-        return Problem("unexpected indent", span,
-                       "only the body of a def is indented; line this up with the statement before")
+        return Problem(
+            "unexpected indent", span, "only the body of a def is indented; line this up with the statement before"
+        )
     if "_INDENT" in accepts and len(accepts) == 1:
         def_line = _last_def_line(context)
         return Problem(
@@ -389,8 +399,10 @@ def _hint(token: LexedToken, accepts: set[str], context: _Context) -> str:
         return "a statement starts with a name, a literal, a bracket, or import, from, def or return"
     if context.brackets and _MATCHING[context.brackets[-1][0].type] in accepts:
         opener = context.brackets[-1][0]
-        return (f"separate items with ',', or close the '{opener.value}' opened at line {opener.line}, "
-                f"column {opener.column}")
+        return (
+            f"separate items with ',', or close the '{opener.value}' opened at line {opener.line}, "
+            f"column {opener.column}"
+        )
     if accepts >= _EXPRESSION_START:
         return "a value (a name, a literal, a call, ...) is missing here"
     if "_NEWLINE" in accepts:

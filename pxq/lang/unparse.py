@@ -106,8 +106,11 @@ def _expr_and_strength(node: ast.Node) -> tuple[str, int]:
         return _constant(node.value)
     if isinstance(node, ast.Attribute):
         value = node.value
-        if (isinstance(value, ast.Constant) and isinstance(value.value, (int, float))
-                and not isinstance(value.value, bool)):
+        if (
+            isinstance(value, ast.Constant)
+            and isinstance(value.value, (int, float))
+            and not isinstance(value.value, bool)
+        ):
             base = f"({_expr(value)})"  # 1.real would read as the float '1.' then a name
         else:
             base = _expr(value, _POSTFIX)

@@ -25,8 +25,17 @@ from pxq.render.table import TableWriter
 
 WRITERS: dict[str, Writer] = {
     w.name: w
-    for w in (TableWriter(), JsonWriter(), CsvWriter(), ParquetWriter(),
-              FoldedWriter(), SvgWriter(), IcicleWriter(), SpeedscopeWriter(), PprofWriter())
+    for w in (
+        TableWriter(),
+        JsonWriter(),
+        CsvWriter(),
+        ParquetWriter(),
+        FoldedWriter(),
+        SvgWriter(),
+        IcicleWriter(),
+        SpeedscopeWriter(),
+        PprofWriter(),
+    )
 }
 FORMATS: tuple[str, ...] = tuple(WRITERS)
 

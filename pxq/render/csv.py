@@ -26,9 +26,7 @@ def _csv_column(field: pa.Field, column: pa.Array) -> pa.Array:
     if pat.is_dictionary(t):
         return column.cast(t.value_type)
     if pat.is_nested(t):
-        return pa.array(
-            [None if v == "null" else v for v in encode_column(field, column).to_pylist()], pa.string()
-        )
+        return pa.array([None if v == "null" else v for v in encode_column(field, column).to_pylist()], pa.string())
     return column
 
 
@@ -59,10 +57,15 @@ class CsvWriter:
         if out is None:
             stream, _ = open_output(None)
             if len(results) > 1:
-                order = ", ".join(f"{display} ({table.num_rows:,} row{'' if table.num_rows == 1 else 's'})"
-                                  for display, table in results.items())
-                print(f"pxq: csv: {len(results)} displays on stdout, in this order, separated by an empty line: "
-                      f"{order}; --out DIR writes one file each", file=sys.stderr)
+                order = ", ".join(
+                    f"{display} ({table.num_rows:,} row{'' if table.num_rows == 1 else 's'})"
+                    for display, table in results.items()
+                )
+                print(
+                    f"pxq: csv: {len(results)} displays on stdout, in this order, separated by an empty line: "
+                    f"{order}; --out DIR writes one file each",
+                    file=sys.stderr,
+                )
             for i, table in enumerate(results.values()):
                 if i:
                     stream.write(b"\n")

@@ -120,9 +120,14 @@ def layout(record: StackSamples, weights: np.ndarray | None = None) -> Layout:
         firsts.append(first)
         lasts.append(last)
         depth += 1
-    return Layout(np.concatenate(frames).astype(np.int32), np.concatenate(depths).astype(np.int32),
-                  np.concatenate(starts).astype(np.int64), np.concatenate(widths).astype(np.int64),
-                  np.concatenate(firsts).astype(np.int64), np.concatenate(lasts).astype(np.int64))
+    return Layout(
+        np.concatenate(frames).astype(np.int32),
+        np.concatenate(depths).astype(np.int32),
+        np.concatenate(starts).astype(np.int64),
+        np.concatenate(widths).astype(np.int64),
+        np.concatenate(firsts).astype(np.int64),
+        np.concatenate(lasts).astype(np.int64),
+    )
 
 
 def frame_colours(record: StackSamples, frame_ids: np.ndarray) -> dict[int, str]:
@@ -173,8 +178,9 @@ def flamegraph_svg(
     drawn = lay.frame[keep]
     kinds = sorted({FrameKind(k) for k in record.kinds[drawn[drawn >= 0]].tolist()})
     stats = f"{record.total:,} samples, {len(record):,} distinct stacks, {len(keep):,} frames drawn"
-    return _document(record, lay, keep, fills, None, title=title, inverted=inverted, width=width,
-                     legend=_legend(kinds), stats=stats)
+    return _document(
+        record, lay, keep, fills, None, title=title, inverted=inverted, width=width, legend=_legend(kinds), stats=stats
+    )
 
 
 def diff_flamegraph_svg(
@@ -213,12 +219,25 @@ def diff_flamegraph_svg(
     for frame, n, m, d in zip(lay.frame[keep].tolist(), a.tolist(), b.tolist(), delta.tolist()):
         name = "all" if frame < 0 else names[frame]
         change = f"{100 * d:+.2f} points" if normalize else f"{int(d):+,} samples"
-        tips.append(f"{name} ({n:,} sample{'' if n == 1 else 's'}, {100 * n / a_total:.2f}%; "
-                    f"before {m:,}, {100 * m / b_total:.2f}%; {change})")
-    stats = (f"{int(now.sum()):,} samples after, {int(was.sum()):,} before; red: grew, blue: shrank"
-             + (" (share of samples)" if normalize else ""))
-    return _document(union, lay, keep, fills, tips, title=title or "Differential Flame Graph",
-                     inverted=inverted, width=width, legend="", stats=stats)
+        tips.append(
+            f"{name} ({n:,} sample{'' if n == 1 else 's'}, {100 * n / a_total:.2f}%; "
+            f"before {m:,}, {100 * m / b_total:.2f}%; {change})"
+        )
+    stats = f"{int(now.sum()):,} samples after, {int(was.sum()):,} before; red: grew, blue: shrank" + (
+        " (share of samples)" if normalize else ""
+    )
+    return _document(
+        union,
+        lay,
+        keep,
+        fills,
+        tips,
+        title=title or "Differential Flame Graph",
+        inverted=inverted,
+        width=width,
+        legend="",
+        stats=stats,
+    )
 
 
 def _diff_colour(ratio: float) -> str:
@@ -261,10 +280,14 @@ def _document(record, lay, keep, fills, tips, *, title, inverted, width, legend,
             tip = f"{escaped[frame]} ({n:,} sample{'' if n == 1 else 's'}, {100 * n / total:.2f}%)"
         label = _label(name, w)
         text = f'<text x="{x + 3:.2f}" y="{y + FRAME_HEIGHT - 4}">{xml_text(label)}</text>' if label else ""
-        rows.append(f'<g><title>{tip}</title><rect x="{x:.2f}" y="{y}" width="{w:.2f}" '
-                    f'height="{FRAME_HEIGHT - 1}" fill="{fills[i]}"/>{text}</g>\n')
-    config = (f"var C = {{inv: {int(inverted)}, fh: {FRAME_HEIGHT}, y0: {y0}, xpad: {XPAD}, width: {width}, "
-              f"total: {total}, font: {FONT_SIZE}, hl: \"{HIGHLIGHT}\"}};\n")
+        rows.append(
+            f'<g><title>{tip}</title><rect x="{x:.2f}" y="{y}" width="{w:.2f}" '
+            f'height="{FRAME_HEIGHT - 1}" fill="{fills[i]}"/>{text}</g>\n'
+        )
+    config = (
+        f"var C = {{inv: {int(inverted)}, fh: {FRAME_HEIGHT}, y0: {y0}, xpad: {XPAD}, width: {width}, "
+        f'total: {total}, font: {FONT_SIZE}, hl: "{HIGHLIGHT}"}};\n'
+    )
     script = (config + _script()).replace("]]>", "]]]]><![CDATA[>")
     return (
         '<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n'
@@ -274,7 +297,8 @@ def _document(record, lay, keep, fills, tips, *, title, inverted, width, legend,
         "#title{font-size:17px;text-anchor:middle}#stats{fill:#555;text-anchor:middle}"
         ".btn{cursor:pointer;fill:#0645ad}.hide{display:none}#frames g{cursor:pointer}"
         "#frames rect{rx:2px;ry:2px}#frames .parent{opacity:0.5}#matched{text-anchor:end}"
-        "#frames g:hover rect{stroke:#000;stroke-width:0.5}</style>\n" % FONT_SIZE
+        "#frames g:hover rect{stroke:#000;stroke-width:0.5}</style>\n"
+        % FONT_SIZE
         + '<defs><linearGradient id="bg" x1="0" y1="0" x2="0" y2="1">'
         '<stop stop-color="#eeeeee" offset="5%"/><stop stop-color="#eeeeb0" offset="95%"/></linearGradient></defs>\n'
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="url(#bg)"/>\n'
@@ -285,7 +309,9 @@ def _document(record, lay, keep, fills, tips, *, title, inverted, width, legend,
         f'<text id="details" x="{XPAD}" y="{height - 12}"> </text>\n'
         f'<text id="matched" x="{width - XPAD}" y="{height - 12}"> </text>\n'
         + legend
-        + '<g id="frames">\n' + "".join(rows) + "</g>\n"
+        + '<g id="frames">\n'
+        + "".join(rows)
+        + "</g>\n"
         f'<script type="text/ecmascript"><![CDATA[\n{script}]]></script>\n'
         "</svg>\n"
     )
@@ -296,8 +322,10 @@ def _legend(kinds: list[FrameKind]) -> str:
     for kind in kinds:
         (r, g, b), (dr, dg, db) = _PALETTE[kind]
         colour = "#%02x%02x%02x" % (int(r + dr / 2), int(g + dg / 2), int(b + db / 2))
-        parts.append(f'<rect x="{x}" y="48" width="10" height="10" fill="{colour}"/>'
-                     f'<text x="{x + 14}" y="57">{KIND_NAMES[kind]}</text>')
+        parts.append(
+            f'<rect x="{x}" y="48" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{x + 14}" y="57">{KIND_NAMES[kind]}</text>'
+        )
         x += 30 + 8 * len(KIND_NAMES[kind])
     return '<g id="legend">' + "".join(parts) + "</g>\n"
 
@@ -334,8 +362,10 @@ def notebook_flamegraph(frame, title: str = ""):
         return None
     svg = flamegraph_svg(StackSamples.from_table(table, title=title))
     height = int(re.search(r'height="(\d+)"', svg).group(1)) + 8
-    return _InlineHtml(f'<iframe srcdoc="{html.escape(svg, quote=True)}" width="100%" height="{height}" '
-                       'style="border:0" title="flamegraph"></iframe>')
+    return _InlineHtml(
+        f'<iframe srcdoc="{html.escape(svg, quote=True)}" width="100%" height="{height}" '
+        'style="border:0" title="flamegraph"></iframe>'
+    )
 
 
 class _InlineHtml:

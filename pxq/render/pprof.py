@@ -184,14 +184,25 @@ def pprof_profile(record: StackSamples) -> bytes:
         location_id = len(locations) + 1
         location_of[f] = location_id
         line_msg = int_field(1, function_id) + int_field(2, line)
-        locations.append(bytes_field(PROFILE_LOCATION, int_field(1, location_id) + int_field(2, 1)
-                                     + bytes_field(4, line_msg)))
-    group_labels = [b"".join(bytes_field(3, int_field(1, strings(column)) + int_field(2, strings(value)))
-                             for column, value in group.values if value != "")
-                    for group in record.groups]
+        locations.append(
+            bytes_field(PROFILE_LOCATION, int_field(1, location_id) + int_field(2, 1) + bytes_field(4, line_msg))
+        )
+    group_labels = [
+        b"".join(
+            bytes_field(3, int_field(1, strings(column)) + int_field(2, strings(value)))
+            for column, value in group.values
+            if value != ""
+        )
+        for group in record.groups
+    ]
     parts.append(_samples(record, location_of, group_labels))
-    mapping = (int_field(1, 1) + int_field(5, strings(record.title or "pxq"))
-               + int_field(7, 1) + int_field(8, 1) + int_field(9, 1))
+    mapping = (
+        int_field(1, 1)
+        + int_field(5, strings(record.title or "pxq"))
+        + int_field(7, 1)
+        + int_field(8, 1)
+        + int_field(9, 1)
+    )
     parts.append(bytes_field(PROFILE_MAPPING, mapping))
     parts.extend(locations)
     for (func, file), function_id in functions.items():

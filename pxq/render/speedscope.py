@@ -71,11 +71,24 @@ def speedscope_json(record: StackSamples, *, name: str | None = None) -> str:
             "endValue": int(counts.sum()),
         }
         weights = "[" + ",".join(map(str, counts.tolist())) + "]"
-        profiles.append(json.dumps(head, ensure_ascii=False)[:-1]
-                        + f',"samples":{_samples_json(offsets, index[ids])},"weights":{weights}}}')
+        profiles.append(
+            json.dumps(head, ensure_ascii=False)[:-1]
+            + f',"samples":{_samples_json(offsets, index[ids])},"weights":{weights}}}'
+        )
     if not profiles:  # speedscope wants at least one profile
-        profiles.append(json.dumps({"type": "sampled", "name": record.title or "all", "unit": "none",
-                                    "startValue": 0, "endValue": 0, "samples": [], "weights": []}))
+        profiles.append(
+            json.dumps(
+                {
+                    "type": "sampled",
+                    "name": record.title or "all",
+                    "unit": "none",
+                    "startValue": 0,
+                    "endValue": 0,
+                    "samples": [],
+                    "weights": [],
+                }
+            )
+        )
     document = {
         "$schema": SCHEMA,
         "shared": {"frames": frames},

@@ -47,8 +47,18 @@ COUNT_COLUMN = "count"
 # Identity columns that become root frames, outermost first, when a display has them (Pixie's
 # flamegraph widget nests node → namespace → pod → container → process the same way); last,
 # pxq's ``sampler`` (ebpf / py-spy), so that the two samplers' views of one process stay apart.
-DEFAULT_GROUP_COLUMNS = ("node", "namespace", "pod", "container", "process", "cmdline", "comm", "pid", "upid",
-                         "sampler")
+DEFAULT_GROUP_COLUMNS = (
+    "node",
+    "namespace",
+    "pod",
+    "container",
+    "process",
+    "cmdline",
+    "comm",
+    "pid",
+    "upid",
+    "sampler",
+)
 # Integer columns that are never the sample count.
 _NOT_COUNTS = re.compile(r"(^|_)(id|pid|upid|tid|port|asid|cpu|depth|line)$|^(stack_trace_id|percent)$")
 # Schema metadata key a collector may set: the sampling period in nanoseconds (1e9 / rate in Hz).
@@ -161,8 +171,10 @@ class StackSamples:
             group_cols = tuple(group_by)
             missing = [c for c in group_cols if c not in table.column_names]
             if missing:
-                raise UsageError(f"{title or 'display'}: cannot group stacks by {', '.join(map(repr, missing))}: "
-                                 f"columns are {', '.join(table.column_names)}")
+                raise UsageError(
+                    f"{title or 'display'}: cannot group stacks by {', '.join(map(repr, missing))}: "
+                    f"columns are {', '.join(table.column_names)}"
+                )
         count_col = count_column(table, exclude=(stack_col, *group_cols))
         if count_col is None:
             counts = pa.array(np.ones(table.num_rows, dtype=np.int64))
@@ -183,8 +195,9 @@ class StackSamples:
             cut = pc.fill_null(table[TRUNCATED_COLUMN], False)
             stacks = pc.if_else(cut, pc.binary_join_element_wise(TRUNCATED_FRAME, stacks, ";"), stacks)
         keys = [pc.fill_null(_text(table[c]), "") for c in group_cols]
-        return cls._build(stacks, counts, group_cols, keys, title=title, period_ns=period_ns,
-                          start_ns=start_ns, end_ns=end_ns)
+        return cls._build(
+            stacks, counts, group_cols, keys, title=title, period_ns=period_ns, start_ns=start_ns, end_ns=end_ns
+        )
 
     @classmethod
     def from_folded(cls, text: str, *, title: str = "") -> StackSamples:
@@ -193,8 +206,9 @@ class StackSamples:
         return cls._build(pa.array(stacks, pa.string()), pa.array(counts, pa.int64()), (), [], title=title)
 
     @classmethod
-    def _build(cls, stacks, counts, group_cols, keys, *, title, period_ns=None, start_ns=None,
-               end_ns=None) -> StackSamples:
+    def _build(
+        cls, stacks, counts, group_cols, keys, *, title, period_ns=None, start_ns=None, end_ns=None
+    ) -> StackSamples:
         # 1. Merge rows with the same group and stack: dictionary indices, summed with bincount.
         stack_enc = _combined(pc.dictionary_encode(stacks))
         stack_idx = stack_enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -227,8 +241,9 @@ class StackSamples:
         if pc.any(pc.match_substring_regex(names, _CONTROL)).as_py():
             # Control characters (a newline would end a folded line, XML forbids most) become spaces.
             clean = pc.replace_substring_regex(stacks, _CONTROL, " ")
-            return cls._build(clean, counts, group_cols, keys, title=title, period_ns=period_ns,
-                              start_ns=start_ns, end_ns=end_ns)
+            return cls._build(
+                clean, counts, group_cols, keys, title=title, period_ns=period_ns, start_ns=start_ns, end_ns=end_ns
+            )
         frame_ids = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
         # 4. Sort stacks by their frames, root first; the text's byte order is exactly that.
         order = pc.sort_indices(text).to_numpy(zero_copy_only=False)
@@ -240,9 +255,20 @@ class StackSamples:
             lengths = np.diff(offsets)
             position = np.arange(len(frame_ids)) - np.repeat(offsets[:-1], lengths)
             kinds[frame_ids[position < np.repeat(depths[group_of], lengths)]] = FrameKind.GROUP
-        return cls(names=names, kinds=kinds, offsets=offsets, frame_ids=frame_ids, counts=merged_counts,
-                   group_of=group_of, groups=groups, group_columns=tuple(group_cols), title=title,
-                   period_ns=period_ns, start_ns=start_ns, end_ns=end_ns)
+        return cls(
+            names=names,
+            kinds=kinds,
+            offsets=offsets,
+            frame_ids=frame_ids,
+            counts=merged_counts,
+            group_of=group_of,
+            groups=groups,
+            group_columns=tuple(group_cols),
+            title=title,
+            period_ns=period_ns,
+            start_ns=start_ns,
+            end_ns=end_ns,
+        )
 
     # ------------------------------------------------------------------ reading
 
@@ -283,7 +309,7 @@ class StackSamples:
         """Frame names of stack ``i``, root first (without the group labels when ``rooted=False``)."""
         start = self.offsets[i] + (0 if rooted else self.root_depths[i])
         names = self.name_list
-        return tuple(names[f] for f in self.frame_ids[start:self.offsets[i + 1]])
+        return tuple(names[f] for f in self.frame_ids[start : self.offsets[i + 1]])
 
     def folded_stacks(self) -> pa.Array:
         """Each stack as folded text ``a;b;c`` (rooted), in record order."""
@@ -297,7 +323,7 @@ class StackSamples:
         bounds = np.searchsorted(self.group_of[order], np.arange(len(self.groups) + 1))
         seen = sorted(range(len(self.groups)), key=lambda g: self.groups[g].labels)
         for g in seen:
-            members = order[bounds[g]:bounds[g + 1]]
+            members = order[bounds[g] : bounds[g + 1]]
             if len(members):
                 yield self.groups[g], members
 
@@ -312,8 +338,9 @@ def align(before: StackSamples, after: StackSamples) -> tuple[StackSamples, np.n
     """The union of two records' (rooted) stacks, and each record's count per union stack (0 where
     it lacks the stack): what differential flamegraphs compare."""
     texts = (before.folded_stacks(), after.folded_stacks())
-    table = pa.table({STACK_COLUMN: pa.concat_arrays(texts),
-                      COUNT_COLUMN: np.concatenate((before.counts, after.counts))})
+    table = pa.table(
+        {STACK_COLUMN: pa.concat_arrays(texts), COUNT_COLUMN: np.concatenate((before.counts, after.counts))}
+    )
     union = StackSamples.from_table(table, group_by=(), title=after.title or before.title)
     union_text = union.folded_stacks()
     out = []
@@ -357,9 +384,9 @@ def _split_terminated(text: pa.Array) -> tuple[np.ndarray, pa.Array]:
     _, offsets_buf, data_buf = text.buffers()
     if offsets_buf is None or len(text) == 0:
         return np.zeros(1, dtype=np.int64), pa.array([], pa.large_string())
-    row = np.frombuffer(offsets_buf, dtype=np.int64)[text.offset:text.offset + len(text) + 1]
+    row = np.frombuffer(offsets_buf, dtype=np.int64)[text.offset : text.offset + len(text) + 1]
     data = np.frombuffer(data_buf, dtype=np.uint8)
-    ends = np.flatnonzero(data[row[0]:row[-1]] == ord(";")) + (row[0] + 1)
+    ends = np.flatnonzero(data[row[0] : row[-1]] == ord(";")) + (row[0] + 1)
     frame_offsets = np.concatenate((row[:1], ends))
     frames = pa.Array.from_buffers(pa.large_string(), len(ends), [None, pa.py_buffer(frame_offsets), data_buf])
     return np.searchsorted(ends, row, side="right").astype(np.int64), frames
@@ -425,8 +452,10 @@ def _as_counts(column, name: str, title: str) -> pa.Array:
     column = pc.fill_null(column.cast(pa.int64()), 0)
     low = pc.min(column).as_py()
     if low is not None and low < 0:
-        raise UsageError(f"{title or 'display'}: count column {name!r} has negative values (min {low}); "
-                         "stack formats need sample counts")
+        raise UsageError(
+            f"{title or 'display'}: count column {name!r} has negative values (min {low}); "
+            "stack formats need sample counts"
+        )
     return column
 
 
@@ -438,8 +467,10 @@ def _group(columns: Sequence[str], values: Sequence[str]) -> Group:
 
 def _no_stack_message(title: str, table: pa.Table) -> str:
     columns = ", ".join(table.column_names) or "(none)"
-    return (f"display {title!r} has no stack column: stack formats need a '{STACK_COLUMN}' column of folded stacks "
-            f"(frames ';'-separated, root first) and a '{COUNT_COLUMN}' column; its columns are: {columns}")
+    return (
+        f"display {title!r} has no stack column: stack formats need a '{STACK_COLUMN}' column of folded stacks "
+        f"(frames ';'-separated, root first) and a '{COUNT_COLUMN}' column; its columns are: {columns}"
+    )
 
 
 # ---------------------------------------------------------------------- folded text

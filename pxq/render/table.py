@@ -61,10 +61,33 @@ NULL = Text("null", style="dim")
 # Column ranks (lower is shown first, hidden last).
 RANK_TIME, RANK_IDENTITY, RANK_KEY, RANK_SIZE, RANK_ADDRESS, RANK_NUMBER, RANK_TEXT, RANK_BULK = range(8)
 _IDENTITY_SEMANTICS = {S.UPID, S.POD, S.SERVICE, S.NAMESPACE, S.NODE, S.CONTAINER}
-_IDENTITY_NAMES = {"upid", "pod", "service", "namespace", "node", "container", "container_id", "pid", "tid",
-                   "comm", "process", "process_name", "cmd", "exe", "hostname", "host",
-                   # Who talked to whom: a pod, a service, `comm[pid]` or `address:port` (bundled scripts).
-                   "source", "destination", "src", "dst", "requestor", "responder", "client", "server"}
+_IDENTITY_NAMES = {
+    "upid",
+    "pod",
+    "service",
+    "namespace",
+    "node",
+    "container",
+    "container_id",
+    "pid",
+    "tid",
+    "comm",
+    "process",
+    "process_name",
+    "cmd",
+    "exe",
+    "hostname",
+    "host",
+    # Who talked to whom: a pod, a service, `comm[pid]` or `address:port` (bundled scripts).
+    "source",
+    "destination",
+    "src",
+    "dst",
+    "requestor",
+    "responder",
+    "client",
+    "server",
+}
 # What a request was and how it went: method, path, status, latency, sizes.
 _KEY_NAMES = {"req_method", "method", "req_path", "path", "endpoint", "resp_status", "status", "req_cmd", "query"}
 _KEY_SEMANTICS = {S.HTTP_STATUS, S.DURATION_NS}
@@ -196,8 +219,7 @@ def _column(field: pa.Field, column: pa.ChunkedArray, zone: dt.tzinfo | None, bo
     cells = [None if v is None else fmt(v) for v in column_values(field, column)]
     shrinkable = _shrinkable(field)
     header = cell_len(field.name)
-    longest = max([cell_len("null") if None in cells else 0, *(cell_len(c) for c in cells if c is not None)],
-                  default=0)
+    longest = max([cell_len("null") if None in cells else 0, *(cell_len(c) for c in cells if c is not None)], default=0)
     if bounded and shrinkable:
         longest = min(longest, MAX_TEXT)
     natural = max(header, longest)
@@ -223,8 +245,9 @@ def choose_columns(columns: list, width: int) -> tuple[list, list]:
     return shown, [c for c in columns if any(c is h for h in hidden)]
 
 
-def build_table(table: pa.Table, max_rows: int, width: int | None, zone: dt.tzinfo | None = None
-                ) -> tuple[Table, int, int, list[str]]:
+def build_table(
+    table: pa.Table, max_rows: int, width: int | None, zone: dt.tzinfo | None = None
+) -> tuple[Table, int, int, list[str]]:
     """The rich table for one display's rows; its width in cells; how many rows it leaves out;
     and the names of the columns it hides to fit ``width`` (None: no limit, nothing cut)."""
     shown_rows = table.slice(0, max_rows)
@@ -241,12 +264,18 @@ def build_table(table: pa.Table, max_rows: int, width: int | None, zone: dt.tzin
     for col, fitted in zip(columns, widths):
         keep_end = semantic_of(col.field) is S.STACK_TRACE
         header = col.name if cell_len(col.name) <= fitted else human.cut(col.name, fitted)
-        grid.add_column(header, justify="right" if col.right else "left", no_wrap=True, overflow="ellipsis",
-                        width=fitted)
+        grid.add_column(
+            header, justify="right" if col.right else "left", no_wrap=True, overflow="ellipsis", width=fitted
+        )
         status = semantic_of(col.field) is S.HTTP_STATUS and pat.is_integer(col.field.type)
-        styled.append([NULL if c is None else Text(human.cut(c, fitted, keep_end=keep_end),
-                                                      style=_status_style(int(c)) if status else "")
-                       for c in col.cells])
+        styled.append(
+            [
+                NULL
+                if c is None
+                else Text(human.cut(c, fitted, keep_end=keep_end), style=_status_style(int(c)) if status else "")
+                for c in col.cells
+            ]
+        )
     for row in zip(*styled):
         grid.add_row(*row)
     return grid, sum(widths) + _overhead(len(columns)), table.num_rows - shown_rows.num_rows, [c.name for c in hidden]
@@ -332,8 +361,10 @@ class TableWriter:
                 if hidden_rows:
                     more = f"… {_plural(hidden_rows, 'more row')}"
                     if ceiling:
-                        more += (f" (the terminal table shows at most {MAX_TERMINAL_ROWS:,}; "
-                                 "-o csv, json or parquet writes every row)")
+                        more += (
+                            f" (the terminal table shows at most {MAX_TERMINAL_ROWS:,}; "
+                            "-o csv, json or parquet writes every row)"
+                        )
                     target.print(Text(more, style="dim"), crop=False, soft_wrap=True)
                 if hidden_columns:
                     target.print(Text(hidden_note(hidden_columns), style="dim"), crop=False, soft_wrap=True)

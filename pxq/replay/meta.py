@@ -84,8 +84,9 @@ def normalize_time_ranges(ranges: Any) -> dict[str, list[int]]:
     if not isinstance(ranges, dict):
         raise MetaProblem(f"{TIME_RANGE_KEY!r} must be an object, not {_type_name(ranges)}")
     for table, bounds in ranges.items():
-        if not (isinstance(bounds, list) and len(bounds) == 2 and all(_is_int(b) for b in bounds)
-                and bounds[0] <= bounds[1]):
+        if not (
+            isinstance(bounds, list) and len(bounds) == 2 and all(_is_int(b) for b in bounds) and bounds[0] <= bounds[1]
+        ):
             raise MetaProblem(f"{TIME_RANGE_KEY}[{table!r}] must be [smallest, largest] integers, not {bounds!r}")
     return {str(table): list(bounds) for table, bounds in ranges.items()}
 

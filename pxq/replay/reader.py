@@ -106,12 +106,22 @@ class Capture:
             unknown = [n for n in filter_columns if schema.column(n) is None]
             if unknown:
                 raise DataError(f"table {table!r} has no column {', '.join(repr(n) for n in unknown)}")
-            native = all(n in entry.schema.names and entry.schema.field(n).type == schema.column(n).arrow_type
-                         for n in filter_columns)
+            native = all(
+                n in entry.schema.names and entry.schema.field(n).type == schema.column(n).arrow_type
+                for n in filter_columns
+            )
             if not native:  # filter after the stored columns were cast to the catalog's types
                 extra = [n for n in filter_columns if n not in names]
-                wide = _scan_file(entry, schema, names + extra, schema.arrow_schema(tuple(names + extra)),
-                                  start_ns, end_ns, None, dictionary_strings)
+                wide = _scan_file(
+                    entry,
+                    schema,
+                    names + extra,
+                    schema.arrow_schema(tuple(names + extra)),
+                    start_ns,
+                    end_ns,
+                    None,
+                    dictionary_strings,
+                )
                 return wide.filter(filter).select(names)
         return _scan_file(entry, schema, names, out_schema, start_ns, end_ns, filter, dictionary_strings)
 
@@ -138,9 +148,11 @@ def _check_times(entry: _TableFile, times: pa.ChunkedArray) -> None:
     bounds = pc.min_max(ns)
     if bounds["min"].as_py() is None or (low <= bounds["min"].as_py() and bounds["max"].as_py() <= high):
         return
-    raise DataError(_locate_bad_time(entry.path, low, high) or
-                    f"{entry.path}: damaged file: column {TIME_COLUMN!r} holds times outside the range "
-                    f"capture.json records ({low}..{high} ns)")
+    raise DataError(
+        _locate_bad_time(entry.path, low, high)
+        or f"{entry.path}: damaged file: column {TIME_COLUMN!r} holds times outside the range "
+        f"capture.json records ({low}..{high} ns)"
+    )
 
 
 def _locate_bad_time(path: Path, low: int, high: int) -> str | None:
@@ -154,8 +166,10 @@ def _locate_bad_time(path: Path, low: int, high: int) -> str | None:
             index = pc.index(bad, True).as_py()
             if index >= 0:
                 value = ns[index].as_py()
-                return (f"{path}: damaged file: row group {group}, column {TIME_COLUMN!r}, row {index}: time "
-                        f"{value} ns is outside the range capture.json records for the table ({low}..{high} ns)")
+                return (
+                    f"{path}: damaged file: row group {group}, column {TIME_COLUMN!r}, row {index}: time "
+                    f"{value} ns is outside the range capture.json records for the table ({low}..{high} ns)"
+                )
     except (pa.ArrowException, OSError):
         return None
     return None
@@ -236,8 +250,12 @@ def _scan_file(
     # seen (and said) rather than silently left out; row groups whose statistics lie inside the
     # range and outside the window are still skipped.
     # (Times that neither reach the result nor decide which rows do are not read just to check them.)
-    checked = (entry.time_range is not None and time_type is not None and not pat.is_null(time_type)
-               and (TIME_COLUMN in present or flt is not None))
+    checked = (
+        entry.time_range is not None
+        and time_type is not None
+        and not pat.is_null(time_type)
+        and (TIME_COLUMN in present or flt is not None)
+    )
     if checked:
         outside = _outside_filter(time_type, *entry.time_range)
         flt = None if flt is None else flt | outside
@@ -246,8 +264,12 @@ def _scan_file(
         keep_dictionary = []
         read_options = None
         if dictionary_strings:
-            keep_dictionary = [n for n in present if schema.column(n).arrow_type == pa.string()
-                               and (pat.is_string(stored.field(n).type) or pat.is_large_string(stored.field(n).type))]
+            keep_dictionary = [
+                n
+                for n in present
+                if schema.column(n).arrow_type == pa.string()
+                and (pat.is_string(stored.field(n).type) or pat.is_large_string(stored.field(n).type))
+            ]
             if keep_dictionary:
                 read_options = ds.ParquetReadOptions(dictionary_columns=keep_dictionary)
         file_format = ds.ParquetFileFormat(read_options=read_options, default_fragment_scan_options=_VERIFY_PAGES)
@@ -256,8 +278,9 @@ def _scan_file(
         if keep_dictionary:
             data = data.unify_dictionaries()
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(_locate_damage(entry.path, read_columns) or
-                        f"{entry.path}: cannot read Parquet data: {first_line(exc)}") from None
+        raise DataError(
+            _locate_damage(entry.path, read_columns) or f"{entry.path}: cannot read Parquet data: {first_line(exc)}"
+        ) from None
     if checked:
         _check_times(entry, data.column(TIME_COLUMN))
         data = data.select(present)

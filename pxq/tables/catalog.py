@@ -50,8 +50,9 @@ PROTOCOL_HEAD = (
     _c("encrypted", T.BOOLEAN, "Whether the traffic was encrypted (captured as TLS plaintext)."),
 )
 # ... and the column every protocol table ends with.
-LATENCY = _c("latency", T.INT64, "Time from the request's first byte to the response's last byte, in ns.",
-             S.DURATION_NS)
+LATENCY = _c(
+    "latency", T.INT64, "Time from the request's first byte to the response's last byte, in ns.", S.DURATION_NS
+)
 
 
 def _protocol_table(name: str, protocol: str, doc: str, *columns: ColumnSchema) -> TableSchema:
@@ -74,19 +75,28 @@ HTTP_EVENTS = _protocol_table(
     _c("req_headers", T.STRING, "Request headers as a JSON object {name: value}.", S.JSON),
     _c("req_method", T.STRING, "Request method (GET, POST, ...)."),
     _c("req_path", T.STRING, "Request target: path and query string."),
-    _c("req_body", T.STRING, "Request body, possibly truncated. Bytes the kernel counted but did not copy "
-       "(sendfile, splice, a call beyond the copy limit) show as `<not captured: N bytes>` (Pixie shows NUL "
-       "bytes). A gzip or deflate Content-Encoding is shown decoded (up to the body limit); where decoding "
-       "stopped short it ends with '<gzip body failed to decode here>' (invalid bytes), "
-       "'<gzip body truncated>' (the stream ended early) or `<not captured: N bytes>`; 'deflate' for deflate."),
-    _c("req_body_size", T.INT64, "Size of the request body in bytes as sent (encoded), before any truncation.",
-       S.BYTES),
+    _c(
+        "req_body",
+        T.STRING,
+        "Request body, possibly truncated. Bytes the kernel counted but did not copy "
+        "(sendfile, splice, a call beyond the copy limit) show as `<not captured: N bytes>` (Pixie shows NUL "
+        "bytes). A gzip or deflate Content-Encoding is shown decoded (up to the body limit); where decoding "
+        "stopped short it ends with '<gzip body failed to decode here>' (invalid bytes), "
+        "'<gzip body truncated>' (the stream ended early) or `<not captured: N bytes>`; 'deflate' for deflate.",
+    ),
+    _c(
+        "req_body_size", T.INT64, "Size of the request body in bytes as sent (encoded), before any truncation.", S.BYTES
+    ),
     _c("resp_headers", T.STRING, "Response headers as a JSON object {name: value}.", S.JSON),
     _c("resp_status", T.INT64, "Response status code (200, 404, ...).", S.HTTP_STATUS),
     _c("resp_message", T.STRING, "Response reason phrase (OK, Not Found, ...)."),
     _c("resp_body", T.STRING, "Response body, possibly truncated; uncaptured bytes and encodings as in req_body."),
-    _c("resp_body_size", T.INT64, "Size of the response body in bytes as sent (encoded), before any truncation.",
-       S.BYTES),
+    _c(
+        "resp_body_size",
+        T.INT64,
+        "Size of the response body in bytes as sent (encoded), before any truncation.",
+        S.BYTES,
+    ),
 )
 
 MYSQL_EVENTS = _protocol_table(
@@ -191,10 +201,18 @@ STACK_TRACES = TableSchema(
             S.STACK_TRACE,
         ),
         _c("count", T.INT64, "Number of samples with this stack in the window."),
-        _c("sampler", T.STRING, "pxq's own (not in Pixie): what sampled the stack: 'ebpf' (kernel perf "
-           "event: native and kernel frames) or 'py-spy' (Python frames of a Python process)."),
-        _c("truncated", T.BOOLEAN, "pxq's own (not in Pixie): the user stack looks cut short (its outermost "
-           "frame is no process or thread entry), typically code built without frame pointers."),
+        _c(
+            "sampler",
+            T.STRING,
+            "pxq's own (not in Pixie): what sampled the stack: 'ebpf' (kernel perf "
+            "event: native and kernel frames) or 'py-spy' (Python frames of a Python process).",
+        ),
+        _c(
+            "truncated",
+            T.BOOLEAN,
+            "pxq's own (not in Pixie): the user stack looks cut short (its outermost "
+            "frame is no process or thread entry), typically code built without frame pointers.",
+        ),
     ),
 )
 

@@ -24,9 +24,14 @@ NS = 1_000_000_000
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory) -> str:
     # Starts 3.5 s into a 10 s bin and ends 2.5 s into one, so the first and last bins are partial.
-    return write_synthetic_capture(tmp_path_factory.mktemp("bundled_synthetic"), 3000, seed=21,
-                                   start_ns=START_NS + 3_500_000_000, span_ns=SPAN_NS - 1_000_000_000,
-                                   null_fraction=0.05)
+    return write_synthetic_capture(
+        tmp_path_factory.mktemp("bundled_synthetic"),
+        3000,
+        seed=21,
+        start_ns=START_NS + 3_500_000_000,
+        span_ns=SPAN_NS - 1_000_000_000,
+        null_fraction=0.05,
+    )
 
 
 @pytest.fixture(params=["synthetic", pytest.param("real", marks=pytest.mark.servers)])
@@ -75,17 +80,36 @@ def test_service_stats_rate_over_the_covered_time(capture_dir, window_s):
     for (service, start), group in frame.groupby(["destination", "bin"]):
         covered = (min(start + window, end) - max(start, first_seen)) / NS
         statuses = group["failure"].dropna()
-        expected[(service, start)] = (len(group), covered, len(group) / covered,
-                                      statuses.mean() if len(statuses) else None,
-                                      int(group["resp_body_size"].sum()))
+        expected[(service, start)] = (
+            len(group),
+            covered,
+            len(group) / covered,
+            statuses.mean() if len(statuses) else None,
+            int(group["resp_body_size"].sum()),
+        )
     got = run("service_stats", capture_dir, window=f"{window_s}s")
-    assert list(got.columns) == ["service", "timestamp", "requests", "covered_s", "requests_per_s", "error_rate",
-                                 "latency_p50", "latency_p90", "latency_p99", "resp_bytes"]
+    assert list(got.columns) == [
+        "service",
+        "timestamp",
+        "requests",
+        "covered_s",
+        "requests_per_s",
+        "error_rate",
+        "latency_p50",
+        "latency_p90",
+        "latency_p99",
+        "resp_bytes",
+    ]
     actual = {}
     for row in got.itertuples():
         key = (row.service, pd.Timestamp(row.timestamp).value)
-        actual[key] = (row.requests, row.covered_s, row.requests_per_s,
-                       None if pd.isna(row.error_rate) else row.error_rate, row.resp_bytes)
+        actual[key] = (
+            row.requests,
+            row.covered_s,
+            row.requests_per_s,
+            None if pd.isna(row.error_rate) else row.error_rate,
+            row.resp_bytes,
+        )
     assert set(actual) == set(expected)
     for key, (requests, covered, rate, error_rate, resp_bytes) in expected.items():
         got_requests, got_covered, got_rate, got_error_rate, got_bytes = actual[key]
@@ -124,9 +148,19 @@ def expected_largest(frame: pd.DataFrame) -> dict[str, dict]:
         earliest = largest[largest["time_ns"] == largest["time_ns"].min()]
         out[destination] = {
             "timestamp": int(earliest["time_ns"].min()),
-            **{c: earliest[c].dropna().min() if earliest[c].notna().any() else None
-               for c in ("source", "req_method", "req_path", "resp_status", "req_body_size", "resp_body_size",
-                         "latency", "req_body")},
+            **{
+                c: earliest[c].dropna().min() if earliest[c].notna().any() else None
+                for c in (
+                    "source",
+                    "req_method",
+                    "req_path",
+                    "resp_status",
+                    "req_body_size",
+                    "resp_body_size",
+                    "latency",
+                    "req_body",
+                )
+            },
         }
     return out
 
@@ -137,8 +171,9 @@ def actual_rows(table: pd.DataFrame) -> dict[str, dict]:
         destination = row.pop("destination")
         assert destination not in out, f"two rows for {destination}"
         row["timestamp"] = pd.Timestamp(row["timestamp"]).value
-        out[destination] = {k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else v)
-                            for k, v in row.items()}
+        out[destination] = {
+            k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else v) for k, v in row.items()
+        }
     return out
 
 
@@ -151,14 +186,21 @@ def test_largest_http_request_one_row_per_destination(capture_dir):
 def test_largest_http_request_ties_go_to_the_earliest(tmp_path):
     table = synthetic_http_events(400, seed=4, start_ns=START_NS, span_ns=SPAN_NS)
     # Every request the same size: each destination ties on all of its requests.
-    table = table.set_column(table.schema.get_field_index("req_body_size"), "req_body_size",
-                             pa.array([777] * table.num_rows, pa.int64()))
+    table = table.set_column(
+        table.schema.get_field_index("req_body_size"), "req_body_size", pa.array([777] * table.num_rows, pa.int64())
+    )
     # And a request at the same nanosecond as the first one, to another path: merged, smallest values.
     first = table.slice(0, 1).to_pylist()[0]
     twin = dict(first, req_path="/zzz-twin", req_method="AAA", latency=1, resp_status=599)
     table = pa.concat_tables([table, pa.Table.from_pylist([twin], schema=table.schema)])
-    write_capture(tmp_path, {"http_events": table}, host="h", start_time_ns=START_NS, end_time_ns=START_NS + SPAN_NS,
-                  processes=synthetic_processes())
+    write_capture(
+        tmp_path,
+        {"http_events": table},
+        host="h",
+        start_time_ns=START_NS,
+        end_time_ns=START_NS + SPAN_NS,
+        processes=synthetic_processes(),
+    )
     frame, _ = events(str(tmp_path))
     expected = expected_largest(frame)
     got = actual_rows(run("largest_http_request", str(tmp_path), num_head=100000))
@@ -179,16 +221,27 @@ def test_http_request_stats_per_endpoint(capture_dir):
     for key, group in frame.groupby(keys, dropna=False):
         key = tuple(None if isinstance(k, float) and np.isnan(k) else k for k in key)
         failures = group["failure"].dropna()
-        expected[key] = (len(group), int(failures.sum()) if len(failures) else None,
-                         failures.mean() if len(failures) else None,
-                         group["latency"].max(), int(group["req_body_size"].sum()), int(group["resp_body_size"].sum()))
+        expected[key] = (
+            len(group),
+            int(failures.sum()) if len(failures) else None,
+            failures.mean() if len(failures) else None,
+            group["latency"].max(),
+            int(group["req_body_size"].sum()),
+            int(group["resp_body_size"].sum()),
+        )
     actual = {}
     for row in got.to_dict("records"):
-        key = tuple(None if row[k] is None or (isinstance(row[k], float) and np.isnan(row[k])) else row[k]
-                    for k in keys)
-        actual[key] = (row["requests"], None if pd.isna(row["errors"]) else row["errors"],
-                       None if pd.isna(row["error_rate"]) else row["error_rate"],
-                       row["latency_max"], row["req_bytes"], row["resp_bytes"])
+        key = tuple(
+            None if row[k] is None or (isinstance(row[k], float) and np.isnan(row[k])) else row[k] for k in keys
+        )
+        actual[key] = (
+            row["requests"],
+            None if pd.isna(row["errors"]) else row["errors"],
+            None if pd.isna(row["error_rate"]) else row["error_rate"],
+            row["latency_max"],
+            row["req_bytes"],
+            row["resp_bytes"],
+        )
     assert set(actual) == set(expected)
     for key, want in expected.items():
         have = actual[key]

@@ -129,14 +129,31 @@ def test_pixie_script_folder_with_vis_json(tmp_path, capture):
         "def errors(start_time: str, min_status: int):\n"
         "    df = px.DataFrame(table='http_events', start_time=start_time)\n"
         "    df = df[df.resp_status >= min_status]\n"
-        "    return df.groupby('req_path').agg(n=('latency', px.count))\n")
-    (folder / "vis.json").write_text(json.dumps({
-        "variables": [{"name": "start_time", "type": "PX_STRING", "defaultValue": "-5m"},
-                      {"name": "min_status", "type": "PX_INT64", "defaultValue": "500"}],
-        "globalFuncs": [{"outputName": "errs", "func": {"name": "errors", "args": [
-            {"name": "start_time", "variable": "start_time"}, {"name": "min_status", "variable": "min_status"}]}}],
-        "widgets": [{"name": "Errors by path", "globalFuncOutputName": "errs", "displaySpec": {}}],
-    }))
+        "    return df.groupby('req_path').agg(n=('latency', px.count))\n"
+    )
+    (folder / "vis.json").write_text(
+        json.dumps(
+            {
+                "variables": [
+                    {"name": "start_time", "type": "PX_STRING", "defaultValue": "-5m"},
+                    {"name": "min_status", "type": "PX_INT64", "defaultValue": "500"},
+                ],
+                "globalFuncs": [
+                    {
+                        "outputName": "errs",
+                        "func": {
+                            "name": "errors",
+                            "args": [
+                                {"name": "start_time", "variable": "start_time"},
+                                {"name": "min_status", "variable": "min_status"},
+                            ],
+                        },
+                    }
+                ],
+                "widgets": [{"name": "Errors by path", "globalFuncOutputName": "errs", "displaySpec": {}}],
+            }
+        )
+    )
     out = pxq("run", str(folder), "--from", capture, "-o", "json", check=True).stdout
     rows = [json.loads(line) for line in out.splitlines()]
     assert rows and {r["_table"] for r in rows} == {"Errors by path"}

@@ -43,8 +43,7 @@ def test_internal_error_is_one_line_with_its_own_exit_code(capsys, capture, monk
     code, out, err = run_main(capsys, "run", "http_data", "--from", capture)
     assert code == EXIT_INTERNAL == 70
     assert out == ""
-    assert err.splitlines() == [
-        "pxq: internal error: LookupError: no such column (run with --debug for the traceback)"]
+    assert err.splitlines() == ["pxq: internal error: LookupError: no such column (run with --debug for the traceback)"]
 
 
 @pytest.mark.parametrize("how", ["flag", "flag after the command", "env"])
@@ -107,23 +106,62 @@ def test_help_lists_debug():
 # ---------------------------------------------------------------------- --for
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("10s", 10.0), ("1.5s", 1.5), ("1h2m", 3720.0), ("90", 90.0), ("2m30s", 150.0), ("500ms", 0.5),
-    (".5s", 0.5), ("1m 30s", 90.0), ("250us", 0.00025), ("1d", 86400.0), ("86400", 86400.0), ("2H", 7200.0),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("10s", 10.0),
+        ("1.5s", 1.5),
+        ("1h2m", 3720.0),
+        ("90", 90.0),
+        ("2m30s", 150.0),
+        ("500ms", 0.5),
+        (".5s", 0.5),
+        ("1m 30s", 90.0),
+        ("250us", 0.00025),
+        ("1d", 86400.0),
+        ("86400", 86400.0),
+        ("2H", 7200.0),
+    ],
+)
 def test_durations_users_type(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds, rel=1e-12)
 
 
-@pytest.mark.parametrize("text", ["-1s", "0s", "0", "0.0", "25h", "86401", "nan", "inf", "-inf", "1e3", "",
-                                  "1x", "s", "1.s", "10 seconds", "1m-30s"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-1s",
+        "0s",
+        "0",
+        "0.0",
+        "25h",
+        "86401",
+        "nan",
+        "inf",
+        "-inf",
+        "1e3",
+        "",
+        "1x",
+        "s",
+        "1.s",
+        "10 seconds",
+        "1m-30s",
+    ],
+)
 def test_durations_refused_with_one_line(text):
     with pytest.raises(UsageError, match=r"invalid duration"):
         parse_duration(text)
 
 
-@pytest.mark.parametrize("command", [["run", "http_data", "--for", "-1s"], ["capture", "--out", "x", "--for", "-1s"],
-                                     ["run", "http_data", "--for", "0s"], ["run", "http_data", "--for=48h"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "http_data", "--for", "-1s"],
+        ["capture", "--out", "x", "--for", "-1s"],
+        ["run", "http_data", "--for", "0s"],
+        ["run", "http_data", "--for=48h"],
+    ],
+)
 def test_bad_for_is_pxqs_own_one_line_error(capsys, command):
     code, out, err = run_main(capsys, *command)
     assert code == 2 and out == ""
@@ -166,23 +204,31 @@ def test_an_exception_in_a_thread_is_one_line(capsys, capture, monkeypatch):
     monkeypatch.setattr(pxq.api, "execute", execute)
     code, _, err = run_main(capsys, "run", "http_data", "--from", capture, "-o", "json")
     assert code == 0
-    assert err.splitlines()[0] == ("pxq: internal error in thread reader: ZeroDivisionError: division by zero "
-                                   "(run with --debug for the traceback)")
+    assert err.splitlines()[0] == (
+        "pxq: internal error in thread reader: ZeroDivisionError: division by zero (run with --debug for the traceback)"
+    )
     assert threading.excepthook is before  # put back for whoever called main() in-process
 
 
 # ---------------------------------------------------------------------- script arguments
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--num_head=99999999999999999999"],
-     "pxq: --num_head expects int, got '99999999999999999999', which is out of range for a 64-bit integer "
-     "(-9223372036854775808 .. 9223372036854775807)"),
-    (["--num_head=-9223372036854775809"],
-     "pxq: --num_head expects int, got '-9223372036854775809', which is out of range for a 64-bit integer "
-     "(-9223372036854775808 .. 9223372036854775807)"),
-    (["--num_head=5", "--num_head", "6"], "pxq: script argument --num_head given twice ('5' and '6')"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--num_head=99999999999999999999"],
+            "pxq: --num_head expects int, got '99999999999999999999', which is out of range for a 64-bit integer "
+            "(-9223372036854775808 .. 9223372036854775807)",
+        ),
+        (
+            ["--num_head=-9223372036854775809"],
+            "pxq: --num_head expects int, got '-9223372036854775809', which is out of range for a 64-bit integer "
+            "(-9223372036854775808 .. 9223372036854775807)",
+        ),
+        (["--num_head=5", "--num_head", "6"], "pxq: script argument --num_head given twice ('5' and '6')"),
+    ],
+)
 def test_bad_script_arguments_are_one_line(capsys, capture, args, message):
     code, _, err = run_main(capsys, "run", "http_data", "--from", capture, "--", *args)
     assert (code, err) == (2, message + "\n")
@@ -191,15 +237,18 @@ def test_bad_script_arguments_are_one_line(capsys, capture, args, message):
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
 def test_float_script_argument_must_be_finite(capsys, capture, tmp_path, value):
     script = tmp_path / "f.pxl"
-    script.write_text("import px\ndef f(x: float = 1.0):\n    df = px.DataFrame(table='http_events')\n"
-                      "    df.y = df.latency * x\n    return df\n")
+    script.write_text(
+        "import px\ndef f(x: float = 1.0):\n    df = px.DataFrame(table='http_events')\n"
+        "    df.y = df.latency * x\n    return df\n"
+    )
     code, _, err = run_main(capsys, "run", str(script), "--from", capture, "--", f"--x={value}")
     assert (code, err) == (2, f"pxq: --x expects a finite number, got '{value}'\n")
 
 
 def test_largest_64_bit_integer_is_accepted(capsys, capture):
-    code, out, _ = run_main(capsys, "run", "http_data", "--from", capture, "-o", "json", "--",
-                            f"--num_head={2**63 - 1}")
+    code, out, _ = run_main(
+        capsys, "run", "http_data", "--from", capture, "-o", "json", "--", f"--num_head={2**63 - 1}"
+    )
     assert code == 0 and len(out.strip().split("\n")) == 50
 
 

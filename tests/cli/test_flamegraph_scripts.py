@@ -26,18 +26,26 @@ def stack_capture(tmp_path_factory) -> str:
         (upids[2], "spin_leaf", 25, "ebpf", True),
         (upids[0], "main;outer_loop;spin_leaf", 25, "ebpf", False),  # a second drain, same stack
     ]
-    table = pa.table({
-        "time_": pa.array([START_NS + i * 10**9 for i in range(len(rows))], pa.timestamp("ns")),
-        "upid": [r[0] for r in rows],
-        "stack_trace_id": [hash(r[1]) & 0x7FFFFFFF for r in rows],
-        "stack_trace": [r[1] for r in rows],
-        "count": [r[2] for r in rows],
-        "sampler": [r[3] for r in rows],
-        "truncated": [r[4] for r in rows],
-    })
+    table = pa.table(
+        {
+            "time_": pa.array([START_NS + i * 10**9 for i in range(len(rows))], pa.timestamp("ns")),
+            "upid": [r[0] for r in rows],
+            "stack_trace_id": [hash(r[1]) & 0x7FFFFFFF for r in rows],
+            "stack_trace": [r[1] for r in rows],
+            "count": [r[2] for r in rows],
+            "sampler": [r[3] for r in rows],
+            "truncated": [r[4] for r in rows],
+        }
+    )
     directory = tmp_path_factory.mktemp("stacks")
-    write_capture(directory, {"stack_traces.beta": table}, host="prof-host", start_time_ns=START_NS,
-                  end_time_ns=START_NS + 60 * 10**9, processes=processes)
+    write_capture(
+        directory,
+        {"stack_traces.beta": table},
+        host="prof-host",
+        start_time_ns=START_NS,
+        end_time_ns=START_NS + 60 * 10**9,
+        processes=processes,
+    )
     return str(directory)
 
 
@@ -59,8 +67,12 @@ def test_cpu_flamegraph_folded_and_percentages(stack_capture):
 
 def test_cpu_flamegraph_pid_filter(stack_capture):
     pid = 1017  # the second synthetic process
-    rows = [json.loads(line) for line in pxq("run", "cpu_flamegraph", "--from", stack_capture, "-o", "json",
-                                       "--", f"--pid={pid}").stdout.splitlines()]
+    rows = [
+        json.loads(line)
+        for line in pxq(
+            "run", "cpu_flamegraph", "--from", stack_capture, "-o", "json", "--", f"--pid={pid}"
+        ).stdout.splitlines()
+    ]
     assert {r["process"] for r in rows} == {f"python3[{pid}]"}
     assert rows[0]["percent"] == 1.0
 
@@ -77,8 +89,17 @@ def test_flamegraph_files(stack_capture, tmp_path):
 def test_perf_flamegraph_matches_pixie_shape(stack_capture):
     out = pxq("run", "perf_flamegraph", "--from", stack_capture, "-o", "json").stdout
     rows = [json.loads(line) for line in out.splitlines()]
-    assert set(rows[0]) >= {"node", "namespace", "pod", "container", "cmdline", "stack_trace_id", "stack_trace",
-                            "count", "percent"}
+    assert set(rows[0]) >= {
+        "node",
+        "namespace",
+        "pod",
+        "container",
+        "cmdline",
+        "stack_trace_id",
+        "stack_trace",
+        "count",
+        "percent",
+    }
     assert sum(r["count"] for r in rows) == 200
     assert rows[0]["node"] == "prof-host"
 
@@ -86,6 +107,10 @@ def test_perf_flamegraph_matches_pixie_shape(stack_capture):
 def test_perf_flamegraph_percent_is_of_all_the_nodes_samples(stack_capture):
     """A filter narrows the rows, not the total their percentage is of (Pixie computes the totals
     before filtering, too). The fixture holds 200 samples, 50 of them in the python3 process."""
-    rows = [json.loads(line) for line in pxq("run", "perf_flamegraph", "--from", stack_capture, "-o", "json",
-                                       "--", "--process=python3").stdout.splitlines()]
+    rows = [
+        json.loads(line)
+        for line in pxq(
+            "run", "perf_flamegraph", "--from", stack_capture, "-o", "json", "--", "--process=python3"
+        ).stdout.splitlines()
+    ]
     assert [(r["count"], r["percent"]) for r in rows] == [(50, 50 / 200)]

@@ -24,10 +24,15 @@ def capture(tmp_path_factory) -> str:
 
 
 def test_cell_returns_dataframe(shell, capture):
-    frame = shell.run_cell_magic("pxq", f"--from {capture}", (
-        "import px\n"
-        "df = px.DataFrame(table='http_events')\n"
-        "px.display(df.groupby('req_method').agg(n=('latency', px.count)), 'methods')\n"))
+    frame = shell.run_cell_magic(
+        "pxq",
+        f"--from {capture}",
+        (
+            "import px\n"
+            "df = px.DataFrame(table='http_events')\n"
+            "px.display(df.groupby('req_method').agg(n=('latency', px.count)), 'methods')\n"
+        ),
+    )
     assert isinstance(frame, pd.DataFrame)
     assert frame.n.sum() == 300
 

@@ -111,19 +111,26 @@ def events(capture) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def cells(capture, tmp_path_factory) -> list:
-    return execute([
-        "%load_ext pxq",
-        f"%%pxq --from {capture}\n{TWO_DISPLAYS}",
-        f"x = %pxq --from {capture} --script http_data",
-        "x.shape",
-        "x",
-        f"%pxq --from {capture} --script http_data -- --bogus",
-    ], tmp_path_factory.mktemp("nb_kernel_cwd"))
+    return execute(
+        [
+            "%load_ext pxq",
+            f"%%pxq --from {capture}\n{TWO_DISPLAYS}",
+            f"x = %pxq --from {capture} --script http_data",
+            "x.shape",
+            "x",
+            f"%pxq --from {capture} --script http_data -- --bogus",
+        ],
+        tmp_path_factory.mktemp("nb_kernel_cwd"),
+    )
 
 
 def expected_by_method(events: pd.DataFrame) -> pd.DataFrame:
-    grouped = events.groupby("req_method").agg(n=("latency", "size"), mean_latency=("latency", "mean"),
-                                                max_resp=("resp_body_size", "max"), sum_req=("req_body_size", "sum"))
+    grouped = events.groupby("req_method").agg(
+        n=("latency", "size"),
+        mean_latency=("latency", "mean"),
+        max_resp=("resp_body_size", "max"),
+        sum_req=("req_body_size", "sum"),
+    )
     return grouped.reset_index()
 
 
@@ -139,13 +146,23 @@ def test_a_cell_shows_each_display_once_with_units(cells, events):
     busy = expected[expected.n > 60]
     assert 0 < len(busy) < len(expected)  # the second display is a strict subset
     shown = parse_html(cell.outputs[0].data["text/html"])
-    assert shown.headings == [f"by_method ({len(expected)} rows)",
-                              f"busy ({len(busy)} row{'' if len(busy) == 1 else 's'})"]
+    assert shown.headings == [
+        f"by_method ({len(expected)} rows)",
+        f"busy ({len(busy)} row{'' if len(busy) == 1 else 's'})",
+    ]
     header = ["req_method", "n", "mean_latency", "max_resp", "sum_req"]
 
     def rows(frame: pd.DataFrame) -> set[tuple]:
-        return {(r.req_method, str(r.n), reference_duration(r.mean_latency), reference_size(r.max_resp),
-                 reference_size(r.sum_req)) for r in frame.itertuples()}
+        return {
+            (
+                r.req_method,
+                str(r.n),
+                reference_duration(r.mean_latency),
+                reference_size(r.max_resp),
+                reference_size(r.sum_req),
+            )
+            for r in frame.itertuples()
+        }
 
     for table, frame in zip(shown.tables, (expected, busy)):
         assert table[0] == header
@@ -199,5 +216,6 @@ def test_quickstart_notebook_executes(capture, tmp_path):
     assert table[0] == ["req_path", "resp_status", "n", "p99", "bytes_out"]
     bytes_out = events.groupby(["req_path", "resp_status"]).resp_body_size.sum()
     assert {(r[0], r[1], r[2], r[4]) for r in table[1:]} == {
-        (path, str(status), str(n), reference_size(bytes_out[path, status])) for (path, status), n in groups.items()}
+        (path, str(status), str(n), reference_size(bytes_out[path, status])) for (path, status), n in groups.items()
+    }
     assert all(r[3].endswith((" µs", " ms", " s")) for r in table[1:])  # p99 latency, with a unit

@@ -31,8 +31,17 @@ START_NS = 1_764_115_200_000_000_000  # 2025-11-26 00:00:00 UTC
 SPAN_NS = 300_000_000_000
 IPV6 = "2001:db8:85a3::8a2e:370:7334"
 ZONE = "Asia/Kolkata"
-COLUMNS = ["time_", "upid", "remote_addr", "req_method", "req_path", "resp_status", "latency", "resp_body_size",
-           "req_headers"]
+COLUMNS = [
+    "time_",
+    "upid",
+    "remote_addr",
+    "req_method",
+    "req_path",
+    "resp_status",
+    "latency",
+    "resp_body_size",
+    "req_headers",
+]
 SCRIPT = f"""import px
 df = px.DataFrame(table='http_events', start_time='-10m')
 df = df[{COLUMNS!r}]
@@ -58,8 +67,14 @@ def capture(tmp_path_factory) -> Path:
 
     table = table.set_column(table.schema.get_field_index("remote_addr"), "remote_addr", pa.array(addresses))
     root = tmp_path_factory.mktemp("terminal") / "capture"
-    write_capture(root, {"http_events": table}, host="synthetic-host", start_time_ns=START_NS,
-                  end_time_ns=START_NS + SPAN_NS, processes=synthetic_processes())
+    write_capture(
+        root,
+        {"http_events": table},
+        host="synthetic-host",
+        start_time_ns=START_NS,
+        end_time_ns=START_NS + SPAN_NS,
+        processes=synthetic_processes(),
+    )
     return root
 
 
@@ -81,8 +96,10 @@ def time_text(moment: dt.datetime, zone: dt.tzinfo) -> str:
     local = moment.replace(tzinfo=dt.UTC).astimezone(zone)
     minutes = int(local.utcoffset().total_seconds()) // 60
     sign = "-" if minutes < 0 else "+"
-    return (f"{local:%Y-%m-%d %H:%M:%S}.{local.microsecond // 1000:03d} "
-            f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}")
+    return (
+        f"{local:%Y-%m-%d %H:%M:%S}.{local.microsecond // 1000:03d} "
+        f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    )
 
 
 def duration_text(ns: int) -> str:
@@ -130,7 +147,7 @@ def expected_screen(rows: list[dict], width: int, zone: dt.tzinfo) -> list[str]:
     hidden = [n for n in COLUMNS if n not in shown]
     if hidden:
         footer = f"pxq: {len(hidden)} columns hidden ({', '.join(hidden)}): widen the terminal or use -o json"
-        screen += [footer[i:i + width] for i in range(0, len(footer), width)]
+        screen += [footer[i : i + width] for i in range(0, len(footer), width)]
     while not screen[-1]:  # as run_in_tmux returns it
         screen.pop()
     return screen
@@ -150,13 +167,15 @@ def run_in_tmux(line: str, width: int, tmp_path: Path, height: int = 50, timeout
     status = tmp_path / f"status-{width}"
     shell = f"{line}; echo $? > {status}.tmp; mv {status}.tmp {status}; echo '{DONE_MARK}'; exec sleep 600"
     tmux = ["tmux", "-L", socket, "-f", "/dev/null"]
-    subprocess.run([*tmux, "new-session", "-d", "-x", str(width), "-y", str(height), "-s", "t", shell],
-                   check=True, timeout=30)
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-x", str(width), "-y", str(height), "-s", "t", shell], check=True, timeout=30
+    )
     try:
         deadline = time.monotonic() + timeout
         while True:
-            screen = subprocess.run([*tmux, "capture-pane", "-p", "-t", "t"], capture_output=True, text=True,
-                                    check=True, timeout=30).stdout.splitlines()
+            screen = subprocess.run(
+                [*tmux, "capture-pane", "-p", "-t", "t"], capture_output=True, text=True, check=True, timeout=30
+            ).stdout.splitlines()
             if status.exists() and DONE_MARK in screen:
                 break
             assert time.monotonic() < deadline, "pxq did not finish in the terminal:\n" + "\n".join(screen)
@@ -181,8 +200,9 @@ def test_table_fits_a_real_terminal(capture, script, tmp_path, width):
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_utc_flag_in_a_real_terminal(capture, script, tmp_path):
-    line = pxq_shell_line("run", script, "--from", capture, "--utc", set_env={"TZ": ZONE},
-                          unset_env=("COLUMNS", "LINES"))
+    line = pxq_shell_line(
+        "run", script, "--from", capture, "--utc", set_env={"TZ": ZONE}, unset_env=("COLUMNS", "LINES")
+    )
     code, screen = run_in_tmux(line, 200, tmp_path)
     assert code == 0 and screen == expected_screen(capture_rows(capture), 200, dt.UTC)
 
@@ -218,8 +238,15 @@ def test_csv_on_stdout_is_plain_csv(capture, script):
     assert next(csv.reader(io.StringIO(proc.stdout))) == COLUMNS
 
 
-@pytest.mark.parametrize("fmt, out, written", [("csv", "out", "out/http.csv"), ("parquet", "out", "out/http.parquet"),
-                                               ("json", "out.json", "out.json"), ("table", "out.txt", "out.txt")])
+@pytest.mark.parametrize(
+    "fmt, out, written",
+    [
+        ("csv", "out", "out/http.csv"),
+        ("parquet", "out", "out/http.parquet"),
+        ("json", "out.json", "out.json"),
+        ("table", "out.txt", "out.txt"),
+    ],
+)
 def test_out_says_where_it_wrote_like_capture(capture, script, tmp_path, fmt, out, written):
     proc = run_pxq("run", script, "--from", capture, "-o", fmt, "--out", tmp_path / out, check=True)
     assert proc.stdout == ""
@@ -229,8 +256,17 @@ def test_out_says_where_it_wrote_like_capture(capture, script, tmp_path, fmt, ou
 
 
 def test_table_written_to_a_file_is_uncut(capture, script, tmp_path):
-    run_pxq("run", script, "--from", capture, "--out", tmp_path / "t.txt", "--utc", check=True,
-            env={**os.environ, "COLUMNS": "80"})
+    run_pxq(
+        "run",
+        script,
+        "--from",
+        capture,
+        "--out",
+        tmp_path / "t.txt",
+        "--utc",
+        check=True,
+        env={**os.environ, "COLUMNS": "80"},
+    )
     text = (tmp_path / "t.txt").read_text()
     for row in capture_rows(capture):
         assert row["req_headers"] in text and time_text(row["time_"], dt.UTC) in text

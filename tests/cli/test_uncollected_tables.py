@@ -12,17 +12,25 @@ AGENT_CANNOT_COLLECT = 3  # pxq/cli/main.py's exit code for "the agent cannot co
 
 
 def _refusal(tables: str, collector: str, it: str = "it") -> str:
-    return (f"pxq: this pxq cannot collect {tables} live yet (collector {collector} does not produce {it}); "
-            f"replay a capture that holds {it} with --from DIR\n")
+    return (
+        f"pxq: this pxq cannot collect {tables} live yet (collector {collector} does not produce {it}); "
+        f"replay a capture that holds {it} with --from DIR\n"
+    )
 
 
-@pytest.mark.parametrize("tables, expected", [
-    ("conn_stats", _refusal("conn_stats", "socket_tracer")),
-    ("http_events,conn_stats", _refusal("conn_stats", "socket_tracer")),
-    ("mysql_events,redis_events", _refusal("mysql_events, redis_events", "socket_tracer", "them")),
-    ("process_stats", "pxq: this pxq cannot collect process_stats live yet (collector process_stats is not "
-                      "implemented); replay a capture that holds it with --from DIR\n"),
-])
+@pytest.mark.parametrize(
+    "tables, expected",
+    [
+        ("conn_stats", _refusal("conn_stats", "socket_tracer")),
+        ("http_events,conn_stats", _refusal("conn_stats", "socket_tracer")),
+        ("mysql_events,redis_events", _refusal("mysql_events, redis_events", "socket_tracer", "them")),
+        (
+            "process_stats",
+            "pxq: this pxq cannot collect process_stats live yet (collector process_stats is not "
+            "implemented); replay a capture that holds it with --from DIR\n",
+        ),
+    ],
+)
 def test_capture_of_a_table_not_collected_live_is_refused(tmp_path, tables, expected):
     out = tmp_path / "cap"
     proc = run_pxq("capture", "--out", str(out), "--for", "1s", "--tables", tables)

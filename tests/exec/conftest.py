@@ -13,8 +13,9 @@ SPAN_NS = 300_000_000_000
 def synthetic_capture(tmp_path_factory):
     """A capture directory of 5,000 generated http_events rows (with some nulls)."""
     directory = tmp_path_factory.mktemp("synthetic_capture")
-    return open_capture(write_synthetic_capture(directory, 5000, seed=7, start_ns=START_NS, span_ns=SPAN_NS,
-                                                null_fraction=0.05))
+    return open_capture(
+        write_synthetic_capture(directory, 5000, seed=7, start_ns=START_NS, span_ns=SPAN_NS, null_fraction=0.05)
+    )
 
 
 @pytest.fixture(scope="session")

@@ -23,13 +23,16 @@ def sort(df: pd.DataFrame, by) -> pd.DataFrame:
 
 
 def test_filter_and_map(synthetic_capture, http_frame):
-    out = run("""
+    out = run(
+        """
 df = px.DataFrame(table='http_events')
 df = df[df.resp_status >= 400 and df.req_method != 'GET']
 df.lat_ms = df.latency / 1000000.0
 df.double = df.resp_body_size * 2 + 1
 px.display(df[['time_', 'resp_status', 'req_method', 'lat_ms', 'double']], 'out')
-""", synthetic_capture)["out"]
+""",
+        synthetic_capture,
+    )["out"]
     ref = http_frame[(http_frame.resp_status >= 400) & (http_frame.req_method != "GET")].copy()
     ref["lat_ms"] = ref.latency / 1e6
     ref["double"] = ref.resp_body_size * 2 + 1
@@ -40,11 +43,14 @@ px.display(df[['time_', 'resp_status', 'req_method', 'lat_ms', 'double']], 'out'
 
 
 def test_boolean_logic_with_nulls_is_kleene(synthetic_capture, http_frame):
-    out = run("""
+    out = run(
+        """
 df = px.DataFrame(table='http_events')
 df.flag = (df.resp_status >= 500 or df.latency > 3000000) and not df.encrypted
 px.display(df[['flag']], 'out')
-""", synthetic_capture)["out"]
+""",
+        synthetic_capture,
+    )["out"]
     status_5xx = http_frame.resp_status.astype("Float64") >= 500
     slow = http_frame.latency.astype("Float64") > 3_000_000
     ref = (status_5xx | slow) & ~http_frame.encrypted.astype("boolean")
@@ -54,11 +60,14 @@ px.display(df[['flag']], 'out')
 
 @pytest.mark.parametrize("fn", ["count", "sum", "mean", "min", "max"])
 def test_groupby_aggregates(synthetic_capture, http_frame, fn):
-    out = run(f"""
+    out = run(
+        f"""
 df = px.DataFrame(table='http_events')
 df = df.groupby(['req_method', 'trace_role']).agg(v=('resp_body_size', px.{fn}))
 px.display(df, 'out')
-""", synthetic_capture)["out"]
+""",
+        synthetic_capture,
+    )["out"]
     grouped = http_frame.groupby(["req_method", "trace_role"], dropna=False).resp_body_size
     ref = getattr(grouped, fn)().reset_index(name="v")
     out, ref = sort(out, ["req_method", "trace_role"]), sort(ref, ["req_method", "trace_role"])
@@ -67,12 +76,15 @@ px.display(df, 'out')
 
 
 def test_bool_sum_and_mean_are_count_and_rate(synthetic_capture, http_frame):
-    out = run("""
+    out = run(
+        """
 df = px.DataFrame(table='http_events')
 df.failure = df.resp_status >= 400
 df = df.groupby('req_path').agg(errors=('failure', px.sum), rate=('failure', px.mean), n=('failure', px.count))
 px.display(df, 'out')
-""", synthetic_capture)["out"]
+""",
+        synthetic_capture,
+    )["out"]
     frame = http_frame.copy()
     frame["failure"] = frame.resp_status >= 400  # null status compares False in pandas
     known = frame[frame.resp_status.notna()]
@@ -84,16 +96,22 @@ px.display(df, 'out')
 
 
 def test_quantiles_json_matches_numpy(synthetic_capture, http_frame):
-    out = run("""
+    out = run(
+        """
 df = px.DataFrame(table='http_events')
 df = df.groupby('req_path').agg(q=('latency', px.quantiles))
 df.p50 = px.pluck_float64(df.q, 'p50')
 df.p99 = px.pluck_float64(df.q, 'p99')
 px.display(df, 'out')
-""", synthetic_capture)["out"]
+""",
+        synthetic_capture,
+    )["out"]
     for row in out.itertuples():
-        values = http_frame[http_frame.req_path == row.req_path].latency.dropna() if isinstance(row.req_path, str) \
+        values = (
+            http_frame[http_frame.req_path == row.req_path].latency.dropna()
+            if isinstance(row.req_path, str)
             else http_frame[http_frame.req_path.isna()].latency.dropna()
+        )
         parsed = json.loads(row.q)
         assert set(parsed) == {"p01", "p10", "p25", "p50", "p75", "p90", "p99"}
         for key, q in (("p50", 0.5), ("p99", 0.99)):
@@ -106,7 +124,8 @@ px.display(df, 'out')
 
 @pytest.mark.parametrize("how", ["inner", "left", "right", "outer"])
 def test_merge_matches_pandas(synthetic_capture, http_frame, how):
-    out = run(f"""
+    out = run(
+        f"""
 df = px.DataFrame(table='http_events')
 a = df.groupby('req_path').agg(n=('latency', px.count))
 a = a[a.req_path != '/']
@@ -114,7 +133,9 @@ b = df[df.resp_status >= 500].groupby('req_path').agg(errors=('latency', px.coun
 b = b[b.req_path != '/api/items']
 j = a.merge(b, how='{how}', left_on='req_path', right_on='req_path')
 px.display(j, 'out')
-""", synthetic_capture)["out"]
+""",
+        synthetic_capture,
+    )["out"]
     # A comparison with null is null, so the filters drop null paths (SQL semantics, unlike
     # pandas' NaN != '/' being True); nulls never match in joins either.
     a = http_frame.groupby("req_path").latency.size().reset_index(name="n")
@@ -131,25 +152,31 @@ px.display(j, 'out')
 
 
 def test_merge_with_overlapping_columns_gets_suffixes(synthetic_capture):
-    out = run("""
+    out = run(
+        """
 df = px.DataFrame(table='http_events', select=['upid', 'latency', 'req_path'])
 a = df.groupby('upid').agg(latency=('latency', px.max))
 b = df.groupby('upid').agg(latency=('latency', px.min))
 px.display(a.merge(b, how='inner', left_on='upid', right_on='upid', suffixes=['_max', '_min']), 'out')
-""", synthetic_capture)["out"]
+""",
+        synthetic_capture,
+    )["out"]
     assert list(out.columns) == ["upid", "latency_max", "latency_min"]
     assert (out.latency_max >= out.latency_min).all()
 
 
 def test_append_head_drop(synthetic_capture, http_frame):
-    out = run("""
+    out = run(
+        """
 df = px.DataFrame(table='http_events')
 a = df[df.resp_status == 404]
 b = df[df.resp_status == 503]
 both = a.append(b)
 px.display(both.drop(['req_headers', 'resp_headers']), 'both')
 px.display(df.head(7), 'head')
-""", synthetic_capture)
+""",
+        synthetic_capture,
+    )
     ref = http_frame[http_frame.resp_status.isin([404, 503])]
     assert len(out["both"]) == len(ref)
     assert out["both"].time_.is_monotonic_increasing
@@ -158,13 +185,16 @@ px.display(df.head(7), 'head')
 
 
 def test_ctx_metadata_and_upid_functions(synthetic_capture, http_frame):
-    out = run("""
+    out = run(
+        """
 df = px.DataFrame(table='http_events')
 df.pid = df.ctx['pid']
 df.cmdline = df.ctx['cmdline']
 df.pod = df.ctx['pod']
 px.display(df[['upid', 'pid', 'cmdline', 'pod']], 'out')
-""", synthetic_capture)["out"]
+""",
+        synthetic_capture,
+    )["out"]
     processes = synthetic_processes()
     assert out.pid.tolist() == [int(u.split(":")[1]) for u in http_frame.upid]
     assert out.cmdline.tolist() == [processes[u]["cmdline"] for u in http_frame.upid]
@@ -172,12 +202,15 @@ px.display(df[['upid', 'pid', 'cmdline', 'pod']], 'out')
 
 
 def test_bin_and_time_window(synthetic_capture, http_frame):
-    out = run("""
+    out = run(
+        """
 df = px.DataFrame(table='http_events', start_time='-60s')
 df.bucket = px.bin(df.time_, px.seconds(10))
 df = df.groupby('bucket').agg(n=('latency', px.count))
 px.display(df, 'out')
-""", synthetic_capture)["out"]
+""",
+        synthetic_capture,
+    )["out"]
     end = http_frame.time_.max().floor("s")  # capture end is start + span
     cutoff = pd.Timestamp(1_764_115_500_000_000_000 - 60 * 10**9)
     recent = http_frame[http_frame.time_ >= cutoff]

@@ -28,7 +28,7 @@ load_builtins()
 # Six rows of each type, two of them null.
 SAMPLES = {
     DataType.BOOLEAN: [True, None, False, True, None, True],
-    DataType.INT64: [5, None, -(2 ** 62), 7, None, 2 ** 62],
+    DataType.INT64: [5, None, -(2**62), 7, None, 2**62],
     DataType.FLOAT64: [2.5, None, -1e300, 0.0, None, 7.25],
     DataType.STRING: ["b", None, "é", "", None, "b"],
     DataType.TIME64NS: [1_700_000_000_000_000_000, None, 0, 5, None, 1_700_000_000_000_000_000],
@@ -47,10 +47,12 @@ def accepted(fn) -> list[DataType]:
     return list(DataType) if fn.input_types is None else sorted(fn.input_types, key=lambda t: t.value)
 
 
-COMBINATIONS = [(name, data_type, encoded)
-                for name, fn in sorted(AGGREGATES.items())
-                for data_type in accepted(fn)
-                for encoded in ((False, True) if arrow_type(data_type) == pa.string() else (False,))]
+COMBINATIONS = [
+    (name, data_type, encoded)
+    for name, fn in sorted(AGGREGATES.items())
+    for data_type in accepted(fn)
+    for encoded in ((False, True) if arrow_type(data_type) == pa.string() else (False,))
+]
 
 
 def pick(values: list, rows) -> list:
@@ -95,8 +97,7 @@ def groups_in_order(keys: list, values: list) -> list[tuple[object, list]]:
     """(key, values) per group, in order of first appearance, nulls as a group (pandas groupby)."""
     frame = pd.DataFrame({"k": pd.Series(keys, dtype=object), "v": pd.Series(values, dtype=object)})
     grouped = frame.groupby("k", dropna=False, sort=False)["v"]
-    return [(None if pd.isna(key) else key, [None if pd.isna(v) else v for v in group])
-            for key, group in grouped]
+    return [(None if pd.isna(key) else key, [None if pd.isna(v) else v for v in group]) for key, group in grouped]
 
 
 def check_quantiles(text, values: list) -> None:
@@ -164,12 +165,19 @@ def test_aggregate_of_the_group_key_itself(fn, data_type, encoded, case):
 def test_string_aggregates_of_a_scanned_capture_match_pandas(synthetic_capture, http_frame):
     # Regression: the replay scan keeps strings dictionary-encoded, and px.any/min/max on them
     # (also on the group key itself) raised ArrowNotImplementedError (hash_first_last/hash_min_max).
-    _, results = run_script(Script("query", """import px
+    _, results = run_script(
+        Script(
+            "query",
+            """import px
 df = px.DataFrame(table='http_events')
 df = df.groupby('req_path').agg(p=('req_path', px.any), lo=('req_path', px.min), hi=('req_method', px.max),
                                 first_method=('req_method', px.any), n=('req_method', px.count))
 px.display(df, 'out')
-""", "query.pxl"), source=synthetic_capture)
+""",
+            "query.pxl",
+        ),
+        source=synthetic_capture,
+    )
     out = results.tables["out"].to_pylist()
     frame = http_frame.astype({"req_path": object, "req_method": object})
     expected = groups_in_order(frame.req_path.tolist(), frame.req_method.tolist())
@@ -182,10 +190,10 @@ px.display(df, 'out')
 
 
 def test_int64_sum_is_exact_up_to_the_limit_and_an_error_beyond():
-    top = 2 ** 63 - 1
-    fits = pa.table({"k": ["a", "a", "b"], "v": [top - 10, 10, -(2 ** 63)]})
+    top = 2**63 - 1
+    fits = pa.table({"k": ["a", "a", "b"], "v": [top - 10, 10, -(2**63)]})
     out = aggregate(fits, ["k"], [("s", "sum", "v"), ("m", "mean", "v")]).to_pylist()
-    assert out == [{"k": "a", "s": top, "m": top / 2}, {"k": "b", "s": -(2 ** 63), "m": float(-(2 ** 63))}]
+    assert out == [{"k": "a", "s": top, "m": top / 2}, {"k": "b", "s": -(2**63), "m": float(-(2**63))}]
     # Acero's int64 sum would wrap this to a negative number.
     beyond = pa.table({"k": ["a", "a"], "v": [top, 1]})
     with pytest.raises(ExecutionError, match=r"px.sum of 'v' is 9,223,372,036,854,775,808, beyond INT64"):

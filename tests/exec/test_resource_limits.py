@@ -32,8 +32,7 @@ def keyed_tables(seed: int, n_left: int, n_right: int) -> tuple[pd.DataFrame, pd
     def frame(n):
         keys = pd.array(rng.integers(0, 6, n), dtype="Int64")
         keys[rng.random(n) < 0.2] = pd.NA
-        return pd.DataFrame({"k": keys, "j": pd.array(rng.integers(0, 2, n), dtype="Int64"),
-                             "v": rng.random(n)})
+        return pd.DataFrame({"k": keys, "j": pd.array(rng.integers(0, 2, n), dtype="Int64"), "v": rng.random(n)})
 
     return frame(n_left), frame(n_right)
 
@@ -49,12 +48,17 @@ def test_join_output_rows_against_pandas(seed, how):
     if how == "inner":
         assert rows == inner
     else:
-        unmatched_left = len(left) - len(left.dropna(subset=on).merge(right.dropna(subset=on)[on].drop_duplicates(),
-                                                                      on=on, how="inner"))
-        unmatched_right = len(right) - len(right.dropna(subset=on).merge(
-            left.dropna(subset=on)[on].drop_duplicates(), on=on, how="inner"))
-        exact = inner + (unmatched_left if how in ("left", "outer") else 0) + \
-            (unmatched_right if how in ("right", "outer") else 0)
+        unmatched_left = len(left) - len(
+            left.dropna(subset=on).merge(right.dropna(subset=on)[on].drop_duplicates(), on=on, how="inner")
+        )
+        unmatched_right = len(right) - len(
+            right.dropna(subset=on).merge(left.dropna(subset=on)[on].drop_duplicates(), on=on, how="inner")
+        )
+        exact = (
+            inner
+            + (unmatched_left if how in ("left", "outer") else 0)
+            + (unmatched_right if how in ("right", "outer") else 0)
+        )
         assert exact <= rows <= inner + len(left) + len(right)
     assert size > 0 or rows == 0
 
@@ -64,10 +68,14 @@ def test_join_output_of_empty_sides():
     assert join_output(empty, empty, ["k"], ["k"], "outer") == (0, 0.0)
 
 
-SELF_MERGES = """
+SELF_MERGES = (
+    """
 df = px.DataFrame('http_events')
 df = df[['req_method', 'req_path', 'latency']]
-""" + "df = df.merge(df, how='inner', left_on='req_method', right_on='req_method')\n" * 4 + "px.display(df)\n"
+"""
+    + "df = df.merge(df, how='inner', left_on='req_method', right_on='req_method')\n" * 4
+    + "px.display(df)\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +97,10 @@ def test_exploding_self_merges_end_with_one_line_in_bounded_memory(capture_dir, 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr
     assert lines[0].startswith("pxq: query memory limit: the merge on req_method=req_method (")
-    assert lines[0].endswith("more than the 1,024 MiB limit; filter or aggregate the data first, "
-                             "or raise it with #px:set max_memory_mb=N or PXQ_MAX_MEMORY_MB=N")
+    assert lines[0].endswith(
+        "more than the 1,024 MiB limit; filter or aggregate the data first, "
+        "or raise it with #px:set max_memory_mb=N or PXQ_MAX_MEMORY_MB=N"
+    )
     assert done.stdout == ""
 
 
@@ -102,8 +112,10 @@ def test_merge_rows_in_the_message_are_the_real_count(capture_dir):
     capture = open_capture(capture_dir)
     frame = capture.scan("http_events").to_pandas()[["req_method", "req_path"]].dropna(subset=["req_method"])
     expected_rows = len(frame.merge(frame, on="req_method"))
-    text = ("#px:set max_memory_mb=1\ndf = px.DataFrame('http_events')[['req_method', 'req_path']]\n"
-            "df = df.merge(df, how='inner', left_on='req_method', right_on='req_method')\npx.display(df)\n")
+    text = (
+        "#px:set max_memory_mb=1\ndf = px.DataFrame('http_events')[['req_method', 'req_path']]\n"
+        "df = df.merge(df, how='inner', left_on='req_method', right_on='req_method')\npx.display(df)\n"
+    )
     with pytest.raises(ResourceLimitError, match=rf"the merge on req_method=req_method \({expected_rows:,} rows\)"):
         run(text, capture)
 
@@ -112,17 +124,23 @@ def test_every_step_is_checked_against_the_limit(tmp_path):
     from pxq.replay import open_capture
 
     capture = open_capture(write_synthetic_capture(tmp_path / "cap", 20_000, seed=4))
-    with pytest.raises(ResourceLimitError, match=r"query memory limit: the source step needs about [\d.]+ MiB, more "
-                                                 r"than the 1 MiB limit"):
+    with pytest.raises(
+        ResourceLimitError,
+        match=r"query memory limit: the source step needs about [\d.]+ MiB, more "
+        r"than the 1 MiB limit",
+    ):
         run("#px:set max_memory_mb=1\ndf = px.DataFrame('http_events')\npx.display(df)\n", capture)
 
 
 def test_a_query_within_the_limit_runs(capture_dir):
     from pxq.replay import open_capture
 
-    results = run("#px:set max_memory_mb=512\ndf = px.DataFrame('http_events')\n"
-                  "df = df.merge(df, how='inner', left_on='req_method', right_on='req_method')\n"
-                  "px.display(df.groupby('req_method').agg(n=('latency_x', px.count)))\n", open_capture(capture_dir))
+    results = run(
+        "#px:set max_memory_mb=512\ndf = px.DataFrame('http_events')\n"
+        "df = df.merge(df, how='inner', left_on='req_method', right_on='req_method')\n"
+        "px.display(df.groupby('req_method').agg(n=('latency_x', px.count)))\n",
+        open_capture(capture_dir),
+    )
     assert results.tables["output"].num_rows > 0
 
 
@@ -134,12 +152,15 @@ def test_limit_from_setting_environment_or_default(monkeypatch):
     assert memory_limit_bytes("2_000") == 2000 * MIB  # the script's setting wins
 
 
-@pytest.mark.parametrize("setting,message", [
-    ("abc", "#px:set max_memory_mb must be a whole number, not 'abc'"),
-    ("-5", "#px:set max_memory_mb must be 0 or more, not -5"),
-    ("0", "max_memory_mb must be at least 1"),
-    ("1.5", "must be a whole number"),
-])
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("abc", "#px:set max_memory_mb must be a whole number, not 'abc'"),
+        ("-5", "#px:set max_memory_mb must be 0 or more, not -5"),
+        ("0", "max_memory_mb must be at least 1"),
+        ("1.5", "must be a whole number"),
+    ],
+)
 def test_bad_memory_settings_are_execution_errors(setting, message, capture_dir):
     from pxq.replay import open_capture
 
@@ -159,5 +180,7 @@ def test_bad_row_limit_setting_is_a_positioned_compile_error(capture_dir):
     # Refused where it is written (the compiler checks settings); the executor's own check stays
     # for graphs built without the compiler.
     with pytest.raises(CompileError, match=r":2:1: error: invalid value for setting max_output_rows_per_table: 'many'"):
-        run("#px:set max_output_rows_per_table=many\npx.display(px.DataFrame('http_events'))\n",
-            open_capture(capture_dir))
+        run(
+            "#px:set max_output_rows_per_table=many\npx.display(px.DataFrame('http_events'))\n",
+            open_capture(capture_dir),
+        )

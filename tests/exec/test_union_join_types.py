@@ -22,8 +22,10 @@ def compiled(text: str, capture):
 
 def results(text: str, capture) -> list[dict[str, pd.DataFrame]]:
     graph = compiled(text, capture)
-    return [{name: table.to_pandas() for name, table in execute(g, capture).tables.items()}
-            for g in (graph, optimize(graph))]
+    return [
+        {name: table.to_pandas() for name, table in execute(g, capture).tables.items()}
+        for g in (graph, optimize(graph))
+    ]
 
 
 def rows(frame: pd.DataFrame) -> list[tuple]:
@@ -38,13 +40,16 @@ def test_the_capture_reads_strings_dictionary_encoded(synthetic_capture):
 
 
 def test_append_table_column_with_function_result_and_literal_in_another_order(synthetic_capture, http_frame):
-    outputs = results("""
+    outputs = results(
+        """
 df = px.DataFrame(table='http_events', select=['time_', 'req_path', 'latency'])
 other = df[['latency', 'req_path', 'time_']]
 other.req_path = px.itoa(other.latency)
 other.latency = 0
 px.display(df.append(other), 'out')
-""", synthetic_capture)
+""",
+        synthetic_capture,
+    )
     mine = http_frame[["time_", "req_path", "latency"]]
     other = mine.copy()
     other["req_path"] = [None if pd.isna(v) else str(int(v)) for v in mine.latency]
@@ -57,13 +62,16 @@ px.display(df.append(other), 'out')
 
 
 def test_merge_dictionary_column_with_function_result_key(synthetic_capture, http_frame):
-    outputs = results("""
+    outputs = results(
+        """
 df = px.DataFrame(table='http_events', select=['req_path', 'latency'])
 paths = df.groupby('req_path').agg(n=('latency', px.count))
 paths.path = px.substring(paths.req_path, 0, 100)
 paths = paths.drop(['req_path'])
 px.display(df.merge(paths, how='inner', left_on='req_path', right_on='path'), 'out')
-""", synthetic_capture)
+""",
+        synthetic_capture,
+    )
     mine = http_frame[["req_path", "latency"]]
     counts = mine.groupby("req_path", dropna=True).size().rename("n").reset_index()
     counts["path"] = counts.pop("req_path")
@@ -72,28 +80,37 @@ px.display(df.merge(paths, how='inner', left_on='req_path', right_on='path'), 'o
         assert rows(out["out"]) == rows(expected)
 
 
-@pytest.mark.parametrize("other_value,semantic", [
-    ("0", SemanticType.DURATION_NS),  # a plain literal defers to the table column's type
-    ("df.latency * 2", SemanticType.DURATION_NS),  # both parts durations
-    ("df.resp_status", SemanticType.NONE),  # a duration and an HTTP status: neither
-])
+@pytest.mark.parametrize(
+    "other_value,semantic",
+    [
+        ("0", SemanticType.DURATION_NS),  # a plain literal defers to the table column's type
+        ("df.latency * 2", SemanticType.DURATION_NS),  # both parts durations
+        ("df.resp_status", SemanticType.NONE),  # a duration and an HTTP status: neither
+    ],
+)
 def test_append_semantic_type(synthetic_capture, other_value, semantic):
-    graph = compiled(f"""
+    graph = compiled(
+        f"""
 df = px.DataFrame(table='http_events', select=['time_', 'latency', 'resp_status'])
 other = df
 other.latency = {other_value}
 px.display(df.append(other), 'out')
-""", synthetic_capture)
+""",
+        synthetic_capture,
+    )
     assert graph.displays[0].schema.get("latency").semantic is semantic
     table = execute(graph, synthetic_capture).tables["out"]
     assert table.schema.field("latency").metadata[b"pxq.semantic"] == semantic.value.encode()
 
 
-@pytest.mark.parametrize("text,column", [
-    ("other = df\nother.latency = df.req_path\npx.display(df.append(other))", "'latency' is INT64"),
-    ("other = df[['time_', 'latency']]\npx.display(df.append(other))", "'req_path' is only in the first"),
-    ("px.display(df.merge(df, how='inner', left_on='latency', right_on='req_path'))", "'latency' (INT64)"),
-])
+@pytest.mark.parametrize(
+    "text,column",
+    [
+        ("other = df\nother.latency = df.req_path\npx.display(df.append(other))", "'latency' is INT64"),
+        ("other = df[['time_', 'latency']]\npx.display(df.append(other))", "'req_path' is only in the first"),
+        ("px.display(df.merge(df, how='inner', left_on='latency', right_on='req_path'))", "'latency' (INT64)"),
+    ],
+)
 def test_mismatches_name_the_column_where_they_are_written(synthetic_capture, text, column):
     script = "df = px.DataFrame(table='http_events', select=['time_', 'req_path', 'latency'])\n" + text
     with pytest.raises(CompileError) as raised:

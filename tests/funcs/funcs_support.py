@@ -12,9 +12,17 @@ load_builtins()
 
 NOW_NS = 1_700_000_000_123_456_789
 PROCESSES = {
-    "7:1234:5555": {"cmdline": "python3 server.py --port 8080", "comm": "python3", "exe": "/usr/bin/python3.11",
-                    "pod": "default/web-1", "namespace": "default", "service": "default/web",
-                    "container_id": "abc123", "container": "web", "node": "node-a"},
+    "7:1234:5555": {
+        "cmdline": "python3 server.py --port 8080",
+        "comm": "python3",
+        "exe": "/usr/bin/python3.11",
+        "pod": "default/web-1",
+        "namespace": "default",
+        "service": "default/web",
+        "container_id": "abc123",
+        "container": "web",
+        "node": "node-a",
+    },
     "7:99:1": {"cmdline": ["nginx", "-g", "daemon off;"], "comm": "nginx"},
 }
 CTX = ExecContext(now_ns=NOW_NS, processes=PROCESSES, host="this-host")
@@ -41,8 +49,19 @@ def values(result) -> list:
     return result.to_pylist()
 
 
-__all__ = ["AGGREGATES", "CTX", "NOW_NS", "PROCESSES", "SCALARS", "SETTINGS", "call", "col", "internal", "lit",
-           "values"]
+__all__ = [
+    "AGGREGATES",
+    "CTX",
+    "NOW_NS",
+    "PROCESSES",
+    "SCALARS",
+    "SETTINGS",
+    "call",
+    "col",
+    "internal",
+    "lit",
+    "values",
+]
 
 # Hypothesis settings for these tests (per test, so other suites keep their own).
 SETTINGS = settings(deadline=None, max_examples=150)

@@ -18,29 +18,47 @@ from pxq.funcs.registry import resolve_semantic, resolve_type
 from pxq.types import DataType, SemanticType
 from tests.funcs.funcs_support import AGGREGATES, SETTINGS, call, lit
 
-SCHEMA = pa.schema([("skey", pa.string()), ("ikey", pa.int64()), ("bkey", pa.bool_()),
-                    ("tkey", pa.timestamp("ns")), ("i", pa.int64()), ("f", pa.float64()), ("b", pa.bool_()),
-                    ("s", pa.string()), ("t", pa.timestamp("ns"))])
+SCHEMA = pa.schema(
+    [
+        ("skey", pa.string()),
+        ("ikey", pa.int64()),
+        ("bkey", pa.bool_()),
+        ("tkey", pa.timestamp("ns")),
+        ("i", pa.int64()),
+        ("f", pa.float64()),
+        ("b", pa.bool_()),
+        ("s", pa.string()),
+        ("t", pa.timestamp("ns")),
+    ]
+)
 # pandas' nullable dtypes, so that nulls stay nulls and int64 stays exact.
-PANDAS_DTYPES = {pa.int64(): pd.Int64Dtype(), pa.float64(): pd.Float64Dtype(), pa.bool_(): pd.BooleanDtype(),
-                 pa.string(): pd.StringDtype()}
+PANDAS_DTYPES = {
+    pa.int64(): pd.Int64Dtype(),
+    pa.float64(): pd.Float64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+    pa.string(): pd.StringDtype(),
+}
 KEY_COLUMNS = ["skey", "ikey", "bkey", "tkey"]
 # Which aggregates apply to which value columns.
 APPLICABLE = {"count": "ifbst", "sum": "ifb", "mean": "ifb", "min": "ifbst", "max": "ifbst", "any": "ifbst"}
 
-row = st.fixed_dictionaries({
-    "skey": st.none() | st.sampled_from(["a", "b", "é"]),
-    "ikey": st.none() | st.integers(-1, 1),
-    "bkey": st.none() | st.booleans(),
-    "tkey": st.none() | st.sampled_from([0, 10 ** 18]),
-    "i": st.none() | st.integers(-(2 ** 40), 2 ** 40),
-    "f": st.none() | st.floats(-1e9, 1e9, allow_nan=False),
-    "b": st.none() | st.booleans(),
-    "s": st.none() | st.text(alphabet="xyzé", max_size=3),
-    "t": st.none() | st.integers(0, 2 ** 62),
-})
+row = st.fixed_dictionaries(
+    {
+        "skey": st.none() | st.sampled_from(["a", "b", "é"]),
+        "ikey": st.none() | st.integers(-1, 1),
+        "bkey": st.none() | st.booleans(),
+        "tkey": st.none() | st.sampled_from([0, 10**18]),
+        "i": st.none() | st.integers(-(2**40), 2**40),
+        "f": st.none() | st.floats(-1e9, 1e9, allow_nan=False),
+        "b": st.none() | st.booleans(),
+        "s": st.none() | st.text(alphabet="xyzé", max_size=3),
+        "t": st.none() | st.integers(0, 2**62),
+    }
+)
 specs_strategy = st.lists(
-    st.sampled_from([(fn, c) for fn, cols in APPLICABLE.items() for c in cols]), min_size=1, max_size=6,
+    st.sampled_from([(fn, c) for fn, cols in APPLICABLE.items() for c in cols]),
+    min_size=1,
+    max_size=6,
 ).map(lambda pairs: [(f"out{n}", fn, c) for n, (fn, c) in enumerate(pairs)])
 
 
@@ -94,8 +112,11 @@ def close(a, b) -> bool:
 
 
 @SETTINGS
-@given(st.lists(row, max_size=40), st.lists(st.sampled_from(KEY_COLUMNS), min_size=1, max_size=3, unique=True),
-       specs_strategy)
+@given(
+    st.lists(row, max_size=40),
+    st.lists(st.sampled_from(KEY_COLUMNS), min_size=1, max_size=3, unique=True),
+    specs_strategy,
+)
 def test_grouped_aggregates_match_pandas(rows, keys, specs):
     result = aggregate(make_table(rows), keys, specs)
     assert result.column_names == keys + [name for name, _, _ in specs]
@@ -123,24 +144,57 @@ def test_whole_table_aggregates_match_pandas(rows, specs):
 
 
 def test_types_of_outputs():
-    table = make_table([{"skey": "a", "ikey": 1, "bkey": True, "tkey": 5, "i": 3, "f": 1.5, "b": True, "s": "x",
-                         "t": 9}])
-    specs = [("c", "count", "s"), ("si", "sum", "i"), ("sf", "sum", "f"), ("sb", "sum", "b"), ("mb", "mean", "b"),
-             ("mi", "mean", "i"), ("tmin", "min", "t"), ("tmax", "max", "t"), ("tany", "any", "t"),
-             ("smin", "min", "s"), ("q", "quantiles", "i")]
+    table = make_table(
+        [{"skey": "a", "ikey": 1, "bkey": True, "tkey": 5, "i": 3, "f": 1.5, "b": True, "s": "x", "t": 9}]
+    )
+    specs = [
+        ("c", "count", "s"),
+        ("si", "sum", "i"),
+        ("sf", "sum", "f"),
+        ("sb", "sum", "b"),
+        ("mb", "mean", "b"),
+        ("mi", "mean", "i"),
+        ("tmin", "min", "t"),
+        ("tmax", "max", "t"),
+        ("tany", "any", "t"),
+        ("smin", "min", "s"),
+        ("q", "quantiles", "i"),
+    ]
     result = aggregate(table, ["tkey"], specs)
-    expect = [pa.timestamp("ns"), pa.int64(), pa.int64(), pa.float64(), pa.int64(), pa.float64(), pa.float64(),
-              pa.timestamp("ns"), pa.timestamp("ns"), pa.timestamp("ns"), pa.string(), pa.string()]
+    expect = [
+        pa.timestamp("ns"),
+        pa.int64(),
+        pa.int64(),
+        pa.float64(),
+        pa.int64(),
+        pa.float64(),
+        pa.float64(),
+        pa.timestamp("ns"),
+        pa.timestamp("ns"),
+        pa.timestamp("ns"),
+        pa.string(),
+        pa.string(),
+    ]
     assert result.schema.types == expect
     assert result.to_pylist()[0]["sb"] == 1 and result.to_pylist()[0]["mb"] == 1.0
 
 
 def test_registered_types_agree_with_execution():
     # Declared result types (the compiler's view) against the Arrow types the executor produces.
-    arrow = {DataType.INT64: pa.int64(), DataType.FLOAT64: pa.float64(), DataType.BOOLEAN: pa.bool_(),
-             DataType.STRING: pa.string(), DataType.TIME64NS: pa.timestamp("ns")}
-    columns = {DataType.INT64: "i", DataType.FLOAT64: "f", DataType.BOOLEAN: "b", DataType.STRING: "s",
-               DataType.TIME64NS: "t"}
+    arrow = {
+        DataType.INT64: pa.int64(),
+        DataType.FLOAT64: pa.float64(),
+        DataType.BOOLEAN: pa.bool_(),
+        DataType.STRING: pa.string(),
+        DataType.TIME64NS: pa.timestamp("ns"),
+    }
+    columns = {
+        DataType.INT64: "i",
+        DataType.FLOAT64: "f",
+        DataType.BOOLEAN: "b",
+        DataType.STRING: "s",
+        DataType.TIME64NS: "t",
+    }
     table = make_table([{"i": 1, "f": 1.0, "b": True, "s": "x", "t": 1}])
     for fn in AGGREGATES.values():
         for data_type, column in columns.items():
@@ -173,8 +227,15 @@ def test_empty_input():
     grouped = aggregate(empty, ["skey", "tkey"], specs)
     assert grouped.num_rows == 0
     assert grouped.schema.names == ["skey", "tkey", "n", "s", "m", "q", "a"]
-    assert grouped.schema.types == [pa.string(), pa.timestamp("ns"), pa.int64(), pa.float64(), pa.timestamp("ns"),
-                                    pa.string(), pa.string()]
+    assert grouped.schema.types == [
+        pa.string(),
+        pa.timestamp("ns"),
+        pa.int64(),
+        pa.float64(),
+        pa.timestamp("ns"),
+        pa.string(),
+        pa.string(),
+    ]
     whole = aggregate(empty, [], specs)
     # Quantiles of no data are a JSON object of nulls, as for a group of nulls (Pixie's QuantilesUDA,
     # src/carnot/funcs/builtins/math_sketches.h, always finalizes to an object).
@@ -185,15 +246,20 @@ def test_empty_input():
 
 def test_groupby_without_aggregates_gives_distinct_keys():
     table = pa.table({"k": [1, 2, 1, None], "j": ["x", "x", "x", "y"]})
-    assert aggregate(table, ["k", "j"], []).to_pylist() == [{"k": 1, "j": "x"}, {"k": 2, "j": "x"},
-                                                            {"k": None, "j": "y"}]
+    assert aggregate(table, ["k", "j"], []).to_pylist() == [
+        {"k": 1, "j": "x"},
+        {"k": 2, "j": "x"},
+        {"k": None, "j": "y"},
+    ]
 
 
 def test_same_input_column_in_several_specs_and_as_key():
     table = pa.table({"k": [1, 1, 2], "v": [1.0, 3.0, 5.0]})
     specs = [("a", "sum", "v"), ("b", "sum", "v"), ("c", "max", "v"), ("d", "count", "k"), ("e", "min", "k")]
     assert aggregate(table, ["k"], specs).to_pylist() == [
-        {"k": 1, "a": 4.0, "b": 4.0, "c": 3.0, "d": 2, "e": 1}, {"k": 2, "a": 5.0, "b": 5.0, "c": 5.0, "d": 1, "e": 2}]
+        {"k": 1, "a": 4.0, "b": 4.0, "c": 3.0, "d": 2, "e": 1},
+        {"k": 2, "a": 5.0, "b": 5.0, "c": 5.0, "d": 1, "e": 2},
+    ]
 
 
 def test_any_skips_nulls_and_count_counts_them():
@@ -230,14 +296,17 @@ def within_tdigest_tolerance(data, estimates, tolerance=0.002):
 @pytest.mark.parametrize("distribution", ["lognormal", "uniform", "exponential", "integers"])
 def test_quantiles_accuracy_against_numpy(n, distribution):
     rng = np.random.default_rng(n)
-    data = {"lognormal": lambda: rng.lognormal(10, 2, n), "uniform": lambda: rng.uniform(0, 1e6, n),
-            "exponential": lambda: rng.exponential(5e6, n),
-            "integers": lambda: rng.integers(0, 1000, n).astype(float)}[distribution]()
+    data = {
+        "lognormal": lambda: rng.lognormal(10, 2, n),
+        "uniform": lambda: rng.uniform(0, 1e6, n),
+        "exponential": lambda: rng.exponential(5e6, n),
+        "integers": lambda: rng.integers(0, 1000, n).astype(float),
+    }[distribution]()
     within_tdigest_tolerance(data, quantiles_of(data))
 
 
 @SETTINGS
-@given(st.lists(st.integers(-10 ** 9, 10 ** 9), min_size=1, max_size=300))
+@given(st.lists(st.integers(-(10**9), 10**9), min_size=1, max_size=300))
 def test_quantiles_of_small_groups(data):
     estimates = quantiles_of(data, pa.int64())
     values = [estimates[k] for k in QUANTILE_KEYS]

@@ -23,9 +23,15 @@ from pxq.plan.expr import ColumnRef, FuncCall, Literal
 from pxq.types import DataType, SemanticType
 from tests.funcs.funcs_support import CTX, SCALARS, SETTINGS, call, col, internal, lit, values
 
-I, F, S, B, T, U = (DataType.INT64, DataType.FLOAT64, DataType.STRING, DataType.BOOLEAN, DataType.TIME64NS,
-                    DataType.UINT128)
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+I, F, S, B, T, U = (
+    DataType.INT64,
+    DataType.FLOAT64,
+    DataType.STRING,
+    DataType.BOOLEAN,
+    DataType.TIME64NS,
+    DataType.UINT128,
+)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 int64s = st.integers(INT64_MIN, INT64_MAX)
 DEEP_ARRAY = "[" * 100_000 + "]" * 100_000
 DEEP_OBJECT = '{"a":' * 100_000 + "1" + "}" * 100_000
@@ -42,7 +48,7 @@ def pixie_substring(s: str, pos: int, length: int) -> str:
     # "If the pos is 'erroneous' then just return empty string"; substr clamps the length.
     if pos < 0 or pos > len(s) or length < 0:
         return ""
-    return s[pos:pos + length]
+    return s[pos : pos + length]
 
 
 @SETTINGS
@@ -84,8 +90,13 @@ def test_bin_rejects_sizes_below_one(size):
 
 
 def test_bin_of_floats_out_of_int64_is_null():
-    assert values(call("bin", col([1e300, -1e300, math.inf, math.nan, 25.7], F), lit(10, I))) == \
-        [None, None, None, None, 20]
+    assert values(call("bin", col([1e300, -1e300, math.inf, math.nan, 25.7], F), lit(10, I))) == [
+        None,
+        None,
+        None,
+        None,
+        20,
+    ]
 
 
 # ---------------------------------------------------------------- modulo (math_ops.h ModuloUDF: C++ %)
@@ -125,12 +136,20 @@ def test_round_refuses_decimals_outside_0_to_1074(decimals):
 # ---------------------------------------------------------------- durations
 
 
-@pytest.mark.parametrize("name,unit", [("microseconds", 10 ** 3), ("milliseconds", 10 ** 6), ("seconds", 10 ** 9),
-                                       ("minutes", 60 * 10 ** 9), ("hours", 3600 * 10 ** 9),
-                                       ("days", 86400 * 10 ** 9)])
+@pytest.mark.parametrize(
+    "name,unit",
+    [
+        ("microseconds", 10**3),
+        ("milliseconds", 10**6),
+        ("seconds", 10**9),
+        ("minutes", 60 * 10**9),
+        ("hours", 3600 * 10**9),
+        ("days", 86400 * 10**9),
+    ],
+)
 @SETTINGS
 @given(n=int64s)
-@example(n=10 ** 12)
+@example(n=10**12)
 @example(n=INT64_MAX)
 @example(n=INT64_MIN)
 @example(n=106_751)
@@ -151,12 +170,15 @@ def test_float_durations_beyond_int64_are_errors(n):
 # ---------------------------------------------------------------- JSON nested deeper than the parser goes
 
 
-@pytest.mark.parametrize("name,key,shallow_doc,shallow_value", [
-    ("pluck", lit("a", S), '{"a": "x"}', "x"),
-    ("pluck_int64", lit("a", S), '{"a": 7}', 7),
-    ("pluck_float64", lit("a", S), '{"a": 2.5}', 2.5),
-    ("pluck_array", lit(0, I), '["x"]', "x"),
-])
+@pytest.mark.parametrize(
+    "name,key,shallow_doc,shallow_value",
+    [
+        ("pluck", lit("a", S), '{"a": "x"}', "x"),
+        ("pluck_int64", lit("a", S), '{"a": 7}', 7),
+        ("pluck_float64", lit("a", S), '{"a": 2.5}', 2.5),
+        ("pluck_array", lit(0, I), '["x"]', "x"),
+    ],
+)
 def test_json_nested_100000_deep_plucks_as_null(name, key, shallow_doc, shallow_value):
     docs = [DEEP_ARRAY, shallow_doc, DEEP_OBJECT, None, '{"a": ' + DEEP_ARRAY + "}"]
     got = values(call(name, col(docs, S), key))
@@ -170,8 +192,11 @@ def test_replace_that_would_outgrow_the_memory_limit_is_refused():
     body = "x" * 200_000  # '' matches before every character: 200,001 copies of the replacement
     limited = ExecContext(now_ns=0, memory_limit_bytes=64 << 20)
     one_row = (200_000 + 1) * 1000 + 200_000  # bytes: every match adds the replacement, the body stays
-    with pytest.raises(ResourceLimitError, match=rf"px.replace\('', \.\.\., '01234567890123456\.\.\.'\) needs "
-                                                 rf"about {one_row / 2 ** 20:.1f} MiB, more than the 64 MiB limit"):
+    with pytest.raises(
+        ResourceLimitError,
+        match=rf"px.replace\('', \.\.\., '01234567890123456\.\.\.'\) needs "
+        rf"about {one_row / 2**20:.1f} MiB, more than the 64 MiB limit",
+    ):
         call("replace", lit("", S), col([body, body], S), lit("0123456789" * 100, S), ctx=limited)
     # The same call on a short text fits, and gives what Python's re gives.
     short = values(call("replace", lit("", S), col(["ab"], S), lit("-", S), ctx=limited))
@@ -179,9 +204,11 @@ def test_replace_that_would_outgrow_the_memory_limit_is_refused():
 
 
 @SETTINGS
-@given(st.sampled_from(["", "a*", "a", "x?", r"\b", "(a)(b)?", ".", "é", "^", "$"]),
-       st.lists(st.none() | st.text(alphabet="abé ", max_size=8), min_size=1, max_size=5),
-       st.sampled_from(["", "-", r"\1\1", r"<\0>", "long replacement"]))
+@given(
+    st.sampled_from(["", "a*", "a", "x?", r"\b", "(a)(b)?", ".", "é", "^", "$"]),
+    st.lists(st.none() | st.text(alphabet="abé ", max_size=8), min_size=1, max_size=5),
+    st.sampled_from(["", "-", r"\1\1", r"<\0>", "long replacement"]),
+)
 @example(r"\b", ["a"], "-")  # Arrow's count_substring_regex finds 1 match here, RE2's replace 2
 def test_replace_size_bounds_are_upper_bounds(pattern, texts, replacement):
     from pxq.funcs._strings import replaced_size_bounds
@@ -243,14 +270,20 @@ def test_every_function_on_extreme_values_gives_a_value_or_an_execution_error(na
     columns = {f"c{i}": EXTREMES[t] for i, t in enumerate(types) if not fn.params[min(i, len(fn.params) - 1)].literal}
     # Every combination of the extremes, row by row, for the column arguments.
     rows = list(itertools.product(*columns.values()))
-    table = pa.table({c: pa.array([r[j] for r in rows], internal(t))
-                      for j, (c, t) in enumerate((c, types[int(c[1:])]) for c in columns)})
-    literal_choices = [LITERAL_EXTREMES[t] if fn.params[min(i, len(fn.params) - 1)].literal else [None]
-                       for i, t in enumerate(types)]
+    table = pa.table(
+        {
+            c: pa.array([r[j] for r in rows], internal(t))
+            for j, (c, t) in enumerate((c, types[int(c[1:])]) for c in columns)
+        }
+    )
+    literal_choices = [
+        LITERAL_EXTREMES[t] if fn.params[min(i, len(fn.params) - 1)].literal else [None] for i, t in enumerate(types)
+    ]
     for literals in itertools.product(*literal_choices):
         args = tuple(
             Literal(literals[i], t) if fn.params[min(i, len(fn.params) - 1)].literal else ColumnRef(f"c{i}", t)
-            for i, t in enumerate(types))
+            for i, t in enumerate(types)
+        )
         expr = FuncCall(name, args, result_type, SemanticType.NONE)
         try:
             result = evaluate(expr, table, CTX)

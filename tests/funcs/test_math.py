@@ -17,7 +17,7 @@ SEM = SemanticType
 
 any_floats = st.floats(width=64)  # NaN and infinities included
 finite = st.floats(allow_nan=False, allow_infinity=False)
-ints = st.integers(-(2 ** 63), 2 ** 63 - 1)
+ints = st.integers(-(2**63), 2**63 - 1)
 
 
 def float_eq(x, y):
@@ -45,7 +45,7 @@ def test_floor_and_ceil(name, py, xs):
         if x is None or not math.isfinite(x):
             return None
         r = py(x)
-        return r if -(2 ** 63) <= r < 2 ** 63 else None
+        return r if -(2**63) <= r < 2**63 else None
 
     assert values(call(name, col(xs, F))) == [expect(x) for x in xs]
 
@@ -55,8 +55,7 @@ def test_floor_of_int_is_identity():
 
 
 @SETTINGS
-@given(st.lists(st.none() | any_floats | finite.map(lambda x: round(x, 3)), max_size=30),
-       st.integers(0, 12))
+@given(st.lists(st.none() | any_floats | finite.map(lambda x: round(x, 3)), max_size=30), st.integers(0, 12))
 def test_round_formats_like_printf(xs, decimals):
     got = values(call("round", col(xs, F), lit(decimals, I)))
     assert got == [None if x is None else "%.*f" % (decimals, x) for x in xs]
@@ -76,10 +75,10 @@ def test_round_examples_and_errors():
 
 @SETTINGS
 @given(st.lists(st.none() | ints, max_size=30))
-@example([-(2 ** 63), 1])
-@example([2 ** 63 - 1, None])
+@example([-(2**63), 1])
+@example([2**63 - 1, None])
 def test_abs_of_integers(xs):
-    if -(2 ** 63) in xs:  # |INT64 min| does not fit: an error, never the wrapped INT64 min
+    if -(2**63) in xs:  # |INT64 min| does not fit: an error, never the wrapped INT64 min
         with pytest.raises(ValueError, match="px.abs: the result does not fit in INT64"):
             call("abs", col(xs, I))
     else:
@@ -88,14 +87,17 @@ def test_abs_of_integers(xs):
 
 @SETTINGS
 @given(st.lists(st.none() | st.floats(min_value=-1e6, max_value=1e6), max_size=30))
-@pytest.mark.parametrize(("name", "py"), [
-    ("sqrt", lambda x: math.sqrt(x) if x >= 0 else math.nan),
-    ("ln", lambda x: math.log(x) if x > 0 else (-math.inf if x == 0 else math.nan)),
-    ("log2", lambda x: math.log2(x) if x > 0 else (-math.inf if x == 0 else math.nan)),
-    ("log10", lambda x: math.log10(x) if x > 0 else (-math.inf if x == 0 else math.nan)),
-    ("exp", lambda x: math.exp(x) if x < 700 else math.inf),
-    ("abs", abs),
-])
+@pytest.mark.parametrize(
+    ("name", "py"),
+    [
+        ("sqrt", lambda x: math.sqrt(x) if x >= 0 else math.nan),
+        ("ln", lambda x: math.log(x) if x > 0 else (-math.inf if x == 0 else math.nan)),
+        ("log2", lambda x: math.log2(x) if x > 0 else (-math.inf if x == 0 else math.nan)),
+        ("log10", lambda x: math.log10(x) if x > 0 else (-math.inf if x == 0 else math.nan)),
+        ("exp", lambda x: math.exp(x) if x < 700 else math.inf),
+        ("abs", abs),
+    ],
+)
 def test_float_math(name, py, xs):
     got = values(call(name, col(xs, F)))
     assert all(float_eq(g, None if x is None else py(x)) for g, x in zip(got, xs))
@@ -122,8 +124,7 @@ def test_pow_is_float(rows):
 
 
 @SETTINGS
-@given(st.lists(st.none() | ints.filter(lambda v: v > -(2 ** 63) + 10 ** 12), max_size=30),
-       st.integers(1, 10 ** 12))
+@given(st.lists(st.none() | ints.filter(lambda v: v > -(2**63) + 10**12), max_size=30), st.integers(1, 10**12))
 def test_bin_rounds_down_to_a_multiple(xs, size):
     got = values(call("bin", col(xs, I), lit(size, I)))
     assert got == [None if x is None else x // size * size for x in xs]
@@ -188,10 +189,18 @@ def test_equals_any_types():
 
 
 @SETTINGS
-@given(st.lists(st.none() | st.integers(-10 ** 5, 10 ** 5), max_size=20))
-@pytest.mark.parametrize(("name", "unit"), [("microseconds", 10 ** 3), ("milliseconds", 10 ** 6),
-                                            ("seconds", 10 ** 9), ("minutes", 60 * 10 ** 9),
-                                            ("hours", 3600 * 10 ** 9), ("days", 86400 * 10 ** 9)])
+@given(st.lists(st.none() | st.integers(-(10**5), 10**5), max_size=20))
+@pytest.mark.parametrize(
+    ("name", "unit"),
+    [
+        ("microseconds", 10**3),
+        ("milliseconds", 10**6),
+        ("seconds", 10**9),
+        ("minutes", 60 * 10**9),
+        ("hours", 3600 * 10**9),
+        ("days", 86400 * 10**9),
+    ],
+)
 def test_durations_are_nanoseconds(name, unit, ns):
     assert values(call(name, col(ns, I))) == [None if n is None else n * unit for n in ns]
     fn = SCALARS[name]
@@ -210,9 +219,28 @@ def test_durations_beyond_int64_raise(n, data_type):
 
 
 @SETTINGS
-@given(st.lists(st.none() | st.tuples(st.integers(-10 ** 4, 10 ** 4), st.sampled_from(
-    [("ns", 1), ("us", 10 ** 3), ("µs", 10 ** 3), ("ms", 10 ** 6), ("s", 10 ** 9), ("m", 60 * 10 ** 9),
-     ("h", 3600 * 10 ** 9), ("d", 86400 * 10 ** 9)])), max_size=20), st.sampled_from(["", " "]))
+@given(
+    st.lists(
+        st.none()
+        | st.tuples(
+            st.integers(-(10**4), 10**4),
+            st.sampled_from(
+                [
+                    ("ns", 1),
+                    ("us", 10**3),
+                    ("µs", 10**3),
+                    ("ms", 10**6),
+                    ("s", 10**9),
+                    ("m", 60 * 10**9),
+                    ("h", 3600 * 10**9),
+                    ("d", 86400 * 10**9),
+                ]
+            ),
+        ),
+        max_size=20,
+    ),
+    st.sampled_from(["", " "]),
+)
 def test_parse_duration(items, space):
     text = [None if i is None else f"{i[0]}{space}{i[1][0]}" for i in items]
     assert values(call("parse_duration", col(text, S))) == [None if i is None else i[0] * i[1][1] for i in items]
@@ -232,9 +260,16 @@ def test_now_and_time_conversions():
     assert resolve_type(SCALARS["int64_to_time"].returns, (I,)) is T
 
 
-@pytest.mark.parametrize(("name", "semantic", "arg", "result"), [
-    ("DurationNanos", SEM.DURATION_NS, F, F), ("DurationNanos", SEM.DURATION_NS, I, I),
-    ("Bytes", SEM.BYTES, I, I), ("Percent", SEM.PERCENT, F, F), ("Time", SEM.TIME, I, T)])
+@pytest.mark.parametrize(
+    ("name", "semantic", "arg", "result"),
+    [
+        ("DurationNanos", SEM.DURATION_NS, F, F),
+        ("DurationNanos", SEM.DURATION_NS, I, I),
+        ("Bytes", SEM.BYTES, I, I),
+        ("Percent", SEM.PERCENT, F, F),
+        ("Time", SEM.TIME, I, T),
+    ],
+)
 def test_semantic_casts_keep_values(name, semantic, arg, result):
     fn = SCALARS[name]
     assert resolve_type(fn.returns, (arg,)) is result

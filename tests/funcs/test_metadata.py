@@ -14,7 +14,7 @@ from tests.funcs.funcs_support import CTX, PROCESSES, SCALARS, SETTINGS, call, c
 
 I, S, U = DataType.INT64, DataType.STRING, DataType.UINT128
 
-upids = st.tuples(st.integers(0, 2 ** 32), st.integers(0, 2 ** 22), st.integers(0, 2 ** 63))
+upids = st.tuples(st.integers(0, 2**32), st.integers(0, 2**22), st.integers(0, 2**63))
 
 
 @SETTINGS
@@ -30,9 +30,16 @@ def test_malformed_upids_give_null():
     assert values(call("upid_to_pid", col(bad, U))) == [None] * len(bad)
 
 
-FIELDS = [("upid_to_cmdline", "cmdline"), ("upid_to_comm", "comm"), ("upid_to_exe", "exe"),
-          ("upid_to_pod_name", "pod"), ("upid_to_namespace", "namespace"), ("upid_to_service_name", "service"),
-          ("upid_to_container_id", "container_id"), ("upid_to_container_name", "container")]
+FIELDS = [
+    ("upid_to_cmdline", "cmdline"),
+    ("upid_to_comm", "comm"),
+    ("upid_to_exe", "exe"),
+    ("upid_to_pod_name", "pod"),
+    ("upid_to_namespace", "namespace"),
+    ("upid_to_service_name", "service"),
+    ("upid_to_container_id", "container_id"),
+    ("upid_to_container_name", "container"),
+]
 
 
 @pytest.mark.parametrize(("name", "key"), FIELDS)
@@ -76,9 +83,14 @@ def test_lookups_happen_once_per_distinct_upid():
 
 
 def test_metadata_semantics():
-    expect = {"upid_to_pod_name": SemanticType.POD, "upid_to_namespace": SemanticType.NAMESPACE,
-              "upid_to_service_name": SemanticType.SERVICE, "upid_to_node_name": SemanticType.NODE,
-              "upid_to_container_name": SemanticType.CONTAINER, "upid_to_cmdline": SemanticType.NONE}
+    expect = {
+        "upid_to_pod_name": SemanticType.POD,
+        "upid_to_namespace": SemanticType.NAMESPACE,
+        "upid_to_service_name": SemanticType.SERVICE,
+        "upid_to_node_name": SemanticType.NODE,
+        "upid_to_container_name": SemanticType.CONTAINER,
+        "upid_to_cmdline": SemanticType.NONE,
+    }
     for name, semantic in expect.items():
         assert resolve_semantic(SCALARS[name].semantic, (SemanticType.UPID,)) is semantic
 
@@ -97,7 +109,11 @@ def test_http_resp_message(codes):
 
 def test_http_resp_message_examples():
     assert values(call("http_resp_message", col([200, 404, 503, 999], I))) == [
-        "OK", "Not Found", "Service Unavailable", "Unassigned"]
+        "OK",
+        "Not Found",
+        "Service Unavailable",
+        "Unassigned",
+    ]
 
 
 def test_exec_hostname():

@@ -12,13 +12,19 @@ from pxq.funcs.registry import resolve_semantic, resolve_type
 from pxq.types import DataType, SemanticType
 from tests.funcs.funcs_support import SCALARS, SETTINGS, call, col, lit, values
 
-B, I, F, S, T, U = (DataType.BOOLEAN, DataType.INT64, DataType.FLOAT64, DataType.STRING, DataType.TIME64NS,
-                    DataType.UINT128)
+B, I, F, S, T, U = (
+    DataType.BOOLEAN,
+    DataType.INT64,
+    DataType.FLOAT64,
+    DataType.STRING,
+    DataType.TIME64NS,
+    DataType.UINT128,
+)
 SEM = SemanticType
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 ints = st.integers(INT64_MIN, INT64_MAX)
-small_ints = st.integers(-10 ** 6, 10 ** 6)
+small_ints = st.integers(-(10**6), 10**6)
 floats = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
 
@@ -51,8 +57,9 @@ def same_float(x, y):
 
 @SETTINGS
 @given(pairs(ints))
-@pytest.mark.parametrize(("name", "op"), [("add", operator.add), ("subtract", operator.sub),
-                                          ("multiply", operator.mul)])
+@pytest.mark.parametrize(
+    ("name", "op"), [("add", operator.add), ("subtract", operator.sub), ("multiply", operator.mul)]
+)
 @example(rows=[(INT64_MAX, 1)])
 @example(rows=[(INT64_MIN, -1)])
 @example(rows=[(INT64_MIN, INT64_MIN), (1, 2)])
@@ -68,13 +75,14 @@ def test_integer_arithmetic_is_exact_or_an_error(name, op, rows):
 def test_time_plus_a_duration_beyond_int64_is_an_error():
     # 2023-11-14 plus 90,000 days (about 246 years) wrapped to a time in 1677.
     with pytest.raises(ValueError, match="px.add: the result does not fit in INT64"):
-        call("add", col([1_700_000_000_000_000_000], T), col([90_000 * 86_400 * 10 ** 9], I))
+        call("add", col([1_700_000_000_000_000_000], T), col([90_000 * 86_400 * 10**9], I))
 
 
 @SETTINGS
 @given(st.lists(st.tuples(st.none() | ints, st.none() | floats), max_size=30))
-@pytest.mark.parametrize(("name", "op"), [("add", operator.add), ("subtract", operator.sub),
-                                          ("multiply", operator.mul)])
+@pytest.mark.parametrize(
+    ("name", "op"), [("add", operator.add), ("subtract", operator.sub), ("multiply", operator.mul)]
+)
 def test_mixed_arithmetic_is_float(name, op, rows):
     got = run_pairs(name, rows, I, F)
     expect = [None if x is None or y is None else op(float(x), y) for x, y in rows]
@@ -90,7 +98,7 @@ def test_divide_is_float_and_ieee_on_zero(rows):
         if x is None or y is None:
             assert g is None
         elif y == 0:
-            assert (math.isnan(g) if x == 0 else g == math.copysign(math.inf, x))
+            assert math.isnan(g) if x == 0 else g == math.copysign(math.inf, x)
         else:
             assert same_float(g, x / y)
 
@@ -104,7 +112,13 @@ def test_modulo_has_cpp_sign_semantics(rows):
 
 def test_modulo_examples():
     assert values(call("modulo", col([-7, 7, -7, 7, INT64_MIN, 5], I), col([5, 5, -5, -5, -1, 0], I))) == [
-        -2, 2, -2, 2, 0, None]
+        -2,
+        2,
+        -2,
+        2,
+        0,
+        None,
+    ]
     assert values(call("modulo", col([17, -17], T), lit(5, I))) == [2, -2]
 
 
@@ -129,8 +143,8 @@ def test_time_arithmetic_types_and_semantics():
 
 @SETTINGS
 @given(st.lists(st.none() | ints, max_size=30))
-@example([-(2 ** 63), 1])
-@example([2 ** 63 - 1, None])
+@example([-(2**63), 1])
+@example([2**63 - 1, None])
 def test_negate_and_invert(xs):
     if INT64_MIN in xs:
         with pytest.raises(ValueError, match="px.negate: the result does not fit in INT64"):
@@ -145,22 +159,25 @@ def test_invert_boolean_and_negate_float():
     assert values(call("negate", col([1.5, -0.0, None], F))) == [-1.5, 0.0, None]
 
 
-@pytest.mark.parametrize(("name", "types", "message"), [
-    ("subtract", (S, I), "cannot subtract STRING and INT64"),
-    ("add", (S, I), "cannot add STRING and INT64"),
-    ("add", (T, T), "cannot add TIME64NS and TIME64NS"),
-    ("add", (B, I), "cannot add BOOLEAN and INT64"),
-    ("multiply", (T, I), "cannot multiply TIME64NS and INT64"),
-    ("divide", (S, S), "cannot divide STRING and STRING"),
-    ("modulo", (F, I), "cannot compute the modulo of FLOAT64 and INT64"),
-    ("lessThan", (S, I), "cannot compare STRING and INT64"),
-    ("lessThan", (B, B), "cannot compare BOOLEAN and BOOLEAN"),
-    ("equal", (S, F), "cannot compare STRING and FLOAT64"),
-    ("logicalAnd", (S, B), "cannot apply 'and' to STRING and BOOLEAN"),
-    ("logicalNot", (F,), "cannot apply 'not' to FLOAT64"),
-    ("negate", (S,), "cannot negate STRING"),
-    ("invert", (F,), "cannot invert FLOAT64"),
-])
+@pytest.mark.parametrize(
+    ("name", "types", "message"),
+    [
+        ("subtract", (S, I), "cannot subtract STRING and INT64"),
+        ("add", (S, I), "cannot add STRING and INT64"),
+        ("add", (T, T), "cannot add TIME64NS and TIME64NS"),
+        ("add", (B, I), "cannot add BOOLEAN and INT64"),
+        ("multiply", (T, I), "cannot multiply TIME64NS and INT64"),
+        ("divide", (S, S), "cannot divide STRING and STRING"),
+        ("modulo", (F, I), "cannot compute the modulo of FLOAT64 and INT64"),
+        ("lessThan", (S, I), "cannot compare STRING and INT64"),
+        ("lessThan", (B, B), "cannot compare BOOLEAN and BOOLEAN"),
+        ("equal", (S, F), "cannot compare STRING and FLOAT64"),
+        ("logicalAnd", (S, B), "cannot apply 'and' to STRING and BOOLEAN"),
+        ("logicalNot", (F,), "cannot apply 'not' to FLOAT64"),
+        ("negate", (S,), "cannot negate STRING"),
+        ("invert", (F,), "cannot invert FLOAT64"),
+    ],
+)
 def test_type_rules_reject_bad_combinations(name, types, message):
     with pytest.raises(TypeError) as info:
         resolve_type(SCALARS[name].returns, types)
@@ -169,8 +186,14 @@ def test_type_rules_reject_bad_combinations(name, types, message):
 
 # ---------------------------------------------------------------- comparisons
 
-COMPARISONS = [("equal", operator.eq), ("notEqual", operator.ne), ("lessThan", operator.lt),
-               ("lessThanEqual", operator.le), ("greaterThan", operator.gt), ("greaterThanEqual", operator.ge)]
+COMPARISONS = [
+    ("equal", operator.eq),
+    ("notEqual", operator.ne),
+    ("lessThan", operator.lt),
+    ("lessThanEqual", operator.le),
+    ("greaterThan", operator.gt),
+    ("greaterThanEqual", operator.ge),
+]
 
 
 @st.composite

@@ -13,23 +13,46 @@ from pxq.funcs.registry import resolve_semantic, resolve_type
 from pxq.types import DataType, SemanticType
 from tests.funcs.funcs_support import AGGREGATES, CTX, NOW_NS, SCALARS, call, internal
 
-B, I, F, S, T, U = (DataType.BOOLEAN, DataType.INT64, DataType.FLOAT64, DataType.STRING, DataType.TIME64NS,
-                    DataType.UINT128)
+B, I, F, S, T, U = (
+    DataType.BOOLEAN,
+    DataType.INT64,
+    DataType.FLOAT64,
+    DataType.STRING,
+    DataType.TIME64NS,
+    DataType.UINT128,
+)
 LIST = "list"  # marks the list literal of equals_any: (LIST, element type, python list)
 
 # One or more sample calls per function: each argument is (type, value).
 SAMPLES: dict[str, list[tuple]] = {
-    "add": [((I, 3), (I, 4)), ((F, 1.5), (I, 2)), ((I, 2), (F, 1.5)), ((T, NOW_NS), (I, 10)), ((I, 10), (T, 5)),
-            ((S, "ab"), (S, "cd"))],
-    "subtract": [((I, 3), (I, 4)), ((F, 1.5), (F, 2.0)), ((T, NOW_NS), (I, 10)), ((T, 50), (T, 20)),
-                 ((I, 50), (T, 20))],
+    "add": [
+        ((I, 3), (I, 4)),
+        ((F, 1.5), (I, 2)),
+        ((I, 2), (F, 1.5)),
+        ((T, NOW_NS), (I, 10)),
+        ((I, 10), (T, 5)),
+        ((S, "ab"), (S, "cd")),
+    ],
+    "subtract": [
+        ((I, 3), (I, 4)),
+        ((F, 1.5), (F, 2.0)),
+        ((T, NOW_NS), (I, 10)),
+        ((T, 50), (T, 20)),
+        ((I, 50), (T, 20)),
+    ],
     "multiply": [((I, 3), (I, 4)), ((F, 1.5), (I, 2))],
     "divide": [((I, 3), (I, 4)), ((F, 1.5), (I, 2)), ((I, 1), (I, 0))],
     "modulo": [((I, -7), (I, 5)), ((T, 17), (I, 5)), ((T, 17), (T, 5)), ((I, 17), (T, 5))],
     "negate": [((I, 3),), ((F, -1.5),)],
     "invert": [((I, 5),), ((B, True),)],
-    "equal": [((I, 3), (F, 3.0)), ((S, "a"), (S, "a")), ((B, True), (I, 1)), ((T, 5), (I, 5)),
-              ((U, "1:2:3"), (U, "1:2:3")), ((U, "1:2:3"), (S, "1:2:3"))],
+    "equal": [
+        ((I, 3), (F, 3.0)),
+        ((S, "a"), (S, "a")),
+        ((B, True), (I, 1)),
+        ((T, 5), (I, 5)),
+        ((U, "1:2:3"), (U, "1:2:3")),
+        ((U, "1:2:3"), (S, "1:2:3")),
+    ],
     "notEqual": [((I, 3), (I, 4)), ((B, True), (B, False))],
     "lessThan": [((I, 3), (F, 3.5)), ((S, "a"), (S, "b")), ((T, 5), (T, 6))],
     "lessThanEqual": [((I, 3), (I, 3))],
@@ -50,10 +73,18 @@ SAMPLES: dict[str, list[tuple]] = {
     "log": [((I, 2), (I, 8)), ((F, 10.0), (F, 1000.0))],
     "pow": [((I, 2), (I, 10)), ((F, 2.0), (F, 0.5))],
     "bin": [((I, 17), (I, 5)), ((T, NOW_NS), (I, 1_000_000_000)), ((F, 17.9), (I, 5))],
-    "select": [((B, True), (I, 1), (I, 2)), ((B, False), (I, 1), (F, 2.5)), ((B, True), (S, "a"), (S, "b")),
-               ((B, False), (T, 5), (I, 6))],
-    "equals_any": [((I, 200), (LIST, I, [200, 201])), ((S, "GET"), (LIST, S, ["GET", "PUT"])),
-                   ((F, 2.0), (LIST, I, [1, 2])), ((I, 2), (LIST, F, [1.5, 2.0]))],
+    "select": [
+        ((B, True), (I, 1), (I, 2)),
+        ((B, False), (I, 1), (F, 2.5)),
+        ((B, True), (S, "a"), (S, "b")),
+        ((B, False), (T, 5), (I, 6)),
+    ],
+    "equals_any": [
+        ((I, 200), (LIST, I, [200, 201])),
+        ((S, "GET"), (LIST, S, ["GET", "PUT"])),
+        ((F, 2.0), (LIST, I, [1, 2])),
+        ((I, 2), (LIST, F, [1.5, 2.0])),
+    ],
     "microseconds": [((I, 2),)],
     "milliseconds": [((I, 2),), ((F, 1.5),)],
     "seconds": [((I, 2),), ((F, 0.25),)],

@@ -17,12 +17,15 @@ ROOT = Path(__file__).parent.parent.parent
 PIXIE_AGGREGATES = {"count", "sum", "mean", "min", "max", "any", "quantiles"}
 
 
-@pytest.mark.parametrize("first_import", [
-    "from pxq.funcs.registry import SCALARS, AGGREGATES",
-    "import pxq.funcs._math; from pxq.funcs.registry import SCALARS, AGGREGATES",
-    "from pxq.exec.aggregate import AGGREGATES; from pxq.exec.expressions import SCALARS",
-    "from pxq.plan.constants import SCALARS; from pxq.funcs.registry import AGGREGATES",
-])
+@pytest.mark.parametrize(
+    "first_import",
+    [
+        "from pxq.funcs.registry import SCALARS, AGGREGATES",
+        "import pxq.funcs._math; from pxq.funcs.registry import SCALARS, AGGREGATES",
+        "from pxq.exec.aggregate import AGGREGATES; from pxq.exec.expressions import SCALARS",
+        "from pxq.plan.constants import SCALARS; from pxq.funcs.registry import AGGREGATES",
+    ],
+)
 def test_first_import_fills_the_registry(first_import: str) -> None:
     code = f"{first_import}\nimport json; print(json.dumps([sorted(SCALARS), sorted(AGGREGATES)]))"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

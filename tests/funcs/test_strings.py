@@ -74,7 +74,7 @@ def test_find_examples():
 @given(opt_texts, st.integers(-3, 15), st.integers(-3, 15))
 def test_substring(xs, pos, length):
     got = values(call("substring", col(xs, S), lit(pos, I), lit(length, I)))
-    assert got == per_row(lambda s: "" if pos < 0 or length < 0 else s[pos:pos + length], xs)
+    assert got == per_row(lambda s: "" if pos < 0 or length < 0 else s[pos : pos + length], xs)
 
 
 def test_substring_example():
@@ -85,14 +85,14 @@ def test_substring_example():
 @given(opt_texts, st.sampled_from(["", "a", "ab", "é", "/", "abc"]))
 def test_strip_prefix_with_a_constant(xs, prefix):
     got = values(call("strip_prefix", lit(prefix, S), col(xs, S)))
-    assert got == per_row(lambda s: s[len(prefix):] if s.startswith(prefix) else s, xs)
+    assert got == per_row(lambda s: s[len(prefix) :] if s.startswith(prefix) else s, xs)
 
 
 @SETTINGS
 @given(st.lists(st.tuples(texts, texts), max_size=20))
 def test_strip_prefix_with_two_columns(rows):
     got = values(call("strip_prefix", col([p for p, _ in rows], S), col([s for _, s in rows], S)))
-    assert got == [s[len(p):] if s.startswith(p) else s for p, s in rows]
+    assert got == [s[len(p) :] if s.startswith(p) else s for p, s in rows]
 
 
 # ---------------------------------------------------------------- regular expressions
@@ -109,8 +109,10 @@ def test_regex_match_is_a_full_match_with_dot_matching_newline(xs, pattern):
 
 
 @SETTINGS
-@given(st.lists(st.none() | regex_texts, max_size=20),
-       st.sampled_from([("[0-9]+", "#"), ("(a)(b)", r"\2\1"), ("o+", ""), ("c", "<\\0>")]))
+@given(
+    st.lists(st.none() | regex_texts, max_size=20),
+    st.sampled_from([("[0-9]+", "#"), ("(a)(b)", r"\2\1"), ("o+", ""), ("c", "<\\0>")]),
+)
 def test_replace_replaces_every_match(xs, rule):
     pattern, replacement = rule
     python_replacement = replacement.replace("\\0", "\\g<0>")
@@ -130,11 +132,14 @@ def test_replace_example():
     assert out.as_py() == "from IP_ADDR to IP_ADDR"
 
 
-@pytest.mark.parametrize(("name", "args"), [
-    ("regex_match", (lit("a(b", S), col(["x"], S))),
-    ("replace", (lit("a(b", S), col(["x"], S), lit("y", S))),
-    ("replace", (lit("ab", S), col(["x"], S), lit(r"\3", S))),
-])
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("regex_match", (lit("a(b", S), col(["x"], S))),
+        ("replace", (lit("a(b", S), col(["x"], S), lit("y", S))),
+        ("replace", (lit("ab", S), col(["x"], S), lit(r"\3", S))),
+    ],
+)
 def test_invalid_patterns_raise_value_error(name, args):
     with pytest.raises(ValueError, match=f"px.{name}: invalid"):
         call(name, *args)
@@ -143,19 +148,37 @@ def test_invalid_patterns_raise_value_error(name, args):
 # ---------------------------------------------------------------- conversions
 
 
-@pytest.mark.parametrize(("text", "expect"), [
-    ("42", 42), (" 12 ", 12), ("+5", 5), ("-5", -5), ("\t7\n", 7), ("007", 7),
-    ("9223372036854775807", 2 ** 63 - 1), ("-9223372036854775808", -(2 ** 63)),
-    ("9223372036854775808", -1), ("", -1), ("1e3", -1), ("0x10", -1), ("1_000", -1), ("1 2", -1),
-    ("٣", -1), ("- 5", -1), ("5.0", -1)])
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("42", 42),
+        (" 12 ", 12),
+        ("+5", 5),
+        ("-5", -5),
+        ("\t7\n", 7),
+        ("007", 7),
+        ("9223372036854775807", 2**63 - 1),
+        ("-9223372036854775808", -(2**63)),
+        ("9223372036854775808", -1),
+        ("", -1),
+        ("1e3", -1),
+        ("0x10", -1),
+        ("1_000", -1),
+        ("1 2", -1),
+        ("٣", -1),
+        ("- 5", -1),
+        ("5.0", -1),
+    ],
+)
 def test_atoi_follows_simple_atoi(text, expect):
     assert call("atoi", lit(text, S), lit(-1, I)).as_py() == expect
     assert values(call("atoi", col([text, None], S), lit(-1, I))) == [expect, None]
 
 
 @SETTINGS
-@given(st.lists(st.none() | st.integers(-(2 ** 63), 2 ** 63 - 1) | st.text(alphabet="+-0123456789 x", max_size=6),
-                max_size=20))
+@given(
+    st.lists(st.none() | st.integers(-(2**63), 2**63 - 1) | st.text(alphabet="+-0123456789 x", max_size=6), max_size=20)
+)
 def test_atoi_roundtrips_integers_and_defaults_the_rest(items):
     xs = [None if v is None else str(v) for v in items]
     defaults = list(range(len(xs)))
@@ -164,7 +187,7 @@ def test_atoi_roundtrips_integers_and_defaults_the_rest(items):
         if v is None:
             return None
         stripped = v.strip(ASCII_WS)
-        if re.fullmatch(r"[+-]?[0-9]+", stripped) and -(2 ** 63) <= int(stripped) < 2 ** 63:
+        if re.fullmatch(r"[+-]?[0-9]+", stripped) and -(2**63) <= int(stripped) < 2**63:
             return int(stripped)
         return d
 
@@ -178,7 +201,7 @@ def test_atoi_default_is_optional():
 
 
 @SETTINGS
-@given(st.lists(st.none() | st.integers(-(2 ** 63), 2 ** 63 - 1), max_size=20))
+@given(st.lists(st.none() | st.integers(-(2**63), 2**63 - 1), max_size=20))
 def test_itoa(xs):
     assert values(call("itoa", col(xs, I))) == per_row(str, xs)
 
@@ -187,13 +210,18 @@ def test_itoa(xs):
 
 KEYS = ["a", "b", "p50", "é"]
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2 ** 70), 2 ** 70) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=5),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=3),
-    max_leaves=6)
+    max_leaves=6,
+)
 documents = st.dictionaries(st.sampled_from(KEYS), json_values, max_size=4).map(json.dumps)
-json_texts = st.lists(st.none() | documents | st.sampled_from(["not json", "[1, 2]", "7", "", '{"a": NaN}']),
-                      max_size=15)
+json_texts = st.lists(
+    st.none() | documents | st.sampled_from(["not json", "[1, 2]", "7", "", '{"a": NaN}']), max_size=15
+)
 MISSING = object()
 
 
@@ -216,7 +244,7 @@ def as_text(v):
 def as_int(v):
     if v is None:
         return None
-    ok = isinstance(v, int) and not isinstance(v, bool) and -(2 ** 63) <= v < 2 ** 63
+    ok = isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
     return v if ok else 0
 
 
@@ -228,8 +256,9 @@ def as_float(v):
 
 @SETTINGS
 @given(json_texts, st.sampled_from(KEYS))
-@pytest.mark.parametrize(("name", "convert"), [("pluck", as_text), ("pluck_int64", as_int),
-                                               ("pluck_float64", as_float)])
+@pytest.mark.parametrize(
+    ("name", "convert"), [("pluck", as_text), ("pluck_int64", as_int), ("pluck_float64", as_float)]
+)
 def test_pluck(name, convert, docs, key):
     got = values(call(name, col(docs, S), lit(key, S)))
     assert got == [None if d is None else convert(member(d, key)) for d in docs]
@@ -248,8 +277,10 @@ def test_pluck_examples():
 
 
 @SETTINGS
-@given(st.lists(st.none() | st.lists(json_values, max_size=4).map(json.dumps) | st.just("{}"), max_size=10),
-       st.integers(-1, 4))
+@given(
+    st.lists(st.none() | st.lists(json_values, max_size=4).map(json.dumps) | st.just("{}"), max_size=10),
+    st.integers(-1, 4),
+)
 def test_pluck_array(docs, index):
     def expect(d):
         items = json.loads(d)
@@ -261,6 +292,7 @@ def test_pluck_array(docs, index):
 
 def test_pluck_parses_each_distinct_document_once(monkeypatch):
     import pxq.funcs._strings as strings
+
     seen = []
     real = strings._parse
     monkeypatch.setattr(strings, "_parse", lambda text: seen.append(text) or real(text))

@@ -30,8 +30,10 @@ def oracle(tmp_path_factory):
 
 
 def _explain(prog: fuzz.Program, outcome: fuzz.Outcome) -> str:
-    return (f"{outcome.kind} in {outcome.stage}: {outcome.exc_type} at {outcome.frame}: {outcome.message}\n"
-            f"{outcome.detail[-3000:]}\n--- program ({prog.origin}) ---\n{prog.text[:4000]}")
+    return (
+        f"{outcome.kind} in {outcome.stage}: {outcome.exc_type} at {outcome.frame}: {outcome.message}\n"
+        f"{outcome.detail[-3000:]}\n--- program ({prog.origin}) ---\n{prog.text[:4000]}"
+    )
 
 
 def test_slice_is_deterministic():

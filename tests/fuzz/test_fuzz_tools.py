@@ -51,8 +51,23 @@ def test_generated_programs_are_mostly_valid_pxl():
 
 def test_generated_programs_reach_every_dataframe_operation():
     text = "\n".join(fuzz.ProgramGenerator(fuzz.random.Random(f"ops:{i}")).program() for i in range(300))
-    for needle in (".groupby(", ".agg(", ".merge(", ".append(", ".head(", ".drop(", ".ctx[", "px.display(",
-                   "def ", ": int", "#px:set", "start_time=", "end_time=", " = x", "[["):
+    for needle in (
+        ".groupby(",
+        ".agg(",
+        ".merge(",
+        ".append(",
+        ".head(",
+        ".drop(",
+        ".ctx[",
+        "px.display(",
+        "def ",
+        ": int",
+        "#px:set",
+        "start_time=",
+        "end_time=",
+        " = x",
+        "[[",
+    ):
         assert needle in text, needle
     scalars, aggregates = fuzz._registry()
     used = {name for name in scalars if f"px.{name}(" in text}
@@ -76,8 +91,11 @@ def test_oracle_says_ok_for_a_sound_script(oracle):
 
 
 def test_oracle_says_diagnostic_for_a_positioned_user_error(oracle):
-    outcome = oracle.run(fuzz.Program(0, 0, "test", "import px\ndf = px.DataFrame(table='http_events')\n"
-                                                    "df.x = df.latncy\npx.display(df)\n"))
+    outcome = oracle.run(
+        fuzz.Program(
+            0, 0, "test", "import px\ndf = px.DataFrame(table='http_events')\ndf.x = df.latncy\npx.display(df)\n"
+        )
+    )
     assert (outcome.kind, outcome.exc_type, outcome.stage) == ("diagnostic", "CompileError", "compile")
 
 
@@ -121,9 +139,13 @@ def test_oracle_alarm_turns_a_stuck_program_into_a_hang(oracle, monkeypatch):
 
 def test_hang_frame_is_the_function_with_most_frames():
     root = str(fuzz.REPO_ROOT / "pxq")
-    frames = [(f"{root}/funcs/_operators.py", "_add"), (f"{root}/exec/expressions.py", "evaluate"),
-              (f"{root}/exec/expressions.py", "evaluate"), (f"{root}/exec/execute.py", "execute"),
-              ("/usr/lib/python3.11/threading.py", "run")]
+    frames = [
+        (f"{root}/funcs/_operators.py", "_add"),
+        (f"{root}/exec/expressions.py", "evaluate"),
+        (f"{root}/exec/expressions.py", "evaluate"),
+        (f"{root}/exec/execute.py", "execute"),
+        ("/usr/lib/python3.11/threading.py", "run"),
+    ]
     assert fuzz.hang_frame(frames) == "pxq/exec/expressions.py:evaluate"
     assert fuzz.hang_frame([("/elsewhere.py", "f")]) == "(outside pxq)"
 
@@ -158,7 +180,7 @@ def test_minimize_keeps_the_finding_and_drops_the_rest(oracle, monkeypatch):
 
 # The runner's workers are separate processes: a sitecustomize on their path makes programs that
 # carry a marker misbehave in ways no pxq bug should be needed for.
-MISBEHAVE = '''
+MISBEHAVE = """
 import os, time
 import pxq.testing.fuzz as fuzz
 _stages = fuzz.Oracle._stages
@@ -171,18 +193,19 @@ def _misbehaving(self, prog, stage):
         os._exit(3)
     return _stages(self, prog, stage)
 fuzz.Oracle._stages = _misbehaving
-'''
+"""
 
 
 def test_runner_survives_hangs_memory_and_crashes(tmp_path, monkeypatch, captures):
     (tmp_path / "sitecustomize.py").write_text(MISBEHAVE)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     # A generous wall limit: a sound program must never look hung on a loaded machine.
-    runner = fuzz.FuzzRunner(0, jobs=1, wall_limit=20.0, memory_limit=2 << 30, include_conformance=False,
-                             render=False)
+    runner = fuzz.FuzzRunner(0, jobs=1, wall_limit=20.0, memory_limit=2 << 30, include_conformance=False, render=False)
     try:
-        requests = [{"index": i, "text": text, "origin": "test"} for i, text in enumerate(
-            [FINE, "#hang\n" + FINE, FINE, "#eat-memory\n" + FINE, "#crash\n" + FINE, FINE])]
+        requests = [
+            {"index": i, "text": text, "origin": "test"}
+            for i, text in enumerate([FINE, "#hang\n" + FINE, FINE, "#eat-memory\n" + FINE, "#crash\n" + FINE, FINE])
+        ]
         summary = runner.run(requests)
     finally:
         runner.close()

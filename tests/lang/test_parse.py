@@ -98,7 +98,7 @@ def test_literal_values(source, value):
 
 
 def test_docstrings_leave_the_body():
-    module = parse('"""Module doc."""\nimport px\n\n\ndef f(x):\n    \'\'\'F doc.\'\'\'\n    return x\n')
+    module = parse("\"\"\"Module doc.\"\"\"\nimport px\n\n\ndef f(x):\n    '''F doc.'''\n    return x\n")
     assert module.docstring == "Module doc."
     assert [type(s).__name__ for s in module.body] == ["Import", "FunctionDef"]
     function = module.body[1]

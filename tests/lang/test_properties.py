@@ -57,8 +57,10 @@ def _compound(inner):
         ),
         st.builds(lambda elts: ast.List(S, elts), some),
         st.builds(lambda elts: ast.Tuple(S, elts), some),
-        st.builds(lambda items: ast.Dict(S, tuple(k for k, _ in items), tuple(v for _, v in items)),
-                  st.lists(st.tuples(inner, inner), max_size=3)),  # fmt: skip
+        st.builds(
+            lambda items: ast.Dict(S, tuple(k for k, _ in items), tuple(v for _, v in items)),
+            st.lists(st.tuples(inner, inner), max_size=3),
+        ),  # fmt: skip
     )
 
 

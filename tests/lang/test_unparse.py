@@ -66,7 +66,7 @@ def test_constants_that_need_care():
 
     assert show(float("inf")) == "1e999"
     assert show(1e16) == "1e+16"
-    assert show("it's \"q\"\n") == repr("it's \"q\"\n")
+    assert show('it\'s "q"\n') == repr('it\'s "q"\n')
     assert unparse(ast.Attribute(S, ast.Constant(S, 1), "real", S)) == "(1).real"
     assert unparse(ast.UnaryOp(S, "-", ast.Constant(S, -1))) == "-(-1)"
     assert unparse(ast.BinOp(S, "+", ast.Name(S, "a"), ast.Constant(S, -1.5))) == "a + -1.5"

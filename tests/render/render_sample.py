@@ -21,10 +21,18 @@ COLUMNS = [
     ("latency", DataType.INT64, SemanticType.DURATION_NS, [12_345_678, 850, None]),
     ("error_rate", DataType.FLOAT64, SemanticType.PERCENT, [0.123, 1.0, None]),
     ("cpu", DataType.FLOAT64, SemanticType.NONE, [3.14159265, float("nan"), None]),
-    ("req_headers", DataType.STRING, SemanticType.JSON,
-     ['{"Host": "example.com", "User-Agent": "' + "x" * 80 + '"}', "{}", None]),
-    ("stack_trace", DataType.STRING, SemanticType.STACK_TRACE,
-     [";".join(f"frame_{i}" for i in range(20)), "main", None]),
+    (
+        "req_headers",
+        DataType.STRING,
+        SemanticType.JSON,
+        ['{"Host": "example.com", "User-Agent": "' + "x" * 80 + '"}', "{}", None],
+    ),
+    (
+        "stack_trace",
+        DataType.STRING,
+        SemanticType.STACK_TRACE,
+        [";".join(f"frame_{i}" for i in range(20)), "main", None],
+    ),
     ("pod", DataType.STRING, SemanticType.POD, ["default/web-0", "", None]),
     ("count", DataType.INT64, SemanticType.NONE, [7, -1, None]),
 ]

@@ -98,8 +98,13 @@ def test_layout_of_deep_stacks_is_not_recursive():
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.lists(st.sampled_from(["a", "b", "a b", "a!", "c"]), min_size=1, max_size=6),
-                          st.integers(1, 50)), min_size=1, max_size=30))
+@given(
+    st.lists(
+        st.tuples(st.lists(st.sampled_from(["a", "b", "a b", "a!", "c"]), min_size=1, max_size=6), st.integers(1, 50)),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_layout_property(stacks):
     rec = record("".join(f"{';'.join(f)} {n}\n" for f, n in stacks))
     assert _layout_nodes(rec) == _tree_nodes(rec)
@@ -115,9 +120,16 @@ def _frames(svg: str) -> list[dict]:
     for g in group.findall(f"{SVG}g"):
         rect = g.find(f"{SVG}rect")
         text = g.find(f"{SVG}text")
-        out.append({"title": g.find(f"{SVG}title").text, "x": float(rect.get("x")), "y": float(rect.get("y")),
-                    "width": float(rect.get("width")), "fill": rect.get("fill"),
-                    "label": text.text if text is not None else None})
+        out.append(
+            {
+                "title": g.find(f"{SVG}title").text,
+                "x": float(rect.get("x")),
+                "y": float(rect.get("y")),
+                "width": float(rect.get("width")),
+                "fill": rect.get("fill"),
+                "label": text.text if text is not None else None,
+            }
+        )
     return out
 
 
@@ -209,8 +221,15 @@ def test_empty_svg_is_still_a_document():
 REQUIRED = {
     "file": {"$schema": str, "shared": dict, "profiles": list},
     "frame": {"name": str},
-    "sampled": {"type": str, "name": str, "unit": str, "startValue": (int, float), "endValue": (int, float),
-                "samples": list, "weights": list},
+    "sampled": {
+        "type": str,
+        "name": str,
+        "unit": str,
+        "startValue": (int, float),
+        "endValue": (int, float),
+        "samples": list,
+        "weights": list,
+    },
 }
 UNITS = {"none", "nanoseconds", "microseconds", "milliseconds", "seconds", "bytes"}
 
@@ -252,18 +271,35 @@ def test_speedscope_structure_and_shared_frames():
     check_speedscope(doc)
     names = [f["name"] for f in doc["shared"]["frames"]]
     assert len(names) == len(set(names)) and sorted(names) == sorted(
-        ["main", "run", "parse", "memcpy", "handle", "do_syscall_64_[k]", "gc", "libc.so.6+0x2a1c9", "[unknown]",
-         "tiny"])
+        [
+            "main",
+            "run",
+            "parse",
+            "memcpy",
+            "handle",
+            "do_syscall_64_[k]",
+            "gc",
+            "libc.so.6+0x2a1c9",
+            "[unknown]",
+            "tiny",
+        ]
+    )
     assert {"name": "handle", "file": "app/server.py", "line": 42} in doc["shared"]["frames"]
     (profile,) = doc["profiles"]
     assert profile["name"] == "cpu" and sum(profile["weights"]) == 100 == profile["endValue"]
-    assert _speedscope_stacks(doc) == Counter({("cpu", s): n for s, n in (
-        line.rsplit(" ", 1) for line in folded_text(record()).splitlines()) for n in [int(n)]})
+    assert _speedscope_stacks(doc) == Counter(
+        {
+            ("cpu", s): n
+            for s, n in (line.rsplit(" ", 1) for line in folded_text(record()).splitlines())
+            for n in [int(n)]
+        }
+    )
 
 
 def test_speedscope_one_profile_per_process():
-    t = pa.table({"upid": ["0:1:1", "0:2:2", "0:1:1"], "stack_trace": ["main;a", "main;b", "main;a"],
-                  "count": [1, 2, 3]})
+    t = pa.table(
+        {"upid": ["0:1:1", "0:2:2", "0:1:1"], "stack_trace": ["main;a", "main;b", "main;a"], "count": [1, 2, 3]}
+    )
     doc = json.loads(speedscope_json(StackSamples.from_table(t, title="cpu")))
     check_speedscope(doc)
     assert [(p["name"], p["weights"]) for p in doc["profiles"]] == [("upid: 0:1:1", [4]), ("upid: 0:2:2", [2])]
@@ -289,31 +325,65 @@ def Profile():
     one, many = F.LABEL_OPTIONAL, F.LABEL_REPEATED
     # perftools.profiles, transcribed from google/pprof proto/profile.proto.
     messages = {
-        "Profile": [("sample_type", 1, msg, many, "ValueType"), ("sample", 2, msg, many, "Sample"),
-                    ("mapping", 3, msg, many, "Mapping"), ("location", 4, msg, many, "Location"),
-                    ("function", 5, msg, many, "Function"), ("string_table", 6, string, many, None),
-                    ("drop_frames", 7, i64, one, None), ("keep_frames", 8, i64, one, None),
-                    ("time_nanos", 9, i64, one, None), ("duration_nanos", 10, i64, one, None),
-                    ("period_type", 11, msg, one, "ValueType"), ("period", 12, i64, one, None),
-                    ("comment", 13, i64, many, None), ("default_sample_type", 14, i64, one, None)],
+        "Profile": [
+            ("sample_type", 1, msg, many, "ValueType"),
+            ("sample", 2, msg, many, "Sample"),
+            ("mapping", 3, msg, many, "Mapping"),
+            ("location", 4, msg, many, "Location"),
+            ("function", 5, msg, many, "Function"),
+            ("string_table", 6, string, many, None),
+            ("drop_frames", 7, i64, one, None),
+            ("keep_frames", 8, i64, one, None),
+            ("time_nanos", 9, i64, one, None),
+            ("duration_nanos", 10, i64, one, None),
+            ("period_type", 11, msg, one, "ValueType"),
+            ("period", 12, i64, one, None),
+            ("comment", 13, i64, many, None),
+            ("default_sample_type", 14, i64, one, None),
+        ],
         "ValueType": [("type", 1, i64, one, None), ("unit", 2, i64, one, None)],
-        "Sample": [("location_id", 1, u64, many, None), ("value", 2, i64, many, None),
-                   ("label", 3, msg, many, "Label")],
-        "Label": [("key", 1, i64, one, None), ("str", 2, i64, one, None), ("num", 3, i64, one, None),
-                  ("num_unit", 4, i64, one, None)],
-        "Mapping": [("id", 1, u64, one, None), ("memory_start", 2, u64, one, None),
-                    ("memory_limit", 3, u64, one, None), ("file_offset", 4, u64, one, None),
-                    ("filename", 5, i64, one, None), ("build_id", 6, i64, one, None),
-                    ("has_functions", 7, boolean, one, None), ("has_filenames", 8, boolean, one, None),
-                    ("has_line_numbers", 9, boolean, one, None), ("has_inline_frames", 10, boolean, one, None)],
-        "Location": [("id", 1, u64, one, None), ("mapping_id", 2, u64, one, None), ("address", 3, u64, one, None),
-                     ("line", 4, msg, many, "Line"), ("is_folded", 5, boolean, one, None)],
+        "Sample": [
+            ("location_id", 1, u64, many, None),
+            ("value", 2, i64, many, None),
+            ("label", 3, msg, many, "Label"),
+        ],
+        "Label": [
+            ("key", 1, i64, one, None),
+            ("str", 2, i64, one, None),
+            ("num", 3, i64, one, None),
+            ("num_unit", 4, i64, one, None),
+        ],
+        "Mapping": [
+            ("id", 1, u64, one, None),
+            ("memory_start", 2, u64, one, None),
+            ("memory_limit", 3, u64, one, None),
+            ("file_offset", 4, u64, one, None),
+            ("filename", 5, i64, one, None),
+            ("build_id", 6, i64, one, None),
+            ("has_functions", 7, boolean, one, None),
+            ("has_filenames", 8, boolean, one, None),
+            ("has_line_numbers", 9, boolean, one, None),
+            ("has_inline_frames", 10, boolean, one, None),
+        ],
+        "Location": [
+            ("id", 1, u64, one, None),
+            ("mapping_id", 2, u64, one, None),
+            ("address", 3, u64, one, None),
+            ("line", 4, msg, many, "Line"),
+            ("is_folded", 5, boolean, one, None),
+        ],
         "Line": [("function_id", 1, u64, one, None), ("line", 2, i64, one, None)],
-        "Function": [("id", 1, u64, one, None), ("name", 2, i64, one, None), ("system_name", 3, i64, one, None),
-                     ("filename", 4, i64, one, None), ("start_line", 5, i64, one, None)],
+        "Function": [
+            ("id", 1, u64, one, None),
+            ("name", 2, i64, one, None),
+            ("system_name", 3, i64, one, None),
+            ("filename", 4, i64, one, None),
+            ("start_line", 5, i64, one, None),
+        ],
     }
-    proto = descriptor_pb2.FileDescriptorProto(name="pxq_tests_profile.proto", package="perftools.profiles",
-                                               syntax="proto3")
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="pxq_tests_profile.proto", package="perftools.profiles", syntax="proto3"
+    )
     for name, fields in messages.items():
         message = proto.message_type.add(name=name)
         for field_name, number, field_type, label, type_name in fields:
@@ -366,8 +436,14 @@ def test_pprof_decodes_with_protobuf(Profile):
 
 
 def test_pprof_period_labels_and_times(Profile):
-    t = pa.table({"time_": pa.array([1_000, 3_000, 2_000], pa.timestamp("ns")), "upid": ["0:1:1", "0:2:2", "0:1:1"],
-                  "stack_trace": ["main;a", "main;b", "main;a"], "count": [1, 2, 3]})
+    t = pa.table(
+        {
+            "time_": pa.array([1_000, 3_000, 2_000], pa.timestamp("ns")),
+            "upid": ["0:1:1", "0:2:2", "0:1:1"],
+            "stack_trace": ["main;a", "main;b", "main;a"],
+            "count": [1, 2, 3],
+        }
+    )
     t = t.replace_schema_metadata({PERIOD_KEY: b"10101010"})
     p = decode_pprof(Profile, pprof_bytes(StackSamples.from_table(t, title="cpu")))
     s = p.string_table
@@ -389,18 +465,28 @@ def test_varints_match_the_scalar_encoder():
 # ---------------------------------------------------------------------- every writer keeps every sample
 
 stacks_strategy = st.lists(
-    st.tuples(st.sampled_from(["", "p1", "p2"]),
-              st.lists(st.sampled_from(["main", "run", "f (a.py:3)", "g_[k]", "[unknown]", "x y", "é"]),
-                       min_size=1, max_size=7),
-              st.integers(1, 10**6)),
-    min_size=1, max_size=25)
+    st.tuples(
+        st.sampled_from(["", "p1", "p2"]),
+        st.lists(
+            st.sampled_from(["main", "run", "f (a.py:3)", "g_[k]", "[unknown]", "x y", "é"]), min_size=1, max_size=7
+        ),
+        st.integers(1, 10**6),
+    ),
+    min_size=1,
+    max_size=25,
+)
 
 
 @settings(max_examples=60, deadline=None)
 @given(stacks_strategy)
 def test_totals_are_preserved_by_every_writer(Profile, stacks):
-    table = pa.table({"pid": [p for p, _, _ in stacks], "stack_trace": [";".join(f) for _, f, _ in stacks],
-                      "count": pa.array([c for _, _, c in stacks], pa.int64())})
+    table = pa.table(
+        {
+            "pid": [p for p, _, _ in stacks],
+            "stack_trace": [";".join(f) for _, f, _ in stacks],
+            "count": pa.array([c for _, _, c in stacks], pa.int64()),
+        }
+    )
     total = sum(c for _, _, c in stacks)
     rec = StackSamples.from_table(table, title="t")
     assert rec.total == total
@@ -421,11 +507,15 @@ def test_totals_are_preserved_by_every_writer(Profile, stacks):
     assert root.startswith(f"all ({total:,} sample")
     # Every frame at least 0.1 px wide is drawn, with its name and count in the tooltip.
     lay = layout(rec)
-    wide = [(rec.name_list[f] if f >= 0 else "all", w) for f, w in zip(lay.frame.tolist(), lay.width.tolist())
-            if w * 1180 / total >= 0.1]
+    wide = [
+        (rec.name_list[f] if f >= 0 else "all", w)
+        for f, w in zip(lay.frame.tolist(), lay.width.tolist())
+        if w * 1180 / total >= 0.1
+    ]
     assert sorted(f["title"].rsplit(" (", 1)[0] for f in frames) == sorted(name for name, _ in wide)
     assert sum(int(f["title"].rsplit(" (", 1)[1].split()[0].replace(",", "")) for f in frames) == sum(
-        w for _, w in wide)
+        w for _, w in wide
+    )
 
 
 # ---------------------------------------------------------------------- notebook
@@ -503,8 +593,9 @@ def test_a_frame_named_like_a_group_label_is_still_code(Profile):
 
 
 def test_svg_shows_truncated_stacks_under_one_marker_frame():
-    table = pa.table({"stack_trace": ["spin_leaf", "main;f", "spin_leaf;g"], "count": [6, 3, 1],
-                      "truncated": [True, False, True]})
+    table = pa.table(
+        {"stack_trace": ["spin_leaf", "main;f", "spin_leaf;g"], "count": [6, 3, 1], "truncated": [True, False, True]}
+    )
     frames = _frames(flamegraph_svg(StackSamples.from_table(table)))
     titles = {f["title"] for f in frames}
     assert "[truncated] (7 samples, 70.00%)" in titles  # 6 + 1 of 10: one root for both cut stacks
@@ -512,5 +603,5 @@ def test_svg_shows_truncated_stacks_under_one_marker_frame():
     marker = next(f for f in frames if f["title"].startswith("[truncated] "))
     leaf = next(f for f in frames if f["title"].startswith("spin_leaf "))
     assert leaf["y"] < marker["y"]  # a flame graph grows upwards: the marker is under (root side)
-    r, g, b = (int(marker["fill"][i:i + 2], 16) for i in (1, 3, 5))
+    r, g, b = (int(marker["fill"][i : i + 2], 16) for i in (1, 3, 5))
     assert max(r, g, b) - min(r, g, b) < 10  # grey, like [unknown]

@@ -85,13 +85,23 @@ def run_script(svg: str, *, zoom: str, hover: str, prompt: str) -> dict:
     group = next(g for g in root.iter(f"{SVG}g") if g.get("id") == "frames")
     for g in group.findall(f"{SVG}g"):
         text = g.find(f"{SVG}text")
-        frames.append({"title": g.find(f"{SVG}title").text, "rect": dict(g.find(f"{SVG}rect").attrib),
-                       "text": None if text is None else {"attrs": dict(text.attrib), "label": text.text}})
+        frames.append(
+            {
+                "title": g.find(f"{SVG}title").text,
+                "rect": dict(g.find(f"{SVG}rect").attrib),
+                "text": None if text is None else {"attrs": dict(text.attrib), "label": text.text},
+            }
+        )
     names = [f["title"].split(" (")[0] for f in frames]
     ids = [[t.get("id"), dict(t.attrib), t.text] for t in root.iter(f"{SVG}text") if t.get("id")]
-    spec = {"ids": ids, "frames": frames,
-            "script": "".join(s.text for s in root.iter(f"{SVG}script")),
-            "zoom": names.index(zoom), "hover": len(names) - 1 - names[::-1].index(hover), "prompt": prompt}
+    spec = {
+        "ids": ids,
+        "frames": frames,
+        "script": "".join(s.text for s in root.iter(f"{SVG}script")),
+        "zoom": names.index(zoom),
+        "hover": len(names) - 1 - names[::-1].index(hover),
+        "prompt": prompt,
+    }
     done = subprocess.run([NODE, "-e", HARNESS], input=json.dumps(spec), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)

@@ -43,8 +43,21 @@ def test_json_values(capsys):
     http = rows[:3]
     assert list(http[0]) == ["_table", *EXPECTED]
     assert [r["time_"] for r in http] == ["2025-11-26T04:31:02.123456789Z", "1970-01-01T00:00:00.000000000Z", None]
-    for name in ("upid", "remote_addr", "remote_port", "encrypted", "req_path", "resp_status", "resp_body_size",
-                 "latency", "req_headers", "stack_trace", "pod", "count", "error_rate"):
+    for name in (
+        "upid",
+        "remote_addr",
+        "remote_port",
+        "encrypted",
+        "req_path",
+        "resp_status",
+        "resp_body_size",
+        "latency",
+        "req_headers",
+        "stack_trace",
+        "pod",
+        "count",
+        "error_rate",
+    ):
         assert [r[name] for r in http] == EXPECTED[name], name
     assert http[0]["cpu"] == pytest.approx(3.14159265) and http[1]["cpu"] is None and http[2]["cpu"] is None
     plain = rows[3:]
@@ -123,8 +136,11 @@ def test_csv_to_stdout_is_plain_csv(capsys):
     assert captured.err == ""
     # No comment line: the csv module and pandas read stdout as it is.
     rows = list(csv.reader(io.StringIO(captured.out)))
-    assert rows == [["service", "n", "ts"], ["checkout", "1", "1970-01-01T00:00:01.000000000Z"],
-                    ["ünïcode-svc", "2", "1970-01-01T00:00:02.000000000Z"]]
+    assert rows == [
+        ["service", "n", "ts"],
+        ["checkout", "1", "1970-01-01T00:00:01.000000000Z"],
+        ["ünïcode-svc", "2", "1970-01-01T00:00:02.000000000Z"],
+    ]
     import pandas as pd
 
     frame = pd.read_csv(io.StringIO(captured.out))
@@ -142,8 +158,10 @@ def test_csv_to_stdout_with_several_displays_names_them_on_stderr(capsys):
     assert "#" not in captured.out
     assert [r[0] for r in csv.reader(io.StringIO(first_text))] == ["service", "checkout", "ünïcode-svc"]
     assert list(csv.reader(io.StringIO(second_text))) == [["x", "d"], ['["n"]', "v"]]
-    assert captured.err == ("pxq: csv: 2 displays on stdout, in this order, separated by an empty line: "
-                            "first (2 rows), second (1 row); --out DIR writes one file each\n")
+    assert captured.err == (
+        "pxq: csv: 2 displays on stdout, in this order, separated by an empty line: "
+        "first (2 rows), second (1 row); --out DIR writes one file each\n"
+    )
 
 
 def test_csv_out_is_a_file(tmp_path):

@@ -49,10 +49,12 @@ def test_millions_of_rows_show_the_first_hundred_and_a_count_of_the_rest():
 
 def test_asking_for_millions_of_terminal_rows_stops_at_the_ceiling():
     n = MAX_TERMINAL_ROWS + 5
-    text = rendered({"big": big_table(n)}, max_rows=10 ** 9)
+    text = rendered({"big": big_table(n)}, max_rows=10**9)
     assert f"/api/items/{MAX_TERMINAL_ROWS - 1} " in text and f"/api/items/{MAX_TERMINAL_ROWS} " not in text
-    assert text.splitlines()[-1] == (f"… 5 more rows (the terminal table shows at most {MAX_TERMINAL_ROWS:,}; "
-                                     "-o csv, json or parquet writes every row)")
+    assert text.splitlines()[-1] == (
+        f"… 5 more rows (the terminal table shows at most {MAX_TERMINAL_ROWS:,}; "
+        "-o csv, json or parquet writes every row)"
+    )
 
 
 def test_file_formats_write_every_row(tmp_path):

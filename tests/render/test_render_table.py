@@ -40,8 +40,22 @@ def test_table_content():
     lines = text.splitlines()
     assert lines[0].startswith("http (3 rows)")
     assert "plain (2 rows)" in text
-    for expected in ("2025-11-26 04:31:02.123 +00:00", "12.3 ms", "850 ns", "1.2 KiB", "5.0 GiB", "12.3%", "100.0%",
-                     "/api/çà/日本", "true", "false", "65535", "3.14159", "nan", "1:4242:99"):
+    for expected in (
+        "2025-11-26 04:31:02.123 +00:00",
+        "12.3 ms",
+        "850 ns",
+        "1.2 KiB",
+        "5.0 GiB",
+        "12.3%",
+        "100.0%",
+        "/api/çà/日本",
+        "true",
+        "false",
+        "65535",
+        "3.14159",
+        "nan",
+        "1:4242:99",
+    ):
         assert expected in text, expected
     # The control characters of a string are escaped so the row stays on one line.
     assert 'quote " back \\ tab\\tnl\\n' in text
@@ -80,8 +94,19 @@ def test_narrow_console_hides_the_least_needed_columns_whole_and_says_which():
     # Time, identity and the key request fields stay; the rest goes, least needed (JSON, stacks,
     # other numbers, addresses) first; nothing is wider than the console.
     assert header.split() == ["time_", "upid", "req_path", "pod"]
-    hidden = ["remote_addr", "remote_port", "encrypted", "resp_status", "resp_body_size", "latency",
-              "error_rate", "cpu", "req_headers", "stack_trace", "count"]
+    hidden = [
+        "remote_addr",
+        "remote_port",
+        "encrypted",
+        "resp_status",
+        "resp_body_size",
+        "latency",
+        "error_rate",
+        "cpu",
+        "req_headers",
+        "stack_trace",
+        "count",
+    ]
     assert lines[-1] == f"pxq: {len(hidden)} columns hidden ({', '.join(hidden)}): widen the terminal or use -o json"
     assert max(len(line) for line in lines[:-1]) <= 80
     assert "2025-11-26 04:31:02.123 +00:00   1:4242:99   /api/çà/日本   default/web-0" in text
@@ -96,8 +121,9 @@ def test_addresses_are_hidden_whole_never_cut():
         assert "nginx-worker-process" in text, (width, text)  # the identity column is never cut
         assert "2001:db8…" not in text and "nginx-wo…" not in text
     # Who talked to whom (`comm[pid]` or `address:port`, as the bundled scripts show it) is identity.
-    peers = pa.table({"source": ["[2001:db8::1]:8080"], "destination": ["nginx-worker[4242]"],
-                      "resp_body": ["b" * 100]})
+    peers = pa.table(
+        {"source": ["[2001:db8::1]:8080"], "destination": ["nginx-worker[4242]"], "resp_body": ["b" * 100]}
+    )
     text = rendered({"t": peers}, 60)
     assert "[2001:db8::1]:8080   nginx-worker[4242]   bbbb" in text
     text = rendered({"t": peers}, 45)
@@ -114,8 +140,10 @@ def test_addresses_are_hidden_whole_never_cut():
 def test_piped_output_without_columns_cuts_nothing(tmp_path):
     """stdout not a terminal and COLUMNS unset: no pretended width, every value in full."""
     wide = pa.table({f"column_{i}": ["x" * 90] for i in range(6)})
-    script = ("import pyarrow as pa; from pxq.render import render; "
-              "render({'wide': pa.table({f'column_{i}': ['x' * 90] for i in range(6)})}, 'table')")
+    script = (
+        "import pyarrow as pa; from pxq.render import render; "
+        "render({'wide': pa.table({f'column_{i}': ['x' * 90] for i in range(6)})}, 'table')"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     lines = proc.stdout.splitlines()
@@ -124,8 +152,9 @@ def test_piped_output_without_columns_cuts_nothing(tmp_path):
     assert row.split() == wide.column(0).to_pylist() * 6 and "…" not in proc.stdout
     assert "hidden" not in proc.stdout
     # COLUMNS set: the table fits it even piped (and hides what does not fit).
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env={**env, "COLUMNS": "60"}, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env={**env, "COLUMNS": "60"}, check=True
+    )
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert max(len(line) for line in lines[:-1]) <= 60
     assert lines[-1].startswith("pxq: 3 columns hidden (column_3, column_4, column_5)")
@@ -148,8 +177,17 @@ def test_fit_widths():
 
 @pytest.mark.parametrize(
     "ns, text",
-    [(0, "0 ns"), (850, "850 ns"), (12_345, "12.3 µs"), (12_345_678, "12.3 ms"), (1_234_000_000, "1.2 s"),
-     (150 * 10**9, "2.5 min"), (5400 * 10**9, "1.5 h"), (-2_000_000, "-2.0 ms"), (999.6, "1000 ns")],
+    [
+        (0, "0 ns"),
+        (850, "850 ns"),
+        (12_345, "12.3 µs"),
+        (12_345_678, "12.3 ms"),
+        (1_234_000_000, "1.2 s"),
+        (150 * 10**9, "2.5 min"),
+        (5400 * 10**9, "1.5 h"),
+        (-2_000_000, "-2.0 ms"),
+        (999.6, "1000 ns"),
+    ],
 )
 def test_duration(ns, text):
     assert human.duration(ns) == text
@@ -157,8 +195,15 @@ def test_duration(ns, text):
 
 @pytest.mark.parametrize(
     "count, text",
-    [(0, "0 B"), (1023, "1023 B"), (1229, "1.2 KiB"), (5 * 1024**2, "5.0 MiB"), (3 * 1024**3, "3.0 GiB"),
-     (2 * 1024**7, "2048.0 EiB"), (-2048, "-2.0 KiB")],
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1229, "1.2 KiB"),
+        (5 * 1024**2, "5.0 MiB"),
+        (3 * 1024**3, "3.0 GiB"),
+        (2 * 1024**7, "2048.0 EiB"),
+        (-2048, "-2.0 KiB"),
+    ],
 )
 def test_size(count, text):
     assert human.size(count) == text
@@ -185,15 +230,19 @@ def test_timestamps_carry_the_offset_in_force_at_that_instant(zone_name):
         offset = moment.utcoffset()
         sign = "-" if offset < dt.timedelta(0) else "+"
         minutes = abs(int(offset.total_seconds())) // 60
-        expected = (f"{moment:%Y-%m-%d %H:%M:%S}.{ns % 10**9 // 10**6:03d} "
-                    f"{sign}{minutes // 60:02d}:{minutes % 60:02d}")
+        expected = f"{moment:%Y-%m-%d %H:%M:%S}.{ns % 10**9 // 10**6:03d} {sign}{minutes // 60:02d}:{minutes % 60:02d}"
         assert human.timestamp(ns, zone) == expected
 
 
 def test_the_local_zone_is_the_default_and_tz_is_respected():
     script = "from pxq.render import human; print(human.timestamp(1_764_131_462_123_456_789))"
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                          env={**os.environ, "TZ": "Asia/Kolkata"})
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TZ": "Asia/Kolkata"},
+    )
     assert proc.stdout.strip() == "2025-11-26 10:01:02.123 +05:30"
 
 
@@ -220,11 +269,12 @@ texts = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "Zs", "C
 VALUES = {
     "time_": st.integers(0, 2**62),
     "upid": st.tuples(st.integers(0, 9), st.integers(1, 4_000_000), st.integers(0, 10**9)).map(
-        lambda t: f"{t[0]}:{t[1]}:{t[2]}"),
+        lambda t: f"{t[0]}:{t[1]}:{t[2]}"
+    ),
     "req_path": texts.map(lambda s: "/" + s),
     "resp_body_size": st.integers(0, 2**40),
     "remote_addr": addresses,
-    "count": st.integers(-10**12, 10**12),
+    "count": st.integers(-(10**12), 10**12),
     "note": texts,
     "resp_body": texts,
 }
@@ -239,8 +289,9 @@ def tables(draw):
         _, data_type, semantic = KINDS[name]
         field = typed_field(name, data_type, semantic)
         values = draw(st.lists(VALUES[name], min_size=rows, max_size=rows))
-        arrays.append(pa.array(values, pa.int64()).cast(field.type) if name == "time_"
-                      else pa.array(values, field.type))
+        arrays.append(
+            pa.array(values, pa.int64()).cast(field.type) if name == "time_" else pa.array(values, field.type)
+        )
         fields.append(field)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
@@ -256,8 +307,9 @@ def test_any_table_fits_hiding_least_needed_columns_whole(table, width):
         hidden = inside.split(", ")
         lines = lines[:-1]
     header = lines[2].split()
-    assert header + hidden == [n for n in table.column_names if n in header] + [n for n in table.column_names
-                                                                            if n in hidden]
+    assert header + hidden == [n for n in table.column_names if n in header] + [
+        n for n in table.column_names if n in hidden
+    ]
     assert sorted(header + hidden) == sorted(table.column_names)
     # Least needed first: every hidden column is needed no more than every shown one.
     if hidden:

@@ -70,8 +70,14 @@ def test_frame_kinds(name, kind):
 
 
 def test_stack_and_count_columns():
-    t = pa.table({"time_": pa.array([1, 2], pa.timestamp("ns")), "stack_trace_id": [7, 8],
-                  "stack_trace": ["a;b", "a"], "samples": [3, 4]})
+    t = pa.table(
+        {
+            "time_": pa.array([1, 2], pa.timestamp("ns")),
+            "stack_trace_id": [7, 8],
+            "stack_trace": ["a;b", "a"],
+            "samples": [3, 4],
+        }
+    )
     assert stack_column(t) == "stack_trace" and count_column(t, exclude=("stack_trace",)) == "samples"
     record = StackSamples.from_table(t)
     assert record.total == 7 and record.start_ns == 1 and record.end_ns == 2
@@ -79,29 +85,39 @@ def test_stack_and_count_columns():
     one = StackSamples.from_table(t.select(["stack_trace", "stack_trace_id"]))
     assert one.total == 2 and not is_stack_table(t.select(["stack_trace"]))
     # A differently named stack column marked STACK_TRACE.
-    marked = pa.schema([pa.field("frames", pa.string(), metadata={FIELD_SEMANTIC_KEY: b"stack_trace"}),
-                        pa.field("count", pa.int64())])
+    marked = pa.schema(
+        [pa.field("frames", pa.string(), metadata={FIELD_SEMANTIC_KEY: b"stack_trace"}), pa.field("count", pa.int64())]
+    )
     assert stack_column(pa.table({"frames": ["x;y"], "count": [5]}, schema=marked)) == "frames"
 
 
 def test_pixie_perf_flamegraph_shape_groups_into_root_frames():
-    t = pa.table({
-        "node": ["n1", "n1", "n1"],
-        "namespace": ["default", "default", ""],
-        "pod": ["default/web-0", "default/web-0", ""],
-        "container": ["web", "web", ""],
-        "cmdline": ["python app.py", "python app.py", "sshd"],
-        "stack_trace_id": [1, 2, 3],
-        "stack_trace": ["main;serve", "main;serve", "main;poll_[k]"],
-        "count": [10, 5, 1],
-        "percent": [62.5, 31.25, 6.25],
-    })
+    t = pa.table(
+        {
+            "node": ["n1", "n1", "n1"],
+            "namespace": ["default", "default", ""],
+            "pod": ["default/web-0", "default/web-0", ""],
+            "container": ["web", "web", ""],
+            "cmdline": ["python app.py", "python app.py", "sshd"],
+            "stack_trace_id": [1, 2, 3],
+            "stack_trace": ["main;serve", "main;serve", "main;poll_[k]"],
+            "count": [10, 5, 1],
+            "percent": [62.5, 31.25, 6.25],
+        }
+    )
     record = StackSamples.from_table(t, title="flamegraph")
     assert record.group_columns == ("node", "namespace", "pod", "container", "cmdline")
     stacks = {record.stack(i): int(record.counts[i]) for i in range(len(record))}
     assert stacks == {
-        ("node: n1", "namespace: default", "pod: default/web-0", "container: web", "cmdline: python app.py",
-         "main", "serve"): 15,
+        (
+            "node: n1",
+            "namespace: default",
+            "pod: default/web-0",
+            "container: web",
+            "cmdline: python app.py",
+            "main",
+            "serve",
+        ): 15,
         ("node: n1", "cmdline: sshd", "main", "poll_[k]"): 1,  # empty values make no frame
     }
     kinds = dict(zip(record.name_list, record.kinds.tolist()))
@@ -114,8 +130,15 @@ def test_pixie_perf_flamegraph_shape_groups_into_root_frames():
 
 
 def test_raw_stack_traces_table_groups_by_process():
-    t = pa.table({"time_": pa.array([5, 9, 7], pa.timestamp("ns")), "upid": ["0:10:1", "0:11:1", "0:10:1"],
-                  "stack_trace_id": [1, 1, 1], "stack_trace": ["main;f", "main;f", "main;f"], "count": [1, 2, 3]})
+    t = pa.table(
+        {
+            "time_": pa.array([5, 9, 7], pa.timestamp("ns")),
+            "upid": ["0:10:1", "0:11:1", "0:10:1"],
+            "stack_trace_id": [1, 1, 1],
+            "stack_trace": ["main;f", "main;f", "main;f"],
+            "count": [1, 2, 3],
+        }
+    )
     record = StackSamples.from_table(t)
     assert folded_text(record) == "upid: 0:10:1;main;f 4\nupid: 0:11:1;main;f 2\n"
     assert [g.name for g, _ in record.by_group()] == ["upid: 0:10:1", "upid: 0:11:1"]
@@ -142,7 +165,7 @@ def test_group_stacks_drop_the_labels():
     record = StackSamples.from_table(t)
     offsets, ids = record.group_stacks(record.group_of.argsort())
     names = record.name_list
-    assert [tuple(names[f] for f in ids[offsets[i]:offsets[i + 1]]) for i in range(2)] == [("a", "b", "c"), ("d",)]
+    assert [tuple(names[f] for f in ids[offsets[i] : offsets[i + 1]]) for i in range(2)] == [("a", "b", "c"), ("d",)]
 
 
 # ---------------------------------------------------------------------- render(): folded
@@ -228,9 +251,13 @@ def test_folded_round_trip(stacks):
 @given(stack_lists, st.lists(st.sampled_from(["p1", "p2", ""]), min_size=40, max_size=40))
 def test_grouped_record_keeps_every_sample_of_every_group(stacks, pids):
     stacks = [(f, c) for f, c in stacks if ";".join(f)]
-    table = pa.table({"pid": pa.array(pids[:len(stacks)], pa.string()),
-                      "stack_trace": pa.array([";".join(f) for f, _ in stacks], pa.string()),
-                      "count": pa.array([c for _, c in stacks], pa.int64())})
+    table = pa.table(
+        {
+            "pid": pa.array(pids[: len(stacks)], pa.string()),
+            "stack_trace": pa.array([";".join(f) for f, _ in stacks], pa.string()),
+            "count": pa.array([c for _, c in stacks], pa.int64()),
+        }
+    )
     record = StackSamples.from_table(table)
     assert record.total == sum(c for _, c in stacks)
     per_group = Counter()
@@ -249,22 +276,32 @@ def test_huge_counts_sum_exactly():
 
 
 def test_the_two_samplers_of_a_process_stay_apart():
-    t = pa.table({"upid": ["0:7:1", "0:7:1"], "stack_trace": ["main;work", "<module> (app.py:3);work (app.py:9)"],
-                  "count": [5, 4], "sampler": ["ebpf", "py-spy"], "truncated": [False, False]})
+    t = pa.table(
+        {
+            "upid": ["0:7:1", "0:7:1"],
+            "stack_trace": ["main;work", "<module> (app.py:3);work (app.py:9)"],
+            "count": [5, 4],
+            "sampler": ["ebpf", "py-spy"],
+            "truncated": [False, False],
+        }
+    )
     assert folded_text(StackSamples.from_table(t)) == (
-        "upid: 0:7:1;sampler: ebpf;main;work 5\nupid: 0:7:1;sampler: py-spy;<module> (app.py:3);work (app.py:9) 4\n")
+        "upid: 0:7:1;sampler: ebpf;main;work 5\nupid: 0:7:1;sampler: py-spy;<module> (app.py:3);work (app.py:9) 4\n"
+    )
 
 
 # -- truncated stacks: a marker frame at the root side -------------------------------------------
 def _profile_rows(truncated) -> pa.Table:
     """Rows as the profiler writes them: a process, a folded stack root first, a count, and whether
     the user stack was cut short (it did not reach the process's entry)."""
-    return pa.table({
-        "upid": ["0:7:99", "0:7:99", "0:7:99", "0:8:50"],
-        "stack_trace": ["spin_leaf", "_start;main;outer_loop;spin_leaf", "spin_leaf;do_syscall_64_[k]", "main;f"],
-        "count": [5, 3, 2, 4],
-        "truncated": pa.array(truncated, pa.bool_()),
-    })
+    return pa.table(
+        {
+            "upid": ["0:7:99", "0:7:99", "0:7:99", "0:8:50"],
+            "stack_trace": ["spin_leaf", "_start;main;outer_loop;spin_leaf", "spin_leaf;do_syscall_64_[k]", "main;f"],
+            "count": [5, 3, 2, 4],
+            "truncated": pa.array(truncated, pa.bool_()),
+        }
+    )
 
 
 def test_truncated_stacks_get_a_marker_frame_in_folded_output():
@@ -284,7 +321,8 @@ def test_truncated_stacks_get_a_marker_frame_in_folded_output():
     )
     # No truncated column (Pixie's perf_flamegraph columns): stacks as they are.
     assert folded_text(StackSamples.from_table(table.drop(["truncated"]), group_by=())) == (
-        "_start;main;outer_loop;spin_leaf 3\nmain;f 4\nspin_leaf 5\nspin_leaf;do_syscall_64_[k] 2\n")
+        "_start;main;outer_loop;spin_leaf 3\nmain;f 4\nspin_leaf 5\nspin_leaf;do_syscall_64_[k] 2\n"
+    )
 
 
 def test_the_folded_writer_marks_truncated_stacks(capsysbinary):

@@ -102,10 +102,14 @@ def one_line_error(fn, *args, **kw) -> str:
 
 def test_round_trip(tmp_path):
     http, stacks = http_table(), stack_table()
-    root = write(tmp_path, {"http_events": http, "stack_traces.beta": stacks},
-                 drops={"http_events": {"perf_buffer": 7}})
-    assert sorted(p.name for p in root.iterdir()) == ["capture.json", "http_events.parquet",
-                                                      "stack_traces.beta.parquet"]
+    root = write(
+        tmp_path, {"http_events": http, "stack_traces.beta": stacks}, drops={"http_events": {"perf_buffer": 7}}
+    )
+    assert sorted(p.name for p in root.iterdir()) == [
+        "capture.json",
+        "http_events.parquet",
+        "stack_traces.beta.parquet",
+    ]
     cap = open_capture(root)
     assert (cap.host, cap.start_time_ns, cap.end_time_ns) == ("node-a", T0, T0 + 10**9)
     assert cap.processes == PROCS
@@ -132,8 +136,15 @@ def test_process_defaults_and_extra_keys_kept(tmp_path):
     meta["agent_version"] = "0.1"
     (root / META_FILE).write_text(json.dumps(meta))
     cap = open_capture(root)
-    assert cap.processes["1:7:1"] == {"pid": 7, "comm": "", "cmdline": "", "exe": "", "container_id": "", "pod": "",
-                                      "namespace": ""}
+    assert cap.processes["1:7:1"] == {
+        "pid": 7,
+        "comm": "",
+        "cmdline": "",
+        "exe": "",
+        "container_id": "",
+        "pod": "",
+        "namespace": "",
+    }
     assert cap.meta["agent_version"] == "0.1"
     assert cap.drops == {}
 
@@ -205,9 +216,7 @@ def test_time_window_matches_naive_filter_for_coarse_units(tmp_path_factory, off
     start_ns = None if start is None else base + start
     end_ns = None if end is None else base + end
     got = open_capture(root).scan("proc_exit_events", ["time_"], start_ns, end_ns)
-    expected = [
-        t for t in times_ns if (start_ns is None or t >= start_ns) and (end_ns is None or t < end_ns)
-    ]
+    expected = [t for t in times_ns if (start_ns is None or t >= start_ns) and (end_ns is None or t < end_ns)]
     assert got.schema.field("time_").type == pa.timestamp("ns")
     assert sorted(got.column("time_").cast(pa.int64()).to_pylist()) == sorted(expected)
 

@@ -84,8 +84,10 @@ def test_a_flipped_bit_in_a_data_page_is_a_positioned_error(capture, column):
     flip_mid_page(path, 1, column)
     with pytest.raises(DataError) as info:
         scan_all(capture)
-    assert str(info.value) == (f"{path}: damaged file: row group 1, column {column!r}: page checksum mismatch "
-                               "(the data on disk is not what was written)")
+    assert str(info.value) == (
+        f"{path}: damaged file: row group 1, column {column!r}: page checksum mismatch "
+        "(the data on disk is not what was written)"
+    )
 
 
 def test_the_cli_says_it_in_one_line_with_the_data_error_exit_code(capture, tmp_path):
@@ -97,8 +99,10 @@ def test_the_cli_says_it_in_one_line_with_the_data_error_exit_code(capture, tmp_
     missing = run_pxq("run", script, "--from", tmp_path / "nowhere")
     assert proc.returncode == missing.returncode == 1
     assert proc.stdout == ""
-    assert proc.stderr == (f"pxq: {path}: damaged file: row group 2, column 'latency': page checksum mismatch "
-                           "(the data on disk is not what was written)\n")
+    assert proc.stderr == (
+        f"pxq: {path}: damaged file: row group 2, column 'latency': page checksum mismatch "
+        "(the data on disk is not what was written)\n"
+    )
 
 
 def rewrite_time(capture: Path, row: int, new_ns: int) -> None:
@@ -119,11 +123,16 @@ def test_a_time_outside_the_recorded_range_is_a_positioned_error(capture, bad_ns
     assert recorded == [original[0].as_py(), original[-1].as_py()]  # what the writer recorded
     rewrite_time(capture, 150, bad_ns)
     path = capture / "http_events.parquet"
-    expected = (f"{path}: damaged file: row group 1, column 'time_', row 50: time {bad_ns} ns is outside the range "
-                f"capture.json records for the table ({recorded[0]}..{recorded[1]} ns)")
+    expected = (
+        f"{path}: damaged file: row group 1, column 'time_', row 50: time {bad_ns} ns is outside the range "
+        f"capture.json records for the table ({recorded[0]}..{recorded[1]} ns)"
+    )
     cap = open_capture(capture)
-    scans = [(["time_", "latency"], None, None), (["latency"], START_NS, START_NS + 10**9),
-             (["latency"], None, START_NS + SPAN_NS)]
+    scans = [
+        (["time_", "latency"], None, None),
+        (["latency"], START_NS, START_NS + 10**9),
+        (["latency"], None, START_NS + SPAN_NS),
+    ]
     for columns, start, end in scans:
         # Even a window that leaves the bad row out says so, instead of silently dropping the row.
         with pytest.raises(DataError) as info:
@@ -148,8 +157,17 @@ def test_a_capture_written_before_checksums_and_time_ranges_still_reads(tmp_path
     old.mkdir()
     table = synthetic_http_events(ROWS, seed=5, start_ns=START_NS, span_ns=SPAN_NS)
     pq.write_table(table, old / "http_events.parquet", compression="zstd")  # no page checksums
-    (old / META_FILE).write_text(json.dumps({"host": "h", "start_time_ns": START_NS, "end_time_ns": START_NS + SPAN_NS,
-                                             "processes": {}, "tables": ["http_events"]}))
+    (old / META_FILE).write_text(
+        json.dumps(
+            {
+                "host": "h",
+                "start_time_ns": START_NS,
+                "end_time_ns": START_NS + SPAN_NS,
+                "processes": {},
+                "tables": ["http_events"],
+            }
+        )
+    )
     assert pq.ParquetFile(old / "http_events.parquet").metadata.row_group(0).column(0) is not None
     data = scan_all(old)
     assert data.equals(pq.read_table(old / "http_events.parquet").cast(data.schema))
