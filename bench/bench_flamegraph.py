@@ -109,8 +109,9 @@ def main() -> int:
     }
     svg_total = 0.0
     for name, render in formats.items():
-        seconds, data = best(lambda: render(StackSamples.from_table(table, title="bench")), opts.repeats)
-        only, _ = best(lambda: render(record), opts.repeats)
+        # best() calls these within this iteration; the default binds this iteration's renderer all the same.
+        seconds, data = best(lambda render=render: render(StackSamples.from_table(table, title="bench")), opts.repeats)
+        only, _ = best(lambda render=render: render(record), opts.repeats)
         note = ""
         if name == "svg":
             svg_total = seconds

@@ -128,7 +128,8 @@ int main(int argc, char **argv) {
         while (next < count && nfree > 0 && t0 + next / rate <= t) {
             struct conn *k = &conns[free_[--nfree]];
             int head = next % 10 == 9;
-            int n = snprintf(req, sizeof req, "%s /static/%s?i=%ld HTTP/1.1\r\nHost: %s\r\nUser-Agent: pxq-bench\r\n\r\n",
+            int n = snprintf(req, sizeof req,
+                             "%s /static/%s?i=%ld HTTP/1.1\r\nHost: %s\r\nUser-Agent: pxq-bench\r\n\r\n",
                              head ? "HEAD" : "GET", FILES[next % 3], next, host);
             double late = t - (t0 + next / rate);
             if (late > max_late) max_late = late;
@@ -553,7 +554,8 @@ def completeness(client: Path, nginx, pids: list[int], count: int, rate: float, 
         f"{run.errors} errors, worst lateness {run.max_late_ms:.1f} ms"
     )
     print(
-        f"  agent: {transactions:,} transactions, {final['events'] - before['events']:,} events, drops {drops or 'none'}"
+        f"  agent: {transactions:,} transactions, {final['events'] - before['events']:,} events, "
+        f"drops {drops or 'none'}"
     )
     print(
         f"  captured with correct method, path, status, body size and body prefix: {correct:,}/{count:,} = "
@@ -619,7 +621,8 @@ def drop_onset(
     print("  plus those the kernel could not queue), taken, and transactions/s; the agent's CPU-seconds per")
     print("  second of the step (including catching up after it)")
     print(
-        f"  {'offered':>8} {'achieved':>9} {'events/s':>9} {'taken/s':>9} {'tx/s':>8} {'agent CPU':>9}  drops in this step"
+        f"  {'offered':>8} {'achieved':>9} {'events/s':>9} {'taken/s':>9} {'tx/s':>8} {'agent CPU':>9}"
+        "  drops in this step"
     )
     onset = None
     table = []

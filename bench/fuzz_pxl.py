@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pxq.testing.fuzz import (
+from pxq.testing.fuzz import (  # noqa: E402 (after the sys.path entry that finds this checkout's pxq)
     MEMORY_LIMIT_BYTES,
     WALL_LIMIT_S,
     FuzzRunner,
-    Oracle,  # noqa: E402
+    Oracle,
     format_markdown,
     format_summary,
     minimize,

@@ -8,7 +8,6 @@ wraparound written out (``wrap``), as Pixie's C++ arithmetic gives it.
 
 from __future__ import annotations
 
-import json
 import time
 import tracemalloc
 from pathlib import Path
@@ -18,15 +17,15 @@ import pyarrow as pa
 import pytest
 
 from pxq.api import run_script
-from pxq.errors import CompileError, PxqSyntaxError, UsageError
+from pxq.errors import UsageError
 from pxq.lang import parse
 from pxq.library import Script
 from pxq.plan.compile import compile
-from pxq.plan.script_args import ScriptParam, convert_argument
 from pxq.plan.expr import ColumnRef, FuncCall, Literal
 from pxq.plan.format import format_graph
 from pxq.plan.limits import format_time_ns
 from pxq.plan.optimize import optimize
+from pxq.plan.script_args import ScriptParam, convert_argument
 from pxq.replay import open_capture
 from pxq.testing.synthetic import write_synthetic_capture
 from pxq.types import DataType

@@ -16,16 +16,15 @@ and by append, which orders by time_).
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
-import tempfile
 
 import pandas as pd
 import pyarrow as pa
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from pxq.exec.execute import execute, execute_fragments
 from pxq.lang import parse
