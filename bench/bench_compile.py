@@ -1,6 +1,6 @@
 """Parse + compile + optimize time of each bundled script, after imports (target: <= 50 ms each).
 
-    .venv/bin/python bench/bench_compile.py
+.venv/bin/python bench/bench_compile.py
 """
 
 from __future__ import annotations

@@ -53,8 +53,14 @@ def main() -> int:
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         table = synthetic_http_events(opts.rows, seed=1, start_ns=START_NS, span_ns=SPAN_NS)
-        write_capture(directory, {"http_events": table}, host="bench", start_time_ns=START_NS,
-                      end_time_ns=START_NS + SPAN_NS, processes=synthetic_processes())
+        write_capture(
+            directory,
+            {"http_events": table},
+            host="bench",
+            start_time_ns=START_NS,
+            end_time_ns=START_NS + SPAN_NS,
+            processes=synthetic_processes(),
+        )
         path = f"{directory}/http_events.parquet"
         script = Script("bench", PXL, "bench.pxl")
         con = duckdb.connect()
@@ -75,8 +81,10 @@ def main() -> int:
                 sink.append(time.perf_counter() - start)
         p, d = statistics.median(pxq_times), statistics.median(duck_times)
         ratio = p / d
-        print(f"rows={opts.rows} pxq median {p*1000:.1f} ms, duckdb median {d*1000:.1f} ms, "
-              f"ratio {ratio:.2f} (target <= {TARGET_RATIO}): {'OK' if ratio <= TARGET_RATIO else 'OVER'}")
+        print(
+            f"rows={opts.rows} pxq median {p * 1000:.1f} ms, duckdb median {d * 1000:.1f} ms, "
+            f"ratio {ratio:.2f} (target <= {TARGET_RATIO}): {'OK' if ratio <= TARGET_RATIO else 'OVER'}"
+        )
     return 0
 
 

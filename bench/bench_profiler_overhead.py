@@ -39,8 +39,9 @@ def build(directory: str) -> dict[str, Path]:
     out = {}
     for name in ("spin", "syscalls"):
         binary = Path(directory) / name
-        subprocess.run(["gcc", "-O2", "-fno-omit-frame-pointer", "-o", str(binary), str(PROGRAMS / f"{name}.c")],
-                       check=True)
+        subprocess.run(
+            ["gcc", "-O2", "-fno-omit-frame-pointer", "-o", str(binary), str(PROGRAMS / f"{name}.c")], check=True
+        )
         out[name] = binary
     return out
 
@@ -100,12 +101,17 @@ def overhead(spin: Path, seconds: float, pairs: int) -> float:
         ratio = result[True][0] / result[False][0]
         ratios.append(ratio)
         walls.append(result[True][1] / result[False][1])
-        print(f"pair {i + 1}: without {result[False][0]:,.0f} calls/cpu-s, with {result[True][0]:,.0f} "
-              f"-> ratio {ratio:.4f} (per wall second {walls[-1]:.4f})", flush=True)
+        print(
+            f"pair {i + 1}: without {result[False][0]:,.0f} calls/cpu-s, with {result[True][0]:,.0f} "
+            f"-> ratio {ratio:.4f} (per wall second {walls[-1]:.4f})",
+            flush=True,
+        )
     median = statistics.median(ratios)
-    print(f"throughput with/without profiler at 99 Hz: ratio {median:.4f} (median of {pairs} pairs; "
-          f"per wall second {statistics.median(walls):.4f}); loss {100 * (1 - median):.2f}% "
-          f"(target <= {100 * TARGET_LOSS:.0f}%)")
+    print(
+        f"throughput with/without profiler at 99 Hz: ratio {median:.4f} (median of {pairs} pairs; "
+        f"per wall second {statistics.median(walls):.4f}); loss {100 * (1 - median):.2f}% "
+        f"(target <= {100 * TARGET_LOSS:.0f}%)"
+    )
     return median
 
 
@@ -145,14 +151,20 @@ def host_wide(programs: dict[str, Path], seconds: float) -> None:
             proc.kill()
             proc.wait()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"whole host, {seconds:g}s at 99 Hz: {stats['samples']:,} samples, {stats['pyspy_samples']:,} py-spy samples, "
-          f"{rows:,} rows, {processes} processes snapshotted")
-    print(f"agent RSS: {base_rss / 1024:.0f} MiB before start, {loaded_rss / 1024:.0f} MiB after compile+load, "
-          f"{rss / 1024:.0f} MiB while profiling the whole host (peak {peak / 1024:.0f} MiB); "
-          f"kernel maps {map_bytes / 2**20:.1f} MiB")
-    print(f"start (compile, load, attach) {started:.2f}s; read of the kernel maps: median "
-          f"{1000 * statistics.median(reads):.1f} ms, max {1000 * max(reads):.1f} ms over {len(reads)} reads; "
-          f"stop (last read, py-spy's last segment) {stop_s:.2f}s")
+    print(
+        f"whole host, {seconds:g}s at 99 Hz: {stats['samples']:,} samples, {stats['pyspy_samples']:,} py-spy samples, "
+        f"{rows:,} rows, {processes} processes snapshotted"
+    )
+    print(
+        f"agent RSS: {base_rss / 1024:.0f} MiB before start, {loaded_rss / 1024:.0f} MiB after compile+load, "
+        f"{rss / 1024:.0f} MiB while profiling the whole host (peak {peak / 1024:.0f} MiB); "
+        f"kernel maps {map_bytes / 2**20:.1f} MiB"
+    )
+    print(
+        f"start (compile, load, attach) {started:.2f}s; read of the kernel maps: median "
+        f"{1000 * statistics.median(reads):.1f} ms, max {1000 * max(reads):.1f} ms over {len(reads)} reads; "
+        f"stop (last read, py-spy's last segment) {stop_s:.2f}s"
+    )
 
 
 def main() -> int:

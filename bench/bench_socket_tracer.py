@@ -128,7 +128,8 @@ int main(int argc, char **argv) {
         while (next < count && nfree > 0 && t0 + next / rate <= t) {
             struct conn *k = &conns[free_[--nfree]];
             int head = next % 10 == 9;
-            int n = snprintf(req, sizeof req, "%s /static/%s?i=%ld HTTP/1.1\r\nHost: %s\r\nUser-Agent: pxq-bench\r\n\r\n",
+            int n = snprintf(req, sizeof req,
+                             "%s /static/%s?i=%ld HTTP/1.1\r\nHost: %s\r\nUser-Agent: pxq-bench\r\n\r\n",
                              head ? "HEAD" : "GET", FILES[next % 3], next, host);
             double late = t - (t0 + next / rate);
             if (late > max_late) max_late = late;
@@ -221,7 +222,9 @@ def kernel_only_child(pids: list[int]) -> int:
     producer_page = mmap.mmap(ring_fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ, offset=mmap.PAGESIZE)
     consumer, producer = memoryview(consumer_page).cast("Q"), memoryview(producer_page).cast("Q")
     base = sum(_cpu_s())
-    print(json.dumps({"kind": "ready", "rss": _proc_status("VmRSS"), "startup_peak": _proc_status("VmHWM")}), flush=True)
+    print(
+        json.dumps({"kind": "ready", "rss": _proc_status("VmRSS"), "startup_peak": _proc_status("VmHWM")}), flush=True
+    )
     skipped = 0
     while not stop:
         time.sleep(0.05)
@@ -396,12 +399,22 @@ class ClientRun:
 
 
 def paced(client: Path, port: int, rate: float, count: int, conns: int, log: str = "-") -> ClientRun:
-    out = subprocess.run([str(client), "127.0.0.1", str(port), str(rate), str(count), str(conns), log],
-                         capture_output=True, text=True, timeout=count / rate + 60, check=True).stdout
+    out = subprocess.run(
+        [str(client), "127.0.0.1", str(port), str(rate), str(count), str(conns), log],
+        capture_output=True,
+        text=True,
+        timeout=count / rate + 60,
+        check=True,
+    ).stdout
     words = out.split()
     fields = dict(zip(words[::2], words[1::2]))
-    return ClientRun(int(fields["sent"]), int(fields["done"]), int(fields["errors"]), float(fields["elapsed"]),
-                     float(fields["max_late_ms"]))
+    return ClientRun(
+        int(fields["sent"]),
+        int(fields["done"]),
+        int(fields["errors"]),
+        float(fields["elapsed"]),
+        float(fields["max_late_ms"]),
+    )
 
 
 def wrk(port: int, seconds: float, threads: int = 2, conns: int = 16) -> tuple[float, int]:
@@ -411,7 +424,9 @@ def wrk(port: int, seconds: float, threads: int = 2, conns: int = 16) -> tuple[f
     rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))
     n = int(re.search(r"(\d+) requests in", out).group(1))
     if "Non-2xx" in out or "Socket errors" in out:
-        print("  wrk: " + " | ".join(line.strip() for line in out.splitlines() if "errors" in line or "Non-2xx" in line))
+        print(
+            "  wrk: " + " | ".join(line.strip() for line in out.splitlines() if "errors" in line or "Non-2xx" in line)
+        )
     return rps, n
 
 
@@ -452,24 +467,40 @@ def throughput(port: int, pids: list[int], seconds: float, rounds: int) -> dict:
             if condition == "traced":
                 captured.append(final["rows"] / got[condition][1])
                 agent_cpu.append(final["cpu"])
-                notes.append(f"agent: {final['events']:,} events, {final['rows']:,} transactions ({100 * captured[-1]:.1f} %), "
-                             f"{final['cpu']:.2f} CPU-s (until it caught up), drops {drops or 'none'}")
+                notes.append(
+                    f"agent: {final['events']:,} events, {final['rows']:,} transactions ({100 * captured[-1]:.1f} %), "
+                    f"{final['cpu']:.2f} CPU-s (until it caught up), drops {drops or 'none'}"
+                )
             elif condition == "kernel only":
-                notes.append(f"kernel only: {final['bytes'] / seconds / 1e6:.0f} MB/s through the ring, drops {drops or 'none'}")
+                notes.append(
+                    f"kernel only: {final['bytes'] / seconds / 1e6:.0f} MB/s through the ring, drops {drops or 'none'}"
+                )
         for c in conditions:
             rates[c].append(got[c][0])
         for c in conditions[1:]:
             ratios[c].append(got[c][0] / got["untraced"][0])
-        print(f"  round {i + 1}: untraced {got['untraced'][0]:,.0f} req/s, "
-              + ", ".join(f"{c} {got[c][0]:,.0f} ({ratios[c][-1]:.3f})" for c in conditions[1:]), flush=True)
+        print(
+            f"  round {i + 1}: untraced {got['untraced'][0]:,.0f} req/s, "
+            + ", ".join(f"{c} {got[c][0]:,.0f} ({ratios[c][-1]:.3f})" for c in conditions[1:]),
+            flush=True,
+        )
         for note in notes:
             print(f"    {note}")
     medians = {c: statistics.median(r) for c, r in ratios.items()}
-    print(f"  traced/untraced: median {medians['traced']:.3f} of {rounds} rounds (target >= {TARGET_THROUGHPUT}); "
-          f"kernel side only: {medians['kernel only']:.3f}; probes only: {medians['probes only']:.3f} ({load()})")
-    return {"ratio": medians["traced"], "kernel_ratio": medians["kernel only"], "probes_ratio": medians["probes only"],
-            "untraced": statistics.median(rates["untraced"]), "traced": statistics.median(rates["traced"]),
-            "captured": statistics.median(captured), "agent_cpu": statistics.median(agent_cpu), "seconds": seconds}
+    print(
+        f"  traced/untraced: median {medians['traced']:.3f} of {rounds} rounds (target >= {TARGET_THROUGHPUT}); "
+        f"kernel side only: {medians['kernel only']:.3f}; probes only: {medians['probes only']:.3f} ({load()})"
+    )
+    return {
+        "ratio": medians["traced"],
+        "kernel_ratio": medians["kernel only"],
+        "probes_ratio": medians["probes only"],
+        "untraced": statistics.median(rates["untraced"]),
+        "traced": statistics.median(rates["traced"]),
+        "captured": statistics.median(captured),
+        "agent_cpu": statistics.median(agent_cpu),
+        "seconds": seconds,
+    }
 
 
 # -- 2. completeness, CPU, RSS -------------------------------------------------------------------
@@ -499,32 +530,57 @@ def completeness(client: Path, nginx, pids: list[int], count: int, rate: float, 
     for path, (method, status, size, i) in sent.items():
         got = by_path.get(path, [])
         body = b"" if method == "HEAD" else bodies[FILES[i % 3]]
-        ok = len(got) == 1 and (got[0]["req_method"], got[0]["resp_status"], got[0]["resp_body_size"]) == (method, status, size) \
-            and got[0]["resp_body"] == body[:1024].decode() and size == len(body) and got[0]["latency"] > 0
+        ok = (
+            len(got) == 1
+            and (got[0]["req_method"], got[0]["resp_status"], got[0]["resp_body_size"]) == (method, status, size)
+            and got[0]["resp_body"] == body[:1024].decode()
+            and size == len(body)
+            and got[0]["latency"] > 0
+        )
         if ok:
             correct += 1
         elif len(wrong) < 5:
-            wrong.append((path, (method, status, size), [(g["req_method"], g["resp_status"], g["resp_body_size"]) for g in got]))
+            wrong.append(
+                (path, (method, status, size), [(g["req_method"], g["resp_status"], g["resp_body_size"]) for g in got])
+            )
     unexpected = sum(len(v) for p, v in by_path.items() if p not in sent)
     share = correct / count
     ok_status = sum(1 for v in sent.values() if v[1] == 200)
     cpu, transactions = final["cpu"], final["rows"]
     cpu_10k = cpu / transactions * 10_000 if transactions else float("inf")
     drops = {k: v for k, v in final["drops"].items() if v}
-    print(f"  client: {run.done:,} answered ({ok_status:,} with 200) in {run.elapsed:.2f}s = {run.rate:,.0f} req/s, "
-          f"{run.errors} errors, worst lateness {run.max_late_ms:.1f} ms")
-    print(f"  agent: {transactions:,} transactions, {final['events'] - before['events']:,} events, drops {drops or 'none'}")
-    print(f"  captured with correct method, path, status, body size and body prefix: {correct:,}/{count:,} = "
-          f"{100 * share:.3f} % (target >= {100 * TARGET_COMPLETE:.1f} %); rows for paths never sent: {unexpected}")
+    print(
+        f"  client: {run.done:,} answered ({ok_status:,} with 200) in {run.elapsed:.2f}s = {run.rate:,.0f} req/s, "
+        f"{run.errors} errors, worst lateness {run.max_late_ms:.1f} ms"
+    )
+    print(
+        f"  agent: {transactions:,} transactions, {final['events'] - before['events']:,} events, "
+        f"drops {drops or 'none'}"
+    )
+    print(
+        f"  captured with correct method, path, status, body size and body prefix: {correct:,}/{count:,} = "
+        f"{100 * share:.3f} % (target >= {100 * TARGET_COMPLETE:.1f} %); rows for paths never sent: {unexpected}"
+    )
     for path, want, got in wrong:
         print(f"    e.g. {path}: sent {want}, captured {got}")
-    print(f"  agent CPU: {cpu:.2f} s for {transactions:,} transactions = {cpu_10k:.3f} s per 10,000 "
-          f"(target <= {TARGET_CPU_PER_10K}); {100 * cpu / run.elapsed:.0f} % of one CPU while the client ran")
-    print(f"  agent RSS: peak {final['hwm'] / 1e6:.0f} MB during the capture, {final['rss'] / 1e6:.0f} MB at the end, "
-          f"{before['rss'] / 1e6:.0f} MB when started; peak during start-up (BPF compilation) "
-          f"{before['startup_peak'] / 1e6:.0f} MB (target <= {TARGET_RSS_MB} MB) ({load()})")
-    return {"share": share, "cpu_10k": cpu_10k, "hwm_mb": final["hwm"] / 1e6, "startup_mb": before["startup_peak"] / 1e6,
-            "transactions": transactions, "cpu": cpu, "drops": drops}
+    print(
+        f"  agent CPU: {cpu:.2f} s for {transactions:,} transactions = {cpu_10k:.3f} s per 10,000 "
+        f"(target <= {TARGET_CPU_PER_10K}); {100 * cpu / run.elapsed:.0f} % of one CPU while the client ran"
+    )
+    print(
+        f"  agent RSS: peak {final['hwm'] / 1e6:.0f} MB during the capture, {final['rss'] / 1e6:.0f} MB at the end, "
+        f"{before['rss'] / 1e6:.0f} MB when started; peak during start-up (BPF compilation) "
+        f"{before['startup_peak'] / 1e6:.0f} MB (target <= {TARGET_RSS_MB} MB) ({load()})"
+    )
+    return {
+        "share": share,
+        "cpu_10k": cpu_10k,
+        "hwm_mb": final["hwm"] / 1e6,
+        "startup_mb": before["startup_peak"] / 1e6,
+        "transactions": transactions,
+        "cpu": cpu,
+        "drops": drops,
+    }
 
 
 # -- 3. drop onset -------------------------------------------------------------------------------
@@ -554,14 +610,20 @@ def mispaired_rows(rows_file: str, www: Path) -> tuple[int, int, list]:
     return checked, wrong, examples
 
 
-def drop_onset(client: Path, port: int, pids: list[int], rates: list[int], seconds: float, wrk_seconds: float,
-               www: Path, work: str) -> dict:
-    print(f"\n== 3. where drops begin: the paced client's rate stepped up ({seconds:g}s per step, 32 connections), "
-          f"then wrk unpaced ({load()})")
+def drop_onset(
+    client: Path, port: int, pids: list[int], rates: list[int], seconds: float, wrk_seconds: float, www: Path, work: str
+) -> dict:
+    print(
+        f"\n== 3. where drops begin: the paced client's rate stepped up ({seconds:g}s per step, 32 connections), "
+        f"then wrk unpaced ({load()})"
+    )
     print("  req/s offered by the client and achieved; events/s reaching the ring buffer (taken by the agent")
     print("  plus those the kernel could not queue), taken, and transactions/s; the agent's CPU-seconds per")
     print("  second of the step (including catching up after it)")
-    print(f"  {'offered':>8} {'achieved':>9} {'events/s':>9} {'taken/s':>9} {'tx/s':>8} {'agent CPU':>9}  drops in this step")
+    print(
+        f"  {'offered':>8} {'achieved':>9} {'events/s':>9} {'taken/s':>9} {'tx/s':>8} {'agent CPU':>9}"
+        "  drops in this step"
+    )
     onset = None
     table = []
     out = f"{work}/overload.parquet"
@@ -586,8 +648,11 @@ def drop_onset(client: Path, port: int, pids: list[int], rates: list[int], secon
             cpu = (snap["cpu"] - prev["cpu"]) / elapsed
             prev = snap
             table.append((label, achieved, events, txs, cpu, moved))
-            print(f"  {label:>8} {achieved:>9,.0f} {events:>9,.0f} {taken:>9,.0f} {txs:>8,.0f} {cpu:>9.2f}  "
-                  f"{', '.join(f'{k}={v:,}' for k, v in sorted(moved.items())) or '-'}", flush=True)
+            print(
+                f"  {label:>8} {achieved:>9,.0f} {events:>9,.0f} {taken:>9,.0f} {txs:>8,.0f} {cpu:>9.2f}  "
+                f"{', '.join(f'{k}={v:,}' for k, v in sorted(moved.items())) or '-'}",
+                flush=True,
+            )
             if moved and onset is None:
                 onset = (label, events, moved)
         final = a.finish()
@@ -598,12 +663,19 @@ def drop_onset(client: Path, port: int, pids: list[int], rates: list[int], secon
         print(f"  no drops up to {table[-1][2]:,.0f} events/s (the fastest step)")
     print(f"  drop counters at the end: {total or 'all zero'} ({load()})")
     checked, wrong, examples = mispaired_rows(out, www)
-    print(f"  rows captured through all steps, drops included: {checked:,}; with a response that is not their "
-          f"request's: {wrong:,}")
+    print(
+        f"  rows captured through all steps, drops included: {checked:,}; with a response that is not their "
+        f"request's: {wrong:,}"
+    )
     for path, got in examples:
         print(f"    e.g. {path}: captured {got}")
-    return {"onset": onset, "max_events": max(row[2] for row in table), "table": table, "checked": checked,
-            "mispaired": wrong}
+    return {
+        "onset": onset,
+        "max_events": max(row[2] for row in table),
+        "table": table,
+        "checked": checked,
+        "mispaired": wrong,
+    }
 
 
 def main() -> int:
@@ -630,7 +702,11 @@ def main() -> int:
     quick = opts.quick
     rounds, wrk_s = (2, 3.0) if quick else (4, 5.0)
     count, rate = (6_000, 2_000) if quick else (20_000, 2_000)
-    rates = [2_000, 8_000, 16_000, 32_000, 64_000] if quick else [2_000, 4_000, 8_000, 12_000, 16_000, 24_000, 32_000, 40_000, 64_000]
+    rates = (
+        [2_000, 8_000, 16_000, 32_000, 64_000]
+        if quick
+        else [2_000, 4_000, 8_000, 12_000, 16_000, 24_000, 32_000, 40_000, 64_000]
+    )
     step_s = 2.0 if quick else 3.0
     print(f"pxq socket tracer bench{' (--quick)' if quick else ''}: {os.cpu_count()} CPUs, {load()}")
     results = {}
@@ -644,8 +720,9 @@ def main() -> int:
             if opts.only in (None, "completeness"):
                 results["complete"] = completeness(client, nginx, pids, count, rate, work)
             if opts.only in (None, "drops"):
-                results["drops"] = drop_onset(client, nginx.port, pids, rates, step_s, wrk_s,
-                                              nginx.workdir / "www" / "static", work)
+                results["drops"] = drop_onset(
+                    client, nginx.port, pids, rates, step_s, wrk_s, nginx.workdir / "www" / "static", work
+                )
     print(f"\n== summary ({load()})")
     ok = True
 
@@ -657,30 +734,55 @@ def main() -> int:
 
     if "throughput" in results:
         t = results["throughput"]
-        line("throughput traced/untraced (median ratio)", f"{t['ratio']:.3f} (target >= {TARGET_THROUGHPUT}; "
-             f"{t['untraced']:,.0f} vs {t['traced']:,.0f} req/s)", t["ratio"] >= TARGET_THROUGHPUT)
+        line(
+            "throughput traced/untraced (median ratio)",
+            f"{t['ratio']:.3f} (target >= {TARGET_THROUGHPUT}; {t['untraced']:,.0f} vs {t['traced']:,.0f} req/s)",
+            t["ratio"] >= TARGET_THROUGHPUT,
+        )
         line("  kernel side only/untraced (median ratio)", f"{t['kernel_ratio']:.3f}", None)
         line("  probes only (empty programs)/untraced", f"{t['probes_ratio']:.3f}", None)
-        line("  agent under wrk: transactions captured, CPU", f"{100 * t['captured']:.1f} %, {t['agent_cpu']:.2f} CPU-s "
-             f"per {t['seconds']:g}s run (medians)", None)
+        line(
+            "  agent under wrk: transactions captured, CPU",
+            f"{100 * t['captured']:.1f} %, {t['agent_cpu']:.2f} CPU-s per {t['seconds']:g}s run (medians)",
+            None,
+        )
     if "complete" in results:
         c = results["complete"]
-        line(f"completeness at {rate:,} req/s", f"{100 * c['share']:.3f} % (target >= {100 * TARGET_COMPLETE:.1f} %)",
-             c["share"] >= TARGET_COMPLETE)
-        line("agent CPU per 10,000 transactions", f"{c['cpu_10k']:.3f} s (target <= {TARGET_CPU_PER_10K})",
-             c["cpu_10k"] <= TARGET_CPU_PER_10K)
-        line("agent RSS peak during capture", f"{c['hwm_mb']:.0f} MB (target <= {TARGET_RSS_MB})", c["hwm_mb"] <= TARGET_RSS_MB)
-        line("agent RSS peak during start-up (compiling)", f"{c['startup_mb']:.0f} MB", c["startup_mb"] <= TARGET_RSS_MB)
+        line(
+            f"completeness at {rate:,} req/s",
+            f"{100 * c['share']:.3f} % (target >= {100 * TARGET_COMPLETE:.1f} %)",
+            c["share"] >= TARGET_COMPLETE,
+        )
+        line(
+            "agent CPU per 10,000 transactions",
+            f"{c['cpu_10k']:.3f} s (target <= {TARGET_CPU_PER_10K})",
+            c["cpu_10k"] <= TARGET_CPU_PER_10K,
+        )
+        line(
+            "agent RSS peak during capture",
+            f"{c['hwm_mb']:.0f} MB (target <= {TARGET_RSS_MB})",
+            c["hwm_mb"] <= TARGET_RSS_MB,
+        )
+        line(
+            "agent RSS peak during start-up (compiling)", f"{c['startup_mb']:.0f} MB", c["startup_mb"] <= TARGET_RSS_MB
+        )
     if "drops" in results:
         d = results["drops"]
         if d["onset"]:
             label, events, moved = d["onset"]
-            line("drops begin at", f"offered {label} req/s, ~{events:,.0f} events/s: "
-                 + ", ".join(f"{k}={v:,}" for k, v in sorted(moved.items())), None)
+            line(
+                "drops begin at",
+                f"offered {label} req/s, ~{events:,.0f} events/s: "
+                + ", ".join(f"{k}={v:,}" for k, v in sorted(moved.items())),
+                None,
+            )
         else:
             line("drops begin at", f"none up to {d['max_events']:,.0f} events/s", None)
-        line("rows paired wrongly, through the drops", f"{d['mispaired']:,} of {d['checked']:,} (must be 0)",
-             d["mispaired"] == 0)
+        line(
+            "rows paired wrongly, through the drops",
+            f"{d['mispaired']:,} of {d['checked']:,} (must be 0)",
+            d["mispaired"] == 0,
+        )
     return 0 if ok else 1
 
 

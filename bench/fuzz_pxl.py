@@ -19,8 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pxq.testing.fuzz import (MEMORY_LIMIT_BYTES, WALL_LIMIT_S, FuzzRunner, Oracle,  # noqa: E402
-                              format_markdown, format_summary, minimize, reproducer_programs, write_report)
+from pxq.testing.fuzz import (  # noqa: E402 (after the sys.path entry that finds this checkout's pxq)
+    MEMORY_LIMIT_BYTES,
+    WALL_LIMIT_S,
+    FuzzRunner,
+    Oracle,
+    format_markdown,
+    format_summary,
+    minimize,
+    reproducer_programs,
+    write_report,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,13 +41,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", metavar="DIR", help="write summary.txt, findings.json and reproducers here")
     parser.add_argument("--wall-limit", type=float, default=WALL_LIMIT_S, help="seconds per program (default 20)")
     parser.add_argument("--memory-limit-gib", type=float, default=MEMORY_LIMIT_BYTES / 2**30)
-    parser.add_argument("--no-conformance", action="store_true",
-                        help="mutate only the repository's scripts (not /work/shared/conformance)")
+    parser.add_argument(
+        "--no-conformance",
+        action="store_true",
+        help="mutate only the repository's scripts (not /work/shared/conformance)",
+    )
     parser.add_argument("--no-render", action="store_true", help="skip rendering (faster)")
-    parser.add_argument("--reproducers", action="store_true",
-                        help="also run tests/fuzz/reproducers/*.pxl (the committed findings)")
-    parser.add_argument("--minimize", action="store_true",
-                        help="shrink each class's reproducers by deleting lines while the finding persists")
+    parser.add_argument(
+        "--reproducers", action="store_true", help="also run tests/fuzz/reproducers/*.pxl (the committed findings)"
+    )
+    parser.add_argument(
+        "--minimize",
+        action="store_true",
+        help="shrink each class's reproducers by deleting lines while the finding persists",
+    )
     parser.add_argument("--markdown", metavar="FILE", help="also write the finding classes as Markdown here")
     args = parser.parse_args(argv)
 
@@ -50,27 +66,45 @@ def main(argv: list[str] | None = None) -> int:
     def progress(result, summary) -> None:
         if result.outcome.is_finding:
             o = result.outcome
-            print(f"#{result.index} {o.kind}: {o.exc_type} at {o.frame} ({o.stage}): {o.message[:160]}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"#{result.index} {o.kind}: {o.exc_type} at {o.frame} ({o.stage}): {o.message[:160]}",
+                file=sys.stderr,
+                flush=True,
+            )
         if time.monotonic() - last_print[0] > 30:
             last_print[0] = time.monotonic()
-            print(f"... {summary.programs}/{len(requests)} programs, {summary.findings} findings in "
-                  f"{len(summary.classes)} classes", file=sys.stderr, flush=True)
+            print(
+                f"... {summary.programs}/{len(requests)} programs, {summary.findings} findings in "
+                f"{len(summary.classes)} classes",
+                file=sys.stderr,
+                flush=True,
+            )
             if args.out:
                 write_report(summary, args.out)
 
-    runner = FuzzRunner(args.seed, jobs=args.jobs, wall_limit=args.wall_limit,
-                        memory_limit=int(args.memory_limit_gib * 2**30),
-                        include_conformance=not args.no_conformance, render=not args.no_render,
-                        on_result=progress)
+    runner = FuzzRunner(
+        args.seed,
+        jobs=args.jobs,
+        wall_limit=args.wall_limit,
+        memory_limit=int(args.memory_limit_gib * 2**30),
+        include_conformance=not args.no_conformance,
+        render=not args.no_render,
+        on_result=progress,
+    )
     try:
         summary = runner.run(requests)
         if args.minimize and summary.classes:
             oracle = Oracle(runner.captures)
             for key, cls in summary.classes.items():
                 for rank, example in enumerate(cls.examples):  # the shortest gets the most time
-                    example.text = minimize(example.text, key, oracle, vis=example.vis,
-                                            attempt_limit_s=5.0, budget_s=40.0 if rank == 0 else 10.0)
+                    example.text = minimize(
+                        example.text,
+                        key,
+                        oracle,
+                        vis=example.vis,
+                        attempt_limit_s=5.0,
+                        budget_s=40.0 if rank == 0 else 10.0,
+                    )
                 cls.examples.sort(key=lambda r: (len(r.text), r.index))
     finally:
         runner.close()

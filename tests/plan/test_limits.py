@@ -8,7 +8,6 @@ wraparound written out (``wrap``), as Pixie's C++ arithmetic gives it.
 
 from __future__ import annotations
 
-import json
 import time
 import tracemalloc
 from pathlib import Path
@@ -18,15 +17,15 @@ import pyarrow as pa
 import pytest
 
 from pxq.api import run_script
-from pxq.errors import CompileError, PxqSyntaxError, UsageError
+from pxq.errors import UsageError
 from pxq.lang import parse
 from pxq.library import Script
 from pxq.plan.compile import compile
-from pxq.plan.script_args import ScriptParam, convert_argument
 from pxq.plan.expr import ColumnRef, FuncCall, Literal
 from pxq.plan.format import format_graph
 from pxq.plan.limits import format_time_ns
 from pxq.plan.optimize import optimize
+from pxq.plan.script_args import ScriptParam, convert_argument
 from pxq.replay import open_capture
 from pxq.testing.synthetic import write_synthetic_capture
 from pxq.types import DataType
@@ -63,8 +62,10 @@ def cli(capsys, tmp_path: Path, text: str, capture: str, *script_args: str) -> t
     script.write_text(text, encoding="utf-8")
     extra = ["--", *script_args] if script_args else []
     codes, errs = [], []
-    for argv in (["explain", str(script)], ["run", str(script), "--from", capture, "-o", "json",
-                                             "--out", str(tmp_path / "out.json")]):
+    for argv in (
+        ["explain", str(script)],
+        ["run", str(script), "--from", capture, "-o", "json", "--out", str(tmp_path / "out.json")],
+    ):
         code, _, err = run_main(capsys, *argv, *extra)
         codes.append(code)
         errs.append(err)
@@ -85,16 +86,19 @@ def assert_clean(capsys, codes: tuple[int, int, str], expect: int) -> str:
 # ---------------------------------------------------------------- times
 
 
-@pytest.mark.parametrize("bound, shown", [
-    ("end_time='-999999999999999999s'", "'-999999999999999999s'"),
-    ("start_time='2262-04-12 00:00:00'", "'2262-04-12 00:00:00'"),
-    ("start_time='0001-01-01 00:00:00'", "'0001-01-01 00:00:00'"),
-    ("start_time='9999-12-31T23:59:59+0000'", "'9999-12-31T23:59:59+0000'"),
-    ("end_time='-" + "9" * 5000 + "s'", "characters"),
-    ("end_time=px.now() + px.days(100000)", "the computed time"),
-    ("start_time=px.now() - px.days(100000) - px.days(100000)", "the computed time"),
-    ("end_time=9223372036854775807 + 1", "the computed time"),
-])
+@pytest.mark.parametrize(
+    "bound, shown",
+    [
+        ("end_time='-999999999999999999s'", "'-999999999999999999s'"),
+        ("start_time='2262-04-12 00:00:00'", "'2262-04-12 00:00:00'"),
+        ("start_time='0001-01-01 00:00:00'", "'0001-01-01 00:00:00'"),
+        ("start_time='9999-12-31T23:59:59+0000'", "'9999-12-31T23:59:59+0000'"),
+        ("end_time='-" + "9" * 5000 + "s'", "characters"),
+        ("end_time=px.now() + px.days(100000)", "the computed time"),
+        ("start_time=px.now() - px.days(100000) - px.days(100000)", "the computed time"),
+        ("end_time=9223372036854775807 + 1", "the computed time"),
+    ],
+)
 def test_time_bounds_out_of_range_are_positioned_errors(tmp_path, capsys, capture, bound, shown):
     text = f"import px\ndf = px.DataFrame(table='http_events', {bound})\npx.display(df)\n"
     err = assert_clean(capsys, cli(capsys, tmp_path, text, capture), 2)
@@ -103,12 +107,13 @@ def test_time_bounds_out_of_range_are_positioned_errors(tmp_path, capsys, captur
 
 
 def test_time_bounds_at_the_edges_of_int64_run(tmp_path, capsys, capture, latencies):
-    text = ("import px\ndf = px.DataFrame(table='http_events', start_time=-9223372036854775808, "
-            "end_time=9223372036854775807)\npx.display(df)\n")
+    text = (
+        "import px\ndf = px.DataFrame(table='http_events', start_time=-9223372036854775808, "
+        "end_time=9223372036854775807)\npx.display(df)\n"
+    )
     assert_clean(capsys, cli(capsys, tmp_path, text, capture), 0)
     assert len(run_values(text, capture)["time_"]) == len(latencies)
-    edge = ("import px\ndf = px.DataFrame(table='http_events', start_time='2262-04-11 23:47:16')\n"
-            "px.display(df)\n")
+    edge = "import px\ndf = px.DataFrame(table='http_events', start_time='2262-04-11 23:47:16')\npx.display(df)\n"
     assert_clean(capsys, cli(capsys, tmp_path, edge, capture), 0)
     assert len(run_values(edge, capture)["time_"]) == 0
 
@@ -124,12 +129,15 @@ def test_plan_times_format_for_every_int64(ns):
     assert text in format_graph(graph)
 
 
-@pytest.mark.parametrize("start, end", [(-(10**30), 10**30), (None, 10**30), (-(10**30), None),
-                                        (10**30, None), (None, -(10**30)), (-(2**63), 2**63 - 1)])
+@pytest.mark.parametrize(
+    "start, end",
+    [(-(10**30), 10**30), (None, 10**30), (-(10**30), None), (10**30, None), (None, -(10**30)), (-(2**63), 2**63 - 1)],
+)
 def test_replay_window_takes_any_integer_bounds(capture, start, end):
     times = open_capture(capture).scan("http_events", ["time_"], None, None).column("time_").cast(pa.int64())
-    expected = sum(1 for t in times.to_pylist()
-                   if t is not None and (start is None or t >= start) and (end is None or t < end))
+    expected = sum(
+        1 for t in times.to_pylist() if t is not None and (start is None or t >= start) and (end is None or t < end)
+    )
     assert open_capture(capture).scan("http_events", ["time_"], start, end).num_rows == expected
 
 
@@ -141,26 +149,36 @@ def test_int64_edges_are_literals(capture, latencies):
     assert run_values(text, capture)["y"] == plus(latencies, -(2**63) + 2**63 - 1)
 
 
-@pytest.mark.parametrize("body", [
-    "df.y = df.latency + 99999999999999999999\n",
-    "df.y = df.latency + 9223372036854775808\n",
-    "df.y = df.latency + " + "9" * 5000 + "\n",
-    "df.y = df.latency + 0x" + "f" * 5000 + "\n",
-    "df.y = px.days(99999999999999999999)\n",
-    "df.y = 'abc\\ud800'\n",
-    "df.y = 'ok' + '\\udfff'\n",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "df.y = df.latency + 99999999999999999999\n",
+        "df.y = df.latency + 9223372036854775808\n",
+        "df.y = df.latency + " + "9" * 5000 + "\n",
+        "df.y = df.latency + 0x" + "f" * 5000 + "\n",
+        "df.y = px.days(99999999999999999999)\n",
+        "df.y = 'abc\\ud800'\n",
+        "df.y = 'ok' + '\\udfff'\n",
+    ],
+)
 def test_bad_literals_are_positioned_errors(tmp_path, capsys, capture, body):
     err = assert_clean(capsys, cli(capsys, tmp_path, HEAD + body + SHOW, capture), 2)
     assert "limits.pxl:3:" in err and "^" in err and "hint:" in err
 
 
-@pytest.mark.parametrize("pragma", [
-    "#px:set max_output_rows_per_table=abc", "#px:set max_output_rows_per_table=-1",
-    "#px:set max_output_rows_per_table=1e3", "#px:set max_output_rows_per_table=" + "9" * 30,
-    "#px:set perf_profiler.sample_hz=0", "#px:set perf_profiler.python=maybe",
-    "#px:set perf_profiler.stacks_size=big", "#px:set perf_profiler.sample_hertz=99",
-])
+@pytest.mark.parametrize(
+    "pragma",
+    [
+        "#px:set max_output_rows_per_table=abc",
+        "#px:set max_output_rows_per_table=-1",
+        "#px:set max_output_rows_per_table=1e3",
+        "#px:set max_output_rows_per_table=" + "9" * 30,
+        "#px:set perf_profiler.sample_hz=0",
+        "#px:set perf_profiler.python=maybe",
+        "#px:set perf_profiler.stacks_size=big",
+        "#px:set perf_profiler.sample_hertz=99",
+    ],
+)
 def test_bad_settings_are_positioned_errors(tmp_path, capsys, capture, pragma):
     err = assert_clean(capsys, cli(capsys, tmp_path, pragma + "\n" + HEAD + "px.display(df)\n", capture), 2)
     assert "limits.pxl:1:1:" in err and "setting" in err and "hint:" in err
@@ -173,16 +191,20 @@ def test_good_settings_still_apply(capture):
 
 @pytest.mark.parametrize("default", ["1e309", "-1e309", "1.5", "99999999999999999999", "9223372036854775808"])
 def test_bad_int_defaults_are_positioned_errors(tmp_path, capsys, capture, default):
-    text = f"import px\n\n\ndef limits(n: int = {default}):\n    df = px.DataFrame(table='http_events')\n" \
-           "    df.y = df.latency + n\n    return df\n"
+    text = (
+        f"import px\n\n\ndef limits(n: int = {default}):\n    df = px.DataFrame(table='http_events')\n"
+        "    df.y = df.latency + n\n    return df\n"
+    )
     err = assert_clean(capsys, cli(capsys, tmp_path, text, capture), 2)
     assert "limits.pxl:4:" in err and "^" in err
 
 
 @pytest.mark.parametrize("raw", ["99999999999999999999", "-9223372036854775809", "9" * 5000, "1e400", "abc"])
 def test_overflowing_int_arguments_are_usage_errors(tmp_path, capsys, capture, raw):
-    text = "import px\n\n\ndef limits(n: int = 1):\n    df = px.DataFrame(table='http_events')\n" \
-           "    df.y = df.latency + n\n    return df\n"
+    text = (
+        "import px\n\n\ndef limits(n: int = 1):\n    df = px.DataFrame(table='http_events')\n"
+        "    df.y = df.latency + n\n    return df\n"
+    )
     err = assert_clean(capsys, cli(capsys, tmp_path, text, capture, f"--n={raw}"), 2)
     assert "--n expects int" in err and len(err) < 500
 
@@ -220,8 +242,7 @@ def test_a_5_mb_string_literal_runs(tmp_path, capsys, capture):
 
 
 def test_5000_column_assignments(tmp_path, capsys, capture, latencies):
-    text = HEAD + "".join(f"df.a{i} = df.latency + {i}\n" for i in range(5000)) \
-        + "df.y = df.a4999\n" + SHOW
+    text = HEAD + "".join(f"df.a{i} = df.latency + {i}\n" for i in range(5000)) + "df.y = df.a4999\n" + SHOW
     assert_clean(capsys, cli(capsys, tmp_path, text, capture), 0)
     assert run_values(text, capture)["y"] == plus(latencies, 4999)
 
@@ -243,15 +264,25 @@ def test_2000_chained_filters_and_maps_on_one_frame(tmp_path, capsys, capture, l
     text = HEAD + "df.y = df.latency\n" + steps + SHOW
     assert_clean(capsys, cli(capsys, tmp_path, text, capture), 0)
     # with y growing by one per map: kept where latency + k > 1000 * (2k + 1) for each filter k
-    expected = [v + 1000 for v in latencies
-                if v is not None and all(v + k + 1 > (2 * k + 1) * 1000 for k in range(1000))]
+    expected = [
+        v + 1000 for v in latencies if v is not None and all(v + k + 1 > (2 * k + 1) * 1000 for k in range(1000))
+    ]
     assert run_values(text, capture)["y"] == expected
 
 
 @pytest.mark.parametrize("terms", [250, 5000])
 def test_long_boolean_and_sum_chains(tmp_path, capsys, capture, latencies, terms):
-    text = (HEAD + "a = df.latency > 1000000\n" + "df.b = " + " and ".join(["a"] * terms) + "\n"
-            + "df.y = df.latency + " + " + ".join(["1"] * terms) + "\n" + "px.display(df[['b', 'y']])\n")
+    text = (
+        HEAD
+        + "a = df.latency > 1000000\n"
+        + "df.b = "
+        + " and ".join(["a"] * terms)
+        + "\n"
+        + "df.y = df.latency + "
+        + " + ".join(["1"] * terms)
+        + "\n"
+        + "px.display(df[['b', 'y']])\n"
+    )
     assert_clean(capsys, cli(capsys, tmp_path, text, capture), 0)
     got = run_values(text, capture)
     assert got["b"] == [None if v is None else v > 1_000_000 for v in latencies]
@@ -297,7 +328,8 @@ def test_40_doublings_through_column_assignments(capture, latencies):
 
 def test_user_functions_nested_40_deep(tmp_path, capsys, capture, latencies):
     defs = "def f0(x):\n    return x\n\n\n" + "".join(
-        f"def f{i}(x):\n    return f{i - 1}(x) + f{i - 1}(x)\n\n\n" for i in range(1, 41))
+        f"def f{i}(x):\n    return f{i - 1}(x) + f{i - 1}(x)\n\n\n" for i in range(1, 41)
+    )
     text = "import px\n\n\n" + defs + "df = px.DataFrame(table='http_events')\ndf.y = f40(df.latency % 1000)\n" + SHOW
     started = time.monotonic()
     assert_clean(capsys, cli(capsys, tmp_path, text, capture), 0)
@@ -306,13 +338,17 @@ def test_user_functions_nested_40_deep(tmp_path, capsys, capture, latencies):
 
 
 def test_user_function_effects_are_not_skipped(capture, latencies):
-    text = ("import px\n\n\ndef show(df, name):\n    px.display(df, name)\n    return df\n\n\n"
-            "def other():\n    return 1\n\n\n"
-            "df = px.DataFrame(table='http_events')\nshow(df, 'a')\nshow(df, 'b')\n")
+    text = (
+        "import px\n\n\ndef show(df, name):\n    px.display(df, name)\n    return df\n\n\n"
+        "def other():\n    return 1\n\n\n"
+        "df = px.DataFrame(table='http_events')\nshow(df, 'a')\nshow(df, 'b')\n"
+    )
     _, results = run_script(Script("limits", text, "limits.pxl"), source=capture)
     assert set(results.tables) == {"a", "b"}
-    late = ("import px\n\n\ndef f(x):\n    return x + k\n\n\nk = 1\ndf = px.DataFrame(table='http_events')\n"
-            "x = df.latency\ndf.a = f(x)\nk = 2\ndf.b = f(x)\npx.display(df[['latency', 'a', 'b']])\n")
+    late = (
+        "import px\n\n\ndef f(x):\n    return x + k\n\n\nk = 1\ndf = px.DataFrame(table='http_events')\n"
+        "x = df.latency\ndf.a = f(x)\nk = 2\ndf.b = f(x)\npx.display(df[['latency', 'a', 'b']])\n"
+    )
     got = run_values(late, capture)
     assert got["b"] == plus(got["a"], 1) and got["a"] == plus(latencies, 1)
 
@@ -335,8 +371,7 @@ def test_shared_expressions_print_once_and_compare_in_linear_time():
 
 @pytest.mark.parametrize("step", ["c = c or c", "c = c and c", "c = not (not c or not c)"])
 def test_filters_on_predicates_that_repeat_their_parts(tmp_path, capsys, capture, latencies, step):
-    text = (HEAD + "c = df.latency > 5000000\n" + f"{step}\n" * 40 + "df = df[c]\n"
-            + "df.y = df.latency\n" + SHOW)
+    text = HEAD + "c = df.latency > 5000000\n" + f"{step}\n" * 40 + "df = df[c]\n" + "df.y = df.latency\n" + SHOW
     started = time.monotonic()
     assert_clean(capsys, cli(capsys, tmp_path, text, capture), 0)
     assert time.monotonic() - started < 60
@@ -345,7 +380,8 @@ def test_filters_on_predicates_that_repeat_their_parts(tmp_path, capsys, capture
 
 def test_1000_nested_user_functions(tmp_path, capsys, capture, latencies):
     defs = "def f0(x):\n    return x + 1\n\n\n" + "".join(
-        f"def f{i}(x):\n    return f{i - 1}(x)\n\n\n" for i in range(1, 1001))
+        f"def f{i}(x):\n    return f{i - 1}(x)\n\n\n" for i in range(1, 1001)
+    )
     text = "import px\n\n\n" + defs + "df = px.DataFrame(table='http_events')\ndf.y = f1000(df.latency)\n" + SHOW
     assert_clean(capsys, cli(capsys, tmp_path, text, capture), 0)
     assert run_values(text, capture)["y"] == plus(latencies, 1)

@@ -25,11 +25,17 @@ def explain(text: str, name: str, vis=None, args=None) -> str:
     graph = compile(parse(text, f"{name}.pxl"), now_ns=NOW_NS, name=name, vis=vis, args=args)
     optimized = optimize(graph)
     plan = split(optimized)
-    return "\n".join([
-        "== compiled ==", format_graph(graph),
-        "== optimized ==", format_graph(optimized),
-        "== manifest ==", plan.manifest.to_text(), "",
-    ])
+    return "\n".join(
+        [
+            "== compiled ==",
+            format_graph(graph),
+            "== optimized ==",
+            format_graph(optimized),
+            "== manifest ==",
+            plan.manifest.to_text(),
+            "",
+        ]
+    )
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)

@@ -16,16 +16,15 @@ and by append, which orders by time_).
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
-import tempfile
 
 import pandas as pd
 import pyarrow as pa
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from pxq.exec.execute import execute, execute_fragments
 from pxq.lang import parse
@@ -41,8 +40,17 @@ MAX_JOIN_ROWS = 2000  # a generated join that would give more rows is not genera
 START_NS, SPAN_NS = 1_764_115_200_000_000_000, 300_000_000_000
 
 # Columns a generated script starts from, with the generator's notion of their type.
-POOL = {"time_": "time", "upid": "upid", "req_path": "str", "req_method": "str", "resp_status": "int",
-        "latency": "int", "req_body_size": "int", "encrypted": "bool", "trace_role": "int"}
+POOL = {
+    "time_": "time",
+    "upid": "upid",
+    "req_path": "str",
+    "req_method": "str",
+    "resp_status": "int",
+    "latency": "int",
+    "req_body_size": "int",
+    "encrypted": "bool",
+    "trace_role": "int",
+}
 
 
 @cache
@@ -52,8 +60,12 @@ def capture():
     return open_capture(directory)
 
 
-_PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.string(): pd.StringDtype(), pa.bool_(): pd.BooleanDtype(),
-                 pa.float64(): pd.Float64Dtype()}
+_PANDAS_TYPES = {
+    pa.int64(): pd.Int64Dtype(),
+    pa.string(): pd.StringDtype(),
+    pa.bool_(): pd.BooleanDtype(),
+    pa.float64(): pd.Float64Dtype(),
+}
 
 
 @cache
@@ -130,8 +142,11 @@ def draw_value_expr(draw, frame: Frame, var: str):
         value = draw(st.sampled_from(["lit", "", "GET"]))
         return repr(value), pd.Series([value] * n, index=d.index, dtype=pd.StringDtype()), "str"
     if kind == "now":
-        return "px.now()", pd.Series([pd.Timestamp(_now_ns(), unit="ns")] * n, index=d.index,
-                                     dtype="datetime64[ns]"), "time"
+        return (
+            "px.now()",
+            pd.Series([pd.Timestamp(_now_ns(), unit="ns")] * n, index=d.index, dtype="datetime64[ns]"),
+            "time",
+        )
     if kind == "copy":  # a plain column copy: filters on it are pushed below the map, renamed
         col = draw(st.sampled_from(list(frame.types)))
         return f"{var}.{col}", d[col], frame.types[col]
@@ -215,8 +230,13 @@ def _subset(draw, names: list[str], min_size=1, max_size=None) -> list[str]:
     return draw(st.lists(st.sampled_from(names), min_size=min_size, max_size=max_size or len(names), unique=True))
 
 
-AGG_RESULT = {"count": lambda t: "int", "sum": lambda t: "int", "min": lambda t: t, "max": lambda t: t,
-              "mean": lambda t: "float"}
+AGG_RESULT = {
+    "count": lambda t: "int",
+    "sum": lambda t: "int",
+    "min": lambda t: t,
+    "max": lambda t: t,
+    "mean": lambda t: "float",
+}
 
 
 def draw_agg(draw, script: Script, frame: Frame, var: str) -> Frame:
@@ -260,8 +280,14 @@ def draw_agg(draw, script: Script, frame: Frame, var: str) -> Frame:
     return Frame(_typed(pd.DataFrame(rows, columns=list(types)), types), types, ordered=False)
 
 
-PANDAS_DTYPE = {"int": pd.Int64Dtype(), "float": pd.Float64Dtype(), "str": pd.StringDtype(),
-                "upid": pd.StringDtype(), "bool": pd.BooleanDtype(), "time": "datetime64[ns]"}
+PANDAS_DTYPE = {
+    "int": pd.Int64Dtype(),
+    "float": pd.Float64Dtype(),
+    "str": pd.StringDtype(),
+    "upid": pd.StringDtype(),
+    "bool": pd.BooleanDtype(),
+    "time": "datetime64[ns]",
+}
 
 
 def _typed(data: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
@@ -299,8 +325,10 @@ def draw_join(draw, script: Script, frame: Frame, var: str) -> Frame | str | Non
         right = pd.DataFrame({rk: d[k] for k, rk in zip(keys, right_keys)})
         right_types = {rk: frame.types[k] for k, rk in zip(keys, right_keys)}
     suffixes = draw(st.sampled_from([("_x", "_y"), ("", "_r"), ("_l", "")]))
-    script.lines.append(f"{var} = {var}.merge({right_var}, how='{how}', left_on={keys!r}, "
-                        f"right_on={right_keys!r}, suffixes={list(suffixes)!r})")
+    script.lines.append(
+        f"{var} = {var}.merge({right_var}, how='{how}', left_on={keys!r}, "
+        f"right_on={right_keys!r}, suffixes={list(suffixes)!r})"
+    )
     layout = _layout(list(frame.types), list(right_types), keys, right_keys, suffixes)
     if len({name for name, _, _ in layout}) != len(layout):
         return "duplicate"  # the compiler must reject it (checked by the caller)
@@ -340,8 +368,11 @@ def _pandas_join(left: pd.DataFrame, right: pd.DataFrame, keys, right_keys, how:
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
-LITERAL_OF = {"int": ("0", 0, "Int64"), "str": ("'lit'", "lit", pd.StringDtype()),
-              "bool": ("True", True, pd.BooleanDtype())}
+LITERAL_OF = {
+    "int": ("0", 0, "Int64"),
+    "str": ("'lit'", "lit", pd.StringDtype()),
+    "bool": ("True", True, pd.BooleanDtype()),
+}
 
 
 def draw_append(draw, script: Script, frame: Frame, var: str) -> Frame:
@@ -364,8 +395,9 @@ def draw_append(draw, script: Script, frame: Frame, var: str) -> Frame:
         for col in _subset(draw, replaceable, 0, 2) if replaceable else []:
             if frame.types[col] == "time":
                 script.lines.append(f"{other}.{col} = px.now()")
-                other_data[col] = pd.Series([pd.Timestamp(_now_ns(), unit="ns")] * len(d), index=d.index,
-                                            dtype="datetime64[ns]")
+                other_data[col] = pd.Series(
+                    [pd.Timestamp(_now_ns(), unit="ns")] * len(d), index=d.index, dtype="datetime64[ns]"
+                )
             else:
                 text, value, dtype = LITERAL_OF[frame.types[col]]
                 script.lines.append(f"{other}.{col} = {text}")
@@ -401,8 +433,11 @@ def scripts(draw) -> Script:
     frame = Frame(base[start].copy(), {c: POOL[c] for c in start}, ordered=True)
     mid_shown = False
     for _ in range(draw(st.integers(1, 6))):
-        step = draw(st.sampled_from(["map", "map", "drop", "select", "filter", "filter", "agg", "join",
-                                     "append", "head", "display"]))
+        step = draw(
+            st.sampled_from(
+                ["map", "map", "drop", "select", "filter", "filter", "agg", "join", "append", "head", "display"]
+            )
+        )
         d = frame.data
         if step == "map":
             target = draw(st.sampled_from([script.fresh("m")] + _cols(frame, "int", "str")))
@@ -577,69 +612,102 @@ def _first_appended_without_time():
 # Scripts that once failed: the plan after prune_columns named a column it had pruned, or its
 # answer differed.
 REGRESSIONS = [
-    written("""
+    written(
+        """
 df = px.DataFrame(table='http_events')
 df.x = df.latency * 2
 df = df[['req_path']]
-px.display(df, 'out')""", out=partial(_base, "req_path")),
-    written("""
+px.display(df, 'out')""",
+        out=partial(_base, "req_path"),
+    ),
+    written(
+        """
 df = px.DataFrame(table='http_events')
 df.age = px.now() - df.time_
 df = df[['req_path']]
-px.display(df, 'out')""", out=partial(_base, "req_path")),
-    written("""
+px.display(df, 'out')""",
+        out=partial(_base, "req_path"),
+    ),
+    written(
+        """
 df = px.DataFrame(table='http_events')
 df = df.drop(['upid'])
 df = df[df.latency > 1000000]
-px.display(df, 'out')""", out=_slow_without_upid),
-    written("""
+px.display(df, 'out')""",
+        out=_slow_without_upid,
+    ),
+    written(
+        """
 df = px.DataFrame(table='http_events')
 df = df.drop(['upid', 'time_'])
 df = df.groupby('req_path').agg(n=('latency', px.count))
-px.display(df, 'out')""", out=_by_path_count),
-    written("""
+px.display(df, 'out')""",
+        out=_by_path_count,
+    ),
+    written(
+        """
 df = px.DataFrame(table='http_events')
 df.pod = df.ctx['pod']
 df = df[['req_path']]
-px.display(df, 'out')""", out=partial(_base, "req_path")),
-    written("""
+px.display(df, 'out')""",
+        out=partial(_base, "req_path"),
+    ),
+    written(
+        """
 df = px.DataFrame(table='http_events', select=['req_path', 'latency'])
 df.t = px.now()
 df = df.drop(['req_path', 'latency'])
 df = df.head(5)
-px.display(df, 'out')""", out=_now_column),
-    written("""
+px.display(df, 'out')""",
+        out=_now_column,
+    ),
+    written(
+        """
 df = px.DataFrame(table='http_events', select=['time_', 'req_path', 'latency'])
 o = df
 o.req_path = 'lit'
 o.latency = 0
 df = df.append(o)
-px.display(df, 'out')""", out=_appended_literals),
+px.display(df, 'out')""",
+        out=_appended_literals,
+    ),
     # Only a suffixed column is used: its namesake on the other side must stay for the suffix.
-    written("""
+    written(
+        """
 df = px.DataFrame(table='http_events', select=['req_path', 'latency', 'resp_status'])
 paths = df[['req_path', 'latency']]
 df = df[df.resp_status == 500]
 df = df.merge(paths, how='inner', left_on=['req_path'], right_on=['req_path'], suffixes=['_x', '_y'])
 df = df[['latency_x']]
-px.display(df, 'out')""", out=_suffixed_only),
+px.display(df, 'out')""",
+        out=_suffixed_only,
+    ),
     # The union's time_ was pruned, and with it the order head() takes its rows in.
-    written("""
+    written(
+        """
 df = px.DataFrame(table='http_events', select=['time_', 'upid', 'req_path'])
 df = df.append(df)
 df.m = 0
 df = df.drop(['time_'])
 df = df.head(3)
-px.display(df, 'out')""", out=_first_appended_without_time),
+px.display(df, 'out')""",
+        out=_first_appended_without_time,
+    ),
     # A frame without columns is refused where it is made.
-    written("""
+    written(
+        """
 df = px.DataFrame(table='http_events')
 df = df[['req_path']]
 df = df.drop(['req_path'])
-px.display(df.head(1000), 'out')""", error="no columns"),
-    written("""
+px.display(df.head(1000), 'out')""",
+        error="no columns",
+    ),
+    written(
+        """
 df = px.DataFrame(table='http_events')
-px.display(df[[]], 'out')""", error="no columns"),
+px.display(df[[]], 'out')""",
+        error="no columns",
+    ),
 ]
 
 

@@ -64,8 +64,9 @@ def _cases():
     cases = [(f"bundled/{s.name}", s.text, s.vis) for s in bundled_scripts()]
     cases += [(f"plan-corpus/{p.stem}", p.read_text(), None) for p in sorted((HERE / "corpus").glob("*.pxl"))]
     # The parser's corpus holds syntax examples too; the scripts among it that compile count.
-    lang = [(f"lang-corpus/{p.stem}", p.read_text(), None)
-            for p in sorted((HERE.parent / "lang" / "corpus").glob("*.pxl"))]
+    lang = [
+        (f"lang-corpus/{p.stem}", p.read_text(), None) for p in sorted((HERE.parent / "lang" / "corpus").glob("*.pxl"))
+    ]
     cases += [case for case in lang if _compiles(*case)]
     return cases
 
@@ -86,8 +87,9 @@ def same_plan(a_roots, b_roots) -> None:
     while pairs:
         a, b = pairs.pop()
         if id(a) in matched or id(b) in matched_back:
-            assert matched.get(id(a)) == id(b) and matched_back.get(id(b)) == id(a), \
+            assert matched.get(id(a)) == id(b) and matched_back.get(id(b)) == id(a), (
                 f"sharing differs at {type(a).__name__}"
+            )
             continue
         matched[id(a)], matched_back[id(b)] = id(b), id(a)
         assert type(a) is type(b), (type(a), type(b))
@@ -189,13 +191,17 @@ def test_single_relation_round_trips():
 
 def test_layouts_name_every_field_of_every_node_and_expression_class():
     """A field added to a node or expression class must be added to the JSON form too."""
-    relations = {cls for _, cls in inspect.getmembers(nodes_module, inspect.isclass)
-                 if issubclass(cls, Relation) and cls is not Relation}
+    relations = {
+        cls
+        for _, cls in inspect.getmembers(nodes_module, inspect.isclass)
+        if issubclass(cls, Relation) and cls is not Relation
+    }
     assert set(NODE_FIELDS) == relations
     for cls, layout in NODE_FIELDS.items():
         assert [name for name, _ in layout] == [f.name for f in dataclasses.fields(cls)], cls
-    expressions = {cls for _, cls in inspect.getmembers(expr_module, inspect.isclass)
-                   if issubclass(cls, Expr) and cls is not Expr}
+    expressions = {
+        cls for _, cls in inspect.getmembers(expr_module, inspect.isclass) if issubclass(cls, Expr) and cls is not Expr
+    }
     assert set(EXPR_FIELDS) == expressions
     for cls, names in EXPR_FIELDS.items():
         assert list(names) == [f.name for f in dataclasses.fields(cls)], cls
@@ -206,8 +212,11 @@ def test_layouts_name_every_field_of_every_node_and_expression_class():
 
 
 def test_shared_expressions_stay_shared_and_small():
-    lines = ["import px", "df = px.DataFrame(table='http_events', select=['latency'])",
-             "x = df.latency - df.latency"]  # zero, so that doubling it 40 times cannot overflow
+    lines = [
+        "import px",
+        "df = px.DataFrame(table='http_events', select=['latency'])",
+        "x = df.latency - df.latency",
+    ]  # zero, so that doubling it 40 times cannot overflow
     lines += ["x = x + x"] * 40  # as a tree: 2**41 leaves
     lines += ["df.x = x", "px.display(df, 'out')"]
     text = "\n".join(lines) + "\n"
@@ -264,8 +273,18 @@ def _float_bits(value: float) -> bytes:
 
 FLOATS = [0.0, -0.0, 1.5, 0.1, 1e16, 2.0**-1074, 1.7976931348623157e308, -2.5e-300, math.inf, -math.inf]
 INTS = [0, -1, 2**53, 2**53 + 1, -(2**53) - 1, 2**63 - 1, -(2**63), 1_764_115_500_000_000_123]
-STRINGS = ["", "plain", "é ß 漢字", "𝄞 emoji 🙂", "nul\x00byte", "line\u2028sep", "quote\"back\\slash",
-           "\ud800 lone surrogate", "\udfff", "\x7f\x1f tab\t"]
+STRINGS = [
+    "",
+    "plain",
+    "é ß 漢字",
+    "𝄞 emoji 🙂",
+    "nul\x00byte",
+    "line\u2028sep",
+    'quote"back\\slash',
+    "\ud800 lone surrogate",
+    "\udfff",
+    "\x7f\x1f tab\t",
+]
 
 
 def test_literal_values_round_trip_exactly():
@@ -298,8 +317,11 @@ def test_literal_values_round_trip_exactly():
         assert type(got.value) is type(original.value), name
         if isinstance(original.value, float):
             # Bits, so that -0.0 stays negative; NaN is any NaN (Python's NaN is not equal to itself).
-            assert math.isnan(got.value) if math.isnan(original.value) \
-                else _float_bits(got.value) == _float_bits(original.value), name
+            assert (
+                math.isnan(got.value)
+                if math.isnan(original.value)
+                else _float_bits(got.value) == _float_bits(original.value)
+            ), name
         else:
             assert got.value == original.value, name
     without_nan = dict(values)
@@ -322,8 +344,14 @@ def test_spans_are_kept():
     back = round_trip(graph)
 
     def spans(g):
-        return [e.span for n in g.nodes() if isinstance(n, Map) for _, root in n.assignments
-                for e in postorder(root) if isinstance(e, FuncCall)]
+        return [
+            e.span
+            for n in g.nodes()
+            if isinstance(n, Map)
+            for _, root in n.assignments
+            for e in postorder(root)
+            if isinstance(e, FuncCall)
+        ]
 
     assert spans(back) == spans(graph)
     assert any(s is not None for s in spans(graph))
@@ -362,6 +390,7 @@ def _set(table: str, kind: str, key: str, value):
     def mutate(doc):
         doc[table][_first(doc, table, kind)][key] = value
         return doc
+
     return mutate
 
 
@@ -373,6 +402,7 @@ def _del(table: str, kind: str, key: str):
     def mutate(doc):
         del doc[table][_first(doc, table, kind)][key]
         return doc
+
     return mutate
 
 
@@ -381,6 +411,7 @@ def _literal(value, data_type="INT64"):
         i = _first(doc, "expressions", "literal")
         doc["expressions"][i].update(value=value, type=data_type)
         return doc
+
     return mutate
 
 
@@ -388,6 +419,7 @@ def _top(key, value):
     def mutate(doc):
         doc[key] = value
         return doc
+
     return mutate
 
 
@@ -426,6 +458,7 @@ def _on_call(name: str, **changes):
     def mutate(doc):
         doc["expressions"][_call_named(doc, name)].update(changes)
         return doc
+
     return mutate
 
 
@@ -441,6 +474,7 @@ def _retype_column(name: str, data_type: str):
     def mutate(doc):
         doc["expressions"][_column_named(doc, name)]["type"] = data_type
         return doc
+
     return mutate
 
 
@@ -467,6 +501,7 @@ def _fragment_index(value):
     def mutate(doc):
         doc["nodes"][_first(doc, "nodes", "fragment_input")]["index"] = value
         return doc
+
     return mutate
 
 
@@ -491,8 +526,11 @@ BAD = {
     "not an object": (_text("[1, 2]"), "$", "expected an object, got an array"),
     "nan token": (_text('{"format": "pxq-plan", "x": NaN}'), "$", "not strict JSON: NaN"),
     "nested too deeply": (_text("[" * 200_000 + "]" * 200_000), "$", "nested too deeply"),
-    "integer too long to read": (_text('{"format": "pxq-plan", "version": ' + "1" * 5000 + "}"), "$",
-                                 "a number of 5000 digits"),
+    "integer too long to read": (
+        _text('{"format": "pxq-plan", "version": ' + "1" * 5000 + "}"),
+        "$",
+        "a number of 5000 digits",
+    ),
     "not utf-8": (_text(b'{"format": "\xff"}'), "$", "not UTF-8"),
     "other format": (_top("format", "pxq-manifest"), "$.format", "not a pxq plan document"),
     "newer version": (_top("version", 2), "$.version", "version 2 is not one this pxq reads"),
@@ -501,52 +539,109 @@ BAD = {
     "no version": (lambda doc: {k: v for k, v in doc.items() if k != "version"}, "$.version", "None"),
     "unknown document kind": (_top("kind", "program"), "$.kind", "unknown document kind 'program'"),
     "unknown top-level field": (_top("extra", 1), "$.extra", "unknown field"),
-    "unknown node kind": (_set("nodes", "agg", "kind", "window"), _where("nodes", "agg", ".kind"),
-                          "unknown node kind 'window'"),
-    "unknown expression kind": (_set("expressions", "call", "kind", "lambda"),
-                                _where("expressions", "call", ".kind"), "unknown expression kind 'lambda'"),
-    "unknown function": (_set("expressions", "call", "name", "no_such_fn"), _where("expressions", "call", ".name"),
-                         "unknown function 'no_such_fn'"),
-    "unknown aggregate": (_unknown_aggregate, _where("nodes", "agg", ".aggregates[0].function"),
-                          "unknown aggregate 'median_of_medians'"),
-    "unknown data type": (_set("expressions", "column", "type", "INT32"), _where("expressions", "column", ".type"),
-                          "unknown DataType 'INT32'"),
-    "unknown semantic type": (_set("expressions", "column", "semantic", "furlongs"),
-                              _where("expressions", "column", ".semantic"), "unknown SemanticType"),
+    "unknown node kind": (
+        _set("nodes", "agg", "kind", "window"),
+        _where("nodes", "agg", ".kind"),
+        "unknown node kind 'window'",
+    ),
+    "unknown expression kind": (
+        _set("expressions", "call", "kind", "lambda"),
+        _where("expressions", "call", ".kind"),
+        "unknown expression kind 'lambda'",
+    ),
+    "unknown function": (
+        _set("expressions", "call", "name", "no_such_fn"),
+        _where("expressions", "call", ".name"),
+        "unknown function 'no_such_fn'",
+    ),
+    "unknown aggregate": (
+        _unknown_aggregate,
+        _where("nodes", "agg", ".aggregates[0].function"),
+        "unknown aggregate 'median_of_medians'",
+    ),
+    "unknown data type": (
+        _set("expressions", "column", "type", "INT32"),
+        _where("expressions", "column", ".type"),
+        "unknown DataType 'INT32'",
+    ),
+    "unknown semantic type": (
+        _set("expressions", "column", "semantic", "furlongs"),
+        _where("expressions", "column", ".semantic"),
+        "unknown SemanticType",
+    ),
     "missing field": (_del("nodes", "agg", "input"), _where("nodes", "agg"), "missing 'input'"),
     "unknown field": (_set("nodes", "agg", "bogus", 1), _where("nodes", "agg", ".bogus"), "unknown field"),
-    "wrong json type": (_set("nodes", "source", "columns", "time_"), _where("nodes", "source", ".columns"),
-                        "expected an array, got a string"),
+    "wrong json type": (
+        _set("nodes", "source", "columns", "time_"),
+        _where("nodes", "source", ".columns"),
+        "expected an array, got a string",
+    ),
     "boolean for integer": (_top("now_ns", True), "$.now_ns", "expected an integer, got a boolean"),
     "forward reference": (_forward_input, _where("nodes", "agg", ".input"), "not among the"),
-    "dangling expression": (_set("nodes", "map", "assignments", [["p99", 10**6]]),
-                            _where("nodes", "map", ".assignments[0][1]"), "expression 1000000 is not among"),
+    "dangling expression": (
+        _set("nodes", "map", "assignments", [["p99", 10**6]]),
+        _where("nodes", "map", ".assignments[0][1]"),
+        "expression 1000000 is not among",
+    ),
     "node check fails": (_unknown_column, _where("nodes", "agg"), "unknown group-by column 'no_such_column'"),
     "display is not a display": (_display_is_not_a_display, "$.displays[0]", "is a source, not a display"),
-    "literal of another type": (_literal("ten"), _where("expressions", "literal", ".value"),
-                                'a INT64 literal cannot hold "ten"'),
-    "literal beyond int64": (_literal(2**63), _where("expressions", "literal", ".value"),
-                             "does not fit a 64-bit integer"),
+    "literal of another type": (
+        _literal("ten"),
+        _where("expressions", "literal", ".value"),
+        'a INT64 literal cannot hold "ten"',
+    ),
+    "literal beyond int64": (
+        _literal(2**63),
+        _where("expressions", "literal", ".value"),
+        "does not fit a 64-bit integer",
+    ),
     "integer for a float": (_literal(3, "FLOAT64"), _where("expressions", "literal", ".value"), "cannot hold 3"),
-    "bad non-finite float": (_literal({"float": "huge"}, "FLOAT64"), _where("expressions", "literal", ".value.float"),
-                             "unknown non-finite float 'huge'"),
-    "call returns another type": (_on_call("greaterThanEqual", type="STRING"), _call_path("greaterThanEqual", ".type"),
-                                  "px.greaterThanEqual of (INT64, INT64) returns BOOLEAN, not STRING"),
-    "call with too few arguments": (_on_call("pluck_float64", args=[3]), _call_path("pluck_float64", ".args"),
-                                    "px.pluck_float64 takes 2 arguments, got 1"),
-    "argument of another type": (_retype_column("q", "INT64"), _call_path("pluck_float64", ".args[0]"),
-                                 "of px.pluck_float64 cannot be INT64"),
-    "column read as another type": (_retype_column("resp_status", "FLOAT64"), _where("nodes", "map", ".assignments"),
-                                    "column 'resp_status' is INT64, but an expression reads it as FLOAT64"),
-    "aggregate of another type": (_retype_aggregate, _where("nodes", "agg", ".aggregates[0].type"),
-                                  "returns INT64, not STRING"),
-    "no such agent fragment": (_split(_fragment_index(1)), _fragment_input_path(".index"),
-                               "there is no agent fragment 1"),
+    "bad non-finite float": (
+        _literal({"float": "huge"}, "FLOAT64"),
+        _where("expressions", "literal", ".value.float"),
+        "unknown non-finite float 'huge'",
+    ),
+    "call returns another type": (
+        _on_call("greaterThanEqual", type="STRING"),
+        _call_path("greaterThanEqual", ".type"),
+        "px.greaterThanEqual of (INT64, INT64) returns BOOLEAN, not STRING",
+    ),
+    "call with too few arguments": (
+        _on_call("pluck_float64", args=[3]),
+        _call_path("pluck_float64", ".args"),
+        "px.pluck_float64 takes 2 arguments, got 1",
+    ),
+    "argument of another type": (
+        _retype_column("q", "INT64"),
+        _call_path("pluck_float64", ".args[0]"),
+        "of px.pluck_float64 cannot be INT64",
+    ),
+    "column read as another type": (
+        _retype_column("resp_status", "FLOAT64"),
+        _where("nodes", "map", ".assignments"),
+        "column 'resp_status' is INT64, but an expression reads it as FLOAT64",
+    ),
+    "aggregate of another type": (
+        _retype_aggregate,
+        _where("nodes", "agg", ".aggregates[0].type"),
+        "returns INT64, not STRING",
+    ),
+    "no such agent fragment": (
+        _split(_fragment_index(1)),
+        _fragment_input_path(".index"),
+        "there is no agent fragment 1",
+    ),
     "negative fragment index": (_split(_fragment_index(-1)), _fragment_input_path(".index"), "cannot be negative"),
-    "fragment columns differ": (_split(_fragment_columns), _fragment_input_path(".input_schema"),
-                                "agent fragment 0 gives"),
-    "unknown schema": (_set("nodes", "source", "table_schema", 7), _where("nodes", "source", ".table_schema"),
-                       "schema 7 is not among the 1 schemas"),
+    "fragment columns differ": (
+        _split(_fragment_columns),
+        _fragment_input_path(".input_schema"),
+        "agent fragment 0 gives",
+    ),
+    "unknown schema": (
+        _set("nodes", "source", "table_schema", 7),
+        _where("nodes", "source", ".table_schema"),
+        "schema 7 is not among the 1 schemas",
+    ),
     "bad schema field": (_schema_type, "$.schemas[0][0].type", "unknown DataType 'INT128'"),
     "nested list literal": (_literal([[1]]), _where("expressions", "literal", ".value[0]"), "cannot hold [1]"),
 }
@@ -576,7 +671,6 @@ def test_the_good_document_behind_the_bad_ones_reads():
 # Generated scripts (the plan generator of test_plan_properties).
 
 
-
 @settings(max_examples=40, deadline=None)
 @given(scripts())
 def test_generated_plans_round_trip(script):
@@ -587,14 +681,20 @@ def test_generated_plans_round_trip(script):
 # ---------------------------------------------------------------------------------------------
 # Any change to a good document is read or refused, never a traceback.
 
+
 def _json_containers(inner):
     return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=8) | st.sampled_from(["source", "call", "literal", "INT64", "none", "add", "latency"]),
-    _json_containers, max_leaves=6,
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+    | st.sampled_from(["source", "call", "literal", "INT64", "none", "add", "latency"]),
+    _json_containers,
+    max_leaves=6,
 )
 
 
