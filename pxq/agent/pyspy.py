@@ -113,8 +113,7 @@ class PySpySampler:
 
     def __post_init__(self) -> None:
         self.targets: dict[int, _Target] = {}
-        self.counters = {"pyspy_missing": 0, "pyspy_attach_failed": 0, "pyspy_sample_errors": 0,
-                         "pyspy_killed": 0}
+        self.counters = {"pyspy_missing": 0, "pyspy_attach_failed": 0, "pyspy_sample_errors": 0, "pyspy_killed": 0}
         self.samples = 0
         self.last_error = ""
         self._rows: list[tuple[int, str, str, int]] = []
@@ -147,9 +146,24 @@ class PySpySampler:
         output, log = stem.with_suffix(".txt"), stem.with_suffix(".log")
         with open(log, "wb") as log_file:
             process = subprocess.Popen(
-                [self.executable, "record", "--pid", str(target.pid), "--rate", str(self.rate_hz),
-                 "--format", "raw", "--nonblocking", "--duration", str(int(self.segment_s)), "-o", str(output)],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                [
+                    self.executable,
+                    "record",
+                    "--pid",
+                    str(target.pid),
+                    "--rate",
+                    str(self.rate_hz),
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--duration",
+                    str(int(self.segment_s)),
+                    "-o",
+                    str(output),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # the terminal's Ctrl-C is pxq's to handle, not py-spy's
             )
         target.segment = _Segment(process, output, log, time.monotonic())

@@ -31,7 +31,21 @@ SCHEMA = CATALOG["http_events"].arrow_schema()
 NAMES = st.sampled_from([b"Host", b"host", b"HOST", b"Set-Cookie", b"set-cookie", b"X-A", b"Content-Type", b"ETag"])
 VALUES = st.one_of(
     st.binary(max_size=12),
-    st.sampled_from([b"", b'"q"', b"a\\b", b"\x00", b"\x01", b"a\x01b", b"\t", b"\x7f", b"caf\xc3\xa9", b"\xff", b"application/json"]),
+    st.sampled_from(
+        [
+            b"",
+            b'"q"',
+            b"a\\b",
+            b"\x00",
+            b"\x01",
+            b"a\x01b",
+            b"\t",
+            b"\x7f",
+            b"caf\xc3\xa9",
+            b"\xff",
+            b"application/json",
+        ]
+    ),
     st.text(max_size=8).map(str.encode),
 )
 

@@ -98,7 +98,12 @@ def test_make_upid():
         ("0::/\n", ""),
         ("0::/system.slice/docker-" + "a" * 64 + ".scope\n", "a" * 64),
         ("12:pids:/docker/" + "b" * 64 + "\n11:cpu:/docker/" + "b" * 64 + "\n", "b" * 64),
-        ("0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1a2b.slice/cri-containerd-" + "c" * 64 + ".scope\n", "c" * 64),
+        (
+            "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1a2b.slice/cri-containerd-"
+            + "c" * 64
+            + ".scope\n",
+            "c" * 64,
+        ),
         ("0::/kubepods/burstable/pod5f3e/" + "d" * 64 + "\n", "d" * 64),
         ("0::/machine.slice/crio-" + "e" * 64 + ".scope\n", "e" * 64),
         ("0::/user.slice/" + "f" * 63 + "\n", ""),
@@ -183,8 +188,15 @@ def test_a_gone_process_is_named_from_the_kernel():
     upid = identities.identify(pid, comm="curl", start_boot_ns=start_ns, argv=b"curl\0-s\0http://h/x?a=1\0")
     assert upid == f"0:{pid}:{start_ns * os.sysconf('SC_CLK_TCK') // 10**9}"
     assert identities.by_upid[upid] == {
-        "pid": pid, "comm": "curl", "cmdline": "curl -s http://h/x?a=1", "exe": "",
-        "start_ticks": start_ns * os.sysconf("SC_CLK_TCK") // 10**9, "container_id": "", "pod": "", "namespace": ""}
+        "pid": pid,
+        "comm": "curl",
+        "cmdline": "curl -s http://h/x?a=1",
+        "exe": "",
+        "start_ticks": start_ns * os.sysconf("SC_CLK_TCK") // 10**9,
+        "container_id": "",
+        "pod": "",
+        "namespace": "",
+    }
     # No exec seen (it forked from a process the tracer did not see exec): the name in brackets.
     other = ProcessIdentities()
     assert other.by_upid[other.identify(pid, comm="worker", start_boot_ns=start_ns)]["cmdline"] == "[worker]"
@@ -204,8 +216,9 @@ def test_a_zombie_keeps_the_command_line_the_kernel_read_at_exec():
         assert _proc_field(proc.pid, "State")[0] == "Z"
         ticks = _start_ticks(proc.pid)
         identities = ProcessIdentities()
-        upid = identities.identify(proc.pid, comm="sleep", start_boot_ns=ticks * NS_PER_TICK + 10,
-                                   argv=SLEEP.encode() + b"\0" + b"0\0")
+        upid = identities.identify(
+            proc.pid, comm="sleep", start_boot_ns=ticks * NS_PER_TICK + 10, argv=SLEEP.encode() + b"\0" + b"0\0"
+        )
         assert upid == f"0:{proc.pid}:{ticks}"
         assert (identities.by_upid[upid]["comm"], identities.by_upid[upid]["cmdline"]) == ("sleep", f"{SLEEP} 0")
     finally:

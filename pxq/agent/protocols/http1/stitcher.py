@@ -205,7 +205,9 @@ class _BodyDecoder:
                 self.head = data
                 return
             else:  # a zlib header: CM 8 and the check bits (RFC 1950 2.2); else raw deflate
-                wbits = zlib.MAX_WBITS if data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0 else -zlib.MAX_WBITS
+                wbits = (
+                    zlib.MAX_WBITS if data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0 else -zlib.MAX_WBITS
+                )
             self.inflater = zlib.decompressobj(wbits)
         before = self.inflater.copy()  # a fault discards the output of its whole call
         try:
@@ -301,8 +303,11 @@ class _Message:
         if self.decoder:
             return  # an encoded body: its decoder says where decoding stopped (finish_body)
         body = self.body
-        if (self.marker_at >= 0 and at == self.uncaptured_end
-                and len(body) == self.marker_at + len(UNCAPTURED_BODY_MARKER % self.uncaptured)):
+        if (
+            self.marker_at >= 0
+            and at == self.uncaptured_end
+            and len(body) == self.marker_at + len(UNCAPTURED_BODY_MARKER % self.uncaptured)
+        ):
             body = body[: self.marker_at]  # the body ends with the marker of the bytes just before
             self.uncaptured += n
         elif at < self.body_limit:
@@ -755,8 +760,14 @@ class Http1Stitcher:
         responses waiting for their requests): then the caller starts over at the next request.
         (A client that switched to pipelining at the very moment a response was lost would be
         paired wrongly: HTTP/1.x clients pipeline from their first requests or never.)"""
-        if (self.pipelined or not self.sequential or self._closed or self.upgraded or self._upgrade_wait
-                or self._responses):
+        if (
+            self.pipelined
+            or not self.sequential
+            or self._closed
+            or self.upgraded
+            or self._upgrade_wait
+            or self._responses
+        ):
             return False
         answered = -1
         for i, req in enumerate(self._requests):
