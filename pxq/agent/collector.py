@@ -7,8 +7,9 @@ The collectors themselves are listed in :mod:`pxq.agent.collectors`.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import pyarrow as pa
 

@@ -7,12 +7,11 @@ module, one :class:`CollectorSpec` below, and its tables in the catalog (``pxq/t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pxq.agent.collector import AgentError, AgentOptions, Collector
-from pxq.agent.profiler import TABLE as PROFILER_TABLE
-from pxq.agent.profiler import PerfProfilerCollector, profiler_program
+from pxq.agent.profiler import TABLE as PROFILER_TABLE, PerfProfilerCollector, profiler_program
 from pxq.agent.socket_tracer_collector import SocketTracerCollector
 from pxq.plan.manifest import CollectorRequest, ProbeManifest
 

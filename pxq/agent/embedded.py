@@ -11,8 +11,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable
 
 from pxq.agent.collector import AgentOptions
 from pxq.agent.collectors import check_collectable
@@ -68,7 +68,7 @@ class WindowSignals:
             return
         raise Interrupted(signum)
 
-    def __enter__(self) -> "WindowSignals":
+    def __enter__(self) -> WindowSignals:
         if threading.current_thread() is threading.main_thread():  # only it may set handlers
             for signum in self.HANDLED:
                 if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. SIGINT of a background job

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc

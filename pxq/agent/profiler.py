@@ -71,10 +71,9 @@ from pxq.agent.bpf_program import (
     load,
 )
 from pxq.agent.procinfo import ProcessIdentities, make_upid
-from pxq.agent.pyspy import DEFAULT_SEGMENT_S, PySpySampler
-from pxq.agent.pyspy import SAMPLER as PYSPY_SAMPLER
-from pxq.agent.table_store import INCOMPLETE_REASONS
+from pxq.agent.pyspy import DEFAULT_SEGMENT_S, SAMPLER as PYSPY_SAMPLER, PySpySampler
 from pxq.agent.symbols import KERNEL_SUFFIX, Symbolizer
+from pxq.agent.table_store import INCOMPLETE_REASONS
 from pxq.tables import CATALOG
 
 PROGRAM_FILE = "profile.c"

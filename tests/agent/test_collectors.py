@@ -9,8 +9,7 @@ from pxq.agent.collector import AgentError, AgentOptions
 from pxq.agent.collectors import COLLECTORS, build_collector, check_collectable
 from pxq.agent.programs import generated_programs
 from pxq.plan.manifest import CollectorRequest, ProbeManifest
-from pxq.tables import CATALOG
-from pxq.tables import COLLECTORS as CATALOG_COLLECTORS
+from pxq.tables import CATALOG, COLLECTORS as CATALOG_COLLECTORS
 
 
 def test_every_collector_fills_only_tables_the_catalog_gives_it():

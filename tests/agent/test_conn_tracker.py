@@ -8,8 +8,7 @@ import json
 import socket
 
 import pyarrow as pa
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from pxq.agent.conn_tracker import (
     EGRESS,

@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pxq.agent.protocols.http1 import RECORDED_STREAMS, Http1Stitcher
 from pxq.testing.streams import load_stream, replay

@@ -3,7 +3,6 @@ every request appears once from the client's side and once from the server's, st
 
 from __future__ import annotations
 
-import http.client
 import subprocess
 import time
 

@@ -11,14 +11,19 @@ import struct
 
 import numpy as np
 import pyarrow as pa
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pxq.agent import socket_tracer
 from pxq.agent.conn_tracker import EV_CLOSE, EV_DATA, EV_OPEN, INGRESS, ROLE_SERVER, ConnTracker, SockEvent
 from pxq.agent.protocols import http1
-from pxq.agent.protocols.http1 import RECORDED_STREAMS, HttpRows, headers_dict, headers_json, transactions_to_arrow
-from pxq.agent.protocols.http1 import rows as http1_rows
+from pxq.agent.protocols.http1 import (
+    RECORDED_STREAMS,
+    HttpRows,
+    headers_dict,
+    headers_json,
+    rows as http1_rows,
+    transactions_to_arrow,
+)
 from pxq.tables import CATALOG
 from pxq.testing.streams import load_stream, replay
 

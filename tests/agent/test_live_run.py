@@ -16,8 +16,7 @@ import pytest
 
 from pxq.testing.kernel import require_bpf
 from pxq.testing.workload import python_backend
-from tests.cli_support import assert_no_traceback, run_pxq
-from tests.cli_support import start_pxq as start_pxq_process
+from tests.cli_support import assert_no_traceback, run_pxq, start_pxq as start_pxq_process
 
 pytestmark = pytest.mark.kernel
 
@@ -28,7 +27,7 @@ class Pxq:
 
     def __init__(self, *args: str, **popen):
         self.proc = start_pxq_process(*args, **popen)
-        self.lines: "queue.Queue[str]" = queue.Queue()
+        self.lines: queue.Queue[str] = queue.Queue()
         self.stdout: list[str] = []
         self.readers = [
             threading.Thread(target=lambda: [self.lines.put(line) for line in self.proc.stderr], daemon=True),

@@ -42,13 +42,13 @@ from pxq.tables import CATALOG
 from pxq.testing.kernel import require_bpf
 from tests.agent.programs.build import (
     BUSY_PY,
-    read_line,
     FRAME_POINTERS,
     NO_FRAME_POINTERS,
     compile_c,
     cpu_seconds,
     marked_line,
     python_busy,
+    read_line,
     running,
 )
 
