@@ -104,7 +104,8 @@ def layout_asserts(c_struct: str, structure: type[ct.Structure]) -> str:
     total size, and every field's offset and size."""
     lines = [
         f"/* {c_struct} must match the reader's ctypes {structure.__name__} ({ct.sizeof(structure)} bytes). */",
-        f'_Static_assert(sizeof(struct {c_struct}) == {ct.sizeof(structure)}, "{c_struct}: size differs from the reader");',
+        f"_Static_assert(sizeof(struct {c_struct}) == {ct.sizeof(structure)},"
+        f' "{c_struct}: size differs from the reader");',
     ]
     for name, *_ in structure._fields_:
         field = getattr(structure, name)

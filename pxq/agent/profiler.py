@@ -52,6 +52,7 @@ pid get it from the start; on a whole-host run only Python processes that used a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import errno
 import hashlib
@@ -272,7 +273,7 @@ class Profiler:
                 sample_freq=self.options.sample_hz,
                 cpu=-1,
             )
-            self.symbolizer.kernel.table  # parse kallsyms now (~0.2 s), not in the first read
+            _ = self.symbolizer.kernel.table  # parse kallsyms now (~0.2 s), not in the first read
         except Exception as exc:
             bpf.cleanup()
             self._bpf = None
@@ -525,10 +526,8 @@ class Profiler:
 
 def _delete(table, key) -> None:
     """Delete ``key`` from a BPF map, if it is (still) there."""
-    try:
+    with contextlib.suppress(KeyError):
         del table[key]
-    except KeyError:
-        pass
 
 
 class PerfProfilerCollector:

@@ -48,6 +48,7 @@ py-spy executable nothing runs: each Python process that would have been sampled
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -208,10 +209,8 @@ class PySpySampler:
             self._rows.append((now, target.upid, stack, count))
             self.samples += count
         for path in (segment.output, segment.log):
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass
 
     def _finish(self, target: _Target, interrupt: bool) -> None:
         segment = target.segment
@@ -219,10 +218,8 @@ class PySpySampler:
         if segment is None:
             return
         if segment.process.poll() is None and interrupt:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 segment.process.send_signal(signal.SIGINT)
-            except ProcessLookupError:
-                pass
         try:
             segment.process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -239,10 +236,8 @@ class PySpySampler:
         """End every running segment (SIGINT: py-spy writes what it sampled) and collect it."""
         running = [t for t in self.targets.values() if t.segment is not None and t.segment.process.poll() is None]
         for target in running:  # signal all first, so they stop together
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 target.segment.process.send_signal(signal.SIGINT)
-            except ProcessLookupError:
-                pass
         for target in list(self.targets.values()):
             self._finish(target, interrupt=False)
         if self._dir is not None:

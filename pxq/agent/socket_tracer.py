@@ -32,6 +32,7 @@ the ``syscalls:`` ones, see ``bpf/socket_trace.c``) and picks its calls by x86-6
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import mmap
 import os
@@ -511,10 +512,9 @@ class SocketTracer:
     def _disable(self, pid: int, fd: int, gen: int) -> None:
         table = self._tables.get("disabled")
         if table is not None:
-            try:
+            # bcc raises a plain Exception when the map is full: the bytes keep coming, and are ignored
+            with contextlib.suppress(Exception):
                 table[self._key(pid, fd)] = ct.c_uint32(gen)
-            except Exception:  # the map is full: the bytes keep coming, and are ignored
-                pass
 
     def _forget(self, pid: int, fd: int, gen: int) -> None:
         conns = self._tables.get("conns")
@@ -527,7 +527,5 @@ class SocketTracer:
             del conns[key]
         except KeyError:
             return
-        try:
+        with contextlib.suppress(KeyError):
             del self._tables["disabled"][key]
-        except KeyError:
-            pass

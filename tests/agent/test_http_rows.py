@@ -117,7 +117,8 @@ def test_a_string_column_over_the_array_limit_comes_in_chunks(monkeypatch):
 def _events(fd: int, gen: int, chunks: list[tuple[str, int, bytes]]) -> list[SockEvent]:
     """A server connection of process 4242 carrying a recorded stream (requests in, responses out)."""
     blank = dict(pos=0, size=0, pid=4242, fd=fd, gen=gen, data_len=0, flags=0, direction=0, role=ROLE_SERVER,
-                 family=0, lport=0, rport=0, syscall=0, reserved=0, laddr=bytes(16), raddr=bytes(16), data=b"")  # fmt: skip
+                 family=0, lport=0, rport=0, syscall=0, reserved=0, laddr=bytes(16), raddr=bytes(16),
+                 data=b"")  # fmt: skip
     events = [SockEvent(ts_ns=1, kind=EV_OPEN, **blank)]
     pos = [0, 0]
     for direction, ts, data in chunks:

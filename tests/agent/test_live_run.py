@@ -172,7 +172,9 @@ def test_pid_argument_that_does_not_exist_or_exits_is_said():
     proc = run_pxq("run", "cpu_flamegraph", "--for", "1s", "-o", "json", "--", f"--pid={missing}", check=True)
     lines = proc.stderr.split("\n")
     warning = f"pxq: warning: no running process with pid {missing}: nothing is collected from it (is the pid right?)"
-    assert warning in lines and lines.index(warning) < next(i for i, l in enumerate(lines) if "probes attached" in l)
+    assert warning in lines and lines.index(warning) < next(
+        i for i, line in enumerate(lines) if "probes attached" in line
+    )
     with subprocess.Popen([SLEEP, "60"]) as short:
         try:
             pxq = start_pxq("run", "cpu_flamegraph", "--for", "3s", "-o", "json", "--", f"--pid={short.pid}")
@@ -206,7 +208,7 @@ def _run_and_read_start(argv: list[str]) -> tuple[int, int | None]:
     ended before /proc could be read)."""
     proc = subprocess.Popen(argv)
     try:
-        ticks = int(open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[19])
+        ticks = int(Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     except OSError:
         ticks = None
     assert proc.wait(timeout=30) == 0

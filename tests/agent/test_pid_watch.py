@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,10 +25,10 @@ def _manifest(*pids: int):
 
 def _unused_pid() -> int:
     """A pid no process has now (the highest allowed pid, below any the kernel has handed out here)."""
-    pid_max = int(open("/proc/sys/kernel/pid_max").read())
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     for pid in range(pid_max - 1, 1, -1):
         try:
-            open(f"/proc/{pid}/stat").close()
+            os.stat(f"/proc/{pid}/stat")
         except FileNotFoundError:
             return pid
     raise AssertionError("no free pid")

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +40,7 @@ def weird_child(tmp_path):
 
 
 def _proc_field(pid: int, name: str) -> str:
-    for line in open(f"/proc/{pid}/status"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(name + ":"):
             return line.split(":", 1)[1].strip()
     raise KeyError(name)
@@ -63,7 +64,7 @@ def test_comm_with_spaces_and_parentheses(weird_child):
     assert info["comm"] == "a b) (c"
     assert info["exe"] == os.path.realpath(SLEEP)
     assert info["cmdline"].endswith("a b) (c 30")
-    stat = parse_stat(open(f"/proc/{weird_child.pid}/stat").read())
+    stat = parse_stat(Path(f"/proc/{weird_child.pid}/stat").read_text())
     assert stat is not None and stat["ppid"] == os.getpid()  # fields after comm line up
     # The child started after this process, in clock ticks since boot.
     assert info["start_ticks"] >= process_info(os.getpid())["start_ticks"]
@@ -263,7 +264,7 @@ def _kernel_thread() -> int:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
             if int(fields[6]) & PF_KTHREAD:  # field 9: flags
@@ -273,7 +274,7 @@ def _kernel_thread() -> int:
 
 def test_a_kernel_thread_is_shown_as_its_name_in_brackets_like_ps():
     pid = _kernel_thread()
-    comm = open(f"/proc/{pid}/comm").read().rstrip("\n")
+    comm = Path(f"/proc/{pid}/comm").read_text().rstrip("\n")
     info = process_info(pid)
     assert (info["comm"], info["cmdline"], info["exe"]) == (comm, f"[{comm}]", "")
     ps = subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=True)

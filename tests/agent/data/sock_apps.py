@@ -3,9 +3,10 @@ tracer never traces its own process).
 
 ``python sock_apps.py server [--host 127.0.0.1|::1]`` prints ``PORT <n>`` and serves until stdin
 closes. ``python sock_apps.py proxy --port N`` does the same as a keep-alive proxy in front of the
-server on port N that moves every response body with splice(2) (socket -> pipe -> socket). ``python sock_apps.py client --port N --scenario NAME [--host H] [...]`` prints
-``READY``, waits for a line on stdin (sent once the tracer is attached), runs the scenario,
-prints one JSON line per request made (``{"path", "status", "size"}``) and exits.
+server on port N that moves every response body with splice(2) (socket -> pipe -> socket).
+``python sock_apps.py client --port N --scenario NAME [--host H] [...]`` prints ``READY``, waits
+for a line on stdin (sent once the tracer is attached), runs the scenario, prints one JSON line
+per request made (``{"path", "status", "size"}``) and exits.
 
 Server endpoints (HTTP/1.1, keep-alive, Content-Length unless said):
 

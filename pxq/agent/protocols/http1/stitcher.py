@@ -62,6 +62,7 @@ server answered with. ``content_type`` follows Pixie's ``HTTPContentType`` enum:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import zlib
 from collections import Counter, deque
@@ -503,10 +504,8 @@ class _Direction:
             return
         line = seen[seen.rfind(b"\n", 0, len(seen) - 2) + 1 : -2]
         digits = line.split(b";", 1)[0].strip()
-        try:
+        with contextlib.suppress(ValueError):
             self.chunk_size = int(digits, 16)
-        except ValueError:
-            pass
 
     def on_message_complete(self) -> None:
         msg = self.current
