@@ -66,6 +66,7 @@ import contextlib
 import re
 import zlib
 from collections import Counter, deque
+from typing import Literal
 
 import httptools
 
@@ -190,7 +191,7 @@ class _BodyDecoder:
         self.coding = coding
         self.limit = limit
         self.out = b""
-        self.inflater = None
+        self.inflater: zlib._Decompress | None = None
         self.head = b""  # deflate's first byte, until the second tells zlib from raw deflate
         self.failed = False
         self.uncaptured = 0  # body bytes the kernel counted but did not copy: decoding stops there
@@ -259,7 +260,7 @@ class _Message:
         self.body_size = 0
         self.method = b""
         self.status = 0
-        self.version = (1, 1)
+        self.version: tuple[int, ...] = (1, 1)
         self.headers_done = False
         self.complete = False
         self.broken = False  # lost to a parse error: its pair is dropped
@@ -268,7 +269,7 @@ class _Message:
         self.uncaptured_end = 0  # the body offset just after them
         # At the first body byte, from the headers: a _BodyDecoder when the Content-Encoding is one
         # pxq decodes, else False (None: no body byte yet, so a bodiless message never looks).
-        self.decoder: _BodyDecoder | bool | None = None
+        self.decoder: _BodyDecoder | Literal[False] | None = None
 
     @classmethod
     def lost(cls, ts_ns: int) -> _Message:
@@ -372,7 +373,7 @@ class HttpTransaction:
     def content_type(self) -> int:
         return CONTENT_TYPE_JSON if _is_json(self.response.header_pairs) else CONTENT_TYPE_UNKNOWN
 
-    def values(self) -> tuple:
+    def values(self) -> tuple[object, ...]:
         """Every field of :attr:`FIELDS`, in that order."""
         return tuple(getattr(self, name) for name in self.FIELDS)
 
@@ -436,12 +437,14 @@ class _Direction:
 
     def on_url(self, url: bytes) -> None:
         msg = self.current
+        assert msg is not None  # llhttp calls back within a message, after on_message_begin
         if not msg.valid_start:
             self._start_line_seen(msg)
         msg.url += url
 
     def on_status(self, status: bytes) -> None:
         msg = self.current
+        assert msg is not None
         if not msg.valid_start:
             self._start_line_seen(msg)
         msg.reason += status
@@ -451,21 +454,25 @@ class _Direction:
 
     def on_headers_complete(self) -> None:
         msg, parser = self.current, self.parser
+        assert msg is not None and parser is not None
         if not msg.valid_start:
             self._start_line_seen(msg)  # a status line with an empty reason phrase
         msg.headers_done = True
         msg.end_ns = self.ts_ns
         if self.is_request:
+            assert isinstance(parser, httptools.HttpRequestParser)
             msg.method = parser.get_method()
             if msg.method in HEADER_ONLY_METHODS:
                 self.stitcher._header_only_requests += 1
         else:
+            assert isinstance(parser, httptools.HttpResponseParser)
             msg.status = parser.get_status_code()
             version = parser.get_http_version()
             msg.version = _VERSIONS.get(version) or tuple(int(n) for n in version.split("."))
 
     def on_body(self, body: bytes) -> None:
         msg = self.current
+        assert msg is not None
         room = msg.body_limit - msg.body_size  # the body's first body_limit bytes are kept
         msg.body_size += len(body)
         if self.chunk_open:
@@ -722,6 +729,7 @@ class Http1Stitcher:
         k = min(n, self._skippable(side))
         if k > 0:
             msg = side.current
+            assert msg is not None  # _skippable is 0 without a message in progress
             at = msg.body_size
             side.ts_ns = ts_ns
             side.skipping = True
