@@ -91,8 +91,9 @@ def header_constants(filename: str) -> dict[str, int]:
 def counter_names(constants: dict[str, int], prefix: str) -> tuple[str, ...]:
     """Names of the ``<prefix>NAME number`` constants (say ``PXQ_DROP_``), lower-cased without the
     prefix, in index order; ``<prefix>COUNT`` must say how many there are."""
-    names = sorted((value, name) for name, value in constants.items()
-                   if name.startswith(prefix) and name != f"{prefix}COUNT")
+    names = sorted(
+        (value, name) for name, value in constants.items() if name.startswith(prefix) and name != f"{prefix}COUNT"
+    )
     if [value for value, _ in names] != list(range(constants[f"{prefix}COUNT"])):
         raise ValueError(f"{prefix}* constants are not the indexes 0..{prefix}COUNT-1")
     return tuple(name.removeprefix(prefix).lower() for _, name in names)
@@ -103,7 +104,8 @@ def layout_asserts(c_struct: str, structure: type[ct.Structure]) -> str:
     total size, and every field's offset and size."""
     lines = [
         f"/* {c_struct} must match the reader's ctypes {structure.__name__} ({ct.sizeof(structure)} bytes). */",
-        f'_Static_assert(sizeof(struct {c_struct}) == {ct.sizeof(structure)}, "{c_struct}: size differs from the reader");',
+        f"_Static_assert(sizeof(struct {c_struct}) == {ct.sizeof(structure)},"
+        f' "{c_struct}: size differs from the reader");',
     ]
     for name, *_ in structure._fields_:
         field = getattr(structure, name)

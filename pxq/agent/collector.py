@@ -7,8 +7,9 @@ The collectors themselves are listed in :mod:`pxq.agent.collectors`.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import pyarrow as pa
 
@@ -32,6 +33,7 @@ class Collector(Protocol):
     def drain(self) -> dict[str, pa.Table]: ...
     def drops(self) -> dict[str, dict[str, int]]: ...
     def stop(self) -> None: ...
+
     # Optional: ``use_identities(identities)``, to name processes in a ProcessIdentities shared
     # by all collectors of a run (what the kernel said about a process already gone included);
     # ``add_pids(pids)``, to collect from processes found after start (a watched pid's children);

@@ -7,12 +7,11 @@ module, one :class:`CollectorSpec` below, and its tables in the catalog (``pxq/t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pxq.agent.collector import AgentError, AgentOptions, Collector
-from pxq.agent.profiler import TABLE as PROFILER_TABLE
-from pxq.agent.profiler import PerfProfilerCollector, profiler_program
+from pxq.agent.profiler import TABLE as PROFILER_TABLE, PerfProfilerCollector, profiler_program
 from pxq.agent.socket_tracer_collector import SocketTracerCollector
 from pxq.plan.manifest import CollectorRequest, ProbeManifest
 
@@ -32,11 +31,18 @@ def _perf_profiler(request: CollectorRequest, _options: AgentOptions) -> Collect
     return PerfProfilerCollector(request)  # its settings come from the script (request.options) only
 
 
-COLLECTORS: dict[str, CollectorSpec] = {spec.name: spec for spec in (
-    CollectorSpec("socket_tracer", tuple(SocketTracerCollector.protocols.values()), SocketTracerCollector,
-                  SocketTracerCollector.program),
-    CollectorSpec("perf_profiler", (PROFILER_TABLE,), _perf_profiler, profiler_program),
-)}
+COLLECTORS: dict[str, CollectorSpec] = {
+    spec.name: spec
+    for spec in (
+        CollectorSpec(
+            "socket_tracer",
+            tuple(SocketTracerCollector.protocols.values()),
+            SocketTracerCollector,
+            SocketTracerCollector.program,
+        ),
+        CollectorSpec("perf_profiler", (PROFILER_TABLE,), _perf_profiler, profiler_program),
+    )
+}
 
 
 def check_collectable(manifest: ProbeManifest) -> None:
@@ -44,16 +50,20 @@ def check_collectable(manifest: ProbeManifest) -> None:
     missing = [c for c in manifest.collectors if c.name not in COLLECTORS]
     if missing:
         tables = ", ".join(t for c in missing for t in c.tables)
-        raise AgentError(f"this pxq cannot collect {tables} live yet (collector "
-                         f"{', '.join(c.name for c in missing)} is not implemented); "
-                         "replay a capture that holds it with --from DIR")
+        raise AgentError(
+            f"this pxq cannot collect {tables} live yet (collector "
+            f"{', '.join(c.name for c in missing)} is not implemented); "
+            "replay a capture that holds it with --from DIR"
+        )
     uncollected = [(t, c.name) for c in manifest.collectors for t in c.tables if t not in COLLECTORS[c.name].tables]
     if uncollected:
         tables = ", ".join(t for t, _ in uncollected)
         names = ", ".join(dict.fromkeys(name for _, name in uncollected))
         it = "it" if len(uncollected) == 1 else "them"
-        raise AgentError(f"this pxq cannot collect {tables} live yet (collector {names} does not "
-                         f"produce {it}); replay a capture that holds {it} with --from DIR")
+        raise AgentError(
+            f"this pxq cannot collect {tables} live yet (collector {names} does not "
+            f"produce {it}); replay a capture that holds {it} with --from DIR"
+        )
 
 
 def build_collector(request: CollectorRequest, options: AgentOptions) -> Collector:

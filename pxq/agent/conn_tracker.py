@@ -342,8 +342,9 @@ class ConnTracker:
         """The kernel says who process ``ev.pid`` is, before its first connection's events."""
         data = ev.data[: ev.data_len]
         comm = bytes(data[:PROC_COMM_LEN]).split(b"\0", 1)[0].decode(errors="replace")
-        self._upids[ev.pid] = self.identities.identify(ev.pid, comm=comm, start_boot_ns=ev.pos,
-                                                       argv=bytes(data[PROC_COMM_LEN:]))
+        self._upids[ev.pid] = self.identities.identify(
+            ev.pid, comm=comm, start_boot_ns=ev.pos, argv=bytes(data[PROC_COMM_LEN:])
+        )
 
     def _connection(self, ev: SockEvent, opened: bool) -> Connection | None:
         key = (ev.pid, ev.fd, ev.gen)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable
 
 from pxq.agent.collector import AgentOptions
 from pxq.agent.collectors import check_collectable
@@ -52,6 +52,7 @@ class WindowSignals:
 
     def watch(self, on_progress: Callable[[Progress], None]) -> Callable[[Progress], None]:
         """``on_progress`` for the agent, noting when the window has closed."""
+
         def show(progress: Progress) -> None:
             if progress.final:
                 self.window_closed = True
@@ -67,7 +68,7 @@ class WindowSignals:
             return
         raise Interrupted(signum)
 
-    def __enter__(self) -> "WindowSignals":
+    def __enter__(self) -> WindowSignals:
         if threading.current_thread() is threading.main_thread():  # only it may set handlers
             for signum in self.HANDLED:
                 if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. SIGINT of a background job
@@ -119,8 +120,10 @@ class PidWatch:
                 self.alive[pid] = identity
         if missing:
             listed = ", ".join(map(str, missing))
-            self.warn(f"no running process with pid {listed}: nothing is collected from "
-                      f"{'it' if len(missing) == 1 else 'them'} (is the pid right?)")
+            self.warn(
+                f"no running process with pid {listed}: nothing is collected from "
+                f"{'it' if len(missing) == 1 else 'them'} (is the pid right?)"
+            )
 
     def descendants(self, roots: Iterable[int] | None = None) -> set[int]:
         """The running descendants of ``roots`` (default: every watched pid), now; remembered
@@ -151,8 +154,10 @@ class PidWatch:
                 continue
             n = len(self.trees[root])
             who = f"pid {root} and its {n} descendant process{'es' if n != 1 else ''}" if n else f"pid {root}"
-            self.warn(f"{who} made no {what} during the {window_s:.1f}s window: nothing was collected "
-                      f"from {'them' if n else 'it'}")
+            self.warn(
+                f"{who} made no {what} during the {window_s:.1f}s window: nothing was collected "
+                f"from {'them' if n else 'it'}"
+            )
 
     def check(self, elapsed_s: float, force: bool = False) -> None:
         if not self.alive or (not force and elapsed_s - self._last_check < self.CHECK_INTERVAL_S):
@@ -167,8 +172,10 @@ class PidWatch:
         """After the window: each watched process that exited during it."""
         self.check(window_s, force=True)
         for pid, at in sorted(self.exited.items()):
-            self.warn(f"pid {pid} exited before the window ended (gone about {at:.1f}s into "
-                      f"{window_s:.1f}s); what it did until then is shown")
+            self.warn(
+                f"pid {pid} exited before the window ended (gone about {at:.1f}s into "
+                f"{window_s:.1f}s); what it did until then is shown"
+            )
 
 
 @dataclass

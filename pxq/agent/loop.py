@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -93,8 +93,9 @@ class Progress:
         split = [split_losses(d) for d in store.drops.values()]
         drops = sum(sum(lost.values()) for lost, _ in split)
         incomplete = sum(sum(kept.values()) for _, kept in split)
-        return cls(elapsed_s, events, rows, drops, {table: dict(d) for table, d in store.drops.items()},
-                   incomplete=incomplete)
+        return cls(
+            elapsed_s, events, rows, drops, {table: dict(d) for table, d in store.drops.items()}, incomplete=incomplete
+        )
 
 
 class AgentLoop:
@@ -104,8 +105,13 @@ class AgentLoop:
     at start are collected from the start (the windowed run passes its PidWatch's, which also
     remembers them for its warnings)."""
 
-    def __init__(self, manifest: ProbeManifest, options: AgentOptions | None = None, *,
-                 descendants: Callable[[Iterable[int]], set[int]] = running_descendants):
+    def __init__(
+        self,
+        manifest: ProbeManifest,
+        options: AgentOptions | None = None,
+        *,
+        descendants: Callable[[Iterable[int]], set[int]] = running_descendants,
+    ):
         check_collectable(manifest)
         self.manifest = manifest
         self.options = options or AgentOptions()
@@ -205,5 +211,12 @@ def _remember_processes(data: pa.Table, store: TableStore, identities: ProcessId
         if info is not None and str(info.get("start_ticks")) == start_ticks:
             store.processes[upid] = info
         else:  # the process is gone (or its pid was reused): keep what the upid itself says
-            store.processes[upid] = {"pid": int(pid), "comm": "", "cmdline": "", "exe": "",
-                                     "container_id": "", "pod": "", "namespace": ""}
+            store.processes[upid] = {
+                "pid": int(pid),
+                "comm": "",
+                "cmdline": "",
+                "exe": "",
+                "container_id": "",
+                "pod": "",
+                "namespace": "",
+            }

@@ -130,8 +130,16 @@ class ProcessIdentities:
         self._by_pid: dict[int, tuple[int, str]] = {}  # pid -> (kernel start ns or 0, upid)
         self.by_upid: dict[str, dict] = {}
 
-    def identify(self, pid: int, *, comm: str = "", start_boot_ns: int = 0, argv: bytes = b"",
-                 exec_seen: bool = False, asid: int = 0) -> str:
+    def identify(
+        self,
+        pid: int,
+        *,
+        comm: str = "",
+        start_boot_ns: int = 0,
+        argv: bytes = b"",
+        exec_seen: bool = False,
+        asid: int = 0,
+    ) -> str:
         """The upid of process ``pid`` as the kernel describes it (any of comm, start, argv may be
         unknown: "", 0, b""). ``exec_seen`` (or argv, which only an exec gives): ``comm`` is the
         program the process runs now, which replaces what an earlier call said."""
@@ -139,7 +147,8 @@ class ProcessIdentities:
         if known is not None:
             known_start, upid = known
             if known_start == start_boot_ns or (
-                    known_start and start_boot_ns and abs(known_start - start_boot_ns) < _SAME_START_NS):
+                known_start and start_boot_ns and abs(known_start - start_boot_ns) < _SAME_START_NS
+            ):
                 if exec_seen or argv:
                     self._refresh(upid, comm, argv)
                 return upid
@@ -147,11 +156,23 @@ class ProcessIdentities:
         info = process_info(pid)
         # The pid may have been reused since the kernel saw it: /proc's process is the one the
         # kernel meant when the starts agree (the kernel's stamp may fall one tick later).
-        if info is not None and kernel_ticks is not None and info["start_ticks"] not in (kernel_ticks, kernel_ticks - 1):
+        if (
+            info is not None
+            and kernel_ticks is not None
+            and info["start_ticks"] not in (kernel_ticks, kernel_ticks - 1)
+        ):
             info = None
         if info is None:
-            info = {"pid": pid, "comm": comm, "cmdline": _argv_text(argv) or (f"[{comm}]" if comm else ""),
-                    "exe": "", "start_ticks": kernel_ticks or 0, "container_id": "", "pod": "", "namespace": ""}
+            info = {
+                "pid": pid,
+                "comm": comm,
+                "cmdline": _argv_text(argv) or (f"[{comm}]" if comm else ""),
+                "exe": "",
+                "start_ticks": kernel_ticks or 0,
+                "container_id": "",
+                "pod": "",
+                "namespace": "",
+            }
         elif argv and info["cmdline"] == f"[{info['comm']}]":
             # An exited process waiting for its parent (a zombie) has no command line in /proc
             # any more; the kernel read it at exec.
@@ -171,8 +192,12 @@ class ProcessIdentities:
         if fresh is not None and fresh["start_ticks"] == info["start_ticks"]:
             self.by_upid[upid] = fresh
         else:
-            self.by_upid[upid] = {**info, "comm": comm or info["comm"], "cmdline": cmdline or info["cmdline"],
-                                  "exe": ""}
+            self.by_upid[upid] = {
+                **info,
+                "comm": comm or info["comm"],
+                "cmdline": cmdline or info["cmdline"],
+                "exe": "",
+            }
 
 
 def upid_of(pid: int, asid: int = 0) -> str | None:

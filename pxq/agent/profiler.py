@@ -52,6 +52,7 @@ pid get it from the start; on a whole-host run only Python processes that used a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import errno
 import hashlib
@@ -71,10 +72,9 @@ from pxq.agent.bpf_program import (
     load,
 )
 from pxq.agent.procinfo import ProcessIdentities, make_upid
-from pxq.agent.pyspy import DEFAULT_SEGMENT_S, PySpySampler
-from pxq.agent.pyspy import SAMPLER as PYSPY_SAMPLER
-from pxq.agent.table_store import INCOMPLETE_REASONS
+from pxq.agent.pyspy import DEFAULT_SEGMENT_S, SAMPLER as PYSPY_SAMPLER, PySpySampler
 from pxq.agent.symbols import KERNEL_SUFFIX, Symbolizer
+from pxq.agent.table_store import INCOMPLETE_REASONS
 from pxq.tables import CATALOG
 
 PROGRAM_FILE = "profile.c"
@@ -102,8 +102,12 @@ class ProfileKey(ct.Structure):
 class NewPid(ct.Structure):
     """``struct pxq_profile_new_pid`` of ``bpf/profile.h`` (checked at compile time)."""
 
-    _fields_ = [("tgid", ct.c_uint32), ("reason", ct.c_uint32), ("start_boot_ns", ct.c_uint64),
-                ("comm", ct.c_char * 16)]
+    _fields_ = [
+        ("tgid", ct.c_uint32),
+        ("reason", ct.c_uint32),
+        ("start_boot_ns", ct.c_uint64),
+        ("comm", ct.c_char * 16),
+    ]
 
 
 _CONSTANTS = header_constants(HEADER_FILE)
@@ -174,8 +178,11 @@ def build_profiler(options: ProfilerOptions) -> BpfProgram:
 
 def profiler_program(request=None) -> str:
     """The BPF program the profiler would load, with its ``-D`` flags (``pxq explain --bpf``)."""
-    options = request if isinstance(request, ProfilerOptions) else (
-        options_from_request(request) if request is not None else ProfilerOptions())
+    options = (
+        request
+        if isinstance(request, ProfilerOptions)
+        else (options_from_request(request) if request is not None else ProfilerOptions())
+    )
     return build_profiler(options).explain()
 
 
@@ -235,8 +242,10 @@ class Profiler:
         if self._bpf is not None:
             return self
         if self.options.python == "on" and (self.pyspy is None or not self.pyspy.available):
-            raise BpfError("perf_profiler.python=on, but py-spy is not installed (pip install py-spy), "
-                           "or set perf_profiler.python=auto to profile without Python frames")
+            raise BpfError(
+                "perf_profiler.python=on, but py-spy is not installed (pip install py-spy), "
+                "or set perf_profiler.python=auto to profile without Python frames"
+            )
         from bcc import PerfSWConfig, PerfType
 
         self._bpf = bpf = load(self.program)
@@ -251,16 +260,20 @@ class Profiler:
 
             def on_record(_ctx, data, _size):
                 record = ct.cast(data, ct.POINTER(NewPid)).contents
-                notices.append((record.tgid, record.reason, record.start_boot_ns,
-                                record.comm.decode(errors="replace")))
+                notices.append((record.tgid, record.reason, record.start_boot_ns, record.comm.decode(errors="replace")))
                 return 0
 
             self._on_record = on_record
             self._tables["new_pids"].open_ring_buffer(on_record)
             self._handle_notices()
-            bpf.attach_perf_event(ev_type=PerfType.SOFTWARE, ev_config=PerfSWConfig.CPU_CLOCK,
-                                  fn_name=b"on_sample", sample_freq=self.options.sample_hz, cpu=-1)
-            self.symbolizer.kernel.table  # parse kallsyms now (~0.2 s), not in the first read
+            bpf.attach_perf_event(
+                ev_type=PerfType.SOFTWARE,
+                ev_config=PerfSWConfig.CPU_CLOCK,
+                fn_name=b"on_sample",
+                sample_freq=self.options.sample_hz,
+                cpu=-1,
+            )
+            _ = self.symbolizer.kernel.table  # parse kallsyms now (~0.2 s), not in the first read
         except Exception as exc:
             bpf.cleanup()
             self._bpf = None
@@ -313,8 +326,9 @@ class Profiler:
                 snap = self.symbolizer.processes[pid]
             # Named now, from /proc or (gone already) from the kernel; kernel threads have no
             # memory map to snapshot, but a name and a start time.
-            self._upids[pid] = self.identities.identify(pid, comm=comm, start_boot_ns=start_boot_ns,
-                                                        exec_seen=reason == NEW_EXEC)
+            self._upids[pid] = self.identities.identify(
+                pid, comm=comm, start_boot_ns=start_boot_ns, exec_seen=reason == NEW_EXEC
+            )
             if snap is None:
                 continue
             if self.options.pids:  # asked for by pid: Python frames from the start
@@ -512,10 +526,8 @@ class Profiler:
 
 def _delete(table, key) -> None:
     """Delete ``key`` from a BPF map, if it is (still) there."""
-    try:
+    with contextlib.suppress(KeyError):
         del table[key]
-    except KeyError:
-        pass
 
 
 class PerfProfilerCollector:
@@ -550,6 +562,14 @@ class PerfProfilerCollector:
 
 
 __all__ = [
-    "PerfProfilerCollector", "Profiler", "ProfilerOptions", "ProfileKey", "NewPid", "build_profiler",
-    "options_from_request", "profiler_program", "rows_to_table", "stack_trace_id",
+    "PerfProfilerCollector",
+    "Profiler",
+    "ProfilerOptions",
+    "ProfileKey",
+    "NewPid",
+    "build_profiler",
+    "options_from_request",
+    "profiler_program",
+    "rows_to_table",
+    "stack_trace_id",
 ]

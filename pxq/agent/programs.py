@@ -9,5 +9,8 @@ def generated_programs(manifest: ProbeManifest) -> list[tuple[str, str]]:
     """(collector name, program text with its -D flags) for each eBPF collector in ``manifest``."""
     from pxq.agent.collectors import COLLECTORS
 
-    return [(request.name, COLLECTORS[request.name].program(request))
-            for request in manifest.collectors if request.name in COLLECTORS]
+    return [
+        (request.name, COLLECTORS[request.name].program(request))
+        for request in manifest.collectors
+        if request.name in COLLECTORS
+    ]

@@ -48,6 +48,7 @@ py-spy executable nothing runs: each Python process that would have been sampled
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -113,8 +114,7 @@ class PySpySampler:
 
     def __post_init__(self) -> None:
         self.targets: dict[int, _Target] = {}
-        self.counters = {"pyspy_missing": 0, "pyspy_attach_failed": 0, "pyspy_sample_errors": 0,
-                         "pyspy_killed": 0}
+        self.counters = {"pyspy_missing": 0, "pyspy_attach_failed": 0, "pyspy_sample_errors": 0, "pyspy_killed": 0}
         self.samples = 0
         self.last_error = ""
         self._rows: list[tuple[int, str, str, int]] = []
@@ -147,9 +147,24 @@ class PySpySampler:
         output, log = stem.with_suffix(".txt"), stem.with_suffix(".log")
         with open(log, "wb") as log_file:
             process = subprocess.Popen(
-                [self.executable, "record", "--pid", str(target.pid), "--rate", str(self.rate_hz),
-                 "--format", "raw", "--nonblocking", "--duration", str(int(self.segment_s)), "-o", str(output)],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                [
+                    self.executable,
+                    "record",
+                    "--pid",
+                    str(target.pid),
+                    "--rate",
+                    str(self.rate_hz),
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--duration",
+                    str(int(self.segment_s)),
+                    "-o",
+                    str(output),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # the terminal's Ctrl-C is pxq's to handle, not py-spy's
             )
         target.segment = _Segment(process, output, log, time.monotonic())
@@ -194,10 +209,8 @@ class PySpySampler:
             self._rows.append((now, target.upid, stack, count))
             self.samples += count
         for path in (segment.output, segment.log):
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass
 
     def _finish(self, target: _Target, interrupt: bool) -> None:
         segment = target.segment
@@ -205,10 +218,8 @@ class PySpySampler:
         if segment is None:
             return
         if segment.process.poll() is None and interrupt:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 segment.process.send_signal(signal.SIGINT)
-            except ProcessLookupError:
-                pass
         try:
             segment.process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -225,10 +236,8 @@ class PySpySampler:
         """End every running segment (SIGINT: py-spy writes what it sampled) and collect it."""
         running = [t for t in self.targets.values() if t.segment is not None and t.segment.process.poll() is None]
         for target in running:  # signal all first, so they stop together
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 target.segment.process.send_signal(signal.SIGINT)
-            except ProcessLookupError:
-                pass
         for target in list(self.targets.values()):
             self._finish(target, interrupt=False)
         if self._dir is not None:

@@ -32,6 +32,7 @@ the ``syscalls:`` ones, see ``bpf/socket_trace.c``) and picks its calls by x86-6
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import mmap
 import os
@@ -179,7 +180,9 @@ class RingReader:
                 break  # still being written: it and the records after it wait for the next read
             cons += ((length & ~(busy | discard)) + hdr + 7) & ~7
             if not length & discard:
-                out.append(_new_event(SockEvent, unpack_header(mem, at + hdr) + (mem[at + data_from : at + hdr + length],)))
+                out.append(
+                    _new_event(SockEvent, unpack_header(mem, at + hdr) + (mem[at + data_from : at + hdr + length],))
+                )
                 taken += 1
         self._consumer_pos[0] = cons
         return taken
@@ -226,8 +229,9 @@ class SocketTracerOptions:
             raise ValueError(f"ring_pages must be a power of two, not {self.ring_pages}")
         copy_limit = self.copy_limit or copy_limit_for(DEFAULT_BODY_LIMIT, self.max_data, self.max_steps)
         if not 0 < copy_limit <= self.max_data * self.max_steps:
-            raise ValueError(f"copy_limit must be in [1, max_data * max_steps = {self.max_data * self.max_steps}], "
-                             f"not {copy_limit}")
+            raise ValueError(
+                f"copy_limit must be in [1, max_data * max_steps = {self.max_data * self.max_steps}], not {copy_limit}"
+            )
         return {
             "MAX_DATA": self.max_data,
             "MAX_STEPS": self.max_steps,
@@ -308,8 +312,12 @@ class SocketTracer:
         self._bpf = None
         self._ring: RingReader | None = None
         self._events: list[SockEvent] = []  # taken from the ring buffer, not handled yet
-        self._tracker = ConnTracker(protocols=[PROTOCOLS[p] for p in self.protocols], body_limit=body_limit,
-                                    disable=self._disable, forget=self._forget)
+        self._tracker = ConnTracker(
+            protocols=[PROTOCOLS[p] for p in self.protocols],
+            body_limit=body_limit,
+            disable=self._disable,
+            forget=self._forget,
+        )
         self._tables: dict[str, object] = {}
         self._kernel_drops = dict.fromkeys(DROP_REASONS, 0)
         self.batch_interval_ms = BATCH_INTERVAL_MS
@@ -323,8 +331,10 @@ class SocketTracer:
         if self._bpf is not None:
             return self
         if platform.machine() not in X86_64:
-            raise BpfError(f"the socket tracer reads syscall numbers and registers as x86-64 lays them out "
-                           f"(bpf/socket_trace.c); this machine is {platform.machine()}")
+            raise BpfError(
+                f"the socket tracer reads syscall numbers and registers as x86-64 lays them out "
+                f"(bpf/socket_trace.c); this machine is {platform.machine()}"
+            )
         bpf, tables = load_with_maps(self.program, ("events", "drops", "allowed_pids", "disabled", "conns"),
                                      self.options.pids)  # fmt: skip
         self._bpf = bpf
@@ -502,10 +512,9 @@ class SocketTracer:
     def _disable(self, pid: int, fd: int, gen: int) -> None:
         table = self._tables.get("disabled")
         if table is not None:
-            try:
+            # bcc raises a plain Exception when the map is full: the bytes keep coming, and are ignored
+            with contextlib.suppress(Exception):
                 table[self._key(pid, fd)] = ct.c_uint32(gen)
-            except Exception:  # the map is full: the bytes keep coming, and are ignored
-                pass
 
     def _forget(self, pid: int, fd: int, gen: int) -> None:
         conns = self._tables.get("conns")
@@ -518,8 +527,5 @@ class SocketTracer:
             del conns[key]
         except KeyError:
             return
-        try:
+        with contextlib.suppress(KeyError):
             del self._tables["disabled"][key]
-        except KeyError:
-            pass
-

@@ -29,14 +29,19 @@ class SocketTracerCollector:
     def __init__(self, request: CollectorRequest, options: AgentOptions):
         unsupported = [p for p in request.protocols if p not in self.protocols]
         if unsupported:
-            raise AgentError(f"the socket tracer does not parse {', '.join(unsupported)} yet "
-                             f"(it parses: {', '.join(self.protocols)}); replay a capture with --from")
+            raise AgentError(
+                f"the socket tracer does not parse {', '.join(unsupported)} yet "
+                f"(it parses: {', '.join(self.protocols)}); replay a capture with --from"
+            )
         from pxq.agent.socket_tracer import SocketTracer
 
         self.tables = tuple(self.protocols[p] for p in request.protocols)
         body_limit = int(request.option("body_limit", options.body_limit))
-        self.tracer = SocketTracer(pids=set(request.pids) if request.pids is not None else None,
-                                   protocols=tuple(request.protocols), body_limit=body_limit)
+        self.tracer = SocketTracer(
+            pids=set(request.pids) if request.pids is not None else None,
+            protocols=tuple(request.protocols),
+            body_limit=body_limit,
+        )
         self._last_drain = 0.0
         self._drops: dict[str, dict[str, int]] | None = None  # as of the last drain
 
@@ -45,8 +50,9 @@ class SocketTracerCollector:
         """The program the tracer would load for ``request``, with its -D flags (``pxq explain --bpf``)."""
         from pxq.agent.socket_tracer import socket_tracer_program
 
-        return socket_tracer_program(pids=set(request.pids) if request.pids is not None else None,
-                                     protocols=request.protocols)
+        return socket_tracer_program(
+            pids=set(request.pids) if request.pids is not None else None, protocols=request.protocols
+        )
 
     def start(self) -> None:
         self.tracer.start()

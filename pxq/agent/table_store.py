@@ -101,8 +101,16 @@ class TableStore:
             batches = list(self._tables[table].batches) if table in self._tables else []
         return pa.concat_tables(batches) if batches else schema.empty_table()
 
-    def scan(self, table: str, columns=None, start_ns: int | None = None, end_ns: int | None = None, *,
-             filter=None, filter_columns=()) -> pa.Table:
+    def scan(
+        self,
+        table: str,
+        columns=None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        *,
+        filter=None,
+        filter_columns=(),
+    ) -> pa.Table:
         if table not in CATALOG:
             raise DataError(f"no table named {table!r} in the catalog")
         data = self.table(table)
@@ -123,6 +131,12 @@ class TableStore:
         from pxq.replay import write_capture
 
         names = [t for t in (tables or self.table_names()) if t in self._tables]
-        write_capture(directory, {name: self.table(name) for name in names}, host=self.host,
-                      start_time_ns=self.start_time_ns or 0, end_time_ns=self.end_time_ns or 0,
-                      processes=self.processes, drops={t: d for t, d in self.drops.items() if t in names})
+        write_capture(
+            directory,
+            {name: self.table(name) for name in names},
+            host=self.host,
+            start_time_ns=self.start_time_ns or 0,
+            end_time_ns=self.end_time_ns or 0,
+            processes=self.processes,
+            drops={t: d for t, d in self.drops.items() if t in names},
+        )

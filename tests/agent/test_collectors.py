@@ -9,8 +9,7 @@ from pxq.agent.collector import AgentError, AgentOptions
 from pxq.agent.collectors import COLLECTORS, build_collector, check_collectable
 from pxq.agent.programs import generated_programs
 from pxq.plan.manifest import CollectorRequest, ProbeManifest
-from pxq.tables import CATALOG
-from pxq.tables import COLLECTORS as CATALOG_COLLECTORS
+from pxq.tables import CATALOG, COLLECTORS as CATALOG_COLLECTORS
 
 
 def test_every_collector_fills_only_tables_the_catalog_gives_it():
@@ -26,11 +25,15 @@ def test_the_live_tables_are_http_events_and_stack_traces():
 
 
 def test_explain_prints_one_program_per_ebpf_collector_of_the_manifest_in_its_order():
-    manifest = ProbeManifest(0, (), (
-        CollectorRequest("perf_profiler", ("stack_traces.beta",), (42,)),
-        CollectorRequest("socket_tracer", ("http_events",), (7, 3), protocols=("http",)),
-        CollectorRequest("process_stats", ("process_stats",), None),  # not collected live: no program
-    ))
+    manifest = ProbeManifest(
+        0,
+        (),
+        (
+            CollectorRequest("perf_profiler", ("stack_traces.beta",), (42,)),
+            CollectorRequest("socket_tracer", ("http_events",), (7, 3), protocols=("http",)),
+            CollectorRequest("process_stats", ("process_stats",), None),  # not collected live: no program
+        ),
+    )
     programs = generated_programs(manifest)
     assert [name for name, _ in programs] == ["perf_profiler", "socket_tracer"]
     profiler, tracer = (text for _, text in programs)
@@ -45,11 +48,16 @@ def test_a_collector_is_built_from_its_request_without_starting():
     assert collector.profiler.options.sample_hz == 49 and collector.profiler.options.pids == frozenset({42})
 
 
-@pytest.mark.parametrize("request_, message", [
-    (CollectorRequest("process_stats", ("process_stats",), None), "collector process_stats is not implemented"),
-    (CollectorRequest("socket_tracer", ("http_events", "conn_stats"), None, ("http",)),
-     "cannot collect conn_stats live yet (collector socket_tracer does not produce it)"),
-])
+@pytest.mark.parametrize(
+    "request_, message",
+    [
+        (CollectorRequest("process_stats", ("process_stats",), None), "collector process_stats is not implemented"),
+        (
+            CollectorRequest("socket_tracer", ("http_events", "conn_stats"), None, ("http",)),
+            "cannot collect conn_stats live yet (collector socket_tracer does not produce it)",
+        ),
+    ],
+)
 def test_a_table_no_collector_fills_live_is_refused(request_, message):
     with pytest.raises(AgentError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_collectable(ProbeManifest(0, (), (request_,)))
@@ -78,5 +86,12 @@ def test_a_profiler_request_without_settings_gets_the_profiler_defaults():
     options = options_from_request(request)
     assert options == ProfilerOptions(self_pid=options.self_pid)
     # The documented defaults (the profiler's module docstring, Pixie's 99 Hz sampler).
-    assert (options.sample_hz, options.python, options.drain_interval_s, options.pyspy_segment_s,
-            options.pyspy_min_cpu, options.stacks_size, options.counts_size) == (99, "auto", 1.0, 10, 0.05, 16384, 20480)
+    assert (
+        options.sample_hz,
+        options.python,
+        options.drain_interval_s,
+        options.pyspy_segment_s,
+        options.pyspy_min_cpu,
+        options.stacks_size,
+        options.counts_size,
+    ) == (99, "auto", 1.0, 10, 0.05, 16384, 20480)

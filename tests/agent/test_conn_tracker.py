@@ -8,8 +8,7 @@ import json
 import socket
 
 import pyarrow as pa
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from pxq.agent.conn_tracker import (
     EGRESS,
@@ -68,8 +67,14 @@ class Stream:
         self.pos[direction] += skip
         pos = self.pos[direction]
         self.pos[direction] += len(data)
-        extra = dict(flags=F_TUPLE, family=socket.AF_INET, lport=5555, rport=80, laddr=LOCAL, raddr=REMOTE) if tuple_ else {}
-        return self._event(EV_DATA, pos=pos, size=len(data), data_len=len(data), direction=direction, data=data, dt=dt, **extra)
+        extra = (
+            dict(flags=F_TUPLE, family=socket.AF_INET, lport=5555, rport=80, laddr=LOCAL, raddr=REMOTE)
+            if tuple_
+            else {}
+        )
+        return self._event(
+            EV_DATA, pos=pos, size=len(data), data_len=len(data), direction=direction, data=data, dt=dt, **extra
+        )
 
     def filler(self, direction: int, size: int) -> SockEvent:
         pos = self.pos[direction]
@@ -114,7 +119,9 @@ class Row:
 def tracker(**kw) -> tuple[ConnTracker, list, list]:
     disabled, forgotten = [], []
     http = dataclasses.replace(registry.HTTP, make_rows=RowsWithConnections)
-    t = ConnTracker(protocols=[http], disable=lambda *a: disabled.append(a), forget=lambda *a: forgotten.append(a), **kw)
+    t = ConnTracker(
+        protocols=[http], disable=lambda *a: disabled.append(a), forget=lambda *a: forgotten.append(a), **kw
+    )
     return t, disabled, forgotten
 
 
@@ -145,7 +152,13 @@ def test_client_connection_one_transaction_with_latency_and_addresses():
     done = take(t)
     assert len(done) == 1
     conn, tx = done[0]
-    assert (conn.role, conn.laddr, conn.lport, conn.raddr, conn.rport) == (ROLE_CLIENT, "127.0.0.1", 5555, "10.1.2.3", 80)
+    assert (conn.role, conn.laddr, conn.lport, conn.raddr, conn.rport) == (
+        ROLE_CLIENT,
+        "127.0.0.1",
+        5555,
+        "10.1.2.3",
+        80,
+    )
     assert (tx.req_method, tx.req_path, tx.resp_status, tx.resp_body) == ("GET", "/a", 200, "hello")
     assert tx.latency_ns == 7000
     assert tx.resp_end_ns > 10**18  # epoch time
@@ -312,11 +325,19 @@ def test_a_filler_that_arrives_behind_a_hole_waits_its_turn():
     t, _, _ = tracker()
     s = Stream()
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n"
-    opened, req, resp_head, filler = s.open(ROLE_SERVER), s.data(INGRESS, REQ), s.data(EGRESS, head), s.filler(EGRESS, 3000)
+    opened, req, resp_head, filler = (
+        s.open(ROLE_SERVER),
+        s.data(INGRESS, REQ),
+        s.data(EGRESS, head),
+        s.filler(EGRESS, 3000),
+    )
     feed(t, opened, req, filler)  # the head's event comes later (another CPU)
     assert take(t) == []
     feed(t, resp_head, s.data(INGRESS, REQ), s.data(EGRESS, RESP))
-    assert [(tx.resp_body_size, tx.resp_body) for _, tx in take(t)] == [(3000, "<not captured: 3000 bytes>"), (5, "hello")]
+    assert [(tx.resp_body_size, tx.resp_body) for _, tx in take(t)] == [
+        (3000, "<not captured: 3000 bytes>"),
+        (5, "hello"),
+    ]
     assert no_drops(t)
 
 
@@ -362,7 +383,13 @@ def test_short_first_write_waits_for_more_bytes():
 def test_socket_seen_mid_message_gets_a_few_tries():
     t, disabled, _ = tracker()
     s = Stream()  # no open: picked up inside a request body
-    feed(t, s.data(INGRESS, b"rest of an earlier body" * 3), s.data(EGRESS, RESP), s.data(INGRESS, REQ), s.data(EGRESS, RESP))
+    feed(
+        t,
+        s.data(INGRESS, b"rest of an earlier body" * 3),
+        s.data(EGRESS, RESP),
+        s.data(INGRESS, REQ),
+        s.data(EGRESS, RESP),
+    )
     assert paths(t) == [(7, 1, ROLE_SERVER, "/a", 200)] and not disabled
     u = Stream(fd=8, gen=5)
     feed(t, *[u.data(INGRESS, b"\x00\x01binary protocol bytes") for _ in range(PROBE_TRIES)])
@@ -418,7 +445,11 @@ def _keepalive_events(s: Stream, count: int, role: int, split_at: int = 0, head_
         body = f"answer to /p{i}".encode()
         head = head_every and i % head_every == head_every - 1
         events.append(s.data(sent, f"{'HEAD' if head else 'GET'} /p{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode()))
-        response = b"HTTP/1.1 200 OK\r\nX-For: /p%d\r\nContent-Length: %d\r\n\r\n%s" % (i, len(body), b"" if head else body)
+        response = b"HTTP/1.1 200 OK\r\nX-For: /p%d\r\nContent-Length: %d\r\n\r\n%s" % (
+            i,
+            len(body),
+            b"" if head else body,
+        )
         if 0 < split_at < len(response):
             events.append(s.data(received, response[:split_at]))
             events.append(s.data(received, response[split_at:]))
@@ -512,7 +543,9 @@ def _pipelined_events(s: Stream, count: int) -> list[SockEvent]:
         events.append(s.data(INGRESS, b"".join(f"GET /p{j} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for j in (i, i + 1))))
         for j in (i, i + 1):
             body = f"answer to /p{j}".encode()
-            events.append(s.data(EGRESS, b"HTTP/1.1 200 OK\r\nX-For: /p%d\r\nContent-Length: %d\r\n\r\n%s" % (j, len(body), body)))
+            events.append(
+                s.data(EGRESS, b"HTTP/1.1 200 OK\r\nX-For: /p%d\r\nContent-Length: %d\r\n\r\n%s" % (j, len(body), body))
+            )
     return events
 
 

@@ -195,9 +195,9 @@ CONNECT = b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n"
 DENIED = b"denied: example.test:443\n"
 REFUSALS = {
     "407 Content-Length": b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (len(DENIED), DENIED),
+    b"Content-Length: %d\r\n\r\n%s" % (len(DENIED), DENIED),
     "403 chunked": b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n"
-                   b"%x\r\n%s\r\n0\r\n\r\n" % (len(DENIED), DENIED),
+    b"%x\r\n%s\r\n0\r\n\r\n" % (len(DENIED), DENIED),
     "502 Content-Length": b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: %d\r\n\r\n%s" % (len(DENIED), DENIED),
 }
 
@@ -270,7 +270,11 @@ def test_a_response_that_ended_before_its_request_began_is_never_paired_with_it(
     txs += st.feed_request(b"GET /b HTTP/1.1\r\n\r\n", 30) + st.feed_response(answer % b"/b\n", 40)
     txs += st.feed_request(b"GET /c HTTP/1.1\r\n\r\n", 50) + st.feed_response(answer % b"/c\n", 60)
     txs += st.close(70)
-    assert [(t.req_path, t.resp_body, t.latency_ns) for t in txs] == [("/a", "/a\n", 10), ("/b", "/b\n", 10), ("/c", "/c\n", 10)]
+    assert [(t.req_path, t.resp_body, t.latency_ns) for t in txs] == [
+        ("/a", "/a\n", 10),
+        ("/b", "/b\n", 10),
+        ("/c", "/c\n", 10),
+    ]
     assert st.errors == {"response_before_request": 1}
 
 
@@ -302,7 +306,9 @@ def test_empty_reason_phrase():
 
 # -- errors and recovery ----------------------------------------------------------------------
 def test_garbage_before_a_request_in_the_same_chunk_is_skipped():
-    txs, st = run(b"\x16\x03\x01\x02\x00garbage\r\n" + GET, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" + OK3)
+    txs, st = run(
+        b"\x16\x03\x01\x02\x00garbage\r\n" + GET, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" + OK3
+    )
     # The garbage counts as one lost request; its 400 answer is dropped with it.
     assert statuses(txs) == [("GET", "/a", 200, 3)]
     assert st.errors["request_invalid_method"] == 1
@@ -337,7 +343,9 @@ def test_garbage_response_loses_one_pair_and_resyncs():
 
 def test_a_rejected_start_line_is_not_found_again_when_resyncing():
     # llhttp rejects the version; the resync must not land on that same line forever.
-    out, st = run(b"GET /x HTTP/9.9\r\n\r\n" + GET, b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Length: 0\r\n\r\n" + OK3)
+    out, st = run(
+        b"GET /x HTTP/9.9\r\n\r\n" + GET, b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Length: 0\r\n\r\n" + OK3
+    )
     assert statuses(out) == [("GET", "/a", 200, 3)]
     assert sum(st.errors.values()) == 1
 
@@ -543,6 +551,8 @@ def test_skip_at_a_chunk_size_line_skips_nothing():
     st.feed_request(GET, 10)
     st.feed_response(CHUNKED_HEAD + b"3\r\nabc\r\n", 20)
     assert st.skip(False, 5, 30) == ([], 5)
+
+
 # -- Content-Encoding ------------------------------------------------------------------------------
 TEXT = b"".join(b"line %d of an encoded body\n" % i for i in range(200))  # 5,490 bytes
 

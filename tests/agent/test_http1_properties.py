@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pxq.agent.protocols.http1 import RECORDED_STREAMS, Http1Stitcher
 from pxq.testing.streams import load_stream, replay
@@ -139,7 +138,12 @@ def test_generated_exchanges_come_back_whatever_the_chunking(exs, sizes, pipelin
     assert not stitcher.errors
     assert len(got) == len(exs)
     for tx, ex in zip(got, exs):
-        assert (tx.req_method, tx.req_path, tx.resp_status, tx.resp_message) == (ex.method, ex.path, ex.status, ex.reason)
+        assert (tx.req_method, tx.req_path, tx.resp_status, tx.resp_message) == (
+            ex.method,
+            ex.path,
+            ex.status,
+            ex.reason,
+        )
         assert (tx.req_body, tx.req_body_size) == expected_body(ex.req_body, True)
         assert (tx.resp_body, tx.resp_body_size) == expected_body(ex.resp_body, ex.method != "HEAD")
         assert tx.req_headers["X-Token"] == ex.method.lower()

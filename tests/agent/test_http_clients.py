@@ -3,7 +3,6 @@ every request appears once from the client's side and once from the server's, st
 
 from __future__ import annotations
 
-import http.client
 import subprocess
 import time
 
@@ -38,17 +37,32 @@ def traced(action):
 
 def rows_for(rows, tag: str) -> list[dict]:
     mine = rows.filter(pc.match_substring(rows["req_path"], tag))
-    return mine.select(["upid", "trace_role", "req_method", "req_path", "resp_status", "resp_body",
-                        "req_body_size", "latency"]).to_pylist()
+    return mine.select(
+        ["upid", "trace_role", "req_method", "req_path", "resp_status", "resp_body", "req_body_size", "latency"]
+    ).to_pylist()
 
 
 def test_curl_client_and_server_sides():
     def action(port):
         for i in range(3):
-            subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/api/items?curl={i}"],
-                           check=True, timeout=30)
-        subprocess.run(["curl", "-s", "-o", "/dev/null", "-X", "POST", "--data-binary", "x" * 300,
-                        f"http://127.0.0.1:{port}/api/echo?curl=post"], check=True, timeout=30)
+            subprocess.run(
+                ["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/api/items?curl={i}"], check=True, timeout=30
+            )
+        subprocess.run(
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-X",
+                "POST",
+                "--data-binary",
+                "x" * 300,
+                f"http://127.0.0.1:{port}/api/echo?curl=post",
+            ],
+            check=True,
+            timeout=30,
+        )
 
     rows, drops, server_pid = traced(action)
     seen = rows_for(rows, "curl=")

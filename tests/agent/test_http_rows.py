@@ -11,14 +11,19 @@ import struct
 
 import numpy as np
 import pyarrow as pa
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pxq.agent import socket_tracer
 from pxq.agent.conn_tracker import EV_CLOSE, EV_DATA, EV_OPEN, INGRESS, ROLE_SERVER, ConnTracker, SockEvent
 from pxq.agent.protocols import http1
-from pxq.agent.protocols.http1 import RECORDED_STREAMS, HttpRows, headers_dict, headers_json, transactions_to_arrow
-from pxq.agent.protocols.http1 import rows as http1_rows
+from pxq.agent.protocols.http1 import (
+    RECORDED_STREAMS,
+    HttpRows,
+    headers_dict,
+    headers_json,
+    rows as http1_rows,
+    transactions_to_arrow,
+)
 from pxq.tables import CATALOG
 from pxq.testing.streams import load_stream, replay
 
@@ -31,7 +36,21 @@ SCHEMA = CATALOG["http_events"].arrow_schema()
 NAMES = st.sampled_from([b"Host", b"host", b"HOST", b"Set-Cookie", b"set-cookie", b"X-A", b"Content-Type", b"ETag"])
 VALUES = st.one_of(
     st.binary(max_size=12),
-    st.sampled_from([b"", b'"q"', b"a\\b", b"\x00", b"\x01", b"a\x01b", b"\t", b"\x7f", b"caf\xc3\xa9", b"\xff", b"application/json"]),
+    st.sampled_from(
+        [
+            b"",
+            b'"q"',
+            b"a\\b",
+            b"\x00",
+            b"\x01",
+            b"a\x01b",
+            b"\t",
+            b"\x7f",
+            b"caf\xc3\xa9",
+            b"\xff",
+            b"application/json",
+        ]
+    ),
     st.text(max_size=8).map(str.encode),
 )
 
@@ -98,7 +117,8 @@ def test_a_string_column_over_the_array_limit_comes_in_chunks(monkeypatch):
 def _events(fd: int, gen: int, chunks: list[tuple[str, int, bytes]]) -> list[SockEvent]:
     """A server connection of process 4242 carrying a recorded stream (requests in, responses out)."""
     blank = dict(pos=0, size=0, pid=4242, fd=fd, gen=gen, data_len=0, flags=0, direction=0, role=ROLE_SERVER,
-                 family=0, lport=0, rport=0, syscall=0, reserved=0, laddr=bytes(16), raddr=bytes(16), data=b"")  # fmt: skip
+                 family=0, lport=0, rport=0, syscall=0, reserved=0, laddr=bytes(16), raddr=bytes(16),
+                 data=b"")  # fmt: skip
     events = [SockEvent(ts_ns=1, kind=EV_OPEN, **blank)]
     pos = [0, 0]
     for direction, ts, data in chunks:

@@ -16,8 +16,7 @@ import pytest
 
 from pxq.testing.kernel import require_bpf
 from pxq.testing.workload import python_backend
-from tests.cli_support import assert_no_traceback, run_pxq
-from tests.cli_support import start_pxq as start_pxq_process
+from tests.cli_support import assert_no_traceback, run_pxq, start_pxq as start_pxq_process
 
 pytestmark = pytest.mark.kernel
 
@@ -28,7 +27,7 @@ class Pxq:
 
     def __init__(self, *args: str, **popen):
         self.proc = start_pxq_process(*args, **popen)
-        self.lines: "queue.Queue[str]" = queue.Queue()
+        self.lines: queue.Queue[str] = queue.Queue()
         self.stdout: list[str] = []
         self.readers = [
             threading.Thread(target=lambda: [self.lines.put(line) for line in self.proc.stderr], daemon=True),
@@ -173,7 +172,9 @@ def test_pid_argument_that_does_not_exist_or_exits_is_said():
     proc = run_pxq("run", "cpu_flamegraph", "--for", "1s", "-o", "json", "--", f"--pid={missing}", check=True)
     lines = proc.stderr.split("\n")
     warning = f"pxq: warning: no running process with pid {missing}: nothing is collected from it (is the pid right?)"
-    assert warning in lines and lines.index(warning) < next(i for i, l in enumerate(lines) if "probes attached" in l)
+    assert warning in lines and lines.index(warning) < next(
+        i for i, line in enumerate(lines) if "probes attached" in line
+    )
     with subprocess.Popen([SLEEP, "60"]) as short:
         try:
             pxq = start_pxq("run", "cpu_flamegraph", "--for", "3s", "-o", "json", "--", f"--pid={short.pid}")
@@ -183,8 +184,12 @@ def test_pid_argument_that_does_not_exist_or_exits_is_said():
             short.kill()  # inside the window, once collection runs
         finish(pxq, log)
     stderr = "".join(log)
-    assert re.search(rf"^pxq: warning: pid {short.pid} exited before the window ended \(gone about [0-9.]+s into "
-                     r"[0-9.]+s\); what it did until then is shown$", stderr, re.M), stderr
+    assert re.search(
+        rf"^pxq: warning: pid {short.pid} exited before the window ended \(gone about [0-9.]+s into "
+        r"[0-9.]+s\); what it did until then is shown$",
+        stderr,
+        re.M,
+    ), stderr
     assert "no running process" not in stderr
 
 
@@ -203,7 +208,7 @@ def _run_and_read_start(argv: list[str]) -> tuple[int, int | None]:
     ended before /proc could be read)."""
     proc = subprocess.Popen(argv)
     try:
-        ticks = int(open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[19])
+        ticks = int(Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     except OSError:
         ticks = None
     assert proc.wait(timeout=30) == 0
@@ -231,13 +236,17 @@ def test_a_short_lived_curl_is_named_in_rows_and_in_the_process_table(tmp_path):
     processes = json.loads((tmp_path / "cap" / "capture.json").read_text())["processes"]
     for pid, ticks, argv, path in runs:
         mine = [r for r in rows if r["pid"] == pid]
-        assert [(r["req_path"], r["trace_role"], r["comm"], r["cmd"]) for r in mine] == \
-            [(path, 1, "curl", " ".join(argv))], mine
+        assert [(r["req_path"], r["trace_role"], r["comm"], r["cmd"]) for r in mine] == [
+            (path, 1, "curl", " ".join(argv))
+        ], mine
         upid = mine[0]["upid"]
         if ticks is not None:  # the kernel's start can be one tick later (see ProcessIdentities)
             assert upid in (f"0:{pid}:{ticks}", f"0:{pid}:{ticks + 1}")
-        assert (processes[upid]["pid"], processes[upid]["comm"], processes[upid]["cmdline"]) == \
-            (pid, "curl", " ".join(argv))
+        assert (processes[upid]["pid"], processes[upid]["comm"], processes[upid]["cmdline"]) == (
+            pid,
+            "curl",
+            " ".join(argv),
+        )
 
 
 # -- pxq.run without a source: a live window, as `pxq run` -------------------------------------
@@ -256,14 +265,17 @@ def test_api_run_without_a_source_collects_live():
 
     with http_server() as (server, port):
         client = Client(port, "basic")
-        script = ("import px\n"
-                  "df = px.DataFrame(table='http_events', start_time='-1m')\n"
-                  f"df = df[px.upid_to_pid(df.upid) == {server.pid}]\n"
-                  "px.display(df[['req_path', 'resp_status', 'resp_body_size', 'trace_role']], 'server')\n")
+        script = (
+            "import px\n"
+            "df = px.DataFrame(table='http_events', start_time='-1m')\n"
+            f"df = df[px.upid_to_pid(df.upid) == {server.pid}]\n"
+            "px.display(df[['req_path', 'resp_status', 'resp_body_size', 'trace_role']], 'server')\n"
+        )
         attached = threading.Event()  # the first progress report comes once the probes are live
         done: list = []
-        worker = threading.Thread(target=lambda: done.append(
-            pxq.run(script, duration="6s", on_progress=lambda _: attached.set())))
+        worker = threading.Thread(
+            target=lambda: done.append(pxq.run(script, duration="6s", on_progress=lambda _: attached.set()))
+        )
         worker.start()
         try:
             assert attached.wait(timeout=60), "the agent never attached"
@@ -276,7 +288,8 @@ def test_api_run_without_a_source_collects_live():
     assert list(frames) == ["server"]
     rows = frames["server"].to_dict("records")
     assert [(r["req_path"], r["resp_status"], r["resp_body_size"], r["trace_role"]) for r in rows] == [
-        (s["path"], s["status"], s["size"], 2) for s in sent]
+        (s["path"], s["status"], s["size"], 2) for s in sent
+    ]
     assert len(sent) == 4  # the basic scenario: /hello, /missing, /slow, /upload
 
 
@@ -292,13 +305,21 @@ def _as_nobody(tmp_path: Path) -> tuple[list[str], str]:
     from pxq.cli import main as cli
 
     root = str(Path(__file__).resolve().parents[2])
-    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-            "env", f"PYTHONPATH={root}{os.pathsep}{sysconfig.get_paths()['purelib']}", "HOME=/tmp"]
+    drop = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "env",
+        f"PYTHONPATH={root}{os.pathsep}{sysconfig.get_paths()['purelib']}",
+        "HOME=/tmp",
+    ]
     tried = []
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     for python in (getattr(sys, "_base_executable", sys.executable), f"/usr/bin/python{version}"):
-        probe = subprocess.run([*drop, python, "-c", "import pxq.api, pyarrow, pandas"], capture_output=True,
-                               text=True, cwd="/tmp")
+        probe = subprocess.run(
+            [*drop, python, "-c", "import pxq.api, pyarrow, pandas"], capture_output=True, text=True, cwd="/tmp"
+        )
         if probe.returncode == 0:
             wrapper = tmp_path / "pxq-as-nobody"
             wrapper.write_text(f'#!/bin/sh\nexec {shlex.join([*drop, python, "-m", cli.__name__])} "$@"\n')
@@ -314,11 +335,20 @@ def test_api_run_without_a_source_says_why_it_cannot_like_the_cli(tmp_path):
     python, pxq_as_nobody = _as_nobody(tmp_path)
     cli = run_pxq("run", "http_data", "--for", "1s", executable=pxq_as_nobody, cwd="/tmp", timeout=60)
     assert cli.returncode == 3, cli.stderr
-    api = subprocess.run([*python, "-c", "import pxq\n"
-                          "from pxq.agent.collector import AgentError\n"
-                          "try:\n    pxq.run('http_data', duration='1s')\n"
-                          "except AgentError as exc:\n    print(f'pxq: {exc}')\n"],
-                         capture_output=True, text=True, cwd="/tmp", timeout=60)
+    api = subprocess.run(
+        [
+            *python,
+            "-c",
+            "import pxq\n"
+            "from pxq.agent.collector import AgentError\n"
+            "try:\n    pxq.run('http_data', duration='1s')\n"
+            "except AgentError as exc:\n    print(f'pxq: {exc}')\n",
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/tmp",
+        timeout=60,
+    )
     assert api.returncode == 0, api.stderr
     assert api.stdout == cli.stderr
     assert "needs root" in cli.stderr
@@ -327,6 +357,7 @@ def test_api_run_without_a_source_says_why_it_cannot_like_the_cli(tmp_path):
 # -- SIGTERM ends a live window like Ctrl-C ----------------------------------------------------
 def wait_for_rows(pxq: Pxq, log: list[str], table: str, at_least: int, timeout: float = 60) -> None:
     """Until a progress line counts ``at_least`` rows of ``table`` (lines come every 5 s off a tty)."""
+
     def counted(line: str) -> bool:
         seen = re.search(rf"  {table} ([\d,]+)  ", line)
         return bool(seen) and int(seen.group(1).replace(",", "")) >= at_least
@@ -369,8 +400,17 @@ def test_sigterm_ends_a_live_run_with_its_rows_and_exit_143(tmp_path, to_file):
     require_bpf()
     out = tmp_path / "rows.json"
     with python_backend() as backend:
-        pxq = start_pxq("run", "http_data", "--for", "120s", "-o", "json",
-                        *(["--out", str(out)] if to_file else []), "--", "--num_head=10000")
+        pxq = start_pxq(
+            "run",
+            "http_data",
+            "--for",
+            "120s",
+            "-o",
+            "json",
+            *(["--out", str(out)] if to_file else []),
+            "--",
+            "--num_head=10000",
+        )
         log: list[str] = []
         wait_attached(pxq, log)
         sent = send_requests(backend.port, "term", 12)
@@ -392,8 +432,16 @@ def test_ctrl_c_ends_a_live_capture_with_its_rows_and_exit_130(tmp_path):
     require_bpf()
     with python_backend() as backend:
         # As from a terminal: a test run in the background may have SIGINT ignored, which children inherit.
-        pxq = start_pxq("capture", "--out", str(tmp_path / "cap"), "--for", "120s", "--pid", str(backend.pid),
-                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        pxq = start_pxq(
+            "capture",
+            "--out",
+            str(tmp_path / "cap"),
+            "--for",
+            "120s",
+            "--pid",
+            str(backend.pid),
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         log: list[str] = []
         wait_attached(pxq, log)
         sent = send_requests(backend.port, "int", 8)
@@ -429,11 +477,16 @@ def test_notebook_cell_without_from_collects_live(tmp_path):
         client = threading.Thread(target=keep_requesting)
         client.start()
         try:
-            cells = execute(["%load_ext pxq",
-                             "%%pxq --for 3s\nimport px\n"
-                             "df = px.DataFrame(table='http_events', start_time='-1m')\n"
-                             f"df = df[px.upid_to_pid(df.upid) == {server.pid}]\n"
-                             "px.display(df[['req_path', 'resp_status', 'latency']], 'live')\n"], tmp_path)
+            cells = execute(
+                [
+                    "%load_ext pxq",
+                    "%%pxq --for 3s\nimport px\n"
+                    "df = px.DataFrame(table='http_events', start_time='-1m')\n"
+                    f"df = df[px.upid_to_pid(df.upid) == {server.pid}]\n"
+                    "px.display(df[['req_path', 'resp_status', 'latency']], 'live')\n",
+                ],
+                tmp_path,
+            )
         finally:
             stop.set()
             client.join(timeout=30)
@@ -447,5 +500,5 @@ def test_notebook_cell_without_from_collects_live(tmp_path):
     paths = [row[0] for row in table[1:]]
     assert shown.headings == [f"live ({len(paths)} rows)"] and len(paths) >= 20, (shown.headings, stderr)
     first = sent.index(paths[0])
-    assert paths == sent[first:first + len(paths)]
+    assert paths == sent[first : first + len(paths)]
     assert all(row[1] == "200" and row[2].endswith((" µs", " ms")) for row in table[1:])

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,10 +25,10 @@ def _manifest(*pids: int):
 
 def _unused_pid() -> int:
     """A pid no process has now (the highest allowed pid, below any the kernel has handed out here)."""
-    pid_max = int(open("/proc/sys/kernel/pid_max").read())
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     for pid in range(pid_max - 1, 1, -1):
         try:
-            open(f"/proc/{pid}/stat").close()
+            os.stat(f"/proc/{pid}/stat")
         except FileNotFoundError:
             return pid
     raise AssertionError("no free pid")
@@ -62,8 +63,9 @@ def test_pid_that_exits_during_the_window_is_said_after_it():
         finally:
             long.kill()
     assert watch.exited == {short.pid: 0.7}
-    assert warnings == [f"pid {short.pid} exited before the window ended (gone about 0.7s into 1.5s); "
-                        "what it did until then is shown"]
+    assert warnings == [
+        f"pid {short.pid} exited before the window ended (gone about 0.7s into 1.5s); what it did until then is shown"
+    ]
 
 
 def test_pid_reused_by_another_process_counts_as_exited(monkeypatch):
@@ -138,14 +140,21 @@ def test_traffic_of_any_process_in_a_pid_tree_counts_for_it():
             while not _children(tree.pid) and time.monotonic() < deadline:
                 time.sleep(0.01)
             (child,) = _children(tree.pid)
-            for seen, expect_warning in (({child}, False), ({tree.pid}, False), ({_unused_pid()}, False), (set(), True)):
+            for seen, expect_warning in (
+                ({child}, False),
+                ({tree.pid}, False),
+                ({_unused_pid()}, False),
+                (set(), True),
+            ):
                 warnings: list[str] = []
                 watch = PidWatch(_manifest(tree.pid), warnings.append)
                 assert watch.descendants() == {child}
                 watch.report_quiet(seen, 2.0, "TCP traffic")
                 assert bool(warnings) == expect_warning, (seen, warnings)
-            assert warnings == [f"pid {tree.pid} and its 1 descendant process made no TCP traffic during the 2.0s "
-                                "window: nothing was collected from them"]
+            assert warnings == [
+                f"pid {tree.pid} and its 1 descendant process made no TCP traffic during the 2.0s "
+                "window: nothing was collected from them"
+            ]
         finally:
             for pid in _children(tree.pid):
                 os.kill(pid, 9)

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +40,7 @@ def weird_child(tmp_path):
 
 
 def _proc_field(pid: int, name: str) -> str:
-    for line in open(f"/proc/{pid}/status"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(name + ":"):
             return line.split(":", 1)[1].strip()
     raise KeyError(name)
@@ -63,7 +64,7 @@ def test_comm_with_spaces_and_parentheses(weird_child):
     assert info["comm"] == "a b) (c"
     assert info["exe"] == os.path.realpath(SLEEP)
     assert info["cmdline"].endswith("a b) (c 30")
-    stat = parse_stat(open(f"/proc/{weird_child.pid}/stat").read())
+    stat = parse_stat(Path(f"/proc/{weird_child.pid}/stat").read_text())
     assert stat is not None and stat["ppid"] == os.getpid()  # fields after comm line up
     # The child started after this process, in clock ticks since boot.
     assert info["start_ticks"] >= process_info(os.getpid())["start_ticks"]
@@ -98,7 +99,12 @@ def test_make_upid():
         ("0::/\n", ""),
         ("0::/system.slice/docker-" + "a" * 64 + ".scope\n", "a" * 64),
         ("12:pids:/docker/" + "b" * 64 + "\n11:cpu:/docker/" + "b" * 64 + "\n", "b" * 64),
-        ("0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1a2b.slice/cri-containerd-" + "c" * 64 + ".scope\n", "c" * 64),
+        (
+            "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1a2b.slice/cri-containerd-"
+            + "c" * 64
+            + ".scope\n",
+            "c" * 64,
+        ),
         ("0::/kubepods/burstable/pod5f3e/" + "d" * 64 + "\n", "d" * 64),
         ("0::/machine.slice/crio-" + "e" * 64 + ".scope\n", "e" * 64),
         ("0::/user.slice/" + "f" * 63 + "\n", ""),
@@ -183,8 +189,15 @@ def test_a_gone_process_is_named_from_the_kernel():
     upid = identities.identify(pid, comm="curl", start_boot_ns=start_ns, argv=b"curl\0-s\0http://h/x?a=1\0")
     assert upid == f"0:{pid}:{start_ns * os.sysconf('SC_CLK_TCK') // 10**9}"
     assert identities.by_upid[upid] == {
-        "pid": pid, "comm": "curl", "cmdline": "curl -s http://h/x?a=1", "exe": "",
-        "start_ticks": start_ns * os.sysconf("SC_CLK_TCK") // 10**9, "container_id": "", "pod": "", "namespace": ""}
+        "pid": pid,
+        "comm": "curl",
+        "cmdline": "curl -s http://h/x?a=1",
+        "exe": "",
+        "start_ticks": start_ns * os.sysconf("SC_CLK_TCK") // 10**9,
+        "container_id": "",
+        "pod": "",
+        "namespace": "",
+    }
     # No exec seen (it forked from a process the tracer did not see exec): the name in brackets.
     other = ProcessIdentities()
     assert other.by_upid[other.identify(pid, comm="worker", start_boot_ns=start_ns)]["cmdline"] == "[worker]"
@@ -204,8 +217,9 @@ def test_a_zombie_keeps_the_command_line_the_kernel_read_at_exec():
         assert _proc_field(proc.pid, "State")[0] == "Z"
         ticks = _start_ticks(proc.pid)
         identities = ProcessIdentities()
-        upid = identities.identify(proc.pid, comm="sleep", start_boot_ns=ticks * NS_PER_TICK + 10,
-                                   argv=SLEEP.encode() + b"\0" + b"0\0")
+        upid = identities.identify(
+            proc.pid, comm="sleep", start_boot_ns=ticks * NS_PER_TICK + 10, argv=SLEEP.encode() + b"\0" + b"0\0"
+        )
         assert upid == f"0:{proc.pid}:{ticks}"
         assert (identities.by_upid[upid]["comm"], identities.by_upid[upid]["cmdline"]) == ("sleep", f"{SLEEP} 0")
     finally:
@@ -250,7 +264,7 @@ def _kernel_thread() -> int:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
             if int(fields[6]) & PF_KTHREAD:  # field 9: flags
@@ -260,7 +274,7 @@ def _kernel_thread() -> int:
 
 def test_a_kernel_thread_is_shown_as_its_name_in_brackets_like_ps():
     pid = _kernel_thread()
-    comm = open(f"/proc/{pid}/comm").read().rstrip("\n")
+    comm = Path(f"/proc/{pid}/comm").read_text().rstrip("\n")
     info = process_info(pid)
     assert (info["comm"], info["cmdline"], info["exe"]) == (comm, f"[{comm}]", "")
     ps = subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=True)

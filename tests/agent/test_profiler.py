@@ -42,13 +42,13 @@ from pxq.tables import CATALOG
 from pxq.testing.kernel import require_bpf
 from tests.agent.programs.build import (
     BUSY_PY,
-    read_line,
     FRAME_POINTERS,
     NO_FRAME_POINTERS,
     compile_c,
     cpu_seconds,
     marked_line,
     python_busy,
+    read_line,
     running,
 )
 
@@ -66,8 +66,14 @@ def programs(tmp_path_factory):
     }
 
 
-def profile(options: ProfilerOptions, seconds: float, during=None, cpu: dict | None = None,
-            min_cpu_s: float = 0.0, max_seconds: float = 90.0) -> tuple[Profiler, pa.Table]:
+def profile(
+    options: ProfilerOptions,
+    seconds: float,
+    during=None,
+    cpu: dict | None = None,
+    min_cpu_s: float = 0.0,
+    max_seconds: float = 90.0,
+) -> tuple[Profiler, pa.Table]:
     """Run a profiler for ``seconds`` (polling like the agent does), then stop it and drain.
 
     ``cpu``: {pid: None} to fill with the CPU seconds each process got while the profiler was
@@ -98,8 +104,11 @@ def profile(options: ProfilerOptions, seconds: float, during=None, cpu: dict | N
 
 
 def rows_of(table: pa.Table, pid: int, sampler: str | None = None) -> list[dict]:
-    return [r for r in table.to_pylist()
-            if r["upid"].split(":")[1] == str(pid) and (sampler is None or r["sampler"] == sampler)]
+    return [
+        r
+        for r in table.to_pylist()
+        if r["upid"].split(":")[1] == str(pid) and (sampler is None or r["sampler"] == sampler)
+    ]
 
 
 def total(rows: list[dict]) -> int:
@@ -110,7 +119,7 @@ def total(rows: list[dict]) -> int:
 def test_key_layout_is_pinned_to_the_header():
     text = build_program("profile.c", {}, layout_asserts("pxq_profile_key", ProfileKey)).text
     assert "struct pxq_profile_key {" in text and ct.sizeof(ProfileKey) == 32 and ct.sizeof(NewPid) == 32
-    assert '_Static_assert(sizeof(struct pxq_profile_key) == 32' in text
+    assert "_Static_assert(sizeof(struct pxq_profile_key) == 32" in text
 
 
 def test_program_text_for_explain():
@@ -125,10 +134,16 @@ def test_program_text_for_explain():
 
 
 def test_options_from_the_script():
-    request = CollectorRequest("perf_profiler", (TABLE,), (7,),
-                               options=(("sample_hz", "49"), ("python", "OFF"), ("drain_interval_s", "0.5")))
+    request = CollectorRequest(
+        "perf_profiler", (TABLE,), (7,), options=(("sample_hz", "49"), ("python", "OFF"), ("drain_interval_s", "0.5"))
+    )
     options = options_from_request(request)
-    assert (options.sample_hz, options.python, options.drain_interval_s, options.pids) == (49, "off", 0.5, frozenset({7}))
+    assert (options.sample_hz, options.python, options.drain_interval_s, options.pids) == (
+        49,
+        "off",
+        0.5,
+        frozenset({7}),
+    )
     assert options_from_request(CollectorRequest("perf_profiler", (TABLE,), None)).sample_hz == 99
     from pxq.agent.bpf_program import BpfError
 
@@ -148,10 +163,12 @@ def test_rows_have_the_catalog_schema_and_stable_ids():
 
 
 def test_parse_collapsed():
-    text = ("<module> (busy.py:27);outer (busy.py:23);leaf_work (busy.py:12) 95\n"
-            "<module> (busy.py:27);outer (busy.py:23);leaf_work (busy.py:12) 5\n"
-            "weird;frame with space (a b.py:3) 7\n"
-            "not a count line\n\n")
+    text = (
+        "<module> (busy.py:27);outer (busy.py:23);leaf_work (busy.py:12) 95\n"
+        "<module> (busy.py:27);outer (busy.py:23);leaf_work (busy.py:12) 5\n"
+        "weird;frame with space (a b.py:3) 7\n"
+        "not a count line\n\n"
+    )
     assert parse_collapsed(text) == {
         "<module> (busy.py:27);outer (busy.py:23);leaf_work (busy.py:12)": 100,
         "weird;frame with space (a b.py:3)": 7,
@@ -182,8 +199,9 @@ def test_frame_pointer_chain_dominates_and_no_frame_pointer_is_truncated(program
     chain = [r for r in fp_rows if "main;outer_loop;spin_leaf" in r["stack_trace"]]
     assert total(chain) >= 0.8 * total(fp_rows), fp_rows  # the hot function dominates
     assert not any(r["truncated"] for r in chain)
-    assert all(r["stack_trace"].split(";")[0] in ("_start", "__libc_start_main", "__libc_start_call_main")
-               for r in chain), chain
+    assert all(
+        r["stack_trace"].split(";")[0] in ("_start", "__libc_start_main", "__libc_start_call_main") for r in chain
+    ), chain
     assert all(r["upid"] == upids[fp.pid] for r in fp_rows)
 
     nofp_rows = rows_of(table, nofp.pid)
@@ -195,7 +213,11 @@ def test_frame_pointer_chain_dominates_and_no_frame_pointer_is_truncated(program
     # Truncated samples are kept, not lost: counted apart from the losses.
     assert incomplete["truncated_user_stack"] >= total(leaf) > 0
     assert "truncated_user_stack" not in drops and set(incomplete) == {
-        "truncated_user_stack", "user_stack_lost", "kernel_stack_lost", "stack_missing"}
+        "truncated_user_stack",
+        "user_stack_lost",
+        "kernel_stack_lost",
+        "stack_missing",
+    }
     assert profiler.truncated_by_process().get(upids[nofp.pid], 0) >= total(leaf)
     assert upids[fp.pid] not in profiler.truncated_by_process()
 
@@ -211,8 +233,11 @@ def test_frame_pointer_chain_dominates_and_no_frame_pointer_is_truncated(program
 def test_host_wide_run_shows_kernel_frames_of_a_syscall_loop(programs):
     require_bpf()
     idle_python = [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(120)"]
-    with running(idle_python) as idle, running([programs["syscalls"], "120"]) as proc, \
-            running(python_busy(120)) as busy_python:
+    with (
+        running(idle_python) as idle,
+        running([programs["syscalls"], "120"]) as proc,
+        running(python_busy(120)) as busy_python,
+    ):
         time.sleep(0.5)  # the idle one is done starting up: it uses no CPU from now on
         cpu = {proc.pid: None, busy_python.pid: None}
         profiler, table = profile(ProfilerOptions(), 3.0, cpu=cpu, min_cpu_s=1.0)
@@ -245,7 +270,11 @@ def test_symbols_resolve_after_the_target_exited_before_the_drain(programs):
 
     def kill_once(profiler):
         nonlocal proc_pid
-        if proc.poll() is None and profiler.symbolizer.processes.get(proc.pid) is not None and time.monotonic() > kill_at:
+        if (
+            proc.poll() is None
+            and profiler.symbolizer.processes.get(proc.pid) is not None
+            and time.monotonic() > kill_at
+        ):
             proc_pid = proc.pid
             proc.kill()
             proc.wait()
@@ -253,8 +282,9 @@ def test_symbols_resolve_after_the_target_exited_before_the_drain(programs):
     with running([programs["fp"], "120"]) as proc:
         kill_at = time.monotonic() + 2.5  # after the profiler started (about 1.5 s) and sampled it
         # No periodic read: everything is read at stop(), after the target is gone.
-        profiler, table = profile(ProfilerOptions(pids=frozenset({proc.pid}), drain_interval_s=3600), 4.0,
-                                  during=kill_once)
+        profiler, table = profile(
+            ProfilerOptions(pids=frozenset({proc.pid}), drain_interval_s=3600), 4.0, during=kill_once
+        )
     assert proc_pid is not None, "the target was never killed"
     assert not Path(f"/proc/{proc_pid}").exists()
     assert profiler.reads == 1
@@ -274,8 +304,10 @@ def test_python_frames_from_pyspy():
     assert total(rows) > 50, profiler.drops()
     name = BUSY_PY.name
     leaf = f"leaf_work ({name}:{marked_line(BUSY_PY, 'LEAF_LINE')})"
-    chain = (f"outer ({name}:{marked_line(BUSY_PY, 'OUTER_LINE')});"
-             f"middle ({name}:{marked_line(BUSY_PY, 'MIDDLE_LINE')});leaf_work ({name}:")
+    chain = (
+        f"outer ({name}:{marked_line(BUSY_PY, 'OUTER_LINE')});"
+        f"middle ({name}:{marked_line(BUSY_PY, 'MIDDLE_LINE')});leaf_work ({name}:"
+    )
     in_leaf = [r for r in rows if chain in r["stack_trace"]]
     assert total(in_leaf) >= 0.7 * total(rows), rows
     assert any(r["stack_trace"].endswith(leaf) for r in rows), rows
@@ -353,8 +385,9 @@ def test_a_process_gone_before_its_first_read_keeps_its_name_and_start(programs)
     require_bpf()
     profiler = Profiler(ProfilerOptions(python="off", drain_interval_s=3600)).start()  # host-wide
     try:
-        proc = subprocess.Popen([str(programs["fp"]), "0.6"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                text=True)
+        proc = subprocess.Popen(
+            [str(programs["fp"]), "0.6"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        )
         read_line(proc)  # "ready": it runs
         ticks = int(_stat_fields(proc.pid)[19])  # field 22: start time in clock ticks
         proc.communicate(timeout=30)

@@ -86,7 +86,9 @@ def test_connect_refused_with_a_body_does_not_shift_later_pairs():
         ("CONNECT", "forbidden.example:443", 403), ("GET", "/mark?i=4", 200),
     ]  # fmt: skip
     bodies = {407: "proxy auth required for {}\n", 403: "forbidden: {}\n", 200: "{}\n"}
-    want = [(r["method"], r["path"], r["status"], bodies[r["status"]].format(r["path"]), r["size"]) for r in cap.results]
+    want = [
+        (r["method"], r["path"], r["status"], bodies[r["status"]].format(r["path"]), r["size"]) for r in cap.results
+    ]
     for rows in (cap.server_rows, cap.client_rows):
         got = [(r["req_method"], r["req_path"], r["resp_status"], r["resp_body"], r["resp_body_size"]) for r in rows]
         assert got == want

@@ -439,7 +439,10 @@ def test_sendfile_of_any_size_keeps_its_row_and_the_next_one():
         assert [(r["req_path"], r["resp_status"], r["resp_body_size"]) for r in rows] == expected
         assert rows[2]["resp_body"] == echo_body("/echo?n=30&after=file", 30)
     assert [r["resp_body"] for r in cap.client_rows[:2]] == [("abcdefghij" * 103)[:1024]] * 2
-    assert [r["resp_body"] for r in cap.server_rows[:2]] == ["<not captured: 5000 bytes>", f"<not captured: {big} bytes>"]
+    assert [r["resp_body"] for r in cap.server_rows[:2]] == [
+        "<not captured: 5000 bytes>",
+        f"<not captured: {big} bytes>",
+    ]
     assert cap.tracer.stats()["filler_bytes"] >= 5000 + big  # and the client's reads beyond the copy limit
 
 
@@ -567,9 +570,7 @@ def test_nginx_keepalive_both_roles(nginx_workload):
         if r["trace_role"] == 2:
             assert r["local_port"] == nginx.port and r["local_addr"] == "127.0.0.1"
     # nginx is also the backend's client, over its keep-alive upstream connections.
-    proxied = sorted(
-        (r.method, r.path, r.status) for r in results if not r.path.startswith("/static/")
-    )
+    proxied = sorted((r.method, r.path, r.status) for r in results if not r.path.startswith("/static/"))
     upstream = [r for r in rows if r["trace_role"] == 1]
     assert sorted((r["req_method"], r["req_path"], r["resp_status"]) for r in upstream) == proxied
     assert {r["remote_port"] for r in upstream} == {nginx.backend_port}
@@ -598,8 +599,12 @@ def test_nginx_sendfile_static_file_over_a_mib_keeps_both_rows():
             table = finish_capture(tracer)
         finally:
             tracer.stop()
-    assert [(status, size) for _, status, size in got] == [(200, big), (200, len(STATIC_FILES["hello.txt"])),
-                                                            (200, big), (200, len(STATIC_FILES["index.html"]))]
+    assert [(status, size) for _, status, size in got] == [
+        (200, big),
+        (200, len(STATIC_FILES["hello.txt"])),
+        (200, big),
+        (200, len(STATIC_FILES["index.html"])),
+    ]
     served = [r for r in table.to_pylist() if r["trace_role"] == 2]
     assert [(r["req_path"], r["resp_status"], r["resp_body_size"]) for r in served] == got
     # Every static body went by sendfile: counted, never seen.

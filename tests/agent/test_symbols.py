@@ -58,10 +58,24 @@ def test_parse_maps_fields_and_modules():
     assert len(maps) == 8  # the garbage line is skipped
     exe = maps[1]
     assert (exe.start, exe.end, exe.perms, exe.offset, exe.dev, exe.inode) == (
-        0x55D0C0A01000, 0x55D0C0A02000, "r-xp", 0x1000, "fd:01", 1311)
+        0x55D0C0A01000,
+        0x55D0C0A02000,
+        "r-xp",
+        0x1000,
+        "fd:01",
+        1311,
+    )
     assert exe.executable and exe.is_file and exe.module == "spin"
     assert [m.module for m in maps] == [
-        "spin", "spin", "[heap]", "[anon]", "libc.so.6", "old lib.so", "[anon:v8 jit]", "[vdso]"]
+        "spin",
+        "spin",
+        "[heap]",
+        "[anon]",
+        "libc.so.6",
+        "old lib.so",
+        "[anon:v8 jit]",
+        "[vdso]",
+    ]
     assert not maps[2].executable and not maps[2].is_file
     assert [m.start for m in maps] == sorted(m.start for m in maps)
 
@@ -95,8 +109,14 @@ def test_perf_map_names_jit_code():
 def test_kallsyms_lookup():
     table = parse_kallsyms(KALLSYMS)
     names = [table.name_at(i) for i in range(len(table))]
-    assert names == ["_stext", "do_one_initcall", "do_syscall_64", "__x64_sys_getppid",
-                     "jbd2_journal_start", "ext4_fill_super"]  # data symbols left out, sorted by address
+    assert names == [
+        "_stext",
+        "do_one_initcall",
+        "do_syscall_64",
+        "__x64_sys_getppid",
+        "jbd2_journal_start",
+        "ext4_fill_super",
+    ]  # data symbols left out, sorted by address
     assert table.lookup(0xFFFFFFFF81003000) == ("do_syscall_64", 0)
     assert table.lookup(0xFFFFFFFF810030FF) == ("do_syscall_64", 0xFF)
     assert table.lookup(0xFFFFFFFF81003401) == ("__x64_sys_getppid", 1)
@@ -166,7 +186,10 @@ def test_libc_symbols_come_from_its_debug_file_when_installed():
 
 
 def test_demangle():
-    assert demangle("_ZNSt6vectorIiSaIiEE9push_backERKi") == "std::vector<int, std::allocator<int> >::push_back(int const&)"
+    assert (
+        demangle("_ZNSt6vectorIiSaIiEE9push_backERKi")
+        == "std::vector<int, std::allocator<int> >::push_back(int const&)"
+    )
     assert demangle("main") == "main"
     assert demangle("_Znot_valid") == "_Znot_valid"
 

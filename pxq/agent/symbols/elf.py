@@ -101,7 +101,8 @@ def parse_elf(data) -> ElfInfo | None:
     if phentsize == _PHDR.size:
         for i in range(phnum):
             p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz, _memsz, _align = _PHDR.unpack_from(
-                data, phoff + i * phentsize)
+                data, phoff + i * phentsize
+            )
             if p_type == PT_LOAD:
                 info.segments.append((p_offset, p_vaddr, p_filesz))
     sections = _sections(data)

@@ -40,13 +40,14 @@ def parse_kallsyms(data: bytes) -> SymbolTable:
     digits = _HEX[raw[starts[:, None] + np.arange(width)]]
     good = (digits != 255).all(axis=1)
     starts, digits = starts[good], digits[good].astype(np.uint64)
-    shifts = (np.uint64(4) * np.arange(width - 1, -1, -1, dtype=np.uint64))
+    shifts = np.uint64(4) * np.arange(width - 1, -1, -1, dtype=np.uint64)
     addresses = (digits << shifts).sum(axis=1, dtype=np.uint64)
     nonzero = addresses != 0
     addresses, starts = addresses[nonzero], starts[nonzero]
     order = np.argsort(addresses, kind="stable")
-    return SymbolTable(addresses[order], np.zeros(len(order), np.uint64),
-                       (starts[order] + width + 3).astype(np.int64), blob, b"\n")
+    return SymbolTable(
+        addresses[order], np.zeros(len(order), np.uint64), (starts[order] + width + 3).astype(np.int64), blob, b"\n"
+    )
 
 
 class KernelSymbols:

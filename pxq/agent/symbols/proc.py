@@ -53,8 +53,17 @@ def parse_maps(text: str) -> list[Mapping]:
             continue
         try:
             low, high = parts[0].split("-")
-            out.append(Mapping(int(low, 16), int(high, 16), parts[1], int(parts[2], 16), parts[3],
-                               int(parts[4]), parts[5].strip() if len(parts) > 5 else ""))
+            out.append(
+                Mapping(
+                    int(low, 16),
+                    int(high, 16),
+                    parts[1],
+                    int(parts[2], 16),
+                    parts[3],
+                    int(parts[4]),
+                    parts[5].strip() if len(parts) > 5 else "",
+                )
+            )
         except ValueError:
             continue
     out.sort(key=lambda m: m.start)

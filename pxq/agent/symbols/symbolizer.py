@@ -63,8 +63,10 @@ class Symbolizer:
         if cached is not None:
             return cached
         fd = None
-        for path in (PROC / str(pid) / "map_files" / f"{m.start:x}-{m.end:x}",
-                     PROC / str(pid) / "root" / m.path.removesuffix(" (deleted)").lstrip("/")):
+        for path in (
+            PROC / str(pid) / "map_files" / f"{m.start:x}-{m.end:x}",
+            PROC / str(pid) / "root" / m.path.removesuffix(" (deleted)").lstrip("/"),
+        ):
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 break

@@ -3,9 +3,10 @@ tracer never traces its own process).
 
 ``python sock_apps.py server [--host 127.0.0.1|::1]`` prints ``PORT <n>`` and serves until stdin
 closes. ``python sock_apps.py proxy --port N`` does the same as a keep-alive proxy in front of the
-server on port N that moves every response body with splice(2) (socket -> pipe -> socket). ``python sock_apps.py client --port N --scenario NAME [--host H] [...]`` prints
-``READY``, waits for a line on stdin (sent once the tracer is attached), runs the scenario,
-prints one JSON line per request made (``{"path", "status", "size"}``) and exits.
+server on port N that moves every response body with splice(2) (socket -> pipe -> socket).
+``python sock_apps.py client --port N --scenario NAME [--host H] [...]`` prints ``READY``, waits
+for a line on stdin (sent once the tracer is attached), runs the scenario, prints one JSON line
+per request made (``{"path", "status", "size"}``) and exits.
 
 Server endpoints (HTTP/1.1, keep-alive, Content-Length unless said):
 
@@ -510,14 +511,16 @@ SCENARIOS = {
     "sendfile": functools.partial(get_in_turn, ["/file?n=5000", "/hello"]),
     "sendfile_big": functools.partial(get_in_turn, ["/file?n=5000", "/file?n=3145728", "/echo?n=30&after=file"]),
     "big_write": functools.partial(get_in_turn, ["/echo?n=3145728&big=1", "/echo?n=40&after=big"]),
-    "proxied": functools.partial(get_in_turn, ["/echo?n=5000&r=1", "/echo?n=300000&r=2", "/hello",
-                                               "/echo?n=3145728&r=4", "/echo?n=20&r=5"]),
+    "proxied": functools.partial(
+        get_in_turn, ["/echo?n=5000&r=1", "/echo?n=300000&r=2", "/hello", "/echo?n=3145728&r=4", "/echo?n=20&r=5"]
+    ),
     "download": functools.partial(get_in_turn, [f"/echo?n=5000000&download={i}" for i in range(1, 4)]),
     "mmsg": scenario_mmsg,
     "dup2": scenario_dup2,
     # small, big (3 MB: calls larger than what the kernel copies), small, medium; then close
-    "hole_then_close": functools.partial(get_in_turn, ["/mark?n=10&i=1", "/mark?n=3000000&i=2",
-                                                       "/mark?n=10&i=3", "/mark?n=20000&i=4"]),
+    "hole_then_close": functools.partial(
+        get_in_turn, ["/mark?n=10&i=1", "/mark?n=3000000&i=2", "/mark?n=10&i=3", "/mark?n=20000&i=4"]
+    ),
     "connect_refused": scenario_connect_refused,
     "encoded": scenario_encoded,
 }

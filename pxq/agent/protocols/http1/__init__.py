@@ -13,6 +13,7 @@ the connection tracker.
 
 from pathlib import Path
 
+from pxq.agent.defaults import DEFAULT_BODY_LIMIT
 from pxq.agent.protocols.http1.rows import HttpRows, headers_json, http_events_schema, transactions_to_arrow
 from pxq.agent.protocols.http1.stitcher import (
     CONTENT_TYPE_GRPC,
@@ -20,7 +21,6 @@ from pxq.agent.protocols.http1.stitcher import (
     CONTENT_TYPE_UNKNOWN,
     DECODE_FAILED_MARKER,
     DECODE_TRUNCATED_MARKER,
-    DEFAULT_BODY_LIMIT,
     HTTP_METHODS,
     MAX_HEADER_BYTES,
     UNCAPTURED_BODY_MARKER,

@@ -109,7 +109,7 @@ class HttpRows:
         self.rows = 0
         self._strings = tuple(bytearray() for _ in self.STRINGS)
         self._numbers = bytearray()  # per row (_ROW): connection, INTS, the lengths of the STRINGS
-        self._connections: dict[tuple, int] = {}  # CONNECTION values -> connection number
+        self._connections: dict[tuple[object, ...], int] = {}  # CONNECTION values -> connection number
 
     def __len__(self) -> int:
         return self.rows

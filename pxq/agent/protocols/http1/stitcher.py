@@ -62,9 +62,11 @@ server answered with. ``content_type`` follows Pixie's ``HTTPContentType`` enum:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import zlib
 from collections import Counter, deque
+from typing import Literal
 
 import httptools
 
@@ -189,7 +191,7 @@ class _BodyDecoder:
         self.coding = coding
         self.limit = limit
         self.out = b""
-        self.inflater = None
+        self.inflater: zlib._Decompress | None = None
         self.head = b""  # deflate's first byte, until the second tells zlib from raw deflate
         self.failed = False
         self.uncaptured = 0  # body bytes the kernel counted but did not copy: decoding stops there
@@ -205,7 +207,9 @@ class _BodyDecoder:
                 self.head = data
                 return
             else:  # a zlib header: CM 8 and the check bits (RFC 1950 2.2); else raw deflate
-                wbits = zlib.MAX_WBITS if data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0 else -zlib.MAX_WBITS
+                wbits = (
+                    zlib.MAX_WBITS if data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0 else -zlib.MAX_WBITS
+                )
             self.inflater = zlib.decompressobj(wbits)
         before = self.inflater.copy()  # a fault discards the output of its whole call
         try:
@@ -256,7 +260,7 @@ class _Message:
         self.body_size = 0
         self.method = b""
         self.status = 0
-        self.version = (1, 1)
+        self.version: tuple[int, ...] = (1, 1)
         self.headers_done = False
         self.complete = False
         self.broken = False  # lost to a parse error: its pair is dropped
@@ -265,7 +269,7 @@ class _Message:
         self.uncaptured_end = 0  # the body offset just after them
         # At the first body byte, from the headers: a _BodyDecoder when the Content-Encoding is one
         # pxq decodes, else False (None: no body byte yet, so a bodiless message never looks).
-        self.decoder: _BodyDecoder | bool | None = None
+        self.decoder: _BodyDecoder | Literal[False] | None = None
 
     @classmethod
     def lost(cls, ts_ns: int) -> _Message:
@@ -301,8 +305,11 @@ class _Message:
         if self.decoder:
             return  # an encoded body: its decoder says where decoding stopped (finish_body)
         body = self.body
-        if (self.marker_at >= 0 and at == self.uncaptured_end
-                and len(body) == self.marker_at + len(UNCAPTURED_BODY_MARKER % self.uncaptured)):
+        if (
+            self.marker_at >= 0
+            and at == self.uncaptured_end
+            and len(body) == self.marker_at + len(UNCAPTURED_BODY_MARKER % self.uncaptured)
+        ):
             body = body[: self.marker_at]  # the body ends with the marker of the bytes just before
             self.uncaptured += n
         elif at < self.body_limit:
@@ -366,7 +373,7 @@ class HttpTransaction:
     def content_type(self) -> int:
         return CONTENT_TYPE_JSON if _is_json(self.response.header_pairs) else CONTENT_TYPE_UNKNOWN
 
-    def values(self) -> tuple:
+    def values(self) -> tuple[object, ...]:
         """Every field of :attr:`FIELDS`, in that order."""
         return tuple(getattr(self, name) for name in self.FIELDS)
 
@@ -430,12 +437,14 @@ class _Direction:
 
     def on_url(self, url: bytes) -> None:
         msg = self.current
+        assert msg is not None  # llhttp calls back within a message, after on_message_begin
         if not msg.valid_start:
             self._start_line_seen(msg)
         msg.url += url
 
     def on_status(self, status: bytes) -> None:
         msg = self.current
+        assert msg is not None
         if not msg.valid_start:
             self._start_line_seen(msg)
         msg.reason += status
@@ -445,21 +454,25 @@ class _Direction:
 
     def on_headers_complete(self) -> None:
         msg, parser = self.current, self.parser
+        assert msg is not None and parser is not None
         if not msg.valid_start:
             self._start_line_seen(msg)  # a status line with an empty reason phrase
         msg.headers_done = True
         msg.end_ns = self.ts_ns
         if self.is_request:
+            assert isinstance(parser, httptools.HttpRequestParser)
             msg.method = parser.get_method()
             if msg.method in HEADER_ONLY_METHODS:
                 self.stitcher._header_only_requests += 1
         else:
+            assert isinstance(parser, httptools.HttpResponseParser)
             msg.status = parser.get_status_code()
             version = parser.get_http_version()
             msg.version = _VERSIONS.get(version) or tuple(int(n) for n in version.split("."))
 
     def on_body(self, body: bytes) -> None:
         msg = self.current
+        assert msg is not None
         room = msg.body_limit - msg.body_size  # the body's first body_limit bytes are kept
         msg.body_size += len(body)
         if self.chunk_open:
@@ -498,10 +511,8 @@ class _Direction:
             return
         line = seen[seen.rfind(b"\n", 0, len(seen) - 2) + 1 : -2]
         digits = line.split(b";", 1)[0].strip()
-        try:
+        with contextlib.suppress(ValueError):
             self.chunk_size = int(digits, 16)
-        except ValueError:
-            pass
 
     def on_message_complete(self) -> None:
         msg = self.current
@@ -718,6 +729,7 @@ class Http1Stitcher:
         k = min(n, self._skippable(side))
         if k > 0:
             msg = side.current
+            assert msg is not None  # _skippable is 0 without a message in progress
             at = msg.body_size
             side.ts_ns = ts_ns
             side.skipping = True
@@ -755,8 +767,14 @@ class Http1Stitcher:
         responses waiting for their requests): then the caller starts over at the next request.
         (A client that switched to pipelining at the very moment a response was lost would be
         paired wrongly: HTTP/1.x clients pipeline from their first requests or never.)"""
-        if (self.pipelined or not self.sequential or self._closed or self.upgraded or self._upgrade_wait
-                or self._responses):
+        if (
+            self.pipelined
+            or not self.sequential
+            or self._closed
+            or self.upgraded
+            or self._upgrade_wait
+            or self._responses
+        ):
             return False
         answered = -1
         for i, req in enumerate(self._requests):
