@@ -39,7 +39,7 @@ exit codes: 0 ok, 1 data or execution error, 2 script or usage error, 3 the agen
 def _split_script_args(argv: list[str]) -> tuple[list[str], list[str]]:
     if "--" in argv:
         i = argv.index("--")
-        return argv[:i], argv[i + 1:]
+        return argv[:i], argv[i + 1 :]
     return argv, []
 
 
@@ -75,57 +75,113 @@ def build_parser() -> argparse.ArgumentParser:
     from pxq.render import FORMATS
 
     parser = argparse.ArgumentParser(
-        prog="pxq", description="Query what your host is doing with PxL scripts: HTTP traces and "
-        "CPU stacks, as tables.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="pxq",
+        description="Query what your host is doing with PxL scripts: HTTP traces and CPU stacks, as tables.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    parser.add_argument("--debug", action="store_true",
-                        help="on an internal error, print the Python traceback (also: PXQ_DEBUG=1)")
+    parser.add_argument(
+        "--debug", action="store_true", help="on an internal error, print the Python traceback (also: PXQ_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a script and show its displays",
-                         description="Run a PxL script (bundled name, .pxl file or script folder). "
-                         "Script arguments go after `--`; `-- --help` lists them.")
+    run = sub.add_parser(
+        "run",
+        help="run a script and show its displays",
+        description="Run a PxL script (bundled name, .pxl file or script folder). "
+        "Script arguments go after `--`; `-- --help` lists them.",
+    )
     run.add_argument("script", help="bundled script name, .pxl file or folder with a .pxl and vis.json")
-    run.add_argument("--from", dest="source", metavar="DIR",
-                     help="replay a capture directory (<table>.parquet + capture.json) instead of live capture")
-    run.add_argument("--for", dest="duration", default="10s", metavar="DURATION",
-                     help="live capture window, e.g. 10s, 1.5s, 2m30s, 90 (seconds); at most 24h "
-                          "(default 10s; Ctrl-C or SIGTERM ends it early)")
-    run.add_argument("--body-limit", type=int, default=DEFAULT_BODY_LIMIT, metavar="BYTES",
-                     help=f"bytes of each request/response body kept in live capture (default {DEFAULT_BODY_LIMIT})")
-    run.add_argument("-o", "--output", default="table", choices=FORMATS, metavar="FORMAT",
-                     help=f"output format: {', '.join(FORMATS)} (default: table)")
-    run.add_argument("--out", metavar="PATH",
-                     help="where to write: a file (json, folded, svg, icicle, speedscope, pprof) or a directory "
-                          "(csv, parquet, or several displays); stderr says which files were written")
-    run.add_argument("--max-rows", type=int, default=100, metavar="N",
-                     help="rows shown per display in the terminal table (default 100)")
-    run.add_argument("--utc", action="store_true",
-                     help="show times in UTC (default: the local zone, TZ respected); every time shows its "
-                          "UTC offset. CSV, JSON and Parquet always hold UTC")
+    run.add_argument(
+        "--from",
+        dest="source",
+        metavar="DIR",
+        help="replay a capture directory (<table>.parquet + capture.json) instead of live capture",
+    )
+    run.add_argument(
+        "--for",
+        dest="duration",
+        default="10s",
+        metavar="DURATION",
+        help="live capture window, e.g. 10s, 1.5s, 2m30s, 90 (seconds); at most 24h "
+        "(default 10s; Ctrl-C or SIGTERM ends it early)",
+    )
+    run.add_argument(
+        "--body-limit",
+        type=int,
+        default=DEFAULT_BODY_LIMIT,
+        metavar="BYTES",
+        help=f"bytes of each request/response body kept in live capture (default {DEFAULT_BODY_LIMIT})",
+    )
+    run.add_argument(
+        "-o",
+        "--output",
+        default="table",
+        choices=FORMATS,
+        metavar="FORMAT",
+        help=f"output format: {', '.join(FORMATS)} (default: table)",
+    )
+    run.add_argument(
+        "--out",
+        metavar="PATH",
+        help="where to write: a file (json, folded, svg, icicle, speedscope, pprof) or a directory "
+        "(csv, parquet, or several displays); stderr says which files were written",
+    )
+    run.add_argument(
+        "--max-rows",
+        type=int,
+        default=100,
+        metavar="N",
+        help="rows shown per display in the terminal table (default 100)",
+    )
+    run.add_argument(
+        "--utc",
+        action="store_true",
+        help="show times in UTC (default: the local zone, TZ respected); every time shows its "
+        "UTC offset. CSV, JSON and Parquet always hold UTC",
+    )
 
-    explain = sub.add_parser("explain", help="show the plan and probe manifest; attaches nothing",
-                             description="Parse and compile a script, print its plan before and after "
-                             "optimization and the probe manifest the agent would receive.")
+    explain = sub.add_parser(
+        "explain",
+        help="show the plan and probe manifest; attaches nothing",
+        description="Parse and compile a script, print its plan before and after "
+        "optimization and the probe manifest the agent would receive.",
+    )
     explain.add_argument("script")
     explain.add_argument("--from", dest="source", metavar="DIR", help="resolve times against this capture")
     explain.add_argument("--verbose", action="store_true", help="show the plan after every optimizer rule")
     explain.add_argument("--json", action="store_true", help="print the probe manifest as JSON only")
-    explain.add_argument("--bpf", action="store_true",
-                         help="print the eBPF programs the agent would load (with their -D flags) and exit")
+    explain.add_argument(
+        "--bpf", action="store_true", help="print the eBPF programs the agent would load (with their -D flags) and exit"
+    )
 
-    capture = sub.add_parser("capture", help="record tables live into a capture directory for later replay",
-                             description="Collect tables with the embedded agent and write them as a "
-                             "capture directory that `pxq run --from` replays.")
+    capture = sub.add_parser(
+        "capture",
+        help="record tables live into a capture directory for later replay",
+        description="Collect tables with the embedded agent and write them as a "
+        "capture directory that `pxq run --from` replays.",
+    )
     capture.add_argument("--out", required=True, metavar="DIR", help="capture directory to write")
-    capture.add_argument("--for", dest="duration", default="30s", metavar="DURATION",
-                         help="how long to record, e.g. 30s, 2m30s; at most 24h (default 30s; Ctrl-C or SIGTERM ends it early)")
-    capture.add_argument("--tables", default="http_events", metavar="T1,T2",
-                         help="tables to record (default http_events)")
-    capture.add_argument("--pid", type=int, action="append", metavar="PID",
-                         help="record only these processes and their descendants, running or forked "
-                         "during the window (e.g. nginx's master pid covers its workers; repeatable); a pid "
-                         "whose processes made no TCP traffic is named on stderr")
+    capture.add_argument(
+        "--for",
+        dest="duration",
+        default="30s",
+        metavar="DURATION",
+        help="how long to record, e.g. 30s, 2m30s; at most 24h (default 30s; Ctrl-C or SIGTERM ends it early)",
+    )
+    capture.add_argument(
+        "--tables", default="http_events", metavar="T1,T2", help="tables to record (default http_events)"
+    )
+    capture.add_argument(
+        "--pid",
+        type=int,
+        action="append",
+        metavar="PID",
+        help="record only these processes and their descendants, running or forked "
+        "during the window (e.g. nginx's master pid covers its workers; repeatable); a pid "
+        "whose processes made no TCP traffic is named on stderr",
+    )
     capture.add_argument("--body-limit", type=int, default=DEFAULT_BODY_LIMIT, metavar="BYTES")
 
     sub.add_parser("scripts", help="list the bundled scripts")
@@ -259,9 +315,13 @@ def cmd_run(args, script_argv: list[str]) -> int:
         from pxq.cli.progress import progress_printer
 
         with WindowSignals() as window:
-            compiled, results, store = run_live(script, args=script_args, duration_s=duration,
-                                                on_progress=window.watch(progress_printer(duration)),
-                                                options=AgentOptions(body_limit=args.body_limit))
+            compiled, results, store = run_live(
+                script,
+                args=script_args,
+                duration_s=duration,
+                on_progress=window.watch(progress_printer(duration)),
+                options=AgentOptions(body_limit=args.body_limit),
+            )
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         drops = store.drops
@@ -279,8 +339,12 @@ def _cut_short_status(window) -> int:
     if window is None or window.received is None:
         return 0
     name = signal.Signals(window.received).name
-    print(f"pxq: {name} ended the window early: the rows are those collected until then" if window.ended_window
-          else f"pxq: {name} came after the window: all its rows are shown", file=sys.stderr)
+    print(
+        f"pxq: {name} ended the window early: the rows are those collected until then"
+        if window.ended_window
+        else f"pxq: {name} came after the window: all its rows are shown",
+        file=sys.stderr,
+    )
     return 128 + window.received
 
 
@@ -300,7 +364,8 @@ def cmd_capture(args) -> int:
     manifest = manifest_for_tables(tables, now_ns=time.time_ns(), pids=tuple(args.pid) if args.pid else None)
     with WindowSignals() as window:
         store = EmbeddedAgent(manifest, AgentOptions(body_limit=args.body_limit)).run(
-            duration, window.watch(progress_printer(duration)))
+            duration, window.watch(progress_printer(duration))
+        )
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     store.write_capture(args.out, tables)
@@ -405,8 +470,11 @@ def _report_thread_errors(debug: bool):
             traceback.print_exception(info.exc_type, info.exc_value, info.exc_traceback)
         if info.exc_type is not SystemExit:
             name = info.thread.name if info.thread else "?"
-            print(f"pxq: internal error in thread {name}: {info.exc_type.__name__}: {_first_line(info.exc_value)}"
-                  + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
+            print(
+                f"pxq: internal error in thread {name}: {info.exc_type.__name__}: {_first_line(info.exc_value)}"
+                + ("" if debug else " (run with --debug for the traceback)"),
+                file=sys.stderr,
+            )
 
     threading.excepthook = hook
     return previous
@@ -472,16 +540,22 @@ def _main(own: list[str], script_argv: list[str], debug: bool) -> int:
     except MemoryError:
         if debug:
             traceback.print_exc()
-        print("pxq: out of memory: the script's tables do not fit; narrow the window (start_time, --for) "
-              "or filter earlier", file=sys.stderr)
+        print(
+            "pxq: out of memory: the script's tables do not fit; narrow the window (start_time, --for) "
+            "or filter earlier",
+            file=sys.stderr,
+        )
         return EXIT_OUT_OF_MEMORY
     except SystemExit:
         raise  # argparse's own usage errors and --help
     except Exception as exc:  # noqa: BLE001 - the one place a bug in pxq is turned into a message
         if debug:
             traceback.print_exc()
-        print(f"pxq: internal error: {type(exc).__name__}: {_first_line(exc)}"
-              + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
+        print(
+            f"pxq: internal error: {type(exc).__name__}: {_first_line(exc)}"
+            + ("" if debug else " (run with --debug for the traceback)"),
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 

@@ -45,7 +45,7 @@ TDIGEST_DELTA = 1000  # Pixie's tdigest compression
 # Exact integer sums: Acero sums decimal128 inputs into decimal128(38, 0), which holds any sum of
 # fewer than 10**19 int64 values (its int64 sum would wrap silently).
 _EXACT = pa.decimal128(19, 0)
-_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _COUNT_VALID = pc.CountOptions(mode="only_valid")
 
 
@@ -77,7 +77,8 @@ def _checked_int64_sum(column: str) -> Callable[[pa.ChunkedArray], pa.ChunkedArr
             if bound.is_valid and not _INT64_MIN <= int(bound.as_py()) <= _INT64_MAX:
                 raise ExecutionError(
                     f"px.sum of {column!r} is {int(bound.as_py()):,}, beyond INT64; "
-                    f"hint: sum it as FLOAT64, e.g. df.{column}_f = df.{column} * 1.0")
+                    f"hint: sum it as FLOAT64, e.g. df.{column}_f = df.{column} * 1.0"
+                )
         return pc.cast(sums, pa.int64())
 
     return finish
@@ -120,21 +121,45 @@ def _quantiles_plan(values: pa.ChunkedArray, column: str) -> AggregatePlan:
     return values, [("tdigest", pc.TDigestOptions(q=list(QUANTILES), delta=TDIGEST_DELTA))], _only(_quantiles_json)
 
 
-count = aggregate("count", None, T.INT64, "Number of rows in the group.",
-                  plan=_acero("count", pc.CountOptions(mode="all")), empty=0)  # Pixie: every row, whichever column
-sum_ = aggregate("sum", NUMERIC_OR_BOOL, lambda t: T.FLOAT64 if t[0] is T.FLOAT64 else T.INT64,
-                 "Sum of the group's values (a BOOLEAN sums to the number of trues).", semantic=_keep_quantity,
-                 plan=_sum_plan)
-mean = aggregate("mean", NUMERIC_OR_BOOL, T.FLOAT64,
-                 "Arithmetic mean, FLOAT64 (of a BOOLEAN: the fraction of trues).", semantic=_keep, plan=_mean_plan)
+count = aggregate(
+    "count", None, T.INT64, "Number of rows in the group.", plan=_acero("count", pc.CountOptions(mode="all")), empty=0
+)  # Pixie: every row, whichever column
+sum_ = aggregate(
+    "sum",
+    NUMERIC_OR_BOOL,
+    lambda t: T.FLOAT64 if t[0] is T.FLOAT64 else T.INT64,
+    "Sum of the group's values (a BOOLEAN sums to the number of trues).",
+    semantic=_keep_quantity,
+    plan=_sum_plan,
+)
+mean = aggregate(
+    "mean",
+    NUMERIC_OR_BOOL,
+    T.FLOAT64,
+    "Arithmetic mean, FLOAT64 (of a BOOLEAN: the fraction of trues).",
+    semantic=_keep,
+    plan=_mean_plan,
+)
 min_ = aggregate("min", ORDERED, lambda t: t[0], "Smallest value in the group.", semantic=_keep, plan=_acero("min"))
 max_ = aggregate("max", ORDERED, lambda t: t[0], "Largest value in the group.", semantic=_keep, plan=_acero("max"))
 # Acero's "first" skips nulls and, single-threaded, is deterministic; "one" may give null.
-any_ = aggregate("any", None, lambda t: t[0], "Some value of the group (the first non-null one).",
-                 semantic=_keep, plan=_acero("first"), ordered=True)
-quantiles = aggregate("quantiles", frozenset({T.INT64, T.FLOAT64}), T.STRING,
-                      'Approximate distribution (t-digest) as JSON {"p01":..,"p10":..,"p25":..,"p50":..,'
-                      '"p75":..,"p90":..,"p99":..}; read it with px.pluck_float64.', semantic=S.JSON,
-                      plan=_quantiles_plan,
-                      # no data: as for a group of nulls
-                      empty="{" + ",".join(f'"{key}":null' for key in QUANTILE_KEYS) + "}")
+any_ = aggregate(
+    "any",
+    None,
+    lambda t: t[0],
+    "Some value of the group (the first non-null one).",
+    semantic=_keep,
+    plan=_acero("first"),
+    ordered=True,
+)
+quantiles = aggregate(
+    "quantiles",
+    frozenset({T.INT64, T.FLOAT64}),
+    T.STRING,
+    'Approximate distribution (t-digest) as JSON {"p01":..,"p10":..,"p25":..,"p50":..,'
+    '"p75":..,"p90":..,"p99":..}; read it with px.pluck_float64.',
+    semantic=S.JSON,
+    plan=_quantiles_plan,
+    # no data: as for a group of nulls
+    empty="{" + ",".join(f'"{key}":null' for key in QUANTILE_KEYS) + "}",
+)

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pxq.errors import CompileError, Diagnostic, Source as ScriptSource, Span, UsageError, closest
-from pxq.funcs.registry import (AGGREGATES, SCALARS, ExecContext, ScalarFunction,
-                                resolve_semantic, resolve_type)
+from pxq.funcs.registry import AGGREGATES, SCALARS, ExecContext, ScalarFunction, resolve_semantic, resolve_type
 from pxq.lang import ast
 from pxq.lang.deep import deep
 from pxq.plan import nodes as n
@@ -28,20 +27,42 @@ from pxq.types import DataType
 
 # PxL operators are calls of Pixie's UDF names.
 BINARY_OPERATORS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide", "%": "modulo"}
-COMPARISONS = {"==": "equal", "!=": "notEqual", "<": "lessThan", "<=": "lessThanEqual",
-               ">": "greaterThan", ">=": "greaterThanEqual"}
+COMPARISONS = {
+    "==": "equal",
+    "!=": "notEqual",
+    "<": "lessThan",
+    "<=": "lessThanEqual",
+    ">": "greaterThan",
+    ">=": "greaterThanEqual",
+}
 UNARY_OPERATORS = {"not": "logicalNot", "-": "negate", "~": "invert"}
-OPERATOR_FUNCTIONS = {*BINARY_OPERATORS.values(), *COMPARISONS.values(), *UNARY_OPERATORS.values(),
-                      "logicalAnd", "logicalOr"}
+OPERATOR_FUNCTIONS = {
+    *BINARY_OPERATORS.values(),
+    *COMPARISONS.values(),
+    *UNARY_OPERATORS.values(),
+    "logicalAnd",
+    "logicalOr",
+}
 
 # df.ctx[key] -> the metadata function applied to the upid column (Pixie's metadata keys).
 CTX_FUNCTIONS = {
-    "pid": "upid_to_pid", "cmdline": "upid_to_cmdline", "cmd": "upid_to_cmdline", "comm": "upid_to_comm",
-    "exe": "upid_to_exe", "pod": "upid_to_pod_name", "pod_name": "upid_to_pod_name",
-    "namespace": "upid_to_namespace", "service": "upid_to_service_name",
-    "service_name": "upid_to_service_name", "node": "upid_to_node_name", "node_name": "upid_to_node_name",
-    "container": "upid_to_container_name", "container_name": "upid_to_container_name",
-    "container_id": "upid_to_container_id", "host": "upid_to_hostname", "hostname": "upid_to_hostname",
+    "pid": "upid_to_pid",
+    "cmdline": "upid_to_cmdline",
+    "cmd": "upid_to_cmdline",
+    "comm": "upid_to_comm",
+    "exe": "upid_to_exe",
+    "pod": "upid_to_pod_name",
+    "pod_name": "upid_to_pod_name",
+    "namespace": "upid_to_namespace",
+    "service": "upid_to_service_name",
+    "service_name": "upid_to_service_name",
+    "node": "upid_to_node_name",
+    "node_name": "upid_to_node_name",
+    "container": "upid_to_container_name",
+    "container_name": "upid_to_container_name",
+    "container_id": "upid_to_container_id",
+    "host": "upid_to_hostname",
+    "hostname": "upid_to_hostname",
 }
 
 # px.* names the compiler itself implements (they build plan nodes or are compile-time only).
@@ -199,9 +220,16 @@ def _describe(value: Value) -> str:
         kind = "constant" if value.expr.is_constant else "column expression"
         return f"a {kind} of type {value.expr.type}"
     return {
-        NoneValue: "None", SeqValue: "a list", DictValue: "a dict", ModuleValue: "a module",
-        PxFunctionValue: "a px function", DataFrameValue: "a DataFrame", GroupByValue: "a groupby",
-        CtxValue: "df.ctx", MethodValue: "a method", UserFunctionValue: "a function",
+        NoneValue: "None",
+        SeqValue: "a list",
+        DictValue: "a dict",
+        ModuleValue: "a module",
+        PxFunctionValue: "a px function",
+        DataFrameValue: "a DataFrame",
+        GroupByValue: "a groupby",
+        CtxValue: "df.ctx",
+        MethodValue: "a method",
+        UserFunctionValue: "a function",
     }.get(type(value), type(value).__name__)
 
 
@@ -264,8 +292,9 @@ class Compiler:
     def import_module(self, name: str, span: Span) -> Value:
         if name == "px":
             return ModuleValue(span, "px")
-        raise self.error(f"unknown module {name!r}", span,
-                         "pxq provides the 'px' module; pxtrace/pxviews are not supported yet")
+        raise self.error(
+            f"unknown module {name!r}", span, "pxq provides the 'px' module; pxtrace/pxviews are not supported yet"
+        )
 
     def assign(self, stmt: ast.Assign, scope: Scope) -> None:
         target = stmt.target
@@ -304,8 +333,11 @@ class Compiler:
     def expr_Constant(self, node: ast.Constant, scope: Scope) -> Value:
         value = node.value
         if isinstance(value, int) and not isinstance(value, bool) and not fits_int64(value):
-            raise self.error(f"integer literal {shown(value)} is out of range for int64", node.span,
-                             f"PxL integers are 64-bit: {INT64_RANGE}")
+            raise self.error(
+                f"integer literal {shown(value)} is out of range for int64",
+                node.span,
+                f"PxL integers are 64-bit: {INT64_RANGE}",
+            )
         return _python_literal(value, node.span)
 
     def expr_Name(self, node: ast.Name, scope: Scope) -> Value:
@@ -323,8 +355,9 @@ class Compiler:
         return SeqValue(node.span, [self.expression(e, scope) for e in node.elts], "tuple")
 
     def expr_Dict(self, node: ast.Dict, scope: Scope) -> Value:
-        return DictValue(node.span, [(self.expression(k, scope), self.expression(v, scope))
-                                     for k, v in zip(node.keys, node.values)])
+        return DictValue(
+            node.span, [(self.expression(k, scope), self.expression(v, scope)) for k, v in zip(node.keys, node.values)]
+        )
 
     def expr_Attribute(self, node: ast.Attribute, scope: Scope) -> Value:
         owner = self.expression(node.value, scope)
@@ -368,21 +401,24 @@ class Compiler:
             return self.column(owner, self.constant_string(index, "a column name"), node.index.span)
         if isinstance(index, ExprValue):
             return DataFrameValue(node.span, self.build(node.index.span, n.Filter, owner.node, index.expr))
-        raise self.error(f"cannot index a DataFrame with {_describe(index)}", node.index.span,
-                         "use df[predicate], df['col'] or df[['a', 'b']]")
+        raise self.error(
+            f"cannot index a DataFrame with {_describe(index)}",
+            node.index.span,
+            "use df[predicate], df['col'] or df[['a', 'b']]",
+        )
 
     def ctx_lookup(self, ctx: CtxValue, index: Value, span: Span) -> Value:
         key = self.constant_string(index, "a metadata key")
         if key not in CTX_FUNCTIONS:
-            raise self.error(f"unknown metadata key {key!r}", span,
-                             f"keys: {', '.join(sorted(CTX_FUNCTIONS))}")
+            raise self.error(f"unknown metadata key {key!r}", span, f"keys: {', '.join(sorted(CTX_FUNCTIONS))}")
         upid = ctx.df.node.schema.get("upid")
         if upid is None:
-            raise self.error("df.ctx needs a 'upid' column", span,
-                             "keep upid in the DataFrame until the metadata is looked up")
-        return self.call_scalar(SCALARS[CTX_FUNCTIONS[key]], [ExprValue(span, ColumnRef("upid", upid.type,
-                                                                                          upid.semantic))],
-                                {}, span)
+            raise self.error(
+                "df.ctx needs a 'upid' column", span, "keep upid in the DataFrame until the metadata is looked up"
+            )
+        return self.call_scalar(
+            SCALARS[CTX_FUNCTIONS[key]], [ExprValue(span, ColumnRef("upid", upid.type, upid.semantic))], {}, span
+        )
 
     def expr_BinOp(self, node: ast.BinOp, scope: Scope) -> Value:
         left, right = self.expression(node.left, scope), self.expression(node.right, scope)
@@ -401,8 +437,12 @@ class Compiler:
 
     def expr_UnaryOp(self, node: ast.UnaryOp, scope: Scope) -> Value:
         literal = node.operand
-        if node.op == "-" and isinstance(literal, ast.Constant) and type(literal.value) is int \
-                and literal.value == 2**63:
+        if (
+            node.op == "-"
+            and isinstance(literal, ast.Constant)
+            and type(literal.value) is int
+            and literal.value == 2**63
+        ):
             # -9223372036854775808 is an int64 although its digits alone are not
             return ExprValue(node.span, Literal(-literal.value, DataType.INT64))
         operand = self.expression(node.operand, scope)
@@ -435,8 +475,11 @@ class Compiler:
         if isinstance(value, ExprValue):
             return value.expr
         if isinstance(value, SeqValue) and not allow_list:
-            raise self.error(f"{what} must be a column or a single value, not a {value.kind}", value.span,
-                             hint or "to test a column against several values use px.equals_any(df.col, [...])")
+            raise self.error(
+                f"{what} must be a column or a single value, not a {value.kind}",
+                value.span,
+                hint or "to test a column against several values use px.equals_any(df.col, [...])",
+            )
         if isinstance(value, SeqValue):
             items = [self.as_expr(v, what) for v in value.items]
             if not all(isinstance(i, Literal) and not i.is_list for i in items):
@@ -457,8 +500,7 @@ class Compiler:
             return [self.constant(v, what) for v in value.items]
         expr = self.as_expr(value, what)
         if not expr.is_constant:
-            raise self.error(f"{what} must be known when the script is compiled, not a column",
-                             value.span)
+            raise self.error(f"{what} must be known when the script is compiled, not a column", value.span)
         try:
             return evaluate_constant(expr, self.ctx)
         except Exception as exc:  # an implementation error on constants, e.g. bad regex
@@ -475,8 +517,9 @@ class Compiler:
             return tuple(self.constant_string(v, what) for v in value.items)
         return (self.constant_string(value, what),)
 
-    def bind(self, names: list[tuple[str, bool]], args: list[Value], kwargs: dict[str, Value],
-             span: Span, signature: str) -> dict[str, Value]:
+    def bind(
+        self, names: list[tuple[str, bool]], args: list[Value], kwargs: dict[str, Value], span: Span, signature: str
+    ) -> dict[str, Value]:
         """Match call arguments to parameter names ((name, required) pairs), Python's way."""
         if len(args) > len(names):
             raise self.error(f"too many arguments ({len(args)} given)", span, f"signature: {signature}")
@@ -512,13 +555,19 @@ class Compiler:
             self.effects += 1
             return NoneValue(node.span)
         if name == "script_reference":
-            bound = self.bind([("label", True), ("script", True), ("args", False)], args, kwargs, node.span,
-                              "px.script_reference(label, script, args={})")
+            bound = self.bind(
+                [("label", True), ("script", True), ("args", False)],
+                args,
+                kwargs,
+                node.span,
+                "px.script_reference(label, script, args={})",
+            )
             # Links between scripts are a UI feature; in a table the label is what shows.
             return bound["label"]
         if name in AGGREGATES:
-            raise self.error(f"px.{name} is an aggregate", node.span,
-                             f"use it inside groupby(...).agg(out=('column', px.{name}))")
+            raise self.error(
+                f"px.{name} is an aggregate", node.span, f"use it inside groupby(...).agg(out=('column', px.{name}))"
+            )
         if name in PX_STRING_TYPES:
             bound = self.bind([("value", True)], args, kwargs, node.span, f"px.{name}(value)")
             return bound["value"]
@@ -528,8 +577,13 @@ class Compiler:
         params = list(fn.params)
         if fn.variadic and len(args) > len(params):
             params += [params[-1]] * (len(args) - len(params))
-        bound = self.bind([(p.name if i < len(fn.params) else f"{p.name}{i}", not p.has_default)
-                           for i, p in enumerate(params)], args, kwargs, span, fn.signature())
+        bound = self.bind(
+            [(p.name if i < len(fn.params) else f"{p.name}{i}", not p.has_default) for i, p in enumerate(params)],
+            args,
+            kwargs,
+            span,
+            fn.signature(),
+        )
         exprs: list[Expr] = []
         for i, param in enumerate(params):
             key = param.name if i < len(fn.params) else f"{param.name}{i}"
@@ -537,19 +591,32 @@ class Compiler:
                 exprs.append(self.as_expr(_python_literal(param.default, span), param.name))
                 continue
             value = bound[key]
-            expr = self.as_expr(value, f"argument {param.name!r} of px.{fn.name}", allow_list=param.accepts_list,
-                                hint=None if fn.name in OPERATOR_FUNCTIONS else f"signature: {fn.signature()}")
+            expr = self.as_expr(
+                value,
+                f"argument {param.name!r} of px.{fn.name}",
+                allow_list=param.accepts_list,
+                hint=None if fn.name in OPERATOR_FUNCTIONS else f"signature: {fn.signature()}",
+            )
             if param.literal and not expr.is_constant:
-                raise self.error(f"argument {param.name!r} of px.{fn.name} must be a constant, not a column",
-                                 value.span, f"signature: {fn.signature()}")
+                raise self.error(
+                    f"argument {param.name!r} of px.{fn.name} must be a constant, not a column",
+                    value.span,
+                    f"signature: {fn.signature()}",
+                )
             if param.types is not None and expr.type not in param.types:
-                raise self.error(f"argument {param.name!r} of px.{fn.name} has type {expr.type}",
-                                 value.span, f"signature: {fn.signature()}")
+                raise self.error(
+                    f"argument {param.name!r} of px.{fn.name} has type {expr.type}",
+                    value.span,
+                    f"signature: {fn.signature()}",
+                )
             if param.bounds is not None:
                 given, (low, high) = self.constant(value, f"argument {param.name!r} of px.{fn.name}"), param.bounds
                 if given is not None and not low <= given <= high:
-                    raise self.error(f"argument {param.name!r} of px.{fn.name} must be between {low:,} and {high:,}, "
-                                     f"not {given:,}", value.span, f"signature: {fn.signature()}")
+                    raise self.error(
+                        f"argument {param.name!r} of px.{fn.name} must be between {low:,} and {high:,}, not {given:,}",
+                        value.span,
+                        f"signature: {fn.signature()}",
+                    )
             exprs.append(expr)
         arg_types = tuple(e.type for e in exprs)
         try:
@@ -565,22 +632,26 @@ class Compiler:
 
     def dataframe(self, args, kwargs, span: Span) -> DataFrameValue:
         sig = "px.DataFrame(table, select=[...], start_time=None, end_time=None)"
-        bound = self.bind([("table", True), ("select", False), ("start_time", False), ("end_time", False)],
-                          args, kwargs, span, sig)
+        bound = self.bind(
+            [("table", True), ("select", False), ("start_time", False), ("end_time", False)], args, kwargs, span, sig
+        )
         table_name = self.constant_string(bound["table"], "the table name")
         table = self.catalog.get(table_name)
         if table is None:
             near = closest(table_name, self.catalog)
             listing = ", ".join(sorted(self.catalog))
-            hint = (f"did you mean {near[0]!r}? tables: {listing}" if near else f"tables: {listing}")
+            hint = f"did you mean {near[0]!r}? tables: {listing}" if near else f"tables: {listing}"
             raise self.error(f"unknown table {table_name!r}", bound["table"].span, hint)
         schema = table_schema(table)
         if "select" in bound and not isinstance(bound["select"], NoneValue):
             columns = self.string_list(bound["select"], "a selected column")
             for col in columns:
                 if schema.get(col) is None:
-                    raise self.error(f"unknown column {col!r} in table {table_name}", bound["select"].span,
-                                     n.column_hint(col, schema.names))
+                    raise self.error(
+                        f"unknown column {col!r} in table {table_name}",
+                        bound["select"].span,
+                        n.column_hint(col, schema.names),
+                    )
         else:
             columns = schema.names
         start = self.time_bound(bound.get("start_time"), "start_time")
@@ -592,8 +663,11 @@ class Compiler:
         """A DataFrame's start_time/end_time as int64 nanoseconds, checked against the time range."""
         if value is None or isinstance(value, NoneValue):
             return None
-        if isinstance(value, ExprValue) and value.expr.is_constant \
-                and value.expr.type in (DataType.TIME64NS, DataType.INT64):
+        if (
+            isinstance(value, ExprValue)
+            and value.expr.is_constant
+            and value.expr.type in (DataType.TIME64NS, DataType.INT64)
+        ):
             # px.now() + px.days(n): computed exactly, so that a bound past the range is an
             # error rather than an int64 that wrapped around to another time
             try:
@@ -607,28 +681,40 @@ class Compiler:
         if raw is None and isinstance(value, ExprValue):
             raise self.error(f"{what} is null", value.span, "give a time, or leave the bound out")
         if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-            raise self.error(f"{what} must be a relative time like '-5m', an absolute time or "
-                             f"nanoseconds, got {_describe(value)}", value.span)
+            raise self.error(
+                f"{what} must be a relative time like '-5m', an absolute time or nanoseconds, got {_describe(value)}",
+                value.span,
+            )
         if isinstance(raw, str):
             try:
                 raw = parse_time(raw, self.now_ns)
             except OverflowError:
                 raise self._time_range_error(what, value.span, shown(raw)) from None
             except ValueError as exc:
-                raise self.error(f"invalid {what} {shown(raw)}: {exc}", value.span,
-                                 "use '-30s', '-5m', '-1h', '2026-11-26 04:00:00 +0000' or nanoseconds") from None
+                raise self.error(
+                    f"invalid {what} {shown(raw)}: {exc}",
+                    value.span,
+                    "use '-30s', '-5m', '-1h', '2026-11-26 04:00:00 +0000' or nanoseconds",
+                ) from None
         if not fits_int64(raw):
             raise self._time_range_error(what, value.span, "it")
         return raw
 
     def _time_range_error(self, what: str, span: Span, subject: str) -> CompileError:
-        return self.error(f"{what} is out of range: {subject} is not between {TIME_FIRST} and {TIME_LAST} UTC",
-                          span, f"times are int64 nanoseconds (Arrow's timestamp[ns]), which reach from "
-                                f"{TIME_FIRST} to {TIME_LAST} UTC")
+        return self.error(
+            f"{what} is out of range: {subject} is not between {TIME_FIRST} and {TIME_LAST} UTC",
+            span,
+            f"times are int64 nanoseconds (Arrow's timestamp[ns]), which reach from {TIME_FIRST} to {TIME_LAST} UTC",
+        )
 
     def display(self, args, kwargs, span: Span) -> Value:
-        bound = self.bind([("out", True), ("name", False), ("cols", False)], args, kwargs, span,
-                          "px.display(df, name='output', cols=[])")
+        bound = self.bind(
+            [("out", True), ("name", False), ("cols", False)],
+            args,
+            kwargs,
+            span,
+            "px.display(df, name='output', cols=[])",
+        )
         df = bound["out"]
         if not isinstance(df, DataFrameValue):
             raise self.error(f"px.display needs a DataFrame, got {_describe(df)}", df.span)
@@ -643,8 +729,7 @@ class Compiler:
 
     def add_display(self, name: str, node: n.Relation, span: Span) -> None:
         if any(d.name == name for d in self.displays):
-            raise self.error(f"display name {name!r} is used twice", span,
-                             "give each px.display a distinct name")
+            raise self.error(f"display name {name!r} is used twice", span, "give each px.display a distinct name")
         self.displays.append(n.Display(node, name))
         self.effects += 1
 
@@ -661,8 +746,9 @@ class Compiler:
             keys = self.string_list(bound["by"], "a group-by column")
             for key in keys:
                 if df.node.schema.get(key) is None:
-                    raise self.error(f"unknown column {key!r}", bound["by"].span,
-                                     n.column_hint(key, df.node.schema.names))
+                    raise self.error(
+                        f"unknown column {key!r}", bound["by"].span, n.column_hint(key, df.node.schema.names)
+                    )
             return GroupByValue(span, df, keys)
         if name == "agg":
             return self.agg(df, (), args, kwargs, span)
@@ -677,8 +763,9 @@ class Compiler:
             dropped = self.string_list(bound["columns"], "a dropped column")
             for col in dropped:
                 if df.node.schema.get(col) is None:
-                    raise self.error(f"unknown column {col!r}", bound["columns"].span,
-                                     n.column_hint(col, df.node.schema.names))
+                    raise self.error(
+                        f"unknown column {col!r}", bound["columns"].span, n.column_hint(col, df.node.schema.names)
+                    )
             keep = tuple(c for c in df.node.schema.names if c not in dropped)
             return DataFrameValue(span, self.build(span, n.Project, df.node, keep))
         if name == "filter":
@@ -714,16 +801,21 @@ class Compiler:
             fn_value = value.items[1]
             if not isinstance(fn_value, PxFunctionValue) or fn_value.name not in AGGREGATES:
                 names = ", ".join("px." + a for a in sorted(AGGREGATES))
-                raise self.error(f"aggregate {out!r} needs an aggregate function", fn_value.span,
-                                 f"aggregates: {names}")
+                raise self.error(
+                    f"aggregate {out!r} needs an aggregate function", fn_value.span, f"aggregates: {names}"
+                )
             field = df.node.schema.get(column)
             if field is None:
-                raise self.error(f"unknown column {column!r}", value.items[0].span,
-                                 n.column_hint(column, df.node.schema.names))
+                raise self.error(
+                    f"unknown column {column!r}", value.items[0].span, n.column_hint(column, df.node.schema.names)
+                )
             fn = AGGREGATES[fn_value.name]
             if fn.input_types is not None and field.type not in fn.input_types:
-                raise self.error(f"px.{fn.name} cannot aggregate {column!r} of type {field.type}",
-                                 value.span, f"signature: {fn.signature()}")
+                raise self.error(
+                    f"px.{fn.name} cannot aggregate {column!r} of type {field.type}",
+                    value.span,
+                    f"signature: {fn.signature()}",
+                )
             try:
                 out_type = resolve_type(fn.returns, (field.type,))
             except TypeError as exc:
@@ -734,8 +826,20 @@ class Compiler:
 
     def merge(self, df: DataFrameValue, args, kwargs, span: Span) -> DataFrameValue:
         sig = "df.merge(right, how='inner', left_on=..., right_on=..., suffixes=['_x', '_y'])"
-        bound = self.bind([("right", True), ("how", False), ("left_on", False), ("right_on", False),
-                           ("suffixes", False), ("on", False)], args, kwargs, span, sig)
+        bound = self.bind(
+            [
+                ("right", True),
+                ("how", False),
+                ("left_on", False),
+                ("right_on", False),
+                ("suffixes", False),
+                ("on", False),
+            ],
+            args,
+            kwargs,
+            span,
+            sig,
+        )
         right = bound["right"]
         if not isinstance(right, DataFrameValue):
             raise self.error(f"merge needs a DataFrame, got {_describe(right)}", right.span)
@@ -773,10 +877,12 @@ class Compiler:
         # by identity: dataclass equality would compare whole function bodies
         calling = [i for i, active in enumerate(self.active) if active is definition]
         if calling:
-            through = [d.name for d in self.active[calling[0] + 1:]]
-            raise self.error(f"{definition.name} calls itself" + (f" through {', '.join(through)}" if through else ""),
-                             span,
-                             "PxL has no conditions to end a recursion; call another function, or none")
+            through = [d.name for d in self.active[calling[0] + 1 :]]
+            raise self.error(
+                f"{definition.name} calls itself" + (f" through {', '.join(through)}" if through else ""),
+                span,
+                "PxL has no conditions to end a recursion; call another function, or none",
+            )
         if self.depth >= MAX_CALL_DEPTH:
             raise self.error(f"calls nest deeper than {MAX_CALL_DEPTH}", span)
         effects = self.effects
@@ -807,8 +913,9 @@ class CompileSession:
     A statement or pragma that fails leaves the session as it was before it.
     """
 
-    def __init__(self, *, now_ns: int, catalog: dict[str, TableSchema] | None = None,
-                 source: ScriptSource | None = None):
+    def __init__(
+        self, *, now_ns: int, catalog: dict[str, TableSchema] | None = None, source: ScriptSource | None = None
+    ):
         self.now_ns = now_ns
         self.source = source
         self.compiler = Compiler(now_ns=now_ns, catalog=catalog if catalog is not None else CATALOG, source=source)
@@ -891,18 +998,30 @@ class CompileSession:
     def graph(self) -> n.Graph:
         """The plan of the displays made so far."""
         if not self.compiler.displays:
-            raise CompileError(Diagnostic(
-                "the script displays nothing", None,
-                "call px.display(df, 'name'), or define an entry function that returns a DataFrame"), self.source)
+            raise CompileError(
+                Diagnostic(
+                    "the script displays nothing",
+                    None,
+                    "call px.display(df, 'name'), or define an entry function that returns a DataFrame",
+                ),
+                self.source,
+            )
         settings = {p.key: p.value for p in self.pragmas}
         settings.update(self.compiler.settings)
         return n.Graph(tuple(self.compiler.displays), self.now_ns, tuple(sorted(settings.items())))
 
 
 @deep  # the compiler evaluates nested expressions and user functions recursively
-def compile(module: ast.Module, *, now_ns: int, args: dict[str, Any] | None = None, name: str = "",
-            vis: dict | None = None, catalog: dict[str, TableSchema] | None = None,
-            source: ScriptSource | None = None) -> n.Graph:
+def compile(
+    module: ast.Module,
+    *,
+    now_ns: int,
+    args: dict[str, Any] | None = None,
+    name: str = "",
+    vis: dict | None = None,
+    catalog: dict[str, TableSchema] | None = None,
+    source: ScriptSource | None = None,
+) -> n.Graph:
     """Compile a parsed module into a plan Graph.
 
     ``args`` are script arguments (strings from the CLI or Python values), matched to the entry

@@ -12,8 +12,12 @@ from pxq.types import DataType, arrow_type
 
 # Integer arithmetic wraps like Pixie's; where a result must be exact (a DataFrame's time
 # bounds) these kernels raise instead.
-_CHECKED = {"add": pc.add_checked, "subtract": pc.subtract_checked, "multiply": pc.multiply_checked,
-            "negate": pc.negate_checked}
+_CHECKED = {
+    "add": pc.add_checked,
+    "subtract": pc.subtract_checked,
+    "multiply": pc.multiply_checked,
+    "negate": pc.negate_checked,
+}
 
 
 def _internal_type(data_type: DataType) -> pa.DataType:

@@ -81,8 +81,13 @@ class Expr:
         return not self.columns()
 
     def __hash__(self) -> int:
-        return _cached(self, "_hash", lambda n: hash((n._key(), tuple(a.__dict__["_hash"] for a in n.args))
-                                                      if isinstance(n, FuncCall) else n._key()))
+        return _cached(
+            self,
+            "_hash",
+            lambda n: hash(
+                (n._key(), tuple(a.__dict__["_hash"] for a in n.args)) if isinstance(n, FuncCall) else n._key()
+            ),
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Expr):
@@ -236,8 +241,11 @@ def conjuncts(expr: Expr) -> list[Expr]:
         seen.add(id(node))
         # An INT64 operand of `and` (true when non-zero) is no predicate on its own: such an
         # `and` stays whole.
-        if isinstance(node, FuncCall) and node.name == "logicalAnd" \
-                and all(getattr(a, "type", None) is DataType.BOOLEAN for a in node.args):
+        if (
+            isinstance(node, FuncCall)
+            and node.name == "logicalAnd"
+            and all(getattr(a, "type", None) is DataType.BOOLEAN for a in node.args)
+        ):
             stack.extend(reversed(node.args))
         else:
             out.append(node)

@@ -6,8 +6,20 @@ Stable: it is what the snapshot tests and ``pxq explain`` show.
 from __future__ import annotations
 
 from pxq.plan.limits import format_time_ns
-from pxq.plan.nodes import (Agg, Display, Filter, FragmentInput, Graph, Join, Limit, Map, Project,
-                            Relation, Source, Union)
+from pxq.plan.nodes import (
+    Agg,
+    Display,
+    Filter,
+    FragmentInput,
+    Graph,
+    Join,
+    Limit,
+    Map,
+    Project,
+    Relation,
+    Source,
+    Union,
+)
 
 
 def _time(ns: int | None) -> str:
@@ -25,9 +37,12 @@ def _type(typed) -> str:
 def _describe(node: Relation, name: dict[int, str]) -> str:
     ref = lambda n: name[id(n)]  # noqa: E731
     if isinstance(node, Source):
-        lines = [f"Source[{node.table}] window=[{_time(node.start_ns)}, {_time(node.end_ns)})",
-                 f"  columns: {', '.join(node.columns)}" if len(node.columns) < len(node.table_schema.fields)
-                 else "  columns: all"]
+        lines = [
+            f"Source[{node.table}] window=[{_time(node.start_ns)}, {_time(node.end_ns)})",
+            f"  columns: {', '.join(node.columns)}"
+            if len(node.columns) < len(node.table_schema.fields)
+            else "  columns: all",
+        ]
         for pred in node.predicates:
             lines.append(f"  pushed: {pred}")
         if node.pids is not None:
@@ -46,8 +61,10 @@ def _describe(node: Relation, name: dict[int, str]) -> str:
         return "\n".join(lines)
     if isinstance(node, Join):
         on = ", ".join(f"{l}={r}" for l, r in zip(node.left_on, node.right_on))
-        return (f"Join[{ref(node.left)}, {ref(node.right)}] how={node.how} on {on} suffixes={list(node.suffixes)}\n"
-                f"  -> {', '.join(node.schema.names)}")
+        return (
+            f"Join[{ref(node.left)}, {ref(node.right)}] how={node.how} on {on} suffixes={list(node.suffixes)}\n"
+            f"  -> {', '.join(node.schema.names)}"
+        )
     if isinstance(node, Union):
         return f"Union[{', '.join(ref(p) for p in node.parts)}]"
     if isinstance(node, Limit):

@@ -53,12 +53,20 @@ class ProbeManifest:
         def tup(value):
             return None if value is None else tuple(value)
 
-        tables = tuple(TableRequest(t["table"], t["collector"], tuple(t["columns"]), t["start_ns"],
-                                    t["end_ns"], tup(t["pids"])) for t in data["tables"])
-        collectors = tuple(CollectorRequest(c["name"], tuple(c["tables"]), tup(c["pids"]),
-                                            tuple(c.get("protocols", ())),
-                                            tuple(tuple(o) for o in c.get("options", ())))
-                           for c in data["collectors"])
+        tables = tuple(
+            TableRequest(t["table"], t["collector"], tuple(t["columns"]), t["start_ns"], t["end_ns"], tup(t["pids"]))
+            for t in data["tables"]
+        )
+        collectors = tuple(
+            CollectorRequest(
+                c["name"],
+                tuple(c["tables"]),
+                tup(c["pids"]),
+                tuple(c.get("protocols", ())),
+                tuple(tuple(o) for o in c.get("options", ())),
+            )
+            for c in data["collectors"]
+        )
         return cls(data["now_ns"], tables, collectors)
 
     def to_text(self) -> str:
@@ -107,10 +115,16 @@ def build_manifest(graph: Graph) -> ProbeManifest:
             for p in s.predicates:
                 read |= p.columns()
         columns = tuple(c for c in table.column_names if c in read)
-        tables.append(TableRequest(name, table.collector, columns,
-                                   _min_or_none([s.start_ns for s in group]),
-                                   _max_or_none([s.end_ns for s in group]),
-                                   _union_pids([s.pids for s in group])))
+        tables.append(
+            TableRequest(
+                name,
+                table.collector,
+                columns,
+                _min_or_none([s.start_ns for s in group]),
+                _max_or_none([s.end_ns for s in group]),
+                _union_pids([s.pids for s in group]),
+            )
+        )
     collectors: dict[str, list[TableRequest]] = {}
     for t in tables:
         collectors.setdefault(t.collector, []).append(t)
@@ -119,9 +133,12 @@ def build_manifest(graph: Graph) -> ProbeManifest:
         group = collectors[name]
         protocols = tuple(sorted({CATALOG[t.table].protocol for t in group if CATALOG[t.table].protocol}))
         prefix = name + "."
-        options = tuple((k[len(prefix):], v) for k, v in graph.settings if k.startswith(prefix))
-        requests.append(CollectorRequest(name, tuple(t.table for t in group),
-                                         _union_pids([t.pids for t in group]), protocols, options))
+        options = tuple((k[len(prefix) :], v) for k, v in graph.settings if k.startswith(prefix))
+        requests.append(
+            CollectorRequest(
+                name, tuple(t.table for t in group), _union_pids([t.pids for t in group]), protocols, options
+            )
+        )
     return ProbeManifest(graph.now_ns, tuple(tables), tuple(requests))
 
 

@@ -139,8 +139,10 @@ class Filter(Relation):
     def __post_init__(self) -> None:
         _check_reads(self.predicate, self.input.schema)
         if getattr(self.predicate, "type", None) is not DataType.BOOLEAN:
-            raise PlanError(f"a filter needs a boolean expression, got {self.predicate.type}",
-                            "compare a column, e.g. df[df.resp_status >= 400]")
+            raise PlanError(
+                f"a filter needs a boolean expression, got {self.predicate.type}",
+                "compare a column, e.g. df[df.resp_status >= 400]",
+            )
         self._set_schema(self.input.schema)
 
     @property
@@ -183,8 +185,10 @@ class Project(Relation):
     def __post_init__(self) -> None:
         if not self.columns:
             # A frame without columns cannot carry its rows through Arrow (or display them).
-            raise PlanError("this leaves the DataFrame with no columns",
-                            "keep at least one column; to count rows, aggregate one with px.count")
+            raise PlanError(
+                "this leaves the DataFrame with no columns",
+                "keep at least one column; to count rows, aggregate one with px.count",
+            )
         if len(set(self.columns)) != len(self.columns):
             raise PlanError("a column is selected twice")
         self._set_schema(Schema(tuple(self.input.schema.require(c) for c in self.columns)))
@@ -273,8 +277,10 @@ class Join(Relation):
         for l, r in zip(self.left_on, self.right_on):
             lf, rf = self.left.schema.require(l), self.right.schema.require(r)
             if lf.type is not rf.type:
-                raise PlanError(f"cannot join {l!r} ({lf.type}) with {r!r} ({rf.type}): the key types differ",
-                                "join on columns of one type, e.g. convert with px.itoa or px.atoi first")
+                raise PlanError(
+                    f"cannot join {l!r} ({lf.type}) with {r!r} ({rf.type}): the key types differ",
+                    "join on columns of one type, e.g. convert with px.itoa or px.atoi first",
+                )
         layout = join_layout(self.left.schema, self.right.schema, self.left_on, self.right_on, self.suffixes)
         names = [out for out, _, _ in layout]
         if len(set(names)) != len(names):
@@ -341,8 +347,10 @@ def union_mismatch(mine: dict[str, DataType], theirs: dict[str, DataType]) -> Pl
         advice.append("select the same columns on both sides first")
     if retyped:
         advice.append("give each column one type on both sides, e.g. with px.itoa or px.atoi")
-    return PlanError(f"append needs data frames with the same columns and types: {first}",
-                     "; ".join(problems) + f" ({'; '.join(advice)})")
+    return PlanError(
+        f"append needs data frames with the same columns and types: {first}",
+        "; ".join(problems) + f" ({'; '.join(advice)})",
+    )
 
 
 @dataclass(frozen=True, eq=False)

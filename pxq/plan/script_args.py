@@ -62,8 +62,12 @@ def _annotation_type(annotation: ast.Expr | None) -> type:
 def _constant_of(expr: ast.Expr | None) -> tuple[bool, Any]:
     if isinstance(expr, ast.Constant):
         return True, expr.value
-    if isinstance(expr, ast.UnaryOp) and expr.op == "-" and isinstance(expr.operand, ast.Constant) \
-            and isinstance(expr.operand.value, (int, float)):
+    if (
+        isinstance(expr, ast.UnaryOp)
+        and expr.op == "-"
+        and isinstance(expr.operand, ast.Constant)
+        and isinstance(expr.operand.value, (int, float))
+    ):
         return True, -expr.operand.value
     return False, None
 
@@ -100,10 +104,13 @@ def _entry_function(defs: list[ast.FunctionDef], name: str) -> ast.FunctionDef |
             if len(named) > 1:  # both `main` and a function named like the script
                 candidates = named
             listing = ", ".join(f"{f.name} (line {f.name_span.line})" for f in candidates)
-            raise CompileError(Diagnostic(
-                f"cannot tell which function runs the script: {listing} each could",
-                candidates[-1].name_span,
-                "name the entry function main, or call it at top level: px.display(my_function(...))"))
+            raise CompileError(
+                Diagnostic(
+                    f"cannot tell which function runs the script: {listing} each could",
+                    candidates[-1].name_span,
+                    "name the entry function main, or call it at top level: px.display(my_function(...))",
+                )
+            )
     return None
 
 
@@ -163,8 +170,11 @@ def _vis_plan(vis: dict[str, Any]) -> ScriptPlan:
         default = _vis_default(var, where)
         vtype = _VIS_TYPES.get(var.get("type", ""), str)
         doc = var.get("description", "")
-        params.append(ScriptParam(_vis_name(var, "name", where), vtype, default, default is not None,
-                                  doc if isinstance(doc, str) else ""))
+        params.append(
+            ScriptParam(
+                _vis_name(var, "name", where), vtype, default, default is not None, doc if isinstance(doc, str) else ""
+            )
+        )
     variables = {p.name for p in params}
     global_funcs = {}
     for i, entry in enumerate(_vis_list(vis, "globalFuncs", "")):
@@ -178,8 +188,10 @@ def _vis_plan(vis: dict[str, Any]) -> ScriptPlan:
         if func is None and widget.get("globalFuncOutputName") is not None:
             output = widget["globalFuncOutputName"]
             if output not in global_funcs:
-                raise UsageError(f"vis.json: widgets[{i}]: globalFuncOutputName {output!r} names no globalFuncs "
-                                 f"entry (entries: {', '.join(map(str, global_funcs)) or 'none'})")
+                raise UsageError(
+                    f"vis.json: widgets[{i}]: globalFuncOutputName {output!r} names no globalFuncs "
+                    f"entry (entries: {', '.join(map(str, global_funcs)) or 'none'})"
+                )
             func, where = global_funcs[output]
         if func is None:
             continue  # a widget that only shows another's output (text, a graph of a table, ...)
@@ -191,14 +203,21 @@ def _vis_plan(vis: dict[str, Any]) -> ScriptPlan:
             if "variable" in arg:
                 variable = arg["variable"]
                 if variable not in variables:
-                    raise UsageError(f"vis.json: {where}.args[{j}]: variable {variable!r} is not among the "
-                                     f"variables ({', '.join(sorted(variables)) or 'none'})")
+                    raise UsageError(
+                        f"vis.json: {where}.args[{j}]: variable {variable!r} is not among the "
+                        f"variables ({', '.join(sorted(variables)) or 'none'})"
+                    )
                 bindings.append((name, ("variable", variable)))
             else:
                 bindings.append((name, ("value", arg.get("value"))))
         display = widget.get("name")
-        calls.append(EntryCall(_vis_name(func, "name", where), tuple(bindings),
-                               str(display) if display not in (None, "") else f"output_{i}"))
+        calls.append(
+            EntryCall(
+                _vis_name(func, "name", where),
+                tuple(bindings),
+                str(display) if display not in (None, "") else f"output_{i}",
+            )
+        )
     return ScriptPlan(tuple(calls), tuple(params))
 
 
@@ -225,8 +244,16 @@ def plan_script(module: ast.Module, name: str = "", vis: dict[str, Any] | None =
     docs = _param_docs(entry.docstring, {p.name for p in entry.params})
     for p in entry.params:
         has_default, default = _constant_of(p.default)
-        params.append(ScriptParam(p.name, _annotation_type(p.annotation), default, has_default, docs.get(p.name, ""),
-                                  default_span=p.default.span if p.default is not None else None))
+        params.append(
+            ScriptParam(
+                p.name,
+                _annotation_type(p.annotation),
+                default,
+                has_default,
+                docs.get(p.name, ""),
+                default_span=p.default.span if p.default is not None else None,
+            )
+        )
     bindings = tuple((p.name, ("variable", p.name)) for p in entry.params)
     return ScriptPlan((EntryCall(entry.name, bindings, entry.name),), tuple(params))
 
@@ -254,8 +281,10 @@ def convert_argument(param: ScriptParam, raw: Any) -> Any:
         except (TypeError, ValueError, OverflowError):
             raise UsageError(f"--{param.name} expects int, got {shown(raw)}") from None
         if not fits_int64(value):
-            raise UsageError(f"--{param.name} expects int, got {shown(raw)}, which is out of range "
-                             f"for a 64-bit integer ({INT64_RANGE})")
+            raise UsageError(
+                f"--{param.name} expects int, got {shown(raw)}, which is out of range "
+                f"for a 64-bit integer ({INT64_RANGE})"
+            )
         return value
     if param.type is float:
         try:
@@ -268,8 +297,10 @@ def convert_argument(param: ScriptParam, raw: Any) -> Any:
     text = str(raw)
     bad = _surrogate_at(text)
     if bad is not None:
-        raise UsageError(f"--{param.name} is not valid text: character {bad + 1} is a lone surrogate "
-                         f"{text[bad]!r} (an undecodable byte?); pass UTF-8 text")
+        raise UsageError(
+            f"--{param.name} is not valid text: character {bad + 1} is a lone surrogate "
+            f"{text[bad]!r} (an undecodable byte?); pass UTF-8 text"
+        )
     return text
 
 
@@ -280,8 +311,6 @@ def _surrogate_at(text: str) -> int | None:
     except UnicodeEncodeError as exc:
         return exc.start
     return None
-
-
 
 
 def resolve_arguments(script: ScriptPlan, args: dict[str, Any]) -> dict[str, Any]:
@@ -310,8 +339,12 @@ def _convert_default(param: ScriptParam) -> Any:
         if param.default_span is None:
             raise
         kind = param.type.__name__
-        raise CompileError(Diagnostic(
-            f"the default of parameter '{param.name}' is not a valid {kind}: {shown(param.default)}",
-            param.default_span,
-            f"an int parameter takes whole numbers in {INT64_RANGE}" if param.type is int
-            else f"give '{param.name}' a default of type {kind}")) from exc
+        raise CompileError(
+            Diagnostic(
+                f"the default of parameter '{param.name}' is not a valid {kind}: {shown(param.default)}",
+                param.default_span,
+                f"an int parameter takes whole numbers in {INT64_RANGE}"
+                if param.type is int
+                else f"give '{param.name}' a default of type {kind}",
+            )
+        ) from exc

@@ -86,18 +86,39 @@ class PlanFormatError(PxqError):
 # tests/plan/test_serialize.py checks these name every field of every node and expression class.
 
 NODE_KINDS: dict[str, type[Relation]] = {
-    "source": Source, "filter": Filter, "map": Map, "project": Project, "agg": Agg, "join": Join,
-    "union": Union, "limit": Limit, "display": Display, "fragment_input": FragmentInput,
+    "source": Source,
+    "filter": Filter,
+    "map": Map,
+    "project": Project,
+    "agg": Agg,
+    "join": Join,
+    "union": Union,
+    "limit": Limit,
+    "display": Display,
+    "fragment_input": FragmentInput,
 }
 NODE_FIELDS: dict[type[Relation], tuple[tuple[str, str], ...]] = {
-    Source: (("table", "str"), ("table_schema", "schema"), ("columns", "strs"), ("start_ns", "int?"),
-             ("end_ns", "int?"), ("predicates", "exprs"), ("pids", "ints?")),
+    Source: (
+        ("table", "str"),
+        ("table_schema", "schema"),
+        ("columns", "strs"),
+        ("start_ns", "int?"),
+        ("end_ns", "int?"),
+        ("predicates", "exprs"),
+        ("pids", "ints?"),
+    ),
     Filter: (("input", "node"), ("predicate", "expr")),
     Map: (("input", "node"), ("assignments", "assignments")),
     Project: (("input", "node"), ("columns", "strs")),
     Agg: (("input", "node"), ("keys", "strs"), ("aggregates", "aggspecs")),
-    Join: (("left", "node"), ("right", "node"), ("how", "str"), ("left_on", "strs"), ("right_on", "strs"),
-           ("suffixes", "pair")),
+    Join: (
+        ("left", "node"),
+        ("right", "node"),
+        ("how", "str"),
+        ("left_on", "strs"),
+        ("right_on", "strs"),
+        ("suffixes", "pair"),
+    ),
     Union: (("parts", "nodes"),),
     Limit: (("input", "node"), ("n", "int")),
     Display: (("input", "node"), ("name", "str")),
@@ -127,21 +148,33 @@ def to_dict(plan: Graph | Relation | SplitPlan | tuple[Relation, ...] | list[Rel
         kind, body = "graph", writer.graph(plan)
     elif isinstance(plan, SplitPlan):
         kind = "split"
-        body = {"agent_fragments": [writer.node(f) for f in plan.agent_fragments], "merge": writer.graph(plan.merge),
-                "manifest": _manifest_out(plan.manifest)}
+        body = {
+            "agent_fragments": [writer.node(f) for f in plan.agent_fragments],
+            "merge": writer.graph(plan.merge),
+            "manifest": _manifest_out(plan.manifest),
+        }
     elif isinstance(plan, Relation):
         kind, body = "relation", {"root": writer.node(plan)}
     elif isinstance(plan, (tuple, list)) and all(isinstance(r, Relation) for r in plan):
         kind, body = "fragments", {"roots": [writer.node(r) for r in plan]}
     else:
-        raise TypeError(f"cannot serialize a {type(plan).__name__}: expected a Graph, Relation, "
-                        "tuple of Relations or SplitPlan")
-    return {"format": FORMAT, "version": VERSION, "kind": kind, "schemas": writer.schemas,
-            "expressions": writer.exprs, "nodes": writer.nodes, **body}
+        raise TypeError(
+            f"cannot serialize a {type(plan).__name__}: expected a Graph, Relation, tuple of Relations or SplitPlan"
+        )
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "schemas": writer.schemas,
+        "expressions": writer.exprs,
+        "nodes": writer.nodes,
+        **body,
+    }
 
 
-def to_json(plan: Graph | Relation | SplitPlan | tuple[Relation, ...] | list[Relation], *,
-            indent: int | None = None) -> str:
+def to_json(
+    plan: Graph | Relation | SplitPlan | tuple[Relation, ...] | list[Relation], *, indent: int | None = None
+) -> str:
     """The plan as JSON text: ASCII only, and no NaN or Infinity tokens (strict JSON)."""
     return json.dumps(to_dict(plan), indent=indent, ensure_ascii=True, allow_nan=False)
 
@@ -156,8 +189,11 @@ class _Writer:
         self._node_at: dict[int, int] = {}
 
     def graph(self, graph: Graph) -> dict[str, Any]:
-        return {"now_ns": graph.now_ns, "settings": [[k, v] for k, v in graph.settings],
-                "displays": [self.node(d) for d in graph.displays]}
+        return {
+            "now_ns": graph.now_ns,
+            "settings": [[k, v] for k, v in graph.settings],
+            "displays": [self.node(d) for d in graph.displays],
+        }
 
     def expr(self, root: Expr) -> int:
         for item in postorder(root, lambda e: id(e) in self._expr_at):
@@ -201,12 +237,21 @@ class _Writer:
         if codec == "schema":  # equal schemas are listed once
             if value not in self._schema_at:
                 self._schema_at[value] = len(self.schemas)
-                self.schemas.append([{"name": f.name, "type": f.type.value, "semantic": f.semantic.value}
-                                     for f in value.fields])
+                self.schemas.append(
+                    [{"name": f.name, "type": f.type.value, "semantic": f.semantic.value} for f in value.fields]
+                )
             return self._schema_at[value]
         if codec == "aggspecs":
-            return [{"output": a.output, "function": a.function, "column": a.column, "type": a.type.value,
-                     "semantic": a.semantic.value} for a in value]
+            return [
+                {
+                    "output": a.output,
+                    "function": a.function,
+                    "column": a.column,
+                    "type": a.type.value,
+                    "semantic": a.semantic.value,
+                }
+                for a in value
+            ]
         if codec in ("strs", "pair") or (codec == "ints?" and value is not None):
             return list(value)
         return value  # str, int, int?, None
@@ -229,12 +274,27 @@ def _value_out(value: Any) -> Any:
 def _manifest_out(manifest: ProbeManifest) -> dict[str, Any]:
     return {
         "now_ns": manifest.now_ns,
-        "tables": [{"table": t.table, "collector": t.collector, "columns": list(t.columns),
-                    "start_ns": t.start_ns, "end_ns": t.end_ns,
-                    "pids": None if t.pids is None else list(t.pids)} for t in manifest.tables],
-        "collectors": [{"name": c.name, "tables": list(c.tables), "pids": None if c.pids is None else list(c.pids),
-                        "protocols": list(c.protocols), "options": [[k, v] for k, v in c.options]}
-                       for c in manifest.collectors],
+        "tables": [
+            {
+                "table": t.table,
+                "collector": t.collector,
+                "columns": list(t.columns),
+                "start_ns": t.start_ns,
+                "end_ns": t.end_ns,
+                "pids": None if t.pids is None else list(t.pids),
+            }
+            for t in manifest.tables
+        ],
+        "collectors": [
+            {
+                "name": c.name,
+                "tables": list(c.tables),
+                "pids": None if c.pids is None else list(c.pids),
+                "protocols": list(c.protocols),
+                "options": [[k, v] for k, v in c.options],
+            }
+            for c in manifest.collectors
+        ],
     }
 
 
@@ -252,15 +312,16 @@ def from_json(text: str | bytes) -> Graph | Relation | SplitPlan | tuple[Relatio
         raise PlanFormatError("$", f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     except ValueError as exc:  # an integer longer than Python converts (sys.get_int_max_str_digits)
         digits = re.search(r"has (\d+) digits", str(exc))
-        raise PlanFormatError("$", f"a number of {digits.group(1) if digits else 'too many'} digits, longer "
-                                   "than any plan value") from None
+        raise PlanFormatError(
+            "$", f"a number of {digits.group(1) if digits else 'too many'} digits, longer than any plan value"
+        ) from None
     except RecursionError:
         raise PlanFormatError("$", "nested too deeply to be a plan document") from None
     return from_dict(data)
 
 
 def _no_constant(name: str) -> Any:
-    raise PlanFormatError("$", f"not strict JSON: {name} (write {{\"float\": \"nan\"}}, \"inf\" or \"-inf\")")
+    raise PlanFormatError("$", f'not strict JSON: {name} (write {{"float": "nan"}}, "inf" or "-inf")')
 
 
 def from_dict(data: Any) -> Graph | Relation | SplitPlan | tuple[Relation, ...]:
@@ -273,8 +334,12 @@ def from_dict(data: Any) -> Graph | Relation | SplitPlan | tuple[Relation, ...]:
     if type(version) is not int or version != VERSION:  # true and 1.0 equal 1 in Python, not in the format
         raise PlanFormatError("$.version", f"version {version!r} is not one this pxq reads (it reads {VERSION})")
     kind = _choice(doc.get("kind"), KINDS, "$.kind", "document kind")
-    body = {"graph": ("now_ns", "settings", "displays"), "relation": ("root",), "fragments": ("roots",),
-            "split": ("agent_fragments", "merge", "manifest")}[kind]
+    body = {
+        "graph": ("now_ns", "settings", "displays"),
+        "relation": ("root",),
+        "fragments": ("roots",),
+        "split": ("agent_fragments", "merge", "manifest"),
+    }[kind]
     _keys(doc, "$", ("format", "version", "kind", "schemas", "expressions", "nodes", *body))
     reader = _Reader(doc)
     if kind == "graph":
@@ -283,18 +348,24 @@ def from_dict(data: Any) -> Graph | Relation | SplitPlan | tuple[Relation, ...]:
         return reader.node_ref(doc["root"], "$.root")
     if kind == "fragments":
         return tuple(reader.node_ref(v, f"$.roots[{i}]") for i, v in enumerate(_list(doc["roots"], "$.roots")))
-    fragments = tuple(reader.node_ref(v, f"$.agent_fragments[{i}]")
-                      for i, v in enumerate(_list(doc["agent_fragments"], "$.agent_fragments")))
+    fragments = tuple(
+        reader.node_ref(v, f"$.agent_fragments[{i}]")
+        for i, v in enumerate(_list(doc["agent_fragments"], "$.agent_fragments"))
+    )
     merge = reader.graph(_object(doc["merge"], "$.merge"), "$.merge")
     # The merge side reads each fragment's output: it must name one, with that fragment's columns.
     for position, node in enumerate(reader.nodes):
         if isinstance(node, FragmentInput):
             if node.index >= len(fragments):
-                raise PlanFormatError(f"$.nodes[{position}].index", f"there is no agent fragment {node.index} "
-                                                                   f"(the plan has {len(fragments)})")
+                raise PlanFormatError(
+                    f"$.nodes[{position}].index",
+                    f"there is no agent fragment {node.index} (the plan has {len(fragments)})",
+                )
             if node.input_schema != fragments[node.index].schema:
-                raise PlanFormatError(f"$.nodes[{position}].input_schema", f"agent fragment {node.index} gives "
-                                      f"({fragments[node.index].schema}), not ({node.input_schema})")
+                raise PlanFormatError(
+                    f"$.nodes[{position}].input_schema",
+                    f"agent fragment {node.index} gives ({fragments[node.index].schema}), not ({node.input_schema})",
+                )
     return SplitPlan(fragments, merge, _manifest_in(doc["manifest"], "$.manifest"))
 
 
@@ -319,11 +390,13 @@ class _Reader:
         for i, ref in enumerate(_list(body["displays"], f"{path}.displays")):
             node = self.node_ref(ref, f"{path}.displays[{i}]")
             if not isinstance(node, Display):
-                raise PlanFormatError(f"{path}.displays[{i}]", f"node {ref} is a {_KIND_OF_NODE[type(node)]}, "
-                                                               "not a display")
+                raise PlanFormatError(
+                    f"{path}.displays[{i}]", f"node {ref} is a {_KIND_OF_NODE[type(node)]}, not a display"
+                )
             displays.append(node)
-        settings = tuple(_str_pair(v, f"{path}.settings[{i}]")
-                         for i, v in enumerate(_list(body["settings"], f"{path}.settings")))
+        settings = tuple(
+            _str_pair(v, f"{path}.settings[{i}]") for i, v in enumerate(_list(body["settings"], f"{path}.settings"))
+        )
         return Graph(tuple(displays), _int(body["now_ns"], f"{path}.now_ns"), settings)
 
     def node_ref(self, value: Any, path: str) -> Relation:
@@ -345,8 +418,7 @@ class _Reader:
         name = _str(entry["name"], f"{path}.name")
         if name not in SCALARS:
             raise PlanFormatError(f"{path}.name", f"unknown function {name!r}")
-        args = tuple(self.expr_ref(v, f"{path}.args[{i}]")
-                     for i, v in enumerate(_list(entry["args"], f"{path}.args")))
+        args = tuple(self.expr_ref(v, f"{path}.args[{i}]") for i, v in enumerate(_list(entry["args"], f"{path}.args")))
         self._check_call(SCALARS[name], args, data_type, path)
         return FuncCall(name, args, data_type, semantic, _span_in(entry["span"], f"{path}.span"))
 
@@ -361,15 +433,17 @@ class _Reader:
         arg_types = tuple(_type_of(a) for a in args)
         for i, (param, arg_type) in enumerate(zip(params, arg_types)):
             if param.types is not None and arg_type not in param.types:
-                raise PlanFormatError(f"{path}.args[{i}]", f"argument {param.name!r} of px.{fn.name} cannot be "
-                                                          f"{arg_type}")
+                raise PlanFormatError(
+                    f"{path}.args[{i}]", f"argument {param.name!r} of px.{fn.name} cannot be {arg_type}"
+                )
         try:
             returns = resolve_type(fn.returns, arg_types)
         except TypeError as exc:
             raise PlanFormatError(f"{path}.args", str(exc)) from None
         if returns is not data_type:
-            raise PlanFormatError(f"{path}.type", f"px.{fn.name} of ({', '.join(map(str, arg_types))}) returns "
-                                                  f"{returns}, not {data_type}")
+            raise PlanFormatError(
+                f"{path}.type", f"px.{fn.name} of ({', '.join(map(str, arg_types))}) returns {returns}, not {data_type}"
+            )
 
     def _node(self, data: Any, path: str) -> Relation:
         entry = _object(data, path)
@@ -394,15 +468,20 @@ class _Reader:
                 except TypeError as exc:
                     raise PlanFormatError(f"{path}.aggregates[{i}]", str(exc)) from None
                 if (fn.input_types is not None and column_type not in fn.input_types) or returns is not spec.type:
-                    raise PlanFormatError(f"{path}.aggregates[{i}].type", f"px.{fn.name} of {column_type} returns "
-                                                                          f"{returns}, not {spec.type}")
+                    raise PlanFormatError(
+                        f"{path}.aggregates[{i}].type",
+                        f"px.{fn.name} of {column_type} returns {returns}, not {spec.type}",
+                    )
         # Column references must have their column's type (the node checked that the names exist).
         for field_name, expr in _expressions_read(node):
             schema = node.table_schema if isinstance(node, Source) else node.inputs[0].schema
             for ref in postorder(expr):
                 if isinstance(ref, ColumnRef) and schema.require(ref.name).type is not ref.type:
-                    raise PlanFormatError(f"{path}.{field_name}", f"column {ref.name!r} is "
-                                          f"{schema.require(ref.name).type}, but an expression reads it as {ref.type}")
+                    raise PlanFormatError(
+                        f"{path}.{field_name}",
+                        f"column {ref.name!r} is "
+                        f"{schema.require(ref.name).type}, but an expression reads it as {ref.type}",
+                    )
         return node
 
     def _field_in(self, codec: str, value: Any, path: str) -> Any:
@@ -462,16 +541,23 @@ def _expressions_read(node: Relation) -> list[tuple[str, Expr]]:
 def _field_in(data: Any, path: str) -> Field:
     entry = _object(data, path)
     _keys(entry, path, ("name", "type", "semantic"))
-    return Field(_str(entry["name"], f"{path}.name"), _enum(DataType, entry["type"], f"{path}.type"),
-                 _enum(SemanticType, entry["semantic"], f"{path}.semantic"))
+    return Field(
+        _str(entry["name"], f"{path}.name"),
+        _enum(DataType, entry["type"], f"{path}.type"),
+        _enum(SemanticType, entry["semantic"], f"{path}.semantic"),
+    )
 
 
 def _aggspec_in(data: Any, path: str) -> AggSpec:
     entry = _object(data, path)
     _keys(entry, path, ("output", "function", "column", "type", "semantic"))
-    return AggSpec(_str(entry["output"], f"{path}.output"), _str(entry["function"], f"{path}.function"),
-                   _str(entry["column"], f"{path}.column"), _enum(DataType, entry["type"], f"{path}.type"),
-                   _enum(SemanticType, entry["semantic"], f"{path}.semantic"))
+    return AggSpec(
+        _str(entry["output"], f"{path}.output"),
+        _str(entry["function"], f"{path}.function"),
+        _str(entry["column"], f"{path}.column"),
+        _enum(DataType, entry["type"], f"{path}.type"),
+        _enum(SemanticType, entry["semantic"], f"{path}.semantic"),
+    )
 
 
 def _span_in(data: Any, path: str) -> Span | None:
@@ -484,8 +570,12 @@ def _span_in(data: Any, path: str) -> Span | None:
 
 # The Python values a literal of each type holds (None, a null, fits every type).
 _VALUE_TYPES: dict[DataType, tuple[type, ...]] = {
-    DataType.BOOLEAN: (bool,), DataType.INT64: (int,), DataType.TIME64NS: (int,), DataType.FLOAT64: (float,),
-    DataType.STRING: (str,), DataType.UINT128: (str,),
+    DataType.BOOLEAN: (bool,),
+    DataType.INT64: (int,),
+    DataType.TIME64NS: (int,),
+    DataType.FLOAT64: (float,),
+    DataType.STRING: (str,),
+    DataType.UINT128: (str,),
 }
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
@@ -514,18 +604,31 @@ def _manifest_in(data: Any, path: str) -> ProbeManifest:
         at = f"{path}.tables[{i}]"
         t = _object(item, at)
         _keys(t, at, ("table", "collector", "columns", "start_ns", "end_ns", "pids"))
-        tables.append(TableRequest(_str(t["table"], f"{at}.table"), _str(t["collector"], f"{at}.collector"),
-                                   _strs(t["columns"], f"{at}.columns"), _opt_int(t["start_ns"], f"{at}.start_ns"),
-                                   _opt_int(t["end_ns"], f"{at}.end_ns"), _opt_ints(t["pids"], f"{at}.pids")))
+        tables.append(
+            TableRequest(
+                _str(t["table"], f"{at}.table"),
+                _str(t["collector"], f"{at}.collector"),
+                _strs(t["columns"], f"{at}.columns"),
+                _opt_int(t["start_ns"], f"{at}.start_ns"),
+                _opt_int(t["end_ns"], f"{at}.end_ns"),
+                _opt_ints(t["pids"], f"{at}.pids"),
+            )
+        )
     collectors = []
     for i, item in enumerate(_list(entry["collectors"], f"{path}.collectors")):
         at = f"{path}.collectors[{i}]"
         c = _object(item, at)
         _keys(c, at, ("name", "tables", "pids", "protocols", "options"))
         options = tuple(_str_pair(v, f"{at}.options[{j}]") for j, v in enumerate(_list(c["options"], f"{at}.options")))
-        collectors.append(CollectorRequest(_str(c["name"], f"{at}.name"), _strs(c["tables"], f"{at}.tables"),
-                                           _opt_ints(c["pids"], f"{at}.pids"), _strs(c["protocols"], f"{at}.protocols"),
-                                           options))
+        collectors.append(
+            CollectorRequest(
+                _str(c["name"], f"{at}.name"),
+                _strs(c["tables"], f"{at}.tables"),
+                _opt_ints(c["pids"], f"{at}.pids"),
+                _strs(c["protocols"], f"{at}.protocols"),
+                options,
+            )
+        )
     return ProbeManifest(_int(entry["now_ns"], f"{path}.now_ns"), tuple(tables), tuple(collectors))
 
 
@@ -539,7 +642,8 @@ def _describe(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
     return {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number"}.get(
-        type(value), type(value).__name__)
+        type(value), type(value).__name__
+    )
 
 
 def _object(value: Any, path: str) -> dict[str, Any]:

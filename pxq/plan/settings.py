@@ -48,17 +48,21 @@ def _number(low: float, high: float = math.inf) -> Callable[[str], bool]:
 # Each setting: how to check a value, and what to tell the user it takes.
 SETTINGS: dict[str, tuple[Callable[[str], bool], str]] = {
     "max_output_rows_per_table": (_whole_number(0, 2**63 - 1), "a whole number of rows, 0 or more"),
-    "perf_profiler.sample_hz": (_whole_number(1, 10_000, float_syntax=True), "a whole number of samples per second, 1 to 10000"),
+    "perf_profiler.sample_hz": (
+        _whole_number(1, 10_000, float_syntax=True),
+        "a whole number of samples per second, 1 to 10000",
+    ),
     "perf_profiler.python": (lambda text: text.strip().lower() in ("auto", "on", "off"), "auto, on or off"),
     "perf_profiler.drain_interval_s": (_number(0.001, 3600.0), "seconds between drains, 0.001 to 3600"),
-    "perf_profiler.pyspy_segment_s": (_whole_number(1, 3600, float_syntax=True), "a whole number of seconds, 1 to 3600"),
+    "perf_profiler.pyspy_segment_s": (
+        _whole_number(1, 3600, float_syntax=True),
+        "a whole number of seconds, 1 to 3600",
+    ),
     "perf_profiler.pyspy_min_cpu": (_number(0.0), "a share of one CPU, 0 or more (0.05 is 5 %)"),
     "perf_profiler.stacks_size": (_whole_number(1, 2**31 - 1), "a whole number of stacks, 1 to 2147483647"),
     "perf_profiler.counts_size": (_whole_number(1, 2**31 - 1), "a whole number of keys, 1 to 2147483647"),
 }
 _SETTING_COLLECTORS = {key.split(".", 1)[0] for key in SETTINGS if "." in key}
-
-
 
 
 def setting_problem(key: str, text: str) -> tuple[str, str] | None:
@@ -71,8 +75,10 @@ def setting_problem(key: str, text: str) -> tuple[str, str] | None:
         if "." in key and collector in _SETTING_COLLECTORS:
             names = [k for k in SETTINGS if k.startswith(collector + ".")]
             near = closest(key, names)
-            return (f"unknown setting {key!r}",
-                    (f"did you mean {near[0]!r}? " if near else "") + "settings: " + ", ".join(names))
+            return (
+                f"unknown setting {key!r}",
+                (f"did you mean {near[0]!r}? " if near else "") + "settings: " + ", ".join(names),
+            )
         return None
     check, expected = known
     if not check(text):

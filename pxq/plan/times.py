@@ -11,8 +11,16 @@ import re
 from pxq.errors import UsageError
 from pxq.plan.limits import fits_int64
 
-TIME_UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-                 "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
+TIME_UNITS_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "d": 86_400_000_000_000,
+}
 RELATIVE_TIME = re.compile(r"^\s*(-?\d+)\s*(ns|us|µs|ms|s|m|h|d)\s*$")
 
 
@@ -29,9 +37,16 @@ def parse_time(text: str, now_ns: int) -> int:
             raise OverflowError(text)
         return _in_time_range(now_ns + int(match.group(1)) * TIME_UNITS_NS[match.group(2)], text)
     cleaned = text.strip()
-    for fmt in ("%Y-%m-%d %H:%M:%S.%f %z", "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S.%f",
-                "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z",
-                "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"):
+    for fmt in (
+        "%Y-%m-%d %H:%M:%S.%f %z",
+        "%Y-%m-%d %H:%M:%S %z",
+        "%Y-%m-%d %H:%M:%S.%f",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S.%f%z",
+        "%Y-%m-%dT%H:%M:%S%z",
+        "%Y-%m-%dT%H:%M:%S.%f",
+        "%Y-%m-%dT%H:%M:%S",
+    ):
         try:
             stamp = dt.datetime.strptime(cleaned.replace("Z", "+0000"), fmt)
         except ValueError:
@@ -39,8 +54,7 @@ def parse_time(text: str, now_ns: int) -> int:
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=dt.timezone.utc)
         delta = stamp - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-        return _in_time_range((delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000,
-                              text)
+        return _in_time_range((delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000, text)
     raise ValueError("not a relative or absolute time")
 
 
@@ -74,6 +88,7 @@ def parse_duration(text: str) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise UsageError(f"invalid duration {text!r}: a capture window must be positive ({example})")
     if seconds > MAX_WINDOW_S:
-        raise UsageError(f"invalid duration {text!r}: at most 24h (capture in several windows, or replay a "
-                         "capture with --from)")
+        raise UsageError(
+            f"invalid duration {text!r}: at most 24h (capture in several windows, or replay a capture with --from)"
+        )
     return seconds

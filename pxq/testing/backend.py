@@ -66,7 +66,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/api/error":
             self._json(500, {"error": "the backend failed on purpose"})
         elif path == "/api/stream":
-            self._chunked([b'{"part": 1}', b', {"part": 2}', b", {\"part\": 3}"])
+            self._chunked([b'{"part": 1}', b', {"part": 2}', b', {"part": 3}'])
         elif path == "/legacy":
             self._close_delimited(b"an old-style body, ended by closing the connection\n")
         elif path == "/ws" and "upgrade" in self.headers.get("Connection", "").lower():

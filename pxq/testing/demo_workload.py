@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     with nginx_workload() as workload:
         if opts.ready_file:
             opts.ready_file.write_text(workload.base_url + "\n")
-        print(f"workload: nginx {workload.base_url} (master pid {workload.nginx.master_pid}), "
-              f"sending requests for {opts.seconds:g}s", file=sys.stderr)
+        print(
+            f"workload: nginx {workload.base_url} (master pid {workload.nginx.master_pid}), "
+            f"sending requests for {opts.seconds:g}s",
+            file=sys.stderr,
+        )
         deadline = time.monotonic() + opts.seconds
         while time.monotonic() < deadline:
             started = time.monotonic()

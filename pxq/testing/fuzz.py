@@ -84,9 +84,21 @@ def _types():
 
 
 # Operators are registry functions too; the generator writes them as PxL operators.
-INFIX = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/", "modulo": "%",
-         "equal": "==", "notEqual": "!=", "lessThan": "<", "lessThanEqual": "<=",
-         "greaterThan": ">", "greaterThanEqual": ">=", "logicalAnd": "and", "logicalOr": "or"}
+INFIX = {
+    "add": "+",
+    "subtract": "-",
+    "multiply": "*",
+    "divide": "/",
+    "modulo": "%",
+    "equal": "==",
+    "notEqual": "!=",
+    "lessThan": "<",
+    "lessThanEqual": "<=",
+    "greaterThan": ">",
+    "greaterThanEqual": ">=",
+    "logicalAnd": "and",
+    "logicalOr": "or",
+}
 PREFIX = {"logicalNot": "not ", "negate": "-", "invert": "~"}
 
 
@@ -125,8 +137,15 @@ def overloads() -> dict:
             except Exception:  # the rule refuses this combination
                 continue
             if ret in table:
-                table[ret].append(Overload(fn.name, tuple(combo), ret, tuple(p.literal for p in fn.params),
-                                           tuple(p.name for p in fn.params)))
+                table[ret].append(
+                    Overload(
+                        fn.name,
+                        tuple(combo),
+                        ret,
+                        tuple(p.literal for p in fn.params),
+                        tuple(p.name for p in fn.params),
+                    )
+                )
     _OVERLOADS = table
     return table
 
@@ -145,40 +164,184 @@ def table_names() -> list[str]:
 
 # ---------------------------------------------------------------- literals
 
-EXTREME_INTS = [0, 1, -1, INT64_MAX, INT64_MIN, INT64_MAX + 1, INT64_MIN - 1, 2**64, 2**64 + 1, 10**30,
-                -(10**40), 2**31, -(2**31), 2**53 + 1]
-INT_SPELLINGS = ["0x7fffffffffffffff", "0x8000000000000000", "0b1011", "0o777", "1_000_000", "00",
-                 "0xFFFF_FFFF_FFFF_FFFF_FFFF"]
-EXTREME_FLOATS = ["1e309", "-1e309", "1e-400", "0.0", "-0.0", "1.7976931348623157e308", "5e-324",
-                  ".5", "5.", "1_000.000_1", "2.5e+3", "9007199254740993.0",
-                  "(1e309 - 1e309)", "(0.0 / 0.0)", "px.sqrt(-1.0)", "px.log(0.0, 2.0)"]  # NaN, -inf
-PLAIN_STRINGS = ["GET", "POST", "/api/items", "/", "", "OK", "nginx", "10.0.0.1", "127.0.0.1", "error",
-                 "{\"a\": 1}", "p50", "Host", "latency", "x"]
-ODD_STRINGS = ["héllo wörld", "日本語のテキスト", "\U0001F600\U0001F4A9", "\x00", "\t\n\r", "\u200b",
-               "\ud800", "\udfff", "\\", "'", "\"", "\ufeff", "a\u0301", "\U0010ffff", "%s%d{}",
-               "../../etc/passwd", "*", "NULL", "None", "nan", "inf", "-0"]
-REGEXES = [".*", "^/api/.*", "[0-9]+", "a|b", "GET|POST", "^$", "(", "[", "*", "(?P<x>a)", r"\d+",
-           r"\bapi\b", "(a*)*b", "x{1000}", "(?i)get", "\\", "[^\\x00-\\x7f]", "é+"]
+EXTREME_INTS = [
+    0,
+    1,
+    -1,
+    INT64_MAX,
+    INT64_MIN,
+    INT64_MAX + 1,
+    INT64_MIN - 1,
+    2**64,
+    2**64 + 1,
+    10**30,
+    -(10**40),
+    2**31,
+    -(2**31),
+    2**53 + 1,
+]
+INT_SPELLINGS = [
+    "0x7fffffffffffffff",
+    "0x8000000000000000",
+    "0b1011",
+    "0o777",
+    "1_000_000",
+    "00",
+    "0xFFFF_FFFF_FFFF_FFFF_FFFF",
+]
+EXTREME_FLOATS = [
+    "1e309",
+    "-1e309",
+    "1e-400",
+    "0.0",
+    "-0.0",
+    "1.7976931348623157e308",
+    "5e-324",
+    ".5",
+    "5.",
+    "1_000.000_1",
+    "2.5e+3",
+    "9007199254740993.0",
+    "(1e309 - 1e309)",
+    "(0.0 / 0.0)",
+    "px.sqrt(-1.0)",
+    "px.log(0.0, 2.0)",
+]  # NaN, -inf
+PLAIN_STRINGS = [
+    "GET",
+    "POST",
+    "/api/items",
+    "/",
+    "",
+    "OK",
+    "nginx",
+    "10.0.0.1",
+    "127.0.0.1",
+    "error",
+    '{"a": 1}',
+    "p50",
+    "Host",
+    "latency",
+    "x",
+]
+ODD_STRINGS = [
+    "héllo wörld",
+    "日本語のテキスト",
+    "\U0001f600\U0001f4a9",
+    "\x00",
+    "\t\n\r",
+    "\u200b",
+    "\ud800",
+    "\udfff",
+    "\\",
+    "'",
+    '"',
+    "\ufeff",
+    "a\u0301",
+    "\U0010ffff",
+    "%s%d{}",
+    "../../etc/passwd",
+    "*",
+    "NULL",
+    "None",
+    "nan",
+    "inf",
+    "-0",
+]
+REGEXES = [
+    ".*",
+    "^/api/.*",
+    "[0-9]+",
+    "a|b",
+    "GET|POST",
+    "^$",
+    "(",
+    "[",
+    "*",
+    "(?P<x>a)",
+    r"\d+",
+    r"\bapi\b",
+    "(a*)*b",
+    "x{1000}",
+    "(?i)get",
+    "\\",
+    "[^\\x00-\\x7f]",
+    "é+",
+]
 JSON_KEYS = ["Host", "User-Agent", "name", "ok", "p50", "p99", "", "a.b", "0", "Content-Type", "日本"]
-TIME_STRINGS = ["-5m", "-30s", "-1h", "-2d", "-100ms", "-5µs", "-10us", "-1000ns", " -5m ", "-0s", "5m",
-                "-99999999999d", "-9223372036854775808ns", "-1s", "-300s",
-                "2025-11-26 00:00:00 +0000", "2025-11-26T00:01:00Z", "2025-11-26 00:02:00.5",
-                "2025-11-26T00:02:00.123456", "1970-01-01 00:00:00", "9999-12-31 23:59:59", "0001-01-01T00:00:00",
-                "yesterday", "", "-5 m", "-5M", "--5m", "-1.5m"]
-DISPLAY_NAMES = ["output", "out", "stats", "", "日本", "a b", "x" * 300, "\U0001F600", "output\n"]
+TIME_STRINGS = [
+    "-5m",
+    "-30s",
+    "-1h",
+    "-2d",
+    "-100ms",
+    "-5µs",
+    "-10us",
+    "-1000ns",
+    " -5m ",
+    "-0s",
+    "5m",
+    "-99999999999d",
+    "-9223372036854775808ns",
+    "-1s",
+    "-300s",
+    "2025-11-26 00:00:00 +0000",
+    "2025-11-26T00:01:00Z",
+    "2025-11-26 00:02:00.5",
+    "2025-11-26T00:02:00.123456",
+    "1970-01-01 00:00:00",
+    "9999-12-31 23:59:59",
+    "0001-01-01T00:00:00",
+    "yesterday",
+    "",
+    "-5 m",
+    "-5M",
+    "--5m",
+    "-1.5m",
+]
+DISPLAY_NAMES = ["output", "out", "stats", "", "日本", "a b", "x" * 300, "\U0001f600", "output\n"]
 # Plain keys are query settings; "<collector>.<option>" ones reach the agent through the manifest.
-PRAGMA_KEYS = ["max_output_rows_per_table", "explain", "analyze", "x", "perf_profiler.sample_hz",
-               "perf_profiler.stacks_size", "perf_profiler.counts_size", "perf_profiler.python",
-               "perf_profiler.drain_interval_s", "socket_tracer.body_limit"]
-PRAGMA_VALUES = ["1", "5", "0", "-1", "500", "100000000000000000000", "abc", "true", "1.5", "", "1e3", "1e400",
-                 "nan", "-inf", "99"]
+PRAGMA_KEYS = [
+    "max_output_rows_per_table",
+    "explain",
+    "analyze",
+    "x",
+    "perf_profiler.sample_hz",
+    "perf_profiler.stacks_size",
+    "perf_profiler.counts_size",
+    "perf_profiler.python",
+    "perf_profiler.drain_interval_s",
+    "socket_tracer.body_limit",
+]
+PRAGMA_VALUES = [
+    "1",
+    "5",
+    "0",
+    "-1",
+    "500",
+    "100000000000000000000",
+    "abc",
+    "true",
+    "1.5",
+    "",
+    "1e3",
+    "1e400",
+    "nan",
+    "-inf",
+    "99",
+]
 
 
 def string_literal(rng: random.Random, value: str) -> str:
     """``value`` written as a PxL string literal (Python's escapes, which PxL shares)."""
     kind = rng.random()
-    if kind < 0.08 and "'''" not in value and not value.endswith(("'", "\\")) and "\\" not in value \
-            and not any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+    if (
+        kind < 0.08
+        and "'''" not in value
+        and not value.endswith(("'", "\\"))
+        and "\\" not in value
+        and not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    ):
         return "'''" + value + "'''"
     if kind < 0.12 and value and all(c.isalnum() for c in value):
         return "r" + repr(value)
@@ -191,7 +354,7 @@ def string_literal(rng: random.Random, value: str) -> str:
 
 def huge_string(rng: random.Random) -> str:
     size = rng.choice([1_000, 10_000, 100_000, 300_000])
-    unit = rng.choice(["x", "é", "\U0001F600", "ab", "\\"])
+    unit = rng.choice(["x", "é", "\U0001f600", "ab", "\\"])
     return unit * (size // len(unit))
 
 
@@ -277,8 +440,9 @@ class ProgramGenerator:
             if purpose in ("decimals", "pos", "length", "index"):
                 return str(self.rng.choice([0, 1, 2, 3, -1, 100, INT64_MAX]))
             if purpose == "size":
-                return self.rng.choice(["1000000000", "1", "0", "-5", "60000000000", "px.seconds(10)",
-                                        "px.minutes(1)", str(INT64_MAX)])
+                return self.rng.choice(
+                    ["1000000000", "1", "0", "-5", "60000000000", "px.seconds(10)", "px.minutes(1)", str(INT64_MAX)]
+                )
             return self.int_literal()
         if dtype is DT.FLOAT64:
             return self.float_literal()
@@ -287,8 +451,14 @@ class ProgramGenerator:
         if dtype is DT.BOOLEAN:
             return self.rng.choice(["True", "False"])
         if dtype is DT.TIME64NS:
-            return self.rng.choice(["px.now()", f"px.Time({self.int_literal()})",
-                                    "px.now() - px.minutes(1)", f"px.int64_to_time({self.int_literal()})"])
+            return self.rng.choice(
+                [
+                    "px.now()",
+                    f"px.Time({self.int_literal()})",
+                    "px.now() - px.minutes(1)",
+                    f"px.int64_to_time({self.int_literal()})",
+                ]
+            )
         # UINT128 has no literal: a string stands in (the compiler may refuse it)
         return string_literal(self.rng, self.rng.choice(["0:1000:500000", "", "not-a-upid"]))
 
@@ -382,10 +552,26 @@ class ProgramGenerator:
             return string_literal(rng, rng.choice(TIME_STRINGS[:5]))
         if r < 0.8:
             return string_literal(rng, rng.choice(TIME_STRINGS))
-        return rng.choice(["px.now() - px.minutes(5)", "px.now() - px.seconds(30)", "1764115200000000000",
-                           "0", "-1", str(INT64_MAX), "px.now() - px.hours(1e10)", "px.now()",
-                           "px.now() + px.days(3)", "px.Time(1764115250000000000)", "px.now() - 5",
-                           "1.5", "True", "None", "[1]", str(2**64)])
+        return rng.choice(
+            [
+                "px.now() - px.minutes(5)",
+                "px.now() - px.seconds(30)",
+                "1764115200000000000",
+                "0",
+                "-1",
+                str(INT64_MAX),
+                "px.now() - px.hours(1e10)",
+                "px.now()",
+                "px.now() + px.days(3)",
+                "px.Time(1764115250000000000)",
+                "px.now() - 5",
+                "1.5",
+                "True",
+                "None",
+                "[1]",
+                str(2**64),
+            ]
+        )
 
     def new_dataframe(self, var: str, table: str | None = None) -> Frame:
         rng = self.rng
@@ -421,9 +607,25 @@ class ProgramGenerator:
         rng = self.rng
         DT = self.DataType
         kind = rng.choices(
-            ["map", "filter", "select", "drop", "agg", "head", "merge", "append", "ctx", "shared",
-             "deep", "helper", "set", "display", "column_alias"],
-            [30, 14, 5, 5, 10, 4, 5, 4, 6, 2, 1, 5, 2, 3, 2])[0]
+            [
+                "map",
+                "filter",
+                "select",
+                "drop",
+                "agg",
+                "head",
+                "merge",
+                "append",
+                "ctx",
+                "shared",
+                "deep",
+                "helper",
+                "set",
+                "display",
+                "column_alias",
+            ],
+            [30, 14, 5, 5, 10, 4, 5, 4, 6, 2, 1, 5, 2, 3, 2],
+        )[0]
         atoms = self.atoms_of(frame)
         if not frame.columns:
             kind = "map"
@@ -456,8 +658,11 @@ class ProgramGenerator:
             if rng.random() < 0.03:
                 n_drop = len(frame.columns)  # all of them
             dropped = rng.sample(list(frame.columns), min(n_drop, len(frame.columns)))
-            arg = repr(dropped[0]) if len(dropped) == 1 and rng.random() < 0.5 else \
-                "[" + ", ".join(repr(c) for c in dropped) + "]"
+            arg = (
+                repr(dropped[0])
+                if len(dropped) == 1 and rng.random() < 0.5
+                else "[" + ", ".join(repr(c) for c in dropped) + "]"
+            )
             self.emit(f"{frame.var} = {frame.var}.drop({arg})")
             frame.columns = {c: t for c, t in frame.columns.items() if c not in dropped}
             return frame
@@ -605,8 +810,11 @@ class ProgramGenerator:
             self.emit("return frame")
             self.indent, self.params = saved_indent, saved_params
             arg = self.literal(param_type) if rng.random() < 0.7 else f"k={self.literal(param_type)}"
-            self.emit(f"{frame.var} = {fname}({frame.var}, {arg})" if rng.random() < 0.85
-                      else f"{frame.var} = {fname}({frame.var})")
+            self.emit(
+                f"{frame.var} = {fname}({frame.var}, {arg})"
+                if rng.random() < 0.85
+                else f"{frame.var} = {fname}({frame.var})"
+            )
             frame.columns = inner.columns
             return frame
         # scalar helper: def f(a, b: int = 2): return <expr over a, b>
@@ -666,8 +874,12 @@ class ProgramGenerator:
         entry = rng.random() < 0.3
         if entry:
             self.params = {"start_time": DT.STRING, "limit": DT.INT64, "flag": DT.BOOLEAN, "ratio": DT.FLOAT64}
-            defaults = {"start_time": string_literal(rng, rng.choice(TIME_STRINGS[:6])),
-                        "limit": self.int_literal(True), "flag": "True", "ratio": self.float_literal()}
+            defaults = {
+                "start_time": string_literal(rng, rng.choice(TIME_STRINGS[:6])),
+                "limit": self.int_literal(True),
+                "flag": "True",
+                "ratio": self.float_literal(),
+            }
             annotations = {"start_time": "str", "limit": "int", "flag": "bool", "ratio": "float"}
             params = ", ".join(f"{p}: {annotations[p]} = {defaults[p]}" for p in self.params)
             self.emit("")
@@ -717,22 +929,60 @@ def load_corpus(include_conformance: bool = True, root: Path = REPO_ROOT) -> lis
                 vis = json.loads(vis_path.read_text(encoding="utf-8"))
             except ValueError:
                 vis = None
-        seeds.append(Seed(str(path.relative_to(root) if path.is_relative_to(root) else path),
-                          path.read_text(encoding="utf-8"), vis))
+        seeds.append(
+            Seed(
+                str(path.relative_to(root) if path.is_relative_to(root) else path),
+                path.read_text(encoding="utf-8"),
+                vis,
+            )
+        )
     return seeds
 
 
-TOKEN = re.compile(r"""(?P<string>[rRuU]?('''[\s\S]*?'''|\"\"\"[\s\S]*?\"\"\"|'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"))
+TOKEN = re.compile(
+    r"""(?P<string>[rRuU]?('''[\s\S]*?'''|\"\"\"[\s\S]*?\"\"\"|'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"))
                       |(?P<number>\d[\d_]*(\.\d*)?([eE][-+]?\d+)?|\.\d+)
                       |(?P<name>[^\W\d]\w*)
                       |(?P<op>==|!=|<=|>=|->|[-+*/%<>=~()\[\]{}.,:;])
                       |(?P<space>\s+|\#[^\n]*)
-                      |(?P<other>.)""", re.VERBOSE)
+                      |(?P<other>.)""",
+    re.VERBOSE,
+)
 
 OPERATORS = ["+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=", "and", "or", "not", "~"]
-RANDOM_CHARS = ["(", ")", "[", "]", "'", '"', ":", "\n", "\t", " ", "\\", "#", "\x00", "\x0c", "\r",
-                "é", "\U0001F600", "\u2028", "@", "$", "?", "**", "//", "    ", "\n    ", "\\\n",
-                "'''", "#px:set ", "lambda", "for", "\ufeff"]
+RANDOM_CHARS = [
+    "(",
+    ")",
+    "[",
+    "]",
+    "'",
+    '"',
+    ":",
+    "\n",
+    "\t",
+    " ",
+    "\\",
+    "#",
+    "\x00",
+    "\x0c",
+    "\r",
+    "é",
+    "\U0001f600",
+    "\u2028",
+    "@",
+    "$",
+    "?",
+    "**",
+    "//",
+    "    ",
+    "\n    ",
+    "\\\n",
+    "'''",
+    "#px:set ",
+    "lambda",
+    "for",
+    "\ufeff",
+]
 
 
 class Mutator:
@@ -743,9 +993,34 @@ class Mutator:
         self.corpus = corpus
         scalars, aggregates = _registry()
         columns = sorted({c for t in table_names() for c in catalog_schema(t)})
-        self.identifiers = columns + sorted(scalars) + sorted(aggregates) + [
-            "df", "px", "DataFrame", "display", "groupby", "agg", "merge", "append", "head", "drop", "ctx",
-            "filter", "stream", "upid", "time_", "start_time", "True", "None", "main", "self", "x"]
+        self.identifiers = (
+            columns
+            + sorted(scalars)
+            + sorted(aggregates)
+            + [
+                "df",
+                "px",
+                "DataFrame",
+                "display",
+                "groupby",
+                "agg",
+                "merge",
+                "append",
+                "head",
+                "drop",
+                "ctx",
+                "filter",
+                "stream",
+                "upid",
+                "time_",
+                "start_time",
+                "True",
+                "None",
+                "main",
+                "self",
+                "x",
+            ]
+        )
         self.strings = columns + TIME_STRINGS + PLAIN_STRINGS + ODD_STRINGS + table_names() + ["pod", "comm", "pid"]
 
     def mutate(self) -> Seed:
@@ -766,12 +1041,31 @@ class Mutator:
     def token_mutation(self, text: str) -> str:
         rng = self.rng
         tokens = [(m.lastgroup, m.group()) for m in TOKEN.finditer(text)]
-        kind = rng.choice(["identifier", "number", "string", "operator", "delete_line", "duplicate_line",
-                           "swap_lines", "splice", "random_chars", "delete_span", "extreme_number",
-                           "duplicate_token"])
+        kind = rng.choice(
+            [
+                "identifier",
+                "number",
+                "string",
+                "operator",
+                "delete_line",
+                "duplicate_line",
+                "swap_lines",
+                "splice",
+                "random_chars",
+                "delete_span",
+                "extreme_number",
+                "duplicate_token",
+            ]
+        )
         if kind in ("identifier", "number", "string", "operator", "extreme_number", "duplicate_token"):
-            wanted = {"identifier": "name", "number": "number", "extreme_number": "number", "string": "string",
-                      "operator": "op", "duplicate_token": None}[kind]
+            wanted = {
+                "identifier": "name",
+                "number": "number",
+                "extreme_number": "number",
+                "string": "string",
+                "operator": "op",
+                "duplicate_token": None,
+            }[kind]
             positions = [i for i, (k, _) in enumerate(tokens) if wanted is None or k == wanted]
             if not positions:
                 return self.line_mutation(text, "random_chars")
@@ -812,12 +1106,12 @@ class Mutator:
         elif kind == "splice":
             other = rng.choice(self.corpus).text.split("\n")
             start = rng.randrange(len(other))
-            block = other[start:start + rng.randint(1, 8)]
+            block = other[start : start + rng.randint(1, 8)]
             at = rng.randrange(len(lines) + 1)
             lines[at:at] = block
         elif kind == "delete_span" and text:
             i = rng.randrange(len(text))
-            return text[:i] + text[i + rng.randint(1, 40):]
+            return text[:i] + text[i + rng.randint(1, 40) :]
         else:  # random characters
             i = rng.randrange(len(text) + 1)
             chars = "".join(rng.choice(RANDOM_CHARS) for _ in range(rng.randint(1, 4)))
@@ -837,8 +1131,20 @@ class Mutator:
         rng = self.rng
         nodes = list(_walk(module))
         exprs = [x for x in nodes if isinstance(x, _expr_types())]
-        kind = rng.choice(["constant", "name", "attribute", "swap_expr", "double", "delete_stmt",
-                           "duplicate_stmt", "splice_stmt", "wrap_call", "negate"])
+        kind = rng.choice(
+            [
+                "constant",
+                "name",
+                "attribute",
+                "swap_expr",
+                "double",
+                "delete_stmt",
+                "duplicate_stmt",
+                "splice_stmt",
+                "wrap_call",
+                "negate",
+            ]
+        )
         replacements: dict[int, Any] = {}
         span = module.span
         if kind == "constant":
@@ -846,8 +1152,12 @@ class Mutator:
             if not consts:
                 return None
             target = rng.choice(consts)
-            value = rng.choice(EXTREME_INTS + [float("inf"), float("nan"), 1e308, -0.0, True, None, "",
-                                               huge_string(rng)] + ODD_STRINGS + TIME_STRINGS)
+            value = rng.choice(
+                EXTREME_INTS
+                + [float("inf"), float("nan"), 1e308, -0.0, True, None, "", huge_string(rng)]
+                + ODD_STRINGS
+                + TIME_STRINGS
+            )
             replacements[id(target)] = ast.Constant(target.span, value)
         elif kind == "name":
             names = [x for x in nodes if isinstance(x, ast.Name)]
@@ -952,8 +1262,19 @@ def _rebuild(node, replacements: dict[int, Any]):
 def _expr_types():
     from pxq.lang import ast
 
-    return (ast.Name, ast.Constant, ast.Attribute, ast.Subscript, ast.Call, ast.BinOp, ast.Compare,
-            ast.BoolOp, ast.UnaryOp, ast.List, ast.Tuple)
+    return (
+        ast.Name,
+        ast.Constant,
+        ast.Attribute,
+        ast.Subscript,
+        ast.Call,
+        ast.BinOp,
+        ast.Compare,
+        ast.BoolOp,
+        ast.UnaryOp,
+        ast.List,
+        ast.Tuple,
+    )
 
 
 # ================================================================ programs by number
@@ -990,8 +1311,10 @@ def program(seed: int, index: int, *, include_conformance: bool = True, mutated_
 def reproducer_programs(directory: Path | None = None) -> list[Program]:
     """The committed reproducers of past findings (tests/fuzz/reproducers/*.pxl), as programs."""
     directory = directory or REPO_ROOT / "tests" / "fuzz" / "reproducers"
-    return [Program(-1, i, f"reproducer:{p.name}", p.read_text(encoding="utf-8"))
-            for i, p in enumerate(sorted(directory.glob("*.pxl")))]
+    return [
+        Program(-1, i, f"reproducer:{p.name}", p.read_text(encoding="utf-8"))
+        for i, p in enumerate(sorted(directory.glob("*.pxl")))
+    ]
 
 
 # ================================================================ the small captures
@@ -1029,8 +1352,20 @@ def _generic_table(table: str, n_rows: int, rng, null_fraction: float, all_null:
         elif fld.name == "upid":
             data = [upids[i] for i in rng.integers(0, len(upids), n_rows)]
         elif pa.types.is_string(t) or pa.types.is_large_string(t):
-            pool = ["", "GET", "/api/items", '{"Host": "a", "n": 3, "p50": 1.5}', "[1, 2]", "日本語",
-                    "\U0001F600", "x" * 5000, "a;b;c", "main;foo;bar", "not json {", "\x00nul"]
+            pool = [
+                "",
+                "GET",
+                "/api/items",
+                '{"Host": "a", "n": 3, "p50": 1.5}',
+                "[1, 2]",
+                "日本語",
+                "\U0001f600",
+                "x" * 5000,
+                "a;b;c",
+                "main;foo;bar",
+                "not json {",
+                "\x00nul",
+            ]
             data = [pool[i] for i in rng.integers(0, len(pool), n_rows)]
         elif pa.types.is_timestamp(t):
             data = list(CAPTURE_START_NS + rng.integers(0, CAPTURE_SPAN_NS, n_rows))
@@ -1067,11 +1402,18 @@ def build_captures(directory: str | os.PathLike) -> dict[str, str]:
     for name, plan in plans.items():
         tables = {t: _generic_table(t, plan["n"], rng, plan["null_fraction"], plan["all_null"]) for t in CATALOG}
         if name == "normal":
-            tables["http_events"] = synthetic_http_events(200, seed=1, start_ns=CAPTURE_START_NS,
-                                                          span_ns=CAPTURE_SPAN_NS, null_fraction=0.05)
+            tables["http_events"] = synthetic_http_events(
+                200, seed=1, start_ns=CAPTURE_START_NS, span_ns=CAPTURE_SPAN_NS, null_fraction=0.05
+            )
         path = root / name
-        write_capture(path, tables, host="fuzz-host", start_time_ns=CAPTURE_START_NS,
-                      end_time_ns=CAPTURE_START_NS + CAPTURE_SPAN_NS, processes=synthetic_processes())
+        write_capture(
+            path,
+            tables,
+            host="fuzz-host",
+            start_time_ns=CAPTURE_START_NS,
+            end_time_ns=CAPTURE_START_NS + CAPTURE_SPAN_NS,
+            processes=synthetic_processes(),
+        )
         paths[name] = str(path)
     return paths
 
@@ -1191,8 +1533,9 @@ class Oracle:
             if _is_user_error(exc):
                 message = _unpositioned(exc)
                 if message is not None:
-                    outcome = Outcome("unpositioned", stage[0], type(exc).__name__, message,
-                                      innermost_pxq_frame(exc.__traceback__))
+                    outcome = Outcome(
+                        "unpositioned", stage[0], type(exc).__name__, message, innermost_pxq_frame(exc.__traceback__)
+                    )
                 else:
                     outcome = Outcome("diagnostic", stage[0], type(exc).__name__, _first_line(str(exc)))
             else:
@@ -1205,8 +1548,9 @@ class Oracle:
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if len(detail) > 20_000:  # a RecursionError's traceback repeats one frame a thousand times
             detail = detail[:8_000] + "\n...\n" + detail[-8_000:]
-        return Outcome(kind, stage, type(exc).__name__, _first_line(str(exc))[:500],
-                       innermost_pxq_frame(exc.__traceback__), detail)
+        return Outcome(
+            kind, stage, type(exc).__name__, _first_line(str(exc))[:500], innermost_pxq_frame(exc.__traceback__), detail
+        )
 
     def _stages(self, prog: Program, stage: list[str]) -> None:
         from pxq.agent.programs import generated_programs
@@ -1223,8 +1567,7 @@ class Oracle:
         parse(script.text, script.filename)  # once alone, so that syntax errors count as stage "parse"
         stage[0] = "compile"
         normal = self.sources.get("normal")
-        compiled = compile_script(script, args=_required_arguments(script),
-                                  now_ns=getattr(normal, "end_time_ns", None))
+        compiled = compile_script(script, args=_required_arguments(script), now_ns=getattr(normal, "end_time_ns", None))
         stage[0] = "explain"  # what `pxq explain --verbose` and `--json` print
         format_graph(compiled.graph)
         trace: list = []
@@ -1296,7 +1639,8 @@ def _required_arguments(script) -> dict[str, str]:
     for param in params:
         if not param.has_default:
             args[param.name] = {int: "10", float: "0.5", bool: "true"}.get(
-                param.type, "-5m" if "time" in param.name else "")
+                param.type, "-5m" if "time" in param.name else ""
+            )
     return args
 
 
@@ -1372,16 +1716,20 @@ def worker_main() -> None:
         outcome = oracle.run(prog)
         faulthandler.cancel_dump_traceback_later()
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        reply = {"index": request["index"], "outcome": dataclasses.asdict(outcome), "rss": rss,
-                 "origin": prog.origin}
+        reply = {"index": request["index"], "outcome": dataclasses.asdict(outcome), "rss": rss, "origin": prog.origin}
         channel.write(json.dumps(reply) + "\n")
         channel.flush()
 
 
 def _program_for(request: dict, config: dict) -> Program:
     if "text" in request:
-        return Program(request.get("seed", -1), request["index"], request.get("origin", "given"),
-                       request["text"], request.get("vis"))
+        return Program(
+            request.get("seed", -1),
+            request["index"],
+            request.get("origin", "given"),
+            request["text"],
+            request.get("vis"),
+        )
     return program(config["seed"], request["index"], include_conformance=config["include_conformance"])
 
 
@@ -1443,12 +1791,19 @@ class _Worker:
         env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         # The worker's stderr goes to a file, so that a crash says why (the last lines go into
         # the finding; a worker that exits with 1 has printed its Python traceback there).
-        self.stderr = tempfile.NamedTemporaryFile("w+", dir=config["stacks_dir"], prefix="worker-stderr-",
-                                                  suffix=".txt", delete=False)
+        self.stderr = tempfile.NamedTemporaryFile(
+            "w+", dir=config["stacks_dir"], prefix="worker-stderr-", suffix=".txt", delete=False
+        )
         self.proc = subprocess.Popen(
             [python, "-c", "from pxq.testing.fuzz import worker_main; worker_main()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
-            text=True, encoding="utf-8", bufsize=1)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=env,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
+        )
         self.proc.stdin.write(json.dumps(config) + "\n")
         self.proc.stdin.flush()
         self.current: dict | None = None
@@ -1479,10 +1834,19 @@ class _Worker:
 class FuzzRunner:
     """Runs programs in ``jobs`` worker processes with a wall and a memory limit per program."""
 
-    def __init__(self, seed: int, *, jobs: int = 2, wall_limit: float = WALL_LIMIT_S,
-                 memory_limit: int = MEMORY_LIMIT_BYTES, include_conformance: bool = True,
-                 captures_dir: str | None = None, render: bool = True, python: str = sys.executable,
-                 on_result=None):
+    def __init__(
+        self,
+        seed: int,
+        *,
+        jobs: int = 2,
+        wall_limit: float = WALL_LIMIT_S,
+        memory_limit: int = MEMORY_LIMIT_BYTES,
+        include_conformance: bool = True,
+        captures_dir: str | None = None,
+        render: bool = True,
+        python: str = sys.executable,
+        on_result=None,
+    ):
         self.seed = seed
         self.jobs = max(1, jobs)
         self.wall_limit = wall_limit
@@ -1495,9 +1859,15 @@ class FuzzRunner:
             captures_dir = self._tmp.name
         self.captures = build_captures(captures_dir)
         self._stacks = tempfile.TemporaryDirectory(prefix="pxq-fuzz-stacks-")
-        self.config = {"seed": seed, "captures": self.captures, "memory_limit": memory_limit,
-                       "include_conformance": include_conformance, "render": render,
-                       "wall_limit": wall_limit, "stacks_dir": self._stacks.name}
+        self.config = {
+            "seed": seed,
+            "captures": self.captures,
+            "memory_limit": memory_limit,
+            "include_conformance": include_conformance,
+            "render": render,
+            "wall_limit": wall_limit,
+            "stacks_dir": self._stacks.name,
+        }
 
     def run(self, requests: list[dict]) -> Summary:
         """``requests``: {"index": i} (program i of the seed) or {"index", "text", "vis", "origin"}."""
@@ -1511,8 +1881,10 @@ class FuzzRunner:
                     if w.ready and w.current is None and pending:
                         w.send(pending.pop(), self.wall_limit)
                 fds = {w.proc.stdout.fileno(): w for w in workers}
-                timeout = max(0.05, min((w.deadline for w in workers if w.current), default=time.monotonic() + 1)
-                              - time.monotonic())
+                timeout = max(
+                    0.05,
+                    min((w.deadline for w in workers if w.current), default=time.monotonic() + 1) - time.monotonic(),
+                )
                 readable, _, _ = select.select(list(fds), [], [], timeout)
                 for fd in readable:
                     w = fds[fd]
@@ -1551,16 +1923,19 @@ class FuzzRunner:
         if request is None:
             raise RuntimeError(f"a fuzz worker failed before taking a program: {message}")
         text = self._text(request)
-        origin = request.get("origin") or program(self.seed, request["index"],
-                                                  include_conformance=self.include_conformance).origin
+        origin = (
+            request.get("origin")
+            or program(self.seed, request["index"], include_conformance=self.include_conformance).origin
+        )
         stacks = ""
         with contextlib.suppress(OSError):
             stacks = (Path(self._stacks.name) / f"worker-{worker.pid}.txt").read_text(errors="replace")
         frame = hang_frame_of_dump(stacks) if stacks else ""
         if kind == "crash":
             stacks = (stacks + "\n--- worker stderr ---\n" + worker.stderr_tail()).strip()
-        result = Result(request["index"], origin, Outcome(kind, "", kind, message, frame, stacks, seconds), text,
-                        self._vis(request))
+        result = Result(
+            request["index"], origin, Outcome(kind, "", kind, message, frame, stacks, seconds), text, self._vis(request)
+        )
         summary.add(result)
         if self.on_result:
             self.on_result(result, summary)
@@ -1596,8 +1971,11 @@ def format_summary(summary: Summary, *, max_examples: int = 1, max_chars: int = 
         f"slowest program:     {summary.slowest:.2f} s (#{summary.slowest_index})",
         f"peak worker RSS:     {summary.peak_rss / 2**20:.0f} MiB",
         f"wall time:           {summary.wall_seconds:.0f} s",
-        "diagnostics by stage: " + (", ".join(
-            f"{stage} {n}" for (kind, stage), n in sorted(summary.stages.items()) if kind == "diagnostic") or "-"),
+        "diagnostics by stage: "
+        + (
+            ", ".join(f"{stage} {n}" for (kind, stage), n in sorted(summary.stages.items()) if kind == "diagnostic")
+            or "-"
+        ),
     ]
     if summary.classes:
         lines.append(f"\nfinding classes ({len(summary.classes)}):")
@@ -1618,33 +1996,62 @@ def write_report(summary: Summary, out: str | os.PathLike) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob("[0-9][0-9]_*.pxl"):  # an earlier report's numbering
         stale.unlink()
-    (root / "summary.txt").write_text(format_summary(summary, max_examples=3, max_chars=4000) + "\n",
-                                      encoding="utf-8")
+    (root / "summary.txt").write_text(format_summary(summary, max_examples=3, max_chars=4000) + "\n", encoding="utf-8")
     classes = []
     for n_class, (key, cls) in enumerate(sorted(summary.classes.items(), key=lambda kv: -kv[1].count)):
         stem = re.sub(r"[^A-Za-z0-9]+", "_", f"{key[0]}_{key[1]}_{key[2]}").strip("_")[:100]
-        (root / f"{n_class:02d}_{stem}.pxl").write_text(cls.examples[0].text, encoding="utf-8",
-                                                        errors="surrogatepass")
-        classes.append({
-            "kind": key[0], "exception": key[1], "frame": key[2], "count": cls.count,
-            "examples": [{"index": e.index, "origin": e.origin, "stage": e.outcome.stage,
-                          "message": e.outcome.message, "traceback": e.outcome.detail, "text": e.text}
-                         for e in cls.examples],
-        })
-    (root / "findings.json").write_text(json.dumps({
-        "programs": summary.programs, "counts": summary.counts, "slowest_s": summary.slowest,
-        "slowest_index": summary.slowest_index, "peak_rss_bytes": summary.peak_rss,
-        "wall_s": summary.wall_seconds,
-        "stages": {f"{kind}:{stage}": n for (kind, stage), n in sorted(summary.stages.items())},
-        "classes": classes}, indent=1, ensure_ascii=True) + "\n",
-        encoding="utf-8")
+        (root / f"{n_class:02d}_{stem}.pxl").write_text(cls.examples[0].text, encoding="utf-8", errors="surrogatepass")
+        classes.append(
+            {
+                "kind": key[0],
+                "exception": key[1],
+                "frame": key[2],
+                "count": cls.count,
+                "examples": [
+                    {
+                        "index": e.index,
+                        "origin": e.origin,
+                        "stage": e.outcome.stage,
+                        "message": e.outcome.message,
+                        "traceback": e.outcome.detail,
+                        "text": e.text,
+                    }
+                    for e in cls.examples
+                ],
+            }
+        )
+    (root / "findings.json").write_text(
+        json.dumps(
+            {
+                "programs": summary.programs,
+                "counts": summary.counts,
+                "slowest_s": summary.slowest,
+                "slowest_index": summary.slowest_index,
+                "peak_rss_bytes": summary.peak_rss,
+                "wall_s": summary.wall_seconds,
+                "stages": {f"{kind}:{stage}": n for (kind, stage), n in sorted(summary.stages.items())},
+                "classes": classes,
+            },
+            indent=1,
+            ensure_ascii=True,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
 
 
 # ================================================================ reducing reproducers
 
 
-def minimize(text: str, key: tuple[str, str, str], oracle: Oracle, *, vis: dict | None = None,
-             attempt_limit_s: float = 10.0, budget_s: float = 120.0) -> str:
+def minimize(
+    text: str,
+    key: tuple[str, str, str],
+    oracle: Oracle,
+    *,
+    vis: dict | None = None,
+    attempt_limit_s: float = 10.0,
+    budget_s: float = 120.0,
+) -> str:
     """A shorter program with the same finding class: drops lines, then unneeded indentation-free
     statements, while the finding still reproduces (each attempt under a SIGALRM limit).
 
@@ -1665,7 +2072,7 @@ def minimize(text: str, key: tuple[str, str, str], oracle: Oracle, *, vis: dict 
         changed = False
         i = len(lines) - 1
         while i >= 0 and time.monotonic() < deadline:
-            candidate = lines[:i] + lines[i + 1:]
+            candidate = lines[:i] + lines[i + 1 :]
             if candidate and same("\n".join(candidate)):
                 lines = candidate
                 changed = True
@@ -1673,8 +2080,14 @@ def minimize(text: str, key: tuple[str, str, str], oracle: Oracle, *, vis: dict 
     return "\n".join(lines)
 
 
-def format_markdown(summary: Summary, *, title: str = "PxL fuzzing findings", preface: str = "",
-                    max_examples: int = 3, max_chars: int = 3000) -> str:
+def format_markdown(
+    summary: Summary,
+    *,
+    title: str = "PxL fuzzing findings",
+    preface: str = "",
+    max_examples: int = 3,
+    max_chars: int = 3000,
+) -> str:
     """The finding classes as a Markdown report: count, exception, innermost pxq frame, reproducers."""
     c = summary.counts
     out = [f"# {title}", ""]
@@ -1692,10 +2105,21 @@ def format_markdown(summary: Summary, *, title: str = "PxL fuzzing findings", pr
     ]
     for n_class, (key, cls) in enumerate(sorted(summary.classes.items(), key=lambda kv: -kv[1].count), 1):
         first = cls.examples[0].outcome
-        out += [f"## {n_class}. {key[0]}: `{key[1]}` at `{key[2] or '-'}` ({cls.count} programs)", "",
-                f"- stage: {first.stage or '-'}", f"- message: `{first.message[:400]}`", ""]
+        out += [
+            f"## {n_class}. {key[0]}: `{key[1]}` at `{key[2] or '-'}` ({cls.count} programs)",
+            "",
+            f"- stage: {first.stage or '-'}",
+            f"- message: `{first.message[:400]}`",
+            "",
+        ]
         for ex in cls.examples[:max_examples]:
             text = ex.text if len(ex.text) <= max_chars else ex.text[:max_chars] + "\n# ...(truncated)"
-            out += [f"Reproducer (program #{ex.index}, {ex.origin}, stage {ex.outcome.stage or '-'}):", "",
-                    "```python", text.rstrip("\n"), "```", ""]
+            out += [
+                f"Reproducer (program #{ex.index}, {ex.origin}, stage {ex.outcome.stage or '-'}):",
+                "",
+                "```python",
+                text.rstrip("\n"),
+                "```",
+                "",
+            ]
     return "\n".join(out)

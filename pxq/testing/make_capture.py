@@ -41,7 +41,9 @@ class CaptureSummary:
     upids: list[str]
 
 
-def make_capture(outdir: str | Path, n_requests: int = DEFAULT_REQUESTS, seconds: float = DEFAULT_SECONDS) -> CaptureSummary:
+def make_capture(
+    outdir: str | Path, n_requests: int = DEFAULT_REQUESTS, seconds: float = DEFAULT_SECONDS
+) -> CaptureSummary:
     """Record ``n_requests`` requests (at most ``seconds`` of client time) into ``outdir``."""
     from pxq.replay import write_capture
 
@@ -83,8 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         "recording proxy) into a capture directory for `pxq run --from`.",
     )
     ap.add_argument("outdir", help="capture directory to write (created if missing)")
-    ap.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help=f"requests to send (default {DEFAULT_REQUESTS})")
-    ap.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help=f"at most this long sending them (default {DEFAULT_SECONDS:g})")
+    ap.add_argument(
+        "--requests", type=int, default=DEFAULT_REQUESTS, help=f"requests to send (default {DEFAULT_REQUESTS})"
+    )
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=DEFAULT_SECONDS,
+        help=f"at most this long sending them (default {DEFAULT_SECONDS:g})",
+    )
     args = ap.parse_args(argv)
     if args.requests < 1 or args.seconds <= 0:
         ap.error("--requests and --seconds must be positive")

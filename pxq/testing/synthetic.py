@@ -23,16 +23,26 @@ def synthetic_processes(n_processes: int = 6) -> dict[str, dict]:
         upid = f"0:{pid}:{500000 + i}"
         comm = COMMS[i % len(COMMS)]
         processes[upid] = {
-            "pid": pid, "comm": comm, "cmdline": f"/usr/bin/{comm} --worker {i}", "exe": f"/usr/bin/{comm}",
-            "container_id": "", "pod": f"default/{comm}-{i}" if i % 3 == 0 else "",
+            "pid": pid,
+            "comm": comm,
+            "cmdline": f"/usr/bin/{comm} --worker {i}",
+            "exe": f"/usr/bin/{comm}",
+            "container_id": "",
+            "pod": f"default/{comm}-{i}" if i % 3 == 0 else "",
             "namespace": "default" if i % 3 == 0 else "",
         }
     return processes
 
 
-def synthetic_http_events(n_rows: int, *, seed: int = 0, start_ns: int = 1_764_115_200_000_000_000,
-                          span_ns: int = 300_000_000_000, n_processes: int = 6,
-                          null_fraction: float = 0.0) -> pa.Table:
+def synthetic_http_events(
+    n_rows: int,
+    *,
+    seed: int = 0,
+    start_ns: int = 1_764_115_200_000_000_000,
+    span_ns: int = 300_000_000_000,
+    n_processes: int = 6,
+    null_fraction: float = 0.0,
+) -> pa.Table:
     """``n_rows`` rows over ``span_ns`` starting at ``start_ns``, time-ordered, with nulls in a
     few nullable columns when ``null_fraction`` > 0."""
     rng = np.random.default_rng(seed)
@@ -80,12 +90,25 @@ def synthetic_http_events(n_rows: int, *, seed: int = 0, start_ns: int = 1_764_1
     return pa.table(columns, schema=CATALOG["http_events"].arrow_schema())
 
 
-def write_synthetic_capture(directory, n_rows: int, *, seed: int = 0, start_ns: int = 1_764_115_200_000_000_000,
-                            span_ns: int = 300_000_000_000, null_fraction: float = 0.0) -> str:
+def write_synthetic_capture(
+    directory,
+    n_rows: int,
+    *,
+    seed: int = 0,
+    start_ns: int = 1_764_115_200_000_000_000,
+    span_ns: int = 300_000_000_000,
+    null_fraction: float = 0.0,
+) -> str:
     """A capture directory holding ``n_rows`` synthetic http_events; returns its path."""
     from pxq.replay import write_capture
 
     table = synthetic_http_events(n_rows, seed=seed, start_ns=start_ns, span_ns=span_ns, null_fraction=null_fraction)
-    write_capture(directory, {"http_events": table}, host="synthetic-host", start_time_ns=start_ns,
-                  end_time_ns=start_ns + span_ns, processes=synthetic_processes())
+    write_capture(
+        directory,
+        {"http_events": table},
+        host="synthetic-host",
+        start_time_ns=start_ns,
+        end_time_ns=start_ns + span_ns,
+        processes=synthetic_processes(),
+    )
     return str(directory)

@@ -147,9 +147,7 @@ http {{
 """
 
 # Static files nginx serves itself (path under /static/ -> bytes).
-BIG_JSON = json.dumps(
-    {"rows": [{"id": i, "label": f"row number {i}", "ok": i % 3 != 0} for i in range(80)]}
-).encode()
+BIG_JSON = json.dumps({"rows": [{"id": i, "label": f"row number {i}", "ok": i % 3 != 0} for i in range(80)]}).encode()
 STATIC_FILES = {
     "hello.txt": b"hello from nginx\n",
     "index.html": b"<!doctype html><html><body><p>static page</p></body></html>\n",
@@ -190,14 +188,18 @@ def _write_site(work: Path, port: int, backend_port: int, sendfile: bool = False
     for name, data in STATIC_FILES.items():
         (work / "www" / "static" / name).write_bytes(data)
     conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(work=work, loopback=LOOPBACK, port=port, backend_port=backend_port,
-                                      sendfile="on" if sendfile else "off"))
+    conf.write_text(
+        NGINX_CONF.format(
+            work=work, loopback=LOOPBACK, port=port, backend_port=backend_port, sendfile="on" if sendfile else "off"
+        )
+    )
     return conf
 
 
 @contextlib.contextmanager
-def nginx_server(backend_port: int, workdir: Path | None = None, attempts: int = 3,
-                 sendfile: bool = False) -> Iterator[Nginx]:
+def nginx_server(
+    backend_port: int, workdir: Path | None = None, attempts: int = 3, sendfile: bool = False
+) -> Iterator[Nginx]:
     """Start nginx on a free loopback port, proxying to ``backend_port``; stop it on exit.
     ``sendfile``: serve static files with sendfile(2), as Debian's default configuration does."""
     binary = nginx_binary()
@@ -334,7 +336,9 @@ def run_client_mix(
                 conn.request(step.method, step.path, body=body, headers=headers, encode_chunked=step.chunked)
                 r = conn.getresponse()
                 status, size = r.status, len(r.read())
-            results.append(ClientResult(step.method, step.path, status, step.expect_status, size, time.monotonic() - t0))
+            results.append(
+                ClientResult(step.method, step.path, status, step.expect_status, size, time.monotonic() - t0)
+            )
     finally:
         session.close()
         conn.close()

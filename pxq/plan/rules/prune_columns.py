@@ -15,8 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 
-from pxq.plan.nodes import (Agg, AggSpec, Display, Filter, Graph, Join, Limit, Map, Project, Relation, Source,
-                            Union, join_layout)
+from pxq.plan.nodes import (
+    Agg,
+    AggSpec,
+    Display,
+    Filter,
+    Graph,
+    Join,
+    Limit,
+    Map,
+    Project,
+    Relation,
+    Source,
+    Union,
+    join_layout,
+)
 
 NAME = "prune_columns"
 DOC = "scan only the columns that some display needs"
@@ -41,8 +54,7 @@ def join_reads(node: Join, wanted: set[str]) -> tuple[set[str], set[str]]:
     name would no longer clash and the output would lose its suffix.
     """
     left, right = set(node.left_on), set(node.right_on)
-    for out, side, name in join_layout(node.left.schema, node.right.schema, node.left_on, node.right_on,
-                                       node.suffixes):
+    for out, side, name in join_layout(node.left.schema, node.right.schema, node.left_on, node.right_on, node.suffixes):
         if out in wanted:
             (left if side == "left" else right).add(name)
             if out != name:
@@ -132,9 +144,14 @@ def apply(graph: Graph) -> Graph:
             return Agg(inputs[0], node.keys, kept_aggregates(node, wanted))
         if isinstance(node, Join):
             left, right = join_reads(node, wanted)
-            return Join(_select(inputs[0], _in_order(node.left.schema.names, left)),
-                        _select(inputs[1], _in_order(node.right.schema.names, right)),
-                        node.how, node.left_on, node.right_on, node.suffixes)
+            return Join(
+                _select(inputs[0], _in_order(node.left.schema.names, left)),
+                _select(inputs[1], _in_order(node.right.schema.names, right)),
+                node.how,
+                node.left_on,
+                node.right_on,
+                node.suffixes,
+            )
         if isinstance(node, Union):
             names = _in_order(node.schema.names, wanted)
             return Union(tuple(_select(part, names) for part in inputs))

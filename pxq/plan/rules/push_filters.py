@@ -25,19 +25,32 @@ _SUBSTITUTABLE_CALLS = {"upid_to_pid"}
 def _substitutable(expr: Expr) -> bool:
     if isinstance(expr, ColumnRef):
         return True
-    return (isinstance(expr, FuncCall) and expr.name in _SUBSTITUTABLE_CALLS
-            and all(isinstance(a, ColumnRef) for a in expr.args))
+    return (
+        isinstance(expr, FuncCall)
+        and expr.name in _SUBSTITUTABLE_CALLS
+        and all(isinstance(a, ColumnRef) for a in expr.args)
+    )
 
 
 def _constant_int(expr: Expr) -> int | None:
-    if isinstance(expr, Literal) and not expr.is_list and expr.type in (DataType.INT64, DataType.TIME64NS) \
-            and isinstance(expr.value, int) and not isinstance(expr.value, bool):
+    if (
+        isinstance(expr, Literal)
+        and not expr.is_list
+        and expr.type in (DataType.INT64, DataType.TIME64NS)
+        and isinstance(expr.value, int)
+        and not isinstance(expr.value, bool)
+    ):
         return expr.value
     return None
 
 
-_FLIPPED = {"lessThan": "greaterThan", "lessThanEqual": "greaterThanEqual",
-            "greaterThan": "lessThan", "greaterThanEqual": "lessThanEqual", "equal": "equal"}
+_FLIPPED = {
+    "lessThan": "greaterThan",
+    "lessThanEqual": "greaterThanEqual",
+    "greaterThan": "lessThan",
+    "greaterThanEqual": "lessThanEqual",
+    "equal": "equal",
+}
 
 
 def _comparison(expr: Expr) -> tuple[str, Expr, int] | None:
@@ -53,8 +66,13 @@ def _comparison(expr: Expr) -> tuple[str, Expr, int] | None:
 
 
 def _is_pid_of_upid(expr: Expr) -> bool:
-    return (isinstance(expr, FuncCall) and expr.name == "upid_to_pid" and len(expr.args) == 1
-            and isinstance(expr.args[0], ColumnRef) and expr.args[0].name == "upid")
+    return (
+        isinstance(expr, FuncCall)
+        and expr.name == "upid_to_pid"
+        and len(expr.args) == 1
+        and isinstance(expr.args[0], ColumnRef)
+        and expr.args[0].name == "upid"
+    )
 
 
 def absorb(source: Source, parts: list[Expr]) -> Source:
@@ -73,14 +91,20 @@ def absorb(source: Source, parts: list[Expr]) -> Source:
                     end = bound if end is None else min(end, bound)
             elif op == "equal" and _is_pid_of_upid(side):
                 pids = (value,) if pids is None else tuple(p for p in pids if p == value)
-        elif isinstance(part, FuncCall) and part.name == "equals_any" and _is_pid_of_upid(part.args[0]) \
-                and isinstance(part.args[1], Literal) and part.args[1].is_list:
+        elif (
+            isinstance(part, FuncCall)
+            and part.name == "equals_any"
+            and _is_pid_of_upid(part.args[0])
+            and isinstance(part.args[1], Literal)
+            and part.args[1].is_list
+        ):
             values = tuple(sorted({int(v) for v in part.args[1].value}))
             pids = values if pids is None else tuple(p for p in pids if p in values)
     if start is not None and end is not None and start > end:
         end = start  # contradictory bounds select nothing
-    return dataclasses.replace(source, predicates=source.predicates + tuple(parts),
-                               start_ns=start, end_ns=end, pids=pids)
+    return dataclasses.replace(
+        source, predicates=source.predicates + tuple(parts), start_ns=start, end_ns=end, pids=pids
+    )
 
 
 def apply(graph: Graph) -> Graph:
