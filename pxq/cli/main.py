@@ -296,7 +296,7 @@ def cmd_run(args, script_argv: list[str]) -> int:
     from pxq.library import load_script
     from pxq.render import render, written_lines
 
-    zone = datetime.timezone.utc if args.utc else None  # None: the local zone
+    zone = datetime.UTC if args.utc else None  # None: the local zone
 
     duration = parse_duration(args.duration)  # checked with --from too: a typo is said, not ignored
     script = load_script(args.script)

@@ -7,8 +7,9 @@ that are inlined at each call). Every user mistake becomes a positioned diagnost
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pxq.errors import CompileError, Diagnostic, Source as ScriptSource, Span, UsageError, closest
 from pxq.funcs.registry import AGGREGATES, SCALARS, ExecContext, ScalarFunction, resolve_semantic, resolve_type
@@ -143,7 +144,7 @@ class MethodValue(Value):
 @dataclass
 class UserFunctionValue(Value):
     definition: ast.FunctionDef
-    closure: "Scope"
+    closure: Scope
 
 
 class _Names(dict):
@@ -158,7 +159,7 @@ class _Names(dict):
 
 
 class Scope:
-    def __init__(self, parent: "Scope | None" = None):
+    def __init__(self, parent: Scope | None = None):
         self.names: dict[str, Value] = _Names()
         self.parent = parent
 

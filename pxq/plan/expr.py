@@ -13,8 +13,8 @@ pair of nodes once.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from pxq.errors import Span
 from pxq.types import DataType, SemanticType
@@ -42,17 +42,17 @@ def walk_postorder(roots, children: Callable, done: Callable | None = None) -> I
         stack.extend((child, False) for child in reversed(tuple(children(node))) if id(child) not in seen)
 
 
-def _call_args(node: "Expr") -> tuple:
+def _call_args(node: Expr) -> tuple:
     return getattr(node, "args", ())
 
 
-def postorder(root: "Expr", done: Callable[["Expr"], bool] | None = None) -> Iterator["Expr"]:
+def postorder(root: Expr, done: Callable[[Expr], bool] | None = None) -> Iterator[Expr]:
     """Every distinct expression node under ``root`` once, arguments before the calls that read
     them (see ``walk_postorder``)."""
     return walk_postorder((root,), _call_args, done)
 
 
-def _cached(node: "Expr", attr: str, compute: Callable[["Expr"], object]):
+def _cached(node: Expr, attr: str, compute: Callable[[Expr], object]):
     """``compute`` for every node under ``node`` that lacks ``attr``, bottom-up; then node's."""
     if attr not in node.__dict__:
         for item in postorder(node, lambda n: attr in n.__dict__):
@@ -228,8 +228,9 @@ def rename_columns(expr: Expr, mapping: dict[str, Expr]) -> Expr:
 def conjuncts(expr: Expr) -> list[Expr]:
     """Split a predicate on logicalAnd, in order.
 
-    An ``and`` with a non-boolean operand is one part. A part that appears twice is listed once (``p and p`` is ``p``, in Kleene logic too), so a
-    predicate that repeats itself does not multiply into an exponential list.
+    An ``and`` with a non-boolean operand is one part. A part that appears twice is listed once
+    (``p and p`` is ``p``, in Kleene logic too), so a predicate that repeats itself does not multiply
+    into an exponential list.
     """
     out: list[Expr] = []
     seen: set[int] = set()

@@ -14,7 +14,7 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 INT64_RANGE = "-9223372036854775808 .. 9223372036854775807"
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def fits_int64(value: int) -> bool:

@@ -47,7 +47,7 @@ class ProbeManifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ProbeManifest":
+    def from_json(cls, text: str) -> ProbeManifest:
         data = json.loads(text)
 
         def tup(value):

@@ -95,7 +95,7 @@ class Relation:
     schema: Schema
 
     @property
-    def inputs(self) -> tuple["Relation", ...]:
+    def inputs(self) -> tuple[Relation, ...]:
         return ()
 
     def _set_schema(self, schema: Schema) -> None:
@@ -241,7 +241,7 @@ def join_layout(left: Schema, right: Schema, left_on, right_on, suffixes):
     Like pandas' merge: a key with the same name on both sides appears once (coalesced for
     outer joins); other names present on both sides get the suffixes.
     """
-    shared_keys = {l for l, r in zip(left_on, right_on) if l == r}
+    shared_keys = {left for left, right in zip(left_on, right_on) if left == right}
     right_names = set(right.names)
     left_names = set(left.names)
     layout = []
@@ -274,11 +274,11 @@ class Join(Relation):
             raise PlanError(f"unknown join type {self.how!r}", f"use one of {', '.join(JOIN_TYPES)}")
         if not self.left_on or len(self.left_on) != len(self.right_on):
             raise PlanError("merge needs as many left_on as right_on columns")
-        for l, r in zip(self.left_on, self.right_on):
-            lf, rf = self.left.schema.require(l), self.right.schema.require(r)
+        for left_key, right_key in zip(self.left_on, self.right_on):
+            lf, rf = self.left.schema.require(left_key), self.right.schema.require(right_key)
             if lf.type is not rf.type:
                 raise PlanError(
-                    f"cannot join {l!r} ({lf.type}) with {r!r} ({rf.type}): the key types differ",
+                    f"cannot join {left_key!r} ({lf.type}) with {right_key!r} ({rf.type}): the key types differ",
                     "join on columns of one type, e.g. convert with px.itoa or px.atoi first",
                 )
         layout = join_layout(self.left.schema, self.right.schema, self.left_on, self.right_on, self.suffixes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from pxq.lang.deep import deep
 from pxq.plan.nodes import Graph, Relation, relations_postorder

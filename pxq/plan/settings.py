@@ -6,7 +6,7 @@ writes it instead of failing mid-run. Readers: pxq.exec.execute and pxq.agent.pr
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from pxq.errors import closest
 from pxq.plan.limits import shown

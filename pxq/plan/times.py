@@ -52,8 +52,8 @@ def parse_time(text: str, now_ns: int) -> int:
         except ValueError:
             continue
         if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=dt.timezone.utc)
-        delta = stamp - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+            stamp = stamp.replace(tzinfo=dt.UTC)
+        delta = stamp - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
         return _in_time_range((delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000, text)
     raise ValueError("not a relative or absolute time")
 

@@ -46,9 +46,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFORMANCE_DIR = Path("/work/shared/conformance/pixie-px")
@@ -1701,7 +1702,7 @@ def worker_main() -> None:
     oracle = Oracle(config["captures"], render=config.get("render", True))
     _limit_memory(config["memory_limit"])
     # Where a hang is: the stacks a moment before the runner's deadline, for its finding class.
-    stacks = open(Path(config["stacks_dir"]) / f"worker-{os.getpid()}.txt", "w+")
+    stacks = open(Path(config["stacks_dir"]) / f"worker-{os.getpid()}.txt", "w+")  # noqa: SIM115 (open for the worker's life)
     channel.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
     channel.flush()
     for line in sys.stdin:
@@ -1709,10 +1710,9 @@ def worker_main() -> None:
         prog = _program_for(request, config)
         stacks.seek(0)
         stacks.truncate()
-        try:
+        # No thread for the watchdog (RuntimeError): the runner's wall limit still applies.
+        with contextlib.suppress(RuntimeError):
             faulthandler.dump_traceback_later(max(0.5, config["wall_limit"] - 1.0), file=stacks)
-        except RuntimeError:  # no thread for the watchdog: the runner's wall limit still applies
-            pass
         outcome = oracle.run(prog)
         faulthandler.cancel_dump_traceback_later()
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -1791,7 +1791,7 @@ class _Worker:
         env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         # The worker's stderr goes to a file, so that a crash says why (the last lines go into
         # the finding; a worker that exits with 1 has printed its Python traceback there).
-        self.stderr = tempfile.NamedTemporaryFile(
+        self.stderr = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in kill(), lives with the worker)
             "w+", dir=config["stacks_dir"], prefix="worker-stderr-", suffix=".txt", delete=False
         )
         self.proc = subprocess.Popen(
@@ -1877,7 +1877,7 @@ class FuzzRunner:
         workers = [_Worker(self.config, self.python) for _ in range(min(self.jobs, len(requests)) or 1)]
         try:
             while pending or any(w.current is not None for w in workers):
-                for i, w in enumerate(workers):
+                for w in workers:
                     if w.ready and w.current is None and pending:
                         w.send(pending.pop(), self.wall_limit)
                 fds = {w.proc.stdout.fileno(): w for w in workers}

@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from pxq.agent.procinfo import child_pids, process_info, socket_owner, tcp_socket_inode
-from pxq.agent.procinfo import make_upid as _make_upid
+from pxq.agent.procinfo import child_pids, make_upid as _make_upid, process_info, socket_owner, tcp_socket_inode
 from pxq.agent.protocols.http1 import (
     DEFAULT_BODY_LIMIT,
     Http1Stitcher,

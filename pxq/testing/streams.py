@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import Any
 
 from pxq.agent.protocols.interface import Stitcher

@@ -218,7 +218,7 @@ def nginx_server(
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            if wait_for_port(port, timeout=START_TIMEOUT, alive=lambda: proc.poll() is None):
+            if wait_for_port(port, timeout=START_TIMEOUT, alive=lambda proc=proc: proc.poll() is None):
                 server = Nginx(proc, port, work, backend_port)
                 yield server
                 return

@@ -8,8 +8,8 @@ from pxq.funcs.registry import ExecContext
 from pxq.plan.constants import evaluate_constant
 from pxq.plan.expr import Expr, FuncCall, Literal, postorder
 from pxq.plan.nodes import Filter, Graph, Map, Relation, Source
-from pxq.types import DataType
 from pxq.plan.rewrite import transform
+from pxq.types import DataType
 
 NAME = "fold_constants"
 DOC = "evaluate constant sub-expressions (px.now() - px.minutes(5), 60 * 1000) once; drop always-true filters"
