@@ -3,6 +3,8 @@ that folding and execution can never disagree."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -27,7 +29,7 @@ def _internal_type(data_type: DataType) -> pa.DataType:
 
 def literal_scalar(lit: Literal) -> pa.Scalar:
     if lit.is_list:
-        return pa.scalar(list(lit.value), pa.list_(_internal_type(lit.type)))
+        return pa.scalar(list(cast(tuple[object, ...], lit.value)), pa.list_(_internal_type(lit.type)))
     return pa.scalar(lit.value, _internal_type(lit.type))
 
 

@@ -13,14 +13,20 @@ pair of nodes once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from pxq.errors import Span
 from pxq.types import DataType, SemanticType
 
+Node = TypeVar("Node")
+Value = TypeVar("Value")
 
-def walk_postorder(roots, children: Callable, done: Callable | None = None) -> Iterator:
+
+def walk_postorder(
+    roots: Iterable[Node], children: Callable[[Node], Iterable[Node]], done: Callable[[Node], bool] | None = None
+) -> Iterator[Node]:
     """Every distinct node under ``roots`` once, children (in order) before their parents, with
     an explicit stack: expressions and plans are as deep as a script is long, so recursion would
     limit the script. Nodes are told apart by identity (a shared part is visited once).
@@ -29,7 +35,7 @@ def walk_postorder(roots, children: Callable, done: Callable | None = None) -> I
     neither yielded nor descended into (e.g. it already has a cached result).
     """
     seen: set[int] = set()
-    stack: list[tuple[object, bool]] = [(root, False) for root in reversed(tuple(roots))]
+    stack: list[tuple[Node, bool]] = [(root, False) for root in reversed(tuple(roots))]
     while stack:
         node, expanded = stack.pop()
         if expanded:
@@ -42,7 +48,7 @@ def walk_postorder(roots, children: Callable, done: Callable | None = None) -> I
         stack.extend((child, False) for child in reversed(tuple(children(node))) if id(child) not in seen)
 
 
-def _call_args(node: Expr) -> tuple:
+def _call_args(node: Expr) -> tuple[Expr, ...]:
     return getattr(node, "args", ())
 
 
@@ -52,27 +58,38 @@ def postorder(root: Expr, done: Callable[[Expr], bool] | None = None) -> Iterato
     return walk_postorder((root,), _call_args, done)
 
 
-def _cached(node: Expr, attr: str, compute: Callable[[Expr], object]):
+def _cached(node: Expr, attr: str, compute: Callable[[Expr], Value]) -> Value:
     """``compute`` for every node under ``node`` that lacks ``attr``, bottom-up; then node's."""
     if attr not in node.__dict__:
         for item in postorder(node, lambda n: attr in n.__dict__):
             object.__setattr__(item, attr, compute(item))
-    return node.__dict__[attr]
+    value: Value = node.__dict__[attr]
+    return value
 
 
 @dataclass(frozen=True, eq=False)
 class Expr:
+    if TYPE_CHECKING:
+        # Every concrete node has these as dataclass fields; declared here for the type checker
+        # only, since as fields of the base they would come first in every subclass's constructor.
+        @property
+        def type(self) -> DataType: ...
+
+        @property
+        def semantic(self) -> SemanticType: ...
+
     def columns(self) -> frozenset[str]:
         """Names of the input columns this expression reads (cached on each node)."""
         try:
-            return self._columns  # type: ignore[attr-defined]
+            columns: frozenset[str] = self._columns  # type: ignore[attr-defined]
+            return columns
         except AttributeError:
             return _cached(self, "_columns", lambda n: n._own_columns())
 
     def _own_columns(self) -> frozenset[str]:
         raise NotImplementedError
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[object, ...]:
         """The fields that make two nodes equal, apart from the arguments."""
         raise NotImplementedError
 
@@ -102,9 +119,10 @@ class Expr:
             if type(a) is not type(b) or hash(a) != hash(b) or a._key() != b._key():
                 return False
             if isinstance(a, FuncCall):
-                if len(a.args) != len(b.args):
+                b_args = cast(FuncCall, b).args  # b is of a's type (checked above)
+                if len(a.args) != len(b_args):
                     return False
-                stack.extend(zip(a.args, b.args))
+                stack.extend(zip(a.args, b_args))
         return True
 
     def __str__(self) -> str:
@@ -120,7 +138,7 @@ class ColumnRef(Expr):
     def _own_columns(self) -> frozenset[str]:
         return frozenset((self.name,))
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[object, ...]:
         return ("column", self.name, self.type, self.semantic)
 
     def __str__(self) -> str:
@@ -138,7 +156,7 @@ class Literal(Expr):
     def _own_columns(self) -> frozenset[str]:
         return frozenset()
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[object, ...]:
         return ("literal", self.value, self.type, self.semantic)
 
     @property
@@ -147,7 +165,7 @@ class Literal(Expr):
 
     def __str__(self) -> str:
         if self.is_list:
-            return "[" + ", ".join(repr(v) for v in self.value) + "]"
+            return "[" + ", ".join(repr(v) for v in cast(tuple[object, ...], self.value)) + "]"
         if self.type is DataType.TIME64NS:
             return f"time({self.value})"
         return repr(self.value)
@@ -165,7 +183,7 @@ class FuncCall(Expr):
         sets = [a.__dict__["_columns"] for a in self.args]
         return frozenset().union(*sets) if sets else frozenset()
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[object, ...]:
         return ("call", self.name, self.type, self.semantic)
 
     def __repr__(self) -> str:

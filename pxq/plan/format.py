@@ -5,10 +5,15 @@ Stable: it is what the snapshot tests and ``pxq explain`` show.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from pxq.plan.expr import Expr
 from pxq.plan.limits import format_time_ns
 from pxq.plan.nodes import (
     Agg,
+    AggSpec,
     Display,
+    Field,
     Filter,
     FragmentInput,
     Graph,
@@ -28,14 +33,14 @@ def _time(ns: int | None) -> str:
     return format_time_ns(ns)
 
 
-def _type(typed) -> str:
+def _type(typed: Field | AggSpec | Expr) -> str:
     """TYPE, or TYPE[semantic] when the value carries a semantic type."""
     semantic = typed.semantic.value
     return str(typed.type) if semantic == "none" else f"{typed.type}[{semantic}]"
 
 
 def _describe(node: Relation, name: dict[int, str]) -> str:
-    ref = lambda n: name[id(n)]  # noqa: E731
+    ref: Callable[[Relation], str] = lambda n: name[id(n)]  # noqa: E731
     if isinstance(node, Source):
         lines = [
             f"Source[{node.table}] window=[{_time(node.start_ns)}, {_time(node.end_ns)})",

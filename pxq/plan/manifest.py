@@ -5,10 +5,14 @@ plain data, serializable to JSON, and snapshotted in tests."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar, cast, overload
 
 from pxq.plan.nodes import Graph, Source
 from pxq.tables import CATALOG
+
+Default = TypeVar("Default")
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,13 @@ class CollectorRequest:
     # px.set('<collector>.<key>', value), e.g. perf_profiler.sample_hz=99.
     options: tuple[tuple[str, str], ...] = ()
 
-    def option(self, key: str, default=None):
+    @overload
+    def option(self, key: str) -> str | None: ...
+
+    @overload
+    def option(self, key: str, default: Default) -> str | Default: ...
+
+    def option(self, key: str, default: object = None) -> object:
         return dict(self.options).get(key, default)
 
 
@@ -50,7 +60,7 @@ class ProbeManifest:
     def from_json(cls, text: str) -> ProbeManifest:
         data = json.loads(text)
 
-        def tup(value):
+        def tup(value: list[Any] | None) -> tuple[Any, ...] | None:
             return None if value is None else tuple(value)
 
         tables = tuple(
@@ -85,18 +95,18 @@ class ProbeManifest:
         return "\n".join(lines)
 
 
-def _union_pids(values):
+def _union_pids(values: Sequence[tuple[int, ...] | None]) -> tuple[int, ...] | None:
     if any(v is None for v in values):
         return None
-    return tuple(sorted({p for v in values for p in v}))
+    return tuple(sorted({p for v in cast(Sequence[tuple[int, ...]], values) for p in v}))
 
 
-def _min_or_none(values):
-    return None if any(v is None for v in values) else min(values)
+def _min_or_none(values: Sequence[int | None]) -> int | None:
+    return None if any(v is None for v in values) else min(cast(Sequence[int], values))
 
 
-def _max_or_none(values):
-    return None if any(v is None for v in values) else max(values)
+def _max_or_none(values: Sequence[int | None]) -> int | None:
+    return None if any(v is None for v in values) else max(cast(Sequence[int], values))
 
 
 def build_manifest(graph: Graph) -> ProbeManifest:
@@ -105,11 +115,11 @@ def build_manifest(graph: Graph) -> ProbeManifest:
     for node in graph.nodes():
         if isinstance(node, Source):
             sources.setdefault(node.table, []).append(node)
-    tables = []
+    tables: list[TableRequest] = []
     for name in sorted(sources):
         group = sources[name]
         table = CATALOG[name]
-        read = set()
+        read: set[str] = set()
         for s in group:
             read |= set(s.columns)
             for p in s.predicates:
@@ -128,15 +138,15 @@ def build_manifest(graph: Graph) -> ProbeManifest:
     collectors: dict[str, list[TableRequest]] = {}
     for t in tables:
         collectors.setdefault(t.collector, []).append(t)
-    requests = []
+    requests: list[CollectorRequest] = []
     for name in sorted(collectors):
-        group = collectors[name]
-        protocols = tuple(sorted({CATALOG[t.table].protocol for t in group if CATALOG[t.table].protocol}))
+        requested = collectors[name]
+        protocols = tuple(sorted({protocol for t in requested if (protocol := CATALOG[t.table].protocol)}))
         prefix = name + "."
         options = tuple((k[len(prefix) :], v) for k, v in graph.settings if k.startswith(prefix))
         requests.append(
             CollectorRequest(
-                name, tuple(t.table for t in group), _union_pids([t.pids for t in group]), protocols, options
+                name, tuple(t.table for t in requested), _union_pids([t.pids for t in requested]), protocols, options
             )
         )
     return ProbeManifest(graph.now_ns, tuple(tables), tuple(requests))

@@ -9,8 +9,10 @@ twice is one node with two parents, and the executor computes it once.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from pxq.errors import closest
 from pxq.plan.expr import Expr, walk_postorder
@@ -32,7 +34,8 @@ class Field:
 
 
 _field_name = attrgetter("name")
-_INDEXED: deque = deque()  # the schemas that hold a name index, oldest first
+Default = TypeVar("Default")
+_INDEXED: deque[Schema] = deque()  # the schemas that hold a name index, oldest first
 _INDEXED_KEPT = 16
 
 
@@ -73,7 +76,7 @@ class Schema:
         return ", ".join(f"{f.name}:{f.type}" for f in self.fields)
 
 
-def column_hint(name: str, names) -> str:
+def column_hint(name: str, names: Sequence[str]) -> str:
     near = closest(name, names)
     listing = ", ".join(names)
     if near:
@@ -93,6 +96,12 @@ class Relation:
     """Base of all operators. Subclasses are frozen dataclasses with a computed ``schema``."""
 
     schema: Schema
+
+    if TYPE_CHECKING:
+        import dataclasses
+
+        # Every concrete node is a dataclass: dataclasses.replace and fields take any Relation.
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     @property
     def inputs(self) -> tuple[Relation, ...]:
@@ -146,7 +155,7 @@ class Filter(Relation):
         self._set_schema(self.input.schema)
 
     @property
-    def inputs(self):
+    def inputs(self) -> tuple[Relation, ...]:
         return (self.input,)
 
 
@@ -173,7 +182,7 @@ class Map(Relation):
         self._set_schema(Schema(tuple(fields)))
 
     @property
-    def inputs(self):
+    def inputs(self) -> tuple[Relation, ...]:
         return (self.input,)
 
 
@@ -194,7 +203,7 @@ class Project(Relation):
         self._set_schema(Schema(tuple(self.input.schema.require(c) for c in self.columns)))
 
     @property
-    def inputs(self):
+    def inputs(self) -> tuple[Relation, ...]:
         return (self.input,)
 
 
@@ -228,14 +237,16 @@ class Agg(Relation):
         self._set_schema(Schema(tuple(fields)))
 
     @property
-    def inputs(self):
+    def inputs(self) -> tuple[Relation, ...]:
         return (self.input,)
 
 
 JOIN_TYPES = ("inner", "left", "right", "outer")
 
 
-def join_layout(left: Schema, right: Schema, left_on, right_on, suffixes):
+def join_layout(
+    left: Schema, right: Schema, left_on: Sequence[str], right_on: Sequence[str], suffixes: Sequence[str]
+) -> list[tuple[str, str, str]]:
     """How a join's output columns come from its inputs: (output name, side, input name).
 
     Like pandas' merge: a key with the same name on both sides appears once (coalesced for
@@ -292,7 +303,7 @@ class Join(Relation):
         self._set_schema(Schema(tuple(fields)))
 
     @property
-    def inputs(self):
+    def inputs(self) -> tuple[Relation, ...]:
         return (self.left, self.right)
 
 
@@ -324,7 +335,7 @@ class Union(Relation):
         self._set_schema(Schema(tuple(fields)))
 
     @property
-    def inputs(self):
+    def inputs(self) -> tuple[Relation, ...]:
         return self.parts
 
 
@@ -364,7 +375,7 @@ class Limit(Relation):
         self._set_schema(self.input.schema)
 
     @property
-    def inputs(self):
+    def inputs(self) -> tuple[Relation, ...]:
         return (self.input,)
 
 
@@ -377,7 +388,7 @@ class Display(Relation):
         self._set_schema(self.input.schema)
 
     @property
-    def inputs(self):
+    def inputs(self) -> tuple[Relation, ...]:
         return (self.input,)
 
 
@@ -400,7 +411,13 @@ class Graph:
     now_ns: int
     settings: tuple[tuple[str, str], ...] = ()
 
-    def setting(self, key: str, default=None):
+    @overload
+    def setting(self, key: str) -> str | None: ...
+
+    @overload
+    def setting(self, key: str, default: Default) -> str | Default: ...
+
+    def setting(self, key: str, default: object = None) -> object:
         for k, v in self.settings:
             if k == key:
                 return v
@@ -411,7 +428,11 @@ class Graph:
         return list(relations_postorder(self.displays))
 
 
-def relations_postorder(roots, done=None, inputs_of=None):
+def relations_postorder(
+    roots: Iterable[Relation],
+    done: Callable[[Relation], bool] | None = None,
+    inputs_of: Callable[[Relation], Iterable[Relation]] | None = None,
+) -> Iterator[Relation]:
     """Every distinct node under ``roots`` once, inputs (in order) before the nodes that read them
     (a plan is as deep as its script is long: each ``df.x = ...`` is a node; see
     ``walk_postorder``). ``done(node)``: a node for which it is true is neither yielded nor

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import cast
 
 from pxq.lang.deep import deep
-from pxq.plan.nodes import Graph, Relation, relations_postorder
+from pxq.plan.nodes import Display, Graph, Relation, relations_postorder
 
 Rewriter = Callable[[Relation], Relation]
 
@@ -47,7 +48,8 @@ def transform(graph: Graph, rewrite: Rewriter, origins: dict[int, Relation] | No
     displays = tuple(done[id(d)] for d in graph.displays)
     if all(a is b for a, b in zip(displays, graph.displays)):
         return graph
-    return dataclasses.replace(graph, displays=displays)
+    # Rewriting a Display gives a Display.
+    return dataclasses.replace(graph, displays=cast(tuple[Display, ...], displays))
 
 
 def reader_counts(graph: Graph) -> dict[int, int]:

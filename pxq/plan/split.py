@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import cast
 
 from pxq.plan.manifest import ProbeManifest, build_manifest
-from pxq.plan.nodes import Filter, FragmentInput, Graph, Map, Project, Relation, Source, relations_postorder
+from pxq.plan.nodes import Display, Filter, FragmentInput, Graph, Map, Project, Relation, Source, relations_postorder
 from pxq.plan.rewrite import with_inputs
 
 _AGENT_NODES = (Source, Filter, Map, Project)
@@ -46,5 +47,6 @@ def split(graph: Graph) -> SplitPlan:
         else:
             done[id(node)] = with_inputs(node, tuple(done[id(c)] for c in node.inputs))
     displays = tuple(done[id(d)] for d in graph.displays)
-    merge = dataclasses.replace(graph, displays=displays)
+    # Rewriting a Display gives a Display.
+    merge = dataclasses.replace(graph, displays=cast(tuple[Display, ...], displays))
     return SplitPlan(tuple(fragments), merge, build_manifest(graph))

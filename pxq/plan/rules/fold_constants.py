@@ -59,9 +59,7 @@ def fold(expr: Expr, ctx: ExecContext) -> Expr:
             else:
                 done[id(node)] = Literal(value, node.type, node.semantic)
                 continue
-        if folded.name in ("logicalAnd", "logicalOr"):
-            folded = _simplify_logic(folded)
-        done[id(node)] = folded
+        done[id(node)] = _simplify_logic(folded) if folded.name in ("logicalAnd", "logicalOr") else folded
     return done[id(expr)]
 
 

@@ -3,6 +3,9 @@ inner Map defines (``df.a = ...; df.b = ...`` becomes one projection step)."""
 
 from __future__ import annotations
 
+from typing import cast
+
+from pxq.plan.expr import Expr
 from pxq.plan.nodes import Graph, Map, Relation
 from pxq.plan.rewrite import reader_counts, transform
 
@@ -15,7 +18,7 @@ class _Group:
     same name, in its place) and the Map at the top, the only one that is built."""
 
     def __init__(self) -> None:
-        self.assignments: dict[str, object] = {}
+        self.assignments: dict[str, Expr] = {}
         self.top: Relation | None = None
         self.size = 0  # how many Maps
         self.base: Relation | None = None  # the (rewritten) input of the lowest Map
@@ -50,7 +53,7 @@ def apply(graph: Graph) -> Graph:
         if group is None:
             return node
         if group.base is None:
-            group.base = node.input  # the lowest Map of its group comes first
+            group.base = cast(Map, node).input  # the lowest Map of its group comes first
         if original is not group.top or group.size == 1:
             return node  # a Map fused into the one above it, or a Map alone
         return Map(group.base, tuple(group.assignments.items()))

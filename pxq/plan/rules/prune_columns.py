@@ -14,7 +14,10 @@ them explicitly.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
+from typing import cast
 
+from pxq.plan.expr import Expr
 from pxq.plan.nodes import (
     Agg,
     AggSpec,
@@ -43,7 +46,7 @@ def kept_aggregates(node: Agg, wanted: set[str]) -> tuple[AggSpec, ...]:
     return keep
 
 
-def kept_assignments(node: Map, wanted: set[str]) -> tuple:
+def kept_assignments(node: Map, wanted: set[str]) -> tuple[tuple[str, Expr], ...]:
     return tuple((name, expr) for name, expr in node.assignments if name in wanted)
 
 
@@ -66,7 +69,7 @@ def required_columns(graph: Graph) -> dict[int, set[str]]:
     """id(node) -> the names of its output columns that some reader needs (never empty)."""
     required: dict[int, set[str]] = {}
 
-    def need(node: Relation, names) -> None:
+    def need(node: Relation, names: Iterable[str]) -> None:
         required.setdefault(id(node), set()).update(names)
 
     for node in reversed(graph.nodes()):
@@ -80,7 +83,7 @@ def required_columns(graph: Graph) -> dict[int, set[str]]:
             need(node.input, wanted | node.predicate.columns())
         elif isinstance(node, Map):
             defined = {name for name, _ in node.assignments}
-            reads = set()
+            reads: set[str] = set()
             for _, expr in kept_assignments(node, wanted):
                 reads |= expr.columns()
             need(node.input, (wanted - defined) | reads)
@@ -113,7 +116,7 @@ def _select(node: Relation, names: tuple[str, ...]) -> Relation:
     return node if node.schema.names == names else Project(node, names)
 
 
-def _in_order(names, wanted: set[str]) -> tuple[str, ...]:
+def _in_order(names: Iterable[str], wanted: set[str]) -> tuple[str, ...]:
     return tuple(c for c in names if c in wanted)
 
 
@@ -134,8 +137,8 @@ def apply(graph: Graph) -> Graph:
         if isinstance(node, Filter):
             return Filter(inputs[0], node.predicate)
         if isinstance(node, Map):
-            keep = kept_assignments(node, wanted)
-            return Map(inputs[0], keep) if keep else inputs[0]
+            assignments = kept_assignments(node, wanted)
+            return Map(inputs[0], assignments) if assignments else inputs[0]
         if isinstance(node, Project):
             return Project(inputs[0], _in_order(node.columns, wanted))
         if isinstance(node, Limit):
@@ -163,7 +166,8 @@ def apply(graph: Graph) -> Graph:
     displays = tuple(pruned[id(d)] for d in graph.displays)
     if all(a is b for a, b in zip(displays, graph.displays)):
         return graph
-    return dataclasses.replace(graph, displays=displays)
+    # Rewriting a Display gives a Display.
+    return dataclasses.replace(graph, displays=cast(tuple[Display, ...], displays))
 
 
 def _unchanged_or(old: Relation, new: Relation) -> Relation:

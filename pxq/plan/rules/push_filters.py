@@ -9,6 +9,7 @@ change the other reader's rows), nor through Limit, Agg, Join or Union.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, cast
 
 from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal, conjunction, conjuncts, rename_columns
 from pxq.plan.nodes import Filter, Graph, Map, Project, Relation, Source
@@ -58,11 +59,16 @@ def _comparison(expr: Expr) -> tuple[str, Expr, int] | None:
     if not (isinstance(expr, FuncCall) and expr.name in _FLIPPED and len(expr.args) == 2):
         return None
     left, right = expr.args
-    if _constant_int(right) is not None:
-        return expr.name, left, _constant_int(right)
-    if _constant_int(left) is not None:
-        return _FLIPPED[expr.name], right, _constant_int(left)
+    if (value := _constant_int(right)) is not None:
+        return expr.name, left, value
+    if (value := _constant_int(left)) is not None:
+        return _FLIPPED[expr.name], right, value
     return None
+
+
+def _conjunction(parts: list[Expr]) -> Expr:
+    """``conjunction`` of parts that are never empty here (so never None)."""
+    return cast(Expr, conjunction(parts))
 
 
 def _is_pid_of_upid(expr: Expr) -> bool:
@@ -98,7 +104,7 @@ def absorb(source: Source, parts: list[Expr]) -> Source:
             and isinstance(part.args[1], Literal)
             and part.args[1].is_list
         ):
-            values = tuple(sorted({int(v) for v in part.args[1].value}))
+            values = tuple(sorted({int(v) for v in cast(tuple[Any, ...], part.args[1].value)}))
             pids = values if pids is None else tuple(p for p in pids if p in values)
     if start is not None and end is not None and start > end:
         end = start  # contradictory bounds select nothing
@@ -119,7 +125,7 @@ def apply(graph: Graph) -> Graph:
         if not parts:
             return node
         if shared(node):
-            return Filter(node, conjunction(parts))
+            return Filter(node, _conjunction(parts))
         if isinstance(node, Source):
             return absorb(node, parts)
         if isinstance(node, Filter):
@@ -136,10 +142,10 @@ def apply(graph: Graph) -> Graph:
                 else:
                     above.append(part)
             if not below:
-                return Filter(node, conjunction(parts))
+                return Filter(node, _conjunction(parts))
             mapped = Map(push(node.input, below), node.assignments)
-            return Filter(mapped, conjunction(above)) if above else mapped
-        return Filter(node, conjunction(parts))
+            return Filter(mapped, _conjunction(above)) if above else mapped
+        return Filter(node, _conjunction(parts))
 
     def rewrite(node: Relation) -> Relation:
         if isinstance(node, Filter):
