@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pxq.errors import CompileError, Diagnostic, Source as ScriptSource, Span, UsageError, closest
 from pxq.funcs.registry import AGGREGATES, SCALARS, ExecContext, ScalarFunction, resolve_semantic, resolve_type
@@ -147,25 +147,26 @@ class UserFunctionValue(Value):
     closure: Scope
 
 
-class _Names(dict):
+class _Names(dict[str, Value]):
     """A scope's bindings, counting the writes (a user-function call is reused only while the
     scopes it can read are unchanged)."""
 
     version = 0
 
-    def __setitem__(self, key, value) -> None:
+    def __setitem__(self, key: str, value: Value) -> None:
         self.version += 1
         super().__setitem__(key, value)
 
 
 class Scope:
     def __init__(self, parent: Scope | None = None):
-        self.names: dict[str, Value] = _Names()
+        self.names = _Names()
         self.parent = parent
 
     def versions(self) -> tuple[int, ...]:
         """The write counts of this scope and its parents."""
-        out, scope = [], self
+        out: list[int] = []
+        scope: Scope | None = self
         while scope is not None:
             out.append(scope.names.version)
             scope = scope.parent
@@ -180,7 +181,8 @@ class Scope:
         return None
 
     def visible(self) -> list[str]:
-        out, scope = [], self
+        out: list[str] = []
+        scope: Scope | None = self
         while scope is not None:
             out.extend(scope.names)
             scope = scope.parent
@@ -246,7 +248,7 @@ class Compiler:
         # Results of user-function calls, by function, closure state and argument identity:
         # f(x) + f(x) inlines f once, so functions that call another twice, nested n deep,
         # compile in n steps rather than 2^n (see call_user).
-        self.calls: dict[tuple, tuple[Value, list[Value]]] = {}
+        self.calls: dict[tuple[object, ...], tuple[Value, list[Value]]] = {}
         self.effects = 0  # displays and settings made so far
         self.active: list[ast.FunctionDef] = []  # the functions being called, outermost first
 
@@ -261,7 +263,7 @@ class Compiler:
     def error(self, message: str, span: Span | None, hint: str | None = None) -> CompileError:
         return CompileError(Diagnostic(message, span, hint), self.source)
 
-    def build(self, span: Span, factory: Callable[..., n.Relation], *args, **kwargs) -> n.Relation:
+    def build(self, span: Span, factory: Callable[..., n.Relation], *args: Any, **kwargs: Any) -> n.Relation:
         try:
             return factory(*args, **kwargs)
         except n.PlanError as exc:
@@ -328,7 +330,7 @@ class Compiler:
     # -- expressions
 
     def expression(self, node: ast.Expr, scope: Scope) -> Value:
-        method = getattr(self, "expr_" + type(node).__name__)
+        method: Callable[[ast.Expr, Scope], Value] = getattr(self, "expr_" + type(node).__name__)
         return method(node, scope)
 
     def expr_Constant(self, node: ast.Constant, scope: Scope) -> Value:
@@ -491,7 +493,7 @@ class Compiler:
             if len(types) > 1:
                 raise self.error(f"{what}: a list must hold values of one type", value.span)
             elem_type = types.pop() if types else DataType.STRING
-            return Literal(tuple(i.value for i in items), elem_type)
+            return Literal(tuple(cast(Literal, i).value for i in items), elem_type)
         raise self.error(f"{what} must be a column or a value, not {_describe(value)}", value.span)
 
     def constant(self, value: Value, what: str) -> Any:
@@ -538,7 +540,7 @@ class Compiler:
 
     # -- px functions
 
-    def call_px(self, func: PxFunctionValue, args, kwargs, node: ast.Call) -> Value:
+    def call_px(self, func: PxFunctionValue, args: list[Value], kwargs: dict[str, Value], node: ast.Call) -> Value:
         name = func.name
         if name == "DataFrame":
             return self.dataframe(args, kwargs, node.span)
@@ -631,7 +633,7 @@ class Compiler:
         semantic = resolve_semantic(fn.semantic, tuple(e.semantic for e in exprs))
         return ExprValue(span, FuncCall(fn.name, tuple(exprs), result_type, semantic, span))
 
-    def dataframe(self, args, kwargs, span: Span) -> DataFrameValue:
+    def dataframe(self, args: list[Value], kwargs: dict[str, Value], span: Span) -> DataFrameValue:
         sig = "px.DataFrame(table, select=[...], start_time=None, end_time=None)"
         bound = self.bind(
             [("table", True), ("select", False), ("start_time", False), ("end_time", False)], args, kwargs, span, sig
@@ -708,7 +710,7 @@ class Compiler:
             f"times are int64 nanoseconds (Arrow's timestamp[ns]), which reach from {TIME_FIRST} to {TIME_LAST} UTC",
         )
 
-    def display(self, args, kwargs, span: Span) -> Value:
+    def display(self, args: list[Value], kwargs: dict[str, Value], span: Span) -> Value:
         bound = self.bind(
             [("out", True), ("name", False), ("cols", False)],
             args,
@@ -736,7 +738,7 @@ class Compiler:
 
     # -- DataFrame methods
 
-    def call_method(self, method: MethodValue, args, kwargs, node: ast.Call) -> Value:
+    def call_method(self, method: MethodValue, args: list[Value], kwargs: dict[str, Value], node: ast.Call) -> Value:
         owner, name, span = method.owner, method.name, node.span
         if isinstance(owner, GroupByValue):
             return self.agg(owner.df, owner.keys, args, kwargs, span)
@@ -790,7 +792,9 @@ class Compiler:
             return df
         raise self.error(f"DataFrame has no method {name!r}", span)  # pragma: no cover
 
-    def agg(self, df: DataFrameValue, keys: tuple[str, ...], args, kwargs, span: Span) -> DataFrameValue:
+    def agg(
+        self, df: DataFrameValue, keys: tuple[str, ...], args: list[Value], kwargs: dict[str, Value], span: Span
+    ) -> DataFrameValue:
         if args:
             raise self.error("agg takes keyword arguments: out=('column', px.function)", args[0].span)
         specs = []
@@ -825,7 +829,7 @@ class Compiler:
             specs.append(n.AggSpec(out, fn.name, column, out_type, semantic))
         return DataFrameValue(span, self.build(span, n.Agg, df.node, keys, tuple(specs)))
 
-    def merge(self, df: DataFrameValue, args, kwargs, span: Span) -> DataFrameValue:
+    def merge(self, df: DataFrameValue, args: list[Value], kwargs: dict[str, Value], span: Span) -> DataFrameValue:
         sig = "df.merge(right, how='inner', left_on=..., right_on=..., suffixes=['_x', '_y'])"
         bound = self.bind(
             [
@@ -863,7 +867,7 @@ class Compiler:
 
     # -- user functions
 
-    def call_user(self, func: UserFunctionValue, args, kwargs, span: Span) -> Value:
+    def call_user(self, func: UserFunctionValue, args: list[Value], kwargs: dict[str, Value], span: Span) -> Value:
         definition = func.definition
         params = definition.params
         sig = f"{definition.name}({', '.join(p.name for p in params)})"
@@ -889,7 +893,10 @@ class Compiler:
         effects = self.effects
         local = Scope(func.closure)
         for p in params:
-            local.names[p.name] = bound[p.name] if p.name in bound else self.expression(p.default, func.closure)
+            # bind() required every parameter without a default.
+            local.names[p.name] = (
+                bound[p.name] if p.name in bound else self.expression(cast(ast.Expr, p.default), func.closure)
+            )
         self.depth += 1
         self.active.append(definition)
         try:
@@ -980,7 +987,7 @@ class CompileSession:
             if not isinstance(func, UserFunctionValue):
                 raise UsageError(f"vis.json calls {call.function!r}, which the script does not define")
             span = func.definition.name_span
-            kwargs = {}
+            kwargs: dict[str, Value] = {}
             for param, (kind, ref) in call.bindings:
                 raw = values[ref] if kind == "variable" else ref
                 kwargs[param] = _python_literal(raw, span)
@@ -990,7 +997,9 @@ class CompileSession:
             elif not isinstance(result, NoneValue):
                 raise compiler.error(f"{call.function} returns {_describe(result)}, not a DataFrame", span)
 
-    def finish(self, *, name: str = "", vis: dict | None = None, args: dict[str, Any] | None = None) -> n.Graph:
+    def finish(
+        self, *, name: str = "", vis: dict[str, Any] | None = None, args: dict[str, Any] | None = None
+    ) -> n.Graph:
         """The plan of the whole script added so far: its entry function (or vis.json's widgets)
         called with ``args``, as ``compile`` does."""
         self.run_script(plan_script(self.module(), name, vis), args)
@@ -1019,7 +1028,7 @@ def compile(
     now_ns: int,
     args: dict[str, Any] | None = None,
     name: str = "",
-    vis: dict | None = None,
+    vis: dict[str, Any] | None = None,
     catalog: dict[str, TableSchema] | None = None,
     source: ScriptSource | None = None,
 ) -> n.Graph:
