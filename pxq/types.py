@@ -68,3 +68,15 @@ NUMERIC = frozenset({DataType.INT64, DataType.FLOAT64})
 # written result keeps its semantic formatting when read back.
 FIELD_TYPE_KEY = b"pxq.type"
 FIELD_SEMANTIC_KEY = b"pxq.semantic"
+
+# PxL's time units in nanoseconds: relative times ('-5m'), px.parse_duration and --for all take these.
+TIME_UNITS_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "d": 86_400_000_000_000,
+}

@@ -50,7 +50,7 @@ from pxq.funcs._common import (
 )
 from pxq.funcs._operators import checked, comparable
 from pxq.funcs.registry import ExecContext
-from pxq.types import DataType, SemanticType
+from pxq.types import TIME_UNITS_NS, DataType, SemanticType
 
 X_NUM = (param("x", INT64, FLOAT64),)
 _INT64_LIMIT = 2.0**63
@@ -262,16 +262,6 @@ _duration("days", 86_400_000_000_000, "n days, as INT64 nanoseconds.")
 
 
 _DURATION_TEXT = r"^\s*(?P<n>[+-]?\d{1,18})\s*(?P<unit>ns|us|µs|ms|s|m|h|d)\s*$"
-_UNIT_NS = {
-    "ns": 1,
-    "us": 1_000,
-    "µs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-    "d": 86_400_000_000_000,
-}
 
 
 @udf(
@@ -287,9 +277,9 @@ def _parse_duration(ctx: ExecContext, text: Value) -> Value:
     if pc.any(bad).as_py():
         example = pc.filter(text, bad)[0].as_py()
         raise ValueError(f"px.parse_duration: cannot read {example!r} as a duration (write e.g. '30s', '-5m', '1h')")
-    units = pa.array(list(_UNIT_NS), pa.string())
+    units = pa.array(list(TIME_UNITS_NS), pa.string())
     unit_ns = pc.take(
-        pa.array(list(_UNIT_NS.values()), pa.int64()), pc.index_in(pc.struct_field(parts, "unit"), value_set=units)
+        pa.array(list(TIME_UNITS_NS.values()), pa.int64()), pc.index_in(pc.struct_field(parts, "unit"), value_set=units)
     )
     try:
         return pc.multiply_checked(pc.cast(pc.struct_field(parts, "n"), pa.int64()), unit_ns)

@@ -10,17 +10,8 @@ import re
 
 from pxq.errors import UsageError
 from pxq.plan.limits import fits_int64
+from pxq.types import TIME_UNITS_NS as TIME_UNITS_NS  # defined beside the types: px functions use it too
 
-TIME_UNITS_NS = {
-    "ns": 1,
-    "us": 1_000,
-    "µs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-    "d": 86_400_000_000_000,
-}
 RELATIVE_TIME = re.compile(r"^\s*(-?\d+)\s*(ns|us|µs|ms|s|m|h|d)\s*$")
 
 
