@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-conformance",
         action="store_true",
-        help="mutate only the repository's scripts (not /work/shared/conformance)",
+        help="mutate only the repository's scripts (not Pixie's, from PXQ_CONFORMANCE_DIR)",
     )
     parser.add_argument("--no-render", action="store_true", help="skip rendering (faster)")
     parser.add_argument(

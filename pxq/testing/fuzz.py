@@ -52,7 +52,9 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFORMANCE_DIR = Path("/work/shared/conformance/pixie-px")
+# Pixie's own scripts, kept outside the repository (they are Pixie's, not ours): where this project's
+# machines keep them, or PXQ_CONFORMANCE_DIR.
+CONFORMANCE_DIR = Path(os.environ.get("PXQ_CONFORMANCE_DIR", "/work/shared/conformance/pixie-px"))
 # The corpora mutated: the bundled scripts and the parser's and planner's corpora; the bench adds
 # the fuzzer's own reproducers and Pixie's scripts (left out of the test slice, whose programs
 # must not change each time a reproducer is added).

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from pxq.testing.fuzz import CONFORMANCE_DIR
 from pxq.testing.synthetic import write_synthetic_capture
 from tests.cli_support import run_main, run_pxq
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(p.parent.name for p in (ROOT / "scripts").glob("*/*.pxl"))
-PIXIE = Path("/work/shared/conformance/pixie-px")
+PIXIE = CONFORMANCE_DIR
 
 
 @pytest.fixture(scope="module")

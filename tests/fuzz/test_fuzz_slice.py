@@ -5,7 +5,7 @@ split, execution over the four small captures and rendering, and must end as a r
 positioned diagnostic: never a traceback, a diagnostic without line:col, or a hang.
 
 The slice is deterministic (program i of SLICE_SEED is the same text on every run) and leaves
-out /work/shared/conformance so that it is the same on every machine.
+out Pixie's scripts (CONFORMANCE_DIR) so that it is the same on every machine.
 """
 
 from __future__ import annotations
