@@ -307,7 +307,6 @@ class SocketTracer:
         if not self.options.copy_limit:  # copy what the parser keeps of a message, no more
             limit = copy_limit_for(body_limit, self.options.max_data, self.options.max_steps)
             self.options = replace(self.options, copy_limit=limit)
-        self.body_limit = body_limit
         self.program = build_socket_tracer(self.options)
         self._bpf = None
         self._ring: RingReader | None = None
