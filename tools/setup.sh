@@ -21,8 +21,9 @@ need_root() { [ "$(id -u)" = 0 ] || die "$1 needs root; run: sudo bash tools/set
 # --- 1. Debian packages --------------------------------------------------------------------
 # python3-bpfcc/libbpfcc: bcc's Python bindings and libbcc (clang inside); bpfcc-tools: bcc's
 # tools; linux-headers-amd64: the headers bcc compiles against; nginx-light, curl, wrk: the real
-# traffic for tests and the demo; iproute2 (ss) and procps (ps) for debugging test servers.
-APT_PACKAGES=(python3-bpfcc libbpfcc bpfcc-tools linux-headers-amd64 curl wrk ca-certificates iproute2 procps)
+# traffic for tests and the demo; tmux: the real terminal the table tests draw in; iproute2 (ss)
+# and procps (ps) for debugging test servers.
+APT_PACKAGES=(python3-bpfcc libbpfcc bpfcc-tools linux-headers-amd64 curl wrk tmux ca-certificates iproute2 procps)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
