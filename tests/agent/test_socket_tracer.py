@@ -501,7 +501,10 @@ def test_big_downloads_cost_a_busy_keepalive_connection_nothing():
         tracer = SocketTracer(pids={server.pid, steady.pid, download.pid}).start()
         try:
             steady.go()
-            time.sleep(0.5)
+            deadline = time.monotonic() + 30  # the keep-alive connection is under way: its rows come
+            while tracer.stats()["transactions"] < 10 and time.monotonic() < deadline:
+                tracer.poll(50)
+            assert tracer.stats()["transactions"] >= 10, tracer.stats()
             download.go()
             got = download.finish(tracer)
             results = steady.finish(tracer)
