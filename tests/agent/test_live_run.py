@@ -296,7 +296,8 @@ def test_api_run_without_a_source_collects_live():
 def _as_nobody(tmp_path: Path) -> tuple[list[str], str]:
     """This checkout's pxq run as the user nobody: (a python command, an executable for run_pxq).
     The interpreter is the venv's base one when that user can run it, else Debian's of the same
-    version; pxq's dependencies come from this venv via PYTHONPATH."""
+    version; pxq's dependencies come from this venv via PYTHONPATH. The user keeps one capability,
+    CAP_DAC_READ_SEARCH, so that wherever the checkout lies it can read it."""
     import os
     import shlex
     import sys
@@ -310,6 +311,10 @@ def _as_nobody(tmp_path: Path) -> tuple[list[str], str]:
         "--reuid=65534",
         "--regid=65534",
         "--clear-groups",
+        # Reading (only) past directory permissions: a checkout in a 0700 directory (mktemp -d) is
+        # still importable; nobody still lacks CAP_BPF/CAP_PERFMON, so pxq is not root to itself.
+        "--inh-caps=+dac_read_search",
+        "--ambient-caps=+dac_read_search",
         "env",
         f"PYTHONPATH={root}{os.pathsep}{sysconfig.get_paths()['purelib']}",
         "HOME=/tmp",
