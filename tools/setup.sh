@@ -22,8 +22,12 @@ need_root() { [ "$(id -u)" = 0 ] || die "$1 needs root; run: sudo bash tools/set
 # python3-bpfcc/libbpfcc: bcc's Python bindings and libbcc (clang inside); bpfcc-tools: bcc's
 # tools; linux-headers-amd64: the headers bcc compiles against; nginx-light, curl, wrk: the real
 # traffic for tests and the demo; tmux: the real terminal the table tests draw in; iproute2 (ss)
-# and procps (ps) for debugging test servers.
-APT_PACKAGES=(python3-bpfcc libbpfcc bpfcc-tools linux-headers-amd64 curl wrk tmux ca-certificates iproute2 procps)
+# and procps (ps) for debugging test servers. postgresql-15 (with pgbench), mariadb-server and
+# -client, redis-server and redis-tools (redis-cli, redis-benchmark), dnsmasq and bind9-dnsutils
+# (dig): the real database and DNS servers and clients the protocol tests, benchmarks and the demo
+# start on loopback ports of their own (the packages' own services are kept from starting).
+APT_PACKAGES=(python3-bpfcc libbpfcc bpfcc-tools linux-headers-amd64 curl wrk tmux ca-certificates iproute2 procps
+    postgresql-15 postgresql-client-15 mariadb-server mariadb-client redis-server redis-tools dnsmasq bind9-dnsutils)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
