@@ -62,7 +62,7 @@ import pyarrow as pa
 from pxq.agent.bpf_program import header_constants
 from pxq.agent.data_stream import Arrival, Data, DataStream, Piece, Uncaptured
 from pxq.agent.procinfo import ProcessIdentities
-from pxq.agent.protocols.interface import Pair, RowBuffer, Stitcher
+from pxq.agent.protocols.interface import Pair, ParseOptions, RowBuffer, Stitcher
 from pxq.agent.protocols.registry import DEFAULT_BODY_LIMIT, PROTOCOLS, ProtocolSpec
 
 _H = header_constants("socket_trace.h")
@@ -228,6 +228,7 @@ class ConnTracker:
         *,
         protocols: Iterable[ProtocolSpec] | None = None,
         body_limit: int = DEFAULT_BODY_LIMIT,
+        keep_secrets: bool = False,
         clock_offset_ns: int = 0,
         disable: Callable[[int, int, int], None] | None = None,
         forget: Callable[[int, int, int], None] | None = None,
@@ -237,6 +238,7 @@ class ConnTracker:
     ) -> None:
         self.protocols = tuple(PROTOCOLS.values() if protocols is None else protocols)
         self.body_limit = body_limit
+        self.parse_options = ParseOptions(body_limit=body_limit, keep_secrets=keep_secrets)
         self.clock_offset_ns = clock_offset_ns
         self._disable = disable
         self._forget = forget
@@ -251,7 +253,7 @@ class ConnTracker:
         self._upids: dict[int, str] = {}
         self.identities = ProcessIdentities()  # the agent may share one between its collectors
         # One row buffer per protocol, by protocol name.
-        self.rows: dict[str, RowBuffer] = {spec.name: spec.make_rows() for spec in self.protocols}
+        self.rows: dict[str, RowBuffer] = {spec.name: spec.make_rows(self.parse_options) for spec in self.protocols}
         self._holes: set[Connection] = set()
         self.drops: Counter[str] = Counter()
         # Protocol name -> its stitchers' error counts, of stitchers already discarded.
@@ -554,7 +556,7 @@ class ConnTracker:
         spec = conn.protocol
         assert spec is not None
         conn.state = PARSING
-        conn.stitcher = spec.make_stitcher(self.body_limit)
+        conn.stitcher = spec.make_stitcher(self.parse_options)
         self._feed(conn, d, ts_ns, data)
 
     def _feed(self, conn: Connection, d: int, ts_ns: int, data: bytes) -> None:

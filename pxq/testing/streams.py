@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pxq.agent.protocols.interface import Stitcher
+from pxq.agent.protocols.interface import ParseOptions, Stitcher
 from pxq.agent.protocols.registry import DEFAULT_BODY_LIMIT, PROTOCOLS
 
 
@@ -47,7 +47,7 @@ def replay(
     the completed pairs as the protocol's records (for HTTP, ``HttpTransaction``) and the stitcher
     (a new one of ``protocol`` unless one is given)."""
     spec = PROTOCOLS[protocol]
-    st = stitcher if stitcher is not None else spec.make_stitcher(DEFAULT_BODY_LIMIT)
+    st = stitcher if stitcher is not None else spec.make_stitcher(ParseOptions(body_limit=DEFAULT_BODY_LIMIT))
     pairs = []
     for direction, ts, data in chunks:
         pairs += st.feed_messages(direction == "req", data, ts)

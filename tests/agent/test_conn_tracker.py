@@ -118,7 +118,7 @@ class Row:
 
 def tracker(**kw) -> tuple[ConnTracker, list, list]:
     disabled, forgotten = [], []
-    http = dataclasses.replace(registry.HTTP, make_rows=RowsWithConnections)
+    http = dataclasses.replace(registry.HTTP, make_rows=lambda _options: RowsWithConnections())
     t = ConnTracker(
         protocols=[http], disable=lambda *a: disabled.append(a), forget=lambda *a: forgotten.append(a), **kw
     )

@@ -13,10 +13,27 @@ the tracker only hands them to the same protocol's row buffer.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 # A request and its response, as the protocol's stitcher made them and its row buffer reads them.
 Pair = tuple[Any, Any]
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    """What the user chose about how much of a conversation is kept, the same for every protocol."""
+
+    # Payload bytes kept per row (an HTTP body, a query's result text); the rest is counted.
+    body_limit: int
+    # False (the default everywhere): credentials (a PostgreSQL password message, the MySQL auth
+    # response, Redis AUTH arguments, HTTP Authorization/Cookie values) are replaced by
+    # SECRET_MARKER in the rows before anything keeps them. True only by the user's explicit choice.
+    keep_secrets: bool = False
+
+
+# What a row shows in place of a credential the agent did not keep.
+SECRET_MARKER = "<redacted>"
 
 
 class Stitcher(Protocol):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pxq.agent.protocols import http1
-from pxq.agent.protocols.interface import RowBuffer, Stitcher
+from pxq.agent.protocols.interface import ParseOptions, RowBuffer, Stitcher
 
 # Payload bytes (an HTTP body) kept per row unless asked otherwise, for every protocol (Pixie's
 # default too).
@@ -44,10 +44,11 @@ class ProtocolSpec:
     # header block it keeps while looking for its end): the kernel copies this much of a call,
     # plus the body limit, and counts the rest (see socket_tracer.copy_limit_for).
     head_bytes: int
-    # A stitcher for one new connection, given the body limit (bytes of a payload kept per row).
-    make_stitcher: Callable[[int], Stitcher]
-    # The buffer its table's rows are built in.
-    make_rows: Callable[[], RowBuffer]
+    # A stitcher for one new connection, given what the user chose to keep (body limit, secrets).
+    make_stitcher: Callable[[ParseOptions], Stitcher]
+    # The buffer its table's rows are built in (the same options: secrets are dropped before a row
+    # is kept, by the stitcher or here).
+    make_rows: Callable[[ParseOptions], RowBuffer]
     # A pair as one record with a field per column (Pixie's record_type), for tests and tools
     # that read pairs without building a table.
     make_record: Callable[[Any, Any], Any]
@@ -79,8 +80,8 @@ HTTP = ProtocolSpec(
     looks_like_request=http1.looks_like_http_request,
     looks_like_response=http1.looks_like_http_response,
     head_bytes=http1.MAX_HEADER_BYTES,
-    make_stitcher=lambda body_limit: http1.Http1Stitcher(body_limit=body_limit),
-    make_rows=http1.HttpRows,
+    make_stitcher=lambda options: http1.Http1Stitcher(body_limit=options.body_limit),
+    make_rows=lambda _options: http1.HttpRows(),
     make_record=http1.HttpTransaction,
     unmatched_at_close=(
         "request_unanswered_at_close",
