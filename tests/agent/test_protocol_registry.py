@@ -12,6 +12,7 @@ from collections import Counter
 import pyarrow as pa
 
 from pxq.agent.conn_tracker import EGRESS, EV_CLOSE, EV_DATA, INGRESS, ROLE_CLIENT, ROLE_SERVER, ConnTracker, SockEvent
+from pxq.agent.protocols.interface import ParseOptions
 from pxq.agent.protocols import registry
 from pxq.agent.protocols.registry import PROTOCOLS, SUPPORTED_PROTOCOLS, ProtocolSpec
 from pxq.agent.socket_tracer import SUPPORTED_PROTOCOLS as TRACER_PROTOCOLS
@@ -36,7 +37,7 @@ _RES = re.compile(rb"RES [0-9]+ ")
 class TaggedLineStitcher:
     """Pairs requests and responses by their id, whatever the order they come in."""
 
-    def __init__(self, body_limit: int) -> None:
+    def __init__(self, options: ParseOptions) -> None:
         self.errors: Counter[str] = Counter()
         self.upgraded = False
         self._partial = {True: b"", False: b""}
@@ -68,7 +69,7 @@ class TaggedLineStitcher:
 
 
 class TaggedLineRows:
-    def __init__(self) -> None:
+    def __init__(self, options: ParseOptions) -> None:
         self._rows: list[dict] = []
 
     def add_pairs(self, conn, pairs, clock_offset_ns: int) -> None:
