@@ -304,6 +304,9 @@ def test_inline_commands_split_like_redis():
     assert split_inline("SET k 'it\\'s'") == ["SET", "k", "it's"]
     assert split_inline('SET k "a\\x41\\n"') == ["SET", "k", "aA\n"]
     assert split_inline("  PING  ") == ["PING"]
+    # A NUL ends the line, as in Redis' C string (a NUL once made this loop forever).
+    assert split_inline("GET a\x00b c") == ["GET", "a"]
+    assert split_inline("\x00") == []
     assert split_inline('SET k "open') is None
     assert split_inline('SET k "a"b') is None
 
