@@ -303,7 +303,10 @@ class RedisStitcher:
             start_ns = side.head_ns if pos == 0 else ts_ns
             if buf[pos] == 0x2A:  # '*': an array of bulk strings
                 try:
-                    value, end = resp.parse(buf, pos)
+                    command, end = resp.parse_command(buf, pos)
+                    value: object = command
+                    if command is None:  # not only bulk strings: the general parser reads it
+                        value, end = resp.parse(buf, pos)
                 except resp.NeedMore as more:
                     side.need = more.total - pos
                     break
