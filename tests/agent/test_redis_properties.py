@@ -173,3 +173,82 @@ def test_lost_events_never_pair_a_command_with_another_commands_reply(name, data
 
     if lost and len(got) < len(truth) and all(map(seen, lost)):
         assert drops["data_gap"] + drops["unmatched"] + drops["parse_error"] > 0
+
+
+# -- the fast command path agrees with the general parser --------------------------------------------
+@SETTINGS
+@given(words=st.lists(st.binary(max_size=40), min_size=1, max_size=8), cut=st.integers(0, 400))
+@example(words=[b"GET", b"\r\n"], cut=10**6)
+def test_parse_command_reads_what_parse_reads(words, cut):
+    from pxq.agent.protocols.redis import resp
+
+    data = b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
+    fast, end = resp.parse_command(data, 0)
+    assert (fast, end) == resp.parse(data) == ([w.decode("utf-8", "replace") for w in words], len(data))
+    prefix = data[: min(cut, len(data) - 1)]
+    for parser in (resp.parse_command, resp.parse):
+        try:
+            parser(prefix, 0)
+        except resp.NeedMore as more:
+            assert len(prefix) < more.total <= len(data)
+        else:
+            raise AssertionError(f"{parser.__name__} parsed a prefix")
+
+
+def _encode(value) -> bytes:
+    """A generated RESP value (RESP2 and RESP3 types) as a server writes it."""
+    kind, v = value
+    if kind == "bulk":
+        return b"$%d\r\n%s\r\n" % (len(v), v)
+    if kind == "simple":
+        return b"+%s\r\n" % v
+    if kind == "error":
+        return b"-%s\r\n" % v
+    if kind == "int":
+        return b":%d\r\n" % v
+    if kind == "null":
+        return b"_\r\n"
+    if kind == "verbatim":
+        return b"=%d\r\ntxt:%s\r\n" % (len(v) + 4, v)
+    marker = {"array": b"*", "set": b"~", "push": b">"}.get(kind)
+    if marker is not None:
+        return marker + b"%d\r\n" % len(v) + b"".join(map(_encode, v))
+    return b"%%%d\r\n" % len(v) + b"".join(_encode(k) + _encode(x) for k, x in v)  # map
+
+
+_line_text = st.binary(max_size=12).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+_scalars = st.one_of(
+    st.tuples(st.just("bulk"), st.binary(max_size=20)),
+    st.tuples(st.just("simple"), _line_text),
+    st.tuples(st.just("error"), _line_text),
+    st.tuples(st.just("int"), st.integers(-(2**63), 2**63 - 1)),
+    st.tuples(st.just("null"), st.none()),
+    st.tuples(st.just("verbatim"), st.binary(max_size=12)),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.tuples(st.sampled_from(["array", "set", "push"]), st.lists(inner, max_size=4)),
+        st.tuples(st.just("map"), st.lists(st.tuples(inner, inner), max_size=3)),
+    ),
+    max_leaves=12,
+)
+
+
+@SETTINGS
+@given(value=_values)
+def test_every_prefix_of_a_reply_asks_for_no_more_than_the_reply_has(value):
+    """NeedMore's byte count is a lower bound (the stitcher waits for that many bytes before parsing
+    again: more would leave a complete reply waiting)."""
+    from pxq.agent.protocols.redis import resp
+
+    data = _encode(value)
+    _, end = resp.parse(data)
+    assert end == len(data)
+    for cut in range(len(data)):
+        try:
+            resp.parse(data[:cut])
+        except resp.NeedMore as more:
+            assert cut < more.total <= len(data)
+        else:
+            raise AssertionError(f"parsed a prefix of {cut} bytes of {data!r}")
