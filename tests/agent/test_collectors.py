@@ -21,7 +21,11 @@ def test_every_collector_fills_only_tables_the_catalog_gives_it():
 
 
 def test_the_live_tables_are_http_events_and_stack_traces():
-    assert {t for spec in COLLECTORS.values() for t in spec.tables} == {"http_events", "stack_traces.beta"}
+    assert {t for spec in COLLECTORS.values() for t in spec.tables} == {
+        "http_events",
+        "redis_events",
+        "stack_traces.beta",
+    }
 
 
 def test_explain_prints_one_program_per_ebpf_collector_of_the_manifest_in_its_order():
