@@ -252,3 +252,39 @@ def test_every_prefix_of_a_reply_asks_for_no_more_than_the_reply_has(value):
             assert cut < more.total <= len(data)
         else:
             raise AssertionError(f"parsed a prefix of {cut} bytes of {data!r}")
+
+
+# -- bad input through the tracker ----------------------------------------------------------------
+def test_garbage_on_a_connection_is_not_redis_and_costs_nothing_more():
+    """Random bytes first (a port that looks like a database): no protocol, switched off, and the
+    valid commands that follow on it are not parsed (inference is from the first bytes)."""
+    tracker = ConnTracker(protocols=[registry.REDIS])
+    garbage = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(40))
+    later = b"*1\r\n$4\r\nPING\r\n"
+    tracker.handle_all([
+        _event(EV_OPEN, 1, flags=F_REMOTE),
+        _event(EV_DATA, 2, size=len(garbage), data_len=len(garbage), direction=EGRESS, data=garbage),
+        _event(EV_DATA, 3, pos=len(garbage), size=len(later), data_len=len(later), direction=EGRESS, data=later),
+        _event(EV_DATA, 4, size=7, data_len=7, direction=INGRESS, data=b"+PONG\r\n"),
+        _event(EV_CLOSE, 5),
+    ])  # fmt: skip
+    tracker.close_all()
+    assert tracker.take_tables()["redis_events"].num_rows == 0
+    assert tracker.counts["other_connections"] == 1 and tracker.counts["redis_connections"] == 0
+
+
+def test_a_server_killed_mid_reply_counts_the_command_and_pairs_nothing_wrong():
+    tracker = ConnTracker(protocols=[registry.REDIS])
+    commands = b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n"
+    partial = b"$1\r\n1\r\n$100\r\nonly part"
+    tracker.handle_all([
+        _event(EV_OPEN, 1, flags=F_REMOTE),
+        _event(EV_DATA, 2, size=len(commands), data_len=len(commands), direction=EGRESS, data=commands),
+        _event(EV_DATA, 3, size=len(partial), data_len=len(partial), direction=INGRESS, data=partial),
+        _event(EV_CLOSE, 4),  # the server died: the connection ends
+    ])  # fmt: skip
+    rows = tracker.take_tables()["redis_events"].to_pylist()
+    assert [(r["req_cmd"], r["req_args"], r["resp"]) for r in rows] == [("GET", '{"key":"a"}', "1")]
+    errors = tracker.error_counts("redis")
+    assert errors["request_unanswered_at_close"] == 1 and errors["response_incomplete_at_close"] == 1
+    assert tracker.drop_counts()["unmatched"] == 2
