@@ -9,11 +9,15 @@ stitcher bugs these properties found."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
+import re
+from collections import Counter
 from functools import cache
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from pxq.agent.conn_tracker import EGRESS, EV_DATA, INGRESS, ROLE_SERVER, ConnTracker, SockEvent
@@ -189,6 +193,144 @@ def test_tracker_never_mispairs_under_losses_fillers_reordering_and_midstream_pi
     losses = tracker.drop_counts()
     if not (plan.drops or plan.fillers or plan.attach_at or losses["data_gap"]) and plan.opened and plan.close:
         assert len(rows[spec.name].pairs) == ref.count  # nothing lost: every pair
+
+
+# -- 4. a protocol registered only here, found and covered like the real ones ---------------------
+_LINE = re.compile(rb"(REQ|RES) ([0-9]+) ([ -~]*)")
+
+
+class TaggedStitcher:
+    """``REQ <id> <text>\n`` answered by ``RES <id> <text>\n``, in any order: paired by id."""
+
+    made = 0
+
+    def __init__(self, options: ParseOptions) -> None:
+        TaggedStitcher.made += 1
+        self.errors: Counter[str] = Counter()
+        self.upgraded = False
+        self._partial = {True: b"", False: b""}
+        self._line_ts = {True: 0, False: 0}  # the read the partial line began in
+        self._waiting: dict[bytes, tuple[bytes, int]] = {}  # id -> (text, ts of the request)
+
+    def feed_messages(self, request: bool, data: bytes, ts_ns: int) -> list:
+        buf = self._partial[request]
+        if not buf:
+            self._line_ts[request] = ts_ns
+        buf += data
+        done = []
+        while (end := buf.find(b"\n")) >= 0:
+            line, buf, start = buf[:end], buf[end + 1 :], self._line_ts[request]
+            self._line_ts[request] = ts_ns  # the next line begins in this read
+            m = _LINE.fullmatch(line)
+            if m is None or (m.group(1) == b"REQ") != request:
+                self.errors["bad_line"] += 1
+            elif request:
+                self._waiting[m.group(2)] = (m.group(3), start)
+            elif m.group(2) in self._waiting:
+                text, req_ts = self._waiting.pop(m.group(2))
+                done.append(((m.group(2), text, req_ts), (m.group(3), start, ts_ns)))
+            else:
+                self.errors["response_without_request"] += 1
+        if len(buf) > 4096:
+            self.errors["line_too_long"] += 1
+            buf = b""
+        self._partial[request] = buf
+        return done
+
+    def skip_messages(self, request: bool, n: int, ts_ns: int) -> tuple[list, int]:
+        return [], n
+
+    def close_messages(self, ts_ns: int) -> list:
+        self.errors["request_unanswered_at_close"] += len(self._waiting)
+        self._waiting.clear()
+        return []
+
+    def response_gap(self, ts_ns: int) -> bool:
+        return False
+
+
+class TaggedRows:
+    def __init__(self, options: ParseOptions) -> None:
+        self._rows: list[dict] = []
+
+    def add_pairs(self, conn, pairs, clock_offset_ns: int) -> None:
+        self._rows += [
+            {"id": int(tag), "req": req.decode(), "resp": resp.decode()} for (tag, req, _), (resp, *_) in pairs
+        ]
+
+    def table(self):
+        import pyarrow as pa
+
+        rows, self._rows = self._rows, []
+        return pa.Table.from_pylist(rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+TAGGED = ProtocolSpec(
+    name="tagged",
+    table="tagged_events",
+    looks_like_request=lambda first: first.startswith(b"REQ "),
+    looks_like_response=lambda first: first.startswith(b"RES "),
+    head_bytes=64,
+    make_stitcher=TaggedStitcher,
+    make_rows=TaggedRows,
+    make_record=lambda req, resp: (req, resp),
+    unmatched_at_close=("request_unanswered_at_close", "response_without_request"),
+    unmatched_after_gap=(),
+)
+
+TAGGED_CONVERSATIONS = {
+    "one_at_a_time": [("req", 0, "REQ 1 alpha\n"), ("resp", 1000, "RES 1 ALPHA\n"), ("req", 2000, "REQ 2 beta\n"),
+                      ("resp", 3000, "RES 2 BE"), ("resp", 3500, "TA\n"), ("req", 4000, "REQ 3 gamma\n"),
+                      ("resp", 5000, "RES 3 GAMMA\n")],
+    "out_of_order": [("req", 0, "REQ 1 alpha\nREQ 2 beta\n"), ("req", 500, "REQ 3 gamma\nREQ 4 delta\n"),
+                     ("resp", 1000, "RES 3 GAMMA\nRES 1 AL"), ("resp", 1500, "PHA\n"), ("resp", 2000, "RES 4 DELTA\n"),
+                     ("resp", 2500, "RES 2 BETA\n")],
+}  # fmt: skip
+
+
+def test_a_protocol_registered_in_a_test_is_covered_by_every_property(tmp_path, monkeypatch):
+    folder = tmp_path / TAGGED.name / "streams"
+    folder.mkdir(parents=True)
+    for name, chunks in TAGGED_CONVERSATIONS.items():
+        record = {"name": name, "server": "this test", "description": "tagged lines", "chunks": chunks}
+        (folder / f"{name}.json").write_text(json.dumps(record))
+    monkeypatch.setattr(pf, "STREAM_ROOTS", [*pf.STREAM_ROOTS, tmp_path])
+    monkeypatch.setattr(registry, "PROTOCOLS", {**registry.PROTOCOLS, TAGGED.name: TAGGED})
+    _reference.cache_clear()
+    assert {stream.name for spec, stream in pf.registered_cases() if spec is TAGGED} == set(TAGGED_CONVERSATIONS)
+    ref = _reference(TAGGED.name, "out_of_order")
+    assert ref.count == 4 and not ref.sequential
+    TaggedStitcher.made = 0
+    test_every_registered_protocol_has_recorded_conversations_and_every_recording_a_protocol()
+    test_every_recorded_conversation_pairs_with_timestamps_of_its_own_bytes()
+    test_pairs_do_not_depend_on_how_each_side_is_cut_into_reads()
+    test_truncated_extended_and_lossy_conversations_never_mispair()
+    test_damaged_conversations_never_raise()
+    test_random_bytes_never_raise()
+    test_tracker_never_mispairs_under_losses_fillers_reordering_and_midstream_pickup()
+    assert TaggedStitcher.made > 100  # its stitchers did the work, not only HTTP's
+    _reference.cache_clear()
+
+
+class GapIgnoringStitcher(Http1Stitcher):
+    """HTTP/1 whose response_gap says it can go on without doing anything about the loss."""
+
+    def response_gap(self, ts_ns: int) -> bool:
+        return True
+
+
+def test_the_mispairing_check_catches_a_stitcher_that_pairs_across_a_loss(monkeypatch):
+    # The properties above can fail: a response_gap that claims to pair on and does not drop the
+    # requests whose answers were lost pairs each later request with an earlier one's answer.
+    lying = dataclasses.replace(registry.HTTP, make_stitcher=lambda o: GapIgnoringStitcher(body_limit=o.body_limit))
+    monkeypatch.setattr(registry, "PROTOCOLS", {"http": lying})
+    _reference.cache_clear()
+    with pytest.raises(AssertionError, match="paired with the response of original message"):
+        test_truncated_extended_and_lossy_conversations_never_mispair()
+    _reference.cache_clear()
 
 
 def _event(direction: int, pos: int, data: bytes, ts_ns: int) -> SockEvent:
