@@ -179,15 +179,20 @@ def resolve_inserted(chunks: list[Chunk]) -> list[Chunk]:
     """Inserted bytes take the identity of the next original byte of their side (or the side's
     end): a message the parser begins in them begins where that byte's message does."""
     out: list[Chunk] = []
-    next_id = {True: max((i for c in chunks if c.request for i in c.ids), default=-1) + 1}
-    next_id[False] = max((i for c in chunks if not c.request for i in c.ids), default=-1) + 1
+    next_id = {
+        side: max((max(c.ids) for c in chunks if c.request == side and c.ids), default=-1) + 1 for side in (True, False)
+    }
     for chunk in reversed(chunks):
-        ids = list(chunk.ids)
-        for k in range(len(ids) - 1, -1, -1):
-            if ids[k] == INSERTED:
-                ids[k] = next_id[chunk.request]
-            else:
-                next_id[chunk.request] = ids[k]
+        ids = chunk.ids
+        if INSERTED in ids:
+            ids = list(ids)
+            for k in range(len(ids) - 1, -1, -1):
+                if ids[k] == INSERTED:
+                    ids[k] = next_id[chunk.request]
+                else:
+                    next_id[chunk.request] = ids[k]
+        elif ids:
+            next_id[chunk.request] = ids[0]
         out.append(Chunk(chunk.request, chunk.data, ids))
     out.reverse()
     return out
@@ -202,14 +207,15 @@ def pieces(chunks: list[Chunk], cuts: Callable[[int, Chunk], Iterable[int]]) -> 
     return out
 
 
-def timeline(reads: list[Chunk]) -> Timeline:
-    """Reads in order, each stamped with BASE_TS + the feed position of its first byte."""
+def timeline(reads: list[Chunk], *, locate: bool = True) -> Timeline:
+    """Reads in order, each stamped with BASE_TS + the feed position of its first byte; with
+    ``locate``, which original byte each timestamp names (``where``)."""
     line = Timeline()
-    resolved = resolve_inserted(reads)
     position = 0
-    for read in resolved:
+    for read in resolve_inserted(reads) if locate else reads:
         ts = BASE_TS + position
-        line.where[ts] = (read.request, read.ids[0])
+        if locate:
+            line.where[ts] = (read.request, read.ids[0])
         line.steps.append(Feed(read.request, read.data, ts))
         position += len(read.data)
     return line
@@ -545,6 +551,31 @@ def random_cuts(rng: random.Random, max_cuts: int = 6) -> Callable[[int, Chunk],
         return [rng.randint(1, len(chunk.data)) for _ in range(rng.randint(1, max_cuts))]
 
     return cuts
+
+
+def lossy_steps(rng: random.Random, reads: list[Chunk], line: Timeline, spec: ProtocolSpec) -> list[Step]:
+    """The reads as steps, some replaced as the kernel and the tracker would hand them over: a
+    read counted without its bytes (skip_messages), or server reads lost and the next server read,
+    when it begins a response, announced with response_gap (the request side intact up to it)."""
+    steps: list[Step] = []
+    skip_p, lose_p = rng.choice((0.0, 0.1, 0.3)), rng.choice((0.0, 0.1, 0.3))
+    lost = False
+    for read, step in zip(reads, line.steps):
+        assert isinstance(step, Feed)
+        if lost and not read.request:
+            if not spec.looks_like_response(read.data[:64]):
+                continue
+            steps.append(ResponseGap(step.ts_ns))
+            lost = False
+        elif lost:
+            break  # request bytes after the loss: the tracker would start over, not call response_gap
+        if rng.random() < skip_p:
+            steps.append(Skip(read.request, len(read.data), step.ts_ns))
+        elif not read.request and rng.random() < lose_p:
+            lost = True
+        else:
+            steps.append(step)
+    return steps
 
 
 def random_conversation(rng: random.Random, max_reads: int = 12) -> list[Chunk]:

@@ -98,34 +98,6 @@ def test_pairs_do_not_depend_on_how_each_side_is_cut_into_reads(data):
 
 
 # -- 2. garbage, damage, truncation: nothing raises, nothing mispairs -------------------------------
-def _steps_with_losses(
-    rng: random.Random, reads: list[pf.Chunk], line: pf.Timeline, spec: ProtocolSpec
-) -> list[pf.Step]:
-    """The reads as steps, some replaced as the kernel and the tracker would hand them over: a
-    read counted without its bytes (skip_messages), or server reads lost and the next server read,
-    when it begins a response, announced with response_gap (the request side intact)."""
-    steps: list[pf.Step] = []
-    skip_p, lose_p = rng.choice((0.0, 0.1, 0.3)), rng.choice((0.0, 0.1, 0.3))
-    lost = False
-    for read, step in zip(reads, line.steps):
-        assert isinstance(step, pf.Feed)
-        if lost and not read.request:
-            if spec.looks_like_response(read.data[:64]):
-                steps.append(pf.ResponseGap(step.ts_ns))
-                lost = False
-            else:
-                continue
-        elif lost:
-            break  # request bytes after the loss: the tracker would start over, not call response_gap
-        if rng.random() < skip_p:
-            steps.append(pf.Skip(read.request, len(read.data), step.ts_ns))
-        elif not read.request and rng.random() < lose_p:
-            lost = True
-        else:
-            steps.append(step)
-    return steps
-
-
 @SETTINGS
 @given(seed=SEEDS)
 @example(seed=0)
@@ -135,7 +107,7 @@ def test_truncated_extended_and_lossy_conversations_never_mispair(seed):
     chunks = pf.mutate(rng, pf.conversation(stream), (pf.truncate, pf.append), count=rng.randint(0, 2))
     reads = pf.pieces(chunks, ref.cuts(pf.random_cuts(rng)))
     line = pf.timeline(reads)
-    result = pf.run_stitcher(spec, _steps_with_losses(rng, reads, line, spec))
+    result = pf.run_stitcher(spec, pf.lossy_steps(rng, reads, line, spec))
     assert ref.mispaired(result.pairs, line.where) == []
 
 
@@ -152,9 +124,7 @@ def test_damaged_conversations_never_raise(seed):
     chunks = pf.mutate(rng, pf.conversation(stream), pf.MUTATIONS)
     reads = pf.pieces(chunks, pf.random_cuts(rng))
     line = pf.timeline(reads)
-    pf.run_stitcher(
-        spec, _steps_with_losses(rng, reads, line, spec), ParseOptions(body_limit=rng.choice((0, 16, 1024)))
-    )
+    pf.run_stitcher(spec, pf.lossy_steps(rng, reads, line, spec), ParseOptions(body_limit=rng.choice((0, 16, 1024))))
     plan = dataclasses.replace(pf.random_plan(rng, len(reads)), cross_swaps=True)
     tracker, _rows = pf.run_tracker(pf.events(reads, line, plan))
     assert all(n >= 0 for n in tracker.drop_counts().values())
