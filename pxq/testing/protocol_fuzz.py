@@ -667,6 +667,17 @@ def events(
     return [out[i : i + plan.batch] for i in range(0, len(out), max(1, plan.batch))]
 
 
+def losses_visible(reads: list[Chunk], plan: EventPlan) -> bool:
+    """Can the tracker see every loss of ``plan``: is each lost read of a side followed by a
+    read of that side it does get (a hole in the offsets)? A side's last reads lost leave no
+    trace in its events (the kernel counts those drops)."""
+    last_seen = {
+        side: max((i for i, r in enumerate(reads) if r.request == side and i not in plan.drops), default=-1)
+        for side in (True, False)
+    }
+    return all(i < last_seen[reads[i].request] for i in plan.drops if i >= plan.attach_at)
+
+
 def run_tracker(batches: list[list[SockEvent]], **kwargs: Any) -> tuple[ConnTracker, dict[str, RecordingRows]]:
     """Events through a recording tracker, batch by batch, then the window ends."""
     tracker, rows = recording_tracker(**kwargs)

@@ -911,6 +911,13 @@ class Http1Stitcher:
         elif self._upgrade_wait and idx == len(self._requests) - 1:
             self._upgrade_refused()
         self._stitch()
+        if self.upgraded:
+            # Nothing after this is HTTP: an answer still without its request (whose bytes were
+            # lost, say) is a transaction lost here, counted (close counts nothing once upgraded).
+            orphans = sum(1 for r in self._responses if not r.broken)
+            if orphans:
+                self.errors["response_without_request"] += orphans
+            self._responses.clear()
 
     def _stitch(self) -> None:
         while self._requests and self._responses and self._requests[0].complete:
