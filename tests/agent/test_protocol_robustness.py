@@ -17,7 +17,6 @@ from collections import Counter
 from functools import cache
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from pxq.agent.conn_tracker import EGRESS, EV_DATA, INGRESS, ROLE_SERVER, ConnTracker, SockEvent
@@ -45,11 +44,15 @@ def _case(protocol: str, stream: str) -> tuple[ProtocolSpec, RecordedStream]:
     return case
 
 
-def _pick_case(rng: random.Random) -> tuple[ProtocolSpec, RecordedStream, pf.Reference]:
+def _pick_case(
+    seed: int, case: tuple[str, str] | None
+) -> tuple[ProtocolSpec, RecordedStream, pf.Reference, random.Random]:
+    """The conversation a seed picks among those registered now (or the one an @example names:
+    the picks change as protocols are registered), and the generator for everything else."""
     cases = pf.registered_cases()
     assert cases, "no registered protocol has a recorded conversation"
-    spec, stream = rng.choice(cases)
-    return spec, stream, _reference(spec.name, stream.name)
+    spec, stream = random.Random(seed).choice(cases) if case is None else _case(*case)
+    return spec, stream, _reference(spec.name, stream.name), random.Random(f"{seed}:mutations")
 
 
 def comparable(record: Any) -> Any:
@@ -99,11 +102,9 @@ def test_pairs_do_not_depend_on_how_each_side_is_cut_into_reads(data):
 
 # -- 2. garbage, damage, truncation: nothing raises, nothing mispairs -------------------------------
 @SETTINGS
-@given(seed=SEEDS)
-@example(seed=0)
-def test_truncated_extended_and_lossy_conversations_never_mispair(seed):
-    rng = random.Random(seed)
-    spec, stream, ref = _pick_case(rng)
+@given(seed=SEEDS, case=st.none())
+def test_truncated_extended_and_lossy_conversations_never_mispair(seed, case):
+    spec, stream, ref, rng = _pick_case(seed, case)
     chunks = pf.mutate(rng, pf.conversation(stream), (pf.truncate, pf.append), count=rng.randint(0, 2))
     reads = pf.pieces(chunks, ref.cuts(pf.random_cuts(rng)))
     line = pf.timeline(reads)
@@ -112,15 +113,14 @@ def test_truncated_extended_and_lossy_conversations_never_mispair(seed):
 
 
 @SETTINGS
-@given(seed=SEEDS)
-def test_damaged_conversations_never_raise(seed):
+@given(seed=SEEDS, case=st.none())
+def test_damaged_conversations_never_raise(seed, case):
     # Every mutation (flips, inserted and prefixed garbage, corrupted lengths, deletions,
     # repetition, bytes on the wrong side), through a stitcher with skips and response gaps in the
     # mix, and through the tracker as kernel events with losses, fillers and reordering. Pairing
     # is not judged here: a flipped length or an inserted blob can make any parser without ids
     # frame the wrong message (bench/fuzz_protocols.py counts how often).
-    rng = random.Random(seed)
-    spec, stream, ref = _pick_case(rng)
+    spec, stream, ref, rng = _pick_case(seed, case)
     chunks = pf.mutate(rng, pf.conversation(stream), pf.MUTATIONS)
     reads = pf.pieces(chunks, pf.random_cuts(rng))
     line = pf.timeline(reads)
@@ -143,10 +143,12 @@ def test_random_bytes_never_raise(reads, seed):
 
 # -- 3. the connection tracker: lost events, fillers, a socket picked up mid-stream ----------------
 @SETTINGS
-@given(seed=SEEDS)
-def test_tracker_never_mispairs_under_losses_fillers_reordering_and_midstream_pickup(seed):
-    rng = random.Random(seed)
-    spec, stream, ref = _pick_case(rng)
+@given(seed=SEEDS, case=st.none())
+# An Upgrade request's end lost, its 101 answered: the transaction vanished uncounted (HTTP/1 fix).
+@example(seed=218, case=("http", "upgrade_101"))
+@example(seed=222, case=("http", "upgrade_101"))
+def test_tracker_never_mispairs_under_losses_fillers_reordering_and_midstream_pickup(seed, case):
+    spec, stream, ref, rng = _pick_case(seed, case)
     reads = pf.pieces(pf.conversation(stream), ref.cuts(pf.random_cuts(rng)))
     line = pf.timeline(reads)
     plan = pf.random_plan(rng, len(reads))
@@ -302,9 +304,16 @@ def test_the_mispairing_check_catches_a_stitcher_that_pairs_across_a_loss(monkey
     lying = dataclasses.replace(registry.HTTP, make_stitcher=lambda o: GapIgnoringStitcher(body_limit=o.body_limit))
     monkeypatch.setattr(registry, "PROTOCOLS", {"http": lying})
     _reference.cache_clear()
-    with pytest.raises(AssertionError, match="paired with the response of original message"):
-        test_truncated_extended_and_lossy_conversations_never_mispair()
+    check = test_truncated_extended_and_lossy_conversations_never_mispair.hypothesis.inner_test
+    caught = []
+    for seed in range(300):
+        try:
+            check(seed=seed, case=None)
+        except AssertionError as failure:
+            assert "paired with the response of original message" in str(failure)
+            caught.append(seed)
     _reference.cache_clear()
+    assert caught  # seeds whose lost responses the lying stitcher paired across
 
 
 def _event(direction: int, pos: int, data: bytes, ts_ns: int) -> SockEvent:
