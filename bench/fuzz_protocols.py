@@ -101,14 +101,14 @@ def make_input(seed: int, protocol: str, index: int, tracker_every: int, pairing
         stream = rng.choice(streams)
         ref = _reference(protocol, stream)
         chunks = pf.mutate(rng, _conversation(protocol, stream), pf.PAIRING_SAFE)
-        reads = pf.pieces(chunks, ref.cuts(pf.random_cuts(rng)))
+        reads = pf.reads_of(stream, chunks, rng, ref)
         line = pf.timeline(reads)
         return FuzzInput(protocol, index, line.steps, registry.DEFAULT_BODY_LIMIT, stream=stream.name, where=line.where)
     if not streams or rng.random() < 0.1:
-        chunks = pf.random_conversation(rng)
+        reads = pf.pieces(pf.random_conversation(rng), pf.random_cuts(rng))
     else:
-        chunks = pf.mutate(rng, _conversation(protocol, rng.choice(streams)), pf.MUTATIONS)
-    reads = pf.pieces(chunks, pf.random_cuts(rng))
+        stream = rng.choice(streams)
+        reads = pf.reads_of(stream, pf.mutate(rng, _conversation(protocol, stream), pf.MUTATIONS), rng)
     line = pf.timeline(reads, locate=False)
     steps = pf.lossy_steps(rng, reads, line, spec)
     fuzz = FuzzInput(protocol, index, steps, body_limit)

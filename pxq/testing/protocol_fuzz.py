@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import json
 import random
 import re
 from collections import Counter
@@ -89,8 +90,19 @@ def protocol_stream_paths(spec: ProtocolSpec) -> list[Path]:
 
 
 def protocol_streams(spec: ProtocolSpec) -> list[RecordedStream]:
-    """The recorded conversations of one protocol (see the module docstring)."""
-    return [load_stream(path) for path in protocol_stream_paths(spec)]
+    """The recorded conversations of one protocol (see the module docstring). A recording whose
+    JSON says ``"datagrams": true`` (DNS over UDP) is a list of datagrams: each chunk is one
+    read, never cut (:func:`is_datagrams`)."""
+    streams = []
+    for path in protocol_stream_paths(spec):
+        stream = load_stream(path)
+        setattr(stream, "datagrams", bool(json.loads(path.read_text()).get("datagrams")))  # noqa: B010
+        streams.append(stream)
+    return streams
+
+
+def is_datagrams(stream: RecordedStream) -> bool:
+    return bool(getattr(stream, "datagrams", False))
 
 
 def registered_cases() -> list[tuple[ProtocolSpec, RecordedStream]]:
@@ -576,6 +588,17 @@ def lossy_steps(rng: random.Random, reads: list[Chunk], line: Timeline, spec: Pr
         else:
             steps.append(step)
     return steps
+
+
+def reads_of(
+    stream: RecordedStream, chunks: list[Chunk], rng: random.Random, ref: Reference | None = None
+) -> list[Chunk]:
+    """A (mutated) conversation cut into reads at random, and where ``ref`` says each original
+    message begins; a datagram recording's chunks stay whole (one read per datagram)."""
+    if is_datagrams(stream):
+        return [c for c in chunks if c.data]
+    cuts = random_cuts(rng)
+    return pieces(chunks, ref.cuts(cuts) if ref is not None else cuts)
 
 
 def random_conversation(rng: random.Random, max_reads: int = 12) -> list[Chunk]:

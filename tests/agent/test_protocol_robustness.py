@@ -89,7 +89,7 @@ def test_pairs_do_not_depend_on_how_each_side_is_cut_into_reads(data):
     whole = [pf.Feed(d == "req", chunk, ts) for d, ts, chunk in stream.chunks]
     cut = []
     for step in whole:
-        cuts = data.draw(st.lists(st.integers(0, len(step.data)), max_size=8), label=f"cuts@{step.ts_ns}")
+        cuts = [] if pf.is_datagrams(stream) else data.draw(st.lists(st.integers(0, len(step.data)), max_size=8))
         points = sorted({0, len(step.data), *cuts})
         cut += [pf.Feed(step.request, step.data[a:b], step.ts_ns) for a, b in zip(points, points[1:]) if b > a]
     expected = pf.run_stitcher(spec, whole)
@@ -106,7 +106,7 @@ def test_pairs_do_not_depend_on_how_each_side_is_cut_into_reads(data):
 def test_truncated_extended_and_lossy_conversations_never_mispair(seed, case):
     spec, stream, ref, rng = _pick_case(seed, case)
     chunks = pf.mutate(rng, pf.conversation(stream), (pf.truncate, pf.append), count=rng.randint(0, 2))
-    reads = pf.pieces(chunks, ref.cuts(pf.random_cuts(rng)))
+    reads = pf.reads_of(stream, chunks, rng, ref)
     line = pf.timeline(reads)
     result = pf.run_stitcher(spec, pf.lossy_steps(rng, reads, line, spec))
     assert ref.mispaired(result.pairs, line.where) == []
@@ -122,7 +122,7 @@ def test_damaged_conversations_never_raise(seed, case):
     # frame the wrong message (bench/fuzz_protocols.py counts how often).
     spec, stream, ref, rng = _pick_case(seed, case)
     chunks = pf.mutate(rng, pf.conversation(stream), pf.MUTATIONS)
-    reads = pf.pieces(chunks, pf.random_cuts(rng))
+    reads = pf.reads_of(stream, chunks, rng)
     line = pf.timeline(reads)
     pf.run_stitcher(spec, pf.lossy_steps(rng, reads, line, spec), ParseOptions(body_limit=rng.choice((0, 16, 1024))))
     plan = dataclasses.replace(pf.random_plan(rng, len(reads)), cross_swaps=True)
@@ -149,7 +149,7 @@ def test_random_bytes_never_raise(reads, seed):
 @example(seed=222, case=("http", "upgrade_101"))
 def test_tracker_never_mispairs_under_losses_fillers_reordering_and_midstream_pickup(seed, case):
     spec, stream, ref, rng = _pick_case(seed, case)
-    reads = pf.pieces(pf.conversation(stream), ref.cuts(pf.random_cuts(rng)))
+    reads = pf.reads_of(stream, pf.conversation(stream), rng, ref)
     line = pf.timeline(reads)
     plan = pf.random_plan(rng, len(reads))
     if not ref.sequential:
@@ -380,3 +380,19 @@ def test_http_upgrade_answered_before_its_request_was_whole_is_a_counted_loss():
     assert stitcher.upgraded
     assert stitcher.close(3) == []
     assert stitcher.errors == {"response_without_request": 1}
+
+
+def test_a_datagram_recording_is_never_cut_into_reads(tmp_path, monkeypatch):
+    # DNS over UDP: each chunk is one datagram (a read is never part of one); the recording says so.
+    folder = tmp_path / TAGGED.name / "streams"
+    folder.mkdir(parents=True)
+    chunks = [["req", 0, "REQ 1 alpha\n"], ["resp", 10, "RES 1 ALPHA\n"]]
+    (folder / "udp.json").write_text(json.dumps({"name": "udp", "server": "-", "description": "-", "chunks": chunks, "datagrams": True}))  # fmt: skip
+    monkeypatch.setattr(pf, "STREAM_ROOTS", [tmp_path])
+    (stream,) = pf.protocol_streams(TAGGED)
+    assert pf.is_datagrams(stream)
+    whole = pf.conversation(stream)
+    datagrams = [[r.data for r in pf.reads_of(stream, whole, random.Random(seed))] for seed in range(20)]
+    assert all(reads == [b"REQ 1 alpha\n", b"RES 1 ALPHA\n"] for reads in datagrams)
+    stream.datagrams = False  # the same bytes as a byte stream are cut
+    assert any(len(pf.reads_of(stream, whole, random.Random(seed))) > 2 for seed in range(20))
