@@ -387,7 +387,8 @@ def test_a_datagram_recording_is_never_cut_into_reads(tmp_path, monkeypatch):
     folder = tmp_path / TAGGED.name / "streams"
     folder.mkdir(parents=True)
     chunks = [["req", 0, "REQ 1 alpha\n"], ["resp", 10, "RES 1 ALPHA\n"]]
-    (folder / "udp.json").write_text(json.dumps({"name": "udp", "server": "-", "description": "-", "chunks": chunks, "datagrams": True}))  # fmt: skip
+    record = {"name": "udp", "server": "-", "description": "-", "chunks": chunks, "datagrams": True}
+    (folder / "udp.json").write_text(json.dumps(record))
     monkeypatch.setattr(pf, "STREAM_ROOTS", [tmp_path])
     (stream,) = pf.protocol_streams(TAGGED)
     assert pf.is_datagrams(stream)
