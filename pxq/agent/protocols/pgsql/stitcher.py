@@ -237,7 +237,6 @@ class Request:
     # Describe/Execute: the portal or statement named; Bind: the portal it fills.
     name: bytes = b""
     describe_type: bytes = b""
-    oids: list[int] = field(default_factory=list)  # Parse: the parameter types it declares
 
 
 @dataclass
@@ -387,16 +386,23 @@ def _value(data: bytes | None, fmt: int, oid: int = 0) -> str:
     return _text(data)
 
 
-def data_row_text(payload: bytes, formats: list[int]) -> str:
-    """Pixie's DataRow::ToString: the values joined by commas, NULL as [NULL]."""
+def data_row_text(payload: bytes, formats: list[int], missing: int = 0) -> str:
+    """Pixie's DataRow::ToString: the values joined by commas, NULL as [NULL]. A row whose end
+    was not copied (``missing`` bytes) shows what was, then ``<not captured: N bytes>``."""
     r = _Reader(payload)
-    count = r.i16()
     values = []
-    for i in range(count):
-        n = r.i32()
-        fmt = formats[i] if i < len(formats) else (formats[0] if len(formats) == 1 else 0)
-        values.append(_value(None if n == -1 else r.take(n), fmt))
-    return ",".join(values)
+    try:
+        count = r.i16()
+        for i in range(count):
+            n = r.i32()
+            fmt = formats[i] if i < len(formats) else (formats[0] if len(formats) == 1 else 0)
+            values.append(_value(None if n == -1 else r.take(n), fmt))
+    except _Malformed:
+        if not missing:
+            raise
+        values.append(_text(payload[r.pos + 4 :]) if r.pos + 4 <= len(payload) else "")
+    text = ",".join(values)
+    return text + f"<not captured: {missing} bytes>" if missing else text
 
 
 @dataclass
@@ -546,7 +552,11 @@ class PgsqlStitcher:
                 r = _Reader(msg.payload)
                 name, query = r.cstring(), _text(r.cstring())
                 oids = [r.i32() for _ in range(r.i16())] if msg.missing == 0 else []
-                add(Request("Parse", "parse", self._with_missing(query, msg), msg.start_ns, name=name, oids=oids))
+                text = self._with_missing(query, msg)
+                add(Request("Parse", "parse", text, msg.start_ns, name=name))
+                # Known from here on: a Bind sent in the same write names it before the server has
+                # answered (if the Parse fails, the server skips that Bind anyway).
+                self._statements[name] = (text, oids)
             elif tag == b"B":
                 bind = _parse_bind(msg.payload)
                 known = self._statements.get(bind.statement)
@@ -671,7 +681,6 @@ class PgsqlStitcher:
                 self._unexpected(head, msg)
         elif kind == "parse":
             if tag == b"1":
-                self._statements[head.name] = (head.text, head.oids)
                 self._complete(head, msg, "PARSE COMPLETE")
             else:
                 self._unexpected(head, msg)
@@ -714,7 +723,7 @@ class PgsqlStitcher:
             self._result = _Result(names=[f[0] for f in fields])
             self._result_formats = [f[6] for f in fields]
         elif tag == b"D":
-            self._result.add_row(data_row_text(msg.payload, self._result_formats), self.body_limit)
+            self._result.add_row(data_row_text(msg.payload, self._result_formats, msg.missing), self.body_limit)
         elif tag == b"d":  # COPY OUT data: rows of text, kept like data rows
             self._result.add_row(_text(msg.payload).rstrip("\n"), self.body_limit)
         elif tag in (b"G", b"H", b"c", b"W"):
