@@ -19,6 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from pxq.agent.loop import descendant_pids
+from pxq.agent.protocols.interface import SECRET_MARKER
 from pxq.agent.socket_tracer import SocketTracer
 from pxq.testing.kernel import require_bpf
 from pxq.testing.servers.postgres import PostgresServer, postgres_server
@@ -77,7 +79,10 @@ def capture(server: PostgresServer, scenario: str, connect_early: bool = False) 
     """Run a client scenario with the postmaster (its backends are forked children) and the client
     traced: (the client's report, the pgsql_events rows, the client's pid)."""
     client = PgClient(server, scenario, connect_early)
-    tracer = SocketTracer(pids={server.pid, client.pid})
+    # The backends already running (a connection opened early has one), as the embedded agent adds
+    # them; those forked later are followed by the tracer itself.
+    backends = descendant_pids([server.pid])[server.pid]
+    tracer = SocketTracer(pids={server.pid, client.pid, *backends})
     try:
         tracer.start()
         report = client.run(tracer)
@@ -170,10 +175,29 @@ def test_a_connection_opened_before_the_tracer_attached(postgres):
     first bytes seen are a Query, or a Parse for prepared statements)."""
     for scenario in ("simple", "prepared"):
         report, table, client_pid = capture(postgres, scenario, connect_early=True)
-        rows = _side(table, client_pid, 1)
-        assert rows, scenario
-        if scenario == "simple":
-            assert [r["req"] for r in rows][:3] == [line["sql"] for line in report[:3]]
-        else:
-            typed = [line for line in report if line.get("prepared")]
-            assert len([r for r in rows if r["req_cmd"] == "Execute"]) == len(typed)
+        for role in (1, 2):
+            rows = _side(table, client_pid, role)
+            if scenario == "simple":
+                assert [r["req"] for r in rows][:3] == [line["sql"] for line in report[:3]], (role, rows)
+            else:
+                typed = [line for line in report if line.get("prepared")]
+                executes = [r for r in rows if r["req_cmd"] == "Execute"]
+                assert len(executes) == len(typed), (role, rows)
+                # Each prepared here, after the tracer attached: the statements and values are known.
+                for row, line in zip(executes, typed, strict=True):
+                    value = "[NULL]" if line["first"] is None else line["first"]
+                    assert row["req"] == f"query=[{_placeholders(line['sql'])}] params=[{value}]"
+
+
+def test_a_clear_text_password_is_never_kept():
+    """pg_hba ``password``: the client sends the password itself in a PasswordMessage."""
+    password = "pxq-Clear-Text-Pw-7319"
+    with postgres_server(password=password, auth="password") as server:
+        report, table, client_pid = capture(server, "simple")
+    assert report
+    for role in (1, 2):
+        rows = _side(table, client_pid, role)
+        logins = [r for r in rows if r["req_cmd"] == "Password Message"]
+        assert [(r["req"], r["resp"]) for r in logins] == [(SECRET_MARKER, "AUTHENTICATION Ok")]
+        assert rows[1]["req"] == report[0]["sql"]
+    assert not any(password in str(value) for row in table.to_pylist() for value in row.values())

@@ -78,9 +78,12 @@ def _run_as_postgres(args: list[str], cwd: Path) -> subprocess.CompletedProcess[
 
 
 @contextlib.contextmanager
-def postgres_server(password: str | None = None, attempts: int = 3) -> Iterator[PostgresServer]:
+def postgres_server(
+    password: str | None = None, auth: str = "scram-sha-256", attempts: int = 3
+) -> Iterator[PostgresServer]:
     """initdb a cluster in a temporary directory and start PostgreSQL on a free loopback port;
-    stop it on exit."""
+    stop it on exit. With a password, clients authenticate by ``auth`` (a pg_hba.conf method:
+    ``scram-sha-256``, ``md5``, or ``password``, which sends it in clear text)."""
     if not (PG_BIN / "postgres").exists():
         raise PostgresServerError(f"{PG_BIN}/postgres is missing (tools/setup.sh installs PostgreSQL 15)")
     account = _account()
@@ -97,7 +100,7 @@ def postgres_server(password: str | None = None, attempts: int = 3) -> Iterator[
             pwfile = work / "pwfile"
             pwfile.write_text(password + "\n")
             os.chown(pwfile, account.pw_uid, account.pw_gid)
-            args += ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+            args += [f"--auth={auth}", f"--pwfile={pwfile}"]
         done = _run_as_postgres(args, work)
         if done.returncode != 0:
             raise PostgresServerError(f"initdb failed:\n{done.stderr.decode(errors='replace')}")
