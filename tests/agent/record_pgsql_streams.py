@@ -97,10 +97,12 @@ def simple_queries(conninfo: str) -> dict[str, Any]:
 
 
 def multi_statement(server: PostgresServer, port: int) -> dict[str, Any]:
-    """psql -c with two statements in one string: one simple Query, two results."""
+    """psql -c with two statements in one string: one simple Query, two results. sslmode=prefer:
+    libpq asks for SSL first and the server (ssl=off) answers 'N'."""
     sql = "SELECT 1 AS one; SELECT 'x' AS letter, NULL AS nothing"
+    env = {**server.env(), "PGSSLMODE": "prefer"}
     out = subprocess.run(["psql", "-X", "-h", LOOPBACK, "-p", str(port), "-U", "postgres", "-d", "postgres",
-                          "-A", "-c", sql], env=server.env(), capture_output=True, text=True, check=True)  # fmt: skip
+                          "-A", "-c", sql], env=env, capture_output=True, text=True, check=True)  # fmt: skip
     return {"sql": sql, "stdout": out.stdout}
 
 

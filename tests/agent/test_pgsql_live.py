@@ -201,3 +201,41 @@ def test_a_clear_text_password_is_never_kept():
         assert [(r["req"], r["resp"]) for r in logins] == [(SECRET_MARKER, "AUTHENTICATION Ok")]
         assert rows[1]["req"] == report[0]["sql"]
     assert not any(password in str(value) for row in table.to_pylist() for value in row.values())
+
+
+def test_psql_with_an_ssl_request_refused_and_a_multi_statement_query(postgres):
+    """psql (libpq) with sslmode=prefer asks for SSL first; the server (ssl=off) answers 'N' and
+    the startup follows in the clear. One -c string of two statements is one Query."""
+    sql = "SELECT 1 AS one; SELECT 'x' AS letter, NULL AS nothing"
+    env = {**postgres.env(), "PGSSLMODE": "prefer"}
+    # The shell waits for "go", then becomes psql: the traced pid is psql's from its first call.
+    proc = subprocess.Popen(["sh", "-c", 'read go; exec "$@"', "sh", *postgres.psql_args(), "-A", "-c", sql],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)  # fmt: skip
+    tracer = SocketTracer(pids={postgres.pid, proc.pid})
+    try:
+        tracer.start()
+        proc.stdin.write("go\n")
+        proc.stdin.close()
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            tracer.poll(50)
+        stdout = proc.stdout.read()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and tracer.open_connections(proc.pid):
+            tracer.poll(50)
+        tracer.poll(50)
+        tracer.stop()
+        table = tracer.drain_tables()["pgsql_events"]
+    finally:
+        tracer.stop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=5)
+        proc.stdout.close()
+    assert proc.returncode == 0
+    # psql -A printed each result: header, rows, "(1 row)"; NULL as an empty field.
+    assert stdout == "one\n1\n(1 row)\nletter|nothing\nx|\n(1 row)\n"
+    for role in (1, 2):
+        (row,) = [r for r in _side(table, proc.pid, role) if r["req_cmd"] == "Query"]
+        assert row["req"] == sql
+        assert row["resp"] == "one\n1\nSELECT 1\nletter,nothing\nx,[NULL]\nSELECT 1"

@@ -61,7 +61,8 @@ def test_simple_queries_as_the_client_sent_and_saw_them():
 
 
 def test_multi_statement_query_is_one_row_with_each_result():
-    records, stitcher, view, _ = recorded("multi_statement")
+    records, stitcher, view, stream = recorded("multi_statement")
+    assert stream.chunks[0][2] == SSL_REQUEST and stream.chunks[1][2] == b"N"  # refused, then in the clear
     (row,) = records
     assert (row.req_cmd, row.req) == ("Query", view["sql"])
     # psql -A printed: one\n1\n(1 row)\nletter|nothing\nx|\n(1 row): the same values; NULL as Pixie shows it.

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,8 @@ def postgres_server(
                     env={"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8"},
                 )  # fmt: skip
             if wait_for_port(port, timeout=START_TIMEOUT, alive=lambda proc=proc: proc.poll() is None):
+                # Listening comes before accepting: wait until it is no longer "starting up".
+                _wait_ready(port, proc)
                 yield PostgresServer(proc, port, datadir, password)
                 return
             _stop(proc)
@@ -127,6 +130,17 @@ def postgres_server(
         if proc is not None:
             _stop(proc)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until pg_isready says the server accepts connections (exit 0), or fail."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline and proc.poll() is None:
+        check = subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", LOOPBACK, "-p", str(port)], check=False)
+        if check.returncode == 0:
+            return
+        time.sleep(0.05)
+    raise PostgresServerError(f"postgres on {LOOPBACK}:{port} did not become ready in {START_TIMEOUT}s")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
