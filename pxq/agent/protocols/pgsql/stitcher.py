@@ -643,6 +643,8 @@ class PgsqlStitcher:
         if head is None:
             if tag == b"Z":
                 self._orphan = False
+            elif tag == b"E" and msg.payload[:7] in (b"SFATAL\x00", b"SPANIC\x00"):
+                pass  # the server ends the session (after a startup it refused, a shutdown): no answer lost
             elif tag != b"R" and not self._orphan:
                 self._orphan = True
                 self.errors["response_without_request"] += 1
