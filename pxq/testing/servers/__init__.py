@@ -1,0 +1,1 @@
+"""Real servers started by tests and demos on loopback ports, in temporary directories."""
