@@ -35,8 +35,11 @@ UNANSWERED_NAME = "dead.example"
 class DnsmasqServer:
     """A dnsmasq process serving the zone above on ``127.0.0.1:port`` over UDP and TCP."""
 
-    def __init__(self, port: int | None = None, host: str = LOOPBACK) -> None:
+    def __init__(self, port: int | None = None, host: str = LOOPBACK, a_records: tuple[str, ...] | None = None) -> None:
+        """``a_records``: www.test's IPv4 addresses instead of A_RECORDS' (two servers that answer
+        differently)."""
         self.host = host
+        self.a_records = a_records or A_RECORDS[CNAME_CHAIN[-1]]
         self.port = port or free_port(host)
         self.dead_upstream_port = free_port(host)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -57,7 +60,7 @@ class DnsmasqServer:
             "no-hosts",  # never /etc/hosts
             "no-negcache",
             "local=/test/",  # names under .test not listed below: NXDOMAIN, never forwarded
-            *(f"host-record={www},{addr}" for addr in A_RECORDS[www] + AAAA_RECORDS[www]),
+            *(f"host-record={www},{addr}" for addr in self.a_records + AAAA_RECORDS[www]),
             *(f"cname={alias},{target}" for alias, target in zip(CNAME_CHAIN, CNAME_CHAIN[1:], strict=False)),
             f"server=/{UNANSWERED_NAME}/{self.host}#{self.dead_upstream_port}",
             "user=root",  # keep the test's user (it may not be allowed to become nobody)
