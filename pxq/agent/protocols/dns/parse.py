@@ -95,11 +95,12 @@ def answers_json(msg: dns.message.Message) -> str:
     answers: list[dict[str, str]] = []
     for rrset in msg.answer:
         name = _name(rrset.name)
+        # dnspython decodes A and AAAA of class IN only (another class's are opaque bytes).
         if rrset.rdtype == _CNAME:
-            answers += ({"name": name, "type": "CNAME", "cname": _name(rd.target)} for rd in rrset)
+            answers += ({"name": name, "type": "CNAME", "cname": _name(rd.target)} for rd in rrset if hasattr(rd, "target"))
         elif rrset.rdtype in (_A, _AAAA):
             kind = "A" if rrset.rdtype == _A else "AAAA"
-            answers += ({"name": name, "type": kind, "addr": rd.address} for rd in rrset)
+            answers += ({"name": name, "type": kind, "addr": rd.address} for rd in rrset if hasattr(rd, "address"))
     return json.dumps({"answers": answers}, separators=(",", ":"))
 
 
