@@ -89,14 +89,14 @@ def save(folder: Path, name: str, description: str, chunks: list[tuple[str, int,
 def main() -> None:
     with DnsmasqServer() as server:
         port = server.port
-        save(RECORDED_STREAMS, "tcp_cname_chain", "One query over TCP: alias.test A, a chain of two CNAMEs and two A records.",
-             tcp_conversation(port, [framed("alias.test", "A")], 1))  # fmt: skip
+        chain = "One query over TCP: alias.test A, a chain of two CNAMEs and two A records."
+        save(RECORDED_STREAMS, "tcp_cname_chain", chain, tcp_conversation(port, [framed("alias.test", "A")], 1))
         pipelined = framed("www.test", "A") + framed("www.test", "AAAA") + framed("missing.test", "A")
         save(RECORDED_STREAMS, "tcp_pipelined", "Three queries in one write (A, AAAA, NXDOMAIN); three answers.",
              tcp_conversation(port, [pipelined], 3))  # fmt: skip
         split = framed("alias.test", "AAAA", use_edns=0)
-        save(RECORDED_STREAMS, "tcp_split_query", "A query written in three pieces (inside its length, inside its "
-             "header, the rest); one answer.", tcp_conversation(port, [split[:1], split[1:7], split[7:]], 1))  # fmt: skip
+        pieces = "A query written in three pieces (inside its length, inside its header, the rest); one answer."
+        save(RECORDED_STREAMS, "tcp_split_query", pieces, tcp_conversation(port, [split[:1], split[1:7], split[7:]], 1))
         queries = [dns.message.make_query(n, t).to_wire() for n, t in
                    (("www.test", "A"), ("www.test", "AAAA"), ("alias.test", "A"), ("missing.test", "A"))]  # fmt: skip
         save(RECORDED_DATAGRAMS, "udp_four_queries", "Four queries over one UDP socket before any answer "

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import dns.rcode
-import pyarrow as pa
 import pytest
 
 from pxq.agent.socket_tracer import SocketTracer

@@ -40,8 +40,10 @@ from pxq.testing.streams import load_stream, replay
 
 # Pixie's parse_test.cc: kReqFrame2 / kRespFrame2 (www.yahoo.com, a CNAME and four A records) and
 # kQueryFrame (with an EDNS OPT record in the additional section).
-PIXIE_QUERY = bytes([0xFE, 0xAE, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x77, 0x77, 0x77,
-                     0x05, 0x79, 0x61, 0x68, 0x6F, 0x6F, 0x03, 0x63, 0x6F, 0x6D, 0x00, 0x00, 0x01, 0x00, 0x01])  # fmt: skip
+PIXIE_QUERY = bytes([
+    0xFE, 0xAE, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x77, 0x77, 0x77,
+    0x05, 0x79, 0x61, 0x68, 0x6F, 0x6F, 0x03, 0x63, 0x6F, 0x6D, 0x00, 0x00, 0x01, 0x00, 0x01,
+])  # fmt: skip
 PIXIE_RESPONSE = bytes([
     0xFE, 0xAE, 0x81, 0x80, 0x00, 0x01, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x03, 0x77, 0x77, 0x77,
     0x05, 0x79, 0x61, 0x68, 0x6F, 0x6F, 0x03, 0x63, 0x6F, 0x6D, 0x00, 0x00, 0x01, 0x00, 0x01, 0xC0,
@@ -179,8 +181,8 @@ def test_tcp_messages_split_anywhere_or_several_in_one_read():
         st = DnsStitcher(datagrams=False)
         st.feed_messages(True, requests[:cut], 1)
         st.feed_messages(True, requests[cut:], 2)
-        pairs = st.feed_messages(False, responses[:cut % len(responses)], 3)
-        pairs += st.feed_messages(False, responses[cut % len(responses):], 4)
+        pairs = st.feed_messages(False, responses[: cut % len(responses)], 3)
+        pairs += st.feed_messages(False, responses[cut % len(responses) :], 4)
         assert [json.loads(dns_record(*p).resp_body)["answers"][0]["addr"] for p in pairs] == [
             "10.0.0.0", "10.0.0.1", "10.0.0.2"]  # fmt: skip
         assert not st.errors
@@ -302,10 +304,14 @@ def test_a_server_socket_answering_two_clients_is_the_server():
         dgram(4, EGRESS, 200, make_answer(qa, "10.0.0.1"), 21, ca),
     ])  # fmt: skip
     rows = {r["remote_port"]: r for r in dns_rows(t)}
-    assert {p: json.loads(r["req_body"])["queries"][0]["name"] for p, r in rows.items()} == {40001: "a.test",
-                                                                                             40002: "b.test"}
-    assert {p: json.loads(r["resp_body"])["answers"][0]["addr"] for p, r in rows.items()} == {40001: "10.0.0.1",
-                                                                                              40002: "10.0.0.2"}
+    assert {p: json.loads(r["req_body"])["queries"][0]["name"] for p, r in rows.items()} == {
+        40001: "a.test",
+        40002: "b.test",
+    }
+    assert {p: json.loads(r["resp_body"])["answers"][0]["addr"] for p, r in rows.items()} == {
+        40001: "10.0.0.1",
+        40002: "10.0.0.2",
+    }
     assert {r["trace_role"] for r in rows.values()} == {2}
 
 

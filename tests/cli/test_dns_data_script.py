@@ -41,8 +41,11 @@ def capture(tmp_path_factory) -> str:
     conversation_rows(rows, SERVER, 2, ("127.0.0.1", 40001), ("127.0.0.1", 53), 2 * 10**9, unanswered=True)
     conversation_rows(rows, CLIENT, 1, ("127.0.0.1", 53), ("127.0.0.1", 40002), 200 * 10**9, unanswered=False)
     directory = tmp_path_factory.mktemp("dns_capture")
-    processes = {p["upid"]: {"pid": p["pid"], "comm": p["comm"], "cmdline": p["comm"], "exe": "", "container_id": "",
-                             "pod": p["pod"], "namespace": "default" if p["pod"] else ""} for p in (CLIENT, SERVER)}  # fmt: skip
+    processes = {
+        p["upid"]: {"pid": p["pid"], "comm": p["comm"], "cmdline": p["comm"], "exe": "", "container_id": "",
+                    "pod": p["pod"], "namespace": "default" if p["pod"] else ""}
+        for p in (CLIENT, SERVER)
+    }  # fmt: skip
     write_capture(directory, {"dns_events": rows.table()}, host="test", start_time_ns=START_NS,
                   end_time_ns=START_NS + 300 * 10**9, processes=processes)  # fmt: skip
     return str(directory)

@@ -81,7 +81,9 @@ class DnsmasqServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        if not wait_for_port(self.port, self.host, timeout, alive=lambda: self.proc is not None and self.proc.poll() is None):
+        if not wait_for_port(
+            self.port, self.host, timeout, alive=lambda: self.proc is not None and self.proc.poll() is None
+        ):
             err = b""
             if self.proc.poll() is not None and self.proc.stderr is not None:
                 err = self.proc.stderr.read()

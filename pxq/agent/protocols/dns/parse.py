@@ -97,7 +97,9 @@ def answers_json(msg: dns.message.Message) -> str:
         name = _name(rrset.name)
         # dnspython decodes A and AAAA of class IN only (another class's are opaque bytes).
         if rrset.rdtype == _CNAME:
-            answers += ({"name": name, "type": "CNAME", "cname": _name(rd.target)} for rd in rrset if hasattr(rd, "target"))
+            answers += (
+                {"name": name, "type": "CNAME", "cname": _name(rd.target)} for rd in rrset if hasattr(rd, "target")
+            )
         elif rrset.rdtype in (_A, _AAAA):
             kind = "A" if rrset.rdtype == _A else "AAAA"
             answers += ({"name": name, "type": kind, "addr": rd.address} for rd in rrset if hasattr(rd, "address"))
@@ -122,9 +124,7 @@ def _plausible(wire: bytes, response: bool) -> bool:
         msg = dns.message.from_wire(wire)
     except PARSE_ERRORS:
         return False
-    return (
-        bool(msg.flags & dns.flags.QR) == response and msg.opcode() == dns.opcode.QUERY and len(msg.question) >= 1
-    )
+    return bool(msg.flags & dns.flags.QR) == response and msg.opcode() == dns.opcode.QUERY and len(msg.question) >= 1
 
 
 def looks_like_query_datagram(first: bytes) -> bool:
