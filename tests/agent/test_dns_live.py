@@ -211,6 +211,33 @@ def test_one_unconnected_socket_asking_two_servers_pairs_each_answer_with_its_pe
         assert_row_says(row, "www.test", "A", 4242, 0, answers_by_port[row["remote_port"]])
 
 
+@pytest.mark.parametrize("mode", ["connected", "mmsg"])
+def test_connected_socket_and_mmsg_calls(mode):
+    # connected: send/recv and write/read name no address, the peer is the socket's connect()'s.
+    # mmsg: one sendmmsg carries two datagrams (each its own event and peer), recvmmsg likewise.
+    with DnsmasqServer() as server:
+        client = Child([sys.executable, str(CLIENTS), mode, str(server.port)])
+        tracer = SocketTracer(pids={client.pid}, protocols=("dns",))
+        tracer.start()
+        try:
+            reports = [json.loads(line) for line in client.run(tracer).splitlines()]
+            wait_rows(tracer, len(reports))
+            rows = finish(tracer)
+        finally:
+            tracer.stop()
+            client.kill()
+    assert len(reports) == 2
+    client_rows = rows_of(rows, client.pid, CLIENT)
+    assert len(client_rows) == 2
+    by_id = {json.loads(r["req_header"])["txid"]: r for r in client_rows}
+    for report in reports:
+        (question,) = report["question"]
+        row = by_id[report["id"]]
+        assert_row_says(row, question["name"], question["type"], report["id"], report["rcode"], report["answers"])
+        assert (row["remote_addr"], row["remote_port"]) == ("127.0.0.1", server.port)
+    assert tracer.drops()["truncated"] == tracer.drops()["data_gap"] == 0
+
+
 def test_a_query_nobody_answers_is_a_row_without_response():
     with DnsmasqServer() as server:
         server_pid = server.pid
