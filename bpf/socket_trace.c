@@ -1,4 +1,4 @@
-/* pxq socket tracer: TCP payloads and connection life cycle from syscall and sock tracepoints.
+/* pxq socket tracer: TCP and UDP payloads and connection life cycle from syscall and sock tracepoints.
  *
  * This kernel has no kprobes, and bcc compiles against headers older than the kernel, so every
  * value used here is a tracepoint field (args->..., laid out from tracefs at run time), a raw
@@ -9,10 +9,13 @@
  *   raw sys_enter (io calls) remember {fd, user buffer / iovec / msghdr} by thread
  *   sock:sock_send_length    fired inside sock_sendmsg/sock_recvmsg during that same call: the
  *   sock:sock_recv_length    fd is a socket; note its sk key, family and protocol
- *   raw sys_exit (io calls)  TCP over IPv4/IPv6 only: copy the first COPY_LIMIT bytes the call
- *                            moved (walking iovecs and messages) into ring buffer events of at
- *                            most MAX_DATA bytes each; the rest of the call is one filler event
- *                            (PXQ_F_FILLER: its stream offset and byte count, no bytes)
+ *   raw sys_exit (io calls)  TCP and UDP over IPv4/IPv6 only: copy the first COPY_LIMIT bytes the
+ *                            call moved (walking iovecs and messages) into ring buffer events of
+ *                            at most MAX_DATA bytes each; the rest of the call is one filler event
+ *                            (PXQ_F_FILLER: its stream offset and byte count, no bytes). A UDP
+ *                            datagram's events are PXQ_F_DATAGRAM with its peer: sendto/recvfrom's
+ *                            sockaddr (the 5th argument, r8), msghdr.msg_name, each mmsghdr's own
+ *                            (one datagram per message), else the socket's connect() (udp_peers)
  *   sock:inet_sock_set_state SYN_SENT in connect(): the fd is TCP; ESTABLISHED: sk -> 4-tuple;
  *                            CLOSE: forget it
  *   sendfile64, splice       a filler event with the byte count only: the bytes never pass
@@ -20,7 +23,8 @@
  *                            (sock_send_length names the socket); splice out of one runs
  *                            tcp_splice_read, which no sock tracepoint sees: the input fd
  *                            counts when the tracer knows it as a TCP connection (conns)
- *   connect/accept/accept4   OPEN events (client/server role) with a new connection generation
+ *   connect/accept/accept4   OPEN events (client/server role) with a new connection generation; a
+ *                            connect() that is not TCP's remembers its inet peer (udp_peers)
  *   close, sched_process_exit CLOSE / PROC_EXIT events
  *   sched_process_fork       (FILTER_PIDS) a child of a traced process is traced too
  *   task_newtask, exec exit   a process's start time (at fork) and comm and argv (at exec), sent
