@@ -394,6 +394,14 @@ def test_peers_beyond_the_limit_evict_the_least_recent(monkeypatch):
     assert json.loads(row["req_body"])["queries"][0]["name"] == "p0.test"
 
 
+def test_a_response_without_its_query_is_unmatched_even_when_the_window_ends():
+    t, _ = tracker()
+    t.handle_all([dgram(13, INGRESS, 0, make_answer(make_query("orphan.test"), "10.0.0.1"), 1)])
+    t.close_all()  # the window ends with the socket still open
+    assert dns_rows(t) == []
+    assert t.drop_counts()["unmatched"] == 1
+
+
 def test_drain_gives_the_first_protocol_and_keeps_the_others_rows():
     # Regression: with two protocols traced, drain() raised (it unpacked exactly one table).
     from pxq.agent.socket_tracer import SocketTracer

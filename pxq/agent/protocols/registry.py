@@ -121,8 +121,9 @@ DNS = ProtocolSpec(
     make_stitcher=lambda _options: dns.DnsStitcher(datagrams=False),
     make_rows=lambda _options: dns.DnsRows(),
     make_record=dns.dns_record,
-    unmatched_at_close=("response_without_request", "request_incomplete_at_close", "response_incomplete_at_close"),
-    unmatched_after_gap=(),
+    unmatched_at_close=("request_incomplete_at_close", "response_incomplete_at_close"),
+    # A response whose query was never seen (lost, or before the window): counted whenever it ends.
+    unmatched_after_gap=("response_without_request",),
     datagrams=DatagramSpec(
         looks_like_request=dns.looks_like_query_datagram,
         looks_like_response=dns.looks_like_response_datagram,
