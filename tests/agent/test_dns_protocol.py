@@ -10,6 +10,7 @@ import json
 import socket
 
 import dns.message
+import dns.rcode
 import dns.rrset
 import pytest
 
@@ -157,6 +158,19 @@ def test_an_unanswered_query_becomes_a_row_after_the_timeout():
     assert (record.resp_header, record.resp_body, record.latency_ns, record.time_ns) == ("", "", 0, 100)
     (pair,) = st.feed_messages(False, make_answer(late, "10.0.0.2"), 2_100)
     assert dns_record(*pair).latency_ns == 100
+
+
+@pytest.mark.parametrize("rcode", [dns.rcode.SERVFAIL, dns.rcode.NXDOMAIN, dns.rcode.REFUSED])
+def test_error_responses_pair_and_show_their_rcode(rcode):
+    st = DnsStitcher(datagrams=True)
+    q = make_query("broken.test")
+    response = dns.message.make_response(q)
+    response.set_rcode(rcode)
+    st.feed_messages(True, q.to_wire(), 1)
+    (pair,) = st.feed_messages(False, response.to_wire(), 2)
+    record = dns_record(*pair)
+    assert json.loads(record.resp_header)["rcode"] == int(rcode)
+    assert json.loads(record.resp_body) == {"answers": []}
 
 
 def test_garbage_is_counted_and_the_conversation_goes_on():

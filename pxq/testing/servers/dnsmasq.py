@@ -9,6 +9,10 @@ Names it answers (``DnsmasqServer.zone``), all authoritative under the local dom
 * ``dead.example``: forwarded to an upstream that never answers (a loopback port nothing listens
   on); dnsmasq gives up on it, which is how a query without a response is made.
 
+No SERVFAIL: dnsmasq stays silent while its only upstream is dead (above), and passes an upstream's
+REFUSED on as REFUSED (tried with a second instance as the upstream); SERVFAIL and REFUSED answers
+are covered by the parser's unit tests instead.
+
 ::
 
     with DnsmasqServer() as server:
