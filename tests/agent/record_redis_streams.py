@@ -30,6 +30,9 @@ from pxq.testing.servers.redis import RedisServer, redis_server
 # A password made for the recording: the ``auth`` stream holds it (the row tests check it is
 # redacted); it guards nothing.
 RECORDING_PASSWORD = "recorded-fake-password"
+# Kept out of streams/ (see tests/agent/test_redis_protocol.py APART): inline commands never make a
+# connection Redis, pub/sub pushes answer no request.
+APART = {name: Path(__file__).parent / "data" / f"redis_{name}_stream.json" for name in ("inline", "pubsub")}
 
 
 class RecordingTcpProxy:
@@ -228,7 +231,7 @@ def record(name: str, doc: str, run: Callable[..., None], server: RedisServer) -
         "description": doc,
         "chunks": [[d, ts - t0, chunk.decode("latin-1")] for d, ts, chunk in chunks],
     }
-    path = Path(RECORDED_STREAMS) / f"{name}.json"
+    path = APART.get(name, Path(RECORDED_STREAMS) / f"{name}.json")
     path.write_text(json.dumps(data, indent=1) + "\n")
     print(f"{path}: {len(chunks)} chunks", file=sys.stderr)
 

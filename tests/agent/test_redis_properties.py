@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import Counter
+from pathlib import Path
 
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
@@ -26,8 +27,11 @@ from pxq.agent.protocols.interface import ParseOptions
 from pxq.agent.protocols.redis import RECORDED_STREAMS, RedisStitcher
 from pxq.testing.streams import load_stream, replay
 
-STREAMS = sorted(RECORDED_STREAMS.glob("*.json"))
-RECORDED = {p.stem: load_stream(p) for p in STREAMS}
+# streams/ and the two recordings kept apart from it (see test_redis_protocol.APART).
+STREAMS = sorted(RECORDED_STREAMS.glob("*.json")) + [
+    Path(__file__).parent / "data" / f"redis_{name}_stream.json" for name in ("inline", "pubsub")
+]
+RECORDED = {load_stream(p).name: load_stream(p) for p in STREAMS}
 # PXQ_HYPOTHESIS_EXAMPLES=5000 for a deeper run than CI's.
 EXAMPLES = int(os.environ.get("PXQ_HYPOTHESIS_EXAMPLES", "150"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

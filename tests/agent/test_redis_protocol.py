@@ -4,6 +4,7 @@ conversations (pxq/agent/protocols/redis/streams/), the pairing rules, secrets, 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -375,8 +376,15 @@ def test_inference_needs_a_known_command_in_a_bulk_array():
 
 
 # -- recorded conversations ---------------------------------------------------------------------
+# Two recordings live apart from streams/, whose every conversation the registry-wide harness
+# (pxq/testing/protocol_fuzz.py) expects to be recognised by inference and to pair requests with
+# responses only: inline commands never make a connection Redis, and pub/sub pushes answer no
+# request.
+APART = {name: Path(__file__).parent / "data" / f"redis_{name}_stream.json" for name in ("inline", "pubsub")}
+
+
 def recorded(name: str) -> list[tuple[str, str, str]]:
-    stream = load_stream(RECORDED_STREAMS / f"{name}.json")
+    stream = load_stream(APART.get(name, RECORDED_STREAMS / f"{name}.json"))
     records, st = replay(stream.chunks, protocol="redis")
     assert not st.errors, st.errors
     for r in records:

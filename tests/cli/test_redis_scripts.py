@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +18,7 @@ from pxq.replay import open_capture, write_capture
 from pxq.testing.streams import load_stream
 from tests.cli_support import run_pxq
 
+ROOT = Path(__file__).resolve().parents[2]
 START_NS = 1_764_115_200_000_000_000
 SERVER_UPID, CLIENT_UPID = "0:100:1", "0:200:2"
 PROCESSES = {
@@ -42,7 +44,8 @@ def capture(tmp_path_factory) -> str:
     """Each recording replayed as one connection seen from both ends (the server's and the
     client's), the recordings 3 s apart."""
     rows = RedisRows()
-    for i, path in enumerate(sorted(RECORDED_STREAMS.glob("*.json"))):
+    apart = [ROOT / "tests" / "agent" / "data" / f"redis_{name}_stream.json" for name in ("inline", "pubsub")]
+    for i, path in enumerate(sorted(RECORDED_STREAMS.glob("*.json")) + apart):
         stream = load_stream(path)
         for conn in (Conn(SERVER_UPID, "127.0.0.1", "127.0.0.1", 40000 + i, 6379, 2),
                      Conn(CLIENT_UPID, "127.0.0.1", "127.0.0.1", 6379, 40000 + i, 1)):  # fmt: skip

@@ -631,6 +631,8 @@ def _build_commands() -> dict[str, Command]:
 COMMANDS: dict[str, Command] = _build_commands()
 # Upper-cased first words of every command name: inference's "is this a command" test.
 COMMAND_WORDS: frozenset[str] = frozenset(name.split(" ")[0] for name in COMMANDS)
+# Every proper prefix of those (a command name cut short by a read).
+COMMAND_PREFIXES: frozenset[str] = frozenset(word[:i] for word in COMMAND_WORDS for i in range(len(word)))
 
 
 def lookup(words: list[str]) -> tuple[Command | None, int]:

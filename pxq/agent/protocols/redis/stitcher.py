@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from pxq.agent.protocols.interface import ParseOptions
 from pxq.agent.protocols.redis import resp
-from pxq.agent.protocols.redis.commands import COMMAND_WORDS, format_args, json_array, lookup, redact
+from pxq.agent.protocols.redis.commands import COMMAND_PREFIXES, COMMAND_WORDS, format_args, json_array, lookup, redact
 
 # What one side may hold of a message not complete yet; a larger one is given up
 # (``message_too_large``): the kernel copies 64 KiB + the body limit of a call anyway, so a
@@ -102,21 +102,32 @@ def make_record(req: RedisMessage, resp_msg: RedisMessage) -> RedisTransaction:
 def looks_like_redis_request(first_bytes: bytes) -> bool:
     """Could a client's stream start with these bytes? An array of bulk strings whose first is a
     command Redis knows (Pixie's ``is_redis_message`` takes any RESP type byte; a command name is
-    far more telling). Inline commands (a line of words) are parsed on a connection known to be
-    Redis but never make one: too many text protocols start with a line whose first word is also
-    a Redis command (``HELLO``, ``QUIT``, ``GET``)."""
+    far more telling), or a start of one cut short where it could still become one (a first read
+    of a few bytes: ``*3\r\n``). Inline commands (a line of words) are parsed on a connection
+    known to be Redis but never make one: too many text protocols start with a line whose first
+    word is also a Redis command (``HELLO``, ``QUIT``, ``GET``)."""
     data = bytes(first_bytes)
     if data[:1] != b"*":
         return False
     try:
         n, pos = resp._size(data, 1)
-        if n < 1 or data[pos : pos + 1] != b"$":
+        if n < 1:
+            return False
+        if pos == len(data):
+            return True  # "*3\r\n" and no more yet
+        if data[pos : pos + 1] != b"$":
             return False
         size, pos = resp._size(data, pos + 1)
-    except (resp.NeedMore, resp.Invalid):
+    except resp.NeedMore:
+        return data[1:].split(b"\r", 1)[0].replace(b"$", b"").replace(b"\n", b"").isdigit()
+    except resp.Invalid:
         return False
-    word = data[pos : pos + size]
-    return 0 < size <= 32 and len(word) == size and word.upper().decode("latin-1") in COMMAND_WORDS
+    word = data[pos : pos + size].upper().decode("latin-1")
+    if not 0 < size <= 32:
+        return False
+    if len(word) < size:
+        return word in COMMAND_PREFIXES  # the name cut short: could it still be a command's?
+    return word in COMMAND_WORDS
 
 
 resp_type_bytes = frozenset(bytes([b]) for b in resp.TYPE_BYTES)
