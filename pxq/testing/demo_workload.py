@@ -4,16 +4,19 @@ free loopback port), and a client loop making a paced mix of requests (2xx, 404,
 endpoint, uploads, and the backend's database paths: cached reads, a slow query, a failing one)
 for a bounded time. Everything it starts is stopped when it ends.
 
-    python -m pxq.testing.demo_workload --seconds 20 [--rate 20] [--ready-file PATH] [--no-databases]
+    python -m pxq.testing.demo_workload --seconds 20 [--rate 20] [--ready-file PATH] [--go-file PATH]
+                                        [--no-databases]
 
 The ready file receives the nginx base URL once the servers answer, so a script can start
-tracing before the traffic it wants to see. Every server is a descendant of this process: tracing
+tracing before the traffic it wants to see; with a go file, no request is sent before that file
+exists (a tracer that has attached creates it: then every conversation is seen from its start). Every server is a descendant of this process: tracing
 its pid (``pxq capture --pid``) covers the whole workload.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to send requests (bounded)")
     parser.add_argument("--rate", type=float, default=20.0, help="rounds of single requests per second")
     parser.add_argument("--ready-file", type=Path, help="write the base URL here once serving")
+    parser.add_argument("--go-file", type=Path, help="once serving, wait until this file exists before sending")
     parser.add_argument(
         "--no-databases",
         dest="databases",
@@ -33,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         help="nginx and the backend only: no PostgreSQL or Redis, and no requests that need them",
     )
     opts = parser.parse_args(argv)
+    # SIGTERM (the demo stops the workload once its capture is written) unwinds the servers'
+    # context managers like Ctrl-C does; Python's default would exit at once and orphan them.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     mix = DEMO_MIX if opts.databases else MIX
     sent = 0
     with nginx_workload(databases=opts.databases) as workload:
@@ -50,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             + f", sending requests for {opts.seconds:g}s",
             file=sys.stderr,
         )
+        while opts.go_file is not None and not opts.go_file.exists():
+            time.sleep(0.02)  # polling a file: SIGTERM still ends the wait
         deadline = time.monotonic() + opts.seconds
         while time.monotonic() < deadline:
             started = time.monotonic()
@@ -59,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     stopped = "nginx, the backend, PostgreSQL and Redis" if opts.databases else "nginx and the backend"
     print(f"workload: sent {sent} requests, stopped {stopped}", file=sys.stderr)
     return 0
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
