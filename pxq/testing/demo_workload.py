@@ -9,8 +9,8 @@ for a bounded time. Everything it starts is stopped when it ends.
 
 The ready file receives the nginx base URL once the servers answer, so a script can start
 tracing before the traffic it wants to see; with a go file, no request is sent before that file
-exists (a tracer that has attached creates it: then every conversation is seen from its start). Every server is a descendant of this process: tracing
-its pid (``pxq capture --pid``) covers the whole workload.
+exists (a tracer that has attached creates it: then every conversation is seen from its start).
+Every server is a descendant of this process: tracing its pid (``pxq capture --pid``) covers the whole workload.
 """
 
 from __future__ import annotations
