@@ -254,6 +254,13 @@ def test_invalid_length_stops_parsing_without_raising():
     assert st.upgraded and st.errors["invalid_message_length"] == 1
 
 
+def test_a_fatal_error_ending_the_session_is_no_loss():
+    st = PgsqlStitcher(1024)
+    fatal = msg(b"E", b'SFATAL\x00C3D000\x00Mdatabase "nope" does not exist\x00\x00')
+    assert feed(st, [(True, startup()), (False, AUTH_OK + fatal)]) == []
+    assert st.close_messages(9000) == [] and not st.errors
+
+
 def test_unanswered_requests_are_counted_at_close():
     st = PgsqlStitcher(1024)
     feed(st, [(True, msg(b"Q", cstr("SELECT 1")) + msg(b"Q", cstr("SELECT 2")))])

@@ -36,6 +36,7 @@ from __future__ import annotations
 import struct
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pxq.agent.protocols.interface import SECRET_MARKER
 
@@ -122,8 +123,7 @@ class _Reader:
         return self.take(1)
 
 
-@dataclass
-class Message:
+class Message(NamedTuple):
     """One framed message: ``tag`` (b"" for an untagged startup-phase message), the payload bytes
     kept (``missing`` more were counted, not kept) and the times of its first and last bytes."""
 
@@ -159,10 +159,17 @@ class _Framer:
     def feed(self, data: bytes, ts_ns: int) -> list[Message]:
         if self.broken:
             return []
+        out: list[Message] = []
+        if self.tag is None and not self.buf and not self.untagged_allowed:
+            # The usual case: whole messages at the start of the read, framed without copying
+            # them into the buffer; what is left over (a message cut by the read) goes the long way.
+            pos = self._whole_messages(data, ts_ns, out)
+            if pos == len(data):
+                return out
+            data = data[pos:]
         if not self.buf:
             self.buf_ts = ts_ns
         self.buf += data
-        out: list[Message] = []
         while True:
             if self.tag is None and not self._start(ts_ns):
                 break
@@ -180,6 +187,18 @@ class _Framer:
         if not self.buf:
             self.buf_ts = ts_ns
         return out
+
+    def _whole_messages(self, data: bytes, ts_ns: int, out: list[Message]) -> int:
+        """Append the messages that lie whole in ``data`` from its start; the offset after them."""
+        pos, n, keep = 0, len(data), self.keep
+        while pos + 5 <= n:
+            length = int.from_bytes(data[pos + 1 : pos + 5], "big", signed=True)
+            end = pos + 1 + length
+            if end > n or length < 4 or length - 4 > keep:
+                break  # cut by the read, invalid or too long to keep whole: the long way decides
+            out.append(Message(data[pos : pos + 1], data[pos + 5 : end], 0, ts_ns, ts_ns))
+            pos = end
+        return pos
 
     def _start(self, ts_ns: int) -> bool:
         """Read a message header from ``buf``: False when there are too few bytes (or framing broke)."""
@@ -476,6 +495,7 @@ class PgsqlStitcher:
         self._result_formats: list[int] = []
         self._param_desc = False
         self._closed = False
+        self._descriptions: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = {}
 
     # -- the Stitcher interface -------------------------------------------------------------
     def feed_messages(self, request: bool, data: bytes, ts_ns: int) -> list[tuple[Request, Response]]:
@@ -623,6 +643,8 @@ class PgsqlStitcher:
         if head is None:
             if tag == b"Z":
                 self._orphan = False
+            elif tag == b"E" and msg.payload[:7] in (b"SFATAL\x00", b"SPANIC\x00"):
+                pass  # the server ends the session (after a startup it refused, a shutdown): no answer lost
             elif tag != b"R" and not self._orphan:
                 self._orphan = True
                 self.errors["response_without_request"] += 1
@@ -719,9 +741,9 @@ class PgsqlStitcher:
         """A message of a statement's result (simple Query or Execute): False if it is not one."""
         tag = msg.tag
         if tag == b"T":
-            fields = _row_description(msg.payload)
-            self._result = _Result(names=[f[0] for f in fields])
-            self._result_formats = [f[6] for f in fields]
+            names, formats = self._columns_of(msg.payload)
+            self._result = _Result(names=list(names))
+            self._result_formats = list(formats)
         elif tag == b"D":
             self._result.add_row(data_row_text(msg.payload, self._result_formats, msg.missing), self.body_limit)
         elif tag == b"d":  # COPY OUT data: rows of text, kept like data rows
@@ -735,6 +757,17 @@ class PgsqlStitcher:
         else:
             return False
         return True
+
+    def _columns_of(self, payload: bytes) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """A RowDescription's column names and formats; a client repeating its queries gets the
+        same descriptions again and again, so they are parsed once."""
+        found = self._descriptions.get(payload)
+        if found is None:
+            fields = _row_description(payload)
+            if len(self._descriptions) >= 256:
+                self._descriptions.clear()
+            found = self._descriptions[payload] = (tuple(f[0] for f in fields), tuple(f[6] for f in fields))
+        return found
 
     def _unexpected(self, head: Request, msg: Message) -> None:
         """A backend message that cannot answer the oldest request: requests were missed or the
