@@ -279,3 +279,50 @@ def test_redis_benchmark_pipelined_rows_equal_what_it_sent(server):
         gets = {(r["req_args"], r["resp"]) for r in rows if r["req_cmd"] == "GET"}
         assert gets == {(json.dumps({"key": key}, separators=(",", ":")), stored)}
     assert_no_losses(traced)
+
+
+def test_pxq_capture_of_redis_keeps_no_password_and_the_scripts_count_what_was_sent(guarded_server, tmp_path):
+    """`pxq capture --tables redis_events --pid <redis-server>` while redis-py (RESP2: AUTH; RESP3:
+    HELLO 3 AUTH) runs known commands; then redis_data and redis_stats over the capture."""
+    from tests.agent.test_live_run import finish, start_pxq, wait_attached
+    from tests.cli_support import run_pxq
+
+    cap = tmp_path / "cap"
+    pxq = start_pxq("capture", "--out", str(cap), "--for", "4s", "--tables", "redis_events",
+                    "--pid", str(guarded_server.pid))  # fmt: skip
+    log: list[str] = []
+    wait_attached(pxq, log)
+    n = 25
+    for protocol in (2, 3):
+        client = redis.Redis(host=guarded_server.host, port=guarded_server.port, password=PASSWORD,
+                             protocol=protocol)  # fmt: skip
+        for _ in range(n):
+            client.execute_command("INCR", "capture-hits")
+            client.execute_command("GET", "capture-hits")
+        client.close()
+    finish(pxq, log)
+    # The client's view of what it did (asked after the window, untraced).
+    hits = redis.Redis(host=guarded_server.host, port=guarded_server.port, password=PASSWORD, protocol=2)
+    assert int(hits.get("capture-hits")) == 2 * n
+    assert not _capture_files_hold(cap, PASSWORD)
+
+    def displays(script: str, *args: str) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        proc = run_pxq("run", script, "--from", str(cap), "-o", "json", "--", "--start_time=-1h", *args, check=True)
+        for line in proc.stdout.splitlines():
+            row = json.loads(line)
+            out.setdefault(row.pop("_table"), []).append(row)
+        return out
+
+    per_command = Counter()
+    for r in displays("redis_stats")["Commands"]:
+        per_command[r["req_cmd"]] += r["throughput_total"]
+    assert per_command["INCR"] == per_command["GET"] == 2 * n, per_command
+    assert per_command["AUTH"] == 1 and per_command["HELLO"] == 1, per_command
+    rows = displays("redis_data", "--num_head=10000")["redis_data"]
+    auth = [r for r in rows if r["req_cmd"] in ("AUTH", "HELLO")]
+    assert [(r["req_cmd"], r["req_args"]) for r in auth] == [
+        ("AUTH", f'["{SECRET_MARKER}"]'),
+        ("HELLO", f'["3","AUTH","{SECRET_MARKER}","{SECRET_MARKER}"]'),
+    ]
+    assert all(r["destination"].startswith("redis-server[") for r in rows)

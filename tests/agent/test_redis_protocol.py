@@ -304,6 +304,9 @@ def test_inline_commands_split_like_redis():
     assert split_inline("SET k 'it\\'s'") == ["SET", "k", "it's"]
     assert split_inline('SET k "a\\x41\\n"') == ["SET", "k", "aA\n"]
     assert split_inline("  PING  ") == ["PING"]
+    # A NUL ends the line, as in Redis' C string (a NUL once made this loop forever).
+    assert split_inline("GET a\x00b c") == ["GET", "a"]
+    assert split_inline("\x00") == []
     assert split_inline('SET k "open') is None
     assert split_inline('SET k "a"b') is None
 
@@ -466,3 +469,15 @@ def test_recorded_hello_auth_hides_the_password_and_shows_it_when_kept():
     st = RedisStitcher(ParseOptions(body_limit=1024, keep_secrets=True))
     kept, _ = replay(stream.chunks, st, protocol="redis")
     assert kept[0].req_args == '["3","AUTH","default","recorded-fake-password"]'
+
+
+def test_unsubscribe_seen_by_a_stitcher_that_missed_the_subscribe_keeps_every_confirmation():
+    """A stitcher started after a gap, between SUBSCRIBE and UNSUBSCRIBE (once it took the first
+    confirmation as the whole reply and counted the second as unmatched)."""
+    got, st = rows([
+        ("req", bulk_array("UNSUBSCRIBE")),
+        ("resp", b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:1\r\n"),
+        ("resp", b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n"),
+    ])  # fmt: skip
+    assert got == [("UNSUBSCRIBE", "[]", '["unsubscribe","b","1"]\n["unsubscribe","a","0"]')]
+    assert not st.errors

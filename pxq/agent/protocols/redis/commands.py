@@ -15,6 +15,7 @@ Pixie's table (Redis 6) lacks are known by name, their arguments written as a JS
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -646,9 +647,9 @@ def lookup(words: list[str]) -> tuple[Command | None, int]:
     return None, 0
 
 
-def json_string(text: str) -> str:
-    """A JSON string as Pixie's rapidjson writer makes it (UTF-8 kept, no spaces)."""
-    return json.dumps(text, ensure_ascii=False)
+# A JSON string as Pixie's rapidjson writer makes it (UTF-8 kept): json.dumps(text,
+# ensure_ascii=False) without its per-call overhead (the C encoder json.dumps itself calls).
+json_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def json_array(values: list[str]) -> str:

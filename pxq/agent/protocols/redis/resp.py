@@ -154,6 +154,44 @@ def parse(buf: bytes | bytearray, pos: int = 0, depth: int = 0) -> tuple[object,
     raise Invalid
 
 
+def parse_command(buf: bytes | bytearray, pos: int) -> tuple[list[str] | None, int]:
+    """A client's command at ``buf[pos]`` (a ``*``): an array of bulk strings, the form every
+    client sends, parsed without the general path's per-element calls. (None, pos) when the array
+    holds anything else (then :func:`parse` reads it); NeedMore and Invalid as :func:`parse`."""
+    n, p = _size(buf, pos + 1)
+    if n < 0:
+        return None, pos
+    size = len(buf)
+    words: list[str] = []
+    append = words.append
+    find = buf.find
+    for i in range(n):
+        if p >= size:
+            raise NeedMore(p + 1 + 3 * (n - i - 1))
+        if buf[p] != _BULK:
+            return None, pos
+        end = find(b"\r\n", p + 1, p + 3 + _MAX_SIZE_DIGITS)
+        if end < 0:
+            if size - p > _MAX_SIZE_DIGITS + 2:
+                raise Invalid
+            raise NeedMore(size + 1 + 3 * (n - i - 1))
+        digits = buf[p + 1 : end]
+        if not digits.isdigit():
+            return None, pos  # a null or a malformed length: the general path decides
+        length = int(digits)
+        if length > MAX_BULK:
+            raise Invalid
+        start = end + 2
+        stop = start + length
+        if size < stop + 2:
+            raise NeedMore(stop + 2 + 3 * (n - i - 1))
+        if buf[stop] != 13 or buf[stop + 1] != 10:
+            raise Invalid
+        append(buf[start:stop].decode("utf-8", "replace"))
+        p = stop + 2
+    return words, p
+
+
 def element_text(value: object) -> str:
     """An element inside an aggregate as Pixie writes it: a scalar as its text, an aggregate as
     its own JSON text (a string inside the outer JSON array)."""

@@ -145,6 +145,8 @@ def split_inline(line: str) -> list[str] | None:
     """Redis' ``sdssplitargs``: words split at spaces, double quotes with backslash escapes
     (``\\xHH`` too), single quotes with ``\\'``; None for unbalanced quotes (Redis answers a
     protocol error and closes)."""
+    # Redis splits a C string: a NUL ends the line (and a NUL left in it would stop no loop here).
+    line = line.split("\0", 1)[0]
     words: list[str] = []
     i, n = 0, len(line)
     while True:
@@ -192,7 +194,7 @@ def split_inline(line: str) -> list[str] | None:
                 if i >= n:
                     break
                 c = line[i]
-                if c in " \n\r\t\0":
+                if c in " \n\r\t":
                     break
                 if c == '"':
                     in_dq = True
@@ -301,7 +303,10 @@ class RedisStitcher:
             start_ns = side.head_ns if pos == 0 else ts_ns
             if buf[pos] == 0x2A:  # '*': an array of bulk strings
                 try:
-                    value, end = resp.parse(buf, pos)
+                    command, end = resp.parse_command(buf, pos)
+                    value: object = command
+                    if command is None:  # not only bulk strings: the general parser reads it
+                        value, end = resp.parse(buf, pos)
                 except resp.NeedMore as more:
                     side.need = more.total - pos
                     break
@@ -355,8 +360,9 @@ class RedisStitcher:
             req.confirm_kind = kind
             req.confirm_due = len(args) if args else (-1 if kind.startswith(("un", "pun", "sun")) else 1)
             req.confirmations = []
-            if not kind.startswith(("un", "pun", "sun")):
-                self._subscribed = True
+            # From any of these on, replies shaped like confirmations or messages are read as
+            # such (an UNSUBSCRIBE too: the stitcher may have started after the SUBSCRIBE).
+            self._subscribed = True
         elif name == "RESET":
             self._subscribed = self._reply_off = self._skip_next = False
         if name == "CLIENT REPLY" and args:
