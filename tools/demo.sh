@@ -2,8 +2,8 @@
 # The pxq demo: set the machine up, start a small real workload on loopback (nginx in front of a
 # Python backend that also queries a real PostgreSQL through a real Redis cache, and a client loop
 # with 2xx, 404, 500 and slow requests), capture it live once with `pxq capture` (eBPF, embedded
-# agent: HTTP, PostgreSQL and Redis tables), stop the workload, then show `http_data` and
-# `pgsql_data` from that same capture.
+# agent: HTTP, PostgreSQL and Redis tables), stop the workload, then show `http_data`,
+# `pgsql_data` and `redis_data` from that same capture.
 # Extra arguments go to each `pxq run` (e.g. `-o json`, `-- --num_head=20`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,7 +46,7 @@ echo "demo: .venv/bin/pxq capture --out $CAPTURE --for ${WINDOW}s --tables http_
 # The capture holds all there is to show: stop the workload before the scripts run.
 stop_workload
 
-for script in http_data pgsql_data; do
+for script in http_data pgsql_data redis_data; do
     echo >&2
     echo "=== demo: .venv/bin/pxq run $script --from $CAPTURE $* ===" >&2
     .venv/bin/pxq run "$script" --from "$CAPTURE" "$@"
