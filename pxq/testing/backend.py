@@ -44,16 +44,16 @@ SLOW_SECONDS = 0.15
 ITEMS = [{"id": i, "name": f"item-{i}", "price_cents": 100 * i + 99} for i in range(1, 6)]
 
 # The database the demo's backend reads: applied once by whoever starts the server.
+USERS = 100  # the ids SCHEMA_SQL inserts: 1..USERS
 SCHEMA_SQL = (
     "CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL, email text NOT NULL)",
-    "INSERT INTO users SELECT g, 'user-' || g, 'user' || g || '@example.com' FROM generate_series(1, 100) AS g",
+    f"INSERT INTO users SELECT g, 'user-' || g, 'user' || g || '@example.com' FROM generate_series(1, {USERS}) AS g",
 )
-USERS = 100  # the ids SCHEMA_SQL inserts: 1..USERS
 # The SQL the backend sends, as psycopg is given it (%s: a bound parameter).
 USER_BY_ID_SQL = "SELECT id, name, email FROM users WHERE id = %s"
 USER_COUNT_SQL = "SELECT count(*) FROM users"
-REPORT_SQL = "SELECT count(*), pg_sleep(0.2) FROM users"  # pg_sleep runs once: one output row
 REPORT_SECONDS = 0.2
+REPORT_SQL = f"SELECT count(*), pg_sleep({REPORT_SECONDS}) FROM users"  # pg_sleep runs once: one output row
 BROKEN_SQL = "SELECT total FROM orders"  # there is no orders table: SQLSTATE 42P01
 # Redis: a user's JSON under this key, for this long (short, so misses keep coming).
 CACHE_KEY = "user:{id}"

@@ -93,11 +93,6 @@ class Databases:
     def backend_args(self) -> list[str]:
         return ["--pg-conninfo", self.postgres.conninfo(), "--redis-port", str(self.redis.port)]
 
-    @property
-    def pids(self) -> list[int]:
-        """The postmaster (each connection's backend is its child) and redis-server."""
-        return [self.postgres.pid, self.redis.pid]
-
 
 @contextlib.contextmanager
 def demo_databases() -> Iterator[Databases]:
