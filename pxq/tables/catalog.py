@@ -164,7 +164,7 @@ REDIS_EVENTS = _protocol_table(
         "req_args",
         T.STRING,
         "The arguments as JSON, in Pixie's format: an object keyed by the argument names of the command's "
-        "syntax ({\"key\":\"foo\"}), else an array of the words. Credentials (AUTH, HELLO ... AUTH, MIGRATE "
+        'syntax ({"key":"foo"}), else an array of the words. Credentials (AUTH, HELLO ... AUTH, MIGRATE '
         "AUTH/AUTH2, CONFIG SET requirepass/masterauth, ACL SETUSER passwords) show as <redacted>; a value "
         "longer than the body limit is cut and ends with <truncated: N bytes>.",
     ),
