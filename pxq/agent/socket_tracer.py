@@ -442,10 +442,10 @@ class SocketTracer:
         return len(batch)
 
     def drain(self) -> pa.Table:
-        """The rows of the first protocol traced (``http_events`` by default) completed since the
-        last drain, in the catalog's exact schema; the other protocols' rows are dropped
-        (:meth:`drain_tables` for several)."""
-        return self.drain_tables()[PROTOCOLS[self.protocols[0]].table]
+        """``http_events`` rows completed since the last drain (the catalog's exact schema): the
+        table of the first protocol traced (``http`` unless ``protocols`` said otherwise); the
+        other protocols' rows stay for :meth:`drain_tables`."""
+        return self._tracker.rows[self.protocols[0]].table()
 
     def drain_tables(self) -> dict[str, pa.Table]:
         """Each traced protocol's rows completed since the last drain, by table name."""
