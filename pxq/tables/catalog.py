@@ -166,10 +166,33 @@ DNS_EVENTS = _protocol_table(
 REDIS_EVENTS = _protocol_table(
     "redis_events",
     "redis",
-    "Redis commands and their replies (RESP).",
-    _c("req_cmd", T.STRING, "Command name, e.g. 'GET', 'SET', 'HGETALL'."),
-    _c("req_args", T.STRING, "Command arguments as JSON."),
-    _c("resp", T.STRING, "Reply, rendered as text."),
+    "Redis commands and their replies (RESP2 and RESP3), one row per command in the order each connection "
+    "sent them: pipelined commands pair with their replies in order, MULTI/EXEC's commands are rows (answered "
+    "QUEUED) and EXEC's row holds the transaction's replies, a message pushed to a subscriber is a row of its "
+    "own. time_ is the reply's last byte; latency is 0 for a push and for a command the server does not answer "
+    "(CLIENT REPLY OFF/SKIP).",
+    _c(
+        "req_cmd",
+        T.STRING,
+        "Command name in capitals, two words for a container command and its subcommand (CLIENT SETNAME, "
+        "CONFIG GET), as Pixie names them; PUSH PUB for a pushed pub/sub message (no command), PUSH for another "
+        "RESP3 push; empty when the first word is no Redis command.",
+    ),
+    _c(
+        "req_args",
+        T.STRING,
+        "The arguments as JSON, in Pixie's format: an object keyed by the argument names of the command's "
+        'syntax ({"key":"foo"}), else an array of the words. Credentials (AUTH, HELLO ... AUTH, MIGRATE '
+        "AUTH/AUTH2, CONFIG SET requirepass/masterauth, ACL SETUSER passwords) show as <redacted>; a value "
+        "longer than the body limit is cut and ends with <truncated: N bytes>.",
+    ),
+    _c(
+        "resp",
+        T.STRING,
+        "The reply as text (Pixie's format): a string as itself, an integer in decimal, an error with its "
+        "leading '-', nil <NULL>, an array a JSON array of its elements' texts (a nested array as JSON text), "
+        "a RESP3 map a JSON object; a SUBSCRIBE's confirmations one per line; cut at the body limit.",
+    ),
 )
 
 CONN_STATS = TableSchema(

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pxq.agent.protocols import dns, http1, pgsql
+from pxq.agent.protocols import dns, http1, pgsql, redis
 from pxq.agent.protocols.interface import ParseOptions, RowBuffer, Stitcher
 
 # Payload bytes (an HTTP body) kept per row unless asked otherwise, for every protocol (Pixie's
@@ -126,6 +126,26 @@ PGSQL = ProtocolSpec(
     unmatched_after_gap=(),
 )  # fmt: skip
 
+REDIS = ProtocolSpec(
+    name="redis",
+    table="redis_events",
+    looks_like_request=redis.looks_like_redis_request,
+    looks_like_response=redis.looks_like_redis_response,
+    # RESP frames every value (a bulk string's length, its CRLF): a call's bytes beyond what the kernel
+    # copies cost the transactions they hold.
+    head_bytes=redis.MAX_INLINE,
+    make_stitcher=redis.RedisStitcher,
+    make_rows=lambda _options: redis.RedisRows(),
+    make_record=redis.make_record,
+    unmatched_at_close=(
+        "request_unanswered_at_close",
+        "response_without_request",
+        "response_incomplete_at_close",
+        "request_incomplete_at_close",
+    ),  # fmt: skip
+    unmatched_after_gap=("request_unanswered_after_error", "response_before_request"),
+)
+
 DNS = ProtocolSpec(
     name="dns",
     table="dns_events",
@@ -147,7 +167,7 @@ DNS = ProtocolSpec(
 
 # Every protocol the socket tracer parses, by name; inference tries them in this order (DNS over
 # TCP last: its inference is the loosest).
-PROTOCOLS: dict[str, ProtocolSpec] = {spec.name: spec for spec in (HTTP, PGSQL, DNS)}
+PROTOCOLS: dict[str, ProtocolSpec] = {spec.name: spec for spec in (HTTP, PGSQL, REDIS, DNS)}
 # The names, as the socket tracer and the embedded agent list them.
 SUPPORTED_PROTOCOLS: tuple[str, ...] = tuple(PROTOCOLS)
 # The most framing bytes any protocol's parser needs before a payload.
