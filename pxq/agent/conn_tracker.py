@@ -770,6 +770,15 @@ class ConnTracker:
                 conn.passed_response_ns = ts_ns
             return
         conn.probe_tries += 1
+        if (
+            conn.opened
+            and conn.probe_tries < PROBE_TRIES
+            and any(spec.head_incomplete(head) for spec in self.protocols)
+        ):
+            # A connection's first message split over reads that a protocol could still
+            # recognise once it is whole (a DNS query over TCP read as its length, then in parts).
+            conn.probe_buf[d], conn.probe_ts[d] = data, ts_ns
+            return
         if conn.opened or conn.probe_tries >= PROBE_TRIES:
             conn.state = OTHER
             conn.probe_buf = [b"", b""]

@@ -62,6 +62,10 @@ class ProtocolSpec:
     # Protocols that also run over UDP (DNS): how they are recognised and parsed there, where a
     # datagram is one message. None: the protocol is TCP only.
     datagrams: DatagramSpec | None = None
+    # Inference on a new connection's first bytes that could begin this protocol's first message
+    # but do not hold enough of it to tell (a DNS query over TCP, read in parts): True makes the
+    # tracker wait for more bytes before it gives the connection up.
+    head_incomplete: Callable[[bytes], bool] = lambda _first: False
 
     def sender_is_client(self, first_bytes: bytes) -> bool | None:
         """Inference: True when these first bytes of a stream are a request (their sender is the
@@ -158,6 +162,7 @@ DNS = ProtocolSpec(
     unmatched_at_close=("request_incomplete_at_close", "response_incomplete_at_close"),
     # A response whose query was never seen (lost, or before the window): counted whenever it ends.
     unmatched_after_gap=("response_without_request",),
+    head_incomplete=dns.head_incomplete,
     datagrams=DatagramSpec(
         looks_like_request=dns.looks_like_query_datagram,
         looks_like_response=dns.looks_like_response_datagram,

@@ -147,6 +147,21 @@ def _first_framed(first: bytes) -> bytes | None:
     return first[TCP_LENGTH_BYTES:end]
 
 
+def head_incomplete(first: bytes) -> bool:
+    """A TCP stream's first bytes that could be the start of a length-prefixed DNS message
+    (a plausible length, and a header that is a query or response so far) but do not hold it whole."""
+    if len(first) < TCP_LENGTH_BYTES:
+        return True
+    length = int.from_bytes(first[:TCP_LENGTH_BYTES], "big")
+    if length < MIN_QUERY_BYTES or len(first) >= TCP_LENGTH_BYTES + length:
+        return False
+    header = first[TCP_LENGTH_BYTES : TCP_LENGTH_BYTES + 12]
+    # Opcode QUERY (bits 11-14 of the flags) where the flags are there; a question where the count is.
+    if len(header) >= 4 and (header[2] >> 3) & 0x0F != 0:
+        return False
+    return len(header) < 6 or int.from_bytes(header[4:6], "big") >= 1
+
+
 def looks_like_query_stream(first: bytes) -> bool:
     """Inference over TCP: the stream's first bytes hold a length-prefixed DNS query. (A query
     longer than the bytes inference sees is not recognised: DNS queries are short.)"""
