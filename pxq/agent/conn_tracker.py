@@ -463,21 +463,28 @@ class ConnTracker:
             self._skip_holes(conn)
         self._holes.discard(conn)
         if conn.stitcher is not None:
+            before_close = Counter(conn.stitcher.errors)
             self._collect(conn, conn.stitcher.close_messages(ts_ns))
-            self._drop_stitcher(conn, keep_unmatched_at_close=not window_end)
+            self._drop_stitcher(conn, keep_unmatched_at_close=not window_end, counted_before=before_close)
         if forget and self._forget is not None:
             self._forget(conn.pid, conn.fd, conn.gen)
 
-    def _drop_stitcher(self, conn: Connection, *, keep_unmatched_at_close: bool = True) -> None:
+    def _drop_stitcher(
+        self, conn: Connection, *, keep_unmatched_at_close: bool = True, counted_before: Counter[str] | None = None
+    ) -> None:
         """The connection's stitcher goes: keep its error counts. Without
         ``keep_unmatched_at_close``, the halves left unmatched at its end are not counted (the
         capture window ended, not the connection; or bytes were lost and the stitcher restarts,
-        where the gap is what is counted)."""
+        where the gap is what is counted). ``counted_before``: its counts before the end was
+        flushed; those were losses in the middle of the connection (a response without its
+        request, say) and stay counted whatever ended it."""
         stitcher, spec = conn.stitcher, conn.protocol
         assert stitcher is not None and spec is not None
         errors = stitcher.errors
         if not keep_unmatched_at_close:
-            errors = Counter({k: n for k, n in errors.items() if k not in spec.unmatched_at_close})
+            kept = counted_before if counted_before is not None else Counter()
+            errors = Counter({k: (n if k not in spec.unmatched_at_close else kept[k]) for k, n in errors.items()})
+            errors = +errors  # drop zero counts
         self.protocol_errors[spec.name].update(errors)
         conn.stitcher = None
 
@@ -622,8 +629,9 @@ class ConnTracker:
     def _end_flow(self, sock: UdpSocket, flow: Connection, ts_ns: int, *, window_end: bool) -> None:
         sock.flows.pop((flow.family, _raw_ip(flow.family, flow.raddr), flow.rport), None)
         if flow.stitcher is not None:
+            before_close = Counter(flow.stitcher.errors)
             self._collect(flow, flow.stitcher.close_messages(ts_ns))
-            self._drop_stitcher(flow, keep_unmatched_at_close=not window_end)
+            self._drop_stitcher(flow, keep_unmatched_at_close=not window_end, counted_before=before_close)
 
     def _end_udp(self, sock: UdpSocket, ts_ns: int, *, forget: bool, window_end: bool = False) -> None:
         """The socket is closed (or its process gone, or the window over): every peer ends."""
