@@ -1,0 +1,195 @@
+"""conn_stats from the connection tracker on synthetic kernel event sequences (no kernel needed):
+Pixie's aggregation (per upid and remote endpoint, the server's remote port 0), cumulative
+counters, when rows are written, and connections of no parsed protocol. The live tests are in
+tests/agent/test_conn_stats_live.py."""
+
+from __future__ import annotations
+
+import socket
+
+from pxq.agent.conn_stats import ConnStats
+from pxq.agent.conn_tracker import (
+    EGRESS,
+    EV_CLOSE,
+    EV_DATA,
+    EV_OPEN,
+    EV_PROC_EXIT,
+    F_FILLER,
+    F_REMOTE,
+    INGRESS,
+    ROLE_CLIENT,
+    ROLE_SERVER,
+    ConnTracker,
+    SockEvent,
+)
+from pxq.tables import CATALOG
+
+PID = 4242
+UPID = f"0:{PID}:0"  # the process is gone (never existed): start time 0
+SECOND = 10**9
+REQ = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+
+def event(kind: int, fd: int, gen: int, ts_ns: int, **kw) -> SockEvent:
+    fields = dict(
+        ts_ns=ts_ns, pos=0, size=0, pid=PID, fd=fd, gen=gen, data_len=0, kind=kind, flags=0, direction=0, role=0,
+        family=0, lport=0, rport=0, syscall=0, reserved=0, laddr=bytes(16), raddr=bytes(16), data=b"",
+    )  # fmt: skip
+    fields.update(kw)
+    return SockEvent(**fields)
+
+
+class Conn:
+    """One connection's kernel events, with the kernel's byte totals kept as it keeps them."""
+
+    def __init__(self, fd: int, gen: int, role: int, remote: str, rport: int) -> None:
+        self.fd, self.gen, self.role = fd, gen, role
+        self.remote, self.rport = remote, rport
+        self.totals = [0, 0]  # egress, ingress
+
+    def open(self, ts: int) -> SockEvent:
+        raddr = socket.inet_aton(self.remote) + bytes(12)
+        return event(EV_OPEN, self.fd, self.gen, ts, role=self.role, flags=F_REMOTE, family=socket.AF_INET,
+                     rport=self.rport, raddr=raddr)  # fmt: skip
+
+    def data(self, ts: int, direction: int, data: bytes) -> SockEvent:
+        pos = self.totals[direction]
+        self.totals[direction] += len(data)
+        return event(EV_DATA, self.fd, self.gen, ts, role=self.role, pos=pos, size=len(data), data_len=len(data),
+                     direction=direction, data=data)  # fmt: skip
+
+    def filler(self, ts: int, direction: int, size: int) -> SockEvent:
+        pos = self.totals[direction]
+        self.totals[direction] += size
+        return event(EV_DATA, self.fd, self.gen, ts, role=self.role, pos=pos, size=size, direction=direction,
+                     flags=F_FILLER)  # fmt: skip
+
+    def uncopied(self, direction: int, size: int) -> None:
+        """Bytes the kernel counted without an event (the connection's data is switched off)."""
+        self.totals[direction] += size
+
+    def close(self, ts: int) -> SockEvent:
+        return event(EV_CLOSE, self.fd, self.gen, ts, role=self.role, pos=self.totals[0], size=self.totals[1])
+
+
+def tracker(kernel: dict | None = None, **kw) -> tuple[ConnTracker, list]:
+    """A tracker keeping conn_stats; ``kernel``: (pid, fd, gen) -> Conn, what the kernel's map holds."""
+    disabled: list = []
+
+    def kernel_counts(pid: int, fd: int, gen: int):
+        conn = (kernel or {}).get((pid, fd, gen))
+        return None if conn is None else tuple(conn.totals)
+
+    stats = ConnStats(kernel_counts, SECOND)
+    return ConnTracker(disable=lambda *a: disabled.append(a), conn_stats=stats, **kw), disabled
+
+
+def rows(t: ConnTracker) -> list[dict]:
+    table = t.take_tables()["conn_stats"]
+    assert table.schema.equals(CATALOG["conn_stats"].arrow_schema())
+    return [{k: v for k, v in r.items() if k != "time_"} for r in table.to_pylist()]
+
+
+def row(remote: str, rport: int, role: int, protocol: int, opened: int, closed: int, sent: int, recv: int) -> dict:
+    return dict(upid=UPID, remote_addr=remote, remote_port=rport, trace_role=role, addr_family=2, protocol=protocol,
+                ssl=False, conn_open=opened, conn_close=closed, conn_active=opened - closed, bytes_sent=sent,
+                bytes_recv=recv)  # fmt: skip
+
+
+def test_client_connections_to_one_endpoint_add_up_in_one_row():
+    t, _ = tracker()
+    a = Conn(5, 1, ROLE_CLIENT, "10.1.2.3", 80)
+    b = Conn(6, 2, ROLE_CLIENT, "10.1.2.3", 80)
+    c = Conn(7, 3, ROLE_CLIENT, "10.9.9.9", 8080)
+    events = [a.open(1), b.open(2), c.open(3)]
+    for conn in (a, b, c):
+        events += [conn.data(10, EGRESS, REQ), conn.data(20, INGRESS, RESP)]
+    events += [a.data(30, EGRESS, REQ), a.filler(40, INGRESS, 100_000)]  # a sendfile'd answer: counted
+    events += [a.close(50), b.close(51), c.close(52)]
+    t.handle_all(events)
+    t.report_conn_stats(SECOND)
+    got = sorted(rows(t), key=lambda r: r["remote_addr"])
+    assert got == [
+        row("10.1.2.3", 80, ROLE_CLIENT, 1, 2, 2, 3 * len(REQ), 2 * len(RESP) + 100_000),
+        row("10.9.9.9", 8080, ROLE_CLIENT, 1, 1, 1, len(REQ), len(RESP)),
+    ]
+
+
+def test_a_servers_clients_from_one_address_are_one_row_with_remote_port_0():
+    """Pixie's BuildAggKey: the remote port of a server's connection is 0 in the key."""
+    conns = [Conn(10 + i, 10 + i, ROLE_SERVER, "127.0.0.1", 40000 + i) for i in range(3)]
+    t, _ = tracker({(PID, c.fd, c.gen): c for c in conns})
+    t.handle_all([c.open(1) for c in conns] + [c.data(5, INGRESS, REQ) for c in conns])
+    t.handle_all([c.data(6, EGRESS, RESP) for c in conns] + [conns[0].close(7)])
+    t.report_conn_stats(SECOND)
+    assert rows(t) == [row("127.0.0.1", 0, ROLE_SERVER, 1, 3, 1, 3 * len(RESP), 3 * len(REQ))]
+
+
+def test_a_live_connection_is_reported_every_interval_with_cumulative_counts_then_once_after_close():
+    kernel: dict = {}
+    t, _ = tracker(kernel)
+    a = Conn(5, 1, ROLE_CLIENT, "10.1.2.3", 80)
+    kernel[(PID, 5, 1)] = a
+    t.handle_all([a.open(1), a.data(2, EGRESS, REQ), a.data(3, INGRESS, RESP)])
+    t.report_conn_stats(1 * SECOND)
+    assert rows(t) == [row("10.1.2.3", 80, ROLE_CLIENT, 1, 1, 0, len(REQ), len(RESP))]
+    t.report_conn_stats(2 * SECOND)  # nothing moved: still reported, the connection is live
+    assert rows(t) == [row("10.1.2.3", 80, ROLE_CLIENT, 1, 1, 0, len(REQ), len(RESP))]
+    t.handle_all([a.data(SECOND * 2 + 1, EGRESS, REQ)])
+    t.report_conn_stats(3 * SECOND)
+    assert rows(t) == [row("10.1.2.3", 80, ROLE_CLIENT, 1, 1, 0, 2 * len(REQ), len(RESP))]
+    t.handle_all([a.close(SECOND * 3 + 1)])
+    t.report_conn_stats(4 * SECOND)
+    assert rows(t) == [row("10.1.2.3", 80, ROLE_CLIENT, 1, 1, 1, 2 * len(REQ), len(RESP))]
+    t.report_conn_stats(5 * SECOND)
+    assert rows(t) == []  # no connection of it any more: quiet
+
+
+def test_an_unknown_protocol_is_switched_off_and_its_bytes_still_count():
+    """The kernel stops sending a disabled connection's data but counts it; the CLOSE carries the
+    totals, so every byte is in conn_stats."""
+    t, disabled = tracker()
+    a = Conn(5, 7, ROLE_CLIENT, "10.1.2.3", 6000)
+    t.handle_all([a.open(1), a.data(2, EGRESS, b"\x00\x01binary protocol hello\x00\xff")])
+    assert disabled == [(PID, 5, 7)]
+    a.uncopied(EGRESS, 1_000_000)
+    a.uncopied(INGRESS, 2_500_000)
+    t.handle_all([a.close(3)])
+    t.report_conn_stats(SECOND)
+    assert rows(t) == [row("10.1.2.3", 6000, ROLE_CLIENT, 0, 1, 1, 1_000_000 + 25, 2_500_000)]
+    assert t.counts["other_connections"] == 1
+
+
+def test_conn_stats_alone_parses_nothing_and_switches_each_connection_off_at_first_sight():
+    disabled: list = []
+    t = ConnTracker(protocols=(), disable=lambda *a: disabled.append(a), conn_stats=ConnStats(None, SECOND))
+    a = Conn(5, 1, ROLE_CLIENT, "10.1.2.3", 80)
+    t.handle_all([a.open(1), a.data(2, EGRESS, REQ), a.data(3, INGRESS, RESP), a.close(4)])
+    assert disabled == [(PID, 5, 1)]
+    assert t.take_tables().keys() == {"conn_stats"}
+    t.report_conn_stats(SECOND)
+    assert rows(t) == [row("10.1.2.3", 80, ROLE_CLIENT, 0, 1, 1, len(REQ), len(RESP))]
+
+
+def test_process_exit_closes_with_the_kernels_totals_and_the_window_end_closes_nothing():
+    kernel: dict = {}
+    t, _ = tracker(kernel)
+    a = Conn(5, 1, ROLE_CLIENT, "10.1.2.3", 80)
+    b = Conn(6, 2, ROLE_CLIENT, "10.2.2.2", 80)
+    kernel.update({(PID, 5, 1): a, (PID, 6, 2): b})
+    t.handle_all([a.open(1), b.open(2), a.data(3, EGRESS, REQ), b.data(4, EGRESS, REQ)])
+    a.uncopied(INGRESS, 777)  # read by the kernel after the last event the tracker took
+    t.handle_all([event(EV_PROC_EXIT, -1, 0, 5)])
+    t.report_conn_stats(SECOND)
+    assert rows(t) == [
+        row("10.1.2.3", 80, ROLE_CLIENT, 1, 1, 1, len(REQ), 777),
+        row("10.2.2.2", 80, ROLE_CLIENT, 1, 1, 1, len(REQ), 0),
+    ]
+    c = Conn(7, 3, ROLE_CLIENT, "10.3.3.3", 80)
+    kernel[(PID, 7, 3)] = c
+    t.handle_all([c.open(SECOND + 1), c.data(SECOND + 2, EGRESS, REQ)])
+    t.report_conn_stats(2 * SECOND)
+    t.close_all()  # the capture window ends: c is still open
+    t.report_conn_stats(3 * SECOND)
+    assert rows(t) == [row("10.3.3.3", 80, ROLE_CLIENT, 1, 1, 0, len(REQ), 0)] * 2
