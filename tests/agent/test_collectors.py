@@ -20,8 +20,9 @@ def test_every_collector_fills_only_tables_the_catalog_gives_it():
             assert CATALOG[table].collector == name, (table, name)
 
 
-def test_the_live_tables_are_http_events_and_stack_traces():
-    assert {t for spec in COLLECTORS.values() for t in spec.tables} == {"http_events", "stack_traces.beta"}
+def test_the_live_tables_are_http_events_conn_stats_and_stack_traces():
+    live = {"http_events", "conn_stats", "stack_traces.beta"}
+    assert {t for spec in COLLECTORS.values() for t in spec.tables} == live
 
 
 def test_explain_prints_one_program_per_ebpf_collector_of_the_manifest_in_its_order():
@@ -53,8 +54,8 @@ def test_a_collector_is_built_from_its_request_without_starting():
     [
         (CollectorRequest("process_stats", ("process_stats",), None), "collector process_stats is not implemented"),
         (
-            CollectorRequest("socket_tracer", ("http_events", "conn_stats"), None, ("http",)),
-            "cannot collect conn_stats live yet (collector socket_tracer does not produce it)",
+            CollectorRequest("socket_tracer", ("http_events", "proc_exit_events"), None, ("http",)),
+            "cannot collect proc_exit_events live yet (collector socket_tracer does not produce it)",
         ),
     ],
 )

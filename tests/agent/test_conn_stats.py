@@ -193,3 +193,30 @@ def test_process_exit_closes_with_the_kernels_totals_and_the_window_end_closes_n
     t.close_all()  # the capture window ends: c is still open
     t.report_conn_stats(3 * SECOND)
     assert rows(t) == [row("10.3.3.3", 80, ROLE_CLIENT, 1, 1, 0, len(REQ), 0)] * 2
+
+
+def test_a_script_asking_for_conn_stats_alone_runs_the_socket_tracer_parsing_nothing():
+    from pxq.agent.collector import AgentOptions
+    from pxq.agent.collectors import build_collector, check_collectable
+    from pxq.lang import parse
+    from pxq.plan.compile import compile as compile_script
+    from pxq.plan.split import split
+
+    text = "#px:set socket_tracer.conn_stats_interval_s=0.25\nimport px\npx.display(px.DataFrame('conn_stats'))\n"
+    manifest = split(compile_script(parse(text, "conns.pxl"), now_ns=10**18)).manifest
+    check_collectable(manifest)  # collectable live now
+    (request,) = manifest.collectors
+    assert (request.name, request.tables, request.protocols) == ("socket_tracer", ("conn_stats",), ())
+    collector = build_collector(request, AgentOptions(keep_secrets=True))
+    tracker = collector.tracer._tracker
+    assert collector.tables == ("conn_stats",) and tracker.protocols == ()
+    assert tracker.conn_stats is not None and tracker.conn_stats.interval_ns == 250_000_000
+    assert tracker.parse_options.keep_secrets is True
+
+
+def test_the_socket_tracer_keeps_no_conn_stats_unless_asked_and_no_secrets_by_default():
+    from pxq.agent.socket_tracer import SocketTracer
+
+    tracer = SocketTracer()
+    assert tracer._tracker.conn_stats is None and "conn_stats" not in tracer.drain_tables()
+    assert tracer._tracker.parse_options.keep_secrets is False
