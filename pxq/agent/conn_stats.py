@@ -76,6 +76,7 @@ class _Aggregate:
     bytes_sent: int = 0
     bytes_recv: int = 0
     active: bool = False  # a connection of it was live, or ended, since the last report
+    live: int = 0  # connections of it being tracked now
 
 
 @dataclass
@@ -83,6 +84,7 @@ class _Tracked:
     """What one live connection has added to its aggregate so far."""
 
     conn: Connection
+    first_ns: int = 0  # when the tracker first saw it (CLOCK_MONOTONIC)
     sent: int = 0  # the kernel's totals, as last read
     recv: int = 0
     counted_sent: int = 0  # what of them its aggregate holds
@@ -116,7 +118,8 @@ class ConnStats:
     # -- from the connection tracker ------------------------------------------------------------
     def opened(self, conn: Connection) -> None:
         """The tracker saw a new connection (opened, or already open when first seen)."""
-        self.live[conn.key] = _Tracked(conn)
+        tracked = self.live[conn.key] = _Tracked(conn, conn.last_ns)
+        self._fold(tracked)  # into its aggregate now, when its role and address are known already
 
     def ended(self, conn: Connection, *, closed: bool, totals: tuple[int, int] | None = None) -> None:
         """The tracker let ``conn`` go. ``closed``: the connection is over (not merely out of the
@@ -132,7 +135,9 @@ class ConnStats:
         aggregate = self._fold(tracked)
         if aggregate is None:
             self.unaddressed += 1
-        elif closed:
+            return
+        aggregate.live -= 1
+        if closed:
             aggregate.conn_close += 1
 
     # -- reports ----------------------------------------------------------------------------
@@ -146,13 +151,16 @@ class ConnStats:
         for tracked in self.live.values():
             self._read_kernel(tracked)
             self._fold(tracked)
-        time_ns = now_ns + self.clock_offset_ns
-        for (upid, raddr, rport), a in self.aggregates.items():
-            if not a.active:
-                continue
-            a.active = False
-            self._rows.append((time_ns, upid, raddr, rport, a.role, a.family, a.protocol, False, a.conn_open,
-                               a.conn_close, a.conn_open - a.conn_close, a.bytes_sent, a.bytes_recv))  # fmt: skip
+        for key, a in self.aggregates.items():
+            if a.active:
+                a.active = False
+                self._row(now_ns, key, a)
+
+    def _row(self, ts_ns: int, key: AggKey, a: _Aggregate) -> None:
+        upid, raddr, rport = key
+        self._rows.append((ts_ns + self.clock_offset_ns, upid, raddr, rport, a.role, a.family, a.protocol, False,
+                           a.conn_open, a.conn_close, a.conn_open - a.conn_close, a.bytes_sent,
+                           a.bytes_recv))  # fmt: skip
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -179,7 +187,8 @@ class ConnStats:
 
     def _key(self, tracked: _Tracked) -> AggKey | None:
         conn = tracked.conn
-        if (not conn.raddr or not conn.lport) and not tracked.addr_checked and self.endpoints is not None:
+        role_unknown = conn.role not in (ROLE_CLIENT, ROLE_SERVER) and not tracked.role
+        if (not conn.raddr or (role_unknown and not conn.lport)) and not tracked.addr_checked and self.endpoints:
             tracked.addr_checked = True
             found = self.endpoints(conn.pid, conn.fd)
             if found is not None:
@@ -195,23 +204,37 @@ class ConnStats:
     def _fold(self, tracked: _Tracked) -> _Aggregate | None:
         """Add what ``tracked`` moved since it was last folded to its aggregate (opening it there
         the first time); None while its aggregate is not known."""
+        conn = tracked.conn
         if tracked.key is None:
             tracked.key = self._key(tracked)
             if tracked.key is None:
                 return None
             aggregate = self.aggregates.setdefault(tracked.key, _Aggregate())
             aggregate.conn_open += 1
+            aggregate.live += 1
+            self._describe(aggregate, tracked)
+            if aggregate.live == 1:
+                # The endpoint has a connection again: a row at the moment it was first seen (or
+                # its address first known), before it moved a byte, so that a window's max - min
+                # of the counters (Pixie's net_flow_graph) holds every byte of the connections
+                # that began inside it.
+                self._row(tracked.first_ns if not tracked.sent + tracked.recv else conn.last_ns, tracked.key, aggregate)
         else:
             aggregate = self.aggregates[tracked.key]
-        conn = tracked.conn
-        aggregate.protocol = PROTOCOL_CODES.get(conn.protocol.name, PROTOCOL_UNKNOWN) if conn.protocol else 0
-        aggregate.role = conn.role or tracked.role
-        aggregate.family = conn.family or (AF_INET6 if ":" in conn.raddr else AF_INET)
+            self._describe(aggregate, tracked)
         aggregate.bytes_sent += tracked.sent - tracked.counted_sent
         aggregate.bytes_recv += tracked.recv - tracked.counted_recv
         tracked.counted_sent, tracked.counted_recv = tracked.sent, tracked.recv
         aggregate.active = True
         return aggregate
+
+    @staticmethod
+    def _describe(aggregate: _Aggregate, tracked: _Tracked) -> None:
+        """Protocol, role and family are the latest connection's (Pixie's Stats fields)."""
+        conn = tracked.conn
+        aggregate.protocol = PROTOCOL_CODES.get(conn.protocol.name, PROTOCOL_UNKNOWN) if conn.protocol else 0
+        aggregate.role = conn.role or tracked.role
+        aggregate.family = conn.family or (AF_INET6 if ":" in conn.raddr else AF_INET)
 
 
 def listening_ports(pid: int) -> set[int]:

@@ -381,10 +381,9 @@ class ConnTracker:
             self._by_pid.setdefault(ev.pid, set()).add(conn)
             self.pids_seen.add(ev.pid)
             self.counts["connections"] += 1
-            if self.conn_stats is not None:
-                self.conn_stats.opened(conn)
-            if not self.protocols:  # conn_stats only: no data of any connection is wanted
-                self._give_up(conn)
+            new = True
+        else:
+            new = False
         conn.last_ns = ev.ts_ns
         if ev.flags & F_TUPLE and not conn.has_tuple:
             conn.family = ev.family
@@ -394,6 +393,11 @@ class ConnTracker:
         elif ev.flags & F_REMOTE and not conn.has_tuple:
             conn.family = ev.family
             conn.raddr, conn.rport = ip_text(ev.family, ev.raddr), ev.rport
+        if new:
+            if self.conn_stats is not None:
+                self.conn_stats.opened(conn)
+            if not self.protocols:  # conn_stats only: no data of any connection is wanted
+                self._give_up(conn)
         return conn
 
     def _end(self, conn: Connection, ts_ns: int, *, forget: bool, window_end: bool = False, evicted: bool = False,

@@ -85,10 +85,21 @@ def tracker(kernel: dict | None = None, **kw) -> tuple[ConnTracker, list]:
     return ConnTracker(disable=lambda *a: disabled.append(a), conn_stats=stats, **kw), disabled
 
 
-def rows(t: ConnTracker) -> list[dict]:
+def rows(t: ConnTracker, times: list | None = None) -> list[dict]:
+    """The rows reported since the last call, without time_ (put in ``times`` as ns)."""
     table = t.take_tables()["conn_stats"]
     assert table.schema.equals(CATALOG["conn_stats"].arrow_schema())
+    if times is not None:
+        times += table.column("time_").cast("int64").to_pylist()
     return [{k: v for k, v in r.items() if k != "time_"} for r in table.to_pylist()]
+
+
+def opening(remote: str, rport: int, role: int, before: tuple[int, int, int, int] = (0, 0, 0, 0)) -> dict:
+    """The row written when an endpoint gets a connection after having none: the counters before
+    it moved a byte (``before``: opens, closes, sent, received of the endpoint so far), itself
+    open, its protocol not known yet."""
+    opened, closed, sent, recv = before
+    return row(remote, rport, role, 0, opened + 1, closed, sent, recv)
 
 
 def row(remote: str, rport: int, role: int, protocol: int, opened: int, closed: int, sent: int, recv: int) -> dict:
@@ -109,11 +120,14 @@ def test_client_connections_to_one_endpoint_add_up_in_one_row():
     events += [a.close(50), b.close(51), c.close(52)]
     t.handle_all(events)
     t.report_conn_stats(SECOND)
-    got = sorted(rows(t), key=lambda r: r["remote_addr"])
-    assert got == [
+    times: list = []
+    assert rows(t, times) == [
+        opening("10.1.2.3", 80, ROLE_CLIENT),  # b joins a live endpoint: no row of its own
+        opening("10.9.9.9", 8080, ROLE_CLIENT),
         row("10.1.2.3", 80, ROLE_CLIENT, 1, 2, 2, 3 * len(REQ), 2 * len(RESP) + 100_000),
         row("10.9.9.9", 8080, ROLE_CLIENT, 1, 1, 1, len(REQ), len(RESP)),
     ]
+    assert times == [1, 3, SECOND, SECOND]  # at the OPEN events, then at the report
 
 
 def test_a_servers_clients_from_one_address_are_one_row_with_remote_port_0():
@@ -123,7 +137,10 @@ def test_a_servers_clients_from_one_address_are_one_row_with_remote_port_0():
     t.handle_all([c.open(1) for c in conns] + [c.data(5, INGRESS, REQ) for c in conns])
     t.handle_all([c.data(6, EGRESS, RESP) for c in conns] + [conns[0].close(7)])
     t.report_conn_stats(SECOND)
-    assert rows(t) == [row("127.0.0.1", 0, ROLE_SERVER, 1, 3, 1, 3 * len(RESP), 3 * len(REQ))]
+    assert rows(t) == [
+        opening("127.0.0.1", 0, ROLE_SERVER),
+        row("127.0.0.1", 0, ROLE_SERVER, 1, 3, 1, 3 * len(RESP), 3 * len(REQ)),
+    ]
 
 
 def test_a_live_connection_is_reported_every_interval_with_cumulative_counts_then_once_after_close():
@@ -133,7 +150,7 @@ def test_a_live_connection_is_reported_every_interval_with_cumulative_counts_the
     kernel[(PID, 5, 1)] = a
     t.handle_all([a.open(1), a.data(2, EGRESS, REQ), a.data(3, INGRESS, RESP)])
     t.report_conn_stats(1 * SECOND)
-    assert rows(t) == [row("10.1.2.3", 80, ROLE_CLIENT, 1, 1, 0, len(REQ), len(RESP))]
+    assert rows(t) == [opening("10.1.2.3", 80, ROLE_CLIENT), row("10.1.2.3", 80, ROLE_CLIENT, 1, 1, 0, len(REQ), len(RESP))]
     t.report_conn_stats(2 * SECOND)  # nothing moved: still reported, the connection is live
     assert rows(t) == [row("10.1.2.3", 80, ROLE_CLIENT, 1, 1, 0, len(REQ), len(RESP))]
     t.handle_all([a.data(SECOND * 2 + 1, EGRESS, REQ)])
@@ -144,6 +161,13 @@ def test_a_live_connection_is_reported_every_interval_with_cumulative_counts_the
     assert rows(t) == [row("10.1.2.3", 80, ROLE_CLIENT, 1, 1, 1, 2 * len(REQ), len(RESP))]
     t.report_conn_stats(5 * SECOND)
     assert rows(t) == []  # no connection of it any more: quiet
+    b = Conn(6, 2, ROLE_CLIENT, "10.1.2.3", 80)  # ... until it has one again
+    t.handle_all([b.open(SECOND * 5 + 1), b.data(SECOND * 5 + 2, EGRESS, REQ), b.close(SECOND * 5 + 3)])
+    t.report_conn_stats(6 * SECOND)
+    assert rows(t) == [
+        opening("10.1.2.3", 80, ROLE_CLIENT, (1, 1, 2 * len(REQ), len(RESP))),
+        row("10.1.2.3", 80, ROLE_CLIENT, 1, 2, 2, 3 * len(REQ), len(RESP)),
+    ]
 
 
 def test_an_unknown_protocol_is_switched_off_and_its_bytes_still_count():
@@ -157,7 +181,10 @@ def test_an_unknown_protocol_is_switched_off_and_its_bytes_still_count():
     a.uncopied(INGRESS, 2_500_000)
     t.handle_all([a.close(3)])
     t.report_conn_stats(SECOND)
-    assert rows(t) == [row("10.1.2.3", 6000, ROLE_CLIENT, 0, 1, 1, 1_000_000 + 25, 2_500_000)]
+    assert rows(t) == [
+        opening("10.1.2.3", 6000, ROLE_CLIENT),
+        row("10.1.2.3", 6000, ROLE_CLIENT, 0, 1, 1, 1_000_000 + 25, 2_500_000),
+    ]
     assert t.counts["other_connections"] == 1
 
 
@@ -167,9 +194,9 @@ def test_conn_stats_alone_parses_nothing_and_switches_each_connection_off_at_fir
     a = Conn(5, 1, ROLE_CLIENT, "10.1.2.3", 80)
     t.handle_all([a.open(1), a.data(2, EGRESS, REQ), a.data(3, INGRESS, RESP), a.close(4)])
     assert disabled == [(PID, 5, 1)]
-    assert t.take_tables().keys() == {"conn_stats"}
     t.report_conn_stats(SECOND)
-    assert rows(t) == [row("10.1.2.3", 80, ROLE_CLIENT, 0, 1, 1, len(REQ), len(RESP))]
+    assert rows(t) == [opening("10.1.2.3", 80, ROLE_CLIENT), row("10.1.2.3", 80, ROLE_CLIENT, 0, 1, 1, len(REQ), len(RESP))]
+    assert t.take_tables().keys() == {"conn_stats"}
 
 
 def test_process_exit_closes_with_the_kernels_totals_and_the_window_end_closes_nothing():
@@ -183,6 +210,8 @@ def test_process_exit_closes_with_the_kernels_totals_and_the_window_end_closes_n
     t.handle_all([event(EV_PROC_EXIT, -1, 0, 5)])
     t.report_conn_stats(SECOND)
     assert rows(t) == [
+        opening("10.1.2.3", 80, ROLE_CLIENT),
+        opening("10.2.2.2", 80, ROLE_CLIENT),
         row("10.1.2.3", 80, ROLE_CLIENT, 1, 1, 1, len(REQ), 777),
         row("10.2.2.2", 80, ROLE_CLIENT, 1, 1, 1, len(REQ), 0),
     ]
@@ -192,7 +221,7 @@ def test_process_exit_closes_with_the_kernels_totals_and_the_window_end_closes_n
     t.report_conn_stats(2 * SECOND)
     t.close_all()  # the capture window ends: c is still open
     t.report_conn_stats(3 * SECOND)
-    assert rows(t) == [row("10.3.3.3", 80, ROLE_CLIENT, 1, 1, 0, len(REQ), 0)] * 2
+    assert rows(t) == [opening("10.3.3.3", 80, ROLE_CLIENT)] + [row("10.3.3.3", 80, ROLE_CLIENT, 1, 1, 0, len(REQ), 0)] * 2
 
 
 def test_a_script_asking_for_conn_stats_alone_runs_the_socket_tracer_parsing_nothing():
