@@ -209,16 +209,19 @@ class ConnStats:
             tracked.key = self._key(tracked)
             if tracked.key is None:
                 return None
-            aggregate = self.aggregates.setdefault(tracked.key, _Aggregate())
+            aggregate = self.aggregates.get(tracked.key)
+            if aggregate is None:
+                aggregate = self.aggregates[tracked.key] = _Aggregate()
+                self._describe(aggregate, tracked)
+            if aggregate.live == 0:
+                # The endpoint has a connection again: a row of its counters as they were just
+                # before, at the moment it was first seen (or its address first known), so that a
+                # window's max - min of the counters (Pixie's net_flow_graph) holds every
+                # connection and byte that began inside it.
+                self._row(tracked.first_ns if not tracked.sent + tracked.recv else conn.last_ns, tracked.key, aggregate)
             aggregate.conn_open += 1
             aggregate.live += 1
             self._describe(aggregate, tracked)
-            if aggregate.live == 1:
-                # The endpoint has a connection again: a row at the moment it was first seen (or
-                # its address first known), before it moved a byte, so that a window's max - min
-                # of the counters (Pixie's net_flow_graph) holds every byte of the connections
-                # that began inside it.
-                self._row(tracked.first_ns if not tracked.sent + tracked.recv else conn.last_ns, tracked.key, aggregate)
         else:
             aggregate = self.aggregates[tracked.key]
             self._describe(aggregate, tracked)

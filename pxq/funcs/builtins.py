@@ -12,8 +12,9 @@ nulls, byte versus character positions, ...):
 - ``_strings``: contains, find, substring, length, tolower, toupper, trim, strip_prefix,
   regex_match, replace, atoi, itoa, pluck, pluck_int64, pluck_float64, pluck_array.
 - ``_metadata``: upid_to_* lookups, http_resp_message, _exec_hostname, _exec_host_num_cpus.
+- ``_net``: nslookup.
 """
 
 from __future__ import annotations
 
-from pxq.funcs import _math, _metadata, _operators, _strings  # noqa: F401  (they register on import)
+from pxq.funcs import _math, _metadata, _net, _operators, _strings  # noqa: F401  (they register on import)

@@ -94,12 +94,13 @@ def rows(t: ConnTracker, times: list | None = None) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "time_"} for r in table.to_pylist()]
 
 
-def opening(remote: str, rport: int, role: int, before: tuple[int, int, int, int] = (0, 0, 0, 0)) -> dict:
-    """The row written when an endpoint gets a connection after having none: the counters before
-    it moved a byte (``before``: opens, closes, sent, received of the endpoint so far), itself
-    open, its protocol not known yet."""
+def opening(remote: str, rport: int, role: int, before: tuple[int, int, int, int] = (0, 0, 0, 0),
+            protocol: int = 0) -> dict:  # fmt: skip
+    """The row written when an endpoint gets a connection after having none: its counters just
+    before (``before``: opens, closes, sent, received of the endpoint so far), the protocol its
+    last connection had (none: 0)."""
     opened, closed, sent, recv = before
-    return row(remote, rport, role, 0, opened + 1, closed, sent, recv)
+    return row(remote, rport, role, protocol, opened, closed, sent, recv)
 
 
 def row(remote: str, rport: int, role: int, protocol: int, opened: int, closed: int, sent: int, recv: int) -> dict:
@@ -165,7 +166,7 @@ def test_a_live_connection_is_reported_every_interval_with_cumulative_counts_the
     t.handle_all([b.open(SECOND * 5 + 1), b.data(SECOND * 5 + 2, EGRESS, REQ), b.close(SECOND * 5 + 3)])
     t.report_conn_stats(6 * SECOND)
     assert rows(t) == [
-        opening("10.1.2.3", 80, ROLE_CLIENT, (1, 1, 2 * len(REQ), len(RESP))),
+        opening("10.1.2.3", 80, ROLE_CLIENT, (1, 1, 2 * len(REQ), len(RESP)), protocol=1),
         row("10.1.2.3", 80, ROLE_CLIENT, 1, 2, 2, 3 * len(REQ), len(RESP)),
     ]
 

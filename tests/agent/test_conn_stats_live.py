@@ -225,9 +225,9 @@ def test_curl_against_nginx_counts_match_curls_own_figures():
         assert {(r["remote_addr"], r["remote_port"], r["trace_role"]) for r in mine} == {
             ("127.0.0.1", nginx.port, CLIENT)
         }
-        # First the row of the connection's opening (protocol not known yet, nothing moved), last
-        # the totals, of an HTTP connection.
-        assert (mine[0]["protocol"], counters(mine[0])) == (0, (1, 0, 1, 0, 0))
+        # First the endpoint's counters just before the connection (all 0), last the totals, of
+        # an HTTP connection.
+        assert (mine[0]["protocol"], counters(mine[0])) == (0, (0, 0, 0, 0, 0))
         assert (mine[-1]["protocol"], counters(mine[-1])) == (1, expected[upid])
     # nginx's side (its workers, the clients under remote port 0): the last row of each worker,
     # added up, is the two curls' traffic the other way round.
@@ -240,3 +240,74 @@ def test_curl_against_nginx_counts_match_curls_own_figures():
     sent = expected[upid_curl][3] + expected[upid_curl2][3]
     received = expected[upid_curl][4] + expected[upid_curl2][4]
     assert total == [conns, conns, 0, received, sent]
+
+
+def capture_live(out: Path, tables: list[str], pids: tuple[int, ...], duration_s: float, action,
+                 keep_secrets: bool = False) -> None:  # fmt: skip
+    """Run the embedded agent on ``tables`` of ``pids`` (and their children) for ``duration_s``,
+    call ``action()`` once it is attached, and write the capture to ``out``, as ``pxq capture`` does."""
+    import threading
+
+    from pxq.agent.collector import AgentOptions
+    from pxq.agent.embedded import EmbeddedAgent
+    from pxq.plan.manifest import manifest_for_tables
+
+    manifest = manifest_for_tables(tables, now_ns=time.time_ns(), pids=pids)
+    attached = threading.Event()
+    stores: list = []
+    agent = EmbeddedAgent(manifest, AgentOptions(keep_secrets=keep_secrets))
+    worker = threading.Thread(target=lambda: stores.append(agent.run(duration_s, lambda _: attached.set())))
+    worker.start()
+    try:
+        assert attached.wait(timeout=60), "the agent never attached"
+        action()
+    finally:
+        worker.join(timeout=duration_s + 60)
+    (store,) = stores
+    store.write_capture(out, tables)
+
+
+@pytest.mark.servers
+def test_net_flow_graph_over_a_live_capture_gives_curls_own_totals(tmp_path):
+    """`pxq capture --tables conn_stats` while two curls fetch from nginx, then net_flow_graph over
+    the capture: one flow per curl to localhost:<nginx's port>, with the connections and bytes
+    curl itself reports."""
+    import pxq
+    from pxq.testing.workload import nginx_server, python_backend
+
+    with python_backend() as backend, nginx_server(backend.port, sendfile=True) as nginx:
+        (nginx.workdir / "www" / "static" / "big.bin").write_bytes(bytes(range(256)) * 4096)
+        urls = [nginx.base_url + p for p in ("/static/big.bin", "/static/hello.txt", "/api/items")]
+        curls = [curl_traced(set(), urls), curl_traced(set(), urls[1:2], ("--data-binary", "y" * 3000))]
+        outputs: list = []
+
+        def fetch() -> None:
+            for proc in curls:
+                proc.stdin.write("go\n")
+                proc.stdin.close()
+                out, err = proc.stdout.read(), proc.stderr.read()
+                assert proc.wait(timeout=30) == 0, err
+                outputs.append([[int(x) for x in line.split()] for line in out.splitlines()])
+
+        capture = tmp_path / "cap"
+        pids = (nginx.master_pid, *(proc.pid for proc in curls))
+        capture_live(capture, ["conn_stats"], pids, 4.0, fetch)
+    flows = pxq.run("net_flow_graph", source=str(capture))["net_flow_graph"]
+    got = {
+        (r["from_entity"], r["to_entity"]): (r["connections"], r["bytes_sent"], r["bytes_recv"], r["bytes_total"])
+        for r in flows.to_dict("records")
+    }
+    expected = {}
+    for proc, lines in zip(curls, outputs, strict=True):
+        sent = sum(line[0] for line in lines)  # size_request: the request's bytes, its body included
+        received = sum(line[2] + line[3] for line in lines)  # size_header + size_download
+        connects = sum(line[4] for line in lines)
+        expected[(f"curl[{proc.pid}]", f"localhost:{nginx.port}")] = (connects, sent, received, sent + received)
+    # nginx proxied the one /api/items request to the backend over one upstream connection: a
+    # flow too (its bytes are nobody's own count here).
+    upstream = {key: value for key, value in got.items() if key[1] == f"localhost:{backend.port}"}
+    assert [(key[0].startswith("nginx["), value[0], value[1] > 0) for key, value in upstream.items()] == [
+        (True, 1, True)
+    ]
+    assert {key: value for key, value in got.items() if key not in upstream} == expected
+    assert outputs[0][0][3] == 256 * 4096 and expected[(f"curl[{curls[0].pid}]", f"localhost:{nginx.port}")][0] == 1

@@ -2,6 +2,8 @@
 the conn_stats tests (tests/agent/test_conn_stats_live.py).
 
     echo_apps.py server             prints "PORT <n>", echoes every connection until EOF
+    echo_apps.py cookie-server      prints "PORT <n>", answers every HTTP GET with 200 and the
+                                    header "Set-Cookie: <the --cookie text>"
     echo_apps.py client --port N    reads commands on stdin, one answer line each on stdout:
         open I         connect connection I                          -> "OK"
         send I N       send N bytes on I, read the N echoed back     -> "OK <sent> <received>" (I's totals)
@@ -78,9 +80,38 @@ def client(port: int) -> None:
             print("OK", flush=True)
 
 
+def cookie_server(cookie: str) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = b"ok\n"
+            self.send_response(200)
+            self.send_header("Set-Cookie", cookie)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    print(f"PORT {httpd.server_address[1]}", flush=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    sys.stdin.read()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=("server", "client"))
+    parser.add_argument("role", choices=("server", "client", "cookie-server"))
     parser.add_argument("--port", type=int)
+    parser.add_argument("--cookie", default="")
     args = parser.parse_args()
-    serve() if args.role == "server" else client(args.port)
+    if args.role == "server":
+        serve()
+    elif args.role == "client":
+        client(args.port)
+    else:
+        cookie_server(args.cookie)
