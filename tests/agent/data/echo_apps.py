@@ -3,7 +3,7 @@ the conn_stats tests (tests/agent/test_conn_stats_live.py).
 
     echo_apps.py server             prints "PORT <n>", echoes every connection until EOF
     echo_apps.py cookie-server      prints "PORT <n>", answers every HTTP GET with 200 and the
-                                    header "Set-Cookie: <the --cookie text>"
+                                    header "Set-Cookie: <$SET_COOKIE>"
     echo_apps.py client --port N    reads commands on stdin, one answer line each on stdout:
         open I         connect connection I                          -> "OK"
         send I N       send N bytes on I, read the N echoed back     -> "OK <sent> <received>" (I's totals)
@@ -16,6 +16,7 @@ Every message starts with bytes no protocol inference takes for a request or a r
 from __future__ import annotations
 
 import argparse
+import os
 import select
 import socket
 import sys
@@ -107,11 +108,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("role", choices=("server", "client", "cookie-server"))
     parser.add_argument("--port", type=int)
-    parser.add_argument("--cookie", default="")
     args = parser.parse_args()
     if args.role == "server":
         serve()
     elif args.role == "client":
         client(args.port)
     else:
-        cookie_server(args.cookie)
+        cookie_server(os.environ["SET_COOKIE"])
