@@ -319,8 +319,12 @@ class SocketTracer:
         self._ring: RingReader | None = None
         self._events: list[SockEvent] = []  # taken from the ring buffer, not handled yet
         self._conn_stats = (
-            ConnStats(self._kernel_counts, int(conn_stats_interval_s * 1e9), endpoints=socket_endpoints,
-                      listening=listening_ports)  # fmt: skip
+            ConnStats(
+                self._kernel_counts,
+                int(conn_stats_interval_s * 1e9),
+                endpoints=socket_endpoints,
+                listening=listening_ports,
+            )  # fmt: skip
             if conn_stats
             else None
         )

@@ -151,7 +151,10 @@ def test_a_live_connection_is_reported_every_interval_with_cumulative_counts_the
     kernel[(PID, 5, 1)] = a
     t.handle_all([a.open(1), a.data(2, EGRESS, REQ), a.data(3, INGRESS, RESP)])
     t.report_conn_stats(1 * SECOND)
-    assert rows(t) == [opening("10.1.2.3", 80, ROLE_CLIENT), row("10.1.2.3", 80, ROLE_CLIENT, 1, 1, 0, len(REQ), len(RESP))]
+    assert rows(t) == [
+        opening("10.1.2.3", 80, ROLE_CLIENT),
+        row("10.1.2.3", 80, ROLE_CLIENT, 1, 1, 0, len(REQ), len(RESP)),
+    ]
     t.report_conn_stats(2 * SECOND)  # nothing moved: still reported, the connection is live
     assert rows(t) == [row("10.1.2.3", 80, ROLE_CLIENT, 1, 1, 0, len(REQ), len(RESP))]
     t.handle_all([a.data(SECOND * 2 + 1, EGRESS, REQ)])
@@ -196,7 +199,10 @@ def test_conn_stats_alone_parses_nothing_and_switches_each_connection_off_at_fir
     t.handle_all([a.open(1), a.data(2, EGRESS, REQ), a.data(3, INGRESS, RESP), a.close(4)])
     assert disabled == [(PID, 5, 1)]
     t.report_conn_stats(SECOND)
-    assert rows(t) == [opening("10.1.2.3", 80, ROLE_CLIENT), row("10.1.2.3", 80, ROLE_CLIENT, 0, 1, 1, len(REQ), len(RESP))]
+    assert rows(t) == [
+        opening("10.1.2.3", 80, ROLE_CLIENT),
+        row("10.1.2.3", 80, ROLE_CLIENT, 0, 1, 1, len(REQ), len(RESP)),
+    ]
     assert t.take_tables().keys() == {"conn_stats"}
 
 
@@ -222,7 +228,9 @@ def test_process_exit_closes_with_the_kernels_totals_and_the_window_end_closes_n
     t.report_conn_stats(2 * SECOND)
     t.close_all()  # the capture window ends: c is still open
     t.report_conn_stats(3 * SECOND)
-    assert rows(t) == [opening("10.3.3.3", 80, ROLE_CLIENT)] + [row("10.3.3.3", 80, ROLE_CLIENT, 1, 1, 0, len(REQ), 0)] * 2
+    assert (
+        rows(t) == [opening("10.3.3.3", 80, ROLE_CLIENT)] + [row("10.3.3.3", 80, ROLE_CLIENT, 1, 1, 0, len(REQ), 0)] * 2
+    )
 
 
 def test_a_script_asking_for_conn_stats_alone_runs_the_socket_tracer_parsing_nothing():

@@ -172,8 +172,14 @@ def curl_traced(tracer_pids: set[int], url_list: list[str], extra: tuple[str, ..
     """curl started held (``read``, then exec: the pid stays), so that it is traced from its first call."""
     fmt = "%{size_request} %{size_upload} %{size_header} %{size_download} %{num_connects}\\n"
     return subprocess.Popen(
-        ["sh", "-c", 'read go; exec curl -sS -w "$0" "$@"', fmt, *extra,
-         *(arg for url in url_list for arg in ("-o", "/dev/null", url))],  # fmt: skip
+        [
+            "sh",
+            "-c",
+            'read go; exec curl -sS -w "$0" "$@"',
+            fmt,
+            *extra,
+            *(arg for url in url_list for arg in ("-o", "/dev/null", url)),
+        ],  # fmt: skip
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -33,8 +33,22 @@ SCHEMA = CATALOG["http_events"].arrow_schema()
 # Header names in a few spellings of the same few words (repeats in any case), values with every
 # byte that matters to JSON: quotes, backslashes, control bytes (NUL and SOH among them), DEL,
 # UTF-8 and bytes that are not UTF-8.
-NAMES = st.sampled_from([b"Host", b"host", b"HOST", b"Set-Cookie", b"set-cookie", b"X-A", b"Content-Type", b"ETag",
-                         b"Authorization", b"PROXY-AUTHORIZATION", b"cookie", b"Cookie2"])
+NAMES = st.sampled_from(
+    [
+        b"Host",
+        b"host",
+        b"HOST",
+        b"Set-Cookie",
+        b"set-cookie",
+        b"X-A",
+        b"Content-Type",
+        b"ETag",
+        b"Authorization",
+        b"PROXY-AUTHORIZATION",
+        b"cookie",
+        b"Cookie2",
+    ]
+)
 # The credential headers of issue 12, whose values a row never holds unless secrets are kept.
 CREDENTIALS = {"authorization", "proxy-authorization", "cookie", "set-cookie"}
 VALUES = st.one_of(

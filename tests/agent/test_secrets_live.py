@@ -42,8 +42,9 @@ def capture_curl_with_credentials(out: Path, keep_secrets: bool) -> int:
     # a process's command line is part of its identity in every capture (ps shows it too).
     config = out.parent / "curl.conf"
     config.write_text(f'header = "Authorization: Bearer {BEARER}"\ncookie = "session={SESSION}"\n')
+    env = {**os.environ, "SET_COOKIE": SET_COOKIE}
     server = subprocess.Popen([sys.executable, str(APPS), "cookie-server"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "SET_COOKIE": SET_COOKIE})  # fmt: skip
+                              stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
     try:
         line = _readline(server)
         assert line.startswith("PORT "), line

@@ -47,7 +47,9 @@ def conn_stats_capture(directory, seed: int, span_s: int) -> tuple[pd.DataFrame,
                     t += int(rng.integers(1, 11)) * NS
     frame = pd.DataFrame(rows)
     schema = CATALOG["conn_stats"].arrow_schema()
-    table = pa.Table.from_pandas(frame.assign(time_=pd.to_datetime(frame["time_"])), schema=schema, preserve_index=False)
+    table = pa.Table.from_pandas(
+        frame.assign(time_=pd.to_datetime(frame["time_"])), schema=schema, preserve_index=False
+    )
     end = START_NS + span_s * NS
     write_capture(directory, {"conn_stats": table}, host="test-host", start_time_ns=START_NS, end_time_ns=end,
                   processes=processes)  # fmt: skip
@@ -83,7 +85,15 @@ def reference(frame: pd.DataFrame, processes: dict, end: int, start_time_s: int,
     flows["bytes_per_s"] = flows["bytes_total"] * 1e9 / delta if delta > 0 else 0.0
     flows = flows[flows["bytes_per_s"] > throughput]
     return sorted(
-        (r.from_entity, r.to_entity, r.connections, r.bytes_sent, r.bytes_recv, r.bytes_total, pytest.approx(r.bytes_per_s))
+        (
+            r.from_entity,
+            r.to_entity,
+            r.connections,
+            r.bytes_sent,
+            r.bytes_recv,
+            r.bytes_total,
+            pytest.approx(r.bytes_per_s),
+        )
         for r in flows.itertuples()
     )
 

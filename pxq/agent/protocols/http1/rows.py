@@ -20,7 +20,6 @@ from pxq.agent.protocols.http1.stitcher import (
     _is_json,
     headers_dict,
 )
-
 from pxq.agent.protocols.interface import SECRET_MARKER
 
 if TYPE_CHECKING:
