@@ -113,7 +113,7 @@ class ConnStats:
     # Connections left out (role or remote address never known), as Pixie leaves them out.
     unaddressed: int = 0
     last_report_ns: int = 0
-    _rows: list[tuple] = field(default_factory=list)
+    _rows: list[tuple[object, ...]] = field(default_factory=list)
 
     # -- from the connection tracker ------------------------------------------------------------
     def opened(self, conn: Connection) -> None:
@@ -171,7 +171,7 @@ class ConnStats:
 
         schema = CATALOG["conn_stats"].arrow_schema()
         rows, self._rows = self._rows, []
-        columns = list(zip(*rows)) if rows else [[] for _ in schema.names]
+        columns: list[tuple[object, ...]] = list(zip(*rows)) if rows else [() for _ in schema.names]
         return pa.Table.from_arrays(
             [pa.array(values, type=f.type) for values, f in zip(columns, schema, strict=True)], schema=schema
         )
