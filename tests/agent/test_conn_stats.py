@@ -258,3 +258,16 @@ def test_the_socket_tracer_keeps_no_conn_stats_unless_asked_and_no_secrets_by_de
     tracer = SocketTracer()
     assert tracer._tracker.conn_stats is None and "conn_stats" not in tracer.drain_tables()
     assert tracer._tracker.parse_options.keep_secrets is False
+
+
+def test_keep_secrets_is_an_explicit_flag_of_run_and_capture_that_states_its_risk(capsys):
+    from pxq.cli.main import build_parser
+    from tests.cli_support import run_main
+
+    for command in ("run", "capture"):
+        code, out, _ = run_main(capsys, command, "--help")
+        text = " ".join(out.split())
+        assert code == 0 and "--keep-secrets" in text and "RISK" in text and "'<redacted>'" in text, command
+    parser = build_parser()
+    assert parser.parse_args(["run", "http_data"]).keep_secrets is False
+    assert parser.parse_args(["capture", "--out", "x", "--keep-secrets"]).keep_secrets is True
