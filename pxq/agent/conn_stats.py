@@ -28,7 +28,13 @@ Where pxq differs: a connection the tracker ended without a close (its process e
 got another socket) counts as closed, because it is (Pixie keeps counting it open until its
 tracker is destroyed); a connection evicted for idleness, or still open when the capture window
 ends, is not closed. The bytes of a connection whose kernel entry is gone before a report (the
-map full and its entry evicted) stay at their last reading.
+map full and its entry evicted) stay at their last reading. When an endpoint gets a connection
+after having none, pxq also writes a row of its counters as they were just before, stamped when
+the connection was first seen: Pixie's net_flow_graph takes max - min of the counters over its
+window, which without that row misses what a connection moved before its first report (all of a
+short one). A socket seen only mid-stream whose role protocol inference cannot tell (no protocol
+pxq parses) is the server's end when its local port is one its process listens on, else the
+client's (Pixie leaves it out).
 """
 
 from __future__ import annotations
