@@ -271,3 +271,34 @@ def test_keep_secrets_is_an_explicit_flag_of_run_and_capture_that_states_its_ris
     parser = build_parser()
     assert parser.parse_args(["run", "http_data"]).keep_secrets is False
     assert parser.parse_args(["capture", "--out", "x", "--keep-secrets"]).keep_secrets is True
+
+
+def test_a_mid_stream_socket_of_no_protocol_is_the_server_when_its_process_listens_on_its_port():
+    """No OPEN event (opened before the tracer attached), bytes no protocol recognises: the role
+    comes from the process's listening ports, and nothing is left out."""
+    from pxq.agent.conn_tracker import F_TUPLE
+
+    stats = ConnStats(None, SECOND, listening=lambda pid: {7000} if pid == PID else set())
+    t = ConnTracker(conn_stats=stats)
+    laddr, raddr = socket.inet_aton("10.0.0.1") + bytes(12), socket.inet_aton("10.0.0.2") + bytes(12)
+    blob = b"\x00\x01binary protocol hello\x00\xff"
+    for fd, lport, rport in ((5, 7000, 40001), (6, 40002, 9000)):  # served on 7000; a client of :9000
+        tuple_ = dict(flags=F_TUPLE, family=socket.AF_INET, lport=lport, rport=rport, laddr=laddr, raddr=raddr)
+        t.handle(event(EV_DATA, fd, fd, 1, size=len(blob), data_len=len(blob), direction=INGRESS, data=blob, **tuple_))
+    t.report_conn_stats(SECOND)
+    got = [(r["remote_port"], r["trace_role"], r["conn_open"]) for r in rows(t)]
+    assert got == [(0, ROLE_SERVER, 0), (9000, ROLE_CLIENT, 0), (0, ROLE_SERVER, 1), (9000, ROLE_CLIENT, 1)]
+    assert stats.unaddressed == 0
+
+
+def test_listening_ports_are_read_from_proc():
+    import os
+
+    from pxq.agent.conn_stats import listening_ports
+
+    with socket.socket() as listener, socket.socket() as unbound:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        unbound.bind(("127.0.0.1", 0))  # bound, not listening
+        ports = listening_ports(os.getpid())
+        assert listener.getsockname()[1] in ports and unbound.getsockname()[1] not in ports
