@@ -302,3 +302,23 @@ def test_listening_ports_are_read_from_proc():
         unbound.bind(("127.0.0.1", 0))  # bound, not listening
         ports = listening_ports(os.getpid())
         assert listener.getsockname()[1] in ports and unbound.getsockname()[1] not in ports
+
+
+def test_socket_tracer_settings_are_checked_where_the_script_writes_them():
+    """A bad socket_tracer setting is a positioned error at compile time, not a failure of the
+    collector once the window runs (int('abc') there, before this check existed)."""
+    import pytest
+
+    from pxq.errors import CompileError
+    from pxq.lang import parse
+    from pxq.plan.compile import compile as compile_script
+
+    for setting, hint in (
+        ("socket_tracer.conn_stats_interval_s=0", "0.01 to 3600"),
+        ("socket_tracer.body_limit=abc", "a whole number of bytes"),
+        ("socket_tracer.conn_stats_interval=1", "did you mean 'socket_tracer.conn_stats_interval_s'?"),
+    ):
+        text = f"#px:set {setting}\nimport px\npx.display(px.DataFrame('conn_stats'))\n"
+        with pytest.raises(CompileError) as caught:
+            compile_script(parse(text, "s.pxl"), now_ns=10**18)
+        assert ":1:1:" in caught.value.render() and hint in caught.value.render(), setting
