@@ -248,8 +248,7 @@ def test_curl_against_nginx_counts_match_curls_own_figures():
     assert total == [conns, conns, 0, received, sent]
 
 
-def capture_live(out: Path, tables: list[str], pids: tuple[int, ...], duration_s: float, action,
-                 keep_secrets: bool = False) -> None:  # fmt: skip
+def capture_live(out: Path, tables: list[str], pids: tuple[int, ...], duration_s: float, action) -> None:
     """Run the embedded agent on ``tables`` of ``pids`` (and their children) for ``duration_s``,
     call ``action()`` once it is attached, and write the capture to ``out``, as ``pxq capture`` does."""
     import threading
@@ -261,7 +260,7 @@ def capture_live(out: Path, tables: list[str], pids: tuple[int, ...], duration_s
     manifest = manifest_for_tables(tables, now_ns=time.time_ns(), pids=pids)
     attached = threading.Event()
     stores: list = []
-    agent = EmbeddedAgent(manifest, AgentOptions(keep_secrets=keep_secrets))
+    agent = EmbeddedAgent(manifest, AgentOptions())
     worker = threading.Thread(target=lambda: stores.append(agent.run(duration_s, lambda _: attached.set())))
     worker.start()
     try:

@@ -1,5 +1,5 @@
 """Credentials never kept by default: a live curl sending Authorization and Cookie headers to a
-server answering with Set-Cookie, both traced, captured with `pxq capture`'s machinery. The rows
+server answering with Set-Cookie, both traced, captured with `pxq capture`. The rows
 show the marker and no file of the capture holds a secret, in its bytes or in any value once
 decoded; with keep_secrets (``--keep-secrets``) they are all there.
 
@@ -20,8 +20,9 @@ import pytest
 from pxq.agent.protocols.interface import SECRET_MARKER
 from pxq.replay import open_capture
 from pxq.testing.kernel import require_bpf
-from tests.agent.test_conn_stats_live import APPS, capture_live, curl_traced
+from tests.agent.test_conn_stats_live import APPS, curl_traced
 from tests.agent.test_socket_tracer import _readline, _stop
+from tests.cli_support import assert_no_traceback, start_pxq
 
 pytestmark = [pytest.mark.kernel]
 
@@ -57,7 +58,24 @@ def capture_curl_with_credentials(out: Path, keep_secrets: bool) -> int:
             err = curl.stderr.read()
             assert curl.wait(timeout=30) == 0, err
 
-        capture_live(out, ["http_events", "conn_stats"], (server.pid, curl.pid), 3.0, fetch, keep_secrets=keep_secrets)
+        # `pxq capture`, the flag as a user gives it.
+        pids = [arg for pid in (server.pid, curl.pid) for arg in ("--pid", str(pid))]
+        flag = ["--keep-secrets"] if keep_secrets else []
+        pxq = start_pxq("capture", "--out", str(out), "--for", "4s", "--tables", "http_events,conn_stats", *pids, *flag)
+        try:
+            seen = ""
+            while "probes attached" not in seen:  # the agent is live: let curl go
+                line = pxq.stderr.readline()
+                assert line, f"pxq capture ended before attaching: {seen}"
+                seen += line
+            fetch()
+            _, err = pxq.communicate(timeout=60)
+        finally:
+            if pxq.poll() is None:
+                pxq.kill()
+                pxq.wait()
+        assert_no_traceback(seen + err, "pxq capture")
+        assert pxq.returncode == 0, seen + err
     finally:
         _stop(server)
     return port
