@@ -184,7 +184,7 @@ class Connection:
         "pid", "fd", "gen", "role", "opened", "upid",
         "family", "laddr", "lport", "raddr", "rport", "has_tuple", "addr_checked",
         "state", "protocol", "stitcher", "stream",
-        "probe_buf", "probe_ts", "probe_tries", "last_ns", "transactions",
+        "probe_buf", "probe_ts", "probe_tries", "last_ns", "transactions", "passed_response_ns",
     )  # fmt: skip
 
     def __init__(self, pid: int, fd: int, gen: int, role: int, opened: bool, upid: str, ts_ns: int) -> None:
@@ -203,6 +203,9 @@ class Connection:
         self.probe_buf = [b"", b""]
         self.probe_ts = [0, 0]
         self.probe_tries = 0
+        # While SYNCING: the time of the latest server bytes let go by. A request that began
+        # before them may have had its answer among them: parsing starts at a later request.
+        self.passed_response_ns = 0
         self.last_ns = ts_ns
         self.transactions = 0
 
@@ -520,7 +523,9 @@ class ConnTracker:
         elif state == SYNCING:
             spec = conn.protocol
             assert spec is not None
-            if d == conn.request_direction and spec.looks_like_request(data[:PROBE_BYTES]):
+            if d != conn.request_direction:
+                conn.passed_response_ns = max(conn.passed_response_ns, ts_ns)
+            elif ts_ns > conn.passed_response_ns and spec.looks_like_request(data[:PROBE_BYTES]):
                 self._start_parsing(conn, d, ts_ns, data)
         elif state == PROBING:
             self._probe(conn, d, ts_ns, data)
@@ -563,6 +568,7 @@ class ConnTracker:
                 self._start_parsing(conn, d, ts_ns, data)
             else:
                 conn.state = SYNCING  # a response whose request went by before we looked
+                conn.passed_response_ns = ts_ns
             return
         conn.probe_tries += 1
         if conn.opened or conn.probe_tries >= PROBE_TRIES:

@@ -112,10 +112,27 @@ MYSQL_EVENTS = _protocol_table(
 PGSQL_EVENTS = _protocol_table(
     "pgsql_events",
     "pgsql",
-    "PostgreSQL frontend/backend message request-response pairs.",
-    _c("req_cmd", T.STRING, "Request message tag, e.g. 'Query', 'Parse', 'Bind', 'Execute'."),
-    _c("req", T.STRING, "Request payload, e.g. the SQL text."),
-    _c("resp", T.STRING, "Response payload, e.g. the rows or the command-complete tag."),
+    "PostgreSQL request-response pairs (frontend/backend protocol v3), traced from socket syscalls.",
+    _c(
+        "req_cmd",
+        T.STRING,
+        "Request message, Pixie's names: 'Query' (simple query), 'Parse', 'Bind', 'Describe', 'Execute' (extended "
+        "protocol), 'Password Message' (authentication).",
+    ),
+    _c(
+        "req",
+        T.STRING,
+        "Request as Pixie renders it: the SQL of a Query or Parse; 'query=[SQL] params=[v1, v2]' for an Execute (the "
+        "bound statement and values); 'portal=... statement=... parameters=[...]' for a Bind; a password or SASL "
+        "message shows as <redacted> unless secrets are kept.",
+    ),
+    _c(
+        "resp",
+        T.STRING,
+        "Response as Pixie renders it: column names, rows (comma-separated, [NULL] for NULL; rows past the body "
+        "limit counted) and the command tag ('SELECT 2'), one block per statement of a Query; "
+        "'ERROR RESPONSE [Severity=ERROR Code=42P01 Message=...]'; 'PARSE COMPLETE', 'BIND COMPLETE'.",
+    ),
 )
 
 DNS_EVENTS = _protocol_table(

@@ -20,9 +20,11 @@ def test_every_collector_fills_only_tables_the_catalog_gives_it():
             assert CATALOG[table].collector == name, (table, name)
 
 
-def test_the_live_tables_are_http_events_conn_stats_and_stack_traces():
-    live = {"http_events", "conn_stats", "stack_traces.beta"}
-    assert {t for spec in COLLECTORS.values() for t in spec.tables} == live
+def test_the_live_tables_are_the_protocol_tables_conn_stats_and_stack_traces():
+    from pxq.agent.protocols.registry import protocol_tables
+
+    live = {t for spec in COLLECTORS.values() for t in spec.tables}
+    assert live == {"stack_traces.beta", "conn_stats", *protocol_tables().values()} >= {"http_events", "pgsql_events"}
 
 
 def test_explain_prints_one_program_per_ebpf_collector_of_the_manifest_in_its_order():

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pxq.agent.protocols import http1
+from pxq.agent.protocols import http1, pgsql
 from pxq.agent.protocols.interface import ParseOptions, RowBuffer, Stitcher
 
 # Payload bytes (an HTTP body) kept per row unless asked otherwise, for every protocol (Pixie's
@@ -92,8 +92,22 @@ HTTP = ProtocolSpec(
     unmatched_after_gap=("request_unanswered_after_gap", "response_before_request"),
 )
 
+PGSQL = ProtocolSpec(
+    name="pgsql",
+    table="pgsql_events",
+    looks_like_request=pgsql.looks_like_pgsql_request,
+    looks_like_response=pgsql.looks_like_pgsql_response,
+    head_bytes=pgsql.PgsqlStitcher.HEAD_BYTES,
+    make_stitcher=lambda options: pgsql.PgsqlStitcher(options.body_limit, options.keep_secrets),
+    make_rows=lambda _options: pgsql.PgsqlRows(),
+    make_record=pgsql.make_record,
+    unmatched_at_close=("request_unanswered_at_close", "response_without_request", "response_incomplete_at_close",
+                        "request_incomplete_at_close"),
+    unmatched_after_gap=(),
+)  # fmt: skip
+
 # Every protocol the socket tracer parses, by name; inference tries them in this order.
-PROTOCOLS: dict[str, ProtocolSpec] = {spec.name: spec for spec in (HTTP,)}
+PROTOCOLS: dict[str, ProtocolSpec] = {spec.name: spec for spec in (HTTP, PGSQL)}
 # The names, as the socket tracer and the embedded agent list them.
 SUPPORTED_PROTOCOLS: tuple[str, ...] = tuple(PROTOCOLS)
 # The most framing bytes any protocol's parser needs before a payload.
