@@ -1,5 +1,6 @@
 """The socket tracer collector: load ``bpf/socket_trace.c``, drain its ring buffer, and hand the
-events to the connection tracker, which produces ``http_events`` rows.
+events to the connection tracker, which produces the protocol tables' rows (``http_events``,
+``dns_events``, ...). TCP streams and UDP datagrams (each with its peer address) both come in.
 
 ::
 

@@ -138,11 +138,29 @@ PGSQL_EVENTS = _protocol_table(
 DNS_EVENTS = _protocol_table(
     "dns_events",
     "dns",
-    "DNS queries and their answers.",
-    _c("req_header", T.STRING, "Query header fields (txid, flags, counts) as a JSON object.", S.JSON),
-    _c("req_body", T.STRING, "Query questions as JSON.", S.JSON),
-    _c("resp_header", T.STRING, "Answer header fields (txid, flags, rcode, counts) as a JSON object.", S.JSON),
-    _c("resp_body", T.STRING, "Answer records (names, types, addresses) as JSON.", S.JSON),
+    "DNS queries and their answers over UDP and TCP (an unanswered query: empty resp_* and latency 0). "
+    "Over UDP, local_addr/local_port come from /proc while the socket lives (else empty and 0).",
+    _c(
+        "req_header",
+        T.STRING,
+        'Query header as JSON: {"txid", "qr", "opcode", "aa", "tc", "rd", "ra", "ad", "cd", "rcode", '
+        '"num_queries", "num_answers", "num_auth", "num_addl"} (the header\'s counts, as on the wire).',
+        S.JSON,
+    ),
+    _c(
+        "req_body",
+        T.STRING,
+        'Questions as JSON: {"queries": [{"name", "type"}]} (names without the final dot).',
+        S.JSON,
+    ),
+    _c("resp_header", T.STRING, "Response header as JSON, the keys of req_header; empty when unanswered.", S.JSON),
+    _c(
+        "resp_body",
+        T.STRING,
+        'A, AAAA and CNAME answers as JSON: {"answers": [{"name", "type", "addr"} or {"name", "type": "CNAME", '
+        '"cname"}]} (other record types are counted in resp_header only, as Pixie does); empty when unanswered.',
+        S.JSON,
+    ),
 )
 
 REDIS_EVENTS = _protocol_table(
