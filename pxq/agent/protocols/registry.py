@@ -105,7 +105,7 @@ HTTP = ProtocolSpec(
     looks_like_response=http1.looks_like_http_response,
     head_bytes=http1.MAX_HEADER_BYTES,
     make_stitcher=lambda options: http1.Http1Stitcher(body_limit=options.body_limit),
-    make_rows=lambda _options: http1.HttpRows(),
+    make_rows=lambda options: http1.HttpRows(keep_secrets=options.keep_secrets),
     make_record=http1.HttpTransaction,
     unmatched_at_close=(
         "request_unanswered_at_close",
