@@ -12,6 +12,7 @@ import struct
 
 import pytest
 
+from pxq.agent.conn_tracker import EGRESS, EV_DATA, F_FILLER, INGRESS, ConnTracker, SockEvent
 from pxq.agent.protocols.interface import SECRET_MARKER, ParseOptions
 from pxq.agent.protocols.pgsql import (
     RECORDED_STREAMS,
@@ -246,6 +247,63 @@ def test_uncopied_bytes_inside_a_data_row_are_skipped():
     assert done == [] and left == 0
     out = st.feed_messages(False, msg(b"C", cstr("SELECT 1")) + READY, 4000)
     assert [(q.cmd, r.text[:6]) for q, r in out] == [("Query", "v\naaaa")]
+
+
+def test_uncopied_bytes_inside_a_row_description_are_not_skippable():
+    # Found by the registry-wide tracker property (a filler event inside a RowDescription): the
+    # skip left the description short, it read as malformed, and "<malformed response>" answered
+    # the query at once; its rows and ReadyForQuery then answered nothing. The column formats
+    # are needed to read the rows: the bytes are a lost stretch (the tracker restarts).
+    st = PgsqlStitcher(1024)
+    description = row_description("alpha", "beta")
+    feed(st, [(True, msg(b"Q", cstr("SELECT alpha, beta")))])
+    assert st.feed_messages(False, description[:12], 2000) == []
+    assert st.skip_messages(False, len(description) - 12, 3000) == ([], len(description) - 12)
+
+
+def _client_events(steps: list[tuple[bool, bytes | int]]) -> list[SockEvent]:
+    """A client's connection as kernel events: (request side, bytes) sent or received, or
+    (side, n) for n bytes the kernel counted without copying them (a filler event)."""
+    pos = {EGRESS: 0, INGRESS: 0}
+    out = []
+    for ts, (request, data) in enumerate(steps, 1):
+        d = EGRESS if request else INGRESS
+        size = data if isinstance(data, int) else len(data)
+        flags, copied = (F_FILLER, b"") if isinstance(data, int) else (0, data)
+        out.append(SockEvent(ts_ns=ts * 1000, pos=pos[d], size=size, pid=77, fd=5, gen=1, data_len=len(copied),
+                             kind=EV_DATA, flags=flags, direction=d, role=0, family=2, lport=0, rport=0, syscall=0,
+                             reserved=0, laddr=bytes(16), raddr=bytes(16), data=copied))  # fmt: skip
+        pos[d] += size
+    return out
+
+
+def test_a_filler_inside_a_row_description_loses_that_query_not_its_pairing():
+    answer_a = row_description("alpha", "beta") + data_row(b"1", b"2") + msg(b"C", cstr("SELECT 1")) + READY
+    answer_b = row_description("gamma") + data_row(b"3") + msg(b"C", cstr("SELECT 1")) + READY
+    tracker = ConnTracker(protocols=[PROTOCOLS["pgsql"]])
+    tracker.handle_all(_client_events([
+        (True, msg(b"Q", cstr("SELECT alpha, beta"))), (False, answer_a[:12]), (False, 10), (False, answer_a[22:]),
+        (True, msg(b"Q", cstr("SELECT gamma"))), (False, answer_b),
+    ]))  # fmt: skip
+    tracker.close_all()
+    table = tracker.take_tables()["pgsql_events"]
+    assert list(zip(table["req"].to_pylist(), table["resp"].to_pylist(), strict=True)) == [
+        ("SELECT gamma", "gamma\n3\nSELECT 1")
+    ]
+    assert tracker.drop_counts()["data_gap"] == 1  # the first query's row: lost, and counted
+
+
+def test_a_parse_whose_query_end_was_not_copied_keeps_what_was():
+    # Skipped inside a Parse's query text, the query's NUL went uncopied: the Parse read as
+    # malformed and made no row.
+    st = PgsqlStitcher(1024)
+    query = "SELECT " + "x" * 200
+    message = parse("", query)
+    assert st.feed_messages(True, message[:40], 1000) == []
+    assert st.skip_messages(True, len(message) - 40, 2000) == ([], 0)
+    got = feed(st, [(True, msg(b"S")), (False, msg(b"1") + READY)])
+    assert got == [("Parse", query[: 40 - 6] + f"<not captured: {len(message) - 40} bytes>", "PARSE COMPLETE")]
+    assert not st.errors
 
 
 def test_invalid_length_stops_parsing_without_raising():

@@ -137,8 +137,10 @@ class Message(NamedTuple):
 class _Framer:
     """One direction's bytes in, whole messages out (a message's payload kept up to ``keep``)."""
 
-    def __init__(self, keep: int, untagged_first: bool) -> None:
+    def __init__(self, keep: int, untagged_first: bool, skippable: frozenset[bytes]) -> None:
         self.keep = keep
+        # Tags of the messages whose payload may go partly uncaptured (see :meth:`skip`).
+        self.skippable = skippable
         # A client's first messages have no tag (startup, SSLRequest, ...): their first byte, the
         # high byte of a length, is 0, which no tag is.
         self.untagged_allowed = untagged_first
@@ -233,9 +235,10 @@ class _Framer:
         return msg
 
     def skip(self, n: int, ts_ns: int) -> tuple[list[Message], int]:
-        """``n`` uncopied bytes: skipped inside the current message's payload; the rest (which
-        would hold a header) is returned as not skippable."""
-        if self.broken or self.tag is None or self.buf:
+        """``n`` uncopied bytes: skipped inside the current message's payload when its tag is
+        :attr:`skippable`; the rest (which would hold a header), or all of them inside any other
+        message, is returned as not skippable."""
+        if self.broken or self.tag is None or self.buf or self.tag not in self.skippable:
             return [], n
         take = min(n, self.need)
         self.need -= take
@@ -460,6 +463,15 @@ def bind_text(bind: _Bind, values: list[str]) -> str:
     )
 
 
+# Messages whose payload may end uncopied (a filler event): those whose payload is read only as
+# text that then says what was not captured (a query, a data row, an error's fields), or not read
+# at all. The others hold what later pairing and rendering need (a RowDescription's column formats,
+# a Bind's portal, an authentication code, the startup message): a hole in one of those is a lost
+# stretch (the tracker counts a data_gap and starts over at the next request), never a message
+# read as malformed and taken for an answer.
+CLIENT_SKIPPABLE = frozenset(bytes([c]) for c in b"QPdfcFpHSX")
+SERVER_SKIPPABLE = frozenset(bytes([c]) for c in b"DdCENSAKZGHWcV123nIs")
+
 # Request kinds that the server's ErrorResponse skips to the Sync after, in the extended protocol.
 _EXTENDED = frozenset(("parse", "bind", "describe", "execute", "close", "function"))
 
@@ -478,8 +490,8 @@ class PgsqlStitcher:
         self.body_limit = body_limit
         self.keep_secrets = keep_secrets
         keep = self.HEAD_BYTES + body_limit
-        self._client = _Framer(keep, untagged_first=True)
-        self._server = _Framer(keep, untagged_first=False)
+        self._client = _Framer(keep, untagged_first=True, skippable=CLIENT_SKIPPABLE)
+        self._server = _Framer(keep, untagged_first=False, skippable=SERVER_SKIPPABLE)
         self._pending: deque[Request] = deque()
         self._done: list[tuple[Request, Response]] = []
         self._ssl_reply = False  # an SSLRequest/GSSENCRequest waits for its one-byte answer
@@ -570,7 +582,9 @@ class PgsqlStitcher:
                 add(Request("Query", "query", self._with_missing(text, msg), msg.start_ns))
             elif tag == b"P":
                 r = _Reader(msg.payload)
-                name, query = r.cstring(), _text(r.cstring())
+                name = r.cstring()
+                # A query whose end was not copied: what was is its text (the rest is counted).
+                query = _text(r.cstring() if not msg.missing else msg.payload[r.pos :].split(b"\x00")[0])
                 oids = [r.i32() for _ in range(r.i16())] if msg.missing == 0 else []
                 text = self._with_missing(query, msg)
                 add(Request("Parse", "parse", text, msg.start_ns, name=name))
