@@ -306,6 +306,39 @@ def test_a_parse_whose_query_end_was_not_copied_keeps_what_was():
     assert not st.errors
 
 
+def test_a_row_description_longer_than_the_kept_bytes_does_not_answer_the_query():
+    # A RowDescription past the bytes a message keeps (HEAD_BYTES + body limit: some thousand
+    # long column names) read as malformed and answered the query with "<malformed response>".
+    names = [f"column_{i:04d}_" + "n" * 40 for i in range(1500)]
+    description = row_description(*names)
+    assert len(description) > PgsqlStitcher.HEAD_BYTES + 16
+    st = PgsqlStitcher(16)
+    got = feed(st, [(True, msg(b"Q", cstr("SELECT wide"))), (False, description),
+                    (False, data_row(b"1") + msg(b"C", cstr("SELECT 1")) + READY)])  # fmt: skip
+    ((cmd, req, resp),) = got
+    header, row, tag = resp.split("\n")
+    kept_names = header.split(",")
+    # The fields lying whole in the kept payload (a 2-byte count, then each field: name, NUL, 18 bytes).
+    whole = (PgsqlStitcher.HEAD_BYTES + 16 - 2) // (len(names[0]) + 1 + 18)
+    assert (cmd, req, row, tag) == ("Query", "SELECT wide", "1", "SELECT 1")
+    assert kept_names[:-1] == names[:whole]
+    missing = len(description) - 5 - (PgsqlStitcher.HEAD_BYTES + 16)
+    assert kept_names[-1] == f"<not captured: {missing} bytes>"
+    assert not st.errors
+
+
+def test_a_parameter_description_longer_than_the_kept_bytes_does_not_answer_the_describe():
+    # The same with a ParameterDescription (the types of some 17000 parameters): the Describe
+    # took "<malformed response>" and its NoData went unpaired.
+    st = PgsqlStitcher(16)
+    oids = struct.pack(">h", 17000) + struct.pack(">i", 23) * 17000
+    assert len(oids) > PgsqlStitcher.HEAD_BYTES + 16
+    request = parse("s", "SELECT 1") + msg(b"D", b"S" + cstr("s")) + msg(b"S")
+    got = feed(st, [(True, request), (False, msg(b"1") + msg(b"t", oids) + msg(b"n") + READY)])
+    assert got == [("Parse", "SELECT 1", "PARSE COMPLETE"), ("Describe", "type=kStatement name=s", "ROW DESCRIPTION []")]
+    assert not st.errors
+
+
 def test_invalid_length_stops_parsing_without_raising():
     st = PgsqlStitcher(1024)
     assert feed(st, [(True, b"Q\x00\x00\x00\x01garbage")]) == []

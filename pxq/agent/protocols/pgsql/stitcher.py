@@ -336,25 +336,32 @@ def error_text(payload: bytes) -> str:
     return f"ERROR RESPONSE [{' '.join(fields)}]"
 
 
-def _row_description(payload: bytes) -> list[tuple[str, int, int, int, int, int, int]]:
+def _row_description(payload: bytes, whole: bool = True) -> list[tuple[str, int, int, int, int, int, int]]:
+    """A RowDescription's fields; of one whose end was not kept (not ``whole``), those that were."""
     r = _Reader(payload)
-    count = r.i16()
     out = []
-    for _ in range(count):
-        name = _text(r.cstring())
-        out.append((name, r.i32(), r.i16(), r.i32(), r.i16(), r.i32(), r.i16()))
+    try:
+        count = r.i16()
+        for _ in range(count):
+            name = _text(r.cstring())
+            out.append((name, r.i32(), r.i16(), r.i32(), r.i16(), r.i32(), r.i16()))
+    except _Malformed:
+        if whole:
+            raise
     return out
 
 
-def row_description_text(payload: bytes) -> str:
-    """Pixie's RowDesc::ToString."""
+def row_description_text(payload: bytes, missing: int = 0) -> str:
+    """Pixie's RowDesc::ToString; of one whose last ``missing`` bytes were not kept, the fields
+    that were, then ``<not captured: N bytes>``."""
     fields = []
-    for name, table_oid, attr, type_oid, size, modifier, fmt in _row_description(payload):
+    for name, table_oid, attr, type_oid, size, modifier, fmt in _row_description(payload, whole=not missing):
         fields.append(
             f"name={name} table_oid={table_oid} attr_num={attr} type_oid={type_oid} type_size={size} "
             f"type_modifier={modifier} fmt_code={FORMAT_NAMES.get(fmt, '')}"
         )
-    return "ROW DESCRIPTION [" + "] [".join(fields) + "]"
+    text = "ROW DESCRIPTION [" + "] [".join(fields) + "]"
+    return text + f"<not captured: {missing} bytes>" if missing else text
 
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
@@ -730,7 +737,11 @@ class PgsqlStitcher:
                 self._param_desc = True
                 # The server's parameter types: they name what a Parse left unspecified (OID 0).
                 r = _Reader(msg.payload)
-                described = [r.i32() for _ in range(r.i16())]
+                count = r.i16()
+                described: list[int] = []
+                # (Of a description not kept whole, the types that were.)
+                while len(described) < count and (not msg.missing or r.pos + 4 <= len(msg.payload)):
+                    described.append(r.i32())
                 if head.name in self._statements:
                     query, declared = self._statements[head.name]
                     merged = [
@@ -740,8 +751,8 @@ class PgsqlStitcher:
             elif tag in (b"T", b"n") and (head.describe_type == b"P" or self._param_desc):
                 payload = msg.payload if tag == b"T" else b"\x00\x00"
                 if head.describe_type == b"P":
-                    self._portal_columns[head.name] = [f[0] for f in _row_description(payload)]
-                self._complete(head, msg, row_description_text(payload))
+                    self._portal_columns[head.name] = [f[0] for f in _row_description(payload, not msg.missing)]
+                self._complete(head, msg, row_description_text(payload, msg.missing))
             else:
                 self._unexpected(head, msg)
         elif kind == "close":
@@ -755,7 +766,7 @@ class PgsqlStitcher:
         """A message of a statement's result (simple Query or Execute): False if it is not one."""
         tag = msg.tag
         if tag == b"T":
-            names, formats = self._columns_of(msg.payload)
+            names, formats = self._columns_of(msg.payload, msg.missing)
             self._result = _Result(names=list(names))
             self._result_formats = list(formats)
         elif tag == b"D":
@@ -772,9 +783,13 @@ class PgsqlStitcher:
             return False
         return True
 
-    def _columns_of(self, payload: bytes) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    def _columns_of(self, payload: bytes, missing: int = 0) -> tuple[tuple[str, ...], tuple[int, ...]]:
         """A RowDescription's column names and formats; a client repeating its queries gets the
-        same descriptions again and again, so they are parsed once."""
+        same descriptions again and again, so they are parsed once. Of one whose last
+        ``missing`` bytes were not kept, the columns that were, then what was not."""
+        if missing:
+            fields = _row_description(payload, whole=False)
+            return (*(f[0] for f in fields), f"<not captured: {missing} bytes>"), tuple(f[6] for f in fields)
         found = self._descriptions.get(payload)
         if found is None:
             fields = _row_description(payload)
