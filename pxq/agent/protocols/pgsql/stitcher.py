@@ -29,6 +29,9 @@ choices (each one where Pixie's stitcher is silent or loses information):
   Their bytes are dropped as soon as they are framed, never copied into a message.
 * Data rows of one response are kept up to the body limit (bytes of text); the rest are counted
   in the text (``<N more rows not kept>``).
+* Bytes the kernel counted without copying are skipped only inside a message whose payload is read
+  as text (a query, a data row, an error) or not at all; inside any other (a RowDescription, a
+  Bind, ...) they are a lost stretch: the tracker counts a gap and starts over at the next request.
 """
 
 from __future__ import annotations
