@@ -335,7 +335,10 @@ def test_a_parameter_description_longer_than_the_kept_bytes_does_not_answer_the_
     assert len(oids) > PgsqlStitcher.HEAD_BYTES + 16
     request = parse("s", "SELECT 1") + msg(b"D", b"S" + cstr("s")) + msg(b"S")
     got = feed(st, [(True, request), (False, msg(b"1") + msg(b"t", oids) + msg(b"n") + READY)])
-    assert got == [("Parse", "SELECT 1", "PARSE COMPLETE"), ("Describe", "type=kStatement name=s", "ROW DESCRIPTION []")]
+    assert got == [
+        ("Parse", "SELECT 1", "PARSE COMPLETE"),
+        ("Describe", "type=kStatement name=s", "ROW DESCRIPTION []"),
+    ]
     assert not st.errors
 
 
@@ -374,6 +377,10 @@ def test_recorded_first_bytes_are_recognised_by_their_side(name):
         (parse("", "SELECT $1") + bind("", "", b"1"), True, False),  # mid-stream extended query
         (bind("", "s", b"42") + execute(), True, False),  # a prepared statement's reuse
         (SSL_REQUEST, True, False),
+        # Found by the lost-events property: psql's startup after a refused SSLRequest, its first
+        # read only the length and version (the probe had 16 bytes and said no to the connection).
+        (SSL_REQUEST + startup()[:8], True, False),
+        (SSL_REQUEST + startup()[:8] + b"\x01\x02\x03", False, False),  # no parameter name after it
         (row_description("a") + data_row(b"1"), False, True),
         (msg(b"C", cstr("INSERT 0 1")) + READY, False, True),
         (AUTH_OK + msg(b"S", cstr("a") + cstr("b")), False, True),

@@ -827,19 +827,22 @@ class PgsqlStitcher:
 
 
 # -- protocol inference (Pixie's infer_pgsql_message, protocol_inference.h) ----------------------
-def _startup_like(first: bytes) -> bool:
+def _startup_like(first: bytes, after_ssl: bool = False) -> bool:
     if len(first) < 8 or first[0] != 0:
         return False
     length, code = int(_I32.unpack_from(first, 0)[0]), int(_I32.unpack_from(first, 4)[0])
     if code in (SSL_REQUEST, GSSENC_REQUEST):  # then the answer; then, in the same probe, a startup
-        return length == 8 and (len(first) == 8 or _startup_like(first[8:]))
+        return length == 8 and (len(first) == 8 or _startup_like(first[8:], after_ssl=True))
     if code == CANCEL_REQUEST:
         return length == 16
     if code != PROTOCOL_V3 or not 12 <= length <= 10240:
         return False
-    # Then a parameter name ("user", "database", ...): Pixie checks its first letters.
+    # Then a parameter name ("user", "database", ...): Pixie checks its first letters. After an
+    # SSLRequest (a magic number of its own), a startup read so far only up to its version will do.
     name = first[8:11]
-    return len(name) > 0 and all(c >= ord("A") for c in name)
+    if not name:
+        return after_ssl
+    return all(c >= ord("A") for c in name)
 
 
 def _plausible_text(data: bytes) -> bool:
