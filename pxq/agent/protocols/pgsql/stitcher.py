@@ -897,6 +897,10 @@ def looks_like_pgsql_response(first: bytes) -> bool:
     if len(first) < 5:
         return False
     tag, (length,) = first[:1], _I32.unpack_from(first, 1)
+    if tag == b"R" and 8 <= length <= 2048 and 9 <= len(first) < 1 + length:
+        # An authentication request cut by the read (SASL's mechanism list, a GSS token): its
+        # code tells, as the server's first message on a connection whose startup went unseen.
+        return int(_I32.unpack_from(first, 5)[0]) in AUTH_NAMES
     if not 4 <= length <= (1 << 24) or len(first) < 1 + length:
         return False
     payload = first[5 : 1 + length]
