@@ -388,6 +388,9 @@ def test_recorded_first_bytes_are_recognised_by_their_side(name):
         # read; taken for no protocol, the connection's losses went uncounted.
         (msg(b"R", struct.pack(">i", 10) + cstr("SCRAM-SHA-256") + b"\x00")[:20], False, True),
         (msg(b"R", struct.pack(">i", 99) + cstr("SCRAM-SHA-256") + b"\x00")[:20], False, False),  # no such code
+        # Also found there (the SSLRequest and the startup lost): the refusal, then the startup's answer.
+        (b"N" + AUTH_OK + msg(b"S", cstr("a") + cstr("b")), False, True),
+        (b"N" + msg(b"R", struct.pack(">i", 99)), False, False),  # no such authentication code
         (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False, False),
         (b"*1\r\n$4\r\nPING\r\n", False, False),  # Redis
         (b"\x21\x00\x00\x00\x03SELECT * FROM t WHERE a = 1", False, False),  # MySQL COM_QUERY

@@ -894,6 +894,10 @@ def looks_like_pgsql_request(first: bytes) -> bool:
 def looks_like_pgsql_response(first: bytes) -> bool:
     """A server's first bytes: a well-formed backend message of a kind a server starts an answer
     with (authentication, RowDescription, CommandComplete, ParseComplete, ...)."""
+    if first[:2] == b"NR":
+        # SSL refused (one byte, not a message), then the answer to the startup: a NoticeResponse's
+        # length never begins with "R".
+        return looks_like_pgsql_response(first[1:])
     if len(first) < 5:
         return False
     tag, (length,) = first[:1], _I32.unpack_from(first, 1)
