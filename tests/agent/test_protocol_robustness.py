@@ -176,9 +176,11 @@ def test_tracker_never_mispairs_under_losses_fillers_reordering_and_midstream_pi
     losses = tracker.drop_counts()
     if not (plan.drops or plan.fillers or plan.attach_at or losses["data_gap"]) and plan.opened and plan.close:
         assert len(rows[spec.name].pairs) == ref.count  # nothing lost: every pair
-    if len(rows[spec.name].pairs) < ref.count and not plan.attach_at and pf.losses_visible(reads, plan):
+    if len(rows[spec.name].pairs) < ref.count and plan.opened and not plan.attach_at and pf.losses_visible(reads, plan):
         # Every pair lost is counted by a reason (a side's last events lost leave no trace here:
-        # the kernel counts those drops; pairs before a mid-stream pickup were never there).
+        # the kernel counts those drops; pairs before a mid-stream pickup were never there, and a
+        # socket whose opening the tracker did not see is one: until it recognises a message start,
+        # what went by is, for all it can tell, from before the tracer looked).
         assert sum(losses.values()) > 0, f"pairs lost without a counted reason: {tracker.counts}"
 
 
