@@ -62,6 +62,10 @@ class ProtocolSpec:
     # Protocols that also run over UDP (DNS): how they are recognised and parsed there, where a
     # datagram is one message. None: the protocol is TCP only.
     datagrams: DatagramSpec | None = None
+    # Inference on a new connection's first bytes that could begin this protocol's first message
+    # but do not hold enough of it to tell (a DNS query over TCP, read in parts): True makes the
+    # tracker wait for more bytes before it gives the connection up.
+    head_incomplete: Callable[[bytes], bool] = lambda _first: False
 
     def sender_is_client(self, first_bytes: bytes) -> bool | None:
         """Inference: True when these first bytes of a stream are a request (their sender is the
@@ -101,7 +105,7 @@ HTTP = ProtocolSpec(
     looks_like_response=http1.looks_like_http_response,
     head_bytes=http1.MAX_HEADER_BYTES,
     make_stitcher=lambda options: http1.Http1Stitcher(body_limit=options.body_limit),
-    make_rows=lambda _options: http1.HttpRows(),
+    make_rows=lambda options: http1.HttpRows(keep_secrets=options.keep_secrets),
     make_record=http1.HttpTransaction,
     unmatched_at_close=(
         "request_unanswered_at_close",
@@ -126,25 +130,6 @@ PGSQL = ProtocolSpec(
     unmatched_after_gap=(),
 )  # fmt: skip
 
-DNS = ProtocolSpec(
-    name="dns",
-    table="dns_events",
-    looks_like_request=dns.looks_like_query_stream,
-    looks_like_response=dns.looks_like_response_stream,
-    head_bytes=64 * 1024,  # a message whole (at most 65535 bytes and its 2-byte length over TCP)
-    make_stitcher=lambda _options: dns.DnsStitcher(datagrams=False),
-    make_rows=lambda _options: dns.DnsRows(),
-    make_record=dns.dns_record,
-    unmatched_at_close=("request_incomplete_at_close", "response_incomplete_at_close"),
-    # A response whose query was never seen (lost, or before the window): counted whenever it ends.
-    unmatched_after_gap=("response_without_request",),
-    datagrams=DatagramSpec(
-        looks_like_request=dns.looks_like_query_datagram,
-        looks_like_response=dns.looks_like_response_datagram,
-        make_stitcher=lambda _options: dns.DnsStitcher(datagrams=True),
-    ),
-)
-
 REDIS = ProtocolSpec(
     name="redis",
     table="redis_events",
@@ -163,6 +148,26 @@ REDIS = ProtocolSpec(
         "request_incomplete_at_close",
     ),  # fmt: skip
     unmatched_after_gap=("request_unanswered_after_error", "response_before_request"),
+)
+
+DNS = ProtocolSpec(
+    name="dns",
+    table="dns_events",
+    looks_like_request=dns.looks_like_query_stream,
+    looks_like_response=dns.looks_like_response_stream,
+    head_bytes=64 * 1024,  # a message whole (at most 65535 bytes and its 2-byte length over TCP)
+    make_stitcher=lambda _options: dns.DnsStitcher(datagrams=False),
+    make_rows=lambda _options: dns.DnsRows(),
+    make_record=dns.dns_record,
+    unmatched_at_close=("request_incomplete_at_close", "response_incomplete_at_close"),
+    # A response whose query was never seen (lost, or before the window): counted whenever it ends.
+    unmatched_after_gap=("response_without_request",),
+    head_incomplete=dns.head_incomplete,
+    datagrams=DatagramSpec(
+        looks_like_request=dns.looks_like_query_datagram,
+        looks_like_response=dns.looks_like_response_datagram,
+        make_stitcher=lambda _options: dns.DnsStitcher(datagrams=True),
+    ),
 )
 
 # Every protocol the socket tracer parses, by name; inference tries them in this order (DNS over
