@@ -17,6 +17,7 @@ import json
 import select
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ import pymysql
 
 from pxq.agent.protocols.mysql import RECORDED_STREAMS
 from pxq.testing.ports import LOOPBACK
-from pxq.testing.servers.mariadb import MariaDB, mariadb_server
+from pxq.testing.servers.mariadb import CLIENT, MariaDB, mariadb_server
 
 Chunk = tuple[str, int, bytes]
 
@@ -185,6 +186,12 @@ class BinaryProtocolClient:
             if p[0] == 0xFF or (p[0] == 0xFE and len(p) < 0xFFFFFF):
                 return packets
 
+    def query(self, sql: str) -> list[bytes]:
+        """COM_QUERY, reading the response's packets here (PyMySQL cannot read them when
+        CLIENT_DEPRECATE_EOF was negotiated)."""
+        self._send(b"\x03" + sql.encode())
+        return self._read_result()
+
     def close_statement(self, stmt_id: int) -> None:
         self._send(struct.pack("<BI", 0x19, stmt_id))
 
@@ -271,7 +278,39 @@ def multi(port: int) -> dict[str, object]:
     return {}
 
 
+CLI_STATEMENTS = "CREATE TABLE c (n INT); INSERT INTO c VALUES (1),(2),(3),(4); SELECT n FROM c WHERE n > 1; SELECT 1/0, NULL; SELECT * FROM c WHERE n > 10; SELECT nope;"
+
+
+def cli(port: int) -> dict[str, object]:
+    """The mariadb command-line client (libmariadb: CLIENT_DEPRECATE_EOF) runs a few statements;
+    the last one fails, which ends the client."""
+    server_args = ["--no-defaults", "--protocol=TCP", "-h", LOOPBACK, "-P", str(port), "-u", "root", "--skip-ssl"]
+    done = subprocess.run([CLIENT, *server_args, "test", "-e", CLI_STATEMENTS], capture_output=True, timeout=30)
+    return {"returncode": done.returncode, "stdout": done.stdout.decode(), "stderr": done.stderr.decode()}
+
+
+def deprecate_eof(port: int) -> dict[str, object]:
+    """CLIENT_DEPRECATE_EOF negotiated (PyMySQL's handshake with the flag added; the commands sent
+    and read by hand): result sets with and without rows, a prepared statement with parameters
+    and columns, its execution, an error."""
+    conn = connect(port, client_flag=1 << 24)
+    client = BinaryProtocolClient(conn)
+    client.query("CREATE TABLE d (k INT, v VARCHAR(10))")
+    client.query("INSERT INTO d VALUES (1,'one'),(2,'two'),(3,'three')")
+    client.query("SELECT k, v FROM d ORDER BY k")
+    client.query("SELECT k FROM d WHERE k > 100")
+    stmt, _, _ = client.prepare("SELECT v FROM d WHERE k = ? OR v = ?")
+    client.execute(stmt, [(0x08, False, struct.pack("<q", 2)), (0xFE, False, lenenc_str(b"three"))])
+    client.query("SELECT * FROM missing")
+    client.close_statement(stmt)
+    conn.close()
+    return {}
+
+
 CONVERSATIONS: dict[str, tuple[str, Callable[[int], object]]] = {
+    "deprecate_eof": ("CLIENT_DEPRECATE_EOF: result sets (rows, none), a prepared statement and its execution, an error.",
+                      deprecate_eof),
+    "cli": ("The mariadb client (CLIENT_DEPRECATE_EOF): CREATE, INSERT, SELECTs (rows, none), an error.", cli),
     "queries": ("PyMySQL: CREATE, INSERT 3 rows, SELECT 3 rows, an error, COM_INIT_DB, COM_PING, COM_QUIT.", queries),
     "prepared": ("Hand-written binary protocol: COM_STMT_PREPARE/EXECUTE with typed parameters, CLOSE.", prepared),
     "multi_statement": ("One COM_QUERY of three statements: two result sets and an OK.", multi),

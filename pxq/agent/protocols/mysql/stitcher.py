@@ -597,9 +597,12 @@ class MysqlStitcher:
                 ex.state = _INFILE
                 return False
             count = wire.lenenc_int(payload, 0)
-            if count is None or count[1] != len(payload) or count[0] == 0 or ex.state == _INFILE:
+            # MariaDB adds a byte with MARIADB_CLIENT_CACHE_METADATA: 0 when the column definitions
+            # are not sent again (the client has them from an earlier execution).
+            if count is None or count[0] == 0 or ex.state == _INFILE or len(payload) - count[1] not in (0, 1):
                 raise _Desync
-            ex.state, ex.left, ex.rows = _COLUMNS, count[0], 0
+            resend = len(payload) == count[1] or payload[-1] != 0
+            ex.state, ex.left, ex.rows = (_COLUMNS, count[0], 0) if resend else (_AFTER_COLUMNS, 0, 0)
             return False
         if kind == _PREPARE:
             return self._prepare_defs(ex, payload, size)
@@ -842,12 +845,12 @@ def _command_start(data: bytes) -> int:
 
 def looks_like_handshake_response(payload: bytes) -> bool:
     """The client's handshake response (or SSL request), protocol 4.1: capabilities with
-    CLIENT_PROTOCOL_41, max packet size, charset, 23 zero bytes, then (unless an SSL request) the
-    user name ending in NUL."""
+    CLIENT_PROTOCOL_41, max packet size, charset, 23 filler bytes (zero, but for MariaDB's extended
+    capabilities in the last 4), then (unless an SSL request) the user name ending in NUL."""
     if len(payload) < 32:
         return False
     caps = int.from_bytes(payload[:4], "little")
-    if not caps & CLIENT_PROTOCOL_41 or any(payload[9:32]):
+    if not caps & CLIENT_PROTOCOL_41 or any(payload[9:28]):
         return False
     return len(payload) == 32 and bool(caps & CLIENT_SSL) or b"\x00" in payload[32:]
 
