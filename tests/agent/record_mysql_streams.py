@@ -340,5 +340,34 @@ def record_all(out: Path = RECORDED_STREAMS) -> None:
             print(f"{name}: {len(chunks)} chunks")
 
 
+
+
+def run_client(name: str, port: int, *extra: str) -> None:
+    """A child process for the live tests: prints READY, waits for a line on stdin, runs one
+    conversation (with ``extra`` arguments: a user and password for ``auth``; ``midstream``
+    connects before READY), prints what the client saw as JSON."""
+    if name == "midstream":
+        conn = connect(port)
+        print("READY", flush=True)
+        sys.stdin.readline()
+        seen: object = {}
+        with conn.cursor() as cur:
+            seen = {"select": cur.execute("SELECT 1 UNION SELECT 2 UNION SELECT 3")}
+        conn.ping(reconnect=False)
+        conn.close()
+    else:
+        print("READY", flush=True)
+        sys.stdin.readline()
+        if name == "auth":
+            auth(port, extra[0], extra[1])
+            seen = {}
+        else:
+            seen = CONVERSATIONS[name][1](port)
+    print(json.dumps(seen, default=str), flush=True)
+
+
 if __name__ == "__main__":
-    record_all(Path(sys.argv[1]) if len(sys.argv) > 1 else RECORDED_STREAMS)
+    if sys.argv[1:2] == ["--client"]:
+        run_client(sys.argv[2], int(sys.argv[3]), *sys.argv[4:])
+    else:
+        record_all(Path(sys.argv[1]) if len(sys.argv) > 1 else RECORDED_STREAMS)
