@@ -181,10 +181,14 @@ class _Message:
 class _Framer:
     """Splits one direction's bytes into messages."""
 
-    __slots__ = ("keep", "head", "head_ns", "left", "in_payload", "more", "current")
+    __slots__ = ("keep", "head", "head_ns", "left", "in_payload", "more", "current", "check", "bad_at")
 
-    def __init__(self, keep: int) -> None:
+    def __init__(self, keep: int, check: Callable[[int, int, int], bool] | None = None) -> None:
         self.keep = keep
+        # Is a new message's header plausible: (payload length, sequence number, first payload
+        # byte or -1 when not in this read)? When not, feed stops there and sets bad_at.
+        self.check = check
+        self.bad_at: int | None = None  # where in the last fed data an implausible header began
         self.head = b""  # a packet header not yet whole
         self.head_ns = 0
         self.left = 0  # payload bytes left of the packet in progress
@@ -200,10 +204,12 @@ class _Framer:
     def feed(self, data: bytes, ts_ns: int) -> list[_Message]:
         out: list[_Message] = []
         i, n = 0, len(data)
+        self.bad_at = None
         while i < n or (self.in_payload and not self.left):
             if not self.in_payload:
                 if not self.head:
                     self.head_ns = ts_ns
+                start = i - len(self.head)
                 take = data[i : i + 4 - len(self.head)]
                 self.head += take
                 i += len(take)
@@ -212,6 +218,10 @@ class _Framer:
                 length = int.from_bytes(self.head[:3], "little")
                 seq = self.head[3]
                 self.head = b""
+                if self.current is None and self.check is not None:
+                    if not self.check(length, seq, data[i] if i < n else -1):
+                        self.bad_at = max(0, start)
+                        return out
                 if self.current is None:
                     self.current = _Message(seq, self.head_ns)
                 self.current.last_seq = seq
@@ -305,7 +315,7 @@ class MysqlStitcher:
         self.body_limit = options.body_limit
         self.keep_secrets = options.keep_secrets
         self._keep = HEAD_BYTES + options.body_limit
-        self._req = _Framer(self._keep)
+        self._req = _Framer(self._keep, self._request_header_ok)
         self._resp = _Framer(self._keep)
         self._handshake = _NO_HANDSHAKE
         self._auth: _Exchange | None = None  # the handshake's row while authenticating
@@ -328,18 +338,25 @@ class MysqlStitcher:
             return []
         data = bytes(data)
         if request:
-            if self._resyncing:
-                start = _command_start(data)
-                if start < 0:
-                    return []
-                data = data[start:]
-                self._resyncing = False
-                self._req = _Framer(self._keep)
-                self._resp = _Framer(self._keep)
-            for msg in self._req.feed(data, ts_ns):
-                self._on_request(msg)
-                if self._resyncing or self.upgraded:
+            while data and not self.upgraded:
+                if self._resyncing:
+                    start = _command_start(data)
+                    if start < 0:
+                        break
+                    data = data[start:]
+                    self._resyncing = False
+                    self._req = _Framer(self._keep, self._request_header_ok)
+                    self._resp = _Framer(self._keep)
+                framer = self._req
+                for msg in framer.feed(data, ts_ns):
+                    self._on_request(msg)
+                    if self._resyncing or self.upgraded:
+                        break
+                if framer.bad_at is None or self._resyncing or self.upgraded:
                     break
+                self.errors["request_invalid_header"] += 1
+                self._lose_sync()
+                data = data[framer.bad_at + 1 :]  # look for a command after it
         elif not self._resyncing:
             for msg in self._resp.feed(data, ts_ns):
                 self._on_response(msg)
@@ -383,6 +400,25 @@ class MysqlStitcher:
         return False
 
     # -- requests -----------------------------------------------------------------------------
+    def _request_header_ok(self, length: int, seq: int, first: int) -> bool:
+        """Could a client message start with this header (Pixie's ParseFrame checks a command's
+        byte and length before taking its bytes)? A command (sequence 0) of a known command byte
+        and a length in its range; another sequence number only where the conversation expects
+        one (the handshake, an auth exchange, a LOCAL INFILE upload)."""
+        if seq == 0:
+            if first < 0:
+                return length > 0
+            bounds = COMMAND_LENGTHS.get(first)
+            return bounds is not None and bounds[0] <= length and (length <= bounds[1] or bounds[1] == MAX_PACKET)
+        if seq == 1 and self._handshake in (_NO_HANDSHAKE, _GREETED):
+            return 32 <= length
+        # (the sequence itself is checked when the message is taken: the messages before it in
+        # the same read are not yet)
+        if self._auth is not None:
+            return True
+        head = self._pending[0] if self._pending else None
+        return head is not None and (head.state == _INFILE or head.kind == _AUTH)
+
     def _on_request(self, msg: _Message) -> None:
         payload = bytes(msg.payload)
         if msg.seq == 1 and self._handshake in (_NO_HANDSHAKE, _GREETED) and looks_like_handshake_response(payload):
@@ -502,7 +538,14 @@ class MysqlStitcher:
             return
         ex.expect_seq = (msg.last_seq + 1) & 0xFF
         self._take_packet(ex, msg)
-        if _auth_step(ex, payload, msg.size):
+        try:
+            done = _auth_step(ex, payload, msg.size)
+        except _Desync:
+            self.errors["response_malformed"] += 1
+            self._auth = None
+            self._lose_sync()
+            return
+        if done:
             self._auth = None
             self._handshake = _CONNECTED
             self._emit(ex, ex.status)
@@ -711,7 +754,7 @@ class MysqlStitcher:
         self._auth = None
         self._prepare_tail = None
         self._resyncing = True
-        self._req = _Framer(self._keep)
+        self._req = _Framer(self._keep, self._request_header_ok)
         self._resp = _Framer(self._keep)
 
     def _take(self) -> list[tuple[MysqlRequest, MysqlResponse]]:
@@ -855,27 +898,37 @@ def looks_like_handshake_response(payload: bytes) -> bool:
     return len(payload) == 32 and bool(caps & CLIENT_SSL) or b"\x00" in payload[32:]
 
 
-def looks_like_greeting(payload: bytes) -> bool:
+def looks_like_greeting(payload: bytes, complete: bool = True) -> bool:
     """The server's greeting, protocol 10: 0x0a, a printable version string ending in NUL, and at
-    least the connection id and the first 8 bytes of auth data after it."""
+    least the connection id and the first 8 bytes of auth data after it. Of a greeting read in
+    pieces (not ``complete``), the part seen: 0x0a and at least 8 printable version bytes so far."""
     if payload[:1] != b"\x0a":
         return False
     end = payload.find(b"\x00", 1)
-    if end < 2 or end > 64:
+    version = payload[1:end] if end >= 0 else payload[1:]
+    if not all(0x20 <= b < 0x7F for b in version[:64]):
         return False
-    version = payload[1:end]
-    return all(0x20 <= b < 0x7F for b in version) and len(payload) >= end + 1 + 4 + 8 + 1
+    if end < 0:
+        return 8 <= len(version) <= 64
+    return 2 <= end <= 64 and (len(payload) >= end + 1 + 4 + 8 + 1 or not complete)
 
 
 def looks_like_mysql_request(first_bytes: bytes) -> bool:
     """Protocol inference on a client's first bytes: a command packet (sequence 0, a command a
-    client sends, a plausible length, Pixie's infer_mysql_message) or the handshake response."""
+    client sends, a plausible length, Pixie's infer_mysql_message) or the handshake response (of
+    one read in pieces, at least its first 12 bytes: CLIENT_PROTOCOL_41 and zero filler so far)."""
     if _plausible_command(first_bytes):
         return True
-    if len(first_bytes) < 4 + 32 or first_bytes[3] != 1:
+    if len(first_bytes) < 16 or first_bytes[3] != 1:
         return False
     length = int.from_bytes(first_bytes[:3], "little")
-    return 32 <= length <= MAX_INFERRED_LENGTH and looks_like_handshake_response(first_bytes[4 : 4 + length])
+    payload = first_bytes[4 : 4 + length]
+    if not 32 <= length <= MAX_INFERRED_LENGTH:
+        return False
+    if len(payload) >= 32:
+        return looks_like_handshake_response(payload)
+    caps = int.from_bytes(payload[:4], "little")
+    return bool(caps & CLIENT_PROTOCOL_41) and not any(payload[9:28])
 
 
 def looks_like_mysql_response(first_bytes: bytes) -> bool:
@@ -883,4 +936,5 @@ def looks_like_mysql_response(first_bytes: bytes) -> bool:
     if len(first_bytes) < 5 or first_bytes[3] != 0:
         return False
     length = int.from_bytes(first_bytes[:3], "little")
-    return 20 <= length <= 1024 and looks_like_greeting(first_bytes[4 : 4 + length])
+    payload = first_bytes[4 : 4 + length]
+    return 20 <= length <= 1024 and looks_like_greeting(payload, complete=len(payload) == length)
