@@ -278,7 +278,10 @@ def multi(port: int) -> dict[str, object]:
     return {}
 
 
-CLI_STATEMENTS = "CREATE TABLE c (n INT); INSERT INTO c VALUES (1),(2),(3),(4); SELECT n FROM c WHERE n > 1; SELECT 1/0, NULL; SELECT * FROM c WHERE n > 10; SELECT nope;"
+CLI_STATEMENTS = (
+    "CREATE TABLE c (n INT); INSERT INTO c VALUES (1),(2),(3),(4); SELECT n FROM c WHERE n > 1; "
+    "SELECT 1/0, NULL; SELECT * FROM c WHERE n > 10; SELECT nope;"
+)
 
 
 def cli(port: int) -> dict[str, object]:
@@ -308,8 +311,10 @@ def deprecate_eof(port: int) -> dict[str, object]:
 
 
 CONVERSATIONS: dict[str, tuple[str, Callable[[int], object]]] = {
-    "deprecate_eof": ("CLIENT_DEPRECATE_EOF: result sets (rows, none), a prepared statement and its execution, an error.",
-                      deprecate_eof),
+    "deprecate_eof": (
+        "CLIENT_DEPRECATE_EOF: result sets (rows, none), a prepared statement and its execution, an error.",
+        deprecate_eof,
+    ),
     "cli": ("The mariadb client (CLIENT_DEPRECATE_EOF): CREATE, INSERT, SELECTs (rows, none), an error.", cli),
     "queries": ("PyMySQL: CREATE, INSERT 3 rows, SELECT 3 rows, an error, COM_INIT_DB, COM_PING, COM_QUIT.", queries),
     "prepared": ("Hand-written binary protocol: COM_STMT_PREPARE/EXECUTE with typed parameters, CLOSE.", prepared),
@@ -338,8 +343,6 @@ def record_all(out: Path = RECORDED_STREAMS) -> None:
             }
             (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
             print(f"{name}: {len(chunks)} chunks")
-
-
 
 
 def run_client(name: str, port: int, *extra: str) -> None:

@@ -221,7 +221,10 @@ def test_password_login_keeps_no_auth_response(server: MariaDB):
     client_rows, server_rows = both_ends(rows, server, client)
     for got in (client_rows, server_rows):
         assert shape(got)[0] == (
-            11, "user=app database=test auth_plugin=mysql_native_password auth_response=<redacted>", OK, ""
+            11,
+            "user=app database=test auth_plugin=mysql_native_password auth_response=<redacted>",
+            OK,
+            "",
         )
         assert shape(got)[3] == (3, "SELECT 1", OK, "Resultset rows = 1")
         assert not any(password in str(v) for r in got for v in r.values())

@@ -286,8 +286,8 @@ def lenenc(value: bytes) -> bytes:
 
 
 def column_def(name: bytes, type_: int = 0xFD) -> bytes:
-    return (b"".join(lenenc(x) for x in (b"def", b"db", b"t", b"t", name, name)) + b"\x0c" + struct.pack("<HIBHB", 33, 60,
-            type_, 0, 0) + b"\x00\x00")  # fmt: skip
+    names = b"".join(lenenc(x) for x in (b"def", b"db", b"t", b"t", name, name))
+    return names + b"\x0c" + struct.pack("<HIBHB", 33, 60, type_, 0, 0) + b"\x00\x00"
 
 
 OK_PACKET = b"\x00\x00\x00\x02\x00\x00\x00"
@@ -431,10 +431,17 @@ def test_execute_direct_waits_behind_its_prepare():
     st_.deprecate_eof = True
     both = packet(0, b"\x16SELECT ?") + packet(0, b"\x17" + struct.pack("<IBI", 0xFFFFFFFF, 0, 1) + b"\x00\x01\xfe\x00"
                                                 + lenenc(b"hi"))  # fmt: skip
-    answers = packet(1, b"\x00" + struct.pack("<IHHBH", 9, 1, 1, 0, 0)) + packet(2, column_def(b"?")) + packet(
-        3, column_def(b"?"))
-    rows = packet(1, b"\x01") + packet(2, column_def(b"?")) + packet(3, b"\x00\x00" + lenenc(b"hi")) + packet(
-        4, b"\xfe\x00\x00\x02\x00\x00\x00")
+    answers = (
+        packet(1, b"\x00" + struct.pack("<IHHBH", 9, 1, 1, 0, 0))
+        + packet(2, column_def(b"?"))
+        + packet(3, column_def(b"?"))
+    )
+    rows = (
+        packet(1, b"\x01")
+        + packet(2, column_def(b"?"))
+        + packet(3, b"\x00\x00" + lenenc(b"hi"))
+        + packet(4, b"\xfe\x00\x00\x02\x00\x00\x00")
+    )
     got = feed(st_, (True, both, 1), (False, answers, 2), (False, rows, 3))
     assert shape(got) == [(22, "SELECT ?", OK, ""), (23, "query=[SELECT ?] params=[hi]", OK, "Resultset rows = 1")]
 

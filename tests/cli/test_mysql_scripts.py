@@ -42,7 +42,7 @@ def capture_dir(tmp_path_factory) -> str:
     upids = sorted(processes)
     streams = [load_stream(p) for p in sorted(RECORDED_STREAMS.glob("*.json"))]
     rows = MysqlRows()
-    for i in range(60):
+    for _ in range(60):
         records, _ = replay(rng.choice(streams).chunks, protocol="mysql")
         conn = Conn(rng.choice(upids), f"10.0.0.{rng.randint(1, 3)}", "10.0.1.1", rng.choice([3306, 3307]),
                     rng.randint(30000, 60000), rng.choice([1, 2]))  # fmt: skip

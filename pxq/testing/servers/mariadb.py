@@ -85,8 +85,15 @@ class MariaDB:
 
 def _install(datadir: Path, root: Path) -> None:
     done = subprocess.run(
-        [INSTALL_DB, "--no-defaults", f"--datadir={datadir}", "--user=root", "--auth-root-authentication-method=normal",
-         "--skip-test-db", "--skip-name-resolve"],  # fmt: skip
+        [
+            INSTALL_DB,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            "--skip-name-resolve",
+        ],  # fmt: skip
         capture_output=True,
         timeout=120,
         cwd=root,
@@ -104,11 +111,24 @@ def mariadb_server(databases: tuple[str, ...] = ("test",)) -> Iterator[MariaDB]:
         _install(datadir, root)
         port = free_port()
         proc = subprocess.Popen(
-            [MARIADBD, "--no-defaults", f"--datadir={datadir}", "--user=root", f"--port={port}",
-             f"--bind-address={LOOPBACK}", f"--socket={root / 'mysqld.sock'}", f"--pid-file={root / 'mysqld.pid'}",
-             f"--log-error={root / 'error.log'}", "--skip-name-resolve", "--skip-log-bin",
-             "--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M", "--max-allowed-packet=64M",
-             "--performance-schema=OFF", f"--tmpdir={root}"],  # fmt: skip
+            [
+                MARIADBD,
+                "--no-defaults",
+                f"--datadir={datadir}",
+                "--user=root",
+                f"--port={port}",
+                f"--bind-address={LOOPBACK}",
+                f"--socket={root / 'mysqld.sock'}",
+                f"--pid-file={root / 'mysqld.pid'}",
+                f"--log-error={root / 'error.log'}",
+                "--skip-name-resolve",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=16M",
+                "--innodb-log-file-size=8M",
+                "--max-allowed-packet=64M",
+                "--performance-schema=OFF",
+                f"--tmpdir={root}",
+            ],  # fmt: skip
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

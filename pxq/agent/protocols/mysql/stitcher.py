@@ -218,10 +218,13 @@ class _Framer:
                 length = int.from_bytes(self.head[:3], "little")
                 seq = self.head[3]
                 self.head = b""
-                if self.current is None and self.check is not None:
-                    if not self.check(length, seq, data[i] if i < n else -1):
-                        self.bad_at = max(0, start)
-                        return out
+                if (
+                    self.current is None
+                    and self.check is not None
+                    and not self.check(length, seq, data[i] if i < n else -1)
+                ):
+                    self.bad_at = max(0, start)
+                    return out
                 if self.current is None:
                     self.current = _Message(seq, self.head_ns)
                 self.current.last_seq = seq
@@ -278,7 +281,8 @@ class _Exchange:
     """A command and the response being read for it."""
 
     __slots__ = ("cmd", "kind", "msg", "body", "expect_seq", "state", "left", "rows", "parts", "status",
-                 "resp_size", "end_ns", "packets", "stmt_id", "num_params", "num_columns", "prepared", "resolved")  # fmt: skip
+                 "resp_size", "end_ns", "packets", "stmt_id", "num_params", "num_columns", "prepared",
+                 "resolved")  # fmt: skip
 
     def __init__(self, cmd: int, msg: _Message, body: str) -> None:
         self.cmd = cmd
@@ -359,9 +363,8 @@ class MysqlStitcher:
                 data = data[framer.bad_at + 1 :]  # look for a command after it
         elif not self._resyncing:
             for msg in self._resp.feed(data, ts_ns):
-                self._on_response(msg)
-                if self._resyncing:
-                    break
+                if not self._on_response(msg):
+                    break  # sync lost: the rest waits for the next command
         return self._take()
 
     def skip_messages(self, request: bool, n: int, ts_ns: int) -> tuple[list[tuple[MysqlRequest, MysqlResponse]], int]:
@@ -411,7 +414,7 @@ class MysqlStitcher:
             bounds = COMMAND_LENGTHS.get(first)
             return bounds is not None and bounds[0] <= length and (length <= bounds[1] or bounds[1] == MAX_PACKET)
         if seq == 1 and self._handshake in (_NO_HANDSHAKE, _GREETED):
-            return 32 <= length
+            return length >= 32
         # (the sequence itself is checked when the message is taken: the messages before it in
         # the same read are not yet)
         if self._auth is not None:
@@ -551,32 +554,32 @@ class MysqlStitcher:
             self._emit(ex, ex.status)
 
     # -- responses ----------------------------------------------------------------------------
-    def _on_response(self, msg: _Message) -> None:
+    def _on_response(self, msg: _Message) -> bool:
+        """One server message; False when it lost the sync."""
         payload = bytes(msg.payload)
-        if (
-            self._handshake == _NO_HANDSHAKE
-            and not self._pending
-            and msg.seq == 0
-            and looks_like_greeting(payload)
-        ):
+        if self._handshake == _NO_HANDSHAKE and not self._pending and msg.seq == 0 and looks_like_greeting(payload):
             self._handshake = _GREETED
             self._server_caps = _greeting_caps(payload)
-            return
+            return True
         if self._auth is not None:
             self._on_auth_packet(msg, payload)
-            return
+            return not self._resyncing
         if not self._pending:
-            if self._prepare_tail is not None and msg.seq == self._prepare_tail and wire.is_eof_packet(payload, msg.size):
+            if (
+                self._prepare_tail is not None
+                and msg.seq == self._prepare_tail
+                and wire.is_eof_packet(payload, msg.size)
+            ):
                 self.deprecate_eof = False  # the EOF an assumed CLIENT_DEPRECATE_EOF left out
                 self._prepare_tail = None
-                return
+                return True
             self.errors["response_without_request"] += 1
-            return
+            return True
         ex = self._pending[0]
         if msg.seq != ex.expect_seq:
             self.errors["response_out_of_sequence"] += 1
             self._lose_sync()
-            return
+            return False
         ex.expect_seq = (msg.last_seq + 1) & 0xFF
         self._take_packet(ex, msg)
         try:
@@ -584,13 +587,14 @@ class MysqlStitcher:
         except _Desync:
             self.errors["response_malformed"] += 1
             self._lose_sync()
-            return
+            return False
         if done:
             self._pending.popleft()
             if ex.cmd in (wire.COM_CHANGE_USER, wire.COM_RESET_CONNECTION) and ex.status == RESP_OK:
                 self._statements.clear()  # a new session: its statements are gone
             self._emit(ex, ex.status)
             self._answer_silent()
+        return True
 
     @staticmethod
     def _take_packet(ex: _Exchange, msg: _Message) -> None:
@@ -699,8 +703,12 @@ class MysqlStitcher:
             ex.rows -= 1
         elif ex.state == _PARAM_EOF and eof:
             ex.state = _COLUMN_DEFS
-        elif ex.state == _COLUMN_DEFS and eof and self.deprecate_eof is None and ex.num_params and (
-            ex.left == ex.num_columns
+        elif (
+            ex.state == _COLUMN_DEFS
+            and eof
+            and self.deprecate_eof is None
+            and ex.num_params
+            and (ex.left == ex.num_columns)
         ):
             self.deprecate_eof = False  # the parameters' EOF: the capability was assumed wrongly
         elif ex.state == _COLUMN_DEFS and not eof and _is_column_def(payload) and ex.left > 0:
