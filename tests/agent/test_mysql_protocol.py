@@ -515,3 +515,14 @@ def test_random_bytes_never_raise(data, request):
     st_.close_messages(4)
     looks_like_mysql_request(data)
     looks_like_mysql_response(data)
+
+
+def test_uncaptured_bytes_in_a_prepare_answer_are_a_counted_desync():
+    """Found by bench/fuzz_mysql.py (seed 1, input 19952): a COM_STMT_PREPARE_OK packet whose bytes
+    the kernel counted without copying (a shorter payload than its length) raised IndexError."""
+    st_ = MysqlStitcher()
+    feed(st_, (True, packet(0, b"\x16SELECT 1"), 1), (False, struct.pack("<I", 12)[:3] + b"\x01\x00", 2))
+    assert st_.skip_messages(False, 11, 3) == ([], 0)
+    assert st_.errors["response_malformed"] == 1
+    got = feed(st_, (True, packet(0, b"\x0e"), 4), (False, packet(1, OK_PACKET), 5))
+    assert shape(got) == [(14, "", OK, "")]

@@ -684,7 +684,7 @@ class MysqlStitcher:
 
     def _prepare_ok(self, ex: _Exchange, payload: bytes, size: int) -> bool:
         """COM_STMT_PREPARE_OK: 0x00, statement id(4), columns(2), parameters(2), 0x00, warnings(2)."""
-        if size != 12 or payload[0] != 0 or payload[9] != 0:  # Pixie's IsStmtPrepareOKPacket
+        if size != 12 or len(payload) != 12 or payload[0] != 0 or payload[9] != 0:  # IsStmtPrepareOKPacket
             raise _Desync
         stmt_id = int.from_bytes(payload[1:5], "little")
         ex.num_columns = ex.left = int.from_bytes(payload[5:7], "little")
