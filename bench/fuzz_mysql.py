@@ -24,7 +24,12 @@ import traceback
 from pathlib import Path
 
 from pxq.agent.protocols.interface import ParseOptions
-from pxq.agent.protocols.mysql import RECORDED_STREAMS, MysqlStitcher, looks_like_mysql_request, looks_like_mysql_response
+from pxq.agent.protocols.mysql import (
+    RECORDED_STREAMS,
+    MysqlStitcher,
+    looks_like_mysql_request,
+    looks_like_mysql_response,
+)
 from pxq.testing.streams import load_stream
 
 HANG_SECONDS = 1.0

@@ -158,6 +158,8 @@ class MysqlRecord:
 
 def truncate(body: str, limit: int) -> str:
     """``body`` cut to ``limit`` UTF-8 bytes with Pixie's marker (untouched when it fits)."""
+    if len(body) * 4 <= limit:  # fits whatever its characters
+        return body
     raw = body.encode("utf-8")
     if len(raw) <= limit:
         return body
@@ -172,7 +174,7 @@ class _Message:
     def __init__(self, seq: int, ts_ns: int) -> None:
         self.seq = seq
         self.last_seq = seq
-        self.payload = bytearray()  # the first `keep` bytes
+        self.payload: bytes | bytearray = bytearray()  # the first `keep` bytes
         self.size = 0
         self.start_ns = ts_ns
         self.end_ns = ts_ns
@@ -205,7 +207,23 @@ class _Framer:
         out: list[_Message] = []
         i, n = 0, len(data)
         self.bad_at = None
+        keep, check = self.keep, self.check
         while i < n or (self.in_payload and not self.left):
+            if not self.in_payload and not self.head and self.current is None and i + 4 <= n:
+                # Fast path: a whole packet in this read, starting a message.
+                length = data[i] | data[i + 1] << 8 | data[i + 2] << 16
+                end = i + 4 + length
+                if length < MAX_PACKET and end <= n:
+                    seq = data[i + 3]
+                    if check is not None and not check(length, seq, data[i + 4] if length else -1):
+                        self.bad_at = i
+                        return out
+                    msg = _Message(seq, ts_ns)
+                    msg.payload = data[i + 4 : end] if length <= keep else data[i + 4 : i + 4 + keep]
+                    msg.size = length
+                    out.append(msg)
+                    i = end
+                    continue
             if not self.in_payload:
                 if not self.head:
                     self.head_ns = ts_ns
@@ -233,8 +251,10 @@ class _Framer:
                 k = min(self.left, n - i)
                 msg = self.current
                 assert msg is not None
-                room = self.keep - len(msg.payload)
+                room = keep - len(msg.payload)
                 if room > 0:
+                    if type(msg.payload) is bytes:
+                        msg.payload = bytearray(msg.payload)
                     msg.payload += data[i : i + min(k, room)]
                 msg.size += k
                 self.left -= k
