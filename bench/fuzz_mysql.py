@@ -21,7 +21,6 @@ import struct
 import sys
 import time
 import traceback
-from pathlib import Path
 
 from pxq.agent.protocols.interface import ParseOptions
 from pxq.agent.protocols.mysql import (
