@@ -242,3 +242,29 @@ def test_connection_opened_before_the_tracer_attached(server: MariaDB):
     client_rows, server_rows = both_ends(rows, server, client)
     assert shape(client_rows) == expected
     assert shape(server_rows) == expected
+
+
+def test_server_killed_mid_query_leaves_a_counted_loss_and_no_row():
+    with mariadb_server() as doomed:
+        client = ClientProcess.python("sleep", doomed.port)  # connected (handshake done) before tracing
+        tracer = SocketTracer(pids={doomed.pid, client.pid})
+        tracer.start()
+        rows: list[dict] = []
+        try:
+            client.go()
+            deadline = time.monotonic() + 30
+            while "SELECT SLEEP(60)" not in doomed.sql("SHOW PROCESSLIST;") and time.monotonic() < deadline:
+                tracer.poll(50)
+            # the query's bytes seen at both ends: the client's write, the server's two reads
+            wait_for_rows(tracer, rows, lambda _: tracer.stats()["events"] >= 3, timeout=10)
+            doomed.proc.kill()
+            out = client.finish(tracer)
+            wait_for_rows(tracer, rows, lambda _: tracer.open_connections() == 0)
+        finally:
+            tracer.stop()
+            client.kill()
+        rows.extend(tracer.drain_tables()["mysql_events"].to_pylist())
+    assert json.loads(out)["error"] == 2013  # PyMySQL: "Lost connection to MySQL server during query"
+    assert [r for r in rows if "SLEEP" in r["req_body"]] == []
+    drops = tracer.drops()
+    assert drops["unmatched"] >= 2 and drops["parse_error"] == 0, drops  # the query, at both ends

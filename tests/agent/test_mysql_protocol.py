@@ -526,3 +526,31 @@ def test_uncaptured_bytes_in_a_prepare_answer_are_a_counted_desync():
     assert st_.errors["response_malformed"] == 1
     got = feed(st_, (True, packet(0, b"\x0e"), 4), (False, packet(1, OK_PACKET), 5))
     assert shape(got) == [(14, "", OK, "")]
+
+
+def test_change_user_keeps_no_auth_response_and_forgets_the_statements():
+    """COM_CHANGE_USER (layout from the MySQL manual): user, 1-byte length and auth response,
+    database, charset, plugin. Its auth response is a secret like the handshake's; the server may
+    ask for another auth method (0xfe) and the client answers (sequence 3), then OK."""
+    scramble = bytes(range(1, 21))
+    payload = b"\x11bob\x00" + bytes([20]) + scramble + b"shop\x00" + b"\x21\x00" + b"mysql_native_password\x00"
+    switch = packet(1, b"\xfemysql_native_password\x00" + bytes(20) + b"\x00")
+    for keep, shown in ((False, SECRET_MARKER), (True, scramble.hex())):
+        st_ = MysqlStitcher(ParseOptions(body_limit=1024, keep_secrets=keep))
+        feed(st_, (True, packet(0, b"\x16SELECT ?"), 1),
+             (False, packet(1, b"\x00" + struct.pack("<IHHBH", 3, 0, 1, 0, 0)) + packet(2, column_def(b"?")), 2))  # fmt: skip
+        got = feed(st_, (True, packet(0, payload), 3), (False, switch, 4), (True, packet(2, scramble[::-1]), 5),
+                   (False, packet(3, OK_PACKET), 6))  # fmt: skip
+        assert shape(got) == [(17, f"user=bob database=shop auth_response={shown}", OK, "")]
+        assert scramble[::-1].hex() not in got[0].req_body  # the answer to the switch is never kept
+        got = feed(st_, (True, packet(0, b"\x17" + struct.pack("<IBI", 3, 0, 1) + b"\x00\x01\x08\x00" + bytes(8)), 7),
+                   (False, packet(1, OK_PACKET), 8))  # fmt: skip
+        assert shape(got) == [(23, "Execute stmt_id=3.", OK, "Affected rows = 0")]  # a new session's ids
+        assert not st_.errors
+
+
+def test_a_command_left_unanswered_when_the_server_dies_is_counted_not_paired():
+    st_ = MysqlStitcher()
+    got = feed(st_, (True, packet(0, b"\x03SELECT SLEEP(10)"), 1), (False, packet(1, b"\x01"), 2))
+    assert got == [] and st_.close_messages(3) == []
+    assert st_.errors == {"response_incomplete_at_close": 1}

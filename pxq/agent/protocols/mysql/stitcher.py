@@ -499,9 +499,17 @@ class MysqlStitcher:
         if cmd in _STATEMENT_COMMANDS:
             return ""  # filled in when its turn comes (the statement may still be being prepared)
         if cmd == wire.COM_CHANGE_USER:
+            # user NUL, the auth response after a 1-byte length (CLIENT_SECURE_CONNECTION, which
+            # every 4.1 client sends), the database NUL, ...
             user = wire.nul_string(payload, 1)
-            name = wire.text(user[0]) if user is not None else ""
-            return f"user={name} auth_response={self._secret(payload[user[1] :] if user else b'')}"
+            if user is None:
+                return f"user= auth_response={self._secret(b'')}"
+            pos = user[1]
+            n = payload[pos] if pos < len(payload) else 0
+            auth, pos = payload[pos + 1 : pos + 1 + n], pos + 1 + n
+            db = wire.nul_string(payload, pos)
+            database = f" database={wire.text(db[0])}" if db is not None and db[0] else ""
+            return f"user={wire.text(user[0])}{database} auth_response={self._secret(auth)}"
         return ""
 
     def _secret(self, data: bytes) -> str:
