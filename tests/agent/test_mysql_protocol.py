@@ -537,8 +537,8 @@ def test_change_user_keeps_no_auth_response_and_forgets_the_statements():
     switch = packet(1, b"\xfemysql_native_password\x00" + bytes(20) + b"\x00")
     for keep, shown in ((False, SECRET_MARKER), (True, scramble.hex())):
         st_ = MysqlStitcher(ParseOptions(body_limit=1024, keep_secrets=keep))
-        feed(st_, (True, packet(0, b"\x16SELECT ?"), 1),
-             (False, packet(1, b"\x00" + struct.pack("<IHHBH", 3, 0, 1, 0, 0)) + packet(2, column_def(b"?")), 2))  # fmt: skip
+        prepared = packet(1, b"\x00" + struct.pack("<IHHBH", 3, 0, 1, 0, 0)) + packet(2, column_def(b"?"))
+        feed(st_, (True, packet(0, b"\x16SELECT ?"), 1), (False, prepared, 2))
         got = feed(st_, (True, packet(0, payload), 3), (False, switch, 4), (True, packet(2, scramble[::-1]), 5),
                    (False, packet(3, OK_PACKET), 6))  # fmt: skip
         assert shape(got) == [(17, f"user=bob database=shop auth_response={shown}", OK, "")]
