@@ -889,24 +889,26 @@ _INFERRED_COMMANDS = frozenset(
 MAX_INFERRED_LENGTH = 10_000
 
 
-def _plausible_command(data: bytes, depth: int = 0) -> bool:
-    if len(data) < 5 or data[3] != 0:
+def _plausible_command(data: bytes, pos: int = 0, depth: int = 0) -> bool:
+    """Could a command packet start at ``pos`` of ``data``? (No copy of ``data``: a resync scans
+    every position of a read.)"""
+    if len(data) - pos < 5 or data[pos + 3] != 0:
         return False
-    length = int.from_bytes(data[:3], "little")
-    cmd = data[4]
+    length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+    cmd = data[pos + 4]
     if cmd not in _INFERRED_COMMANDS or not 0 < length <= MAX_INFERRED_LENGTH:
         return False
     low, high = COMMAND_LENGTHS[cmd]
     if not low <= length <= high:
         return False
     if cmd in (wire.COM_QUERY, wire.COM_STMT_PREPARE, wire.COM_INIT_DB):
-        text = data[5 : 5 + min(length - 1, 64)]
+        text = data[pos + 5 : pos + 5 + min(length - 1, 64)]
         if not text or any(b < 0x20 and b not in (0x09, 0x0A, 0x0D) for b in text):
             return False
-    rest = data[4 + length :]
-    if len(data) >= 4 + length and rest and length < 16:
+    rest = pos + 4 + length  # where the next packet would start
+    if rest < len(data) and length < 16:
         # a short fixed-size command is weak evidence: what follows must be a command too
-        return depth < 2 and _plausible_command(rest, depth + 1) or len(rest) < 5
+        return depth < 2 and _plausible_command(data, rest, depth + 1) or len(data) - rest < 5
     return True
 
 
@@ -914,10 +916,8 @@ def _command_start(data: bytes) -> int:
     """Where a command starts in ``data`` (a chunk of client bytes after sync was lost): its
     start if it holds one there, else the first place one plausibly starts (Pixie's
     FindFrameBoundary), else -1."""
-    if _plausible_command(data):
-        return 0
-    for i in range(1, max(0, len(data) - 4)):
-        if data[i + 3] == 0 and _plausible_command(data[i:]):
+    for i in range(max(0, len(data) - 4)):
+        if data[i + 3] == 0 and _plausible_command(data, i):
             return i
     return -1
 
