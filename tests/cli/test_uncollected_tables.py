@@ -23,7 +23,7 @@ def _refusal(tables: str, collector: str, it: str = "it") -> str:
     [
         ("conn_stats", _refusal("conn_stats", "socket_tracer")),
         ("http_events,conn_stats", _refusal("conn_stats", "socket_tracer")),
-        ("mysql_events,redis_events", _refusal("mysql_events, redis_events", "socket_tracer", "them")),
+        ("mysql_events,redis_events", _refusal("redis_events", "socket_tracer")),  # mysql_events is collected
         (
             "process_stats",
             "pxq: this pxq cannot collect process_stats live yet (collector process_stats is not "
