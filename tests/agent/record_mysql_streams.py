@@ -359,6 +359,16 @@ def run_client(name: str, port: int, *extra: str) -> None:
             seen = {"error": None}
         except pymysql.err.OperationalError as exc:
             seen = {"error": exc.args[0]}
+    elif name == "big":  # a query over 16 MB (two packets), then a query about it
+        print("READY", flush=True)
+        sys.stdin.readline()
+        conn = connect(port)
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE big (v LONGTEXT)")
+            inserted = cur.execute("INSERT INTO big VALUES (%s)", ("q" * (20 << 20),))
+            cur.execute("SELECT LENGTH(v) FROM big")
+            seen = {"inserted": inserted, "length": cur.fetchall()[0][0]}
+        conn.close()
     elif name == "midstream":
         conn = connect(port)
         print("READY", flush=True)

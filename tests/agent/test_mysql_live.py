@@ -127,6 +127,7 @@ def both_ends(rows: list[dict], server: MariaDB, client: ClientProcess) -> tuple
     return of(rows, client.pid, CLIENT_ROLE), of(rows, server.pid, SERVER_ROLE)
 
 
+CONNECT_ROOT = (11, "user=root database=test auth_plugin=mysql_native_password auth_response=<redacted>", OK, "")
 # PyMySQL's own statements after its handshake (pymysql/connections.py: connect() sets the
 # character set and autocommit mode).
 PYMYSQL_SETUP = [(3, "SET NAMES utf8mb4", OK, "Affected rows = 0"), (3, "SET AUTOCOMMIT = 0", OK, "Affected rows = 0")]
@@ -268,3 +269,25 @@ def test_server_killed_mid_query_leaves_a_counted_loss_and_no_row():
     assert [r for r in rows if "SLEEP" in r["req_body"]] == []
     drops = tracer.drops()
     assert drops["unmatched"] >= 2 and drops["parse_error"] == 0, drops  # the query, at both ends
+
+
+def test_a_query_over_16_mib_is_one_row_with_its_true_size(server: MariaDB):
+    """20 MiB sent in one call (two packets: 0xffffff bytes, then the rest); the kernel copies its
+    first bytes and counts the rest, at the client in one stretch, at the server read by read."""
+    client = ClientProcess.python("big", server.port)
+    out, rows, tracer = traced(server, client, expect_rows=2 * 7)
+    seen = json.loads(out)
+    assert seen == {"inserted": 1, "length": 20 << 20}
+    text = "INSERT INTO big VALUES ('" + "q" * (20 << 20) + "')"
+    expected = [
+        CONNECT_ROOT,
+        *PYMYSQL_SETUP,
+        (3, "CREATE TABLE big (v LONGTEXT)", OK, "Affected rows = 0"),
+        (3, text[:1024] + "... [TRUNCATED]", OK, f"Affected rows = {seen['inserted']}"),
+        (3, "SELECT LENGTH(v) FROM big", OK, "Resultset rows = 1"),
+        (1, "", NONE, ""),
+    ]
+    client_rows, server_rows = both_ends(rows, server, client)
+    assert shape(client_rows) == expected
+    assert shape(server_rows) == expected
+    assert tracer.drops()["data_gap"] == 0

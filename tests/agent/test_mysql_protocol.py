@@ -569,3 +569,23 @@ def test_resync_over_a_large_garbage_read_is_linear():
     got = feed(st_, (True, garbage + packet(0, b"\x0e"), 2), (False, packet(1, OK_PACKET), 3))
     assert time.process_time() - started < 5.0
     assert shape(got) == [(14, "", OK, "")]
+
+
+def test_a_message_over_16_mib_copied_in_part_ends_where_the_uncaptured_stretch_ends():
+    """A 20 MiB query written in one call: the kernel copies its first bytes and counts the rest
+    (skip_messages), over the 0xffffff packet's end and the next packet's header. The message is
+    taken to end there: its row keeps its text's start and its true size, and the answer pairs."""
+    payload = b"\x03INSERT INTO big VALUES ('" + b"q" * (20 << 20) + b"')"
+    wire_bytes = packet(0, payload[:0xFFFFFF]) + packet(1, payload[0xFFFFFF:])
+    copied = 66 * 1024
+    st_ = MysqlStitcher(ParseOptions(body_limit=30))
+    assert st_.feed_messages(True, wire_bytes[:copied], 1) == []
+    assert st_.skip_messages(True, len(wire_bytes) - copied, 2) == ([], 0)
+    got = feed(st_, (False, packet(2, b"\x00\x01\x00\x02\x00\x00\x00"), 3), (True, packet(0, b"\x0e"), 4),
+               (False, packet(1, OK_PACKET), 5))  # fmt: skip
+    assert shape(got) == [
+        (3, "INSERT INTO big VALUES ('qqqqq... [TRUNCATED]", OK, "Affected rows = 1"),
+        (14, "", OK, ""),
+    ]
+    assert got[0].request.size == len(payload)
+    assert not st_.errors

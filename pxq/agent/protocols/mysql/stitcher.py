@@ -273,19 +273,31 @@ class _Framer:
             self.current = None
 
     def skip(self, n: int, ts_ns: int) -> tuple[list[_Message], int]:
-        """``n`` bytes not seen: taken inside the packet in progress; returns the messages done and
-        the bytes beyond that packet (where the next header would be: lost)."""
+        """``n`` bytes not seen: taken inside the packet in progress, and to the end of a message
+        over 16 MB (see below); returns the messages done and the bytes beyond (where the next
+        header would be: lost)."""
         out: list[_Message] = []
-        if not self.in_payload or not self.left:
+        msg = self.current
+        if msg is None or (self.in_payload and not self.left) or (not self.in_payload and not self.more):
             return out, n
         k = min(n, self.left)
-        msg = self.current
-        assert msg is not None
         msg.size += k
         self.left -= k
-        if not self.left:
+        if not self.left and self.in_payload:
             self._packet_done(ts_ns, out)
-        return out, n - k
+        rest = n - k
+        if rest and self.current is msg and self.more and not self.head:
+            # A message over 16 MB, the rest of it not copied: a peer writes such a message in one
+            # call, which the kernel copies up to its limit and counts after, so the stretch is
+            # taken to end the message (its packet headers, one per 0xffffff bytes, taken out of
+            # its size). Should the bytes after it not start a message, sync is lost as usual.
+            headers = -(-rest // (MAX_PACKET + 4))
+            msg.size += rest - 4 * headers
+            msg.last_seq = (msg.last_seq + headers) & 0xFF
+            self.more = False
+            self._packet_done(ts_ns, out)
+            rest = 0
+        return out, rest
 
 
 class _Statement:
