@@ -1,4 +1,4 @@
-/* pxq socket tracer: TCP payloads and connection life cycle from syscall and sock tracepoints.
+/* pxq socket tracer: TCP and UDP payloads and connection life cycle from syscall and sock tracepoints.
  *
  * This kernel has no kprobes, and bcc compiles against headers older than the kernel, so every
  * value used here is a tracepoint field (args->..., laid out from tracefs at run time), a raw
@@ -9,10 +9,13 @@
  *   raw sys_enter (io calls) remember {fd, user buffer / iovec / msghdr} by thread
  *   sock:sock_send_length    fired inside sock_sendmsg/sock_recvmsg during that same call: the
  *   sock:sock_recv_length    fd is a socket; note its sk key, family and protocol
- *   raw sys_exit (io calls)  TCP over IPv4/IPv6 only: copy the first COPY_LIMIT bytes the call
- *                            moved (walking iovecs and messages) into ring buffer events of at
- *                            most MAX_DATA bytes each; the rest of the call is one filler event
- *                            (PXQ_F_FILLER: its stream offset and byte count, no bytes)
+ *   raw sys_exit (io calls)  TCP and UDP over IPv4/IPv6 only: copy the first COPY_LIMIT bytes the
+ *                            call moved (walking iovecs and messages) into ring buffer events of
+ *                            at most MAX_DATA bytes each; the rest of the call is one filler event
+ *                            (PXQ_F_FILLER: its stream offset and byte count, no bytes). A UDP
+ *                            datagram's events are PXQ_F_DATAGRAM with its peer: sendto/recvfrom's
+ *                            sockaddr (the 5th argument, r8), msghdr.msg_name, each mmsghdr's own
+ *                            (one datagram per message), else the socket's connect() (udp_peers)
  *   sock:inet_sock_set_state SYN_SENT in connect(): the fd is TCP; ESTABLISHED: sk -> 4-tuple;
  *                            CLOSE: forget it
  *   sendfile64, splice       a filler event with the byte count only: the bytes never pass
@@ -20,7 +23,8 @@
  *                            (sock_send_length names the socket); splice out of one runs
  *                            tcp_splice_read, which no sock tracepoint sees: the input fd
  *                            counts when the tracer knows it as a TCP connection (conns)
- *   connect/accept/accept4   OPEN events (client/server role) with a new connection generation
+ *   connect/accept/accept4   OPEN events (client/server role) with a new connection generation; a
+ *                            connect() that is not TCP's remembers its inet peer (udp_peers)
  *   close, sched_process_exit CLOSE / PROC_EXIT events
  *   sched_process_fork       (FILTER_PIDS) a child of a traced process is traced too
  *   task_newtask, exec exit   a process's start time (at fork) and comm and argv (at exec), sent
@@ -89,6 +93,8 @@
 #define PXQ_AF_INET 2
 #define PXQ_AF_INET6 10
 #define PXQ_IPPROTO_TCP 6
+#define PXQ_IPPROTO_UDP 17
+#define PXQ_AF_UNSPEC 0
 #define PXQ_EINPROGRESS 115
 #define PXQ_TCP_ESTABLISHED 1
 #define PXQ_TCP_SYN_SENT 2
@@ -127,12 +133,20 @@ struct regs_tail {
 #define PT_REGS_ORIG_AX_OFF 120
 #define USER32_CS 0x23 /* a compat (32-bit) task: its syscall numbers are i386's */
 
+/* The 5th syscall argument (r8 in struct pt_regs): sendto's dest_addr, recvfrom's src_addr. */
+#define PT_REGS_R8_OFF 72
+
 /* Layouts of the user-space structs walked (x86-64 ABI). */
 #define IOVEC_SIZE 16        /* struct iovec { void *iov_base; size_t iov_len; } */
 #define MSGHDR_IOV_OFF 16    /* struct user_msghdr: msg_iov */
 #define MSGHDR_IOVLEN_OFF 24 /* struct user_msghdr: msg_iovlen */
 #define MMSGHDR_SIZE 64      /* struct mmsghdr { struct user_msghdr msg_hdr; unsigned msg_len; } */
 #define MMSGHDR_LEN_OFF 56
+#define MSGHDR_NAME_OFF 0    /* struct user_msghdr: msg_name (the peer's sockaddr, or NULL) */
+/* struct sockaddr_in / sockaddr_in6: family, then the port (network order), then the address. */
+#define SOCKADDR_PORT_OFF 2
+#define SOCKADDR_IN_ADDR_OFF 4
+#define SOCKADDR_IN6_ADDR_OFF 8
 
 /* Copy modes of the exit walk. */
 #define MODE_BUF 0
@@ -144,6 +158,7 @@ struct active_t {
     u64 buf;   /* buffer, iovec array, msghdr, mmsghdr array or sockaddr */
     u64 vlen;  /* iovec count (readv/writev) or message count (sendmmsg/recvmmsg) */
     u64 sk;    /* from the sock tracepoints: opaque key, never dereferenced */
+    u64 addr;  /* sendto/recvfrom: the sockaddr argument (the peer of a UDP datagram), or 0 */
     s32 fd;    /* splice: fd_out (a socket when sock_send_length fires); fd_in is in vlen */
     u16 syscall;
     u16 family;
@@ -161,6 +176,15 @@ struct conn_t {
     u8 role;
     u8 tuple_sent;
     u16 reserved;
+};
+
+/* The peer a UDP socket was connect()ed to: the address of its calls that name none (write,
+ * send, read, recv on a connected socket, as dig and glibc's resolver use). */
+struct udp_peer_t {
+    u16 family;
+    u16 port; /* host order */
+    u32 reserved;
+    u8 addr[16];
 };
 
 /* A TCP socket's endpoints, from inet_sock_set_state (ports in host order). */
@@ -210,6 +234,8 @@ BPF_HASH(allowed_pids, u32, u8, 65536);
 BPF_TABLE("lru_hash", u64, struct active_t, active, 65536);
 BPF_TABLE("lru_hash", u64, struct conn_t, conns, 65536);
 BPF_TABLE("lru_hash", u64, struct tuple_t, tuples, 65536);
+/* (tgid << 32 | fd) -> the peer of a connected UDP (or other non-TCP inet) socket. */
+BPF_TABLE("lru_hash", u64, struct udp_peer_t, udp_peers, 65536);
 /* (tgid << 32 | fd) -> generation that user space wants no data from (not a protocol it parses). */
 BPF_HASH(disabled, u64, u32, 65536);
 /* [0] = 1 once user space has every probe attached; nothing is traced before. bcc attaches the
@@ -316,6 +342,7 @@ static __always_inline int enter_close(u64 id, s32 fd) {
     if (fd < 0)
         return 0;
     u64 key = conn_key(tgid, fd);
+    udp_peers.delete(&key); /* a UDP socket connected but not (yet) carrying data has no conns entry */
     struct conn_t *c = conns.lookup(&key);
     if (!c)
         return 0;
@@ -350,6 +377,18 @@ static __always_inline int enter_call(u64 id, s64 fd, u64 buf, u64 vlen, u16 sys
     return 0;
 }
 
+/* sendto/recvfrom: the call, and its sockaddr argument (a UDP datagram's peer; read at the exit,
+ * where recvfrom's kernel has filled it). */
+static __always_inline int enter_addressed(u64 id, s64 fd, u64 buf, u64 regs, u16 sys) {
+    enter_call(id, fd, buf, 0, sys);
+    u64 addr = 0;
+    bpf_probe_read_kernel(&addr, sizeof(addr), (void *)(regs + PT_REGS_R8_OFF));
+    struct active_t *ap = active.lookup(&id);
+    if (ap)
+        ap->addr = addr;
+    return 0;
+}
+
 RAW_TRACEPOINT_PROBE(sys_enter) {
     /* args: struct pt_regs *regs, long id. Every syscall of every task comes here: the number
      * test is first and the only work for the calls not traced. */
@@ -374,6 +413,9 @@ RAW_TRACEPOINT_PROBE(sys_enter) {
         return enter_call(id, (s64)r.di, 0, 0, sys); /* out_fd */
     case PXQ_SYS_SPLICE:
         return enter_call(id, (s64)r.dx, 0, (u64)(u32)r.di, sys); /* fd_out; fd_in in vlen */
+    case PXQ_SYS_SENDTO:
+    case PXQ_SYS_RECVFROM:
+        return enter_addressed(id, (s64)r.di, r.si, ctx->args[0], sys); /* fd, buffer, 5th: sockaddr */
     }
     return enter_call(id, (s64)r.di, r.si, 0, sys); /* fd, buffer / msghdr / sockaddr */
 }
@@ -669,6 +711,85 @@ static __always_inline int take_active(u64 id, u16 sys, struct active_t *a) {
     return 1;
 }
 
+/* A datagram's peer into the event: from the sockaddr at user address `sa` (sendto's dest_addr,
+ * recvfrom's src_addr as the kernel filled it, a msghdr's msg_name), else from the socket's
+ * connect() (udp_peers), else none (family 0). */
+static __always_inline void set_datagram_peer(struct pxq_sock_event *ev, u64 sa, u64 key) {
+    ev->flags = PXQ_F_DATAGRAM;
+    ev->family = 0;
+    ev->rport = 0;
+    ev->lport = 0; /* not known without reading kernel structs: user space looks it up in /proc */
+    __builtin_memset(ev->raddr, 0, 16);
+    __builtin_memset(ev->laddr, 0, 16);
+    u16 family = 0, port = 0;
+    if (sa)
+        bpf_probe_read_user(&family, sizeof(family), (void *)sa);
+    if (family == PXQ_AF_INET || family == PXQ_AF_INET6) {
+        bpf_probe_read_user(&port, sizeof(port), (void *)(sa + SOCKADDR_PORT_OFF));
+        ev->family = family;
+        ev->rport = swap16(port);
+        if (family == PXQ_AF_INET)
+            bpf_probe_read_user(ev->raddr, 4, (void *)(sa + SOCKADDR_IN_ADDR_OFF));
+        else
+            bpf_probe_read_user(ev->raddr, 16, (void *)(sa + SOCKADDR_IN6_ADDR_OFF));
+        return;
+    }
+    struct udp_peer_t *p = udp_peers.lookup(&key);
+    if (p) {
+        ev->family = p->family;
+        ev->rport = p->port;
+        __builtin_memcpy(ev->raddr, p->addr, 16);
+    }
+}
+
+/* sendmmsg/recvmmsg on a UDP socket: each message is its own datagram with its own peer (its
+ * msg_name). Each gets one event with the head of its first iovec (up to MAX_DATA bytes; DNS
+ * messages are far smaller) and, when that is not all of it, a filler for the rest. One message
+ * per step; like walk_step, the step keeps its place in map memory (w->msg_idx, w->pos), so that
+ * the verifier sees the same unknown values at the top of every step and prunes. */
+static __always_inline int datagram_step(struct scratch_t *sc, u64 key) {
+    volatile struct walk_t *w = &sc->w;
+    u64 idx = w->msg_idx;
+    if (idx >= w->msg_cnt || idx >= MAX_MMSG)
+        return 0;
+    w->msg_idx = idx + 1;
+    u64 hdr = w->mmsg + idx * MMSGHDR_SIZE;
+    u32 mlen = 0;
+    u64 name = 0;
+    u64 v[2] = {0, 0}; /* msg_iov, msg_iovlen */
+    bpf_probe_read_user(&mlen, sizeof(mlen), (void *)(hdr + MMSGHDR_LEN_OFF));
+    if (mlen == 0)
+        return 1;
+    bpf_probe_read_user(&name, sizeof(name), (void *)(hdr + MSGHDR_NAME_OFF));
+    bpf_probe_read_user(v, sizeof(v), (void *)(hdr + MSGHDR_IOV_OFF));
+    set_datagram_peer(&sc->ev, name, key);
+    u64 vec[2] = {0, 0}; /* the first iovec: base, length */
+    if (v[1] > 0)
+        bpf_probe_read_user(vec, sizeof(vec), (void *)v[0]);
+    u64 n = vec[1] < mlen ? vec[1] : mlen;
+    if (n > MAX_DATA)
+        n = MAX_DATA;
+    if (n > COPY_LIMIT)
+        n = COPY_LIMIT;
+    u64 pos = w->pos;
+    w->pos = pos + mlen;
+    sc->ev.size = mlen;
+    if (n > 0 && bpf_probe_read_user(sc->data, n & (2 * MAX_DATA - 1), (void *)vec[0]) != 0) {
+        count_drop(PXQ_DROP_READ_FAILED);
+        n = 0;
+    }
+    if (n > 0)
+        emit_staged(sc, pos, n);
+    if (n < mlen) {
+        if (n < COPY_LIMIT)
+            count_drop(PXQ_DROP_TRUNCATED);
+        sc->ev.flags |= PXQ_F_FILLER;
+        sc->ev.size = mlen - n;
+        emit_staged(sc, pos + n, 0);
+    }
+    return 1;
+}
+
 static __always_inline int exit_data(u64 id, u16 sys, long ret) {
     struct active_t a;
     if (!take_active(id, sys, &a))
@@ -692,8 +813,10 @@ static __always_inline int exit_data(u64 id, u16 sys, long ret) {
     }
     if (!a.is_sock || a.peek || ret <= 0)
         return 0;
-    if ((a.family != PXQ_AF_INET && a.family != PXQ_AF_INET6) || a.protocol != PXQ_IPPROTO_TCP)
+    if ((a.family != PXQ_AF_INET && a.family != PXQ_AF_INET6) ||
+        (a.protocol != PXQ_IPPROTO_TCP && a.protocol != PXQ_IPPROTO_UDP))
         return 0;
+    u8 datagram = a.protocol == PXQ_IPPROTO_UDP;
 
     u32 tgid = id >> 32;
     u64 key = conn_key(tgid, a.fd);
@@ -807,6 +930,24 @@ static __always_inline int exit_data(u64 id, u16 sys, long ret) {
         }
     }
 
+    if (datagram) {
+        if (w->mode == MODE_MMSG) {
+            w->pos = pos;
+#pragma clang loop unroll(disable)
+            for (int step = 0; step < MAX_MMSG; step++) {
+                if (!datagram_step(sc, key))
+                    break;
+            }
+            return 0;
+        }
+        /* One datagram: its peer from the call (sendto/recvfrom's sockaddr, msghdr.msg_name),
+         * else the socket's connect(). The walk below copies it like a TCP call's bytes. */
+        u64 sa = a.addr;
+        if (a.syscall == PXQ_SYS_SENDMSG || a.syscall == PXQ_SYS_RECVMSG)
+            bpf_probe_read_user(&sa, sizeof(sa), (void *)(a.buf + MSGHDR_NAME_OFF));
+        set_datagram_peer(&sc->ev, sa, key);
+    }
+
     if (is_counted_only(a.syscall)) {
         /* The bytes went from a file or pipe inside the kernel: only their count is known. */
         sc->ev.flags |= PXQ_F_FILLER;
@@ -838,6 +979,31 @@ static __always_inline int exit_data(u64 id, u16 sys, long ret) {
 
 /* ---- connection life cycle ----------------------------------------------------------------- */
 
+/* A successful connect() that was not TCP's: remember an inet peer for the socket's calls that
+ * name none; AF_UNSPEC dissolves the association (connect(2)). Unix and other families are no
+ * inet socket's peer and are not kept. */
+static __always_inline void remember_udp_peer(u64 id, s32 fd, u64 sa) {
+    u64 key = conn_key(id >> 32, fd);
+    u16 family = 0xFFFF, port = 0;
+    if (sa)
+        bpf_probe_read_user(&family, sizeof(family), (void *)sa);
+    if (family == PXQ_AF_UNSPEC) {
+        udp_peers.delete(&key);
+        return;
+    }
+    if (family != PXQ_AF_INET && family != PXQ_AF_INET6)
+        return;
+    struct udp_peer_t p = {};
+    p.family = family;
+    bpf_probe_read_user(&port, sizeof(port), (void *)(sa + SOCKADDR_PORT_OFF));
+    p.port = swap16(port);
+    if (family == PXQ_AF_INET)
+        bpf_probe_read_user(p.addr, 4, (void *)(sa + SOCKADDR_IN_ADDR_OFF));
+    else
+        bpf_probe_read_user(p.addr, 16, (void *)(sa + SOCKADDR_IN6_ADDR_OFF));
+    udp_peers.update(&key, &p);
+}
+
 /* connect() or accept(): a new connection on (tgid, fd), with the peer from user memory. */
 static __always_inline int exit_open(u64 id, u16 sys, long ret) {
     struct active_t a;
@@ -847,7 +1013,12 @@ static __always_inline int exit_open(u64 id, u16 sys, long ret) {
     s32 fd;
     if (a.syscall == PXQ_SYS_CONNECT) {
         /* Only TCP connects reach SYN_SENT; a non-blocking one returns -EINPROGRESS. */
-        if (!a.is_sock || (ret != 0 && ret != -PXQ_EINPROGRESS))
+        if (!a.is_sock) {
+            if (ret == 0)
+                remember_udp_peer(id, a.fd, a.buf); /* not TCP: maybe a UDP socket's peer */
+            return 0;
+        }
+        if (ret != 0 && ret != -PXQ_EINPROGRESS)
             return 0;
         role = PXQ_ROLE_CLIENT;
         fd = a.fd;

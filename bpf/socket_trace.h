@@ -13,7 +13,7 @@
 #define PXQ_SOCKET_TRACE_H
 
 /* Event kinds. */
-#define PXQ_EV_DATA 1      /* bytes sent or received on a traced TCP socket */
+#define PXQ_EV_DATA 1      /* bytes sent or received on a traced TCP or UDP socket */
 #define PXQ_EV_OPEN 2      /* connect() (client) or accept()/accept4() (server) succeeded */
 #define PXQ_EV_CLOSE 3     /* close() of a socket fd the tracer knows */
 #define PXQ_EV_PROC_EXIT 4 /* a traced process exited (its fds closed without close()) */
@@ -24,6 +24,10 @@
 #define PXQ_F_REMOTE 2    /* family/raddr/rport hold the peer from connect()/accept() */
 #define PXQ_F_FILLER 4    /* data event without bytes: size bytes at pos moved unseen (sendfile,
                              splice, or the part of a call beyond COPY_LIMIT) */
+#define PXQ_F_DATAGRAM 8  /* data of one UDP datagram (its events never join another's):
+                             family/raddr/rport hold its peer (family 0: not known); size is the
+                             datagram's length in its first event, pos its place in the socket's
+                             byte count */
 
 /* Direction of a data event. */
 #define PXQ_DIR_EGRESS 0  /* sent by the traced process */

@@ -75,6 +75,7 @@ PROC_COMM_LEN = _H["PXQ_PROC_COMM_LEN"]  # PROC_INFO data: comm, then argv
 F_TUPLE = _H["PXQ_F_TUPLE"]
 F_REMOTE = _H["PXQ_F_REMOTE"]
 F_FILLER = _H["PXQ_F_FILLER"]
+F_DATAGRAM = _H["PXQ_F_DATAGRAM"]
 EGRESS = _H["PXQ_DIR_EGRESS"]
 INGRESS = _H["PXQ_DIR_INGRESS"]
 ROLE_UNKNOWN = _H["PXQ_ROLE_UNKNOWN"]
@@ -105,6 +106,15 @@ HOLE_BATCHES = 2
 DEFAULT_IDLE_NS = 600 * 10**9
 DEFAULT_MAX_CONNECTIONS = 65536
 EVICT_EVERY_NS = 10 * 10**9
+# A UDP peer (one "connection" of a UDP socket) without a datagram for this long is ended: its
+# unanswered queries become rows, its memory goes.
+UDP_IDLE_NS = 15 * 10**9
+# Peers tracked per UDP socket (a server answering many clients); beyond it the least recently
+# active one is ended (conn_evicted).
+MAX_UDP_PEERS = 4096
+# Datagrams of a UDP socket that no protocol recognised before it is switched off in the kernel
+# (unless one of its peers was recognised).
+UDP_PROBE_DATAGRAMS = 8
 
 
 class SockEvent(NamedTuple):
@@ -147,9 +157,10 @@ def _proc_net_address(hex_addr: str) -> str:
     return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words)
 
 
-def socket_endpoints(pid: int, fd: int) -> tuple[str, int, str, int] | None:
+def socket_endpoints(pid: int, fd: int, tables: tuple[str, ...] = ("tcp", "tcp6")) -> tuple[str, int, str, int] | None:
     """``(local_addr, local_port, remote_addr, remote_port)`` of a TCP socket fd of a live
-    process, from /proc (its own network namespace); None when gone or not TCP."""
+    process, from /proc (its own network namespace); None when gone or not TCP. ``tables``
+    ``("udp", "udp6")``: of a UDP socket (an unconnected one's remote is 0.0.0.0:0)."""
     try:
         target = os.readlink(f"/proc/{pid}/fd/{fd}")
     except OSError:
@@ -157,7 +168,7 @@ def socket_endpoints(pid: int, fd: int) -> tuple[str, int, str, int] | None:
     if not target.startswith("socket:["):
         return None
     inode = target[8:-1]
-    for table in ("tcp", "tcp6"):
+    for table in tables:
         try:
             with open(f"/proc/{pid}/net/{table}") as f:
                 next(f, None)
@@ -179,7 +190,7 @@ class Connection:
         "pid", "fd", "gen", "role", "opened", "upid",
         "family", "laddr", "lport", "raddr", "rport", "has_tuple", "addr_checked",
         "state", "protocol", "stitcher", "stream",
-        "probe_buf", "probe_ts", "probe_tries", "last_ns", "transactions",
+        "probe_buf", "probe_ts", "probe_tries", "last_ns", "transactions", "passed_response_ns",
     )  # fmt: skip
 
     def __init__(self, pid: int, fd: int, gen: int, role: int, opened: bool, upid: str, ts_ns: int) -> None:
@@ -198,6 +209,9 @@ class Connection:
         self.probe_buf = [b"", b""]
         self.probe_ts = [0, 0]
         self.probe_tries = 0
+        # While SYNCING: the time of the latest server bytes let go by. A request that began
+        # before them may have had its answer among them: parsing starts at a later request.
+        self.passed_response_ns = 0
         self.last_ns = ts_ns
         self.transactions = 0
 
@@ -209,6 +223,41 @@ class Connection:
     def request_direction(self) -> int:
         """The direction the client's bytes go: out of a client, into a server."""
         return EGRESS if self.role == ROLE_CLIENT else INGRESS
+
+
+class PartialDatagram:
+    """A datagram the kernel sent in several events (longer than one event holds)."""
+
+    __slots__ = ("next_pos", "left", "pieces", "ts_ns", "family", "raddr", "rport", "complete")
+
+    def __init__(self, ev: SockEvent) -> None:
+        self.next_pos = ev.pos
+        self.left = ev.size  # the first event's size is the datagram's length
+        self.pieces: list[bytes] = []
+        self.ts_ns = ev.ts_ns
+        self.family, self.raddr, self.rport = ev.family, ev.raddr, ev.rport
+        self.complete = True  # False once a piece was counted, not copied
+
+
+class UdpSocket:
+    """One UDP socket (pid, fd, generation) of a traced process: its traffic with each peer is a
+    :class:`Connection` of its own (``flows``, by peer), so that a resolver asking two servers, or
+    a server answering many clients on one socket, pairs each answer with a query of the same
+    peer. A peer's role comes from its first datagram: sending a query (or receiving a response)
+    makes the process the client."""
+
+    __slots__ = ("pid", "fd", "gen", "upid", "flows", "partial", "recognised", "other_datagrams", "disabled",
+                 "local", "last_ns")  # fmt: skip
+
+    def __init__(self, pid: int, fd: int, gen: int, upid: str, ts_ns: int) -> None:
+        self.pid, self.fd, self.gen, self.upid = pid, fd, gen, upid
+        self.flows: dict[tuple[int, bytes, int], Connection] = {}  # (family, raddr, rport) -> its traffic
+        self.partial: list[PartialDatagram | None] = [None, None]  # by direction
+        self.recognised = False  # a peer's datagrams were a protocol's
+        self.other_datagrams = 0
+        self.disabled = False
+        self.local: tuple[str, int] | None = None  # (laddr, lport) from /proc, once looked up
+        self.last_ns = ts_ns
 
 
 class ConnTracker:
@@ -246,6 +295,9 @@ class ConnTracker:
         self.idle_ns = idle_ns
         self.max_connections = max_connections
         self.conns: dict[tuple[int, int, int], Connection] = {}
+        # UDP sockets by (pid, fd), and the fds of each process that have one.
+        self.udp: dict[tuple[int, int], UdpSocket] = {}
+        self._udp_by_pid: dict[int, set[int]] = {}
         # pid -> fd -> (newest generation seen, whether the kernel reported its close)
         self._latest_gen: dict[int, dict[int, tuple[int, bool]]] = {}
         self._by_pid: dict[int, set[Connection]] = {}  # live connections of each process
@@ -272,6 +324,9 @@ class ConnTracker:
         if kind == EV_DATA:
             conn = self.conns.get((ev.pid, ev.fd, ev.gen))
             if conn is None or ev.flags:
+                if ev.flags & F_DATAGRAM:
+                    self._on_datagram(ev)
+                    return
                 conn = self._connection(ev, opened=False)
                 if conn is None:
                     return
@@ -292,6 +347,9 @@ class ConnTracker:
             conn = self.conns.get((ev.pid, ev.fd, ev.gen))
             if conn is not None:
                 self._end(conn, ev.ts_ns, forget=False)
+            sock = self.udp.get((ev.pid, ev.fd))
+            if sock is not None and sock.gen <= ev.gen:
+                self._end_udp(sock, ev.ts_ns, forget=False)
             fds = self._latest_gen.setdefault(ev.pid, {})
             latest = fds.get(ev.fd)
             if latest is None or latest[0] <= ev.gen:
@@ -310,6 +368,8 @@ class ConnTracker:
         """A traced process is gone: its connections end (the kernel closed its fds)."""
         for conn in list(self._by_pid.get(pid, ())):
             self._end(conn, ts_ns, forget=True)
+        for fd in list(self._udp_by_pid.get(pid, ())):
+            self._end_udp(self.udp[(pid, fd)], ts_ns, forget=True)
         self._latest_gen.pop(pid, None)
         self._upids.pop(pid, None)
 
@@ -332,6 +392,8 @@ class ConnTracker:
             self._skip_holes(conn)
         for conn in list(self.conns.values()):
             self._end(conn, self._last_ts, forget=False, window_end=True)
+        for sock in list(self.udp.values()):
+            self._end_udp(sock, self._last_ts, forget=False, window_end=True)
 
     # -- connections ------------------------------------------------------------------------
     def _upid(self, pid: int) -> str:
@@ -428,6 +490,166 @@ class ConnTracker:
             self.drops["conn_evicted"] += len(idle)
         for conn in idle:
             self._end(conn, self._last_ts, forget=True)
+        self._evict_idle_udp()
+
+    # -- UDP ---------------------------------------------------------------------------------
+    def _on_datagram(self, ev: SockEvent) -> None:
+        """An event of a UDP datagram (or a piece of one): whole datagrams go to their peer's
+        :class:`Connection`; a datagram with bytes the kernel did not copy cannot be parsed
+        (``data_gap``)."""
+        key = (ev.pid, ev.fd)
+        sock = self.udp.get(key)
+        if sock is None or sock.gen != ev.gen:
+            if sock is not None:
+                if ev.gen < sock.gen:
+                    self.drops["late_event"] += 1
+                    return
+                self._end_udp(sock, ev.ts_ns, forget=False)  # the fd holds another socket now
+            fds = self._latest_gen.setdefault(ev.pid, {})
+            latest = fds.get(ev.fd)
+            if latest is not None and (ev.gen < latest[0] or (ev.gen == latest[0] and latest[1])):
+                self.drops["late_event"] += 1  # of a socket already closed
+                return
+            fds[ev.fd] = (ev.gen, False)
+            sock = self.udp[key] = UdpSocket(ev.pid, ev.fd, ev.gen, self._upid(ev.pid), ev.ts_ns)
+            self._udp_by_pid.setdefault(ev.pid, set()).add(ev.fd)
+            self.pids_seen.add(ev.pid)
+            self.counts["udp_sockets"] += 1
+        sock.last_ns = ev.ts_ns
+        self.counts["bytes"] += ev.data_len
+        if sock.disabled:
+            return
+        d = ev.direction
+        part = sock.partial[d]
+        filler = bool(ev.flags & F_FILLER)
+        if filler:
+            self.counts["filler_bytes"] += ev.size
+        if part is not None and part.next_pos == ev.pos and part.left > 0:
+            pass  # the next piece of the datagram in progress
+        elif filler:
+            self.drops["data_gap"] += 1  # the rest of a datagram whose head was lost
+            sock.partial[d] = None
+            return
+        else:
+            if part is not None:
+                self.drops["data_gap"] += 1  # a datagram whose last pieces were lost
+                sock.partial[d] = None
+            data = ev.data[: ev.data_len]
+            if ev.data_len == ev.size:  # the usual case: the whole datagram in one event
+                self._datagram(sock, d, ev.ts_ns, ev.family, ev.raddr, ev.rport, bytes(data))
+                return
+            part = sock.partial[d] = PartialDatagram(ev)
+        if filler:
+            part.complete = False
+            size = ev.size
+        else:
+            part.pieces.append(bytes(ev.data[: ev.data_len]))
+            size = ev.data_len
+        part.next_pos = ev.pos + size
+        part.left -= size
+        if part.left <= 0:
+            sock.partial[d] = None
+            if not part.complete:
+                self.drops["data_gap"] += 1  # longer than the kernel copies: not parsed
+                return
+            self._datagram(sock, d, part.ts_ns, part.family, part.raddr, part.rport, b"".join(part.pieces))
+
+    def _datagram(self, sock: UdpSocket, d: int, ts_ns: int, family: int, raddr: bytes, rport: int,
+                  data: bytes) -> None:  # fmt: skip
+        peer = (family, bytes(raddr[:16]), rport)
+        flow = sock.flows.get(peer)
+        if flow is None:
+            flow = self._new_flow(sock, peer, ts_ns)
+        flow.last_ns = ts_ns
+        if flow.state == OTHER:
+            if flow.probe_tries >= PROBE_TRIES:
+                return
+            flow.probe_tries += 1
+        if flow.state != PARSING and not self._probe_datagram(sock, flow, d, data):
+            return
+        stitcher = flow.stitcher
+        assert stitcher is not None
+        done = stitcher.feed_messages(d == flow.request_direction, data, ts_ns)
+        if done:
+            self._collect(flow, done)
+
+    def _new_flow(self, sock: UdpSocket, peer: tuple[int, bytes, int], ts_ns: int) -> Connection:
+        if len(sock.flows) >= MAX_UDP_PEERS:
+            oldest = min(sock.flows.values(), key=lambda c: c.last_ns)
+            self.drops["conn_evicted"] += 1
+            self._end_flow(sock, oldest, ts_ns, window_end=False)
+        family, raddr, rport = peer
+        flow = Connection(sock.pid, sock.fd, sock.gen, ROLE_UNKNOWN, True, sock.upid, ts_ns)
+        flow.family = family
+        flow.raddr, flow.rport = ip_text(family, raddr), rport
+        flow.addr_checked = True  # the local end is the socket's, looked up once per socket
+        flow.state = OTHER
+        sock.flows[peer] = flow
+        self.counts["connections"] += 1
+        return flow
+
+    def _probe_datagram(self, sock: UdpSocket, flow: Connection, d: int, data: bytes) -> bool:
+        """Protocol inference on a whole datagram, by each protocol that runs over UDP; True when
+        one recognised it (the flow is PARSING then). A socket none of whose peers was recognised
+        after UDP_PROBE_DATAGRAMS datagrams is switched off in the kernel."""
+        for spec in self.protocols:
+            over_udp = spec.datagrams
+            if over_udp is None:
+                continue
+            sender_is_client = over_udp.sender_is_client(data)
+            if sender_is_client is None:
+                continue
+            flow.role = ROLE_CLIENT if (d == EGRESS) == sender_is_client else ROLE_SERVER
+            flow.protocol = spec
+            flow.state = PARSING
+            flow.stitcher = over_udp.make_stitcher(self.parse_options)
+            if sock.local is None:
+                found = socket_endpoints(sock.pid, sock.fd, ("udp", "udp6"))
+                sock.local = (found[0], found[1]) if found is not None else ("", 0)
+            flow.laddr, flow.lport = sock.local
+            if not sock.recognised:
+                sock.recognised = True
+                self.counts[f"{spec.name}_connections"] += 1
+            return True
+        sock.other_datagrams += 1
+        if not sock.recognised and sock.other_datagrams >= UDP_PROBE_DATAGRAMS:
+            sock.disabled = True
+            self.counts["other_connections"] += 1
+            if self._disable is not None:
+                self._disable(sock.pid, sock.fd, sock.gen)
+        return False
+
+    def _end_flow(self, sock: UdpSocket, flow: Connection, ts_ns: int, *, window_end: bool) -> None:
+        sock.flows.pop((flow.family, _raw_ip(flow.family, flow.raddr), flow.rport), None)
+        if flow.stitcher is not None:
+            self._collect(flow, flow.stitcher.close_messages(ts_ns))
+            self._drop_stitcher(flow, keep_unmatched_at_close=not window_end)
+
+    def _end_udp(self, sock: UdpSocket, ts_ns: int, *, forget: bool, window_end: bool = False) -> None:
+        """The socket is closed (or its process gone, or the window over): every peer ends."""
+        for flow in list(sock.flows.values()):
+            self._end_flow(sock, flow, ts_ns, window_end=window_end)
+        if sock.partial != [None, None]:
+            sock.partial = [None, None]
+            self.drops["data_gap"] += 1  # a datagram whose last pieces never came
+        if self.udp.get((sock.pid, sock.fd)) is sock:
+            del self.udp[(sock.pid, sock.fd)]
+            fds = self._udp_by_pid.get(sock.pid)
+            if fds is not None:
+                fds.discard(sock.fd)
+                if not fds:
+                    del self._udp_by_pid[sock.pid]
+        if forget and self._forget is not None:
+            self._forget(sock.pid, sock.fd, sock.gen)
+
+    def _evict_idle_udp(self) -> None:
+        """Peers without a datagram for UDP_IDLE_NS end; so do sockets left without any."""
+        cutoff = self._last_ts - UDP_IDLE_NS
+        for sock in list(self.udp.values()):
+            for flow in [f for f in sock.flows.values() if f.last_ns < cutoff]:
+                self._end_flow(sock, flow, self._last_ts, window_end=False)
+            if not sock.flows and sock.last_ns < cutoff and not sock.disabled:
+                self._end_udp(sock, self._last_ts, forget=True)
 
     # -- bytes ------------------------------------------------------------------------------
     def _on_data(self, conn: Connection, ev: SockEvent) -> None:
@@ -501,10 +723,12 @@ class ConnTracker:
         elif state == SYNCING:
             spec = conn.protocol
             assert spec is not None
-            if d == conn.request_direction:
+            if d != conn.request_direction:
+                conn.passed_response_ns = max(conn.passed_response_ns, ts_ns)
+            else:
                 if conn.probe_buf[d]:  # a short read held back: a MySQL server reads a packet's header alone
                     data, ts_ns, conn.probe_buf[d] = conn.probe_buf[d] + data, conn.probe_ts[d], b""
-                if spec.looks_like_request(data[:PROBE_BYTES]):
+                if ts_ns > conn.passed_response_ns and spec.looks_like_request(data[:PROBE_BYTES]):
                     self._start_parsing(conn, d, ts_ns, data)
                 elif len(data) < PROBE_MIN_BYTES:
                     conn.probe_buf[d], conn.probe_ts[d] = data, ts_ns
@@ -549,6 +773,7 @@ class ConnTracker:
                 self._start_parsing(conn, d, ts_ns, data)
             else:
                 conn.state = SYNCING  # a response whose request went by before we looked
+                conn.passed_response_ns = ts_ns
             return
         conn.probe_tries += 1
         if conn.opened or conn.probe_tries >= PROBE_TRIES:
@@ -607,7 +832,8 @@ class ConnTracker:
     def error_counts(self, protocol: str) -> Counter[str]:
         """Parse and pairing problems of every connection of ``protocol``, ended or live."""
         total = Counter(self.protocol_errors.get(protocol, ()))
-        for conn in self.conns.values():
+        udp_flows = (flow for sock in self.udp.values() for flow in sock.flows.values())
+        for conn in (*self.conns.values(), *udp_flows):
             if conn.stitcher is not None and conn.protocol is not None and conn.protocol.name == protocol:
                 total.update(conn.stitcher.errors)
         return total
@@ -623,6 +849,13 @@ class ConnTracker:
         for name in ("data_gap", "buffer_overflow", "late_event", "conn_evicted"):
             out.setdefault(name, 0)
         return out
+
+
+def _raw_ip(family: int, text: str) -> bytes:
+    """:func:`ip_text` undone: the kernel's 16 address bytes (zero-padded)."""
+    if family in (AF_INET, AF_INET6) and text:
+        return socket.inet_pton(family, text).ljust(16, b"\0")
+    return bytes(16)
 
 
 def monotonic_to_epoch_offset() -> int:

@@ -1,5 +1,6 @@
 """The socket tracer collector: load ``bpf/socket_trace.c``, drain its ring buffer, and hand the
-events to the connection tracker, which produces ``http_events`` rows.
+events to the connection tracker, which produces the protocol tables' rows (``http_events``,
+``dns_events``, ...). TCP streams and UDP datagrams (each with its peer address) both come in.
 
 ::
 
@@ -443,9 +444,9 @@ class SocketTracer:
 
     def drain(self) -> pa.Table:
         """``http_events`` rows completed since the last drain (the catalog's exact schema): the
-        table of the one protocol traced (:meth:`drain_tables` for several)."""
-        (table,) = self.drain_tables().values()
-        return table
+        table of the first protocol traced (``http`` unless ``protocols`` said otherwise); the
+        other protocols' rows stay for :meth:`drain_tables`."""
+        return self._tracker.rows[self.protocols[0]].table()
 
     def drain_tables(self) -> dict[str, pa.Table]:
         """Each traced protocol's rows completed since the last drain, by table name."""

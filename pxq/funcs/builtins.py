@@ -11,9 +11,10 @@ nulls, byte versus character positions, ...):
   casts DurationNanos, Bytes, Percent, Time.
 - ``_strings``: contains, find, substring, length, tolower, toupper, trim, strip_prefix,
   regex_match, replace, atoi, itoa, pluck, pluck_int64, pluck_float64, pluck_array.
+- ``_sql``: normalize_pgsql, normalize_mysql.
 - ``_metadata``: upid_to_* lookups, http_resp_message, _exec_hostname, _exec_host_num_cpus.
 """
 
 from __future__ import annotations
 
-from pxq.funcs import _math, _metadata, _operators, _strings  # noqa: F401  (they register on import)
+from pxq.funcs import _math, _metadata, _operators, _sql, _strings  # noqa: F401  (they register on import)

@@ -130,20 +130,55 @@ MYSQL_EVENTS = _protocol_table(
 PGSQL_EVENTS = _protocol_table(
     "pgsql_events",
     "pgsql",
-    "PostgreSQL frontend/backend message request-response pairs.",
-    _c("req_cmd", T.STRING, "Request message tag, e.g. 'Query', 'Parse', 'Bind', 'Execute'."),
-    _c("req", T.STRING, "Request payload, e.g. the SQL text."),
-    _c("resp", T.STRING, "Response payload, e.g. the rows or the command-complete tag."),
+    "PostgreSQL request-response pairs (frontend/backend protocol v3), traced from socket syscalls.",
+    _c(
+        "req_cmd",
+        T.STRING,
+        "Request message, Pixie's names: 'Query' (simple query), 'Parse', 'Bind', 'Describe', 'Execute' (extended "
+        "protocol), 'Password Message' (authentication).",
+    ),
+    _c(
+        "req",
+        T.STRING,
+        "Request as Pixie renders it: the SQL of a Query or Parse; 'query=[SQL] params=[v1, v2]' for an Execute (the "
+        "bound statement and values); 'portal=... statement=... parameters=[...]' for a Bind; a password or SASL "
+        "message shows as <redacted> unless secrets are kept.",
+    ),
+    _c(
+        "resp",
+        T.STRING,
+        "Response as Pixie renders it: column names, rows (comma-separated, [NULL] for NULL; rows past the body "
+        "limit counted) and the command tag ('SELECT 2'), one block per statement of a Query; "
+        "'ERROR RESPONSE [Severity=ERROR Code=42P01 Message=...]'; 'PARSE COMPLETE', 'BIND COMPLETE'.",
+    ),
 )
 
 DNS_EVENTS = _protocol_table(
     "dns_events",
     "dns",
-    "DNS queries and their answers.",
-    _c("req_header", T.STRING, "Query header fields (txid, flags, counts) as a JSON object.", S.JSON),
-    _c("req_body", T.STRING, "Query questions as JSON.", S.JSON),
-    _c("resp_header", T.STRING, "Answer header fields (txid, flags, rcode, counts) as a JSON object.", S.JSON),
-    _c("resp_body", T.STRING, "Answer records (names, types, addresses) as JSON.", S.JSON),
+    "DNS queries and their answers over UDP and TCP (an unanswered query: empty resp_* and latency 0). "
+    "Over UDP, local_addr/local_port come from /proc while the socket lives (else empty and 0).",
+    _c(
+        "req_header",
+        T.STRING,
+        'Query header as JSON: {"txid", "qr", "opcode", "aa", "tc", "rd", "ra", "ad", "cd", "rcode", '
+        '"num_queries", "num_answers", "num_auth", "num_addl"} (the header\'s counts, as on the wire).',
+        S.JSON,
+    ),
+    _c(
+        "req_body",
+        T.STRING,
+        'Questions as JSON: {"queries": [{"name", "type"}]} (names without the final dot).',
+        S.JSON,
+    ),
+    _c("resp_header", T.STRING, "Response header as JSON, the keys of req_header; empty when unanswered.", S.JSON),
+    _c(
+        "resp_body",
+        T.STRING,
+        'A, AAAA and CNAME answers as JSON: {"answers": [{"name", "type", "addr"} or {"name", "type": "CNAME", '
+        '"cname"}]} (other record types are counted in resp_header only, as Pixie does); empty when unanswered.',
+        S.JSON,
+    ),
 )
 
 REDIS_EVENTS = _protocol_table(

@@ -23,9 +23,9 @@ def test_every_collector_fills_only_tables_the_catalog_gives_it():
 def test_the_live_tables_are_the_protocol_tables_and_stack_traces():
     from pxq.agent.protocols.registry import protocol_tables
 
-    assert {"http_events", "mysql_events"} <= set(protocol_tables().values())
     live = {t for spec in COLLECTORS.values() for t in spec.tables}
     assert live == {*protocol_tables().values(), "stack_traces.beta"}
+    assert {"http_events", "dns_events", "pgsql_events", "mysql_events"} <= live
 
 
 def test_explain_prints_one_program_per_ebpf_collector_of_the_manifest_in_its_order():

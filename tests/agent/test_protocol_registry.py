@@ -12,8 +12,8 @@ from collections import Counter
 import pyarrow as pa
 
 from pxq.agent.conn_tracker import EGRESS, EV_CLOSE, EV_DATA, INGRESS, ROLE_CLIENT, ROLE_SERVER, ConnTracker, SockEvent
-from pxq.agent.protocols.interface import ParseOptions
 from pxq.agent.protocols import registry
+from pxq.agent.protocols.interface import ParseOptions
 from pxq.agent.protocols.registry import PROTOCOLS, SUPPORTED_PROTOCOLS, ProtocolSpec
 from pxq.agent.socket_tracer import SUPPORTED_PROTOCOLS as TRACER_PROTOCOLS
 from pxq.tables import CATALOG

@@ -127,6 +127,8 @@ SAMPLES: dict[str, list[tuple]] = {
     "pluck_int64": [((S, '{"a": 7}'), (S, "a"))],
     "pluck_float64": [((S, '{"a": 7.5}'), (S, "a"))],
     "pluck_array": [((S, '["x", "y"]'), (I, 1))],
+    "normalize_pgsql": [((S, "SELECT 1"), (S, "Query"))],
+    "normalize_mysql": [((S, "SELECT 1"), (I, 3))],
 }
 NO_ARGUMENTS = {"now": (T, NOW_NS), "_exec_hostname": (S, "this-host"), "_exec_host_num_cpus": (I, os.cpu_count())}
 

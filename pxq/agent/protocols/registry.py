@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pxq.agent.protocols import http1, mysql
+from pxq.agent.protocols import dns, http1, mysql, pgsql
 from pxq.agent.protocols.interface import ParseOptions, RowBuffer, Stitcher
 
 # Payload bytes (an HTTP body) kept per row unless asked otherwise, for every protocol (Pixie's
@@ -59,6 +59,9 @@ class ProtocolSpec:
     # Unmatched halves due to bytes the kernel could not deliver (or a response that ended before
     # the request it would pair with began): unmatched too, whenever the window ends.
     unmatched_after_gap: tuple[str, ...]
+    # Protocols that also run over UDP (DNS): how they are recognised and parsed there, where a
+    # datagram is one message. None: the protocol is TCP only.
+    datagrams: DatagramSpec | None = None
 
     def sender_is_client(self, first_bytes: bytes) -> bool | None:
         """Inference: True when these first bytes of a stream are a request (their sender is the
@@ -72,6 +75,23 @@ class ProtocolSpec:
     @property
     def unmatched(self) -> tuple[str, ...]:
         return self.unmatched_at_close + self.unmatched_after_gap
+
+
+@dataclass(frozen=True)
+class DatagramSpec:
+    """A protocol over UDP: inference on one whole datagram, and a stitcher that is fed one
+    datagram per call (its connections are one UDP socket's traffic with one peer)."""
+
+    looks_like_request: Callable[[bytes], bool]
+    looks_like_response: Callable[[bytes], bool]
+    make_stitcher: Callable[[ParseOptions], Stitcher]
+
+    def sender_is_client(self, datagram: bytes) -> bool | None:
+        if self.looks_like_request(datagram):
+            return True
+        if self.looks_like_response(datagram):
+            return False
+        return None
 
 
 HTTP = ProtocolSpec(
@@ -92,6 +112,20 @@ HTTP = ProtocolSpec(
     unmatched_after_gap=("request_unanswered_after_gap", "response_before_request"),
 )
 
+PGSQL = ProtocolSpec(
+    name="pgsql",
+    table="pgsql_events",
+    looks_like_request=pgsql.looks_like_pgsql_request,
+    looks_like_response=pgsql.looks_like_pgsql_response,
+    head_bytes=pgsql.PgsqlStitcher.HEAD_BYTES,
+    make_stitcher=lambda options: pgsql.PgsqlStitcher(options.body_limit, options.keep_secrets),
+    make_rows=lambda _options: pgsql.PgsqlRows(),
+    make_record=pgsql.make_record,
+    unmatched_at_close=("request_unanswered_at_close", "response_without_request", "response_incomplete_at_close",
+                        "request_incomplete_at_close"),
+    unmatched_after_gap=(),
+)  # fmt: skip
+
 MYSQL = ProtocolSpec(
     name="mysql",
     table="mysql_events",
@@ -110,8 +144,28 @@ MYSQL = ProtocolSpec(
     unmatched_after_gap=("request_unanswered", "request_unanswered_after_desync"),
 )
 
-# Every protocol the socket tracer parses, by name; inference tries them in this order.
-PROTOCOLS: dict[str, ProtocolSpec] = {spec.name: spec for spec in (HTTP, MYSQL)}
+DNS = ProtocolSpec(
+    name="dns",
+    table="dns_events",
+    looks_like_request=dns.looks_like_query_stream,
+    looks_like_response=dns.looks_like_response_stream,
+    head_bytes=64 * 1024,  # a message whole (at most 65535 bytes and its 2-byte length over TCP)
+    make_stitcher=lambda _options: dns.DnsStitcher(datagrams=False),
+    make_rows=lambda _options: dns.DnsRows(),
+    make_record=dns.dns_record,
+    unmatched_at_close=("request_incomplete_at_close", "response_incomplete_at_close"),
+    # A response whose query was never seen (lost, or before the window): counted whenever it ends.
+    unmatched_after_gap=("response_without_request",),
+    datagrams=DatagramSpec(
+        looks_like_request=dns.looks_like_query_datagram,
+        looks_like_response=dns.looks_like_response_datagram,
+        make_stitcher=lambda _options: dns.DnsStitcher(datagrams=True),
+    ),
+)
+
+# Every protocol the socket tracer parses, by name; inference tries them in this order (DNS over
+# TCP last: its inference is the loosest).
+PROTOCOLS: dict[str, ProtocolSpec] = {spec.name: spec for spec in (HTTP, PGSQL, MYSQL, DNS)}
 # The names, as the socket tracer and the embedded agent list them.
 SUPPORTED_PROTOCOLS: tuple[str, ...] = tuple(PROTOCOLS)
 # The most framing bytes any protocol's parser needs before a payload.

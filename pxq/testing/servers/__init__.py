@@ -1,1 +1,1 @@
-"""Real servers (PostgreSQL, MariaDB, Redis, DNS) that tests start on loopback in temporary directories."""
+"""Real servers (PostgreSQL, MariaDB, Redis, DNS) that tests start on loopback ports and stop."""

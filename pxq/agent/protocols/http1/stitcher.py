@@ -45,7 +45,9 @@ caller:
   :attr:`Http1Stitcher.errors` (``request_invalid_method``, ``response_parse_error``, ...), and
   parsing resumes at the next request line (requests) or status line (responses), also later in
   the same chunk. Each failure counts as one lost message whose partner is dropped with it, so
-  later pairs stay aligned (a heuristic: a blob of garbage is taken to be one message).
+  later pairs stay aligned (a heuristic: a blob of garbage is taken to be one message), except
+  server bytes that failed and ended before the next request began: they answer no request
+  (junk after a response), and that request keeps its own answer.
 * Leftovers at close are counted too: ``request_unanswered_at_close``,
   ``response_incomplete_at_close``, ``response_without_request``.
 
@@ -875,7 +877,11 @@ class Http1Stitcher:
             return b""
         head, rest = data[: end + len(_HEADER_END)], data[end + len(_HEADER_END) :]
         side.new_parser()
-        if side.feed(head):
+        if side.carry_len:  # the head began in bytes held back from an earlier chunk: its time
+            side.begin_ts, side.carry_len = side.pending_ts, 0
+        failed = side.feed(head)
+        side.begin_ts = None  # taken by the message's start, or none began
+        if failed:
             return head + rest  # parse error: resync from its start
         msg = side.current
         if msg is not None and msg.headers_done:
@@ -905,14 +911,24 @@ class Http1Stitcher:
         elif self._upgrade_wait and idx == len(self._requests) - 1:
             self._upgrade_refused()
         self._stitch()
+        if self.upgraded:
+            # Nothing after this is HTTP: an answer still without its request (whose bytes were
+            # lost, say) is a transaction lost here, counted (close counts nothing once upgraded).
+            orphans = sum(1 for r in self._responses if not r.broken)
+            if orphans:
+                self.errors["response_without_request"] += orphans
+            self._responses.clear()
 
     def _stitch(self) -> None:
         while self._requests and self._responses and self._requests[0].complete:
             req, resp = self._requests[0], self._responses.popleft()
-            if resp.end_ns < req.start_ns and not (req.broken or resp.broken):
+            if resp.end_ns < req.start_ns and not req.broken:
                 # It answers an earlier request (lost, or never made): pairing it here would
-                # shift every later pair by one. The request waits for the next response.
-                self.errors["response_before_request"] += 1
+                # shift every later pair by one. The request waits for the next response. (Bytes
+                # that failed to parse, ended before the request began, answer it no more: junk
+                # after a response, counted where it failed.)
+                if not resp.broken:
+                    self.errors["response_before_request"] += 1
                 continue
             self._requests.popleft()
             if req.headers_done and req.method in HEADER_ONLY_METHODS:

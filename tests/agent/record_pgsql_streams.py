@@ -1,0 +1,190 @@
+"""Record the byte streams in pxq/agent/protocols/pgsql/streams/ from a real PostgreSQL 15.
+
+    PYTHONPATH=$PWD .venv/bin/python tests/agent/record_pgsql_streams.py
+
+Each conversation runs a real client (psycopg 3, psql) against a real server started by
+:func:`pxq.testing.servers.postgres.postgres_server`, through a byte-for-byte TCP relay that keeps
+every chunk as read, with its direction and timestamp (the streams format of
+:mod:`pxq.testing.streams`). Re-recording changes pids, secrets, timings, but not what the tests
+assert (they assert what the client saw, saved next to the chunks as ``client_view``).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from pxq.agent.protocols.pgsql import RECORDED_STREAMS
+from pxq.testing.ports import LOOPBACK
+from pxq.testing.servers.postgres import PostgresServer, postgres_server
+
+
+class RawRelay:
+    """Relays one TCP connection at a time to ``upstream`` port and records its chunks."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.port = self.listener.getsockname()[1]
+        self.chunks: list[tuple[str, int, bytes]] = []
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.chunks = []
+        self._thread = threading.Thread(target=self._serve_one, daemon=True)
+        self._thread.start()
+
+    def wait(self) -> list[tuple[str, int, bytes]]:
+        assert self._thread is not None
+        self._thread.join(timeout=30)
+        t0 = self.chunks[0][1]
+        return [(d, ts - t0, data) for d, ts, data in self.chunks]
+
+    def _serve_one(self) -> None:
+        client, _ = self.listener.accept()
+        server = socket.create_connection((LOOPBACK, self.upstream))
+        for s in (client, server):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peers = {client: (server, "req"), server: (client, "resp")}
+        open_ = {client, server}
+        while open_:
+            ready, _, _ = select.select(list(open_), [], [], 10)
+            if not ready:
+                break
+            for s in ready:
+                data = s.recv(65536)
+                other, direction = peers[s]
+                if not data:
+                    open_.clear()
+                    break
+                self.chunks.append((direction, time.monotonic_ns(), data))
+                other.sendall(data)
+        client.close()
+        server.close()
+
+
+def simple_queries(conninfo: str) -> dict[str, Any]:
+    """psycopg, no prepared statements: a CREATE, an INSERT, a SELECT of two rows, a multi-statement
+    query string, an error (undefined table) and pg_sleep(0.05)."""
+    view: dict[str, Any] = {}
+    with psycopg.connect(conninfo, autocommit=True, prepare_threshold=None) as conn:
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE items (id int PRIMARY KEY, name text, price float8)")
+        view["create"] = cur.statusmessage
+        cur.execute("INSERT INTO items VALUES (1, 'apple', 1.5), (2, 'pear', NULL)")
+        view["insert"] = (cur.statusmessage, cur.rowcount)
+        # psycopg sends a query without parameters as a simple Query: one row per statement string.
+        cur.execute("SELECT id, name FROM items ORDER BY id")
+        view["select"] = (cur.statusmessage, cur.fetchall())
+        try:
+            cur.execute("SELECT * FROM no_such_table")
+        except psycopg.Error as e:
+            view["error"] = (e.sqlstate, e.diag.message_primary, e.diag.severity)
+        cur.execute("SELECT pg_sleep(0.05)")
+        view["sleep"] = cur.statusmessage
+    return view
+
+
+def multi_statement(server: PostgresServer, port: int) -> dict[str, Any]:
+    """psql -c with two statements in one string: one simple Query, two results. sslmode=prefer:
+    libpq asks for SSL first and the server (ssl=off) answers 'N'."""
+    sql = "SELECT 1 AS one; SELECT 'x' AS letter, NULL AS nothing"
+    env = {**server.env(), "PGSSLMODE": "prefer"}
+    out = subprocess.run(["psql", "-X", "-h", LOOPBACK, "-p", str(port), "-U", "postgres", "-d", "postgres",
+                          "-A", "-c", sql], env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    return {"sql": sql, "stdout": out.stdout}
+
+
+def prepared_types(conninfo: str) -> dict[str, Any]:
+    """psycopg with prepare=True (server-side prepared statements: Parse/Bind/Describe/Execute/Sync
+    in one write, then Bind/Execute/Sync on reuse): a bound value of each common type, NULL
+    among them, twice; an INSERT with parameters."""
+    sql = "SELECT %s::int8, %s::text, %s::float8, %s::bool, %s::text, %s::timestamptz, %s::bytea"
+    values = (42, "it's", 2.5, True, None, datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC), b"\x00\xffab")
+    view: dict[str, Any] = {"sql": sql}
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        cur = conn.cursor()
+        cur.execute(sql, values, prepare=True)
+        view["first"] = (cur.statusmessage, repr(cur.fetchone()))
+        cur.execute(sql, values, prepare=True)
+        view["second"] = (cur.statusmessage, repr(cur.fetchone()))
+        cur.execute("CREATE TEMP TABLE t (a int, b text)")
+        cur.execute("INSERT INTO t VALUES (%s, %s), (%s, %s)", (1, "one", 2, "two"), prepare=True)
+        view["insert"] = (cur.statusmessage, cur.rowcount)
+        try:
+            cur.execute("SELECT 1 / %s::int", (0,), prepare=True)
+        except psycopg.Error as e:
+            view["error"] = (e.sqlstate, e.diag.message_primary)
+    return view
+
+
+def copy_in_out(conninfo: str) -> dict[str, Any]:
+    """COPY FROM STDIN (three rows) and COPY TO STDOUT."""
+    view: dict[str, Any] = {}
+    with psycopg.connect(conninfo, autocommit=True, prepare_threshold=None) as conn:
+        cur = conn.cursor()
+        cur.execute("CREATE TEMP TABLE c (a int, b text)")
+        with cur.copy("COPY c FROM STDIN") as copy:
+            for row in ((1, "x"), (2, "y"), (3, "z")):
+                copy.write_row(row)
+        view["copy_in"] = (cur.statusmessage, cur.rowcount)
+        out = b""
+        with cur.copy("COPY c TO STDOUT") as copy:
+            for block in copy:
+                out += bytes(block)
+        view["copy_out"] = (cur.statusmessage, out.decode())
+    return view
+
+
+def scram_login(conninfo: str) -> dict[str, Any]:
+    """A scram-sha-256 login (the password must never appear in a row) and one query."""
+    with psycopg.connect(conninfo, autocommit=True, prepare_threshold=None) as conn:
+        return {"select": conn.execute("SELECT current_user").fetchone()}
+
+
+def record(name: str, description: str, server: PostgresServer, run: Callable[[int], dict[str, Any]]) -> None:
+    relay = RawRelay(server.port)
+    relay.start()
+    view = run(relay.port)
+    chunks = relay.wait()
+    record = {
+        "name": name,
+        "server": "PostgreSQL 15 (tools/setup.sh), psycopg 3 / psql",
+        "description": description,
+        "client_view": view,
+        "chunks": [[d, ts, data.decode("latin-1")] for d, ts, data in chunks],
+    }
+    path = Path(RECORDED_STREAMS) / f"{name}.json"
+    path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    print(f"{path}: {len(chunks)} chunks", file=sys.stderr)
+
+
+def main() -> None:
+    Path(RECORDED_STREAMS).mkdir(exist_ok=True)
+    with postgres_server() as server:
+
+        def info(port: int) -> str:
+            return server.conninfo(port=str(port))
+
+        record("simple_queries", simple_queries.__doc__ or "", server, lambda p: simple_queries(info(p)))
+        record("multi_statement", multi_statement.__doc__ or "", server, lambda p: multi_statement(server, p))
+        record("prepared_types", prepared_types.__doc__ or "", server, lambda p: prepared_types(info(p)))
+        record("copy_in_out", copy_in_out.__doc__ or "", server, lambda p: copy_in_out(info(p)))
+    with postgres_server(password="pxq-Secret-pw") as server:
+        record("scram_login", scram_login.__doc__ or "", server,
+               lambda p: scram_login(server.conninfo(port=str(p))))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
