@@ -1,7 +1,8 @@
 """Fuzz the MySQL stitcher: generated inputs from the conversations recorded from a real MariaDB
 (pxq/agent/protocols/mysql/streams/), mutated, cut into reads of random sizes and fed to
 :class:`pxq.agent.protocols.mysql.MysqlStitcher` with random uncaptured stretches (skip_messages)
-and a close. Counts inputs, exceptions (none may escape) and inputs slower than the hang limit (CPU time: a busy machine stalls no input).
+and a close. Counts inputs, exceptions (none may escape) and inputs slower than the hang limit
+(CPU time: a busy machine stalls no input).
 
     PYTHONPATH=$PWD .venv/bin/python bench/fuzz_mysql.py --inputs 1000000 --seed 1
 

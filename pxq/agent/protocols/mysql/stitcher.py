@@ -218,10 +218,10 @@ class _Framer:
                     if check is not None and not check(length, seq, data[i + 4] if length else -1):
                         self.bad_at = i
                         return out
-                    msg = _Message(seq, ts_ns)
-                    msg.payload = data[i + 4 : end] if length <= keep else data[i + 4 : i + 4 + keep]
-                    msg.size = length
-                    out.append(msg)
+                    whole = _Message(seq, ts_ns)
+                    whole.payload = data[i + 4 : end] if length <= keep else data[i + 4 : i + 4 + keep]
+                    whole.size = length
+                    out.append(whole)
                     i = end
                     continue
             if not self.in_payload:
