@@ -6,6 +6,11 @@ and a close. Counts inputs, exceptions (none may escape) and inputs slower than 
 
     PYTHONPATH=$PWD .venv/bin/python bench/fuzz_mysql.py --inputs 1000000 --seed 1
 
+A million-input run (seed 3, 2 shared CPUs): 1,000,000 inputs, 0 exceptions, 0 hangs, slowest
+input 11.7 ms of CPU, 186 s of CPU in all. An earlier run (seed 1) found a read of garbage scanned
+in quadratic time (380 ms for one input) and, before it, an IndexError on a COM_STMT_PREPARE_OK
+with uncaptured bytes: both fixed, with tests in tests/agent/test_mysql_protocol.py.
+
 Input ``i`` of seed ``s`` is reproducible from the two numbers alone (``random.Random(f"{s}:{i}")``):
 a failure prints them, and ``--only I`` replays one input. Mutations: byte flips, insertions of
 random bytes or of real packets of other conversations, deletions, truncation, a window of a
