@@ -348,6 +348,7 @@ static __always_inline int enter_close(u64 id, s32 fd) {
         return 0;
     u32 gen = c->gen;
     u8 role = c->role;
+    u64 sent = c->pos_egress, recv = c->pos_ingress;
     conns.delete(&key);
     disabled.delete(&key);
     struct pxq_sock_event *e = reserve_small(PXQ_EV_CLOSE, tgid, fd);
@@ -355,6 +356,8 @@ static __always_inline int enter_close(u64 id, s32 fd) {
         return 0;
     e->gen = gen;
     e->role = role;
+    e->pos = sent; /* the connection's totals, also of bytes never sent as events (conn_stats) */
+    e->size = recv;
     e->syscall = PXQ_SYS_CLOSE;
     events.ringbuf_submit(e, 0);
     return 0;
@@ -838,10 +841,6 @@ static __always_inline int exit_data(u64 id, u16 sys, long ret) {
         if (!c)
             return 0;
     }
-    u32 *off = disabled.lookup(&key);
-    if (off && *off == c->gen)
-        return 0;
-
     u32 cpu = bpf_get_smp_processor_id();
     struct scratch_t *sc = scratch.lookup(&cpu);
     if (!sc)
@@ -898,6 +897,11 @@ static __always_inline int exit_data(u64 id, u16 sys, long ret) {
         pos = __sync_fetch_and_add(&c->pos_egress, total);
     else
         pos = __sync_fetch_and_add(&c->pos_ingress, total);
+    /* A connection user space switched off (not a protocol it parses) still counts its bytes,
+     * for conn_stats (read from this map, and sent with its CLOSE), but sends no events. */
+    u32 *off = disabled.lookup(&key);
+    if (off && *off == c->gen)
+        return 0;
     w->remaining = total < COPY_LIMIT ? total : COPY_LIMIT;
     w->fill = 0;
     w->sent = 0;

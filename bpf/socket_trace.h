@@ -67,9 +67,10 @@
 
 struct pxq_sock_event {
     __u64 ts_ns;     /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the syscall's exit */
-    __u64 pos;       /* DATA: stream offset of data[0] in this direction of the connection */
+    __u64 pos;       /* DATA: stream offset of data[0] in this direction of the connection;
+                        CLOSE: bytes the connection sent in all (disabled or not) */
     __u64 size;      /* DATA: bytes the whole call moved (>= data_len); with PXQ_F_FILLER: the
-                        bytes this event stands for (from pos on) */
+                        bytes this event stands for (from pos on); CLOSE: bytes it received */
     __u32 pid;       /* process id (the kernel's tgid) */
     __s32 fd;
     __u32 gen;       /* connection generation: new for every connection on a (tgid, fd) */

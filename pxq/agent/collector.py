@@ -50,6 +50,9 @@ def warn_on_stderr(message: str, stream=sys.stderr) -> None:
 class AgentOptions:
     body_limit: int = DEFAULT_BODY_LIMIT
     budget_bytes: int = DEFAULT_BUDGET_BYTES
+    # Keep credentials (HTTP Authorization/Cookie values, database passwords) in the rows instead
+    # of SECRET_MARKER: they then end up in outputs and captures. Only by the user's explicit choice.
+    keep_secrets: bool = False
     # Where the agent says what the user should know but that does not stop collection
     # (a --pid that does not exist or exits during the window).
     on_warning: Callable[[str], None] = warn_on_stderr

@@ -20,7 +20,7 @@ from pxq.plan.manifest import CollectorRequest, ProbeManifest
 class CollectorSpec:
     name: str  # as the catalog's tables and the manifest's requests name it
     # The tables it fills live today. The catalog names a collector for tables it will fill later
-    # too (conn_stats, the other protocols' tables): asking for one of those live must not run a
+    # too (the other protocols' tables): asking for one of those live must not run a
     # capture that silently writes zero rows.
     tables: tuple[str, ...]
     build: Callable[[CollectorRequest, AgentOptions], Collector]
@@ -36,7 +36,7 @@ COLLECTORS: dict[str, CollectorSpec] = {
     for spec in (
         CollectorSpec(
             "socket_tracer",
-            tuple(SocketTracerCollector.protocols.values()),
+            (*SocketTracerCollector.protocols.values(), "conn_stats"),
             SocketTracerCollector,
             SocketTracerCollector.program,
         ),

@@ -33,7 +33,11 @@ and lifecycle and hands its bytes to the parser of its protocol:
   (:mod:`pxq.agent.protocols.registry`) in turn: a request (for HTTP/1.x, a request line) or a
   response (a status line), which also says which side sent it. A connection that no protocol
   recognises is switched off in the kernel (``disable``) so that its bytes stop crossing the
-  ring buffer.
+  ring buffer (the kernel still counts them). With no protocol asked for (``conn_stats`` alone),
+  every connection is switched off when first seen.
+* **conn_stats** (:class:`pxq.agent.conn_stats.ConnStats`, when given): told of each connection's
+  start and end (with the byte totals its CLOSE event carries); it reads live connections' totals
+  from the kernel at each report (:meth:`ConnTracker.report_conn_stats`).
 * **Stitching** is the protocol's stitcher's (:class:`pxq.agent.protocols.interface.Stitcher`):
   request bytes and response bytes in, completed (request, response) pairs out, as many as a
   call completes (several requests may be in flight). For HTTP, latency is from the timestamp of
@@ -60,6 +64,7 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from pxq.agent.bpf_program import header_constants
+from pxq.agent.conn_stats import ConnStats
 from pxq.agent.data_stream import Arrival, Data, DataStream, Piece, Uncaptured
 from pxq.agent.procinfo import ProcessIdentities
 from pxq.agent.protocols.interface import Pair, ParseOptions, RowBuffer, Stitcher
@@ -284,6 +289,7 @@ class ConnTracker:
         reorder_limit: int = DEFAULT_REORDER_LIMIT,
         idle_ns: int = DEFAULT_IDLE_NS,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        conn_stats: ConnStats | None = None,
     ) -> None:
         self.protocols = tuple(PROTOCOLS.values() if protocols is None else protocols)
         self.body_limit = body_limit
@@ -294,6 +300,8 @@ class ConnTracker:
         self.reorder_limit = reorder_limit
         self.idle_ns = idle_ns
         self.max_connections = max_connections
+        # conn_stats counters, when asked for: told of every connection's start and end.
+        self.conn_stats = conn_stats
         self.conns: dict[tuple[int, int, int], Connection] = {}
         # UDP sockets by (pid, fd), and the fds of each process that have one.
         self.udp: dict[tuple[int, int], UdpSocket] = {}
@@ -345,8 +353,8 @@ class ConnTracker:
             self._connection(ev, opened=True)
         elif kind == EV_CLOSE:
             conn = self.conns.get((ev.pid, ev.fd, ev.gen))
-            if conn is not None:
-                self._end(conn, ev.ts_ns, forget=False)
+            if conn is not None:  # the event carries the connection's byte totals (conn_stats)
+                self._end(conn, ev.ts_ns, forget=False, totals=(ev.pos, ev.size))
             sock = self.udp.get((ev.pid, ev.fd))
             if sock is not None and sock.gen <= ev.gen:
                 self._end_udp(sock, ev.ts_ns, forget=False)
@@ -435,6 +443,9 @@ class ConnTracker:
             self._by_pid.setdefault(ev.pid, set()).add(conn)
             self.pids_seen.add(ev.pid)
             self.counts["connections"] += 1
+            new = True
+        else:
+            new = False
         conn.last_ns = ev.ts_ns
         if ev.flags & F_TUPLE and not conn.has_tuple:
             conn.family = ev.family
@@ -444,12 +455,21 @@ class ConnTracker:
         elif ev.flags & F_REMOTE and not conn.has_tuple:
             conn.family = ev.family
             conn.raddr, conn.rport = ip_text(ev.family, ev.raddr), ev.rport
+        if new:
+            if self.conn_stats is not None:
+                self.conn_stats.opened(conn)
+            if not self.protocols:  # conn_stats only: no data of any connection is wanted
+                self._give_up(conn)
         return conn
 
-    def _end(self, conn: Connection, ts_ns: int, *, forget: bool, window_end: bool = False) -> None:
+    def _end(self, conn: Connection, ts_ns: int, *, forget: bool, window_end: bool = False, evicted: bool = False,
+             totals: tuple[int, int] | None = None) -> None:  # fmt: skip
         """The connection is over: flush the parser and let it go. ``forget``: the kernel still
         has an entry for it (it saw no close()), which can go too. ``window_end``: the tracer
-        stops, the connection itself goes on (what is unfinished is not a loss)."""
+        stops, the connection itself goes on (what is unfinished is not a loss). ``evicted``:
+        idle, it may still be open. ``totals``: its (sent, received) bytes, from its CLOSE."""
+        if self.conn_stats is not None:  # before _forget: the kernel's entry still has its totals
+            self.conn_stats.ended(conn, closed=not (window_end or evicted), totals=totals)
         self.conns.pop(conn.key, None)
         live = self._by_pid.get(conn.pid)
         if live is not None:
@@ -463,21 +483,28 @@ class ConnTracker:
             self._skip_holes(conn)
         self._holes.discard(conn)
         if conn.stitcher is not None:
+            before_close = Counter(conn.stitcher.errors)
             self._collect(conn, conn.stitcher.close_messages(ts_ns))
-            self._drop_stitcher(conn, keep_unmatched_at_close=not window_end)
+            self._drop_stitcher(conn, keep_unmatched_at_close=not window_end, counted_before=before_close)
         if forget and self._forget is not None:
             self._forget(conn.pid, conn.fd, conn.gen)
 
-    def _drop_stitcher(self, conn: Connection, *, keep_unmatched_at_close: bool = True) -> None:
+    def _drop_stitcher(
+        self, conn: Connection, *, keep_unmatched_at_close: bool = True, counted_before: Counter[str] | None = None
+    ) -> None:
         """The connection's stitcher goes: keep its error counts. Without
         ``keep_unmatched_at_close``, the halves left unmatched at its end are not counted (the
         capture window ended, not the connection; or bytes were lost and the stitcher restarts,
-        where the gap is what is counted)."""
+        where the gap is what is counted). ``counted_before``: its counts before the end was
+        flushed; those were losses in the middle of the connection (a response without its
+        request, say) and stay counted whatever ended it."""
         stitcher, spec = conn.stitcher, conn.protocol
         assert stitcher is not None and spec is not None
         errors = stitcher.errors
         if not keep_unmatched_at_close:
-            errors = Counter({k: n for k, n in errors.items() if k not in spec.unmatched_at_close})
+            kept = counted_before if counted_before is not None else Counter()
+            errors = Counter({k: (n if k not in spec.unmatched_at_close else kept[k]) for k, n in errors.items()})
+            errors = +errors  # drop zero counts
         self.protocol_errors[spec.name].update(errors)
         conn.stitcher = None
 
@@ -489,7 +516,7 @@ class ConnTracker:
             idle = by_age[: len(self.conns) - self.max_connections]
             self.drops["conn_evicted"] += len(idle)
         for conn in idle:
-            self._end(conn, self._last_ts, forget=True)
+            self._end(conn, self._last_ts, forget=True, evicted=True)
         self._evict_idle_udp()
 
     # -- UDP ---------------------------------------------------------------------------------
@@ -622,8 +649,9 @@ class ConnTracker:
     def _end_flow(self, sock: UdpSocket, flow: Connection, ts_ns: int, *, window_end: bool) -> None:
         sock.flows.pop((flow.family, _raw_ip(flow.family, flow.raddr), flow.rport), None)
         if flow.stitcher is not None:
+            before_close = Counter(flow.stitcher.errors)
             self._collect(flow, flow.stitcher.close_messages(ts_ns))
-            self._drop_stitcher(flow, keep_unmatched_at_close=not window_end)
+            self._drop_stitcher(flow, keep_unmatched_at_close=not window_end, counted_before=before_close)
 
     def _end_udp(self, sock: UdpSocket, ts_ns: int, *, forget: bool, window_end: bool = False) -> None:
         """The socket is closed (or its process gone, or the window over): every peer ends."""
@@ -776,12 +804,25 @@ class ConnTracker:
                 conn.passed_response_ns = ts_ns
             return
         conn.probe_tries += 1
+        if (
+            conn.opened
+            and conn.probe_tries < PROBE_TRIES
+            and any(spec.head_incomplete(head) for spec in self.protocols)
+        ):
+            # A connection's first message split over reads that a protocol could still
+            # recognise once it is whole (a DNS query over TCP read as its length, then in parts).
+            conn.probe_buf[d], conn.probe_ts[d] = data, ts_ns
+            return
         if conn.opened or conn.probe_tries >= PROBE_TRIES:
-            conn.state = OTHER
-            conn.probe_buf = [b"", b""]
-            self.counts["other_connections"] += 1
-            if self._disable is not None:
-                self._disable(conn.pid, conn.fd, conn.gen)
+            self._give_up(conn)
+
+    def _give_up(self, conn: Connection) -> None:
+        """Not a protocol pxq parses: no more of its bytes (the kernel still counts them)."""
+        conn.state = OTHER
+        conn.probe_buf = [b"", b""]
+        self.counts["other_connections"] += 1
+        if self._disable is not None:
+            self._disable(conn.pid, conn.fd, conn.gen)
 
     def _start_parsing(self, conn: Connection, d: int, ts_ns: int, data: bytes) -> None:
         spec = conn.protocol
@@ -822,12 +863,21 @@ class ConnTracker:
     # -- results ----------------------------------------------------------------------------
     def pending(self) -> int:
         """Rows completed and not yet taken."""
-        return sum(len(rows) for rows in self.rows.values())
+        stats = 0 if self.conn_stats is None else len(self.conn_stats)
+        return sum(len(rows) for rows in self.rows.values()) + stats
 
     def take_tables(self) -> dict[str, pa.Table]:
         """The rows completed since the last call, one Arrow table per protocol table (the
         catalog's schema), by table name; and forget them."""
-        return {spec.table: self.rows[spec.name].table() for spec in self.protocols}
+        tables = {spec.table: self.rows[spec.name].table() for spec in self.protocols}
+        if self.conn_stats is not None:
+            tables["conn_stats"] = self.conn_stats.table()
+        return tables
+
+    def report_conn_stats(self, now_ns: int) -> None:
+        """A conn_stats report now (CLOCK_MONOTONIC ns), if conn_stats are kept."""
+        if self.conn_stats is not None:
+            self.conn_stats.report(now_ns)
 
     def error_counts(self, protocol: str) -> Counter[str]:
         """Parse and pairing problems of every connection of ``protocol``, ended or live."""

@@ -57,7 +57,8 @@ from pxq.agent.bpf_program import (
     load_with_maps,
     possible_cpus,
 )
-from pxq.agent.conn_tracker import ConnTracker, SockEvent, monotonic_to_epoch_offset
+from pxq.agent.conn_stats import DEFAULT_INTERVAL_S, ConnStats, listening_ports
+from pxq.agent.conn_tracker import ConnTracker, SockEvent, monotonic_to_epoch_offset, socket_endpoints
 from pxq.agent.procinfo import ProcessIdentities
 from pxq.agent.protocols.registry import DEFAULT_BODY_LIMIT, MAX_HEAD_BYTES, PROTOCOLS, SUPPORTED_PROTOCOLS
 
@@ -301,7 +302,13 @@ class SocketTracer:
         body_limit: int = DEFAULT_BODY_LIMIT,
         *,
         options: SocketTracerOptions | None = None,
+        conn_stats: bool = False,
+        conn_stats_interval_s: float = DEFAULT_INTERVAL_S,
+        keep_secrets: bool = False,
     ) -> None:
+        """``conn_stats``: also keep the ``conn_stats`` table (reported every
+        ``conn_stats_interval_s``). ``keep_secrets``: keep credentials in the rows (see
+        :class:`pxq.agent.protocols.interface.ParseOptions`); only by the user's explicit choice."""
         self.protocols = check_protocols(protocols)
         pid_set = frozenset(pids) if pids else None
         self.options = replace(options or SocketTracerOptions(), pids=pid_set)
@@ -312,11 +319,23 @@ class SocketTracer:
         self._bpf = None
         self._ring: RingReader | None = None
         self._events: list[SockEvent] = []  # taken from the ring buffer, not handled yet
+        self._conn_stats = (
+            ConnStats(
+                self._kernel_counts,
+                int(conn_stats_interval_s * 1e9),
+                endpoints=socket_endpoints,
+                listening=listening_ports,
+            )  # fmt: skip
+            if conn_stats
+            else None
+        )
         self._tracker = ConnTracker(
             protocols=[PROTOCOLS[p] for p in self.protocols],
             body_limit=body_limit,
+            keep_secrets=keep_secrets,
             disable=self._disable,
             forget=self._forget,
+            conn_stats=self._conn_stats,
         )
         self._tables: dict[str, object] = {}
         self._kernel_drops = dict.fromkeys(DROP_REASONS, 0)
@@ -341,6 +360,9 @@ class SocketTracer:
         self._tables.update(tables)
         try:
             self._tracker.clock_offset_ns = monotonic_to_epoch_offset()
+            if self._conn_stats is not None:
+                self._conn_stats.clock_offset_ns = self._tracker.clock_offset_ns
+                self._conn_stats.last_report_ns = time.monotonic_ns()
             ring = self._tables["events"]
             self._ring = RingReader(ring.map_fd, ring.max_entries)
             # Every probe is attached now: start tracing (see `ready` in bpf/socket_trace.c).
@@ -382,6 +404,8 @@ class SocketTracer:
             self._consume()
             self._process()
             self.kernel_drops()
+            # The window's last conn_stats report, while the kernel still holds the totals.
+            self._tracker.report_conn_stats(time.monotonic_ns())
             self._tracker.close_all()
         finally:
             self._close_ring()
@@ -424,7 +448,12 @@ class SocketTracer:
             if left >= 1 and self._ring is not None and self._ring.wait(left):
                 self._consume()
         self._last_poll = time.monotonic()
-        return self._process()
+        handled = self._process()
+        if self._conn_stats is not None:
+            now = time.monotonic_ns()
+            if self._conn_stats.due(now):
+                self._tracker.report_conn_stats(now)
+        return handled
 
     def _consume(self) -> None:
         """Take what the ring buffer holds into ``self._events``."""
@@ -515,6 +544,19 @@ class SocketTracer:
             # bcc raises a plain Exception when the map is full: the bytes keep coming, and are ignored
             with contextlib.suppress(Exception):
                 table[self._key(pid, fd)] = ct.c_uint32(gen)
+
+    def _kernel_counts(self, pid: int, fd: int, gen: int) -> tuple[int, int] | None:
+        """(bytes sent, bytes received) of a connection so far, as the kernel counted them."""
+        conns = self._tables.get("conns")
+        if conns is None:
+            return None
+        try:
+            entry = conns[self._key(pid, fd)]
+        except KeyError:
+            return None
+        if entry.gen != gen:
+            return None  # the fd holds a newer connection
+        return int(entry.pos_egress), int(entry.pos_ingress)
 
     def _forget(self, pid: int, fd: int, gen: int) -> None:
         conns = self._tables.get("conns")

@@ -9,6 +9,7 @@ import time
 import pyarrow as pa
 
 from pxq.agent.collector import AgentError, AgentOptions
+from pxq.agent.conn_stats import DEFAULT_INTERVAL_S
 from pxq.agent.procinfo import ProcessIdentities
 from pxq.agent.protocols.registry import protocol_tables
 from pxq.plan.manifest import CollectorRequest
@@ -18,10 +19,13 @@ from pxq.plan.manifest import CollectorRequest
 # kernel's counters is a few map lookups each.
 DRAIN_INTERVAL_S = 1.0
 DRAIN_ROWS = 20_000
+# The table of connection counters it fills besides the protocols' tables.
+CONN_STATS = "conn_stats"
 
 
 class SocketTracerCollector:
-    """The protocol tables (http_events, ...) from the eBPF socket tracer (bpf/socket_trace.c)."""
+    """The protocol tables (http_events, ...) and conn_stats from the eBPF socket tracer
+    (bpf/socket_trace.c)."""
 
     name = "socket_tracer"
     protocols = protocol_tables()  # protocol -> its table, from the protocol registry
@@ -35,12 +39,16 @@ class SocketTracerCollector:
             )
         from pxq.agent.socket_tracer import SocketTracer
 
-        self.tables = tuple(self.protocols[p] for p in request.protocols)
+        conn_stats = CONN_STATS in request.tables
+        self.tables = tuple(self.protocols[p] for p in request.protocols) + ((CONN_STATS,) if conn_stats else ())
         body_limit = int(request.option("body_limit", options.body_limit))
         self.tracer = SocketTracer(
             pids=set(request.pids) if request.pids is not None else None,
-            protocols=tuple(request.protocols),
+            protocols=tuple(request.protocols),  # none for conn_stats alone: no connection is parsed
             body_limit=body_limit,
+            conn_stats=conn_stats,
+            conn_stats_interval_s=float(request.option("conn_stats_interval_s", DEFAULT_INTERVAL_S)),
+            keep_secrets=options.keep_secrets,
         )
         self._last_drain = 0.0
         self._drops: dict[str, dict[str, int]] | None = None  # as of the last drain

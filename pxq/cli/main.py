@@ -8,6 +8,7 @@ import signal
 import sys
 import traceback
 
+from pxq.agent.protocols.interface import SECRET_MARKER
 from pxq.errors import PxqError, UsageError
 from pxq.plan.times import parse_duration
 
@@ -70,6 +71,14 @@ def parse_script_args(raw: list[str]) -> tuple[dict[str, str], bool]:
     return args, wants_help
 
 
+KEEP_SECRETS_HELP = (
+    "keep credentials in live capture (HTTP Authorization, Proxy-Authorization, Cookie and Set-Cookie "
+    f"values, database passwords and AUTH arguments); by default each is replaced by {SECRET_MARKER!r}. "
+    "RISK: with it, secrets end up in the output and in any capture written, readable by whoever "
+    "reads those"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pxq.agent.defaults import DEFAULT_BODY_LIMIT
     from pxq.render import FORMATS
@@ -114,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help=f"bytes of each request/response body kept in live capture (default {DEFAULT_BODY_LIMIT})",
     )
+    run.add_argument("--keep-secrets", action="store_true", help=KEEP_SECRETS_HELP)
     run.add_argument(
         "-o",
         "--output",
@@ -183,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         "whose processes made no TCP traffic is named on stderr",
     )
     capture.add_argument("--body-limit", type=int, default=DEFAULT_BODY_LIMIT, metavar="BYTES")
+    capture.add_argument("--keep-secrets", action="store_true", help=KEEP_SECRETS_HELP)
 
     sub.add_parser("scripts", help="list the bundled scripts")
     tables = sub.add_parser("tables", help="list the tables, or one table's columns")
@@ -320,7 +331,7 @@ def cmd_run(args, script_argv: list[str]) -> int:
                 args=script_args,
                 duration_s=duration,
                 on_progress=window.watch(progress_printer(duration)),
-                options=AgentOptions(body_limit=args.body_limit),
+                options=AgentOptions(body_limit=args.body_limit, keep_secrets=args.keep_secrets),
             )
         if sys.stderr.isatty():
             sys.stderr.write("\n")
@@ -363,7 +374,7 @@ def cmd_capture(args) -> int:
     duration = parse_duration(args.duration)
     manifest = manifest_for_tables(tables, now_ns=time.time_ns(), pids=tuple(args.pid) if args.pid else None)
     with WindowSignals() as window:
-        store = EmbeddedAgent(manifest, AgentOptions(body_limit=args.body_limit)).run(
+        store = EmbeddedAgent(manifest, AgentOptions(body_limit=args.body_limit, keep_secrets=args.keep_secrets)).run(
             duration, window.watch(progress_printer(duration))
         )
     if sys.stderr.isatty():

@@ -13,8 +13,9 @@ nulls, byte versus character positions, ...):
   regex_match, replace, atoi, itoa, pluck, pluck_int64, pluck_float64, pluck_array.
 - ``_sql``: normalize_pgsql, normalize_mysql.
 - ``_metadata``: upid_to_* lookups, http_resp_message, _exec_hostname, _exec_host_num_cpus.
+- ``_net``: nslookup.
 """
 
 from __future__ import annotations
 
-from pxq.funcs import _math, _metadata, _operators, _sql, _strings  # noqa: F401  (they register on import)
+from pxq.funcs import _math, _metadata, _net, _operators, _sql, _strings  # noqa: F401  (they register on import)

@@ -1,6 +1,7 @@
 """The query settings pxq reads (``#px:set key=value`` pragmas and ``px.set(key, value)``): which
 keys exist and which values their readers take, so that a bad value is refused where the script
-writes it instead of failing mid-run. Readers: pxq.exec.execute and pxq.agent.profiler.
+writes it instead of failing mid-run. Readers: pxq.exec.execute, pxq.agent.profiler and
+pxq.agent.socket_tracer_collector.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ SETTINGS: dict[str, tuple[Callable[[str], bool], str]] = {
     "perf_profiler.pyspy_min_cpu": (_number(0.0), "a share of one CPU, 0 or more (0.05 is 5 %)"),
     "perf_profiler.stacks_size": (_whole_number(1, 2**31 - 1), "a whole number of stacks, 1 to 2147483647"),
     "perf_profiler.counts_size": (_whole_number(1, 2**31 - 1), "a whole number of keys, 1 to 2147483647"),
+    "socket_tracer.body_limit": (_whole_number(0, 2**31 - 1), "a whole number of bytes, 0 or more"),
+    "socket_tracer.conn_stats_interval_s": (_number(0.01, 3600.0), "seconds between conn_stats reports, 0.01 to 3600"),
 }
 _SETTING_COLLECTORS = {key.split(".", 1)[0] for key in SETTINGS if "." in key}
 

@@ -184,33 +184,72 @@ DNS_EVENTS = _protocol_table(
 REDIS_EVENTS = _protocol_table(
     "redis_events",
     "redis",
-    "Redis commands and their replies (RESP).",
-    _c("req_cmd", T.STRING, "Command name, e.g. 'GET', 'SET', 'HGETALL'."),
-    _c("req_args", T.STRING, "Command arguments as JSON."),
-    _c("resp", T.STRING, "Reply, rendered as text."),
+    "Redis commands and their replies (RESP2 and RESP3), one row per command in the order each connection "
+    "sent them: pipelined commands pair with their replies in order, MULTI/EXEC's commands are rows (answered "
+    "QUEUED) and EXEC's row holds the transaction's replies, a message pushed to a subscriber is a row of its "
+    "own. time_ is the reply's last byte; latency is 0 for a push and for a command the server does not answer "
+    "(CLIENT REPLY OFF/SKIP).",
+    _c(
+        "req_cmd",
+        T.STRING,
+        "Command name in capitals, two words for a container command and its subcommand (CLIENT SETNAME, "
+        "CONFIG GET), as Pixie names them; PUSH PUB for a pushed pub/sub message (no command), PUSH for another "
+        "RESP3 push; empty when the first word is no Redis command.",
+    ),
+    _c(
+        "req_args",
+        T.STRING,
+        "The arguments as JSON, in Pixie's format: an object keyed by the argument names of the command's "
+        'syntax ({"key":"foo"}), else an array of the words. Credentials (AUTH, HELLO ... AUTH, MIGRATE '
+        "AUTH/AUTH2, CONFIG SET requirepass/masterauth, ACL SETUSER passwords) show as <redacted>; a value "
+        "longer than the body limit is cut and ends with <truncated: N bytes>.",
+    ),
+    _c(
+        "resp",
+        T.STRING,
+        "The reply as text (Pixie's format): a string as itself, an integer in decimal, an error with its "
+        "leading '-', nil <NULL>, an array a JSON array of its elements' texts (a nested array as JSON text), "
+        "a RESP3 map a JSON object; a SUBSCRIBE's confirmations one per line; cut at the body limit.",
+    ),
 )
 
 CONN_STATS = TableSchema(
     name="conn_stats",
-    doc="Per-connection traffic counters, sampled periodically (cumulative values).",
+    doc=(
+        "Connections and bytes per process and remote endpoint (a server's clients under remote port 0, "
+        "as in Pixie), cumulative since tracing began: a row every report interval (1 s, "
+        "#px:set socket_tracer.conn_stats_interval_s=S) while the endpoint has a connection, once more "
+        "after its last one ends, and (pxq's own) one just before a connection it gets after none, so "
+        "that max - min over a window counts connections that began in it. Bytes are the kernel's "
+        "count of every call, also of connections whose protocol pxq does not parse."
+    ),
     collector=SOCKET_TRACER,
     columns=(
         TIME,
         UPID,
         REMOTE_ADDR,
-        REMOTE_PORT,
+        _c("remote_port", T.INT64, "Port of the remote endpoint; 0 when the traced process is the server.", S.PORT),
         TRACE_ROLE,
         _c("addr_family", T.INT64, "Socket address family: 2 = AF_INET, 10 = AF_INET6, 1 = AF_UNIX."),
         _c(
             "protocol",
             T.INT64,
-            "Inferred protocol: 0 unknown, 1 HTTP, 2 HTTP2, 3 MySQL, 4 CQL, 5 PGSQL, 6 DNS, 7 Redis, "
-            "8 NATS, 9 Mongo, 10 Kafka, 11 Mux, 12 AMQP, 13 TLS.",
+            "Inferred protocol of the endpoint's latest connection: 0 unknown, 1 HTTP, 2 HTTP2, 3 MySQL, "
+            "4 CQL, 5 PGSQL, 6 DNS, 7 Redis, 8 NATS, 9 Mongo, 10 Kafka, 11 Mux, 12 AMQP, 13 TLS.",
         ),
-        _c("ssl", T.BOOLEAN, "Whether the connection uses TLS."),
-        _c("conn_open", T.INT64, "Number of connections opened (cumulative)."),
-        _c("conn_close", T.INT64, "Number of connections closed (cumulative)."),
-        _c("conn_active", T.INT64, "Number of connections currently open."),
+        _c("ssl", T.BOOLEAN, "Whether the connection uses TLS (always false: pxq does not trace TLS yet)."),
+        _c(
+            "conn_open",
+            T.INT64,
+            "Connections opened (cumulative); one already open when tracing began counts when first seen.",
+        ),
+        _c(
+            "conn_close",
+            T.INT64,
+            "Connections closed (cumulative): by close(), or as their process ended (pxq; Pixie counts the "
+            "close it saw). One still open when the capture ends is not closed.",
+        ),
+        _c("conn_active", T.INT64, "Connections open now: conn_open - conn_close."),
         _c("bytes_sent", T.INT64, "Bytes sent to the remote endpoint (cumulative).", S.BYTES),
         _c("bytes_recv", T.INT64, "Bytes received from the remote endpoint (cumulative).", S.BYTES),
     ),

@@ -15,6 +15,19 @@ listens on 127.0.0.1 (port 0 = let the kernel pick). Endpoints:
 ``GET /ws``        with ``Upgrade``: 101 Switching Protocols, then echoes raw bytes until EOF
 =================  ==========================================================
 
+Given ``--pg-conninfo`` (a PostgreSQL with :data:`SCHEMA_SQL` applied) and ``--redis-port``, it
+also answers from a database, with the SQL and Redis calls below (module constants: the demo's
+tests expect exactly these strings); without them these paths answer 503:
+
+=========================  ==========================================================
+``GET /api/users/<id>``    Redis ``GET user:<id>``; on a miss the user's row by a server-side
+                           prepared statement (:data:`USER_BY_ID_SQL`), then ``SET ... EX``;
+                           200 JSON (``"cache": "hit"`` or ``"miss"``), 404 for no such user
+``GET /api/users``         200, the number of users (:data:`USER_COUNT_SQL`, a simple query)
+``GET /api/report``        200 after a slow query (:data:`REPORT_SQL`, ``pg_sleep``)
+``GET /api/db-error``      500: :data:`BROKEN_SQL` fails (no such table), JSON with its SQLSTATE
+=========================  ==========================================================
+
 It speaks HTTP/1.1 with keep-alive and sends Content-Length except where noted.
 """
 
@@ -25,9 +38,27 @@ import json
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 SLOW_SECONDS = 0.15
 ITEMS = [{"id": i, "name": f"item-{i}", "price_cents": 100 * i + 99} for i in range(1, 6)]
+
+# The database the demo's backend reads: applied once by whoever starts the server.
+USERS = 100  # the ids SCHEMA_SQL inserts: 1..USERS
+SCHEMA_SQL = (
+    "CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL, email text NOT NULL)",
+    f"INSERT INTO users SELECT g, 'user-' || g, 'user' || g || '@example.com' FROM generate_series(1, {USERS}) AS g",
+)
+# The SQL the backend sends, as psycopg is given it (%s: a bound parameter).
+USER_BY_ID_SQL = "SELECT id, name, email FROM users WHERE id = %s"
+USER_COUNT_SQL = "SELECT count(*) FROM users"
+REPORT_SECONDS = 0.2
+REPORT_SQL = f"SELECT count(*), pg_sleep({REPORT_SECONDS}) FROM users"  # pg_sleep runs once: one output row
+BROKEN_SQL = "SELECT total FROM orders"  # there is no orders table: SQLSTATE 42P01
+# Redis: a user's JSON under this key, for this long (short, so misses keep coming).
+CACHE_KEY = "user:{id}"
+CACHE_SECONDS = 2
+
 INDEX_HTML = (
     "<!doctype html><html><head><title>pxq test backend</title></head>"
     "<body><h1>pxq test backend</h1><p>Real traffic for pxq's tests.</p></body></html>"
@@ -56,7 +87,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path.split("?", 1)[0]
-        if path == "/":
+        if path == "/api/users" or path.startswith("/api/users/") or path in ("/api/report", "/api/db-error"):
+            self._database_path(path)
+        elif path == "/":
             self._send(200, INDEX_HTML.encode(), "text/html; charset=utf-8")
         elif path == "/api/items":
             self._json(200, {"items": ITEMS})
@@ -73,6 +106,35 @@ class Handler(BaseHTTPRequestHandler):
             self._upgrade()
         else:
             self._json(404, {"error": "not found", "path": path})
+
+    def _database_path(self, path: str) -> None:
+        database: Database | None = getattr(self.server, "database", None)
+        if database is None:
+            self._json(503, {"error": "no database configured (--pg-conninfo, --redis-port)"})
+            return
+        if path == "/api/users":
+            self._json(200, {"users": database.user_count()})
+        elif path == "/api/report":
+            self._json(200, {"users": database.report()})
+        elif path == "/api/db-error":
+            import psycopg
+
+            try:
+                database.broken_query()
+            except psycopg.Error as e:
+                self._json(500, {"error": "the query failed", "sqlstate": e.sqlstate})
+            else:
+                self._json(200, {"error": None})  # only if someone created the table
+        else:
+            user_id = path.removeprefix("/api/users/")
+            if not user_id.isdigit():
+                self._json(404, {"error": "not found", "path": path})
+                return
+            user, cache = database.user(int(user_id))
+            if user is None:
+                self._json(404, {"error": "no such user", "id": int(user_id)})
+            else:
+                self._json(200, {"user": user, "cache": cache})
 
     def _chunked(self, parts: list[bytes]) -> None:
         self.send_response(200)
@@ -115,16 +177,72 @@ class Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": "not found", "path": self.path})
 
 
+class Database:
+    """The backend's PostgreSQL and Redis. Each request opens its own PostgreSQL connection (as a
+    pool would after its connections' lifetime): a capture that starts at any moment then sees the
+    Parse of each prepared statement, not only Executes of statements prepared before it began.
+    One Redis client (redis-py's thread-safe pool) serves every request."""
+
+    def __init__(self, conninfo: str, redis_port: int) -> None:
+        import redis
+
+        self.conninfo = conninfo
+        self.redis = redis.Redis(host="127.0.0.1", port=redis_port, socket_timeout=10, decode_responses=True)
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
+
+    def user(self, user_id: int) -> tuple[dict[str, Any] | None, str]:
+        """The user and where it came from ("hit": Redis, "miss": PostgreSQL, then cached)."""
+        key = CACHE_KEY.format(id=user_id)
+        cached = self.redis.get(key)
+        if cached is not None:
+            return json.loads(cached), "hit"
+        with self._connect() as conn:
+            # prepare=True: a named server-side statement (Parse, then Bind/Execute) at once.
+            row = conn.execute(USER_BY_ID_SQL, (user_id,), prepare=True).fetchone()
+        if row is None:
+            return None, "miss"
+        user = {"id": row[0], "name": row[1], "email": row[2]}
+        self.redis.set(key, json.dumps(user), ex=CACHE_SECONDS)
+        return user, "miss"
+
+    def user_count(self) -> int:
+        with self._connect() as conn:
+            # No parameters and prepare=False: psycopg sends a simple Query message.
+            return int(conn.execute(USER_COUNT_SQL, prepare=False).fetchone()[0])
+
+    def report(self) -> int:
+        with self._connect() as conn:
+            return int(conn.execute(REPORT_SQL, prepare=False).fetchone()[0])
+
+    def broken_query(self) -> None:
+        with self._connect() as conn:
+            conn.execute(BROKEN_SQL, prepare=False)
+
+    def close(self) -> None:
+        self.redis.close()
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # http.server's default backlog is 5
+    database: Database | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--pg-conninfo", help="a libpq connection string to a PostgreSQL holding SCHEMA_SQL")
+    ap.add_argument("--redis-port", type=int, help="a redis-server on 127.0.0.1 at this port")
     args = ap.parse_args(argv)
+    if (args.pg_conninfo is None) != (args.redis_port is None):
+        ap.error("--pg-conninfo and --redis-port go together")
     server = Server(("127.0.0.1", args.port), Handler)
+    if args.pg_conninfo is not None:
+        server.database = Database(args.pg_conninfo, args.redis_port)
     print(f"READY {server.server_address[1]}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
@@ -132,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         server.server_close()
+        if server.database is not None:
+            server.database.close()
     return 0
 
 

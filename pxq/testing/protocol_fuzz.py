@@ -339,6 +339,8 @@ class Reference:
     count: int
     # Each request began after the previous pair's response ended (no pipelining).
     sequential: bool = True
+    # Pairs with both a request and a response (the others are one-sided: pushes, no-reply commands).
+    two_sided: int = 0
 
     def message(self, starts: list[int], identity: int) -> int:
         """The original message (index into ``starts``) a byte of that side lies in (-1: before
@@ -396,20 +398,21 @@ def reference(spec: ProtocolSpec, chunks: list[Chunk], options: ParseOptions | N
     line = timeline(every_byte(chunks))
     result = run_stitcher(spec, line.steps, options)
     spans = [pair_spans(pair, line.where) for pair in result.pairs]
-    starts: list[tuple[int, int]] = []
-    for req_span, resp_span in spans:
-        if req_span is None or resp_span is None:
-            raise NoTimestamps(f"{spec.name}: a pair holds no timestamp of its request's or its response's bytes")
-        starts.append((req_span[0], resp_span[0]))
+    # A one-sided pair (a Redis pub/sub push has no request, a MySQL COM_STMT_CLOSE no response, an
+    # unanswered DNS query) pairs nothing with anything: only two-sided pairs are judged.
+    two_sided = [(pair, (r, s)) for pair, (r, s) in zip(result.pairs, spans) if r is not None and s is not None]
+    if result.pairs and not two_sided:
+        raise NoTimestamps(f"{spec.name}: no pair holds timestamps of both its request's and its response's bytes")
+    starts = [(req_span[0], resp_span[0]) for _, (req_span, resp_span) in two_sided]
     req_list = sorted({s for s, _ in starts})
     resp_list = sorted({s for _, s in starts})
-    ref = Reference(req_list, resp_list, set(), len(result.pairs))
+    ref = Reference(req_list, resp_list, set(), len(result.pairs), two_sided=len(two_sided))
     ref.pairs = {(ref.message(req_list, a), ref.message(resp_list, b)) for a, b in starts}
     # In feed order (timestamps), not identities: did a request begin before the last answer ended?
     times = sorted(
         (min(t for t in timestamp_refs(req, line.where) if line.where[t][0]),
          max(t for t in timestamp_refs(resp, line.where) if not line.where[t][0]))
-        for req, resp in result.pairs
+        for (req, resp), _ in two_sided
     )  # fmt: skip
     ref.sequential = all(later[0] > earlier[1] for earlier, later in zip(times, times[1:]))
     return ref

@@ -6,10 +6,12 @@ client that sends it a mix of requests.
   directory (``daemon off``, error log and pid file there, two workers, keep-alive), listening on
   a free 127.0.0.1 port. It serves ``/static/`` from files it writes and proxies everything else
   to the backend over keep-alive upstream connections.
-* :func:`nginx_workload` is both together.
+* :func:`nginx_workload` is both together; with ``databases=True`` it also starts a real
+  PostgreSQL and a real redis-server on loopback ports (:func:`demo_databases`) for the backend's
+  database paths.
 * :func:`run_client_mix` sends a fixed, repeating mix of GET/HEAD/POST requests (2xx, 404, 500,
   slow, chunked upload, a body over 1 KiB) with ``requests`` and ``http.client``, both keeping
-  connections alive. Bounded in count and time.
+  connections alive; :data:`DEMO_MIX` adds the database paths. Bounded in count and time.
 
 Every context manager stops what it started, also on errors.
 """
@@ -32,7 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pxq.agent.procinfo import child_pids
+from pxq.testing.backend import SCHEMA_SQL
 from pxq.testing.ports import LOOPBACK, free_port, wait_for_port
+from pxq.testing.servers.postgres import PostgresServer, postgres_server
+from pxq.testing.servers.redis import RedisServer, redis_server
 
 START_TIMEOUT = 15.0
 
@@ -79,11 +84,34 @@ class Backend(LoopbackServer):
     pass
 
 
+# -- the backend's databases -----------------------------------------------------------------------
+@dataclass
+class Databases:
+    postgres: PostgresServer
+    redis: RedisServer
+
+    def backend_args(self) -> list[str]:
+        return ["--pg-conninfo", self.postgres.conninfo(), "--redis-port", str(self.redis.port)]
+
+
 @contextlib.contextmanager
-def python_backend() -> Iterator[Backend]:
-    """Start the test backend on a free loopback port; stop it on exit."""
+def demo_databases() -> Iterator[Databases]:
+    """PostgreSQL (a fresh cluster holding the backend's ``users`` table) and redis-server, each on
+    a free loopback port in its own temporary directory; both stopped on exit."""
+    import psycopg
+
+    with postgres_server() as postgres, redis_server() as redis:
+        with psycopg.connect(postgres.conninfo(), autocommit=True) as conn:
+            for statement in SCHEMA_SQL:
+                conn.execute(statement)
+        yield Databases(postgres, redis)
+
+
+@contextlib.contextmanager
+def python_backend(databases: Databases | None = None) -> Iterator[Backend]:
+    """Start the test backend on a free loopback port (using ``databases`` if given); stop it on exit."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pxq.testing.backend", "--port", "0"],
+        [sys.executable, "-m", "pxq.testing.backend", "--port", "0", *(databases.backend_args() if databases else [])],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -243,6 +271,7 @@ def nginx_server(
 class Workload:
     nginx: Nginx
     backend: Backend
+    databases: Databases | None = None
 
     @property
     def base_url(self) -> str:
@@ -250,10 +279,14 @@ class Workload:
 
 
 @contextlib.contextmanager
-def nginx_workload() -> Iterator[Workload]:
-    """nginx on loopback in front of the Python backend; both stopped on exit."""
-    with python_backend() as backend, nginx_server(backend.port) as nginx:
-        yield Workload(nginx, backend)
+def nginx_workload(databases: bool = False) -> Iterator[Workload]:
+    """nginx on loopback in front of the Python backend, and with ``databases`` the backend's
+    PostgreSQL and Redis (:func:`demo_databases`); all stopped on exit."""
+    with contextlib.ExitStack() as stack:
+        dbs = stack.enter_context(demo_databases()) if databases else None
+        backend = stack.enter_context(python_backend(dbs))
+        nginx = stack.enter_context(nginx_server(backend.port))
+        yield Workload(nginx, backend, dbs)
 
 
 # -- the client ---------------------------------------------------------------------------------
@@ -286,6 +319,21 @@ MIX = (
     Step("POST", "/api/echo?chunked=1", 200, "http.client", body=b"chunk-one;chunk-two;", chunked=True),
 )
 
+# The backend's database paths (a workload started with databases=True): a user twice (the second
+# usually a Redis hit, the first a miss once the cached copy has expired), another user, no such
+# user, a count, a slow report and a failing query.
+DATABASE_STEPS = (
+    Step("GET", "/api/users/1", 200, "requests"),
+    Step("GET", "/api/users/1", 200, "http.client"),
+    Step("GET", "/api/users/7", 200, "requests"),
+    Step("GET", "/api/users/4242", 404, "http.client"),
+    Step("GET", "/api/users", 200, "requests"),
+    Step("GET", "/api/report", 200, "http.client"),
+    Step("GET", "/api/db-error", 500, "requests"),
+)
+# The demo's mix: the web mix, then the database paths.
+DEMO_MIX = MIX + DATABASE_STEPS
+
 
 @dataclass
 class ClientResult:
@@ -303,8 +351,9 @@ def run_client_mix(
     *,
     max_seconds: float = 60.0,
     timeout: float = 10.0,
+    mix: tuple[Step, ...] = MIX,
 ) -> list[ClientResult]:
-    """Send up to ``n_requests`` requests of :data:`MIX` (in order, repeating) to ``base_url``
+    """Send up to ``n_requests`` requests of ``mix`` (in order, repeating) to ``base_url``
     (an ``http://127.0.0.1:PORT`` address), stopping early after ``max_seconds``. Each client
     library keeps one connection alive throughout; both are closed before returning."""
     import requests  # a test extra; imported here so the workload module loads without it
@@ -320,7 +369,7 @@ def run_client_mix(
         for i in range(n_requests):
             if time.monotonic() >= deadline:
                 break
-            step = MIX[i % len(MIX)]
+            step = mix[i % len(mix)]
             t0 = time.monotonic()
             if step.client == "requests":
                 resp = session.request(step.method, base_url + step.path, data=step.body, timeout=timeout)

@@ -20,12 +20,12 @@ def test_every_collector_fills_only_tables_the_catalog_gives_it():
             assert CATALOG[table].collector == name, (table, name)
 
 
-def test_the_live_tables_are_the_protocol_tables_and_stack_traces():
+def test_the_live_tables_are_the_protocol_tables_conn_stats_and_stack_traces():
     from pxq.agent.protocols.registry import protocol_tables
 
     live = {t for spec in COLLECTORS.values() for t in spec.tables}
-    assert live == {*protocol_tables().values(), "stack_traces.beta"}
-    assert {"http_events", "dns_events", "pgsql_events", "mysql_events"} <= live
+    assert live == {*protocol_tables().values(), "conn_stats", "stack_traces.beta"}
+    assert {"http_events", "dns_events", "pgsql_events", "redis_events", "mysql_events"} <= live
 
 
 def test_explain_prints_one_program_per_ebpf_collector_of_the_manifest_in_its_order():
@@ -57,8 +57,8 @@ def test_a_collector_is_built_from_its_request_without_starting():
     [
         (CollectorRequest("process_stats", ("process_stats",), None), "collector process_stats is not implemented"),
         (
-            CollectorRequest("socket_tracer", ("http_events", "conn_stats"), None, ("http",)),
-            "cannot collect conn_stats live yet (collector socket_tracer does not produce it)",
+            CollectorRequest("socket_tracer", ("http_events", "proc_exit_events"), None, ("http",)),
+            "cannot collect proc_exit_events live yet (collector socket_tracer does not produce it)",
         ),
     ],
 )

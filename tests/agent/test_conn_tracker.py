@@ -611,3 +611,18 @@ def test_a_response_older_than_the_next_request_is_counted_unmatched_not_paired(
     assert [(tx.req_path, tx.resp_body) for _, tx in take(t)] == [("/a", "/a"), ("/b", "/b")]
     drops = t.drop_counts()
     assert (drops["unmatched"], drops["parse_error"]) == (1, 0)
+
+
+def test_a_loss_counted_mid_connection_stays_counted_when_the_window_ends():
+    # A reply whose command was lost (ringbuf_full) is counted when it arrives; the window's end
+    # drops only what is left unfinished at that end, not the losses counted before it.
+    t = ConnTracker(protocols=[registry.REDIS])
+    s = Stream()
+    ping, pong = b"*1\r\n$4\r\nPING\r\n", b"+PONG\r\n"
+    for ev in (s.open(ROLE_CLIENT), s.data(EGRESS, ping), s.data(INGRESS, pong), s.data(INGRESS, pong)):
+        t.handle(ev)
+    t.end_batch()
+    assert t.drop_counts()["unmatched"] == 1
+    t.close_all()
+    assert t.drop_counts()["unmatched"] == 1
+    assert t.take_tables()["redis_events"].num_rows == 1

@@ -120,6 +120,22 @@ def test_lost_events_never_pair_a_request_with_another_response(name, data):
     assert {_pairing(row) for row in _tracker_rows(kept, end_ts)} <= {_pairing(row) for row in every}
 
 
+def test_a_startup_whose_first_read_ends_at_its_version_after_ssl_refused_is_parsed():
+    # Found by the property above: psql's startup message after a refused SSLRequest, cut by the
+    # read after its length and version; the probe saw those 16 bytes, said no, and the
+    # connection made no row at all.
+    stream = RECORDED["multi_statement"]
+    assert stream.chunks[0][2][4:8] == b"\x04\xd2\x16\x2f"  # 80877103: an SSLRequest first
+    startup = stream.chunks[2]
+    chunks = [
+        *stream.chunks[:2],
+        *((startup[0], startup[1], p) for p in split(startup[2], [8, 48])),
+        *stream.chunks[3:],
+    ]
+    expected, _ = replay(stream.chunks, protocol="pgsql")
+    assert _tracker_rows(_events(chunks), stream.chunks[-1][1] + 10) == [(r.req_cmd, r.req, r.resp) for r in expected]
+
+
 def _pairing(row: tuple[str, str, str]) -> tuple[str, str, str]:
     """What a row says about which request got which response. A Bind's or an Execute's text
     depends on the Parse before it (lost, its statement shows as not seen and binary values

@@ -12,6 +12,7 @@ import struct
 
 import pytest
 
+from pxq.agent.conn_tracker import EGRESS, EV_DATA, F_FILLER, INGRESS, ConnTracker, SockEvent
 from pxq.agent.protocols.interface import SECRET_MARKER, ParseOptions
 from pxq.agent.protocols.pgsql import (
     RECORDED_STREAMS,
@@ -248,6 +249,99 @@ def test_uncopied_bytes_inside_a_data_row_are_skipped():
     assert [(q.cmd, r.text[:6]) for q, r in out] == [("Query", "v\naaaa")]
 
 
+def test_uncopied_bytes_inside_a_row_description_are_not_skippable():
+    # Found by the registry-wide tracker property (a filler event inside a RowDescription): the
+    # skip left the description short, it read as malformed, and "<malformed response>" answered
+    # the query at once; its rows and ReadyForQuery then answered nothing. The column formats
+    # are needed to read the rows: the bytes are a lost stretch (the tracker restarts).
+    st = PgsqlStitcher(1024)
+    description = row_description("alpha", "beta")
+    feed(st, [(True, msg(b"Q", cstr("SELECT alpha, beta")))])
+    assert st.feed_messages(False, description[:12], 2000) == []
+    assert st.skip_messages(False, len(description) - 12, 3000) == ([], len(description) - 12)
+
+
+def _client_events(steps: list[tuple[bool, bytes | int]]) -> list[SockEvent]:
+    """A client's connection as kernel events: (request side, bytes) sent or received, or
+    (side, n) for n bytes the kernel counted without copying them (a filler event)."""
+    pos = {EGRESS: 0, INGRESS: 0}
+    out = []
+    for ts, (request, data) in enumerate(steps, 1):
+        d = EGRESS if request else INGRESS
+        size = data if isinstance(data, int) else len(data)
+        flags, copied = (F_FILLER, b"") if isinstance(data, int) else (0, data)
+        out.append(SockEvent(ts_ns=ts * 1000, pos=pos[d], size=size, pid=77, fd=5, gen=1, data_len=len(copied),
+                             kind=EV_DATA, flags=flags, direction=d, role=0, family=2, lport=0, rport=0, syscall=0,
+                             reserved=0, laddr=bytes(16), raddr=bytes(16), data=copied))  # fmt: skip
+        pos[d] += size
+    return out
+
+
+def test_a_filler_inside_a_row_description_loses_that_query_not_its_pairing():
+    answer_a = row_description("alpha", "beta") + data_row(b"1", b"2") + msg(b"C", cstr("SELECT 1")) + READY
+    answer_b = row_description("gamma") + data_row(b"3") + msg(b"C", cstr("SELECT 1")) + READY
+    tracker = ConnTracker(protocols=[PROTOCOLS["pgsql"]])
+    tracker.handle_all(_client_events([
+        (True, msg(b"Q", cstr("SELECT alpha, beta"))), (False, answer_a[:12]), (False, 10), (False, answer_a[22:]),
+        (True, msg(b"Q", cstr("SELECT gamma"))), (False, answer_b),
+    ]))  # fmt: skip
+    tracker.close_all()
+    table = tracker.take_tables()["pgsql_events"]
+    assert list(zip(table["req"].to_pylist(), table["resp"].to_pylist(), strict=True)) == [
+        ("SELECT gamma", "gamma\n3\nSELECT 1")
+    ]
+    assert tracker.drop_counts()["data_gap"] == 1  # the first query's row: lost, and counted
+
+
+def test_a_parse_whose_query_end_was_not_copied_keeps_what_was():
+    # Skipped inside a Parse's query text, the query's NUL went uncopied: the Parse read as
+    # malformed and made no row.
+    st = PgsqlStitcher(1024)
+    query = "SELECT " + "x" * 200
+    message = parse("", query)
+    assert st.feed_messages(True, message[:40], 1000) == []
+    assert st.skip_messages(True, len(message) - 40, 2000) == ([], 0)
+    got = feed(st, [(True, msg(b"S")), (False, msg(b"1") + READY)])
+    assert got == [("Parse", query[: 40 - 6] + f"<not captured: {len(message) - 40} bytes>", "PARSE COMPLETE")]
+    assert not st.errors
+
+
+def test_a_row_description_longer_than_the_kept_bytes_does_not_answer_the_query():
+    # A RowDescription past the bytes a message keeps (HEAD_BYTES + body limit: some thousand
+    # long column names) read as malformed and answered the query with "<malformed response>".
+    names = [f"column_{i:04d}_" + "n" * 40 for i in range(1500)]
+    description = row_description(*names)
+    assert len(description) > PgsqlStitcher.HEAD_BYTES + 16
+    st = PgsqlStitcher(16)
+    got = feed(st, [(True, msg(b"Q", cstr("SELECT wide"))), (False, description),
+                    (False, data_row(b"1") + msg(b"C", cstr("SELECT 1")) + READY)])  # fmt: skip
+    ((cmd, req, resp),) = got
+    header, row, tag = resp.split("\n")
+    kept_names = header.split(",")
+    # The fields lying whole in the kept payload (a 2-byte count, then each field: name, NUL, 18 bytes).
+    whole = (PgsqlStitcher.HEAD_BYTES + 16 - 2) // (len(names[0]) + 1 + 18)
+    assert (cmd, req, row, tag) == ("Query", "SELECT wide", "1", "SELECT 1")
+    assert kept_names[:-1] == names[:whole]
+    missing = len(description) - 5 - (PgsqlStitcher.HEAD_BYTES + 16)
+    assert kept_names[-1] == f"<not captured: {missing} bytes>"
+    assert not st.errors
+
+
+def test_a_parameter_description_longer_than_the_kept_bytes_does_not_answer_the_describe():
+    # The same with a ParameterDescription (the types of some 17000 parameters): the Describe
+    # took "<malformed response>" and its NoData went unpaired.
+    st = PgsqlStitcher(16)
+    oids = struct.pack(">h", 17000) + struct.pack(">i", 23) * 17000
+    assert len(oids) > PgsqlStitcher.HEAD_BYTES + 16
+    request = parse("s", "SELECT 1") + msg(b"D", b"S" + cstr("s")) + msg(b"S")
+    got = feed(st, [(True, request), (False, msg(b"1") + msg(b"t", oids) + msg(b"n") + READY)])
+    assert got == [
+        ("Parse", "SELECT 1", "PARSE COMPLETE"),
+        ("Describe", "type=kStatement name=s", "ROW DESCRIPTION []"),
+    ]
+    assert not st.errors
+
+
 def test_invalid_length_stops_parsing_without_raising():
     st = PgsqlStitcher(1024)
     assert feed(st, [(True, b"Q\x00\x00\x00\x01garbage")]) == []
@@ -283,9 +377,20 @@ def test_recorded_first_bytes_are_recognised_by_their_side(name):
         (parse("", "SELECT $1") + bind("", "", b"1"), True, False),  # mid-stream extended query
         (bind("", "s", b"42") + execute(), True, False),  # a prepared statement's reuse
         (SSL_REQUEST, True, False),
+        # Found by the lost-events property: psql's startup after a refused SSLRequest, its first
+        # read only the length and version (the probe had 16 bytes and said no to the connection).
+        (SSL_REQUEST + startup()[:8], True, False),
+        (SSL_REQUEST + startup()[:8] + b"\x01\x02\x03", False, False),  # no parameter name after it
         (row_description("a") + data_row(b"1"), False, True),
         (msg(b"C", cstr("INSERT 0 1")) + READY, False, True),
         (AUTH_OK + msg(b"S", cstr("a") + cstr("b")), False, True),
+        # Found by the tracker property (the startup lost): SASL's offer cut by the server's first
+        # read; taken for no protocol, the connection's losses went uncounted.
+        (msg(b"R", struct.pack(">i", 10) + cstr("SCRAM-SHA-256") + b"\x00")[:20], False, True),
+        (msg(b"R", struct.pack(">i", 99) + cstr("SCRAM-SHA-256") + b"\x00")[:20], False, False),  # no such code
+        # Also found there (the SSLRequest and the startup lost): the refusal, then the startup's answer.
+        (b"N" + AUTH_OK + msg(b"S", cstr("a") + cstr("b")), False, True),
+        (b"N" + msg(b"R", struct.pack(">i", 99)), False, False),  # no such authentication code
         (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False, False),
         (b"*1\r\n$4\r\nPING\r\n", False, False),  # Redis
         (b"\x21\x00\x00\x00\x03SELECT * FROM t WHERE a = 1", False, False),  # MySQL COM_QUERY

@@ -78,7 +78,7 @@ def test_every_recorded_conversation_pairs_with_timestamps_of_its_own_bytes():
     for spec, stream in pf.registered_cases():
         ref = _reference(spec.name, stream.name)
         assert ref.count > 0, f"{spec.name}/{stream.name}: the recorded conversation makes no pair"
-        assert len(ref.pairs) == ref.count
+        assert len(ref.pairs) == ref.two_sided
 
 
 # -- 1. how reads are cut changes nothing ---------------------------------------------------------
@@ -144,9 +144,20 @@ def test_random_bytes_never_raise(reads, seed):
 # -- 3. the connection tracker: lost events, fillers, a socket picked up mid-stream ----------------
 @SETTINGS
 @given(seed=SEEDS, case=st.none())
+# A filler inside a RowDescription: read short, it answered its query at once (PostgreSQL fix).
+@example(seed=560, case=("pgsql", "simple_queries"))
+@example(seed=510, case=("pgsql", "simple_queries"))
+@example(seed=63, case=("pgsql", "multi_statement"))
+@example(seed=2843, case=("pgsql", "scram_login"))
+# The startup lost, SASL's offer cut by the first read: taken for no protocol, losses uncounted.
+@example(seed=2216293, case=("pgsql", "scram_login"))
+# The SSLRequest and the startup lost: "N" (SSL refused) before the startup's answer, the same.
+@example(seed=2713, case=("pgsql", "multi_statement"))
 # An Upgrade request's end lost, its 101 answered: the transaction vanished uncounted (HTTP/1 fix).
 @example(seed=218, case=("http", "upgrade_101"))
 @example(seed=222, case=("http", "upgrade_101"))
+# A DNS query over TCP read in parts on a new connection: inference waited for it whole (it gave up).
+@example(seed=39916800, case=("dns", "tcp_pipelined"))
 def test_tracker_never_mispairs_under_losses_fillers_reordering_and_midstream_pickup(seed, case):
     spec, stream, ref, rng = _pick_case(seed, case)
     reads = pf.reads_of(stream, pf.conversation(stream), rng, ref)
@@ -165,9 +176,11 @@ def test_tracker_never_mispairs_under_losses_fillers_reordering_and_midstream_pi
     losses = tracker.drop_counts()
     if not (plan.drops or plan.fillers or plan.attach_at or losses["data_gap"]) and plan.opened and plan.close:
         assert len(rows[spec.name].pairs) == ref.count  # nothing lost: every pair
-    if len(rows[spec.name].pairs) < ref.count and not plan.attach_at and pf.losses_visible(reads, plan):
+    if len(rows[spec.name].pairs) < ref.count and plan.opened and not plan.attach_at and pf.losses_visible(reads, plan):
         # Every pair lost is counted by a reason (a side's last events lost leave no trace here:
-        # the kernel counts those drops; pairs before a mid-stream pickup were never there).
+        # the kernel counts those drops; pairs before a mid-stream pickup were never there, and a
+        # socket whose opening the tracker did not see is one: until it recognises a message start,
+        # what went by is, for all it can tell, from before the tracer looked).
         assert sum(losses.values()) > 0, f"pairs lost without a counted reason: {tracker.counts}"
 
 

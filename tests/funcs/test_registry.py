@@ -120,6 +120,7 @@ SAMPLES: dict[str, list[tuple]] = {
     "trim": [((S, "  pl/kelvin "),)],
     "strip_prefix": [((S, "pl/"), (S, "pl/kelvin"))],
     "regex_match": [((S, ".*kel.*"), (S, "pl/kelvin"))],
+    "nslookup": [((S, "127.0.0.1"),)],
     "replace": [((S, r"\d+"), (S, "a1b22"), (S, "#"))],
     "atoi": [((S, "42"), (I, -1))],
     "itoa": [((I, 42),)],

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pxq.agent.protocols import dns, http1, mysql, pgsql
+from pxq.agent.protocols import dns, http1, mysql, pgsql, redis
 from pxq.agent.protocols.interface import ParseOptions, RowBuffer, Stitcher
 
 # Payload bytes (an HTTP body) kept per row unless asked otherwise, for every protocol (Pixie's
@@ -62,6 +62,10 @@ class ProtocolSpec:
     # Protocols that also run over UDP (DNS): how they are recognised and parsed there, where a
     # datagram is one message. None: the protocol is TCP only.
     datagrams: DatagramSpec | None = None
+    # Inference on a new connection's first bytes that could begin this protocol's first message
+    # but do not hold enough of it to tell (a DNS query over TCP, read in parts): True makes the
+    # tracker wait for more bytes before it gives the connection up.
+    head_incomplete: Callable[[bytes], bool] = lambda _first: False
 
     def sender_is_client(self, first_bytes: bytes) -> bool | None:
         """Inference: True when these first bytes of a stream are a request (their sender is the
@@ -101,7 +105,7 @@ HTTP = ProtocolSpec(
     looks_like_response=http1.looks_like_http_response,
     head_bytes=http1.MAX_HEADER_BYTES,
     make_stitcher=lambda options: http1.Http1Stitcher(body_limit=options.body_limit),
-    make_rows=lambda _options: http1.HttpRows(),
+    make_rows=lambda options: http1.HttpRows(keep_secrets=options.keep_secrets),
     make_record=http1.HttpTransaction,
     unmatched_at_close=(
         "request_unanswered_at_close",
@@ -144,6 +148,26 @@ MYSQL = ProtocolSpec(
     unmatched_after_gap=("request_unanswered", "request_unanswered_after_desync"),
 )
 
+REDIS = ProtocolSpec(
+    name="redis",
+    table="redis_events",
+    looks_like_request=redis.looks_like_redis_request,
+    looks_like_response=redis.looks_like_redis_response,
+    # RESP frames every value (a bulk string's length, its CRLF): a call's bytes beyond what the kernel
+    # copies cost the transactions they hold.
+    head_bytes=redis.MAX_INLINE,
+    make_stitcher=redis.RedisStitcher,
+    make_rows=lambda _options: redis.RedisRows(),
+    make_record=redis.make_record,
+    unmatched_at_close=(
+        "request_unanswered_at_close",
+        "response_without_request",
+        "response_incomplete_at_close",
+        "request_incomplete_at_close",
+    ),  # fmt: skip
+    unmatched_after_gap=("request_unanswered_after_error", "response_before_request"),
+)
+
 DNS = ProtocolSpec(
     name="dns",
     table="dns_events",
@@ -156,6 +180,7 @@ DNS = ProtocolSpec(
     unmatched_at_close=("request_incomplete_at_close", "response_incomplete_at_close"),
     # A response whose query was never seen (lost, or before the window): counted whenever it ends.
     unmatched_after_gap=("response_without_request",),
+    head_incomplete=dns.head_incomplete,
     datagrams=DatagramSpec(
         looks_like_request=dns.looks_like_query_datagram,
         looks_like_response=dns.looks_like_response_datagram,
@@ -165,7 +190,7 @@ DNS = ProtocolSpec(
 
 # Every protocol the socket tracer parses, by name; inference tries them in this order (DNS over
 # TCP last: its inference is the loosest).
-PROTOCOLS: dict[str, ProtocolSpec] = {spec.name: spec for spec in (HTTP, PGSQL, MYSQL, DNS)}
+PROTOCOLS: dict[str, ProtocolSpec] = {spec.name: spec for spec in (HTTP, PGSQL, MYSQL, REDIS, DNS)}
 # The names, as the socket tracer and the embedded agent list them.
 SUPPORTED_PROTOCOLS: tuple[str, ...] = tuple(PROTOCOLS)
 # The most framing bytes any protocol's parser needs before a payload.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pxq.agent.protocols.dns.parse import (
     DnsMessage,
+    head_incomplete,
     looks_like_query_datagram,
     looks_like_query_stream,
     looks_like_response_datagram,
@@ -27,6 +28,6 @@ RECORDED_DATAGRAMS = RECORDED_STREAMS / "datagrams"
 
 __all__ = [
     "DEFAULT_QUERY_TIMEOUT_NS", "RECORDED_DATAGRAMS", "RECORDED_STREAMS", "DnsMessage", "DnsPair", "DnsRecord",
-    "DnsRows", "DnsStitcher", "dns_events_schema", "dns_record", "looks_like_query_datagram",
+    "DnsRows", "DnsStitcher", "dns_events_schema", "dns_record", "head_incomplete", "looks_like_query_datagram",
     "looks_like_query_stream", "looks_like_response_datagram", "looks_like_response_stream", "parse_message",
 ]  # fmt: skip

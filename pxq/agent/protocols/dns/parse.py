@@ -19,6 +19,7 @@ decodes a message by hand.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -108,11 +109,19 @@ def answers_json(msg: dns.message.Message) -> str:
 
 def parse_message(wire: bytes, ts_ns: int) -> DnsMessage:
     """One whole message; raises one of :data:`PARSE_ERRORS` when it is not one."""
+    return DnsMessage(*_parsed(wire), ts_ns)
+
+
+# When both ends of a conversation are traced, each message crosses the tracer twice with the same
+# bytes (the client's send, the server's receive): dnspython's parse, most of the agent's DNS cost,
+# runs once for both. Bounded; a message that fails to parse raises each time (not cached).
+@functools.lru_cache(maxsize=4096)
+def _parsed(wire: bytes) -> tuple[int, bool, tuple[tuple[str, int], ...], str, str, int]:
     msg = dns.message.from_wire(wire, ignore_trailing=False, one_rr_per_rrset=False)
     is_response = bool(msg.flags & dns.flags.QR)
     question = tuple((_name(q.name), int(q.rdtype)) for q in msg.question)
     body = answers_json(msg) if is_response else queries_json(msg)
-    return DnsMessage(msg.id, is_response, question, header_json(msg), body, msg.rcode() & 0xF, ts_ns)
+    return msg.id, is_response, question, header_json(msg), body, msg.rcode() & 0xF
 
 
 def _plausible(wire: bytes, response: bool) -> bool:
@@ -145,6 +154,21 @@ def _first_framed(first: bytes) -> bytes | None:
     if length < MIN_QUERY_BYTES or end > len(first):
         return None
     return first[TCP_LENGTH_BYTES:end]
+
+
+def head_incomplete(first: bytes) -> bool:
+    """A TCP stream's first bytes that could be the start of a length-prefixed DNS message
+    (a plausible length, and a header that is a query or response so far) but do not hold it whole."""
+    if len(first) < TCP_LENGTH_BYTES:
+        return True
+    length = int.from_bytes(first[:TCP_LENGTH_BYTES], "big")
+    if length < MIN_QUERY_BYTES or len(first) >= TCP_LENGTH_BYTES + length:
+        return False
+    header = first[TCP_LENGTH_BYTES : TCP_LENGTH_BYTES + 12]
+    # Opcode QUERY (bits 11-14 of the flags) where the flags are there; a question where the count is.
+    if len(header) >= 4 and (header[2] >> 3) & 0x0F != 0:
+        return False
+    return len(header) < 6 or int.from_bytes(header[4:6], "big") >= 1
 
 
 def looks_like_query_stream(first: bytes) -> bool:

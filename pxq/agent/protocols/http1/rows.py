@@ -20,6 +20,7 @@ from pxq.agent.protocols.http1.stitcher import (
     _is_json,
     headers_dict,
 )
+from pxq.agent.protocols.interface import SECRET_MARKER
 
 if TYPE_CHECKING:
     from pxq.agent.protocols.http1.stitcher import _Message
@@ -33,6 +34,19 @@ if TYPE_CHECKING:
 # Bytes that stop the fast way, but for NUL and SOH, which it joins with (and counts instead).
 _JSON_ESCAPED_BUT_SEPARATORS = re.compile(rb"[\x02-\x1f\\\x7f-\xff]")
 _join_pair = b"\x00".join
+
+# Headers whose values are credentials: a row shows SECRET_MARKER in place of the value unless the
+# user chose to keep secrets (ParseOptions.keep_secrets).
+SECRET_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"})
+# One of them in a joined header block (names are NUL-terminated, pairs SOH-separated): one scan
+# per block, so blocks without one cost nothing more.
+_SECRET_HEADER = re.compile(rb"(?:^|\x01)(?:(?:proxy-)?authorization|(?:set-)?cookie)\x00", re.IGNORECASE)
+_SECRET_VALUE = SECRET_MARKER.encode()
+
+
+def redact_secrets(pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``pairs`` with the value of every credential header replaced by SECRET_MARKER."""
+    return [(name, _SECRET_VALUE if name.lower() in SECRET_HEADERS else value) for name, value in pairs]
 
 
 def headers_json(pairs: list[tuple[bytes, bytes]]) -> str:
@@ -99,8 +113,9 @@ class HttpRows:
     BLOCK_CACHE = 4096  # header blocks whose JSON text is kept (then the cache starts over)
     _ROW = struct.Struct(f"{1 + len(INTS) + len(STRINGS)}q")  # the numbers of a row (native int64s)
 
-    def __init__(self, encrypted: bool = False) -> None:
+    def __init__(self, encrypted: bool = False, *, keep_secrets: bool = False) -> None:
         self.encrypted = encrypted
+        self.keep_secrets = keep_secrets  # else credential headers' values become SECRET_MARKER
         self._blocks: dict[bytes, tuple[bytes, bool]] = {}  # joined header pairs -> (JSON, is_json)
         self._reset()
 
@@ -156,6 +171,9 @@ class HttpRows:
 
     def _header_block(self, pairs: list[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
         key = b"\x01".join(map(_join_pair, pairs))
+        if not self.keep_secrets and _SECRET_HEADER.search(key) is not None:
+            pairs = redact_secrets(pairs)  # before the cache: it must not hold the secret either
+            key = b"\x01".join(map(_join_pair, pairs))
         block = self._blocks.get(key)
         if block is None:
             if len(self._blocks) >= self.BLOCK_CACHE:
@@ -217,9 +235,10 @@ def transactions_to_arrow(
     local_port: int,
     trace_role: int,
     encrypted: bool = False,
+    keep_secrets: bool = False,
 ) -> pa.Table:
     """``http_events`` rows for the transactions of one connection (its fields given once)."""
-    rows = HttpRows(encrypted)
+    rows = HttpRows(encrypted, keep_secrets=keep_secrets)
     for tx in txs:
         conn = rows.connection(upid, remote_addr, local_addr, remote_port, local_port, trace_role)
         rows.add(conn, tx.request, tx.response, tx.req_start_ns, tx.resp_end_ns)

@@ -29,6 +29,9 @@ choices (each one where Pixie's stitcher is silent or loses information):
   Their bytes are dropped as soon as they are framed, never copied into a message.
 * Data rows of one response are kept up to the body limit (bytes of text); the rest are counted
   in the text (``<N more rows not kept>``).
+* Bytes the kernel counted without copying are skipped only inside a message whose payload is read
+  as text (a query, a data row, an error) or not at all; inside any other (a RowDescription, a
+  Bind, ...) they are a lost stretch: the tracker counts a gap and starts over at the next request.
 """
 
 from __future__ import annotations
@@ -137,8 +140,10 @@ class Message(NamedTuple):
 class _Framer:
     """One direction's bytes in, whole messages out (a message's payload kept up to ``keep``)."""
 
-    def __init__(self, keep: int, untagged_first: bool) -> None:
+    def __init__(self, keep: int, untagged_first: bool, skippable: frozenset[bytes]) -> None:
         self.keep = keep
+        # Tags of the messages whose payload may go partly uncaptured (see :meth:`skip`).
+        self.skippable = skippable
         # A client's first messages have no tag (startup, SSLRequest, ...): their first byte, the
         # high byte of a length, is 0, which no tag is.
         self.untagged_allowed = untagged_first
@@ -233,9 +238,10 @@ class _Framer:
         return msg
 
     def skip(self, n: int, ts_ns: int) -> tuple[list[Message], int]:
-        """``n`` uncopied bytes: skipped inside the current message's payload; the rest (which
-        would hold a header) is returned as not skippable."""
-        if self.broken or self.tag is None or self.buf:
+        """``n`` uncopied bytes: skipped inside the current message's payload when its tag is
+        :attr:`skippable`; the rest (which would hold a header), or all of them inside any other
+        message, is returned as not skippable."""
+        if self.broken or self.tag is None or self.buf or self.tag not in self.skippable:
             return [], n
         take = min(n, self.need)
         self.need -= take
@@ -333,25 +339,32 @@ def error_text(payload: bytes) -> str:
     return f"ERROR RESPONSE [{' '.join(fields)}]"
 
 
-def _row_description(payload: bytes) -> list[tuple[str, int, int, int, int, int, int]]:
+def _row_description(payload: bytes, whole: bool = True) -> list[tuple[str, int, int, int, int, int, int]]:
+    """A RowDescription's fields; of one whose end was not kept (not ``whole``), those that were."""
     r = _Reader(payload)
-    count = r.i16()
     out = []
-    for _ in range(count):
-        name = _text(r.cstring())
-        out.append((name, r.i32(), r.i16(), r.i32(), r.i16(), r.i32(), r.i16()))
+    try:
+        count = r.i16()
+        for _ in range(count):
+            name = _text(r.cstring())
+            out.append((name, r.i32(), r.i16(), r.i32(), r.i16(), r.i32(), r.i16()))
+    except _Malformed:
+        if whole:
+            raise
     return out
 
 
-def row_description_text(payload: bytes) -> str:
-    """Pixie's RowDesc::ToString."""
+def row_description_text(payload: bytes, missing: int = 0) -> str:
+    """Pixie's RowDesc::ToString; of one whose last ``missing`` bytes were not kept, the fields
+    that were, then ``<not captured: N bytes>``."""
     fields = []
-    for name, table_oid, attr, type_oid, size, modifier, fmt in _row_description(payload):
+    for name, table_oid, attr, type_oid, size, modifier, fmt in _row_description(payload, whole=not missing):
         fields.append(
             f"name={name} table_oid={table_oid} attr_num={attr} type_oid={type_oid} type_size={size} "
             f"type_modifier={modifier} fmt_code={FORMAT_NAMES.get(fmt, '')}"
         )
-    return "ROW DESCRIPTION [" + "] [".join(fields) + "]"
+    text = "ROW DESCRIPTION [" + "] [".join(fields) + "]"
+    return text + f"<not captured: {missing} bytes>" if missing else text
 
 
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
@@ -460,6 +473,15 @@ def bind_text(bind: _Bind, values: list[str]) -> str:
     )
 
 
+# Messages whose payload may end uncopied (a filler event): those whose payload is read only as
+# text that then says what was not captured (a query, a data row, an error's fields), or not read
+# at all. The others hold what later pairing and rendering need (a RowDescription's column formats,
+# a Bind's portal, an authentication code, the startup message): a hole in one of those is a lost
+# stretch (the tracker counts a data_gap and starts over at the next request), never a message
+# read as malformed and taken for an answer.
+CLIENT_SKIPPABLE = frozenset(bytes([c]) for c in b"QPdfcFpHSX")
+SERVER_SKIPPABLE = frozenset(bytes([c]) for c in b"DdCENSAKZGHWcV123nIs")
+
 # Request kinds that the server's ErrorResponse skips to the Sync after, in the extended protocol.
 _EXTENDED = frozenset(("parse", "bind", "describe", "execute", "close", "function"))
 
@@ -478,8 +500,8 @@ class PgsqlStitcher:
         self.body_limit = body_limit
         self.keep_secrets = keep_secrets
         keep = self.HEAD_BYTES + body_limit
-        self._client = _Framer(keep, untagged_first=True)
-        self._server = _Framer(keep, untagged_first=False)
+        self._client = _Framer(keep, untagged_first=True, skippable=CLIENT_SKIPPABLE)
+        self._server = _Framer(keep, untagged_first=False, skippable=SERVER_SKIPPABLE)
         self._pending: deque[Request] = deque()
         self._done: list[tuple[Request, Response]] = []
         self._ssl_reply = False  # an SSLRequest/GSSENCRequest waits for its one-byte answer
@@ -570,7 +592,9 @@ class PgsqlStitcher:
                 add(Request("Query", "query", self._with_missing(text, msg), msg.start_ns))
             elif tag == b"P":
                 r = _Reader(msg.payload)
-                name, query = r.cstring(), _text(r.cstring())
+                name = r.cstring()
+                # A query whose end was not copied: what was is its text (the rest is counted).
+                query = _text(r.cstring() if not msg.missing else msg.payload[r.pos :].split(b"\x00")[0])
                 oids = [r.i32() for _ in range(r.i16())] if msg.missing == 0 else []
                 text = self._with_missing(query, msg)
                 add(Request("Parse", "parse", text, msg.start_ns, name=name))
@@ -716,7 +740,11 @@ class PgsqlStitcher:
                 self._param_desc = True
                 # The server's parameter types: they name what a Parse left unspecified (OID 0).
                 r = _Reader(msg.payload)
-                described = [r.i32() for _ in range(r.i16())]
+                count = r.i16()
+                described: list[int] = []
+                # (Of a description not kept whole, the types that were.)
+                while len(described) < count and (not msg.missing or r.pos + 4 <= len(msg.payload)):
+                    described.append(r.i32())
                 if head.name in self._statements:
                     query, declared = self._statements[head.name]
                     merged = [
@@ -726,8 +754,8 @@ class PgsqlStitcher:
             elif tag in (b"T", b"n") and (head.describe_type == b"P" or self._param_desc):
                 payload = msg.payload if tag == b"T" else b"\x00\x00"
                 if head.describe_type == b"P":
-                    self._portal_columns[head.name] = [f[0] for f in _row_description(payload)]
-                self._complete(head, msg, row_description_text(payload))
+                    self._portal_columns[head.name] = [f[0] for f in _row_description(payload, not msg.missing)]
+                self._complete(head, msg, row_description_text(payload, msg.missing))
             else:
                 self._unexpected(head, msg)
         elif kind == "close":
@@ -741,7 +769,7 @@ class PgsqlStitcher:
         """A message of a statement's result (simple Query or Execute): False if it is not one."""
         tag = msg.tag
         if tag == b"T":
-            names, formats = self._columns_of(msg.payload)
+            names, formats = self._columns_of(msg.payload, msg.missing)
             self._result = _Result(names=list(names))
             self._result_formats = list(formats)
         elif tag == b"D":
@@ -758,9 +786,13 @@ class PgsqlStitcher:
             return False
         return True
 
-    def _columns_of(self, payload: bytes) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    def _columns_of(self, payload: bytes, missing: int = 0) -> tuple[tuple[str, ...], tuple[int, ...]]:
         """A RowDescription's column names and formats; a client repeating its queries gets the
-        same descriptions again and again, so they are parsed once."""
+        same descriptions again and again, so they are parsed once. Of one whose last
+        ``missing`` bytes were not kept, the columns that were, then what was not."""
+        if missing:
+            fields = _row_description(payload, whole=False)
+            return (*(f[0] for f in fields), f"<not captured: {missing} bytes>"), tuple(f[6] for f in fields)
         found = self._descriptions.get(payload)
         if found is None:
             fields = _row_description(payload)
@@ -795,19 +827,22 @@ class PgsqlStitcher:
 
 
 # -- protocol inference (Pixie's infer_pgsql_message, protocol_inference.h) ----------------------
-def _startup_like(first: bytes) -> bool:
+def _startup_like(first: bytes, after_ssl: bool = False) -> bool:
     if len(first) < 8 or first[0] != 0:
         return False
     length, code = int(_I32.unpack_from(first, 0)[0]), int(_I32.unpack_from(first, 4)[0])
     if code in (SSL_REQUEST, GSSENC_REQUEST):  # then the answer; then, in the same probe, a startup
-        return length == 8 and (len(first) == 8 or _startup_like(first[8:]))
+        return length == 8 and (len(first) == 8 or _startup_like(first[8:], after_ssl=True))
     if code == CANCEL_REQUEST:
         return length == 16
     if code != PROTOCOL_V3 or not 12 <= length <= 10240:
         return False
-    # Then a parameter name ("user", "database", ...): Pixie checks its first letters.
+    # Then a parameter name ("user", "database", ...): Pixie checks its first letters. After an
+    # SSLRequest (a magic number of its own), a startup read so far only up to its version will do.
     name = first[8:11]
-    return len(name) > 0 and all(c >= ord("A") for c in name)
+    if not name:
+        return after_ssl
+    return all(c >= ord("A") for c in name)
 
 
 def _plausible_text(data: bytes) -> bool:
@@ -859,9 +894,17 @@ def looks_like_pgsql_request(first: bytes) -> bool:
 def looks_like_pgsql_response(first: bytes) -> bool:
     """A server's first bytes: a well-formed backend message of a kind a server starts an answer
     with (authentication, RowDescription, CommandComplete, ParseComplete, ...)."""
+    if first[:2] == b"NR":
+        # SSL refused (one byte, not a message), then the answer to the startup: a NoticeResponse's
+        # length never begins with "R".
+        return looks_like_pgsql_response(first[1:])
     if len(first) < 5:
         return False
     tag, (length,) = first[:1], _I32.unpack_from(first, 1)
+    if tag == b"R" and 8 <= length <= 2048 and 9 <= len(first) < 1 + length:
+        # An authentication request cut by the read (SASL's mechanism list, a GSS token): its
+        # code tells, as the server's first message on a connection whose startup went unseen.
+        return int(_I32.unpack_from(first, 5)[0]) in AUTH_NAMES
     if not 4 <= length <= (1 << 24) or len(first) < 1 + length:
         return False
     payload = first[5 : 1 + length]
