@@ -736,6 +736,7 @@ class ConnTracker:
             self._drop_stitcher(conn, keep_unmatched_at_close=False)
         if conn.state in (PARSING, SYNCING):
             conn.state = SYNCING
+            conn.probe_buf = [b"", b""]  # bytes held before the gap do not continue after it
         elif conn.state == PROBING:
             conn.opened = False  # no longer at the stream's start: probe like a mid-stream socket
             conn.probe_buf = [b"", b""]
@@ -752,8 +753,13 @@ class ConnTracker:
             assert spec is not None
             if d != conn.request_direction:
                 conn.passed_response_ns = max(conn.passed_response_ns, ts_ns)
-            elif ts_ns > conn.passed_response_ns and spec.looks_like_request(data[:PROBE_BYTES]):
-                self._start_parsing(conn, d, ts_ns, data)
+            else:
+                if conn.probe_buf[d]:  # a short read held back: a MySQL server reads a packet's header alone
+                    data, ts_ns, conn.probe_buf[d] = conn.probe_buf[d] + data, conn.probe_ts[d], b""
+                if ts_ns > conn.passed_response_ns and spec.looks_like_request(data[:PROBE_BYTES]):
+                    self._start_parsing(conn, d, ts_ns, data)
+                elif len(data) < PROBE_MIN_BYTES:
+                    conn.probe_buf[d], conn.probe_ts[d] = data, ts_ns
         elif state == PROBING:
             self._probe(conn, d, ts_ns, data)
 

@@ -102,11 +102,29 @@ HTTP_EVENTS = _protocol_table(
 MYSQL_EVENTS = _protocol_table(
     "mysql_events",
     "mysql",
-    "MySQL client-server command/response pairs.",
-    _c("req_cmd", T.INT64, "MySQL command byte (3 = COM_QUERY, 22 = COM_STMT_PREPARE, 23 = COM_STMT_EXECUTE, ...)."),
-    _c("req_body", T.STRING, "Command payload, e.g. the SQL text of a query."),
-    _c("resp_status", T.INT64, "Response status: 0 = unknown, 1 = none, 2 = OK, 3 = error."),
-    _c("resp_body", T.STRING, "Response summary, e.g. the error message or the number of rows."),
+    "MySQL / MariaDB commands and their responses (one row per command; the connection handshake is one too).",
+    _c(
+        "req_cmd",
+        T.INT64,
+        "MySQL command byte (Pixie's enum: 1 = Quit, 2 = InitDB, 3 = Query, 11 = Connect (pxq: the handshake), "
+        "14 = Ping, 22 = StmtPrepare, 23 = StmtExecute, 25 = StmtClose, ...).",
+    ),
+    _c(
+        "req_body",
+        T.STRING,
+        "Command payload: the SQL text of a query or prepared statement, the database of InitDB; for StmtExecute "
+        "'query=[<statement>] params=[<values>]' (Pixie's form); for the handshake the user, database and auth "
+        "plugin, the auth response shown as '<redacted>' unless secrets are kept. Cut at the body limit "
+        "('... [TRUNCATED]').",
+    ),
+    _c("resp_status", T.INT64, "Response status (Pixie's RespStatus): 0 = unknown, 1 = none, 2 = OK, 3 = error."),
+    _c(
+        "resp_body",
+        T.STRING,
+        "Response summary: 'Resultset rows = N' per result set (joined with ', '), 'Affected rows = N' for an OK "
+        "answer to a query or statement execution (pxq's; Pixie leaves it empty), 'ERROR <code> (<SQLSTATE>): "
+        "<message>' for an error (Pixie: the message only).",
+    ),
 )
 
 PGSQL_EVENTS = _protocol_table(

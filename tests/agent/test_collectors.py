@@ -25,7 +25,7 @@ def test_the_live_tables_are_the_protocol_tables_conn_stats_and_stack_traces():
 
     live = {t for spec in COLLECTORS.values() for t in spec.tables}
     assert live == {*protocol_tables().values(), "conn_stats", "stack_traces.beta"}
-    assert {"http_events", "dns_events", "pgsql_events", "redis_events"} <= live
+    assert {"http_events", "dns_events", "pgsql_events", "redis_events", "mysql_events"} <= live
 
 
 def test_explain_prints_one_program_per_ebpf_collector_of_the_manifest_in_its_order():

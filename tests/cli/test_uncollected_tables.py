@@ -21,7 +21,6 @@ def _refusal(tables: str, collector: str, it: str = "it") -> str:
 @pytest.mark.parametrize(
     "tables, expected",
     [
-        ("http_events,conn_stats,mysql_events", _refusal("mysql_events", "socket_tracer")),
         (
             "process_stats",
             "pxq: this pxq cannot collect process_stats live yet (collector process_stats is not "

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pxq.agent.protocols import dns, http1, pgsql, redis
+from pxq.agent.protocols import dns, http1, mysql, pgsql, redis
 from pxq.agent.protocols.interface import ParseOptions, RowBuffer, Stitcher
 
 # Payload bytes (an HTTP body) kept per row unless asked otherwise, for every protocol (Pixie's
@@ -130,6 +130,24 @@ PGSQL = ProtocolSpec(
     unmatched_after_gap=(),
 )  # fmt: skip
 
+MYSQL = ProtocolSpec(
+    name="mysql",
+    table="mysql_events",
+    looks_like_request=mysql.looks_like_mysql_request,
+    looks_like_response=mysql.looks_like_mysql_response,
+    head_bytes=mysql.HEAD_BYTES,
+    make_stitcher=mysql.MysqlStitcher,
+    make_rows=lambda _options: mysql.MysqlRows(),
+    make_record=mysql.MysqlRecord,
+    unmatched_at_close=(
+        "request_unanswered_at_close",
+        "response_incomplete_at_close",
+        "request_incomplete_at_close",
+        "response_without_request",
+    ),
+    unmatched_after_gap=("request_unanswered", "request_unanswered_after_desync"),
+)
+
 REDIS = ProtocolSpec(
     name="redis",
     table="redis_events",
@@ -172,7 +190,7 @@ DNS = ProtocolSpec(
 
 # Every protocol the socket tracer parses, by name; inference tries them in this order (DNS over
 # TCP last: its inference is the loosest).
-PROTOCOLS: dict[str, ProtocolSpec] = {spec.name: spec for spec in (HTTP, PGSQL, REDIS, DNS)}
+PROTOCOLS: dict[str, ProtocolSpec] = {spec.name: spec for spec in (HTTP, PGSQL, MYSQL, REDIS, DNS)}
 # The names, as the socket tracer and the embedded agent list them.
 SUPPORTED_PROTOCOLS: tuple[str, ...] = tuple(PROTOCOLS)
 # The most framing bytes any protocol's parser needs before a payload.
