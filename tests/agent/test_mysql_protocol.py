@@ -589,3 +589,22 @@ def test_a_message_over_16_mib_copied_in_part_ends_where_the_uncaptured_stretch_
     ]
     assert got[0].request.size == len(payload)
     assert not st_.errors
+
+
+def test_a_response_that_began_before_its_command_is_never_paired_with_it():
+    """The first bytes of an answer to a command the tracer never saw (before it looked, or lost),
+    then a command, then the rest of that answer: it began before the command was sent, so it is
+    not this command's answer (HTTP/1's response_before_request). The command's own answer,
+    after it, is."""
+    stale = packet(1, b"\x00\x05\x00\x02\x00\x00\x00")  # OK, 5 rows affected: another command's answer
+    st_ = MysqlStitcher()
+    got = feed(
+        st_,
+        (False, stale[:5], 5),
+        (True, packet(0, b"\x03DELETE FROM t"), 10),
+        (False, stale[5:], 12),
+        (False, packet(1, b"\x00\x01\x00\x02\x00\x00\x00"), 20),
+    )
+    assert shape(got) == [(3, "DELETE FROM t", OK, "Affected rows = 1")]
+    assert got[0].response.start_ns == 20 and got[0].response.end_ns == 20
+    assert st_.errors["response_before_request"] == 1

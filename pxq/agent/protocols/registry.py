@@ -145,7 +145,7 @@ MYSQL = ProtocolSpec(
         "request_incomplete_at_close",
         "response_without_request",
     ),
-    unmatched_after_gap=("request_unanswered", "request_unanswered_after_desync"),
+    unmatched_after_gap=("request_unanswered", "request_unanswered_after_desync", "response_before_request"),
 )
 
 REDIS = ProtocolSpec(

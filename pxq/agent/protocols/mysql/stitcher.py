@@ -42,14 +42,16 @@ here one object frames and pairs incrementally:
   sequence number is not the next one, or that cannot be what its command is answered with, loses
   the connection's sync (``response_out_of_sequence``, ``response_malformed``): every waiting
   command is dropped and parsing starts again at the next command, so no response is paired with
-  another command's request.
+  another command's request.  A response packet that began before the waiting command was sent answers an earlier
+  command (lost, or before the tracer looked): dropped and counted (``response_before_request``,
+  as HTTP/1), never paired with the later command.
 
 Rows: ``resp_status`` is Pixie's ``RespStatus`` (0 unknown, 1 none, 2 OK, 3 error); ``resp_body``
 is ``Resultset rows = N`` for a result set (joined with ", " for several, as Pixie), the error as
 ``ERROR <code> (<SQLSTATE>): <message>`` (Pixie keeps only the message), ``Affected rows = N`` for
 an OK answer to a query or statement execution (pxq's; Pixie leaves it empty), the text of
-COM_STATISTICS. Timestamps: the chunk holding the command's first byte and the one holding the
-response's last byte; ``time_`` is the response's (Pixie's too).
+COM_STATISTICS. Timestamps: the chunk holding the command's first byte, and those holding the
+response's first and last bytes; ``time_`` is the response's end (Pixie's too).
 """
 
 from __future__ import annotations
@@ -126,6 +128,9 @@ class MysqlResponse:
     body: str
     end_ns: int
     size: int = 0  # payload bytes of all the response's packets
+    # The chunk holding the response's first byte (its command's start for a command answered by
+    # nothing): where the response began, as end_ns says where it ended.
+    start_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,8 +318,8 @@ class _Exchange:
     """A command and the response being read for it."""
 
     __slots__ = ("cmd", "kind", "msg", "body", "expect_seq", "state", "left", "rows", "parts", "status",
-                 "resp_size", "end_ns", "packets", "stmt_id", "num_params", "num_columns", "prepared",
-                 "resolved")  # fmt: skip
+                 "resp_size", "start_ns", "end_ns", "packets", "stmt_id", "num_params", "num_columns", "prepared",
+                 "resolved", "stale_counted")  # fmt: skip
 
     def __init__(self, cmd: int, msg: _Message, body: str) -> None:
         self.cmd = cmd
@@ -328,6 +333,7 @@ class _Exchange:
         self.parts: list[str] = []
         self.status = RESP_UNKNOWN
         self.resp_size = 0
+        self.start_ns = msg.start_ns  # of the response's first packet, once it comes
         self.end_ns = msg.end_ns
         self.packets = 0
         self.stmt_id = -1
@@ -335,6 +341,7 @@ class _Exchange:
         self.num_columns = 0
         self.prepared: _Statement | None = None  # for COM_STMT_PREPARE: the statement being prepared
         self.resolved = False  # a statement command's statement looked up (when its turn came)
+        self.stale_counted = False  # a response that began before this command was counted
 
 
 class _Desync(Exception):
@@ -538,7 +545,7 @@ class MysqlStitcher:
             if head.kind != _NONE:
                 return
             self._pending.popleft()
-            head.end_ns = head.msg.start_ns  # Pixie: the response's time is the request's
+            head.start_ns = head.end_ns = head.msg.start_ns  # Pixie: the response's time is the request's
             self._emit(head, RESP_NONE)
 
     def _resolve_statement(self, ex: _Exchange) -> None:
@@ -616,6 +623,14 @@ class MysqlStitcher:
             self.errors["response_without_request"] += 1
             return True
         ex = self._pending[0]
+        if msg.start_ns < ex.msg.start_ns:
+            # It began before the command was sent: it answers an earlier command (lost, or
+            # before the tracer looked), never this one. Dropped (counted once per command): the
+            # command waits for a response that begins after it.
+            if not ex.stale_counted:
+                ex.stale_counted = True
+                self.errors["response_before_request"] += 1
+            return True
         if msg.seq != ex.expect_seq:
             self.errors["response_out_of_sequence"] += 1
             self._lose_sync()
@@ -638,6 +653,8 @@ class MysqlStitcher:
 
     @staticmethod
     def _take_packet(ex: _Exchange, msg: _Message) -> None:
+        if not ex.packets:
+            ex.start_ns = msg.start_ns
         ex.packets += 1
         ex.resp_size += msg.size
         ex.end_ns = msg.end_ns
@@ -791,7 +808,7 @@ class MysqlStitcher:
     def _emit(self, ex: _Exchange, status: int) -> None:
         limit = self.body_limit
         req = MysqlRequest(ex.cmd, truncate(ex.body, limit), ex.msg.start_ns, ex.msg.size)
-        resp = MysqlResponse(status, truncate(", ".join(ex.parts), limit), ex.end_ns, ex.resp_size)
+        resp = MysqlResponse(status, truncate(", ".join(ex.parts), limit), ex.end_ns, ex.resp_size, ex.start_ns)
         self._done.append((req, resp))
 
     def _lose_sync(self) -> None:
