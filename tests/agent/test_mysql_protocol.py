@@ -244,6 +244,30 @@ def test_tracker_parses_a_server_that_reads_each_packet_header_alone():
     assert tracker.counts["mysql_connections"] == 1
 
 
+def test_tracker_waits_for_a_greeting_whose_first_piece_is_too_short_to_tell():
+    """A traced server's greeting in pieces, the first holding its header, 0x0a (a newline) and a
+    few version bytes: too little to tell, and the tracker gave the connection up (a newline
+    ends a probe) with nothing counted. It waits for the rest now, and every command is a row."""
+    chunks = stream("queries").chunks
+    base = dict(pid=79, fd=9, gen=1, flags=0, role=0, family=socket.AF_INET, lport=3306, rport=40000, syscall=0,
+                reserved=0, laddr=bytes(16), raddr=bytes(16))  # fmt: skip
+    events = [SockEvent(ts_ns=999, pos=0, size=0, data_len=0, kind=EV_OPEN, direction=0, **{**base, "role": 2})]
+    pos = {INGRESS: 0, EGRESS: 0}
+    for d, ts, data in chunks:
+        direction = INGRESS if d == "req" else EGRESS
+        pieces = [data[:11], data[11:]] if pos[EGRESS] == 0 and direction == EGRESS else [data]
+        for piece in pieces:
+            at = dict(ts_ns=ts + 1000 + len(events), pos=pos[direction], size=len(piece), data_len=len(piece))
+            events.append(SockEvent(**at, kind=EV_DATA, direction=direction, data=piece, **base))
+            pos[direction] += len(piece)
+    assert events[1].data[4:5] == b"\x0a" and len(events[1].data) == 11  # the greeting's first piece
+    tracker = ConnTracker(protocols=list(registry.PROTOCOLS.values()))
+    tracker.handle_all([*events, events[0]._replace(kind=EV_CLOSE, ts_ns=events[-1].ts_ns + 1)])
+    rows = tracker.take_tables()["mysql_events"].to_pylist()
+    assert [(r["req_cmd"], r["req_body"], r["resp_status"], r["resp_body"]) for r in rows] == EXPECTED["queries"]
+    assert tracker.counts["mysql_connections"] == 1
+
+
 # -- secrets ----------------------------------------------------------------------------------------
 def _handshake_response(chunks) -> bytes:
     first_req = next(data for d, _, data in chunks if d == "req")

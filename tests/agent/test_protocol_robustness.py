@@ -161,6 +161,8 @@ def test_random_bytes_never_raise(reads, seed):
 # An EXECUTE's answer lost in a filler, the stitcher restarted at the next PREPARE: its answer was
 # named only by where it ended (MySQL fix: a response's start, and response_before_request).
 @example(seed=12, case=("mysql", "prepared"))
+# A traced server's greeting whose first read held too few version bytes to tell: given up, uncounted.
+@example(seed=2061, case=("mysql", "auth"))
 def test_tracker_never_mispairs_under_losses_fillers_reordering_and_midstream_pickup(seed, case):
     spec, stream, ref, rng = _pick_case(seed, case)
     reads = pf.reads_of(stream, pf.conversation(stream), rng, ref)

@@ -146,6 +146,7 @@ MYSQL = ProtocolSpec(
         "response_without_request",
     ),
     unmatched_after_gap=("request_unanswered", "request_unanswered_after_desync", "response_before_request"),
+    head_incomplete=mysql.head_incomplete,
 )
 
 REDIS = ProtocolSpec(

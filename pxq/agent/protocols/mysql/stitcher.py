@@ -1003,3 +1003,27 @@ def looks_like_mysql_response(first_bytes: bytes) -> bool:
     length = int.from_bytes(first_bytes[:3], "little")
     payload = first_bytes[4 : 4 + length]
     return 20 <= length <= 1024 and looks_like_greeting(payload, complete=len(payload) == length)
+
+
+def head_incomplete(first_bytes: bytes) -> bool:
+    """A connection's first bytes that may begin a greeting or a handshake response read in
+    pieces, too little of it to tell yet (the registry's ``head_incomplete``: the tracker waits for
+    more). A greeting's first read may hold its header, 0x0a and a few version bytes: 0x0a is a
+    newline, so the tracker would not wait for it on its own."""
+    if len(first_bytes) < 4:
+        return True
+    length = int.from_bytes(first_bytes[:3], "little")
+    seq = first_bytes[3]
+    payload = first_bytes[4 : 4 + length]
+    if len(payload) >= length:
+        return False  # whole: it is what it looks like
+    if seq == 0:  # the greeting: 0x0a, printable version bytes, no NUL yet, fewer than inference needs
+        version = payload[1:]
+        return (
+            20 <= length <= 1024
+            and payload[:1] in (b"", b"\x0a")
+            and len(version) < 8
+            and all(0x20 <= b < 0x7F for b in version)
+        )
+    # the handshake response: fewer than the 12 payload bytes inference needs
+    return seq == 1 and 32 <= length <= MAX_INFERRED_LENGTH and len(payload) < 12
