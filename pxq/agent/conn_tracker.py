@@ -772,8 +772,9 @@ class ConnTracker:
                 self._collect(conn, done)
             if not left:
                 return
-        elif conn.state != PROBING:
-            return  # SYNCING drops bytes up to a request anyway; OTHER is not parsed
+        elif conn.state != PROBING and not (conn.state == SYNCING and d == conn.request_direction):
+            return  # OTHER is not parsed; SYNCING drops server bytes up to a request anyway
+        # (SYNCING, client bytes: the request it would start at, or its rest, lost: counted)
         self.drops["data_gap"] += 1
         self._gap(conn)
 

@@ -17,7 +17,17 @@ import struct
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from pxq.agent.conn_tracker import EGRESS, EV_CLOSE, EV_DATA, EV_OPEN, INGRESS, ROLE_SERVER, ConnTracker, SockEvent
+from pxq.agent.conn_tracker import (
+    EGRESS,
+    EV_CLOSE,
+    EV_DATA,
+    EV_OPEN,
+    F_FILLER,
+    INGRESS,
+    ROLE_SERVER,
+    ConnTracker,
+    SockEvent,
+)
 from pxq.agent.protocols import registry
 from pxq.agent.protocols.interface import SECRET_MARKER, ParseOptions
 from pxq.agent.protocols.mysql import (
@@ -266,6 +276,37 @@ def test_tracker_waits_for_a_greeting_whose_first_piece_is_too_short_to_tell():
     rows = tracker.take_tables()["mysql_events"].to_pylist()
     assert [(r["req_cmd"], r["req_body"], r["resp_status"], r["resp_body"]) for r in rows] == EXPECTED["queries"]
     assert tracker.counts["mysql_connections"] == 1
+
+
+def test_client_bytes_lost_while_the_tracker_waits_for_a_request_are_counted():
+    """A traced client: the greeting (a response: the tracker waits for a request), then its
+    handshake response with a stretch the kernel counted without copying. The handshake's row is
+    lost and the loss was counted nowhere; it is a data_gap now, and the commands after it are rows."""
+    chunks = stream("queries").chunks
+    base = dict(pid=80, fd=9, gen=1, role=0, family=socket.AF_INET, lport=40000, rport=3306, syscall=0,
+                reserved=0, laddr=bytes(16), raddr=bytes(16))  # fmt: skip
+    events = [
+        SockEvent(ts_ns=999, pos=0, size=0, data_len=0, kind=EV_OPEN, flags=0, direction=0, **{**base, "role": 1})
+    ]
+    pos = {INGRESS: 0, EGRESS: 0}
+    for i, (d, ts, data) in enumerate(chunks):
+        direction = EGRESS if d == "req" else INGRESS
+        # chunk 1, the handshake response: its header and 4 bytes read alone (too few to tell), then lost bytes
+        pieces = [data[:8], data[8:40], data[40:]] if i == 1 else [data]
+        for k, piece in enumerate(pieces):
+            lost = i == 1 and k == 1
+            at = dict(ts_ns=ts + 1000 + len(events), pos=pos[direction], size=len(piece))
+            kept = (
+                dict(data_len=0, flags=F_FILLER, data=b"") if lost else dict(data_len=len(piece), flags=0, data=piece)
+            )
+            events.append(SockEvent(**at, **kept, kind=EV_DATA, direction=direction, **base))
+            pos[direction] += len(piece)
+    assert chunks[1][0] == "req" and chunks[1][2][3] == 1  # the handshake response (sequence 1)
+    tracker = ConnTracker(protocols=list(registry.PROTOCOLS.values()))
+    tracker.handle_all([*events, events[0]._replace(kind=EV_CLOSE, ts_ns=events[-1].ts_ns + 1)])
+    rows = tracker.take_tables()["mysql_events"].to_pylist()
+    assert [(r["req_cmd"], r["req_body"], r["resp_status"], r["resp_body"]) for r in rows] == EXPECTED["queries"][1:]
+    assert tracker.drop_counts()["data_gap"] == 1
 
 
 # -- secrets ----------------------------------------------------------------------------------------
