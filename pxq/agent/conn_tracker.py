@@ -446,6 +446,12 @@ class ConnTracker:
             new = True
         else:
             new = False
+            if opened and not conn.opened and conn.state == PROBING and conn.probe_tries == 0:
+                # Its OPEN came after its first bytes (events of two CPUs), all still held whole:
+                # it is seen from its start after all.
+                conn.opened = True
+                if conn.role == ROLE_UNKNOWN:
+                    conn.role = ev.role
         conn.last_ns = ev.ts_ns
         if ev.flags & F_TUPLE and not conn.has_tuple:
             conn.family = ev.family
