@@ -309,6 +309,16 @@ def test_client_bytes_lost_while_the_tracker_waits_for_a_request_are_counted():
     assert tracker.drop_counts()["data_gap"] == 1
 
 
+def test_inference_on_a_handshake_response_cut_inside_the_user_name():
+    """The mysql CLI's handshake response, its first read ending inside the user name (no NUL
+    yet): a handshake response all the same (the tracker waited for a request and dropped it)."""
+    first_req = next(data for d, _, data in stream("cli").chunks if d == "req")
+    cut = first_req.index(b"root") + 3
+    assert b"\x00" not in first_req[4 + 32 : cut]  # the user name has not ended in these bytes
+    assert looks_like_mysql_request(first_req[:cut])
+    assert not looks_like_mysql_request(first_req[:cut] + b"\x7f" * (len(first_req) - cut))  # whole, no NUL
+
+
 # -- secrets ----------------------------------------------------------------------------------------
 def _handshake_response(chunks) -> bytes:
     first_req = next(data for d, _, data in chunks if d == "req")

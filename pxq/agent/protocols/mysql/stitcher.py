@@ -951,16 +951,17 @@ def _command_start(data: bytes) -> int:
     return -1
 
 
-def looks_like_handshake_response(payload: bytes) -> bool:
+def looks_like_handshake_response(payload: bytes, complete: bool = True) -> bool:
     """The client's handshake response (or SSL request), protocol 4.1: capabilities with
     CLIENT_PROTOCOL_41, max packet size, charset, 23 filler bytes (zero, but for MariaDB's extended
-    capabilities in the last 4), then (unless an SSL request) the user name ending in NUL."""
+    capabilities in the last 4), then (unless an SSL request) the user name ending in NUL. Of one
+    read in pieces (not ``complete``), the user name may not have ended yet."""
     if len(payload) < 32:
         return False
     caps = int.from_bytes(payload[:4], "little")
     if not caps & CLIENT_PROTOCOL_41 or any(payload[9:28]):
         return False
-    return len(payload) == 32 and bool(caps & CLIENT_SSL) or b"\x00" in payload[32:]
+    return len(payload) == 32 and bool(caps & CLIENT_SSL) or b"\x00" in payload[32:] or not complete
 
 
 def looks_like_greeting(payload: bytes, complete: bool = True) -> bool:
@@ -991,7 +992,7 @@ def looks_like_mysql_request(first_bytes: bytes) -> bool:
     if not 32 <= length <= MAX_INFERRED_LENGTH:
         return False
     if len(payload) >= 32:
-        return looks_like_handshake_response(payload)
+        return looks_like_handshake_response(payload, complete=len(payload) == length)
     caps = int.from_bytes(payload[:4], "little")
     return bool(caps & CLIENT_PROTOCOL_41) and not any(payload[9:28])
 
