@@ -446,6 +446,12 @@ class ConnTracker:
             new = True
         else:
             new = False
+            if opened and not conn.opened and conn.state == PROBING and conn.probe_tries == 0:
+                # Its OPEN came after its first bytes (events of two CPUs), all still held whole:
+                # it is seen from its start after all.
+                conn.opened = True
+                if conn.role == ROLE_UNKNOWN:
+                    conn.role = ev.role
         conn.last_ns = ev.ts_ns
         if ev.flags & F_TUPLE and not conn.has_tuple:
             conn.family = ev.family
@@ -772,8 +778,9 @@ class ConnTracker:
                 self._collect(conn, done)
             if not left:
                 return
-        elif conn.state != PROBING:
-            return  # SYNCING drops bytes up to a request anyway; OTHER is not parsed
+        elif conn.state != PROBING and not (conn.state == SYNCING and d == conn.request_direction):
+            return  # OTHER is not parsed; SYNCING drops server bytes up to a request anyway
+        # (SYNCING, client bytes: the request it would start at, or its rest, lost: counted)
         self.drops["data_gap"] += 1
         self._gap(conn)
 

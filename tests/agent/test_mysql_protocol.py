@@ -17,7 +17,17 @@ import struct
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from pxq.agent.conn_tracker import EGRESS, EV_CLOSE, EV_DATA, EV_OPEN, INGRESS, ROLE_SERVER, ConnTracker, SockEvent
+from pxq.agent.conn_tracker import (
+    EGRESS,
+    EV_CLOSE,
+    EV_DATA,
+    EV_OPEN,
+    F_FILLER,
+    INGRESS,
+    ROLE_SERVER,
+    ConnTracker,
+    SockEvent,
+)
 from pxq.agent.protocols import registry
 from pxq.agent.protocols.interface import SECRET_MARKER, ParseOptions
 from pxq.agent.protocols.mysql import (
@@ -242,6 +252,71 @@ def test_tracker_parses_a_server_that_reads_each_packet_header_alone():
     assert [(r["req_cmd"], r["req_body"], r["resp_status"], r["resp_body"]) for r in rows] == EXPECTED["queries"]
     assert {r["trace_role"] for r in rows} == {ROLE_SERVER}
     assert tracker.counts["mysql_connections"] == 1
+
+
+def test_tracker_waits_for_a_greeting_whose_first_piece_is_too_short_to_tell():
+    """A traced server's greeting in pieces, the first holding its header, 0x0a (a newline) and a
+    few version bytes: too little to tell, and the tracker gave the connection up (a newline
+    ends a probe) with nothing counted. It waits for the rest now, and every command is a row."""
+    chunks = stream("queries").chunks
+    base = dict(pid=79, fd=9, gen=1, flags=0, role=0, family=socket.AF_INET, lport=3306, rport=40000, syscall=0,
+                reserved=0, laddr=bytes(16), raddr=bytes(16))  # fmt: skip
+    events = [SockEvent(ts_ns=999, pos=0, size=0, data_len=0, kind=EV_OPEN, direction=0, **{**base, "role": 2})]
+    pos = {INGRESS: 0, EGRESS: 0}
+    for d, ts, data in chunks:
+        direction = INGRESS if d == "req" else EGRESS
+        pieces = [data[:11], data[11:]] if pos[EGRESS] == 0 and direction == EGRESS else [data]
+        for piece in pieces:
+            at = dict(ts_ns=ts + 1000 + len(events), pos=pos[direction], size=len(piece), data_len=len(piece))
+            events.append(SockEvent(**at, kind=EV_DATA, direction=direction, data=piece, **base))
+            pos[direction] += len(piece)
+    assert events[1].data[4:5] == b"\x0a" and len(events[1].data) == 11  # the greeting's first piece
+    tracker = ConnTracker(protocols=list(registry.PROTOCOLS.values()))
+    tracker.handle_all([*events, events[0]._replace(kind=EV_CLOSE, ts_ns=events[-1].ts_ns + 1)])
+    rows = tracker.take_tables()["mysql_events"].to_pylist()
+    assert [(r["req_cmd"], r["req_body"], r["resp_status"], r["resp_body"]) for r in rows] == EXPECTED["queries"]
+    assert tracker.counts["mysql_connections"] == 1
+
+
+def test_client_bytes_lost_while_the_tracker_waits_for_a_request_are_counted():
+    """A traced client: the greeting (a response: the tracker waits for a request), then its
+    handshake response with a stretch the kernel counted without copying. The handshake's row is
+    lost and the loss was counted nowhere; it is a data_gap now, and the commands after it are rows."""
+    chunks = stream("queries").chunks
+    base = dict(pid=80, fd=9, gen=1, role=0, family=socket.AF_INET, lport=40000, rport=3306, syscall=0,
+                reserved=0, laddr=bytes(16), raddr=bytes(16))  # fmt: skip
+    events = [
+        SockEvent(ts_ns=999, pos=0, size=0, data_len=0, kind=EV_OPEN, flags=0, direction=0, **{**base, "role": 1})
+    ]
+    pos = {INGRESS: 0, EGRESS: 0}
+    for i, (d, ts, data) in enumerate(chunks):
+        direction = EGRESS if d == "req" else INGRESS
+        # chunk 1, the handshake response: its header and 4 bytes read alone (too few to tell), then lost bytes
+        pieces = [data[:8], data[8:40], data[40:]] if i == 1 else [data]
+        for k, piece in enumerate(pieces):
+            lost = i == 1 and k == 1
+            at = dict(ts_ns=ts + 1000 + len(events), pos=pos[direction], size=len(piece))
+            kept = (
+                dict(data_len=0, flags=F_FILLER, data=b"") if lost else dict(data_len=len(piece), flags=0, data=piece)
+            )
+            events.append(SockEvent(**at, **kept, kind=EV_DATA, direction=direction, **base))
+            pos[direction] += len(piece)
+    assert chunks[1][0] == "req" and chunks[1][2][3] == 1  # the handshake response (sequence 1)
+    tracker = ConnTracker(protocols=list(registry.PROTOCOLS.values()))
+    tracker.handle_all([*events, events[0]._replace(kind=EV_CLOSE, ts_ns=events[-1].ts_ns + 1)])
+    rows = tracker.take_tables()["mysql_events"].to_pylist()
+    assert [(r["req_cmd"], r["req_body"], r["resp_status"], r["resp_body"]) for r in rows] == EXPECTED["queries"][1:]
+    assert tracker.drop_counts()["data_gap"] == 1
+
+
+def test_inference_on_a_handshake_response_cut_inside_the_user_name():
+    """The mysql CLI's handshake response, its first read ending inside the user name (no NUL
+    yet): a handshake response all the same (the tracker waited for a request and dropped it)."""
+    first_req = next(data for d, _, data in stream("cli").chunks if d == "req")
+    cut = first_req.index(b"root") + 3
+    assert b"\x00" not in first_req[4 + 32 : cut]  # the user name has not ended in these bytes
+    assert looks_like_mysql_request(first_req[:cut])
+    assert not looks_like_mysql_request(first_req[:cut] + b"\x7f" * (len(first_req) - cut))  # whole, no NUL
 
 
 # -- secrets ----------------------------------------------------------------------------------------
@@ -589,3 +664,22 @@ def test_a_message_over_16_mib_copied_in_part_ends_where_the_uncaptured_stretch_
     ]
     assert got[0].request.size == len(payload)
     assert not st_.errors
+
+
+def test_a_response_that_began_before_its_command_is_never_paired_with_it():
+    """The first bytes of an answer to a command the tracer never saw (before it looked, or lost),
+    then a command, then the rest of that answer: it began before the command was sent, so it is
+    not this command's answer (HTTP/1's response_before_request). The command's own answer,
+    after it, is."""
+    stale = packet(1, b"\x00\x05\x00\x02\x00\x00\x00")  # OK, 5 rows affected: another command's answer
+    st_ = MysqlStitcher()
+    got = feed(
+        st_,
+        (False, stale[:5], 5),
+        (True, packet(0, b"\x03DELETE FROM t"), 10),
+        (False, stale[5:], 12),
+        (False, packet(1, b"\x00\x01\x00\x02\x00\x00\x00"), 20),
+    )
+    assert shape(got) == [(3, "DELETE FROM t", OK, "Affected rows = 1")]
+    assert got[0].response.start_ns == 20 and got[0].response.end_ns == 20
+    assert st_.errors["response_before_request"] == 1

@@ -145,7 +145,8 @@ MYSQL = ProtocolSpec(
         "request_incomplete_at_close",
         "response_without_request",
     ),
-    unmatched_after_gap=("request_unanswered", "request_unanswered_after_desync"),
+    unmatched_after_gap=("request_unanswered", "request_unanswered_after_desync", "response_before_request"),
+    head_incomplete=mysql.head_incomplete,
 )
 
 REDIS = ProtocolSpec(

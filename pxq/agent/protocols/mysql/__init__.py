@@ -23,6 +23,7 @@ from pxq.agent.protocols.mysql.stitcher import (
     MysqlRequest,
     MysqlResponse,
     MysqlStitcher,
+    head_incomplete,
     looks_like_mysql_request,
     looks_like_mysql_response,
 )
@@ -31,6 +32,7 @@ RECORDED_STREAMS = Path(__file__).resolve().parent / "streams"
 
 __all__ = [
     "HEAD_BYTES", "RECORDED_STREAMS", "RESP_ERR", "RESP_NONE", "RESP_OK", "RESP_UNKNOWN", "TRUNCATED_MARKER",
-    "MysqlRecord", "MysqlRequest", "MysqlResponse", "MysqlRows", "MysqlStitcher", "looks_like_mysql_request",
+    "MysqlRecord", "MysqlRequest", "MysqlResponse", "MysqlRows", "MysqlStitcher", "head_incomplete",
+    "looks_like_mysql_request",
     "looks_like_mysql_response", "mysql_events_schema",
 ]  # fmt: skip

@@ -42,14 +42,16 @@ here one object frames and pairs incrementally:
   sequence number is not the next one, or that cannot be what its command is answered with, loses
   the connection's sync (``response_out_of_sequence``, ``response_malformed``): every waiting
   command is dropped and parsing starts again at the next command, so no response is paired with
-  another command's request.
+  another command's request.  A response packet that began before the waiting command was sent answers an earlier
+  command (lost, or before the tracer looked): dropped and counted (``response_before_request``,
+  as HTTP/1), never paired with the later command.
 
 Rows: ``resp_status`` is Pixie's ``RespStatus`` (0 unknown, 1 none, 2 OK, 3 error); ``resp_body``
 is ``Resultset rows = N`` for a result set (joined with ", " for several, as Pixie), the error as
 ``ERROR <code> (<SQLSTATE>): <message>`` (Pixie keeps only the message), ``Affected rows = N`` for
 an OK answer to a query or statement execution (pxq's; Pixie leaves it empty), the text of
-COM_STATISTICS. Timestamps: the chunk holding the command's first byte and the one holding the
-response's last byte; ``time_`` is the response's (Pixie's too).
+COM_STATISTICS. Timestamps: the chunk holding the command's first byte, and those holding the
+response's first and last bytes; ``time_`` is the response's end (Pixie's too).
 """
 
 from __future__ import annotations
@@ -126,6 +128,9 @@ class MysqlResponse:
     body: str
     end_ns: int
     size: int = 0  # payload bytes of all the response's packets
+    # The chunk holding the response's first byte (its command's start for a command answered by
+    # nothing): where the response began, as end_ns says where it ended.
+    start_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,8 +318,8 @@ class _Exchange:
     """A command and the response being read for it."""
 
     __slots__ = ("cmd", "kind", "msg", "body", "expect_seq", "state", "left", "rows", "parts", "status",
-                 "resp_size", "end_ns", "packets", "stmt_id", "num_params", "num_columns", "prepared",
-                 "resolved")  # fmt: skip
+                 "resp_size", "start_ns", "end_ns", "packets", "stmt_id", "num_params", "num_columns", "prepared",
+                 "resolved", "stale_counted")  # fmt: skip
 
     def __init__(self, cmd: int, msg: _Message, body: str) -> None:
         self.cmd = cmd
@@ -328,6 +333,7 @@ class _Exchange:
         self.parts: list[str] = []
         self.status = RESP_UNKNOWN
         self.resp_size = 0
+        self.start_ns = msg.start_ns  # of the response's first packet, once it comes
         self.end_ns = msg.end_ns
         self.packets = 0
         self.stmt_id = -1
@@ -335,6 +341,7 @@ class _Exchange:
         self.num_columns = 0
         self.prepared: _Statement | None = None  # for COM_STMT_PREPARE: the statement being prepared
         self.resolved = False  # a statement command's statement looked up (when its turn came)
+        self.stale_counted = False  # a response that began before this command was counted
 
 
 class _Desync(Exception):
@@ -538,7 +545,7 @@ class MysqlStitcher:
             if head.kind != _NONE:
                 return
             self._pending.popleft()
-            head.end_ns = head.msg.start_ns  # Pixie: the response's time is the request's
+            head.start_ns = head.end_ns = head.msg.start_ns  # Pixie: the response's time is the request's
             self._emit(head, RESP_NONE)
 
     def _resolve_statement(self, ex: _Exchange) -> None:
@@ -616,6 +623,14 @@ class MysqlStitcher:
             self.errors["response_without_request"] += 1
             return True
         ex = self._pending[0]
+        if msg.start_ns < ex.msg.start_ns:
+            # It began before the command was sent: it answers an earlier command (lost, or
+            # before the tracer looked), never this one. Dropped (counted once per command): the
+            # command waits for a response that begins after it.
+            if not ex.stale_counted:
+                ex.stale_counted = True
+                self.errors["response_before_request"] += 1
+            return True
         if msg.seq != ex.expect_seq:
             self.errors["response_out_of_sequence"] += 1
             self._lose_sync()
@@ -638,6 +653,8 @@ class MysqlStitcher:
 
     @staticmethod
     def _take_packet(ex: _Exchange, msg: _Message) -> None:
+        if not ex.packets:
+            ex.start_ns = msg.start_ns
         ex.packets += 1
         ex.resp_size += msg.size
         ex.end_ns = msg.end_ns
@@ -791,7 +808,7 @@ class MysqlStitcher:
     def _emit(self, ex: _Exchange, status: int) -> None:
         limit = self.body_limit
         req = MysqlRequest(ex.cmd, truncate(ex.body, limit), ex.msg.start_ns, ex.msg.size)
-        resp = MysqlResponse(status, truncate(", ".join(ex.parts), limit), ex.end_ns, ex.resp_size)
+        resp = MysqlResponse(status, truncate(", ".join(ex.parts), limit), ex.end_ns, ex.resp_size, ex.start_ns)
         self._done.append((req, resp))
 
     def _lose_sync(self) -> None:
@@ -934,16 +951,17 @@ def _command_start(data: bytes) -> int:
     return -1
 
 
-def looks_like_handshake_response(payload: bytes) -> bool:
+def looks_like_handshake_response(payload: bytes, complete: bool = True) -> bool:
     """The client's handshake response (or SSL request), protocol 4.1: capabilities with
     CLIENT_PROTOCOL_41, max packet size, charset, 23 filler bytes (zero, but for MariaDB's extended
-    capabilities in the last 4), then (unless an SSL request) the user name ending in NUL."""
+    capabilities in the last 4), then (unless an SSL request) the user name ending in NUL. Of one
+    read in pieces (not ``complete``), the user name may not have ended yet."""
     if len(payload) < 32:
         return False
     caps = int.from_bytes(payload[:4], "little")
     if not caps & CLIENT_PROTOCOL_41 or any(payload[9:28]):
         return False
-    return len(payload) == 32 and bool(caps & CLIENT_SSL) or b"\x00" in payload[32:]
+    return len(payload) == 32 and bool(caps & CLIENT_SSL) or b"\x00" in payload[32:] or not complete
 
 
 def looks_like_greeting(payload: bytes, complete: bool = True) -> bool:
@@ -974,7 +992,7 @@ def looks_like_mysql_request(first_bytes: bytes) -> bool:
     if not 32 <= length <= MAX_INFERRED_LENGTH:
         return False
     if len(payload) >= 32:
-        return looks_like_handshake_response(payload)
+        return looks_like_handshake_response(payload, complete=len(payload) == length)
     caps = int.from_bytes(payload[:4], "little")
     return bool(caps & CLIENT_PROTOCOL_41) and not any(payload[9:28])
 
@@ -986,3 +1004,27 @@ def looks_like_mysql_response(first_bytes: bytes) -> bool:
     length = int.from_bytes(first_bytes[:3], "little")
     payload = first_bytes[4 : 4 + length]
     return 20 <= length <= 1024 and looks_like_greeting(payload, complete=len(payload) == length)
+
+
+def head_incomplete(first_bytes: bytes) -> bool:
+    """A connection's first bytes that may begin a greeting or a handshake response read in
+    pieces, too little of it to tell yet (the registry's ``head_incomplete``: the tracker waits for
+    more). A greeting's first read may hold its header, 0x0a and a few version bytes: 0x0a is a
+    newline, so the tracker would not wait for it on its own."""
+    if len(first_bytes) < 4:
+        return True
+    length = int.from_bytes(first_bytes[:3], "little")
+    seq = first_bytes[3]
+    payload = first_bytes[4 : 4 + length]
+    if len(payload) >= length:
+        return False  # whole: it is what it looks like
+    if seq == 0:  # the greeting: 0x0a, printable version bytes, no NUL yet, fewer than inference needs
+        version = payload[1:]
+        return (
+            20 <= length <= 1024
+            and payload[:1] in (b"", b"\x0a")
+            and len(version) < 8
+            and all(0x20 <= b < 0x7F for b in version)
+        )
+    # the handshake response: fewer than the 12 payload bytes inference needs
+    return seq == 1 and 32 <= length <= MAX_INFERRED_LENGTH and len(payload) < 12
