@@ -42,6 +42,7 @@ class TcpRecorder:
         self.listener = socket.create_server((LOOPBACK, 0))
         self.port = self.listener.getsockname()[1]
         self.conversations: list[list[Chunk]] = []
+        self.ended = 0  # conversations whose sockets both closed
         self._stop = False
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -59,6 +60,7 @@ class TcpRecorder:
             chunks: list[Chunk] = []
             self.conversations.append(chunks)
             self._pump(client, server, chunks)
+            self.ended += 1
 
     def _pump(self, client: socket.socket, server: socket.socket, chunks: list[Chunk]) -> None:
         peers = {client: (server, "req"), server: (client, "resp")}
@@ -80,16 +82,10 @@ class TcpRecorder:
         """Until ``count`` conversations were recorded and the last one ended."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if len(self.conversations) >= count and not self._busy():
+            if len(self.conversations) >= count and self.ended == len(self.conversations):
                 return
             time.sleep(0.01)
         raise AssertionError(f"recorded {len(self.conversations)} of {count} conversations")
-
-    def _busy(self) -> bool:
-        # The pump thread sets nothing when done; a conversation is over once its sockets closed,
-        # which the serve loop shows by accepting again: probe with a short wait.
-        time.sleep(0.05)
-        return False
 
     def close(self) -> None:
         self._stop = True
@@ -333,7 +329,6 @@ def record_all(out: Path = RECORDED_STREAMS) -> None:
             with recording(server) as recorder:
                 run(recorder.port)
                 recorder.wait_idle(1)
-                time.sleep(0.2)
             chunks = relative(recorder.conversations[0])
             record = {
                 "name": name,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from datetime import UTC, datetime
 
 import psycopg
@@ -91,7 +90,6 @@ def main() -> None:
         conn = psycopg.connect(args.conninfo, autocommit=True)
     run(conn, args.scenario)
     conn.close()
-    time.sleep(0.05)
 
 
 if __name__ == "__main__":
