@@ -435,7 +435,15 @@ def test_a_kernel_thread_sampled_is_named_in_brackets_like_ps(tmp_path):
             continue  # a worker thread that has exited since
         assert upid == f"0:{pid}:{ticks}"
         info = profiler.processes()[upid]
-        assert (info["comm"], info["cmdline"]) == (comm, f"[{comm}]")
+        assert info["cmdline"] == f"[{info['comm']}]"
+        # A kworker's comm carries the workqueue it runs right now ("kworker/1:3-events_freezable"),
+        # so it may change between the sample and this read; its base name does not.
+        seen, now = (
+            (info["comm"], comm)
+            if not comm.startswith("kworker/")
+            else (info["comm"].split("-")[0], comm.split("-")[0])
+        )
+        assert seen == now
         break
     else:
         raise AssertionError(f"every kernel thread sampled has exited: {threads}")
