@@ -35,6 +35,26 @@ window, which without that row misses what a connection moved before its first r
 short one). A socket seen only mid-stream whose role protocol inference cannot tell (no protocol
 pxq parses) is the server's end when its local port is one its process listens on, else the
 client's (Pixie leaves it out).
+
+UDP. Pixie has no UDP connections of its own: ``process_implicit_conn`` (``bcc_bpf/socket_trace.c``)
+opens one connection per socket at its first sendto/recvfrom/sendmsg/recvmsg/sendmmsg/recvmmsg,
+whose remote endpoint is that first datagram's peer, and counts every later datagram of the
+socket under it, to whichever peer (its comment calls this "badly broken" for a server); the
+role is the one ``update_traffic_class`` infers from the first datagram of a protocol (a DNS
+query sent: client), unknown (so no row) for any other; ``kProtocolDNS`` is 6; conn_close at the
+socket's close(). pxq's tracker splits a UDP socket per peer (``conn_tracker.UdpSocket``), and
+here each (socket, peer) flow is a connection of its own, so that a resolver asking two servers
+and a DNS server answering many clients have a row per peer with that peer's bytes: opened at
+its first datagram, closed when its socket closes or its process exits, and also when the
+tracker ends it for idleness or for room (``UDP_IDLE_NS``, ``MAX_UDP_PEERS``: a UDP flow has no
+end but silence, and a peer that comes back is a new flow), not when the capture window ends.
+Its bytes are counted here, per datagram event (copied bytes and fillers alike), since the
+kernel's totals are per socket. A flow no protocol recognised takes the role of its first
+datagram's direction (sent: client). A socket switched off in the kernel (no protocol
+recognised, ``UDP_PROBE_DATAGRAMS``) sends no more datagrams, so its peers are no longer known:
+from then on the kernel's per-socket totals beyond what its datagrams showed (read at each report
+and carried by its CLOSE) go to its oldest live flow, as Pixie puts a UDP socket's bytes under
+its first peer; its flows stay open until the socket closes (no datagram shows them idle).
 """
 
 from __future__ import annotations
@@ -98,6 +118,26 @@ class _Tracked:
     key: AggKey | None = None  # its aggregate, once its role and remote address are known
     addr_checked: bool = False
     role: int = 0  # from /proc when the tracker does not know it (see ConnStats._key)
+    datagram: bool = False  # a UDP flow: its bytes are counted from its datagrams, not read from the kernel
+    own_sent: int = 0  # a UDP flow's bytes seen in its datagram events
+    own_recv: int = 0
+    extra_sent: int = 0  # its switched-off socket's bytes no datagram showed, given to it
+    extra_recv: int = 0
+
+
+@dataclass
+class _UdpSocket:
+    """The flows of one UDP socket (pid, fd, generation), for the bytes the kernel counts per
+    socket once the socket is switched off (see the module docstring)."""
+
+    seen_sent: int = 0  # bytes of all its flows' datagram events
+    seen_recv: int = 0
+    flows: list[_Tracked] = field(default_factory=list)  # live, oldest first: flows[0] takes the rest
+    given_sent: int = 0  # of the rest, what flows that ended took
+    given_recv: int = 0
+    switched_off: bool = False
+    final: tuple[int, int] | None = None  # the totals its CLOSE carried
+    ending: bool = False
 
 
 @dataclass
@@ -115,26 +155,65 @@ class ConnStats:
     # makes it the server's end.
     listening: Callable[[int], set[int]] | None = None
     aggregates: dict[AggKey, _Aggregate] = field(default_factory=dict)
-    live: dict[tuple[int, int, int], _Tracked] = field(default_factory=dict)
+    # By connection object: the flows of one UDP socket share its (pid, fd, generation).
+    live: dict[Connection, _Tracked] = field(default_factory=dict)
+    udp_sockets: dict[tuple[int, int, int], _UdpSocket] = field(default_factory=dict)
     # Connections left out (role or remote address never known), as Pixie leaves them out.
     unaddressed: int = 0
     last_report_ns: int = 0
     _rows: list[tuple[object, ...]] = field(default_factory=list)
 
     # -- from the connection tracker ------------------------------------------------------------
-    def opened(self, conn: Connection) -> None:
-        """The tracker saw a new connection (opened, or already open when first seen)."""
-        tracked = self.live[conn.key] = _Tracked(conn, conn.last_ns)
+    def opened(self, conn: Connection, *, datagram: bool = False) -> None:
+        """The tracker saw a new connection (opened, or already open when first seen);
+        ``datagram``: a UDP socket's flow with one peer (its bytes come from :meth:`moved`)."""
+        tracked = self.live[conn] = _Tracked(conn, conn.last_ns, datagram=datagram, addr_checked=datagram)
+        if datagram:
+            self.udp_sockets.setdefault(conn.key, _UdpSocket()).flows.append(tracked)
         self._fold(tracked)  # into its aggregate now, when its role and address are known already
+
+    def moved(self, conn: Connection, *, egress: bool, size: int) -> None:
+        """A UDP flow's datagram event: ``size`` bytes sent (``egress``) or received."""
+        tracked = self.live.get(conn)
+        if tracked is None:
+            return
+        sock = self.udp_sockets[conn.key]
+        if egress:
+            tracked.own_sent += size
+            sock.seen_sent += size
+        else:
+            tracked.own_recv += size
+            sock.seen_recv += size
+        if not tracked.role:  # unless a protocol tells: who sent the flow's first datagram is its client
+            tracked.role = ROLE_CLIENT if egress else ROLE_SERVER
+        self._count_datagrams(tracked, sock)
+
+    def switched_off(self, socket_key: tuple[int, int, int]) -> None:
+        """The UDP socket (pid, fd, generation) sends no more datagrams: its bytes from now on
+        are the kernel's per-socket totals."""
+        sock = self.udp_sockets.get(socket_key)
+        if sock is not None:
+            sock.switched_off = True
+
+    def udp_socket_ended(self, socket_key: tuple[int, int, int], totals: tuple[int, int] | None) -> None:
+        """The UDP socket is over (its flows end next); ``totals``: what its CLOSE carried."""
+        sock = self.udp_sockets.get(socket_key)
+        if sock is None:
+            return
+        sock.final, sock.ending = totals, True
+        if not sock.flows:
+            del self.udp_sockets[socket_key]
 
     def ended(self, conn: Connection, *, closed: bool, totals: tuple[int, int] | None = None) -> None:
         """The tracker let ``conn`` go. ``closed``: the connection is over (not merely out of the
         capture window or evicted). ``totals``: its final (sent, received) bytes, when the CLOSE
         event carried them; else the kernel's map is read (while it still has the entry)."""
-        tracked = self.live.pop(conn.key, None)
+        tracked = self.live.pop(conn, None)
         if tracked is None:
             return
-        if totals is not None:
+        if tracked.datagram:
+            self._end_datagram_flow(tracked)
+        elif totals is not None:
             tracked.sent, tracked.recv = max(tracked.sent, totals[0]), max(tracked.recv, totals[1])
         else:
             self._read_kernel(tracked)
@@ -183,10 +262,41 @@ class ConnStats:
         )
 
     # -- inside -----------------------------------------------------------------------------
+    def _count_datagrams(self, tracked: _Tracked, sock: _UdpSocket, kernel: tuple[int, int] | None = None) -> None:
+        """A UDP flow's bytes: its datagrams', and for the oldest flow of a switched-off socket
+        also the socket's bytes no datagram event showed (``kernel``: the socket's totals)."""
+        if kernel is not None and sock.switched_off and sock.flows and sock.flows[0] is tracked:
+            # only grows: a datagram event counted after the kernel's reading moves nothing back
+            tracked.extra_sent = max(tracked.extra_sent, kernel[0] - sock.seen_sent - sock.given_sent)
+            tracked.extra_recv = max(tracked.extra_recv, kernel[1] - sock.seen_recv - sock.given_recv)
+        tracked.sent = tracked.own_sent + tracked.extra_sent
+        tracked.recv = tracked.own_recv + tracked.extra_recv
+
+    def _end_datagram_flow(self, tracked: _Tracked) -> None:
+        key = tracked.conn.key
+        sock = self.udp_sockets.get(key)
+        if sock is None:
+            return
+        self._read_kernel(tracked)  # the switched-off socket's last bytes, while it is still the oldest flow
+        sock.given_sent += tracked.extra_sent
+        sock.given_recv += tracked.extra_recv
+        sock.flows.remove(tracked)
+        if sock.ending and not sock.flows:
+            del self.udp_sockets[key]
+
     def _read_kernel(self, tracked: _Tracked) -> None:
+        conn = tracked.conn
+        if tracked.datagram:
+            sock = self.udp_sockets.get(conn.key)
+            if sock is None or not sock.switched_off or not sock.flows or sock.flows[0] is not tracked:
+                return
+            kernel = sock.final
+            if kernel is None and self.kernel_counts is not None:
+                kernel = self.kernel_counts(conn.pid, conn.fd, conn.gen)
+            self._count_datagrams(tracked, sock, kernel)
+            return
         if self.kernel_counts is None:
             return
-        conn = tracked.conn
         counts = self.kernel_counts(conn.pid, conn.fd, conn.gen)
         if counts is not None:  # totals only grow; a stale reading never takes bytes back
             tracked.sent, tracked.recv = max(tracked.sent, counts[0]), max(tracked.recv, counts[1])
@@ -224,7 +334,10 @@ class ConnStats:
                 # before, at the moment it was first seen (or its address first known), so that a
                 # window's max - min of the counters (Pixie's net_flow_graph) holds every
                 # connection and byte that began inside it.
-                self._row(tracked.first_ns if not tracked.sent + tracked.recv else conn.last_ns, tracked.key, aggregate)
+                moved = (
+                    tracked.sent + tracked.recv and not tracked.datagram
+                )  # a flow's bytes all began after its first_ns
+                self._row(conn.last_ns if moved else tracked.first_ns, tracked.key, aggregate)
             aggregate.conn_open += 1
             aggregate.live += 1
             self._describe(aggregate, tracked)

@@ -37,7 +37,9 @@ and lifecycle and hands its bytes to the parser of its protocol:
   every connection is switched off when first seen.
 * **conn_stats** (:class:`pxq.agent.conn_stats.ConnStats`, when given): told of each connection's
   start and end (with the byte totals its CLOSE event carries); it reads live connections' totals
-  from the kernel at each report (:meth:`ConnTracker.report_conn_stats`).
+  from the kernel at each report (:meth:`ConnTracker.report_conn_stats`). A UDP socket's flows
+  (one per peer) are its connections too, their bytes told per datagram event (the kernel counts
+  per socket).
 * **Stitching** is the protocol's stitcher's (:class:`pxq.agent.protocols.interface.Stitcher`):
   request bytes and response bytes in, completed (request, response) pairs out, as many as a
   call completes (several requests may be in flight). For HTTP, latency is from the timestamp of
@@ -357,7 +359,7 @@ class ConnTracker:
                 self._end(conn, ev.ts_ns, forget=False, totals=(ev.pos, ev.size))
             sock = self.udp.get((ev.pid, ev.fd))
             if sock is not None and sock.gen <= ev.gen:
-                self._end_udp(sock, ev.ts_ns, forget=False)
+                self._end_udp(sock, ev.ts_ns, forget=False, totals=(ev.pos, ev.size) if sock.gen == ev.gen else None)
             fds = self._latest_gen.setdefault(ev.pid, {})
             latest = fds.get(ev.fd)
             if latest is None or latest[0] <= ev.gen:
@@ -550,11 +552,15 @@ class ConnTracker:
             self.counts["udp_sockets"] += 1
         sock.last_ns = ev.ts_ns
         self.counts["bytes"] += ev.data_len
+        d = ev.direction
+        filler = bool(ev.flags & F_FILLER)
+        if self.conn_stats is not None:  # the kernel counts per socket: each peer's bytes are counted here
+            peer = (ev.family, bytes(ev.raddr[:16]), ev.rport)
+            flow = sock.flows.get(peer) or self._new_flow(sock, peer, ev.ts_ns)
+            self.conn_stats.moved(flow, egress=d == EGRESS, size=ev.size if filler else ev.data_len)
         if sock.disabled:
             return
-        d = ev.direction
         part = sock.partial[d]
-        filler = bool(ev.flags & F_FILLER)
         if filler:
             self.counts["filler_bytes"] += ev.size
         if part is not None and part.next_pos == ev.pos and part.left > 0:
@@ -619,6 +625,8 @@ class ConnTracker:
         flow.state = OTHER
         sock.flows[peer] = flow
         self.counts["connections"] += 1
+        if self.conn_stats is not None:
+            self.conn_stats.opened(flow, datagram=True)
         return flow
 
     def _probe_datagram(self, sock: UdpSocket, flow: Connection, d: int, data: bytes) -> bool:
@@ -648,19 +656,27 @@ class ConnTracker:
         if not sock.recognised and sock.other_datagrams >= UDP_PROBE_DATAGRAMS:
             sock.disabled = True
             self.counts["other_connections"] += 1
+            if self.conn_stats is not None:
+                self.conn_stats.switched_off((sock.pid, sock.fd, sock.gen))
             if self._disable is not None:
                 self._disable(sock.pid, sock.fd, sock.gen)
         return False
 
     def _end_flow(self, sock: UdpSocket, flow: Connection, ts_ns: int, *, window_end: bool) -> None:
         sock.flows.pop((flow.family, _raw_ip(flow.family, flow.raddr), flow.rport), None)
+        if self.conn_stats is not None:  # a UDP flow ends only by silence or with its socket: closed
+            self.conn_stats.ended(flow, closed=not window_end)
         if flow.stitcher is not None:
             before_close = Counter(flow.stitcher.errors)
             self._collect(flow, flow.stitcher.close_messages(ts_ns))
             self._drop_stitcher(flow, keep_unmatched_at_close=not window_end, counted_before=before_close)
 
-    def _end_udp(self, sock: UdpSocket, ts_ns: int, *, forget: bool, window_end: bool = False) -> None:
-        """The socket is closed (or its process gone, or the window over): every peer ends."""
+    def _end_udp(self, sock: UdpSocket, ts_ns: int, *, forget: bool, window_end: bool = False,
+                 totals: tuple[int, int] | None = None) -> None:  # fmt: skip
+        """The socket is closed (or its process gone, or the window over): every peer ends.
+        ``totals``: the socket's (sent, received) bytes, from its CLOSE."""
+        if self.conn_stats is not None:
+            self.conn_stats.udp_socket_ended((sock.pid, sock.fd, sock.gen), totals)
         for flow in list(sock.flows.values()):
             self._end_flow(sock, flow, ts_ns, window_end=window_end)
         if sock.partial != [None, None]:
@@ -680,6 +696,8 @@ class ConnTracker:
         """Peers without a datagram for UDP_IDLE_NS end; so do sockets left without any."""
         cutoff = self._last_ts - UDP_IDLE_NS
         for sock in list(self.udp.values()):
+            if sock.disabled:  # no datagram shows its peers active: they last as long as it does
+                continue
             for flow in [f for f in sock.flows.values() if f.last_ns < cutoff]:
                 self._end_flow(sock, flow, self._last_ts, window_end=False)
             if not sock.flows and sock.last_ns < cutoff and not sock.disabled:
