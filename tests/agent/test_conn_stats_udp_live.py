@@ -185,3 +185,67 @@ def test_net_flow_graph_over_a_live_capture_shows_the_dns_edges(tmp_path: Path):
         (f"{python_comm}[{python.pid}]", to): (1, py_sent, py_recv, py_sent + py_recv),
         (f"dig[{dig.pid}]", to): (1, dig_sent, dig_recv, dig_sent + dig_recv),
     }
+
+
+# Waits for a line, sends one datagram to port A and FIRST - 1 to port B (none of them DNS: the
+# socket is switched off after UDP_PROBE_DATAGRAMS), says SENT, waits for a line, sends THEN more
+# to A, and prints the bytes sendto accepted for each port.
+NOISE_CLIENT = """
+import json, socket, sys
+port_a, port_b, first, then = map(int, sys.argv[1:])
+print('READY', flush=True)
+sys.stdin.readline()
+sent = {port_a: 0, port_b: 0}
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    sent[port_a] += s.sendto(b'\\x00\\x01not dns\\xff' * 4, ('127.0.0.1', port_a))
+    for i in range(first - 1):
+        sent[port_b] += s.sendto(b'\\x02' * (50 + i), ('127.0.0.1', port_b))
+    print('SENT', flush=True)
+    sys.stdin.readline()
+    for i in range(then):
+        sent[port_a] += s.sendto(b'\\x03' * (1000 + i), ('127.0.0.1', port_a))
+print(json.dumps(sent), flush=True)
+"""
+
+
+def test_a_udp_socket_switched_off_keeps_exact_counts_per_peer_when_later_bytes_go_to_its_first_peer():
+    """Not DNS: after UDP_PROBE_DATAGRAMS datagrams the kernel stops sending the socket's data and
+    counts it per socket only. The second peer's row has what its datagrams showed; the first
+    peer's row takes the rest of the socket's bytes (Pixie's first peer), which here, every later
+    datagram having gone to it, is exactly what the client sent it."""
+    from pxq.agent.conn_tracker import UDP_PROBE_DATAGRAMS
+    from pxq.testing.ports import free_port
+
+    port_a, port_b = free_port(), free_port()
+    client = subprocess.Popen([sys.executable, "-c", NOISE_CLIENT, str(port_a), str(port_b), str(UDP_PROBE_DATAGRAMS),
+                               "40"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert client.stdout is not None and client.stdin is not None
+        assert client.stdout.readline().strip() == "READY"
+        tracer = SocketTracer(pids={client.pid}, protocols=("dns",), conn_stats=True, conn_stats_interval_s=INTERVAL_S)
+        stats = ConnStatsRows(tracer)
+        tracer.start()
+        try:
+            client.stdin.write("go\n")
+            client.stdin.flush()
+            assert client.stdout.readline().strip() == "SENT"
+            poll_until(tracer, lambda: tracer.stats()["other_connections"] >= 1)
+            drain_ring(tracer)
+            copied = tracer.stats()["bytes"]
+            client.stdin.write("go\n")
+            client.stdin.close()
+            poll_until(tracer, lambda: client.poll() is not None)
+            sent = {int(port): n for port, n in json.loads(client.stdout.read()).items()}
+            drain_ring(tracer)
+            poll_until(tracer, lambda: any(r["conn_close"] for r in of_pid(stats, client.pid, CLIENT)))
+            assert tracer.stats()["bytes"] == copied  # no datagram event after the switch-off
+        finally:
+            tracer.stop()
+    finally:
+        if client.poll() is None:
+            client.kill()
+        client.wait(5)
+    last = {r["remote_port"]: r for r in of_pid(stats, client.pid, CLIENT)}
+    assert sorted(last) == sorted(sent)
+    for port, n in sent.items():
+        assert (last[port]["protocol"], counters(last[port])) == (0, (1, 1, 0, n, 0)), port
