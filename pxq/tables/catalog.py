@@ -221,7 +221,10 @@ CONN_STATS = TableSchema(
         "#px:set socket_tracer.conn_stats_interval_s=S) while the endpoint has a connection, once more "
         "after its last one ends, and (pxq's own) one just before a connection it gets after none, so "
         "that max - min over a window counts connections that began in it. Bytes are the kernel's "
-        "count of every call, also of connections whose protocol pxq does not parse."
+        "count of every call, also of connections whose protocol pxq does not parse. A UDP socket is "
+        "a connection per peer (pxq's own; Pixie counts it under its first peer), its bytes those "
+        "of its datagrams; once a socket of no parsed protocol is switched off, its further bytes "
+        "go to its oldest peer."
     ),
     collector=SOCKET_TRACER,
     columns=(
