@@ -130,6 +130,7 @@ class GraphPanel(Panel):
     edges: list[Edge]
     weight_label: str = ""
     colour_label: str = ""
+    colour_unit: str = ""
     thresholds: tuple[float, float] | None = None  # medium, high
 
 
@@ -456,7 +457,12 @@ def graph_panel(table: pa.Table, spec: dict, title: str, position: Position, pat
     thresholds = spec.get("edgeThresholds")
     limits = None
     if isinstance(thresholds, dict):
-        limits = (float(thresholds.get("mediumThreshold", 0)), float(thresholds.get("highThreshold", 0)))
+        try:
+            limits = (float(thresholds.get("mediumThreshold", 0)), float(thresholds.get("highThreshold", 0)))
+        except (TypeError, ValueError):
+            raise _WidgetProblem(
+                f"thresholds must be numbers, got {thresholds!r:.80}", path + ("edgeThresholds",)
+            ) from None
     return _graph(table, title, position, source, target, weight, colour, list(hover_names), limits)
 
 
@@ -502,7 +508,8 @@ def _graph(table, title, position, source, target, weight, colour, hover, limits
         tips = [(name, _text_of(hover_values[name][i], table.schema.field(name))) for name in hover]
         edges.append(Edge(s, t, weights[i], colours[i], tips))
     nodes = sorted(set(sources) | set(targets))
-    return GraphPanel(title, position, nodes, edges, weight or "", colour or "", limits)
+    colour_unit = unit_of(table.schema.field(colour)) if colour else ""
+    return GraphPanel(title, position, nodes, edges, weight or "", colour or "", colour_unit, limits)
 
 
 def flamegraph_panel(table: pa.Table, spec: dict, title: str, position: Position, path=()) -> FlamegraphPanel:

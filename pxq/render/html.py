@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from pxq.errors import UsageError
+from pxq.render import human
 from pxq.render.base import open_output
 from pxq.render.charts import (
     Axis,
@@ -269,7 +270,7 @@ def graph_figure(panel: GraphPanel):
         (x0, y0), (x1, y1) = positions[edge.source], positions[edge.target]
         if edge.source == edge.target:
             continue
-        width = 1.5 + 6 * (edge.weight / top_weight) if edge.weight and top_weight > 0 else 1.5
+        width = 1 + 5 * (edge.weight / top_weight) if edge.weight and top_weight > 0 else 1.5
         colour = EDGE_COLOURS[_edge_class(edge.colour_value, panel.thresholds, top_colour)]
         fig.add_annotation(
             x=x1,
@@ -285,9 +286,9 @@ def graph_figure(panel: GraphPanel):
             arrowsize=1,
             arrowwidth=width,
             arrowcolor=colour,
-            opacity=0.8,
-            standoff=14,
-            startstandoff=14,
+            opacity=0.7,
+            standoff=9,
+            startstandoff=9,
         )
         mid_x.append((x0 + x1) / 2)
         mid_y.append((y0 + y1) / 2)
@@ -305,31 +306,46 @@ def graph_figure(panel: GraphPanel):
             showlegend=False,
         )
     )
+    span_x = max((p[0] for p in positions.values()), default=0)
+    # Labels away from the edges: left of the first column, right of the last, above the others.
+    sides = {0.0: "middle left", span_x: "middle right"} if span_x else {}
     fig.add_trace(
         go.Scatter(
             x=[positions[n][0] for n in panel.nodes],
             y=[positions[n][1] for n in panel.nodes],
             mode="markers+text",
             text=panel.nodes,
-            textposition="top center",
+            textposition=[sides.get(positions[n][0], "top center") for n in panel.nodes],
             hovertext=panel.nodes,
             hoverinfo="text",
-            marker={"size": 18, "color": "#3f6fd8", "line": {"width": 2, "color": "white"}},
+            marker={"size": 13, "color": "#3f6fd8", "line": {"width": 2, "color": "white"}},
             showlegend=False,
         )
     )
     if not panel.nodes:
         _no_data(fig)
     hidden = {"visible": False, "showgrid": False, "zeroline": False}
-    span_x = max((p[0] for p in positions.values()), default=0)
     fig.update_layout(
         **_base_layout(
-            xaxis={**hidden, "range": [-0.5, span_x + 0.5]},
+            xaxis={**hidden, "range": [-0.9, span_x + 0.9]},
             yaxis={**hidden},
             margin={"l": 10, "r": 10, "t": 20, "b": 10},
         )
     )
     return fig
+
+
+def graph_note(panel: GraphPanel) -> str:
+    """What an edge's width and colour stand for."""
+    parts = [f"edge width: {panel.weight_label}"] if panel.weight_label else []
+    if panel.colour_label:
+        if panel.thresholds:
+            show = human.duration if panel.colour_unit == "duration" else human.number
+            medium, high = (show(t) for t in panel.thresholds)
+            parts.append(f"colour: {panel.colour_label} (green < {medium} ≤ orange < {high} ≤ red)")
+        else:
+            parts.append(f"colour: {panel.colour_label} (green, orange, red: thirds of its largest value)")
+    return "; ".join(parts)
 
 
 FIGURES = {
@@ -402,6 +418,8 @@ def _panel_html(panel: Panel, index: int) -> tuple[str, str]:
 
         svg = flamegraph_svg(panel.record)
         return f'<iframe class="flamegraph" title="flamegraph" srcdoc="{html.escape(svg, quote=True)}"></iframe>', ""
+    if isinstance(panel, GraphPanel):
+        note = graph_note(panel)
     if isinstance(panel, TimeseriesPanel) and panel.hidden_series:
         note = f"the {len(panel.series)} busiest series shown, {panel.hidden_series} more not drawn"
     figure = FIGURES[type(panel)](panel)
