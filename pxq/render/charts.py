@@ -11,6 +11,7 @@ holding a positioned diagnostic into vis.json; the other widgets are drawn all t
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
@@ -113,6 +114,8 @@ class TablePanel(Panel):
     rows: list[list[str]]
     total_rows: int
     right_aligned: list[bool] = field(default_factory=list)
+    # Why a widget asking for another kind of chart shows its table instead.
+    problem: ScriptError | None = None
 
 
 @dataclass
@@ -422,7 +425,7 @@ def table_panel(table: pa.Table, title: str, position: Position) -> TablePanel:
     shown = table.slice(0, TABLE_ROW_LIMIT)
     columns, aligned = [], []
     for f in shown.schema:
-        fmt, right = value_formatter(f, None)
+        fmt, right = value_formatter(f, dt.UTC)  # the page's times are UTC, as the charts' axes
         values = column_values(f, shown[f.name])
         columns.append(["" if v is None else fmt(v) for v in values])
         aligned.append(right)
@@ -433,7 +436,7 @@ def table_panel(table: pa.Table, title: str, position: Position) -> TablePanel:
 def _text_of(value, field_: pa.Field) -> str:
     from pxq.render.table import value_formatter
 
-    return "" if value is None else value_formatter(field_, None)[0](value)
+    return "" if value is None else value_formatter(field_, dt.UTC)[0](value)
 
 
 def graph_panel(table: pa.Table, spec: dict, title: str, position: Position, path=()) -> GraphPanel:
@@ -583,11 +586,12 @@ def vis_panels(results: dict[str, pa.Table], vis: VisSource) -> list[Panel]:
             elif kind in ("Table", ""):
                 panels.append(table_panel(table, str(name), position))
             else:
-                raise _WidgetProblem(
-                    f"pxq does not draw {kind} widgets; shown as a table",
-                    path + ("@type",),
-                    f"drawn kinds: {', '.join(['Table', *_WIDGETS])}",
+                fallback = table_panel(table, str(name), position)
+                kinds = ", ".join(["Table", *_WIDGETS])
+                fallback.problem = vis.error(
+                    f"pxq does not draw {kind} widgets; shown as a table", path + ("@type",), f"drawn kinds: {kinds}"
                 )
+                panels.append(fallback)
         except _WidgetProblem as problem:
             panels.append(ProblemPanel(str(name), position, vis.error(problem.message, problem.path, problem.hint)))
     rest = {d: t for d, t in results.items() if d not in used}
@@ -645,9 +649,9 @@ def default_panels(results: dict[str, pa.Table], top: int = 0) -> list[Panel]:
             series = _series_column(table)
             for i, metric in enumerate(metrics):
                 entry = {"value": metric, "series": series} if series else {"value": metric}
-                position = Position(0 if i % 2 == 0 else 6, y + 3 * (i // 2), 6, 3)
+                position = Position(0 if i % 2 == 0 else 6, y + 4 * (i // 2), 6, 4)
                 panels.append(timeseries_panel(table, {"timeseries": [entry]}, f"{display}: {metric}", position))
-            y += 3 * ((len(metrics) + 1) // 2)
+            y += 4 * ((len(metrics) + 1) // 2)
         elif table.num_rows and ends:
             weight = metrics[0] if metrics else None
             panels.append(

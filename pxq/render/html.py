@@ -98,7 +98,8 @@ def _base_layout(**extra) -> dict:
         "margin": {"l": 60, "r": 20, "t": 10, "b": 40},
         "autosize": True,
         "font": {"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12},
-        "legend": {"orientation": "h", "yanchor": "top", "y": -0.12, "font": {"size": 11}},
+        # Below the axis, clear of its two-line date labels.
+        "legend": {"orientation": "h", "yanchor": "top", "y": -0.2, "font": {"size": 11}},
         "hoverlabel": {"namelength": -1},
     }
     layout.update(extra)
@@ -374,7 +375,8 @@ main { display: grid; grid-template-columns: repeat(12, minmax(0, 1fr)); grid-au
 .panel .body { flex: 1; min-height: 0; position: relative; }
 .panel .chart { position: absolute; inset: 0; }
 .panel .note { padding: 0 14px 6px; color: #5b6478; font-size: 12px; }
-.table { overflow: auto; height: 100%%; }
+.panel .body:has(pre.problem + .table) { display: flex; flex-direction: column; }
+.table { overflow: auto; height: 100%%; flex: 1; }
 table { border-collapse: collapse; font-size: 12px; width: 100%%; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #e6e9f0; text-align: left; white-space: nowrap; }
 th { position: sticky; top: 0; background: #f7f8fb; font-weight: 600; }
@@ -410,7 +412,8 @@ def _panel_html(panel: Panel, index: int) -> tuple[str, str]:
     if isinstance(panel, TablePanel):
         shown = len(panel.rows)
         note = f"{panel.total_rows:,} rows" + (f", first {shown:,} shown" if shown < panel.total_rows else "")
-        return _table_html(panel), note
+        problem = f'<pre class="problem">{html.escape(panel.problem.render())}</pre>' if panel.problem else ""
+        return problem + _table_html(panel), note
     if isinstance(panel, ProblemPanel):
         return f'<pre class="problem">{html.escape(panel.message)}</pre>', ""
     if isinstance(panel, FlamegraphPanel):
@@ -480,6 +483,8 @@ class HtmlWriter:
         for panel in panels:
             if isinstance(panel, ProblemPanel):
                 print(f"pxq: {panel.message}", file=sys.stderr)
+            elif isinstance(panel, TablePanel) and panel.problem:
+                print(f"pxq: {panel.problem.render()}", file=sys.stderr)
         rows = sum(t.num_rows for t in results.values())
         made = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         subtitle = (

@@ -211,3 +211,29 @@ def test_a_table_panel_shows_values_as_the_terminal_table_does():
     (panel,) = [p for p in default_panels({"t": table}) if isinstance(p, TablePanel)]
     assert panel.rows == [["1.5 ms"], [""]]
     assert pd.isna(table.to_pandas().latency[1])
+
+
+def test_a_widget_kind_pxq_does_not_draw_shows_its_table_and_says_why():
+    text = '{"widgets": [{"name": "t", "displaySpec": {"@type": "types.px.dev/px.vispb.VegaChart"}}]}'
+    table = _table({"a": [1, 2]})
+    (panel,) = vis_panels({"t": table}, VisSource(json.loads(text), text, "vis.json"))
+    assert isinstance(panel, TablePanel) and panel.total_rows == 2
+    at = text.index('"types.px.dev/px.vispb.VegaChart"') + 1
+    assert panel.problem.render().startswith(f"vis.json:1:{at}: error: widgets[0].displaySpec.@type: pxq does not draw")
+
+
+def test_mode_bar_time_series_are_stacked_bars():
+    from pxq.render.html import timeseries_figure as figure
+
+    table = _stats_table(np.random.default_rng(1), services=3, rows=40)
+    spec = {"timeseries": [{"value": "requests", "series": "service", "stackBySeries": True, "mode": "MODE_BAR"}]}
+    (panel,) = vis_panels(
+        {"w": table},
+        VisSource(
+            {"widgets": [{"name": "w", "displaySpec": {"@type": "types.px.dev/px.vispb.TimeseriesChart", **spec}}]}
+        ),
+    )
+    drawn = figure(panel)
+    assert {t.type for t in drawn.data} == {"bar"} and drawn.layout.barmode == "stack"
+    expected = table.to_pandas().groupby("service").requests.sum().to_dict()
+    assert {t.name: float(np.sum(t.y)) for t in drawn.data} == expected
