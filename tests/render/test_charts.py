@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from hypothesis import example, given, strategies as st
 
 from pxq.errors import UsageError
 from pxq.library import Script
@@ -237,3 +238,32 @@ def test_mode_bar_time_series_are_stacked_bars():
     assert {t.type for t in drawn.data} == {"bar"} and drawn.layout.barmode == "stack"
     expected = table.to_pandas().groupby("service").requests.sum().to_dict()
     assert {t.name: float(np.sum(t.y)) for t in drawn.data} == expected
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _paths(value, prefix=()):
+    yield prefix, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _paths(item, (*prefix, i))
+
+
+@given(doc=_JSON, indent=st.sampled_from([None, 0, 2]), ascii_only=st.booleans())
+@example(doc={'a"b': [1, {"c:": "},"}], "": {"": None}}, indent=None, ascii_only=True)
+def test_json_span_slices_out_the_value_at_every_path(doc, indent, ascii_only):
+    text = json.dumps(doc, indent=indent, ensure_ascii=ascii_only)
+    for path, value in _paths(doc):
+        span = json_span(text, path)
+        assert span is not None, path
+        assert json.loads(text[span.start_pos : span.end_pos]) == value
+        line_start = text.rfind("\n", 0, span.start_pos) + 1
+        assert (span.line, span.column) == (text.count("\n", 0, span.start_pos) + 1, span.start_pos - line_start + 1)
