@@ -291,6 +291,11 @@ def _column(table: pa.Table, spec: dict, key: str, path: tuple, *, required: boo
     return name
 
 
+def _title(spec: dict, default: str) -> str:
+    title = spec.get("title")
+    return title if isinstance(title, str) and title else default
+
+
 def _axis_label(spec: dict, key: str, default: str) -> str:
     axis = spec.get(key)
     label = axis.get("label") if isinstance(axis, dict) else None
@@ -354,7 +359,7 @@ def timeseries_panel(table: pa.Table, spec: dict, title: str, position: Position
     default_label = entries[0].get("value", "") if len(entries) == 1 else ""
     unit = units[0] if len(set(units)) == 1 else ""
     return TimeseriesPanel(
-        spec.get("title") or title,
+        _title(spec, title),
         position,
         series,
         Axis(_axis_label(spec, "yAxis", default_label), unit),
@@ -376,7 +381,7 @@ def bar_panel(table: pa.Table, spec: dict, title: str, position: Position, path=
     )
     parts, _ = _split_series(table, split, _labels(table[label]), _floats(table[value]))
     return BarPanel(
-        spec.get("title") or title,
+        _title(spec, title),
         position,
         parts,
         Axis(
@@ -397,7 +402,7 @@ def histogram_panel(table: pa.Table, spec: dict, title: str, position: Position,
     prebin = _column(table, hist, "prebinCount", where, required=False, numeric=True)
     max_bins = hist.get("maxbins")
     return HistogramPanel(
-        spec.get("title") or title,
+        _title(spec, title),
         position,
         Axis(_axis_label(spec, "xAxis", value), unit_of(table.schema.field(value))),
         Axis(_axis_label(spec, "yAxis", "count")),
@@ -416,7 +421,7 @@ def stat_panel(table: pa.Table, spec: dict, title: str, position: Position, path
     ordered = _sorted_by_time(table, time_col) if time_col else table
     column = ordered[value].drop_null()  # Pixie shows the latest value
     latest = column[len(column) - 1].as_py() if len(column) else None
-    return StatPanel(spec.get("title") or title, position, latest, Axis(value, unit_of(table.schema.field(value))))
+    return StatPanel(_title(spec, title), position, latest, Axis(value, unit_of(table.schema.field(value))))
 
 
 def table_panel(table: pa.Table, title: str, position: Position) -> TablePanel:

@@ -267,3 +267,56 @@ def test_json_span_slices_out_the_value_at_every_path(doc, indent, ascii_only):
         assert json.loads(text[span.start_pos : span.end_pos]) == value
         line_start = text.rfind("\n", 0, span.start_pos) + 1
         assert (span.line, span.column) == (text.count("\n", 0, span.start_pos) + 1, span.start_pos - line_start + 1)
+
+
+_KINDS = [
+    "TimeseriesChart",
+    "BarChart",
+    "HistogramChart",
+    "StatChart",
+    "Graph",
+    "RequestGraph",
+    "StackTraceFlameGraph",
+    "Table",
+    "VegaChart",
+]
+_NAMES = st.sampled_from(["timestamp", "service", "requests", "latency_p50", "nope", "", 3, None])
+_FIELD = st.one_of(_NAMES, _JSON)
+_SPEC_PARTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "timeseries": st.lists(
+            st.dictionaries(st.sampled_from(["value", "series", "mode", "stackBySeries"]), _FIELD), max_size=2
+        )
+        | _JSON,
+        "bar": st.dictionaries(st.sampled_from(["value", "label", "stackBy", "groupBy", "horizontal"]), _FIELD) | _JSON,
+        "histogram": st.dictionaries(st.sampled_from(["value", "prebinCount", "maxbins"]), _FIELD) | _JSON,
+        "stat": st.dictionaries(st.just("value"), _FIELD) | _JSON,
+        "adjacencyList": st.dictionaries(st.sampled_from(["fromColumn", "toColumn"]), _FIELD) | _JSON,
+        "edgeWeightColumn": _FIELD,
+        "edgeColorColumn": _FIELD,
+        "edgeHoverInfo": st.lists(_NAMES, max_size=2) | _JSON,
+        "edgeThresholds": st.dictionaries(st.sampled_from(["mediumThreshold", "highThreshold"]), _FIELD) | _JSON,
+        "requestorServiceColumn": _FIELD,
+        "responderServiceColumn": _FIELD,
+        "stacktraceColumn": _FIELD,
+        "countColumn": _FIELD,
+        "title": _FIELD,
+        "yAxis": _JSON,
+    },
+)
+
+
+@given(kind=st.sampled_from(_KINDS), parts=_SPEC_PARTS, position=_JSON)
+@example(kind="TimeseriesChart", parts={"timeseries": [{"value": "requests"}], "title": 3}, position=None)
+def test_any_display_spec_becomes_a_panel_or_a_positioned_problem_never_an_exception(kind, parts, position):
+    from pxq.render.html import report_html
+
+    table = _stats_table(np.random.default_rng(0), services=3, rows=12)
+    widget = {"name": "w", "position": position, "displaySpec": {"@type": f"types.px.dev/px.vispb.{kind}", **parts}}
+    text = json.dumps({"widgets": [widget]}, indent=1)
+    panels = vis_panels({"w": table}, VisSource(json.loads(text), text, "vis.json"))
+    assert len(panels) == 1
+    if isinstance(panels[0], ProblemPanel):
+        assert panels[0].message.startswith("vis.json:")
+    report_html(panels, "t")
