@@ -30,6 +30,7 @@ from pxq.types import SemanticType
 
 GRID_COLUMNS = 12  # Pixie's live view grid
 TABLE_ROW_LIMIT = 500  # rows a table panel shows; the page says how many more there are
+BAR_LIMIT = 20  # bars in a default bar chart: the rows with the largest values
 SERIES_LIMIT = 8  # series drawn per chart: the busiest ones, so lines and legend stay readable
 
 
@@ -636,6 +637,24 @@ def _series_column(table: pa.Table) -> str | None:
     return best[0] if best else None
 
 
+def top_bars(table: pa.Table, display: str, metric: str, y: int) -> BarPanel | None:
+    """The ``BAR_LIMIT`` rows with the largest ``metric`` as horizontal bars, each labelled by the
+    row's text columns (the first three: e.g. destination, method, path); None without text columns."""
+    keys = [f.name for f in table.schema if is_text(f.type) and semantic_of(f) is not SemanticType.JSON][:3]
+    if not keys:
+        return None
+    # Nulls sort last by default, so rows without a value are the ones left out.
+    top = table.take(pc.sort_indices(table, [(metric, "descending")])[:BAR_LIMIT])
+    label = " / ".join(keys)
+    parts = [pc.fill_null(top[k].cast(pa.string()), "") for k in keys]
+    labelled = pa.table({label: pc.binary_join_element_wise(*parts, " "), metric: top[metric]})
+    labelled = labelled.cast(pa.schema([labelled.schema.field(label), table.schema.field(metric)]))
+    spec = {"bar": {"value": metric, "label": label, "horizontal": True}}
+    shown = f"top {top.num_rows} of {table.num_rows}" if top.num_rows < table.num_rows else "all rows"
+    height = 3 if top.num_rows <= 10 else 5
+    return bar_panel(labelled, spec, f"{display}: {metric} by {label} ({shown})", Position(0, y, GRID_COLUMNS, height))
+
+
 def default_panels(results: dict[str, pa.Table], top: int = 0) -> list[Panel]:
     """The charts a display's columns suggest: stacks → flamegraph; a time column → one time series
     per metric, split by the text column naming the series; two endpoint columns → a flow graph;
@@ -663,12 +682,9 @@ def default_panels(results: dict[str, pa.Table], top: int = 0) -> list[Panel]:
                 _graph(table, display, Position(0, y, GRID_COLUMNS, 4), ends[0], ends[1], weight, None, metrics, None)
             )
             y += 4
-        elif 0 < table.num_rows <= 50 and metrics:
-            labels = [f.name for f in table.schema if is_text(f.type)]
-            if labels:
-                spec = {"bar": {"value": metrics[0], "label": labels[0], "horizontal": True}}
-                panels.append(bar_panel(table, spec, f"{display}: {metrics[0]} by {labels[0]}", Position(0, y, 12, 3)))
-                y += 3
+        elif table.num_rows and metrics and (bars := top_bars(table, display, metrics[0], y)) is not None:
+            panels.append(bars)
+            y += bars.position.h
         height = int(min(6, max(2, 1 + np.ceil(min(table.num_rows, 20) / 5))))
         panels.append(table_panel(table, display, Position(0, y, GRID_COLUMNS, height)))
         y += height

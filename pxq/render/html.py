@@ -166,6 +166,8 @@ def bar_figure(panel: BarPanel):
         )
     value_settings = {"title": {"text": _with_unit(panel.value_axis.label, unit)}}
     label_settings = {"title": {"text": panel.label_axis.label}, "type": "category"}
+    if panel.horizontal:  # the first row on top, in reading order
+        label_settings["autorange"] = "reversed"
     if panel.series:
         value_settings.update(scaled([], panel.value_axis)[1])
     fig.update_layout(

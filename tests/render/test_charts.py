@@ -112,6 +112,26 @@ def test_no_time_column_label_and_metric_is_a_bar_chart():
     assert dict(zip(series.x, series.y, strict=True)) == {"200": 7.0, "404": 2.0, "500": 1.0}
 
 
+def test_many_rows_without_time_are_the_top_bars_labelled_by_their_text_columns():
+    rng = np.random.default_rng(4)
+    requests = rng.permutation(np.arange(1, 61)) * 3  # distinct: the top 20 are unambiguous
+    table = _table(
+        {
+            "service": [f"s{i % 4}" for i in range(60)],
+            "path": [f"/p{i}" for i in range(60)],
+            "requests": requests.tolist(),
+            "headers": _marked("headers", ["{}"] * 60, SemanticType.JSON, pa.string()),
+        }
+    )
+    bars = default_panels({"stats": table})[0]
+    assert isinstance(bars, BarPanel) and bars.horizontal
+    assert bars.title == "stats: requests by service / path (top 20 of 60)"
+    frame = table.to_pandas().nlargest(20, "requests")
+    (series,) = bars.series
+    assert series.x == (frame.service + " " + frame.path).tolist()
+    assert series.y == frame.requests.astype(float).tolist()
+
+
 def test_endpoint_columns_make_a_flow_graph():
     table = _table({"requestor": ["a", "a", "b"], "responder": ["b", "c", "c"], "requests": [3, 1, 2]})
     graph = default_panels({"flows": table})[0]
