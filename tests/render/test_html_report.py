@@ -45,7 +45,12 @@ PAGE_STATE = r"""
     const pre = s.querySelector('pre.problem');
     if (pre) info.problem = pre.textContent;
     const frame = s.querySelector('iframe');
-    if (frame) info.srcdoc = frame.getAttribute('srcdoc');
+    if (frame) {
+      info.srcdoc = frame.getAttribute('srcdoc');
+      // The flamegraph's own script ran inside the frame (it exposes its frame nodes).
+      const api = frame.contentWindow.pxqFlamegraph;
+      info.frame_nodes = api ? api.nodes.length : null;
+    }
     out[s.querySelector('h2').textContent] = info;
   }
   return out;
@@ -265,6 +270,10 @@ def test_vis_widgets_draw_with_the_data_pandas_computes(tmp_path, capture, event
     svg = panels["Stacks"]["srcdoc"]
     assert svg.startswith("<?xml") or "<svg" in svg[:300]
     assert f"{len(events):,} samples" in svg
+    # Its frames: the root, one per method, one per method and path.
+    assert panels["Stacks"]["frame_nodes"] == 1 + events.req_method.nunique() + len(
+        events.groupby(["req_method", "req_path"])
+    )
 
     # Layout: Pixie's grid. x=6 starts half way; y=3 below y=0; w=12 spans both halves.
     left, right = panels["Requests"]["rect"], panels["Status codes"]["rect"]
