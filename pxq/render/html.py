@@ -151,9 +151,12 @@ def bar_figure(panel: BarPanel):
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    unit = ""
+    # One scale for every series, so the axis' unit holds for all bars.
+    everything = [v for s in panel.series for v in s.y]
+    scale = _duration_scale(everything) if panel.value_axis.unit == "duration" else None
+    _, value_axis, unit = scaled(everything, panel.value_axis, scale)
     for i, series in enumerate(panel.series):
-        values, value_axis, unit = scaled(series.y, panel.value_axis)
+        values = scaled(series.y, panel.value_axis, scale)[0]
         labels = [str(v) for v in series.x]
         xy = {"x": values, "y": labels} if panel.horizontal else {"x": labels, "y": values}
         fig.add_trace(
@@ -164,12 +167,10 @@ def bar_figure(panel: BarPanel):
                 marker_color=PALETTE[i % len(PALETTE)],
             )
         )
-    value_settings = {"title": {"text": _with_unit(panel.value_axis.label, unit)}}
+    value_settings = {"title": {"text": _with_unit(panel.value_axis.label, unit)}, **value_axis}
     label_settings = {"title": {"text": panel.label_axis.label}, "type": "category"}
     if panel.horizontal:  # the first row on top, in reading order
         label_settings["autorange"] = "reversed"
-    if panel.series:
-        value_settings.update(scaled([], panel.value_axis)[1])
     fig.update_layout(
         **_base_layout(
             barmode="stack" if panel.stacked else "group",

@@ -340,3 +340,23 @@ def test_any_display_spec_becomes_a_panel_or_a_positioned_problem_never_an_excep
     if isinstance(panels[0], ProblemPanel):
         assert panels[0].message.startswith("vis.json:")
     report_html(panels, "t")
+
+
+def test_bars_of_durations_share_one_unit_across_series():
+    """Regression: each series was scaled by its own largest value while the axis said "ns"."""
+    from pxq.render.html import bar_figure
+
+    table = _table(
+        {
+            "pod": ["a", "a", "b"],
+            "method": ["GET", "PUT", "GET"],
+            "latency": _marked("latency", [2_000_000, 3_000_000_000, 5_000], SemanticType.DURATION_NS),
+        }
+    )
+    spec = {"bar": {"value": "latency", "label": "pod", "groupBy": "method"}}
+    widget = {"name": "w", "displaySpec": {"@type": "types.px.dev/px.vispb.BarChart", **spec}}
+    (panel,) = vis_panels({"w": table}, VisSource({"widgets": [widget]}))
+    figure = bar_figure(panel)
+    assert figure.layout.yaxis.ticksuffix == " s"  # the largest value, 3e9 ns, reads in seconds
+    drawn = {(t.name, x): y for t in figure.data for x, y in zip(t.x, t.y, strict=True)}
+    assert drawn == {("GET", "a"): 0.002, ("GET", "b"): 0.000005, ("PUT", "a"): 3.0}
