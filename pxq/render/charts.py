@@ -693,8 +693,10 @@ def default_panels(results: dict[str, pa.Table], top: int = 0) -> list[Panel]:
 
 def checked_script(script):
     """``script`` (a ``pxq.library.Script``) without the vis.json widgets whose function the script
-    does not define, so that the others still run, and its ``VisSource`` recording why each was
-    left out (None without a vis.json). A script that does not parse is left to the compiler."""
+    does not define (or whose globalFuncOutputName names no global function), so that the others
+    still run, and its ``VisSource`` recording why each was left out (None without a vis.json).
+    A script that does not parse, or a vis.json whose lists are not lists, is left to the compiler
+    and its usage errors."""
     from dataclasses import replace
 
     from pxq.errors import PxqError
@@ -708,6 +710,8 @@ def checked_script(script):
     except PxqError:
         return script, vis
     defined = sorted(s.name for s in module.body if isinstance(s, ast.FunctionDef))
+    if not all(isinstance(script.vis.get(key) or [], list) for key in ("globalFuncs", "widgets")):
+        return script, vis
     global_funcs = {}
     for j, entry in enumerate(script.vis.get("globalFuncs") or []):
         if isinstance(entry, dict) and isinstance(entry.get("func"), dict):
@@ -720,6 +724,17 @@ def checked_script(script):
             func, path = widget["func"], ("widgets", i, "func", "name")
         elif widget.get("func") is None and widget.get("globalFuncOutputName") in global_funcs:
             func, path = global_funcs[widget["globalFuncOutputName"]]
+        elif widget.get("func") is None and isinstance(widget.get("globalFuncOutputName"), str):
+            output = widget["globalFuncOutputName"]
+            outputs = sorted(k for k in global_funcs if isinstance(k, str))
+            near = closest(output, outputs)
+            vis.problems[i] = vis.error(
+                f"globalFuncOutputName {output!r} names no globalFuncs entry",
+                ("widgets", i, "globalFuncOutputName"),
+                (f"did you mean {near[0]!r}? " if near else "") + f"outputs: {', '.join(outputs) or 'none'}",
+            )
+            widgets[i] = {k: v for k, v in widget.items() if k != "globalFuncOutputName"}
+            continue
         else:
             continue
         name = func.get("name")

@@ -210,16 +210,25 @@ def test_undefined_function_leaves_the_other_widgets_their_display_names(tmp_pat
             {"name": "one", "func": {"name": "f", **call}},
             {"func": {"name": "missing", **call}},
             {"func": {"name": "f", **call}},
-        ]
+            {"name": "global", "globalFuncOutputName": "shared"},
+            {"name": "typo", "globalFuncOutputName": "shraed"},
+        ],
+        "globalFuncs": [{"outputName": "shared", "func": {"name": "f", **call}}],
     }
     (folder / "vis.json").write_text(json.dumps(vis, indent=1))
     script = Script("s", pxl, str(folder / "s.pxl"), vis)
     checked, source = checked_script(script)
-    assert list(source.problems) == [1]
+    assert list(source.problems) == [1, 4]
     assert "function 'missing' is not defined in s.pxl" in source.problems[1].render()
+    typo = source.problems[4].render()
+    assert "globalFuncOutputName 'shraed' names no globalFuncs entry" in typo
+    assert "did you mean 'shared'?" in typo
     write_synthetic_capture(str(tmp_path / "cap"), 20, seed=1)
     _, results = run_script(checked, source=str(tmp_path / "cap"))
-    assert list(results.tables) == ["one", "output_2"]
+    assert list(results.tables) == ["one", "output_2", "global"]
+    # Malformed lists are left for the script plan's own usage error.
+    malformed = Script("s", pxl, str(folder / "s.pxl"), {"widgets": 5})
+    assert checked_script(malformed)[0] is malformed
 
 
 def test_html_needs_an_output_file(tmp_path):
