@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,8 +100,32 @@ class HistogramPanel(Panel):
     value_axis: Axis
     count_axis: Axis
     values: list  # the raw values (binned by the chart), or the left edges of prebinned bins
-    counts: list | None = None  # prebinned counts per value
+    counts: list | None = None  # prebinned: the count of each bin
     max_bins: int = 10
+    bin_width: float | None = None  # prebinned: the width of every bin, in the values' unit
+
+
+def resample_bins(
+    lefts: list, counts: list, min_step: float, max_bins: int
+) -> tuple[list[float], list[float], float | None]:
+    """Prebinned counts (bin left edge → count) as at most ``max_bins`` equal bins: the step is the
+    smallest gap between the given edges (``min_step`` when there is only one edge), widened by a
+    whole factor until the bins fit, as Pixie resamples a HistogramChart's prebinned data."""
+    pairs = [(v, c or 0.0) for v, c in zip(lefts, counts, strict=True) if v is not None and math.isfinite(v)]
+    if not pairs:
+        return [], [], None
+    edges = sorted({v for v, _ in pairs})
+    gaps = [b - a for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    step = min(gaps) if gaps else (min_step if min_step > 0 else 1.0)
+    low, high = edges[0], edges[-1]
+    factor = max(1, math.ceil((round((high - low) / step) + 1) / max(max_bins, 1)))
+    width = step * factor
+    summed: dict[float, float] = {}
+    for v, c in pairs:
+        left = low + math.floor(round((v - low) / step) / factor) * width
+        summed[left] = summed.get(left, 0.0) + c
+    out = sorted(summed)
+    return out, [summed[v] for v in out], width
 
 
 @dataclass
@@ -401,16 +426,17 @@ def histogram_panel(table: pa.Table, spec: dict, title: str, position: Position,
     where = path + ("histogram",)
     value = _column(table, hist, "value", where, numeric=True)
     prebin = _column(table, hist, "prebinCount", where, required=False, numeric=True)
-    max_bins = hist.get("maxbins")
-    return HistogramPanel(
-        _title(spec, title),
-        position,
-        Axis(_axis_label(spec, "xAxis", value), unit_of(table.schema.field(value))),
-        Axis(_axis_label(spec, "yAxis", "count")),
-        _floats(table[value]),
-        _floats(table[prebin]) if prebin else None,
-        int(max_bins) if isinstance(max_bins, (int, float, str)) and str(max_bins).isdigit() else 10,
-    )
+    raw_bins, raw_step = hist.get("maxbins"), hist.get("minstep")
+    max_bins = int(raw_bins) if isinstance(raw_bins, (int, str)) and str(raw_bins).isdigit() else 10
+    min_step = float(raw_step) if isinstance(raw_step, (int, float)) and math.isfinite(raw_step) else 0.0
+    value_axis = Axis(_axis_label(spec, "xAxis", value), unit_of(table.schema.field(value)))
+    count_axis = Axis(_axis_label(spec, "yAxis", "count"))
+    if prebin is None:
+        return HistogramPanel(
+            _title(spec, title), position, value_axis, count_axis, _floats(table[value]), None, max_bins
+        )
+    lefts, counts, width = resample_bins(_floats(table[value]), _floats(table[prebin]), min_step, max(max_bins, 1))
+    return HistogramPanel(_title(spec, title), position, value_axis, count_axis, lefts, counts, max_bins, width)
 
 
 def stat_panel(table: pa.Table, spec: dict, title: str, position: Position, path=()) -> StatPanel:

@@ -187,13 +187,18 @@ def bar_figure(panel: BarPanel):
 def histogram_figure(panel: HistogramPanel):
     import plotly.graph_objects as go
 
-    values, axis, unit = scaled(panel.values, panel.value_axis)
+    ends = panel.values + ([v + panel.bin_width for v in panel.values] if panel.bin_width else [])
+    scale = _duration_scale(ends) if panel.value_axis.unit == "duration" else None
+    values, axis, unit = scaled(panel.values, panel.value_axis, scale)
     fig = go.Figure()
     if panel.counts is None:
         fig.add_trace(go.Histogram(x=values, nbinsx=panel.max_bins, marker_color=PALETTE[0]))
-    else:  # prebinned: the counts are summed into at most max_bins bins, as Pixie resamples them
+    else:  # prebinned and resampled (charts.resample_bins): bars from each left edge, one bin wide
+        width = scaled([panel.bin_width], panel.value_axis, scale)[0][0]
         fig.add_trace(
-            go.Histogram(x=values, y=panel.counts, histfunc="sum", nbinsx=panel.max_bins, marker_color=PALETTE[0])
+            go.Bar(
+                x=values, y=panel.counts, width=width, offset=0, marker_color=PALETTE[0], name=panel.count_axis.label
+            )
         )
     if not values:
         _no_data(fig)

@@ -369,3 +369,23 @@ def test_bars_of_durations_share_one_unit_across_series():
     assert figure.layout.yaxis.ticksuffix == " s"  # the largest value, 3e9 ns, reads in seconds
     drawn = {(t.name, x): y for t in figure.data for x, y in zip(t.x, t.y, strict=True)}
     assert drawn == {("GET", "a"): 0.002, ("GET", "b"): 0.000005, ("PUT", "a"): 3.0}
+
+
+@pytest.mark.parametrize(
+    "lefts, counts, min_step, max_bins, expected",
+    [
+        # Fits: unchanged, the step the smallest gap.
+        ([0, 10, 30], [1, 2, 3], 0, 10, ([0, 10, 30], [1, 2, 3], 10)),
+        # 6 bins of 10 into at most 3: pairs merged, 20 wide.
+        ([0, 10, 20, 30, 40, 50], [1, 1, 1, 1, 1, 5], 0, 3, ([0, 20, 40], [2, 2, 6], 20)),
+        # One bin: minstep gives its width (the redis_stats histogram, all requests under 50 ms).
+        ([0], [140], 50_000_000, 10, ([0], [140], 50_000_000)),
+        # Nulls: a bin without an edge is dropped; a null count counts nothing.
+        ([None, 5, 10], [9, None, 2], 0, 10, ([5, 10], [0, 2], 5)),
+    ],
+)
+def test_prebinned_histograms_resample_to_at_most_maxbins(lefts, counts, min_step, max_bins, expected):
+    from pxq.render.charts import resample_bins
+
+    got = resample_bins(lefts, counts, min_step, max_bins)
+    assert got == (list(map(float, expected[0])), list(map(float, expected[1])), float(expected[2]))

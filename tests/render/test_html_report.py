@@ -239,14 +239,14 @@ def test_vis_widgets_draw_with_the_data_pandas_computes(tmp_path, capture, event
     expected_status = events.resp_status.astype("int64").astype(str).value_counts().to_dict()
     assert dict(zip(bars["y"], bars["x"], strict=True)) == expected_status  # horizontal: labels on y
 
-    # Histogram: the prebinned 5 ms bins and their counts; x in the largest unit the values reach.
+    # Histogram: the prebinned 5 ms bins, merged k at a time (k the least making at most maxbins=10
+    # bins, as Pixie resamples), drawn as bars from their left edges; x in ms, the axis' unit.
     (hist,) = panels["Latency"]["traces"]
-    bins = (events.latency.dropna() // 5_000_000 * 5_000_000).value_counts()
-    divisor = next(d for d in (1e9, 1e6, 1e3, 1) if bins.index.max() >= d)
-    assert divisor == 1e6  # the synthetic latencies reach milliseconds, not seconds
-    got = dict(zip(hist["x"], hist["y"], strict=True))
-    assert got == {b / divisor: float(c) for b, c in bins.items()}
-
+    lefts = events.latency.dropna() // 5_000_000 * 5_000_000
+    k = -(-(int((lefts.max() - lefts.min()) // 5_000_000) + 1) // 10)
+    merged = (lefts.min() + (lefts - lefts.min()) // (k * 5_000_000) * (k * 5_000_000)).value_counts()
+    assert lefts.max() >= 1e6 > lefts.max() / 1e3  # the synthetic latencies read in ms
+    assert dict(zip(hist["x"], hist["y"], strict=True)) == {b / 1e6: float(c) for b, c in merged.items()}
     # Stat: Pixie shows the latest row's value: a method's requests in the last 10 s bin.
     times = events.time_.astype("int64")
     last_bin = (times // TEN_S).max()
