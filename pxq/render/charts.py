@@ -328,10 +328,14 @@ def _axis_label(spec: dict, key: str, default: str) -> str:
     return label if isinstance(label, str) and label else default
 
 
-def _split_series(table: pa.Table, series_col: str | None, x: list, y: list) -> tuple[list[Series], int]:
+def _split_series(
+    table: pa.Table, series_col: str | None, x: list, y: list, *, sum_rest: bool = False
+) -> tuple[list[Series], int]:
     """Rows split by ``series_col`` (all rows one series without it): the ``SERIES_LIMIT`` series
     with the most rows (then by name), in name order, and how many more there were. Ranking by
-    rows, not by the value drawn, keeps the same series (and colours) in every chart of a display."""
+    rows, not by the value drawn, keeps the same series (and colours) in every chart of a display.
+    ``sum_rest`` (stacked charts, whose total must stay true): the others summed per x as one more
+    series, "other (N)"."""
     if series_col is None:
         return [Series("", x, y)], 0
     keys = _labels(table[series_col])
@@ -342,7 +346,16 @@ def _split_series(table: pa.Table, series_col: str | None, x: list, y: list) -> 
         ys.append(yv)
     ranked = sorted(by_key, key=lambda k: (-len(by_key[k][0]), k))
     kept = sorted(ranked[:SERIES_LIMIT])
-    return [Series(k, *by_key[k]) for k in kept], max(0, len(ranked) - SERIES_LIMIT)
+    series = [Series(k, *by_key[k]) for k in kept]
+    rest = ranked[SERIES_LIMIT:]
+    if sum_rest and rest:
+        totals: dict = {}
+        for key in rest:
+            for xv, yv in zip(*by_key[key], strict=True):
+                totals[xv] = totals.get(xv, 0.0) + (yv or 0.0)
+        xs = sorted(totals, key=lambda v: (v is None, v))
+        series.append(Series(f"other ({len(rest)})", xs, [totals[v] for v in xs]))
+    return series, len(rest)
 
 
 def _sorted_by_time(table: pa.Table, time_col: str) -> pa.Table:
@@ -373,7 +386,8 @@ def timeseries_panel(table: pa.Table, spec: dict, title: str, position: Position
         where = path + ("timeseries", i)
         value = _column(table, entry, "value", where, numeric=True)
         series_col = _column(table, entry, "series", where, required=False)
-        parts, more = _split_series(table, series_col, x, _floats(table[value]))
+        stack = bool(entry.get("stackBySeries"))
+        parts, more = _split_series(table, series_col, x, _floats(table[value]), sum_rest=stack)
         if len(entries) > 1 or series_col is None:
             for part in parts:
                 part.name = f"{value} {part.name}".strip()
@@ -381,7 +395,7 @@ def timeseries_panel(table: pa.Table, spec: dict, title: str, position: Position
         hidden += more
         units.append(unit_of(table.schema.field(value)))
         mode = {"MODE_POINT": "point", "MODE_AREA": "area", "MODE_BAR": "bar"}.get(entry.get("mode"), "line")
-        stacked = bool(entry.get("stackBySeries"))
+        stacked = stack
     default_label = entries[0].get("value", "") if len(entries) == 1 else ""
     unit = units[0] if len(set(units)) == 1 else ""
     return TimeseriesPanel(

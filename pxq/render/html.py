@@ -432,7 +432,10 @@ def _panel_html(panel: Panel, index: int) -> tuple[str, str]:
     if isinstance(panel, GraphPanel):
         note = graph_note(panel)
     if isinstance(panel, TimeseriesPanel) and panel.hidden_series:
-        note = f"the {len(panel.series)} busiest series shown, {panel.hidden_series} more not drawn"
+        if panel.stacked:
+            note = f"the {len(panel.series) - 1} busiest series, the other {panel.hidden_series} stacked as one"
+        else:
+            note = f"the {len(panel.series)} busiest series shown, {panel.hidden_series} more not drawn"
     figure = FIGURES[type(panel)](panel)
     div = pio.to_html(
         figure,

@@ -389,3 +389,15 @@ def test_prebinned_histograms_resample_to_at_most_maxbins(lefts, counts, min_ste
 
     got = resample_bins(lefts, counts, min_step, max_bins)
     assert got == (list(map(float, expected[0])), list(map(float, expected[1])), float(expected[2]))
+
+
+def test_stacked_series_beyond_the_limit_are_summed_so_the_stack_total_stays_true():
+    table = _stats_table(np.random.default_rng(8), services=12, rows=400)
+    spec = {"timeseries": [{"value": "requests", "series": "service", "stackBySeries": True, "mode": "MODE_BAR"}]}
+    widget = {"name": "w", "displaySpec": {"@type": "types.px.dev/px.vispb.TimeseriesChart", **spec}}
+    (panel,) = vis_panels({"w": table}, VisSource({"widgets": [widget]}))
+    assert [s.name for s in panel.series][-1] == "other (4)" and len(panel.series) == 9
+    frame = table.to_pandas()
+    frame["ns"] = frame.timestamp.astype("int64")
+    drawn = pd.DataFrame([(x, y) for s in panel.series for x, y in zip(s.x, s.y, strict=True)], columns=["ns", "y"])
+    assert drawn.groupby("ns").y.sum().to_dict() == frame.groupby("ns").requests.sum().astype(float).to_dict()
