@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--out",
         metavar="PATH",
-        help="where to write: a file (json, folded, svg, icicle, speedscope, pprof) or a directory "
+        help="where to write: a file (json, folded, svg, icicle, speedscope, pprof, html) or a directory "
         "(csv, parquet, or several displays); stderr says which files were written",
     )
     run.add_argument(
@@ -311,6 +311,11 @@ def cmd_run(args, script_argv: list[str]) -> int:
 
     duration = parse_duration(args.duration)  # checked with --from too: a typo is said, not ignored
     script = load_script(args.script)
+    vis = None
+    if args.output == "html":  # widgets calling undefined functions become messages; the rest still run
+        from pxq.render.charts import checked_script
+
+        script, vis = checked_script(script)
     script_args, wants_help = parse_script_args(script_argv)
     if wants_help:
         return _script_help(script)
@@ -336,7 +341,15 @@ def cmd_run(args, script_argv: list[str]) -> int:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         drops = store.drops
-    written = render(results.tables, args.output, args.out, max_rows=args.max_rows, zone=zone)
+    written = render(
+        results.tables,
+        args.output,
+        args.out,
+        max_rows=args.max_rows,
+        zone=zone,
+        vis=vis,
+        title=f"pxq run {script.name}",
+    )
     for line in written_lines(results.tables, written):
         print(line, file=sys.stderr)
     _report_drops(drops, _tables_read(compiled))

@@ -17,6 +17,7 @@ from pxq.render.base import Writer
 from pxq.render.csv import CsvWriter
 from pxq.render.flamegraph_svg import IcicleWriter, SvgWriter
 from pxq.render.folded import FoldedWriter
+from pxq.render.html import HtmlWriter
 from pxq.render.json import JsonWriter
 from pxq.render.parquet import ParquetWriter
 from pxq.render.pprof import PprofWriter
@@ -35,6 +36,7 @@ WRITERS: dict[str, Writer] = {
         IcicleWriter(),
         SpeedscopeWriter(),
         PprofWriter(),
+        HtmlWriter(),
     )
 }
 FORMATS: tuple[str, ...] = tuple(WRITERS)
@@ -48,12 +50,15 @@ def render(
     console=None,
     max_rows: int | None = None,
     zone=None,
+    vis=None,
+    title: str | None = None,
 ) -> dict[str, str]:
     """Write ``results`` in format ``fmt`` to stdout (or ``console``) or to ``out``.
 
     ``max_rows`` caps the rows shown by the terminal table; file formats always write every row.
     ``zone`` (a ``datetime.tzinfo``; None: the local zone) is the zone the terminal table shows
-    times in; machine formats (CSV, JSON, Parquet) always hold UTC.
+    times in; machine formats (CSV, JSON, Parquet) always hold UTC. ``vis`` (a
+    ``pxq.render.charts.VisSource``) lays out the HTML report; ``title`` heads it.
 
     Returns display → the file it was written to (empty when writing to stdout or ``console``).
     """
@@ -64,6 +69,8 @@ def render(
         hint = getattr(writer, "out_hint", "give an output directory")
         raise UsageError(f"output format {fmt!r} writes files: {hint}")
     extra = {"zone": zone} if getattr(writer, "shows_times", False) else {}
+    if getattr(writer, "takes_vis", False):
+        extra.update(vis=vis, title=title or "pxq report")
     paths = writer.write(results, None if out is None else str(out), console=console, max_rows=max_rows, **extra)
     if out is None:
         return {}

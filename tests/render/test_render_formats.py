@@ -21,7 +21,7 @@ EXPECTED = {name: values for name, _, _, values in COLUMNS}
 
 
 def test_registry_and_unknown_format(tmp_path):
-    assert FORMATS == ("table", "json", "csv", "parquet", "folded", "svg", "icicle", "speedscope", "pprof")
+    assert FORMATS == ("table", "json", "csv", "parquet", "folded", "svg", "icicle", "speedscope", "pprof", "html")
     assert set(WRITERS) == set(FORMATS) and all(WRITERS[f].name == f for f in FORMATS)
     with pytest.raises(UsageError) as info:
         render(RESULTS, "yaml")
