@@ -7,7 +7,16 @@
 
 A bundled script or file runs as a line magic: ``%pxq --from capture/ --script http_data``.
 Without ``--from`` the cell collects live (as root) for ``--for`` (default 10s), as ``pxq.run``
-and ``pxq run`` do without a source.
+and ``pxq run`` do without a source; unless a live session runs: then it queries the session's
+rolling window at once (:mod:`pxq.agent.live_window`)::
+
+    %pxq_session start --for-window 5m --tables http_events,stack_traces.beta [--pid PID]
+    %pxq_session            (what it collects, and since when)
+    %pxq_session stop
+
+An error in a cell (a syntax error, an unknown table or column) is printed as the positioned
+diagnostic, counting lines as the cell shows them (the ``%%pxq`` line is line 1); the session
+and the other cells go on.
 
 The cell's value is the pandas DataFrame of its only display, or a dict of them by name. Shown as
 the cell's output (once: ``x = %pxq ...`` only assigns), each display has its name and row count as
@@ -21,11 +30,15 @@ import argparse
 import html
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
 
 from pxq.errors import PxqError, UsageError
+
+if TYPE_CHECKING:
+    from pxq.api import Session
 
 # Rows of a display formatted for the notebook (the DataFrame holds them all), as the terminal
 # table's default --max-rows.
@@ -37,6 +50,44 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"%%pxq: {message}")
 
 
+def _session_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="%pxq_session", add_help=False)
+    parser.add_argument("action", nargs="?", choices=("start", "stop", "status"), default="status")
+    parser.add_argument("--for-window", dest="window", default="5m", help="how much to keep, e.g. 5m, 90s")
+    parser.add_argument("--tables", default="http_events", help="tables to collect, comma-separated")
+    parser.add_argument("--pid", type=int, action="append", help="collect only these processes (repeatable)")
+    return parser
+
+
+def session_command(line: str, session: Session | None) -> Session | None:
+    """The work of ``%pxq_session``: the session running afterwards (None: none), and what
+    happened said on stdout."""
+    from pxq.api import Session
+
+    opts = _session_parser().parse_args(shlex.split(line))
+    if opts.action == "start":
+        if session is not None and session.running:
+            raise UsageError(
+                f"a live session runs already ({', '.join(session.tables)}): `%pxq_session stop` it first"
+            )
+        tables = [t.strip() for t in opts.tables.split(",") if t.strip()]
+        session = Session(tables, window=opts.window, pids=opts.pid).start()
+        print(f"pxq: live session collecting {', '.join(session.tables)}, keeping the last {opts.window}")
+        return session
+    if session is None or not session.running:
+        print("pxq: no live session runs (start one with `%pxq_session start`)")
+        return None
+    if opts.action == "stop":
+        session.stop()
+        print("pxq: live session stopped")
+        return None
+    held = session.window.snapshot()
+    seconds = ((held.end_time_ns or 0) - (held.start_time_ns or 0)) / 1e9
+    rows = ", ".join(f"{t} {held.rows(t):,} rows" for t in session.tables)
+    print(f"pxq: live session: {rows} over the last {seconds:.1f}s (keeps {session.window.window_s:g}s)")
+    return session
+
+
 def _parser() -> argparse.ArgumentParser:
     from pxq.api import DEFAULT_LIVE_DURATION
 
@@ -45,16 +96,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--for",
         dest="duration",
-        default=DEFAULT_LIVE_DURATION,
-        help="live capture window without --from, e.g. 10s, 1.5s, 2m",
+        default=None,
+        help=f"live capture window without --from, e.g. 10s, 1.5s, 2m (default {DEFAULT_LIVE_DURATION})",
     )
     parser.add_argument("--script", help="run this bundled script or file instead of the cell")
     return parser
 
 
-def run_cell(line: str, cell: str) -> dict[str, pa.Table]:
-    """The work of ``%%pxq``: {display name: Arrow table}."""
-    from pxq.api import run_tables
+def run_cell(line: str, cell: str, session: Session | None = None) -> dict[str, pa.Table]:
+    """The work of ``%%pxq``: {display name: Arrow table}. Without ``--from``, a running live
+    ``session`` is queried instead of collecting for ``--for``."""
+    from pxq.api import DEFAULT_LIVE_DURATION, run_tables
     from pxq.cli.main import parse_script_args
     from pxq.library import Script, load_script
 
@@ -62,16 +114,25 @@ def run_cell(line: str, cell: str) -> dict[str, pa.Table]:
     own, script_words = (words[: words.index("--")], words[words.index("--") + 1 :]) if "--" in words else (words, [])
     opts = _parser().parse_args(own)
     args, _ = parse_script_args(script_words)
+    if opts.script is None and not cell.strip():
+        raise UsageError("%pxq needs --script NAME (a bundled script or file), or use %%pxq with PxL in the cell")
+    # A blank first line stands for the %%pxq line: diagnostics then give the lines the cell shows.
+    script = load_script(opts.script) if opts.script else Script("cell", "\n" + cell, "<cell>")
+    if opts.source is None and session is not None and session.running:
+        if opts.duration is not None:
+            raise UsageError(
+                f"%%pxq: --for has no effect while the live session runs (it keeps the last "
+                f"{session.window.window_s:g}s): leave --for out, or `%pxq_session stop` first"
+            )
+        return session.run_tables(script, args).tables
+    duration = opts.duration or DEFAULT_LIVE_DURATION
     on_progress = None
     if opts.source is None:
         from pxq.cli.progress import progress_printer
         from pxq.plan.times import parse_duration
 
-        on_progress = progress_printer(parse_duration(opts.duration), sys.stderr)
-    if opts.script is None and not cell.strip():
-        raise UsageError("%pxq needs --script NAME (a bundled script or file), or use %%pxq with PxL in the cell")
-    script = load_script(opts.script) if opts.script else Script("cell", cell, "<cell>")
-    return run_tables(script, args, opts.source, duration=opts.duration, on_progress=on_progress).tables
+        on_progress = progress_printer(parse_duration(duration), sys.stderr)
+    return run_tables(script, args, opts.source, duration=duration, on_progress=on_progress).tables
 
 
 class _Shown:
@@ -160,14 +221,102 @@ def notebook_value(tables: dict[str, pa.Table]) -> DisplayFrame | Displays:
     return next(iter(frames.values())) if len(frames) == 1 else frames
 
 
+def _stack_table(frame) -> pa.Table:
+    if isinstance(frame, pa.Table):
+        return frame
+    if isinstance(frame, pd.DataFrame):
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    raise UsageError(f"a differential flamegraph compares two stack tables, not {type(frame).__name__}")
+
+
+def function_of(frame_name: str) -> str:
+    """The function a flamegraph frame belongs to: a Python frame ``f (file.py:12)`` without its
+    line (the line moves within a function from sample to sample), any other frame as it is."""
+    from pxq.render.stacks import python_frame
+
+    parts = python_frame(frame_name)
+    return frame_name if parts is None else f"{parts[0]} ({parts[1]})"
+
+
+class DifferentialFlamegraph:
+    """Two stack tables compared: shown in a notebook as the interactive differential flamegraph
+    (frames sized by ``after``, red where their share of samples grew, blue where it shrank);
+    :attr:`changes` is the same comparison per function, biggest growth first."""
+
+    def __init__(self, before, after, title: str = "") -> None:
+        from pxq.render.flamegraph_svg import diff_flamegraph_svg
+        from pxq.render.stacks import StackSamples
+
+        before_table, after_table = _stack_table(before), _stack_table(after)
+        # Merged (no per-process roots): the two sides are usually different processes (pids).
+        self.svg = diff_flamegraph_svg(
+            StackSamples.from_table(before_table, group_by=(), title=title),
+            StackSamples.from_table(after_table, group_by=(), title=title),
+            title=title or None,
+        )
+        self.changes = _function_changes(before_table, after_table)
+
+    def _repr_html_(self) -> str:
+        import re
+
+        height = int(re.search(r'height="(\d+)"', self.svg).group(1)) + 8
+        return (
+            f'<iframe srcdoc="{html.escape(self.svg, quote=True)}" width="100%" height="{height}" '
+            'style="border:0" title="differential flamegraph"></iframe>'
+        )
+
+
+def _function_changes(before: pa.Table, after: pa.Table) -> pd.DataFrame:
+    """Per function: the share of samples whose stack passes through it (once per stack, however
+    often it recurs) before and after, and the change in percentage points, largest first."""
+    from pxq.render.stacks import count_column, stack_column
+
+    shares = []
+    for table in (before, after):
+        stacks, counts = stack_column(table), count_column(table, exclude=(stack_column(table) or "",))
+        frame = table.select([stacks, counts]).to_pandas()
+        total = frame[counts].sum()
+        per_function: dict[str, int] = {}
+        for stack, count in zip(frame[stacks], frame[counts]):
+            for function in {function_of(name) for name in stack.split(";")}:
+                per_function[function] = per_function.get(function, 0) + int(count)
+        shares.append(pd.Series(per_function, dtype="float64") * (100.0 / total if total else 0.0))
+    changes = pd.DataFrame({"before_percent": shares[0], "after_percent": shares[1]}).fillna(0.0)
+    changes["change_points"] = changes.after_percent - changes.before_percent
+    changes = changes.sort_values("change_points", ascending=False, kind="stable")
+    return changes.rename_axis("function").reset_index()
+
+
+def differential_flamegraph(before, after, title: str = "") -> DifferentialFlamegraph:
+    """``before`` and ``after`` (stack tables: DataFrames from ``%%pxq`` cells or Arrow tables)
+    as a differential flamegraph, with the per-function changes in ``.changes``."""
+    return DifferentialFlamegraph(before, after, title)
+
+
 def load_ipython_extension(ipython) -> None:
+    live: dict[str, Session | None] = {"session": None}  # this shell's live session
+
     def pxq(line: str, cell: str | None = None):
         try:
-            tables = run_cell(line, cell or "")
+            tables = run_cell(line, cell or "", live["session"])
         except PxqError as exc:  # show the diagnostic, not a traceback
             print(str(exc))
             return None
         # Shown by IPython as the cell's output, not display()ed here: `x = %pxq ...` then only assigns.
         return notebook_value(tables)
 
+    def pxq_session(line: str):
+        try:
+            live["session"] = session_command(line, live["session"])
+        except PxqError as exc:
+            print(str(exc))
+
+    def stop_session() -> None:  # the collectors must not outlive the kernel's Python
+        if live["session"] is not None:
+            live["session"].stop()
+
     ipython.register_magic_function(pxq, magic_kind="line_cell", magic_name="pxq")
+    ipython.register_magic_function(pxq_session, magic_kind="line", magic_name="pxq_session")
+    import atexit
+
+    atexit.register(stop_session)
