@@ -256,6 +256,11 @@ class DifferentialFlamegraph:
         )
         self.changes = _function_changes(before_table, after_table)
 
+    def __repr__(self) -> str:  # the text form (a console, nbconvert to text)
+        top = self.changes.iloc[0] if len(self.changes) else None
+        grew = "" if top is None else f"; grew most: {top.function} ({top.change_points:+.1f} points)"
+        return f"differential flamegraph ({len(self.changes):,} functions{grew})"
+
     def _repr_html_(self) -> str:
         import re
 
