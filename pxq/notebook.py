@@ -47,7 +47,7 @@ SHOWN_ROWS = 100
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # a usage error is said as one line, not argparse's exit
-        raise UsageError(f"%%pxq: {message}")
+        raise UsageError(f"{self.prog}: {message}")
 
 
 def _session_parser() -> argparse.ArgumentParser:
