@@ -67,9 +67,7 @@ def session_command(line: str, session: Session | None) -> Session | None:
     opts = _session_parser().parse_args(shlex.split(line))
     if opts.action == "start":
         if session is not None and session.running:
-            raise UsageError(
-                f"a live session runs already ({', '.join(session.tables)}): `%pxq_session stop` it first"
-            )
+            raise UsageError(f"a live session runs already ({', '.join(session.tables)}): `%pxq_session stop` it first")
         tables = [t.strip() for t in opts.tables.split(",") if t.strip()]
         session = Session(tables, window=opts.window, pids=opts.pid).start()
         print(f"pxq: live session collecting {', '.join(session.tables)}, keeping the last {opts.window}")

@@ -61,7 +61,15 @@ def _stop(process: subprocess.Popen) -> None:
 def capture_demo(out: Path, window_s: float, work: Path) -> None:
     ready = work / "demo-ready"
     workload = subprocess.Popen(
-        [sys.executable, "-m", "pxq.testing.demo_workload", "--seconds", str(window_s + 60), "--ready-file", str(ready)],
+        [
+            sys.executable,
+            "-m",
+            "pxq.testing.demo_workload",
+            "--seconds",
+            str(window_s + 60),
+            "--ready-file",
+            str(ready),
+        ],
         env=_env(),
         cwd=ROOT,
     )

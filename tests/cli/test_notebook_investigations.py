@@ -130,7 +130,7 @@ def test_slow_endpoint_draws_the_backend_flamegraph(slow_endpoint):
     # cpu_flamegraph: one row per (process, sampler, stack)
     distinct = mine.groupby(["sampler", "stack_trace"]).ngroups
     assert headings(cell) == [f"cpu_flamegraph ({distinct} rows)"]
-    busy = cell_starting(slow_endpoint, "import json\nflame = _")
+    busy = cell_starting(slow_endpoint, "import json\nfrom pathlib import Path\n\nflame = _")
     on_cpu = mine[mine.sampler == "ebpf"]["count"].sum()
     assert busy.outputs[0].text.startswith(f"{on_cpu} on-CPU samples in ")
 
