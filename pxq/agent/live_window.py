@@ -135,8 +135,9 @@ class LiveWindow:
             frozen.drops = {table: dict(counters) for table, counters in live.drops.items()}
             for name in self.tables:
                 data = live.table(name)
-                times = data.column("time_").cast(pa.int64())
-                frozen.append(name, data.filter(pc.and_(pc.greater_equal(times, begin_ns), pc.less(times, end_ns))))
+                # No upper bound: a row stamped a little after end_ns (clocks converted from the
+                # kernel's) is still part of what was collected.
+                frozen.append(name, data.filter(pc.greater_equal(data.column("time_").cast(pa.int64()), begin_ns)))
         return frozen
 
     def stop(self) -> None:

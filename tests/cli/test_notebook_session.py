@@ -185,6 +185,12 @@ def test_pxq_session_magic_feeds_later_cells(shell, backend, capsys):
         return set(sent) <= set(frame.req_path)
 
     wait_until(cell_sees_them, "a %%pxq cell seeing the requests")
+    # A mistake in a cell is said, and the session goes on.
+    assert shell.run_cell_magic("pxq", "", "import px\npx.display(px.DataFrame(table='http_events')\n") is None
+    assert capsys.readouterr().out.startswith("<cell>:3:")
+    assert shell.run_cell_magic("pxq", "", "import px\npx.display(px.DataFrame(table='nope'))\n") is None
+    assert "unknown table 'nope'" in capsys.readouterr().out
+    assert set(sent) <= set(shell.run_cell_magic("pxq", "", cell).req_path)
     assert shell.run_cell_magic("pxq", "--for 2s", cell) is None
     assert "--for has no effect while the live session runs" in capsys.readouterr().out
     shell.run_line_magic("pxq_session", "")
