@@ -59,9 +59,28 @@ def _session_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def session_command(line: str, session: Session | None) -> Session | None:
-    """The work of ``%pxq_session``: the session running afterwards (None: none), and what
-    happened said on stdout."""
+# The live session of this Python process (a kernel has one shell; two sessions would run every
+# probe twice): set by %pxq_session, queried by %%pxq cells without --from.
+_live_session: Session | None = None
+
+
+def live_session() -> Session | None:
+    """The running ``%pxq_session``, if any."""
+    return _live_session if _live_session is not None and _live_session.running else None
+
+
+def session_command(line: str) -> None:
+    """The work of ``%pxq_session``; what happened is said on stdout."""
+    global _live_session
+    _live_session = _session_command(line, _live_session)
+
+
+def stop_live_session() -> None:
+    if _live_session is not None:
+        _live_session.stop()
+
+
+def _session_command(line: str, session: Session | None) -> Session | None:
     from pxq.api import Session
 
     opts = _session_parser().parse_args(shlex.split(line))
@@ -101,9 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_cell(line: str, cell: str, session: Session | None = None) -> dict[str, pa.Table]:
-    """The work of ``%%pxq``: {display name: Arrow table}. Without ``--from``, a running live
-    ``session`` is queried instead of collecting for ``--for``."""
+def run_cell(line: str, cell: str) -> dict[str, pa.Table]:
+    """The work of ``%%pxq``: {display name: Arrow table}. Without ``--from``, the running live
+    session (:func:`live_session`) is queried instead of collecting for ``--for``."""
     from pxq.api import DEFAULT_LIVE_DURATION, run_tables
     from pxq.cli.main import parse_script_args
     from pxq.library import Script, load_script
@@ -116,7 +135,8 @@ def run_cell(line: str, cell: str, session: Session | None = None) -> dict[str, 
         raise UsageError("%pxq needs --script NAME (a bundled script or file), or use %%pxq with PxL in the cell")
     # A blank first line stands for the %%pxq line: diagnostics then give the lines the cell shows.
     script = load_script(opts.script) if opts.script else Script("cell", "\n" + cell, "<cell>")
-    if opts.source is None and session is not None and session.running:
+    session = live_session()
+    if opts.source is None and session is not None:
         if opts.duration is not None:
             raise UsageError(
                 f"%%pxq: --for has no effect while the live session runs (it keeps the last "
@@ -281,7 +301,7 @@ def _function_changes(before: pa.Table, after: pa.Table) -> pd.DataFrame:
         total = frame[counts].sum()
         per_function: dict[str, int] = {}
         for stack, count in zip(frame[stacks], frame[counts]):
-            for function in {function_of(name) for name in stack.split(";")}:
+            for function in {function_of(name) for name in (stack or "").split(";") if name}:
                 per_function[function] = per_function.get(function, 0) + int(count)
         shares.append(pd.Series(per_function, dtype="float64") * (100.0 / total if total else 0.0))
     changes = pd.DataFrame({"before_percent": shares[0], "after_percent": shares[1]}).fillna(0.0)
@@ -297,11 +317,9 @@ def differential_flamegraph(before, after, title: str = "") -> DifferentialFlame
 
 
 def load_ipython_extension(ipython) -> None:
-    live: dict[str, Session | None] = {"session": None}  # this shell's live session
-
     def pxq(line: str, cell: str | None = None):
         try:
-            tables = run_cell(line, cell or "", live["session"])
+            tables = run_cell(line, cell or "")
         except PxqError as exc:  # show the diagnostic, not a traceback
             print(str(exc))
             return None
@@ -310,16 +328,12 @@ def load_ipython_extension(ipython) -> None:
 
     def pxq_session(line: str):
         try:
-            live["session"] = session_command(line, live["session"])
+            session_command(line)
         except PxqError as exc:
             print(str(exc))
-
-    def stop_session() -> None:  # the collectors must not outlive the kernel's Python
-        if live["session"] is not None:
-            live["session"].stop()
 
     ipython.register_magic_function(pxq, magic_kind="line_cell", magic_name="pxq")
     ipython.register_magic_function(pxq_session, magic_kind="line", magic_name="pxq_session")
     import atexit
 
-    atexit.register(stop_session)
+    atexit.register(stop_live_session)  # the collectors must not outlive the kernel's Python
