@@ -62,6 +62,14 @@ def test_a_script_reading_a_table_the_session_does_not_collect_is_told_so():
     )
 
 
+def test_pxq_exports_the_session():
+    import pxq
+
+    assert pxq.Session is Session
+    with pytest.raises(AttributeError):
+        pxq.Sesion  # noqa: B018 - a misspelt name is an AttributeError, not None
+
+
 def test_a_session_not_started_says_so():
     with pytest.raises(UsageError, match="has not been started"):
         Session(["http_events"]).run_tables("import px\npx.display(px.DataFrame(table='http_events'))\n")
