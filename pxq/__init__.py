@@ -16,3 +16,12 @@ def load_ipython_extension(ipython):
     from pxq.notebook import load_ipython_extension as _load
 
     _load(ipython)
+
+
+def __getattr__(name):
+    """``pxq.Session``: a live session across queries (see pxq.api.Session), imported on use."""
+    if name == "Session":
+        from pxq.api import Session
+
+        return Session
+    raise AttributeError(f"module 'pxq' has no attribute {name!r}")

@@ -96,10 +96,7 @@ def run_tables(
         from pxq.plan.times import parse_duration
 
         duration_s = parse_duration(str(duration))
-    if isinstance(script, str) and ("\n" in script or "import px" in script):
-        script_obj: Script | str = Script("script", script, "<script>")
-    else:
-        script_obj = script  # a Script, or the name of a bundled script, file or folder
+    script_obj = _script_object(script)
     if source is None:
         _, results, _ = run_live(script_obj, args=args, duration_s=duration_s, on_progress=on_progress)
         return results
@@ -127,3 +124,80 @@ def run(
     """
     results = run_tables(script, args, source, duration=duration, on_progress=on_progress)
     return {name: table.to_pandas() for name, table in results.tables.items()}
+
+
+class Session:
+    """A live session: the embedded agent keeps the last ``window`` of ``tables`` in the
+    background (:mod:`pxq.agent.live_window`), and every :meth:`run` queries it at once, without
+    collecting for a window first. Needs root and eBPF, as a live :func:`run`.
+
+    >>> with pxq.Session(["http_events"], window="5m") as live:  # doctest: +SKIP
+    ...     live.run("http_data")  # the last 5 minutes (or since start), now
+    """
+
+    def __init__(
+        self,
+        tables: list[str] | tuple[str, ...] = ("http_events",),
+        *,
+        window: str | float = "5m",
+        pids: list[int] | tuple[int, ...] | None = None,
+        options=None,
+    ):
+        from pxq.agent.live_window import LiveWindow
+        from pxq.plan.times import parse_duration
+
+        window_s = float(window) if isinstance(window, (int, float)) else parse_duration(str(window))
+        self.window = LiveWindow(tables, window_s=window_s, pids=pids, options=options)
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return self.window.tables
+
+    @property
+    def running(self) -> bool:
+        return self.window.running
+
+    def start(self) -> Session:
+        self.window.start()
+        return self
+
+    def stop(self) -> None:
+        self.window.stop()
+
+    def __enter__(self) -> Session:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def run_tables(self, script: Script | str, args: dict[str, Any] | None = None) -> Results:
+        """:meth:`run` as Arrow tables."""
+        script_obj = _script_object(script)
+        if isinstance(script_obj, str):
+            script_obj = load_script(script_obj)
+        self._check_collected(script_obj, args)
+        return run_script(script_obj, args=args, source=self.window.snapshot())[1]
+
+    def run(self, script: Script | str, args: dict[str, Any] | None = None):
+        """Run a script (as :func:`run`) over the window as it is now: {display name: DataFrame}."""
+        return {name: table.to_pandas() for name, table in self.run_tables(script, args).tables.items()}
+
+    def _check_collected(self, script: Script, args: dict[str, Any] | None) -> None:
+        """A table the session does not collect would read as empty: say so instead."""
+        from pxq.errors import UsageError
+        from pxq.plan.split import split
+
+        read = {request.table for request in split(compile_script(script, args=args).optimized).manifest.tables}
+        missing = sorted(read - set(self.tables))
+        if missing:
+            raise UsageError(
+                f"the live session does not collect {', '.join(missing)} (it collects {', '.join(self.tables)}): "
+                f"start it again with --tables {','.join([*self.tables, *missing])}, or replay a capture with --from"
+            )
+
+
+def _script_object(script: Script | str) -> Script | str:
+    """PxL text as a Script; a Script, or the name of a bundled script, file or folder, as it is."""
+    if isinstance(script, str) and ("\n" in script or "import px" in script):
+        return Script("script", script, "<script>")
+    return script

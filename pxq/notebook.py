@@ -7,7 +7,16 @@
 
 A bundled script or file runs as a line magic: ``%pxq --from capture/ --script http_data``.
 Without ``--from`` the cell collects live (as root) for ``--for`` (default 10s), as ``pxq.run``
-and ``pxq run`` do without a source.
+and ``pxq run`` do without a source; unless a live session runs: then it queries the session's
+rolling window at once (:mod:`pxq.agent.live_window`)::
+
+    %pxq_session start --for-window 5m --tables http_events,stack_traces.beta [--pid PID]
+    %pxq_session            (what it collects, and since when)
+    %pxq_session stop
+
+An error in a cell (a syntax error, an unknown table or column) is printed as the positioned
+diagnostic, counting lines as the cell shows them (the ``%%pxq`` line is line 1); the session
+and the other cells go on.
 
 The cell's value is the pandas DataFrame of its only display, or a dict of them by name. Shown as
 the cell's output (once: ``x = %pxq ...`` only assigns), each display has its name and row count as
@@ -21,11 +30,15 @@ import argparse
 import html
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
 
 from pxq.errors import PxqError, UsageError
+
+if TYPE_CHECKING:
+    from pxq.api import Session
 
 # Rows of a display formatted for the notebook (the DataFrame holds them all), as the terminal
 # table's default --max-rows.
@@ -34,7 +47,62 @@ SHOWN_ROWS = 100
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # a usage error is said as one line, not argparse's exit
-        raise UsageError(f"%%pxq: {message}")
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _session_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="%pxq_session", add_help=False)
+    parser.add_argument("action", nargs="?", choices=("start", "stop", "status"), default="status")
+    parser.add_argument("--for-window", dest="window", default="5m", help="how much to keep, e.g. 5m, 90s")
+    parser.add_argument("--tables", default="http_events", help="tables to collect, comma-separated")
+    parser.add_argument("--pid", type=int, action="append", help="collect only these processes (repeatable)")
+    return parser
+
+
+# The live session of this Python process (a kernel has one shell; two sessions would run every
+# probe twice): set by %pxq_session, queried by %%pxq cells without --from.
+_live_session: Session | None = None
+
+
+def live_session() -> Session | None:
+    """The running ``%pxq_session``, if any."""
+    return _live_session if _live_session is not None and _live_session.running else None
+
+
+def session_command(line: str) -> None:
+    """The work of ``%pxq_session``; what happened is said on stdout."""
+    global _live_session
+    _live_session = _session_command(line, _live_session)
+
+
+def stop_live_session() -> None:
+    if _live_session is not None:
+        _live_session.stop()
+
+
+def _session_command(line: str, session: Session | None) -> Session | None:
+    from pxq.api import Session
+
+    opts = _session_parser().parse_args(shlex.split(line))
+    if opts.action == "start":
+        if session is not None and session.running:
+            raise UsageError(f"a live session runs already ({', '.join(session.tables)}): `%pxq_session stop` it first")
+        tables = [t.strip() for t in opts.tables.split(",") if t.strip()]
+        session = Session(tables, window=opts.window, pids=opts.pid).start()
+        print(f"pxq: live session collecting {', '.join(session.tables)}, keeping the last {opts.window}")
+        return session
+    if session is None or not session.running:
+        print("pxq: no live session runs (start one with `%pxq_session start`)")
+        return None
+    if opts.action == "stop":
+        session.stop()
+        print("pxq: live session stopped")
+        return None
+    held = session.window.snapshot()
+    seconds = ((held.end_time_ns or 0) - (held.start_time_ns or 0)) / 1e9
+    rows = ", ".join(f"{t} {held.rows(t):,} rows" for t in session.tables)
+    print(f"pxq: live session: {rows} over the last {seconds:.1f}s (keeps {session.window.window_s:g}s)")
+    return session
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,16 +113,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--for",
         dest="duration",
-        default=DEFAULT_LIVE_DURATION,
-        help="live capture window without --from, e.g. 10s, 1.5s, 2m",
+        default=None,
+        help=f"live capture window without --from, e.g. 10s, 1.5s, 2m (default {DEFAULT_LIVE_DURATION})",
     )
     parser.add_argument("--script", help="run this bundled script or file instead of the cell")
     return parser
 
 
 def run_cell(line: str, cell: str) -> dict[str, pa.Table]:
-    """The work of ``%%pxq``: {display name: Arrow table}."""
-    from pxq.api import run_tables
+    """The work of ``%%pxq``: {display name: Arrow table}. Without ``--from``, the running live
+    session (:func:`live_session`) is queried instead of collecting for ``--for``."""
+    from pxq.api import DEFAULT_LIVE_DURATION, run_tables
     from pxq.cli.main import parse_script_args
     from pxq.library import Script, load_script
 
@@ -62,16 +131,26 @@ def run_cell(line: str, cell: str) -> dict[str, pa.Table]:
     own, script_words = (words[: words.index("--")], words[words.index("--") + 1 :]) if "--" in words else (words, [])
     opts = _parser().parse_args(own)
     args, _ = parse_script_args(script_words)
+    if opts.script is None and not cell.strip():
+        raise UsageError("%pxq needs --script NAME (a bundled script or file), or use %%pxq with PxL in the cell")
+    # A blank first line stands for the %%pxq line: diagnostics then give the lines the cell shows.
+    script = load_script(opts.script) if opts.script else Script("cell", "\n" + cell, "<cell>")
+    session = live_session()
+    if opts.source is None and session is not None:
+        if opts.duration is not None:
+            raise UsageError(
+                f"%%pxq: --for has no effect while the live session runs (it keeps the last "
+                f"{session.window.window_s:g}s): leave --for out, or `%pxq_session stop` first"
+            )
+        return session.run_tables(script, args).tables
+    duration = opts.duration or DEFAULT_LIVE_DURATION
     on_progress = None
     if opts.source is None:
         from pxq.cli.progress import progress_printer
         from pxq.plan.times import parse_duration
 
-        on_progress = progress_printer(parse_duration(opts.duration), sys.stderr)
-    if opts.script is None and not cell.strip():
-        raise UsageError("%pxq needs --script NAME (a bundled script or file), or use %%pxq with PxL in the cell")
-    script = load_script(opts.script) if opts.script else Script("cell", cell, "<cell>")
-    return run_tables(script, args, opts.source, duration=opts.duration, on_progress=on_progress).tables
+        on_progress = progress_printer(parse_duration(duration), sys.stderr)
+    return run_tables(script, args, opts.source, duration=duration, on_progress=on_progress).tables
 
 
 class _Shown:
@@ -160,6 +239,83 @@ def notebook_value(tables: dict[str, pa.Table]) -> DisplayFrame | Displays:
     return next(iter(frames.values())) if len(frames) == 1 else frames
 
 
+def _stack_table(frame) -> pa.Table:
+    if isinstance(frame, pa.Table):
+        return frame
+    if isinstance(frame, pd.DataFrame):
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    raise UsageError(f"a differential flamegraph compares two stack tables, not {type(frame).__name__}")
+
+
+def function_of(frame_name: str) -> str:
+    """The function a flamegraph frame belongs to: a Python frame ``f (file.py:12)`` without its
+    line (the line moves within a function from sample to sample), any other frame as it is."""
+    from pxq.render.stacks import python_frame
+
+    parts = python_frame(frame_name)
+    return frame_name if parts is None else f"{parts[0]} ({parts[1]})"
+
+
+class DifferentialFlamegraph:
+    """Two stack tables compared: shown in a notebook as the interactive differential flamegraph
+    (frames sized by ``after``, red where their share of samples grew, blue where it shrank);
+    :attr:`changes` is the same comparison per function, biggest growth first."""
+
+    def __init__(self, before, after, title: str = "") -> None:
+        from pxq.render.flamegraph_svg import diff_flamegraph_svg
+        from pxq.render.stacks import StackSamples
+
+        before_table, after_table = _stack_table(before), _stack_table(after)
+        # Merged (no per-process roots): the two sides are usually different processes (pids).
+        self.svg = diff_flamegraph_svg(
+            StackSamples.from_table(before_table, group_by=(), title=title),
+            StackSamples.from_table(after_table, group_by=(), title=title),
+            title=title or None,
+        )
+        self.changes = _function_changes(before_table, after_table)
+
+    def __repr__(self) -> str:  # the text form (a console, nbconvert to text)
+        top = self.changes.iloc[0] if len(self.changes) else None
+        grew = "" if top is None else f"; grew most: {top.function} ({top.change_points:+.1f} points)"
+        return f"differential flamegraph ({len(self.changes):,} functions{grew})"
+
+    def _repr_html_(self) -> str:
+        import re
+
+        height = int(re.search(r'height="(\d+)"', self.svg).group(1)) + 8
+        return (
+            f'<iframe srcdoc="{html.escape(self.svg, quote=True)}" width="100%" height="{height}" '
+            'style="border:0" title="differential flamegraph"></iframe>'
+        )
+
+
+def _function_changes(before: pa.Table, after: pa.Table) -> pd.DataFrame:
+    """Per function: the share of samples whose stack passes through it (once per stack, however
+    often it recurs) before and after, and the change in percentage points, largest first."""
+    from pxq.render.stacks import count_column, stack_column
+
+    shares = []
+    for table in (before, after):
+        stacks, counts = stack_column(table), count_column(table, exclude=(stack_column(table) or "",))
+        frame = table.select([stacks, counts]).to_pandas()
+        total = frame[counts].sum()
+        per_function: dict[str, int] = {}
+        for stack, count in zip(frame[stacks], frame[counts]):
+            for function in {function_of(name) for name in (stack or "").split(";") if name}:
+                per_function[function] = per_function.get(function, 0) + int(count)
+        shares.append(pd.Series(per_function, dtype="float64") * (100.0 / total if total else 0.0))
+    changes = pd.DataFrame({"before_percent": shares[0], "after_percent": shares[1]}).fillna(0.0)
+    changes["change_points"] = changes.after_percent - changes.before_percent
+    changes = changes.sort_values("change_points", ascending=False, kind="stable")
+    return changes.rename_axis("function").reset_index()
+
+
+def differential_flamegraph(before, after, title: str = "") -> DifferentialFlamegraph:
+    """``before`` and ``after`` (stack tables: DataFrames from ``%%pxq`` cells or Arrow tables)
+    as a differential flamegraph, with the per-function changes in ``.changes``."""
+    return DifferentialFlamegraph(before, after, title)
+
+
 def load_ipython_extension(ipython) -> None:
     def pxq(line: str, cell: str | None = None):
         try:
@@ -170,4 +326,14 @@ def load_ipython_extension(ipython) -> None:
         # Shown by IPython as the cell's output, not display()ed here: `x = %pxq ...` then only assigns.
         return notebook_value(tables)
 
+    def pxq_session(line: str):
+        try:
+            session_command(line)
+        except PxqError as exc:
+            print(str(exc))
+
     ipython.register_magic_function(pxq, magic_kind="line_cell", magic_name="pxq")
+    ipython.register_magic_function(pxq_session, magic_kind="line", magic_name="pxq_session")
+    import atexit
+
+    atexit.register(stop_live_session)  # the collectors must not outlive the kernel's Python
