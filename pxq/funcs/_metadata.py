@@ -115,11 +115,15 @@ def _kubernetes_lookup(name: str, arg: str, doc: str, semantic: S = S.NONE) -> N
 
 _kubernetes_lookup("ip_to_pod_id", "pod_ip", 'The id of the Kubernetes pod with this IP ("" off Kubernetes).')
 _kubernetes_lookup("ip_to_service_id", "ip", 'The id of the Kubernetes service with this IP ("" off Kubernetes).')
-_kubernetes_lookup("pod_id_to_pod_name", "pod_id", 'The "namespace/name" of a Kubernetes pod by its id ("" off Kubernetes).', S.POD)
+_kubernetes_lookup(
+    "pod_id_to_pod_name", "pod_id", 'The "namespace/name" of a Kubernetes pod by its id ("" off Kubernetes).', S.POD
+)
 _kubernetes_lookup(
     "pod_id_to_service_name", "pod_id", 'The services of a Kubernetes pod by its id ("" off Kubernetes).', S.SERVICE
 )
-_kubernetes_lookup("pod_id_to_node_name", "pod_id", 'The node a Kubernetes pod runs on, by its id ("" off Kubernetes).', S.NODE)
+_kubernetes_lookup(
+    "pod_id_to_node_name", "pod_id", 'The node a Kubernetes pod runs on, by its id ("" off Kubernetes).', S.NODE
+)
 _kubernetes_lookup(
     "service_id_to_service_name",
     "service_id",

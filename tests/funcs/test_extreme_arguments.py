@@ -73,7 +73,11 @@ def test_substring_with_positions_and_lengths_from_columns(rows):
     """Pixie's SubstringUDF takes columns for pos and length (dns_flow_graph cuts each row at its
     own ':' with px.substring(df.to_entity, 0, df.idx1)); null in any argument gives null."""
     texts, positions, lengths = ([r[i] for r in rows] for i in range(3))
-    for pos, length in ((col(positions, I), col(lengths, I)), (lit(1, I), col(lengths, I)), (col(positions, I), lit(2, I))):
+    for pos, length in (
+        (col(positions, I), col(lengths, I)),
+        (lit(1, I), col(lengths, I)),
+        (col(positions, I), lit(2, I)),
+    ):
         got = values(call("substring", col(texts, S), pos, length))
         pos_values = positions if isinstance(pos, pa.Array) else [1] * len(rows)
         length_values = lengths if isinstance(length, pa.Array) else [2] * len(rows)
