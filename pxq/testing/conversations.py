@@ -133,7 +133,7 @@ class ConversationCapture:
         events: list[tuple[int, int, int]] = []  # (time, 0 open / 1 close, span)
         for i, span in enumerate(self.spans):
             events += [(span.start_ns, 0, i), (span.end_ns, 1, i)]
-        conns = {}
+        conns: dict[int, TrackedConnection] = {}
         for ts, kind, i in sorted(events):
             span = self.spans[i]
             if kind == 0:
