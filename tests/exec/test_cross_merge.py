@@ -10,6 +10,7 @@ import pytest
 from pxq.exec.execute import execute, execute_fragments
 from pxq.lang import parse
 from pxq.plan.compile import compile
+from pxq.plan.format import format_graph
 from pxq.plan.optimize import optimize
 from pxq.plan.split import split
 
@@ -52,3 +53,9 @@ def test_a_merge_without_keys_pairs_every_row_with_every_row(synthetic_capture, 
         assert list(got.columns) == ["req_path", "n", "span"]
         got = got.assign(span=[None if pd.isna(v) else int(pd.Timedelta(v).value) for v in got["span"]])
         assert canonical(got) == canonical(expected)
+
+
+def test_explain_says_a_merge_without_keys_pairs_all_rows(synthetic_capture):
+    graph = compile(parse(SCRIPT.format(how="inner", min_status=0)), now_ns=synthetic_capture.end_time_ns)
+    (line,) = [line for line in format_graph(graph).splitlines() if "Join[" in line]
+    assert "how=inner on (no keys: all pairs) suffixes=" in line
