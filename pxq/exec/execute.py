@@ -192,22 +192,30 @@ def _(node: Agg, run: _Run) -> pa.Table:
 
 
 _JOIN_TYPES = {"inner": "inner", "left": "left outer", "right": "right outer", "outer": "full outer"}
+_CROSS_KEY = "__cross_join_key"  # never a PxL column name (the join layout below leaves it out)
 
 
 @run_node.register
 def _(node: Join, run: _Run) -> pa.Table:
     left, right = decode_dictionaries(run.table(node.left)), decode_dictionaries(run.table(node.right))
+    left_on, right_on = list(node.left_on), list(node.right_on)
+    if not left_on:
+        # No keys (Pixie's merge(..., left_on=[], right_on=[])): every row meets every row, a
+        # join on one constant key.
+        left = left.append_column(_CROSS_KEY, pa.repeat(pa.scalar(0, pa.int8()), left.num_rows))
+        right = right.append_column(_CROSS_KEY, pa.repeat(pa.scalar(0, pa.int8()), right.num_rows))
+        left_on, right_on = [_CROSS_KEY], [_CROSS_KEY]
     if run.budget is not None:  # size the output before Acero materializes it
-        rows, size = join_output(left, right, node.left_on, node.right_on, node.how)
-        keys = ", ".join(f"{lkey}={rkey}" for lkey, rkey in zip(node.left_on, node.right_on))
+        rows, size = join_output(left, right, left_on, right_on, node.how)
+        keys = ", ".join(f"{lkey}={rkey}" for lkey, rkey in zip(node.left_on, node.right_on)) or "no keys"
         run.budget.admit(f"the merge on {keys} ({rows:,} rows)", size)
     # Give every right column a private name so Acero never sees two columns with one name.
     right_names = {name: f"__right_{i}" for i, name in enumerate(right.column_names)}
     right = right.rename_columns([right_names[c] for c in right.column_names])
     joined = left.join(
         right,
-        keys=list(node.left_on),
-        right_keys=[right_names[c] for c in node.right_on],
+        keys=left_on,
+        right_keys=[right_names[c] for c in right_on],
         join_type=_JOIN_TYPES[node.how],
         coalesce_keys=False,
         use_threads=True,

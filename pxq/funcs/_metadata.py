@@ -6,6 +6,16 @@ A upid is the string ``"<asid>:<pid>:<start_ticks>"``. ``upid_to_pid``/``upid_to
 distinct upid, and give "" when the process or the field is unknown (Pixie's rule, which also
 covers processes outside Kubernetes). ``upid_to_node_name``/``upid_to_hostname`` fall back to
 ``ctx.host``: a process pxq saw ran on the host that saw it.
+
+Kubernetes metadata by id or IP (``ip_to_pod_id``, ``ip_to_service_id``, ``pod_id_to_pod_name``,
+``pod_id_to_service_name``, ``pod_id_to_node_name``, ``service_id_to_service_name``) are Pixie's
+UDFs of ``src/carnot/funcs/metadata/metadata_ops.h`` (``IPToPodIDUDF``, ``IPToServiceIDUDF``,
+``PodIDToPodNameUDF``, ``PodIDToServiceNameUDF``, ``PodIDToNodeNameUDF``,
+``ServiceIDToServiceNameUDF``), which read the cluster's pods and services and give "" for an IP
+or id they do not know. pxq runs off Kubernetes and knows no pod or service: every IP and every id
+is unknown, so each gives "" (null stays null), the value Pixie gives for an IP outside the
+cluster. Pixie's scripts then fall back to the address itself (``px.select(df.ra_pod != '',
+df.ra_pod, df.remote_addr)``).
 """
 
 from __future__ import annotations
@@ -93,3 +103,30 @@ def _exec_hostname(ctx: ExecContext) -> Value:
 @udf("_exec_host_num_cpus", (), INT64, "The number of CPUs of the machine running the query.", foldable=False)
 def _exec_host_num_cpus(ctx: ExecContext) -> Value:
     return pa.scalar(os.cpu_count() or 1, pa.int64())
+
+
+def _kubernetes_lookup(name: str, arg: str, doc: str, semantic: S = S.NONE) -> None:
+    def impl(ctx: ExecContext, key: Value) -> Value:
+        # No Kubernetes metadata off Kubernetes: nothing is found (see the module docstring).
+        return pc.if_else(pc.is_valid(key), pa.scalar("", pa.string()), pa.scalar(None, pa.string()))
+
+    udf(name, (param(arg, STRING),), STRING, doc, semantic=semantic, foldable=False)(impl)
+
+
+_kubernetes_lookup("ip_to_pod_id", "pod_ip", 'The id of the Kubernetes pod with this IP ("" off Kubernetes).')
+_kubernetes_lookup("ip_to_service_id", "ip", 'The id of the Kubernetes service with this IP ("" off Kubernetes).')
+_kubernetes_lookup(
+    "pod_id_to_pod_name", "pod_id", 'The "namespace/name" of a Kubernetes pod by its id ("" off Kubernetes).', S.POD
+)
+_kubernetes_lookup(
+    "pod_id_to_service_name", "pod_id", 'The services of a Kubernetes pod by its id ("" off Kubernetes).', S.SERVICE
+)
+_kubernetes_lookup(
+    "pod_id_to_node_name", "pod_id", 'The node a Kubernetes pod runs on, by its id ("" off Kubernetes).', S.NODE
+)
+_kubernetes_lookup(
+    "service_id_to_service_name",
+    "service_id",
+    'The "namespace/name" of a Kubernetes service by its id ("" off Kubernetes).',
+    S.SERVICE,
+)

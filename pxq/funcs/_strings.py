@@ -4,7 +4,8 @@ Choices:
 - Positions and lengths count characters (Unicode code points), like Python; Pixie counts bytes.
   The two agree on ASCII text. ``find`` returns -1 when the substring is absent (Pixie's npos).
 - ``substring(s, pos, length)``: a negative ``pos`` or ``length`` gives "" (Pixie's rule for
-  "erroneous" arguments); a ``pos`` past the end gives "".
+  "erroneous" arguments); a ``pos`` past the end gives "". ``pos`` and ``length`` may be columns,
+  as in Pixie's ``SubstringUDF`` (``src/carnot/funcs/builtins/string_ops.h``).
 - ``tolower``/``toupper``/``trim`` act on ASCII only, as Pixie's ::tolower and
   absl::StripAsciiWhitespace do.
 - ``regex_match(pattern, s)`` is a full match (RE2, ``.`` matches newline, as Pixie sets dot_nl);
@@ -72,13 +73,24 @@ def _find(ctx: ExecContext, s: Value, sub: Value) -> Value:
     return pc.if_else(pc.equal(pc.list_value_length(parts), 2), before, -1)
 
 
+def _substring_of(text: str, start: int, count: int) -> str:
+    """Pixie's SubstringUDF for one row: "erroneous" arguments (a negative pos or length, a pos past
+    the end) give ""."""
+    if start < 0 or count < 0 or start > len(text):
+        return ""
+    return text[start : start + count]
+
+
 @udf(
     "substring",
-    (param("s", STRING), param("pos", INT64, literal=True), param("length", INT64, literal=True)),
+    (param("s", STRING), param("pos", INT64), param("length", INT64)),
     STRING,
     'The `length` characters of s starting at `pos` (0-based; "" if pos is out of range).',
 )
 def _substring(ctx: ExecContext, s: Value, pos: Value, length: Value) -> Value:
+    if not (isinstance(pos, pa.Scalar) and isinstance(length, pa.Scalar)):
+        # pos or length from a column (Pixie's UDF takes columns: px.substring(s, 0, df.idx)).
+        return rowwise(_substring_of, pa.string(), s, pos, length)  # per-row bounds: no Arrow kernel
     start, count = pos.as_py(), length.as_py()
     if start is None or count is None:
         return pa.nulls(len(s), pa.string())

@@ -12,7 +12,8 @@ nulls, byte versus character positions, ...):
 - ``_strings``: contains, find, substring, length, tolower, toupper, trim, strip_prefix,
   regex_match, replace, atoi, itoa, pluck, pluck_int64, pluck_float64, pluck_array.
 - ``_sql``: normalize_pgsql, normalize_mysql.
-- ``_metadata``: upid_to_* lookups, http_resp_message, _exec_hostname, _exec_host_num_cpus.
+- ``_metadata``: upid_to_* lookups, the Kubernetes lookups by IP or id (ip_to_pod_id,
+  pod_id_to_pod_name, ...: "" off Kubernetes), http_resp_message, _exec_hostname, _exec_host_num_cpus.
 - ``_net``: nslookup.
 """
 

@@ -565,6 +565,7 @@ class Compiler:
                 node.span,
                 "px.script_reference(label, script, args={})",
             )
+            self.check_script_reference(bound)
             # Links between scripts are a UI feature; in a table the label is what shows.
             return bound["label"]
         if name in AGGREGATES:
@@ -575,6 +576,25 @@ class Compiler:
             bound = self.bind([("value", True)], args, kwargs, node.span, f"px.{name}(value)")
             return bound["value"]
         return self.call_scalar(SCALARS[name], args, kwargs, node.span)
+
+    def check_script_reference(self, bound: dict[str, Value]) -> None:
+        """Pixie's compiler (pixie_module.cc ``ScriptReference``) hands the label, the script and
+        each argument's name and value to its ``_script_reference`` UDF, which takes strings only:
+        the names are constant strings, the others strings or string columns, args a dict."""
+        hint = "e.g. px.script_reference(df.pod, 'px/pod', {'pod': df.pod, 'start_time': start_time})"
+        texts = [(bound["label"], "argument 'label'"), (bound["script"], "argument 'script'")]
+        given = bound.get("args")
+        if given is not None and not isinstance(given, DictValue):
+            raise self.error(f"argument 'args' of px.script_reference must be a dict, not {_describe(given)}",
+                             given.span, hint)  # fmt: skip
+        for key, value in given.items if isinstance(given, DictValue) else []:
+            name = self.constant_string(key, "the name of a script argument of px.script_reference")
+            texts.append((value, f"the value of script argument {name!r}"))
+        for value, what in texts:
+            expr = self.as_expr(value, f"{what} of px.script_reference", hint=hint)
+            if expr.type is not DataType.STRING:
+                raise self.error(f"{what} of px.script_reference must be a string, not {_describe(value)}",
+                                 value.span, "convert it first, e.g. px.itoa(n)")  # fmt: skip
 
     def call_scalar(self, fn: ScalarFunction, args: list[Value], kwargs: dict[str, Value], span: Span) -> Value:
         params = list(fn.params)

@@ -65,7 +65,7 @@ def _describe(node: Relation, name: dict[int, str]) -> str:
         lines += [f"  {a.output} := {a.function}({a.column})  :{_type(a)}" for a in node.aggregates]
         return "\n".join(lines)
     if isinstance(node, Join):
-        on = ", ".join(f"{left}={right}" for left, right in zip(node.left_on, node.right_on))
+        on = ", ".join(f"{left}={right}" for left, right in zip(node.left_on, node.right_on)) or "(no keys: all pairs)"
         return (
             f"Join[{ref(node.left)}, {ref(node.right)}] how={node.how} on {on} suffixes={list(node.suffixes)}\n"
             f"  -> {', '.join(node.schema.names)}"

@@ -283,7 +283,8 @@ class Join(Relation):
     def __post_init__(self) -> None:
         if self.how not in JOIN_TYPES:
             raise PlanError(f"unknown join type {self.how!r}", f"use one of {', '.join(JOIN_TYPES)}")
-        if not self.left_on or len(self.left_on) != len(self.right_on):
+        # No keys at all is a cross join (Pixie's ip script merges a one-row table that way).
+        if len(self.left_on) != len(self.right_on):
             raise PlanError("merge needs as many left_on as right_on columns")
         for left_key, right_key in zip(self.left_on, self.right_on):
             lf, rf = self.left.schema.require(left_key), self.right.schema.require(right_key)

@@ -86,6 +86,11 @@ def _body_runs_itself(module: ast.Module, defs: dict[str, ast.FunctionDef]) -> b
 
 
 _VIS_TYPES = {"PX_INT64": int, "PX_FLOAT64": float, "PX_BOOLEAN": bool}
+# vis.json variable types whose value pxq knows without being told: off Kubernetes every process's
+# namespace is "" (px.upid_to_namespace), so a namespace variable without a default (Pixie's UI
+# fills it from the cluster the user is looking at) defaults to "". Every other variable without
+# a default stays required.
+_OFF_KUBERNETES_DEFAULTS = {"PX_NAMESPACE": ""}
 
 
 def _entry_function(defs: list[ast.FunctionDef], name: str) -> ast.FunctionDef | None:
@@ -168,6 +173,8 @@ def _vis_plan(vis: dict[str, Any]) -> ScriptPlan:
     for i, var in enumerate(_vis_list(vis, "variables", "")):
         where = f"variables[{i}]"
         default = _vis_default(var, where)
+        if default is None:
+            default = _OFF_KUBERNETES_DEFAULTS.get(var.get("type", ""))
         vtype = _VIS_TYPES.get(var.get("type", ""), str)
         doc = var.get("description", "")
         params.append(
@@ -182,9 +189,18 @@ def _vis_plan(vis: dict[str, Any]) -> ScriptPlan:
         if not isinstance(func, dict):
             raise UsageError(f"vis.json: globalFuncs[{i}]: needs 'func' (an object), got {func!r:.80}")
         global_funcs[_vis_name(entry, "outputName", f"globalFuncs[{i}]")] = (func, f"globalFuncs[{i}].func")
+    widgets = _vis_list(vis, "widgets", "")
+    # Widgets showing each global function's output: the function runs once (as in Pixie, where
+    # each globalFuncs entry is one output table), named by its widget when only one shows it,
+    # else by its outputName (the P50, P90, P99 and throughput charts of one table).
+    shown_by = {
+        output: [w for w in widgets if w.get("func") is None and w.get("globalFuncOutputName") == output]
+        for output in global_funcs
+    }
     calls = []
-    for i, widget in enumerate(_vis_list(vis, "widgets", "")):
+    for i, widget in enumerate(widgets):
         func, where = widget.get("func"), f"widgets[{i}].func"
+        display = widget.get("name")
         if func is None and widget.get("globalFuncOutputName") is not None:
             output = widget["globalFuncOutputName"]
             if output not in global_funcs:
@@ -192,7 +208,11 @@ def _vis_plan(vis: dict[str, Any]) -> ScriptPlan:
                     f"vis.json: widgets[{i}]: globalFuncOutputName {output!r} names no globalFuncs "
                     f"entry (entries: {', '.join(map(str, global_funcs)) or 'none'})"
                 )
+            if shown_by[output][0] is not widget:
+                continue  # the output is already displayed
             func, where = global_funcs[output]
+            if len(shown_by[output]) > 1:
+                display = output
         if func is None:
             continue  # a widget that only shows another's output (text, a graph of a table, ...)
         if not isinstance(func, dict):
@@ -210,7 +230,6 @@ def _vis_plan(vis: dict[str, Any]) -> ScriptPlan:
                 bindings.append((name, ("variable", variable)))
             else:
                 bindings.append((name, ("value", arg.get("value"))))
-        display = widget.get("name")
         calls.append(
             EntryCall(
                 _vis_name(func, "name", where),
@@ -327,7 +346,11 @@ def resolve_arguments(script: ScriptPlan, args: dict[str, Any]) -> dict[str, Any
         elif param.has_default:
             values[param.name] = _convert_default(param) if param.default is not None else None
         else:
-            raise UsageError(f"missing script argument --{param.name}")
+            about = f" ({param.doc.strip()})" if param.doc.strip() else ""
+            raise UsageError(
+                f"missing script argument --{param.name}{about}: it has no default, give it after '--' "
+                f"as --{param.name}=VALUE"
+            )
     return values
 
 

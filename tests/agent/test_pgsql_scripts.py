@@ -6,17 +6,14 @@ to $n; its placeholders keep their number)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pyarrow as pa
 import pytest
 
-from pxq.agent.protocols.interface import ParseOptions
 from pxq.agent.protocols.pgsql import RECORDED_STREAMS
-from pxq.agent.protocols.registry import PGSQL
 from pxq.api import run_script
 from pxq.replay.writer import write_capture
 from pxq.tables import CATALOG
+from pxq.testing.conversations import ConversationCapture, both_ends
 from pxq.testing.streams import load_stream
 
 T0 = 1_700_000_000_000_000_000
@@ -29,30 +26,14 @@ PROCESSES = {
 }  # fmt: skip
 
 
-@dataclass
-class Conn:
-    upid: str
-    raddr: str
-    laddr: str
-    rport: int
-    lport: int
-    role: int
-
-
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory):
-    rows = PGSQL.make_rows(ParseOptions(1024))
+    conversations = ConversationCapture()
     for i, name in enumerate(("simple_queries", "prepared_types", "copy_in_out")):
-        stream = load_stream(RECORDED_STREAMS / f"{name}.json")
-        stitcher = PGSQL.make_stitcher(ParseOptions(1024))
-        pairs = []
-        for direction, ts, data in stream.chunks:
-            pairs += stitcher.feed_messages(direction == "req", data, ts)
-        pairs += stitcher.close_messages(stream.chunks[-1][1])
         # The client's rows and the server's, as both sides would be traced.
-        rows.add_pairs(Conn(CLIENT_UPID, "127.0.0.1", "127.0.0.1", 5432, 40000 + i, 1), pairs, T0 + i * 10**9)
-        rows.add_pairs(Conn(SERVER_UPID, "127.0.0.1", "127.0.0.1", 40000 + i, 5432, 2), pairs, T0 + i * 10**9)
-    table = rows.table()
+        ends = both_ends(CLIENT_UPID, ("127.0.0.1", 40000 + i), SERVER_UPID, ("127.0.0.1", 5432))
+        conversations.add("pgsql", load_stream(RECORDED_STREAMS / f"{name}.json"), ends, T0 + i * 10**9)
+    table = conversations.tables()["pgsql_events"]
     directory = tmp_path_factory.mktemp("pgsql-capture")
     end = T0 + 10 * 10**9
     empty_mysql = CATALOG["mysql_events"].arrow_schema().empty_table()

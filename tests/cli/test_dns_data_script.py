@@ -4,14 +4,15 @@ from the server's; the expected values are computed with pandas from the capture
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 
 import pxq
-from pxq.agent.protocols.dns import RECORDED_DATAGRAMS, DnsRows, DnsStitcher
+from pxq.agent.protocols.dns import RECORDED_DATAGRAMS
 from pxq.replay import open_capture, write_capture
+from pxq.testing.conversations import Connection, ConversationCapture
 from pxq.testing.streams import load_stream
 
 START_NS = 1_764_115_200_000_000_000
@@ -19,34 +20,28 @@ CLIENT = {"upid": "0:2001:11", "pid": 2001, "comm": "dig", "pod": ""}
 SERVER = {"upid": "0:2002:12", "pid": 2002, "comm": "dnsmasq", "pod": "default/dns-0"}
 
 
-def conversation_rows(rows: DnsRows, who: dict, role: int, remote: tuple[str, int], local: tuple[str, int],
-                      shift_ns: int, unanswered: bool) -> None:  # fmt: skip
-    stitcher = DnsStitcher(datagrams=True)
-    chunks = load_stream(RECORDED_DATAGRAMS / "udp_four_queries.json").chunks
+def conversation(conversations: ConversationCapture, who: dict, role: int, remote: tuple[str, int],
+                 local: tuple[str, int], shift_ns: int, unanswered: bool) -> None:  # fmt: skip
+    stream = load_stream(RECORDED_DATAGRAMS / "udp_four_queries.json")
     if unanswered:  # the last answer never came
-        chunks = chunks[:-1]
-    pairs = []
-    for direction, ts, data in chunks:
-        pairs += stitcher.feed_messages(direction == "req", data, shift_ns + ts)
-    pairs += stitcher.close_messages(shift_ns + chunks[-1][1])
-    conn = SimpleNamespace(upid=who["upid"], raddr=remote[0], rport=remote[1], laddr=local[0], lport=local[1],
-                           role=role)  # fmt: skip
-    rows.add_pairs(conn, pairs, START_NS)
+        stream = replace(stream, chunks=stream.chunks[:-1])
+    end = Connection(who["upid"], local[0], local[1], remote[0], remote[1], role)
+    conversations.add("dns", stream, (end,), START_NS + shift_ns, datagrams=True)
 
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory) -> str:
-    rows = DnsRows()
-    conversation_rows(rows, CLIENT, 1, ("127.0.0.1", 53), ("127.0.0.1", 40000), 10**9, unanswered=False)
-    conversation_rows(rows, SERVER, 2, ("127.0.0.1", 40001), ("127.0.0.1", 53), 2 * 10**9, unanswered=True)
-    conversation_rows(rows, CLIENT, 1, ("127.0.0.1", 53), ("127.0.0.1", 40002), 200 * 10**9, unanswered=False)
+    conversations = ConversationCapture()
+    conversation(conversations, CLIENT, 1, ("127.0.0.1", 53), ("127.0.0.1", 40000), 10**9, unanswered=False)
+    conversation(conversations, SERVER, 2, ("127.0.0.1", 40001), ("127.0.0.1", 53), 2 * 10**9, unanswered=True)
+    conversation(conversations, CLIENT, 1, ("127.0.0.1", 53), ("127.0.0.1", 40002), 200 * 10**9, unanswered=False)
     directory = tmp_path_factory.mktemp("dns_capture")
     processes = {
         p["upid"]: {"pid": p["pid"], "comm": p["comm"], "cmdline": p["comm"], "exe": "", "container_id": "",
                     "pod": p["pod"], "namespace": "default" if p["pod"] else ""}
         for p in (CLIENT, SERVER)
     }  # fmt: skip
-    write_capture(directory, {"dns_events": rows.table()}, host="test", start_time_ns=START_NS,
+    write_capture(directory, {"dns_events": conversations.tables()["dns_events"]}, host="test", start_time_ns=START_NS,
                   end_time_ns=START_NS + 300 * 10**9, processes=processes)  # fmt: skip
     return str(directory)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,24 +14,16 @@ import pandas as pd
 import pytest
 
 import pxq
-from pxq.agent.protocols.mysql import RECORDED_STREAMS, MysqlRows
+from pxq.agent.protocols.mysql import RECORDED_STREAMS
+from pxq.agent.protocols.registry import DEFAULT_BODY_LIMIT
 from pxq.replay import open_capture, write_capture
-from pxq.testing.streams import load_stream, replay
+from pxq.testing.conversations import Connection, add_conversation, conversation_pairs, new_rows
+from pxq.testing.streams import load_stream
 from pxq.testing.synthetic import synthetic_processes
 
 START_NS = 1_764_115_200_000_000_000
 SPAN_NS = 300_000_000_000
 NS = 1_000_000_000
-
-
-@dataclass
-class Conn:
-    upid: str
-    raddr: str
-    laddr: str
-    rport: int
-    lport: int
-    role: int
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +32,13 @@ def capture_dir(tmp_path_factory) -> str:
     processes = synthetic_processes()
     upids = sorted(processes)
     streams = [load_stream(p) for p in sorted(RECORDED_STREAMS.glob("*.json"))]
-    rows = MysqlRows()
+    rows = new_rows("mysql")
     for _ in range(60):
-        records, _ = replay(rng.choice(streams).chunks, protocol="mysql")
-        conn = Conn(rng.choice(upids), f"10.0.0.{rng.randint(1, 3)}", "10.0.1.1", rng.choice([3306, 3307]),
-                    rng.randint(30000, 60000), rng.choice([1, 2]))  # fmt: skip
-        pairs = [(r.request, r.response) for r in records]
-        rows.add_pairs(conn, pairs, START_NS + rng.randint(0, SPAN_NS - 60 * NS))
+        pairs = conversation_pairs("mysql", rng.choice(streams), body_limit=DEFAULT_BODY_LIMIT)
+        end = Connection(upid=rng.choice(upids), raddr=f"10.0.0.{rng.randint(1, 3)}", laddr="10.0.1.1",
+                         rport=rng.choice([3306, 3307]), lport=rng.randint(30000, 60000),
+                         role=rng.choice([1, 2]))  # fmt: skip
+        add_conversation(rows, pairs, (end,), START_NS + rng.randint(0, SPAN_NS - 60 * NS))
     directory = tmp_path_factory.mktemp("mysql_capture")
     write_capture(directory, {"mysql_events": rows.table()}, host="h", start_time_ns=START_NS,
                   end_time_ns=START_NS + SPAN_NS, processes=processes)  # fmt: skip

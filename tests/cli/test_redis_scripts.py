@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from pxq.agent.protocols.interface import ParseOptions
-from pxq.agent.protocols.redis import RECORDED_STREAMS, RedisRows, RedisStitcher
+from pxq.agent.protocols.redis import RECORDED_STREAMS
 from pxq.replay import open_capture, write_capture
+from pxq.testing.conversations import ConversationCapture, both_ends
 from pxq.testing.streams import load_stream
 from tests.cli_support import run_pxq
 
@@ -29,35 +28,18 @@ PROCESSES = {
 }  # fmt: skip
 
 
-@dataclass
-class Conn:
-    upid: str
-    raddr: str
-    laddr: str
-    rport: int
-    lport: int
-    role: int
-
-
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory) -> str:
     """Each recording replayed as one connection seen from both ends (the server's and the
     client's), the recordings 3 s apart."""
-    rows = RedisRows()
+    conversations = ConversationCapture()
     apart = [ROOT / "tests" / "agent" / "data" / f"redis_{name}_stream.json" for name in ("inline", "pubsub")]
     for i, path in enumerate(sorted(RECORDED_STREAMS.glob("*.json")) + apart):
-        stream = load_stream(path)
-        for conn in (Conn(SERVER_UPID, "127.0.0.1", "127.0.0.1", 40000 + i, 6379, 2),
-                     Conn(CLIENT_UPID, "127.0.0.1", "127.0.0.1", 6379, 40000 + i, 1)):  # fmt: skip
-            st = RedisStitcher(ParseOptions(body_limit=1024))
-            pairs = []
-            for direction, ts, data in stream.chunks:
-                pairs += st.feed_messages(direction == "req", data, ts + i * 3 * 10**9)
-            pairs += st.close_messages(stream.chunks[-1][1] + i * 3 * 10**9)
-            rows.add_pairs(conn, pairs, START_NS)
+        client, server = both_ends(CLIENT_UPID, ("127.0.0.1", 40000 + i), SERVER_UPID, ("127.0.0.1", 6379))
+        conversations.add("redis", load_stream(path), (server, client), START_NS + i * 3 * 10**9)
     directory = tmp_path_factory.mktemp("redis_capture")
-    write_capture(directory, {"redis_events": rows.table()}, host="redis-host", start_time_ns=START_NS,
-                  end_time_ns=START_NS + 30 * 10**9, processes=PROCESSES)  # fmt: skip
+    write_capture(directory, {"redis_events": conversations.tables()["redis_events"]}, host="redis-host",
+                  start_time_ns=START_NS, end_time_ns=START_NS + 30 * 10**9, processes=PROCESSES)  # fmt: skip
     return str(directory)
 
 

@@ -64,6 +64,29 @@ def test_substring_with_any_int64_arguments(texts, pos, length):
     assert got == [None if t is None else pixie_substring(t, pos, length) for t in texts]
 
 
+@SETTINGS
+@given(st.lists(st.tuples(st.none() | st.text(alphabet="ab✓:", max_size=6), st.none() | int64s, st.none() | int64s),
+                max_size=6))  # fmt: skip
+@example([("10.0.0.1:53", 0, 8), ("a", 2, 1), ("abc", -1, 1), ("abc", 1, -1), ("abc", 3, 1), (None, 0, 1)])
+@example([("abc", None, 1), ("abc", 0, None), ("abc", 1, INT64_MAX)])
+def test_substring_with_positions_and_lengths_from_columns(rows):
+    """Pixie's SubstringUDF takes columns for pos and length (dns_flow_graph cuts each row at its
+    own ':' with px.substring(df.to_entity, 0, df.idx1)); null in any argument gives null."""
+    texts, positions, lengths = ([r[i] for r in rows] for i in range(3))
+    for pos, length in (
+        (col(positions, I), col(lengths, I)),
+        (lit(1, I), col(lengths, I)),
+        (col(positions, I), lit(2, I)),
+    ):
+        got = values(call("substring", col(texts, S), pos, length))
+        pos_values = positions if isinstance(pos, pa.Array) else [1] * len(rows)
+        length_values = lengths if isinstance(length, pa.Array) else [2] * len(rows)
+        assert got == [
+            None if None in (t, p, n) else pixie_substring(t, p, n)
+            for t, p, n in zip(texts, pos_values, length_values, strict=True)
+        ]
+
+
 # ---------------------------------------------------------------- bin (math_ops.h BinUDF, rounded down)
 
 

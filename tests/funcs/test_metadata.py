@@ -120,3 +120,34 @@ def test_exec_hostname():
     assert call("_exec_hostname").as_py() == CTX.host
     assert call("_exec_hostname", ctx=ExecContext(now_ns=0, host="other")).as_py() == "other"
     assert isinstance(call("_exec_hostname"), pa.Scalar)
+
+
+# metadata_ops.h (github.com/pixie-io/pixie src/carnot/funcs/metadata/): each lookup gives "" for
+# an IP or id the cluster's metadata does not hold ("otherwise returns an empty string"), with the
+# semantic type of its SemanticInferenceRules. Off Kubernetes pxq holds none: every value is unknown,
+# including the pod and service names processes may carry (names are not ids).
+KUBERNETES_LOOKUPS = [
+    ("ip_to_pod_id", SemanticType.NONE),
+    ("ip_to_service_id", SemanticType.NONE),
+    ("pod_id_to_pod_name", SemanticType.POD),
+    ("pod_id_to_service_name", SemanticType.SERVICE),
+    ("pod_id_to_node_name", SemanticType.NODE),
+    ("service_id_to_service_name", SemanticType.SERVICE),
+]
+
+
+@pytest.mark.parametrize(("name", "semantic"), KUBERNETES_LOOKUPS)
+def test_kubernetes_lookups_find_nothing_off_kubernetes(name, semantic):
+    keys = ["10.1.0.12", "127.0.0.1", "", None, "default/web-1", "default/web", "1ec0c2d4-43cc-4f26-a4f7-1d1a6b9cb6b4"]
+    assert values(call(name, col(keys, S))) == ["", "", "", None, "", "", ""]
+    assert call(name, lit("10.1.0.12", S)).as_py() == ""
+    assert resolve_semantic(SCALARS[name].semantic, (SemanticType.NONE,)) is semantic
+
+
+def test_pixie_scripts_name_a_remote_end_by_its_address():
+    """The idiom of Pixie's *_data scripts: the remote end's pod name where there is one, else
+    its address."""
+    addresses = col(["10.1.0.12", "198.51.100.14", None], S)
+    pod = call("pod_id_to_pod_name", call("ip_to_pod_id", addresses))
+    named = call("select", call("notEqual", pod, lit("", S)), pod, addresses)
+    assert values(named) == ["10.1.0.12", "198.51.100.14", None]

@@ -111,6 +111,13 @@ SAMPLES: dict[str, list[tuple]] = {
     "upid_to_node_name": [((U, "7:1234:5555"),)],
     "upid_to_hostname": [((U, "7:1234:5555"),)],
     "http_resp_message": [((I, 404),)],
+    # The Kubernetes lookups of metadata_ops.h, with its doc examples' kind of values.
+    "ip_to_pod_id": [((S, "10.1.0.12"),)],
+    "ip_to_service_id": [((S, "10.1.0.12"),)],
+    "pod_id_to_pod_name": [((S, "1ec0c2d4-43cc-4f26-a4f7-1d1a6b9cb6b4"),)],
+    "pod_id_to_service_name": [((S, "1ec0c2d4-43cc-4f26-a4f7-1d1a6b9cb6b4"),)],
+    "pod_id_to_node_name": [((S, "1ec0c2d4-43cc-4f26-a4f7-1d1a6b9cb6b4"),)],
+    "service_id_to_service_name": [((S, "c8c8b4bb-1d6e-4a8e-9a1b-2f2f1e0e4d11"),)],
     "contains": [((S, "checkout"), (S, "ecko"))],
     "find": [((S, "pixie-labs"), (S, "-labs"))],
     "substring": [((S, "checkout"), (I, 1), (I, 5))],
