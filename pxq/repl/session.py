@@ -217,13 +217,10 @@ class ReplSession:
             self.history.extend(added)  # what compiled stays, also when a later statement fails
         if not shown:
             return Reply()
+        notes = self.source.prepare(_tables_read(shown))
         if self.source.live:  # relative times from the clock now, over what is collected now
-            notes = self.source.prepare(_tables_read(shown))
-            self.compiler, shown = self._compiled(
-                self.source.now_ns(), self.history[: len(self.history) - len(added)], added
-            )
-        else:
-            notes = self.source.prepare(_tables_read(shown))
+            earlier = self.history[: len(self.history) - len(added)]
+            self.compiler, shown = self._compiled(self.source.now_ns(), earlier, added)
         reply = self._execute(self.compiler.graph(shown))
         reply.lines[:0] = notes
         return reply
