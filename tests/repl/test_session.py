@@ -53,7 +53,8 @@ def test_statements_one_by_one_show_expressions_like_pandas(session, capture):
     frame = events(capture)
     frame = frame[frame.time_.astype("int64") >= end_ns(capture) - 120 * 10**9]
     frame = frame[frame.resp_status >= 400]
-    expected = frame.groupby("req_path", dropna=False).agg(n=("latency", "size"), worst=("latency", "max")).reset_index()
+    per_path = frame.groupby("req_path", dropna=False)
+    expected = per_path.agg(n=("latency", "size"), worst=("latency", "max")).reset_index()
     got = table.to_pandas().sort_values("req_path").reset_index(drop=True)
     pd.testing.assert_frame_equal(got, expected.sort_values("req_path").reset_index(drop=True), check_dtype=False)
 
@@ -193,7 +194,8 @@ def test_out_writes_the_last_result(session, capture, tmp_path):
     ok(session, "df = px.DataFrame(table='http_events')")
     ok(session, "df.groupby('resp_status').agg(n=('latency', px.count))")
     reply = ok(session, f":out csv {tmp_path / 'o'}")
-    assert reply.lines == [f"wrote {tmp_path / 'o' / 'out2.csv'}: out2 {events(capture).resp_status.nunique(dropna=False)} rows"]
+    groups = events(capture).resp_status.nunique(dropna=False)
+    assert reply.lines == [f"wrote {tmp_path / 'o' / 'out2.csv'}: out2 {groups} rows"]
     got = pd.read_csv(tmp_path / "o" / "out2.csv").sort_values("resp_status").reset_index(drop=True)
     expected = events(capture).groupby("resp_status", dropna=False).size().rename("n").reset_index()
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
