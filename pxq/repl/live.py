@@ -36,6 +36,7 @@ class LiveSource:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._failure: BaseException | None = None
+        self.generation = 0  # how many times the probes were (re)planned and attached
         self.store = TableStore(self.options.budget_bytes)
 
     # the executor's DataSource
@@ -108,6 +109,7 @@ class LiveSource:
             self.collecting_since[table] = now
         self.tables = set(tables)
         self._loop = loop
+        self.generation += 1
         self._stop.clear()
         self._thread = threading.Thread(target=self._collect, name="pxq-repl-live", daemon=True)
         self._thread.start()
