@@ -16,7 +16,6 @@ from pxq.agent.collector import AgentOptions
 from pxq.agent.loop import AgentLoop, check_environment
 from pxq.agent.table_store import TableStore
 from pxq.plan.manifest import manifest_for_tables
-from pxq.tables import CATALOG
 
 DEFAULT_RETENTION_S = 300.0
 
@@ -93,21 +92,32 @@ class LiveSource:
 
     # the collector thread
     def _restart(self, tables: set[str]) -> None:
-        self._stop_loop()
         now = time.time_ns()
+        # Built first: a table no collector here fills is an AgentError before anything stops.
         loop = AgentLoop(manifest_for_tables(sorted(tables), now_ns=now), self.options)
+        self._stop_loop()
+        try:
+            loop.start()  # raises, having stopped what it started, when a probe cannot attach
+        except BaseException:
+            if self.tables:  # collect what was collected before, as before
+                self._attach(AgentLoop(manifest_for_tables(sorted(self.tables), now_ns=now), self.options))
+            raise
+        for table in tables - self.tables:
+            self.collecting_since[table] = now
+        self.tables = set(tables)
+        self._attach(loop, started=True)
+
+    def _attach(self, loop: AgentLoop, *, started: bool = False) -> None:
+        """Run ``loop`` in the collector thread, its store holding what was collected so far."""
+        if not started:
+            loop.start()
         old = self.store
-        loop.start()  # raises, having stopped what it started, when a probe cannot attach
         for name in old.table_names():  # keep what was collected before the re-plan
-            if name in CATALOG:
-                loop.store.append(name, old.table(name))
+            loop.store.append(name, old.table(name))
         loop.store.processes.update(old.processes)
         for table, counters in old.drops.items():
             loop.store.drops.setdefault(table, dict(counters))
         self.store = loop.store
-        for table in tables - self.tables:
-            self.collecting_since[table] = now
-        self.tables = set(tables)
         self._loop = loop
         self.generation += 1
         self._stop.clear()

@@ -22,14 +22,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
-from pxq.errors import PxqError, ScriptError, Source as ScriptSource, UsageError, closest
+from pxq.errors import CompileError, Diagnostic, PxqError, ScriptError, Source as ScriptSource, UsageError, closest
+from pxq.funcs.registry import ExecContext
 from pxq.lang import ast, parse
 from pxq.plan import nodes as n
-from pxq.plan.compile import CompileSession, DataFrameValue
+from pxq.plan.compile import CompileSession, DataFrameValue, ExprValue, GroupByValue, Value
+from pxq.plan.constants import evaluate_constant
 from pxq.plan.optimize import optimize
 from pxq.tables import CATALOG
+from pxq.types import DataType
 
 FILENAME = "<repl>"
 # Imported before the first input, as the brief of every PxL script starts.
@@ -199,6 +203,7 @@ class ReplSession:
         padded = "\n" * offset + text
         module = parse(padded, FILENAME)
         shown: list[n.Display] = []
+        said: list[str] = []  # what a constant or other non-DataFrame expression is
         added: list[tuple[ast.Stmt | ast.Pragma, str | None, str]] = []
         try:
             for pragma in module.pragmas:
@@ -212,18 +217,36 @@ class ReplSession:
                 if isinstance(value, DataFrameValue):
                     name = self._expression_name(sum(1 for _, nm, _ in added if nm))
                     shown.append(n.Display(value.node, name))
+                elif value is not None:
+                    said.extend(self._describe(value))
                 added.append((stmt, name, padded[stmt.span.start_pos : stmt.span.end_pos]))
         finally:
             self.history.extend(added)  # what compiled stays, also when a later statement fails
         if not shown:
-            return Reply()
-        notes = self.source.prepare(_tables_read(shown))
+            return Reply(lines=said)
+        notes = said + self.source.prepare(_tables_read(shown))
         if self.source.live:  # relative times from the clock now, over what is collected now
             earlier = self.history[: len(self.history) - len(added)]
             self.compiler, shown = self._compiled(self.source.now_ns(), earlier, added)
         reply = self._execute(self.compiler.graph(shown))
         reply.lines[:0] = notes
         return reply
+
+    def _describe(self, value: Value) -> list[str]:
+        """A constant's value; what other expressions that are no DataFrame are."""
+        if isinstance(value, ExprValue):
+            if not value.expr.is_constant:
+                return [f"a column expression of type {value.expr.type}: assign it to a column (df.x = ...) to see it"]
+            try:
+                result = evaluate_constant(value.expr, ExecContext(now_ns=self.compiler.now_ns), checked=True)
+            except (ArithmeticError, ValueError) as exc:
+                raise CompileError(Diagnostic(str(exc), value.span)) from None
+            if value.expr.type is DataType.TIME64NS and isinstance(result, int):
+                return [f"{pd.Timestamp(result, tz='UTC')}  ({value.expr.type}, {result} ns)"]
+            return [f"{result!r}  ({value.expr.type})"]
+        if isinstance(value, GroupByValue):
+            return ["a groupby: its .agg(...) shows the groups"]
+        return []
 
     def _expression_name(self, index: int) -> str:
         taken = {d.name for d in self.compiler.displays} | {nm for _, nm, _ in self.history if nm}
@@ -334,7 +357,7 @@ class ReplSession:
         for name in sorted(CATALOG):
             rows = self.source.rows(name)
             held = "" if rows is None else f"{rows:,} rows"
-            lines.append(f"{name:<{width}}  {held:>14}  {CATALOG[name].doc}")
+            lines.append(f"{name:<{width}}  {held:>14}  {CATALOG[name].doc.split('. ')[0]}")
         return Reply(lines=lines)
 
     def cmd_schema(self, args: list[str]) -> Reply:

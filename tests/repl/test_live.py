@@ -75,6 +75,18 @@ def test_two_queries_a_moment_apart_see_new_traffic_over_one_attachment(tmp_path
             )
             assert source.generation == 1  # the same probes all along
 
+            # A table nothing collects live here: said, and the probes that run keep running.
+            reply = session.submit("px.DataFrame(table='process_stats')")
+            assert "cannot collect process_stats live" in reply.error
+            get(backend.port, "/pxq-repl-third", 1)
+            wait_for(
+                session,
+                query,
+                lambda t: counts(t) == {"/pxq-repl-first": 3, "/pxq-repl-second": 2, "/pxq-repl-third": 1},
+                "the request made after the refused table",
+            )
+            assert source.generation == 1
+
             # A table not collected yet: the probes are re-planned with both; the rows stay.
             # (The profiler leaves pxq's own process out: a child of this test burns the CPU.)
             spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -87,7 +99,7 @@ def test_two_queries_a_moment_apart_see_new_traffic_over_one_attachment(tmp_path
                 assert reply.error is None, reply.error
                 assert source.generation == 2
                 (after,) = session.submit(query).tables.values()
-                assert counts(after) == {"/pxq-repl-first": 3, "/pxq-repl-second": 2}
+                assert counts(after) == {"/pxq-repl-first": 3, "/pxq-repl-second": 2, "/pxq-repl-third": 1}
                 deadline = time.monotonic() + 60
                 while not (reply := session.submit(profile)).flamegraphs:
                     assert reply.error is None, reply.error

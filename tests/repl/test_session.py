@@ -285,3 +285,20 @@ def test_a_cancelled_query_stops_after_its_current_step(capture):
     with pytest.raises(ExecutionError, match="cancelled"):
         execute(graph, _CancelOnScan(capture, cancel), cancel=cancel)
     assert len(execute(graph, _CancelOnScan(capture, threading.Event())).tables["output"]) == len(events(capture))
+
+
+def test_constants_show_their_value_and_column_expressions_say_what_they_are(session):
+    assert ok(session, "1 + 2 * 3").lines == ["7  (INT64)"]
+    assert ok(session, "px.minutes(2)").lines == [f"{2 * 60 * 10**9}  (INT64)"]
+    assert ok(session, "'a' + 'b'").lines == ["'ab'  (STRING)"]
+    ok(session, "df = px.DataFrame(table='http_events')")
+    assert "column expression of type INT64" in ok(session, "df.latency * 2").lines[0]
+    reply = session.submit("big = 9223372036854775807\nbig + 1")
+    assert reply.error.splitlines()[:3] == ["<repl>:7:1: error: add: overflow", "    big + 1", "    ^^^^^^^"]
+
+
+def test_a_query_that_fails_while_running_is_an_error_and_the_session_goes_on(session, capture):
+    ok(session, "df = px.DataFrame(table='http_events')")
+    reply = session.submit("df[px.regex_match('[', df.req_path)]")
+    assert "invalid regular expression" in reply.error
+    assert ok(session, "df.head(1)").tables["out3"].num_rows == 1
