@@ -82,8 +82,8 @@ def candidates(session: ReplSession, before: str) -> list[Candidate]:
         return _matching(match.group(2), _tables())
     match = _SUBSCRIPT.search(line)
     if match:
-        columns = session.compiler.columns_of(match.group(1)) or ()
-        return _matching(match.group(3), ((c, "column") for c in columns))
+        subscripted = session.compiler.columns_of(match.group(1)) or ()
+        return _matching(match.group(3), ((c, "column") for c in subscripted))
     match = _ATTRIBUTE.search(line)
     if match:
         owner, prefix = match.groups()
@@ -97,8 +97,8 @@ def candidates(session: ReplSession, before: str) -> list[Candidate]:
         return _matching(prefix, [*((c, "column") for c in columns), *((m, "method") for m in DATAFRAME_METHODS)])
     match = _NAME.search(line)
     if match:
-        names = ((name, "") for name in session.compiler.names if not name.startswith("_"))
-        return _matching(match.group(1), names)
+        globals_ = ((name, "") for name in session.compiler.names if not name.startswith("_"))
+        return _matching(match.group(1), globals_)
     return []
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from pxq.agent.collector import AgentOptions
@@ -48,14 +49,23 @@ class LiveSource:
         return self.store.host
 
     @property
-    def processes(self) -> dict[str, dict]:
+    def processes(self) -> dict[str, dict[str, Any]]:
         return dict(self.store.processes)  # the collector thread adds entries meanwhile
 
     @property
     def end_time_ns(self) -> int:
         return time.time_ns()
 
-    def scan(self, table: str, columns=None, start_ns=None, end_ns=None, *, filter=None, filter_columns=()):
+    def scan(
+        self,
+        table: str,
+        columns: Sequence[str] | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        *,
+        filter: Any = None,
+        filter_columns: Sequence[str] = (),
+    ) -> Any:
         return self.store.scan(table, columns, start_ns, end_ns, filter=filter, filter_columns=filter_columns)
 
     # the session's source

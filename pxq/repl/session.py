@@ -16,10 +16,10 @@ import shlex
 import tempfile
 import threading
 import tokenize
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,12 @@ from pxq.plan.constants import evaluate_constant
 from pxq.plan.optimize import optimize
 from pxq.tables import CATALOG
 from pxq.types import DataType
+
+if TYPE_CHECKING:
+    from pxq.api import Compiled
+
+# A statement or pragma that compiled, the display name of a shown expression, its text.
+Entry = tuple[ast.Stmt | ast.Pragma, str | None, str]
 
 FILENAME = "<repl>"
 # Imported before the first input, as the brief of every PxL script starts.
@@ -173,7 +179,7 @@ class ReplSession:
         self.lines: list[str] = []  # every PxL line typed, numbered as one text for diagnostics
         # The statements and pragmas that compiled, with the display name of a shown expression,
         # and their text for :save.
-        self.history: list[tuple[ast.Stmt | ast.Pragma, str | None, str]] = []
+        self.history: list[Entry] = []
         self.last: dict[str, pa.Table] = {}  # the last result, for :out
         self.compiler = self._compiled(source.now_ns(), [])[0]
 
@@ -204,7 +210,7 @@ class ReplSession:
         module = parse(padded, FILENAME)
         shown: list[n.Display] = []
         said: list[str] = []  # what a constant or other non-DataFrame expression is
-        added: list[tuple[ast.Stmt | ast.Pragma, str | None, str]] = []
+        added: list[Entry] = []
         try:
             for pragma in module.pragmas:
                 self.compiler.add_pragma(pragma)
@@ -256,7 +262,7 @@ class ReplSession:
         return name
 
     def _compiled(
-        self, now_ns: int, before: list[tuple[Any, str | None, str]], then: list[tuple[Any, str | None, str]] = ()
+        self, now_ns: int, before: list[Entry], then: Sequence[Entry] = ()
     ) -> tuple[CompileSession, list[n.Display]]:
         """A new compile session at ``now_ns`` with the prelude and ``before`` compiled, then
         ``then``, whose displays (and shown expressions) are returned."""
@@ -266,7 +272,7 @@ class ReplSession:
         return session, self._replay(session, list(then))
 
     @staticmethod
-    def _replay(session: CompileSession, items: list[tuple[Any, str | None, str]]) -> list[n.Display]:
+    def _replay(session: CompileSession, items: list[Entry]) -> list[n.Display]:
         shown: list[n.Display] = []
         for item, name, _text in items:
             if isinstance(item, ast.Pragma):
@@ -383,7 +389,7 @@ class ReplSession:
             parts.append(f"px.display({text}, {name!r})" if name else text)
         return "\n".join(parts) + "\n"
 
-    def _compile_script(self, text: str, filename: str):
+    def _compile_script(self, text: str, filename: str) -> Compiled:
         from pxq.api import compile_script
         from pxq.library import Script
 
@@ -443,7 +449,7 @@ class ReplSession:
         self.source.close()
 
 
-def _tables_read(displays) -> set[str]:
+def _tables_read(displays: Sequence[n.Display]) -> set[str]:
     return {node.table for node in n.relations_postorder(tuple(displays)) if isinstance(node, n.Source)}
 
 

@@ -11,8 +11,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pxq.repl.session import ReplSession, Reply, needs_more
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from prompt_toolkit.history import History
+    from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+    from rich.console import Console
 
 PROMPT = "pxl> "
 CONTINUATION = "...  "
@@ -30,7 +38,7 @@ def history_path() -> Path:
     return state_dir() / "history"
 
 
-def _history():
+def _history() -> History:
     from prompt_toolkit.history import FileHistory, InMemoryHistory
 
     path = history_path()
@@ -43,13 +51,13 @@ def _history():
     return FileHistory(str(path))
 
 
-def _key_bindings():
+def _key_bindings() -> KeyBindings:
     from prompt_toolkit.key_binding import KeyBindings
 
     bindings = KeyBindings()
 
     @bindings.add("enter")
-    def _enter(event) -> None:
+    def _enter(event: KeyPressEvent) -> None:
         buffer = event.current_buffer
         state = buffer.complete_state
         if state is not None and state.current_completion is not None:
@@ -67,7 +75,7 @@ def _key_bindings():
     return bindings
 
 
-def show(reply: Reply, *, console, max_rows: int, zone=None) -> None:
+def show(reply: Reply, *, console: Console, max_rows: int, zone: dt.tzinfo | None = None) -> None:
     """Print a reply: text, terminal tables, flamegraph paths with the hottest stacks; errors on stderr."""
     from pxq.render import render
 
@@ -84,7 +92,7 @@ def show(reply: Reply, *, console, max_rows: int, zone=None) -> None:
         print(reply.error, file=sys.stderr, flush=True)
 
 
-def run_repl(session: ReplSession, *, max_rows: int = 20, zone=None) -> int:
+def run_repl(session: ReplSession, *, max_rows: int = 20, zone: dt.tzinfo | None = None) -> int:
     """Read, run and print until Ctrl-D or :quit; 0."""
     from prompt_toolkit import PromptSession
     from prompt_toolkit.lexers import PygmentsLexer
