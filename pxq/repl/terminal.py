@@ -22,7 +22,13 @@ if TYPE_CHECKING:
     from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
     from rich.console import Console
 
-PROMPT = "pxl> "
+
+
+def prompt_text(session: ReplSession) -> str:
+    """``pxl [N]> ``: N numbers the input, as the ``outN`` its DataFrame expression shows."""
+    return f"pxl [{session.inputs + 1}]> "
+
+
 CONTINUATION = "...  "
 INDENT = "    "
 
@@ -120,7 +126,7 @@ def run_repl(session: ReplSession, *, max_rows: int = 20, zone: dt.tzinfo | None
     try:
         while True:
             try:
-                text = prompt.prompt(PROMPT)
+                text = prompt.prompt(prompt_text(session))
             except KeyboardInterrupt:
                 continue  # Ctrl-C at the prompt: a fresh line
             except EOFError:

@@ -60,6 +60,13 @@ class Terminal:
                 raise AssertionError(f"{pattern!r} not on the screen; it shows:\n{text[self.read_to :][-3000:]}")
             self._read(0.2)
 
+    def seen(self, pattern: str, timeout: float) -> re.Match[str] | None:
+        """Like :meth:`wait_for`, None when ``pattern`` did not show within ``timeout``."""
+        try:
+            return self.wait_for(pattern, timeout)
+        except AssertionError:
+            return None
+
     def _read(self, timeout: float) -> bool:
         try:
             self.raw += self.child.read_nonblocking(65536, timeout=timeout)
@@ -67,8 +74,10 @@ class Terminal:
         except (pexpect.TIMEOUT, pexpect.EOF):
             return False
 
-    def prompt(self) -> None:
-        self.wait_for(r"pxl> ")
+    def prompt(self, number: int) -> None:
+        """Until the prompt of input ``number`` shows (the line editor redraws the current one as
+        keys are typed: the number tells a new prompt from those)."""
+        self.wait_for(rf"pxl \[{number}\]> ")
 
     def type(self, text: str) -> None:
         self.child.send(text)
@@ -93,12 +102,12 @@ def capture(tmp_path_factory) -> Path:
 def test_tab_completion_errors_multiline_and_history(capture, tmp_path):
     term = Terminal("--from", str(capture), state=tmp_path / "state")
     term.wait_for(r"http_events \(300 rows\)")
-    term.prompt()
+    term.prompt(1)
     term.type("df = px.DataFrame(table='http_ev")
     term.type("\t")  # one table matches: Tab completes it in place
     term.wait_for(r"table='http_events")
     term.enter("')")
-    term.prompt()
+    term.prompt(2)
     term.type("df.resp_")
     term.type("\t")  # several columns match: a menu lists them
     expected = [c.name for c in CATALOG["http_events"].columns if c.name.startswith("resp_")]
@@ -112,18 +121,18 @@ def test_tab_completion_errors_multiline_and_history(capture, tmp_path):
     term.enter("df = df[df.latency > ]")
     error = term.wait_for(r"<repl>:2:(\d+): error: [^\n]*\n\s+df = df\[df.latency > \]\n(\s*)\^")
     assert error.group(2).count(" ") - 4 == int(error.group(1)) - 1  # the caret under the column said
-    term.prompt()
+    term.prompt(3)
     term.enter("df.head(3)")
     term.wait_for(r"out3 \(3 rows\)")
-    term.prompt()
+    term.prompt(4)
     term.enter("def few(n):")  # a def continues on the next line, indented
     term.wait_for(r"\.\.\.")
     term.enter("return df.head(n)")
     term.enter("")
-    term.prompt()
+    term.prompt(5)
     term.enter("few(2)")
     term.wait_for(r"out5 \(2 rows\)")
-    term.prompt()
+    term.prompt(6)
     assert term.leave() == 0
     history = (tmp_path / "state" / "pxq" / "history").read_text()
     assert "+df.head(3)" in history and "+few(2)" in history
@@ -132,17 +141,17 @@ def test_tab_completion_errors_multiline_and_history(capture, tmp_path):
 def test_save_then_pxq_run_gives_what_pandas_computes(capture, tmp_path):
     saved = tmp_path / "mine.pxl"
     term = Terminal("--from", str(capture), state=tmp_path / "state")
-    term.prompt()
+    term.prompt(1)
     term.enter("df = px.DataFrame(table='http_events')")
-    term.prompt()
+    term.prompt(2)
     term.enter("df = df[df.resp_status >= 500]")
-    term.prompt()
+    term.prompt(3)
     term.enter("df.groupby(['req_method', 'resp_status']).agg(requests=('latency', px.count))")
     term.wait_for(r"out3 \(\d+ rows\)")
-    term.prompt()
+    term.prompt(4)
     term.enter(f":save {saved}")
     term.wait_for(rf"saved {re.escape(str(saved))}")
-    term.prompt()
+    term.prompt(4)  # a command is no numbered input
     assert term.leave() == 0
     proc = run_pxq("run", str(saved), "--from", str(capture), "-o", "json", check=True)
     got = pd.DataFrame([json.loads(line) for line in proc.stdout.splitlines()]).drop(columns="_table")
@@ -166,6 +175,16 @@ def wait_for_cooked_mode(term: Terminal, timeout: float = 30) -> None:
         time.sleep(0.01)
 
 
+# CPU time (clock ticks, 1/100 s) the REPL spends past what typing costs: the query is running.
+QUERY_RUNNING_TICKS = 30
+
+
+def cpu_ticks(pid: int) -> int:
+    """User + system CPU time of process ``pid`` (all its threads) in clock ticks, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime: the 14th and 15th fields
+
+
 @pytest.fixture(scope="module")
 def big_capture(tmp_path_factory) -> Path:
     return Path(write_synthetic_capture(tmp_path_factory.mktemp("big") / "c", 500_000, seed=6))
@@ -173,21 +192,25 @@ def big_capture(tmp_path_factory) -> Path:
 
 def test_ctrl_c_cancels_a_running_query_and_the_session_goes_on(big_capture, tmp_path):
     term = Terminal("--from", str(big_capture), state=tmp_path / "state")
-    term.prompt()
+    term.prompt(1)
     term.enter("df = px.DataFrame(table='http_events')")
-    term.prompt()
+    term.prompt(2)
     term.enter("df.a = px.replace('[0-9]', df.req_headers, 'x')")
-    term.prompt()
+    term.prompt(3)
     term.enter("df.b = px.replace('[a-z]+', df.resp_headers, 'y')")
-    term.prompt()
-    term.enter("df.groupby(['a', 'b', 'req_path']).agg(n=('latency', px.count))")
-    term.wait_for(r"agg\(n=\('latency', px.count\)\)\s*\n")  # accepted
-    wait_for_cooked_mode(term)  # the editor handed the terminal back: the query runs, Ctrl-C is SIGINT
+    term.prompt(4)
+    before = cpu_ticks(term.child.pid)
+    term.enter("df.groupby(['a', 'b', 'req_path']).agg(n=('latency', px.count))")  # seconds over 500,000 rows
+    wait_for_cooked_mode(term)  # the editor handed the terminal back: Ctrl-C is SIGINT again
+    deadline = time.monotonic() + 60
+    while cpu_ticks(term.child.pid) - before < QUERY_RUNNING_TICKS:  # the query is computing
+        assert "out4 (" not in screen_text(term.raw) and time.monotonic() < deadline, "the query never ran"
+        term.seen(r"$^", timeout=0.05)  # read the screen meanwhile
     term.child.sendintr()
     term.wait_for(r"pxq: cancelled")
-    term.prompt()
+    term.prompt(5)
     assert "out4 (" not in screen_text(term.raw)  # the cancelled query showed nothing
     term.enter("df.head(2)")
     term.wait_for(r"out5 \(2 rows\)")
-    term.prompt()
+    term.prompt(6)
     assert term.leave() == 0
