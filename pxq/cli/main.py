@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="an interactive PxL session (Tab completion, history, :help)",
         description="Type PxL statements one at a time; each DataFrame expression or px.display shows "
         "at once. Without --from, queries read a rolling window of live capture (root and eBPF). "
-        "Commands: :source, :tables, :schema, :explain, :run, :save, :out, :help.",
+        "Commands: :source, :tables, :schema, :explain, :run, :save, :out, :help. With stdin not a terminal, "
+        "its lines are the inputs (exit status 1 when one failed).",
     )
     repl.add_argument("--from", dest="source", metavar="DIR", help="query a capture directory instead of live capture")
     repl.add_argument(
@@ -423,7 +424,12 @@ def cmd_repl(args) -> int:
 
     source = CaptureSource(args.source) if args.source else live_source()
     session = ReplSession(source, live_source=live_source)
-    return run_repl(session, max_rows=args.max_rows, zone=datetime.UTC if args.utc else None)
+    zone = datetime.UTC if args.utc else None
+    if not sys.stdin.isatty():
+        from pxq.repl.terminal import run_piped
+
+        return run_piped(session, sys.stdin, max_rows=args.max_rows, zone=zone)
+    return run_repl(session, max_rows=args.max_rows, zone=zone)
 
 
 def cmd_explain(args, script_argv: list[str]) -> int:

@@ -181,6 +181,7 @@ class ReplSession:
         # and their text for :save.
         self.history: list[Entry] = []
         self.last: dict[str, pa.Table] = {}  # the last result, for :out
+        self.left = False  # :quit was typed
         self.compiler = self._compiled(source.now_ns(), [])[0]
 
     # ------------------------------------------------------------------ input
@@ -335,6 +336,7 @@ class ReplSession:
         return Reply(lines=[HELP, *(f"  {c:<{width}}  {doc}" for c, doc in COMMANDS.items())])
 
     def cmd_quit(self, _args: list[str]) -> Reply:
+        self.left = True
         return Reply(leave=True)
 
     def cmd_source(self, args: list[str]) -> Reply:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from prompt_toolkit.history import History
     from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
     from rich.console import Console
-
 
 
 def prompt_text(session: ReplSession) -> str:
@@ -86,7 +86,7 @@ def show(reply: Reply, *, console: Console, max_rows: int, zone: dt.tzinfo | Non
     from pxq.render import render
 
     for line in reply.lines:
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if reply.tables:
         render(reply.tables, "table", console=console, max_rows=max_rows, zone=zone)
     for name, flame in reply.flamegraphs.items():
@@ -96,6 +96,38 @@ def show(reply: Reply, *, console: Console, max_rows: int, zone: dt.tzinfo | Non
             console.print("  " + line, markup=False, highlight=False)
     if reply.error:
         print(reply.error, file=sys.stderr, flush=True)
+
+
+def run_piped(session: ReplSession, lines: Iterable[str], *, max_rows: int, zone: dt.tzinfo | None = None) -> int:
+    """Inputs read from a pipe, not a terminal (``pxq repl --from DIR < session.txt``): lines are
+    grouped into inputs as Enter would (an open bracket or a def continues); no prompt, no history.
+    1 when an input failed (each is still tried), else 0."""
+    from rich.console import Console
+
+    console = Console()
+    failed = False
+    pending: list[str] = []
+
+    def submit() -> None:
+        nonlocal failed
+        text = "\n".join(pending)
+        pending.clear()
+        reply = session.submit(text)
+        failed = failed or reply.error is not None
+        show(reply, console=console, max_rows=max_rows, zone=zone)
+
+    try:
+        for line in lines:
+            pending.append(line.rstrip("\n"))
+            if not needs_more("\n".join(pending)):
+                submit()
+                if session.left:
+                    break
+        if pending and not session.left:
+            submit()
+    finally:
+        session.close()
+    return 1 if failed else 0
 
 
 def run_repl(session: ReplSession, *, max_rows: int = 20, zone: dt.tzinfo | None = None) -> int:
