@@ -224,9 +224,9 @@ class ReplSession:
                 if isinstance(value, DataFrameValue):
                     name = self._expression_name(sum(1 for _, nm, _ in added if nm))
                     shown.append(n.Display(value.node, name))
-                elif value is not None:
-                    said.extend(self._describe(value))
                 added.append((stmt, name, padded[stmt.span.start_pos : stmt.span.end_pos]))
+                if value is not None and name is None:
+                    said.extend(self._describe(value))
         finally:
             self.history.extend(added)  # what compiled stays, also when a later statement fails
         if not shown:
@@ -312,6 +312,10 @@ class ReplSession:
         if self._output_dir is None:
             self._output_dir = Path(tempfile.mkdtemp(prefix="pxq-repl-"))
         path = self._output_dir / f"{_file_name(name)}.svg"
+        count = 1
+        while path.exists():  # an earlier result of the same name (a script run twice) stays
+            count += 1
+            path = self._output_dir / f"{_file_name(name)}-{count}.svg"
         render({name: table}, "svg", str(path))
         return Flamegraph(str(path), hottest_stacks(table, name))
 

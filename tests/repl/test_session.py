@@ -217,6 +217,10 @@ def test_stack_table_is_a_flamegraph_file_and_a_summary(session, capture):
     assert int(first[1].replace(",", "")) == counts.iloc[0]
     assert " <- ".join(reversed(top)) in flame.summary[0]
     assert len(flame.summary) == min(5, len(counts))
+    ok(session, "per = df.groupby('stack_trace').agg(count=('latency', px.count))")
+    first = ok(session, "px.display(per, 'cpu?')").flamegraphs["cpu?"]
+    second = ok(session, "px.display(per, 'cpu!')").flamegraphs["cpu!"]  # the same file name, cpu_.svg
+    assert first.path != second.path and Path(first.path).exists() and Path(second.path).exists()
 
 
 def test_commands(session, capture, tmp_path):
