@@ -299,6 +299,8 @@ def test_constants_show_their_value_and_column_expressions_say_what_they_are(ses
     assert "column expression of type INT64" in ok(session, "df.latency * 2").lines[0]
     reply = session.submit("big = 9223372036854775807\nbig + 1")
     assert reply.error.splitlines()[:3] == ["<repl>:7:1: error: add: overflow", "    big + 1", "    ^^^^^^^"]
+    # it compiled (only its value failed): the session and its script keep it, as the compiler did
+    assert [text for _, _, text in session.history][-2:] == ["big = 9223372036854775807", "big + 1"]
 
 
 def test_a_query_that_fails_while_running_is_an_error_and_the_session_goes_on(session, capture):
