@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import termios
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 
 from pxq.tables import CATALOG
 from pxq.testing.synthetic import write_synthetic_capture
-from tests.cli_support import assert_no_traceback, run_pxq
+from tests.cli_support import assert_no_traceback, pxq_command, run_pxq
 
 _CURSOR_FORWARD = re.compile(r"\x1b\[(\d*)C")
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-B]|\x1b[=>]|\r")
@@ -36,9 +35,10 @@ class Terminal:
     def __init__(self, *args: str, state: Path):
         env = dict(os.environ, XDG_STATE_HOME=str(state), TERM="xterm", COLUMNS="160")
         env["PROMPT_TOOLKIT_NO_CPR"] = "1"  # pexpect does not answer cursor position requests
+        command = pxq_command("repl", *args)
         self.child = pexpect.spawn(
-            sys.executable,
-            ["-m", "pxq.cli.main", "repl", *args],
+            command[0],
+            command[1:],
             env=env,
             encoding="utf-8",
             dimensions=(50, 160),
