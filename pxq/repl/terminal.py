@@ -69,7 +69,7 @@ def _key_bindings() -> KeyBindings:
         if state is not None and state.current_completion is not None:
             buffer.apply_completion(state.current_completion)  # Enter in the menu takes the choice
             return
-        if buffer.document.is_cursor_at_the_end and needs_more(buffer.text):
+        if needs_more(buffer.text):
             line = buffer.document.current_line
             indent = line[: len(line) - len(line.lstrip())]
             if line.rstrip().endswith(":"):
