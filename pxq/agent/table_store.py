@@ -28,6 +28,10 @@ def split_losses(counters: dict[str, int]) -> tuple[dict[str, int], dict[str, in
     return lost, incomplete
 
 
+def _newest(batch: pa.Table) -> int | None:
+    return pc.max(batch.column("time_").cast(pa.int64())).as_py()
+
+
 @dataclass
 class _TableBatches:
     batches: deque = field(default_factory=deque)
@@ -75,6 +79,16 @@ class TableStore:
             entry.bytes -= oldest.nbytes
             entry.rows -= oldest.num_rows
             self.count_drop(name, "table_store_budget", oldest.num_rows)
+
+    def drop_before(self, cutoff_ns: int) -> None:
+        """A rolling window (``pxq repl``): drop the batches whose rows are all older than
+        ``cutoff_ns``; not counted as losses, the user asked for a window."""
+        with self._lock:
+            for entry in self._tables.values():
+                while entry.batches and (_newest(entry.batches[0]) or 0) < cutoff_ns:
+                    oldest = entry.batches.popleft()
+                    entry.bytes -= oldest.nbytes
+                    entry.rows -= oldest.num_rows
 
     def count_drop(self, table: str, reason: str, count: int) -> None:
         if count:

@@ -27,6 +27,7 @@ examples:
   pxq explain service_stats                     parse + plan + probe manifest, attaches nothing
   pxq explain http_data --bpf                   the eBPF program the agent would load
   pxq tables http_events                        columns of a table
+  pxq repl --from capture/                      an interactive PxL session over a capture (live without --from)
 
 output: the table fits the terminal (COLUMNS, else its width), hiding whole columns, least needed
 (bodies, headers, JSON) first, named in a footer; piped with COLUMNS unset, nothing is cut.
@@ -194,6 +195,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     capture.add_argument("--body-limit", type=int, default=DEFAULT_BODY_LIMIT, metavar="BYTES")
     capture.add_argument("--keep-secrets", action="store_true", help=KEEP_SECRETS_HELP)
+
+    repl = sub.add_parser(
+        "repl",
+        help="an interactive PxL session (Tab completion, history, :help)",
+        description="Type PxL statements one at a time; each DataFrame expression or px.display shows "
+        "at once. Without --from, queries read a rolling window of live capture (root and eBPF). "
+        "Commands: :source, :tables, :schema, :explain, :run, :save, :out, :help. With stdin not a terminal, "
+        "its lines are the inputs (exit status 1 when one failed).",
+    )
+    repl.add_argument("--from", dest="source", metavar="DIR", help="query a capture directory instead of live capture")
+    repl.add_argument(
+        "--window",
+        default="5m",
+        metavar="DURATION",
+        help="live: how much of the recent past the rolling window keeps (default 5m)",
+    )
+    repl.add_argument("--body-limit", type=int, default=DEFAULT_BODY_LIMIT, metavar="BYTES")
+    repl.add_argument("--keep-secrets", action="store_true", help=KEEP_SECRETS_HELP)
+    repl.add_argument("--max-rows", type=int, default=20, metavar="N", help="rows shown per result (default 20)")
+    repl.add_argument("--utc", action="store_true", help="show times in UTC (default: the local zone)")
 
     sub.add_parser("scripts", help="list the bundled scripts")
     tables = sub.add_parser("tables", help="list the tables, or one table's columns")
@@ -399,6 +420,31 @@ def cmd_capture(args) -> int:
     return _cut_short_status(window)
 
 
+def cmd_repl(args) -> int:
+    import datetime
+
+    from pxq.agent.embedded import AgentOptions
+    from pxq.repl.session import CaptureSource, ReplSession
+    from pxq.repl.terminal import run_repl
+
+    retention_s = parse_duration(args.window)
+    options = AgentOptions(body_limit=args.body_limit, keep_secrets=args.keep_secrets)
+
+    def live_source():
+        from pxq.repl.live import LiveSource
+
+        return LiveSource(options, retention_s=retention_s)
+
+    source = CaptureSource(args.source) if args.source else live_source()
+    session = ReplSession(source, live_source=live_source)
+    zone = datetime.UTC if args.utc else None
+    if not sys.stdin.isatty():
+        from pxq.repl.terminal import run_piped
+
+        return run_piped(session, sys.stdin, max_rows=args.max_rows, zone=zone)
+    return run_repl(session, max_rows=args.max_rows, zone=zone)
+
+
 def cmd_explain(args, script_argv: list[str]) -> int:
     from pxq.api import compile_script, open_source
     from pxq.library import load_script
@@ -516,6 +562,8 @@ def _dispatch(args, parser, script_argv: list[str]) -> int:
         return cmd_explain(args, script_argv)
     if args.command == "capture":
         return cmd_capture(args)
+    if args.command == "repl":
+        return cmd_repl(args)
     if args.command == "scripts":
         return cmd_scripts(args)
     if args.command == "tables":

@@ -7,6 +7,7 @@ Python.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from functools import singledispatch
 from typing import Protocol
@@ -81,6 +82,7 @@ class _Run:
     fragment_inputs: tuple[pa.Table, ...] = ()
     memo: dict[int, pa.Table] = field(default_factory=dict)
     budget: MemoryBudget | None = None
+    cancel: threading.Event | None = None  # set: stop after the current step (a REPL's Ctrl-C)
 
     def table(self, node: Relation) -> pa.Table:
         if id(node) not in self.memo:
@@ -90,6 +92,8 @@ class _Run:
                 self.memo[id(item)] = run_node(item, self)
                 if self.budget is not None:
                     self.budget.check(f"the {type(item).__name__.lower()} step")
+                if self.cancel is not None and self.cancel.is_set():
+                    raise ExecutionError("the query was cancelled")
         return self.memo[id(node)]
 
 
@@ -289,9 +293,17 @@ def _run_display(run: _Run, node: Relation) -> pa.Table:
 
 
 @deep  # predicates nested as deep as the script may be turned into Arrow expressions recursively
-def execute(graph: Graph, source: DataSource | None, *, fragment_inputs: tuple[pa.Table, ...] = ()) -> Results:
-    """Run every display of ``graph``; tables read from ``source`` (or from fragment_inputs)."""
+def execute(
+    graph: Graph,
+    source: DataSource | None,
+    *,
+    fragment_inputs: tuple[pa.Table, ...] = (),
+    cancel: threading.Event | None = None,
+) -> Results:
+    """Run every display of ``graph``; tables read from ``source`` (or from fragment_inputs).
+    Setting ``cancel`` (from another thread) stops the run after the step under way."""
     run = _new_run(graph, source, fragment_inputs)
+    run.cancel = cancel
     limit = whole_number(
         graph.setting("max_output_rows_per_table", DEFAULT_MAX_OUTPUT_ROWS), "#px:set max_output_rows_per_table"
     )

@@ -7,7 +7,7 @@ that are inlined at each call). Every user mistake becomes a positioned diagnost
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -966,12 +966,17 @@ class CompileSession:
         self.pragmas.append(pragma)
 
     @deep  # the compiler evaluates nested expressions and user functions recursively
-    def add_statement(self, stmt: ast.Stmt) -> None:
-        """Compile one more top-level statement in the scope the earlier ones left."""
+    def add_statement(self, stmt: ast.Stmt) -> Value | None:
+        """Compile one more top-level statement in the scope the earlier ones left; returns the
+        value of an expression statement (what a REPL shows), None for other statements."""
         names, displays = dict(self.scope.names), len(self.compiler.displays)
         settings = dict(self.compiler.settings)
+        value: Value | None = None
         try:
-            self.compiler.statement(stmt, self.scope)
+            if isinstance(stmt, ast.ExprStmt):
+                value = self.compiler.expression(stmt.value, self.scope)
+            else:
+                self.compiler.statement(stmt, self.scope)
         except BaseException:
             # a user function may have rebound a global DataFrame, displayed or set a setting
             # before the statement failed: undo that, so the session stays usable
@@ -983,6 +988,13 @@ class CompileSession:
             self.compiler.settings.update(settings)
             raise
         self.statements.append(stmt)
+        return value
+
+    def columns_of(self, name: str) -> tuple[str, ...] | None:
+        """The columns of the global DataFrame ``name`` as its statements so far left it (after
+        maps, group-bys, merges), None when ``name`` is no DataFrame: a REPL completes them."""
+        value = self.scope.names.get(name)
+        return value.node.schema.names if isinstance(value, DataFrameValue) else None
 
     def add_module(self, module: ast.Module) -> None:
         """Every pragma, then every statement of ``module``."""
@@ -1025,9 +1037,11 @@ class CompileSession:
         self.run_script(plan_script(self.module(), name, vis), args)
         return self.graph()
 
-    def graph(self) -> n.Graph:
-        """The plan of the displays made so far."""
-        if not self.compiler.displays:
+    def graph(self, displays: Sequence[n.Display] | None = None) -> n.Graph:
+        """The plan of the displays made so far (or of ``displays``: a REPL runs the new ones),
+        with the session's settings."""
+        displays = self.compiler.displays if displays is None else displays
+        if not displays:
             raise CompileError(
                 Diagnostic(
                     "the script displays nothing",
@@ -1038,7 +1052,7 @@ class CompileSession:
             )
         settings = {p.key: p.value for p in self.pragmas}
         settings.update(self.compiler.settings)
-        return n.Graph(tuple(self.compiler.displays), self.now_ns, tuple(sorted(settings.items())))
+        return n.Graph(tuple(displays), self.now_ns, tuple(sorted(settings.items())))
 
 
 @deep  # the compiler evaluates nested expressions and user functions recursively
