@@ -165,6 +165,33 @@ def _vis_name(item: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
+def widget_display_names(widgets: list[Any]) -> dict[int, str]:
+    """The display each vis.json widget shows, by widget index (widgets that show nothing pxq runs
+    are absent): a widget with its own ``func`` shows a display of its name (``output_<i>``
+    unnamed); widgets showing a ``globalFuncs`` output share one display, named by the widget when
+    only one shows it, else by the outputName (Pixie runs each globalFuncs entry once: the P50,
+    P90, P99 and throughput charts of one table). The same names for the plan (:func:`_vis_plan`)
+    and the charts that look the displays up (``pxq.render.charts``)."""
+
+    def own_name(i: int, widget: dict[str, Any]) -> str:
+        name = widget.get("name")
+        return str(name) if name not in (None, "") else f"output_{i}"
+
+    showing: dict[Any, list[int]] = {}
+    names: dict[int, str] = {}
+    for i, widget in enumerate(widgets):
+        if not isinstance(widget, dict):
+            continue
+        if widget.get("func") is not None:
+            names[i] = own_name(i, widget)
+        elif isinstance(widget.get("globalFuncOutputName"), str):
+            showing.setdefault(widget["globalFuncOutputName"], []).append(i)
+    for output, shown_by in showing.items():
+        for i in shown_by:
+            names[i] = output if len(shown_by) > 1 else own_name(i, widgets[i])
+    return names
+
+
 def _vis_plan(vis: dict[str, Any]) -> ScriptPlan:
     """The script plan of a vis.json: its variables are the parameters, each widget calling a
     function (its own ``func``, or a ``globalFuncs`` entry by output name) makes a display.
@@ -190,17 +217,13 @@ def _vis_plan(vis: dict[str, Any]) -> ScriptPlan:
             raise UsageError(f"vis.json: globalFuncs[{i}]: needs 'func' (an object), got {func!r:.80}")
         global_funcs[_vis_name(entry, "outputName", f"globalFuncs[{i}]")] = (func, f"globalFuncs[{i}].func")
     widgets = _vis_list(vis, "widgets", "")
-    # Widgets showing each global function's output: the function runs once (as in Pixie, where
-    # each globalFuncs entry is one output table), named by its widget when only one shows it,
-    # else by its outputName (the P50, P90, P99 and throughput charts of one table).
-    shown_by = {
-        output: [w for w in widgets if w.get("func") is None and w.get("globalFuncOutputName") == output]
-        for output in global_funcs
-    }
+    # A global function runs once however many widgets show its output (widget_display_names).
+    display_names = widget_display_names(widgets)
+    displayed: set[str] = set()
     calls = []
     for i, widget in enumerate(widgets):
         func, where = widget.get("func"), f"widgets[{i}].func"
-        display = widget.get("name")
+        display = display_names.get(i)
         if func is None and widget.get("globalFuncOutputName") is not None:
             output = widget["globalFuncOutputName"]
             if output not in global_funcs:
@@ -208,11 +231,9 @@ def _vis_plan(vis: dict[str, Any]) -> ScriptPlan:
                     f"vis.json: widgets[{i}]: globalFuncOutputName {output!r} names no globalFuncs "
                     f"entry (entries: {', '.join(map(str, global_funcs)) or 'none'})"
                 )
-            if shown_by[output][0] is not widget:
+            if display in displayed:
                 continue  # the output is already displayed
             func, where = global_funcs[output]
-            if len(shown_by[output]) > 1:
-                display = output
         if func is None:
             continue  # a widget that only shows another's output (text, a graph of a table, ...)
         if not isinstance(func, dict):
@@ -234,9 +255,10 @@ def _vis_plan(vis: dict[str, Any]) -> ScriptPlan:
             EntryCall(
                 _vis_name(func, "name", where),
                 tuple(bindings),
-                str(display) if display not in (None, "") else f"output_{i}",
+                str(display),
             )
         )
+        displayed.add(str(display))
     return ScriptPlan(tuple(calls), tuple(params))
 
 

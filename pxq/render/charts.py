@@ -606,7 +606,10 @@ def _position(widget: dict, fallback_y: int) -> Position:
 def vis_panels(results: dict[str, pa.Table], vis: VisSource) -> list[Panel]:
     """One panel per vis.json widget; each display a widget makes is named like the widget
     (``pxq.plan.script_args``). Displays no widget shows are appended below as default panels."""
+    from pxq.plan.script_args import widget_display_names
+
     widgets = vis.spec.get("widgets") or []
+    display_names = widget_display_names(widgets)
     panels: list[Panel] = []
     bottom = 0
     used: set[str] = set()
@@ -614,18 +617,19 @@ def vis_panels(results: dict[str, pa.Table], vis: VisSource) -> list[Panel]:
         if not isinstance(widget, dict):
             continue
         name = widget.get("name") or f"output_{i}"
+        shown = display_names.get(i, str(name))
         position = _position(widget, bottom)
         bottom = max(bottom, position.y + position.h)
         spec = widget.get("displaySpec") if isinstance(widget.get("displaySpec"), dict) else {}
         kind = str(spec.get("@type", "")).rsplit(".", 1)[-1]
         path: tuple[str | int, ...] = ("widgets", i, "displaySpec")
-        table = results.get(str(name))
+        table = results.get(shown)
         if i in vis.problems:
             panels.append(ProblemPanel(str(name), position, vis.problems[i]))
             continue
         if table is None:
             continue  # a widget without a function of its own draws nothing pxq ran
-        used.add(str(name))
+        used.add(shown)
         try:
             if kind in _WIDGETS:
                 panels.append(_WIDGETS[kind](table, spec, str(name), position, path))
