@@ -112,6 +112,8 @@ _STATEMENT_COMMANDS = frozenset(
 _NO_HANDSHAKE, _GREETED, _AUTHENTICATING, _CONNECTED = range(4)
 # Result-set reading states.
 _FIRST, _COLUMNS, _AFTER_COLUMNS, _ROWS, _INFILE, _PARAM_DEFS, _PARAM_EOF, _COLUMN_DEFS, _COLUMN_EOF = range(9)
+# Result-set states whose packets MysqlStitcher reads where they lie (_scan_result_set).
+_SCANNED = frozenset({_COLUMNS, _AFTER_COLUMNS, _ROWS})
 
 
 @dataclass(slots=True)
@@ -188,7 +190,7 @@ class _Message:
 class _Framer:
     """Splits one direction's bytes into messages."""
 
-    __slots__ = ("keep", "head", "head_ns", "left", "in_payload", "more", "current", "check", "bad_at")
+    __slots__ = ("keep", "head", "head_ns", "left", "in_payload", "more", "current", "check", "bad_at", "pos")
 
     def __init__(self, keep: int, check: Callable[[int, int, int], bool] | None = None) -> None:
         self.keep = keep
@@ -202,15 +204,18 @@ class _Framer:
         self.in_payload = False
         self.more = False  # the packet in progress is full: its message goes on in the next one
         self.current: _Message | None = None
+        self.pos = 0  # where in the last fed data the last call stopped
 
     @property
     def idle(self) -> bool:
         """At a message boundary, nothing held."""
         return self.current is None and not self.head
 
-    def feed(self, data: bytes, ts_ns: int) -> list[_Message]:
+    def feed(self, data: bytes, ts_ns: int, start: int = 0, one: bool = False) -> list[_Message]:
+        """The messages completed by ``data[start:]``; with ``one``, stops after the first (then
+        :attr:`pos` says where)."""
         out: list[_Message] = []
-        i, n = 0, len(data)
+        i, n = start, len(data)
         self.bad_at = None
         keep, check = self.keep, self.check
         while i < n or (self.in_payload and not self.left):
@@ -221,18 +226,20 @@ class _Framer:
                 if length < MAX_PACKET and end <= n:
                     seq = data[i + 3]
                     if check is not None and not check(length, seq, data[i + 4] if length else -1):
-                        self.bad_at = i
+                        self.bad_at = self.pos = i
                         return out
                     whole = _Message(seq, ts_ns)
                     whole.payload = data[i + 4 : end] if length <= keep else data[i + 4 : i + 4 + keep]
                     whole.size = length
                     out.append(whole)
                     i = end
+                    if one:
+                        break
                     continue
             if not self.in_payload:
                 if not self.head:
                     self.head_ns = ts_ns
-                start = i - len(self.head)
+                header_at = i - len(self.head)
                 take = data[i : i + 4 - len(self.head)]
                 self.head += take
                 i += len(take)
@@ -246,7 +253,7 @@ class _Framer:
                     and self.check is not None
                     and not self.check(length, seq, data[i] if i < n else -1)
                 ):
-                    self.bad_at = max(0, start)
+                    self.bad_at = self.pos = max(0, header_at)
                     return out
                 if self.current is None:
                     self.current = _Message(seq, self.head_ns)
@@ -266,6 +273,9 @@ class _Framer:
                 i += k
             if self.in_payload and not self.left:
                 self._packet_done(ts_ns, out)
+                if one and out:
+                    break
+        self.pos = i
         return out
 
     def _packet_done(self, ts_ns: int, out: list[_Message]) -> None:
@@ -401,9 +411,7 @@ class MysqlStitcher:
                 self._lose_sync()
                 data = data[framer.bad_at + 1 :]  # look for a command after it
         elif not self._resyncing:
-            for msg in self._resp.feed(data, ts_ns):
-                if not self._on_response(msg):
-                    break  # sync lost: the rest waits for the next command
+            self._feed_responses(data, ts_ns)
         return self._take()
 
     def skip_messages(self, request: bool, n: int, ts_ns: int) -> tuple[list[tuple[MysqlRequest, MysqlResponse]], int]:
@@ -601,6 +609,26 @@ class MysqlStitcher:
             self._emit(ex, ex.status)
 
     # -- responses ----------------------------------------------------------------------------
+    def _feed_responses(self, data: bytes, ts_ns: int) -> None:
+        """Server bytes: one message at a time, except the rows of a result set, counted where
+        they lie (most of a response's packets are rows: a message object each would cost most of
+        the parsing)."""
+        framer = self._resp
+        pos, n = 0, len(data)
+        while pos < n or framer.in_payload:
+            if framer.idle and self._pending and self._auth is None:
+                ex = self._pending[0]
+                if ex.kind == _RESULTSET and ex.state in _SCANNED and ts_ns >= ex.msg.start_ns:
+                    pos = _scan_result_set(ex, data, pos, ts_ns)
+                    if pos == n:
+                        return
+            messages = framer.feed(data, ts_ns, pos, one=True)
+            if not messages:
+                return  # the rest is part of a message: the framer holds it
+            pos = framer.pos
+            if not self._on_response(messages[0]):
+                return  # sync lost: the rest waits for the next command
+
     def _on_response(self, msg: _Message) -> bool:
         """One server message; False when it lost the sync."""
         payload = bytes(msg.payload)
@@ -827,6 +855,49 @@ class MysqlStitcher:
             return []
         done, self._done = self._done, []
         return done
+
+
+def _scan_result_set(ex: _Exchange, data: bytes, pos: int, ts_ns: int) -> int:
+    """The whole packets at ``data[pos:]`` that go on ``ex``'s result set without ending it
+    (column definitions, the EOF after them, rows), taken as :meth:`MysqlStitcher._step` would
+    take them but without a message each; where the first other one begins (an end, an error,
+    a packet out of sequence or not whole: for ``_step``)."""
+    n = len(data)
+    seq = ex.expect_seq
+    state, left = ex.state, ex.left
+    rows = packets = size = 0
+    while pos + 4 < n:
+        length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+        end = pos + 4 + length
+        if data[pos + 3] != seq or not 0 < length < MAX_PACKET or end > n:
+            break
+        first = data[pos + 4]
+        if state == _ROWS:
+            if first >= wire.EOF_HEADER:  # the end (OK or EOF) or an error
+                break
+            rows += 1
+        elif state == _COLUMNS:
+            if data[pos + 4 : pos + 8] != b"\x03def":  # not a column definition (_is_column_def)
+                break
+            left -= 1
+            if not left:
+                state = _AFTER_COLUMNS
+        else:  # _AFTER_COLUMNS: the EOF after the definitions (no CLIENT_DEPRECATE_EOF), or a row
+            state = _ROWS
+            if not (first == wire.EOF_HEADER and length in (1, 5)):  # wire.is_eof_packet
+                continue
+        packets += 1
+        size += length
+        seq = (seq + 1) & 0xFF
+        pos = end
+    ex.state, ex.left = state, left
+    if packets:
+        ex.rows += rows
+        ex.packets += packets
+        ex.resp_size += size
+        ex.expect_seq = seq
+        ex.end_ns = ts_ns
+    return pos
 
 
 def _error(ex: _Exchange, payload: bytes) -> None:
