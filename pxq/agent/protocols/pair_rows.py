@@ -35,8 +35,10 @@ class PairRows:
 
     def _reset(self) -> None:
         self._rows: list[tuple[int, int, tuple[object, ...]]] = []  # row() of each pair
-        # Per add_pairs call: the connection's columns, the clock offset and how many rows.
-        self._batches: list[tuple[tuple[object, ...], int, int]] = []
+        # Each connection's columns, numbered in order of first sight.
+        self._connections: dict[tuple[object, ...], int] = {}
+        # Per add_pairs call: the connection's number, the clock offset and how many rows.
+        self._batches: list[tuple[int, int, int]] = []
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -50,7 +52,8 @@ class PairRows:
         if not pairs:
             return
         connection = (conn.upid, conn.raddr, conn.rport, conn.laddr, conn.lport, conn.role)
-        self._batches.append((connection, clock_offset_ns, len(pairs)))
+        number = self._connections.setdefault(connection, len(self._connections))
+        self._batches.append((number, clock_offset_ns, len(pairs)))
         self._rows += starmap(self.row, pairs)
 
     def table(self) -> pa.Table:
@@ -58,25 +61,24 @@ class PairRows:
         from pxq.tables import CATALOG
 
         schema = CATALOG[self.TABLE].arrow_schema()
-        rows, batches = self._rows, self._batches
+        rows, batches, connections = self._rows, self._batches, list(self._connections)
         self._reset()
         n = len(rows)
         times, latencies, values = zip(*rows, strict=True) if rows else ((), (), ())
         protocol = list(zip(*values, strict=True)) if rows else [()] * len(self.PROTOCOL_COLUMNS)
         counts = np.fromiter((count for _, _, count in batches), dtype=np.int64, count=len(batches))
-        # Each row's batch: the connection columns and clock offsets are taken from it.
-        batch_of = np.repeat(np.arange(len(batches), dtype=np.int64), counts)
         offsets = np.fromiter((offset for _, offset, _ in batches), dtype=np.int64, count=len(batches))
-        epoch_times = np.fromiter(times, dtype=np.int64, count=n) + offsets[batch_of]
+        numbers = np.fromiter((number for number, _, _ in batches), dtype=np.int64, count=len(batches))
+        epoch_times = np.fromiter(times, dtype=np.int64, count=n) + np.repeat(offsets, counts)
         columns: dict[str, pa.Array] = {
             "time_": _int64_array(epoch_times, schema.field("time_").type),
             "encrypted": _bool_array(np.full(n, self.encrypted)),
             "latency": _int64_array(np.fromiter(latencies, dtype=np.int64, count=n), schema.field("latency").type),
         }
-        batch_index = _int64_array(batch_of, pa.int64())
+        connection_of = _int64_array(np.repeat(numbers, counts), pa.int64())  # each row's connection
         for k, name in enumerate(CONNECTION_COLUMNS):
-            per_batch = [connection[k] for connection, _, _ in batches]
-            columns[name] = arrow_array(per_batch, schema.field(name).type).take(batch_index)
+            per_connection = [connection[k] for connection in connections]
+            columns[name] = arrow_array(per_connection, schema.field(name).type).take(connection_of)
         for name, column in zip(self.PROTOCOL_COLUMNS, protocol, strict=True):
             columns[name] = arrow_array(column, schema.field(name).type)
         return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
