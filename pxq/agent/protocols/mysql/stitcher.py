@@ -56,6 +56,7 @@ response's first and last bytes; ``time_`` is the response's end (Pixie's too).
 
 from __future__ import annotations
 
+import struct
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,6 +113,8 @@ _STATEMENT_COMMANDS = frozenset(
 _NO_HANDSHAKE, _GREETED, _AUTHENTICATING, _CONNECTED = range(4)
 # Result-set reading states.
 _FIRST, _COLUMNS, _AFTER_COLUMNS, _ROWS, _INFILE, _PARAM_DEFS, _PARAM_EOF, _COLUMN_DEFS, _COLUMN_EOF = range(9)
+# A packet's header as one little-endian word: the payload length, the sequence number on top.
+_PACKET_HEADER = struct.Struct("<I").unpack_from
 # Result-set states whose packets MysqlStitcher reads where they lie (_scan_result_set).
 _SCANNED = frozenset({_COLUMNS, _AFTER_COLUMNS, _ROWS})
 
@@ -863,20 +866,17 @@ def _scan_result_set(ex: _Exchange, data: bytes, pos: int, ts_ns: int) -> int:
     take them but without a message each; where the first other one begins (an end, an error,
     a packet out of sequence or not whole: for ``_step``)."""
     n = len(data)
-    seq = ex.expect_seq
+    start, seq = pos, ex.expect_seq
     state, left = ex.state, ex.left
-    rows = packets = size = 0
-    while pos + 4 < n:
-        length = data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16
+    header = _PACKET_HEADER
+    packets = rows = 0
+    while state != _ROWS and pos + 4 < n:
+        word = header(data, pos)[0]  # length (3 bytes), sequence number
+        length = word & MAX_PACKET
         end = pos + 4 + length
-        if data[pos + 3] != seq or not 0 < length < MAX_PACKET or end > n:
+        if word >> 24 != seq or not 0 < length < MAX_PACKET or end > n:
             break
-        first = data[pos + 4]
-        if state == _ROWS:
-            if first >= wire.EOF_HEADER:  # the end (OK or EOF) or an error
-                break
-            rows += 1
-        elif state == _COLUMNS:
+        if state == _COLUMNS:
             if data[pos + 4 : pos + 8] != b"\x03def":  # not a column definition (_is_column_def)
                 break
             left -= 1
@@ -884,17 +884,26 @@ def _scan_result_set(ex: _Exchange, data: bytes, pos: int, ts_ns: int) -> int:
                 state = _AFTER_COLUMNS
         else:  # _AFTER_COLUMNS: the EOF after the definitions (no CLIENT_DEPRECATE_EOF), or a row
             state = _ROWS
-            if not (first == wire.EOF_HEADER and length in (1, 5)):  # wire.is_eof_packet
-                continue
+            if not (data[pos + 4] == wire.EOF_HEADER and length in (1, 5)):  # wire.is_eof_packet
+                break  # a row: for the loop below
         packets += 1
-        size += length
         seq = (seq + 1) & 0xFF
         pos = end
+    if state == _ROWS:  # the bulk of a result set: as little work per row as it takes
+        while pos + 4 < n:
+            word = header(data, pos)[0]
+            length = word & MAX_PACKET
+            end = pos + 4 + length
+            if word >> 24 != seq or not 0 < length < MAX_PACKET or end > n or data[pos + 4] >= wire.EOF_HEADER:
+                break  # the end (OK or EOF), an error, or not a row here
+            rows += 1
+            seq = (seq + 1) & 0xFF
+            pos = end
     ex.state, ex.left = state, left
-    if packets:
+    if pos != start:
         ex.rows += rows
-        ex.packets += packets
-        ex.resp_size += size
+        ex.packets += packets + rows
+        ex.resp_size += pos - start - 4 * (packets + rows)
         ex.expect_seq = seq
         ex.end_ns = ts_ns
     return pos
