@@ -685,26 +685,49 @@ def test_a_response_that_began_before_its_command_is_never_paired_with_it():
     assert st_.errors["response_before_request"] == 1
 
 
-def _result_set(rows: list[bytes], first_seq: int = 1, eof_after_columns: bool = True) -> bytes:
-    """A text result set of one column: its count, definition, EOF (unless CLIENT_DEPRECATE_EOF),
-    ``rows`` and the EOF that ends it."""
-    payloads = [b"\x01", column_def(b"seq", 8), *([EOF_PACKET] if eof_after_columns else []), *rows, EOF_PACKET]
-    return b"".join(packet((first_seq + k) & 0xFF, p) for k, p in enumerate(payloads))
+def _result_set_payloads(rows: list[bytes], eof_after_columns: bool = True, count: bytes = b"\x01",
+                         end: bytes = EOF_PACKET) -> list[bytes]:  # fmt: skip
+    """A text result set of one column: its count (``count``: with MariaDB's metadata byte, 0
+    when the definitions are not sent again), definition, EOF (unless CLIENT_DEPRECATE_EOF),
+    ``rows`` and the packet that ends it (``end``)."""
+    definitions = [] if count == b"\x01\x00" else [column_def(b"seq", 8)]
+    return [count, *definitions, *([EOF_PACKET] if eof_after_columns else []), *rows, end]
 
 
-@pytest.mark.parametrize("eof_after_columns", [True, False])
-def test_result_set_rows_read_in_place_match_one_packet_per_read(eof_after_columns):
-    """A result set in one read (its rows counted where they lie) and the same bytes one byte per
-    read (each packet framed alone) give the same row: the count of rows the server sent (a
-    NULL row, 0xfb, included), over a sequence number wrapping past 255."""
+def _result_set(rows: list[bytes], **options: bytes | bool) -> bytes:
+    """The response packets of one result set (:func:`_result_set_payloads`), numbered from 1."""
+    return b"".join(packet((1 + k) & 0xFF, p) for k, p in enumerate(_result_set_payloads(rows, **options)))
+
+
+MORE_RESULTS_EOF = b"\xfe\x00\x00\x0a\x00"  # SERVER_MORE_RESULTS_EXIST | AUTOCOMMIT
+OK_END = b"\xfe\x00\x00\x02\x00\x00\x00"  # CLIENT_DEPRECATE_EOF: an OK packet headed 0xfe
+
+
+@pytest.mark.parametrize(
+    ("parts", "body"),
+    [
+        ([{"eof_after_columns": True}], "Resultset rows = 302"),
+        ([{"eof_after_columns": False, "end": OK_END}], "Resultset rows = 302"),
+        ([{"count": b"\x01\x01"}], "Resultset rows = 302"),  # MariaDB: metadata sent
+        ([{"count": b"\x01\x00"}], "Resultset rows = 302"),  # MariaDB: metadata cached by the client
+        ([{"end": MORE_RESULTS_EOF}, {}], "Resultset rows = 302, Resultset rows = 302"),  # two statements
+    ],
+)
+def test_result_set_packets_read_in_place_match_one_packet_per_read(parts, body):
+    """A result set in one read (its plain packets read where they lie) and the same bytes one
+    byte per read (each packet framed alone) give the same row: the count of rows the server
+    sent (a NULL row, 0xfb, included), over sequence numbers wrapping past 255, with the EOF after
+    the definitions or not, MariaDB's metadata byte, an OK packet as the end, two result sets."""
     rows = [b"\x011", b"\xfb", *[lenenc(str(i).encode()) for i in range(300)]]
-    response = _result_set(rows, eof_after_columns=eof_after_columns)
+    payloads = [p for options in parts for p in _result_set_payloads(rows, **options)]
+    response = b"".join(packet((1 + k) & 0xFF, p) for k, p in enumerate(payloads))
     whole = feed(MysqlStitcher(), (True, packet(0, b"\x03SELECT seq"), 1), (False, response, 2))
     one_by_one = MysqlStitcher()
     feed(one_by_one, (True, packet(0, b"\x03SELECT seq"), 1))
     split = feed(one_by_one, *[(False, response[i : i + 1], 2) for i in range(len(response))])
-    assert shape(whole) == shape(split) == [(3, "SELECT seq", OK, "Resultset rows = 302")]
-    assert whole[0].response.size == split[0].response.size == len(response) - 4 * (len(rows) + 3 + eof_after_columns)
+    assert shape(whole) == shape(split) == [(3, "SELECT seq", OK, body)]
+    assert whole[0].response.size == split[0].response.size
+    assert whole[0].response.start_ns == split[0].response.start_ns == 2
 
 
 def test_a_row_out_of_sequence_inside_a_read_loses_sync_and_pairs_nothing():

@@ -116,7 +116,7 @@ _FIRST, _COLUMNS, _AFTER_COLUMNS, _ROWS, _INFILE, _PARAM_DEFS, _PARAM_EOF, _COLU
 # A packet's header as one little-endian word: the payload length, the sequence number on top.
 _PACKET_HEADER = struct.Struct("<I").unpack_from
 # Result-set states whose packets MysqlStitcher reads where they lie (_scan_result_set).
-_SCANNED = frozenset({_COLUMNS, _AFTER_COLUMNS, _ROWS})
+_SCANNED = frozenset({_FIRST, _COLUMNS, _AFTER_COLUMNS, _ROWS})
 
 
 @dataclass(slots=True)
@@ -613,7 +613,7 @@ class MysqlStitcher:
 
     # -- responses ----------------------------------------------------------------------------
     def _feed_responses(self, data: bytes, ts_ns: int) -> None:
-        """Server bytes: one message at a time, except the rows of a result set, counted where
+        """Server bytes: one message at a time, except a result set's plain packets, read where
         they lie (most of a response's packets are rows: a message object each would cost most of
         the parsing)."""
         framer = self._resp
@@ -623,6 +623,9 @@ class MysqlStitcher:
                 ex = self._pending[0]
                 if ex.kind == _RESULTSET and ex.state in _SCANNED and ts_ns >= ex.msg.start_ns:
                     pos = _scan_result_set(ex, data, pos, ts_ns)
+                    if ex.status != RESP_UNKNOWN:  # its end was there
+                        self._complete(ex)
+                        continue
                     if pos == n:
                         return
             messages = framer.feed(data, ts_ns, pos, one=True)
@@ -675,12 +678,16 @@ class MysqlStitcher:
             self._lose_sync()
             return False
         if done:
-            self._pending.popleft()
-            if ex.cmd in (wire.COM_CHANGE_USER, wire.COM_RESET_CONNECTION) and ex.status == RESP_OK:
-                self._statements.clear()  # a new session: its statements are gone
-            self._emit(ex, ex.status)
-            self._answer_silent()
+            self._complete(ex)
         return True
+
+    def _complete(self, ex: _Exchange) -> None:
+        """``ex`` (the first command waiting) has its whole response."""
+        self._pending.popleft()
+        if ex.cmd in (wire.COM_CHANGE_USER, wire.COM_RESET_CONNECTION) and ex.status == RESP_OK:
+            self._statements.clear()  # a new session: its statements are gone
+        self._emit(ex, ex.status)
+        self._answer_silent()
 
     @staticmethod
     def _take_packet(ex: _Exchange, msg: _Message) -> None:
@@ -861,10 +868,11 @@ class MysqlStitcher:
 
 
 def _scan_result_set(ex: _Exchange, data: bytes, pos: int, ts_ns: int) -> int:
-    """The whole packets at ``data[pos:]`` that go on ``ex``'s result set without ending it
-    (column definitions, the EOF after them, rows), taken as :meth:`MysqlStitcher._step` would
-    take them but without a message each; where the first other one begins (an end, an error,
-    a packet out of sequence or not whole: for ``_step``)."""
+    """The whole packets at ``data[pos:]`` of ``ex``'s result set that are plainly what they look
+    like (the column count, column definitions, the EOF after them, rows, the EOF that ends the
+    last result set), taken as :meth:`MysqlStitcher._step` would take them but without a message
+    each; where the first other one begins (an OK, an error, LOCAL INFILE, a packet out of
+    sequence or not whole, ...: for ``_step``). ``ex.status`` is set when its end was taken."""
     n = len(data)
     start, seq = pos, ex.expect_seq
     state, left = ex.state, ex.left
@@ -876,7 +884,14 @@ def _scan_result_set(ex: _Exchange, data: bytes, pos: int, ts_ns: int) -> int:
         end = pos + 4 + length
         if word >> 24 != seq or not 0 < length < MAX_PACKET or end > n:
             break
-        if state == _COLUMNS:
+        if state == _FIRST:  # the column count, one byte (and MariaDB's metadata byte)
+            count = data[pos + 4]
+            if not (0 < count < wire.LOCAL_INFILE_HEADER and length <= 2):
+                break
+            resend = length == 1 or data[pos + 5] != 0  # (0: the client has the definitions)
+            state, left = (_COLUMNS, count) if resend else (_AFTER_COLUMNS, 0)
+            ex.rows = 0
+        elif state == _COLUMNS:
             if data[pos + 4 : pos + 8] != b"\x03def":  # not a column definition (_is_column_def)
                 break
             left -= 1
@@ -894,13 +909,27 @@ def _scan_result_set(ex: _Exchange, data: bytes, pos: int, ts_ns: int) -> int:
             word = header(data, pos)[0]
             length = word & MAX_PACKET
             end = pos + 4 + length
-            if word >> 24 != seq or not 0 < length < MAX_PACKET or end > n or data[pos + 4] >= wire.EOF_HEADER:
-                break  # the end (OK or EOF), an error, or not a row here
+            if word >> 24 != seq or not 0 < length < MAX_PACKET or end > n:
+                break
+            if data[pos + 4] >= wire.EOF_HEADER:  # the end (EOF or OK), or an error
+                # An EOF packet (5 bytes) ending the last result set (no more results in the
+                # status flags' low byte) is taken; anything else (an OK packet, more results, an
+                # error) is _step's.
+                last = not data[pos + 7] & wire.SERVER_MORE_RESULTS_EXIST if length == 5 else False
+                if last and data[pos + 4] == wire.EOF_HEADER:
+                    packets += 1
+                    seq = (seq + 1) & 0xFF
+                    pos = end
+                    ex.parts.append(f"Resultset rows = {ex.rows + rows}")
+                    ex.status = RESP_OK
+                break
             rows += 1
             seq = (seq + 1) & 0xFF
             pos = end
     ex.state, ex.left = state, left
     if pos != start:
+        if not ex.packets:
+            ex.start_ns = ts_ns  # the response's first packet
         ex.rows += rows
         ex.packets += packets + rows
         ex.resp_size += pos - start - 4 * (packets + rows)
