@@ -38,6 +38,13 @@ class RedisLikeRows(PairRows):
         return resp[0], resp[0] - req[0], (req[1], req[2], resp[1])
 
 
+class SmallChunkRows(RedisLikeRows):
+    """Turns its rows into Arrow every 3 rows (an agent behind: many pairs before the table is
+    taken)."""
+
+    arrow_every_rows = 3
+
+
 def reference_table(batches) -> pa.Table:
     """The rows as pa.array builds them, column by column, from plain Python lists."""
     schema = CATALOG["redis_events"].arrow_schema()
@@ -70,9 +77,14 @@ conns = st.builds(Conn, st.text(max_size=8), st.sampled_from(["127.0.0.1", "::1"
 @example([])
 @example([(Conn("1:2:3", "::1", 6379, "::1", 5, 1), [((5, None, "é" * 3), (9, None))], 7)])
 def test_table_equals_what_pa_array_builds(batches):
-    rows = RedisLikeRows()
-    for conn, conn_pairs, offset in batches:
-        rows.add_pairs(conn, conn_pairs, offset)
+    for rows in (RedisLikeRows(), SmallChunkRows()):
+        for conn, conn_pairs, offset in batches:
+            rows.add_pairs(conn, conn_pairs, offset)
+        assert len(rows) == sum(len(conn_pairs) for _, conn_pairs, _ in batches)
+        check_table(rows, batches)
+
+
+def check_table(rows: PairRows, batches) -> None:
     built = rows.table()
     built.validate(full=True)
     assert built.equals(reference_table(batches))

@@ -18,6 +18,10 @@ from pxq.agent.protocols.interface import ConnectionColumns
 
 # Columns every protocol table has of the connection a pair was seen on, in catalog order.
 CONNECTION_COLUMNS = ("upid", "remote_addr", "remote_port", "local_addr", "local_port", "trace_role")
+# Rows held as Python tuples at most: beyond, they are turned into Arrow (a third of the memory)
+# while the tracker goes on. An agent behind under load handles a whole ring buffer's events
+# (pipelined Redis: hundreds of thousands of pairs) before the table is taken.
+ARROW_EVERY_ROWS = 8192
 
 
 class PairRows:
@@ -28,9 +32,12 @@ class PairRows:
 
     TABLE: str
     PROTOCOL_COLUMNS: tuple[str, ...]
+    arrow_every_rows = ARROW_EVERY_ROWS
 
     def __init__(self, encrypted: bool = False) -> None:
         self.encrypted = encrypted
+        self._done: list[pa.Table] = []  # rows already turned into Arrow, in order
+        self._done_rows = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -41,7 +48,7 @@ class PairRows:
         self._batches: list[tuple[int, int, int]] = []
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return self._done_rows + len(self._rows)
 
     def row(self, req: Any, resp: Any) -> tuple[int, int, tuple[object, ...]]:
         """A pair's time (monotonic ns), its latency (ns) and its values of ``PROTOCOL_COLUMNS``."""
@@ -55,9 +62,19 @@ class PairRows:
         number = self._connections.setdefault(connection, len(self._connections))
         self._batches.append((number, clock_offset_ns, len(pairs)))
         self._rows += starmap(self.row, pairs)
+        if len(self._rows) >= self.arrow_every_rows:
+            self._done.append(self._arrow())
+            self._done_rows += self._done[-1].num_rows
 
     def table(self) -> pa.Table:
         """The rows added since the last call, as a table of the catalog's schema (and start over)."""
+        if not self._done:
+            return self._arrow()
+        done, self._done, self._done_rows = self._done, [], 0
+        return pa.concat_tables([*done, self._arrow()])
+
+    def _arrow(self) -> pa.Table:
+        """The rows held as tuples, as a table of the catalog's schema (and start over)."""
         from pxq.tables import CATALOG
 
         schema = CATALOG[self.TABLE].arrow_schema()
