@@ -247,8 +247,8 @@ def _release_compiler_memory() -> None:
         ct.CDLL("libc.so.6").malloc_trim(0)
 
 
-# madvise(2) advice: reclaim these pages now (Linux >= 5.4).
-MADV_PAGEOUT = 21
+# madvise(2) advice: reclaim these pages now (Linux >= 5.4); drop this process's mappings of them.
+MADV_PAGEOUT, MADV_DONTNEED = 21, 4
 # The BPF compiler's code, mapped from these libraries (through bcc).
 _COMPILER_LIBRARIES = re.compile(r"/lib(LLVM|clang)[^/]*\.so")
 
@@ -256,20 +256,33 @@ _COMPILER_LIBRARIES = re.compile(r"/lib(LLVM|clang)[^/]*\.so")
 def release_compiler_pages() -> int:
     """Hand back the pages of the BPF compiler's code (libLLVM, libclang: about 80 MB of RSS)
     that compiling the collectors' programs brought in; nothing runs that code again until the
-    next compile. MADV_PAGEOUT only reclaims: a page needed again is read back from the library
-    file, so it is harmless on any mapping. Returns the bytes advised (0 where it is not
-    supported)."""
+    next compile. A read-only mapping holding no private copy of a page (every page as in the
+    library file: its code, not the relocated data) is dropped from this process (MADV_DONTNEED):
+    MADV_PAGEOUT alone skips a page another process maps too (another agent, any LLVM user), and
+    such a page stayed in this process's RSS. The others are only reclaimed (MADV_PAGEOUT). A page
+    needed again is read back from the library file either way. Returns the bytes advised (0 where
+    it is not supported)."""
     try:
         madvise = ct.CDLL(None, use_errno=True).madvise
         madvise.argtypes = [ct.c_void_p, ct.c_size_t, ct.c_int]
-        maps = Path("/proc/self/maps").read_text()
+        smaps = Path("/proc/self/smaps").read_text()
     except (OSError, AttributeError):
         return 0
     advised = 0
-    for line in maps.split("\n"):  # not splitlines(): a path may hold U+2028, \x0c, ...
+    # The compiler library mapping being read: [start, end, no private page so far].
+    mapping: list | None = None
+    for line in smaps.split("\n"):  # not splitlines(): a path may hold U+2028, \x0c, ...
         fields = line.split()
-        if len(fields) >= 6 and _COMPILER_LIBRARIES.search(fields[5]):
+        if len(fields) >= 5 and "-" in fields[0] and ":" not in fields[0]:  # a mapping's first line
             start, end = (int(x, 16) for x in fields[0].split("-"))
-            if madvise(start, end - start, MADV_PAGEOUT) == 0:
+            found = len(fields) >= 6 and _COMPILER_LIBRARIES.search(fields[5])
+            mapping = [start, end, "w" not in fields[1]] if found else None
+        elif mapping is not None and fields[:1] == ["Anonymous:"]:  # private copies of pages
+            mapping[2] = mapping[2] and fields[1] == "0"
+        elif mapping is not None and fields[:1] == ["Swap:"]:  # (after Anonymous:) swapped-out ones
+            start, end, clean = mapping
+            advice = MADV_DONTNEED if clean and fields[1] == "0" else MADV_PAGEOUT
+            if madvise(start, end - start, advice) == 0:
                 advised += end - start
+            mapping = None
     return advised

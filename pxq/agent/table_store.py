@@ -32,9 +32,30 @@ def _newest(batch: pa.Table) -> int | None:
     return pc.max(batch.column("time_").cast(pa.int64())).as_py()
 
 
+def _compact(data: pa.Table) -> pa.Table:
+    """``data`` with each string column that repeats itself (the connection columns: one process,
+    one address for thousands of rows) held dictionary-encoded, which is smaller: the store holds
+    the whole window, most of the agent's memory under load. :meth:`TableStore.table` gives the
+    catalog's types back."""
+    for i, field_ in enumerate(data.schema):
+        if not pa.types.is_string(field_.type) or data.num_rows < 64:
+            continue
+        column = data.column(i)
+        encoded = pc.dictionary_encode(column)
+        values = max((len(chunk.dictionary) for chunk in encoded.chunks), default=0)
+        if values < 1 << 7:  # indices as small as the dictionary allows
+            encoded = encoded.cast(pa.dictionary(pa.int8(), field_.type))
+        elif values < 1 << 15:
+            encoded = encoded.cast(pa.dictionary(pa.int16(), field_.type))
+        if encoded.nbytes < column.nbytes // 2:
+            data = data.set_column(i, field_.with_type(encoded.type), encoded)
+    return data
+
+
 @dataclass
 class _TableBatches:
     batches: deque = field(default_factory=deque)
+    sizes: deque = field(default_factory=deque)  # each batch's bytes in the catalog's types
     bytes: int = 0
     rows: int = 0
 
@@ -62,10 +83,13 @@ class TableStore:
         expected = CATALOG[table].arrow_schema()
         if data.schema != expected:
             data = data.select(expected.names).cast(expected)
+        size = data.nbytes  # the budget counts what readers get (the catalog's types)
+        data = _compact(data)
         with self._lock:
             entry = self._tables.setdefault(table, _TableBatches())
             entry.batches.append(data)
-            entry.bytes += data.nbytes
+            entry.sizes.append(size)
+            entry.bytes += size
             entry.rows += data.num_rows
             self._evict()
 
@@ -76,7 +100,7 @@ class TableStore:
             if len(entry.batches) <= 1:
                 break  # never drop the newest batch: it is what the user is looking at
             oldest = entry.batches.popleft()
-            entry.bytes -= oldest.nbytes
+            entry.bytes -= entry.sizes.popleft()
             entry.rows -= oldest.num_rows
             self.count_drop(name, "table_store_budget", oldest.num_rows)
 
@@ -87,7 +111,7 @@ class TableStore:
             for entry in self._tables.values():
                 while entry.batches and (_newest(entry.batches[0]) or 0) < cutoff_ns:
                     oldest = entry.batches.popleft()
-                    entry.bytes -= oldest.nbytes
+                    entry.bytes -= entry.sizes.popleft()
                     entry.rows -= oldest.num_rows
 
     def count_drop(self, table: str, reason: str, count: int) -> None:
@@ -113,7 +137,9 @@ class TableStore:
         schema = CATALOG[table].arrow_schema()
         with self._lock:
             batches = list(self._tables[table].batches) if table in self._tables else []
-        return pa.concat_tables(batches) if batches else schema.empty_table()
+        if not batches:
+            return schema.empty_table()
+        return pa.concat_tables([b if b.schema == schema else b.cast(schema) for b in batches])
 
     def scan(
         self,

@@ -683,3 +683,70 @@ def test_a_response_that_began_before_its_command_is_never_paired_with_it():
     assert shape(got) == [(3, "DELETE FROM t", OK, "Affected rows = 1")]
     assert got[0].response.start_ns == 20 and got[0].response.end_ns == 20
     assert st_.errors["response_before_request"] == 1
+
+
+def _result_set_payloads(rows: list[bytes], eof_after_columns: bool = True, count: bytes = b"\x01",
+                         end: bytes = EOF_PACKET) -> list[bytes]:  # fmt: skip
+    """A text result set of one column: its count (``count``: with MariaDB's metadata byte, 0
+    when the definitions are not sent again), definition, EOF (unless CLIENT_DEPRECATE_EOF),
+    ``rows`` and the packet that ends it (``end``)."""
+    definitions = [] if count == b"\x01\x00" else [column_def(b"seq", 8)]
+    return [count, *definitions, *([EOF_PACKET] if eof_after_columns else []), *rows, end]
+
+
+def _result_set(rows: list[bytes], **options: bytes | bool) -> bytes:
+    """The response packets of one result set (:func:`_result_set_payloads`), numbered from 1."""
+    return b"".join(packet((1 + k) & 0xFF, p) for k, p in enumerate(_result_set_payloads(rows, **options)))
+
+
+MORE_RESULTS_EOF = b"\xfe\x00\x00\x0a\x00"  # SERVER_MORE_RESULTS_EXIST | AUTOCOMMIT
+OK_END = b"\xfe\x00\x00\x02\x00\x00\x00"  # CLIENT_DEPRECATE_EOF: an OK packet headed 0xfe
+
+
+@pytest.mark.parametrize(
+    ("parts", "body"),
+    [
+        ([{"eof_after_columns": True}], "Resultset rows = 302"),
+        ([{"eof_after_columns": False, "end": OK_END}], "Resultset rows = 302"),
+        ([{"count": b"\x01\x01"}], "Resultset rows = 302"),  # MariaDB: metadata sent
+        ([{"count": b"\x01\x00"}], "Resultset rows = 302"),  # MariaDB: metadata cached by the client
+        ([{"end": MORE_RESULTS_EOF}, {}], "Resultset rows = 302, Resultset rows = 302"),  # two statements
+    ],
+)
+def test_result_set_packets_read_in_place_match_one_packet_per_read(parts, body):
+    """A result set in one read (its plain packets read where they lie) and the same bytes one
+    byte per read (each packet framed alone) give the same row: the count of rows the server
+    sent (a NULL row, 0xfb, included), over sequence numbers wrapping past 255, with the EOF after
+    the definitions or not, MariaDB's metadata byte, an OK packet as the end, two result sets."""
+    rows = [b"\x011", b"\xfb", *[lenenc(str(i).encode()) for i in range(300)]]
+    payloads = [p for options in parts for p in _result_set_payloads(rows, **options)]
+    response = b"".join(packet((1 + k) & 0xFF, p) for k, p in enumerate(payloads))
+    whole = feed(MysqlStitcher(), (True, packet(0, b"\x03SELECT seq"), 1), (False, response, 2))
+    one_by_one = MysqlStitcher()
+    feed(one_by_one, (True, packet(0, b"\x03SELECT seq"), 1))
+    split = feed(one_by_one, *[(False, response[i : i + 1], 2) for i in range(len(response))])
+    assert shape(whole) == shape(split) == [(3, "SELECT seq", OK, body)]
+    assert whole[0].response.size == split[0].response.size
+    assert whole[0].response.start_ns == split[0].response.start_ns == 2
+
+
+def test_a_row_out_of_sequence_inside_a_read_loses_sync_and_pairs_nothing():
+    """A row whose sequence number is not the next (a packet of the response lost): counted, the
+    command dropped, never paired with a row count that is not its own; the next command pairs."""
+    good = _result_set([b"\x011", b"\x012"])
+    broken = good[: good.index(b"\x011") - 4] + packet(9, b"\x011") + good[good.index(b"\x012") - 4 :]
+    st_ = MysqlStitcher()
+    got = feed(st_, (True, packet(0, b"\x03SELECT seq"), 1), (False, broken, 2))
+    assert got == [] and st_.errors["response_out_of_sequence"] == 1
+    got = feed(st_, (True, packet(0, b"\x03SELECT seq"), 3), (False, good, 4))
+    assert shape(got) == [(3, "SELECT seq", OK, "Resultset rows = 2")]
+
+
+def test_an_error_after_some_rows_ends_the_result_set_with_the_error():
+    """MariaDB sends ERR in place of a row when a query fails while sending rows (e.g. a killed
+    query): the command's row is the error."""
+    err = b"\xff\x25\x07#70100Query execution was interrupted"
+    response = _result_set([b"\x011", b"\x012"])
+    response = response[: response.rindex(packet(6, EOF_PACKET))] + packet(6, err)
+    got = feed(MysqlStitcher(), (True, packet(0, b"\x03SELECT seq"), 1), (False, response, 2))
+    assert shape(got) == [(3, "SELECT seq", ERR, "ERROR 1829 (70100): Query execution was interrupted")]

@@ -6,6 +6,7 @@ import pyarrow as pa
 
 from pxq.agent.table_store import TableStore
 from pxq.replay import open_capture
+from pxq.tables import CATALOG
 from pxq.testing.synthetic import synthetic_http_events, synthetic_processes
 
 START_NS = 1_764_115_200_000_000_000
@@ -60,3 +61,23 @@ def test_write_capture_round_trip(tmp_path):
     capture = open_capture(tmp_path)
     assert capture.host == "store-host" and capture.drops["http_events"]["truncated"] == 2
     assert capture.scan("http_events").equals(store.scan("http_events"))
+
+
+def test_repetitive_text_is_held_compactly_and_read_back_exactly():
+    """The connection columns repeat one value for thousands of rows: the store holds them
+    dictionary-encoded (less memory: the store is most of the agent's RSS under load), and gives
+    back exactly what was appended, in the catalog's types; the budget still counts the bytes in
+    those types (what a reader gets), so what is dropped does not change."""
+    schema = CATALOG["redis_events"].arrow_schema()
+    rows = 1000
+    values = {"upid": ["0:4242:123456789"] * rows, "req_args": [f'{{"key":"b:{i}"}}' for i in range(rows)]}
+    full = pa.table({f.name: pa.array(values[f.name], f.type) if f.name in values else pa.nulls(rows, f.type)
+                     for f in schema}, schema=schema)  # fmt: skip
+    store = TableStore()
+    store.append("redis_events", full)
+    back = store.table("redis_events")
+    assert back.equals(full) and back.schema == schema
+    held = store._tables["redis_events"].batches[0]  # what the store keeps (its private deque)
+    assert held.column("upid").nbytes < full.column("upid").nbytes // 10
+    assert held.column("req_args").type == pa.string()  # unique values: kept as they are
+    assert store._tables["redis_events"].bytes == full.nbytes

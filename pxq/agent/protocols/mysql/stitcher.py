@@ -56,6 +56,7 @@ response's first and last bytes; ``time_`` is the response's end (Pixie's too).
 
 from __future__ import annotations
 
+import struct
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,6 +113,10 @@ _STATEMENT_COMMANDS = frozenset(
 _NO_HANDSHAKE, _GREETED, _AUTHENTICATING, _CONNECTED = range(4)
 # Result-set reading states.
 _FIRST, _COLUMNS, _AFTER_COLUMNS, _ROWS, _INFILE, _PARAM_DEFS, _PARAM_EOF, _COLUMN_DEFS, _COLUMN_EOF = range(9)
+# A packet's header as one little-endian word: the payload length, the sequence number on top.
+_PACKET_HEADER = struct.Struct("<I").unpack_from
+# Result-set states whose packets MysqlStitcher reads where they lie (_scan_result_set).
+_SCANNED = frozenset({_FIRST, _COLUMNS, _AFTER_COLUMNS, _ROWS})
 
 
 @dataclass(slots=True)
@@ -188,7 +193,7 @@ class _Message:
 class _Framer:
     """Splits one direction's bytes into messages."""
 
-    __slots__ = ("keep", "head", "head_ns", "left", "in_payload", "more", "current", "check", "bad_at")
+    __slots__ = ("keep", "head", "head_ns", "left", "in_payload", "more", "current", "check", "bad_at", "pos")
 
     def __init__(self, keep: int, check: Callable[[int, int, int], bool] | None = None) -> None:
         self.keep = keep
@@ -202,15 +207,18 @@ class _Framer:
         self.in_payload = False
         self.more = False  # the packet in progress is full: its message goes on in the next one
         self.current: _Message | None = None
+        self.pos = 0  # where in the last fed data the last call stopped
 
     @property
     def idle(self) -> bool:
         """At a message boundary, nothing held."""
         return self.current is None and not self.head
 
-    def feed(self, data: bytes, ts_ns: int) -> list[_Message]:
+    def feed(self, data: bytes, ts_ns: int, start: int = 0, one: bool = False) -> list[_Message]:
+        """The messages completed by ``data[start:]``; with ``one``, stops after the first (then
+        :attr:`pos` says where)."""
         out: list[_Message] = []
-        i, n = 0, len(data)
+        i, n = start, len(data)
         self.bad_at = None
         keep, check = self.keep, self.check
         while i < n or (self.in_payload and not self.left):
@@ -221,18 +229,20 @@ class _Framer:
                 if length < MAX_PACKET and end <= n:
                     seq = data[i + 3]
                     if check is not None and not check(length, seq, data[i + 4] if length else -1):
-                        self.bad_at = i
+                        self.bad_at = self.pos = i
                         return out
                     whole = _Message(seq, ts_ns)
                     whole.payload = data[i + 4 : end] if length <= keep else data[i + 4 : i + 4 + keep]
                     whole.size = length
                     out.append(whole)
                     i = end
+                    if one:
+                        break
                     continue
             if not self.in_payload:
                 if not self.head:
                     self.head_ns = ts_ns
-                start = i - len(self.head)
+                header_at = i - len(self.head)
                 take = data[i : i + 4 - len(self.head)]
                 self.head += take
                 i += len(take)
@@ -246,7 +256,7 @@ class _Framer:
                     and self.check is not None
                     and not self.check(length, seq, data[i] if i < n else -1)
                 ):
-                    self.bad_at = max(0, start)
+                    self.bad_at = self.pos = max(0, header_at)
                     return out
                 if self.current is None:
                     self.current = _Message(seq, self.head_ns)
@@ -266,6 +276,9 @@ class _Framer:
                 i += k
             if self.in_payload and not self.left:
                 self._packet_done(ts_ns, out)
+                if one and out:
+                    break
+        self.pos = i
         return out
 
     def _packet_done(self, ts_ns: int, out: list[_Message]) -> None:
@@ -401,9 +414,7 @@ class MysqlStitcher:
                 self._lose_sync()
                 data = data[framer.bad_at + 1 :]  # look for a command after it
         elif not self._resyncing:
-            for msg in self._resp.feed(data, ts_ns):
-                if not self._on_response(msg):
-                    break  # sync lost: the rest waits for the next command
+            self._feed_responses(data, ts_ns)
         return self._take()
 
     def skip_messages(self, request: bool, n: int, ts_ns: int) -> tuple[list[tuple[MysqlRequest, MysqlResponse]], int]:
@@ -601,6 +612,29 @@ class MysqlStitcher:
             self._emit(ex, ex.status)
 
     # -- responses ----------------------------------------------------------------------------
+    def _feed_responses(self, data: bytes, ts_ns: int) -> None:
+        """Server bytes: one message at a time, except a result set's plain packets, read where
+        they lie (most of a response's packets are rows: a message object each would cost most of
+        the parsing)."""
+        framer = self._resp
+        pos, n = 0, len(data)
+        while pos < n or framer.in_payload:
+            if framer.idle and self._pending and self._auth is None:
+                ex = self._pending[0]
+                if ex.kind == _RESULTSET and ex.state in _SCANNED and ts_ns >= ex.msg.start_ns:
+                    pos = _scan_result_set(ex, data, pos, ts_ns)
+                    if ex.status != RESP_UNKNOWN:  # its end was there
+                        self._complete(ex)
+                        continue
+                    if pos == n:
+                        return
+            messages = framer.feed(data, ts_ns, pos, one=True)
+            if not messages:
+                return  # the rest is part of a message: the framer holds it
+            pos = framer.pos
+            if not self._on_response(messages[0]):
+                return  # sync lost: the rest waits for the next command
+
     def _on_response(self, msg: _Message) -> bool:
         """One server message; False when it lost the sync."""
         payload = bytes(msg.payload)
@@ -644,12 +678,16 @@ class MysqlStitcher:
             self._lose_sync()
             return False
         if done:
-            self._pending.popleft()
-            if ex.cmd in (wire.COM_CHANGE_USER, wire.COM_RESET_CONNECTION) and ex.status == RESP_OK:
-                self._statements.clear()  # a new session: its statements are gone
-            self._emit(ex, ex.status)
-            self._answer_silent()
+            self._complete(ex)
         return True
+
+    def _complete(self, ex: _Exchange) -> None:
+        """``ex`` (the first command waiting) has its whole response."""
+        self._pending.popleft()
+        if ex.cmd in (wire.COM_CHANGE_USER, wire.COM_RESET_CONNECTION) and ex.status == RESP_OK:
+            self._statements.clear()  # a new session: its statements are gone
+        self._emit(ex, ex.status)
+        self._answer_silent()
 
     @staticmethod
     def _take_packet(ex: _Exchange, msg: _Message) -> None:
@@ -827,6 +865,77 @@ class MysqlStitcher:
             return []
         done, self._done = self._done, []
         return done
+
+
+def _scan_result_set(ex: _Exchange, data: bytes, pos: int, ts_ns: int) -> int:
+    """The whole packets at ``data[pos:]`` of ``ex``'s result set that are plainly what they look
+    like (the column count, column definitions, the EOF after them, rows, the EOF that ends the
+    last result set), taken as :meth:`MysqlStitcher._step` would take them but without a message
+    each; where the first other one begins (an OK, an error, LOCAL INFILE, a packet out of
+    sequence or not whole, ...: for ``_step``). ``ex.status`` is set when its end was taken."""
+    n = len(data)
+    start, seq = pos, ex.expect_seq
+    state, left = ex.state, ex.left
+    header = _PACKET_HEADER
+    packets = rows = 0
+    while state != _ROWS and pos + 4 < n:
+        word = header(data, pos)[0]  # length (3 bytes), sequence number
+        length = word & MAX_PACKET
+        end = pos + 4 + length
+        if word >> 24 != seq or not 0 < length < MAX_PACKET or end > n:
+            break
+        if state == _FIRST:  # the column count, one byte (and MariaDB's metadata byte)
+            count = data[pos + 4]
+            if not (0 < count < wire.LOCAL_INFILE_HEADER and length <= 2):
+                break
+            resend = length == 1 or data[pos + 5] != 0  # (0: the client has the definitions)
+            state, left = (_COLUMNS, count) if resend else (_AFTER_COLUMNS, 0)
+            ex.rows = 0
+        elif state == _COLUMNS:
+            if data[pos + 4 : pos + 8] != b"\x03def":  # not a column definition (_is_column_def)
+                break
+            left -= 1
+            if not left:
+                state = _AFTER_COLUMNS
+        else:  # _AFTER_COLUMNS: the EOF after the definitions (no CLIENT_DEPRECATE_EOF), or a row
+            state = _ROWS
+            if not (data[pos + 4] == wire.EOF_HEADER and length in (1, 5)):  # wire.is_eof_packet
+                break  # a row: for the loop below
+        packets += 1
+        seq = (seq + 1) & 0xFF
+        pos = end
+    if state == _ROWS:  # the bulk of a result set: as little work per row as it takes
+        while pos + 4 < n:
+            word = header(data, pos)[0]
+            length = word & MAX_PACKET
+            end = pos + 4 + length
+            if word >> 24 != seq or not 0 < length < MAX_PACKET or end > n:
+                break
+            if data[pos + 4] >= wire.EOF_HEADER:  # the end (EOF or OK), or an error
+                # An EOF packet (5 bytes) ending the last result set (no more results in the
+                # status flags' low byte) is taken; anything else (an OK packet, more results, an
+                # error) is _step's.
+                last = not data[pos + 7] & wire.SERVER_MORE_RESULTS_EXIST if length == 5 else False
+                if last and data[pos + 4] == wire.EOF_HEADER:
+                    packets += 1
+                    seq = (seq + 1) & 0xFF
+                    pos = end
+                    ex.parts.append(f"Resultset rows = {ex.rows + rows}")
+                    ex.status = RESP_OK
+                break
+            rows += 1
+            seq = (seq + 1) & 0xFF
+            pos = end
+    ex.state, ex.left = state, left
+    if pos != start:
+        if not ex.packets:
+            ex.start_ns = ts_ns  # the response's first packet
+        ex.rows += rows
+        ex.packets += packets + rows
+        ex.resp_size += pos - start - 4 * (packets + rows)
+        ex.expect_seq = seq
+        ex.end_ns = ts_ns
+    return pos
 
 
 def _error(ex: _Exchange, payload: bytes) -> None:
