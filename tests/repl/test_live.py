@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pxq.repl.live import LiveSource
+from pxq.agent.live_window import LiveWindow
 from pxq.repl.session import ReplSession
 from pxq.testing.kernel import require_bpf
 from pxq.testing.workload import python_backend
@@ -51,7 +51,7 @@ def counts(table) -> dict[str, int]:
 def test_two_queries_a_moment_apart_see_new_traffic_over_one_attachment(tmp_path):
     require_bpf()
     with python_backend() as backend:
-        source = LiveSource(retention_s=120)
+        source = LiveWindow(window_s=120)
         session = ReplSession(source, output_dir=tmp_path)
         try:
             pid = backend.pid
