@@ -4,6 +4,7 @@ of their own, and wait for conditions (rows seen, rows gone), never for guessed 
 
 from __future__ import annotations
 
+import errno
 import time
 import urllib.error
 import urllib.request
@@ -212,5 +213,39 @@ def test_pxq_session_magic_feeds_later_cells(shell, backend, capsys, monkeypatch
     assert status.startswith("pxq: live session: http_events ") and "(keeps 300s)" in status
     shell.run_line_magic("pxq_session", "start")
     assert "a live session runs already (http_events)" in capsys.readouterr().out
+    shell.run_line_magic("pxq_session", "stop")
+    assert capsys.readouterr().out == "pxq: live session stopped\n"
+
+
+@pytest.mark.kernel
+@pytest.mark.servers
+def test_a_failed_collector_thread_is_said_by_the_next_cell_not_hidden_by_a_collection_of_its_own(
+    shell, backend, capsys, monkeypatch
+):
+    # The failure is injected where a collector's read would fail (an OSError out of
+    # AgentLoop.step, in the collector thread); everything else is the real agent.
+    from pxq.agent.loop import AgentLoop
+
+    shell.run_line_magic("pxq_session", f"start --tables http_events --pid {backend.pid} --for-window 5m")
+    capsys.readouterr()
+
+    def failing_step(loop: AgentLoop, timeout_ms: int = 100) -> None:
+        raise OSError(errno.EIO, "the ring buffer could not be read")
+
+    monkeypatch.setattr(AgentLoop, "step", failing_step)
+
+    def no_collection_of_its_own(*_args, **_kwargs):
+        raise AssertionError("a %%pxq cell started its own live collection while a session runs")
+
+    monkeypatch.setattr(pxq.api, "run_live", no_collection_of_its_own)
+    cell = "import px\npx.display(px.DataFrame(table='http_events'), 'events')\n"
+
+    def cell_says_the_failure() -> bool:
+        shown = shell.run_cell_magic("pxq", "", cell)
+        out = capsys.readouterr().out
+        return shown is None and out == "live collection stopped: [Errno 5] the ring buffer could not be read\n"
+
+    wait_until(cell_says_the_failure, "a cell saying the collector thread failed")
+    assert cell_says_the_failure()  # every later cell too, until the session is stopped
     shell.run_line_magic("pxq_session", "stop")
     assert capsys.readouterr().out == "pxq: live session stopped\n"
