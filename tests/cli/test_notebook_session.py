@@ -73,6 +73,21 @@ def test_pxq_exports_the_session():
         pxq.Sesion  # noqa: B018 - a misspelt name is an AttributeError, not None
 
 
+def test_live_window_mistakes_are_usage_errors_before_any_probe():
+    with pytest.raises(UsageError, match="needs at least one table"):
+        LiveWindow(window_s=60).start()
+    with pytest.raises(UsageError, match="unknown table 'nope'"):
+        LiveWindow(window_s=60).prepare({"nope"})
+    with pytest.raises(UsageError, match="longer than 0 s"):
+        LiveWindow(["http_events"], window_s=0)
+    window = LiveWindow(window_s=60)  # the REPL's: tables come with its queries
+    assert window.describe() == "live capture (a rolling window of 60s): nothing collected yet"
+    assert window.rows("http_events") is None and not window.running
+    window.stop()
+    with pytest.raises(UsageError, match="the live window was stopped"):
+        window.prepare({"http_events"})
+
+
 def test_a_session_not_started_says_so():
     with pytest.raises(UsageError, match="has not been started"):
         Session(["http_events"]).run_tables("import px\npx.display(px.DataFrame(table='http_events'))\n")
