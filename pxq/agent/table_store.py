@@ -105,8 +105,8 @@ class TableStore:
             self.count_drop(name, "table_store_budget", oldest.num_rows)
 
     def drop_before(self, cutoff_ns: int) -> None:
-        """A rolling window (``pxq repl``): drop the batches whose rows are all older than
-        ``cutoff_ns``; not counted as losses, the user asked for a window."""
+        """A rolling window (:mod:`pxq.agent.live_window`): drop the batches whose rows are all
+        older than ``cutoff_ns``; not counted as losses, the user asked for a window."""
         with self._lock:
             for entry in self._tables.values():
                 while entry.batches and (_newest(entry.batches[0]) or 0) < cutoff_ns:

@@ -427,13 +427,15 @@ def cmd_repl(args) -> int:
     from pxq.repl.session import CaptureSource, ReplSession
     from pxq.repl.terminal import run_repl
 
-    retention_s = parse_duration(args.window)
+    window_s = parse_duration(args.window)
     options = AgentOptions(body_limit=args.body_limit, keep_secrets=args.keep_secrets)
 
     def live_source():
-        from pxq.repl.live import LiveSource
+        from pxq.agent.live_window import LiveWindow
+        from pxq.agent.loop import check_environment
 
-        return LiveSource(options, retention_s=retention_s)
+        check_environment()  # say at once when eBPF cannot work here, with the fix
+        return LiveWindow(window_s=window_s, options=options)
 
     source = CaptureSource(args.source) if args.source else live_source()
     session = ReplSession(source, live_source=live_source)

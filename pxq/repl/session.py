@@ -48,7 +48,8 @@ HOTTEST_STACKS = 5
 
 
 class SessionSource(Protocol):
-    """Where a session's queries read: a capture directory or the live rolling window."""
+    """Where a session's queries read: a capture directory or the live rolling window
+    (:class:`pxq.agent.live_window.LiveWindow`)."""
 
     live: bool
 

@@ -4,6 +4,7 @@ of their own, and wait for conditions (rows seen, rows gone), never for guessed 
 
 from __future__ import annotations
 
+import errno
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import pxq.api
-from pxq.agent.live_window import LiveWindow, _RollingStore
+from pxq.agent.live_window import LiveWindow
+from pxq.agent.table_store import TableStore
 from pxq.api import Session
 from pxq.errors import UsageError
 from pxq.testing.synthetic import write_synthetic_capture
@@ -42,15 +44,15 @@ def test_the_rolling_store_forgets_whole_batches_older_than_the_cut(tmp_path):
     events = pq.read_table(write_synthetic_capture(tmp_path, 90, seed=3) + "/http_events.parquet")
     events = events.sort_by("time_")
     batches = [events.slice(0, 30), events.slice(30, 30), events.slice(60, 30)]
-    store = _RollingStore()
+    store = TableStore()
     for batch in batches:
         store.append("http_events", batch)
     times = [b.column("time_").cast(pa.int64()).to_pylist() for b in batches]
     store.drop_before(times[1][0])  # the first batch ends before the cut; the second straddles nothing
     assert store.rows("http_events") == 60
     assert store.table("http_events").column("time_").cast(pa.int64()).to_pylist() == times[1] + times[2]
-    store.drop_before(times[2][-1] + 1)  # everything is older: the newest batch is still kept
-    assert store.table("http_events").column("time_").cast(pa.int64()).to_pylist() == times[2]
+    store.drop_before(times[2][-1] + 1)  # everything is older: nothing is kept (a quiet table shows no stale rows)
+    assert store.table("http_events").column("time_").cast(pa.int64()).to_pylist() == []
 
 
 def test_a_script_reading_a_table_the_session_does_not_collect_is_told_so():
@@ -69,6 +71,21 @@ def test_pxq_exports_the_session():
     assert pxq.Session is Session
     with pytest.raises(AttributeError):
         pxq.Sesion  # noqa: B018 - a misspelt name is an AttributeError, not None
+
+
+def test_live_window_mistakes_are_usage_errors_before_any_probe():
+    with pytest.raises(UsageError, match="needs at least one table"):
+        LiveWindow(window_s=60).start()
+    with pytest.raises(UsageError, match="unknown table 'nope'"):
+        LiveWindow(window_s=60).prepare({"nope"})
+    with pytest.raises(UsageError, match="longer than 0 s"):
+        LiveWindow(["http_events"], window_s=0)
+    window = LiveWindow(window_s=60)  # the REPL's: tables come with its queries
+    assert window.describe() == "live capture (a rolling window of 60s): nothing collected yet"
+    assert window.rows("http_events") is None and not window.running
+    window.stop()
+    with pytest.raises(UsageError, match="the live window was stopped"):
+        window.prepare({"http_events"})
 
 
 def test_a_session_not_started_says_so():
@@ -211,5 +228,39 @@ def test_pxq_session_magic_feeds_later_cells(shell, backend, capsys, monkeypatch
     assert status.startswith("pxq: live session: http_events ") and "(keeps 300s)" in status
     shell.run_line_magic("pxq_session", "start")
     assert "a live session runs already (http_events)" in capsys.readouterr().out
+    shell.run_line_magic("pxq_session", "stop")
+    assert capsys.readouterr().out == "pxq: live session stopped\n"
+
+
+@pytest.mark.kernel
+@pytest.mark.servers
+def test_a_failed_collector_thread_is_said_by_the_next_cell_not_hidden_by_a_collection_of_its_own(
+    shell, backend, capsys, monkeypatch
+):
+    # The failure is injected where a collector's read would fail (an OSError out of
+    # AgentLoop.step, in the collector thread); everything else is the real agent.
+    from pxq.agent.loop import AgentLoop
+
+    shell.run_line_magic("pxq_session", f"start --tables http_events --pid {backend.pid} --for-window 5m")
+    capsys.readouterr()
+
+    def failing_step(loop: AgentLoop, timeout_ms: int = 100) -> None:
+        raise OSError(errno.EIO, "the ring buffer could not be read")
+
+    monkeypatch.setattr(AgentLoop, "step", failing_step)
+
+    def no_collection_of_its_own(*_args, **_kwargs):
+        raise AssertionError("a %%pxq cell started its own live collection while a session runs")
+
+    monkeypatch.setattr(pxq.api, "run_live", no_collection_of_its_own)
+    cell = "import px\npx.display(px.DataFrame(table='http_events'), 'events')\n"
+
+    def cell_says_the_failure() -> bool:
+        shown = shell.run_cell_magic("pxq", "", cell)
+        out = capsys.readouterr().out
+        return shown is None and out == "live collection stopped: [Errno 5] the ring buffer could not be read\n"
+
+    wait_until(cell_says_the_failure, "a cell saying the collector thread failed")
+    assert cell_says_the_failure()  # every later cell too, until the session is stopped
     shell.run_line_magic("pxq_session", "stop")
     assert capsys.readouterr().out == "pxq: live session stopped\n"

@@ -4,6 +4,7 @@ collected yet re-plans them and keeps the rows collected before."""
 
 from __future__ import annotations
 
+import errno
 import http.client
 import os
 import subprocess
@@ -12,7 +13,8 @@ import time
 
 import pytest
 
-from pxq.repl.live import LiveSource
+from pxq.agent.live_window import LiveWindow
+from pxq.agent.loop import AgentLoop
 from pxq.repl.session import ReplSession
 from pxq.testing.kernel import require_bpf
 from pxq.testing.workload import python_backend
@@ -51,7 +53,7 @@ def counts(table) -> dict[str, int]:
 def test_two_queries_a_moment_apart_see_new_traffic_over_one_attachment(tmp_path):
     require_bpf()
     with python_backend() as backend:
-        source = LiveSource(retention_s=120)
+        source = LiveWindow(window_s=120)
         session = ReplSession(source, output_dir=tmp_path)
         try:
             pid = backend.pid
@@ -110,5 +112,42 @@ def test_two_queries_a_moment_apart_see_new_traffic_over_one_attachment(tmp_path
                 spinner.wait()
             (flame,) = reply.flamegraphs.values()
             assert os.path.exists(flame.path) and flame.summary
+        finally:
+            session.close()
+
+
+def test_a_failed_collector_thread_is_said_at_the_next_query_and_the_one_after_collects_again(tmp_path, monkeypatch):
+    # The failure is injected where a collector's read of its ring buffer would fail (an OSError
+    # out of AgentLoop.step, in the collector thread); everything else is the real agent.
+    require_bpf()
+    with python_backend() as backend:
+        window = LiveWindow(window_s=120, pids=[backend.pid])
+        session = ReplSession(window, output_dir=tmp_path)
+        try:
+            query = "px.DataFrame(table='http_events', start_time='-2m')[['req_path']]"
+            assert session.submit(query).error is None
+            real_step = AgentLoop.step
+
+            def failing_step(loop: AgentLoop, timeout_ms: int = 100) -> None:
+                raise OSError(errno.EIO, "the ring buffer could not be read")
+
+            monkeypatch.setattr(AgentLoop, "step", failing_step)
+            deadline = time.monotonic() + 60
+            while (reply := session.submit(query)).error is None:
+                assert time.monotonic() < deadline, "the failure was never said"
+                time.sleep(0.1)
+            assert reply.error == "pxq: live collection stopped: [Errno 5] the ring buffer could not be read"
+            monkeypatch.setattr(AgentLoop, "step", real_step)
+            again = session.submit(query)
+            assert again.error is None, again.error
+            assert "live: collecting http_events again" in again.lines
+            assert window.generation == 2
+            get(backend.port, "/pxq-repl-after-failure", 1)
+            wait_for(
+                session,
+                query,
+                lambda t: "/pxq-repl-after-failure" in t.column("req_path").to_pylist(),
+                "a request made after collection started again",
+            )
         finally:
             session.close()
