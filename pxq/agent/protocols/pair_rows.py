@@ -1,11 +1,12 @@
 """The row buffer every request/response protocol table but HTTP's shares (HTTP keeps its bodies in
-byte buffers, :class:`pxq.agent.protocols.http1.HttpRows`): a Python list per column, the
-connection columns filled once per batch of pairs, the protocol's own columns from
-:meth:`PairRows.row`. Database and DNS traffic is far less dense than HTTP's: lists suffice.
+byte buffers, :class:`pxq.agent.protocols.http1.HttpRows`): a tuple per row (the connection's
+columns, the protocol's own from :meth:`PairRows.row`), turned into columns once per table.
+Database and DNS traffic is far less dense than HTTP's: Python objects suffice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -30,11 +31,15 @@ class PairRows:
         self._reset()
 
     def _reset(self) -> None:
-        names = ("time_", *CONNECTION_COLUMNS, *self.PROTOCOL_COLUMNS, "latency")
-        self._columns: dict[str, list[object]] = {name: [] for name in names}
+        # One tuple per row, in _names() order: a pair costs one append, the columns are made
+        # once per table() (zip, then pyarrow arrays).
+        self._rows: list[tuple[object, ...]] = []
+
+    def _names(self) -> tuple[str, ...]:
+        return ("time_", *CONNECTION_COLUMNS, *self.PROTOCOL_COLUMNS, "latency")
 
     def __len__(self) -> int:
-        return len(self._columns["time_"])
+        return len(self._rows)
 
     def row(self, req: Any, resp: Any) -> tuple[int, int, tuple[object, ...]]:
         """A pair's time (monotonic ns), its latency (ns) and its values of ``PROTOCOL_COLUMNS``."""
@@ -42,27 +47,20 @@ class PairRows:
 
     def add_pairs(self, conn: ConnectionColumns, pairs: list[tuple[Any, Any]], clock_offset_ns: int = 0) -> None:
         """One row per pair of one connection; ``clock_offset_ns`` turns times into epoch time."""
-        c = self._columns
-        n = len(pairs)
-        for name, value in zip(
-            CONNECTION_COLUMNS, (conn.upid, conn.raddr, conn.rport, conn.laddr, conn.lport, conn.role), strict=True
-        ):
-            c[name] += [value] * n
-        times, latencies = c["time_"], c["latency"]
-        protocol = [c[name] for name in self.PROTOCOL_COLUMNS]
+        connection = (conn.upid, conn.raddr, conn.rport, conn.laddr, conn.lport, conn.role)
+        append, row = self._rows.append, self.row
         for req, resp in pairs:
-            time_ns, latency_ns, values = self.row(req, resp)
-            times.append(time_ns + clock_offset_ns)
-            latencies.append(latency_ns)
-            for column, value in zip(protocol, values, strict=True):
-                column.append(value)
+            time_ns, latency_ns, values = row(req, resp)
+            append((time_ns + clock_offset_ns, *connection, *values, latency_ns))
 
     def table(self) -> pa.Table:
         """The rows added since the last call, as a table of the catalog's schema (and start over)."""
         from pxq.tables import CATALOG
 
         schema = CATALOG[self.TABLE].arrow_schema()
-        columns = self._columns
-        columns["encrypted"] = [self.encrypted] * len(self)
+        rows = self._rows
         self._reset()
+        names = self._names()
+        columns: dict[str, Sequence[object]] = dict(zip(names, zip(*rows))) if rows else dict.fromkeys(names, ())
+        columns["encrypted"] = [self.encrypted] * len(rows)
         return pa.Table.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
