@@ -157,6 +157,12 @@ def damaged(wire: bytes, edits: list[tuple[int, int, int]]) -> bytes:
 @SETTINGS
 @given(wire=messages())
 @example(wire=bytes.fromhex("30390100000100000000000001610000010001"))  # a.: one label, no EDNS
+# Two CNAMEs of one owner in different cases: one RRset, the first case shown, the latest target.
+@example(
+    wire=bytes.fromhex(
+        "000081000001000200000000014100000100010141000005000100000000000301620001610000050001000000000003016300"
+    )
+)
 # Class CH's A record (a domain and a number): dnspython's from_wire reads it, the address a number.
 @example(wire=bytes.fromhex("000081000001000100000000000001000100000100030000003c0003000298"))
 def test_a_message_dnspython_builds_gives_the_texts_of_from_wire(wire):

@@ -84,7 +84,6 @@ _HEADER = struct.Struct("!HHHHHH")
 _QUESTION_TAIL = struct.Struct("!HH")  # type, class
 _RR_HEADER = struct.Struct("!HHIH")  # type, class, ttl, rdata length
 _OPCODE_BITS = 0x7800
-_ANSWER_KINDS = {_A: ("A", "addr"), _AAAA: ("AAAA", "addr"), _CNAME: ("CNAME", "cname")}
 _TYPE_NAMES: dict[int, str] = {}
 
 
@@ -164,28 +163,23 @@ def message_fields(msg: dns.message.Message) -> Fields:
     return msg.id, int(msg.flags), question, tuple(answers), num_answers, num_auth, additional
 
 
-class _Names:
-    """Names of one message read so far that were whole in place (no compression pointer), by
-    where they start: a pointer to one of them (a response's answer names the question it
-    repeats) is the same name, read again by dnspython only to get what is known already."""
-
-    __slots__ = ("at",)
-
-    def __init__(self) -> None:
-        self.at: dict[int, str] = {}
-
-    def read(self, parser: dns.wire.Parser) -> str:
-        wire, start = parser.wire, parser.current
-        if parser.remaining() >= 2 and wire[start] >= 0xC0:
-            known = self.at.get((wire[start] & 0x3F) << 8 | wire[start + 1])
-            if known is not None:  # before this name, the only thing dnspython checks of a pointer
-                parser.get_bytes(2)
-                return known
-        name = parser.get_name(None, True)
-        text = _name(name)
-        if parser.current - start == sum(len(label) for label in name.labels) + len(name.labels):
-            self.at[start] = text  # its bytes, one length byte per label: no pointer was followed
-        return text
+def _read_name(parser: dns.wire.Parser, names_at: dict[int, str]) -> str:
+    """The name at the parser, as text. ``names_at``: the names of this message read so far that
+    were whole in place (no compression pointer), by where they start; a pointer to one of them (a
+    response's answer names the question it repeats) is that name (what dnspython checks of a
+    pointer, that it points before the name, holds for them), and a name read whole is added."""
+    wire, start = parser.wire, parser.current
+    if wire[start] >= 0xC0 and parser.remaining() >= 2:
+        known = names_at.get((wire[start] & 0x3F) << 8 | wire[start + 1])
+        if known is not None:
+            parser.get_bytes(2)
+            return known
+    name = parser.get_name(None, True)
+    text = name.to_text(omit_final_dot=True)
+    labels = name.labels
+    if parser.current - start == len(labels) + sum(map(len, labels)):  # its bytes: no pointer followed
+        names_at[start] = text
+    return text
 
 
 # The question sections of recent messages whose names were whole in place, by transaction id:
@@ -214,46 +208,50 @@ def _common_fields(wire: bytes) -> Fields | None:
         recent = _RECENT_QUESTIONS.get(txid)
         if recent is not None and len(recent[1]) == qdcount and wire.startswith(recent[0], HEADER_BYTES):
             # The same bytes, names without pointers (into a header that differs): the same questions.
-            _, question, names_at, end = recent
-            names = _Names()
-            names.at = dict(names_at)
+            question, names_at, end = recent[1], dict(recent[2]), recent[3]
             parser.seek(end)
         else:
-            names = _Names()
+            names_at = {}
             questions = []
             for _ in range(qdcount):
-                qname = names.read(parser)
+                qname = _read_name(parser, names_at)
                 rdtype, _rdclass = _QUESTION_TAIL.unpack(parser.get_bytes(4))
                 questions.append((qname, rdtype))
             question = tuple(questions)
-            if len(names.at) == qdcount:
+            if len(names_at) == qdcount:
                 if len(_RECENT_QUESTIONS) >= _MAX_RECENT_QUESTIONS:
                     _RECENT_QUESTIONS.clear()
                 end = parser.current
-                _RECENT_QUESTIONS[txid] = (wire[HEADER_BYTES:end], question, dict(names.at), end)
-        rrsets: dict[tuple[str, int], tuple[str, dict[str, None]]] = {}
+                _RECENT_QUESTIONS[txid] = (wire[HEADER_BYTES:end], question, dict(names_at), end)
+        answers: list[Answer] = []
+        # dnspython's RRsets, by (owner in lower case, type): the first record's owner, the records.
+        rrsets: dict[tuple[str, int], tuple[str, list[Answer]]] = {}
         for _ in range(ancount):
-            owner = names.read(parser)
+            owner = _read_name(parser, names_at)
             rdtype, rdclass, _ttl, rdlen = _RR_HEADER.unpack(parser.get_bytes(10))
             if rdclass != _IN:
                 return None
             if rdtype == _A and rdlen == 4:
-                value = dns.ipv4.inet_ntoa(parser.get_bytes(4))
+                answer: Answer = (owner, "A", "addr", dns.ipv4.inet_ntoa(parser.get_bytes(4)))
             elif rdtype == _AAAA and rdlen == 16:
-                value = dns.ipv6.inet_ntoa(parser.get_bytes(16))
+                answer = (owner, "AAAA", "addr", dns.ipv6.inet_ntoa(parser.get_bytes(16)))
             elif rdtype == _CNAME:
                 with parser.restrict_to(rdlen):
-                    value = names.read(parser)
+                    answer = (owner, "CNAME", "cname", _read_name(parser, names_at))
             else:
                 return None
-            key = (owner.lower(), rdtype)  # dnspython's names compare ASCII case-insensitively
-            rrset = rrsets.get(key)
-            if rrset is None:
-                rrsets[key] = (owner, {value: None})
-            else:
-                if rdtype == _CNAME:
-                    rrset[1].clear()  # a singleton type: dnspython keeps the latest record
-                rrset[1][value] = None
+            if ancount == 1:
+                answers.append(answer)
+                break
+            # Names compare ASCII case-insensitively, the first one's shown; a value once; of a
+            # CNAME (a singleton type) only the latest.
+            first_owner, records = rrsets.setdefault((owner.lower(), rdtype), (owner, []))
+            if rdtype == _CNAME:
+                records.clear()
+            if not any(record[3] == answer[3] for record in records):
+                records.append((first_owner, answer[1], answer[2], answer[3]))
+        if rrsets:
+            answers = [record for _, records in rrsets.values() for record in records]
         num_addl = 0
         if arcount:  # the EDNS OPT record only: owned by the root, its options valid
             owner_name = parser.get_name(None, True)
@@ -267,11 +265,7 @@ def _common_fields(wire: bytes) -> Fields | None:
             return None  # trailing bytes: from_wire refuses them
     except PARSE_ERRORS:
         return None
-    answers = tuple(
-        (owner, *_ANSWER_KINDS[rdtype], value) for (_, rdtype), (owner, values) in rrsets.items() for value in values
-    )
-    num_answers = sum(len(values) for _, values in rrsets.values())
-    return txid, flags, question, answers, num_answers, 0, num_addl
+    return txid, flags, question, tuple(answers), len(answers), 0, num_addl
 
 
 def _plausible(wire: bytes, response: bool) -> bool:
