@@ -68,6 +68,9 @@ class DnsMessage(NamedTuple):
     ts_ns: int
 
 
+_new_message = tuple.__new__
+
+
 def _name(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True)
 
@@ -124,7 +127,7 @@ def answers_json(answers: tuple[Answer, ...]) -> str:
 
 def parse_message(wire: bytes, ts_ns: int) -> DnsMessage:
     """One whole message; raises one of :data:`PARSE_ERRORS` when it is not one."""
-    return DnsMessage(*_parsed(wire), ts_ns)
+    return _new_message(DnsMessage, (*_parsed(wire), ts_ns))  # tuple.__new__: a message per event
 
 
 # When both ends of a conversation are traced, each message crosses the tracer twice with the same
