@@ -207,8 +207,8 @@ def test_an_answer_repeats_its_querys_question_which_is_read_once(monkeypatch):
     response.answer.append(dns.rrset.from_text("once.test.", 60, "IN", "A", "192.0.2.7"))
     expected = [reference(query.to_wire()), reference(response.to_wire())]
     names: list[int] = []
-    real = parse.dns.wire.Parser.get_name
-    monkeypatch.setattr(parse.dns.wire.Parser, "get_name", lambda p, *a: names.append(p.current) or real(p, *a))
+    real = dns.name.from_wire_parser
+    monkeypatch.setattr(dns.name, "from_wire_parser", lambda p, *a: names.append(p.current) or real(p, *a))
     assert [parsed(query.to_wire()), parsed(response.to_wire())] == expected
     assert names == [12]  # the query's question only: the answer's is the same bytes, its owner a pointer to it
 

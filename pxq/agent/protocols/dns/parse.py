@@ -177,7 +177,7 @@ def _read_name(parser: dns.wire.Parser, names_at: dict[int, str]) -> str:
         if known is not None:
             parser.get_bytes(2)
             return known
-    name = parser.get_name(None, True)
+    name = dns.name.from_wire_parser(parser)  # Parser.get_name(None, True), one call less
     text = name.to_text(omit_final_dot=True)
     labels = name.labels
     if parser.current - start == len(labels) + sum(map(len, labels)):  # its bytes: no pointer followed
