@@ -534,6 +534,18 @@ class ConnTracker:
         (``data_gap``)."""
         key = (ev.pid, ev.fd)
         sock = self.udp.get(key)
+        if (
+            sock is not None
+            and sock.gen == ev.gen
+            and ev.flags == F_DATAGRAM
+            and ev.data_len == ev.size
+            and not sock.disabled
+            and sock.partial[ev.direction] is None
+        ):  # the usual case, in short: a whole datagram in one event, of a socket known
+            sock.last_ns = ev.ts_ns
+            self.counts["bytes"] += ev.data_len
+            self._datagram(sock, ev.direction, ev.ts_ns, ev.family, ev.raddr, ev.rport, bytes(ev.data[: ev.data_len]))
+            return
         if sock is None or sock.gen != ev.gen:
             if sock is not None:
                 if ev.gen < sock.gen:

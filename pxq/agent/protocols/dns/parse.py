@@ -13,21 +13,31 @@ Names are shown without the final dot, as Pixie does (``pixie.ai``). A question'
 record type's mnemonic (Pixie names A and AAAA and leaves other types empty; here every type has
 its name, e.g. ``MX``).
 
-Everything about the wire format is dnspython's (``dns.message.from_wire``): this module never
-decodes a message by hand.
+Everything about the wire format is dnspython's: this module never decodes a message by hand. The
+messages nearly all traffic is made of (a query, its answer of A, AAAA or CNAME records, perhaps
+EDNS) are read with dnspython's wire reader and decoders, with ``dns.message.from_wire``'s steps
+and checks but without building its message, RRset and rdata objects (most of the agent's DNS cost
+when they were built); every other message, and any these steps reject, goes to ``from_wire``.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-from dataclasses import dataclass
+import struct
+from json.encoder import encode_basestring_ascii as _json_text
+from typing import NamedTuple
 
 import dns.exception
 import dns.flags
+import dns.ipv4
+import dns.ipv6
 import dns.message
+import dns.name
 import dns.opcode
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
+import dns.wire
 
 # The DNS header is 12 bytes (RFC 1035 4.1.1); a question adds at least 5 (root name, type, class).
 HEADER_BYTES = 12
@@ -35,16 +45,18 @@ MIN_QUERY_BYTES = HEADER_BYTES + 5
 # Over TCP every message is preceded by its length in two bytes, big-endian (RFC 1035 4.2.2).
 TCP_LENGTH_BYTES = 2
 
-_A = dns.rdatatype.A
-_AAAA = dns.rdatatype.AAAA
-_CNAME = dns.rdatatype.CNAME
+_A = int(dns.rdatatype.A)
+_AAAA = int(dns.rdatatype.AAAA)
+_CNAME = int(dns.rdatatype.CNAME)
+_OPT = int(dns.rdatatype.OPT)
+_IN = int(dns.rdataclass.IN)
+_QR = int(dns.flags.QR)
 # What dnspython may raise on bytes that are not a DNS message (its own errors and a few from
 # the rdata decoders).
 PARSE_ERRORS = (dns.exception.DNSException, ValueError, IndexError, KeyError, UnicodeError, TypeError, OverflowError)
 
 
-@dataclass(frozen=True)
-class DnsMessage:
+class DnsMessage(NamedTuple):
     """One parsed message: what pairing needs, and the JSON texts of its row columns."""
 
     txid: int
@@ -56,72 +68,207 @@ class DnsMessage:
     ts_ns: int
 
 
+_new_message = tuple.__new__
+
+
 def _name(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True)
 
 
-def header_json(msg: dns.message.Message) -> str:
-    flags = msg.flags
-    # The wire's counts: dnspython groups records into RRsets and keeps the EDNS OPT and TSIG
-    # records apart from the additional section, so they are counted back here.
-    additional = sum(len(rrset) for rrset in msg.additional)
-    additional += (1 if msg.opt is not None else 0) + (1 if msg.tsig is not None else 0)
-    return json.dumps(
-        {
-            "txid": msg.id,
-            "qr": int(bool(flags & dns.flags.QR)),
-            "opcode": int(msg.opcode()),
-            "aa": int(bool(flags & dns.flags.AA)),
-            "tc": int(bool(flags & dns.flags.TC)),
-            "rd": int(bool(flags & dns.flags.RD)),
-            "ra": int(bool(flags & dns.flags.RA)),
-            "ad": int(bool(flags & dns.flags.AD)),
-            "cd": int(bool(flags & dns.flags.CD)),
-            "rcode": flags & 0xF,  # the header's 4 bits, as Pixie shows them (no EDNS extension)
-            "num_queries": len(msg.question),
-            "num_answers": sum(len(rrset) for rrset in msg.answer),
-            "num_auth": sum(len(rrset) for rrset in msg.authority),
-            "num_addl": additional,
-        },
-        separators=(",", ":"),
+# An answer as Pixie shows it: (owner name, "A" | "AAAA" | "CNAME", "addr" | "cname", value), the
+# value a text (or the number class CH's A record has).
+Answer = tuple[str, str, str, str | int]
+# What a message is reduced to before its JSON texts are built, whichever way it was read: (txid,
+# header flags, questions as (name, type), answers, and the answer, authority and additional counts
+# as dnspython counts them).
+Fields = tuple[int, int, tuple[tuple[str, int], ...], tuple[Answer, ...], int, int, int]
+
+_HEADER = struct.Struct("!HHHHHH")
+_QUESTION_TAIL = struct.Struct("!HH")  # type, class
+_RR_HEADER = struct.Struct("!HHIH")  # type, class, ttl, rdata length
+_OPCODE_BITS = 0x7800
+_TYPE_NAMES: dict[int, str] = {}
+
+
+def _type_name(rdtype: int) -> str:
+    text = _TYPE_NAMES.get(rdtype)
+    if text is None:
+        text = _TYPE_NAMES[rdtype] = dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))
+    return text
+
+
+def header_json(txid: int, flags: int, num_queries: int, num_answers: int, num_auth: int, num_addl: int) -> str:
+    """Pixie's HeaderToJSONString: the header's flags, its rcode's 4 bits (no EDNS extension) and
+    the sections' record counts."""
+    return (
+        f'{{"txid":{txid},"qr":{flags >> 15 & 1},"opcode":{flags >> 11 & 0xF},"aa":{flags >> 10 & 1},'
+        f'"tc":{flags >> 9 & 1},"rd":{flags >> 8 & 1},"ra":{flags >> 7 & 1},"ad":{flags >> 5 & 1},'
+        f'"cd":{flags >> 4 & 1},"rcode":{flags & 0xF},"num_queries":{num_queries},"num_answers":{num_answers},'
+        f'"num_auth":{num_auth},"num_addl":{num_addl}}}'
     )
 
 
-def queries_json(msg: dns.message.Message) -> str:
-    queries = [{"name": _name(q.name), "type": dns.rdatatype.to_text(q.rdtype)} for q in msg.question]
-    return json.dumps({"queries": queries}, separators=(",", ":"))
+def queries_json(question: tuple[tuple[str, int], ...]) -> str:
+    queries = ",".join(f'{{"name":{_json_text(name)},"type":"{_type_name(rdtype)}"}}' for name, rdtype in question)
+    return f'{{"queries":[{queries}]}}'
 
 
-def answers_json(msg: dns.message.Message) -> str:
-    answers: list[dict[str, str]] = []
-    for rrset in msg.answer:
-        name = _name(rrset.name)
-        # dnspython decodes A and AAAA of class IN only (another class's are opaque bytes).
-        if rrset.rdtype == _CNAME:
-            answers += (
-                {"name": name, "type": "CNAME", "cname": _name(rd.target)} for rd in rrset if hasattr(rd, "target")
-            )
-        elif rrset.rdtype in (_A, _AAAA):
-            kind = "A" if rrset.rdtype == _A else "AAAA"
-            answers += ({"name": name, "type": kind, "addr": rd.address} for rd in rrset if hasattr(rd, "address"))
-    return json.dumps({"answers": answers}, separators=(",", ":"))
+def _json_value(value: str | int) -> str:
+    return _json_text(value) if isinstance(value, str) else str(value)
+
+
+def answers_json(answers: tuple[Answer, ...]) -> str:
+    entries = ",".join(
+        f'{{"name":{_json_text(name)},"type":"{kind}","{key}":{_json_value(value)}}}'
+        for name, kind, key, value in answers
+    )
+    return f'{{"answers":[{entries}]}}'
 
 
 def parse_message(wire: bytes, ts_ns: int) -> DnsMessage:
     """One whole message; raises one of :data:`PARSE_ERRORS` when it is not one."""
-    return DnsMessage(*_parsed(wire), ts_ns)
+    return _new_message(DnsMessage, (*_parsed(wire), ts_ns))  # tuple.__new__: a message per event
 
 
 # When both ends of a conversation are traced, each message crosses the tracer twice with the same
-# bytes (the client's send, the server's receive): dnspython's parse, most of the agent's DNS cost,
-# runs once for both. Bounded; a message that fails to parse raises each time (not cached).
+# bytes (the client's send, the server's receive): the parse runs once for both. Bounded; a message
+# that fails to parse raises each time (not cached).
 @functools.lru_cache(maxsize=4096)
 def _parsed(wire: bytes) -> tuple[int, bool, tuple[tuple[str, int], ...], str, str, int]:
-    msg = dns.message.from_wire(wire, ignore_trailing=False, one_rr_per_rrset=False)
-    is_response = bool(msg.flags & dns.flags.QR)
+    fields = _common_fields(wire)
+    if fields is None:
+        fields = message_fields(dns.message.from_wire(wire, ignore_trailing=False, one_rr_per_rrset=False))
+    txid, flags, question, answers, num_answers, num_auth, num_addl = fields
+    is_response = bool(flags & _QR)
+    body = answers_json(answers) if is_response else queries_json(question)
+    header = header_json(txid, flags, len(question), num_answers, num_auth, num_addl)
+    return txid, is_response, question, header, body, flags & 0xF
+
+
+def message_fields(msg: dns.message.Message) -> Fields:
+    """What a message dnspython read shows: its answers of types A, AAAA and CNAME (Pixie's
+    parser reports those only), and the counts of its sections as dnspython groups them (into
+    RRsets, the EDNS OPT and TSIG records apart from the additional section, counted back here)."""
     question = tuple((_name(q.name), int(q.rdtype)) for q in msg.question)
-    body = answers_json(msg) if is_response else queries_json(msg)
-    return msg.id, is_response, question, header_json(msg), body, msg.rcode() & 0xF
+    answers: list[Answer] = []
+    for rrset in msg.answer:
+        name = _name(rrset.name)
+        # dnspython decodes A and AAAA of class IN only (another class's are opaque bytes).
+        if rrset.rdtype == _CNAME:
+            answers += ((name, "CNAME", "cname", _name(rd.target)) for rd in rrset if hasattr(rd, "target"))
+        elif rrset.rdtype in (_A, _AAAA):
+            kind = "A" if rrset.rdtype == _A else "AAAA"
+            answers += ((name, kind, "addr", rd.address) for rd in rrset if hasattr(rd, "address"))
+    additional = sum(len(rrset) for rrset in msg.additional)
+    additional += (1 if msg.opt is not None else 0) + (1 if msg.tsig is not None else 0)
+    num_answers = sum(len(rrset) for rrset in msg.answer)
+    num_auth = sum(len(rrset) for rrset in msg.authority)
+    return msg.id, int(msg.flags), question, tuple(answers), num_answers, num_auth, additional
+
+
+def _read_name(parser: dns.wire.Parser, names_at: dict[int, str]) -> str:
+    """The name at the parser, as text. ``names_at``: the names of this message read so far that
+    were whole in place (no compression pointer), by where they start; a pointer to one of them (a
+    response's answer names the question it repeats) is that name (what dnspython checks of a
+    pointer, that it points before the name, holds for them), and a name read whole is added."""
+    wire, start = parser.wire, parser.current
+    if wire[start] >= 0xC0 and parser.remaining() >= 2:
+        known = names_at.get((wire[start] & 0x3F) << 8 | wire[start + 1])
+        if known is not None:
+            parser.get_bytes(2)
+            return known
+    name = dns.name.from_wire_parser(parser)  # Parser.get_name(None, True), one call less
+    text = name.to_text(omit_final_dot=True)
+    labels = name.labels
+    if parser.current - start == len(labels) + sum(map(len, labels)):  # its bytes: no pointer followed
+        names_at[start] = text
+    return text
+
+
+# The question sections of recent messages whose names were whole in place, by transaction id:
+# an answer repeats its query's question byte for byte, so it is read once per transaction.
+# (wire[HEADER_BYTES:end], the questions, their names by offset, end.)
+_RecentQuestion = tuple[bytes, tuple[tuple[str, int], ...], dict[int, str], int]
+_RECENT_QUESTIONS: dict[int, _RecentQuestion] = {}
+_MAX_RECENT_QUESTIONS = 4096
+
+
+def _common_fields(wire: bytes) -> Fields | None:
+    """The fields of :func:`message_fields` for the messages nearly all DNS traffic is made of,
+    without building dnspython's message: opcode QUERY, answers of class IN and types A, AAAA or
+    CNAME, no authority records, at most an EDNS OPT record in the additional section. Read with
+    dnspython's own wire reader, name and address decoders in the order and with the checks of
+    ``dns.message.from_wire``, and grouped the way its RRsets group records (the same owner name,
+    in any case, and type: one record per value, a CNAME's latest only). None for any other
+    message, or one this reading rejects: :func:`dns.message.from_wire` decides those."""
+    try:
+        if len(wire) < HEADER_BYTES:
+            return None
+        txid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(wire)
+        if flags & _OPCODE_BITS or nscount or arcount > 1:
+            return None
+        parser = dns.wire.Parser(wire, HEADER_BYTES)
+        recent = _RECENT_QUESTIONS.get(txid)
+        if recent is not None and len(recent[1]) == qdcount and wire.startswith(recent[0], HEADER_BYTES):
+            # The same bytes, names without pointers (into a header that differs): the same questions.
+            question, names_at, end = recent[1], dict(recent[2]), recent[3]
+            parser.seek(end)
+        else:
+            names_at = {}
+            questions = []
+            for _ in range(qdcount):
+                qname = _read_name(parser, names_at)
+                rdtype, _rdclass = _QUESTION_TAIL.unpack(parser.get_bytes(4))
+                questions.append((qname, rdtype))
+            question = tuple(questions)
+            if len(names_at) == qdcount:
+                if len(_RECENT_QUESTIONS) >= _MAX_RECENT_QUESTIONS:
+                    _RECENT_QUESTIONS.clear()
+                end = parser.current
+                _RECENT_QUESTIONS[txid] = (wire[HEADER_BYTES:end], question, dict(names_at), end)
+        answers: list[Answer] = []
+        # dnspython's RRsets, by (owner in lower case, type): the first record's owner, the records.
+        rrsets: dict[tuple[str, int], tuple[str, list[Answer]]] = {}
+        for _ in range(ancount):
+            owner = _read_name(parser, names_at)
+            rdtype, rdclass, _ttl, rdlen = _RR_HEADER.unpack(parser.get_bytes(10))
+            if rdclass != _IN:
+                return None
+            if rdtype == _A and rdlen == 4:
+                answer: Answer = (owner, "A", "addr", dns.ipv4.inet_ntoa(parser.get_bytes(4)))
+            elif rdtype == _AAAA and rdlen == 16:
+                answer = (owner, "AAAA", "addr", dns.ipv6.inet_ntoa(parser.get_bytes(16)))
+            elif rdtype == _CNAME:
+                with parser.restrict_to(rdlen):
+                    answer = (owner, "CNAME", "cname", _read_name(parser, names_at))
+            else:
+                return None
+            if ancount == 1:
+                answers.append(answer)
+                break
+            # Names compare ASCII case-insensitively, the first one's shown; a value once; of a
+            # CNAME (a singleton type) only the latest.
+            first_owner, records = rrsets.setdefault((owner.lower(), rdtype), (owner, []))
+            if rdtype == _CNAME:
+                records.clear()
+            if not any(record[3] == answer[3] for record in records):
+                records.append((first_owner, answer[1], answer[2], answer[3]))
+        if rrsets:
+            answers = [record for _, records in rrsets.values() for record in records]
+        num_addl = 0
+        if arcount:  # the EDNS OPT record only: owned by the root, its options valid
+            owner_name = parser.get_name(None, True)
+            rdtype, rdclass, _ttl, rdlen = _RR_HEADER.unpack(parser.get_bytes(10))
+            if rdtype != _OPT or owner_name != dns.name.root:
+                return None
+            with parser.restrict_to(rdlen):
+                dns.rdata.from_wire_parser(rdclass, rdtype, parser, None)
+            num_addl = 1
+        if parser.remaining():
+            return None  # trailing bytes: from_wire refuses them
+    except PARSE_ERRORS:
+        return None
+    return txid, flags, question, tuple(answers), len(answers), 0, num_addl
 
 
 def _plausible(wire: bytes, response: bool) -> bool:

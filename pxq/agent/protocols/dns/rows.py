@@ -24,9 +24,15 @@ class DnsRecord(NamedTuple):
 
 
 def dns_record(req: DnsMessage, resp: DnsMessage | None) -> DnsRecord:
+    time_ns, latency_ns, texts = pair_values(req, resp)
+    return DnsRecord(*texts, time_ns, latency_ns)
+
+
+def pair_values(req: DnsMessage, resp: DnsMessage | None) -> tuple[int, int, tuple[str, str, str, str]]:
+    """A pair's time, latency and its texts (req_header, req_body, resp_header, resp_body)."""
     if resp is None:
-        return DnsRecord(req.header, req.body, "", "", req.ts_ns, 0)
-    return DnsRecord(req.header, req.body, resp.header, resp.body, resp.ts_ns, resp.ts_ns - req.ts_ns)
+        return req.ts_ns, 0, (req.header, req.body, "", "")
+    return resp.ts_ns, resp.ts_ns - req.ts_ns, (req.header, req.body, resp.header, resp.body)
 
 
 def dns_events_schema() -> pa.Schema:
@@ -42,5 +48,4 @@ class DnsRows(PairRows):
     PROTOCOL_COLUMNS = ("req_header", "req_body", "resp_header", "resp_body")
 
     def row(self, req: DnsMessage, resp: DnsMessage | None) -> tuple[int, int, tuple[object, ...]]:
-        record = dns_record(req, resp)
-        return record.time_ns, record.latency_ns, record[:4]
+        return pair_values(req, resp)
