@@ -544,6 +544,8 @@ class ConnTracker:
         ):  # the usual case, in short: a whole datagram in one event, of a socket known
             sock.last_ns = ev.ts_ns
             self.counts["bytes"] += ev.data_len
+            if self.conn_stats is not None:
+                self._count_peer_bytes(sock, ev, ev.data_len)
             self._datagram(sock, ev.direction, ev.ts_ns, ev.family, ev.raddr, ev.rport, bytes(ev.data[: ev.data_len]))
             return
         if sock is None or sock.gen != ev.gen:
@@ -566,10 +568,8 @@ class ConnTracker:
         self.counts["bytes"] += ev.data_len
         d = ev.direction
         filler = bool(ev.flags & F_FILLER)
-        if self.conn_stats is not None:  # the kernel counts per socket: each peer's bytes are counted here
-            peer = (ev.family, bytes(ev.raddr[:16]), ev.rport)
-            flow = sock.flows.get(peer) or self._new_flow(sock, peer, ev.ts_ns)
-            self.conn_stats.moved(flow, egress=d == EGRESS, size=ev.size if filler else ev.data_len)
+        if self.conn_stats is not None:
+            self._count_peer_bytes(sock, ev, ev.size if filler else ev.data_len)
         if sock.disabled:
             return
         part = sock.partial[d]
@@ -604,6 +604,13 @@ class ConnTracker:
                 self.drops["data_gap"] += 1  # longer than the kernel copies: not parsed
                 return
             self._datagram(sock, d, part.ts_ns, part.family, part.raddr, part.rport, b"".join(part.pieces))
+
+    def _count_peer_bytes(self, sock: UdpSocket, ev: SockEvent, size: int) -> None:
+        """conn_stats of a UDP peer: the kernel counts per socket, each peer's bytes are counted here."""
+        assert self.conn_stats is not None
+        peer = (ev.family, bytes(ev.raddr[:16]), ev.rport)
+        flow = sock.flows.get(peer) or self._new_flow(sock, peer, ev.ts_ns)
+        self.conn_stats.moved(flow, egress=ev.direction == EGRESS, size=size)
 
     def _datagram(self, sock: UdpSocket, d: int, ts_ns: int, family: int, raddr: bytes, rport: int,
                   data: bytes) -> None:  # fmt: skip
