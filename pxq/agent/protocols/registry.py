@@ -66,6 +66,11 @@ class ProtocolSpec:
     # but do not hold enough of it to tell (a DNS query over TCP, read in parts): True makes the
     # tracker wait for more bytes before it gives the connection up.
     head_incomplete: Callable[[bytes], bool] = lambda _first: False
+    # Answers come in the order of the requests and carry nothing naming their request (HTTP/1,
+    # PostgreSQL, MySQL, Redis): after a loss the tracker restarts such a connection only if it
+    # was never seen out of step, on probation (see conn_tracker). False: pairing by ids (DNS),
+    # the tracker restarts it as it is.
+    pairs_in_order: bool = True
 
     def sender_is_client(self, first_bytes: bytes) -> bool | None:
         """Inference: True when these first bytes of a stream are a request (their sender is the
@@ -182,6 +187,7 @@ DNS = ProtocolSpec(
     # A response whose query was never seen (lost, or before the window): counted whenever it ends.
     unmatched_after_gap=("response_without_request",),
     head_incomplete=dns.head_incomplete,
+    pairs_in_order=False,  # by transaction id and question
     datagrams=DatagramSpec(
         looks_like_request=dns.looks_like_query_datagram,
         looks_like_response=dns.looks_like_response_datagram,
