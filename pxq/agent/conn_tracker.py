@@ -1001,13 +1001,17 @@ class ConnTracker:
 
     def drop_counts(self) -> dict[str, int]:
         """User-side losses: data_gap, buffer_overflow, late_event, conn_evicted, parse_error,
-        unmatched (requests or responses without their other half)."""
+        unmatched (requests or responses without their other half), out_of_step_after_loss
+        (connections no longer parsed: seen pipelining, then bytes lost) and unconfirmed_after_loss
+        (pairs of a connection restarted after a loss or picked up mid-stream that were never
+        confirmed in step, so never emitted)."""
         out = dict(self.drops)
         out["parse_error"] = out["unmatched"] = 0
         for spec in self.protocols:
             for reason, n in self.error_counts(spec.name).items():
                 out["unmatched" if reason in spec.unmatched else "parse_error"] += n
-        for name in ("data_gap", "buffer_overflow", "late_event", "conn_evicted"):
+        for name in ("data_gap", "buffer_overflow", "late_event", "conn_evicted", "out_of_step_after_loss",
+                     "unconfirmed_after_loss"):  # fmt: skip
             out.setdefault(name, 0)
         return out
 
