@@ -24,6 +24,31 @@ and lifecycle and hands its bytes to the parser of its protocol:
   other gap the stitcher is discarded and the connection waits for the next request (and the
   responses after it) to start over. A lost event costs the transaction it belonged to (and,
   when starting over, the ones in flight), never a request paired with another's response.
+* **Pipelining after a loss** (protocols answering in order, the registry's ``pairs_in_order``:
+  HTTP/1, PostgreSQL, MySQL, Redis). Starting over at the next request is right for a client
+  that waits for each answer before its next request, and wrong for one that pipelines: answers
+  to requests lost (or sent before the tracer looked) are still coming, and without request ids
+  they look like the answers to the requests seen. So the rule is about what was *seen* of the
+  connection: its stitcher reports ``out_of_step`` (more than one exchange in flight at once, or
+  an answer with no exchange waiting). A connection seen out of step before a loss is given up
+  (``out_of_step_after_loss``: switched off in the kernel like one of no protocol, conn_stats keep
+  counting, the requests waiting counted as unmatched). Any other (in step so far, or a socket
+  seen mid-stream) starts over *on probation*: the pairs its new stitcher completes are held
+  until it has answered PROBATION_EXCHANGES exchanges in step; if it goes out of step, loses
+  bytes again, or ends (or the window does) first, they are discarded, counted
+  (``unconfirmed_after_loss``), and out of step the connection is given up. Lost bytes make a
+  stitcher look out of step (an answer whose request was lost) before the hole shows: a sign
+  counts only if it came before the lost bytes (the time of the bytes after which the stitcher
+  was out of step, against that of the last bytes fed before the hole); a restarted connection
+  out of step is given up once both directions went on past that point with nothing lost.
+  The guarantee: no pair is emitted from a restarted connection unless it was seen answering
+  in turn for PROBATION_EXCHANGES exchanges, and any change of the client's depth of requests
+  in flight shows as out of step. The one residual case: a client that keeps exactly the same
+  number of extra requests in flight at every moment from before the loss (or pickup) onward,
+  for longer than the probation, is indistinguishable from one in step (nothing observable
+  tells them apart without ids); its rows after the probation can pair wrongly, until its depth
+  changes (then the connection is given up). DNS pairs by id and question: it starts over as
+  it is.
 * **Counted bytes.** A filler event (``PXQ_F_FILLER``: bytes of ``sendfile``/``splice``, or the part
   of a call beyond the kernel's copy limit) holds a stream range without its bytes
   (:class:`~pxq.agent.data_stream.Uncaptured`). It takes its place in reassembly like any bytes;
