@@ -905,6 +905,8 @@ class ConnTracker:
         conn.stitcher = spec.make_stitcher(self.parse_options)
         conn.out_of_step_ns = 0
         conn.in_order = spec.pairs_in_order
+        if not conn.opened and not conn.had_gap and d == conn.request_direction and spec.session_start(data[:8]):
+            conn.opened = True  # its first bytes begin a session: nothing went by before
         if spec.pairs_in_order and (conn.restarted or not conn.opened):
             conn.restarted = True
             conn.held = []  # on probation

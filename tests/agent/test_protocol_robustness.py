@@ -575,3 +575,18 @@ def test_a_connection_in_step_restarts_after_a_loss_and_its_rows_come_after_the_
     drops = tracker.drop_counts()
     assert (drops["data_gap"], drops["out_of_step_after_loss"], drops["unconfirmed_after_loss"]) == (1, 0, 0)
     assert not disabled
+
+
+def test_a_postgres_backend_socket_seen_from_its_startup_message_needs_no_probation():
+    # Found by the PostgreSQL kernel test: the postmaster accepts, the backend it forks reads the
+    # startup message, so the backend's socket has no OPEN and looked picked up mid-stream; psql's
+    # two exchanges (startup, one Query) stayed on probation and its rows were dropped. A first
+    # message that can only begin a session (startup, SSLRequest) says nothing went by before.
+    spec, stream = _case("pgsql", "multi_statement")
+    ref = _reference("pgsql", "multi_statement")
+    reads = pf.conversation(stream)
+    line = pf.timeline(reads)
+    plan = pf.EventPlan(role=ROLE_SERVER, opened=False, batch=len(reads) + 2)
+    tracker, rows = pf.run_tracker(pf.events(reads, line, plan))
+    assert len(rows["pgsql"].pairs) == ref.count == 1
+    assert tracker.drop_counts()["unconfirmed_after_loss"] == 0

@@ -71,6 +71,10 @@ class ProtocolSpec:
     # was never seen out of step, on probation (see conn_tracker). False: pairing by ids (DNS),
     # the tracker restarts it as it is.
     pairs_in_order: bool = True
+    # First bytes of a client that can only begin a connection (PostgreSQL's startup message or
+    # SSLRequest): a socket whose first bytes they are is seen from its start though no OPEN was
+    # (a forking server's child, which did not accept() it), so it needs no probation.
+    session_start: Callable[[bytes], bool] = lambda _first: False
 
     def sender_is_client(self, first_bytes: bytes) -> bool | None:
         """Inference: True when these first bytes of a stream are a request (their sender is the
@@ -121,6 +125,10 @@ HTTP = ProtocolSpec(
     unmatched_after_gap=("request_unanswered_after_gap", "response_before_request"),
 )
 
+# The int32 after the length of a client's first message: protocol 3.0 (the startup message), an
+# SSLRequest, a GSSENCRequest.
+_PGSQL_SESSION_CODES = frozenset(code.to_bytes(4, "big") for code in (196608, 80877103, 80877104))
+
 PGSQL = ProtocolSpec(
     name="pgsql",
     table="pgsql_events",
@@ -130,6 +138,7 @@ PGSQL = ProtocolSpec(
     make_stitcher=lambda options: pgsql.PgsqlStitcher(options.body_limit, options.keep_secrets),
     make_rows=lambda _options: pgsql.PgsqlRows(),
     make_record=pgsql.make_record,
+    session_start=lambda first: first[4:8] in _PGSQL_SESSION_CODES,
     unmatched_at_close=("request_unanswered_at_close", "response_without_request", "response_incomplete_at_close",
                         "request_incomplete_at_close"),
     unmatched_after_gap=(),
