@@ -917,8 +917,10 @@ class ConnTracker:
         assert stitcher is not None
         conn.fed_ns[d] = ts_ns
         done = stitcher.feed_messages(d == conn.request_direction, data, ts_ns)
-        if done or conn.restarted or (conn.in_order and not conn.out_of_step_ns and stitcher.out_of_step):
+        if conn.restarted or (conn.in_order and not conn.out_of_step_ns and stitcher.out_of_step):
             self._stitched(conn, done, ts_ns)
+        elif done:
+            self._collect(conn, done)
         if stitcher.upgraded and conn.stitcher is stitcher:
             self._end_parsing(conn)  # websocket or a CONNECT tunnel: not the protocol from here on
 
