@@ -181,6 +181,8 @@ REDIS = ProtocolSpec(
         "request_incomplete_at_close",
     ),  # fmt: skip
     unmatched_after_gap=("request_unanswered_after_error", "response_before_request"),
+    # A server's first read cut before the end of its first line ("-ERR unknown subcomm"): wait.
+    head_incomplete=lambda first: first[:1] in redis.stitcher.resp_type_bytes and b"\r\n" not in first[:64],
 )
 
 DNS = ProtocolSpec(
