@@ -24,6 +24,31 @@ and lifecycle and hands its bytes to the parser of its protocol:
   other gap the stitcher is discarded and the connection waits for the next request (and the
   responses after it) to start over. A lost event costs the transaction it belonged to (and,
   when starting over, the ones in flight), never a request paired with another's response.
+* **Pipelining after a loss** (protocols answering in order, the registry's ``pairs_in_order``:
+  HTTP/1, PostgreSQL, MySQL, Redis). Starting over at the next request is right for a client
+  that waits for each answer before its next request, and wrong for one that pipelines: answers
+  to requests lost (or sent before the tracer looked) are still coming, and without request ids
+  they look like the answers to the requests seen. So the rule is about what was *seen* of the
+  connection: its stitcher reports ``out_of_step`` (more than one exchange in flight at once, or
+  an answer with no exchange waiting). A connection seen out of step before a loss is given up
+  (``out_of_step_after_loss``: switched off in the kernel like one of no protocol, conn_stats keep
+  counting, the requests waiting counted as unmatched). Any other (in step so far, or a socket
+  seen mid-stream) starts over *on probation*: the pairs its new stitcher completes are held
+  until it has answered PROBATION_EXCHANGES exchanges in step; if it goes out of step, loses
+  bytes again, or ends (or the window does) first, they are discarded, counted
+  (``unconfirmed_after_loss``), and out of step the connection is given up. Lost bytes make a
+  stitcher look out of step (an answer whose request was lost) before the hole shows: a sign
+  counts only if it came before the lost bytes (the time of the bytes after which the stitcher
+  was out of step, against that of the last bytes fed before the hole); a restarted connection
+  out of step is given up once both directions went on past that point with nothing lost.
+  The guarantee: no pair is emitted from a restarted connection unless it was seen answering
+  in turn for PROBATION_EXCHANGES exchanges, and any change of the client's depth of requests
+  in flight shows as out of step. The one residual case: a client that keeps exactly the same
+  number of extra requests in flight at every moment from before the loss (or pickup) onward,
+  for longer than the probation, is indistinguishable from one in step (nothing observable
+  tells them apart without ids); its rows after the probation can pair wrongly, until its depth
+  changes (then the connection is given up). DNS pairs by id and question: it starts over as
+  it is.
 * **Counted bytes.** A filler event (``PXQ_F_FILLER``: bytes of ``sendfile``/``splice``, or the part
   of a call beyond the kernel's copy limit) holds a stream range without its bytes
   (:class:`~pxq.agent.data_stream.Uncaptured`). It takes its place in reassembly like any bytes;
@@ -122,6 +147,15 @@ MAX_UDP_PEERS = 4096
 # Datagrams of a UDP socket that no protocol recognised before it is switched off in the kernel
 # (unless one of its peers was recognised).
 UDP_PROBE_DATAGRAMS = 8
+# Parsing of an in-order protocol restarted after a loss or on a socket picked up mid-stream: its
+# pairs are held until its stitcher has answered this many exchanges without being out of step
+# (see the module docstring). A lag of unseen requests shows as soon as the client's depth of
+# requests in flight changes; 3 exchanges cover a client that drains a pipeline of 2 and one of
+# 2 refilled once (it looks in step for 2 exchanges), at the cost of the rows of a connection
+# that ends within 3 exchanges of a loss (discarded, counted).
+PROBATION_EXCHANGES = 3
+# Pairs held on probation per connection: beyond it, the connection is given up (counted).
+MAX_PROBATION_PAIRS = 64
 
 
 class SockEvent(NamedTuple):
@@ -198,6 +232,7 @@ class Connection:
         "family", "laddr", "lport", "raddr", "rport", "has_tuple", "addr_checked",
         "state", "protocol", "stitcher", "stream",
         "probe_buf", "probe_ts", "probe_tries", "last_ns", "transactions", "passed_response_ns",
+        "in_order", "fed_ns", "out_of_step_ns", "restarted", "held", "had_gap",
     )  # fmt: skip
 
     def __init__(self, pid: int, fd: int, gen: int, role: int, opened: bool, upid: str, ts_ns: int) -> None:
@@ -219,6 +254,19 @@ class Connection:
         # While SYNCING: the time of the latest server bytes let go by. A request that began
         # before them may have had its answer among them: parsing starts at a later request.
         self.passed_response_ns = 0
+        # Of an in-order protocol: the time of the last bytes of each direction fed to the stitcher
+        # (bytes lost later were sent after them), and the time of the bytes after which the
+        # stitcher was first out of step (0: not out of step). Bytes lost make the stitcher look out
+        # of step (an answer to a request lost, a request while the answer before it was lost) before
+        # the hole shows: only a stitcher out of step before the lost bytes was seen out of step.
+        self.in_order = False  # its protocol's pairs_in_order, once known
+        self.fed_ns = [0, 0]
+        self.out_of_step_ns = 0
+        # Parsing (re)started after lost bytes or from mid-stream: its stitcher must stay in step.
+        self.restarted = False
+        # On probation: pairs of the restarted stitcher not yet let through (None: not on probation).
+        self.held: list[Pair] | None = None
+        self.had_gap = False  # bytes of it were lost
         self.last_ns = ts_ns
         self.transactions = 0
 
@@ -448,12 +496,19 @@ class ConnTracker:
             new = True
         else:
             new = False
-            if opened and not conn.opened and conn.state == PROBING and conn.probe_tries == 0:
+            if opened and not conn.opened and not conn.had_gap and conn.state == PROBING and conn.probe_tries == 0:
                 # Its OPEN came after its first bytes (events of two CPUs), all still held whole:
                 # it is seen from its start after all.
                 conn.opened = True
                 if conn.role == ROLE_UNKNOWN:
                     conn.role = ev.role
+            elif opened and not conn.opened and not conn.had_gap and conn.state in (SYNCING, PARSING):
+                # The same, its first bytes already recognised: no restart, nothing to prove.
+                conn.opened = True
+                conn.restarted = False
+                held, conn.held = conn.held, None
+                if held:
+                    self._collect(conn, held)
         conn.last_ns = ev.ts_ns
         if ev.flags & F_TUPLE and not conn.has_tuple:
             conn.family = ev.family
@@ -492,8 +547,10 @@ class ConnTracker:
         self._holes.discard(conn)
         if conn.stitcher is not None:
             before_close = Counter(conn.stitcher.errors)
-            self._collect(conn, conn.stitcher.close_messages(ts_ns))
-            self._drop_stitcher(conn, keep_unmatched_at_close=not window_end, counted_before=before_close)
+            self._stitched(conn, conn.stitcher.close_messages(ts_ns), ts_ns)
+            if conn.stitcher is not None:
+                self._drop_stitcher(conn, keep_unmatched_at_close=not window_end, counted_before=before_close)
+        self._discard_held(conn)  # never confirmed in step: not emitted
         if forget and self._forget is not None:
             self._forget(conn.pid, conn.fd, conn.gen)
 
@@ -749,7 +806,7 @@ class ConnTracker:
             if piece.after_gap:
                 self.drops["data_gap"] += 1
                 if not (piece.other_intact and self._response_gap(conn, piece)):
-                    self._gap(conn)
+                    self._gap(conn, conn.fed_ns[piece.direction])
             if piece.data:
                 self._deliver(conn, piece.direction, piece.ts_ns, piece.data)
         if not conn.stream.waiting:
@@ -773,8 +830,17 @@ class ConnTracker:
             return False
         return conn.stitcher.response_gap(piece.ts_ns)
 
-    def _gap(self, conn: Connection) -> None:
-        """Bytes were lost: the parser cannot continue; restart at the next request."""
+    def _gap(self, conn: Connection, lost_after_ns: int) -> None:
+        """Bytes sent after ``lost_after_ns`` were lost: the parser cannot continue; restart at the
+        next request. A connection of an in-order protocol seen out of step before the loss is
+        given up instead (see the module docstring)."""
+        spec = conn.protocol
+        if spec is not None and spec.pairs_in_order and conn.state in (PARSING, SYNCING):
+            if 0 < conn.out_of_step_ns <= lost_after_ns:
+                self._give_up_out_of_step(conn, [])
+                return
+            conn.restarted = conn.had_gap = True
+            self._discard_held(conn)  # what it paired since the last restart was never confirmed
         if conn.stitcher is not None:
             self._drop_stitcher(conn, keep_unmatched_at_close=False)
         if conn.state in (PARSING, SYNCING):
@@ -782,6 +848,7 @@ class ConnTracker:
             conn.probe_buf = [b"", b""]  # bytes held before the gap do not continue after it
         elif conn.state == PROBING:
             conn.opened = False  # no longer at the stream's start: probe like a mid-stream socket
+            conn.had_gap = True
             conn.probe_buf = [b"", b""]
 
     # -- protocol ---------------------------------------------------------------------------
@@ -810,16 +877,16 @@ class ConnTracker:
         """``size`` bytes moved unseen: skipped inside a body of known length; anywhere else the
         parser cannot go on without them (a gap, counted)."""
         if conn.state == PARSING and conn.stitcher is not None:
+            conn.fed_ns[d] = ts_ns
             done, left = conn.stitcher.skip_messages(d == conn.request_direction, size, ts_ns)
-            if done:
-                self._collect(conn, done)
-            if not left:
+            self._stitched(conn, done, ts_ns)
+            if not left or conn.state != PARSING:
                 return
         elif conn.state != PROBING and not (conn.state == SYNCING and d == conn.request_direction):
             return  # OTHER is not parsed; SYNCING drops server bytes up to a request anyway
         # (SYNCING, client bytes: the request it would start at, or its rest, lost: counted)
         self.drops["data_gap"] += 1
-        self._gap(conn)
+        self._gap(conn, ts_ns)
 
     def _probe(self, conn: Connection, d: int, ts_ns: int, data: bytes) -> None:
         if conn.probe_buf[d]:
@@ -873,18 +940,84 @@ class ConnTracker:
         assert spec is not None
         conn.state = PARSING
         conn.stitcher = spec.make_stitcher(self.parse_options)
+        conn.out_of_step_ns = 0
+        conn.in_order = spec.pairs_in_order
+        if not conn.opened and not conn.had_gap and d == conn.request_direction and spec.session_start(data[:8]):
+            conn.opened = True  # its first bytes begin a session: nothing went by before
+        if spec.pairs_in_order and (conn.restarted or not conn.opened):
+            conn.restarted = True
+            conn.held = []  # on probation
         self._feed(conn, d, ts_ns, data)
 
     def _feed(self, conn: Connection, d: int, ts_ns: int, data: bytes) -> None:
         stitcher = conn.stitcher
         assert stitcher is not None
+        conn.fed_ns[d] = ts_ns
         done = stitcher.feed_messages(d == conn.request_direction, data, ts_ns)
-        if done:
+        if conn.restarted or (conn.in_order and not conn.out_of_step_ns and stitcher.out_of_step):
+            self._stitched(conn, done, ts_ns)
+        elif done:
             self._collect(conn, done)
-        if stitcher.upgraded:  # websocket or a CONNECT tunnel: not the protocol from here on
-            self._end_parsing(conn)
+        if stitcher.upgraded and conn.stitcher is stitcher:
+            self._end_parsing(conn)  # websocket or a CONNECT tunnel: not the protocol from here on
+
+    def _stitched(self, conn: Connection, pairs: list[Pair], ts_ns: int) -> None:
+        """After a call at ``ts_ns`` to the stitcher of a TCP connection: its pairs go to the
+        rows, unless its parsing restarted after a loss or from mid-stream and it is on probation
+        (held until it has answered PROBATION_EXCHANGES exchanges in step) or out of step (held
+        until both directions went on past that point with nothing lost: then the connection is
+        given up; a loss found before then restarts it, see _gap)."""
+        stitcher = conn.stitcher
+        assert stitcher is not None
+        if conn.in_order and not conn.out_of_step_ns and stitcher.out_of_step:
+            conn.out_of_step_ns = ts_ns
+        if conn.restarted:
+            held = conn.held
+            if conn.out_of_step_ns:
+                if held is None:
+                    held = conn.held = []
+                held += pairs
+                if min(conn.fed_ns) > conn.out_of_step_ns or len(held) > MAX_PROBATION_PAIRS:
+                    self._give_up_out_of_step(conn, [])
+                return
+            if held is not None:
+                held += pairs
+                if len(held) > MAX_PROBATION_PAIRS:
+                    self._give_up_out_of_step(conn, [])
+                    return
+                if stitcher.exchanges < PROBATION_EXCHANGES:
+                    return
+                pairs, conn.held = held, None  # in step long enough: confirmed
+        if pairs:
+            self._collect(conn, pairs)
+
+    def _discard_held(self, conn: Connection) -> None:
+        """Pairs on probation that will not be confirmed: counted, never emitted."""
+        if conn.held:
+            self.drops["unconfirmed_after_loss"] += len(conn.held)
+        conn.held = None
+
+    def _give_up_out_of_step(self, conn: Connection, pairs: list[Pair]) -> None:
+        """A loss on a connection of an in-order protocol seen out of step, or a restarted one
+        going out of step: answers of requests never seen may be on their way, and nothing tells
+        which. No more parsing (switched off in the kernel; conn_stats keep counting). Its pairs
+        on probation (and ``pairs``) are discarded, the requests waiting counted as unmatched."""
+        self.drops["out_of_step_after_loss"] += 1
+        if conn.held is None:
+            conn.held = []
+        conn.held += pairs
+        stitcher = conn.stitcher
+        if stitcher is not None:
+            conn.held += stitcher.close_messages(self._last_ts)  # leftovers counted by the stitcher
+            self._drop_stitcher(conn)
+        self._discard_held(conn)
+        conn.state = OTHER
+        conn.probe_buf = [b"", b""]
+        if self._disable is not None:
+            self._disable(conn.pid, conn.fd, conn.gen)
 
     def _end_parsing(self, conn: Connection) -> None:
+        self._discard_held(conn)
         self._drop_stitcher(conn)
         conn.state = OTHER
         if self._disable is not None:
@@ -934,13 +1067,17 @@ class ConnTracker:
 
     def drop_counts(self) -> dict[str, int]:
         """User-side losses: data_gap, buffer_overflow, late_event, conn_evicted, parse_error,
-        unmatched (requests or responses without their other half)."""
+        unmatched (requests or responses without their other half), out_of_step_after_loss
+        (connections no longer parsed: seen pipelining, then bytes lost) and unconfirmed_after_loss
+        (pairs of a connection restarted after a loss or picked up mid-stream that were never
+        confirmed in step, so never emitted)."""
         out = dict(self.drops)
         out["parse_error"] = out["unmatched"] = 0
         for spec in self.protocols:
             for reason, n in self.error_counts(spec.name).items():
                 out["unmatched" if reason in spec.unmatched else "parse_error"] += n
-        for name in ("data_gap", "buffer_overflow", "late_event", "conn_evicted"):
+        for name in ("data_gap", "buffer_overflow", "late_event", "conn_evicted", "out_of_step_after_loss",
+                     "unconfirmed_after_loss"):  # fmt: skip
             out.setdefault(name, 0)
         return out
 

@@ -503,7 +503,8 @@ class SocketTracer:
     def drops(self) -> dict[str, int]:
         """Everything lost so far, by reason: the kernel's counters (ringbuf_full, truncated,
         iov_too_long, read_failed, conn_table_full) and user space's (data_gap, buffer_overflow,
-        late_event, conn_evicted, parse_error, unmatched)."""
+        late_event, conn_evicted, parse_error, unmatched, out_of_step_after_loss,
+        unconfirmed_after_loss)."""
         out = self.kernel_drops()
         out.update(self._tracker.drop_counts())
         return out

@@ -129,6 +129,54 @@ def prepared_types(conninfo: str) -> dict[str, Any]:
     return view
 
 
+def pipeline_mode(conninfo: str, relay: RawRelay) -> dict[str, Any]:
+    """libpq pipeline mode (psycopg's pq binding): a pg_sleep(0.2), then three parameterised
+    SELECTs, each batch (Parse/Bind/Describe/Execute) ended by its own Sync and flushed in a write
+    of its own, read by the relay before the next is sent, all while the sleep still runs (four
+    exchanges in flight); then the results; then an INSERT and a query one at a time."""
+    view: dict[str, Any] = {"pipelined": []}
+    with psycopg.connect(conninfo, autocommit=True, prepare_threshold=None) as conn:
+        pgconn = conn.pgconn
+        pgconn.enter_pipeline_mode()
+        batches = [(b"SELECT pg_sleep(0.2)", [])] + [
+            (b"SELECT $1::int * 10, $2::text", [str(i).encode(), f"row-{i}".encode()]) for i in range(3)
+        ]
+        for n, (sql, params) in enumerate(batches, 1):
+            pgconn.send_query_params(sql, params)
+            pgconn.pipeline_sync()
+            while pgconn.flush():
+                pass
+            _wait_until(lambda n=n: sum(d == "req" and data[:1] == b"P" for d, _, data in relay.chunks) >= n)
+        syncs = 0
+        while syncs < len(batches):  # each Sync's ReadyForQuery read: nothing left in flight
+            pgconn.consume_input()
+            if pgconn.is_busy():
+                select.select([pgconn.socket], [], [], 1)
+                continue
+            result = pgconn.get_result()
+            if result is None:
+                continue  # the end of one query's results
+            if result.status == psycopg.pq.ExecStatus.TUPLES_OK:
+                view["pipelined"].append([result.get_value(0, c) for c in range(result.nfields)])
+            elif result.status == psycopg.pq.ExecStatus.PIPELINE_SYNC:
+                syncs += 1
+        pgconn.exit_pipeline_mode()
+        cur = conn.cursor()
+        cur.execute("CREATE TEMP TABLE p (a int, b text)")
+        cur.execute("INSERT INTO p VALUES (%s, %s)", (7, "seven"))
+        view["insert"] = (cur.statusmessage, cur.rowcount)
+        view["select"] = repr(conn.execute("SELECT count(*) FROM p").fetchone())
+    return view
+
+
+def _wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the relay did not read the batch")
+        time.sleep(0.001)
+
+
 def copy_in_out(conninfo: str) -> dict[str, Any]:
     """COPY FROM STDIN (three rows) and COPY TO STDOUT."""
     view: dict[str, Any] = {}
@@ -153,8 +201,12 @@ def scram_login(conninfo: str) -> dict[str, Any]:
         return {"select": conn.execute("SELECT current_user").fetchone()}
 
 
-def record(name: str, description: str, server: PostgresServer, run: Callable[[int], dict[str, Any]]) -> None:
-    relay = RawRelay(server.port)
+def record(
+    name: str, description: str, server: PostgresServer, run: Callable[[int], dict[str, Any]],
+    relay: RawRelay | None = None,
+) -> None:  # fmt: skip
+    """``run`` the client on a relay's port (``relay``: this one, which ``run`` watches)."""
+    relay = relay or RawRelay(server.port)
     relay.start()
     view = run(relay.port)
     chunks = relay.wait()
@@ -170,13 +222,18 @@ def record(name: str, description: str, server: PostgresServer, run: Callable[[i
     print(f"{path}: {len(chunks)} chunks", file=sys.stderr)
 
 
-def main() -> None:
+def main(only: list[str]) -> None:
+    """Record every conversation, or only the one named ``pipeline_mode``."""
     Path(RECORDED_STREAMS).mkdir(exist_ok=True)
     with postgres_server() as server:
 
         def info(port: int) -> str:
             return server.conninfo(port=str(port))
 
+        relay = RawRelay(server.port)
+        record("pipeline_mode", pipeline_mode.__doc__ or "", server, lambda p: pipeline_mode(info(p), relay), relay)
+        if only == ["pipeline_mode"]:
+            return
         record("simple_queries", simple_queries.__doc__ or "", server, lambda p: simple_queries(info(p)))
         record("multi_statement", multi_statement.__doc__ or "", server, lambda p: multi_statement(server, p))
         record("prepared_types", prepared_types.__doc__ or "", server, lambda p: prepared_types(info(p)))
@@ -187,4 +244,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -109,6 +109,36 @@ def pipeline(port: int) -> None:
     r.close()
 
 
+def pipeline_separate_writes(port: int, proxy: RecordingTcpProxy) -> None:
+    """A raw socket pipelining one command per write, each read by the proxy on its own before
+    the next is sent, none answered yet: a BLPOP on an empty list with a timeout blocks the
+    connection, and Redis keeps the commands sent meanwhile until it is answered. Then the
+    answers, then two commands one at a time (the depth of requests in flight changes)."""
+    commands = [["BLPOP", "pxq-empty", "0.3"]]
+    for i in range(4):
+        commands += [["SET", f"sep{i}", f"value-{i}"], ["GET", f"sep{i}"]]
+    with socket.create_connection((LOOPBACK, port)) as s:
+        for n, words in enumerate(commands, 1):
+            s.sendall(b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w.encode()) for w in words))
+            _wait_until(lambda n=n: sum(d == "req" for d, _, _ in proxy.chunks) >= n)
+        replies = b""
+        while replies.count(b"\r\n") < 1 + 4 + 8:  # BLPOP's null array, 4 OKs, 4 bulk strings
+            replies += s.recv(65536)
+        for words, expected_lines in ((["GET", "sep3"], 2), (["DEL", "sep0", "sep1", "sep2", "sep3"], 1)):
+            s.sendall(b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w.encode()) for w in words))
+            reply = b""
+            while reply.count(b"\r\n") < expected_lines:
+                reply += s.recv(65536)
+
+
+def _wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the recording proxy did not read the command")
+        time.sleep(0.001)
+
+
 def multi_exec(port: int) -> None:
     r = redis.Redis(host=LOOPBACK, port=port, protocol=2, max_connections=1)
     pipe = r.pipeline(transaction=True)
@@ -188,6 +218,13 @@ CONVERSATIONS: list[tuple[str, str, Callable[..., None], bool]] = [
         False,
     ),
     (
+        "pipeline_separate_writes",
+        "A raw socket pipelining 9 commands (a BLPOP that times out, then SET and GET) one per write before "
+        "any reply, then GET and DEL one at a time.",
+        pipeline_separate_writes,
+        False,
+    ),
+    (
         "multi_exec",
         "redis-py (RESP2): MULTI, INCR, INCRBY, GET (each QUEUED), EXEC's array, then DEL.",
         multi_exec,
@@ -220,6 +257,8 @@ def record(name: str, doc: str, run: Callable[..., None], server: RedisServer) -
     proxy = RecordingTcpProxy(server.port)
     if run is pubsub:
         run(proxy.port, server.port)
+    elif run is pipeline_separate_writes:
+        run(proxy.port, proxy)
     else:
         run(proxy.port)
     chunks = proxy.finish()
@@ -236,12 +275,14 @@ def record(name: str, doc: str, run: Callable[..., None], server: RedisServer) -
     print(f"{path}: {len(chunks)} chunks", file=sys.stderr)
 
 
-def main() -> None:
+def main(only: list[str]) -> None:
+    """Record every conversation, or those named on the command line."""
     Path(RECORDED_STREAMS).mkdir(exist_ok=True)
     with redis_server() as plain, redis_server(password=RECORDING_PASSWORD) as guarded:
         for name, doc, run, needs_password in CONVERSATIONS:
-            record(name, doc, run, guarded if needs_password else plain)
+            if not only or name in only:
+                record(name, doc, run, guarded if needs_password else plain)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -9,7 +9,7 @@ import socket
 
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from pxq.agent.conn_tracker import EGRESS, EV_CLOSE, EV_DATA, INGRESS, ConnTracker, SockEvent
+from pxq.agent.conn_tracker import EGRESS, EV_CLOSE, EV_DATA, EV_OPEN, INGRESS, ROLE_CLIENT, ConnTracker, SockEvent
 from pxq.agent.protocols.interface import ParseOptions
 from pxq.agent.protocols.pgsql import RECORDED_STREAMS, PgsqlStitcher
 from pxq.agent.protocols.registry import PGSQL
@@ -95,6 +95,10 @@ def _events(chunks: list[tuple[str, int, bytes]]) -> list[SockEvent]:
 
 def _tracker_rows(events: list[SockEvent], end_ts: int) -> list[tuple[str, str, str]]:
     tracker = ConnTracker(protocols=[PGSQL])
+    # The connection seen from its connect() (else rows wait for the tracker's probation).
+    tracker.handle_all(
+        [events[0]._replace(kind=EV_OPEN, ts_ns=0, role=ROLE_CLIENT, pos=0, size=0, data_len=0, data=b"")]
+    )
     tracker.handle_all(events)
     tracker.handle_all([events[0]._replace(kind=EV_CLOSE, ts_ns=end_ts, data=b"", data_len=0, size=0)])
     table = tracker.take_tables()["pgsql_events"]

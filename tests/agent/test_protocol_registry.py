@@ -11,7 +11,17 @@ from collections import Counter
 
 import pyarrow as pa
 
-from pxq.agent.conn_tracker import EGRESS, EV_CLOSE, EV_DATA, INGRESS, ROLE_CLIENT, ROLE_SERVER, ConnTracker, SockEvent
+from pxq.agent.conn_tracker import (
+    EGRESS,
+    EV_CLOSE,
+    EV_DATA,
+    EV_OPEN,
+    INGRESS,
+    ROLE_CLIENT,
+    ROLE_SERVER,
+    ConnTracker,
+    SockEvent,
+)
 from pxq.agent.protocols import registry
 from pxq.agent.protocols.interface import ParseOptions
 from pxq.agent.protocols.registry import PROTOCOLS, SUPPORTED_PROTOCOLS, ProtocolSpec
@@ -96,6 +106,7 @@ TAGGED = ProtocolSpec(
     make_record=lambda req, resp: (req, resp),
     unmatched_at_close=("request_unanswered_at_close", "response_without_request"),
     unmatched_after_gap=(),
+    pairs_in_order=False,  # by id
 )
 
 
@@ -116,7 +127,8 @@ def test_a_protocol_from_one_registry_entry_with_requests_in_flight_answered_out
         _data(5, EGRESS, 0, b"RES 3 GAMMA\nRES 1 AL", 1500),
         _data(5, EGRESS, 20, b"PHA\nRES 2 BETA\n", 1700),
         _data(5, INGRESS, len(requests), b"REQ 4 delta\n", 1800),
-        # an HTTP client connection on the same tracker
+        # an HTTP client connection on the same tracker, seen from its connect()
+        _data(6, EGRESS, 0, b"", 1900)._replace(kind=EV_OPEN, role=ROLE_CLIENT),
         _data(6, EGRESS, 0, b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n", 2000),
         _data(6, INGRESS, 0, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 2600),
         _data(5, 0, 0, b"", 3000)._replace(kind=EV_CLOSE),

@@ -221,6 +221,7 @@ def test_a_connection_opened_before_the_tracer_attached(server):
     expected = [
         ("SET", '{"key":"later","value":"1","options":[]}', reply_text(traced.report[0]["reply"])),
         ("INCR", '{"key":"later"}', reply_text(traced.report[1]["reply"])),
+        ("GET", '{"key":"later"}', reply_text(traced.report[2]["reply"])),
     ]
     for role in (CLIENT_ROLE, SERVER_ROLE):
         rows = traced.rows(role)

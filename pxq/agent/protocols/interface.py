@@ -48,6 +48,16 @@ class Stitcher(Protocol):
     # True once the connection left the protocol (an HTTP upgrade, a CONNECT tunnel): the tracker
     # stops parsing it and switches its data off in the kernel.
     upgraded: bool
+    # Protocols that answer in order (the registry's ``pairs_in_order``): True once this stitcher
+    # has seen more than one exchange in flight at once (pipelining) or an answer arriving while no
+    # exchange waited for one. An "exchange" is the protocol's unit of answering in turn (an HTTP
+    # request, a Redis command, a MySQL command, a PostgreSQL simple Query or extended-protocol
+    # batch up to its Sync). Without request ids nothing else tells, after lost bytes, whether
+    # answers to requests never seen are still coming: the tracker does not restart such a
+    # connection after a loss (see conn_tracker). Protocols pairing by id leave it False.
+    out_of_step: bool
+    # Exchanges answered in full so far (how long a restarted connection has been seen in step).
+    exchanges: int
 
     def feed_messages(self, request: bool, data: bytes, ts_ns: int) -> list[Pair]:
         """Bytes of one side captured at ``ts_ns``, in stream order."""

@@ -66,6 +66,15 @@ class ProtocolSpec:
     # but do not hold enough of it to tell (a DNS query over TCP, read in parts): True makes the
     # tracker wait for more bytes before it gives the connection up.
     head_incomplete: Callable[[bytes], bool] = lambda _first: False
+    # Answers come in the order of the requests and carry nothing naming their request (HTTP/1,
+    # PostgreSQL, MySQL, Redis): after a loss the tracker restarts such a connection only if it
+    # was never seen out of step, on probation (see conn_tracker). False: pairing by ids (DNS),
+    # the tracker restarts it as it is.
+    pairs_in_order: bool = True
+    # First bytes of a client that can only begin a connection (PostgreSQL's startup message or
+    # SSLRequest): a socket whose first bytes they are is seen from its start though no OPEN was
+    # (a forking server's child, which did not accept() it), so it needs no probation.
+    session_start: Callable[[bytes], bool] = lambda _first: False
 
     def sender_is_client(self, first_bytes: bytes) -> bool | None:
         """Inference: True when these first bytes of a stream are a request (their sender is the
@@ -116,6 +125,10 @@ HTTP = ProtocolSpec(
     unmatched_after_gap=("request_unanswered_after_gap", "response_before_request"),
 )
 
+# The int32 after the length of a client's first message: protocol 3.0 (the startup message), an
+# SSLRequest, a GSSENCRequest.
+_PGSQL_SESSION_CODES = frozenset(code.to_bytes(4, "big") for code in (196608, 80877103, 80877104))
+
 PGSQL = ProtocolSpec(
     name="pgsql",
     table="pgsql_events",
@@ -125,6 +138,7 @@ PGSQL = ProtocolSpec(
     make_stitcher=lambda options: pgsql.PgsqlStitcher(options.body_limit, options.keep_secrets),
     make_rows=lambda _options: pgsql.PgsqlRows(),
     make_record=pgsql.make_record,
+    session_start=lambda first: first[4:8] in _PGSQL_SESSION_CODES,
     unmatched_at_close=("request_unanswered_at_close", "response_without_request", "response_incomplete_at_close",
                         "request_incomplete_at_close"),
     unmatched_after_gap=(),
@@ -167,6 +181,8 @@ REDIS = ProtocolSpec(
         "request_incomplete_at_close",
     ),  # fmt: skip
     unmatched_after_gap=("request_unanswered_after_error", "response_before_request"),
+    # A server's first read cut before the end of its first line ("-ERR unknown subcomm"): wait.
+    head_incomplete=lambda first: first[:1] in redis.stitcher.resp_type_bytes and b"\r\n" not in first[:64],
 )
 
 DNS = ProtocolSpec(
@@ -182,6 +198,7 @@ DNS = ProtocolSpec(
     # A response whose query was never seen (lost, or before the window): counted whenever it ends.
     unmatched_after_gap=("response_without_request",),
     head_incomplete=dns.head_incomplete,
+    pairs_in_order=False,  # by transaction id and question
     datagrams=DatagramSpec(
         looks_like_request=dns.looks_like_query_datagram,
         looks_like_response=dns.looks_like_response_datagram,

@@ -117,8 +117,10 @@ def auth(r: redis.Redis, args: argparse.Namespace) -> None:
 
 
 def midstream(r: redis.Redis, args: argparse.Namespace) -> None:
+    # Three commands answered in turn: the tracker's probation for a socket seen mid-stream.
     run(r, "SET", "later", "1")
     run(r, "INCR", "later")
+    run(r, "GET", "later")
 
 
 SCENARIOS = {f.__name__: f for f in (basic, pipeline, transaction, pubsub, resp3, auth, midstream)}

@@ -376,14 +376,16 @@ def scenario_vectored(host: str, port: int) -> None:
 
 def scenario_dup2(host: str, port: int) -> None:
     """A request on socket A; then socket B is dup2()ed onto A's fd (A is closed without a
-    close() call) and the next request goes out, and its response comes in, through that fd."""
+    close() call) and the next requests go out, and their responses come in, through that fd
+    (three: a socket the tracker meets mid-life waits for three exchanges in step before its rows
+    go out, see conn_tracker's probation)."""
     a = socket.create_connection((host, port), timeout=10)
     b = socket.create_connection((host, port), timeout=10)
     a.settimeout(None)
     b.settimeout(None)
     fd = a.fileno()
-    for path in ("/hello", "/missing"):
-        if path == "/missing":
+    for i, path in enumerate(("/hello", "/missing", "/missing", "/missing")):
+        if i == 1:
             os.dup2(b.fileno(), fd)
         local_port = socket.socket(fileno=os.dup(fd)).getsockname()[1]
         os.write(fd, f"GET {path} HTTP/1.1\r\nHost: pxq\r\n\r\n".encode())

@@ -40,6 +40,7 @@ class DnsStitcher:
     def __init__(self, *, datagrams: bool, query_timeout_ns: int = DEFAULT_QUERY_TIMEOUT_NS) -> None:
         self.errors: Counter[str] = Counter()
         self.upgraded = False
+        self.out_of_step, self.exchanges = False, 0  # paired by id: never read (pairs_in_order False)
         self.datagrams = datagrams
         self.query_timeout_ns = query_timeout_ns
         self._waiting: list[DnsMessage] = []  # queries in arrival order

@@ -662,6 +662,9 @@ class Http1Stitcher:
         # (response_gap).
         self.pipelined = False
         self.sequential = False
+        # The interface's flag: pipelined, or a response that answers no request waiting.
+        self.out_of_step = False
+        self.exchanges = 0  # requests answered
 
     # -- public API -------------------------------------------------------------------------
     def feed_request(self, data: bytes, ts_ns: int) -> list[HttpTransaction]:
@@ -770,7 +773,7 @@ class Http1Stitcher:
         (A client that switched to pipelining at the very moment a response was lost would be
         paired wrongly: HTTP/1.x clients pipeline from their first requests or never.)"""
         if (
-            self.pipelined
+            self.out_of_step
             or not self.sequential
             or self._closed
             or self.upgraded
@@ -904,6 +907,8 @@ class Http1Stitcher:
             return  # 100 Continue and other interim responses
         idx = len(self._responses)
         req = self._requests[idx] if idx < len(self._requests) else None
+        if req is None:
+            self.out_of_step = True  # an answer while no request waits for one
         self._responses.append(msg)
         connect_ok = req is not None and req.method == b"CONNECT" and 200 <= msg.status < 300
         if msg.status == 101 or connect_ok:
@@ -929,12 +934,15 @@ class Http1Stitcher:
                 # after a response, counted where it failed.)
                 if not resp.broken:
                     self.errors["response_before_request"] += 1
+                    self.out_of_step = True
                 continue
             self._requests.popleft()
+            self.exchanges += 1
             if req.headers_done and req.method in HEADER_ONLY_METHODS:
                 self._header_only_requests -= 1
             if self._requests and self._requests[0].start_ns < resp.end_ns:
-                self.pipelined = True  # the next request was on its way before this answer ended
+                # The next request was on its way before this answer ended.
+                self.pipelined = self.out_of_step = True
             else:
                 self.sequential = True
             if req.broken or resp.broken:

@@ -387,6 +387,8 @@ class MysqlStitcher:
         self._resyncing = False  # lost sync: bytes dropped until a command starts
         self._closed = False
         self._done: list[tuple[MysqlRequest, MysqlResponse]] = []
+        self.out_of_step = False  # a command sent while another waited, or an answer to none seen
+        self.exchanges = 0  # commands answered
 
     # -- the Stitcher interface ---------------------------------------------------------------
     def feed_messages(self, request: bool, data: bytes, ts_ns: int) -> list[tuple[MysqlRequest, MysqlResponse]]:
@@ -498,6 +500,7 @@ class MysqlStitcher:
         if self._auth is not None:  # a command before the handshake's end: its answer was lost
             self.errors["request_unanswered"] += 1
             self._auth = None
+            self.out_of_step = True
         ex = _Exchange(cmd, msg, self._request_body(cmd, payload, msg))
         if cmd in _STATEMENT_COMMANDS:
             ex.stmt_id = wire.le_int(payload, 1, 4) or 0
@@ -509,6 +512,7 @@ class MysqlStitcher:
             else:
                 self.errors["request_unanswered"] += len(self._pending)
                 self._pending.clear()
+                self.out_of_step = True
                 self._resp = _Framer(self._keep)  # what it held belonged to a lost response
         self._prepare_tail = None
         self._pending.append(ex)
@@ -609,6 +613,7 @@ class MysqlStitcher:
         if done:
             self._auth = None
             self._handshake = _CONNECTED
+            self.exchanges += 1
             self._emit(ex, ex.status)
 
     # -- responses ----------------------------------------------------------------------------
@@ -655,6 +660,7 @@ class MysqlStitcher:
                 self._prepare_tail = None
                 return True
             self.errors["response_without_request"] += 1
+            self.out_of_step = True
             return True
         ex = self._pending[0]
         if msg.start_ns < ex.msg.start_ns:
@@ -664,9 +670,11 @@ class MysqlStitcher:
             if not ex.stale_counted:
                 ex.stale_counted = True
                 self.errors["response_before_request"] += 1
+            self.out_of_step = True
             return True
         if msg.seq != ex.expect_seq:
             self.errors["response_out_of_sequence"] += 1
+            self.out_of_step = True
             self._lose_sync()
             return False
         ex.expect_seq = (msg.last_seq + 1) & 0xFF
@@ -684,6 +692,7 @@ class MysqlStitcher:
     def _complete(self, ex: _Exchange) -> None:
         """``ex`` (the first command waiting) has its whole response."""
         self._pending.popleft()
+        self.exchanges += 1
         if ex.cmd in (wire.COM_CHANGE_USER, wire.COM_RESET_CONNECTION) and ex.status == RESP_OK:
             self._statements.clear()  # a new session: its statements are gone
         self._emit(ex, ex.status)

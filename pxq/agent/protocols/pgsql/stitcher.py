@@ -484,6 +484,13 @@ SERVER_SKIPPABLE = frozenset(bytes([c]) for c in b"DdCENSAKZGHWcV123nIs")
 
 # Request kinds that the server's ErrorResponse skips to the Sync after, in the extended protocol.
 _EXTENDED = frozenset(("parse", "bind", "describe", "execute", "close", "function"))
+# Exchanges (the unit answered in turn): a client message that is one (a simple Query, a function
+# call, the startup, a password message; b"" untagged), messages a batch of the extended protocol
+# is made of, and the request kinds that end an exchange (answered up to ReadyForQuery or an
+# authentication message).
+_EXCHANGE_STARTS = frozenset((b"Q", b"F", b"p", b""))
+_BATCH_MESSAGES = frozenset((b"P", b"B", b"D", b"E", b"C", b"S"))
+_EXCHANGE_ENDS = frozenset(("query", "sync", "startup", "auth", "function"))
 
 
 class PgsqlStitcher:
@@ -518,6 +525,10 @@ class PgsqlStitcher:
         self._param_desc = False
         self._closed = False
         self._descriptions: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = {}
+        # A new exchange (a Query, an extended batch up to its Sync) sent while another waited, or
+        # an answer to nothing waiting (the interface's flag); and exchanges answered.
+        self.out_of_step = False
+        self.exchanges = 0
 
     # -- the Stitcher interface -------------------------------------------------------------
     def feed_messages(self, request: bool, data: bytes, ts_ns: int) -> list[tuple[Request, Response]]:
@@ -582,6 +593,9 @@ class PgsqlStitcher:
 
     def _on_client(self, msg: Message) -> None:
         tag = msg.tag
+        pending = self._pending
+        if pending and (tag in _EXCHANGE_STARTS or (tag in _BATCH_MESSAGES and pending[-1].kind in _EXCHANGE_ENDS)):
+            self.out_of_step = True  # pipelined: the exchange before this one is not answered yet
         if tag == b"":
             self._on_untagged(msg)
             return
@@ -672,6 +686,7 @@ class PgsqlStitcher:
             elif tag != b"R" and not self._orphan:
                 self._orphan = True
                 self.errors["response_without_request"] += 1
+                self.out_of_step = True
             return
         try:
             self._answer(head, msg)
@@ -681,6 +696,8 @@ class PgsqlStitcher:
 
     def _complete(self, head: Request, msg: Message, text: str) -> None:
         self._pending.popleft()
+        if head.kind in _EXCHANGE_ENDS:
+            self.exchanges += 1
         self._results = []
         self._result = _Result()
         self._result_formats = []
@@ -805,6 +822,7 @@ class PgsqlStitcher:
         """A backend message that cannot answer the oldest request: requests were missed or the
         stream is not what it seems. Never pair it; a ReadyForQuery ends the cycle."""
         self.errors["unexpected_message"] += 1
+        self.out_of_step = True
         if msg.tag == b"Z":
             while self._pending and self._pending[0].kind not in ("sync", "query"):
                 self._pending.popleft()

@@ -245,6 +245,8 @@ class RedisStitcher:
         self.keep_secrets = options.keep_secrets
         self.errors: Counter[str] = Counter()
         self.upgraded = False  # Redis never leaves the protocol
+        self.out_of_step = False  # two commands waiting at once, or a reply with none waiting
+        self.exchanges = 0  # commands answered
         self._req = _Side()
         self._resp = _Side()
         self._waiting: deque[RedisMessage] = deque()  # commands sent, not answered yet
@@ -390,6 +392,8 @@ class RedisStitcher:
             self._skip_next = False
             self._done.append((req, RedisMessage("", "", start_ns, start_ns)))
             return
+        if self._waiting:
+            self.out_of_step = True  # pipelined: sent before the one before it was answered
         self._waiting.append(req)
 
     def _request_error(self) -> None:
@@ -437,9 +441,11 @@ class RedisStitcher:
                     head.confirm_due -= 1
                 if head.confirm_due == 0 or (head.confirm_due < 0 and value[2] == "0"):  # type: ignore[index]
                     self._waiting.popleft()
+                    self.exchanges += 1
                     self._done.append((head, self._confirmed(head)))
             elif not self._lost_sync:
                 self.errors["response_without_request"] += 1  # a confirmation of no command seen
+                self.out_of_step = True
             return
         elif push:
             self._push(PUSH_OTHER, value, start_ns, end_ns)
@@ -447,18 +453,22 @@ class RedisStitcher:
         # A command still collecting confirmations (an UNSUBSCRIBE of every channel) is answered.
         while head is not None and head.confirmations:
             self._waiting.popleft()
+            self.exchanges += 1
             self._done.append((head, self._confirmed(head)))
             head = self._waiting[0] if self._waiting else None
         if head is None:
             if not self._lost_sync:
                 self.errors["response_without_request"] += 1
+                self.out_of_step = True
             return
         if start_ns < head.start_ns:
             # It began before the command was sent: it answers an earlier one (lost, or dropped
             # after an error). Pairing it here would shift every later pair by one.
             self.errors["response_before_request"] += 1
+            self.out_of_step = True
             return
         self._waiting.popleft()
+        self.exchanges += 1
         self._done.append((head, RedisMessage("", self._text(value), start_ns, end_ns)))
 
     def _push(self, name: str, value: object, start_ns: int, end_ns: int) -> None:
