@@ -231,7 +231,7 @@ class Connection:
         "pid", "fd", "gen", "role", "opened", "upid",
         "family", "laddr", "lport", "raddr", "rport", "has_tuple", "addr_checked",
         "state", "protocol", "stitcher", "stream",
-        "probe_buf", "probe_ts", "probe_tries", "last_ns", "transactions", "passed_response_ns",
+        "probe_buf", "probe_ts", "probe_tries", "probe_dropped", "last_ns", "transactions", "passed_response_ns",
         "in_order", "fed_ns", "out_of_step_ns", "restarted", "held", "had_gap",
     )  # fmt: skip
 
@@ -251,6 +251,7 @@ class Connection:
         self.probe_buf = [b"", b""]
         self.probe_ts = [0, 0]
         self.probe_tries = 0
+        self.probe_dropped = False  # bytes were let go while probing (not recognised, not held)
         # While SYNCING: the time of the latest server bytes let go by. A request that began
         # before them may have had its answer among them: parsing starts at a later request.
         self.passed_response_ns = 0
@@ -496,7 +497,7 @@ class ConnTracker:
             new = True
         else:
             new = False
-            if opened and not conn.opened and not conn.had_gap and conn.state == PROBING and conn.probe_tries == 0:
+            if opened and not conn.opened and not conn.had_gap and conn.state == PROBING and not conn.probe_dropped:
                 # Its OPEN came after its first bytes (events of two CPUs), all still held whole:
                 # it is seen from its start after all.
                 conn.opened = True
@@ -848,7 +849,7 @@ class ConnTracker:
             conn.probe_buf = [b"", b""]  # bytes held before the gap do not continue after it
         elif conn.state == PROBING:
             conn.opened = False  # no longer at the stream's start: probe like a mid-stream socket
-            conn.had_gap = True
+            conn.had_gap = conn.probe_dropped = True
             conn.probe_buf = [b"", b""]
 
     # -- protocol ---------------------------------------------------------------------------
@@ -889,14 +890,23 @@ class ConnTracker:
         self._gap(conn, ts_ns)
 
     def _probe(self, conn: Connection, d: int, ts_ns: int, data: bytes) -> None:
-        if conn.probe_buf[d]:
-            data = conn.probe_buf[d] + data
-            ts_ns = conn.probe_ts[d]
-            conn.probe_buf[d] = b""
+        held = conn.probe_buf[d]
+        if not held:
+            self._probe_bytes(conn, d, ts_ns, data)
+            return
+        conn.probe_buf[d] = b""
+        if self._probe_bytes(conn, d, conn.probe_ts[d], held + data) or conn.opened or conn.state != PROBING:
+            return
+        # A socket not seen opening held bytes that might have begun a message; with these they
+        # begin none: they were from inside one (mid-stream). These may begin one on their own.
+        self._probe_bytes(conn, d, ts_ns, data)
+
+    def _probe_bytes(self, conn: Connection, d: int, ts_ns: int, data: bytes) -> bool:
+        """Protocol inference on ``data``: False when they were let go (not recognised, not held)."""
         head = data[:PROBE_BYTES]
         if len(head) < PROBE_MIN_BYTES and b"\n" not in head:
             conn.probe_buf[d], conn.probe_ts[d] = data, ts_ns  # too few bytes to tell yet
-            return
+            return True
         for spec in self.protocols:
             sender_is_client = spec.sender_is_client(head)
             if sender_is_client is None:
@@ -913,19 +923,23 @@ class ConnTracker:
             else:
                 conn.state = SYNCING  # a response whose request went by before we looked
                 conn.passed_response_ns = ts_ns
-            return
+            return True
         conn.probe_tries += 1
         if (
-            conn.opened
+            (conn.opened or not conn.probe_dropped)
             and conn.probe_tries < PROBE_TRIES
             and any(spec.head_incomplete(head) for spec in self.protocols)
         ):
             # A connection's first message split over reads that a protocol could still
-            # recognise once it is whole (a DNS query over TCP read as its length, then in parts).
+            # recognise once it is whole (a DNS query over TCP read as its length, then in parts);
+            # also on a socket not seen opening while nothing of it was let go: its OPEN may
+            # still come (events of two CPUs), and these bytes are then its start.
             conn.probe_buf[d], conn.probe_ts[d] = data, ts_ns
-            return
+            return True
+        conn.probe_dropped = True
         if conn.opened or conn.probe_tries >= PROBE_TRIES:
             self._give_up(conn)
+        return False
 
     def _give_up(self, conn: Connection) -> None:
         """Not a protocol pxq parses: no more of its bytes (the kernel still counts them)."""
