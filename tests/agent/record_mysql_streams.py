@@ -369,9 +369,13 @@ def run_client(name: str, port: int, *extra: str) -> None:
         print("READY", flush=True)
         sys.stdin.readline()
         seen: object = {}
+        # Three commands answered: the tracer pairs a socket met mid-life once three exchanges
+        # went in step (its probation: pxq.agent.conn_tracker).
         with conn.cursor() as cur:
             seen = {"select": cur.execute("SELECT 1 UNION SELECT 2 UNION SELECT 3")}
         conn.ping(reconnect=False)
+        with conn.cursor() as cur:
+            seen["after_ping"] = cur.execute("SELECT 42")
         conn.close()
     else:
         print("READY", flush=True)

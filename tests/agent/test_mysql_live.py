@@ -233,11 +233,12 @@ def test_password_login_keeps_no_auth_response(server: MariaDB):
 def test_connection_opened_before_the_tracer_attached(server: MariaDB):
     # The client connects (handshake, PyMySQL's setup) before READY; the tracer starts after.
     client = ClientProcess.python("midstream", server.port)
-    out, rows, _ = traced(server, client, expect_rows=2 * 3)
+    out, rows, _ = traced(server, client, expect_rows=2 * 4)
     seen = json.loads(out)
     expected = [
         (3, "SELECT 1 UNION SELECT 2 UNION SELECT 3", OK, f"Resultset rows = {seen['select']}"),
         (14, "", OK, ""),
+        (3, "SELECT 42", OK, f"Resultset rows = {seen['after_ping']}"),
         (1, "", NONE, ""),
     ]
     client_rows, server_rows = both_ends(rows, server, client)
