@@ -485,14 +485,14 @@ def chart(data, kind: str = "timeseries", x=None, y=None, by=None, title: str | 
     try:
         if kind == "timeseries":
             if x is not None:
-                if not c.is_time(table.schema.field(x)):
+                times = [f.name for f in table.schema if c.is_time(f)]
+                if x not in times:
                     raise ChartError(
-                        f"pxq.chart: x={x!r} is not a time column ({table.schema.field(x).type}); "
-                        f"a time series needs one\nhint: columns: {columns}"
+                        f"pxq.chart: x={x!r} is not a time column, and a time series needs one\n"
+                        f"hint: time columns: {', '.join(times) or 'none'}; columns: {columns}"
                     )
                 # The time column time_series_panel finds: x, with the display's other times left out.
-                others = [f.name for f in table.schema if c.is_time(f) and f.name != x]
-                table = table.drop_columns(others)
+                table = table.drop_columns([t for t in times if t != x])
             elif c.time_column(table) is None:
                 raise ChartError(
                     f"pxq.chart: a time series needs a time column, and {name!r} has none\n"
@@ -508,7 +508,8 @@ def chart(data, kind: str = "timeseries", x=None, y=None, by=None, title: str | 
             value = values[0] if values else (metrics[0] if metrics else None)
             if label_column is None or value is None:
                 raise ChartError(
-                    f"pxq.chart: a bar chart needs a label column (x=) and a value column (y=)\nhint: columns: {columns}"
+                    "pxq.chart: a bar chart needs a label column (x=) and a value column (y=)\n"
+                    f"hint: columns: {columns}"
                 )
             spec = {"bar": {"label": label_column, "value": value, "groupBy": by}}
             return Chart(c.bar_panel(table, spec, label, position))

@@ -31,6 +31,7 @@ def execute(notebook, cwd: Path):
     client.execute(env=env)  # raises CellExecutionError when an untagged cell fails
     return notebook
 
+
 PER_SECOND = """%%pxq --from {capture}
 import px
 df = px.DataFrame(table='http_events', start_time='-5m')
@@ -233,7 +234,9 @@ def test_no_charts_leaves_them_out(notebook):
 
 
 CHARTS_DRAWN = "Array.from(document.querySelectorAll('.js-plotly-plot')).every((d) => d.querySelector('.main-svg'))"
-DRAWN = "Array.from(document.querySelectorAll('.js-plotly-plot'), (d) => d.querySelectorAll('.point, path.js-line').length)"
+DRAWN = (
+    "Array.from(document.querySelectorAll('.js-plotly-plot'), (d) => d.querySelectorAll('.point, path.js-line').length)"
+)
 
 
 @pytest.mark.skipif(chromium_binary() is None, reason="needs chromium (tools/setup.sh installs it)")
@@ -241,9 +244,98 @@ DRAWN = "Array.from(document.querySelectorAll('.js-plotly-plot'), (d) => d.query
 def test_the_saved_output_draws_in_chromium(notebook, tmp_path, index):
     # nbconvert is not in the venv: the output's HTML is saved as a page, as a notebook shows it.
     page = tmp_path / "output.html"
-    page.write_text(f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{html_of(notebook.cells[index])}</body></html>')
+    page.write_text(
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>{html_of(notebook.cells[index])}</body></html>'
+    )
     load = load_page(page, expression=DRAWN, ready_expression=CHARTS_DRAWN, screenshot=tmp_path / "output.png")
     assert load.ready, "the charts did not draw"
     assert load.console_errors == []
     assert load.external_requests == []  # offline: plotly.js is in the output
     assert load.value and all(marks > 0 for marks in load.value)
+
+
+# -- pxq.chart without a kernel ------------------------------------------------------------------
+
+
+def test_stat_is_the_latest_value_as_pandas_finds_it():
+    import pxq
+
+    frame = pd.DataFrame(
+        {"time_": pd.to_datetime([3, 1, 2], unit="s"), "service": ["a", "b", "c"], "rate": [7.0, 1.5, None]}
+    )
+    stat = pxq.chart(frame, kind="stat", y="rate")
+    expected = frame.dropna(subset=["rate"]).sort_values("time_").rate.iloc[-1]
+    (indicator,) = stat.figure.data
+    assert indicator.value == expected
+
+
+def test_graph_edges_join_the_columns_asked_for():
+    import pxq
+
+    frame = pd.DataFrame({"client": ["a", "a", "b"], "server": ["b", "c", "c"], "requests": [3, 1, 2]})
+    graph = pxq.chart(frame, kind="graph", x="client", y="server")
+    assert graph.panel.nodes == sorted(set(frame.client) | set(frame.server))
+    assert [(e.source, e.target, e.weight) for e in graph.panel.edges] == list(
+        zip(frame.client, frame.server, frame.requests.astype(float), strict=True)
+    )
+
+
+def test_a_stack_table_draws_a_flamegraph():
+    import pxq
+    from pxq.render.charts import FlamegraphPanel
+
+    frame = pd.DataFrame({"stack_trace": ["main;work", "main;idle"], "count": [3, 1]})
+    flame = pxq.chart(frame, kind="flamegraph")
+    assert isinstance(flame.panel, FlamegraphPanel) and flame.figure is None
+    assert "<iframe" in flame._repr_html_() and "main" in flame._repr_html_()
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (
+            {"kind": "timeseries", "x": "service"},
+            "pxq.chart: x='service' is not a time column, and a time series needs one\nhint: time columns: time_;",
+        ),
+        ({"kind": "stat", "y": "rate", "by": "service"}, "pxq.chart: by= has no meaning for a stat chart"),
+        ({"kind": "pie"}, "pxq.chart: kind='pie' is not a chart pxq draws; kinds: timeseries, bar, stat, graph"),
+        ({"kind": "timeseries", "y": "service"}, "pxq.chart: timeseries: column 'service' is "),
+        ({"kind": "flamegraph"}, "pxq.chart: flamegraph: a flamegraph needs a stack column"),
+        ({"kind": "graph"}, "pxq.chart: a graph needs the column its edges start from (x=) and end at (y=)"),
+    ],
+)
+def test_a_chart_that_cannot_be_drawn_says_why(request_, message):
+    import pxq
+    from pxq.errors import UsageError
+    from pxq.notebook import ChartError
+
+    frame = pd.DataFrame({"time_": pd.to_datetime([1, 2], unit="s"), "service": ["a", "b"], "rate": [1.0, 2.0]})
+    with pytest.raises(ChartError) as raised:
+        pxq.chart(frame, **request_)
+    assert str(raised.value).startswith(message)
+    assert isinstance(raised.value, UsageError)  # pxq's error family
+    assert raised.value._render_traceback_() == str(raised.value).splitlines()  # IPython shows only this
+
+
+def test_several_displays_or_other_values_are_refused():
+    import pyarrow as pa
+
+    import pxq
+    from pxq.notebook import ChartError, notebook_value
+
+    both = notebook_value({"a": pa.table({"x": [1]}), "b": pa.table({"y": [2]})})
+    with pytest.raises(ChartError, match=r"several displays \('a', 'b'\); chart one of them"):
+        pxq.chart(both)
+    with pytest.raises(ChartError, match="draws a DataFrame or an Arrow table, not list"):
+        pxq.chart([1, 2])
+
+
+def test_the_module_setting_switches_charts_off_and_the_magic_back_on(monkeypatch):
+    import pxq.notebook as notebook
+
+    cell = "import px\npx.display(px.DataFrame(table='http_events').groupby('req_method').agg(n=('latency', px.count)))"
+    monkeypatch.setattr(notebook, "CHARTS", False)
+    off = notebook.notebook_value(*notebook.run_cell_charted(f"--from {DEMO}", cell))
+    on = notebook.notebook_value(*notebook.run_cell_charted(f"--from {DEMO} --charts", cell))
+    assert "Plotly.newPlot" not in off._repr_mimebundle_()["text/html"]
+    assert "Plotly.newPlot" in on._repr_mimebundle_()["text/html"]
