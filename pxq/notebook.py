@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import itertools
 import shlex
 import sys
 from typing import TYPE_CHECKING, Any
@@ -54,8 +53,6 @@ SHOWN_ROWS = 100
 
 # Whether cells draw charts above their tables unless the magic says --charts or --no-charts.
 CHARTS = True
-
-_output_ids = itertools.count(1)  # chart element ids unique across the outputs of a kernel
 
 
 class _Parser(argparse.ArgumentParser):
