@@ -87,6 +87,12 @@ VIS = {
             "func": _call("statuses"),
             "displaySpec": {"@type": "types.px.dev/px.vispb.BarChart", "bar": {"value": "cnt", "label": "status"}},
         },
+        {
+            "name": "Misnamed",
+            "position": {"x": 0, "y": 5, "w": 12, "h": 2},
+            "func": _call("per_methd"),
+            "displaySpec": {"@type": "types.px.dev/px.vispb.Table"},
+        },
     ],
 }
 
@@ -127,6 +133,10 @@ def notebook(tmp_path_factory, script_folder):
 @pytest.fixture(scope="module")
 def events() -> pd.DataFrame:
     return pd.read_parquet(DEMO / "http_events.parquet")
+
+
+_served = pd.read_parquet(DEMO / "http_events.parquet", columns=["trace_role", "req_path"])
+SERVED_PATHS = set(_served[_served.trace_role == 2].req_path)
 
 
 def html_of(cell) -> str:
@@ -211,9 +221,12 @@ def test_a_vis_json_lays_out_its_widgets_with_plotlyjs_once(notebook, events):
         ("TimeseriesPanel", "Requests by method"),
         ("BarPanel", "Status codes"),
         ("ProblemPanel", "Broken"),
+        ("ProblemPanel", "Misnamed"),
     ]
     assert "column &#x27;cnt&#x27; is not in the display" in page
     assert "did you mean &#x27;count&#x27;?" in page
+    assert "function &#x27;per_methd&#x27; is not defined in charted.pxl" in page
+    assert "did you mean &#x27;per_method&#x27;?" in page
     by_method, by_status = figures(page)
     bins = pd.to_datetime(events.time_).dt.floor("2s")
     expected = events.groupby([events.req_method, bins]).size()
@@ -227,10 +240,16 @@ def test_a_vis_json_lays_out_its_widgets_with_plotlyjs_once(notebook, events):
 
 
 def test_no_charts_leaves_them_out(notebook):
-    for cell in (notebook.cells[7], notebook.cells[8]):
-        page = html_of(cell)
-        assert "Plotly.newPlot" not in page and plotlyjs_copies(page) == 0
-        assert "<h4>" in page
+    page = html_of(notebook.cells[8])
+    assert "Plotly.newPlot" not in page and plotlyjs_copies(page) == 0
+    assert re.findall(r"<h4>(.*?)</h4>", page) == [f"by_path ({len(SERVED_PATHS)} rows)"]
+
+
+def test_without_charts_a_vis_json_calling_a_missing_function_stops_the_run_as_in_the_terminal(notebook):
+    # The widgets are not drawn, so none is left out: the compiler's message, as `pxq run` says it.
+    (said,) = notebook.cells[7].outputs
+    assert said.output_type == "stream"
+    assert said.text == "vis.json calls 'per_methd', which the script does not define\n"
 
 
 CHARTS_DRAWN = "Array.from(document.querySelectorAll('.js-plotly-plot')).every((d) => d.querySelector('.main-svg'))"
