@@ -11,6 +11,14 @@ def run(script, args=None, source=None, **live):
     return _run(script, args=args, source=source, **live)
 
 
+def chart(data, kind="timeseries", x=None, y=None, by=None, title=None):
+    """One chart of a display (a %%pxq cell's DataFrame, any DataFrame, an Arrow table), shown in
+    a notebook: kind "timeseries", "bar", "stat", "graph" or "flamegraph"; see pxq.notebook.chart."""
+    from pxq.notebook import chart as _chart
+
+    return _chart(data, kind, x=x, y=y, by=by, title=title)
+
+
 def load_ipython_extension(ipython):
     """`%load_ext pxq` registers the `%%pxq` cell magic (see pxq.notebook)."""
     from pxq.notebook import load_ipython_extension as _load

@@ -22,6 +22,13 @@ The cell's value is the pandas DataFrame of its only display, or a dict of them 
 the cell's output (once: ``x = %pxq ...`` only assigns), each display has its name and row count as
 a heading and its first rows formatted like the terminal table (``12.3 ms``, ``1.2 KiB``, times);
 a stack table (a ``stack_trace`` and a count column) is shown as an interactive flamegraph.
+
+Charts come above the tables, drawn with plotly (plotly.js inlined once per output, so the notebook
+works offline): a script whose folder has a vis.json shows its widgets laid out as ``pxq run -o html``
+does (the tables below it, folded); any other display gets the charts its columns suggest (a time
+series per metric for a time column, top bars for a label and a metric, a flow graph). ``--no-charts``
+on the magic leaves them out for a cell, ``pxq.notebook.CHARTS = False`` for every cell (then
+``--charts`` asks for them). ``pxq.chart(frame, kind=...)`` draws one chart of a DataFrame by hand.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import argparse
 import html
 import shlex
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -43,6 +50,9 @@ if TYPE_CHECKING:
 # Rows of a display formatted for the notebook (the DataFrame holds them all), as the terminal
 # table's default --max-rows.
 SHOWN_ROWS = 100
+
+# Whether cells draw charts above their tables unless the magic says --charts or --no-charts.
+CHARTS = True
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,12 +127,21 @@ def _parser() -> argparse.ArgumentParser:
         help=f"live capture window without --from, e.g. 10s, 1.5s, 2m (default {DEFAULT_LIVE_DURATION})",
     )
     parser.add_argument("--script", help="run this bundled script or file instead of the cell")
+    parser.add_argument(
+        "--charts", action=argparse.BooleanOptionalAction, default=None, help="draw charts above the tables"
+    )
     return parser
 
 
 def run_cell(line: str, cell: str) -> dict[str, pa.Table]:
     """The work of ``%%pxq``: {display name: Arrow table}. Without ``--from``, the running live
     session (:func:`live_session`) is queried instead of collecting for ``--for``."""
+    return run_cell_charted(line, cell)[0]
+
+
+def run_cell_charted(line: str, cell: str) -> tuple[dict[str, pa.Table], Any, bool]:
+    """:func:`run_cell`, with the script's vis.json (a ``pxq.render.charts.VisSource``, or None)
+    and whether the cell asks for charts (``--charts``/``--no-charts``, else :data:`CHARTS`)."""
     from pxq.api import DEFAULT_LIVE_DURATION, run_tables
     from pxq.cli.main import parse_script_args
     from pxq.library import Script, load_script
@@ -135,6 +154,12 @@ def run_cell(line: str, cell: str) -> dict[str, pa.Table]:
         raise UsageError("%pxq needs --script NAME (a bundled script or file), or use %%pxq with PxL in the cell")
     # A blank first line stands for the %%pxq line: diagnostics then give the lines the cell shows.
     script = load_script(opts.script) if opts.script else Script("cell", "\n" + cell, "<cell>")
+    charts = CHARTS if opts.charts is None else opts.charts
+    vis = None
+    if charts and script.vis:  # widgets calling undefined functions become messages; the rest still run
+        from pxq.render.charts import checked_script
+
+        script, vis = checked_script(script)
     session = live_session()
     if opts.source is None and session is not None:
         if opts.duration is not None:
@@ -142,7 +167,7 @@ def run_cell(line: str, cell: str) -> dict[str, pa.Table]:
                 f"%%pxq: --for has no effect while the live session runs (it keeps the last "
                 f"{session.window.window_s:g}s): leave --for out, or `%pxq_session stop` first"
             )
-        return session.run_tables(script, args).tables
+        return session.run_tables(script, args).tables, vis, charts
     duration = opts.duration or DEFAULT_LIVE_DURATION
     on_progress = None
     if opts.source is None:
@@ -150,21 +175,26 @@ def run_cell(line: str, cell: str) -> dict[str, pa.Table]:
         from pxq.plan.times import parse_duration
 
         on_progress = progress_printer(parse_duration(duration), sys.stderr)
-    return run_tables(script, args, opts.source, duration=duration, on_progress=on_progress).tables
+    tables = run_tables(script, args, opts.source, duration=duration, on_progress=on_progress).tables
+    return tables, vis, charts
 
 
 class _Shown:
     """How one display looks in the notebook, and the rows it was made from (to tell when the
-    frame has been changed since, and no longer matches it)."""
+    frame has been changed since, and no longer matches it). ``charts``: HTML drawn above the table;
+    ``folded``: the table under a fold (a vis.json's charts, above, show the display already)."""
 
-    def __init__(self, name: str, table: pa.Table, frame: pd.DataFrame):
+    def __init__(self, name: str, table: pa.Table, frame: pd.DataFrame, charts: str = "", folded: bool = False):
         from pxq.render.flamegraph_svg import notebook_flamegraph
 
         self.name = name
         self.rows = table.num_rows
         self.head = frame.head(SHOWN_ROWS).copy()
+        self.table = table  # with its semantic types (units), for pxq.chart
         self.flamegraph = notebook_flamegraph(table, name)
         self.cells = None if self.flamegraph is not None else _terminal_cells(table.slice(0, SHOWN_ROWS))
+        self.charts = charts
+        self.folded = folded
 
     def heading(self) -> str:
         return f"{self.name} ({self.rows:,} row{'' if self.rows == 1 else 's'})"
@@ -173,14 +203,42 @@ class _Shown:
         hidden = self.rows - min(self.rows, SHOWN_ROWS)
         return f"… {hidden:,} more row{'' if hidden == 1 else 's'} (all are in the DataFrame)" if hidden else ""
 
-    def html(self) -> str:
+    def table_html(self) -> str:
         body = self.flamegraph._repr_html_() if self.flamegraph is not None else self.cells.to_html(index=False)
         more = f"<p><em>{html.escape(self.more())}</em></p>" if self.more() else ""
         return f"<h4>{html.escape(self.heading())}</h4>\n{body}\n{more}"
 
+    def html(self) -> str:
+        table = _folded(self.table_html()) if self.folded else self.table_html()
+        return self.charts + table
+
     def text(self) -> str:
         body = "(flamegraph)" if self.cells is None else self.cells.to_string(index=False)
         return "\n".join(part for part in (self.heading(), body, self.more()) if part)
+
+
+def _folded(tables_html: str) -> str:
+    return f"<details><summary>tables</summary>\n{tables_html}\n</details>"
+
+
+def _charts_html(panels: list) -> str:
+    """Panels as one notebook output (empty without panels), chart ids unique in the notebook."""
+    if not panels:
+        return ""
+    import uuid
+
+    from pxq.render.html import notebook_html
+
+    return notebook_html(panels, f"pxq-{uuid.uuid4().hex[:12]}")
+
+
+def _default_charts(name: str, table: pa.Table) -> str:
+    """The charts ``pxq run -o html`` draws for a display without a vis.json, less its table and
+    flamegraph (the notebook shows those itself)."""
+    from pxq.render.charts import FlamegraphPanel, TablePanel, default_panels
+
+    panels = default_panels({name: table})
+    return _charts_html([p for p in panels if not isinstance(p, (TablePanel, FlamegraphPanel))])
 
 
 def _terminal_cells(table: pa.Table) -> pd.DataFrame:
@@ -216,27 +274,44 @@ class DisplayFrame(pd.DataFrame):
 
 
 class Displays(dict):
-    """{display name: DisplayFrame}, shown as each display in turn."""
+    """{display name: DisplayFrame}, shown as each display in turn (below the vis.json's charts,
+    folded, when the script has one)."""
+
+    charts = ""  # the vis.json's charts of every display
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         bundles = [frame._repr_mimebundle_() for frame in self.values()]
+        tables = "\n".join(b["text/html"] for b in bundles)
         return {
             "text/plain": "\n\n".join(b["text/plain"] for b in bundles),
-            "text/html": "\n".join(b["text/html"] for b in bundles),
+            "text/html": self.charts + _folded(tables) if self.charts else tables,
         }
 
     def _repr_pretty_(self, printer, cycle):  # IPython's text for dicts would win over the bundle's
         printer.text(self._repr_mimebundle_()["text/plain"])
 
 
-def notebook_value(tables: dict[str, pa.Table]) -> DisplayFrame | Displays:
-    """The cell's value: the only display's frame, or all of them by name."""
+def notebook_value(tables: dict[str, pa.Table], vis=None, charts: bool = False) -> DisplayFrame | Displays:
+    """The cell's value: the only display's frame, or all of them by name; with ``charts``, shown
+    below the vis.json's charts (``vis``: a ``pxq.render.charts.VisSource``) or each display's
+    default charts."""
     frames = Displays()
+    grid = ""
+    if charts and vis is not None:
+        from pxq.render.charts import report_panels
+
+        grid = _charts_html(report_panels(tables, vis))
     for name, table in tables.items():
         frame = DisplayFrame(table.to_pandas())
-        frame._pxq_shown = _Shown(name, table, frame)
+        own = _default_charts(name, table) if charts and vis is None else ""
+        frame._pxq_shown = _Shown(name, table, frame, own, folded=bool(grid) and len(tables) == 1)
         frames[name] = frame
-    return next(iter(frames.values())) if len(frames) == 1 else frames
+    if len(frames) == 1:
+        only = next(iter(frames.values()))
+        only._pxq_shown.charts = only._pxq_shown.charts or grid
+        return only
+    frames.charts = grid
+    return frames
 
 
 def _stack_table(frame) -> pa.Table:
@@ -316,15 +391,161 @@ def differential_flamegraph(before, after, title: str = "") -> DifferentialFlame
     return DifferentialFlamegraph(before, after, title)
 
 
+CHART_KINDS = ("timeseries", "bar", "stat", "graph", "flamegraph")
+
+
+class ChartError(UsageError):
+    """A chart that cannot be drawn from the data given (shown in a notebook as its message alone)."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
+        return str(self).splitlines()
+
+
+class Chart:
+    """One chart of a display, as ``pxq.chart`` makes it: shown in a notebook like a panel of
+    ``pxq run -o html``; :attr:`figure` is the plotly figure (None for a flamegraph)."""
+
+    def __init__(self, panel) -> None:
+        from pxq.render.html import FIGURES
+
+        self.panel = panel
+        figure = FIGURES.get(type(panel))
+        self.figure = figure(panel) if figure is not None else None
+
+    @property
+    def title(self) -> str:
+        return self.panel.title
+
+    def __repr__(self) -> str:
+        series = getattr(self.panel, "series", None)
+        count = "" if series is None else f", {len(series)} series"
+        return f"{type(self.panel).__name__.removesuffix('Panel').lower()} chart: {self.title}{count}"
+
+    def _repr_html_(self) -> str:
+        return _charts_html([self.panel])
+
+
+def _chart_table(data) -> tuple[pa.Table, str]:
+    """The Arrow table to chart and its name: a %%pxq display keeps its units (durations, bytes)."""
+    if isinstance(data, Displays):
+        names = ", ".join(repr(n) for n in data)
+        raise ChartError(f"pxq.chart: the cell made several displays ({names}); chart one of them, e.g. x[name]")
+    if isinstance(data, pa.Table):
+        return data, "chart"
+    if isinstance(data, DisplayFrame) and (shown := data._pxq_current()) is not None:
+        return shown.table, shown.name
+    if isinstance(data, pd.DataFrame):
+        return pa.Table.from_pandas(data, preserve_index=False), "chart"
+    raise ChartError(f"pxq.chart draws a DataFrame or an Arrow table, not {type(data).__name__}")
+
+
+def _named(table: pa.Table, role: str, name) -> str:
+    from pxq.errors import closest
+
+    if not isinstance(name, str):
+        raise ChartError(f"pxq.chart: {role}= must be a column name, got {name!r:.60}")
+    if name not in table.column_names:
+        near = closest(name, table.column_names)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise ChartError(
+            f"pxq.chart: {role}={name!r} is not a column of the display\n"
+            f"hint: {hint}columns: {', '.join(table.column_names)}"
+        )
+    return name
+
+
+def chart(data, kind: str = "timeseries", x=None, y=None, by=None, title: str | None = None) -> Chart:
+    """One chart of a display (a DataFrame from a ``%%pxq`` cell, any DataFrame, or an Arrow table).
+
+    ``kind``: ``"timeseries"`` (``x`` the time column, default the display's; ``y`` a column or a
+    list, default every metric; ``by`` the column naming the series), ``"bar"`` (``x`` the labels,
+    ``y`` the value, ``by`` a column grouping the bars), ``"stat"`` (``y``'s latest value),
+    ``"graph"`` (edges from column ``x`` to column ``y``, as wide as the first metric) or
+    ``"flamegraph"`` (a stack table; ``x`` the stack column, ``y`` the count column). A chart that
+    cannot be drawn raises :class:`ChartError` saying why, and which columns there are."""
+    from pxq.render import charts as c
+
+    table, name = _chart_table(data)
+    if kind not in CHART_KINDS:
+        raise ChartError(f"pxq.chart: kind={kind!r} is not a chart pxq draws; kinds: {', '.join(CHART_KINDS)}")
+    for role, column in (("x", x), ("by", by)):
+        if column is not None:
+            _named(table, role, column)
+    values = [y] if isinstance(y, str) or y is None else list(y)
+    values = [_named(table, "y", v) for v in values if v is not None]
+    if by is not None and kind in ("stat", "graph", "flamegraph"):
+        raise ChartError(f"pxq.chart: by= has no meaning for a {kind} chart (it splits time series and bars)")
+    metrics = c.metric_columns(table)
+    columns = ", ".join(table.column_names)
+    position = c.Position(0, 0, c.GRID_COLUMNS, 6 if kind == "flamegraph" else 2 if kind == "stat" else 4)
+    label = title or name
+    try:
+        if kind == "timeseries":
+            if x is not None:
+                times = [f.name for f in table.schema if c.is_time(f)]
+                if x not in times:
+                    raise ChartError(
+                        f"pxq.chart: x={x!r} is not a time column, and a time series needs one\n"
+                        f"hint: time columns: {', '.join(times) or 'none'}; columns: {columns}"
+                    )
+                # The time column time_series_panel finds: x, with the display's other times left out.
+                table = table.drop_columns([t for t in times if t != x])
+            elif c.time_column(table) is None:
+                raise ChartError(
+                    f"pxq.chart: a time series needs a time column, and {name!r} has none\n"
+                    f"hint: columns: {columns}; a bar chart (kind='bar') shows a value per label"
+                )
+            entries = [{"value": v, "series": by} for v in (values or metrics)]
+            if not entries:
+                raise ChartError(f"pxq.chart: {name!r} has no numeric column to plot\nhint: columns: {columns}")
+            return Chart(c.timeseries_panel(table, {"timeseries": entries}, label, position))
+        if kind == "bar":
+            texts = [f.name for f in table.schema if c.is_text(f.type)]
+            label_column = x or (texts[0] if texts else None)
+            value = values[0] if values else (metrics[0] if metrics else None)
+            if label_column is None or value is None:
+                raise ChartError(
+                    "pxq.chart: a bar chart needs a label column (x=) and a value column (y=)\n"
+                    f"hint: columns: {columns}"
+                )
+            spec = {"bar": {"label": label_column, "value": value, "groupBy": by}}
+            return Chart(c.bar_panel(table, spec, label, position))
+        if kind == "stat":
+            value = values[0] if values else (metrics[0] if metrics else None)
+            spec = {"stat": {"value": value}}
+            return Chart(c.stat_panel(table, spec, label, position))
+        if kind == "graph":
+            ends = (x, values[0] if values else None)
+            if None in ends:
+                found = next((pair for pair in c.GRAPH_ENDS if set(pair) <= set(table.column_names)), None)
+                if found is None:
+                    raise ChartError(
+                        f"pxq.chart: a graph needs the column its edges start from (x=) and end at (y=)\n"
+                        f"hint: columns: {columns}"
+                    )
+                ends = found
+            spec = {"adjacencyList": {"fromColumn": ends[0], "toColumn": ends[1]}}
+            weights = [m for m in metrics if m not in ends]
+            if weights:
+                spec["edgeWeightColumn"] = weights[0]
+                spec["edgeHoverInfo"] = weights
+            return Chart(c.graph_panel(table, spec, label, position))
+        spec = {"stacktraceColumn": x, "countColumn": values[0] if values else None}
+        return Chart(c.flamegraph_panel(table, spec, label, position))
+    except c.WidgetProblem as problem:
+        hint = f"\nhint: {problem.hint}" if problem.hint else ""
+        raise ChartError(f"pxq.chart: {kind}: {problem.message}{hint}") from None
+
+
 def load_ipython_extension(ipython) -> None:
     def pxq(line: str, cell: str | None = None):
         try:
-            tables = run_cell(line, cell or "")
+            tables, vis, charts = run_cell_charted(line, cell or "")
+            # Shown by IPython as the cell's output, not display()ed here: `x = %pxq ...` then only assigns.
+            return notebook_value(tables, vis, charts)
         except PxqError as exc:  # show the diagnostic, not a traceback
             print(str(exc))
             return None
-        # Shown by IPython as the cell's output, not display()ed here: `x = %pxq ...` then only assigns.
-        return notebook_value(tables)
 
     def pxq_session(line: str):
         try:

@@ -666,6 +666,13 @@ def _metric_columns(table: pa.Table) -> list[str]:
     return [f.name for f in table.schema if _numeric(f) and not _NOT_METRICS.search(f.name)]
 
 
+# Public names for pxq.chart (pxq.notebook): the columns a chart plots by default, and why a
+# requested chart cannot be drawn (a message, the spec path, a hint naming the columns).
+metric_columns = _metric_columns
+WidgetProblem = _WidgetProblem
+GRAPH_ENDS = _GRAPH_ENDS
+
+
 def _series_column(table: pa.Table) -> str | None:
     """The text column that names the series: the one with the fewest distinct values above one
     (a column unique to every row names no series)."""
@@ -803,6 +810,7 @@ def report_panels(results: dict[str, pa.Table], vis: VisSource | None = None) ->
 
 __all__ = [
     "BarPanel",
+    "GRAPH_ENDS",
     "FlamegraphPanel",
     "GraphPanel",
     "HistogramPanel",
@@ -813,7 +821,11 @@ __all__ = [
     "TablePanel",
     "TimeseriesPanel",
     "VisSource",
+    "WidgetProblem",
     "checked_script",
+    "default_panels",
     "json_span",
+    "metric_columns",
     "report_panels",
+    "time_column",
 ]

@@ -412,8 +412,11 @@ def _table_html(panel: TablePanel) -> str:
     return f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
-def _panel_html(panel: Panel, index: int) -> tuple[str, str]:
-    """The panel's body HTML and a note under its title."""
+def _panel_html(
+    panel: Panel, index: int, *, id_prefix: str = "chart", include_plotlyjs: bool = False
+) -> tuple[str, str]:
+    """The panel's body HTML and a note under its title (``include_plotlyjs``: plotly.js inlined
+    before the chart, as plotly does for an offline notebook's first figure)."""
     import plotly.io as pio
 
     note = ""
@@ -440,8 +443,8 @@ def _panel_html(panel: Panel, index: int) -> tuple[str, str]:
     div = pio.to_html(
         figure,
         full_html=False,
-        include_plotlyjs=False,
-        div_id=f"chart-{index}",
+        include_plotlyjs=include_plotlyjs,
+        div_id=f"{id_prefix}-{index}",
         default_width="100%",
         default_height="100%",
         config={"displaylogo": False, "responsive": True},
@@ -449,24 +452,64 @@ def _panel_html(panel: Panel, index: int) -> tuple[str, str]:
     return f'<div class="chart">{div}</div>', note
 
 
-def report_html(panels: list[Panel], title: str, subtitle: str = "") -> str:
-    """The whole page: plotly.js inlined, each panel at its grid position."""
-    from plotly.offline import get_plotlyjs
-
+def panel_sections(panels: list[Panel], *, id_prefix: str = "chart", include_plotlyjs: bool = False) -> str:
+    """Each panel as a ``section.panel`` at its grid position; ``include_plotlyjs``: plotly.js once,
+    with the first chart that needs it."""
     sections = []
     for index, panel in enumerate(panels):
-        body, note = _panel_html(panel, index)
+        inline = include_plotlyjs and type(panel) in FIGURES
+        body, note = _panel_html(panel, index, id_prefix=id_prefix, include_plotlyjs=inline)
+        include_plotlyjs = include_plotlyjs and not inline
         note_html = f'<div class="note">{html.escape(note)}</div>' if note else ""
         sections.append(
             f'<section class="panel" style="{_grid_style(panel)}" data-kind="{type(panel).__name__}">'
             f'<h2>{html.escape(panel.title)}</h2>{note_html}<div class="body">{body}</div></section>'
         )
+    return "".join(sections)
+
+
+# The page's style for the grid inside a notebook output: scoped to it, not the notebook's own tables.
+_NOTEBOOK_STYLE = """
+.pxq-charts { display: grid; grid-template-columns: repeat(12, minmax(0, 1fr)); grid-auto-rows: %(row)dpx;
+              gap: 12px; margin: 4px 0 12px; padding: 10px; background: #f3f5f9; border-radius: 8px;
+              font-family: system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2433; }
+.pxq-charts .panel { background: white; border-radius: 8px; box-shadow: 0 1px 3px rgba(20, 30, 60, .12);
+                     display: flex; flex-direction: column; min-width: 0; overflow: hidden; }
+.pxq-charts .panel h2 { margin: 0; padding: 9px 14px 3px; font-size: 14px; font-weight: 600; border: 0; }
+.pxq-charts .panel .body { flex: 1; min-height: 0; position: relative; }
+.pxq-charts .panel .chart { position: absolute; inset: 0; }
+.pxq-charts .panel .note { padding: 0 14px 6px; color: #5b6478; font-size: 12px; }
+.pxq-charts .table { overflow: auto; height: 100%%; flex: 1; }
+.pxq-charts table { border-collapse: collapse; font-size: 12px; width: 100%%; }
+.pxq-charts th, .pxq-charts td { padding: 4px 10px; border-bottom: 1px solid #e6e9f0; text-align: left;
+                                 white-space: nowrap; }
+.pxq-charts td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.pxq-charts pre.problem { margin: 8px 14px; padding: 10px; background: #fff4f2; border-left: 4px solid #d64545;
+                          font-size: 12px; white-space: pre-wrap; overflow: auto; }
+.pxq-charts iframe.flamegraph { border: 0; width: 100%%; height: 100%%; }
+"""
+
+
+def notebook_html(panels: list[Panel], id_prefix: str) -> str:
+    """Panels as one notebook output: the report's grid, styled for the output only, plotly.js
+    inlined once (offline, as plotly's notebook renderer does); ``id_prefix`` keeps chart ids apart
+    from other outputs'."""
+    style = _NOTEBOOK_STYLE % {"row": ROW_PX}
+    sections = panel_sections(panels, id_prefix=id_prefix, include_plotlyjs=True)
+    return f'<style>{style}</style><div class="pxq-charts" id="{html.escape(id_prefix)}">{sections}</div>'
+
+
+def report_html(panels: list[Panel], title: str, subtitle: str = "") -> str:
+    """The whole page: plotly.js inlined, each panel at its grid position."""
+    from plotly.offline import get_plotlyjs
+
+    sections = panel_sections(panels)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title>"
         f"<style>{_STYLE % {'row': ROW_PX}}</style>"
         f"<script>{get_plotlyjs()}</script></head>\n<body><header><h1>{html.escape(title)}</h1>"
-        f"<p>{html.escape(subtitle)}</p></header>\n<main>{''.join(sections)}</main></body></html>\n"
+        f"<p>{html.escape(subtitle)}</p></header>\n<main>{sections}</main></body></html>\n"
     )
 
 

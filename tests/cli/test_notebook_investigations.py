@@ -108,6 +108,21 @@ def test_slow_endpoint_finds_the_slowest_path(slow_endpoint, demo_http):
     assert headings(by_path) == [f"latency_by_path ({served.req_path.nunique()} rows)"]
 
 
+def test_slow_endpoint_charts_the_median_per_path(slow_endpoint, demo_http):
+    medians = demo_http[demo_http.trace_role == 2].groupby("req_path").latency.median().sort_values(ascending=False)
+    assert medians.iloc[1] > 10 * medians.iloc[2]  # the notebook says: two paths, an order of magnitude above
+    (cell,) = [c for c in code_cells(slow_endpoint) if "latency-chart" in c.metadata.get("tags", [])]
+    (output,) = cell.outputs
+    page = output.data["text/html"]
+    start = re.search(r"Plotly\.newPlot\(\s*", page).end()
+    _, end = json.JSONDecoder().raw_decode(page, start)  # the chart's div id, then its traces
+    (bars,), _ = json.JSONDecoder().raw_decode(page, re.compile(r",\s*").match(page, end).end())
+    assert sorted(bars["x"]) == sorted(medians.index)
+    heights = dict(zip(bars["x"], bars["y"], strict=True))  # in ms: the chart's duration unit
+    assert sorted(heights, key=heights.get, reverse=True)[:2] == list(medians.index[:2])
+    assert min(heights[p] for p in medians.index[:2]) > 10 * max(heights[p] for p in medians.index[2:])
+
+
 def test_slow_endpoint_names_the_process_serving_it(slow_endpoint, demo_http):
     path = literal(slow_endpoint, "slowest-endpoint")
     rows = demo_http[demo_http.req_path == path]

@@ -540,7 +540,7 @@ def test_notebook_magic_shows_the_flamegraph(monkeypatch):
     import pxq.notebook
 
     tables = {"cpu": pa.table({"stack_trace": ["main;a"], "count": [3]}), "rows": pa.table({"n": [1]})}
-    monkeypatch.setattr(pxq.notebook, "run_cell", lambda line, cell: tables)
+    monkeypatch.setattr(pxq.notebook, "run_cell_charted", lambda line, cell: (tables, None, True))
     shell = InteractiveShell.instance()
     try:
         pxq.notebook.load_ipython_extension(shell)
