@@ -1,0 +1,72 @@
+"""Shared helpers of the Python frame tests: the installed CPythons and a running python_chain.py whose
+threads have reported their own stacks and are blocked at the synchronisation point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PYENV = Path("/root/.pyenv/versions")
+VERSIONS = ["3.8.18", "3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0"]
+CHAIN_SCRIPT = Path(__file__).parent / "data" / "python_chain.py"
+SYSCALL_READ = 0  # x86-64
+
+
+def interpreter(version: str) -> str:
+    path = PYENV / version / "bin" / "python"
+    if not path.exists():
+        pytest.skip(f"CPython {version} is not installed under {PYENV}")
+    return str(path)
+
+
+@dataclass
+class ChainTarget:
+    process: subprocess.Popen[bytes]
+    reports: dict[int, list[tuple[str, str, int]]]  # tid -> (qualname, filename, line), innermost first
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def _blocked_in_read(pid: int, tid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/syscall") as handle:
+            return handle.read().split()[0] == str(SYSCALL_READ)
+    except (OSError, IndexError):
+        return False
+
+
+@contextmanager
+def chain_target(version: str, timeout: float = 20.0) -> Iterator[ChainTarget]:
+    """python_chain.py running under one CPython, both threads reported and blocked in os.read."""
+    process = subprocess.Popen([interpreter(version), str(CHAIN_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        reports = {}
+        for _ in range(2):
+            record = json.loads(process.stdout.readline())
+            reports[record["tid"]] = [tuple(frame) for frame in record["frames"]]
+        deadline = time.monotonic() + timeout
+        while not all(_blocked_in_read(process.pid, tid) for tid in reports):
+            assert time.monotonic() < deadline, "the target's threads never blocked at the sync point"
+            time.sleep(0.01)
+        yield ChainTarget(process, reports)
+    finally:
+        if process.poll() is None:
+            try:
+                assert process.stdin is not None
+                process.stdin.write(b"x")
+                process.stdin.close()
+                process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                os.kill(process.pid, 9)
+                process.wait()
