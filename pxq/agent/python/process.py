@@ -39,7 +39,10 @@ MAX_INTERPRETERS = 64
 FLAG_TRUNCATED = 1
 FLAG_READ_FAILED = 2
 
-_WANTED = frozenset({"_PyRuntime", "Py_Version", "PyCode_Type", "_PyEval_EvalFrameDefault"})
+# The evaluation function and its GCC-split cold part (3.11, 3.12 builds have one): a native frame in either
+# runs Python frames.
+EVAL_SYMBOLS = ("_PyEval_EvalFrameDefault", "_PyEval_EvalFrameDefault.cold")
+_WANTED = frozenset({"_PyRuntime", "Py_Version", "PyCode_Type", *EVAL_SYMBOLS})
 _LIBPYTHON = re.compile(r"/libpython\d\.\d+[^/]*\.so")
 _U64 = struct.Struct("<Q")
 _I32 = struct.Struct("<i")
@@ -107,7 +110,7 @@ class PythonProcess:
     memory: ProcessMemory
     runtime_address: int
     code_type_address: int | None
-    eval_range: tuple[int, int] | None  # [start, end) of _PyEval_EvalFrameDefault in this process
+    eval_ranges: list[tuple[int, int]]  # [start, end) of _PyEval_EvalFrameDefault's parts in this process
     reasons: Counter[str] = field(default_factory=Counter)
 
     def thread_states(self) -> list[ThreadState]:
@@ -269,7 +272,7 @@ def _attach_binary(pid: int, elf: InterpreterElf, mappings: list[tuple[int, int,
             "python_version_unknown", f"{elf.path} is CPython {shown}; pxq reads frames of 3.8 to 3.13"
         )
     code_type = elf.symbols.get("PyCode_Type")
-    eval_symbol = elf.symbols.get("_PyEval_EvalFrameDefault")
+    eval_symbols = [elf.symbols[name] for name in EVAL_SYMBOLS if name in elf.symbols]
     return PythonProcess(
         pid=pid,
         binary=elf.path,
@@ -278,5 +281,5 @@ def _attach_binary(pid: int, elf: InterpreterElf, mappings: list[tuple[int, int,
         memory=memory,
         runtime_address=runtime,
         code_type_address=bias + code_type[0] if code_type else None,
-        eval_range=(bias + eval_symbol[0], bias + eval_symbol[0] + eval_symbol[1]) if eval_symbol else None,
+        eval_ranges=[(bias + value, bias + value + size) for value, size in eval_symbols],
     )
