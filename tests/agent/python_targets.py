@@ -45,26 +45,49 @@ def _blocked_in_read(pid: int, tid: int) -> bool:
         return False
 
 
+def wait_for_reports(process: subprocess.Popen[bytes], timeout: float = 20.0) -> ChainTarget:
+    """The two threads' reports, once both threads are blocked in os.read at the sync point."""
+    assert process.stdout is not None
+    reports = {}
+    for _ in range(2):
+        record = json.loads(process.stdout.readline())
+        reports[record["tid"]] = [tuple(frame) for frame in record["frames"]]
+    deadline = time.monotonic() + timeout
+    while not all(_blocked_in_read(process.pid, tid) for tid in reports):
+        assert time.monotonic() < deadline, "the target's threads never blocked at the sync point"
+        time.sleep(0.01)
+    return ChainTarget(process, reports)
+
+
 @contextmanager
 def chain_target(version: str, timeout: float = 20.0) -> Iterator[ChainTarget]:
     """python_chain.py running under one CPython, both threads reported and blocked in os.read."""
-    process = subprocess.Popen([interpreter(version), str(CHAIN_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
+    with chain_process(version) as process:
+        yield wait_for_reports(process, timeout)
+
+
+@contextmanager
+def held_chain_process(version: str) -> Iterator[subprocess.Popen[bytes]]:
+    """python_chain.py --hold: both threads exist and wait before the chain; write one byte to stdin to
+    let them run it, then wait_for_reports."""
+    with chain_process(version, "--hold") as process:
         assert process.stdout is not None
-        reports = {}
-        for _ in range(2):
-            record = json.loads(process.stdout.readline())
-            reports[record["tid"]] = [tuple(frame) for frame in record["frames"]]
-        deadline = time.monotonic() + timeout
-        while not all(_blocked_in_read(process.pid, tid) for tid in reports):
-            assert time.monotonic() < deadline, "the target's threads never blocked at the sync point"
-            time.sleep(0.01)
-        yield ChainTarget(process, reports)
+        assert process.stdout.readline() == b"held\n"
+        yield process
+
+
+@contextmanager
+def chain_process(version: str, *arguments: str) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        [interpreter(version), str(CHAIN_SCRIPT), *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        yield process
     finally:
         if process.poll() is None:
             try:
                 assert process.stdin is not None
-                process.stdin.write(b"x")
+                process.stdin.write(b"xx")  # the hold and the sync point, whichever remain
                 process.stdin.close()
                 process.wait(timeout=10)
             except (OSError, subprocess.TimeoutExpired):

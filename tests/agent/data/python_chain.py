@@ -5,7 +5,9 @@ outer.<locals>.inner -> élan_leaf, which reports the interpreter's own view of 
 line per frame, innermost first, built by walking sys._getframe() as traceback.extract_stack does) and then
 blocks in os.read, a C call, on the same line, so the stack stays exactly as reported while the test reads
 it. A second thread does the same on a pipe. Each report is one JSON line on stdout; one byte on stdin ends
-the program. os.getpid() on the reporting line is the uprobe anchor for the BPF walker test."""
+the program. os.getpid() on the reporting line is the uprobe anchor for the BPF walker test; with --hold, both
+threads first wait (in os.read) until one byte arrives on stdin, after printing "held", so that the test can
+register the threads before they run the chain."""
 
 import json
 import os
@@ -13,6 +15,7 @@ import sys
 import threading
 
 RELEASE_READ, RELEASE_WRITE = os.pipe()
+HOLD_READ, HOLD_WRITE = os.pipe()
 LOCK = threading.Lock()
 
 
@@ -27,7 +30,7 @@ def own_view():
 
 def report(frames):
     with LOCK:
-        record = {"tid": threading.get_native_id(), "pid": os.getpid(), "frames": frames}
+        record = {"tid": threading.get_native_id(), "frames": frames}
         sys.stdout.write(json.dumps(record) + "\n")
         sys.stdout.flush()
 
@@ -64,13 +67,21 @@ def path_a(depth, fd):
     return through_generator(fd)
 
 
-def side_thread():
+def side_thread(hold):
+    if hold:
+        os.read(HOLD_READ, 1)
     path_a(1, RELEASE_READ)
 
 
 def main():
-    thread = threading.Thread(target=side_thread, name="side")
+    hold = "--hold" in sys.argv
+    thread = threading.Thread(target=side_thread, args=(hold,), name="side")
     thread.start()
+    if hold:
+        sys.stdout.write("held\n")
+        sys.stdout.flush()
+        os.read(0, 1)
+        os.write(HOLD_WRITE, b"x")
     path_a(3, 0)
     os.write(RELEASE_WRITE, b"x")
     thread.join()

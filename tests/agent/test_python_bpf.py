@@ -1,0 +1,160 @@
+"""The BPF Python walker (bpf/python_stack.h) on every installed CPython: a uprobe on libc's getpid, which
+the chain target calls on its reporting line, walks the calling thread's frames in the kernel; they must equal
+the user-space walk (pxq/agent/python/process.py) of the same thread blocked later on that same line, and
+symbolize to the interpreter's own view of its stack. Only the target's threads are in the tid hash."""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from pathlib import Path
+
+import pytest
+
+from pxq.agent.python.bpf_records import (
+    PY_FLAG_READ_FAILED,
+    PY_FLAG_TRUNCATED,
+    bpf_offsets,
+    decode_python_frames,
+    python_frames_struct,
+)
+from pxq.agent.python.process import attach
+from pxq.testing.kernel import require_bpf
+from tests.agent.python_targets import VERSIONS, held_chain_process, wait_for_reports
+
+pytestmark = pytest.mark.kernel
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+
+PROGRAM = """
+#include <uapi/linux/ptrace.h>
+#include "python_stack.h"
+
+struct walk_event {
+    u32 tid;
+    u32 pad;
+    struct python_frames frames;
+};
+
+BPF_HASH(tid_tstate, u32, u64, 1024);
+BPF_HASH(pid_offsets, u32, struct pxq_python_offsets, 64);
+BPF_PERCPU_ARRAY(scratch, struct walk_event, 1);
+BPF_PERF_OUTPUT(events);
+
+int on_getpid(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    u64 *tstate = tid_tstate.lookup(&tid);
+    struct pxq_python_offsets *off = pid_offsets.lookup(&tgid);
+    int zero = 0;
+    struct walk_event *event = scratch.lookup(&zero);
+    if (!tstate || !off || !event)
+        return 0;
+    event->tid = tid;
+    pxq_python_walk(*tstate, off, &event->frames);
+    events.perf_submit(ctx, event, sizeof(*event));
+    return 0;
+}
+"""
+
+
+def _load(max_frames: int):  # type: ignore[no-untyped-def]
+    from bcc import BPF
+
+    return BPF(text=PROGRAM.encode(), cflags=[f"-I{BPF_DIR}", f"-DPY_MAX_FRAMES={max_frames}"])
+
+
+def _collect(bpf, max_frames: int) -> list[tuple[int, bytes]]:  # type: ignore[no-untyped-def]
+    events: list[tuple[int, bytes]] = []
+    header = 8
+
+    def on_event(cpu: int, data: int, size: int) -> None:
+        raw = ctypes.string_at(data, size)
+        events.append((int.from_bytes(raw[:4], "little"), raw[header:]))
+
+    bpf["events"].open_perf_buffer(on_event, page_cnt=64)
+    return events
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_bpf_walk_equals_the_user_space_walk(version: str) -> None:
+    require_bpf()
+    max_frames = 64
+    bpf = _load(max_frames)
+    events = _collect(bpf, max_frames)
+    with held_chain_process(version) as process:
+        python = attach(process.pid)
+        try:
+            states = python.thread_states()
+            assert len(states) == 2 and all(state.tid for state in states)
+            for state in states:
+                bpf["tid_tstate"][ctypes.c_uint32(state.tid)] = ctypes.c_uint64(state.address)
+            bpf["pid_offsets"][ctypes.c_uint32(process.pid)] = bpf_offsets(python.layout)
+            bpf.attach_uprobe(name="c", sym="getpid", fn_name="on_getpid", pid=process.pid)
+            assert process.stdin is not None
+            process.stdin.write(b"x")  # let both threads run the chain
+            process.stdin.flush()
+            target = wait_for_reports(process)
+            deadline = time.monotonic() + 10
+            symbolizer = python.symbolizer()
+            walked = {}
+            while len(walked) < 2:
+                assert time.monotonic() < deadline, f"BPF events of {sorted(walked)} only"
+                bpf.perf_buffer_poll(timeout=100)
+                for tid, raw in events:
+                    stack = decode_python_frames(raw, max_frames)
+                    leaf = stack.frames and symbolizer.symbolize(stack.frames[0].code, stack.frames[0].instr)
+                    if leaf and leaf.qualname == "élan_leaf":
+                        assert tid not in walked, "one getpid call per thread on the reporting line"
+                        walked[tid] = stack
+                events.clear()
+            for tid, stack in walked.items():
+                assert stack.flags == 0
+                user = python.walk(next(state.address for state in states if state.tid == tid))
+                assert [(frame.code, frame.entry) for frame in stack.frames] == [
+                    (frame.code, frame.entry) for frame in user.frames
+                ]
+                symbolized = [symbolizer.symbolize(frame.code, frame.instr, frame.stamp) for frame in stack.frames]
+                assert [
+                    (frame.qualname, frame.filename, frame.line) for frame in symbolized if frame
+                ] == target.reports[tid]
+            assert not symbolizer.reasons  # every stamp matched
+        finally:
+            python.close()
+            bpf.cleanup()
+
+
+def test_bpf_walk_truncates_and_flags_garbage() -> None:
+    """A walk deeper than PY_MAX_FRAMES stops flagged truncated with the innermost frames kept; a garbage
+    thread-state pointer ends flagged read-failed, with no frame."""
+    require_bpf()
+    max_frames = 4
+    bpf = _load(max_frames)
+    events = _collect(bpf, max_frames)
+    with held_chain_process("3.12.1") as process:
+        python = attach(process.pid)
+        try:
+            main, side = sorted(python.thread_states(), key=lambda state: state.tid != process.pid)
+            bpf["tid_tstate"][ctypes.c_uint32(main.tid)] = ctypes.c_uint64(main.address)
+            bpf["tid_tstate"][ctypes.c_uint32(side.tid)] = ctypes.c_uint64(0xDEAD_BEEF_000)
+            bpf["pid_offsets"][ctypes.c_uint32(process.pid)] = bpf_offsets(python.layout)
+            bpf.attach_uprobe(name="c", sym="getpid", fn_name="on_getpid", pid=process.pid)
+            assert process.stdin is not None
+            process.stdin.write(b"x")
+            process.stdin.flush()
+            wait_for_reports(process)
+            deadline = time.monotonic() + 10
+            seen: dict[int, object] = {}
+            while len(seen) < 2:
+                assert time.monotonic() < deadline
+                bpf.perf_buffer_poll(timeout=100)
+                for tid, raw in events:
+                    seen.setdefault(tid, decode_python_frames(raw, max_frames))
+            truncated, garbage = seen[main.tid], seen[side.tid]
+            user = python.walk(main.address, max_frames=max_frames)
+            assert truncated.flags == PY_FLAG_TRUNCATED  # type: ignore[attr-defined]
+            assert [frame.code for frame in truncated.frames] == [frame.code for frame in user.frames]  # type: ignore[attr-defined]
+            assert garbage.flags == PY_FLAG_READ_FAILED and garbage.frames == []  # type: ignore[attr-defined]
+        finally:
+            python.close()
+            bpf.cleanup()
+    assert ctypes.sizeof(python_frames_struct(max_frames)) == 8 + 24 * max_frames
