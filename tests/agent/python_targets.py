@@ -16,12 +16,15 @@ import pytest
 
 PYENV = Path("/root/.pyenv/versions")
 VERSIONS = ["3.8.18", "3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0"]
+# Debian's python3.11: a static interpreter (no libpython) stripped of .symtab, exporting its symbols in .dynsym.
+SYSTEM_STATIC = "system-3.11"
+SYSTEM_PYTHON = Path("/usr/bin/python3.11")
 CHAIN_SCRIPT = Path(__file__).parent / "data" / "python_chain.py"
 SYSCALL_READ = 0  # x86-64
 
 
 def interpreter(version: str) -> str:
-    path = PYENV / version / "bin" / "python"
+    path = SYSTEM_PYTHON if version == SYSTEM_STATIC else PYENV / version / "bin" / "python"
     if not path.exists():
         pytest.skip(f"CPython {version} is not installed under {PYENV}")
     return str(path)
@@ -60,9 +63,9 @@ def wait_for_reports(process: subprocess.Popen[bytes], timeout: float = 20.0) ->
 
 
 @contextmanager
-def chain_target(version: str, timeout: float = 20.0) -> Iterator[ChainTarget]:
+def chain_target(version: str, timeout: float = 20.0, env: dict[str, str] | None = None) -> Iterator[ChainTarget]:
     """python_chain.py running under one CPython, both threads reported and blocked in os.read."""
-    with chain_process(version) as process:
+    with chain_process(version, env=env) as process:
         yield wait_for_reports(process, timeout)
 
 
@@ -77,9 +80,14 @@ def held_chain_process(version: str) -> Iterator[subprocess.Popen[bytes]]:
 
 
 @contextmanager
-def chain_process(version: str, *arguments: str) -> Iterator[subprocess.Popen[bytes]]:
+def chain_process(
+    version: str, *arguments: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
-        [interpreter(version), str(CHAIN_SCRIPT), *arguments], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [interpreter(version), str(CHAIN_SCRIPT), *arguments],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     try:
         yield process

@@ -20,7 +20,7 @@ from pxq.agent.python.bpf_records import (
 )
 from pxq.agent.python.process import attach
 from pxq.testing.kernel import require_bpf
-from tests.agent.python_targets import VERSIONS, held_chain_process, wait_for_reports
+from tests.agent.python_targets import SYSTEM_STATIC, VERSIONS, held_chain_process, wait_for_reports
 
 pytestmark = pytest.mark.kernel
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
@@ -75,7 +75,7 @@ def _collect(bpf, max_frames: int) -> list[tuple[int, bytes]]:  # type: ignore[n
     return events
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", [*VERSIONS, SYSTEM_STATIC])
 def test_bpf_walk_equals_the_user_space_walk(version: str) -> None:
     require_bpf()
     max_frames = 64

@@ -5,27 +5,57 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from pxq.agent.python import versions
 from pxq.agent.python.elf_symbols import InterpreterElf
 from pxq.agent.python.process import FLAG_READ_FAILED, FLAG_TRUNCATED, PythonAttachError, attach
-from tests.agent.python_targets import VERSIONS, chain_target, interpreter
+from tests.agent.python_targets import SYSTEM_STATIC, VERSIONS, chain_target, interpreter
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", [*VERSIONS, SYSTEM_STATIC])
 def test_user_walk_equals_the_interpreters_own_view(version: str) -> None:
     with chain_target(version) as target:
         process = attach(target.pid)
         try:
-            assert process.layout.version == tuple(int(part) for part in version.split(".")[:2])
+            assert process.layout.version == tuple(int(part) for part in version.split("-")[-1].split(".")[:2])
             stacks = process.stacks()
             assert set(stacks) == set(target.reports)  # every thread, by its kernel thread id
             for tid, expected in target.reports.items():
                 walked = [(frame.qualname, frame.filename, frame.line) if frame else None for frame in stacks[tid]]
                 assert walked == expected
             assert not process.reasons
+        finally:
+            process.close()
+
+
+def test_a_static_stripped_interpreter_is_found_by_its_dynamic_symbols() -> None:
+    """Debian's python3.11 links CPython into the executable and ships without .symtab: _PyRuntime,
+    Py_Version, PyCode_Type and _PyEval_EvalFrameDefault are exported in .dynsym, which is all the walk needs;
+    only the local _PyEval_EvalFrameDefault.cold part is unknown there."""
+    with chain_target(SYSTEM_STATIC) as target:
+        process = attach(target.pid)
+        try:
+            assert process.binary == str(os.path.realpath(interpreter(SYSTEM_STATIC)))
+            assert process.code_type_address is not None and len(process.eval_ranges) == 1
+        finally:
+            process.close()
+
+
+def test_a_stripped_libpython_still_walks(tmp_path: Path) -> None:
+    """libpython stripped of .symtab (strip --strip-all keeps .dynsym) and loaded through LD_LIBRARY_PATH."""
+    source = Path(interpreter("3.12.1")).parents[1] / "lib" / "libpython3.12.so.1.0"
+    stripped = tmp_path / source.name
+    subprocess.run(["strip", "--strip-all", "-o", str(stripped), str(source)], check=True)
+    with chain_target("3.12.1", env={"LD_LIBRARY_PATH": str(tmp_path)}) as target:
+        process = attach(target.pid)
+        try:
+            assert process.binary == str(stripped)
+            stacks = process.stacks()
+            for tid, expected in target.reports.items():
+                assert [(frame.qualname, frame.filename, frame.line) for frame in stacks[tid] if frame] == expected
         finally:
             process.close()
 
