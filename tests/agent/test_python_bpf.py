@@ -5,7 +5,9 @@ symbolize to the interpreter's own view of its stack. Only the target's threads 
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
+import subprocess
 import time
 from pathlib import Path
 
@@ -20,13 +22,14 @@ from pxq.agent.python.bpf_records import (
 )
 from pxq.agent.python.process import attach
 from pxq.testing.kernel import require_bpf
-from tests.agent.python_targets import SYSTEM_STATIC, VERSIONS, held_chain_process, wait_for_reports
+from tests.agent.python_targets import SYSTEM_STATIC, VERSIONS, held_chain_process, interpreter, wait_for_reports
 
 pytestmark = pytest.mark.kernel
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 
 PROGRAM = """
 #include <uapi/linux/ptrace.h>
+#include <uapi/linux/bpf_perf_event.h>
 #include "python_stack.h"
 
 struct walk_event {
@@ -39,6 +42,21 @@ BPF_HASH(tid_tstate, u32, u64, 1024);
 BPF_HASH(pid_offsets, u32, struct pxq_python_offsets, 64);
 BPF_PERCPU_ARRAY(scratch, struct walk_event, 1);
 BPF_PERF_OUTPUT(events);
+
+int on_sample(struct bpf_perf_event_data *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    u64 *tstate = tid_tstate.lookup(&tid);
+    struct pxq_python_offsets *off = pid_offsets.lookup(&tgid);
+    int zero = 0;
+    struct walk_event *event = scratch.lookup(&zero);
+    if (!tstate || !off || !event)
+        return 0;
+    event->tid = tid;
+    pxq_python_walk(*tstate, off, &event->frames);
+    events.perf_submit(ctx, event, sizeof(*event));
+    return 0;
+}
 
 int on_getpid(struct pt_regs *ctx) {
     u64 id = bpf_get_current_pid_tgid();
@@ -158,3 +176,86 @@ def test_bpf_walk_truncates_and_flags_garbage() -> None:
             python.close()
             bpf.cleanup()
     assert ctypes.sizeof(python_frames_struct(max_frames)) == 8 + 24 * max_frames
+
+
+RATIO_SCRIPT = Path(__file__).parent / "data" / "python_ratio.py"
+SAMPLE_HZ = 499  # more samples than the profiler takes (99 Hz): the ratio check needs a few hundred
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", [*VERSIONS, SYSTEM_STATIC])
+def test_sampled_python_stacks_show_the_2_to_1_paths(version: str) -> None:
+    """CPU-clock sampling of a running Python (frames change under the walker): samples = CPU time x rate
+    within 10%, the full chain main -> path_x -> leaf in every sample, path_a:path_b = 2.0 +- 0.5."""
+    require_bpf()
+    from bcc import BPF, PerfSWConfig, PerfType
+    from bcc.libbcc import lib
+
+    sampler = -1
+
+    bpf = _load(64)
+    events = _collect(bpf, 64)
+    process = subprocess.Popen(
+        [interpreter(version), str(RATIO_SCRIPT), "3"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None and process.stdin is not None
+        assert process.stdout.readline() == b"ready\n"
+        python = attach(process.pid)
+        (state,) = python.thread_states()
+        bpf["tid_tstate"][ctypes.c_uint32(state.tid)] = ctypes.c_uint64(state.address)
+        bpf["pid_offsets"][ctypes.c_uint32(process.pid)] = bpf_offsets(python.layout)
+        # One event on the target task on any CPU (bcc's attach_perf_event opens one per CPU): it fires every
+        # period of the task's own CPU time, so the count is CPU time x rate without the sampling noise of
+        # host-wide events on a shared 2-CPU machine (which the profiler's own tests face, not this walker's).
+        program = bpf.load_func(b"on_sample", BPF.PERF_EVENT)
+        sampler = lib.bpf_attach_perf_event(
+            program.fd, PerfType.SOFTWARE, PerfSWConfig.CPU_CLOCK, 1_000_000_000 // SAMPLE_HZ, 0, process.pid, -1, -1
+        )
+        assert sampler >= 0
+        process.stdin.write(b"x")
+        process.stdin.flush()
+        symbolizer = python.symbolizer()
+        chains: list[tuple[str, ...]] = []
+        flagged: list[int] = []
+
+        def drain() -> None:  # symbolized at once: the code objects are read from the living process
+            bpf.perf_buffer_poll(timeout=100)
+            for _, raw in events:
+                stack = decode_python_frames(raw, 64)
+                if stack.flags:  # a read that met a page not present: counted, allowed rarely
+                    flagged.append(stack.flags)
+                    continue
+                frames = [symbolizer.symbolize(frame.code, frame.instr, frame.stamp) for frame in stack.frames]
+                chains.append(tuple(frame.qualname if frame else "?" for frame in reversed(frames)))
+            events.clear()
+
+        reader = concurrent.futures.ThreadPoolExecutor(1)
+        cpu_line = reader.submit(process.stdout.readline)
+        while not cpu_line.done():
+            drain()
+        cpu_seconds = float(cpu_line.result())
+        reader.shutdown()
+        drain()
+        process.stdin.write(b"x")
+        process.stdin.flush()
+        python.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if sampler >= 0:
+            lib.bpf_close_perf_event_fd(sampler)
+        bpf.cleanup()
+    # The sampled window includes the start (reading stdin) and the end (printing): a few samples outside
+    # the measured loop, at most the rounding of the count.
+    expected = cpu_seconds * SAMPLE_HZ
+    assert len(flagged) <= 0.01 * expected
+    assert abs(len(chains) + len(flagged) - expected) <= 0.1 * expected, (len(chains), expected)
+    in_loop = [chain for chain in chains if chain[:2] == ("<module>", "main") and len(chain) > 2]
+    assert len(in_loop) >= 0.95 * len(chains)
+    path_a = sum(chain[2:] == ("path_a", "leaf") for chain in in_loop)
+    path_b = sum(chain[2:] == ("path_b", "leaf") for chain in in_loop)
+    assert path_a + path_b >= 0.9 * len(in_loop)  # the rest: samples in main's own loop code
+    print(f"{version}: {len(chains)} samples for {expected:.0f} expected, path_a:path_b = {path_a}:{path_b}")
+    assert 1.5 <= path_a / path_b <= 2.5, (path_a, path_b)
