@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,18 @@ def test_debug_offsets_of_313_agree_with_the_table() -> None:
             process.close()
     assert versions.layout_from_debug_offsets(b"notdebug" + bytes(600)) is None
     assert os.path.exists(interpreter("3.13.0"))
+
+
+def test_the_diagnostic_command_prints_each_threads_stack() -> None:
+    with chain_target("3.12.1") as target:
+        run = subprocess.run(
+            [sys.executable, "-m", "pxq.agent.python", str(target.pid)], capture_output=True, text=True, check=True
+        )
+    for tid, frames in target.reports.items():
+        block = run.stdout.split(f"Thread {tid} (most recent call last):\n")[1].split("Thread ")[0]
+        expected = "".join(
+            f'  File "{filename}", line {line}, in {name}\n' for name, filename, line in reversed(frames)
+        )
+        assert block == expected
+    failed = subprocess.run([sys.executable, "-m", "pxq.agent.python", "999999999"], capture_output=True, text=True)
+    assert failed.returncode == 1 and "(process_exited)" in failed.stderr and "Traceback" not in failed.stderr
