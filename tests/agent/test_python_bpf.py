@@ -20,9 +20,13 @@ from pxq.agent.python.bpf_records import (
     decode_python_frames,
     python_frames_struct,
 )
+from pxq.agent.python.code import PyFrame
+from pxq.agent.python.merge import NativeFrame, in_eval
 from pxq.agent.python.process import attach
+from pxq.agent.python.resolver import PythonStacks
 from pxq.testing.kernel import require_bpf
 from tests.agent.python_targets import SYSTEM_STATIC, VERSIONS, held_chain_process, interpreter, wait_for_reports
+from tests.agent.test_python_merge import native_stack
 
 pytestmark = pytest.mark.kernel
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
@@ -259,3 +263,55 @@ def test_sampled_python_stacks_show_the_2_to_1_paths(version: str) -> None:
     assert path_a + path_b >= 0.9 * len(in_loop)  # the rest: samples in main's own loop code
     print(f"{version}: {len(chains)} samples for {expected:.0f} expected, path_a:path_b = {path_a}:{path_b}")
     assert 1.5 <= path_a / path_b <= 2.5, (path_a, path_b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["3.8.18", "3.11.7", "3.13.0"])
+def test_resolver_merges_bpf_frames_into_a_real_native_stack(version: str) -> None:
+    """The agent-facing PythonStacks: maps filled from it, a BPF record taken at getpid, the native stack of
+    the same thread (gdb's unwind, later on the same line): one stack with the interpreter's own Python
+    frames in place of every _PyEval_EvalFrameDefault frame."""
+    require_bpf()
+    bpf = _load(64)
+    events = _collect(bpf, 64)
+    stacks = PythonStacks()
+    not_python = subprocess.Popen(["sleep", "60"])
+    with held_chain_process(version) as process:
+        try:
+            assert stacks.is_python(process.pid) and not stacks.is_python(not_python.pid)
+            for state in stacks.thread_table(process.pid):
+                bpf["tid_tstate"][ctypes.c_uint32(state.tid)] = ctypes.c_uint64(state.address)
+            bpf["pid_offsets"][ctypes.c_uint32(process.pid)] = stacks.bpf_config(process.pid)
+            bpf.attach_uprobe(name=b"c", sym=b"getpid", fn_name=b"on_getpid", pid=process.pid)
+            assert process.stdin is not None
+            process.stdin.write(b"x")
+            process.stdin.flush()
+            target = wait_for_reports(process)
+            deadline = time.monotonic() + 10
+            records: dict[int, bytes] = {}
+            while process.pid not in records:
+                assert time.monotonic() < deadline
+                bpf.perf_buffer_poll(timeout=100)
+                for tid, raw in events:
+                    records.setdefault(tid, raw)  # the first getpid of each thread: the reporting line
+            native = [address for address, _ in native_stack(process.pid, process.pid)]
+            resolved = stacks.resolve(process.pid, native, records[process.pid])
+            assert not resolved.partial and resolved.reasons == []
+            python = [
+                (frame.qualname, frame.filename, frame.line) for frame in resolved.frames if isinstance(frame, PyFrame)
+            ]
+            assert python == target.reports[process.pid]
+            native_left = [frame.address for frame in resolved.frames if isinstance(frame, NativeFrame)]
+            assert not any(
+                in_eval(address, False, stacks._get(process.pid).process.eval_ranges) for address in native_left
+            )  # type: ignore[union-attr]
+            # A process that is no CPython keeps its native frames and counts its reason once.
+            assert stacks.resolve(not_python.pid, native[:3], records[process.pid]).frames == [
+                NativeFrame(a) for a in native[:3]
+            ]
+            assert stacks.counts()["python_not_found"] == 1
+        finally:
+            not_python.kill()
+            not_python.wait()
+            stacks.close()
+            bpf.cleanup()
