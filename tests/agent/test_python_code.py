@@ -127,11 +127,14 @@ def test_a_reused_code_address_is_renamed_and_a_stale_stamp_refused() -> None:
     reads_when_cached = memory.reads
     assert symbolizer.symbolize(CODE, instr) == first
     assert memory.reads == reads_when_cached + 1  # a cached entry costs one header read
+    assert symbolizer.symbolize(CODE, instr, stamp=code_stamp(0x20000, 10)) == first
+    assert memory.reads == reads_when_cached + 1  # and none with the sample's matching stamp
 
     # The object is freed and another code object takes its address.
     memory.regions[CODE] = _code_object(0x21000, 0x22000, 0x23000, 20)
-    second = symbolizer.symbolize(CODE, instr)
+    second = symbolizer.symbolize(CODE, instr, stamp=code_stamp(0x21000, 20))  # sampled after the reuse
     assert second is not None and (second.qualname, second.line) == ("second", 21)
+    assert symbolizer.symbolize(CODE, instr) == second
     # A sample taken while the first object lived must not be named after the second.
     assert symbolizer.symbolize(CODE, instr, stamp=code_stamp(0x20000, 10)) is None
     assert symbolizer.reasons["code_object_stale"] == 1

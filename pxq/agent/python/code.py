@@ -5,10 +5,12 @@ Objects/lnotab_notes.txt), the 3.10 ``co_linetable`` (same pairs, -128 meaning "
 location table (Objects/locations.md: one entry per run of code units, a varint-coded line delta). OTel's
 profiler does the same in user space (interpreter/python/python.go, ``getCodeObject``/``Symbolize``).
 
-Results are cached by address in an LRU. A code object can be freed and its address reused by another, so
-every lookup re-reads the object's small header (type, name and filename pointers, first line, line table
-pointer) and rebuilds the entry when it changed; a caller holding a stamp taken at sample time (see
-``code_stamp``, computed identically by bpf/python_stack.h) gets ``code_object_stale`` instead of a wrong name.
+Results are cached by address in an LRU. A code object can be freed and its address reused by another. A
+caller holding a stamp taken at sample time (``code_stamp``, computed identically by bpf/python_stack.h) is
+served from the cache when the stamps agree, with no read; otherwise the object's small header (type, name
+and filename pointers, first line, line table pointer) is re-read and the entry rebuilt when it changed, and
+a stamp that still disagrees gives ``code_object_stale`` instead of a wrong name. Without a stamp (the
+user-space walk) every lookup re-reads the header.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import struct
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pxq.agent.python.versions import (
     LINE_TABLE_310,
@@ -28,6 +30,7 @@ from pxq.agent.python.versions import (
 
 MAX_STRING_CHARS = 4096
 MAX_LINE_TABLE_BYTES = 1 << 20
+MAX_LINES_PER_CODE = 512  # memoized instruction -> line answers per cached code object
 _U64 = struct.Struct("<Q")
 _I32 = struct.Struct("<i")
 _U32 = struct.Struct("<I")
@@ -152,6 +155,7 @@ class _CodeEntry:
     firstlineno: int
     linetable: bytes
     stamp: int
+    lines: dict[int, int | None] = field(default_factory=dict, compare=False)  # byte offset -> line, memoized
 
 
 class CodeSymbolizer:
@@ -173,21 +177,24 @@ class CodeSymbolizer:
     def symbolize(self, code_address: int, instr: int, stamp: int | None = None) -> PyFrame | None:
         """The frame for a code object address and the raw instruction value the walker recorded (f_lasti
         before 3.11, the instruction pointer from 3.11), or None with a counted reason."""
-        try:
-            header = self.read(code_address, self._header_size)
-        except OSError:
-            self.reasons["code_object_unreadable"] += 1
-            return None
         entry = self.cache.get(code_address)
-        if entry is None or entry.header != header:
-            entry = self._load(code_address, header)
-            if entry is None:
-                return None
-            self.cache[code_address] = entry
-            if len(self.cache) > self.capacity:
-                self.cache.popitem(last=False)
+        if entry is not None and stamp is not None and stamp == entry.stamp:
+            self.cache.move_to_end(code_address)  # the sampled object is the cached one: no read at all
         else:
-            self.cache.move_to_end(code_address)
+            try:
+                header = self.read(code_address, self._header_size)
+            except OSError:
+                self.reasons["code_object_unreadable"] += 1
+                return None
+            if entry is None or entry.header != header:
+                entry = self._load(code_address, header)
+                if entry is None:
+                    return None
+                self.cache[code_address] = entry
+                if len(self.cache) > self.capacity:
+                    self.cache.popitem(last=False)
+            else:
+                self.cache.move_to_end(code_address)
         if stamp is not None and stamp != entry.stamp:
             self.reasons["code_object_stale"] += 1
             return None
@@ -201,9 +208,12 @@ class CodeSymbolizer:
             lasti = instr - (1 << 64) if instr >= 1 << 63 else instr
             lasti = lasti - (1 << 32) if lasti >= 1 << 31 else lasti  # a sign-extended or raw 32-bit int
             byte_offset = lasti * layout.lasti_unit
-        return PyFrame(
-            entry.qualname, entry.filename, line_for(layout, entry.linetable, entry.firstlineno, byte_offset)
-        )
+        line = entry.lines.get(byte_offset, -1)
+        if line == -1:
+            line = line_for(layout, entry.linetable, entry.firstlineno, byte_offset)
+            if len(entry.lines) < MAX_LINES_PER_CODE:
+                entry.lines[byte_offset] = line
+        return PyFrame(entry.qualname, entry.filename, line)
 
     def _load(self, address: int, header: bytes) -> _CodeEntry | None:
         layout = self.layout

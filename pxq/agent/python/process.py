@@ -141,9 +141,12 @@ class PythonProcess:
         try:
             tid = int.from_bytes(self.memory.read(pthread + GLIBC_PTHREAD_TID_OFFSET, 4), "little")
         except OSError:
-            return 0
+            tid = 0
         # Only a tid of this process counts (a non-glibc libc keeps something else there).
-        return tid if os.path.exists(f"/proc/{self.pid}/task/{tid}") else 0
+        if tid == 0 or not os.path.exists(f"/proc/{self.pid}/task/{tid}"):
+            self.reasons["thread_id_unknown"] += 1
+            return 0
+        return tid
 
     def walk(self, tstate: int, max_frames: int = MAX_FRAMES) -> FrameWalk:
         """The raw frames of one thread, innermost first."""
