@@ -43,7 +43,7 @@ class PythonLayout:
 
     version: tuple[int, int]
     runtime_interpreters_head: int  # _PyRuntimeState.interpreters.head
-    interp_threads_head: int  # PyInterpreterState.tstate_head (threads.head from 3.12)
+    interp_threads_head: int  # PyInterpreterState.tstate_head (threads.head from 3.11)
     interp_next: int
     tstate_next: int
     tstate_thread_id: int
