@@ -266,7 +266,7 @@ def test_sampled_python_stacks_show_the_2_to_1_paths(version: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("version", ["3.8.18", "3.11.7", "3.13.0"])
+@pytest.mark.parametrize("version", [*VERSIONS, SYSTEM_STATIC])
 def test_resolver_merges_bpf_frames_into_a_real_native_stack(version: str) -> None:
     """The agent-facing PythonStacks: maps filled from it, a BPF record taken at getpid, the native stack of
     the same thread (gdb's unwind, later on the same line): one stack with the interpreter's own Python

@@ -15,7 +15,7 @@ import pytest
 
 from pxq.agent.python.merge import REASON_EVAL_UNMATCHED, REASON_PYTHON_UNPLACED, NativeFrame, merge_stacks
 from pxq.agent.python.process import attach
-from tests.agent.python_targets import SYSTEM_STATIC, chain_target
+from tests.agent.python_targets import SYSTEM_STATIC, VERSIONS, chain_target
 
 _GDB_SCRIPT = """
 import gdb, json
@@ -74,7 +74,7 @@ def _real_stacks(version: str) -> tuple[list[tuple[int, str]], list[Named], list
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("version", ["3.8.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0", SYSTEM_STATIC])
+@pytest.mark.parametrize("version", [*VERSIONS, SYSTEM_STATIC])
 def test_merge_places_every_python_frame_at_its_eval_call(version: str) -> None:
     native, python, eval_ranges = _real_stacks(version)
     names = {address: name for address, name in native}
