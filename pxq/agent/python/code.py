@@ -208,8 +208,9 @@ class CodeSymbolizer:
             lasti = instr - (1 << 64) if instr >= 1 << 63 else instr
             lasti = lasti - (1 << 32) if lasti >= 1 << 31 else lasti  # a sign-extended or raw 32-bit int
             byte_offset = lasti * layout.lasti_unit
-        line = entry.lines.get(byte_offset, -1)
-        if line == -1:
+        if byte_offset in entry.lines:
+            line = entry.lines[byte_offset]
+        else:
             line = line_for(layout, entry.linetable, entry.firstlineno, byte_offset)
             if len(entry.lines) < MAX_LINES_PER_CODE:
                 entry.lines[byte_offset] = line
