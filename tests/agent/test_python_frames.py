@@ -13,6 +13,7 @@ import pytest
 from pxq.agent.python import versions
 from pxq.agent.python.elf_symbols import InterpreterElf
 from pxq.agent.python.process import FLAG_READ_FAILED, FLAG_TRUNCATED, PythonAttachError, attach
+from pxq.agent.python.resolver import PythonStacks
 from tests.agent.python_targets import SYSTEM_STATIC, VERSIONS, chain_target, interpreter
 
 
@@ -183,3 +184,49 @@ def test_the_diagnostic_command_prints_each_threads_stack() -> None:
         assert block == expected
     failed = subprocess.run([sys.executable, "-m", "pxq.agent.python", "999999999"], capture_output=True, text=True)
     assert failed.returncode == 1 and "(process_exited)" in failed.stderr and "Traceback" not in failed.stderr
+
+
+_THREADS_SCRIPT = """
+import os, sys, threading
+ready_r, ready_w = os.pipe()
+end_r, end_w = os.pipe()
+def worker():
+    os.write(ready_w, str(threading.get_native_id()).encode() + b"\\n")
+    os.read(end_r, 1)
+print("ready", flush=True)
+os.read(0, 1)
+thread = threading.Thread(target=worker)
+thread.start()
+print(os.read(ready_r, 64).decode().strip(), flush=True)
+os.read(0, 1)
+os.write(end_w, b"x")
+thread.join()
+print("joined", flush=True)
+os.read(0, 1)
+"""
+
+
+def test_refresh_threads_reports_threads_that_start_and_end() -> None:
+    stacks = PythonStacks()
+    child = subprocess.Popen(
+        [interpreter("3.12.1"), "-c", _THREADS_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline() == b"ready\n"
+        added, removed = stacks.refresh_threads(child.pid)
+        assert [state.tid for state in added] == [child.pid] and removed == []
+        child.stdin.write(b"x")
+        child.stdin.flush()
+        worker_tid = int(child.stdout.readline())
+        added, removed = stacks.refresh_threads(child.pid)
+        assert [state.tid for state in added] == [worker_tid] and removed == []
+        child.stdin.write(b"x")
+        child.stdin.flush()
+        assert child.stdout.readline() == b"joined\n"
+        added, removed = stacks.refresh_threads(child.pid)
+        assert added == [] and [state.tid for state in removed] == [worker_tid]
+    finally:
+        child.kill()
+        child.wait()
+        stacks.close()

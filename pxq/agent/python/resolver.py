@@ -29,6 +29,10 @@ from pxq.agent.python.process import PythonAttachError, PythonProcess, ThreadSta
 UNKNOWN_PYTHON_FRAME = PyFrame("<unknown python frame>", "", None)
 
 
+def _by_tid(state: ThreadState) -> int:
+    return state.tid
+
+
 @dataclass
 class ResolvedStack:
     frames: list[NativeFrame | PyFrame] = field(default_factory=list)  # innermost first
@@ -49,6 +53,7 @@ class PythonStacks:
         self.max_frames = max_frames
         self.reasons: Counter[str] = Counter()
         self._attached: dict[int, _Attached | str] = {}
+        self._threads: dict[int, set[ThreadState]] = {}
 
     def _get(self, pid: int) -> _Attached | None:
         known = self._attached.get(pid)
@@ -71,6 +76,14 @@ class PythonStacks:
         Call again when threads start (a sample of an unknown tid carries no Python frames)."""
         attached = self._get(pid)
         return attached.process.thread_states() if attached else []
+
+    def refresh_threads(self, pid: int) -> tuple[list[ThreadState], list[ThreadState]]:
+        """(added, removed) thread states since the last call for pid, for updating the BPF hash in place as
+        threads start and end (a thread id reused with a new thread state shows as removed and added)."""
+        current = set(self.thread_table(pid))
+        previous = self._threads.get(pid, set())
+        self._threads[pid] = current
+        return sorted(current - previous, key=_by_tid), sorted(previous - current, key=_by_tid)
 
     def bpf_config(self, pid: int) -> PythonOffsets | None:
         attached = self._get(pid)
@@ -114,6 +127,7 @@ class PythonStacks:
 
     def forget(self, pid: int) -> None:
         """Drop a process that exited or exec'd (a new program may be another Python, or none)."""
+        self._threads.pop(pid, None)
         known = self._attached.pop(pid, None)
         if isinstance(known, _Attached):
             self.reasons.update(known.symbolizer.reasons)
