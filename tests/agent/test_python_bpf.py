@@ -38,7 +38,7 @@ PROGRAM = """
 
 struct walk_event {
     u32 tid;
-    u32 pad;
+    u32 walk_ns; /* the walk's own duration, for the cost figure in bpf/python_stack.h */
     struct python_frames frames;
 };
 
@@ -57,7 +57,9 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     if (!tstate || !off || !event)
         return 0;
     event->tid = tid;
+    u64 start = bpf_ktime_get_ns();
     pxq_python_walk(*tstate, off, &event->frames);
+    event->walk_ns = bpf_ktime_get_ns() - start;
     events.perf_submit(ctx, event, sizeof(*event));
     return 0;
 }
