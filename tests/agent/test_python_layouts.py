@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pxq.agent.python.versions import LAYOUTS, NO_FIELD, PythonLayout
-from tests.agent.python_targets import VERSIONS, interpreter
+from tests.agent.python_targets import VERSIONS, interpreter, missing
 
 
 def _expressions(version: tuple[int, int]) -> dict[str, str]:
@@ -55,7 +55,7 @@ def _expressions(version: tuple[int, int]) -> dict[str, str]:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_layout_matches_the_dwarf_of_the_build(version: str) -> None:
     if shutil.which("gdb") is None:
-        pytest.skip("gdb is not installed")
+        missing("gdb is not installed")
     major_minor = tuple(int(part) for part in version.split(".")[:2])
     layout: PythonLayout = LAYOUTS[major_minor]  # type: ignore[index]
     library = Path(interpreter(version)).parents[1] / "lib" / f"libpython{major_minor[0]}.{major_minor[1]}.so.1.0"

@@ -15,7 +15,7 @@ import pytest
 
 from pxq.agent.python.merge import REASON_EVAL_UNMATCHED, REASON_PYTHON_UNPLACED, NativeFrame, merge_stacks
 from pxq.agent.python.process import attach
-from tests.agent.python_targets import SYSTEM_STATIC, VERSIONS, chain_target
+from tests.agent.python_targets import SYSTEM_STATIC, VERSIONS, chain_target, missing
 
 _GDB_SCRIPT = """
 import gdb, json
@@ -35,10 +35,10 @@ print("NATIVE" + json.dumps(frames))
 def native_stack(pid: int, tid: int) -> list[tuple[int, str]]:
     """(address, function name) innermost first, as gdb unwinds the thread."""
     if shutil.which("gdb") is None:
-        pytest.skip("gdb is not installed: these tests take the native stack from gdb's unwinder")
+        missing("gdb is not installed: these tests take the native stack from gdb's unwinder")
     scope = Path("/proc/sys/kernel/yama/ptrace_scope")
     if os.geteuid() != 0 and scope.exists() and scope.read_text().strip() != "0":
-        pytest.skip("gdb attaches to a sibling process: Yama's ptrace_scope forbids it without root")
+        missing("gdb attaches to a sibling process: Yama's ptrace_scope forbids it without root")
     run = subprocess.run(
         ["gdb", "-nx", "-batch", "-p", str(pid), "-ex", "python\n" + _GDB_SCRIPT.format(tid=tid) + "\nend"],
         capture_output=True,
