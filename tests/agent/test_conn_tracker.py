@@ -539,6 +539,37 @@ def test_a_lost_response_on_a_sequential_connection_costs_only_its_transaction()
         assert (drops["data_gap"], drops["unmatched"], drops["parse_error"]) == (1, 1, 0)
 
 
+def test_a_status_line_inside_a_body_after_a_hole_is_not_taken_for_a_response():
+    """A sequential connection: the answer to /b lost its head (or part of its body), and the
+    next bytes seen, from a later call, begin with text that reads as a status line (a body
+    that quotes HTTP, say). Every request before /b was answered whole, so the lost bytes were
+    /b's answer's and these are the rest of it: /b is not paired with a "response" made of its
+    own body's bytes; parsing starts over at the next request."""
+    inner = b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\nfake"
+    body = b"x" * 3000 + inner + b"y" * 3000
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+    for role in (ROLE_CLIENT, ROLE_SERVER):
+        sent, received = (EGRESS, INGRESS) if role == ROLE_CLIENT else (INGRESS, EGRESS)
+        for seen_before_hole in (len(head) + 1000, 0):  # part of the body lost; the head and all
+            t, _, _ = tracker()
+            s = Stream()
+            feed(t, s.open(role), s.data(sent, REQ), s.data(received, RESP), s.data(sent, REQ.replace(b"/a", b"/b")))
+            if seen_before_hole:
+                feed(t, s.data(received, (head + body)[:seen_before_hole]))
+            lost = len(head) + 3000 - seen_before_hole
+            # The rest of the answer from a later call, and the client's next request after it.
+            feed(t, s.data(received, body[3000:], skip=lost), s.data(sent, REQ.replace(b"/a", b"/c")))
+            feed(t)
+            feed(t)
+            feed(t, s.data(received, RESP), *in_step(s, sent), s.close())
+            rows = [(tx.req_path, tx.resp_status, tx.resp_body) for _, tx in take(t)]
+            assert rows == [("/a", 200, "hello"), ("/c", 200, "hello"), ("/y", 200, "hello"), ("/z", 200, "hello")], (
+                role,
+                seen_before_hole,
+            )
+            assert t.drop_counts()["data_gap"] == 1
+
+
 def test_bytes_waiting_behind_a_hole_are_not_rescanned_per_event():
     """While a hole waits, every later event of the connection waits too; trying to release them
     all at each new event made overload quadratic (2 s for one 32,768-event batch). Only the

@@ -786,8 +786,13 @@ class Http1Stitcher:
             if req.start_ns > ts_ns:
                 break
             answered = i
-        if answered < 0:
-            return False  # no request it could answer: something else was lost; start over
+        if answered < 1:
+            # No request it could answer (something else was lost), or only the oldest one
+            # waiting: every request before it was answered whole, so the bytes lost were its
+            # answer's (the head, or part of the body), and what follows is the rest of that
+            # answer, a status line there being body text. (Or an interim 1xx answer was lost
+            # whole: declining costs that exchange.) Start over.
+            return False
         self._resp.new_parser()
         self._resp.pending.clear()
         self._resp.begin_ts = None
