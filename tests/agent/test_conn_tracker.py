@@ -570,6 +570,36 @@ def test_a_status_line_inside_a_body_after_a_hole_is_not_taken_for_a_response():
             assert t.drop_counts()["data_gap"] == 1
 
 
+def test_requests_read_together_after_a_lost_response_are_not_paired_by_time():
+    """Found live (tests/agent/test_http1_pairing_live.py): nginx reads a pipelining client's
+    requests one at a time, each after it answered the one before, so its end of the connection
+    looks sequential; the answer to /p5 was lost (ring buffer full), and nginx's next read held
+    /p6../p9 at once. The answer after the hole is /p6's, not /p9's (the latest request that
+    began before it): requests that arrived in one read were in flight together, which no loss
+    explains, so pairing by time is not to be trusted; parsing starts over."""
+    for role in (ROLE_SERVER, ROLE_CLIENT):
+        sent, received = (EGRESS, INGRESS) if role == ROLE_CLIENT else (INGRESS, EGRESS)
+        for together in (2, 4):
+            t, _, _ = tracker()
+            s = Stream()
+            events = _keepalive_events(s, 6, role)
+            events[-1:] = []  # the answer to /p5: lost
+            s.pos[received] += 60
+            requests = [f"GET /p{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(6, 6 + together)]
+            events.append(s.data(sent, b"".join(requests)))
+            for i in range(6, 6 + together):
+                body = f"answer to /p{i}".encode()
+                events.append(s.data(received, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)))
+            feed(t, *events)
+            feed(t, s.data(sent, b"GET /p99 HTTP/1.1\r\nHost: x\r\n\r\n"))  # the client goes on
+            feed(t)
+            feed(t, s.close())
+            rows = [(tx.req_path, tx.resp_body) for _, tx in take(t)]
+            assert all(body == f"answer to {path}" for path, body in rows), (role, together, rows)
+            assert [path for path, _ in rows][:5] == [f"/p{i}" for i in range(5)]
+            assert t.drop_counts()["data_gap"] == 1
+
+
 def test_bytes_waiting_behind_a_hole_are_not_rescanned_per_event():
     """While a hole waits, every later event of the connection waits too; trying to release them
     all at each new event made overload quadratic (2 s for one 32,768-event batch). Only the
