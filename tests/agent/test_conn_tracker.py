@@ -648,6 +648,42 @@ def test_lost_events_on_a_pipelining_connection_never_mispair(lost, batch):
         assert len(rows) >= 2 * groups_before_loss - 2
 
 
+def _piled_up_events(s: Stream, reads: list[int], role: int = ROLE_SERVER) -> list[SockEvent]:
+    """Server side of a pipelining client as nginx reads it: the next request only once it has
+    answered the one before, so one request a read while it keeps up and several in one read
+    when they piled up meanwhile (``reads``: requests per read); each answer in its own write.
+    (Client side: a client that sends in turn, and now and then several requests in one write.)"""
+    sent, received = (EGRESS, INGRESS) if role == ROLE_CLIENT else (INGRESS, EGRESS)
+    events, n = [s.open(role)], 0
+    for count in reads:
+        events.append(s.data(sent, b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % (n + k) for k in range(count))))
+        for k in range(n, n + count):
+            body = b"answer to /p%d" % k
+            events.append(s.data(received, b"HTTP/1.1 200 OK\r\nX-For: /p%d\r\nContent-Length: %d\r\n\r\n%s" % (k, len(body), body)))  # fmt: skip
+        n += count
+    return events
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    reads=st.lists(st.sampled_from([1, 1, 1, 2, 4]), min_size=5, max_size=60),
+    lost=st.sets(st.integers(1, 200), max_size=8),
+    batch=st.integers(1, 30),
+    role=st.sampled_from([ROLE_SERVER, ROLE_CLIENT]),
+)
+# The answer to /p5 lost, then /p6../p9 in one read (the live test's nginx): /p9 got /p6's answer.
+@example(reads=[1] * 6 + [4, 1], lost={12}, batch=4, role=ROLE_SERVER)
+@example(reads=[1, 1, 2, 1, 1], lost={4}, batch=2, role=ROLE_CLIENT)
+def test_lost_answers_with_requests_piled_up_in_one_read_never_mispair(reads, lost, batch, role):
+    """A pipelining client's server end that looks sequential while the server keeps up (or a
+    client that sends in turn, but for a few requests written together): after a lost answer,
+    pairing by time must not take the requests of one read for requests sent in turn (each row
+    is checked by _feed_losing)."""
+    t, rows = _feed_losing(_piled_up_events(Stream(), reads, role), lost, batch)
+    if not lost or min(lost) > 2 * sum(reads):
+        assert len(rows) == sum(reads) and no_drops(t)
+
+
 # -- a close or exit in the same batch as a hole ----------------------------------------------------
 def _recorded_events_with_a_hole(s: Stream, role: int, cut_path: bytes) -> tuple[list[SockEvent], list[str]]:
     """The server's or client's kernel events for the keep-alive exchange recorded from nginx
