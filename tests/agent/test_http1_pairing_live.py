@@ -50,8 +50,8 @@ FILES |= {f"quoting{n}.txt": b"".join(
     (b"HTTP/1.1 299 Quoted\r\nContent-Length: 13\r\n\r\nquoted %5d\n" % (n * 10 + k)).ljust(QUOTE_BLOCK, b"q")
     for k in range(6)) for n in range(4)}  # fmt: skip
 KINDS = {kind: [name for name in FILES if name.startswith(kind)] for kind in ("f", "big", "quoting")}
-# Bytes a transaction may cost in the ring buffer beyond its response body, at one end: nginx's
-# request (under 100 bytes) and response head (under 250), its 404 page (153), and a record header
+# Bytes a transaction may cost in the ring buffer beyond its response body, at one end: the
+# request (under 100 bytes), nginx's response head (under 250) and 404 page (153), and a record header
 # (under 100 bytes) for each event, a response read in up to four.
 OVERHEAD_BOUND = 1000
 
