@@ -659,7 +659,8 @@ def _piled_up_events(s: Stream, reads: list[int], role: int = ROLE_SERVER) -> li
         events.append(s.data(sent, b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % (n + k) for k in range(count))))
         for k in range(n, n + count):
             body = b"answer to /p%d" % k
-            events.append(s.data(received, b"HTTP/1.1 200 OK\r\nX-For: /p%d\r\nContent-Length: %d\r\n\r\n%s" % (k, len(body), body)))  # fmt: skip
+            head = b"HTTP/1.1 200 OK\r\nX-For: /p%d\r\nContent-Length: %d\r\n\r\n" % (k, len(body))
+            events.append(s.data(received, head + body))
         n += count
     return events
 
