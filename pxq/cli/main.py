@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--keep-secrets", action="store_true", help=KEEP_SECRETS_HELP)
     run.add_argument(
+        "--agent",
+        metavar="HOST:PORT",
+        help="answer from a running agent's history (`pxq agent serve`); by default the local agent is used "
+        "when its state file exists and it answers, else pxq collects embedded",
+    )
+    run.add_argument("--no-agent", action="store_true", help="collect embedded even when a local agent runs")
+    run.add_argument(
         "-o",
         "--output",
         default="table",
@@ -166,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--bpf", action="store_true", help="print the eBPF programs the agent would load (with their -D flags) and exit"
     )
+
+    from pxq.cli.agent import add_agent_parser
+
+    add_agent_parser(sub)
 
     capture = sub.add_parser(
         "capture",
@@ -347,6 +358,11 @@ def cmd_run(args, script_argv: list[str]) -> int:
         capture = open_capture(args.source)
         compiled, results = run_script(script, args=script_args, source=capture)
         drops = capture.drops
+    elif (agent := _agent_for_run(args)) is not None:
+        from pxq.agent.flight import AgentClient
+
+        with AgentClient(agent) as client:
+            compiled, results, drops = client.run(script, args=script_args)
     else:
         from pxq.agent.embedded import AgentOptions, WindowSignals
         from pxq.cli.progress import progress_printer
@@ -377,6 +393,30 @@ def cmd_run(args, script_argv: list[str]) -> int:
     for note in results.notes:
         print(f"pxq: {note}", file=sys.stderr)
     return _cut_short_status(window)
+
+
+def _agent_for_run(args) -> str | None:
+    """The agent ``pxq run`` answers from: --agent's, else the local agent's when its state file
+    exists and it answers (said in one line on stderr either way); None: collect embedded."""
+    from pxq.agent.daemon import read_state
+    from pxq.agent.flight import agent_answers
+
+    if args.agent:
+        return args.agent
+    if args.no_agent:
+        return None
+    state = read_state()
+    if state is None:
+        return None
+    if agent_answers(state["address"]) is None:
+        print(
+            f"pxq: the local agent ({state['path']}) does not answer at {state['address']}: "
+            "collecting embedded instead",
+            file=sys.stderr,
+        )
+        return None
+    print(f"pxq: answering from the local agent at {state['address']} (--no-agent collects embedded)", file=sys.stderr)
+    return state["address"]
 
 
 def _cut_short_status(window) -> int:
@@ -479,9 +519,25 @@ def cmd_explain(args, script_argv: list[str]) -> int:
             print(format_graph(graph))
     print("\n== optimized plan ==")
     print(format_graph(compiled.optimized))
+    print("\n== where each part runs ==")
+    print(format_placement(plan))
     print("\n== probe manifest ==")
     print(plan.manifest.to_text())
     return 0
+
+
+def format_placement(plan) -> str:
+    """Which fragment runs on the agent (next to the data) and which here (the merge)."""
+    from pxq.plan.format import format_graph
+    from pxq.plan.nodes import Display, Graph
+
+    lines = []
+    for i, fragment in enumerate(plan.agent_fragments):
+        lines.append(f"-- agent fragment {i} (runs on the agent: embedded here, or the node agent over Flight) --")
+        lines.append(format_graph(Graph((Display(fragment, f"fragment {i}"),), plan.merge.now_ns)))
+    lines.append("-- merge fragment (runs in this pxq, over the agent fragments' rows) --")
+    lines.append(format_graph(plan.merge))
+    return "\n".join(lines)
 
 
 # Exit codes: 0 ok, 1 data or execution error, 2 script or usage error, 3 agent cannot collect here,
@@ -566,6 +622,10 @@ def _dispatch(args, parser, script_argv: list[str]) -> int:
         return cmd_capture(args)
     if args.command == "repl":
         return cmd_repl(args)
+    if args.command == "agent":
+        from pxq.cli.agent import cmd_agent
+
+        return cmd_agent(args)
     if args.command == "scripts":
         return cmd_scripts(args)
     if args.command == "tables":

@@ -1,0 +1,273 @@
+"""The node agent without the kernel: ``pxq agent serve --from DIR`` serves a capture over Arrow
+Flight; ``pxq run --agent`` (and the local agent found by its state file) answers from it. Expected
+rows come from pandas over the capture's Parquet file, never from pxq."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.flight as flight
+import pyarrow.parquet as pq
+import pytest
+
+from pxq.agent.flight import AgentClient, AgentQueryError, make_ticket
+from pxq.replay import write_capture
+from pxq.testing.agent_process import AgentProcess, running_agent
+from pxq.testing.synthetic import synthetic_http_events, write_synthetic_capture
+from tests.cli_support import run_pxq
+
+START_NS = 1_764_115_200_000_000_000
+SPAN_NS = 300_000_000_000
+ERRORS_SCRIPT = """import px
+df = px.DataFrame('http_events', start_time='-2m')
+df = df[df.resp_status >= 400]
+df.slow = df.latency > 2000000
+px.display(df[['time_', 'req_path', 'resp_status', 'latency', 'slow']], 'errors')
+"""
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory) -> Path:
+    """http_events with known loss counters (as a live capture records them)."""
+    directory = tmp_path_factory.mktemp("agent-cap")
+    table = synthetic_http_events(3000, seed=7, start_ns=START_NS, span_ns=SPAN_NS, null_fraction=0.05)
+    write_capture(
+        directory,
+        {"http_events": table},
+        host="agent-host",
+        start_time_ns=START_NS,
+        end_time_ns=START_NS + SPAN_NS,
+        processes={},
+        drops={"http_events": {"ringbuf_full": 7, "data_gap": 3}},
+    )
+    return directory
+
+
+@pytest.fixture(scope="module")
+def agent(capture, tmp_path_factory):
+    with running_agent("--from", str(capture), state_dir=tmp_path_factory.mktemp("agent-state")) as running:
+        yield running
+
+
+def _expected_errors(capture: Path) -> pd.DataFrame:
+    frame = pq.read_table(capture / "http_events.parquet").to_pandas()
+    times = frame["time_"].astype("int64")
+    end = START_NS + SPAN_NS
+    keep = (times >= end - 120_000_000_000) & (frame["resp_status"] >= 400)
+    out = frame.loc[keep, ["time_", "req_path", "resp_status", "latency"]].copy()
+    out["slow"] = out["latency"].astype("Int64").gt(2_000_000)  # null latency: null, as in PxL
+    return out.sort_values(["time_", "req_path"]).reset_index(drop=True)
+
+
+def _rows(stdout: str) -> pd.DataFrame:
+    records = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    frame = pd.DataFrame.from_records(records).drop(columns=["_table"])
+    frame["time_"] = pd.to_datetime(frame["time_"]).dt.tz_localize(None).astype("datetime64[ns]")
+    frame["slow"] = frame["slow"].astype("boolean")
+    frame["latency"] = frame["latency"].astype("Int64")
+    return frame.sort_values(["time_", "req_path"]).reset_index(drop=True)
+
+
+def test_run_against_agent_gives_the_capture_rows_and_its_loss_report(agent, capture, tmp_path):
+    script = tmp_path / "errors.pxl"
+    script.write_text(ERRORS_SCRIPT)
+    proc = run_pxq("run", str(script), "--agent", agent.address, "-o", "json", check=True)
+    got = _rows(proc.stdout)
+    expected = _expected_errors(capture)
+    assert len(expected) > 50
+    expected["time_"] = expected["time_"].astype("datetime64[ns]")
+    expected["latency"] = expected["latency"].astype("Int64")
+    pd.testing.assert_frame_equal(got[expected.columns], expected, check_dtype=False)
+    # The capture's loss counters travel with the result, as `--from` reports them.
+    assert "pxq: http_events: lost: data_gap=3, ringbuf_full=7" in proc.stderr
+
+
+def test_local_agent_is_found_by_its_state_file(agent, capture, tmp_path):
+    script = tmp_path / "errors.pxl"
+    script.write_text(ERRORS_SCRIPT)
+    env = {**os.environ, "PXQ_STATE_DIR": str(agent.state_dir)}
+    proc = run_pxq("run", str(script), "-o", "json", env=env, check=True)
+    assert f"answering from the local agent at {agent.address}" in proc.stderr
+    assert len(_rows(proc.stdout)) == len(_expected_errors(capture))
+
+
+def test_a_stale_state_file_falls_back_to_embedded_in_one_line(tmp_path, capsys):
+    """The file names an address nobody answers at: said once, and embedded collection is chosen."""
+    import argparse
+
+    from pxq.cli.main import _agent_for_run
+    from pxq.testing.ports import free_port
+
+    (tmp_path / "agent.json").write_text(json.dumps({"address": f"127.0.0.1:{free_port()}", "pid": 1}))
+    os.environ["PXQ_STATE_DIR"] = str(tmp_path)
+    try:
+        chosen = _agent_for_run(argparse.Namespace(agent=None, no_agent=False))
+    finally:
+        del os.environ["PXQ_STATE_DIR"]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert chosen is None
+    assert len(lines) == 1 and "does not answer" in lines[0] and "collecting embedded instead" in lines[0]
+
+
+def test_script_reading_a_table_the_agent_lacks_is_refused_naming_the_collector(agent):
+    proc = run_pxq("run", "dns_data", "--agent", agent.address)
+    assert proc.returncode == 3
+    assert "does not collect dns_events" in proc.stderr and "socket_tracer" in proc.stderr
+
+
+def _ticket_for(script: str, now_ns: int) -> tuple[dict, bytes]:
+    from pxq.api import compile_script
+    from pxq.library import Script
+    from pxq.plan.split import split
+
+    compiled = compile_script(Script("t", script, "<t>"), now_ns=now_ns)
+    (fragment,) = split(compiled.optimized).agent_fragments
+    raw = make_ticket(fragment, now_ns=now_ns)
+    return json.loads(raw), raw
+
+
+def _still_serving(agent) -> None:
+    with AgentClient(agent.address) as client:
+        assert client.info()["tables"] == {"http_events": "socket_tracer"}
+        doc, raw = _ticket_for("import px\npx.display(px.DataFrame('http_events'))", START_NS + SPAN_NS)
+        assert client.get(raw).num_rows == 3000
+
+
+@pytest.mark.parametrize(
+    "mangle, message",
+    [
+        (lambda doc: b"{not json", "plan JSON at $: the ticket is not a JSON query document"),
+        (lambda doc: json.dumps({**doc, "version": 9}).encode(), "plan JSON at $.version"),
+        (
+            lambda doc: json.dumps({**doc, "fragment": {**doc["fragment"], "format": "other"}}).encode(),
+            "plan JSON at $.fragment.format",
+        ),
+        (
+            lambda doc: json.dumps(
+                {
+                    **doc,
+                    "fragment": {**doc["fragment"], "nodes": [{**doc["fragment"]["nodes"][0], "table": "dns_events"}]},
+                }
+            ).encode(),
+            "plan JSON at $.fragment.nodes[0].table: this agent does not hold table 'dns_events' "
+            "(its collector socket_tracer is not running here; it holds http_events)",
+        ),
+        (
+            lambda doc: json.dumps(
+                {
+                    **doc,
+                    "fragment": {
+                        **doc["fragment"],
+                        "schemas": [
+                            [*doc["fragment"]["schemas"][0], {"name": "nope", "type": "INT64", "semantic": "ST_NONE"}]
+                        ],
+                    },
+                }
+            ).encode(),
+            "has no column 'nope'",
+        ),
+        (
+            lambda doc: json.dumps({**doc, "fragment": {**doc["fragment"], "nodes": [{"kind": "agg"}]}}).encode(),
+            "plan JSON at $.fragment.nodes[0].kind: an agent runs only source, filter, map, project nodes, not 'agg'",
+        ),
+    ],
+    ids=["not-json", "version", "not-a-plan", "table-not-held", "column-not-held", "blocking-node"],
+)
+def test_bad_tickets_get_a_clear_error_and_the_agent_keeps_serving(agent, mangle, message):
+    doc, _ = _ticket_for("import px\npx.display(px.DataFrame('http_events'))", START_NS + SPAN_NS)
+    with AgentClient(agent.address) as client, pytest.raises(AgentQueryError) as caught:
+        client.get(mangle(doc))
+    assert message in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+    _still_serving(agent)
+
+
+def test_client_disconnecting_mid_stream_leaves_the_agent_serving(tmp_path):
+    capture = write_synthetic_capture(tmp_path / "big", 200_000, seed=3, start_ns=START_NS, span_ns=SPAN_NS)
+    with running_agent("--from", capture, state_dir=tmp_path / "state") as big:
+        doc, raw = _ticket_for("import px\npx.display(px.DataFrame('http_events'))", START_NS + SPAN_NS)
+        host, port = big.address.rsplit(":", 1)
+        client = flight.connect(f"grpc+tcp://{host}:{port}")
+        reader = client.do_get(flight.Ticket(raw))
+        first = reader.read_chunk().data
+        assert 0 < first.num_rows < 200_000  # the stream is cut with most of it unsent
+        reader.cancel()
+        client.close()
+        with AgentClient(big.address) as again:
+            assert again.get(raw).num_rows == 200_000
+        assert big.proc.poll() is None
+
+
+def test_agent_status_reports_tables_and_the_loss_counters(agent):
+    proc = run_pxq("agent", "status", "--agent", agent.address, "--json", check=True)
+    status = json.loads(proc.stdout)
+    assert status["mode"] == "replay" and status["state"] == "running"
+    assert status["tables"]["http_events"]["rows"] == 3000
+    assert status["drops"]["http_events"] == {"ringbuf_full": 7, "data_gap": 3}
+    assert status["rss_bytes"] > 0 and status["cpu_user_s"] > 0
+    text = run_pxq("agent", "status", "--agent", agent.address, check=True).stdout
+    assert "http_events" in text and "ringbuf_full=7" in text
+
+
+def test_sigterm_stops_the_agent_cleanly_and_removes_its_state_file(capture, tmp_path):
+    agent = AgentProcess("--from", str(capture), state_dir=tmp_path)
+    agent.wait_ready()
+    assert agent.state_path.exists()
+    agent.proc.send_signal(signal.SIGINT)
+    assert agent.proc.wait(30) == 0
+    agent.stop()
+    assert "agent stopped (SIGINT)" in agent.stderr
+    assert not agent.state_path.exists()
+
+
+@pytest.mark.parametrize(
+    "args, config, message",
+    [
+        (["--listen", "0.0.0.0:0"], None, "refusing to listen on 0.0.0.0:0: off loopback the agent needs TLS"),
+        ([], 'listen = "127.0.0.1:0"\nretention = 5\n', "retention: expected a [section] table"),
+        ([], "[collectors]\nprocess_stats = true\n", "collector process_stats cannot run live in this pxq yet"),
+        ([], "[retention]\nwindow = 'soon'\n", "retention.window"),
+        ([], "[profiler]\nsample_hz = '19'\n", "profiler.sample_hz: expected int"),
+        ([], "listen = [\n", "agent config"),
+    ],
+    ids=["off-loopback", "section-not-table", "collector-not-live", "bad-duration", "wrong-type", "bad-toml"],
+)
+def test_bad_agent_configs_are_refused_before_anything_starts(tmp_path, args, config, message):
+    extra = []
+    if config is not None:
+        (tmp_path / "agent.toml").write_text(config)
+        extra = ["--config", str(tmp_path / "agent.toml")]
+    proc = run_pxq("agent", "serve", "--state-dir", str(tmp_path), *args, *extra, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert not (tmp_path / "agent.json").exists()
+
+
+def test_explain_shows_which_fragment_runs_where():
+    proc = run_pxq("explain", "service_stats", check=True)
+    where = proc.stdout.split("== where each part runs ==", 1)[1]
+    assert "-- agent fragment 0 (runs on the agent" in where
+    assert "Source[http_events]" in where.split("-- merge fragment")[0]
+    merge = where.split("-- merge fragment", 1)[1].split("== probe manifest ==")[0]
+    assert "FragmentInput[0]" in merge and "Agg[" in merge and "Source[" not in merge
+
+
+def test_table_budget_evicts_the_oldest_rows_counted():
+    """The node agent's per-table cap: a table over it loses its oldest batches, counted as
+    table_store_budget, while other tables keep theirs."""
+    from pxq.agent.table_store import TableStore
+
+    batch = synthetic_http_events(1000, seed=1, start_ns=START_NS, span_ns=SPAN_NS)
+    store = TableStore(budget_bytes=1 << 40, table_budget_bytes=int(batch.nbytes * 2.5))
+    for i in range(5):
+        stamped = pa.array([START_NS + i] * 1000, pa.timestamp("ns"))
+        store.append("http_events", batch.set_column(batch.schema.get_field_index("time_"), "time_", stamped))
+    assert store.rows("http_events") == 2000
+    assert store.drops["http_events"] == {"table_store_budget": 3000}
+    assert store.drop_before(START_NS + 4) == {"http_events": 1000}
+    assert store.rows("http_events") == 1000
