@@ -36,6 +36,7 @@ import json
 import os
 import resource
 import socket
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -45,9 +46,12 @@ from typing import Any
 import pyarrow as pa
 
 from pxq.agent.defaults import DEFAULT_BODY_LIMIT
+from pxq.agent.table_store import split_losses
 from pxq.errors import UsageError
 
 DEFAULT_PORT = 7100
+STATUS_TABLE = "agent_status"
+STATUS_INTERVAL_S = 10.0
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_RETENTION_S = 15 * 60.0
 DEFAULT_TABLE_BUDGET_MB = 64
@@ -249,13 +253,23 @@ class AgentDaemon:
         self.agent_id = f"{socket.gethostname()}:{os.getpid()}:{self.started_ns}"
         self.queries = 0
         self.query_errors: dict[str, int] = {}
+        self.address = ""  # where it serves (set once listening)
+        # The agent_status table (Pixie's GetAgentStatus shape): its own store, written by the
+        # daemon's thread only, so neither the collectors' store nor a capture is touched.
+        from pxq.agent.table_store import TableStore
+
+        self.status_store = TableStore(host=socket.gethostname())
+        self._status_lock = threading.Lock()
 
     # -- collecting
 
     def tables(self) -> list[str]:
         """The tables this agent holds (collects, or its capture has)."""
         if self.capture is not None:
-            return self.capture.table_names()
+            return [*self.capture.table_names(), STATUS_TABLE]
+        return [*self.collected_tables(), STATUS_TABLE]
+
+    def collected_tables(self) -> list[str]:
         from pxq.agent.collectors import COLLECTORS
 
         return [t for name in self.config.enabled() for t in COLLECTORS[name].tables]
@@ -280,7 +294,7 @@ class AgentDaemon:
             table_budget_bytes=int(self.config.table_budget_mb * 1024 * 1024),
         )
         self.window = LiveWindow(
-            self.tables(),
+            self.collected_tables(),
             window_s=self.config.retention_s,
             options=options,
             collector_options={"perf_profiler": (("sample_hz", str(self.config.sample_hz)),)},
@@ -302,12 +316,48 @@ class AgentDaemon:
         return self.capture.end_time_ns if self.capture is not None else time.time_ns()
 
     def source(self) -> Any:
-        """A DataSource for one query, as of now."""
+        """A DataSource for one query, as of now (agent_status read from the agent's own rows)."""
         if self.capture is not None:
-            return self.capture
+            return _WithStatus(self.capture, self.status_store)
         now = time.time_ns()
         begin = max(self.window.started_ns or now, now - int(self.window.window_s * 1e9))
-        return StoreView(self.window.store, begin, now)
+        return _WithStatus(StoreView(self.window.store, begin, now), self.status_store)
+
+    def record_status(self) -> None:
+        """Append one agent_status row (every STATUS_INTERVAL_S, and before a query reading it)."""
+        import pyarrow as pa
+
+        from pxq.agent.procinfo import process_info, upid_of
+        from pxq.tables import CATALOG
+
+        status = self.status()
+        lost = sum(sum(split_losses(counters)[0].values()) for counters in status["drops"].values())
+        upid = upid_of(os.getpid()) or f"0:{os.getpid()}:0"
+        if upid not in self.status_store.processes:  # px.upid_to_* on the agent's own row
+            self.status_store.processes[upid] = process_info(os.getpid()) or {"pid": os.getpid()}
+        row = {
+            "time_": time.time_ns(),
+            "upid": upid,
+            "agent_id": self.agent_id,
+            "asid": 0,
+            "hostname": socket.gethostname(),
+            "ip_address": self.address.rpartition(":")[0],
+            "agent_state": "AGENT_STATE_HEALTHY" if status["state"] == "running" else "AGENT_STATE_UNRESPONSIVE",
+            "create_time": self.started_ns,
+            "last_heartbeat_ns": 0,
+            "cpu_utime_ns": int(status["cpu_user_s"] * 1e9),
+            "cpu_ktime_ns": int(status["cpu_system_s"] * 1e9),
+            "rss_bytes": status["rss_bytes"],
+            "table_rows": sum(t["rows"] for name, t in status["tables"].items() if name != STATUS_TABLE),
+            "table_bytes": sum(t["bytes"] or 0 for name, t in status["tables"].items() if name != STATUS_TABLE),
+            "events_lost": lost,
+            "rows_evicted": sum(t["evicted_retention"] for t in status["tables"].values()),
+            "drops": json.dumps(status["drops"], sort_keys=True),
+        }
+        schema = CATALOG[STATUS_TABLE].arrow_schema()
+        with self._status_lock:
+            self.status_store.append(STATUS_TABLE, pa.Table.from_pylist([row], schema=schema))
+            self.status_store.drop_before(time.time_ns() - int(self.config.retention_s * 1e9))
 
     def info(self) -> dict[str, Any]:
         """What a client needs before planning: the clock, the tables and who fills them."""
@@ -347,6 +397,11 @@ class AgentDaemon:
             loop = getattr(self.window, "_loop", None)
             for collector in getattr(loop, "running", ()):
                 probes.extend(_probes_of(collector))
+        tables[STATUS_TABLE] = {
+            "rows": self.status_store.rows(STATUS_TABLE),
+            "bytes": self.status_store.size_bytes(STATUS_TABLE),
+            "evicted_retention": 0,
+        }
         return {
             **self.info(),
             "state": "failed" if self.failure() is not None else "running",
@@ -384,6 +439,26 @@ class AgentDaemon:
                 path.unlink()
         except (OSError, ValueError):
             pass
+
+
+class _WithStatus:
+    """``source`` with the agent_status table read from the agent's own store."""
+
+    def __init__(self, source: Any, status_store: Any):
+        self._source = source
+        self._status = status_store
+        self.host = source.host
+        self.processes = {**source.processes, **status_store.processes}
+        self.drops = getattr(source, "drops", {})
+        self.start_time_ns = getattr(source, "start_time_ns", None)
+        self.end_time_ns = getattr(source, "end_time_ns", None)
+        self.supports_dictionary_strings = getattr(source, "supports_dictionary_strings", False)
+
+    def scan(self, table, columns=None, start_ns=None, end_ns=None, **options) -> pa.Table:
+        if table == STATUS_TABLE:
+            options.pop("dictionary_strings", None)
+            return self._status.scan(table, columns, start_ns, end_ns, **options)
+        return self._source.scan(table, columns, start_ns, end_ns, **options)
 
 
 def _probes_of(collector: Any) -> list[str]:

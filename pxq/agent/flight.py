@@ -220,6 +220,8 @@ class AgentFlightServer(flight.FlightServerBase):
             raise self._fail("bad_ticket", exc) from None
         fragment = query["fragment"]
         try:
+            if "agent_status" in _tables_read(fragment):
+                self.daemon.record_status()  # the agent as it is now, besides its history
             if self.daemon.failure() is not None:
                 raise AgentQueryError(f"the agent's collection stopped: {self.daemon.failure()}")
             source = self.daemon.source()

@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from pxq.errors import UsageError
@@ -81,7 +82,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pxq.agent.daemon import AgentDaemon, load_config, parse_address
+    from pxq.agent.daemon import STATUS_INTERVAL_S, AgentDaemon, load_config, parse_address
     from pxq.agent.flight import AgentFlightServer
 
     collectors = {
@@ -119,11 +120,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 128 + received[0]
         host, port = parse_address(config.listen)
         server = AgentFlightServer(daemon, f"grpc+tcp://{host}:{port}")
-        address = f"{host}:{server.port}"
+        address = daemon.address = f"{host}:{server.port}"
+        daemon.record_status()
         path = daemon.write_state(address)
         what = f"replaying {config.replay}" if config.replay else f"collecting {', '.join(config.enabled())}"
         print(f"pxq: agent serving on {address} ({what}); address in {path}", file=sys.stderr, flush=True)
+        next_status = time.monotonic() + STATUS_INTERVAL_S
         while not stop.wait(1.0):
+            if time.monotonic() >= next_status:
+                daemon.record_status()
+                next_status += STATUS_INTERVAL_S
             failure = daemon.failure()
             if failure is not None:
                 print(f"pxq: agent: collection stopped: {failure}", file=sys.stderr)
@@ -204,3 +210,27 @@ def format_status(status: dict[str, Any]) -> str:
         )
     console.print(table)
     return "\n".join(lines) + "\n" + console.export_text().rstrip()
+
+
+def agent_for_run(args: argparse.Namespace) -> str | None:
+    """The agent ``pxq run`` answers from: --agent's, else the local agent's when its state file
+    exists and it answers (said in one line on stderr either way); None: collect embedded."""
+    from pxq.agent.daemon import read_state
+    from pxq.agent.flight import agent_answers
+
+    if args.agent:
+        return args.agent
+    if args.no_agent:
+        return None
+    state = read_state()
+    if state is None:
+        return None
+    if agent_answers(state["address"]) is None:
+        print(
+            f"pxq: the local agent ({state['path']}) does not answer at {state['address']}: "
+            "collecting embedded instead",
+            file=sys.stderr,
+        )
+        return None
+    print(f"pxq: answering from the local agent at {state['address']} (--no-agent collects embedded)", file=sys.stderr)
+    return state["address"]

@@ -336,6 +336,7 @@ def cmd_run(args, script_argv: list[str]) -> int:
     import datetime
 
     from pxq.api import run_live, run_script
+    from pxq.cli.agent import agent_for_run
     from pxq.library import load_script
     from pxq.render import render, written_lines
 
@@ -358,7 +359,7 @@ def cmd_run(args, script_argv: list[str]) -> int:
         capture = open_capture(args.source)
         compiled, results = run_script(script, args=script_args, source=capture)
         drops = capture.drops
-    elif (agent := _agent_for_run(args)) is not None:
+    elif (agent := agent_for_run(args)) is not None:
         from pxq.agent.flight import AgentClient
 
         with AgentClient(agent) as client:
@@ -393,30 +394,6 @@ def cmd_run(args, script_argv: list[str]) -> int:
     for note in results.notes:
         print(f"pxq: {note}", file=sys.stderr)
     return _cut_short_status(window)
-
-
-def _agent_for_run(args) -> str | None:
-    """The agent ``pxq run`` answers from: --agent's, else the local agent's when its state file
-    exists and it answers (said in one line on stderr either way); None: collect embedded."""
-    from pxq.agent.daemon import read_state
-    from pxq.agent.flight import agent_answers
-
-    if args.agent:
-        return args.agent
-    if args.no_agent:
-        return None
-    state = read_state()
-    if state is None:
-        return None
-    if agent_answers(state["address"]) is None:
-        print(
-            f"pxq: the local agent ({state['path']}) does not answer at {state['address']}: "
-            "collecting embedded instead",
-            file=sys.stderr,
-        )
-        return None
-    print(f"pxq: answering from the local agent at {state['address']} (--no-agent collects embedded)", file=sys.stderr)
-    return state["address"]
 
 
 def _cut_short_status(window) -> int:

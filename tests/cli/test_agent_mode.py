@@ -100,13 +100,13 @@ def test_a_stale_state_file_falls_back_to_embedded_in_one_line(tmp_path, capsys)
     """The file names an address nobody answers at: said once, and embedded collection is chosen."""
     import argparse
 
-    from pxq.cli.main import _agent_for_run
+    from pxq.cli.agent import agent_for_run
     from pxq.testing.ports import free_port
 
     (tmp_path / "agent.json").write_text(json.dumps({"address": f"127.0.0.1:{free_port()}", "pid": 1}))
     os.environ["PXQ_STATE_DIR"] = str(tmp_path)
     try:
-        chosen = _agent_for_run(argparse.Namespace(agent=None, no_agent=False))
+        chosen = agent_for_run(argparse.Namespace(agent=None, no_agent=False))
     finally:
         del os.environ["PXQ_STATE_DIR"]
     lines = capsys.readouterr().err.strip().splitlines()
@@ -133,7 +133,7 @@ def _ticket_for(script: str, now_ns: int) -> tuple[dict, bytes]:
 
 def _still_serving(agent) -> None:
     with AgentClient(agent.address) as client:
-        assert client.info()["tables"] == {"http_events": "socket_tracer"}
+        assert client.info()["tables"] == {"http_events": "socket_tracer", "agent_status": "agent"}
         doc, raw = _ticket_for("import px\npx.display(px.DataFrame('http_events'))", START_NS + SPAN_NS)
         assert client.get(raw).num_rows == 3000
 
@@ -155,7 +155,7 @@ def _still_serving(agent) -> None:
                 }
             ).encode(),
             "plan JSON at $.fragment.nodes[0].table: this agent does not hold table 'dns_events' "
-            "(its collector socket_tracer is not running here; it holds http_events)",
+            "(its collector socket_tracer is not running here; it holds agent_status, http_events)",
         ),
         (
             lambda doc: json.dumps(
@@ -271,3 +271,38 @@ def test_table_budget_evicts_the_oldest_rows_counted():
     assert store.drops["http_events"] == {"table_store_budget": 3000}
     assert store.drop_before(START_NS + 4) == {"http_events": 1000}
     assert store.rows("http_events") == 1000
+
+
+def test_agent_status_is_a_table_scripts_can_query(agent, tmp_path):
+    """Pixie's GetAgentStatus columns (pixie:src/vizier/funcs/md_udtfs/md_udtfs_impl.h), then pxq's
+    own, about the agent process the test started."""
+    import socket
+
+    script = tmp_path / "status.pxl"
+    script.write_text(
+        "import px\n"
+        "df = px.DataFrame('agent_status')\n"
+        "df.pid = px.upid_to_pid(df.upid)\n"
+        "df.cmd = px.upid_to_cmdline(df.upid)\n"
+        "px.display(df, 'status')\n"
+    )
+    proc = run_pxq("run", str(script), "--agent", agent.address, "-o", "json", check=True)
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert rows, proc.stderr
+    last = rows[-1]
+    assert list(last)[1:9] == [
+        "time_",
+        "upid",
+        "agent_id",
+        "asid",
+        "hostname",
+        "ip_address",
+        "agent_state",
+        "create_time",
+    ]
+    assert last["pid"] == agent.pid and "agent serve" in last["cmd"]
+    assert last["hostname"] == socket.gethostname() and last["ip_address"] == "127.0.0.1"
+    assert last["agent_state"] == "AGENT_STATE_HEALTHY" and last["last_heartbeat_ns"] == 0
+    assert last["table_rows"] == 3000
+    assert last["events_lost"] == 10 and json.loads(last["drops"])["http_events"] == {"ringbuf_full": 7, "data_gap": 3}
+    assert last["rss_bytes"] > 10 * 2**20 and last["cpu_utime_ns"] > 0
