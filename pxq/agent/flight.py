@@ -252,15 +252,21 @@ class AgentFlightServer(flight.FlightServerBase):
         return flight.GeneratorStream(schema, batches())
 
     def list_actions(self, context: Any) -> list[tuple[str, str]]:
-        return [("info", "the agent's clock, tables and collectors (JSON)"), ("status", "pxq agent status (JSON)")]
+        return [
+            ("info", "the agent's clock, tables and collectors (JSON)"),
+            ("status", "pxq agent status (JSON)"),
+            ("processes", "upid -> process identity (JSON)"),
+        ]
 
     def do_action(self, context: Any, action: flight.Action) -> Iterator[flight.Result]:
         if action.type == "info":
             body = self.daemon.info()
         elif action.type == "status":
             body = self.daemon.status()
+        elif action.type == "processes":
+            body = self.daemon.source().processes
         else:
-            raise flight.FlightServerError(f"unknown action {action.type!r} (known: info, status)")
+            raise flight.FlightServerError(f"unknown action {action.type!r} (known: info, status, processes)")
         return iter([flight.Result(json.dumps(body).encode())])
 
 
@@ -309,6 +315,10 @@ class AgentClient:
 
     def status(self) -> dict[str, Any]:
         return self._action("status")
+
+    def processes(self) -> dict[str, dict]:
+        """The identity of every process the agent's rows name (upid -> identity)."""
+        return self._action("processes")
 
     def get(self, ticket: bytes) -> pa.Table:
         """The table of one query ticket (its schema metadata: drops, processes, host, end)."""
@@ -401,3 +411,40 @@ def wait_for_agent(address: str, timeout_s: float) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise AgentQueryError(f"no agent answered at {address} within {timeout_s:g}s")
         time.sleep(0.05)
+
+
+class AgentDataSource:
+    """A running agent as the executor's DataSource (the REPL's ``:source agent``): each scan is one
+    query ticket holding just the table's Source node (columns and time range; never code), and a
+    filter the executor pushes into the scan (an Arrow expression, which is not plan data) is
+    applied here. ``processes`` and ``end_time_ns`` are the agent's as of creation (one per query)."""
+
+    supports_dictionary_strings = False
+
+    def __init__(self, client: AgentClient):
+        self.client = client
+        info = client.info()
+        self.host = info.get("host", "")
+        self.tables: dict[str, str] = dict(info.get("tables", {}))
+        self.end_time_ns: int = info["now_ns"]
+        self.processes: dict[str, dict] = client.processes()
+        self.drops: dict[str, dict[str, int]] = {}
+
+    def scan(self, table, columns=None, start_ns=None, end_ns=None, *, filter=None, filter_columns=()):  # noqa: A002
+        from pxq.plan.compile import table_schema
+        from pxq.plan.nodes import Source
+        from pxq.tables import CATALOG
+
+        schema = table_schema(CATALOG[table])
+        if table not in self.tables:  # empty, as a capture's missing table (the REPL said so)
+            empty = CATALOG[table].arrow_schema().empty_table()
+            return empty if columns is None else empty.select(list(columns))
+        wanted = schema.names if columns is None else [c for c in schema.names if c in {*columns, *filter_columns}]
+        source = Source(table, schema, tuple(wanted), start_ns, end_ns)
+        data = self.client.get(make_ticket(source, now_ns=self.end_time_ns))
+        for name, counters in json.loads((data.schema.metadata or {}).get(META_DROPS, b"{}")).items():
+            self.drops[name] = counters
+        data = data.replace_schema_metadata(None)
+        if filter is not None:
+            data = data.filter(filter)
+        return data if columns is None else data.select(list(columns))
