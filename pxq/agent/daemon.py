@@ -372,6 +372,9 @@ class AgentDaemon:
             "history_from_ns": source.start_time_ns,
             "tables": {t: self.collector_of(t) for t in self.tables()},
             "collectors": self.config.enabled() if self.capture is None else [],
+            "collector_options": {"perf_profiler": {"sample_hz": self.config.sample_hz}}
+            if self.capture is None
+            else {},
         }
 
     def status(self) -> dict[str, Any]:

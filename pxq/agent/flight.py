@@ -354,6 +354,7 @@ class AgentClient:
             inputs.append(table.replace_schema_metadata(None))
         merged = _Merged(host, processes, info["now_ns"])
         results = execute(plan.merge, merged, fragment_inputs=tuple(inputs))
+        results.notes[:0] = settings_notes(plan.manifest, info, self.address)
         return compiled, results, drops
 
 
@@ -381,6 +382,22 @@ def check_collected(manifest: Any, info: dict[str, Any], address: str) -> None:
             f"running there; it holds {', '.join(sorted(held)) or 'nothing'}): switch it on in the agent's "
             "config, or run without the agent (--from DIR, or embedded with --no-agent)"
         )
+
+
+def settings_notes(manifest: Any, info: dict[str, Any], address: str) -> list[str]:
+    """Collector settings the script asks for that differ from what the agent runs with (its
+    history was collected as it was configured): said, not refused."""
+    running = info.get("collector_options", {})
+    notes = []
+    for request in manifest.collectors:
+        for key, wanted in request.options:
+            have = running.get(request.name, {}).get(key)
+            if have is not None and str(have) != str(wanted):
+                notes.append(
+                    f"the script sets {request.name}.{key}={wanted}, but agent {address} collects with "
+                    f"{key}={have}: its history is what is shown"
+                )
+    return notes
 
 
 def _flight_message(exc: BaseException) -> str:

@@ -88,7 +88,10 @@ def test_profiler_runs_at_the_low_default_rate(tmp_path):
             lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
             samples = (lines[0]["samples"] or 0) if lines else 0
             time.sleep(0.5)
+        flame = run_pxq("run", "cpu_flamegraph", "--agent", agent.address, "-o", "folded", check=True)
         with AgentClient(agent.address) as client:
             status = client.status()
+    # The bundled flamegraph asks for 99 Hz: the agent's 19 Hz history is shown, and said.
+    assert "perf_profiler.sample_hz=99, but agent" in flame.stderr and flame.stdout.strip()
     assert status["profiler_sample_hz"] == 19 and status["collectors"]["perf_profiler"] == "on"
     assert 19 <= samples <= 2 * 2 * 19 + 5, samples

@@ -306,3 +306,20 @@ def test_agent_status_is_a_table_scripts_can_query(agent, tmp_path):
     assert last["table_rows"] == 3000
     assert last["events_lost"] == 10 and json.loads(last["drops"])["http_events"] == {"ringbuf_full": 7, "data_gap": 3}
     assert last["rss_bytes"] > 10 * 2**20 and last["cpu_utime_ns"] > 0
+
+
+def test_a_script_asking_another_profiler_rate_than_the_agents_is_told_so():
+    """cpu_flamegraph sets perf_profiler.sample_hz (99 by default); an agent profiling at 19 Hz
+    answers from its history and says so, rather than pretending or refusing."""
+    from pxq.agent.flight import settings_notes
+    from pxq.api import compile_script
+    from pxq.library import load_script
+    from pxq.plan.split import split
+
+    manifest = split(compile_script(load_script("cpu_flamegraph"), now_ns=START_NS).optimized).manifest
+    info = {"collector_options": {"perf_profiler": {"sample_hz": 19}}}
+    assert settings_notes(manifest, info, "127.0.0.1:1") == [
+        "the script sets perf_profiler.sample_hz=99, but agent 127.0.0.1:1 collects with sample_hz=19: "
+        "its history is what is shown"
+    ]
+    assert settings_notes(manifest, {"collector_options": {"perf_profiler": {"sample_hz": 99}}}, "a:1") == []
