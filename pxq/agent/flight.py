@@ -26,6 +26,7 @@ server goes on serving.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -50,6 +51,19 @@ class AgentQueryError(PxqError):
     """The agent refused or failed a query: its message, as the agent said it."""
 
     exit_code = 1
+
+
+class AgentUnavailableError(AgentQueryError):
+    """No agent answers at the address (nothing listens, or it did not answer in time)."""
+
+    exit_code = 3
+
+
+def _client_error(address: str, exc: BaseException) -> AgentQueryError:
+    if isinstance(exc, (flight.FlightUnavailableError, flight.FlightTimedOutError)):
+        detail = "connection refused" if "Connection refused" in str(exc) else _flight_message(exc)
+        return AgentUnavailableError(f"no agent answers at {address} ({detail}); is `pxq agent serve` running?")
+    return AgentQueryError(f"agent {address}: {_flight_message(exc)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +321,7 @@ class AgentClient:
         try:
             results = list(self._client.do_action(flight.Action(name, b""), options=options))
         except flight.FlightError as exc:
-            raise AgentQueryError(f"agent {self.address}: {_flight_message(exc)}") from None
+            raise _client_error(self.address, exc) from None
         return json.loads(results[0].body.to_pybytes())
 
     def info(self, timeout_s: float | None = None) -> dict[str, Any]:
@@ -325,7 +339,7 @@ class AgentClient:
         try:
             return self._client.do_get(flight.Ticket(ticket), options=self._options).read_all()
         except flight.FlightError as exc:
-            raise AgentQueryError(f"agent {self.address}: {_flight_message(exc)}") from None
+            raise _client_error(self.address, exc) from None
 
     def run(self, script: Any, *, args: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, dict[str, int]]]:
         """Compile ``script`` against the agent's clock, run its agent fragments on the agent and
@@ -406,7 +420,7 @@ def _flight_message(exc: BaseException) -> str:
     for marker in (". Detail:", ". gRPC client debug context:"):
         if marker in text:
             text = text.split(marker, 1)[0]
-    return text.removeprefix("Flight returned internal error, with message: ").strip()
+    return re.sub(r"^Flight returned [a-z ]+ error, with message: ", "", text).strip()
 
 
 def agent_answers(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> dict[str, Any] | None:

@@ -323,3 +323,15 @@ def test_a_script_asking_another_profiler_rate_than_the_agents_is_told_so():
         "its history is what is shown"
     ]
     assert settings_notes(manifest, {"collector_options": {"perf_profiler": {"sample_hz": 99}}}, "a:1") == []
+
+
+def test_no_agent_at_the_address_is_one_clear_line():
+    from pxq.testing.ports import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    for args in (["agent", "status", "--agent", address], ["run", "http_data", "--agent", address]):
+        proc = run_pxq(*args)
+        assert proc.returncode == 3
+        assert (
+            proc.stderr == f"pxq: no agent answers at {address} (connection refused); is `pxq agent serve` running?\n"
+        )

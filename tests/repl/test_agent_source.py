@@ -61,5 +61,5 @@ def test_an_agent_that_does_not_answer_is_said_at_once(tmp_path):
     other = Path(write_synthetic_capture(tmp_path / "other", 10, seed=9))
     session = ReplSession(CaptureSource(other), output_dir=tmp_path / "flames")
     reply = session.submit(f":source agent 127.0.0.1:{free_port()}")
-    assert reply.error is not None and "agent 127.0.0.1:" in reply.error
+    assert reply.error is not None and "no agent answers at 127.0.0.1:" in reply.error
     assert ok(session, ":source").lines[0].startswith("capture ")  # still the capture
