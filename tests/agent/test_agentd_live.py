@@ -95,3 +95,25 @@ def test_profiler_runs_at_the_low_default_rate(tmp_path):
     assert "perf_profiler.sample_hz=99, but agent" in flame.stderr and flame.stdout.strip()
     assert status["profiler_sample_hz"] == 19 and status["collectors"]["perf_profiler"] == "on"
     assert 19 <= samples <= 2 * 2 * 19 + 5, samples
+
+
+def test_rows_older_than_the_retention_are_evicted_and_counted(tmp_path):
+    require_bpf()
+    tag = f"agentdret{time.time_ns()}"
+    with running_agent("--no-perf-profiler", "--retention", "10s", state_dir=tmp_path, timeout_s=180) as agent:
+        with python_backend() as backend:
+            sent = send_requests(backend.port, tag, 8)
+            deadline = time.monotonic() + 8  # within the retention (a query takes about a second)
+            while len(rows := _rows_for(agent.address, tag)) < 2 * len(sent) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(rows) == 2 * len(sent)
+        deadline = time.monotonic() + QUERY_TIMEOUT_S
+        # Then, past the retention, they are gone from the answers and counted as evicted.
+        while time.monotonic() < deadline:
+            with AgentClient(agent.address) as client:
+                evicted = client.status()["tables"]["http_events"]["evicted_retention"]
+            rows = _rows_for(agent.address, tag)
+            if not rows and evicted >= 2 * len(sent):
+                break
+            time.sleep(0.5)
+        assert rows == [] and evicted >= 2 * len(sent), (len(rows), evicted)
