@@ -28,6 +28,9 @@ examples:
   pxq explain http_data --bpf                   the eBPF program the agent would load
   pxq tables http_events                        columns of a table
   pxq repl --from capture/                      an interactive PxL session over a capture (live without --from)
+  pxq agent serve                               collect all along, answer `pxq run` at once (Arrow Flight, loopback)
+  pxq run http_data -- --start_time=-5m         with a local agent running: its last 5 minutes, at once
+  pxq agent status                              the agent's collectors, tables, drops, CPU and RSS
 
 output: the table fits the terminal (COLUMNS, else its width), hiding whole columns, least needed
 (bodies, headers, JSON) first, named in a footer; piped with COLUMNS unset, nothing is cut.
