@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pxq.agent.defaults import DEFAULT_BODY_LIMIT
 from pxq.agent.table_store import split_losses
@@ -239,6 +240,42 @@ class StoreView:
         start = self.start_time_ns if start_ns is None else max(start_ns, self.start_time_ns)
         data = self.store.scan(table, columns=None, start_ns=start, end_ns=end_ns, filter=filter)
         return data if columns is None else data.select(list(columns))
+
+    def scan_chunks(
+        self, table, columns=None, start_ns=None, end_ns=None, *, filter=None, filter_columns=(), rows=16_384
+    ):  # noqa: A002
+        """:meth:`scan`'s rows in order, about ``rows`` at a time, read from the store's batches as
+        they are asked for (a head stops early instead of copying the whole history)."""
+        from pxq.tables import CATALOG
+
+        schema = CATALOG[table].arrow_schema()
+        start = self.start_time_ns if start_ns is None else max(start_ns, self.start_time_ns)
+        group: list[pa.Table] = []
+        pending = 0
+        yielded = False
+        for batch in [*self.store.batches(table), None]:
+            if batch is not None:
+                group.append(batch)
+                pending += batch.num_rows
+                if pending < rows:
+                    continue
+            if not group and yielded:
+                break
+            data = (
+                pa.concat_tables([b if b.schema == schema else b.cast(schema) for b in group])
+                if group
+                else schema.empty_table()
+            )
+            group, pending = [], 0
+            times = data.column("time_").cast(pa.int64())
+            keep = pc.greater_equal(times, start)
+            if end_ns is not None:
+                keep = pc.and_(keep, pc.less(times, end_ns))
+            data = data.filter(keep)
+            if filter is not None:
+                data = data.filter(filter)
+            yielded = True
+            yield data if columns is None else data.select(list(columns))
 
 
 class AgentDaemon:
@@ -462,6 +499,18 @@ class _WithStatus:
             options.pop("dictionary_strings", None)
             return self._status.scan(table, columns, start_ns, end_ns, **options)
         return self._source.scan(table, columns, start_ns, end_ns, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "scan_chunks" and hasattr(self._source, "scan_chunks"):
+            source_chunks = self._source.scan_chunks
+
+            def chunks(table, *args, **options):
+                if table == STATUS_TABLE:
+                    return iter([self.scan(table, *args, **options)])
+                return source_chunks(table, *args, **options)
+
+            return chunks
+        raise AttributeError(name)
 
 
 def _probes_of(collector: Any) -> list[str]:

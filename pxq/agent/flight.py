@@ -7,7 +7,8 @@ JSON data, never code or PxL text::
     {"format": "pxq-agent-query", "version": 1,
      "fragment": <a pxq.plan.serialize "fragments" document with one root>,
      "now_ns": int, "settings": [[key, value], ...],      # px.now() and #px:set of the script
-     "start_ns": int | null, "end_ns": int | null}       # the time range the agent may read
+     "start_ns": int | null, "end_ns": int | null,       # the time range the agent may read
+     "limit": int | null}                                # rows the merge side reads at most (head)
 
 The agent reads the plan back checked (``PlanFormatError`` with the JSON path of a bad element),
 accepts only per-row nodes (Source, Filter, Map, Project), checks every table and column against
@@ -39,6 +40,7 @@ from pxq.errors import PxqError
 TICKET_FORMAT = "pxq-agent-query"
 TICKET_VERSION = 1
 BATCH_ROWS = 65_536
+CHUNK_ROWS = 16_384  # source rows per step when only the first rows are wanted (a head)
 _AGENT_NODE_KINDS = ("source", "filter", "map", "project")
 META_DROPS = b"pxq.drops"
 META_PROCESSES = b"pxq.processes"
@@ -71,7 +73,13 @@ def _client_error(address: str, exc: BaseException) -> AgentQueryError:
 
 
 def make_ticket(
-    fragment: Any, *, now_ns: int, settings: tuple[tuple[str, str], ...] = (), start_ns=None, end_ns=None
+    fragment: Any,
+    *,
+    now_ns: int,
+    settings: tuple[tuple[str, str], ...] = (),
+    start_ns=None,
+    end_ns=None,
+    limit: int | None = None,
 ) -> bytes:
     from pxq.plan.serialize import to_dict
 
@@ -84,6 +92,7 @@ def make_ticket(
             "settings": [[k, v] for k, v in settings],
             "start_ns": start_ns,
             "end_ns": end_ns,
+            "limit": limit,
         },
         ensure_ascii=True,
         allow_nan=False,
@@ -106,7 +115,7 @@ def read_ticket(raw: bytes, tables: dict[str, str]) -> dict[str, Any]:
         raise PlanFormatError(
             "$.version", f"version {doc.get('version')!r} is not one this agent reads ({TICKET_VERSION})"
         )
-    known = {"format", "version", "fragment", "now_ns", "settings", "start_ns", "end_ns"}
+    known = {"format", "version", "fragment", "now_ns", "settings", "start_ns", "end_ns", "limit"}
     for key in doc:
         if key not in known:
             raise PlanFormatError(f"$.{key}", "unknown field of a query ticket")
@@ -116,6 +125,9 @@ def read_ticket(raw: bytes, tables: dict[str, str]) -> dict[str, Any]:
     for key in ("start_ns", "end_ns"):
         if doc.get(key) is not None and type(doc.get(key)) is not int:
             raise PlanFormatError(f"$.{key}", f"expected an integer (ns) or null, got {doc.get(key)!r}")
+    limit = doc.get("limit")
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise PlanFormatError("$.limit", f"expected a row count (an integer >= 0) or null, got {limit!r}")
     settings = doc.get("settings", [])
     if not isinstance(settings, list) or not all(
         isinstance(s, list) and len(s) == 2 and all(isinstance(x, str) for x in s) for s in settings
@@ -179,6 +191,7 @@ def read_ticket(raw: bytes, tables: dict[str, str]) -> dict[str, Any]:
         "settings": tuple((k, v) for k, v in settings),
         "start_ns": doc.get("start_ns"),
         "end_ns": doc.get("end_ns"),
+        "limit": limit,
     }
 
 
@@ -197,12 +210,68 @@ class _Bounded:
         self.supports_dictionary_strings = getattr(source, "supports_dictionary_strings", False)
         self._start, self._end = start_ns, end_ns
 
-    def scan(self, table, columns=None, start_ns=None, end_ns=None, **options):
+    def _range(self, start_ns, end_ns):
         if self._start is not None:
             start_ns = self._start if start_ns is None else max(start_ns, self._start)
         if self._end is not None:
             end_ns = self._end if end_ns is None else min(end_ns, self._end)
-        return self._source.scan(table, columns, start_ns, end_ns, **options)
+        return start_ns, end_ns
+
+    def scan(self, table, columns=None, start_ns=None, end_ns=None, **options):
+        return self._source.scan(table, columns, *self._range(start_ns, end_ns), **options)
+
+    def chunks(self, table, columns=None, start_ns=None, end_ns=None, **options) -> Iterator[pa.Table]:
+        """The scan's rows in order, a chunk at a time: read as asked for where the source can
+        (the live store), else sliced from one scan (a capture)."""
+        start_ns, end_ns = self._range(start_ns, end_ns)
+        scan_chunks = getattr(self._source, "scan_chunks", None)
+        if scan_chunks is not None:
+            yield from scan_chunks(table, columns, start_ns, end_ns, rows=CHUNK_ROWS, **options)
+            return
+        data = self._source.scan(table, columns, start_ns, end_ns, **options)
+        for offset in range(0, max(data.num_rows, 1), CHUNK_ROWS):
+            yield data.slice(offset, CHUNK_ROWS)
+
+
+class _Chunks:
+    """The fragment's one Source read a chunk per run (see :func:`_first_rows`)."""
+
+    def __init__(self, source: _Bounded):
+        self._source = source
+        self.host, self.processes = source.host, source.processes
+        self.end_time_ns = source.end_time_ns
+        self.supports_dictionary_strings = source.supports_dictionary_strings
+        self._chunks: Iterator[pa.Table] | None = None
+        self._last: pa.Table | None = None
+        self.done = False
+
+    def scan(self, table, columns=None, start_ns=None, end_ns=None, **options):
+        if self._chunks is None:
+            self._chunks = self._source.chunks(table, columns, start_ns, end_ns, **options)
+        part = next(self._chunks, None)
+        if part is None:
+            self.done = True
+            assert self._last is not None  # chunks() gives at least one, maybe empty
+            return self._last.slice(0, 0)
+        self._last = part
+        return part
+
+
+def _first_rows(fragment: Any, graph: Any, source: Any, limit: int) -> pa.Table:
+    """The fragment's first ``limit`` rows, computed chunk by chunk of its Source's rows until
+    there are enough: exact, since an agent fragment's steps (Filter, Map, Project) work row by
+    row and keep row order, so the first rows of the whole are the first rows of the chunks."""
+    from pxq.exec.execute import execute_fragments
+
+    chunks = _Chunks(source)
+    parts: list[pa.Table] = []
+    rows = 0
+    while not parts or (rows < limit and not chunks.done):
+        (part,) = execute_fragments((fragment,), graph, chunks)
+        parts.append(part)
+        rows += part.num_rows
+    parts = [p.cast(parts[0].schema) if p.schema != parts[0].schema else p for p in parts]
+    return pa.concat_tables(parts).slice(0, limit)
 
 
 def _tables_read(fragment: Any) -> list[str]:
@@ -241,7 +310,10 @@ class AgentFlightServer(flight.FlightServerBase):
             source = self.daemon.source()
             bounded = _Bounded(source, query["start_ns"], query["end_ns"])
             graph = Graph((), query["now_ns"], query["settings"])
-            (table,) = execute_fragments((fragment,), graph, bounded)
+            if query["limit"] is None:
+                (table,) = execute_fragments((fragment,), graph, bounded)
+            else:
+                table = _first_rows(fragment, graph, bounded, query["limit"])
             table = conform(table, fragment.schema)
         except PxqError as exc:
             raise self._fail("query_failed", exc) from None
@@ -356,9 +428,15 @@ class AgentClient:
         drops: dict[str, dict[str, int]] = {}
         processes: dict[str, dict] = {}
         host = info.get("host", "")
-        for fragment in plan.agent_fragments:
+        limits = fragment_limits(plan.merge)
+        for index, fragment in enumerate(plan.agent_fragments):
             table = self.get(
-                make_ticket(fragment, now_ns=compiled.optimized.now_ns, settings=compiled.optimized.settings)
+                make_ticket(
+                    fragment,
+                    now_ns=compiled.optimized.now_ns,
+                    settings=compiled.optimized.settings,
+                    limit=limits.get(index),
+                )
             )
             meta = table.schema.metadata or {}
             for name, counters in json.loads(meta.get(META_DROPS, b"{}")).items():
@@ -380,6 +458,23 @@ class _Merged:
 
     def scan(self, table, *_args, **_kwargs):
         raise AgentQueryError(f"the merge side cannot read table {table!r}: it runs on the agent")
+
+
+def fragment_limits(merge: Any) -> dict[int, int]:
+    """Per agent fragment, how many of its rows the merge side can read at most: when every node
+    reading it is a head (Limit), the largest n; otherwise it needs all (left out)."""
+    from pxq.plan.nodes import FragmentInput, Limit
+
+    readers: dict[int, list[Any]] = {}
+    for node in merge.nodes():
+        for child in node.inputs:
+            if isinstance(child, FragmentInput):
+                readers.setdefault(child.index, []).append(node)
+    return {
+        index: max(node.n for node in nodes)
+        for index, nodes in readers.items()
+        if all(isinstance(node, Limit) for node in nodes)
+    }
 
 
 def check_collected(manifest: Any, info: dict[str, Any], address: str) -> None:

@@ -151,6 +151,12 @@ class TableStore:
         entry = self._tables.get(table)
         return entry.bytes if entry else 0
 
+    def batches(self, table: str) -> list[pa.Table]:
+        """The batches ``table`` holds now, oldest first, as stored (strings may be dictionary-encoded):
+        for readers that want only the first rows (the node agent's heads)."""
+        with self._lock:
+            return list(self._tables[table].batches) if table in self._tables else []
+
     def table(self, table: str) -> pa.Table:
         schema = CATALOG[table].arrow_schema()
         with self._lock:

@@ -187,20 +187,93 @@ def test_bad_tickets_get_a_clear_error_and_the_agent_keeps_serving(agent, mangle
     _still_serving(agent)
 
 
-def test_client_disconnecting_mid_stream_leaves_the_agent_serving(tmp_path):
-    capture = write_synthetic_capture(tmp_path / "big", 200_000, seed=3, start_ns=START_NS, span_ns=SPAN_NS)
-    with running_agent("--from", capture, state_dir=tmp_path / "state") as big:
-        doc, raw = _ticket_for("import px\npx.display(px.DataFrame('http_events'))", START_NS + SPAN_NS)
-        host, port = big.address.rsplit(":", 1)
-        client = flight.connect(f"grpc+tcp://{host}:{port}")
-        reader = client.do_get(flight.Ticket(raw))
-        first = reader.read_chunk().data
-        assert 0 < first.num_rows < 200_000  # the stream is cut with most of it unsent
-        reader.cancel()
-        client.close()
-        with AgentClient(big.address) as again:
-            assert again.get(raw).num_rows == 200_000
-        assert big.proc.poll() is None
+@pytest.fixture(scope="module")
+def big_capture(tmp_path_factory) -> Path:
+    return Path(
+        write_synthetic_capture(
+            tmp_path_factory.mktemp("big") / "c",
+            200_000,
+            seed=3,
+            start_ns=START_NS,
+            span_ns=SPAN_NS,
+            null_fraction=0.02,
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def big_agent(big_capture, tmp_path_factory):
+    with running_agent("--from", str(big_capture), state_dir=tmp_path_factory.mktemp("big-state")) as running:
+        yield running
+
+
+def test_a_head_is_computed_on_the_agent_from_the_first_rows_only_and_exactly(big_agent, big_capture, tmp_path):
+    """The merge side reads at most 5000 rows (a head): the agent sends only those, computed chunk
+    by chunk over its rows, and they are the same rows pandas finds first."""
+    script = tmp_path / "head.pxl"
+    script.write_text(
+        "import px\n"
+        "df = px.DataFrame('http_events')\n"
+        "df = df[df.resp_status >= 500]\n"
+        "df.slow = df.latency > 2000000\n"
+        "df = df.head(5000)\n"
+        "px.display(df[['time_', 'req_path', 'resp_status', 'latency', 'slow']], 'head')\n"
+    )
+    proc = run_pxq("run", str(script), "--agent", big_agent.address, "-o", "json", check=True)
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    events = pq.read_table(big_capture / "http_events.parquet").to_pylist()
+    wanted = [(i, e) for i, e in enumerate(events) if e["resp_status"] is not None and e["resp_status"] >= 500][:5000]
+    assert len(wanted) == 5000 and wanted[-1][0] > 16_384  # the rows span several of the agent's chunks
+    assert [(r["req_path"], r["resp_status"], r["latency"]) for r in records] == [
+        (e["req_path"], e["resp_status"], e["latency"]) for _, e in wanted
+    ]
+    assert [r["slow"] for r in records] == [
+        None if e["latency"] is None else e["latency"] > 2_000_000 for _, e in wanted
+    ]
+
+
+def test_the_ticket_limit_is_checked_and_honoured(big_agent):
+    from pxq.api import compile_script
+    from pxq.library import Script
+    from pxq.plan.split import split
+
+    compiled = compile_script(
+        Script("t", "import px\npx.display(px.DataFrame('http_events').head(10))", "<t>"), now_ns=START_NS + SPAN_NS
+    )
+    (fragment,) = split(compiled.optimized).agent_fragments
+    with AgentClient(big_agent.address) as client:
+        assert client.get(make_ticket(fragment, now_ns=START_NS + SPAN_NS, limit=7)).num_rows == 7
+        assert client.get(make_ticket(fragment, now_ns=START_NS + SPAN_NS, limit=0)).num_rows == 0
+        doc = json.loads(make_ticket(fragment, now_ns=START_NS + SPAN_NS, limit=7))
+        with pytest.raises(AgentQueryError, match=r"plan JSON at \$\.limit: expected a row count"):
+            client.get(json.dumps({**doc, "limit": -1}).encode())
+
+
+def test_fragment_limits_only_where_every_reader_is_a_head():
+    from pxq.agent.flight import fragment_limits
+    from pxq.api import compile_script
+    from pxq.library import load_script
+    from pxq.plan.split import split
+
+    def limits(name: str) -> dict[int, int]:
+        return fragment_limits(split(compile_script(load_script(name), now_ns=START_NS).optimized).merge)
+
+    assert limits("http_data") == {0: 100}  # its num_head default
+    assert limits("service_stats") == {}  # a group-by reads every row
+
+
+def test_client_disconnecting_mid_stream_leaves_the_agent_serving(big_agent):
+    doc, raw = _ticket_for("import px\npx.display(px.DataFrame('http_events'))", START_NS + SPAN_NS)
+    host, port = big_agent.address.rsplit(":", 1)
+    client = flight.connect(f"grpc+tcp://{host}:{port}")
+    reader = client.do_get(flight.Ticket(raw))
+    first = reader.read_chunk().data
+    assert 0 < first.num_rows < 200_000  # the stream is cut with most of it unsent
+    reader.cancel()
+    client.close()
+    with AgentClient(big_agent.address) as again:
+        assert again.get(raw).num_rows == 200_000
+    assert big_agent.proc.poll() is None
 
 
 def test_agent_status_reports_tables_and_the_loss_counters(agent):
@@ -335,3 +408,31 @@ def test_no_agent_at_the_address_is_one_clear_line():
         assert (
             proc.stderr == f"pxq: no agent answers at {address} (connection refused); is `pxq agent serve` running?\n"
         )
+
+
+@pytest.mark.parametrize("batch_rows, chunk_rows", [(700, 2000), (2000, 700), (1, 5), (5000, 5000)])
+def test_live_store_chunks_are_its_scan_in_order(batch_rows, chunk_rows):
+    """A head on the live agent reads its store's batches as asked for: concatenated, the chunks
+    are exactly the whole scan (time bounds, pushed filter and columns applied alike)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from pxq.agent.daemon import StoreView
+    from pxq.agent.table_store import TableStore
+
+    n = 5000 if batch_rows > 1 else 40
+    events = synthetic_http_events(n, seed=11, start_ns=START_NS, span_ns=SPAN_NS, null_fraction=0.05)
+    store = TableStore()
+    for offset in range(0, n, batch_rows):
+        store.append("http_events", events.slice(offset, batch_rows))
+    begin, end = START_NS + SPAN_NS // 4, START_NS + SPAN_NS * 3 // 4
+    view = StoreView(store, begin, START_NS + SPAN_NS)
+    options = {"filter": ds.field("resp_status") >= 400, "filter_columns": ("resp_status",)}
+    chunks = list(view.scan_chunks("http_events", ["time_", "req_path"], None, end, rows=chunk_rows, **options))
+    times = events.column("time_").cast("int64")
+    keep = pc.and_(
+        pc.and_(pc.greater_equal(times, begin), pc.less(times, end)), pc.greater_equal(events["resp_status"], 400)
+    )
+    expected = events.filter(keep).select(["time_", "req_path"])
+    assert pa.concat_tables(chunks).to_pylist() == expected.to_pylist()
+    assert len(chunks) >= n // max(batch_rows, chunk_rows) - 1
