@@ -75,12 +75,21 @@ def main() -> int:
             for _ in range(args.rounds):
                 times["agent"].append(first_row_seconds(agent_cmd))
                 times["replay"].append(first_row_seconds(replay_cmd))
+            from pxq.agent.flight import AgentClient
+
+            with AgentClient(agent.address) as client:
+                status = client.status()
     mode = "replayed capture" if args.replay else "live agent"
     print(f"pxq run http_data, command start to first row ({mode}, {args.rounds} rounds, cpus={os.cpu_count()}):")
     for name, samples in times.items():
         print(
             f"  {name:7} median {statistics.median(samples):.3f} s  (min {min(samples):.3f} .. max {max(samples):.3f})"
         )
+    rows = status["tables"]["http_events"]["rows"]
+    print(
+        f"agent after the runs: http_events {rows:,} rows, rss {status['rss_bytes'] / 2**20:.0f} MiB, "
+        f"cpu {status['cpu_user_s'] + status['cpu_system_s']:.1f} s since start"
+    )
     median = statistics.median(times["agent"])
     print(f"agent: {median:.3f} s (target <= {TARGET_S:.1f} s): {'OK' if median <= TARGET_S else 'OVER'}")
     return 0
