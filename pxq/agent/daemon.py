@@ -514,20 +514,31 @@ class _WithStatus:
 
 
 def _probes_of(collector: Any) -> list[str]:
-    """The attach points a running collector holds, as bcc lists them (best effort)."""
+    """The attach points a running collector's bcc program holds (tracepoints, raw tracepoints,
+    perf events), read from bcc's own bookkeeping."""
     name = getattr(collector, "name", type(collector).__name__)
-    bpf = None
-    for attr in ("tracer", "_tracer", "program", "_program", "bpf", "_bpf"):
-        bpf = getattr(collector, attr, None)
-        if bpf is not None:
-            break
     out = []
-    inner = getattr(bpf, "bpf", None) or getattr(bpf, "_bpf", None) or bpf
-    for kind in ("tracepoint_fds", "raw_tracepoint_fds", "open_perf_events", "uprobe_fds"):
-        attached = getattr(inner, kind, None)
-        if isinstance(attached, dict):
-            out.extend(f"{name}: {kind.removesuffix('_fds').replace('_', ' ')} {key!s}" for key in attached)
-    return out or [name]
+    for holder in (getattr(collector, "tracer", None), getattr(collector, "profiler", None), collector):
+        bpf = getattr(holder, "_bpf", None)
+        if bpf is None:
+            continue
+        for key in getattr(bpf, "tracepoint_fds", {}) or {}:
+            out.append(f"{name}: tracepoint {_text(key)}")
+        for key in getattr(bpf, "raw_tracepoint_fds", {}) or {}:
+            out.append(f"{name}: raw tracepoint {_text(key)}")
+        for key, per_cpu in (getattr(bpf, "open_perf_events", {}) or {}).items():
+            kind = _PERF_EVENTS.get(key, f"type {key[0]} config {key[1]}" if isinstance(key, tuple) else str(key))
+            out.append(f"{name}: perf event {kind} on {len(per_cpu)} CPUs")
+        break
+    return out or [f"{name}: running"]
+
+
+# (perf_event_attr.type, .config) as perf names them.
+_PERF_EVENTS = {(1, 0): "software cpu-clock", (1, 1): "software task-clock", (0, 0): "hardware cpu-cycles"}
+
+
+def _text(key: Any) -> str:
+    return key.decode() if isinstance(key, bytes) else str(key)
 
 
 def _rss_bytes() -> int:

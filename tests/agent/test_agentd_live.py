@@ -60,7 +60,9 @@ def test_agent_answers_from_history_with_the_clients_transactions(tmp_path):
         assert status["collectors"]["socket_tracer"] == "on" and status["collectors"]["perf_profiler"] == "off"
         assert status["tables"]["http_events"]["rows"] >= 2 * len(sent)
         assert status["tables"]["http_events"]["bytes"] > 0
-        assert status["probes"], status
+        assert {"socket_tracer: raw tracepoint sys_enter", "socket_tracer: raw tracepoint sys_exit"} <= set(
+            status["probes"]
+        ), status["probes"]
     assert agent.proc.returncode == 0, agent.stderr
 
 
@@ -93,6 +95,7 @@ def test_profiler_runs_at_the_low_default_rate(tmp_path):
             status = client.status()
     # The bundled flamegraph asks for 99 Hz: the agent's 19 Hz history is shown, and said.
     assert "perf_profiler.sample_hz=99, but agent" in flame.stderr and flame.stdout.strip()
+    assert "perf_profiler: perf event software cpu-clock on" in " ".join(status["probes"])
     assert status["profiler_sample_hz"] == 19 and status["collectors"]["perf_profiler"] == "on"
     assert 19 <= samples <= 2 * 2 * 19 + 5, samples
 
