@@ -436,3 +436,29 @@ def test_live_store_chunks_are_its_scan_in_order(batch_rows, chunk_rows):
     expected = events.filter(keep).select(["time_", "req_path"])
     assert pa.concat_tables(chunks).to_pylist() == expected.to_pylist()
     assert len(chunks) >= n // max(batch_rows, chunk_rows) - 1
+
+
+def test_config_file_settings_apply_and_flags_override_them(capture, tmp_path):
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        'listen = "127.0.0.1:0"\n'
+        "[retention]\nwindow = '90s'\ntable_budget_mb = 8\n"
+        "[profiler]\nsample_hz = 7\n"
+        "[collectors]\nperf_profiler = false\n"
+    )
+    with running_agent("--config", str(config), "--from", str(capture), state_dir=tmp_path / "a") as agent:
+        status = json.loads(run_pxq("agent", "status", "--agent", agent.address, "--json", check=True).stdout)
+    assert (status["retention_s"], status["table_budget_bytes"], status["profiler_sample_hz"]) == (90, 8 << 20, 7)
+    with running_agent(
+        "--config",
+        str(config),
+        "--from",
+        str(capture),
+        "--retention",
+        "1m",
+        "--profiler-hz",
+        "11",
+        state_dir=tmp_path / "b",
+    ) as agent:
+        status = json.loads(run_pxq("agent", "status", "--agent", agent.address, "--json", check=True).stdout)
+    assert (status["retention_s"], status["profiler_sample_hz"]) == (60, 11)
