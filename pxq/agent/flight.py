@@ -287,7 +287,7 @@ class AgentFlightServer(flight.FlightServerBase):
         super().__init__(location)
         self.daemon = daemon
 
-    def _fail(self, reason: str, exc: BaseException) -> flight.FlightServerError:
+    def _fail(self, reason: str, exc: object) -> flight.FlightServerError:
         self.daemon.query_errors[reason] = self.daemon.query_errors.get(reason, 0) + 1
         return flight.FlightServerError(str(exc))
 

@@ -346,6 +346,10 @@ def cmd_run(args, script_argv: list[str]) -> int:
     zone = datetime.UTC if args.utc else None  # None: the local zone
 
     duration = parse_duration(args.duration)  # checked with --from too: a typo is said, not ignored
+    if args.agent and (args.source or args.no_agent):
+        raise UsageError(
+            f"--agent and {'--from' if args.source else '--no-agent'} both choose where rows come from: give one"
+        )
     script = load_script(args.script)
     vis = None
     if args.output == "html":  # widgets calling undefined functions become messages; the rest still run

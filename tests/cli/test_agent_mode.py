@@ -462,3 +462,10 @@ def test_config_file_settings_apply_and_flags_override_them(capture, tmp_path):
     ) as agent:
         status = json.loads(run_pxq("agent", "status", "--agent", agent.address, "--json", check=True).stdout)
     assert (status["retention_s"], status["profiler_sample_hz"]) == (60, 11)
+
+
+@pytest.mark.parametrize("other", [["--from", "somewhere"], ["--no-agent"]])
+def test_agent_and_another_source_together_are_refused(other):
+    proc = run_pxq("run", "http_data", "--agent", "127.0.0.1:7100", *other)
+    assert proc.returncode == 2
+    assert "both choose where rows come from: give one" in proc.stderr
