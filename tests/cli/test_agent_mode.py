@@ -469,3 +469,13 @@ def test_agent_and_another_source_together_are_refused(other):
     proc = run_pxq("run", "http_data", "--agent", "127.0.0.1:7100", *other)
     assert proc.returncode == 2
     assert "both choose where rows come from: give one" in proc.stderr
+
+
+def test_merge_side_group_by_over_flight_buffers_gives_no_alignment_warning(tmp_path):
+    """Flight hands buffers at any alignment; Acero (the merge side's group-by) warned about each
+    on stderr until the client asked for them aligned (this capture's buffers arrive misaligned)."""
+    capture = write_synthetic_capture(tmp_path / "cap", 200, seed=1, null_fraction=0.05)
+    with running_agent("--from", capture, state_dir=tmp_path / "state") as agent:
+        proc = run_pxq("run", "service_stats", "--agent", agent.address, "-o", "json", check=True)
+    assert proc.stdout.strip()
+    assert "poorly aligned" not in proc.stderr, proc.stderr
