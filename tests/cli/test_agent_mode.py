@@ -96,7 +96,7 @@ def test_local_agent_is_found_by_its_state_file(agent, capture, tmp_path):
     assert len(_rows(proc.stdout)) == len(_expected_errors(capture))
 
 
-def test_a_stale_state_file_falls_back_to_embedded_in_one_line(tmp_path, capsys):
+def test_a_stale_state_file_falls_back_to_embedded_in_one_line(tmp_path, capsys, monkeypatch):
     """The file names an address nobody answers at: said once, and embedded collection is chosen."""
     import argparse
 
@@ -104,11 +104,8 @@ def test_a_stale_state_file_falls_back_to_embedded_in_one_line(tmp_path, capsys)
     from pxq.testing.ports import free_port
 
     (tmp_path / "agent.json").write_text(json.dumps({"address": f"127.0.0.1:{free_port()}", "pid": 1}))
-    os.environ["PXQ_STATE_DIR"] = str(tmp_path)
-    try:
-        chosen = agent_for_run(argparse.Namespace(agent=None, no_agent=False))
-    finally:
-        del os.environ["PXQ_STATE_DIR"]
+    monkeypatch.setenv("PXQ_STATE_DIR", str(tmp_path))
+    chosen = agent_for_run(argparse.Namespace(agent=None, no_agent=False))
     lines = capsys.readouterr().err.strip().splitlines()
     assert chosen is None
     assert len(lines) == 1 and "does not answer" in lines[0] and "collecting embedded instead" in lines[0]
