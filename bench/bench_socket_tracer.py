@@ -69,8 +69,15 @@ FILES = ("hello.txt", "index.html", "big.json")
 CLIENT_C = r"""
 /* Paced keep-alive HTTP/1.1 client: request i is due at start + i/rate and goes out on a free
  * connection of the pool (one request in flight per connection). Request i: HEAD when
- * i % 10 == 9, else GET, of /static/FILES[i % 3]?i=<i>. Logs "i method path status body_bytes"
- * per response (LOG "-": no log) and prints one summary line. */
+ * i % 10 == 9, else GET, of /static/FILES[i % 3]?i=<i>. Logs "i method path status body_bytes
+ * latency_us" per response (LOG "-": no log; the latency counts from the time the request was
+ * due, not sent, so a client held up by a busy machine shows it, as wrk2 does) and prints one
+ * summary line.
+ *
+ * The free list holds each idle connection exactly once: a connection is pushed when its
+ * response is complete or its send failed, never when the server closes it while idle (it is
+ * on the list already; pushing it again would overrun the list and hand one socket to two
+ * requests). A response saying "Connection: close" gets its connection replaced before reuse. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -87,8 +94,14 @@ CLIENT_C = r"""
 
 static const char *FILES[] = {"hello.txt", "index.html", "big.json"};
 #define BUF 65536
-struct conn { int fd; long req; int head; char buf[BUF]; size_t len; long hdr; long clen; int status; };
+struct conn {
+    int fd; long req; int head; int close_after; double due;
+    char buf[BUF]; size_t len; long hdr; long clen; int status;
+};
 static struct sockaddr_in addr;
+static int ep;
+static struct conn *conns;
+static long reconnects;
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 
 static int dial(void) {
@@ -96,6 +109,21 @@ static int dial(void) {
     if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) { perror("connect"); exit(2); }
     fcntl(fd, F_SETFL, O_NONBLOCK);
     return fd;
+}
+
+static void attach(int c) {
+    conns[c].fd = dial();
+    struct epoll_event e = {.events = EPOLLIN, .data.u32 = c};
+    epoll_ctl(ep, EPOLL_CTL_ADD, conns[c].fd, &e);
+}
+
+/* A fresh socket for connection c; the caller decides whether c goes onto the free list. */
+static void redial(int c) {
+    epoll_ctl(ep, EPOLL_CTL_DEL, conns[c].fd, NULL);
+    close(conns[c].fd);
+    attach(c);
+    conns[c].req = -1;
+    reconnects++;
 }
 
 int main(int argc, char **argv) {
@@ -109,32 +137,32 @@ int main(int argc, char **argv) {
     inet_pton(AF_INET, argv[1], &addr.sin_addr);
     char host[64];
     snprintf(host, sizeof host, "%s:%s", argv[1], argv[2]);
-    int ep = epoll_create1(0);
-    struct conn *conns = calloc(nconn, sizeof *conns);
+    ep = epoll_create1(0);
+    conns = calloc(nconn, sizeof *conns);
     int *free_ = malloc(nconn * sizeof *free_), nfree = 0;
     for (int c = 0; c < nconn; c++) {
-        conns[c].fd = dial();
+        attach(c);
         conns[c].req = -1;
-        struct epoll_event e = {.events = EPOLLIN, .data.u32 = c};
-        epoll_ctl(ep, EPOLL_CTL_ADD, conns[c].fd, &e);
         free_[nfree++] = c;
     }
-    long next = 0, done = 0, errors = 0, reconnects = 0;
+    long next = 0, done = 0, errors = 0;
     double max_late = 0, t0 = now(), deadline = t0 + count / rate + 30;
     char req[512];
     struct epoll_event evs[256];
     while (done + errors < count && now() < deadline) {
         double t = now();
         while (next < count && nfree > 0 && t0 + next / rate <= t) {
-            struct conn *k = &conns[free_[--nfree]];
+            int c = free_[--nfree];
+            struct conn *k = &conns[c];
             int head = next % 10 == 9;
             int n = snprintf(req, sizeof req,
                              "%s /static/%s?i=%ld HTTP/1.1\r\nHost: %s\r\nUser-Agent: pxq-bench\r\n\r\n",
                              head ? "HEAD" : "GET", FILES[next % 3], next, host);
             double late = t - (t0 + next / rate);
             if (late > max_late) max_late = late;
-            k->req = next++; k->head = head; k->len = 0; k->hdr = -1; k->clen = 0; k->status = 0;
-            if (send(k->fd, req, n, MSG_NOSIGNAL) != n) { errors++; k->req = -1; free_[nfree++] = k - conns; }
+            k->due = t0 + next / rate;
+            k->req = next++; k->head = head; k->len = 0; k->hdr = -1; k->clen = 0; k->status = 0; k->close_after = 0;
+            if (send(k->fd, req, n, MSG_NOSIGNAL) != n) { errors++; redial(c); free_[nfree++] = c; }
         }
         int timeout = 200;
         if (next < count && nfree > 0) {
@@ -149,16 +177,11 @@ int main(int argc, char **argv) {
             for (;;) {
                 ssize_t r = read(k->fd, k->buf + k->len, BUF - 1 - k->len);
                 if (r < 0 && (errno == EAGAIN || errno == EINTR)) break;
-                if (r <= 0 || k->req < 0) {  /* closed by nginx, or bytes nobody asked for */
-                    if (k->req >= 0) errors++;
-                    epoll_ctl(ep, EPOLL_CTL_DEL, k->fd, NULL);
-                    close(k->fd);
-                    k->fd = dial();
-                    reconnects++;
-                    struct epoll_event e = {.events = EPOLLIN, .data.u32 = c};
-                    epoll_ctl(ep, EPOLL_CTL_ADD, k->fd, &e);
-                    k->req = -1;
-                    free_[nfree++] = c;
+                if (r <= 0 || k->req < 0) {  /* closed by the server, or bytes nobody asked for */
+                    int busy = k->req >= 0;  /* idle: it is on the free list already */
+                    if (busy) errors++;
+                    redial(c);
+                    if (busy) free_[nfree++] = c;
                     break;
                 }
                 k->len += r;
@@ -170,12 +193,16 @@ int main(int argc, char **argv) {
                     k->status = atoi(k->buf + 9);
                     char *cl = strcasestr(k->buf, "\r\nContent-Length:");
                     k->clen = cl && cl < end ? atol(cl + 17) : 0;
+                    char *cc = strcasestr(k->buf, "\r\nConnection: close");
+                    k->close_after = cc && cc < end;
                 }
                 long body = k->head ? 0 : k->clen;
                 if ((long)k->len >= k->hdr + body) {
-                    if (log) fprintf(log, "%ld %s /static/%s?i=%ld %d %ld\n", k->req, k->head ? "HEAD" : "GET",
-                                     FILES[k->req % 3], k->req, k->status, (long)k->len - k->hdr);
+                    if (log) fprintf(log, "%ld %s /static/%s?i=%ld %d %ld %.0f\n", k->req, k->head ? "HEAD" : "GET",
+                                     FILES[k->req % 3], k->req, k->status, (long)k->len - k->hdr,
+                                     (now() - k->due) * 1e6);
                     done++;
+                    if (k->close_after) redial(c);
                     k->req = -1;
                     free_[nfree++] = c;
                     break;
@@ -187,6 +214,10 @@ int main(int argc, char **argv) {
     if (log) fclose(log);
     printf("sent %ld done %ld errors %ld reconnects %ld elapsed %.4f max_late_ms %.2f\n",
            next, done, errors, reconnects, elapsed, max_late * 1000);
+    for (int c = 0; c < nconn; c++) close(conns[c].fd);
+    close(ep);
+    free(conns);
+    free(free_);
     return 0;
 }
 """
@@ -377,11 +408,12 @@ def agent(pids: list[int], out: str | None = None, mode: str = "agent"):
 
 
 # -- load ----------------------------------------------------------------------------------------
-def build_client(directory: str) -> Path:
+def build_client(directory: str, cflags: tuple[str, ...] = ("-O2",)) -> Path:
+    """Compile the paced client into ``directory`` (``cflags``: e.g. ``-fsanitize=address -g``)."""
     source = Path(directory) / "paced.c"
     source.write_text(CLIENT_C)
     binary = Path(directory) / "paced"
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
+    subprocess.run(["gcc", *cflags, "-Wall", "-Werror", "-o", str(binary), str(source)], check=True)
     return binary
 
 
@@ -392,6 +424,7 @@ class ClientRun:
     errors: int
     elapsed: float
     max_late_ms: float
+    reconnects: int = 0
 
     @property
     def rate(self) -> float:
@@ -414,6 +447,7 @@ def paced(client: Path, port: int, rate: float, count: int, conns: int, log: str
         int(fields["errors"]),
         float(fields["elapsed"]),
         float(fields["max_late_ms"]),
+        int(fields["reconnects"]),
     )
 
 
@@ -520,7 +554,7 @@ def completeness(client: Path, nginx, pids: list[int], count: int, rate: float, 
     bodies = {name: (www / name).read_bytes() for name in FILES}
     sent = {}
     for line in Path(log).read_text().splitlines():
-        i, method, path, status, size = line.split()
+        i, method, path, status, size, _latency_us = line.split()
         sent[path] = (method, int(status), int(size), int(i))
     by_path: dict[str, list[dict]] = {}
     for r in rows:
