@@ -55,7 +55,9 @@
  * Compile-time options (-D): MAX_DATA (power of two), MAX_STEPS, COPY_LIMIT (bytes copied per
  * call, at most MAX_STEPS * MAX_DATA), MAX_IOV, MAX_MMSG, RING_PAGES, NCPU (possible CPUs),
  * SELF_PID (never traced), FILTER_PIDS (1: only tgids in allowed_pids), PROCS_SIZE (processes
- * whose identity is remembered).
+ * whose identity is remembered), IGNORE_PIDS / IGNORE_COMMS / IGNORE_CGROUPS (1: consult
+ * ignored_pids / ignored_comms / ignored_cgroups; each costs a lookup, so each is compiled in only
+ * when asked for).
  */
 #include "socket_trace.h"
 
@@ -88,6 +90,15 @@
 #endif
 #ifndef PROCS_SIZE
 #define PROCS_SIZE 8192
+#endif
+#ifndef IGNORE_PIDS
+#define IGNORE_PIDS 0 /* 1: tgids in ignored_pids, and the processes they fork, are never traced */
+#endif
+#ifndef IGNORE_COMMS
+#define IGNORE_COMMS 0 /* 1: a program exec'd under a name in ignored_comms joins ignored_pids */
+#endif
+#ifndef IGNORE_CGROUPS
+#define IGNORE_CGROUPS 0 /* 1: tasks whose cgroup v2 id is in ignored_cgroups are never traced */
 #endif
 
 #define PXQ_AF_INET 2
@@ -244,6 +255,16 @@ BPF_HASH(disabled, u64, u32, 65536);
  * attached sees one direction of a connection without the other: a server's requests without
  * their responses, which pair every later response with the wrong request. */
 BPF_ARRAY(ready, u32, 1);
+/* What the user (or pxq, for its own helper processes) asked never to trace. A pid joins
+ * ignored_pids when user space writes it, when an ignored process forks it (task_newtask), or when
+ * it execs a program named in ignored_comms; it leaves at its exit (the pid may be reused). A
+ * cgroup is matched exactly: a task in a cgroup below an ignored one is traced. */
+struct comm_key_t {
+    char comm[16];
+};
+BPF_HASH(ignored_pids, u32, u8, 65536);
+BPF_HASH(ignored_comms, struct comm_key_t, u8, 256);
+BPF_HASH(ignored_cgroups, u64, u8, 1024);
 
 static __always_inline void count_drop(u32 reason) {
     u64 *n = drops.lookup(&reason);
@@ -261,6 +282,15 @@ static __always_inline int pid_allowed(u32 tgid) {
         return 0;
 #if FILTER_PIDS
     if (!allowed_pids.lookup(&tgid))
+        return 0;
+#endif
+#if IGNORE_PIDS
+    if (ignored_pids.lookup(&tgid))
+        return 0;
+#endif
+#if IGNORE_CGROUPS
+    u64 cgroup = bpf_get_current_cgroup_id(); /* tgid is always the current task's */
+    if (ignored_cgroups.lookup(&cgroup))
         return 0;
 #endif
     return 1;
@@ -533,6 +563,14 @@ TRACEPOINT_PROBE(task, task_newtask) {
     if (args->clone_flags & PXQ_CLONE_THREAD)
         return 0;
     u32 parent = bpf_get_current_pid_tgid() >> 32;
+#if IGNORE_PIDS
+    if (ignored_pids.lookup(&parent)) {
+        u32 child = (u32)args->pid;
+        u8 one = 1;
+        ignored_pids.update(&child, &one);
+        return 0;
+    }
+#endif
     if (parent != SELF_PID && !pid_allowed(parent))
         return 0;
     struct proc_t *p = proc_entry((u32)args->pid, 1); /* whatever this pid was before is gone */
@@ -550,6 +588,15 @@ static __always_inline int exit_exec(u64 regs, long ret) {
     if (ret != 0)
         return 0;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
+#if IGNORE_COMMS
+    struct comm_key_t name = {};
+    bpf_get_current_comm(name.comm, sizeof(name.comm));
+    if (ignored_comms.lookup(&name)) {
+        u8 one = 1;
+        ignored_pids.update(&tgid, &one);
+        return 0;
+    }
+#endif
     if (!pid_allowed(tgid))
         return 0;
     u64 cs = 0, sp = 0;
@@ -1099,6 +1146,15 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 #endif
         return 0; /* a thread other than the leader */
     }
+#if IGNORE_PIDS
+    if (ignored_pids.lookup(&tgid)) {
+        ignored_pids.delete(&tgid); /* the pid may be reused by a process nobody asked to ignore */
+#if FILTER_PIDS
+        allowed_pids.delete(&tgid);
+#endif
+        return 0;
+    }
+#endif
     if (!pid_allowed(tgid))
         return 0;
 #if FILTER_PIDS
