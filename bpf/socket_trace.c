@@ -92,10 +92,13 @@
 #define PROCS_SIZE 8192
 #endif
 #ifndef IGNORE_PIDS
-#define IGNORE_PIDS 0 /* 1: tgids in ignored_pids, and the processes they fork, are never traced */
+#define IGNORE_PIDS 0 /* 1: ignored tgids (see ignore_pid), and the processes they fork, are never traced */
 #endif
 #ifndef IGNORE_COMMS
-#define IGNORE_COMMS 0 /* 1: a program exec'd under a name in ignored_comms joins ignored_pids */
+#define IGNORE_COMMS 0 /* 1: a program exec'd under a name in ignored_comms is ignored from then on */
+#endif
+#if IGNORE_COMMS && !IGNORE_PIDS
+#error "IGNORE_COMMS needs IGNORE_PIDS (a process running an ignored name is an ignored pid)"
 #endif
 #ifndef IGNORE_CGROUPS
 #define IGNORE_CGROUPS 0 /* 1: tasks whose cgroup v2 id is in ignored_cgroups are never traced */
@@ -255,16 +258,41 @@ BPF_HASH(disabled, u64, u32, 65536);
  * attached sees one direction of a connection without the other: a server's requests without
  * their responses, which pair every later response with the wrong request. */
 BPF_ARRAY(ready, u32, 1);
-/* What the user (or pxq, for its own helper processes) asked never to trace. A pid joins
- * ignored_pids when user space writes it, when an ignored process forks it (task_newtask), or when
- * it execs a program named in ignored_comms; it leaves at its exit (the pid may be reused). A
- * cgroup is matched exactly: a task in a cgroup below an ignored one is traced. */
+/* What the user (or pxq, for its own helper processes) asked never to trace. A pid is ignored
+ * when user space says so, when an ignored process forks it (task_newtask), or when it execs a
+ * program named in ignored_comms; no longer at its exit (the pid may be reused). With FILTER_PIDS
+ * an ignored pid is PXQ_PID_IGNORED in allowed_pids (one lookup per call decides both), else it is
+ * in ignored_pids. A cgroup is matched exactly: a task in a cgroup below an ignored one is traced. */
+#define PXQ_PID_TRACED 1
+#define PXQ_PID_IGNORED 2
 struct comm_key_t {
     char comm[16];
 };
+#if !FILTER_PIDS
 BPF_HASH(ignored_pids, u32, u8, 65536);
+#endif
 BPF_HASH(ignored_comms, struct comm_key_t, u8, 256);
 BPF_HASH(ignored_cgroups, u64, u8, 1024);
+
+#if IGNORE_PIDS
+static __always_inline void ignore_pid(u32 tgid) {
+    u8 ignored = PXQ_PID_IGNORED;
+#if FILTER_PIDS
+    allowed_pids.update(&tgid, &ignored);
+#else
+    ignored_pids.update(&tgid, &ignored);
+#endif
+}
+
+static __always_inline int pid_ignored(u32 tgid) {
+#if FILTER_PIDS
+    u8 *state = allowed_pids.lookup(&tgid);
+    return state && *state == PXQ_PID_IGNORED;
+#else
+    return ignored_pids.lookup(&tgid) != 0;
+#endif
+}
+#endif
 
 static __always_inline void count_drop(u32 reason) {
     u64 *n = drops.lookup(&reason);
@@ -281,10 +309,10 @@ static __always_inline int pid_allowed(u32 tgid) {
     if (!on || !*on)
         return 0;
 #if FILTER_PIDS
-    if (!allowed_pids.lookup(&tgid))
+    u8 *state = allowed_pids.lookup(&tgid); /* also says whether it is ignored */
+    if (!state || *state != PXQ_PID_TRACED)
         return 0;
-#endif
-#if IGNORE_PIDS
+#elif IGNORE_PIDS
     if (ignored_pids.lookup(&tgid))
         return 0;
 #endif
@@ -564,10 +592,8 @@ TRACEPOINT_PROBE(task, task_newtask) {
         return 0;
     u32 parent = bpf_get_current_pid_tgid() >> 32;
 #if IGNORE_PIDS
-    if (ignored_pids.lookup(&parent)) {
-        u32 child = (u32)args->pid;
-        u8 one = 1;
-        ignored_pids.update(&child, &one);
+    if (pid_ignored(parent)) {
+        ignore_pid((u32)args->pid);
         return 0;
     }
 #endif
@@ -592,8 +618,7 @@ static __always_inline int exit_exec(u64 regs, long ret) {
     struct comm_key_t name = {};
     bpf_get_current_comm(name.comm, sizeof(name.comm));
     if (ignored_comms.lookup(&name)) {
-        u8 one = 1;
-        ignored_pids.update(&tgid, &one);
+        ignore_pid(tgid);
         return 0;
     }
 #endif
@@ -1147,10 +1172,11 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
         return 0; /* a thread other than the leader */
     }
 #if IGNORE_PIDS
-    if (ignored_pids.lookup(&tgid)) {
-        ignored_pids.delete(&tgid); /* the pid may be reused by a process nobody asked to ignore */
+    if (pid_ignored(tgid)) { /* the pid may be reused by a process nobody asked to ignore */
 #if FILTER_PIDS
         allowed_pids.delete(&tgid);
+#else
+        ignored_pids.delete(&tgid);
 #endif
         return 0;
     }
@@ -1174,10 +1200,11 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
  * removes it again (sched_process_exit). User space adds the children that exist at start. */
 static __always_inline void follow_fork(u32 child) {
     u32 parent = bpf_get_current_pid_tgid() >> 32;
-    if (!allowed_pids.lookup(&parent))
-        return;
-    u8 one = 1;
-    allowed_pids.update(&child, &one);
+    u8 *state = allowed_pids.lookup(&parent);
+    if (!state || *state != PXQ_PID_TRACED)
+        return; /* an ignored parent's child is ignored already (task_newtask, which runs first) */
+    u8 traced = PXQ_PID_TRACED;
+    allowed_pids.update(&child, &traced);
 }
 
 TRACEPOINT_PROBE(sched, sched_process_fork) {

@@ -61,7 +61,6 @@ from pxq.agent import own_processes
 from pxq.agent.bpf_program import (
     BpfError,
     BpfProgram,
-    allow_pids,
     build_program,
     counter_names,
     header_constants,
@@ -78,6 +77,9 @@ PROGRAM_FILE = "socket_trace.c"
 HEADER_FILE = "socket_trace.h"
 # The machines bpf/socket_trace.c is written for (syscall numbers, pt_regs and iovec layouts).
 X86_64 = ("x86_64", "AMD64")
+# allowed_pids values (PXQ_PID_* in bpf/socket_trace.c); bpf_update_elem's "only if absent" flag.
+PID_TRACED, PID_IGNORED = 1, 2
+BPF_NOEXIST = 1
 # Bytes of a process name the kernel keeps (TASK_COMM_LEN 16, with its NUL).
 COMM_LEN = 15
 # poll() takes events at most this often (ms); see SocketTracer.poll.
@@ -478,8 +480,14 @@ class SocketTracer:
             | own_processes.pids()
             | (processes_named(opts.ignore_comms) if opts.ignore_comms else set())
         )
-        ignored = bpf[b"ignored_pids"]
-        allow_pids(ignored, pids | running_descendants(pids))
+        # With a pid filter an ignored pid is PXQ_PID_IGNORED in allowed_pids (see bpf/socket_trace.c).
+        ignored = bpf[b"allowed_pids"] if opts.pids else bpf[b"ignored_pids"]
+
+        def ignore(pids: Iterable[int]) -> None:
+            for pid in pids:
+                ignored[ct.c_uint32(pid)] = ct.c_uint8(PID_IGNORED)
+
+        ignore(pids | running_descendants(pids))
         if opts.ignore_comms:
             comms = bpf[b"ignored_comms"]
             for name in opts.ignore_comms:
@@ -490,15 +498,22 @@ class SocketTracer:
             cgroups = bpf[b"ignored_cgroups"]
             for cgroup in opts.ignore_cgroups:
                 cgroups[ct.c_uint64(cgroup)] = ct.c_uint8(1)
-        self._unsubscribe = own_processes.subscribe(lambda pid: allow_pids(ignored, [pid]))
+        self._unsubscribe = own_processes.subscribe(lambda pid: ignore([pid]))
 
     def add_pids(self, pids: Iterable[int]) -> None:
         """Trace these processes too (only when the tracer was started with a pid set)."""
         if not self.options.pids:
             return  # every process is traced already
         allowed = self._tables.get("allowed_pids")
-        if allowed is not None:
-            allow_pids(allowed, pids)
+        if allowed is None:
+            return
+        from bcc.libbcc import lib  # bcc is importable once the program is loaded
+
+        traced = ct.c_uint8(PID_TRACED)
+        for pid in pids:
+            key = ct.c_uint32(pid)
+            # Only where absent: an ignored pid (PID_IGNORED, maybe set by the kernel) stays ignored.
+            lib.bpf_update_elem(allowed.map_fd, ct.byref(key), ct.byref(traced), BPF_NOEXIST)
 
     def pids_seen(self) -> set[int]:
         """The processes whose TCP connections the tracer saw (any protocol)."""

@@ -48,6 +48,39 @@ class NamedClient(Client):
         self.results = []
 
 
+class ForkingClient(Client):
+    """sock_apps' client as the child of a Python parent that forks it only when told to
+    (:meth:`spawn`): the parent's pid is known before, the client's after the tracer started."""
+
+    WRAPPER = "import subprocess, sys; sys.stdin.readline(); sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+
+    def __init__(self, port: int, scenario: str) -> None:
+        client = [
+            sys.executable,
+            str(APPS),
+            "client",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--scenario",
+            scenario,
+        ]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self.WRAPPER, *client], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.results = []
+        self.child_pid = 0
+
+    def spawn(self) -> None:
+        self.proc.stdin.write("spawn\n")
+        self.proc.stdin.flush()
+        assert _readline(self.proc).strip() == "READY"
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        self.child_pid = int(children[0])
+
+
 def run_two_clients(tracer: SocketTracer, kept: Client, ignored: Client, before_go=None):
     tracer.start()
     try:
@@ -83,6 +116,35 @@ def test_ignore_pids_leaves_that_client_out():
         tracer = SocketTracer(pids={server.pid, kept.pid, ignored.pid}, options=options)
         table = run_two_clients(tracer, kept, ignored)
         check_ignored(table, server.pid, kept, ignored)
+
+
+@pytest.mark.kernel
+def test_ignored_pid_stays_ignored_when_added_as_a_descendant_later():
+    """The agent adds the running descendants of the pids asked for as it finds them (add_pids):
+    an ignored one among them stays ignored."""
+    require_bpf()
+    with http_server() as (server, port):
+        kept, ignored = Client(port, "basic"), Client(port, "basic")
+        options = SocketTracerOptions(ignore_pids=frozenset({ignored.pid}))
+        tracer = SocketTracer(pids={server.pid, kept.pid}, options=options)
+        table = run_two_clients(tracer, kept, ignored, before_go=lambda: tracer.add_pids([ignored.pid]))
+        check_ignored(table, server.pid, kept, ignored)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("pid_filter", [True, False])
+def test_a_child_forked_by_an_ignored_process_is_ignored(pid_filter):
+    require_bpf()
+    with http_server() as (server, port):
+        kept, parent = Client(port, "basic"), ForkingClient(port, "basic")
+        options = SocketTracerOptions(ignore_pids=frozenset({parent.proc.pid}))
+        # With the filter the parent is asked for too: what it forks would be followed, were it not ignored.
+        pids = {server.pid, kept.pid, parent.proc.pid} if pid_filter else None
+        tracer = SocketTracer(pids=pids, options=options)
+        table = run_two_clients(tracer, kept, parent, before_go=parent.spawn)
+        assert parent.child_pid
+        assert not any(u.startswith(f"0:{parent.child_pid}:") for u in table.column("upid").to_pylist())
+        check_ignored(table, server.pid, kept, parent)
 
 
 @pytest.mark.kernel
