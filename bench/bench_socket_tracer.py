@@ -482,10 +482,16 @@ def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def nginx_pids(nginx) -> list[int]:
+def nginx_pids(nginx, expected_workers: int = 2) -> list[int]:
+    """nginx's master and its workers (pxq.testing.workload starts two). The master listens before
+    it forks them: a worker missing here would serve its share of the requests untraced."""
+    deadline = time.monotonic() + 10
     workers = nginx.worker_pids()
-    if not workers:
-        raise RuntimeError(f"nginx has no workers:\n{nginx.error_log()}")
+    while len(workers) < expected_workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+        workers = nginx.worker_pids()
+    if len(workers) < expected_workers:
+        raise RuntimeError(f"nginx has {len(workers)} workers, not {expected_workers}:\n{nginx.error_log()}")
     return [nginx.master_pid, *workers]
 
 
