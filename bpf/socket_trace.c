@@ -312,16 +312,26 @@ static __always_inline int pid_allowed(u32 tgid) {
     u8 *state = allowed_pids.lookup(&tgid); /* also says whether it is ignored */
     if (!state || *state != PXQ_PID_TRACED)
         return 0;
-#elif IGNORE_PIDS
-    if (ignored_pids.lookup(&tgid))
-        return 0;
-#endif
-#if IGNORE_CGROUPS
-    u64 cgroup = bpf_get_current_cgroup_id(); /* tgid is always the current task's */
-    if (ignored_cgroups.lookup(&cgroup))
-        return 0;
 #endif
     return 1;
+}
+
+/* The ignore rules that the pid filter's lookup does not decide already (no pid filter: the
+ * ignored pids; always: the cgroups), checked only where a call turned out to be an inet socket's,
+ * and at process events, not on every call: most calls of most processes are not a socket's, and
+ * each rule costs a lookup (a cgroup a helper call too). Whatever reaches the ring buffer passes
+ * here first. tgid is always the current task's. */
+static __always_inline int ignored_late(u32 tgid) {
+#if IGNORE_PIDS && !FILTER_PIDS
+    if (ignored_pids.lookup(&tgid))
+        return 1;
+#endif
+#if IGNORE_CGROUPS
+    u64 cgroup = bpf_get_current_cgroup_id();
+    if (ignored_cgroups.lookup(&cgroup))
+        return 1;
+#endif
+    return 0;
 }
 
 static __always_inline u32 next_gen(void) {
@@ -597,7 +607,7 @@ TRACEPOINT_PROBE(task, task_newtask) {
         return 0;
     }
 #endif
-    if (parent != SELF_PID && !pid_allowed(parent))
+    if (parent != SELF_PID && (!pid_allowed(parent) || ignored_late(parent)))
         return 0;
     struct proc_t *p = proc_entry((u32)args->pid, 1); /* whatever this pid was before is gone */
     if (!p)
@@ -622,7 +632,7 @@ static __always_inline int exit_exec(u64 regs, long ret) {
         return 0;
     }
 #endif
-    if (!pid_allowed(tgid))
+    if (!pid_allowed(tgid) || ignored_late(tgid))
         return 0;
     u64 cs = 0, sp = 0;
     if (bpf_probe_read_kernel(&cs, sizeof(cs), (void *)(regs + PT_REGS_CS_OFF)) != 0 || cs == USER32_CS)
@@ -894,6 +904,8 @@ static __always_inline int exit_data(u64 id, u16 sys, long ret) {
     u8 datagram = a.protocol == PXQ_IPPROTO_UDP;
 
     u32 tgid = id >> 32;
+    if (ignored_late(tgid))
+        return 0;
     u64 key = conn_key(tgid, a.fd);
     struct conn_t *c = conns.lookup(&key);
     if (c && c->sk == 0)
@@ -1111,6 +1123,8 @@ static __always_inline int exit_open(u64 id, u16 sys, long ret) {
         return 0; /* unix and other families: not traced */
 
     u32 tgid = id >> 32;
+    if (ignored_late(tgid))
+        return 0;
     announce_process(tgid);
     u64 key = conn_key(tgid, fd);
     struct conn_t c = {};
@@ -1181,7 +1195,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
         return 0;
     }
 #endif
-    if (!pid_allowed(tgid))
+    if (!pid_allowed(tgid) || ignored_late(tgid))
         return 0;
 #if FILTER_PIDS
     allowed_pids.delete(&tgid); /* the pid may be reused by a process nobody asked for */

@@ -35,7 +35,9 @@ and ``ignore_cgroups`` (:class:`SocketTracerOptions`; ``px.set("socket_tracer.ig
 more: those processes and their children (running at start, or forked later), the processes
 running a program of such a name (at start, or from their exec on), and the tasks in such a
 cgroup (that cgroup itself, not the ones below it). Nothing of theirs reaches the ring buffer:
-they are skipped at each call's entry, before the call is remembered.
+with a pid filter an ignored pid is skipped at each call's entry by the filter's own lookup;
+otherwise, and for cgroups, where a call turns out to be an inet socket's (most calls are not, and
+each rule costs a lookup per call it is checked on).
 
 x86-64 only: the program hooks the raw ``sys_enter``/``sys_exit`` tracepoints (much cheaper than
 the ``syscalls:`` ones, see ``bpf/socket_trace.c``) and picks its calls by x86-64 syscall number.
