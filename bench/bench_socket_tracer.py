@@ -32,16 +32,21 @@ would be; it is started (BPF compiled and attached) before each traced run and e
 4. Cost at a fixed rate (what a user pays below saturation): the paced client at 2,000 and 5,000
    req/s, untraced and traced (the agent as above) alternating in rounds: the host's busy CPU
    while the client ran (/proc/stat: all processes, all CPUs) traced ÷ untraced (target <= 1.15
-   at 5,000 req/s), the client's p50 and p99 latency (from each request's due time, from its own
-   log) traced ÷ untraced (target p99 <= 1.2), and the agent's CPU per 10,000 transactions
+   at 5,000 req/s; a round where the host was >= 90 % busy is left out: other processes then
+   leave tracing no idle CPU to take, and the ratio says nothing), the client's p50 and p99
+   latency (from each request's due time, from its own log) traced ÷ untraced (target p99 <=
+   1.2), and the agent's CPU per 10,000 transactions
    (target <= 0.1 s); beside the host's CPU, nginx's + the client's + the agent's own CPU
    (/proc/<pid>/stat, getrusage), the same ratio without other processes' noise; medians over
    the rounds with their spread, beside the saturated wrk ratio.
+5. Kernel cost per call: a TCP ping-pong inside one process, its own CPU per socket call
+   (the BPF programs run in its calls' context) untraced, with the probes only and with the
+   kernel side only, in rotating order; the differences are what the hooks and the programs cost.
 
 The machine is shared and small (the figures it depends on are printed with the load average):
 only ratios measured side by side are compared with targets.
 
-    .venv/bin/python bench/bench_socket_tracer.py [--quick] [--only fixed] [--strict]
+    .venv/bin/python bench/bench_socket_tracer.py [--quick] [--only fixed|calls|...] [--strict]
 
 Needs root, bcc, nginx, wrk and gcc. Prints the figures; with --strict, exits 1 when a target is
 missed.
@@ -74,6 +79,7 @@ TARGET_HOST_CPU = 1.15  # host CPU traced / untraced at 5,000 req/s
 TARGET_P99 = 1.2  # client p99 latency traced / untraced at a fixed rate
 TARGET_DROP_ONSET = 150_000  # events/s the agent takes before the first drop
 FIXED_RATES = (2_000, 5_000)
+HOST_SATURATED = 0.9  # share of all CPUs busy above which a window's host CPU ratio means nothing
 TARGET_RSS_MB = 250
 AGENT_START_TIMEOUT = 120.0
 
@@ -232,6 +238,54 @@ int main(int argc, char **argv) {
     close(ep);
     free(conns);
     free(free_);
+    return 0;
+}
+"""
+
+
+PINGPONG_C = r"""
+/* TCP ping-pong on loopback inside one process: per round trip write, read, write, read of SIZE
+ * bytes (4 socket calls). Waits for a line on stdin, runs N round trips, prints the process's own
+ * CPU-seconds (user, system) and the wall time: the BPF programs run in its calls' context. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc != 3) { fprintf(stderr, "usage: %s ROUND_TRIPS SIZE\n", argv[0]); return 2; }
+    long n = atol(argv[1]);
+    int size = atoi(argv[2]);
+    if (size <= 0 || size > 65536) return 2;
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET}; a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(l, (struct sockaddr *)&a, sizeof a); listen(l, 1);
+    socklen_t len = sizeof a; getsockname(l, (struct sockaddr *)&a, &len);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(c, (struct sockaddr *)&a, sizeof a)) { perror("connect"); return 1; }
+    int s = accept(l, NULL, NULL), one = 1;
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    char *buf = calloc(1, size), line[16];
+    for (int i = 0; i < size; i++) buf[i] = 'a' + i % 26;
+    printf("READY\n"); fflush(stdout);
+    if (!fgets(line, sizeof line, stdin)) return 1;
+    struct rusage r0, r1; struct timespec t0, t1;
+    getrusage(RUSAGE_SELF, &r0); clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; i < n; i++) {
+        if (write(c, buf, size) != size) return 2;
+        for (int got = 0; got < size;) { int k = read(s, buf, size - got); if (k <= 0) return 3; got += k; }
+        if (write(s, buf, size) != size) return 2;
+        for (int got = 0; got < size;) { int k = read(c, buf, size - got); if (k <= 0) return 3; got += k; }
+    }
+    getrusage(RUSAGE_SELF, &r1); clock_gettime(CLOCK_MONOTONIC, &t1);
+    double u = (r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) + (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) * 1e-6;
+    double sy = (r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) + (r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) * 1e-6;
+    printf("%.6f %.6f %.6f\n", u, sy, (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9);
     return 0;
 }
 """
@@ -763,9 +817,17 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def host_ratio_text(r: dict) -> str:
+    if r["host_cpu"] is None:
+        return f"not measured: the host was saturated by other processes in every round (>= {HOST_SATURATED:.0%} busy)"
+    low, high = r["host_cpu_spread"]
+    return f"{r['host_cpu']:.3f} (spread {low:.3f}-{high:.3f}, {r['host_rounds']} unsaturated rounds)"
+
+
 @dataclass
 class FixedRun:
     host_cpu_s: float  # busy CPU-seconds of the whole host while the client ran
+    host_share: float  # host_cpu_s / (the window's seconds x CPUs): near 1, the host was saturated
     workload_cpu_s: float  # nginx's, the client's and the agent's CPU-seconds in the same window
     p50_us: float
     p99_us: float
@@ -780,15 +842,16 @@ def fixed_rate_run(
     client: Path, port: int, pids: list[int], rate: int, seconds: float, log: str, a: Agent | None
 ) -> FixedRun:
     before_agent = a.snapshot() if a else None
-    busy0, _ = host_cpu_jiffies()
+    busy0, total0 = host_cpu_jiffies()
     own0 = process_cpu_s(pids) + children_cpu_s()
     run = paced(client, port, rate, int(rate * seconds), 16, log)
-    busy1, _ = host_cpu_jiffies()
+    busy1, total1 = host_cpu_jiffies()
     own1 = process_cpu_s(pids) + children_cpu_s()
     agent_in_window = a.snapshot()["cpu"] - before_agent["cpu"] if a and before_agent else 0.0
     latencies = [float(line.split()[5]) for line in Path(log).read_text().splitlines()]
     result = FixedRun(
         (busy1 - busy0) / os.sysconf("SC_CLK_TCK"),
+        (busy1 - busy0) / max(1, total1 - total0),
         own1 - own0 + agent_in_window,
         quantile(latencies, 0.5),
         quantile(latencies, 0.99),
@@ -839,14 +902,19 @@ def fixed_rate(client: Path, port: int, pids: list[int], seconds: float, rounds:
                         a.finish()
                 runs[condition].append(got[condition])
             u, t = got["untraced"], got["traced"]
-            cpu_ratios.append(t.host_cpu_s / u.host_cpu_s)
+            # A host kept busy by other processes leaves no idle time for tracing to take: the ratio
+            # of a saturated window says nothing, and is left out.
+            saturated = max(u.host_share, t.host_share) >= HOST_SATURATED
+            if not saturated:
+                cpu_ratios.append(t.host_cpu_s / u.host_cpu_s)
             own_ratios.append(t.workload_cpu_s / u.workload_cpu_s)
             p50_ratios.append(t.p50_us / u.p50_us)
             p99_ratios.append(t.p99_us / u.p99_us)
             per_10k = t.agent_cpu_s / t.transactions * 10_000 if t.transactions else float("inf")
             print(
                 f"  {rate:,} req/s round {i + 1}: host CPU {u.host_cpu_s:.2f} -> {t.host_cpu_s:.2f} s "
-                f"({cpu_ratios[-1]:.3f}), nginx+client+agent {u.workload_cpu_s:.2f} -> {t.workload_cpu_s:.2f} s "
+                f"({t.host_cpu_s / u.host_cpu_s:.3f}{', host saturated: left out' if saturated else ''}), "
+                f"nginx+client+agent {u.workload_cpu_s:.2f} -> {t.workload_cpu_s:.2f} s "
                 f"({own_ratios[-1]:.3f}); p50 {u.p50_us:.0f} -> {t.p50_us:.0f} us ({p50_ratios[-1]:.2f}); "
                 f"p99 {u.p99_us:.0f} -> {t.p99_us:.0f} us ({p99_ratios[-1]:.2f}); agent {t.agent_cpu_s:.2f} CPU-s "
                 f"for {t.transactions:,} transactions ({per_10k:.3f} s per 10k); achieved {u.achieved:,.0f} / "
@@ -856,8 +924,9 @@ def fixed_rate(client: Path, port: int, pids: list[int], seconds: float, rounds:
         traced = runs["traced"]
         per_10k_all = [r.agent_cpu_s / r.transactions * 10_000 for r in traced if r.transactions]
         results[rate] = {
-            "host_cpu": statistics.median(cpu_ratios),
-            "host_cpu_spread": (min(cpu_ratios), max(cpu_ratios)),
+            "host_cpu": statistics.median(cpu_ratios) if cpu_ratios else None,
+            "host_cpu_spread": (min(cpu_ratios), max(cpu_ratios)) if cpu_ratios else None,
+            "host_rounds": len(cpu_ratios),
             "workload_cpu": statistics.median(own_ratios),
             "workload_cpu_spread": (min(own_ratios), max(own_ratios)),
             "p50": statistics.median(p50_ratios),
@@ -873,14 +942,67 @@ def fixed_rate(client: Path, port: int, pids: list[int], seconds: float, rounds:
         }
         r = results[rate]
         print(
-            f"  {rate:,} req/s medians: host CPU traced/untraced {r['host_cpu']:.3f} "
-            f"(spread {r['host_cpu_spread'][0]:.3f}-{r['host_cpu_spread'][1]:.3f}), nginx+client+agent CPU "
+            f"  {rate:,} req/s medians: host CPU traced/untraced {host_ratio_text(r)}, nginx+client+agent CPU "
             f"{r['workload_cpu']:.3f} (spread {r['workload_cpu_spread'][0]:.3f}-{r['workload_cpu_spread'][1]:.3f}), "
             f"p50 {r['p50']:.2f}, "
             f"p99 {r['p99']:.2f} (spread {r['p99_spread'][0]:.2f}-{r['p99_spread'][1]:.2f}), "
             f"agent CPU {r['cpu_10k']:.3f} s per 10k transactions ({load()})"
         )
     return results
+
+
+# -- 5. kernel cost per call ---------------------------------------------------------------------
+def build_pingpong(directory: str) -> Path:
+    source = Path(directory) / "pingpong.c"
+    source.write_text(PINGPONG_C)
+    binary = Path(directory) / "pingpong"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Wno-stringop-overflow", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64) -> dict:
+    """What the kernel side costs the traced process per socket call, without the agent: a TCP
+    ping-pong inside one process (write, read, write, read of ``size`` bytes per round trip), its
+    own CPU-seconds per call (the BPF programs run in its calls' context), untraced, with the
+    tracer's probes only (empty programs) and with its kernel side only (records skipped
+    unread), in rotating order."""
+    print(
+        f"\n== 5. kernel cost per socket call: {round_trips:,} TCP round trips of {size} bytes in one process "
+        f"(4 calls each), its own CPU per call, {rounds} rounds ({load()})"
+    )
+    conditions = ("untraced", "probes only", "kernel only")
+    modes = {"probes only": "probes-only", "kernel only": "kernel-only"}
+    per_call: dict[str, list[float]] = {c: [] for c in conditions}
+    for i in range(rounds):
+        shift = i % len(conditions)
+        for condition in conditions[shift:] + conditions[:shift]:
+            proc = subprocess.Popen([str(pingpong), str(round_trips), str(size)], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)  # fmt: skip
+            try:
+                if proc.stdout.readline().strip() != "READY":
+                    raise RuntimeError(f"the ping-pong did not start (exit {proc.poll()})")
+                with contextlib.ExitStack() as stack:
+                    a = stack.enter_context(agent([proc.pid], mode=modes[condition])) if condition in modes else None
+                    proc.stdin.write("go\n")
+                    proc.stdin.flush()
+                    user, system, _wall = map(float, proc.stdout.readline().split())
+                    final = a.finish() if a else {}
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(timeout=10)
+            per_call[condition].append((user + system) / (4 * round_trips) * 1e9)
+            drops = {k: v for k, v in final.get("drops", {}).items() if v}
+            print(f"  round {i + 1} {condition}: {per_call[condition][-1]:,.0f} ns per call"
+                  + (f", drops {drops}" if drops else ""), flush=True)  # fmt: skip
+    medians = {c: statistics.median(v) for c, v in per_call.items()}
+    spread = {c: (min(v), max(v)) for c, v in per_call.items()}
+    for c in conditions:
+        print(
+            f"  {c}: {medians[c]:,.0f} ns per call (spread {spread[c][0]:,.0f}-{spread[c][1]:,.0f}), "
+            f"{medians[c] - medians['untraced']:+,.0f} over untraced"
+        )
+    return {"medians": medians, "spread": spread}
 
 
 def main() -> int:
@@ -890,7 +1012,9 @@ def main() -> int:
     parser.add_argument("--kernel-only-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--probes-only-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--only", choices=("throughput", "completeness", "drops", "fixed"), help="run one section")
+    parser.add_argument(
+        "--only", choices=("throughput", "completeness", "drops", "fixed", "calls"), help="run one section"
+    )
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a target is missed (the bench is for figures)"
     )
@@ -934,6 +1058,8 @@ def main() -> int:
                 )
             if opts.only in (None, "fixed"):
                 results["fixed"] = fixed_rate(client, nginx.port, pids, fixed_s, fixed_rounds, work)
+        if opts.only in (None, "calls"):
+            results["calls"] = per_call_cost(build_pingpong(work), fixed_rounds + 1, 30_000 if quick else 100_000)
     print(f"\n== summary ({load()})")
     ok = True
 
@@ -1003,10 +1129,9 @@ def main() -> int:
         for rate, r in results["fixed"].items():
             line(
                 f"host CPU traced/untraced at {rate:,} req/s",
-                f"{r['host_cpu']:.3f} (spread {r['host_cpu_spread'][0]:.3f}-{r['host_cpu_spread'][1]:.3f}; "
-                f"{r['untraced_cpu_s']:.2f} vs {r['traced_cpu_s']:.2f} CPU-s)"
+                f"{host_ratio_text(r)} ({r['untraced_cpu_s']:.2f} vs {r['traced_cpu_s']:.2f} CPU-s)"
                 + (f" (target <= {TARGET_HOST_CPU})" if rate == 5_000 else ""),
-                r["host_cpu"] <= TARGET_HOST_CPU if rate == 5_000 else None,
+                r["host_cpu"] <= TARGET_HOST_CPU if rate == 5_000 and r["host_cpu"] is not None else None,
             )
             line(
                 f"  nginx+client+agent CPU traced/untraced at {rate:,}",
@@ -1027,6 +1152,14 @@ def main() -> int:
             )
         if "throughput" in results:
             line("  beside: saturated wrk traced/untraced", f"{results['throughput']['ratio']:.3f}", None)
+    if "calls" in results:
+        m = results["calls"]["medians"]
+        line(
+            "kernel CPU per traced socket call",
+            f"{m['kernel only'] - m['untraced']:+,.0f} ns over untraced ({m['untraced']:,.0f} ns); "
+            f"of it the hooks alone (empty programs) {m['probes only'] - m['untraced']:+,.0f} ns",
+            None,
+        )
     if not ok:
         print("  some targets were missed" + ("" if opts.strict else " (exit status 0 without --strict)"))
     return 1 if opts.strict and not ok else 0
