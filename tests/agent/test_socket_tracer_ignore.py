@@ -281,3 +281,23 @@ def test_ignore_settings_from_the_manifest(tmp_path):
 )
 def test_ignore_settings_are_checked(key, value, ok):
     assert (setting_problem(key, value) is None) == ok
+
+
+def test_pyspy_recorders_register_as_pxq_helpers():
+    """The profiler's py-spy recorders are pxq's helpers: the socket tracer leaves them out."""
+    from pxq.agent.pyspy import PySpySampler, find_pyspy
+
+    if find_pyspy() is None:
+        pytest.skip("py-spy is not installed")
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    sampler = PySpySampler(rate_hz=10, segment_s=5)
+    try:
+        sampler.add(target.pid, f"0:{target.pid}:0")
+        segment = sampler.targets[target.pid].segment
+        assert segment is not None
+        assert segment.process.pid in own_processes.pids()
+    finally:
+        sampler.stop()
+        target.kill()
+        target.wait(timeout=10)
+    assert segment.process.pid not in own_processes.pids()  # reaped: its pid may be reused
