@@ -192,13 +192,19 @@ class AgentLoop:
         return Progress.of(elapsed_s, self.events, self.store)
 
     def _move(self, collectors: list[Collector]) -> None:
+        moved = False
         for collector in collectors:
             for table, data in collector.drain().items():
                 if data.num_rows:
                     _remember_processes(data, self.store, self.identities)
                     self.store.append(table, data)
+                    moved = True
             for table, counters in collector.drops().items():
                 self.store.set_drops(table, counters)
+        if moved:
+            # Arrow's allocator keeps what the drained tables' building freed (the store holds
+            # them compressed): give it back, or the agent's RSS stays at its busiest second's.
+            pa.default_memory_pool().release_unused()
 
 
 # The cyclic garbage collector's thresholds while collecting (restored after): per event, the

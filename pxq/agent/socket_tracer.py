@@ -74,6 +74,11 @@ BATCH_INTERVAL_MS = 50
 # ring buffer is waiting; more is taken at the next BATCH_INTERVAL_MS, as without the extension.
 QUIET_BATCH_INTERVAL_MS = 250
 QUIET_RING_SHARE = 32  # (one 32nd: 256 KiB of the default 8 MiB)
+# Events handled per batch at most: an agent behind (a full ring buffer holds ~50,000 DNS events)
+# takes its backlog in several batches, without waiting between them, so that the rows of each
+# become Arrow (the collector drains between polls) before the next batch's events and rows are
+# Python objects: that peak was most of the agent's RSS under overload.
+MAX_BATCH_EVENTS = 8192
 
 
 class EventHeader(ct.Structure):
@@ -173,8 +178,9 @@ class RingReader:
         self._poller = select.poll()
         self._poller.register(map_fd, select.POLLIN)
 
-    def read(self, out: list, header: struct.Struct) -> int:
-        """Append a SockEvent to ``out`` for each record committed now; returns how many."""
+    def read(self, out: list, header: struct.Struct, limit: int = 1 << 62) -> int:
+        """Append a SockEvent to ``out`` for each record committed now, ``limit`` at most;
+        returns how many."""
         mem, data_at, mask = self._producer, self._data_at, self._mask
         unpack_len, unpack_header = self._LEN.unpack_from, header.unpack_from
         busy, discard, hdr = self.BUSY, self.DISCARD, self.HEADER
@@ -182,7 +188,7 @@ class RingReader:
         cons = self._consumer_pos[0]
         prod = self._producer_pos[0]
         taken = 0
-        while cons < prod:
+        while cons < prod and taken < limit:
             at = data_at + (cons & mask)
             length = unpack_len(mem, at)[0]
             if length & busy:
@@ -353,6 +359,7 @@ class SocketTracer:
         self.batch_interval_ms = BATCH_INTERVAL_MS
         # 0: every poll takes what is there (at most every batch_interval_ms); else see poll().
         self.quiet_batch_interval_ms = 0
+        self._backlog = False  # the last read stopped at MAX_BATCH_EVENTS: more is waiting
         self._last_poll = 0.0
         self.polls = 0
         self.last_poll_events = 0
@@ -416,6 +423,9 @@ class SocketTracer:
             self.close_window()
             self._consume()
             self._process()
+            while self._backlog:
+                self._consume()
+                self._process()
             self.kernel_drops()
             # The window's last conn_stats report, while the kernel still holds the totals.
             self._tracker.report_conn_stats(time.monotonic_ns())
@@ -443,7 +453,8 @@ class SocketTracer:
 
     # -- collecting -------------------------------------------------------------------------
     def poll(self, timeout_ms: int = 100) -> int:
-        """Wait up to ``timeout_ms`` for events and handle all that are there; returns how many.
+        """Wait up to ``timeout_ms`` for events and handle those there (MAX_BATCH_EVENTS at most:
+        a backlog's next batch is taken at the next poll, without waiting); returns how many.
 
         Events are taken in batches at most every ``batch_interval_ms`` (50 ms): waking up for
         every few events costs more than the events themselves, and the ring buffer holds
@@ -459,11 +470,11 @@ class SocketTracer:
         now = time.monotonic()
         until = now + timeout_ms / 1000
         wait = min(self._last_poll + self.batch_interval_ms / 1000 - now, timeout_ms / 1000)
-        if wait > 0:
+        if wait > 0 and not self._backlog:
             time.sleep(wait)
             now = time.monotonic()
         ring = self._ring
-        if self.quiet_batch_interval_ms and timeout_ms > 0 and ring is not None:
+        if self.quiet_batch_interval_ms and timeout_ms > 0 and ring is not None and not self._backlog:
             quiet_until = self._last_poll + self.quiet_batch_interval_ms / 1000
             quiet_bytes = ring.size // QUIET_RING_SHARE
             while now < quiet_until and ring.pending() < quiet_bytes:
@@ -485,9 +496,10 @@ class SocketTracer:
         return handled
 
     def _consume(self) -> None:
-        """Take what the ring buffer holds into ``self._events``."""
+        """Take what the ring buffer holds into ``self._events`` (MAX_BATCH_EVENTS at most)."""
         if self._ring is not None:
-            self._ring.read(self._events, _HEADER)
+            room = MAX_BATCH_EVENTS - len(self._events)
+            self._backlog = room <= 0 or self._ring.read(self._events, _HEADER, room) == room
 
     def _process(self) -> int:
         batch = self._events[:]

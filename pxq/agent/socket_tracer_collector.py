@@ -18,7 +18,7 @@ from pxq.plan.manifest import CollectorRequest
 # often, or once this many are waiting: building a table has a fixed cost, and reading the
 # kernel's counters is a few map lookups each.
 DRAIN_INTERVAL_S = 1.0
-DRAIN_ROWS = 20_000
+DRAIN_ROWS = 5_000  # (a row waiting is a dozen Python objects; in Arrow, compressed, a few bytes)
 # The table of connection counters it fills besides the protocols' tables.
 CONN_STATS = "conn_stats"
 
