@@ -68,6 +68,12 @@ class _Held:
         return pa.ipc.open_stream(self.data).read_all()
 
 
+def warm_up_codec() -> None:
+    """Pay the codec's one-time set-up (its code and contexts, ~20-30 ms) now, at the agent's
+    start-up, not in the window's first drain."""
+    _Held.of(pa.table({"time_": pa.array([0], pa.int64()), "text": ["warm up"]})).table()
+
+
 @dataclass
 class _TableBatches:
     batches: deque[_Held] = field(default_factory=deque)
