@@ -31,7 +31,7 @@ from pxq.agent.bpf_program import bpf_unavailable_reason, release_compiler_pages
 from pxq.agent.collector import AgentError, AgentOptions, Collector
 from pxq.agent.collectors import build_collector, check_collectable
 from pxq.agent.procinfo import PROC, ProcessIdentities, parse_stat, process_info
-from pxq.agent.table_store import TableStore, split_losses, warm_up_codec
+from pxq.agent.table_store import TableStore, split_losses
 from pxq.plan.manifest import ProbeManifest
 
 POLL_INTERVAL_MS = 100
@@ -148,7 +148,6 @@ class AgentLoop:
             self.close()
             raise
         release_compiler_pages()
-        warm_up_codec()
         self._gc_before = _start_window_gc()
         self.store.start_time_ns = time.time_ns()
         return self.store
