@@ -31,7 +31,8 @@ Per protocol, two phases under the same agent:
    The agent's CPU time per 10,000 transactions (getrusage of the agent process from the end of
    its start-up until it caught up with the phase; target <= 0.3 s), given per row captured (a
    transaction as one end sees it: the figure HTTP's bench gives) and per transaction issued (both
-   ends), and its RSS (VmHWM, reset after start-up; target <= 250 MB) come from this phase.
+   ends) come from this phase; its RSS (VmHWM, reset after start-up; target <= 250 MB) from this
+   phase and, with the overload's backlog, from all of them.
 
 2. Overload: the same load unpaced (Redis and DNS pipelined 16 deep; pgbench without ``--rate``
    over 4 connections; for Redis also ``redis-benchmark -P 16 -t get``): rows ÷ transactions issued,
@@ -721,7 +722,8 @@ def summary(results: list[dict]) -> int:
              f"(target <= {TARGET_CPU_PER_10K} per row)", paced["cpu_10k_row"] <= TARGET_CPU_PER_10K)  # fmt: skip
         line(f"{r['protocol']} agent RSS peak", f"{r['hwm_mb']:.0f} MB paced capture ({r['overall_hwm_mb']:.0f} MB "
              f"with the overload), {r['startup_mb']:.0f} MB start-up "
-             f"(target <= {TARGET_RSS_MB})", max(r["hwm_mb"], r["startup_mb"]) <= TARGET_RSS_MB)  # fmt: skip
+             f"(target <= {TARGET_RSS_MB} in every phase)",
+             max(r["hwm_mb"], r["overall_hwm_mb"], r["startup_mb"]) <= TARGET_RSS_MB)  # fmt: skip
         for phase in over:
             lost = {**phase["drops"], **{f"stitcher:{k}": v for k, v in phase["errors"].items()}}
             line(f"{r['protocol']} {phase['name']}",

@@ -18,7 +18,7 @@ from pxq.plan.manifest import CollectorRequest
 # often, or once this many are waiting: building a table has a fixed cost, and reading the
 # kernel's counters is a few map lookups each.
 DRAIN_INTERVAL_S = 1.0
-DRAIN_ROWS = 20_000
+DRAIN_ROWS = 5_000  # (a row waiting is a dozen Python objects; in Arrow, compressed, a few bytes)
 # The table of connection counters it fills besides the protocols' tables.
 CONN_STATS = "conn_stats"
 
@@ -37,7 +37,7 @@ class SocketTracerCollector:
                 f"the socket tracer does not parse {', '.join(unsupported)} yet "
                 f"(it parses: {', '.join(self.protocols)}); replay a capture with --from"
             )
-        from pxq.agent.socket_tracer import SocketTracer
+        from pxq.agent.socket_tracer import QUIET_BATCH_INTERVAL_MS, SocketTracer
 
         conn_stats = CONN_STATS in request.tables
         self.tables = tuple(self.protocols[p] for p in request.protocols) + ((CONN_STATS,) if conn_stats else ())
@@ -53,6 +53,7 @@ class SocketTracerCollector:
             conn_stats_interval_s=float(request.option("conn_stats_interval_s", DEFAULT_INTERVAL_S)),
             keep_secrets=options.keep_secrets,
         )
+        self.tracer.quiet_batch_interval_ms = QUIET_BATCH_INTERVAL_MS  # fewer, larger batches when quiet
         self._last_drain = 0.0
         self._drops: dict[str, dict[str, int]] | None = None  # as of the last drain
 

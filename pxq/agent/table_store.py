@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc
 
 from pxq.errors import DataError
 from pxq.tables import CATALOG
@@ -28,35 +29,53 @@ def split_losses(counters: dict[str, int]) -> tuple[dict[str, int], dict[str, in
     return lost, incomplete
 
 
-def _newest(batch: pa.Table) -> int | None:
-    return pc.max(batch.column("time_").cast(pa.int64())).as_py()
+# Held batches are compressed (an Arrow IPC stream each): the store holds the whole window, most
+# of the agent's memory under load, and protocol rows (JSON text, one process and address for
+# thousands of rows, names that differ by a digit) shrink 5 to 25 times. zstd level 1 costs about
+# as much CPU as the dictionary encoding it replaces; reading a batch back decompresses it.
+HELD_CODEC = pa.Codec("zstd", 1) if pa.Codec.is_available("zstd") else None
+# In the calling thread: Arrow's thread pool would cost the agent ~40 MB of RSS (its threads'
+# allocator arenas) for batches that compress in milliseconds anyway.
+_WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression=HELD_CODEC, use_threads=False)
+_READ_OPTIONS = pa.ipc.IpcReadOptions(use_threads=False)
 
 
-def _compact(data: pa.Table) -> pa.Table:
-    """``data`` with each string column that repeats itself (the connection columns: one process,
-    one address for thousands of rows) held dictionary-encoded, which is smaller: the store holds
-    the whole window, most of the agent's memory under load. :meth:`TableStore.table` gives the
-    catalog's types back."""
-    for i, field_ in enumerate(data.schema):
-        if not pa.types.is_string(field_.type) or data.num_rows < 64:
-            continue
-        column = data.column(i)
-        encoded = pc.dictionary_encode(column)
-        values = max((len(chunk.dictionary) for chunk in encoded.chunks), default=0)
-        if values < 1 << 7:  # indices as small as the dictionary allows
-            encoded = encoded.cast(pa.dictionary(pa.int8(), field_.type))
-        elif values < 1 << 15:
-            encoded = encoded.cast(pa.dictionary(pa.int16(), field_.type))
-        if encoded.nbytes < column.nbytes // 2:
-            data = data.set_column(i, field_.with_type(encoded.type), encoded)
-    return data
+@dataclass
+class _Held:
+    """One appended batch as the store keeps it."""
+
+    data: pa.Buffer | pa.Table  # the compressed IPC stream (the table itself without a codec)
+    rows: int
+    size: int  # its bytes in the catalog's types: what the budget counts (what readers get)
+    newest_ns: int | None  # its latest time_ (for a rolling window)
+
+    @classmethod
+    def of(cls, data: pa.Table) -> _Held:
+        newest = None
+        if "time_" in data.column_names:
+            newest = pc.max(data.column("time_").cast(pa.int64())).as_py()
+        held: pa.Buffer | pa.Table = data
+        if HELD_CODEC is not None:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, data.schema, options=_WRITE_OPTIONS) as out:
+                out.write_table(data)
+            held = sink.getvalue()
+        return cls(held, data.num_rows, data.nbytes, newest)
+
+    @property
+    def held_bytes(self) -> int:
+        return self.data.size if isinstance(self.data, pa.Buffer) else self.data.nbytes
+
+    def table(self) -> pa.Table:
+        if isinstance(self.data, pa.Table):
+            return self.data
+        return pa.ipc.open_stream(self.data, options=_READ_OPTIONS).read_all()
 
 
 @dataclass
 class _TableBatches:
-    batches: deque = field(default_factory=deque)
-    sizes: deque = field(default_factory=deque)  # each batch's bytes in the catalog's types
-    bytes: int = 0
+    batches: deque[_Held] = field(default_factory=deque)
+    bytes: int = 0  # in the catalog's types
     rows: int = 0
 
 
@@ -84,14 +103,12 @@ class TableStore:
         expected = CATALOG[table].arrow_schema()
         if data.schema != expected:
             data = data.select(expected.names).cast(expected)
-        size = data.nbytes  # the budget counts what readers get (the catalog's types)
-        data = _compact(data)
+        held = _Held.of(data)
         with self._lock:
             entry = self._tables.setdefault(table, _TableBatches())
-            entry.batches.append(data)
-            entry.sizes.append(size)
-            entry.bytes += size
-            entry.rows += data.num_rows
+            entry.batches.append(held)
+            entry.bytes += held.size
+            entry.rows += held.rows
             self._evict()
 
     def _evict(self) -> None:
@@ -101,17 +118,17 @@ class TableStore:
                 if len(entry.batches) <= 1:
                     break
                 oldest = entry.batches.popleft()
-                entry.bytes -= entry.sizes.popleft()
-                entry.rows -= oldest.num_rows
-                self.count_drop(name, "table_store_budget", oldest.num_rows)
+                entry.bytes -= oldest.size
+                entry.rows -= oldest.rows
+                self.count_drop(name, "table_store_budget", oldest.rows)
         while sum(t.bytes for t in self._tables.values()) > self.budget_bytes:
             name, entry = max(self._tables.items(), key=lambda kv: kv[1].bytes)
             if len(entry.batches) <= 1:
                 break  # never drop the newest batch: it is what the user is looking at
             oldest = entry.batches.popleft()
-            entry.bytes -= entry.sizes.popleft()
-            entry.rows -= oldest.num_rows
-            self.count_drop(name, "table_store_budget", oldest.num_rows)
+            entry.bytes -= oldest.size
+            entry.rows -= oldest.rows
+            self.count_drop(name, "table_store_budget", oldest.rows)
 
     def drop_before(self, cutoff_ns: int) -> dict[str, int]:
         """A rolling window (:mod:`pxq.agent.live_window`): drop the batches whose rows are all
@@ -120,11 +137,11 @@ class TableStore:
         dropped: dict[str, int] = {}
         with self._lock:
             for name, entry in self._tables.items():
-                while entry.batches and (_newest(entry.batches[0]) or 0) < cutoff_ns:
+                while entry.batches and (entry.batches[0].newest_ns or 0) < cutoff_ns:
                     oldest = entry.batches.popleft()
-                    entry.bytes -= entry.sizes.popleft()
-                    entry.rows -= oldest.num_rows
-                    dropped[name] = dropped.get(name, 0) + oldest.num_rows
+                    entry.bytes -= oldest.size
+                    entry.rows -= oldest.rows
+                    dropped[name] = dropped.get(name, 0) + oldest.rows
         return dropped
 
     def count_drop(self, table: str, reason: str, count: int) -> None:
@@ -152,10 +169,16 @@ class TableStore:
         return entry.bytes if entry else 0
 
     def batches(self, table: str) -> list[pa.Table]:
-        """The batches ``table`` holds now, oldest first, as stored (strings may be dictionary-encoded):
+        """The batches ``table`` holds now, oldest first, read back from how they are held:
         for readers that want only the first rows (the node agent's heads)."""
         with self._lock:
-            return list(self._tables[table].batches) if table in self._tables else []
+            held = list(self._tables[table].batches) if table in self._tables else []
+        return [batch.table() for batch in held]
+
+    def held_bytes(self) -> int:
+        """Bytes the store's batches take as held (compressed), all tables."""
+        with self._lock:
+            return sum(b.held_bytes for entry in self._tables.values() for b in entry.batches)
 
     def table(self, table: str) -> pa.Table:
         schema = CATALOG[table].arrow_schema()
@@ -163,7 +186,7 @@ class TableStore:
             batches = list(self._tables[table].batches) if table in self._tables else []
         if not batches:
             return schema.empty_table()
-        return pa.concat_tables([b if b.schema == schema else b.cast(schema) for b in batches])
+        return pa.concat_tables([b.table() for b in batches])
 
     def scan(
         self,

@@ -3,6 +3,7 @@ progress display; start, step as often as wanted, stop, and the store holds the 
 
 from __future__ import annotations
 
+import gc
 import time
 
 import pytest
@@ -20,6 +21,7 @@ def test_loop_collects_a_busy_process_without_a_window():
     with running(python_busy(30)) as proc:
         request = CollectorRequest("perf_profiler", (TABLE,), (proc.pid,), options=(("python", "off"),))
         loop = AgentLoop(ProbeManifest(time.time_ns(), (), (request,)))
+        before = gc.get_threshold()
         try:
             loop.start()
             assert [c.name for c in loop.running] == ["perf_profiler"] and loop.store.start_time_ns
@@ -27,9 +29,13 @@ def test_loop_collects_a_busy_process_without_a_window():
             while time.monotonic() < end:
                 loop.step()
             during = loop.progress(1.5)
+            # The start-up's objects are out of the cyclic collector's way for the window only.
+            frozen, thresholds = gc.get_freeze_count(), gc.get_threshold()
             store = loop.stop()
+            assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
         finally:
             loop.close()
+    assert frozen > 10_000 and thresholds[0] > before[0]
     assert loop.running == [] and [c.name for c in loop.stopped] == ["perf_profiler"]
     assert store is loop.store and store.end_time_ns >= store.start_time_ns
     rows = store.table(TABLE).to_pylist()

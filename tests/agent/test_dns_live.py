@@ -19,6 +19,7 @@ from pathlib import Path
 import dns.rcode
 import pytest
 
+from pxq.agent import socket_tracer
 from pxq.agent.socket_tracer import SocketTracer
 from pxq.tables import CATALOG
 from pxq.testing.kernel import require_bpf
@@ -282,3 +283,78 @@ def test_udp_that_is_not_dns_is_switched_off_in_the_kernel():
     assert rows == []
     # The first datagrams were looked at; none of the later ones crossed the ring buffer.
     assert tracer.stats()["bytes"] == first * int(datagram_bytes)
+
+
+def dig_many(server: DnsmasqServer, tmp_path: Path, queries: int) -> Child:
+    """dig asking www.test A ``queries`` times in a row (-f), as fast as the answers come;
+    +short: two address lines per answer (a pipe holds all of it; the full output would not)."""
+    (tmp_path / "names").write_text("www.test A\n" * queries)
+    return Child([sys.executable, "-c", EXEC_ON_GO, "dig", f"@{server.host}", "-p", str(server.port), "-f",
+                  str(tmp_path / "names"), "+short", "+tries=1", "+time=2"])  # fmt: skip
+
+
+def test_a_quiet_ring_buffer_gathers_and_a_filling_one_is_taken_at_once(tmp_path):
+    # The agent's collector lets a quiet ring buffer gather for quiet_batch_interval_ms (fewer,
+    # larger batches); one filling up past its quiet share must be taken at the next look, not
+    # left to fill until that interval ends. The interval here is far longer than the test.
+    burst = 1000  # dig -f: ~600 KB of events both ends traced, past the quiet share (256 KiB)
+    with DnsmasqServer() as server:
+        one = dig(server, "www.test", "A")
+        many = dig_many(server, tmp_path, burst)
+        tracer = SocketTracer(pids={server.pid, one.pid, many.pid}, protocols=("dns",))
+        tracer.quiet_batch_interval_ms = 600_000
+        tracer.start()
+        try:
+            assert tracer.poll(0) == 0 and tracer.polls == 1  # poll(0) takes what is there: nothing yet
+            output = one.run(tracer)
+            assert output.count("status: NOERROR") == 1, output
+            assert [tracer.poll(50) for _ in range(3)] == [0, 0, 0]  # quiet: still gathering
+            assert tracer.stats()["events"] == 0 and tracer.polls == 1
+            output = many.run(tracer)
+            assert output.split().count("192.0.2.10") == burst, output[-2000:]
+            for _ in range(3):
+                tracer.poll(50)
+            # Taken while the quiet interval still runs: the ~4,000 events of the burst fill the
+            # quiet share (256 KiB) at about 1,700.
+            assert tracer.stats()["events"] > burst
+            rows = finish(tracer)
+        finally:
+            tracer.stop()
+            one.kill()
+            many.kill()
+    # Nothing lost by gathering: a client and a server row per query dig got an answer to.
+    assert len([r for r in rows if r["trace_role"] == CLIENT]) == burst + 1
+    assert len([r for r in rows if r["trace_role"] == SERVER]) == burst + 1
+    assert tracer.drops()["ringbuf_full"] == 0
+
+
+def test_a_backlog_is_taken_in_bounded_batches_one_after_the_other(tmp_path, monkeypatch):
+    # An agent behind takes the ring buffer's backlog MAX_BATCH_EVENTS at a time (so each batch's
+    # rows leave Python's heap before the next are made), and without waiting between batches.
+    monkeypatch.setattr(socket_tracer, "MAX_BATCH_EVENTS", 500)
+    queries = 1000  # ~4,000 events, both ends traced
+    sleeps: list[float] = []
+    real_sleep = time.sleep
+    with DnsmasqServer() as server:
+        many = dig_many(server, tmp_path, queries)
+        tracer = SocketTracer(pids={server.pid, many.pid}, protocols=("dns",))
+        tracer.start()
+        try:
+            many.go()
+            assert many.proc.wait(TIMEOUT) == 0  # the tracer not polled meanwhile: it is all waiting
+            assert many.proc.stdout is not None
+            assert many.proc.stdout.read().split().count("192.0.2.10") == queries
+            tracer.poll(0)
+            monkeypatch.setattr(time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+            batches = [tracer.poll(50)]
+            while batches[-1] == 500:
+                batches.append(tracer.poll(50))
+            assert sleeps == []  # one batch after the other
+            rows = finish(tracer)
+        finally:
+            tracer.stop()
+            many.kill()
+    assert len(batches) >= 6 and batches[-1] < 500, batches
+    assert len([r for r in rows if r["trace_role"] == CLIENT]) == queries
+    assert len([r for r in rows if r["trace_role"] == SERVER]) == queries
+    assert tracer.drops()["ringbuf_full"] == 0
