@@ -1,0 +1,45 @@
+"""Native stack unwinding in the agent, without frame pointers: perf's ``--call-graph dwarf``
+approach. The kernel sends each sample's user registers (ip, sp, bp) and a bounded copy of the
+user stack from sp (``bpf/profile.c``); here each binary's call-frame information is read
+with pyelftools (:mod:`pxq.agent.unwind.cfi`): through ``.eh_frame_hdr``'s sorted index, each FDE
+decoded when an address in it is first met (libc or libpython3.11 load in ~0.1 s; decoding every
+FDE up front took 2-4 s each), else every FDE of ``.eh_frame`` or ``.debug_frame`` into sorted
+numpy arrays; tables are kept per build id and size (:mod:`pxq.agent.unwind.cache`). Each sample is
+then unwound frame by frame against the copy (:mod:`pxq.agent.unwind.unwinder`).
+
+::
+
+    table = load_unwind_table(open("/lib/x86_64-linux-gnu/libc.so.6", "rb"))
+    row = table.row(vaddr)                  # the CFI rule in force at an ELF virtual address
+    result = unwind(regs, stack, locate, copy_full)   # return addresses, leaf first, and why it stopped
+
+Why in the agent and not in BPF (the OpenTelemetry profiler's approach): bcc programs here cannot
+read kernel structs (6.1 headers on a 6.18 kernel) and a BPF unwinder needs per-binary tables in
+maps and tail calls per frame; copying the stack costs the kernel a few microseconds per sample
+and the agent unwinds a sample in tens of microseconds (bench/bench_profiler_accuracy.py).
+"""
+
+from __future__ import annotations
+
+from pxq.agent.unwind.cfi import (
+    IndexedUnwindTable,
+    UnwindRow,
+    UnwindTable,
+    load_unwind_table,
+    parse_unwind_table,
+    unwind_table_of_fd,
+)
+from pxq.agent.unwind.unwinder import STOP_REASONS, Registers, UnwindResult, unwind
+
+__all__ = [
+    "STOP_REASONS",
+    "IndexedUnwindTable",
+    "load_unwind_table",
+    "Registers",
+    "UnwindResult",
+    "UnwindRow",
+    "UnwindTable",
+    "parse_unwind_table",
+    "unwind",
+    "unwind_table_of_fd",
+]
