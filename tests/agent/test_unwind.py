@@ -307,3 +307,24 @@ def test_a_recursive_stack_stops_at_the_depth_limit():
         max_depth=50,
     )
     assert result.reason == TOO_DEEP and len(result.addresses) == 51
+
+
+def test_a_copy_stripped_of_eh_frame_keeps_its_build_id_but_not_the_tables(ratio_nofp):
+    """Tables are shared by build id, but a copy with sections removed keeps the build id: it
+    must get its own (empty) table, not the original's rules."""
+    import os
+
+    from pxq.agent.symbols.elf import parse_elf
+    from pxq.agent.unwind.cache import unwind_table_for
+
+    stripped = without_eh_frame(ratio_nofp)
+    build_id = parse_elf(ratio_nofp.read_bytes()).build_id
+    assert build_id and parse_elf(stripped.read_bytes()).build_id == build_id
+    tables = []
+    for path in (ratio_nofp, stripped):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            tables.append(unwind_table_for(fd, build_id))
+        finally:
+            os.close(fd)
+    assert len(tables[0]) > 0 and len(tables[1]) == 0
