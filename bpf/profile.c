@@ -222,7 +222,10 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     u64 size = sizeof(struct pxq_profile_sample) + EXTRA_BYTES + (copied & (2 * STACK_COPY_BYTES - 1));
     if (size > sizeof(struct pxq_profile_scratch))
         return 0;
-    if (samples.ringbuf_output(s, size, 0) != 0)
+    /* No wakeup: the agent takes the records when it polls (every 100 ms). A wakeup per sample
+     * would make the agent run right after each sample, taking CPU from the sampled task between
+     * samples; the task would then be sampled more often than its CPU time says. */
+    if (samples.ringbuf_output(s, size, BPF_RB_NO_WAKEUP) != 0)
         stat_add(PXQ_PROF_STAT_SAMPLES_LOST);
     return 0;
 }

@@ -362,7 +362,8 @@ class Profiler:
         bpf = self._bpf
         if bpf is None:
             raise RuntimeError("Profiler.poll() before start()")
-        bpf.ring_buffer_poll(max(0, int(timeout_ms)))
+        bpf.ring_buffer_poll(max(0, int(timeout_ms)))  # wakes for new processes only
+        bpf.ring_buffer_consume()  # samples are sent without a wakeup (see profile.c)
         handled = self._handle_notices()
         if time.monotonic() - self._last_read >= self.options.drain_interval_s:
             handled += self._read_samples()
