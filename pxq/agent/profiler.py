@@ -244,10 +244,11 @@ def rows_to_table(rows: list[tuple[int, str, str, int, str, bool]]) -> pa.Table:
     if not rows:
         return schema.empty_table()
     times, upids, stacks, counts, samplers, truncated = zip(*rows)
+    ids: dict[str, int] = {}  # one sample per row: the same stacks come back again and again
     columns = {
         "time_": pa.array(times, pa.int64()).cast(schema.field("time_").type),
         "upid": upids,
-        "stack_trace_id": [stack_trace_id(s) for s in stacks],
+        "stack_trace_id": [ids[s] if s in ids else ids.setdefault(s, stack_trace_id(s)) for s in stacks],
         "stack_trace": stacks,
         "count": counts,
         "sampler": samplers,
@@ -407,7 +408,7 @@ class Profiler:
         records, self._records[:] = self._records[:], []
         boot_to_wall = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         header = ct.sizeof(Sample)
-        folded: dict[tuple, tuple[str, bool, str | None]] = {}  # (pid, addresses, kernel) -> row parts
+        folded: dict[tuple, tuple[str, bool]] = {}  # (pid, addresses, kernel) -> (text, truncated)
         per_pid: dict[int, int] = {}
         for record in records:
             if len(record) < header:
@@ -420,7 +421,7 @@ class Profiler:
             parts = folded.get(key)
             if parts is None:
                 parts = folded[key] = self._fold(pid, user, kernel)
-            text, symbolic_truncated, _ = parts
+            text, symbolic_truncated = parts
             truncated = truncated or symbolic_truncated
             upid = self._upid(pid, sample.comm)
             if truncated:
@@ -470,7 +471,7 @@ class Profiler:
             return LOST_KERNEL
         return tuple(sample.kernel_stack[: min(size // 8, KERNEL_DEPTH)])
 
-    def _fold(self, pid: int, user, kernel) -> tuple[str, bool, str | None]:
+    def _fold(self, pid: int, user, kernel) -> tuple[str, bool]:
         """The folded text of a stack (root first) and whether its user part looks cut short."""
         truncated = False
         if isinstance(user, str):
@@ -480,7 +481,7 @@ class Profiler:
         else:
             user_frames = []
         kernel_frames = [kernel] if isinstance(kernel, str) else self.symbolizer.kernel_stack(list(kernel))
-        return ";".join(user_frames + kernel_frames) or NO_STACK, truncated, None
+        return ";".join(user_frames + kernel_frames) or NO_STACK, truncated
 
     def _upid(self, pid: int, comm: bytes = b"") -> str:
         upid = self._upids.get(pid)
