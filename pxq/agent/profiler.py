@@ -28,7 +28,10 @@ unwind tables then resolve even if it exits before the next read.
 Reading (every ``drain_interval_s``, and at stop): each sample is unwound with its binaries'
 ``.eh_frame`` (frame pointers only where a file has no CFI), symbolized and folded. One row per
 sample, with the sample's own time (``time_``), count 1: time filters and per-time-bin flamegraphs
-see when each sample was taken.
+see when each sample was taken. That costs little at profiling rates: ~35 us per row to build the
+table, and the store keeps repeated stack texts dictionary-encoded. Sample records are sent without
+a ring-buffer wakeup and taken at each poll: a wakeup per sample ran the agent right after each
+sample, and the sampled task then got more samples than its CPU time said.
 
 Rows: ``stack_trace`` is folded root first: user frames, then kernel frames (``name_[k]``). A
 sample whose user registers could not be read shows ``[lost user stack]``, a failed kernel stack
