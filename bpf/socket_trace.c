@@ -55,7 +55,9 @@
  * Compile-time options (-D): MAX_DATA (power of two), MAX_STEPS, COPY_LIMIT (bytes copied per
  * call, at most MAX_STEPS * MAX_DATA), MAX_IOV, MAX_MMSG, RING_PAGES, NCPU (possible CPUs),
  * SELF_PID (never traced), FILTER_PIDS (1: only tgids in allowed_pids), PROCS_SIZE (processes
- * whose identity is remembered).
+ * whose identity is remembered), IGNORE_PIDS / IGNORE_COMMS / IGNORE_CGROUPS (1: consult
+ * ignored_pids / ignored_comms / ignored_cgroups; each costs a lookup, so each is compiled in only
+ * when asked for).
  */
 #include "socket_trace.h"
 
@@ -88,6 +90,18 @@
 #endif
 #ifndef PROCS_SIZE
 #define PROCS_SIZE 8192
+#endif
+#ifndef IGNORE_PIDS
+#define IGNORE_PIDS 0 /* 1: ignored tgids (see ignore_pid), and the processes they fork, are never traced */
+#endif
+#ifndef IGNORE_COMMS
+#define IGNORE_COMMS 0 /* 1: a program exec'd under a name in ignored_comms is ignored from then on */
+#endif
+#if IGNORE_COMMS && !IGNORE_PIDS
+#error "IGNORE_COMMS needs IGNORE_PIDS (a process running an ignored name is an ignored pid)"
+#endif
+#ifndef IGNORE_CGROUPS
+#define IGNORE_CGROUPS 0 /* 1: tasks whose cgroup v2 id is in ignored_cgroups are never traced */
 #endif
 
 #define PXQ_AF_INET 2
@@ -244,6 +258,41 @@ BPF_HASH(disabled, u64, u32, 65536);
  * attached sees one direction of a connection without the other: a server's requests without
  * their responses, which pair every later response with the wrong request. */
 BPF_ARRAY(ready, u32, 1);
+/* What the user (or pxq, for its own helper processes) asked never to trace. A pid is ignored
+ * when user space says so, when an ignored process forks it (task_newtask), or when it execs a
+ * program named in ignored_comms; no longer at its exit (the pid may be reused). With FILTER_PIDS
+ * an ignored pid is PXQ_PID_IGNORED in allowed_pids (one lookup per call decides both), else it is
+ * in ignored_pids. A cgroup is matched exactly: a task in a cgroup below an ignored one is traced. */
+#define PXQ_PID_TRACED 1
+#define PXQ_PID_IGNORED 2
+struct comm_key_t {
+    char comm[16];
+};
+#if !FILTER_PIDS
+BPF_HASH(ignored_pids, u32, u8, 65536);
+#endif
+BPF_HASH(ignored_comms, struct comm_key_t, u8, 256);
+BPF_HASH(ignored_cgroups, u64, u8, 1024);
+
+#if IGNORE_PIDS
+static __always_inline void ignore_pid(u32 tgid) {
+    u8 ignored = PXQ_PID_IGNORED;
+#if FILTER_PIDS
+    allowed_pids.update(&tgid, &ignored);
+#else
+    ignored_pids.update(&tgid, &ignored);
+#endif
+}
+
+static __always_inline int pid_ignored(u32 tgid) {
+#if FILTER_PIDS
+    u8 *state = allowed_pids.lookup(&tgid);
+    return state && *state == PXQ_PID_IGNORED;
+#else
+    return ignored_pids.lookup(&tgid) != 0;
+#endif
+}
+#endif
 
 static __always_inline void count_drop(u32 reason) {
     u64 *n = drops.lookup(&reason);
@@ -260,10 +309,29 @@ static __always_inline int pid_allowed(u32 tgid) {
     if (!on || !*on)
         return 0;
 #if FILTER_PIDS
-    if (!allowed_pids.lookup(&tgid))
+    u8 *state = allowed_pids.lookup(&tgid); /* also says whether it is ignored */
+    if (!state || *state != PXQ_PID_TRACED)
         return 0;
 #endif
     return 1;
+}
+
+/* The ignore rules that the pid filter's lookup does not decide already (no pid filter: the
+ * ignored pids; always: the cgroups), checked only where a call turned out to be an inet socket's,
+ * and at process events, not on every call: most calls of most processes are not a socket's, and
+ * each rule costs a lookup (a cgroup a helper call too). Whatever reaches the ring buffer passes
+ * here first. tgid is always the current task's. */
+static __always_inline int ignored_late(u32 tgid) {
+#if IGNORE_PIDS && !FILTER_PIDS
+    if (ignored_pids.lookup(&tgid))
+        return 1;
+#endif
+#if IGNORE_CGROUPS
+    u64 cgroup = bpf_get_current_cgroup_id();
+    if (ignored_cgroups.lookup(&cgroup))
+        return 1;
+#endif
+    return 0;
 }
 
 static __always_inline u32 next_gen(void) {
@@ -533,7 +601,13 @@ TRACEPOINT_PROBE(task, task_newtask) {
     if (args->clone_flags & PXQ_CLONE_THREAD)
         return 0;
     u32 parent = bpf_get_current_pid_tgid() >> 32;
-    if (parent != SELF_PID && !pid_allowed(parent))
+#if IGNORE_PIDS
+    if (pid_ignored(parent)) {
+        ignore_pid((u32)args->pid);
+        return 0;
+    }
+#endif
+    if (parent != SELF_PID && (!pid_allowed(parent) || ignored_late(parent)))
         return 0;
     struct proc_t *p = proc_entry((u32)args->pid, 1); /* whatever this pid was before is gone */
     if (!p)
@@ -550,7 +624,15 @@ static __always_inline int exit_exec(u64 regs, long ret) {
     if (ret != 0)
         return 0;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (!pid_allowed(tgid))
+#if IGNORE_COMMS
+    struct comm_key_t name = {};
+    bpf_get_current_comm(name.comm, sizeof(name.comm));
+    if (ignored_comms.lookup(&name)) {
+        ignore_pid(tgid);
+        return 0;
+    }
+#endif
+    if (!pid_allowed(tgid) || ignored_late(tgid))
         return 0;
     u64 cs = 0, sp = 0;
     if (bpf_probe_read_kernel(&cs, sizeof(cs), (void *)(regs + PT_REGS_CS_OFF)) != 0 || cs == USER32_CS)
@@ -822,6 +904,8 @@ static __always_inline int exit_data(u64 id, u16 sys, long ret) {
     u8 datagram = a.protocol == PXQ_IPPROTO_UDP;
 
     u32 tgid = id >> 32;
+    if (ignored_late(tgid))
+        return 0;
     u64 key = conn_key(tgid, a.fd);
     struct conn_t *c = conns.lookup(&key);
     if (c && c->sk == 0)
@@ -1039,6 +1123,8 @@ static __always_inline int exit_open(u64 id, u16 sys, long ret) {
         return 0; /* unix and other families: not traced */
 
     u32 tgid = id >> 32;
+    if (ignored_late(tgid))
+        return 0;
     announce_process(tgid);
     u64 key = conn_key(tgid, fd);
     struct conn_t c = {};
@@ -1099,7 +1185,17 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 #endif
         return 0; /* a thread other than the leader */
     }
-    if (!pid_allowed(tgid))
+#if IGNORE_PIDS
+    if (pid_ignored(tgid)) { /* the pid may be reused by a process nobody asked to ignore */
+#if FILTER_PIDS
+        allowed_pids.delete(&tgid);
+#else
+        ignored_pids.delete(&tgid);
+#endif
+        return 0;
+    }
+#endif
+    if (!pid_allowed(tgid) || ignored_late(tgid))
         return 0;
 #if FILTER_PIDS
     allowed_pids.delete(&tgid); /* the pid may be reused by a process nobody asked for */
@@ -1118,10 +1214,11 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
  * removes it again (sched_process_exit). User space adds the children that exist at start. */
 static __always_inline void follow_fork(u32 child) {
     u32 parent = bpf_get_current_pid_tgid() >> 32;
-    if (!allowed_pids.lookup(&parent))
-        return;
-    u8 one = 1;
-    allowed_pids.update(&child, &one);
+    u8 *state = allowed_pids.lookup(&parent);
+    if (!state || *state != PXQ_PID_TRACED)
+        return; /* an ignored parent's child is ignored already (task_newtask, which runs first) */
+    u8 traced = PXQ_PID_TRACED;
+    allowed_pids.update(&child, &traced);
 }
 
 TRACEPOINT_PROBE(sched, sched_process_fork) {

@@ -15,6 +15,7 @@ kept as explicit ``@example`` cases next to their property.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,13 @@ settings.register_profile(
 )
 settings.register_profile("dev", print_blob=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+# A node agent running on the developer's machine must not answer the tests' `pxq run`s (a local
+# agent is the default source when its state file exists), and the REPL tests must not write the
+# user's history: both state directories point into a directory of this test session.
+_SESSION_STATE = tempfile.mkdtemp(prefix="pxq-test-state-")
+os.environ.setdefault("PXQ_STATE_DIR", os.path.join(_SESSION_STATE, "agent"))
+os.environ.setdefault("XDG_STATE_HOME", os.path.join(_SESSION_STATE, "xdg"))
 
 
 # The session fixtures below start nginx and the Python backend: tests that use them are marked

@@ -50,6 +50,7 @@ def warn_on_stderr(message: str, stream=sys.stderr) -> None:
 class AgentOptions:
     body_limit: int = DEFAULT_BODY_LIMIT
     budget_bytes: int = DEFAULT_BUDGET_BYTES
+    table_budget_bytes: int | None = None  # each table's cap as well (``pxq agent serve``)
     # Keep credentials (HTTP Authorization/Cookie values, database passwords) in the rows instead
     # of SECRET_MARKER: they then end up in outputs and captures. Only by the user's explicit choice.
     keep_secrets: bool = False

@@ -34,6 +34,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -75,6 +76,7 @@ class LiveWindow:
         window_s: float = DEFAULT_WINDOW_S,
         pids: Sequence[int] | None = None,
         options: AgentOptions | None = None,
+        collector_options: dict[str, tuple[tuple[str, str], ...]] | None = None,
     ):
         if not window_s > 0:
             raise UsageError(f"the live window must be longer than 0 s, not {window_s:g}")
@@ -82,6 +84,10 @@ class LiveWindow:
         self.window_s = float(window_s)
         self.pids = tuple(pids) if pids else None
         self.options = options or AgentOptions()
+        # Settings per collector, as a script's '#px:set <collector>.<key>' would give them
+        # (the node agent's profiler rate).
+        self.collector_options = dict(collector_options or {})
+        self.evicted: dict[str, int] = {}  # rows dropped for being older than the window, per table
         self.started_ns: int | None = None
         self.collecting_since: dict[str, int] = {}  # table -> when its probes started (ns)
         self.generation = 0  # how many times the probes were (re)planned and attached
@@ -166,7 +172,13 @@ class LiveWindow:
         self._attach(loop)
 
     def _new_loop(self, tables: tuple[str, ...], now_ns: int) -> AgentLoop:
-        return AgentLoop(manifest_for_tables(list(tables), now_ns=now_ns, pids=self.pids), self.options)
+        manifest = manifest_for_tables(list(tables), now_ns=now_ns, pids=self.pids)
+        if self.collector_options:
+            requests = tuple(
+                replace(c, options=(*c.options, *self.collector_options.get(c.name, ()))) for c in manifest.collectors
+            )
+            manifest = replace(manifest, collectors=requests)
+        return AgentLoop(manifest, self.options)
 
     def _attach(self, loop: AgentLoop, *, start: bool = False) -> None:
         """Run ``loop`` in the collector thread, its store holding what was collected so far."""
@@ -192,7 +204,9 @@ class LiveWindow:
                     if self._halt.is_set():
                         break
                     loop.step()
-                    loop.store.drop_before(time.time_ns() - int(self.window_s * 1e9))
+                    dropped = loop.store.drop_before(time.time_ns() - int(self.window_s * 1e9))
+                    for table, rows in dropped.items():
+                        self.evicted[table] = self.evicted.get(table, 0) + rows
         except BaseException as exc:  # said at the next use: a thread has nobody else to tell
             self._failure = exc
 

@@ -116,7 +116,9 @@ class AgentLoop:
         self.manifest = manifest
         self.options = options or AgentOptions()
         self.descendants = descendants
-        self.store = TableStore(self.options.budget_bytes, host=socket.gethostname())
+        self.store = TableStore(
+            self.options.budget_bytes, host=socket.gethostname(), table_budget_bytes=self.options.table_budget_bytes
+        )
         self.identities = ProcessIdentities()  # one upid per process across the collectors
         self.running: list[Collector] = []  # started and not stopped, in start order
         self.stopped: list[Collector] = []  # in stop order

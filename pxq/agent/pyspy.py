@@ -60,6 +60,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pxq.agent import own_processes
+
 SAMPLER = "py-spy"
 DEFAULT_SEGMENT_S = 10
 STOP_TIMEOUT_S = 10.0
@@ -167,6 +169,7 @@ class PySpySampler:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # the terminal's Ctrl-C is pxq's to handle, not py-spy's
             )
+        own_processes.add(process.pid)  # the socket tracer leaves it alone
         target.segment = _Segment(process, output, log, time.monotonic())
 
     def poll(self) -> int:

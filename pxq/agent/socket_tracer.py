@@ -27,6 +27,18 @@ per sendmmsg/recvmmsg (8), RING_PAGES ring buffer size (2048 pages = 8 MiB). ``s
 ``splice`` to or from a traced TCP socket are fillers as a whole: their bytes never pass through
 user memory.
 
+Ignoring processes: pxq's own process is never traced (SELF_PID), nor the helpers it starts
+(py-spy; :mod:`pxq.agent.own_processes`), nor what they fork. ``ignore_pids``, ``ignore_comms``
+and ``ignore_cgroups`` (:class:`SocketTracerOptions`; ``px.set("socket_tracer.ignore_pids",
+"12,34")``, ``"socket_tracer.ignore_comms"`` with process names as /proc/<pid>/comm shows them,
+``"socket_tracer.ignore_cgroups"`` with cgroup v2 paths or ids, each comma-separated) leave out
+more: those processes and their children (running at start, or forked later), the processes
+running a program of such a name (at start, or from their exec on), and the tasks in such a
+cgroup (that cgroup itself, not the ones below it). Nothing of theirs reaches the ring buffer:
+with a pid filter an ignored pid is skipped at each call's entry by the filter's own lookup;
+otherwise, and for cgroups, where a call turns out to be an inet socket's (most calls are not, and
+each rule costs a lookup per call it is checked on).
+
 x86-64 only: the program hooks the raw ``sys_enter``/``sys_exit`` tracepoints (much cheaper than
 the ``syscalls:`` ones, see ``bpf/socket_trace.c``) and picks its calls by x86-64 syscall number.
 """
@@ -41,15 +53,16 @@ import platform
 import select
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pyarrow as pa
 
+from pxq.agent import own_processes
 from pxq.agent.bpf_program import (
     BpfError,
     BpfProgram,
-    allow_pids,
     build_program,
     counter_names,
     header_constants,
@@ -66,6 +79,11 @@ PROGRAM_FILE = "socket_trace.c"
 HEADER_FILE = "socket_trace.h"
 # The machines bpf/socket_trace.c is written for (syscall numbers, pt_regs and iovec layouts).
 X86_64 = ("x86_64", "AMD64")
+# allowed_pids values (PXQ_PID_* in bpf/socket_trace.c); bpf_update_elem's "only if absent" flag.
+PID_TRACED, PID_IGNORED = 1, 2
+BPF_NOEXIST = 1
+# Bytes of a process name the kernel keeps (TASK_COMM_LEN 16, with its NUL).
+COMM_LEN = 15
 # poll() takes events at most this often (ms); see SocketTracer.poll.
 BATCH_INTERVAL_MS = 50
 
@@ -223,12 +241,23 @@ class SocketTracerOptions:
     max_mmsg: int = 8
     ring_pages: int = 2048
     self_pid: int = field(default_factory=os.getpid)
+    # Never traced (see "Ignoring processes" in the module docstring): these processes and what
+    # they fork; processes running a program of one of these names (/proc/<pid>/comm); tasks in
+    # one of these cgroups (cgroup v2 ids: the inode number of the cgroup's directory).
+    ignore_pids: frozenset[int] = frozenset()
+    ignore_comms: frozenset[str] = frozenset()
+    ignore_cgroups: frozenset[int] = frozenset()
 
     def defines(self) -> dict[str, int]:
         if self.max_data & (self.max_data - 1) or not 64 <= self.max_data <= 16384:
             raise ValueError(f"max_data must be a power of two in [64, 16384], not {self.max_data}")
         if self.ring_pages & (self.ring_pages - 1):
             raise ValueError(f"ring_pages must be a power of two, not {self.ring_pages}")
+        for name in self.ignore_comms:
+            if not 0 < len(name.encode()) <= COMM_LEN:
+                raise ValueError(
+                    f"a process name to ignore is 1 to {COMM_LEN} bytes (as in /proc/<pid>/comm): {name!r}"
+                )
         copy_limit = self.copy_limit or copy_limit_for(DEFAULT_BODY_LIMIT, self.max_data, self.max_steps)
         if not 0 < copy_limit <= self.max_data * self.max_steps:
             raise ValueError(
@@ -244,21 +273,85 @@ class SocketTracerOptions:
             "NCPU": possible_cpus(),
             "SELF_PID": self.self_pid,
             "FILTER_PIDS": 1 if self.pids else 0,
+            "IGNORE_PIDS": 1,  # always: pxq's own helper processes (pxq.agent.own_processes)
+            "IGNORE_COMMS": 1 if self.ignore_comms else 0,
+            "IGNORE_CGROUPS": 1 if self.ignore_cgroups else 0,
         }
 
 
+def cgroup_v2_root() -> Path:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a
+    hybrid system)."""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == "cgroup2":
+            return Path(fields[1].replace("\\040", " "))
+    raise BpfError(
+        "no cgroup v2 hierarchy is mounted: cgroups to ignore need one (mount -t cgroup2 none /sys/fs/cgroup)"
+    )
+
+
+def cgroup_id(spec: str | int) -> int:
+    """A cgroup v2 id (what ``bpf_get_current_cgroup_id`` returns: the inode number of the cgroup's
+    directory) from an id, a directory path, or a path relative to the cgroup v2 mount
+    (``/system.slice/nginx.service`` as /proc/<pid>/cgroup's ``0::`` line shows it)."""
+    if isinstance(spec, int) or spec.strip().isdigit():
+        return int(spec)
+    path = Path(spec.strip())
+    root = cgroup_v2_root()
+    if not path.is_relative_to(root):
+        path = root / str(path).lstrip("/")
+    try:
+        if not path.is_dir():
+            raise FileNotFoundError(path)
+        return path.stat().st_ino
+    except OSError:
+        raise BpfError(f"cgroup to ignore not found: {spec!r} (looked for the directory {path})") from None
+
+
+def _option_list(request, key: str) -> list[str]:
+    text = request.option(key) if hasattr(request, "option") else None
+    return [item.strip() for item in str(text).split(",") if item.strip()] if text else []
+
+
 def options_from_manifest(request) -> SocketTracerOptions:
-    """Kernel options for a ``ProbeManifest`` collector request (its pid filter)."""
+    """Kernel options for a ``ProbeManifest`` collector request: its pid filter, and the
+    ``socket_tracer.ignore_pids`` / ``ignore_comms`` / ``ignore_cgroups`` settings (``px.set``,
+    comma-separated)."""
     pids = getattr(request, "pids", None)
-    return SocketTracerOptions(pids=frozenset(pids) if pids else None)
+    return SocketTracerOptions(
+        pids=frozenset(pids) if pids else None,
+        ignore_pids=frozenset(int(p) for p in _option_list(request, "ignore_pids")),
+        ignore_comms=frozenset(_option_list(request, "ignore_comms")),
+        ignore_cgroups=frozenset(cgroup_id(c) for c in _option_list(request, "ignore_cgroups")),
+    )
+
+
+def processes_named(names: Iterable[str]) -> set[int]:
+    """The running processes whose name (/proc/<pid>/comm) is one of ``names``."""
+    wanted, found = set(names), set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().rstrip("\n") in wanted:
+                    found.add(int(entry.name))
+    return found
 
 
 def build_socket_tracer(options: SocketTracerOptions) -> BpfProgram:
     if options.pids:
-        notes = (f"allowed_pids map, written at start: {', '.join(map(str, sorted(options.pids)))}",)
+        notes = [f"allowed_pids map, written at start: {', '.join(map(str, sorted(options.pids)))}"]
     else:
-        notes = ("every process is traced (no pid filter); pxq itself never is (SELF_PID)",)
-    return build_program(PROGRAM_FILE, options.defines(), layout_asserts("pxq_sock_event", EventHeader), notes)
+        notes = ["every process is traced (no pid filter); pxq itself never is (SELF_PID)"]
+    notes.append(
+        "ignored_pids map: pxq's helper processes"
+        + "".join(f", {p}" for p in sorted(options.ignore_pids))
+        + (f", processes named {', '.join(sorted(options.ignore_comms))}" if options.ignore_comms else "")
+        + " and what they fork"
+    )
+    if options.ignore_cgroups:
+        notes.append(f"ignored_cgroups map: {', '.join(map(str, sorted(options.ignore_cgroups)))}")
+    return build_program(PROGRAM_FILE, options.defines(), layout_asserts("pxq_sock_event", EventHeader), tuple(notes))
 
 
 def socket_tracer_program(
@@ -341,6 +434,7 @@ class SocketTracer:
         self._kernel_drops = dict.fromkeys(DROP_REASONS, 0)
         self.batch_interval_ms = BATCH_INTERVAL_MS
         self._last_poll = 0.0
+        self._unsubscribe: Callable[[], None] = lambda: None  # from own_processes, while running
         self.polls = 0
         self.last_poll_events = 0
 
@@ -365,6 +459,7 @@ class SocketTracer:
                 self._conn_stats.last_report_ns = time.monotonic_ns()
             ring = self._tables["events"]
             self._ring = RingReader(ring.map_fd, ring.max_entries)
+            self._ignore(bpf)
             # Every probe is attached now: start tracing (see `ready` in bpf/socket_trace.c).
             bpf[b"ready"][ct.c_int(0)] = ct.c_uint32(1)
         except Exception:
@@ -375,13 +470,52 @@ class SocketTracer:
             raise
         return self
 
+    def _ignore(self, bpf) -> None:
+        """Fill the ignore maps: the processes running now (the kernel adds what they fork, and
+        what execs an ignored name, from here on), the names and the cgroups; and follow pxq's
+        own helpers started from now on."""
+        from pxq.agent.loop import running_descendants  # loop imports the collectors: not at module level
+
+        opts = self.options
+        pids = (
+            set(opts.ignore_pids)
+            | own_processes.pids()
+            | (processes_named(opts.ignore_comms) if opts.ignore_comms else set())
+        )
+        # With a pid filter an ignored pid is PXQ_PID_IGNORED in allowed_pids (see bpf/socket_trace.c).
+        ignored = bpf[b"allowed_pids"] if opts.pids else bpf[b"ignored_pids"]
+
+        def ignore(pids: Iterable[int]) -> None:
+            for pid in pids:
+                ignored[ct.c_uint32(pid)] = ct.c_uint8(PID_IGNORED)
+
+        ignore(pids | running_descendants(pids))
+        if opts.ignore_comms:
+            comms = bpf[b"ignored_comms"]
+            for name in opts.ignore_comms:
+                key = comms.Key()
+                key.comm = name.encode()
+                comms[key] = ct.c_uint8(1)
+        if opts.ignore_cgroups:
+            cgroups = bpf[b"ignored_cgroups"]
+            for cgroup in opts.ignore_cgroups:
+                cgroups[ct.c_uint64(cgroup)] = ct.c_uint8(1)
+        self._unsubscribe = own_processes.subscribe(lambda pid: ignore([pid]))
+
     def add_pids(self, pids: Iterable[int]) -> None:
         """Trace these processes too (only when the tracer was started with a pid set)."""
         if not self.options.pids:
             return  # every process is traced already
         allowed = self._tables.get("allowed_pids")
-        if allowed is not None:
-            allow_pids(allowed, pids)
+        if allowed is None:
+            return
+        from bcc.libbcc import lib  # bcc is importable once the program is loaded
+
+        traced = ct.c_uint8(PID_TRACED)
+        for pid in pids:
+            key = ct.c_uint32(pid)
+            # Only where absent: an ignored pid (PID_IGNORED, maybe set by the kernel) stays ignored.
+            lib.bpf_update_elem(allowed.map_fd, ct.byref(key), ct.byref(traced), BPF_NOEXIST)
 
     def pids_seen(self) -> set[int]:
         """The processes whose TCP connections the tracer saw (any protocol)."""
@@ -408,6 +542,7 @@ class SocketTracer:
             self._tracker.report_conn_stats(time.monotonic_ns())
             self._tracker.close_all()
         finally:
+            self._unsubscribe()
             self._close_ring()
             self._bpf.cleanup()
             self._bpf = None

@@ -42,8 +42,11 @@ class SocketTracerCollector:
         conn_stats = CONN_STATS in request.tables
         self.tables = tuple(self.protocols[p] for p in request.protocols) + ((CONN_STATS,) if conn_stats else ())
         body_limit = int(request.option("body_limit", options.body_limit))
+        from pxq.agent.socket_tracer import options_from_manifest
+
         self.tracer = SocketTracer(
             pids=set(request.pids) if request.pids is not None else None,
+            options=options_from_manifest(request),  # ignore_pids, ignore_comms, ignore_cgroups
             protocols=tuple(request.protocols),  # none for conn_stats alone: no connection is parsed
             body_limit=body_limit,
             conn_stats=conn_stats,
@@ -56,11 +59,10 @@ class SocketTracerCollector:
     @staticmethod
     def program(request: CollectorRequest) -> str:
         """The program the tracer would load for ``request``, with its -D flags (``pxq explain --bpf``)."""
-        from pxq.agent.socket_tracer import socket_tracer_program
+        from pxq.agent.socket_tracer import check_protocols, options_from_manifest, socket_tracer_program
 
-        return socket_tracer_program(
-            pids=set(request.pids) if request.pids is not None else None, protocols=request.protocols
-        )
+        check_protocols(request.protocols)
+        return socket_tracer_program(options_from_manifest(request))
 
     def start(self) -> None:
         self.tracer.start()

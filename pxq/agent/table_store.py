@@ -68,8 +68,9 @@ class _TableBatches:
 class TableStore:
     """Holds what collectors produced; thread-safe for one writer and concurrent readers."""
 
-    def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES, host: str = ""):
+    def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES, host: str = "", table_budget_bytes: int | None = None):
         self.budget_bytes = budget_bytes
+        self.table_budget_bytes = table_budget_bytes  # each table's own cap too (the node agent's)
         self.host = host
         self.processes: dict[str, dict] = {}
         self.drops: dict[str, dict[str, int]] = {}
@@ -99,7 +100,15 @@ class TableStore:
             self._evict()
 
     def _evict(self) -> None:
-        """Drop the oldest batches of the largest tables until the budget holds."""
+        """Drop the oldest batches of the largest tables until the budget holds (and each table's)."""
+        for name, entry in self._tables.items():
+            while self.table_budget_bytes is not None and entry.bytes > self.table_budget_bytes:
+                if len(entry.batches) <= 1:
+                    break
+                oldest = entry.batches.popleft()
+                entry.bytes -= entry.sizes.popleft()
+                entry.rows -= oldest.num_rows
+                self.count_drop(name, "table_store_budget", oldest.num_rows)
         while sum(t.bytes for t in self._tables.values()) > self.budget_bytes:
             name, entry = max(self._tables.items(), key=lambda kv: kv[1].bytes)
             if len(entry.batches) <= 1:
@@ -109,15 +118,19 @@ class TableStore:
             entry.rows -= oldest.num_rows
             self.count_drop(name, "table_store_budget", oldest.num_rows)
 
-    def drop_before(self, cutoff_ns: int) -> None:
+    def drop_before(self, cutoff_ns: int) -> dict[str, int]:
         """A rolling window (:mod:`pxq.agent.live_window`): drop the batches whose rows are all
-        older than ``cutoff_ns``; not counted as losses, the user asked for a window."""
+        older than ``cutoff_ns``; not counted as losses, the user asked for a window. Returns the
+        rows dropped per table (the node agent reports them as evicted by retention)."""
+        dropped: dict[str, int] = {}
         with self._lock:
-            for entry in self._tables.values():
+            for name, entry in self._tables.items():
                 while entry.batches and (_newest(entry.batches[0]) or 0) < cutoff_ns:
                     oldest = entry.batches.popleft()
                     entry.bytes -= entry.sizes.popleft()
                     entry.rows -= oldest.num_rows
+                    dropped[name] = dropped.get(name, 0) + oldest.num_rows
+        return dropped
 
     def count_drop(self, table: str, reason: str, count: int) -> None:
         if count:
@@ -137,6 +150,17 @@ class TableStore:
     def rows(self, table: str) -> int:
         entry = self._tables.get(table)
         return entry.rows if entry else 0
+
+    def size_bytes(self, table: str) -> int:
+        """The bytes ``table`` holds, as counted against the budgets (the catalog's types)."""
+        entry = self._tables.get(table)
+        return entry.bytes if entry else 0
+
+    def batches(self, table: str) -> list[pa.Table]:
+        """The batches ``table`` holds now, oldest first, as stored (strings may be dictionary-encoded):
+        for readers that want only the first rows (the node agent's heads)."""
+        with self._lock:
+            return list(self._tables[table].batches) if table in self._tables else []
 
     def table(self, table: str) -> pa.Table:
         schema = CATALOG[table].arrow_schema()

@@ -28,6 +28,9 @@ examples:
   pxq explain http_data --bpf                   the eBPF program the agent would load
   pxq tables http_events                        columns of a table
   pxq repl --from capture/                      an interactive PxL session over a capture (live without --from)
+  pxq agent serve                               collect all along, answer `pxq run` at once (Arrow Flight, loopback)
+  pxq run http_data -- --start_time=-5m         with a local agent running: its last 5 minutes, at once
+  pxq agent status                              the agent's collectors, tables, drops, CPU and RSS
 
 output: the table fits the terminal (COLUMNS, else its width), hiding whole columns, least needed
 (bodies, headers, JSON) first, named in a footer; piped with COLUMNS unset, nothing is cut.
@@ -126,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--keep-secrets", action="store_true", help=KEEP_SECRETS_HELP)
     run.add_argument(
+        "--agent",
+        metavar="HOST:PORT",
+        help="answer from a running agent's history (`pxq agent serve`); by default the local agent is used "
+        "when its state file exists and it answers, else pxq collects embedded",
+    )
+    run.add_argument("--no-agent", action="store_true", help="collect embedded even when a local agent runs")
+    run.add_argument(
         "-o",
         "--output",
         default="table",
@@ -166,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--bpf", action="store_true", help="print the eBPF programs the agent would load (with their -D flags) and exit"
     )
+
+    from pxq.cli.agent import add_agent_parser
+
+    add_agent_parser(sub)
 
     capture = sub.add_parser(
         "capture",
@@ -325,12 +339,17 @@ def cmd_run(args, script_argv: list[str]) -> int:
     import datetime
 
     from pxq.api import run_live, run_script
+    from pxq.cli.agent import agent_for_run
     from pxq.library import load_script
     from pxq.render import render, written_lines
 
     zone = datetime.UTC if args.utc else None  # None: the local zone
 
     duration = parse_duration(args.duration)  # checked with --from too: a typo is said, not ignored
+    if args.agent and (args.source or args.no_agent):
+        raise UsageError(
+            f"--agent and {'--from' if args.source else '--no-agent'} both choose where rows come from: give one"
+        )
     script = load_script(args.script)
     vis = None
     if args.output == "html":  # widgets calling undefined functions become messages; the rest still run
@@ -347,6 +366,11 @@ def cmd_run(args, script_argv: list[str]) -> int:
         capture = open_capture(args.source)
         compiled, results = run_script(script, args=script_args, source=capture)
         drops = capture.drops
+    elif (agent := agent_for_run(args)) is not None:
+        from pxq.agent.flight import AgentClient
+
+        with AgentClient(agent) as client:
+            compiled, results, drops = client.run(script, args=script_args)
     else:
         from pxq.agent.embedded import AgentOptions, WindowSignals
         from pxq.cli.progress import progress_printer
@@ -479,9 +503,25 @@ def cmd_explain(args, script_argv: list[str]) -> int:
             print(format_graph(graph))
     print("\n== optimized plan ==")
     print(format_graph(compiled.optimized))
+    print("\n== where each part runs ==")
+    print(format_placement(plan))
     print("\n== probe manifest ==")
     print(plan.manifest.to_text())
     return 0
+
+
+def format_placement(plan) -> str:
+    """Which fragment runs on the agent (next to the data) and which here (the merge)."""
+    from pxq.plan.format import format_graph
+    from pxq.plan.nodes import Display, Graph
+
+    lines = []
+    for i, fragment in enumerate(plan.agent_fragments):
+        lines.append(f"-- agent fragment {i} (runs on the agent: embedded here, or the node agent over Flight) --")
+        lines.append(format_graph(Graph((Display(fragment, f"fragment {i}"),), plan.merge.now_ns)))
+    lines.append("-- merge fragment (runs in this pxq, over the agent fragments' rows) --")
+    lines.append(format_graph(plan.merge))
+    return "\n".join(lines)
 
 
 # Exit codes: 0 ok, 1 data or execution error, 2 script or usage error, 3 agent cannot collect here,
@@ -566,6 +606,10 @@ def _dispatch(args, parser, script_argv: list[str]) -> int:
         return cmd_capture(args)
     if args.command == "repl":
         return cmd_repl(args)
+    if args.command == "agent":
+        from pxq.cli.agent import cmd_agent
+
+        return cmd_agent(args)
     if args.command == "scripts":
         return cmd_scripts(args)
     if args.command == "tables":

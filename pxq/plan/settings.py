@@ -66,6 +66,18 @@ SETTINGS: dict[str, tuple[Callable[[str], bool], str]] = {
     ),
     "socket_tracer.body_limit": (_whole_number(0, 2**31 - 1), "a whole number of bytes, 0 or more"),
     "socket_tracer.conn_stats_interval_s": (_number(0.01, 3600.0), "seconds between conn_stats reports, 0.01 to 3600"),
+    "socket_tracer.ignore_pids": (
+        lambda text: all(p.strip().isdigit() for p in text.split(",")),
+        "process ids separated by commas (12,34)",
+    ),
+    "socket_tracer.ignore_comms": (
+        lambda text: all(0 < len(n.strip().encode()) <= 15 for n in text.split(",")),
+        "process names as /proc/<pid>/comm shows them (1 to 15 bytes), separated by commas",
+    ),
+    "socket_tracer.ignore_cgroups": (
+        lambda text: all(c.strip() for c in text.split(",")),
+        "cgroup v2 paths (/system.slice/x.service) or ids, separated by commas",
+    ),
 }
 _SETTING_COLLECTORS = {key.split(".", 1)[0] for key in SETTINGS if "." in key}
 

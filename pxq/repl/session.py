@@ -105,6 +105,56 @@ class CaptureSource:
         pass
 
 
+class AgentSource:
+    """A running node agent (``pxq agent serve``) at ``address``: each query reads its history
+    over Arrow Flight (:class:`pxq.agent.flight.AgentDataSource`); relative times follow its clock."""
+
+    live = True
+
+    def __init__(self, address: str):
+        from pxq.agent.flight import AgentClient
+
+        self.address = address
+        self.client = AgentClient(address)
+        try:
+            self.client.info()  # an agent that does not answer is said now, not at the first query
+        except BaseException:
+            self.client.close()
+            raise
+
+    @property
+    def data(self) -> Any:
+        from pxq.agent.flight import AgentDataSource
+
+        return AgentDataSource(self.client)
+
+    def now_ns(self) -> int:
+        return int(self.client.info()["now_ns"])
+
+    def prepare(self, tables: set[str]) -> list[str]:
+        held = self.client.info()["tables"]
+        missing = sorted(t for t in tables if t not in held)
+        if missing:
+            collectors = ", ".join(sorted({CATALOG[t].collector for t in missing if t in CATALOG}))
+            return [
+                f"agent {self.address} does not collect {', '.join(missing)} (collector {collectors} is not "
+                f"running there; it holds {', '.join(sorted(held)) or 'nothing'}): no rows from there"
+            ]
+        return []
+
+    def describe(self) -> str:
+        status = self.client.status()
+        tables = ", ".join(f"{t} ({info['rows']:,} rows)" for t, info in status["tables"].items())
+        return f"agent {self.address} ({status['mode']}, {status['state']}): {tables or 'no tables'}"
+
+    def rows(self, table: str) -> int | None:
+        info = self.client.status()["tables"].get(table)
+        return None if info is None else int(info["rows"])
+
+    def close(self) -> None:
+        self.client.close()
+
+
 @dataclass(frozen=True)
 class Flamegraph:
     path: str
@@ -140,9 +190,19 @@ def needs_more(text: str) -> bool:
     return text.rstrip("\n").endswith("\\")
 
 
+def _local_agent_address() -> str:
+    from pxq.agent.daemon import default_state_dir, read_state
+
+    state = read_state()
+    if state is None:
+        raise UsageError(f"no local agent ({default_state_dir() / 'agent.json'} is absent): :source agent HOST:PORT")
+    return str(state["address"])
+
+
 COMMANDS = {
     ":help": "this help",
-    ":source": ":source [DIR | live]  show or switch the data source (a capture directory, or live capture)",
+    ":source": ":source [DIR | live | agent [HOST:PORT]]  show or switch the data source (a capture directory, "
+    "live capture, or a running agent: the local one by default)",
     ":tables": "the tables, with the rows the source holds",
     ":schema": ":schema TABLE  the columns of a table",
     ":explain": "the plan (and probe manifest) of the session's displays so far",
@@ -348,8 +408,13 @@ class ReplSession:
         if not args:
             return Reply(lines=[self.source.describe()])
         if len(args) != 1:
-            raise UsageError(":source takes one argument: a capture directory, or live")
-        if args[0] == "live":
+            if len(args) == 2 and args[0] == "agent":
+                new: SessionSource = AgentSource(args[1])
+            else:
+                raise UsageError(":source takes one argument: a capture directory, live, or agent [HOST:PORT]")
+        elif args[0] == "agent":
+            new = AgentSource(_local_agent_address())
+        elif args[0] == "live":
             if self.live_source is None:
                 raise UsageError("live capture is not available in this session")
             new = self.live_source()

@@ -15,8 +15,9 @@ SOCKET_TRACER = "socket_tracer"
 PERF_PROFILER = "perf_profiler"
 PROCESS_STATS = "process_stats"
 PROC_EVENTS = "proc_events"
+AGENT = "agent"  # the node agent itself (`pxq agent serve`), not a probe
 
-COLLECTORS = (SOCKET_TRACER, PERF_PROFILER, PROCESS_STATS, PROC_EVENTS)
+COLLECTORS = (SOCKET_TRACER, PERF_PROFILER, PROCESS_STATS, PROC_EVENTS, AGENT)
 
 
 def _c(name: str, type_: T, doc: str, semantic: S = S.NONE) -> ColumnSchema:
@@ -338,6 +339,37 @@ PROC_EXEC_EVENTS = TableSchema(
     ),
 )
 
+AGENT_STATUS = TableSchema(
+    name="agent_status",
+    doc="The node agent's health (`pxq agent serve`), a row every 10 s and one per query reading it: "
+    "Pixie's GetAgentStatus columns, then pxq's own (CPU, RSS, what the store holds, losses).",
+    collector=AGENT,
+    columns=(
+        TIME,
+        _c("upid", T.UINT128, "Unique process id of the agent process itself.", S.UPID),
+        _c("agent_id", T.STRING, "The agent's id: '<hostname>:<pid>:<start ns>' (Pixie: a UUID)."),
+        _c("asid", T.INT64, "The agent short id (0: one agent per host in this version)."),
+        _c("hostname", T.STRING, "Host name of the agent's node."),
+        _c("ip_address", T.STRING, "Address the agent serves Arrow Flight on.", S.IP_ADDRESS),
+        _c("agent_state", T.STRING, "AGENT_STATE_HEALTHY, or AGENT_STATE_UNRESPONSIVE once collection failed."),
+        _c("create_time", T.TIME64NS, "When the agent started.", S.TIME),
+        _c(
+            "last_heartbeat_ns",
+            T.INT64,
+            "Time since the agent's last heartbeat, in ns (0: it answers itself).",
+            S.DURATION_NS,
+        ),
+        _c("cpu_utime_ns", T.INT64, "CPU time of the agent in user mode, in ns (cumulative).", S.DURATION_NS),
+        _c("cpu_ktime_ns", T.INT64, "CPU time of the agent in kernel mode, in ns (cumulative).", S.DURATION_NS),
+        _c("rss_bytes", T.INT64, "Resident set size of the agent in bytes.", S.BYTES),
+        _c("table_rows", T.INT64, "Rows the agent's store holds, all tables."),
+        _c("table_bytes", T.INT64, "Bytes the agent's store holds, all tables.", S.BYTES),
+        _c("events_lost", T.INT64, "Events the collectors lost so far, every table and reason."),
+        _c("rows_evicted", T.INT64, "Rows evicted so far for being older than the retention."),
+        _c("drops", T.STRING, "Loss counters as JSON: {table: {reason: count}}.", S.JSON),
+    ),
+)
+
 TABLES: tuple[TableSchema, ...] = (
     HTTP_EVENTS,
     MYSQL_EVENTS,
@@ -349,4 +381,5 @@ TABLES: tuple[TableSchema, ...] = (
     STACK_TRACES,
     PROC_EXIT_EVENTS,
     PROC_EXEC_EVENTS,
+    AGENT_STATUS,
 )

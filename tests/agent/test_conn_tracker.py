@@ -539,6 +539,67 @@ def test_a_lost_response_on_a_sequential_connection_costs_only_its_transaction()
         assert (drops["data_gap"], drops["unmatched"], drops["parse_error"]) == (1, 1, 0)
 
 
+def test_a_status_line_inside_a_body_after_a_hole_is_not_taken_for_a_response():
+    """A sequential connection: the answer to /b lost its head (or part of its body), and the
+    next bytes seen, from a later call, begin with text that reads as a status line (a body
+    that quotes HTTP, say). Every request before /b was answered whole, so the lost bytes were
+    /b's answer's and these are the rest of it: /b is not paired with a "response" made of its
+    own body's bytes; parsing starts over at the next request."""
+    inner = b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\nfake"
+    body = b"x" * 3000 + inner + b"y" * 3000
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+    for role in (ROLE_CLIENT, ROLE_SERVER):
+        sent, received = (EGRESS, INGRESS) if role == ROLE_CLIENT else (INGRESS, EGRESS)
+        for seen_before_hole in (len(head) + 1000, 0):  # part of the body lost; the head and all
+            t, _, _ = tracker()
+            s = Stream()
+            feed(t, s.open(role), s.data(sent, REQ), s.data(received, RESP), s.data(sent, REQ.replace(b"/a", b"/b")))
+            if seen_before_hole:
+                feed(t, s.data(received, (head + body)[:seen_before_hole]))
+            lost = len(head) + 3000 - seen_before_hole
+            # The rest of the answer from a later call, and the client's next request after it.
+            feed(t, s.data(received, body[3000:], skip=lost), s.data(sent, REQ.replace(b"/a", b"/c")))
+            feed(t)
+            feed(t)
+            feed(t, s.data(received, RESP), *in_step(s, sent), s.close())
+            rows = [(tx.req_path, tx.resp_status, tx.resp_body) for _, tx in take(t)]
+            assert rows == [("/a", 200, "hello"), ("/c", 200, "hello"), ("/y", 200, "hello"), ("/z", 200, "hello")], (
+                role,
+                seen_before_hole,
+            )
+            assert t.drop_counts()["data_gap"] == 1
+
+
+def test_requests_read_together_after_a_lost_response_are_not_paired_by_time():
+    """Found live (tests/agent/test_http1_pairing_live.py): nginx reads a pipelining client's
+    requests one at a time, each after it answered the one before, so its end of the connection
+    looks sequential; the answer to /p5 was lost (ring buffer full), and nginx's next read held
+    /p6../p9 at once. The answer after the hole is /p6's, not /p9's (the latest request that
+    began before it): requests that arrived in one read were in flight together, which no loss
+    explains, so pairing by time is not to be trusted; parsing starts over."""
+    for role in (ROLE_SERVER, ROLE_CLIENT):
+        sent, received = (EGRESS, INGRESS) if role == ROLE_CLIENT else (INGRESS, EGRESS)
+        for together in (2, 4):
+            t, _, _ = tracker()
+            s = Stream()
+            events = _keepalive_events(s, 6, role)
+            events[-1:] = []  # the answer to /p5: lost
+            s.pos[received] += 60
+            requests = [f"GET /p{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(6, 6 + together)]
+            events.append(s.data(sent, b"".join(requests)))
+            for i in range(6, 6 + together):
+                body = f"answer to /p{i}".encode()
+                events.append(s.data(received, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)))
+            feed(t, *events)
+            feed(t, s.data(sent, b"GET /p99 HTTP/1.1\r\nHost: x\r\n\r\n"))  # the client goes on
+            feed(t)
+            feed(t, s.close())
+            rows = [(tx.req_path, tx.resp_body) for _, tx in take(t)]
+            assert all(body == f"answer to {path}" for path, body in rows), (role, together, rows)
+            assert [path for path, _ in rows][:5] == [f"/p{i}" for i in range(5)]
+            assert t.drop_counts()["data_gap"] == 1
+
+
 def test_bytes_waiting_behind_a_hole_are_not_rescanned_per_event():
     """While a hole waits, every later event of the connection waits too; trying to release them
     all at each new event made overload quadratic (2 s for one 32,768-event batch). Only the
@@ -585,6 +646,43 @@ def test_lost_events_on_a_pipelining_connection_never_mispair(lost, batch):
     else:
         groups_before_loss = (min(lost) - 1) // 3  # event 0 opens; then 3 events per 2 requests
         assert len(rows) >= 2 * groups_before_loss - 2
+
+
+def _piled_up_events(s: Stream, reads: list[int], role: int = ROLE_SERVER) -> list[SockEvent]:
+    """Server side of a pipelining client as nginx reads it: the next request only once it has
+    answered the one before, so one request a read while it keeps up and several in one read
+    when they piled up meanwhile (``reads``: requests per read); each answer in its own write.
+    (Client side: a client that sends in turn, and now and then several requests in one write.)"""
+    sent, received = (EGRESS, INGRESS) if role == ROLE_CLIENT else (INGRESS, EGRESS)
+    events, n = [s.open(role)], 0
+    for count in reads:
+        events.append(s.data(sent, b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % (n + k) for k in range(count))))
+        for k in range(n, n + count):
+            body = b"answer to /p%d" % k
+            head = b"HTTP/1.1 200 OK\r\nX-For: /p%d\r\nContent-Length: %d\r\n\r\n" % (k, len(body))
+            events.append(s.data(received, head + body))
+        n += count
+    return events
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    reads=st.lists(st.sampled_from([1, 1, 1, 2, 4]), min_size=5, max_size=60),
+    lost=st.sets(st.integers(1, 200), max_size=8),
+    batch=st.integers(1, 30),
+    role=st.sampled_from([ROLE_SERVER, ROLE_CLIENT]),
+)
+# The answer to /p5 lost, then /p6../p9 in one read (the live test's nginx): /p9 got /p6's answer.
+@example(reads=[1] * 6 + [4, 1], lost={12}, batch=4, role=ROLE_SERVER)
+@example(reads=[1, 1, 2, 1, 1], lost={4}, batch=2, role=ROLE_CLIENT)
+def test_lost_answers_with_requests_piled_up_in_one_read_never_mispair(reads, lost, batch, role):
+    """A pipelining client's server end that looks sequential while the server keeps up (or a
+    client that sends in turn, but for a few requests written together): after a lost answer,
+    pairing by time must not take the requests of one read for requests sent in turn (each row
+    is checked by _feed_losing)."""
+    t, rows = _feed_losing(_piled_up_events(Stream(), reads, role), lost, batch)
+    if not lost or min(lost) > 2 * sum(reads):
+        assert len(rows) == sum(reads) and no_drops(t)
 
 
 # -- a close or exit in the same batch as a hole ----------------------------------------------------

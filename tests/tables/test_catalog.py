@@ -40,6 +40,7 @@ def test_expected_tables_present():
         "stack_traces.beta",
         "proc_exit_events",
         "proc_exec_events",
+        "agent_status",
     }
     assert get_table("http_events") is CATALOG["http_events"]
     assert get_table("no_such_table") is None

@@ -65,6 +65,7 @@ server answered with. ``content_type`` follows Pixie's ``HTTPContentType`` enum:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import zlib
 from collections import Counter, deque
@@ -769,9 +770,13 @@ class Http1Stitcher:
         over. The caller must know that no request bytes before ``ts_ns`` were lost (else the
         latest request seen may not be the latest sent). Returns False where pairing by time
         cannot be trusted (pipelining, or no transaction seen yet to tell; an upgrade pending;
-        responses waiting for their requests): then the caller starts over at the next request.
-        (A client that switched to pipelining at the very moment a response was lost would be
-        paired wrongly: HTTP/1.x clients pipeline from their first requests or never.)"""
+        responses waiting for their requests; requests that arrived in one read): then the
+        caller starts over at the next request. (A client that switched to pipelining at the
+        very moment a response was lost, its requests in separate reads, would be paired
+        wrongly. HTTP/1.x clients pipeline from their first requests or never, but a server
+        that reads the next request only once it answered the one before, as nginx does, sees a
+        pipelining client in step until requests pile up while it answers: then they come in
+        one read, which is what gives them away.)"""
         if (
             self.out_of_step
             or not self.sequential
@@ -786,8 +791,18 @@ class Http1Stitcher:
             if req.start_ns > ts_ns:
                 break
             answered = i
-        if answered < 0:
-            return False  # no request it could answer: something else was lost; start over
+        if answered < 1:
+            # No request it could answer (something else was lost), or only the oldest one
+            # waiting: every request before it was answered whole, so the bytes lost were its
+            # answer's (the head, or part of the body), and what follows is the rest of that
+            # answer, a status line there being body text. (Or an interim 1xx answer was lost
+            # whole: declining costs that exchange.) Start over.
+            return False
+        waiting = list(itertools.islice(self._requests, answered + 1))
+        if any(earlier.start_ns == later.start_ns for earlier, later in zip(waiting, waiting[1:])):
+            # Two of them began in the same read (or write): they were in flight together, which
+            # no loss explains. The client pipelines; which of them this answers, time cannot tell.
+            return False
         self._resp.new_parser()
         self._resp.pending.clear()
         self._resp.begin_ts = None

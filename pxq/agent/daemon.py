@@ -1,0 +1,575 @@
+"""The node agent (``pxq agent serve``): the collectors running all along, each table's recent
+history kept in the table store, served over Arrow Flight (:mod:`pxq.agent.flight`).
+
+It reuses the REPL's rolling window (:class:`pxq.agent.live_window.LiveWindow`: the agent loop
+in a background thread, rows older than the retention dropped as it goes) with every table of the
+collectors switched on, plus a per-table byte budget in the store. ``--from DIR`` serves a
+replay capture instead (no collectors, no kernel: tests and demos).
+
+Configuration: a TOML file (``--config``), each key also a flag; the flags win::
+
+    listen = "127.0.0.1:7100"        # loopback only in this version (no TLS/token yet)
+    state_dir = "/run/pxq"           # where agent.json says the address to local `pxq run`
+
+    [collectors]                      # true/false each
+    socket_tracer = true              # every protocol pxq parses (http, pgsql, mysql, redis, dns) + conn_stats
+    perf_profiler = true              # CPU stacks at [profiler] sample_hz
+    process_stats = false             # not collected live by this pxq yet: true is refused
+    proc_events = false               # (exec/exit) likewise
+
+    [profiler]
+    sample_hz = 19                    # a continuous profiler's low rate (Parca, OTel: 19 Hz)
+
+    [retention]
+    window = "15m"                    # rows older than this are evicted (counted: `pxq agent status`)
+    table_budget_mb = 64              # each table's byte cap; the oldest rows go first (counted)
+
+    [socket_tracer]
+    body_limit = 1024
+    keep_secrets = false
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import resource
+import socket
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pxq.agent.defaults import DEFAULT_BODY_LIMIT
+from pxq.agent.table_store import split_losses
+from pxq.errors import UsageError
+
+DEFAULT_PORT = 7100
+STATUS_TABLE = "agent_status"
+STATUS_INTERVAL_S = 10.0
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_RETENTION_S = 15 * 60.0
+DEFAULT_TABLE_BUDGET_MB = 64
+DEFAULT_PROFILER_HZ = 19
+STATE_FILE = "agent.json"
+# Collectors a config may name, and whether this pxq can run each live.
+KNOWN_COLLECTORS = ("socket_tracer", "perf_profiler", "process_stats", "proc_events")
+_DEFAULT_ON = {"socket_tracer": True, "perf_profiler": True, "process_stats": False, "proc_events": False}
+
+
+def default_state_dir() -> Path:
+    """Where the agent writes its address and a local ``pxq run`` looks for it: $PXQ_STATE_DIR, else
+    /run/pxq for root, else $XDG_STATE_HOME/pxq (~/.local/state/pxq)."""
+    env = os.environ.get("PXQ_STATE_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/run/pxq")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "pxq"
+
+
+def parse_address(text: str, what: str = "address") -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) as (host, port); a UsageError saying what is wrong."""
+    host, sep, port_text = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise UsageError(f"{what} {text!r} is not HOST:PORT (e.g. 127.0.0.1:{DEFAULT_PORT})")
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    listen: str = DEFAULT_LISTEN
+    state_dir: str | None = None  # None: default_state_dir()
+    collectors: dict[str, bool] = field(default_factory=lambda: dict(_DEFAULT_ON))
+    sample_hz: int = DEFAULT_PROFILER_HZ
+    retention_s: float = DEFAULT_RETENTION_S
+    table_budget_mb: float = DEFAULT_TABLE_BUDGET_MB
+    body_limit: int = DEFAULT_BODY_LIMIT
+    keep_secrets: bool = False
+    replay: str | None = None  # serve this capture directory instead of collecting
+
+    @property
+    def state_path(self) -> Path:
+        return (Path(self.state_dir) if self.state_dir else default_state_dir()) / STATE_FILE
+
+    def enabled(self) -> list[str]:
+        return [name for name in KNOWN_COLLECTORS if self.collectors.get(name)]
+
+    def check(self) -> None:
+        host, _port = parse_address(self.listen, "listen address")
+        if not is_loopback(host):
+            raise UsageError(
+                f"refusing to listen on {self.listen}: off loopback the agent needs TLS with client "
+                "certificates or a bearer token, which this pxq does not support yet; listen on 127.0.0.1"
+            )
+        if not self.retention_s > 0:
+            raise UsageError(f"retention window must be longer than 0 s, not {self.retention_s:g}")
+        if not self.table_budget_mb > 0:
+            raise UsageError(f"table_budget_mb must be more than 0, not {self.table_budget_mb:g}")
+        if not 1 <= self.sample_hz <= 10_000:
+            raise UsageError(f"profiler sample_hz must be 1..10000, not {self.sample_hz}")
+        if self.replay is None:
+            missing = [n for n in self.enabled() if n in ("process_stats", "proc_events")]
+            if missing:
+                raise UsageError(
+                    f"collector {', '.join(missing)} cannot run live in this pxq yet; switch "
+                    f"{'it' if len(missing) == 1 else 'them'} off ([collectors] {missing[0]} = false)"
+                )
+            if not self.enabled():
+                raise UsageError("every collector is switched off: the agent would hold nothing")
+
+
+def load_config(path: str | None, overrides: dict[str, Any]) -> DaemonConfig:
+    """The config file's settings (if given), then ``overrides`` (flags given, None left out)."""
+    from pxq.plan.times import parse_duration
+
+    values: dict[str, Any] = {}
+    collectors = dict(_DEFAULT_ON)
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                doc = tomllib.load(handle)
+        except OSError as exc:
+            raise UsageError(f"cannot read the agent config {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"agent config {path}: {exc}") from None
+        values, collectors = _from_toml(doc, path, collectors)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "collectors":
+            collectors.update(value)
+        elif key == "retention":
+            values["retention_s"] = parse_duration(str(value))
+        else:
+            values[key] = value
+    return DaemonConfig(collectors=collectors, **values)
+
+
+def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> tuple[dict[str, Any], dict[str, bool]]:
+    from pxq.plan.times import parse_duration
+
+    def fail(where: str, message: str) -> UsageError:
+        return UsageError(f"agent config {path}: {where}: {message}")
+
+    def typed(section: dict[str, Any], key: str, kinds: tuple[type, ...], where: str) -> Any:
+        value = section[key]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise fail(f"{where}.{key}" if where else key, f"expected {names}, got {value!r}")
+        return value
+
+    known = {"listen", "state_dir", "collectors", "profiler", "retention", "socket_tracer", "replay"}
+    for key in doc:
+        if key not in known:
+            raise fail(key, f"unknown setting (known: {', '.join(sorted(known))})")
+    values: dict[str, Any] = {}
+    for key in ("listen", "state_dir", "replay"):
+        if key in doc:
+            values[key] = typed(doc, key, (str,), "")
+    sections = {
+        "collectors": KNOWN_COLLECTORS,
+        "profiler": ("sample_hz",),
+        "retention": ("window", "table_budget_mb"),
+        "socket_tracer": ("body_limit", "keep_secrets"),
+    }
+    for name, keys in sections.items():
+        section = doc.get(name, {})
+        if not isinstance(section, dict):
+            raise fail(name, "expected a [section] table")
+        for key in section:
+            if key not in keys:
+                raise fail(f"{name}.{key}", f"unknown setting (known: {', '.join(keys)})")
+    for key in doc.get("collectors", {}):
+        collectors[key] = typed(doc["collectors"], key, (bool,), "collectors")
+    if "sample_hz" in doc.get("profiler", {}):
+        values["sample_hz"] = typed(doc["profiler"], "sample_hz", (int,), "profiler")
+    retention = doc.get("retention", {})
+    if "window" in retention:
+        window = typed(retention, "window", (str, int, float), "retention")
+        try:
+            values["retention_s"] = parse_duration(str(window))
+        except Exception as exc:  # noqa: BLE001 - parse_duration's own message, placed in the file
+            raise fail("retention.window", str(exc)) from None
+    if "table_budget_mb" in retention:
+        values["table_budget_mb"] = typed(retention, "table_budget_mb", (int, float), "retention")
+    tracer = doc.get("socket_tracer", {})
+    if "body_limit" in tracer:
+        values["body_limit"] = typed(tracer, "body_limit", (int,), "socket_tracer")
+    if "keep_secrets" in tracer:
+        values["keep_secrets"] = typed(tracer, "keep_secrets", (bool,), "socket_tracer")
+    return values, collectors
+
+
+# ---------------------------------------------------------------------------------------------
+# What the agent serves: its store (live) or a capture, read as of one moment.
+
+
+class StoreView:
+    """A DataSource over the agent's live store as of now, bounded to ``[begin_ns, end_ns)``:
+    scans read the store directly (thread-safe) rather than copying the whole history per query."""
+
+    supports_dictionary_strings = False
+
+    def __init__(self, store: Any, begin_ns: int, end_ns: int):
+        self.store = store
+        self.host = store.host
+        self.processes = dict(store.processes)
+        self.drops = {table: dict(counters) for table, counters in store.drops.items()}
+        self.start_time_ns = begin_ns
+        self.end_time_ns = end_ns
+
+    def scan(self, table, columns=None, start_ns=None, end_ns=None, *, filter=None, filter_columns=()) -> pa.Table:  # noqa: A002 - the DataSource protocol's name
+        start = self.start_time_ns if start_ns is None else max(start_ns, self.start_time_ns)
+        data = self.store.scan(table, columns=None, start_ns=start, end_ns=end_ns, filter=filter)
+        return data if columns is None else data.select(list(columns))
+
+    def scan_chunks(
+        self, table, columns=None, start_ns=None, end_ns=None, *, filter=None, filter_columns=(), rows=16_384
+    ):  # noqa: A002
+        """:meth:`scan`'s rows in order, about ``rows`` at a time, read from the store's batches as
+        they are asked for (a head stops early instead of copying the whole history)."""
+        from pxq.tables import CATALOG
+
+        schema = CATALOG[table].arrow_schema()
+        start = self.start_time_ns if start_ns is None else max(start_ns, self.start_time_ns)
+        group: list[pa.Table] = []
+        pending = 0
+        yielded = False
+        for batch in [*self.store.batches(table), None]:
+            if batch is not None:
+                group.append(batch)
+                pending += batch.num_rows
+                if pending < rows:
+                    continue
+            if not group and yielded:
+                break
+            data = (
+                pa.concat_tables([b if b.schema == schema else b.cast(schema) for b in group])
+                if group
+                else schema.empty_table()
+            )
+            group, pending = [], 0
+            times = data.column("time_").cast(pa.int64())
+            keep = pc.greater_equal(times, start)
+            if end_ns is not None:
+                keep = pc.and_(keep, pc.less(times, end_ns))
+            data = data.filter(keep)
+            if filter is not None:
+                data = data.filter(filter)
+            yielded = True
+            yield data if columns is None else data.select(list(columns))
+
+
+class AgentDaemon:
+    """Collects (or replays) and answers: see the module docstring. ``start`` then ``stop``."""
+
+    def __init__(self, config: DaemonConfig):
+        config.check()
+        self.config = config
+        self.started_ns = time.time_ns()
+        self.window: Any = None  # LiveWindow when collecting
+        self.capture: Any = None  # Capture when replaying
+        self.agent_id = f"{socket.gethostname()}:{os.getpid()}:{self.started_ns}"
+        self.queries = 0
+        self.query_errors: dict[str, int] = {}
+        self.address = ""  # where it serves (set once listening)
+        # The agent_status table (Pixie's GetAgentStatus shape): its own store, written by the
+        # daemon's thread only, so neither the collectors' store nor a capture is touched.
+        from pxq.agent.table_store import TableStore
+
+        self.status_store = TableStore(host=socket.gethostname())
+        self._status_lock = threading.Lock()
+
+    # -- collecting
+
+    def tables(self) -> list[str]:
+        """The tables this agent holds (collects, or its capture has)."""
+        if self.capture is not None:
+            return [*self.capture.table_names(), STATUS_TABLE]
+        return [*self.collected_tables(), STATUS_TABLE]
+
+    def collected_tables(self) -> list[str]:
+        from pxq.agent.collectors import COLLECTORS
+
+        return [t for name in self.config.enabled() for t in COLLECTORS[name].tables]
+
+    def collector_of(self, table: str) -> str:
+        from pxq.tables import CATALOG
+
+        return CATALOG[table].collector if table in CATALOG else "?"
+
+    def start(self) -> AgentDaemon:
+        if self.config.replay is not None:
+            from pxq.replay import open_capture
+
+            self.capture = open_capture(self.config.replay)
+            return self
+        from pxq.agent.collector import AgentOptions
+        from pxq.agent.live_window import LiveWindow
+
+        options = AgentOptions(
+            body_limit=self.config.body_limit,
+            keep_secrets=self.config.keep_secrets,
+            table_budget_bytes=int(self.config.table_budget_mb * 1024 * 1024),
+        )
+        self.window = LiveWindow(
+            self.collected_tables(),
+            window_s=self.config.retention_s,
+            options=options,
+            collector_options={"perf_profiler": (("sample_hz", str(self.config.sample_hz)),)},
+        ).start()
+        return self
+
+    def failure(self) -> BaseException | None:
+        """The collector thread's failure, if it stopped on one."""
+        return getattr(self.window, "_failure", None) if self.window is not None else None
+
+    def stop(self) -> None:
+        if self.window is not None:
+            self.window.stop()
+
+    # -- reading
+
+    def now_ns(self) -> int:
+        """``px.now()`` for a query: the capture's end when replaying, else the clock."""
+        return self.capture.end_time_ns if self.capture is not None else time.time_ns()
+
+    def source(self) -> Any:
+        """A DataSource for one query, as of now (agent_status read from the agent's own rows)."""
+        if self.capture is not None:
+            return _WithStatus(self.capture, self.status_store)
+        now = time.time_ns()
+        begin = max(self.window.started_ns or now, now - int(self.window.window_s * 1e9))
+        return _WithStatus(StoreView(self.window.store, begin, now), self.status_store)
+
+    def record_status(self) -> None:
+        """Append one agent_status row (every STATUS_INTERVAL_S, and before a query reading it)."""
+        import pyarrow as pa
+
+        from pxq.agent.procinfo import process_info, upid_of
+        from pxq.tables import CATALOG
+
+        status = self.status()
+        lost = sum(sum(split_losses(counters)[0].values()) for counters in status["drops"].values())
+        upid = upid_of(os.getpid()) or f"0:{os.getpid()}:0"
+        if upid not in self.status_store.processes:  # px.upid_to_* on the agent's own row
+            self.status_store.processes[upid] = process_info(os.getpid()) or {"pid": os.getpid()}
+        row = {
+            "time_": time.time_ns(),
+            "upid": upid,
+            "agent_id": self.agent_id,
+            "asid": 0,
+            "hostname": socket.gethostname(),
+            "ip_address": self.address.rpartition(":")[0],
+            "agent_state": "AGENT_STATE_HEALTHY" if status["state"] == "running" else "AGENT_STATE_UNRESPONSIVE",
+            "create_time": self.started_ns,
+            "last_heartbeat_ns": 0,
+            "cpu_utime_ns": int(status["cpu_user_s"] * 1e9),
+            "cpu_ktime_ns": int(status["cpu_system_s"] * 1e9),
+            "rss_bytes": status["rss_bytes"],
+            "table_rows": sum(t["rows"] for name, t in status["tables"].items() if name != STATUS_TABLE),
+            "table_bytes": sum(t["bytes"] or 0 for name, t in status["tables"].items() if name != STATUS_TABLE),
+            "events_lost": lost,
+            "rows_evicted": sum(t["evicted_retention"] for t in status["tables"].values()),
+            "drops": json.dumps(status["drops"], sort_keys=True),
+        }
+        schema = CATALOG[STATUS_TABLE].arrow_schema()
+        with self._status_lock:
+            self.status_store.append(STATUS_TABLE, pa.Table.from_pylist([row], schema=schema))
+            self.status_store.drop_before(time.time_ns() - int(self.config.retention_s * 1e9))
+
+    def info(self) -> dict[str, Any]:
+        """What a client needs before planning: the clock, the tables and who fills them."""
+        source = self.source()
+        return {
+            "agent_id": self.agent_id,
+            "host": source.host,
+            "pid": os.getpid(),
+            "mode": "replay" if self.capture is not None else "live",
+            "now_ns": self.now_ns(),
+            "started_ns": self.started_ns,
+            "history_from_ns": source.start_time_ns,
+            "tables": {t: self.collector_of(t) for t in self.tables()},
+            "collectors": self.config.enabled() if self.capture is None else [],
+            "collector_options": {"perf_profiler": {"sample_hz": self.config.sample_hz}}
+            if self.capture is None
+            else {},
+        }
+
+    def status(self) -> dict[str, Any]:
+        """``pxq agent status``: collectors, probes, tables, drops by reason, CPU and RSS."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        tables: dict[str, dict[str, Any]] = {}
+        drops: dict[str, dict[str, int]] = {}
+        probes: list[str] = []
+        if self.capture is not None:
+            for name in self.capture.table_names():
+                data = self.capture.scan(name, ["time_"])
+                tables[name] = {"rows": data.num_rows, "bytes": None, "evicted_retention": 0}
+            drops = {t: dict(c) for t, c in self.capture.drops.items()}
+        else:
+            store = self.window.store
+            for name in self.tables():
+                tables[name] = {
+                    "rows": store.rows(name),
+                    "bytes": store.size_bytes(name),
+                    "evicted_retention": self.window.evicted.get(name, 0),
+                }
+            drops = {t: dict(c) for t, c in store.drops.items()}
+            loop = getattr(self.window, "_loop", None)
+            for collector in getattr(loop, "running", ()):
+                probes.extend(_probes_of(collector))
+        tables[STATUS_TABLE] = {
+            "rows": self.status_store.rows(STATUS_TABLE),
+            "bytes": self.status_store.size_bytes(STATUS_TABLE),
+            "evicted_retention": 0,
+        }
+        return {
+            **self.info(),
+            "state": "failed" if self.failure() is not None else "running",
+            "failure": None if self.failure() is None else str(self.failure()),
+            "collectors": {name: ("on" if self.config.collectors.get(name) else "off") for name in KNOWN_COLLECTORS}
+            if self.capture is None
+            else {"replay": self.config.replay},
+            "profiler_sample_hz": self.config.sample_hz,
+            "retention_s": self.config.retention_s,
+            "table_budget_bytes": int(self.config.table_budget_mb * 1024 * 1024),
+            "probes": probes,
+            "tables": tables,
+            "drops": drops,
+            "queries": self.queries,
+            "query_errors": dict(self.query_errors),
+            "cpu_user_s": usage.ru_utime,
+            "cpu_system_s": usage.ru_stime,
+            "rss_bytes": _rss_bytes(),
+        }
+
+    # -- the state file
+
+    def write_state(self, address: str) -> Path:
+        path = self.config.state_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"address": address, "pid": os.getpid(), "agent_id": self.agent_id}) + "\n")
+        tmp.replace(path)  # a reader never sees half a file
+        return path
+
+    def remove_state(self) -> None:
+        path = self.config.state_path
+        try:
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+class _WithStatus:
+    """``source`` with the agent_status table read from the agent's own store."""
+
+    def __init__(self, source: Any, status_store: Any):
+        self._source = source
+        self._status = status_store
+        self.host = source.host
+        self.processes = {**source.processes, **status_store.processes}
+        self.drops = getattr(source, "drops", {})
+        self.start_time_ns = getattr(source, "start_time_ns", None)
+        self.end_time_ns = getattr(source, "end_time_ns", None)
+        self.supports_dictionary_strings = getattr(source, "supports_dictionary_strings", False)
+
+    def scan(self, table, columns=None, start_ns=None, end_ns=None, **options) -> pa.Table:
+        if table == STATUS_TABLE:
+            options.pop("dictionary_strings", None)
+            return self._status.scan(table, columns, start_ns, end_ns, **options)
+        return self._source.scan(table, columns, start_ns, end_ns, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "scan_chunks" and hasattr(self._source, "scan_chunks"):
+            source_chunks = self._source.scan_chunks
+
+            def chunks(table, *args, **options):
+                if table == STATUS_TABLE:
+                    return iter([self.scan(table, *args, **options)])
+                return source_chunks(table, *args, **options)
+
+            return chunks
+        raise AttributeError(name)
+
+
+def _probes_of(collector: Any) -> list[str]:
+    """The attach points a running collector's bcc program holds (tracepoints, raw tracepoints,
+    perf events), read from bcc's own bookkeeping."""
+    name = getattr(collector, "name", type(collector).__name__)
+    out = []
+    for holder in (getattr(collector, "tracer", None), getattr(collector, "profiler", None), collector):
+        bpf = getattr(holder, "_bpf", None)
+        if bpf is None:
+            continue
+        for key in getattr(bpf, "tracepoint_fds", {}) or {}:
+            out.append(f"{name}: tracepoint {_text(key)}")
+        for key in getattr(bpf, "raw_tracepoint_fds", {}) or {}:
+            out.append(f"{name}: raw tracepoint {_text(key)}")
+        for key, per_cpu in (getattr(bpf, "open_perf_events", {}) or {}).items():
+            kind = _PERF_EVENTS.get(key, f"type {key[0]} config {key[1]}" if isinstance(key, tuple) else str(key))
+            out.append(f"{name}: perf event {kind} on {len(per_cpu)} CPUs")
+        break
+    return out or [f"{name}: running"]
+
+
+# (perf_event_attr.type, .config) as perf names them.
+_PERF_EVENTS = {(1, 0): "software cpu-clock", (1, 1): "software task-clock", (0, 0): "hardware cpu-cycles"}
+
+
+def _text(key: Any) -> str:
+    return key.decode() if isinstance(key, bytes) else str(key)
+
+
+def _rss_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def read_state(state_dir: str | Path | None = None) -> dict[str, Any] | None:
+    """The local agent's state file (None when absent or unreadable)."""
+    path = (Path(state_dir) if state_dir else default_state_dir()) / STATE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("address"), str):
+        return None
+    data["path"] = str(path)
+    return data
+
+
+__all__ = [
+    "AgentDaemon",
+    "DaemonConfig",
+    "StoreView",
+    "default_state_dir",
+    "load_config",
+    "parse_address",
+    "read_state",
+]
