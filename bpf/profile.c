@@ -1,19 +1,25 @@
-/* pxq's CPU profiler: a software CPU_CLOCK perf event on every CPU runs on_sample; each sample's
- * (process, user stack id, kernel stack id, comm) is counted in a hash map in the kernel, the
- * stacks themselves kept once each in a stack-trace map. User space reads and clears them
- * periodically and symbolizes the addresses (pxq/agent/profiler.py, pxq/agent/symbols/).
+/* pxq's CPU profiler: a software CPU_CLOCK perf event on every CPU runs on_sample; each sample is
+ * one record through the `samples` ring buffer (struct pxq_profile_sample of profile.h): when, which
+ * thread, the kernel stack (bpf_get_stack), the user registers and a bounded copy of the user
+ * stack from sp. User space unwinds that copy with the binaries' .eh_frame and symbolizes
+ * (pxq/agent/profiler.py, pxq/agent/unwind/, pxq/agent/symbols/): perf's --call-graph dwarf
+ * approach, which needs no frame pointers and no unwind tables in the kernel.
  *
- * Two generations: samples take their stack ids from the stack map control[0] names (stacks0 or
- * stacks1) and carry that generation in their key. User space flips control[0], then reads and
- * deletes the other generation's keys and stacks, so clearing a stack id never races with a new
- * sample that still refers to it.
+ * User registers: from the perf context when the sample interrupted user mode; when it
+ * interrupted the kernel, the task's saved user registers through bpf_task_pt_regs(
+ * bpf_get_current_task_btf()) (BTF-typed helpers: no struct layout from the 6.1 headers).
+ *
+ * The user stack is copied page by page: bpf_probe_read_user fails as a whole when any byte is
+ * unmapped, and near the top of a stack fewer than STACK_COPY_BYTES are mapped above sp. The copy
+ * stops at the first page that cannot be read; the record is sent only as long as what was copied.
  *
  * Only helpers, pt_regs and the perf event context are read: this program is compiled against
  * kernel headers that may be older than the running kernel, so kernel structs are never read.
  *
- * -D flags: COUNTS_SIZE (keys, both generations), STACKS_SIZE (stacks per generation), SELF_PID
- * (never sampled), FILTER_PIDS (1: only tgids in allowed_pids), MAX_PIDS (allowed_pids size),
- * SEEN_SIZE (processes remembered for new-process records), NOTIFY_PAGES (ring buffer pages).
+ * -D flags: SELF_PID (never sampled), FILTER_PIDS (1: only tgids in allowed_pids), MAX_PIDS
+ * (allowed_pids size), STACK_COPY_BYTES (a power of two, 4096..65536), SAMPLE_PAGES (samples ring
+ * buffer pages), EXTRA_BYTES (the extra section's size: 0), MAX_CPUS (possible CPUs), SEEN_SIZE (processes remembered for
+ * new-process records), NOTIFY_PAGES (its ring buffer pages).
  *
  * task:task_newtask remembers when each new process started (the kernel stamps its start_boottime
  * in copy_process just before, on the same clock), so that a process gone before user space reads
@@ -24,12 +30,6 @@
 
 #include "profile.h"
 
-#ifndef COUNTS_SIZE
-#define COUNTS_SIZE 20480
-#endif
-#ifndef STACKS_SIZE
-#define STACKS_SIZE 16384
-#endif
 #ifndef SELF_PID
 #define SELF_PID 0
 #endif
@@ -46,13 +46,35 @@
 #define NOTIFY_PAGES 16
 #endif
 
-#define PXQ_EFAULT 14
-#define PXQ_CLONE_THREAD 0x00010000
+#ifndef STACK_COPY_BYTES
+#define STACK_COPY_BYTES 16384
+#endif
+#ifndef SAMPLE_PAGES
+#define SAMPLE_PAGES 1024
+#endif
+#ifndef EXTRA_BYTES
+#define EXTRA_BYTES 0
+#endif
+#ifndef MAX_CPUS
+#define MAX_CPUS 256
+#endif
 
-BPF_ARRAY(control, u32, 1);
-BPF_HASH(counts, struct pxq_profile_key, u64, COUNTS_SIZE);
-BPF_STACK_TRACE(stacks0, STACKS_SIZE);
-BPF_STACK_TRACE(stacks1, STACKS_SIZE);
+#define PXQ_CLONE_THREAD 0x00010000
+#define PXQ_PAGE 4096
+#define PXQ_STACK_PAGES (STACK_COPY_BYTES / PXQ_PAGE)
+
+/* The record as built: header, extra section, user stack; the stack array has two pages to spare
+ * so that the verifier sees every chunk (offset < STACK_COPY_BYTES, size < two pages) inside it. */
+struct pxq_profile_scratch {
+    struct pxq_profile_sample head;
+    u8 extra[EXTRA_BYTES];
+    u8 stack[STACK_COPY_BYTES + 2 * PXQ_PAGE];
+};
+
+/* One record per CPU; a plain array indexed by CPU, not a per-CPU array, whose values may not
+ * exceed 32 KiB. Perf-event programs do not nest on one CPU, so each CPU's slot has one writer. */
+BPF_ARRAY(scratch, struct pxq_profile_scratch, MAX_CPUS);
+BPF_RINGBUF_OUTPUT(samples, SAMPLE_PAGES);
 BPF_HASH(allowed_pids, u32, u8, MAX_PIDS);
 BPF_HASH(seen_pids, u32, u8, SEEN_SIZE);
 BPF_PERCPU_ARRAY(stats, u64, PXQ_PROF_STAT_COUNT);
@@ -63,15 +85,6 @@ static __always_inline void stat_add(u32 index) {
     u64 *value = stats.lookup(&index);
     if (value)
         (*value)++;
-}
-
-/* -EFAULT means "no such stack" (a user-mode sample has no kernel stack, a kernel thread no user
- * stack): normal. Any other error lost a stack that existed. */
-static __always_inline void count_stack_errors(struct pxq_profile_key *key) {
-    if (key->user_stack_id < 0 && key->user_stack_id != -PXQ_EFAULT)
-        stat_add(PXQ_PROF_STAT_USER_STACK_LOST);
-    if (key->kernel_stack_id < 0 && key->kernel_stack_id != -PXQ_EFAULT)
-        stat_add(PXQ_PROF_STAT_KERNEL_STACK_LOST);
 }
 
 static __always_inline void notify(u32 tgid, u32 reason) {
@@ -115,8 +128,57 @@ TRACEPOINT_PROBE(sched, sched_process_exec) {
     return 0;
 }
 
+/* The user registers of the current task: the perf context's when the sample hit user mode, else
+ * the ones saved at its kernel entry. Returns PXQ_PROF_SAMPLE_* flags. */
+static __always_inline u32 user_registers(struct bpf_perf_event_data *ctx, struct pxq_profile_sample *head) {
+    if (ctx->regs.cs & 3) {
+        head->user_ip = ctx->regs.ip;
+        head->user_sp = ctx->regs.sp;
+        head->user_bp = ctx->regs.bp;
+        return PXQ_PROF_SAMPLE_USER_REGS;
+    }
+    struct pt_regs regs;
+    long at = bpf_task_pt_regs(bpf_get_current_task_btf());
+    if (!at || bpf_probe_read_kernel(&regs, sizeof(regs), (void *)at) != 0) {
+        stat_add(PXQ_PROF_STAT_USER_REGS_LOST);
+        return PXQ_PROF_SAMPLE_KERNEL_MODE;
+    }
+    if (!(regs.cs & 3) || regs.sp == 0) /* a kernel thread: no user context */
+        return PXQ_PROF_SAMPLE_KERNEL_MODE | PXQ_PROF_SAMPLE_NO_USER;
+    head->user_ip = regs.ip;
+    head->user_sp = regs.sp;
+    head->user_bp = regs.bp;
+    return PXQ_PROF_SAMPLE_KERNEL_MODE | PXQ_PROF_SAMPLE_USER_REGS;
+}
+
+/* Copy up to STACK_COPY_BYTES of user stack from sp, page by page, until a page cannot be read. */
+static __always_inline u32 copy_user_stack(struct pxq_profile_scratch *s, u64 sp) {
+    u32 copied = 0;
+#pragma unroll
+    for (int i = 0; i <= PXQ_STACK_PAGES; i++) {
+        if (copied >= STACK_COPY_BYTES)
+            break;
+        u64 at = sp + copied;
+        u32 size = PXQ_PAGE - (u32)(at & (PXQ_PAGE - 1));
+        if (size > STACK_COPY_BYTES - copied)
+            size = STACK_COPY_BYTES - copied;
+        u32 offset = copied & (STACK_COPY_BYTES - 1);
+        /* Hide size's history from clang, so that the mask below stays: it is the bound the
+         * verifier sees (the min() above is lost to it). */
+        asm volatile("" : "+r"(size));
+        size &= 2 * PXQ_PAGE - 1;
+        if (size == 0 || size > PXQ_PAGE)
+            break;
+        if (bpf_probe_read_user(&s->stack[offset], size, (void *)at) != 0)
+            break;
+        copied += size;
+    }
+    return copied;
+}
+
 int on_sample(struct bpf_perf_event_data *ctx) {
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
     if (tgid == 0 || tgid == SELF_PID) /* the idle task, pxq itself */
         return 0;
 #if FILTER_PIDS
@@ -126,35 +188,44 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     stat_add(PXQ_PROF_STAT_SAMPLES);
     notify_new(tgid);
 
-    struct pxq_profile_key key;
-    __builtin_memset(&key, 0, sizeof(key)); /* hash keys compare every byte */
-    key.tgid = tgid;
-    bpf_get_current_comm(&key.comm, sizeof(key.comm));
+    u32 cpu = bpf_get_smp_processor_id();
+    struct pxq_profile_scratch *s = scratch.lookup(&cpu);
+    if (!s)
+        return 0;
+    struct pxq_profile_sample *head = &s->head;
+    head->time_boot_ns = bpf_ktime_get_boot_ns();
+    head->tgid = tgid;
+    head->tid = (u32)pid_tgid;
+    head->cpu = cpu;
+    head->user_ip = head->user_sp = head->user_bp = 0;
+    head->extra_bytes = EXTRA_BYTES;
+    head->user_stack_offset = sizeof(struct pxq_profile_sample) + EXTRA_BYTES;
+    bpf_get_current_comm(&head->comm, sizeof(head->comm));
 
-    u32 zero = 0;
-    u32 *generation = control.lookup(&zero);
-    if (generation && *generation) {
-        key.generation = 1;
-        key.user_stack_id = stacks1.get_stackid(&ctx->regs, BPF_F_USER_STACK);
-        key.kernel_stack_id = stacks1.get_stackid(&ctx->regs, 0);
+    u32 flags = user_registers(ctx, head);
+    if (flags & PXQ_PROF_SAMPLE_KERNEL_MODE) {
+        head->kernel_stack_bytes = bpf_get_stack(ctx, head->kernel_stack, sizeof(head->kernel_stack), 0);
+        if (head->kernel_stack_bytes < 0)
+            stat_add(PXQ_PROF_STAT_KERNEL_STACK_LOST);
     } else {
-        key.user_stack_id = stacks0.get_stackid(&ctx->regs, BPF_F_USER_STACK);
-        key.kernel_stack_id = stacks0.get_stackid(&ctx->regs, 0);
+        head->kernel_stack_bytes = 0;
     }
-    count_stack_errors(&key);
+    u32 copied = 0;
+    if (flags & PXQ_PROF_SAMPLE_USER_REGS) {
+        copied = copy_user_stack(s, head->user_sp);
+        if (copied == 0)
+            stat_add(PXQ_PROF_STAT_USER_COPY_FAILED);
+    }
+    head->flags = flags;
+    head->user_stack_bytes = copied;
 
-    u64 *count = counts.lookup(&key);
-    if (count) {
-        __sync_fetch_and_add(count, 1);
+    u64 size = sizeof(struct pxq_profile_sample) + EXTRA_BYTES + (copied & (2 * STACK_COPY_BYTES - 1));
+    if (size > sizeof(struct pxq_profile_scratch))
         return 0;
-    }
-    u64 one = 1;
-    if (counts.insert(&key, &one) == 0)
-        return 0;
-    count = counts.lookup(&key); /* another CPU inserted it meanwhile */
-    if (count)
-        __sync_fetch_and_add(count, 1);
-    else
-        stat_add(PXQ_PROF_STAT_COUNTS_FULL);
+    /* No wakeup: the agent takes the records when it polls (every 100 ms). A wakeup per sample
+     * would make the agent run right after each sample, taking CPU from the sampled task between
+     * samples; the task would then be sampled more often than its CPU time says. */
+    if (samples.ringbuf_output(s, size, BPF_RB_NO_WAKEUP) != 0)
+        stat_add(PXQ_PROF_STAT_SAMPLES_LOST);
     return 0;
 }

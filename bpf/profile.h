@@ -4,24 +4,46 @@
  * every field offset and the total size of that Structure into the program, so a header and a
  * reader that disagree fail at compile time instead of decoding garbage.
  *
- * The reader also takes the PXQ_PROF_STAT_* numbers from the #defines below (one per line,
+ * The reader also takes the PXQ_PROF_* numbers from the #defines below (one per line,
  * "#define NAME number"): keep that form.
  */
 #ifndef PXQ_PROFILE_H
 #define PXQ_PROFILE_H
 
 #define PXQ_PROF_COMM_LEN 16
+#define PXQ_PROF_KERNEL_DEPTH 127 /* kernel frames kept per sample (the kernel's own maximum) */
 
-/* Key of the in-kernel sample counts: one process, one user stack, one kernel stack, one comm.
- * A stack id < 0 is the error get_stackid returned (-EFAULT: there is no such stack, e.g. no
- * kernel stack for a sample taken in user mode; -EEXIST/-ENOMEM: the stack was lost). */
-struct pxq_profile_key {
+/* One CPU sample, as sent through the `samples` ring buffer (perf's --call-graph dwarf approach):
+ *
+ *   struct pxq_profile_sample    this header, with the kernel stack (bpf_get_stack, leaf first)
+ *   extra section                extra_bytes at offset sizeof(header); reserved for the Python
+ *                                frames another walker fills (struct python_frames), 0 bytes today
+ *   user stack copy              user_stack_bytes at offset user_stack_offset: the bytes of the
+ *                                user stack from user_sp upwards, as mapped (a copy near the top of
+ *                                the stack is shorter than asked); the record ends there
+ *
+ * The agent unwinds the user stack from (user_ip, user_sp, user_bp) and that copy with the
+ * binaries' .eh_frame (pxq/agent/unwind/). */
+struct pxq_profile_sample {
+    u64 time_boot_ns; /* bpf_ktime_get_boot_ns() at the sample */
     u32 tgid;
-    s32 user_stack_id;
-    s32 kernel_stack_id;
-    u32 generation; /* which stack map (stacks0/stacks1) the ids refer to */
+    u32 tid;
+    u32 cpu;
+    u32 flags;        /* PXQ_PROF_SAMPLE_* */
+    u64 user_ip;      /* user registers: at the interruption, or where the task entered the kernel */
+    u64 user_sp;
+    u64 user_bp;
+    s32 kernel_stack_bytes; /* bytes of kernel_stack filled, or bpf_get_stack's error (< 0) */
+    u32 user_stack_bytes;   /* bytes of user stack copied */
+    u32 user_stack_offset;  /* where the copy starts in the record */
+    u32 extra_bytes;        /* bytes of the extra section */
     char comm[PXQ_PROF_COMM_LEN];
+    u64 kernel_stack[PXQ_PROF_KERNEL_DEPTH];
 };
+
+#define PXQ_PROF_SAMPLE_KERNEL_MODE 1 /* the sample interrupted the kernel (kernel_stack holds it) */
+#define PXQ_PROF_SAMPLE_USER_REGS 2   /* user_ip/sp/bp hold the user registers */
+#define PXQ_PROF_SAMPLE_NO_USER 4     /* no user context at all: a kernel thread */
 
 /* Ring buffer record: a process user space should snapshot (memory map, files, for symbols)
  * while it most likely still runs: its first sample, or it exec'd a new program. It also says who
@@ -37,11 +59,12 @@ struct pxq_profile_new_pid {
 #define PXQ_PROF_NEW_EXEC 2   /* a sampled process exec'd: its memory map changed */
 
 /* Counters (indexes of the per-CPU stats array). */
-#define PXQ_PROF_STAT_SAMPLES 0            /* samples of profiled processes */
-#define PXQ_PROF_STAT_USER_STACK_LOST 1    /* user stack id failed (-EEXIST collision, -ENOMEM) */
-#define PXQ_PROF_STAT_KERNEL_STACK_LOST 2  /* kernel stack id failed (-EEXIST collision, -ENOMEM) */
-#define PXQ_PROF_STAT_COUNTS_FULL 3        /* the counts map refused a new key: sample lost */
-#define PXQ_PROF_STAT_NOTIFY_LOST 4        /* new-process record lost (ring buffer full) */
-#define PXQ_PROF_STAT_COUNT 5
+#define PXQ_PROF_STAT_SAMPLES 0           /* samples of profiled processes */
+#define PXQ_PROF_STAT_SAMPLES_LOST 1      /* the samples ring buffer was full: sample lost */
+#define PXQ_PROF_STAT_KERNEL_STACK_LOST 2 /* bpf_get_stack failed for the kernel stack */
+#define PXQ_PROF_STAT_USER_REGS_LOST 3    /* kernel-mode sample whose user registers could not be read */
+#define PXQ_PROF_STAT_USER_COPY_FAILED 4  /* not one byte of the user stack could be read at sp */
+#define PXQ_PROF_STAT_NOTIFY_LOST 5       /* new-process record lost (ring buffer full) */
+#define PXQ_PROF_STAT_COUNT 6
 
 #endif /* PXQ_PROFILE_H */

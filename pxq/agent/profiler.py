@@ -1,60 +1,74 @@
 """The CPU profiler collector: ``stack_traces.beta`` rows from ``bpf/profile.c`` (perf-event
-sampling with stacks counted in the kernel), symbolized in user space (:mod:`pxq.agent.symbols`),
-plus Python frames from py-spy for Python processes (:mod:`pxq.agent.pyspy`).
+sampling, one record per sample), unwound and symbolized in user space (:mod:`pxq.agent.unwind`,
+:mod:`pxq.agent.symbols`), plus Python frames from py-spy for Python processes
+(:mod:`pxq.agent.pyspy`).
 
 ::
 
     profiler = Profiler(ProfilerOptions(sample_hz=99, pids=frozenset({1234})))
     profiler.start()                    # compile, load, attach (BpfError with the reason if not)
     while capturing:
-        profiler.poll(100)              # snapshots new processes; reads the kernel maps every 1 s
+        profiler.poll(100)              # takes samples, snapshots new processes; unwinds every 1 s
     profiler.stop()                     # last read, py-spy's last segments, detach
     table = profiler.drain()            # pyarrow.Table with stack_traces.beta's exact schema
-    profiler.drops()                    # lost: {"counts_full": 0, "notify_lost": 0, ...}
-    profiler.incomplete()               # kept: {"truncated_user_stack": 12, "user_stack_lost": 0, ...}
+    profiler.drops()                    # lost: {"samples_lost": 0, "notify_lost": 0, ...}
+    profiler.incomplete()               # kept: {"truncated_user_stack": 12, "unwind_copy_short": 3, ...}
 
 Kernel side: a software CPU_CLOCK perf event on every CPU at ``sample_hz`` (there is no hardware
-PMU here); each sample counts (tgid, user stack id, kernel stack id, comm) in a hash map, stacks
-kept once in a stack-trace map. The idle task and pxq itself are never sampled; with a pid
-filter only those processes are. The first sample of a process (and its exec) is announced
-through a small ring buffer, so :meth:`Profiler.poll` snapshots its memory map and opens its
-files within one poll: symbols then resolve even if it exits before the next read.
+PMU here); each sample is one ring-buffer record (``struct pxq_profile_sample``): its time,
+process, thread and comm, the kernel stack, the user registers (ip, sp, bp) and a copy of up to
+``stack_copy_bytes`` of the user stack from sp: perf's ``--call-graph dwarf`` approach, chosen over
+unwind tables in BPF maps (the OpenTelemetry profiler's) because bcc here cannot read kernel structs
+and the copy is cheap (see :mod:`pxq.agent.unwind` and bench/bench_profiler_accuracy.py). The idle
+task and pxq itself are never sampled; with a pid filter only those processes are. The first
+sample of a process (and its exec) is also announced through a small ring buffer, so
+:meth:`Profiler.poll` snapshots its memory map and opens its files within one poll: symbols and
+unwind tables then resolve even if it exits before the next read.
 
-Reading (every ``drain_interval_s``, and at stop): flip the generation, take the other
-generation's counts (one batch lookup, one batch delete), read and delete the stack ids they
-refer to, symbolize, fold, and aggregate identical stacks per read; ``time_`` is the read time.
+Reading (every ``drain_interval_s``, and at stop): each sample is unwound with its binaries'
+``.eh_frame`` (frame pointers only where a file has no CFI), symbolized and folded. One row per
+sample, with the sample's own time (``time_``), count 1: time filters and per-time-bin flamegraphs
+see when each sample was taken. That costs little at profiling rates: ~35 us per row to build the
+table, and the store keeps repeated stack texts dictionary-encoded. Sample records are sent without
+a ring-buffer wakeup and taken at each poll: a wakeup per sample ran the agent right after each
+sample, and the sampled task then got more samples than its CPU time said.
 
 Rows: ``stack_trace`` is folded root first: user frames, then kernel frames (``name_[k]``). A
-stack id the kernel failed to record shows as ``[lost user stack]`` / ``[lost kernel stack]_[k]``
-(the sample still counts). ``stack_trace_id`` is a stable 64-bit hash of the folded text.
-``sampler`` is ``ebpf`` or ``py-spy``; ``truncated`` marks user stacks that do not reach a
-process or thread entry (see :func:`pxq.agent.symbols.stack_is_truncated`).
+sample whose user registers could not be read shows ``[lost user stack]``, a failed kernel stack
+``[lost kernel stack]_[k]`` (the sample still counts). ``stack_trace_id`` is a stable 64-bit hash
+of the folded text. ``sampler`` is ``ebpf`` or ``py-spy``; ``truncated`` marks user stacks that
+do not reach the outermost frame (the CFI's undefined return address at ``_start``/``clone3``, or
+a known process or thread entry, see :func:`pxq.agent.symbols.stack_is_truncated`).
 
-Counters, cumulative. Losses (:meth:`Profiler.drops`): ``counts_full`` (a sample the counts map
-refused), ``notify_lost`` (a new-process record), plus py-spy's (``pyspy_missing``,
+Counters, cumulative. Losses (:meth:`Profiler.drops`): ``samples_lost`` (the samples ring buffer
+was full), ``notify_lost`` (a new-process record), plus py-spy's (``pyspy_missing``,
 ``pyspy_attach_failed``, ``pyspy_sample_errors``, ``pyspy_killed``). Samples kept with an
 incomplete stack (:meth:`Profiler.incomplete`; ``INCOMPLETE_REASONS`` of the table store):
-``user_stack_lost``, ``kernel_stack_lost`` (-EEXIST hash collisions or -ENOMEM in the stack map;
--EFAULT, "no such stack", is normal and not counted), ``stack_missing`` (an id whose stack was
-gone when read), and ``truncated_user_stack`` (the stack is there but shallow; renderers put a
-``[truncated]`` frame at its root; :meth:`Profiler.truncated_by_process` has them per upid).
+``truncated_user_stack`` (every sample whose user stack is cut short; renderers put a
+``[truncated]`` frame at its root; :meth:`Profiler.truncated_by_process` has them per upid), and
+why: ``unwind_copy_short`` (the stack is deeper than the copy), ``unwind_no_cfi``,
+``unwind_bad_cfa``, ``unwind_cfa_expression``, ``unwind_unmapped``, ``unwind_max_depth`` (see
+:mod:`pxq.agent.unwind.unwinder`), ``unwind_frame_pointers`` (reached the outermost frame, but
+through code without CFI by frame pointers, which may skip frames), ``unwind_process_gone`` (exited before it could be
+snapshotted), ``user_regs_lost`` (a sample in the kernel whose user registers could not be
+read), ``user_copy_failed`` (not one byte of stack readable at sp); and ``kernel_stack_lost``.
 
 Options (``px.set('perf_profiler.KEY', value)`` or ``#px:set perf_profiler.KEY=value``):
 ``sample_hz`` (99), ``python`` (``auto``: py-spy for Python processes when it is installed;
 ``on``: the same, but fail when py-spy is missing; ``off``), ``drain_interval_s`` (1.0),
-``pyspy_segment_s`` (10), ``pyspy_min_cpu`` (0.05), ``stacks_size`` (16384 stacks per
-generation), ``counts_size`` (20480 keys).
+``pyspy_segment_s`` (10), ``pyspy_min_cpu`` (0.05), ``stack_copy_bytes`` (16384, a power of two
+from 4096 to 65536: the user stack copied per sample).
 
 py-spy costs about 2 % of a CPU per sampled process at 99 Hz, idle or not. Processes asked for by
 pid get it from the start; on a whole-host run only Python processes that used at least
-``pyspy_min_cpu`` of a CPU in one read (5 %) get it, from that read on.
+``pyspy_min_cpu`` of a CPU in one read (5 %) get it, from that read on. Their eBPF samples are
+kept beside py-spy's (told apart by ``sampler``) until the Python frames are merged into them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes as ct
-import errno
 import hashlib
 import os
 import time
@@ -70,11 +84,13 @@ from pxq.agent.bpf_program import (
     header_constants,
     layout_asserts,
     load,
+    possible_cpus,
 )
 from pxq.agent.procinfo import ProcessIdentities, make_upid
 from pxq.agent.pyspy import DEFAULT_SEGMENT_S, SAMPLER as PYSPY_SAMPLER, PySpySampler
 from pxq.agent.symbols import KERNEL_SUFFIX, Symbolizer
 from pxq.agent.table_store import INCOMPLETE_REASONS
+from pxq.agent.unwind.unwinder import OUTERMOST, STOP_REASONS, Registers
 from pxq.tables import CATALOG
 
 PROGRAM_FILE = "profile.c"
@@ -87,15 +103,29 @@ NO_STACK = "[unknown]"
 PYTHON_MODES = ("auto", "on", "off")
 
 
-class ProfileKey(ct.Structure):
-    """``struct pxq_profile_key`` of ``bpf/profile.h`` (checked at compile time)."""
+_CONSTANTS = header_constants(HEADER_FILE)
+KERNEL_DEPTH = _CONSTANTS["PXQ_PROF_KERNEL_DEPTH"]
+
+
+class Sample(ct.Structure):
+    """``struct pxq_profile_sample`` of ``bpf/profile.h`` (checked at compile time): the header of
+    a sample record; the extra section and the user stack copy follow it."""
 
     _fields_ = [
+        ("time_boot_ns", ct.c_uint64),
         ("tgid", ct.c_uint32),
-        ("user_stack_id", ct.c_int32),
-        ("kernel_stack_id", ct.c_int32),
-        ("generation", ct.c_uint32),
+        ("tid", ct.c_uint32),
+        ("cpu", ct.c_uint32),
+        ("flags", ct.c_uint32),
+        ("user_ip", ct.c_uint64),
+        ("user_sp", ct.c_uint64),
+        ("user_bp", ct.c_uint64),
+        ("kernel_stack_bytes", ct.c_int32),
+        ("user_stack_bytes", ct.c_uint32),
+        ("user_stack_offset", ct.c_uint32),
+        ("extra_bytes", ct.c_uint32),
         ("comm", ct.c_char * 16),
+        ("kernel_stack", ct.c_uint64 * KERNEL_DEPTH),
     ]
 
 
@@ -110,9 +140,16 @@ class NewPid(ct.Structure):
     ]
 
 
-_CONSTANTS = header_constants(HEADER_FILE)
 STAT_NAMES = counter_names(_CONSTANTS, "PXQ_PROF_STAT_")
 NEW_EXEC = _CONSTANTS["PXQ_PROF_NEW_EXEC"]
+SAMPLE_USER_REGS = _CONSTANTS["PXQ_PROF_SAMPLE_USER_REGS"]
+SAMPLE_NO_USER = _CONSTANTS["PXQ_PROF_SAMPLE_NO_USER"]
+PAGE = 4096
+# Why a user stack was cut short, beside truncated_user_stack (see the module docstring).
+UNWIND_COUNTERS = tuple(f"unwind_{reason}" for reason in STOP_REASONS if reason != OUTERMOST) + (
+    "unwind_frame_pointers",
+    "unwind_process_gone",
+)
 
 
 @dataclass(frozen=True)
@@ -125,8 +162,7 @@ class ProfilerOptions:
     drain_interval_s: float = 1.0
     pyspy_segment_s: int = DEFAULT_SEGMENT_S
     pyspy_min_cpu: float = 0.05
-    stacks_size: int = 16384
-    counts_size: int = 20480
+    stack_copy_bytes: int = 16384
     self_pid: int = field(default_factory=os.getpid)
 
     def __post_init__(self) -> None:
@@ -134,14 +170,28 @@ class ProfilerOptions:
             raise ValueError(f"sample_hz must be between 1 and 10000, not {self.sample_hz}")
         if self.python not in PYTHON_MODES:
             raise ValueError(f"python must be one of {', '.join(PYTHON_MODES)}, not {self.python!r}")
+        copy = self.stack_copy_bytes
+        if not (PAGE <= copy <= 16 * PAGE and copy & (copy - 1) == 0):
+            raise ValueError(f"stack_copy_bytes must be a power of two from 4096 to 65536, not {copy}")
+
+    def sample_pages(self) -> int:
+        """Ring buffer pages for about 2 s of samples on every CPU (a read may take that long
+        while it parses a large binary's unwind tables), a power of two, 64 to 16384."""
+        record = ct.sizeof(Sample) + self.stack_copy_bytes
+        want = 2 * self.sample_hz * possible_cpus() * record // PAGE
+        pages = 64
+        while pages < want and pages < 16384:
+            pages *= 2
+        return pages
 
     def defines(self) -> dict[str, int]:
         return {
-            "COUNTS_SIZE": self.counts_size,
-            "STACKS_SIZE": self.stacks_size,
             "SELF_PID": self.self_pid,
             "FILTER_PIDS": 1 if self.pids else 0,
             "MAX_PIDS": max(64, len(self.pids or ()) * 2),
+            "STACK_COPY_BYTES": self.stack_copy_bytes,
+            "SAMPLE_PAGES": self.sample_pages(),
+            "MAX_CPUS": possible_cpus(),
         }
 
 
@@ -153,8 +203,7 @@ _SETTING_READERS = {
     "drain_interval_s": float,
     "pyspy_segment_s": lambda text: int(float(text)),
     "pyspy_min_cpu": float,
-    "stacks_size": int,
-    "counts_size": int,
+    "stack_copy_bytes": int,
 }
 
 
@@ -170,10 +219,11 @@ def options_from_request(request) -> ProfilerOptions:
 
 
 def build_profiler(options: ProfilerOptions) -> BpfProgram:
-    asserts = layout_asserts("pxq_profile_key", ProfileKey) + layout_asserts("pxq_profile_new_pid", NewPid)
+    asserts = layout_asserts("pxq_profile_sample", Sample) + layout_asserts("pxq_profile_new_pid", NewPid)
     attach = f"attach: on_sample on a software CPU_CLOCK perf event, sample_freq={options.sample_hz} Hz, every CPU"
     pids = f"allowed_pids: {', '.join(map(str, sorted(options.pids)))}" if options.pids else "every process"
-    return build_program(PROGRAM_FILE, options.defines(), asserts, notes=(attach, pids))
+    copy = f"user stack copied per sample: up to {options.stack_copy_bytes} bytes from sp"
+    return build_program(PROGRAM_FILE, options.defines(), asserts, notes=(attach, pids, copy))
 
 
 def profiler_program(request=None) -> str:
@@ -197,10 +247,11 @@ def rows_to_table(rows: list[tuple[int, str, str, int, str, bool]]) -> pa.Table:
     if not rows:
         return schema.empty_table()
     times, upids, stacks, counts, samplers, truncated = zip(*rows)
+    ids: dict[str, int] = {}  # one sample per row: the same stacks come back again and again
     columns = {
         "time_": pa.array(times, pa.int64()).cast(schema.field("time_").type),
         "upid": upids,
-        "stack_trace_id": [stack_trace_id(s) for s in stacks],
+        "stack_trace_id": [ids[s] if s in ids else ids.setdefault(s, stack_trace_id(s)) for s in stacks],
         "stack_trace": stacks,
         "count": counts,
         "sampler": samplers,
@@ -215,26 +266,27 @@ class Profiler:
     def __init__(self, options: ProfilerOptions | None = None):
         self.options = options or ProfilerOptions()
         self.program = build_profiler(self.options)
-        self.symbolizer = Symbolizer()
+        self.symbolizer = Symbolizer(unwind=True)
         self.pyspy: PySpySampler | None = None
         if self.options.python != "off":
             self.pyspy = PySpySampler(rate_hz=self.options.sample_hz, segment_s=self.options.pyspy_segment_s)
         self._bpf = None
         self._tables: dict[str, object] = {}
-        self._generation = 0
         self._last_read = 0.0
         self._previous_read = 0.0
         self._notices: list[tuple[int, int, int, str]] = []  # (tgid, reason, start_boot_ns, comm)
+        self._records: list[bytes] = []  # sample records taken from the ring buffer, not yet read
         self.identities = ProcessIdentities()  # the agent may share one between its collectors
         self._rows: list[tuple[int, str, str, int, str, bool]] = []
         self._kernel_stats = dict.fromkeys(STAT_NAMES, 0)
-        self._user_counts = {"stack_missing": 0, "truncated_user_stack": 0}
+        self._user_counts = dict.fromkeys(("truncated_user_stack", *UNWIND_COUNTERS), 0)
         self._truncated: dict[str, int] = {}
         self._upids: dict[int, str] = {}
         self._gone: set[int] = set()  # processes found exited at the last read
         self.samples = 0
         self.reads = 0
         self.last_read_s = 0.0
+        self.read_cpu_s = 0.0  # CPU time spent reading (unwinding, symbolizing, folding)
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> Profiler:
@@ -250,21 +302,26 @@ class Profiler:
 
         self._bpf = bpf = load(self.program)
         try:
-            for name in ("control", "counts", "stacks0", "stacks1", "allowed_pids", "seen_pids", "stats", "new_pids"):
+            for name in ("samples", "allowed_pids", "seen_pids", "stats", "new_pids"):
                 self._tables[name] = bpf[name.encode()]
             allowed = self._tables["allowed_pids"]
             for pid in sorted(self.options.pids or ()):
                 allowed[ct.c_uint32(pid)] = ct.c_uint8(1)
                 self._notices.append((pid, 0, 0, ""))  # snapshot now, start py-spy if it is Python
-            notices = self._notices
+            notices, records = self._notices, self._records
 
             def on_record(_ctx, data, _size):
                 record = ct.cast(data, ct.POINTER(NewPid)).contents
                 notices.append((record.tgid, record.reason, record.start_boot_ns, record.comm.decode(errors="replace")))
                 return 0
 
-            self._on_record = on_record
+            def on_sample(_ctx, data, size):
+                records.append(ct.string_at(data, size))  # decoded in batches at the read
+                return 0
+
+            self._on_record, self._on_sample = on_record, on_sample
             self._tables["new_pids"].open_ring_buffer(on_record)
+            self._tables["samples"].open_ring_buffer(on_sample)
             self._handle_notices()
             bpf.attach_perf_event(
                 ev_type=PerfType.SOFTWARE,
@@ -291,7 +348,7 @@ class Profiler:
         try:
             self._bpf.ring_buffer_consume()
             self._handle_notices()
-            self._read_kernel()
+            self._read_samples()
         finally:
             self._bpf.cleanup()
             self._bpf = None
@@ -303,15 +360,17 @@ class Profiler:
 
     # -- collecting -------------------------------------------------------------------------
     def poll(self, timeout_ms: int = 100) -> int:
-        """Wait up to ``timeout_ms`` for new processes, snapshot them; read the kernel's counts when
-        ``drain_interval_s`` has passed. Returns new processes plus samples read."""
+        """Wait up to ``timeout_ms`` for samples and new processes, snapshot the new processes;
+        unwind and fold the samples taken when ``drain_interval_s`` has passed. Returns new
+        processes plus samples read."""
         bpf = self._bpf
         if bpf is None:
             raise RuntimeError("Profiler.poll() before start()")
-        bpf.ring_buffer_poll(max(0, int(timeout_ms)))
+        bpf.ring_buffer_poll(max(0, int(timeout_ms)))  # wakes for new processes only
+        bpf.ring_buffer_consume()  # samples are sent without a wakeup (see profile.c)
         handled = self._handle_notices()
         if time.monotonic() - self._last_read >= self.options.drain_interval_s:
-            handled += self._read_kernel()
+            handled += self._read_samples()
         if self.pyspy is not None:
             handled += self.pyspy.poll()
             self._take_pyspy()
@@ -345,107 +404,87 @@ class Profiler:
         for time_ns, upid, stack, count in self.pyspy.take():
             self._rows.append((time_ns, upid, stack, count, PYSPY_SAMPLER, False))
 
-    def _flip_and_take_counts(self) -> list[tuple[ProfileKey, int]]:
-        """Point new samples at the other generation; take (and delete) this one's counts."""
-        old = self._generation
-        self._generation = 1 - old
-        self._tables["control"][ct.c_int(0)] = ct.c_uint32(self._generation)
-        counts = self._tables["counts"]
-        try:
-            items = [(k, int(v)) for k, v in counts.items_lookup_batch() if k.generation == old]
-            if items:
-                keys = (counts.Key * len(items))(*(k for k, _ in items))
-                counts.items_delete_batch(keys)
-        except Exception:  # batch map operations unsupported: one syscall per key
-            items = [(k, int(v.value)) for k, v in counts.items() if k.generation == old]
-            for k, _ in items:
-                _delete(counts, k)
-        return items
-
-    def _read_kernel(self) -> int:
-        """Take one generation of counts and stacks, symbolize, fold, aggregate into rows."""
-        begin = time.monotonic()
+    def _read_samples(self) -> int:
+        """Unwind, symbolize and fold the samples taken since the last read: one row each."""
+        begin, begin_cpu = time.monotonic(), time.process_time()
         self._last_read = begin
-        old = self._generation
-        items = self._flip_and_take_counts()
-        stacks = self._tables["stacks1" if old else "stacks0"]
-        addresses: dict[int, list[int] | None] = {}
-        for key, _ in items:
-            for stack_id in (key.user_stack_id, key.kernel_stack_id):
-                if stack_id >= 0 and stack_id not in addresses:
-                    addresses[stack_id] = self._stack(stacks, stack_id)
-        for stack_id in addresses:
-            _delete(stacks, stacks.Key(stack_id))
-
-        now = time.time_ns()
-        folded: dict[tuple[str, str, bool], int] = {}
-        user_cache: dict[tuple[int, int], tuple[list[str], bool]] = {}
-        kernel_cache: dict[int, list[str]] = {}
-        total = 0
+        records, self._records[:] = self._records[:], []
+        boot_to_wall = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        header = ct.sizeof(Sample)
+        folded: dict[tuple, tuple[str, bool]] = {}  # (pid, addresses, kernel) -> (text, truncated)
         per_pid: dict[int, int] = {}
-        for key, count in items:
-            pid = key.tgid
-            user, truncated = self._user_part(pid, key.user_stack_id, addresses, user_cache, count)
-            kernel = self._kernel_part(key.kernel_stack_id, addresses, kernel_cache, count)
-            upid = self._upid(pid, key.comm)
-            text = ";".join(user + kernel) or NO_STACK
-            row_key = (upid, text, truncated)
-            folded[row_key] = folded.get(row_key, 0) + count
+        for record in records:
+            if len(record) < header:
+                continue
+            sample = Sample.from_buffer_copy(record, 0)
+            pid = sample.tgid
+            user, truncated, reason = self._user_part(pid, sample, record)
+            kernel = self._kernel_part(sample)
+            key = (pid, user, kernel)
+            parts = folded.get(key)
+            if parts is None:
+                parts = folded[key] = self._fold(pid, user, kernel)
+            text, symbolic_truncated = parts
+            truncated = truncated or symbolic_truncated
+            upid = self._upid(pid, sample.comm)
             if truncated:
-                self._truncated[upid] = self._truncated.get(upid, 0) + count
-                self._user_counts["truncated_user_stack"] += count
-            total += count
-            per_pid[pid] = per_pid.get(pid, 0) + count
-        for (upid, text, truncated), count in folded.items():
-            self._rows.append((now, upid, text, count, EBPF_SAMPLER, truncated))
+                self._truncated[upid] = self._truncated.get(upid, 0) + 1
+                self._user_counts["truncated_user_stack"] += 1
+                if reason is not None:
+                    self._user_counts[f"unwind_{reason}"] += 1
+            self._rows.append((sample.time_boot_ns + boot_to_wall, upid, text, 1, EBPF_SAMPLER, truncated))
+            per_pid[pid] = per_pid.get(pid, 0) + 1
+        total = sum(per_pid.values())
         if not self.options.pids:  # whole host: py-spy only for Python processes that use CPU
             busy = self.options.pyspy_min_cpu * self.options.sample_hz * max(begin - self._previous_read, 1e-3)
             for pid, count in per_pid.items():
                 if count >= busy:
                     self._python_frames(pid)
         self._previous_read = begin
-        self._forget_exited({key.tgid for key, _ in items})
+        self._forget_exited(set(per_pid))
         self.samples += total
         self.reads += 1
         self.kernel_stats()
         self.last_read_s = time.monotonic() - begin
+        self.read_cpu_s += time.process_time() - begin_cpu
         return total
 
+    def _user_part(self, pid: int, sample: Sample, record: bytes) -> tuple[tuple[int, ...] | str, bool, str | None]:
+        """The user stack of a sample: its addresses leaf first (the callers' as ``return address
+        - 1``, inside the call), or a marker text; whether it is cut short, and why."""
+        if sample.flags & SAMPLE_NO_USER:
+            return (), False, None  # a kernel thread
+        if not sample.flags & SAMPLE_USER_REGS:
+            return LOST_USER, True, None  # counted by the kernel: user_regs_lost
+        start = sample.user_stack_offset
+        stack = record[start : start + sample.user_stack_bytes]
+        regs = Registers(sample.user_ip, sample.user_sp, sample.user_bp)
+        result = self.symbolizer.unwind(pid, regs, stack, len(stack) >= self.options.stack_copy_bytes)
+        if result is None:
+            return (sample.user_ip,), True, "process_gone"
+        addresses = (result.addresses[0], *(a - 1 for a in result.addresses[1:]))
+        if result.complete:
+            return addresses, False, None
+        return addresses, True, "frame_pointers" if result.reason == OUTERMOST else result.reason
+
     @staticmethod
-    def _stack(stacks, stack_id: int) -> list[int] | None:
-        try:
-            ips = list(stacks[stacks.Key(stack_id)].ip)
-        except KeyError:
-            return None
-        return ips[: ips.index(0)] if 0 in ips else ips
+    def _kernel_part(sample: Sample) -> tuple[int, ...] | str:
+        size = sample.kernel_stack_bytes
+        if size < 0:
+            return LOST_KERNEL
+        return tuple(sample.kernel_stack[: min(size // 8, KERNEL_DEPTH)])
 
-    def _user_part(self, pid, stack_id, addresses, cache, count) -> tuple[list[str], bool]:
-        if stack_id == -errno.EFAULT:
-            return [], False  # no user stack: a kernel thread
-        if stack_id < 0:
-            return [LOST_USER], False
-        found = cache.get((pid, stack_id))
-        if found is None:
-            ips = addresses.get(stack_id)
-            if ips is None:
-                self._user_counts["stack_missing"] += count
-                return [LOST_USER], False
-            found = cache[(pid, stack_id)] = self.symbolizer.user_stack(pid, ips)
-        return found
-
-    def _kernel_part(self, stack_id, addresses, cache, count) -> list[str]:
-        if stack_id == -errno.EFAULT:
-            return []  # sampled in user mode
-        if stack_id < 0:
-            return [LOST_KERNEL]
-        found = cache.get(stack_id)
-        if found is None:
-            ips = addresses.get(stack_id)
-            if ips is None:
-                self._user_counts["stack_missing"] += count
-                return [LOST_KERNEL]
-            found = cache[stack_id] = self.symbolizer.kernel_stack(ips)
-        return found
+    def _fold(self, pid: int, user, kernel) -> tuple[str, bool]:
+        """The folded text of a stack (root first) and whether its user part looks cut short."""
+        truncated = False
+        if isinstance(user, str):
+            user_frames = [user]
+        elif user:
+            user_frames, truncated = self.symbolizer.user_stack(pid, list(user))
+        else:
+            user_frames = []
+        kernel_frames = [kernel] if isinstance(kernel, str) else self.symbolizer.kernel_stack(list(kernel))
+        return ";".join(user_frames + kernel_frames) or NO_STACK, truncated
 
     def _upid(self, pid: int, comm: bytes = b"") -> str:
         upid = self._upids.get(pid)
@@ -565,7 +604,7 @@ __all__ = [
     "PerfProfilerCollector",
     "Profiler",
     "ProfilerOptions",
-    "ProfileKey",
+    "Sample",
     "NewPid",
     "build_profiler",
     "options_from_request",

@@ -19,7 +19,12 @@ DEFAULT_BUDGET_BYTES = 512 * 1024 * 1024
 # profiler's samples whose stack was cut short (marked [truncated]) or whose user or kernel stack
 # the kernel failed to record or was gone when read (marked [lost ... stack]). Reports and the
 # progress line count them apart from losses.
-INCOMPLETE_REASONS = frozenset({"truncated_user_stack", "user_stack_lost", "kernel_stack_lost", "stack_missing"})
+INCOMPLETE_REASONS = frozenset({"truncated_user_stack", "user_stack_lost", "kernel_stack_lost", "stack_missing"}) | {
+    # the profiler's reasons for a cut-short user stack (pxq/agent/profiler.py)
+    "user_regs_lost", "user_copy_failed", "unwind_copy_short", "unwind_no_cfi", "unwind_bad_cfa",
+    "unwind_cfa_expression", "unwind_unmapped", "unwind_max_depth", "unwind_frame_pointers",
+    "unwind_process_gone",
+}  # fmt: skip
 
 
 def split_losses(counters: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:

@@ -60,8 +60,10 @@ SETTINGS: dict[str, tuple[Callable[[str], bool], str]] = {
         "a whole number of seconds, 1 to 3600",
     ),
     "perf_profiler.pyspy_min_cpu": (_number(0.0), "a share of one CPU, 0 or more (0.05 is 5 %)"),
-    "perf_profiler.stacks_size": (_whole_number(1, 2**31 - 1), "a whole number of stacks, 1 to 2147483647"),
-    "perf_profiler.counts_size": (_whole_number(1, 2**31 - 1), "a whole number of keys, 1 to 2147483647"),
+    "perf_profiler.stack_copy_bytes": (
+        lambda text: text.strip().isascii() and text.strip().isdigit() and int(text) in {4096 << i for i in range(5)},
+        "a power of two of bytes, 4096 to 65536",
+    ),
     "socket_tracer.body_limit": (_whole_number(0, 2**31 - 1), "a whole number of bytes, 0 or more"),
     "socket_tracer.conn_stats_interval_s": (_number(0.01, 3600.0), "seconds between conn_stats reports, 0.01 to 3600"),
     "socket_tracer.ignore_pids": (

@@ -310,7 +310,7 @@ PRAGMA_KEYS = [
     "analyze",
     "x",
     "perf_profiler.sample_hz",
-    "perf_profiler.stacks_size",
+    "perf_profiler.stack_copy_bytes",
     "perf_profiler.counts_size",
     "perf_profiler.python",
     "perf_profiler.drain_interval_s",

@@ -96,6 +96,5 @@ def test_a_profiler_request_without_settings_gets_the_profiler_defaults():
         options.drain_interval_s,
         options.pyspy_segment_s,
         options.pyspy_min_cpu,
-        options.stacks_size,
-        options.counts_size,
-    ) == (99, "auto", 1.0, 10, 0.05, 16384, 20480)
+        options.stack_copy_bytes,
+    ) == (99, "auto", 1.0, 10, 0.05, 16384)

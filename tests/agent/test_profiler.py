@@ -27,9 +27,9 @@ from pxq.agent.procinfo import upid_of
 from pxq.agent.profiler import (
     TABLE,
     NewPid,
-    ProfileKey,
     Profiler,
     ProfilerOptions,
+    Sample,
     options_from_request,
     profiler_program,
     rows_to_table,
@@ -50,6 +50,7 @@ from tests.agent.programs.build import (
     python_busy,
     read_line,
     running,
+    without_eh_frame,
 )
 
 SCHEMA = CATALOG[TABLE].arrow_schema()
@@ -62,6 +63,7 @@ def programs(tmp_path_factory):
     return {
         "fp": compile_c("spin.c", out, FRAME_POINTERS, "spin_fp"),
         "nofp": compile_c("spin.c", out, NO_FRAME_POINTERS, "spin_nofp"),
+        "no_cfi": without_eh_frame(compile_c("spin.c", out, NO_FRAME_POINTERS, "spin_no_cfi")),
         "syscalls": compile_c("syscalls.c", out, FRAME_POINTERS, "syscalls"),
     }
 
@@ -116,10 +118,12 @@ def total(rows: list[dict]) -> int:
 
 
 # -- pieces that need no kernel -----------------------------------------------------------------
-def test_key_layout_is_pinned_to_the_header():
-    text = build_program("profile.c", {}, layout_asserts("pxq_profile_key", ProfileKey)).text
-    assert "struct pxq_profile_key {" in text and ct.sizeof(ProfileKey) == 32 and ct.sizeof(NewPid) == 32
-    assert "_Static_assert(sizeof(struct pxq_profile_key) == 32" in text
+def test_sample_layout_is_pinned_to_the_header():
+    text = build_program("profile.c", {}, layout_asserts("pxq_profile_sample", Sample)).text
+    # 10 words of registers and sizes, the comm, 127 kernel frames (profile.h)
+    assert ct.sizeof(Sample) == 8 + 4 * 4 + 3 * 8 + 4 * 4 + 16 + 127 * 8 and ct.sizeof(NewPid) == 32
+    assert "struct pxq_profile_sample {" in text
+    assert f"_Static_assert(sizeof(struct pxq_profile_sample) == {ct.sizeof(Sample)}" in text
 
 
 def test_program_text_for_explain():
@@ -127,7 +131,7 @@ def test_program_text_for_explain():
     assert "// bcc cflags: " in text and "-DFILTER_PIDS=1" in text and "-DSELF_PID=" in text
     assert "on_sample" in text and "_Static_assert" in text
     assert "// attach: on_sample on a software CPU_CLOCK perf event, sample_freq=49 Hz" in text
-    assert "// allowed_pids: 42, 43" in text
+    assert "// allowed_pids: 42, 43" in text and "-DSTACK_COPY_BYTES=16384" in text
     manifest = ProbeManifest(0, (), (CollectorRequest("perf_profiler", (TABLE,), None),))
     [(name, program)] = generated_programs(manifest)
     assert name == "perf_profiler" and "-DFILTER_PIDS=0" in program
@@ -151,6 +155,13 @@ def test_options_from_the_script():
         options_from_request(CollectorRequest("perf_profiler", (TABLE,), None, options=(("sample_hz", "0"),)))
     with pytest.raises(BpfError, match="python"):
         options_from_request(CollectorRequest("perf_profiler", (TABLE,), None, options=(("python", "maybe"),)))
+    for bad in ("1000", "131072", "0"):
+        with pytest.raises(BpfError, match="stack_copy_bytes must be a power of two from 4096 to 65536"):
+            options_from_request(
+                CollectorRequest("perf_profiler", (TABLE,), None, options=(("stack_copy_bytes", bad),))
+            )
+    sized = CollectorRequest("perf_profiler", (TABLE,), None, options=(("stack_copy_bytes", "65536"),))
+    assert options_from_request(sized).stack_copy_bytes == 65536
 
 
 def test_rows_have_the_catalog_schema_and_stable_ids():
@@ -185,48 +196,50 @@ def test_missing_pyspy_is_counted_not_fatal():
 
 # -- the kernel ---------------------------------------------------------------------------------
 @kernel
-def test_frame_pointer_chain_dominates_and_no_frame_pointer_is_truncated(programs):
+def test_full_chains_with_and_without_frame_pointers_and_truncation_without_cfi(programs):
     require_bpf()
-    with running([programs["fp"], "120"]) as fp, running([programs["nofp"], "120"]) as nofp:
-        upids = {p.pid: upid_of(p.pid) for p in (fp, nofp)}
+    with (
+        running([programs["fp"], "120"]) as fp,
+        running([programs["nofp"], "120"]) as nofp,
+        running([programs["no_cfi"], "120"]) as no_cfi,
+    ):
+        upids = {p.pid: upid_of(p.pid) for p in (fp, nofp, no_cfi)}
         cpu = dict.fromkeys(upids)
         profiler, table = profile(ProfilerOptions(pids=frozenset(upids)), 2.5, cpu=cpu, min_cpu_s=1.0)
     assert table.schema == SCHEMA
     assert {r["sampler"] for r in table.to_pylist()} == {"ebpf"}  # C programs: py-spy never ran
     assert profiler.pyspy is None or not profiler.pyspy.targets
 
-    fp_rows = rows_of(table, fp.pid)
-    chain = [r for r in fp_rows if "main;outer_loop;spin_leaf" in r["stack_trace"]]
-    assert total(chain) >= 0.8 * total(fp_rows), fp_rows  # the hot function dominates
-    assert not any(r["truncated"] for r in chain)
-    assert all(
-        r["stack_trace"].split(";")[0] in ("_start", "__libc_start_main", "__libc_start_call_main") for r in chain
-    ), chain
-    assert all(r["upid"] == upids[fp.pid] for r in fp_rows)
+    # With or without frame pointers, .eh_frame unwinds the whole chain from _start.
+    for proc in (fp, nofp):
+        rows = rows_of(table, proc.pid)
+        chain = [r for r in rows if "main;outer_loop;spin_leaf" in r["stack_trace"]]
+        assert total(chain) >= 0.8 * total(rows), rows  # the hot function dominates
+        assert not any(r["truncated"] for r in chain)
+        assert all(r["stack_trace"].startswith("_start;__libc_start_main;__libc_start_call_main;") for r in chain)
+        assert all(r["upid"] == upids[proc.pid] for r in rows)
+        assert upids[proc.pid] not in profiler.truncated_by_process()
 
-    nofp_rows = rows_of(table, nofp.pid)
-    leaf = [r for r in nofp_rows if r["stack_trace"].split(";")[-1] == "spin_leaf"]
-    assert total(leaf) >= 0.8 * total(nofp_rows)
-    assert all(r["truncated"] for r in leaf), leaf  # marked, not silently shallow
-    assert not any("main;outer_loop;spin_leaf" in r["stack_trace"] for r in nofp_rows)
+    # Without call-frame information the stack stops at the leaf: marked, not silently shallow.
+    no_cfi_rows = rows_of(table, no_cfi.pid)
+    leaf = [r for r in no_cfi_rows if r["stack_trace"].split(";")[-1] == "spin_leaf"]
+    assert total(leaf) >= 0.8 * total(no_cfi_rows)
+    assert all(r["truncated"] for r in leaf), leaf
+    assert not any("main;outer_loop;spin_leaf" in r["stack_trace"] for r in no_cfi_rows)
     drops, incomplete = profiler.drops(), profiler.incomplete()
-    # Truncated samples are kept, not lost: counted apart from the losses.
+    # Truncated samples are kept, not lost: counted apart from the losses, with the reason.
     assert incomplete["truncated_user_stack"] >= total(leaf) > 0
-    assert "truncated_user_stack" not in drops and set(incomplete) == {
-        "truncated_user_stack",
-        "user_stack_lost",
-        "kernel_stack_lost",
-        "stack_missing",
-    }
-    assert profiler.truncated_by_process().get(upids[nofp.pid], 0) >= total(leaf)
-    assert upids[fp.pid] not in profiler.truncated_by_process()
+    assert sum(v for k, v in incomplete.items() if k.startswith("unwind_")) >= total(leaf)
+    assert "truncated_user_stack" not in drops and not set(drops) & set(incomplete)
+    assert profiler.truncated_by_process().get(upids[no_cfi.pid], 0) >= total(leaf)
 
     # 99 Hz on one busy thread: samples ~ 99 x the CPU time it got (about 200 in 2 s), +-30 %.
-    for proc, rows in ((fp, fp_rows), (nofp, nofp_rows)):
+    for proc in (fp, nofp, no_cfi):
+        rows = rows_of(table, proc.pid)
         expected = 99 * cpu[proc.pid]
         assert expected > 50, f"the target got only {cpu[proc.pid]:.2f}s of CPU"
         assert 0.7 * expected <= total(rows) <= 1.3 * expected, (total(rows), expected)
-    assert drops["counts_full"] == 0
+    assert drops["samples_lost"] == 0
 
 
 @kernel
@@ -451,14 +464,14 @@ def test_a_kernel_thread_sampled_is_named_in_brackets_like_ps(tmp_path):
 
 @kernel
 def test_truncated_samples_are_kept_not_counted_as_drops_by_the_agent(programs):
-    """Without frame pointers nearly every user stack is cut short: those samples are kept (and
-    marked), so the agent's progress says drops 0 and counts them as incomplete instead."""
+    """Without call-frame information nearly every user stack is cut short: those samples are kept
+    (and marked), so the agent's progress says drops 0 and counts them as incomplete instead."""
     require_bpf()
     import io
 
     from pxq.cli.progress import progress_printer
 
-    with running([programs["nofp"], "120"]) as proc:
+    with running([programs["no_cfi"], "120"]) as proc:
         request = CollectorRequest("perf_profiler", (TABLE,), (proc.pid,), options=(("python", "off"),))
         reports = []
         store = EmbeddedAgent(ProbeManifest(time.time_ns(), (), (request,)), AgentOptions()).run(2.5, reports.append)

@@ -176,6 +176,7 @@ def test_bad_literals_are_positioned_errors(tmp_path, capsys, capture, body):
         "#px:set perf_profiler.sample_hz=0",
         "#px:set perf_profiler.python=maybe",
         "#px:set perf_profiler.stacks_size=big",
+        "#px:set perf_profiler.stack_copy_bytes=1000",
         "#px:set perf_profiler.sample_hertz=99",
     ],
 )

@@ -21,12 +21,23 @@ def remember(cache: dict, key, value):
     return value
 
 
-class ElfFile:
-    """One mapped file: opened at snapshot time, parsed on first lookup, frames cached."""
+def without_version(name: str) -> str:
+    """A symbol name without its ELF symbol version: ``__libc_start_main@@GLIBC_2.34`` (as a
+    debug file's .symtab spells versioned symbols) is the function ``__libc_start_main``."""
+    at = name.find("@", 1)
+    return name if at < 0 else name[:at]
 
-    def __init__(self, fd: int | None, info: ElfInfo | None = None):
+
+class ElfFile:
+    """One mapped file: opened at snapshot time, parsed on first lookup, frames cached. With
+    ``unwind``, its call-frame information is parsed at the same time (:mod:`pxq.agent.unwind`),
+    before the file is closed; ``unwind_table`` given: that one (the vDSO's)."""
+
+    def __init__(self, fd: int | None, info: ElfInfo | None = None, unwind: bool = False, unwind_table=None):
         self._fd = fd
         self._info = info
+        self._unwind = unwind
+        self._unwind_table = unwind_table
         self._frames: dict[int, tuple[str | None, int]] = {}
 
     @property
@@ -37,10 +48,19 @@ class ElfFile:
         if self._fd is not None:
             try:
                 self._info = read_elf(self._fd)
+                if self._unwind:
+                    from pxq.agent.unwind.cache import unwind_table_for
+
+                    self._unwind_table = unwind_table_for(self._fd, self._info.build_id if self._info else "")
             finally:
                 os.close(self._fd)
                 self._fd = None
         return self._info
+
+    def unwind_table(self):
+        """The file's :class:`~pxq.agent.unwind.UnwindTable` (None: not asked for, or unreadable)."""
+        self.info()
+        return self._unwind_table
 
     def resolve(self, file_offset: int) -> tuple[str | None, int]:
         """(function name or None, ELF virtual address) of a file offset."""
@@ -52,7 +72,7 @@ class ElfFile:
             else:
                 vaddr = info.vaddr(file_offset)
                 found = info.symbols.lookup(vaddr)
-                hit = (demangle(found[0]) if found else None, vaddr)
+                hit = (demangle(without_version(found[0])) if found else None, vaddr)
             remember(self._frames, file_offset, hit)
         return hit
 

@@ -14,6 +14,8 @@ from pxq.agent.symbols.frames import UNKNOWN, UserFrame, module_offset, stack_is
 from pxq.agent.symbols.kernel import KernelSymbols
 from pxq.agent.symbols.perf_map import parse_perf_map
 from pxq.agent.symbols.proc import PROC, Mapping, ProcessMaps, parse_maps, process_stat
+from pxq.agent.unwind.cfi import unwind_table_of_bytes
+from pxq.agent.unwind.unwinder import Registers, UnwindResult, unwind
 
 # Keep open at most this many not-yet-parsed ELF files; beyond it, files are parsed at snapshot.
 MAX_PENDING_FILES = 256
@@ -25,8 +27,10 @@ class Symbolizer:
     """Symbols for many processes, cached so that they survive the processes (see
     :mod:`pxq.agent.symbols`)."""
 
-    def __init__(self, kallsyms: str | os.PathLike = "/proc/kallsyms"):
+    def __init__(self, kallsyms: str | os.PathLike = "/proc/kallsyms", unwind: bool = False):
+        """``unwind``: parse each file's call-frame information too, for :meth:`unwind`."""
         self.kernel = KernelSymbols(kallsyms)
+        self.unwind_tables = unwind
         self.processes: dict[int, ProcessMaps] = {}
         self._files: dict[tuple[str, int], ElfFile] = {}
         self._vdso: ElfFile | None = None
@@ -72,7 +76,8 @@ class Symbolizer:
                 break
             except OSError:
                 continue
-        elf = ElfFile(fd)  # fd None (no path reached the file): frames are module+file offset
+        # fd None (no path reached the file): frames are module+file offset
+        elf = ElfFile(fd, unwind=self.unwind_tables)
         if sum(f.pending for f in self._files.values()) >= MAX_PENDING_FILES:
             elf.info()  # parse now and close, rather than hold too many descriptors
         self._files[key] = elf
@@ -81,15 +86,18 @@ class Symbolizer:
     def _vdso_file(self) -> ElfFile:
         """The vDSO image is the same in every process: parse pxq's own."""
         if self._vdso is None:
-            info = None
+            info, table = None, None
             try:
                 for m in parse_maps((PROC / "self" / "maps").read_text()):
                     if m.path == "[vdso]":
-                        info = parse_elf(ctypes.string_at(m.start, m.end - m.start))
+                        image = ctypes.string_at(m.start, m.end - m.start)
+                        info = parse_elf(image)
+                        if self.unwind_tables:
+                            table = unwind_table_of_bytes(image)
                         break
             except OSError:
                 pass
-            self._vdso = ElfFile(None, info)
+            self._vdso = ElfFile(None, info, unwind_table=table)
         return self._vdso
 
     def forget(self, pid: int) -> None:
@@ -107,6 +115,36 @@ class Symbolizer:
         snap = self.processes.get(pid)
         stat = process_stat(pid)
         return snap is not None and stat is not None and stat[0] == snap.start_ticks
+
+    # -- unwinding
+    def unwind(self, pid: int, regs: Registers, stack: bytes, copy_full: bool) -> UnwindResult | None:
+        """The return addresses of a sample of ``pid`` (see :mod:`pxq.agent.unwind`), from its
+        registers and user stack copy; None when the process was never snapshotted and is gone."""
+        snap = self.processes.get(pid)
+        if snap is None:
+            snap = self.snapshot(pid)
+        if snap is None:
+            return None
+        if snap.find(regs.ip) is None and time.monotonic() - snap.taken >= RESNAPSHOT_S:
+            snap.taken = time.monotonic()  # code mapped since the snapshot (dlopen, JIT)?
+            if self.is_current(pid):
+                snap = self.snapshot(pid) or snap
+
+        def locate(address: int):
+            index = snap.find(address)
+            if index is None:
+                return None
+            m = snap.mappings[index]
+            if not m.executable:
+                return None
+            elf = snap.files.get(index)
+            if elf is None:
+                return None, 0  # anonymous code (JIT): no CFI, frame pointers only
+            file_offset = address - m.start + (m.offset if m.is_file else 0)
+            info = elf.info()
+            return elf.unwind_table(), info.vaddr(file_offset) if info is not None else file_offset
+
+        return unwind(regs, stack, locate, copy_full)
 
     # -- resolution
     def kernel_stack(self, addresses: list[int]) -> list[str]:

@@ -29,6 +29,25 @@ def compile_c(source: str, out_dir: Path, flags: tuple[str, ...], name: str | No
     return out
 
 
+def without_eh_frame(binary: Path) -> Path:
+    """A copy of ``binary`` with its call-frame information removed (``.eh_frame``,
+    ``.eh_frame_hdr``): the unwinder then has no rule for its code."""
+    import pytest
+
+    objcopy = shutil.which("objcopy")
+    if objcopy is None:
+        pytest.fail("the profiler tests need objcopy (binutils)", pytrace=False)
+    out = binary.with_name(binary.name + "_no_eh_frame")
+    done = subprocess.run(
+        [objcopy, "--remove-section", ".eh_frame", "--remove-section", ".eh_frame_hdr", str(binary), str(out)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"objcopy failed for {binary}: {done.stderr}", pytrace=False)
+    return out
+
+
 def read_line(proc: subprocess.Popen, timeout: float = 30.0) -> str:
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     if not ready:

@@ -4,7 +4,8 @@
  * and the CPU time the process got (the throughput the overhead benchmark compares).
  *
  * Built by the tests twice: -O2 -fno-omit-frame-pointer (full stacks) and -O2
- * -fomit-frame-pointer (the kernel's frame-pointer walk stops after the leaf). */
+ * -fomit-frame-pointer (unwound with its .eh_frame; without that section, the stack stops at the
+ * leaf). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
