@@ -10,7 +10,6 @@ closed."""
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import subprocess
 import sys
 import threading
@@ -26,8 +25,6 @@ BODIES = {
     "index.html": b"<html>" + b"x" * 600 + b"</html>\n",
     "big.json": b"[" + b"1," * 900 + b"1]",
 }
-
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
 
 @pytest.fixture(scope="module")

@@ -287,8 +287,7 @@ def test_pyspy_recorders_register_as_pxq_helpers():
     """The profiler's py-spy recorders are pxq's helpers: the socket tracer leaves them out."""
     from pxq.agent.pyspy import PySpySampler, find_pyspy
 
-    if find_pyspy() is None:
-        pytest.skip("py-spy is not installed")
+    assert find_pyspy() is not None, "py-spy is a dependency of pxq (pyproject.toml): the venv lacks it"
     target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     sampler = PySpySampler(rate_hz=10, segment_s=5)
     try:
