@@ -32,6 +32,7 @@ Configuration: a TOML file (``--config``), each key also a flag; the flags win::
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import os
 import resource
@@ -253,7 +254,7 @@ class StoreView:
         group: list[pa.Table] = []
         pending = 0
         yielded = False
-        for batch in [*self.store.batches(table), None]:
+        for batch in itertools.chain(self.store.batches(table), [None]):
             if batch is not None:
                 group.append(batch)
                 pending += batch.num_rows

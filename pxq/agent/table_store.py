@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -173,12 +174,12 @@ class TableStore:
         entry = self._tables.get(table)
         return entry.bytes if entry else 0
 
-    def batches(self, table: str) -> list[pa.Table]:
-        """The batches ``table`` holds now, oldest first, read back from how they are held:
-        for readers that want only the first rows (the node agent's heads)."""
+    def batches(self, table: str) -> Iterator[pa.Table]:
+        """The batches ``table`` holds now, oldest first, each read back (decompressed) only when
+        the reader asks for it: for readers that want only the first rows (the node agent's heads)."""
         with self._lock:
             held = list(self._tables[table].batches) if table in self._tables else []
-        return [batch.table() for batch in held]
+        return (batch.table() for batch in held)
 
     def held_bytes(self) -> int:
         """Bytes the store's batches take as held (compressed), all tables."""
