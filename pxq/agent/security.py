@@ -474,7 +474,7 @@ def make_certs(directory: str | Path, hosts: list[str], days: int = DEFAULT_CERT
     )
     authority = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
 
-    def leaf(common_name: str, usage: Any, names: list[Any] | None) -> tuple[Any, Any]:
+    def leaf(common_name: str, usage: Any, names: list[Any]) -> tuple[Any, Any]:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
             builder(_name(common_name), ca_name, key.public_key())
@@ -484,9 +484,8 @@ def make_certs(directory: str | Path, hosts: list[str], days: int = DEFAULT_CERT
             )  # digital_signature
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(authority, critical=False)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
         )
-        if names:
-            cert = cert.add_extension(x509.SubjectAlternativeName(names), critical=False)
         return key, cert.sign(ca_key, hashes.SHA256())
 
     names: list[Any] = []
@@ -496,7 +495,8 @@ def make_certs(directory: str | Path, hosts: list[str], days: int = DEFAULT_CERT
         except ValueError:
             names.append(x509.DNSName(host))
     server_key, server_cert = leaf(hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, names)
-    client_key, client_cert = leaf("pxq client", ExtendedKeyUsageOID.CLIENT_AUTH, None)
+    # A name for the client too: RFC 5280 validators (cryptography's among them) want a SAN in every leaf.
+    client_key, client_cert = leaf("pxq-client", ExtendedKeyUsageOID.CLIENT_AUTH, [x509.DNSName("pxq-client")])
     files = {
         CA_CERT: (ca_cert.public_bytes(Encoding.PEM), False),
         CA_KEY: (key_pem(ca_key), True),
