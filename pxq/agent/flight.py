@@ -579,9 +579,7 @@ def agent_answers(
         return None
 
 
-def wait_for_agent(
-    address: str, timeout_s: float, credentials: Mapping[str, str] | None = None
-) -> dict[str, Any]:
+def wait_for_agent(address: str, timeout_s: float, credentials: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Poll until an agent answers at ``address`` (tests, scripts); raise after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -27,6 +27,7 @@ token are written 0600.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hmac
 import ipaddress
@@ -80,7 +81,9 @@ def read_token(path: str | Path) -> bytes:
     try:
         token = raw.decode("ascii").strip()
     except UnicodeDecodeError:
-        raise UsageError(f"token file {path}: the token must be ASCII text (e.g. `pxq agent certs` writes one)") from None
+        raise UsageError(
+            f"token file {path}: the token must be ASCII text (e.g. `pxq agent certs` writes one)"
+        ) from None
     if not token:
         raise UsageError(f"token file {path} is empty")
     if any(c.isspace() or not c.isprintable() for c in token):
@@ -121,7 +124,9 @@ def _check_pair(cert_path: str | Path, key_path: str | Path, what: str) -> None:
     key = _load_key(key_path, f"{what} key")
     now = datetime.datetime.now(datetime.UTC)
     if now < cert.not_valid_before_utc:
-        raise UsageError(f"{what} certificate {cert_path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
+        raise UsageError(
+            f"{what} certificate {cert_path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        )
     if now > cert.not_valid_after_utc:
         raise UsageError(f"{what} certificate {cert_path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
     public = (Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
@@ -194,7 +199,9 @@ class ServerSecurity:
                 options["verify_client"] = True
                 options["root_certificates"] = _read(self.client_ca, "client CA")
         if self.token_file is not None:
-            options["middleware"] = {"bearer_token": BearerTokenMiddlewareFactory(read_token(self.token_file), on_refusal)}
+            options["middleware"] = {
+                "bearer_token": BearerTokenMiddlewareFactory(read_token(self.token_file), on_refusal)
+            }
         return options
 
 
@@ -248,7 +255,7 @@ class ClientCredentials:
 
     @classmethod
     def from_mapping(
-        cls, mapping: Mapping[str, str] | None, base_dir: str | Path | None = None, where: str = "credentials"
+        cls, mapping: Mapping[str, Any] | None, base_dir: str | Path | None = None, where: str = "credentials"
     ) -> ClientCredentials:
         """Credentials from a mapping with keys ``ca``, ``cert``, ``key``, ``token_file`` (paths,
         relative ones taken from ``base_dir`` when given: a cluster file's directory)."""
@@ -318,16 +325,16 @@ def diagnose(host: str, port: int, credentials: ClientCredentials, timeout_s: fl
     context.verify_mode = ssl.CERT_NONE
     context.set_alpn_protocols(["h2"])
     if credentials.cert is not None and credentials.key is not None:
-        try:
+        with contextlib.suppress(OSError, ssl.SSLError):
             context.load_cert_chain(credentials.cert, credentials.key)
-        except (OSError, ssl.SSLError):
-            pass
     with raw:
         try:
             tls = context.wrap_socket(raw, server_hostname=host)
         except ssl.SSLError as exc:
             if credentials.tls:
-                return f"the agent does not speak TLS ({exc.reason or exc}), but this client connects with TLS (ca given)"
+                return (
+                    f"the agent does not speak TLS ({exc.reason or exc}), but this client connects with TLS (ca given)"
+                )
             return None
         except OSError:
             return None
@@ -352,7 +359,10 @@ def diagnose(host: str, port: int, credentials: ClientCredentials, timeout_s: fl
                 refused = False
             if refused:
                 if credentials.cert is None:
-                    return "the agent requires a client certificate (mutual TLS) and this client gave none: give cert and key"
+                    return (
+                        "the agent requires a client certificate (mutual TLS) and this client gave none: "
+                        "give cert and key"
+                    )
                 return (
                     f"the agent refused this client's certificate {credentials.cert}: it is not signed by the CA the "
                     "agent trusts (its client_ca)"
@@ -425,7 +435,9 @@ def parse_hosts(text: str) -> list[str]:
     return hosts
 
 
-def make_certs(directory: str | Path, hosts: list[str], days: int = DEFAULT_CERT_DAYS, force: bool = False) -> dict[str, Path]:
+def make_certs(
+    directory: str | Path, hosts: list[str], days: int = DEFAULT_CERT_DAYS, force: bool = False
+) -> dict[str, Path]:
     """A CA, a server certificate for ``hosts`` (DNS names and IP addresses as subject alternative
     names), a client certificate and a random token, in ``directory``; keys and token 0600.
     Refuses to overwrite any of them unless ``force``."""
@@ -448,7 +460,7 @@ def make_certs(directory: str | Path, hosts: list[str], days: int = DEFAULT_CERT
     until = now + datetime.timedelta(days=days)
 
     def key_pem(key: Any) -> bytes:
-        return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        return bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
 
     def builder(subject: Any, issuer: Any, public_key: Any) -> Any:
         return (

@@ -107,7 +107,9 @@ def add_agent_parser(sub: Any) -> None:
 def add_credential_flags(parser: Any) -> None:
     """The client's credentials for an agent (``pxq run``, ``pxq agent status``)."""
     group = parser.add_argument_group("agent credentials (see `pxq agent certs`)")
-    group.add_argument("--agent-ca", metavar="FILE", help="the CA that signed the agent's certificate: connect with TLS")
+    group.add_argument(
+        "--agent-ca", metavar="FILE", help="the CA that signed the agent's certificate: connect with TLS"
+    )
     group.add_argument("--agent-cert", metavar="FILE", help="this client's certificate, for an agent with mutual TLS")
     group.add_argument("--agent-key", metavar="FILE", help="the private key of --agent-cert")
     group.add_argument("--agent-token-file", metavar="FILE", help="a file holding the agent's bearer token")

@@ -371,7 +371,6 @@ def cmd_run(args, script_argv: list[str]) -> int:
         drops = capture.drops
     elif (agent := agent_for_run(args)) is not None:
         from pxq.agent.flight import AgentClient
-
         from pxq.cli.agent import credentials_from_args
 
         with AgentClient(agent, credentials=credentials_from_args(args)) as client:

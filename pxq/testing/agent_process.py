@@ -58,7 +58,11 @@ class AgentProcess:
                 state = json.loads(self.state_path.read_text())
             except (OSError, ValueError):
                 state = None
-            if state and state.get("pid") == self.proc.pid and agent_answers(state["address"], 1.0, self.credentials) is not None:
+            if (
+                state
+                and state.get("pid") == self.proc.pid
+                and agent_answers(state["address"], 1.0, self.credentials) is not None
+            ):
                 self.address = state["address"]
                 return self.address
             time.sleep(0.05)

@@ -101,7 +101,10 @@ def capture(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("netns-certs")
-    return {"a": make_certs(base / "a", [AGENT_IP])["ca.crt"].parent, "b": make_certs(base / "b", [AGENT_IP])["ca.crt"].parent}
+    return {
+        "a": make_certs(base / "a", [AGENT_IP])["ca.crt"].parent,
+        "b": make_certs(base / "b", [AGENT_IP])["ca.crt"].parent,
+    }
 
 
 def _serve(netns: str, capture: Path, state_dir: Path, *flags: str) -> subprocess.Popen[str]:
@@ -167,7 +170,14 @@ def test_off_loopback_mutual_tls_and_token(netns, capture, certs, tmp_path):
         # The command line, as a user on another node would run it.
         script = tmp_path / "rows.pxl"
         script.write_text("import px\ndf = px.DataFrame('http_events', start_time='-10m')\npx.display(df, 'rows')\n")
-        flags = ["--agent-ca", str(a / "ca.crt"), "--agent-cert", str(a / "client.crt"), "--agent-key", str(a / "client.key")]
+        flags = [
+            "--agent-ca",
+            str(a / "ca.crt"),
+            "--agent-cert",
+            str(a / "client.crt"),
+            "--agent-key",
+            str(a / "client.key"),
+        ]
         flags += ["--agent-token-file", str(a / "agent.token")]
         run = [sys.executable, "-m", "pxq.cli.main", "run", str(script), "--agent", address, "-o", "json"]
         ok = _in_netns(netns, *run, *flags)
