@@ -419,8 +419,11 @@ class AgentClient:
 
         if isinstance(exc, flight.FlightUnauthenticatedError):
             return AgentAuthError(f"agent {self.address} refused the call: {_flight_message(exc)}")
-        if isinstance(exc, (flight.FlightUnavailableError, flight.FlightTimedOutError)) or "handshake" in str(exc):
-            reason = diagnose(self._host, self._port, self.credentials)
+        # Not for a timeout (a slow or stopped agent: our handshake would only wait as long again)
+        # nor for a refused connection (nothing listens).
+        refused_tcp = "Connection refused" in str(exc)
+        if (isinstance(exc, flight.FlightUnavailableError) and not refused_tcp) or "handshake" in str(exc).lower():
+            reason = diagnose(self._host, self._port, self.credentials, timeout_s=1.0)
             if reason is not None:
                 return AgentAuthError(f"agent {self.address} did not accept the connection: {reason}")
         return _client_error(self.address, exc)

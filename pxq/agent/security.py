@@ -389,16 +389,28 @@ def _verify_peer(der: bytes | None, ca_path: str | None, host: str) -> str | Non
     builder = PolicyBuilder().store(store)
     try:
         builder.build_server_verifier(subject).verify(leaf, [])
-    except VerificationError as exc:
+        return None
+    except VerificationError:
+        pass
+    # Signed by the CA but for other names? Verify it again for a name it does carry.
+    try:
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        names = []
+    for name in names:
         try:
-            builder.build_client_verifier().verify(leaf, [])
-        except VerificationError:
-            return (
-                f"the agent's certificate ({leaf.subject.rfc4514_string()}, issued by {leaf.issuer.rfc4514_string()}) "
-                f"is not signed by the CA in {ca_path}"
-            )
-        return f"the agent's certificate does not name {host} ({exc}): make it with `pxq agent certs --hosts {host}`"
-    return None
+            builder.build_server_verifier(name).verify(leaf, [])
+        except (VerificationError, ValueError, TypeError):
+            continue
+        named = ", ".join(str(getattr(n, "value", n)) for n in names)
+        return (
+            f"the agent's certificate names {named}, not {host}: address the agent by one of those, or make its "
+            f"certificate with `pxq agent certs --hosts {host},...`"
+        )
+    return (
+        f"the agent's certificate ({leaf.subject.rfc4514_string()}, issued by {leaf.issuer.rfc4514_string()}) "
+        f"is not signed by the CA in {ca_path}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -184,6 +185,24 @@ def test_token_alone_on_loopback(capture, certs, other_certs, tmp_path):
         assert "bearer token was refused" in _refused(agent.address, {"token_file": str(other_certs / "agent.token")})
         assert agent.proc.poll() is None
         assert _rows_through(agent.address, token) == _expected_paths(capture)
+    finally:
+        agent.stop()
+
+
+def test_agent_certificate_for_other_names(capture, tmp_path):
+    """A certificate of the right CA that does not name the address the client uses."""
+    certs = make_certs(tmp_path / "certs", ["node-1.example"])["ca.crt"].parent
+    creds = {"ca": str(certs / "ca.crt"), "cert": str(certs / "client.crt"), "key": str(certs / "client.key")}
+    tls = ["--tls-cert", str(certs / "server.crt"), "--tls-key", str(certs / "server.key")]
+    agent = AgentProcess("--from", str(capture), *tls, "--client-ca", str(certs / "ca.crt"), state_dir=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not agent.state_path.exists():  # written once it listens (wait_ready cannot connect)
+            assert agent.proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        address = json.loads(agent.state_path.read_text())["address"]
+        message = _refused(address, creds)
+        assert "the agent's certificate names node-1.example, not 127.0.0.1" in message, message
     finally:
         agent.stop()
 
