@@ -277,8 +277,10 @@ def format_status(status: dict[str, Any]) -> str:
 def agent_for_run(args: argparse.Namespace) -> str | None:
     """The agent ``pxq run`` answers from: --agent's, else the local agent's when its state file
     exists and it answers (said in one line on stderr either way); None: collect embedded."""
+    import pyarrow.flight as flight
+
     from pxq.agent.daemon import read_state
-    from pxq.agent.flight import agent_answers
+    from pxq.agent.flight import CONNECT_TIMEOUT_S, AgentAuthError, AgentClient, AgentQueryError
 
     if args.agent:
         return args.agent
@@ -287,7 +289,17 @@ def agent_for_run(args: argparse.Namespace) -> str | None:
     state = read_state()
     if state is None:
         return None
-    if agent_answers(state["address"], credentials=credentials_from_args(args)) is None:
+    try:
+        with AgentClient(state["address"], credentials=credentials_from_args(args)) as client:
+            client.info(timeout_s=CONNECT_TIMEOUT_S)
+    except AgentAuthError as exc:  # it answers, but wants credentials this run did not give
+        print(
+            f"pxq: the local agent ({state['path']}) did not accept this client: {exc}; collecting embedded "
+            "instead (its credentials: --agent-ca, --agent-cert, --agent-key, --agent-token-file)",
+            file=sys.stderr,
+        )
+        return None
+    except (AgentQueryError, flight.FlightError, OSError):
         print(
             f"pxq: the local agent ({state['path']}) does not answer at {state['address']}: "
             "collecting embedded instead",

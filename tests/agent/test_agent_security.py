@@ -189,6 +189,21 @@ def test_token_alone_on_loopback(capture, certs, other_certs, tmp_path):
         agent.stop()
 
 
+def test_local_agent_wanting_a_token_is_named_when_pxq_run_falls_back(mtls_agent, certs, capsys, monkeypatch):
+    """The local agent (its state file) answers but refuses a run without credentials: said why."""
+    import argparse
+
+    from pxq.cli.agent import agent_for_run
+
+    monkeypatch.setenv("PXQ_STATE_DIR", str(mtls_agent.state_dir))
+    assert agent_for_run(argparse.Namespace(agent=None, no_agent=False)) is None
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "did not accept this client" in line and "requires TLS" in line and "collecting embedded" in line
+    flags = {f"agent_{k}": v for k, v in good(certs).items()}
+    assert agent_for_run(argparse.Namespace(agent=None, no_agent=False, **flags)) == mtls_agent.address
+    assert "answering from the local agent" in capsys.readouterr().err
+
+
 def test_agent_certificate_for_other_names(capture, tmp_path):
     """A certificate of the right CA that does not name the address the client uses."""
     certs = make_certs(tmp_path / "certs", ["node-1.example"])["ca.crt"].parent
