@@ -404,12 +404,13 @@ class AgentClient:
         # (:meth:`_error`). Read when gRPC starts in this process: a pure client's first connection.
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         scheme = "grpc+tls" if self.credentials.tls else "grpc+tcp"
+        self._headers = self.credentials.headers()  # the token, read once (before connecting: its errors first)
         self._client = flight.connect(f"{scheme}://{_url_host(host)}:{port}", **self.credentials.connect_options())
         # Buffers aligned as Acero wants them (the merge side groups and joins what arrives).
         self._options = flight.FlightCallOptions(
             timeout=timeout_s,
             read_options=pa.ipc.IpcReadOptions(ensure_alignment=pa.ipc.Alignment.DataTypeSpecific),
-            headers=self.credentials.headers(),
+            headers=self._headers,
         )
 
     def _error(self, exc: BaseException) -> AgentQueryError:
@@ -438,11 +439,7 @@ class AgentClient:
         self.close()
 
     def _action(self, name: str, timeout_s: float | None = None) -> dict[str, Any]:
-        options = (
-            flight.FlightCallOptions(timeout=timeout_s, headers=self.credentials.headers())
-            if timeout_s
-            else self._options
-        )
+        options = flight.FlightCallOptions(timeout=timeout_s, headers=self._headers) if timeout_s else self._options
         try:
             results = list(self._client.do_action(flight.Action(name, b""), options=options))
         except flight.FlightError as exc:

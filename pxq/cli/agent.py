@@ -317,7 +317,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
     directory = files["ca.crt"].parent
     print(f"pxq: wrote {', '.join(files)} in {directory} (keys and token: owner-only, 0600)", file=sys.stderr)
     print(
-        f"agent:  pxq agent serve --listen HOST:{7100} --tls-cert {files['server.crt']} --tls-key "
+        f"agent:  pxq agent serve --listen HOST:7100 --tls-cert {files['server.crt']} --tls-key "
         f"{files['server.key']} --client-ca {files['ca.crt']} --token-file {files['agent.token']}\n"
         f"client: pxq run SCRIPT --agent HOST:7100 --agent-ca {files['ca.crt']} --agent-cert {files['client.crt']} "
         f"--agent-key {files['client.key']} --agent-token-file {files['agent.token']}"

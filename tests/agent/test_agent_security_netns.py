@@ -22,6 +22,7 @@ import pytest
 from pxq.agent.security import make_certs
 from pxq.replay import write_capture
 from pxq.testing.synthetic import synthetic_http_events
+from tests.cli_support import assert_no_traceback, pxq_command
 
 pytestmark = pytest.mark.kernel
 
@@ -108,8 +109,8 @@ def certs(tmp_path_factory) -> dict[str, Path]:
 
 
 def _serve(netns: str, capture: Path, state_dir: Path, *flags: str) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "pxq.cli.main", "agent", "serve", "--from", str(capture)]
-    command += ["--listen", f"{AGENT_IP}:0", "--state-dir", str(state_dir), *flags]
+    command = pxq_command("agent", "serve", "--from", str(capture), "--listen", f"{AGENT_IP}:0")
+    command += ["--state-dir", str(state_dir), *flags]
     return subprocess.Popen(
         ["ip", "netns", "exec", netns, *command],
         stdout=subprocess.DEVNULL,
@@ -124,7 +125,7 @@ def test_off_loopback_without_tls_the_agent_refuses_to_start(netns, capture, tmp
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2, stderr
     assert f"refusing to listen on {AGENT_IP} without TLS" in stderr
-    assert "Traceback" not in stderr
+    assert_no_traceback(stderr)
 
 
 def test_off_loopback_mutual_tls_and_token(netns, capture, certs, tmp_path):
@@ -179,15 +180,16 @@ def test_off_loopback_mutual_tls_and_token(netns, capture, certs, tmp_path):
             str(a / "client.key"),
         ]
         flags += ["--agent-token-file", str(a / "agent.token")]
-        run = [sys.executable, "-m", "pxq.cli.main", "run", str(script), "--agent", address, "-o", "json"]
+        run = pxq_command("run", str(script), "--agent", address, "-o", "json")
         ok = _in_netns(netns, *run, *flags)
         assert ok.returncode == 0, ok.stderr
+        assert_no_traceback(ok.stderr)
         rows = [json.loads(line) for line in ok.stdout.splitlines() if line.strip()]
         assert sorted(pd.Series([r["req_path"] for r in rows]).fillna("<null>")) == expected
         refused = _in_netns(netns, *run)
         assert refused.returncode == 3
         assert f"agent {address} did not accept the connection: the agent requires TLS" in refused.stderr
-        assert "Traceback" not in refused.stderr
+        assert_no_traceback(refused.stderr)
     finally:
         agent.terminate()
         agent.wait(30)

@@ -23,7 +23,6 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from dockerfile_parse import DockerfileParser
 
 from pxq.agent.daemon import DaemonConfig, load_config
 from pxq.agent.security import make_certs
+from tests.cli_support import PXQ
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -200,7 +200,7 @@ def test_systemd_analyze_verify(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.fail("systemd-analyze is not installed (Debian's systemd package has it)")
-    pxq = Path(sys.executable).with_name("pxq")
+    pxq = Path(PXQ)  # this machine's installed pxq stands in for /opt/pxq/venv/bin/pxq
     assert pxq.exists(), pxq
     text = (DEPLOY / "systemd" / "pxq-agent.service").read_text()
     assert "/opt/pxq/venv/bin/pxq" in text
