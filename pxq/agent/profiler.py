@@ -88,6 +88,10 @@ from pxq.agent.bpf_program import (
 )
 from pxq.agent.procinfo import ProcessIdentities, make_upid
 from pxq.agent.pyspy import DEFAULT_SEGMENT_S, SAMPLER as PYSPY_SAMPLER, PySpySampler
+from pxq.agent.python.bpf_records import PY_MAX_FRAMES, python_frames_struct
+from pxq.agent.python.code import PyFrame
+from pxq.agent.python.merge import NativeFrame
+from pxq.agent.python.resolver import PythonStacks
 from pxq.agent.symbols import KERNEL_SUFFIX, Symbolizer
 from pxq.agent.table_store import INCOMPLETE_REASONS
 from pxq.agent.unwind.unwinder import OUTERMOST, STOP_REASONS, Registers
@@ -142,6 +146,23 @@ class NewPid(ct.Structure):
 
 STAT_NAMES = counter_names(_CONSTANTS, "PXQ_PROF_STAT_")
 NEW_EXEC = _CONSTANTS["PXQ_PROF_NEW_EXEC"]
+NEW_THREAD = _CONSTANTS["PXQ_PROF_NEW_THREAD"]
+PYTHON_RECORD_BYTES = ct.sizeof(python_frames_struct(PY_MAX_FRAMES))
+# How a Python process is sampled (Profiler.python_modes): the BPF walker's frames merged into the
+# eBPF samples; py-spy alone (a Python the walker cannot read, py-spy installed: its eBPF samples
+# are not kept); or native frames only (neither), marked python_unsupported.
+PYTHON_WALKER, PYTHON_PYSPY, PYTHON_NATIVE = "walker", "py-spy", "native"
+# Per-sample reasons a merged stack is partial (marked truncated, counted in incomplete()).
+PYTHON_SAMPLE_REASONS = (
+    "python_truncated",
+    "python_read_failed",
+    "python_thread_unknown",
+    "python_frames_unplaced",
+    "eval_frames_unmatched",
+    "python_code_unknown",
+    "python_not_ready",
+    "python_unsupported",
+)
 SAMPLE_USER_REGS = _CONSTANTS["PXQ_PROF_SAMPLE_USER_REGS"]
 SAMPLE_NO_USER = _CONSTANTS["PXQ_PROF_SAMPLE_NO_USER"]
 PAGE = 4096
@@ -190,6 +211,7 @@ class ProfilerOptions:
             "FILTER_PIDS": 1 if self.pids else 0,
             "MAX_PIDS": max(64, len(self.pids or ()) * 2),
             "STACK_COPY_BYTES": self.stack_copy_bytes,
+            "PYTHON_FRAMES": 0 if self.python == "off" else 1,
             "SAMPLE_PAGES": self.sample_pages(),
             "MAX_CPUS": possible_cpus(),
         }
@@ -268,8 +290,14 @@ class Profiler:
         self.program = build_profiler(self.options)
         self.symbolizer = Symbolizer(unwind=True)
         self.pyspy: PySpySampler | None = None
+        self.python: PythonStacks | None = None
         if self.options.python != "off":
+            self.python = PythonStacks()
             self.pyspy = PySpySampler(rate_hz=self.options.sample_hz, segment_s=self.options.pyspy_segment_s)
+        self.python_modes: dict[int, str] = {}  # pid -> PYTHON_* (how its Python frames are taken)
+        self._python_tids: dict[int, set[int]] = {}  # pid -> its tids in the python_threads map
+        self._python_fallbacks: dict[str, int] = {}  # why the walker could not read a process -> processes
+        self._warmed = 0  # self._records[:_warmed] had their code objects named (see _warm_python)
         self._bpf = None
         self._tables: dict[str, object] = {}
         self._last_read = 0.0
@@ -280,6 +308,7 @@ class Profiler:
         self._rows: list[tuple[int, str, str, int, str, bool]] = []
         self._kernel_stats = dict.fromkeys(STAT_NAMES, 0)
         self._user_counts = dict.fromkeys(("truncated_user_stack", *UNWIND_COUNTERS), 0)
+        self._python_counts = dict.fromkeys((*PYTHON_SAMPLE_REASONS, "python_samples_via_pyspy"), 0)
         self._truncated: dict[str, int] = {}
         self._upids: dict[int, str] = {}
         self._gone: set[int] = set()  # processes found exited at the last read
@@ -295,14 +324,17 @@ class Profiler:
             return self
         if self.options.python == "on" and (self.pyspy is None or not self.pyspy.available):
             raise BpfError(
-                "perf_profiler.python=on, but py-spy is not installed (pip install py-spy), "
-                "or set perf_profiler.python=auto to profile without Python frames"
+                "perf_profiler.python=on, but py-spy (the fallback for Pythons the BPF walker cannot read) "
+                "is not installed (pip install py-spy), or set perf_profiler.python=auto"
             )
         from bcc import PerfSWConfig, PerfType
 
         self._bpf = bpf = load(self.program)
         try:
-            for name in ("samples", "allowed_pids", "seen_pids", "stats", "new_pids"):
+            names = ["samples", "allowed_pids", "seen_pids", "stats", "new_pids"]
+            if self.python is not None:
+                names += ["python_offsets", "python_threads", "python_missed"]
+            for name in names:
                 self._tables[name] = bpf[name.encode()]
             allowed = self._tables["allowed_pids"]
             for pid in sorted(self.options.pids or ()):
@@ -348,6 +380,7 @@ class Profiler:
         try:
             self._bpf.ring_buffer_consume()
             self._handle_notices()
+            self._warm_python()
             self._read_samples()
         finally:
             self._bpf.cleanup()
@@ -357,6 +390,8 @@ class Profiler:
                 self.pyspy.stop()
                 self._take_pyspy()
             self.symbolizer.close()
+            if self.python is not None:
+                self.python.close()
 
     # -- collecting -------------------------------------------------------------------------
     def poll(self, timeout_ms: int = 100) -> int:
@@ -369,6 +404,7 @@ class Profiler:
         bpf.ring_buffer_poll(max(0, int(timeout_ms)))  # wakes for new processes only
         bpf.ring_buffer_consume()  # samples are sent without a wakeup (see profile.c)
         handled = self._handle_notices()
+        self._warm_python()
         if time.monotonic() - self._last_read >= self.options.drain_interval_s:
             handled += self._read_samples()
         if self.pyspy is not None:
@@ -379,6 +415,11 @@ class Profiler:
     def _handle_notices(self) -> int:
         notices, self._notices[:] = self._notices[:], []
         for pid, reason, start_boot_ns, comm in notices:
+            if reason == NEW_THREAD:
+                self._refresh_python_threads(pid)
+                continue
+            if reason == NEW_EXEC:
+                self._forget_python(pid)
             if reason == NEW_EXEC or pid not in self.symbolizer.processes:
                 snap = self.symbolizer.snapshot(pid)
             else:
@@ -390,15 +431,86 @@ class Profiler:
             )
             if snap is None:
                 continue
-            if self.options.pids:  # asked for by pid: Python frames from the start
-                self._python_frames(pid)
+            self._register_python(pid)
         return len(notices)
 
-    def _python_frames(self, pid: int) -> None:
-        """Have py-spy sample ``pid`` if it is a Python process (once; never pxq itself)."""
+    # -- Python frames ----------------------------------------------------------------------
+    def _register_python(self, pid: int) -> None:
+        """Decide once how a Python process's frames are taken: the BPF walker (its offsets and
+        thread states put in the maps), else py-spy when the process was asked for by pid (on a
+        whole-host run, once it is busy: see _read_samples), else native frames only."""
         snap = self.symbolizer.processes.get(pid)
-        if self.pyspy is not None and snap is not None and snap.is_python and pid != self.options.self_pid:
-            self.pyspy.add(pid, self._upids.get(pid) or make_upid(pid, snap.start_ticks))
+        python = self.python
+        if python is None or snap is None or not snap.is_python or pid == self.options.self_pid:
+            return
+        if pid in self.python_modes:
+            return
+        offsets = python.bpf_config(pid)
+        if offsets is None:
+            reason = python.why_not(pid) or "python_not_found"
+            self._python_fallbacks[reason] = self._python_fallbacks.get(reason, 0) + 1
+            self.python_modes[pid] = PYTHON_NATIVE
+            if self.options.pids:
+                self._fall_back_to_pyspy(pid)
+            return
+        self._tables["python_offsets"][ct.c_uint32(pid)] = offsets
+        self.python_modes[pid] = PYTHON_WALKER
+        self._refresh_python_threads(pid)
+
+    def _refresh_python_threads(self, pid: int) -> None:
+        """Bring python_threads up to date with pid's thread states (new threads, ended ones), and let
+        the kernel announce the next unknown thread again (python_missed)."""
+        python, threads = self.python, self._tables.get("python_threads")
+        if python is None or threads is None or self.python_modes.get(pid) != PYTHON_WALKER:
+            return
+        added, removed = python.refresh_threads(pid)
+        tids = self._python_tids.setdefault(pid, set())
+        for state in removed:
+            if state.tid and state.tid in tids and state.tid not in {a.tid for a in added}:
+                _delete(threads, ct.c_uint32(state.tid))
+                tids.discard(state.tid)
+        for state in added:
+            if state.tid:  # 0: its kernel thread id is not known yet (a thread starting)
+                threads[ct.c_uint32(state.tid)] = ct.c_uint64(state.address)
+                tids.add(state.tid)
+        _delete(self._tables["python_missed"], ct.c_uint32(pid))
+
+    def _forget_python(self, pid: int) -> None:
+        """pid exited or exec'd: its maps entries, its walker state."""
+        mode = self.python_modes.pop(pid, None)
+        if mode is None or self.python is None:
+            return
+        self.python.forget(pid)
+        threads = self._tables.get("python_threads")
+        for tid in self._python_tids.pop(pid, ()):
+            if threads is not None:
+                _delete(threads, ct.c_uint32(tid))
+        for name in ("python_offsets", "python_missed"):
+            if name in self._tables:
+                _delete(self._tables[name], ct.c_uint32(pid))
+
+    def _fall_back_to_pyspy(self, pid: int) -> None:
+        """Have py-spy sample a Python the walker cannot read (once); its eBPF samples are then not
+        kept (counted as python_samples_via_pyspy), so that its CPU is counted once."""
+        snap = self.symbolizer.processes.get(pid)
+        if self.pyspy is None or not self.pyspy.available or snap is None or self.python_modes.get(pid) != PYTHON_NATIVE:
+            return
+        self.python_modes[pid] = PYTHON_PYSPY
+        self.pyspy.add(pid, self._upids.get(pid) or make_upid(pid, snap.start_ticks))
+
+    def _warm_python(self) -> None:
+        """Name the code objects of the records taken since the last poll, while their processes
+        most likely still run (the read, up to drain_interval_s later, may find them gone)."""
+        python, header = self.python, ct.sizeof(Sample)
+        if python is None:
+            return
+        for record in self._records[self._warmed :]:
+            if len(record) < header + PYTHON_RECORD_BYTES:
+                continue
+            sample = Sample.from_buffer_copy(record, 0)
+            if sample.extra_bytes:
+                python.warm(sample.tgid, record[header : header + PYTHON_RECORD_BYTES])
+        self._warmed = len(self._records)
 
     def _take_pyspy(self) -> None:
         for time_ns, upid, stack, count in self.pyspy.take():
@@ -409,6 +521,7 @@ class Profiler:
         begin, begin_cpu = time.monotonic(), time.process_time()
         self._last_read = begin
         records, self._records[:] = self._records[:], []
+        self._warmed = 0
         boot_to_wall = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         header = ct.sizeof(Sample)
         folded: dict[tuple, tuple[str, bool]] = {}  # (pid, addresses, kernel) -> (text, truncated)
@@ -418,13 +531,22 @@ class Profiler:
                 continue
             sample = Sample.from_buffer_copy(record, 0)
             pid = sample.tgid
+            mode = self.python_modes.get(pid)
+            if mode == PYTHON_PYSPY:  # py-spy samples this process: its CPU is counted there, once
+                self._python_counts["python_samples_via_pyspy"] += 1
+                continue
             user, truncated, reason = self._user_part(pid, sample, record)
             kernel = self._kernel_part(sample)
-            key = (pid, user, kernel)
+            python = None
+            if mode is not None:
+                python = record[header : header + PYTHON_RECORD_BYTES] if sample.extra_bytes else mode
+            key = (pid, user, kernel, python)
             parts = folded.get(key)
             if parts is None:
-                parts = folded[key] = self._fold(pid, user, kernel)
-            text, symbolic_truncated = parts
+                parts = folded[key] = self._fold(pid, user, kernel, python)
+            text, symbolic_truncated, python_reasons = parts
+            for python_reason in python_reasons:
+                self._python_counts[python_reason] += 1
             truncated = truncated or symbolic_truncated
             upid = self._upid(pid, sample.comm)
             if truncated:
@@ -439,7 +561,7 @@ class Profiler:
             busy = self.options.pyspy_min_cpu * self.options.sample_hz * max(begin - self._previous_read, 1e-3)
             for pid, count in per_pid.items():
                 if count >= busy:
-                    self._python_frames(pid)
+                    self._fall_back_to_pyspy(pid)
         self._previous_read = begin
         self._forget_exited(set(per_pid))
         self.samples += total
@@ -474,17 +596,40 @@ class Profiler:
             return LOST_KERNEL
         return tuple(sample.kernel_stack[: min(size // 8, KERNEL_DEPTH)])
 
-    def _fold(self, pid: int, user, kernel) -> tuple[str, bool]:
-        """The folded text of a stack (root first) and whether its user part looks cut short."""
+    def _fold(self, pid: int, user, kernel, python: bytes | str | None = None) -> tuple[str, bool, tuple[str, ...]]:
+        """The folded text of a stack (root first), whether it looks cut short, and why its Python
+        part is partial. ``python``: the sample's struct python_frames, or the process's mode when
+        the sample has none (walker: taken before its maps were filled), None for no Python."""
         truncated = False
+        reasons: tuple[str, ...] = ()
         if isinstance(user, str):
             user_frames = [user]
         elif user:
             user_frames, truncated = self.symbolizer.user_stack(pid, list(user))
+            if python is not None:
+                user_frames, reasons = self._merge_python(pid, list(user), user_frames, python)
         else:
             user_frames = []
         kernel_frames = [kernel] if isinstance(kernel, str) else self.symbolizer.kernel_stack(list(kernel))
-        return ";".join(user_frames + kernel_frames) or NO_STACK, truncated
+        return ";".join(user_frames + kernel_frames) or NO_STACK, truncated or bool(reasons), reasons
+
+    def _merge_python(
+        self, pid: int, user: list[int], native_names: list[str], python: bytes | str
+    ) -> tuple[list[str], tuple[str, ...]]:
+        """Native frames (root first) with the sample's Python frames where _PyEval_EvalFrameDefault
+        stands (pxq.agent.python.merge), and the reasons the result is partial."""
+        if isinstance(python, str):
+            return native_names, ("python_not_ready" if python == PYTHON_WALKER else "python_unsupported",)
+        assert self.python is not None
+        # The merge wants return addresses as the unwinder gave them (user holds them less one).
+        raw = [user[0], *(address + 1 for address in user[1:])]
+        names = dict(zip(raw, reversed(native_names)))
+        resolved = self.python.resolve(pid, raw, python)
+        frames = [
+            names[frame.address] if isinstance(frame, NativeFrame) else _python_text(frame)
+            for frame in reversed(resolved.frames)
+        ]
+        return frames, tuple(resolved.reasons)
 
     def _upid(self, pid: int, comm: bytes = b"") -> str:
         upid = self._upids.get(pid)
@@ -515,6 +660,7 @@ class Profiler:
                 gone.add(pid)
                 continue
             self.symbolizer.forget(pid)
+            self._forget_python(pid)
             self._upids.pop(pid, None)
             if seen is not None:
                 _delete(seen, ct.c_uint32(pid))
@@ -536,6 +682,8 @@ class Profiler:
     def _counters(self) -> dict[str, int]:
         out = {k: v for k, v in self.kernel_stats().items() if k != "samples"}
         out.update(self._user_counts)
+        if self.python is not None:
+            out.update(self._python_counts)
         if self.pyspy is not None:
             out.update(self.pyspy.counters)
         return out
@@ -560,7 +708,21 @@ class Profiler:
             "last_read_s": self.last_read_s,
             "processes": len(self.symbolizer.processes),
             "pyspy_samples": self.pyspy.samples if self.pyspy is not None else 0,
+            "python_walker": list(self.python_modes.values()).count(PYTHON_WALKER),
+            "python_pyspy": list(self.python_modes.values()).count(PYTHON_PYSPY),
+            "python_native": list(self.python_modes.values()).count(PYTHON_NATIVE),
         }
+
+    def python_fallbacks(self) -> dict[str, int]:
+        """Python processes the walker could not read, by reason (python_version_unknown,
+        python_not_found, ...): each fell back to py-spy or to native frames."""
+        return dict(self._python_fallbacks)
+
+
+def _python_text(frame: PyFrame) -> str:
+    """A Python frame as py-spy writes it: ``function (file:line)``."""
+    where = frame.filename if frame.line is None else f"{frame.filename}:{frame.line}"
+    return f"{frame.qualname} ({where})"
 
 
 def _delete(table, key) -> None:

@@ -11,6 +11,7 @@ from pxq.agent.python.versions import NO_FIELD, PythonLayout
 PY_MAX_FRAMES = 64  # the header's default; a program built with another -DPY_MAX_FRAMES passes its own
 PY_FLAG_TRUNCATED = 1
 PY_FLAG_READ_FAILED = 2
+PY_FLAG_NO_THREAD = 4  # set by bpf/profile.c: the thread's PyThreadState was not in its map
 
 
 class PythonOffsets(ctypes.Structure):
