@@ -1,7 +1,7 @@
 """The CPU profiler collector: ``stack_traces.beta`` rows from ``bpf/profile.c`` (perf-event
 sampling, one record per sample), unwound and symbolized in user space (:mod:`pxq.agent.unwind`,
-:mod:`pxq.agent.symbols`), plus Python frames from py-spy for Python processes
-(:mod:`pxq.agent.pyspy`).
+:mod:`pxq.agent.symbols`), with the Python frames of CPython processes walked in BPF and merged in
+(:mod:`pxq.agent.python`); py-spy (:mod:`pxq.agent.pyspy`) only for a Python the walker cannot read.
 
 ::
 
@@ -9,7 +9,7 @@ sampling, one record per sample), unwound and symbolized in user space (:mod:`px
     profiler.start()                    # compile, load, attach (BpfError with the reason if not)
     while capturing:
         profiler.poll(100)              # takes samples, snapshots new processes; unwinds every 1 s
-    profiler.stop()                     # last read, py-spy's last segments, detach
+    profiler.stop()                     # last read, py-spy's last segments (fallback), detach
     table = profiler.drain()            # pyarrow.Table with stack_traces.beta's exact schema
     profiler.drops()                    # lost: {"samples_lost": 0, "notify_lost": 0, ...}
     profiler.incomplete()               # kept: {"truncated_user_stack": 12, "unwind_copy_short": 3, ...}
@@ -33,6 +33,32 @@ table, and the store keeps repeated stack texts dictionary-encoded. Sample recor
 a ring-buffer wakeup and taken at each poll: a wakeup per sample ran the agent right after each
 sample, and the sampled task then got more samples than its CPU time said.
 
+Python frames (``python`` not ``off``): at a process's first sample (or when asked for by pid,
+before sampling starts) a CPython process (``python*`` executable or libpython mapped) is attached
+by :class:`pxq.agent.python.resolver.PythonStacks`: if its version is known (3.8-3.13) and
+``_PyRuntime`` is found (``.symtab`` or ``.dynsym``), its offsets go into ``python_offsets`` and its
+threads' ``PyThreadState`` into ``python_threads``, and bpf/profile.c walks the sampled thread's
+frames into the record's extra section (``struct python_frames``: code object, instruction,
+entry flag, stamp per frame; no strings). New threads: a sample whose thread is not in the map
+counts ``python_thread_miss``, carries no Python frame (``python_thread_unknown``, marked) and,
+once until the agent looks, sends a ``PXQ_PROF_NEW_THREAD`` notice; the agent re-reads the thread
+list at that poll (within ~100 ms). Each poll names the new records' code objects while the
+process surely lives (an LRU per process, checked by the stamp), so a process that exits before
+the read keeps its names. At the read the frames go where ``_PyEval_EvalFrameDefault`` stands in
+the unwound native stack (:func:`pxq.agent.python.merge.merge_stacks`): one row per sample with
+kernel, native and Python frames, ``function (file:line)``. A partial Python part (walk
+truncated or unreadable, frames and eval calls that do not pair, a code object that cannot be
+named) is kept, marked ``truncated`` and counted by reason.
+
+A Python the walker cannot read (``python_version_unknown``, ``python_not_found``: e.g. a static
+interpreter stripped of ``.dynsym`` as well as ``.symtab``, where nothing locates ``_PyRuntime``;
+counted per process by :meth:`Profiler.python_fallbacks`): py-spy samples it when installed
+(processes asked for by pid at once; on a whole-host run once it is busy, see below), and from
+then on its eBPF samples are not kept (``python_samples_via_pyspy``): one sampler per process,
+never both. Without py-spy its eBPF samples are kept with native frames only, marked and counted
+``python_unsupported``. A fully stripped interpreter still gets native frames only where its
+``.eh_frame`` (never stripped) unwinds, named ``module+0xoffset``.
+
 Rows: ``stack_trace`` is folded root first: user frames, then kernel frames (``name_[k]``). A
 sample whose user registers could not be read shows ``[lost user stack]``, a failed kernel stack
 ``[lost kernel stack]_[k]`` (the sample still counts). ``stack_trace_id`` is a stable 64-bit hash
@@ -51,18 +77,23 @@ why: ``unwind_copy_short`` (the stack is deeper than the copy), ``unwind_no_cfi`
 :mod:`pxq.agent.unwind.unwinder`), ``unwind_frame_pointers`` (reached the outermost frame, but
 through code without CFI by frame pointers, which may skip frames), ``unwind_process_gone`` (exited before it could be
 snapshotted), ``user_regs_lost`` (a sample in the kernel whose user registers could not be
-read), ``user_copy_failed`` (not one byte of stack readable at sp); and ``kernel_stack_lost``.
+read), ``user_copy_failed`` (not one byte of stack readable at sp); and ``kernel_stack_lost``;
+the Python ones: ``python_truncated``, ``python_read_failed``, ``python_thread_miss`` (kernel) and
+``python_thread_unknown``, ``python_frames_unplaced``, ``eval_frames_unmatched``,
+``python_code_unknown``, ``python_not_ready`` (sampled before its maps were filled),
+``python_unsupported``. Lost: ``python_samples_via_pyspy`` (left to py-spy, see above).
 
 Options (``px.set('perf_profiler.KEY', value)`` or ``#px:set perf_profiler.KEY=value``):
-``sample_hz`` (99), ``python`` (``auto``: py-spy for Python processes when it is installed;
-``on``: the same, but fail when py-spy is missing; ``off``), ``drain_interval_s`` (1.0),
+``sample_hz`` (99), ``python`` (``auto``: Python frames from the BPF walker, py-spy for the
+Pythons it cannot read when py-spy is installed; ``on``: the same, but fail when py-spy is
+missing; ``off``: no Python frames), ``drain_interval_s`` (1.0),
 ``pyspy_segment_s`` (10), ``pyspy_min_cpu`` (0.05), ``stack_copy_bytes`` (16384, a power of two
 from 4096 to 65536: the user stack copied per sample).
 
-py-spy costs about 2 % of a CPU per sampled process at 99 Hz, idle or not. Processes asked for by
-pid get it from the start; on a whole-host run only Python processes that used at least
-``pyspy_min_cpu`` of a CPU in one read (5 %) get it, from that read on. Their eBPF samples are
-kept beside py-spy's (told apart by ``sampler``) until the Python frames are merged into them.
+py-spy costs about 2 % of a CPU per sampled process at 99 Hz, idle or not. Fallback processes
+asked for by pid get it from the start; on a whole-host run only those that used at least
+``pyspy_min_cpu`` of a CPU in one read (5 %) get it, from that read on (their eBPF samples before
+that are kept, marked ``python_unsupported``).
 """
 
 from __future__ import annotations
@@ -88,7 +119,7 @@ from pxq.agent.bpf_program import (
 )
 from pxq.agent.procinfo import ProcessIdentities, make_upid
 from pxq.agent.pyspy import DEFAULT_SEGMENT_S, SAMPLER as PYSPY_SAMPLER, PySpySampler
-from pxq.agent.python.bpf_records import PY_MAX_FRAMES, python_frames_struct
+from pxq.agent.python.bpf_records import PY_MAX_FRAMES, PythonOffsets, python_frames_struct
 from pxq.agent.python.code import PyFrame
 from pxq.agent.python.merge import NativeFrame
 from pxq.agent.python.resolver import PythonStacks
@@ -198,7 +229,7 @@ class ProfilerOptions:
     def sample_pages(self) -> int:
         """Ring buffer pages for about 2 s of samples on every CPU (a read may take that long
         while it parses a large binary's unwind tables), a power of two, 64 to 16384."""
-        record = ct.sizeof(Sample) + self.stack_copy_bytes
+        record = ct.sizeof(Sample) + self.stack_copy_bytes + (0 if self.python == "off" else PYTHON_RECORD_BYTES)
         want = 2 * self.sample_hz * possible_cpus() * record // PAGE
         pages = 64
         while pages < want and pages < 16384:
@@ -242,10 +273,18 @@ def options_from_request(request) -> ProfilerOptions:
 
 def build_profiler(options: ProfilerOptions) -> BpfProgram:
     asserts = layout_asserts("pxq_profile_sample", Sample) + layout_asserts("pxq_profile_new_pid", NewPid)
+    if options.python != "off":  # the extra section and the per-process offsets, as the reader decodes them
+        asserts += layout_asserts("python_frames", python_frames_struct(PY_MAX_FRAMES))
+        asserts += layout_asserts("pxq_python_offsets", PythonOffsets)
     attach = f"attach: on_sample on a software CPU_CLOCK perf event, sample_freq={options.sample_hz} Hz, every CPU"
     pids = f"allowed_pids: {', '.join(map(str, sorted(options.pids)))}" if options.pids else "every process"
     copy = f"user stack copied per sample: up to {options.stack_copy_bytes} bytes from sp"
-    return build_program(PROGRAM_FILE, options.defines(), asserts, notes=(attach, pids, copy))
+    python = (
+        "Python frames: off"
+        if options.python == "off"
+        else f"Python frames: walked for registered CPython processes, up to {PY_MAX_FRAMES} per sample"
+    )
+    return build_program(PROGRAM_FILE, options.defines(), asserts, notes=(attach, pids, copy, python))
 
 
 def profiler_program(request=None) -> str:
@@ -493,7 +532,12 @@ class Profiler:
         """Have py-spy sample a Python the walker cannot read (once); its eBPF samples are then not
         kept (counted as python_samples_via_pyspy), so that its CPU is counted once."""
         snap = self.symbolizer.processes.get(pid)
-        if self.pyspy is None or not self.pyspy.available or snap is None or self.python_modes.get(pid) != PYTHON_NATIVE:
+        if (
+            self.pyspy is None
+            or not self.pyspy.available
+            or snap is None
+            or self.python_modes.get(pid) != PYTHON_NATIVE
+        ):
             return
         self.python_modes[pid] = PYTHON_PYSPY
         self.pyspy.add(pid, self._upids.get(pid) or make_upid(pid, snap.start_ticks))

@@ -133,6 +133,9 @@ def test_program_text_for_explain():
     assert "on_sample" in text and "_Static_assert" in text
     assert "// attach: on_sample on a software CPU_CLOCK perf event, sample_freq=49 Hz" in text
     assert "// allowed_pids: 42, 43" in text and "-DSTACK_COPY_BYTES=16384" in text
+    # Python frames walked in the kernel by default, their record pinned to the reader's layout.
+    assert "-DPYTHON_FRAMES=1" in text and "_Static_assert(sizeof(struct python_frames) == 1544" in text
+    assert "-DPYTHON_FRAMES=0" in profiler_program(ProfilerOptions(python="off"))
     manifest = ProbeManifest(0, (), (CollectorRequest("perf_profiler", (TABLE,), None),))
     [(name, program)] = generated_programs(manifest)
     assert name == "perf_profiler" and "-DFILTER_PIDS=0" in program
@@ -255,9 +258,12 @@ def test_host_wide_run_shows_kernel_frames_of_a_syscall_loop(programs):
         time.sleep(0.5)  # the idle one is done starting up: it uses no CPU from now on
         cpu = {proc.pid: None, busy_python.pid: None}
         profiler, table = profile(ProfilerOptions(), 3.0, cpu=cpu, min_cpu_s=1.0)
-    # py-spy: for the busy Python process (found by its samples), never for the idle one.
-    assert total(rows_of(table, busy_python.pid, "py-spy")) > 20, profiler.drops()
-    assert idle.pid not in profiler.pyspy.targets and proc.pid not in profiler.pyspy.targets
+    # The busy Python process (found by its samples) has its Python frames in its eBPF rows; py-spy
+    # runs for none of them (every CPython here is one the BPF walker reads).
+    busy_rows = rows_of(table, busy_python.pid)
+    assert total([r for r in busy_rows if "leaf_work (" in r["stack_trace"]]) >= 0.7 * total(busy_rows) > 20
+    assert rows_of(table, busy_python.pid, "py-spy") == [] and profiler.pyspy.targets == {}
+    assert profiler.python_modes.get(busy_python.pid) == "walker" and proc.pid not in profiler.python_modes
     rows = rows_of(table, proc.pid)
     assert total(rows) > 50
     in_kernel = [r for r in rows if r["stack_trace"].endswith("_[k]")]

@@ -105,7 +105,7 @@ def profile_python(version: str, argv: tuple[str, ...], min_cpu_s: float, config
         # py-spy's rows carry the time their segment was collected (at stop), not a sample's
         and (r["sampler"] == "py-spy" or window_start_ns <= r["time_"].value <= window_end_ns)
     ]
-    own_cpu = float(done[1]) if done[:1] == ["done"] else None
+    own_cpu = float(done[2]) if done[:1] == ["done"] else None  # "done LEAF_CALLS CPU_SECONDS"
     return profiler, rows, cpu if cpu is not None else None, own_cpu - cpu_start if own_cpu is not None else None
 
 

@@ -5,14 +5,19 @@ Python twin of ratio.c): main -> path_a -> leaf does 2 units of work per round, 
     py_ratio.py SECONDS thread    the same in a thread started only then (a thread the profiler has not seen)
 
 Prints "ready" and waits for a line on stdin; then runs the loop for SECONDS of wall time, prints
-"done CPU_SECONDS" (its own CPU time, time.process_time) and exits. Runs on CPython 3.7 and later."""
+"done LEAF_CALLS CPU_SECONDS" (as ratio.c: the work done, and its own CPU time, time.process_time) and exits.
+Runs on CPython 3.7 and later."""
 
 import sys
 import threading
 import time
 
+leaf_calls = 0
+
 
 def leaf(units):
+    global leaf_calls
+    leaf_calls += units  # one per unit of work: the throughput the overhead benchmark compares
     total = 0
     for step in range(units * 20000):
         total += step
@@ -45,5 +50,5 @@ if __name__ == "__main__":
         worker.join()
     else:
         main(seconds)
-    sys.stdout.write("done %f\n" % time.process_time())
+    sys.stdout.write("done %d %f\n" % (leaf_calls, time.process_time()))
     sys.stdout.flush()
