@@ -42,7 +42,8 @@ frames into the record's extra section (``struct python_frames``: code object, i
 entry flag, stamp per frame; no strings). New threads: a sample whose thread is not in the map
 counts ``python_thread_miss``, carries no Python frame (``python_thread_unknown``, marked) and,
 once until the agent looks, sends a ``PXQ_PROF_NEW_THREAD`` notice; the agent re-reads the thread
-list at that poll (within ~100 ms). Each poll names the new records' code objects while the
+list at that poll (within ~100 ms); a thread with no thread state at all (a C library's own
+thread) makes it look again at most once per poll, a few preads each time. Each poll names the new records' code objects while the
 process surely lives (an LRU per process, checked by the stamp), so a process that exits before
 the read keeps its names. At the read the frames go where ``_PyEval_EvalFrameDefault`` stands in
 the unwound native stack (:func:`pxq.agent.python.merge.merge_stacks`): one row per sample with
