@@ -36,23 +36,25 @@ sample, and the sampled task then got more samples than its CPU time said.
 Python frames (``python`` not ``off``): at a process's first sample (or when asked for by pid,
 before sampling starts) a CPython process (``python*`` executable or libpython mapped) is attached
 by :class:`pxq.agent.python.resolver.PythonStacks`: if its version is known (3.8-3.13) and
-``_PyRuntime`` is found (``.symtab`` or ``.dynsym``), its offsets go into ``python_offsets`` and its
-threads' ``PyThreadState`` into ``python_threads``, and bpf/profile.c walks the sampled thread's
-frames into the record's extra section (``struct python_frames``: code object, instruction,
-entry flag, stamp per frame; no strings). New threads: a sample whose thread is not in the map
-counts ``python_thread_miss``, carries no Python frame (``python_thread_unknown``, marked) and,
-once until the agent looks, sends a ``PXQ_PROF_NEW_THREAD`` notice; the agent re-reads the thread
-list at that poll (within ~100 ms); a thread with no thread state at all (a C library's own
-thread) makes it look again at most once per poll, a few preads each time. Each poll names the new records' code objects while the
-process surely lives (an LRU per process, checked by the stamp), so a process that exits before
-the read keeps its names. At the read the frames go where ``_PyEval_EvalFrameDefault`` stands in
-the unwound native stack (:func:`pxq.agent.python.merge.merge_stacks`): one row per sample with
-kernel, native and Python frames, ``function (file:line)``. A partial Python part (walk
-truncated or unreadable, frames and eval calls that do not pair, a code object that cannot be
-named) is kept, marked ``truncated`` and counted by reason.
+``_PyRuntime`` is found (``.symtab`` or ``.dynsym``), its offsets go into ``python_offsets`` and
+its threads' ``PyThreadState`` into ``python_threads``, and bpf/profile.c walks the sampled
+thread's frames into the record's extra section (``struct python_frames``: code object,
+instruction, entry flag, stamp per frame; no strings). New threads: a sample whose thread is not
+in the map counts ``python_thread_miss``, carries no Python frame (``python_thread_unknown``,
+marked) and, once until the agent looks, sends a ``PXQ_PROF_NEW_THREAD`` notice; the agent
+re-reads the thread list at that poll (within ~100 ms); a thread with no thread state at all (a C
+library's own thread) makes it look again at most once per poll, a few preads each time. Each poll
+names the new records' code objects while the process surely lives (an LRU per process, checked by
+the stamp), so a process that exits before the read keeps its names. At the read the frames go
+where ``_PyEval_EvalFrameDefault`` stands in the unwound native stack
+(:func:`pxq.agent.python.merge.merge_stacks`): one row per sample with kernel, native and Python
+frames, ``function (file:line)``. A partial Python part (walk truncated or unreadable, frames and
+eval calls that do not pair, a code object that cannot be named) is kept, marked ``truncated`` and
+counted by reason.
 
 A Python the walker cannot read (``python_version_unknown``, ``python_not_found``: e.g. a static
 interpreter stripped of ``.dynsym`` as well as ``.symtab``, where nothing locates ``_PyRuntime``;
+``python_map_full``: MAX_PYTHON_PIDS Pythons registered already;
 counted per process by :meth:`Profiler.python_fallbacks`): py-spy samples it when installed
 (processes asked for by pid at once; on a whole-host run once it is busy, see below), and from
 then on its eBPF samples are not kept (``python_samples_via_pyspy``): one sampler per process,
@@ -493,7 +495,11 @@ class Profiler:
             if self.options.pids:
                 self._fall_back_to_pyspy(pid)
             return
-        self._tables["python_offsets"][ct.c_uint32(pid)] = offsets
+        if not _update(self._tables["python_offsets"], ct.c_uint32(pid), offsets):
+            # The map is full (MAX_PYTHON_PIDS Pythons registered at once): native frames for this one.
+            self._python_fallbacks["python_map_full"] = self._python_fallbacks.get("python_map_full", 0) + 1
+            self.python_modes[pid] = PYTHON_NATIVE
+            return
         self.python_modes[pid] = PYTHON_WALKER
         self._refresh_python_threads(pid)
 
@@ -510,8 +516,9 @@ class Profiler:
                 _delete(threads, ct.c_uint32(state.tid))
                 tids.discard(state.tid)
         for state in added:
-            if state.tid:  # 0: its kernel thread id is not known yet (a thread starting)
-                threads[ct.c_uint32(state.tid)] = ct.c_uint64(state.address)
+            # tid 0: its kernel thread id is not known yet (a thread starting). A full map leaves the
+            # thread out: its samples count python_thread_miss.
+            if state.tid and _update(threads, ct.c_uint32(state.tid), ct.c_uint64(state.address)):
                 tids.add(state.tid)
         _delete(self._tables["python_missed"], ct.c_uint32(pid))
 
@@ -768,6 +775,15 @@ def _python_text(frame: PyFrame) -> str:
     """A Python frame as py-spy writes it: ``function (file:line)``."""
     where = frame.filename if frame.line is None else f"{frame.filename}:{frame.line}"
     return f"{frame.qualname} ({where})"
+
+
+def _update(table, key, value) -> bool:
+    """Set ``key`` in a BPF map; False when the kernel refuses (the map is full)."""
+    try:
+        table[key] = value
+    except Exception:  # bcc raises a bare Exception("Could not update table: ...")
+        return False
+    return True
 
 
 def _delete(table, key) -> None:
