@@ -340,6 +340,7 @@ class Profiler:
         self._python_tids: dict[int, set[int]] = {}  # pid -> its tids in the python_threads map
         self._python_fallbacks: dict[str, int] = {}  # why the walker could not read a process -> processes
         self._warmed = 0  # self._records[:_warmed] had their code objects named (see _warm_python)
+        self._native_names: dict[tuple, tuple[list[str], bool]] = {}
         self._bpf = None
         self._tables: dict[str, object] = {}
         self._last_read = 0.0
@@ -576,7 +577,8 @@ class Profiler:
         self._warmed = 0
         boot_to_wall = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         header = ct.sizeof(Sample)
-        folded: dict[tuple, tuple[str, bool]] = {}  # (pid, addresses, kernel) -> (text, truncated)
+        folded: dict[tuple, tuple[str, bool, tuple[str, ...]]] = {}  # (pid, user, kernel, python) -> parts
+        self._native_names = {}  # (pid, user addresses) -> (names root first, truncated), for this read
         per_pid: dict[int, int] = {}
         for record in records:
             if len(record) < header:
@@ -657,7 +659,10 @@ class Profiler:
         if isinstance(user, str):
             user_frames = [user]
         elif user:
-            user_frames, truncated = self.symbolizer.user_stack(pid, list(user))
+            native = self._native_names.get((pid, user))
+            if native is None:  # Python samples differ by their Python part: the native one repeats
+                native = self._native_names[(pid, user)] = self.symbolizer.user_stack(pid, list(user))
+            user_frames, truncated = native
             if python is not None:
                 user_frames, reasons = self._merge_python(pid, list(user), user_frames, python)
         else:
