@@ -18,8 +18,17 @@
  *
  * -D flags: SELF_PID (never sampled), FILTER_PIDS (1: only tgids in allowed_pids), MAX_PIDS
  * (allowed_pids size), STACK_COPY_BYTES (a power of two, 4096..65536), SAMPLE_PAGES (samples ring
- * buffer pages), EXTRA_BYTES (the extra section's size: 0), MAX_CPUS (possible CPUs), SEEN_SIZE (processes remembered for
- * new-process records), NOTIFY_PAGES (its ring buffer pages).
+ * buffer pages), PYTHON_FRAMES (1: walk the Python frames of registered processes into the extra
+ * section), MAX_PYTHON_PIDS, MAX_PYTHON_THREADS (their map sizes), MAX_CPUS (possible CPUs),
+ * SEEN_SIZE (processes remembered for new-process records), NOTIFY_PAGES (its ring buffer pages).
+ *
+ * Python frames (PYTHON_FRAMES): user space registers each CPython process it can read (version
+ * known, _PyRuntime found: pxq/agent/python/) with its version's offsets in python_offsets and
+ * every thread's PyThreadState in python_threads (tid -> address). A sample of a registered
+ * process carries struct python_frames (bpf/python_stack.h) in the extra section, walked from its
+ * thread's state. A thread not (yet) in python_threads gives an empty record flagged
+ * PY_FLAG_NO_THREAD, counts python_thread_miss, and, the first time since user space last looked
+ * (python_missed), a PXQ_PROF_NEW_THREAD notice: user space re-reads the thread list at once.
  *
  * task:task_newtask remembers when each new process started (the kernel stamps its start_boottime
  * in copy_process just before, on the same clock), so that a process gone before user space reads
@@ -52,7 +61,19 @@
 #ifndef SAMPLE_PAGES
 #define SAMPLE_PAGES 1024
 #endif
-#ifndef EXTRA_BYTES
+#ifndef PYTHON_FRAMES
+#define PYTHON_FRAMES 0
+#endif
+#ifndef MAX_PYTHON_PIDS
+#define MAX_PYTHON_PIDS 1024
+#endif
+#ifndef MAX_PYTHON_THREADS
+#define MAX_PYTHON_THREADS 16384
+#endif
+#if PYTHON_FRAMES
+#include "python_stack.h"
+#define EXTRA_BYTES sizeof(struct python_frames)
+#else
 #define EXTRA_BYTES 0
 #endif
 #ifndef MAX_CPUS
@@ -67,7 +88,9 @@
  * so that the verifier sees every chunk (offset < STACK_COPY_BYTES, size < two pages) inside it. */
 struct pxq_profile_scratch {
     struct pxq_profile_sample head;
-    u8 extra[EXTRA_BYTES];
+#if PYTHON_FRAMES
+    struct python_frames python;
+#endif
     u8 stack[STACK_COPY_BYTES + 2 * PXQ_PAGE];
 };
 
@@ -80,6 +103,11 @@ BPF_HASH(seen_pids, u32, u8, SEEN_SIZE);
 BPF_PERCPU_ARRAY(stats, u64, PXQ_PROF_STAT_COUNT);
 BPF_RINGBUF_OUTPUT(new_pids, NOTIFY_PAGES);
 BPF_TABLE("lru_hash", u32, u64, started, SEEN_SIZE); /* tgid -> CLOCK_BOOTTIME ns at its fork */
+#if PYTHON_FRAMES
+BPF_HASH(python_offsets, u32, struct pxq_python_offsets, MAX_PYTHON_PIDS); /* tgid -> its CPython's offsets */
+BPF_HASH(python_threads, u32, u64, MAX_PYTHON_THREADS);                     /* tid -> PyThreadState* */
+BPF_HASH(python_missed, u32, u64, MAX_PYTHON_PIDS); /* tgid -> samples of unknown threads since user space looked */
+#endif
 
 static __always_inline void stat_add(u32 index) {
     u64 *value = stats.lookup(&index);
@@ -176,6 +204,28 @@ static __always_inline u32 copy_user_stack(struct pxq_profile_scratch *s, u64 sp
     return copied;
 }
 
+#if PYTHON_FRAMES
+/* The Python frames of the sampled thread into s->python; returns the extra section's size (0: not
+ * a registered Python process, the section is left out of the count but still in the record). */
+static __always_inline u32 python_frames(struct pxq_profile_scratch *s, u32 tgid, u32 tid) {
+    struct pxq_python_offsets *off = python_offsets.lookup(&tgid);
+    if (!off)
+        return 0;
+    u64 *tstate = python_threads.lookup(&tid);
+    if (!tstate) {
+        s->python.count = 0;
+        s->python.flags = PY_FLAG_NO_THREAD;
+        stat_add(PXQ_PROF_STAT_PYTHON_THREAD_MISS);
+        u64 one = 1;
+        if (python_missed.insert(&tgid, &one) == 0) /* the first miss since user space looked */
+            notify(tgid, PXQ_PROF_NEW_THREAD);
+        return sizeof(struct python_frames);
+    }
+    pxq_python_walk(*tstate, off, &s->python);
+    return sizeof(struct python_frames);
+}
+#endif
+
 int on_sample(struct bpf_perf_event_data *ctx) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32;
@@ -198,8 +248,11 @@ int on_sample(struct bpf_perf_event_data *ctx) {
     head->tid = (u32)pid_tgid;
     head->cpu = cpu;
     head->user_ip = head->user_sp = head->user_bp = 0;
-    head->extra_bytes = EXTRA_BYTES;
+    head->extra_bytes = 0;
     head->user_stack_offset = sizeof(struct pxq_profile_sample) + EXTRA_BYTES;
+#if PYTHON_FRAMES
+    head->extra_bytes = python_frames(s, tgid, (u32)pid_tgid);
+#endif
     bpf_get_current_comm(&head->comm, sizeof(head->comm));
 
     u32 flags = user_registers(ctx, head);

@@ -16,8 +16,10 @@
 /* One CPU sample, as sent through the `samples` ring buffer (perf's --call-graph dwarf approach):
  *
  *   struct pxq_profile_sample    this header, with the kernel stack (bpf_get_stack, leaf first)
- *   extra section                extra_bytes at offset sizeof(header); reserved for the Python
- *                                frames another walker fills (struct python_frames), 0 bytes today
+ *   extra section                at offset sizeof(header), when the program walks Python frames
+ *                                (-DPYTHON_FRAMES=1): struct python_frames (bpf/python_stack.h);
+ *                                extra_bytes says whether it holds this sample's frames (its size)
+ *                                or not (0: not a registered Python process)
  *   user stack copy              user_stack_bytes at offset user_stack_offset: the bytes of the
  *                                user stack from user_sp upwards, as mapped (a copy near the top of
  *                                the stack is shorter than asked); the record ends there
@@ -57,6 +59,7 @@ struct pxq_profile_new_pid {
 
 #define PXQ_PROF_NEW_SAMPLE 1 /* first sample of a process this program had not seen */
 #define PXQ_PROF_NEW_EXEC 2   /* a sampled process exec'd: its memory map changed */
+#define PXQ_PROF_NEW_THREAD 3 /* a registered Python process ran a thread not in python_threads */
 
 /* Counters (indexes of the per-CPU stats array). */
 #define PXQ_PROF_STAT_SAMPLES 0           /* samples of profiled processes */
@@ -65,6 +68,7 @@ struct pxq_profile_new_pid {
 #define PXQ_PROF_STAT_USER_REGS_LOST 3    /* kernel-mode sample whose user registers could not be read */
 #define PXQ_PROF_STAT_USER_COPY_FAILED 4  /* not one byte of the user stack could be read at sp */
 #define PXQ_PROF_STAT_NOTIFY_LOST 5       /* new-process record lost (ring buffer full) */
-#define PXQ_PROF_STAT_COUNT 6
+#define PXQ_PROF_STAT_PYTHON_THREAD_MISS 6 /* sample of a Python process's thread with no known PyThreadState */
+#define PXQ_PROF_STAT_COUNT 7
 
 #endif /* PXQ_PROFILE_H */

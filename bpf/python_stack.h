@@ -31,6 +31,7 @@
 
 #define PY_FLAG_TRUNCATED 1   /* more frames than PY_MAX_FRAMES (or walk steps) */
 #define PY_FLAG_READ_FAILED 2 /* a pointer led to unreadable memory: garbage, or the thread moved on */
+#define PY_FLAG_NO_THREAD 4   /* set by the caller: the thread's PyThreadState is not known (not walked) */
 #define PY_FLAG_NO_FIELD (-1)
 #define PY_FRAME_OWNED_BY_CSTACK 3 /* 3.12+ Include/internal/pycore_frame.h */
 

@@ -1,7 +1,7 @@
 """The CPU profiler collector: ``stack_traces.beta`` rows from ``bpf/profile.c`` (perf-event
 sampling, one record per sample), unwound and symbolized in user space (:mod:`pxq.agent.unwind`,
-:mod:`pxq.agent.symbols`), plus Python frames from py-spy for Python processes
-(:mod:`pxq.agent.pyspy`).
+:mod:`pxq.agent.symbols`), with the Python frames of CPython processes walked in BPF and merged in
+(:mod:`pxq.agent.python`); py-spy (:mod:`pxq.agent.pyspy`) only for a Python the walker cannot read.
 
 ::
 
@@ -9,7 +9,7 @@ sampling, one record per sample), unwound and symbolized in user space (:mod:`px
     profiler.start()                    # compile, load, attach (BpfError with the reason if not)
     while capturing:
         profiler.poll(100)              # takes samples, snapshots new processes; unwinds every 1 s
-    profiler.stop()                     # last read, py-spy's last segments, detach
+    profiler.stop()                     # last read, py-spy's last segments (fallback), detach
     table = profiler.drain()            # pyarrow.Table with stack_traces.beta's exact schema
     profiler.drops()                    # lost: {"samples_lost": 0, "notify_lost": 0, ...}
     profiler.incomplete()               # kept: {"truncated_user_stack": 12, "unwind_copy_short": 3, ...}
@@ -33,6 +33,35 @@ table, and the store keeps repeated stack texts dictionary-encoded. Sample recor
 a ring-buffer wakeup and taken at each poll: a wakeup per sample ran the agent right after each
 sample, and the sampled task then got more samples than its CPU time said.
 
+Python frames (``python`` not ``off``): at a process's first sample (or when asked for by pid,
+before sampling starts) a CPython process (``python*`` executable or libpython mapped) is attached
+by :class:`pxq.agent.python.resolver.PythonStacks`: if its version is known (3.8-3.13) and
+``_PyRuntime`` is found (``.symtab`` or ``.dynsym``), its offsets go into ``python_offsets`` and
+its threads' ``PyThreadState`` into ``python_threads``, and bpf/profile.c walks the sampled
+thread's frames into the record's extra section (``struct python_frames``: code object,
+instruction, entry flag, stamp per frame; no strings). New threads: a sample whose thread is not
+in the map counts ``python_thread_miss``, carries no Python frame (``python_thread_unknown``,
+marked) and, once until the agent looks, sends a ``PXQ_PROF_NEW_THREAD`` notice; the agent
+re-reads the thread list at that poll (within ~100 ms); a thread with no thread state at all (a C
+library's own thread) makes it look again at most once per poll, a few preads each time. Each poll
+names the new records' code objects while the process surely lives (an LRU per process, checked by
+the stamp), so a process that exits before the read keeps its names. At the read the frames go
+where ``_PyEval_EvalFrameDefault`` stands in the unwound native stack
+(:func:`pxq.agent.python.merge.merge_stacks`): one row per sample with kernel, native and Python
+frames, ``function (file:line)``. A partial Python part (walk truncated or unreadable, frames and
+eval calls that do not pair, a code object that cannot be named) is kept, marked ``truncated`` and
+counted by reason.
+
+A Python the walker cannot read (``python_version_unknown``, ``python_not_found``: e.g. a static
+interpreter stripped of ``.dynsym`` as well as ``.symtab``, where nothing locates ``_PyRuntime``;
+``python_map_full``: MAX_PYTHON_PIDS Pythons registered already;
+counted per process by :meth:`Profiler.python_fallbacks`): py-spy samples it when installed
+(processes asked for by pid at once; on a whole-host run once it is busy, see below), and from
+then on its eBPF samples are not kept (``python_samples_via_pyspy``): one sampler per process,
+never both. Without py-spy its eBPF samples are kept with native frames only, marked and counted
+``python_unsupported``. A fully stripped interpreter still gets native frames only where its
+``.eh_frame`` (never stripped) unwinds, named ``module+0xoffset``.
+
 Rows: ``stack_trace`` is folded root first: user frames, then kernel frames (``name_[k]``). A
 sample whose user registers could not be read shows ``[lost user stack]``, a failed kernel stack
 ``[lost kernel stack]_[k]`` (the sample still counts). ``stack_trace_id`` is a stable 64-bit hash
@@ -51,18 +80,23 @@ why: ``unwind_copy_short`` (the stack is deeper than the copy), ``unwind_no_cfi`
 :mod:`pxq.agent.unwind.unwinder`), ``unwind_frame_pointers`` (reached the outermost frame, but
 through code without CFI by frame pointers, which may skip frames), ``unwind_process_gone`` (exited before it could be
 snapshotted), ``user_regs_lost`` (a sample in the kernel whose user registers could not be
-read), ``user_copy_failed`` (not one byte of stack readable at sp); and ``kernel_stack_lost``.
+read), ``user_copy_failed`` (not one byte of stack readable at sp); and ``kernel_stack_lost``;
+the Python ones: ``python_truncated``, ``python_read_failed``, ``python_thread_miss`` (kernel) and
+``python_thread_unknown``, ``python_frames_unplaced``, ``eval_frames_unmatched``,
+``python_code_unknown``, ``python_not_ready`` (sampled before its maps were filled),
+``python_unsupported``. Lost: ``python_samples_via_pyspy`` (left to py-spy, see above).
 
 Options (``px.set('perf_profiler.KEY', value)`` or ``#px:set perf_profiler.KEY=value``):
-``sample_hz`` (99), ``python`` (``auto``: py-spy for Python processes when it is installed;
-``on``: the same, but fail when py-spy is missing; ``off``), ``drain_interval_s`` (1.0),
+``sample_hz`` (99), ``python`` (``auto``: Python frames from the BPF walker, py-spy for the
+Pythons it cannot read when py-spy is installed; ``on``: the same, but fail when py-spy is
+missing; ``off``: no Python frames), ``drain_interval_s`` (1.0),
 ``pyspy_segment_s`` (10), ``pyspy_min_cpu`` (0.05), ``stack_copy_bytes`` (16384, a power of two
 from 4096 to 65536: the user stack copied per sample).
 
-py-spy costs about 2 % of a CPU per sampled process at 99 Hz, idle or not. Processes asked for by
-pid get it from the start; on a whole-host run only Python processes that used at least
-``pyspy_min_cpu`` of a CPU in one read (5 %) get it, from that read on. Their eBPF samples are
-kept beside py-spy's (told apart by ``sampler``) until the Python frames are merged into them.
+py-spy costs about 2 % of a CPU per sampled process at 99 Hz, idle or not. Fallback processes
+asked for by pid get it from the start; on a whole-host run only those that used at least
+``pyspy_min_cpu`` of a CPU in one read (5 %) get it, from that read on (their eBPF samples before
+that are kept, marked ``python_unsupported``).
 """
 
 from __future__ import annotations
@@ -88,6 +122,10 @@ from pxq.agent.bpf_program import (
 )
 from pxq.agent.procinfo import ProcessIdentities, make_upid
 from pxq.agent.pyspy import DEFAULT_SEGMENT_S, SAMPLER as PYSPY_SAMPLER, PySpySampler
+from pxq.agent.python.bpf_records import PY_MAX_FRAMES, PythonOffsets, python_frames_struct
+from pxq.agent.python.code import PyFrame
+from pxq.agent.python.merge import NativeFrame
+from pxq.agent.python.resolver import PythonStacks
 from pxq.agent.symbols import KERNEL_SUFFIX, Symbolizer
 from pxq.agent.table_store import INCOMPLETE_REASONS
 from pxq.agent.unwind.unwinder import OUTERMOST, STOP_REASONS, Registers
@@ -142,6 +180,23 @@ class NewPid(ct.Structure):
 
 STAT_NAMES = counter_names(_CONSTANTS, "PXQ_PROF_STAT_")
 NEW_EXEC = _CONSTANTS["PXQ_PROF_NEW_EXEC"]
+NEW_THREAD = _CONSTANTS["PXQ_PROF_NEW_THREAD"]
+PYTHON_RECORD_BYTES = ct.sizeof(python_frames_struct(PY_MAX_FRAMES))
+# How a Python process is sampled (Profiler.python_modes): the BPF walker's frames merged into the
+# eBPF samples; py-spy alone (a Python the walker cannot read, py-spy installed: its eBPF samples
+# are not kept); or native frames only (neither), marked python_unsupported.
+PYTHON_WALKER, PYTHON_PYSPY, PYTHON_NATIVE = "walker", "py-spy", "native"
+# Per-sample reasons a merged stack is partial (marked truncated, counted in incomplete()).
+PYTHON_SAMPLE_REASONS = (
+    "python_truncated",
+    "python_read_failed",
+    "python_thread_unknown",
+    "python_frames_unplaced",
+    "eval_frames_unmatched",
+    "python_code_unknown",
+    "python_not_ready",
+    "python_unsupported",
+)
 SAMPLE_USER_REGS = _CONSTANTS["PXQ_PROF_SAMPLE_USER_REGS"]
 SAMPLE_NO_USER = _CONSTANTS["PXQ_PROF_SAMPLE_NO_USER"]
 PAGE = 4096
@@ -177,7 +232,7 @@ class ProfilerOptions:
     def sample_pages(self) -> int:
         """Ring buffer pages for about 2 s of samples on every CPU (a read may take that long
         while it parses a large binary's unwind tables), a power of two, 64 to 16384."""
-        record = ct.sizeof(Sample) + self.stack_copy_bytes
+        record = ct.sizeof(Sample) + self.stack_copy_bytes + (0 if self.python == "off" else PYTHON_RECORD_BYTES)
         want = 2 * self.sample_hz * possible_cpus() * record // PAGE
         pages = 64
         while pages < want and pages < 16384:
@@ -190,6 +245,7 @@ class ProfilerOptions:
             "FILTER_PIDS": 1 if self.pids else 0,
             "MAX_PIDS": max(64, len(self.pids or ()) * 2),
             "STACK_COPY_BYTES": self.stack_copy_bytes,
+            "PYTHON_FRAMES": 0 if self.python == "off" else 1,
             "SAMPLE_PAGES": self.sample_pages(),
             "MAX_CPUS": possible_cpus(),
         }
@@ -220,10 +276,18 @@ def options_from_request(request) -> ProfilerOptions:
 
 def build_profiler(options: ProfilerOptions) -> BpfProgram:
     asserts = layout_asserts("pxq_profile_sample", Sample) + layout_asserts("pxq_profile_new_pid", NewPid)
+    if options.python != "off":  # the extra section and the per-process offsets, as the reader decodes them
+        asserts += layout_asserts("python_frames", python_frames_struct(PY_MAX_FRAMES))
+        asserts += layout_asserts("pxq_python_offsets", PythonOffsets)
     attach = f"attach: on_sample on a software CPU_CLOCK perf event, sample_freq={options.sample_hz} Hz, every CPU"
     pids = f"allowed_pids: {', '.join(map(str, sorted(options.pids)))}" if options.pids else "every process"
     copy = f"user stack copied per sample: up to {options.stack_copy_bytes} bytes from sp"
-    return build_program(PROGRAM_FILE, options.defines(), asserts, notes=(attach, pids, copy))
+    python = (
+        "Python frames: off"
+        if options.python == "off"
+        else f"Python frames: walked for registered CPython processes, up to {PY_MAX_FRAMES} per sample"
+    )
+    return build_program(PROGRAM_FILE, options.defines(), asserts, notes=(attach, pids, copy, python))
 
 
 def profiler_program(request=None) -> str:
@@ -268,8 +332,15 @@ class Profiler:
         self.program = build_profiler(self.options)
         self.symbolizer = Symbolizer(unwind=True)
         self.pyspy: PySpySampler | None = None
+        self.python: PythonStacks | None = None
         if self.options.python != "off":
+            self.python = PythonStacks()
             self.pyspy = PySpySampler(rate_hz=self.options.sample_hz, segment_s=self.options.pyspy_segment_s)
+        self.python_modes: dict[int, str] = {}  # pid -> PYTHON_* (how its Python frames are taken)
+        self._python_tids: dict[int, set[int]] = {}  # pid -> its tids in the python_threads map
+        self._python_fallbacks: dict[str, int] = {}  # why the walker could not read a process -> processes
+        self._warmed = 0  # self._records[:_warmed] had their code objects named (see _warm_python)
+        self._native_names: dict[tuple, tuple[list[str], bool]] = {}
         self._bpf = None
         self._tables: dict[str, object] = {}
         self._last_read = 0.0
@@ -280,6 +351,7 @@ class Profiler:
         self._rows: list[tuple[int, str, str, int, str, bool]] = []
         self._kernel_stats = dict.fromkeys(STAT_NAMES, 0)
         self._user_counts = dict.fromkeys(("truncated_user_stack", *UNWIND_COUNTERS), 0)
+        self._python_counts = dict.fromkeys((*PYTHON_SAMPLE_REASONS, "python_samples_via_pyspy"), 0)
         self._truncated: dict[str, int] = {}
         self._upids: dict[int, str] = {}
         self._gone: set[int] = set()  # processes found exited at the last read
@@ -295,14 +367,17 @@ class Profiler:
             return self
         if self.options.python == "on" and (self.pyspy is None or not self.pyspy.available):
             raise BpfError(
-                "perf_profiler.python=on, but py-spy is not installed (pip install py-spy), "
-                "or set perf_profiler.python=auto to profile without Python frames"
+                "perf_profiler.python=on, but py-spy (the fallback for Pythons the BPF walker cannot read) "
+                "is not installed (pip install py-spy), or set perf_profiler.python=auto"
             )
         from bcc import PerfSWConfig, PerfType
 
         self._bpf = bpf = load(self.program)
         try:
-            for name in ("samples", "allowed_pids", "seen_pids", "stats", "new_pids"):
+            names = ["samples", "allowed_pids", "seen_pids", "stats", "new_pids"]
+            if self.python is not None:
+                names += ["python_offsets", "python_threads", "python_missed"]
+            for name in names:
                 self._tables[name] = bpf[name.encode()]
             allowed = self._tables["allowed_pids"]
             for pid in sorted(self.options.pids or ()):
@@ -348,6 +423,7 @@ class Profiler:
         try:
             self._bpf.ring_buffer_consume()
             self._handle_notices()
+            self._warm_python()
             self._read_samples()
         finally:
             self._bpf.cleanup()
@@ -357,6 +433,8 @@ class Profiler:
                 self.pyspy.stop()
                 self._take_pyspy()
             self.symbolizer.close()
+            if self.python is not None:
+                self.python.close()
 
     # -- collecting -------------------------------------------------------------------------
     def poll(self, timeout_ms: int = 100) -> int:
@@ -369,6 +447,7 @@ class Profiler:
         bpf.ring_buffer_poll(max(0, int(timeout_ms)))  # wakes for new processes only
         bpf.ring_buffer_consume()  # samples are sent without a wakeup (see profile.c)
         handled = self._handle_notices()
+        self._warm_python()
         if time.monotonic() - self._last_read >= self.options.drain_interval_s:
             handled += self._read_samples()
         if self.pyspy is not None:
@@ -379,6 +458,11 @@ class Profiler:
     def _handle_notices(self) -> int:
         notices, self._notices[:] = self._notices[:], []
         for pid, reason, start_boot_ns, comm in notices:
+            if reason == NEW_THREAD:
+                self._refresh_python_threads(pid)
+                continue
+            if reason == NEW_EXEC:
+                self._forget_python(pid)
             if reason == NEW_EXEC or pid not in self.symbolizer.processes:
                 snap = self.symbolizer.snapshot(pid)
             else:
@@ -390,15 +474,96 @@ class Profiler:
             )
             if snap is None:
                 continue
-            if self.options.pids:  # asked for by pid: Python frames from the start
-                self._python_frames(pid)
+            self._register_python(pid)
         return len(notices)
 
-    def _python_frames(self, pid: int) -> None:
-        """Have py-spy sample ``pid`` if it is a Python process (once; never pxq itself)."""
+    # -- Python frames ----------------------------------------------------------------------
+    def _register_python(self, pid: int) -> None:
+        """Decide once how a Python process's frames are taken: the BPF walker (its offsets and
+        thread states put in the maps), else py-spy when the process was asked for by pid (on a
+        whole-host run, once it is busy: see _read_samples), else native frames only."""
         snap = self.symbolizer.processes.get(pid)
-        if self.pyspy is not None and snap is not None and snap.is_python and pid != self.options.self_pid:
-            self.pyspy.add(pid, self._upids.get(pid) or make_upid(pid, snap.start_ticks))
+        python = self.python
+        if python is None or snap is None or not snap.is_python or pid == self.options.self_pid:
+            return
+        if pid in self.python_modes:
+            return
+        offsets = python.bpf_config(pid)
+        if offsets is None:
+            reason = python.why_not(pid) or "python_not_found"
+            self._python_fallbacks[reason] = self._python_fallbacks.get(reason, 0) + 1
+            self.python_modes[pid] = PYTHON_NATIVE
+            if self.options.pids:
+                self._fall_back_to_pyspy(pid)
+            return
+        if not _update(self._tables["python_offsets"], ct.c_uint32(pid), offsets):
+            # The map is full (MAX_PYTHON_PIDS Pythons registered at once): native frames for this one.
+            self._python_fallbacks["python_map_full"] = self._python_fallbacks.get("python_map_full", 0) + 1
+            self.python_modes[pid] = PYTHON_NATIVE
+            return
+        self.python_modes[pid] = PYTHON_WALKER
+        self._refresh_python_threads(pid)
+
+    def _refresh_python_threads(self, pid: int) -> None:
+        """Bring python_threads up to date with pid's thread states (new threads, ended ones), and let
+        the kernel announce the next unknown thread again (python_missed)."""
+        python, threads = self.python, self._tables.get("python_threads")
+        if python is None or threads is None or self.python_modes.get(pid) != PYTHON_WALKER:
+            return
+        added, removed = python.refresh_threads(pid)
+        tids = self._python_tids.setdefault(pid, set())
+        for state in removed:
+            if state.tid and state.tid in tids and state.tid not in {a.tid for a in added}:
+                _delete(threads, ct.c_uint32(state.tid))
+                tids.discard(state.tid)
+        for state in added:
+            # tid 0: its kernel thread id is not known yet (a thread starting). A full map leaves the
+            # thread out: its samples count python_thread_miss.
+            if state.tid and _update(threads, ct.c_uint32(state.tid), ct.c_uint64(state.address)):
+                tids.add(state.tid)
+        _delete(self._tables["python_missed"], ct.c_uint32(pid))
+
+    def _forget_python(self, pid: int) -> None:
+        """pid exited or exec'd: its maps entries, its walker state."""
+        mode = self.python_modes.pop(pid, None)
+        if mode is None or self.python is None:
+            return
+        self.python.forget(pid)
+        threads = self._tables.get("python_threads")
+        for tid in self._python_tids.pop(pid, ()):
+            if threads is not None:
+                _delete(threads, ct.c_uint32(tid))
+        for name in ("python_offsets", "python_missed"):
+            if name in self._tables:
+                _delete(self._tables[name], ct.c_uint32(pid))
+
+    def _fall_back_to_pyspy(self, pid: int) -> None:
+        """Have py-spy sample a Python the walker cannot read (once); its eBPF samples are then not
+        kept (counted as python_samples_via_pyspy), so that its CPU is counted once."""
+        snap = self.symbolizer.processes.get(pid)
+        if (
+            self.pyspy is None
+            or not self.pyspy.available
+            or snap is None
+            or self.python_modes.get(pid) != PYTHON_NATIVE
+        ):
+            return
+        self.python_modes[pid] = PYTHON_PYSPY
+        self.pyspy.add(pid, self._upids.get(pid) or make_upid(pid, snap.start_ticks))
+
+    def _warm_python(self) -> None:
+        """Name the code objects of the records taken since the last poll, while their processes
+        most likely still run (the read, up to drain_interval_s later, may find them gone)."""
+        python, header = self.python, ct.sizeof(Sample)
+        if python is None:
+            return
+        for record in self._records[self._warmed :]:
+            if len(record) < header + PYTHON_RECORD_BYTES:
+                continue
+            sample = Sample.from_buffer_copy(record, 0)
+            if sample.extra_bytes:
+                python.warm(sample.tgid, record[header : header + PYTHON_RECORD_BYTES])
+        self._warmed = len(self._records)
 
     def _take_pyspy(self) -> None:
         for time_ns, upid, stack, count in self.pyspy.take():
@@ -409,22 +574,33 @@ class Profiler:
         begin, begin_cpu = time.monotonic(), time.process_time()
         self._last_read = begin
         records, self._records[:] = self._records[:], []
+        self._warmed = 0
         boot_to_wall = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         header = ct.sizeof(Sample)
-        folded: dict[tuple, tuple[str, bool]] = {}  # (pid, addresses, kernel) -> (text, truncated)
+        folded: dict[tuple, tuple[str, bool, tuple[str, ...]]] = {}  # (pid, user, kernel, python) -> parts
+        self._native_names = {}  # (pid, user addresses) -> (names root first, truncated), for this read
         per_pid: dict[int, int] = {}
         for record in records:
             if len(record) < header:
                 continue
             sample = Sample.from_buffer_copy(record, 0)
             pid = sample.tgid
+            mode = self.python_modes.get(pid)
+            if mode == PYTHON_PYSPY:  # py-spy samples this process: its CPU is counted there, once
+                self._python_counts["python_samples_via_pyspy"] += 1
+                continue
             user, truncated, reason = self._user_part(pid, sample, record)
             kernel = self._kernel_part(sample)
-            key = (pid, user, kernel)
+            python = None
+            if mode is not None:
+                python = record[header : header + PYTHON_RECORD_BYTES] if sample.extra_bytes else mode
+            key = (pid, user, kernel, python)
             parts = folded.get(key)
             if parts is None:
-                parts = folded[key] = self._fold(pid, user, kernel)
-            text, symbolic_truncated = parts
+                parts = folded[key] = self._fold(pid, user, kernel, python)
+            text, symbolic_truncated, python_reasons = parts
+            for python_reason in python_reasons:
+                self._python_counts[python_reason] += 1
             truncated = truncated or symbolic_truncated
             upid = self._upid(pid, sample.comm)
             if truncated:
@@ -439,7 +615,7 @@ class Profiler:
             busy = self.options.pyspy_min_cpu * self.options.sample_hz * max(begin - self._previous_read, 1e-3)
             for pid, count in per_pid.items():
                 if count >= busy:
-                    self._python_frames(pid)
+                    self._fall_back_to_pyspy(pid)
         self._previous_read = begin
         self._forget_exited(set(per_pid))
         self.samples += total
@@ -474,17 +650,43 @@ class Profiler:
             return LOST_KERNEL
         return tuple(sample.kernel_stack[: min(size // 8, KERNEL_DEPTH)])
 
-    def _fold(self, pid: int, user, kernel) -> tuple[str, bool]:
-        """The folded text of a stack (root first) and whether its user part looks cut short."""
+    def _fold(self, pid: int, user, kernel, python: bytes | str | None = None) -> tuple[str, bool, tuple[str, ...]]:
+        """The folded text of a stack (root first), whether it looks cut short, and why its Python
+        part is partial. ``python``: the sample's struct python_frames, or the process's mode when
+        the sample has none (walker: taken before its maps were filled), None for no Python."""
         truncated = False
+        reasons: tuple[str, ...] = ()
         if isinstance(user, str):
             user_frames = [user]
         elif user:
-            user_frames, truncated = self.symbolizer.user_stack(pid, list(user))
+            native = self._native_names.get((pid, user))
+            if native is None:  # Python samples differ by their Python part: the native one repeats
+                native = self._native_names[(pid, user)] = self.symbolizer.user_stack(pid, list(user))
+            user_frames, truncated = native
+            if python is not None:
+                user_frames, reasons = self._merge_python(pid, list(user), user_frames, python)
         else:
             user_frames = []
         kernel_frames = [kernel] if isinstance(kernel, str) else self.symbolizer.kernel_stack(list(kernel))
-        return ";".join(user_frames + kernel_frames) or NO_STACK, truncated
+        return ";".join(user_frames + kernel_frames) or NO_STACK, truncated or bool(reasons), reasons
+
+    def _merge_python(
+        self, pid: int, user: list[int], native_names: list[str], python: bytes | str
+    ) -> tuple[list[str], tuple[str, ...]]:
+        """Native frames (root first) with the sample's Python frames where _PyEval_EvalFrameDefault
+        stands (pxq.agent.python.merge), and the reasons the result is partial."""
+        if isinstance(python, str):
+            return native_names, ("python_not_ready" if python == PYTHON_WALKER else "python_unsupported",)
+        assert self.python is not None
+        # The merge wants return addresses as the unwinder gave them (user holds them less one).
+        raw = [user[0], *(address + 1 for address in user[1:])]
+        names = dict(zip(raw, reversed(native_names)))
+        resolved = self.python.resolve(pid, raw, python)
+        frames = [
+            names[frame.address] if isinstance(frame, NativeFrame) else _python_text(frame)
+            for frame in reversed(resolved.frames)
+        ]
+        return frames, tuple(resolved.reasons)
 
     def _upid(self, pid: int, comm: bytes = b"") -> str:
         upid = self._upids.get(pid)
@@ -515,6 +717,7 @@ class Profiler:
                 gone.add(pid)
                 continue
             self.symbolizer.forget(pid)
+            self._forget_python(pid)
             self._upids.pop(pid, None)
             if seen is not None:
                 _delete(seen, ct.c_uint32(pid))
@@ -536,6 +739,8 @@ class Profiler:
     def _counters(self) -> dict[str, int]:
         out = {k: v for k, v in self.kernel_stats().items() if k != "samples"}
         out.update(self._user_counts)
+        if self.python is not None:
+            out.update(self._python_counts)
         if self.pyspy is not None:
             out.update(self.pyspy.counters)
         return out
@@ -560,7 +765,30 @@ class Profiler:
             "last_read_s": self.last_read_s,
             "processes": len(self.symbolizer.processes),
             "pyspy_samples": self.pyspy.samples if self.pyspy is not None else 0,
+            "python_walker": list(self.python_modes.values()).count(PYTHON_WALKER),
+            "python_pyspy": list(self.python_modes.values()).count(PYTHON_PYSPY),
+            "python_native": list(self.python_modes.values()).count(PYTHON_NATIVE),
         }
+
+    def python_fallbacks(self) -> dict[str, int]:
+        """Python processes the walker could not read, by reason (python_version_unknown,
+        python_not_found, ...): each fell back to py-spy or to native frames."""
+        return dict(self._python_fallbacks)
+
+
+def _python_text(frame: PyFrame) -> str:
+    """A Python frame as py-spy writes it: ``function (file:line)``."""
+    where = frame.filename if frame.line is None else f"{frame.filename}:{frame.line}"
+    return f"{frame.qualname} ({where})"
+
+
+def _update(table, key, value) -> bool:
+    """Set ``key`` in a BPF map; False when the kernel refuses (the map is full)."""
+    try:
+        table[key] = value
+    except Exception:  # bcc raises a bare Exception("Could not update table: ...")
+        return False
+    return True
 
 
 def _delete(table, key) -> None:

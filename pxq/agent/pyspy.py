@@ -1,12 +1,12 @@
-"""Python frames for the CPU profiler, from py-spy.
+"""Python frames for the CPU profiler from py-spy: the fallback for a Python the BPF walker
+(bpf/python_stack.h, :mod:`pxq.agent.python`) cannot read, an unknown version or no
+``_PyRuntime`` symbol. Every other CPython gets its Python frames merged into its eBPF samples
+(:mod:`pxq.agent.profiler`), and py-spy never runs for it.
 
-The kernel sampler cannot see Python functions: CPython runs Python-to-Python calls inside one
-``_PyEval_EvalFrameDefault`` C frame, and the interpreters on this kind of machine are built
-without frame pointers, so their native stacks stop after a frame or two. py-spy reads the
-interpreter's own frame objects from outside the process instead, and gives
+py-spy reads the interpreter's own frame objects from outside the process, and gives
 ``function (file:line)`` frames.
 
-How it runs: for every profiled process that is Python (executable ``python*``, or
+How it runs: for every profiled Python process the walker cannot read (executable ``python*``, or
 ``libpython*`` mapped; see :attr:`pxq.agent.symbols.ProcessMaps.is_python`) and, on a whole-host
 run, busy enough to matter (see :mod:`pxq.agent.profiler`), one
 ``py-spy record --pid PID --rate HZ --format raw --nonblocking --duration SEG -o FILE``
@@ -18,19 +18,16 @@ sample), one ``dump`` about 8.5 ms (so ~0.85 s of CPU per second at 99 Hz, forty
 ``--nonblocking`` never pauses the target (at the price of an occasional inconsistent stack).
 
 Design choice: py-spy's stacks are their own rows (``sampler = "py-spy"``), not joined with the
-eBPF rows (``sampler = "ebpf"``) of the same process.
+eBPF rows (``sampler = "ebpf"``) of the same process; the profiler then drops that process's eBPF
+samples (counted), so that its CPU is counted once.
 
 * A join would need to pair each py-spy sample with the eBPF sample taken at the same instant
   on the same thread. py-spy's outputs are aggregated without timestamps (its chrometrace output
   has them, but the kernel side counts stacks in a map precisely so that it does not ship every
   sample), the two samplers tick on different clocks, and a thread moves between Python, C and
   the kernel within a tick. Pairing by proportion instead would invent stacks that never ran.
-* Separate rows are each exactly what one sampler saw. The cost: no single stack runs from a
-  Python function through C into the kernel, and a Python process's CPU time appears once per
-  sampler. A flamegraph should show one sampler per process, or each under its own root; the
-  ``sampler`` column makes that a filter. The eBPF rows of a Python process still say which
-  kernel paths (syscalls, page faults) and which native leaf functions burn its time; their user
-  part is marked ``truncated`` when the interpreter has no frame pointers.
+* Separate rows are each exactly what one sampler saw. The cost, for these fallback processes
+  only: no single stack runs from a Python function through C into the kernel.
 
 The two samplers do not count the same thing: an eBPF sample is taken only while a thread is on
 a CPU; py-spy samples on the wall clock every thread it does not consider idle, and a thread

@@ -25,6 +25,10 @@ INCOMPLETE_REASONS = frozenset({"truncated_user_stack", "user_stack_lost", "kern
     "user_regs_lost", "user_copy_failed", "unwind_copy_short", "unwind_no_cfi", "unwind_bad_cfa",
     "unwind_cfa_expression", "unwind_unmapped", "unwind_max_depth", "unwind_frame_pointers",
     "unwind_process_gone",
+    # the profiler's reasons for a partial Python part of a merged stack
+    "python_truncated", "python_read_failed", "python_thread_unknown", "python_thread_miss",
+    "python_frames_unplaced", "eval_frames_unmatched", "python_code_unknown", "python_not_ready",
+    "python_unsupported",
 }  # fmt: skip
 
 

@@ -292,7 +292,8 @@ STACK_TRACES = TableSchema(
             "stack_trace",
             T.STRING,
             "Folded stack, root first, frames ';'-separated: user frames, then kernel frames (suffix "
-            "'_[k]'); Python frames from py-spy as 'function (file:line)'; a frame without a symbol "
+            "'_[k]'); Python frames as 'function (file:line)', where the interpreter's evaluation "
+            "function stands (py-spy's rows: its own shortened file names); a frame without a symbol "
             "as 'module+0xoffset' ('[anon]+0x..' for anonymous memory, '[unknown]' outside any mapping).",
             S.STACK_TRACE,
         ),
@@ -301,7 +302,8 @@ STACK_TRACES = TableSchema(
             "sampler",
             T.STRING,
             "pxq's own (not in Pixie): what sampled the stack: 'ebpf' (kernel perf "
-            "event: native and kernel frames) or 'py-spy' (Python frames of a Python process).",
+            "event: native, kernel and, for a CPython the BPF walker reads, Python frames) or 'py-spy' "
+            "(a Python the walker cannot read; that process then has no 'ebpf' rows).",
         ),
         _c(
             "truncated",

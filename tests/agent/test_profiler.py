@@ -54,6 +54,7 @@ from tests.agent.programs.build import (
 )
 
 SCHEMA = CATALOG[TABLE].arrow_schema()
+PYTHON_37 = "/root/.pyenv/versions/3.7.16/bin/python"  # a CPython the BPF walker does not read
 kernel = pytest.mark.kernel
 
 
@@ -132,6 +133,9 @@ def test_program_text_for_explain():
     assert "on_sample" in text and "_Static_assert" in text
     assert "// attach: on_sample on a software CPU_CLOCK perf event, sample_freq=49 Hz" in text
     assert "// allowed_pids: 42, 43" in text and "-DSTACK_COPY_BYTES=16384" in text
+    # Python frames walked in the kernel by default, their record pinned to the reader's layout.
+    assert "-DPYTHON_FRAMES=1" in text and "_Static_assert(sizeof(struct python_frames) == 1544" in text
+    assert "-DPYTHON_FRAMES=0" in profiler_program(ProfilerOptions(python="off"))
     manifest = ProbeManifest(0, (), (CollectorRequest("perf_profiler", (TABLE,), None),))
     [(name, program)] = generated_programs(manifest)
     assert name == "perf_profiler" and "-DFILTER_PIDS=0" in program
@@ -254,9 +258,18 @@ def test_host_wide_run_shows_kernel_frames_of_a_syscall_loop(programs):
         time.sleep(0.5)  # the idle one is done starting up: it uses no CPU from now on
         cpu = {proc.pid: None, busy_python.pid: None}
         profiler, table = profile(ProfilerOptions(), 3.0, cpu=cpu, min_cpu_s=1.0)
-    # py-spy: for the busy Python process (found by its samples), never for the idle one.
-    assert total(rows_of(table, busy_python.pid, "py-spy")) > 20, profiler.drops()
-    assert idle.pid not in profiler.pyspy.targets and proc.pid not in profiler.pyspy.targets
+    # The busy Python process (found by its samples) has its Python frames in its eBPF rows from
+    # when the agent registered it (its samples before that, python_not_ready, are marked); py-spy
+    # runs for none of them (every CPython here is one the BPF walker reads).
+    busy_rows = rows_of(table, busy_python.pid)
+    complete = [r for r in busy_rows if not r["truncated"]]
+    assert total([r for r in complete if "leaf_work (" in r["stack_trace"]]) >= 0.9 * total(complete) > 10
+    without_python = [r for r in busy_rows if " (" + str(BUSY_PY) not in r["stack_trace"]]
+    assert all(r["truncated"] for r in without_python), without_python[:3]
+    assert profiler.incomplete()["python_not_ready"] >= total(without_python)
+    assert rows_of(table, busy_python.pid, "py-spy") == [] and profiler.pyspy.targets == {}
+    assert profiler.python_modes.get(busy_python.pid) == "walker" and proc.pid not in profiler.python_modes
+    assert profiler.python_modes.get(idle.pid) in (None, "walker")  # registered only if it was sampled
     rows = rows_of(table, proc.pid)
     assert total(rows) > 50
     in_kernel = [r for r in rows if r["stack_trace"].endswith("_[k]")]
@@ -307,15 +320,16 @@ def test_symbols_resolve_after_the_target_exited_before_the_drain(programs):
 
 
 @kernel
-def test_python_frames_from_pyspy():
+def test_python_frames_in_the_ebpf_rows_and_no_pyspy():
+    """A Python the BPF walker reads (the venv's CPython): its Python frames are in its eBPF rows, under
+    the interpreter's native frames, and py-spy does not sample it (its CPU counted once)."""
     require_bpf()
-    if find_pyspy() is None:
-        pytest.fail("py-spy is not installed (pip install py-spy)", pytrace=False)
     with running(python_busy(120)) as proc:
-        profiler, table = profile(ProfilerOptions(pids=frozenset({proc.pid})), 3.0)
-    rows = rows_of(table, proc.pid, "py-spy")
+        profiler, table = profile(ProfilerOptions(pids=frozenset({proc.pid})), 3.0, cpu={proc.pid: None}, min_cpu_s=1.0)
+    rows = rows_of(table, proc.pid)
     assert total(rows) > 50, profiler.drops()
-    name = BUSY_PY.name
+    assert rows_of(table, proc.pid, "py-spy") == [] and profiler.stats()["pyspy_samples"] == 0
+    name = str(BUSY_PY)
     leaf = f"leaf_work ({name}:{marked_line(BUSY_PY, 'LEAF_LINE')})"
     chain = (
         f"outer ({name}:{marked_line(BUSY_PY, 'OUTER_LINE')});"
@@ -323,12 +337,9 @@ def test_python_frames_from_pyspy():
     )
     in_leaf = [r for r in rows if chain in r["stack_trace"]]
     assert total(in_leaf) >= 0.7 * total(rows), rows
-    assert any(r["stack_trace"].endswith(leaf) for r in rows), rows
-    assert all(r["stack_trace"].startswith(f"<module> ({name}:") for r in in_leaf)
-    assert not any(r["truncated"] for r in rows)
-    # The same process's eBPF rows are there too, told apart by the sampler column.
-    assert total(rows_of(table, proc.pid, "ebpf")) > 0
-    assert profiler.drops()["pyspy_attach_failed"] == 0
+    assert any(leaf in r["stack_trace"].split(";") for r in rows), rows
+    assert all(r["stack_trace"].startswith("_start;") and f";<module> ({name}:" in r["stack_trace"] for r in in_leaf)
+    assert not any(r["truncated"] for r in in_leaf)
 
 
 @kernel
@@ -348,7 +359,8 @@ def test_pyspy_rows_survive_the_target_exiting_early():
             proc.wait()
             state["killed"] = time.monotonic()
 
-    with running(python_busy(120)) as proc:
+    # CPython 3.7 is outside the BPF walker's versions: py-spy samples it (the fallback).
+    with running([PYTHON_37, BUSY_PY, "120"]) as proc:
         profiler, table = profile(ProfilerOptions(pids=frozenset({proc.pid})), 6.0, during=end_target_once)
     assert "killed" in state, "py-spy never ran for the target"
     rows = rows_of(table, proc.pid, "py-spy")

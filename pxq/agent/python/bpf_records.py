@@ -4,6 +4,7 @@ the `struct python_frames` record decoded. ctypes mirrors of the C structs; the 
 from __future__ import annotations
 
 import ctypes
+import functools
 from dataclasses import dataclass
 
 from pxq.agent.python.versions import NO_FIELD, PythonLayout
@@ -11,6 +12,7 @@ from pxq.agent.python.versions import NO_FIELD, PythonLayout
 PY_MAX_FRAMES = 64  # the header's default; a program built with another -DPY_MAX_FRAMES passes its own
 PY_FLAG_TRUNCATED = 1
 PY_FLAG_READ_FAILED = 2
+PY_FLAG_NO_THREAD = 4  # set by bpf/profile.c: the thread's PyThreadState was not in its map
 
 
 class PythonOffsets(ctypes.Structure):
@@ -37,6 +39,7 @@ class PythonFrameRecord(ctypes.Structure):
     ]
 
 
+@functools.cache  # one type per size: building a ctypes type costs far more than decoding a record
 def python_frames_struct(max_frames: int = PY_MAX_FRAMES) -> type[ctypes.Structure]:
     """The ctypes mirror of `struct python_frames` for a program built with PY_MAX_FRAMES = max_frames."""
     return type(
@@ -86,7 +89,8 @@ class BpfPythonStack:
 
 def decode_python_frames(raw: bytes, max_frames: int = PY_MAX_FRAMES) -> BpfPythonStack:
     """A `struct python_frames` record; a count beyond the array (a corrupt record) keeps what fits, flagged."""
-    record = python_frames_struct(max_frames).from_buffer_copy(raw[: ctypes.sizeof(python_frames_struct(max_frames))])
+    struct = python_frames_struct(max_frames)
+    record = struct.from_buffer_copy(raw[: ctypes.sizeof(struct)])
     count, flags = int(record.count), int(record.flags)
     if count > max_frames:
         count, flags = max_frames, flags | PY_FLAG_TRUNCATED

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pxq.agent.python.bpf_records import (
+    PY_FLAG_NO_THREAD,
     PY_FLAG_READ_FAILED,
     PY_FLAG_TRUNCATED,
     PY_MAX_FRAMES,
@@ -27,6 +28,7 @@ from pxq.agent.python.process import PythonAttachError, PythonProcess, ThreadSta
 
 # A Python frame whose code object could not be named (its reason is counted by the symbolizer).
 UNKNOWN_PYTHON_FRAME = PyFrame("<unknown python frame>", "", None)
+REASON_CODE_UNKNOWN = "python_code_unknown"
 
 
 def _by_tid(state: ThreadState) -> int:
@@ -85,6 +87,20 @@ class PythonStacks:
         self._threads[pid] = current
         return sorted(current - previous, key=_by_tid), sorted(previous - current, key=_by_tid)
 
+    def why_not(self, pid: int) -> str | None:
+        """The reason pid's Python frames cannot be read (python_version_unknown, ...), None when they can."""
+        known = self._attached.get(pid)
+        return known if isinstance(known, str) else None
+
+    def warm(self, pid: int, python_record: bytes) -> None:
+        """Name the code objects of a record now, while the process surely lives: resolve() later (the
+        process maybe gone) is then served from the symbolizer's cache, checked by each frame's stamp."""
+        known = self._attached.get(pid)
+        if not isinstance(known, _Attached) or not python_record:
+            return
+        for frame in decode_python_frames(python_record, self.max_frames).frames:
+            known.symbolizer.symbolize(frame.code, frame.instr, frame.stamp)
+
     def bpf_config(self, pid: int) -> PythonOffsets | None:
         attached = self._get(pid)
         return bpf_offsets(attached.process.layout) if attached else None
@@ -97,7 +113,11 @@ class PythonStacks:
             return ResolvedStack([NativeFrame(address) for address in native])
         record = decode_python_frames(python_record, self.max_frames)
         resolved = ResolvedStack()
-        for flag, reason in ((PY_FLAG_TRUNCATED, "python_truncated"), (PY_FLAG_READ_FAILED, "python_read_failed")):
+        for flag, reason in (
+            (PY_FLAG_TRUNCATED, "python_truncated"),
+            (PY_FLAG_READ_FAILED, "python_read_failed"),
+            (PY_FLAG_NO_THREAD, "python_thread_unknown"),
+        ):
             if record.flags & flag:
                 resolved.partial = True
                 resolved.reasons.append(reason)
@@ -111,6 +131,10 @@ class PythonStacks:
         for frame in merged.frames:
             if isinstance(frame, BpfFrame):
                 named = symbolizer.symbolize(frame.code, frame.instr, frame.stamp)
+                if named is None:  # why is counted by the symbolizer; the stack is partial
+                    resolved.partial = True
+                    resolved.reasons.append(REASON_CODE_UNKNOWN)
+                    self.reasons[REASON_CODE_UNKNOWN] += 1
                 resolved.frames.append(named or UNKNOWN_PYTHON_FRAME)
             else:
                 resolved.frames.append(frame)

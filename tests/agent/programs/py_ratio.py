@@ -1,0 +1,54 @@
+"""Two Python code paths doing pure-Python work in a known 2:1 ratio, for the profiler's accuracy tests (the
+Python twin of ratio.c): main -> path_a -> leaf does 2 units of work per round, main -> path_b -> leaf 1.
+
+    py_ratio.py SECONDS           the 2:1 loop in the main thread
+    py_ratio.py SECONDS thread    the same in a thread started only then (a thread the profiler has not seen)
+
+Prints "ready" and waits for a line on stdin; then runs the loop for SECONDS of wall time, prints
+"done LEAF_CALLS CPU_SECONDS" (as ratio.c: the work done, and its own CPU time, time.process_time) and exits.
+Runs on CPython 3.7 and later."""
+
+import sys
+import threading
+import time
+
+leaf_calls = 0
+
+
+def leaf(units):
+    global leaf_calls
+    leaf_calls += units  # one per unit of work: the throughput the overhead benchmark compares
+    total = 0
+    for step in range(units * 20000):
+        total += step
+    return total
+
+
+def path_a():
+    return leaf(2)
+
+
+def path_b():
+    return leaf(1)
+
+
+def main(duration):
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        path_a()
+        path_b()
+
+
+if __name__ == "__main__":
+    seconds = float(sys.argv[1])
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+    if sys.argv[2:] == ["thread"]:
+        worker = threading.Thread(target=main, args=(seconds,))
+        worker.start()
+        worker.join()
+    else:
+        main(seconds)
+    sys.stdout.write("done %d %f\n" % (leaf_calls, time.process_time()))
+    sys.stdout.flush()
