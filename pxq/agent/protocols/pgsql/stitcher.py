@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from pxq.agent.protocols.interface import SECRET_MARKER
@@ -74,6 +74,8 @@ AUTH_NAMES = {
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
+_TAG_LENGTH = struct.Struct(">ci")  # a tagged message's header
+_LENGTH = struct.Struct(">i")
 
 
 def _text(data: bytes) -> str:
@@ -196,12 +198,13 @@ class _Framer:
     def _whole_messages(self, data: bytes, ts_ns: int, out: list[Message]) -> int:
         """Append the messages that lie whole in ``data`` from its start; the offset after them."""
         pos, n, keep = 0, len(data), self.keep
+        header, new = _TAG_LENGTH.unpack_from, tuple.__new__  # (a Message per message: no Python __new__)
         while pos + 5 <= n:
-            length = int.from_bytes(data[pos + 1 : pos + 5], "big", signed=True)
+            tag, length = header(data, pos)
             end = pos + 1 + length
             if end > n or length < 4 or length - 4 > keep:
                 break  # cut by the read, invalid or too long to keep whole: the long way decides
-            out.append(Message(data[pos : pos + 1], data[pos + 5 : end], 0, ts_ns, ts_ns))
+            out.append(new(Message, (tag, data[pos + 5 : end], 0, ts_ns, ts_ns)))
             pos = end
         return pos
 
@@ -291,14 +294,17 @@ def make_record(req: Request, resp: Response) -> PgsqlRecord:
     return PgsqlRecord(req.cmd, req.text, resp.text, req.start_ns, resp.end_ns)
 
 
-@dataclass
 class _Result:
-    """One statement's result being gathered (RowDescription, DataRows or COPY data, tag)."""
+    """One statement's result being gathered (RowDescription, DataRows or COPY data, tag). (A
+    plain class with slots: one or two are made per query, a dataclass's factories cost more.)"""
 
-    names: list[str] = field(default_factory=list)
-    rows: list[str] = field(default_factory=list)
-    kept_bytes: int = 0
-    rows_not_kept: int = 0
+    __slots__ = ("names", "rows", "kept_bytes", "rows_not_kept")
+
+    def __init__(self, names: list[str] | None = None) -> None:
+        self.names: list[str] = [] if names is None else names
+        self.rows: list[str] = []
+        self.kept_bytes = 0
+        self.rows_not_kept = 0
 
     def add_row(self, text: str, limit: int) -> None:
         if self.kept_bytes + len(text) > limit and self.rows:
@@ -421,6 +427,10 @@ def _value(data: bytes | None, fmt: int, oid: int = 0) -> str:
 def data_row_text(payload: bytes, formats: list[int], missing: int = 0) -> str:
     """Pixie's DataRow::ToString: the values joined by commas, NULL as [NULL]. A row whose end
     was not copied (``missing`` bytes) shows what was, then ``<not captured: N bytes>``."""
+    if not missing and not any(formats):  # every value text (the usual result)
+        text = _text_row(payload)
+        if text is not None:
+            return text
     r = _Reader(payload)
     values = []
     try:
@@ -435,6 +445,30 @@ def data_row_text(payload: bytes, formats: list[int], missing: int = 0) -> str:
         values.append(_text(payload[r.pos + 4 :]) if r.pos + 4 <= len(payload) else "")
     text = ",".join(values)
     return text + f"<not captured: {missing} bytes>" if missing else text
+
+
+def _text_row(payload: bytes) -> str | None:
+    """A DataRow whose values are all text, as data_row_text shows it; None when its layout is
+    not a DataRow's (data_row_text decides)."""
+    n = len(payload)
+    if n < 2:
+        return None
+    (count,) = _I16.unpack_from(payload)
+    pos, values, unpack = 2, [], _LENGTH.unpack_from
+    for _ in range(count):
+        if pos + 4 > n:
+            return None
+        (length,) = unpack(payload, pos)
+        pos += 4
+        if length == -1:
+            values.append("[NULL]")
+            continue
+        end = pos + length
+        if length < 0 or end > n:
+            return None
+        values.append(payload[pos:end].decode("utf-8", errors="replace"))
+        pos = end
+    return ",".join(values)
 
 
 @dataclass
@@ -482,6 +516,8 @@ def bind_text(bind: _Bind, values: list[str]) -> str:
 CLIENT_SKIPPABLE = frozenset(bytes([c]) for c in b"QPdfcFpHSX")
 SERVER_SKIPPABLE = frozenset(bytes([c]) for c in b"DdCENSAKZGHWcV123nIs")
 
+# Messages of a simple Query's result, as _result_message reads them, and its end (ReadyForQuery).
+_QUERY_RESULT_TAGS = frozenset((b"T", b"D", b"C", b"Z"))
 # Request kinds that the server's ErrorResponse skips to the Sync after, in the extended protocol.
 _EXTENDED = frozenset(("parse", "bind", "describe", "execute", "close", "function"))
 # Exchanges (the unit answered in turn): a client message that is one (a simple Query, a function
@@ -672,6 +708,19 @@ class PgsqlStitcher:
 
     def _on_server(self, msg: Message) -> None:
         tag = msg.tag
+        pending = self._pending
+        if pending and tag in _QUERY_RESULT_TAGS and pending[0].kind == "query":
+            # A simple Query's result (most of a database's traffic): what _answer does for it.
+            head = pending[0]
+            try:
+                if tag == b"Z":
+                    self._complete(head, msg, "\n".join(self._results))
+                else:
+                    self._result_message(msg)
+            except _Malformed:
+                self.errors["malformed_message"] += 1
+                self._complete(head, msg, "<malformed response>")
+            return
         if tag in (b"S", b"N", b"A", b"K"):
             return  # ParameterStatus, NoticeResponse, NotificationResponse, BackendKeyData: no answer
         if tag not in BACKEND_TAGS:
