@@ -711,15 +711,15 @@ class PgsqlStitcher:
         pending = self._pending
         if pending and tag in _QUERY_RESULT_TAGS and pending[0].kind == "query":
             # A simple Query's result (most of a database's traffic): what _answer does for it.
-            head = pending[0]
+            query = pending[0]
             try:
                 if tag == b"Z":
-                    self._complete(head, msg, "\n".join(self._results))
+                    self._complete(query, msg, "\n".join(self._results))
                 else:
                     self._result_message(msg)
             except _Malformed:
                 self.errors["malformed_message"] += 1
-                self._complete(head, msg, "<malformed response>")
+                self._complete(query, msg, "<malformed response>")
             return
         if tag in (b"S", b"N", b"A", b"K"):
             return  # ParameterStatus, NoticeResponse, NotificationResponse, BackendKeyData: no answer
