@@ -207,7 +207,7 @@ QUERY_INSIDE_DATA = (
 )  # fmt: skip
 
 
-def copy_binary_wire(conninfo: str) -> dict[str, Any]:
+def wire_query_in_copy(conninfo: str) -> dict[str, Any]:
     """COPY FROM STDIN in binary format of one bytea value that holds a whole simple Query
     message, then three queries."""
     view: dict[str, Any] = {}
@@ -250,15 +250,16 @@ def record(
 
 
 def main(only: list[str]) -> None:
-    """Record every conversation, or only the one named (``pipeline_mode``, ``copy_binary_wire``)."""
+    """Record every conversation, or only the one named (``pipeline_mode``, ``wire_query_in_copy``)."""
     Path(RECORDED_STREAMS).mkdir(exist_ok=True)
     with postgres_server() as server:
 
         def info(port: int) -> str:
             return server.conninfo(port=str(port))
 
-        if only == ["copy_binary_wire"]:
-            record("copy_binary_wire", copy_binary_wire.__doc__ or "", server, lambda p: copy_binary_wire(info(p)))
+        if only == ["wire_query_in_copy"]:
+            record("wire_query_in_copy", wire_query_in_copy.__doc__ or "", server,
+                   lambda p: wire_query_in_copy(info(p)))  # fmt: skip
             return
         relay = RawRelay(server.port)
         record("pipeline_mode", pipeline_mode.__doc__ or "", server, lambda p: pipeline_mode(info(p), relay), relay)
@@ -268,7 +269,8 @@ def main(only: list[str]) -> None:
         record("multi_statement", multi_statement.__doc__ or "", server, lambda p: multi_statement(server, p))
         record("prepared_types", prepared_types.__doc__ or "", server, lambda p: prepared_types(info(p)))
         record("copy_in_out", copy_in_out.__doc__ or "", server, lambda p: copy_in_out(info(p)))
-        record("copy_binary_wire", copy_binary_wire.__doc__ or "", server, lambda p: copy_binary_wire(info(p)))
+        record("wire_query_in_copy", wire_query_in_copy.__doc__ or "", server,
+               lambda p: wire_query_in_copy(info(p)))  # fmt: skip
     with postgres_server(password="pxq-Secret-pw") as server:
         record("scram_login", scram_login.__doc__ or "", server,
                lambda p: scram_login(server.conninfo(port=str(p))))  # fmt: skip

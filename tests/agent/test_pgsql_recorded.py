@@ -409,13 +409,13 @@ def test_inference(first, is_request, is_response):
 
 
 def test_a_query_inside_copy_data_after_a_client_hole_is_never_paired():
-    """Recorded (copy_binary_wire): a binary COPY FROM STDIN whose bytea value holds a whole Query
+    """Recorded (wire_query_in_copy): a binary COPY FROM STDIN whose bytea value holds a whole Query
     message, then three queries. The kernel loses the client's bytes of the CopyData up to that
     value (a ring-buffer drop), so the bytes after the hole begin with what looks like a Query;
     the parser restarts there, and the COPY's end ("COPY 1") would answer it. Expected pairs:
     the SQL the client sent with what psycopg saw (client_view), never the query inside the data."""
-    stream = load_stream(STREAMS["copy_binary_wire"])
-    view = json.loads(STREAMS["copy_binary_wire"].read_text())["client_view"]
+    stream = load_stream(STREAMS["wire_query_in_copy"])
+    view = json.loads(STREAMS["wire_query_in_copy"].read_text())["client_view"]
     assert view["copy_in"] == ["COPY 1", 1]
     truth = {("CREATE TEMP TABLE w (b bytea)", "CREATE TABLE"), ("COPY w FROM STDIN (FORMAT binary)", "COPY 1")}
     truth |= {(f"SELECT 'after {i}'", f"?column?\n{value}\nSELECT 1") for i, (value,) in enumerate(view["selects"])}
