@@ -72,7 +72,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_socket_tracer import (  # noqa: E402  (the HTTP bench's agent-process helpers)
     AGENT_START_TIMEOUT,
     TARGET_COMPLETE,
-    TARGET_CPU_PER_10K,
     TARGET_RSS_MB,
     Agent,
     _cpu_s,
@@ -80,6 +79,9 @@ from bench_socket_tracer import (  # noqa: E402  (the HTTP bench's agent-process
     load,
 )
 
+# Issue 12's target for these protocols: agent CPU per 10,000 transactions (one end's row) <= 0.3 s,
+# what HTTP's was when the issue was written (the HTTP bench's own target has moved since).
+TARGET_CPU_PER_10K = 0.3
 TABLES = {"pgsql": "pgsql_events", "redis": "redis_events", "dns": "dns_events", "mysql": "mysql_events"}
 COLUMNS = {
     "pgsql": ["trace_role", "req_cmd", "req", "resp", "latency"],

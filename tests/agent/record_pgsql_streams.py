@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -195,6 +196,32 @@ def copy_in_out(conninfo: str) -> dict[str, Any]:
     return view
 
 
+# A bytea value holding a whole simple Query message: what a client's bulk bytes may contain (a
+# capture of PostgreSQL traffic stored in a table). After a hole in the client's bytes that ends
+# where this value begins, it looks like the start of a request; the CopyData header it ends with
+# takes in what follows it on the wire (the binary COPY's trailer, 2 bytes, and CopyDone, 5), so
+# framing from it lands where the real stream's next message begins.
+QUERY_INSIDE_DATA = (
+    b"Q" + struct.pack(">i", 4 + len(b"SELECT 'inside the data'\x00")) + b"SELECT 'inside the data'\x00"
+    + b"d" + struct.pack(">i", 4 + 2 + 5)
+)  # fmt: skip
+
+
+def wire_query_in_copy(conninfo: str) -> dict[str, Any]:
+    """COPY FROM STDIN in binary format of one bytea value that holds a whole simple Query
+    message, then three queries."""
+    view: dict[str, Any] = {}
+    with psycopg.connect(conninfo, autocommit=True, prepare_threshold=None) as conn:
+        cur = conn.cursor()
+        cur.execute("CREATE TEMP TABLE w (b bytea)")
+        with cur.copy("COPY w FROM STDIN (FORMAT binary)") as copy:
+            copy.set_types(["bytea"])
+            copy.write_row((QUERY_INSIDE_DATA,))
+        view["copy_in"] = (cur.statusmessage, cur.rowcount)
+        view["selects"] = [conn.execute(f"SELECT 'after {i}'").fetchone() for i in range(3)]
+    return view
+
+
 def scram_login(conninfo: str) -> dict[str, Any]:
     """A scram-sha-256 login (the password must never appear in a row) and one query."""
     with psycopg.connect(conninfo, autocommit=True, prepare_threshold=None) as conn:
@@ -223,13 +250,17 @@ def record(
 
 
 def main(only: list[str]) -> None:
-    """Record every conversation, or only the one named ``pipeline_mode``."""
+    """Record every conversation, or only the one named (``pipeline_mode``, ``wire_query_in_copy``)."""
     Path(RECORDED_STREAMS).mkdir(exist_ok=True)
     with postgres_server() as server:
 
         def info(port: int) -> str:
             return server.conninfo(port=str(port))
 
+        if only == ["wire_query_in_copy"]:
+            record("wire_query_in_copy", wire_query_in_copy.__doc__ or "", server,
+                   lambda p: wire_query_in_copy(info(p)))  # fmt: skip
+            return
         relay = RawRelay(server.port)
         record("pipeline_mode", pipeline_mode.__doc__ or "", server, lambda p: pipeline_mode(info(p), relay), relay)
         if only == ["pipeline_mode"]:
@@ -238,6 +269,8 @@ def main(only: list[str]) -> None:
         record("multi_statement", multi_statement.__doc__ or "", server, lambda p: multi_statement(server, p))
         record("prepared_types", prepared_types.__doc__ or "", server, lambda p: prepared_types(info(p)))
         record("copy_in_out", copy_in_out.__doc__ or "", server, lambda p: copy_in_out(info(p)))
+        record("wire_query_in_copy", wire_query_in_copy.__doc__ or "", server,
+               lambda p: wire_query_in_copy(info(p)))  # fmt: skip
     with postgres_server(password="pxq-Secret-pw") as server:
         record("scram_login", scram_login.__doc__ or "", server,
                lambda p: scram_login(server.conninfo(port=str(p))))  # fmt: skip

@@ -201,16 +201,35 @@ def test_recorded_dnsmasq_messages_are_read_without_a_dnspython_message(monkeypa
     assert built == []  # the common shape: each read once, without from_wire's message, RRsets and rdata
 
 
-def test_an_answer_repeats_its_querys_question_which_is_read_once(monkeypatch):
-    query = dns.message.make_query("Once.test", "A")
+@pytest.mark.parametrize("qname", ["Once.test", "On$ce.test"])  # plain labels; one dnspython escapes
+def test_an_answer_repeats_its_querys_question_which_is_read_once(monkeypatch, qname):
+    query = dns.message.make_query(qname, "A")
     response = dns.message.make_response(query)
-    response.answer.append(dns.rrset.from_text("once.test.", 60, "IN", "A", "192.0.2.7"))
+    address = dns.rdata.from_text("IN", "A", "192.0.2.7")
+    response.answer.append(dns.rrset.from_rdata(query.question[0].name, 60, address))
     expected = [reference(query.to_wire()), reference(response.to_wire())]
-    names: list[int] = []
+    names_read: list[int] = []
+    real_read = parse._read_name
+    monkeypatch.setattr(parse, "_read_name", lambda wire, pos, *a: names_read.append(pos) or real_read(wire, pos, *a))
+    by_dnspython: list[int] = []
     real = dns.name.from_wire_parser
-    monkeypatch.setattr(dns.name, "from_wire_parser", lambda p, *a: names.append(p.current) or real(p, *a))
+    monkeypatch.setattr(dns.name, "from_wire_parser", lambda p, *a: by_dnspython.append(p.current) or real(p, *a))
     assert [parsed(query.to_wire()), parsed(response.to_wire())] == expected
-    assert names == [12]  # the query's question only: the answer's is the same bytes, its owner a pointer to it
+    # The query's question only: the answer's is the same bytes, its owner a pointer to it.
+    assert names_read.count(12) == 1
+    assert by_dnspython == ([] if qname == "Once.test" else [12])  # a plain name is its labels
+
+
+def test_names_at_the_length_limit_are_read_as_dnspython_reads_them():
+    # RFC 1035's 255 bytes: 3 labels of 63 and one of 61 (with their length bytes and the root's)
+    # are a name; one more byte is not (dnspython: NameTooLong, the message refused).
+    for last in (61, 62):
+        labels = [b"a" * 63, b"b" * 63, b"c" * 63, b"d" * last]
+        qname = b"".join(bytes([len(label)]) + label for label in labels) + b"\x00"
+        wire = bytes.fromhex("123401000001000000000000") + qname + b"\x00\x01\x00\x01"  # one question, A IN
+        expected = reference(wire)
+        assert (expected is None) == (last == 62)
+        assert parsed(wire) == expected
 
 
 def test_a_response_whose_question_differs_from_the_last_with_its_id_is_read_in_full():

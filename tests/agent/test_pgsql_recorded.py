@@ -406,3 +406,63 @@ def test_recorded_first_bytes_are_recognised_by_their_side(name):
 def test_inference(first, is_request, is_response):
     assert looks_like_pgsql_request(first) is is_request
     assert looks_like_pgsql_response(first) is is_response
+
+
+def test_a_query_inside_copy_data_after_a_client_hole_is_never_paired():
+    """Recorded (wire_query_in_copy): a binary COPY FROM STDIN whose bytea value holds a whole Query
+    message, then three queries. The kernel loses the client's bytes of the CopyData up to that
+    value (a ring-buffer drop), so the bytes after the hole begin with what looks like a Query;
+    the parser restarts there, and the COPY's end ("COPY 1") would answer it. Expected pairs:
+    the SQL the client sent with what psycopg saw (client_view), never the query inside the data."""
+    stream = load_stream(STREAMS["wire_query_in_copy"])
+    view = json.loads(STREAMS["wire_query_in_copy"].read_text())["client_view"]
+    assert view["copy_in"] == ["COPY 1", 1]
+    truth = {("CREATE TEMP TABLE w (b bytea)", "CREATE TABLE"), ("COPY w FROM STDIN (FORMAT binary)", "COPY 1")}
+    truth |= {(f"SELECT 'after {i}'", f"?column?\n{value}\nSELECT 1") for i, (value,) in enumerate(view["selects"])}
+    inside = b"Q\x00\x00\x00\x1dSELECT 'inside the data'\x00"
+    for role, sent in ((1, EGRESS), (2, INGRESS)):  # the client's end, and the server's
+        received = INGRESS if sent == EGRESS else EGRESS
+        pos, events = {EGRESS: 0, INGRESS: 0}, []
+        for direction, ts, data in stream.chunks:
+            d = sent if direction == "req" else received
+            hole = data.find(inside) if direction == "req" else -1
+            if hole > 0:
+                pos[d] += hole  # the event holding the CopyData up to the value: lost
+                data = data[hole:]
+            events.append(SockEvent(ts_ns=ts + 1, pos=pos[d], size=len(data), pid=77, fd=5, gen=1,
+                                    data_len=len(data), kind=EV_DATA, flags=0, direction=d, role=role, family=2,
+                                    lport=0, rport=0, syscall=0, reserved=0, laddr=bytes(16), raddr=bytes(16),
+                                    data=data))  # fmt: skip
+            pos[d] += len(data)
+        tracker = ConnTracker(protocols=[PROTOCOLS["pgsql"]])
+        for ev in events:
+            tracker.handle(ev)
+            tracker.end_batch()  # a poll batch each: the hole is found lost after HOLE_BATCHES
+        tracker.close_all()
+        table = tracker.take_tables()["pgsql_events"]
+        got = list(zip(table["req"].to_pylist(), table["resp"].to_pylist(), strict=True))
+        assert [pair for pair in got if pair not in truth] == [], role
+        assert tracker.drop_counts()["data_gap"] == 1
+
+
+def test_a_copy_of_a_file_on_the_server_is_answered_without_copy_messages():
+    """COPY to or from a file on the server (https://www.postgresql.org/docs/15/sql-copy.html)
+    sends no CopyIn/OutResponse: the CommandComplete "COPY n" alone answers it, and still does
+    after the check that keeps a COPY's end from answering a query never sent."""
+    st = PgsqlStitcher(1024)
+    got = feed(st, [(True, msg(b"Q", cstr("copy t from '/tmp/t.csv'"))), (False, msg(b"C", cstr("COPY 3")) + READY),
+                    (True, msg(b"Q", cstr("SELECT 1"))), (False, msg(b"C", cstr("COPY 3")) + READY)])  # fmt: skip
+    # The second: no COPY began, none was named; its ReadyForQuery makes no row of it either.
+    assert got == [("Query", "copy t from '/tmp/t.csv'", "COPY 3")]
+    assert st.out_of_step and st.errors == {"unexpected_message": 1, "request_answer_unexpected": 1}
+
+
+def test_a_query_whose_answer_held_a_message_it_cannot_have_makes_no_row():
+    # A BindComplete cannot answer a simple Query (protocol-flow.html, "Simple Query"): the
+    # query was not what it seemed, and its ReadyForQuery ends it without a row.
+    st = PgsqlStitcher(1024)
+    got = feed(st, [(True, msg(b"Q", cstr("SELECT 1"))), (False, msg(b"2") + READY),
+                    (True, msg(b"Q", cstr("SELECT 2"))),
+                    (False, row_description("x") + data_row(b"2") + msg(b"C", cstr("SELECT 1")) + READY)])  # fmt: skip
+    assert got == [("Query", "SELECT 2", "x\n2\nSELECT 1")]
+    assert st.errors == {"unexpected_message": 1, "request_answer_unexpected": 1}

@@ -13,16 +13,19 @@ Names are shown without the final dot, as Pixie does (``pixie.ai``). A question'
 record type's mnemonic (Pixie names A and AAAA and leaves other types empty; here every type has
 its name, e.g. ``MX``).
 
-Everything about the wire format is dnspython's: this module never decodes a message by hand. The
-messages nearly all traffic is made of (a query, its answer of A, AAAA or CNAME records, perhaps
-EDNS) are read with dnspython's wire reader and decoders, with ``dns.message.from_wire``'s steps
-and checks but without building its message, RRset and rdata objects (most of the agent's DNS cost
-when they were built); every other message, and any these steps reject, goes to ``from_wire``.
+The messages nearly all traffic is made of (a query, its answer of A, AAAA or CNAME records,
+perhaps EDNS) are read without building dnspython's message, RRset, rdata and name objects (most
+of the agent's DNS cost when they were built), with ``dns.message.from_wire``'s steps and checks:
+the fixed-size fields with ``struct``, a name of plain letters, digits and hyphens as its labels
+(what dnspython's ``to_text`` shows of them), every other name, the addresses and EDNS with
+dnspython's decoders. Every other message, and any these steps reject, goes to ``from_wire``;
+the tests check both ways give the same texts.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import struct
 from json.encoder import encode_basestring_ascii as _json_text
 from typing import NamedTuple
@@ -100,15 +103,28 @@ def _type_name(rdtype: int) -> str:
 def header_json(txid: int, flags: int, num_queries: int, num_answers: int, num_auth: int, num_addl: int) -> str:
     """Pixie's HeaderToJSONString: the header's flags, its rcode's 4 bits (no EDNS extension) and
     the sections' record counts."""
-    return (
-        f'{{"txid":{txid},"qr":{flags >> 15 & 1},"opcode":{flags >> 11 & 0xF},"aa":{flags >> 10 & 1},'
-        f'"tc":{flags >> 9 & 1},"rd":{flags >> 8 & 1},"ra":{flags >> 7 & 1},"ad":{flags >> 5 & 1},'
-        f'"cd":{flags >> 4 & 1},"rcode":{flags & 0xF},"num_queries":{num_queries},"num_answers":{num_answers},'
-        f'"num_auth":{num_auth},"num_addl":{num_addl}}}'
-    )
+    key = (flags, num_queries, num_answers, num_auth, num_addl)
+    rest = _HEADER_RESTS.get(key)
+    if rest is None:  # the text after the id: a few per conversation (a query's, its answer's)
+        if len(_HEADER_RESTS) >= _MAX_HEADER_RESTS:
+            _HEADER_RESTS.clear()
+        rest = _HEADER_RESTS[key] = (
+            f',"qr":{flags >> 15 & 1},"opcode":{flags >> 11 & 0xF},"aa":{flags >> 10 & 1},'
+            f'"tc":{flags >> 9 & 1},"rd":{flags >> 8 & 1},"ra":{flags >> 7 & 1},"ad":{flags >> 5 & 1},'
+            f'"cd":{flags >> 4 & 1},"rcode":{flags & 0xF},"num_queries":{num_queries},'
+            f'"num_answers":{num_answers},"num_auth":{num_auth},"num_addl":{num_addl}}}'
+        )
+    return f'{{"txid":{txid}{rest}'
+
+
+_HEADER_RESTS: dict[tuple[int, int, int, int, int], str] = {}
+_MAX_HEADER_RESTS = 4096
 
 
 def queries_json(question: tuple[tuple[str, int], ...]) -> str:
+    if len(question) == 1:  # nearly every query
+        ((name, rdtype),) = question
+        return f'{{"queries":[{{"name":{_json_text(name)},"type":"{_type_name(rdtype)}"}}]}}'
     queries = ",".join(f'{{"name":{_json_text(name)},"type":"{_type_name(rdtype)}"}}' for name, rdtype in question)
     return f'{{"queries":[{queries}]}}'
 
@@ -118,6 +134,9 @@ def _json_value(value: str | int) -> str:
 
 
 def answers_json(answers: tuple[Answer, ...]) -> str:
+    if len(answers) == 1:  # an answer of one address
+        ((name, kind, key, value),) = answers
+        return f'{{"answers":[{{"name":{_json_text(name)},"type":"{kind}","{key}":{_json_value(value)}}}]}}'
     entries = ",".join(
         f'{{"name":{_json_text(name)},"type":"{kind}","{key}":{_json_value(value)}}}'
         for name, kind, key, value in answers
@@ -166,23 +185,50 @@ def message_fields(msg: dns.message.Message) -> Fields:
     return msg.id, int(msg.flags), question, tuple(answers), num_answers, num_auth, additional
 
 
-def _read_name(parser: dns.wire.Parser, names_at: dict[int, str]) -> str:
-    """The name at the parser, as text. ``names_at``: the names of this message read so far that
-    were whole in place (no compression pointer), by where they start; a pointer to one of them (a
-    response's answer names the question it repeats) is that name (what dnspython checks of a
-    pointer, that it points before the name, holds for them), and a name read whole is added."""
-    wire, start = parser.wire, parser.current
-    if wire[start] >= 0xC0 and parser.remaining() >= 2:
-        known = names_at.get((wire[start] & 0x3F) << 8 | wire[start + 1])
+# Bytes a name's labels may hold for its text to be the bytes themselves: dnspython's to_text
+# escapes the others (``"().;\@$``, spaces, controls, non-ASCII) and so they go to it. (Dots are
+# the separators here: a dot inside a label is counted apart.)
+_NOT_PLAIN = re.compile(rb"[^A-Za-z0-9_.\-]")
+# RFC 1035 3.1: a name takes at most 255 bytes on the wire (dnspython's NameTooLong).
+_MAX_NAME_BYTES = 255
+
+
+def _read_name(wire: bytes, pos: int, end: int, names_at: dict[int, str]) -> tuple[str, int]:
+    """The name at ``pos`` (not past ``end``), as text, and where it ends. ``names_at``: the names
+    of this message read so far that were whole in place (no compression pointer), by where they
+    start; a pointer to one of them (a response's answer names the question it repeats) is that
+    name (what dnspython checks of a pointer, that it points before the name, holds for them). A
+    name whole in place whose labels are plain letters, digits, hyphens and underscores is its
+    labels joined by dots (what dnspython's ``to_text`` makes of them); any other is read by
+    dnspython's ``from_wire_parser``. A name read whole is added to ``names_at``."""
+    if pos >= end:
+        raise dns.exception.FormError
+    length = wire[pos]
+    if length >= 0xC0 and pos + 2 <= end:
+        known = names_at.get((length & 0x3F) << 8 | wire[pos + 1])
         if known is not None:
-            parser.get_bytes(2)
-            return known
-    name = dns.name.from_wire_parser(parser)  # Parser.get_name(None, True), one call less
-    text = name.to_text(omit_final_dot=True)
-    labels = name.labels
-    if parser.current - start == len(labels) + sum(map(len, labels)):  # its bytes: no pointer followed
-        names_at[start] = text
-    return text
+            return known, pos + 2
+    labels = []
+    at = pos
+    while 0 < length < 0x40:
+        at += 1 + length
+        if at >= end:
+            break
+        labels.append(wire[at - length : at])
+        length = wire[at]
+    if length == 0 and labels and at < end and at + 1 - pos <= _MAX_NAME_BYTES:
+        text = b".".join(labels)
+        if _NOT_PLAIN.search(text) is None and text.count(b".") == len(labels) - 1:
+            names_at[pos] = decoded = text.decode("ascii")
+            return decoded, at + 1
+    # A pointer, an escape, the root, a bad label or a name running past the end: dnspython's.
+    parser = dns.wire.Parser(wire[:end], pos)
+    name = dns.name.from_wire_parser(parser)
+    text_ = name.to_text(omit_final_dot=True)
+    labels_ = name.labels
+    if parser.current - pos == len(labels_) + sum(map(len, labels_)):  # its bytes: no pointer followed
+        names_at[pos] = text_
+    return text_, parser.current
 
 
 # The question sections of recent messages whose names were whole in place, by transaction id:
@@ -196,53 +242,59 @@ _MAX_RECENT_QUESTIONS = 4096
 def _common_fields(wire: bytes) -> Fields | None:
     """The fields of :func:`message_fields` for the messages nearly all DNS traffic is made of,
     without building dnspython's message: opcode QUERY, answers of class IN and types A, AAAA or
-    CNAME, no authority records, at most an EDNS OPT record in the additional section. Read with
-    dnspython's own wire reader, name and address decoders in the order and with the checks of
-    ``dns.message.from_wire``, and grouped the way its RRsets group records (the same owner name,
-    in any case, and type: one record per value, a CNAME's latest only). None for any other
-    message, or one this reading rejects: :func:`dns.message.from_wire` decides those."""
+    CNAME, no authority records, at most an EDNS OPT record in the additional section. Read in
+    the order and with the checks of ``dns.message.from_wire`` (the fixed-size fields with
+    ``struct``, names as :func:`_read_name` says, addresses and the OPT record with dnspython's
+    decoders), and grouped the way its RRsets group records (the same owner name, in any case,
+    and type: one record per value, a CNAME's latest only). None for any other message, or one
+    this reading rejects: :func:`dns.message.from_wire` decides those."""
     try:
-        if len(wire) < HEADER_BYTES:
+        n = len(wire)
+        if n < HEADER_BYTES:
             return None
         txid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(wire)
         if flags & _OPCODE_BITS or nscount or arcount > 1:
             return None
-        parser = dns.wire.Parser(wire, HEADER_BYTES)
         recent = _RECENT_QUESTIONS.get(txid)
         if recent is not None and len(recent[1]) == qdcount and wire.startswith(recent[0], HEADER_BYTES):
             # The same bytes, names without pointers (into a header that differs): the same questions.
-            question, names_at, end = recent[1], dict(recent[2]), recent[3]
-            parser.seek(end)
+            question, names_at, pos = recent[1], dict(recent[2]), recent[3]
         else:
             names_at = {}
             questions = []
+            pos = HEADER_BYTES
             for _ in range(qdcount):
-                qname = _read_name(parser, names_at)
-                rdtype, _rdclass = _QUESTION_TAIL.unpack(parser.get_bytes(4))
+                qname, pos = _read_name(wire, pos, n, names_at)
+                rdtype, _rdclass = _QUESTION_TAIL.unpack_from(wire, pos)
+                pos += 4
                 questions.append((qname, rdtype))
             question = tuple(questions)
             if len(names_at) == qdcount:
                 if len(_RECENT_QUESTIONS) >= _MAX_RECENT_QUESTIONS:
                     _RECENT_QUESTIONS.clear()
-                end = parser.current
-                _RECENT_QUESTIONS[txid] = (wire[HEADER_BYTES:end], question, dict(names_at), end)
+                _RECENT_QUESTIONS[txid] = (wire[HEADER_BYTES:pos], question, dict(names_at), pos)
         answers: list[Answer] = []
         # dnspython's RRsets, by (owner in lower case, type): the first record's owner, the records.
         rrsets: dict[tuple[str, int], tuple[str, list[Answer]]] = {}
         for _ in range(ancount):
-            owner = _read_name(parser, names_at)
-            rdtype, rdclass, _ttl, rdlen = _RR_HEADER.unpack(parser.get_bytes(10))
-            if rdclass != _IN:
+            owner, pos = _read_name(wire, pos, n, names_at)
+            rdtype, rdclass, _ttl, rdlen = _RR_HEADER.unpack_from(wire, pos)
+            pos += 10
+            end = pos + rdlen
+            if rdclass != _IN or end > n:
                 return None
             if rdtype == _A and rdlen == 4:
-                answer: Answer = (owner, "A", "addr", dns.ipv4.inet_ntoa(parser.get_bytes(4)))
+                answer: Answer = (owner, "A", "addr", dns.ipv4.inet_ntoa(wire[pos:end]))
             elif rdtype == _AAAA and rdlen == 16:
-                answer = (owner, "AAAA", "addr", dns.ipv6.inet_ntoa(parser.get_bytes(16)))
+                answer = (owner, "AAAA", "addr", dns.ipv6.inet_ntoa(wire[pos:end]))
             elif rdtype == _CNAME:
-                with parser.restrict_to(rdlen):
-                    answer = (owner, "CNAME", "cname", _read_name(parser, names_at))
+                target, after = _read_name(wire, pos, end, names_at)
+                if after != end:
+                    return None  # the name does not fill its record: from_wire refuses it
+                answer = (owner, "CNAME", "cname", target)
             else:
                 return None
+            pos = end
             if ancount == 1:
                 answers.append(answer)
                 break
@@ -257,6 +309,7 @@ def _common_fields(wire: bytes) -> Fields | None:
             answers = [record for _, records in rrsets.values() for record in records]
         num_addl = 0
         if arcount:  # the EDNS OPT record only: owned by the root, its options valid
+            parser = dns.wire.Parser(wire, pos)
             owner_name = parser.get_name(None, True)
             rdtype, rdclass, _ttl, rdlen = _RR_HEADER.unpack(parser.get_bytes(10))
             if rdtype != _OPT or owner_name != dns.name.root:
@@ -264,9 +317,10 @@ def _common_fields(wire: bytes) -> Fields | None:
             with parser.restrict_to(rdlen):
                 dns.rdata.from_wire_parser(rdclass, rdtype, parser, None)
             num_addl = 1
-        if parser.remaining():
+            pos = parser.current
+        if pos != n:
             return None  # trailing bytes: from_wire refuses them
-    except PARSE_ERRORS:
+    except (*PARSE_ERRORS, struct.error):
         return None
     return txid, flags, question, tuple(answers), len(answers), 0, num_addl
 

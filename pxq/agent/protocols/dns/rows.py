@@ -48,4 +48,7 @@ class DnsRows(PairRows):
     PROTOCOL_COLUMNS = ("req_header", "req_body", "resp_header", "resp_body")
 
     def row(self, req: DnsMessage, resp: DnsMessage | None) -> tuple[int, int, tuple[object, ...]]:
-        return pair_values(req, resp)
+        # pair_values' body in place: a call less per row
+        if resp is None:
+            return req.ts_ns, 0, (req.header, req.body, "", "")
+        return resp.ts_ns, resp.ts_ns - req.ts_ns, (req.header, req.body, resp.header, resp.body)

@@ -16,7 +16,11 @@ choices (each one where Pixie's stitcher is silent or loses information):
   is one row whose ``resp`` holds each statement's result on its own lines (Pixie stops at the
   first ``CommandComplete``). COPY inside it (``CopyInResponse``/``CopyOutResponse``, the
   ``CopyData`` either side sends) is recognised: the rows the server copies out are kept like
-  ``DataRow`` text, up to the body limit, the client's are counted, not kept.
+  ``DataRow`` text, up to the body limit, the client's are counted, not kept. A ``CommandComplete``
+  "COPY n" answers a query only if its COPY began or the query names COPY (a file on the server):
+  otherwise the "query" was bytes inside a client's COPY data that, after a hole, looked like one.
+  A simple Query whose answer held a message that cannot be one makes no row
+  (``request_answer_unexpected``).
 * ``Execute`` shows the statement bound to its portal and the bound values, Pixie's
   ``query=[...] params=[...]`` (which ``px.normalize_pgsql`` reads back); its result carries the
   column names the portal's ``Describe`` reported. A value sent in binary format is shown as
@@ -38,7 +42,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from pxq.agent.protocols.interface import SECRET_MARKER
@@ -74,6 +78,8 @@ AUTH_NAMES = {
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
+_TAG_LENGTH = struct.Struct(">ci")  # a tagged message's header
+_LENGTH = struct.Struct(">i")
 
 
 def _text(data: bytes) -> str:
@@ -196,12 +202,13 @@ class _Framer:
     def _whole_messages(self, data: bytes, ts_ns: int, out: list[Message]) -> int:
         """Append the messages that lie whole in ``data`` from its start; the offset after them."""
         pos, n, keep = 0, len(data), self.keep
+        header, new = _TAG_LENGTH.unpack_from, tuple.__new__  # (a Message per message: no Python __new__)
         while pos + 5 <= n:
-            length = int.from_bytes(data[pos + 1 : pos + 5], "big", signed=True)
+            tag, length = header(data, pos)
             end = pos + 1 + length
             if end > n or length < 4 or length - 4 > keep:
                 break  # cut by the read, invalid or too long to keep whole: the long way decides
-            out.append(Message(data[pos : pos + 1], data[pos + 5 : end], 0, ts_ns, ts_ns))
+            out.append(new(Message, (tag, data[pos + 5 : end], 0, ts_ns, ts_ns)))
             pos = end
         return pos
 
@@ -291,14 +298,18 @@ def make_record(req: Request, resp: Response) -> PgsqlRecord:
     return PgsqlRecord(req.cmd, req.text, resp.text, req.start_ns, resp.end_ns)
 
 
-@dataclass
 class _Result:
-    """One statement's result being gathered (RowDescription, DataRows or COPY data, tag)."""
+    """One statement's result being gathered (RowDescription, DataRows or COPY data, tag). (A
+    plain class with slots: one or two are made per query, a dataclass's factories cost more.)"""
 
-    names: list[str] = field(default_factory=list)
-    rows: list[str] = field(default_factory=list)
-    kept_bytes: int = 0
-    rows_not_kept: int = 0
+    __slots__ = ("names", "rows", "kept_bytes", "rows_not_kept", "copying")
+
+    def __init__(self, names: list[str] | None = None) -> None:
+        self.names: list[str] = [] if names is None else names
+        self.rows: list[str] = []
+        self.kept_bytes = 0
+        self.rows_not_kept = 0
+        self.copying = False  # the server began a COPY (CopyIn/Out/BothResponse)
 
     def add_row(self, text: str, limit: int) -> None:
         if self.kept_bytes + len(text) > limit and self.rows:
@@ -421,6 +432,10 @@ def _value(data: bytes | None, fmt: int, oid: int = 0) -> str:
 def data_row_text(payload: bytes, formats: list[int], missing: int = 0) -> str:
     """Pixie's DataRow::ToString: the values joined by commas, NULL as [NULL]. A row whose end
     was not copied (``missing`` bytes) shows what was, then ``<not captured: N bytes>``."""
+    if not missing and not any(formats):  # every value text (the usual result)
+        text = _text_row(payload)
+        if text is not None:
+            return text
     r = _Reader(payload)
     values = []
     try:
@@ -435,6 +450,30 @@ def data_row_text(payload: bytes, formats: list[int], missing: int = 0) -> str:
         values.append(_text(payload[r.pos + 4 :]) if r.pos + 4 <= len(payload) else "")
     text = ",".join(values)
     return text + f"<not captured: {missing} bytes>" if missing else text
+
+
+def _text_row(payload: bytes) -> str | None:
+    """A DataRow whose values are all text, as data_row_text shows it; None when its layout is
+    not a DataRow's (data_row_text decides)."""
+    n = len(payload)
+    if n < 2:
+        return None
+    (count,) = _I16.unpack_from(payload)
+    pos, values, unpack = 2, [], _LENGTH.unpack_from
+    for _ in range(count):
+        if pos + 4 > n:
+            return None
+        (length,) = unpack(payload, pos)
+        pos += 4
+        if length == -1:
+            values.append("[NULL]")
+            continue
+        end = pos + length
+        if length < 0 or end > n:
+            return None
+        values.append(payload[pos:end].decode("utf-8", errors="replace"))
+        pos = end
+    return ",".join(values)
 
 
 @dataclass
@@ -482,6 +521,8 @@ def bind_text(bind: _Bind, values: list[str]) -> str:
 CLIENT_SKIPPABLE = frozenset(bytes([c]) for c in b"QPdfcFpHSX")
 SERVER_SKIPPABLE = frozenset(bytes([c]) for c in b"DdCENSAKZGHWcV123nIs")
 
+# Messages of a simple Query's result, as _result_message reads them, and its end (ReadyForQuery).
+_QUERY_RESULT_TAGS = frozenset((b"T", b"D", b"C", b"Z"))
 # Request kinds that the server's ErrorResponse skips to the Sync after, in the extended protocol.
 _EXTENDED = frozenset(("parse", "bind", "describe", "execute", "close", "function"))
 # Exchanges (the unit answered in turn): a client message that is one (a simple Query, a function
@@ -523,6 +564,7 @@ class PgsqlStitcher:
         self._result = _Result()
         self._result_formats: list[int] = []
         self._param_desc = False
+        self._spoiled = False  # the oldest request, a simple Query, got a message that cannot answer it
         self._closed = False
         self._descriptions: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = {}
         # A new exchange (a Query, an extended batch up to its Sync) sent while another waited, or
@@ -672,6 +714,19 @@ class PgsqlStitcher:
 
     def _on_server(self, msg: Message) -> None:
         tag = msg.tag
+        pending = self._pending
+        if pending and tag in _QUERY_RESULT_TAGS and pending[0].kind == "query":
+            # A simple Query's result (most of a database's traffic): what _answer does for it.
+            query = pending[0]
+            try:
+                if tag == b"Z":
+                    self._query_ready(query, msg)
+                elif not self._result_message(msg):
+                    self._unexpected(query, msg)
+            except _Malformed:
+                self.errors["malformed_message"] += 1
+                self._complete(query, msg, "<malformed response>")
+            return
         if tag in (b"S", b"N", b"A", b"K"):
             return  # ParameterStatus, NoticeResponse, NotificationResponse, BackendKeyData: no answer
         if tag not in BACKEND_TAGS:
@@ -696,6 +751,7 @@ class PgsqlStitcher:
 
     def _complete(self, head: Request, msg: Message, text: str) -> None:
         self._pending.popleft()
+        self._spoiled = False
         if head.kind in _EXCHANGE_ENDS:
             self.exchanges += 1
         self._results = []
@@ -729,7 +785,7 @@ class PgsqlStitcher:
                 self._unexpected(head, msg)
         elif kind == "query":
             if tag == b"Z":
-                self._complete(head, msg, "\n".join(self._results))
+                self._query_ready(head, msg)
             elif not self._result_message(msg):
                 self._unexpected(head, msg)
         elif kind == "execute":
@@ -794,14 +850,25 @@ class PgsqlStitcher:
         elif tag == b"d":  # COPY OUT data: rows of text, kept like data rows
             self._result.add_row(_text(msg.payload).rstrip("\n"), self.body_limit)
         elif tag in (b"G", b"H", b"c", b"W"):
-            pass  # CopyInResponse, CopyOutResponse, CopyDone, CopyBothResponse: the tag says how many
+            # CopyInResponse, CopyOutResponse, CopyDone, CopyBothResponse: the tag says how many
+            self._result.copying = True
         elif tag in (b"C", b"I"):  # a statement of a simple query ends
+            if tag == b"C" and msg.payload.startswith(b"COPY ") and not self._copy_possible():
+                return False
             self._results.append(self._result.render(_text(msg.payload.rstrip(b"\x00"))) if tag == b"C" else "")
             self._result = _Result()
             self._result_formats = []
         else:
             return False
         return True
+
+    def _copy_possible(self) -> bool:
+        """Whether a CommandComplete "COPY n" can end the current statement of the oldest query:
+        its COPY began (the server's CopyIn/OutResponse), or the query names COPY (one of a file
+        on the server sends none). Otherwise the query was never sent: after a hole in the
+        client's bytes, a Query message inside its COPY data (a bytea holding PostgreSQL traffic)
+        looked like the next request, and the COPY's end would answer it."""
+        return self._result.copying or (bool(self._pending) and "COPY" in self._pending[0].text.upper())
 
     def _columns_of(self, payload: bytes, missing: int = 0) -> tuple[tuple[str, ...], tuple[int, ...]]:
         """A RowDescription's column names and formats; a client repeating its queries gets the
@@ -818,11 +885,27 @@ class PgsqlStitcher:
             found = self._descriptions[payload] = (tuple(f[0] for f in fields), tuple(f[6] for f in fields))
         return found
 
+    def _query_ready(self, query: Request, msg: Message) -> None:
+        """ReadyForQuery ends a simple Query: its row, unless a message of its answer could not
+        be one (then it was not what it seemed: no row, counted)."""
+        if not self._spoiled:
+            self._complete(query, msg, "\n".join(self._results))
+            return
+        self._pending.popleft()
+        self._spoiled = False
+        self._results = []
+        self._result = _Result()
+        self._result_formats = []
+        self.errors["request_answer_unexpected"] += 1
+
     def _unexpected(self, head: Request, msg: Message) -> None:
         """A backend message that cannot answer the oldest request: requests were missed or the
-        stream is not what it seems. Never pair it; a ReadyForQuery ends the cycle."""
+        stream is not what it seems. Never pair it; a ReadyForQuery ends the cycle (a simple
+        Query's then makes no row)."""
         self.errors["unexpected_message"] += 1
         self.out_of_step = True
+        if msg.tag != b"Z" and head.kind == "query":
+            self._spoiled = True
         if msg.tag == b"Z":
             while self._pending and self._pending[0].kind not in ("sync", "query"):
                 self._pending.popleft()
@@ -830,6 +913,7 @@ class PgsqlStitcher:
                 self._pending.popleft()
             self._results = []
             self._result = _Result()
+            self._spoiled = False
 
     def _auth_text(self, payload: bytes) -> str:
         r = _Reader(payload)
