@@ -25,7 +25,9 @@ Choices:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -163,3 +165,113 @@ quantiles = aggregate(
     # no data: as for a group of nulls
     empty="{" + ",".join(f'"{key}":null' for key in QUANTILE_KEYS) + "}",
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Split form, for one query over many agents (pxq.broker): each agent reduces its rows to a
+# partial state per group, the broker merges the states (Pixie's UDA Update/Merge/Finalize).
+#
+# A ``PartialForm`` says, for an aggregate over a column of a given type: how an agent prepares the
+# values and which Acero hash aggregates make its state columns (``partial``, optionally finished
+# by ``state``), then per state column the Acero hash aggregate that merges the states of many
+# agents (``merge``) and how the merged states become the value (``finish``). Quantiles' state is a
+# t-digest as Arrow data (centroid means and weights, min, max per group) built and merged with
+# ``fastdigest`` (a maintained Rust t-digest that serializes and merges, 1000 centroids at most,
+# like Pixie's compression), so no agent ever sends its raw values.
+
+StatePlan = tuple[pa.ChunkedArray, list[tuple[str, object]]]
+
+
+@dataclass(frozen=True)
+class PartialForm:
+    partial: Callable[[pa.ChunkedArray], StatePlan]
+    # Per state column, the Acero function merging it; ("rows",): the finish gets each group's
+    # state row numbers (a list per group) then the state columns as they came.
+    merge: tuple[str, ...]
+    finish: Callable[[list[pa.ChunkedArray], str], pa.ChunkedArray]
+    state: Callable[[list[pa.ChunkedArray]], list[pa.ChunkedArray]] | None = None
+
+
+def _exact_ints(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_boolean(values.type):
+        return pc.cast(values, pa.int64())
+    return pc.cast(values, _EXACT) if pa.types.is_integer(values.type) else values
+
+
+def _sum_finish(states: list[pa.ChunkedArray], column: str) -> pa.ChunkedArray:
+    if pa.types.is_decimal(states[0].type):
+        return _checked_int64_sum(column)(states[0])
+    return states[0]
+
+
+def _mean_finish(states: list[pa.ChunkedArray], column: str) -> pa.ChunkedArray:
+    sums, counts = states
+    return pc.if_else(pc.equal(counts, 0), pa.scalar(None, pa.float64()), _ratio(sums, counts))
+
+
+def _digest_states(outputs: list[pa.ChunkedArray]) -> list[pa.ChunkedArray]:
+    """Each group's values (an Acero hash_list) -> its t-digest: centroid means, weights, min, max."""
+    from fastdigest import TDigest
+
+    lists = outputs[0].combine_chunks()
+    flat = pc.cast(lists.flatten(), pa.float64()).to_numpy(zero_copy_only=False)
+    offsets = lists.offsets.to_numpy()
+    means, weights, lows, highs = [], [], [], []
+    for start, stop in zip(offsets[:-1], offsets[1:]):
+        group = flat[start:stop]
+        group = group[~np.isnan(group)]  # nulls (NaN after the cast) are skipped, as locally
+        if group.size == 0:
+            means.append([])
+            weights.append([])
+            lows.append(None)
+            highs.append(None)
+            continue
+        digest = TDigest.from_values(group)
+        centroids = digest.centroids
+        means.append([m for m, _ in centroids])
+        weights.append([c for _, c in centroids])
+        lows.append(float(group.min()))
+        highs.append(float(group.max()))
+    doubles = pa.list_(pa.float64())
+    return [
+        pa.chunked_array([pa.array(means, doubles)]),
+        pa.chunked_array([pa.array(weights, doubles)]),
+        pa.chunked_array([pa.array(lows, pa.float64())]),
+        pa.chunked_array([pa.array(highs, pa.float64())]),
+    ]
+
+
+def _merged_quantiles(states: list[pa.ChunkedArray], column: str) -> pa.ChunkedArray:
+    """Per group, the agents' digests (its state rows) merged, then the seven quantiles."""
+    from fastdigest import TDigest
+
+    groups = states[0].to_pylist()
+    means, weights, lows, highs = (s.to_pylist() for s in states[1:])
+    rows: list[list[float] | None] = []
+    for members in groups:
+        merged = None
+        for r in members:
+            if not means[r]:
+                continue
+            centroids = [{"m": m, "c": c} for m, c in zip(means[r], weights[r])]
+            digest = TDigest.from_dict(
+                {"max_centroids": TDIGEST_DELTA, "min": lows[r], "max": highs[r], "centroids": centroids}
+            )
+            merged = digest if merged is None else merged.merge(digest)
+        rows.append(None if merged is None else list(merged.quantile_vec(list(QUANTILES))))
+    return _quantiles_json(pa.chunked_array([pa.array(rows, pa.list_(pa.float64()))]))
+
+
+PARTIAL_FORMS: dict[str, PartialForm] = {
+    "count": PartialForm(lambda v: (v, [("count", pc.CountOptions(mode="all"))]), ("sum",), lambda s, _: s[0]),
+    "sum": PartialForm(lambda v: (_exact_ints(v), [("sum", None)]), ("sum",), _sum_finish),
+    "mean": PartialForm(
+        lambda v: (_exact_ints(v), [("sum", None), ("count", _COUNT_VALID)]), ("sum", "sum"), _mean_finish
+    ),
+    "min": PartialForm(lambda v: (v, [("min", None)]), ("min",), lambda s, _: s[0]),
+    "max": PartialForm(lambda v: (v, [("max", None)]), ("max",), lambda s, _: s[0]),
+    "any": PartialForm(lambda v: (v, [("first", None)]), ("first",), lambda s, _: s[0]),
+    "quantiles": PartialForm(
+        lambda v: (v, [("list", None)]), ("rows",), _merged_quantiles, state=_digest_states
+    ),
+}
