@@ -180,8 +180,14 @@ def run_fleet(
     from pxq.plan.nodes import Agg
     from pxq.plan.split import split
 
+    from pxq.api import _script_object
+    from pxq.library import load_script
+
     if not agents:
         raise UsageError("no agents to query")
+    script = _script_object(script)
+    if isinstance(script, str):
+        script = load_script(script)
     fleet = _Fleet(agents, timeout_s)
     clients: dict[str, AgentClient] = {}
     lock = threading.Lock()
