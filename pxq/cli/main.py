@@ -535,6 +535,10 @@ def cmd_explain(args, script_argv: list[str]) -> int:
     print(format_graph(compiled.optimized))
     print("\n== where each part runs ==")
     print(format_placement(plan))
+    fleet_plan = split(compiled.optimized, partial_aggs=True)
+    if fleet_plan.agent_fragments != plan.agent_fragments:
+        print("\n== where each part runs over many agents (--cluster, or --agent given more than once) ==")
+        print(format_placement(fleet_plan))
     print("\n== probe manifest ==")
     print(plan.manifest.to_text())
     return 0
@@ -546,8 +550,17 @@ def format_placement(plan) -> str:
     from pxq.plan.nodes import Display, Graph
 
     lines = []
+    from pxq.plan.nodes import Agg
+
     for i, fragment in enumerate(plan.agent_fragments):
-        lines.append(f"-- agent fragment {i} (runs on the agent: embedded here, or the node agent over Flight) --")
+        if isinstance(fragment, Agg):
+            states = ", ".join(f"{a.output}: px.{a.function} state" for a in fragment.aggregates)
+            lines.append(
+                f"-- agent fragment {i} (runs on every agent up to a partial aggregation: per group {states}; "
+                "the broker merges the agents' states into the Agg's result) --"
+            )
+        else:
+            lines.append(f"-- agent fragment {i} (runs on the agent: embedded here, or the node agent over Flight) --")
         lines.append(format_graph(Graph((Display(fragment, f"fragment {i}"),), plan.merge.now_ns)))
     lines.append("-- merge fragment (runs in this pxq, over the agent fragments' rows) --")
     lines.append(format_graph(plan.merge))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 from pathlib import Path
@@ -18,7 +19,8 @@ import pytest
 
 from pxq.agent.flight import AgentClient
 from pxq.api import _script_object
-from pxq.broker.fleet import ClusterAgent, run_fleet
+from pxq.broker.fleet import ClusterAgent, load_cluster, run_fleet
+from pxq.errors import UsageError
 from pxq.funcs.aggregates import QUANTILE_KEYS, QUANTILES
 from pxq.testing.agent_process import AgentProcess
 from pxq.testing.synthetic import write_synthetic_capture
@@ -217,3 +219,84 @@ def test_a_stopped_agent_times_out_and_the_result_is_partial_in_every_output(own
     }
     rows = [json.loads(line) for line in out.stdout.splitlines()[1:]]
     assert len(rows) == len(_expected_errors(_all_rows(captures[:2])))
+
+
+HEAD_OF_GROUPS = """import px
+df = px.DataFrame('http_events', start_time='-10m')
+df = df.groupby('req_path').agg(n=('latency', px.count))
+px.display(df.head(3), 'first_groups')
+"""
+
+
+def test_a_head_after_a_group_by_reads_whole_groups_not_the_first_rows(fleet, captures):
+    """A head's row limit goes to agents only for row fragments: a group-by's states are
+    complete groups (the agent refuses a limit on a partial aggregation)."""
+    _, results, _ = run_fleet(HEAD_OF_GROUPS, _cluster(fleet))
+    assert not results.partial
+    got = results.tables["first_groups"].to_pandas()
+    counts = _keyed(_all_rows(captures)).groupby("req_path").size()
+    assert len(got) == 3
+    for path, n in zip(got["req_path"].fillna("<null>"), got["n"]):
+        assert n == counts[path]
+
+
+def _agg_ticket(now_ns: int, *, on_top: bool = False, limit: int | None = None) -> bytes:
+    from pxq.agent.flight import make_ticket
+    from pxq.api import compile_script
+    from pxq.plan.nodes import Filter
+    from pxq.plan.split import split
+
+    plan = split(compile_script(_script_object(HEAD_OF_GROUPS), now_ns=now_ns).optimized, partial_aggs=True)
+    (fragment,) = plan.agent_fragments
+    if on_top:
+        from pxq.plan.expr import Literal
+        from pxq.types import DataType
+
+        fragment = Filter(fragment, Literal(True, DataType.BOOLEAN))
+    return make_ticket(fragment, now_ns=now_ns, limit=limit)
+
+
+@pytest.mark.parametrize(
+    ("on_top", "limit", "message"),
+    [
+        (True, None, "an agent runs a group-by (agg) only as the fragment's root"),
+        (False, 5, "a row limit does not apply to a partial aggregation"),
+    ],
+)
+def test_a_group_by_anywhere_but_the_root_or_with_a_limit_is_refused(fleet, on_top, limit, message):
+    from pxq.agent.flight import AgentQueryError
+
+    with AgentClient(fleet[0].address) as client:
+        ticket = _agg_ticket(client.info()["now_ns"], on_top=on_top, limit=limit)
+        with pytest.raises(AgentQueryError, match=re.escape(message)):
+            client.get(ticket)
+        assert client.info()["now_ns"]  # still serving
+
+
+def test_cluster_file_mistakes_and_credentials_are_clear_errors(fleet, tmp_path):
+    script = tmp_path / "q.pxl"
+    script.write_text(HEAD_OF_GROUPS)
+    cases = {
+        "[[agent]]\nname = 'x'\n": "[[agent]] #1: needs address",
+        "[[agent]]\naddress = 'a:1'\nport = 3\n": "unknown key 'port'",
+        "agents = 1\n": "unknown key 'agents'",
+        "[[agent\n": "not TOML",
+        f"[[agent]]\nname = 'n'\naddress = '{fleet[0].address}'\n[[agent]]\nname = 'n'\naddress = '{fleet[1].address}'\n": "agent 'n' is named twice",
+    }
+    cluster = tmp_path / "cluster.toml"
+    for text, message in cases.items():
+        cluster.write_text(text)
+        with pytest.raises(UsageError, match=re.escape(message)):
+            load_cluster(cluster)
+    proc = run_pxq("run", str(script), "--cluster", str(cluster))
+    assert proc.returncode == 2 and f"cluster file {cluster}: agent 'n' is named twice" in proc.stderr
+    # Credentials are read per entry and refused by the one function that opens agents, per agent.
+    cluster.write_text(
+        f"[[agent]]\nname = 'tls'\naddress = '{fleet[0].address}'\nca = '/ca.pem'\ntoken_file = '/t'\n"
+        f"[[agent]]\nname = 'plain'\naddress = '{fleet[1].address}'\n"
+    )
+    proc = run_pxq("run", str(script), "--cluster", str(cluster), check=True)
+    assert "agent tls is missing (agent tls: credentials need TLS support (ca, token_file given)" in proc.stderr
+    assert "PARTIAL result: without agent tls" in proc.stdout
+    proc = run_pxq("run", str(script), "--cluster", str(cluster), "--agent", fleet[0].address)
+    assert proc.returncode == 2 and "--agent and --cluster both choose the agents" in proc.stderr
