@@ -300,3 +300,23 @@ def test_cluster_file_mistakes_and_credentials_are_clear_errors(fleet, tmp_path)
     assert "PARTIAL result: without agent tls" in proc.stdout
     proc = run_pxq("run", str(script), "--cluster", str(cluster), "--agent", fleet[0].address)
     assert proc.returncode == 2 and "--agent and --cluster both choose the agents" in proc.stderr
+
+
+def test_an_agent_puts_its_asid_in_the_upids_it_makes(captures, fleet, tmp_path_factory):
+    """--asid (or `asid` in the config) is in the agent's info and in its own agent_status row's
+    upid and asid; without it the id is derived from the host name: stable and never 0 (embedded)."""
+    from pxq.testing.agent_process import running_agent
+
+    script = "import px\ndf = px.DataFrame('agent_status')\npx.display(df[['upid', 'asid']], 'me')\n"
+    with running_agent("--from", str(captures[0]), "--asid", "4242", state_dir=tmp_path_factory.mktemp("asid")) as agent:
+        with AgentClient(agent.address) as client:
+            assert client.info()["asid"] == 4242
+            me = client.run(_script_object(script))[1].tables["me"].to_pylist()
+    assert me and all(row["asid"] == 4242 and row["upid"].startswith("4242:") for row in me)
+    derived = set()
+    for agent in fleet:
+        with AgentClient(agent.address) as client:
+            derived.add(client.info()["asid"])
+    assert len(derived) == 1 and derived.pop() != 0  # one host: one derived id
+    proc = run_pxq("agent", "serve", "--from", str(captures[0]), "--asid", "0")
+    assert proc.returncode == 2 and "asid must be 1..4294967295 (0 is the embedded mode's), not 0" in proc.stderr
