@@ -535,12 +535,12 @@ def cmd_explain(args, script_argv: list[str]) -> int:
     print(format_graph(compiled.optimized))
     print("\n== where each part runs ==")
     print(format_placement(plan))
-    fleet_plan = split(compiled.optimized, partial_aggs=True)
-    if fleet_plan.agent_fragments != plan.agent_fragments:
-        print("\n== where each part runs over many agents (--cluster, or --agent given more than once) ==")
-        print(format_placement(fleet_plan))
     print("\n== probe manifest ==")
     print(plan.manifest.to_text())
+    fleet_plan = split(compiled.optimized, partial_aggs=True)
+    if fleet_plan.agent_fragments != plan.agent_fragments:  # a group-by runs partly on the agents
+        print("\n== where each part runs over many agents (--cluster, or --agent given more than once) ==")
+        print(format_placement(fleet_plan))
     return 0
 
 

@@ -137,3 +137,21 @@ def test_quantile_states_are_centroids_not_the_rows():
     state = partial_aggregate(table, node)
     assert state.num_rows == 1 and len(state.column("__state0_0")[0]) <= 1000
     assert state.nbytes < table.nbytes / 50
+
+
+def test_explain_shows_the_group_by_running_partly_on_every_agent(tmp_path):
+    from tests.cli_support import run_pxq
+
+    script = tmp_path / "stats.pxl"
+    script.write_text(
+        "import px\ndf = px.DataFrame('http_events')\n"
+        "df = df.groupby('req_path').agg(n=('latency', px.count), q=('latency', px.quantiles))\n"
+        "px.display(df[df.n > 2], 'stats')\n"
+    )
+    out = run_pxq("explain", str(script), check=True).stdout
+    single, fleet = out.split("== where each part runs over many agents", 1)
+    assert "Agg[" in single.split("-- merge fragment", 1)[1]  # one agent: the group-by runs here
+    agent_side, merge = fleet.split("-- merge fragment", 1)
+    assert "partial aggregation: per group n: px.count state, q: px.quantiles state" in agent_side
+    assert "Agg[r0] by req_path" in agent_side
+    assert "FragmentInput[0]" in merge and "Filter[" in merge and "Agg[" not in merge
