@@ -177,7 +177,8 @@ quantiles = aggregate(
 # agents (``merge``) and how the merged states become the value (``finish``). Quantiles' state is a
 # t-digest as Arrow data (centroid means and weights, min, max per group) built and merged with
 # ``fastdigest`` (a maintained Rust t-digest that serializes and merges, 1000 centroids at most,
-# like Pixie's compression), so no agent ever sends its raw values.
+# like Pixie's compression), so no agent ever sends its raw values. The broker merges digests
+# by taking their centroids together and reads the quantiles off them (``_digest_quantiles``).
 
 StatePlan = tuple[pa.ChunkedArray, list[tuple[str, object]]]
 
@@ -216,49 +217,67 @@ def _digest_states(outputs: list[pa.ChunkedArray]) -> list[pa.ChunkedArray]:
     lists = outputs[0].combine_chunks()
     flat = pc.cast(lists.flatten(), pa.float64()).to_numpy(zero_copy_only=False)
     offsets = lists.offsets.to_numpy()
-    means, weights, lows, highs = [], [], [], []
+    means, weights, sizes, lows, highs = [], [], [0], [], []
     for start, stop in zip(offsets[:-1], offsets[1:]):
         group = flat[start:stop]
         group = group[~np.isnan(group)]  # nulls (NaN after the cast) are skipped, as locally
         if group.size == 0:
-            means.append([])
-            weights.append([])
+            sizes.append(sizes[-1])
             lows.append(None)
             highs.append(None)
             continue
-        digest = TDigest.from_values(group)
-        centroids = digest.centroids
-        means.append([m for m, _ in centroids])
-        weights.append([c for _, c in centroids])
+        centroids = np.asarray(TDigest.from_values(group).centroids, dtype=np.float64).reshape(-1, 2)
+        means.append(centroids[:, 0])
+        weights.append(centroids[:, 1])
+        sizes.append(sizes[-1] + len(centroids))
         lows.append(float(group.min()))
         highs.append(float(group.max()))
-    doubles = pa.list_(pa.float64())
+    bounds = pa.array(np.asarray(sizes, dtype=np.int32))
+    empty = np.empty(0, dtype=np.float64)
     return [
-        pa.chunked_array([pa.array(means, doubles)]),
-        pa.chunked_array([pa.array(weights, doubles)]),
+        pa.chunked_array([pa.ListArray.from_arrays(bounds, pa.array(np.concatenate([empty, *means])))]),
+        pa.chunked_array([pa.ListArray.from_arrays(bounds, pa.array(np.concatenate([empty, *weights])))]),
         pa.chunked_array([pa.array(lows, pa.float64())]),
         pa.chunked_array([pa.array(highs, pa.float64())]),
     ]
 
 
+def _digest_quantiles(means: np.ndarray, weights: np.ndarray, low: float, high: float) -> list[float]:
+    """The seven quantiles of a digest given as centroids (any order, e.g. several agents' digests
+    together: their union is their merge before re-compression, which only saves space). Each
+    centroid stands at the middle of the ranks it covers (0-based, like numpy's "linear" quantile,
+    so a digest of single values gives numpy's answer exactly); between centroids, and from the
+    minimum at rank 0 and to the maximum at the last rank, the value is interpolated linearly."""
+    order = np.argsort(means, kind="stable")
+    means, weights = means[order], weights[order]
+    total = float(weights.sum())
+    positions = np.cumsum(weights) - weights + (weights - 1.0) / 2.0
+    last = total - 1.0
+    xs = np.concatenate([[0.0], positions, [last]])
+    ys = np.concatenate([[low], means, [high]])
+    return [float(v) for v in np.interp(np.asarray(QUANTILES) * last, xs, ys)]
+
+
 def _merged_quantiles(states: list[pa.ChunkedArray], column: str) -> pa.ChunkedArray:
     """Per group, the agents' digests (its state rows) merged, then the seven quantiles."""
-    from fastdigest import TDigest
-
-    groups = states[0].to_pylist()
-    means, weights, lows, highs = (s.to_pylist() for s in states[1:])
+    groups = states[0].combine_chunks()
+    means_lists, weights_lists = (s.combine_chunks() for s in states[1:3])
+    all_means = means_lists.flatten().to_numpy(zero_copy_only=False)
+    all_weights = weights_lists.flatten().to_numpy(zero_copy_only=False)
+    starts = means_lists.offsets.to_numpy()
+    lows, highs = (s.to_numpy(zero_copy_only=False) for s in states[3:5])
     rows: list[list[float] | None] = []
-    for members in groups:
-        merged = None
-        for r in members:
-            if not means[r]:
-                continue
-            centroids = [{"m": m, "c": c} for m, c in zip(means[r], weights[r])]
-            digest = TDigest.from_dict(
-                {"max_centroids": TDIGEST_DELTA, "min": lows[r], "max": highs[r], "centroids": centroids}
-            )
-            merged = digest if merged is None else merged.merge(digest)
-        rows.append(None if merged is None else list(merged.quantile_vec(list(QUANTILES))))
+    members_flat = groups.flatten().to_numpy()
+    member_offsets = groups.offsets.to_numpy()
+    for g in range(len(groups)):
+        members = members_flat[member_offsets[g] : member_offsets[g + 1]]
+        pieces = [np.arange(starts[r], starts[r + 1]) for r in members]
+        picked = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int64)
+        if picked.size == 0:
+            rows.append(None)
+            continue
+        low, high = np.nanmin(lows[members]), np.nanmax(highs[members])
+        rows.append(_digest_quantiles(all_means[picked], all_weights[picked], float(low), float(high)))
     return _quantiles_json(pa.chunked_array([pa.array(rows, pa.list_(pa.float64()))]))
 
 
