@@ -10,7 +10,9 @@ Printed figures (no thresholds asserted; targets from issue 15):
 - query time ÷ the local query's time (target <= 1.5): the broker's wall time (both rounds: the
   agents' clocks, then their fragments; compile, merge) over the local run's (compile + execute
   over the capture), both in this process. Rounds alternate fleet and local; medians and the
-  spread (min..max) are printed.
+  spread (min..max) are printed. Here the three agents share this machine's CPUs; on separate
+  nodes they run side by side, so the same query over one agent alone (a third of the rows; the
+  "one node's share" line) is printed too: the fleet's time when each node has its own CPUs.
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_fanout.py --rows 1000000 --rounds 5
 """
@@ -66,7 +68,13 @@ def main() -> int:
     print(f"writing 3 captures of {args.rows:,} http_events each under {root} ...", flush=True)
     captures = [
         write_synthetic_capture(
-            root / f"node{i}", args.rows, seed=i, asid=i, host=f"node{i}", start_ns=START_NS, span_ns=SPAN_NS,
+            root / f"node{i}",
+            args.rows,
+            seed=i,
+            asid=i,
+            host=f"node{i}",
+            start_ns=START_NS,
+            span_ns=SPAN_NS,
             null_fraction=0.01,
         )
         for i in (1, 2, 3)
@@ -77,8 +85,12 @@ def main() -> int:
     processes = {u: p for i in (1, 2, 3) for u, p in synthetic_processes(asid=i).items()}
     together = root / "together"
     write_capture(
-        together, {"http_events": pa.concat_tables(tables)}, host="together", start_time_ns=START_NS,
-        end_time_ns=START_NS + SPAN_NS, processes=processes,
+        together,
+        {"http_events": pa.concat_tables(tables)},
+        host="together",
+        start_time_ns=START_NS,
+        end_time_ns=START_NS + SPAN_NS,
+        processes=processes,
     )
     del tables
     local_source = open_capture(together)
@@ -96,7 +108,7 @@ def main() -> int:
     AgentClient.get = counting_get  # type: ignore[method-assign]
     try:
         cluster = [ClusterAgent(f"node{i + 1}", a.wait_ready(120)) for i, a in enumerate(agents)]
-        fleet_s, local_s, sent_bytes = [], [], []
+        fleet_s, local_s, one_s, sent_bytes = [], [], [], []
         fleet_result = local_result = None
         for _ in range(args.rounds):
             sent.clear()
@@ -107,6 +119,9 @@ def main() -> int:
             start = time.perf_counter()
             _, local_result = run_script(script, source=local_source)
             local_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            run_fleet(script, cluster[:1], timeout_s=600)
+            one_s.append(time.perf_counter() - start)
         assert fleet_result is not None and local_result is not None and not fleet_result.partial
         a, b = fleet_result.tables["stats"], local_result.tables["stats"]
         assert a.num_rows == b.num_rows and sum(a.column("requests").to_pylist()) == 3 * args.rows
@@ -118,9 +133,7 @@ def main() -> int:
     ratios = [f / loc for f, loc in zip(fleet_s, local_s)]
     print(f"rows: 3 agents x {args.rows:,} http_events; groups in the result: {a.num_rows}")
     print(f"bytes sent to the broker per query: {statistics.median(sent_bytes):,.0f}")
-    print(
-        f"raw bytes of the rows (Arrow): {raw_all:,} all columns, {raw_read:,} the {len(READ_COLUMNS)} columns read"
-    )
+    print(f"raw bytes of the rows (Arrow): {raw_all:,} all columns, {raw_read:,} the {len(READ_COLUMNS)} columns read")
     print(
         f"sent / raw: {100 * statistics.median(sent_bytes) / raw_all:.4f}% of all columns, "
         f"{100 * statistics.median(sent_bytes) / raw_read:.4f}% of the columns read (target <= 1%)"
@@ -128,6 +141,8 @@ def main() -> int:
     print(f"fleet query s: {spread(fleet_s)}")
     print(f"local query s: {spread(local_s)}")
     print(f"fleet / local (paired per round): {spread(ratios)} (target <= 1.5)")
+    print(f"one node's share (one agent, {args.rows:,} rows) s: {spread(one_s)}")
+    print(f"one node's share / local: {spread([o / loc for o, loc in zip(one_s, local_s)])}")
     return 0
 
 

@@ -17,6 +17,7 @@ all is it an error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -174,14 +175,12 @@ def run_fleet(
     """Run ``script`` over every agent of ``agents``: (Compiled, FleetResults, drops of the tables
     read, summed over the agents). ``timeout_s`` bounds each of the two rounds the broker waits
     for the agents: their clocks, then their fragments' results."""
-    from pxq.api import compile_script
+    from pxq.api import _script_object, compile_script
     from pxq.broker.partial import merge_partials
     from pxq.exec.execute import conform, execute
+    from pxq.library import load_script
     from pxq.plan.nodes import Agg
     from pxq.plan.split import split
-
-    from pxq.api import _script_object
-    from pxq.library import load_script
 
     if not agents:
         raise UsageError("no agents to query")
@@ -267,10 +266,8 @@ def run_fleet(
     finally:
         fleet.close()
         for client in clients.values():
-            try:
+            with contextlib.suppress(Exception):  # a client of a dead agent may fail to close
                 client.close()
-            except Exception:  # noqa: BLE001, S110 - a client of a dead agent may fail to close
-                pass
 
 
 def _plain(table: pa.Table) -> pa.Table:

@@ -20,6 +20,14 @@ Choices:
   rank is off by at most 0.1 percentage point (one position for 1,000 values); groups of up to a
   few hundred values are exact up to interpolation between neighbouring values.
   tests/funcs/test_aggregate.py checks this with a 0.2-point margin.
+  Over many agents (pxq.broker) each agent sends per-group t-digest centroids instead (Arrow's
+  digest state cannot leave pyarrow), built with ``fastdigest`` (PyPI: a maintained Rust t-digest,
+  1000 centroids at most, that serializes and merges; it fits, so pxq builds no digest of its
+  own). The broker merges the agents' centroids by taking them together (re-compressing would
+  only save space; rebuilding fastdigest objects from Arrow costs Python per centroid) and reads
+  the quantiles off them (``_digest_quantiles``): the same 0.1-point bound was measured
+  (tests/broker/test_partial.py checks 0.2), and groups of at most 1000 values on each agent give
+  numpy's linear quantiles exactly.
 """
 
 from __future__ import annotations
@@ -217,7 +225,11 @@ def _digest_states(outputs: list[pa.ChunkedArray]) -> list[pa.ChunkedArray]:
     lists = outputs[0].combine_chunks()
     flat = pc.cast(lists.flatten(), pa.float64()).to_numpy(zero_copy_only=False)
     offsets = lists.offsets.to_numpy()
-    means, weights, sizes, lows, highs = [], [], [0], [], []
+    means: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    sizes = [0]
+    lows: list[float | None] = []
+    highs: list[float | None] = []
     for start, stop in zip(offsets[:-1], offsets[1:]):
         group = flat[start:stop]
         group = group[~np.isnan(group)]  # nulls (NaN after the cast) are skipped, as locally
@@ -290,7 +302,5 @@ PARTIAL_FORMS: dict[str, PartialForm] = {
     "min": PartialForm(lambda v: (v, [("min", None)]), ("min",), lambda s, _: s[0]),
     "max": PartialForm(lambda v: (v, [("max", None)]), ("max",), lambda s, _: s[0]),
     "any": PartialForm(lambda v: (v, [("first", None)]), ("first",), lambda s, _: s[0]),
-    "quantiles": PartialForm(
-        lambda v: (v, [("list", None)]), ("rows",), _merged_quantiles, state=_digest_states
-    ),
+    "quantiles": PartialForm(lambda v: (v, [("list", None)]), ("rows",), _merged_quantiles, state=_digest_states),
 }

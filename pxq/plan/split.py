@@ -16,7 +16,18 @@ from dataclasses import dataclass
 from typing import cast
 
 from pxq.plan.manifest import ProbeManifest, build_manifest
-from pxq.plan.nodes import Agg, Display, Filter, FragmentInput, Graph, Map, Project, Relation, Source, relations_postorder
+from pxq.plan.nodes import (
+    Agg,
+    Display,
+    Filter,
+    FragmentInput,
+    Graph,
+    Map,
+    Project,
+    Relation,
+    Source,
+    relations_postorder,
+)
 from pxq.plan.rewrite import with_inputs
 
 _AGENT_NODES = (Source, Filter, Map, Project)

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.types as pat
 
-from pxq.render.base import batches, missing_agents, is_text, is_time, open_output, rfc3339
+from pxq.render.base import batches, is_text, is_time, missing_agents, open_output, rfc3339
 
 # Control characters need \\uXXXX escapes; rows holding them go through Python's json module.
 _CONTROL = r"[\x00-\x1f]"

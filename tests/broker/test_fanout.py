@@ -56,7 +56,13 @@ def captures(tmp_path_factory) -> list[Path]:
     return [
         Path(
             write_synthetic_capture(
-                root / name, rows, seed=i + 11, null_fraction=0.05, asid=i + 1, host=name, start_ns=START_NS,
+                root / name,
+                rows,
+                seed=i + 11,
+                null_fraction=0.05,
+                asid=i + 1,
+                host=name,
+                start_ns=START_NS,
                 span_ns=SPAN_NS,
             )
         )
@@ -148,7 +154,9 @@ def test_group_by_over_three_agents_matches_pandas_over_the_captures_concatenate
     ).sort_index()
     assert len(got) == len(expected)
     np.testing.assert_array_equal(got["n"].to_numpy(), expected["n"].to_numpy())
-    np.testing.assert_allclose(got["mean_latency"].to_numpy(float), expected["mean_latency"].to_numpy(float), rtol=1e-12)
+    np.testing.assert_allclose(
+        got["mean_latency"].to_numpy(float), expected["mean_latency"].to_numpy(float), rtol=1e-12
+    )
     np.testing.assert_array_equal(got["total"].to_numpy(), expected["total"].to_numpy())
     np.testing.assert_array_equal(got["worst"].to_numpy(float), expected["worst"].to_numpy(float))
     # Quantiles merged from the agents' t-digests: each within 0.2 percentage point of rank of
@@ -281,7 +289,8 @@ def test_cluster_file_mistakes_and_credentials_are_clear_errors(fleet, tmp_path)
         "[[agent]]\naddress = 'a:1'\nport = 3\n": "unknown key 'port'",
         "agents = 1\n": "unknown key 'agents'",
         "[[agent\n": "not TOML",
-        f"[[agent]]\nname = 'n'\naddress = '{fleet[0].address}'\n[[agent]]\nname = 'n'\naddress = '{fleet[1].address}'\n": "agent 'n' is named twice",
+        f"[[agent]]\nname = 'n'\naddress = '{fleet[0].address}'\n"
+        f"[[agent]]\nname = 'n'\naddress = '{fleet[1].address}'\n": "agent 'n' is named twice",
     }
     cluster = tmp_path / "cluster.toml"
     for text, message in cases.items():
@@ -308,10 +317,12 @@ def test_an_agent_puts_its_asid_in_the_upids_it_makes(captures, fleet, tmp_path_
     from pxq.testing.agent_process import running_agent
 
     script = "import px\ndf = px.DataFrame('agent_status')\npx.display(df[['upid', 'asid']], 'me')\n"
-    with running_agent("--from", str(captures[0]), "--asid", "4242", state_dir=tmp_path_factory.mktemp("asid")) as agent:
-        with AgentClient(agent.address) as client:
-            assert client.info()["asid"] == 4242
-            me = client.run(_script_object(script))[1].tables["me"].to_pylist()
+    with (
+        running_agent("--from", str(captures[0]), "--asid", "4242", state_dir=tmp_path_factory.mktemp("asid")) as agent,
+        AgentClient(agent.address) as client,
+    ):
+        assert client.info()["asid"] == 4242
+        me = client.run(_script_object(script))[1].tables["me"].to_pylist()
     assert me and all(row["asid"] == 4242 and row["upid"].startswith("4242:") for row in me)
     derived = set()
     for agent in fleet:

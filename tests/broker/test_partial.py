@@ -27,7 +27,9 @@ SCHEMA = Schema(
         Field("t", T.TIME64NS, S.TIME),
     )
 )
-ARROW = pa.schema([("k", pa.string()), ("i", pa.int64()), ("f", pa.float64()), ("b", pa.bool_()), ("t", pa.timestamp("ns"))])
+ARROW = pa.schema(
+    [("k", pa.string()), ("i", pa.int64()), ("f", pa.float64()), ("b", pa.bool_()), ("t", pa.timestamp("ns"))]
+)
 SOURCE = Source("t", SCHEMA, SCHEMA.names)
 SPECS = (
     AggSpec("n", "count", "i", T.INT64),
@@ -72,9 +74,12 @@ def test_merged_states_equal_pandas_over_all_rows(rows, cuts):
     node = Agg(SOURCE, ("k",), SPECS)
     got = _merged(_parts(rows, cuts), node)
     frame = pd.DataFrame(
-        {name: pd.array([r[j] for r in rows], dtype=dtype) for j, (name, dtype) in enumerate(
-            [("k", object), ("i", "Int64"), ("f", "Float64"), ("b", "boolean"), ("t", "Int64")]
-        )}
+        {
+            name: pd.array([r[j] for r in rows], dtype=dtype)
+            for j, (name, dtype) in enumerate(
+                [("k", object), ("i", "Int64"), ("f", "Float64"), ("b", "boolean"), ("t", "Int64")]
+            )
+        }
     )
     frame["k"] = frame["k"].fillna("<null>")
     got["k"] = got["k"].fillna("<null>")
@@ -108,7 +113,9 @@ def test_merged_states_equal_pandas_over_all_rows(rows, cuts):
 def test_integer_sums_stay_exact_across_agents_even_when_one_agents_sum_leaves_int64():
     big = 2**62
     node = Agg(SOURCE, (), (AggSpec("s", "sum", "i", T.INT64), AggSpec("m", "mean", "i", T.FLOAT64)))
-    parts = _parts([("a", big, None, None, None)] * 3 + [("a", -big, None, None, None)] * 3 + [("a", 5, None, None, None)], [3])
+    parts = _parts(
+        [("a", big, None, None, None)] * 3 + [("a", -big, None, None, None)] * 3 + [("a", 5, None, None, None)], [3]
+    )
     got = _merged(parts, node)
     assert int(got["s"][0]) == 5  # the first agent's state alone is 3 * 2**62, beyond INT64
     assert got["m"][0] == pytest.approx(5 / 7)
@@ -131,7 +138,13 @@ def test_quantile_states_are_centroids_not_the_rows():
     rng = np.random.default_rng(5)
     table = pa.table({"k": ["a"] * 200_000, "f": rng.lognormal(0, 1, 200_000)})
     table = pa.Table.from_arrays(
-        [table["k"], pa.nulls(200_000, pa.int64()), table["f"], pa.nulls(200_000, pa.bool_()), pa.nulls(200_000, pa.timestamp("ns"))],
+        [
+            table["k"],
+            pa.nulls(200_000, pa.int64()),
+            table["f"],
+            pa.nulls(200_000, pa.bool_()),
+            pa.nulls(200_000, pa.timestamp("ns")),
+        ],
         schema=ARROW,
     )
     state = partial_aggregate(table, node)
@@ -183,8 +196,13 @@ def test_merged_digest_quantiles_are_within_two_tenths_of_a_point_of_rank(distri
     node = Agg(SOURCE, (), (AggSpec("q", "quantiles", "f", T.STRING, S.JSON),))
     tables = [
         pa.Table.from_arrays(
-            [pa.nulls(len(p), pa.string()), pa.nulls(len(p), pa.int64()), pa.array(p), pa.nulls(len(p), pa.bool_()),
-             pa.nulls(len(p), pa.timestamp("ns"))],
+            [
+                pa.nulls(len(p), pa.string()),
+                pa.nulls(len(p), pa.int64()),
+                pa.array(p),
+                pa.nulls(len(p), pa.bool_()),
+                pa.nulls(len(p), pa.timestamp("ns")),
+            ],
             schema=ARROW,
         )
         for p in parts

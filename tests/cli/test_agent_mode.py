@@ -170,7 +170,8 @@ def _still_serving(agent) -> None:
         ),
         (
             lambda doc: json.dumps({**doc, "fragment": {**doc["fragment"], "nodes": [{"kind": "join"}]}}).encode(),
-            "plan JSON at $.fragment.nodes[0].kind: an agent runs only source, filter, map, project, agg nodes, not 'join'",
+            "plan JSON at $.fragment.nodes[0].kind: an agent runs only source, filter, map, project, agg nodes, "
+            "not 'join'",
         ),
     ],
     ids=["not-json", "version", "not-a-plan", "table-not-held", "column-not-held", "blocking-node"],
