@@ -331,3 +331,17 @@ def test_an_agent_puts_its_asid_in_the_upids_it_makes(captures, fleet, tmp_path_
     assert len(derived) == 1 and derived.pop() != 0  # one host: one derived id
     proc = run_pxq("agent", "serve", "--from", str(captures[0]), "--asid", "0")
     assert proc.returncode == 2 and "asid must be 1..4294967295 (0 is the embedded mode's), not 0" in proc.stderr
+
+
+def test_the_api_result_object_says_which_agents_are_missing(fleet, captures):
+    from pxq.api import run_agents
+    from pxq.testing.ports import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    results = run_agents(ERRORS, [fleet[0].address, dead, fleet[2].address], timeout_s=5)
+    assert results.partial and list(results.missing) == [dead]
+    assert results.missing[dead].startswith(f"no agent answers at {dead} (connection refused)")
+    expected = _expected_errors(_all_rows([captures[0], captures[2]]))
+    pd.testing.assert_frame_equal(_sorted(results.tables["errors"]), expected, check_dtype=False)
+    marker = json.loads(results.tables["errors"].schema.metadata[b"pxq.partial"])
+    assert marker == [{"agent": dead, "reason": results.missing[dead]}]
