@@ -28,6 +28,7 @@ Configuration: a TOML file (``--config``), each key also a flag; the flags win::
     [socket_tracer]
     body_limit = 1024
     keep_secrets = false
+    traced_cgroups = []               # cgroup v2 paths or ids: only their tasks are traced (a pod)
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class DaemonConfig:
     keep_secrets: bool = False
     replay: str | None = None  # serve this capture directory instead of collecting
     asid: int | None = None  # None: derived from the host name (derive_asid)
+    traced_cgroups: tuple[str, ...] = ()  # only these cgroups' tasks are traced (empty: all)
 
     @property
     def agent_asid(self) -> int:
@@ -209,7 +211,7 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
         "collectors": KNOWN_COLLECTORS,
         "profiler": ("sample_hz",),
         "retention": ("window", "table_budget_mb"),
-        "socket_tracer": ("body_limit", "keep_secrets"),
+        "socket_tracer": ("body_limit", "keep_secrets", "traced_cgroups"),
     }
     for name, keys in sections.items():
         section = doc.get(name, {})
@@ -236,6 +238,11 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
         values["body_limit"] = typed(tracer, "body_limit", (int,), "socket_tracer")
     if "keep_secrets" in tracer:
         values["keep_secrets"] = typed(tracer, "keep_secrets", (bool,), "socket_tracer")
+    if "traced_cgroups" in tracer:
+        cgroups = typed(tracer, "traced_cgroups", (list,), "socket_tracer")
+        if not all(isinstance(c, (str, int)) and not isinstance(c, bool) and str(c).strip() for c in cgroups):
+            raise fail("socket_tracer.traced_cgroups", "expected a list of cgroup v2 paths or ids")
+        values["traced_cgroups"] = tuple(str(c) for c in cgroups)
     return values, collectors
 
 
@@ -356,7 +363,12 @@ class AgentDaemon:
             self.collected_tables(),
             window_s=self.config.retention_s,
             options=options,
-            collector_options={"perf_profiler": (("sample_hz", str(self.config.sample_hz)),)},
+            collector_options={
+                "perf_profiler": (("sample_hz", str(self.config.sample_hz)),),
+                "socket_tracer": (("traced_cgroups", ",".join(self.config.traced_cgroups)),)
+                if self.config.traced_cgroups
+                else (),
+            },
         ).start()
         return self
 
