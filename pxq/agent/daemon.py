@@ -8,7 +8,7 @@ replay capture instead (no collectors, no kernel: tests and demos).
 
 Configuration: a TOML file (``--config``), each key also a flag; the flags win::
 
-    listen = "127.0.0.1:7100"        # loopback only in this version (no TLS/token yet)
+    listen = "127.0.0.1:7100"        # off loopback only with TLS and client authentication ([security])
     asid = 17                         # agent short id in upids (default: derived from the host name)
     state_dir = "/run/pxq"           # where agent.json says the address to local `pxq run`
 
@@ -29,11 +29,16 @@ Configuration: a TOML file (``--config``), each key also a flag; the flags win::
     body_limit = 1024
     keep_secrets = false
     traced_cgroups = []               # cgroup v2 paths or ids: only their tasks are traced (a pod)
+
+    [security]                        # optional on loopback; off loopback: TLS + client_ca and/or token_file
+    tls_cert = "/etc/pxq/server.crt"  # (see pxq.agent.security; `pxq agent certs DIR` makes them)
+    tls_key = "/etc/pxq/server.key"
+    client_ca = "/etc/pxq/ca.crt"     # mutual TLS: clients present a certificate signed by this CA
+    token_file = "/etc/pxq/agent.token"  # every call carries `authorization: Bearer <token>`
 """
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import json
 import os
@@ -51,6 +56,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pxq.agent.defaults import DEFAULT_BODY_LIMIT
+from pxq.agent.security import ServerSecurity, is_loopback
 from pxq.agent.table_store import split_losses
 from pxq.errors import UsageError
 
@@ -88,15 +94,6 @@ def parse_address(text: str, what: str = "address") -> tuple[str, int]:
     return host, int(port_text)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True)
 class DaemonConfig:
     listen: str = DEFAULT_LISTEN
@@ -110,6 +107,14 @@ class DaemonConfig:
     replay: str | None = None  # serve this capture directory instead of collecting
     asid: int | None = None  # None: derived from the host name (derive_asid)
     traced_cgroups: tuple[str, ...] = ()  # only these cgroups' tasks are traced (empty: all)
+    tls_cert: str | None = None  # [security]: see pxq.agent.security
+    tls_key: str | None = None
+    client_ca: str | None = None
+    token_file: str | None = None
+
+    @property
+    def security(self) -> ServerSecurity:
+        return ServerSecurity(self.tls_cert, self.tls_key, self.client_ca, self.token_file)
 
     @property
     def agent_asid(self) -> int:
@@ -124,11 +129,7 @@ class DaemonConfig:
 
     def check(self) -> None:
         host, _port = parse_address(self.listen, "listen address")
-        if not is_loopback(host):
-            raise UsageError(
-                f"refusing to listen on {self.listen}: off loopback the agent needs TLS with client "
-                "certificates or a bearer token, which this pxq does not support yet; listen on 127.0.0.1"
-            )
+        self.security.check(host)  # off loopback: TLS and client certificates or a token, else refused
         if not self.retention_s > 0:
             raise UsageError(f"retention window must be longer than 0 s, not {self.retention_s:g}")
         if not self.table_budget_mb > 0:
@@ -197,7 +198,17 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
             raise fail(f"{where}.{key}" if where else key, f"expected {names}, got {value!r}")
         return value
 
-    known = {"listen", "state_dir", "collectors", "profiler", "retention", "socket_tracer", "replay", "asid"}
+    known = {
+        "listen",
+        "state_dir",
+        "collectors",
+        "profiler",
+        "retention",
+        "socket_tracer",
+        "replay",
+        "security",
+        "asid",
+    }
     for key in doc:
         if key not in known:
             raise fail(key, f"unknown setting (known: {', '.join(sorted(known))})")
@@ -212,6 +223,7 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
         "profiler": ("sample_hz",),
         "retention": ("window", "table_budget_mb"),
         "socket_tracer": ("body_limit", "keep_secrets", "traced_cgroups"),
+        "security": _SECURITY_KEYS,
     }
     for name, keys in sections.items():
         section = doc.get(name, {})
@@ -243,7 +255,16 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
         if not all(isinstance(c, (str, int)) and not isinstance(c, bool) and str(c).strip() for c in cgroups):
             raise fail("socket_tracer.traced_cgroups", "expected a list of cgroup v2 paths or ids")
         values["traced_cgroups"] = tuple(str(c) for c in cgroups)
+    security = doc.get("security", {})
+    for key in _SECURITY_KEYS:
+        if key in security:
+            # Relative paths: from the config file's directory (where a deployment keeps them).
+            path_text = typed(security, key, (str,), "security")
+            values[key] = str(Path(path).parent / Path(path_text).expanduser())
     return values, collectors
+
+
+_SECURITY_KEYS = ("tls_cert", "tls_key", "client_ca", "token_file")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,7 +338,7 @@ class AgentDaemon:
         self.capture: Any = None  # Capture when replaying
         self.agent_id = f"{socket.gethostname()}:{os.getpid()}:{self.started_ns}"
         self.queries = 0
-        self.query_errors: dict[str, int] = {}
+        self.query_errors: dict[str, int] = {}  # by reason: bad_ticket, query_failed, no_token, wrong_token...
         self.address = ""  # where it serves (set once listening)
         # The agent_status table (Pixie's GetAgentStatus shape): its own store, written by the
         # daemon's thread only, so neither the collectors' store nor a capture is touched.
@@ -371,6 +392,11 @@ class AgentDaemon:
             },
         ).start()
         return self
+
+    def count_refusal(self, reason: str) -> None:
+        """A call refused for its credentials (counted under a lock: gRPC calls this from its threads)."""
+        with self._status_lock:
+            self.query_errors[reason] = self.query_errors.get(reason, 0) + 1
 
     def failure(self) -> BaseException | None:
         """The collector thread's failure, if it stopped on one."""
@@ -486,6 +512,7 @@ class AgentDaemon:
             if self.capture is None
             else {"replay": self.config.replay},
             "profiler_sample_hz": self.config.sample_hz,
+            "security": self.config.security.describe(),
             "retention_s": self.config.retention_s,
             "table_budget_bytes": int(self.config.table_budget_mb * 1024 * 1024),
             "probes": probes,
@@ -605,6 +632,7 @@ __all__ = [
     "DaemonConfig",
     "StoreView",
     "default_state_dir",
+    "is_loopback",
     "load_config",
     "parse_address",
     "read_state",

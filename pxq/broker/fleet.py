@@ -5,13 +5,15 @@ A cluster file (TOML) lists the agents::
     [[agent]]
     name = "node-a"                 # how results and errors name it (default: its address)
     address = "10.0.0.5:7100"
-    # credentials, all optional: ca, cert, key (mutual TLS), token_file (bearer token)
+    # credentials, all optional: ca, cert, key (mutual TLS), token_file (bearer token); paths,
+    # relative ones from the cluster file's directory (pxq.agent.security.ClientCredentials)
 
-Every agent is opened through :func:`open_agent`. The broker asks every agent for its clock
-(``info``) and compiles once against the latest one, splits the plan with partial aggregation, and
-sends each agent its fragments concurrently. An agent that fails, is refused, or has not answered
-within the timeout is left out: the result is then *partial* (:class:`FleetResults.missing` names
-each such agent and why; the renderers and ``-o json`` say it too). Only when no agent answers at
+Every agent is opened through :func:`open_agent`, with its entry's credentials. The broker asks
+every agent for its clock (``info``) and compiles once against the latest one, splits the plan
+with partial aggregation, and sends each agent its fragments concurrently. An agent that fails,
+is refused, or has not answered within the timeout is left out: the result is then *partial*
+(:class:`FleetResults.missing` names each such agent and why; the renderers and ``-o json`` say
+it too). Only when no agent answers at
 all is it an error.
 """
 
@@ -40,6 +42,7 @@ from pxq.agent.flight import (
     make_ticket,
     settings_notes,
 )
+from pxq.agent.security import ClientCredentials
 from pxq.errors import PxqError, UsageError
 from pxq.exec.execute import Results
 
@@ -96,14 +99,19 @@ def load_cluster(path: str | Path) -> list[ClusterAgent]:
         for key in ("name", *CREDENTIAL_KEYS):
             if key in entry and not isinstance(entry[key], str):
                 raise UsageError(f"{where}: {key} must be a string")
-        credentials = {key: entry[key] for key in CREDENTIAL_KEYS if key in entry}
-        agents.append(ClusterAgent(name, address, credentials))
+        credentials = ClientCredentials.from_mapping(
+            {key: entry[key] for key in CREDENTIAL_KEYS if key in entry}, base_dir=Path(path).parent, where=where
+        )
+        given = {key: getattr(credentials, key) for key in CREDENTIAL_KEYS if getattr(credentials, key) is not None}
+        agents.append(ClusterAgent(name, address, given))
     _check_unique(agents, f"cluster file {path}")
     return agents
 
 
-def agents_of_addresses(addresses: list[str]) -> list[ClusterAgent]:
-    agents = [ClusterAgent(address, address) for address in addresses]
+def agents_of_addresses(addresses: list[str], credentials: dict[str, str] | None = None) -> list[ClusterAgent]:
+    """``--agent`` given several times: each agent named by its address, all with the same
+    credentials (``--agent-ca`` ...)."""
+    agents = [ClusterAgent(address, address, dict(credentials or {})) for address in addresses]
     _check_unique(agents, "--agent")
     return agents
 
@@ -117,13 +125,8 @@ def _check_unique(agents: list[ClusterAgent], where: str) -> None:
 
 
 def open_agent(agent: ClusterAgent, *, timeout_s: float) -> AgentClient:
-    """The one place the broker connects to an agent (credentials are applied here)."""
-    if agent.credentials:
-        raise AgentQueryError(
-            f"agent {agent.name}: credentials need TLS support ({', '.join(sorted(agent.credentials))} given), "
-            "which this pxq's agent client does not have yet"
-        )
-    return AgentClient(agent.address, timeout_s=timeout_s)
+    """The one place the broker connects to an agent, presenting its entry's credentials."""
+    return AgentClient(agent.address, timeout_s=timeout_s, credentials=agent.credentials or None)
 
 
 def _reason(exc: BaseException) -> str:

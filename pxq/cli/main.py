@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with several agents: how long to wait for them (each round: clocks, then results; default 10)",
     )
     run.add_argument("--no-agent", action="store_true", help="collect embedded even when a local agent runs")
+    from pxq.cli.agent import add_credential_flags
+
+    add_credential_flags(run)
     run.add_argument(
         "-o",
         "--output",
@@ -391,15 +394,21 @@ def cmd_run(args, script_argv: list[str]) -> int:
         drops = capture.drops
     elif fleet:
         from pxq.broker.fleet import agents_of_addresses, load_cluster, run_fleet
+        from pxq.cli.agent import credentials_from_args
 
-        agents = load_cluster(args.cluster) if args.cluster else agents_of_addresses(args.agents)
+        agents = (
+            load_cluster(args.cluster)
+            if args.cluster
+            else agents_of_addresses(args.agents, credentials_from_args(args))
+        )
         compiled, results, drops = run_fleet(script, agents, args=script_args, timeout_s=args.timeout)
         for name, why in results.missing.items():
             results.notes.insert(0, f"partial result: agent {name} is missing ({why})")
     elif (agent := agent_for_run(args)) is not None:
         from pxq.agent.flight import AgentClient
+        from pxq.cli.agent import credentials_from_args
 
-        with AgentClient(agent) as client:
+        with AgentClient(agent, credentials=credentials_from_args(args)) as client:
             compiled, results, drops = client.run(script, args=script_args)
     else:
         from pxq.agent.embedded import AgentOptions, WindowSignals

@@ -299,13 +299,21 @@ def test_cluster_file_mistakes_and_credentials_are_clear_errors(fleet, tmp_path)
             load_cluster(cluster)
     proc = run_pxq("run", str(script), "--cluster", str(cluster))
     assert proc.returncode == 2 and f"cluster file {cluster}: agent 'n' is named twice" in proc.stderr
-    # Credentials are read per entry and refused by the one function that opens agents, per agent.
+    # Credentials are per entry, paths relative to the cluster file, checked as it is read ...
+    cluster.write_text(f"[[agent]]\nname = 'half'\naddress = '{fleet[0].address}'\ncert = 'client.crt'\n")
+    with pytest.raises(UsageError, match="#1: cert is given but key is not"):
+        load_cluster(cluster)
+    # ... and presented by the one function that opens agents: TLS (a ca) to an agent that speaks
+    # plaintext leaves that agent out, said why, and the others answer.
+    (tmp_path / "ca.crt").write_text("not read before connecting\n")
     cluster.write_text(
-        f"[[agent]]\nname = 'tls'\naddress = '{fleet[0].address}'\nca = '/ca.pem'\ntoken_file = '/t'\n"
+        f"[[agent]]\nname = 'tls'\naddress = '{fleet[0].address}'\nca = 'ca.crt'\n"
         f"[[agent]]\nname = 'plain'\naddress = '{fleet[1].address}'\n"
     )
+    (tls, plain) = load_cluster(cluster)
+    assert tls.credentials == {"ca": str(tmp_path / "ca.crt")} and plain.credentials == {}
     proc = run_pxq("run", str(script), "--cluster", str(cluster), check=True)
-    assert "agent tls is missing (agent tls: credentials need TLS support (ca, token_file given)" in proc.stderr
+    assert "pxq: partial result: agent tls is missing (agent " in proc.stderr
     assert "PARTIAL result: without agent tls" in proc.stdout
     proc = run_pxq("run", str(script), "--cluster", str(cluster), "--agent", fleet[0].address)
     assert proc.returncode == 2 and "--agent and --cluster both choose the agents" in proc.stderr
