@@ -353,3 +353,44 @@ def test_the_api_result_object_says_which_agents_are_missing(fleet, captures):
     pd.testing.assert_frame_equal(_sorted(results.tables["errors"]), expected, check_dtype=False)
     marker = json.loads(results.tables["errors"].schema.metadata[b"pxq.partial"])
     assert marker == [{"agent": dead, "reason": results.missing[dead]}]
+
+
+def test_cluster_entries_present_their_own_credentials(fleet, captures, tmp_path_factory):
+    """One agent wanting mutual TLS and a token, one plain: each entry's credentials (paths
+    relative to the cluster file) are what the broker presents to that agent."""
+    from pxq.agent.security import make_certs
+
+    root = tmp_path_factory.mktemp("fleet-tls")
+    certs = make_certs(root / "certs", ["localhost", "127.0.0.1"])["ca.crt"].parent
+    other = make_certs(root / "other", ["localhost", "127.0.0.1"])["ca.crt"].parent
+    good = {"ca": "certs/ca.crt", "cert": "certs/client.crt", "key": "certs/client.key"}
+    flags = ["--tls-cert", str(certs / "server.crt"), "--tls-key", str(certs / "server.key")]
+    flags += ["--client-ca", str(certs / "ca.crt"), "--token-file", str(certs / "agent.token")]
+    secured = AgentProcess(
+        "--from",
+        str(captures[0]),
+        *flags,
+        state_dir=root / "state",
+        credentials={k: str(root / v) for k, v in {**good, "token_file": "certs/agent.token"}.items()},
+    )
+    try:
+        address = secured.wait_ready()
+        cluster = root / "cluster.toml"
+
+        def write(token: str) -> None:
+            entry = "".join(f"{k} = '{v}'\n" for k, v in {**good, "token_file": token}.items())
+            cluster.write_text(
+                f"[[agent]]\nname = 'secured'\naddress = '{address}'\n{entry}"
+                f"[[agent]]\nname = 'plain'\naddress = '{fleet[1].address}'\n"
+            )
+
+        write("certs/agent.token")
+        _, results, _ = run_fleet(ERRORS, load_cluster(cluster), timeout_s=20)
+        assert not results.partial
+        expected = _expected_errors(_all_rows(captures[:2]))
+        pd.testing.assert_frame_equal(_sorted(results.tables["errors"]), expected, check_dtype=False)
+        write(str(other / "agent.token"))  # another deployment's token: that agent refuses
+        _, results, _ = run_fleet(ERRORS, load_cluster(cluster), timeout_s=20)
+        assert list(results.missing) == ["secured"] and "bearer token was refused" in results.missing["secured"]
+    finally:
+        secured.stop()
