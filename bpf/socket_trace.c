@@ -103,6 +103,9 @@
 #ifndef IGNORE_CGROUPS
 #define IGNORE_CGROUPS 0 /* 1: tasks whose cgroup v2 id is in ignored_cgroups are never traced */
 #endif
+#ifndef TRACE_CGROUPS
+#define TRACE_CGROUPS 0 /* 1: only tasks whose cgroup v2 id is in traced_cgroups are traced (one pod/node) */
+#endif
 
 #define PXQ_AF_INET 2
 #define PXQ_AF_INET6 10
@@ -273,6 +276,7 @@ BPF_HASH(ignored_pids, u32, u8, 65536);
 #endif
 BPF_HASH(ignored_comms, struct comm_key_t, u8, 256);
 BPF_HASH(ignored_cgroups, u64, u8, 1024);
+BPF_HASH(traced_cgroups, u64, u8, 1024);
 
 #if IGNORE_PIDS
 static __always_inline void ignore_pid(u32 tgid) {
@@ -326,9 +330,15 @@ static __always_inline int ignored_late(u32 tgid) {
     if (ignored_pids.lookup(&tgid))
         return 1;
 #endif
-#if IGNORE_CGROUPS
+#if IGNORE_CGROUPS || TRACE_CGROUPS
     u64 cgroup = bpf_get_current_cgroup_id();
+#endif
+#if IGNORE_CGROUPS
     if (ignored_cgroups.lookup(&cgroup))
+        return 1;
+#endif
+#if TRACE_CGROUPS
+    if (!traced_cgroups.lookup(&cgroup))
         return 1;
 #endif
     return 0;

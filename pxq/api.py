@@ -196,6 +196,22 @@ class Session:
             )
 
 
+def run_agents(
+    script: Script | str,
+    agents: list[str] | str,
+    args: dict[str, Any] | None = None,
+    *,
+    timeout_s: float = 10.0,
+) -> Results:
+    """Run ``script`` over many node agents (addresses "HOST:PORT", or the path of a cluster file):
+    a :class:`pxq.broker.fleet.FleetResults`, whose ``partial``/``missing`` say which agents failed
+    or did not answer within ``timeout_s`` and are not in the result."""
+    from pxq.broker.fleet import agents_of_addresses, load_cluster, run_fleet
+
+    fleet = load_cluster(agents) if isinstance(agents, str) else agents_of_addresses(list(agents))
+    return run_fleet(script, fleet, args=args, timeout_s=timeout_s)[1]
+
+
 def _script_object(script: Script | str) -> Script | str:
     """PxL text as a Script; a Script, or the name of a bundled script, file or folder, as it is."""
     if isinstance(script, str) and ("\n" in script or "import px" in script):

@@ -54,6 +54,9 @@ class AgentOptions:
     # Keep credentials (HTTP Authorization/Cookie values, database passwords) in the rows instead
     # of SECRET_MARKER: they then end up in outputs and captures. Only by the user's explicit choice.
     keep_secrets: bool = False
+    # The agent short id in every upid (Pixie's asid): 0 for embedded runs (one host); a node
+    # agent's own (``pxq agent serve``), so upids of two nodes never collide.
+    asid: int = 0
     # Where the agent says what the user should know but that does not stop collection
     # (a --pid that does not exist or exits during the window).
     on_warning: Callable[[str], None] = warn_on_stderr

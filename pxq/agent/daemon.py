@@ -9,6 +9,7 @@ replay capture instead (no collectors, no kernel: tests and demos).
 Configuration: a TOML file (``--config``), each key also a flag; the flags win::
 
     listen = "127.0.0.1:7100"        # off loopback only with TLS and client authentication ([security])
+    asid = 17                         # agent short id in upids (default: derived from the host name)
     state_dir = "/run/pxq"           # where agent.json says the address to local `pxq run`
 
     [collectors]                      # true/false each
@@ -27,6 +28,7 @@ Configuration: a TOML file (``--config``), each key also a flag; the flags win::
     [socket_tracer]
     body_limit = 1024
     keep_secrets = false
+    traced_cgroups = []               # cgroup v2 paths or ids: only their tasks are traced (a pod)
 
     [security]                        # optional on loopback; off loopback: TLS + client_ca and/or token_file
     tls_cert = "/etc/pxq/server.crt"  # (see pxq.agent.security; `pxq agent certs DIR` makes them)
@@ -45,6 +47,7 @@ import socket
 import threading
 import time
 import tomllib
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +105,8 @@ class DaemonConfig:
     body_limit: int = DEFAULT_BODY_LIMIT
     keep_secrets: bool = False
     replay: str | None = None  # serve this capture directory instead of collecting
+    asid: int | None = None  # None: derived from the host name (derive_asid)
+    traced_cgroups: tuple[str, ...] = ()  # only these cgroups' tasks are traced (empty: all)
     tls_cert: str | None = None  # [security]: see pxq.agent.security
     tls_key: str | None = None
     client_ca: str | None = None
@@ -110,6 +115,10 @@ class DaemonConfig:
     @property
     def security(self) -> ServerSecurity:
         return ServerSecurity(self.tls_cert, self.tls_key, self.client_ca, self.token_file)
+
+    @property
+    def agent_asid(self) -> int:
+        return derive_asid(socket.gethostname()) if self.asid is None else self.asid
 
     @property
     def state_path(self) -> Path:
@@ -125,6 +134,8 @@ class DaemonConfig:
             raise UsageError(f"retention window must be longer than 0 s, not {self.retention_s:g}")
         if not self.table_budget_mb > 0:
             raise UsageError(f"table_budget_mb must be more than 0, not {self.table_budget_mb:g}")
+        if self.asid is not None and not 1 <= self.asid <= MAX_ASID:
+            raise UsageError(f"asid must be 1..{MAX_ASID} (0 is the embedded mode's), not {self.asid}")
         if not 1 <= self.sample_hz <= 10_000:
             raise UsageError(f"profiler sample_hz must be 1..10000, not {self.sample_hz}")
         if self.replay is None:
@@ -136,6 +147,15 @@ class DaemonConfig:
                 )
             if not self.enabled():
                 raise UsageError("every collector is switched off: the agent would hold nothing")
+
+
+MAX_ASID = 2**32 - 1  # Pixie's asid is a uint32
+
+
+def derive_asid(host: str) -> int:
+    """A stable agent short id from the host name (never 0, the embedded mode's): two hosts of
+    one cluster collide with odds 1 in 4 billion; set ``asid`` in the config to be sure."""
+    return zlib.crc32(host.encode()) % MAX_ASID + 1
 
 
 def load_config(path: str | None, overrides: dict[str, Any]) -> DaemonConfig:
@@ -178,7 +198,17 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
             raise fail(f"{where}.{key}" if where else key, f"expected {names}, got {value!r}")
         return value
 
-    known = {"listen", "state_dir", "collectors", "profiler", "retention", "socket_tracer", "replay", "security"}
+    known = {
+        "listen",
+        "state_dir",
+        "collectors",
+        "profiler",
+        "retention",
+        "socket_tracer",
+        "replay",
+        "security",
+        "asid",
+    }
     for key in doc:
         if key not in known:
             raise fail(key, f"unknown setting (known: {', '.join(sorted(known))})")
@@ -186,11 +216,13 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
     for key in ("listen", "state_dir", "replay"):
         if key in doc:
             values[key] = typed(doc, key, (str,), "")
+    if "asid" in doc:
+        values["asid"] = typed(doc, "asid", (int,), "")
     sections = {
         "collectors": KNOWN_COLLECTORS,
         "profiler": ("sample_hz",),
         "retention": ("window", "table_budget_mb"),
-        "socket_tracer": ("body_limit", "keep_secrets"),
+        "socket_tracer": ("body_limit", "keep_secrets", "traced_cgroups"),
         "security": _SECURITY_KEYS,
     }
     for name, keys in sections.items():
@@ -218,6 +250,11 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
         values["body_limit"] = typed(tracer, "body_limit", (int,), "socket_tracer")
     if "keep_secrets" in tracer:
         values["keep_secrets"] = typed(tracer, "keep_secrets", (bool,), "socket_tracer")
+    if "traced_cgroups" in tracer:
+        cgroups = typed(tracer, "traced_cgroups", (list,), "socket_tracer")
+        if not all(isinstance(c, (str, int)) and not isinstance(c, bool) and str(c).strip() for c in cgroups):
+            raise fail("socket_tracer.traced_cgroups", "expected a list of cgroup v2 paths or ids")
+        values["traced_cgroups"] = tuple(str(c) for c in cgroups)
     security = doc.get("security", {})
     for key in _SECURITY_KEYS:
         if key in security:
@@ -341,12 +378,18 @@ class AgentDaemon:
             body_limit=self.config.body_limit,
             keep_secrets=self.config.keep_secrets,
             table_budget_bytes=int(self.config.table_budget_mb * 1024 * 1024),
+            asid=self.config.agent_asid,
         )
         self.window = LiveWindow(
             self.collected_tables(),
             window_s=self.config.retention_s,
             options=options,
-            collector_options={"perf_profiler": (("sample_hz", str(self.config.sample_hz)),)},
+            collector_options={
+                "perf_profiler": (("sample_hz", str(self.config.sample_hz)),),
+                "socket_tracer": (("traced_cgroups", ",".join(self.config.traced_cgroups)),)
+                if self.config.traced_cgroups
+                else (),
+            },
         ).start()
         return self
 
@@ -386,14 +429,15 @@ class AgentDaemon:
 
         status = self.status()
         lost = sum(sum(split_losses(counters)[0].values()) for counters in status["drops"].values())
-        upid = upid_of(os.getpid()) or f"0:{os.getpid()}:0"
+        asid = self.config.agent_asid
+        upid = upid_of(os.getpid(), asid) or f"{asid}:{os.getpid()}:0"
         if upid not in self.status_store.processes:  # px.upid_to_* on the agent's own row
             self.status_store.processes[upid] = process_info(os.getpid()) or {"pid": os.getpid()}
         row = {
             "time_": time.time_ns(),
             "upid": upid,
             "agent_id": self.agent_id,
-            "asid": 0,
+            "asid": asid,
             "hostname": socket.gethostname(),
             "ip_address": self.address.rpartition(":")[0],
             "agent_state": "AGENT_STATE_HEALTHY" if status["state"] == "running" else "AGENT_STATE_UNRESPONSIVE",
@@ -418,6 +462,7 @@ class AgentDaemon:
         source = self.source()
         return {
             "agent_id": self.agent_id,
+            "asid": self.config.agent_asid,
             "host": source.host,
             "pid": os.getpid(),
             "mode": "replay" if self.capture is not None else "live",

@@ -11,8 +11,10 @@ JSON data, never code or PxL text::
      "limit": int | null}                                # rows the merge side reads at most (head)
 
 The agent reads the plan back checked (``PlanFormatError`` with the JSON path of a bad element),
-accepts only per-row nodes (Source, Filter, Map, Project), checks every table and column against
-what it holds, runs the fragment on its store with the executor and streams record batches. The
+accepts only per-row nodes (Source, Filter, Map, Project) and, as the root only, a group-by (Agg)
+that it runs as a partial aggregation (per-group states, :mod:`pxq.broker.partial`, merged by the
+broker), checks every table and column against what it holds, runs the fragment on its store with
+the executor and streams record batches. The
 stream's schema metadata carries what the client needs to finish as in embedded mode: the loss
 counters of the tables read (``pxq.drops``), the identity of every process (``pxq.processes``, for
 ``px.upid_to_*`` on the merge side), the host and the data's end.
@@ -42,7 +44,7 @@ TICKET_FORMAT = "pxq-agent-query"
 TICKET_VERSION = 1
 BATCH_ROWS = 65_536
 CHUNK_ROWS = 16_384  # source rows per step when only the first rows are wanted (a head)
-_AGENT_NODE_KINDS = ("source", "filter", "map", "project")
+_AGENT_NODE_KINDS = ("source", "filter", "map", "project", "agg")
 META_DROPS = b"pxq.drops"
 META_PROCESSES = b"pxq.processes"
 META_HOST = b"pxq.host"
@@ -197,6 +199,7 @@ def read_ticket(raw: bytes, tables: dict[str, str]) -> dict[str, Any]:
     assert isinstance(roots, tuple)
     if len(roots) != 1:
         raise PlanFormatError("$.fragment.roots", f"a query ticket names one fragment, not {len(roots)}")
+    _check_partial_agg(roots[0], limit)
     return {
         "fragment": roots[0],
         "now_ns": now_ns,
@@ -205,6 +208,23 @@ def read_ticket(raw: bytes, tables: dict[str, str]) -> dict[str, Any]:
         "end_ns": doc.get("end_ns"),
         "limit": limit,
     }
+
+
+def _check_partial_agg(fragment: Any, limit: int | None) -> None:
+    """A group-by runs on an agent only as the fragment's root (a partial aggregation, whose
+    states the broker merges), over per-row nodes, and never with a row limit (groups are not rows)."""
+    from pxq.broker.partial import splittable
+    from pxq.plan.nodes import Agg, relations_postorder
+    from pxq.plan.serialize import PlanFormatError
+
+    below = fragment.input if isinstance(fragment, Agg) else fragment
+    if any(isinstance(n, Agg) for n in relations_postorder((below,))):
+        raise PlanFormatError("$.fragment.roots", "an agent runs a group-by (agg) only as the fragment's root")
+    if isinstance(fragment, Agg):
+        if not splittable(fragment):
+            raise PlanFormatError("$.fragment.roots", "this group-by has an aggregate with no partial form")
+        if limit is not None:
+            raise PlanFormatError("$.limit", "a row limit does not apply to a partial aggregation")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,8 +333,9 @@ class AgentFlightServer(flight.FlightServerBase):
         return flight.FlightServerError(str(exc))
 
     def do_get(self, context: Any, ticket: flight.Ticket) -> flight.FlightDataStream:
+        from pxq.broker.partial import partial_aggregate
         from pxq.exec.execute import conform, execute_fragments
-        from pxq.plan.nodes import Graph
+        from pxq.plan.nodes import Agg, Graph
         from pxq.plan.serialize import PlanFormatError
 
         self.daemon.queries += 1
@@ -331,11 +352,14 @@ class AgentFlightServer(flight.FlightServerBase):
             source = self.daemon.source()
             bounded = _Bounded(source, query["start_ns"], query["end_ns"])
             graph = Graph((), query["now_ns"], query["settings"])
-            if query["limit"] is None:
+            if isinstance(fragment, Agg):  # states per group, merged by the broker
+                (rows,) = execute_fragments((fragment.input,), graph, bounded)
+                table = partial_aggregate(rows, fragment)
+            elif query["limit"] is None:
                 (table,) = execute_fragments((fragment,), graph, bounded)
+                table = conform(table, fragment.schema)
             else:
-                table = _first_rows(fragment, graph, bounded, query["limit"])
-            table = conform(table, fragment.schema)
+                table = conform(_first_rows(fragment, graph, bounded, query["limit"]), fragment.schema)
         except PxqError as exc:
             raise self._fail("query_failed", exc) from None
         except Exception as exc:  # noqa: BLE001 - a bug must reach the client as a message, the agent go on

@@ -120,7 +120,7 @@ class AgentLoop:
         self.store = TableStore(
             self.options.budget_bytes, host=socket.gethostname(), table_budget_bytes=self.options.table_budget_bytes
         )
-        self.identities = ProcessIdentities()  # one upid per process across the collectors
+        self.identities = ProcessIdentities(asid=self.options.asid)  # one upid per process across the collectors
         self.running: list[Collector] = []  # started and not stopped, in start order
         self.stopped: list[Collector] = []  # in stop order
         self.events = 0  # events the collectors handled so far

@@ -126,7 +126,8 @@ class ProcessIdentities:
     reachable at first sight, else the kernel" makes that choice once, for every collector.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, asid: int = 0) -> None:
+        self.asid = asid  # the agent short id in every upid made here (0: embedded)
         self._by_pid: dict[int, tuple[int, str]] = {}  # pid -> (kernel start ns or 0, upid)
         self.by_upid: dict[str, dict] = {}
 
@@ -138,7 +139,7 @@ class ProcessIdentities:
         start_boot_ns: int = 0,
         argv: bytes = b"",
         exec_seen: bool = False,
-        asid: int = 0,
+        asid: int | None = None,
     ) -> str:
         """The upid of process ``pid`` as the kernel describes it (any of comm, start, argv may be
         unknown: "", 0, b""). ``exec_seen`` (or argv, which only an exec gives): ``comm`` is the
@@ -177,7 +178,7 @@ class ProcessIdentities:
             # An exited process waiting for its parent (a zombie) has no command line in /proc
             # any more; the kernel read it at exec.
             info = {**info, "cmdline": _argv_text(argv)}
-        upid = make_upid(pid, info["start_ticks"], asid)
+        upid = make_upid(pid, info["start_ticks"], self.asid if asid is None else asid)
         self._by_pid[pid] = (start_boot_ns, upid)
         self.by_upid.setdefault(upid, info)
         return upid

@@ -264,6 +264,9 @@ class SocketTracerOptions:
     ignore_pids: frozenset[int] = frozenset()
     ignore_comms: frozenset[str] = frozenset()
     ignore_cgroups: frozenset[int] = frozenset()
+    # Only tasks in one of these cgroups (exactly, as ignore_cgroups) are traced: an agent
+    # collecting one pod's or one container's traffic. Empty: every cgroup.
+    trace_cgroups: frozenset[int] = frozenset()
 
     def defines(self) -> dict[str, int]:
         if self.max_data & (self.max_data - 1) or not 64 <= self.max_data <= 16384:
@@ -293,6 +296,7 @@ class SocketTracerOptions:
             "IGNORE_PIDS": 1,  # always: pxq's own helper processes (pxq.agent.own_processes)
             "IGNORE_COMMS": 1 if self.ignore_comms else 0,
             "IGNORE_CGROUPS": 1 if self.ignore_cgroups else 0,
+            "TRACE_CGROUPS": 1 if self.trace_cgroups else 0,
         }
 
 
@@ -308,7 +312,7 @@ def cgroup_v2_root() -> Path:
     )
 
 
-def cgroup_id(spec: str | int) -> int:
+def cgroup_id(spec: str | int, what: str = "to ignore") -> int:
     """A cgroup v2 id (what ``bpf_get_current_cgroup_id`` returns: the inode number of the cgroup's
     directory) from an id, a directory path, or a path relative to the cgroup v2 mount
     (``/system.slice/nginx.service`` as /proc/<pid>/cgroup's ``0::`` line shows it)."""
@@ -323,7 +327,7 @@ def cgroup_id(spec: str | int) -> int:
             raise FileNotFoundError(path)
         return path.stat().st_ino
     except OSError:
-        raise BpfError(f"cgroup to ignore not found: {spec!r} (looked for the directory {path})") from None
+        raise BpfError(f"cgroup {what} not found: {spec!r} (looked for the directory {path})") from None
 
 
 def _option_list(request, key: str) -> list[str]:
@@ -341,6 +345,7 @@ def options_from_manifest(request) -> SocketTracerOptions:
         ignore_pids=frozenset(int(p) for p in _option_list(request, "ignore_pids")),
         ignore_comms=frozenset(_option_list(request, "ignore_comms")),
         ignore_cgroups=frozenset(cgroup_id(c) for c in _option_list(request, "ignore_cgroups")),
+        trace_cgroups=frozenset(cgroup_id(c, "to trace") for c in _option_list(request, "traced_cgroups")),
     )
 
 
@@ -368,6 +373,10 @@ def build_socket_tracer(options: SocketTracerOptions) -> BpfProgram:
     )
     if options.ignore_cgroups:
         notes.append(f"ignored_cgroups map: {', '.join(map(str, sorted(options.ignore_cgroups)))}")
+    if options.trace_cgroups:
+        notes.append(
+            f"traced_cgroups map (only these are traced): {', '.join(map(str, sorted(options.trace_cgroups)))}"
+        )
     return build_program(PROGRAM_FILE, options.defines(), layout_asserts("pxq_sock_event", EventHeader), tuple(notes))
 
 
@@ -520,6 +529,10 @@ class SocketTracer:
             cgroups = bpf[b"ignored_cgroups"]
             for cgroup in opts.ignore_cgroups:
                 cgroups[ct.c_uint64(cgroup)] = ct.c_uint8(1)
+        if opts.trace_cgroups:
+            traced = bpf[b"traced_cgroups"]
+            for cgroup in opts.trace_cgroups:
+                traced[ct.c_uint64(cgroup)] = ct.c_uint8(1)
         self._unsubscribe = own_processes.subscribe(lambda pid: ignore([pid]))
 
     def add_pids(self, pids: Iterable[int]) -> None:

@@ -49,6 +49,9 @@ def add_agent_parser(sub: Any) -> None:
     )
     serve.add_argument("--state-dir", metavar="DIR", help="where agent.json is written")
     serve.add_argument(
+        "--asid", type=int, metavar="N", help="agent short id in upids, 1..2^32-1 (default: derived from the host name)"
+    )
+    serve.add_argument(
         "--from",
         dest="replay",
         metavar="DIR",
@@ -150,6 +153,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "listen": args.listen,
             "state_dir": args.state_dir,
             "replay": args.replay,
+            "asid": args.asid,
             "retention": args.retention,
             "table_budget_mb": args.table_budget_mb,
             "sample_hz": args.sample_hz,

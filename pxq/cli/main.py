@@ -130,9 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-secrets", action="store_true", help=KEEP_SECRETS_HELP)
     run.add_argument(
         "--agent",
+        action="append",
+        dest="agents",
         metavar="HOST:PORT",
         help="answer from a running agent's history (`pxq agent serve`); by default the local agent is used "
-        "when its state file exists and it answers, else pxq collects embedded",
+        "when its state file exists and it answers, else pxq collects embedded. Give it several times to "
+        "query several agents at once (as --cluster)",
+    )
+    run.add_argument(
+        "--cluster",
+        metavar="FILE",
+        help='query every agent a cluster file lists (TOML: [[agent]] name, address = "HOST:PORT"); '
+        "agents that fail or miss --timeout are left out and the result is marked partial",
+    )
+    run.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with several agents: how long to wait for them (each round: clocks, then results; default 10)",
     )
     run.add_argument("--no-agent", action="store_true", help="collect embedded even when a local agent runs")
     from pxq.cli.agent import add_credential_flags
@@ -349,10 +365,17 @@ def cmd_run(args, script_argv: list[str]) -> int:
     zone = datetime.UTC if args.utc else None  # None: the local zone
 
     duration = parse_duration(args.duration)  # checked with --from too: a typo is said, not ignored
-    if args.agent and (args.source or args.no_agent):
+    args.agent = args.agents[0] if args.agents and len(args.agents) == 1 else None
+    fleet = bool(args.cluster) or len(args.agents or ()) > 1
+    chosen = [flag for flag, given in (("--agent", args.agents), ("--cluster", args.cluster)) if given]
+    if chosen and (args.source or args.no_agent):
         raise UsageError(
-            f"--agent and {'--from' if args.source else '--no-agent'} both choose where rows come from: give one"
+            f"{chosen[0]} and {'--from' if args.source else '--no-agent'} both choose where rows come from: give one"
         )
+    if len(chosen) == 2:
+        raise UsageError("--agent and --cluster both choose the agents: list them all in the cluster file")
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
     script = load_script(args.script)
     vis = None
     if args.output == "html":  # widgets calling undefined functions become messages; the rest still run
@@ -369,6 +392,18 @@ def cmd_run(args, script_argv: list[str]) -> int:
         capture = open_capture(args.source)
         compiled, results = run_script(script, args=script_args, source=capture)
         drops = capture.drops
+    elif fleet:
+        from pxq.broker.fleet import agents_of_addresses, load_cluster, run_fleet
+        from pxq.cli.agent import credentials_from_args
+
+        agents = (
+            load_cluster(args.cluster)
+            if args.cluster
+            else agents_of_addresses(args.agents, credentials_from_args(args))
+        )
+        compiled, results, drops = run_fleet(script, agents, args=script_args, timeout_s=args.timeout)
+        for name, why in results.missing.items():
+            results.notes.insert(0, f"partial result: agent {name} is missing ({why})")
     elif (agent := agent_for_run(args)) is not None:
         from pxq.agent.flight import AgentClient
         from pxq.cli.agent import credentials_from_args
@@ -511,6 +546,10 @@ def cmd_explain(args, script_argv: list[str]) -> int:
     print(format_placement(plan))
     print("\n== probe manifest ==")
     print(plan.manifest.to_text())
+    fleet_plan = split(compiled.optimized, partial_aggs=True)
+    if fleet_plan.agent_fragments != plan.agent_fragments:  # a group-by runs partly on the agents
+        print("\n== where each part runs over many agents (--cluster, or --agent given more than once) ==")
+        print(format_placement(fleet_plan))
     return 0
 
 
@@ -520,8 +559,17 @@ def format_placement(plan) -> str:
     from pxq.plan.nodes import Display, Graph
 
     lines = []
+    from pxq.plan.nodes import Agg
+
     for i, fragment in enumerate(plan.agent_fragments):
-        lines.append(f"-- agent fragment {i} (runs on the agent: embedded here, or the node agent over Flight) --")
+        if isinstance(fragment, Agg):
+            states = ", ".join(f"{a.output}: px.{a.function} state" for a in fragment.aggregates)
+            lines.append(
+                f"-- agent fragment {i} (runs on every agent up to a partial aggregation: per group {states}; "
+                "the broker merges the agents' states into the Agg's result) --"
+            )
+        else:
+            lines.append(f"-- agent fragment {i} (runs on the agent: embedded here, or the node agent over Flight) --")
         lines.append(format_graph(Graph((Display(fragment, f"fragment {i}"),), plan.merge.now_ns)))
     lines.append("-- merge fragment (runs in this pxq, over the agent fragments' rows) --")
     lines.append(format_graph(plan.merge))

@@ -20,12 +20,22 @@ Choices:
   rank is off by at most 0.1 percentage point (one position for 1,000 values); groups of up to a
   few hundred values are exact up to interpolation between neighbouring values.
   tests/funcs/test_aggregate.py checks this with a 0.2-point margin.
+  Over many agents (pxq.broker) each agent sends per-group t-digest centroids instead (Arrow's
+  digest state cannot leave pyarrow), built with ``fastdigest`` (PyPI: a maintained Rust t-digest,
+  1000 centroids at most, that serializes and merges; it fits, so pxq builds no digest of its
+  own). The broker merges the agents' centroids by taking them together (re-compressing would
+  only save space; rebuilding fastdigest objects from Arrow costs Python per centroid) and reads
+  the quantiles off them (``_digest_quantiles``): the same 0.1-point bound was measured
+  (tests/broker/test_partial.py checks 0.2), and groups of at most 1000 values on each agent give
+  numpy's linear quantiles exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -163,3 +173,134 @@ quantiles = aggregate(
     # no data: as for a group of nulls
     empty="{" + ",".join(f'"{key}":null' for key in QUANTILE_KEYS) + "}",
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Split form, for one query over many agents (pxq.broker): each agent reduces its rows to a
+# partial state per group, the broker merges the states (Pixie's UDA Update/Merge/Finalize).
+#
+# A ``PartialForm`` says, for an aggregate over a column of a given type: how an agent prepares the
+# values and which Acero hash aggregates make its state columns (``partial``, optionally finished
+# by ``state``), then per state column the Acero hash aggregate that merges the states of many
+# agents (``merge``) and how the merged states become the value (``finish``). Quantiles' state is a
+# t-digest as Arrow data (centroid means and weights, min, max per group) built and merged with
+# ``fastdigest`` (a maintained Rust t-digest that serializes and merges, 1000 centroids at most,
+# like Pixie's compression), so no agent ever sends its raw values. The broker merges digests
+# by taking their centroids together and reads the quantiles off them (``_digest_quantiles``).
+
+StatePlan = tuple[pa.ChunkedArray, list[tuple[str, object]]]
+
+
+@dataclass(frozen=True)
+class PartialForm:
+    partial: Callable[[pa.ChunkedArray], StatePlan]
+    # Per state column, the Acero function merging it; ("rows",): the finish gets each group's
+    # state row numbers (a list per group) then the state columns as they came.
+    merge: tuple[str, ...]
+    finish: Callable[[list[pa.ChunkedArray], str], pa.ChunkedArray]
+    state: Callable[[list[pa.ChunkedArray]], list[pa.ChunkedArray]] | None = None
+
+
+def _exact_ints(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_boolean(values.type):
+        return pc.cast(values, pa.int64())
+    return pc.cast(values, _EXACT) if pa.types.is_integer(values.type) else values
+
+
+def _sum_finish(states: list[pa.ChunkedArray], column: str) -> pa.ChunkedArray:
+    if pa.types.is_decimal(states[0].type):
+        return _checked_int64_sum(column)(states[0])
+    return states[0]
+
+
+def _mean_finish(states: list[pa.ChunkedArray], column: str) -> pa.ChunkedArray:
+    sums, counts = states
+    return pc.if_else(pc.equal(counts, 0), pa.scalar(None, pa.float64()), _ratio(sums, counts))
+
+
+def _digest_states(outputs: list[pa.ChunkedArray]) -> list[pa.ChunkedArray]:
+    """Each group's values (an Acero hash_list) -> its t-digest: centroid means, weights, min, max."""
+    from fastdigest import TDigest
+
+    lists = outputs[0].combine_chunks()
+    flat = pc.cast(lists.flatten(), pa.float64()).to_numpy(zero_copy_only=False)
+    offsets = lists.offsets.to_numpy()
+    means: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    sizes = [0]
+    lows: list[float | None] = []
+    highs: list[float | None] = []
+    for start, stop in zip(offsets[:-1], offsets[1:]):
+        group = flat[start:stop]
+        group = group[~np.isnan(group)]  # nulls (NaN after the cast) are skipped, as locally
+        if group.size == 0:
+            sizes.append(sizes[-1])
+            lows.append(None)
+            highs.append(None)
+            continue
+        centroids = np.asarray(TDigest.from_values(group).centroids, dtype=np.float64).reshape(-1, 2)
+        means.append(centroids[:, 0])
+        weights.append(centroids[:, 1])
+        sizes.append(sizes[-1] + len(centroids))
+        lows.append(float(group.min()))
+        highs.append(float(group.max()))
+    bounds = pa.array(np.asarray(sizes, dtype=np.int32))
+    empty = np.empty(0, dtype=np.float64)
+    return [
+        pa.chunked_array([pa.ListArray.from_arrays(bounds, pa.array(np.concatenate([empty, *means])))]),
+        pa.chunked_array([pa.ListArray.from_arrays(bounds, pa.array(np.concatenate([empty, *weights])))]),
+        pa.chunked_array([pa.array(lows, pa.float64())]),
+        pa.chunked_array([pa.array(highs, pa.float64())]),
+    ]
+
+
+def _digest_quantiles(means: np.ndarray, weights: np.ndarray, low: float, high: float) -> list[float]:
+    """The seven quantiles of a digest given as centroids (any order, e.g. several agents' digests
+    together: their union is their merge before re-compression, which only saves space). Each
+    centroid stands at the middle of the ranks it covers (0-based, like numpy's "linear" quantile,
+    so a digest of single values gives numpy's answer exactly); between centroids, and from the
+    minimum at rank 0 and to the maximum at the last rank, the value is interpolated linearly."""
+    order = np.argsort(means, kind="stable")
+    means, weights = means[order], weights[order]
+    total = float(weights.sum())
+    positions = np.cumsum(weights) - weights + (weights - 1.0) / 2.0
+    last = total - 1.0
+    xs = np.concatenate([[0.0], positions, [last]])
+    ys = np.concatenate([[low], means, [high]])
+    return [float(v) for v in np.interp(np.asarray(QUANTILES) * last, xs, ys)]
+
+
+def _merged_quantiles(states: list[pa.ChunkedArray], column: str) -> pa.ChunkedArray:
+    """Per group, the agents' digests (its state rows) merged, then the seven quantiles."""
+    groups = states[0].combine_chunks()
+    means_lists, weights_lists = (s.combine_chunks() for s in states[1:3])
+    all_means = means_lists.flatten().to_numpy(zero_copy_only=False)
+    all_weights = weights_lists.flatten().to_numpy(zero_copy_only=False)
+    starts = means_lists.offsets.to_numpy()
+    lows, highs = (s.to_numpy(zero_copy_only=False) for s in states[3:5])
+    rows: list[list[float] | None] = []
+    members_flat = groups.flatten().to_numpy()
+    member_offsets = groups.offsets.to_numpy()
+    for g in range(len(groups)):
+        members = members_flat[member_offsets[g] : member_offsets[g + 1]]
+        pieces = [np.arange(starts[r], starts[r + 1]) for r in members]
+        picked = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int64)
+        if picked.size == 0:
+            rows.append(None)
+            continue
+        low, high = np.nanmin(lows[members]), np.nanmax(highs[members])
+        rows.append(_digest_quantiles(all_means[picked], all_weights[picked], float(low), float(high)))
+    return _quantiles_json(pa.chunked_array([pa.array(rows, pa.list_(pa.float64()))]))
+
+
+PARTIAL_FORMS: dict[str, PartialForm] = {
+    "count": PartialForm(lambda v: (v, [("count", pc.CountOptions(mode="all"))]), ("sum",), lambda s, _: s[0]),
+    "sum": PartialForm(lambda v: (_exact_ints(v), [("sum", None)]), ("sum",), _sum_finish),
+    "mean": PartialForm(
+        lambda v: (_exact_ints(v), [("sum", None), ("count", _COUNT_VALID)]), ("sum", "sum"), _mean_finish
+    ),
+    "min": PartialForm(lambda v: (v, [("min", None)]), ("min",), lambda s, _: s[0]),
+    "max": PartialForm(lambda v: (v, [("max", None)]), ("max",), lambda s, _: s[0]),
+    "any": PartialForm(lambda v: (v, [("first", None)]), ("first",), lambda s, _: s[0]),
+    "quantiles": PartialForm(lambda v: (v, [("list", None)]), ("rows",), _merged_quantiles, state=_digest_states),
+}

@@ -78,6 +78,10 @@ SETTINGS: dict[str, tuple[Callable[[str], bool], str]] = {
         lambda text: all(c.strip() for c in text.split(",")),
         "cgroup v2 paths (/system.slice/x.service) or ids, separated by commas",
     ),
+    "socket_tracer.traced_cgroups": (
+        lambda text: all(c.strip() for c in text.split(",")),
+        "cgroup v2 paths (/system.slice/x.service) or ids, separated by commas",
+    ),
 }
 _SETTING_COLLECTORS = {key.split(".", 1)[0] for key in SETTINGS if "." in key}
 

@@ -2,7 +2,12 @@
 Project) and a merge fragment (everything blocking: Agg, Join, Union, Limit, displays), plus the
 ProbeManifest the agents collect for. In embedded mode both halves run in one process; in
 cluster mode every agent runs the agent fragments and one merger runs the rest (Pixie's PEM /
-Kelvin split)."""
+Kelvin split).
+
+With ``partial_aggs=True`` (a query over many agents, :mod:`pxq.broker`) a group-by whose input
+runs on the agents is an agent fragment too: each agent reduces its rows to per-group states, and
+the broker merges them (:mod:`pxq.broker.partial`) into what the merge fragment reads. A fragment
+whose root is an ``Agg`` is always such a partial aggregation."""
 
 from __future__ import annotations
 
@@ -11,7 +16,18 @@ from dataclasses import dataclass
 from typing import cast
 
 from pxq.plan.manifest import ProbeManifest, build_manifest
-from pxq.plan.nodes import Display, Filter, FragmentInput, Graph, Map, Project, Relation, Source, relations_postorder
+from pxq.plan.nodes import (
+    Agg,
+    Display,
+    Filter,
+    FragmentInput,
+    Graph,
+    Map,
+    Project,
+    Relation,
+    Source,
+    relations_postorder,
+)
 from pxq.plan.rewrite import with_inputs
 
 _AGENT_NODES = (Source, Filter, Map, Project)
@@ -24,7 +40,7 @@ class SplitPlan:
     manifest: ProbeManifest
 
 
-def split(graph: Graph) -> SplitPlan:
+def split(graph: Graph, *, partial_aggs: bool = False) -> SplitPlan:
     fragments: list[Relation] = []
     index: dict[int, FragmentInput] = {}
 
@@ -40,6 +56,12 @@ def split(graph: Graph) -> SplitPlan:
     agent_side: dict[int, bool] = {}
     for node in graph.nodes():
         agent_side[id(node)] = isinstance(node, _AGENT_NODES) and all(agent_side[id(c)] for c in node.inputs)
+    if partial_aggs:
+        from pxq.broker.partial import splittable
+
+        for node in graph.nodes():
+            if isinstance(node, Agg) and agent_side[id(node.input)] and splittable(node):
+                agent_side[id(node)] = True  # a fragment root: nothing above it runs on the agents
     done: dict[int, Relation] = {}
     for node in relations_postorder(graph.displays, inputs_of=lambda n: () if agent_side[id(n)] else n.inputs):
         if agent_side[id(node)]:

@@ -17,6 +17,27 @@ import pyarrow.types as pat
 from pxq.errors import UsageError
 from pxq.types import FIELD_SEMANTIC_KEY, FIELD_TYPE_KEY, DataType, SemanticType
 
+# A partial result (a query over many agents some of which did not answer, pxq.broker.fleet)
+# carries the missing agents in its tables' schema metadata: JSON [{"agent": .., "reason": ..}].
+PARTIAL_KEY = b"pxq.partial"
+
+
+def missing_agents(table: pa.Table) -> list[dict[str, str]]:
+    """The agents a partial result lacks (empty for a whole result)."""
+    import json
+
+    raw = (table.schema.metadata or {}).get(PARTIAL_KEY)
+    return json.loads(raw) if raw else []
+
+
+def partial_line(table: pa.Table) -> str | None:
+    missing = missing_agents(table)
+    if not missing:
+        return None
+    names = ", ".join(f"{m['agent']} ({m['reason']})" for m in missing)
+    return f"PARTIAL result: without agent{'s' if len(missing) > 1 else ''} {names}"
+
+
 # Conversions run over batches of this many rows, so memory stays bounded on big results.
 BATCH_ROWS = 64 * 1024
 

@@ -10,7 +10,10 @@ Value choices (documented for users in the module, stable for tools reading the 
   so the output never changes shape with the data;
 - nulls are ``null``; other Arrow types (lists, structs...) are converted per value.
 
-All displays go to one stream (stdout, or the file ``out``), in display order.
+All displays go to one stream (stdout, or the file ``out``), in display order. A partial result
+(agents missing from a query over many, ``pxq run --cluster``) has one more line before a display's
+rows, without ``_table``: ``{"_partial": {"table": "<display>", "missing_agents": [{"agent": ..,
+"reason": ..}]}}``.
 
 Rows are encoded column by column with Arrow compute kernels into one string array per batch whose
 value buffer is exactly the output bytes, so no Python code runs per cell except for strings with
@@ -26,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.types as pat
 
-from pxq.render.base import batches, is_text, is_time, open_output, rfc3339
+from pxq.render.base import batches, is_text, is_time, missing_agents, open_output, rfc3339
 
 # Control characters need \\uXXXX escapes; rows holding them go through Python's json module.
 _CONTROL = r"[\x00-\x1f]"
@@ -106,6 +109,9 @@ class JsonWriter:
         stream, close = open_output(out)
         try:
             for display, table in results.items():
+                if missing := missing_agents(table):  # before the rows: a reader knows at once
+                    marker = {"_partial": {"table": display, "missing_agents": missing}}
+                    stream.write((_json.dumps(marker, ensure_ascii=False) + "\n").encode())
                 for batch in batches(table):
                     stream.write(encode_batch(display, batch))
             stream.flush()

@@ -39,7 +39,7 @@ from rich.text import Text
 
 from pxq.errors import UsageError
 from pxq.render import human
-from pxq.render.base import is_text, is_time, semantic_of, time_ns
+from pxq.render.base import is_text, is_time, partial_line, semantic_of, time_ns
 from pxq.types import SemanticType as S
 
 DEFAULT_MAX_ROWS = 100
@@ -357,6 +357,8 @@ class TableWriter:
             for display, table in results.items():
                 grid, grid_width, hidden_rows, hidden_columns = build_table(table, limit, width, zone)
                 target.print(title(display, table.num_rows), crop=False, soft_wrap=True)
+                if (partial := partial_line(table)) is not None:
+                    target.print(Text(partial, style="bold yellow"), crop=False, soft_wrap=True)
                 print_table(target, grid, grid_width)
                 if hidden_rows:
                     more = f"… {_plural(hidden_rows, 'more row')}"

@@ -350,7 +350,7 @@ AGENT_STATUS = TableSchema(
         TIME,
         _c("upid", T.UINT128, "Unique process id of the agent process itself.", S.UPID),
         _c("agent_id", T.STRING, "The agent's id: '<hostname>:<pid>:<start ns>' (Pixie: a UUID)."),
-        _c("asid", T.INT64, "The agent short id (0: one agent per host in this version)."),
+        _c("asid", T.INT64, "The agent short id in the upids it makes (config asid, else from the host name)."),
         _c("hostname", T.STRING, "Host name of the agent's node."),
         _c("ip_address", T.STRING, "Address the agent serves Arrow Flight on.", S.IP_ADDRESS),
         _c("agent_state", T.STRING, "AGENT_STATE_HEALTHY, or AGENT_STATE_UNRESPONSIVE once collection failed."),

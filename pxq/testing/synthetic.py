@@ -16,11 +16,12 @@ STATUSES = np.array([200, 200, 200, 201, 204, 304, 400, 404, 500, 503])
 COMMS = ["nginx", "python3", "envoy", "curl", "node"]
 
 
-def synthetic_processes(n_processes: int = 6) -> dict[str, dict]:
+def synthetic_processes(n_processes: int = 6, asid: int = 0) -> dict[str, dict]:
+    """``asid``: the agent that recorded them (two agents' processes may share pids, never upids)."""
     processes = {}
     for i in range(n_processes):
         pid = 1000 + i * 17
-        upid = f"0:{pid}:{500000 + i}"
+        upid = f"{asid}:{pid}:{500000 + i}"
         comm = COMMS[i % len(COMMS)]
         processes[upid] = {
             "pid": pid,
@@ -42,11 +43,12 @@ def synthetic_http_events(
     span_ns: int = 300_000_000_000,
     n_processes: int = 6,
     null_fraction: float = 0.0,
+    asid: int = 0,
 ) -> pa.Table:
     """``n_rows`` rows over ``span_ns`` starting at ``start_ns``, time-ordered, with nulls in a
     few nullable columns when ``null_fraction`` > 0."""
     rng = np.random.default_rng(seed)
-    upids = list(synthetic_processes(n_processes))
+    upids = list(synthetic_processes(n_processes, asid))
     times = np.sort(start_ns + rng.integers(0, span_ns, n_rows))
     path_idx = rng.integers(0, len(PATHS), n_rows)
     status = STATUSES[rng.integers(0, len(STATUSES), n_rows)]
@@ -98,17 +100,21 @@ def write_synthetic_capture(
     start_ns: int = 1_764_115_200_000_000_000,
     span_ns: int = 300_000_000_000,
     null_fraction: float = 0.0,
+    asid: int = 0,
+    host: str = "synthetic-host",
 ) -> str:
     """A capture directory holding ``n_rows`` synthetic http_events; returns its path."""
     from pxq.replay import write_capture
 
-    table = synthetic_http_events(n_rows, seed=seed, start_ns=start_ns, span_ns=span_ns, null_fraction=null_fraction)
+    table = synthetic_http_events(
+        n_rows, seed=seed, start_ns=start_ns, span_ns=span_ns, null_fraction=null_fraction, asid=asid
+    )
     write_capture(
         directory,
         {"http_events": table},
-        host="synthetic-host",
+        host=host,
         start_time_ns=start_ns,
         end_time_ns=start_ns + span_ns,
-        processes=synthetic_processes(),
+        processes=synthetic_processes(asid=asid),
     )
     return str(directory)

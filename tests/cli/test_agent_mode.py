@@ -169,8 +169,9 @@ def _still_serving(agent) -> None:
             "has no column 'nope'",
         ),
         (
-            lambda doc: json.dumps({**doc, "fragment": {**doc["fragment"], "nodes": [{"kind": "agg"}]}}).encode(),
-            "plan JSON at $.fragment.nodes[0].kind: an agent runs only source, filter, map, project nodes, not 'agg'",
+            lambda doc: json.dumps({**doc, "fragment": {**doc["fragment"], "nodes": [{"kind": "join"}]}}).encode(),
+            "plan JSON at $.fragment.nodes[0].kind: an agent runs only source, filter, map, project, agg nodes, "
+            "not 'join'",
         ),
     ],
     ids=["not-json", "version", "not-a-plan", "table-not-held", "column-not-held", "blocking-node"],
