@@ -39,14 +39,25 @@ would be; it is started (BPF compiled and attached) before each traced run and e
    (target <= 0.1 s); beside the host's CPU, nginx's + the client's + the agent's own CPU
    (/proc/<pid>/stat, getrusage), the same ratio without other processes' noise; medians over
    the rounds with their spread, beside the saturated wrk ratio.
+4b. Where the traced CPU goes, at the same fixed rates: untraced and traced alternating, with BPF
+   run-time counting on (BPF_ENABLE_STATS), a table of the medians and of each one's difference
+   per request: the host's busy CPU, nginx's, the client's and the agent's user and system CPU,
+   the BPF programs' own run time (run_time_ns of each program, in the syscalls of whichever
+   process made them: the raw sys_enter/sys_exit programs run for every syscall of the host),
+   context switches (the host's and each process's), irq_work interrupts (how a ring buffer
+   wakes its reader), rescheduling IPIs, and page faults. ``--baseline TREE`` adds the agent of
+   another pxq checkout (main) as a third condition, rotating with the two others.
 5. Kernel cost per call: a TCP ping-pong inside one process, its own CPU per socket call
    (the BPF programs run in its calls' context) untraced, with the probes only and with the
-   kernel side only, in rotating order; the differences are what the hooks and the programs cost.
+   kernel side only, in rotating order (with ``--baseline TREE``, that checkout's kernel side
+   too); the differences are what the hooks and the programs cost, and each program's run time
+   per call says where the programs' part goes.
 
 The machine is shared and small (the figures it depends on are printed with the load average):
 only ratios measured side by side are compared with targets.
 
-    .venv/bin/python bench/bench_socket_tracer.py [--quick] [--only fixed|calls|...] [--strict]
+    .venv/bin/python bench/bench_socket_tracer.py [--quick] [--only fixed|decompose|calls|...]
+        [--baseline ../main] [--strict]
 
 Needs root, bcc, nginx, wrk and gcc. Prints the figures; with --strict, exits 1 when a target is
 missed.
@@ -372,13 +383,14 @@ def kernel_only_child(pids: list[int]) -> int:
         skipped += prod - consumer[0]
         consumer[0] = prod  # one 8-byte store
     drops = tracer.kernel_drops()
+    run_times = _bpf_run_times([(name.decode(), fn.fd) for name, fn in tracer._bpf.funcs.items()])
     consumer.release()
     producer.release()
     consumer_page.close()
     producer_page.close()
     tracer.stop()
     print(json.dumps({"kind": "final", "cpu": sum(_cpu_s()) - base, "bytes": skipped, "rows": 0, "events": 0,
-                      "drops": drops}), flush=True)  # fmt: skip
+                      "drops": drops, "bpf": run_times}), flush=True)  # fmt: skip
     return 0
 
 
@@ -1119,21 +1131,23 @@ def _decomposition_table(rate: int, requests: int, deltas: dict, latency: dict) 
     def bpf_names(condition: str) -> list[str]:
         return sorted({k.split(":", 1)[1] for d in deltas[condition] for k in d if k.startswith("bpf_ns:")})
 
-    rows: list[tuple[str, str, float]] = []  # label, key or "", scale (per-request unit)
-    for key, label, unit in (
-        ("host_cpu", "host busy CPU", 1e6), ("nginx_user", "nginx user CPU", 1e6), ("nginx_sys", "nginx system CPU", 1e6),
-        ("client_user", "client user CPU", 1e6), ("client_sys", "client system CPU", 1e6),
-        ("agent_user", "agent user CPU", 1e6), ("agent_sys", "agent system CPU", 1e6),
-        ("host_csw", "host context switches", 1), ("nginx_csw", "nginx context switches", 1),
-        ("client_csw", "client context switches", 1), ("agent_csw", "agent context switches", 1),
-        ("irq_work", "irq_work interrupts (IWI)", 1), ("resched_ipi", "rescheduling IPIs (RES)", 1),
-        ("nginx_minflt", "nginx minor faults", 1), ("client_minflt", "client minor faults", 1),
-        ("agent_minflt", "agent minor faults", 1),
-    ):  # fmt: skip
-        rows.append((label, key, unit))
+    rows = [  # (label, key, unit: CPU-seconds are shown per request in us, counts as they are)
+        ("host busy CPU", "host_cpu", 1e6), ("nginx user CPU", "nginx_user", 1e6),
+        ("nginx system CPU", "nginx_sys", 1e6), ("client user CPU", "client_user", 1e6),
+        ("client system CPU", "client_sys", 1e6), ("agent user CPU", "agent_user", 1e6),
+        ("agent system CPU", "agent_sys", 1e6), ("host context switches", "host_csw", 1),
+        ("nginx context switches", "nginx_csw", 1), ("client context switches", "client_csw", 1),
+        ("agent context switches", "agent_csw", 1), ("irq_work interrupts (IWI)", "irq_work", 1),
+        ("rescheduling IPIs (RES)", "resched_ipi", 1), ("nginx minor faults", "nginx_minflt", 1),
+        ("client minor faults", "client_minflt", 1), ("agent minor faults", "agent_minflt", 1),
+    ]  # fmt: skip
     print(f"  {rate:,} req/s, {requests:,} requests per run; medians; 'per req' = (traced - untraced) / requests,"
           " CPU in us")  # fmt: skip
-    header = f"  {'':34}" + "".join(f"{c:>14}" for c in conditions) + "".join(f"{c + ' per req':>20}" for c in conditions[1:])
+    header = (
+        f"  {'':34}"
+        + "".join(f"{c:>14}" for c in conditions)
+        + "".join(f"{c + ' per req':>20}" for c in conditions[1:])
+    )
     print(header)
     result: dict[str, dict[str, float]] = {}
     for label, key, unit in rows:
@@ -1149,9 +1163,13 @@ def _decomposition_table(rate: int, requests: int, deltas: dict, latency: dict) 
             run_ns, count = med(condition, f"bpf_ns:{name}"), med(condition, f"bpf_cnt:{name}")
             total_ns += run_ns
             print(f"  BPF {name:46} ({condition}): {run_ns / 1e9:.4f} s over {count:,.0f} runs "
-                  f"({run_ns / max(count, 1):.0f} ns per run, {run_ns / requests / 1e3:.2f} us per request)")  # fmt: skip
+                  f"({run_ns / max(count, 1):.0f} ns per run, {run_ns / requests / 1e3:.2f} us per request)"
+                  )  # fmt: skip
         result[f"bpf_total_{condition}"] = {"s": total_ns / 1e9, "per_req_us": total_ns / requests / 1e3}
-        print(f"  BPF programs in all ({condition}): {total_ns / 1e9:.4f} s, {total_ns / requests / 1e3:.2f} us per request")
+        print(
+            f"  BPF programs in all ({condition}): {total_ns / 1e9:.4f} s, "
+            f"{total_ns / requests / 1e3:.2f} us per request"
+        )
     print("  client p99 latency: " + ", ".join(f"{c} {statistics.median(latency[c]):,.0f} us" for c in conditions))
     result["p99_us"] = {c: statistics.median(latency[c]) for c in conditions}
     return result
@@ -1166,7 +1184,7 @@ def build_pingpong(directory: str) -> Path:
     return binary
 
 
-def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64) -> dict:
+def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64, baseline: str | None = None) -> dict:
     """What the kernel side costs the traced process per socket call, without the agent: a TCP
     ping-pong inside one process (write, read, write, read of ``size`` bytes per round trip), its
     own CPU-seconds per call (the BPF programs run in its calls' context), untraced, with the
@@ -1176,9 +1194,11 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64)
         f"\n== 5. kernel cost per socket call: {round_trips:,} TCP round trips of {size} bytes in one process "
         f"(4 calls each), its own CPU per call, {rounds} rounds ({load()})"
     )
-    conditions = ("untraced", "probes only", "kernel only")
-    modes = {"probes only": "probes-only", "kernel only": "kernel-only"}
+    conditions = ("untraced", "probes only", "kernel only") + (("baseline kernel only",) if baseline else ())
+    modes = {"probes only": "probes-only", "kernel only": "kernel-only", "baseline kernel only": "kernel-only"}
     per_call: dict[str, list[float]] = {c: [] for c in conditions}
+    # kernel only: each BPF program's run time per socket call, by condition
+    program_ns: dict[str, dict[str, list[float]]] = {}
     for i in range(rounds):
         shift = i % len(conditions)
         for condition in conditions[shift:] + conditions[:shift]:
@@ -1188,7 +1208,12 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64)
                 if proc.stdout.readline().strip() != "READY":
                     raise RuntimeError(f"the ping-pong did not start (exit {proc.poll()})")
                 with contextlib.ExitStack() as stack:
-                    a = stack.enter_context(agent([proc.pid], mode=modes[condition])) if condition in modes else None
+                    tree = baseline if condition.startswith("baseline") else None
+                    a = (
+                        stack.enter_context(agent([proc.pid], mode=modes[condition], tree=tree))
+                        if condition in modes
+                        else None
+                    )
                     proc.stdin.write("go\n")
                     proc.stdin.flush()
                     user, system, _wall = map(float, proc.stdout.readline().split())
@@ -1198,6 +1223,8 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64)
                     proc.kill()
                 proc.wait(timeout=10)
             per_call[condition].append((user + system) / (4 * round_trips) * 1e9)
+            for name, (run_ns, _count) in final.get("bpf", {}).items():
+                program_ns.setdefault(condition, {}).setdefault(name, []).append(run_ns / (4 * round_trips))
             drops = {k: v for k, v in final.get("drops", {}).items() if v}
             print(f"  round {i + 1} {condition}: {per_call[condition][-1]:,.0f} ns per call"
                   + (f", drops {drops}" if drops else ""), flush=True)  # fmt: skip
@@ -1208,7 +1235,16 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64)
             f"  {c}: {medians[c]:,.0f} ns per call (spread {spread[c][0]:,.0f}-{spread[c][1]:,.0f}), "
             f"{medians[c] - medians['untraced']:+,.0f} over untraced"
         )
-    return {"medians": medians, "spread": spread}
+    for condition, by_program in program_ns.items():
+        total = [sum(v) for v in zip(*by_program.values())]
+        print(f"  {condition}: the programs' own run time per socket call (BPF_ENABLE_STATS; the ping-pong's calls"
+              f" and other processes' syscalls meanwhile): {statistics.median(total):.0f} ns"
+              f" (spread {min(total):.0f}-{max(total):.0f})")  # fmt: skip
+        for name, values in sorted(by_program.items(), key=lambda kv: -statistics.median(kv[1])):
+            if statistics.median(values) >= 1:
+                print(f"    {name:44} {statistics.median(values):6.0f} ns (spread {min(values):.0f}-{max(values):.0f})")
+    programs = {c: {name: statistics.median(v) for name, v in p.items()} for c, p in program_ns.items()}
+    return {"medians": medians, "spread": spread, "programs": programs}
 
 
 def main() -> int:
@@ -1270,7 +1306,10 @@ def main() -> int:
             if opts.only in (None, "decompose"):
                 results["decompose"] = decompose(client, nginx.port, pids, fixed_s, fixed_rounds, work, opts.baseline)
         if opts.only in (None, "calls"):
-            results["calls"] = per_call_cost(build_pingpong(work), fixed_rounds + 1, 30_000 if quick else 100_000)
+            with bpf_stats_on():
+                results["calls"] = per_call_cost(
+                    build_pingpong(work), fixed_rounds + 1, 30_000 if quick else 100_000, baseline=opts.baseline
+                )
     print(f"\n== summary ({load()})")
     ok = True
 
