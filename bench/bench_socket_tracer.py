@@ -39,14 +39,25 @@ would be; it is started (BPF compiled and attached) before each traced run and e
    (target <= 0.1 s); beside the host's CPU, nginx's + the client's + the agent's own CPU
    (/proc/<pid>/stat, getrusage), the same ratio without other processes' noise; medians over
    the rounds with their spread, beside the saturated wrk ratio.
+4b. Where the traced CPU goes, at the same fixed rates: untraced and traced alternating, with BPF
+   run-time counting on (BPF_ENABLE_STATS), a table of the medians and of each one's difference
+   per request: the host's busy CPU, nginx's, the client's and the agent's user and system CPU,
+   the BPF programs' own run time (run_time_ns of each program, in the syscalls of whichever
+   process made them: the raw sys_enter/sys_exit programs run for every syscall of the host),
+   context switches (the host's and each process's), irq_work interrupts (how a ring buffer
+   wakes its reader), rescheduling IPIs, and page faults. ``--baseline TREE`` adds the agent of
+   another pxq checkout (main) as a third condition, rotating with the two others.
 5. Kernel cost per call: a TCP ping-pong inside one process, its own CPU per socket call
    (the BPF programs run in its calls' context) untraced, with the probes only and with the
-   kernel side only, in rotating order; the differences are what the hooks and the programs cost.
+   kernel side only, in rotating order (with ``--baseline TREE``, that checkout's kernel side
+   too); the differences are what the hooks and the programs cost, and each program's run time
+   per call says where the programs' part goes.
 
 The machine is shared and small (the figures it depends on are printed with the load average):
 only ratios measured side by side are compared with targets.
 
-    .venv/bin/python bench/bench_socket_tracer.py [--quick] [--only fixed|calls|...] [--strict]
+    .venv/bin/python bench/bench_socket_tracer.py [--quick] [--only fixed|decompose|calls|...]
+        [--baseline ../main] [--strict]
 
 Needs root, bcc, nginx, wrk and gcc. Prints the figures; with --strict, exits 1 when a target is
 missed.
@@ -305,6 +316,47 @@ def _cpu_s() -> tuple[float, float]:
     return usage.ru_utime, usage.ru_stime
 
 
+def _fdinfo(fd: int) -> dict[str, str]:
+    text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+
+
+_LOADED_PROGRAMS: list[tuple[str, int]] = []  # (function name, fd): see _record_bpf_programs
+
+
+def _record_bpf_programs() -> None:
+    """Note every BPF program this process loads through bcc from now on (bench-only: a wrapper
+    around ``BPF.load_func``, which bcc's autoloaded TRACEPOINT_PROBEs go through too)."""
+    try:
+        from bcc import BPF
+    except ImportError:
+        return
+    original = BPF.load_func
+
+    def load_func(self, func_name, prog_type, *args, **kwargs):
+        fn = original(self, func_name, prog_type, *args, **kwargs)
+        _LOADED_PROGRAMS.append((fn.name.decode() if isinstance(fn.name, bytes) else str(fn.name), fn.fd))
+        return fn
+
+    BPF.load_func = load_func
+
+
+def _bpf_run_times(programs: list[tuple[str, int]]) -> dict[str, list[int]]:
+    """name -> [run_time_ns, run_cnt] (kernel.bpf_stats on: see :func:`bpf_stats_on`)."""
+    out = {}
+    for name, fd in programs:
+        with contextlib.suppress(OSError):
+            info = _fdinfo(fd)
+            out[name] = [int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0))]
+    return out
+
+
+def _rusage_counts(who: int) -> dict[str, float]:
+    usage = resource.getrusage(who)
+    return {"user": usage.ru_utime, "sys": usage.ru_stime, "minflt": usage.ru_minflt,
+            "majflt": usage.ru_majflt, "csw": usage.ru_nvcsw + usage.ru_nivcsw}  # fmt: skip
+
+
 def kernel_only_child(pids: list[int]) -> int:
     """The socket tracer's kernel side alone: its program attached for ``pids``, and its ring buffer
     emptied every 50 ms without reading a record (the consumer position set to the producer's,
@@ -331,13 +383,14 @@ def kernel_only_child(pids: list[int]) -> int:
         skipped += prod - consumer[0]
         consumer[0] = prod  # one 8-byte store
     drops = tracer.kernel_drops()
+    run_times = _bpf_run_times([(name.decode(), fn.fd) for name, fn in tracer._bpf.funcs.items()])
     consumer.release()
     producer.release()
     consumer_page.close()
     producer_page.close()
     tracer.stop()
     print(json.dumps({"kind": "final", "cpu": sum(_cpu_s()) - base, "bytes": skipped, "rows": 0, "events": 0,
-                      "drops": drops}), flush=True)  # fmt: skip
+                      "drops": drops, "bpf": run_times}), flush=True)  # fmt: skip
     return 0
 
 
@@ -374,7 +427,8 @@ def agent_child(pids: list[int], out: str | None) -> int:
     request = CollectorRequest("socket_tracer", ("http_events",), tuple(pids), ("http",))
     table = TableRequest("http_events", "socket_tracer", (), None, None, tuple(pids))
     manifest = ProbeManifest(time.time_ns(), (table,), (request,))
-    state = {"base_cpu": (0.0, 0.0), "ready": False, "snapshot": False, "stop": False, "last": None, "startup_peak": 0}
+    state = {"base_cpu": (0.0, 0.0), "ready": False, "snapshot": False, "stop": False, "last": None, "startup_peak": 0,
+             "programs": []}  # fmt: skip
 
     def on_usr1(*_):
         state["snapshot"] = True
@@ -388,6 +442,7 @@ def agent_child(pids: list[int], out: str | None) -> int:
             "drops": p.drop_counts.get("http_events", {}), "cpu": sum(_cpu_s()) - sum(state["base_cpu"]),
             "sys": _cpu_s()[1] - state["base_cpu"][1],
             "rss": _proc_status("VmRSS"), "hwm": _proc_status("VmHWM"), "startup_peak": state["startup_peak"],
+            "rusage": _rusage_counts(resource.RUSAGE_SELF), "bpf": _bpf_run_times(state["programs"]),
         }), flush=True)  # fmt: skip
 
     def on_progress(p: Progress) -> None:
@@ -397,6 +452,7 @@ def agent_child(pids: list[int], out: str | None) -> int:
             state["startup_peak"] = _proc_status("VmHWM")  # start-up: imports, BPF compilation, attach
             with contextlib.suppress(OSError):  # reset VmHWM: the peak from here on
                 Path("/proc/self/clear_refs").write_text("5")
+            state["programs"] = list(_LOADED_PROGRAMS)
             state["base_cpu"] = _cpu_s()
             report("ready", p)
         if state["snapshot"]:
@@ -408,6 +464,7 @@ def agent_child(pids: list[int], out: str | None) -> int:
 
     signal.signal(signal.SIGUSR1, on_usr1)
     signal.signal(signal.SIGINT, on_int)
+    _record_bpf_programs()
     store = EmbeddedAgent(manifest).run(3600.0, on_progress=on_progress)
     report("final", state["last"])
     if out:
@@ -427,10 +484,12 @@ class Agent:
     lines: list[dict] = field(default_factory=list)
 
     @classmethod
-    def start(cls, pids: list[int], out: str | None = None, mode: str = "agent") -> Agent:
-        """``mode``: "agent" (the embedded agent), "kernel-only" or "probes-only"."""
+    def start(cls, pids: list[int], out: str | None = None, mode: str = "agent", tree: str | None = None) -> Agent:
+        """``mode``: "agent" (the embedded agent), "kernel-only" or "probes-only"; ``tree``: a pxq
+        checkout whose package (and bpf/ programs) the agent runs, instead of this one's."""
         cmd = [sys.executable, __file__, f"--{mode}-child", ",".join(map(str, pids))] + (["--out", out] if out else [])
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        env = {**os.environ, "PYTHONPATH": tree} if tree else None
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, env=env)
         agent = cls(proc, {}, out)
         try:
             agent.ready = agent._line(AGENT_START_TIMEOUT)
@@ -466,8 +525,8 @@ class Agent:
 
 
 @contextlib.contextmanager
-def agent(pids: list[int], out: str | None = None, mode: str = "agent"):
-    a = Agent.start(pids, out, mode)
+def agent(pids: list[int], out: str | None = None, mode: str = "agent", tree: str | None = None):
+    a = Agent.start(pids, out, mode, tree)
     try:
         yield a
     finally:
@@ -951,6 +1010,171 @@ def fixed_rate(client: Path, port: int, pids: list[int], seconds: float, rounds:
     return results
 
 
+# -- 4b. where the traced CPU goes ---------------------------------------------------------------
+BPF_ENABLE_STATS, BPF_STATS_RUN_TIME, SYS_BPF = 32, 0, 321  # include/uapi/linux/bpf.h; x86-64 bpf(2)
+
+
+@contextlib.contextmanager
+def bpf_stats_on():
+    """BPF programs' run_time_ns/run_cnt counted while the block runs: the BPF_ENABLE_STATS fd
+    (counted while any holder keeps one open; unlike writing kernel.bpf_stats_enabled, it cannot
+    switch the counting off under another user of it)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = ctypes.create_string_buffer(ctypes.c_uint32(BPF_STATS_RUN_TIME).value.to_bytes(4, "little"), 128)
+    fd = libc.syscall(SYS_BPF, BPF_ENABLE_STATS, attr, 128)
+    try:
+        yield fd >= 0 or Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip() == "1"
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _interrupts(name: str) -> int:
+    """All CPUs' count of the /proc/interrupts line ``name`` (IWI: irq_work, what wakes a ring buffer's
+    reader; RES: rescheduling IPIs)."""
+    for line in Path("/proc/interrupts").read_text().splitlines():
+        words = line.split()
+        if words and words[0] == f"{name}:":
+            return sum(int(w) for w in words[1:] if w.isdigit())
+    return 0
+
+
+def _host_ctxt() -> int:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("ctxt "):
+            return int(line.split()[1])
+    return 0
+
+
+def _processes_counts(pids: list[int]) -> dict[str, float]:
+    """user/sys CPU-s, minor faults and context switches (all threads) of ``pids``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = dict.fromkeys(("user", "sys", "minflt", "majflt", "csw"), 0.0)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out["minflt"] += int(fields[7])
+            out["majflt"] += int(fields[9])
+            out["user"] += int(fields[11]) / tick
+            out["sys"] += int(fields[12]) / tick
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        out["csw"] += int(line.split()[1])
+    return out
+
+
+def _counters(pids: list[int], a: Agent | None) -> dict[str, float]:
+    busy, _total = host_cpu_jiffies()
+    out = {"host_cpu": busy / os.sysconf("SC_CLK_TCK"), "host_csw": _host_ctxt(), "irq_work": _interrupts("IWI"),
+           "resched_ipi": _interrupts("RES")}  # fmt: skip
+    out.update({f"nginx_{k}": v for k, v in _processes_counts(pids).items()})
+    out.update({f"client_{k}": v for k, v in _rusage_counts(resource.RUSAGE_CHILDREN).items()})
+    if a is not None:
+        snap = a.snapshot()
+        out.update({f"agent_{k}": v for k, v in snap["rusage"].items()})
+        for name, (run_ns, count) in snap.get("bpf", {}).items():
+            out[f"bpf_ns:{name}"] = run_ns
+            out[f"bpf_cnt:{name}"] = count
+    return out
+
+
+def decompose(client: Path, port: int, pids: list[int], seconds: float, rounds: int, work: str,
+              baseline: str | None = None) -> dict:  # fmt: skip
+    """Where the traced run's extra CPU goes, at each fixed rate: the BPF programs' own run time
+    (run_time_ns, in the traced processes' syscalls), nginx's and the client's CPU besides, the
+    agent's CPU, context switches (each process's, the host's), irq_work interrupts (a ring buffer
+    wake-up) and page faults; untraced and traced alternating (with ``baseline``, a second traced
+    condition runs the agent of that pxq checkout: main against this branch, side by side)."""
+    conditions = ["untraced", "traced"] + (["baseline"] if baseline else [])
+    print(f"\n== 4b. where the CPU goes: the paced client for {seconds:g}s, {', '.join(conditions)} rotating, "
+          f"{rounds} rounds, BPF run time counted (BPF_ENABLE_STATS){f'; baseline = {baseline}' if baseline else ''} "
+          f"({load()})")  # fmt: skip
+    out = {}
+    log = f"{work}/decompose.log"
+    with bpf_stats_on() as counting:
+        if not counting:
+            print("  (BPF run time not counted: BPF_ENABLE_STATS refused)")
+        for rate in FIXED_RATES:
+            paced(client, port, rate, rate // 2, 16)  # warm-up
+            deltas: dict[str, list[dict[str, float]]] = {c: [] for c in conditions}
+            latency: dict[str, list[float]] = {c: [] for c in conditions}
+            for i in range(rounds):
+                shift = i % len(conditions)
+                for condition in conditions[shift:] + conditions[:shift]:
+                    with contextlib.ExitStack() as stack:
+                        a = None
+                        if condition != "untraced":
+                            tree = baseline if condition == "baseline" else None
+                            a = stack.enter_context(agent(pids, tree=tree))
+                        before = _counters(pids, a)
+                        paced(client, port, rate, int(rate * seconds), 16, log)
+                        after = _counters(pids, a)
+                        if a is not None:
+                            a.finish()
+                    deltas[condition].append({k: after[k] - before.get(k, 0) for k in after})
+                    latencies = [float(line.split()[5]) for line in Path(log).read_text().splitlines()]
+                    latency[condition].append(quantile(latencies, 0.99))
+            out[rate] = _decomposition_table(rate, int(rate * seconds), deltas, latency)
+    return out
+
+
+def _decomposition_table(rate: int, requests: int, deltas: dict, latency: dict) -> dict:
+    """Print medians per condition, and per request over untraced."""
+    conditions = list(deltas)
+
+    def med(condition: str, key: str) -> float:
+        return statistics.median(d.get(key, 0) for d in deltas[condition])
+
+    def bpf_names(condition: str) -> list[str]:
+        return sorted({k.split(":", 1)[1] for d in deltas[condition] for k in d if k.startswith("bpf_ns:")})
+
+    rows = [  # (label, key, unit: CPU-seconds are shown per request in us, counts as they are)
+        ("host busy CPU", "host_cpu", 1e6), ("nginx user CPU", "nginx_user", 1e6),
+        ("nginx system CPU", "nginx_sys", 1e6), ("client user CPU", "client_user", 1e6),
+        ("client system CPU", "client_sys", 1e6), ("agent user CPU", "agent_user", 1e6),
+        ("agent system CPU", "agent_sys", 1e6), ("host context switches", "host_csw", 1),
+        ("nginx context switches", "nginx_csw", 1), ("client context switches", "client_csw", 1),
+        ("agent context switches", "agent_csw", 1), ("irq_work interrupts (IWI)", "irq_work", 1),
+        ("rescheduling IPIs (RES)", "resched_ipi", 1), ("nginx minor faults", "nginx_minflt", 1),
+        ("client minor faults", "client_minflt", 1), ("agent minor faults", "agent_minflt", 1),
+    ]  # fmt: skip
+    print(f"  {rate:,} req/s, {requests:,} requests per run; medians; 'per req' = (traced - untraced) / requests,"
+          " CPU in us")  # fmt: skip
+    header = (
+        f"  {'':34}"
+        + "".join(f"{c:>14}" for c in conditions)
+        + "".join(f"{c + ' per req':>20}" for c in conditions[1:])
+    )
+    print(header)
+    result: dict[str, dict[str, float]] = {}
+    for label, key, unit in rows:
+        values = {c: med(c, key) for c in conditions}
+        per_req = {c: (values[c] - values["untraced"]) / requests * unit for c in conditions[1:]}
+        result[key] = {**values, **{f"{c}_per_req": v for c, v in per_req.items()}}
+        fmt = "{:>14.3f}" if unit != 1 else "{:>14,.0f}"
+        print(f"  {label:34}" + "".join(fmt.format(values[c]) for c in conditions)
+              + "".join(f"{per_req[c]:>20.3f}" for c in conditions[1:]))  # fmt: skip
+    for condition in conditions[1:]:
+        total_ns = 0.0
+        for name in bpf_names(condition):
+            run_ns, count = med(condition, f"bpf_ns:{name}"), med(condition, f"bpf_cnt:{name}")
+            total_ns += run_ns
+            print(f"  BPF {name:46} ({condition}): {run_ns / 1e9:.4f} s over {count:,.0f} runs "
+                  f"({run_ns / max(count, 1):.0f} ns per run, {run_ns / requests / 1e3:.2f} us per request)"
+                  )  # fmt: skip
+        result[f"bpf_total_{condition}"] = {"s": total_ns / 1e9, "per_req_us": total_ns / requests / 1e3}
+        print(
+            f"  BPF programs in all ({condition}): {total_ns / 1e9:.4f} s, "
+            f"{total_ns / requests / 1e3:.2f} us per request"
+        )
+    print("  client p99 latency: " + ", ".join(f"{c} {statistics.median(latency[c]):,.0f} us" for c in conditions))
+    result["p99_us"] = {c: statistics.median(latency[c]) for c in conditions}
+    return result
+
+
 # -- 5. kernel cost per call ---------------------------------------------------------------------
 def build_pingpong(directory: str) -> Path:
     source = Path(directory) / "pingpong.c"
@@ -960,7 +1184,7 @@ def build_pingpong(directory: str) -> Path:
     return binary
 
 
-def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64) -> dict:
+def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64, baseline: str | None = None) -> dict:
     """What the kernel side costs the traced process per socket call, without the agent: a TCP
     ping-pong inside one process (write, read, write, read of ``size`` bytes per round trip), its
     own CPU-seconds per call (the BPF programs run in its calls' context), untraced, with the
@@ -970,9 +1194,11 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64)
         f"\n== 5. kernel cost per socket call: {round_trips:,} TCP round trips of {size} bytes in one process "
         f"(4 calls each), its own CPU per call, {rounds} rounds ({load()})"
     )
-    conditions = ("untraced", "probes only", "kernel only")
-    modes = {"probes only": "probes-only", "kernel only": "kernel-only"}
+    conditions = ("untraced", "probes only", "kernel only") + (("baseline kernel only",) if baseline else ())
+    modes = {"probes only": "probes-only", "kernel only": "kernel-only", "baseline kernel only": "kernel-only"}
     per_call: dict[str, list[float]] = {c: [] for c in conditions}
+    # kernel only: each BPF program's run time per socket call, by condition
+    program_ns: dict[str, dict[str, list[float]]] = {}
     for i in range(rounds):
         shift = i % len(conditions)
         for condition in conditions[shift:] + conditions[:shift]:
@@ -982,7 +1208,12 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64)
                 if proc.stdout.readline().strip() != "READY":
                     raise RuntimeError(f"the ping-pong did not start (exit {proc.poll()})")
                 with contextlib.ExitStack() as stack:
-                    a = stack.enter_context(agent([proc.pid], mode=modes[condition])) if condition in modes else None
+                    tree = baseline if condition.startswith("baseline") else None
+                    a = (
+                        stack.enter_context(agent([proc.pid], mode=modes[condition], tree=tree))
+                        if condition in modes
+                        else None
+                    )
                     proc.stdin.write("go\n")
                     proc.stdin.flush()
                     user, system, _wall = map(float, proc.stdout.readline().split())
@@ -992,6 +1223,8 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64)
                     proc.kill()
                 proc.wait(timeout=10)
             per_call[condition].append((user + system) / (4 * round_trips) * 1e9)
+            for name, (run_ns, _count) in final.get("bpf", {}).items():
+                program_ns.setdefault(condition, {}).setdefault(name, []).append(run_ns / (4 * round_trips))
             drops = {k: v for k, v in final.get("drops", {}).items() if v}
             print(f"  round {i + 1} {condition}: {per_call[condition][-1]:,.0f} ns per call"
                   + (f", drops {drops}" if drops else ""), flush=True)  # fmt: skip
@@ -1002,7 +1235,16 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64)
             f"  {c}: {medians[c]:,.0f} ns per call (spread {spread[c][0]:,.0f}-{spread[c][1]:,.0f}), "
             f"{medians[c] - medians['untraced']:+,.0f} over untraced"
         )
-    return {"medians": medians, "spread": spread}
+    for condition, by_program in program_ns.items():
+        total = [sum(v) for v in zip(*by_program.values())]
+        print(f"  {condition}: the programs' own run time per socket call (BPF_ENABLE_STATS; the ping-pong's calls"
+              f" and other processes' syscalls meanwhile): {statistics.median(total):.0f} ns"
+              f" (spread {min(total):.0f}-{max(total):.0f})")  # fmt: skip
+        for name, values in sorted(by_program.items(), key=lambda kv: -statistics.median(kv[1])):
+            if statistics.median(values) >= 1:
+                print(f"    {name:44} {statistics.median(values):6.0f} ns (spread {min(values):.0f}-{max(values):.0f})")
+    programs = {c: {name: statistics.median(v) for name, v in p.items()} for c, p in program_ns.items()}
+    return {"medians": medians, "spread": spread, "programs": programs}
 
 
 def main() -> int:
@@ -1013,7 +1255,10 @@ def main() -> int:
     parser.add_argument("--probes-only-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--only", choices=("throughput", "completeness", "drops", "fixed", "calls"), help="run one section"
+        "--only", choices=("throughput", "completeness", "drops", "fixed", "decompose", "calls"), help="run one section"
+    )
+    parser.add_argument(
+        "--baseline", metavar="TREE", help="4b: also run the agent of this pxq checkout (e.g. main), alternating"
     )
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a target is missed (the bench is for figures)"
@@ -1058,8 +1303,13 @@ def main() -> int:
                 )
             if opts.only in (None, "fixed"):
                 results["fixed"] = fixed_rate(client, nginx.port, pids, fixed_s, fixed_rounds, work)
+            if opts.only in (None, "decompose"):
+                results["decompose"] = decompose(client, nginx.port, pids, fixed_s, fixed_rounds, work, opts.baseline)
         if opts.only in (None, "calls"):
-            results["calls"] = per_call_cost(build_pingpong(work), fixed_rounds + 1, 30_000 if quick else 100_000)
+            with bpf_stats_on():
+                results["calls"] = per_call_cost(
+                    build_pingpong(work), fixed_rounds + 1, 30_000 if quick else 100_000, baseline=opts.baseline
+                )
     print(f"\n== summary ({load()})")
     ok = True
 

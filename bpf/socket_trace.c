@@ -27,7 +27,7 @@
  *                            connect() that is not TCP's remembers its inet peer (udp_peers)
  *   close, sched_process_exit CLOSE / PROC_EXIT events
  *   sched_process_fork       (FILTER_PIDS) a child of a traced process is traced too
- *   task_newtask, exec exit   a process's start time (at fork) and comm and argv (at exec), sent
+ *   task_newtask, process_exec a process's start time (at fork) and comm and argv (at exec), sent
  *                            once as a PROC_INFO event before its first connection's events
  *
  * Why raw sys_enter/sys_exit and not the syscalls:sys_enter_<name> tracepoints: a syscalls:
@@ -147,7 +147,6 @@ struct regs_tail {
     u64 ip;
     u64 cs;
 };
-#define PT_REGS_ORIG_AX_OFF 120
 #define USER32_CS 0x23 /* a compat (32-bit) task: its syscall numbers are i386's */
 
 /* The 5th syscall argument (r8 in struct pt_regs): sendto's dest_addr, recvfrom's src_addr. */
@@ -247,8 +246,12 @@ BPF_ARRAY(drops, u64, PXQ_DROP_COUNT);
 BPF_ARRAY(gen_counter, u64, 1);
 BPF_ARRAY(scratch, struct scratch_t, NCPU);
 BPF_HASH(allowed_pids, u32, u8, 65536);
-/* LRU: a thread that dies inside a call (exit_group while blocked in read) never reaches the exit. */
-BPF_TABLE("lru_hash", u64, struct active_t, active, 65536);
+/* The call in flight, in the thread's own task storage: found from the current task in a few
+ * loads, where a hash map keyed by thread id costs a hash and a bucket walk on each of the three
+ * programs a traced call runs (measured in bench phase 5). Freed with the task, so a thread that dies
+ * inside a call (exit_group while blocked in read) leaves nothing behind. The task pointer is
+ * only handed to the helper, never dereferenced. */
+BPF_TASK_STORAGE(active, struct active_t);
 BPF_TABLE("lru_hash", u64, struct conn_t, conns, 65536);
 BPF_TABLE("lru_hash", u64, struct tuple_t, tuples, 65536);
 /* (tgid << 32 | fd) -> the peer of a connected UDP (or other non-TCP inet) socket. */
@@ -297,6 +300,12 @@ static __always_inline int pid_ignored(u32 tgid) {
 #endif
 }
 #endif
+
+/* The current thread's `active` entry (created empty when `create` and missing); 0 when none. */
+static __always_inline struct active_t *current_active(int create) {
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+    return active.task_storage_get(task, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
 
 static __always_inline void count_drop(u32 reason) {
     u64 *n = drops.lookup(&reason);
@@ -450,11 +459,9 @@ static __always_inline int enter_call(u64 id, s64 fd, u64 buf, u64 vlen, u16 sys
     a.vlen = vlen;
     a.fd = (s32)fd;
     a.syscall = sys;
-    struct active_t *ap = active.lookup(&id);
+    struct active_t *ap = current_active(1);
     if (ap)
         *ap = a;
-    else
-        active.update(&id, &a);
     return 0;
 }
 
@@ -464,7 +471,7 @@ static __always_inline int enter_addressed(u64 id, s64 fd, u64 buf, u64 regs, u1
     enter_call(id, fd, buf, 0, sys);
     u64 addr = 0;
     bpf_probe_read_kernel(&addr, sizeof(addr), (void *)(regs + PT_REGS_R8_OFF));
-    struct active_t *ap = active.lookup(&id);
+    struct active_t *ap = current_active(0);
     if (ap)
         ap->addr = addr;
     return 0;
@@ -504,8 +511,7 @@ RAW_TRACEPOINT_PROBE(sys_enter) {
 /* ---- inside the call: is it a socket? ------------------------------------------------------ */
 
 static __always_inline void mark_socket(u64 sk, u16 family, u16 protocol, int peek) {
-    u64 id = bpf_get_current_pid_tgid();
-    struct active_t *a = active.lookup(&id);
+    struct active_t *a = current_active(0);
     if (!a || !a->syscall)
         return;
     if (!a->is_sock) {
@@ -534,8 +540,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     u64 sk = (u64)args->skaddr;
     if (args->newstate == PXQ_TCP_SYN_SENT) {
         /* tcp_v4_connect/tcp_v6_connect run in the connecting thread: a TCP connect(). */
-        u64 id = bpf_get_current_pid_tgid();
-        struct active_t *a = active.lookup(&id);
+        struct active_t *a = current_active(0);
         if (a && a->syscall == PXQ_SYS_CONNECT) {
             a->is_sock = 1;
             a->sk = sk;
@@ -570,8 +575,6 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
  * process that started before the tracer. Only tracepoint fields, helpers, pt_regs and user
  * memory are read. */
 #define PXQ_CLONE_THREAD 0x00010000
-#define NR_EXECVE 59
-#define NR_EXECVEAT 322
 #define PT_REGS_CS_OFF 136
 #define PT_REGS_SP_OFF 152
 #define MAX_ARGC 65536
@@ -627,11 +630,15 @@ TRACEPOINT_PROBE(task, task_newtask) {
     return 0;
 }
 
-/* A successful execve/execveat returns to the new program: its comm is set, and its stack holds
- * (x86-64 ELF ABI) argc, argv[0..argc-1], NULL, envp[0], ...; the argv strings lie back to back
- * from argv[0] up to envp[0]'s first string. */
-static __always_inline int exit_exec(u64 regs, long ret) {
-    if (ret != 0)
+/* A successful execve/execveat, about to return to the new program (sched_process_exec fires
+ * once the new image is set up): its comm is set, and its stack holds (x86-64 ELF ABI) argc,
+ * argv[0..argc-1], NULL, envp[0], ...; the argv strings lie back to back from argv[0] up to
+ * envp[0]'s first string. The user registers come from bpf_task_pt_regs (the pointer is only
+ * handed to helpers); a tracepoint here, not sys_exit, so that sys_exit need not read every
+ * call's number to find the execs among them. */
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    u64 regs = (u64)bpf_task_pt_regs((struct task_struct *)bpf_get_current_task_btf());
+    if (!regs)
         return 0;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
 #if IGNORE_COMMS
@@ -795,15 +802,10 @@ static __always_inline int walk_step(struct scratch_t *sc) {
     return 1;
 }
 
-/* The calling thread's call `sys` in flight, copied into *a and marked done; 0 when there is
- * none (entered before `ready`, or not traced). */
-static __always_inline int take_active(u64 id, u16 sys, struct active_t *a) {
-    struct active_t *ap = active.lookup(&id);
-    if (!ap || ap->syscall != sys)
-        return 0;
+/* The calling thread's call in flight (*ap, as sys_exit found it), copied into *a and marked done. */
+static __always_inline void take_active(struct active_t *ap, struct active_t *a) {
     *a = *ap;
     ap->syscall = 0;
-    return 1;
 }
 
 /* A datagram's peer into the event: from the sockaddr at user address `sa` (sendto's dest_addr,
@@ -885,10 +887,9 @@ static __always_inline int datagram_step(struct scratch_t *sc, u64 key) {
     return 1;
 }
 
-static __always_inline int exit_data(u64 id, u16 sys, long ret) {
+static __always_inline int exit_data(u64 id, struct active_t *ap, long ret) {
     struct active_t a;
-    if (!take_active(id, sys, &a))
-        return 0;
+    take_active(ap, &a);
     /* splice: into a socket when sock_sendmsg named one during the call. */
     u8 dir = is_egress(a.syscall) || a.syscall == PXQ_SYS_SPLICE ? PXQ_DIR_EGRESS : PXQ_DIR_INGRESS;
     if (a.syscall == PXQ_SYS_SPLICE && !a.is_sock && ret > 0) {
@@ -1053,13 +1054,26 @@ static __always_inline int exit_data(u64 id, u16 sys, long ret) {
         return 0;
     }
 
+    u64 fill = 0, sent = 0;
+    if (w->mode == MODE_BUF && total <= MAX_DATA && total <= COPY_LIMIT) {
+        /* Most calls: one buffer that fits one event. Copied straight into the staging area and
+         * sent, without the walk's steps and their stores to map memory. A failed read ends
+         * as the walk's would: counted, and the call sent as a filler. */
+        u64 n = total & (2 * MAX_DATA - 1);
+        if (bpf_probe_read_user(sc->data, n, (void *)a.buf) == 0) {
+            emit_staged(sc, pos, n);
+            return 0;
+        }
+        count_drop(PXQ_DROP_READ_FAILED);
+    } else {
 #pragma clang loop unroll(disable)
-    for (int step = 0; step < MAX_STEPS; step++) {
-        if (!walk_step(sc))
-            break;
+        for (int step = 0; step < MAX_STEPS; step++) {
+            if (!walk_step(sc))
+                break;
+        }
+        fill = w->fill & (2 * MAX_DATA - 1);
+        sent = w->sent;
     }
-    u64 fill = w->fill & (2 * MAX_DATA - 1);
-    u64 sent = w->sent;
     if (fill > 0) {
         emit_staged(sc, pos + sent, fill);
         sent += fill;
@@ -1103,10 +1117,9 @@ static __always_inline void remember_udp_peer(u64 id, s32 fd, u64 sa) {
 }
 
 /* connect() or accept(): a new connection on (tgid, fd), with the peer from user memory. */
-static __always_inline int exit_open(u64 id, u16 sys, long ret) {
+static __always_inline int exit_open(u64 id, struct active_t *ap, long ret) {
     struct active_t a;
-    if (!take_active(id, sys, &a))
-        return 0;
+    take_active(ap, &a);
     u8 role;
     s32 fd;
     if (a.syscall == PXQ_SYS_CONNECT) {
@@ -1168,21 +1181,20 @@ static __always_inline int exit_open(u64 id, u16 sys, long ret) {
 }
 
 RAW_TRACEPOINT_PROBE(sys_exit) {
-    /* args: struct pt_regs *regs, long ret. The number is the saved orig_ax; a compat task's
-     * calls never have an `active` entry (sys_enter skipped them), so take_active drops them. */
-    u64 nr = 0;
-    if (bpf_probe_read_kernel(&nr, sizeof(nr), (void *)(ctx->args[0] + PT_REGS_ORIG_AX_OFF)) != 0)
-        return 0;
-    if (nr == NR_EXECVE || nr == NR_EXECVEAT)
-        return exit_exec(ctx->args[0], (long)ctx->args[1]);
-    u16 sys = traced_syscall(nr);
-    if (!sys || sys == PXQ_SYS_CLOSE)
+    /* args: struct pt_regs *regs, long ret. Every syscall of every task comes here. A thread
+     * makes one call at a time, and its exit always follows its entry: the thread's `active`
+     * entry names the call that is ending when sys_enter noted one, and says "none" (syscall 0,
+     * or no entry: most tasks) for every other call (close, untraced calls, a compat task's,
+     * anything before `ready`). So the call's number is never read here, and the first test is
+     * the only work for the calls not traced. */
+    struct active_t *ap = current_active(0);
+    if (!ap || !ap->syscall)
         return 0;
     u64 id = bpf_get_current_pid_tgid();
     long ret = (long)ctx->args[1];
-    if (is_open_call(sys))
-        return exit_open(id, sys, ret);
-    return exit_data(id, sys, ret);
+    if (is_open_call(ap->syscall))
+        return exit_open(id, ap, ret);
+    return exit_data(id, ap, ret);
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit) {
