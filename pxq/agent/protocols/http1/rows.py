@@ -44,6 +44,13 @@ _SECRET_HEADER = re.compile(rb"(?:^|\x01)(?:(?:proxy-)?authorization|(?:set-)?co
 _SECRET_VALUE = SECRET_MARKER.encode()
 
 
+def _might_hold_secret(joined: bytes) -> bool:
+    """A cheap test before _SECRET_HEADER (a case-blind regex search costs more than the rest of
+    a row): does a joined header block mention one of SECRET_HEADERS' names at all?"""
+    lowered = joined.lower()
+    return b"authorization\x00" in lowered or b"cookie\x00" in lowered
+
+
 def redact_secrets(pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """``pairs`` with the value of every credential header replaced by SECRET_MARKER."""
     return [(name, _SECRET_VALUE if name.lower() in SECRET_HEADERS else value) for name, value in pairs]
@@ -117,6 +124,7 @@ class HttpRows:
         self.encrypted = encrypted
         self.keep_secrets = keep_secrets  # else credential headers' values become SECRET_MARKER
         self._blocks: dict[bytes, tuple[bytes, bool]] = {}  # joined header pairs -> (JSON, is_json)
+        self._raw_blocks: dict[bytes, tuple[bytes, bool]] = {}  # header lines as sent -> (JSON, is_json)
         self._reset()
 
     def _reset(self) -> None:
@@ -148,8 +156,8 @@ class HttpRows:
     def add(self, connection: int, req: _Message, resp: _Message, start_ns: int, end_ns: int) -> None:
         """One row: ``connection`` from :meth:`connection`; ``start_ns``/``end_ns`` the request's
         start and the response's end (``time_`` is the end, ``latency`` the difference)."""
-        req_headers = self._header_block(req.header_pairs)[0]
-        resp_headers, is_json = self._header_block(resp.header_pairs)
+        req_headers = self._header_block(req.header_pairs, req.raw_headers)[0]
+        resp_headers, is_json = self._header_block(resp.header_pairs, resp.raw_headers)
         method, url, req_body, reason, resp_body = req.method, req.url, req.body, resp.reason, resp.body
         if not (method.isascii() and url.isascii() and req_body.isascii() and reason.isascii() and resp_body.isascii()):
             method, url, req_body, reason, resp_body = map(_utf8, (method, url, req_body, reason, resp_body))
@@ -169,9 +177,22 @@ class HttpRows:
         )  # fmt: skip
         self.rows += 1
 
-    def _header_block(self, pairs: list[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
+    def _header_block(self, pairs: list[tuple[bytes, bytes]], raw: bytes | None = None) -> tuple[bytes, bool]:
+        """(JSON text, Content-Type mentions json) of a header block; ``raw``: its header lines
+        as sent, when the stitcher kept them (a plain message), a cheaper cache key."""
+        if raw is not None:
+            block = self._raw_blocks.get(raw)
+            if block is not None:
+                return block
+            lowered = raw.lower()
+            if self.keep_secrets or not (b"authorization:" in lowered or b"cookie:" in lowered):
+                # (a block with a credential is never kept by its raw bytes: they hold the secret)
+                if len(self._raw_blocks) >= self.BLOCK_CACHE:
+                    self._raw_blocks.clear()
+                block = self._raw_blocks[raw] = self._header_block(pairs)
+                return block
         key = b"\x01".join(map(_join_pair, pairs))
-        if not self.keep_secrets and _SECRET_HEADER.search(key) is not None:
+        if not self.keep_secrets and _might_hold_secret(key) and _SECRET_HEADER.search(key) is not None:
             pairs = redact_secrets(pairs)  # before the cache: it must not hold the secret either
             key = b"\x01".join(map(_join_pair, pairs))
         block = self._blocks.get(key)
