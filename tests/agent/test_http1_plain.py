@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from pxq.agent.protocols.http1.stitcher import Http1Stitcher, _Message
 
