@@ -60,6 +60,17 @@ def test_plain_exchanges_take_the_plain_path_and_match_llhttp():
     assert assert_same(chunks) == 10  # every message of them
 
 
+def test_answers_to_head_end_at_their_headers_both_ways():
+    head = b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n"
+    head_ok = OK[:-5]  # its Content-Length says 5; an answer to HEAD has no body
+    assert assert_same([(True, head), (False, head_ok), (True, GET), (False, OK)]) == 4
+    # pipelined: GET, HEAD, GET answered in one read
+    assert assert_same([(True, GET + head + GET), (False, OK + head_ok + OK)]) == 6
+    # an answer to CONNECT goes to llhttp (a tunnel may start)
+    connect = b"CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n"
+    assert assert_same([(True, connect), (False, b"HTTP/1.1 200 OK\r\n\r\n")]) == 0
+
+
 def test_messages_after_connection_close_are_llhttp_errors_both_ways():
     closing = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"
     taken = assert_same([(True, closing), (False, OK), (True, GET), (False, OK)])

@@ -128,9 +128,10 @@ MAX_UPGRADE_HOLD = 64 * 1024
 # with a few C-level regex and bytes calls instead, giving the same _Message llhttp's callbacks
 # would (tests/agent/test_http1_plain.py checks both ways agree); anything else (other methods or
 # versions, obs-text, chunked, encoded or close-delimited bodies, Connection other than
-# keep-alive, 1xx/204/304, HEAD/CONNECT, a message cut by the chunk's end) goes to llhttp as before.
+# keep-alive, 1xx/204/304, CONNECT, a message cut by the chunk's end) goes to llhttp as before; an
+# answer to HEAD ends with its header block, as _header_only_response frames it.
 _PLAIN_REQUEST_LINE = re.compile(
-    rb"(GET|POST|PUT|DELETE|PATCH|OPTIONS) (/[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]*) HTTP/1\.1\r\n"
+    rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) (/[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]*) HTTP/1\.1\r\n"
 )
 _PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([!-~]+(?: [!-~]+)*)\r\n")
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -902,14 +903,7 @@ class Http1Stitcher:
             side.pending.clear()
         else:
             side.pending_ts = ts_ns
-            if (
-                self.plain
-                and side.current is None
-                and side.keep_alive
-                and not side.resyncing
-                and side.begin_ts is None
-                and (side.is_request or not self._header_only_requests)
-            ):
+            if self.plain and side.current is None and side.keep_alive and not side.resyncing and side.begin_ts is None:
                 before = side.completed
                 rest = self._plain_messages(side, data, ts_ns)
                 if not rest:
@@ -948,12 +942,15 @@ class Http1Stitcher:
             body_at = head_end + 4
             if is_request:
                 length = max(length, 0)  # a request without Content-Length has no body
-            elif length < 0:
-                break  # close-delimited
             else:
                 status = int(line.group(1))
-                if status in _PLAIN_STATUS_WITHOUT_BODY:
-                    break
+                answers = self._requests[len(self._responses)] if len(self._requests) > len(self._responses) else None
+                if answers is not None and answers.headers_done and answers.method in HEADER_ONLY_METHODS:
+                    if answers.method != b"HEAD":
+                        break  # CONNECT: a tunnel may start
+                    length = 0  # any answer to HEAD ends with its header block
+                elif length < 0 or status in _PLAIN_STATUS_WITHOUT_BODY:
+                    break  # close-delimited, or framed by llhttp's rules for 204/304
             if body_at + length > end:
                 break  # its body goes on in a later chunk
             msg = _Message(body_limit, ts_ns, side.epoch)
@@ -968,7 +965,9 @@ class Http1Stitcher:
             at = body_at + length
             if is_request:
                 msg.url = line.group(2)
-                msg.method = line.group(1)
+                msg.method = method = line.group(1)
+                if method in HEADER_ONLY_METHODS:
+                    self._header_only_requests += 1
                 self._requests.append(msg)
                 self._stitch()
             else:
