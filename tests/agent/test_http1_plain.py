@@ -184,3 +184,13 @@ def test_rows_keyed_by_raw_header_lines_match_json_dumps(pairs):
         rows = HttpRows(keep_secrets=keep_secrets)
         for attempt in range(2):  # the second from the cache
             assert rows._header_block(list(pairs), raw)[0] == want, (keep_secrets, attempt)
+
+
+def test_header_blocks_with_credentials_are_not_kept_by_the_plain_cache():
+    from pxq.agent.protocols.http1 import stitcher as http1_stitcher
+
+    http1_stitcher._plain_blocks.clear()
+    secret = b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cr3t\r\n\r\n"
+    assert assert_same([(True, secret), (False, OK), (True, GET), (False, OK)]) == 4
+    kept = b"".join(http1_stitcher._plain_blocks)
+    assert b"s3cr3t" not in kept and b"Host: x\r\nUser-Agent" in kept  # the other blocks are kept

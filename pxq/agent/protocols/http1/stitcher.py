@@ -144,8 +144,10 @@ _PLAIN_STATUS_WITHOUT_BODY = (204, 304)
 # Header blocks seen (their bytes) -> (their pairs, Content-Length or -1), or None when not plain;
 # shared by every connection: a service's messages repeat their header blocks.
 _plain_blocks: dict[bytes, tuple[tuple[tuple[bytes, bytes], ...], int] | None] = {}
-PLAIN_BLOCK_CACHE = 4096  # entries kept (then the cache starts over)
-PLAIN_BLOCK_MAX = 2048  # longer blocks are parsed every time, not kept
+PLAIN_BLOCK_CACHE = 2048  # entries kept (then the cache starts over)
+PLAIN_BLOCK_MAX = 1024  # longer blocks are parsed every time, not kept
+# Blocks with a credential header are never kept: the cache would hold the secret past its message.
+_CREDENTIAL_NAMES = (b"authorization", b"proxy-authorization", b"cookie", b"set-cookie")
 
 
 def _plain_header_block(block: bytes) -> tuple[tuple[tuple[bytes, bytes], ...], int] | None:
@@ -932,7 +934,9 @@ class Http1Stitcher:
                 plain = blocks[block]
             else:
                 plain = _plain_header_block(block)
-                if len(block) <= PLAIN_BLOCK_MAX:
+                if len(block) <= PLAIN_BLOCK_MAX and (
+                    plain is None or not any(name.lower() in _CREDENTIAL_NAMES for name, _ in plain[0])
+                ):
                     if len(blocks) >= PLAIN_BLOCK_CACHE:
                         blocks.clear()
                     blocks[block] = plain
