@@ -220,7 +220,10 @@ class HttpRows:
         for i, name in enumerate(self.CONNECTION):
             values = [c[i] for c in connections]
             kind = schema.field(name).type
-            column = _utf8_column(values) if pa.types.is_string(kind) else _int64_column(np.array(values), kind)
+            if pa.types.is_string(kind):
+                column = _utf8_column([str(v) for v in values])
+            else:
+                column = _int64_column(np.array(values), kind)
             columns[name] = column.take(which)
         for i, name in enumerate(self.INTS, 1):
             columns[name] = _int64_column(numbers[:, i], schema.field(name).type)
