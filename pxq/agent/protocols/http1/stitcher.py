@@ -479,6 +479,7 @@ class _Direction:
         # The chunk whose first plain_starts messages were taken without llhttp, while llhttp
         # parses the rest: a parse error there resyncs as if llhttp had been fed all of it.
         self.plain_chunk = b""
+        self.plain_rest = b""  # what of it llhttp is to be fed
         self.plain_starts = 0
 
     # -- llhttp callbacks -------------------------------------------------------------------
@@ -610,7 +611,9 @@ class _Direction:
         self.valid_starts = 0
         plain_starts, whole = self.plain_starts, self.plain_chunk
         if plain_starts:
-            self.plain_starts, self.plain_chunk = 0, b""
+            if data is not self.plain_rest:
+                plain_starts = 0  # fed something else first (a head framed by hand): resync in it alone
+            self.plain_starts, self.plain_chunk, self.plain_rest = 0, b"", b""
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as up:
@@ -911,7 +914,8 @@ class Http1Stitcher:
                 if not rest:
                     return
                 if rest is not data:
-                    side.plain_chunk, side.plain_starts = data, side.completed - before
+                    side.plain_chunk, side.plain_rest = data, rest
+                    side.plain_starts = side.completed - before
                 data = rest
         self._pump(side, data)
 
