@@ -194,3 +194,12 @@ def test_header_blocks_with_credentials_are_not_kept_by_the_plain_cache():
     assert assert_same([(True, secret), (False, OK), (True, GET), (False, OK)]) == 4
     kept = b"".join(http1_stitcher._plain_blocks)
     assert b"s3cr3t" not in kept and b"Host: x\r\nUser-Agent" in kept  # the other blocks are kept
+
+
+def test_header_blocks_with_credentials_are_not_kept_even_when_llhttp_frames_them():
+    from pxq.agent.protocols.http1 import stitcher as http1_stitcher
+
+    http1_stitcher._plain_blocks.clear()
+    chunked = b"POST / HTTP/1.1\r\nCookie: id=s3cr3t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    assert assert_same([(True, chunked), (False, OK)]) == 1  # the response only
+    assert not any(b"s3cr3t" in block for block in http1_stitcher._plain_blocks)

@@ -146,8 +146,14 @@ _PLAIN_STATUS_WITHOUT_BODY = (204, 304)
 _plain_blocks: dict[bytes, tuple[tuple[tuple[bytes, bytes], ...], int] | None] = {}
 PLAIN_BLOCK_CACHE = 2048  # entries kept (then the cache starts over)
 PLAIN_BLOCK_MAX = 1024  # longer blocks are parsed every time, not kept
-# Blocks with a credential header are never kept: the cache would hold the secret past its message.
-_CREDENTIAL_NAMES = (b"authorization", b"proxy-authorization", b"cookie", b"set-cookie")
+
+
+def _names_a_credential(block: bytes) -> bool:
+    """Might header lines ``block`` hold a credential (Authorization, Proxy-Authorization, Cookie,
+    Set-Cookie)? Such blocks are never kept in _plain_blocks (plain or not): the cache would hold
+    the secret past its message."""
+    lowered = block.lower()
+    return b"authorization" in lowered or b"cookie" in lowered
 
 
 def _plain_header_block(block: bytes) -> tuple[tuple[tuple[bytes, bytes], ...], int] | None:
@@ -938,9 +944,7 @@ class Http1Stitcher:
                 plain = blocks[block]
             else:
                 plain = _plain_header_block(block)
-                if len(block) <= PLAIN_BLOCK_MAX and (
-                    plain is None or not any(name.lower() in _CREDENTIAL_NAMES for name, _ in plain[0])
-                ):
+                if len(block) <= PLAIN_BLOCK_MAX and not _names_a_credential(block):
                     if len(blocks) >= PLAIN_BLOCK_CACHE:
                         blocks.clear()
                     blocks[block] = plain
