@@ -652,9 +652,7 @@ class SocketTracer:
     def _process(self) -> int:
         batch = self._events[:]
         del self._events[:]
-        handle = self._tracker.handle
-        for event in batch:
-            handle(event)
+        self._tracker.handle_batch(batch)
         self._tracker.end_batch()
         self.polls += 1
         self.last_poll_events = len(batch)

@@ -195,7 +195,7 @@ class TableStore:
         with self._lock:
             batches = list(self._tables[table].batches) if table in self._tables else []
         if not batches:
-            return schema.empty_table()
+            return pa.Table.from_batches([], schema=schema)  # (empty_table() imports pandas)
         return pa.concat_tables([b.table() for b in batches])
 
     def scan(

@@ -44,6 +44,13 @@ _SECRET_HEADER = re.compile(rb"(?:^|\x01)(?:(?:proxy-)?authorization|(?:set-)?co
 _SECRET_VALUE = SECRET_MARKER.encode()
 
 
+def _might_hold_secret(joined: bytes) -> bool:
+    """A cheap test before _SECRET_HEADER (a case-blind regex search costs more than the rest of
+    a row): does a joined header block mention one of SECRET_HEADERS' names at all?"""
+    lowered = joined.lower()
+    return b"authorization\x00" in lowered or b"cookie\x00" in lowered
+
+
 def redact_secrets(pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """``pairs`` with the value of every credential header replaced by SECRET_MARKER."""
     return [(name, _SECRET_VALUE if name.lower() in SECRET_HEADERS else value) for name, value in pairs]
@@ -117,6 +124,7 @@ class HttpRows:
         self.encrypted = encrypted
         self.keep_secrets = keep_secrets  # else credential headers' values become SECRET_MARKER
         self._blocks: dict[bytes, tuple[bytes, bool]] = {}  # joined header pairs -> (JSON, is_json)
+        self._raw_blocks: dict[bytes, tuple[bytes, bool]] = {}  # header lines as sent -> (JSON, is_json)
         self._reset()
 
     def _reset(self) -> None:
@@ -148,8 +156,8 @@ class HttpRows:
     def add(self, connection: int, req: _Message, resp: _Message, start_ns: int, end_ns: int) -> None:
         """One row: ``connection`` from :meth:`connection`; ``start_ns``/``end_ns`` the request's
         start and the response's end (``time_`` is the end, ``latency`` the difference)."""
-        req_headers = self._header_block(req.header_pairs)[0]
-        resp_headers, is_json = self._header_block(resp.header_pairs)
+        req_headers = self._header_block(req.header_pairs, req.raw_headers)[0]
+        resp_headers, is_json = self._header_block(resp.header_pairs, resp.raw_headers)
         method, url, req_body, reason, resp_body = req.method, req.url, req.body, resp.reason, resp.body
         if not (method.isascii() and url.isascii() and req_body.isascii() and reason.isascii() and resp_body.isascii()):
             method, url, req_body, reason, resp_body = map(_utf8, (method, url, req_body, reason, resp_body))
@@ -169,9 +177,22 @@ class HttpRows:
         )  # fmt: skip
         self.rows += 1
 
-    def _header_block(self, pairs: list[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
+    def _header_block(self, pairs: list[tuple[bytes, bytes]], raw: bytes | None = None) -> tuple[bytes, bool]:
+        """(JSON text, Content-Type mentions json) of a header block; ``raw``: its header lines
+        as sent, when the stitcher kept them (a plain message), a cheaper cache key."""
+        if raw is not None:
+            block = self._raw_blocks.get(raw)
+            if block is not None:
+                return block
+            lowered = raw.lower()
+            if self.keep_secrets or not (b"authorization:" in lowered or b"cookie:" in lowered):
+                # (a block with a credential is never kept by its raw bytes: they hold the secret)
+                if len(self._raw_blocks) >= self.BLOCK_CACHE:
+                    self._raw_blocks.clear()
+                block = self._raw_blocks[raw] = self._header_block(pairs)
+                return block
         key = b"\x01".join(map(_join_pair, pairs))
-        if not self.keep_secrets and _SECRET_HEADER.search(key) is not None:
+        if not self.keep_secrets and _might_hold_secret(key) and _SECRET_HEADER.search(key) is not None:
             pairs = redact_secrets(pairs)  # before the cache: it must not hold the secret either
             key = b"\x01".join(map(_join_pair, pairs))
         block = self._blocks.get(key)
@@ -182,24 +203,52 @@ class HttpRows:
         return block
 
     def table(self) -> pa.Table:
-        """The rows added since the last call, as an ``http_events`` table (and start over)."""
+        """The rows added since the last call, as an ``http_events`` table (and start over).
+
+        Every column is made from its buffers (``Array.from_buffers``), never with ``pa.array``:
+        pyarrow's first ``pa.array`` call imports pandas (its lazy pandas shim), 0.2-0.3 s of CPU
+        and ~40 MB of RSS that an agent tracing HTTP otherwise never needs."""
         schema = http_events_schema()
         n = self.rows
         if not n:
             self._reset()
-            return schema.empty_table()
+            return pa.Table.from_batches([], schema=schema)
         numbers = np.frombuffer(self._numbers, dtype=np.int64).reshape(n, 1 + len(self.INTS) + len(self.STRINGS))
-        which = pa.array(np.ascontiguousarray(numbers[:, 0]))
+        which = _int64_column(numbers[:, 0], pa.int64())
         connections = list(self._connections)
-        columns = {"encrypted": pa.array(np.full(n, self.encrypted))}
+        columns = {"encrypted": _bool_column(n, self.encrypted)}
         for i, name in enumerate(self.CONNECTION):
-            columns[name] = pa.array([c[i] for c in connections], type=schema.field(name).type).take(which)
+            values = [c[i] for c in connections]
+            kind = schema.field(name).type
+            if pa.types.is_string(kind):
+                column = _utf8_column([str(v) for v in values])
+            else:
+                column = _int64_column(np.array(values), kind)
+            columns[name] = column.take(which)
         for i, name in enumerate(self.INTS, 1):
-            columns[name] = pa.array(np.ascontiguousarray(numbers[:, i]), type=schema.field(name).type)
+            columns[name] = _int64_column(numbers[:, i], schema.field(name).type)
         for i, name in enumerate(self.STRINGS):
             columns[name] = _string_column(self._strings[i], numbers[:, 1 + len(self.INTS) + i])
         self._reset()
         return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
+def _int64_column(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """A column of a 64-bit integer (or timestamp) type over ``values`` (made int64)."""
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(kind, len(data), [None, pa.py_buffer(data)])
+
+
+def _bool_column(n: int, value: bool) -> pa.Array:
+    """``n`` times ``value``, as a boolean column."""
+    bits = np.packbits(np.full(n, value), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), n, [None, pa.py_buffer(bits)])
+
+
+def _utf8_column(values: list[str]) -> pa.Array:
+    """A string column of a few Python strings (the connections' columns)."""
+    encoded = [v.encode() for v in values]
+    return _string_column(bytearray(b"".join(encoded)), np.array([len(e) for e in encoded], dtype=np.int64))
 
 
 # Bytes one Arrow string array can hold (32-bit offsets).

@@ -122,6 +122,59 @@ _SKIP_PIECE = bytes(1 << 16)
 # Request bytes kept after an Upgrade request until the response says whether it was accepted.
 MAX_UPGRADE_HOLD = 64 * 1024
 
+# The plain message, parsed without llhttp (Http1Stitcher._plain_messages): most of the agent's
+# CPU per transaction went to llhttp's ten or so Python callbacks per message. A message whose
+# every part is of the common, unambiguous shape below, complete in the bytes at hand, is framed
+# with a few C-level regex and bytes calls instead, giving the same _Message llhttp's callbacks
+# would (tests/agent/test_http1_plain.py checks both ways agree); anything else (other methods or
+# versions, obs-text, chunked, encoded or close-delimited bodies, Connection other than
+# keep-alive, 1xx/204/304, CONNECT, a message cut by the chunk's end) goes to llhttp as before; an
+# answer to HEAD ends with its header block, as _header_only_response frames it.
+_PLAIN_REQUEST_LINE = re.compile(
+    rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) (/[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]*) HTTP/1\.1\r\n"
+)
+_PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([!-~]+(?: [!-~]+)*)\r\n")
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+# Header lines (each with its CRLF): llhttp strips a value's leading blanks and keeps the rest.
+_PLAIN_HEADER_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[ \t]*(?:[!-~][\t -~]*)?\r\n)*")
+_PLAIN_HEADER = re.compile(rb"(" + _TOKEN + rb"):[ \t]*((?:[!-~][\t -~]*)?)\r\n")
+# Headers that make llhttp frame a message otherwise, or that pxq decodes: not plain.
+_NOT_PLAIN_HEADERS = frozenset({b"transfer-encoding", b"content-encoding", b"upgrade"})
+_PLAIN_STATUS_WITHOUT_BODY = (204, 304)
+# Header blocks seen (their bytes) -> (their pairs, Content-Length or -1), or None when not plain;
+# shared by every connection: a service's messages repeat their header blocks.
+_plain_blocks: dict[bytes, tuple[tuple[tuple[bytes, bytes], ...], int] | None] = {}
+PLAIN_BLOCK_CACHE = 2048  # entries kept (then the cache starts over)
+PLAIN_BLOCK_MAX = 1024  # longer blocks are parsed every time, not kept
+
+
+def _names_a_credential(block: bytes) -> bool:
+    """Might header lines ``block`` hold a credential (Authorization, Proxy-Authorization, Cookie,
+    Set-Cookie)? Such blocks are never kept in _plain_blocks (plain or not): the cache would hold
+    the secret past its message."""
+    lowered = block.lower()
+    return b"authorization" in lowered or b"cookie" in lowered
+
+
+def _plain_header_block(block: bytes) -> tuple[tuple[tuple[bytes, bytes], ...], int] | None:
+    """The (name, value) pairs of header lines ``block`` and its Content-Length (-1: none), when
+    every line is plain (see _PLAIN_HEADER_BLOCK); None when llhttp must frame the message."""
+    if _PLAIN_HEADER_BLOCK.fullmatch(block) is None:
+        return None
+    pairs = tuple(_PLAIN_HEADER.findall(block))
+    length = -1
+    for name, value in pairs:
+        key = name.lower()
+        if key in _NOT_PLAIN_HEADERS:
+            return None
+        if key == b"connection" and value.lower() != b"keep-alive":
+            return None  # close (llhttp refuses bytes after it), upgrade, or a list of options
+        if key == b"content-length":
+            if length >= 0 or not value.isdigit() or len(value) > 15:
+                return None
+            length = int(value)
+    return pairs, length
+
 
 def looks_like_http_request(first_bytes: bytes) -> bool:
     """Protocol inference: could a client-to-server stream starting with these bytes be HTTP/1.x?
@@ -247,7 +300,7 @@ class _Message:
         "body_limit", "start_ns", "end_ns", "epoch", "valid_start", "url", "reason", "header_pairs",
         "body", "body_size", "method", "status", "version", "headers_done", "complete", "broken",
         "marker_at", "uncaptured", "uncaptured_end",
-        "decoder",
+        "decoder", "raw_headers",
     )  # fmt: skip
 
     def __init__(self, body_limit: int, ts_ns: int, epoch: int = -1) -> None:
@@ -273,6 +326,9 @@ class _Message:
         # At the first body byte, from the headers: a _BodyDecoder when the Content-Encoding is one
         # pxq decodes, else False (None: no body byte yet, so a bodiless message never looks).
         self.decoder: _BodyDecoder | Literal[False] | None = None
+        # A plain message's header lines as sent (None when llhttp parsed it): the row builder
+        # keys its cache of header blocks' JSON text by them.
+        self.raw_headers: bytes | None = None
 
     @classmethod
     def lost(cls, ts_ns: int) -> _Message:
@@ -423,6 +479,14 @@ class _Direction:
         self.chunk_size = -1
         self.chunk_data = 0
         self.last_fed = b""  # the bytes of the last feed_data call (a size line may span two)
+        # llhttp takes a next message: no message of this parser ended its connection (Connection:
+        # close, HTTP/1.0). Plain messages are parsed without llhttp only while it would take them.
+        self.keep_alive = True
+        # The chunk whose first plain_starts messages were taken without llhttp, while llhttp
+        # parses the rest: a parse error there resyncs as if llhttp had been fed all of it.
+        self.plain_chunk = b""
+        self.plain_rest = b""  # what of it llhttp is to be fed
+        self.plain_starts = 0
 
     # -- llhttp callbacks -------------------------------------------------------------------
     # These run for every message: they keep what llhttp reports as it is (see _Message).
@@ -526,6 +590,9 @@ class _Direction:
         msg.end_ns = self.ts_ns
         self.current = None
         self.completed += 1
+        parser = self.parser
+        if parser is not None and not parser.should_keep_alive():
+            self.keep_alive = False
         if self.is_request:
             self.stitcher._stitch()
         else:
@@ -537,6 +604,7 @@ class _Direction:
         self.parser = cls(self)
         self.current = None
         self.chunk_open = False
+        self.keep_alive = True
 
     def feed(self, data: bytes) -> bytes:
         """Run ``data`` through llhttp. Returns the bytes llhttp did not take: after an upgrade,
@@ -547,12 +615,21 @@ class _Direction:
         at_boundary = self.current is None
         self.epoch += 1
         self.valid_starts = 0
+        plain_starts, whole = self.plain_starts, self.plain_chunk
+        if plain_starts:
+            if data is not self.plain_rest:
+                plain_starts = 0  # fed something else first (a head framed by hand): resync in it alone
+            self.plain_starts, self.plain_chunk, self.plain_rest = 0, b"", b""
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as up:
             return self.stitcher._upgraded(self, data[up.args[0] :])
         except httptools.HttpParserError as err:
             self.fail(_error_reason(err))
+            if plain_starts:  # resync in the whole chunk, past the plain messages too
+                self.skip_starts = self.valid_starts + plain_starts
+                self.skip_first_at_zero = False
+                return whole
             self.skip_starts = self.valid_starts
             self.skip_first_at_zero = at_boundary and self.valid_starts == 0
             return data
@@ -666,6 +743,8 @@ class Http1Stitcher:
         # The interface's flag: pipelined, or a response that answers no request waiting.
         self.out_of_step = False
         self.exchanges = 0  # requests answered
+        # Plain messages without llhttp (see _PLAIN_REQUEST_LINE); False: llhttp parses all.
+        self.plain = True
 
     # -- public API -------------------------------------------------------------------------
     def feed_request(self, data: bytes, ts_ns: int) -> list[HttpTransaction]:
@@ -835,7 +914,79 @@ class Http1Stitcher:
             side.pending.clear()
         else:
             side.pending_ts = ts_ns
+            if self.plain and side.current is None and side.keep_alive and not side.resyncing and side.begin_ts is None:
+                before = side.completed
+                rest = self._plain_messages(side, data, ts_ns)
+                if not rest:
+                    return
+                if rest is not data:
+                    side.plain_chunk, side.plain_rest = data, rest
+                    side.plain_starts = side.completed - before
+                data = rest
         self._pump(side, data)
+
+    def _plain_messages(self, side: _Direction, data: bytes, ts_ns: int) -> bytes:
+        """Take the plain messages (see _PLAIN_REQUEST_LINE) at the start of ``data`` as llhttp's
+        callbacks would; return the bytes from the first one that is not (or not complete) on."""
+        is_request = side.is_request
+        start_line = _PLAIN_REQUEST_LINE if is_request else _PLAIN_STATUS_LINE
+        blocks, body_limit = _plain_blocks, self.body_limit
+        at, end = 0, len(data)
+        while at < end:
+            head_end = data.find(b"\r\n\r\n", at)
+            if head_end < 0:
+                break
+            line = start_line.match(data, at, head_end + 2)
+            if line is None:
+                break
+            block = data[line.end() : head_end + 2]
+            if block in blocks:
+                plain = blocks[block]
+            else:
+                plain = _plain_header_block(block)
+                if len(block) <= PLAIN_BLOCK_MAX and not _names_a_credential(block):
+                    if len(blocks) >= PLAIN_BLOCK_CACHE:
+                        blocks.clear()
+                    blocks[block] = plain
+            if plain is None:
+                break
+            pairs, length = plain
+            body_at = head_end + 4
+            if is_request:
+                length = max(length, 0)  # a request without Content-Length has no body
+            else:
+                status = int(line.group(1))
+                answers = self._requests[len(self._responses)] if len(self._requests) > len(self._responses) else None
+                if answers is not None and answers.headers_done and answers.method in HEADER_ONLY_METHODS:
+                    if answers.method != b"HEAD":
+                        break  # CONNECT: a tunnel may start
+                    length = 0  # any answer to HEAD ends with its header block
+                elif length < 0 or status in _PLAIN_STATUS_WITHOUT_BODY:
+                    break  # close-delimited, or framed by llhttp's rules for 204/304
+            if body_at + length > end:
+                break  # its body goes on in a later chunk
+            msg = _Message(body_limit, ts_ns, side.epoch)
+            msg.valid_start = msg.headers_done = msg.complete = True
+            msg.header_pairs = list(pairs)
+            msg.raw_headers = block
+            if length:
+                msg.body = data[body_at : body_at + min(length, body_limit)] if body_limit > 0 else b""
+                msg.body_size = length
+                msg.decoder = False  # no Content-Encoding
+            side.completed += 1
+            at = body_at + length
+            if is_request:
+                msg.url = line.group(2)
+                msg.method = method = line.group(1)
+                if method in HEADER_ONLY_METHODS:
+                    self._header_only_requests += 1
+                self._requests.append(msg)
+                self._stitch()
+            else:
+                msg.reason = line.group(2)
+                msg.status = status
+                self._response_complete(msg)
+        return data[at:] if at else data
 
     def _pump(self, side: _Direction, data: bytes) -> None:
         """Parse ``data`` on one side, switching between llhttp, hand framing and resync."""
