@@ -57,6 +57,14 @@ def add_agent_parser(sub: Any) -> None:
         metavar="HZ",
         help=f"CPU profiler rate (default {DEFAULT_PROFILER_HZ})",
     )
+    serve.add_argument("--spill-dir", metavar="DIR", help="also write each table's rows as Parquet files here")
+    serve.add_argument("--spill-max-bytes", type=int, metavar="BYTES", help="the spill directory's cap (default 1 GiB)")
+    serve.add_argument("--spill-window", metavar="DURATION", help="the time window of each spill file (default 1m)")
+    serve.add_argument(
+        "--on-demand",
+        choices=("refuse", "attach"),
+        help="a query needing a collector that is off: refuse it (default) or attach it for the query's window",
+    )
     serve.add_argument("--body-limit", type=int, metavar="BYTES", help="bytes of each body kept")
     serve.add_argument("--keep-secrets", action="store_true", default=None, help="keep credentials in rows (risky)")
     for name in ("socket_tracer", "perf_profiler"):
@@ -102,6 +110,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "body_limit": args.body_limit,
             "keep_secrets": args.keep_secrets,
             "collectors": collectors or None,
+            "spill_dir": args.spill_dir,
+            "spill_max_bytes": args.spill_max_bytes,
+            "spill_window": args.spill_window,
+            "on_demand": args.on_demand,
         },
     )
     daemon = AgentDaemon(config)  # checks the config: a refusal before anything starts
@@ -196,6 +208,18 @@ def format_status(status: dict[str, Any]) -> str:
     ]
     if status.get("probes"):
         lines.append("probes: " + "; ".join(status["probes"]))
+    if status.get("spill"):
+        spill = status["spill"]
+        lines.append(
+            f"spill {spill['dir']}: {spill['files']:,} files, {spill['bytes']:,} of {spill['max_bytes']:,} bytes; "
+            f"windows deleted {spill['windows_deleted']:,}, disk full {spill['disk_full']:,}, "
+            f"write errors {spill['write_errors']:,}" + (f" (last: {spill['last_error']})" if spill["last_error"] else "")
+        )
+    for name, runs in (status.get("scheduled") or {}).items():
+        lines.append(
+            f"scheduled {name} ({runs['script']} every {runs['every_s']:g}s): {runs['runs']:,} runs, "
+            f"{runs['failures']:,} failed" + (f" (last: {runs['last_error']})" if runs["last_error"] else "")
+        )
     table = Table(box=None, header_style="bold")
     for column in ("table", "rows", "bytes", "evicted (retention)", "drops by reason"):
         table.add_column(column)
