@@ -12,7 +12,8 @@ Configuration: a TOML file (``--config``), each key also a flag; the flags win::
     state_dir = "/run/pxq"           # where agent.json says the address to local `pxq run`
     spill_dir = "/var/lib/pxq/spill"  # optional: each table's rows also written as Parquet (pxq/agent/spill.py)
     spill_max_bytes = 1073741824      # the directory's cap: the oldest windows are deleted (counted)
-    spill_window = "1m"               # one file per table, window and flush (every 10 s)
+    spill_window = "1m"               # one file per table, window and flush
+    spill_flush = "10s"               # how often new rows are written
     on_demand = "refuse"              # a query needing a collector that is off: "refuse", or "attach" it
     on_demand_max = "20s"             # for the query's window (at most this long), detached afterwards
 
@@ -220,7 +221,7 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
 
     known = {
         "listen", "state_dir", "collectors", "profiler", "retention", "socket_tracer", "replay",
-        "spill_dir", "spill_max_bytes", "spill_window", "on_demand", "on_demand_max", "schedule",
+        "spill_dir", "spill_max_bytes", "spill_window", "spill_flush", "on_demand", "on_demand_max", "schedule",
     }  # fmt: skip
     for key in doc:
         if key not in known:
@@ -231,7 +232,7 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
             values[key] = typed(doc, key, (str,), "")
     if "spill_max_bytes" in doc:
         values["spill_max_bytes"] = typed(doc, "spill_max_bytes", (int,), "")
-    for key in ("spill_window", "on_demand_max"):
+    for key in ("spill_window", "spill_flush", "on_demand_max"):
         if key in doc:
             try:
                 values[f"{key}_s"] = parse_duration(str(typed(doc, key, (str, int, float), "")))
