@@ -60,7 +60,7 @@ def parse_schedule(entries: Any, where: str) -> tuple[ScheduledScript, ...]:
                 raise UsageError(f"{at}.{key}: unknown setting (known: {', '.join(SCHEDULE_KEYS)})")
         for key in ("script", "every"):
             if key not in entry:
-                raise UsageError(f"{at}: missing {key} (e.g. script = \"http_data\", every = \"60s\")")
+                raise UsageError(f'{at}: missing {key} (e.g. script = "http_data", every = "60s")')
         script = entry["script"]
         if not isinstance(script, str) or not script.strip():
             raise UsageError(f"{at}.script: expected a script name or path, got {script!r}")

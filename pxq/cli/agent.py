@@ -213,7 +213,8 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(
             f"spill {spill['dir']}: {spill['files']:,} files, {spill['bytes']:,} of {spill['max_bytes']:,} bytes; "
             f"windows deleted {spill['windows_deleted']:,}, disk full {spill['disk_full']:,}, "
-            f"write errors {spill['write_errors']:,}" + (f" (last: {spill['last_error']})" if spill["last_error"] else "")
+            f"write errors {spill['write_errors']:,}"
+            + (f" (last: {spill['last_error']})" if spill["last_error"] else "")
         )
     for name, runs in (status.get("scheduled") or {}).items():
         lines.append(

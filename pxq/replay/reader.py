@@ -407,7 +407,11 @@ def _open_spill(root: Path) -> Capture:
     for name, table in CATALOG.items():
         folder = root / name
         # Sorted by name: by window, then by flush; hidden temporary files are never matched.
-        paths = sorted(p for p in folder.glob("*" + PARQUET_SUFFIX) if not p.name.startswith(".")) if folder.is_dir() else []
+        paths = (
+            sorted(p for p in folder.glob("*" + PARQUET_SUFFIX) if not p.name.startswith("."))
+            if folder.is_dir()
+            else []
+        )
         if not paths:
             continue
         first = _open_table_file(paths[0], table)

@@ -96,9 +96,10 @@ def _spinner(seconds: float) -> subprocess.Popen:
 def test_a_profiler_at_a_higher_rate_is_attached_for_the_query_and_detached(tmp_path):
     require_bpf()
     seconds = 4
-    with running_agent(
-        "--no-perf-profiler", "--on-demand", "attach", state_dir=tmp_path, timeout_s=180
-    ) as agent, _spinner(60) as spin:
+    with (
+        running_agent("--no-perf-profiler", "--on-demand", "attach", state_dir=tmp_path, timeout_s=180) as agent,
+        _spinner(60) as spin,
+    ):
         script = tmp_path / "samples.pxl"
         script.write_text(PROFILE_SCRIPT.format(seconds=seconds, pid=spin.pid))
         with AgentClient(agent.address) as client:

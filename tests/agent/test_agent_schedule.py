@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 

@@ -185,6 +185,4 @@ def test_a_full_disk_is_counted_and_nothing_in_memory_is_lost(tiny_disk, capsys)
     subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)
     assert spiller.flush(store, ["http_events"]) == table.num_rows
     assert any("again" in line for line in lines)
-    pd.testing.assert_frame_equal(
-        _keyed(_duckdb(tiny_disk / "spill")), _keyed(table.to_pandas()), check_dtype=False
-    )
+    pd.testing.assert_frame_equal(_keyed(_duckdb(tiny_disk / "spill")), _keyed(table.to_pandas()), check_dtype=False)
