@@ -94,7 +94,7 @@ class Spiller:
         self._next_seq: dict[tuple[str, str], int] = {}  # (subdir, stamp) -> next seq
         self._cursor: dict[str, int] = {}  # table -> the store seq spilled up to
         self._store_id: int | None = None
-        self._processes: dict[str, dict] = {}
+        self._processes: dict[str, dict[str, Any]] = {}
         self._disk_full_said = False
         self.directory.mkdir(parents=True, exist_ok=True)
         self._index_existing()

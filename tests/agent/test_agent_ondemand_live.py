@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -73,6 +74,7 @@ def test_the_spill_directory_holds_what_the_agent_served(tmp_path):
         assert sorted((r["req_path"], r["resp_status"]) for r in rows if f"?{tag}=" in r["req_path"]) == expected
         with AgentClient(agent.address) as client:
             status = client.status()["spill"]
+        assert "/pandas/" not in Path(f"/proc/{agent.pid}/maps").read_text()  # kept out (RSS)
         assert status["files_written"] > 0 and status["disk_full"] == 0 and status["write_errors"] == 0
     assert agent.proc.returncode == 0, agent.stderr
     assert "Traceback" not in agent.stderr

@@ -74,6 +74,8 @@ def test_a_scheduled_library_script_writes_its_output_and_a_broken_one_is_counte
                 lambda: (s := client.status())["scheduled"]["broken"]["failures"] >= 2 and s, "two broken runs"
             )
             assert client.info()["tables"]["http_events"] == "socket_tracer"  # still serving
+        # The agent's RSS: pyarrow would import pandas (~30 MB) as a side effect; the agent keeps it out.
+        assert "/pandas/" not in Path(f"/proc/{agent.pid}/maps").read_text()
     assert agent.proc.returncode == 0
 
     frame = pq.read_table(capture / "http_events.parquet").to_pandas()
