@@ -123,6 +123,8 @@ def main() -> int:
         "  held at the end: "
         + ", ".join(f"{t} {v['rows']:,} rows {(v['bytes'] or 0) / 2**20:.1f} MiB" for t, v in tables.items())
     )
+    held = status.get("store_held_bytes") or 0
+    print(f"  the store holds them in {held / 2**20:.1f} MiB (compressed): the rest of the RSS is not history")
     drops = {t: d for t, d in status["drops"].items() if any(d.values())}
     print(f"  drops: {drops or 'none'}")
     if status.get("spill"):

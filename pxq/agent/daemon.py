@@ -383,10 +383,26 @@ class AgentDaemon:
         return CATALOG[table].collector if table in CATALOG else "?"
 
     def start(self) -> AgentDaemon:
-        if self.config.schedule:  # a script that cannot be loaded is refused before anything starts
+        # Refused before anything starts: a spill directory that cannot be used, a script that
+        # cannot be loaded.
+        if self.config.spill_dir is not None:
+            from pxq.agent.spill import Spiller
+
+            try:
+                self.spiller = Spiller(
+                    Path(self.config.spill_dir),
+                    self.config.spill_max_bytes,
+                    self.config.spill_window_s,
+                    host=socket.gethostname(),
+                )
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot use the spill directory {self.config.spill_dir}: {exc.strerror or exc}"
+                ) from None
+        if self.config.schedule:
             from pxq.agent.schedule import Scheduler
 
-            self.scheduler = Scheduler(self.config.schedule, self.source, self.now_ns, None)
+            self.scheduler = Scheduler(self.config.schedule, self.source, self.now_ns, self.spiller)
         if self.config.replay is not None:
             from pxq.replay import open_capture
 
@@ -414,19 +430,9 @@ class AgentDaemon:
         """The spill's and the scheduler's threads (each its own: a slow script delays no flush),
         and the one handing freed heap back to the system."""
         self._thread("pxq-agent-memory", STATUS_INTERVAL_S, _release_freed_heap)
-        if self.config.spill_dir is not None:
-            from pxq.agent.spill import Spiller
-
-            self.spiller = Spiller(
-                Path(self.config.spill_dir),
-                self.config.spill_max_bytes,
-                self.config.spill_window_s,
-                host=socket.gethostname(),
-            )
-            if self.capture is None:  # a replayed capture is on disk already: only scheduled results
-                self._thread("pxq-agent-spill", self.config.spill_flush_s, self.flush_spill)
+        if self.spiller is not None and self.capture is None:  # a replayed capture is on disk already
+            self._thread("pxq-agent-spill", self.config.spill_flush_s, self.flush_spill)
         if self.scheduler is not None:
-            self.scheduler.spiller = self.spiller
             self._thread("pxq-agent-schedule", 0.2, self.scheduler.run_due)
 
     def _thread(self, name: str, every_s: float, work: Any) -> None:
@@ -643,6 +649,8 @@ class AgentDaemon:
             "cpu_user_s": usage.ru_utime,
             "cpu_system_s": usage.ru_stime,
             "rss_bytes": _rss_bytes(),
+            # What the history takes in memory (batches held compressed), beside the budgets' count.
+            "store_held_bytes": self.window.store.held_bytes() if self.window is not None else None,
         }
 
     # -- the state file

@@ -154,3 +154,16 @@ def test_the_config_file_reads_spill_and_on_demand_settings(tmp_path):
     (entry,) = config.schedule
     assert (entry.name, entry.script, entry.every_s, entry.args) == ("minutely", "http_data", 120.0, (("num_head", 5),))
     assert json.dumps(entry.args)  # plain data
+
+
+def test_a_spill_directory_that_cannot_be_used_stops_the_agent_before_it_serves(capture, tmp_path):
+    from tests.cli_support import run_pxq
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    proc = run_pxq(
+        "agent", "serve", "--from", str(capture), "--spill-dir", str(blocked / "spill"), "--state-dir", str(tmp_path)
+    )
+    assert proc.returncode == 2
+    assert f"cannot use the spill directory {blocked / 'spill'}: Not a directory" in proc.stderr
+    assert not (tmp_path / "agent.json").exists()
