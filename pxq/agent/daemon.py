@@ -540,7 +540,8 @@ class AgentDaemon:
         """A query fragment that needs a collector this agent is not running as asked (a table of a
         collector switched off, or a running collector at other settings: a profiler for a pid at a
         higher rate): with ``on_demand = "attach"``, that collector is attached for the query's
-        window (from the script's start time to now, at most ``on_demand_max``), then detached, and
+        window (the script's start time to now; the whole collection, the collector's start
+        included, within ``on_demand_max``, as the client waits), then detached, and
         the query reads its rows (a DataSource: those tables from the collection, the others from
         the store). None when nothing is missing or the agent refuses: a missing table was refused
         already (the client's check_collected, read_ticket here), other settings are said as a note
@@ -548,7 +549,8 @@ class AgentDaemon:
         from dataclasses import replace
 
         from pxq.agent.collector import AgentOptions
-        from pxq.agent.embedded import EmbeddedAgent
+        from pxq.agent.collectors import check_collectable
+        from pxq.agent.loop import AgentLoop
         from pxq.plan.manifest import build_manifest
         from pxq.plan.nodes import Display, Graph
 
@@ -583,12 +585,31 @@ class AgentDaemon:
                 for r in needed
             ]
             self.on_demand["active"] = what
+            check_collectable(sub)
+            loop = AgentLoop(sub, options)
+            began = time.monotonic()
             try:
-                store = EmbeddedAgent(sub, options).run(window_s)
+                loop.start()  # compiles the collector's program: seconds, more on a busy machine
+                # The whole collection within on_demand_max, its start included: the client waits.
+                window_s = min(window_s, max(1.0, self.config.on_demand_max_s - (time.monotonic() - began)))
+                attached = time.monotonic()
+                deadline = attached + window_s
+                while time.monotonic() < deadline:
+                    loop.step()
+                loop.stop()
+                attached_s = time.monotonic() - attached  # the window and the last reads
             finally:
+                loop.close()
                 self.on_demand["active"] = []
+            store = loop.store
             self.on_demand["attached"] += 1
-            self.on_demand["last"] = {"collectors": what, "window_s": window_s, "ended_ns": time.time_ns()}
+            self.on_demand["last"] = {
+                "collectors": what,
+                "window_s": window_s,
+                "attached_s": round(attached_s, 3),
+                "start_s": round(attached - began, 3),
+                "ended_ns": time.time_ns(),
+            }
         return _OnDemand(self.source(), store, {t.table for t in tables})
 
     def attachable(self) -> dict[str, str]:
