@@ -28,9 +28,10 @@ need_root() { [ "$(id -u)" = 0 ] || die "$1 needs root; run: sudo bash tools/set
 # start on loopback ports of their own (the packages' own services are kept from starting).
 # chromium: the real browser, run headless, that the HTML report tests load pages in.
 # gdb: its unwinder and DWARF reader are the independent reference of the Python frame tests.
+# systemd: systemd-analyze verifies the agent's unit file (deploy/systemd) in the deployment tests.
 APT_PACKAGES=(python3-bpfcc libbpfcc bpfcc-tools linux-headers-amd64 curl wrk tmux ca-certificates iproute2 procps
     postgresql-15 postgresql-client-15 mariadb-server mariadb-client redis-server redis-tools dnsmasq bind9-dnsutils
-    chromium gdb)
+    chromium gdb systemd)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 

@@ -8,7 +8,7 @@ replay capture instead (no collectors, no kernel: tests and demos).
 
 Configuration: a TOML file (``--config``), each key also a flag; the flags win::
 
-    listen = "127.0.0.1:7100"        # loopback only in this version (no TLS/token yet)
+    listen = "127.0.0.1:7100"        # off loopback only with TLS and client authentication ([security])
     state_dir = "/run/pxq"           # where agent.json says the address to local `pxq run`
     spill_dir = "/var/lib/pxq/spill"  # optional: each table's rows also written as Parquet (pxq/agent/spill.py)
     spill_max_bytes = 1073741824      # the directory's cap: the oldest windows are deleted (counted)
@@ -34,6 +34,12 @@ Configuration: a TOML file (``--config``), each key also a flag; the flags win::
     body_limit = 1024
     keep_secrets = false
 
+    [security]                        # optional on loopback; off loopback: TLS + client_ca and/or token_file
+    tls_cert = "/etc/pxq/server.crt"  # (see pxq.agent.security; `pxq agent certs DIR` makes them)
+    tls_key = "/etc/pxq/server.key"
+    client_ca = "/etc/pxq/ca.crt"     # mutual TLS: clients present a certificate signed by this CA
+    token_file = "/etc/pxq/agent.token"  # every call carries `authorization: Bearer <token>`
+
     [[schedule]]                      # scripts run every interval on the store (pxq/agent/schedule.py)
     script = "http_data"
     every = "60s"
@@ -41,7 +47,6 @@ Configuration: a TOML file (``--config``), each key also a flag; the flags win::
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import json
 import os
@@ -59,6 +64,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pxq.agent.defaults import DEFAULT_BODY_LIMIT
+from pxq.agent.security import ServerSecurity, is_loopback
 from pxq.agent.table_store import split_losses
 from pxq.errors import UsageError
 
@@ -103,15 +109,6 @@ def parse_address(text: str, what: str = "address") -> tuple[str, int]:
     return host, int(port_text)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True)
 class DaemonConfig:
     listen: str = DEFAULT_LISTEN
@@ -130,6 +127,14 @@ class DaemonConfig:
     schedule: tuple[Any, ...] = ()  # ScheduledScript entries (pxq/agent/schedule.py)
     on_demand: str = "refuse"
     on_demand_max_s: float = DEFAULT_ON_DEMAND_MAX_S
+    tls_cert: str | None = None  # [security]: see pxq.agent.security
+    tls_key: str | None = None
+    client_ca: str | None = None
+    token_file: str | None = None
+
+    @property
+    def security(self) -> ServerSecurity:
+        return ServerSecurity(self.tls_cert, self.tls_key, self.client_ca, self.token_file)
 
     @property
     def state_path(self) -> Path:
@@ -140,11 +145,7 @@ class DaemonConfig:
 
     def check(self) -> None:
         host, _port = parse_address(self.listen, "listen address")
-        if not is_loopback(host):
-            raise UsageError(
-                f"refusing to listen on {self.listen}: off loopback the agent needs TLS with client "
-                "certificates or a bearer token, which this pxq does not support yet; listen on 127.0.0.1"
-            )
+        self.security.check(host)  # off loopback: TLS and client certificates or a token, else refused
         if not self.retention_s > 0:
             raise UsageError(f"retention window must be longer than 0 s, not {self.retention_s:g}")
         if not self.table_budget_mb > 0:
@@ -222,7 +223,7 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
         return value
 
     known = {
-        "listen", "state_dir", "collectors", "profiler", "retention", "socket_tracer", "replay",
+        "listen", "state_dir", "collectors", "profiler", "retention", "socket_tracer", "replay", "security",
         "spill_dir", "spill_max_bytes", "spill_window", "spill_flush", "on_demand", "on_demand_max", "schedule",
     }  # fmt: skip
     for key in doc:
@@ -249,6 +250,7 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
         "profiler": ("sample_hz",),
         "retention": ("window", "table_budget_mb"),
         "socket_tracer": ("body_limit", "keep_secrets"),
+        "security": _SECURITY_KEYS,
     }
     for name, keys in sections.items():
         section = doc.get(name, {})
@@ -275,7 +277,16 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
         values["body_limit"] = typed(tracer, "body_limit", (int,), "socket_tracer")
     if "keep_secrets" in tracer:
         values["keep_secrets"] = typed(tracer, "keep_secrets", (bool,), "socket_tracer")
+    security = doc.get("security", {})
+    for key in _SECURITY_KEYS:
+        if key in security:
+            # Relative paths: from the config file's directory (where a deployment keeps them).
+            path_text = typed(security, key, (str,), "security")
+            values[key] = str(Path(path).parent / Path(path_text).expanduser())
     return values, collectors
+
+
+_SECURITY_KEYS = ("tls_cert", "tls_key", "client_ca", "token_file")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +360,7 @@ class AgentDaemon:
         self.capture: Any = None  # Capture when replaying
         self.agent_id = f"{socket.gethostname()}:{os.getpid()}:{self.started_ns}"
         self.queries = 0
-        self.query_errors: dict[str, int] = {}
+        self.query_errors: dict[str, int] = {}  # by reason: bad_ticket, query_failed, no_token, wrong_token...
         self.address = ""  # where it serves (set once listening)
         # The agent_status table (Pixie's GetAgentStatus shape): its own store, written by the
         # daemon's thread only, so neither the collectors' store nor a capture is touched.
@@ -452,6 +463,11 @@ class AgentDaemon:
         if self.spiller is None or self.window is None:
             return 0
         return self.spiller.flush(self.window.store, self.collected_tables())
+
+    def count_refusal(self, reason: str) -> None:
+        """A call refused for its credentials (counted under a lock: gRPC calls this from its threads)."""
+        with self._status_lock:
+            self.query_errors[reason] = self.query_errors.get(reason, 0) + 1
 
     def failure(self) -> BaseException | None:
         """The collector thread's failure, if it stopped on one."""
@@ -657,6 +673,7 @@ class AgentDaemon:
             if self.capture is None
             else {"replay": self.config.replay},
             "profiler_sample_hz": self.config.sample_hz,
+            "security": self.config.security.describe(),
             "retention_s": self.config.retention_s,
             "table_budget_bytes": int(self.config.table_budget_mb * 1024 * 1024),
             "probes": probes,
@@ -837,6 +854,7 @@ __all__ = [
     "DaemonConfig",
     "StoreView",
     "default_state_dir",
+    "is_loopback",
     "load_config",
     "parse_address",
     "read_state",

@@ -27,9 +27,10 @@ server goes on serving.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -55,10 +56,21 @@ class AgentQueryError(PxqError):
     exit_code = 1
 
 
+class AgentAuthError(AgentQueryError):
+    """The agent did not accept this client: no or wrong credentials, TLS on one side only, a
+    certificate from another CA."""
+
+    exit_code = 3
+
+
 class AgentUnavailableError(AgentQueryError):
     """No agent answers at the address (nothing listens, or it did not answer in time)."""
 
     exit_code = 3
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _client_error(address: str, exc: BaseException) -> AgentQueryError:
@@ -283,8 +295,17 @@ def _tables_read(fragment: Any) -> list[str]:
 class AgentFlightServer(flight.FlightServerBase):
     """Serves an :class:`pxq.agent.daemon.AgentDaemon`'s tables (see the module docstring)."""
 
-    def __init__(self, daemon: Any, location: str):
-        super().__init__(location)
+    def __init__(self, daemon: Any, location: str | None = None):
+        """Listens at ``location`` (default: the daemon's configured address), with the TLS,
+        client certificates and token of the daemon's ``security`` settings (refused calls are
+        counted in its ``query_errors``: ``no_token``, ``wrong_token``)."""
+        from pxq.agent.daemon import parse_address
+
+        security = daemon.config.security
+        if location is None:
+            host, port = parse_address(daemon.config.listen, "listen address")
+            location = f"{'grpc+tls' if security.tls else 'grpc+tcp'}://{_url_host(host)}:{port}"
+        super().__init__(location, **security.server_options(on_refusal=daemon.count_refusal))
         self.daemon = daemon
 
     def _fail(self, reason: str, exc: object) -> flight.FlightServerError:
@@ -367,23 +388,47 @@ class AgentFlightServer(flight.FlightServerBase):
 
 
 class AgentClient:
-    """A connection to one agent at ``address`` (HOST:PORT)."""
+    """A connection to one agent at ``address`` (HOST:PORT). ``credentials``: what to present to
+    an agent that asks for it (:class:`pxq.agent.security.ClientCredentials`: keys ``ca``, ``cert``,
+    ``key``, ``token_file``, paths); with ``ca`` the connection uses TLS."""
 
-    def __init__(self, address: str, *, timeout_s: float = 30.0):
-        from pxq.agent.daemon import is_loopback, parse_address
+    def __init__(self, address: str, *, timeout_s: float = 30.0, credentials: Mapping[str, str] | None = None):
+        from pxq.agent.daemon import parse_address
+        from pxq.agent.security import ClientCredentials
 
         host, port = parse_address(address, "agent address")
-        if not is_loopback(host):
-            raise AgentQueryError(
-                f"agent {address} is not on loopback: this pxq talks to agents on loopback only "
-                "(TLS and tokens come later)"
-            )
         self.address = address
-        self._client = flight.connect(f"grpc+tcp://{host}:{port}")
+        self._host, self._port = host, port
+        self.credentials = ClientCredentials.from_mapping(credentials, where=f"agent {address} credentials")
+        self.credentials.check_for(host, address)
+        # gRPC logs each failed TLS handshake at info level on stderr; this client says why itself
+        # (:meth:`_error`). Read when gRPC starts in this process: a pure client's first connection.
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+        scheme = "grpc+tls" if self.credentials.tls else "grpc+tcp"
+        self._headers = self.credentials.headers()  # the token, read once (before connecting: its errors first)
+        self._client = flight.connect(f"{scheme}://{_url_host(host)}:{port}", **self.credentials.connect_options())
         # Buffers aligned as Acero wants them (the merge side groups and joins what arrives).
         self._options = flight.FlightCallOptions(
-            timeout=timeout_s, read_options=pa.ipc.IpcReadOptions(ensure_alignment=pa.ipc.Alignment.DataTypeSpecific)
+            timeout=timeout_s,
+            read_options=pa.ipc.IpcReadOptions(ensure_alignment=pa.ipc.Alignment.DataTypeSpecific),
+            headers=self._headers,
         )
+
+    def _error(self, exc: BaseException) -> AgentQueryError:
+        """``exc`` as a message naming why: the agent's refusal of our credentials, or (gRPC says
+        only "unavailable" when TLS does not work out) what a handshake of our own finds."""
+        from pxq.agent.security import diagnose
+
+        if isinstance(exc, flight.FlightUnauthenticatedError):
+            return AgentAuthError(f"agent {self.address} refused the call: {_flight_message(exc)}")
+        # Not for a timeout (a slow or stopped agent: our handshake would only wait as long again)
+        # nor for a refused connection (nothing listens).
+        refused_tcp = "Connection refused" in str(exc)
+        if (isinstance(exc, flight.FlightUnavailableError) and not refused_tcp) or "handshake" in str(exc).lower():
+            reason = diagnose(self._host, self._port, self.credentials, timeout_s=1.0)
+            if reason is not None:
+                return AgentAuthError(f"agent {self.address} did not accept the connection: {reason}")
+        return _client_error(self.address, exc)
 
     def close(self) -> None:
         self._client.close()
@@ -395,11 +440,11 @@ class AgentClient:
         self.close()
 
     def _action(self, name: str, timeout_s: float | None = None) -> dict[str, Any]:
-        options = flight.FlightCallOptions(timeout=timeout_s) if timeout_s else self._options
+        options = flight.FlightCallOptions(timeout=timeout_s, headers=self._headers) if timeout_s else self._options
         try:
             results = list(self._client.do_action(flight.Action(name, b""), options=options))
         except flight.FlightError as exc:
-            raise _client_error(self.address, exc) from None
+            raise self._error(exc) from None
         return json.loads(results[0].body.to_pybytes())
 
     def info(self, timeout_s: float | None = None) -> dict[str, Any]:
@@ -417,7 +462,7 @@ class AgentClient:
         try:
             return self._client.do_get(flight.Ticket(ticket), options=self._options).read_all()
         except flight.FlightError as exc:
-            raise _client_error(self.address, exc) from None
+            raise self._error(exc) from None
 
     def run(self, script: Any, *, args: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, dict[str, int]]]:
         """Compile ``script`` against the agent's clock, run its agent fragments on the agent and
@@ -535,20 +580,22 @@ def _flight_message(exc: BaseException) -> str:
     return re.sub(r"^Flight returned [a-z ]+ error, with message: ", "", text).strip()
 
 
-def agent_answers(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> dict[str, Any] | None:
+def agent_answers(
+    address: str, timeout_s: float = CONNECT_TIMEOUT_S, credentials: Mapping[str, str] | None = None
+) -> dict[str, Any] | None:
     """The agent's info when an agent answers at ``address`` within ``timeout_s``, else None."""
     try:
-        with AgentClient(address) as client:
+        with AgentClient(address, credentials=credentials) as client:
             return client.info(timeout_s=timeout_s)
     except (PxqError, flight.FlightError, OSError):
         return None
 
 
-def wait_for_agent(address: str, timeout_s: float) -> dict[str, Any]:
+def wait_for_agent(address: str, timeout_s: float, credentials: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Poll until an agent answers at ``address`` (tests, scripts); raise after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
-        info = agent_answers(address, timeout_s=1.0)
+        info = agent_answers(address, timeout_s=1.0, credentials=credentials)
         if info is not None:
             return info
         if time.monotonic() > deadline:

@@ -1,4 +1,4 @@
-"""``pxq agent serve`` and ``pxq agent status``: the node agent's command line."""
+"""``pxq agent serve``, ``pxq agent status`` and ``pxq agent certs``: the node agent's command line."""
 
 from __future__ import annotations
 
@@ -32,7 +32,20 @@ def add_agent_parser(sub: Any) -> None:
     )
     serve.add_argument("--config", metavar="FILE", help="a TOML config file (flags override it)")
     serve.add_argument(
-        "--listen", metavar="HOST:PORT", help=f"where to serve (default {DEFAULT_LISTEN}; loopback only)"
+        "--listen",
+        metavar="HOST:PORT",
+        help=f"where to serve (default {DEFAULT_LISTEN}; off loopback only with --tls-cert/--tls-key and "
+        "--client-ca and/or --token-file)",
+    )
+    serve.add_argument("--tls-cert", metavar="FILE", help="the agent's TLS certificate (PEM): serve over TLS")
+    serve.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    serve.add_argument(
+        "--client-ca", metavar="FILE", help="mutual TLS: accept only clients with a certificate signed by this CA"
+    )
+    serve.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="accept only calls carrying this file's bearer token (a file, never a command-line value)",
     )
     serve.add_argument("--state-dir", metavar="DIR", help="where agent.json is written")
     serve.add_argument(
@@ -79,6 +92,45 @@ def add_agent_parser(sub: Any) -> None:
     )
     status.add_argument("--agent", metavar="HOST:PORT", help="the agent's address (default: the local agent's file)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+    add_credential_flags(status)
+    certs = agent_sub.add_parser(
+        "certs",
+        help="make a CA, a server and a client certificate and a token for agents off loopback",
+        description="Write ca.crt/ca.key, server.crt/server.key (for the --hosts names and addresses), "
+        "client.crt/client.key and agent.token into DIR, with keys and token readable by their owner only. "
+        "The agent: --tls-cert server.crt --tls-key server.key --client-ca ca.crt [--token-file agent.token]; "
+        "a client: --agent-ca ca.crt --agent-cert client.crt --agent-key client.key [--agent-token-file agent.token].",
+    )
+    certs.add_argument("directory", metavar="DIR", help="where to write them (created if absent)")
+    certs.add_argument(
+        "--hosts",
+        default="localhost,127.0.0.1,::1",
+        metavar="A,B,...",
+        help="the agent's DNS names and IP addresses, as clients address it (default localhost,127.0.0.1,::1)",
+    )
+    certs.add_argument("--days", type=int, default=365, metavar="N", help="validity in days (default 365)")
+    certs.add_argument("--force", action="store_true", help="replace files already in DIR")
+
+
+def add_credential_flags(parser: Any) -> None:
+    """The client's credentials for an agent (``pxq run``, ``pxq agent status``)."""
+    group = parser.add_argument_group("agent credentials (see `pxq agent certs`)")
+    group.add_argument(
+        "--agent-ca", metavar="FILE", help="the CA that signed the agent's certificate: connect with TLS"
+    )
+    group.add_argument("--agent-cert", metavar="FILE", help="this client's certificate, for an agent with mutual TLS")
+    group.add_argument("--agent-key", metavar="FILE", help="the private key of --agent-cert")
+    group.add_argument("--agent-token-file", metavar="FILE", help="a file holding the agent's bearer token")
+
+
+def credentials_from_args(args: argparse.Namespace) -> dict[str, str] | None:
+    """The ``AgentClient`` credentials the flags give (None: none given)."""
+    values = {
+        key: getattr(args, f"agent_{key}", None)
+        for key in ("ca", "cert", "key", "token_file")
+        if getattr(args, f"agent_{key}", None)
+    }
+    return values or None
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -86,7 +138,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
         return cmd_serve(args)
     if args.agent_command == "status":
         return cmd_status(args)
-    raise UsageError("pxq agent needs a subcommand: serve or status")
+    if args.agent_command == "certs":
+        return cmd_certs(args)
+    raise UsageError("pxq agent needs a subcommand: serve, status or certs")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -116,6 +170,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "spill_max_bytes": args.spill_max_bytes,
             "spill_window": args.spill_window,
             "on_demand": args.on_demand,
+            "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key,
+            "client_ca": args.client_ca,
+            "token_file": args.token_file,
         },
     )
     daemon = AgentDaemon(config)  # checks the config: a refusal before anything starts
@@ -132,13 +190,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         daemon.start()
         if stop.is_set():
             return 128 + received[0]
-        host, port = parse_address(config.listen)
-        server = AgentFlightServer(daemon, f"grpc+tcp://{host}:{port}")
-        address = daemon.address = f"{host}:{server.port}"
+        host, _port = parse_address(config.listen)
+        server = AgentFlightServer(daemon)
+        address = daemon.address = f"[{host}]:{server.port}" if ":" in host else f"{host}:{server.port}"
         daemon.record_status()
         path = daemon.write_state(address)
         what = f"replaying {config.replay}" if config.replay else f"collecting {', '.join(config.enabled())}"
-        print(f"pxq: agent serving on {address} ({what}); address in {path}", file=sys.stderr, flush=True)
+        print(
+            f"pxq: agent serving on {address} ({what}; {config.security.describe()}); address in {path}",
+            file=sys.stderr,
+            flush=True,
+        )
         next_status = time.monotonic() + STATUS_INTERVAL_S
         while not stop.wait(1.0):
             if time.monotonic() >= next_status:
@@ -179,7 +241,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     address, _where = local_agent_address(args.agent)
     if address is None:
         raise UsageError(f"no local agent ({default_state_dir() / 'agent.json'} is absent): give --agent HOST:PORT")
-    with AgentClient(address, timeout_s=10.0) as client:
+    with AgentClient(address, timeout_s=10.0, credentials=credentials_from_args(args)) as client:
         status = client.status()
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
@@ -198,7 +260,7 @@ def format_status(status: dict[str, Any]) -> str:
         + (f": {status['failure']}" if status.get("failure") else ""),
         "collectors: " + ", ".join(f"{k} {v}" for k, v in status["collectors"].items()),
         f"retention {status['retention_s']:g}s, per-table budget {status['table_budget_bytes'] / 2**20:g} MiB, "
-        f"profiler {status['profiler_sample_hz']} Hz",
+        f"profiler {status['profiler_sample_hz']} Hz, clients: {status.get('security', 'plaintext')}",
         f"cpu {status['cpu_user_s'] + status['cpu_system_s']:.2f}s (user {status['cpu_user_s']:.2f}, "
         f"system {status['cpu_system_s']:.2f}), rss {status['rss_bytes'] / 2**20:.1f} MiB",
         f"queries {status['queries']}"
@@ -242,8 +304,10 @@ def format_status(status: dict[str, Any]) -> str:
 def agent_for_run(args: argparse.Namespace) -> str | None:
     """The agent ``pxq run`` answers from: --agent's, else the local agent's when its state file
     exists and it answers (said in one line on stderr either way); None: collect embedded."""
+    import pyarrow.flight as flight
+
     from pxq.agent.daemon import read_state
-    from pxq.agent.flight import agent_answers
+    from pxq.agent.flight import CONNECT_TIMEOUT_S, AgentAuthError, AgentClient, AgentQueryError
 
     if args.agent:
         return args.agent
@@ -252,7 +316,17 @@ def agent_for_run(args: argparse.Namespace) -> str | None:
     state = read_state()
     if state is None:
         return None
-    if agent_answers(state["address"]) is None:
+    try:
+        with AgentClient(state["address"], credentials=credentials_from_args(args)) as client:
+            client.info(timeout_s=CONNECT_TIMEOUT_S)
+    except AgentAuthError as exc:  # it answers, but wants credentials this run did not give
+        print(
+            f"pxq: the local agent ({state['path']}) did not accept this client: {exc}; collecting embedded "
+            "instead (its credentials: --agent-ca, --agent-cert, --agent-key, --agent-token-file)",
+            file=sys.stderr,
+        )
+        return None
+    except (AgentQueryError, flight.FlightError, OSError):
         print(
             f"pxq: the local agent ({state['path']}) does not answer at {state['address']}: "
             "collecting embedded instead",
@@ -261,3 +335,18 @@ def agent_for_run(args: argparse.Namespace) -> str | None:
         return None
     print(f"pxq: answering from the local agent at {state['address']} (--no-agent collects embedded)", file=sys.stderr)
     return state["address"]
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from pxq.agent.security import make_certs, parse_hosts
+
+    files = make_certs(args.directory, parse_hosts(args.hosts), days=args.days, force=args.force)
+    directory = files["ca.crt"].parent
+    print(f"pxq: wrote {', '.join(files)} in {directory} (keys and token: owner-only, 0600)", file=sys.stderr)
+    print(
+        f"agent:  pxq agent serve --listen HOST:7100 --tls-cert {files['server.crt']} --tls-key "
+        f"{files['server.key']} --client-ca {files['ca.crt']} --token-file {files['agent.token']}\n"
+        f"client: pxq run SCRIPT --agent HOST:7100 --agent-ca {files['ca.crt']} --agent-cert {files['client.crt']} "
+        f"--agent-key {files['client.key']} --agent-token-file {files['agent.token']}"
+    )
+    return 0

@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         "when its state file exists and it answers, else pxq collects embedded",
     )
     run.add_argument("--no-agent", action="store_true", help="collect embedded even when a local agent runs")
+    from pxq.cli.agent import add_credential_flags
+
+    add_credential_flags(run)
     run.add_argument(
         "-o",
         "--output",
@@ -368,8 +371,9 @@ def cmd_run(args, script_argv: list[str]) -> int:
         drops = capture.drops
     elif (agent := agent_for_run(args)) is not None:
         from pxq.agent.flight import AgentClient
+        from pxq.cli.agent import credentials_from_args
 
-        with AgentClient(agent) as client:
+        with AgentClient(agent, credentials=credentials_from_args(args)) as client:
             compiled, results, drops = client.run(script, args=script_args)
     else:
         from pxq.agent.embedded import AgentOptions, WindowSignals

@@ -18,7 +18,14 @@ from typing import Any
 class AgentProcess:
     """``pxq agent serve ARGS --state-dir DIR --listen 127.0.0.1:0``; :attr:`address` once it answers."""
 
-    def __init__(self, *args: str, state_dir: str | os.PathLike[str], env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        *args: str,
+        state_dir: str | os.PathLike[str],
+        env: dict[str, str] | None = None,
+        credentials: dict[str, str] | None = None,  # what wait_ready presents (an agent with TLS/token)
+    ):
+        self.credentials = credentials
         self.state_dir = Path(state_dir)
         self.state_path = self.state_dir / "agent.json"
         command = [sys.executable, "-m", "pxq.cli.main", "agent", "serve", "--state-dir", str(self.state_dir)]
@@ -51,7 +58,11 @@ class AgentProcess:
                 state = json.loads(self.state_path.read_text())
             except (OSError, ValueError):
                 state = None
-            if state and state.get("pid") == self.proc.pid and agent_answers(state["address"], 1.0) is not None:
+            if (
+                state
+                and state.get("pid") == self.proc.pid
+                and agent_answers(state["address"], 1.0, self.credentials) is not None
+            ):
                 self.address = state["address"]
                 return self.address
             time.sleep(0.05)

@@ -298,7 +298,7 @@ def test_sigterm_stops_the_agent_cleanly_and_removes_its_state_file(capture, tmp
 @pytest.mark.parametrize(
     "args, config, message",
     [
-        (["--listen", "0.0.0.0:0"], None, "refusing to listen on 0.0.0.0:0: off loopback the agent needs TLS"),
+        (["--listen", "0.0.0.0:0"], None, "refusing to listen on 0.0.0.0 without TLS"),
         ([], 'listen = "127.0.0.1:0"\nretention = 5\n', "retention: expected a [section] table"),
         ([], "[collectors]\nprocess_stats = true\n", "collector process_stats cannot run live in this pxq yet"),
         ([], "[retention]\nwindow = 'soon'\n", "retention.window"),
