@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -90,13 +89,11 @@ px.display(df, 'samples')
 """
 
 
-def _spinner(seconds: float) -> subprocess.Popen:
-    """A process spinning for ``seconds``, at a high priority (nice -15): the machine is shared by
-    busy tests, and the CPU profiler samples a process only while it runs."""
-    return subprocess.Popen(
-        [sys.executable, "-c", f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"],
-        preexec_fn=lambda: os.nice(-15),
-    )
+def _spinner() -> subprocess.Popen:
+    """A native process spinning until killed (a shell's busy loop: no py-spy samples besides the
+    perf ones), at a high priority (nice -15): the machine is shared by busy tests, and the CPU
+    profiler samples a process only while it runs."""
+    return subprocess.Popen(["sh", "-c", "while :; do :; done"], preexec_fn=lambda: os.nice(-15))
 
 
 def test_a_profiler_at_a_higher_rate_is_attached_for_the_query_and_detached(tmp_path):
@@ -104,18 +101,19 @@ def test_a_profiler_at_a_higher_rate_is_attached_for_the_query_and_detached(tmp_
     config = tmp_path / "agent.toml"
     # The whole on-demand collection (the profiler's start included) within 12 s: the client waits 30 s.
     config.write_text('on_demand = "attach"\non_demand_max = "12s"\n')
-    with (
-        running_agent("--no-perf-profiler", "--config", str(config), state_dir=tmp_path, timeout_s=180) as agent,
-        _spinner(600) as spin,
-    ):
-        script = tmp_path / "samples.pxl"
-        script.write_text(PROFILE_SCRIPT.format(seconds=4, pid=spin.pid))
-        with AgentClient(agent.address) as client:
-            before = client.status()
-        proc = run_pxq("run", str(script), "--agent", agent.address, "-o", "json", timeout=120)
-        with AgentClient(agent.address) as client:
-            after = client.status()
-        spin.kill()
+    spin = _spinner()
+    try:
+        with running_agent("--no-perf-profiler", "--config", str(config), state_dir=tmp_path, timeout_s=180) as agent:
+            script = tmp_path / "samples.pxl"
+            script.write_text(PROFILE_SCRIPT.format(seconds=4, pid=spin.pid))
+            with AgentClient(agent.address) as client:
+                before = client.status()
+            proc = run_pxq("run", str(script), "--agent", agent.address, "-o", "json", timeout=120)
+            with AgentClient(agent.address) as client:
+                after = client.status()
+    finally:
+        spin.kill()  # it spins until killed
+        spin.wait()
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     samples = (lines[0]["samples"] or 0) if lines else 0
