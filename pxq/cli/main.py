@@ -631,10 +631,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     own, script_argv = _split_script_args(argv)
     own, debug = _debug_wanted(own)
-    if own[:2] == ["agent", "serve"]:  # before the parser's imports load pandas through pyarrow (RSS)
-        from pxq.agent.daemon import keep_pandas_out
-
-        keep_pandas_out()
     import threading
 
     previous_hook = _report_thread_errors(debug)
