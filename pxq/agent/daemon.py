@@ -11,6 +11,12 @@ Configuration: a TOML file (``--config``), each key also a flag; the flags win::
     listen = "127.0.0.1:7100"        # off loopback only with TLS and client authentication ([security])
     asid = 17                         # agent short id in upids (default: derived from the host name)
     state_dir = "/run/pxq"           # where agent.json says the address to local `pxq run`
+    spill_dir = "/var/lib/pxq/spill"  # optional: each table's rows also written as Parquet (pxq/agent/spill.py)
+    spill_max_bytes = 1073741824      # the directory's cap: the oldest windows are deleted (counted)
+    spill_window = "1m"               # one file per table, window and flush
+    spill_flush = "10s"               # how often new rows are written
+    on_demand = "refuse"              # a query needing a collector that is off: "refuse", or "attach" it
+    on_demand_max = "20s"             # for the query's window (at most this long), detached afterwards
 
     [collectors]                      # true/false each
     socket_tracer = true              # every protocol pxq parses (http, pgsql, mysql, redis, dns) + conn_stats
@@ -35,6 +41,10 @@ Configuration: a TOML file (``--config``), each key also a flag; the flags win::
     tls_key = "/etc/pxq/server.key"
     client_ca = "/etc/pxq/ca.crt"     # mutual TLS: clients present a certificate signed by this CA
     token_file = "/etc/pxq/agent.token"  # every call carries `authorization: Bearer <token>`
+
+    [[schedule]]                      # scripts run every interval on the store (pxq/agent/schedule.py)
+    script = "http_data"
+    every = "60s"
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import json
 import os
 import resource
 import socket
+import sys
 import threading
 import time
 import tomllib
@@ -68,6 +79,13 @@ DEFAULT_RETENTION_S = 15 * 60.0
 DEFAULT_TABLE_BUDGET_MB = 64
 DEFAULT_PROFILER_HZ = 19
 STATE_FILE = "agent.json"
+DEFAULT_SPILL_MAX_BYTES = 1024**3
+DEFAULT_SPILL_WINDOW_S = 60.0
+DEFAULT_SPILL_FLUSH_S = 10.0
+ON_DEMAND = ("refuse", "attach")
+DEFAULT_ON_DEMAND_MAX_S = 20.0  # a query waits this long at most (a client's call times out at 30 s)
+# Collectors the agent can attach for one query (process_stats and proc_events cannot run live yet).
+ATTACHABLE = ("socket_tracer", "perf_profiler")
 # Collectors a config may name, and whether this pxq can run each live.
 KNOWN_COLLECTORS = ("socket_tracer", "perf_profiler", "process_stats", "proc_events")
 _DEFAULT_ON = {"socket_tracer": True, "perf_profiler": True, "process_stats": False, "proc_events": False}
@@ -107,6 +125,13 @@ class DaemonConfig:
     replay: str | None = None  # serve this capture directory instead of collecting
     asid: int | None = None  # None: derived from the host name (derive_asid)
     traced_cgroups: tuple[str, ...] = ()  # only these cgroups' tasks are traced (empty: all)
+    spill_dir: str | None = None
+    spill_max_bytes: int = DEFAULT_SPILL_MAX_BYTES
+    spill_window_s: float = DEFAULT_SPILL_WINDOW_S
+    spill_flush_s: float = DEFAULT_SPILL_FLUSH_S
+    schedule: tuple[Any, ...] = ()  # ScheduledScript entries (pxq/agent/schedule.py)
+    on_demand: str = "refuse"
+    on_demand_max_s: float = DEFAULT_ON_DEMAND_MAX_S
     tls_cert: str | None = None  # [security]: see pxq.agent.security
     tls_key: str | None = None
     client_ca: str | None = None
@@ -138,6 +163,23 @@ class DaemonConfig:
             raise UsageError(f"asid must be 1..{MAX_ASID} (0 is the embedded mode's), not {self.asid}")
         if not 1 <= self.sample_hz <= 10_000:
             raise UsageError(f"profiler sample_hz must be 1..10000, not {self.sample_hz}")
+        if not self.spill_max_bytes > 0:
+            raise UsageError(f"spill_max_bytes must be more than 0, not {self.spill_max_bytes}")
+        if not 1 <= self.spill_window_s <= 86_400:
+            raise UsageError(f"spill_window must be 1s..1d, not {self.spill_window_s:g}s")
+        if not 0 < self.spill_flush_s <= 3600:
+            raise UsageError(
+                f"the spill flush interval must be more than 0 s and at most 1h, not {self.spill_flush_s:g}"
+            )
+        if self.schedule and self.spill_dir is None:
+            raise UsageError(
+                "scheduled scripts write their results to the spill directory: set spill_dir "
+                "(pxq has no px.export to send them elsewhere)"
+            )
+        if self.on_demand not in ON_DEMAND:
+            raise UsageError(f"on_demand must be one of {', '.join(ON_DEMAND)}, not {self.on_demand!r}")
+        if not 1 <= self.on_demand_max_s <= 600:
+            raise UsageError(f"on_demand_max must be 1s..10m, not {self.on_demand_max_s:g}s")
         if self.replay is None:
             missing = [n for n in self.enabled() if n in ("process_stats", "proc_events")]
             if missing:
@@ -180,6 +222,8 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> DaemonConfig:
             collectors.update(value)
         elif key == "retention":
             values["retention_s"] = parse_duration(str(value))
+        elif key in ("spill_window", "on_demand_max"):
+            values[f"{key}_s"] = parse_duration(str(value))
         else:
             values[key] = value
     return DaemonConfig(collectors=collectors, **values)
@@ -199,25 +243,31 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
         return value
 
     known = {
-        "listen",
-        "state_dir",
-        "collectors",
-        "profiler",
-        "retention",
-        "socket_tracer",
-        "replay",
-        "security",
+        "listen", "state_dir", "collectors", "profiler", "retention", "socket_tracer", "replay", "security",
+        "spill_dir", "spill_max_bytes", "spill_window", "spill_flush", "on_demand", "on_demand_max", "schedule",
         "asid",
-    }
+    }  # fmt: skip
     for key in doc:
         if key not in known:
             raise fail(key, f"unknown setting (known: {', '.join(sorted(known))})")
     values: dict[str, Any] = {}
-    for key in ("listen", "state_dir", "replay"):
+    for key in ("listen", "state_dir", "replay", "spill_dir", "on_demand"):
         if key in doc:
             values[key] = typed(doc, key, (str,), "")
     if "asid" in doc:
         values["asid"] = typed(doc, "asid", (int,), "")
+    if "spill_max_bytes" in doc:
+        values["spill_max_bytes"] = typed(doc, "spill_max_bytes", (int,), "")
+    for key in ("spill_window", "spill_flush", "on_demand_max"):
+        if key in doc:
+            try:
+                values[f"{key}_s"] = parse_duration(str(typed(doc, key, (str, int, float), "")))
+            except UsageError as exc:
+                raise fail(key, str(exc)) from None
+    if "schedule" in doc:
+        from pxq.agent.schedule import parse_schedule
+
+        values["schedule"] = parse_schedule(doc["schedule"], f"agent config {path}")
     sections = {
         "collectors": KNOWN_COLLECTORS,
         "profiler": ("sample_hz",),
@@ -346,6 +396,12 @@ class AgentDaemon:
 
         self.status_store = TableStore(host=socket.gethostname())
         self._status_lock = threading.Lock()
+        self.spiller: Any = None  # pxq.agent.spill.Spiller when spill_dir is set
+        self.scheduler: Any = None  # pxq.agent.schedule.Scheduler when scripts are scheduled
+        self._halt = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.on_demand: dict[str, Any] = {"attached": 0, "active": [], "last": None}
+        self._on_demand_lock = threading.Lock()  # one on-demand collection at a time
 
     # -- collecting
 
@@ -366,10 +422,31 @@ class AgentDaemon:
         return CATALOG[table].collector if table in CATALOG else "?"
 
     def start(self) -> AgentDaemon:
+        # Refused before anything starts: a spill directory that cannot be used, a script that
+        # cannot be loaded.
+        if self.config.spill_dir is not None:
+            from pxq.agent.spill import Spiller
+
+            try:
+                self.spiller = Spiller(
+                    Path(self.config.spill_dir),
+                    self.config.spill_max_bytes,
+                    self.config.spill_window_s,
+                    host=socket.gethostname(),
+                )
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot use the spill directory {self.config.spill_dir}: {exc.strerror or exc}"
+                ) from None
+        if self.config.schedule:
+            from pxq.agent.schedule import Scheduler
+
+            self.scheduler = Scheduler(self.config.schedule, self.source, self.now_ns, self.spiller)
         if self.config.replay is not None:
             from pxq.replay import open_capture
 
             self.capture = open_capture(self.config.replay)
+            self._start_housekeeping()
             return self
         from pxq.agent.collector import AgentOptions
         from pxq.agent.live_window import LiveWindow
@@ -391,7 +468,35 @@ class AgentDaemon:
                 else (),
             },
         ).start()
+        self._start_housekeeping()
         return self
+
+    def _start_housekeeping(self) -> None:
+        """The spill's and the scheduler's threads (each its own: a slow script delays no flush),
+        and the one handing freed heap back to the system."""
+        self._thread("pxq-agent-memory", STATUS_INTERVAL_S, _release_freed_heap)
+        if self.spiller is not None and self.capture is None:  # a replayed capture is on disk already
+            self._thread("pxq-agent-spill", self.config.spill_flush_s, self.flush_spill)
+        if self.scheduler is not None:
+            self._thread("pxq-agent-schedule", 0.2, self.scheduler.run_due)
+
+    def _thread(self, name: str, every_s: float, work: Any) -> None:
+        def run() -> None:
+            while not self._halt.wait(every_s):
+                try:
+                    work()
+                except Exception as exc:  # noqa: BLE001 - said, and the agent (and this thread) go on
+                    print(f"pxq: agent: {name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def flush_spill(self) -> int:
+        """Write the rows collected since the last flush to the spill directory (the rows written)."""
+        if self.spiller is None or self.window is None:
+            return 0
+        return self.spiller.flush(self.window.store, self.collected_tables())
 
     def count_refusal(self, reason: str) -> None:
         """A call refused for its credentials (counted under a lock: gRPC calls this from its threads)."""
@@ -403,8 +508,13 @@ class AgentDaemon:
         return getattr(self.window, "_failure", None) if self.window is not None else None
 
     def stop(self) -> None:
+        self._halt.set()
+        for thread in self._threads:
+            thread.join(60.0)
+        self._threads.clear()
         if self.window is not None:
             self.window.stop()
+            self.flush_spill()  # what the collectors held at the end too
 
     # -- reading
 
@@ -474,7 +584,94 @@ class AgentDaemon:
             "collector_options": {"perf_profiler": {"sample_hz": self.config.sample_hz}}
             if self.capture is None
             else {},
+            "on_demand": self.config.on_demand,
+            "attachable": self.attachable(),
         }
+
+    def on_demand_source(self, fragment: Any, now_ns: int, settings: tuple[tuple[str, str], ...]) -> Any | None:
+        """A query fragment that needs a collector this agent is not running as asked (a table of a
+        collector switched off, or a running collector at other settings: a profiler for a pid at a
+        higher rate): with ``on_demand = "attach"``, that collector is attached for the query's
+        window (the script's start time to now; the whole collection, the collector's start
+        included, within ``on_demand_max``, as the client waits), then detached, and
+        the query reads its rows (a DataSource: those tables from the collection, the others from
+        the store). None when nothing is missing or the agent refuses: a missing table was refused
+        already (the client's check_collected, read_ticket here), other settings are said as a note
+        and the history is read."""
+        from dataclasses import replace
+
+        from pxq.agent.collector import AgentOptions
+        from pxq.agent.collectors import check_collectable
+        from pxq.agent.loop import AgentLoop
+        from pxq.plan.manifest import build_manifest
+        from pxq.plan.nodes import Display, Graph
+
+        if self.config.on_demand != "attach" or self.capture is not None:
+            return None
+        manifest = build_manifest(Graph((Display(fragment, "on_demand"),), now_ns, settings))
+        running = self.info()["collector_options"]
+        held = set(self.collected_tables())
+        needed = [
+            request
+            for request in manifest.collectors
+            if request.name in ATTACHABLE
+            and (
+                any(t not in held for t in request.tables)
+                or any(
+                    str(running.get(request.name, {}).get(key, value)) != str(value) for key, value in request.options
+                )
+            )
+        ]
+        if not needed:
+            return None
+        names = {r.name for r in needed}
+        tables = tuple(t for t in manifest.tables if t.collector in names)
+        starts = [t.start_ns for t in tables if t.start_ns is not None]
+        window_s = (now_ns - min(starts)) / 1e9 if starts else self.config.on_demand_max_s
+        window_s = min(max(window_s, 1.0), self.config.on_demand_max_s)
+        sub = replace(manifest, tables=tables, collectors=tuple(needed))
+        options = AgentOptions(body_limit=self.config.body_limit, keep_secrets=self.config.keep_secrets)
+        with self._on_demand_lock:
+            what = [
+                f"{r.name}" + "".join(f" {k}={v}" for k, v in r.options) + (f" pids {list(r.pids)}" if r.pids else "")
+                for r in needed
+            ]
+            self.on_demand["active"] = what
+            check_collectable(sub)
+            loop = AgentLoop(sub, options)
+            began = time.monotonic()
+            try:
+                loop.start()  # compiles the collector's program: seconds, more on a busy machine
+                # The whole collection within on_demand_max, its start included: the client waits.
+                window_s = min(window_s, max(1.0, self.config.on_demand_max_s - (time.monotonic() - began)))
+                attached = time.monotonic()
+                deadline = attached + window_s
+                while time.monotonic() < deadline:
+                    loop.step()
+                loop.stop()
+                attached_s = time.monotonic() - attached  # the window and the last reads
+            finally:
+                loop.close()
+                self.on_demand["active"] = []
+            store = loop.store
+            self.on_demand["attached"] += 1
+            self.on_demand["last"] = {
+                "collectors": what,
+                "window_s": window_s,
+                "attached_s": round(attached_s, 3),
+                "start_s": round(attached - began, 3),
+                "ended_ns": time.time_ns(),
+            }
+        return _OnDemand(self.source(), store, {t.table for t in tables})
+
+    def attachable(self) -> dict[str, str]:
+        """Tables a query may have collected for its window (on_demand = "attach", live only)."""
+        from pxq.agent.collectors import COLLECTORS
+
+        if self.config.on_demand != "attach" or self.capture is not None:
+            return {}
+        held = set(self.collected_tables())
+        return {t: name for name in ATTACHABLE for t in COLLECTORS[name].tables if t not in held}
 
     def status(self) -> dict[str, Any]:
         """``pxq agent status``: collectors, probes, tables, drops by reason, CPU and RSS."""
@@ -520,9 +717,14 @@ class AgentDaemon:
             "drops": drops,
             "queries": self.queries,
             "query_errors": dict(self.query_errors),
+            "spill": None if self.spiller is None else self.spiller.status(),
+            "scheduled": {} if self.scheduler is None else self.scheduler.status(),
+            "on_demand_collections": {**self.on_demand, "active": list(self.on_demand["active"])},
             "cpu_user_s": usage.ru_utime,
             "cpu_system_s": usage.ru_stime,
             "rss_bytes": _rss_bytes(),
+            # What the history takes in memory (batches held compressed), beside the budgets' count.
+            "store_held_bytes": self.window.store.held_bytes() if self.window is not None else None,
         }
 
     # -- the state file
@@ -574,6 +776,62 @@ class _WithStatus:
 
             return chunks
         raise AttributeError(name)
+
+
+class _OnDemand(_WithStatus):
+    """The agent's source with the tables of an on-demand collection read from its store."""
+
+    def __init__(self, source: Any, collected: Any, tables: set[str]):
+        super().__init__(source, collected)
+        self._tables = tables
+
+    def scan(self, table, columns=None, start_ns=None, end_ns=None, **options) -> pa.Table:
+        if table in self._tables:
+            options.pop("dictionary_strings", None)
+            return self._status.scan(table, columns, start_ns, end_ns, **options)
+        return self._source.scan(table, columns, start_ns, end_ns, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "scan_chunks" and hasattr(self._source, "scan_chunks"):
+            source_chunks = self._source.scan_chunks
+
+            def chunks(table, *args, **options):
+                if table in self._tables:
+                    options.pop("rows", None)
+                    return iter([self.scan(table, *args, **options)])
+                return source_chunks(table, *args, **options)
+
+            return chunks
+        raise AttributeError(name)
+
+
+class _NoPandas:
+    """A meta path finder refusing pandas (see :func:`keep_pandas_out`)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"{name} is kept out of the node agent (it never uses pandas)", name=name)
+        return None
+
+
+def keep_pandas_out() -> None:
+    """For ``pxq agent serve``, before anything imports pyarrow's dataset module: pyarrow imports
+    pandas as a side effect of it (its pandas shim, probing scalars), about 28 MB of RSS plus
+    pandas' libraries, in an always-on process that never uses pandas (the agent's executor,
+    Flight, Parquet and scheduled scripts work on Arrow only); pyarrow goes on without it."""
+    if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoPandas())
+
+
+def _release_freed_heap() -> None:
+    """malloc_trim(3): an always-on agent frees much in its threads (the profiler's parsed ELF and
+    CFI data, each poll's rows once compressed, each query's copies); glibc keeps those pages
+    unless asked (about 10 MB of RSS under load, bench/bench_agent_steady.py)."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _probes_of(collector: Any) -> list[str]:

@@ -340,7 +340,8 @@ class AgentFlightServer(flight.FlightServerBase):
 
         self.daemon.queries += 1
         try:
-            query = read_ticket(ticket.ticket, self.daemon.info()["tables"])
+            info = self.daemon.info()  # tables it may attach a collector for count as held (on_demand)
+            query = read_ticket(ticket.ticket, {**info.get("attachable", {}), **info["tables"]})
         except PlanFormatError as exc:
             raise self._fail("bad_ticket", exc) from None
         fragment = query["fragment"]
@@ -349,7 +350,7 @@ class AgentFlightServer(flight.FlightServerBase):
                 self.daemon.record_status()  # the agent as it is now, besides its history
             if self.daemon.failure() is not None:
                 raise AgentQueryError(f"the agent's collection stopped: {self.daemon.failure()}")
-            source = self.daemon.source()
+            source = self.daemon.on_demand_source(fragment, query["now_ns"], query["settings"]) or self.daemon.source()
             bounded = _Bounded(source, query["start_ns"], query["end_ns"])
             graph = Graph((), query["now_ns"], query["settings"])
             if isinstance(fragment, Agg):  # states per group, merged by the broker
@@ -557,13 +558,19 @@ def check_collected(manifest: Any, info: dict[str, Any], address: str) -> None:
     from pxq.tables import CATALOG
 
     held = info.get("tables", {})
-    missing = [r.table for r in manifest.tables if r.table not in held]
+    attachable = info.get("attachable", {})  # the agent collects these for the query's window
+    missing = [r.table for r in manifest.tables if r.table not in held and r.table not in attachable]
     if missing:
         collectors = sorted({CATALOG[t].collector for t in missing if t in CATALOG})
+        on_demand = (
+            ' or set on_demand = "attach" there to have it attached for the query\'s window,'
+            if info.get("on_demand", "refuse") == "refuse" and info.get("mode") != "replay"
+            else ""
+        )
         raise AgentError(
             f"agent {address} does not collect {', '.join(missing)} (collector {', '.join(collectors)} is not "
             f"running there; it holds {', '.join(sorted(held)) or 'nothing'}): switch it on in the agent's "
-            "config, or run without the agent (--from DIR, or embedded with --no-agent)"
+            f"config,{on_demand} or run without the agent (--from DIR, or embedded with --no-agent)"
         )
 
 
@@ -575,7 +582,12 @@ def settings_notes(manifest: Any, info: dict[str, Any], address: str) -> list[st
     for request in manifest.collectors:
         for key, wanted in request.options:
             have = running.get(request.name, {}).get(key)
-            if have is not None and str(have) != str(wanted):
+            if have is not None and str(have) != str(wanted) and info.get("on_demand") == "attach":
+                notes.append(
+                    f"the script sets {request.name}.{key}={wanted}: agent {address} attached {request.name} "
+                    f"with {key}={wanted} for the query's window (its history has {key}={have})"
+                )
+            elif have is not None and str(have) != str(wanted):
                 notes.append(
                     f"the script sets {request.name}.{key}={wanted}, but agent {address} collects with "
                     f"{key}={have}: its history is what is shown"

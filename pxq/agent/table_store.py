@@ -58,6 +58,7 @@ class _Held:
     rows: int
     size: int  # its bytes in the catalog's types: what the budget counts (what readers get)
     newest_ns: int | None  # its latest time_ (for a rolling window)
+    seq: int = 0  # its place in the store's appends (the spill's cursor: :mod:`pxq.agent.spill`)
 
     @classmethod
     def of(cls, data: pa.Table) -> _Held:
@@ -102,6 +103,7 @@ class TableStore:
         self.end_time_ns: int | None = None
         self._tables: dict[str, _TableBatches] = {}
         self._lock = threading.Lock()
+        self.appended = 0  # batches appended so far (each held batch's seq)
 
     # -- writing
 
@@ -115,6 +117,8 @@ class TableStore:
             data = data.select(expected.names).cast(expected)
         held = _Held.of(data)
         with self._lock:
+            self.appended += 1
+            held.seq = self.appended
             entry = self._tables.setdefault(table, _TableBatches())
             entry.batches.append(held)
             entry.bytes += held.size
@@ -184,6 +188,12 @@ class TableStore:
         with self._lock:
             held = list(self._tables[table].batches) if table in self._tables else []
         return (batch.table() for batch in held)
+
+    def batches_since(self, table: str, seq: int) -> list[tuple[int, pa.Table]]:
+        """(seq, batch) of the batches ``table`` holds that were appended after ``seq``, oldest first."""
+        with self._lock:
+            held = [b for b in self._tables[table].batches if b.seq > seq] if table in self._tables else []
+        return [(batch.seq, batch.table()) for batch in held]
 
     def held_bytes(self) -> int:
         """Bytes the store's batches take as held (compressed), all tables."""

@@ -22,7 +22,7 @@ import pyarrow.types as pat
 
 from pxq.errors import DataError
 from pxq.replay.columns import compatible, describe_incompatible, to_catalog_type
-from pxq.replay.meta import META_FILE, TIME_RANGE_KEY, MetaProblem, first_line, normalize_meta
+from pxq.replay.meta import META_FILE, TIME_RANGE_KEY, MetaProblem, first_line, normalize_meta, normalize_process
 from pxq.replay.writer import PARQUET_SUFFIX
 from pxq.tables import CATALOG, TableSchema
 
@@ -41,6 +41,8 @@ class _TableFile:
     schema: pa.Schema  # physical (as stored)
     # [smallest, largest] time_ in ns as capture.json records it; None when it does not.
     time_range: list[int] | None = None
+    # A node agent's spill directory holds a table as many files (path is then their folder).
+    paths: list[Path] | None = None
 
 
 @dataclass
@@ -273,7 +275,7 @@ def _scan_file(
             if keep_dictionary:
                 read_options = ds.ParquetReadOptions(dictionary_columns=keep_dictionary)
         file_format = ds.ParquetFileFormat(read_options=read_options, default_fragment_scan_options=_VERIFY_PAGES)
-        dataset = ds.dataset(entry.path, format=file_format)
+        dataset = ds.dataset([str(p) for p in entry.paths] if entry.paths else entry.path, format=file_format)
         data = dataset.to_table(columns=read_columns, filter=flt)
         if keep_dictionary:
             data = data.unify_dictionaries()
@@ -348,6 +350,8 @@ def open_capture(directory: str | os.PathLike) -> Capture:
         raise DataError(f"{root}: no such capture directory")
     if not root.is_dir():
         raise DataError(f"{root}: not a directory (a capture is a directory of Parquet files)")
+    if not (root / META_FILE).exists() and (root / SPILL_META).exists():
+        return _open_spill(root)
     meta = _read_meta(root)
     files: dict[str, _TableFile] = {}
     unknown: list[str] = []
@@ -379,3 +383,71 @@ def open_capture(directory: str | os.PathLike) -> Capture:
         unknown_files=unknown,
         _files=files,
     )
+
+
+# A node agent's spill directory (pxq/agent/spill.py documents the layout).
+SPILL_META = "spill.json"
+
+
+def _open_spill(root: Path) -> Capture:
+    """A spill directory as a capture: each table's window files together, the time range from
+    the oldest window's start to the newest row, processes and host from spill.json."""
+    path = root / SPILL_META
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("top level must be an object")
+        processes = {upid: normalize_process(upid, e) for upid, e in dict(meta.get("processes") or {}).items()}
+        host = str(meta.get("host", ""))
+    except (OSError, ValueError, MetaProblem) as exc:
+        raise DataError(f"{path}: not a readable pxq spill description: {first_line(exc)}") from None
+    files: dict[str, _TableFile] = {}
+    start_ns: int | None = None
+    end_ns: int | None = None
+    for name, table in CATALOG.items():
+        folder = root / name
+        # Sorted by name: by window, then by flush; hidden temporary files are never matched.
+        paths = (
+            sorted(p for p in folder.glob("*" + PARQUET_SUFFIX) if not p.name.startswith("."))
+            if folder.is_dir()
+            else []
+        )
+        if not paths:
+            continue
+        first = _open_table_file(paths[0], table)
+        for other in paths[1:]:
+            if _open_table_file(other, table).schema != first.schema:
+                raise DataError(f"{other}: its columns differ from {paths[0].name}'s (not written by one pxq)")
+        files[name] = _TableFile(path=folder, schema=first.schema, paths=paths)
+        try:
+            oldest = _stamp_ns(paths[0].name)
+            newest_stamp = paths[-1].name.split("Z-")[0]
+            newest = [p for p in paths if p.name.startswith(newest_stamp)]
+            times = ds.dataset([str(p) for p in newest], format="parquet").to_table(columns=[TIME_COLUMN])
+            latest = pc.max(times.column(TIME_COLUMN).cast(pa.int64())).as_py()
+        except (ValueError, pa.ArrowException, OSError) as exc:
+            raise DataError(f"{folder}: cannot read the spilled windows: {first_line(exc)}") from None
+        start_ns = oldest if start_ns is None else min(start_ns, oldest)
+        if latest is not None:
+            end_ns = latest if end_ns is None else max(end_ns, latest)
+    if start_ns is None:
+        raise DataError(f"{root}: a pxq spill directory with no table files yet (the agent writes them every flush)")
+    end_ns = max(end_ns if end_ns is not None else start_ns, start_ns)
+    return Capture(
+        directory=root,
+        host=host,
+        start_time_ns=start_ns,
+        end_time_ns=end_ns,
+        processes=processes,
+        drops={},
+        meta={"host": host, "processes": processes, "spill": True},
+        _files=files,
+    )
+
+
+def _stamp_ns(name: str) -> int:
+    """The window start a spill file's name says (``yyyymmddThhmmssZ-<seq>.parquet``)."""
+    from datetime import UTC, datetime
+
+    stamp = name.split("Z-")[0]
+    return int(datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=UTC).timestamp()) * 1_000_000_000
