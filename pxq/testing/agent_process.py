@@ -24,6 +24,7 @@ class AgentProcess:
         state_dir: str | os.PathLike[str],
         env: dict[str, str] | None = None,
         credentials: dict[str, str] | None = None,  # what wait_ready presents (an agent with TLS/token)
+        prefix: list[str] | None = None,  # e.g. nsenter into a network namespace (must exec: same pid)
     ):
         self.credentials = credentials
         self.state_dir = Path(state_dir)
@@ -32,7 +33,7 @@ class AgentProcess:
         if not any(a.startswith("--listen") for a in args):
             command += ["--listen", "127.0.0.1:0"]
         self.proc = subprocess.Popen(
-            [*command, *args],
+            [*(prefix or []), *command, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
