@@ -226,7 +226,23 @@ def run_fleet(
         ]
 
         def query(agent: ClusterAgent) -> list[pa.Table]:
-            return [clients[agent.name].get(ticket) for ticket in tickets]
+            client = clients[agent.name]
+            try:
+                tables = [client.get(ticket) for ticket in tickets]
+            except AgentUnavailableError as exc:
+                # It answered the clock round: gone since, mid-query (stopped, killed, restarting).
+                raise AgentUnavailableError(f"lost during the query (the agent stopped or restarted): {exc}") from None
+            # The process that answered must be the one that was asked first: an agent restarted
+            # in between (gRPC reconnects to the new one) answers from a store that starts empty,
+            # so its node's earlier rows would be missing from a result that says it is whole.
+            now = client.info(timeout_s=timeout_s)
+            before = infos[agent.name]
+            if _process_of(now) != _process_of(before):
+                raise AgentQueryError(
+                    f"restarted during the query (agent pid {before.get('pid')}, then {now.get('pid')}): "
+                    "its rows from before the restart are not in its answer (a spill directory keeps them)"
+                )
+            return tables
 
         asking = [a.name for a in agents if a.name in infos and a.name not in fleet.missing]
         answers = fleet.each(query, asking, time.monotonic() + timeout_s)
@@ -271,6 +287,11 @@ def run_fleet(
         for client in clients.values():
             with contextlib.suppress(Exception):  # a client of a dead agent may fail to close
                 client.close()
+
+
+def _process_of(info: dict[str, Any]) -> tuple[Any, Any]:
+    """Which agent process answered ``info``: a restarted agent is another pid and start time."""
+    return info.get("pid"), info.get("started_ns")
 
 
 def _plain(table: pa.Table) -> pa.Table:
