@@ -67,14 +67,17 @@ def _remove_cgroup(path: Path, root: Path) -> None:
 
 @contextlib.contextmanager
 def network_node(prefix: str, index: int, subnet: int) -> Iterator[Node]:
-    """Node ``prefix-index``: namespace, veth pair (``10.77.<subnet>.1`` host side, ``.2`` in the
-    namespace, loopback up there too) and cgroup; all removed afterwards, even on failure."""
+    """Node ``prefix-PID-index`` (namespace and cgroup; the veth ends ``prefix-index{h,n}``, as
+    interface names are short): ``10.77.<subnet>.1`` on the host side, ``.2`` in the namespace,
+    loopback up there too; all removed afterwards, even on failure."""
     from pxq.agent.socket_tracer import cgroup_v2_root
 
     if os.geteuid() != 0:
         raise PermissionError("network namespaces and cgroups need root")
-    name = f"{prefix}-{index}"
-    host_link, node_link = f"{prefix}-{index}h"[-15:], f"{prefix}-{index}n"[-15:]  # IFNAMSIZ - 1
+    name = f"{prefix}-{os.getpid()}-{index}"
+    host_link, node_link = f"{prefix}-{index}h", f"{prefix}-{index}n"
+    if len(host_link) > 15:  # IFNAMSIZ - 1
+        raise ValueError(f"interface name {host_link!r} is longer than 15 characters: use a shorter prefix")
     host_ip, node_ip = f"10.77.{subnet}.1", f"10.77.{subnet}.2"
     taken = _ip("-o", "addr", "show").stdout
     if f" 10.77.{subnet}." in taken:

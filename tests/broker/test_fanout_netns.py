@@ -94,7 +94,7 @@ class LiveNode:
 
     def __init__(self, stack: contextlib.ExitStack, index: int, certs: Path, base: Path):
         self.index, self.asid = index, ASIDS[index]
-        self.node = stack.enter_context(network_node(f"{PREFIX}-{os.getpid()}", index, SUBNETS[index]))
+        self.node = stack.enter_context(network_node(PREFIX, index, SUBNETS[index]))
         self.server, self.port = _start_server(self.node)
         stack.callback(_end, self.server)
         self.spill_dir = base / f"spill{index}"
