@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -149,7 +152,8 @@ def load_page(
     binary = chromium_binary()
     if binary is None:
         raise RuntimeError("chromium is not installed (tools/setup.sh installs it)")
-    with tempfile.TemporaryDirectory(prefix="pxq-chromium-") as profile:
+    profile = tempfile.mkdtemp(prefix="pxq-chromium-")
+    try:
         log = open(Path(profile) / "chromium.log", "wb")  # noqa: SIM115 - closed below, after the process
         process = subprocess.Popen(
             [
@@ -166,6 +170,7 @@ def load_page(
             ],
             stdout=subprocess.DEVNULL,
             stderr=log,
+            start_new_session=True,  # its zygote, renderers and crashpad handler: one group to stop
         )
         try:
             active = Path(profile) / "DevToolsActivePort"
@@ -180,10 +185,44 @@ def load_page(
             url = path.resolve().as_uri()
             return asyncio.run(_drive(port, url, expression, ready_expression, screenshot, width, timeout))
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _stop_group(process)
             log.close()
+    finally:
+        _remove_profile(profile)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop Chromium and every process it started (they write into the profile directory until
+    they are gone: removing it earlier fails with 'Directory not empty')."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.killpg(process.pid, signal.SIGKILL if time.monotonic() > deadline else 0)
+        except ProcessLookupError:
+            break  # no process of the group is left
+        if time.monotonic() > deadline + 5:
+            break
+        time.sleep(0.05)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def _remove_profile(profile: str) -> None:
+    """Remove the profile directory; a process outside the group (none known) still writing in it
+    gets a few tries before the error is raised."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            shutil.rmtree(profile)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
