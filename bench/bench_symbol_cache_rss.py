@@ -67,7 +67,14 @@ print(json.dumps(out))
 
 def run(tree: str, libs: int, lookups: int) -> dict:
     env = dict(os.environ, PYTHONPATH=tree)  # and cwd: `python -c` puts the working directory first
-    done = subprocess.run([sys.executable, "-c", CHILD, str(libs), str(lookups)], env=env, cwd=tree, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(libs), str(lookups)],
+        env=env,
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -85,7 +92,9 @@ def main() -> None:
             result = run(tree, args.libs, args.lookups)
             results[tree].append(result)
             print(f"round {round_number} {tree}: {json.dumps(result)}", flush=True)
-    print(f"\n{'tree':<22} {'files':>6} {'RSS MB':>16} {'anon MB':>16} {'file MB':>16} {'peak MB':>16} {'s':>12} digest")
+    print(
+        f"\n{'tree':<22} {'files':>6} {'RSS MB':>16} {'anon MB':>16} {'file MB':>16} {'peak MB':>16} {'s':>12} digest"
+    )
     for tree, rows in results.items():
 
         def cell(name: str, rows: list[dict] = rows) -> str:

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pxq.agent.symbols import read_elf_file
-from pxq.agent.symbols import symbolizer as symbolizer_module
+from pxq.agent.symbols import read_elf_file, symbolizer as symbolizer_module
 from pxq.agent.symbols.cache import ElfFile, ParsedFiles
 from pxq.agent.symbols.elf import map_file
 from pxq.agent.symbols.proc import Mapping

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pxq.agent.symbols.table import SymbolTable, empty_table
+from pxq.agent.symbols.table import SymbolTable, empty_table, release_pages
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
@@ -92,7 +92,9 @@ def _symbol_table(data, symtab: tuple, strtab: tuple) -> SymbolTable:
     if isinstance(data, mmap.mmap):
         # The names stay in the read-only mapping of the file (libc's and libpython's string
         # tables are megabytes each; a busy host's binaries held ~28 MB of copies), decoded on lookup.
-        return SymbolTable(syms["value"].copy(), syms["size"].copy(), names + str_offset, data, blob_end=str_offset + str_size)
+        return SymbolTable(
+            syms["value"].copy(), syms["size"].copy(), names + str_offset, data, blob_end=str_offset + str_size
+        )
     blob = bytes(data[str_offset : str_offset + str_size])
     return SymbolTable(syms["value"].copy(), syms["size"].copy(), names, blob)
 
@@ -158,15 +160,6 @@ def map_file(fd: int) -> mmap.mmap | None:
         return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) if size else None
     except (OSError, ValueError):
         return None
-
-
-def release_pages(data: mmap.mmap) -> None:
-    """Drop this process's page-table entries of a mapping after a pass over it: the pages stay in
-    the page cache, but no longer count in the agent's RSS until read again."""
-    try:
-        data.madvise(mmap.MADV_DONTNEED)
-    except (OSError, ValueError):
-        pass
 
 
 def parse_elf_map(data: mmap.mmap) -> ElfInfo | None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import mmap
-import os
 import sys
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -106,7 +105,15 @@ class UnwindTable:
         self.source = source  # ".eh_frame", ".debug_frame" or "" (no CFI)
         self.unsupported = unsupported
         self._rows: dict[int, UnwindRow | None] = {}
-        arrays = (self.pcs, self.cfa_kind, self.cfa_offset, self.rbp_kind, self.rbp_offset, self.ra_kind, self.ra_offset)
+        arrays = (
+            self.pcs,
+            self.cfa_kind,
+            self.cfa_offset,
+            self.rbp_kind,
+            self.rbp_offset,
+            self.ra_kind,
+            self.ra_offset,
+        )
         self._array_bytes = sum(sys.getsizeof(a) for a in arrays) + sys.getsizeof(self)
 
     def __len__(self) -> int:
@@ -313,11 +320,10 @@ class IndexedUnwindTable:
             fde = None
         rows = fde_rows(fde) if isinstance(fde, FDE) else None
         stream = self._cfi.stream
-        if isinstance(stream, MappedSection):  # the FDE's pages (and its CIE's, read first) leave RSS
-            from pxq.agent.symbols.table import release_range
+        if isinstance(stream, MappedSection):  # the FDE's pages (and its CIE's) leave RSS
+            from pxq.agent.symbols.table import release_pages
 
-            first = stream.start + min(int(self.fde_offsets[index]), stream.position)
-            release_range(stream.data, first, stream.start + max(stream.position, int(self.fde_offsets[index]) + 1))
+            release_pages(stream.data)
         # pyelftools keeps every entry it parsed (with its decoded rows): the FDE's rows are kept
         # here, compactly, so only the CIEs stay cached there (the node agent's RSS grew by ~15 MB).
         self._cfi._entry_cache.pop(int(self.fde_offsets[index]), None)
@@ -387,7 +393,7 @@ def unwind_table_of_fd(fd: int) -> UnwindTable | IndexedUnwindTable:
 def unwind_table_of_map(data: mmap.mmap) -> UnwindTable | IndexedUnwindTable:
     """:func:`load_unwind_table` of a mapped file; ``.eh_frame`` stays in the mapping (which the
     table keeps alive) and is read an FDE at a time."""
-    from pxq.agent.symbols.elf import release_pages
+    from pxq.agent.symbols.table import release_pages
 
     whole = MappedSection(data, 0, len(data))
     try:
