@@ -8,7 +8,8 @@ busy host with many binaries). Run old against new, side by side, alternating:
 Each round runs one child process per tree (PYTHONPATH=tree): it snapshots every process, then
 for each file parses symbols and unwind tables and looks up ``--lookups`` symbols and FDE rules spread
 over the file (names decoded, rows decoded), and reports its RSS (anonymous and file pages), the
-seconds taken, and a digest of every name and rule found: the trees must agree on it.
+seconds taken, and a digest of every name and rule found: with ``--only-libs`` (the same files
+in every run) the trees must agree on it.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ import numpy as np
 from pxq.agent.symbols import Symbolizer
 from pxq.agent.symbols.proc import Mapping
 
-libs, LOOKUPS = int(sys.argv[1]), int(sys.argv[2])
+libs, LOOKUPS, processes = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 t0 = time.monotonic()
 sym = Symbolizer(unwind=True)
 for entry in os.listdir("/proc"):
-    if entry.isdigit() and int(entry) != os.getpid():
+    if processes and entry.isdigit() and int(entry) != os.getpid():
         sym.snapshot(int(entry))
 files = {}
 for snap in list(sym.processes.values()):
@@ -65,10 +66,10 @@ print(json.dumps(out))
 """
 
 
-def run(tree: str, libs: int, lookups: int) -> dict:
+def run(tree: str, libs: int, lookups: int, processes: bool) -> dict:
     env = dict(os.environ, PYTHONPATH=tree)  # and cwd: `python -c` puts the working directory first
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(libs), str(lookups)],
+        [sys.executable, "-c", CHILD, str(libs), str(lookups), "1" if processes else "0"],
         env=env,
         cwd=tree,
         capture_output=True,
@@ -84,12 +85,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--lookups", type=int, default=100, help="symbols and FDE rules looked up per file")
     parser.add_argument("--libs", type=int, default=0, help="also parse this many of /usr/lib's shared libraries")
+    parser.add_argument(
+        "--only-libs", action="store_true", help="no processes: the same files in every run (the digests must agree)"
+    )
     args = parser.parse_args()
     results: dict[str, list[dict]] = {tree: [] for tree in args.tree}
     for round_number in range(args.rounds):
         order = args.tree if round_number % 2 == 0 else list(reversed(args.tree))
         for tree in order:
-            result = run(tree, args.libs, args.lookups)
+            result = run(tree, args.libs, args.lookups, not args.only_libs)
             results[tree].append(result)
             print(f"round {round_number} {tree}: {json.dumps(result)}", flush=True)
     print(

@@ -99,6 +99,37 @@ def test_a_replaced_then_deleted_binary_keeps_its_names_and_rules(programs, tmp_
     assert elf.unwind_table().row(nm["spin_leaf"] + 1) is not None
 
 
+def _mapping_rss_kb(path: Path) -> int:
+    """The Rss of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, current = 0, ""
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        words = line.split()
+        if "-" in words[0] and len(words) >= 5 and not words[0].endswith(":"):
+            current = words[5] if len(words) > 5 else ""
+        elif words[0] == "Rss:" and current == str(path):
+            total += int(words[1])
+    return total
+
+
+def test_lookups_do_not_pile_mapped_pages_up_in_rss(tmp_path, monkeypatch):
+    from pxq.agent.symbols import table as table_module
+
+    if not LIBC.exists():
+        pytest.skip("no glibc at /lib/x86_64-linux-gnu")
+    copy = tmp_path / "libc_copy.so"  # a path no other mapping of this process has
+    shutil.copy(LIBC, copy)
+    monkeypatch.setattr(table_module, "RELEASE_EVERY", 1)
+    elf = _open(copy, unwind=True)
+    info, table = elf.info(), elf.unwind_table()
+    assert info is not None and isinstance(table, IndexedUnwindTable)
+    assert _mapping_rss_kb(copy) == 0  # the parse's pages are dropped
+    step = max(1, len(info.symbols) // 500)
+    names = [info.symbols.lookup(int(info.symbols.addresses[i])) for i in range(0, len(info.symbols), step)]
+    rows = [table.row(int(start) + 1) for start in table.starts[:: max(1, len(table) // 200)]]
+    assert all(names) and sum(r is not None for r in rows) > len(rows) // 2
+    assert _mapping_rss_kb(copy) == 0
+
+
 TRUNCATE = textwrap.dedent(
     """
     import json, os, sys

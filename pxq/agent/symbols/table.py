@@ -26,14 +26,40 @@ def mapped_slice(data: bytes | mmap.mmap, start: int, end: int) -> bytes | None:
 
 
 def release_pages(data: bytes | mmap.mmap) -> None:
-    """Drop this process's page-table entries of a mapped file after reading it: the pages stay in
-    the page cache (shared, read again by a minor fault), but do not pile up in the agent's RSS as
-    lookups touch names and FDEs all over hundreds of binaries. The whole mapping, not the bytes
-    read: a fault maps the 64 KiB around the page too (fault-around), and pyelftools reads each
-    FDE's CIE elsewhere in the section. Cheap where nothing is mapped (one syscall, an empty walk)."""
+    """Drop this process's page-table entries of a mapped file after a pass over it: the pages
+    stay in the page cache (shared, read again by a minor fault), but no longer count in the
+    agent's RSS. The whole mapping, not the bytes read: a fault maps the 64 KiB around the page
+    too (fault-around), and pyelftools reads each FDE's CIE elsewhere in the section."""
     if isinstance(data, mmap.mmap):
         with contextlib.suppress(OSError, ValueError):
             data.madvise(mmap.MADV_DONTNEED)
+
+
+# Mappings read since their pages were last dropped; dropped every RELEASE_EVERY reads, so lookups
+# touching names and FDEs all over hundreds of binaries cannot pile their pages up in RSS (at most
+# RELEASE_EVERY x 64 KiB stay mapped), at one madvise per mapping per RELEASE_EVERY reads.
+RELEASE_EVERY = 128
+_read_since_release: dict[int, mmap.mmap] = {}
+_reads = [0]
+
+
+def read_from(data: bytes | mmap.mmap) -> None:
+    """Note one lookup's read of a mapped file (see RELEASE_EVERY)."""
+    if not isinstance(data, mmap.mmap):
+        return
+    _read_since_release[id(data)] = data
+    _reads[0] += 1
+    if _reads[0] >= RELEASE_EVERY:
+        release_read_pages()
+
+
+def release_read_pages() -> None:
+    """Drop the pages of every mapping read since the last call."""
+    pending = list(_read_since_release.values())
+    _read_since_release.clear()
+    _reads[0] = 0
+    for data in pending:
+        release_pages(data)
 
 
 @dataclass
@@ -66,7 +92,7 @@ class SymbolTable:
             return None  # find() below reads up to limit: not after a truncation
         end = self.blob.find(self.terminator, start, limit)
         name = self.blob[start : end if end >= 0 else limit].decode(errors="replace")
-        release_pages(self.blob)
+        read_from(self.blob)
         return name
 
     def lookup(self, address: int) -> tuple[str, int] | None:

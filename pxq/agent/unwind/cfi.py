@@ -320,10 +320,10 @@ class IndexedUnwindTable:
             fde = None
         rows = fde_rows(fde) if isinstance(fde, FDE) else None
         stream = self._cfi.stream
-        if isinstance(stream, MappedSection):  # the FDE's pages (and its CIE's) leave RSS
-            from pxq.agent.symbols.table import release_pages
+        if isinstance(stream, MappedSection):  # the FDE's pages (and its CIE's) leave RSS, in batches
+            from pxq.agent.symbols.table import read_from
 
-            release_pages(stream.data)
+            read_from(stream.data)
         # pyelftools keeps every entry it parsed (with its decoded rows): the FDE's rows are kept
         # here, compactly, so only the CIEs stay cached there (the node agent's RSS grew by ~15 MB).
         self._cfi._entry_cache.pop(int(self.fde_offsets[index]), None)
