@@ -70,6 +70,9 @@ class ParsedFiles:
         self._files.pop(elf, None)
 
     def shrink(self) -> None:
+        from pxq.agent.unwind.cache import TABLES
+
+        TABLES.shrink()  # indexed tables grow as FDEs are decoded, after they were cached
         total = self.heap_bytes
         while total > self.max_bytes and len(self._files) > 1:  # the newest stays, whatever its size
             elf, _ = self._files.popitem(last=False)
