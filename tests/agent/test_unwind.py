@@ -314,7 +314,7 @@ def test_a_copy_stripped_of_eh_frame_keeps_its_build_id_but_not_the_tables(ratio
     must get its own (empty) table, not the original's rules."""
     import os
 
-    from pxq.agent.symbols.elf import parse_elf
+    from pxq.agent.symbols.elf import map_file, parse_elf
     from pxq.agent.unwind.cache import unwind_table_for
 
     stripped = without_eh_frame(ratio_nofp)
@@ -324,7 +324,9 @@ def test_a_copy_stripped_of_eh_frame_keeps_its_build_id_but_not_the_tables(ratio
     for path in (ratio_nofp, stripped):
         fd = os.open(path, os.O_RDONLY)
         try:
-            tables.append(unwind_table_for(fd, build_id))
+            mapped = map_file(fd)
+            assert mapped is not None
+            tables.append(unwind_table_for(mapped, build_id))
         finally:
             os.close(fd)
     assert len(tables[0]) > 0 and len(tables[1]) == 0

@@ -32,7 +32,12 @@ Surviving the process: :meth:`Symbolizer.snapshot` reads ``/proc/PID/maps`` and 
 executable file mapping through ``/proc/PID/map_files/`` (the exact file, even if it was deleted
 or lives in another mount namespace) while the process runs. Symbol tables are parsed on first
 use, from that open file, once per file (keyed by device and inode, shared by every process that
-maps it). So a sample taken just before its process exited still resolves at the next drain.
+maps it). The file is then kept mapped read-only: its string table stays there (names decoded on
+lookup, pages dropped from RSS after each read; a file truncated in place gives no name rather
+than SIGBUS), and what parsed files hold in the heap is bounded
+(:class:`~pxq.agent.symbols.cache.ParsedFiles`, least recently used first out, parsed back from the
+mapping when next needed; ``Symbolizer.cache_stats()``). So a sample taken just before its process
+exited still resolves at the next drain.
 
 Symbol tables: ``.symtab``, else ``.dynsym``; a file without ``.symtab`` is completed from its
 separate debug file (``/usr/lib/debug/.build-id/xx/yyyy.debug``, e.g. Debian's ``libc6-dbg``)

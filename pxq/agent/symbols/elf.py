@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pxq.agent.symbols.table import SymbolTable, empty_table
+from pxq.agent.symbols.table import SymbolTable, empty_table, release_pages
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
@@ -68,10 +68,11 @@ def _symbol_table(data, symtab: tuple, strtab: tuple) -> SymbolTable:
     keep = ((kind == STT_FUNC) | (kind == STT_GNU_IFUNC)) & (syms["shndx"] != 0) & (syms["value"] != 0)
     syms = syms[keep]
     str_offset, str_size = strtab[4], strtab[5]
-    blob = bytes(data[str_offset : str_offset + str_size])
+    if str_offset + str_size > len(data):
+        return empty_table()
     # One symbol per address (aliases such as __clone / __GI___clone): prefer GLOBAL over WEAK over
     # LOCAL, then names without glibc's internal "__GI_" prefix, then the shorter name.
-    raw = np.frombuffer(blob, np.uint8)
+    raw = np.frombuffer(data, np.uint8, count=str_size, offset=str_offset)
     nuls = np.flatnonzero(raw == 0)
     starts = np.minimum(syms["name"].astype(np.int64), max(len(raw) - 1, 0))
     lengths = nuls[np.minimum(np.searchsorted(nuls, starts), len(nuls) - 1)] - starts if len(nuls) else starts * 0
@@ -87,7 +88,15 @@ def _symbol_table(data, symtab: tuple, strtab: tuple) -> SymbolTable:
     first = np.ones(len(values), bool)
     first[1:] = values[1:] != values[:-1]
     syms = syms[first]
-    return SymbolTable(syms["value"].copy(), syms["size"].copy(), syms["name"].astype(np.int64), blob)
+    names = syms["name"].astype(np.int64)
+    if isinstance(data, mmap.mmap):
+        # The names stay in the read-only mapping of the file (libc's and libpython's string
+        # tables are megabytes each; a busy host's binaries held ~28 MB of copies), decoded on lookup.
+        return SymbolTable(
+            syms["value"].copy(), syms["size"].copy(), names + str_offset, data, blob_end=str_offset + str_size
+        )
+    blob = bytes(data[str_offset : str_offset + str_size])
+    return SymbolTable(syms["value"].copy(), syms["size"].copy(), names, blob)
 
 
 def parse_elf(data) -> ElfInfo | None:
@@ -142,14 +151,32 @@ def _build_id(data, note_section: tuple) -> str:
     return ""
 
 
+def map_file(fd: int) -> mmap.mmap | None:
+    """A read-only shared mapping of the whole file open as ``fd`` (None: empty or unmappable).
+    It stays valid when the file is deleted or replaced by a rename (the old inode lives on); see
+    :func:`~pxq.agent.symbols.table.mapped_slice` for a file truncated in place."""
+    try:
+        size = os.fstat(fd).st_size
+        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) if size else None
+    except (OSError, ValueError):
+        return None
+
+
+def parse_elf_map(data: mmap.mmap) -> ElfInfo | None:
+    """:func:`parse_elf` of a mapped file, whose symbol names then stay in (and keep alive) the
+    mapping; None when it is no ELF64 file or is cut short."""
+    try:
+        if data.size() < _EHDR.size or data.size() < len(data):  # truncated since it was mapped
+            return None
+        return parse_elf(data)
+    except (OSError, ValueError, struct.error):
+        return None
+    finally:
+        release_pages(data)
+
+
 def parse_elf_fd(fd: int) -> ElfInfo | None:
     """:func:`parse_elf` of the file open as ``fd``, mapped rather than read; None when it is no
     ELF64 file or cannot be read."""
-    try:
-        size = os.fstat(fd).st_size
-        if size < _EHDR.size:
-            return None
-        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as data:
-            return parse_elf(data)
-    except (OSError, ValueError, struct.error):
-        return None
+    data = map_file(fd)
+    return parse_elf_map(data) if data is not None else None

@@ -7,8 +7,9 @@ import contextlib
 import ctypes
 import os
 import time
+from collections import OrderedDict
 
-from pxq.agent.symbols.cache import ElfFile
+from pxq.agent.symbols.cache import ElfFile, ParsedFiles
 from pxq.agent.symbols.elf import parse_elf
 from pxq.agent.symbols.frames import UNKNOWN, UserFrame, module_offset, stack_is_truncated
 from pxq.agent.symbols.kernel import KernelSymbols
@@ -19,6 +20,9 @@ from pxq.agent.unwind.unwinder import Registers, UnwindResult, unwind
 
 # Keep open at most this many not-yet-parsed ELF files; beyond it, files are parsed at snapshot.
 MAX_PENDING_FILES = 256
+# Files (device, inode) kept for processes seen later; the least recently snapshotted beyond this are
+# dropped from the cache (each holds a mapping, so a descriptor), living on while a snapshot uses them.
+MAX_CACHED_FILES = 4096
 # An address outside every mapping makes the process's maps be read again, at most this often.
 RESNAPSHOT_S = 1.0
 
@@ -27,12 +31,17 @@ class Symbolizer:
     """Symbols for many processes, cached so that they survive the processes (see
     :mod:`pxq.agent.symbols`)."""
 
-    def __init__(self, kallsyms: str | os.PathLike = "/proc/kallsyms", unwind: bool = False):
-        """``unwind``: parse each file's call-frame information too, for :meth:`unwind`."""
+    def __init__(
+        self, kallsyms: str | os.PathLike = "/proc/kallsyms", unwind: bool = False, parsed_bytes: int | None = None
+    ):
+        """``unwind``: parse each file's call-frame information too, for :meth:`unwind`.
+        ``parsed_bytes``: the heap the parsed files may hold (:class:`ParsedFiles`)."""
         self.kernel = KernelSymbols(kallsyms)
         self.unwind_tables = unwind
         self.processes: dict[int, ProcessMaps] = {}
-        self._files: dict[tuple[str, int], ElfFile] = {}
+        self.parsed_files = ParsedFiles() if parsed_bytes is None else ParsedFiles(parsed_bytes)
+        self._files: OrderedDict[tuple[str, int], ElfFile] = OrderedDict()
+        self.files_dropped = 0
         self._vdso: ElfFile | None = None
 
     # -- snapshots
@@ -65,6 +74,7 @@ class Symbolizer:
         key = (m.dev, m.inode)
         cached = self._files.get(key)
         if cached is not None:
+            self._files.move_to_end(key)
             return cached
         fd = None
         for path in (
@@ -77,11 +87,28 @@ class Symbolizer:
             except OSError:
                 continue
         # fd None (no path reached the file): frames are module+file offset
-        elf = ElfFile(fd, unwind=self.unwind_tables)
+        elf = ElfFile(fd, unwind=self.unwind_tables, budget=self.parsed_files)
         if sum(f.pending for f in self._files.values()) >= MAX_PENDING_FILES:
             elf.info()  # parse now and close, rather than hold too many descriptors
         self._files[key] = elf
+        while len(self._files) > MAX_CACHED_FILES:
+            _key, dropped = self._files.popitem(last=False)
+            self.parsed_files.discard(dropped)
+            self.files_dropped += 1
         return elf
+
+    def cache_stats(self) -> dict[str, int]:
+        """Sizes and evictions of the per-binary caches (the unwind tables' are agent-wide)."""
+        from pxq.agent.unwind.cache import TABLES
+
+        return {
+            "files": len(self._files),
+            "files_dropped": self.files_dropped,
+            "parsed_files": len(self.parsed_files),
+            "parsed_bytes": self.parsed_files.heap_bytes,
+            "parsed_evictions": self.parsed_files.evictions,
+            **TABLES.stats(),
+        }
 
     def _vdso_file(self) -> ElfFile:
         """The vDSO image is the same in every process: parse pxq's own."""

@@ -4,7 +4,8 @@ user stack from sp (``bpf/profile.c``); here each binary's call-frame informatio
 with pyelftools (:mod:`pxq.agent.unwind.cfi`): through ``.eh_frame_hdr``'s sorted index, each FDE
 decoded when an address in it is first met (libc or libpython3.11 load in ~0.1 s; decoding every
 FDE up front took 2-4 s each), else every FDE of ``.eh_frame`` or ``.debug_frame`` into sorted
-numpy arrays; tables are kept per build id and size (:mod:`pxq.agent.unwind.cache`). Each sample is
+numpy arrays; tables are kept per build id and size (:mod:`pxq.agent.unwind.cache`, bounded by
+the heap bytes they hold); ``.eh_frame`` is read from a read-only mapping of the file, not copied. Each sample is
 then unwound frame by frame against the copy (:mod:`pxq.agent.unwind.unwinder`).
 
 ::

@@ -18,7 +18,8 @@ between FDEs finds no rule rather than the previous function's.
 from __future__ import annotations
 
 import io
-import os
+import mmap
+import sys
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -37,6 +38,46 @@ RBP, RSP, RIP = 6, 7, 16
 _DW_OP_LIT0 = 0x30
 _PLT_PREFIX = [0x77, 8, 0x80, 0, 0x3F, 0x1A]
 _PLT_SUFFIX = [0x2A, 0x33, 0x24, 0x22]
+
+
+# Rows looked up per table, and FDEs decoded per indexed table, kept; a cache holding this many is emptied.
+MAX_CACHED_ROWS = 65536
+MAX_DECODED_FDES = 8192
+_ROW_BYTES = 200  # a looked-up row: dict slot, int key, UnwindRow with six ints
+
+
+class MappedSection:
+    """A read-only stream over ``[start, start + size)`` of a mapped file, for pyelftools: the
+    section stays in the file instead of being copied into the heap (``.eh_frame`` is megabytes
+    in libpython and libLLVM). pyelftools reads a few bytes at a time, so the file's size is not
+    checked on each read: call :meth:`intact` before a pass over it (a file truncated in place
+    since it was mapped raises SIGBUS on a read past its new end)."""
+
+    def __init__(self, data: mmap.mmap, start: int, size: int):
+        self.data, self.start, self.size, self.position = data, start, max(0, min(size, len(data) - start)), 0
+
+    def intact(self) -> bool:
+        """Whether the file still holds the whole section (see :func:`~pxq.agent.symbols.table.mapped_slice`)."""
+        from pxq.agent.symbols.table import mapped_slice  # here: pxq.agent.symbols imports this module
+
+        end = self.start + self.size
+        return mapped_slice(self.data, end - 1, end) is not None if self.size else True
+
+    def read(self, count: int = -1) -> bytes:
+        end = self.size if count is None or count < 0 else min(self.size, self.position + count)
+        if end <= self.position:
+            return b""
+        chunk = self.data[self.start + self.position : self.start + end]
+        self.position = end
+        return chunk
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +105,24 @@ class UnwindTable:
         self.source = source  # ".eh_frame", ".debug_frame" or "" (no CFI)
         self.unsupported = unsupported
         self._rows: dict[int, UnwindRow | None] = {}
+        arrays = (
+            self.pcs,
+            self.cfa_kind,
+            self.cfa_offset,
+            self.rbp_kind,
+            self.rbp_offset,
+            self.ra_kind,
+            self.ra_offset,
+        )
+        self._array_bytes = sum(sys.getsizeof(a) for a in arrays) + sys.getsizeof(self)
 
     def __len__(self) -> int:
         return len(self.pcs)
+
+    @property
+    def heap_bytes(self) -> int:
+        """Bytes held in the heap: the arrays (with their object headers) and the rows looked up."""
+        return self._array_bytes + _ROW_BYTES * len(self._rows)
 
     def row(self, vaddr: int) -> UnwindRow | None:
         """The rule in force at ELF virtual address ``vaddr``; None when no FDE covers it."""
@@ -86,7 +142,7 @@ class UnwindTable:
                 int(self.ra_kind[index]),
                 int(self.ra_offset[index]),
             )
-        if len(self._rows) >= 65536:
+        if len(self._rows) >= MAX_CACHED_ROWS:
             self._rows.clear()
         self._rows[vaddr] = row
         return row
@@ -205,7 +261,7 @@ class IndexedUnwindTable:
     (numpy over the section), each FDE decoded only when an address in it is first looked up.
     Parsing every FDE of libpython3.11 takes seconds; a profile touches a few hundred."""
 
-    def __init__(self, eh_frame: bytes, eh_frame_vaddr: int, starts, fde_offsets):
+    def __init__(self, eh_frame: bytes | MappedSection, eh_frame_vaddr: int, starts, fde_offsets):
         from elftools.dwarf.callframe import CallFrameInfo
         from elftools.dwarf.structs import DWARFStructs
 
@@ -214,16 +270,23 @@ class IndexedUnwindTable:
         self.starts = starts  # sorted FDE start addresses (ELF virtual addresses)
         self.fde_offsets = fde_offsets  # where each FDE is in .eh_frame
         self._cfi = CallFrameInfo(
-            stream=io.BytesIO(eh_frame),
-            size=len(eh_frame),
+            stream=eh_frame if isinstance(eh_frame, MappedSection) else io.BytesIO(eh_frame),
+            size=eh_frame.size if isinstance(eh_frame, MappedSection) else len(eh_frame),
             address=eh_frame_vaddr,
             base_structs=DWARFStructs(little_endian=True, dwarf_format=32, address_size=8),
             for_eh_frame=True,
         )
         self._decoded: dict[int, UnwindTable | None] = {}
+        self._decoded_bytes = 0  # heap of the decoded FDEs' tables, when decoded
 
     def __len__(self) -> int:
         return len(self.starts)
+
+    @property
+    def heap_bytes(self) -> int:
+        """Bytes held in the heap: the index and the FDEs decoded so far (``.eh_frame`` itself
+        stays in the mapped file)."""
+        return self.starts.nbytes + self.fde_offsets.nbytes + self._decoded_bytes
 
     def row(self, vaddr: int) -> UnwindRow | None:
         if not 0 <= vaddr < 1 << 64:
@@ -233,17 +296,34 @@ class IndexedUnwindTable:
             return None
         table = self._decoded.get(index, self)
         if table is self:
+            if len(self._decoded) >= MAX_DECODED_FDES:
+                self._decoded.clear()
+                self._decoded_bytes = 0
             table = self._decoded[index] = self._decode(index)
-        return table.row(vaddr) if table is not None else None  # type: ignore[union-attr]
+            self._decoded_bytes += 100 + (table._array_bytes if table is not None else 0)
+        if table is None:
+            return None
+        rows_before = len(table._rows)  # type: ignore[union-attr]
+        row = table.row(vaddr)  # type: ignore[union-attr]
+        self._decoded_bytes += _ROW_BYTES * (len(table._rows) - rows_before)  # type: ignore[union-attr]
+        return row
 
     def _decode(self, index: int) -> UnwindTable | None:
         from elftools.dwarf.callframe import FDE
 
+        if isinstance(self._cfi.stream, MappedSection) and not self._cfi.stream.intact():
+            self.unsupported += 1  # the file was truncated in place since it was mapped
+            return None
         try:
             fde = self._cfi._parse_entry_at(int(self.fde_offsets[index]))
         except Exception:  # noqa: BLE001 - a corrupt FDE: no rule for its addresses, counted
             fde = None
         rows = fde_rows(fde) if isinstance(fde, FDE) else None
+        stream = self._cfi.stream
+        if isinstance(stream, MappedSection):  # the FDE's pages (and its CIE's) leave RSS, in batches
+            from pxq.agent.symbols.table import read_from
+
+            read_from(stream.data)
         # pyelftools keeps every entry it parsed (with its decoded rows): the FDE's rows are kept
         # here, compactly, so only the CIEs stay cached there (the node agent's RSS grew by ~15 MB).
         self._cfi._entry_cache.pop(int(self.fde_offsets[index]), None)
@@ -259,7 +339,7 @@ class IndexedUnwindTable:
 _EH_PE_UDATA4, _EH_PE_SDATA4, _EH_PE_PCREL, _EH_PE_DATAREL = 0x03, 0x0B, 0x10, 0x30
 
 
-def _indexed(elf) -> IndexedUnwindTable | None:
+def _indexed(elf, mapped: mmap.mmap | None = None) -> IndexedUnwindTable | None:
     eh_frame, header = elf.get_section_by_name(".eh_frame"), elf.get_section_by_name(".eh_frame_hdr")
     if eh_frame is None or header is None:
         return None
@@ -277,19 +357,23 @@ def _indexed(elf) -> IndexedUnwindTable | None:
     offsets = pairs[:, 1] + base - int(eh_frame["sh_addr"])
     if np.any(np.diff(starts.astype(np.int64)) < 0) or np.any(offsets < 0) or np.any(offsets >= eh_frame["sh_size"]):
         return None  # not the sorted table the format promises: parse every FDE instead
+    if mapped is not None:
+        section = MappedSection(mapped, int(eh_frame["sh_offset"]), int(eh_frame["sh_size"]))
+        return IndexedUnwindTable(section, int(eh_frame["sh_addr"]), starts, offsets)
     return IndexedUnwindTable(eh_frame.data(), int(eh_frame["sh_addr"]), starts, offsets)
 
 
-def load_unwind_table(stream: BinaryIO) -> UnwindTable | IndexedUnwindTable:
+def load_unwind_table(stream: BinaryIO, mapped: mmap.mmap | None = None) -> UnwindTable | IndexedUnwindTable:
     """The unwind table of the ELF file in ``stream``: indexed by its ``.eh_frame_hdr`` (FDEs
-    decoded on demand), else every FDE parsed (:func:`parse_unwind_table`)."""
+    decoded on demand), else every FDE parsed (:func:`parse_unwind_table`). ``mapped``: the
+    file's mapping, which the indexed table then reads ``.eh_frame`` from."""
     from elftools.elf.elffile import ELFFile
 
     try:
         elf = ELFFile(stream)
         if elf.get_machine_arch() != "x64":
             return EMPTY
-        indexed = _indexed(elf)
+        indexed = _indexed(elf, mapped)
     except Exception:  # noqa: BLE001 - pyelftools raises many kinds on corrupt input
         return EMPTY
     if indexed is not None:
@@ -299,12 +383,23 @@ def load_unwind_table(stream: BinaryIO) -> UnwindTable | IndexedUnwindTable:
 
 
 def unwind_table_of_fd(fd: int) -> UnwindTable | IndexedUnwindTable:
-    """:func:`load_unwind_table` of the file open as ``fd`` (read through a duplicate)."""
+    """:func:`load_unwind_table` of the file open as ``fd``, mapped (:func:`unwind_table_of_map`)."""
+    from pxq.agent.symbols.elf import map_file
+
+    data = map_file(fd)
+    return unwind_table_of_map(data) if data is not None else EMPTY
+
+
+def unwind_table_of_map(data: mmap.mmap) -> UnwindTable | IndexedUnwindTable:
+    """:func:`load_unwind_table` of a mapped file; ``.eh_frame`` stays in the mapping (which the
+    table keeps alive) and is read an FDE at a time."""
+    from pxq.agent.symbols.table import release_pages
+
+    whole = MappedSection(data, 0, len(data))
     try:
-        with os.fdopen(os.dup(fd), "rb") as stream:
-            return load_unwind_table(stream)
-    except OSError:
-        return EMPTY
+        return load_unwind_table(whole, mapped=data) if whole.intact() else EMPTY  # type: ignore[arg-type]
+    finally:
+        release_pages(data)
 
 
 def unwind_table_of_bytes(data: bytes) -> UnwindTable | IndexedUnwindTable:
