@@ -525,10 +525,10 @@ class AgentDaemon:
     def source(self) -> Any:
         """A DataSource for one query, as of now (agent_status read from the agent's own rows)."""
         if self.capture is not None:
-            return _WithStatus(self.capture, self.status_store)
+            return _WithStoreTables(self.capture, self.status_store, {STATUS_TABLE})
         now = time.time_ns()
         begin = max(self.window.started_ns or now, now - int(self.window.window_s * 1e9))
-        return _WithStatus(StoreView(self.window.store, begin, now), self.status_store)
+        return _WithStoreTables(StoreView(self.window.store, begin, now), self.status_store, {STATUS_TABLE})
 
     def record_status(self) -> None:
         """Append one agent_status row (every STATUS_INTERVAL_S, and before a query reading it)."""
@@ -662,7 +662,7 @@ class AgentDaemon:
                 "start_s": round(attached - began, 3),
                 "ended_ns": time.time_ns(),
             }
-        return _OnDemand(self.source(), store, {t.table for t in tables})
+        return _WithStoreTables(self.source(), store, {t.table for t in tables})
 
     def attachable(self) -> dict[str, str]:
         """Tables a query may have collected for its window (on_demand = "attach", live only)."""
@@ -746,49 +746,25 @@ class AgentDaemon:
             pass
 
 
-class _WithStatus:
-    """``source`` with the agent_status table read from the agent's own store."""
+class _WithStoreTables:
+    """``source`` with ``tables`` read from ``store`` instead: the agent's own agent_status table,
+    or the tables of an on-demand collection."""
 
-    def __init__(self, source: Any, status_store: Any):
+    def __init__(self, source: Any, store: Any, tables: set[str]):
         self._source = source
-        self._status = status_store
+        self._store = store
+        self._tables = tables
         self.host = source.host
-        self.processes = {**source.processes, **status_store.processes}
+        self.processes = {**source.processes, **store.processes}
         self.drops = getattr(source, "drops", {})
         self.start_time_ns = getattr(source, "start_time_ns", None)
         self.end_time_ns = getattr(source, "end_time_ns", None)
         self.supports_dictionary_strings = getattr(source, "supports_dictionary_strings", False)
 
     def scan(self, table, columns=None, start_ns=None, end_ns=None, **options) -> pa.Table:
-        if table == STATUS_TABLE:
-            options.pop("dictionary_strings", None)
-            return self._status.scan(table, columns, start_ns, end_ns, **options)
-        return self._source.scan(table, columns, start_ns, end_ns, **options)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "scan_chunks" and hasattr(self._source, "scan_chunks"):
-            source_chunks = self._source.scan_chunks
-
-            def chunks(table, *args, **options):
-                if table == STATUS_TABLE:
-                    return iter([self.scan(table, *args, **options)])
-                return source_chunks(table, *args, **options)
-
-            return chunks
-        raise AttributeError(name)
-
-
-class _OnDemand(_WithStatus):
-    """The agent's source with the tables of an on-demand collection read from its store."""
-
-    def __init__(self, source: Any, collected: Any, tables: set[str]):
-        super().__init__(source, collected)
-        self._tables = tables
-
-    def scan(self, table, columns=None, start_ns=None, end_ns=None, **options) -> pa.Table:
         if table in self._tables:
             options.pop("dictionary_strings", None)
-            return self._status.scan(table, columns, start_ns, end_ns, **options)
+            return self._store.scan(table, columns, start_ns, end_ns, **options)
         return self._source.scan(table, columns, start_ns, end_ns, **options)
 
     def __getattr__(self, name: str) -> Any:
@@ -797,7 +773,7 @@ class _OnDemand(_WithStatus):
 
             def chunks(table, *args, **options):
                 if table in self._tables:
-                    options.pop("rows", None)
+                    options.pop("rows", None)  # a chunk size: the store's scan reads them whole
                     return iter([self.scan(table, *args, **options)])
                 return source_chunks(table, *args, **options)
 
