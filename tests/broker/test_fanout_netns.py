@@ -225,17 +225,20 @@ def test_an_agent_restarted_mid_query_is_named_serves_the_next_query_and_keeps_i
     cluster = load_cluster(cluster_file)
     victim = live[0]
     server_pid = victim.server.pid
-    spilled_earlier = _spilled_row_count(victim.spill_dir)  # the rows of earlier tests' clients
     before = [_run_client(victim.node, victim.port)]
     want_before = _expected(victim.asid, server_pid, before)
-    # The rows are in the agent's store and spilled before the restart.
+    # The rows are in the agent's store and spilled before the restart. Wait for these very rows
+    # in the spill, not for a row count: rows of earlier tests' clients still being spilled would
+    # make a count reach its mark first. The spill is written in the store's order, so once these
+    # rows are there, every earlier one is too.
     assert _key(_rows([cluster[0]], want_before)) >= want_before
     deadline = time.monotonic() + 60
-    while _spilled_row_count(victim.spill_dir) < spilled_earlier + sum(want_before.values()):
+    while True:
+        spilled_before = _key(r for r in _spilled(victim.spill_dir) if r["asid"] == victim.asid)
+        if spilled_before >= want_before:
+            break
         assert time.monotonic() < deadline, "the agent did not spill its rows within 60 s"
         time.sleep(0.2)
-    spilled_before = _key(r for r in _spilled(victim.spill_dir) if r["asid"] == victim.asid)
-    assert spilled_before >= want_before
     address = victim.agent.address
     old_agent = victim.agent
     restarted: list[AgentProcess] = []
