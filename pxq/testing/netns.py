@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pxq.testing.cgroups import remove_cgroup
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -44,25 +45,6 @@ class Node:
 
     def pids(self) -> set[int]:
         return {int(pid) for pid in (self.cgroup / "cgroup.procs").read_text().split()}
-
-
-def _remove_cgroup(path: Path, root: Path) -> None:
-    if not path.exists():
-        return
-    for pid in (path / "cgroup.procs").read_text().split():
-        with contextlib.suppress(OSError):
-            (root / "cgroup.procs").write_text(pid)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -97,7 +79,7 @@ def network_node(prefix: str, index: int, subnet: int) -> Iterator[Node]:
         yield Node(name, host_ip, node_ip, cgroup)
     finally:
         try:
-            _remove_cgroup(cgroup, root)
+            remove_cgroup(cgroup)
         finally:
             _ip("netns", "del", name, check=False)  # takes the veth pair with it
             _ip("link", "del", host_link, check=False)

@@ -9,11 +9,9 @@ Rows are filtered to this test's pids (other tests trace concurrently)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from pxq.agent.bpf_program import BpfError
 from pxq.agent.socket_tracer import SocketTracer, SocketTracerOptions, cgroup_id, cgroup_v2_root, options_from_manifest
 from pxq.plan.manifest import CollectorRequest
 from pxq.plan.settings import setting_problem
+from pxq.testing.cgroups import temporary_cgroup
 from pxq.testing.kernel import require_bpf
 from tests.agent.test_socket_tracer import APPS, Client, _readline, finish_capture, http_server, rows_of
 
@@ -185,33 +184,10 @@ def test_ignore_comms_of_a_process_running_at_start(tmp_path):
         check_ignored(table, server.pid, kept, ignored)
 
 
-@contextlib.contextmanager
-def temporary_cgroup():
-    """A cgroup v2 directory of this test's own; removed after (its processes moved back out)."""
-    path = cgroup_v2_root() / f"pxq-test-ignore-{os.getpid()}"
-    path.mkdir()
-    try:
-        yield path
-    finally:
-        root_procs = cgroup_v2_root() / "cgroup.procs"
-        for pid in (path / "cgroup.procs").read_text().split():
-            with contextlib.suppress(OSError):
-                root_procs.write_text(pid)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                path.rmdir()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-
 @pytest.mark.kernel
 def test_ignore_cgroups_leaves_that_cgroups_process_out():
     require_bpf()
-    with temporary_cgroup() as cgroup, http_server() as (server, port):
+    with temporary_cgroup(f"pxq-test-ignore-{os.getpid()}") as cgroup, http_server() as (server, port):
         kept, ignored = Client(port, "basic"), Client(port, "basic")
         (cgroup / "cgroup.procs").write_text(str(ignored.pid))
         assert Path(f"/proc/{ignored.pid}/cgroup").read_text().splitlines()[-1].endswith(cgroup.name)

@@ -10,14 +10,12 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from pxq.agent.socket_tracer import cgroup_v2_root
 from pxq.broker.fleet import ClusterAgent, run_fleet
 from pxq.testing.agent_process import AgentProcess
+from pxq.testing.cgroups import temporary_cgroup
 from pxq.testing.kernel import require_bpf
 from tests.agent.test_socket_tracer import Client, http_server
 
@@ -29,28 +27,6 @@ df.pid = px.upid_to_pid(df.upid)
 df.asid = px.upid_to_asid(df.upid)
 px.display(df[['asid', 'pid', 'trace_role', 'req_path']], 'rows')
 """
-
-
-@contextlib.contextmanager
-def temporary_cgroup(name: str) -> Iterator[Path]:
-    """A cgroup v2 directory of this test's own; removed after (its processes moved back out)."""
-    path = cgroup_v2_root() / name
-    path.mkdir()
-    try:
-        yield path
-    finally:
-        for pid in (path / "cgroup.procs").read_text().split():
-            with contextlib.suppress(OSError):
-                (cgroup_v2_root() / "cgroup.procs").write_text(pid)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                path.rmdir()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
 
 
 def test_three_agents_each_tracing_its_own_cgroup_give_each_nodes_rows_and_only_those(tmp_path):
