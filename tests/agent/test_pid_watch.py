@@ -68,6 +68,31 @@ def test_pid_that_exits_during_the_window_is_said_after_it():
     ]
 
 
+def test_checks_during_the_window_poll_pidfds_instead_of_reading_proc(monkeypatch):
+    """Twice a second during the window: an exit is seen through the process's pidfd (zombie or
+    reaped), without reading /proc/<pid>/stat of every watched process."""
+    import pxq.agent.embedded as embedded
+
+    warnings: list[str] = []
+    with subprocess.Popen([SLEEP, "0.2"]) as short, subprocess.Popen([SLEEP, "30"]) as long:
+        try:
+            watch = PidWatch(_manifest(short.pid, long.pid), warnings.append)
+            read: list[int] = []
+            real = embedded._running_identity
+            monkeypatch.setattr(embedded, "_running_identity", lambda pid: read.append(pid) or real(pid))
+            watch.check(0.1)
+            assert watch.exited == {}
+            os.waitid(os.P_PID, short.pid, os.WEXITED | os.WNOWAIT)  # a zombie now
+            watch.check(0.7)
+            assert watch.exited == {short.pid: 0.7}
+            assert read == []
+            watch.report(1.5)  # the window's last check reads /proc as well
+            assert read == [long.pid]
+        finally:
+            long.kill()
+    assert watch.exited == {short.pid: 0.7}
+
+
 def test_pid_reused_by_another_process_counts_as_exited(monkeypatch):
     import pxq.agent.embedded as embedded
 
