@@ -293,10 +293,11 @@ def dig_many(server: DnsmasqServer, tmp_path: Path, queries: int) -> Child:
                   str(tmp_path / "names"), "+short", "+tries=1", "+time=2"])  # fmt: skip
 
 
-def test_a_quiet_ring_buffer_gathers_and_a_filling_one_is_taken_at_once(tmp_path):
+def test_a_quiet_ring_buffer_gathers_and_a_filling_one_is_taken_at_once(tmp_path, monkeypatch):
     # The agent's collector lets a quiet ring buffer gather for quiet_batch_interval_ms (fewer,
     # larger batches); one filling up past its quiet share must be taken at the next look, not
     # left to fill until that interval ends. The interval here is far longer than the test.
+    monkeypatch.setattr(socket_tracer, "QUIET_RING_SHARE", 32)  # 256 KiB: a burst dig's output pipe holds
     burst = 1000  # dig -f: ~600 KB of events both ends traced, past the quiet share (256 KiB)
     with DnsmasqServer() as server:
         one = dig(server, "www.test", "A")
