@@ -24,6 +24,12 @@ from pxq.agent.procinfo import PROC, parse_stat
 from pxq.agent.table_store import TableStore
 from pxq.plan.manifest import ProbeManifest
 
+# How long one step of the window's loop may wait for its collectors (ms): after each step come
+# the progress report and the pid check, and each step is a wake-up. 250 ms: the progress line
+# moves 4 times a second; Ctrl-C and SIGTERM end a step at once (see WindowSignals), the window's
+# end is not overrun (the last step waits only for what is left of it).
+WINDOW_STEP_MS = 250
+
 # What callers of the windowed run use from the agent's other modules.
 __all__ = ["AgentOptions", "EmbeddedAgent", "Interrupted", "PidWatch", "Progress", "WindowSignals"]
 
@@ -239,8 +245,8 @@ class EmbeddedAgent:
             begin = time.monotonic()
             deadline = begin + duration_s
             try:
-                while time.monotonic() < deadline:
-                    loop.step()
+                while (now := time.monotonic()) < deadline:
+                    loop.step(max(1, min(WINDOW_STEP_MS, int((deadline - now) * 1000))))
                     pid_watch.check(time.monotonic() - begin)
                     if on_progress:
                         on_progress(loop.progress(time.monotonic() - begin))

@@ -96,6 +96,11 @@ BATCH_INTERVAL_MS = 50
 # still holds 7 MiB more, checked every BATCH_INTERVAL_MS.
 QUIET_BATCH_INTERVAL_MS = 250
 QUIET_RING_SHARE = 8
+# While quiet, the ring buffer is looked at this often (ms): each look is a wake-up (some 50 us of
+# the agent's CPU, most of its cost per poll at a low rate). A surge starting just after a look
+# has the 7 MiB above the quiet share to fill before the next one: at 56 MiB/s, over twice what
+# the agent takes at most (its drop onset), so nothing is lost that looking more often would keep.
+QUIET_LOOK_INTERVAL_MS = 125
 # Events handled per batch at most: an agent behind (a full ring buffer holds ~50,000 DNS events)
 # takes its backlog in several batches, without waiting between them, so that the rows of each
 # become Arrow (the collector drains between polls) before the next batch's events and rows are
@@ -614,7 +619,7 @@ class SocketTracer:
 
         With ``quiet_batch_interval_ms`` set (the agent's collector does), a batch waits that long
         while the ring buffer stays quiet (see QUIET_RING_SHARE), looked at every
-        ``batch_interval_ms``; a poll whose ``timeout_ms`` ends before then takes nothing and
+        QUIET_LOOK_INTERVAL_MS; a poll whose ``timeout_ms`` ends before then takes nothing and
         returns 0 (``poll(0)`` always takes what is there).
         """
         if self._bpf is None:
@@ -632,7 +637,7 @@ class SocketTracer:
             while now < quiet_until and ring.pending() < quiet_bytes:
                 if now >= until:
                     return 0
-                time.sleep(min(quiet_until, until, now + self.batch_interval_ms / 1000) - now)
+                time.sleep(min(quiet_until, until, now + QUIET_LOOK_INTERVAL_MS / 1000) - now)
                 now = time.monotonic()
         self._consume()
         if not self._events:
