@@ -134,6 +134,7 @@ daemon off;
 master_process on;
 worker_processes 2;
 user root root;
+pid {work}/nginx.pid;
 lock_file {work}/nginx.lock;
 error_log {work}/error.log notice;
 events {{ worker_connections 512; }}

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pxq.agent.procinfo import child_pids
-from pxq.testing.ports import LOOPBACK, free_port, wait_for_port
+from pxq.testing.ports import LOOPBACK, serve_on_free_port
 
 START_TIMEOUT = 15.0
 WORKERS = 2
@@ -35,6 +35,7 @@ daemon off;
 master_process on;
 worker_processes {workers};
 user root root;
+pid {work}/nginx.pid;
 lock_file {work}/nginx.lock;
 error_log {work}/error.log notice;
 events {{ worker_connections 256; }}
@@ -109,34 +110,24 @@ def nginx_process(
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """Start nginx (prefix ``workdir``, its error log there) with the configuration file that
     ``write_conf(port)`` writes for a free loopback port, and wait until it listens; yield its
-    master process and the port; stop it on exit. A start that lost the port to another process
-    is tried again on another port, up to ``attempts`` times; any other failure raises
-    :class:`NginxError` with nginx's error log."""
+    master process and the port; stop it on exit. A port lost to another process is retried
+    (:func:`~pxq.testing.ports.serve_on_free_port`); any other failure raises :class:`NginxError`
+    with nginx's error log."""
     binary = nginx_binary()
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        for _ in range(attempts):
-            port = free_port()
-            conf = write_conf(port)
-            pid_file = workdir / "nginx.pid"
-            proc = subprocess.Popen(
-                [binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")]
-                + ["-g", f"pid {pid_file};"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if _listens(proc, pid_file, port):
-                yield proc, port
-                return
-            _stop(proc)
-            text = error_log(workdir)
-            if "Address already in use" not in text:  # a real failure, not a lost port race
-                raise NginxError(f"nginx did not start on {LOOPBACK}:{port}:\n{text}")
-        raise NginxError(f"nginx could not bind a free loopback port in {attempts} attempts")
-    finally:
-        if proc is not None:
-            _stop(proc)
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        conf = write_conf(port)
+        return subprocess.Popen(
+            [binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    with serve_on_free_port(
+        "nginx", start, _stop, lambda: error_log(workdir), NginxError, attempts=attempts, timeout=START_TIMEOUT
+    ) as (proc, port):
+        yield proc, port
 
 
 @contextlib.contextmanager
@@ -159,19 +150,6 @@ def echo_nginx(files: Mapping[str, bytes] | None = None, attempts: int = 3) -> I
             yield EchoNginx(proc, port, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _listens(proc: subprocess.Popen[bytes], pid_file: Path, port: int) -> bool:
-    """Whether nginx itself listens on ``port``. A connection alone could reach another process that
-    took the port first (nginx then retries bind() for 2.5 s and exits); nginx writes its pid file
-    only once its listening sockets are bound, so that file naming it is the sign."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while proc.poll() is None and time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError):  # not written yet, or being written
-            if int(pid_file.read_text()) == proc.pid:
-                return wait_for_port(port, timeout=START_TIMEOUT, alive=lambda: proc.poll() is None)
-        time.sleep(0.02)
-    return False
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
