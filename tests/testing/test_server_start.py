@@ -1,5 +1,5 @@
-"""Starting the test servers (pxq/testing/ports.py's serve_on_free_port, behind nginx, redis-server
-and PostgreSQL in pxq/testing/servers): a port another process took first is detected (a connection
+"""Starting the test servers (pxq/testing/ports.py's serve_on_free_port, behind nginx, redis-server,
+PostgreSQL and MariaDB in pxq/testing/servers): a port another process took first is detected (a connection
 to it succeeds, yet the listener is not the server's) and another port is tried; a server that
 fails for another reason is an error quoting its own words."""
 
@@ -16,6 +16,8 @@ import pytest
 
 from pxq.testing import ports
 from pxq.testing.ports import LOOPBACK, listens
+from pxq.testing.servers.dnsmasq import DnsmasqServer
+from pxq.testing.servers.mariadb import mariadb_server
 from pxq.testing.servers.nginx import NginxError, echo_nginx, nginx_process
 from pxq.testing.servers.postgres import postgres_server
 from pxq.testing.servers.redis import redis_server
@@ -79,6 +81,21 @@ def test_postgres_gets_a_port_of_its_own(first_port_taken):
 
 
 @pytest.mark.servers
+def test_mariadb_gets_a_port_of_its_own(first_port_taken):
+    import pymysql
+
+    with mariadb_server() as server:
+        assert server.port != first_port_taken
+        conn = pymysql.connect(host=LOOPBACK, port=server.port, user="root", connect_timeout=10)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT @@port")
+                assert cursor.fetchone() == (server.port,)
+        finally:
+            conn.close()
+
+
+@pytest.mark.servers
 def test_a_configuration_nginx_refuses_is_an_error_with_its_words(tmp_path: Path):
     def write_conf(port: int) -> Path:
         conf = tmp_path / "nginx.conf"
@@ -87,3 +104,16 @@ def test_a_configuration_nginx_refuses_is_an_error_with_its_words(tmp_path: Path
 
     with pytest.raises(NginxError, match='unknown directive "no_such_directive"'), nginx_process(tmp_path, write_conf):
         pass
+
+
+@pytest.mark.servers
+def test_dnsmasq_on_a_taken_port_is_an_error_not_another_processs_server():
+    """dnsmasq takes the port it is given (no retry): one another process listens on is refused
+    with dnsmasq's own words, not answered by that other process."""
+    with socket.create_server((LOOPBACK, 0)) as taken:
+        server = DnsmasqServer(port=taken.getsockname()[1])
+        try:
+            with pytest.raises(RuntimeError, match="Address already in use"):
+                server.start()
+        finally:
+            server.stop()
