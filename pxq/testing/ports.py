@@ -98,6 +98,7 @@ def serve_on_free_port(
     another process (its ``failure_log()`` says one of ``port_lost``) is tried again on another
     port, up to ``attempts`` times; any other failure raises ``error`` with that log."""
     proc: subprocess.Popen | None = None
+    log = ""
     try:
         for _ in range(attempts):
             port = free_port()
@@ -109,7 +110,7 @@ def serve_on_free_port(
             log = failure_log()
             if not any(words in log for words in port_lost):  # a real failure, not a lost port race
                 raise error(f"{name} did not start on {LOOPBACK}:{port}:\n{log}")
-        raise error(f"{name} could not bind a free loopback port in {attempts} attempts")
+        raise error(f"{name} could not bind a free loopback port in {attempts} attempts:\n{log}")
     finally:
         if proc is not None:
             stop(proc)

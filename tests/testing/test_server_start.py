@@ -20,7 +20,7 @@ from pxq.testing.servers.dnsmasq import DnsmasqServer
 from pxq.testing.servers.mariadb import mariadb_server
 from pxq.testing.servers.nginx import NginxError, echo_nginx, nginx_process
 from pxq.testing.servers.postgres import postgres_server
-from pxq.testing.servers.redis import redis_server
+from pxq.testing.servers.redis import RedisServerError, redis_server
 
 
 def test_listens_names_the_process_holding_the_listener():
@@ -117,3 +117,12 @@ def test_dnsmasq_on_a_taken_port_is_an_error_not_another_processs_server():
                 server.start()
         finally:
             server.stop()
+
+
+@pytest.mark.servers
+def test_a_port_lost_at_every_attempt_is_an_error_with_the_servers_words(monkeypatch):
+    with socket.create_server((LOOPBACK, 0)) as taken:
+        monkeypatch.setattr(ports, "free_port", lambda: taken.getsockname()[1])
+        expected = r"(?s)could not bind a free loopback port in 2 attempts:.*Address already in use"
+        with pytest.raises(RedisServerError, match=expected), redis_server(attempts=2):
+            pass
