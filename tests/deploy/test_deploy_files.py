@@ -179,34 +179,19 @@ def test_containerfile_passes_hadolint():
 
 
 def test_hadolint_catches_mistakes(tmp_path):
-    """Not vacuous: the same file with an unpinned package behind an inline ignore pragma (not
-    honoured), a moving base tag and an unquoted variable in a RUN (ShellCheck) fails, each named."""
+    """Not vacuous: the same file with apt's lists left in the layer behind an inline ignore
+    pragma (not honoured), a moving base tag and an unquoted variable in a RUN (ShellCheck)
+    fails, each named."""
     text = (DEPLOY / "Containerfile").read_text()
-    assert "FROM debian:bookworm-slim" in text and "libbpfcc=" in text
+    assert "FROM debian:bookworm-slim" in text and "&& rm -rf /var/lib/apt/lists/*" in text
     broken = text.replace("FROM debian:bookworm-slim", "FROM debian:latest")
-    broken = broken.replace("RUN apt-get update", "# hadolint ignore=DL3008\nRUN apt-get update")
-    broken = broken.replace("libbpfcc=0.26.0+ds-1", "libbpfcc")
+    broken = broken.replace("RUN apt-get update", "# hadolint ignore=DL3009\nRUN apt-get update", 1)
+    broken = broken.replace("    && rm -rf /var/lib/apt/lists/*\n", "", 1)
     broken = broken.replace("&& rm -rf /src/pxq", "&& rm -rf $PXQ_SRC")
     (tmp_path / "Containerfile").write_text(broken)
     proc = _hadolint(tmp_path / "Containerfile")
     assert proc.returncode != 0
-    assert {f["code"] for f in json.loads(proc.stdout)} == {"DL3007", "DL3008", "SC2086"}, proc.stdout
-
-
-def test_pinned_packages_are_in_debians_index():
-    """Each package=version the Containerfile installs is one its base release offers: this
-    machine's apt index (a Debian of the same release: the image cannot be built here)."""
-    parser = DockerfileParser(fileobj=io.BytesIO((DEPLOY / "Containerfile").read_bytes()))
-    release = parser.baseimage.split(":", 1)[1].removesuffix("-slim")
-    os_release = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
-    assert os_release.get("VERSION_CODENAME") == release, f"this check needs a Debian {release} machine"
-    apt = next(i["value"] for i in parser.structure if i["instruction"] == "RUN" and "apt-get install" in i["value"])
-    pins = dict(word.split("=", 1) for word in apt.split() if "=" in word and not word.startswith("-"))
-    assert len(pins) >= 6, pins
-    for package, version in pins.items():
-        madison = subprocess.run(["apt-cache", "madison", package], capture_output=True, text=True, check=True)
-        offered = {line.split("|")[1].strip() for line in madison.stdout.splitlines() if line.count("|") >= 2}
-        assert version in offered, f"{package}={version}: {release}'s index offers {sorted(offered)}"
+    assert {f["code"] for f in json.loads(proc.stdout)} == {"DL3007", "DL3009", "SC2086"}, proc.stdout
 
 
 def test_entrypoint_points_bcc_at_the_nodes_headers(tmp_path):
