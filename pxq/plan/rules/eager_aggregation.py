@@ -17,8 +17,8 @@ unchanged):
 1. ``how`` is ``inner`` or ``left``;
 2. ``R`` is unique on ``k_R``: ``R`` is an Agg whose keys are among ``k_R`` (a key-less Agg is one
    row, unique on anything), possibly under Filters, Limits, Projects and Maps that do not
-   reassign those keys. So each ``L`` row meets at most one ``R`` row, and every column of
-   ``R`` in ``G`` is determined by the key;
+   compute those keys (copying a column, ``df.b = df.a``, keeps it unique). So each ``L`` row
+   meets at most one ``R`` row, and every column of ``R`` in ``G`` is determined by the key;
 3. ``G`` is not empty: a key-less Agg gives one row even over no rows, while below the join its
    one row would meet no ``R`` row when the join drops everything;
 4. every Filter and Map of ``C``, and every aggregate of ``A``, reads only ``L``'s columns; a Map
@@ -75,7 +75,11 @@ def unique_on(node: Relation, columns: frozenset[str]) -> bool:
         if isinstance(node, (Filter, Limit, Project)):
             node = node.input
         elif isinstance(node, Map):
-            columns = columns - {name for name, _ in node.assignments}
+            # A copy of a column (``df.b = df.a``) is as unique as the column it copies; a
+            # computed column is not known to be.
+            last = dict(node.assignments)
+            copied = {e.name for n, e in last.items() if n in columns and isinstance(e, ColumnRef)}
+            columns = (columns - last.keys()) | copied
             node = node.input
         else:
             return False
