@@ -7,7 +7,10 @@ Kelvin split).
 With ``partial_aggs=True`` (a query over many agents, :mod:`pxq.broker`) a group-by whose input
 runs on the agents is an agent fragment too: each agent reduces its rows to per-group states, and
 the broker merges them (:mod:`pxq.broker.partial`) into what the merge fragment reads. A fragment
-whose root is an ``Agg`` is always such a partial aggregation."""
+whose root is an ``Agg`` is always such a partial aggregation. A group-by written above a join
+gets here only when the optimizer moved it below the join (:mod:`pxq.plan.rules.eager_aggregation`:
+N:1 joins, as service_stats' join with a one-row aggregate); the join then runs on the broker
+over the merged groups."""
 
 from __future__ import annotations
 
