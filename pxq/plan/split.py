@@ -74,4 +74,18 @@ def split(graph: Graph, *, partial_aggs: bool = False) -> SplitPlan:
     displays = tuple(done[id(d)] for d in graph.displays)
     # Rewriting a Display gives a Display.
     merge = dataclasses.replace(graph, displays=cast(tuple[Display, ...], displays))
+    if partial_aggs:
+        fragments = [_pruned_alone(f, graph.now_ns) for f in fragments]
     return SplitPlan(tuple(fragments), merge, build_manifest(graph))
+
+
+def _pruned_alone(fragment: Relation, now_ns: int) -> Relation:
+    """``fragment`` computing only what its own root needs. Over many agents each fragment is its
+    own query (one ticket), so a node two fragments share (service_stats' column assignments,
+    read by its per-service group-by and its one-row first_seen aggregate) is not computed once
+    for both: each computes the part of it that it reads. Its output columns do not change."""
+    from pxq.plan.rules import prune_columns
+
+    alone = Graph((Display(fragment, "fragment"),), now_ns)
+    pruned = prune_columns.apply(alone).displays[0].input
+    return pruned if pruned.schema == fragment.schema else fragment

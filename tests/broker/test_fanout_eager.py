@@ -17,6 +17,7 @@ from pxq.agent.flight import AgentClient
 from pxq.broker.fleet import ClusterAgent, run_fleet
 from pxq.funcs.aggregates import QUANTILE_KEYS, QUANTILES
 from pxq.library import load_script
+from pxq.plan.nodes import Agg
 from pxq.replay import write_capture
 from pxq.testing.agent_process import AgentProcess
 from pxq.testing.synthetic import synthetic_http_events, synthetic_processes
@@ -217,3 +218,24 @@ def test_explain_shows_service_stats_grouping_on_every_agent_below_the_join():
     assert "Agg[r5] by service, timestamp, all" in agent_side
     assert "per group requests: px.count state, error_rate: px.mean state" in agent_side
     assert "Agg[" not in merge and "Join[r0, r1] how=inner on all=all" in merge
+
+
+def test_each_fragment_over_many_agents_computes_only_what_it_reads():
+    """service_stats' column assignments are shared by its two group-bys; over many agents each
+    fragment is its own ticket, so the one-row first_seen aggregate must not compute services."""
+    from pxq.api import compile_script
+    from pxq.plan.nodes import Map, Source, relations_postorder
+    from pxq.plan.split import split
+
+    compiled = compile_script(load_script("service_stats"), args=SERVICE_STATS_ARGS, now_ns=START_NS + SPAN_NS)
+    whole = split(compiled.optimized)
+    fleet_plan = split(compiled.optimized, partial_aggs=True)
+    first_seen = next(f for f in fleet_plan.agent_fragments if isinstance(f, Agg) and f.keys == ("all",))
+    nodes = list(relations_postorder((first_seen,)))
+    (source,) = [n for n in nodes if isinstance(n, Source)]
+    assert source.columns == ("time_",)
+    assert [name for n in nodes if isinstance(n, Map) for name, _ in n.assignments] == ["all"]
+    # Every fragment keeps its output columns (the merge fragment reads them by position).
+    per_service = next(f for f in fleet_plan.agent_fragments if f is not first_seen)
+    assert per_service.schema.names[:3] == ("service", "timestamp", "all")
+    assert len(whole.agent_fragments) == len(fleet_plan.agent_fragments) == 2
