@@ -1,12 +1,14 @@
 """The eager_aggregation rule: a group-by above an N:1 join moves below it exactly when the rule's
-conditions hold (each condition has a case where it fails and the plan is unchanged), and the
-moved plan gives pandas' answer over the same rows."""
+conditions hold (each condition has a case where it fails and the plan is unchanged), the moved
+plan gives pandas' answer over the same rows, and generated joins-then-group-bys (hypothesis) give
+the unoptimized plan's results whether the rule applies or not."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import event, example, given, settings, strategies as st
 
 from pxq.exec.execute import execute
 from pxq.lang import parse
@@ -307,3 +309,78 @@ def test_constant_key_result_equals_pandas(capture, rows):
     assert len(got) == len(expected) > 10
     np.testing.assert_array_equal(got.to_numpy(), expected.to_numpy())
     assert list(got.index) == list(expected.index)
+
+
+# Generated joins with a per-key aggregate, then group-bys: with the rule the results equal the
+# unoptimized plan's (the executor, not the rule, is the reference), whether or not it applies.
+
+_KEY_COLUMNS = ("req_method", "resp_status", "upid", "req_path")
+_AGGREGATES = (("latency", "count"), ("latency", "max"), ("resp_body_size", "sum"), ("latency", "min"))
+
+
+@st.composite
+def _join_then_group(draw) -> tuple[str, bool]:
+    lines = [HEAD.rstrip("\n")]
+    constant = draw(st.booleans())
+    if constant:
+        lines += ["df.all = 1", "right = df.groupby('all').agg(first_seen=('time_', px.min))"]
+        left_on, right_on, right_cols = ["all"], ["all"], ["first_seen"]
+        if draw(st.booleans()):  # a right side that may be empty: the join then drops every row
+            cut = START_NS + draw(st.sampled_from([-1, SPAN_NS // 2]))
+            lines.append(f"right = right[px.time_to_int64(right.first_seen) < {cut}]")
+    else:
+        keys = draw(st.lists(st.sampled_from(_KEY_COLUMNS), min_size=1, max_size=2, unique=True))
+        lines.append(f"right = df.groupby({keys!r}).agg(n_right=('time_', px.count))")
+        if draw(st.booleans()):  # some keys of the left side without a match
+            lines.append(f"right = right[right.n_right > {draw(st.integers(0, 400))}]")
+        left_on, right_on, right_cols = keys, list(keys), ["n_right"]
+        if draw(st.booleans()):  # the right side names its keys otherwise (copies)
+            right_on = [f"{k}_r" for k in keys]
+            lines += [f"right.{k}_r = right.{k}" for k in keys]
+            lines.append(f"right = right[{[*right_on, 'n_right']!r}]")
+    how = draw(st.sampled_from(["inner", "left"]))
+    lines.append(f"df = df.merge(right, how='{how}', left_on={left_on!r}, right_on={right_on!r})")
+    if draw(st.booleans()):
+        lines.append(f"df = df[df.latency > {draw(st.integers(0, 6_000_000))}]")
+    if draw(st.booleans()):
+        lines.append("df.slow = df.latency > 3000000")
+    pool = [c for c in _KEY_COLUMNS] + right_cols + [k for k in right_on if k not in left_on]
+    group = draw(st.lists(st.sampled_from(pool), min_size=0, max_size=3, unique=True))
+    aggregates = draw(st.lists(st.sampled_from(_AGGREGATES), min_size=1, max_size=3, unique=True))
+    calls = ", ".join(f"a{i}=('{c}', px.{f})" for i, (c, f) in enumerate(aggregates))
+    lines.append(f"df = df.groupby({group!r}).agg({calls})" if group else f"df = df.agg({calls})")
+    lines.append("px.display(df, 'out')")
+    return "\n".join(lines) + "\n", constant
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=_join_then_group())
+@example(  # service_stats' shape: pushed (a constant key), grouped by a right column
+    case=(
+        HEAD + "df.all = 1\nright = df.groupby('all').agg(first_seen=('time_', px.min))\n"
+        "df = df.merge(right, how='left', left_on=['all'], right_on=['all'])\n"
+        "df = df.groupby(['upid', 'first_seen']).agg(a0=('latency', px.max))\npx.display(df, 'out')\n",
+        True,
+    )
+)
+@example(  # not moved: a left join grouped by the right key, where only GET has a match (the
+    # other methods' rows all have a null right key: one group, not one per method)
+    case=(
+        HEAD + "right = df.groupby(['req_method']).agg(n_right=('time_', px.count))\n"
+        "right = right[right.n_right > 1000]\nright.req_method_r = right.req_method\n"
+        "right = right[['req_method_r', 'n_right']]\n"
+        "df = df.merge(right, how='left', left_on=['req_method'], right_on=['req_method_r'])\n"
+        "df = df.groupby(['req_method_r']).agg(a0=('latency', px.count))\npx.display(df, 'out')\n",
+        False,
+    )
+)
+def test_generated_joins_then_group_bys_give_the_unoptimized_results(case, capture):
+    text, _ = case
+    graph = _compiled(text, capture)
+    moved = eager_aggregation.apply(graph)
+    event("moved below the join" if moved is not graph else "unchanged")
+    plain = execute(graph, capture).tables["out"]
+    for optimized in (moved, optimize(graph)):
+        table = execute(optimized, capture).tables["out"]
+        assert table.schema == plain.schema
+        assert _canonical(table) == _canonical(plain)
