@@ -17,7 +17,9 @@ broker), checks every table and column against what it holds, runs the fragment 
 the executor and streams record batches. The
 stream's schema metadata carries what the client needs to finish as in embedded mode: the loss
 counters of the tables read (``pxq.drops``), the identity of every process (``pxq.processes``, for
-``px.upid_to_*`` on the merge side), the host and the data's end.
+``px.upid_to_*`` on the merge side), the host, the data's end and which agent process answered
+(``pxq.agent``: its id, pid and start time, so a client notices an agent restarted since it asked
+for the clock without another call).
 
 Actions: ``info`` (the agent's clock, tables and collectors, to plan against) and ``status``
 (``pxq agent status``), each a JSON body.
@@ -49,6 +51,7 @@ META_DROPS = b"pxq.drops"
 META_PROCESSES = b"pxq.processes"
 META_HOST = b"pxq.host"
 META_END = b"pxq.end_time_ns"
+META_AGENT = b"pxq.agent"  # which agent process ran the query: JSON {agent_id, pid, started_ns}
 CONNECT_TIMEOUT_S = 2.0
 
 
@@ -312,6 +315,25 @@ def _tables_read(fragment: Any) -> list[str]:
     return sorted({n.table for n in relations_postorder((fragment,)) if isinstance(n, Source)})
 
 
+def answered_by(table: pa.Table) -> dict[str, Any] | None:
+    """The identity of the agent process that ran the query (``pxq.agent`` of its answer), or None
+    from an agent that does not stamp its answers."""
+    raw = (table.schema.metadata or {}).get(META_AGENT)
+    return json.loads(raw) if raw else None
+
+
+def same_process(info: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """Whether ``identity`` (an answer's stamp) is the process that gave ``info`` (its clock)."""
+    return (identity.get("pid"), identity.get("started_ns")) == (info.get("pid"), info.get("started_ns"))
+
+
+def restarted_error(info: dict[str, Any], identity: dict[str, Any]) -> AgentQueryError:
+    return AgentQueryError(
+        f"restarted during the query (agent pid {info.get('pid')}, then {identity.get('pid')}): "
+        "its rows from before the restart are not in its answer (a spill directory keeps them)"
+    )
+
+
 class AgentFlightServer(flight.FlightServerBase):
     """Serves an :class:`pxq.agent.daemon.AgentDaemon`'s tables (see the module docstring)."""
 
@@ -327,6 +349,8 @@ class AgentFlightServer(flight.FlightServerBase):
             location = f"{'grpc+tls' if security.tls else 'grpc+tcp'}://{_url_host(host)}:{port}"
         super().__init__(location, **security.server_options(on_refusal=daemon.count_refusal))
         self.daemon = daemon
+        # Stamped on every answer: a restarted agent is another pid and start time.
+        self.identity = {"agent_id": daemon.agent_id, "pid": os.getpid(), "started_ns": daemon.started_ns}
 
     def _fail(self, reason: str, exc: object) -> flight.FlightServerError:
         self.daemon.query_errors[reason] = self.daemon.query_errors.get(reason, 0) + 1
@@ -372,6 +396,7 @@ class AgentFlightServer(flight.FlightServerBase):
             META_PROCESSES: json.dumps(source.processes).encode(),
             META_HOST: (source.host or "").encode(),
             META_END: str(getattr(source, "end_time_ns", None) or query["now_ns"]).encode(),
+            META_AGENT: json.dumps(self.identity).encode(),
         }
         schema = table.schema.with_metadata(metadata)
         table = table.replace_schema_metadata(metadata)
@@ -513,6 +538,9 @@ class AgentClient:
                     limit=limits.get(index),
                 )
             )
+            stamp = answered_by(table)
+            if stamp is not None and not same_process(info, stamp):  # its earlier rows are gone
+                raise restarted_error(info, stamp)
             meta = table.schema.metadata or {}
             for name, counters in json.loads(meta.get(META_DROPS, b"{}")).items():
                 drops[name] = counters

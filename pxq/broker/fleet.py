@@ -38,8 +38,11 @@ from pxq.agent.flight import (
     AgentClient,
     AgentQueryError,
     AgentUnavailableError,
+    answered_by,
     fragment_limits,
     make_ticket,
+    restarted_error,
+    same_process,
     settings_notes,
 )
 from pxq.agent.security import ClientCredentials
@@ -235,13 +238,16 @@ def run_fleet(
             # The process that answered must be the one that was asked first: an agent restarted
             # in between (gRPC reconnects to the new one) answers from a store that starts empty,
             # so its node's earlier rows would be missing from a result that says it is whole.
-            now = client.info(timeout_s=timeout_s)
+            # Each answer names the process that ran it; an agent that does not stamp its
+            # answers is asked again.
             before = infos[agent.name]
-            if _process_of(now) != _process_of(before):
-                raise AgentQueryError(
-                    f"restarted during the query (agent pid {before.get('pid')}, then {now.get('pid')}): "
-                    "its rows from before the restart are not in its answer (a spill directory keeps them)"
-                )
+            stamps = [answered_by(table) for table in tables]
+            if any(stamp is None for stamp in stamps):
+                stamps = [client.info(timeout_s=timeout_s)]
+            for stamp in stamps:
+                assert stamp is not None
+                if not same_process(before, stamp):
+                    raise restarted_error(before, stamp)
             return tables
 
         asking = [a.name for a in agents if a.name in infos and a.name not in fleet.missing]
@@ -287,11 +293,6 @@ def run_fleet(
         for client in clients.values():
             with contextlib.suppress(Exception):  # a client of a dead agent may fail to close
                 client.close()
-
-
-def _process_of(info: dict[str, Any]) -> tuple[Any, Any]:
-    """Which agent process answered ``info``: a restarted agent is another pid and start time."""
-    return info.get("pid"), info.get("started_ns")
 
 
 def _plain(table: pa.Table) -> pa.Table:
