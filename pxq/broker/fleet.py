@@ -35,12 +35,15 @@ from pxq.agent.flight import (
     META_DROPS,
     META_HOST,
     META_PROCESSES,
+    ON_DEMAND_ATTACH_S,
     AgentClient,
+    AgentGaveUpError,
     AgentQueryError,
     AgentUnavailableError,
     answered_by,
     fragment_limits,
     make_ticket,
+    on_demand_wait,
     restarted_error,
     same_process,
     settings_notes,
@@ -149,9 +152,10 @@ class _Fleet:
         # (its gRPC call ends at its own deadline, on its daemon thread).
         self.pool = ThreadPoolExecutor(max_workers=max(1, len(agents)), thread_name_prefix="pxq-broker")
 
-    def each(self, call, names: list[str], deadline: float) -> dict[str, Any]:
-        """``call(agent)`` on every named agent at once; those failing or not done by ``deadline``
-        go to ``missing`` (with why) and are left out of the answer."""
+    def each(self, call, names: list[str], wait_s: float) -> dict[str, Any]:
+        """``call(agent)`` on every named agent at once; those failing or not done within
+        ``wait_s`` go to ``missing`` (with why) and are left out of the answer."""
+        deadline = time.monotonic() + wait_s
         futures = {name: self.pool.submit(call, self._agent(name)) for name in names}
         done: dict[str, Any] = {}
         for name, future in futures.items():
@@ -159,7 +163,7 @@ class _Fleet:
             try:
                 done[name] = future.result(timeout=left)
             except TimeoutError:
-                self.missing[name] = f"did not answer within {self.timeout_s:g}s"
+                self.missing[name] = f"did not answer within {wait_s:g}s"
             except Exception as exc:  # noqa: BLE001 - any failure of one agent leaves it out, said
                 self.missing[name] = _reason(exc)
         return done
@@ -204,7 +208,7 @@ def run_fleet(
                 clients[agent.name] = client
             return client.info(timeout_s=timeout_s)
 
-        infos = fleet.each(info, [a.name for a in agents], time.monotonic() + timeout_s)
+        infos = fleet.each(info, [a.name for a in agents], timeout_s)
         if not infos:
             raise AgentUnavailableError(
                 "no agent answered: " + "; ".join(f"{name}: {why}" for name, why in fleet.missing.items())
@@ -228,10 +232,17 @@ def run_fleet(
             for index, fragment in enumerate(plan.agent_fragments)
         ]
 
+        # An agent that collects for this query first (on demand) may take its on_demand_max and
+        # the time to attach the collector more: its calls, and this round, wait that long too.
+        on_demand = {name: on_demand_wait(plan.manifest, infos[name], ON_DEMAND_ATTACH_S) for name in infos}
+        longest = max((wait.wait_s for wait in on_demand.values() if wait is not None), default=0.0)
+
         def query(agent: ClusterAgent) -> list[pa.Table]:
             client = clients[agent.name]
             try:
-                tables = [client.get(ticket) for ticket in tickets]
+                tables = [client.get(ticket, on_demand=on_demand[agent.name]) for ticket in tickets]
+            except AgentGaveUpError:
+                raise  # it says why itself (an on-demand collection that took too long)
             except AgentUnavailableError as exc:
                 # It answered the clock round: gone since, mid-query (stopped, killed, restarting).
                 raise AgentUnavailableError(f"lost during the query (the agent stopped or restarted): {exc}") from None
@@ -251,7 +262,7 @@ def run_fleet(
             return tables
 
         asking = [a.name for a in agents if a.name in infos and a.name not in fleet.missing]
-        answers = fleet.each(query, asking, time.monotonic() + timeout_s)
+        answers = fleet.each(query, asking, timeout_s + longest)
         if not answers:
             raise AgentUnavailableError(
                 "no agent answered: " + "; ".join(f"{name}: {why}" for name, why in fleet.missing.items())

@@ -185,11 +185,11 @@ def test_an_agent_killed_mid_query_gives_a_partial_result_naming_it(own_fleet, c
     asked = threading.Event()
     real_get = AgentClient.get
 
-    def get(self, ticket):  # the real call, once the test has killed the agent it goes to
+    def get(self, ticket, **options):  # the real call, once the test has killed the agent it goes to
         if self.address == victim.address:
             asked.set()
             victim.proc.wait(30)
-        return real_get(self, ticket)
+        return real_get(self, ticket, **options)
 
     def kill_when_asked():
         assert asked.wait(30)
@@ -428,13 +428,13 @@ def test_an_agent_restarted_between_the_rounds_is_named_from_its_answer(own_flee
     restarted: list[AgentProcess] = []
     real_get = AgentClient.get
 
-    def get_after_a_restart(self, ticket):
+    def get_after_a_restart(self, ticket, **options):
         if self.address == address and not restarted:
             victim.proc.send_signal(signal.SIGKILL)
             victim.proc.wait(30)
             restarted.append(AgentProcess("--from", str(captures[0]), "--listen", address, state_dir=tmp_path))
             assert restarted[0].wait_ready() == address
-        return real_get(self, ticket)
+        return real_get(self, ticket, **options)
 
     monkeypatch.setattr(AgentClient, "get", get_after_a_restart)
     try:
