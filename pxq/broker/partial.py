@@ -81,7 +81,8 @@ def _grouped(
 
 def partial_aggregate(table: pa.Table, node: Agg) -> pa.Table:
     """This agent's state per group of ``node`` over ``table`` (the rows of the Agg's input)."""
-    key_columns = [_decoded(table.column(k)) for k in node.keys]
+    # Keys grouped as they come (Acero hashes dictionary keys by index); decoded once per group.
+    key_columns = [table.column(k) for k in node.keys]
     columns, names, plan, shapes = list(key_columns), list(node.keys), [], []
     as_decimal: dict[str, pa.DataType] = {}  # outputs summed as int64, cast to the state's type after
     for i, spec in enumerate(node.aggregates):
@@ -105,7 +106,7 @@ def partial_aggregate(table: pa.Table, node: Agg) -> pa.Table:
     if table.num_rows == 0 and not node.keys:
         # No rows, no keys: still one group (of nothing), so that the merge yields its one row.
         grouped = _one_empty_group(grouped)
-    out_columns = [grouped.column(k) for k in node.keys]
+    out_columns = [_decoded(grouped.column(k)) for k in node.keys]
     out_names = list(node.keys)
     for i, (outputs, form) in enumerate(shapes):
         states = [grouped.column(name) for name in outputs]
