@@ -447,3 +447,33 @@ def test_an_agent_restarted_between_the_rounds_is_named_from_its_answer(own_flee
         f"restarted during the query (agent pid {old_pid}, then {restarted[0].pid})"
     )
     assert sum(results.tables["stats"].column("n").to_pylist()) == ROWS[1] + ROWS[2]
+
+
+def test_one_agent_restarted_between_its_clock_and_its_answer_is_an_error_not_a_short_result(
+    captures, tmp_path, monkeypatch
+):
+    """``pxq run --agent``: the agent restarted after the client asked its clock (its store empty
+    again): its answer names another process, so the client refuses it rather than show less."""
+    from pxq.agent.flight import AgentQueryError
+
+    first = AgentProcess("--from", str(captures[0]), state_dir=tmp_path / "first")
+    address = first.wait_ready()
+    second: list[AgentProcess] = []
+    real_get = AgentClient.get
+
+    def get_after_a_restart(self, ticket, **options):
+        if not second:
+            first.proc.send_signal(signal.SIGKILL)
+            first.proc.wait(30)
+            second.append(AgentProcess("--from", str(captures[0]), "--listen", address, state_dir=tmp_path / "second"))
+            assert second[0].wait_ready() == address
+        return real_get(self, ticket, **options)
+
+    monkeypatch.setattr(AgentClient, "get", get_after_a_restart)
+    try:
+        with AgentClient(address) as client, pytest.raises(AgentQueryError) as caught:
+            client.run(_script_object(STATS))
+    finally:
+        for agent in (first, *second):
+            agent.stop()
+    assert str(caught.value).startswith(f"restarted during the query (agent pid {first.pid}, then {second[0].pid})")
