@@ -18,7 +18,9 @@ Printed figures (no thresholds asserted; targets from issue 15):
   the local query's.
 
 Old vs new side by side: the script uses only public entry points, so it also runs another
-checkout's code (PYTHONPATH=/work/main .venv/bin/python bench/bench_fanout.py); alternate the two.
+checkout's code, from that checkout's directory (the agents, ``python -m pxq.cli.main``, import
+pxq from the working directory first): ``cd /work/main && PYTHONPATH=$PWD .venv/bin/python
+/path/to/this/bench_fanout.py``; alternate the two.
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_fanout.py --rows 1000000 --rounds 5
 """
@@ -36,6 +38,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import pxq
 from pxq.agent.flight import AgentClient
 from pxq.api import _script_object, run_script
 from pxq.broker.fleet import ClusterAgent, run_fleet
@@ -82,6 +85,10 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="http_events per agent (default 1,000,000)")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    code = Path(pxq.__file__).resolve().parent.parent
+    if (Path.cwd() / "pxq").is_dir() and Path.cwd().resolve() != code:
+        parser.error(f"run from {code}: the agents would import the pxq of {Path.cwd()} (python -m)")
+    print(f"pxq code: {code}")
 
     root = Path(tempfile.mkdtemp(prefix="pxq-bench-fanout-"))
     print(f"writing 3 captures of {args.rows:,} http_events each under {root} ...", flush=True)
