@@ -1,5 +1,5 @@
-"""The HTTP/1 stitcher's plain-message path (messages framed without llhttp, see
-``_PLAIN_REQUEST_LINE`` in pxq/agent/protocols/http1/stitcher.py) against llhttp itself: the same
+"""The HTTP/1 stitcher's plain-message path (messages framed without llhttp, by ``frame_plain`` of
+the C extension pxq/agent/_native.c, see ``Http1Stitcher._plain_messages``) against llhttp itself: the same
 bytes, cut the same way, fed to a stitcher with the path on and one with it off (every message
 through llhttp, as before the path existed) must give the same pairs, field by field, the same
 error counts and the same pairing state. The reference is llhttp's framing (through httptools),
@@ -184,22 +184,3 @@ def test_rows_keyed_by_raw_header_lines_match_json_dumps(pairs):
         rows = HttpRows(keep_secrets=keep_secrets)
         for attempt in range(2):  # the second from the cache
             assert rows._header_block(list(pairs), raw)[0] == want, (keep_secrets, attempt)
-
-
-def test_header_blocks_with_credentials_are_not_kept_by_the_plain_cache():
-    from pxq.agent.protocols.http1 import stitcher as http1_stitcher
-
-    http1_stitcher._plain_blocks.clear()
-    secret = b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cr3t\r\n\r\n"
-    assert assert_same([(True, secret), (False, OK), (True, GET), (False, OK)]) == 4
-    kept = b"".join(http1_stitcher._plain_blocks)
-    assert b"s3cr3t" not in kept and b"Host: x\r\nUser-Agent" in kept  # the other blocks are kept
-
-
-def test_header_blocks_with_credentials_are_not_kept_even_when_llhttp_frames_them():
-    from pxq.agent.protocols.http1 import stitcher as http1_stitcher
-
-    http1_stitcher._plain_blocks.clear()
-    chunked = b"POST / HTTP/1.1\r\nCookie: id=s3cr3t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-    assert assert_same([(True, chunked), (False, OK)]) == 1  # the response only
-    assert not any(b"s3cr3t" in block for block in http1_stitcher._plain_blocks)

@@ -1,0 +1,13 @@
+# Types of pxq/agent/_native.c (see its docstrings).
+from typing import Any
+
+EVENT_FIELDS: tuple[tuple[str, int, int], ...]
+EVENT_SIZE: int
+SOURCE_SHA256: str
+
+def ring_read(
+    producer: Any, consumer: Any, data_at: int, size: int, limit: int, out: list[Any], event_type: type[tuple[Any, ...]]
+) -> tuple[int, int]: ...
+def frame_plain(
+    data: bytes, at: int, is_request: bool
+) -> tuple[bytes | int, bytes, list[tuple[bytes, bytes]], bytes, int, int] | None: ...
