@@ -93,8 +93,9 @@ PyDoc_STRVAR(ring_read_doc,
 "the consumer position. Appends an ``event_type`` (SockEvent) to ``out`` for each record, at most\n"
 "``limit``, skipping discarded ones, stopping at one still being written, and stores the new\n"
 "consumer position. A record too short for the event header is consumed and counted as\n"
-"malformed; one whose length runs past the ring (never written by a kernel) ends the walk with\n"
-"everything pending consumed, also counted.");
+"malformed; one whose length runs past the producer position, or positions further apart than\n"
+"the ring's size (never written by a kernel), end the walk with everything pending consumed,\n"
+"also counted.");
 
 static PyObject *
 ring_read(PyObject *self, PyObject *args)
@@ -128,18 +129,24 @@ ring_read(PyObject *self, PyObject *args)
     uint64_t cons = __atomic_load_n(cons_pos, __ATOMIC_ACQUIRE);
     const uint64_t prod = __atomic_load_n((const uint64_t *)base, __ATOMIC_ACQUIRE);
     Py_ssize_t taken = 0, malformed = 0;
+    if (prod > cons && prod - cons > (uint64_t)size) {
+        /* More pending than the ring holds: positions no kernel writes. Skip to the producer. */
+        malformed++;
+        cons = prod;
+    }
     while (cons < prod && taken < limit) {
         const unsigned char *rec = base + data_at + (cons & mask);
         uint32_t word = __atomic_load_n((const uint32_t *)rec, __ATOMIC_ACQUIRE);
         if (word & RING_BUSY)
             break; /* still being written: it and the records after it wait for the next read */
         uint64_t len = word & ~(RING_BUSY | RING_DISCARD);
-        if (len + RING_HEADER > (uint64_t)size) {
+        uint64_t next = cons + ((len + RING_HEADER + 7) & ~(uint64_t)7);
+        if (next > prod || next < cons) {
+            /* A committed record ends before the producer position: this one is not a record. */
             malformed++;
             cons = prod;
             break;
         }
-        uint64_t next = cons + ((len + RING_HEADER + 7) & ~(uint64_t)7);
         if (!(word & RING_DISCARD)) {
             if (len < sizeof(struct pxq_sock_event)) {
                 malformed++;

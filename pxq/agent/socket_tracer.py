@@ -190,8 +190,8 @@ class RingReader:
             self._consumer.close()
             raise
         self.size = size
-        # Records a kernel never writes (shorter than the event header, or longer than the ring):
-        # consumed and counted here, never decoded.
+        # Records a kernel never writes (shorter than the event header, running past the producer
+        # position): consumed and counted here, never decoded (see ring_read in _native.c).
         self.malformed = 0
         self._consumer_pos = memoryview(self._consumer)[:8].cast("Q")
         self._producer_pos = memoryview(self._producer)[:8].cast("Q")
