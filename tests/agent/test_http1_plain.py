@@ -126,13 +126,21 @@ plain_response = st.builds(
 )
 
 
+# Bytes that are no message, or a plain one with a byte changed: the C framing must leave them to
+# llhttp, whose errors are counted (the same counts both ways).
+garbage = st.binary(max_size=40) | st.builds(
+    lambda msg, at, byte: msg[:at] + bytes([byte]) + msg[at + 1 :],
+    plain_request | plain_response, st.integers(0, 60), st.integers(0, 255),
+)  # fmt: skip
+
+
 @st.composite
 def conversations(draw) -> list[tuple[bool, bytes]]:
     """Requests and responses (mostly plain, some of every other shape), each side's stream cut at
     random points, the cuts of both sides interleaved in a random order."""
     n = draw(st.integers(1, 5))
-    reqs = b"".join(draw(st.lists(plain_request | request, min_size=n, max_size=n)))
-    resps = b"".join(draw(st.lists(plain_response | response, min_size=n, max_size=n)))
+    reqs = b"".join(draw(st.lists(plain_request | request | garbage, min_size=n, max_size=n)))
+    resps = b"".join(draw(st.lists(plain_response | response | garbage, min_size=n, max_size=n)))
     sides = []
     for request_side, stream in ((True, reqs), (False, resps)):
         cuts = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=4)))
@@ -153,6 +161,9 @@ def conversations(draw) -> list[tuple[bool, bytes]]:
 @example([(True, GET), (False, b"HTTP/1.1 200 OK\r\nX: a\r\n\r\nclose-delimited")])
 @example([(True, GET), (False, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc")])
 @example([(True, b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), (False, OK)])
+@example([(True, GET + b"\x00\xffGET\r\n" + GET), (False, OK + b"HTTP/1.1 2OO OK\r\n\r\n" + OK)])
+@example([(True, GET.replace(b"Host", b"Ho\x00t")), (False, OK.replace(b"200", b"20\x80")), (True, GET), (False, OK)])
+@example([(True, b"POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nab"), (True, b"cGET / HTTP/1.1\r\n\r\n"), (False, OK + OK)])
 def test_plain_path_agrees_with_llhttp(chunks):
     assert_same(chunks)
 
