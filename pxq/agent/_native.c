@@ -209,19 +209,6 @@ ascii_lower(unsigned char c)
     return c >= 'A' && c <= 'Z' ? c + 32 : c;
 }
 
-/* Does [p, p+n) equal the lower-case ``word`` in any case? */
-static int
-equals_lower(const unsigned char *p, Py_ssize_t n, const char *word)
-{
-    Py_ssize_t len = (Py_ssize_t)strlen(word);
-    if (n != len)
-        return 0;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (ascii_lower(p[i]) != (unsigned char)word[i])
-            return 0;
-    return 1;
-}
-
 /* The first "\r\n\r\n" in [from, end), or NULL. */
 static const unsigned char *
 find_head_end(const unsigned char *from, const unsigned char *end)
@@ -301,22 +288,32 @@ plain_status_line(const unsigned char *p, const unsigned char *limit, int *statu
     return p + 2;
 }
 
-/* The header lines [p, block_end) (each with its CRLF) as a list of (name, value) pairs into
- * *pairs, and the Content-Length (-1: none) into *length. Returns 1 when plain, 0 when not
- * (*pairs is then NULL), -1 on a Python error. */
+/* Does [p, p+n) equal ``word`` (lower case, ``len`` bytes) in any case? */
+#define EQUALS_LOWER(p, n, word) equals_lower_n((p), (n), (word), sizeof(word) - 1)
 static int
-plain_headers(const unsigned char *p, const unsigned char *block_end, PyObject **pairs, long long *length)
+equals_lower_n(const unsigned char *p, Py_ssize_t n, const char *word, Py_ssize_t len)
+{
+    if (n != len)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (ascii_lower(p[i]) != (unsigned char)word[i])
+            return 0;
+    return 1;
+}
+
+/* Check the header lines [p, block_end) (each with its CRLF): 1 when plain (their count in
+ * *count, the Content-Length or -1 in *length), 0 when not. */
+static int
+check_headers(const unsigned char *p, const unsigned char *block_end, Py_ssize_t *count, long long *length)
 {
     *length = -1;
-    *pairs = PyList_New(0);
-    if (*pairs == NULL)
-        return -1;
+    *count = 0;
     while (p < block_end) {
         const unsigned char *name = p;
         while (p < block_end && (char_class[*p] & CHAR_TOKEN))
             p++;
         if (p == name || p >= block_end || *p != ':')
-            goto not_plain;
+            return 0;
         Py_ssize_t name_len = p - name;
         p++;
         while (p < block_end && (*p == ' ' || *p == '\t'))
@@ -325,46 +322,160 @@ plain_headers(const unsigned char *p, const unsigned char *block_end, PyObject *
         while (p < block_end && (*p == '\t' || (*p >= ' ' && *p <= '~')))
             p++;
         if (block_end - p < 2 || p[0] != '\r' || p[1] != '\n')
-            goto not_plain;
+            return 0;
         Py_ssize_t value_len = p - value;
         p += 2;
-        if (equals_lower(name, name_len, "transfer-encoding") || equals_lower(name, name_len, "content-encoding") ||
-            equals_lower(name, name_len, "upgrade"))
-            goto not_plain;
-        if (equals_lower(name, name_len, "connection") && !equals_lower(value, value_len, "keep-alive"))
-            goto not_plain; /* close (llhttp refuses bytes after it), upgrade, or a list of options */
-        if (equals_lower(name, name_len, "content-length")) {
+        ++*count;
+        if (EQUALS_LOWER(name, name_len, "transfer-encoding") || EQUALS_LOWER(name, name_len, "content-encoding") ||
+            EQUALS_LOWER(name, name_len, "upgrade"))
+            return 0;
+        if (EQUALS_LOWER(name, name_len, "connection") && !EQUALS_LOWER(value, value_len, "keep-alive"))
+            return 0; /* close (llhttp refuses bytes after it), upgrade, or a list of options */
+        if (EQUALS_LOWER(name, name_len, "content-length")) {
             if (*length >= 0 || value_len == 0 || value_len > 15)
-                goto not_plain;
+                return 0;
             long long n = 0;
             for (Py_ssize_t i = 0; i < value_len; i++) {
                 if (value[i] < '0' || value[i] > '9')
-                    goto not_plain;
+                    return 0;
                 n = n * 10 + (value[i] - '0');
             }
             *length = n;
         }
-        PyObject *pair = Py_BuildValue("(y#y#)", (const char *)name, name_len, (const char *)value, value_len);
-        if (pair == NULL || PyList_Append(*pairs, pair) < 0) {
-            Py_XDECREF(pair);
-            Py_CLEAR(*pairs);
-            return -1;
-        }
-        Py_DECREF(pair);
     }
     return 1;
-not_plain:
-    Py_CLEAR(*pairs);
+}
+
+/* The (name, value) pairs of ``count`` header lines checked plain by check_headers, as a tuple. */
+static PyObject *
+header_pairs(const unsigned char *p, const unsigned char *block_end, Py_ssize_t count)
+{
+    PyObject *pairs = PyTuple_New(count);
+    if (pairs == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const unsigned char *name = p;
+        while (*p != ':')
+            p++;
+        const unsigned char *name_end = p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const unsigned char *value = p;
+        while (*p != '\r')
+            p++;
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(pairs);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pairs, i, pair);
+        PyObject *n = PyBytes_FromStringAndSize((const char *)name, name_end - name);
+        PyTuple_SET_ITEM(pair, 0, n);
+        PyObject *v = n == NULL ? NULL : PyBytes_FromStringAndSize((const char *)value, p - value);
+        PyTuple_SET_ITEM(pair, 1, v);
+        if (v == NULL) {
+            Py_DECREF(pairs);
+            return NULL;
+        }
+        p += 2;
+    }
+    (void)block_end;
+    return pairs;
+}
+
+/* Header blocks seen (their bytes) -> their pairs and Content-Length, or "not plain": a service's
+ * messages repeat their header blocks, and a hit costs a hash and a compare instead of the
+ * objects of every header. Direct-mapped (a colliding block replaces the one there), so bounded:
+ * BLOCK_CACHE_SLOTS blocks of BLOCK_CACHE_MAX bytes at most. Blocks that might hold a credential
+ * (see might_hold_credential) are never kept: the cache would hold the secret past its message. */
+#define BLOCK_CACHE_SLOTS 2048
+#define BLOCK_CACHE_MAX 1024
+struct block_entry {
+    PyObject *block; /* the header lines as sent (bytes); NULL: an empty slot */
+    PyObject *pairs; /* tuple of (name, value); NULL: not plain */
+    long long length;
+};
+static struct block_entry block_cache[BLOCK_CACHE_SLOTS];
+
+static uint64_t
+hash_block(const unsigned char *p, size_t n)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ n, w;
+    for (; n >= 8; p += 8, n -= 8) {
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+    }
+    w = 0;
+    memcpy(&w, p, n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 29);
+}
+
+/* Does the block name Authorization, Proxy-Authorization, Cookie or Set-Cookie (or hold those
+ * words anywhere, in any case)? */
+static int
+might_hold_credential(const unsigned char *p, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int c = ascii_lower(p[i]);
+        if (c == 'a' && n - i >= 13 && EQUALS_LOWER(p + i, 13, "authorization"))
+            return 1;
+        if (c == 'c' && n - i >= 6 && EQUALS_LOWER(p + i, 6, "cookie"))
+            return 1;
+    }
     return 0;
+}
+
+/* The pairs of header lines [p, block_end) (a new reference to a tuple; Py_None when not plain)
+ * with their Content-Length in *length and the block's bytes in *block_obj (new references). */
+static PyObject *
+plain_block(const unsigned char *p, const unsigned char *block_end, long long *length, PyObject **block_obj)
+{
+    Py_ssize_t n = block_end - p, count;
+    struct block_entry *entry = NULL;
+    *block_obj = NULL;
+    if (n <= BLOCK_CACHE_MAX) {
+        entry = &block_cache[hash_block(p, (size_t)n) & (BLOCK_CACHE_SLOTS - 1)];
+        if (entry->block != NULL && PyBytes_GET_SIZE(entry->block) == n &&
+            memcmp(PyBytes_AS_STRING(entry->block), p, (size_t)n) == 0) {
+            *length = entry->length;
+            if (entry->pairs == NULL)
+                return Py_NewRef(Py_None);
+            *block_obj = Py_NewRef(entry->block);
+            return Py_NewRef(entry->pairs);
+        }
+        if (might_hold_credential(p, n))
+            entry = NULL;
+    }
+    int plain = check_headers(p, block_end, &count, length);
+    PyObject *pairs = plain ? header_pairs(p, block_end, count) : Py_NewRef(Py_None);
+    if (pairs == NULL)
+        return NULL;
+    if (plain || entry != NULL) {
+        *block_obj = PyBytes_FromStringAndSize((const char *)p, n);
+        if (*block_obj == NULL) {
+            Py_DECREF(pairs);
+            return NULL;
+        }
+    }
+    if (entry != NULL) {
+        Py_XSETREF(entry->pairs, plain ? Py_NewRef(pairs) : NULL);
+        Py_XSETREF(entry->block, Py_NewRef(*block_obj));
+        entry->length = *length;
+    }
+    if (!plain)
+        Py_CLEAR(*block_obj);
+    return pairs;
 }
 
 PyDoc_STRVAR(frame_plain_doc,
 "frame_plain(data, at, is_request) -> None or (method|status, target|reason, pairs, block, length, body_at)\n\n"
 "The plain HTTP/1.1 message head starting at ``data[at]`` (see the shape in pxq/agent/_native.c):\n"
 "the method (a bytes object) and the request target, or the status code (an int) and the reason;\n"
-"the header lines as a list of (name, value) bytes pairs and as sent (``block``, each line with its\n"
-"CRLF); the Content-Length (-1: none); and where the body starts. None when the head is not\n"
-"complete in ``data`` or not plain: llhttp frames it.");
+"the header lines as a new list of (name, value) bytes pairs and as sent (``block``, each line\n"
+"with its CRLF); the Content-Length (-1: none); and where the body starts. None when the head is\n"
+"not complete in ``data`` or not plain: llhttp frames it.");
 
 static PyObject *
 frame_plain(PyObject *self, PyObject *args)
@@ -374,7 +485,7 @@ frame_plain(PyObject *self, PyObject *args)
     int is_request;
     if (!PyArg_ParseTuple(args, "y*np:frame_plain", &buf, &at, &is_request))
         return NULL;
-    PyObject *result = NULL;
+    PyObject *result = NULL, *pairs = NULL, *block_obj = NULL;
     const unsigned char *data = (const unsigned char *)buf.buf;
     const unsigned char *end = data + buf.len;
     if (at < 0 || at > buf.len) {
@@ -382,10 +493,8 @@ frame_plain(PyObject *self, PyObject *args)
         goto done;
     }
     const unsigned char *head_end = find_head_end(data + at, end);
-    if (head_end == NULL) {
-        result = Py_NewRef(Py_None);
-        goto done;
-    }
+    if (head_end == NULL)
+        goto not_plain;
     const unsigned char *block_end = head_end + 2; /* the last header line's CRLF included */
     const unsigned char *first, *block;
     Py_ssize_t first_len;
@@ -394,29 +503,69 @@ frame_plain(PyObject *self, PyObject *args)
         block = plain_request_line(data + at, block_end, &code, &first, &first_len);
     else
         block = plain_status_line(data + at, block_end, &code, &first, &first_len);
-    if (block == NULL) {
-        result = Py_NewRef(Py_None);
-        goto done;
-    }
-    PyObject *pairs;
+    if (block == NULL)
+        goto not_plain;
     long long length;
-    int plain = plain_headers(block, block_end, &pairs, &length);
-    if (plain < 0)
+    pairs = plain_block(block, block_end, &length, &block_obj);
+    if (pairs == NULL)
         goto done;
-    if (plain == 0) {
-        result = Py_NewRef(Py_None);
+    if (pairs == Py_None)
+        goto not_plain;
+    result = PyTuple_New(6);
+    if (result == NULL)
         goto done;
+    Py_ssize_t count = PyTuple_GET_SIZE(pairs);
+    PyObject *pair_list = PyList_New(count);
+    if (pair_list != NULL)
+        for (Py_ssize_t i = 0; i < count; i++)
+            PyList_SET_ITEM(pair_list, i, Py_NewRef(PyTuple_GET_ITEM(pairs, i)));
+    PyObject *items[6] = {
+        is_request ? Py_NewRef(method_objects[code]) : PyLong_FromLong(code),
+        PyBytes_FromStringAndSize((const char *)first, first_len),
+        pair_list,
+        Py_NewRef(block_obj),
+        PyLong_FromLongLong(length),
+        PyLong_FromSsize_t(head_end + 4 - data),
+    };
+    int failed = 0;
+    for (int i = 0; i < 6; i++) {
+        PyTuple_SET_ITEM(result, i, items[i]);
+        failed |= items[i] == NULL;
     }
-    PyObject *start = is_request ? Py_NewRef(method_objects[code]) : PyLong_FromLong(code);
-    if (start == NULL) {
-        Py_DECREF(pairs);
-        goto done;
-    }
-    result = Py_BuildValue("(Ny#Ny#Ln)", start, (const char *)first, first_len, pairs, (const char *)block,
-                           (Py_ssize_t)(block_end - block), length, (Py_ssize_t)(head_end + 4 - data));
+    if (failed)
+        Py_CLEAR(result); /* the items made go with it */
+    goto done;
+not_plain:
+    result = Py_NewRef(Py_None);
 done:
+    Py_XDECREF(pairs);
+    Py_XDECREF(block_obj);
     PyBuffer_Release(&buf);
     return result;
+}
+
+PyDoc_STRVAR(plain_block_cache_doc, "plain_block_cache() -> list of the header blocks frame_plain keeps (for tests)");
+
+static PyObject *
+plain_block_cache(PyObject *self, PyObject *unused)
+{
+    PyObject *blocks = PyList_New(0);
+    for (int i = 0; blocks != NULL && i < BLOCK_CACHE_SLOTS; i++)
+        if (block_cache[i].block != NULL && PyList_Append(blocks, block_cache[i].block) < 0)
+            Py_CLEAR(blocks);
+    return blocks;
+}
+
+PyDoc_STRVAR(clear_plain_block_cache_doc, "clear_plain_block_cache(): forget the header blocks frame_plain keeps");
+
+static PyObject *
+clear_plain_block_cache(PyObject *self, PyObject *unused)
+{
+    for (int i = 0; i < BLOCK_CACHE_SLOTS; i++) {
+        Py_CLEAR(block_cache[i].block);
+        Py_CLEAR(block_cache[i].pairs);
+    }
+    Py_RETURN_NONE;
 }
 
 /* --------------------------------------------------------------------------------------------- */
@@ -424,6 +573,8 @@ done:
 static PyMethodDef native_methods[] = {
     {"ring_read", ring_read, METH_VARARGS, ring_read_doc},
     {"frame_plain", frame_plain, METH_VARARGS, frame_plain_doc},
+    {"plain_block_cache", plain_block_cache, METH_NOARGS, plain_block_cache_doc},
+    {"clear_plain_block_cache", clear_plain_block_cache, METH_NOARGS, clear_plain_block_cache_doc},
     {NULL, NULL, 0, NULL},
 };
 

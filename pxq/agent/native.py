@@ -27,3 +27,5 @@ ring_read = _native.ring_read
 frame_plain = _native.frame_plain
 EVENT_FIELDS = _native.EVENT_FIELDS
 EVENT_SIZE = _native.EVENT_SIZE
+plain_block_cache = _native.plain_block_cache
+clear_plain_block_cache = _native.clear_plain_block_cache
