@@ -153,9 +153,8 @@ def struct_format(structure: type[ct.Structure]) -> str:
 _HEADER = struct.Struct(struct_format(EventHeader))
 assert tuple(name for name, _ in EventHeader._fields_) == SockEvent._fields[:-1], "SockEvent follows the header"
 
-assert EVENT_FIELDS == tuple(
-    (name, getattr(EventHeader, name).offset, getattr(EventHeader, name).size) for name, _ in EventHeader._fields_
-), "the C ring walk (pxq/agent/_native.c) decodes the header EventHeader describes"
+_LAYOUT = tuple((n, getattr(EventHeader, n).offset, getattr(EventHeader, n).size) for n, _ in EventHeader._fields_)
+assert _LAYOUT == EVENT_FIELDS, "the C ring walk (pxq/agent/_native.c) decodes the header EventHeader describes"
 
 
 class RingReader:

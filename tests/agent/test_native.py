@@ -154,7 +154,8 @@ def test_frame_plain_hands_out_a_new_list_of_pairs_each_time():
 def test_header_blocks_that_might_hold_credentials_are_never_kept():
     native.clear_plain_block_cache()
     secrets = [b"Authorization: Bearer s3cr3t\r\n", b"proxy-AUTHORIZATION: Basic s3cr3t\r\n",
-               b"Cookie: id=s3cr3t\r\n", b"X-A: s3cr3t\r\nset-cookie: a=b\r\n", b"Transfer-Encoding: s3cr3t\r\nCookie: a\r\n"]  # fmt: skip
+               b"Cookie: id=s3cr3t\r\n", b"X-A: s3cr3t\r\nset-cookie: a=b\r\n",
+               b"Transfer-Encoding: s3cr3t\r\nCookie: a\r\n"]  # fmt: skip
     for block in secrets:
         for _ in range(2):
             native.frame_plain(b"GET / HTTP/1.1\r\nHost: x\r\n" + block + b"\r\n", 0, True)
@@ -166,7 +167,14 @@ def test_header_blocks_that_might_hold_credentials_are_never_kept():
 
 def test_frame_plain_examples():
     got = native.frame_plain(b"xxPOST /p HTTP/1.1\r\nContent-Length: 5\r\nX:  a b \r\n\r\nhello", 2, True)
-    assert got == (b"POST", b"/p", [(b"Content-Length", b"5"), (b"X", b"a b ")], b"Content-Length: 5\r\nX:  a b \r\n", 5, 51)
+    assert got == (
+        b"POST",
+        b"/p",
+        [(b"Content-Length", b"5"), (b"X", b"a b ")],
+        b"Content-Length: 5\r\nX:  a b \r\n",
+        5,
+        51,
+    )
     assert native.frame_plain(b"HTTP/1.1 404 Not Found\r\n\r\n", 0, False) == (404, b"Not Found", [], b"", -1, 26)
     with pytest.raises(IndexError):
         native.frame_plain(b"GET", 4, True)
@@ -201,7 +209,13 @@ def test_native_code_under_address_and_undefined_behaviour_sanitizers(tmp_path):
     assert cc, "gcc is installed by tools/setup.sh"
     libasan = subprocess.run([cc, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
     assert Path(libasan).is_file(), f"no libasan.so for {cc}"
-    sanitize = ("-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-Werror")
+    sanitize = (
+        "-O1",
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=all",
+        "-fno-omit-frame-pointer",
+        "-Werror",
+    )
     built = load_builder().build(sys.executable, out_dir=tmp_path, extra_flags=sanitize)
     env = {
         "PATH": "/usr/bin:/bin",
