@@ -10,6 +10,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h> /* T_OBJECT_EX: how a __slots__ member is stored */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -477,6 +478,56 @@ PyDoc_STRVAR(frame_plain_doc,
 "with its CRLF); the Content-Length (-1: none); and where the body starts. None when the head is\n"
 "not complete in ``data`` or not plain: llhttp frames it.");
 
+/* A plain message head framed: the start line's parts, the header pairs (a tuple) and block. */
+struct plain_head {
+    int code; /* the method's index (a request) or the status code (a response) */
+    const unsigned char *first; /* the request target or the reason */
+    Py_ssize_t first_len;
+    PyObject *pairs; /* new references */
+    PyObject *block;
+    long long length; /* Content-Length, -1: none */
+    Py_ssize_t body_at;
+};
+
+/* Frame the plain head at data[at]: 1 (``head`` filled, its objects new references), 0 (not plain
+ * or not complete), -1 (a Python error). */
+static int
+frame_head(const unsigned char *data, Py_ssize_t len, Py_ssize_t at, int is_request, struct plain_head *head)
+{
+    const unsigned char *head_end = find_head_end(data + at, data + len);
+    if (head_end == NULL)
+        return 0;
+    const unsigned char *block_end = head_end + 2; /* the last header line's CRLF included */
+    const unsigned char *block;
+    if (is_request)
+        block = plain_request_line(data + at, block_end, &head->code, &head->first, &head->first_len);
+    else
+        block = plain_status_line(data + at, block_end, &head->code, &head->first, &head->first_len);
+    if (block == NULL)
+        return 0;
+    head->pairs = plain_block(block, block_end, &head->length, &head->block);
+    if (head->pairs == NULL)
+        return -1;
+    if (head->pairs == Py_None) {
+        Py_CLEAR(head->pairs);
+        return 0;
+    }
+    head->body_at = head_end + 4 - data;
+    return 1;
+}
+
+/* A new list holding the items of tuple ``pairs`` (a message's own, which llhttp's path appends to). */
+static PyObject *
+pair_list(PyObject *pairs)
+{
+    Py_ssize_t count = PyTuple_GET_SIZE(pairs);
+    PyObject *list = PyList_New(count);
+    if (list != NULL)
+        for (Py_ssize_t i = 0; i < count; i++)
+            PyList_SET_ITEM(list, i, Py_NewRef(PyTuple_GET_ITEM(pairs, i)));
+    return list;
+}
+
 static PyObject *
 frame_plain(PyObject *self, PyObject *args)
 {
@@ -485,61 +536,194 @@ frame_plain(PyObject *self, PyObject *args)
     int is_request;
     if (!PyArg_ParseTuple(args, "y*np:frame_plain", &buf, &at, &is_request))
         return NULL;
-    PyObject *result = NULL, *pairs = NULL, *block_obj = NULL;
-    const unsigned char *data = (const unsigned char *)buf.buf;
-    const unsigned char *end = data + buf.len;
+    PyObject *result = NULL;
+    struct plain_head head;
     if (at < 0 || at > buf.len) {
         PyErr_SetString(PyExc_IndexError, "frame_plain: at is outside data");
         goto done;
     }
-    const unsigned char *head_end = find_head_end(data + at, end);
-    if (head_end == NULL)
-        goto not_plain;
-    const unsigned char *block_end = head_end + 2; /* the last header line's CRLF included */
-    const unsigned char *first, *block;
-    Py_ssize_t first_len;
-    int code;
-    if (is_request)
-        block = plain_request_line(data + at, block_end, &code, &first, &first_len);
-    else
-        block = plain_status_line(data + at, block_end, &code, &first, &first_len);
-    if (block == NULL)
-        goto not_plain;
-    long long length;
-    pairs = plain_block(block, block_end, &length, &block_obj);
-    if (pairs == NULL)
+    int framed = frame_head((const unsigned char *)buf.buf, buf.len, at, is_request, &head);
+    if (framed <= 0) {
+        result = framed == 0 ? Py_NewRef(Py_None) : NULL;
         goto done;
-    if (pairs == Py_None)
-        goto not_plain;
+    }
     result = PyTuple_New(6);
-    if (result == NULL)
+    if (result != NULL) {
+        PyObject *items[6] = {
+            is_request ? Py_NewRef(method_objects[head.code]) : PyLong_FromLong(head.code),
+            PyBytes_FromStringAndSize((const char *)head.first, head.first_len),
+            pair_list(head.pairs),
+            Py_NewRef(head.block),
+            PyLong_FromLongLong(head.length),
+            PyLong_FromSsize_t(head.body_at),
+        };
+        int failed = 0;
+        for (int i = 0; i < 6; i++) {
+            PyTuple_SET_ITEM(result, i, items[i]);
+            failed |= items[i] == NULL;
+        }
+        if (failed)
+            Py_CLEAR(result); /* the items made go with it */
+    }
+    Py_DECREF(head.pairs);
+    Py_DECREF(head.block);
+done:
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+/* The stitcher's message class (_Message in pxq/agent/protocols/http1/stitcher.py), whose slots
+ * frame_message fills directly: set once by set_message_type, which checks the slots are these. */
+static const char *const MESSAGE_SLOTS[] = {
+    "body_limit", "start_ns", "end_ns", "epoch", "valid_start", "url", "reason", "header_pairs", "body",
+    "body_size", "method", "status", "version", "headers_done", "complete", "broken", "marker_at", "uncaptured",
+    "uncaptured_end", "decoder", "raw_headers",
+};
+enum {
+    M_BODY_LIMIT, M_START_NS, M_END_NS, M_EPOCH, M_VALID_START, M_URL, M_REASON, M_HEADER_PAIRS, M_BODY,
+    M_BODY_SIZE, M_METHOD, M_STATUS, M_VERSION, M_HEADERS_DONE, M_COMPLETE, M_BROKEN, M_MARKER_AT, M_UNCAPTURED,
+    M_UNCAPTURED_END, M_DECODER, M_RAW_HEADERS, MESSAGE_SLOT_COUNT
+};
+static PyTypeObject *message_type;
+static Py_ssize_t message_offsets[MESSAGE_SLOT_COUNT];
+static PyObject *version_1_1; /* (1, 1) */
+
+PyDoc_STRVAR(set_message_type_doc,
+"set_message_type(cls): the class frame_message makes; its __slots__ must be the ones _native.c fills.");
+
+static PyObject *
+set_message_type(PyObject *self, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "set_message_type takes a class");
+        return NULL;
+    }
+    PyObject *slots = PyObject_GetAttrString(cls, "__slots__");
+    if (slots == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Size(slots);
+    Py_DECREF(slots);
+    if (n != MESSAGE_SLOT_COUNT) {
+        PyErr_Format(PyExc_TypeError, "%s has %zd slots, pxq/agent/_native.c fills %d: update MESSAGE_SLOTS there",
+                     ((PyTypeObject *)cls)->tp_name, n, MESSAGE_SLOT_COUNT);
+        return NULL;
+    }
+    Py_ssize_t offsets[MESSAGE_SLOT_COUNT];
+    for (int i = 0; i < MESSAGE_SLOT_COUNT; i++) {
+        PyObject *descr = PyObject_GetAttrString(cls, MESSAGE_SLOTS[i]);
+        if (descr == NULL)
+            return NULL;
+        int is_slot = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+                      ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+        offsets[i] = is_slot ? ((PyMemberDescrObject *)descr)->d_member->offset : 0;
+        Py_DECREF(descr);
+        if (!is_slot) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot (pxq/agent/_native.c fills it as one)",
+                         ((PyTypeObject *)cls)->tp_name, MESSAGE_SLOTS[i]);
+            return NULL;
+        }
+    }
+    memcpy(message_offsets, offsets, sizeof offsets);
+    Py_XSETREF(message_type, (PyTypeObject *)Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(frame_message_doc,
+"frame_message(data, at, is_request, answers, body_limit, ts_ns, epoch) -> None or (message, next_at)\n\n"
+"The plain message at ``data[at]`` (see frame_plain), complete with its body in ``data``, as the\n"
+"message class given to set_message_type, its slots as llhttp's callbacks would leave them\n"
+"(complete, header pairs, the first ``body_limit`` body bytes, start and end at ``ts_ns``);\n"
+"``next_at``: where the bytes after it start. ``answers`` (responses): 0 for an ordinary request\n"
+"or none waiting, 1 for HEAD (the answer ends with its header block), 2 for CONNECT (None: a tunnel\n"
+"may start). None for a response without Content-Length (close-delimited) or with status 204 or\n"
+"304 (llhttp's rules), and whenever frame_plain would give None.");
+
+static PyObject *
+frame_message(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t at, body_limit;
+    int is_request, answers;
+    PyObject *body_limit_obj, *ts_obj, *epoch_obj;
+    if (!PyArg_ParseTuple(args, "y*npiO!O!O!:frame_message", &buf, &at, &is_request, &answers, &PyLong_Type,
+                          &body_limit_obj, &PyLong_Type, &ts_obj, &PyLong_Type, &epoch_obj))
+        return NULL;
+    PyObject *result = NULL, *msg = NULL;
+    struct plain_head head = {0};
+    if (message_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "frame_message before set_message_type");
         goto done;
-    Py_ssize_t count = PyTuple_GET_SIZE(pairs);
-    PyObject *pair_list = PyList_New(count);
-    if (pair_list != NULL)
-        for (Py_ssize_t i = 0; i < count; i++)
-            PyList_SET_ITEM(pair_list, i, Py_NewRef(PyTuple_GET_ITEM(pairs, i)));
-    PyObject *items[6] = {
-        is_request ? Py_NewRef(method_objects[code]) : PyLong_FromLong(code),
-        PyBytes_FromStringAndSize((const char *)first, first_len),
-        pair_list,
-        Py_NewRef(block_obj),
-        PyLong_FromLongLong(length),
-        PyLong_FromSsize_t(head_end + 4 - data),
+    }
+    if (at < 0 || at > buf.len) {
+        PyErr_SetString(PyExc_IndexError, "frame_message: at is outside data");
+        goto done;
+    }
+    body_limit = PyLong_AsSsize_t(body_limit_obj);
+    if (body_limit == -1 && PyErr_Occurred())
+        goto done;
+    const unsigned char *data = (const unsigned char *)buf.buf;
+    int framed = frame_head(data, buf.len, at, is_request, &head);
+    if (framed < 0)
+        goto done;
+    long long length = head.length;
+    if (framed == 0)
+        goto not_plain;
+    if (is_request) {
+        if (length < 0)
+            length = 0; /* a request without Content-Length has no body */
+    } else if (answers == 2) {
+        goto not_plain; /* an answer to CONNECT: a tunnel may start */
+    } else if (answers == 1) {
+        length = 0; /* any answer to HEAD ends with its header block */
+    } else if (length < 0 || head.code == 204 || head.code == 304) {
+        goto not_plain; /* close-delimited, or framed by llhttp's rules for 204/304 */
+    }
+    if (length > buf.len - head.body_at)
+        goto not_plain; /* its body goes on in a later chunk */
+    msg = message_type->tp_alloc(message_type, 0);
+    if (msg == NULL)
+        goto done;
+    Py_ssize_t kept = length == 0 || body_limit <= 0 ? 0 : (length < body_limit ? (Py_ssize_t)length : body_limit);
+    PyObject *values[MESSAGE_SLOT_COUNT] = {
+        [M_BODY_LIMIT] = Py_NewRef(body_limit_obj),
+        [M_START_NS] = Py_NewRef(ts_obj),
+        [M_END_NS] = Py_NewRef(ts_obj),
+        [M_EPOCH] = Py_NewRef(epoch_obj),
+        [M_VALID_START] = Py_NewRef(Py_True),
+        [M_URL] = is_request ? PyBytes_FromStringAndSize((const char *)head.first, head.first_len)
+                             : PyBytes_FromStringAndSize(NULL, 0),
+        [M_REASON] = is_request ? PyBytes_FromStringAndSize(NULL, 0)
+                                : PyBytes_FromStringAndSize((const char *)head.first, head.first_len),
+        [M_HEADER_PAIRS] = pair_list(head.pairs),
+        [M_BODY] = PyBytes_FromStringAndSize((const char *)data + head.body_at, kept),
+        [M_BODY_SIZE] = PyLong_FromLongLong(length),
+        [M_METHOD] = is_request ? Py_NewRef(method_objects[head.code]) : PyBytes_FromStringAndSize(NULL, 0),
+        [M_STATUS] = PyLong_FromLong(is_request ? 0 : head.code),
+        [M_VERSION] = Py_NewRef(version_1_1),
+        [M_HEADERS_DONE] = Py_NewRef(Py_True),
+        [M_COMPLETE] = Py_NewRef(Py_True),
+        [M_BROKEN] = Py_NewRef(Py_False),
+        [M_MARKER_AT] = PyLong_FromLong(-1),
+        [M_UNCAPTURED] = PyLong_FromLong(0),
+        [M_UNCAPTURED_END] = PyLong_FromLong(0),
+        [M_DECODER] = Py_NewRef(length ? Py_False : Py_None), /* False: a body without Content-Encoding */
+        [M_RAW_HEADERS] = Py_NewRef(head.block),
     };
     int failed = 0;
-    for (int i = 0; i < 6; i++) {
-        PyTuple_SET_ITEM(result, i, items[i]);
-        failed |= items[i] == NULL;
+    for (int i = 0; i < MESSAGE_SLOT_COUNT; i++) {
+        *(PyObject **)((char *)msg + message_offsets[i]) = values[i]; /* NULL: unset, fine to free */
+        failed |= values[i] == NULL;
     }
     if (failed)
-        Py_CLEAR(result); /* the items made go with it */
+        goto done;
+    result = Py_BuildValue("(On)", msg, head.body_at + (Py_ssize_t)length);
     goto done;
 not_plain:
     result = Py_NewRef(Py_None);
 done:
-    Py_XDECREF(pairs);
-    Py_XDECREF(block_obj);
+    Py_XDECREF(msg);
+    Py_XDECREF(head.pairs);
+    Py_XDECREF(head.block);
     PyBuffer_Release(&buf);
     return result;
 }
@@ -573,6 +757,8 @@ clear_plain_block_cache(PyObject *self, PyObject *unused)
 static PyMethodDef native_methods[] = {
     {"ring_read", ring_read, METH_VARARGS, ring_read_doc},
     {"frame_plain", frame_plain, METH_VARARGS, frame_plain_doc},
+    {"frame_message", frame_message, METH_VARARGS, frame_message_doc},
+    {"set_message_type", set_message_type, METH_O, set_message_type_doc},
     {"plain_block_cache", plain_block_cache, METH_NOARGS, plain_block_cache_doc},
     {"clear_plain_block_cache", clear_plain_block_cache, METH_NOARGS, clear_plain_block_cache_doc},
     {NULL, NULL, 0, NULL},
@@ -597,6 +783,8 @@ PyInit__native(void)
                 return NULL;
         }
     }
+    if (version_1_1 == NULL && (version_1_1 = Py_BuildValue("(ii)", 1, 1)) == NULL)
+        return NULL;
     PyObject *module = PyModule_Create(&native_module);
     if (module == NULL)
         return NULL;

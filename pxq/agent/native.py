@@ -25,6 +25,8 @@ if _SOURCE.exists() and hashlib.sha256(_SOURCE.read_bytes()).hexdigest() != _nat
 
 ring_read = _native.ring_read
 frame_plain = _native.frame_plain
+frame_message = _native.frame_message
+set_message_type = _native.set_message_type
 EVENT_FIELDS = _native.EVENT_FIELDS
 EVENT_SIZE = _native.EVENT_SIZE
 plain_block_cache = _native.plain_block_cache

@@ -219,15 +219,27 @@ def http_inputs(seed: int, count: int) -> list[tuple[bytes, int, bool]]:
     return inputs
 
 
+def message_slots(framed: tuple[Any, int] | None) -> tuple[Any, ...] | None:
+    """What frame_message gave, as plain data: the message's slots and where the next one starts."""
+    if framed is None:
+        return None
+    msg, next_at = framed
+    return (type(msg).__name__, *(getattr(msg, name) for name in type(msg).__slots__), next_at)
+
+
 def run_all(native: Any, seed: int = 14, count: int = 400) -> list[Any]:
     """Every answer of ``native`` on the crafted input: ring walks (counts, events, consumer
-    position) and HTTP framings."""
+    position), HTTP framings and plain messages made (as the stitcher's _Message)."""
+    from pxq.agent.protocols.http1.stitcher import _Message
+
+    native.set_message_type(_Message)
     answers: list[Any] = []
     for name, make, limit in ring_cases():
         ring = make()
         answers.append((name, ring.read(native, limit), ring.read(native)))
     for ring, limit in random_rings(seed, count):
         answers.append(ring.read(native, limit))
-    for data, at, is_request in http_inputs(seed, count):
+    for i, (data, at, is_request) in enumerate(http_inputs(seed, count)):
         answers.append(native.frame_plain(data, at, is_request))
+        answers.append(message_slots(native.frame_message(data, at, is_request, i % 3, (16, 0, 1 << 20)[i % 3], i, 7)))
     return answers

@@ -180,6 +180,26 @@ def test_frame_plain_examples():
         native.frame_plain(b"GET", 4, True)
 
 
+def test_frame_message_makes_the_stitchers_message_and_refuses_another_class():
+    from pxq.agent.protocols.http1.stitcher import _Message
+
+    post = b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET"
+    msg, next_at = native.frame_message(post, 0, True, 0, 3, 99, 4)
+    assert type(msg) is _Message and next_at == len(post) - 3
+    want = dict(url=b"/p", method=b"POST", body=b"hel", body_size=5, start_ns=99, end_ns=99, epoch=4, status=0)
+    assert {name: getattr(msg, name) for name in want} == want
+    assert (
+        msg.complete and msg.headers_done and msg.decoder is False and msg.header_pairs == [(b"Content-Length", b"5")]
+    )
+
+    class Other:
+        __slots__ = ("body_limit", "start_ns")
+
+    with pytest.raises(TypeError, match="update MESSAGE_SLOTS"):
+        native.set_message_type(Other)
+    assert type(native.frame_message(post, 0, True, 0, 3, 99, 4)[0]) is _Message  # still the stitcher's
+
+
 ASAN_RUN = """
 import importlib.util, pickle, sys, tracemalloc, gc
 spec = importlib.util.spec_from_file_location("_native", sys.argv[1])

@@ -74,7 +74,7 @@ from typing import Literal
 import httptools
 
 from pxq.agent.defaults import DEFAULT_BODY_LIMIT
-from pxq.agent.native import frame_plain
+from pxq.agent.native import frame_message, set_message_type
 
 CONTENT_TYPE_UNKNOWN = 0
 CONTENT_TYPE_JSON = 1
@@ -127,13 +127,12 @@ MAX_UPGRADE_HOLD = 64 * 1024
 # CPU per transaction went to llhttp's ten or so Python callbacks per message. A message whose
 # every part is of the common, unambiguous shape (described in pxq/agent/_native.c: methods GET,
 # HEAD, POST, PUT, DELETE, PATCH, OPTIONS; HTTP/1.1; token headers with printable values;
-# Content-Length; Connection keep-alive if any), complete in the bytes at hand, is framed by one C
-# call (``frame_plain``), giving the same _Message llhttp's callbacks would
-# (tests/agent/test_http1_plain.py checks both ways agree); anything else (other methods or
+# Content-Length; Connection keep-alive if any), complete in the bytes at hand, is framed and made
+# into the _Message llhttp's callbacks would leave by one C call (``frame_message``;
+# tests/agent/test_http1_plain.py checks both ways agree); anything else (other methods or
 # versions, obs-text, chunked, encoded or close-delimited bodies, Connection other than
 # keep-alive, 1xx/204/304, CONNECT, a message cut by the chunk's end) goes to llhttp as before; an
 # answer to HEAD ends with its header block, as _header_only_response frames it.
-_PLAIN_STATUS_WITHOUT_BODY = (204, 304)
 
 
 def looks_like_http_request(first_bytes: bytes) -> bool:
@@ -348,6 +347,8 @@ class _Message:
             and "chunked" not in self.header("Transfer-Encoding").lower()
         )
 
+
+set_message_type(_Message)  # the plain path's messages are made in C (frame_message), slot by slot
 
 MessagePair = tuple[_Message, _Message]  # a request and its response
 
@@ -703,7 +704,7 @@ class Http1Stitcher:
         # The interface's flag: pipelined, or a response that answers no request waiting.
         self.out_of_step = False
         self.exchanges = 0  # requests answered
-        # Plain messages without llhttp (see _PLAIN_STATUS_WITHOUT_BODY); False: llhttp parses all.
+        # Plain messages without llhttp (see frame_message); False: llhttp parses all.
         self.plain = True
 
     # -- public API -------------------------------------------------------------------------
@@ -886,51 +887,29 @@ class Http1Stitcher:
         self._pump(side, data)
 
     def _plain_messages(self, side: _Direction, data: bytes, ts_ns: int) -> bytes:
-        """Take the plain messages (see _PLAIN_STATUS_WITHOUT_BODY) at the start of ``data`` as llhttp's
+        """Take the plain messages (see frame_message) at the start of ``data`` as llhttp's
         callbacks would; return the bytes from the first one that is not (or not complete) on."""
         is_request = side.is_request
-        body_limit = self.body_limit
+        body_limit, epoch = self.body_limit, side.epoch
+        requests, responses = self._requests, self._responses
         at, end = 0, len(data)
         while at < end:
-            framed = frame_plain(data, at, is_request)
+            answers = 0  # what the response to come answers (see frame_message): an ordinary request
+            if not is_request and self._header_only_requests and len(requests) > len(responses):
+                req = requests[len(responses)]
+                if req.headers_done and req.method in HEADER_ONLY_METHODS:
+                    answers = 1 if req.method == b"HEAD" else 2
+            framed = frame_message(data, at, is_request, answers, body_limit, ts_ns, epoch)
             if framed is None:
                 break
-            first, second, pairs, block, length, body_at = framed
-            if is_request:
-                length = max(length, 0)  # a request without Content-Length has no body
-            else:
-                status = first
-                answers = self._requests[len(self._responses)] if len(self._requests) > len(self._responses) else None
-                if answers is not None and answers.headers_done and answers.method in HEADER_ONLY_METHODS:
-                    if answers.method != b"HEAD":
-                        break  # CONNECT: a tunnel may start
-                    length = 0  # any answer to HEAD ends with its header block
-                elif length < 0 or status in _PLAIN_STATUS_WITHOUT_BODY:
-                    break  # close-delimited, or framed by llhttp's rules for 204/304
-            if body_at + length > end:
-                break  # its body goes on in a later chunk
-            msg = _Message(body_limit, ts_ns, side.epoch)
-            msg.valid_start = msg.headers_done = msg.complete = True
-            msg.header_pairs = pairs
-            msg.raw_headers = block
-            if length:
-                msg.body = data[body_at : body_at + min(length, body_limit)] if body_limit > 0 else b""
-                msg.body_size = length
-                msg.decoder = False  # no Content-Encoding
+            msg, at = framed
             side.completed += 1
-            at = body_at + length
             if is_request:
-                assert isinstance(first, bytes)
-                msg.url = second
-                msg.method = first
-                if first in HEADER_ONLY_METHODS:
+                if msg.method in HEADER_ONLY_METHODS:
                     self._header_only_requests += 1
-                self._requests.append(msg)
+                requests.append(msg)
                 self._stitch()
             else:
-                assert isinstance(first, int)
-                msg.reason = second
-                msg.status = first
                 self._response_complete(msg)
         return data[at:] if at else data
 
