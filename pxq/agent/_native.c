@@ -42,11 +42,36 @@ struct pxq_sock_event {
 #define RING_DISCARD (1u << 30)
 #define RING_HEADER 8u
 
+static PyObject *zero_address; /* bytes(16): the address of almost every data event (not sent) */
+
+/* An address field: the shared zero_address when it is all zeros. */
 static PyObject *
-make_event(PyTypeObject *type, const unsigned char *rec, Py_ssize_t data_len)
+address(const uint8_t *raw)
+{
+    static const uint8_t zeros[16];
+    if (memcmp(raw, zeros, 16) == 0)
+        return Py_NewRef(zero_address);
+    return PyBytes_FromStringAndSize((const char *)raw, 16);
+}
+
+/* The pid of the walk's previous event, whose int object the next event of the process shares. */
+struct walk_cache {
+    uint32_t pid;
+    PyObject *pid_obj;
+};
+
+static PyObject *
+make_event(PyTypeObject *type, const unsigned char *rec, Py_ssize_t data_len, struct walk_cache *cache)
 {
     struct pxq_sock_event h;
     memcpy(&h, rec, sizeof h);
+    if (cache->pid_obj == NULL || cache->pid != h.pid) {
+        Py_XDECREF(cache->pid_obj);
+        cache->pid = h.pid;
+        cache->pid_obj = PyLong_FromUnsignedLong(h.pid);
+        if (cache->pid_obj == NULL)
+            return NULL;
+    }
     /* A tuple subclass without __dict__ (a NamedTuple): tuple.__new__(SockEvent, ...) without
      * the argument tuple. */
     PyObject *ev = type->tp_alloc(type, EVENT_FIELD_COUNT);
@@ -56,7 +81,7 @@ make_event(PyTypeObject *type, const unsigned char *rec, Py_ssize_t data_len)
         PyLong_FromUnsignedLongLong(h.ts_ns),
         PyLong_FromUnsignedLongLong(h.pos),
         PyLong_FromUnsignedLongLong(h.size),
-        PyLong_FromUnsignedLong(h.pid),
+        Py_NewRef(cache->pid_obj),
         PyLong_FromLong(h.fd),
         PyLong_FromUnsignedLong(h.gen),
         PyLong_FromUnsignedLong(h.data_len),
@@ -69,8 +94,8 @@ make_event(PyTypeObject *type, const unsigned char *rec, Py_ssize_t data_len)
         PyLong_FromLong(h.rport),
         PyLong_FromLong(h.syscall),
         PyLong_FromLong(h.reserved),
-        PyBytes_FromStringAndSize((const char *)h.laddr, 16),
-        PyBytes_FromStringAndSize((const char *)h.raddr, 16),
+        address(h.laddr),
+        address(h.raddr),
         PyBytes_FromStringAndSize((const char *)rec + sizeof h, data_len),
     };
     int failed = 0;
@@ -108,6 +133,7 @@ ring_read(PyObject *self, PyObject *args)
                           &PyList_Type, &out, &PyType_Type, &type_obj))
         return NULL;
     PyObject *result = NULL;
+    struct walk_cache cache = {0, NULL}; /* before any goto done */
     PyTypeObject *type = (PyTypeObject *)type_obj;
     if (!PyType_IsSubtype(type, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError, "event_type must be a tuple subclass (SockEvent)");
@@ -152,7 +178,8 @@ ring_read(PyObject *self, PyObject *args)
             if (len < sizeof(struct pxq_sock_event)) {
                 malformed++;
             } else {
-                PyObject *ev = make_event(type, rec + RING_HEADER, (Py_ssize_t)(len - sizeof(struct pxq_sock_event)));
+                PyObject *ev =
+                    make_event(type, rec + RING_HEADER, (Py_ssize_t)(len - sizeof(struct pxq_sock_event)), &cache);
                 if (ev == NULL || PyList_Append(out, ev) < 0) {
                     Py_XDECREF(ev);
                     __atomic_store_n(cons_pos, cons, __ATOMIC_RELEASE); /* this record is read again */
@@ -167,6 +194,7 @@ ring_read(PyObject *self, PyObject *args)
     __atomic_store_n(cons_pos, cons, __ATOMIC_RELEASE);
     result = Py_BuildValue("(nn)", taken, malformed);
 done:
+    Py_XDECREF(cache.pid_obj);
     PyBuffer_Release(&prod_buf);
     PyBuffer_Release(&cons_buf);
     return result;
@@ -785,6 +813,9 @@ PyInit__native(void)
     }
     if (version_1_1 == NULL && (version_1_1 = Py_BuildValue("(ii)", 1, 1)) == NULL)
         return NULL;
+    if (zero_address == NULL && (zero_address = PyBytes_FromStringAndSize(NULL, 16)) == NULL)
+        return NULL;
+    memset(PyBytes_AS_STRING(zero_address), 0, 16);
     PyObject *module = PyModule_Create(&native_module);
     if (module == NULL)
         return NULL;
