@@ -1,8 +1,9 @@
 /* pxq's C fast path for the socket tracer's two hottest byte loops (issue 14, "Socket tracer cost").
  *
  * ring_read: the BPF ring buffer's record walk (RingReader.read in pxq/agent/socket_tracer.py).
- * frame_plain: the HTTP/1 plain-message framing (Http1Stitcher._plain_messages in
- * pxq/agent/protocols/http1/stitcher.py): one message of the common shape, or None for llhttp.
+ * frame_message: the HTTP/1 plain-message framing (Http1Stitcher._plain_messages in
+ * pxq/agent/protocols/http1/stitcher.py): one message of the common shape made into the
+ * stitcher's _Message, or None for llhttp; frame_plain: the same framing, its parts as values.
  *
  * Both were pure-Python loops of a few bytes calls per item; here they are one C call per batch
  * (ring) or per message (HTTP). Built by tools/build_native.py (tools/setup.sh, the hatch build
