@@ -12,10 +12,11 @@ events to the connection tracker, which produces the protocol tables' rows (``ht
     table = tracer.drain()              # pyarrow.Table with http_events' exact schema
     tracer.drops()                      # {"ringbuf_full": 0, "truncated": 0, ..., "unmatched": 0}
 
-Decoding is one ``struct.unpack_from`` per event over the raw ring buffer record; the layout comes
-from :class:`EventHeader`, which the program is compiled against (``_Static_assert`` per field),
-so the reader and ``bpf/socket_trace.h`` cannot silently disagree. The ring buffer is
-read straight from its memory mapping (:class:`RingReader`), without a ctypes callback per event.
+The ring buffer is read straight from its memory mapping (:class:`RingReader`), one C call per
+batch (``ring_read`` in ``pxq/agent/_native.c``) that walks the records and decodes each into a
+SockEvent; the layout comes from :class:`EventHeader`, which the program is compiled against
+(``_Static_assert`` per field) and which the C walk's layout is checked against at import, so the
+reader and ``bpf/socket_trace.h`` cannot silently disagree.
 
 Kernel-side options (``-D`` flags, see ``bpf/socket_trace.c``): MAX_DATA bytes per event (16 KiB;
 a call moving more is split into several events), COPY_LIMIT bytes copied per call (what the
