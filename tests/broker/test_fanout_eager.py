@@ -99,8 +99,8 @@ def _sent_tables(monkeypatch) -> list[pa.Table]:
     sent: list[pa.Table] = []
     original = AgentClient.get
 
-    def recording_get(self, ticket):
-        table = original(self, ticket)
+    def recording_get(self, ticket, **options):
+        table = original(self, ticket, **options)
         sent.append(table)
         return table
 
