@@ -644,6 +644,36 @@ def _report_thread_errors(debug: bool):
     return previous
 
 
+# Commands that make no DataFrame: pyarrow's pandas probe is settled for them (see below).
+_WITHOUT_PANDAS = ("run", "explain", "capture")
+
+
+class _RefusePandas:
+    """A meta path finder refusing pandas, for the moment of :func:`_settle_pandas_probe`."""
+
+    def find_spec(self, name: str, path=None, target=None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"{name}: pxq's command line makes no DataFrame", name=name)
+
+
+def _settle_pandas_probe() -> None:
+    """pyarrow's first ``pa.array``/``pa.scalar`` call imports pandas, only to learn whether its
+    argument is a pandas object (its pandas shim): half a second of `pxq run` start-up, for a
+    command that never makes a DataFrame. That first probe is answered here with pandas refused:
+    pyarrow then probes no more, and anything that really converts to or from pandas
+    (``Table.to_pandas``) still imports it, as pyarrow's shim tries again for those."""
+    if "pandas" in sys.modules:
+        return
+    import pyarrow as pa
+
+    refuse = _RefusePandas()
+    sys.meta_path.insert(0, refuse)
+    try:
+        pa.array([])
+    finally:
+        sys.meta_path.remove(refuse)
+
+
 def _dispatch(args, parser, script_argv: list[str]) -> int:
     if args.version:
         from pxq import __version__
@@ -676,22 +706,25 @@ def main(argv: list[str] | None = None) -> int:
     """Run one pxq command. Every failure ends as one line on stderr and an exit code: errors in
     the script or its input as the project's errors; anything else is a bug in pxq, said as an
     internal error (``--debug`` or PXQ_DEBUG=1 shows the traceback)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    own, script_argv = _split_script_args(argv)
+    own, script_argv = _split_script_args(list(sys.argv[1:] if argv is None else argv))
     own, debug = _debug_wanted(own)
     import threading
 
     previous_hook = _report_thread_errors(debug)
     try:
-        return _main(own, script_argv, debug)
+        # argv None: pxq is this process's program (not a caller's library), so pyarrow's pandas
+        # probe may be settled for the whole process.
+        return _main(own, script_argv, debug, whole_process=argv is None)
     finally:
         threading.excepthook = previous_hook
 
 
-def _main(own: list[str], script_argv: list[str], debug: bool) -> int:
+def _main(own: list[str], script_argv: list[str], debug: bool, whole_process: bool = False) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(_join_option_values(own))
+        if whole_process and args.command in _WITHOUT_PANDAS:
+            _settle_pandas_probe()
         return _dispatch(args, parser, script_argv)
     except PxqError as exc:
         if debug:
