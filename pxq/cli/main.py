@@ -10,7 +10,6 @@ import traceback
 
 from pxq.agent.protocols.interface import SECRET_MARKER
 from pxq.errors import PxqError, UsageError
-from pxq.plan.times import parse_duration
 
 EPILOG = """\
 examples:
@@ -360,6 +359,7 @@ def cmd_run(args, script_argv: list[str]) -> int:
     from pxq.api import run_live, run_script
     from pxq.cli.agent import agent_for_run
     from pxq.library import load_script
+    from pxq.plan.times import parse_duration
     from pxq.render import render, written_lines
 
     zone = datetime.UTC if args.utc else None  # None: the local zone
@@ -462,6 +462,7 @@ def cmd_capture(args) -> int:
     from pxq.agent.embedded import AgentOptions, EmbeddedAgent, WindowSignals
     from pxq.cli.progress import progress_printer
     from pxq.plan.manifest import manifest_for_tables
+    from pxq.plan.times import parse_duration
     from pxq.tables import CATALOG
 
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
@@ -487,6 +488,7 @@ def cmd_repl(args) -> int:
     import datetime
 
     from pxq.agent.embedded import AgentOptions
+    from pxq.plan.times import parse_duration
     from pxq.repl.session import CaptureSource, ReplSession
     from pxq.repl.terminal import run_repl
 
@@ -644,34 +646,8 @@ def _report_thread_errors(debug: bool):
     return previous
 
 
-# Commands that make no DataFrame: pyarrow's pandas probe is settled for them (see below).
+# Commands that make no DataFrame: pyarrow's pandas probe is settled for them (pxq.cli.pandas_probe).
 _WITHOUT_PANDAS = ("run", "explain", "capture")
-
-
-class _RefusePandas:
-    """A meta path finder refusing pandas, for the moment of :func:`_settle_pandas_probe`."""
-
-    def find_spec(self, name: str, path=None, target=None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError(f"{name}: pxq's command line makes no DataFrame", name=name)
-
-
-def _settle_pandas_probe() -> None:
-    """pyarrow's first ``pa.array``/``pa.scalar`` call imports pandas, only to learn whether its
-    argument is a pandas object (its pandas shim): half a second of `pxq run` start-up, for a
-    command that never makes a DataFrame. That first probe is answered here with pandas refused:
-    pyarrow then probes no more, and anything that really converts to or from pandas
-    (``Table.to_pandas``) still imports it, as pyarrow's shim tries again for those."""
-    if "pandas" in sys.modules:
-        return
-    import pyarrow as pa
-
-    refuse = _RefusePandas()
-    sys.meta_path.insert(0, refuse)
-    try:
-        pa.array([])
-    finally:
-        sys.meta_path.remove(refuse)
 
 
 def _dispatch(args, parser, script_argv: list[str]) -> int:
@@ -724,7 +700,9 @@ def _main(own: list[str], script_argv: list[str], debug: bool, whole_process: bo
         parser = build_parser()
         args = parser.parse_args(_join_option_values(own))
         if whole_process and args.command in _WITHOUT_PANDAS:
-            _settle_pandas_probe()
+            from pxq.cli.pandas_probe import settle_pandas_probe
+
+            settle_pandas_probe()
         return _dispatch(args, parser, script_argv)
     except PxqError as exc:
         if debug:

@@ -1,9 +1,10 @@
 """`pxq run` makes no DataFrame, so it never imports pandas (half a second or more of each run's
 start, issue 15's first-row target): neither the renderers of the terminal, JSON and CSV formats
-nor pyarrow's pandas shim, whose first probe pxq settles (pxq.cli.main._settle_pandas_probe)
+nor pyarrow's pandas shim, whose first probe pxq settles (pxq.cli.pandas_probe)
 without taking pandas from anything that really converts to or from it.
 
-Which modules a run imported is read from ``sys.modules`` at the process's exit."""
+Which modules a run imported is read from ``sys.modules`` at the process's exit. Help, too,
+is quick: it loads no pyarrow."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 
 from pxq.testing.agent_process import running_agent
 from pxq.testing.synthetic import write_synthetic_capture
+from tests.cli_support import run_pxq
 
 ROOT = Path(__file__).resolve().parents[2]
 NUM_HEAD = 50  # fewer than the capture's rows, all inside the script's default 5 minutes
@@ -34,40 +36,39 @@ def agent(capture, tmp_path_factory):
         yield running
 
 
-# pxq's command line as the console script runs it (main() with this process's argv), saying at
-# exit which modules the process holds: sys.modules, as Python keeps it.
-WRAPPER = textwrap.dedent(
-    """
-    import atexit, json, runpy, sys
-    atexit.register(lambda: print(MARK + json.dumps(sorted(sys.modules)), file=sys.stderr))
-    sys.argv[0] = "pxq"
-    runpy.run_module("pxq.cli.main", run_name="__main__", alter_sys=True)
-    """
-)
 MARK = "modules at exit: "
+# Imported by site at the start of the pxq process (a directory of its own first on PYTHONPATH):
+# at exit, the process says which modules it holds, sys.modules as Python keeps it.
+SITECUSTOMIZE = f"""
+import atexit, json, sys
+atexit.register(lambda: print({MARK!r} + json.dumps(sorted(sys.modules)), file=sys.stderr))
+"""
 
 
-def run_reporting_imports(*args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
-    proc = subprocess.run(
-        [sys.executable, "-c", f"MARK = {MARK!r}\n{WRAPPER}", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == 0, proc.stderr
+@pytest.fixture(scope="module")
+def reporting_env(tmp_path_factory) -> dict[str, str]:
+    directory = tmp_path_factory.mktemp("report-modules")
+    (directory / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(directory), str(ROOT)])}
+
+
+def run_reporting_imports(
+    env: dict[str, str], *args: str, expected: frozenset[str] = frozenset({"pxq.cli", "pxq.api", "pyarrow"})
+) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """``pxq ARGS`` (the console script), and the modules it held at exit."""
+    proc = run_pxq(*args, env=env, check=True)
     [line] = [line for line in proc.stderr.splitlines() if line.startswith(MARK)]
     modules = set(json.loads(line[len(MARK) :]))
-    assert {"pxq.cli", "pxq.api", "pyarrow"} <= modules, "no module report: the check would prove nothing"
+    assert expected <= modules, "no module report: the check would prove nothing"
     return proc, modules
 
 
 @pytest.mark.parametrize("output", ["json", "csv", "table"])
 @pytest.mark.parametrize("where", ["replay", "agent"])
-def test_pxq_run_never_imports_pandas(request, capture, where, output):
+def test_pxq_run_never_imports_pandas(request, reporting_env, capture, where, output):
     source = ["--from", str(capture)] if where == "replay" else ["--agent", request.getfixturevalue("agent").address]
     proc, modules = run_reporting_imports(
-        "run", "http_data", *source, "-o", output, "--", f"--num_head={NUM_HEAD}", "--start_time=-5m"
+        reporting_env, "run", "http_data", *source, "-o", output, "--", f"--num_head={NUM_HEAD}", "--start_time=-5m"
     )
     assert not {m for m in modules if m == "pandas" or m.startswith("pandas.")}
     lines = proc.stdout.splitlines()
@@ -79,8 +80,8 @@ def test_pxq_run_never_imports_pandas(request, capture, where, output):
         assert "http_data" in proc.stdout
 
 
-def test_only_the_stack_formats_load_their_modules(capture, tmp_path):
-    _, modules = run_reporting_imports("run", "http_data", "--from", str(capture), "-o", "json")
+def test_only_the_json_writer_is_loaded_for_json(reporting_env, capture):
+    _, modules = run_reporting_imports(reporting_env, "run", "http_data", "--from", str(capture), "-o", "json")
     assert "pxq.render.json" in modules
     assert not {"pxq.render.stacks", "pxq.render.flamegraph_svg", "pxq.render.html", "pxq.render.table"} & modules
 
@@ -89,9 +90,9 @@ SETTLED_PROBE = textwrap.dedent(
     """
     import sys
     import pyarrow as pa
-    from pxq.cli.main import _settle_pandas_probe
+    from pxq.cli.pandas_probe import settle_pandas_probe
 
-    _settle_pandas_probe()
+    settle_pandas_probe()
     pa.array([1, None]), pa.scalar("x", pa.large_string()), pa.table({"a": [1.5, None]})
     assert "pandas" not in sys.modules, "a pyarrow probe imported pandas after all"
     frame = pa.table({"a": [1.5, None]}).to_pandas()  # a real conversion still gets pandas
@@ -112,3 +113,11 @@ def test_settling_the_probe_leaves_pandas_to_whatever_really_uses_it():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["explain", "--help"], ["agent", "--help"]])
+def test_help_loads_no_pyarrow(reporting_env, args):
+    """Help is text: it waits for no pyarrow, numpy or pandas (0.3-1 s on a busy machine)."""
+    proc, modules = run_reporting_imports(reporting_env, *args, expected=frozenset({"pxq.cli", "argparse"}))
+    assert "usage: pxq" in proc.stdout
+    assert not {m for m in modules if m.split(".")[0] in ("pyarrow", "numpy", "pandas")}
