@@ -66,18 +66,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pxq.agent.defaults import DEFAULT_BODY_LIMIT
+from pxq.agent.defaults import (
+    DEFAULT_BODY_LIMIT,
+    DEFAULT_LISTEN,
+    DEFAULT_PORT,
+    DEFAULT_PROFILER_HZ,
+    DEFAULT_RETENTION_S,
+    DEFAULT_TABLE_BUDGET_MB,
+)
 from pxq.agent.security import ServerSecurity, is_loopback
 from pxq.agent.table_store import split_losses
 from pxq.errors import UsageError
 
-DEFAULT_PORT = 7100
 STATUS_TABLE = "agent_status"
 STATUS_INTERVAL_S = 10.0
-DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
-DEFAULT_RETENTION_S = 15 * 60.0
-DEFAULT_TABLE_BUDGET_MB = 64
-DEFAULT_PROFILER_HZ = 19
 STATE_FILE = "agent.json"
 DEFAULT_SPILL_MAX_BYTES = 1024**3
 DEFAULT_SPILL_WINDOW_S = 60.0
