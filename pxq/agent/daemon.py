@@ -783,24 +783,6 @@ class _WithStoreTables:
         raise AttributeError(name)
 
 
-class _NoPandas:
-    """A meta path finder refusing pandas (see :func:`keep_pandas_out`)."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError(f"{name} is kept out of the node agent (it never uses pandas)", name=name)
-        return None
-
-
-def keep_pandas_out() -> None:
-    """For ``pxq agent serve``, before anything imports pyarrow's dataset module: pyarrow imports
-    pandas as a side effect of it (its pandas shim, probing scalars), about 28 MB of RSS plus
-    pandas' libraries, in an always-on process that never uses pandas (the agent's executor,
-    Flight, Parquet and scheduled scripts work on Arrow only); pyarrow goes on without it."""
-    if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
-        sys.meta_path.insert(0, _NoPandas())
-
-
 def _release_freed_heap() -> None:
     """malloc_trim(3): an always-on agent frees much in its threads (the profiler's parsed ELF and
     CFI data, each poll's rows once compressed, each query's copies); glibc keeps those pages

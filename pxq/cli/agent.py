@@ -147,7 +147,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pxq.agent.daemon import STATUS_INTERVAL_S, AgentDaemon, keep_pandas_out, load_config, parse_address
+    from pxq.agent.daemon import STATUS_INTERVAL_S, AgentDaemon, load_config, parse_address
+    from pxq.pandas_guard import keep_pandas_out
 
     keep_pandas_out()  # about 30 MB of RSS the agent has no use for
     from pxq.agent.flight import AgentFlightServer

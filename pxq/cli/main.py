@@ -646,7 +646,7 @@ def _report_thread_errors(debug: bool):
     return previous
 
 
-# Commands that make no DataFrame: pyarrow's pandas probe is settled for them (pxq.cli.pandas_probe).
+# Commands that make no DataFrame: pyarrow's pandas probe is settled for them (pxq.pandas_guard).
 _WITHOUT_PANDAS = ("run", "explain", "capture")
 
 
@@ -700,7 +700,7 @@ def _main(own: list[str], script_argv: list[str], debug: bool, whole_process: bo
         parser = build_parser()
         args = parser.parse_args(_join_option_values(own))
         if whole_process and args.command in _WITHOUT_PANDAS:
-            from pxq.cli.pandas_probe import settle_pandas_probe
+            from pxq.pandas_guard import settle_pandas_probe
 
             settle_pandas_probe()
         return _dispatch(args, parser, script_argv)

@@ -1,6 +1,6 @@
 """`pxq run` makes no DataFrame, so it never imports pandas (half a second or more of each run's
 start, issue 15's first-row target): neither the renderers of the terminal, JSON and CSV formats
-nor pyarrow's pandas shim, whose first probe pxq settles (pxq.cli.pandas_probe)
+nor pyarrow's pandas shim, whose first probe pxq settles (pxq.pandas_guard)
 without taking pandas from anything that really converts to or from it.
 
 Which modules a run imported is read from ``sys.modules`` at the process's exit. Help, too,
@@ -92,7 +92,7 @@ SETTLED_PROBE = textwrap.dedent(
     """
     import sys
     import pyarrow as pa
-    from pxq.cli.pandas_probe import settle_pandas_probe
+    from pxq.pandas_guard import settle_pandas_probe
 
     settle_pandas_probe()
     pa.array([1, None]), pa.scalar("x", pa.large_string()), pa.table({"a": [1.5, None]})
