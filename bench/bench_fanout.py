@@ -13,6 +13,14 @@ Printed figures (no thresholds asserted; targets from issue 15):
   spread (min..max) are printed. Here the three agents share this machine's CPUs; on separate
   nodes they run side by side, so the same query over one agent alone (a third of the rows; the
   "one node's share" line) is printed too: the fleet's time when each node has its own CPUs.
+- CPU seconds per query (less noisy than wall time on a shared machine): the three agents' (their
+  processes' user + system time) and the broker's (this process, during the fleet query), beside
+  the local query's.
+
+Old vs new side by side: the script uses only public entry points, so it also runs another
+checkout's code, from that checkout's directory (the agents, ``python -m pxq.cli.main``, import
+pxq from the working directory first): ``cd /work/main && PYTHONPATH=$PWD .venv/bin/python
+/path/to/this/bench_fanout.py``; alternate the two.
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_fanout.py --rows 1000000 --rounds 5
 """
@@ -20,6 +28,8 @@ Printed figures (no thresholds asserted; targets from issue 15):
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import tempfile
 import time
@@ -28,6 +38,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import pxq
 from pxq.agent.flight import AgentClient
 from pxq.api import _script_object, run_script
 from pxq.broker.fleet import ClusterAgent, run_fleet
@@ -54,6 +65,17 @@ def ipc_bytes(table: pa.Table) -> int:
     return sink.getvalue().size
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (every thread), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def spread(values: list[float]) -> str:
     return f"median {statistics.median(values):.3f} (min {min(values):.3f} .. max {max(values):.3f})"
 
@@ -63,6 +85,10 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="http_events per agent (default 1,000,000)")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    code = Path(pxq.__file__).resolve().parent.parent
+    if (Path.cwd() / "pxq").is_dir() and Path.cwd().resolve() != code:
+        parser.error(f"run from {code}: the agents would import the pxq of {Path.cwd()} (python -m)")
+    print(f"pxq code: {code}")
 
     root = Path(tempfile.mkdtemp(prefix="pxq-bench-fanout-"))
     print(f"writing 3 captures of {args.rows:,} http_events each under {root} ...", flush=True)
@@ -100,8 +126,8 @@ def main() -> int:
     sent: list[int] = []
     real_get = AgentClient.get
 
-    def counting_get(self, ticket):  # the bytes each agent's answer takes as an Arrow stream
-        table = real_get(self, ticket)
+    def counting_get(self, ticket, **options):  # the bytes each agent's answer takes as an Arrow stream
+        table = real_get(self, ticket, **options)
         sent.append(ipc_bytes(table))
         return table
 
@@ -109,16 +135,21 @@ def main() -> int:
     try:
         cluster = [ClusterAgent(f"node{i + 1}", a.wait_ready(120)) for i, a in enumerate(agents)]
         fleet_s, local_s, one_s, sent_bytes = [], [], [], []
+        agents_cpu, broker_cpu, local_cpu = [], [], []
         fleet_result = local_result = None
         for _ in range(args.rounds):
             sent.clear()
-            start = time.perf_counter()
+            agents_before = sum(process_cpu_s(a.pid) for a in agents)
+            cpu, start = own_cpu_s(), time.perf_counter()
             _, fleet_result, _ = run_fleet(script, cluster, timeout_s=600)
             fleet_s.append(time.perf_counter() - start)
+            broker_cpu.append(own_cpu_s() - cpu)
+            agents_cpu.append(sum(process_cpu_s(a.pid) for a in agents) - agents_before)
             sent_bytes.append(sum(sent))
-            start = time.perf_counter()
+            cpu, start = own_cpu_s(), time.perf_counter()
             _, local_result = run_script(script, source=local_source)
             local_s.append(time.perf_counter() - start)
+            local_cpu.append(own_cpu_s() - cpu)
             start = time.perf_counter()
             run_fleet(script, cluster[:1], timeout_s=600)
             one_s.append(time.perf_counter() - start)
@@ -143,6 +174,10 @@ def main() -> int:
     print(f"fleet / local (paired per round): {spread(ratios)} (target <= 1.5)")
     print(f"one node's share (one agent, {args.rows:,} rows) s: {spread(one_s)}")
     print(f"one node's share / local: {spread([o / loc for o, loc in zip(one_s, local_s)])}")
+    print(f"CPU s per query: agents (3 together) {spread(agents_cpu)}; broker {spread(broker_cpu)}")
+    print(f"CPU s per query: local {spread(local_cpu)}")
+    fleet_cpu = [a + b for a, b in zip(agents_cpu, broker_cpu)]
+    print(f"CPU fleet (agents + broker) / local: {spread([f / loc for f, loc in zip(fleet_cpu, local_cpu)])}")
     return 0
 
 

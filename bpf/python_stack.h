@@ -17,7 +17,7 @@
  * frame slot (PY_MAX_FRAMES 16: 12,958; 64: 49,469; 128: 95,604; 256: 188,040, of the 1,000,000 limit), and
  * compile + load takes 0.95 s at 64 and 1.33 s at 128. The record lives in a per-CPU array: at 24 bytes a
  * frame it does not fit the 512-byte BPF stack. Cost per walk (bpf_ktime_get_ns around it, CPU-clock samples of
- * tests/agent/data/python_ratio.py, 4 frames deep, this loaded 2-CPU VM): median 4.0 us (3.8), 4.4 us (3.11),
+ * tests/agent/programs/py_ratio.py, 4 frames deep, this loaded 2-CPU VM): median 4.0 us (3.8), 4.4 us (3.11),
  * 5.4 us (3.12), 4.9 us (3.13), p90 5.0-6.9 us: about 1 us a frame, 0.05% of one CPU at 99 Hz for 4 frames.
  */
 #ifndef PXQ_PYTHON_STACK_H

@@ -66,18 +66,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pxq.agent.defaults import DEFAULT_BODY_LIMIT
+from pxq.agent.defaults import (
+    DEFAULT_BODY_LIMIT,
+    DEFAULT_LISTEN,
+    DEFAULT_PORT,
+    DEFAULT_PROFILER_HZ,
+    DEFAULT_RETENTION_S,
+    DEFAULT_TABLE_BUDGET_MB,
+)
 from pxq.agent.security import ServerSecurity, is_loopback
 from pxq.agent.table_store import split_losses
 from pxq.errors import UsageError
 
-DEFAULT_PORT = 7100
 STATUS_TABLE = "agent_status"
 STATUS_INTERVAL_S = 10.0
-DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
-DEFAULT_RETENTION_S = 15 * 60.0
-DEFAULT_TABLE_BUDGET_MB = 64
-DEFAULT_PROFILER_HZ = 19
 STATE_FILE = "agent.json"
 DEFAULT_SPILL_MAX_BYTES = 1024**3
 DEFAULT_SPILL_WINDOW_S = 60.0
@@ -779,24 +781,6 @@ class _WithStoreTables:
 
             return chunks
         raise AttributeError(name)
-
-
-class _NoPandas:
-    """A meta path finder refusing pandas (see :func:`keep_pandas_out`)."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError(f"{name} is kept out of the node agent (it never uses pandas)", name=name)
-        return None
-
-
-def keep_pandas_out() -> None:
-    """For ``pxq agent serve``, before anything imports pyarrow's dataset module: pyarrow imports
-    pandas as a side effect of it (its pandas shim, probing scalars), about 28 MB of RSS plus
-    pandas' libraries, in an always-on process that never uses pandas (the agent's executor,
-    Flight, Parquet and scheduled scripts work on Arrow only); pyarrow goes on without it."""
-    if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
-        sys.meta_path.insert(0, _NoPandas())
 
 
 def _release_freed_heap() -> None:

@@ -5,3 +5,11 @@ Nothing is imported here, so even the command line's parser reads it for free.""
 # Bytes of each request/response body kept in a row (the true size is kept apart), as Pixie's
 # default; the socket tracer copies no more of a body from the kernel than this.
 DEFAULT_BODY_LIMIT = 1024
+
+# The node agent's (pxq agent serve, pxq.agent.daemon): where it listens, how much history it keeps
+# per table, its CPU profiler's rate; `pxq agent serve --help` states them.
+DEFAULT_PORT = 7100
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_RETENTION_S = 15 * 60.0
+DEFAULT_TABLE_BUDGET_MB = 64
+DEFAULT_PROFILER_HZ = 19

@@ -17,7 +17,9 @@ broker), checks every table and column against what it holds, runs the fragment 
 the executor and streams record batches. The
 stream's schema metadata carries what the client needs to finish as in embedded mode: the loss
 counters of the tables read (``pxq.drops``), the identity of every process (``pxq.processes``, for
-``px.upid_to_*`` on the merge side), the host and the data's end.
+``px.upid_to_*`` on the merge side), the host, the data's end and which agent process answered
+(``pxq.agent``: its id, pid and start time, so a client notices an agent restarted since it asked
+for the clock without another call).
 
 Actions: ``info`` (the agent's clock, tables and collectors, to plan against) and ``status``
 (``pxq agent status``), each a JSON body.
@@ -33,6 +35,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -49,7 +52,11 @@ META_DROPS = b"pxq.drops"
 META_PROCESSES = b"pxq.processes"
 META_HOST = b"pxq.host"
 META_END = b"pxq.end_time_ns"
+META_AGENT = b"pxq.agent"  # which agent process ran the query: JSON {agent_id, pid, started_ns}
 CONNECT_TIMEOUT_S = 2.0
+# How long a client allows an agent for attaching a collector on demand (compiling its BPF
+# program), beyond the agent's on_demand_max: 65 s was seen inside a loaded agent.
+ON_DEMAND_ATTACH_S = 120.0
 
 
 class AgentQueryError(PxqError):
@@ -69,6 +76,11 @@ class AgentUnavailableError(AgentQueryError):
     """No agent answers at the address (nothing listens, or it did not answer in time)."""
 
     exit_code = 3
+
+
+class AgentGaveUpError(AgentUnavailableError):
+    """The client stopped waiting for an agent collecting on demand for the query (the message
+    says how long and why that long)."""
 
 
 def _url_host(host: str) -> str:
@@ -312,6 +324,25 @@ def _tables_read(fragment: Any) -> list[str]:
     return sorted({n.table for n in relations_postorder((fragment,)) if isinstance(n, Source)})
 
 
+def answered_by(table: pa.Table) -> dict[str, Any] | None:
+    """The identity of the agent process that ran the query (``pxq.agent`` of its answer), or None
+    from an agent that does not stamp its answers."""
+    raw = (table.schema.metadata or {}).get(META_AGENT)
+    return json.loads(raw) if raw else None
+
+
+def same_process(info: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """Whether ``identity`` (an answer's stamp) is the process that gave ``info`` (its clock)."""
+    return (identity.get("pid"), identity.get("started_ns")) == (info.get("pid"), info.get("started_ns"))
+
+
+def restarted_error(info: dict[str, Any], identity: dict[str, Any]) -> AgentQueryError:
+    return AgentQueryError(
+        f"restarted during the query (agent pid {info.get('pid')}, then {identity.get('pid')}): "
+        "its rows from before the restart are not in its answer (a spill directory keeps them)"
+    )
+
+
 class AgentFlightServer(flight.FlightServerBase):
     """Serves an :class:`pxq.agent.daemon.AgentDaemon`'s tables (see the module docstring)."""
 
@@ -327,6 +358,13 @@ class AgentFlightServer(flight.FlightServerBase):
             location = f"{'grpc+tls' if security.tls else 'grpc+tcp'}://{_url_host(host)}:{port}"
         super().__init__(location, **security.server_options(on_refusal=daemon.count_refusal))
         self.daemon = daemon
+        # What a query runs, imported now rather than by the first query (over half a second).
+        import pxq.broker.partial  # noqa: F401
+        import pxq.exec.execute  # noqa: F401
+        import pxq.plan.serialize  # noqa: F401
+
+        # Stamped on every answer: a restarted agent is another pid and start time.
+        self.identity = {"agent_id": daemon.agent_id, "pid": os.getpid(), "started_ns": daemon.started_ns}
 
     def _fail(self, reason: str, exc: object) -> flight.FlightServerError:
         self.daemon.query_errors[reason] = self.daemon.query_errors.get(reason, 0) + 1
@@ -372,6 +410,7 @@ class AgentFlightServer(flight.FlightServerBase):
             META_PROCESSES: json.dumps(source.processes).encode(),
             META_HOST: (source.host or "").encode(),
             META_END: str(getattr(source, "end_time_ns", None) or query["now_ns"]).encode(),
+            META_AGENT: json.dumps(self.identity).encode(),
         }
         schema = table.schema.with_metadata(metadata)
         table = table.replace_schema_metadata(metadata)
@@ -397,7 +436,8 @@ class AgentFlightServer(flight.FlightServerBase):
 
     def do_action(self, context: Any, action: flight.Action) -> Iterator[flight.Result]:
         if action.type == "info":
-            body = self.daemon.info()
+            # The bound of an on-demand collection, so a client waits as long as it may take.
+            body = {**self.daemon.info(), "on_demand_max_s": self.daemon.config.on_demand_max_s}
         elif action.type == "status":
             body = self.daemon.status()
         elif action.type == "processes":
@@ -416,12 +456,22 @@ class AgentClient:
     an agent that asks for it (:class:`pxq.agent.security.ClientCredentials`: keys ``ca``, ``cert``,
     ``key``, ``token_file``, paths); with ``ca`` the connection uses TLS."""
 
-    def __init__(self, address: str, *, timeout_s: float = 30.0, credentials: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float = 30.0,
+        credentials: Mapping[str, str] | None = None,
+        attach_allowance_s: float = ON_DEMAND_ATTACH_S,
+    ):
+        """``timeout_s``: how long a call may take; a query the agent answers by collecting on
+        demand may take the agent's ``on_demand_max`` and ``attach_allowance_s`` more."""
         from pxq.agent.daemon import parse_address
         from pxq.agent.security import ClientCredentials
 
         host, port = parse_address(address, "agent address")
         self.address = address
+        self.timeout_s, self.attach_allowance_s = timeout_s, attach_allowance_s
         self._host, self._port = host, port
         self.credentials = ClientCredentials.from_mapping(credentials, where=f"agent {address} credentials")
         self.credentials.check_for(host, address)
@@ -481,10 +531,29 @@ class AgentClient:
         """The identity of every process the agent's rows name (upid -> identity)."""
         return self._action("processes")
 
-    def get(self, ticket: bytes) -> pa.Table:
-        """The table of one query ticket (its schema metadata: drops, processes, host, end)."""
+    def get(self, ticket: bytes, *, on_demand: OnDemand | None = None) -> pa.Table:
+        """The table of one query ticket (its schema metadata: drops, processes, host, end).
+        ``on_demand``: the agent collects for this query first (:func:`on_demand_wait`): the call
+        may take that much longer, and giving up says so."""
+        options = self._options
+        if on_demand is not None:
+            options = flight.FlightCallOptions(
+                timeout=self.timeout_s + on_demand.wait_s,
+                read_options=self._options.read_options,
+                headers=self._headers,
+            )
         try:
-            return self._client.do_get(flight.Ticket(ticket), options=self._options).read_all()
+            return self._client.do_get(flight.Ticket(ticket), options=options).read_all()
+        except flight.FlightTimedOutError as exc:
+            if on_demand is None:
+                raise self._error(exc) from None
+            raise AgentGaveUpError(
+                f"agent {self.address} did not answer within {self.timeout_s + on_demand.wait_s:g} s, gave up: "
+                f"the query has it attach {', '.join(on_demand.collectors)} on demand, which it bounds by "
+                f"on_demand_max = {on_demand.max_s:g} s (the window), allowed {self.attach_allowance_s:g} s more "
+                f"for attaching and {self.timeout_s:g} s for the query; `pxq agent status` shows its on-demand "
+                "collections (an overloaded agent attaches slowly)"
+            ) from None
         except flight.FlightError as exc:
             raise self._error(exc) from None
 
@@ -504,6 +573,7 @@ class AgentClient:
         processes: dict[str, dict] = {}
         host = info.get("host", "")
         limits = fragment_limits(plan.merge)
+        on_demand = on_demand_wait(plan.manifest, info, self.attach_allowance_s)
         for index, fragment in enumerate(plan.agent_fragments):
             table = self.get(
                 make_ticket(
@@ -511,8 +581,12 @@ class AgentClient:
                     now_ns=compiled.optimized.now_ns,
                     settings=compiled.optimized.settings,
                     limit=limits.get(index),
-                )
+                ),
+                on_demand=on_demand,
             )
+            stamp = answered_by(table)
+            if stamp is not None and not same_process(info, stamp):  # its earlier rows are gone
+                raise restarted_error(info, stamp)
             meta = table.schema.metadata or {}
             for name, counters in json.loads(meta.get(META_DROPS, b"{}")).items():
                 drops[name] = counters
@@ -572,6 +646,42 @@ def check_collected(manifest: Any, info: dict[str, Any], address: str) -> None:
             f"running there; it holds {', '.join(sorted(held)) or 'nothing'}): switch it on in the agent's "
             f"config,{on_demand} or run without the agent (--from DIR, or embedded with --no-agent)"
         )
+
+
+@dataclass(frozen=True)
+class OnDemand:
+    """A query an agent answers after collecting for it: which collectors, its bound and how much
+    longer than usual a client waits (``on_demand_max`` plus the attach allowance)."""
+
+    collectors: tuple[str, ...]
+    max_s: float
+    wait_s: float
+
+
+def on_demand_wait(manifest: Any, info: dict[str, Any], attach_allowance_s: float) -> OnDemand | None:
+    """Whether the agent of ``info`` attaches a collector for this query (``on_demand = "attach"``,
+    live: a table of a collector it does not run, or a collector at other settings, as
+    :meth:`pxq.agent.daemon.AgentDaemon.on_demand_source` decides), and then how long to wait for
+    it: the agent's ``on_demand_max`` (learned from its info) plus ``attach_allowance_s``."""
+    from pxq.agent.daemon import ATTACHABLE, DEFAULT_ON_DEMAND_MAX_S
+
+    if info.get("on_demand") != "attach" or info.get("mode") != "live":
+        return None
+    held = info.get("tables", {})
+    running = info.get("collector_options", {})
+    collectors = [
+        request.name
+        for request in manifest.collectors
+        if request.name in ATTACHABLE
+        and (
+            any(t not in held for t in request.tables)
+            or any(str(running.get(request.name, {}).get(k, v)) != str(v) for k, v in request.options)
+        )
+    ]
+    if not collectors:
+        return None
+    max_s = float(info.get("on_demand_max_s", DEFAULT_ON_DEMAND_MAX_S))
+    return OnDemand(tuple(collectors), max_s, max_s + attach_allowance_s)
 
 
 def settings_notes(manifest: Any, info: dict[str, Any], address: str) -> list[str]:

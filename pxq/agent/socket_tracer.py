@@ -12,10 +12,11 @@ events to the connection tracker, which produces the protocol tables' rows (``ht
     table = tracer.drain()              # pyarrow.Table with http_events' exact schema
     tracer.drops()                      # {"ringbuf_full": 0, "truncated": 0, ..., "unmatched": 0}
 
-Decoding is one ``struct.unpack_from`` per event over the raw ring buffer record; the layout comes
-from :class:`EventHeader`, which the program is compiled against (``_Static_assert`` per field),
-so the reader and ``bpf/socket_trace.h`` cannot silently disagree. The ring buffer is
-read straight from its memory mapping (:class:`RingReader`), without a ctypes callback per event.
+The ring buffer is read straight from its memory mapping (:class:`RingReader`), one C call per
+batch (``ring_read`` in ``pxq/agent/_native.c``) that walks the records and decodes each into a
+SockEvent; the layout comes from :class:`EventHeader`, which the program is compiled against
+(``_Static_assert`` per field) and which the C walk's layout is checked against at import, so the
+reader and ``bpf/socket_trace.h`` cannot silently disagree.
 
 Kernel-side options (``-D`` flags, see ``bpf/socket_trace.c``): MAX_DATA bytes per event (16 KiB;
 a call moving more is split into several events), COPY_LIMIT bytes copied per call (what the
@@ -72,6 +73,7 @@ from pxq.agent.bpf_program import (
 )
 from pxq.agent.conn_stats import DEFAULT_INTERVAL_S, ConnStats, listening_ports
 from pxq.agent.conn_tracker import ConnTracker, SockEvent, monotonic_to_epoch_offset, socket_endpoints
+from pxq.agent.native import EVENT_FIELDS, EVENT_SIZE, ring_read
 from pxq.agent.procinfo import ProcessIdentities
 from pxq.agent.protocols.registry import DEFAULT_BODY_LIMIT, MAX_HEAD_BYTES, PROTOCOLS, SUPPORTED_PROTOCOLS
 
@@ -161,7 +163,8 @@ def struct_format(structure: type[ct.Structure]) -> str:
 _HEADER = struct.Struct(struct_format(EventHeader))
 assert tuple(name for name, _ in EventHeader._fields_) == SockEvent._fields[:-1], "SockEvent follows the header"
 
-_new_event = tuple.__new__  # SockEvent from the decoded header and the data, without __new__'s argument parsing
+_LAYOUT = tuple((n, getattr(EventHeader, n).offset, getattr(EventHeader, n).size) for n, _ in EventHeader._fields_)
+assert _LAYOUT == EVENT_FIELDS, "the C ring walk (pxq/agent/_native.c) decodes the header EventHeader describes"
 
 
 class RingReader:
@@ -175,17 +178,13 @@ class RingReader:
     reads as one piece. Every record starts with an 8-byte header: its length (bit 31: still
     being written, bit 30: discarded) and a page offset; records are 8-byte aligned.
 
-    The positions are 8-byte words read and written through ``memoryview.cast("Q")``: one load or
-    store each. (Not ``struct.pack_into``: it zeroes its target before writing the value, and a
-    producer that sees the consumer position at 0 for that instant finds the ring "full" and
-    drops its record.) Only on x86-64, whose memory order makes those loads acquire and that
-    store release what the kernel expects (the socket tracer runs on x86-64 only anyway).
+    The walk is C (``ring_read`` in pxq/agent/_native.c: one call per batch, one SockEvent built
+    per record without Python's per-field work): it loads the positions and each record's length
+    with acquire semantics and stores the consumer position with one release store, what the
+    kernel expects. (Python's ``struct.pack_into`` would zero the word before writing it, and a
+    producer seeing the consumer position at 0 for that instant finds the ring "full".)
+    :meth:`pending` reads the positions through ``memoryview.cast("Q")``: one load each.
     """
-
-    BUSY = 1 << 31
-    DISCARD = 1 << 30
-    HEADER = 8
-    _LEN = struct.Struct("@I")
 
     def __init__(self, map_fd: int, size: int) -> None:
         if size <= 0 or size & (size - 1):
@@ -200,6 +199,9 @@ class RingReader:
             self._consumer.close()
             raise
         self.size = size
+        # Records a kernel never writes (shorter than the event header, running past the producer
+        # position): consumed and counted here, never decoded (see ring_read in _native.c).
+        self.malformed = 0
         self._consumer_pos = memoryview(self._consumer)[:8].cast("Q")
         self._producer_pos = memoryview(self._producer)[:8].cast("Q")
         self._poller = select.poll()
@@ -207,26 +209,11 @@ class RingReader:
 
     def read(self, out: list, header: struct.Struct, limit: int = 1 << 62) -> int:
         """Append a SockEvent to ``out`` for each record committed now, ``limit`` at most;
-        returns how many."""
-        mem, data_at, mask = self._producer, self._data_at, self._mask
-        unpack_len, unpack_header = self._LEN.unpack_from, header.unpack_from
-        busy, discard, hdr = self.BUSY, self.DISCARD, self.HEADER
-        data_from = hdr + header.size
-        cons = self._consumer_pos[0]
-        prod = self._producer_pos[0]
-        taken = 0
-        while cons < prod and taken < limit:
-            at = data_at + (cons & mask)
-            length = unpack_len(mem, at)[0]
-            if length & busy:
-                break  # still being written: it and the records after it wait for the next read
-            cons += ((length & ~(busy | discard)) + hdr + 7) & ~7
-            if not length & discard:
-                out.append(
-                    _new_event(SockEvent, unpack_header(mem, at + hdr) + (mem[at + data_from : at + hdr + length],))
-                )
-                taken += 1
-        self._consumer_pos[0] = cons
+        returns how many. ``header``: the event header's layout (the C walk's, checked at import)."""
+        if header.size != EVENT_SIZE:
+            raise ValueError(f"the ring walk decodes {EVENT_SIZE}-byte event headers, not {header.size}")
+        taken, malformed = ring_read(self._producer, self._consumer, self._data_at, self.size, limit, out, SockEvent)
+        self.malformed += malformed
         return taken
 
     def pending(self) -> int:

@@ -35,11 +35,17 @@ from pxq.agent.flight import (
     META_DROPS,
     META_HOST,
     META_PROCESSES,
+    ON_DEMAND_ATTACH_S,
     AgentClient,
+    AgentGaveUpError,
     AgentQueryError,
     AgentUnavailableError,
+    answered_by,
     fragment_limits,
     make_ticket,
+    on_demand_wait,
+    restarted_error,
+    same_process,
     settings_notes,
 )
 from pxq.agent.security import ClientCredentials
@@ -146,9 +152,10 @@ class _Fleet:
         # (its gRPC call ends at its own deadline, on its daemon thread).
         self.pool = ThreadPoolExecutor(max_workers=max(1, len(agents)), thread_name_prefix="pxq-broker")
 
-    def each(self, call, names: list[str], deadline: float) -> dict[str, Any]:
-        """``call(agent)`` on every named agent at once; those failing or not done by ``deadline``
-        go to ``missing`` (with why) and are left out of the answer."""
+    def each(self, call, names: list[str], wait_s: float) -> dict[str, Any]:
+        """``call(agent)`` on every named agent at once; those failing or not done within
+        ``wait_s`` go to ``missing`` (with why) and are left out of the answer."""
+        deadline = time.monotonic() + wait_s
         futures = {name: self.pool.submit(call, self._agent(name)) for name in names}
         done: dict[str, Any] = {}
         for name, future in futures.items():
@@ -156,7 +163,7 @@ class _Fleet:
             try:
                 done[name] = future.result(timeout=left)
             except TimeoutError:
-                self.missing[name] = f"did not answer within {self.timeout_s:g}s"
+                self.missing[name] = f"did not answer within {wait_s:g}s"
             except Exception as exc:  # noqa: BLE001 - any failure of one agent leaves it out, said
                 self.missing[name] = _reason(exc)
         return done
@@ -201,7 +208,7 @@ def run_fleet(
                 clients[agent.name] = client
             return client.info(timeout_s=timeout_s)
 
-        infos = fleet.each(info, [a.name for a in agents], time.monotonic() + timeout_s)
+        infos = fleet.each(info, [a.name for a in agents], timeout_s)
         if not infos:
             raise AgentUnavailableError(
                 "no agent answered: " + "; ".join(f"{name}: {why}" for name, why in fleet.missing.items())
@@ -225,27 +232,37 @@ def run_fleet(
             for index, fragment in enumerate(plan.agent_fragments)
         ]
 
+        # An agent that collects for this query first (on demand) may take its on_demand_max and
+        # the time to attach the collector more: its calls, and this round, wait that long too.
+        on_demand = {name: on_demand_wait(plan.manifest, infos[name], ON_DEMAND_ATTACH_S) for name in infos}
+        longest = max((wait.wait_s for wait in on_demand.values() if wait is not None), default=0.0)
+
         def query(agent: ClusterAgent) -> list[pa.Table]:
             client = clients[agent.name]
             try:
-                tables = [client.get(ticket) for ticket in tickets]
+                tables = [client.get(ticket, on_demand=on_demand[agent.name]) for ticket in tickets]
+            except AgentGaveUpError:
+                raise  # it says why itself (an on-demand collection that took too long)
             except AgentUnavailableError as exc:
                 # It answered the clock round: gone since, mid-query (stopped, killed, restarting).
                 raise AgentUnavailableError(f"lost during the query (the agent stopped or restarted): {exc}") from None
             # The process that answered must be the one that was asked first: an agent restarted
             # in between (gRPC reconnects to the new one) answers from a store that starts empty,
             # so its node's earlier rows would be missing from a result that says it is whole.
-            now = client.info(timeout_s=timeout_s)
+            # Each answer names the process that ran it; an agent that does not stamp its
+            # answers is asked again.
             before = infos[agent.name]
-            if _process_of(now) != _process_of(before):
-                raise AgentQueryError(
-                    f"restarted during the query (agent pid {before.get('pid')}, then {now.get('pid')}): "
-                    "its rows from before the restart are not in its answer (a spill directory keeps them)"
-                )
+            stamps = [answered_by(table) for table in tables]
+            if any(stamp is None for stamp in stamps):
+                stamps = [client.info(timeout_s=timeout_s)]
+            for stamp in stamps:
+                assert stamp is not None
+                if not same_process(before, stamp):
+                    raise restarted_error(before, stamp)
             return tables
 
         asking = [a.name for a in agents if a.name in infos and a.name not in fleet.missing]
-        answers = fleet.each(query, asking, time.monotonic() + timeout_s)
+        answers = fleet.each(query, asking, timeout_s + longest)
         if not answers:
             raise AgentUnavailableError(
                 "no agent answered: " + "; ".join(f"{name}: {why}" for name, why in fleet.missing.items())
@@ -287,11 +304,6 @@ def run_fleet(
         for client in clients.values():
             with contextlib.suppress(Exception):  # a client of a dead agent may fail to close
                 client.close()
-
-
-def _process_of(info: dict[str, Any]) -> tuple[Any, Any]:
-    """Which agent process answered ``info``: a restarted agent is another pid and start time."""
-    return info.get("pid"), info.get("started_ns")
 
 
 def _plain(table: pa.Table) -> pa.Table:

@@ -14,7 +14,7 @@ from pxq.errors import UsageError
 
 
 def add_agent_parser(sub: Any) -> None:
-    from pxq.agent.daemon import DEFAULT_LISTEN, DEFAULT_PROFILER_HZ, DEFAULT_RETENTION_S, DEFAULT_TABLE_BUDGET_MB
+    from pxq.agent.defaults import DEFAULT_LISTEN, DEFAULT_PROFILER_HZ, DEFAULT_RETENTION_S, DEFAULT_TABLE_BUDGET_MB
 
     agent = sub.add_parser(
         "agent",
@@ -147,7 +147,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pxq.agent.daemon import STATUS_INTERVAL_S, AgentDaemon, keep_pandas_out, load_config, parse_address
+    from pxq.agent.daemon import STATUS_INTERVAL_S, AgentDaemon, load_config, parse_address
+    from pxq.pandas_guard import keep_pandas_out
 
     keep_pandas_out()  # about 30 MB of RSS the agent has no use for
     from pxq.agent.flight import AgentFlightServer
@@ -308,15 +309,15 @@ def format_status(status: dict[str, Any]) -> str:
 def agent_for_run(args: argparse.Namespace) -> str | None:
     """The agent ``pxq run`` answers from: --agent's, else the local agent's when its state file
     exists and it answers (said in one line on stderr either way); None: collect embedded."""
+    if args.agent:
+        return args.agent
+    if args.no_agent:
+        return None
     import pyarrow.flight as flight
 
     from pxq.agent.daemon import read_state
     from pxq.agent.flight import CONNECT_TIMEOUT_S, AgentAuthError, AgentClient, AgentQueryError
 
-    if args.agent:
-        return args.agent
-    if args.no_agent:
-        return None
     state = read_state()
     if state is None:
         return None

@@ -10,7 +10,6 @@ import traceback
 
 from pxq.agent.protocols.interface import SECRET_MARKER
 from pxq.errors import PxqError, UsageError
-from pxq.plan.times import parse_duration
 
 EPILOG = """\
 examples:
@@ -360,6 +359,7 @@ def cmd_run(args, script_argv: list[str]) -> int:
     from pxq.api import run_live, run_script
     from pxq.cli.agent import agent_for_run
     from pxq.library import load_script
+    from pxq.plan.times import parse_duration
     from pxq.render import render, written_lines
 
     zone = datetime.UTC if args.utc else None  # None: the local zone
@@ -462,6 +462,7 @@ def cmd_capture(args) -> int:
     from pxq.agent.embedded import AgentOptions, EmbeddedAgent, WindowSignals
     from pxq.cli.progress import progress_printer
     from pxq.plan.manifest import manifest_for_tables
+    from pxq.plan.times import parse_duration
     from pxq.tables import CATALOG
 
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
@@ -487,6 +488,7 @@ def cmd_repl(args) -> int:
     import datetime
 
     from pxq.agent.embedded import AgentOptions
+    from pxq.plan.times import parse_duration
     from pxq.repl.session import CaptureSource, ReplSession
     from pxq.repl.terminal import run_repl
 
@@ -644,6 +646,10 @@ def _report_thread_errors(debug: bool):
     return previous
 
 
+# Commands that make no DataFrame: pyarrow's pandas probe is settled for them (pxq.pandas_guard).
+_WITHOUT_PANDAS = ("run", "explain", "capture")
+
+
 def _dispatch(args, parser, script_argv: list[str]) -> int:
     if args.version:
         from pxq import __version__
@@ -676,22 +682,27 @@ def main(argv: list[str] | None = None) -> int:
     """Run one pxq command. Every failure ends as one line on stderr and an exit code: errors in
     the script or its input as the project's errors; anything else is a bug in pxq, said as an
     internal error (``--debug`` or PXQ_DEBUG=1 shows the traceback)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    own, script_argv = _split_script_args(argv)
+    own, script_argv = _split_script_args(list(sys.argv[1:] if argv is None else argv))
     own, debug = _debug_wanted(own)
     import threading
 
     previous_hook = _report_thread_errors(debug)
     try:
-        return _main(own, script_argv, debug)
+        # argv None: pxq is this process's program (not a caller's library), so pyarrow's pandas
+        # probe may be settled for the whole process.
+        return _main(own, script_argv, debug, whole_process=argv is None)
     finally:
         threading.excepthook = previous_hook
 
 
-def _main(own: list[str], script_argv: list[str], debug: bool) -> int:
+def _main(own: list[str], script_argv: list[str], debug: bool, whole_process: bool = False) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(_join_option_values(own))
+        if whole_process and args.command in _WITHOUT_PANDAS:
+            from pxq.pandas_guard import settle_pandas_probe
+
+            settle_pandas_probe()
         return _dispatch(args, parser, script_argv)
     except PxqError as exc:
         if debug:

@@ -1,13 +1,13 @@
-"""Predicates as Arrow dataset expressions, so a data source can filter while it reads (inside the
+"""Predicates as Arrow expressions, so a data source can filter while it reads (inside the
 Parquet scan for replays). Only what Arrow evaluates exactly like the executor is converted:
 comparisons of a column with a constant of the same type, and/or/not, equals_any; everything else
-stays with the executor."""
+stays with the executor. The expressions are pyarrow.compute's (pyarrow.dataset's are the same
+objects): a run that reads no Parquet, as from an agent, does not load pyarrow.dataset (0.2 s)."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from pxq.plan.expr import ColumnRef, Expr, FuncCall, Literal, postorder
 from pxq.types import DataType, arrow_type
@@ -43,24 +43,24 @@ def _tree_size(expr: Expr, limit: int) -> int:
     return sizes[id(expr)]
 
 
-def to_arrow_expression(expr: Expr) -> ds.Expression | None:
+def to_arrow_expression(expr: Expr) -> pc.Expression | None:
     """The same predicate as an Arrow expression, or None where it cannot be converted exactly."""
     if _tree_size(expr, MAX_PUSHED_NODES) > MAX_PUSHED_NODES:
         return None
     return _convert(expr)
 
 
-def _convert(expr: Expr) -> ds.Expression | None:
+def _convert(expr: Expr) -> pc.Expression | None:
     if not isinstance(expr, FuncCall):
         return None
     if expr.name in _COMPARISONS and len(expr.args) == 2:
         left, right = expr.args
         if isinstance(left, ColumnRef) and isinstance(right, Literal):
             value = _literal(right, left.type)
-            return None if value is None else _COMPARISONS[expr.name](ds.field(left.name), value)
+            return None if value is None else _COMPARISONS[expr.name](pc.field(left.name), value)
         if isinstance(right, ColumnRef) and isinstance(left, Literal):
             value = _literal(left, right.type)
-            return None if value is None else _COMPARISONS[expr.name](value, ds.field(right.name))
+            return None if value is None else _COMPARISONS[expr.name](value, pc.field(right.name))
         return None
     if expr.name in ("logicalAnd", "logicalOr"):
         parts = [_convert(a) for a in expr.args]
@@ -80,11 +80,11 @@ def _convert(expr: Expr) -> ds.Expression | None:
             and None not in values.value
         ):
             # equals_any(null, ...) is null in the executor; is_in gives false: both drop the row.
-            return pc.is_in(ds.field(column.name), value_set=pa.array(list(values.value), arrow_type(column.type)))
+            return pc.is_in(pc.field(column.name), value_set=pa.array(list(values.value), arrow_type(column.type)))
     return None
 
 
-def split_pushable(predicates: tuple[Expr, ...]) -> tuple[ds.Expression | None, list[str], list[Expr]]:
+def split_pushable(predicates: tuple[Expr, ...]) -> tuple[pc.Expression | None, list[str], list[Expr]]:
     """(Arrow expression of the convertible predicates, the columns it reads, the rest)."""
     pushed, columns, rest = None, set(), []
     for predicate in predicates:

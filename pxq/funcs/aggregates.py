@@ -21,11 +21,11 @@ Choices:
   few hundred values are exact up to interpolation between neighbouring values.
   tests/funcs/test_aggregate.py checks this with a 0.2-point margin.
   Over many agents (pxq.broker) each agent sends per-group t-digest centroids instead (Arrow's
-  digest state cannot leave pyarrow), built with ``fastdigest`` (PyPI: a maintained Rust t-digest,
-  1000 centroids at most, that serializes and merges; it fits, so pxq builds no digest of its
-  own). The broker merges the agents' centroids by taking them together (re-compressing would
-  only save space; rebuilding fastdigest objects from Arrow costs Python per centroid) and reads
-  the quantiles off them (``_digest_quantiles``): the same 0.1-point bound was measured
+  digest state cannot leave pyarrow), at most 1000 per group, built from each group's sorted
+  values with numpy (``_digest_states``: Dunning's arcsine scale, every group at once; it replaced
+  fastdigest, whose one call per group cost more than the sort). The broker merges the agents'
+  centroids by taking them together (re-compressing would only save space) and reads the
+  quantiles off them (``_digest_quantiles``): the same 0.1-point bound was measured
   (tests/broker/test_partial.py checks 0.2), and groups of at most 1000 values on each agent give
   numpy's linear quantiles exactly.
 """
@@ -51,6 +51,8 @@ ORDERED = frozenset({T.INT64, T.FLOAT64, T.TIME64NS, T.STRING, T.BOOLEAN})
 QUANTILES = (0.01, 0.10, 0.25, 0.50, 0.75, 0.90, 0.99)
 QUANTILE_KEYS = ("p01", "p10", "p25", "p50", "p75", "p90", "p99")
 TDIGEST_DELTA = 1000  # Pixie's tdigest compression
+DIGEST_CENTROIDS = 1000  # at most per group in an agent's partial state (over many agents)
+_SORT_EACH_GROUP_UP_TO = 4096  # groups; more: one lexsort (see _digest_states)
 
 # Exact integer sums: Acero sums decimal128 inputs into decimal128(38, 0), which holds any sum of
 # fewer than 10**19 int64 values (its int64 sum would wrap silently).
@@ -183,10 +185,9 @@ quantiles = aggregate(
 # values and which Acero hash aggregates make its state columns (``partial``, optionally finished
 # by ``state``), then per state column the Acero hash aggregate that merges the states of many
 # agents (``merge``) and how the merged states become the value (``finish``). Quantiles' state is a
-# t-digest as Arrow data (centroid means and weights, min, max per group) built and merged with
-# ``fastdigest`` (a maintained Rust t-digest that serializes and merges, 1000 centroids at most,
-# like Pixie's compression), so no agent ever sends its raw values. The broker merges digests
-# by taking their centroids together and reads the quantiles off them (``_digest_quantiles``).
+# t-digest as Arrow data (centroid means and weights, min, max per group; at most 1000 centroids,
+# ``_digest_states``), so no agent ever sends its raw values. The broker merges digests by taking
+# their centroids together and reads the quantiles off them (``_digest_quantiles``).
 
 StatePlan = tuple[pa.ChunkedArray, list[tuple[str, object]]]
 
@@ -219,38 +220,54 @@ def _mean_finish(states: list[pa.ChunkedArray], column: str) -> pa.ChunkedArray:
 
 
 def _digest_states(outputs: list[pa.ChunkedArray]) -> list[pa.ChunkedArray]:
-    """Each group's values (an Acero hash_list) -> its t-digest: centroid means, weights, min, max."""
-    from fastdigest import TDigest
+    """Each group's values (an Acero hash_list) -> its t-digest: centroid means, weights, min, max.
 
+    Built from each group's sorted values, every group at once (numpy; no Python per value or
+    centroid). The value of rank r (0-based) of a group of n belongs to centroid ceil(k((r + 1) / n)),
+    k being Dunning's arcsine scale k(q) = C * (asin(2q - 1) / pi + 1/2), C = DIGEST_CENTROIDS: a
+    centroid spans at most one unit of k (a few values at the tails, where p01 and p99 are read),
+    and a group has at most C centroids. The centroids' edges come from the inverse of k (C + 1
+    ranks per group), not from k of every value. A group of at most C values keeps each value as a
+    centroid (the merge then gives numpy's linear quantiles exactly)."""
     lists = outputs[0].combine_chunks()
-    flat = pc.cast(lists.flatten(), pa.float64()).to_numpy(zero_copy_only=False)
-    offsets = lists.offsets.to_numpy()
-    means: list[np.ndarray] = []
-    weights: list[np.ndarray] = []
-    sizes = [0]
-    lows: list[float | None] = []
-    highs: list[float | None] = []
-    for start, stop in zip(offsets[:-1], offsets[1:]):
-        group = flat[start:stop]
-        group = group[~np.isnan(group)]  # nulls (NaN after the cast) are skipped, as locally
-        if group.size == 0:
-            sizes.append(sizes[-1])
-            lows.append(None)
-            highs.append(None)
-            continue
-        centroids = np.asarray(TDigest.from_values(group).centroids, dtype=np.float64).reshape(-1, 2)
-        means.append(centroids[:, 0])
-        weights.append(centroids[:, 1])
-        sizes.append(sizes[-1] + len(centroids))
-        lows.append(float(group.min()))
-        highs.append(float(group.max()))
-    bounds = pa.array(np.asarray(sizes, dtype=np.int32))
-    empty = np.empty(0, dtype=np.float64)
+    sizes = np.diff(lists.offsets.to_numpy())
+    groups = len(sizes)
+    values = pc.cast(lists.flatten(), pa.float64()).to_numpy(zero_copy_only=False)  # nulls: NaN
+    group_of = np.repeat(np.arange(groups), sizes)
+    kept = ~np.isnan(values)  # nulls are skipped, as locally
+    values, group_of = values[kept], group_of[kept]
+    counts = np.bincount(group_of, minlength=groups)
+    starts = np.cumsum(counts) - counts
+    if groups <= _SORT_EACH_GROUP_UP_TO:
+        for start, count in zip(starts.tolist(), counts.tolist()):
+            values[start : start + count].sort()
+    else:  # many small groups: one sort by (group, value) beats a Python loop over the groups
+        values = values[np.lexsort((values, group_of))]
+    # Where each centroid starts: every value of a small group; in a large one, the ranks that
+    # reach each unit of k (the values with (r + 1) / n <= q_j are those of centroids <= j).
+    small = counts <= DIGEST_CENTROIDS
+    firsts = [np.flatnonzero(small[group_of])]
+    large = np.flatnonzero(~small)
+    if len(large):
+        q = (np.sin(np.pi * (np.arange(DIGEST_CENTROIDS + 1) / DIGEST_CENTROIDS - 0.5)) + 1.0) / 2.0
+        below = np.floor(np.outer(counts[large], q)).astype(np.int64)  # values in centroids <= j
+        below[:, 0], below[:, -1] = 0, counts[large]
+        edges = np.diff(below, axis=1) > 0
+        firsts.append((starts[large][:, None] + below[:, :-1])[edges])
+    first = np.sort(np.concatenate(firsts))
+    weights = np.diff(np.append(first, len(values))).astype(np.float64)
+    means = np.add.reduceat(values, first) / weights if len(first) else np.empty(0)
+    per_group = np.bincount(group_of[first], minlength=groups)
+    bounds = pa.array(np.concatenate([[0], np.cumsum(per_group)]).astype(np.int32))
+    empty = counts == 0
+    lows, highs = np.zeros(groups), np.zeros(groups)
+    lows[~empty] = values[starts[~empty]]
+    highs[~empty] = values[(starts + counts - 1)[~empty]]
     return [
-        pa.chunked_array([pa.ListArray.from_arrays(bounds, pa.array(np.concatenate([empty, *means])))]),
-        pa.chunked_array([pa.ListArray.from_arrays(bounds, pa.array(np.concatenate([empty, *weights])))]),
-        pa.chunked_array([pa.array(lows, pa.float64())]),
-        pa.chunked_array([pa.array(highs, pa.float64())]),
+        pa.chunked_array([pa.ListArray.from_arrays(bounds, pa.array(means, pa.float64()))]),
+        pa.chunked_array([pa.ListArray.from_arrays(bounds, pa.array(weights, pa.float64()))]),
+        pa.chunked_array([pa.array(lows, mask=empty)]),
+        pa.chunked_array([pa.array(highs, mask=empty)]),
     ]
 
 

@@ -7,7 +7,10 @@ Kelvin split).
 With ``partial_aggs=True`` (a query over many agents, :mod:`pxq.broker`) a group-by whose input
 runs on the agents is an agent fragment too: each agent reduces its rows to per-group states, and
 the broker merges them (:mod:`pxq.broker.partial`) into what the merge fragment reads. A fragment
-whose root is an ``Agg`` is always such a partial aggregation."""
+whose root is an ``Agg`` is always such a partial aggregation. A group-by written above a join
+gets here only when the optimizer moved it below the join (:mod:`pxq.plan.rules.eager_aggregation`:
+N:1 joins, as service_stats' join with a one-row aggregate); the join then runs on the broker
+over the merged groups."""
 
 from __future__ import annotations
 
@@ -71,4 +74,18 @@ def split(graph: Graph, *, partial_aggs: bool = False) -> SplitPlan:
     displays = tuple(done[id(d)] for d in graph.displays)
     # Rewriting a Display gives a Display.
     merge = dataclasses.replace(graph, displays=cast(tuple[Display, ...], displays))
+    if partial_aggs:
+        fragments = [_pruned_alone(f, graph.now_ns) for f in fragments]
     return SplitPlan(tuple(fragments), merge, build_manifest(graph))
+
+
+def _pruned_alone(fragment: Relation, now_ns: int) -> Relation:
+    """``fragment`` computing only what its own root needs. Over many agents each fragment is its
+    own query (one ticket), so a node two fragments share (service_stats' column assignments,
+    read by its per-service group-by and its one-row first_seen aggregate) is not computed once
+    for both: each computes the part of it that it reads. Its output columns do not change."""
+    from pxq.plan.rules import prune_columns
+
+    alone = Graph((Display(fragment, "fragment"),), now_ns)
+    pruned = prune_columns.apply(alone).displays[0].input
+    return pruned if pruned.schema == fragment.schema else fragment

@@ -10,36 +10,57 @@ Stack formats (folded, svg, icicle, speedscope, pprof) turn each display into th
 
 from __future__ import annotations
 
-import pyarrow as pa
+from collections.abc import Iterator, Mapping
+from importlib import import_module
+from typing import TYPE_CHECKING
 
 from pxq.errors import UsageError
-from pxq.render.base import Writer
-from pxq.render.csv import CsvWriter
-from pxq.render.flamegraph_svg import IcicleWriter, SvgWriter
-from pxq.render.folded import FoldedWriter
-from pxq.render.html import HtmlWriter
-from pxq.render.json import JsonWriter
-from pxq.render.parquet import ParquetWriter
-from pxq.render.pprof import PprofWriter
-from pxq.render.speedscope import SpeedscopeWriter
-from pxq.render.table import TableWriter
 
-WRITERS: dict[str, Writer] = {
-    w.name: w
-    for w in (
-        TableWriter(),
-        JsonWriter(),
-        CsvWriter(),
-        ParquetWriter(),
-        FoldedWriter(),
-        SvgWriter(),
-        IcicleWriter(),
-        SpeedscopeWriter(),
-        PprofWriter(),
-        HtmlWriter(),
-    )
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from pxq.render.base import Writer
+
+# format -> (module, class), in the order `pxq run -o` lists them. A writer's module is imported
+# when its format is first used: `-o json` need not load the stack formats (whose module-level
+# pyarrow scalars import pandas through pyarrow's pandas shim, half a second), rich, or the HTML
+# report's charts. tests/render check that each class's ``name`` is its key here.
+_WRITER_CLASSES: dict[str, tuple[str, str]] = {
+    "table": ("pxq.render.table", "TableWriter"),
+    "json": ("pxq.render.json", "JsonWriter"),
+    "csv": ("pxq.render.csv", "CsvWriter"),
+    "parquet": ("pxq.render.parquet", "ParquetWriter"),
+    "folded": ("pxq.render.folded", "FoldedWriter"),
+    "svg": ("pxq.render.flamegraph_svg", "SvgWriter"),
+    "icicle": ("pxq.render.flamegraph_svg", "IcicleWriter"),
+    "speedscope": ("pxq.render.speedscope", "SpeedscopeWriter"),
+    "pprof": ("pxq.render.pprof", "PprofWriter"),
+    "html": ("pxq.render.html", "HtmlWriter"),
 }
-FORMATS: tuple[str, ...] = tuple(WRITERS)
+
+
+class _Writers(Mapping[str, "Writer"]):
+    """format -> its Writer, each imported and made on first use (see ``_WRITER_CLASSES``)."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, Writer] = {}
+
+    def __getitem__(self, fmt: str) -> Writer:
+        writer = self._made.get(fmt)
+        if writer is None:
+            module, cls = _WRITER_CLASSES[fmt]  # KeyError for an unknown format, as a dict
+            writer = self._made[fmt] = getattr(import_module(module), cls)()
+        return writer
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_WRITER_CLASSES)
+
+    def __len__(self) -> int:
+        return len(_WRITER_CLASSES)
+
+
+WRITERS: Mapping[str, Writer] = _Writers()
+FORMATS: tuple[str, ...] = tuple(_WRITER_CLASSES)
 
 
 def render(
@@ -62,9 +83,9 @@ def render(
 
     Returns display → the file it was written to (empty when writing to stdout or ``console``).
     """
-    writer = WRITERS.get(fmt)
-    if writer is None:
+    if fmt not in WRITERS:
         raise UsageError(f"unknown output format {fmt!r}; choose one of: {', '.join(WRITERS)}")
+    writer = WRITERS[fmt]
     if writer.needs_out and out is None:
         hint = getattr(writer, "out_hint", "give an output directory")
         raise UsageError(f"output format {fmt!r} writes files: {hint}")
@@ -84,6 +105,15 @@ def written_lines(results: dict[str, pa.Table], paths: dict[str, str]) -> list[s
     for display, path in paths.items():
         by_file.setdefault(path, []).append(f"{display} {results[display].num_rows:,} rows")
     return [f"pxq: wrote {path}: {', '.join(parts)}" for path, parts in by_file.items()]
+
+
+def __getattr__(name: str) -> object:
+    """``pxq.render.Writer`` on use: importing pxq.render for FORMATS (``pxq --help``) loads no pyarrow."""
+    if name == "Writer":
+        from pxq.render.base import Writer
+
+        return Writer
+    raise AttributeError(f"module 'pxq.render' has no attribute {name!r}")
 
 
 __all__ = ["FORMATS", "WRITERS", "Writer", "render", "written_lines"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import select
 import shutil
 import signal
@@ -35,7 +34,8 @@ from pathlib import Path
 
 from pxq.agent.procinfo import child_pids
 from pxq.testing.backend import SCHEMA_SQL
-from pxq.testing.ports import LOOPBACK, free_port, wait_for_port
+from pxq.testing.ports import LOOPBACK
+from pxq.testing.servers.nginx import error_log, nginx_process
 from pxq.testing.servers.postgres import PostgresServer, postgres_server
 from pxq.testing.servers.redis import RedisServer, redis_server
 
@@ -183,13 +183,6 @@ STATIC_FILES = {
 }
 
 
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
-    if found is None:
-        raise WorkloadError("nginx is not installed: run tools/setup.sh (it installs nginx-light)")
-    return found
-
-
 @dataclass
 class Nginx(LoopbackServer):
     workdir: Path
@@ -204,10 +197,7 @@ class Nginx(LoopbackServer):
         return child_pids(self.master_pid)
 
     def error_log(self) -> str:
-        try:
-            return (self.workdir / "error.log").read_text(errors="replace")
-        except OSError:
-            return ""
+        return error_log(self.workdir)
 
 
 def _write_site(work: Path, port: int, backend_port: int, sendfile: bool = False) -> Path:
@@ -228,42 +218,19 @@ def _write_site(work: Path, port: int, backend_port: int, sendfile: bool = False
 def nginx_server(
     backend_port: int, workdir: Path | None = None, attempts: int = 3, sendfile: bool = False
 ) -> Iterator[Nginx]:
-    """Start nginx on a free loopback port, proxying to ``backend_port``; stop it on exit.
+    """Start nginx on a free loopback port, proxying to ``backend_port``; stop it on exit (a start
+    that fails raises :class:`~pxq.testing.servers.nginx.NginxError` with nginx's error log).
     ``sendfile``: serve static files with sendfile(2), as Debian's default configuration does."""
-    binary = nginx_binary()
-    own_dir = workdir is None
     work = Path(tempfile.mkdtemp(prefix="pxq-nginx-")) if workdir is None else workdir
-    proc: subprocess.Popen | None = None
+
+    def write_conf(port: int) -> Path:
+        return _write_site(work, port, backend_port, sendfile)
+
     try:
-        for _ in range(attempts):
-            port = free_port()
-            conf = _write_site(work, port, backend_port, sendfile)
-            log = work / "error.log"
-            proc = subprocess.Popen(
-                [binary, "-p", str(work), "-c", str(conf), "-e", str(log)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            if wait_for_port(port, timeout=START_TIMEOUT, alive=lambda proc=proc: proc.poll() is None):
-                server = Nginx(proc, port, work, backend_port)
-                yield server
-                return
-            _stop(proc)
-            text = log.read_text(errors="replace") if log.exists() else ""
-            if "Address already in use" not in text:  # a real failure, not a lost port race
-                raise WorkloadError(f"nginx did not start on {LOOPBACK}:{port}:\n{text}")
-        raise WorkloadError(f"nginx could not bind a free loopback port in {attempts} attempts")
+        with nginx_process(work, write_conf, attempts) as (proc, port):
+            yield Nginx(proc, port, work, backend_port)
     finally:
-        if proc is not None:
-            # SIGQUIT: graceful, the master waits for its workers; then SIGKILL if needed.
-            workers = child_pids(proc.pid) if proc.poll() is None else []
-            _stop(proc, sig=signal.SIGQUIT)
-            for pid in workers:  # only if the master died before its workers did
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        if own_dir:
+        if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
 
 

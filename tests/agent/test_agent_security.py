@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -27,33 +26,13 @@ from pxq.agent.daemon import DaemonConfig, load_config
 from pxq.agent.flight import AgentAuthError, AgentClient, AgentDataSource
 from pxq.agent.security import ClientCredentials, make_certs
 from pxq.errors import UsageError
-from pxq.replay import write_capture
 from pxq.testing.agent_process import AgentProcess
-from pxq.testing.synthetic import synthetic_http_events
 from tests.cli_support import run_pxq
 
-START_NS = 1_764_115_200_000_000_000
-SPAN_NS = 300_000_000_000
 SCRIPT = """import px
 df = px.DataFrame('http_events', start_time='-10m')
 px.display(df[['time_', 'req_path', 'resp_status']], 'rows')
 """
-
-
-@pytest.fixture(scope="module")
-def capture(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("sec-cap")
-    table = synthetic_http_events(500, seed=11, start_ns=START_NS, span_ns=SPAN_NS, null_fraction=0.05)
-    write_capture(
-        directory,
-        {"http_events": table},
-        host="sec-host",
-        start_time_ns=START_NS,
-        end_time_ns=START_NS + SPAN_NS,
-        processes={},
-        drops={},
-    )
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +64,10 @@ def _agent(capture: Path, state_dir: Path, *flags: str, credentials=None) -> Age
 
 
 @pytest.fixture(scope="module")
-def mtls_agent(capture, certs, tmp_path_factory):
+def mtls_agent(http_events_capture, certs, tmp_path_factory):
     """Mutual TLS and a bearer token (both required)."""
     agent = _agent(
-        capture,
+        http_events_capture,
         tmp_path_factory.mktemp("state"),
         "--tls-cert", str(certs / "server.crt"),
         "--tls-key", str(certs / "server.key"),
@@ -98,11 +77,6 @@ def mtls_agent(capture, certs, tmp_path_factory):
     )  # fmt: skip
     yield agent
     agent.stop()
-
-
-def _expected_paths(capture: Path) -> list[str]:
-    frame = pq.read_table(capture / "http_events.parquet").to_pandas()
-    return sorted(frame["req_path"].fillna("<null>"))
 
 
 def _rows_through(address: str, credentials) -> list[str]:
@@ -122,11 +96,11 @@ def _refused(address: str, credentials) -> str:
 # mutual TLS + token
 
 
-def test_right_credentials_read_the_captures_rows(mtls_agent, capture, certs):
-    assert _rows_through(mtls_agent.address, good(certs)) == _expected_paths(capture)
+def test_right_credentials_read_the_captures_rows(mtls_agent, certs, http_events_req_paths):
+    assert _rows_through(mtls_agent.address, good(certs)) == http_events_req_paths
 
 
-def test_each_refused_client_is_told_why_and_the_agent_goes_on_serving(mtls_agent, capture, certs, other_certs):
+def test_each_refused_client_is_told_why_and_the_agent_goes_on_serving(mtls_agent, certs, other_certs):
     address = mtls_agent.address
     cases = {
         "no credentials (plaintext)": (None, "requires TLS and this client connected in plaintext"),
@@ -155,7 +129,7 @@ def test_each_refused_client_is_told_why_and_the_agent_goes_on_serving(mtls_agen
     assert errors.get("no_token", 0) >= 1 and errors.get("wrong_token", 0) >= 1, errors  # counted
 
 
-def test_pxq_run_with_credential_flags_and_the_refusal_without(mtls_agent, capture, certs, tmp_path):
+def test_pxq_run_with_credential_flags_and_the_refusal_without(mtls_agent, certs, http_events_req_paths, tmp_path):
     script = tmp_path / "rows.pxl"
     script.write_text(SCRIPT)
     refused = run_pxq("run", str(script), "--agent", mtls_agent.address, "-o", "json")
@@ -168,7 +142,7 @@ def test_pxq_run_with_credential_flags_and_the_refusal_without(mtls_agent, captu
     paths = sorted(
         pd.Series([json.loads(line)["req_path"] for line in proc.stdout.splitlines() if line.strip()]).fillna("<null>")
     )
-    assert paths == _expected_paths(capture)
+    assert paths == http_events_req_paths
     status = run_pxq("agent", "status", "--agent", mtls_agent.address, *flags, check=True)
     assert "clients: mutual TLS + bearer token" in status.stdout
 
@@ -177,14 +151,14 @@ def test_pxq_run_with_credential_flags_and_the_refusal_without(mtls_agent, captu
 # token alone, plaintext agent
 
 
-def test_token_alone_on_loopback(capture, certs, other_certs, tmp_path):
+def test_token_alone_on_loopback(http_events_capture, http_events_req_paths, certs, other_certs, tmp_path):
     token = {"token_file": str(certs / "agent.token")}
-    agent = _agent(capture, tmp_path, "--token-file", token["token_file"], credentials=token)
+    agent = _agent(http_events_capture, tmp_path, "--token-file", token["token_file"], credentials=token)
     try:
         assert "requires a bearer token" in _refused(agent.address, None)
         assert "bearer token was refused" in _refused(agent.address, {"token_file": str(other_certs / "agent.token")})
         assert agent.proc.poll() is None
-        assert _rows_through(agent.address, token) == _expected_paths(capture)
+        assert _rows_through(agent.address, token) == http_events_req_paths
     finally:
         agent.stop()
 
@@ -204,12 +178,14 @@ def test_local_agent_wanting_a_token_is_named_when_pxq_run_falls_back(mtls_agent
     assert "answering from the local agent" in capsys.readouterr().err
 
 
-def test_agent_certificate_for_other_names(capture, tmp_path):
+def test_agent_certificate_for_other_names(http_events_capture, tmp_path):
     """A certificate of the right CA that does not name the address the client uses."""
     certs = make_certs(tmp_path / "certs", ["node-1.example"])["ca.crt"].parent
     creds = {"ca": str(certs / "ca.crt"), "cert": str(certs / "client.crt"), "key": str(certs / "client.key")}
     tls = ["--tls-cert", str(certs / "server.crt"), "--tls-key", str(certs / "server.key")]
-    agent = AgentProcess("--from", str(capture), *tls, "--client-ca", str(certs / "ca.crt"), state_dir=tmp_path)
+    agent = AgentProcess(
+        "--from", str(http_events_capture), *tls, "--client-ca", str(certs / "ca.crt"), state_dir=tmp_path
+    )
     try:
         deadline = time.monotonic() + 60
         while not agent.state_path.exists():  # written once it listens (wait_ready cannot connect)
@@ -222,8 +198,8 @@ def test_agent_certificate_for_other_names(capture, tmp_path):
         agent.stop()
 
 
-def test_tls_client_against_a_plaintext_agent(capture, certs, tmp_path):
-    agent = _agent(capture, tmp_path)
+def test_tls_client_against_a_plaintext_agent(http_events_capture, certs, tmp_path):
+    agent = _agent(http_events_capture, tmp_path)
     try:
         message = _refused(agent.address, good(certs))
         assert "does not speak TLS" in message, message
@@ -312,8 +288,10 @@ def test_security_section_of_the_toml_config(tmp_path):
         load_config(str(tmp_path / "bad.toml"), {})
 
 
-def test_serve_refuses_to_start_off_loopback_without_credentials(capture, tmp_path):
-    proc = run_pxq("agent", "serve", "--from", str(capture), "--listen", "10.77.0.1:7100", "--state-dir", str(tmp_path))
+def test_serve_refuses_to_start_off_loopback_without_credentials(http_events_capture, tmp_path):
+    proc = run_pxq(
+        "agent", "serve", "--from", str(http_events_capture), "--listen", "10.77.0.1:7100", "--state-dir", str(tmp_path)
+    )
     assert proc.returncode == 2
     assert "refusing to listen on 10.77.0.1 without TLS" in proc.stderr
     assert not (tmp_path / "agent.json").exists()

@@ -16,20 +16,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from pxq.agent.security import make_certs
-from pxq.replay import write_capture
-from pxq.testing.synthetic import synthetic_http_events
 from tests.cli_support import assert_no_traceback, pxq_command
 
 pytestmark = pytest.mark.kernel
 
 AGENT_IP = "10.77.0.1"
 CLIENT_IP = "10.77.0.2"
-START_NS = 1_764_115_200_000_000_000
-SPAN_NS = 300_000_000_000
 ROOT = Path(__file__).resolve().parents[2]
 
 # Run in the namespace: each attempt's outcome as JSON (the client's own error class and message).
@@ -84,22 +79,6 @@ def _in_netns(netns: str, *command: str, timeout: float = 120) -> subprocess.Com
 
 
 @pytest.fixture(scope="module")
-def capture(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("netns-cap")
-    table = synthetic_http_events(400, seed=5, start_ns=START_NS, span_ns=SPAN_NS, null_fraction=0.05)
-    write_capture(
-        directory,
-        {"http_events": table},
-        host="netns-host",
-        start_time_ns=START_NS,
-        end_time_ns=START_NS + SPAN_NS,
-        processes={},
-        drops={},
-    )
-    return directory
-
-
-@pytest.fixture(scope="module")
 def certs(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("netns-certs")
     return {
@@ -120,18 +99,18 @@ def _serve(netns: str, capture: Path, state_dir: Path, *flags: str) -> subproces
     )
 
 
-def test_off_loopback_without_tls_the_agent_refuses_to_start(netns, capture, tmp_path):
-    proc = _serve(netns, capture, tmp_path)
+def test_off_loopback_without_tls_the_agent_refuses_to_start(netns, http_events_capture, tmp_path):
+    proc = _serve(netns, http_events_capture, tmp_path)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2, stderr
     assert f"refusing to listen on {AGENT_IP} without TLS" in stderr
     assert_no_traceback(stderr)
 
 
-def test_off_loopback_mutual_tls_and_token(netns, capture, certs, tmp_path):
+def test_off_loopback_mutual_tls_and_token(netns, http_events_capture, http_events_req_paths, certs, tmp_path):
     a, b = certs["a"], certs["b"]
     agent = _serve(
-        netns, capture, tmp_path,
+        netns, http_events_capture, tmp_path,
         "--tls-cert", str(a / "server.crt"), "--tls-key", str(a / "server.key"),
         "--client-ca", str(a / "ca.crt"), "--token-file", str(a / "agent.token"),
     )  # fmt: skip
@@ -156,7 +135,7 @@ def test_off_loopback_mutual_tls_and_token(netns, capture, certs, tmp_path):
         proc = _in_netns(netns, sys.executable, "-c", ATTEMPTS, address, json.dumps(attempts))
         assert proc.returncode == 0, proc.stderr
         got = json.loads(proc.stdout)
-        expected = sorted(pq.read_table(capture / "http_events.parquet").to_pandas()["req_path"].fillna("<null>"))
+        expected = http_events_req_paths
         assert got["right"] == {"paths": expected}
         reasons = {
             "none": ("AgentAuthError", "requires TLS and this client connected in plaintext"),

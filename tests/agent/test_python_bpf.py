@@ -25,6 +25,7 @@ from pxq.agent.python.merge import NativeFrame, in_eval
 from pxq.agent.python.process import attach
 from pxq.agent.python.resolver import PythonStacks
 from pxq.testing.kernel import require_bpf
+from tests.agent.programs.build import cpu_seconds
 from tests.agent.python_targets import SYSTEM_STATIC, VERSIONS, held_chain_process, interpreter, wait_for_reports
 from tests.agent.test_python_merge import native_stack
 
@@ -184,7 +185,7 @@ def test_bpf_walk_truncates_and_flags_garbage() -> None:
     assert ctypes.sizeof(python_frames_struct(max_frames)) == 8 + 24 * max_frames
 
 
-RATIO_SCRIPT = Path(__file__).parent / "data" / "python_ratio.py"
+RATIO_SCRIPT = Path(__file__).parent / "programs" / "py_ratio.py"
 SAMPLE_HZ = 499  # more samples than the profiler takes (99 Hz): the ratio check needs a few hundred
 
 
@@ -202,11 +203,12 @@ def test_sampled_python_stacks_show_the_2_to_1_paths(version: str) -> None:
     bpf = _load(64)
     events = _collect(bpf, 64)
     process = subprocess.Popen(
-        [interpreter(version), str(RATIO_SCRIPT), "3"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [interpreter(version), str(RATIO_SCRIPT), "3", "hold"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     try:
         assert process.stdout is not None and process.stdin is not None
         assert process.stdout.readline() == b"ready\n"
+        cpu_at_ready = cpu_seconds(process.pid)  # its start-up, before the sampler is attached
         python = attach(process.pid)
         (state,) = python.thread_states()
         bpf["tid_tstate"][ctypes.c_uint32(state.tid)] = ctypes.c_uint64(state.address)
@@ -219,7 +221,7 @@ def test_sampled_python_stacks_show_the_2_to_1_paths(version: str) -> None:
             program.fd, PerfType.SOFTWARE, PerfSWConfig.CPU_CLOCK, 1_000_000_000 // SAMPLE_HZ, 0, process.pid, -1, -1
         )
         assert sampler >= 0
-        process.stdin.write(b"x")
+        process.stdin.write(b"go\n")
         process.stdin.flush()
         symbolizer = python.symbolizer()
         chains: list[tuple[str, ...]] = []
@@ -237,14 +239,15 @@ def test_sampled_python_stacks_show_the_2_to_1_paths(version: str) -> None:
             events.clear()
 
         reader = concurrent.futures.ThreadPoolExecutor(1)
-        cpu_line = reader.submit(process.stdout.readline)
-        while not cpu_line.done():
+        done_line = reader.submit(process.stdout.readline)
+        while not done_line.done():
             drain()
-        cpu_seconds = float(cpu_line.result())
+        done, _leaf_calls, own_cpu = done_line.result().split()  # b"done LEAF_CALLS CPU_SECONDS"
+        assert done == b"done"
+        sampled_cpu = float(own_cpu) - cpu_at_ready
         reader.shutdown()
-        drain()
-        process.stdin.write(b"x")
-        process.stdin.flush()
+        drain()  # still held: its code objects can be read
+        process.stdin.close()  # lets it exit
         python.close()
     finally:
         if process.poll() is None:
@@ -253,9 +256,9 @@ def test_sampled_python_stacks_show_the_2_to_1_paths(version: str) -> None:
         if sampler >= 0:
             lib.bpf_close_perf_event_fd(sampler)
         bpf.cleanup()
-    # The sampled window includes the start (reading stdin) and the end (printing): a few samples outside
-    # the measured loop, at most the rounding of the count.
-    expected = cpu_seconds * SAMPLE_HZ
+    # The sampled window runs from "ready" to the hold after "done": the CPU the program counts for itself
+    # less its start-up (/proc at "ready"); a few samples outside the loop (reading stdin, printing).
+    expected = sampled_cpu * SAMPLE_HZ
     assert len(flagged) <= 0.01 * expected
     assert abs(len(chains) + len(flagged) - expected) <= 0.1 * expected, (len(chains), expected)
     in_loop = [chain for chain in chains if chain[:2] == ("<module>", "main") and len(chain) > 2]

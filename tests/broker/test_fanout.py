@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pxq.agent.flight import AgentClient
+from pxq.agent.flight import AgentClient, answered_by
 from pxq.api import _script_object
 from pxq.broker.fleet import ClusterAgent, load_cluster, run_fleet
 from pxq.errors import UsageError
@@ -185,11 +185,11 @@ def test_an_agent_killed_mid_query_gives_a_partial_result_naming_it(own_fleet, c
     asked = threading.Event()
     real_get = AgentClient.get
 
-    def get(self, ticket):  # the real call, once the test has killed the agent it goes to
+    def get(self, ticket, **options):  # the real call, once the test has killed the agent it goes to
         if self.address == victim.address:
             asked.set()
             victim.proc.wait(30)
-        return real_get(self, ticket)
+        return real_get(self, ticket, **options)
 
     def kill_when_asked():
         assert asked.wait(30)
@@ -394,3 +394,86 @@ def test_cluster_entries_present_their_own_credentials(fleet, captures, tmp_path
         assert list(results.missing) == ["secured"] and "bearer token was refused" in results.missing["secured"]
     finally:
         secured.stop()
+
+
+def test_each_answer_names_the_agent_process_so_the_broker_asks_each_clock_once(fleet, monkeypatch):
+    """The broker learns from the answers themselves which agent process ran them (no second
+    status round per query to detect a restart): one ``info`` call per agent, and each answer's
+    stamp is the pid and start time that agent's ``info`` gave."""
+    asked: list[str] = []
+    real_info = AgentClient.info
+
+    def info(self, timeout_s=None):
+        asked.append(self.address)
+        return real_info(self, timeout_s)
+
+    monkeypatch.setattr(AgentClient, "info", info)
+    _, results, _ = run_fleet(STATS, _cluster(fleet))
+    assert not results.partial
+    assert sorted(asked) == sorted(agent.address for agent in fleet)
+    monkeypatch.setattr(AgentClient, "info", real_info)
+    for agent in fleet:
+        with AgentClient(agent.address) as client:
+            clock = client.info()
+            answer = client.get(_agg_ticket(clock["now_ns"]))
+        assert answered_by(answer) == {k: clock[k] for k in ("agent_id", "pid", "started_ns")}
+        assert answered_by(answer)["pid"] == agent.pid  # the process, not what it says of itself
+
+
+def test_an_agent_restarted_between_the_rounds_is_named_from_its_answer(own_fleet, captures, monkeypatch, tmp_path):
+    """Asked for its clock, then restarted on the same address before its fragment (gRPC reconnects
+    to the new process, whose store starts empty): named as restarted, the others' rows whole."""
+    victim = own_fleet[0]
+    address, old_pid = victim.address, victim.pid
+    restarted: list[AgentProcess] = []
+    real_get = AgentClient.get
+
+    def get_after_a_restart(self, ticket, **options):
+        if self.address == address and not restarted:
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait(30)
+            restarted.append(AgentProcess("--from", str(captures[0]), "--listen", address, state_dir=tmp_path))
+            assert restarted[0].wait_ready() == address
+        return real_get(self, ticket, **options)
+
+    monkeypatch.setattr(AgentClient, "get", get_after_a_restart)
+    try:
+        _, results, _ = run_fleet(STATS, _cluster(own_fleet), timeout_s=60)
+    finally:
+        for agent in restarted:
+            agent.stop()
+    assert set(results.missing) == {"node-a"}, results.missing
+    assert results.missing["node-a"].startswith(
+        f"restarted during the query (agent pid {old_pid}, then {restarted[0].pid})"
+    )
+    assert sum(results.tables["stats"].column("n").to_pylist()) == ROWS[1] + ROWS[2]
+
+
+def test_one_agent_restarted_between_its_clock_and_its_answer_is_an_error_not_a_short_result(
+    captures, tmp_path, monkeypatch
+):
+    """``pxq run --agent``: the agent restarted after the client asked its clock (its store empty
+    again): its answer names another process, so the client refuses it rather than show less."""
+    from pxq.agent.flight import AgentQueryError
+
+    first = AgentProcess("--from", str(captures[0]), state_dir=tmp_path / "first")
+    address = first.wait_ready()
+    second: list[AgentProcess] = []
+    real_get = AgentClient.get
+
+    def get_after_a_restart(self, ticket, **options):
+        if not second:
+            first.proc.send_signal(signal.SIGKILL)
+            first.proc.wait(30)
+            second.append(AgentProcess("--from", str(captures[0]), "--listen", address, state_dir=tmp_path / "second"))
+            assert second[0].wait_ready() == address
+        return real_get(self, ticket, **options)
+
+    monkeypatch.setattr(AgentClient, "get", get_after_a_restart)
+    try:
+        with AgentClient(address) as client, pytest.raises(AgentQueryError) as caught:
+            client.run(_script_object(STATS))
+    finally:
+        for agent in (first, *second):
+            agent.stop()
+    assert str(caught.value).startswith(f"restarted during the query (agent pid {first.pid}, then {second[0].pid})")

@@ -247,9 +247,9 @@ def test_an_agent_restarted_mid_query_is_named_serves_the_next_query_and_keeps_i
     # request sits unread in its socket), the agent is killed and started again on its address.
     original_get = flight.AgentClient.get
 
-    def get_while_restarting(self, ticket):
+    def get_while_restarting(self, ticket, **options):
         if self.address != address:
-            return original_get(self, ticket)
+            return original_get(self, ticket, **options)
         os.kill(old_agent.pid, signal.SIGSTOP)
         port = address.rsplit(":", 1)[1]
 
@@ -266,7 +266,7 @@ def test_an_agent_restarted_mid_query_is_named_serves_the_next_query_and_keeps_i
         killer = threading.Thread(target=restart)
         killer.start()
         try:
-            return original_get(self, ticket)
+            return original_get(self, ticket, **options)
         finally:
             killer.join()
 
@@ -329,13 +329,13 @@ def test_an_agent_restarted_between_the_brokers_rounds_is_named_not_read_as_if_n
     address, old_agent = victim.agent.address, victim.agent
     original_get = flight.AgentClient.get
 
-    def get_after_a_restart(self, ticket):
+    def get_after_a_restart(self, ticket, **options):
         if self.address == address and victim.agent is old_agent:
             os.kill(old_agent.pid, signal.SIGKILL)
             old_agent.proc.wait(10)
             victim.agent = victim.start_agent(address)
             assert victim.agent.wait_ready(240) == address
-        return original_get(self, ticket)
+        return original_get(self, ticket, **options)
 
     monkeypatch.setattr(flight.AgentClient, "get", get_after_a_restart)
     try:

@@ -211,3 +211,35 @@ def test_merged_digest_quantiles_are_within_two_tenths_of_a_point_of_rank(distri
     values = np.concatenate(parts)
     for p, key in zip([0.01, 0.10, 0.25, 0.50, 0.75, 0.90, 0.99], QUANTILE_KEYS):
         assert np.quantile(values, p - 0.002) - 1e-6 <= got[key] <= np.quantile(values, p + 0.002) + 1e-6, key
+
+
+def test_an_agent_summing_as_int64_and_one_needing_decimals_merge_exactly():
+    """Small values are summed as int64 (no sum of them can leave it); 2**62, 2**62, -2**62 could
+    (3 x 2**62 > INT64), so that agent sums decimals: both states have one type and merge to the
+    exact sum."""
+    big = 2**62
+    node = Agg(SOURCE, ("k",), (AggSpec("s", "sum", "i", T.INT64), AggSpec("m", "mean", "i", T.FLOAT64)))
+    rows = [("a", v, None, None, None) for v in (3, -8, 11, big, big, -big)]
+    states = [partial_aggregate(part, node) for part in _parts(rows, [3])]
+    assert states[0].schema == states[1].schema
+    got = merge_partials(states, node).to_pandas()
+    assert int(got["s"][0]) == 6 + big
+    assert got["m"][0] == pytest.approx((6 + big) / 6, rel=1e-15)
+
+
+def test_digests_of_many_small_groups_give_numpys_quantiles_exactly():
+    """More groups than are sorted one by one (one sort by group and value instead): every group
+    of at most 1000 values keeps its values, so each merged group gives numpy's quantiles."""
+    rng = np.random.default_rng(9)
+    groups = 5000
+    keys = rng.integers(0, groups, 30_000)
+    values = rng.integers(-(10**6), 10**6, 30_000)
+    rows = [(f"g{k}", int(v), None, None, None) for k, v in zip(keys, values)]
+    node = Agg(SOURCE, ("k",), (AggSpec("q", "quantiles", "i", T.STRING, S.JSON),))
+    got = _merged(_parts(rows, [11_000, 19_000]), node)
+    assert len(got) == len(set(keys))
+    frame = pd.DataFrame({"k": [f"g{k}" for k in keys], "v": values.astype(float)})
+    expected = frame.groupby("k")["v"].quantile([0.01, 0.10, 0.25, 0.50, 0.75, 0.90, 0.99]).unstack()
+    for key, estimate in zip(got["k"], got["q"]):
+        quantiles = json.loads(estimate)
+        assert [quantiles[name] for name in QUANTILE_KEYS] == pytest.approx(list(expected.loc[key]), rel=1e-12)

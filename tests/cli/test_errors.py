@@ -14,8 +14,9 @@ import pytest
 
 import pxq.api
 from pxq.agent.embedded import Interrupted, WindowSignals
-from pxq.cli.main import EXIT_INTERNAL, parse_duration
+from pxq.cli.main import EXIT_INTERNAL
 from pxq.errors import UsageError
+from pxq.plan.times import parse_duration
 from pxq.testing.synthetic import write_synthetic_capture
 from tests.cli_support import run_main, run_pxq
 

@@ -4,6 +4,6 @@ Every rule is a module with ``NAME``, a one-line ``DOC`` and ``apply(graph) -> g
 must not change a script's results (tests run every corpus query optimized and unoptimized).
 """
 
-from pxq.plan.rules import fold_constants, merge_maps, prune_columns, push_filters
+from pxq.plan.rules import eager_aggregation, fold_constants, merge_maps, prune_columns, push_filters
 
-RULES = (fold_constants, push_filters, merge_maps, prune_columns)
+RULES = (fold_constants, eager_aggregation, push_filters, merge_maps, prune_columns)

@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from pxq.testing.ports import LOOPBACK, free_port, wait_for_port
+from pxq.testing.ports import LOOPBACK, free_port, wait_until_listening
 
 DNSMASQ = "dnsmasq"
 A_RECORDS = {"www.test": ("192.0.2.10", "192.0.2.11")}
@@ -85,9 +85,7 @@ class DnsmasqServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        if not wait_for_port(
-            self.port, self.host, timeout, alive=lambda: self.proc is not None and self.proc.poll() is None
-        ):
+        if not wait_until_listening(self.proc, self.port, self.host, timeout):  # itself: not a process holding the port
             err = b""
             if self.proc.poll() is not None and self.proc.stderr is not None:
                 err = self.proc.stderr.read()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pxq.testing.ports import LOOPBACK, free_port, wait_for_port
+from pxq.testing.ports import LOOPBACK, serve_on_free_port
 
 INSTALL_DB = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
 MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
@@ -74,13 +74,17 @@ class MariaDB:
         )
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        _stop(self.proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def _install(datadir: Path, root: Path) -> None:
@@ -109,41 +113,43 @@ def mariadb_server(databases: tuple[str, ...] = ("test",)) -> Iterator[MariaDB]:
     try:
         datadir = root / "data"
         _install(datadir, root)
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                MARIADBD,
-                "--no-defaults",
-                f"--datadir={datadir}",
-                "--user=root",
-                f"--port={port}",
-                f"--bind-address={LOOPBACK}",
-                f"--socket={root / 'mysqld.sock'}",
-                f"--pid-file={root / 'mysqld.pid'}",
-                f"--log-error={root / 'error.log'}",
-                "--skip-name-resolve",
-                "--skip-log-bin",
-                "--innodb-buffer-pool-size=16M",
-                "--innodb-log-file-size=8M",
-                "--max-allowed-packet=64M",
-                "--performance-schema=OFF",
-                f"--tmpdir={root}",
-            ],  # fmt: skip
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        server = MariaDB(root, port, proc)
-        try:
-            if not wait_for_port(port, timeout=START_TIMEOUT, alive=lambda: proc.poll() is None):
-                log = server.log.read_text(errors="replace") if server.log.exists() else ""
-                raise MariaDBError(f"mariadbd did not listen on {LOOPBACK}:{port}: {log[-4000:]}")
+        log = root / "error.log"
+
+        def start(port: int) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [
+                    MARIADBD,
+                    "--no-defaults",
+                    f"--datadir={datadir}",
+                    "--user=root",
+                    f"--port={port}",
+                    f"--bind-address={LOOPBACK}",
+                    f"--socket={root / 'mysqld.sock'}",
+                    f"--pid-file={root / 'mysqld.pid'}",
+                    f"--log-error={log}",
+                    "--skip-name-resolve",
+                    "--skip-log-bin",
+                    "--innodb-buffer-pool-size=16M",
+                    "--innodb-log-file-size=8M",
+                    "--max-allowed-packet=64M",
+                    "--performance-schema=OFF",
+                    f"--tmpdir={root}",
+                ],  # fmt: skip
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+        def failure_log() -> str:
+            return log.read_text(errors="replace")[-4000:] if log.exists() else ""
+
+        started = serve_on_free_port("mariadbd", start, _stop, failure_log, MariaDBError, timeout=START_TIMEOUT)
+        with started as (proc, port):
+            server = MariaDB(root, port, proc)
             _wait_socket(server)
             for name in databases:
                 server.sql(f"CREATE DATABASE IF NOT EXISTS `{name}`;")
             yield server
-        finally:
-            server.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

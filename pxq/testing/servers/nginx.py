@@ -6,6 +6,9 @@ serves the static files the caller gave, from a temporary directory (a missing o
 nginx runs in the foreground (``daemon off``) with a master and two workers, keep-alive without
 limit, ``sendfile off`` (file bodies pass through user memory, so a socket tracer copies them),
 on a free 127.0.0.1 port; stopped (SIGQUIT, then SIGKILL) and its directory removed on exit.
+
+:func:`nginx_process` starts and stops nginx for any configuration; pxq.testing.workload's proxy
+in front of the Python backend uses it too.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pxq.agent.procinfo import child_pids
-from pxq.testing.ports import LOOPBACK, free_port, wait_for_port
+from pxq.testing.ports import LOOPBACK, serve_on_free_port
 
 START_TIMEOUT = 15.0
 WORKERS = 2
@@ -83,10 +86,15 @@ class EchoNginx:
         return {self.master_pid, *workers}
 
     def error_log(self) -> str:
-        try:
-            return (self.workdir / "error.log").read_text(errors="replace")
-        except OSError:
-            return ""
+        return error_log(self.workdir)
+
+
+def error_log(workdir: Path) -> str:
+    """The error log of an nginx started by :func:`nginx_process` in ``workdir`` ("" before it has one)."""
+    try:
+        return (workdir / "error.log").read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def nginx_binary() -> str:
@@ -97,39 +105,50 @@ def nginx_binary() -> str:
 
 
 @contextlib.contextmanager
+def nginx_process(
+    workdir: Path, write_conf: Callable[[int], Path], attempts: int = 3
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Start nginx (prefix ``workdir``, its error log there) with the configuration file that
+    ``write_conf(port)`` writes for a free loopback port, and wait until it listens; yield its
+    master process and the port; stop it on exit. A port lost to another process is retried
+    (:func:`~pxq.testing.ports.serve_on_free_port`); any other failure raises :class:`NginxError`
+    with nginx's error log."""
+    binary = nginx_binary()
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        conf = write_conf(port)
+        return subprocess.Popen(
+            [binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    with serve_on_free_port(
+        "nginx", start, _stop, lambda: error_log(workdir), NginxError, attempts=attempts, timeout=START_TIMEOUT
+    ) as (proc, port):
+        yield proc, port
+
+
+@contextlib.contextmanager
 def echo_nginx(files: Mapping[str, bytes] | None = None, attempts: int = 3) -> Iterator[EchoNginx]:
     """Start nginx on a free loopback port serving ``files`` (name -> bytes) under ``/files/``
     and echoing every other request's target; stop it on exit."""
-    binary = nginx_binary()
     work = Path(tempfile.mkdtemp(prefix="pxq-echo-nginx-"))
-    proc: subprocess.Popen[bytes] | None = None
     try:
         for sub in ("www/files", "tmp"):
             (work / sub).mkdir(parents=True)
         for name, data in (files or {}).items():
             (work / "www" / "files" / name).write_bytes(data)
-        for _ in range(attempts):
-            port = free_port()
+
+        def write_conf(port: int) -> Path:
             conf = work / "nginx.conf"
             conf.write_text(CONF.format(work=work, loopback=LOOPBACK, port=port, workers=WORKERS))
-            log = work / "error.log"
-            proc = subprocess.Popen(
-                [binary, "-p", str(work), "-c", str(conf), "-e", str(log)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if wait_for_port(port, timeout=START_TIMEOUT, alive=lambda proc=proc: proc.poll() is None):
-                yield EchoNginx(proc, port, work)
-                return
-            _stop(proc)
-            text = log.read_text(errors="replace") if log.exists() else ""
-            if "Address already in use" not in text:  # a real failure, not a lost port race
-                raise NginxError(f"nginx did not start on {LOOPBACK}:{port}:\n{text}")
-        raise NginxError(f"nginx could not bind a free loopback port in {attempts} attempts")
+            return conf
+
+        with nginx_process(work, write_conf, attempts) as (proc, port):
+            yield EchoNginx(proc, port, work)
     finally:
-        if proc is not None:
-            _stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

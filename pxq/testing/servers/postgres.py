@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pxq.testing.ports import LOOPBACK, free_port, wait_for_port
+from pxq.testing.ports import LOOPBACK, serve_on_free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 START_TIMEOUT = 30.0
@@ -89,7 +89,6 @@ def postgres_server(
         raise PostgresServerError(f"{PG_BIN}/postgres is missing (tools/setup.sh installs PostgreSQL 15)")
     account = _account()
     work = Path(tempfile.mkdtemp(prefix="pxq-postgres-"))
-    proc: subprocess.Popen[bytes] | None = None
     try:
         os.chown(work, account.pw_uid, account.pw_gid)
         datadir = work / "data"
@@ -106,29 +105,25 @@ def postgres_server(
         if done.returncode != 0:
             raise PostgresServerError(f"initdb failed:\n{done.stderr.decode(errors='replace')}")
         log = work / "postgres.log"
-        for _ in range(attempts):
-            port = free_port()
+
+        def start(port: int) -> subprocess.Popen[bytes]:
             with open(log, "wb") as log_file:
-                proc = subprocess.Popen(
+                return subprocess.Popen(
                     [str(PG_BIN / "postgres"), "-D", str(datadir), "-h", LOOPBACK, "-p", str(port), "-k", str(work),
                      "-c", "fsync=off", "-c", "ssl=off", "-c", "max_connections=50"],
                     cwd=work, user=account.pw_uid, group=account.pw_gid, extra_groups=[], stdin=subprocess.DEVNULL,
                     stdout=log_file, stderr=subprocess.STDOUT,
                     env={"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8"},
                 )  # fmt: skip
-            if wait_for_port(port, timeout=START_TIMEOUT, alive=lambda proc=proc: proc.poll() is None):
-                # Listening comes before accepting: wait until it is no longer "starting up".
-                _wait_ready(port, proc)
-                yield PostgresServer(proc, port, datadir, password)
-                return
-            _stop(proc)
-            text = log.read_text(errors="replace")
-            if "Address already in use" not in text and "could not bind" not in text:
-                raise PostgresServerError(f"postgres did not start on {LOOPBACK}:{port}:\n{text}")
-        raise PostgresServerError(f"postgres could not bind a free loopback port in {attempts} attempts")
+
+        with serve_on_free_port(
+            "postgres", start, _stop, lambda: log.read_text(errors="replace"), PostgresServerError,
+            attempts=attempts, timeout=START_TIMEOUT, port_lost=("Address already in use", "could not bind"),
+        ) as (proc, port):  # fmt: skip
+            # Listening comes before accepting: wait until it is no longer "starting up".
+            _wait_ready(port, proc)
+            yield PostgresServer(proc, port, datadir, password)
     finally:
-        if proc is not None:
-            _stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

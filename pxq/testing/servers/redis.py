@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pxq.testing.ports import LOOPBACK, free_port, wait_for_port
+from pxq.testing.ports import LOOPBACK, serve_on_free_port
 
 START_TIMEOUT = 10.0
 
@@ -61,28 +61,24 @@ def redis_server(password: str | None = None, attempts: int = 3) -> Iterator[Red
     """Start redis-server on a free loopback port; stop it on exit."""
     binary = redis_binary()
     work = Path(tempfile.mkdtemp(prefix="pxq-redis-"))
-    proc: subprocess.Popen[bytes] | None = None
+    log = work / "redis.log"
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        args = [binary, "--bind", LOOPBACK, "--port", str(port), "--dir", str(work), "--save", "",
+                "--appendonly", "no", "--daemonize", "no", "--logfile", str(log)]  # fmt: skip
+        if password is not None:
+            args += ["--requirepass", password]
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def failure_log() -> str:
+        return log.read_text(errors="replace") if log.exists() else ""
+
     try:
-        for _ in range(attempts):
-            port = free_port()
-            args = [binary, "--bind", LOOPBACK, "--port", str(port), "--dir", str(work), "--save", "",
-                    "--appendonly", "no", "--daemonize", "no", "--logfile", str(work / "redis.log")]  # fmt: skip
-            if password is not None:
-                args += ["--requirepass", password]
-            proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            if wait_for_port(port, timeout=START_TIMEOUT, alive=lambda proc=proc: proc.poll() is None):
-                yield RedisServer(proc, port, work, password)
-                return
-            _stop(proc)
-            log = (work / "redis.log").read_text(errors="replace") if (work / "redis.log").exists() else ""
-            if "Address already in use" not in log:
-                raise RedisServerError(f"redis-server did not start on {LOOPBACK}:{port}:\n{log}")
-        raise RedisServerError(f"redis-server could not bind a free loopback port in {attempts} attempts")
+        with serve_on_free_port(
+            "redis-server", start, _stop, failure_log, RedisServerError, attempts=attempts, timeout=START_TIMEOUT
+        ) as (proc, port):
+            yield RedisServer(proc, port, work, password)
     finally:
-        if proc is not None:
-            _stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -3,6 +3,8 @@ Python twin of ratio.c): main -> path_a -> leaf does 2 units of work per round, 
 
     py_ratio.py SECONDS           the 2:1 loop in the main thread
     py_ratio.py SECONDS thread    the same in a thread started only then (a thread the profiler has not seen)
+    py_ratio.py SECONDS hold      after "done", waits for another line (or the end of stdin) before exiting,
+                                  so that its code objects can still be read (words combine: thread hold)
 
 Prints "ready" and waits for a line on stdin; then runs the loop for SECONDS of wall time, prints
 "done LEAF_CALLS CPU_SECONDS" (as ratio.c: the work done, and its own CPU time, time.process_time) and exits.
@@ -44,7 +46,8 @@ if __name__ == "__main__":
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     sys.stdin.readline()
-    if sys.argv[2:] == ["thread"]:
+    options = sys.argv[2:]
+    if "thread" in options:
         worker = threading.Thread(target=main, args=(seconds,))
         worker.start()
         worker.join()
@@ -52,3 +55,5 @@ if __name__ == "__main__":
         main(seconds)
     sys.stdout.write("done %d %f\n" % (leaf_calls, time.process_time()))
     sys.stdout.flush()
+    if "hold" in options:
+        sys.stdin.readline()

@@ -74,6 +74,7 @@ from typing import Literal
 import httptools
 
 from pxq.agent.defaults import DEFAULT_BODY_LIMIT
+from pxq.agent.native import frame_message, set_message_type
 
 CONTENT_TYPE_UNKNOWN = 0
 CONTENT_TYPE_JSON = 1
@@ -122,58 +123,16 @@ _SKIP_PIECE = bytes(1 << 16)
 # Request bytes kept after an Upgrade request until the response says whether it was accepted.
 MAX_UPGRADE_HOLD = 64 * 1024
 
-# The plain message, parsed without llhttp (Http1Stitcher._plain_messages): most of the agent's
+# The plain message, framed without llhttp (Http1Stitcher._plain_messages): most of the agent's
 # CPU per transaction went to llhttp's ten or so Python callbacks per message. A message whose
-# every part is of the common, unambiguous shape below, complete in the bytes at hand, is framed
-# with a few C-level regex and bytes calls instead, giving the same _Message llhttp's callbacks
-# would (tests/agent/test_http1_plain.py checks both ways agree); anything else (other methods or
+# every part is of the common, unambiguous shape (described in pxq/agent/_native.c: methods GET,
+# HEAD, POST, PUT, DELETE, PATCH, OPTIONS; HTTP/1.1; token headers with printable values;
+# Content-Length; Connection keep-alive if any), complete in the bytes at hand, is framed and made
+# into the _Message llhttp's callbacks would leave by one C call (``frame_message``;
+# tests/agent/test_http1_plain.py checks both ways agree); anything else (other methods or
 # versions, obs-text, chunked, encoded or close-delimited bodies, Connection other than
 # keep-alive, 1xx/204/304, CONNECT, a message cut by the chunk's end) goes to llhttp as before; an
 # answer to HEAD ends with its header block, as _header_only_response frames it.
-_PLAIN_REQUEST_LINE = re.compile(
-    rb"(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS) (/[A-Za-z0-9\-._~:/?\[\]@!$&'()*+,;=%]*) HTTP/1\.1\r\n"
-)
-_PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([!-~]+(?: [!-~]+)*)\r\n")
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-# Header lines (each with its CRLF): llhttp strips a value's leading blanks and keeps the rest.
-_PLAIN_HEADER_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[ \t]*(?:[!-~][\t -~]*)?\r\n)*")
-_PLAIN_HEADER = re.compile(rb"(" + _TOKEN + rb"):[ \t]*((?:[!-~][\t -~]*)?)\r\n")
-# Headers that make llhttp frame a message otherwise, or that pxq decodes: not plain.
-_NOT_PLAIN_HEADERS = frozenset({b"transfer-encoding", b"content-encoding", b"upgrade"})
-_PLAIN_STATUS_WITHOUT_BODY = (204, 304)
-# Header blocks seen (their bytes) -> (their pairs, Content-Length or -1), or None when not plain;
-# shared by every connection: a service's messages repeat their header blocks.
-_plain_blocks: dict[bytes, tuple[tuple[tuple[bytes, bytes], ...], int] | None] = {}
-PLAIN_BLOCK_CACHE = 2048  # entries kept (then the cache starts over)
-PLAIN_BLOCK_MAX = 1024  # longer blocks are parsed every time, not kept
-
-
-def _names_a_credential(block: bytes) -> bool:
-    """Might header lines ``block`` hold a credential (Authorization, Proxy-Authorization, Cookie,
-    Set-Cookie)? Such blocks are never kept in _plain_blocks (plain or not): the cache would hold
-    the secret past its message."""
-    lowered = block.lower()
-    return b"authorization" in lowered or b"cookie" in lowered
-
-
-def _plain_header_block(block: bytes) -> tuple[tuple[tuple[bytes, bytes], ...], int] | None:
-    """The (name, value) pairs of header lines ``block`` and its Content-Length (-1: none), when
-    every line is plain (see _PLAIN_HEADER_BLOCK); None when llhttp must frame the message."""
-    if _PLAIN_HEADER_BLOCK.fullmatch(block) is None:
-        return None
-    pairs = tuple(_PLAIN_HEADER.findall(block))
-    length = -1
-    for name, value in pairs:
-        key = name.lower()
-        if key in _NOT_PLAIN_HEADERS:
-            return None
-        if key == b"connection" and value.lower() != b"keep-alive":
-            return None  # close (llhttp refuses bytes after it), upgrade, or a list of options
-        if key == b"content-length":
-            if length >= 0 or not value.isdigit() or len(value) > 15:
-                return None
-            length = int(value)
-    return pairs, length
 
 
 def looks_like_http_request(first_bytes: bytes) -> bool:
@@ -388,6 +347,8 @@ class _Message:
             and "chunked" not in self.header("Transfer-Encoding").lower()
         )
 
+
+set_message_type(_Message)  # the plain path's messages are made in C (frame_message), slot by slot
 
 MessagePair = tuple[_Message, _Message]  # a request and its response
 
@@ -743,7 +704,7 @@ class Http1Stitcher:
         # The interface's flag: pipelined, or a response that answers no request waiting.
         self.out_of_step = False
         self.exchanges = 0  # requests answered
-        # Plain messages without llhttp (see _PLAIN_REQUEST_LINE); False: llhttp parses all.
+        # Plain messages without llhttp (see frame_message); False: llhttp parses all.
         self.plain = True
 
     # -- public API -------------------------------------------------------------------------
@@ -926,65 +887,29 @@ class Http1Stitcher:
         self._pump(side, data)
 
     def _plain_messages(self, side: _Direction, data: bytes, ts_ns: int) -> bytes:
-        """Take the plain messages (see _PLAIN_REQUEST_LINE) at the start of ``data`` as llhttp's
+        """Take the plain messages (see frame_message) at the start of ``data`` as llhttp's
         callbacks would; return the bytes from the first one that is not (or not complete) on."""
         is_request = side.is_request
-        start_line = _PLAIN_REQUEST_LINE if is_request else _PLAIN_STATUS_LINE
-        blocks, body_limit = _plain_blocks, self.body_limit
+        body_limit, epoch = self.body_limit, side.epoch
+        requests, responses = self._requests, self._responses
         at, end = 0, len(data)
         while at < end:
-            head_end = data.find(b"\r\n\r\n", at)
-            if head_end < 0:
+            answers = 0  # what the response to come answers (see frame_message): an ordinary request
+            if not is_request and self._header_only_requests and len(requests) > len(responses):
+                req = requests[len(responses)]
+                if req.headers_done and req.method in HEADER_ONLY_METHODS:
+                    answers = 1 if req.method == b"HEAD" else 2
+            framed = frame_message(data, at, is_request, answers, body_limit, ts_ns, epoch)
+            if framed is None:
                 break
-            line = start_line.match(data, at, head_end + 2)
-            if line is None:
-                break
-            block = data[line.end() : head_end + 2]
-            if block in blocks:
-                plain = blocks[block]
-            else:
-                plain = _plain_header_block(block)
-                if len(block) <= PLAIN_BLOCK_MAX and not _names_a_credential(block):
-                    if len(blocks) >= PLAIN_BLOCK_CACHE:
-                        blocks.clear()
-                    blocks[block] = plain
-            if plain is None:
-                break
-            pairs, length = plain
-            body_at = head_end + 4
-            if is_request:
-                length = max(length, 0)  # a request without Content-Length has no body
-            else:
-                status = int(line.group(1))
-                answers = self._requests[len(self._responses)] if len(self._requests) > len(self._responses) else None
-                if answers is not None and answers.headers_done and answers.method in HEADER_ONLY_METHODS:
-                    if answers.method != b"HEAD":
-                        break  # CONNECT: a tunnel may start
-                    length = 0  # any answer to HEAD ends with its header block
-                elif length < 0 or status in _PLAIN_STATUS_WITHOUT_BODY:
-                    break  # close-delimited, or framed by llhttp's rules for 204/304
-            if body_at + length > end:
-                break  # its body goes on in a later chunk
-            msg = _Message(body_limit, ts_ns, side.epoch)
-            msg.valid_start = msg.headers_done = msg.complete = True
-            msg.header_pairs = list(pairs)
-            msg.raw_headers = block
-            if length:
-                msg.body = data[body_at : body_at + min(length, body_limit)] if body_limit > 0 else b""
-                msg.body_size = length
-                msg.decoder = False  # no Content-Encoding
+            msg, at = framed
             side.completed += 1
-            at = body_at + length
             if is_request:
-                msg.url = line.group(2)
-                msg.method = method = line.group(1)
-                if method in HEADER_ONLY_METHODS:
+                if msg.method in HEADER_ONLY_METHODS:
                     self._header_only_requests += 1
-                self._requests.append(msg)
+                requests.append(msg)
                 self._stitch()
             else:
-                msg.reason = line.group(2)
-                msg.status = status
                 self._response_complete(msg)
         return data[at:] if at else data
 
