@@ -85,7 +85,9 @@ DEFAULT_SPILL_MAX_BYTES = 1024**3
 DEFAULT_SPILL_WINDOW_S = 60.0
 DEFAULT_SPILL_FLUSH_S = 10.0
 ON_DEMAND = ("refuse", "attach")
-DEFAULT_ON_DEMAND_MAX_S = 20.0  # a query waits this long at most (a client's call times out at 30 s)
+# An on-demand collection (its start and its window) lasts this long at most; clients wait that
+# plus their own call timeout.
+DEFAULT_ON_DEMAND_MAX_S = 20.0
 # Collectors the agent can attach for one query (process_stats and proc_events cannot run live yet).
 ATTACHABLE = ("socket_tracer", "perf_profiler")
 # Collectors a config may name, and whether this pxq can run each live.

@@ -99,8 +99,10 @@ def _spinner() -> subprocess.Popen:
 def test_a_profiler_at_a_higher_rate_is_attached_for_the_query_and_detached(tmp_path):
     require_bpf()
     config = tmp_path / "agent.toml"
-    # The whole on-demand collection (the profiler's start included) within 12 s: the client waits 30 s.
-    config.write_text('on_demand = "attach"\non_demand_max = "12s"\n')
+    # The whole on-demand collection (the profiler's start included) within 60 s: room for a slow
+    # start on a loaded machine (65 s were seen at load 10-12); the client waits that and more
+    # (tests/agent/test_agent_ondemand_wait.py). The window itself is the query's 4 s.
+    config.write_text('on_demand = "attach"\non_demand_max = "60s"\n')
     spin = _spinner()
     try:
         with running_agent("--no-perf-profiler", "--config", str(config), state_dir=tmp_path, timeout_s=180) as agent:
