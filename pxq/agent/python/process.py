@@ -8,7 +8,9 @@ first one run by its _PyEval_EvalFrameDefault call. It is the reference the BPF 
 
 Failures never raise out of ``walk``: a frame chain that cannot be read ends with a flag and a reason.
 ``attach`` raises PythonAttachError whose ``reason`` is a short counter name (python_version_unknown,
-python_not_found, process_exited, ...).
+python_not_found, process_exited, ...). One reason is not final: ``python_starting``, a ``python3.X`` whose
+executable needs a libpython that is not mapped yet (caught between its exec and its dynamic loader's
+work: a profiler meets new processes there); attached again a moment later it is read.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ FLAG_READ_FAILED = 2
 EVAL_SYMBOLS = ("_PyEval_EvalFrameDefault", "_PyEval_EvalFrameDefault.cold")
 _WANTED = frozenset({"_PyRuntime", "Py_Version", "PyCode_Type", *EVAL_SYMBOLS})
 _LIBPYTHON = re.compile(r"/libpython\d\.\d+[^/]*\.so")
+_LIBPYTHON_SONAME = re.compile(r"^libpython\d\.\d+")
+# The reasons attach may give a different answer for later in the same process (see the docstring).
+PYTHON_STARTING = "python_starting"
+TRANSIENT_REASONS = frozenset({PYTHON_STARTING})
 _U64 = struct.Struct("<Q")
 _I32 = struct.Struct("<i")
 
@@ -203,16 +209,19 @@ class PythonProcess:
         self.memory.close()
 
 
-def _maps(pid: int) -> list[tuple[int, int, int, str]]:
-    """(start, end, file offset, path) of every file-backed mapping."""
-    rows = []
+def _maps(pid: int) -> tuple[list[tuple[int, int, int, str]], set[str]]:
+    """(start, end, file offset, path) of every file-backed mapping, and the paths mapped executable."""
+    rows, executable = [], set()
     with open(f"/proc/{pid}/maps") as handle:
         for line in handle:
             parts = line.split(None, 5)
             if len(parts) == 6 and parts[5].startswith("/"):
                 start, end = (int(value, 16) for value in parts[0].split("-"))
-                rows.append((start, end, int(parts[2], 16), parts[5].rstrip("\n")))
-    return rows
+                path = parts[5].rstrip("\n")
+                rows.append((start, end, int(parts[2], 16), path))
+                if "x" in parts[1]:
+                    executable.add(path)
+    return rows, executable
 
 
 def _load_bias(elf: InterpreterElf, mappings: list[tuple[int, int, int, str]]) -> int | None:
@@ -229,7 +238,7 @@ def _load_bias(elf: InterpreterElf, mappings: list[tuple[int, int, int, str]]) -
 def attach(pid: int) -> PythonProcess:
     """The CPython interpreter running in pid: libpython when mapped, else the executable itself."""
     try:
-        mappings = _maps(pid)
+        mappings, executable = _maps(pid)
         exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
     except FileNotFoundError as error:
         raise PythonAttachError("process_exited", f"process {pid} exited") from error
@@ -238,17 +247,36 @@ def attach(pid: int) -> PythonProcess:
     by_path: dict[str, list[tuple[int, int, int, str]]] = {}
     for row in mappings:
         by_path.setdefault(row[3], []).append(row)
-    candidates = [path for path in by_path if _LIBPYTHON.search(path)] + ([exe] if exe in by_path else [])
+    # A libpython runs here only if its code is mapped executable: py-spy maps its targets' binaries
+    # read-only to parse them, and is no Python.
+    libpythons = [path for path in by_path if _LIBPYTHON.search(path) and path in executable]
+    candidates = libpythons + ([exe] if exe in by_path else [])
+    exe_elf = None
     for path in candidates:
         try:
             elf = read_interpreter_elf(f"/proc/{pid}/root{path}", _WANTED)
         except (OSError, ElfFormatError):
             continue
         elf.path = path
+        if path == exe:
+            exe_elf = elf
         if "_PyRuntime" not in elf.symbols:
             continue
         return _attach_binary(pid, elf, by_path[path])
+    unmapped = None if libpythons else _libpython_not_mapped(exe_elf)
+    if unmapped is not None:
+        raise PythonAttachError(
+            PYTHON_STARTING, f"process {pid} runs {exe}, which needs {unmapped}: not mapped yet (it is starting)"
+        )
     raise PythonAttachError("python_not_found", f"process {pid} maps no CPython with a _PyRuntime symbol")
+
+
+def _libpython_not_mapped(exe: InterpreterElf | None) -> str | None:
+    """The libpython the executable needs (DT_NEEDED), called while none is mapped: its interpreter is
+    not loaded yet. (A libpython mapped that has no _PyRuntime is final: python_not_found.)"""
+    if exe is None:
+        return None
+    return next((name for name in exe.needed if _LIBPYTHON_SONAME.match(name)), None)
 
 
 def _attach_binary(pid: int, elf: InterpreterElf, mappings: list[tuple[int, int, int, str]]) -> PythonProcess:

@@ -3,7 +3,8 @@
 native return addresses the agent unwound and the ``struct python_frames`` record bpf/python_stack.h filled.
 
 A process is attached once; one that cannot be (not a CPython, an unknown version, gone) is remembered with its
-reason, counted once, and its samples keep their native frames unchanged.
+reason, counted once, and its samples keep their native frames unchanged. A reason that may pass
+(``python_starting``: the interpreter's libpython is not mapped yet) is tried again by ``retry``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pxq.agent.python.bpf_records import (
 )
 from pxq.agent.python.code import CodeSymbolizer, PyFrame
 from pxq.agent.python.merge import NativeFrame, merge_stacks
-from pxq.agent.python.process import PythonAttachError, PythonProcess, ThreadState, attach
+from pxq.agent.python.process import TRANSIENT_REASONS, PythonAttachError, PythonProcess, ThreadState, attach
 
 # A Python frame whose code object could not be named (its reason is counted by the symbolizer).
 UNKNOWN_PYTHON_FRAME = PyFrame("<unknown python frame>", "", None)
@@ -55,6 +56,7 @@ class PythonStacks:
         self.max_frames = max_frames
         self.reasons: Counter[str] = Counter()
         self._attached: dict[int, _Attached | str] = {}
+        self._messages: dict[int, str] = {}  # pid -> what its failed attach said
         self._threads: dict[int, set[ThreadState]] = {}
 
     def _get(self, pid: int) -> _Attached | None:
@@ -65,10 +67,24 @@ class PythonStacks:
             except PythonAttachError as error:
                 self.reasons[error.reason] += 1
                 self._attached[pid] = error.reason
+                self._messages[pid] = str(error)
                 return None
             known = _Attached(process, process.symbolizer())
             self._attached[pid] = known
+            self._messages.pop(pid, None)
         return known if isinstance(known, _Attached) else None
+
+    def retry(self, pid: int) -> bool:
+        """Attach again a process whose last attempt failed for a reason that may pass (python_starting);
+        True once it is attached. The same reason again is not counted again."""
+        known = self._attached.get(pid)
+        if isinstance(known, str) and known in TRANSIENT_REASONS:
+            del self._attached[pid]
+            attached = self._get(pid)
+            if self._attached.get(pid) == known:
+                self.reasons[known] -= 1
+            return attached is not None
+        return isinstance(known, _Attached)
 
     def is_python(self, pid: int) -> bool:
         return self._get(pid) is not None
@@ -91,6 +107,10 @@ class PythonStacks:
         """The reason pid's Python frames cannot be read (python_version_unknown, ...), None when they can."""
         known = self._attached.get(pid)
         return known if isinstance(known, str) else None
+
+    def failure_message(self, pid: int) -> str | None:
+        """What attaching pid said when it failed (the binary, its version), None when it did not fail."""
+        return self._messages.get(pid) if self.why_not(pid) else None
 
     def warm(self, pid: int, python_record: bytes) -> None:
         """Name the code objects of a record now, while the process surely lives: resolve() later (the
@@ -152,6 +172,7 @@ class PythonStacks:
     def forget(self, pid: int) -> None:
         """Drop a process that exited or exec'd (a new program may be another Python, or none)."""
         self._threads.pop(pid, None)
+        self._messages.pop(pid, None)
         known = self._attached.pop(pid, None)
         if isinstance(known, _Attached):
             self.reasons.update(known.symbolizer.reasons)

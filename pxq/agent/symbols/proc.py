@@ -112,7 +112,8 @@ class ProcessMaps:
 
     @property
     def is_python(self) -> bool:
-        """Whether this looks like a CPython process: ``python*`` executable or libpython mapped."""
+        """Whether this looks like a CPython process: ``python*`` executable or libpython's code mapped
+        (py-spy maps its targets' libpython read-only to parse it: that is no Python)."""
         if os.path.basename(self.exe).startswith("python"):
             return True
-        return any(m.module.startswith("libpython") for m in self.mappings if m.is_file)
+        return any(m.module.startswith("libpython") and m.executable for m in self.mappings if m.is_file)
