@@ -27,8 +27,9 @@ class CollectorSpec:
     program: Callable[[CollectorRequest], str]  # the eBPF program it loads, with its -D flags
 
 
-def _perf_profiler(request: CollectorRequest, _options: AgentOptions) -> Collector:
-    return PerfProfilerCollector(request)  # its settings come from the script (request.options) only
+def _perf_profiler(request: CollectorRequest, options: AgentOptions) -> Collector:
+    # Its settings come from the script (request.options) only; the agent's options say where warnings go.
+    return PerfProfilerCollector(request, options.on_warning)
 
 
 COLLECTORS: dict[str, CollectorSpec] = {

@@ -106,6 +106,7 @@ import ctypes as ct
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -125,6 +126,7 @@ from pxq.agent.pyspy import DEFAULT_SEGMENT_S, SAMPLER as PYSPY_SAMPLER, PySpySa
 from pxq.agent.python.bpf_records import PY_MAX_FRAMES, PythonOffsets, python_frames_struct
 from pxq.agent.python.code import PyFrame
 from pxq.agent.python.merge import NativeFrame
+from pxq.agent.python.process import TRANSIENT_REASONS
 from pxq.agent.python.resolver import PythonStacks
 from pxq.agent.symbols import KERNEL_SUFFIX, Symbolizer
 from pxq.agent.table_store import INCOMPLETE_REASONS
@@ -139,6 +141,7 @@ LOST_USER = "[lost user stack]"
 LOST_KERNEL = "[lost kernel stack]" + KERNEL_SUFFIX
 NO_STACK = "[unknown]"
 PYTHON_MODES = ("auto", "on", "off")
+MAX_NAMED_FALLBACKS = 5  # processes named per warnings() line
 
 
 _CONSTANTS = header_constants(HEADER_FILE)
@@ -184,8 +187,9 @@ NEW_THREAD = _CONSTANTS["PXQ_PROF_NEW_THREAD"]
 PYTHON_RECORD_BYTES = ct.sizeof(python_frames_struct(PY_MAX_FRAMES))
 # How a Python process is sampled (Profiler.python_modes): the BPF walker's frames merged into the
 # eBPF samples; py-spy alone (a Python the walker cannot read, py-spy installed: its eBPF samples
-# are not kept); or native frames only (neither), marked python_unsupported.
-PYTHON_WALKER, PYTHON_PYSPY, PYTHON_NATIVE = "walker", "py-spy", "native"
+# are not kept); or native frames only (neither), marked python_unsupported. "starting": met before
+# its libpython was mapped, not decided yet (attached again at each poll).
+PYTHON_WALKER, PYTHON_PYSPY, PYTHON_NATIVE, PYTHON_STARTING = "walker", "py-spy", "native", "starting"
 # Per-sample reasons a merged stack is partial (marked truncated, counted in incomplete()).
 PYTHON_SAMPLE_REASONS = (
     "python_truncated",
@@ -205,6 +209,17 @@ UNWIND_COUNTERS = tuple(f"unwind_{reason}" for reason in STOP_REASONS if reason 
     "unwind_frame_pointers",
     "unwind_process_gone",
 )
+
+
+@dataclass
+class PythonFallback:
+    """A Python process whose frames the BPF walker cannot read: why (a python_fallbacks() reason and
+    what attaching it said) and what samples it instead (PYTHON_PYSPY or PYTHON_NATIVE)."""
+
+    pid: int
+    reason: str
+    detail: str
+    sampler: str
 
 
 @dataclass(frozen=True)
@@ -338,7 +353,9 @@ class Profiler:
             self.pyspy = PySpySampler(rate_hz=self.options.sample_hz, segment_s=self.options.pyspy_segment_s)
         self.python_modes: dict[int, str] = {}  # pid -> PYTHON_* (how its Python frames are taken)
         self._python_tids: dict[int, set[int]] = {}  # pid -> its tids in the python_threads map
+        self._python_uninitialised: set[int] = set()  # walker pids with no thread state yet (just exec'd)
         self._python_fallbacks: dict[str, int] = {}  # why the walker could not read a process -> processes
+        self.python_fallback_processes: dict[str, PythonFallback] = {}  # upid -> why, how it was sampled
         self._warmed = 0  # self._records[:_warmed] had their code objects named (see _warm_python)
         self._native_names: dict[tuple, tuple[list[str], bool]] = {}
         self._bpf = None
@@ -423,6 +440,7 @@ class Profiler:
         try:
             self._bpf.ring_buffer_consume()
             self._handle_notices()
+            self._retry_starting_pythons()
             self._warm_python()
             self._read_samples()
         finally:
@@ -447,6 +465,7 @@ class Profiler:
         bpf.ring_buffer_poll(max(0, int(timeout_ms)))  # wakes for new processes only
         bpf.ring_buffer_consume()  # samples are sent without a wakeup (see profile.c)
         handled = self._handle_notices()
+        self._retry_starting_pythons()
         self._warm_python()
         if time.monotonic() - self._last_read >= self.options.drain_interval_s:
             handled += self._read_samples()
@@ -481,28 +500,56 @@ class Profiler:
     def _register_python(self, pid: int) -> None:
         """Decide once how a Python process's frames are taken: the BPF walker (its offsets and
         thread states put in the maps), else py-spy when the process was asked for by pid (on a
-        whole-host run, once it is busy: see _read_samples), else native frames only."""
+        whole-host run, once it is busy: see _read_samples), else native frames only. A Python met
+        before its libpython is mapped (python_starting) waits, tried again at each poll."""
         snap = self.symbolizer.processes.get(pid)
         python = self.python
         if python is None or snap is None or not snap.is_python or pid == self.options.self_pid:
             return
         if pid in self.python_modes:
             return
+        if python.bpf_config(pid) is None and python.why_not(pid) in TRANSIENT_REASONS:
+            self.python_modes[pid] = PYTHON_STARTING
+            return
+        self._use_walker_or_fall_back(pid)
+
+    def _retry_starting_pythons(self) -> None:
+        """Attach again the Pythons that were starting (their libpython not mapped yet)."""
+        if self.python is None:
+            return
+        for pid in [pid for pid, mode in self.python_modes.items() if mode == PYTHON_STARTING]:
+            attached = self.python.retry(pid)
+            if attached or self.python.why_not(pid) not in TRANSIENT_REASONS:
+                del self.python_modes[pid]
+                if attached:  # its loader has mapped libpython since the snapshot: take it again
+                    self.symbolizer.snapshot(pid)
+                self._use_walker_or_fall_back(pid)
+
+    def _use_walker_or_fall_back(self, pid: int) -> None:
+        """Put an attached Python in the walker's maps; for one that cannot be, count why and fall back."""
+        python = self.python
+        assert python is not None
         offsets = python.bpf_config(pid)
         if offsets is None:
             reason = python.why_not(pid) or "python_not_found"
-            self._python_fallbacks[reason] = self._python_fallbacks.get(reason, 0) + 1
-            self.python_modes[pid] = PYTHON_NATIVE
+            self._python_fallback(pid, reason, python.failure_message(pid) or reason)
             if self.options.pids:
                 self._fall_back_to_pyspy(pid)
             return
         if not _update(self._tables["python_offsets"], ct.c_uint32(pid), offsets):
             # The map is full (MAX_PYTHON_PIDS Pythons registered at once): native frames for this one.
-            self._python_fallbacks["python_map_full"] = self._python_fallbacks.get("python_map_full", 0) + 1
-            self.python_modes[pid] = PYTHON_NATIVE
+            self._python_fallback(pid, "python_map_full", "the BPF map of Python processes is full")
             return
         self.python_modes[pid] = PYTHON_WALKER
         self._refresh_python_threads(pid)
+        if not self._python_tids.get(pid):
+            self._python_uninitialised.add(pid)
+
+    def _python_fallback(self, pid: int, reason: str, detail: str) -> None:
+        """pid's Python frames cannot come from the walker: counted by reason, remembered for warnings()."""
+        self._python_fallbacks[reason] = self._python_fallbacks.get(reason, 0) + 1
+        self.python_modes[pid] = PYTHON_NATIVE
+        self.python_fallback_processes[self._upid(pid)] = PythonFallback(pid, reason, detail, PYTHON_NATIVE)
 
     def _refresh_python_threads(self, pid: int) -> None:
         """Bring python_threads up to date with pid's thread states (new threads, ended ones), and let
@@ -521,11 +568,17 @@ class Profiler:
             # thread out: its samples count python_thread_miss.
             if state.tid and _update(threads, ct.c_uint32(state.tid), ct.c_uint64(state.address)):
                 tids.add(state.tid)
+        if tids and pid in self._python_uninitialised:
+            # Registered before its interpreter ran (at its exec): its loader has mapped the libraries
+            # since the snapshot, and unwinding into them (libc's start code) needs them.
+            self._python_uninitialised.discard(pid)
+            self.symbolizer.snapshot(pid)
         _delete(self._tables["python_missed"], ct.c_uint32(pid))
 
     def _forget_python(self, pid: int) -> None:
         """pid exited or exec'd: its maps entries, its walker state."""
         mode = self.python_modes.pop(pid, None)
+        self._python_uninitialised.discard(pid)
         if mode is None or self.python is None:
             return
         self.python.forget(pid)
@@ -549,7 +602,11 @@ class Profiler:
         ):
             return
         self.python_modes[pid] = PYTHON_PYSPY
-        self.pyspy.add(pid, self._upids.get(pid) or make_upid(pid, snap.start_ticks))
+        upid = self._upids.get(pid) or make_upid(pid, snap.start_ticks)
+        self.pyspy.add(pid, upid)
+        fallback = self.python_fallback_processes.get(upid)
+        if fallback is not None:
+            fallback.sampler = PYTHON_PYSPY
 
     def _warm_python(self) -> None:
         """Name the code objects of the records taken since the last poll, while their processes
@@ -676,7 +733,8 @@ class Profiler:
         """Native frames (root first) with the sample's Python frames where _PyEval_EvalFrameDefault
         stands (pxq.agent.python.merge), and the reasons the result is partial."""
         if isinstance(python, str):
-            return native_names, ("python_not_ready" if python == PYTHON_WALKER else "python_unsupported",)
+            ready = python in (PYTHON_WALKER, PYTHON_STARTING)  # its Python frames were (or will be) walked
+            return native_names, ("python_not_ready" if ready else "python_unsupported",)
         assert self.python is not None
         # The merge wants return addresses as the unwinder gave them (user holds them less one).
         raw = [user[0], *(address + 1 for address in user[1:])]
@@ -775,6 +833,29 @@ class Profiler:
         python_not_found, ...): each fell back to py-spy or to native frames."""
         return dict(self._python_fallbacks)
 
+    def warnings(self) -> list[str]:
+        """One line per reason and sampler: which Python processes the walker could not read, why,
+        and what sampled them instead (py-spy, or native frames only)."""
+        groups: dict[tuple[str, str], list[tuple[str, PythonFallback]]] = {}
+        for upid, fallback in self.python_fallback_processes.items():
+            if fallback.reason == "process_exited":  # gone before it could be read: nothing sampled it after
+                continue
+            groups.setdefault((fallback.reason, fallback.sampler), []).append((upid, fallback))
+        lines = []
+        for (reason, sampler), members in sorted(groups.items()):
+            how = "sampled by py-spy" if sampler == PYTHON_PYSPY else "native frames only (no py-spy)"
+            named = [f"{self._process_name(upid, fallback.pid)}: {fallback.detail}" for upid, fallback in members]
+            more = f"; and {len(named) - MAX_NAMED_FALLBACKS} more" if len(named) > MAX_NAMED_FALLBACKS else ""
+            lines.append(
+                f"perf_profiler: {len(members)} Python process{'es' if len(members) > 1 else ''} not readable by "
+                f"the BPF walker ({reason}), {how}: {'; '.join(named[:MAX_NAMED_FALLBACKS])}{more}"
+            )
+        return lines
+
+    def _process_name(self, upid: str, pid: int) -> str:
+        comm = (self.identities.by_upid.get(upid) or {}).get("comm")
+        return f"pid {pid} ({comm})" if comm else f"pid {pid}"
+
 
 def _python_text(frame: PyFrame) -> str:
     """A Python frame as py-spy writes it: ``function (file:line)``."""
@@ -802,8 +883,9 @@ class PerfProfilerCollector:
 
     name = "perf_profiler"
 
-    def __init__(self, request):
+    def __init__(self, request, on_warning: Callable[[str], None] | None = None):
         self.profiler = Profiler(options_from_request(request))
+        self.on_warning = on_warning
 
     def start(self) -> None:
         self.profiler.start()
@@ -823,6 +905,9 @@ class PerfProfilerCollector:
 
     def stop(self) -> None:
         self.profiler.stop()
+        if self.on_warning is not None:  # which Pythons py-spy sampled (or none did), and why
+            for line in self.profiler.warnings():
+                self.on_warning(line)
 
     def use_identities(self, identities: ProcessIdentities) -> None:
         self.profiler.use_identities(identities)

@@ -1,0 +1,140 @@
+"""The profiler and a CPython met at the start of its life, on the running kernel.
+
+A host-wide run once handed a busy pyenv CPython 3.11.7 (a version the BPF walker reads) to py-spy: the agent
+attached at the process's exec notice, before the dynamic loader had mapped libpython, found no ``_PyRuntime``
+in the executable and decided "python_not_found" for good. Here the new program is held by the kernel right
+after its exec (tests/agent/held_at_exec.py) while the profiler decides, then let go: its Python frames must
+come from the walker, py-spy must never run for it, and the samples from before are marked, not lost.
+
+Expected values come from outside the profiler: busy.py's own functions (its source), the CPU time the kernel
+says the target got, the interpreter the test started. Only this test's processes are asserted on (other
+helpers trace concurrently).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pxq.agent.collector import AgentOptions
+from pxq.agent.collectors import COLLECTORS
+from pxq.agent.profiler import TABLE, Profiler, ProfilerOptions
+from pxq.agent.pyspy import find_pyspy
+from pxq.plan.manifest import CollectorRequest
+from pxq.testing.kernel import require_bpf
+from tests.agent.held_at_exec import build_launcher, exec_and_hold, launched, release
+from tests.agent.programs.build import BUSY_PY, cpu_seconds, read_line, running
+from tests.agent.python_targets import SYSTEM_STATIC, interpreter
+
+pytestmark = pytest.mark.kernel
+UNKNOWN_VERSION = "3.7.16"  # installed under pyenv, outside the walker's 3.8-3.13
+
+
+@pytest.fixture(scope="module")
+def launcher(tmp_path_factory) -> Path:
+    return build_launcher(tmp_path_factory.mktemp("launcher"))
+
+
+def poll_until(profiler: Profiler, condition: Callable[[], bool], tables: list[pa.Table], timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the profiler never got there"
+        profiler.poll(100)
+        tables.append(profiler.drain())
+
+
+def rows_of(tables: list[pa.Table], pid: int) -> list[dict]:
+    return [r for r in pa.concat_tables(tables).to_pylist() if r["upid"].split(":")[1] == str(pid)]
+
+
+def assert_walked_by_the_bpf_walker(profiler: Profiler, pid: int, rows: list[dict], cpu_s: float) -> None:
+    assert profiler.python_modes.get(pid) == "walker", profiler.python_modes.get(pid)
+    assert pid not in profiler.pyspy.targets and not [r for r in rows if r["sampler"] == "py-spy"]
+    assert not [f for upid, f in profiler.python_fallback_processes.items() if upid.split(":")[1] == str(pid)]
+    complete = [r for r in rows if not r["truncated"]]
+    in_busy = [r for r in complete if "leaf_work (" in r["stack_trace"] and str(BUSY_PY) in r["stack_trace"]]
+    assert sum(r["count"] for r in in_busy) >= 0.9 * sum(r["count"] for r in complete) > 0.5 * 99 * cpu_s
+    # Samples taken before the walker could read it carry native frames only, marked (python_not_ready).
+    without_python = [r for r in rows if str(BUSY_PY) not in r["stack_trace"]]
+    assert all(r["truncated"] for r in without_python), without_python[:3]
+
+
+def run_until_busy(profiler: Profiler, pid: int, tables: list[pa.Table], cpu_s: float = 1.0) -> float:
+    """Poll until the target got cpu_s of CPU; returns the CPU it got meanwhile."""
+    before = cpu_seconds(pid)
+    poll_until(profiler, lambda: cpu_seconds(pid) - before >= cpu_s, tables, timeout=90)
+    return cpu_seconds(pid) - before
+
+
+def test_host_wide_a_python_caught_at_its_exec_is_walked_not_sent_to_pyspy(launcher: Path):
+    require_bpf()
+    tables: list[pa.Table] = []
+    with launched(launcher, [sys.executable, BUSY_PY, "120"]) as held:  # the venv's python: pyenv's 3.11.7
+        profiler = Profiler(ProfilerOptions(drain_interval_s=0.5)).start()
+        try:
+            # The launcher is sampled (so its exec is announced), then execs and is held there while the
+            # agent handles the notice: exactly the state the failing run met.
+            poll_until(profiler, lambda: held.pid in profiler.symbolizer.processes, tables)
+            exec_and_hold(held)
+            poll_until(profiler, lambda: held.pid in profiler.python_modes, tables)
+            assert profiler.python_modes[held.pid] == "starting"
+            release(held)
+            assert read_line(held).strip() == str(held.pid)  # busy.py runs
+            cpu_s = run_until_busy(profiler, held.pid, tables)
+        finally:
+            profiler.stop()
+        tables.append(profiler.drain())
+    assert_walked_by_the_bpf_walker(profiler, held.pid, rows_of(tables, held.pid), cpu_s)
+
+
+@pytest.mark.parametrize("version", ["venv", "3.13.0", SYSTEM_STATIC])
+def test_by_pid_a_python_held_at_its_exec_is_walked_once_it_runs(launcher: Path, version: str):
+    """Asked for by pid while it is held at its exec: py-spy is not started for it (it would have been at
+    once); the walker reads it once its libpython is mapped (Debian's static python3.11 at once)."""
+    require_bpf()
+    tables: list[pa.Table] = []
+    python = sys.executable if version == "venv" else interpreter(version)
+    with launched(launcher, [python, BUSY_PY, "120"]) as held:
+        exec_and_hold(held)
+        profiler = Profiler(ProfilerOptions(pids=frozenset({held.pid}), drain_interval_s=0.5)).start()
+        try:
+            assert held.pid not in profiler.pyspy.targets
+            release(held)
+            assert read_line(held).strip() == str(held.pid)
+            cpu_s = run_until_busy(profiler, held.pid, tables)
+        finally:
+            profiler.stop()
+        tables.append(profiler.drain())
+    assert_walked_by_the_bpf_walker(profiler, held.pid, rows_of(tables, held.pid), cpu_s)
+
+
+def test_the_run_warns_which_python_went_to_pyspy_and_why():
+    """One warning line per reason, naming the process: here a CPython 3.7 (its own sys.version_info says
+    so), outside the walker's versions."""
+    require_bpf()
+    python = interpreter(UNKNOWN_VERSION)
+    version_code = "import sys; print('%d.%d' % sys.version_info[:2])"
+    import subprocess
+
+    own_version = subprocess.run([python, "-c", version_code], capture_output=True, text=True, check=True).stdout
+    warnings: list[str] = []
+    with running([python, BUSY_PY, "120"]) as proc:
+        request = CollectorRequest("perf_profiler", (TABLE,), (proc.pid,))
+        collector = COLLECTORS["perf_profiler"].build(request, AgentOptions(on_warning=warnings.append))
+        collector.start()
+        try:
+            deadline = time.monotonic() + 30
+            while proc.pid not in collector.profiler.python_modes:
+                assert time.monotonic() < deadline
+                collector.poll(100)
+        finally:
+            collector.stop()
+    assert len(warnings) == 1, warnings
+    how = "sampled by py-spy" if find_pyspy() is not None else "native frames only"
+    assert "(python_version_unknown)" in warnings[0] and how in warnings[0], warnings
+    assert f"pid {proc.pid} " in warnings[0] and f"version {own_version.strip()};" in warnings[0], warnings
