@@ -43,7 +43,11 @@ instruction, entry flag, stamp per frame; no strings). New threads: a sample who
 in the map counts ``python_thread_miss``, carries no Python frame (``python_thread_unknown``,
 marked) and, once until the agent looks, sends a ``PXQ_PROF_NEW_THREAD`` notice; the agent
 re-reads the thread list at that poll (within ~100 ms); a thread with no thread state at all (a C
-library's own thread) makes it look again at most once per poll, a few preads each time. Each poll
+library's own thread) makes it look again at most once per poll, a few preads each time. A Python
+met before its dynamic loader mapped libpython (at its exec: ``python_starting``) is not decided yet
+(mode ``starting``, samples ``python_not_ready``): it is attached again at each poll, and its memory
+map snapshotted again once it runs (likewise a static interpreter registered before it had a
+thread). Each poll
 names the new records' code objects while the process surely lives (an LRU per process, checked by
 the stamp), so a process that exits before the read keeps its names. At the read the frames go
 where ``_PyEval_EvalFrameDefault`` stands in the unwound native stack
@@ -55,7 +59,8 @@ counted by reason.
 A Python the walker cannot read (``python_version_unknown``, ``python_not_found``: e.g. a static
 interpreter stripped of ``.dynsym`` as well as ``.symtab``, where nothing locates ``_PyRuntime``;
 ``python_map_full``: MAX_PYTHON_PIDS Pythons registered already;
-counted per process by :meth:`Profiler.python_fallbacks`): py-spy samples it when installed
+counted per process by :meth:`Profiler.python_fallbacks`, named with what attaching said in
+:meth:`Profiler.warnings`, one line per reason, which ``pxq run`` prints): py-spy samples it when installed
 (processes asked for by pid at once; on a whole-host run once it is busy, see below), and from
 then on its eBPF samples are not kept (``python_samples_via_pyspy``): one sampler per process,
 never both. Without py-spy its eBPF samples are kept with native frames only, marked and counted
