@@ -831,6 +831,7 @@ class Profiler:
             "python_walker": list(self.python_modes.values()).count(PYTHON_WALKER),
             "python_pyspy": list(self.python_modes.values()).count(PYTHON_PYSPY),
             "python_native": list(self.python_modes.values()).count(PYTHON_NATIVE),
+            "python_starting": list(self.python_modes.values()).count(PYTHON_STARTING),
         }
 
     def python_fallbacks(self) -> dict[str, int]:
