@@ -63,7 +63,8 @@ counted per process by :meth:`Profiler.python_fallbacks`, named with what attach
 :meth:`Profiler.warnings`, one line per reason, which ``pxq run`` prints): py-spy samples it when installed
 (processes asked for by pid at once; on a whole-host run once it is busy, see below), and from
 then on its eBPF samples are not kept (``python_samples_via_pyspy``): one sampler per process,
-never both. Without py-spy its eBPF samples are kept with native frames only, marked and counted
+never both. Without py-spy (or when py-spy failed to attach to it three times in a row: it cannot
+read it either) its eBPF samples are kept with native frames only, marked and counted
 ``python_unsupported``. A fully stripped interpreter still gets native frames only where its
 ``.eh_frame`` (never stripped) unwinds, named ``module+0xoffset``.
 
@@ -477,6 +478,7 @@ class Profiler:
         if self.pyspy is not None:
             handled += self.pyspy.poll()
             self._take_pyspy()
+            self._keep_samples_pyspy_cannot_take()
         return handled
 
     def _handle_notices(self) -> int:
@@ -606,12 +608,28 @@ class Profiler:
             or self.python_modes.get(pid) != PYTHON_NATIVE
         ):
             return
-        self.python_modes[pid] = PYTHON_PYSPY
         upid = self._upids.get(pid) or make_upid(pid, snap.start_ticks)
+        tried = self.pyspy.given_up().get(pid)
+        if tried is not None and tried.upid == upid:  # py-spy cannot read it: its eBPF samples stay
+            return
+        self.python_modes[pid] = PYTHON_PYSPY
         self.pyspy.add(pid, upid)
         fallback = self.python_fallback_processes.get(upid)
         if fallback is not None:
             fallback.sampler = PYTHON_PYSPY
+
+    def _keep_samples_pyspy_cannot_take(self) -> None:
+        """A Python py-spy cannot attach to (it gave up): its eBPF samples are kept from now on, native
+        frames only, else nothing would count its CPU."""
+        assert self.pyspy is not None
+        for pid, target in self.pyspy.given_up().items():
+            if self.python_modes.get(pid) != PYTHON_PYSPY or self._upids.get(pid) != target.upid:
+                continue
+            self.python_modes[pid] = PYTHON_NATIVE
+            fallback = self.python_fallback_processes.get(target.upid)
+            if fallback is not None:
+                fallback.sampler = PYTHON_NATIVE
+                fallback.detail += f" (py-spy could not read it either: {target.error})"
 
     def _warm_python(self) -> None:
         """Name the code objects of the records taken since the last poll, while their processes
@@ -849,7 +867,7 @@ class Profiler:
             groups.setdefault((fallback.reason, fallback.sampler), []).append((upid, fallback))
         lines = []
         for (reason, sampler), members in sorted(groups.items()):
-            how = "sampled by py-spy" if sampler == PYTHON_PYSPY else "native frames only (no py-spy)"
+            how = "sampled by py-spy" if sampler == PYTHON_PYSPY else "native frames only"
             named = [f"{self._process_name(upid, fallback.pid)}: {fallback.detail}" for upid, fallback in members]
             more = f"; and {len(named) - MAX_NAMED_FALLBACKS} more" if len(named) > MAX_NAMED_FALLBACKS else ""
             lines.append(

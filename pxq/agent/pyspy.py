@@ -38,7 +38,9 @@ processes). Compare shapes across samplers, not counts.
 Between two segments py-spy re-attaches (about 0.2 s without samples), so segments are long
 (10 s by default); a window shorter than a segment is one segment ended by :meth:`stop`. When the
 target exits, py-spy writes what it has and exits 0; a target that exits before py-spy attached
-is counted (``pyspy_attach_failed``), as is every sampling error py-spy reports. Without a
+is counted (``pyspy_attach_failed``), as is every sampling error py-spy reports. A live target py-spy
+failed to attach to three times in a row (one it cannot read) is given up (:meth:`PySpySampler.given_up`):
+the profiler then keeps its eBPF samples, native frames only. Without a
 py-spy executable nothing runs: each Python process that would have been sampled is counted as
 ``pyspy_missing``.
 """
@@ -62,6 +64,9 @@ from pxq.agent import own_processes
 SAMPLER = "py-spy"
 DEFAULT_SEGMENT_S = 10
 STOP_TIMEOUT_S = 10.0
+# py-spy is not started again for a target it failed to attach to this many times in a row (one that
+# it cannot read, e.g. an interpreter without symbols): restarting it every poll would cost a CPU.
+MAX_ATTACH_FAILURES = 3
 _SUMMARY = re.compile(r"Samples: (\d+) Errors: (\d+)")
 
 
@@ -101,6 +106,8 @@ class _Target:
     segment: _Segment | None = None
     done: bool = False
     segments: int = 0
+    attach_failures: int = 0  # segments in a row that failed to attach (the target alive)
+    error: str = ""  # py-spy's last error line for this target
 
 
 @dataclass
@@ -177,7 +184,7 @@ class PySpySampler:
             if segment is None or segment.process.poll() is None:
                 continue
             self._collect(target)
-            if _alive(target.pid) and not target.done:
+            if _alive(target.pid) and not target.done and target.attach_failures < MAX_ATTACH_FAILURES:
                 self._start(target)
             else:
                 target.done = True
@@ -202,8 +209,12 @@ class PySpySampler:
                 self.counters["pyspy_killed"] += 1
             else:
                 self.counters["pyspy_attach_failed"] += 1
+                target.attach_failures += 1
             lines = [line for line in log.splitlines() if line.startswith("Error")]
-            self.last_error = f"py-spy --pid {target.pid}: {lines[0] if lines else f'exit code {code}'}"
+            target.error = lines[0] if lines else f"exit code {code}"
+            self.last_error = f"py-spy --pid {target.pid}: {target.error}"
+        elif stacks:
+            target.attach_failures = 0
         now = time.time_ns()
         for stack, count in stacks.items():
             self._rows.append((now, target.upid, stack, count))
@@ -226,6 +237,15 @@ class PySpySampler:
             segment.process.kill()
             segment.process.wait()
         self._collect(target)
+
+    def given_up(self) -> dict[int, _Target]:
+        """pid -> target, for the live targets py-spy failed to attach to MAX_ATTACH_FAILURES times in a row:
+        nothing samples them here any more."""
+        return {
+            pid: target
+            for pid, target in self.targets.items()
+            if target.attach_failures >= MAX_ATTACH_FAILURES and target.segment is None and _alive(pid)
+        }
 
     def take(self) -> list[tuple[int, str, str, int]]:
         """(time_ns, upid, folded stack, count) rows collected since the last take."""

@@ -24,10 +24,10 @@ def build_launcher(out_dir: Path) -> Path:
 
 
 @contextmanager
-def launched(launcher: Path, argv: list[str]) -> Iterator[subprocess.Popen[str]]:
+def launched(launcher: Path, argv: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
     """The launcher spinning (it printed ``ready``), argv not exec'd yet; killed at the end."""
     process = subprocess.Popen(
-        [str(launcher), *map(str, argv)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [str(launcher), *map(str, argv)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
     )
     try:
         assert read_line(process).strip() == "ready"

@@ -138,3 +138,87 @@ def test_the_run_warns_which_python_went_to_pyspy_and_why():
     how = "sampled by py-spy" if find_pyspy() is not None else "native frames only"
     assert "(python_version_unknown)" in warnings[0] and how in warnings[0], warnings
     assert f"pid {proc.pid} " in warnings[0] and f"version {own_version.strip()};" in warnings[0], warnings
+
+
+@pytest.fixture(scope="module")
+def python_without_symbols(tmp_path_factory) -> Path:
+    """Debian's python3.11 (a static interpreter without .symtab) with ``_PyRuntime`` renamed in .dynsym too:
+    a Python without symbols, where nothing locates the runtime state (no .gnu.hash lookup of that name
+    happens while busy.py runs)."""
+    source = Path(interpreter(SYSTEM_STATIC)).read_bytes()
+    assert source.count(b"\0_PyRuntime\0") == 1, "expected one _PyRuntime name, in .dynstr"
+    copy = tmp_path_factory.mktemp("nosyms") / "python3.11"
+    copy.write_bytes(source.replace(b"\0_PyRuntime\0", b"\0_PyRuntimX\0"))
+    copy.chmod(0o755)
+    return copy
+
+
+def test_a_python_without_symbols_falls_back_and_its_cpu_is_not_lost(python_without_symbols: Path):
+    """python_not_found is final: py-spy samples it (asked for by pid: at once; py-spy finds the interpreter
+    without the symbol), or, when it cannot, its eBPF samples are kept, native frames only, marked (see the
+    next test): either way the process's CPU shows, and the warning says why."""
+    require_bpf()
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONHOME": "/usr"}  # the copy lives elsewhere: tell it where its library is
+    proc = subprocess.Popen(
+        [str(python_without_symbols), str(BUSY_PY), "120"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    tables: list[pa.Table] = []
+    try:
+        assert read_line(proc).strip() == str(proc.pid)
+        profiler = Profiler(ProfilerOptions(pids=frozenset({proc.pid}), drain_interval_s=0.5)).start()
+        try:
+            cpu_s = run_until_busy(profiler, proc.pid, tables, cpu_s=1.5)
+        finally:
+            profiler.stop()
+        tables.append(profiler.drain())
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    assert profiler.python_fallbacks() == {"python_not_found": 1}
+    rows = rows_of(tables, proc.pid)
+    ebpf = [r for r in rows if r["sampler"] == "ebpf"]
+    pyspy = [r for r in rows if r["sampler"] == "py-spy"]
+    # Whichever sampled it, most of its CPU shows (the first second or so went to py-spy's attempts).
+    assert sum(r["count"] for r in rows) >= 0.4 * 99 * cpu_s, (len(ebpf), len(pyspy), profiler.drops())
+    assert all(r["truncated"] for r in ebpf)  # native frames only: marked python_unsupported
+    if ebpf:
+        assert any("_PyEval_EvalFrameDefault" in r["stack_trace"] for r in ebpf)  # named from .dynsym
+    [warning] = profiler.warnings()
+    assert "(python_not_found)" in warning and f"pid {proc.pid} " in warning, warning
+    assert ("sampled by py-spy" if pyspy and not ebpf else "native frames only") in warning, warning
+
+
+def test_a_python_pyspy_cannot_attach_to_keeps_its_ebpf_samples(launcher: Path, python_without_symbols: Path):
+    """py-spy sent to a Python it cannot read (here: held at its exec, no interpreter exists yet to find)
+    fails to attach; after MAX_ATTACH_FAILURES tries it is not started again, and the process's eBPF samples
+    are kept from then on (before, they were dropped as py-spy's while nothing sampled it: its CPU vanished)."""
+    require_bpf()
+    import os
+
+    if find_pyspy() is None:
+        pytest.skip("py-spy is not installed: nothing to give up")
+    tables: list[pa.Table] = []
+    env = {**os.environ, "PYTHONHOME": "/usr"}
+    with launched(launcher, [python_without_symbols, BUSY_PY, "120"], env=env) as held:
+        exec_and_hold(held)
+        profiler = Profiler(ProfilerOptions(pids=frozenset({held.pid}), drain_interval_s=0.5)).start()
+        try:
+            assert profiler.python_modes.get(held.pid) == "py-spy"  # python_not_found: final, py-spy at once
+            poll_until(profiler, lambda: held.pid in profiler.pyspy.given_up(), tables, timeout=60)
+            release(held)
+            assert read_line(held).strip() == str(held.pid)
+            cpu_s = run_until_busy(profiler, held.pid, tables)
+        finally:
+            profiler.stop()
+        tables.append(profiler.drain())
+    assert profiler.python_modes.get(held.pid) == "native"
+    rows = rows_of(tables, held.pid)
+    assert {r["sampler"] for r in rows} == {"ebpf"} and all(r["truncated"] for r in rows)
+    assert sum(r["count"] for r in rows) >= 0.5 * 99 * cpu_s, (sum(r["count"] for r in rows), profiler.drops())
+    [warning] = profiler.warnings()
+    assert "(python_not_found)" in warning and "native frames only" in warning, warning
+    assert "py-spy could not read it either" in warning, warning
