@@ -222,3 +222,25 @@ def test_a_python_pyspy_cannot_attach_to_keeps_its_ebpf_samples(launcher: Path, 
     [warning] = profiler.warnings()
     assert "(python_not_found)" in warning and "native frames only" in warning, warning
     assert "py-spy could not read it either" in warning, warning
+
+
+def test_host_wide_a_python_that_maps_another_libpython_for_reading_is_walked():
+    """The case met live: a busy pytest on the venv's CPython 3.11.7 whose own profiler tests had pxq's
+    symbolizer map CPython 3.7's libpython read-only (to parse it) was attached as "CPython 3.7" and handed to
+    py-spy. Its interpreter is the libpython mapped executable."""
+    require_bpf()
+    library = Path(interpreter(UNKNOWN_VERSION)).parents[1] / "lib" / "libpython3.7m.so.1.0"
+    code = (
+        "import mmap, runpy, sys\n"
+        f"f = open({str(library)!r}, 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n"
+        f"sys.argv = [{str(BUSY_PY)!r}, '120']; runpy.run_path({str(BUSY_PY)!r}, run_name='__main__')\n"
+    )
+    tables: list[pa.Table] = []
+    with running([sys.executable, "-c", code]) as proc:
+        profiler = Profiler(ProfilerOptions(drain_interval_s=0.5)).start()
+        try:
+            cpu_s = run_until_busy(profiler, proc.pid, tables)
+        finally:
+            profiler.stop()
+        tables.append(profiler.drain())
+    assert_walked_by_the_bpf_walker(profiler, proc.pid, rows_of(tables, proc.pid), cpu_s)
