@@ -247,8 +247,8 @@ def attach(pid: int) -> PythonProcess:
     by_path: dict[str, list[tuple[int, int, int, str]]] = {}
     for row in mappings:
         by_path.setdefault(row[3], []).append(row)
-    # A libpython runs here only if its code is mapped executable: py-spy maps its targets' binaries
-    # read-only to parse them, and is no Python.
+    # A libpython runs here only if its code is mapped executable: py-spy and pxq's own symbolizer map
+    # binaries read-only to parse them (a pytest of pxq's profiler tests maps CPython 3.7's, say).
     libpythons = [path for path in by_path if _LIBPYTHON.search(path) and path in executable]
     candidates = libpythons + ([exe] if exe in by_path else [])
     exe_elf = None

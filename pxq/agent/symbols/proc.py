@@ -113,7 +113,7 @@ class ProcessMaps:
     @property
     def is_python(self) -> bool:
         """Whether this looks like a CPython process: ``python*`` executable or libpython's code mapped
-        (py-spy maps its targets' libpython read-only to parse it: that is no Python)."""
+        (py-spy and pxq's symbolizer map libpython read-only to parse it: that is no Python)."""
         if os.path.basename(self.exe).startswith("python"):
             return True
         return any(m.module.startswith("libpython") and m.executable for m in self.mappings if m.is_file)
