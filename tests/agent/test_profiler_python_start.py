@@ -57,11 +57,16 @@ def assert_walked_by_the_bpf_walker(profiler: Profiler, pid: int, rows: list[dic
     assert pid not in profiler.pyspy.targets and not [r for r in rows if r["sampler"] == "py-spy"]
     assert not [f for upid, f in profiler.python_fallback_processes.items() if upid.split(":")[1] == str(pid)]
     complete = [r for r in rows if not r["truncated"]]
-    in_busy = [r for r in complete if "leaf_work (" in r["stack_trace"] and str(BUSY_PY) in r["stack_trace"]]
-    assert sum(r["count"] for r in in_busy) >= 0.9 * sum(r["count"] for r in complete) > 0.5 * 99 * cpu_s
-    # Samples taken before the walker could read it carry native frames only, marked (python_not_ready).
-    without_python = [r for r in rows if str(BUSY_PY) not in r["stack_trace"]]
-    assert all(r["truncated"] for r in without_python), without_python[:3]
+    # Its Python frames from busy.py in most samples (the rest: the interpreter starting up, imports), in
+    # leaf_work, its hot loop, in most of those.
+    in_busy = sum(r["count"] for r in complete if str(BUSY_PY) in r["stack_trace"])
+    in_leaf = sum(r["count"] for r in complete if "leaf_work (" + str(BUSY_PY) in r["stack_trace"])
+    assert in_busy >= 0.8 * sum(r["count"] for r in complete) and in_busy > 0.5 * 99 * cpu_s, (in_busy, cpu_s)
+    assert in_leaf >= 0.5 * in_busy, (in_leaf, in_busy)
+    # An evaluation function left in a stack is a Python part missing (samples from before the walker could
+    # read it: python_not_ready): never in a stack called complete.
+    unplaced = [r for r in complete if "_PyEval_EvalFrameDefault" in r["stack_trace"]]
+    assert not unplaced, unplaced[:3]
 
 
 def run_until_busy(profiler: Profiler, pid: int, tables: list[pa.Table], cpu_s: float = 1.0) -> float:
