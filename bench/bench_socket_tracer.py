@@ -95,6 +95,7 @@ FIXED_RATES = (2_000, 5_000)
 HOST_SATURATED = 0.9  # share of all CPUs busy above which a window's host CPU ratio means nothing
 TARGET_RSS_MB = 250
 AGENT_START_TIMEOUT = 120.0
+PROFILE = False  # --profile: the agent processes measure their CPU by part (CpuSplit)
 
 # Served by pxq.testing.workload's nginx under /static/ (GET and HEAD), in request order i % 3.
 FILES = ("hello.txt", "index.html", "big.json")
@@ -419,9 +420,91 @@ def probes_only_child() -> int:
     return 0
 
 
-def agent_child(pids: list[int], out: str | None) -> int:
+# -- where the agent's CPU goes (--profile) ------------------------------------------------------
+# (part, module, attribute path) of the agent's code whose CPU time --profile measures: each
+# call's thread CPU time, less that of the parts called inside it (so each part is exclusive).
+PROFILED_PARTS = (
+    ("ring walk", "pxq.agent.socket_tracer", "RingReader.read"),
+    ("ring wait", "pxq.agent.socket_tracer", "RingReader.wait"),
+    ("tracker", "pxq.agent.conn_tracker", "ConnTracker.handle_batch"),
+    ("tracker", "pxq.agent.conn_tracker", "ConnTracker.end_batch"),
+    ("tracker", "pxq.agent.conn_tracker", "ConnTracker.report_conn_stats"),
+    ("rows to Arrow", "pxq.agent.conn_tracker", "ConnTracker.take_tables"),
+    ("table store", "pxq.agent.table_store", "TableStore.append"),
+    ("process identities", "pxq.agent.loop", "_remember_processes"),
+    ("drop counters", "pxq.agent.socket_tracer_collector", "SocketTracerCollector.drops"),
+    ("batch hand-over (events freed)", "pxq.agent.socket_tracer", "SocketTracer._process"),
+    ("poll (sleeps, ring checks)", "pxq.agent.socket_tracer", "SocketTracer.poll"),
+    ("progress, pid check", "pxq.agent.loop", "AgentLoop.progress"),
+    ("progress, pid check", "pxq.agent.embedded", "PidWatch.check"),
+    ("loop (rest of a step)", "pxq.agent.loop", "AgentLoop.step"),
+)
+
+
+class CpuSplit:
+    """The agent child's CPU time by part (:data:`PROFILED_PARTS`, and the cyclic garbage
+    collector's runs, through ``gc.callbacks``), cumulative, in seconds. The wrappers cost two
+    clock reads per call of a part: a few dozen calls per second."""
+
+    def __init__(self) -> None:
+        import gc
+        import importlib
+
+        self.seconds: dict[str, float] = {}
+        self._stack: list[float] = []  # per call in progress: CPU time of the parts inside it
+        self._wrapped: list[tuple[object, str, object]] = []  # (owner, name, original), for close()
+        for part, module, path in PROFILED_PARTS:
+            owner = importlib.import_module(module)
+            *outer, name = path.split(".")
+            for attr in outer:
+                owner = getattr(owner, attr)
+            original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+            self._wrapped.append((owner, name, original))
+            setattr(owner, name, self._timed(part, getattr(owner, name)))
+        self._gc_start = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def close(self) -> None:
+        """Put the parts' own functions back (in the agent child, the process ends instead)."""
+        import gc
+
+        for owner, name, original in reversed(self._wrapped):
+            setattr(owner, name, original)
+        self._wrapped.clear()
+        gc.callbacks.remove(self._on_gc)
+
+    def _timed(self, part: str, function):
+        stack, seconds, clock = self._stack, self.seconds, time.thread_time
+
+        def timed(*args, **kwargs):
+            start = clock()
+            stack.append(0.0)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                took = clock() - start
+                inner = stack.pop()
+                seconds[part] = seconds.get(part, 0.0) + took - inner
+                if stack:
+                    stack[-1] += took
+
+        timed.__wrapped__ = function
+        return timed
+
+    def _on_gc(self, phase: str, _info: dict) -> None:
+        if phase == "start":
+            self._gc_start = time.thread_time()
+        else:
+            took = time.thread_time() - self._gc_start
+            self.seconds["garbage collector"] = self.seconds.get("garbage collector", 0.0) + took
+            if self._stack:
+                self._stack[-1] += took
+
+
+def agent_child(pids: list[int], out: str | None, profile: bool = False) -> int:
     """The embedded agent tracing ``pids``: prints a JSON line when it is ready (start-up done),
-    one on SIGUSR1 (a snapshot), and a final one after SIGINT ended it (the rows go to ``out``)."""
+    one on SIGUSR1 (a snapshot), and a final one after SIGINT ended it (the rows go to ``out``).
+    ``profile``: each line also has the agent's CPU by part so far (:class:`CpuSplit`)."""
     from pxq.agent.embedded import EmbeddedAgent
     from pxq.agent.loop import Progress
     from pxq.plan.manifest import CollectorRequest, ProbeManifest, TableRequest
@@ -445,6 +528,7 @@ def agent_child(pids: list[int], out: str | None) -> int:
             "sys": _cpu_s()[1] - state["base_cpu"][1],
             "rss": _proc_status("VmRSS"), "hwm": _proc_status("VmHWM"), "startup_peak": state["startup_peak"],
             "rusage": _rusage_counts(resource.RUSAGE_SELF), "bpf": _bpf_run_times(state["programs"]),
+            "split": dict(split.seconds) if split else None,
         }), flush=True)  # fmt: skip
 
     def on_progress(p: Progress) -> None:
@@ -467,6 +551,7 @@ def agent_child(pids: list[int], out: str | None) -> int:
     signal.signal(signal.SIGUSR1, on_usr1)
     signal.signal(signal.SIGINT, on_int)
     _record_bpf_programs()
+    split = CpuSplit() if profile else None
     store = EmbeddedAgent(manifest).run(3600.0, on_progress=on_progress)
     report("final", state["last"])
     if out:
@@ -488,8 +573,10 @@ class Agent:
     @classmethod
     def start(cls, pids: list[int], out: str | None = None, mode: str = "agent", tree: str | None = None) -> Agent:
         """``mode``: "agent" (the embedded agent), "kernel-only" or "probes-only"; ``tree``: a pxq
-        checkout whose package (and bpf/ programs) the agent runs, instead of this one's."""
+        checkout whose package (and bpf/ programs) the agent runs, instead of this one's. With
+        :data:`PROFILE` set (``--profile``) the agent measures its CPU by part (:class:`CpuSplit`)."""
         cmd = [sys.executable, __file__, f"--{mode}-child", ",".join(map(str, pids))] + (["--out", out] if out else [])
+        cmd += ["--profile"] if PROFILE and mode == "agent" else []
         env = {**os.environ, "PYTHONPATH": tree} if tree else None
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, env=env)
         agent = cls(proc, {}, out)
@@ -912,6 +999,7 @@ class FixedRun:
     agent_cpu_s: float = 0.0  # the agent's CPU for this run's transactions (catching up included)
     transactions: int = 0
     drops: dict = field(default_factory=dict)
+    agent_split: dict = field(default_factory=dict)  # --profile: agent_cpu_s by part (CpuSplit)
 
 
 def fixed_rate_run(
@@ -949,6 +1037,10 @@ def fixed_rate_run(
             for k, v in after["drops"].items()
             if v - before_agent["drops"].get(k, 0)
         }
+        if after.get("split") is not None:
+            before = before_agent["split"]
+            result.agent_split = {part: s - before.get(part, 0.0) for part, s in after["split"].items()}
+            result.agent_split["other (outside the parts)"] = result.agent_cpu_s - sum(result.agent_split.values())
     return result
 
 
@@ -1006,6 +1098,8 @@ def fixed_rate(client: Path, port: int, pids: list[int], seconds: float, rounds:
             )
         traced = runs["traced"]
         per_10k_all = [r.agent_cpu_s / r.transactions * 10_000 for r in traced if r.transactions]
+        if any(r.agent_split for r in traced):
+            print_split(rate, [r for r in traced if r.agent_split and r.transactions])
         results[rate] = {
             "host_cpu": statistics.median(cpu_ratios) if cpu_ratios else None,
             "host_cpu_spread": (min(cpu_ratios), max(cpu_ratios)) if cpu_ratios else None,
@@ -1035,6 +1129,19 @@ def fixed_rate(client: Path, port: int, pids: list[int], seconds: float, rounds:
             f"agent CPU {r['cpu_10k']:.3f} s per 10k transactions ({load()})"
         )
     return results
+
+
+def print_split(rate: int, runs: list[FixedRun]) -> None:
+    """--profile: the agent's CPU per 10,000 transactions by part, median over ``runs`` (spread)."""
+    parts = sorted({part for r in runs for part in r.agent_split},
+                   key=lambda part: -statistics.median(r.agent_split.get(part, 0.0) for r in runs))  # fmt: skip
+    print(f"  {rate:,} req/s, the agent's CPU by part, ms per 10,000 transactions (median over {len(runs)} rounds,")
+    print("  spread; each part's own time, without the parts it calls):")
+    for part in parts:
+        per_10k = [r.agent_split.get(part, 0.0) / r.transactions * 1e7 for r in runs]
+        print(f"    {part:34} {statistics.median(per_10k):7.1f} ({min(per_10k):.1f}-{max(per_10k):.1f})")
+    total = [r.agent_cpu_s / r.transactions * 1e7 for r in runs]
+    print(f"    {'total (getrusage)':34} {statistics.median(total):7.1f} ({min(total):.1f}-{max(total):.1f})")
 
 
 # -- 4b. where the traced CPU goes ---------------------------------------------------------------
@@ -1282,6 +1389,9 @@ def main() -> int:
     parser.add_argument("--probes-only-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument(
+        "--profile", action="store_true", help="4: also the agent's CPU by part (ring walk, tracker, table store, ...)"
+    )
+    parser.add_argument(
         "--only", choices=("throughput", "completeness", "drops", "fixed", "decompose", "calls"), help="run one section"
     )
     parser.add_argument(
@@ -1292,7 +1402,7 @@ def main() -> int:
     )
     opts = parser.parse_args()
     if opts.agent_child:
-        return agent_child([int(p) for p in opts.agent_child.split(",")], opts.out)
+        return agent_child([int(p) for p in opts.agent_child.split(",")], opts.out, opts.profile)
     if opts.kernel_only_child:
         return kernel_only_child([int(p) for p in opts.kernel_only_child.split(",")])
     if opts.probes_only_child:
@@ -1303,6 +1413,8 @@ def main() -> int:
     from pxq.testing.ports import free_port
     from pxq.testing.workload import nginx_server
 
+    global PROFILE
+    PROFILE = opts.profile
     quick = opts.quick
     rounds, wrk_s = (2, 3.0) if quick else (4, 5.0)
     count, rate = (6_000, 2_000) if quick else (20_000, 2_000)

@@ -1,0 +1,74 @@
+"""The socket tracer bench's --profile split of the agent's CPU (bench/bench_socket_tracer.py,
+CpuSplit): each part's own CPU time, without that of the parts (and the garbage collector's
+runs) inside it. Expected values: the CPU time each busy loop measured itself."""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_socket_tracer.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_socket_tracer_split", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while being made
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def busy(seconds: float) -> float:
+    """Spin for ``seconds`` of this thread's CPU time; returns the CPU time it took."""
+    start = time.thread_time()
+    while time.thread_time() - start < seconds:
+        pass
+    return time.thread_time() - start
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.took: dict[str, float] = {"outer": 0.0, "inner": 0.0, "gc": 0.0}
+
+    def outer(self) -> None:
+        self.took["outer"] += busy(0.02)
+        self.inner()
+        start = time.thread_time()
+        gc.collect()
+        self.took["gc"] += time.thread_time() - start
+        self.took["outer"] += busy(0.01)
+
+    def inner(self) -> None:
+        self.took["inner"] += busy(0.03)
+
+
+def test_each_part_counts_its_own_cpu_time_without_the_parts_inside_it(bench, monkeypatch):
+    target = types.ModuleType("cpu_split_target")
+    target.Worker = Worker
+    monkeypatch.setitem(sys.modules, "cpu_split_target", target)
+    monkeypatch.setattr(bench, "PROFILED_PARTS", (
+        ("outer part", "cpu_split_target", "Worker.outer"),
+        ("inner part", "cpu_split_target", "Worker.inner"),
+    ))  # fmt: skip
+    split = bench.CpuSplit()
+    try:
+        worker = Worker()
+        for _ in range(3):
+            worker.outer()
+    finally:
+        split.close()
+    seconds = split.seconds
+    # Clock reads and calls between the busy loops are all the slack there is: well under a ms.
+    assert seconds["inner part"] == pytest.approx(worker.took["inner"], abs=0.002)
+    assert seconds["outer part"] == pytest.approx(worker.took["outer"], abs=0.003)
+    assert seconds["garbage collector"] == pytest.approx(worker.took["gc"], abs=0.002)
+    # Unwrapped again: the worker's own functions.
+    assert not hasattr(Worker.outer, "__wrapped__") and not hasattr(Worker.inner, "__wrapped__")
