@@ -9,6 +9,7 @@ from __future__ import annotations
 import resource
 import time
 
+import pyarrow as pa
 import pytest
 
 from pxq.agent.socket_tracer import QUIET_BATCH_INTERVAL_MS, SocketTracer
@@ -73,3 +74,34 @@ def test_the_first_events_after_a_quiet_spell_are_taken_within_the_quiet_interva
     # The client's first request goes out within milliseconds of "go" (it is running and waiting
     # for it); its events wait at most the quiet interval, plus a poll's own work.
     assert first_taken <= QUIET_BATCH_INTERVAL_MS / 1000 + 0.1, first_taken
+
+
+def test_an_idle_collector_builds_no_empty_tables_and_its_rows_still_come(monkeypatch):
+    # Building a protocol's empty Arrow table costs a fraction of a ms, once a second while idle.
+    from pxq.agent import socket_tracer_collector
+    from pxq.agent.collector import AgentOptions
+    from pxq.plan.manifest import CollectorRequest
+
+    monkeypatch.setattr(socket_tracer_collector, "DRAIN_INTERVAL_S", 0.0)  # every drain is due
+    with http_server() as (server, port):
+        client = Client(port, "basic")
+        request = CollectorRequest("socket_tracer", ("http_events",), (server.pid, client.pid), ("http",))
+        collector = socket_tracer_collector.SocketTracerCollector(request, AgentOptions())
+        collector.start()
+        try:
+            collector.poll(0)
+            assert collector.drain() == {}
+            assert set(collector.drops()) == {"http_events"}
+            client.go()
+            results = client.finish(collector.tracer)
+            rows = []
+            deadline = time.monotonic() + 5
+            while len(rows) < 2 * len(results) and time.monotonic() < deadline:
+                collector.poll(50)
+                rows += collector.drain().get("http_events", pa.table({})).to_pylist()
+        finally:
+            collector.stop()
+            client.kill()
+    # One row per request the client made, from each end (both are traced).
+    assert len(results) == 4
+    assert sorted(r["req_path"] for r in rows) == sorted(2 * [r["path"] for r in results])
