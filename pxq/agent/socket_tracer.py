@@ -694,8 +694,7 @@ class SocketTracer:
             self._backlog = room <= 0 or self._ring.read(self._events, _HEADER, room) == room
 
     def _process(self) -> int:
-        batch = self._events[:]
-        del self._events[:]
+        batch, self._events = self._events, []
         self._tracker.handle_batch(batch)
         self._tracker.end_batch()
         self.polls += 1
