@@ -40,7 +40,9 @@ would be; it is started (BPF compiled and attached) before each traced run and e
    1.2), and the agent's CPU per 10,000 transactions
    (target <= 0.1 s); beside the host's CPU, nginx's + the client's + the agent's own CPU
    (/proc/<pid>/stat, getrusage), the same ratio without other processes' noise; medians over
-   the rounds with their spread, beside the saturated wrk ratio.
+   the rounds with their spread, beside the saturated wrk ratio. With ``--profile``, also the
+   agent's CPU per 10,000 transactions by part (:class:`CpuSplit`: the ring walk, the events
+   freed, the tracker, rows to Arrow, the table store, polling, the loop, the GC, the rest).
 4b. Where the traced CPU goes, at the same fixed rates: untraced and traced alternating, with BPF
    run-time counting on (BPF_ENABLE_STATS), a table of the medians and of each one's difference
    per request: the host's busy CPU, nginx's, the client's and the agent's user and system CPU,
@@ -59,7 +61,7 @@ The machine is shared and small (the figures it depends on are printed with the 
 only ratios measured side by side are compared with targets.
 
     .venv/bin/python bench/bench_socket_tracer.py [--quick] [--only fixed|decompose|calls|...]
-        [--baseline ../main] [--strict]
+        [--baseline ../main] [--strict] [--profile]
 
 Needs root, bcc, nginx, wrk and gcc. Prints the figures; with --strict, exits 1 when a target is
 missed.
