@@ -72,3 +72,24 @@ def test_each_part_counts_its_own_cpu_time_without_the_parts_inside_it(bench, mo
     assert seconds["garbage collector"] == pytest.approx(worker.took["gc"], abs=0.002)
     # Unwrapped again: the worker's own functions.
     assert not hasattr(Worker.outer, "__wrapped__") and not hasattr(Worker.inner, "__wrapped__")
+
+
+def test_the_split_is_printed_per_10k_transactions_with_medians_and_spread(bench, capsys):
+    # Three traced runs of 20,000, 10,000 and 40,000 transactions; per 10k by hand:
+    # tracker 0.16/2 = 80 ms, 0.07/1 = 70, 0.36/4 = 90 -> median 80 (70-90);
+    # ring walk 0.02/2 = 10, 0.008/1 = 8, 0.048/4 = 12 -> 10 (8-12); total 100, 80, 120 -> 100 (80-120).
+    runs = [
+        bench.FixedRun(0, 0, 0, 0, 0, 0, 0, 0, agent_cpu_s=0.20, transactions=20_000,
+                       agent_split={"tracker": 0.16, "ring walk": 0.02}),
+        bench.FixedRun(0, 0, 0, 0, 0, 0, 0, 0, agent_cpu_s=0.08, transactions=10_000,
+                       agent_split={"tracker": 0.07, "ring walk": 0.008}),
+        bench.FixedRun(0, 0, 0, 0, 0, 0, 0, 0, agent_cpu_s=0.48, transactions=40_000,
+                       agent_split={"tracker": 0.36, "ring walk": 0.048}),
+    ]  # fmt: skip
+    bench.print_split(5_000, runs)
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert lines == [
+        ["tracker", "80.0", "(70.0-90.0)"],
+        ["ring", "walk", "10.0", "(8.0-12.0)"],
+        ["total", "(getrusage)", "100.0", "(80.0-120.0)"],
+    ]
