@@ -945,18 +945,27 @@ def host_cpu_jiffies() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def all_tasks_cpu_s() -> float:
-    """CPU-seconds every task alive now has run (each thread's /proc/<pid>/task/<tid>/schedstat,
-    the scheduler's own nanoseconds). /proc/stat's figures are sampled at the timer tick on this
-    kernel (TICK_CPU_ACCOUNTING): a paced task that wakes just after a tick and sleeps before the
-    next is never seen busy, so short windows of a periodic workload are under- or over-counted.
-    A task that exits inside the window is missed, except children this process waits for
-    (added by the caller)."""
-    total = 0
+def all_tasks_cpu_ns() -> dict[str, int]:
+    """CPU-nanoseconds each task alive now has run, by its /proc/<pid>/task/<tid> path (each
+    thread's schedstat, the scheduler's own nanoseconds). /proc/stat's figures are sampled at the
+    timer tick on this kernel (TICK_CPU_ACCOUNTING): a paced task that wakes just after a tick and
+    sleeps before the next is never seen busy, so short windows of a periodic workload are under-
+    or over-counted. See :func:`tasks_cpu_s` for a window's."""
+    out = {}
     for stat in Path("/proc").glob("[0-9]*/task/[0-9]*/schedstat"):
         with contextlib.suppress(OSError, ValueError, IndexError):  # the task ended while we looked
-            total += int(stat.read_text().split(None, 1)[0])
-    return total / 1e9
+            out[str(stat.parent)] = int(stat.read_text().split(None, 1)[0])
+    return out
+
+
+def tasks_cpu_s(before: dict[str, int], after: dict[str, int]) -> float:
+    """CPU-seconds the tasks ran between two :func:`all_tasks_cpu_ns` snapshots: what each task
+    alive at the end ran since the first (all of it, for a task started since). A task that exits
+    inside the window is missed, except children this process waits for (added by the caller);
+    summing each snapshot instead took the whole run time of such a task off the window's, and a
+    busy task of another user exiting made the figure negative (a ratio of -2.4, "ok" against
+    its target)."""
+    return sum(ns - before.get(task, 0) for task, ns in after.items()) / 1e9
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -993,7 +1002,7 @@ class FixedRun:
     host_cpu_s: float  # busy CPU-seconds of the whole host while the client ran
     host_share: float  # host_cpu_s / (the window's seconds x CPUs): near 1, the host was saturated
     workload_cpu_s: float  # nginx's, the client's and the agent's CPU-seconds in the same window
-    tasks_cpu_s: float  # every task's run time in the same window (scheduler clock; see all_tasks_cpu_s)
+    tasks_cpu_s: float  # every task's run time in the same window (scheduler clock; see tasks_cpu_s)
     p50_us: float
     p99_us: float
     achieved: float
@@ -1011,9 +1020,9 @@ def fixed_rate_run(
     busy0, total0 = host_cpu_jiffies()
     children0 = children_cpu_s()
     own0 = process_cpu_s(pids) + children0
-    tasks0 = all_tasks_cpu_s()
+    tasks0 = all_tasks_cpu_ns()
     run = paced(client, port, rate, int(rate * seconds), 16, log)
-    tasks1 = all_tasks_cpu_s()
+    tasks1 = all_tasks_cpu_ns()
     busy1, total1 = host_cpu_jiffies()
     children1 = children_cpu_s()
     own1 = process_cpu_s(pids) + children1
@@ -1023,7 +1032,7 @@ def fixed_rate_run(
         (busy1 - busy0) / os.sysconf("SC_CLK_TCK"),
         (busy1 - busy0) / max(1, total1 - total0),
         own1 - own0 + agent_in_window,
-        tasks1 - tasks0 + children1 - children0,
+        tasks_cpu_s(tasks0, tasks1) + children1 - children0,
         quantile(latencies, 0.5),
         quantile(latencies, 0.99),
         run.rate,
