@@ -657,7 +657,7 @@ class SocketTracer:
         wakes a reader when a record lands in an empty ring buffer, and that record's batch is
         then due a quiet interval later at the latest, looked at as usual meanwhile."""
         last = self._last_poll
-        quiet_until = last + self.quiet_batch_interval_ms / 1000
+        quiet_until = last + max(self.quiet_batch_interval_ms, self.batch_interval_ms) / 1000
         quiet_bytes = ring.size // QUIET_RING_SHARE
         look_s = QUIET_LOOK_INTERVAL_MS / 1000
         if self._fill_s is not None:
