@@ -40,7 +40,9 @@ would be; it is started (BPF compiled and attached) before each traced run and e
    1.2), and the agent's CPU per 10,000 transactions
    (target <= 0.1 s); beside the host's CPU, nginx's + the client's + the agent's own CPU
    (/proc/<pid>/stat, getrusage), the same ratio without other processes' noise; medians over
-   the rounds with their spread, beside the saturated wrk ratio.
+   the rounds with their spread, beside the saturated wrk ratio. With ``--profile``, also the
+   agent's CPU per 10,000 transactions by part (:class:`CpuSplit`: the ring walk, the events
+   freed, the tracker, rows to Arrow, the table store, polling, the loop, the GC, the rest).
 4b. Where the traced CPU goes, at the same fixed rates: untraced and traced alternating, with BPF
    run-time counting on (BPF_ENABLE_STATS), a table of the medians and of each one's difference
    per request: the host's busy CPU, nginx's, the client's and the agent's user and system CPU,
@@ -59,7 +61,7 @@ The machine is shared and small (the figures it depends on are printed with the 
 only ratios measured side by side are compared with targets.
 
     .venv/bin/python bench/bench_socket_tracer.py [--quick] [--only fixed|decompose|calls|...]
-        [--baseline ../main] [--strict]
+        [--baseline ../main] [--strict] [--profile]
 
 Needs root, bcc, nginx, wrk and gcc. Prints the figures; with --strict, exits 1 when a target is
 missed.
@@ -95,6 +97,7 @@ FIXED_RATES = (2_000, 5_000)
 HOST_SATURATED = 0.9  # share of all CPUs busy above which a window's host CPU ratio means nothing
 TARGET_RSS_MB = 250
 AGENT_START_TIMEOUT = 120.0
+PROFILE = False  # --profile: the agent processes measure their CPU by part (CpuSplit)
 
 # Served by pxq.testing.workload's nginx under /static/ (GET and HEAD), in request order i % 3.
 FILES = ("hello.txt", "index.html", "big.json")
@@ -419,9 +422,91 @@ def probes_only_child() -> int:
     return 0
 
 
-def agent_child(pids: list[int], out: str | None) -> int:
+# -- where the agent's CPU goes (--profile) ------------------------------------------------------
+# (part, module, attribute path) of the agent's code whose CPU time --profile measures: each
+# call's thread CPU time, less that of the parts called inside it (so each part is exclusive).
+PROFILED_PARTS = (
+    ("ring walk", "pxq.agent.socket_tracer", "RingReader.read"),
+    ("ring wait", "pxq.agent.socket_tracer", "RingReader.wait"),
+    ("tracker", "pxq.agent.conn_tracker", "ConnTracker.handle_batch"),
+    ("tracker", "pxq.agent.conn_tracker", "ConnTracker.end_batch"),
+    ("tracker", "pxq.agent.conn_tracker", "ConnTracker.report_conn_stats"),
+    ("rows to Arrow", "pxq.agent.conn_tracker", "ConnTracker.take_tables"),
+    ("table store", "pxq.agent.table_store", "TableStore.append"),
+    ("process identities", "pxq.agent.loop", "_remember_processes"),
+    ("drop counters", "pxq.agent.socket_tracer_collector", "SocketTracerCollector.drops"),
+    ("batch hand-over (events freed)", "pxq.agent.socket_tracer", "SocketTracer._process"),
+    ("poll (sleeps, ring checks)", "pxq.agent.socket_tracer", "SocketTracer.poll"),
+    ("progress, pid check", "pxq.agent.loop", "AgentLoop.progress"),
+    ("progress, pid check", "pxq.agent.embedded", "PidWatch.check"),
+    ("loop (rest of a step)", "pxq.agent.loop", "AgentLoop.step"),
+)
+
+
+class CpuSplit:
+    """The agent child's CPU time by part (:data:`PROFILED_PARTS`, and the cyclic garbage
+    collector's runs, through ``gc.callbacks``), cumulative, in seconds. The wrappers cost two
+    clock reads per call of a part: a few dozen calls per second."""
+
+    def __init__(self) -> None:
+        import gc
+        import importlib
+
+        self.seconds: dict[str, float] = {}
+        self._stack: list[float] = []  # per call in progress: CPU time of the parts inside it
+        self._wrapped: list[tuple[object, str, object]] = []  # (owner, name, original), for close()
+        for part, module, path in PROFILED_PARTS:
+            owner = importlib.import_module(module)
+            *outer, name = path.split(".")
+            for attr in outer:
+                owner = getattr(owner, attr)
+            original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+            self._wrapped.append((owner, name, original))
+            setattr(owner, name, self._timed(part, getattr(owner, name)))
+        self._gc_start = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def close(self) -> None:
+        """Put the parts' own functions back (in the agent child, the process ends instead)."""
+        import gc
+
+        for owner, name, original in reversed(self._wrapped):
+            setattr(owner, name, original)
+        self._wrapped.clear()
+        gc.callbacks.remove(self._on_gc)
+
+    def _timed(self, part: str, function):
+        stack, seconds, clock = self._stack, self.seconds, time.thread_time
+
+        def timed(*args, **kwargs):
+            start = clock()
+            stack.append(0.0)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                took = clock() - start
+                inner = stack.pop()
+                seconds[part] = seconds.get(part, 0.0) + took - inner
+                if stack:
+                    stack[-1] += took
+
+        timed.__wrapped__ = function
+        return timed
+
+    def _on_gc(self, phase: str, _info: dict) -> None:
+        if phase == "start":
+            self._gc_start = time.thread_time()
+        else:
+            took = time.thread_time() - self._gc_start
+            self.seconds["garbage collector"] = self.seconds.get("garbage collector", 0.0) + took
+            if self._stack:
+                self._stack[-1] += took
+
+
+def agent_child(pids: list[int], out: str | None, profile: bool = False) -> int:
     """The embedded agent tracing ``pids``: prints a JSON line when it is ready (start-up done),
-    one on SIGUSR1 (a snapshot), and a final one after SIGINT ended it (the rows go to ``out``)."""
+    one on SIGUSR1 (a snapshot), and a final one after SIGINT ended it (the rows go to ``out``).
+    ``profile``: each line also has the agent's CPU by part so far (:class:`CpuSplit`)."""
     from pxq.agent.embedded import EmbeddedAgent
     from pxq.agent.loop import Progress
     from pxq.plan.manifest import CollectorRequest, ProbeManifest, TableRequest
@@ -445,6 +530,7 @@ def agent_child(pids: list[int], out: str | None) -> int:
             "sys": _cpu_s()[1] - state["base_cpu"][1],
             "rss": _proc_status("VmRSS"), "hwm": _proc_status("VmHWM"), "startup_peak": state["startup_peak"],
             "rusage": _rusage_counts(resource.RUSAGE_SELF), "bpf": _bpf_run_times(state["programs"]),
+            "split": dict(split.seconds) if split else None,
         }), flush=True)  # fmt: skip
 
     def on_progress(p: Progress) -> None:
@@ -467,6 +553,7 @@ def agent_child(pids: list[int], out: str | None) -> int:
     signal.signal(signal.SIGUSR1, on_usr1)
     signal.signal(signal.SIGINT, on_int)
     _record_bpf_programs()
+    split = CpuSplit() if profile else None
     store = EmbeddedAgent(manifest).run(3600.0, on_progress=on_progress)
     report("final", state["last"])
     if out:
@@ -488,8 +575,10 @@ class Agent:
     @classmethod
     def start(cls, pids: list[int], out: str | None = None, mode: str = "agent", tree: str | None = None) -> Agent:
         """``mode``: "agent" (the embedded agent), "kernel-only" or "probes-only"; ``tree``: a pxq
-        checkout whose package (and bpf/ programs) the agent runs, instead of this one's."""
+        checkout whose package (and bpf/ programs) the agent runs, instead of this one's. With
+        :data:`PROFILE` set (``--profile``) the agent measures its CPU by part (:class:`CpuSplit`)."""
         cmd = [sys.executable, __file__, f"--{mode}-child", ",".join(map(str, pids))] + (["--out", out] if out else [])
+        cmd += ["--profile"] if PROFILE and mode == "agent" else []
         env = {**os.environ, "PYTHONPATH": tree} if tree else None
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, env=env)
         agent = cls(proc, {}, out)
@@ -856,18 +945,27 @@ def host_cpu_jiffies() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def all_tasks_cpu_s() -> float:
-    """CPU-seconds every task alive now has run (each thread's /proc/<pid>/task/<tid>/schedstat,
-    the scheduler's own nanoseconds). /proc/stat's figures are sampled at the timer tick on this
-    kernel (TICK_CPU_ACCOUNTING): a paced task that wakes just after a tick and sleeps before the
-    next is never seen busy, so short windows of a periodic workload are under- or over-counted.
-    A task that exits inside the window is missed, except children this process waits for
-    (added by the caller)."""
-    total = 0
+def all_tasks_cpu_ns() -> dict[str, int]:
+    """CPU-nanoseconds each task alive now has run, by its /proc/<pid>/task/<tid> path (each
+    thread's schedstat, the scheduler's own nanoseconds). /proc/stat's figures are sampled at the
+    timer tick on this kernel (TICK_CPU_ACCOUNTING): a paced task that wakes just after a tick and
+    sleeps before the next is never seen busy, so short windows of a periodic workload are under-
+    or over-counted. See :func:`tasks_cpu_s` for a window's."""
+    out = {}
     for stat in Path("/proc").glob("[0-9]*/task/[0-9]*/schedstat"):
         with contextlib.suppress(OSError, ValueError, IndexError):  # the task ended while we looked
-            total += int(stat.read_text().split(None, 1)[0])
-    return total / 1e9
+            out[str(stat.parent)] = int(stat.read_text().split(None, 1)[0])
+    return out
+
+
+def tasks_cpu_s(before: dict[str, int], after: dict[str, int]) -> float:
+    """CPU-seconds the tasks ran between two :func:`all_tasks_cpu_ns` snapshots: what each task
+    alive at the end ran since the first (all of it, for a task started since). A task that exits
+    inside the window is missed, except children this process waits for (added by the caller);
+    summing each snapshot instead took the whole run time of such a task off the window's, and a
+    busy task of another user exiting made the figure negative (a ratio of -2.4, "ok" against
+    its target)."""
+    return sum(ns - before.get(task, 0) for task, ns in after.items()) / 1e9
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -904,7 +1002,7 @@ class FixedRun:
     host_cpu_s: float  # busy CPU-seconds of the whole host while the client ran
     host_share: float  # host_cpu_s / (the window's seconds x CPUs): near 1, the host was saturated
     workload_cpu_s: float  # nginx's, the client's and the agent's CPU-seconds in the same window
-    tasks_cpu_s: float  # every task's run time in the same window (scheduler clock; see all_tasks_cpu_s)
+    tasks_cpu_s: float  # every task's run time in the same window (scheduler clock; see tasks_cpu_s)
     p50_us: float
     p99_us: float
     achieved: float
@@ -912,6 +1010,7 @@ class FixedRun:
     agent_cpu_s: float = 0.0  # the agent's CPU for this run's transactions (catching up included)
     transactions: int = 0
     drops: dict = field(default_factory=dict)
+    agent_split: dict = field(default_factory=dict)  # --profile: agent_cpu_s by part (CpuSplit)
 
 
 def fixed_rate_run(
@@ -921,9 +1020,9 @@ def fixed_rate_run(
     busy0, total0 = host_cpu_jiffies()
     children0 = children_cpu_s()
     own0 = process_cpu_s(pids) + children0
-    tasks0 = all_tasks_cpu_s()
+    tasks0 = all_tasks_cpu_ns()
     run = paced(client, port, rate, int(rate * seconds), 16, log)
-    tasks1 = all_tasks_cpu_s()
+    tasks1 = all_tasks_cpu_ns()
     busy1, total1 = host_cpu_jiffies()
     children1 = children_cpu_s()
     own1 = process_cpu_s(pids) + children1
@@ -933,7 +1032,7 @@ def fixed_rate_run(
         (busy1 - busy0) / os.sysconf("SC_CLK_TCK"),
         (busy1 - busy0) / max(1, total1 - total0),
         own1 - own0 + agent_in_window,
-        tasks1 - tasks0 + children1 - children0,
+        tasks_cpu_s(tasks0, tasks1) + children1 - children0,
         quantile(latencies, 0.5),
         quantile(latencies, 0.99),
         run.rate,
@@ -949,6 +1048,10 @@ def fixed_rate_run(
             for k, v in after["drops"].items()
             if v - before_agent["drops"].get(k, 0)
         }
+        if after.get("split") is not None:
+            before = before_agent["split"]
+            result.agent_split = {part: s - before.get(part, 0.0) for part, s in after["split"].items()}
+            result.agent_split["other (outside the parts)"] = result.agent_cpu_s - sum(result.agent_split.values())
     return result
 
 
@@ -1006,6 +1109,8 @@ def fixed_rate(client: Path, port: int, pids: list[int], seconds: float, rounds:
             )
         traced = runs["traced"]
         per_10k_all = [r.agent_cpu_s / r.transactions * 10_000 for r in traced if r.transactions]
+        if any(r.agent_split for r in traced):
+            print_split(rate, [r for r in traced if r.agent_split and r.transactions])
         results[rate] = {
             "host_cpu": statistics.median(cpu_ratios) if cpu_ratios else None,
             "host_cpu_spread": (min(cpu_ratios), max(cpu_ratios)) if cpu_ratios else None,
@@ -1035,6 +1140,19 @@ def fixed_rate(client: Path, port: int, pids: list[int], seconds: float, rounds:
             f"agent CPU {r['cpu_10k']:.3f} s per 10k transactions ({load()})"
         )
     return results
+
+
+def print_split(rate: int, runs: list[FixedRun]) -> None:
+    """--profile: the agent's CPU per 10,000 transactions by part, median over ``runs`` (spread)."""
+    parts = sorted({part for r in runs for part in r.agent_split},
+                   key=lambda part: -statistics.median(r.agent_split.get(part, 0.0) for r in runs))  # fmt: skip
+    print(f"  {rate:,} req/s, the agent's CPU by part, ms per 10,000 transactions (median over {len(runs)} rounds,")
+    print("  spread; each part's own time, without the parts it calls):")
+    for part in parts:
+        per_10k = [r.agent_split.get(part, 0.0) / r.transactions * 1e7 for r in runs]
+        print(f"    {part:34} {statistics.median(per_10k):7.1f} ({min(per_10k):.1f}-{max(per_10k):.1f})")
+    total = [r.agent_cpu_s / r.transactions * 1e7 for r in runs]
+    print(f"    {'total (getrusage)':34} {statistics.median(total):7.1f} ({min(total):.1f}-{max(total):.1f})")
 
 
 # -- 4b. where the traced CPU goes ---------------------------------------------------------------
@@ -1282,6 +1400,9 @@ def main() -> int:
     parser.add_argument("--probes-only-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument(
+        "--profile", action="store_true", help="4: also the agent's CPU by part (ring walk, tracker, table store, ...)"
+    )
+    parser.add_argument(
         "--only", choices=("throughput", "completeness", "drops", "fixed", "decompose", "calls"), help="run one section"
     )
     parser.add_argument(
@@ -1292,7 +1413,7 @@ def main() -> int:
     )
     opts = parser.parse_args()
     if opts.agent_child:
-        return agent_child([int(p) for p in opts.agent_child.split(",")], opts.out)
+        return agent_child([int(p) for p in opts.agent_child.split(",")], opts.out, opts.profile)
     if opts.kernel_only_child:
         return kernel_only_child([int(p) for p in opts.kernel_only_child.split(",")])
     if opts.probes_only_child:
@@ -1303,6 +1424,8 @@ def main() -> int:
     from pxq.testing.ports import free_port
     from pxq.testing.workload import nginx_server
 
+    global PROFILE
+    PROFILE = opts.profile
     quick = opts.quick
     rounds, wrk_s = (2, 3.0) if quick else (4, 5.0)
     count, rate = (6_000, 2_000) if quick else (20_000, 2_000)

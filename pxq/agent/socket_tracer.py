@@ -102,6 +102,8 @@ QUIET_RING_SHARE = 8
 # the agent's CPU, most of its cost per poll at a low rate). A surge starting just after a look
 # has the 7 MiB above the quiet share to fill before the next one: at 56 MiB/s, over twice what
 # the agent takes at most (its drop onset), so nothing is lost that looking more often would keep.
+# An empty ring buffer (nothing since the last batch) is not looked at: the kernel wakes its
+# reader at the first record (SocketTracer._wait_quietly).
 QUIET_LOOK_INTERVAL_MS = 125
 # Events handled per batch at most: an agent behind (a full ring buffer holds ~50,000 DNS events)
 # takes its backlog in several batches, without waiting between them, so that the rows of each
@@ -458,6 +460,9 @@ class SocketTracer:
         # 0: every poll takes what is there (at most every batch_interval_ms); else see poll().
         self.quiet_batch_interval_ms = 0
         self._backlog = False  # the last read stopped at MAX_BATCH_EVENTS: more is waiting
+        # (quiet batches) How long the ring buffer took to fill its quiet share before the last
+        # batch, when that batch was taken for it (seconds); None: the last batch was a quiet one.
+        self._fill_s: float | None = None
         self._last_poll = 0.0
         self._unsubscribe: Callable[[], None] = lambda: None  # from own_processes, while running
         self.polls = 0
@@ -607,24 +612,22 @@ class SocketTracer:
         With ``quiet_batch_interval_ms`` set (the agent's collector does), a batch waits that long
         while the ring buffer stays quiet (see QUIET_RING_SHARE), looked at every
         QUIET_LOOK_INTERVAL_MS; a poll whose ``timeout_ms`` ends before then takes nothing and
-        returns 0 (``poll(0)`` always takes what is there).
+        returns 0 (``poll(0)`` always takes what is there). See :meth:`_wait_quietly` for when it
+        wakes up.
         """
         if self._bpf is None:
             raise RuntimeError("SocketTracer.poll() before start()")
         now = time.monotonic()
         until = now + timeout_ms / 1000
-        wait = min(self._last_poll + self.batch_interval_ms / 1000 - now, timeout_ms / 1000)
-        if wait > 0 and not self._backlog:
-            time.sleep(wait)
-            now = time.monotonic()
         ring = self._ring
         if self.quiet_batch_interval_ms and timeout_ms > 0 and ring is not None and not self._backlog:
-            quiet_until = self._last_poll + self.quiet_batch_interval_ms / 1000
-            quiet_bytes = ring.size // QUIET_RING_SHARE
-            while now < quiet_until and ring.pending() < quiet_bytes:
-                if now >= until:
-                    return 0
-                time.sleep(min(quiet_until, until, now + QUIET_LOOK_INTERVAL_MS / 1000) - now)
+            now = self._wait_quietly(ring, now, until)
+            if now < 0:
+                return 0
+        else:
+            wait = min(self._last_poll + self.batch_interval_ms / 1000 - now, timeout_ms / 1000)
+            if wait > 0 and not self._backlog:
+                time.sleep(wait)
                 now = time.monotonic()
         self._consume()
         if not self._events:
@@ -639,6 +642,51 @@ class SocketTracer:
                 self._tracker.report_conn_stats(now)
         return handled
 
+    def _wait_quietly(self, ring: RingReader, now: float, until: float) -> float:
+        """Sleep until a batch is due: the ring buffer holds its quiet share at a look, or the
+        quiet interval since the last batch has passed. Returns the time then, or -1 when
+        ``until`` came first.
+
+        Each wake-up costs the agent some 50-100 us of CPU (most of its cost per poll at a low
+        rate), so it wakes only when something may be due. The first look after a batch taken
+        because the ring buffer held its quiet share comes when it should hold it again at the
+        rate it filled (the batch interval at the soonest); after a quiet batch, a look interval
+        later. Then at the look interval and the quiet interval's end: looks are never more than
+        QUIET_LOOK_INTERVAL_MS apart (the surge guarantee above). While nothing at all has come
+        since the last batch, it sleeps on the ring buffer itself until ``until``: the kernel
+        wakes a reader when a record lands in an empty ring buffer, and that record's batch is
+        then due a quiet interval later at the latest, looked at as usual meanwhile."""
+        last = self._last_poll
+        quiet_until = last + max(self.quiet_batch_interval_ms, self.batch_interval_ms) / 1000
+        quiet_bytes = ring.size // QUIET_RING_SHARE
+        look_s = QUIET_LOOK_INTERVAL_MS / 1000
+        if self._fill_s is not None:
+            look_s = min(look_s, max(self.batch_interval_ms / 1000, self._fill_s))
+        look = last + look_s
+        idle = self.last_poll_events == 0
+        while True:
+            if now >= look:
+                pending = ring.pending()
+                if pending >= quiet_bytes:
+                    self._fill_s = (now - last) * quiet_bytes / pending
+                    return now
+                look = now + QUIET_LOOK_INTERVAL_MS / 1000
+            if now >= quiet_until:
+                self._fill_s = None
+                return now
+            if now >= until:
+                return -1.0
+            if idle and not ring.pending():
+                woken = ring.wait(max(1, int((until - now) * 1000)))  # by the first record, or at until
+                now = time.monotonic()
+                if woken:  # that record's batch is due a quiet interval after it came, at the latest
+                    idle = False
+                    quiet_until = max(quiet_until, now + self.quiet_batch_interval_ms / 1000)
+                    look = now + QUIET_LOOK_INTERVAL_MS / 1000
+                continue
+            time.sleep(min(look, quiet_until, until) - now)
+            now = time.monotonic()
+
     def _consume(self) -> None:
         """Take what the ring buffer holds into ``self._events`` (MAX_BATCH_EVENTS at most)."""
         if self._ring is not None:
@@ -646,8 +694,7 @@ class SocketTracer:
             self._backlog = room <= 0 or self._ring.read(self._events, _HEADER, room) == room
 
     def _process(self) -> int:
-        batch = self._events[:]
-        del self._events[:]
+        batch, self._events = self._events, []
         self._tracker.handle_batch(batch)
         self._tracker.end_batch()
         self.polls += 1
