@@ -259,7 +259,10 @@ int main(int argc, char **argv) {
 PINGPONG_C = r"""
 /* TCP ping-pong on loopback inside one process: per round trip write, read, write, read of SIZE
  * bytes (4 socket calls). Waits for a line on stdin, runs N round trips, prints the process's own
- * CPU-seconds (user, system) and the wall time: the BPF programs run in its calls' context. */
+ * CPU-seconds (user, system) and the wall time: the BPF programs run in its calls' context.
+ * SIZE 0: 4 getppid() calls per round trip instead (the cost of hooks on a call that is no
+ * socket's: every process of the host pays it). SIZE < 0: -SIZE bytes with send() and recv()
+ * (the sendto and recvfrom syscalls, as nginx's reads) instead of write() and read(). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -267,13 +270,15 @@ PINGPONG_C = r"""
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
     if (argc != 3) { fprintf(stderr, "usage: %s ROUND_TRIPS SIZE\n", argv[0]); return 2; }
     long n = atol(argv[1]);
-    int size = atoi(argv[2]);
-    if (size <= 0 || size > 65536) return 2;
+    int size = atoi(argv[2]), use_recv = size < 0;
+    if (use_recv) size = -size;
+    if (size > 65536) return 2;
     int l = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET}; a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     bind(l, (struct sockaddr *)&a, sizeof a); listen(l, 1);
@@ -283,13 +288,21 @@ int main(int argc, char **argv) {
     int s = accept(l, NULL, NULL), one = 1;
     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    char *buf = calloc(1, size), line[16];
+    char *buf = calloc(1, size ? size : 1), line[16];
     for (int i = 0; i < size; i++) buf[i] = 'a' + i % 26;
     printf("READY\n"); fflush(stdout);
     if (!fgets(line, sizeof line, stdin)) return 1;
     struct rusage r0, r1; struct timespec t0, t1;
     getrusage(RUSAGE_SELF, &r0); clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (long i = 0; i < n; i++) {
+    for (long i = 0; i < n && size == 0; i++)
+        for (int k = 0; k < 4; k++) syscall(SYS_getppid);
+    for (long i = 0; i < n && size > 0 && use_recv; i++) {
+        if (send(c, buf, size, 0) != size) return 2;
+        for (int got = 0; got < size;) { int k = recv(s, buf, size - got, 0); if (k <= 0) return 3; got += k; }
+        if (send(s, buf, size, 0) != size) return 2;
+        for (int got = 0; got < size;) { int k = recv(c, buf, size - got, 0); if (k <= 0) return 3; got += k; }
+    }
+    for (long i = 0; i < n && size > 0 && !use_recv; i++) {
         if (write(c, buf, size) != size) return 2;
         for (int got = 0; got < size;) { int k = read(s, buf, size - got); if (k <= 0) return 3; got += k; }
         if (write(s, buf, size) != size) return 2;
@@ -299,6 +312,142 @@ int main(int argc, char **argv) {
     double u = (r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) + (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) * 1e-6;
     double sy = (r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) + (r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) * 1e-6;
     printf("%.6f %.6f %.6f\n", u, sy, (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9);
+    return 0;
+}
+"""
+
+
+SOCKDATA_PROTOTYPE_C = r"""
+/* The sock-data candidate's hot path, for phase 5b's measurement only (not the tracer): a data
+ * call is taken at sock:sock_send_length / sock:sock_recv_length, which fire inside
+ * sock_sendmsg/sock_recvmsg in the calling task after the bytes moved, with the socket, its
+ * family and protocol and the byte count. The call's number and arguments come from the task's
+ * saved user registers (bpf_task_pt_regs; their x86-64 layout is ABI), so no program runs on
+ * the host's other syscalls. It does what today's program does for a TCP or UDP call with one
+ * buffer (the ping-pong's): pid filter, ready, the connection's generation and stream offset,
+ * the disabled check, one event with up to MAX_DATA bytes; vectors send their first segment.
+ * Opens and closes: the per-syscall tracepoints, empty here (none fires in the timed loop). */
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+#define PT_REGS_DX_OFF 96
+#define USER32_CS 0x23
+struct regs_tail { u64 dx; u64 si; u64 di; u64 orig_ax; u64 ip; u64 cs; };
+struct conn_t { u64 pos_egress; u64 pos_ingress; u64 sk; u32 gen; u8 role; u8 tuple_sent; u16 reserved; };
+struct scratch_t { struct pxq_sock_event ev; u8 data[2 * MAX_DATA]; };
+BPF_RINGBUF_OUTPUT(events, RING_PAGES);
+BPF_ARRAY(ready, u32, 1);
+BPF_ARRAY(gen_counter, u64, 1);
+BPF_ARRAY(scratch, struct scratch_t, NCPU);
+BPF_HASH(allowed_pids, u32, u8, 65536);
+BPF_HASH(disabled, u64, u32, 65536);
+BPF_TABLE("lru_hash", u64, struct conn_t, conns, 65536);
+
+static __always_inline u16 data_syscall(u64 nr) {
+    switch (nr) {
+    case NR_READ: return PXQ_SYS_READ;
+    case NR_WRITE: return PXQ_SYS_WRITE;
+    case NR_READV: return PXQ_SYS_READV;
+    case NR_WRITEV: return PXQ_SYS_WRITEV;
+    case NR_SENDTO: return PXQ_SYS_SENDTO;
+    case NR_RECVFROM: return PXQ_SYS_RECVFROM;
+    case NR_SENDMSG: return PXQ_SYS_SENDMSG;
+    case NR_RECVMSG: return PXQ_SYS_RECVMSG;
+    }
+    return 0;
+}
+
+static __always_inline int on_data(u64 sk, u16 family, u16 protocol, long ret, u8 dir) {
+    if (ret <= 0 || (family != 2 && family != 10) || (protocol != 6 && protocol != 17))
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, zero = 0;
+    u32 *on = ready.lookup(&zero);
+    if (!on || !*on)
+        return 0;
+    u8 *state = allowed_pids.lookup(&tgid);
+    if (!state || *state != 1)
+        return 0;
+    u64 regs = (u64)bpf_task_pt_regs((struct task_struct *)bpf_get_current_task_btf());
+    struct regs_tail r = {};
+    if (!regs || bpf_probe_read_kernel(&r, sizeof(r), (void *)(regs + PT_REGS_DX_OFF)) != 0 || r.cs == USER32_CS)
+        return 0;
+    u16 sys = data_syscall(r.orig_ax);
+    if (!sys)
+        return 0; /* a kernel-internal send (or another call's): not the task's own socket call */
+    u64 buf = r.si;
+    if (sys == PXQ_SYS_READV || sys == PXQ_SYS_WRITEV || sys == PXQ_SYS_SENDMSG || sys == PXQ_SYS_RECVMSG) {
+        u64 iov = r.si, v[2] = {0, 0};
+        if (sys == PXQ_SYS_SENDMSG || sys == PXQ_SYS_RECVMSG)
+            bpf_probe_read_user(&iov, sizeof(iov), (void *)(r.si + 16));
+        bpf_probe_read_user(v, sizeof(v), (void *)iov);
+        buf = v[0];
+    }
+    s32 fd = (s32)r.di;
+    u64 key = ((u64)tgid << 32) | (u32)fd;
+    struct conn_t *c = conns.lookup(&key);
+    if (!c || c->sk != sk) {
+        struct conn_t fresh = {};
+        u64 *g = gen_counter.lookup(&zero);
+        fresh.gen = g ? (u32)(__sync_fetch_and_add(g, 1) + 1) : 0;
+        fresh.sk = sk;
+        conns.update(&key, &fresh);
+        c = conns.lookup(&key);
+        if (!c)
+            return 0;
+    }
+    u64 total = (u64)ret;
+    u64 pos = dir == PXQ_DIR_EGRESS ? __sync_fetch_and_add(&c->pos_egress, total)
+                                    : __sync_fetch_and_add(&c->pos_ingress, total);
+    u32 *off = disabled.lookup(&key);
+    if (off && *off == c->gen)
+        return 0;
+    u32 cpu = bpf_get_smp_processor_id();
+    struct scratch_t *sc = scratch.lookup(&cpu);
+    if (!sc)
+        return 0;
+    sc->ev.ts_ns = bpf_ktime_get_ns();
+    sc->ev.pos = pos;
+    sc->ev.size = total;
+    sc->ev.pid = tgid;
+    sc->ev.fd = fd;
+    sc->ev.gen = c->gen;
+    sc->ev.kind = PXQ_EV_DATA;
+    sc->ev.flags = 0;
+    sc->ev.direction = dir;
+    sc->ev.role = c->role;
+    sc->ev.syscall = sys;
+    sc->ev.family = family;
+    u64 n = total < MAX_DATA ? total : MAX_DATA;
+    n &= (2 * MAX_DATA - 1);
+    if (bpf_probe_read_user(sc->data, n, (void *)buf) != 0)
+        n = 0;
+    sc->ev.data_len = (u32)n;
+    events.ringbuf_output(&sc->ev, sizeof(struct pxq_sock_event) + (n & (2 * MAX_DATA - 1)), 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length) {
+    return on_data((u64)args->sk, args->family, args->protocol, args->ret, PXQ_DIR_EGRESS);
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length) {
+    if (args->flags & 2) /* MSG_PEEK: the bytes come again */
+        return 0;
+    return on_data((u64)args->sk, args->family, args->protocol, args->ret, PXQ_DIR_INGRESS);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    u32 parent = bpf_get_current_pid_tgid() >> 32, child = args->child_pid;
+    u8 *state = allowed_pids.lookup(&parent);
+    u8 traced = 1;
+    if (state && *state == 1)
+        allowed_pids.update(&child, &traced);
     return 0;
 }
 """
@@ -396,17 +545,64 @@ def kernel_only_child(pids: list[int]) -> int:
     return 0
 
 
-def probes_only_child() -> int:
+# Hook sets that phase 5's "hooks" comparison attaches with empty programs. "today" is what
+# bpf/socket_trace.c attaches (raw sys_enter/sys_exit see every syscall of the host); the others
+# are the candidates of taking a call's data at the sock tracepoints (the fd and buffers from the
+# task's user registers) and its opens and closes from per-syscall tracepoints or from none.
+_SOCK_AND_SCHED = (
+    "TRACEPOINT_PROBE(sock, sock_send_length)",
+    "TRACEPOINT_PROBE(sock, sock_recv_length)",
+    "TRACEPOINT_PROBE(sock, inet_sock_set_state)",
+    "TRACEPOINT_PROBE(task, task_newtask)",
+    "TRACEPOINT_PROBE(sched, sched_process_exec)",
+    "TRACEPOINT_PROBE(sched, sched_process_exit)",
+    "TRACEPOINT_PROBE(sched, sched_process_fork)",
+)
+_OPEN_CLOSE_SYSCALLS = (
+    "TRACEPOINT_PROBE(syscalls, sys_enter_close)",
+    "TRACEPOINT_PROBE(syscalls, sys_exit_connect)",
+    "TRACEPOINT_PROBE(syscalls, sys_exit_accept)",
+    "TRACEPOINT_PROBE(syscalls, sys_exit_accept4)",
+    "TRACEPOINT_PROBE(syscalls, sys_exit_splice)",
+)
+HOOK_SETS: dict[str, tuple[str, ...]] = {
+    "sock data": _SOCK_AND_SCHED + _OPEN_CLOSE_SYSCALLS,
+    "sock data, raw sock tps": tuple(
+        p.replace("TRACEPOINT_PROBE(sock, ", "RAW_TRACEPOINT_PROBE(") if "_length" in p else p for p in _SOCK_AND_SCHED
+    )
+    + _OPEN_CLOSE_SYSCALLS,
+    # UDP datagram peers as today: recvfrom/recvmsg/recvmmsg write the peer's sockaddr to user
+    # memory after sock_recvmsg (move_addr_to_user), so it is read at their exits; mmsg calls
+    # number their messages from their entries.
+    "sock data + recv exits": _SOCK_AND_SCHED
+    + _OPEN_CLOSE_SYSCALLS
+    + (
+        "TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)",
+        "TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg)",
+        "TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg)",
+        "TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg)",
+        "TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)",
+    ),
+    "sock only": _SOCK_AND_SCHED,
+    "sys_enter_close alone": ("TRACEPOINT_PROBE(syscalls, sys_enter_close)",),
+}
+
+
+def probes_only_child(probe_set: str | None = None) -> int:
     """The socket tracer's probes with empty programs: every raw tracepoint and tracepoint that
-    ``bpf/socket_trace.c`` attaches to, each running ``return 0``. What the kernel's hooks cost
-    before the program does any work (the floor any in-kernel change can reach). Same protocol as
-    :func:`agent_child`, without rows."""
+    ``bpf/socket_trace.c`` attaches to (or those of ``HOOK_SETS[probe_set]``), each running
+    ``return 0``. What the kernel's hooks cost before the program does any work (the floor any
+    in-kernel change can reach). Same protocol as :func:`agent_child`, without rows."""
     from pxq.agent.bpf_program import BpfProgram, bpf_source, load
 
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    probes = re.findall(r"^((?:RAW_)?TRACEPOINT_PROBE\([^)]*\))", bpf_source("socket_trace.c"), re.M)
+    probes = (
+        list(HOOK_SETS[probe_set])
+        if probe_set
+        else re.findall(r"^((?:RAW_)?TRACEPOINT_PROBE\([^)]*\))", bpf_source("socket_trace.c"), re.M)
+    )
     bpf = load(BpfProgram("socket_trace.c probes, empty", "\n".join(f"{p} {{ return 0; }}" for p in probes), ()))
     base = sum(_cpu_s())
     print(json.dumps({"kind": "ready", "rss": _proc_status("VmRSS"), "startup_peak": _proc_status("VmHWM"),
@@ -416,6 +612,47 @@ def probes_only_child() -> int:
     bpf.cleanup()
     print(json.dumps({"kind": "final", "cpu": sum(_cpu_s()) - base, "bytes": 0, "rows": 0, "events": 0, "drops": {}}),
           flush=True)  # fmt: skip
+    return 0
+
+
+def prototype_child(pids: list[int]) -> int:
+    """``SOCKDATA_PROTOTYPE_C`` with the other hooks of ``HOOK_SETS["sock data"]`` (empty), for
+    ``pids`` and the processes they fork; its ring buffer emptied unread as in
+    :func:`kernel_only_child`. Same protocol."""
+    from pxq.agent.bpf_program import BpfProgram, allow_pids, bpf_source, load
+
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    others = [p for p in HOOK_SETS["sock data"] if "_length" not in p and "process_fork" not in p]
+    text = "\n".join([bpf_source("socket_trace.h"), SOCKDATA_PROTOTYPE_C] + [f"{p} {{ return 0; }}" for p in others])
+    flags = ("-DMAX_DATA=16384", "-DRING_PAGES=2048", f"-DNCPU={os.cpu_count()}")
+    bpf = load(BpfProgram("sock-data prototype", text, flags))
+    allow_pids(bpf[b"allowed_pids"], pids)
+    import ctypes as ct
+
+    bpf[b"ready"][ct.c_int(0)] = ct.c_uint32(1)
+    ring_fd = bpf[b"events"].map_fd
+    consumer_page = mmap.mmap(ring_fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    producer_page = mmap.mmap(ring_fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ, offset=mmap.PAGESIZE)
+    consumer, producer = memoryview(consumer_page).cast("Q"), memoryview(producer_page).cast("Q")
+    base = sum(_cpu_s())
+    print(
+        json.dumps({"kind": "ready", "rss": _proc_status("VmRSS"), "startup_peak": _proc_status("VmHWM")}), flush=True
+    )
+    skipped = 0
+    while not stop:
+        time.sleep(0.05)
+        prod = producer[0]
+        skipped += prod - consumer[0]
+        consumer[0] = prod
+    consumer.release()
+    producer.release()
+    consumer_page.close()
+    producer_page.close()
+    bpf.cleanup()
+    print(json.dumps({"kind": "final", "cpu": sum(_cpu_s()) - base, "bytes": skipped, "rows": 0, "events": 0,
+                      "drops": {}}), flush=True)  # fmt: skip
     return 0
 
 
@@ -486,10 +723,15 @@ class Agent:
     lines: list[dict] = field(default_factory=list)
 
     @classmethod
-    def start(cls, pids: list[int], out: str | None = None, mode: str = "agent", tree: str | None = None) -> Agent:
+    def start(
+        cls, pids: list[int], out: str | None = None, mode: str = "agent", tree: str | None = None,
+        probe_set: str | None = None,
+    ) -> Agent:  # fmt: skip
         """``mode``: "agent" (the embedded agent), "kernel-only" or "probes-only"; ``tree``: a pxq
-        checkout whose package (and bpf/ programs) the agent runs, instead of this one's."""
+        checkout whose package (and bpf/ programs) the agent runs, instead of this one's;
+        ``probe_set``: probes-only with the hooks of ``HOOK_SETS[probe_set]``."""
         cmd = [sys.executable, __file__, f"--{mode}-child", ",".join(map(str, pids))] + (["--out", out] if out else [])
+        cmd += ["--probe-set", probe_set] if probe_set else []
         env = {**os.environ, "PYTHONPATH": tree} if tree else None
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, env=env)
         agent = cls(proc, {}, out)
@@ -527,8 +769,10 @@ class Agent:
 
 
 @contextlib.contextmanager
-def agent(pids: list[int], out: str | None = None, mode: str = "agent", tree: str | None = None):
-    a = Agent.start(pids, out, mode, tree)
+def agent(
+    pids: list[int], out: str | None = None, mode: str = "agent", tree: str | None = None, probe_set: str | None = None
+):
+    a = Agent.start(pids, out, mode, tree, probe_set)
     try:
         yield a
     finally:
@@ -1274,15 +1518,76 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64,
     return {"medians": medians, "spread": spread, "programs": programs}
 
 
+def hook_sets_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64) -> dict:
+    """CPU per call of the ping-pong's socket calls and of a call that is no socket's (getppid),
+    untraced and with each hook set's empty programs attached (today's and ``HOOK_SETS``), in
+    rotating order: which attach set costs least before any program does work."""
+    print(
+        f"\n== 5b. hook sets, empty programs: {round_trips:,} x 4 calls per run, its own CPU per call, "
+        f"{rounds} rounds ({load()})"
+    )
+    # condition -> (agent mode, probe set); "programs" conditions trace the ping-pongs (the bench's
+    # children) with the whole program: today's kernel side, or the candidate's hot path
+    modes: dict[str, tuple[str, str | None]] = {"today": ("probes-only", None)}
+    modes.update({name: ("probes-only", name) for name in HOOK_SETS})
+    modes.update({"today, programs": ("kernel-only", None), "sock data prototype": ("prototype", None)})
+    conditions = ("untraced",) + tuple(modes)
+    # workload -> (the ping-pong's SIZE argument, round trips): getppid is ~15x cheaper, run it 10x more
+    workloads = {
+        "socket call": (size, round_trips),
+        "getppid": (0, 10 * round_trips),
+        "recv call": (-size, round_trips),
+    }
+    per_call: dict[tuple[str, str], list[float]] = {(w, c): [] for w in workloads for c in conditions}
+    for i in range(rounds):
+        shift = i % len(conditions)
+        for condition in conditions[shift:] + conditions[:shift]:
+            with contextlib.ExitStack() as stack:
+                if condition != "untraced":
+                    mode, probe_set = modes[condition]
+                    stack.enter_context(agent([os.getpid()], mode=mode, probe_set=probe_set))
+                for workload, (arg, trips) in workloads.items():
+                    proc = subprocess.Popen([str(pingpong), str(trips), str(arg)], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+                    try:
+                        if proc.stdout.readline().strip() != "READY":
+                            raise RuntimeError(f"the ping-pong did not start (exit {proc.poll()})")
+                        proc.stdin.write("go\n")
+                        proc.stdin.flush()
+                        user, system, _wall = map(float, proc.stdout.readline().split())
+                    finally:
+                        if proc.poll() is None:
+                            proc.kill()
+                        proc.wait(timeout=10)
+                    per_call[workload, condition].append((user + system) / (4 * trips) * 1e9)
+            print(f"  round {i + 1} {condition}: " + ", ".join(
+                f"{w} {per_call[w, condition][-1]:,.0f} ns" for w in workloads), flush=True)  # fmt: skip
+    # Other tracers on the host (another pxq's raw sys_enter) slow every task's syscalls while they
+    # are attached: the minimum of the rounds is the figure without them, the median beside it.
+    medians = {f"{w}, {c}": statistics.median(v) for (w, c), v in per_call.items()}
+    for w in workloads:
+        base, floor = statistics.median(per_call[w, "untraced"]), min(per_call[w, "untraced"])
+        for c in conditions:
+            v = per_call[w, c]
+            mid = statistics.median(v)
+            print(f"  {w:12} {c:26} min {min(v):7,.0f} ns ({min(v) - floor:+5,.0f} over untraced), median"
+                  f" {mid:7,.0f} ({mid - base:+5,.0f}), max {max(v):,.0f}")  # fmt: skip
+    return {"medians": medians, "minima": {f"{w}, {c}": min(v) for (w, c), v in per_call.items()}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs (fewer rounds, steps and requests)")
     parser.add_argument("--agent-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--kernel-only-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--probes-only-child", metavar="PIDS", help=argparse.SUPPRESS)
+    parser.add_argument("--prototype-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-set", choices=sorted(HOOK_SETS), help=argparse.SUPPRESS)
     parser.add_argument(
-        "--only", choices=("throughput", "completeness", "drops", "fixed", "decompose", "calls"), help="run one section"
+        "--only",
+        choices=("throughput", "completeness", "drops", "fixed", "decompose", "calls", "hooks"),
+        help="run one section (hooks: 5's hook sets compared, not run by default)",
     )
     parser.add_argument(
         "--baseline", metavar="TREE", help="4b: also run the agent of this pxq checkout (e.g. main), alternating"
@@ -1295,13 +1600,20 @@ def main() -> int:
         return agent_child([int(p) for p in opts.agent_child.split(",")], opts.out)
     if opts.kernel_only_child:
         return kernel_only_child([int(p) for p in opts.kernel_only_child.split(",")])
+    if opts.prototype_child:
+        return prototype_child([int(p) for p in opts.prototype_child.split(",")])
     if opts.probes_only_child:
-        return probes_only_child()
+        return probes_only_child(opts.probe_set)
     if os.geteuid() != 0:
         print("needs root (eBPF)", file=sys.stderr)
         return 2
     from pxq.testing.ports import free_port
     from pxq.testing.workload import nginx_server
+
+    if opts.only == "hooks":
+        with tempfile.TemporaryDirectory(prefix="pxq-bench-") as work:
+            hook_sets_cost(build_pingpong(work), 3 if opts.quick else 7, 30_000 if opts.quick else 100_000)
+        return 0
 
     quick = opts.quick
     rounds, wrk_s = (2, 3.0) if quick else (4, 5.0)
