@@ -317,142 +317,6 @@ int main(int argc, char **argv) {
 """
 
 
-SOCKDATA_PROTOTYPE_C = r"""
-/* The sock-data candidate's hot path, for phase 5b's measurement only (not the tracer): a data
- * call is taken at sock:sock_send_length / sock:sock_recv_length, which fire inside
- * sock_sendmsg/sock_recvmsg in the calling task after the bytes moved, with the socket, its
- * family and protocol and the byte count. The call's number and arguments come from the task's
- * saved user registers (bpf_task_pt_regs; their x86-64 layout is ABI), so no program runs on
- * the host's other syscalls. It does what today's program does for a TCP or UDP call with one
- * buffer (the ping-pong's): pid filter, ready, the connection's generation and stream offset,
- * the disabled check, one event with up to MAX_DATA bytes; vectors send their first segment.
- * Opens and closes: the per-syscall tracepoints, empty here (none fires in the timed loop). */
-#define NR_READ 0
-#define NR_WRITE 1
-#define NR_READV 19
-#define NR_WRITEV 20
-#define NR_SENDTO 44
-#define NR_RECVFROM 45
-#define NR_SENDMSG 46
-#define NR_RECVMSG 47
-#define PT_REGS_DX_OFF 96
-#define USER32_CS 0x23
-struct regs_tail { u64 dx; u64 si; u64 di; u64 orig_ax; u64 ip; u64 cs; };
-struct conn_t { u64 pos_egress; u64 pos_ingress; u64 sk; u32 gen; u8 role; u8 tuple_sent; u16 reserved; };
-struct scratch_t { struct pxq_sock_event ev; u8 data[2 * MAX_DATA]; };
-BPF_RINGBUF_OUTPUT(events, RING_PAGES);
-BPF_ARRAY(ready, u32, 1);
-BPF_ARRAY(gen_counter, u64, 1);
-BPF_ARRAY(scratch, struct scratch_t, NCPU);
-BPF_HASH(allowed_pids, u32, u8, 65536);
-BPF_HASH(disabled, u64, u32, 65536);
-BPF_TABLE("lru_hash", u64, struct conn_t, conns, 65536);
-
-static __always_inline u16 data_syscall(u64 nr) {
-    switch (nr) {
-    case NR_READ: return PXQ_SYS_READ;
-    case NR_WRITE: return PXQ_SYS_WRITE;
-    case NR_READV: return PXQ_SYS_READV;
-    case NR_WRITEV: return PXQ_SYS_WRITEV;
-    case NR_SENDTO: return PXQ_SYS_SENDTO;
-    case NR_RECVFROM: return PXQ_SYS_RECVFROM;
-    case NR_SENDMSG: return PXQ_SYS_SENDMSG;
-    case NR_RECVMSG: return PXQ_SYS_RECVMSG;
-    }
-    return 0;
-}
-
-static __always_inline int on_data(u64 sk, u16 family, u16 protocol, long ret, u8 dir) {
-    if (ret <= 0 || (family != 2 && family != 10) || (protocol != 6 && protocol != 17))
-        return 0;
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tgid = id >> 32, zero = 0;
-    u32 *on = ready.lookup(&zero);
-    if (!on || !*on)
-        return 0;
-    u8 *state = allowed_pids.lookup(&tgid);
-    if (!state || *state != 1)
-        return 0;
-    u64 regs = (u64)bpf_task_pt_regs((struct task_struct *)bpf_get_current_task_btf());
-    struct regs_tail r = {};
-    if (!regs || bpf_probe_read_kernel(&r, sizeof(r), (void *)(regs + PT_REGS_DX_OFF)) != 0 || r.cs == USER32_CS)
-        return 0;
-    u16 sys = data_syscall(r.orig_ax);
-    if (!sys)
-        return 0; /* a kernel-internal send (or another call's): not the task's own socket call */
-    u64 buf = r.si;
-    if (sys == PXQ_SYS_READV || sys == PXQ_SYS_WRITEV || sys == PXQ_SYS_SENDMSG || sys == PXQ_SYS_RECVMSG) {
-        u64 iov = r.si, v[2] = {0, 0};
-        if (sys == PXQ_SYS_SENDMSG || sys == PXQ_SYS_RECVMSG)
-            bpf_probe_read_user(&iov, sizeof(iov), (void *)(r.si + 16));
-        bpf_probe_read_user(v, sizeof(v), (void *)iov);
-        buf = v[0];
-    }
-    s32 fd = (s32)r.di;
-    u64 key = ((u64)tgid << 32) | (u32)fd;
-    struct conn_t *c = conns.lookup(&key);
-    if (!c || c->sk != sk) {
-        struct conn_t fresh = {};
-        u64 *g = gen_counter.lookup(&zero);
-        fresh.gen = g ? (u32)(__sync_fetch_and_add(g, 1) + 1) : 0;
-        fresh.sk = sk;
-        conns.update(&key, &fresh);
-        c = conns.lookup(&key);
-        if (!c)
-            return 0;
-    }
-    u64 total = (u64)ret;
-    u64 pos = dir == PXQ_DIR_EGRESS ? __sync_fetch_and_add(&c->pos_egress, total)
-                                    : __sync_fetch_and_add(&c->pos_ingress, total);
-    u32 *off = disabled.lookup(&key);
-    if (off && *off == c->gen)
-        return 0;
-    u32 cpu = bpf_get_smp_processor_id();
-    struct scratch_t *sc = scratch.lookup(&cpu);
-    if (!sc)
-        return 0;
-    sc->ev.ts_ns = bpf_ktime_get_ns();
-    sc->ev.pos = pos;
-    sc->ev.size = total;
-    sc->ev.pid = tgid;
-    sc->ev.fd = fd;
-    sc->ev.gen = c->gen;
-    sc->ev.kind = PXQ_EV_DATA;
-    sc->ev.flags = 0;
-    sc->ev.direction = dir;
-    sc->ev.role = c->role;
-    sc->ev.syscall = sys;
-    sc->ev.family = family;
-    u64 n = total < MAX_DATA ? total : MAX_DATA;
-    n &= (2 * MAX_DATA - 1);
-    if (bpf_probe_read_user(sc->data, n, (void *)buf) != 0)
-        n = 0;
-    sc->ev.data_len = (u32)n;
-    events.ringbuf_output(&sc->ev, sizeof(struct pxq_sock_event) + (n & (2 * MAX_DATA - 1)), 0);
-    return 0;
-}
-
-TRACEPOINT_PROBE(sock, sock_send_length) {
-    return on_data((u64)args->sk, args->family, args->protocol, args->ret, PXQ_DIR_EGRESS);
-}
-
-TRACEPOINT_PROBE(sock, sock_recv_length) {
-    if (args->flags & 2) /* MSG_PEEK: the bytes come again */
-        return 0;
-    return on_data((u64)args->sk, args->family, args->protocol, args->ret, PXQ_DIR_INGRESS);
-}
-
-TRACEPOINT_PROBE(sched, sched_process_fork) {
-    u32 parent = bpf_get_current_pid_tgid() >> 32, child = args->child_pid;
-    u8 *state = allowed_pids.lookup(&parent);
-    u8 traced = 1;
-    if (state && *state == 1)
-        allowed_pids.update(&child, &traced);
-    return 0;
-}
-"""
-
-
 # -- the agent process ---------------------------------------------------------------------------
 def _proc_status(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -545,10 +409,12 @@ def kernel_only_child(pids: list[int]) -> int:
     return 0
 
 
-# Hook sets that phase 5's "hooks" comparison attaches with empty programs. "today" is what
-# bpf/socket_trace.c attaches (raw sys_enter/sys_exit see every syscall of the host); the others
-# are the candidates of taking a call's data at the sock tracepoints (the fd and buffers from the
-# task's user registers) and its opens and closes from per-syscall tracepoints or from none.
+# Hook sets that phase 5b ("hooks") attaches with empty programs. "raw syscalls" is what
+# bpf/socket_trace.c attached up to 2026-12-07 (raw sys_enter/sys_exit: a program on every syscall
+# of the host); "sock data" what it attaches since (a call's data at the sock tracepoints, its
+# fd and buffers from the task's user registers; opens, closes, UDP receives' peers, mmsg and
+# splice at their own syscalls: tracepoints, which run only for their calls but set the syscall
+# slow path on every task); the others isolate parts of that cost.
 _SOCK_AND_SCHED = (
     "TRACEPOINT_PROBE(sock, sock_send_length)",
     "TRACEPOINT_PROBE(sock, sock_recv_length)",
@@ -558,31 +424,23 @@ _SOCK_AND_SCHED = (
     "TRACEPOINT_PROBE(sched, sched_process_exit)",
     "TRACEPOINT_PROBE(sched, sched_process_fork)",
 )
-_OPEN_CLOSE_SYSCALLS = (
-    "TRACEPOINT_PROBE(syscalls, sys_enter_close)",
-    "TRACEPOINT_PROBE(syscalls, sys_exit_connect)",
-    "TRACEPOINT_PROBE(syscalls, sys_exit_accept)",
-    "TRACEPOINT_PROBE(syscalls, sys_exit_accept4)",
-    "TRACEPOINT_PROBE(syscalls, sys_exit_splice)",
+_SYSCALL_TPS = tuple(
+    f"TRACEPOINT_PROBE(syscalls, {name})"
+    for name in (
+        "sys_enter_close",
+        "sys_exit_connect",
+        "sys_exit_accept",
+        "sys_exit_accept4",
+        "sys_exit_splice",
+        "sys_exit_recvfrom",
+        "sys_exit_recvmsg",
+        "sys_exit_recvmmsg",
+        "sys_exit_sendmmsg",
+    )  # fmt: skip
 )
 HOOK_SETS: dict[str, tuple[str, ...]] = {
-    "sock data": _SOCK_AND_SCHED + _OPEN_CLOSE_SYSCALLS,
-    "sock data, raw sock tps": tuple(
-        p.replace("TRACEPOINT_PROBE(sock, ", "RAW_TRACEPOINT_PROBE(") if "_length" in p else p for p in _SOCK_AND_SCHED
-    )
-    + _OPEN_CLOSE_SYSCALLS,
-    # UDP datagram peers as today: recvfrom/recvmsg/recvmmsg write the peer's sockaddr to user
-    # memory after sock_recvmsg (move_addr_to_user), so it is read at their exits; mmsg calls
-    # number their messages from their entries.
-    "sock data + recv exits": _SOCK_AND_SCHED
-    + _OPEN_CLOSE_SYSCALLS
-    + (
-        "TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)",
-        "TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg)",
-        "TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg)",
-        "TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg)",
-        "TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)",
-    ),
+    "raw syscalls": ("RAW_TRACEPOINT_PROBE(sys_enter)", "RAW_TRACEPOINT_PROBE(sys_exit)") + _SOCK_AND_SCHED,
+    "sock data": _SOCK_AND_SCHED + _SYSCALL_TPS,
     "sock only": _SOCK_AND_SCHED,
     "sys_enter_close alone": ("TRACEPOINT_PROBE(syscalls, sys_enter_close)",),
 }
@@ -612,47 +470,6 @@ def probes_only_child(probe_set: str | None = None) -> int:
     bpf.cleanup()
     print(json.dumps({"kind": "final", "cpu": sum(_cpu_s()) - base, "bytes": 0, "rows": 0, "events": 0, "drops": {}}),
           flush=True)  # fmt: skip
-    return 0
-
-
-def prototype_child(pids: list[int]) -> int:
-    """``SOCKDATA_PROTOTYPE_C`` with the other hooks of ``HOOK_SETS["sock data"]`` (empty), for
-    ``pids`` and the processes they fork; its ring buffer emptied unread as in
-    :func:`kernel_only_child`. Same protocol."""
-    from pxq.agent.bpf_program import BpfProgram, allow_pids, bpf_source, load
-
-    stop = []
-    signal.signal(signal.SIGINT, lambda *_: stop.append(True))
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    others = [p for p in HOOK_SETS["sock data"] if "_length" not in p and "process_fork" not in p]
-    text = "\n".join([bpf_source("socket_trace.h"), SOCKDATA_PROTOTYPE_C] + [f"{p} {{ return 0; }}" for p in others])
-    flags = ("-DMAX_DATA=16384", "-DRING_PAGES=2048", f"-DNCPU={os.cpu_count()}")
-    bpf = load(BpfProgram("sock-data prototype", text, flags))
-    allow_pids(bpf[b"allowed_pids"], pids)
-    import ctypes as ct
-
-    bpf[b"ready"][ct.c_int(0)] = ct.c_uint32(1)
-    ring_fd = bpf[b"events"].map_fd
-    consumer_page = mmap.mmap(ring_fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-    producer_page = mmap.mmap(ring_fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ, offset=mmap.PAGESIZE)
-    consumer, producer = memoryview(consumer_page).cast("Q"), memoryview(producer_page).cast("Q")
-    base = sum(_cpu_s())
-    print(
-        json.dumps({"kind": "ready", "rss": _proc_status("VmRSS"), "startup_peak": _proc_status("VmHWM")}), flush=True
-    )
-    skipped = 0
-    while not stop:
-        time.sleep(0.05)
-        prod = producer[0]
-        skipped += prod - consumer[0]
-        consumer[0] = prod
-    consumer.release()
-    producer.release()
-    consumer_page.close()
-    producer_page.close()
-    bpf.cleanup()
-    print(json.dumps({"kind": "final", "cpu": sum(_cpu_s()) - base, "bytes": skipped, "rows": 0, "events": 0,
-                      "drops": {}}), flush=True)  # fmt: skip
     return 0
 
 
@@ -1518,19 +1335,20 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64,
     return {"medians": medians, "spread": spread, "programs": programs}
 
 
-def hook_sets_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64) -> dict:
-    """CPU per call of the ping-pong's socket calls and of a call that is no socket's (getppid),
-    untraced and with each hook set's empty programs attached (today's and ``HOOK_SETS``), in
-    rotating order: which attach set costs least before any program does work."""
+def hook_sets_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64, baseline: str | None = None) -> dict:
+    """CPU per call of the ping-pong's socket calls (write/read, send/recv) and of a call that is
+    no socket's (getppid), untraced, with each hook set's empty programs attached
+    (``HOOK_SETS``), and with the whole kernel side (this tree's, and ``baseline``'s) tracing the
+    ping-pongs (the bench's children), in rotating order."""
     print(
         f"\n== 5b. hook sets, empty programs: {round_trips:,} x 4 calls per run, its own CPU per call, "
         f"{rounds} rounds ({load()})"
     )
-    # condition -> (agent mode, probe set); "programs" conditions trace the ping-pongs (the bench's
-    # children) with the whole program: today's kernel side, or the candidate's hot path
-    modes: dict[str, tuple[str, str | None]] = {"today": ("probes-only", None)}
-    modes.update({name: ("probes-only", name) for name in HOOK_SETS})
-    modes.update({"today, programs": ("kernel-only", None), "sock data prototype": ("prototype", None)})
+    # condition -> (agent mode, probe set, tree)
+    modes: dict[str, tuple[str, str | None, str | None]] = {n: ("probes-only", n, None) for n in HOOK_SETS}
+    modes["kernel side"] = ("kernel-only", None, None)
+    if baseline:
+        modes["baseline kernel side"] = ("kernel-only", None, baseline)
     conditions = ("untraced",) + tuple(modes)
     # workload -> (the ping-pong's SIZE argument, round trips): getppid is ~15x cheaper, run it 10x more
     workloads = {
@@ -1544,8 +1362,8 @@ def hook_sets_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64
         for condition in conditions[shift:] + conditions[:shift]:
             with contextlib.ExitStack() as stack:
                 if condition != "untraced":
-                    mode, probe_set = modes[condition]
-                    stack.enter_context(agent([os.getpid()], mode=mode, probe_set=probe_set))
+                    mode, probe_set, tree = modes[condition]
+                    stack.enter_context(agent([os.getpid()], mode=mode, tree=tree, probe_set=probe_set))
                 for workload, (arg, trips) in workloads.items():
                     proc = subprocess.Popen([str(pingpong), str(trips), str(arg)], stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, text=True)  # fmt: skip
@@ -1570,7 +1388,7 @@ def hook_sets_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64
         for c in conditions:
             v = per_call[w, c]
             mid = statistics.median(v)
-            print(f"  {w:12} {c:26} min {min(v):7,.0f} ns ({min(v) - floor:+5,.0f} over untraced), median"
+            print(f"  {w:12} {c:22} min {min(v):7,.0f} ns ({min(v) - floor:+5,.0f} over untraced), median"
                   f" {mid:7,.0f} ({mid - base:+5,.0f}), max {max(v):,.0f}")  # fmt: skip
     return {"medians": medians, "minima": {f"{w}, {c}": min(v) for (w, c), v in per_call.items()}}
 
@@ -1581,7 +1399,6 @@ def main() -> int:
     parser.add_argument("--agent-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--kernel-only-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--probes-only-child", metavar="PIDS", help=argparse.SUPPRESS)
-    parser.add_argument("--prototype-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--probe-set", choices=sorted(HOOK_SETS), help=argparse.SUPPRESS)
     parser.add_argument(
@@ -1600,8 +1417,6 @@ def main() -> int:
         return agent_child([int(p) for p in opts.agent_child.split(",")], opts.out)
     if opts.kernel_only_child:
         return kernel_only_child([int(p) for p in opts.kernel_only_child.split(",")])
-    if opts.prototype_child:
-        return prototype_child([int(p) for p in opts.prototype_child.split(",")])
     if opts.probes_only_child:
         return probes_only_child(opts.probe_set)
     if os.geteuid() != 0:
@@ -1612,7 +1427,8 @@ def main() -> int:
 
     if opts.only == "hooks":
         with tempfile.TemporaryDirectory(prefix="pxq-bench-") as work:
-            hook_sets_cost(build_pingpong(work), 3 if opts.quick else 7, 30_000 if opts.quick else 100_000)
+            rounds = 3 if opts.quick else 7
+            hook_sets_cost(build_pingpong(work), rounds, 30_000 if opts.quick else 100_000, baseline=opts.baseline)
         return 0
 
     quick = opts.quick
