@@ -262,7 +262,10 @@ int main(int argc, char **argv) {
 PINGPONG_C = r"""
 /* TCP ping-pong on loopback inside one process: per round trip write, read, write, read of SIZE
  * bytes (4 socket calls). Waits for a line on stdin, runs N round trips, prints the process's own
- * CPU-seconds (user, system) and the wall time: the BPF programs run in its calls' context. */
+ * CPU-seconds (user, system) and the wall time: the BPF programs run in its calls' context.
+ * SIZE 0: 4 getppid() calls per round trip instead (the cost of hooks on a call that is no
+ * socket's: every process of the host pays it). SIZE < 0: -SIZE bytes with send() and recv()
+ * (the sendto and recvfrom syscalls, as nginx's reads) instead of write() and read(). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -270,13 +273,15 @@ PINGPONG_C = r"""
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
     if (argc != 3) { fprintf(stderr, "usage: %s ROUND_TRIPS SIZE\n", argv[0]); return 2; }
     long n = atol(argv[1]);
-    int size = atoi(argv[2]);
-    if (size <= 0 || size > 65536) return 2;
+    int size = atoi(argv[2]), use_recv = size < 0;
+    if (use_recv) size = -size;
+    if (size > 65536) return 2;
     int l = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET}; a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     bind(l, (struct sockaddr *)&a, sizeof a); listen(l, 1);
@@ -286,13 +291,21 @@ int main(int argc, char **argv) {
     int s = accept(l, NULL, NULL), one = 1;
     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    char *buf = calloc(1, size), line[16];
+    char *buf = calloc(1, size ? size : 1), line[16];
     for (int i = 0; i < size; i++) buf[i] = 'a' + i % 26;
     printf("READY\n"); fflush(stdout);
     if (!fgets(line, sizeof line, stdin)) return 1;
     struct rusage r0, r1; struct timespec t0, t1;
     getrusage(RUSAGE_SELF, &r0); clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (long i = 0; i < n; i++) {
+    for (long i = 0; i < n && size == 0; i++)
+        for (int k = 0; k < 4; k++) syscall(SYS_getppid);
+    for (long i = 0; i < n && size > 0 && use_recv; i++) {
+        if (send(c, buf, size, 0) != size) return 2;
+        for (int got = 0; got < size;) { int k = recv(s, buf, size - got, 0); if (k <= 0) return 3; got += k; }
+        if (send(s, buf, size, 0) != size) return 2;
+        for (int got = 0; got < size;) { int k = recv(c, buf, size - got, 0); if (k <= 0) return 3; got += k; }
+    }
+    for (long i = 0; i < n && size > 0 && !use_recv; i++) {
         if (write(c, buf, size) != size) return 2;
         for (int got = 0; got < size;) { int k = read(s, buf, size - got); if (k <= 0) return 3; got += k; }
         if (write(s, buf, size) != size) return 2;
@@ -399,17 +412,58 @@ def kernel_only_child(pids: list[int]) -> int:
     return 0
 
 
-def probes_only_child() -> int:
+# Hook sets that phase 5b ("hooks") attaches with empty programs. "raw syscalls" is what
+# bpf/socket_trace.c attached up to 2026-12-07 (raw sys_enter/sys_exit: a program on every syscall
+# of the host); "sock data" what it attaches since (a call's data at the sock tracepoints, its
+# fd and buffers from the task's user registers; opens, closes, UDP receives' peers, mmsg and
+# splice at their own syscalls: tracepoints, which run only for their calls but set the syscall
+# slow path on every task); the others isolate parts of that cost.
+_SOCK_AND_SCHED = (
+    "TRACEPOINT_PROBE(sock, sock_send_length)",
+    "TRACEPOINT_PROBE(sock, sock_recv_length)",
+    "TRACEPOINT_PROBE(sock, inet_sock_set_state)",
+    "TRACEPOINT_PROBE(task, task_newtask)",
+    "TRACEPOINT_PROBE(sched, sched_process_exec)",
+    "TRACEPOINT_PROBE(sched, sched_process_exit)",
+    "TRACEPOINT_PROBE(sched, sched_process_fork)",
+)
+_SYSCALL_TPS = tuple(
+    f"TRACEPOINT_PROBE(syscalls, {name})"
+    for name in (
+        "sys_enter_close",
+        "sys_exit_connect",
+        "sys_exit_accept",
+        "sys_exit_accept4",
+        "sys_exit_splice",
+        "sys_exit_recvfrom",
+        "sys_exit_recvmsg",
+        "sys_exit_recvmmsg",
+        "sys_exit_sendmmsg",
+    )  # fmt: skip
+)
+HOOK_SETS: dict[str, tuple[str, ...]] = {
+    "raw syscalls": ("RAW_TRACEPOINT_PROBE(sys_enter)", "RAW_TRACEPOINT_PROBE(sys_exit)") + _SOCK_AND_SCHED,
+    "sock data": _SOCK_AND_SCHED + _SYSCALL_TPS,
+    "sock only": _SOCK_AND_SCHED,
+    "sys_enter_close alone": ("TRACEPOINT_PROBE(syscalls, sys_enter_close)",),
+}
+
+
+def probes_only_child(probe_set: str | None = None) -> int:
     """The socket tracer's probes with empty programs: every raw tracepoint and tracepoint that
-    ``bpf/socket_trace.c`` attaches to, each running ``return 0``. What the kernel's hooks cost
-    before the program does any work (the floor any in-kernel change can reach). Same protocol as
-    :func:`agent_child`, without rows."""
+    ``bpf/socket_trace.c`` attaches to (or those of ``HOOK_SETS[probe_set]``), each running
+    ``return 0``. What the kernel's hooks cost before the program does any work (the floor any
+    in-kernel change can reach). Same protocol as :func:`agent_child`, without rows."""
     from pxq.agent.bpf_program import BpfProgram, bpf_source, load
 
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    probes = re.findall(r"^((?:RAW_)?TRACEPOINT_PROBE\([^)]*\))", bpf_source("socket_trace.c"), re.M)
+    probes = (
+        list(HOOK_SETS[probe_set])
+        if probe_set
+        else re.findall(r"^((?:RAW_)?TRACEPOINT_PROBE\([^)]*\))", bpf_source("socket_trace.c"), re.M)
+    )
     bpf = load(BpfProgram("socket_trace.c probes, empty", "\n".join(f"{p} {{ return 0; }}" for p in probes), ()))
     base = sum(_cpu_s())
     print(json.dumps({"kind": "ready", "rss": _proc_status("VmRSS"), "startup_peak": _proc_status("VmHWM"),
@@ -573,11 +627,16 @@ class Agent:
     lines: list[dict] = field(default_factory=list)
 
     @classmethod
-    def start(cls, pids: list[int], out: str | None = None, mode: str = "agent", tree: str | None = None) -> Agent:
+    def start(
+        cls, pids: list[int], out: str | None = None, mode: str = "agent", tree: str | None = None,
+        probe_set: str | None = None,
+    ) -> Agent:  # fmt: skip
         """``mode``: "agent" (the embedded agent), "kernel-only" or "probes-only"; ``tree``: a pxq
-        checkout whose package (and bpf/ programs) the agent runs, instead of this one's. With
-        :data:`PROFILE` set (``--profile``) the agent measures its CPU by part (:class:`CpuSplit`)."""
+        checkout whose package (and bpf/ programs) the agent runs, instead of this one's;
+        ``probe_set``: probes-only with the hooks of ``HOOK_SETS[probe_set]``. With :data:`PROFILE`
+        set (``--profile``) the agent measures its CPU by part (:class:`CpuSplit`)."""
         cmd = [sys.executable, __file__, f"--{mode}-child", ",".join(map(str, pids))] + (["--out", out] if out else [])
+        cmd += ["--probe-set", probe_set] if probe_set else []
         cmd += ["--profile"] if PROFILE and mode == "agent" else []
         env = {**os.environ, "PYTHONPATH": tree} if tree else None
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, env=env)
@@ -616,8 +675,10 @@ class Agent:
 
 
 @contextlib.contextmanager
-def agent(pids: list[int], out: str | None = None, mode: str = "agent", tree: str | None = None):
-    a = Agent.start(pids, out, mode, tree)
+def agent(
+    pids: list[int], out: str | None = None, mode: str = "agent", tree: str | None = None, probe_set: str | None = None
+):
+    a = Agent.start(pids, out, mode, tree, probe_set)
     try:
         yield a
     finally:
@@ -1392,6 +1453,64 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64,
     return {"medians": medians, "spread": spread, "programs": programs}
 
 
+def hook_sets_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64, baseline: str | None = None) -> dict:
+    """CPU per call of the ping-pong's socket calls (write/read, send/recv) and of a call that is
+    no socket's (getppid), untraced, with each hook set's empty programs attached
+    (``HOOK_SETS``), and with the whole kernel side (this tree's, and ``baseline``'s) tracing the
+    ping-pongs (the bench's children), in rotating order."""
+    print(
+        f"\n== 5b. hook sets, empty programs: {round_trips:,} x 4 calls per run, its own CPU per call, "
+        f"{rounds} rounds ({load()})"
+    )
+    # condition -> (agent mode, probe set, tree)
+    modes: dict[str, tuple[str, str | None, str | None]] = {n: ("probes-only", n, None) for n in HOOK_SETS}
+    modes["kernel side"] = ("kernel-only", None, None)
+    if baseline:
+        modes["baseline kernel side"] = ("kernel-only", None, baseline)
+    conditions = ("untraced",) + tuple(modes)
+    # workload -> (the ping-pong's SIZE argument, round trips): getppid is ~15x cheaper, run it 10x more
+    workloads = {
+        "socket call": (size, round_trips),
+        "getppid": (0, 10 * round_trips),
+        "recv call": (-size, round_trips),
+    }
+    per_call: dict[tuple[str, str], list[float]] = {(w, c): [] for w in workloads for c in conditions}
+    for i in range(rounds):
+        shift = i % len(conditions)
+        for condition in conditions[shift:] + conditions[:shift]:
+            with contextlib.ExitStack() as stack:
+                if condition != "untraced":
+                    mode, probe_set, tree = modes[condition]
+                    stack.enter_context(agent([os.getpid()], mode=mode, tree=tree, probe_set=probe_set))
+                for workload, (arg, trips) in workloads.items():
+                    proc = subprocess.Popen([str(pingpong), str(trips), str(arg)], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+                    try:
+                        if proc.stdout.readline().strip() != "READY":
+                            raise RuntimeError(f"the ping-pong did not start (exit {proc.poll()})")
+                        proc.stdin.write("go\n")
+                        proc.stdin.flush()
+                        user, system, _wall = map(float, proc.stdout.readline().split())
+                    finally:
+                        if proc.poll() is None:
+                            proc.kill()
+                        proc.wait(timeout=10)
+                    per_call[workload, condition].append((user + system) / (4 * trips) * 1e9)
+            print(f"  round {i + 1} {condition}: " + ", ".join(
+                f"{w} {per_call[w, condition][-1]:,.0f} ns" for w in workloads), flush=True)  # fmt: skip
+    # Other tracers on the host (another pxq's raw sys_enter) slow every task's syscalls while they
+    # are attached: the minimum of the rounds is the figure without them, the median beside it.
+    medians = {f"{w}, {c}": statistics.median(v) for (w, c), v in per_call.items()}
+    for w in workloads:
+        base, floor = statistics.median(per_call[w, "untraced"]), min(per_call[w, "untraced"])
+        for c in conditions:
+            v = per_call[w, c]
+            mid = statistics.median(v)
+            print(f"  {w:12} {c:22} min {min(v):7,.0f} ns ({min(v) - floor:+5,.0f} over untraced), median"
+                  f" {mid:7,.0f} ({mid - base:+5,.0f}), max {max(v):,.0f}")  # fmt: skip
+    return {"medians": medians, "minima": {f"{w}, {c}": min(v) for (w, c), v in per_call.items()}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs (fewer rounds, steps and requests)")
@@ -1399,11 +1518,14 @@ def main() -> int:
     parser.add_argument("--kernel-only-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--probes-only-child", metavar="PIDS", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-set", choices=sorted(HOOK_SETS), help=argparse.SUPPRESS)
     parser.add_argument(
         "--profile", action="store_true", help="4: also the agent's CPU by part (ring walk, tracker, table store, ...)"
     )
     parser.add_argument(
-        "--only", choices=("throughput", "completeness", "drops", "fixed", "decompose", "calls"), help="run one section"
+        "--only",
+        choices=("throughput", "completeness", "drops", "fixed", "decompose", "calls", "hooks"),
+        help="run one section (hooks: 5's hook sets compared, not run by default)",
     )
     parser.add_argument(
         "--baseline", metavar="TREE", help="4b: also run the agent of this pxq checkout (e.g. main), alternating"
@@ -1417,7 +1539,7 @@ def main() -> int:
     if opts.kernel_only_child:
         return kernel_only_child([int(p) for p in opts.kernel_only_child.split(",")])
     if opts.probes_only_child:
-        return probes_only_child()
+        return probes_only_child(opts.probe_set)
     if os.geteuid() != 0:
         print("needs root (eBPF)", file=sys.stderr)
         return 2
@@ -1426,6 +1548,12 @@ def main() -> int:
 
     global PROFILE
     PROFILE = opts.profile
+    if opts.only == "hooks":
+        with tempfile.TemporaryDirectory(prefix="pxq-bench-") as work:
+            rounds = 3 if opts.quick else 7
+            hook_sets_cost(build_pingpong(work), rounds, 30_000 if opts.quick else 100_000, baseline=opts.baseline)
+        return 0
+
     quick = opts.quick
     rounds, wrk_s = (2, 3.0) if quick else (4, 5.0)
     count, rate = (6_000, 2_000) if quick else (20_000, 2_000)

@@ -6,39 +6,48 @@
  * ABI), a helper result, or user memory. No other kernel struct is ever dereferenced; the struct
  * sock pointer that the sock tracepoints report is used only as an opaque map key.
  *
- *   raw sys_enter (io calls) remember {fd, user buffer / iovec / msghdr} by thread
- *   sock:sock_send_length    fired inside sock_sendmsg/sock_recvmsg during that same call: the
- *   sock:sock_recv_length    fd is a socket; note its sk key, family and protocol
- *   raw sys_exit (io calls)  TCP and UDP over IPv4/IPv6 only: copy the first COPY_LIMIT bytes the
- *                            call moved (walking iovecs and messages) into ring buffer events of
- *                            at most MAX_DATA bytes each; the rest of the call is one filler event
+ *   sock:sock_send_length    fired inside sock_sendmsg/sock_recvmsg, in the calling task, after
+ *   sock:sock_recv_length    the bytes moved (the count is the tracepoint's ret): the socket's
+ *                            sk key, family and protocol; the call's number and arguments (fd,
+ *                            buffer / iovec / msghdr, sockaddr) from the task's saved user
+ *                            registers (bpf_task_pt_regs: orig_ax, di, si, dx, r8). TCP and UDP
+ *                            over IPv4/IPv6 only: copy the first COPY_LIMIT bytes the call moved
+ *                            (walking iovecs and messages) into ring buffer events of at most
+ *                            MAX_DATA bytes each; the rest of the call is one filler event
  *                            (PXQ_F_FILLER: its stream offset and byte count, no bytes). A UDP
  *                            datagram's events are PXQ_F_DATAGRAM with its peer: sendto/recvfrom's
  *                            sockaddr (the 5th argument, r8), msghdr.msg_name, each mmsghdr's own
  *                            (one datagram per message), else the socket's connect() (udp_peers)
+ *   syscalls:sys_exit_recvfrom, _recvmsg (UDP), _recvmmsg, _sendmmsg: these calls' data goes out
+ *                            at their exit (the sock tracepoint notes the call in `active`): the
+ *                            kernel writes a datagram's sender to user memory after sock_recvmsg
+ *                            returns, and an mmsg call's message lengths after each message
  *   sock:inet_sock_set_state SYN_SENT in connect(): the fd is TCP; ESTABLISHED: sk -> 4-tuple;
  *                            CLOSE: forget it
  *   sendfile64, splice       a filler event with the byte count only: the bytes never pass
- *                            through user memory. splice into a socket runs sock_sendmsg
- *                            (sock_send_length names the socket); splice out of one runs
- *                            tcp_splice_read, which no sock tracepoint sees: the input fd
- *                            counts when the tracer knows it as a TCP connection (conns)
- *   connect/accept/accept4   OPEN events (client/server role) with a new connection generation; a
- *                            connect() that is not TCP's remembers its inet peer (udp_peers)
- *   close, sched_process_exit CLOSE / PROC_EXIT events
+ *                            through user memory. splice/sendfile into a socket run sock_sendmsg
+ *                            (one filler per sock_sendmsg); splice out of one runs
+ *                            tcp_splice_read, which no sock tracepoint sees: at sys_exit_splice
+ *                            the input fd counts when the tracer knows it as a TCP connection
+ *   sys_exit_connect/accept/accept4  OPEN events (client/server role) with a new connection
+ *                            generation; a connect() that is not TCP's remembers its inet peer
+ *   sys_enter_close, sched_process_exit  CLOSE / PROC_EXIT events
  *   sched_process_fork       (FILTER_PIDS) a child of a traced process is traced too
  *   task_newtask, process_exec a process's start time (at fork) and comm and argv (at exec), sent
  *                            once as a PROC_INFO event before its first connection's events
  *
- * Why raw sys_enter/sys_exit and not the syscalls:sys_enter_<name> tracepoints: a syscalls:
- * tracepoint formats a perf record of the call's arguments before it runs its program. Measured
- * here under wrk against nginx (2 vCPUs, medians of 6-10 rotating rounds), empty programs on the
- * per-syscall tracepoints cost 11-15 % of the throughput, empty raw sys_enter/sys_exit programs
- * (which then see every syscall and keep the 15 they want by number) 1-9 %. One more number in
- * that switch (splice, the 16th) costs nothing measurable: per call of an untraced syscall,
- * sys_enter ran 49.7 ns with it and 50.0 ns without, sys_exit 86.1 and 86.3 ns (medians of 10
- * alternating rounds, kernel.bpf_stats_enabled run_time_ns / run_cnt). The syscall numbers
- * and the pt_regs offsets below are x86-64's; compat (32-bit) calls are skipped.
+ * Why no program runs on every syscall: up to 2026-12-07 the calls were taken at the raw
+ * sys_enter/sys_exit tracepoints (cheaper per traced call than syscalls: tracepoints, which format
+ * a perf record of the call before their program runs), so two programs ran on every syscall of
+ * every task of the host (11.5 per HTTP request host-wide with nginx traced). Now the data calls
+ * are taken where the kernel says they are a socket's, and the syscalls: tracepoints left are
+ * those of rare calls or of calls whose data needs their exit: only their own calls run their
+ * programs. What stays host-wide is the syscall slow path that any syscalls: tracepoint turns on
+ * for every task (bench phase 5b, empty programs, minimum of rotating rounds: getppid +55 ns with
+ * these hooks, +177 ns with the raw ones). Calls are matched by x86-64 number; compat tasks and
+ * kernel threads (no 64-bit user frame) are skipped, and opens and closes never carry data. A
+ * limit: a sock_sendmsg that a kernel client runs inside a process's data call (a write() to a
+ * file on NFS) looks like that call's, on that call's fd.
  *
  * Nothing is traced until user space sets ready[0], once every probe is attached (see `ready`).
  *
@@ -136,21 +145,25 @@
 #define NR_RECVMMSG 299
 #define NR_SENDMMSG 307
 
-/* The tail of x86-64's struct pt_regs from dx on (arch/x86/include/asm/ptrace.h, ABI: the
- * offsets are those of user_regs_struct): the first three syscall arguments are di, si, dx. */
-#define PT_REGS_DX_OFF 96
-struct regs_tail {
-    u64 dx;
-    u64 si;
-    u64 di;
+/* The calling task's saved user registers from r8 on (struct pt_regs from offset 72,
+ * arch/x86/include/asm/ptrace.h; ABI: the offsets are those of user_regs_struct), as
+ * bpf_task_pt_regs finds them. Inside a syscall (at a sock tracepoint, or a syscalls: exit) they
+ * hold what the call was entered with: the number in orig_ax, the arguments in di, si, dx, r10,
+ * r8 (a syscall does not write them back; only ax gets the result). */
+#define PT_REGS_R8_OFF 72
+struct user_regs {
+    u64 r8;      /* 5th argument: sendto's dest_addr, recvfrom's src_addr */
+    u64 ax;
+    u64 cx;
+    u64 dx;      /* 3rd argument */
+    u64 si;      /* 2nd argument */
+    u64 di;      /* 1st argument */
     u64 orig_ax; /* the syscall number */
     u64 ip;
     u64 cs;
 };
+#define USER_CS 0x33   /* a 64-bit user task's code segment (kernel threads: 0, no user frame) */
 #define USER32_CS 0x23 /* a compat (32-bit) task: its syscall numbers are i386's */
-
-/* The 5th syscall argument (r8 in struct pt_regs): sendto's dest_addr, recvfrom's src_addr. */
-#define PT_REGS_R8_OFF 72
 
 /* Layouts of the user-space structs walked (x86-64 ABI). */
 #define IOVEC_SIZE 16        /* struct iovec { void *iov_base; size_t iov_len; } */
@@ -169,7 +182,8 @@ struct regs_tail {
 #define MODE_IOV 1
 #define MODE_MMSG 2
 
-/* A syscall in flight on one thread (syscall 0: none; the entry stays, to be reused). */
+/* A call (from the registers and a sock tracepoint), or one in flight on a thread (`active`;
+ * syscall 0: none; the entry stays, to be reused). */
 struct active_t {
     u64 buf;   /* buffer, iovec array, msghdr, mmsghdr array or sockaddr */
     u64 vlen;  /* iovec count (readv/writev) or message count (sendmmsg/recvmmsg) */
@@ -246,11 +260,11 @@ BPF_ARRAY(drops, u64, PXQ_DROP_COUNT);
 BPF_ARRAY(gen_counter, u64, 1);
 BPF_ARRAY(scratch, struct scratch_t, NCPU);
 BPF_HASH(allowed_pids, u32, u8, 65536);
-/* The call in flight, in the thread's own task storage: found from the current task in a few
- * loads, where a hash map keyed by thread id costs a hash and a bucket walk on each of the three
- * programs a traced call runs (measured in bench phase 5). Freed with the task, so a thread that dies
- * inside a call (exit_group while blocked in read) leaves nothing behind. The task pointer is
- * only handed to the helper, never dereferenced. */
+/* A call in flight whose work waits for its exit (see taken_at_exit, splice, a TCP connect), in
+ * the thread's own task storage: found from the current task in a few loads, where a hash map
+ * keyed by thread id costs a hash and a bucket walk (measured in bench phase 5). Freed with the
+ * task, so a thread that dies inside a call (exit_group while blocked in recvfrom) leaves nothing
+ * behind. The task pointer is only handed to the helper, never dereferenced. */
 BPF_TASK_STORAGE(active, struct active_t);
 BPF_TABLE("lru_hash", u64, struct conn_t, conns, 65536);
 BPF_TABLE("lru_hash", u64, struct tuple_t, tuples, 65536);
@@ -259,8 +273,8 @@ BPF_TABLE("lru_hash", u64, struct udp_peer_t, udp_peers, 65536);
 /* (tgid << 32 | fd) -> generation that user space wants no data from (not a protocol it parses). */
 BPF_HASH(disabled, u64, u32, 65536);
 /* [0] = 1 once user space has every probe attached; nothing is traced before. bcc attaches the
- * probes one by one, verifying each exit program on the way (alphabetically: the read and recv
- * exits are live up to a second before the send and write exits). Tracing while only some are
+ * probes one by one, verifying each program on the way (the receive side's tracepoint can be
+ * live up to a second before the send side's). Tracing while only some are
  * attached sees one direction of a connection without the other: a server's requests without
  * their responses, which pair every later response with the wrong request. */
 BPF_ARRAY(ready, u32, 1);
@@ -313,7 +327,7 @@ static __always_inline void count_drop(u32 reason) {
         __sync_fetch_and_add(n, 1);
 }
 
-/* Every event starts here (a call's entry, close, process exit): nothing before `ready`. */
+/* Every event starts here (a data call, an open, close, process exit): nothing before `ready`. */
 static __always_inline int pid_allowed(u32 tgid) {
     if (tgid == SELF_PID)
         return 0;
@@ -450,88 +464,52 @@ static __always_inline int enter_close(u64 id, s32 fd) {
     return 0;
 }
 
-/* Remember the call in the thread's `active` entry, in place when the thread has one already
- * (no map insert or delete per call). Calls on a bad fd too: their exit must not find an older
- * call's entry (they fail, and the exit ignores failures). */
-static __always_inline int enter_call(u64 id, s64 fd, u64 buf, u64 vlen, u16 sys) {
-    struct active_t a = {};
-    a.buf = buf;
-    a.vlen = vlen;
-    a.fd = (s32)fd;
-    a.syscall = sys;
-    struct active_t *ap = current_active(1);
-    if (ap)
-        *ap = a;
-    return 0;
+/* The calling task's user registers; -1 when it has none a 64-bit syscall set (a kernel thread,
+ * whose sends are no process's calls, or a compat task, whose numbers are i386's). */
+static __always_inline int read_user_regs(struct user_regs *r) {
+    u64 regs = (u64)bpf_task_pt_regs((struct task_struct *)bpf_get_current_task_btf());
+    if (!regs || bpf_probe_read_kernel(r, sizeof(*r), (void *)(regs + PT_REGS_R8_OFF)) != 0)
+        return -1;
+    return r->cs == USER_CS ? 0 : -1;
 }
 
-/* sendto/recvfrom: the call, and its sockaddr argument (a UDP datagram's peer; read at the exit,
- * where recvfrom's kernel has filled it). */
-static __always_inline int enter_addressed(u64 id, s64 fd, u64 buf, u64 regs, u16 sys) {
-    enter_call(id, fd, buf, 0, sys);
-    u64 addr = 0;
-    bpf_probe_read_kernel(&addr, sizeof(addr), (void *)(regs + PT_REGS_R8_OFF));
-    struct active_t *ap = current_active(0);
-    if (ap)
-        ap->addr = addr;
-    return 0;
-}
-
-RAW_TRACEPOINT_PROBE(sys_enter) {
-    /* args: struct pt_regs *regs, long id. Every syscall of every task comes here: the number
-     * test is first and the only work for the calls not traced. */
-    u16 sys = traced_syscall((u64)ctx->args[1]);
-    if (!sys)
-        return 0;
-    u64 id = bpf_get_current_pid_tgid();
-    if (!pid_allowed(id >> 32))
-        return 0;
-    struct regs_tail r = {};
-    if (bpf_probe_read_kernel(&r, sizeof(r), (void *)(ctx->args[0] + PT_REGS_DX_OFF)) != 0 || r.cs == USER32_CS)
-        return 0;
+/* The call `sys` as its registers name it: fd, buffer / iovec array / msghdr / mmsghdr array,
+ * count, sockaddr. */
+static __always_inline void call_from_regs(struct active_t *a, u16 sys, struct user_regs *r) {
+    a->syscall = sys;
+    a->fd = (s32)r->di;
+    a->buf = r->si;
+    a->vlen = 0;
+    a->addr = 0;
     switch (sys) {
-    case PXQ_SYS_CLOSE:
-        return enter_close(id, (s32)r.di);
     case PXQ_SYS_READV:
     case PXQ_SYS_WRITEV:
     case PXQ_SYS_SENDMMSG:
     case PXQ_SYS_RECVMMSG:
-        return enter_call(id, (s64)r.di, r.si, r.dx, sys); /* fd, iovec/mmsghdr array, count */
+        a->vlen = r->dx; /* iovec or message count */
+        break;
     case PXQ_SYS_SENDFILE:
-        return enter_call(id, (s64)r.di, 0, 0, sys); /* out_fd */
+        a->buf = 0; /* out_fd is the first argument */
+        break;
     case PXQ_SYS_SPLICE:
-        return enter_call(id, (s64)r.dx, 0, (u64)(u32)r.di, sys); /* fd_out; fd_in in vlen */
+        a->fd = (s32)r->dx; /* fd_out (a socket when sock_send_length fires); fd_in in vlen */
+        a->buf = 0;
+        a->vlen = (u64)(u32)r->di;
+        break;
     case PXQ_SYS_SENDTO:
     case PXQ_SYS_RECVFROM:
-        return enter_addressed(id, (s64)r.di, r.si, ctx->args[0], sys); /* fd, buffer, 5th: sockaddr */
+        a->addr = r->r8; /* the 5th argument: the datagram's peer */
+        break;
     }
-    return enter_call(id, (s64)r.di, r.si, 0, sys); /* fd, buffer / msghdr / sockaddr */
 }
 
-/* ---- inside the call: is it a socket? ------------------------------------------------------ */
-
-static __always_inline void mark_socket(u64 sk, u16 family, u16 protocol, int peek) {
-    struct active_t *a = current_active(0);
-    if (!a || !a->syscall)
-        return;
-    if (!a->is_sock) {
-        a->is_sock = 1;
-        a->sk = sk;
-        a->family = family;
-        a->protocol = protocol;
-    }
-    if (peek)
-        a->peek = 1;
-}
-
-TRACEPOINT_PROBE(sock, sock_send_length) {
-    mark_socket((u64)args->sk, args->family, args->protocol, 0);
-    return 0;
-}
-
-TRACEPOINT_PROBE(sock, sock_recv_length) {
-    mark_socket((u64)args->sk, args->family, args->protocol, args->flags & PXQ_MSG_PEEK);
-    return 0;
+/* Calls whose data waits for their syscall exit instead of going out at the sock tracepoint: a
+ * UDP recvfrom/recvmsg (the kernel writes the sender's address to user memory after
+ * sock_recvmsg returns), and sendmmsg/recvmmsg (one sock_*msg per message; each message's length
+ * is in user memory only after it). */
+static __always_inline int taken_at_exit(u16 sys, u16 protocol) {
+    return sys == PXQ_SYS_SENDMMSG || sys == PXQ_SYS_RECVMMSG ||
+           (protocol == PXQ_IPPROTO_UDP && (sys == PXQ_SYS_RECVFROM || sys == PXQ_SYS_RECVMSG));
 }
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {
@@ -539,13 +517,19 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
         return 0;
     u64 sk = (u64)args->skaddr;
     if (args->newstate == PXQ_TCP_SYN_SENT) {
-        /* tcp_v4_connect/tcp_v6_connect run in the connecting thread: a TCP connect(). */
-        struct active_t *a = current_active(0);
-        if (a && a->syscall == PXQ_SYS_CONNECT) {
+        /* tcp_v4_connect/tcp_v6_connect run in the connecting thread: in a connect() call, a TCP
+         * connect, whose exit (sys_exit_connect) finds the socket here. */
+        struct user_regs r = {};
+        if (!pid_allowed(bpf_get_current_pid_tgid() >> 32) || read_user_regs(&r) != 0 || r.orig_ax != NR_CONNECT)
+            return 0;
+        struct active_t *a = current_active(1);
+        if (a) {
+            a->syscall = PXQ_SYS_CONNECT;
             a->is_sock = 1;
             a->sk = sk;
             a->family = args->family;
             a->protocol = PXQ_IPPROTO_TCP;
+            a->peek = 0;
         }
     } else if (args->newstate == PXQ_TCP_ESTABLISHED) {
         struct tuple_t t = {};
@@ -634,8 +618,7 @@ TRACEPOINT_PROBE(task, task_newtask) {
  * once the new image is set up): its comm is set, and its stack holds (x86-64 ELF ABI) argc,
  * argv[0..argc-1], NULL, envp[0], ...; the argv strings lie back to back from argv[0] up to
  * envp[0]'s first string. The user registers come from bpf_task_pt_regs (the pointer is only
- * handed to helpers); a tracepoint here, not sys_exit, so that sys_exit need not read every
- * call's number to find the execs among them. */
+ * handed to helpers); a tracepoint here, not a syscall exit, which no program hooks for execs. */
 TRACEPOINT_PROBE(sched, sched_process_exec) {
     u64 regs = (u64)bpf_task_pt_regs((struct task_struct *)bpf_get_current_task_btf());
     if (!regs)
@@ -710,7 +693,7 @@ static __always_inline void announce_process(u32 tgid) {
     events.ringbuf_submit(e, 0);
 }
 
-/* ---- exit of a data call: copy what moved -------------------------------------------------- */
+/* ---- a data call: copy what moved ---------------------------------------------------------- */
 
 /* Send the staged header plus `fill` data bytes. */
 static __always_inline void emit_staged(struct scratch_t *sc, u64 pos, u64 fill) {
@@ -802,7 +785,7 @@ static __always_inline int walk_step(struct scratch_t *sc) {
     return 1;
 }
 
-/* The calling thread's call in flight (*ap, as sys_exit found it), copied into *a and marked done. */
+/* The calling thread's call noted in `active` (*ap), copied into *a and marked done. */
 static __always_inline void take_active(struct active_t *ap, struct active_t *a) {
     *a = *ap;
     ap->syscall = 0;
@@ -887,9 +870,10 @@ static __always_inline int datagram_step(struct scratch_t *sc, u64 key) {
     return 1;
 }
 
-static __always_inline int exit_data(u64 id, struct active_t *ap, long ret) {
-    struct active_t a;
-    take_active(ap, &a);
+/* A data call on an inet socket (*call: from the registers and the sock tracepoint) that moved
+ * `ret` bytes (sendmmsg/recvmmsg: messages): count them, and copy what the parsers need. */
+static __always_inline int exit_data(u64 id, struct active_t *call, long ret) {
+    struct active_t a = *call;
     /* splice: into a socket when sock_sendmsg named one during the call. */
     u8 dir = is_egress(a.syscall) || a.syscall == PXQ_SYS_SPLICE ? PXQ_DIR_EGRESS : PXQ_DIR_INGRESS;
     if (a.syscall == PXQ_SYS_SPLICE && !a.is_sock && ret > 0) {
@@ -1117,9 +1101,8 @@ static __always_inline void remember_udp_peer(u64 id, s32 fd, u64 sa) {
 }
 
 /* connect() or accept(): a new connection on (tgid, fd), with the peer from user memory. */
-static __always_inline int exit_open(u64 id, struct active_t *ap, long ret) {
-    struct active_t a;
-    take_active(ap, &a);
+static __always_inline int exit_open(u64 id, struct active_t *call, long ret) {
+    struct active_t a = *call;
     u8 role;
     s32 fd;
     if (a.syscall == PXQ_SYS_CONNECT) {
@@ -1180,21 +1163,159 @@ static __always_inline int exit_open(u64 id, struct active_t *ap, long ret) {
     return 0;
 }
 
-RAW_TRACEPOINT_PROBE(sys_exit) {
-    /* args: struct pt_regs *regs, long ret. Every syscall of every task comes here. A thread
-     * makes one call at a time, and its exit always follows its entry: the thread's `active`
-     * entry names the call that is ending when sys_enter noted one, and says "none" (syscall 0,
-     * or no entry: most tasks) for every other call (close, untraced calls, a compat task's,
-     * anything before `ready`). So the call's number is never read here, and the first test is
-     * the only work for the calls not traced. */
+/* ---- the data calls, at the sock tracepoints ------------------------------------------------ */
+
+/* sock_sendmsg / sock_recvmsg in the calling task, after the bytes moved (`ret` of them), on an
+ * inet TCP or UDP socket: which call it is and its arguments come from the task's registers. A
+ * send or receive inside another call (an open's, a close's, io_uring's, a kernel thread's) is
+ * not the task's own data and is left alone. */
+static __always_inline int sock_call(u64 sk, u16 family, u16 protocol, long ret, int peek) {
+    if ((family != PXQ_AF_INET && family != PXQ_AF_INET6) ||
+        (protocol != PXQ_IPPROTO_TCP && protocol != PXQ_IPPROTO_UDP))
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    if (!pid_allowed(id >> 32))
+        return 0;
+    struct user_regs r = {};
+    if (read_user_regs(&r) != 0)
+        return 0;
+    u16 sys = traced_syscall(r.orig_ax);
+    if (!sys || sys == PXQ_SYS_CLOSE || is_open_call(sys))
+        return 0;
+    if (taken_at_exit(sys, protocol) || sys == PXQ_SYS_SPLICE) {
+        /* Noted for the call's exit (splice: that its bytes went into a socket, see exit_splice). */
+        struct active_t *ap = current_active(1);
+        if (!ap)
+            return 0;
+        if (ap->syscall != sys) { /* the call's first socket event */
+            struct active_t a = {};
+            call_from_regs(&a, sys, &r);
+            a.is_sock = 1;
+            a.sk = sk;
+            a.family = family;
+            a.protocol = protocol;
+            *ap = a;
+        }
+        if (peek)
+            ap->peek = 1;
+        if (sys != PXQ_SYS_SPLICE)
+            return 0;
+    }
+    if (peek || ret <= 0)
+        return 0; /* MSG_PEEK: the same bytes come again */
+    struct active_t a = {};
+    call_from_regs(&a, sys, &r);
+    a.is_sock = 1;
+    a.sk = sk;
+    a.family = family;
+    a.protocol = protocol;
+    return exit_data(id, &a, ret);
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length) {
+    return sock_call((u64)args->sk, args->family, args->protocol, args->ret, 0);
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length) {
+    return sock_call((u64)args->sk, args->family, args->protocol, args->ret, args->flags & PXQ_MSG_PEEK);
+}
+
+/* ---- the calls that need their syscall's exit (syscalls: tracepoints: only their calls run
+ * them, each formats a small perf record first) ------------------------------------------------ */
+
+/* The exit of a call that sock_call left for it (taken_at_exit): its data, with the byte or
+ * message count the call returns. Any other call's note is stale and is dropped. */
+static __always_inline int exit_noted(u16 sys, long ret) {
     struct active_t *ap = current_active(0);
     if (!ap || !ap->syscall)
         return 0;
+    struct active_t a;
+    take_active(ap, &a);
+    if (a.syscall != sys || a.peek || ret <= 0)
+        return 0;
+    return exit_data(bpf_get_current_pid_tgid(), &a, ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) {
+    return exit_noted(PXQ_SYS_RECVFROM, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) {
+    return exit_noted(PXQ_SYS_RECVMSG, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg) {
+    return exit_noted(PXQ_SYS_RECVMMSG, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) {
+    return exit_noted(PXQ_SYS_SENDMMSG, args->ret);
+}
+
+/* splice: into a socket, sock_call sent it (and noted so); out of one, tcp_splice_read fires no
+ * sock tracepoint: exit_data counts the input fd when it is a TCP connection the tracer knows. */
+TRACEPOINT_PROBE(syscalls, sys_exit_splice) {
+    struct active_t *ap = current_active(0);
+    if (ap && ap->syscall) {
+        u16 noted = ap->syscall;
+        ap->syscall = 0;
+        if (noted == PXQ_SYS_SPLICE)
+            return 0;
+    }
+    long ret = args->ret;
     u64 id = bpf_get_current_pid_tgid();
-    long ret = (long)ctx->args[1];
-    if (is_open_call(ap->syscall))
-        return exit_open(id, ap, ret);
-    return exit_data(id, ap, ret);
+    struct user_regs r = {};
+    if (ret <= 0 || !pid_allowed(id >> 32) || read_user_regs(&r) != 0)
+        return 0;
+    struct active_t a = {};
+    call_from_regs(&a, PXQ_SYS_SPLICE, &r);
+    return exit_data(id, &a, ret);
+}
+
+/* connect(): TCP when inet_sock_set_state saw SYN_SENT inside it (and noted the socket). */
+TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
+    struct active_t a = {};
+    struct active_t *ap = current_active(0);
+    if (ap && ap->syscall) {
+        if (ap->syscall == PXQ_SYS_CONNECT)
+            a = *ap;
+        ap->syscall = 0;
+    }
+    u64 id = bpf_get_current_pid_tgid();
+    struct user_regs r = {};
+    if (!pid_allowed(id >> 32) || read_user_regs(&r) != 0)
+        return 0;
+    a.syscall = PXQ_SYS_CONNECT;
+    a.fd = (s32)r.di;
+    a.buf = r.si; /* the peer's sockaddr */
+    return exit_open(id, &a, args->ret);
+}
+
+static __always_inline int exit_accept(u16 sys, long ret) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct user_regs r = {};
+    if (!pid_allowed(id >> 32) || read_user_regs(&r) != 0)
+        return 0;
+    struct active_t a = {};
+    a.syscall = sys;
+    a.fd = (s32)r.di;
+    a.buf = r.si; /* the peer's sockaddr as the kernel filled it, or NULL */
+    return exit_open(id, &a, ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_accept) {
+    return exit_accept(PXQ_SYS_ACCEPT, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4) {
+    return exit_accept(PXQ_SYS_ACCEPT4, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close) {
+    u64 id = bpf_get_current_pid_tgid();
+    if (!pid_allowed(id >> 32))
+        return 0;
+    return enter_close(id, (s32)args->fd);
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit) {

@@ -66,7 +66,7 @@
 #define PXQ_DROP_COUNT 5
 
 struct pxq_sock_event {
-    __u64 ts_ns;     /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at the syscall's exit */
+    __u64 ts_ns;     /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) when the call moved its bytes */
     __u64 pos;       /* DATA: stream offset of data[0] in this direction of the connection;
                         CLOSE: bytes the connection sent in all (disabled or not) */
     __u64 size;      /* DATA: bytes the whole call moved (>= data_len); with PXQ_F_FILLER: the

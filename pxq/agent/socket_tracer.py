@@ -40,8 +40,11 @@ with a pid filter an ignored pid is skipped at each call's entry by the filter's
 otherwise, and for cgroups, where a call turns out to be an inet socket's (most calls are not, and
 each rule costs a lookup per call it is checked on).
 
-x86-64 only: the program hooks the raw ``sys_enter``/``sys_exit`` tracepoints (much cheaper than
-the ``syscalls:`` ones, see ``bpf/socket_trace.c``) and picks its calls by x86-64 syscall number.
+x86-64 only: the program takes a call's data at the ``sock:sock_send_length``/``sock_recv_length``
+tracepoints and reads which call it is, and its arguments, from the task's saved user registers
+(x86-64 syscall numbers and register layout); opens, closes and a few calls that need their exit
+use their own ``syscalls:`` tracepoints. No program runs on every syscall of the host (see
+``bpf/socket_trace.c``).
 """
 
 from __future__ import annotations

@@ -61,9 +61,10 @@ def test_agent_answers_from_history_with_the_clients_transactions(tmp_path):
         assert status["collectors"]["socket_tracer"] == "on" and status["collectors"]["perf_profiler"] == "off"
         assert status["tables"]["http_events"]["rows"] >= 2 * len(sent)
         assert status["tables"]["http_events"]["bytes"] > 0
-        assert {"socket_tracer: raw tracepoint sys_enter", "socket_tracer: raw tracepoint sys_exit"} <= set(
-            status["probes"]
-        ), status["probes"]
+        assert {
+            "socket_tracer: tracepoint sock:sock_send_length",
+            "socket_tracer: tracepoint sock:sock_recv_length",
+        } <= set(status["probes"]), status["probes"]
     assert agent.proc.returncode == 0, agent.stderr
 
 
