@@ -8,47 +8,28 @@ import pytest
 
 from pxq.agent.collector import AgentError
 from pxq.agent.flight import check_collected, settings_notes
-from pxq.plan.manifest import CollectorRequest, ProbeManifest, TableRequest
-
-NOW = 1_764_115_200_000_000_000
-
-
-def _manifest(table: str, collector: str, options: tuple[tuple[str, str], ...] = ()) -> ProbeManifest:
-    return ProbeManifest(
-        NOW,
-        (TableRequest(table, collector, ("time_",), NOW - 5_000_000_000, None, None),),
-        (CollectorRequest(collector, (table,), None, (), options),),
-    )
-
-
-HELD = {"http_events": "socket_tracer", "agent_status": "agent"}
+from tests.agent.ondemand_info import agent_info, collector_manifest, profile_manifest
 
 
 def test_refusing_agent_names_the_collector_and_the_setting_that_would_attach_it():
-    info = {"tables": HELD, "on_demand": "refuse", "attachable": {}, "mode": "live"}
+    info = agent_info(on_demand="refuse", attachable={})
     with pytest.raises(AgentError) as caught:
-        check_collected(_manifest("stack_traces.beta", "perf_profiler"), info, "127.0.0.1:7100")
+        check_collected(profile_manifest(), info, "127.0.0.1:7100")
     message = str(caught.value)
     assert "does not collect stack_traces.beta (collector perf_profiler is not running there" in message
     assert 'set on_demand = "attach" there' in message
 
 
 def test_a_replaying_agent_cannot_attach_and_does_not_suggest_it():
-    info = {"tables": HELD, "mode": "replay", "on_demand": "attach", "attachable": {}}
+    info = agent_info(mode="replay", attachable={})
     with pytest.raises(AgentError) as caught:
-        check_collected(_manifest("dns_events", "socket_tracer"), info, "a:1")
+        check_collected(collector_manifest("dns_events", "socket_tracer"), info, "a:1")
     assert "does not collect dns_events" in str(caught.value) and "on_demand" not in str(caught.value)
 
 
 def test_an_attaching_agent_accepts_what_it_can_attach():
-    info = {
-        "tables": HELD,
-        "on_demand": "attach",
-        "attachable": {"stack_traces.beta": "perf_profiler"},
-        "mode": "live",
-        "collector_options": {"perf_profiler": {"sample_hz": 19}},
-    }
-    manifest = _manifest("stack_traces.beta", "perf_profiler", (("sample_hz", "99"),))
+    info = agent_info()
+    manifest = profile_manifest((("sample_hz", "99"),))
     check_collected(manifest, info, "a:1")  # no refusal
     assert settings_notes(manifest, info, "a:1") == [
         "the script sets perf_profiler.sample_hz=99: agent a:1 attached perf_profiler with sample_hz=99 for the "

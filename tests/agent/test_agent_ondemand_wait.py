@@ -16,46 +16,25 @@ import pytest
 
 from pxq.agent.flight import AgentClient, AgentGaveUpError, OnDemand, on_demand_wait
 from pxq.api import _script_object
-from pxq.plan.manifest import CollectorRequest, ProbeManifest, TableRequest
 from pxq.testing.agent_process import running_agent
 from pxq.testing.kernel import require_bpf
+from tests.agent.ondemand_info import HELD, agent_info, profile_manifest
 from tests.agent.test_agent_ondemand_live import PROFILE_SCRIPT, _spinner
-
-NOW = 1_764_115_200_000_000_000
-HELD = {"http_events": "socket_tracer", "agent_status": "agent"}
-
-
-def _profile_manifest(options: tuple[tuple[str, str], ...]) -> ProbeManifest:
-    return ProbeManifest(
-        NOW,
-        (TableRequest("stack_traces.beta", "perf_profiler", ("time_",), NOW - 5_000_000_000, None, None),),
-        (CollectorRequest("perf_profiler", ("stack_traces.beta",), None, (), options),),
-    )
-
-
-def _info(**changes):
-    info = {
-        "tables": HELD,
-        "on_demand": "attach",
-        "attachable": {"stack_traces.beta": "perf_profiler"},
-        "mode": "live",
-        "collector_options": {"perf_profiler": {"sample_hz": 19}},
-        "on_demand_max_s": 7.0,
-    }
-    return {**info, **changes}
 
 
 def test_the_wait_follows_the_agents_on_demand_max_only_when_it_collects_for_the_query():
-    manifest = _profile_manifest((("sample_hz", "99"),))
-    assert on_demand_wait(manifest, _info(), 30.0) == OnDemand(("perf_profiler",), 7.0, 37.0)
-    assert on_demand_wait(manifest, _info(on_demand_max_s=300.0), 30.0) == OnDemand(("perf_profiler",), 300.0, 330.0)
+    manifest = profile_manifest((("sample_hz", "99"),))
+    assert on_demand_wait(manifest, agent_info(), 30.0) == OnDemand(("perf_profiler",), 7.0, 37.0)
+    assert on_demand_wait(manifest, agent_info(on_demand_max_s=300.0), 30.0) == OnDemand(
+        ("perf_profiler",), 300.0, 330.0
+    )
     # A running profiler at another rate is attached again at the script's rate.
-    running = _info(tables={**HELD, "stack_traces.beta": "perf_profiler"}, attachable={})
+    running = agent_info(tables={**HELD, "stack_traces.beta": "perf_profiler"}, attachable={})
     assert on_demand_wait(manifest, running, 30.0) == OnDemand(("perf_profiler",), 7.0, 37.0)
     # Nothing to collect: the profiler runs at the rate asked, the agent refuses, or replays.
-    assert on_demand_wait(_profile_manifest((("sample_hz", "19"),)), running, 30.0) is None
-    assert on_demand_wait(manifest, _info(on_demand="refuse"), 30.0) is None
-    assert on_demand_wait(manifest, _info(mode="replay"), 30.0) is None
+    assert on_demand_wait(profile_manifest((("sample_hz", "19"),)), running, 30.0) is None
+    assert on_demand_wait(manifest, agent_info(on_demand="refuse"), 30.0) is None
+    assert on_demand_wait(manifest, agent_info(mode="replay"), 30.0) is None
 
 
 def _spinning_profile(seconds: int) -> tuple[subprocess.Popen, str]:
