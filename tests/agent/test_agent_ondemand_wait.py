@@ -120,8 +120,9 @@ class HeaderGate:
 
     def __init__(self, root: Path):
         release = os.uname().release
-        trees = [Path(f"/lib/modules/{release}/{name}").resolve() for name in ("build", "source")]
-        self.content = (trees[1] / self.KCONFIG).read_bytes()
+        linked = [Path(f"/lib/modules/{release}/{name}") for name in ("build", "source")]
+        trees = list(dict.fromkeys(path.resolve() for path in linked if path.is_dir()))  # one tree, or both
+        self.content = next(t / self.KCONFIG for t in trees if (t / self.KCONFIG).is_file()).read_bytes()
         self.root = root
         _merge_by_symlinks(root, trees)
         here = root
