@@ -17,6 +17,7 @@ Configuration: a TOML file (``--config``), each key also a flag; the flags win::
     spill_flush = "10s"               # how often new rows are written
     on_demand = "refuse"              # a query needing a collector that is off: "refuse", or "attach" it
     on_demand_max = "20s"             # for the query's window (at most this long), detached afterwards
+    on_demand_attach_max = "120s"     # a collector's start longer than this fails the query (at most 120s)
 
     [collectors]                      # true/false each
     socket_tracer = true              # every protocol pxq parses (http, pgsql, mysql, redis, dns) + conn_stats
@@ -73,6 +74,7 @@ from pxq.agent.defaults import (
     DEFAULT_PROFILER_HZ,
     DEFAULT_RETENTION_S,
     DEFAULT_TABLE_BUDGET_MB,
+    ON_DEMAND_ATTACH_S,
 )
 from pxq.agent.security import ServerSecurity, is_loopback
 from pxq.agent.table_store import split_losses
@@ -136,6 +138,7 @@ class DaemonConfig:
     schedule: tuple[Any, ...] = ()  # ScheduledScript entries (pxq/agent/schedule.py)
     on_demand: str = "refuse"
     on_demand_max_s: float = DEFAULT_ON_DEMAND_MAX_S
+    on_demand_attach_max_s: float = ON_DEMAND_ATTACH_S
     tls_cert: str | None = None  # [security]: see pxq.agent.security
     tls_key: str | None = None
     client_ca: str | None = None
@@ -184,6 +187,12 @@ class DaemonConfig:
             raise UsageError(f"on_demand must be one of {', '.join(ON_DEMAND)}, not {self.on_demand!r}")
         if not 1 <= self.on_demand_max_s <= 600:
             raise UsageError(f"on_demand_max must be 1s..10m, not {self.on_demand_max_s:g}s")
+        if not 1 <= self.on_demand_attach_max_s <= ON_DEMAND_ATTACH_S:
+            # Clients wait ON_DEMAND_ATTACH_S for a start: a longer one would outlast them.
+            raise UsageError(
+                f"on_demand_attach_max must be 1s..{ON_DEMAND_ATTACH_S:g}s (what clients wait for a start), "
+                f"not {self.on_demand_attach_max_s:g}s"
+            )
         if self.replay is None:
             missing = [n for n in self.enabled() if n in ("process_stats", "proc_events")]
             if missing:
@@ -226,7 +235,7 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> DaemonConfig:
             collectors.update(value)
         elif key == "retention":
             values["retention_s"] = parse_duration(str(value))
-        elif key in ("spill_window", "on_demand_max"):
+        elif key in ("spill_window", "on_demand_max", "on_demand_attach_max"):
             values[f"{key}_s"] = parse_duration(str(value))
         else:
             values[key] = value
@@ -249,7 +258,7 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
     known = {
         "listen", "state_dir", "collectors", "profiler", "retention", "socket_tracer", "replay", "security",
         "spill_dir", "spill_max_bytes", "spill_window", "spill_flush", "on_demand", "on_demand_max", "schedule",
-        "asid",
+        "asid", "on_demand_attach_max",
     }  # fmt: skip
     for key in doc:
         if key not in known:
@@ -262,7 +271,7 @@ def _from_toml(doc: dict[str, Any], path: str, collectors: dict[str, bool]) -> t
         values["asid"] = typed(doc, "asid", (int,), "")
     if "spill_max_bytes" in doc:
         values["spill_max_bytes"] = typed(doc, "spill_max_bytes", (int,), "")
-    for key in ("spill_window", "spill_flush", "on_demand_max"):
+    for key in ("spill_window", "spill_flush", "on_demand_max", "on_demand_attach_max"):
         if key in doc:
             try:
                 values[f"{key}_s"] = parse_duration(str(typed(doc, key, (str, int, float), "")))
@@ -381,6 +390,46 @@ class StoreView:
             yield data if columns is None else data.select(list(columns))
 
 
+class _BoundedStart:
+    """An on-demand ``AgentLoop``'s start in a thread of its own, waited for at most a bound: bcc
+    compiles in-process and cannot be interrupted, so a start past the bound is left to end in its
+    thread, which then stops what it started and calls ``on_abandoned_end``."""
+
+    def __init__(self, loop: Any, on_abandoned_end: Any):
+        self.loop = loop
+        self.on_abandoned_end = on_abandoned_end
+        self.error: BaseException | None = None
+        self._ended = threading.Event()
+        self._guard = threading.Lock()  # the start ending and the waiter giving up: one wins
+        self._abandoned = False
+
+    def within(self, bound_s: float) -> bool:
+        """True once the loop has started; False (abandoned) past ``bound_s``; its error if it failed."""
+        threading.Thread(target=self._run, name="pxq-agent-on-demand-start", daemon=True).start()
+        self._ended.wait(bound_s)
+        with self._guard:
+            if not self._ended.is_set():
+                self._abandoned = True
+                return False
+        if self.error is not None:
+            raise self.error
+        return True
+
+    def _run(self) -> None:
+        try:
+            self.loop.start()
+        except BaseException as exc:  # noqa: BLE001 - raised in the waiting thread, or dropped with the query
+            self.error = exc
+        with self._guard:
+            self._ended.set()
+            abandoned = self._abandoned
+        if abandoned:
+            try:
+                self.loop.close()
+            finally:
+                self.on_abandoned_end(self.error)
+
+
 class AgentDaemon:
     """Collects (or replays) and answers: see the module docstring. ``start`` then ``stop``."""
 
@@ -404,7 +453,11 @@ class AgentDaemon:
         self.scheduler: Any = None  # pxq.agent.schedule.Scheduler when scripts are scheduled
         self._halt = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.on_demand: dict[str, Any] = {"attached": 0, "active": [], "last": None}
+        # start_timeouts: starts given up past on_demand_attach_max (each a failed query);
+        # given_up_start: how the last of them ended (in the background, its collectors then stopped).
+        self.on_demand: dict[str, Any] = {
+            "attached": 0, "start_timeouts": 0, "active": [], "last": None, "given_up_start": None,
+        }  # fmt: skip
         self._on_demand_lock = threading.Lock()  # one on-demand collection at a time
 
     # -- collecting
@@ -597,14 +650,15 @@ class AgentDaemon:
         collector switched off, or a running collector at other settings: a profiler for a pid at a
         higher rate): with ``on_demand = "attach"``, that collector is attached for the query's
         window (the script's start time to now; the whole collection, the collector's start
-        included, within ``on_demand_max``, as the client waits), then detached, and
+        included, within ``on_demand_max``, as the client waits; a start past
+        ``on_demand_attach_max`` fails the query, see ``_BoundedStart``), then detached, and
         the query reads its rows (a DataSource: those tables from the collection, the others from
         the store). None when nothing is missing or the agent refuses: a missing table was refused
         already (the client's check_collected, read_ticket here), other settings are said as a note
         and the history is read."""
         from dataclasses import replace
 
-        from pxq.agent.collector import AgentOptions
+        from pxq.agent.collector import AgentError, AgentOptions
         from pxq.agent.collectors import check_collectable
         from pxq.agent.loop import AgentLoop
         from pxq.plan.manifest import build_manifest
@@ -635,7 +689,15 @@ class AgentDaemon:
         window_s = min(max(window_s, 1.0), self.config.on_demand_max_s)
         sub = replace(manifest, tables=tables, collectors=tuple(needed))
         options = AgentOptions(body_limit=self.config.body_limit, keep_secrets=self.config.keep_secrets)
-        with self._on_demand_lock:
+        # A collection holds the lock for its start, its window and its stop at most.
+        lock_wait_s = self.config.on_demand_attach_max_s + self.config.on_demand_max_s + 10
+        if not self._on_demand_lock.acquire(timeout=lock_wait_s):
+            raise AgentError(
+                f"another on-demand collection ({', '.join(self.on_demand['active'])}) has held the collectors "
+                f"for more than {lock_wait_s:g} s; `pxq agent status` shows it"
+            )
+        release = True  # False once a start past its bound is left to release the lock when it ends
+        try:
             what = [
                 f"{r.name}" + "".join(f" {k}={v}" for k, v in r.options) + (f" pids {list(r.pids)}" if r.pids else "")
                 for r in needed
@@ -645,7 +707,17 @@ class AgentDaemon:
             loop = AgentLoop(sub, options)
             began = time.monotonic()
             try:
-                loop.start()  # compiles the collector's program: seconds, more on a busy machine
+                # Compiling the collector's program: seconds, more on a busy machine; never past the bound.
+                if not _BoundedStart(loop, self._abandoned_start_ended).within(self.config.on_demand_attach_max_s):
+                    release = False
+                    self.on_demand["start_timeouts"] += 1
+                    raise AgentError(
+                        f"could not attach {', '.join(what)} on demand: its start (compiling and attaching its "
+                        f"BPF program) took more than on_demand_attach_max = {self.config.on_demand_attach_max_s:g} s, "
+                        "so the agent gave the query up (it detaches the collector once its start ends; "
+                        "`pxq agent status` shows it); an overloaded agent starts collectors slowly: try again, "
+                        "or run the collector all along ([collectors] in the agent's config)"
+                    )
                 # The whole collection within on_demand_max, its start included: the client waits.
                 window_s = min(window_s, max(1.0, self.config.on_demand_max_s - (time.monotonic() - began)))
                 attached = time.monotonic()
@@ -655,8 +727,9 @@ class AgentDaemon:
                 loop.stop()
                 attached_s = time.monotonic() - attached  # the window and the last reads
             finally:
-                loop.close()
-                self.on_demand["active"] = []
+                if release:
+                    loop.close()
+                    self.on_demand["active"] = []
             store = loop.store
             self.on_demand["attached"] += 1
             self.on_demand["last"] = {
@@ -666,7 +739,20 @@ class AgentDaemon:
                 "start_s": round(attached - began, 3),
                 "ended_ns": time.time_ns(),
             }
+        finally:
+            if release:
+                self._on_demand_lock.release()
         return _WithStoreTables(self.source(), store, {t.table for t in tables})
+
+    def _abandoned_start_ended(self, error: BaseException | None) -> None:
+        """A start given up past on_demand_attach_max has ended (and its collectors are stopped)."""
+        self.on_demand["given_up_start"] = {
+            "collectors": self.on_demand["active"],
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+            "ended_ns": time.time_ns(),
+        }
+        self.on_demand["active"] = []
+        self._on_demand_lock.release()
 
     def attachable(self) -> dict[str, str]:
         """Tables a query may have collected for its window (on_demand = "attach", live only)."""

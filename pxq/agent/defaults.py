@@ -13,3 +13,8 @@ DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_RETENTION_S = 15 * 60.0
 DEFAULT_TABLE_BUDGET_MB = 64
 DEFAULT_PROFILER_HZ = 19
+
+# How long an on-demand collector may take to start (compile and attach its BPF program: 65 s was
+# seen inside a loaded agent): the agent gives a query up past it (its on_demand_attach_max, at
+# most this), and a client waits this much beyond the agent's on_demand_max, so it hears why.
+ON_DEMAND_ATTACH_S = 120.0

@@ -41,6 +41,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from pxq.agent.defaults import ON_DEMAND_ATTACH_S
 from pxq.errors import PxqError
 
 TICKET_FORMAT = "pxq-agent-query"
@@ -54,9 +55,6 @@ META_HOST = b"pxq.host"
 META_END = b"pxq.end_time_ns"
 META_AGENT = b"pxq.agent"  # which agent process ran the query: JSON {agent_id, pid, started_ns}
 CONNECT_TIMEOUT_S = 2.0
-# How long a client allows an agent for attaching a collector on demand (compiling its BPF
-# program), beyond the agent's on_demand_max: 65 s was seen inside a loaded agent.
-ON_DEMAND_ATTACH_S = 120.0
 
 
 class AgentQueryError(PxqError):

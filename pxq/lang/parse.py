@@ -19,6 +19,7 @@ import os
 import re
 import stat
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
@@ -162,17 +163,66 @@ def _cache_file(grammar: str) -> str | bool:
     return str(directory / f"pxl-parser-{key}-py{sys.version_info[0]}{sys.version_info[1]}.lark")
 
 
+# The names ``_cache_file`` gives; pruning touches nothing else in the directory.
+_CACHE_FILE_NAME = re.compile(r"pxl-parser-[0-9a-f]{16}-py[0-9]+\.lark")
+# A cache file of another grammar (or Lark or Python version) not written for this long is removed
+# when a new one is written: each grammar edit leaves a ~70 KB file, while checkouts or Python
+# versions used side by side keep theirs (each loses it at most once a week, a 0.15 s rebuild).
+STALE_PARSER_CACHE_S = 7 * 24 * 3600
+
+
+def prune_parser_cache(directory: Path, keep: str, now: float) -> list[str]:
+    """Remove the cache files in ``directory`` other than ``keep`` last written more than
+    ``STALE_PARSER_CACHE_S`` before ``now``; returns their names. Only regular files named as
+    ``_cache_file`` names them, in that directory itself: symlinks (to a file or as the directory)
+    are never followed nor removed."""
+    try:
+        directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return []
+    removed = []
+    try:
+        with os.scandir(directory_fd) as entries:
+            for entry in entries:
+                if entry.name == keep or not _CACHE_FILE_NAME.fullmatch(entry.name):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                    if not stat.S_ISREG(info.st_mode) or now - info.st_mtime <= STALE_PARSER_CACHE_S:
+                        continue
+                    os.unlink(entry.name, dir_fd=directory_fd)
+                except OSError:  # removed meanwhile by another pxq starting
+                    continue
+                removed.append(entry.name)
+    finally:
+        os.close(directory_fd)
+    return removed
+
+
+def _written_ns(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
 def new_parser() -> Lark:
-    """A new PxL parser, from Lark's cache when it holds this grammar's (see ``parser_cache_dir``)."""
+    """A new PxL parser, from Lark's cache when it holds this grammar's (see ``parser_cache_dir``);
+    writing a new cache file prunes stale ones (``prune_parser_cache``)."""
     grammar = (data_dir("grammar") / "pxl.lark").read_text(encoding="utf-8")
-    return Lark(
+    cache_file = _cache_file(grammar)
+    written_before = _written_ns(cache_file) if isinstance(cache_file, str) else None
+    built = Lark(
         grammar,
         parser="lalr",
         lexer="basic",
         maybe_placeholders=True,
         postlex=PxlIndenter(),
-        cache=_cache_file(grammar),
+        cache=cache_file,
     )
+    if isinstance(cache_file, str) and _written_ns(cache_file) not in (None, written_before):
+        prune_parser_cache(Path(cache_file).parent, Path(cache_file).name, time.time())
+    return built
 
 
 @cache

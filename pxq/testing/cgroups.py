@@ -4,9 +4,10 @@ processes moved back to the root cgroup first (a cgroup with processes in it can
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from pxq.testing.retry import remove_until_deadline
 
 
 def remove_cgroup(path: Path) -> None:
@@ -20,17 +21,7 @@ def remove_cgroup(path: Path) -> None:
     for pid in (path / "cgroup.procs").read_text().split():
         with contextlib.suppress(OSError):  # the process is gone
             root_procs.write_text(pid)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    remove_until_deadline(path.rmdir, timeout=10, interval=0.05)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pxq.testing.retry import remove_until_deadline
+
 # URL schemes a self-contained page may load; anything else is a request off the machine.
 LOCAL_SCHEMES = ("file:", "data:", "about:", "blob:", "chrome:", "devtools:")
 
@@ -215,14 +217,4 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 def _remove_profile(profile: str) -> None:
     """Remove the profile directory; a process outside the group (none known) still writing in it
     gets a few tries before the error is raised."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            shutil.rmtree(profile)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    remove_until_deadline(lambda: shutil.rmtree(profile), timeout=10, interval=0.1)

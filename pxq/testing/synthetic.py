@@ -4,16 +4,23 @@ those use captures of real servers, see pxq.testing.make_capture)."""
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from pxq.tables import CATALOG
 
+if TYPE_CHECKING:
+    from pxq.replay.reader import Capture
+
 PATHS = ["/", "/api/items", "/api/items/42", "/api/slow", "/missing", "/api/error", "/api/echo", "/static/app.js"]
 METHODS = ["GET", "GET", "GET", "POST", "PUT", "DELETE", "GET", "HEAD"]
 STATUSES = np.array([200, 200, 200, 201, 204, 304, 400, 404, 500, 503])
 COMMS = ["nginx", "python3", "envoy", "curl", "node"]
+# The window generated rows fall in by default: 2025-11-26 00:00 UTC and the 5 minutes after.
+SYNTHETIC_START_NS = 1_764_115_200_000_000_000
+SYNTHETIC_SPAN_NS = 300_000_000_000
 
 
 def synthetic_processes(n_processes: int = 6, asid: int = 0) -> dict[str, dict]:
@@ -97,8 +104,8 @@ def write_synthetic_capture(
     n_rows: int,
     *,
     seed: int = 0,
-    start_ns: int = 1_764_115_200_000_000_000,
-    span_ns: int = 300_000_000_000,
+    start_ns: int = SYNTHETIC_START_NS,
+    span_ns: int = SYNTHETIC_SPAN_NS,
     null_fraction: float = 0.0,
     asid: int = 0,
     host: str = "synthetic-host",
@@ -118,3 +125,11 @@ def write_synthetic_capture(
         processes=synthetic_processes(asid=asid),
     )
     return str(directory)
+
+
+def open_synthetic_capture(directory, n_rows: int, *, seed: int, null_fraction: float = 0.05) -> Capture:
+    """:func:`write_synthetic_capture` in the default window, opened: the fixture the executor's and
+    the optimizer's tests compare against pandas over."""
+    from pxq.replay import open_capture
+
+    return open_capture(write_synthetic_capture(directory, n_rows, seed=seed, null_fraction=null_fraction))

