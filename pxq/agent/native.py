@@ -31,3 +31,5 @@ EVENT_FIELDS = _native.EVENT_FIELDS
 EVENT_SIZE = _native.EVENT_SIZE
 plain_block_cache = _native.plain_block_cache
 clear_plain_block_cache = _native.clear_plain_block_cache
+set_http1_classes = _native.set_http1_classes
+http1_batch = _native.http1_batch
