@@ -940,6 +940,27 @@ struct rows_parts {
 
 #define MAX_MESSAGES 16 /* per event; more: the Python path */
 
+/* What one http1_batch call looked up already: no Python code runs during the call, so the
+ * tracker's dict of connections and each connection's columns stay as they were. Direct-mapped. */
+#define CALL_CACHE_SLOTS 64
+struct call_cache {
+    struct {
+        long long pid, fd, gen;
+        PyObject *conn; /* borrowed from the tracker's conns; NULL: empty */
+    } conns[CALL_CACHE_SLOTS];
+    struct {
+        PyObject *conn; /* borrowed; NULL: empty */
+        long long number; /* its HttpRows.connection number */
+    } numbers[CALL_CACHE_SLOTS];
+};
+
+static unsigned
+cache_slot(uint64_t h)
+{
+    h *= 0x9E3779B97F4A7C15ull;
+    return (unsigned)(h >> 58) & (CALL_CACHE_SLOTS - 1);
+}
+
 /* A message framed in an event's bytes. */
 struct framed {
     struct plain_head head;
@@ -954,6 +975,14 @@ slot_int(PyObject *value, int *ok)
         *ok = 0;
         return 0;
     }
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)value))
+        return (long long)PyUnstable_Long_CompactValue((PyLongObject *)value);
+#else
+    Py_ssize_t size = Py_SIZE(value);
+    if (size >= -1 && size <= 1) /* one digit at most (CPython's int layout): most of them */
+        return (long long)size * (long long)((PyLongObject *)value)->ob_digit[0];
+#endif
     int overflow;
     long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
     if (overflow || (v == -1 && PyErr_Occurred())) {
@@ -977,10 +1006,15 @@ set_int_slot(PyObject *obj, Py_ssize_t offset, long long value)
 static int
 is_ascii(const unsigned char *p, Py_ssize_t n)
 {
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (p[i] & 0x80)
-            return 0;
-    return 1;
+    uint64_t high = 0, word;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&word, p + i, 8);
+        high |= word;
+    }
+    for (; i < n; i++)
+        high |= p[i];
+    return (high & 0x8080808080808080ull) == 0;
 }
 
 static int
@@ -989,13 +1023,19 @@ ascii_bytes(PyObject *b)
     return PyBytes_CheckExact(b) && is_ascii((const unsigned char *)PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
 }
 
-/* Append n bytes to a bytearray; -1 on a Python error. */
+/* Append n bytes to a bytearray; -1 on a Python error. Its room doubles when it runs out (a
+ * bytearray grows by an eighth, copying a column of megabytes some forty times while it fills). */
 static int
 bytearray_append(PyObject *array, const void *p, Py_ssize_t n)
 {
     Py_ssize_t at = PyByteArray_GET_SIZE(array);
     if (n == 0)
         return 0;
+    if (at + n >= ((PyByteArrayObject *)array)->ob_alloc && at >= 4096 && at <= PY_SSIZE_T_MAX / 4) {
+        /* grown to twice, then cut to size: a cut by less than half keeps the room */
+        if (PyByteArray_Resize(array, 2 * (at + n)) < 0)
+            return -1;
+    }
     if (PyByteArray_Resize(array, at + n) < 0)
         return -1;
     memcpy(PyByteArray_AS_STRING(array) + at, p, (size_t)n);
@@ -1014,18 +1054,48 @@ cached_block(PyObject *raw_blocks, PyObject *raw)
     return entry;
 }
 
+/* HttpRows.connection(...) of a connection: its number in the row buffer's ``_connections`` (a new
+ * one when its columns are new); -1 on a Python error. */
+static long long
+connection_number(PyObject *connections, PyObject *conn)
+{
+    const Py_ssize_t *ca = http1.conn_at;
+    PyObject *columns[6] = {SLOT(conn, ca[C_UPID]), SLOT(conn, ca[C_RADDR]), SLOT(conn, ca[C_LADDR]),
+                            SLOT(conn, ca[C_RPORT]), SLOT(conn, ca[C_LPORT]), SLOT(conn, ca[C_ROLE])};
+    for (int i = 0; i < 6; i++)
+        if (columns[i] == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "a connection's columns are not all set");
+            return -1;
+        }
+    PyObject *key = PyTuple_Pack(6, columns[0], columns[1], columns[2], columns[3], columns[4], columns[5]);
+    if (key == NULL)
+        return -1;
+    PyObject *number_obj = PyDict_GetItemWithError(connections, key);
+    if (number_obj == NULL && !PyErr_Occurred()) {
+        number_obj = PyLong_FromSsize_t(PyDict_GET_SIZE(connections));
+        if (number_obj != NULL && PyDict_SetItem(connections, key, number_obj) < 0)
+            Py_CLEAR(number_obj);
+        Py_XDECREF(number_obj); /* the dict keeps it */
+    }
+    Py_DECREF(key);
+    if (number_obj == NULL)
+        return -1;
+    return PyLong_AsLongLong(number_obj);
+}
+
 /* The request side of a pair a response event completes: what the row reads of it. */
 struct waiting_request {
     PyObject *msg; /* borrowed from the stitcher's _requests */
     long long start_ns, body_size;
     PyObject *json; /* its header block's JSON text (borrowed) */
+    PyObject *resp_entry; /* the (JSON text, is_json) of its response's header block (borrowed) */
 };
 
 /* Take one event, as ConnTracker.handle_batch's fast path and the Python stitcher and rows would:
  * 1 (taken), 0 (not this path's: nothing changed), -1 (a Python error). */
 static int
 take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clock_offset_ns, long long *bytes,
-           long long *transactions, long long *max_ts)
+           long long *transactions, long long *max_ts, struct call_cache *cache)
 {
     if (!PyTuple_Check(ev) || PyTuple_GET_SIZE(ev) != EVENT_FIELD_COUNT)
         return 0;
@@ -1038,13 +1108,26 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
               data_len = slot_int(PyTuple_GET_ITEM(ev, 6), &ok), d = slot_int(PyTuple_GET_ITEM(ev, 9), &ok);
     if (!ok || (d != 0 && d != 1) || !PyBytes_CheckExact(data_obj) || PyBytes_GET_SIZE(data_obj) == 0)
         return 0;
-    PyObject *key = PyTuple_Pack(3, PyTuple_GET_ITEM(ev, 3), PyTuple_GET_ITEM(ev, 4), PyTuple_GET_ITEM(ev, 5));
-    if (key == NULL)
-        return -1;
-    PyObject *conn = PyDict_GetItemWithError(conns, key); /* borrowed */
-    Py_DECREF(key);
-    if (conn == NULL)
-        return PyErr_Occurred() ? -1 : 0;
+    long long pid = slot_int(PyTuple_GET_ITEM(ev, 3), &ok), fd = slot_int(PyTuple_GET_ITEM(ev, 4), &ok),
+              gen = slot_int(PyTuple_GET_ITEM(ev, 5), &ok);
+    if (!ok)
+        return 0;
+    unsigned at_slot = cache_slot((uint64_t)pid * 0x100000001b3ull ^ (uint64_t)fd * 0x9E37ull ^ (uint64_t)gen);
+    PyObject *conn = cache->conns[at_slot].conn;
+    if (conn == NULL || cache->conns[at_slot].pid != pid || cache->conns[at_slot].fd != fd ||
+        cache->conns[at_slot].gen != gen) {
+        PyObject *key = PyTuple_Pack(3, PyTuple_GET_ITEM(ev, 3), PyTuple_GET_ITEM(ev, 4), PyTuple_GET_ITEM(ev, 5));
+        if (key == NULL)
+            return -1;
+        conn = PyDict_GetItemWithError(conns, key); /* borrowed */
+        Py_DECREF(key);
+        if (conn == NULL)
+            return PyErr_Occurred() ? -1 : 0;
+        cache->conns[at_slot].pid = pid;
+        cache->conns[at_slot].fd = fd;
+        cache->conns[at_slot].gen = gen;
+        cache->conns[at_slot].conn = conn;
+    }
     if (!Py_IS_TYPE(conn, http1.conn))
         return 0;
     const Py_ssize_t *ca = http1.conn_at;
@@ -1161,41 +1244,30 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
             /* the response's part of the row */
             struct framed *m = &msgs[i];
             Py_ssize_t kept = kept_body(m->length, (Py_ssize_t)body_limit);
-            if (!is_ascii(data + m->head.body_at, kept) || cached_block(rows->raw_blocks, m->head.block) == NULL) {
+            w->resp_entry = is_ascii(data + m->head.body_at, kept) ? cached_block(rows->raw_blocks, m->head.block)
+                                                                     : NULL;
+            if (w->resp_entry == NULL) {
                 result = PyErr_Occurred() ? -1 : 0;
                 goto release;
             }
         }
         /* The rows (HttpRows.add_pairs): the allocations first, so that a failure changes nothing
          * the stitcher keeps. */
-        PyObject *conn_key = PyTuple_Pack(6, SLOT(conn, ca[C_UPID]), SLOT(conn, ca[C_RADDR]),
-                                          SLOT(conn, ca[C_LADDR]), SLOT(conn, ca[C_RPORT]), SLOT(conn, ca[C_LPORT]),
-                                          SLOT(conn, ca[C_ROLE]));
-        if (conn_key == NULL) {
-            result = -1;
-            goto release;
-        }
-        PyObject *number_obj = PyDict_GetItemWithError(rows->connections, conn_key);
-        if (number_obj == NULL && !PyErr_Occurred()) {
-            number_obj = PyLong_FromSsize_t(PyDict_GET_SIZE(rows->connections));
-            if (number_obj != NULL && PyDict_SetItem(rows->connections, conn_key, number_obj) < 0)
-                Py_CLEAR(number_obj);
-            Py_XDECREF(number_obj); /* the dict keeps it */
-        }
-        Py_DECREF(conn_key);
-        if (number_obj == NULL) {
-            result = -1;
-            goto release;
-        }
-        long long number = PyLong_AsLongLong(number_obj);
-        if (number == -1 && PyErr_Occurred()) {
-            result = -1;
-            goto release;
+        unsigned number_slot = cache_slot((uint64_t)(uintptr_t)conn);
+        long long number = cache->numbers[number_slot].number;
+        if (cache->numbers[number_slot].conn != conn) {
+            number = connection_number(rows->connections, conn);
+            if (number < 0) {
+                result = -1;
+                goto release;
+            }
+            cache->numbers[number_slot].conn = conn;
+            cache->numbers[number_slot].number = number;
         }
         for (int i = 0; i < count; i++) {
             struct framed *m = &msgs[i];
             struct waiting_request *w = &reqs[i];
-            PyObject *entry = cached_block(rows->raw_blocks, m->head.block);
+            PyObject *entry = w->resp_entry;
             PyObject *resp_json = PyTuple_GET_ITEM(entry, 0);
             PyObject *method = SLOT(w->msg, message_offsets[M_METHOD]), *url = SLOT(w->msg, message_offsets[M_URL]),
                      *req_body = SLOT(w->msg, message_offsets[M_BODY]);
@@ -1336,18 +1408,25 @@ http1_batch(PyObject *self, PyObject *args)
         }
     }
     long long bytes = 0, transactions = 0, max_ts = 0;
+    struct call_cache *cache = PyMem_Calloc(1, sizeof *cache);
+    if (cache == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
     Py_ssize_t i = start < 0 ? 0 : start, taken = 0;
     for (; i < PyList_GET_SIZE(events); i++) {
         PyObject *ev = Py_NewRef(PyList_GET_ITEM(events, i));
-        int took = take_event(ev, conns, &rows, clock_offset_ns, &bytes, &transactions, &max_ts);
+        int took = take_event(ev, conns, &rows, clock_offset_ns, &bytes, &transactions, &max_ts, cache);
         Py_DECREF(ev);
         if (took < 0)
-            goto done;
+            break;
         if (took == 0)
             break;
         taken++;
     }
-    result = Py_BuildValue("(nnLLL)", i, taken, bytes, transactions, max_ts);
+    if (!PyErr_Occurred())
+        result = Py_BuildValue("(nnLLL)", i, taken, bytes, transactions, max_ts);
+    PyMem_Free(cache);
 done:
     Py_XDECREF(rows.strings_tuple);
     Py_XDECREF(rows.numbers);
