@@ -5,6 +5,9 @@
  * pxq/agent/protocols/http1/stitcher.py): one message of the common shape made into the
  * stitcher's _Message, or None for llhttp; frame_plain: the same framing, its parts as values.
  *
+ * http1_batch: the connection tracker's steady state of an HTTP/1 connection (ConnTracker.handle_batch
+ * in pxq/agent/conn_tracker.py): one C call per run of events, rows written as HttpRows.add does.
+ *
  * Both were pure-Python loops of a few bytes calls per item; here they are one C call per batch
  * (ring) or per message (HTTP). Built by tools/build_native.py (tools/setup.sh, the hatch build
  * hook); loaded through pxq/agent/native.py, which checks the build matches this source.
@@ -623,7 +626,13 @@ static int
 slot_offsets(PyObject *cls, const char *const *names, int count, Py_ssize_t *offsets)
 {
     for (int i = 0; i < count; i++) {
-        PyObject *descr = PyObject_GetAttrString(cls, names[i]);
+        /* by the interned name (the class dict's own key): the interpreter's type cache keeps the
+         * name it was asked with, a new string each time otherwise */
+        PyObject *name = PyUnicode_InternFromString(names[i]);
+        if (name == NULL)
+            return -1;
+        PyObject *descr = PyObject_GetAttr(cls, name);
+        Py_DECREF(name);
         if (descr == NULL)
             return -1;
         int is_slot = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
@@ -649,7 +658,11 @@ set_message_type(PyObject *self, PyObject *cls)
         PyErr_SetString(PyExc_TypeError, "set_message_type takes a class");
         return NULL;
     }
-    PyObject *slots = PyObject_GetAttrString(cls, "__slots__");
+    PyObject *slots_name = PyUnicode_InternFromString("__slots__");
+    if (slots_name == NULL)
+        return NULL;
+    PyObject *slots = PyObject_GetAttr(cls, slots_name);
+    Py_DECREF(slots_name);
     if (slots == NULL)
         return NULL;
     Py_ssize_t n = PySequence_Size(slots);
@@ -840,17 +853,18 @@ clear_plain_block_cache(PyObject *self, PyObject *unused)
  * _response_complete, HttpRows.add) would. It checks all of that before changing anything and
  * stops at the first event it does not take, which the Python path then takes: HEAD, 1xx/204/304,
  * chunked or close-delimited bodies, a message cut by its chunk, pipelining, answers without
- * requests, restarted connections, credentials, non-ASCII, any other protocol or event.
+ * requests, connections restarted and still on probation, credentials, non-ASCII, any other
+ * protocol or event.
  */
 #define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 
 static const char *const CONN_SLOTS[] = {
     "state", "stream", "stitcher", "restarted", "role", "has_tuple", "addr_checked", "fed_ns", "last_ns",
-    "transactions", "upid", "raddr", "laddr", "rport", "lport",
+    "transactions", "upid", "raddr", "laddr", "rport", "lport", "held", "out_of_step_ns",
 };
 enum {
     C_STATE, C_STREAM, C_STITCHER, C_RESTARTED, C_ROLE, C_HAS_TUPLE, C_ADDR_CHECKED, C_FED_NS, C_LAST_NS,
-    C_TRANSACTIONS, C_UPID, C_RADDR, C_LADDR, C_RPORT, C_LPORT, CONN_SLOT_COUNT
+    C_TRANSACTIONS, C_UPID, C_RADDR, C_LADDR, C_RPORT, C_LPORT, C_HELD, C_OUT_OF_STEP_NS, CONN_SLOT_COUNT
 };
 static const char *const STREAM_SLOTS[] = {"expect", "held_bytes"};
 enum { D_EXPECT, D_HELD_BYTES, STREAM_SLOT_COUNT };
@@ -1133,7 +1147,13 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
     const Py_ssize_t *ca = http1.conn_at;
     PyObject *stream = SLOT(conn, ca[C_STREAM]), *st = SLOT(conn, ca[C_STITCHER]);
     if (SLOT(conn, ca[C_STATE]) != http1.parsing || stream == NULL || !Py_IS_TYPE(stream, http1.stream) ||
-        st == NULL || !Py_IS_TYPE(st, http1.stitcher) || SLOT(conn, ca[C_RESTARTED]) != Py_False)
+        st == NULL || !Py_IS_TYPE(st, http1.stitcher))
+        return 0;
+    /* Restarted after a loss or picked up mid-stream: ConnTracker._stitched lets its pairs through
+     * as _collect would once its probation is over (held None) and it was never out of step. */
+    PyObject *restarted = SLOT(conn, ca[C_RESTARTED]);
+    if (restarted != Py_False &&
+        (restarted != Py_True || SLOT(conn, ca[C_HELD]) != Py_None || slot_int(SLOT(conn, ca[C_OUT_OF_STEP_NS]), &ok) != 0 || !ok))
         return 0;
     /* the tracker's fast path: in order, nothing held */
     PyObject *expect = SLOT(stream, http1.stream_at[D_EXPECT]), *fed = SLOT(conn, ca[C_FED_NS]);
