@@ -90,8 +90,8 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-from pxq.agent.bpf_program import header_constants
 from pxq.agent import native
+from pxq.agent.bpf_program import header_constants
 from pxq.agent.conn_stats import ConnStats
 from pxq.agent.data_stream import Arrival, Data, DataStream, Piece, Uncaptured
 from pxq.agent.procinfo import ProcessIdentities
@@ -284,7 +284,9 @@ class Connection:
         return EGRESS if self.role == ROLE_CLIENT else INGRESS
 
 
-native.set_http1_classes(Connection, DataStream, Http1Stitcher, _Direction, PARSING, EV_DATA, EGRESS, INGRESS, ROLE_CLIENT)
+native.set_http1_classes(
+    Connection, DataStream, Http1Stitcher, _Direction, PARSING, EV_DATA, EGRESS, INGRESS, ROLE_CLIENT
+)
 # The steady state of HTTP/1 connections in C (see handle_batch): a ConnTracker takes the function
 # this names when made (tests name another build's, or run with native_http1=False).
 HTTP1_BATCH: Callable[[list[SockEvent], int, dict[tuple[int, int, int], Connection], HttpRows, int],

@@ -16,7 +16,7 @@ import pyarrow as pa
 from hypothesis import example, given, settings, strategies as st
 
 from pxq.agent import conn_tracker
-from pxq.agent.conn_tracker import F_REMOTE, F_TUPLE, ROLE_CLIENT, ROLE_SERVER, ConnTracker, Connection, SockEvent
+from pxq.agent.conn_tracker import F_REMOTE, F_TUPLE, ROLE_CLIENT, ROLE_SERVER, Connection, ConnTracker, SockEvent
 from pxq.agent.protocols import registry
 from pxq.agent.protocols.http1.stitcher import Http1Stitcher, _Direction, _Message
 from pxq.testing.streams import load_stream
@@ -158,9 +158,9 @@ def test_rows_hold_what_was_sent(monkeypatch):
     events = keep_alive(4, conns=1)
     rows = run([events], True)[0][0]
     assert [r["req_path"] for r in rows] == [f"/small.html?i={i}" for i in range(4)]
-    assert {(r["req_method"], r["resp_status"], r["resp_message"], r["resp_body"], r["resp_body_size"]) for r in rows} == {
-        ("GET", 200, "OK", "hello world!", 12)
-    }
+    assert {
+        (r["req_method"], r["resp_status"], r["resp_message"], r["resp_body"], r["resp_body_size"]) for r in rows
+    } == {("GET", 200, "OK", "hello world!", 12)}
     assert rows[3]["req_headers"] == '{"Host": "127.0.0.1:8080", "User-Agent": "pxq-test"}'
     assert rows[3]["latency"] == 500
     assert rows[3]["remote_addr"] == "10.1.2.3" and rows[3]["local_port"] == 8080
@@ -189,7 +189,7 @@ OTHER_REQUESTS = [
 PLAIN_RESPONSES = [
     OK,
     b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}",
+    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{"a":1}',
     b"HTTP/1.1 500 Server Error\r\nContent-Length: 4\r\n\r\n\xff\xfe\xfd\xfc",  # a body not ASCII
     b"HTTP/1.1 200 OK\r\nSet-Cookie: s=1\r\nContent-Length: 2\r\n\r\nok",
     b"HTTP/1.1 200 OK\r\nX-Long: " + b"v" * 1500 + b"\r\nContent-Length: 2000\r\n\r\n" + b"b" * 2000,
