@@ -950,6 +950,7 @@ struct rows_parts {
     PyObject *rows;
     PyObject *strings[7]; /* borrowed from the _strings tuple */
     PyObject *strings_tuple, *numbers, *raw_blocks, *connections;
+    long long added; /* rows written */
 };
 
 #define MAX_MESSAGES 16 /* per event; more: the Python path */
@@ -982,7 +983,7 @@ struct framed {
 };
 
 /* An int (a Python int in a slot) as a long long; 0 with *ok cleared when it is not one that fits. */
-static long long
+static inline long long
 slot_int(PyObject *value, int *ok)
 {
     if (value == NULL || !PyLong_CheckExact(value)) {
@@ -1315,18 +1316,7 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
                 goto release;
             }
         }
-        PyObject *rows_count = PyObject_GetAttr(rows->rows, http1.rows);
-        long long n_rows = rows_count == NULL ? -1 : slot_int(rows_count, &ok);
-        Py_XDECREF(rows_count);
-        PyObject *new_count = rows_count == NULL || !ok ? NULL : PyLong_FromLongLong(n_rows + count);
-        int set = new_count == NULL ? -1 : PyObject_SetAttr(rows->rows, http1.rows, new_count);
-        Py_XDECREF(new_count);
-        if (set < 0) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "HttpRows.rows is not an int");
-            result = -1;
-            goto release;
-        }
+        rows->added += count; /* HttpRows.rows, counted up when the call returns */
         /* the stitcher: each request answered leaves the queue (_stitch) */
         for (int i = 0; i < count; i++) {
             PyObject *gone = PyObject_CallMethodNoArgs(requests, http1.popleft);
@@ -1382,6 +1372,29 @@ release:
         Py_XDECREF(made[i]);
     }
     return result;
+}
+
+/* HttpRows.rows += added (keeping an exception already set); -1 on a Python error. */
+static int
+add_rows(PyObject *rows, long long added)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    int ok = 1;
+    PyObject *count = PyObject_GetAttr(rows, http1.rows);
+    long long n = count == NULL ? 0 : slot_int(count, &ok);
+    Py_XDECREF(count);
+    PyObject *new_count = count == NULL || !ok ? NULL : PyLong_FromLongLong(n + added);
+    int set = new_count == NULL ? -1 : PyObject_SetAttr(rows, http1.rows, new_count);
+    Py_XDECREF(new_count);
+    if (set < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "HttpRows.rows is not an int");
+    if (type != NULL) {
+        PyErr_Clear();
+        PyErr_Restore(type, value, traceback); /* the first error is the one to tell */
+        return -1;
+    }
+    return set;
 }
 
 PyDoc_STRVAR(http1_batch_doc,
@@ -1444,9 +1457,11 @@ http1_batch(PyObject *self, PyObject *args)
             break;
         taken++;
     }
+    PyMem_Free(cache);
+    if (rows.added && add_rows(rows_obj, rows.added) < 0)
+        goto done;
     if (!PyErr_Occurred())
         result = Py_BuildValue("(nnLLL)", i, taken, bytes, transactions, max_ts);
-    PyMem_Free(cache);
 done:
     Py_XDECREF(rows.strings_tuple);
     Py_XDECREF(rows.numbers);
