@@ -337,7 +337,8 @@ class ConnTracker:
     (process exit, a newer generation), so the kernel can drop its entry.
 
     Completed pairs are written into their protocol's row buffer as they complete;
-    :meth:`take_tables` gives them as Arrow tables.
+    :meth:`take_tables` gives them as Arrow tables. ``native_http1=False`` keeps HTTP/1's steady
+    state in Python too (see :meth:`handle_batch`): the same results, for tests that compare.
     """
 
     def __init__(
