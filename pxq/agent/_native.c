@@ -959,6 +959,7 @@ struct rows_parts {
  * tracker's dict of connections and each connection's columns stay as they were. Direct-mapped. */
 #define CALL_CACHE_SLOTS 64
 struct call_cache {
+    uint64_t conns_valid, numbers_valid; /* which slots hold something of this call (one bit each) */
     struct {
         long long pid, fd, gen;
         PyObject *conn; /* borrowed from the tracker's conns; NULL: empty */
@@ -1106,6 +1107,41 @@ struct waiting_request {
     PyObject *resp_entry; /* the (JSON text, is_json) of its response's header block (borrowed) */
 };
 
+/* The row buffer's parts, looked up at the call's first response (a call that takes no response,
+ * the usual one of an event of another protocol, needs none); -1 on a Python error. */
+static int
+rows_ready(struct rows_parts *rows)
+{
+    if (rows->strings_tuple != NULL)
+        return 0;
+    PyObject *parts[4];
+    PyObject *names[4] = {http1.strings, http1.numbers, http1.raw_blocks, http1.connections};
+    for (int i = 0; i < 4; i++) {
+        parts[i] = PyObject_GetAttr(rows->rows, names[i]);
+        if (parts[i] == NULL) {
+            for (int k = 0; k < i; k++)
+                Py_DECREF(parts[k]);
+            return -1;
+        }
+    }
+    rows->strings_tuple = parts[0];
+    rows->numbers = parts[1];
+    rows->raw_blocks = parts[2];
+    rows->connections = parts[3];
+    int ok = PyTuple_CheckExact(rows->strings_tuple) && PyTuple_GET_SIZE(rows->strings_tuple) == 7 &&
+             PyByteArray_CheckExact(rows->numbers) && PyDict_CheckExact(rows->raw_blocks) &&
+             PyDict_CheckExact(rows->connections);
+    for (int k = 0; ok && k < 7; k++) {
+        rows->strings[k] = PyTuple_GET_ITEM(rows->strings_tuple, k);
+        ok = PyByteArray_CheckExact(rows->strings[k]);
+    }
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "http1_batch: rows is not an HttpRows");
+        return -1;
+    }
+    return 0;
+}
+
 /* Take one event, as ConnTracker.handle_batch's fast path and the Python stitcher and rows would:
  * 1 (taken), 0 (not this path's: nothing changed), -1 (a Python error). */
 static int
@@ -1129,7 +1165,7 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
         return 0;
     unsigned at_slot = cache_slot((uint64_t)pid * 0x100000001b3ull ^ (uint64_t)fd * 0x9E37ull ^ (uint64_t)gen);
     PyObject *conn = cache->conns[at_slot].conn;
-    if (conn == NULL || cache->conns[at_slot].pid != pid || cache->conns[at_slot].fd != fd ||
+    if (!(cache->conns_valid >> at_slot & 1) || cache->conns[at_slot].pid != pid || cache->conns[at_slot].fd != fd ||
         cache->conns[at_slot].gen != gen) {
         PyObject *key = PyTuple_Pack(3, PyTuple_GET_ITEM(ev, 3), PyTuple_GET_ITEM(ev, 4), PyTuple_GET_ITEM(ev, 5));
         if (key == NULL)
@@ -1142,6 +1178,7 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
         cache->conns[at_slot].fd = fd;
         cache->conns[at_slot].gen = gen;
         cache->conns[at_slot].conn = conn;
+        cache->conns_valid |= 1ull << at_slot;
     }
     if (!Py_IS_TYPE(conn, http1.conn))
         return 0;
@@ -1193,6 +1230,8 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
         return 0;
     if (!is_request && SLOT(conn, ca[C_HAS_TUPLE]) != Py_True && SLOT(conn, ca[C_ADDR_CHECKED]) != Py_True)
         return 0; /* its first rows: _collect looks its addresses up in /proc */
+    if (!is_request && rows_ready(rows) < 0)
+        return -1;
 
     /* Frame every message of the bytes, changing nothing yet. */
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(data_obj);
@@ -1276,7 +1315,7 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
          * the stitcher keeps. */
         unsigned number_slot = cache_slot((uint64_t)(uintptr_t)conn);
         long long number = cache->numbers[number_slot].number;
-        if (cache->numbers[number_slot].conn != conn) {
+        if (!(cache->numbers_valid >> number_slot & 1) || cache->numbers[number_slot].conn != conn) {
             number = connection_number(rows->connections, conn);
             if (number < 0) {
                 result = -1;
@@ -1284,6 +1323,7 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
             }
             cache->numbers[number_slot].conn = conn;
             cache->numbers[number_slot].number = number;
+            cache->numbers_valid |= 1ull << number_slot;
         }
         for (int i = 0; i < count; i++) {
             struct framed *m = &msgs[i];
@@ -1407,57 +1447,37 @@ PyDoc_STRVAR(http1_batch_doc,
 "taken (0: none).");
 
 static PyObject *
-http1_batch(PyObject *self, PyObject *args)
+http1_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *events, *conns, *rows_obj;
-    Py_ssize_t start;
-    long long clock_offset_ns;
-    if (!PyArg_ParseTuple(args, "O!nO!OL:http1_batch", &PyList_Type, &events, &start, &PyDict_Type, &conns,
-                          &rows_obj, &clock_offset_ns))
+    /* METH_FASTCALL: a call per run of events, and one per event of any other kind */
+    if (nargs != 5 || !PyList_Check(args[0]) || !PyLong_Check(args[1]) || !PyDict_Check(args[2]) ||
+        !PyLong_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "http1_batch(events: list, start: int, conns: dict, rows, clock_offset_ns: int)");
+        return NULL;
+    }
+    PyObject *events = args[0], *conns = args[2], *rows_obj = args[3];
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    long long clock_offset_ns = PyLong_AsLongLong(args[4]);
+    if (PyErr_Occurred())
         return NULL;
     if (http1.conn == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "http1_batch before set_http1_classes");
         return NULL;
     }
     struct rows_parts rows = {.rows = rows_obj};
-    rows.strings_tuple = PyObject_GetAttr(rows_obj, http1.strings);
-    rows.numbers = PyObject_GetAttr(rows_obj, http1.numbers);
-    rows.raw_blocks = PyObject_GetAttr(rows_obj, http1.raw_blocks);
-    rows.connections = PyObject_GetAttr(rows_obj, http1.connections);
-    PyObject *result = NULL;
-    if (rows.strings_tuple == NULL || rows.numbers == NULL || rows.raw_blocks == NULL || rows.connections == NULL)
-        goto done;
-    if (!PyTuple_CheckExact(rows.strings_tuple) || PyTuple_GET_SIZE(rows.strings_tuple) != 7 ||
-        !PyByteArray_CheckExact(rows.numbers) || !PyDict_CheckExact(rows.raw_blocks) ||
-        !PyDict_CheckExact(rows.connections)) {
-        PyErr_SetString(PyExc_TypeError, "http1_batch: rows is not an HttpRows");
-        goto done;
-    }
-    for (int k = 0; k < 7; k++) {
-        rows.strings[k] = PyTuple_GET_ITEM(rows.strings_tuple, k);
-        if (!PyByteArray_CheckExact(rows.strings[k])) {
-            PyErr_SetString(PyExc_TypeError, "http1_batch: rows is not an HttpRows");
-            goto done;
-        }
-    }
+    struct call_cache cache; /* its slots are valid by its bits only */
+    cache.conns_valid = cache.numbers_valid = 0;
     long long bytes = 0, transactions = 0, max_ts = 0;
-    struct call_cache *cache = PyMem_Calloc(1, sizeof *cache);
-    if (cache == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
     Py_ssize_t i = start < 0 ? 0 : start, taken = 0;
     for (; i < PyList_GET_SIZE(events); i++) {
         PyObject *ev = Py_NewRef(PyList_GET_ITEM(events, i));
-        int took = take_event(ev, conns, &rows, clock_offset_ns, &bytes, &transactions, &max_ts, cache);
+        int took = take_event(ev, conns, &rows, clock_offset_ns, &bytes, &transactions, &max_ts, &cache);
         Py_DECREF(ev);
-        if (took < 0)
-            break;
-        if (took == 0)
-            break;
+        if (took <= 0)
+            break; /* not this path's (0), or a Python error (-1, set) */
         taken++;
     }
-    PyMem_Free(cache);
+    PyObject *result = NULL;
     if (rows.added && add_rows(rows_obj, rows.added) < 0)
         goto done;
     if (!PyErr_Occurred())
@@ -1480,7 +1500,7 @@ static PyMethodDef native_methods[] = {
     {"plain_block_cache", plain_block_cache, METH_NOARGS, plain_block_cache_doc},
     {"clear_plain_block_cache", clear_plain_block_cache, METH_NOARGS, clear_plain_block_cache_doc},
     {"set_http1_classes", set_http1_classes, METH_VARARGS, set_http1_classes_doc},
-    {"http1_batch", http1_batch, METH_VARARGS, http1_batch_doc},
+    {"http1_batch", (PyCFunction)(void (*)(void))http1_batch, METH_FASTCALL, http1_batch_doc},
     {NULL, NULL, 0, NULL},
 };
 
