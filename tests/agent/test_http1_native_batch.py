@@ -337,3 +337,15 @@ def test_tables_are_arrow_equal_too():
     a, b = fast.take_tables()["http_events"], slow.take_tables()["http_events"]
     assert isinstance(a, pa.Table) and a.num_rows == 20
     assert a.equals(b)
+
+
+def test_a_connection_picked_up_mid_stream_joins_the_c_path_after_its_probation(monkeypatch):
+    """A socket opened before the tracer looked is parsed on probation: its pairs are held until
+    it has answered PROBATION_EXCHANGES exchanges in step (Python's); after that its events are C's."""
+    taken = Taken(monkeypatch)
+    steps = one_conn(*STEADY * 3, opened=False)  # 9 exchanges, no OPEN event
+    assert_same(steps)
+    assert taken.events > 0
+    rows, states = run(steps, True)
+    assert sum(len(r) for r in rows) == 9
+    assert dict(states[-1][4][(PID, 30, 1)][0])["restarted"] is True  # parsed on probation, then let through
