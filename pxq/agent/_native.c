@@ -5,6 +5,9 @@
  * pxq/agent/protocols/http1/stitcher.py): one message of the common shape made into the
  * stitcher's _Message, or None for llhttp; frame_plain: the same framing, its parts as values.
  *
+ * http1_batch: the connection tracker's steady state of an HTTP/1 connection (ConnTracker.handle_batch
+ * in pxq/agent/conn_tracker.py): one C call per run of events, rows written as HttpRows.add does.
+ *
  * Both were pure-Python loops of a few bytes calls per item; here they are one C call per batch
  * (ring) or per message (HTTP). Built by tools/build_native.py (tools/setup.sh, the hatch build
  * hook); loaded through pxq/agent/native.py, which checks the build matches this source.
@@ -617,6 +620,34 @@ static PyTypeObject *message_type;
 static Py_ssize_t message_offsets[MESSAGE_SLOT_COUNT];
 static PyObject *version_1_1; /* (1, 1) */
 
+/* The offsets of the __slots__ members ``names`` of class ``cls`` in its instances (0 and -1 with a
+ * TypeError when one is not such a slot). */
+static int
+slot_offsets(PyObject *cls, const char *const *names, int count, Py_ssize_t *offsets)
+{
+    for (int i = 0; i < count; i++) {
+        /* by the interned name (the class dict's own key): the interpreter's type cache keeps the
+         * name it was asked with, a new string each time otherwise */
+        PyObject *name = PyUnicode_InternFromString(names[i]);
+        if (name == NULL)
+            return -1;
+        PyObject *descr = PyObject_GetAttr(cls, name);
+        Py_DECREF(name);
+        if (descr == NULL)
+            return -1;
+        int is_slot = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+                      ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+        offsets[i] = is_slot ? ((PyMemberDescrObject *)descr)->d_member->offset : 0;
+        Py_DECREF(descr);
+        if (!is_slot) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot (pxq/agent/_native.c fills it as one)",
+                         ((PyTypeObject *)cls)->tp_name, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(set_message_type_doc,
 "set_message_type(cls): the class frame_message makes; its __slots__ must be the ones _native.c fills.");
 
@@ -627,7 +658,11 @@ set_message_type(PyObject *self, PyObject *cls)
         PyErr_SetString(PyExc_TypeError, "set_message_type takes a class");
         return NULL;
     }
-    PyObject *slots = PyObject_GetAttrString(cls, "__slots__");
+    PyObject *slots_name = PyUnicode_InternFromString("__slots__");
+    if (slots_name == NULL)
+        return NULL;
+    PyObject *slots = PyObject_GetAttr(cls, slots_name);
+    Py_DECREF(slots_name);
     if (slots == NULL)
         return NULL;
     Py_ssize_t n = PySequence_Size(slots);
@@ -638,20 +673,8 @@ set_message_type(PyObject *self, PyObject *cls)
         return NULL;
     }
     Py_ssize_t offsets[MESSAGE_SLOT_COUNT];
-    for (int i = 0; i < MESSAGE_SLOT_COUNT; i++) {
-        PyObject *descr = PyObject_GetAttrString(cls, MESSAGE_SLOTS[i]);
-        if (descr == NULL)
-            return NULL;
-        int is_slot = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
-                      ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
-        offsets[i] = is_slot ? ((PyMemberDescrObject *)descr)->d_member->offset : 0;
-        Py_DECREF(descr);
-        if (!is_slot) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot (pxq/agent/_native.c fills it as one)",
-                         ((PyTypeObject *)cls)->tp_name, MESSAGE_SLOTS[i]);
-            return NULL;
-        }
-    }
+    if (slot_offsets(cls, MESSAGE_SLOTS, MESSAGE_SLOT_COUNT, offsets) < 0)
+        return NULL;
     memcpy(message_offsets, offsets, sizeof offsets);
     Py_XSETREF(message_type, (PyTypeObject *)Py_NewRef(cls));
     Py_RETURN_NONE;
@@ -666,6 +689,89 @@ PyDoc_STRVAR(frame_message_doc,
 "or none waiting, 1 for HEAD (the answer ends with its header block), 2 for CONNECT (None: a tunnel\n"
 "may start). None for a response without Content-Length (close-delimited) or with status 204 or\n"
 "304 (llhttp's rules), and whenever frame_plain would give None.");
+
+/* Frame the plain message at data[at], complete with its body in data (see frame_message's rules):
+ * 1 (``head`` filled, its objects new references; *length the body's length), 0 (not plain, or not
+ * complete: llhttp's), -1 (a Python error). */
+static int
+frame_complete(const unsigned char *data, Py_ssize_t len, Py_ssize_t at, int is_request, int answers,
+               struct plain_head *head, long long *length_out)
+{
+    int framed = frame_head(data, len, at, is_request, head);
+    if (framed <= 0)
+        return framed;
+    long long length = head->length;
+    if (is_request) {
+        if (length < 0)
+            length = 0; /* a request without Content-Length has no body */
+    } else if (answers == 2) {
+        goto not_plain; /* an answer to CONNECT: a tunnel may start */
+    } else if (answers == 1) {
+        length = 0; /* any answer to HEAD ends with its header block */
+    } else if (length < 0 || head->code == 204 || head->code == 304) {
+        goto not_plain; /* close-delimited, or framed by llhttp's rules for 204/304 */
+    }
+    if (length > len - head->body_at)
+        goto not_plain; /* its body goes on in a later chunk */
+    *length_out = length;
+    return 1;
+not_plain:
+    Py_CLEAR(head->pairs);
+    Py_CLEAR(head->block);
+    return 0;
+}
+
+/* How many of a body's ``length`` bytes a message keeps. */
+static Py_ssize_t
+kept_body(long long length, Py_ssize_t body_limit)
+{
+    return length == 0 || body_limit <= 0 ? 0 : (length < body_limit ? (Py_ssize_t)length : body_limit);
+}
+
+/* The framed message ``head`` (see frame_complete) as a new message_type object, its slots as
+ * llhttp's callbacks would leave them; NULL on a Python error. */
+static PyObject *
+make_message(const unsigned char *data, const struct plain_head *head, long long length, int is_request,
+             PyObject *body_limit_obj, Py_ssize_t body_limit, PyObject *ts_obj, PyObject *epoch_obj)
+{
+    PyObject *msg = message_type->tp_alloc(message_type, 0);
+    if (msg == NULL)
+        return NULL;
+    Py_ssize_t kept = kept_body(length, body_limit);
+    PyObject *values[MESSAGE_SLOT_COUNT] = {
+        [M_BODY_LIMIT] = Py_NewRef(body_limit_obj),
+        [M_START_NS] = Py_NewRef(ts_obj),
+        [M_END_NS] = Py_NewRef(ts_obj),
+        [M_EPOCH] = Py_NewRef(epoch_obj),
+        [M_VALID_START] = Py_NewRef(Py_True),
+        [M_URL] = is_request ? PyBytes_FromStringAndSize((const char *)head->first, head->first_len)
+                             : PyBytes_FromStringAndSize(NULL, 0),
+        [M_REASON] = is_request ? PyBytes_FromStringAndSize(NULL, 0)
+                                : PyBytes_FromStringAndSize((const char *)head->first, head->first_len),
+        [M_HEADER_PAIRS] = pair_list(head->pairs),
+        [M_BODY] = PyBytes_FromStringAndSize((const char *)data + head->body_at, kept),
+        [M_BODY_SIZE] = PyLong_FromLongLong(length),
+        [M_METHOD] = is_request ? Py_NewRef(method_objects[head->code]) : PyBytes_FromStringAndSize(NULL, 0),
+        [M_STATUS] = PyLong_FromLong(is_request ? 0 : head->code),
+        [M_VERSION] = Py_NewRef(version_1_1),
+        [M_HEADERS_DONE] = Py_NewRef(Py_True),
+        [M_COMPLETE] = Py_NewRef(Py_True),
+        [M_BROKEN] = Py_NewRef(Py_False),
+        [M_MARKER_AT] = PyLong_FromLong(-1),
+        [M_UNCAPTURED] = PyLong_FromLong(0),
+        [M_UNCAPTURED_END] = PyLong_FromLong(0),
+        [M_DECODER] = Py_NewRef(length ? Py_False : Py_None), /* False: a body without Content-Encoding */
+        [M_RAW_HEADERS] = Py_NewRef(head->block),
+    };
+    int failed = 0;
+    for (int i = 0; i < MESSAGE_SLOT_COUNT; i++) {
+        *(PyObject **)((char *)msg + message_offsets[i]) = values[i]; /* NULL: unset, fine to free */
+        failed |= values[i] == NULL;
+    }
+    if (failed)
+        Py_CLEAR(msg);
+    return msg;
+}
 
 static PyObject *
 frame_message(PyObject *self, PyObject *args)
@@ -691,64 +797,15 @@ frame_message(PyObject *self, PyObject *args)
     if (body_limit == -1 && PyErr_Occurred())
         goto done;
     const unsigned char *data = (const unsigned char *)buf.buf;
-    int framed = frame_head(data, buf.len, at, is_request, &head);
-    if (framed < 0)
+    long long length = 0;
+    int framed = frame_complete(data, buf.len, at, is_request, answers, &head, &length);
+    if (framed <= 0) {
+        result = framed == 0 ? Py_NewRef(Py_None) : NULL;
         goto done;
-    long long length = head.length;
-    if (framed == 0)
-        goto not_plain;
-    if (is_request) {
-        if (length < 0)
-            length = 0; /* a request without Content-Length has no body */
-    } else if (answers == 2) {
-        goto not_plain; /* an answer to CONNECT: a tunnel may start */
-    } else if (answers == 1) {
-        length = 0; /* any answer to HEAD ends with its header block */
-    } else if (length < 0 || head.code == 204 || head.code == 304) {
-        goto not_plain; /* close-delimited, or framed by llhttp's rules for 204/304 */
     }
-    if (length > buf.len - head.body_at)
-        goto not_plain; /* its body goes on in a later chunk */
-    msg = message_type->tp_alloc(message_type, 0);
-    if (msg == NULL)
-        goto done;
-    Py_ssize_t kept = length == 0 || body_limit <= 0 ? 0 : (length < body_limit ? (Py_ssize_t)length : body_limit);
-    PyObject *values[MESSAGE_SLOT_COUNT] = {
-        [M_BODY_LIMIT] = Py_NewRef(body_limit_obj),
-        [M_START_NS] = Py_NewRef(ts_obj),
-        [M_END_NS] = Py_NewRef(ts_obj),
-        [M_EPOCH] = Py_NewRef(epoch_obj),
-        [M_VALID_START] = Py_NewRef(Py_True),
-        [M_URL] = is_request ? PyBytes_FromStringAndSize((const char *)head.first, head.first_len)
-                             : PyBytes_FromStringAndSize(NULL, 0),
-        [M_REASON] = is_request ? PyBytes_FromStringAndSize(NULL, 0)
-                                : PyBytes_FromStringAndSize((const char *)head.first, head.first_len),
-        [M_HEADER_PAIRS] = pair_list(head.pairs),
-        [M_BODY] = PyBytes_FromStringAndSize((const char *)data + head.body_at, kept),
-        [M_BODY_SIZE] = PyLong_FromLongLong(length),
-        [M_METHOD] = is_request ? Py_NewRef(method_objects[head.code]) : PyBytes_FromStringAndSize(NULL, 0),
-        [M_STATUS] = PyLong_FromLong(is_request ? 0 : head.code),
-        [M_VERSION] = Py_NewRef(version_1_1),
-        [M_HEADERS_DONE] = Py_NewRef(Py_True),
-        [M_COMPLETE] = Py_NewRef(Py_True),
-        [M_BROKEN] = Py_NewRef(Py_False),
-        [M_MARKER_AT] = PyLong_FromLong(-1),
-        [M_UNCAPTURED] = PyLong_FromLong(0),
-        [M_UNCAPTURED_END] = PyLong_FromLong(0),
-        [M_DECODER] = Py_NewRef(length ? Py_False : Py_None), /* False: a body without Content-Encoding */
-        [M_RAW_HEADERS] = Py_NewRef(head.block),
-    };
-    int failed = 0;
-    for (int i = 0; i < MESSAGE_SLOT_COUNT; i++) {
-        *(PyObject **)((char *)msg + message_offsets[i]) = values[i]; /* NULL: unset, fine to free */
-        failed |= values[i] == NULL;
-    }
-    if (failed)
-        goto done;
-    result = Py_BuildValue("(On)", msg, head.body_at + (Py_ssize_t)length);
-    goto done;
-not_plain:
-    result = Py_NewRef(Py_None);
+    msg = make_message(data, &head, length, is_request, body_limit_obj, body_limit, ts_obj, epoch_obj);
+    if (msg != NULL)
+        result = Py_BuildValue("(On)", msg, head.body_at + (Py_ssize_t)length);
 done:
     Py_XDECREF(msg);
     Py_XDECREF(head.pairs);
@@ -781,6 +838,658 @@ clear_plain_block_cache(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * The HTTP/1 steady state of the connection tracker, one C call per run of events.
+ *
+ * ConnTracker.handle_batch (pxq/agent/conn_tracker.py) hands http1_batch its events; it takes
+ * each event that is the next bytes of an HTTP/1 connection being parsed, in order, nothing held
+ * (the tracker's fast path), whose bytes are whole plain messages (frame_complete) that change
+ * the stitcher's state only in the common way: requests queued while no response waits; each
+ * response answering the oldest request, complete, plain, begun no later than the response and
+ * with no later request begun before the response ended (in step); and whose rows need nothing
+ * HttpRows.add would do in Python (header blocks already in its cache by their raw lines, ASCII
+ * texts). It leaves the tracker, the stitcher, its directions and the row buffer exactly as the
+ * Python path (ConnTracker._feed, Http1Stitcher._feed, _plain_messages, _stitch,
+ * _response_complete, HttpRows.add) would. It checks all of that before changing anything and
+ * stops at the first event it does not take, which the Python path then takes: HEAD, 1xx/204/304,
+ * chunked or close-delimited bodies, a message cut by its chunk, pipelining, answers without
+ * requests, connections restarted and still on probation, credentials, non-ASCII, any other
+ * protocol or event.
+ */
+#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+
+static const char *const CONN_SLOTS[] = {
+    "state", "stream", "stitcher", "restarted", "role", "has_tuple", "addr_checked", "fed_ns", "last_ns",
+    "transactions", "upid", "raddr", "laddr", "rport", "lport", "held", "out_of_step_ns",
+};
+enum {
+    C_STATE, C_STREAM, C_STITCHER, C_RESTARTED, C_ROLE, C_HAS_TUPLE, C_ADDR_CHECKED, C_FED_NS, C_LAST_NS,
+    C_TRANSACTIONS, C_UPID, C_RADDR, C_LADDR, C_RPORT, C_LPORT, C_HELD, C_OUT_OF_STEP_NS, CONN_SLOT_COUNT
+};
+static const char *const STREAM_SLOTS[] = {"expect", "held_bytes"};
+enum { D_EXPECT, D_HELD_BYTES, STREAM_SLOT_COUNT };
+static const char *const STITCHER_SLOTS[] = {
+    "body_limit", "_requests", "_responses", "_header_only_requests", "_done", "_req", "_resp", "_upgrade_wait",
+    "upgraded", "_closed", "out_of_step", "exchanges", "sequential", "plain",
+};
+enum {
+    S_BODY_LIMIT, S_REQUESTS, S_RESPONSES, S_HEADER_ONLY, S_DONE, S_REQ, S_RESP, S_UPGRADE_WAIT, S_UPGRADED,
+    S_CLOSED, S_OUT_OF_STEP, S_EXCHANGES, S_SEQUENTIAL, S_PLAIN, STITCHER_SLOT_COUNT
+};
+static const char *const DIRECTION_SLOTS[] = {
+    "current", "ts_ns", "epoch", "completed", "pending", "pending_ts", "carry_len", "begin_ts", "resyncing",
+    "keep_alive",
+};
+enum {
+    W_CURRENT, W_TS_NS, W_EPOCH, W_COMPLETED, W_PENDING, W_PENDING_TS, W_CARRY_LEN, W_BEGIN_TS, W_RESYNCING,
+    W_KEEP_ALIVE, DIRECTION_SLOT_COUNT
+};
+
+static struct {
+    PyTypeObject *conn, *stream, *stitcher, *direction;
+    Py_ssize_t conn_at[CONN_SLOT_COUNT], stream_at[STREAM_SLOT_COUNT], stitcher_at[STITCHER_SLOT_COUNT],
+        direction_at[DIRECTION_SLOT_COUNT];
+    PyObject *parsing; /* the tracker's PARSING state (the same str object) */
+    long ev_data, egress, ingress, role_client;
+    PyObject *append, *popleft, *strings, *numbers, *raw_blocks, *connections, *rows; /* attribute names */
+} http1;
+
+PyDoc_STRVAR(set_http1_classes_doc,
+"set_http1_classes(connection, data_stream, stitcher, direction, parsing, ev_data, egress, ingress,\n"
+"role_client): the classes (with the __slots__ _native.c reads and writes) and constants\n"
+"http1_batch works with: conn_tracker's Connection, data_stream's DataStream, http1's\n"
+"Http1Stitcher and _Direction, the PARSING state and the kernel's constants.");
+
+static PyObject *
+set_http1_classes(PyObject *self, PyObject *args)
+{
+    PyObject *conn, *stream, *stitcher, *direction, *parsing;
+    long ev_data, egress, ingress, role_client;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!Ullll:set_http1_classes", &PyType_Type, &conn, &PyType_Type, &stream,
+                          &PyType_Type, &stitcher, &PyType_Type, &direction, &parsing, &ev_data, &egress,
+                          &ingress, &role_client))
+        return NULL;
+    if (message_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_http1_classes before set_message_type");
+        return NULL;
+    }
+    Py_ssize_t conn_at[CONN_SLOT_COUNT], stream_at[STREAM_SLOT_COUNT], stitcher_at[STITCHER_SLOT_COUNT],
+        direction_at[DIRECTION_SLOT_COUNT];
+    if (slot_offsets(conn, CONN_SLOTS, CONN_SLOT_COUNT, conn_at) < 0 ||
+        slot_offsets(stream, STREAM_SLOTS, STREAM_SLOT_COUNT, stream_at) < 0 ||
+        slot_offsets(stitcher, STITCHER_SLOTS, STITCHER_SLOT_COUNT, stitcher_at) < 0 ||
+        slot_offsets(direction, DIRECTION_SLOTS, DIRECTION_SLOT_COUNT, direction_at) < 0)
+        return NULL;
+    if (http1.append == NULL) {
+        const char *names[] = {"append", "popleft", "_strings", "_numbers", "_raw_blocks", "_connections", "rows"};
+        PyObject **slots[] = {&http1.append,      &http1.popleft,     &http1.strings, &http1.numbers,
+                              &http1.raw_blocks, &http1.connections, &http1.rows};
+        for (int i = 0; i < 7; i++)
+            if ((*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)
+                return NULL;
+    }
+    memcpy(http1.conn_at, conn_at, sizeof conn_at);
+    memcpy(http1.stream_at, stream_at, sizeof stream_at);
+    memcpy(http1.stitcher_at, stitcher_at, sizeof stitcher_at);
+    memcpy(http1.direction_at, direction_at, sizeof direction_at);
+    Py_XSETREF(http1.conn, (PyTypeObject *)Py_NewRef(conn));
+    Py_XSETREF(http1.stream, (PyTypeObject *)Py_NewRef(stream));
+    Py_XSETREF(http1.stitcher, (PyTypeObject *)Py_NewRef(stitcher));
+    Py_XSETREF(http1.direction, (PyTypeObject *)Py_NewRef(direction));
+    Py_XSETREF(http1.parsing, Py_NewRef(parsing));
+    http1.ev_data = ev_data;
+    http1.egress = egress;
+    http1.ingress = ingress;
+    http1.role_client = role_client;
+    Py_RETURN_NONE;
+}
+
+/* The row buffer's parts, looked up once per http1_batch call (HttpRows._reset replaces them only
+ * in HttpRows.table, which no event of the call runs). */
+struct rows_parts {
+    PyObject *rows;
+    PyObject *strings[7]; /* borrowed from the _strings tuple */
+    PyObject *strings_tuple, *numbers, *raw_blocks, *connections;
+    long long added; /* rows written */
+};
+
+#define MAX_MESSAGES 16 /* per event; more: the Python path */
+
+/* What one http1_batch call looked up already: no Python code runs during the call, so the
+ * tracker's dict of connections and each connection's columns stay as they were. Direct-mapped. */
+#define CALL_CACHE_SLOTS 64
+struct call_cache {
+    uint64_t conns_valid, numbers_valid; /* which slots hold something of this call (one bit each) */
+    struct {
+        long long pid, fd, gen;
+        PyObject *conn; /* borrowed from the tracker's conns; NULL: empty */
+    } conns[CALL_CACHE_SLOTS];
+    struct {
+        PyObject *conn; /* borrowed; NULL: empty */
+        long long number; /* its HttpRows.connection number */
+    } numbers[CALL_CACHE_SLOTS];
+};
+
+static unsigned
+cache_slot(uint64_t h)
+{
+    h *= 0x9E3779B97F4A7C15ull;
+    return (unsigned)(h >> 58) & (CALL_CACHE_SLOTS - 1);
+}
+
+/* A message framed in an event's bytes. */
+struct framed {
+    struct plain_head head;
+    long long length;
+};
+
+/* An int (a Python int in a slot) as a long long; 0 with *ok cleared when it is not one that fits. */
+static inline long long
+slot_int(PyObject *value, int *ok)
+{
+    if (value == NULL || !PyLong_CheckExact(value)) {
+        *ok = 0;
+        return 0;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)value))
+        return (long long)PyUnstable_Long_CompactValue((PyLongObject *)value);
+#else
+    Py_ssize_t size = Py_SIZE(value);
+    if (size >= -1 && size <= 1) /* one digit at most (CPython's int layout): most of them */
+        return (long long)size * (long long)((PyLongObject *)value)->ob_digit[0];
+#endif
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        *ok = 0;
+    }
+    return v;
+}
+
+/* Set an object slot to a new int; -1 on a Python error. */
+static int
+set_int_slot(PyObject *obj, Py_ssize_t offset, long long value)
+{
+    PyObject *v = PyLong_FromLongLong(value);
+    if (v == NULL)
+        return -1;
+    Py_XSETREF(SLOT(obj, offset), v);
+    return 0;
+}
+
+static int
+is_ascii(const unsigned char *p, Py_ssize_t n)
+{
+    uint64_t high = 0, word;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&word, p + i, 8);
+        high |= word;
+    }
+    for (; i < n; i++)
+        high |= p[i];
+    return (high & 0x8080808080808080ull) == 0;
+}
+
+static int
+ascii_bytes(PyObject *b)
+{
+    return PyBytes_CheckExact(b) && is_ascii((const unsigned char *)PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
+}
+
+/* Append n bytes to a bytearray; -1 on a Python error. Its room doubles when it runs out (a
+ * bytearray grows by an eighth, copying a column of megabytes some forty times while it fills). */
+static int
+bytearray_append(PyObject *array, const void *p, Py_ssize_t n)
+{
+    Py_ssize_t at = PyByteArray_GET_SIZE(array);
+    if (n == 0)
+        return 0;
+    if (at + n >= ((PyByteArrayObject *)array)->ob_alloc && at >= 4096 && at <= PY_SSIZE_T_MAX / 4) {
+        /* grown to twice, then cut to size: a cut by less than half keeps the room */
+        if (PyByteArray_Resize(array, 2 * (at + n)) < 0)
+            return -1;
+    }
+    if (PyByteArray_Resize(array, at + n) < 0)
+        return -1;
+    memcpy(PyByteArray_AS_STRING(array) + at, p, (size_t)n);
+    return 0;
+}
+
+/* A (JSON text, is_json) entry of HttpRows._raw_blocks for these raw header lines (borrowed), or
+ * NULL when there is none (HttpRows._header_block makes it, in Python). */
+static PyObject *
+cached_block(PyObject *raw_blocks, PyObject *raw)
+{
+    PyObject *entry = PyDict_GetItemWithError(raw_blocks, raw);
+    if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 ||
+        !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 0)) || !PyBool_Check(PyTuple_GET_ITEM(entry, 1)))
+        return NULL;
+    return entry;
+}
+
+/* HttpRows.connection(...) of a connection: its number in the row buffer's ``_connections`` (a new
+ * one when its columns are new); -1 on a Python error. */
+static long long
+connection_number(PyObject *connections, PyObject *conn)
+{
+    const Py_ssize_t *ca = http1.conn_at;
+    PyObject *columns[6] = {SLOT(conn, ca[C_UPID]), SLOT(conn, ca[C_RADDR]), SLOT(conn, ca[C_LADDR]),
+                            SLOT(conn, ca[C_RPORT]), SLOT(conn, ca[C_LPORT]), SLOT(conn, ca[C_ROLE])};
+    for (int i = 0; i < 6; i++)
+        if (columns[i] == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "a connection's columns are not all set");
+            return -1;
+        }
+    PyObject *key = PyTuple_Pack(6, columns[0], columns[1], columns[2], columns[3], columns[4], columns[5]);
+    if (key == NULL)
+        return -1;
+    PyObject *number_obj = PyDict_GetItemWithError(connections, key);
+    if (number_obj == NULL && !PyErr_Occurred()) {
+        number_obj = PyLong_FromSsize_t(PyDict_GET_SIZE(connections));
+        if (number_obj != NULL && PyDict_SetItem(connections, key, number_obj) < 0)
+            Py_CLEAR(number_obj);
+        Py_XDECREF(number_obj); /* the dict keeps it */
+    }
+    Py_DECREF(key);
+    if (number_obj == NULL)
+        return -1;
+    return PyLong_AsLongLong(number_obj);
+}
+
+/* The request side of a pair a response event completes: what the row reads of it. */
+struct waiting_request {
+    PyObject *msg; /* borrowed from the stitcher's _requests */
+    long long start_ns, body_size;
+    PyObject *json; /* its header block's JSON text (borrowed) */
+    PyObject *resp_entry; /* the (JSON text, is_json) of its response's header block (borrowed) */
+};
+
+/* The row buffer's parts, looked up at the call's first response (a call that takes no response,
+ * the usual one of an event of another protocol, needs none); -1 on a Python error. */
+static int
+rows_ready(struct rows_parts *rows)
+{
+    if (rows->strings_tuple != NULL)
+        return 0;
+    PyObject *parts[4];
+    PyObject *names[4] = {http1.strings, http1.numbers, http1.raw_blocks, http1.connections};
+    for (int i = 0; i < 4; i++) {
+        parts[i] = PyObject_GetAttr(rows->rows, names[i]);
+        if (parts[i] == NULL) {
+            for (int k = 0; k < i; k++)
+                Py_DECREF(parts[k]);
+            return -1;
+        }
+    }
+    rows->strings_tuple = parts[0];
+    rows->numbers = parts[1];
+    rows->raw_blocks = parts[2];
+    rows->connections = parts[3];
+    int ok = PyTuple_CheckExact(rows->strings_tuple) && PyTuple_GET_SIZE(rows->strings_tuple) == 7 &&
+             PyByteArray_CheckExact(rows->numbers) && PyDict_CheckExact(rows->raw_blocks) &&
+             PyDict_CheckExact(rows->connections);
+    for (int k = 0; ok && k < 7; k++) {
+        rows->strings[k] = PyTuple_GET_ITEM(rows->strings_tuple, k);
+        ok = PyByteArray_CheckExact(rows->strings[k]);
+    }
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "http1_batch: rows is not an HttpRows");
+        return -1;
+    }
+    return 0;
+}
+
+/* Take one event, as ConnTracker.handle_batch's fast path and the Python stitcher and rows would:
+ * 1 (taken), 0 (not this path's: nothing changed), -1 (a Python error). */
+static int
+take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clock_offset_ns, long long *bytes,
+           long long *transactions, long long *max_ts, struct call_cache *cache)
+{
+    if (!PyTuple_Check(ev) || PyTuple_GET_SIZE(ev) != EVENT_FIELD_COUNT)
+        return 0;
+    int ok = 1;
+    long long kind = slot_int(PyTuple_GET_ITEM(ev, 7), &ok), flags = slot_int(PyTuple_GET_ITEM(ev, 8), &ok);
+    if (!ok || kind != http1.ev_data || flags != 0)
+        return 0;
+    PyObject *ts_obj = PyTuple_GET_ITEM(ev, 0), *data_obj = PyTuple_GET_ITEM(ev, 18);
+    long long ts = slot_int(ts_obj, &ok), pos = slot_int(PyTuple_GET_ITEM(ev, 1), &ok),
+              data_len = slot_int(PyTuple_GET_ITEM(ev, 6), &ok), d = slot_int(PyTuple_GET_ITEM(ev, 9), &ok);
+    if (!ok || (d != 0 && d != 1) || !PyBytes_CheckExact(data_obj) || PyBytes_GET_SIZE(data_obj) == 0)
+        return 0;
+    long long pid = slot_int(PyTuple_GET_ITEM(ev, 3), &ok), fd = slot_int(PyTuple_GET_ITEM(ev, 4), &ok),
+              gen = slot_int(PyTuple_GET_ITEM(ev, 5), &ok);
+    if (!ok)
+        return 0;
+    unsigned at_slot = cache_slot((uint64_t)pid * 0x100000001b3ull ^ (uint64_t)fd * 0x9E37ull ^ (uint64_t)gen);
+    PyObject *conn = cache->conns[at_slot].conn;
+    if (!(cache->conns_valid >> at_slot & 1) || cache->conns[at_slot].pid != pid || cache->conns[at_slot].fd != fd ||
+        cache->conns[at_slot].gen != gen) {
+        PyObject *key = PyTuple_Pack(3, PyTuple_GET_ITEM(ev, 3), PyTuple_GET_ITEM(ev, 4), PyTuple_GET_ITEM(ev, 5));
+        if (key == NULL)
+            return -1;
+        conn = PyDict_GetItemWithError(conns, key); /* borrowed */
+        Py_DECREF(key);
+        if (conn == NULL)
+            return PyErr_Occurred() ? -1 : 0;
+        cache->conns[at_slot].pid = pid;
+        cache->conns[at_slot].fd = fd;
+        cache->conns[at_slot].gen = gen;
+        cache->conns[at_slot].conn = conn;
+        cache->conns_valid |= 1ull << at_slot;
+    }
+    if (!Py_IS_TYPE(conn, http1.conn))
+        return 0;
+    const Py_ssize_t *ca = http1.conn_at;
+    PyObject *stream = SLOT(conn, ca[C_STREAM]), *st = SLOT(conn, ca[C_STITCHER]);
+    if (SLOT(conn, ca[C_STATE]) != http1.parsing || stream == NULL || !Py_IS_TYPE(stream, http1.stream) ||
+        st == NULL || !Py_IS_TYPE(st, http1.stitcher))
+        return 0;
+    /* Restarted after a loss or picked up mid-stream: ConnTracker._stitched lets its pairs through
+     * as _collect would once its probation is over (held None) and it was never out of step. */
+    PyObject *restarted = SLOT(conn, ca[C_RESTARTED]);
+    if (restarted != Py_False &&
+        (restarted != Py_True || SLOT(conn, ca[C_HELD]) != Py_None || slot_int(SLOT(conn, ca[C_OUT_OF_STEP_NS]), &ok) != 0 || !ok))
+        return 0;
+    /* the tracker's fast path: in order, nothing held */
+    PyObject *expect = SLOT(stream, http1.stream_at[D_EXPECT]), *fed = SLOT(conn, ca[C_FED_NS]);
+    if (expect == NULL || !PyList_CheckExact(expect) || PyList_GET_SIZE(expect) != 2 || fed == NULL ||
+        !PyList_CheckExact(fed) || PyList_GET_SIZE(fed) != 2)
+        return 0;
+    long long expected = slot_int(PyList_GET_ITEM(expect, d), &ok);
+    long long held = slot_int(SLOT(stream, http1.stream_at[D_HELD_BYTES]), &ok);
+    long long role = slot_int(SLOT(conn, ca[C_ROLE]), &ok);
+    if (!ok || expected != pos || held != 0)
+        return 0;
+    /* the stitcher's plain path, with nothing out of the common */
+    const Py_ssize_t *sa = http1.stitcher_at, *wa = http1.direction_at;
+    int is_request = d == (role == http1.role_client ? http1.egress : http1.ingress);
+    PyObject *requests = SLOT(st, sa[S_REQUESTS]), *responses = SLOT(st, sa[S_RESPONSES]),
+             *done = SLOT(st, sa[S_DONE]), *side = SLOT(st, sa[is_request ? S_REQ : S_RESP]),
+             *body_limit_obj = SLOT(st, sa[S_BODY_LIMIT]);
+    if (SLOT(st, sa[S_CLOSED]) != Py_False || SLOT(st, sa[S_UPGRADED]) != Py_False ||
+        SLOT(st, sa[S_UPGRADE_WAIT]) != Py_False || SLOT(st, sa[S_PLAIN]) != Py_True ||
+        SLOT(st, sa[S_OUT_OF_STEP]) != Py_False || slot_int(SLOT(st, sa[S_HEADER_ONLY]), &ok) != 0 || !ok ||
+        requests == NULL || responses == NULL || done == NULL || !PyList_CheckExact(done) ||
+        PyList_GET_SIZE(done) != 0 || side == NULL || !Py_IS_TYPE(side, http1.direction) ||
+        body_limit_obj == NULL || !PyLong_CheckExact(body_limit_obj))
+        return 0;
+    Py_ssize_t waiting_responses = PyObject_Size(responses), waiting = PyObject_Size(requests);
+    if (waiting_responses < 0 || waiting < 0)
+        return -1;
+    PyObject *pending = SLOT(side, wa[W_PENDING]), *epoch_obj = SLOT(side, wa[W_EPOCH]);
+    long long completed = slot_int(SLOT(side, wa[W_COMPLETED]), &ok);
+    long long body_limit = slot_int(body_limit_obj, &ok);
+    if (!ok || waiting_responses != 0 || pending == NULL || !PyByteArray_CheckExact(pending) ||
+        PyByteArray_GET_SIZE(pending) != 0 || SLOT(side, wa[W_CURRENT]) != Py_None ||
+        SLOT(side, wa[W_KEEP_ALIVE]) != Py_True || SLOT(side, wa[W_RESYNCING]) != Py_False ||
+        SLOT(side, wa[W_BEGIN_TS]) != Py_None || epoch_obj == NULL || !PyLong_CheckExact(epoch_obj) ||
+        body_limit > PY_SSIZE_T_MAX || body_limit < -PY_SSIZE_T_MAX)
+        return 0;
+    if (!is_request && SLOT(conn, ca[C_HAS_TUPLE]) != Py_True && SLOT(conn, ca[C_ADDR_CHECKED]) != Py_True)
+        return 0; /* its first rows: _collect looks its addresses up in /proc */
+    if (!is_request && rows_ready(rows) < 0)
+        return -1;
+
+    /* Frame every message of the bytes, changing nothing yet. */
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(data_obj);
+    Py_ssize_t len = PyBytes_GET_SIZE(data_obj), at = 0;
+    struct framed msgs[MAX_MESSAGES];
+    struct waiting_request reqs[MAX_MESSAGES];
+    PyObject *made[MAX_MESSAGES] = {0};
+    int count = 0, result = 0;
+    while (at < len) {
+        if (count == MAX_MESSAGES)
+            goto release;
+        struct framed *m = &msgs[count];
+        m->head.pairs = m->head.block = NULL;
+        int framed = frame_complete(data, len, at, is_request, 0, &m->head, &m->length);
+        if (framed <= 0) {
+            result = framed;
+            goto release;
+        }
+        count++;
+        at = m->head.body_at + (Py_ssize_t)m->length;
+        if (is_request && m->head.code == 1)
+            goto release; /* HEAD: its answer ends at its head (the stitcher counts it) */
+    }
+    if (is_request) {
+        for (int i = 0; i < count; i++) {
+            made[i] = make_message(data, &msgs[i].head, msgs[i].length, 1, body_limit_obj, (Py_ssize_t)body_limit,
+                                   ts_obj, epoch_obj);
+            if (made[i] == NULL) {
+                result = -1;
+                goto release;
+            }
+        }
+    } else {
+        /* Each response answers the oldest request waiting (_response_complete, _stitch): it must be
+         * there, complete, whole, begun no later than this, and no later one begun before this. */
+        if (waiting < count)
+            goto release;
+        for (int i = 0; i <= count && i < waiting; i++) {
+            PyObject *req = PySequence_GetItem(requests, i);
+            if (req == NULL) {
+                result = -1;
+                goto release;
+            }
+            Py_DECREF(req); /* the deque keeps it */
+            if (!Py_IS_TYPE(req, message_type))
+                goto release;
+            long long start = slot_int(SLOT(req, message_offsets[M_START_NS]), &ok);
+            if (!ok || (i > 0 && start < ts))
+                goto release; /* a request after the first began before an answer ended: pipelined */
+            if (i == count)
+                break;
+            PyObject *method = SLOT(req, message_offsets[M_METHOD]), *raw = SLOT(req, message_offsets[M_RAW_HEADERS]);
+            struct waiting_request *w = &reqs[i];
+            w->msg = req;
+            w->start_ns = start;
+            w->body_size = slot_int(SLOT(req, message_offsets[M_BODY_SIZE]), &ok);
+            if (!ok || start > ts || SLOT(req, message_offsets[M_COMPLETE]) != Py_True ||
+                SLOT(req, message_offsets[M_BROKEN]) != Py_False || method == NULL || !ascii_bytes(method) ||
+                (PyBytes_GET_SIZE(method) == 4 && memcmp(PyBytes_AS_STRING(method), "HEAD", 4) == 0) ||
+                (PyBytes_GET_SIZE(method) == 7 && memcmp(PyBytes_AS_STRING(method), "CONNECT", 7) == 0) ||
+                raw == NULL || !PyBytes_CheckExact(raw) || !ascii_bytes(SLOT(req, message_offsets[M_URL])) ||
+                !ascii_bytes(SLOT(req, message_offsets[M_BODY])))
+                goto release;
+            PyObject *entry = cached_block(rows->raw_blocks, raw);
+            if (entry == NULL) {
+                result = PyErr_Occurred() ? -1 : 0;
+                goto release;
+            }
+            w->json = PyTuple_GET_ITEM(entry, 0);
+            /* the response's part of the row */
+            struct framed *m = &msgs[i];
+            Py_ssize_t kept = kept_body(m->length, (Py_ssize_t)body_limit);
+            w->resp_entry = is_ascii(data + m->head.body_at, kept) ? cached_block(rows->raw_blocks, m->head.block)
+                                                                     : NULL;
+            if (w->resp_entry == NULL) {
+                result = PyErr_Occurred() ? -1 : 0;
+                goto release;
+            }
+        }
+        /* The rows (HttpRows.add_pairs): the allocations first, so that a failure changes nothing
+         * the stitcher keeps. */
+        unsigned number_slot = cache_slot((uint64_t)(uintptr_t)conn);
+        long long number = cache->numbers[number_slot].number;
+        if (!(cache->numbers_valid >> number_slot & 1) || cache->numbers[number_slot].conn != conn) {
+            number = connection_number(rows->connections, conn);
+            if (number < 0) {
+                result = -1;
+                goto release;
+            }
+            cache->numbers[number_slot].conn = conn;
+            cache->numbers[number_slot].number = number;
+            cache->numbers_valid |= 1ull << number_slot;
+        }
+        for (int i = 0; i < count; i++) {
+            struct framed *m = &msgs[i];
+            struct waiting_request *w = &reqs[i];
+            PyObject *entry = w->resp_entry;
+            PyObject *resp_json = PyTuple_GET_ITEM(entry, 0);
+            PyObject *method = SLOT(w->msg, message_offsets[M_METHOD]), *url = SLOT(w->msg, message_offsets[M_URL]),
+                     *req_body = SLOT(w->msg, message_offsets[M_BODY]);
+            Py_ssize_t kept = kept_body(m->length, (Py_ssize_t)body_limit);
+            const void *parts[7] = {
+                PyBytes_AS_STRING(w->json), PyBytes_AS_STRING(method), PyBytes_AS_STRING(url),
+                PyBytes_AS_STRING(req_body), PyBytes_AS_STRING(resp_json), m->head.first, data + m->head.body_at,
+            };
+            Py_ssize_t sizes[7] = {
+                PyBytes_GET_SIZE(w->json), PyBytes_GET_SIZE(method), PyBytes_GET_SIZE(url),
+                PyBytes_GET_SIZE(req_body), PyBytes_GET_SIZE(resp_json), m->head.first_len, kept,
+            };
+            long long end = ts + clock_offset_ns, start = w->start_ns + clock_offset_ns;
+            int64_t row[16] = {
+                number, end, 1, 1, PyTuple_GET_ITEM(entry, 1) == Py_True, w->body_size, m->head.code, m->length,
+                end - start, sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5], sizes[6],
+            };
+            for (int k = 0; k < 7; k++)
+                if (bytearray_append(rows->strings[k], parts[k], sizes[k]) < 0) {
+                    result = -1;
+                    goto release;
+                }
+            if (bytearray_append(rows->numbers, row, sizeof row) < 0) {
+                result = -1;
+                goto release;
+            }
+        }
+        rows->added += count; /* HttpRows.rows, counted up when the call returns */
+        /* the stitcher: each request answered leaves the queue (_stitch) */
+        for (int i = 0; i < count; i++) {
+            PyObject *gone = PyObject_CallMethodNoArgs(requests, http1.popleft);
+            if (gone == NULL) {
+                result = -1;
+                goto release;
+            }
+            Py_DECREF(gone);
+        }
+        long long exchanges = slot_int(SLOT(st, sa[S_EXCHANGES]), &ok);
+        long long conn_transactions = slot_int(SLOT(conn, ca[C_TRANSACTIONS]), &ok);
+        if (!ok || set_int_slot(st, sa[S_EXCHANGES], exchanges + count) < 0 ||
+            set_int_slot(conn, ca[C_TRANSACTIONS], conn_transactions + count) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "a stitcher or connection counter is not an int");
+            result = -1;
+            goto release;
+        }
+        Py_XSETREF(SLOT(st, sa[S_SEQUENTIAL]), Py_NewRef(Py_True));
+        *transactions += count;
+    }
+    if (is_request) {
+        for (int i = 0; i < count; i++) {
+            PyObject *r = PyObject_CallMethodOneArg(requests, http1.append, made[i]);
+            if (r == NULL) {
+                result = -1;
+                goto release;
+            }
+            Py_DECREF(r);
+        }
+    }
+    /* the direction (Http1Stitcher._feed), the connection and its stream (handle_batch, _feed) */
+    if (set_int_slot(side, wa[W_COMPLETED], completed + count) < 0 || set_int_slot(side, wa[W_CARRY_LEN], 0) < 0) {
+        result = -1;
+        goto release;
+    }
+    Py_XSETREF(SLOT(side, wa[W_TS_NS]), Py_NewRef(ts_obj));
+    Py_XSETREF(SLOT(side, wa[W_PENDING_TS]), Py_NewRef(ts_obj));
+    PyObject *next = PyLong_FromLongLong(pos + data_len);
+    if (next == NULL || PyList_SetItem(expect, d, next) < 0 || PyList_SetItem(fed, d, Py_NewRef(ts_obj)) < 0) {
+        result = -1;
+        goto release;
+    }
+    Py_XSETREF(SLOT(conn, ca[C_LAST_NS]), Py_NewRef(ts_obj));
+    *bytes += data_len;
+    if (ts > *max_ts)
+        *max_ts = ts;
+    result = 1;
+release:
+    for (int i = 0; i < count; i++) {
+        Py_XDECREF(msgs[i].head.pairs);
+        Py_XDECREF(msgs[i].head.block);
+        Py_XDECREF(made[i]);
+    }
+    return result;
+}
+
+/* HttpRows.rows += added (keeping an exception already set); -1 on a Python error. */
+static int
+add_rows(PyObject *rows, long long added)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    int ok = 1;
+    PyObject *count = PyObject_GetAttr(rows, http1.rows);
+    long long n = count == NULL ? 0 : slot_int(count, &ok);
+    Py_XDECREF(count);
+    PyObject *new_count = count == NULL || !ok ? NULL : PyLong_FromLongLong(n + added);
+    int set = new_count == NULL ? -1 : PyObject_SetAttr(rows, http1.rows, new_count);
+    Py_XDECREF(new_count);
+    if (set < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "HttpRows.rows is not an int");
+    if (type != NULL) {
+        PyErr_Clear();
+        PyErr_Restore(type, value, traceback); /* the first error is the one to tell */
+        return -1;
+    }
+    return set;
+}
+
+PyDoc_STRVAR(http1_batch_doc,
+"http1_batch(events, start, conns, rows, clock_offset_ns) -> (stop, taken, bytes, transactions, max_ts)\n\n"
+"Take events[start:] in order while each is the steady state of an HTTP/1 connection being parsed\n"
+"(see pxq/agent/_native.c), leaving the tracker's ``conns``, their stitchers and ``rows`` (the\n"
+"HttpRows) as ConnTracker.handle_batch would. ``stop``: the index of the first event not taken\n"
+"(len(events) when all were), for the Python path; ``taken``, ``bytes``: events and their data bytes\n"
+"taken (the tracker counts them), ``transactions``: rows written, ``max_ts``: the latest timestamp\n"
+"taken (0: none).");
+
+static PyObject *
+http1_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* METH_FASTCALL: a call per run of events, and one per event of any other kind */
+    if (nargs != 5 || !PyList_Check(args[0]) || !PyLong_Check(args[1]) || !PyDict_Check(args[2]) ||
+        !PyLong_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "http1_batch(events: list, start: int, conns: dict, rows, clock_offset_ns: int)");
+        return NULL;
+    }
+    PyObject *events = args[0], *conns = args[2], *rows_obj = args[3];
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    long long clock_offset_ns = PyLong_AsLongLong(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (http1.conn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "http1_batch before set_http1_classes");
+        return NULL;
+    }
+    struct rows_parts rows = {.rows = rows_obj};
+    struct call_cache cache; /* its slots are valid by its bits only */
+    cache.conns_valid = cache.numbers_valid = 0;
+    long long bytes = 0, transactions = 0, max_ts = 0;
+    Py_ssize_t i = start < 0 ? 0 : start, taken = 0;
+    for (; i < PyList_GET_SIZE(events); i++) {
+        PyObject *ev = Py_NewRef(PyList_GET_ITEM(events, i));
+        int took = take_event(ev, conns, &rows, clock_offset_ns, &bytes, &transactions, &max_ts, &cache);
+        Py_DECREF(ev);
+        if (took <= 0)
+            break; /* not this path's (0), or a Python error (-1, set) */
+        taken++;
+    }
+    PyObject *result = NULL;
+    if (rows.added && add_rows(rows_obj, rows.added) < 0)
+        goto done;
+    if (!PyErr_Occurred())
+        result = Py_BuildValue("(nnLLL)", i, taken, bytes, transactions, max_ts);
+done:
+    Py_XDECREF(rows.strings_tuple);
+    Py_XDECREF(rows.numbers);
+    Py_XDECREF(rows.raw_blocks);
+    Py_XDECREF(rows.connections);
+    return result;
+}
+
 /* --------------------------------------------------------------------------------------------- */
 
 static PyMethodDef native_methods[] = {
@@ -790,6 +1499,8 @@ static PyMethodDef native_methods[] = {
     {"set_message_type", set_message_type, METH_O, set_message_type_doc},
     {"plain_block_cache", plain_block_cache, METH_NOARGS, plain_block_cache_doc},
     {"clear_plain_block_cache", clear_plain_block_cache, METH_NOARGS, clear_plain_block_cache_doc},
+    {"set_http1_classes", set_http1_classes, METH_VARARGS, set_http1_classes_doc},
+    {"http1_batch", (PyCFunction)(void (*)(void))http1_batch, METH_FASTCALL, http1_batch_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -17,3 +17,17 @@ def frame_message(
     data: bytes, at: int, is_request: bool, answers: int, body_limit: int, ts_ns: int, epoch: int
 ) -> tuple[Any, int] | None: ...
 def set_message_type(cls: type) -> None: ...
+def set_http1_classes(
+    connection: type,
+    data_stream: type,
+    stitcher: type,
+    direction: type,
+    parsing: str,
+    ev_data: int,
+    egress: int,
+    ingress: int,
+    role_client: int,
+) -> None: ...
+def http1_batch(
+    events: list[Any], start: int, conns: dict[Any, Any], rows: Any, clock_offset_ns: int
+) -> tuple[int, int, int, int, int]: ...

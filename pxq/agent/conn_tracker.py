@@ -90,10 +90,13 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
+from pxq.agent import native
 from pxq.agent.bpf_program import header_constants
 from pxq.agent.conn_stats import ConnStats
 from pxq.agent.data_stream import Arrival, Data, DataStream, Piece, Uncaptured
 from pxq.agent.procinfo import ProcessIdentities
+from pxq.agent.protocols.http1.rows import HttpRows
+from pxq.agent.protocols.http1.stitcher import Http1Stitcher, _Direction
 from pxq.agent.protocols.interface import Pair, ParseOptions, RowBuffer, Stitcher
 from pxq.agent.protocols.registry import DEFAULT_BODY_LIMIT, PROTOCOLS, ProtocolSpec
 
@@ -281,6 +284,15 @@ class Connection:
         return EGRESS if self.role == ROLE_CLIENT else INGRESS
 
 
+native.set_http1_classes(
+    Connection, DataStream, Http1Stitcher, _Direction, PARSING, EV_DATA, EGRESS, INGRESS, ROLE_CLIENT
+)
+# The steady state of HTTP/1 connections in C (see handle_batch): a ConnTracker takes the function
+# this names when made (tests name another build's, or run with native_http1=False).
+HTTP1_BATCH: Callable[[list[SockEvent], int, dict[tuple[int, int, int], Connection], HttpRows, int],
+                      tuple[int, int, int, int, int]] = native.http1_batch  # fmt: skip
+
+
 class PartialDatagram:
     """A datagram the kernel sent in several events (longer than one event holds)."""
 
@@ -325,7 +337,8 @@ class ConnTracker:
     (process exit, a newer generation), so the kernel can drop its entry.
 
     Completed pairs are written into their protocol's row buffer as they complete;
-    :meth:`take_tables` gives them as Arrow tables.
+    :meth:`take_tables` gives them as Arrow tables. ``native_http1=False`` keeps HTTP/1's steady
+    state in Python too (see :meth:`handle_batch`): the same results, for tests that compare.
     """
 
     def __init__(
@@ -341,6 +354,7 @@ class ConnTracker:
         idle_ns: int = DEFAULT_IDLE_NS,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         conn_stats: ConnStats | None = None,
+        native_http1: bool = True,
     ) -> None:
         self.protocols = tuple(PROTOCOLS.values() if protocols is None else protocols)
         self.body_limit = body_limit
@@ -365,6 +379,10 @@ class ConnTracker:
         self.identities = ProcessIdentities()  # the agent may share one between its collectors
         # One row buffer per protocol, by protocol name.
         self.rows: dict[str, RowBuffer] = {spec.name: spec.make_rows(self.parse_options) for spec in self.protocols}
+        # HTTP/1's steady state in C (handle_batch); ``native_http1=False``: all in Python (for tests).
+        http_rows = self.rows.get("http")
+        self._http1_rows = http_rows if native_http1 and type(http_rows) is HttpRows else None
+        self._http1_batch = HTTP1_BATCH
         self._holes: set[Connection] = set()
         self.drops: Counter[str] = Counter()
         # Protocol name -> its stitchers' error counts, of stitchers already discarded.
@@ -425,13 +443,35 @@ class ConnTracker:
     def handle_batch(self, events: Iterable[SockEvent]) -> None:
         """:meth:`handle` each event, in order. The common event (the next bytes of a connection
         being parsed, in order, nothing waiting) is taken here without handle()'s dispatch and
-        counted once per batch; every other event goes through handle()."""
-        conns_get = self.conns.get
+        counted once per batch; every other event goes through handle(). Of those, the ones of an
+        HTTP/1 connection in its steady state (whole plain messages, in step, nothing unusual)
+        are taken by one C call per run of them (``http1_batch`` in pxq/agent/_native.c), which
+        leaves everything as the Python path would and stops at the first event it does not take."""
+        if type(events) is not list:
+            events = list(events)
+        conns = self.conns
+        conns_get = conns.get
         feed = self._feed
         handle = self.handle
+        http1_rows, http1_batch = self._http1_rows, self._http1_batch
+        offset = self.clock_offset_ns
         fast_events = fast_bytes = 0
+        i, n = 0, len(events)
         try:
-            for ev in events:
+            while i < n:
+                if http1_rows is not None:
+                    i, taken, taken_bytes, transactions, max_ts = http1_batch(events, i, conns, http1_rows, offset)
+                    if taken:
+                        fast_events += taken
+                        fast_bytes += taken_bytes
+                        if max_ts > self._last_ts:
+                            self._last_ts = max_ts
+                        if transactions:
+                            self.counts["transactions"] += transactions
+                    if i >= n:
+                        break
+                ev = events[i]
+                i += 1
                 ts_ns, pos, _, pid, fd, gen, data_len, kind, flags, d, _, _, _, _, _, _, _, _, data = ev
                 if kind == EV_DATA and not flags:
                     conn = conns_get((pid, fd, gen))

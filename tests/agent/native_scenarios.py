@@ -227,7 +227,158 @@ def message_slots(framed: tuple[Any, int] | None) -> tuple[Any, ...] | None:
     return (type(msg).__name__, *(getattr(msg, name) for name in type(msg).__slots__), next_at)
 
 
-def run_all(native: Any, seed: int = 14, count: int = 400) -> list[Any]:
+# -- the connection tracker's HTTP/1 steady state (http1_batch) --------------------------------
+TRACED_PID = 4_000_000  # above any pid_max: /proc has no such process
+
+
+class TracedConn:
+    """One traced connection's events, its stream offsets counted per direction."""
+
+    def __init__(self, fd: int, role: int = 2) -> None:  # ROLE_SERVER
+        from pxq.agent.conn_tracker import EGRESS, INGRESS, ROLE_CLIENT
+
+        self.fd, self.role = fd, role
+        self.request_direction = EGRESS if role == ROLE_CLIENT else INGRESS
+        self.pos = {EGRESS: 0, INGRESS: 0}
+
+    def open(self, ts: int, flags: int | None = None) -> SockEvent:
+        from pxq.agent.conn_tracker import EV_OPEN, F_TUPLE
+
+        return SockEvent(ts, 0, 0, TRACED_PID, self.fd, 1, 0, EV_OPEN, F_TUPLE if flags is None else flags, 0,
+                         self.role, 2, 8080, 41000 + self.fd, 0, 0, bytes([127, 0, 0, 1]) + bytes(12),
+                         bytes([10, 1, 2, 3]) + bytes(12), b"")  # fmt: skip
+
+    def data(self, ts: int, request: bool, data: bytes, *, lost: bool = False) -> SockEvent | None:
+        """The event of ``data`` sent by the client (``request``) or the server; ``lost``: its
+        bytes are counted in the stream but the event never comes (ring buffer full)."""
+        from pxq.agent.conn_tracker import EGRESS, EV_DATA, INGRESS
+
+        d = self.request_direction if request else (INGRESS if self.request_direction == EGRESS else EGRESS)
+        pos = self.pos[d]
+        self.pos[d] += len(data)
+        if lost:
+            return None
+        return SockEvent(ts, pos, len(data), TRACED_PID, self.fd, 1, len(data), EV_DATA, 0, d, self.role, 0, 0, 0,
+                         0, 0, b"", b"", data)  # fmt: skip
+
+    def close(self, ts: int) -> SockEvent:
+        from pxq.agent.conn_tracker import EGRESS, EV_CLOSE, INGRESS
+
+        return SockEvent(ts, self.pos[EGRESS], self.pos[INGRESS], TRACED_PID, self.fd, 1, 0, EV_CLOSE, 0, 0,
+                         self.role, 0, 0, 0, 0, 0, b"", b"", b"")  # fmt: skip
+
+
+USUAL_REQUESTS = [REQUESTS[0], REQUESTS[1], REQUESTS[3], REQUESTS[4]]
+USUAL_RESPONSES = RESPONSES[:2]
+
+
+def tracker_scripts(seed: int, count: int) -> list[list[Any]]:
+    """Batches of events of a few connections: keep-alive exchanges of the plain messages above,
+    and, among them, those messages mutated, cut, pipelined, lost, and random bytes; now and then
+    odd events (a bytearray's data, an fd past int64, a negative pid) the C path must leave alone."""
+    from pxq.agent.conn_tracker import ROLE_CLIENT, ROLE_SERVER
+
+    rng = random.Random(seed)
+    alphabet = b"GETPOSHD /HTTP1.:\r\n\t -~azAZ09" + bytes(range(0, 256, 17))
+    scripts = []
+    for _ in range(count):
+        conns = [TracedConn(100 + i, rng.choice([ROLE_SERVER, ROLE_CLIENT])) for i in range(rng.randrange(1, 4))]
+        events: list[Any] = [c.open(1) for c in conns if rng.random() < 0.8]
+        ts = 10
+        for _ in range(rng.randrange(1, 60)):
+            c = rng.choice(conns)
+            usual = rng.random() < 0.95  # the plain keep-alive exchanges the C path is for; else any
+            for request, pool in ((True, USUAL_REQUESTS), (False, USUAL_RESPONSES)):
+                if not usual:
+                    pool = (REQUESTS if request else RESPONSES) + NOT_PLAIN
+                data = bytearray(b"".join(rng.choice(pool) for _ in range(1 if rng.random() < 0.95 else 2)))
+                if rng.random() < 0.05:
+                    for _ in range(rng.randrange(1, 4)):
+                        at = rng.randrange(len(data))
+                        data[at] = rng.choice(alphabet)
+                if rng.random() < 0.02:
+                    data = bytearray(rng.randrange(256) for _ in range(rng.randrange(1, 80)))
+                cut = rng.randrange(1, len(data)) if rng.random() < 0.05 and len(data) > 1 else len(data)
+                for piece in (bytes(data[:cut]), bytes(data[cut:])):
+                    if piece:
+                        ts += -3 if rng.random() < 0.02 else rng.choice([0, 5, 10])
+                        ev = c.data(ts, request, piece, lost=rng.random() < 0.02)
+                        if ev is not None:
+                            odd = rng.random()
+                            if odd < 0.02:
+                                ev = ev._replace(data=bytearray(ev.data))
+                            elif odd < 0.03:
+                                ev = ev._replace(fd=1 << 70)
+                            elif odd < 0.04:
+                                ev = ev._replace(pid=-7)
+                            events.append(ev)
+        if rng.random() < 0.3:
+            events.append(rng.choice(conns).close(ts + 1))
+        batches = []
+        while events:
+            n = rng.randrange(1, 20)
+            batches.append(events[:n])
+            events = events[n:]
+        scripts.append(batches)
+    return scripts
+
+
+def tracker_answers(native: Any, seed: int, count: int) -> list[Any]:
+    """The rows and counters of ConnTracker over tracker_scripts with ``native``'s http1_batch,
+    and whether they are those of the Python path."""
+    from pxq.agent import conn_tracker
+    from pxq.agent.data_stream import DataStream
+    from pxq.agent.protocols import registry
+    from pxq.agent.protocols.http1.stitcher import Http1Stitcher, _Direction
+
+    native.set_http1_classes(
+        conn_tracker.Connection, DataStream, Http1Stitcher, _Direction, conn_tracker.PARSING, conn_tracker.EV_DATA,
+        conn_tracker.EGRESS, conn_tracker.INGRESS, conn_tracker.ROLE_CLIENT,
+    )  # fmt: skip
+    saved, conn_tracker.HTTP1_BATCH = conn_tracker.HTTP1_BATCH, native.http1_batch
+    try:
+        answers = []
+        for script in tracker_scripts(seed, count):
+            results = []
+            for fast in (True, False):
+                t = conn_tracker.ConnTracker(protocols=[registry.PROTOCOLS["http"]], native_http1=fast, body_limit=8)
+                for batch in script:
+                    t.handle_batch(batch)
+                    t.end_batch()
+                t.close_all()
+                results.append((t.take_tables()["http_events"].to_pylist(), dict(t.counts), t.drop_counts()))
+            answers.append((results[0], results[0] == results[1]))
+        return answers
+    finally:
+        conn_tracker.HTTP1_BATCH = saved
+
+
+def http1_batch_growth(native: Any, seeds: range, count: int) -> int:
+    """Bytes still allocated, after rounds of tracker_answers, by ``native``'s http1_batch calls
+    (under tracemalloc, started by the caller): what C allocates during a call is traced to the
+    line of conn_tracker.py that calls it. (The Python path keeps a few bytes per round in caches
+    of its own, re's and numpy's: not counted.)"""
+    import gc
+    import inspect
+    import tracemalloc
+
+    from pxq.agent import conn_tracker
+
+    lines, first = inspect.getsourcelines(conn_tracker.ConnTracker.handle_batch)
+    call = first + next(i for i, line in enumerate(lines) if "= http1_batch(" in line)
+    where = [tracemalloc.Filter(True, conn_tracker.__file__, call)]
+    native.clear_plain_block_cache()  # bounded, not a leak: not counted
+    gc.collect()
+    before = tracemalloc.take_snapshot().filter_traces(where)
+    for seed in seeds:
+        tracker_answers(native, seed, count)
+    native.clear_plain_block_cache()
+    gc.collect()
+    after = tracemalloc.take_snapshot().filter_traces(where)
+    return sum(stat.size_diff for stat in after.compare_to(before, "lineno"))
+
+
+def run_all(native: Any, seed: int = 14, count: int = 400, tracker: bool = True) -> list[Any]:
     """Every answer of ``native`` on the crafted input: ring walks (counts, events, consumer
     position), HTTP framings and plain messages made (as the stitcher's _Message)."""
     from pxq.agent.protocols.http1.stitcher import _Message
@@ -242,4 +393,6 @@ def run_all(native: Any, seed: int = 14, count: int = 400) -> list[Any]:
     for i, (data, at, is_request) in enumerate(http_inputs(seed, count)):
         answers.append(native.frame_plain(data, at, is_request))
         answers.append(message_slots(native.frame_message(data, at, is_request, i % 3, (16, 0, 1 << 20)[i % 3], i, 7)))
+    if tracker:
+        answers += tracker_answers(native, seed, count // 8)
     return answers

@@ -412,6 +412,14 @@ class _Direction:
     """One direction of a connection: an llhttp parser (this object is its callback protocol),
     the message in progress, and the bytes held back while resyncing or framing by hand."""
 
+    # Slots: pxq/agent/_native.c's http1_batch reads and writes some of them (set_http1_classes).
+    __slots__ = (
+        "stitcher", "is_request", "kind", "parser", "current", "_header_pairs", "ts_ns", "epoch", "valid_starts",
+        "completed", "pending", "pending_ts", "carry_len", "begin_ts", "resyncing", "skip_starts",
+        "skip_first_at_zero", "skipping", "chunk_open", "chunk_size", "chunk_data", "last_fed", "keep_alive",
+        "plain_chunk", "plain_rest", "plain_starts",
+    )  # fmt: skip
+
     def __init__(self, stitcher: Http1Stitcher, is_request: bool) -> None:
         self.stitcher = stitcher
         self.is_request = is_request
@@ -674,6 +682,13 @@ class Http1Stitcher:
     ``feed_request``/``feed_response``/``close`` return the transactions that call completed.
     ``errors`` counts, by reason, what could not be parsed or paired; nothing raises.
     """
+
+    # Slots: pxq/agent/_native.c's http1_batch reads and writes some of them (set_http1_classes).
+    __slots__ = (
+        "body_limit", "errors", "_requests", "_responses", "_header_only_requests", "_done", "_req", "_resp",
+        "_upgrade_wait", "_held", "_held_size", "upgraded", "_closed", "pipelined", "sequential", "out_of_step",
+        "exchanges", "plain",
+    )  # fmt: skip
 
     def __init__(self, body_limit: int = DEFAULT_BODY_LIMIT) -> None:
         self.body_limit = body_limit
