@@ -101,13 +101,16 @@ BATCH_INTERVAL_MS = 50
 # still holds 7 MiB more, checked every BATCH_INTERVAL_MS.
 QUIET_BATCH_INTERVAL_MS = 250
 QUIET_RING_SHARE = 8
-# While quiet, the ring buffer is looked at this often (ms): each look is a wake-up (some 50 us of
-# the agent's CPU, most of its cost per poll at a low rate). A surge starting just after a look
-# has the 7 MiB above the quiet share to fill before the next one: at 56 MiB/s, over twice what
-# the agent takes at most (its drop onset), so nothing is lost that looking more often would keep.
+# While quiet, the ring buffer is looked at this often (ms) at most: each look is a wake-up (some
+# 50 us of the agent's CPU, most of its cost per poll at a low rate). Looks come sooner when the
+# ring buffer fills fast (see SocketTracer._wait_quietly); a surge starting just after a look at a
+# nearly empty ring buffer has the 7 MiB above the quiet share to fill before the next one: 56
+# MiB/s, about 110,000 HTTP events/s of nginx's small responses.
 # An empty ring buffer (nothing since the last batch) is not looked at: the kernel wakes its
 # reader at the first record (SocketTracer._wait_quietly).
 QUIET_LOOK_INTERVAL_MS = 125
+# Looks at a ring buffer filling fast are at least this far apart (s): a batch is due by then.
+MIN_LOOK_S = 0.01
 # Events handled per batch at most: an agent behind (a full ring buffer holds ~50,000 DNS events)
 # takes its backlog in several batches, without waiting between them, so that the rows of each
 # become Arrow (the collector drains between polls) before the next batch's events and rows are
@@ -463,9 +466,7 @@ class SocketTracer:
         # 0: every poll takes what is there (at most every batch_interval_ms); else see poll().
         self.quiet_batch_interval_ms = 0
         self._backlog = False  # the last read stopped at MAX_BATCH_EVENTS: more is waiting
-        # (quiet batches) How long the ring buffer took to fill its quiet share before the last
-        # batch, when that batch was taken for it (seconds); None: the last batch was a quiet one.
-        self._fill_s: float | None = None
+        self._fill_rate = 0.0  # bytes/s the ring buffer filled at while the last batch was awaited
         self._last_poll = 0.0
         self._unsubscribe: Callable[[], None] = lambda: None  # from own_processes, while running
         self.polls = 0
@@ -651,31 +652,38 @@ class SocketTracer:
         ``until`` came first.
 
         Each wake-up costs the agent some 50-100 us of CPU (most of its cost per poll at a low
-        rate), so it wakes only when something may be due. The first look after a batch taken
-        because the ring buffer held its quiet share comes when it should hold it again at the
-        rate it filled (the batch interval at the soonest); after a quiet batch, a look interval
-        later. Then at the look interval and the quiet interval's end: looks are never more than
-        QUIET_LOOK_INTERVAL_MS apart (the surge guarantee above). While nothing at all has come
-        since the last batch, it sleeps on the ring buffer itself until ``until``: the kernel
-        wakes a reader when a record lands in an empty ring buffer, and that record's batch is
-        then due a quiet interval later at the latest, looked at as usual meanwhile."""
+        rate), so it wakes only when something may be due. The first look comes the batch interval
+        after the last batch; each later one when the ring buffer should hold its quiet share at
+        the rate it has filled since the last batch, at most QUIET_LOOK_INTERVAL_MS later (the
+        surge guarantee above), and at the quiet interval's end. (Looking a fixed
+        QUIET_LOOK_INTERVAL_MS after a quiet batch let the 8 MiB fill between two looks at 96,000
+        events/s, both ends of nginx traced, while the agent used 0.3 of a CPU: drops began there
+        instead of at 128,000 events/s.) While nothing at all has come since the last batch, it
+        sleeps on the ring buffer itself until ``until``: the kernel wakes a reader when a record
+        lands in an empty ring buffer, and that record's batch is then due a quiet interval later
+        at the latest, looked at as usual meanwhile."""
         last = self._last_poll
         quiet_until = last + max(self.quiet_batch_interval_ms, self.batch_interval_ms) / 1000
         quiet_bytes = ring.size // QUIET_RING_SHARE
         look_s = QUIET_LOOK_INTERVAL_MS / 1000
-        if self._fill_s is not None:
-            look_s = min(look_s, max(self.batch_interval_ms / 1000, self._fill_s))
-        look = last + look_s
+        # The first look: when the quiet share should be there at the rate of the last wait, the
+        # batch interval at the latest (a fast-filling ring buffer is taken in smaller batches,
+        # before a scheduling delay of the agent can let it run full).
+        first = self.batch_interval_ms / 1000
+        if self._fill_rate > 0:
+            first = min(first, max(MIN_LOOK_S, quiet_bytes / self._fill_rate))
+        look = last + first
         idle = self.last_poll_events == 0
         while True:
             if now >= look:
                 pending = ring.pending()
                 if pending >= quiet_bytes:
-                    self._fill_s = (now - last) * quiet_bytes / pending
+                    self._fill_rate = pending / max(now - last, MIN_LOOK_S)
                     return now
-                look = now + QUIET_LOOK_INTERVAL_MS / 1000
+                to_share = (quiet_bytes - pending) * (now - last) / pending if pending else look_s
+                look = now + min(look_s, max(MIN_LOOK_S, to_share))
             if now >= quiet_until:
-                self._fill_s = None
+                self._fill_rate = ring.pending() / max(now - last, MIN_LOOK_S)
                 return now
             if now >= until:
                 return -1.0
@@ -685,7 +693,7 @@ class SocketTracer:
                 if woken:  # that record's batch is due a quiet interval after it came, at the latest
                     idle = False
                     quiet_until = max(quiet_until, now + self.quiet_batch_interval_ms / 1000)
-                    look = now + QUIET_LOOK_INTERVAL_MS / 1000
+                    look = now + self.batch_interval_ms / 1000
                 continue
             time.sleep(min(look, quiet_until, until) - now)
             now = time.monotonic()
