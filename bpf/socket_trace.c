@@ -503,6 +503,16 @@ static __always_inline void call_from_regs(struct active_t *a, u16 sys, struct u
     }
 }
 
+/* The call in flight on a socket the sock tracepoint named (sk: an opaque key, never read). */
+static __always_inline void socket_call_from_regs(struct active_t *a, u16 sys, struct user_regs *r, u64 sk,
+                                                  u16 family, u16 protocol) {
+    call_from_regs(a, sys, r);
+    a->is_sock = 1;
+    a->sk = sk;
+    a->family = family;
+    a->protocol = protocol;
+}
+
 /* Calls whose data waits for their syscall exit instead of going out at the sock tracepoint: a
  * UDP recvfrom/recvmsg (the kernel writes the sender's address to user memory after
  * sock_recvmsg returns), and sendmmsg/recvmmsg (one sock_*msg per message; each message's length
@@ -1189,11 +1199,7 @@ static __always_inline int sock_call(u64 sk, u16 family, u16 protocol, long ret,
             return 0;
         if (ap->syscall != sys) { /* the call's first socket event */
             struct active_t a = {};
-            call_from_regs(&a, sys, &r);
-            a.is_sock = 1;
-            a.sk = sk;
-            a.family = family;
-            a.protocol = protocol;
+            socket_call_from_regs(&a, sys, &r, sk, family, protocol);
             *ap = a;
         }
         if (peek)
@@ -1204,11 +1210,7 @@ static __always_inline int sock_call(u64 sk, u16 family, u16 protocol, long ret,
     if (peek || ret <= 0)
         return 0; /* MSG_PEEK: the same bytes come again */
     struct active_t a = {};
-    call_from_regs(&a, sys, &r);
-    a.is_sock = 1;
-    a.sk = sk;
-    a.family = family;
-    a.protocol = protocol;
+    socket_call_from_regs(&a, sys, &r, sk, family, protocol);
     return exit_data(id, &a, ret);
 }
 
