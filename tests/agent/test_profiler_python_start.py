@@ -13,6 +13,8 @@ helpers trace concurrently).
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +31,7 @@ from pxq.plan.manifest import CollectorRequest
 from pxq.testing.kernel import require_bpf
 from tests.agent.held_at_exec import build_launcher, exec_and_hold, launched, release
 from tests.agent.programs.build import BUSY_PY, cpu_seconds, read_line, running
-from tests.agent.python_targets import SYSTEM_STATIC, interpreter
+from tests.agent.python_targets import SYSTEM_STATIC, interpreter, missing
 
 pytestmark = pytest.mark.kernel
 UNKNOWN_VERSION = "3.7.16"  # installed under pyenv, outside the walker's 3.8-3.13
@@ -76,6 +78,26 @@ def run_until_busy(profiler: Profiler, pid: int, tables: list[pa.Table], cpu_s: 
     return cpu_seconds(pid) - before
 
 
+def profile_held_by_pid(
+    launcher: Path, argv: list, while_held: Callable[[Profiler, int, list[pa.Table]], None], env: dict | None = None
+) -> tuple[Profiler, int, list[dict], float]:
+    """Profile by pid a program held at its exec: ``while_held(profiler, pid, tables)`` runs before it is
+    released, then it runs until busy. Returns the profiler, the pid, the pid's rows and the CPU it got."""
+    tables: list[pa.Table] = []
+    with launched(launcher, argv, env=env) as held:
+        exec_and_hold(held)
+        profiler = Profiler(ProfilerOptions(pids=frozenset({held.pid}), drain_interval_s=0.5)).start()
+        try:
+            while_held(profiler, held.pid, tables)
+            release(held)
+            assert read_line(held).strip() == str(held.pid)
+            cpu_s = run_until_busy(profiler, held.pid, tables)
+        finally:
+            profiler.stop()
+        tables.append(profiler.drain())
+    return profiler, held.pid, rows_of(tables, held.pid), cpu_s
+
+
 def test_host_wide_a_python_caught_at_its_exec_is_walked_not_sent_to_pyspy(launcher: Path):
     require_bpf()
     tables: list[pa.Table] = []
@@ -102,20 +124,13 @@ def test_by_pid_a_python_held_at_its_exec_is_walked_once_it_runs(launcher: Path,
     """Asked for by pid while it is held at its exec: py-spy is not started for it (it would have been at
     once); the walker reads it once its libpython is mapped (Debian's static python3.11 at once)."""
     require_bpf()
-    tables: list[pa.Table] = []
     python = sys.executable if version == "venv" else interpreter(version)
-    with launched(launcher, [python, BUSY_PY, "120"]) as held:
-        exec_and_hold(held)
-        profiler = Profiler(ProfilerOptions(pids=frozenset({held.pid}), drain_interval_s=0.5)).start()
-        try:
-            assert held.pid not in profiler.pyspy.targets
-            release(held)
-            assert read_line(held).strip() == str(held.pid)
-            cpu_s = run_until_busy(profiler, held.pid, tables)
-        finally:
-            profiler.stop()
-        tables.append(profiler.drain())
-    assert_walked_by_the_bpf_walker(profiler, held.pid, rows_of(tables, held.pid), cpu_s)
+
+    def not_sent_to_pyspy(profiler: Profiler, pid: int, _tables: list[pa.Table]) -> None:
+        assert pid not in profiler.pyspy.targets
+
+    profiler, pid, rows, cpu_s = profile_held_by_pid(launcher, [python, BUSY_PY, "120"], not_sent_to_pyspy)
+    assert_walked_by_the_bpf_walker(profiler, pid, rows, cpu_s)
 
 
 def test_the_run_warns_which_python_went_to_pyspy_and_why():
@@ -124,8 +139,6 @@ def test_the_run_warns_which_python_went_to_pyspy_and_why():
     require_bpf()
     python = interpreter(UNKNOWN_VERSION)
     version_code = "import sys; print('%d.%d' % sys.version_info[:2])"
-    import subprocess
-
     own_version = subprocess.run([python, "-c", version_code], capture_output=True, text=True, check=True).stdout
     warnings: list[str] = []
     with running([python, BUSY_PY, "120"]) as proc:
@@ -163,9 +176,6 @@ def test_a_python_without_symbols_falls_back_and_its_cpu_is_not_lost(python_with
     without the symbol), or, when it cannot, its eBPF samples are kept, native frames only, marked (see the
     next test): either way the process's CPU shows, and the warning says why."""
     require_bpf()
-    import os
-    import subprocess
-
     env = {**os.environ, "PYTHONHOME": "/usr"}  # the copy lives elsewhere: tell it where its library is
     proc = subprocess.Popen(
         [str(python_without_symbols), str(BUSY_PY), "120"], stdout=subprocess.PIPE, text=True, env=env
@@ -202,26 +212,17 @@ def test_a_python_pyspy_cannot_attach_to_keeps_its_ebpf_samples(launcher: Path, 
     fails to attach; after MAX_ATTACH_FAILURES tries it is not started again, and the process's eBPF samples
     are kept from then on (before, they were dropped as py-spy's while nothing sampled it: its CPU vanished)."""
     require_bpf()
-    import os
-
     if find_pyspy() is None:
-        pytest.skip("py-spy is not installed: nothing to give up")
-    tables: list[pa.Table] = []
+        missing("py-spy (a dependency of pxq) is not installed: nothing to give up")
     env = {**os.environ, "PYTHONHOME": "/usr"}
-    with launched(launcher, [python_without_symbols, BUSY_PY, "120"], env=env) as held:
-        exec_and_hold(held)
-        profiler = Profiler(ProfilerOptions(pids=frozenset({held.pid}), drain_interval_s=0.5)).start()
-        try:
-            assert profiler.python_modes.get(held.pid) == "py-spy"  # python_not_found: final, py-spy at once
-            poll_until(profiler, lambda: held.pid in profiler.pyspy.given_up(), tables, timeout=60)
-            release(held)
-            assert read_line(held).strip() == str(held.pid)
-            cpu_s = run_until_busy(profiler, held.pid, tables)
-        finally:
-            profiler.stop()
-        tables.append(profiler.drain())
-    assert profiler.python_modes.get(held.pid) == "native"
-    rows = rows_of(tables, held.pid)
+
+    def pyspy_given_up(profiler: Profiler, pid: int, tables: list[pa.Table]) -> None:
+        assert profiler.python_modes.get(pid) == "py-spy"  # python_not_found: final, py-spy at once
+        poll_until(profiler, lambda: pid in profiler.pyspy.given_up(), tables, timeout=60)
+
+    argv = [python_without_symbols, BUSY_PY, "120"]
+    profiler, pid, rows, cpu_s = profile_held_by_pid(launcher, argv, pyspy_given_up, env=env)
+    assert profiler.python_modes.get(pid) == "native"
     assert {r["sampler"] for r in rows} == {"ebpf"} and all(r["truncated"] for r in rows)
     assert sum(r["count"] for r in rows) >= 0.5 * 99 * cpu_s, (sum(r["count"] for r in rows), profiler.drops())
     [warning] = profiler.warnings()

@@ -22,7 +22,15 @@ from pxq.agent.python.process import PythonAttachError, attach
 from pxq.agent.python.resolver import PythonStacks
 from pxq.agent.symbols.proc import ProcessMaps, parse_maps
 from tests.agent.held_at_exec import build_launcher, exec_and_hold, launched, mapped_files, release
-from tests.agent.python_targets import CHAIN_SCRIPT, PYENV, SYSTEM_STATIC, VERSIONS, interpreter, wait_for_reports
+from tests.agent.python_targets import (
+    CHAIN_SCRIPT,
+    PYENV,
+    SYSTEM_STATIC,
+    VERSIONS,
+    interpreter,
+    missing,
+    wait_for_reports,
+)
 
 PYTHON_STARTING = "python_starting"  # the reason's name, as counters and warnings show it
 # Each pyenv CPython the walker reads (shared libpython), and the project's venv python (a symlink to one).
@@ -97,7 +105,7 @@ def test_a_libpython_mapped_only_for_reading_is_not_the_interpreter(python: str,
     frames), whatever the address order of the mappings."""
     library = PYENV / other
     if not library.exists():
-        pytest.skip(f"{library} is not installed")
+        missing(f"{library} is not installed")
     code = (
         "import mmap, sys\n"
         f"f = open({str(library)!r}, 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n"
@@ -137,7 +145,7 @@ def test_a_read_only_libpython_does_not_make_a_process_python() -> None:
 def test_needed_libraries_are_readelfs(binary: str) -> None:
     readelf = shutil.which("readelf")
     if readelf is None or not Path(binary).exists():
-        pytest.skip("readelf or the interpreter is missing")
+        missing("readelf or the interpreter is missing")
     dynamic = subprocess.run([readelf, "-d", binary], capture_output=True, text=True, check=True).stdout
     expected = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic)
     assert read_interpreter_elf(binary, frozenset()).needed == expected
