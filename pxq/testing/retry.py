@@ -1,9 +1,13 @@
-"""Retrying a removal that a process still busy with the thing removed makes fail for a moment."""
+"""Trying again until a deadline: a removal that a process still busy with the thing removed makes
+fail for a moment, and a condition a test waits for."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def remove_until_deadline(
@@ -31,3 +35,15 @@ def remove_until_deadline(
             if clock() > deadline:
                 raise
             sleep(interval)
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """``condition()``'s first true value, asked every ``interval`` seconds; AssertionError naming
+    ``what`` when none came within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"not within {timeout:g} s: {what}")

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from pxq.agent.flight import AgentClient, AgentGaveUpError, AgentQueryError, OnD
 from pxq.api import _script_object
 from pxq.testing.agent_process import AgentProcess, running_agent
 from pxq.testing.kernel import require_bpf
+from pxq.testing.retry import wait_for
 from tests.agent.ondemand_info import HELD, agent_info, profile_manifest
 from tests.agent.test_agent_ondemand_live import PROFILE_SCRIPT, _spinner
 
@@ -195,16 +195,6 @@ def _bpf_handles(pid: int) -> collections.Counter[str]:
     return kinds
 
 
-def _wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout_s:g} s: {what}")
-
-
 @pytest.mark.kernel
 def test_the_agent_gives_up_a_collector_start_past_its_bound_and_detaches_it_when_the_start_ends(tmp_path):
     """The on-demand profiler's start blocks in bcc's compiler (its first header is a FIFO no one
@@ -235,7 +225,7 @@ def test_the_agent_gives_up_a_collector_start_past_its_bound_and_detaches_it_whe
                 client.run(_script_object(script))
             stuck = client.status()["on_demand_collections"]
             with gate.serving():
-                _wait_for(lambda: client.status()["on_demand_collections"]["active"] == [], 180, "the start ended")
+                wait_for(lambda: client.status()["on_demand_collections"]["active"] == [], 180, "the start ended", 0.2)
             handles_after_first = _bpf_handles(agent.pid)  # the profiler it went on to attach is detached
             # On-demand collection is free again: the next query's start is tried (and given up) in turn.
             with pytest.raises(AgentQueryError) as again:

@@ -7,7 +7,6 @@ Also the config's refusals (clear, naming the entry and key)."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import duckdb
@@ -19,6 +18,7 @@ from pxq.agent.flight import AgentClient
 from pxq.errors import UsageError
 from pxq.replay import write_capture
 from pxq.testing.agent_process import running_agent
+from pxq.testing.retry import wait_for
 from pxq.testing.synthetic import synthetic_http_events
 
 START_NS = 1_764_115_200_000_000_000
@@ -42,13 +42,7 @@ def capture(tmp_path_factory) -> Path:
 
 
 def _wait_for(condition, what: str):
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {WAIT_S:g}s: {what}")
+    return wait_for(condition, WAIT_S, what)
 
 
 def test_a_scheduled_library_script_writes_its_output_and_a_broken_one_is_counted(capture, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pxq.testing.retry import remove_until_deadline
+from pxq.testing.retry import remove_until_deadline, wait_for
 
 
 class FakeClock:
@@ -78,3 +78,13 @@ def test_an_error_is_raised_with_a_short_real_deadline(tmp_path: Path):
         remove_until_deadline(busy.rmdir, timeout=0.05, interval=0.01)
     assert raised.value.errno == errno.ENOTEMPTY
     assert busy.exists() and os.listdir(busy) == ["kept"]
+
+
+def test_wait_for_gives_the_conditions_first_true_value():
+    answers = iter([None, [], ["rows"], ["later"]])
+    assert wait_for(lambda: next(answers), timeout=10, what="rows", interval=0.001) == ["rows"]
+
+
+def test_wait_for_names_what_never_came():
+    with pytest.raises(AssertionError, match="not within 0.05 s: the rows"):
+        wait_for(lambda: [], timeout=0.05, what="the rows", interval=0.01)
