@@ -34,13 +34,17 @@ class InterpreterElf:
     needed: list[str] = field(default_factory=list)  # DT_NEEDED names (sonames), in the file's order
     data: bytes = b""
 
-    def read_vaddr(self, vaddr: int, size: int) -> bytes | None:
-        """Bytes at an ELF virtual address taken from the file itself (initialised data such as Py_Version)."""
+    def file_offset(self, vaddr: int, size: int = 1) -> int | None:
+        """Where the ``size`` bytes at an ELF virtual address lie in the file (within one PT_LOAD segment)."""
         for offset, start, filesz in self.segments:
             if start <= vaddr and vaddr + size <= start + filesz:
-                begin = offset + vaddr - start
-                return self.data[begin : begin + size]
+                return offset + vaddr - start
         return None
+
+    def read_vaddr(self, vaddr: int, size: int) -> bytes | None:
+        """Bytes at an ELF virtual address taken from the file itself (initialised data such as Py_Version)."""
+        begin = self.file_offset(vaddr, size)
+        return None if begin is None else self.data[begin : begin + size]
 
 
 def read_interpreter_elf(path: str, wanted: frozenset[str]) -> InterpreterElf:
@@ -99,15 +103,8 @@ def _needed(elf: InterpreterElf, offset: int, size: int) -> list[str]:
         return []
     names = []
     for name_offset in name_offsets:
-        start = _file_offset(elf, strtab + name_offset)
+        start = elf.file_offset(strtab + name_offset)
         end = data.find(b"\0", start) if start is not None else -1
         if start is not None and end >= 0:
             names.append(data[start:end].decode("ascii", "replace"))
     return names
-
-
-def _file_offset(elf: InterpreterElf, vaddr: int) -> int | None:
-    for offset, start, filesz in elf.segments:
-        if start <= vaddr < start + filesz:
-            return offset + vaddr - start
-    return None
