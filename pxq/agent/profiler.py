@@ -515,7 +515,7 @@ class Profiler:
             return
         if pid in self.python_modes:
             return
-        if python.bpf_config(pid) is None and python.why_not(pid) in TRANSIENT_REASONS:
+        if not python.is_python(pid) and python.why_not(pid) in TRANSIENT_REASONS:
             self.python_modes[pid] = PYTHON_STARTING
             return
         self._use_walker_or_fall_back(pid)
