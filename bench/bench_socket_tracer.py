@@ -43,7 +43,8 @@ would be; it is started (BPF compiled and attached) before each traced run and e
    the rounds with their spread, beside the saturated wrk ratio. With ``--profile``, also the
    agent's CPU per 10,000 transactions by part (:class:`CpuSplit`: the ring walk, the events
    freed, the tracker, rows to Arrow, the table store, polling, the loop, the GC, the rest).
-4b. Where the traced CPU goes, at the same fixed rates: untraced and traced alternating, with BPF
+4b. Where the traced CPU goes, at the same fixed rates: untraced, the kernel side only (its programs attached, records
+   skipped unread: what tracing costs without the agent) and traced alternating, with BPF
    run-time counting on (BPF_ENABLE_STATS), a table of the medians and of each one's difference
    per request: the host's busy CPU, nginx's, the client's and the agent's user and system CPU,
    the BPF programs' own run time (run_time_ns of each program, in the syscalls of whichever
@@ -382,10 +383,11 @@ def kernel_only_child(pids: list[int]) -> int:
     agent's own CPU. Same protocol as :func:`agent_child`, without rows."""
     from pxq.agent.socket_tracer import SocketTracer
 
-    stop = []
+    stop, snapshots = [], []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, lambda *_: snapshots.append(True))
     tracer = SocketTracer(pids=pids).start()
+    programs = [(name.decode(), fn.fd) for name, fn in tracer._bpf.funcs.items()]
     ring_fd = tracer._tables["events"].map_fd  # bench-only: the ring buffer map, skipped unread
     consumer_page = mmap.mmap(ring_fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     producer_page = mmap.mmap(ring_fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ, offset=mmap.PAGESIZE)
@@ -400,8 +402,12 @@ def kernel_only_child(pids: list[int]) -> int:
         prod = producer[0]
         skipped += prod - consumer[0]
         consumer[0] = prod  # one 8-byte store
+        if snapshots:  # the same snapshot line as the agent's (decompose's counters)
+            snapshots.clear()
+            print(json.dumps({"kind": "snapshot", "rusage": _rusage_counts(resource.RUSAGE_SELF),
+                              "bpf": _bpf_run_times(programs)}), flush=True)  # fmt: skip
     drops = tracer.kernel_drops()
-    run_times = _bpf_run_times([(name.decode(), fn.fd) for name, fn in tracer._bpf.funcs.items()])
+    run_times = _bpf_run_times(programs)
     consumer.release()
     producer.release()
     consumer_page.close()
@@ -1294,7 +1300,7 @@ def decompose(client: Path, port: int, pids: list[int], seconds: float, rounds: 
     agent's CPU, context switches (each process's, the host's), irq_work interrupts (a ring buffer
     wake-up) and page faults; untraced and traced alternating (with ``baseline``, a second traced
     condition runs the agent of that pxq checkout: main against this branch, side by side)."""
-    conditions = ["untraced", "traced"] + (["baseline"] if baseline else [])
+    conditions = ["untraced", "kernel only", "traced"] + (["baseline"] if baseline else [])
     print(f"\n== 4b. where the CPU goes: the paced client for {seconds:g}s, {', '.join(conditions)} rotating, "
           f"{rounds} rounds, BPF run time counted (BPF_ENABLE_STATS){f'; baseline = {baseline}' if baseline else ''} "
           f"({load()})")  # fmt: skip
@@ -1314,7 +1320,8 @@ def decompose(client: Path, port: int, pids: list[int], seconds: float, rounds: 
                         a = None
                         if condition != "untraced":
                             tree = baseline if condition == "baseline" else None
-                            a = stack.enter_context(agent(pids, tree=tree))
+                            mode = "kernel-only" if condition == "kernel only" else "agent"
+                            a = stack.enter_context(agent(pids, mode=mode, tree=tree))
                         before = _counters(pids, a)
                         paced(client, port, rate, int(rate * seconds), 16, log)
                         after = _counters(pids, a)
