@@ -34,7 +34,7 @@ CHILD = r"""
 import glob, hashlib, json, os, sys, time
 import numpy as np
 from pxq.agent.symbols import Symbolizer
-from pxq.agent.symbols.proc import Mapping
+from pxq.agent.proc_maps import Mapping
 
 libs, LOOKUPS, processes = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 t0 = time.monotonic()

@@ -55,3 +55,33 @@ def test_cgroup_line_with_a_unicode_break_does_not_hide_the_container():
     assert container_id(text) == cid
     # The break inside a name must not make the name's tail look like a line of its own.
     assert container_id(f"0::/user.slice/x\u2028{cid}\n") == ""
+
+
+@pytest.mark.parametrize("name", [b"odd\rname.so", b"odd\x0cname.so", b"not-utf8-\xff.so"], ids=repr)
+def test_python_attach_maps_keep_odd_paths(tmp_path, name):
+    """The Python attach reads a live process's maps with the symbolizer's parser: a mapped file whose
+    name holds "\\r", another line break or bytes that are not UTF-8 is listed under the name that
+    opens it again (the old reader split at "\\r" and failed on non-UTF-8 names)."""
+    import mmap
+    import os
+
+    from pxq.agent.python.process import _maps
+    from pxq.agent.symbols import Symbolizer
+
+    path = os.path.join(os.fsencode(tmp_path), name)
+    with open(path, "wb") as handle:
+        handle.write(b"\0" * mmap.PAGESIZE)
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_EXEC)
+    try:
+        rows, executable = _maps(os.getpid())
+        snapshot = Symbolizer().snapshot(os.getpid())
+    finally:
+        mapped.close()
+    expected = os.fsdecode(path)
+    assert expected in {row[3] for row in rows}
+    assert expected in executable
+    assert os.path.exists(expected)
+    # The symbolizer labels frames with these names: a name that is not UTF-8 is shown replaced.
+    assert snapshot is not None
+    assert path.decode("utf-8", "replace") in {m.path for m in snapshot.mappings}

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from pxq.agent.proc_maps import parse_maps
 from pxq.agent.python.elf_symbols import read_interpreter_elf
 from pxq.agent.python.process import PythonAttachError, attach
 from pxq.agent.python.resolver import PythonStacks
-from pxq.agent.symbols.proc import ProcessMaps, parse_maps
+from pxq.agent.symbols.proc import ProcessMaps
 from tests.agent.held_at_exec import build_launcher, exec_and_hold, launched, mapped_files, release
 from tests.agent.python_targets import (
     CHAIN_SCRIPT,

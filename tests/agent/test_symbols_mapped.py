@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from pxq.agent.proc_maps import Mapping
 from pxq.agent.symbols import read_elf_file, symbolizer as symbolizer_module
 from pxq.agent.symbols.cache import ElfFile, ParsedFiles
 from pxq.agent.symbols.elf import map_file
-from pxq.agent.symbols.proc import Mapping
 from pxq.agent.unwind.cache import UnwindTableCache
 from pxq.agent.unwind.cfi import IndexedUnwindTable, MappedSection, unwind_table_of_fd
 from tests.agent.programs.build import FRAME_POINTERS, NO_FRAME_POINTERS, compile_c

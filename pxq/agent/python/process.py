@@ -21,6 +21,7 @@ import struct
 from collections import Counter
 from dataclasses import dataclass, field
 
+from pxq.agent.proc_maps import read_maps
 from pxq.agent.python.code import CodeSymbolizer, PyFrame
 from pxq.agent.python.elf_symbols import ElfFormatError, InterpreterElf, read_interpreter_elf
 from pxq.agent.python.versions import (
@@ -211,17 +212,8 @@ class PythonProcess:
 
 def _maps(pid: int) -> tuple[list[tuple[int, int, int, str]], set[str]]:
     """(start, end, file offset, path) of every file-backed mapping, and the paths mapped executable."""
-    rows, executable = [], set()
-    with open(f"/proc/{pid}/maps") as handle:
-        for line in handle:
-            parts = line.split(None, 5)
-            if len(parts) == 6 and parts[5].startswith("/"):
-                start, end = (int(value, 16) for value in parts[0].split("-"))
-                path = parts[5].rstrip("\n")
-                rows.append((start, end, int(parts[2], 16), path))
-                if "x" in parts[1]:
-                    executable.add(path)
-    return rows, executable
+    mappings = [m for m in read_maps(pid) if m.path.startswith("/")]
+    return [(m.start, m.end, m.offset, m.path) for m in mappings], {m.path for m in mappings if m.executable}
 
 
 def _load_bias(elf: InterpreterElf, mappings: list[tuple[int, int, int, str]]) -> int | None:

@@ -56,13 +56,14 @@ flagged is better than silently wrong.
 
 from __future__ import annotations
 
+from pxq.agent.proc_maps import Mapping, parse_maps
 from pxq.agent.symbols.debuginfo import read_elf_file
 from pxq.agent.symbols.demangling import demangle
 from pxq.agent.symbols.elf import ElfInfo, parse_elf
 from pxq.agent.symbols.frames import KERNEL_SUFFIX, UserFrame, module_offset, stack_is_truncated
 from pxq.agent.symbols.kernel import KernelSymbols, parse_kallsyms
 from pxq.agent.symbols.perf_map import parse_perf_map
-from pxq.agent.symbols.proc import Mapping, ProcessMaps, parse_maps
+from pxq.agent.symbols.proc import ProcessMaps
 from pxq.agent.symbols.symbolizer import Symbolizer
 
 __all__ = [

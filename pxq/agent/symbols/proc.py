@@ -9,65 +9,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pxq.agent.proc_maps import Mapping
 from pxq.agent.procinfo import parse_stat
 from pxq.agent.symbols.cache import ElfFile
 
 PROC = Path("/proc")
-
-
-@dataclass(frozen=True, slots=True)
-class Mapping:
-    """One line of ``/proc/PID/maps``."""
-
-    start: int
-    end: int
-    perms: str
-    offset: int
-    dev: str
-    inode: int
-    path: str
-
-    @property
-    def executable(self) -> bool:
-        return "x" in self.perms
-
-    @property
-    def is_file(self) -> bool:
-        return self.inode != 0 and self.path.startswith("/")
-
-    @property
-    def module(self) -> str:
-        """The name frames in this mapping are labelled with: file base name, or ``[anon]``,
-        ``[heap]``, ``[stack]``, ``[vdso]``, ``[anon:name]``."""
-        if self.is_file:
-            return os.path.basename(self.path.removesuffix(" (deleted)"))
-        return self.path or "[anon]"
-
-
-def parse_maps(text: str) -> list[Mapping]:
-    """The mappings of a ``/proc/PID/maps`` text, sorted by start address (bad lines skipped)."""
-    out = []
-    for line in text.split("\n"):  # not splitlines(): a path may hold \x0c, U+2028, ...
-        parts = line.split(None, 5)
-        if len(parts) < 5:
-            continue
-        try:
-            low, high = parts[0].split("-")
-            out.append(
-                Mapping(
-                    int(low, 16),
-                    int(high, 16),
-                    parts[1],
-                    int(parts[2], 16),
-                    parts[3],
-                    int(parts[4]),
-                    parts[5].strip() if len(parts) > 5 else "",
-                )
-            )
-        except ValueError:
-            continue
-    out.sort(key=lambda m: m.start)
-    return out
 
 
 def process_stat(pid: int) -> tuple[int, str] | None:

@@ -9,12 +9,13 @@ import os
 import time
 from collections import OrderedDict
 
+from pxq.agent.proc_maps import Mapping, maps_text as read_maps_text, parse_maps
 from pxq.agent.symbols.cache import ElfFile, ParsedFiles
 from pxq.agent.symbols.elf import parse_elf
 from pxq.agent.symbols.frames import UNKNOWN, UserFrame, module_offset, stack_is_truncated
 from pxq.agent.symbols.kernel import KernelSymbols
 from pxq.agent.symbols.perf_map import parse_perf_map
-from pxq.agent.symbols.proc import PROC, Mapping, ProcessMaps, parse_maps, process_stat
+from pxq.agent.symbols.proc import PROC, ProcessMaps, process_stat
 from pxq.agent.unwind.cfi import unwind_table_of_bytes
 from pxq.agent.unwind.unwinder import Registers, UnwindResult, unwind
 
@@ -49,7 +50,7 @@ class Symbolizer:
         """Read ``pid``'s maps and open its executable files now; None when it is gone."""
         stat = process_stat(pid)
         try:
-            maps_text = (PROC / str(pid) / "maps").read_text(errors="replace")
+            maps_text = read_maps_text(pid, errors="replace")
             exe = os.readlink(PROC / str(pid) / "exe")
         except OSError:
             maps_text, exe = None, ""
@@ -115,7 +116,9 @@ class Symbolizer:
         if self._vdso is None:
             info, table = None, None
             try:
-                for m in parse_maps((PROC / "self" / "maps").read_text()):
+                for m in parse_maps(
+                    read_maps_text(os.getpid(), errors="replace")
+                ):  # (a non-UTF-8 path once failed here)
                     if m.path == "[vdso]":
                         image = ctypes.string_at(m.start, m.end - m.start)
                         info = parse_elf(image)
