@@ -116,9 +116,8 @@ class Symbolizer:
         if self._vdso is None:
             info, table = None, None
             try:
-                for m in parse_maps(
-                    read_maps_text(os.getpid(), errors="replace")
-                ):  # (a non-UTF-8 path once failed here)
+                # Not strict UTF-8: a non-UTF-8 path that pxq itself maps once failed here.
+                for m in parse_maps(read_maps_text(os.getpid(), errors="replace")):
                     if m.path == "[vdso]":
                         image = ctypes.string_at(m.start, m.end - m.start)
                         info = parse_elf(image)
