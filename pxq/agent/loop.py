@@ -123,7 +123,10 @@ class AgentLoop:
         self.options = options or AgentOptions()
         self.descendants = descendants
         self.store = TableStore(
-            self.options.budget_bytes, host=socket.gethostname(), table_budget_bytes=self.options.table_budget_bytes
+            self.options.budget_bytes,
+            host=socket.gethostname(),
+            table_budget_bytes=self.options.table_budget_bytes,
+            raw_bytes=self.options.raw_held_bytes,
         )
         self.identities = ProcessIdentities(asid=self.options.asid)  # one upid per process across the collectors
         self.running: list[Collector] = []  # started and not stopped, in start order
