@@ -36,7 +36,7 @@ from pxq.plan.manifest import ProbeManifest
 
 POLL_INTERVAL_MS = 100
 # Arrow's allocator keeps what building and compressing the drained tables freed (the store holds
-# them compressed); it is given back to the system at most this often (s), and when the loop
+# all but the newest compressed); it is given back to the system at most this often (s), and when the loop
 # stops. Not after every drain: the next drain (every second under load) faulted the same pages
 # in again, and the release itself took 0.5 ms; some 1-1.5 ms of the agent's CPU per drain.
 RELEASE_INTERVAL_S = 10.0

@@ -53,14 +53,16 @@ _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression=HELD_CODEC, use_threads=Fals
 _READ_OPTIONS = pa.ipc.IpcReadOptions(use_threads=False)
 # The newest batches are held as appended (uncompressed) while they add up to at most this many
 # bytes, all tables together; past it the oldest are compressed. A short window (``pxq run`` for
-# a few seconds: 32 MiB is ~8 s of http_events at 5,000 req/s, ~840 B a row) is then never
-# compressed, nor read back through a decompression, and rows a rolling window or a budget drops
-# while still new are never compressed either: compressing every batch as it came cost the agent
-# ~1.4 us per HTTP transaction at 5,000 req/s, a quarter of its CPU outside the parsers. What it
-# costs in memory: at most these bytes more than a store compressed throughout (the budgets
-# count uncompressed bytes either way), within the RSS targets (``pxq run`` <= 250 MB: see
-# bench/bench_table_store.py). The node agent, which keeps history for minutes and has the
-# tighter RSS margin, compresses as before (raw_bytes=0: :mod:`pxq.agent.daemon`).
+# a few seconds: 32 MiB is ~8 s of http_events at 5,000 req/s, ~850 B a row) is then never
+# compressed, nor decompressed to be read, and rows a rolling window or a budget drops while
+# still new are never compressed either: appending (compressing each batch as it came) was
+# ~1.4 us of the agent's CPU per HTTP transaction at 5,000 req/s, measured live. Offline
+# (bench/bench_table_store.py) append went from 0.28 to 0.03 us a row for 6 s at 5,000 rows/s and
+# from 0.20 to 0.15 for 30 s (the rows older than the newest 32 MiB are compressed as before).
+# What it costs: up to these bytes of RSS more than a store compressed throughout (+32 MB at the
+# peak there; the paced agent peaked at ~160-190 MB against its 250 MB target); the budgets count
+# uncompressed bytes either way. The node agent, which keeps minutes of history and has the
+# tighter RSS margin, compresses at once (raw_bytes=0, :mod:`pxq.agent.daemon`).
 RAW_HELD_BYTES = 32 * 1024 * 1024
 
 
@@ -88,7 +90,7 @@ class _Held:
     @classmethod
     def of(cls, data: pa.Table) -> _Held:
         newest = None
-        if "time_" in data.column_names:
+        if data.schema.get_field_index("time_") >= 0:  # (column_names makes a list: ~10 us an append)
             newest = pc.max(data.column("time_").cast(pa.int64())).as_py()
         return cls(data, data.num_rows, data.nbytes, newest)
 

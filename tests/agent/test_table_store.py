@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from pxq.agent.table_store import TableStore
 from pxq.replay import open_capture
@@ -200,3 +201,71 @@ def test_the_raw_allowance_is_shared_by_all_tables_oldest_compressed_first():
     assert _raw_flags(store) == [False, True] and _raw_flags(store, "redis_events") == [True]
     assert _raw_size_matches(store)
     assert store.table("redis_events").equals(redis)
+
+
+# Operations on one table: append the next part, or drop_before the newest time of part i.
+OPERATIONS = st.lists(st.one_of(st.just(("append", 0)), st.tuples(st.just("drop_before"), st.integers(0, 11))),
+                      min_size=1, max_size=20)  # fmt: skip
+PARTS = batches(12, 60)
+
+
+@settings(max_examples=80, deadline=None)
+@given(OPERATIONS, st.sampled_from([0, 1, 3, 12]), st.sampled_from([None, 2, 5]))
+def test_any_appends_and_drops_read_back_as_a_plain_list_of_parts_would(operations, raw_parts, budget_parts):
+    """Whatever is raw or compressed when, the store holds, counts and gives back what a plain
+    list of the parts appended would: the budget drops the oldest parts (counted), a rolling
+    window the parts wholly older than its cutoff (not counted); batches_since(seq) the parts
+    appended after the seq-th; and its raw bytes stay within the allowance."""
+    size = PARTS[0].nbytes  # (every part is about this size: raw_parts and budget_parts in parts)
+    budget = budget_parts * size + size // 2 if budget_parts else 1 << 40
+    store = TableStore(budget_bytes=budget, raw_bytes=raw_parts * size)
+    newest = [max(p.column("time_").cast(pa.int64()).to_pylist()) for p in PARTS]
+    held: list[int] = []  # the parts the store should hold, by index (= seq - 1), oldest first
+    evicted = 0
+    appended = 0
+    for op, arg in operations:
+        if op == "append" and appended < len(PARTS):
+            store.append("http_events", PARTS[appended])
+            held.append(appended)
+            appended += 1
+            while len(held) > 1 and sum(PARTS[i].nbytes for i in held) > budget:
+                evicted += PARTS[held.pop(0)].num_rows
+        elif op == "drop_before":
+            while held and newest[held[0]] < newest[arg]:
+                held.pop(0)
+            store.drop_before(newest[arg])
+        assert _raw_size_matches(store) and store._raw_size <= raw_parts * size
+    schema = CATALOG["http_events"].arrow_schema()
+    expected = pa.concat_tables([PARTS[i].cast(schema) for i in held]) if held else None
+    if expected is None:
+        assert store.rows("http_events") == 0
+    else:
+        assert store.table("http_events").equals(expected)
+        assert store.size_bytes("http_events") == sum(PARTS[i].nbytes for i in held)
+        since = held[len(held) // 2]  # a spill cursor in the middle
+        assert [seq for seq, _ in store.batches_since("http_events", since)] == [i + 1 for i in held if i + 1 > since]
+    assert store.drops.get("http_events", {}).get("table_store_budget", 0) == evicted
+
+
+def test_a_batch_dropped_while_it_is_being_compressed_leaves_the_counts_right(monkeypatch):
+    """Compression runs outside the lock: a rolling window dropping that very batch meanwhile
+    (another thread's drop_before, here made to happen inside the compression) takes its bytes
+    off once, and the store holds and gives back only the batches kept."""
+    from pxq.agent import table_store
+
+    parts = batches(3, 200)
+    newest = [max(p.column("time_").cast(pa.int64()).to_pylist()) for p in parts]
+    store = TableStore(raw_bytes=parts[1].nbytes + parts[2].nbytes)
+    real_compress = table_store.compress
+
+    def compress_while_dropped(data: pa.Table) -> pa.Buffer:
+        store.drop_before(newest[0] + 1)  # the batch being compressed (the oldest) goes
+        return real_compress(data)
+
+    store.append("http_events", parts[0])
+    store.append("http_events", parts[1])
+    monkeypatch.setattr(table_store, "compress", compress_while_dropped)
+    store.append("http_events", parts[2])  # over the allowance: the oldest is compressed
+    assert _raw_flags(store) == [True, True] and _raw_size_matches(store)
+    schema = CATALOG["http_events"].arrow_schema()
+    assert store.table("http_events").equals(pa.concat_tables(parts[1:]).cast(schema))
