@@ -74,7 +74,7 @@ def compress(data: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-@dataclass
+@dataclass(eq=False)  # (one batch is itself only: the store finds it in its queues by identity)
 class _Held:
     """One appended batch as the store keeps it: as appended while it is among the newest
     (:data:`RAW_HELD_BYTES`), then compressed (replaced in place: readers that took the batch
@@ -173,8 +173,6 @@ class TableStore:
         lock (readers go on meanwhile), swapped in under it."""
         while True:
             with self._lock:
-                while self._raw and self._raw[0].gone:
-                    self._raw.popleft()  # (its size was taken off when it was dropped)
                 if self._raw_size <= self.raw_bytes or not self._raw:
                     return
                 oldest = self._raw[0]
@@ -191,6 +189,9 @@ class TableStore:
         held.gone = True
         if held.raw and HELD_CODEC is not None:
             self._raw_size -= held.size
+            # Out of the raw queue now, not when it reaches its front: it would keep the rows in
+            # memory meanwhile. (A few hundred raw batches at most: 32 MiB of drained batches.)
+            self._raw.remove(held)
 
     def _evict(self) -> None:
         """Drop the oldest batches of the largest tables until the budget holds (and each table's)."""

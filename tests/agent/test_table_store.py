@@ -109,8 +109,10 @@ def _raw_flags(store: TableStore, table: str = "http_events") -> list[bool]:
 
 
 def _raw_size_matches(store: TableStore) -> bool:
-    """The store's running count of raw bytes is the sizes of the raw batches it holds."""
-    return store._raw_size == sum(b.size for entry in store._tables.values() for b in entry.batches if b.raw)
+    """The store's running count of raw bytes is the sizes of the raw batches it holds, and its
+    queue of raw batches holds those (oldest first) and no batch dropped."""
+    raw = sorted((b for entry in store._tables.values() for b in entry.batches if b.raw), key=lambda b: b.seq)
+    return store._raw_size == sum(b.size for b in raw) and [id(b) for b in store._raw] == [id(b) for b in raw]
 
 
 def test_newest_batches_stay_raw_oldest_compressed_and_all_read_back_exactly():
@@ -269,3 +271,19 @@ def test_a_batch_dropped_while_it_is_being_compressed_leaves_the_counts_right(mo
     assert _raw_flags(store) == [True, True] and _raw_size_matches(store)
     schema = CATALOG["http_events"].arrow_schema()
     assert store.table("http_events").equals(pa.concat_tables(parts[1:]).cast(schema))
+
+
+def test_raw_batches_evicted_behind_an_older_raw_batch_leave_the_raw_queue():
+    """A table's per-table budget drops its raw batches while another table's older batch stays
+    raw: the dropped ones leave the store's raw queue at once (the queue holding them would
+    keep their rows in memory)."""
+    http = batches(5, 200)
+    schema = CATALOG["redis_events"].arrow_schema()
+    redis = pa.table({f.name: pa.nulls(100, f.type) for f in schema}, schema=schema)
+    store = TableStore(table_budget_bytes=http[0].nbytes * 2 + 10)
+    store.append("redis_events", redis)  # the oldest raw batch, kept
+    for part in http:
+        store.append("http_events", part)
+        assert _raw_size_matches(store)
+    assert store.drops["http_events"]["table_store_budget"] == 600
+    assert len(store._raw) == 3 and _raw_flags(store) == [True, True]
