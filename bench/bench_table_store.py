@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -57,6 +58,11 @@ def _message(ts_ns: int, **fields) -> _Message:
 def http_batch(first: int, rows: int, rate: int) -> pa.Table:
     """Rows ``first`` .. ``first + rows - 1`` of a paced client at ``rate`` req/s, as the agent
     builds them."""
+    return http_rows(first, rows, rate).table()
+
+
+def http_rows(first: int, rows: int, rate: int) -> HttpRows:
+    """:func:`http_batch`'s rows added, not yet made a table."""
     out = HttpRows()
     conns = [out.connection(f"0:{1000 + c % 4}:123456789", "127.0.0.1", "127.0.0.1", 40000 + c, 8080, 2)
              for c in range(CONNECTIONS)]  # fmt: skip
@@ -80,7 +86,7 @@ def http_batch(first: int, rows: int, rate: int) -> pa.Table:
                         body=b"" if method == b"HEAD" else body[:1024],
                         raw_headers=b"\r\n".join(n + b": " + v for n, v in resp_pairs))  # fmt: skip
         out.add(conns[i % CONNECTIONS], req, resp, start, end)
-    return out.table()
+    return out
 
 
 def window_batches(rate: int, seconds: int) -> list[pa.Table]:
@@ -90,20 +96,22 @@ def window_batches(rate: int, seconds: int) -> list[pa.Table]:
     return [http_batch(first, min(per_batch, total - first), rate) for first in range(0, total, per_batch)]
 
 
-def load_store_module(baseline: str) -> ModuleType:
-    """The baseline's pxq/agent/table_store.py as a module of its own (named baseline_table_store)."""
+def load_baseline(baseline: str, file: str = "pxq/agent/table_store.py") -> ModuleType:
+    """The baseline's ``file`` as a module of its own (baseline_<its name>; the rest of pxq it
+    imports is this tree's)."""
     tree = Path(baseline)
     if tree.is_dir():
-        source = (tree / "pxq/agent/table_store.py").read_text()
+        source = (tree / file).read_text()
     else:
-        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{baseline}:pxq/agent/table_store.py"],
+        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{baseline}:{file}"],
                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
-    path = Path(tempfile.mkdtemp(prefix="pxq-bench-store-")) / "baseline_table_store.py"
+    name = f"baseline_{Path(file).stem}"
+    path = Path(tempfile.mkdtemp(prefix="pxq-bench-store-")) / f"{name}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("baseline_table_store", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["baseline_table_store"] = module  # (dataclasses look their module up)
+    sys.modules[name] = module  # (dataclasses look their module up)
     spec.loader.exec_module(module)
     return module
 
@@ -156,11 +164,38 @@ def _old_new(got: dict[str, list[dict[str, float]]], key: str, digits: int) -> s
     return f"{old:>8.{digits}f} -> {new:<6.{digits}f}({old / max(new, 1e-9):4.1f}x)"
 
 
+def rows_to_arrow(baseline: str, rounds: int) -> None:
+    """HttpRows.table (the drained rows' buffers becoming an Arrow table), the baseline's beside
+    this tree's, over the same filled buffers; median of 100 x ``rounds`` alternating calls."""
+    base = load_baseline(baseline, "pxq/agent/protocols/http1/rows.py")
+    print(f"\n== rows to Arrow (HttpRows.table), us per row, median of {100 * rounds} alternating calls")
+    for label, rate in (("5,000-row batch", 5000), ("2,000-row batch", 2000), ("250-row batch", 250)):
+        rows = http_rows(0, min(rate, DRAIN_ROWS), rate)
+        state = (rows._strings, rows._numbers, rows._connections, rows.rows)
+        builds = (("old", base.HttpRows.table), ("new", HttpRows.table))
+        assert _table_of(rows, state, builds[0][1])[1].equals(_table_of(rows, state, builds[1][1])[1])
+        took: dict[str, list[float]] = {"old": [], "new": []}
+        for i in range(100 * rounds):
+            for name, build in builds if i % 2 == 0 else builds[::-1]:
+                took[name].append(_table_of(rows, state, build)[0] / state[3] * 1e6)
+        old, new = statistics.median(took["old"]), statistics.median(took["new"])
+        print(f"  {label:<22}{old:8.3f} -> {new:<6.3f}({old / new:4.2f}x)")
+
+
+def _table_of(rows: HttpRows, state: tuple, build: Callable[[HttpRows], pa.Table]) -> tuple[float, pa.Table]:
+    """(CPU seconds, table) of ``build(rows)`` with ``rows`` set back to ``state`` first (the
+    same rows each time: table() starts its buffers over)."""
+    rows._strings, rows._numbers, rows._connections, rows.rows = state
+    started = time.process_time()
+    out = build(rows)
+    return time.process_time() - started, out
+
+
 def rss_child(which: str, baseline: str, rate: int, seconds: int) -> None:
     """Fill a store as the agent loop does (a batch built, appended; Arrow's freed memory given
     back every 10 batches, pxq.agent.loop.RELEASE_INTERVAL_S at one drain a second) and print
     the process's RSS before and after, and its peak, in MB (JSON)."""
-    module = load_store_module(baseline) if which == "old" else this_store_module()
+    module = load_baseline(baseline) if which == "old" else this_store_module()
     http_batch(0, 100, rate)  # (imports and first-call costs before the 'before')
     pa.default_memory_pool().release_unused()
     before = _status_mb("VmRSS")
@@ -202,7 +237,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", default="main", help="git revision or pxq checkout (default main)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", choices=("cpu", "rss"))
+    parser.add_argument("--only", choices=("cpu", "rows", "rss"))
     parser.add_argument("--rss-child", choices=("old", "new"), help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=int, default=5000, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=int, default=30, help=argparse.SUPPRESS)
@@ -211,7 +246,9 @@ def main() -> int:
         rss_child(args.rss_child, args.baseline, args.rate, args.seconds)
         return 0
     if args.only in (None, "cpu"):
-        cpu(load_store_module(args.baseline), args.rounds)
+        cpu(load_baseline(args.baseline), args.rounds)
+    if args.only in (None, "rows"):
+        rows_to_arrow(args.baseline, args.rounds)
     if args.only in (None, "rss"):
         rss(args.baseline, max(1, args.rounds // 2))
     return 0
