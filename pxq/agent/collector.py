@@ -14,7 +14,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from pxq.agent.defaults import DEFAULT_BODY_LIMIT
-from pxq.agent.table_store import DEFAULT_BUDGET_BYTES
+from pxq.agent.table_store import DEFAULT_BUDGET_BYTES, RAW_HELD_BYTES
 from pxq.errors import PxqError
 
 
@@ -51,6 +51,7 @@ class AgentOptions:
     body_limit: int = DEFAULT_BODY_LIMIT
     budget_bytes: int = DEFAULT_BUDGET_BYTES
     table_budget_bytes: int | None = None  # each table's cap as well (``pxq agent serve``)
+    raw_held_bytes: int = RAW_HELD_BYTES  # the store's newest batches held uncompressed up to this
     # Keep credentials (HTTP Authorization/Cookie values, database passwords) in the rows instead
     # of SECRET_MARKER: they then end up in outputs and captures. Only by the user's explicit choice.
     keep_secrets: bool = False

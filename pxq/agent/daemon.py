@@ -512,6 +512,9 @@ class AgentDaemon:
             body_limit=self.config.body_limit,
             keep_secrets=self.config.keep_secrets,
             table_budget_bytes=int(self.config.table_budget_mb * 1024 * 1024),
+            # History kept for minutes under a tighter RSS target: every batch compressed as it
+            # comes (holding the newest raw saves no CPU when every row is compressed anyway).
+            raw_held_bytes=0,
             asid=self.config.agent_asid,
         )
         self.window = LiveWindow(

@@ -36,7 +36,7 @@ from pxq.plan.manifest import ProbeManifest
 
 POLL_INTERVAL_MS = 100
 # Arrow's allocator keeps what building and compressing the drained tables freed (the store holds
-# them compressed); it is given back to the system at most this often (s), and when the loop
+# all but the newest compressed); it is given back to the system at most this often (s), and when the loop
 # stops. Not after every drain: the next drain (every second under load) faulted the same pages
 # in again, and the release itself took 0.5 ms; some 1-1.5 ms of the agent's CPU per drain.
 RELEASE_INTERVAL_S = 10.0
@@ -123,7 +123,10 @@ class AgentLoop:
         self.options = options or AgentOptions()
         self.descendants = descendants
         self.store = TableStore(
-            self.options.budget_bytes, host=socket.gethostname(), table_budget_bytes=self.options.table_budget_bytes
+            self.options.budget_bytes,
+            host=socket.gethostname(),
+            table_budget_bytes=self.options.table_budget_bytes,
+            raw_bytes=self.options.raw_held_bytes,
         )
         self.identities = ProcessIdentities(asid=self.options.asid)  # one upid per process across the collectors
         self.running: list[Collector] = []  # started and not stopped, in start order

@@ -44,46 +44,70 @@ def split_losses(counters: dict[str, int]) -> tuple[dict[str, int], dict[str, in
 # thousands of rows, names that differ by a digit) shrink 5 to 25 times. LZ4 (frame): a second of
 # http_events at 2,000 req/s (2,000 rows, 1.6 MB) compresses in 1.0 ms to 1/13 of its size, where
 # zstd level 1 took 3.4 ms for 1/25 (zstd -1: 2.5 ms, 1/15); the agent compresses everything it
-# collects, so the codec's speed is a share of its CPU per transaction, while the budgets count
+# keeps long, so the codec's speed is a share of its CPU per transaction, while the budgets count
 # the uncompressed bytes either way. Reading a batch back decompresses it.
 HELD_CODEC = pa.Codec("lz4") if pa.Codec.is_available("lz4") else None
 # In the calling thread: Arrow's thread pool would cost the agent ~40 MB of RSS (its threads'
 # allocator arenas) for batches that compress in milliseconds anyway.
 _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression=HELD_CODEC, use_threads=False)
 _READ_OPTIONS = pa.ipc.IpcReadOptions(use_threads=False)
+# The newest batches are held as appended (uncompressed) while they add up to at most this many
+# bytes, all tables together; past it the oldest are compressed. A short window (``pxq run`` for
+# a few seconds: 32 MiB is ~8 s of http_events at 5,000 req/s, ~850 B a row) is then never
+# compressed, nor decompressed to be read, and rows a rolling window or a budget drops while
+# still new are never compressed either: appending (compressing each batch as it came) was
+# ~1.4 us of the agent's CPU per HTTP transaction at 5,000 req/s, measured live. Offline
+# (bench/bench_table_store.py) append went from 0.28 to 0.03 us a row for 6 s at 5,000 rows/s and
+# from 0.20 to 0.15 for 30 s (the rows older than the newest 32 MiB are compressed as before).
+# What it costs: up to these bytes of RSS more than a store compressed throughout (+32 MB at the
+# peak there; the paced agent peaked at ~160-190 MB against its 250 MB target); the budgets count
+# uncompressed bytes either way. The node agent, which keeps minutes of history and has the
+# tighter RSS margin, compresses at once (raw_bytes=0, :mod:`pxq.agent.daemon`).
+RAW_HELD_BYTES = 32 * 1024 * 1024
 
 
-@dataclass
+def compress(data: pa.Table) -> pa.Buffer:
+    """``data`` as an LZ4-compressed Arrow IPC stream (:data:`HELD_CODEC` must be there)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, data.schema, options=_WRITE_OPTIONS) as out:
+        out.write_table(data)
+    return sink.getvalue()
+
+
+@dataclass(eq=False)  # (one batch is itself only: the store finds it in its queues by identity)
 class _Held:
-    """One appended batch as the store keeps it."""
+    """One appended batch as the store keeps it: as appended while it is among the newest
+    (:data:`RAW_HELD_BYTES`), then compressed (replaced in place: readers that took the batch
+    before still read the same rows)."""
 
-    data: pa.Buffer | pa.Table  # the compressed IPC stream (the table itself without a codec)
+    data: pa.Buffer | pa.Table  # the compressed IPC stream, or the table itself (raw)
     rows: int
     size: int  # its bytes in the catalog's types: what the budget counts (what readers get)
     newest_ns: int | None  # its latest time_ (for a rolling window)
     seq: int = 0  # its place in the store's appends (the spill's cursor: :mod:`pxq.agent.spill`)
+    gone: bool = False  # dropped from the store (evicted or out of a rolling window)
 
     @classmethod
     def of(cls, data: pa.Table) -> _Held:
         newest = None
-        if "time_" in data.column_names:
+        if data.schema.get_field_index("time_") >= 0:  # (column_names makes a list: ~10 us an append)
             newest = pc.max(data.column("time_").cast(pa.int64())).as_py()
-        held: pa.Buffer | pa.Table = data
-        if HELD_CODEC is not None:
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, data.schema, options=_WRITE_OPTIONS) as out:
-                out.write_table(data)
-            held = sink.getvalue()
-        return cls(held, data.num_rows, data.nbytes, newest)
+        return cls(data, data.num_rows, data.nbytes, newest)
+
+    @property
+    def raw(self) -> bool:
+        return isinstance(self.data, pa.Table)
 
     @property
     def held_bytes(self) -> int:
-        return self.data.size if isinstance(self.data, pa.Buffer) else self.data.nbytes
+        data = self.data  # (read once: the writer may compress it meanwhile)
+        return data.size if isinstance(data, pa.Buffer) else data.nbytes
 
     def table(self) -> pa.Table:
-        if isinstance(self.data, pa.Table):
-            return self.data
-        return pa.ipc.open_stream(self.data, options=_READ_OPTIONS).read_all()
+        data = self.data
+        if isinstance(data, pa.Table):
+            return data
+        return pa.ipc.open_stream(data, options=_READ_OPTIONS).read_all()
 
 
 @dataclass
@@ -96,7 +120,13 @@ class _TableBatches:
 class TableStore:
     """Holds what collectors produced; thread-safe for one writer and concurrent readers."""
 
-    def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES, host: str = "", table_budget_bytes: int | None = None):
+    def __init__(
+        self,
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        host: str = "",
+        table_budget_bytes: int | None = None,
+        raw_bytes: int = RAW_HELD_BYTES,
+    ):
         self.budget_bytes = budget_bytes
         self.table_budget_bytes = table_budget_bytes  # each table's own cap too (the node agent's)
         self.host = host
@@ -107,6 +137,10 @@ class TableStore:
         self._tables: dict[str, _TableBatches] = {}
         self._lock = threading.Lock()
         self.appended = 0  # batches appended so far (each held batch's seq)
+        self.raw_bytes = raw_bytes  # the newest batches held uncompressed up to this (RAW_HELD_BYTES)
+        self._raw: deque[_Held] = deque()  # batches not compressed (yet), oldest first, all tables
+        self._raw_size = 0  # their sizes (those still held)
+        self._schemas: dict[str, pa.Schema] = {}  # the catalog's, per table appended to
 
     # -- writing
 
@@ -115,7 +149,9 @@ class TableStore:
             raise DataError(f"no table named {table!r} in the catalog")
         if data.num_rows == 0:
             return
-        expected = CATALOG[table].arrow_schema()
+        expected = self._schemas.get(table)
+        if expected is None:
+            expected = self._schemas[table] = CATALOG[table].arrow_schema()
         if data.schema != expected:
             data = data.select(expected.names).cast(expected)
         held = _Held.of(data)
@@ -126,7 +162,36 @@ class TableStore:
             entry.batches.append(held)
             entry.bytes += held.size
             entry.rows += held.rows
+            if HELD_CODEC is not None:
+                self._raw.append(held)
+                self._raw_size += held.size
             self._evict()
+        self._compress_oldest()
+
+    def _compress_oldest(self) -> None:
+        """Compress the oldest raw batches until those left fit in ``raw_bytes``; each outside the
+        lock (readers go on meanwhile), swapped in under it."""
+        while True:
+            with self._lock:
+                if self._raw_size <= self.raw_bytes or not self._raw:
+                    return
+                oldest = self._raw[0]
+            packed = compress(oldest.table())
+            with self._lock:
+                if self._raw and self._raw[0] is oldest:
+                    self._raw.popleft()
+                if not oldest.gone:  # (else dropped while being compressed: its size is off already)
+                    oldest.data = packed
+                    self._raw_size -= oldest.size
+
+    def _forget(self, held: _Held) -> None:
+        """``held`` is no longer in the store (under the lock)."""
+        held.gone = True
+        if held.raw and HELD_CODEC is not None:
+            self._raw_size -= held.size
+            # Out of the raw queue now, not when it reaches its front: it would keep the rows in
+            # memory meanwhile. (A few hundred raw batches at most: 32 MiB of drained batches.)
+            self._raw.remove(held)
 
     def _evict(self) -> None:
         """Drop the oldest batches of the largest tables until the budget holds (and each table's)."""
@@ -135,6 +200,7 @@ class TableStore:
                 if len(entry.batches) <= 1:
                     break
                 oldest = entry.batches.popleft()
+                self._forget(oldest)
                 entry.bytes -= oldest.size
                 entry.rows -= oldest.rows
                 self.count_drop(name, "table_store_budget", oldest.rows)
@@ -143,6 +209,7 @@ class TableStore:
             if len(entry.batches) <= 1:
                 break  # never drop the newest batch: it is what the user is looking at
             oldest = entry.batches.popleft()
+            self._forget(oldest)
             entry.bytes -= oldest.size
             entry.rows -= oldest.rows
             self.count_drop(name, "table_store_budget", oldest.rows)
@@ -156,6 +223,7 @@ class TableStore:
             for name, entry in self._tables.items():
                 while entry.batches and (entry.batches[0].newest_ns or 0) < cutoff_ns:
                     oldest = entry.batches.popleft()
+                    self._forget(oldest)
                     entry.bytes -= oldest.size
                     entry.rows -= oldest.rows
                     dropped[name] = dropped.get(name, 0) + oldest.rows
@@ -199,7 +267,7 @@ class TableStore:
         return [(batch.seq, batch.table()) for batch in held]
 
     def held_bytes(self) -> int:
-        """Bytes the store's batches take as held (compressed), all tables."""
+        """Bytes the store's batches take as held (the oldest compressed), all tables."""
         with self._lock:
             return sum(b.held_bytes for entry in self._tables.values() for b in entry.batches)
 

@@ -24,6 +24,7 @@ from pxq.agent.protocols.http1 import (
     rows as http1_rows,
     transactions_to_arrow,
 )
+from pxq.agent.protocols.http1.stitcher import _Message
 from pxq.tables import CATALOG
 from pxq.testing.streams import load_stream, replay
 
@@ -135,6 +136,48 @@ def test_a_string_column_over_the_array_limit_comes_in_chunks(monkeypatch):
     column = http1_rows._string_column(bytearray(b"".join(values)), np.array([len(v) for v in values]))
     assert column.to_pylist() == [v.decode() for v in values]
     assert [len(chunk) for chunk in column.chunks] == [3, 1, 1, 1]
+
+
+# Connections' text columns: one value for all (one process, loopback), values of one length,
+# values of several lengths and non-ASCII ones (each builds the column its own way).
+CONN_TEXT = st.one_of(st.sampled_from(["0:4242:99", "127.0.0.1", "10.0.0.12", "::1", ""]),
+                      st.text(alphabet="0:.abé€", max_size=6))  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            CONN_TEXT, CONN_TEXT, CONN_TEXT, st.integers(0, 65535), st.integers(0, 65535), st.sampled_from([1, 2])
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(st.integers(0, 5), min_size=1, max_size=40),
+    st.lists(st.text(max_size=8), min_size=1, max_size=40),
+)
+def test_rows_of_several_connections_hold_each_its_connection_columns(conns, row_conns, paths):
+    """Each row holds the columns of the connection it was added for, and its own strings, as
+    pyarrow builds them from the Python values (the rows' columns are built from buffers)."""
+    rows = HttpRows()
+    numbers = [rows.connection(*c) for c in conns]
+    expected: dict[str, list] = {name: [] for name in (*HttpRows.CONNECTION, "req_path", "time_")}
+    for i, conn in enumerate(row_conns):
+        conn %= len(conns)
+        path = paths[i % len(paths)]
+        req = _Message(1024, 1_000 + i)
+        req.method, req.url = b"GET", path.encode()
+        resp = _Message(1024, 2_000 + i)
+        resp.status, resp.reason = 200, b"OK"
+        rows.add(numbers[conn], req, resp, 1_000 + i, 2_000 + i)
+        for name, value in zip(HttpRows.CONNECTION, conns[conn], strict=True):
+            expected[name].append(value)
+        expected["req_path"].append(path)
+        expected["time_"].append(2_000 + i)
+    table = rows.table()
+    assert table.schema == SCHEMA
+    want = pa.table({name: pa.array(values, SCHEMA.field(name).type) for name, values in expected.items()})
+    assert table.select(list(expected)).equals(want)
 
 
 def _events(fd: int, gen: int, chunks: list[tuple[str, int, bytes]]) -> list[SockEvent]:
