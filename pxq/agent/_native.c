@@ -234,6 +234,7 @@ init_char_classes(void)
 
 static const char *const PLAIN_METHODS[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
 #define PLAIN_METHOD_COUNT 7
+#define HEAD_METHOD 1 /* its index in PLAIN_METHODS */
 static PyObject *method_objects[PLAIN_METHOD_COUNT]; /* shared bytes objects, one per method */
 
 static int
@@ -1142,6 +1143,31 @@ rows_ready(struct rows_parts *rows)
     return 0;
 }
 
+/* What a response answering requests[i] (a deque of messages) answers, as frame_message's
+ * ``answers`` when the stitcher counts requests answered by a head alone: 1 for a HEAD request
+ * whose headers were parsed, 2 for CONNECT, 0 for any other request; -1 when requests[i] is not
+ * a message (a Python error set, or none: not this path's). */
+static int
+header_only_answer(PyObject *requests, Py_ssize_t i)
+{
+    PyObject *req = PySequence_GetItem(requests, i);
+    if (req == NULL)
+        return -1;
+    Py_DECREF(req); /* the deque keeps it */
+    if (!Py_IS_TYPE(req, message_type))
+        return -1;
+    PyObject *method = SLOT(req, message_offsets[M_METHOD]);
+    if (SLOT(req, message_offsets[M_HEADERS_DONE]) != Py_True || method == NULL || !PyBytes_CheckExact(method))
+        return 0;
+    Py_ssize_t n = PyBytes_GET_SIZE(method);
+    const char *m = PyBytes_AS_STRING(method);
+    if (n == 4 && memcmp(m, "HEAD", 4) == 0)
+        return 1;
+    if (n == 7 && memcmp(m, "CONNECT", 7) == 0)
+        return 2;
+    return 0;
+}
+
 /* Take one event, as ConnTracker.handle_batch's fast path and the Python stitcher and rows would:
  * 1 (taken), 0 (not this path's: nothing changed), -1 (a Python error). */
 static int
@@ -1211,7 +1237,7 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
              *body_limit_obj = SLOT(st, sa[S_BODY_LIMIT]);
     if (SLOT(st, sa[S_CLOSED]) != Py_False || SLOT(st, sa[S_UPGRADED]) != Py_False ||
         SLOT(st, sa[S_UPGRADE_WAIT]) != Py_False || SLOT(st, sa[S_PLAIN]) != Py_True ||
-        SLOT(st, sa[S_OUT_OF_STEP]) != Py_False || slot_int(SLOT(st, sa[S_HEADER_ONLY]), &ok) != 0 || !ok ||
+        SLOT(st, sa[S_OUT_OF_STEP]) != Py_False ||
         requests == NULL || responses == NULL || done == NULL || !PyList_CheckExact(done) ||
         PyList_GET_SIZE(done) != 0 || side == NULL || !Py_IS_TYPE(side, http1.direction) ||
         body_limit_obj == NULL || !PyLong_CheckExact(body_limit_obj))
@@ -1222,7 +1248,9 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
     PyObject *pending = SLOT(side, wa[W_PENDING]), *epoch_obj = SLOT(side, wa[W_EPOCH]);
     long long completed = slot_int(SLOT(side, wa[W_COMPLETED]), &ok);
     long long body_limit = slot_int(body_limit_obj, &ok);
-    if (!ok || waiting_responses != 0 || pending == NULL || !PyByteArray_CheckExact(pending) ||
+    /* requests waiting whose answer ends with its head (HEAD, CONNECT): Http1Stitcher's count */
+    long long header_only = slot_int(SLOT(st, sa[S_HEADER_ONLY]), &ok);
+    if (!ok || header_only < 0 || waiting_responses != 0 || pending == NULL || !PyByteArray_CheckExact(pending) ||
         PyByteArray_GET_SIZE(pending) != 0 || SLOT(side, wa[W_CURRENT]) != Py_None ||
         SLOT(side, wa[W_KEEP_ALIVE]) != Py_True || SLOT(side, wa[W_RESYNCING]) != Py_False ||
         SLOT(side, wa[W_BEGIN_TS]) != Py_None || epoch_obj == NULL || !PyLong_CheckExact(epoch_obj) ||
@@ -1245,15 +1273,30 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
             goto release;
         struct framed *m = &msgs[count];
         m->head.pairs = m->head.block = NULL;
-        int framed = frame_complete(data, len, at, is_request, 0, &m->head, &m->length);
+        int answers = 0;
+        if (!is_request && count < waiting) {
+            /* What this response answers, as _plain_messages decides it: by the request it pairs
+             * with (the oldest waiting, requests[count] here: each one before it paired, which is
+             * checked below) while the stitcher counts requests answered by a head alone. */
+            int kind = header_only_answer(requests, count);
+            if (kind < 0) {
+                result = PyErr_Occurred() ? -1 : 0;
+                goto release;
+            }
+            if (kind == 2)
+                goto release; /* CONNECT: a tunnel may start (the Python path) */
+            answers = header_only > 0 ? kind : 0;
+            header_only -= kind; /* _stitch: a HEAD request answered leaves the count */
+        }
+        int framed = frame_complete(data, len, at, is_request, answers, &m->head, &m->length);
         if (framed <= 0) {
             result = framed;
             goto release;
         }
         count++;
         at = m->head.body_at + (Py_ssize_t)m->length;
-        if (is_request && m->head.code == 1)
-            goto release; /* HEAD: its answer ends at its head (the stitcher counts it) */
+        if (is_request && m->head.code == HEAD_METHOD)
+            header_only++; /* _plain_messages: a HEAD request counted */
     }
     if (is_request) {
         for (int i = 0; i < count; i++) {
@@ -1290,7 +1333,6 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
             w->body_size = slot_int(SLOT(req, message_offsets[M_BODY_SIZE]), &ok);
             if (!ok || start > ts || SLOT(req, message_offsets[M_COMPLETE]) != Py_True ||
                 SLOT(req, message_offsets[M_BROKEN]) != Py_False || method == NULL || !ascii_bytes(method) ||
-                (PyBytes_GET_SIZE(method) == 4 && memcmp(PyBytes_AS_STRING(method), "HEAD", 4) == 0) ||
                 (PyBytes_GET_SIZE(method) == 7 && memcmp(PyBytes_AS_STRING(method), "CONNECT", 7) == 0) ||
                 raw == NULL || !PyBytes_CheckExact(raw) || !ascii_bytes(SLOT(req, message_offsets[M_URL])) ||
                 !ascii_bytes(SLOT(req, message_offsets[M_BODY])))
@@ -1389,7 +1431,8 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
         }
     }
     /* the direction (Http1Stitcher._feed), the connection and its stream (handle_batch, _feed) */
-    if (set_int_slot(side, wa[W_COMPLETED], completed + count) < 0 || set_int_slot(side, wa[W_CARRY_LEN], 0) < 0) {
+    if (set_int_slot(side, wa[W_COMPLETED], completed + count) < 0 || set_int_slot(side, wa[W_CARRY_LEN], 0) < 0 ||
+        set_int_slot(st, sa[S_HEADER_ONLY], header_only) < 0) {
         result = -1;
         goto release;
     }
