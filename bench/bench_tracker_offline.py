@@ -14,8 +14,8 @@ on a shared machine:
   child process per tree (``--tree``, default this checkout; ``--tree`` again for another, e.g. a
   git worktree of main with its own .so from tools/build_native.py). It prints microseconds per
   transaction (the best of ``--rounds`` rounds, trees alternating) and, with ``--callgrind``,
-  instructions per transaction under valgrind's callgrind (the replay's count minus that of the
-  same child doing everything but the replay; stable on a noisy machine). It also prints which
+  instructions per transaction under valgrind's callgrind (counted in handle_batch and end_batch
+  only, after a warm-up; stable on a noisy machine). It also prints which
   events the C path left to Python and why (``--why``), and checks that every tree produced the
   same rows.
 """
@@ -105,8 +105,10 @@ def load_events(path: Path) -> list:
     return [SockEvent(*ev) for ev in saved["events"]]
 
 
-def replay_once(events: list, batch: int, why: Counter | None = None):
-    """One replay through a fresh tracker: (seconds, transactions, rows as a list of tables)."""
+def replay_once(events: list, batch: int, why: Counter | None = None, toggle=None):
+    """One replay through a fresh tracker: (seconds in handle_batch and end_batch, transactions,
+    rows as a list of tables, seconds in take_tables). ``toggle``: called before and after each
+    batch's handle_batch and end_batch (callgrind's collection switched on, then off)."""
     from pxq.agent.conn_tracker import ConnTracker
     from pxq.agent.protocols.registry import PROTOCOLS
 
@@ -114,15 +116,23 @@ def replay_once(events: list, batch: int, why: Counter | None = None):
     if why is not None:
         watch_c_path(tracker, why)
     tables = []
-    t0 = time.perf_counter()
+    took = taking = 0.0
     for at in range(0, len(events), batch):
-        tracker.handle_batch(events[at : at + batch])
+        chunk = events[at : at + batch]
+        if toggle is not None:
+            toggle()
+        t0 = time.perf_counter()
+        tracker.handle_batch(chunk)
         tracker.end_batch()
+        t1 = time.perf_counter()
+        if toggle is not None:
+            toggle()
         tables.append(tracker.take_tables()["http_events"])
-    took = time.perf_counter() - t0
+        took += t1 - t0
+        taking += time.perf_counter() - t1
     tracker.close_all()
     tables.append(tracker.take_tables()["http_events"])
-    return took, tracker.counts["transactions"], tables
+    return took, tracker.counts["transactions"], tables, taking
 
 
 def watch_c_path(tracker, why: Counter) -> None:
@@ -175,31 +185,33 @@ def stop_reason(ev, conns, ct) -> str:
 
 
 def child(tree: str, events_path: Path, batch: int, rounds: int, mode: str, rows_out: str | None) -> int:
-    """Runs inside the tree's interpreter (PYTHONPATH=tree). ``mode``: time, why, callgrind-base
-    (everything but the replay), callgrind (a warm-up round, then one measured replay)."""
+    """Runs inside the tree's interpreter (PYTHONPATH=tree). ``mode``: time, why, callgrind (a
+    warm-up round, then one replay inside the function callgrind counts in)."""
     events = load_events(events_path)
-    if mode == "callgrind-base":
-        replay_once(events[:batch], batch)  # the warm-up of "callgrind": imports, caches
-        print(json.dumps({"events": len(events)}))
-        return 0
     if mode == "callgrind":
-        replay_once(events[:batch], batch)
-        _, transactions, _ = replay_once(events, batch)
+        import ctypes
+
+        replay_once(events[:batch], batch)  # warm-up: imports, caches
+        # callgrind counts between the toggles only (--collect-atstart=no): the tracker's calls,
+        # not the interpreter's start, the imports, the loading of the events or take_tables
+        toggle = ctypes.CDLL(os.environ["PXQ_TOGGLE_LIB"]).pxq_toggle_collect
+        transactions = replay_once(events, batch, toggle=toggle)[1]
         print(json.dumps({"events": len(events), "transactions": transactions}))
         return 0
     why: Counter | None = Counter() if mode == "why" else None
     replay_once(events[:batch], batch)  # warm-up: the module's caches, as in a running agent
-    best, transactions, tables = None, 0, []
+    best, best_take, transactions, tables = None, None, 0, []
     for _ in range(rounds if mode == "time" else 1):
-        took, transactions, tables = replay_once(events, batch, why)
+        took, transactions, tables, taking = replay_once(events, batch, why)
         best = took if best is None else min(best, took)
+        best_take = taking if best_take is None else min(best_take, taking)
     if rows_out:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         table = pa.concat_tables([t for t in tables if t.num_rows])
         pq.write_table(table, rows_out)
-    print(json.dumps({"seconds": best, "transactions": transactions, "events": len(events),
+    print(json.dumps({"seconds": best, "take_seconds": best_take, "transactions": transactions, "events": len(events),
                       "why": dict(why) if why is not None else None}))  # fmt: skip
     return 0
 
@@ -213,11 +225,20 @@ def run_child(tree: str, args: list[str], valgrind: list[str] | None = None) -> 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def callgrind_instructions(tree: str, args: list[str], mode: str) -> int:
+# callgrind's client request (valgrind's header), callable from Python through ctypes
+TOGGLE_C = "#include <valgrind/callgrind.h>\nvoid pxq_toggle_collect(void) { CALLGRIND_TOGGLE_COLLECT; }\n"
+
+
+def callgrind_instructions(tree: str, args: list[str]) -> int:
+    """Instructions of one replay (after a warm-up) in ``tree``, counted by callgrind."""
     with tempfile.TemporaryDirectory(prefix="pxq-callgrind-") as work:
+        Path(f"{work}/toggle.c").write_text(TOGGLE_C)
+        subprocess.run(["gcc", "-O1", "-shared", "-fPIC", "-o", f"{work}/toggle.so", f"{work}/toggle.c"], check=True)
+        os.environ["PXQ_TOGGLE_LIB"] = f"{work}/toggle.so"
         out = f"{work}/callgrind.out"
-        valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
-        run_child(tree, [*args, "--mode", mode], valgrind)
+        valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
+                    "--collect-atstart=no"]  # fmt: skip
+        run_child(tree, [*args, "--mode", "callgrind"], valgrind)
         text = Path(out).read_text()
     m = re.search(r"^(?:summary|totals):\s*(\d+)", text, re.M)
     if m is None:
@@ -241,23 +262,27 @@ def replay(trees: list[str], events_path: Path, batch: int, rounds: int, callgri
     transactions = firsts[0]["transactions"]
     print(f"{firsts[0]['events']} events, {transactions} transactions")
     seconds: dict[str, list[float]] = {n: [] for n in names}
+    take_seconds: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         order = list(zip(trees, names)) if r % 2 == 0 else list(zip(trees, names))[::-1]
         for tree, name in order:
-            seconds[name].append(run_child(tree, [*common, "--mode", "time"])["seconds"])
+            got = run_child(tree, [*common, "--mode", "time"])
+            seconds[name].append(got["seconds"])
+            take_seconds[name].append(got["take_seconds"])
+    print("  the tracker (handle_batch and end_batch), us per transaction; beside it, rows to Arrow (take_tables):")
     for name in names:
         best = min(seconds[name])
         print(f"  {name}: {best / transactions * 1e6:.3f} us per transaction (best of {rounds}; "
-              f"all {', '.join(f'{s / transactions * 1e6:.2f}' for s in seconds[name])})")  # fmt: skip
+              f"all {', '.join(f'{s / transactions * 1e6:.2f}' for s in seconds[name])}); "
+              f"take_tables {min(take_seconds[name]) / transactions * 1e6:.3f}")  # fmt: skip
     if len(names) > 1:
         print(f"  {names[1]} / {names[0]}: {min(seconds[names[1]]) / min(seconds[names[0]]):.3f}")
     if callgrind:
         counts = {}
         for tree, name in zip(trees, names):
-            full = callgrind_instructions(tree, common, "callgrind")
-            base = callgrind_instructions(tree, common, "callgrind-base")
-            counts[name] = (full - base) / transactions
-            print(f"  {name}: {counts[name]:,.0f} instructions per transaction (callgrind: {full:,} - {base:,})")
+            total = callgrind_instructions(tree, common)
+            counts[name] = total / transactions
+            print(f"  {name}: {counts[name]:,.0f} instructions per transaction (callgrind: {total:,} in the replay)")
         if len(names) > 1:
             print(f"  {names[1]} / {names[0]}: {counts[names[1]] / counts[names[0]]:.3f}")
     if why:
