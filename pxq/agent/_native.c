@@ -893,6 +893,10 @@ static struct {
     PyObject *parsing; /* the tracker's PARSING state (the same str object) */
     long ev_data, egress, ingress, role_client;
     PyObject *append, *popleft, *strings, *numbers, *raw_blocks, *connections, *rows; /* attribute names */
+    /* collections.deque (the stitcher's queue of requests) and its methods, called directly: a
+     * method looked up by name per call cost more than the rest of queueing a request */
+    PyTypeObject *deque;
+    PyObject *deque_append, *deque_popleft;
 } http1;
 
 PyDoc_STRVAR(set_http1_classes_doc,
@@ -928,6 +932,28 @@ set_http1_classes(PyObject *self, PyObject *args)
         for (int i = 0; i < 7; i++)
             if ((*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)
                 return NULL;
+    }
+    if (http1.deque == NULL) {
+        PyObject *collections = PyImport_ImportModule("collections");
+        PyObject *deque = collections == NULL ? NULL : PyObject_GetAttrString(collections, "deque");
+        Py_XDECREF(collections);
+        if (deque == NULL)
+            return NULL;
+        if (!PyType_Check(deque)) {
+            Py_DECREF(deque);
+            PyErr_SetString(PyExc_TypeError, "collections.deque is not a class");
+            return NULL;
+        }
+        PyObject *append = PyObject_GetAttr(deque, http1.append);
+        PyObject *popleft = append == NULL ? NULL : PyObject_GetAttr(deque, http1.popleft);
+        if (popleft == NULL) {
+            Py_XDECREF(append);
+            Py_DECREF(deque);
+            return NULL;
+        }
+        http1.deque = (PyTypeObject *)deque;
+        http1.deque_append = append;
+        http1.deque_popleft = popleft;
     }
     memcpy(http1.conn_at, conn_at, sizeof conn_at);
     memcpy(http1.stream_at, stream_at, sizeof stream_at);
@@ -997,8 +1023,11 @@ slot_int(PyObject *value, int *ok)
         return (long long)PyUnstable_Long_CompactValue((PyLongObject *)value);
 #else
     Py_ssize_t size = Py_SIZE(value);
+    const digit *digits = ((PyLongObject *)value)->ob_digit;
     if (size >= -1 && size <= 1) /* one digit at most (CPython's int layout): most of them */
-        return (long long)size * (long long)((PyLongObject *)value)->ob_digit[0];
+        return (long long)size * (long long)digits[0];
+    if (size == 2) /* under 2**60: a timestamp or a stream position */
+        return (long long)(((uint64_t)digits[1] << PyLong_SHIFT) | digits[0]);
 #endif
     int overflow;
     long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
@@ -1238,7 +1267,8 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
     if (SLOT(st, sa[S_CLOSED]) != Py_False || SLOT(st, sa[S_UPGRADED]) != Py_False ||
         SLOT(st, sa[S_UPGRADE_WAIT]) != Py_False || SLOT(st, sa[S_PLAIN]) != Py_True ||
         SLOT(st, sa[S_OUT_OF_STEP]) != Py_False ||
-        requests == NULL || responses == NULL || done == NULL || !PyList_CheckExact(done) ||
+        requests == NULL || !Py_IS_TYPE(requests, http1.deque) || responses == NULL || done == NULL ||
+        !PyList_CheckExact(done) ||
         PyList_GET_SIZE(done) != 0 || side == NULL || !Py_IS_TYPE(side, http1.direction) ||
         body_limit_obj == NULL || !PyLong_CheckExact(body_limit_obj))
         return 0;
@@ -1401,7 +1431,7 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
         rows->added += count; /* HttpRows.rows, counted up when the call returns */
         /* the stitcher: each request answered leaves the queue (_stitch) */
         for (int i = 0; i < count; i++) {
-            PyObject *gone = PyObject_CallMethodNoArgs(requests, http1.popleft);
+            PyObject *gone = PyObject_Vectorcall(http1.deque_popleft, &requests, 1, NULL);
             if (gone == NULL) {
                 result = -1;
                 goto release;
@@ -1422,7 +1452,8 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
     }
     if (is_request) {
         for (int i = 0; i < count; i++) {
-            PyObject *r = PyObject_CallMethodOneArg(requests, http1.append, made[i]);
+            PyObject *append_args[2] = {requests, made[i]};
+            PyObject *r = PyObject_Vectorcall(http1.deque_append, append_args, 2, NULL);
             if (r == NULL) {
                 result = -1;
                 goto release;
