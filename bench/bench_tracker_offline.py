@@ -257,7 +257,7 @@ def replay(trees: list[str], events_path: Path, batch: int, rounds: int, callgri
 
         tables = [pq.read_table(f"{work}/{i}.parquet") for i in range(len(trees))]
         for name, table in zip(names[1:], tables[1:]):
-            same = table.drop(["time_"]).equals(tables[0].drop(["time_"])) if "time_" in table.column_names else table.equals(tables[0])
+            same = table.equals(tables[0])
             print(f"rows of {name} {'equal' if same else 'DIFFER from'} {names[0]}'s ({table.num_rows} rows)")
     transactions = firsts[0]["transactions"]
     print(f"{firsts[0]['events']} events, {transactions} transactions")

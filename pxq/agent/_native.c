@@ -847,12 +847,13 @@ clear_plain_block_cache(PyObject *self, PyObject *unused)
  * (the tracker's fast path), whose bytes are whole plain messages (frame_complete) that change
  * the stitcher's state only in the common way: requests queued while no response waits; each
  * response answering the oldest request, complete, plain, begun no later than the response and
- * with no later request begun before the response ended (in step); and whose rows need nothing
- * HttpRows.add would do in Python (header blocks already in its cache by their raw lines, ASCII
- * texts). It leaves the tracker, the stitcher, its directions and the row buffer exactly as the
+ * with no later request begun before the response ended (in step), an answer to HEAD ending with
+ * its head as _plain_messages frames it (the stitcher's count of such requests kept); and whose
+ * rows need nothing HttpRows.add would do in Python (header blocks already in its cache by their
+ * raw lines, ASCII texts). It leaves the tracker, the stitcher, its directions and the row buffer exactly as the
  * Python path (ConnTracker._feed, Http1Stitcher._feed, _plain_messages, _stitch,
  * _response_complete, HttpRows.add) would. It checks all of that before changing anything and
- * stops at the first event it does not take, which the Python path then takes: HEAD, 1xx/204/304,
+ * stops at the first event it does not take, which the Python path then takes: CONNECT, 1xx/204/304,
  * chunked or close-delimited bodies, a message cut by its chunk, pipelining, answers without
  * requests, connections restarted and still on probation, credentials, non-ASCII, any other
  * protocol or event.
