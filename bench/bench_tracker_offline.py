@@ -25,6 +25,7 @@ on a shared machine:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -128,7 +129,7 @@ def replay_once(events: list, batch: int, why: Counter | None = None, toggle=Non
     """One replay through a fresh tracker: (seconds in handle_batch and end_batch, transactions,
     rows as a list of tables, seconds in take_tables). ``toggle``: called before and after each
     batch's handle_batch and end_batch (callgrind's collection switched on, then off)."""
-    from pxq.agent.conn_tracker import ConnTracker
+    from pxq.agent.conn_tracker import ConnTracker, SockEvent
     from pxq.agent.protocols.registry import PROTOCOLS
 
     tracker = ConnTracker(protocols=[PROTOCOLS["http"]], clock_offset_ns=0)
@@ -136,8 +137,11 @@ def replay_once(events: list, batch: int, why: Counter | None = None, toggle=Non
         watch_c_path(tracker, why)
     tables = []
     took = taking = 0.0
+    remake = tuple.__new__
     for at in range(0, len(events), batch):
-        chunk = events[at : at + batch]
+        # new event tuples per batch, as the ring walk makes them: the garbage collector sees
+        # a batch's events young, as in the agent, not the whole recording every time
+        chunk = [remake(SockEvent, ev) for ev in events[at : at + batch]]
         if toggle is not None:
             toggle()
         t0 = time.perf_counter()
@@ -211,6 +215,7 @@ def child(tree: str, events_path: Path, batch: int, rounds: int, mode: str, rows
     """Runs inside the tree's interpreter (PYTHONPATH=tree). ``mode``: time, why, callgrind (a
     warm-up round, then one replay inside the function callgrind counts in)."""
     events = load_events(events_path)
+    gc.freeze()  # the recording is no agent's: kept out of the collector's generations
     if mode == "callgrind":
         import ctypes
 
