@@ -850,8 +850,8 @@ clear_plain_block_cache(PyObject *self, PyObject *unused)
  * with no later request begun before the response ended (in step), an answer to HEAD ending with
  * its head as _plain_messages frames it (the stitcher's count of such requests kept); and whose
  * rows need nothing HttpRows.add would do in Python (header blocks already in its cache by their
- * raw lines, ASCII texts). It leaves the tracker, the stitcher, its directions and the row buffer exactly as the
- * Python path (ConnTracker._feed, Http1Stitcher._feed, _plain_messages, _stitch,
+ * raw lines, ASCII texts). It leaves the tracker, the stitcher, its directions and the row buffer
+ * exactly as the Python path (ConnTracker._feed, Http1Stitcher._feed, _plain_messages, _stitch,
  * _response_complete, HttpRows.add) would. It checks all of that before changing anything and
  * stops at the first event it does not take, which the Python path then takes: CONNECT, 1xx/204/304,
  * chunked or close-delimited bodies, a message cut by its chunk, pipelining, answers without
@@ -1316,7 +1316,7 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
             }
             if (kind == 2)
                 goto release; /* CONNECT: a tunnel may start (the Python path) */
-            answers = header_only > 0 ? kind : 0;
+            answers = header_only != 0 ? kind : 0; /* the count as a truth value, as in Python */
             header_only -= kind; /* _stitch: a HEAD request answered leaves the count */
         }
         int framed = frame_complete(data, len, at, is_request, answers, &m->head, &m->length);

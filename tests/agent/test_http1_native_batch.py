@@ -10,6 +10,7 @@ take the events it is for (a differential test that the C path never joined woul
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pyarrow as pa
@@ -385,3 +386,38 @@ def test_a_connection_picked_up_mid_stream_joins_the_c_path_after_its_probation(
     rows, states = run(steps, True)
     assert sum(len(r) for r in rows) == 9
     assert dict(states[-1][4][(PID, 30, 1)][0])["restarted"] is True  # parsed on probation, then let through
+
+
+def test_the_c_path_reads_the_stitchers_count_of_head_requests_as_python_does():
+    """Which answer ends with its head follows the stitcher's count of HEAD requests waiting
+    (_header_only_requests), read as Python reads it: given the same count, even one no parse
+    could leave, both paths leave the same state (and the C path takes the answer when the count
+    is the true one)."""
+    c = Conn(70)
+    first = [c.open(1), *(c.data(10 * (i + 1), i % 2 == 0, GET if i % 2 == 0 else OK) for i in range(6))]
+    head = [c.data(100, True, HEAD)]
+    answer_scripts = [
+        [c.data(200, False, OK_HEAD), c.data(300, True, GET), c.data(400, False, OK)],
+        [c.data(200, False, OK)],  # with no count, a head and a body of 5 bytes
+    ]
+    for count, answers in itertools.product((1, 0, 2, -1), answer_scripts):
+        outcomes = []
+        for native in (True, False):
+            t = ConnTracker(protocols=[registry.PROTOCOLS["http"]], native_http1=native)
+            t.handle_batch(first)
+            t.handle_batch(head)
+            t.conns[(PID, 70, 1)].stitcher._header_only_requests = count
+            taken = []
+
+            def counting(*args, c_path=t._http1_batch, taken=taken):
+                out = c_path(*args)
+                taken.append(out[1])
+                return out
+
+            t._http1_batch = counting
+            t.handle_batch(answers)
+            t.end_batch()
+            outcomes.append((t.take_tables()["http_events"].to_pylist(), tracker_state(t)))
+            if native and count == 1 and answers is answer_scripts[0]:
+                assert sum(taken) == len(answers)
+        assert outcomes[0] == outcomes[1], (count, answers)
