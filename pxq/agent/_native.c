@@ -234,6 +234,7 @@ init_char_classes(void)
 
 static const char *const PLAIN_METHODS[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
 #define PLAIN_METHOD_COUNT 7
+#define HEAD_METHOD 1 /* its index in PLAIN_METHODS */
 static PyObject *method_objects[PLAIN_METHOD_COUNT]; /* shared bytes objects, one per method */
 
 static int
@@ -846,12 +847,13 @@ clear_plain_block_cache(PyObject *self, PyObject *unused)
  * (the tracker's fast path), whose bytes are whole plain messages (frame_complete) that change
  * the stitcher's state only in the common way: requests queued while no response waits; each
  * response answering the oldest request, complete, plain, begun no later than the response and
- * with no later request begun before the response ended (in step); and whose rows need nothing
- * HttpRows.add would do in Python (header blocks already in its cache by their raw lines, ASCII
- * texts). It leaves the tracker, the stitcher, its directions and the row buffer exactly as the
- * Python path (ConnTracker._feed, Http1Stitcher._feed, _plain_messages, _stitch,
+ * with no later request begun before the response ended (in step), an answer to HEAD ending with
+ * its head as _plain_messages frames it (the stitcher's count of such requests kept); and whose
+ * rows need nothing HttpRows.add would do in Python (header blocks already in its cache by their
+ * raw lines, ASCII texts). It leaves the tracker, the stitcher, its directions and the row buffer
+ * exactly as the Python path (ConnTracker._feed, Http1Stitcher._feed, _plain_messages, _stitch,
  * _response_complete, HttpRows.add) would. It checks all of that before changing anything and
- * stops at the first event it does not take, which the Python path then takes: HEAD, 1xx/204/304,
+ * stops at the first event it does not take, which the Python path then takes: CONNECT, 1xx/204/304,
  * chunked or close-delimited bodies, a message cut by its chunk, pipelining, answers without
  * requests, connections restarted and still on probation, credentials, non-ASCII, any other
  * protocol or event.
@@ -892,6 +894,10 @@ static struct {
     PyObject *parsing; /* the tracker's PARSING state (the same str object) */
     long ev_data, egress, ingress, role_client;
     PyObject *append, *popleft, *strings, *numbers, *raw_blocks, *connections, *rows; /* attribute names */
+    /* collections.deque (the stitcher's queue of requests) and its methods, called directly: a
+     * method looked up by name per call cost more than the rest of queueing a request */
+    PyTypeObject *deque;
+    PyObject *deque_append, *deque_popleft;
 } http1;
 
 PyDoc_STRVAR(set_http1_classes_doc,
@@ -927,6 +933,28 @@ set_http1_classes(PyObject *self, PyObject *args)
         for (int i = 0; i < 7; i++)
             if ((*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)
                 return NULL;
+    }
+    if (http1.deque == NULL) {
+        PyObject *collections = PyImport_ImportModule("collections");
+        PyObject *deque = collections == NULL ? NULL : PyObject_GetAttrString(collections, "deque");
+        Py_XDECREF(collections);
+        if (deque == NULL)
+            return NULL;
+        if (!PyType_Check(deque)) {
+            Py_DECREF(deque);
+            PyErr_SetString(PyExc_TypeError, "collections.deque is not a class");
+            return NULL;
+        }
+        PyObject *append = PyObject_GetAttr(deque, http1.append);
+        PyObject *popleft = append == NULL ? NULL : PyObject_GetAttr(deque, http1.popleft);
+        if (popleft == NULL) {
+            Py_XDECREF(append);
+            Py_DECREF(deque);
+            return NULL;
+        }
+        http1.deque = (PyTypeObject *)deque;
+        http1.deque_append = append;
+        http1.deque_popleft = popleft;
     }
     memcpy(http1.conn_at, conn_at, sizeof conn_at);
     memcpy(http1.stream_at, stream_at, sizeof stream_at);
@@ -984,7 +1012,8 @@ struct framed {
 };
 
 /* An int (a Python int in a slot) as a long long; 0 with *ok cleared when it is not one that fits. */
-static inline long long
+/* always inlined: some thirty calls per transaction, most of them a compare and a load */
+static inline __attribute__((always_inline)) long long
 slot_int(PyObject *value, int *ok)
 {
     if (value == NULL || !PyLong_CheckExact(value)) {
@@ -996,8 +1025,11 @@ slot_int(PyObject *value, int *ok)
         return (long long)PyUnstable_Long_CompactValue((PyLongObject *)value);
 #else
     Py_ssize_t size = Py_SIZE(value);
+    const digit *digits = ((PyLongObject *)value)->ob_digit;
     if (size >= -1 && size <= 1) /* one digit at most (CPython's int layout): most of them */
-        return (long long)size * (long long)((PyLongObject *)value)->ob_digit[0];
+        return (long long)size * (long long)digits[0];
+    if (size == 2) /* under 2**60: a timestamp or a stream position */
+        return (long long)(((uint64_t)digits[1] << PyLong_SHIFT) | digits[0]);
 #endif
     int overflow;
     long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
@@ -1022,11 +1054,15 @@ set_int_slot(PyObject *obj, Py_ssize_t offset, long long value)
 static int
 is_ascii(const unsigned char *p, Py_ssize_t n)
 {
-    uint64_t high = 0, word;
+    uint64_t high = 0, word[4];
     Py_ssize_t i = 0;
+    for (; i + 32 <= n; i += 32) { /* a body's kilobyte: four words a step */
+        memcpy(word, p + i, 32);
+        high |= word[0] | word[1] | word[2] | word[3];
+    }
     for (; i + 8 <= n; i += 8) {
-        memcpy(&word, p + i, 8);
-        high |= word;
+        memcpy(word, p + i, 8);
+        high |= word[0];
     }
     for (; i < n; i++)
         high |= p[i];
@@ -1142,6 +1178,31 @@ rows_ready(struct rows_parts *rows)
     return 0;
 }
 
+/* What a response answering requests[i] (a deque of messages) answers, as frame_message's
+ * ``answers`` when the stitcher counts requests answered by a head alone: 1 for a HEAD request
+ * whose headers were parsed, 2 for CONNECT, 0 for any other request; -1 when requests[i] is not
+ * a message (a Python error set, or none: not this path's). */
+static int
+header_only_answer(PyObject *requests, Py_ssize_t i)
+{
+    PyObject *req = PySequence_GetItem(requests, i);
+    if (req == NULL)
+        return -1;
+    Py_DECREF(req); /* the deque keeps it */
+    if (!Py_IS_TYPE(req, message_type))
+        return -1;
+    PyObject *method = SLOT(req, message_offsets[M_METHOD]);
+    if (SLOT(req, message_offsets[M_HEADERS_DONE]) != Py_True || method == NULL || !PyBytes_CheckExact(method))
+        return 0;
+    Py_ssize_t n = PyBytes_GET_SIZE(method);
+    const char *m = PyBytes_AS_STRING(method);
+    if (n == 4 && memcmp(m, "HEAD", 4) == 0)
+        return 1;
+    if (n == 7 && memcmp(m, "CONNECT", 7) == 0)
+        return 2;
+    return 0;
+}
+
 /* Take one event, as ConnTracker.handle_batch's fast path and the Python stitcher and rows would:
  * 1 (taken), 0 (not this path's: nothing changed), -1 (a Python error). */
 static int
@@ -1211,8 +1272,9 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
              *body_limit_obj = SLOT(st, sa[S_BODY_LIMIT]);
     if (SLOT(st, sa[S_CLOSED]) != Py_False || SLOT(st, sa[S_UPGRADED]) != Py_False ||
         SLOT(st, sa[S_UPGRADE_WAIT]) != Py_False || SLOT(st, sa[S_PLAIN]) != Py_True ||
-        SLOT(st, sa[S_OUT_OF_STEP]) != Py_False || slot_int(SLOT(st, sa[S_HEADER_ONLY]), &ok) != 0 || !ok ||
-        requests == NULL || responses == NULL || done == NULL || !PyList_CheckExact(done) ||
+        SLOT(st, sa[S_OUT_OF_STEP]) != Py_False ||
+        requests == NULL || !Py_IS_TYPE(requests, http1.deque) || responses == NULL || done == NULL ||
+        !PyList_CheckExact(done) ||
         PyList_GET_SIZE(done) != 0 || side == NULL || !Py_IS_TYPE(side, http1.direction) ||
         body_limit_obj == NULL || !PyLong_CheckExact(body_limit_obj))
         return 0;
@@ -1222,7 +1284,9 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
     PyObject *pending = SLOT(side, wa[W_PENDING]), *epoch_obj = SLOT(side, wa[W_EPOCH]);
     long long completed = slot_int(SLOT(side, wa[W_COMPLETED]), &ok);
     long long body_limit = slot_int(body_limit_obj, &ok);
-    if (!ok || waiting_responses != 0 || pending == NULL || !PyByteArray_CheckExact(pending) ||
+    /* requests waiting whose answer ends with its head (HEAD, CONNECT): Http1Stitcher's count */
+    long long header_only = slot_int(SLOT(st, sa[S_HEADER_ONLY]), &ok);
+    if (!ok || header_only < 0 || waiting_responses != 0 || pending == NULL || !PyByteArray_CheckExact(pending) ||
         PyByteArray_GET_SIZE(pending) != 0 || SLOT(side, wa[W_CURRENT]) != Py_None ||
         SLOT(side, wa[W_KEEP_ALIVE]) != Py_True || SLOT(side, wa[W_RESYNCING]) != Py_False ||
         SLOT(side, wa[W_BEGIN_TS]) != Py_None || epoch_obj == NULL || !PyLong_CheckExact(epoch_obj) ||
@@ -1245,15 +1309,30 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
             goto release;
         struct framed *m = &msgs[count];
         m->head.pairs = m->head.block = NULL;
-        int framed = frame_complete(data, len, at, is_request, 0, &m->head, &m->length);
+        int answers = 0;
+        if (!is_request && count < waiting) {
+            /* What this response answers, as _plain_messages decides it: by the request it pairs
+             * with (the oldest waiting, requests[count] here: each one before it paired, which is
+             * checked below) while the stitcher counts requests answered by a head alone. */
+            int kind = header_only_answer(requests, count);
+            if (kind < 0) {
+                result = PyErr_Occurred() ? -1 : 0;
+                goto release;
+            }
+            if (kind == 2)
+                goto release; /* CONNECT: a tunnel may start (the Python path) */
+            answers = header_only != 0 ? kind : 0; /* the count as a truth value, as in Python */
+            header_only -= kind; /* _stitch: a HEAD request answered leaves the count */
+        }
+        int framed = frame_complete(data, len, at, is_request, answers, &m->head, &m->length);
         if (framed <= 0) {
             result = framed;
             goto release;
         }
         count++;
         at = m->head.body_at + (Py_ssize_t)m->length;
-        if (is_request && m->head.code == 1)
-            goto release; /* HEAD: its answer ends at its head (the stitcher counts it) */
+        if (is_request && m->head.code == HEAD_METHOD)
+            header_only++; /* _plain_messages: a HEAD request counted */
     }
     if (is_request) {
         for (int i = 0; i < count; i++) {
@@ -1290,7 +1369,6 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
             w->body_size = slot_int(SLOT(req, message_offsets[M_BODY_SIZE]), &ok);
             if (!ok || start > ts || SLOT(req, message_offsets[M_COMPLETE]) != Py_True ||
                 SLOT(req, message_offsets[M_BROKEN]) != Py_False || method == NULL || !ascii_bytes(method) ||
-                (PyBytes_GET_SIZE(method) == 4 && memcmp(PyBytes_AS_STRING(method), "HEAD", 4) == 0) ||
                 (PyBytes_GET_SIZE(method) == 7 && memcmp(PyBytes_AS_STRING(method), "CONNECT", 7) == 0) ||
                 raw == NULL || !PyBytes_CheckExact(raw) || !ascii_bytes(SLOT(req, message_offsets[M_URL])) ||
                 !ascii_bytes(SLOT(req, message_offsets[M_BODY])))
@@ -1359,7 +1437,7 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
         rows->added += count; /* HttpRows.rows, counted up when the call returns */
         /* the stitcher: each request answered leaves the queue (_stitch) */
         for (int i = 0; i < count; i++) {
-            PyObject *gone = PyObject_CallMethodNoArgs(requests, http1.popleft);
+            PyObject *gone = PyObject_Vectorcall(http1.deque_popleft, &requests, 1, NULL);
             if (gone == NULL) {
                 result = -1;
                 goto release;
@@ -1380,7 +1458,8 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
     }
     if (is_request) {
         for (int i = 0; i < count; i++) {
-            PyObject *r = PyObject_CallMethodOneArg(requests, http1.append, made[i]);
+            PyObject *append_args[2] = {requests, made[i]};
+            PyObject *r = PyObject_Vectorcall(http1.deque_append, append_args, 2, NULL);
             if (r == NULL) {
                 result = -1;
                 goto release;
@@ -1389,7 +1468,8 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
         }
     }
     /* the direction (Http1Stitcher._feed), the connection and its stream (handle_batch, _feed) */
-    if (set_int_slot(side, wa[W_COMPLETED], completed + count) < 0 || set_int_slot(side, wa[W_CARRY_LEN], 0) < 0) {
+    if (set_int_slot(side, wa[W_COMPLETED], completed + count) < 0 || set_int_slot(side, wa[W_CARRY_LEN], 0) < 0 ||
+        set_int_slot(st, sa[S_HEADER_ONLY], header_only) < 0) {
         result = -1;
         goto release;
     }

@@ -383,7 +383,9 @@ class ConnTracker:
         http_rows = self.rows.get("http")
         self._http1_rows = http_rows if native_http1 and type(http_rows) is HttpRows else None
         self._http1_batch = HTTP1_BATCH
-        self._holes: set[Connection] = set()
+        # Connections with bytes waiting behind a hole, in the order their holes opened (a dict, not
+        # a set: end_batch skips them in that order, so rows come in the same order every run).
+        self._holes: dict[Connection, None] = {}
         self.drops: Counter[str] = Counter()
         # Protocol name -> its stitchers' error counts, of stitchers already discarded.
         self.protocol_errors: defaultdict[str, Counter[str]] = defaultdict(Counter)
@@ -613,7 +615,7 @@ class ConnTracker:
             # data_gap each) and parse what waited behind it, as close_all does, instead of
             # dropping every transaction completed after the hole.
             self._skip_holes(conn)
-        self._holes.discard(conn)
+        self._holes.pop(conn, None)
         if conn.stitcher is not None:
             before_close = Counter(conn.stitcher.errors)
             self._stitched(conn, conn.stitcher.close_messages(ts_ns), ts_ns)
@@ -860,7 +862,7 @@ class ConnTracker:
         if arrival == Arrival.IN_ORDER:
             self._deliver(conn, ev.direction, ev.ts_ns, data)
         elif arrival != Arrival.OLD:
-            self._holes.add(conn)
+            self._holes[conn] = None
             if conn.stream.held_bytes > self.reorder_limit:
                 self.drops["buffer_overflow"] += 1
                 self._skip_holes(conn)
@@ -879,7 +881,7 @@ class ConnTracker:
             if piece.data:
                 self._deliver(conn, piece.direction, piece.ts_ns, piece.data)
         if not conn.stream.waiting:
-            self._holes.discard(conn)
+            self._holes.pop(conn, None)
 
     def _skip_holes(self, conn: Connection) -> None:
         """The missing bytes are not coming: jump over each hole, losing what was there."""

@@ -268,7 +268,7 @@ class TracedConn:
                          self.role, 0, 0, 0, 0, 0, b"", b"", b"")  # fmt: skip
 
 
-USUAL_REQUESTS = [REQUESTS[0], REQUESTS[1], REQUESTS[3], REQUESTS[4]]
+USUAL_REQUESTS = REQUESTS[:]
 USUAL_RESPONSES = RESPONSES[:2]
 
 
@@ -288,10 +288,15 @@ def tracker_scripts(seed: int, count: int) -> list[list[Any]]:
         for _ in range(rng.randrange(1, 60)):
             c = rng.choice(conns)
             usual = rng.random() < 0.95  # the plain keep-alive exchanges the C path is for; else any
+            head = False  # the request was a HEAD: its answer is (mostly) a head alone
             for request, pool in ((True, USUAL_REQUESTS), (False, USUAL_RESPONSES)):
                 if not usual:
                     pool = (REQUESTS if request else RESPONSES) + NOT_PLAIN
                 data = bytearray(b"".join(rng.choice(pool) for _ in range(1 if rng.random() < 0.95 else 2)))
+                if request:
+                    head = data.startswith(b"HEAD ")
+                elif head and rng.random() < 0.9 and b"\r\n\r\n" in data:
+                    del data[data.index(b"\r\n\r\n") + 4 :]
                 if rng.random() < 0.05:
                     for _ in range(rng.randrange(1, 4)):
                         at = rng.randrange(len(data))

@@ -10,6 +10,7 @@ take the events it is for (a differential test that the C path never joined woul
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pyarrow as pa
@@ -153,6 +154,30 @@ def test_keep_alive_steady_state_goes_through_c_and_matches_python(monkeypatch):
     assert taken.events == 2 * (2 * 60 - 3 - 1)
 
 
+def test_head_exchanges_go_through_c_and_match_python(monkeypatch):
+    """An answer to HEAD ends with its head whatever its Content-Length says (RFC 9112 6.3): the
+    C path takes it (every 10th request of the bench's client is a HEAD), and its row has no body."""
+    taken = Taken(monkeypatch)
+    c = Conn(60)
+    events = [c.open(1)]
+    for i in range(30):
+        head = i % 3 == 2
+        events.append(c.data(100 * i + 10, True, (HEAD if head else REQ % i)))
+        events.append(c.data(100 * i + 60, False, RESP[: RESP.index(b"\r\n\r\n") + 4] if head else RESP))
+    steps = [events[:25], "end", events[25:], "end"]
+    assert_same(steps)
+    taken.events = 0
+    rows = run(steps, True)[0][0]
+    # Python takes the first request (the protocol not known yet) and the first response of each
+    # header block (its JSON made in Python): the GET's, the HEAD's; C every other event.
+    assert taken.events == 2 * 30 - 3
+    heads = [r for r in rows if r["req_method"] == "HEAD"]
+    assert len(heads) == 10 and len(rows) == 30
+    assert {(r["req_path"], r["resp_status"], r["resp_body"], r["resp_body_size"]) for r in heads} == {
+        ("/h", 200, "", 0)
+    }
+
+
 def test_rows_hold_what_was_sent(monkeypatch):
     """The C path's rows, from the bytes sent (not from the Python path)."""
     events = keep_alive(4, conns=1)
@@ -169,8 +194,11 @@ def test_rows_hold_what_was_sent(monkeypatch):
 # -- uncommon cases among plain ones ------------------------------------------------------------
 GET = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+HEAD = b"HEAD /h HTTP/1.1\r\nHost: h\r\n\r\n"
+OK_HEAD = OK[:-5]  # its answer to HEAD: the head alone, Content-Length as a GET's (RFC 9110 9.3.2)
 PLAIN_REQUESTS = [
     GET,
+    HEAD,
     b"GET /b?q=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n",
     b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Type: application/json\r\n\r\n{1}",
     b"PUT /u HTTP/1.1\r\nContent-Length: 4\r\n\r\n\xc3\xbc\xc3\xbc",  # a body not ASCII
@@ -178,7 +206,6 @@ PLAIN_REQUESTS = [
     b"OPTIONS /o HTTP/1.1\r\nCookie: a=b\r\n\r\n",
 ]
 OTHER_REQUESTS = [
-    b"HEAD /h HTTP/1.1\r\nHost: h\r\n\r\n",
     b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
     b"GET /old HTTP/1.0\r\n\r\n",
     b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n",
@@ -233,6 +260,9 @@ def scripts(draw) -> list:
             usual = draw(st.integers(0, 3)) > 0
             reqs = [draw(st.sampled_from(usual_requests) if usual else requests) for _ in range(depth)]
             resps = [draw(st.sampled_from(usual_responses) if usual else responses) for _ in range(depth)]
+            for k, request in enumerate(reqs):
+                if request.startswith(b"HEAD ") and b"\r\n\r\n" in resps[k] and draw(st.integers(0, 5)):
+                    resps[k] = resps[k][: resps[k].index(b"\r\n\r\n") + 4]  # (else: a body it should not have)
             for request, stream in ((True, reqs), (False, resps)):
                 pieces = [b"".join(stream)] if draw(st.booleans()) else list(stream)
                 for piece in pieces:
@@ -283,7 +313,14 @@ STEADY = [(True, GET), (False, OK)] * 3
 @example(one_conn(*STEADY, opened=False), False, 1024)  # picked up mid-stream: on probation
 @example(one_conn(*STEADY, (True, GET + GET), (False, OK + OK), *STEADY), False, 1024)  # pipelined
 @example(one_conn(*STEADY, (True, GET + GET), (False, OK), (False, OK)), False, 1024)
-@example(one_conn(*STEADY, (True, OTHER_REQUESTS[0]), (False, OK[:-5]), *STEADY), False, 1024)  # HEAD
+@example(one_conn(*STEADY, (True, HEAD), (False, OK_HEAD), *STEADY), False, 1024)  # HEAD
+@example(one_conn(*STEADY, (True, HEAD), (False, OK_HEAD + OK), (True, GET), *STEADY), False, 1024)  # early bytes
+@example(one_conn(*STEADY, (True, HEAD), (False, OK), *STEADY), False, 1024)  # a body after a HEAD's answer
+@example(one_conn(*STEADY, (True, HEAD + GET), (False, OK_HEAD + OK), *STEADY), False, 1024)  # pipelined
+@example(one_conn(*STEADY, (True, GET + HEAD), (False, OK), (False, OK_HEAD), *STEADY), False, 1024)
+@example(one_conn(*STEADY, (True, HEAD), (False, OK_HEAD), *STEADY, role=ROLE_CLIENT), False, 1024)
+@example(one_conn(*STEADY, (True, HEAD), (False, OTHER_RESPONSES[0]), *STEADY), False, 1024)  # 204
+@example(one_conn(*STEADY, (True, HEAD), (False, OTHER_RESPONSES[3][:-15]), *STEADY), False, 1024)  # chunked
 @example(one_conn(*STEADY, (False, OK), *STEADY), False, 1024)  # an answer without a request
 @example(one_conn(*STEADY, (True, PLAIN_REQUESTS[4]), (False, OK), *STEADY), True, 1024)  # a credential kept
 @example(one_conn(*STEADY, (True, PLAIN_REQUESTS[4]), (False, OK), *STEADY), False, 1024)
@@ -349,3 +386,38 @@ def test_a_connection_picked_up_mid_stream_joins_the_c_path_after_its_probation(
     rows, states = run(steps, True)
     assert sum(len(r) for r in rows) == 9
     assert dict(states[-1][4][(PID, 30, 1)][0])["restarted"] is True  # parsed on probation, then let through
+
+
+def test_the_c_path_reads_the_stitchers_count_of_head_requests_as_python_does():
+    """Which answer ends with its head follows the stitcher's count of HEAD requests waiting
+    (_header_only_requests), read as Python reads it: given the same count, even one no parse
+    could leave, both paths leave the same state (and the C path takes the answer when the count
+    is the true one)."""
+    c = Conn(70)
+    first = [c.open(1), *(c.data(10 * (i + 1), i % 2 == 0, GET if i % 2 == 0 else OK) for i in range(6))]
+    head = [c.data(100, True, HEAD)]
+    answer_scripts = [
+        [c.data(200, False, OK_HEAD), c.data(300, True, GET), c.data(400, False, OK)],
+        [c.data(200, False, OK)],  # with no count, a head and a body of 5 bytes
+    ]
+    for count, answers in itertools.product((1, 0, 2, -1), answer_scripts):
+        outcomes = []
+        for native in (True, False):
+            t = ConnTracker(protocols=[registry.PROTOCOLS["http"]], native_http1=native)
+            t.handle_batch(first)
+            t.handle_batch(head)
+            t.conns[(PID, 70, 1)].stitcher._header_only_requests = count
+            taken = []
+
+            def counting(*args, c_path=t._http1_batch, taken=taken):
+                out = c_path(*args)
+                taken.append(out[1])
+                return out
+
+            t._http1_batch = counting
+            t.handle_batch(answers)
+            t.end_batch()
+            outcomes.append((t.take_tables()["http_events"].to_pylist(), tracker_state(t)))
+            if native and count == 1 and answers is answer_scripts[0]:
+                assert sum(taken) == len(answers)
+        assert outcomes[0] == outcomes[1], (count, answers)
