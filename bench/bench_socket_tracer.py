@@ -266,7 +266,10 @@ PINGPONG_C = r"""
  * CPU-seconds (user, system) and the wall time: the BPF programs run in its calls' context.
  * SIZE 0: 4 getppid() calls per round trip instead (the cost of hooks on a call that is no
  * socket's: every process of the host pays it). SIZE < 0: -SIZE bytes with send() and recv()
- * (the sendto and recvfrom syscalls, as nginx's reads) instead of write() and read(). */
+ * (the sendto and recvfrom syscalls, as nginx's reads) instead of write() and read(). A third
+ * argument "writev": SIZE bytes sent with writev() of 2 iovecs (a 256-byte head, or SIZE / 2 when
+ * smaller, and the rest: nginx's responses, headers then body) and received with recv(). */
+#include <sys/uio.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -278,10 +281,11 @@ PINGPONG_C = r"""
 #include <time.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
-    if (argc != 3) { fprintf(stderr, "usage: %s ROUND_TRIPS SIZE\n", argv[0]); return 2; }
+    if (argc != 3 && argc != 4) { fprintf(stderr, "usage: %s ROUND_TRIPS SIZE [writev]\n", argv[0]); return 2; }
     long n = atol(argv[1]);
-    int size = atoi(argv[2]), use_recv = size < 0;
+    int size = atoi(argv[2]), use_recv = size < 0, use_writev = argc == 4;
     if (use_recv) size = -size;
+    if (use_writev) use_recv = 1;
     if (size > 65536) return 2;
     int l = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET}; a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -300,7 +304,15 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &r0); clock_gettime(CLOCK_MONOTONIC, &t0);
     for (long i = 0; i < n && size == 0; i++)
         for (int k = 0; k < 4; k++) syscall(SYS_getppid);
-    for (long i = 0; i < n && size > 0 && use_recv; i++) {
+    int head = size < 512 ? size / 2 : 256;
+    struct iovec iov[2] = {{buf, head}, {buf + head, size - head}};
+    for (long i = 0; i < n && size > 0 && use_writev; i++) {
+        if (writev(c, iov, 2) != size) return 2;
+        for (int got = 0; got < size;) { int k = recv(s, buf, size - got, 0); if (k <= 0) return 3; got += k; }
+        if (writev(s, iov, 2) != size) return 2;
+        for (int got = 0; got < size;) { int k = recv(c, buf, size - got, 0); if (k <= 0) return 3; got += k; }
+    }
+    for (long i = 0; i < n && size > 0 && use_recv && !use_writev; i++) {
         if (send(c, buf, size, 0) != size) return 2;
         for (int got = 0; got < size;) { int k = recv(s, buf, size - got, 0); if (k <= 0) return 3; got += k; }
         if (send(s, buf, size, 0) != size) return 2;
@@ -396,12 +408,16 @@ def kernel_only_child(pids: list[int]) -> int:
     print(
         json.dumps({"kind": "ready", "rss": _proc_status("VmRSS"), "startup_peak": _proc_status("VmHWM")}), flush=True
     )
-    skipped = 0
+    skipped, interval = 0, 0.05
+    ring_bytes = tracer.options.ring_pages * mmap.PAGESIZE
     while not stop:
-        time.sleep(0.05)
+        time.sleep(interval)
         prod = producer[0]
-        skipped += prod - consumer[0]
+        pending = prod - consumer[0]
+        skipped += pending
         consumer[0] = prod  # one 8-byte store
+        if pending > ring_bytes // 4:  # big calls at full speed (phase 5's 1.5 KB writevs): skip sooner
+            interval = max(0.001, interval / 8)
         if snapshots:  # the same snapshot line as the agent's (decompose's counters)
             snapshots.clear()
             print(json.dumps({"kind": "snapshot", "rusage": _rusage_counts(resource.RUSAGE_SELF),
@@ -1397,25 +1413,38 @@ def build_pingpong(directory: str) -> Path:
     return binary
 
 
-def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64, baseline: str | None = None) -> dict:
+# Phase 5's call shapes: (the ping-pong's arguments after ROUND_TRIPS and SIZE, what its calls are)
+CALL_SHAPES = {
+    "write": ((), "write/read"),
+    "send": ((), "send/recv"),  # SIZE negated: the sendto and recvfrom syscalls
+    "writev": (("writev",), "writev of 2 iovecs/recv"),  # nginx's responses and reads
+}
+
+
+def per_call_cost(
+    pingpong: Path, rounds: int, round_trips: int, size: int = 64, baseline: str | None = None, shape: str = "write"
+) -> dict:
     """What the kernel side costs the traced process per socket call, without the agent: a TCP
-    ping-pong inside one process (write, read, write, read of ``size`` bytes per round trip), its
-    own CPU-seconds per call (the BPF programs run in its calls' context), untraced, with the
-    tracer's probes only (empty programs) and with its kernel side only (records skipped
-    unread), in rotating order."""
+    ping-pong inside one process (write, read, write, read of ``size`` bytes per round trip; or
+    the calls of ``shape``, see CALL_SHAPES), its own CPU-seconds per call (the BPF programs run in
+    its calls' context), untraced, with the tracer's probes only (empty programs) and with its
+    kernel side only (records skipped unread), in rotating order."""
+    extra, calls = CALL_SHAPES[shape]
+    arguments = [str(round_trips), str(-size if shape == "send" else size), *extra]
     print(
         f"\n== 5. kernel cost per socket call: {round_trips:,} TCP round trips of {size} bytes in one process "
-        f"(4 calls each), its own CPU per call, {rounds} rounds ({load()})"
+        f"(4 calls each: {calls}), its own CPU per call, {rounds} rounds ({load()})"
     )
     conditions = ("untraced", "probes only", "kernel only") + (("baseline kernel only",) if baseline else ())
     modes = {"probes only": "probes-only", "kernel only": "kernel-only", "baseline kernel only": "kernel-only"}
     per_call: dict[str, list[float]] = {c: [] for c in conditions}
     # kernel only: each BPF program's run time per socket call, by condition
     program_ns: dict[str, dict[str, list[float]]] = {}
+    run_ns_each: dict[str, dict[str, list[float]]] = {}  # the same, per run of the program
     for i in range(rounds):
         shift = i % len(conditions)
         for condition in conditions[shift:] + conditions[:shift]:
-            proc = subprocess.Popen([str(pingpong), str(round_trips), str(size)], stdin=subprocess.PIPE,
+            proc = subprocess.Popen([str(pingpong), *arguments], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, text=True)  # fmt: skip
             try:
                 if proc.stdout.readline().strip() != "READY":
@@ -1436,8 +1465,10 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64,
                     proc.kill()
                 proc.wait(timeout=10)
             per_call[condition].append((user + system) / (4 * round_trips) * 1e9)
-            for name, (run_ns, _count) in final.get("bpf", {}).items():
+            for name, (run_ns, count) in final.get("bpf", {}).items():
                 program_ns.setdefault(condition, {}).setdefault(name, []).append(run_ns / (4 * round_trips))
+                if count:
+                    run_ns_each.setdefault(condition, {}).setdefault(name, []).append(run_ns / count)
             drops = {k: v for k, v in final.get("drops", {}).items() if v}
             print(f"  round {i + 1} {condition}: {per_call[condition][-1]:,.0f} ns per call"
                   + (f", drops {drops}" if drops else ""), flush=True)  # fmt: skip
@@ -1455,7 +1486,9 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64,
               f" (spread {min(total):.0f}-{max(total):.0f})")  # fmt: skip
         for name, values in sorted(by_program.items(), key=lambda kv: -statistics.median(kv[1])):
             if statistics.median(values) >= 1:
-                print(f"    {name:44} {statistics.median(values):6.0f} ns (spread {min(values):.0f}-{max(values):.0f})")
+                each = run_ns_each.get(condition, {}).get(name) or [0.0]
+                print(f"    {name:44} {statistics.median(values):6.0f} ns (spread {min(values):.0f}-{max(values):.0f})"
+                      f", {statistics.median(each):.0f} ns a run")  # fmt: skip
     programs = {c: {name: statistics.median(v) for name, v in p.items()} for c, p in program_ns.items()}
     return {"medians": medians, "spread": spread, "programs": programs}
 
@@ -1538,6 +1571,10 @@ def main() -> int:
         "--baseline", metavar="TREE", help="4b: also run the agent of this pxq checkout (e.g. main), alternating"
     )
     parser.add_argument(
+        "--calls-shape", choices=sorted(CALL_SHAPES), default="write", help="5: the ping-pong's calls (default write)"
+    )
+    parser.add_argument("--calls-size", type=int, default=64, help="5: bytes per call (default 64)")
+    parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a target is missed (the bench is for figures)"
     )
     opts = parser.parse_args()
@@ -1593,7 +1630,12 @@ def main() -> int:
         if opts.only in (None, "calls"):
             with bpf_stats_on():
                 results["calls"] = per_call_cost(
-                    build_pingpong(work), fixed_rounds + 1, 30_000 if quick else 100_000, baseline=opts.baseline
+                    build_pingpong(work),
+                    fixed_rounds + 1,
+                    30_000 if quick else 100_000,
+                    size=opts.calls_size,
+                    baseline=opts.baseline,
+                    shape=opts.calls_shape,
                 )
     print(f"\n== summary ({load()})")
     ok = True
