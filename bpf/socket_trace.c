@@ -443,7 +443,11 @@ static __always_inline int enter_close(u64 id, s32 fd) {
     if (fd < 0)
         return 0;
     u64 key = conn_key(tgid, fd);
-    udp_peers.delete(&key); /* a UDP socket connected but not (yet) carrying data has no conns entry */
+    /* Lookups before deletes: most closes (files, pipes, TCP sockets) have no udp_peers or
+     * disabled entry, and a lookup takes no lock where a hash delete takes its bucket's. A UDP
+     * socket connected but not (yet) carrying data has no conns entry: its peer goes here too. */
+    if (udp_peers.lookup(&key))
+        udp_peers.delete(&key);
     struct conn_t *c = conns.lookup(&key);
     if (!c)
         return 0;
@@ -451,7 +455,8 @@ static __always_inline int enter_close(u64 id, s32 fd) {
     u8 role = c->role;
     u64 sent = c->pos_egress, recv = c->pos_ingress;
     conns.delete(&key);
-    disabled.delete(&key);
+    if (disabled.lookup(&key))
+        disabled.delete(&key);
     struct pxq_sock_event *e = reserve_small(PXQ_EV_CLOSE, tgid, fd);
     if (!e)
         return 0;
