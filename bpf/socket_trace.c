@@ -472,10 +472,22 @@ static __always_inline int enter_close(u64 id, s32 fd) {
 /* The calling task's user registers; -1 when it has none a 64-bit syscall set (a kernel thread,
  * whose sends are no process's calls, or a compat task, whose numbers are i386's). */
 static __always_inline int read_user_regs(struct user_regs *r) {
-    u64 regs = (u64)bpf_task_pt_regs((struct task_struct *)bpf_get_current_task_btf());
-    if (!regs || bpf_probe_read_kernel(r, sizeof(*r), (void *)(regs + PT_REGS_R8_OFF)) != 0)
+    /* Loads straight from the pointer the helper returns (the verifier knows it as the kernel's
+     * struct pt_regs, checks each load against the kernel's own BTF and makes it a fault-safe
+     * load): the fields used, without a bpf_probe_read_kernel call copying all 72 bytes. */
+    struct user_regs *regs =
+        (struct user_regs *)(bpf_task_pt_regs((struct task_struct *)bpf_get_current_task_btf()) + PT_REGS_R8_OFF);
+    if ((u64)regs == PT_REGS_R8_OFF)
         return -1;
-    return r->cs == USER_CS ? 0 : -1;
+    r->cs = regs->cs;
+    if (r->cs != USER_CS)
+        return -1;
+    r->r8 = regs->r8;
+    r->dx = regs->dx;
+    r->si = regs->si;
+    r->di = regs->di;
+    r->orig_ax = regs->orig_ax;
+    return 0;
 }
 
 /* The call `sys` as its registers name it: fd, buffer / iovec array / msghdr / mmsghdr array,
