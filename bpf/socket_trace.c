@@ -82,6 +82,9 @@
 #ifndef MAX_IOV
 #define MAX_IOV 64
 #endif
+#ifndef FEW_IOV
+#define FEW_IOV 4 /* iovecs copied without the walk when their bytes fit one event */
+#endif
 #ifndef MAX_MMSG
 #define MAX_MMSG 8
 #endif
@@ -1066,7 +1069,31 @@ static __always_inline int exit_data(u64 id, struct active_t *call, long ret) {
     }
 
     u64 fill = 0, sent = 0;
-    if (w->mode == MODE_BUF && total <= MAX_DATA && total <= COPY_LIMIT) {
+    u64 iov_cnt = w->iov_cnt;
+    u64 vecs[2 * FEW_IOV]; /* a few iovecs: base, length */
+    if (w->mode == MODE_IOV && iov_cnt <= FEW_IOV && total <= MAX_DATA && total <= COPY_LIMIT &&
+        bpf_probe_read_user(vecs, (iov_cnt * IOVEC_SIZE) & (2 * FEW_IOV * IOVEC_SIZE - 1), (void *)w->iov) == 0) {
+        /* writev/readv/sendmsg/recvmsg of a few buffers whose bytes fit one event (nginx's
+         * responses: headers, then body): the iovec array read at once, each buffer copied after
+         * the last, without the walk's steps and their stores to map memory. A failed read ends
+         * as the walk's would (counted; what was copied sent, the rest as a filler). An array that
+         * cannot be read at once is left to the walk, which reads it iovec by iovec. */
+#pragma unroll
+        for (int i = 0; i < FEW_IOV; i++) {
+            if (i >= iov_cnt || fill >= total)
+                break;
+            u64 len = vecs[2 * i + 1];
+            if (len > total - fill)
+                len = total - fill;
+            if (len == 0)
+                continue;
+            if (bpf_probe_read_user(&sc->data[fill & (MAX_DATA - 1)], len & (2 * MAX_DATA - 1), (void *)vecs[2 * i]) != 0) {
+                count_drop(PXQ_DROP_READ_FAILED);
+                break;
+            }
+            fill += len;
+        }
+    } else if (w->mode == MODE_BUF && total <= MAX_DATA && total <= COPY_LIMIT) {
         /* Most calls: one buffer that fits one event. Copied straight into the staging area and
          * sent, without the walk's steps and their stores to map memory. A failed read ends
          * as the walk's would: counted, and the call sent as a filler. */
