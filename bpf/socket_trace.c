@@ -269,6 +269,12 @@ BPF_HASH(allowed_pids, u32, u8, 65536);
  * task, so a thread that dies inside a call (exit_group while blocked in recvfrom) leaves nothing
  * behind. The task pointer is only handed to the helper, never dereferenced. */
 BPF_TASK_STORAGE(active, struct active_t);
+/* [0] = how many threads have a call noted in `active` (syscall != 0), so that a syscall exit
+ * (sys_exit_recvfrom runs for every recvfrom of every process) sees "none anywhere" in one array
+ * load, without the task storage lookup. Raised when a note is made, lowered when one is taken;
+ * a thread that died between the two (freed with its note) leaves it too high: such exits then
+ * look in task storage as before, never too low. */
+BPF_ARRAY(notes_held, u64, 1);
 BPF_TABLE("lru_hash", u64, struct conn_t, conns, 65536);
 BPF_TABLE("lru_hash", u64, struct tuple_t, tuples, 65536);
 /* (tgid << 32 | fd) -> the peer of a connected UDP (or other non-TCP inet) socket. */
@@ -317,6 +323,20 @@ static __always_inline int pid_ignored(u32 tgid) {
 #endif
 }
 #endif
+
+static __always_inline void notes_held_add(s64 delta) {
+    int zero = 0;
+    u64 *n = notes_held.lookup(&zero);
+    if (n)
+        __sync_fetch_and_add(n, (u64)delta);
+}
+
+/* No thread has a call noted (see notes_held): a syscall exit has nothing to take. */
+static __always_inline int no_notes_held(void) {
+    int zero = 0;
+    u64 *n = notes_held.lookup(&zero);
+    return n && *n == 0;
+}
 
 /* The current thread's `active` entry (created empty when `create` and missing); 0 when none. */
 static __always_inline struct active_t *current_active(int create) {
@@ -554,6 +574,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
             return 0;
         struct active_t *a = current_active(1);
         if (a) {
+            if (!a->syscall)
+                notes_held_add(1);
             a->syscall = PXQ_SYS_CONNECT;
             a->is_sock = 1;
             a->sk = sk;
@@ -819,6 +841,7 @@ static __always_inline int walk_step(struct scratch_t *sc) {
 static __always_inline void take_active(struct active_t *ap, struct active_t *a) {
     *a = *ap;
     ap->syscall = 0;
+    notes_held_add(-1);
 }
 
 /* A datagram's peer into the event: from the sockaddr at user address `sa` (sendto's dest_addr,
@@ -1242,6 +1265,8 @@ static __always_inline int sock_call(u64 sk, u16 family, u16 protocol, long ret,
         if (!ap)
             return 0;
         if (ap->syscall != sys) { /* the call's first socket event */
+            if (!ap->syscall)
+                notes_held_add(1);
             struct active_t a = {};
             socket_call_from_regs(&a, sys, &r, sk, family, protocol);
             *ap = a;
@@ -1272,6 +1297,8 @@ TRACEPOINT_PROBE(sock, sock_recv_length) {
 /* The exit of a call that sock_call left for it (taken_at_exit): its data, with the byte or
  * message count the call returns. Any other call's note is stale and is dropped. */
 static __always_inline int exit_noted(u16 sys, long ret) {
+    if (no_notes_held())
+        return 0; /* the common case: no call of any thread waits for its exit */
     struct active_t *ap = current_active(0);
     if (!ap || !ap->syscall)
         return 0;
@@ -1305,6 +1332,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_splice) {
     if (ap && ap->syscall) {
         u16 noted = ap->syscall;
         ap->syscall = 0;
+        notes_held_add(-1);
         if (noted == PXQ_SYS_SPLICE)
             return 0;
     }
@@ -1326,6 +1354,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
         if (ap->syscall == PXQ_SYS_CONNECT)
             a = *ap;
         ap->syscall = 0;
+        notes_held_add(-1);
     }
     u64 id = bpf_get_current_pid_tgid();
     struct user_regs r = {};
