@@ -56,13 +56,15 @@ would be; it is started (BPF compiled and attached) before each traced run and e
    (the BPF programs run in its calls' context) untraced, with the probes only and with the
    kernel side only, in rotating order (with ``--baseline TREE``, that checkout's kernel side
    too); the differences are what the hooks and the programs cost, and each program's run time
-   per call says where the programs' part goes.
+   per call (and per run of it) says where the programs' part goes. ``--calls-shape`` picks the
+   calls: write/read (default), send/recv (nginx's reads are recv), or writev of 2 iovecs and
+   recv (nginx's responses: headers, then body); ``--calls-size`` the bytes per call (64).
 
 The machine is shared and small (the figures it depends on are printed with the load average):
 only ratios measured side by side are compared with targets.
 
     .venv/bin/python bench/bench_socket_tracer.py [--quick] [--only fixed|decompose|calls|...]
-        [--baseline ../main] [--strict] [--profile]
+        [--baseline ../main] [--strict] [--profile] [--calls-shape write|send|writev] [--calls-size N]
 
 Needs root, bcc, nginx, wrk and gcc. Prints the figures; with --strict, exits 1 when a target is
 missed.

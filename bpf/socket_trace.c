@@ -10,10 +10,12 @@
  *   sock:sock_recv_length    the bytes moved (the count is the tracepoint's ret): the socket's
  *                            sk key, family and protocol; the call's number and arguments (fd,
  *                            buffer / iovec / msghdr, sockaddr) from the task's saved user
- *                            registers (bpf_task_pt_regs: orig_ax, di, si, dx, r8). TCP and UDP
- *                            over IPv4/IPv6 only: copy the first COPY_LIMIT bytes the call moved
- *                            (walking iovecs and messages) into ring buffer events of at most
- *                            MAX_DATA bytes each; the rest of the call is one filler event
+ *                            registers (loaded from bpf_task_pt_regs' pointer: orig_ax, di, si,
+ *                            dx, r8, cs). TCP and UDP over IPv4/IPv6 only: copy the first
+ *                            COPY_LIMIT bytes the call moved into ring buffer events of at most
+ *                            MAX_DATA bytes each (one buffer, or up to FEW_IOV iovecs, that fit
+ *                            one event: copied straight; else walking iovecs and messages step
+ *                            by step); the rest of the call is one filler event
  *                            (PXQ_F_FILLER: its stream offset and byte count, no bytes). A UDP
  *                            datagram's events are PXQ_F_DATAGRAM with its peer: sendto/recvfrom's
  *                            sockaddr (the 5th argument, r8), msghdr.msg_name, each mmsghdr's own
@@ -21,7 +23,9 @@
  *   syscalls:sys_exit_recvfrom, _recvmsg (UDP), _recvmmsg, _sendmmsg: these calls' data goes out
  *                            at their exit (the sock tracepoint notes the call in `active`): the
  *                            kernel writes a datagram's sender to user memory after sock_recvmsg
- *                            returns, and an mmsg call's message lengths after each message
+ *                            returns, and an mmsg call's message lengths after each message.
+ *                            They run for every such call of every process: while no thread has
+ *                            a call noted (notes_held), one array load ends them
  *   sock:inet_sock_set_state SYN_SENT in connect(): the fd is TCP; ESTABLISHED: sk -> 4-tuple;
  *                            CLOSE: forget it
  *   sendfile64, splice       a filler event with the byte count only: the bytes never pass
@@ -31,7 +35,8 @@
  *                            the input fd counts when the tracer knows it as a TCP connection
  *   sys_exit_connect/accept/accept4  OPEN events (client/server role) with a new connection
  *                            generation; a connect() that is not TCP's remembers its inet peer
- *   sys_enter_close, sched_process_exit  CLOSE / PROC_EXIT events
+ *   sys_enter_close, sched_process_exit  CLOSE / PROC_EXIT events (a close looks its fd up
+ *                            before deleting anything: a hash delete takes a bucket lock)
  *   sched_process_fork       (FILTER_PIDS) a child of a traced process is traced too
  *   task_newtask, process_exec a process's start time (at fork) and comm and argv (at exec), sent
  *                            once as a PROC_INFO event before its first connection's events
@@ -62,7 +67,7 @@
  * next message is intact.
  *
  * Compile-time options (-D): MAX_DATA (power of two), MAX_STEPS, COPY_LIMIT (bytes copied per
- * call, at most MAX_STEPS * MAX_DATA), MAX_IOV, MAX_MMSG, RING_PAGES, NCPU (possible CPUs),
+ * call, at most MAX_STEPS * MAX_DATA), MAX_IOV, FEW_IOV, MAX_MMSG, RING_PAGES, NCPU (possible CPUs),
  * SELF_PID (never traced), FILTER_PIDS (1: only tgids in allowed_pids), PROCS_SIZE (processes
  * whose identity is remembered), IGNORE_PIDS / IGNORE_COMMS / IGNORE_CGROUPS (1: consult
  * ignored_pids / ignored_comms / ignored_cgroups; each costs a lookup, so each is compiled in only
@@ -150,7 +155,7 @@
 
 /* The calling task's saved user registers from r8 on (struct pt_regs from offset 72,
  * arch/x86/include/asm/ptrace.h; ABI: the offsets are those of user_regs_struct), as
- * bpf_task_pt_regs finds them. Inside a syscall (at a sock tracepoint, or a syscalls: exit) they
+ * bpf_task_pt_regs finds them (read_user_regs loads the ones used). Inside a syscall (at a sock tracepoint, or a syscalls: exit) they
  * hold what the call was entered with: the number in orig_ax, the arguments in di, si, dx, r10,
  * r8 (a syscall does not write them back; only ax gets the result). */
 #define PT_REGS_R8_OFF 72
