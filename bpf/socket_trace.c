@@ -155,9 +155,10 @@
 
 /* The calling task's saved user registers from r8 on (struct pt_regs from offset 72,
  * arch/x86/include/asm/ptrace.h; ABI: the offsets are those of user_regs_struct), as
- * bpf_task_pt_regs finds them (read_user_regs loads the ones used). Inside a syscall (at a sock tracepoint, or a syscalls: exit) they
- * hold what the call was entered with: the number in orig_ax, the arguments in di, si, dx, r10,
- * r8 (a syscall does not write them back; only ax gets the result). */
+ * bpf_task_pt_regs finds them (read_user_regs loads the ones used). Inside a syscall (at a sock
+ * tracepoint, or a syscalls: exit) they hold what the call was entered with: the number in
+ * orig_ax, the arguments in di, si, dx, r10, r8 (a syscall does not write them back; only ax gets
+ * the result). */
 #define PT_REGS_R8_OFF 72
 struct user_regs {
     u64 r8;      /* 5th argument: sendto's dest_addr, recvfrom's src_addr */
@@ -503,10 +504,10 @@ static __always_inline int read_user_regs(struct user_regs *r) {
     /* Loads straight from the pointer the helper returns (the verifier knows it as the kernel's
      * struct pt_regs, checks each load against the kernel's own BTF and makes it a fault-safe
      * load): the fields used, without a bpf_probe_read_kernel call copying all 72 bytes. */
-    struct user_regs *regs =
-        (struct user_regs *)(bpf_task_pt_regs((struct task_struct *)bpf_get_current_task_btf()) + PT_REGS_R8_OFF);
-    if ((u64)regs == PT_REGS_R8_OFF)
+    u64 base = (u64)bpf_task_pt_regs((struct task_struct *)bpf_get_current_task_btf());
+    if (!base)
         return -1;
+    struct user_regs *regs = (struct user_regs *)(base + PT_REGS_R8_OFF);
     r->cs = regs->cs;
     if (r->cs != USER_CS)
         return -1;
@@ -1100,7 +1101,7 @@ static __always_inline int exit_data(u64 id, struct active_t *call, long ret) {
     u64 iov_cnt = w->iov_cnt;
     u64 vecs[2 * FEW_IOV]; /* a few iovecs: base, length */
     if (w->mode == MODE_IOV && iov_cnt <= FEW_IOV && total <= MAX_DATA && total <= COPY_LIMIT &&
-        bpf_probe_read_user(vecs, (iov_cnt * IOVEC_SIZE) & (2 * FEW_IOV * IOVEC_SIZE - 1), (void *)w->iov) == 0) {
+        bpf_probe_read_user(vecs, iov_cnt * IOVEC_SIZE, (void *)w->iov) == 0) {
         /* writev/readv/sendmsg/recvmsg of a few buffers whose bytes fit one event (nginx's
          * responses: headers, then body): the iovec array read at once, each buffer copied after
          * the last, without the walk's steps and their stores to map memory. A failed read ends
@@ -1115,7 +1116,8 @@ static __always_inline int exit_data(u64 id, struct active_t *call, long ret) {
                 len = total - fill;
             if (len == 0)
                 continue;
-            if (bpf_probe_read_user(&sc->data[fill & (MAX_DATA - 1)], len & (2 * MAX_DATA - 1), (void *)vecs[2 * i]) != 0) {
+            u64 at = fill & (MAX_DATA - 1); /* fill < total <= MAX_DATA: the mask only tells the verifier */
+            if (bpf_probe_read_user(&sc->data[at], len & (2 * MAX_DATA - 1), (void *)vecs[2 * i]) != 0) {
                 count_drop(PXQ_DROP_READ_FAILED);
                 break;
             }
