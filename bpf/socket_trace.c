@@ -1257,6 +1257,12 @@ static __always_inline int sock_call(u64 sk, u16 family, u16 protocol, long ret,
     if ((family != PXQ_AF_INET && family != PXQ_AF_INET6) ||
         (protocol != PXQ_IPPROTO_TCP && protocol != PXQ_IPPROTO_UDP))
         return 0;
+    /* Nothing moved (EAGAIN: nginx's read on a keep-alive connection after each response; EOF; an
+     * error): no data here, and nothing to note for the exit, where the call returns no bytes
+     * either (an mmsg call's or a splice's failing sock_*msg comes after those that moved bytes,
+     * which noted the call, or ends the call with its error). */
+    if (ret <= 0)
+        return 0;
     u64 id = bpf_get_current_pid_tgid();
     if (!pid_allowed(id >> 32))
         return 0;
@@ -1283,7 +1289,7 @@ static __always_inline int sock_call(u64 sk, u16 family, u16 protocol, long ret,
         if (sys != PXQ_SYS_SPLICE)
             return 0;
     }
-    if (peek || ret <= 0)
+    if (peek)
         return 0; /* MSG_PEEK: the same bytes come again */
     struct active_t a = {};
     socket_call_from_regs(&a, sys, &r, sk, family, protocol);
