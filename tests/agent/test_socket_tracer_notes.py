@@ -2,8 +2,9 @@
 counts the threads with a call noted in `active` (notes_held), and every syscall exit of the host
 that has a program (sys_exit_recvfrom runs for every recvfrom of every process) ends at once while
 that count is 0. A note made and never taken would leave it above 0 (every such exit then looks in
-task storage again), one taken twice would wrap it: after a real process's UDP recvfrom, recvmsg
-and MSG_PEEK, TCP connect and splice into a socket, the count is 0 again and the data came.
+task storage again), one taken twice would wrap it: after a real process's UDP recvfrom, recvmsg,
+MSG_PEEK and reads that find nothing, a TCP connect and a splice into a socket, the count is 0
+again and the data came.
 
 Needs root and bcc (kernel tests).
 """
@@ -39,6 +40,12 @@ assert receiver.recvfrom(100)[0] == b"datagram one"
 sender.connect(receiver.getsockname())  # not TCP: remembered as the peer, nothing noted
 sender.send(b"datagram two")
 assert receiver.recvmsg(100)[0] == b"datagram two"
+for call in (receiver.recv, receiver.recvmsg):  # nothing there (EAGAIN): nothing noted, no event
+    try:
+        call(100, socket.MSG_DONTWAIT)
+        raise AssertionError("a datagram nobody sent")
+    except BlockingIOError:
+        pass
 client = socket.create_connection(listener.getsockname())  # TCP connect: noted at SYN_SENT
 server, _ = listener.accept()
 read_end, write_end = os.pipe()
