@@ -57,14 +57,15 @@ would be; it is started (BPF compiled and attached) before each traced run and e
    kernel side only, in rotating order (with ``--baseline TREE``, that checkout's kernel side
    too); the differences are what the hooks and the programs cost, and each program's run time
    per call (and per run of it) says where the programs' part goes. ``--calls-shape`` picks the
-   calls: write/read (default), send/recv (nginx's reads are recv), or writev of 2 iovecs and
-   recv (nginx's responses: headers, then body); ``--calls-size`` the bytes per call (64).
+   calls: write/read (default), send/recv (nginx's reads are recv), writev of 2 iovecs and recv
+   (nginx's responses: headers, then body), or that and a recv finding nothing after each message
+   (writev-again: nginx's read on a keep-alive connection); ``--calls-size`` the bytes per call.
 
 The machine is shared and small (the figures it depends on are printed with the load average):
 only ratios measured side by side are compared with targets.
 
     .venv/bin/python bench/bench_socket_tracer.py [--quick] [--only fixed|decompose|calls|...]
-        [--baseline ../main] [--strict] [--profile] [--calls-shape write|send|writev] [--calls-size N]
+        [--baseline ../main] [--strict] [--profile] [--calls-shape write|send|writev|...] [--calls-size N]
 
 Needs root, bcc, nginx, wrk and gcc. Prints the figures; with --strict, exits 1 when a target is
 missed.
@@ -270,7 +271,9 @@ PINGPONG_C = r"""
  * socket's: every process of the host pays it). SIZE < 0: -SIZE bytes with send() and recv()
  * (the sendto and recvfrom syscalls, as nginx's reads) instead of write() and read(). A third
  * argument "writev": SIZE bytes sent with writev() of 2 iovecs (a 256-byte head, or SIZE / 2 when
- * smaller, and the rest: nginx's responses, headers then body) and received with recv(). */
+ * smaller, and the rest: nginx's responses, headers then body) and received with recv();
+ * "writev-again": the same, and after each message a recv(MSG_DONTWAIT) that finds nothing
+ * (EAGAIN), as nginx's read on a keep-alive connection after each response (6 calls). */
 #include <sys/uio.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -286,6 +289,7 @@ int main(int argc, char **argv) {
     if (argc != 3 && argc != 4) { fprintf(stderr, "usage: %s ROUND_TRIPS SIZE [writev]\n", argv[0]); return 2; }
     long n = atol(argv[1]);
     int size = atoi(argv[2]), use_recv = size < 0, use_writev = argc == 4;
+    int read_again = argc == 4 && argv[3][6] == '-'; /* "writev-again" */
     if (use_recv) size = -size;
     if (use_writev) use_recv = 1;
     if (size > 65536) return 2;
@@ -311,8 +315,10 @@ int main(int argc, char **argv) {
     for (long i = 0; i < n && size > 0 && use_writev; i++) {
         if (writev(c, iov, 2) != size) return 2;
         for (int got = 0; got < size;) { int k = recv(s, buf, size - got, 0); if (k <= 0) return 3; got += k; }
+        if (read_again && recv(s, buf, size, MSG_DONTWAIT) != -1) return 4;
         if (writev(s, iov, 2) != size) return 2;
         for (int got = 0; got < size;) { int k = recv(c, buf, size - got, 0); if (k <= 0) return 3; got += k; }
+        if (read_again && recv(c, buf, size, MSG_DONTWAIT) != -1) return 4;
     }
     for (long i = 0; i < n && size > 0 && use_recv && !use_writev; i++) {
         if (send(c, buf, size, 0) != size) return 2;
@@ -1415,11 +1421,14 @@ def build_pingpong(directory: str) -> Path:
     return binary
 
 
-# Phase 5's call shapes: (the ping-pong's arguments after ROUND_TRIPS and SIZE, what its calls are)
+# Phase 5's call shapes: (the ping-pong's arguments after ROUND_TRIPS and SIZE, what its calls
+# are, how many a round trip makes)
 CALL_SHAPES = {
-    "write": ((), "write/read"),
-    "send": ((), "send/recv"),  # SIZE negated: the sendto and recvfrom syscalls
-    "writev": (("writev",), "writev of 2 iovecs/recv"),  # nginx's responses and reads
+    "write": ((), "write/read", 4),
+    "send": ((), "send/recv", 4),  # SIZE negated: the sendto and recvfrom syscalls
+    "writev": (("writev",), "writev of 2 iovecs/recv", 4),  # nginx's responses and reads
+    # and nginx's read on a keep-alive connection after each response, which finds nothing
+    "writev-again": (("writev-again",), "writev of 2 iovecs/recv/recv finding nothing", 6),
 }
 
 
@@ -1431,11 +1440,11 @@ def per_call_cost(
     the calls of ``shape``, see CALL_SHAPES), its own CPU-seconds per call (the BPF programs run in
     its calls' context), untraced, with the tracer's probes only (empty programs) and with its
     kernel side only (records skipped unread), in rotating order."""
-    extra, calls = CALL_SHAPES[shape]
+    extra, calls, per_trip = CALL_SHAPES[shape]
     arguments = [str(round_trips), str(-size if shape == "send" else size), *extra]
     print(
         f"\n== 5. kernel cost per socket call: {round_trips:,} TCP round trips of {size} bytes in one process "
-        f"(4 calls each: {calls}), its own CPU per call, {rounds} rounds ({load()})"
+        f"({per_trip} calls each: {calls}), its own CPU per call, {rounds} rounds ({load()})"
     )
     conditions = ("untraced", "probes only", "kernel only") + (("baseline kernel only",) if baseline else ())
     modes = {"probes only": "probes-only", "kernel only": "kernel-only", "baseline kernel only": "kernel-only"}
@@ -1466,9 +1475,9 @@ def per_call_cost(
                 if proc.poll() is None:
                     proc.kill()
                 proc.wait(timeout=10)
-            per_call[condition].append((user + system) / (4 * round_trips) * 1e9)
+            per_call[condition].append((user + system) / (per_trip * round_trips) * 1e9)
             for name, (run_ns, count) in final.get("bpf", {}).items():
-                program_ns.setdefault(condition, {}).setdefault(name, []).append(run_ns / (4 * round_trips))
+                program_ns.setdefault(condition, {}).setdefault(name, []).append(run_ns / (per_trip * round_trips))
                 if count:
                     run_ns_each.setdefault(condition, {}).setdefault(name, []).append(run_ns / count)
             drops = {k: v for k, v in final.get("drops", {}).items() if v}
