@@ -56,13 +56,16 @@ would be; it is started (BPF compiled and attached) before each traced run and e
    (the BPF programs run in its calls' context) untraced, with the probes only and with the
    kernel side only, in rotating order (with ``--baseline TREE``, that checkout's kernel side
    too); the differences are what the hooks and the programs cost, and each program's run time
-   per call says where the programs' part goes.
+   per call (and per run of it) says where the programs' part goes. ``--calls-shape`` picks the
+   calls: write/read (default), send/recv (nginx's reads are recv), writev of 2 iovecs and recv
+   (nginx's responses: headers, then body), or that and a recv finding nothing after each message
+   (writev-again: nginx's read on a keep-alive connection); ``--calls-size`` the bytes per call.
 
 The machine is shared and small (the figures it depends on are printed with the load average):
 only ratios measured side by side are compared with targets.
 
     .venv/bin/python bench/bench_socket_tracer.py [--quick] [--only fixed|decompose|calls|...]
-        [--baseline ../main] [--strict] [--profile]
+        [--baseline ../main] [--strict] [--profile] [--calls-shape write|send|writev|...] [--calls-size N]
 
 Needs root, bcc, nginx, wrk and gcc. Prints the figures; with --strict, exits 1 when a target is
 missed.
@@ -266,7 +269,12 @@ PINGPONG_C = r"""
  * CPU-seconds (user, system) and the wall time: the BPF programs run in its calls' context.
  * SIZE 0: 4 getppid() calls per round trip instead (the cost of hooks on a call that is no
  * socket's: every process of the host pays it). SIZE < 0: -SIZE bytes with send() and recv()
- * (the sendto and recvfrom syscalls, as nginx's reads) instead of write() and read(). */
+ * (the sendto and recvfrom syscalls, as nginx's reads) instead of write() and read(). A third
+ * argument "writev": SIZE bytes sent with writev() of 2 iovecs (a 256-byte head, or SIZE / 2 when
+ * smaller, and the rest: nginx's responses, headers then body) and received with recv();
+ * "writev-again": the same, and after each message a recv(MSG_DONTWAIT) that finds nothing
+ * (EAGAIN), as nginx's read on a keep-alive connection after each response (6 calls). */
+#include <sys/uio.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -278,10 +286,12 @@ PINGPONG_C = r"""
 #include <time.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
-    if (argc != 3) { fprintf(stderr, "usage: %s ROUND_TRIPS SIZE\n", argv[0]); return 2; }
+    if (argc != 3 && argc != 4) { fprintf(stderr, "usage: %s ROUND_TRIPS SIZE [writev]\n", argv[0]); return 2; }
     long n = atol(argv[1]);
-    int size = atoi(argv[2]), use_recv = size < 0;
+    int size = atoi(argv[2]), use_recv = size < 0, use_writev = argc == 4;
+    int read_again = argc == 4 && argv[3][6] == '-'; /* "writev-again" */
     if (use_recv) size = -size;
+    if (use_writev) use_recv = 1;
     if (size > 65536) return 2;
     int l = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET}; a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -300,7 +310,17 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &r0); clock_gettime(CLOCK_MONOTONIC, &t0);
     for (long i = 0; i < n && size == 0; i++)
         for (int k = 0; k < 4; k++) syscall(SYS_getppid);
-    for (long i = 0; i < n && size > 0 && use_recv; i++) {
+    int head = size < 512 ? size / 2 : 256;
+    struct iovec iov[2] = {{buf, head}, {buf + head, size - head}};
+    for (long i = 0; i < n && size > 0 && use_writev; i++) {
+        if (writev(c, iov, 2) != size) return 2;
+        for (int got = 0; got < size;) { int k = recv(s, buf, size - got, 0); if (k <= 0) return 3; got += k; }
+        if (read_again && recv(s, buf, size, MSG_DONTWAIT) != -1) return 4;
+        if (writev(s, iov, 2) != size) return 2;
+        for (int got = 0; got < size;) { int k = recv(c, buf, size - got, 0); if (k <= 0) return 3; got += k; }
+        if (read_again && recv(c, buf, size, MSG_DONTWAIT) != -1) return 4;
+    }
+    for (long i = 0; i < n && size > 0 && use_recv && !use_writev; i++) {
         if (send(c, buf, size, 0) != size) return 2;
         for (int got = 0; got < size;) { int k = recv(s, buf, size - got, 0); if (k <= 0) return 3; got += k; }
         if (send(s, buf, size, 0) != size) return 2;
@@ -396,12 +416,16 @@ def kernel_only_child(pids: list[int]) -> int:
     print(
         json.dumps({"kind": "ready", "rss": _proc_status("VmRSS"), "startup_peak": _proc_status("VmHWM")}), flush=True
     )
-    skipped = 0
+    skipped, interval = 0, 0.05
+    ring_bytes = tracer.options.ring_pages * mmap.PAGESIZE
     while not stop:
-        time.sleep(0.05)
+        time.sleep(interval)
         prod = producer[0]
-        skipped += prod - consumer[0]
+        pending = prod - consumer[0]
+        skipped += pending
         consumer[0] = prod  # one 8-byte store
+        if pending > ring_bytes // 4:  # big calls at full speed (phase 5's 1.5 KB writevs): skip sooner
+            interval = max(0.001, interval / 8)
         if snapshots:  # the same snapshot line as the agent's (decompose's counters)
             snapshots.clear()
             print(json.dumps({"kind": "snapshot", "rusage": _rusage_counts(resource.RUSAGE_SELF),
@@ -1397,25 +1421,41 @@ def build_pingpong(directory: str) -> Path:
     return binary
 
 
-def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64, baseline: str | None = None) -> dict:
+# Phase 5's call shapes: (the ping-pong's arguments after ROUND_TRIPS and SIZE, what its calls
+# are, how many a round trip makes)
+CALL_SHAPES = {
+    "write": ((), "write/read", 4),
+    "send": ((), "send/recv", 4),  # SIZE negated: the sendto and recvfrom syscalls
+    "writev": (("writev",), "writev of 2 iovecs/recv", 4),  # nginx's responses and reads
+    # and nginx's read on a keep-alive connection after each response, which finds nothing
+    "writev-again": (("writev-again",), "writev of 2 iovecs/recv/recv finding nothing", 6),
+}
+
+
+def per_call_cost(
+    pingpong: Path, rounds: int, round_trips: int, size: int = 64, baseline: str | None = None, shape: str = "write"
+) -> dict:
     """What the kernel side costs the traced process per socket call, without the agent: a TCP
-    ping-pong inside one process (write, read, write, read of ``size`` bytes per round trip), its
-    own CPU-seconds per call (the BPF programs run in its calls' context), untraced, with the
-    tracer's probes only (empty programs) and with its kernel side only (records skipped
-    unread), in rotating order."""
+    ping-pong inside one process (write, read, write, read of ``size`` bytes per round trip; or
+    the calls of ``shape``, see CALL_SHAPES), its own CPU-seconds per call (the BPF programs run in
+    its calls' context), untraced, with the tracer's probes only (empty programs) and with its
+    kernel side only (records skipped unread), in rotating order."""
+    extra, calls, per_trip = CALL_SHAPES[shape]
+    arguments = [str(round_trips), str(-size if shape == "send" else size), *extra]
     print(
         f"\n== 5. kernel cost per socket call: {round_trips:,} TCP round trips of {size} bytes in one process "
-        f"(4 calls each), its own CPU per call, {rounds} rounds ({load()})"
+        f"({per_trip} calls each: {calls}), its own CPU per call, {rounds} rounds ({load()})"
     )
     conditions = ("untraced", "probes only", "kernel only") + (("baseline kernel only",) if baseline else ())
     modes = {"probes only": "probes-only", "kernel only": "kernel-only", "baseline kernel only": "kernel-only"}
     per_call: dict[str, list[float]] = {c: [] for c in conditions}
     # kernel only: each BPF program's run time per socket call, by condition
     program_ns: dict[str, dict[str, list[float]]] = {}
+    run_ns_each: dict[str, dict[str, list[float]]] = {}  # the same, per run of the program
     for i in range(rounds):
         shift = i % len(conditions)
         for condition in conditions[shift:] + conditions[:shift]:
-            proc = subprocess.Popen([str(pingpong), str(round_trips), str(size)], stdin=subprocess.PIPE,
+            proc = subprocess.Popen([str(pingpong), *arguments], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, text=True)  # fmt: skip
             try:
                 if proc.stdout.readline().strip() != "READY":
@@ -1435,9 +1475,11 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64,
                 if proc.poll() is None:
                     proc.kill()
                 proc.wait(timeout=10)
-            per_call[condition].append((user + system) / (4 * round_trips) * 1e9)
-            for name, (run_ns, _count) in final.get("bpf", {}).items():
-                program_ns.setdefault(condition, {}).setdefault(name, []).append(run_ns / (4 * round_trips))
+            per_call[condition].append((user + system) / (per_trip * round_trips) * 1e9)
+            for name, (run_ns, count) in final.get("bpf", {}).items():
+                program_ns.setdefault(condition, {}).setdefault(name, []).append(run_ns / (per_trip * round_trips))
+                if count:
+                    run_ns_each.setdefault(condition, {}).setdefault(name, []).append(run_ns / count)
             drops = {k: v for k, v in final.get("drops", {}).items() if v}
             print(f"  round {i + 1} {condition}: {per_call[condition][-1]:,.0f} ns per call"
                   + (f", drops {drops}" if drops else ""), flush=True)  # fmt: skip
@@ -1455,7 +1497,9 @@ def per_call_cost(pingpong: Path, rounds: int, round_trips: int, size: int = 64,
               f" (spread {min(total):.0f}-{max(total):.0f})")  # fmt: skip
         for name, values in sorted(by_program.items(), key=lambda kv: -statistics.median(kv[1])):
             if statistics.median(values) >= 1:
-                print(f"    {name:44} {statistics.median(values):6.0f} ns (spread {min(values):.0f}-{max(values):.0f})")
+                each = run_ns_each.get(condition, {}).get(name) or [0.0]
+                print(f"    {name:44} {statistics.median(values):6.0f} ns (spread {min(values):.0f}-{max(values):.0f})"
+                      f", {statistics.median(each):.0f} ns a run")  # fmt: skip
     programs = {c: {name: statistics.median(v) for name, v in p.items()} for c, p in program_ns.items()}
     return {"medians": medians, "spread": spread, "programs": programs}
 
@@ -1538,6 +1582,10 @@ def main() -> int:
         "--baseline", metavar="TREE", help="4b: also run the agent of this pxq checkout (e.g. main), alternating"
     )
     parser.add_argument(
+        "--calls-shape", choices=sorted(CALL_SHAPES), default="write", help="5: the ping-pong's calls (default write)"
+    )
+    parser.add_argument("--calls-size", type=int, default=64, help="5: bytes per call (default 64)")
+    parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a target is missed (the bench is for figures)"
     )
     opts = parser.parse_args()
@@ -1593,7 +1641,12 @@ def main() -> int:
         if opts.only in (None, "calls"):
             with bpf_stats_on():
                 results["calls"] = per_call_cost(
-                    build_pingpong(work), fixed_rounds + 1, 30_000 if quick else 100_000, baseline=opts.baseline
+                    build_pingpong(work),
+                    fixed_rounds + 1,
+                    30_000 if quick else 100_000,
+                    size=opts.calls_size,
+                    baseline=opts.baseline,
+                    shape=opts.calls_shape,
                 )
     print(f"\n== summary ({load()})")
     ok = True

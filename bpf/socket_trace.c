@@ -10,10 +10,12 @@
  *   sock:sock_recv_length    the bytes moved (the count is the tracepoint's ret): the socket's
  *                            sk key, family and protocol; the call's number and arguments (fd,
  *                            buffer / iovec / msghdr, sockaddr) from the task's saved user
- *                            registers (bpf_task_pt_regs: orig_ax, di, si, dx, r8). TCP and UDP
- *                            over IPv4/IPv6 only: copy the first COPY_LIMIT bytes the call moved
- *                            (walking iovecs and messages) into ring buffer events of at most
- *                            MAX_DATA bytes each; the rest of the call is one filler event
+ *                            registers (loaded from bpf_task_pt_regs' pointer: orig_ax, di, si,
+ *                            dx, r8, cs). TCP and UDP over IPv4/IPv6 only: copy the first
+ *                            COPY_LIMIT bytes the call moved into ring buffer events of at most
+ *                            MAX_DATA bytes each (one buffer, or up to FEW_IOV iovecs, that fit
+ *                            one event: copied straight; else walking iovecs and messages step
+ *                            by step); the rest of the call is one filler event
  *                            (PXQ_F_FILLER: its stream offset and byte count, no bytes). A UDP
  *                            datagram's events are PXQ_F_DATAGRAM with its peer: sendto/recvfrom's
  *                            sockaddr (the 5th argument, r8), msghdr.msg_name, each mmsghdr's own
@@ -21,7 +23,9 @@
  *   syscalls:sys_exit_recvfrom, _recvmsg (UDP), _recvmmsg, _sendmmsg: these calls' data goes out
  *                            at their exit (the sock tracepoint notes the call in `active`): the
  *                            kernel writes a datagram's sender to user memory after sock_recvmsg
- *                            returns, and an mmsg call's message lengths after each message
+ *                            returns, and an mmsg call's message lengths after each message.
+ *                            They run for every such call of every process: while no thread has
+ *                            a call noted (notes_held), one array load ends them
  *   sock:inet_sock_set_state SYN_SENT in connect(): the fd is TCP; ESTABLISHED: sk -> 4-tuple;
  *                            CLOSE: forget it
  *   sendfile64, splice       a filler event with the byte count only: the bytes never pass
@@ -31,7 +35,8 @@
  *                            the input fd counts when the tracer knows it as a TCP connection
  *   sys_exit_connect/accept/accept4  OPEN events (client/server role) with a new connection
  *                            generation; a connect() that is not TCP's remembers its inet peer
- *   sys_enter_close, sched_process_exit  CLOSE / PROC_EXIT events
+ *   sys_enter_close, sched_process_exit  CLOSE / PROC_EXIT events (a close looks its fd up
+ *                            before deleting anything: a hash delete takes a bucket lock)
  *   sched_process_fork       (FILTER_PIDS) a child of a traced process is traced too
  *   task_newtask, process_exec a process's start time (at fork) and comm and argv (at exec), sent
  *                            once as a PROC_INFO event before its first connection's events
@@ -62,7 +67,7 @@
  * next message is intact.
  *
  * Compile-time options (-D): MAX_DATA (power of two), MAX_STEPS, COPY_LIMIT (bytes copied per
- * call, at most MAX_STEPS * MAX_DATA), MAX_IOV, MAX_MMSG, RING_PAGES, NCPU (possible CPUs),
+ * call, at most MAX_STEPS * MAX_DATA), MAX_IOV, FEW_IOV, MAX_MMSG, RING_PAGES, NCPU (possible CPUs),
  * SELF_PID (never traced), FILTER_PIDS (1: only tgids in allowed_pids), PROCS_SIZE (processes
  * whose identity is remembered), IGNORE_PIDS / IGNORE_COMMS / IGNORE_CGROUPS (1: consult
  * ignored_pids / ignored_comms / ignored_cgroups; each costs a lookup, so each is compiled in only
@@ -81,6 +86,9 @@
 #endif
 #ifndef MAX_IOV
 #define MAX_IOV 64
+#endif
+#ifndef FEW_IOV
+#define FEW_IOV 4 /* iovecs copied without the walk when their bytes fit one event */
 #endif
 #ifndef MAX_MMSG
 #define MAX_MMSG 8
@@ -147,9 +155,10 @@
 
 /* The calling task's saved user registers from r8 on (struct pt_regs from offset 72,
  * arch/x86/include/asm/ptrace.h; ABI: the offsets are those of user_regs_struct), as
- * bpf_task_pt_regs finds them. Inside a syscall (at a sock tracepoint, or a syscalls: exit) they
- * hold what the call was entered with: the number in orig_ax, the arguments in di, si, dx, r10,
- * r8 (a syscall does not write them back; only ax gets the result). */
+ * bpf_task_pt_regs finds them (read_user_regs loads the ones used). Inside a syscall (at a sock
+ * tracepoint, or a syscalls: exit) they hold what the call was entered with: the number in
+ * orig_ax, the arguments in di, si, dx, r10, r8 (a syscall does not write them back; only ax gets
+ * the result). */
 #define PT_REGS_R8_OFF 72
 struct user_regs {
     u64 r8;      /* 5th argument: sendto's dest_addr, recvfrom's src_addr */
@@ -266,6 +275,12 @@ BPF_HASH(allowed_pids, u32, u8, 65536);
  * task, so a thread that dies inside a call (exit_group while blocked in recvfrom) leaves nothing
  * behind. The task pointer is only handed to the helper, never dereferenced. */
 BPF_TASK_STORAGE(active, struct active_t);
+/* [0] = how many threads have a call noted in `active` (syscall != 0), so that a syscall exit
+ * (sys_exit_recvfrom runs for every recvfrom of every process) sees "none anywhere" in one array
+ * load, without the task storage lookup. Raised when a note is made, lowered when one is taken;
+ * a thread that died between the two (freed with its note) leaves it too high: such exits then
+ * look in task storage as before, never too low. */
+BPF_ARRAY(notes_held, u64, 1);
 BPF_TABLE("lru_hash", u64, struct conn_t, conns, 65536);
 BPF_TABLE("lru_hash", u64, struct tuple_t, tuples, 65536);
 /* (tgid << 32 | fd) -> the peer of a connected UDP (or other non-TCP inet) socket. */
@@ -314,6 +329,20 @@ static __always_inline int pid_ignored(u32 tgid) {
 #endif
 }
 #endif
+
+static __always_inline void notes_held_add(s64 delta) {
+    int zero = 0;
+    u64 *n = notes_held.lookup(&zero);
+    if (n)
+        __sync_fetch_and_add(n, (u64)delta);
+}
+
+/* No thread has a call noted (see notes_held): a syscall exit has nothing to take. */
+static __always_inline int no_notes_held(void) {
+    int zero = 0;
+    u64 *n = notes_held.lookup(&zero);
+    return n && *n == 0;
+}
 
 /* The current thread's `active` entry (created empty when `create` and missing); 0 when none. */
 static __always_inline struct active_t *current_active(int create) {
@@ -443,7 +472,11 @@ static __always_inline int enter_close(u64 id, s32 fd) {
     if (fd < 0)
         return 0;
     u64 key = conn_key(tgid, fd);
-    udp_peers.delete(&key); /* a UDP socket connected but not (yet) carrying data has no conns entry */
+    /* Lookups before deletes: most closes (files, pipes, TCP sockets) have no udp_peers or
+     * disabled entry, and a lookup takes no lock where a hash delete takes its bucket's. A UDP
+     * socket connected but not (yet) carrying data has no conns entry: its peer goes here too. */
+    if (udp_peers.lookup(&key))
+        udp_peers.delete(&key);
     struct conn_t *c = conns.lookup(&key);
     if (!c)
         return 0;
@@ -451,7 +484,8 @@ static __always_inline int enter_close(u64 id, s32 fd) {
     u8 role = c->role;
     u64 sent = c->pos_egress, recv = c->pos_ingress;
     conns.delete(&key);
-    disabled.delete(&key);
+    if (disabled.lookup(&key))
+        disabled.delete(&key);
     struct pxq_sock_event *e = reserve_small(PXQ_EV_CLOSE, tgid, fd);
     if (!e)
         return 0;
@@ -467,10 +501,22 @@ static __always_inline int enter_close(u64 id, s32 fd) {
 /* The calling task's user registers; -1 when it has none a 64-bit syscall set (a kernel thread,
  * whose sends are no process's calls, or a compat task, whose numbers are i386's). */
 static __always_inline int read_user_regs(struct user_regs *r) {
-    u64 regs = (u64)bpf_task_pt_regs((struct task_struct *)bpf_get_current_task_btf());
-    if (!regs || bpf_probe_read_kernel(r, sizeof(*r), (void *)(regs + PT_REGS_R8_OFF)) != 0)
+    /* Loads straight from the pointer the helper returns (the verifier knows it as the kernel's
+     * struct pt_regs, checks each load against the kernel's own BTF and makes it a fault-safe
+     * load): the fields used, without a bpf_probe_read_kernel call copying all 72 bytes. */
+    u64 base = (u64)bpf_task_pt_regs((struct task_struct *)bpf_get_current_task_btf());
+    if (!base)
         return -1;
-    return r->cs == USER_CS ? 0 : -1;
+    struct user_regs *regs = (struct user_regs *)(base + PT_REGS_R8_OFF);
+    r->cs = regs->cs;
+    if (r->cs != USER_CS)
+        return -1;
+    r->r8 = regs->r8;
+    r->dx = regs->dx;
+    r->si = regs->si;
+    r->di = regs->di;
+    r->orig_ax = regs->orig_ax;
+    return 0;
 }
 
 /* The call `sys` as its registers name it: fd, buffer / iovec array / msghdr / mmsghdr array,
@@ -534,6 +580,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
             return 0;
         struct active_t *a = current_active(1);
         if (a) {
+            if (!a->syscall)
+                notes_held_add(1);
             a->syscall = PXQ_SYS_CONNECT;
             a->is_sock = 1;
             a->sk = sk;
@@ -799,6 +847,7 @@ static __always_inline int walk_step(struct scratch_t *sc) {
 static __always_inline void take_active(struct active_t *ap, struct active_t *a) {
     *a = *ap;
     ap->syscall = 0;
+    notes_held_add(-1);
 }
 
 /* A datagram's peer into the event: from the sockaddr at user address `sa` (sendto's dest_addr,
@@ -1049,7 +1098,32 @@ static __always_inline int exit_data(u64 id, struct active_t *call, long ret) {
     }
 
     u64 fill = 0, sent = 0;
-    if (w->mode == MODE_BUF && total <= MAX_DATA && total <= COPY_LIMIT) {
+    u64 iov_cnt = w->iov_cnt;
+    u64 vecs[2 * FEW_IOV]; /* a few iovecs: base, length */
+    if (w->mode == MODE_IOV && iov_cnt <= FEW_IOV && total <= MAX_DATA && total <= COPY_LIMIT &&
+        bpf_probe_read_user(vecs, iov_cnt * IOVEC_SIZE, (void *)w->iov) == 0) {
+        /* writev/readv/sendmsg/recvmsg of a few buffers whose bytes fit one event (nginx's
+         * responses: headers, then body): the iovec array read at once, each buffer copied after
+         * the last, without the walk's steps and their stores to map memory. A failed read ends
+         * as the walk's would (counted; what was copied sent, the rest as a filler). An array that
+         * cannot be read at once is left to the walk, which reads it iovec by iovec. */
+#pragma unroll
+        for (int i = 0; i < FEW_IOV; i++) {
+            if (i >= iov_cnt || fill >= total)
+                break;
+            u64 len = vecs[2 * i + 1];
+            if (len > total - fill)
+                len = total - fill;
+            if (len == 0)
+                continue;
+            u64 at = fill & (MAX_DATA - 1); /* fill < total <= MAX_DATA: the mask only tells the verifier */
+            if (bpf_probe_read_user(&sc->data[at], len & (2 * MAX_DATA - 1), (void *)vecs[2 * i]) != 0) {
+                count_drop(PXQ_DROP_READ_FAILED);
+                break;
+            }
+            fill += len;
+        }
+    } else if (w->mode == MODE_BUF && total <= MAX_DATA && total <= COPY_LIMIT) {
         /* Most calls: one buffer that fits one event. Copied straight into the staging area and
          * sent, without the walk's steps and their stores to map memory. A failed read ends
          * as the walk's would: counted, and the call sent as a filler. */
@@ -1183,6 +1257,12 @@ static __always_inline int sock_call(u64 sk, u16 family, u16 protocol, long ret,
     if ((family != PXQ_AF_INET && family != PXQ_AF_INET6) ||
         (protocol != PXQ_IPPROTO_TCP && protocol != PXQ_IPPROTO_UDP))
         return 0;
+    /* Nothing moved (EAGAIN: nginx's read on a keep-alive connection after each response; EOF; an
+     * error): no data here, and nothing to note for the exit, where the call returns no bytes
+     * either (an mmsg call's or a splice's failing sock_*msg comes after those that moved bytes,
+     * which noted the call, or ends the call with its error). */
+    if (ret <= 0)
+        return 0;
     u64 id = bpf_get_current_pid_tgid();
     if (!pid_allowed(id >> 32))
         return 0;
@@ -1198,6 +1278,8 @@ static __always_inline int sock_call(u64 sk, u16 family, u16 protocol, long ret,
         if (!ap)
             return 0;
         if (ap->syscall != sys) { /* the call's first socket event */
+            if (!ap->syscall)
+                notes_held_add(1);
             struct active_t a = {};
             socket_call_from_regs(&a, sys, &r, sk, family, protocol);
             *ap = a;
@@ -1207,7 +1289,7 @@ static __always_inline int sock_call(u64 sk, u16 family, u16 protocol, long ret,
         if (sys != PXQ_SYS_SPLICE)
             return 0;
     }
-    if (peek || ret <= 0)
+    if (peek)
         return 0; /* MSG_PEEK: the same bytes come again */
     struct active_t a = {};
     socket_call_from_regs(&a, sys, &r, sk, family, protocol);
@@ -1228,6 +1310,8 @@ TRACEPOINT_PROBE(sock, sock_recv_length) {
 /* The exit of a call that sock_call left for it (taken_at_exit): its data, with the byte or
  * message count the call returns. Any other call's note is stale and is dropped. */
 static __always_inline int exit_noted(u16 sys, long ret) {
+    if (no_notes_held())
+        return 0; /* the common case: no call of any thread waits for its exit */
     struct active_t *ap = current_active(0);
     if (!ap || !ap->syscall)
         return 0;
@@ -1261,6 +1345,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_splice) {
     if (ap && ap->syscall) {
         u16 noted = ap->syscall;
         ap->syscall = 0;
+        notes_held_add(-1);
         if (noted == PXQ_SYS_SPLICE)
             return 0;
     }
@@ -1282,6 +1367,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
         if (ap->syscall == PXQ_SYS_CONNECT)
             a = *ap;
         ap->syscall = 0;
+        notes_held_add(-1);
     }
     u64 id = bpf_get_current_pid_tgid();
     struct user_regs r = {};
