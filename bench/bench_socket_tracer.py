@@ -43,6 +43,8 @@ would be; it is started (BPF compiled and attached) before each traced run and e
    the rounds with their spread, beside the saturated wrk ratio. With ``--profile``, also the
    agent's CPU per 10,000 transactions by part (:class:`CpuSplit`: the ring walk, the events
    freed, the tracker, rows to Arrow, the table store, polling, the loop, the GC, the rest).
+   With ``--baseline TREE``, that checkout's agent is a third condition in every round, rotating,
+   its ratios over the same round's untraced run printed beside.
 4b. Where the traced CPU goes, at the same fixed rates: untraced, the kernel side only (its programs attached, records
    skipped unread: what tracing costs without the agent) and traced alternating, with BPF
    run-time counting on (BPF_ENABLE_STATS), a table of the medians and of each one's difference
@@ -1146,11 +1148,15 @@ def fixed_rate_run(
     return result
 
 
-def fixed_rate(client: Path, port: int, pids: list[int], seconds: float, rounds: int, work: str) -> dict:
+def fixed_rate(client: Path, port: int, pids: list[int], seconds: float, rounds: int, work: str,
+               baseline: str | None = None) -> dict:  # fmt: skip
     """What tracing costs at a rate below saturation, as a user would see it: the host's CPU (all
     processes, /proc/stat) and the client's latency, traced ÷ untraced, the two alternating in
     each round (which goes first alternates too); the agent is started before and ended after
-    each traced run, outside the measured window."""
+    each traced run, outside the measured window. With ``baseline`` (a pxq checkout), that tree's
+    agent runs as a third condition in every round, rotating with the two others, and its ratios
+    over the same round's untraced run are printed beside: two trees compared side by side, as
+    separate runs an hour apart on a shared machine cannot be."""
     print(
         f"\n== 4. cost at a fixed rate: the paced client at {', '.join(f'{r:,}' for r in FIXED_RATES)} req/s for "
         f"{seconds:g}s, 16 keep-alive connections, untraced and traced alternating, {rounds} rounds ({load()})"
@@ -1163,20 +1169,33 @@ def fixed_rate(client: Path, port: int, pids: list[int], seconds: float, rounds:
     log = f"{work}/fixed.log"
     for rate in FIXED_RATES:
         paced(client, port, rate, rate // 2, 16)  # warm-up: connections, nginx's caches
-        runs: dict[str, list[FixedRun]] = {"untraced": [], "traced": []}
+        conditions = ["untraced", "traced"] + (["baseline"] if baseline else [])
+        runs: dict[str, list[FixedRun]] = {c: [] for c in conditions}
         cpu_ratios, own_ratios, task_ratios, p50_ratios, p99_ratios = [], [], [], [], []
+        base_ratios: dict[str, list[float]] = {"tasks": [], "p99": [], "cpu_10k": []}
         for i in range(rounds):
-            order = ("untraced", "traced") if i % 2 == 0 else ("traced", "untraced")
+            shift = i % len(conditions)
             got = {}
-            for condition in order:
+            for condition in conditions[shift:] + conditions[:shift]:
                 if condition == "untraced":
                     got[condition] = fixed_rate_run(client, port, pids, rate, seconds, log, None)
                 else:
-                    with agent(pids) as a:
+                    with agent(pids, tree=baseline if condition == "baseline" else None) as a:
                         got[condition] = fixed_rate_run(client, port, pids, rate, seconds, log, a)
                         a.finish()
                 runs[condition].append(got[condition])
             u, t = got["untraced"], got["traced"]
+            if baseline:
+                b = got["baseline"]
+                base_ratios["tasks"].append(b.tasks_cpu_s / u.tasks_cpu_s)
+                base_ratios["p99"].append(b.p99_us / u.p99_us)
+                if b.transactions:
+                    base_ratios["cpu_10k"].append(b.agent_cpu_s / b.transactions * 10_000)
+                print(f"  {rate:,} req/s round {i + 1} baseline: all tasks {u.tasks_cpu_s:.2f} -> "
+                      f"{b.tasks_cpu_s:.2f} s "
+                      f"({base_ratios['tasks'][-1]:.3f}); p99 {u.p99_us:.0f} -> {b.p99_us:.0f} us "
+                      f"({base_ratios['p99'][-1]:.2f}); agent {b.agent_cpu_s:.2f} CPU-s for {b.transactions:,} "
+                      f"transactions; drops {b.drops or 'none'}", flush=True)  # fmt: skip
             # A host kept busy by other processes leaves no idle time for tracing to take: the ratio
             # of a saturated window says nothing, and is left out.
             saturated = max(u.host_share, t.host_share) >= HOST_SATURATED
@@ -1230,6 +1249,15 @@ def fixed_rate(client: Path, port: int, pids: list[int], seconds: float, rounds:
             f"p99 {r['p99']:.2f} (spread {r['p99_spread'][0]:.2f}-{r['p99_spread'][1]:.2f}), "
             f"agent CPU {r['cpu_10k']:.3f} s per 10k transactions ({load()})"
         )
+        if baseline and base_ratios["tasks"]:
+            r["baseline"] = {k: statistics.median(v) for k, v in base_ratios.items() if v}
+            r["baseline"]["tasks_cpu_spread"] = (min(base_ratios["tasks"]), max(base_ratios["tasks"]))
+            b = r["baseline"]
+            print(
+                f"  {rate:,} req/s baseline ({baseline}) medians, same rounds: all tasks' run time "
+                f"{b['tasks']:.3f} (spread {b['tasks_cpu_spread'][0]:.3f}-{b['tasks_cpu_spread'][1]:.3f}), "
+                f"p99 {b['p99']:.2f}, agent CPU {b.get('cpu_10k', float('inf')):.3f} s per 10k transactions"
+            )
     return results
 
 
@@ -1579,7 +1607,7 @@ def main() -> int:
         help="run one section (hooks: 5's hook sets compared, not run by default)",
     )
     parser.add_argument(
-        "--baseline", metavar="TREE", help="4b: also run the agent of this pxq checkout (e.g. main), alternating"
+        "--baseline", metavar="TREE", help="4, 4b, 5: also run this pxq checkout's agent or kernel side, rotating"
     )
     parser.add_argument(
         "--calls-shape", choices=sorted(CALL_SHAPES), default="write", help="5: the ping-pong's calls (default write)"
@@ -1635,7 +1663,7 @@ def main() -> int:
                     client, nginx.port, pids, rates, step_s, wrk_s, nginx.workdir / "www" / "static", work
                 )
             if opts.only in (None, "fixed"):
-                results["fixed"] = fixed_rate(client, nginx.port, pids, fixed_s, fixed_rounds, work)
+                results["fixed"] = fixed_rate(client, nginx.port, pids, fixed_s, fixed_rounds, work, opts.baseline)
             if opts.only in (None, "decompose"):
                 results["decompose"] = decompose(client, nginx.port, pids, fixed_s, fixed_rounds, work, opts.baseline)
         if opts.only in (None, "calls"):
