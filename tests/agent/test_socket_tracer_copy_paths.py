@@ -24,6 +24,7 @@ from pxq.agent.conn_tracker import EGRESS, EV_DATA, F_FILLER, INGRESS
 from pxq.agent.socket_tracer import SocketTracer
 from pxq.testing.kernel import require_bpf
 from pxq.testing.retry import wait_for
+from tests.agent.tracer_events import keep_events
 
 pytestmark = pytest.mark.kernel
 
@@ -128,14 +129,7 @@ def test_each_calls_bytes_arrive_exactly_as_the_process_wrote_and_read_them():
         child.stdin.flush()
         assert child.stdout.readline().strip() == "READY"
         tracer = SocketTracer(pids=[child.pid])
-        seen: list = []
-        handle_batch = tracer._tracker.handle_batch
-
-        def keeping(batch):  # the events exactly as the ring walk decoded them
-            seen.extend(batch)
-            return handle_batch(batch)
-
-        tracer._tracker.handle_batch = keeping
+        seen = keep_events(tracer)
         tracer.start()
         try:
             child.stdin.write("go\n")

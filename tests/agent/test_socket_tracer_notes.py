@@ -21,6 +21,7 @@ from pxq.agent.conn_tracker import EV_DATA, EV_OPEN, F_DATAGRAM, INGRESS
 from pxq.agent.socket_tracer import SocketTracer
 from pxq.testing.kernel import require_bpf
 from pxq.testing.retry import wait_for
+from tests.agent.tracer_events import keep_events
 
 pytestmark = pytest.mark.kernel
 
@@ -67,14 +68,7 @@ def test_every_call_noted_for_its_exit_is_taken_there():
     try:
         assert child.stdout.readline().strip() == "READY"
         tracer = SocketTracer(pids=[child.pid])
-        seen: list = []
-        handle_batch = tracer._tracker.handle_batch
-
-        def keeping(batch):  # the events as the ring walk decoded them
-            seen.extend(batch)
-            return handle_batch(batch)
-
-        tracer._tracker.handle_batch = keeping
+        seen = keep_events(tracer)
         tracer.start()
         try:
             child.stdin.write("go\n")
