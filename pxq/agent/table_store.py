@@ -140,7 +140,6 @@ class TableStore:
         self.raw_bytes = raw_bytes  # the newest batches held uncompressed up to this (RAW_HELD_BYTES)
         self._raw: deque[_Held] = deque()  # batches not compressed (yet), oldest first, all tables
         self._raw_size = 0  # their sizes (those still held)
-        self._schemas: dict[str, pa.Schema] = {}  # the catalog's, per table appended to
 
     # -- writing
 
@@ -149,9 +148,7 @@ class TableStore:
             raise DataError(f"no table named {table!r} in the catalog")
         if data.num_rows == 0:
             return
-        expected = self._schemas.get(table)
-        if expected is None:
-            expected = self._schemas[table] = CATALOG[table].arrow_schema()
+        expected = CATALOG[table].arrow_schema()
         if data.schema != expected:
             data = data.select(expected.names).cast(expected)
         held = _Held.of(data)

@@ -51,5 +51,12 @@ class TableSchema:
         return None
 
     def arrow_schema(self, columns: tuple[str, ...] | None = None) -> pa.Schema:
-        chosen = self.columns if columns is None else tuple(self.column(n) for n in columns)
-        return pa.schema([pa.field(c.name, c.arrow_type) for c in chosen])
+        if columns is None:
+            # The whole table's, made once: the agent asks for it with every batch it builds and
+            # stores (some 20 us to build), and a pa.Schema is immutable.
+            whole = self.__dict__.get("_whole_arrow_schema")
+            if whole is None:
+                whole = pa.schema([pa.field(c.name, c.arrow_type) for c in self.columns])
+                object.__setattr__(self, "_whole_arrow_schema", whole)  # (frozen: not a field)
+            return whole
+        return pa.schema([pa.field(c.name, c.arrow_type) for c in (self.column(n) for n in columns)])

@@ -3,7 +3,6 @@ text of header blocks that two of its columns hold."""
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import struct
@@ -95,12 +94,6 @@ def http_events_schema() -> pa.Schema:
     from pxq.tables import CATALOG
 
     return CATALOG["http_events"].arrow_schema()
-
-
-@functools.cache
-def _schema() -> pa.Schema:
-    """:func:`http_events_schema`, made once (building it from the catalog is ~20 us a table)."""
-    return http_events_schema()
 
 
 def _utf8(data: bytes) -> bytes:
@@ -215,7 +208,7 @@ class HttpRows:
         Every column is made from its buffers (``Array.from_buffers``), never with ``pa.array``:
         pyarrow's first ``pa.array`` call imports pandas (its lazy pandas shim), 0.2-0.3 s of CPU
         and ~40 MB of RSS that an agent tracing HTTP otherwise never needs."""
-        schema = _schema()
+        schema = http_events_schema()
         n = self.rows
         if not n:
             self._reset()
@@ -234,14 +227,7 @@ class HttpRows:
         for i, name in enumerate(self.INTS, 1):
             columns[name] = _int64_column(numbers[:, i], schema.field(name).type)
         for i, name in enumerate(self.STRINGS):
-            lengths = numbers[:, 1 + len(self.INTS) + i]
-            data = self._strings[i]
-            if len(data) <= MAX_STRING_ARRAY_BYTES:  # (its offsets fit int32: summed as such, not cast after)
-                offsets = np.zeros(n + 1, dtype=np.int32)
-                np.cumsum(lengths, out=offsets[1:], dtype=np.int32)
-                columns[name] = pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-            else:
-                columns[name] = _string_column(data, lengths)
+            columns[name] = _string_column(self._strings[i], numbers[:, 1 + len(self.INTS) + i])
         self._reset()
         return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
 
@@ -287,11 +273,13 @@ def _string_column(data: bytearray, lengths: np.ndarray) -> pa.Array | pa.Chunke
     """A string column over ``data`` (the values one after the other, UTF-8) and their lengths;
     in chunks when there is more than one string array can hold."""
     n = len(lengths)
+    buffer = pa.py_buffer(data)
+    if len(data) <= MAX_STRING_ARRAY_BYTES:  # offsets that fit int32: summed as such, not cast after
+        offsets32 = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets32[1:], dtype=np.int32)
+        return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets32), buffer])
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    buffer = pa.py_buffer(data)
-    if offsets[-1] <= MAX_STRING_ARRAY_BYTES:
-        return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets.astype(np.int32)), buffer])
     whole = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), buffer])
     chunks, start = [], 0
     while start < n:  # as many values as fit (at least one)
