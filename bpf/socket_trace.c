@@ -344,6 +344,12 @@ static __always_inline int no_notes_held(void) {
     return n && *n == 0;
 }
 
+/* The thread's noted call (ap->syscall != 0) is done with: marked so, and counted off notes_held. */
+static __always_inline void drop_note(struct active_t *ap) {
+    ap->syscall = 0;
+    notes_held_add(-1);
+}
+
 /* The current thread's `active` entry (created empty when `create` and missing); 0 when none. */
 static __always_inline struct active_t *current_active(int create) {
     struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
@@ -846,8 +852,7 @@ static __always_inline int walk_step(struct scratch_t *sc) {
 /* The calling thread's call noted in `active` (*ap), copied into *a and marked done. */
 static __always_inline void take_active(struct active_t *ap, struct active_t *a) {
     *a = *ap;
-    ap->syscall = 0;
-    notes_held_add(-1);
+    drop_note(ap);
 }
 
 /* A datagram's peer into the event: from the sockaddr at user address `sa` (sendto's dest_addr,
@@ -1344,8 +1349,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_splice) {
     struct active_t *ap = current_active(0);
     if (ap && ap->syscall) {
         u16 noted = ap->syscall;
-        ap->syscall = 0;
-        notes_held_add(-1);
+        drop_note(ap);
         if (noted == PXQ_SYS_SPLICE)
             return 0;
     }
@@ -1366,8 +1370,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
     if (ap && ap->syscall) {
         if (ap->syscall == PXQ_SYS_CONNECT)
             a = *ap;
-        ap->syscall = 0;
-        notes_held_add(-1);
+        drop_note(ap);
     }
     u64 id = bpf_get_current_pid_tgid();
     struct user_regs r = {};
