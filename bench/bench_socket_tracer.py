@@ -282,16 +282,20 @@ PINGPONG_C = r"""
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
-    if (argc != 3 && argc != 4) { fprintf(stderr, "usage: %s ROUND_TRIPS SIZE [writev]\n", argv[0]); return 2; }
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: %s ROUND_TRIPS SIZE [writev|writev-again]\n", argv[0]);
+        return 2;
+    }
     long n = atol(argv[1]);
     int size = atoi(argv[2]), use_recv = size < 0, use_writev = argc == 4;
-    int read_again = argc == 4 && argv[3][6] == '-'; /* "writev-again" */
+    int read_again = argc == 4 && strcmp(argv[3], "writev-again") == 0;
     if (use_recv) size = -size;
     if (use_writev) use_recv = 1;
     if (size > 65536) return 2;
