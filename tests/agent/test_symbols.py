@@ -27,6 +27,7 @@ from pxq.agent.symbols import (
     read_elf_file,
     stack_is_truncated,
 )
+from pxq.testing.retry import wait_for
 from tests.agent.programs.build import FRAME_POINTERS, compile_c, running
 
 MAPS = """\
@@ -277,10 +278,19 @@ def test_vdso_frames_are_named():
     symbolizer.close()
 
 
+def _exe_name(pid: int) -> str:
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:  # mid-exec or gone
+        return ""
+
+
 def test_python_detection():
     symbolizer = Symbolizer()
     assert symbolizer.snapshot(os.getpid()).is_python
     with running(["sh", "-c", "echo ready; exec sleep 60"]) as proc:
+        # "ready" comes before the exec: snapshot sleep itself, not sh mid-exec (maps empty then).
+        wait_for(lambda: _exe_name(proc.pid) == "sleep", 30, "sh to exec sleep")
         snap = symbolizer.snapshot(proc.pid)
         assert snap is not None and not snap.is_python
     symbolizer.close()
