@@ -518,6 +518,9 @@ def probes_only_child(probe_set: str | None = None) -> int:
 PROFILED_PARTS = (
     ("ring walk", "pxq.agent.socket_tracer", "RingReader.read"),
     ("ring wait", "pxq.agent.socket_tracer", "RingReader.wait"),
+    # the ring walk fused with the HTTP/1 steady state (SocketTracer.fused_walk): both in C
+    ("ring walk + HTTP/1 steady state", "pxq.agent.conn_tracker", "ConnTracker.handle_records"),
+    ("tracker", "pxq.agent.conn_tracker", "ConnTracker.take_event"),
     ("tracker", "pxq.agent.conn_tracker", "ConnTracker.handle_batch"),
     ("tracker", "pxq.agent.conn_tracker", "ConnTracker.end_batch"),
     ("tracker", "pxq.agent.conn_tracker", "ConnTracker.report_conn_stats"),
@@ -525,7 +528,7 @@ PROFILED_PARTS = (
     ("table store", "pxq.agent.table_store", "TableStore.append"),
     ("process identities", "pxq.agent.loop", "_remember_processes"),
     ("drop counters", "pxq.agent.socket_tracer_collector", "SocketTracerCollector.drops"),
-    ("batch hand-over (events freed)", "pxq.agent.socket_tracer", "SocketTracer._process"),
+    ("batch hand-over", "pxq.agent.socket_tracer", "SocketTracer._take"),
     ("poll (sleeps, ring checks)", "pxq.agent.socket_tracer", "SocketTracer.poll"),
     ("progress, pid check", "pxq.agent.loop", "AgentLoop.progress"),
     ("progress, pid check", "pxq.agent.embedded", "PidWatch.check"),
@@ -550,6 +553,8 @@ class CpuSplit:
             *outer, name = path.split(".")
             for attr in outer:
                 owner = getattr(owner, attr)
+            if not hasattr(owner, name):
+                continue  # a part of another tree's agent (--baseline) only
             original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
             self._wrapped.append((owner, name, original))
             setattr(owner, name, self._timed(part, getattr(owner, name)))

@@ -8,7 +8,10 @@
  * http1_batch: the connection tracker's steady state of an HTTP/1 connection (ConnTracker.handle_batch
  * in pxq/agent/conn_tracker.py): one C call per run of events, rows written as HttpRows.add does.
  *
- * Both were pure-Python loops of a few bytes calls per item; here they are one C call per batch
+ * ring_take: ring_read and http1_batch in one walk (ConnTracker.handle_records, RingReader.take):
+ * the steady state's events read in place from the ring buffer, no SockEvent made for them.
+ *
+ * These were pure-Python loops of a few bytes calls per item; here they are one C call per batch
  * (ring) or per message (HTTP). Built by tools/build_native.py (tools/setup.sh, the hatch build
  * hook); loaded through pxq/agent/native.py, which checks the build matches this source.
  */
@@ -115,44 +118,27 @@ make_event(PyTypeObject *type, const unsigned char *rec, Py_ssize_t data_len, st
     return ev;
 }
 
-PyDoc_STRVAR(ring_read_doc,
-"ring_read(producer, consumer, data_at, size, limit, out, event_type) -> (taken, malformed)\n\n"
-"Walk a BPF ring buffer's committed records (kernel/bpf/ringbuf.c's layout): ``producer`` is the\n"
-"read-only mapping whose first 8 bytes are the producer position and whose data area, mapped\n"
-"twice in a row, starts at ``data_at``; ``consumer`` the writable page whose first 8 bytes are\n"
-"the consumer position. Appends an ``event_type`` (SockEvent) to ``out`` for each record, at most\n"
-"``limit``, skipping discarded ones, stopping at one still being written, and stores the new\n"
-"consumer position. A record too short for the event header is consumed and counted as\n"
-"malformed; one whose length runs past the producer position, or positions further apart than\n"
-"the ring's size (never written by a kernel), end the walk with everything pending consumed,\n"
-"also counted.");
+/* What is done with each record of a walk: 0, or -1 on a Python error (the walk stops there). */
+typedef int (*record_fn)(void *ctx, const unsigned char *event, Py_ssize_t data_len);
 
-static PyObject *
-ring_read(PyObject *self, PyObject *args)
+/* Walk a BPF ring buffer's committed records (see ring_read_doc), calling ``on_record`` for each
+ * one holding an event header, ``limit`` at most, and store the new consumer position. On a Python
+ * error the failed record is read again (``consume_failed`` 0) or counted read (1: it was acted on).
+ * -1 (a Python error set) or 0, with the records taken and malformed. */
+static int
+walk_ring(Py_buffer *prod_buf, Py_buffer *cons_buf, Py_ssize_t data_at, Py_ssize_t size, Py_ssize_t limit,
+          record_fn on_record, void *ctx, int consume_failed, Py_ssize_t *taken_out, Py_ssize_t *malformed_out)
 {
-    Py_buffer prod_buf, cons_buf;
-    Py_ssize_t data_at, size, limit;
-    PyObject *out, *type_obj;
-    if (!PyArg_ParseTuple(args, "y*w*nnnO!O!:ring_read", &prod_buf, &cons_buf, &data_at, &size, &limit,
-                          &PyList_Type, &out, &PyType_Type, &type_obj))
-        return NULL;
-    PyObject *result = NULL;
-    struct walk_cache cache = {0, NULL}; /* before any goto done */
-    PyTypeObject *type = (PyTypeObject *)type_obj;
-    if (!PyType_IsSubtype(type, &PyTuple_Type)) {
-        PyErr_SetString(PyExc_TypeError, "event_type must be a tuple subclass (SockEvent)");
-        goto done;
-    }
     if (size <= 0 || (size & (size - 1)) || data_at < 8 || data_at % 8 ||
-        prod_buf.len < data_at + 2 * size || cons_buf.len < 8 || ((uintptr_t)prod_buf.buf % 8) ||
-        ((uintptr_t)cons_buf.buf % 8)) {
+        prod_buf->len < data_at + 2 * size || cons_buf->len < 8 || ((uintptr_t)prod_buf->buf % 8) ||
+        ((uintptr_t)cons_buf->buf % 8)) {
         PyErr_SetString(PyExc_ValueError,
                         "ring_read: the data area (a power of two, mapped twice from data_at >= 8) must fit in "
                         "the producer buffer, the positions 8-byte aligned");
-        goto done;
+        return -1;
     }
-    const unsigned char *base = (const unsigned char *)prod_buf.buf;
-    uint64_t *cons_pos = (uint64_t *)cons_buf.buf;
+    const unsigned char *base = (const unsigned char *)prod_buf->buf;
+    uint64_t *cons_pos = (uint64_t *)cons_buf->buf;
     const uint64_t mask = (uint64_t)size - 1;
     /* The kernel writes the producer position with release semantics after a record's header
      * (busy bit set) and commits by clearing the busy bit with release semantics: acquire loads
@@ -160,6 +146,7 @@ ring_read(PyObject *self, PyObject *args)
     uint64_t cons = __atomic_load_n(cons_pos, __ATOMIC_ACQUIRE);
     const uint64_t prod = __atomic_load_n((const uint64_t *)base, __ATOMIC_ACQUIRE);
     Py_ssize_t taken = 0, malformed = 0;
+    int status = 0;
     if (prod > cons && prod - cons > (uint64_t)size) {
         /* More pending than the ring holds: positions no kernel writes. Skip to the producer. */
         malformed++;
@@ -182,23 +169,72 @@ ring_read(PyObject *self, PyObject *args)
             if (len < sizeof(struct pxq_sock_event)) {
                 malformed++;
             } else {
-                PyObject *ev =
-                    make_event(type, rec + RING_HEADER, (Py_ssize_t)(len - sizeof(struct pxq_sock_event)), &cache);
-                if (ev == NULL || PyList_Append(out, ev) < 0) {
-                    Py_XDECREF(ev);
-                    __atomic_store_n(cons_pos, cons, __ATOMIC_RELEASE); /* this record is read again */
-                    goto done;
+                /* the record stays in place (unconsumed) while on_record reads it */
+                if (on_record(ctx, rec + RING_HEADER, (Py_ssize_t)(len - sizeof(struct pxq_sock_event))) < 0) {
+                    if (consume_failed)
+                        cons = next;
+                    status = -1;
+                    break;
                 }
-                Py_DECREF(ev);
                 taken++;
             }
         }
         cons = next;
     }
     __atomic_store_n(cons_pos, cons, __ATOMIC_RELEASE);
-    result = Py_BuildValue("(nn)", taken, malformed);
-done:
-    Py_XDECREF(cache.pid_obj);
+    *taken_out = taken;
+    *malformed_out = malformed;
+    return status;
+}
+
+struct read_ctx {
+    PyTypeObject *type;
+    PyObject *out;
+    struct walk_cache cache;
+};
+
+static int
+append_event(void *ctx_, const unsigned char *event, Py_ssize_t data_len)
+{
+    struct read_ctx *ctx = ctx_;
+    PyObject *ev = make_event(ctx->type, event, data_len, &ctx->cache);
+    if (ev == NULL || PyList_Append(ctx->out, ev) < 0) {
+        Py_XDECREF(ev);
+        return -1;
+    }
+    Py_DECREF(ev);
+    return 0;
+}
+
+PyDoc_STRVAR(ring_read_doc,
+"ring_read(producer, consumer, data_at, size, limit, out, event_type) -> (taken, malformed)\n\n"
+"Walk a BPF ring buffer's committed records (kernel/bpf/ringbuf.c's layout): ``producer`` is the\n"
+"read-only mapping whose first 8 bytes are the producer position and whose data area, mapped\n"
+"twice in a row, starts at ``data_at``; ``consumer`` the writable page whose first 8 bytes are\n"
+"the consumer position. Appends an ``event_type`` (SockEvent) to ``out`` for each record, at most\n"
+"``limit``, skipping discarded ones, stopping at one still being written, and stores the new\n"
+"consumer position. A record too short for the event header is consumed and counted as\n"
+"malformed; one whose length runs past the producer position, or positions further apart than\n"
+"the ring's size (never written by a kernel), end the walk with everything pending consumed,\n"
+"also counted.");
+
+static PyObject *
+ring_read(PyObject *self, PyObject *args)
+{
+    Py_buffer prod_buf, cons_buf;
+    Py_ssize_t data_at, size, limit;
+    PyObject *out, *type_obj;
+    if (!PyArg_ParseTuple(args, "y*w*nnnO!O!:ring_read", &prod_buf, &cons_buf, &data_at, &size, &limit,
+                          &PyList_Type, &out, &PyType_Type, &type_obj))
+        return NULL;
+    PyObject *result = NULL;
+    struct read_ctx ctx = {(PyTypeObject *)type_obj, out, {0, NULL}};
+    Py_ssize_t taken, malformed;
+    if (!PyType_IsSubtype(ctx.type, &PyTuple_Type))
+        PyErr_SetString(PyExc_TypeError, "event_type must be a tuple subclass (SockEvent)");
+    else if (walk_ring(&prod_buf, &cons_buf, data_at, size, limit, append_event, &ctx, 0, &taken, &malformed) == 0)
+        result = Py_BuildValue("(nn)", taken, malformed);
+    Py_XDECREF(ctx.cache.pid_obj);
     PyBuffer_Release(&prod_buf);
     PyBuffer_Release(&cons_buf);
     return result;
@@ -1203,32 +1239,99 @@ header_only_answer(PyObject *requests, Py_ssize_t i)
     return 0;
 }
 
-/* Take one event, as ConnTracker.handle_batch's fast path and the Python stitcher and rows would:
- * 1 (taken), 0 (not this path's: nothing changed), -1 (a Python error). */
+/* One event as take_view reads it: from a SockEvent (http1_batch) or straight from a ring buffer
+ * record (ring_take), whose bytes are then read in place, never copied into a bytes object. */
+struct event_view {
+    long long ts, pos, pid, fd, gen, data_len, kind, flags, d;
+    const unsigned char *data;
+    Py_ssize_t len;
+    PyObject *ev;     /* the SockEvent, or NULL (a ring record) */
+    PyObject *ts_obj; /* the timestamp as an int: the SockEvent's (borrowed), else made at need (owned) */
+};
+
+/* The view of a SockEvent; 0 when ``ev`` is not one this path takes (nothing set). */
 static int
-take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clock_offset_ns, long long *bytes,
-           long long *transactions, long long *max_ts, struct call_cache *cache)
+view_of_event(PyObject *ev, struct event_view *v)
 {
     if (!PyTuple_Check(ev) || PyTuple_GET_SIZE(ev) != EVENT_FIELD_COUNT)
         return 0;
     int ok = 1;
-    long long kind = slot_int(PyTuple_GET_ITEM(ev, 7), &ok), flags = slot_int(PyTuple_GET_ITEM(ev, 8), &ok);
-    if (!ok || kind != http1.ev_data || flags != 0)
+    PyObject *data_obj = PyTuple_GET_ITEM(ev, 18);
+    v->kind = slot_int(PyTuple_GET_ITEM(ev, 7), &ok);
+    v->flags = slot_int(PyTuple_GET_ITEM(ev, 8), &ok);
+    v->ts = slot_int(PyTuple_GET_ITEM(ev, 0), &ok);
+    v->pos = slot_int(PyTuple_GET_ITEM(ev, 1), &ok);
+    v->data_len = slot_int(PyTuple_GET_ITEM(ev, 6), &ok);
+    v->d = slot_int(PyTuple_GET_ITEM(ev, 9), &ok);
+    v->pid = slot_int(PyTuple_GET_ITEM(ev, 3), &ok);
+    v->fd = slot_int(PyTuple_GET_ITEM(ev, 4), &ok);
+    v->gen = slot_int(PyTuple_GET_ITEM(ev, 5), &ok);
+    if (!ok || !PyBytes_CheckExact(data_obj))
         return 0;
-    PyObject *ts_obj = PyTuple_GET_ITEM(ev, 0), *data_obj = PyTuple_GET_ITEM(ev, 18);
-    long long ts = slot_int(ts_obj, &ok), pos = slot_int(PyTuple_GET_ITEM(ev, 1), &ok),
-              data_len = slot_int(PyTuple_GET_ITEM(ev, 6), &ok), d = slot_int(PyTuple_GET_ITEM(ev, 9), &ok);
-    if (!ok || (d != 0 && d != 1) || !PyBytes_CheckExact(data_obj) || PyBytes_GET_SIZE(data_obj) == 0)
+    v->data = (const unsigned char *)PyBytes_AS_STRING(data_obj);
+    v->len = PyBytes_GET_SIZE(data_obj);
+    v->ev = ev;
+    v->ts_obj = PyTuple_GET_ITEM(ev, 0);
+    return 1;
+}
+
+/* The view of a ring buffer record's event (``rec``: its header, then ``len`` bytes of data). */
+static void
+view_of_record(const unsigned char *rec, Py_ssize_t len, struct event_view *v)
+{
+    struct pxq_sock_event h;
+    memcpy(&h, rec, sizeof h);
+    v->ts = (long long)h.ts_ns;
+    v->pos = (long long)h.pos;
+    v->pid = h.pid;
+    v->fd = h.fd;
+    v->gen = h.gen;
+    v->data_len = h.data_len;
+    v->kind = h.kind;
+    v->flags = h.flags;
+    v->d = h.direction;
+    v->data = rec + sizeof h;
+    v->len = len;
+    v->ev = NULL;
+    v->ts_obj = NULL;
+}
+
+/* The view's timestamp as an int (made once for a ring record); NULL on a Python error. */
+static PyObject *
+view_ts(struct event_view *v)
+{
+    if (v->ts_obj == NULL)
+        v->ts_obj = PyLong_FromLongLong(v->ts);
+    return v->ts_obj;
+}
+
+/* The tracker's key of the view's connection: (pid, fd, gen). */
+static PyObject *
+view_key(const struct event_view *v)
+{
+    if (v->ev != NULL)
+        return PyTuple_Pack(3, PyTuple_GET_ITEM(v->ev, 3), PyTuple_GET_ITEM(v->ev, 4), PyTuple_GET_ITEM(v->ev, 5));
+    return Py_BuildValue("(LLL)", v->pid, v->fd, v->gen);
+}
+
+/* Take one event, as ConnTracker.handle_batch's fast path and the Python stitcher and rows would:
+ * 1 (taken), 0 (not this path's: nothing changed), -1 (a Python error). */
+static int
+take_view(struct event_view *v, PyObject *conns, struct rows_parts *rows, long long clock_offset_ns, long long *bytes,
+          long long *transactions, long long *max_ts, struct call_cache *cache)
+{
+    int ok = 1;
+    if (v->kind != http1.ev_data || v->flags != 0)
         return 0;
-    long long pid = slot_int(PyTuple_GET_ITEM(ev, 3), &ok), fd = slot_int(PyTuple_GET_ITEM(ev, 4), &ok),
-              gen = slot_int(PyTuple_GET_ITEM(ev, 5), &ok);
-    if (!ok)
+    const long long ts = v->ts, pos = v->pos, data_len = v->data_len, d = v->d, pid = v->pid, fd = v->fd,
+                    gen = v->gen;
+    if ((d != 0 && d != 1) || v->len == 0)
         return 0;
     unsigned at_slot = cache_slot((uint64_t)pid * 0x100000001b3ull ^ (uint64_t)fd * 0x9E37ull ^ (uint64_t)gen);
     PyObject *conn = cache->conns[at_slot].conn;
     if (!(cache->conns_valid >> at_slot & 1) || cache->conns[at_slot].pid != pid || cache->conns[at_slot].fd != fd ||
         cache->conns[at_slot].gen != gen) {
-        PyObject *key = PyTuple_Pack(3, PyTuple_GET_ITEM(ev, 3), PyTuple_GET_ITEM(ev, 4), PyTuple_GET_ITEM(ev, 5));
+        PyObject *key = view_key(v);
         if (key == NULL)
             return -1;
         conn = PyDict_GetItemWithError(conns, key); /* borrowed */
@@ -1298,8 +1401,8 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
         return -1;
 
     /* Frame every message of the bytes, changing nothing yet. */
-    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(data_obj);
-    Py_ssize_t len = PyBytes_GET_SIZE(data_obj), at = 0;
+    const unsigned char *data = v->data;
+    Py_ssize_t len = v->len, at = 0;
     struct framed msgs[MAX_MESSAGES];
     struct waiting_request reqs[MAX_MESSAGES];
     PyObject *made[MAX_MESSAGES] = {0};
@@ -1333,6 +1436,11 @@ take_event(PyObject *ev, PyObject *conns, struct rows_parts *rows, long long clo
         at = m->head.body_at + (Py_ssize_t)m->length;
         if (is_request && m->head.code == HEAD_METHOD)
             header_only++; /* _plain_messages: a HEAD request counted */
+    }
+    PyObject *ts_obj = view_ts(v);
+    if (ts_obj == NULL) {
+        result = -1;
+        goto release;
     }
     if (is_request) {
         for (int i = 0; i < count; i++) {
@@ -1551,7 +1659,10 @@ http1_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t i = start < 0 ? 0 : start, taken = 0;
     for (; i < PyList_GET_SIZE(events); i++) {
         PyObject *ev = Py_NewRef(PyList_GET_ITEM(events, i));
-        int took = take_event(ev, conns, &rows, clock_offset_ns, &bytes, &transactions, &max_ts, &cache);
+        struct event_view view;
+        int took = view_of_event(ev, &view) ? take_view(&view, conns, &rows, clock_offset_ns, &bytes, &transactions,
+                                                        &max_ts, &cache)
+                                            : 0;
         Py_DECREF(ev);
         if (took <= 0)
             break; /* not this path's (0), or a Python error (-1, set) */
@@ -1570,6 +1681,114 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * The ring walk and the HTTP/1 steady state fused: records read in place.
+ */
+struct take_ctx {
+    PyObject *conns, *rows_obj, *handle;
+    long long clock_offset_ns;
+    struct rows_parts rows;
+    struct call_cache cache;
+    PyTypeObject *type;
+    struct walk_cache pid_cache;
+    long long bytes, transactions, max_ts;
+    Py_ssize_t fast_events;
+};
+
+/* Forget what a take_ctx looked up: Python code is about to run (and may change any of it). */
+static int
+take_ctx_forget(struct take_ctx *ctx)
+{
+    ctx->cache.conns_valid = ctx->cache.numbers_valid = 0;
+    int status = 0;
+    if (ctx->rows.added) {
+        status = add_rows(ctx->rows_obj, ctx->rows.added);
+        ctx->rows.added = 0;
+    }
+    Py_CLEAR(ctx->rows.strings_tuple);
+    Py_CLEAR(ctx->rows.numbers);
+    Py_CLEAR(ctx->rows.raw_blocks);
+    Py_CLEAR(ctx->rows.connections);
+    return status;
+}
+
+static int
+take_record(void *ctx_, const unsigned char *event, Py_ssize_t data_len)
+{
+    struct take_ctx *ctx = ctx_;
+    struct event_view view;
+    view_of_record(event, data_len, &view);
+    int took = 0;
+    if (ctx->rows_obj != Py_None)
+        took = take_view(&view, ctx->conns, &ctx->rows, ctx->clock_offset_ns, &ctx->bytes, &ctx->transactions,
+                         &ctx->max_ts, &ctx->cache);
+    Py_XDECREF(view.ts_obj);
+    if (took < 0)
+        return -1;
+    if (took) {
+        ctx->fast_events++;
+        return 0;
+    }
+    /* not the steady state's: the tracker's Python path takes it, as a SockEvent, now */
+    if (take_ctx_forget(ctx) < 0)
+        return -1;
+    PyObject *ev = make_event(ctx->type, event, data_len, &ctx->pid_cache);
+    if (ev == NULL)
+        return -1;
+    PyObject *r = PyObject_Vectorcall(ctx->handle, &ev, 1, NULL);
+    Py_DECREF(ev);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+PyDoc_STRVAR(ring_take_doc,
+"ring_take(producer, consumer, data_at, size, limit, event_type, conns, rows, clock_offset_ns, handle)\n"
+"-> (records, malformed, fast_events, fast_bytes, transactions, max_ts)\n\n"
+"ring_read and http1_batch in one walk: each record (``limit`` at most) is taken by the HTTP/1\n"
+"steady state straight from the ring buffer's memory when it is one (no SockEvent made), and\n"
+"otherwise made an ``event_type`` and handed to ``handle`` (the tracker's Python path) there and\n"
+"then, so every event is taken in ring buffer order as by ring_read + http1_batch. ``rows`` None:\n"
+"every record goes to ``handle``. A record whose taking raised is consumed (it was acted on).\n"
+"``records``, ``malformed``: as ring_read's; the others as http1_batch's, for the records taken in C.");
+
+static PyObject *
+ring_take(PyObject *self, PyObject *args)
+{
+    Py_buffer prod_buf, cons_buf;
+    Py_ssize_t data_at, size, limit;
+    PyObject *type_obj, *conns, *rows_obj, *handle;
+    long long clock_offset_ns;
+    if (!PyArg_ParseTuple(args, "y*w*nnnO!O!OLO:ring_take", &prod_buf, &cons_buf, &data_at, &size, &limit,
+                          &PyType_Type, &type_obj, &PyDict_Type, &conns, &rows_obj, &clock_offset_ns, &handle))
+        return NULL;
+    PyObject *result = NULL;
+    struct take_ctx ctx = {.conns = conns, .rows_obj = rows_obj, .handle = handle,
+                           .clock_offset_ns = clock_offset_ns, .rows = {.rows = rows_obj},
+                           .type = (PyTypeObject *)type_obj, .pid_cache = {0, NULL}};
+    ctx.cache.conns_valid = ctx.cache.numbers_valid = 0;
+    Py_ssize_t records = 0, malformed = 0;
+    if (!PyType_IsSubtype(ctx.type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "event_type must be a tuple subclass (SockEvent)");
+    } else if (!PyCallable_Check(handle)) {
+        PyErr_SetString(PyExc_TypeError, "handle must be callable");
+    } else if (rows_obj != Py_None && http1.conn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "ring_take before set_http1_classes");
+    } else {
+        int status = walk_ring(&prod_buf, &cons_buf, data_at, size, limit, take_record, &ctx, 1, &records, &malformed);
+        /* the rows written count in HttpRows.rows even when a later record raised */
+        if (take_ctx_forget(&ctx) == 0 && status == 0)
+            result = Py_BuildValue("(nnnLLL)", records, malformed, ctx.fast_events, ctx.bytes, ctx.transactions,
+                                   ctx.max_ts);
+    }
+    take_ctx_forget(&ctx); /* nothing left: a no-op but for an early error */
+    Py_XDECREF(ctx.pid_cache.pid_obj);
+    PyBuffer_Release(&prod_buf);
+    PyBuffer_Release(&cons_buf);
+    return result;
+}
+
 /* --------------------------------------------------------------------------------------------- */
 
 static PyMethodDef native_methods[] = {
@@ -1581,6 +1800,7 @@ static PyMethodDef native_methods[] = {
     {"clear_plain_block_cache", clear_plain_block_cache, METH_NOARGS, clear_plain_block_cache_doc},
     {"set_http1_classes", set_http1_classes, METH_VARARGS, set_http1_classes_doc},
     {"http1_batch", (PyCFunction)(void (*)(void))http1_batch, METH_FASTCALL, http1_batch_doc},
+    {"ring_take", ring_take, METH_VARARGS, ring_take_doc},
     {NULL, NULL, 0, NULL},
 };
 

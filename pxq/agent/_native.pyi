@@ -1,4 +1,5 @@
 # Types of pxq/agent/_native.c (see its docstrings).
+from collections.abc import Callable
 from typing import Any
 
 EVENT_FIELDS: tuple[tuple[str, int, int], ...]
@@ -31,3 +32,15 @@ def set_http1_classes(
 def http1_batch(
     events: list[Any], start: int, conns: dict[Any, Any], rows: Any, clock_offset_ns: int
 ) -> tuple[int, int, int, int, int]: ...
+def ring_take(
+    producer: Any,
+    consumer: Any,
+    data_at: int,
+    size: int,
+    limit: int,
+    event_type: type[tuple[Any, ...]],
+    conns: dict[Any, Any],
+    rows: Any,
+    clock_offset_ns: int,
+    handle: Callable[[Any], None],
+) -> tuple[int, int, int, int, int, int]: ...

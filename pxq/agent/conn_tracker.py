@@ -291,6 +291,12 @@ native.set_http1_classes(
 # this names when made (tests name another build's, or run with native_http1=False).
 HTTP1_BATCH: Callable[[list[SockEvent], int, dict[tuple[int, int, int], Connection], HttpRows, int],
                       tuple[int, int, int, int, int]] = native.http1_batch  # fmt: skip
+# A walk of records for ConnTracker.handle_records: (conns, HTTP/1 rows or None, clock offset,
+# the Python path for one event) -> (records, taken in C, their bytes, transactions, latest ts).
+RecordWalk = Callable[
+    [dict[tuple[int, int, int], Connection], HttpRows | None, int, Callable[[SockEvent], None]],
+    tuple[int, int, int, int, int],
+]
 
 
 class PartialDatagram:
@@ -444,54 +450,68 @@ class ConnTracker:
 
     def handle_batch(self, events: Iterable[SockEvent]) -> None:
         """:meth:`handle` each event, in order. The common event (the next bytes of a connection
-        being parsed, in order, nothing waiting) is taken here without handle()'s dispatch and
-        counted once per batch; every other event goes through handle(). Of those, the ones of an
-        HTTP/1 connection in its steady state (whole plain messages, in step, nothing unusual)
-        are taken by one C call per run of them (``http1_batch`` in pxq/agent/_native.c), which
-        leaves everything as the Python path would and stops at the first event it does not take."""
+        being parsed, in order, nothing waiting) is taken without handle()'s dispatch
+        (:meth:`take_event`). Of those, the ones of an HTTP/1 connection in its steady state
+        (whole plain messages, in step, nothing unusual) are taken by one C call per run of them
+        (``http1_batch`` in pxq/agent/_native.c), which leaves everything as the Python path would
+        and stops at the first event it does not take."""
         if type(events) is not list:
             events = list(events)
         conns = self.conns
-        conns_get = conns.get
-        feed = self._feed
-        handle = self.handle
+        take_event = self.take_event
         http1_rows, http1_batch = self._http1_rows, self._http1_batch
         offset = self.clock_offset_ns
-        fast_events = fast_bytes = 0
         i, n = 0, len(events)
-        try:
-            while i < n:
-                if http1_rows is not None:
-                    i, taken, taken_bytes, transactions, max_ts = http1_batch(events, i, conns, http1_rows, offset)
-                    if taken:
-                        fast_events += taken
-                        fast_bytes += taken_bytes
-                        if max_ts > self._last_ts:
-                            self._last_ts = max_ts
-                        if transactions:
-                            self.counts["transactions"] += transactions
-                    if i >= n:
-                        break
-                ev = events[i]
-                i += 1
-                ts_ns, pos, _, pid, fd, gen, data_len, kind, flags, d, _, _, _, _, _, _, _, _, data = ev
-                if kind == EV_DATA and not flags:
-                    conn = conns_get((pid, fd, gen))
-                    if conn is not None and conn.state == PARSING:
-                        stream = conn.stream
-                        if stream.expect[d] == pos and not stream.held_bytes:
-                            fast_events += 1
-                            fast_bytes += data_len
-                            if ts_ns > self._last_ts:
-                                self._last_ts = ts_ns
-                            conn.last_ns = ts_ns
-                            stream.expect[d] = pos + data_len
-                            feed(conn, d, ts_ns, data)
-                            continue
-                handle(ev)
-        finally:
-            self.counts["events"] += fast_events
-            self.counts["bytes"] += fast_bytes
+        while i < n:
+            if http1_rows is not None:
+                i, taken, taken_bytes, transactions, max_ts = http1_batch(events, i, conns, http1_rows, offset)
+                if taken:
+                    self._taken_in_c(taken, taken_bytes, transactions, max_ts)
+                if i >= n:
+                    break
+            take_event(events[i])
+            i += 1
+
+    def handle_records(self, walk: RecordWalk) -> int:
+        """:meth:`handle_batch` of the records ``walk`` reads (a ring buffer's, RingReader.take in
+        pxq/agent/socket_tracer.py), with no SockEvent made for the HTTP/1 steady state: the walk
+        takes those events in C straight from the ring buffer's memory, and hands every other one
+        to :meth:`take_event` as a SockEvent, in order. Returns the records read."""
+        records, taken, taken_bytes, transactions, max_ts = walk(
+            self.conns, self._http1_rows, self.clock_offset_ns, self.take_event
+        )
+        if taken:
+            self._taken_in_c(taken, taken_bytes, transactions, max_ts)
+        return records
+
+    def _taken_in_c(self, events: int, nbytes: int, transactions: int, max_ts: int) -> None:
+        counts = self.counts
+        counts["events"] += events
+        counts["bytes"] += nbytes
+        if transactions:
+            counts["transactions"] += transactions
+        if max_ts > self._last_ts:
+            self._last_ts = max_ts
+
+    def take_event(self, ev: SockEvent) -> None:
+        """:meth:`handle` one event, the common one (the next bytes of a connection being parsed,
+        in order, nothing waiting) without handle()'s dispatch."""
+        ts_ns, pos, _, pid, fd, gen, data_len, kind, flags, d, _, _, _, _, _, _, _, _, data = ev
+        if kind == EV_DATA and not flags:
+            conn = self.conns.get((pid, fd, gen))
+            if conn is not None and conn.state == PARSING:
+                stream = conn.stream
+                if stream.expect[d] == pos and not stream.held_bytes:
+                    counts = self.counts
+                    counts["events"] += 1
+                    counts["bytes"] += data_len
+                    if ts_ns > self._last_ts:
+                        self._last_ts = ts_ns
+                    conn.last_ns = ts_ns
+                    stream.expect[d] = pos + data_len
+                    self._feed(conn, d, ts_ns, data)
+                    return
+        self.handle(ev)
 
     def process_exited(self, pid: int, ts_ns: int) -> None:
         """A traced process is gone: its connections end (the kernel closed its fds)."""

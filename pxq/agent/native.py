@@ -1,5 +1,6 @@
 """pxq's C extension (``pxq/agent/_native.c``): the socket tracer's ring buffer walk, the
-HTTP/1 plain-message framing and the connection tracker's HTTP/1 steady state (``http1_batch``),
+HTTP/1 plain-message framing and the connection tracker's HTTP/1 steady state (``http1_batch``,
+and ``ring_take``: the walk and the steady state in one),
 loaded here so that a missing or stale build says how to fix it.
 
 The extension is built by the project's install (``bash tools/setup.sh``, or
@@ -34,3 +35,4 @@ plain_block_cache = _native.plain_block_cache
 clear_plain_block_cache = _native.clear_plain_block_cache
 set_http1_classes = _native.set_http1_classes
 http1_batch = _native.http1_batch
+ring_take = _native.ring_take

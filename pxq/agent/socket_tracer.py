@@ -13,10 +13,14 @@ events to the connection tracker, which produces the protocol tables' rows (``ht
     tracer.drops()                      # {"ringbuf_full": 0, "truncated": 0, ..., "unmatched": 0}
 
 The ring buffer is read straight from its memory mapping (:class:`RingReader`), one C call per
-batch (``ring_read`` in ``pxq/agent/_native.c``) that walks the records and decodes each into a
-SockEvent; the layout comes from :class:`EventHeader`, which the program is compiled against
-(``_Static_assert`` per field) and which the C walk's layout is checked against at import, so the
-reader and ``bpf/socket_trace.h`` cannot silently disagree.
+batch (``ring_take`` in ``pxq/agent/_native.c``) that walks the records and has each taken there
+and then: an event of an HTTP/1 connection in its steady state by the connection tracker's C path,
+read in place (no Python object made for the event), any other event decoded into a SockEvent and
+handed to the tracker's Python path, in ring buffer order (``fused_walk = False``: every record
+decoded first, ``ring_read``, then handed over in a list). The layout comes from
+:class:`EventHeader`, which the program is compiled against (``_Static_assert`` per field) and
+which the C walk's layout is checked against at import, so the reader and
+``bpf/socket_trace.h`` cannot silently disagree.
 
 Kernel-side options (``-D`` flags, see ``bpf/socket_trace.c``): MAX_DATA bytes per event (16 KiB;
 a call moving more is split into several events), COPY_LIMIT bytes copied per call (what the
@@ -59,6 +63,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -75,9 +80,16 @@ from pxq.agent.bpf_program import (
     possible_cpus,
 )
 from pxq.agent.conn_stats import DEFAULT_INTERVAL_S, ConnStats, listening_ports
-from pxq.agent.conn_tracker import ConnTracker, SockEvent, monotonic_to_epoch_offset, socket_endpoints
-from pxq.agent.native import EVENT_FIELDS, EVENT_SIZE, ring_read
+from pxq.agent.conn_tracker import (
+    Connection,
+    ConnTracker,
+    SockEvent,
+    monotonic_to_epoch_offset,
+    socket_endpoints,
+)
+from pxq.agent.native import EVENT_FIELDS, EVENT_SIZE, ring_read, ring_take
 from pxq.agent.procinfo import ProcessIdentities
+from pxq.agent.protocols.http1.rows import HttpRows
 from pxq.agent.protocols.registry import DEFAULT_BODY_LIMIT, MAX_HEAD_BYTES, PROTOCOLS, SUPPORTED_PROTOCOLS
 
 PROGRAM_FILE = "socket_trace.c"
@@ -223,6 +235,26 @@ class RingReader:
         taken, malformed = ring_read(self._producer, self._consumer, self._data_at, self.size, limit, out, SockEvent)
         self.malformed += malformed
         return taken
+
+    def take(
+        self,
+        limit: int,
+        conns: dict[tuple[int, int, int], Connection],
+        rows: HttpRows | None,
+        clock_offset_ns: int,
+        handle: Callable[[SockEvent], None],
+    ) -> tuple[int, int, int, int, int]:
+        """Read the records committed now, ``limit`` at most, and have them taken there and then:
+        a ConnTracker's HTTP/1 steady state in C from the ring buffer's own memory, every other
+        event made a SockEvent and handed to ``handle`` (``ring_take`` in pxq/agent/_native.c; a
+        :data:`~pxq.agent.conn_tracker.RecordWalk` for ConnTracker.handle_records). Returns
+        (records, events taken in C, their bytes, transactions, latest timestamp taken in C)."""
+        records, malformed, taken, nbytes, transactions, max_ts = ring_take(
+            self._producer, self._consumer, self._data_at, self.size, limit, SockEvent, conns, rows,
+            clock_offset_ns, handle,
+        )  # fmt: skip
+        self.malformed += malformed
+        return records, taken, nbytes, transactions, max_ts
 
     def pending(self) -> int:
         """Bytes the kernel has written (or is writing) that were not read yet."""
@@ -441,7 +473,10 @@ class SocketTracer:
         self.program = build_socket_tracer(self.options)
         self._bpf = None
         self._ring: RingReader | None = None
-        self._events: list[SockEvent] = []  # taken from the ring buffer, not handled yet
+        # Records taken by the tracker as the walk reads them (RingReader.take): no SockEvent made
+        # for an HTTP/1 connection's steady state. False: every record read into a SockEvent first,
+        # then handed over in a list (ring_read + handle_batch; tests reading the events set it).
+        self.fused_walk = True
         self._conn_stats = (
             ConnStats(
                 self._kernel_counts,
@@ -573,11 +608,9 @@ class SocketTracer:
             return
         try:
             self.close_window()
-            self._consume()
-            self._process()
+            self._end_batch(self._take())
             while self._backlog:
-                self._consume()
-                self._process()
+                self._end_batch(self._take())
             self.kernel_drops()
             # The window's last conn_stats report, while the kernel still holds the totals.
             self._tracker.report_conn_stats(time.monotonic_ns())
@@ -633,13 +666,14 @@ class SocketTracer:
             if wait > 0 and not self._backlog:
                 time.sleep(wait)
                 now = time.monotonic()
-        self._consume()
-        if not self._events:
+        self._last_poll = time.monotonic()
+        taken = self._take()
+        if not taken:
             left = int((until - now) * 1000)
             if left >= 1 and ring is not None and ring.wait(left):
-                self._consume()
-        self._last_poll = time.monotonic()
-        handled = self._process()
+                self._last_poll = time.monotonic()
+                taken = self._take()
+        handled = self._end_batch(taken)
         if self._conn_stats is not None:
             now = time.monotonic_ns()
             if self._conn_stats.due(now):
@@ -698,19 +732,27 @@ class SocketTracer:
             time.sleep(min(look, quiet_until, until) - now)
             now = time.monotonic()
 
-    def _consume(self) -> None:
-        """Take what the ring buffer holds into ``self._events`` (MAX_BATCH_EVENTS at most)."""
-        if self._ring is not None:
-            room = MAX_BATCH_EVENTS - len(self._events)
-            self._backlog = room <= 0 or self._ring.read(self._events, _HEADER, room) == room
+    def _take(self) -> int:
+        """Take and handle what the ring buffer holds now (MAX_BATCH_EVENTS records at most);
+        returns how many records."""
+        ring = self._ring
+        if ring is None:
+            return 0
+        if self.fused_walk:
+            taken = self._tracker.handle_records(partial(ring.take, MAX_BATCH_EVENTS))
+        else:
+            batch: list[SockEvent] = []
+            taken = ring.read(batch, _HEADER, MAX_BATCH_EVENTS)
+            self._tracker.handle_batch(batch)
+        self._backlog = taken >= MAX_BATCH_EVENTS
+        return taken
 
-    def _process(self) -> int:
-        batch, self._events = self._events, []
-        self._tracker.handle_batch(batch)
+    def _end_batch(self, taken: int) -> int:
+        """One batch of ``taken`` records is done (ConnTracker.end_batch)."""
         self._tracker.end_batch()
         self.polls += 1
-        self.last_poll_events = len(batch)
-        return len(batch)
+        self.last_poll_events = taken
+        return taken
 
     def drain(self) -> pa.Table:
         """``http_events`` rows completed since the last drain (the catalog's exact schema): the

@@ -328,9 +328,37 @@ def tracker_scripts(seed: int, count: int) -> list[list[Any]]:
     return scripts
 
 
+def ring_record(ev: SockEvent) -> bytes | None:
+    """``ev`` as the kernel writes it into the ring buffer (the header, then its data), or None
+    when a field does not fit the header (the scripts' odd pids and fds)."""
+    if not (0 <= ev.pid < 1 << 32 and -(1 << 31) <= ev.fd < 1 << 31 and 0 <= ev.gen < 1 << 32):
+        return None
+    return EVENT.pack(*ev[:16], ev.laddr.ljust(16, b"\0"), ev.raddr.ljust(16, b"\0")) + bytes(ev.data)
+
+
+class RingWalk:
+    """A ConnTracker.handle_records walk of ``ring``, ``limit`` records at most, with ``native``'s
+    ring_take."""
+
+    def __init__(self, native: Any, ring: Ring, limit: int) -> None:
+        self.native, self.ring, self.limit = native, ring, limit
+        self.malformed = 0
+
+    def __call__(self, conns, rows, clock_offset_ns, handle):
+        ring = self.ring
+        records, malformed, *taken = self.native.ring_take(
+            ring.producer, ring.consumer, DATA_AT, ring.size, self.limit, SockEvent, conns, rows, clock_offset_ns,
+            handle,
+        )  # fmt: skip
+        self.malformed += malformed
+        return (records, *taken)
+
+
 def tracker_answers(native: Any, seed: int, count: int) -> list[Any]:
     """The rows and counters of ConnTracker over tracker_scripts with ``native``'s http1_batch,
-    and whether they are those of the Python path."""
+    and whether they are those of the Python path; and whether ``native``'s ring_take, walking the
+    scripts' events written into a ring buffer (``limit`` records a walk, several walks a batch),
+    gives what the Python path gives on the events ring_read decodes of the same records."""
     from pxq.agent import conn_tracker
     from pxq.agent.data_stream import DataStream
     from pxq.agent.protocols import registry
@@ -340,38 +368,70 @@ def tracker_answers(native: Any, seed: int, count: int) -> list[Any]:
         conn_tracker.Connection, DataStream, Http1Stitcher, _Direction, conn_tracker.PARSING, conn_tracker.EV_DATA,
         conn_tracker.EGRESS, conn_tracker.INGRESS, conn_tracker.ROLE_CLIENT,
     )  # fmt: skip
+
+    def outcome(t: conn_tracker.ConnTracker) -> tuple[Any, ...]:
+        t.close_all()
+        return (t.take_tables()["http_events"].to_pylist(), dict(t.counts), t.drop_counts())
+
     saved, conn_tracker.HTTP1_BATCH = conn_tracker.HTTP1_BATCH, native.http1_batch
     try:
         answers = []
-        for script in tracker_scripts(seed, count):
+        for number, script in enumerate(tracker_scripts(seed, count)):
             results = []
             for fast in (True, False):
                 t = conn_tracker.ConnTracker(protocols=[registry.PROTOCOLS["http"]], native_http1=fast, body_limit=8)
                 for batch in script:
                     t.handle_batch(batch)
                     t.end_batch()
-                t.close_all()
-                results.append((t.take_tables()["http_events"].to_pylist(), dict(t.counts), t.drop_counts()))
-            answers.append((results[0], results[0] == results[1]))
+                results.append(outcome(t))
+            # The same events through a ring buffer: read into SockEvents for the Python path, and
+            # taken by ring_take, a few records a walk.
+            ring_results = []
+            for fast in (True, False):
+                t = conn_tracker.ConnTracker(protocols=[registry.PROTOCOLS["http"]], native_http1=fast, body_limit=8)
+                ring = Ring(size=1 << 16, start=(1 << 16) - 200 * number % (1 << 16))
+                walk = RingWalk(native, ring, limit=1 + number % 7)
+                for batch in script:
+                    for ev in batch:
+                        record = ring_record(ev)
+                        if record is not None:
+                            ring.add_raw(len(record), record)
+                    if fast:
+                        while t.handle_records(walk):
+                            pass
+                    else:
+                        (_, _), decoded, _ = ring.read(native)
+                        t.handle_batch([SockEvent(*ev) for ev in decoded])
+                    t.end_batch()
+                ring_results.append(outcome(t))
+            same = results[0] == results[1] and ring_results[0] == ring_results[1]
+            answers.append(((results[0], ring_results[0]), same))
         return answers
     finally:
         conn_tracker.HTTP1_BATCH = saved
 
 
 def http1_batch_growth(native: Any, seeds: range, count: int) -> int:
-    """Bytes still allocated, after rounds of tracker_answers, by ``native``'s http1_batch calls
-    (under tracemalloc, started by the caller): what C allocates during a call is traced to the
-    line of conn_tracker.py that calls it. (The Python path keeps a few bytes per round in caches
-    of its own, re's and numpy's: not counted.)"""
+    """Bytes still allocated, after rounds of tracker_answers, by ``native``'s http1_batch and
+    ring_take calls (under tracemalloc, started by the caller): what C allocates during a call is
+    traced to the line that calls it. (The Python path keeps a few bytes per round in caches of its
+    own, re's and numpy's: not counted.)"""
     import gc
     import inspect
     import tracemalloc
 
     from pxq.agent import conn_tracker
 
-    lines, first = inspect.getsourcelines(conn_tracker.ConnTracker.handle_batch)
-    call = first + next(i for i, line in enumerate(lines) if "= http1_batch(" in line)
-    where = [tracemalloc.Filter(True, conn_tracker.__file__, call)]
+    def line_of(function: Any, text: str) -> int:
+        lines, first = inspect.getsourcelines(function)
+        return first + next(i for i, line in enumerate(lines) if text in line)
+
+    where = [
+        tracemalloc.Filter(
+            True, conn_tracker.__file__, line_of(conn_tracker.ConnTracker.handle_batch, "= http1_batch(")
+        ),
+        tracemalloc.Filter(True, __file__, line_of(RingWalk.__call__, "ring_take(")),
+    ]
     native.clear_plain_block_cache()  # bounded, not a leak: not counted
     gc.collect()
     before = tracemalloc.take_snapshot().filter_traces(where)

@@ -1,5 +1,6 @@
 """The connection tracker's HTTP/1 steady state in C (``http1_batch`` in pxq/agent/_native.c, called
-by ``ConnTracker.handle_batch``) against the Python path it stands in for: the same kernel events,
+by ``ConnTracker.handle_batch``; ``ring_take``, the ring walk and the same steady state in one, called
+by ``ConnTracker.handle_records``) against the Python path it stands in for: the same kernel events,
 fed through one tracker with the C path and one without it (``native_http1=False``: every event
 through ``ConnTracker._feed``, ``Http1Stitcher._feed`` and ``HttpRows.add``), must give the same
 tables and leave the same state behind: every counter of the tracker, every slot of each
@@ -14,14 +15,16 @@ import itertools
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from pxq.agent import conn_tracker
 from pxq.agent.conn_tracker import F_REMOTE, F_TUPLE, ROLE_CLIENT, ROLE_SERVER, Connection, ConnTracker, SockEvent
+from pxq.agent.native import _native
 from pxq.agent.protocols import registry
 from pxq.agent.protocols.http1.stitcher import Http1Stitcher, _Direction, _Message
 from pxq.testing.streams import load_stream
-from tests.agent.native_scenarios import TRACED_PID, TracedConn
+from tests.agent.native_scenarios import TRACED_PID, Ring, RingWalk, TracedConn, ring_record
 
 STREAMS = Path(registry.__file__).parent / "http1" / "streams"
 
@@ -80,11 +83,18 @@ def tracker_state(t: ConnTracker) -> tuple:
     )
 
 
-def run(steps: list, native: bool, keep_secrets: bool = False, body_limit: int = 1024) -> tuple[list, list]:
+RING_WALK_LIMIT = 3  # records a ring_take walk takes at most: a batch in several walks
+
+
+def run(steps: list, native: bool | str, keep_secrets: bool = False, body_limit: int = 1024) -> tuple[list, list]:
     """``steps``: lists of events (a batch each), "end" (end of a ring buffer drain), "take"
-    (tables taken), "close" (the tracer stops). The tables' rows and the state after each step."""
-    t = ConnTracker(protocols=[registry.PROTOCOLS["http"]], native_http1=native, keep_secrets=keep_secrets,
+    (tables taken), "close" (the tracer stops). The tables' rows and the state after each step.
+    ``native``: True (http1_batch), False (Python only), "ring" (each batch's events written
+    into a ring buffer and taken by ring_take, RING_WALK_LIMIT records a walk)."""
+    t = ConnTracker(protocols=[registry.PROTOCOLS["http"]], native_http1=bool(native), keep_secrets=keep_secrets,
                     body_limit=body_limit, clock_offset_ns=7_000)  # fmt: skip
+    ring = Ring(size=1 << 20)
+    walk = RingWalk(_native, ring, RING_WALK_LIMIT)
     rows, states = [], []
     for step in steps:
         if step == "end":
@@ -93,6 +103,13 @@ def run(steps: list, native: bool, keep_secrets: bool = False, body_limit: int =
             rows.append(t.take_tables()["http_events"].to_pylist())
         elif step == "close":
             t.close_all()
+        elif native == "ring":
+            for ev in step:
+                record = ring_record(ev)
+                assert record is not None
+                ring.add_raw(len(record), record)
+            while t.handle_records(walk):
+                pass
         else:
             t.handle_batch(step)
         states.append(tracker_state(t))
@@ -101,26 +118,57 @@ def run(steps: list, native: bool, keep_secrets: bool = False, body_limit: int =
 
 
 class Taken:
-    """Counts the events the C path took (wraps conn_tracker.HTTP1_BATCH while in use)."""
+    """Counts the events the C path took: http1_batch's (wraps conn_tracker.HTTP1_BATCH) and
+    ring_take's (wraps RingWalk), while in use."""
 
     def __init__(self, monkeypatch) -> None:
-        self.events = 0
-        inner = conn_tracker.HTTP1_BATCH
+        self.events = self.ring_events = 0
+        inner, inner_walk = conn_tracker.HTTP1_BATCH, RingWalk.__call__
 
         def counting(*args):
             out = inner(*args)
             self.events += out[1]
             return out
 
+        def counting_walk(walk, *args):
+            out = inner_walk(walk, *args)
+            self.ring_events += out[1]
+            return out
+
         monkeypatch.setattr(conn_tracker, "HTTP1_BATCH", counting)
+        monkeypatch.setattr(RingWalk, "__call__", counting_walk)
+
+
+def as_recorded(steps: list) -> list | None:
+    """``steps`` with each event as the ring walk decodes it (addresses 16 bytes, data bytes), or
+    None when one cannot be a ring buffer record (an odd pid or fd of a test)."""
+    out: list = []
+    for step in steps:
+        if isinstance(step, str):
+            out.append(step)
+            continue
+        batch = []
+        for ev in step:
+            if ring_record(ev) is None:
+                return None
+            batch.append(ev._replace(laddr=ev.laddr.ljust(16, b"\0"), raddr=ev.raddr.ljust(16, b"\0"),
+                                     data=bytes(ev.data)))  # fmt: skip
+        out.append(batch)
+    return out
 
 
 def assert_same(steps: list, **options) -> None:
-    fast_rows, fast_states = run(steps, True, **options)
+    """The C paths leave what the Python path leaves: http1_batch on ``steps``, and ring_take on
+    them written into a ring buffer (when each event can be a record)."""
+    recorded = as_recorded(steps)
+    if recorded is not None:
+        steps = recorded
     slow_rows, slow_states = run(steps, False, **options)
-    assert fast_rows == slow_rows
-    for i, (fast, slow) in enumerate(zip(fast_states, slow_states)):
-        assert fast == slow, f"after step {i}"
+    for native in (True, "ring") if recorded is not None else (True,):
+        fast_rows, fast_states = run(steps, native, **options)
+        assert fast_rows == slow_rows, native
+        for i, (fast, slow) in enumerate(zip(fast_states, slow_states)):
+            assert fast == slow, f"{native}: after step {i}"
 
 
 # -- steady state ------------------------------------------------------------------------------
@@ -152,6 +200,7 @@ def test_keep_alive_steady_state_goes_through_c_and_matches_python(monkeypatch):
     # response of all (its header blocks are not cached yet: the same blocks on every connection);
     # C every other event, in the two runs with it (assert_same's and the one above).
     assert taken.events == 2 * (2 * 60 - 3 - 1)
+    assert taken.ring_events == 2 * 60 - 3 - 1  # ring_take, in assert_same's run: the same events
 
 
 def test_head_exchanges_go_through_c_and_match_python(monkeypatch):
@@ -166,6 +215,7 @@ def test_head_exchanges_go_through_c_and_match_python(monkeypatch):
         events.append(c.data(100 * i + 60, False, RESP[: RESP.index(b"\r\n\r\n") + 4] if head else RESP))
     steps = [events[:25], "end", events[25:], "end"]
     assert_same(steps)
+    assert taken.ring_events == 2 * 30 - 3  # ring_take (assert_same's run), as http1_batch below
     taken.events = 0
     rows = run(steps, True)[0][0]
     # Python takes the first request (the protocol not known yet) and the first response of each
@@ -189,6 +239,39 @@ def test_rows_hold_what_was_sent(monkeypatch):
     assert rows[3]["req_headers"] == '{"Host": "127.0.0.1:8080", "User-Agent": "pxq-test"}'
     assert rows[3]["latency"] == 500
     assert rows[3]["remote_addr"] == "10.1.2.3" and rows[3]["local_port"] == 8080
+
+
+def test_a_record_whose_python_path_raises_is_consumed_and_the_rows_before_it_stay():
+    """ring_take: an event the Python path raises on was acted on, so it is not read again; the
+    rows C wrote before it are counted in the row buffer, and the next walk goes on after it."""
+    c = Conn(80)
+    events = [c.open(1)]
+    for i in range(8):
+        events += [c.data(100 * i + 10, True, REQ % i), c.data(100 * i + 60, False, RESP)]
+    strange = c.data(900, True, b"\x00not http")._replace(flags=F_REMOTE)  # the Python path's
+    ring = Ring(size=1 << 16)
+    at = {}  # where each record starts
+    for ev in [*events, strange, c.data(1000, True, REQ % 8), c.data(1060, False, RESP)]:
+        record = ring_record(ev)
+        at[ev.ts_ns] = ring.add_raw(len(record), record)
+    t = ConnTracker(protocols=[registry.PROTOCOLS["http"]])
+    take_event = t.take_event
+
+    def failing(ev):
+        if ev.flags == F_REMOTE:
+            raise RuntimeError("the Python path failed")
+        take_event(ev)
+
+    t.take_event = failing  # type: ignore[method-assign]
+    walk = RingWalk(_native, ring, 1 << 20)
+    with pytest.raises(RuntimeError, match="Python path failed"):
+        t.handle_records(walk)
+    assert ring.consumer_pos == at[1000]  # past the one that raised, before the next
+    rows = t.take_tables()["http_events"].to_pylist()
+    assert [r["req_path"] for r in rows] == [f"/small.html?i={i}" for i in range(8)]
+    t.take_event = take_event  # type: ignore[method-assign]
+    assert t.handle_records(walk) == 2  # the two records after the one that raised
+    assert ring.consumer_pos == ring.prod
 
 
 # -- uncommon cases among plain ones ------------------------------------------------------------
@@ -362,7 +445,7 @@ def test_recorded_streams_give_the_same_both_ways(monkeypatch):
         for cut in (1, 3, len(events)):
             steps = [events[i : i + cut] for i in range(0, len(events), cut)]
             assert_same([*steps, "end", "end"])
-    assert taken.events > 0
+    assert taken.events > 0 and taken.ring_events > 0
 
 
 def test_tables_are_arrow_equal_too():
@@ -382,7 +465,7 @@ def test_a_connection_picked_up_mid_stream_joins_the_c_path_after_its_probation(
     taken = Taken(monkeypatch)
     steps = one_conn(*STEADY * 3, opened=False)  # 9 exchanges, no OPEN event
     assert_same(steps)
-    assert taken.events > 0
+    assert taken.events > 0 and taken.ring_events > 0
     rows, states = run(steps, True)
     assert sum(len(r) for r in rows) == 9
     assert dict(states[-1][4][(PID, 30, 1)][0])["restarted"] is True  # parsed on probation, then let through

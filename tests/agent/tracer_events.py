@@ -11,6 +11,7 @@ def keep_events(tracer: SocketTracer) -> list[SockEvent]:
     """A list that grows with every event ``tracer`` takes from its ring buffer from now on (call
     before :meth:`SocketTracer.start`)."""
     seen: list[SockEvent] = []
+    tracer.fused_walk = False  # every record made a SockEvent and handed over in a list
     handle_batch = tracer._tracker.handle_batch
 
     def keeping(batch):
