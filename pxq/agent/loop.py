@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pxq.agent.allocator import keep_freed_memory
 from pxq.agent.bpf_program import bpf_unavailable_reason, release_compiler_pages
 from pxq.agent.collector import AgentError, AgentOptions, Collector
 from pxq.agent.collectors import build_collector, check_collectable
@@ -139,7 +138,6 @@ class AgentLoop:
     def start(self) -> TableStore:
         """Build and start the collectors; raises (having stopped those started) when one cannot start."""
         check_environment()
-        keep_freed_memory()  # the drains' memory reused, not faulted in anew (see pxq/agent/allocator.py)
         requests = [replace(c, pids=tuple(sorted({*c.pids, *self.descendants(c.pids)}))) if c.pids else c
                     for c in self.manifest.collectors]  # fmt: skip
         collectors = [build_collector(c, self.options) for c in requests]
