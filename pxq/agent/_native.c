@@ -1625,6 +1625,24 @@ add_rows(PyObject *rows, long long added)
     return set;
 }
 
+/* The end of a call's writing into the row buffer: HttpRows.rows counts the rows written
+ * (add_rows) and the buffer's parts looked up are let go (rows_ready looks them up again when
+ * needed); -1 on a Python error (one already set is kept). */
+static int
+rows_done(struct rows_parts *rows)
+{
+    int status = 0;
+    if (rows->added) {
+        status = add_rows(rows->rows, rows->added);
+        rows->added = 0;
+    }
+    Py_CLEAR(rows->strings_tuple);
+    Py_CLEAR(rows->numbers);
+    Py_CLEAR(rows->raw_blocks);
+    Py_CLEAR(rows->connections);
+    return status;
+}
+
 PyDoc_STRVAR(http1_batch_doc,
 "http1_batch(events, start, conns, rows, clock_offset_ns) -> (stop, taken, bytes, transactions, max_ts)\n\n"
 "Take events[start:] in order while each is the steady state of an HTTP/1 connection being parsed\n"
@@ -1668,24 +1686,16 @@ http1_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             break; /* not this path's (0), or a Python error (-1, set) */
         taken++;
     }
-    PyObject *result = NULL;
-    if (rows.added && add_rows(rows_obj, rows.added) < 0)
-        goto done;
-    if (!PyErr_Occurred())
-        result = Py_BuildValue("(nnLLL)", i, taken, bytes, transactions, max_ts);
-done:
-    Py_XDECREF(rows.strings_tuple);
-    Py_XDECREF(rows.numbers);
-    Py_XDECREF(rows.raw_blocks);
-    Py_XDECREF(rows.connections);
-    return result;
+    if (rows_done(&rows) < 0 || PyErr_Occurred())
+        return NULL;
+    return Py_BuildValue("(nnLLL)", i, taken, bytes, transactions, max_ts);
 }
 
 /* ---------------------------------------------------------------------------------------------
  * The ring walk and the HTTP/1 steady state fused: records read in place.
  */
 struct take_ctx {
-    PyObject *conns, *rows_obj, *handle;
+    PyObject *conns, *handle;
     long long clock_offset_ns;
     struct rows_parts rows;
     struct call_cache cache;
@@ -1700,16 +1710,7 @@ static int
 take_ctx_forget(struct take_ctx *ctx)
 {
     ctx->cache.conns_valid = ctx->cache.numbers_valid = 0;
-    int status = 0;
-    if (ctx->rows.added) {
-        status = add_rows(ctx->rows_obj, ctx->rows.added);
-        ctx->rows.added = 0;
-    }
-    Py_CLEAR(ctx->rows.strings_tuple);
-    Py_CLEAR(ctx->rows.numbers);
-    Py_CLEAR(ctx->rows.raw_blocks);
-    Py_CLEAR(ctx->rows.connections);
-    return status;
+    return rows_done(&ctx->rows);
 }
 
 static int
@@ -1719,7 +1720,7 @@ take_record(void *ctx_, const unsigned char *event, Py_ssize_t data_len)
     struct event_view view;
     view_of_record(event, data_len, &view);
     int took = 0;
-    if (ctx->rows_obj != Py_None)
+    if (ctx->rows.rows != Py_None)
         took = take_view(&view, ctx->conns, &ctx->rows, ctx->clock_offset_ns, &ctx->bytes, &ctx->transactions,
                          &ctx->max_ts, &ctx->cache);
     Py_XDECREF(view.ts_obj);
@@ -1764,25 +1765,24 @@ ring_take(PyObject *self, PyObject *args)
                           &PyType_Type, &type_obj, &PyDict_Type, &conns, &rows_obj, &clock_offset_ns, &handle))
         return NULL;
     PyObject *result = NULL;
-    struct take_ctx ctx = {.conns = conns, .rows_obj = rows_obj, .handle = handle,
+    struct take_ctx ctx = {.conns = conns, .handle = handle,
                            .clock_offset_ns = clock_offset_ns, .rows = {.rows = rows_obj},
                            .type = (PyTypeObject *)type_obj, .pid_cache = {0, NULL}};
     ctx.cache.conns_valid = ctx.cache.numbers_valid = 0;
     Py_ssize_t records = 0, malformed = 0;
-    if (!PyType_IsSubtype(ctx.type, &PyTuple_Type)) {
+    int status = -1;
+    if (!PyType_IsSubtype(ctx.type, &PyTuple_Type))
         PyErr_SetString(PyExc_TypeError, "event_type must be a tuple subclass (SockEvent)");
-    } else if (!PyCallable_Check(handle)) {
+    else if (!PyCallable_Check(handle))
         PyErr_SetString(PyExc_TypeError, "handle must be callable");
-    } else if (rows_obj != Py_None && http1.conn == NULL) {
+    else if (rows_obj != Py_None && http1.conn == NULL)
         PyErr_SetString(PyExc_RuntimeError, "ring_take before set_http1_classes");
-    } else {
-        int status = walk_ring(&prod_buf, &cons_buf, data_at, size, limit, take_record, &ctx, 1, &records, &malformed);
-        /* the rows written count in HttpRows.rows even when a later record raised */
-        if (take_ctx_forget(&ctx) == 0 && status == 0)
-            result = Py_BuildValue("(nnnLLL)", records, malformed, ctx.fast_events, ctx.bytes, ctx.transactions,
-                                   ctx.max_ts);
-    }
-    take_ctx_forget(&ctx); /* nothing left: a no-op but for an early error */
+    else
+        status = walk_ring(&prod_buf, &cons_buf, data_at, size, limit, take_record, &ctx, 1, &records, &malformed);
+    /* the rows written count in HttpRows.rows even when a later record raised */
+    if (take_ctx_forget(&ctx) == 0 && status == 0)
+        result = Py_BuildValue("(nnnLLL)", records, malformed, ctx.fast_events, ctx.bytes, ctx.transactions,
+                               ctx.max_ts);
     Py_XDECREF(ctx.pid_cache.pid_obj);
     PyBuffer_Release(&prod_buf);
     PyBuffer_Release(&cons_buf);
