@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 
 import pytest
 
 from pxq.agent.bpf_program import header_constants
 from pxq.agent.conn_tracker import EGRESS, EV_DATA, F_FILLER, INGRESS
-from pxq.agent.socket_tracer import SocketTracer
 from pxq.testing.kernel import require_bpf
 from pxq.testing.retry import wait_for
-from tests.agent.tracer_events import keep_events
+from tests.agent.tracer_events import traced_child
 
 pytestmark = pytest.mark.kernel
 
@@ -123,34 +120,18 @@ def plan() -> list[dict]:
 def test_each_calls_bytes_arrive_exactly_as_the_process_wrote_and_read_them():
     require_bpf()
     calls = plan()
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        child.stdin.write(json.dumps(calls) + "\n")
-        child.stdin.flush()
-        assert child.stdout.readline().strip() == "READY"
-        tracer = SocketTracer(pids=[child.pid])
-        seen = keep_events(tracer)
-        tracer.start()
-        try:
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            wait_for(lambda: tracer.poll(50) is not None and child.poll() is not None, 60, "the child's calls")
-            received_chunks = json.loads(child.stdout.readline())
-            sent_total = sum(len(bytes.fromhex(p)) for c in calls for p in c["pieces"])
+    with traced_child(CHILD, first_line=json.dumps(calls)) as (child, tracer, seen):
+        wait_for(lambda: tracer.poll(50) is not None and child.poll() is not None, 60, "the child's calls")
+        received_chunks = json.loads(child.stdout.readline())
+        sent_total = sum(len(bytes.fromhex(p)) for c in calls for p in c["pieces"])
 
-            def data_bytes(direction: int) -> int:
-                tracer.poll(0)
-                return sum(e.size for e in seen if e.kind == EV_DATA and e.pid == child.pid and e.direction == direction
-                           and not e.flags & F_FILLER)  # fmt: skip
+        def data_bytes(direction: int) -> int:
+            tracer.poll(0)
+            return sum(e.size for e in seen if e.kind == EV_DATA and e.pid == child.pid and e.direction == direction
+                       and not e.flags & F_FILLER)  # fmt: skip
 
-            wait_for(lambda: data_bytes(EGRESS) >= sent_total and data_bytes(INGRESS) >= sent_total, 30, "the events")
-            drops = tracer.kernel_drops()
-        finally:
-            tracer.stop()
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
+        wait_for(lambda: data_bytes(EGRESS) >= sent_total and data_bytes(INGRESS) >= sent_total, 30, "the events")
+        drops = tracer.kernel_drops()
     assert child.returncode == 0
     assert not any(drops.values()), drops
 

@@ -12,16 +12,13 @@ Needs root and bcc (kernel tests).
 from __future__ import annotations
 
 import ctypes as ct
-import subprocess
-import sys
 
 import pytest
 
 from pxq.agent.conn_tracker import EV_DATA, EV_OPEN, F_DATAGRAM, INGRESS
-from pxq.agent.socket_tracer import SocketTracer
 from pxq.testing.kernel import require_bpf
 from pxq.testing.retry import wait_for
-from tests.agent.tracer_events import keep_events
+from tests.agent.tracer_events import traced_child
 
 pytestmark = pytest.mark.kernel
 
@@ -64,31 +61,17 @@ print("DONE", flush=True)
 
 def test_every_call_noted_for_its_exit_is_taken_there():
     require_bpf()
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "READY"
-        tracer = SocketTracer(pids=[child.pid])
-        seen = keep_events(tracer)
-        tracer.start()
-        try:
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            assert child.stdout.readline().strip() == "DONE"
-            child.wait(timeout=30)
+    with traced_child(CHILD) as (child, tracer, seen):
+        assert child.stdout.readline().strip() == "DONE"
+        child.wait(timeout=30)
 
-            def datagrams_received() -> list[bytes]:
-                tracer.poll(0)
-                return [e.data for e in seen if e.kind == EV_DATA and e.flags & F_DATAGRAM and e.direction == INGRESS]
+        def datagrams_received() -> list[bytes]:
+            tracer.poll(0)
+            return [e.data for e in seen if e.kind == EV_DATA and e.flags & F_DATAGRAM and e.direction == INGRESS]
 
-            wait_for(lambda: len(datagrams_received()) >= 2, 30, "the received datagrams' events")
-            received = datagrams_received()
-            notes_held = tracer._bpf[b"notes_held"][ct.c_int(0)].value
-        finally:
-            tracer.stop()
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
+        wait_for(lambda: len(datagrams_received()) >= 2, 30, "the received datagrams' events")
+        received = datagrams_received()
+        notes_held = tracer._bpf[b"notes_held"][ct.c_int(0)].value
     assert child.returncode == 0
     assert received == [b"datagram one", b"datagram two"]  # recvfrom's, recvmsg's (the peek sent none)
     assert any(e.kind == EV_OPEN and e.pid == child.pid for e in seen)  # the TCP connect's (and accept's)
